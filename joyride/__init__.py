@@ -1,0 +1,8 @@
+"""Joyride: a hybrid kernel-bypass TCP/IP stack for Linux.
+
+XDP steers the flows of selected local ports into AF_XDP sockets; a user-space TCP/IP
+stack (Python, with cffi-compiled C on the per-packet path) serves them; every other
+packet falls through to the kernel untouched.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from joyride.cli import main
+
+sys.exit(main())

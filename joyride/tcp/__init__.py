@@ -1,0 +1,1 @@
+"""Sans-I/O TCP: segments and the time in, segments out. No clocks, no sockets."""
