@@ -10,6 +10,7 @@ from pathlib import Path
 from setuptools import setup
 
 HERE = Path(__file__).parent
-cffi_modules = [f"{p.relative_to(HERE)}:ffi" for p in sorted((HERE / "cffi_build").glob("*_build.py"))]
+BUILD_SCRIPTS = sorted((HERE / "cffi_build").glob("*_build.py"))
+cffi_modules = [f"{p.relative_to(HERE)}:ffi" for p in BUILD_SCRIPTS]
 
 setup(cffi_modules=cffi_modules)

@@ -1,0 +1,47 @@
+"""Entering a network namespace from inside this process.
+
+Python 3.11 has no ``os.setns``; libc's ``setns(2)`` is called through ctypes. Only the
+calling thread moves, which is exactly what a test or a tool needs to create sockets,
+attach XDP programs or open AF_XDP sockets inside a namespace it owns.
+
+Note: ``/sys/class/net`` keeps showing the namespace that sysfs was mounted in, so code
+that may run inside another namespace must look interfaces up over netlink or ioctl
+(``socket.if_nametoindex``), never through ``/sys``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+CLONE_NEWNET = 0x40000000
+NETNS_RUN_DIR = "/run/netns"
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextmanager
+def inside(netns: str) -> Iterator[None]:
+    """Run the body with the current thread inside the named namespace (``ip netns`` name)."""
+    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(os.path.join(NETNS_RUN_DIR, netns), os.O_RDONLY)
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(original)
+    finally:
+        os.close(original)

@@ -1,0 +1,354 @@
+"""Network namespaces joined by veth pairs, with guaranteed cleanup.
+
+Topology (both ends of every veth live in namespaces this module creates; nothing is
+ever created in, or sent through, the root namespace)::
+
+    [joy ns] jr<tag>j ──veth── jr<tag>p [peer ns]                       (no relay)
+    [joy ns] jr<tag>j ──veth── jr<tag>r ⇄ relay ⇄ jr<tag>s ──veth── jr<tag>p [peer ns]
+
+The *joy* node is where Joyride attaches (XDP + AF_XDP); the *peer* node is the kernel
+on the other side of the wire. Transmit checksum offload is off on the peer's veth (and
+on every veth when a relay copies frames through AF_PACKET), because frames with
+unfinished checksums would otherwise reach Joyride (DESIGN.md, facts).
+
+Namespace names are ``jr-<pid>-<hex>-<role>``: unique per run, and ``sweep()`` can tell a
+leftover of a crashed run (its pid is gone) from a live parallel run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from joyride import netns
+from joyride.testbed.impair import Impairment, nft_ruleset, tbf_args
+
+PREFIX: Final = "jr"
+NS_PATTERN: Final = re.compile(rf"^{PREFIX}-(\d+)-([0-9a-f]+)-(\w+)$")
+# RFC 2544 benchmarking range: never routed, never anyone else's address.
+SUBNET_BASE: Final = "198.18"
+
+
+class TestbedError(RuntimeError):
+    """The test bed could not be built (missing privilege, missing tool, kernel refusal)."""
+
+    __test__ = False  # not a pytest test class
+
+
+def _run(args: Sequence[str], *, check: bool = True, timeout: float = 30.0,
+         input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    try:
+        proc = subprocess.run(list(args), capture_output=True, timeout=timeout, input=input)
+    except FileNotFoundError as exc:
+        raise TestbedError(f"{args[0]} not found: run scripts/setup.sh") from exc
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        raise TestbedError(f"`{' '.join(args)}` failed ({proc.returncode}): {err}")
+    return proc
+
+
+@dataclass
+class Node:
+    """One end of the link: a namespace with one veth."""
+
+    __test__ = False
+
+    netns: str
+    ifname: str
+    ip: str
+    prefix_len: int
+    processes: list[subprocess.Popen[Any]] = field(default_factory=list)
+
+    @property
+    def ip_bytes(self) -> bytes:
+        return socket.inet_aton(self.ip)
+
+    @property
+    def mac(self) -> str:
+        out = self.run("cat", f"/sys/class/net/{self.ifname}/address").stdout
+        return out.decode().strip()
+
+    @property
+    def ifindex(self) -> int:
+        with self.inside():
+            return socket.if_nametoindex(self.ifname)
+
+    def cmd(self, *args: str) -> list[str]:
+        """The argv that runs ``args`` inside this namespace."""
+        return ["ip", "netns", "exec", self.netns, *args]
+
+    def run(self, *args: str, check: bool = True, timeout: float = 30.0,
+            input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return _run(self.cmd(*args), check=check, timeout=timeout, input=input)
+
+    def popen(self, *args: str, **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start a process in this namespace; the test bed ends it (by pid) on teardown."""
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        proc: subprocess.Popen[Any] = subprocess.Popen(self.cmd(*args), **kwargs)
+        self.processes.append(proc)
+        return proc
+
+    def inside(self) -> contextlib.AbstractContextManager[None]:
+        """Move the calling thread into this namespace for the body (sockets, XDP, AF_XDP)."""
+        return netns.inside(self.netns)
+
+    def sysctl(self, key: str, value: str) -> None:
+        self.run("sysctl", "-q", "-w", f"{key}={value}")
+
+    def stop_processes(self, timeout: float = 3.0) -> None:
+        for proc in self.processes:
+            _terminate(proc, timeout)
+        self.processes.clear()
+
+
+def _terminate(proc: subprocess.Popen[Any], timeout: float) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(timeout)
+
+
+class Testbed:
+    """Two namespaces (``joy`` and ``peer``) joined by a veth pair, optionally impaired.
+
+    Use as a context manager (teardown runs even when the body raises) or through the
+    ``testbed`` pytest fixture in ``tests/conftest.py``.
+    """
+
+    __test__ = False
+
+    def __init__(
+        self,
+        *,
+        mtu: int = 1500,
+        rx_queues: int = 1,
+        to_joy: Impairment | None = None,
+        to_peer: Impairment | None = None,
+        subnet: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not 68 <= mtu <= 65535:
+            raise ValueError(f"mtu={mtu} out of range 68..65535")
+        if not 1 <= rx_queues <= 64:
+            raise ValueError(f"rx_queues={rx_queues} out of range 1..64")
+        self.mtu = mtu
+        self.rx_queues = rx_queues
+        self.to_joy = to_joy or Impairment()
+        self.to_peer = to_peer or Impairment()
+        if self.to_peer.rate_bps:
+            raise ValueError("rate limiting applies towards the Joyride side only")
+        self.seed = seed
+        self.tag = secrets.token_hex(3)
+        base = f"{PREFIX}-{os.getpid()}-{self.tag}"
+        third = subnet if subnet is not None else int(self.tag[:2], 16)
+        self.joy = Node(f"{base}-joy", f"{PREFIX}{self.tag}j", f"{SUBNET_BASE}.{third}.1", 24)
+        self.peer = Node(f"{base}-peer", f"{PREFIX}{self.tag}p", f"{SUBNET_BASE}.{third}.2", 24)
+        self.relay_ns: str | None = None
+        self.relay_proc: subprocess.Popen[bytes] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._namespaces: list[str] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> Testbed:
+        try:
+            self.setup()
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.teardown()
+
+    @property
+    def uses_relay(self) -> bool:
+        return self.to_joy.needs_relay or self.to_peer.needs_relay
+
+    def setup(self) -> None:
+        if os.geteuid() != 0:
+            raise TestbedError("the test bed needs root (network namespaces, veth, nftables)")
+        self._workdir = tempfile.TemporaryDirectory(prefix=f"{PREFIX}-{self.tag}-")
+        for node in (self.joy, self.peer):
+            self._add_netns(node.netns)
+        queues = ["numtxqueues", str(self.rx_queues), "numrxqueues", str(self.rx_queues)]
+        if self.uses_relay:
+            self.relay_ns = f"{PREFIX}-{os.getpid()}-{self.tag}-relay"
+            self._add_netns(self.relay_ns)
+            left, right = f"{PREFIX}{self.tag}r", f"{PREFIX}{self.tag}s"
+            self._veth(self.joy.netns, self.joy.ifname, self.relay_ns, left, queues)
+            self._veth(self.relay_ns, right, self.peer.netns, self.peer.ifname, queues)
+            for dev in (left, right):
+                self._link_up(self.relay_ns, dev)
+                self._offloads_off(self.relay_ns, dev)
+            self._offloads_off(self.joy.netns, self.joy.ifname)
+        else:
+            self._veth(self.joy.netns, self.joy.ifname, self.peer.netns, self.peer.ifname, queues)
+        for node in (self.joy, self.peer):
+            _run(["ip", "-n", node.netns, "addr", "add", f"{node.ip}/{node.prefix_len}",
+                  "dev", node.ifname])
+            self._link_up(node.netns, node.ifname)
+            self._link_up(node.netns, "lo")
+        self._offloads_off(self.peer.netns, self.peer.ifname)
+        self._apply_impairments()
+        if self.uses_relay:
+            self._start_relay()
+
+    def _add_netns(self, name: str) -> None:
+        _run(["ip", "netns", "add", name])
+        self._namespaces.append(name)
+        # No IPv6 autoconfiguration chatter: counters in tests must equal the traffic sent.
+        for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
+            _run(["ip", "netns", "exec", name, "sysctl", "-q", "-w", f"{key}=1"], check=False)
+
+    def _veth(self, ns_a: str, dev_a: str, ns_b: str, dev_b: str, queues: list[str]) -> None:
+        # Created inside ns_a with its peer placed straight into ns_b: never in the root ns.
+        _run(["ip", "-n", ns_a, "link", "add", dev_a, "mtu", str(self.mtu), *queues,
+              "type", "veth", "peer", "name", dev_b, "netns", ns_b, "mtu", str(self.mtu),
+              *queues])
+
+    def _link_up(self, ns: str, dev: str) -> None:
+        _run(["ip", "-n", ns, "link", "set", dev, "up"])
+
+    def _offloads_off(self, ns: str, dev: str) -> None:
+        # Full checksums on the wire; no super-frames bigger than the MTU for a relay.
+        _run(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "tso", "off",
+              "gso", "off"], check=False)
+        proc = _run(["ip", "netns", "exec", ns, "ethtool", "-k", dev])
+        if b"tx-checksumming: off" not in proc.stdout:
+            raise TestbedError(f"could not turn off tx checksum offload on {dev}")
+
+    def _apply_impairments(self) -> None:
+        script = nft_ruleset(self.peer.ifname, self.to_joy, self.to_peer)
+        if script:
+            self.peer.run("nft", "-f", "-", input=script.encode())
+        if self.to_joy.rate_bps:
+            self.peer.run(*tbf_args(self.peer.ifname, self.to_joy.rate_bps))
+
+    def _start_relay(self) -> None:
+        assert self.relay_ns is not None and self._workdir is not None
+        ready = Path(self._workdir.name) / "relay.ready"
+        cmd = [
+            "ip", "netns", "exec", self.relay_ns, sys.executable, "-m", "joyride.testbed.relay",
+            f"{PREFIX}{self.tag}r", f"{PREFIX}{self.tag}s",
+            "--to-left", f"{self.to_joy.delay},{self.to_joy.reorder}",
+            "--to-right", f"{self.to_peer.delay},{self.to_peer.reorder}",
+            "--stats", str(self.relay_stats_path), "--ready", str(ready),
+        ]
+        if self.seed is not None:
+            cmd += ["--seed", str(self.seed)]
+        self.relay_proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                           stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while not ready.exists():
+            if self.relay_proc.poll() is not None:
+                err = self.relay_proc.stderr.read().decode() if self.relay_proc.stderr else ""
+                raise TestbedError(f"relay exited at start: {err.strip()}")
+            if time.monotonic() > deadline:
+                raise TestbedError("relay did not start within 10 s")
+            time.sleep(0.02)
+
+    @property
+    def relay_stats_path(self) -> Path:
+        assert self._workdir is not None
+        return Path(self._workdir.name) / "relay.json"
+
+    def relay_stats(self) -> dict[str, dict[str, float]]:
+        """Counters of the relay: ``to_joy`` and ``to_peer`` directions."""
+        if not self.uses_relay:
+            return {}
+        time.sleep(0.25)  # the relay writes its counters every 0.2 s
+        raw = json.loads(self.relay_stats_path.read_text())
+        return {"to_peer": raw["0"], "to_joy": raw["1"]}
+
+    def nft_counters(self) -> str:
+        return self.peer.run("nft", "list", "ruleset").stdout.decode()
+
+    def teardown(self) -> None:
+        """Remove everything this bed created. Safe to call twice; never raises."""
+        errors: list[str] = []
+        for node in (self.joy, self.peer):
+            node.stop_processes()
+        if self.relay_proc is not None:
+            _terminate(self.relay_proc, 3.0)
+            self.relay_proc = None
+        # Deleting a namespace destroys its veths (and their peers), qdiscs, nft tables
+        # and any XDP program attached to its devices.
+        for name in reversed(self._namespaces):
+            proc = _run(["ip", "netns", "delete", name], check=False)
+            if proc.returncode != 0 and Path(netns.NETNS_RUN_DIR, name).exists():
+                errors.append(proc.stderr.decode().strip())
+        self._namespaces.clear()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+        if errors:
+            print(f"joyride testbed: teardown problems: {errors}", file=sys.stderr)
+
+
+def list_namespaces() -> list[str]:
+    proc = _run(["ip", "netns", "list"], check=False)
+    return [line.split()[0] for line in proc.stdout.decode().splitlines() if line.strip()]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep(*, include_live: bool = False) -> list[str]:
+    """Delete test-bed namespaces left by runs whose process is gone; return their names."""
+    removed = []
+    for name in list_namespaces():
+        m = NS_PATTERN.match(name)
+        if not m:
+            continue
+        if not include_live and _pid_alive(int(m.group(1))) and int(m.group(1)) != 0:
+            continue
+        _kill_namespace_processes(name)
+        if _run(["ip", "netns", "delete", name], check=False).returncode == 0:
+            removed.append(name)
+    return removed
+
+
+def _kill_namespace_processes(name: str) -> None:
+    """End processes still inside a leftover namespace (a crashed run's relay or servers).
+
+    They are found by pid through ``ip netns pids`` for that one namespace, never by name.
+    """
+    proc = _run(["ip", "netns", "pids", name], check=False)
+    for token in proc.stdout.decode().split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(token), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def testbed(**kwargs: Any) -> Iterator[Testbed]:
+    with Testbed(**kwargs) as bed:
+        yield bed

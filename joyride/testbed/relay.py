@@ -1,0 +1,194 @@
+"""A user-space Ethernet relay that delays and reorders frames (test infrastructure).
+
+This kernel has no netem, so delay and reordering come from a process in a middle
+namespace that bridges two veths with AF_PACKET sockets. Each direction has its own
+delay and reorder probability. A reordered frame is held back until the next frame in
+the same direction has gone out (or ``hold`` seconds pass), i.e. adjacent frames swap.
+
+Run as ``python -m joyride.testbed.relay --stats FILE LEFT RIGHT --to-right D,R --to-left D,R``
+inside the relay namespace. It writes its counters as JSON to ``--stats`` every
+``STATS_PERIOD`` seconds and on SIGTERM, so the measured rates can be checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import itertools
+import json
+import os
+import random
+import select
+import signal
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Final
+
+ETH_P_ALL: Final = 0x0003
+SOL_PACKET: Final = 263
+PACKET_IGNORE_OUTGOING: Final = 23
+STATS_PERIOD: Final = 0.2
+MAX_FRAME: Final = 65536
+
+
+@dataclass
+class DirectionStats:
+    received: int = 0
+    forwarded: int = 0
+    reordered: int = 0
+    send_errors: int = 0
+    delay_total: float = 0.0  # sum over forwarded frames of (sent - received)
+
+
+@dataclass
+class Direction:
+    """Frames read from ``src`` go out of ``dst`` after ``delay`` (maybe reordered)."""
+
+    src: socket.socket
+    dst: socket.socket
+    delay: float
+    reorder: float
+    hold: float
+    rng: random.Random
+    stats: DirectionStats = field(default_factory=DirectionStats)
+    held: tuple[float, bytes] | None = None  # (arrival time, frame) waiting for a successor
+    held_until: float = 0.0
+
+
+def open_port(ifname: str) -> socket.socket:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.bind((ifname, 0))
+    sock.setblocking(False)
+    return sock
+
+
+class Relay:
+    def __init__(self, directions: list[Direction], stats_path: str | None) -> None:
+        self.directions = directions
+        self.stats_path = stats_path
+        # Scheduled sends: (due time, tie-breaker, direction index, arrival time, frame).
+        self.queue: list[tuple[float, int, int, float, bytes]] = []
+        self.counter = itertools.count()
+        self.running = True
+
+    def schedule(self, index: int, arrival: float, frame: bytes) -> None:
+        d = self.directions[index]
+        heapq.heappush(self.queue, (arrival + d.delay, next(self.counter), index, arrival, frame))
+
+    def on_frame(self, index: int, frame: bytes, now: float) -> None:
+        d = self.directions[index]
+        d.stats.received += 1
+        if d.held is None and d.reorder and d.rng.random() < d.reorder:
+            d.held = (now, frame)
+            d.held_until = now + d.hold
+            d.stats.reordered += 1
+            return
+        self.schedule(index, now, frame)
+        self.release_held(index)
+
+    def release_held(self, index: int) -> None:
+        d = self.directions[index]
+        if d.held is not None:
+            arrival, frame = d.held
+            d.held = None
+            # Goes out no earlier than its successor: same due time, later tie-breaker.
+            heapq.heappush(
+                self.queue, (time.monotonic() + d.delay, next(self.counter), index, arrival, frame)
+            )
+
+    def flush_due(self, now: float) -> None:
+        while self.queue and self.queue[0][0] <= now:
+            _, _, index, arrival, frame = heapq.heappop(self.queue)
+            d = self.directions[index]
+            try:
+                d.dst.send(frame)
+                d.stats.forwarded += 1
+                d.stats.delay_total += time.monotonic() - arrival
+            except OSError:
+                d.stats.send_errors += 1
+        for index, d in enumerate(self.directions):
+            if d.held is not None and now >= d.held_until:
+                self.release_held(index)
+
+    def next_timeout(self, now: float) -> float:
+        deadlines = [self.queue[0][0]] if self.queue else []
+        deadlines += [d.held_until for d in self.directions if d.held is not None]
+        if not deadlines:
+            return STATS_PERIOD
+        return max(0.0, min(min(deadlines) - now, STATS_PERIOD))
+
+    def write_stats(self) -> None:
+        if not self.stats_path:
+            return
+        data = {str(i): asdict(d.stats) for i, d in enumerate(self.directions)}
+        tmp = f"{self.stats_path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, self.stats_path)
+
+    def run(self) -> None:
+        by_fd = {d.src.fileno(): i for i, d in enumerate(self.directions)}
+        poller = select.epoll()
+        for fd in by_fd:
+            poller.register(fd, select.EPOLLIN)
+        next_stats = time.monotonic()
+        while self.running:
+            now = time.monotonic()
+            for fd, _ in poller.poll(self.next_timeout(now)):
+                index = by_fd[fd]
+                src = self.directions[index].src
+                for _ in range(64):  # drain in bursts, bounded so the other side is served
+                    try:
+                        frame = src.recv(MAX_FRAME)
+                    except BlockingIOError:
+                        break
+                    self.on_frame(index, frame, time.monotonic())
+            now = time.monotonic()
+            self.flush_due(now)
+            if now >= next_stats:
+                self.write_stats()
+                next_stats = now + STATS_PERIOD
+        self.write_stats()
+
+
+def parse_direction(spec: str) -> tuple[float, float]:
+    delay, reorder = (float(x) for x in spec.split(","))
+    return delay, reorder
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("left")
+    ap.add_argument("right")
+    ap.add_argument("--to-right", type=parse_direction, default=(0.0, 0.0))
+    ap.add_argument("--to-left", type=parse_direction, default=(0.0, 0.0))
+    ap.add_argument("--hold", type=float, default=0.005)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--stats", default=None)
+    ap.add_argument("--ready", default=None, help="file created once the ports are open")
+    args = ap.parse_args(argv)
+
+    left, right = open_port(args.left), open_port(args.right)
+    rng = random.Random(args.seed)
+    directions = [
+        Direction(left, right, *args.to_right, hold=args.hold, rng=random.Random(rng.random())),
+        Direction(right, left, *args.to_left, hold=args.hold, rng=random.Random(rng.random())),
+    ]
+    relay = Relay(directions, args.stats)
+
+    def stop(signum: int, frame: object) -> None:
+        relay.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if args.ready:
+        with open(args.ready, "w"):
+            pass
+    relay.run()
+
+
+if __name__ == "__main__":
+    main()
