@@ -173,9 +173,10 @@ def main(argv: list[str] | None = None) -> None:
 
     left, right = open_port(args.left), open_port(args.right)
     rng = random.Random(args.seed)
+    (right_delay, right_reorder), (left_delay, left_reorder) = args.to_right, args.to_left
     directions = [
-        Direction(left, right, *args.to_right, hold=args.hold, rng=random.Random(rng.random())),
-        Direction(right, left, *args.to_left, hold=args.hold, rng=random.Random(rng.random())),
+        Direction(left, right, right_delay, right_reorder, args.hold, random.Random(rng.random())),
+        Direction(right, left, left_delay, left_reorder, args.hold, random.Random(rng.random())),
     ]
     relay = Relay(directions, args.stats)
 
