@@ -1,0 +1,137 @@
+/* Joyride compiled per-packet primitives: internet checksum, batch parse and batch
+ * build of Ethernet(+802.1Q)/IPv4/TCP frames.
+ *
+ * This header is read twice: by the C compiler (wire.c) and by cffi's cdef parser
+ * (cffi_build/wire_build.py strips the preprocessor lines). Keep it to plain
+ * declarations: no macros with values, no inline functions.
+ *
+ * Reason codes must match joyride/wire/errors.py (class Reason); a unit test checks.
+ * Codes below WIRE_SANITY_BASE (32) are integrity errors, the rest sanity errors.
+ */
+#ifndef JOYRIDE_WIRE_H
+#define JOYRIDE_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum wire_reason {
+    WIRE_OK = 0,
+    WIRE_ETH_TRUNCATED = 1,
+    WIRE_IP_TRUNCATED = 2,
+    WIRE_IP_BAD_VERSION = 3,
+    WIRE_IP_BAD_HEADER_LENGTH = 4,
+    WIRE_IP_BAD_TOTAL_LENGTH = 5,
+    WIRE_IP_BAD_CHECKSUM = 6,
+    WIRE_IP_BAD_OPTION_LENGTH = 7,
+    WIRE_TCP_TRUNCATED = 8,
+    WIRE_TCP_BAD_HEADER_LENGTH = 9,
+    WIRE_TCP_BAD_CHECKSUM = 10,
+    WIRE_TCP_BAD_OPTION_LENGTH = 11,
+    WIRE_SANITY_BASE = 32,
+    WIRE_ETH_NOT_IPV4 = 32,
+    WIRE_IP_FRAGMENT = 33,
+    WIRE_IP_BAD_SRC_ADDR = 34,
+    WIRE_IP_BAD_DST_ADDR = 35,
+    WIRE_IP_NOT_TCP = 36,
+    WIRE_TCP_ZERO_PORT = 37,
+    WIRE_TCP_SYN_FIN = 38
+};
+
+/* One parsed frame: 64 bytes, one cache line. Offsets are from the frame start.
+ * Addresses are kept in network byte order (the 4 bytes as on the wire); every other
+ * multi-byte field is in host order. Fields after `reason` are meaningful only as far
+ * as parsing got: all are zero for a frame dropped before they were read. */
+struct wire_parsed {
+    uint32_t src_ip;        /* network order */
+    uint32_t dst_ip;        /* network order */
+    uint32_t seq;
+    uint32_t ack;
+    uint32_t tsval;
+    uint32_t tsecr;
+    uint16_t src_port;
+    uint16_t dst_port;
+    uint16_t window;        /* raw, unscaled */
+    uint16_t urgent;
+    uint16_t payload_off;
+    uint16_t payload_len;
+    uint16_t mss;           /* valid when has_mss */
+    uint16_t vlan_tci;      /* valid when has_vlan */
+    uint16_t ip_id;
+    uint8_t reason;         /* enum wire_reason */
+    uint8_t flags;          /* TCP flags byte (FIN..CWR) */
+    uint8_t dst_mac_off;
+    uint8_t src_mac_off;
+    uint8_t l2_len;         /* 14, or 18 with a VLAN tag */
+    uint8_t ip_hl;          /* IPv4 header length in bytes */
+    uint8_t tcp_hl;         /* TCP header length in bytes */
+    uint8_t wscale;         /* valid when has_wscale; as sent, unclamped */
+    uint8_t sack_off;       /* first SACK block, from the TCP header start */
+    uint8_t sack_count;     /* number of SACK blocks (0..4) */
+    uint8_t ttl;
+    uint8_t tos;
+    uint8_t has_vlan;
+    uint8_t has_ts;
+    uint8_t has_sack;
+    uint8_t has_mss;
+    uint8_t has_wscale;
+    uint8_t sack_permitted;
+    uint8_t plain;          /* header-prediction candidate: ACK (+PSH) only, options only NOP/EOL/TS */
+    uint8_t df;             /* IPv4 don't-fragment bit */
+};
+
+/* What a batch of built frames shares: one connection's addressing. */
+struct wire_template {
+    uint8_t dst_mac[6];
+    uint8_t src_mac[6];
+    uint8_t src_ip[4];      /* network order */
+    uint8_t dst_ip[4];      /* network order */
+    uint16_t src_port;
+    uint16_t dst_port;
+    uint16_t vlan_tci;
+    uint8_t has_vlan;
+    uint8_t ttl;
+    uint8_t tos;
+    uint8_t df;
+};
+
+/* One segment to build. The payload comes from payload_base + payload_off, or, when
+ * the build call gets payload_base == NULL, is already in place right after the
+ * headers in the output frame (zero copy). */
+struct wire_seg {
+    uint64_t payload_off;
+    uint32_t payload_len;
+    uint32_t seq;
+    uint32_t ack;
+    uint32_t tsval;
+    uint32_t tsecr;
+    uint32_t sack[8];       /* sack_count (left, right) pairs */
+    uint16_t window;
+    uint16_t ip_id;
+    uint8_t flags;
+    uint8_t has_ts;
+    uint8_t sack_count;     /* at most 4, or 3 with timestamps (40 option bytes) */
+    uint8_t pad;
+};
+
+/* Ones' complement sum of n bytes (RFC 1071), folded to 16 bits and returned as the
+ * big-endian value; `initial` is a previous such sum to continue from. Not inverted. */
+uint16_t wire_ones_sum(const uint8_t *p, size_t n, uint16_t initial);
+
+/* Parse n frames at base + offs[i], lens[i] bytes each, into out[i]. Returns the
+ * number of frames accepted (reason == WIRE_OK). verify: check IPv4 and TCP sums. */
+uint32_t wire_parse_batch(const uint8_t *base, const uint64_t *offs, const uint32_t *lens,
+                          uint32_t n, int verify, struct wire_parsed *out);
+
+/* Header bytes wire_build_batch writes before the payload of segment s. */
+uint32_t wire_header_len(const struct wire_template *t, const struct wire_seg *s);
+
+/* Build n frames at out_base + out_offs[i] (capacity out_caps[i] bytes each) from the
+ * template and segs[i], checksums filled in. out_lens[i] receives the frame length, or
+ * 0 if the segment is invalid (too many SACK blocks, does not fit, IP length overflow).
+ * Returns the number of frames built. */
+uint32_t wire_build_batch(const struct wire_template *t, const struct wire_seg *segs,
+                          uint32_t n, const uint8_t *payload_base, uint8_t *out_base,
+                          const uint64_t *out_offs, const uint32_t *out_caps,
+                          uint32_t *out_lens);
+
+#endif
