@@ -1,0 +1,307 @@
+"""Congestion control: NewReno (RFC 5681) and CUBIC (RFC 9438).
+
+All windows are in bytes. The connection owns loss detection and recovery (RFC 6675
+pipe, NewReno partial ACKs, any cwnd inflation); a controller only answers "how big
+may the window be" at four kinds of event:
+
+- ``on_ack``: new data cumulatively acknowledged outside recovery (window growth);
+- ``on_congestion``: fast retransmit / SACK loss detected (multiplicative decrease);
+- ``on_rto``: retransmission timeout (loss window);
+- ``on_recovery_exit`` / ``on_idle``: leaving recovery, restarting after idle.
+
+Memory: a fixed set of numbers per controller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Final, Protocol
+
+# RFC 5681 §3.1: the initial ssthresh "SHOULD be set arbitrarily high".
+INITIAL_SSTHRESH: Final = 0x7FFFFFFF
+# RFC 3465 §2.2: in slow start cwnd grows by at most L*SMSS per ACK; L = 2.
+ABC_LIMIT: Final = 2
+
+
+def initial_window(mss: int) -> int:
+    """RFC 6928 §2: IW = min(10*MSS, max(2*MSS, 14600))."""
+    return min(10 * mss, max(2 * mss, 14600))
+
+
+class CongestionControl(Protocol):
+    cwnd: int
+    ssthresh: int
+
+    def on_ack(self, now: float, acked: int, rtt: float | None, flight_size: int) -> None: ...
+    def on_congestion(self, now: float, flight_size: int) -> None: ...
+    def on_rto(self, now: float, flight_size: int) -> None: ...
+    def on_recovery_exit(self, now: float) -> None: ...
+    def on_idle(self, now: float, rto: float) -> None: ...
+    def set_mss(self, mss: int) -> None: ...
+
+
+class _Base:
+    """State and rules shared by every controller here."""
+
+    def __init__(self, mss: int, initial_window_bytes: int | None) -> None:
+        if mss <= 0:
+            raise ValueError("mss must be positive")
+        self.mss = mss
+        self._explicit_iw = initial_window_bytes
+        self.cwnd = self._iw()
+        self.ssthresh = INITIAL_SSTHRESH
+        self.in_recovery = False
+        # Until the window first changes, a new MSS (negotiated in the handshake)
+        # recomputes the initial window instead of keeping one sized for a guess.
+        self._pristine = True
+
+    def _iw(self) -> int:
+        if self._explicit_iw is not None:
+            return max(self._explicit_iw, self.mss)
+        return initial_window(self.mss)
+
+    @property
+    def in_slow_start(self) -> bool:
+        # RFC 5681 §3.1: slow start while cwnd < ssthresh (either may be used when
+        # equal; we pick congestion avoidance, as Linux does).
+        return self.cwnd < self.ssthresh
+
+    def _slow_start(self, acked: int) -> int:
+        """RFC 5681 §3.1 eq. (2) with RFC 3465 §2.2 ABC: cwnd += min(N, L*SMSS).
+
+        Returns the acknowledged bytes left over once cwnd reaches ssthresh, which
+        belong to congestion avoidance (as Linux's tcp_slow_start).
+        """
+        inc = min(acked, ABC_LIMIT * self.mss)
+        new = min(self.cwnd + inc, max(self.ssthresh, self.cwnd))
+        used = new - self.cwnd
+        self.cwnd = new
+        # Bytes beyond the ABC limit are not credited anywhere (RFC 3465 §2.2).
+        return inc - used if self.cwnd >= self.ssthresh else 0
+
+    def _loss_ssthresh(self, flight_size: int) -> int:
+        # RFC 5681 §3.1 eq. (4): ssthresh = max(FlightSize / 2, 2*SMSS).
+        return max(flight_size // 2, 2 * self.mss)
+
+    def set_mss(self, mss: int) -> None:
+        if mss <= 0:
+            return
+        self.mss = mss
+        if self._pristine:
+            self.cwnd = self._iw()
+        # A window below one segment would stall the sender entirely.
+        self.cwnd = max(self.cwnd, mss)
+        if self.ssthresh < 2 * mss:
+            self.ssthresh = 2 * mss
+
+    def on_recovery_exit(self, now: float) -> None:
+        # RFC 6582 §3.2 step 3 (full ACK), option 2: "Set cwnd to ssthresh",
+        # deflating whatever inflation the connection applied during recovery.
+        if self.in_recovery:
+            self.cwnd = self.ssthresh
+            self.in_recovery = False
+
+    def _restart_window(self) -> None:
+        # RFC 2861 §3 (as Linux's tcp_cwnd_restart): remember the window we had by
+        # raising ssthresh to 3/4 cwnd, so slow start climbs back to it quickly.
+        self.ssthresh = max(self.ssthresh, (3 * self.cwnd) // 4)
+        # RFC 5681 §4.1: after an idle period longer than RTO, cwnd = RW = min(IW, cwnd).
+        self.cwnd = min(self._iw(), self.cwnd)
+
+
+class NewReno(_Base):
+    """RFC 5681 window management with RFC 3465 byte counting and RFC 6928 IW10."""
+
+    def __init__(self, mss: int, initial_window: int | None = None) -> None:
+        super().__init__(mss, initial_window)
+        self._bytes_acked = 0
+
+    def on_ack(self, now: float, acked: int, rtt: float | None, flight_size: int) -> None:
+        if acked <= 0:
+            return
+        self._pristine = False
+        if self.in_slow_start:
+            acked = self._slow_start(acked)
+            if not acked:
+                return
+        # RFC 5681 §3.1 congestion avoidance via RFC 3465 §2.1 byte counting: count
+        # acknowledged bytes and add one SMSS each time a full cwnd has been acked.
+        self._bytes_acked += acked
+        if self._bytes_acked >= self.cwnd:
+            self._bytes_acked -= self.cwnd
+            self.cwnd += self.mss
+            # Bounded catch-up: a single huge ACK yields at most one SMSS (RFC 5681
+            # §3.1: cwnd grows at most one SMSS per RTT in congestion avoidance).
+            self._bytes_acked = min(self._bytes_acked, self.cwnd)
+
+    def on_congestion(self, now: float, flight_size: int) -> None:
+        # RFC 5681 §3.2 step 2 / RFC 6582 §3.2 step 2: ssthresh per eq. (4); the
+        # connection handles the +3*SMSS inflation of fast recovery, if it uses it.
+        self._pristine = False
+        self.ssthresh = self._loss_ssthresh(flight_size)
+        self.cwnd = self.ssthresh
+        self._bytes_acked = 0
+        self.in_recovery = True
+
+    def on_rto(self, now: float, flight_size: int) -> None:
+        # RFC 5681 §3.1: on timeout ssthresh per eq. (4) and cwnd = LW = 1 SMSS.
+        self._pristine = False
+        self.ssthresh = self._loss_ssthresh(flight_size)
+        self.cwnd = self.mss
+        self._bytes_acked = 0
+        self.in_recovery = False
+
+    def on_idle(self, now: float, rto: float) -> None:
+        """Called by the connection before sending after an idle period > ``rto``."""
+        self._restart_window()
+        self._bytes_acked = 0
+
+
+# RFC 9438 §5.1/§4.6: C = 0.4, beta_cubic = 0.7.
+CUBIC_C: Final = 0.4
+CUBIC_BETA: Final = 0.7
+# RFC 9438 §4.3: alpha_cubic = 3 * (1 - beta) / (1 + beta) makes the Reno-friendly
+# estimate grow at the average rate of Reno with beta = 0.5.
+CUBIC_ALPHA: Final = 3 * (1 - CUBIC_BETA) / (1 + CUBIC_BETA)
+
+
+class Cubic(_Base):
+    """CUBIC per RFC 9438, with standard (RFC 5681) slow start.
+
+    Internally W_max, cwnd_prior and W_est are in bytes; the cubic curve is evaluated
+    in segments as the RFC writes it and scaled by the MSS.
+    """
+
+    def __init__(
+        self, mss: int, initial_window: int | None = None, *, fast_convergence: bool = True
+    ) -> None:
+        super().__init__(mss, initial_window)
+        self.fast_convergence = fast_convergence
+        self.w_max = 0.0  # bytes; 0 = no congestion event yet
+        self.cwnd_prior = 0.0  # bytes, cwnd before the last reduction
+        self.k = 0.0  # seconds
+        self.epoch_start: float | None = None
+        self.w_est = 0.0  # bytes
+        self.last_rtt: float | None = None
+        self._carry = 0.0  # fractional bytes of growth not yet applied to cwnd
+
+    def w_cubic(self, t: float) -> float:
+        """RFC 9438 §4.2 eq. (1): W_cubic(t) = C*(t-K)^3 + W_max, in bytes."""
+        return (CUBIC_C * (t - self.k) ** 3) * self.mss + self.w_max
+
+    def _start_epoch(self, now: float) -> None:
+        # RFC 9438 §4.2: t counts from the beginning of the current congestion
+        # avoidance stage; cwnd_epoch is cwnd at that moment.
+        self.epoch_start = now
+        self._carry = 0.0
+        cwnd_epoch = float(self.cwnd)
+        if self.w_max <= cwnd_epoch:
+            # RFC 9438 §4.8 (after a timeout) and §4.10 (slow start ended without
+            # loss): W_max = cwnd at the start of the stage and K = 0.
+            self.w_max = cwnd_epoch
+            self.k = 0.0
+        else:
+            # RFC 9438 §4.2 eq. (2): K = cbrt((W_max - cwnd_epoch) / C), in segments.
+            self.k = ((self.w_max - cwnd_epoch) / self.mss / CUBIC_C) ** (1 / 3)
+        # RFC 9438 §4.3: W_est starts at cwnd_epoch.
+        self.w_est = cwnd_epoch
+
+    def on_ack(self, now: float, acked: int, rtt: float | None, flight_size: int) -> None:
+        if acked <= 0:
+            return
+        self._pristine = False
+        if rtt is not None and math.isfinite(rtt) and rtt >= 0:
+            self.last_rtt = rtt
+        if self.in_slow_start:
+            # RFC 9438 §4.10: slow start as RFC 5681 (no HyStart++ here).
+            acked = self._slow_start(acked)
+            if not acked:
+                return
+        if self.epoch_start is None or now < self.epoch_start:
+            self._start_epoch(now)
+        assert self.epoch_start is not None
+        t = now - self.epoch_start
+        cwnd = float(self.cwnd)
+        segs_acked = acked / self.mss
+
+        # RFC 9438 §4.3: W_est += alpha_cubic * segments_acked / cwnd (segments);
+        # alpha_cubic becomes 1 once W_est reaches cwnd_prior.
+        alpha = 1.0 if self.w_est >= self.cwnd_prior else CUBIC_ALPHA
+        self.w_est += alpha * segs_acked * self.mss * self.mss / cwnd
+
+        if self.w_cubic(t) < self.w_est:
+            # RFC 9438 §4.3: Reno-friendly region, cwnd = W_est.
+            new = self.w_est
+        else:
+            # RFC 9438 §4.4/§4.5 (concave and convex regions): target is W_cubic one
+            # RTT ahead, clamped to [cwnd, 1.5*cwnd] (§4.2), and cwnd grows by
+            # (target - cwnd) / cwnd per acknowledged SMSS.
+            rtt_ahead = self.last_rtt if self.last_rtt is not None else 0.0
+            target = min(max(self.w_cubic(t + rtt_ahead), cwnd), 1.5 * cwnd)
+            new = cwnd + (target - cwnd) / cwnd * segs_acked * self.mss
+            # A stretch ACK covering more than a window must not overshoot target.
+            new = min(new, target)
+        grow = new - cwnd + self._carry
+        if grow > 0:
+            whole = int(grow)
+            self._carry = grow - whole
+            self.cwnd += whole
+
+    def _reduce(self, flight_size: int) -> None:
+        cwnd = float(self.cwnd)
+        # RFC 9438 §4.7 fast convergence: a flow that lost before regaining its
+        # previous W_max releases bandwidth by lowering W_max further.
+        if self.fast_convergence and cwnd < self.w_max:
+            self.w_max = cwnd * (1 + CUBIC_BETA) / 2
+        else:
+            self.w_max = cwnd
+        self.cwnd_prior = cwnd
+        # RFC 9438 §4.6: ssthresh = flight_size * beta_cubic, floored at 2 SMSS.
+        self.ssthresh = max(int(flight_size * CUBIC_BETA), 2 * self.mss)
+        self.epoch_start = None
+        self._carry = 0.0
+
+    def on_congestion(self, now: float, flight_size: int) -> None:
+        self._pristine = False
+        self._reduce(flight_size)
+        # RFC 9438 §4.6: cwnd = max(ssthresh, 2) segments on loss.
+        self.cwnd = self.ssthresh
+        self.in_recovery = True
+
+    def on_rto(self, now: float, flight_size: int) -> None:
+        # RFC 9438 §4.8: on timeout reduce like Reno (cwnd = 1 SMSS, RFC 5681 §3.1)
+        # but set ssthresh with beta_cubic (§4.6). The next congestion avoidance
+        # stage starts with W_max = cwnd at its start and K = 0.
+        self._pristine = False
+        self._reduce(flight_size)
+        self.w_max = 0.0
+        self.cwnd = self.mss
+        self.in_recovery = False
+
+    def on_idle(self, now: float, rto: float) -> None:
+        """Called by the connection before sending after an idle period > ``rto``.
+
+        The restart window (RFC 5681 §4.1) shrinks cwnd, and the cubic epoch restarts
+        so that the idle time does not count towards t (RFC 9438 §5.8: a flow must
+        not grow its window from time spent application-limited).
+        """
+        self._restart_window()
+        self.epoch_start = None
+        self._carry = 0.0
+
+
+CONGESTION_CONTROLS: dict[str, Callable[..., CongestionControl]] = {
+    "cubic": Cubic,
+    "newreno": NewReno,
+}
+
+
+def make_congestion_control(name: str, mss: int) -> CongestionControl:
+    """Build the controller registered under ``name`` (ValueError if unknown)."""
+    try:
+        factory = CONGESTION_CONTROLS[name.lower()]
+    except KeyError:
+        known = ", ".join(sorted(CONGESTION_CONTROLS))
+        raise ValueError(f"unknown congestion control {name!r} (known: {known})") from None
+    return factory(mss)
