@@ -1,0 +1,368 @@
+"""Batch parse and build through the compiled ``joyride._wire``: one C call per batch.
+
+``BatchParser`` validates N frames at once into an array of ``struct wire_parsed``
+(64 bytes each, see ``cffi_build/wire.h``); the engine reads the records directly (as
+cffi structs, or as the numpy structured array ``records``) and turns only the frames it
+needs into Python objects (``frame(i)``) or exceptions (``error(i)``). Frames are given
+either as Python buffers (``parse``) or as descriptors into one memory region such as a
+UMEM (``parse_descriptors``), which is what an AF_XDP rx ring hands out.
+
+``BatchBuilder`` writes N data/ACK frames for one connection (``FrameTemplate``) with
+per-segment seq/ack/window/flags/timestamps/SACK, checksums filled in, into
+caller-supplied buffers. The per-segment specs are also a numpy view (``specs``), so a
+sender can fill columns without touching cffi per field.
+
+Both check the C record layouts against the numpy dtypes they derive at import, so a
+change to ``wire.h`` cannot silently misread memory.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any, Final
+
+import numpy as np
+
+from joyride.wire._native import BUILD_HINT, ffi, lib
+from joyride.wire.errors import ParseError, Reason, error_for
+from joyride.wire.ethernet import EthernetHeader
+from joyride.wire.frame import Frame
+from joyride.wire.ipv4 import Ipv4Header
+from joyride.wire.seq import Seq
+from joyride.wire.tcp import TcpFlags, TcpSegment
+from joyride.wire.tcp_options import TcpOptions
+
+Buffer = bytes | bytearray | memoryview
+
+MAX_SACK_BLOCKS: Final = 4
+MAX_SACK_BLOCKS_WITH_TS: Final = 3  # 12 + 4 + 8 * 3 = 40 option bytes
+_BUILD_OPTION_FLAGS: Final = ~int(TcpFlags.FIN | TcpFlags.SYN | TcpFlags.RST) & 0xFF
+
+
+def _require_native() -> None:
+    if lib is None:
+        raise RuntimeError(f"joyride._wire is not built: {BUILD_HINT}")
+
+
+_NP_TYPES: Final = {
+    "uint8_t": np.uint8,
+    "uint16_t": np.uint16,
+    "uint32_t": np.uint32,
+    "uint64_t": np.uint64,
+}
+
+
+def struct_dtype(cname: str) -> np.dtype[Any]:
+    """A numpy dtype with the exact field offsets and size of a C struct."""
+    _require_native()
+    ctype = ffi.typeof(cname)
+    names: list[str] = []
+    formats: list[Any] = []
+    offsets: list[int] = []
+    for name, field in ctype.fields:
+        t = field.type
+        if t.kind == "array":
+            formats.append((_NP_TYPES[t.item.cname], t.length))
+        else:
+            formats.append(_NP_TYPES[t.cname])
+        names.append(name)
+        offsets.append(field.offset)
+    return np.dtype(
+        {"names": names, "formats": formats, "offsets": offsets, "itemsize": ffi.sizeof(ctype)}
+    )
+
+
+def _c_array(ctype: str, values: Any, n: int) -> Any:
+    """A cffi view of ``values`` (a cffi array/pointer, or a buffer such as a numpy array
+    of exactly that C type) holding at least ``n`` items: the C side reads ``n``."""
+    if isinstance(values, ffi.CData):
+        arr = values
+    else:
+        want = np.dtype(_NP_TYPES[ctype])
+        if isinstance(values, np.ndarray) and values.dtype != want:
+            raise TypeError(f"expected a {want} array, got {values.dtype}")
+        arr = ffi.from_buffer(f"{ctype}[]", values)
+    if ffi.typeof(arr).kind == "array" and len(arr) < n:
+        raise ValueError(f"{len(arr)} {ctype} items given for a batch of {n}")
+    return arr
+
+
+def _as_u64(values: Any, n: int) -> Any:
+    return _c_array("uint64_t", values, n)
+
+
+def _as_u32(values: Any, n: int) -> Any:
+    return _c_array("uint32_t", values, n)
+
+
+class BatchParser:
+    """Parses up to ``capacity`` frames per call into reusable C records."""
+
+    def __init__(self, capacity: int = 64, *, verify_checksums: bool = True) -> None:
+        _require_native()
+        if capacity <= 0:
+            raise ValueError("capacity must be positive")
+        self.capacity = capacity
+        self.verify_checksums = verify_checksums
+        self.out = ffi.new("struct wire_parsed[]", capacity)
+        self.records: np.ndarray[Any, np.dtype[Any]] = np.frombuffer(
+            ffi.buffer(self.out), dtype=struct_dtype("struct wire_parsed")
+        )
+        self.n = 0  # frames in the last batch
+        self.accepted = 0  # of which valid
+        self._offs = ffi.new("uint64_t[]", capacity)
+        self._lens = ffi.new("uint32_t[]", capacity)
+        self._keep: Any = None  # the buffer the last batch's records point into
+        self._base: Any = None
+
+    def parse(self, frames: Sequence[Buffer]) -> int:
+        """Parse a list of frames (at most ``capacity``); returns how many are valid."""
+        n = len(frames)
+        if n > self.capacity:
+            raise ValueError(f"{n} frames exceed the batch capacity {self.capacity}")
+        lens = [len(f) for f in frames]
+        blob = b"".join(frames)  # one copy; one pointer for the C side
+        self._offs[0:n] = [0, *accumulate(lens[:-1])] if n else []
+        self._lens[0:n] = lens
+        return self._run(blob, ffi.from_buffer(blob), self._offs, self._lens, n)
+
+    def parse_descriptors(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
+        """Parse ``n`` frames at ``base + offsets[i]``, ``lengths[i]`` bytes each.
+
+        ``base`` is a buffer or a cffi pointer (e.g. the UMEM); ``offsets`` (uint64) and
+        ``lengths`` (uint32) are cffi arrays or buffers such as numpy arrays. The caller
+        guarantees every frame lies inside ``base``.
+        """
+        if n > self.capacity:
+            raise ValueError(f"{n} frames exceed the batch capacity {self.capacity}")
+        ptr = base if isinstance(base, ffi.CData) else ffi.from_buffer(base)
+        return self._run(base, ptr, _as_u64(offsets, n), _as_u32(lengths, n), n)
+
+    def _run(self, keep: Any, base: Any, offs: Any, lens: Any, n: int) -> int:
+        self.accepted = int(
+            lib.wire_parse_batch(base, offs, lens, n, self.verify_checksums, self.out)
+        )
+        self.n = n
+        self._keep, self._base = keep, base
+        self._offsets = offs
+        return self.accepted
+
+    # -- reading results ------------------------------------------------------------
+
+    def reason(self, i: int) -> Reason:
+        return Reason(self.out[i].reason)
+
+    def error(self, i: int) -> ParseError | None:
+        """The exception the Python parser raises for frame ``i``, or None if valid."""
+        code = self.out[i].reason
+        return None if code == 0 else error_for(Reason(code))
+
+    def frame(self, i: int) -> Frame:
+        """Frame ``i`` as Python objects; raises its ``ParseError`` if it was dropped."""
+        r = self.out[i]
+        if r.reason != 0:
+            raise error_for(Reason(r.reason))
+        base = self._base + int(self._offsets[i])
+        data = ffi.buffer(base, int(r.payload_off) + int(r.payload_len))
+        return record_to_frame(r, data)
+
+
+def record_to_frame(r: Any, data: Any) -> Frame:
+    """Python objects for one accepted record; ``data`` covers the frame up to the end of
+    its payload (a bytes-like object, or a cffi buffer)."""
+    l2 = int(r.l2_len)
+    ip_at = l2
+    tcp_at = l2 + int(r.ip_hl)
+    eth = EthernetHeader(
+        bytes(data[r.dst_mac_off : r.dst_mac_off + 6]),
+        bytes(data[r.src_mac_off : r.src_mac_off + 6]),
+        vlan_tci=int(r.vlan_tci) if r.has_vlan else None,
+    )
+    ip = Ipv4Header(
+        src=int(r.src_ip).to_bytes(4, sys.byteorder),
+        dst=int(r.dst_ip).to_bytes(4, sys.byteorder),
+        ttl=int(r.ttl),
+        tos=int(r.tos),
+        ident=int(r.ip_id),
+        dont_fragment=bool(r.df),
+        options=bytes(data[ip_at + 20 : tcp_at]),
+    )
+    blocks: tuple[tuple[Seq, Seq], ...] = ()
+    if r.has_sack:
+        at = tcp_at + int(r.sack_off)
+        raw = bytes(data[at : at + 8 * int(r.sack_count)])
+        blocks = tuple(
+            (
+                Seq(int.from_bytes(raw[k : k + 4], "big")),
+                Seq(int.from_bytes(raw[k + 4 : k + 8], "big")),
+            )
+            for k in range(0, len(raw), 8)
+        )
+    options = TcpOptions(
+        mss=int(r.mss) if r.has_mss else None,
+        wscale=int(r.wscale) if r.has_wscale else None,
+        sack_permitted=bool(r.sack_permitted),
+        sack_blocks=blocks,
+        timestamps=(int(r.tsval), int(r.tsecr)) if r.has_ts else None,
+    )
+    po = int(r.payload_off)
+    seg = TcpSegment(
+        int(r.src_port),
+        int(r.dst_port),
+        Seq(int(r.seq)),
+        Seq(int(r.ack)),
+        TcpFlags(int(r.flags)),
+        int(r.window),
+        bytes(data[po : po + int(r.payload_len)]),
+        options,
+        int(r.urgent),
+    )
+    return Frame(eth, ip, seg, bool(r.plain))
+
+
+@dataclass(frozen=True, slots=True)
+class FrameTemplate:
+    """What every frame of one connection shares (addresses are network-order bytes)."""
+
+    src_mac: bytes
+    dst_mac: bytes
+    src_ip: bytes
+    dst_ip: bytes
+    src_port: int
+    dst_port: int
+    vlan_tci: int | None = None
+    ttl: int = 64
+    tos: int = 0
+    dont_fragment: bool = True
+
+
+class BatchBuilder:
+    """Builds up to ``capacity`` frames per call for one ``FrameTemplate``."""
+
+    def __init__(self, template: FrameTemplate, capacity: int = 64) -> None:
+        _require_native()
+        if capacity <= 0:
+            raise ValueError("capacity must be positive")
+        self.capacity = capacity
+        self.template = template
+        t = ffi.new("struct wire_template *")
+        t.dst_mac = list(template.dst_mac)
+        t.src_mac = list(template.src_mac)
+        t.src_ip = list(template.src_ip)
+        t.dst_ip = list(template.dst_ip)
+        t.src_port = template.src_port
+        t.dst_port = template.dst_port
+        t.has_vlan = template.vlan_tci is not None
+        t.vlan_tci = template.vlan_tci or 0
+        t.ttl = template.ttl
+        t.tos = template.tos
+        t.df = template.dont_fragment
+        self._tmpl = t
+        self.segs = ffi.new("struct wire_seg[]", capacity)
+        self.specs: np.ndarray[Any, np.dtype[Any]] = np.frombuffer(
+            ffi.buffer(self.segs), dtype=struct_dtype("struct wire_seg")
+        )
+        self.out_lens = ffi.new("uint32_t[]", capacity)
+        self._offs = ffi.new("uint64_t[]", capacity)
+        self._caps = ffi.new("uint32_t[]", capacity)
+
+    def header_len(self, has_ts: bool, sack_count: int = 0) -> int:
+        """Bytes of headers before the payload (for writing payloads in place)."""
+        s = ffi.new("struct wire_seg *")
+        s.has_ts = has_ts
+        s.sack_count = sack_count
+        return int(lib.wire_header_len(self._tmpl, s))
+
+    def build_into(
+        self,
+        out_base: Any,
+        out_offsets: Any,
+        out_caps: Any,
+        n: int,
+        payload_base: Any = None,
+    ) -> int:
+        """Build ``n`` frames from ``segs[:n]`` (or ``specs[:n]``) at ``out_base +
+        out_offsets[i]``; lengths land in ``out_lens``. With ``payload_base`` None the
+        payloads must already sit right after the headers (zero copy). Returns the
+        number built; a segment that does not fit gets length 0."""
+        if n > self.capacity:
+            raise ValueError(f"{n} segments exceed the batch capacity {self.capacity}")
+        out = out_base if isinstance(out_base, ffi.CData) else ffi.from_buffer(out_base)
+        if payload_base is None:
+            pay = ffi.NULL
+        elif isinstance(payload_base, ffi.CData):
+            pay = payload_base
+        else:
+            pay = ffi.from_buffer(payload_base)
+        return int(
+            lib.wire_build_batch(
+                self._tmpl,
+                self.segs,
+                n,
+                pay,
+                out,
+                _as_u64(out_offsets, n),
+                _as_u32(out_caps, n),
+                self.out_lens,
+            )
+        )
+
+    def set_segment(self, i: int, seg: TcpSegment, payload_off: int, ip_id: int = 0) -> None:
+        """Fill spec ``i`` from a ``TcpSegment`` (only timestamps and SACK options)."""
+        o = seg.options
+        if o.mss is not None or o.wscale is not None or o.sack_permitted:
+            raise ValueError("the batch builder writes data/ACK segments: TS and SACK only")
+        if seg.urgent:
+            raise ValueError("the batch builder does not send urgent data")
+        limit = MAX_SACK_BLOCKS_WITH_TS if o.timestamps is not None else MAX_SACK_BLOCKS
+        if len(o.sack_blocks) > limit:
+            raise ValueError(f"at most {limit} SACK blocks fit beside these options")
+        s = self.segs[i]
+        s.payload_off = payload_off
+        s.payload_len = len(seg.payload)
+        s.seq = int(seg.seq)
+        s.ack = int(seg.ack)
+        s.window = seg.window
+        s.flags = int(seg.flags)
+        s.ip_id = ip_id
+        if o.timestamps is not None:
+            s.has_ts = 1
+            s.tsval, s.tsecr = o.timestamps
+        else:
+            s.has_ts = 0
+        s.sack_count = len(o.sack_blocks)
+        for k, (left, right) in enumerate(o.sack_blocks):
+            s.sack[2 * k] = int(left)
+            s.sack[2 * k + 1] = int(right)
+
+    def build(
+        self, segments: Sequence[TcpSegment], ip_ids: Sequence[int] | None = None
+    ) -> list[bytes]:
+        """Convenience: frames for ``segments`` as bytes (one C call for the batch)."""
+        n = len(segments)
+        if n > self.capacity:
+            raise ValueError(f"{n} segments exceed the batch capacity {self.capacity}")
+        for seg in segments:
+            if (seg.src_port, seg.dst_port) != (self.template.src_port, self.template.dst_port):
+                raise ValueError("segment ports differ from the template")
+        payloads = b"".join(s.payload for s in segments)
+        poff = 0
+        caps: list[int] = []
+        for i, seg in enumerate(segments):
+            self.set_segment(i, seg, poff, ip_ids[i] if ip_ids is not None else 0)
+            poff += len(seg.payload)
+            caps.append(
+                self.header_len(seg.options.timestamps is not None, len(seg.options.sack_blocks))
+                + len(seg.payload)
+            )
+        offs = [0, *accumulate(caps[:-1])] if n else []
+        self._offs[0:n] = offs
+        self._caps[0:n] = caps
+        out = bytearray(sum(caps))
+        built = self.build_into(out, self._offs, self._caps, n, payloads)
+        if built != n:
+            raise ValueError("a segment could not be built (IPv4 length overflow)")
+        return [bytes(out[o : o + self.out_lens[i]]) for i, o in enumerate(offs)]
