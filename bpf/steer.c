@@ -1,0 +1,205 @@
+/* Joyride XDP steering program (restricted C, compiled at load time by BCC).
+ *
+ * For every received frame: parse Ethernet (at most one 802.1Q/802.1ad tag), IPv4 (with
+ * options) and TCP or UDP, every read bounds-checked against data_end. When the
+ * destination (local) port is a key of the per-protocol ports map, redirect the frame
+ * into the AF_XDP socket registered for this rx queue in the XSKMAP; when no socket is
+ * registered, bpf_redirect_map() returns the fallback action XDP_PASS and the kernel
+ * gets the frame (fail-open: a dead service leaves no black hole). Every other frame,
+ * including malformed ones, is passed to the kernel untouched: the kernel owns the
+ * drop decision for those and counts them in its own MIBs.
+ *
+ * Every outcome is counted by reason in a per-CPU array; the user-space side
+ * (joyride/steer) reads the counter names from the enum below, which is therefore the
+ * single definition of the counter layout.
+ *
+ * Compile-time parameters (passed by joyride/steer as -D flags):
+ *   JR_MAX_QUEUES  size of the XSKMAP (rx queues that can host a socket)
+ */
+#include <uapi/linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+
+#ifndef JR_MAX_QUEUES
+#define JR_MAX_QUEUES 64
+#endif
+
+/* Counter indices. joyride/steer parses this enum by name: keep one name per line,
+ * lower-cased on the Python side ("JR_C_STEERED_TCP" -> "steered_tcp"). */
+enum jr_counter {
+	JR_C_STEERED_TCP,       /* redirected into an AF_XDP socket */
+	JR_C_STEERED_UDP,
+	JR_C_REDIRECT_MISS,     /* port steered, but no socket on this rx queue: passed */
+	JR_C_PASS_NOT_IPV4,     /* ARP, IPv6, LLDP, ...: the kernel's business */
+	JR_C_PASS_VLAN,         /* tagged with another VLAN than the steered one, or QinQ */
+	JR_C_PASS_FRAGMENT,     /* IPv4 fragment: the kernel reassembles */
+	JR_C_PASS_OTHER_L4,     /* ICMP, IGMP, ...: not TCP or UDP */
+	JR_C_PASS_PORT_TCP,     /* TCP to a port Joyride does not own */
+	JR_C_PASS_PORT_UDP,
+	JR_C_ERR_ETH_TRUNC,     /* shorter than an Ethernet header */
+	JR_C_ERR_VLAN_TRUNC,    /* VLAN ethertype but no room for the tag */
+	JR_C_ERR_IP_TRUNC,      /* shorter than a minimal IPv4 header */
+	JR_C_ERR_IP_VERSION,    /* ethertype IPv4 but version field != 4 */
+	JR_C_ERR_IP_IHL,        /* IHL < 5, or the options run past the frame */
+	JR_C_ERR_IP_TOTLEN,     /* total length < header length, or beyond the frame */
+	JR_C_ERR_TCP_TRUNC,     /* TCP header (or its options) outside the IP payload */
+	JR_C_ERR_UDP_TRUNC,     /* UDP header outside the IP payload, or bad UDP length */
+	JR_C_NR                 /* number of counters; not a counter */
+};
+
+/* Configuration slots (an array map, written by user space). */
+enum jr_config {
+	JR_CFG_VLAN,            /* VLAN ID whose frames are steered; 0 = untagged frames */
+	JR_CFG_NR
+};
+
+/* Ports map values: why the port is steered (user space shows it; any nonzero steers). */
+#define JR_PORT_LISTEN    1
+#define JR_PORT_EPHEMERAL 2
+
+BPF_XSKMAP(xsks, JR_MAX_QUEUES);
+BPF_ARRAY(tcp_ports, u8, 65536);
+BPF_ARRAY(udp_ports, u8, 65536);
+BPF_ARRAY(config, u32, JR_CFG_NR);
+BPF_PERCPU_ARRAY(counters, u64, JR_C_NR);
+
+/* IEEE 802.1Q tag after the MAC addresses: TCI, then the encapsulated ethertype. */
+struct jr_vlan_hdr {
+	__be16 tci;
+	__be16 encap_proto;
+};
+
+#define JR_VLAN_VID_MASK 0x0fff
+#define JR_IP_MF         0x2000 /* RFC 791 section 3.1: More Fragments flag */
+#define JR_IP_OFFSET     0x1fff /* RFC 791 section 3.1: Fragment Offset, 8-byte units */
+
+static __always_inline int count(u32 reason, int action)
+{
+	u64 *slot = counters.lookup(&reason);
+
+	if (slot)
+		*slot += 1; /* per-CPU slot: no atomic needed */
+	return action;
+}
+
+static __always_inline int is_vlan(__be16 proto)
+{
+	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
+}
+
+static __always_inline int steer(struct xdp_md *ctx, u32 steered_reason)
+{
+	/* The key is the queue the frame arrived on: each queue has its own socket
+	 * (AF_XDP binds a socket to one queue). Fallback XDP_PASS when the slot is empty,
+	 * which is exactly the state after the service dies (its sockets' entries are
+	 * removed by the kernel when the sockets close). */
+	int action = xsks.redirect_map(ctx->rx_queue_index, XDP_PASS);
+
+	if (action == XDP_REDIRECT)
+		return count(steered_reason, action);
+	return count(JR_C_REDIRECT_MISS, action);
+}
+
+int joyride_steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	void *cursor;
+	__be16 proto;
+	u32 vid = 0;
+	u32 key;
+
+	if ((void *)(eth + 1) > data_end)
+		return count(JR_C_ERR_ETH_TRUNC, XDP_PASS);
+	cursor = eth + 1;
+	proto = eth->h_proto;
+
+	if (is_vlan(proto)) {
+		struct jr_vlan_hdr *vh = cursor;
+
+		if ((void *)(vh + 1) > data_end)
+			return count(JR_C_ERR_VLAN_TRUNC, XDP_PASS);
+		/* IEEE 802.1Q-2018 section 9.6: VID 0 means "priority tag only", which the
+		 * kernel, like any bridge, treats as untagged. */
+		vid = bpf_ntohs(vh->tci) & JR_VLAN_VID_MASK;
+		proto = vh->encap_proto;
+		cursor = vh + 1;
+		/* One tag only: a stacked (QinQ) frame is never ours. */
+		if (is_vlan(proto))
+			return count(JR_C_PASS_VLAN, XDP_PASS);
+	}
+
+	if (proto != bpf_htons(ETH_P_IP))
+		return count(JR_C_PASS_NOT_IPV4, XDP_PASS);
+
+	key = JR_CFG_VLAN;
+	u32 *want_vid = config.lookup(&key);
+	if (vid != (want_vid ? *want_vid : 0))
+		return count(JR_C_PASS_VLAN, XDP_PASS);
+
+	struct iphdr *ip = cursor;
+
+	if ((void *)(ip + 1) > data_end)
+		return count(JR_C_ERR_IP_TRUNC, XDP_PASS);
+	/* RFC 791 section 3.1: version 4, IHL in 32-bit words, at least 5. */
+	if (ip->version != 4)
+		return count(JR_C_ERR_IP_VERSION, XDP_PASS);
+	u32 ihl = ip->ihl * 4;
+
+	if (ihl < sizeof(*ip) || cursor + ihl > data_end)
+		return count(JR_C_ERR_IP_IHL, XDP_PASS);
+	/* Total Length covers header and payload; the frame may be longer (Ethernet pads to
+	 * 60 bytes) but never shorter. */
+	u32 tot_len = bpf_ntohs(ip->tot_len);
+
+	if (tot_len < ihl || cursor + tot_len > data_end)
+		return count(JR_C_ERR_IP_TOTLEN, XDP_PASS);
+	/* RFC 791 section 3.2 / RFC 815: any fragment, the first included, needs the
+	 * kernel's reassembly before anyone can read the transport header reliably. */
+	if (ip->frag_off & bpf_htons(JR_IP_MF | JR_IP_OFFSET))
+		return count(JR_C_PASS_FRAGMENT, XDP_PASS);
+
+	void *l4 = cursor + ihl;
+	u32 l4_len = tot_len - ihl;
+
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+
+		if ((void *)(th + 1) > data_end || l4_len < sizeof(*th))
+			return count(JR_C_ERR_TCP_TRUNC, XDP_PASS);
+		/* RFC 9293 section 3.1: Data Offset in 32-bit words, at least 5, and the
+		 * options it announces lie inside the segment. */
+		u32 doff = th->doff * 4;
+
+		if (doff < sizeof(*th) || doff > l4_len)
+			return count(JR_C_ERR_TCP_TRUNC, XDP_PASS);
+		key = bpf_ntohs(th->dest);
+		u8 *owned = tcp_ports.lookup(&key);
+
+		if (!owned || !*owned)
+			return count(JR_C_PASS_PORT_TCP, XDP_PASS);
+		return steer(ctx, JR_C_STEERED_TCP);
+	}
+	if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *uh = l4;
+
+		if ((void *)(uh + 1) > data_end || l4_len < sizeof(*uh))
+			return count(JR_C_ERR_UDP_TRUNC, XDP_PASS);
+		/* RFC 768: Length covers header and data, so 8 <= len <= IP payload. */
+		u32 ulen = bpf_ntohs(uh->len);
+
+		if (ulen < sizeof(*uh) || ulen > l4_len)
+			return count(JR_C_ERR_UDP_TRUNC, XDP_PASS);
+		key = bpf_ntohs(uh->dest);
+		u8 *owned = udp_ports.lookup(&key);
+
+		if (!owned || !*owned)
+			return count(JR_C_PASS_PORT_UDP, XDP_PASS);
+		return steer(ctx, JR_C_STEERED_UDP);
+	}
+	return count(JR_C_PASS_OTHER_L4, XDP_PASS);
+}

@@ -1,0 +1,218 @@
+"""The steering program of one interface: load, attach, ports, sockets, counters.
+
+``Steering`` owns one BCC-loaded copy of ``bpf/steer.c``. Ports and sockets change at
+run time through the program's maps, never by reloading. The program keeps working
+when this process dies (the kernel holds the attachment); the sockets registered in
+its XSKMAP vanish with their process, which turns steering into XDP_PASS (fail-open).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Final, Literal
+
+from joyride import bccenv
+from joyride.errors import EnvironmentProblem, JoyrideError, PrivilegeError
+from joyride.steer import xdp
+from joyride.steer.counters import SteerCounters, counter_names, program_source
+from joyride.steer.ports import PortSet
+
+log = logging.getLogger(__name__)
+
+PROG_NAME: Final = "joyride_steer"  # the BPF object name Joyride's programs carry
+DEFAULT_MAX_QUEUES: Final = 64
+Proto = Literal["tcp", "udp"]
+Mode = Literal["auto", "native", "skb"]
+# Values of the ports maps (bpf/steer.c JR_PORT_*): why a port is steered.
+LISTEN: Final = 1
+EPHEMERAL: Final = 2
+KIND_NAMES: Final = {LISTEN: "listen", EPHEMERAL: "ephemeral"}
+VLAN_MAX: Final = 4094
+
+
+class ForeignProgram(JoyrideError):
+    """The interface runs an XDP program that Joyride did not attach."""
+
+
+class PortConflict(JoyrideError):
+    """A port is asked to be steered for two reasons at once."""
+
+    exit_code = 2
+
+
+class Steering:
+    """One loaded steering program for interface ``ifname`` (in the caller's netns)."""
+
+    def __init__(self, ifname: str, *, max_queues: int = DEFAULT_MAX_QUEUES) -> None:
+        if os.geteuid() != 0:
+            raise PrivilegeError("loading XDP programs needs root (CAP_BPF, CAP_NET_ADMIN): "
+                                 "run with sudo")
+        self.ifname = ifname
+        self.ifindex = xdp.ifindex(ifname)
+        self.max_queues = max_queues
+        self.mode: str | None = None
+        self.notices: list[str] = []
+        self._ports: dict[Proto, dict[int, int]] = {"tcp": {}, "udp": {}}
+        self._sockets: dict[int, int] = {}
+        self._counter_names = counter_names()
+        bcc = bccenv.load_bcc()
+        bccenv.ensure_kernel_headers()
+        try:
+            self._bpf: Any = bcc.BPF(text=program_source(),
+                                     cflags=[f"-DJR_MAX_QUEUES={max_queues}"])
+            self._fn: Any = self._bpf.load_func(PROG_NAME, bcc.BPF.XDP)
+        except Exception as exc:  # BCC raises bare Exception for compile and load errors
+            raise EnvironmentProblem(
+                f"BCC could not compile/load the steering program: {exc} "
+                "(check `joyride selfcheck`)") from exc
+        self._attached: xdp.AttachedProgram | None = None
+
+    # -- identity -------------------------------------------------------------------------
+
+    @property
+    def prog_fd(self) -> int:
+        return int(self._fn.fd)
+
+    @property
+    def prog_id(self) -> int:
+        """The kernel id of this program (as ``bpftool prog`` shows it)."""
+        if self._attached is not None:
+            return self._attached.prog_id
+        raise JoyrideError("the steering program is not attached")
+
+    @property
+    def map_ids(self) -> tuple[int, ...]:
+        return self._attached.map_ids if self._attached is not None else ()
+
+    # -- attach / detach ------------------------------------------------------------------
+
+    def attach(self, mode: Mode = "auto", *, force: bool = False) -> str:
+        """Attach to the interface; return the mode used (native or skb).
+
+        A program already on the interface is replaced only if it is Joyride's (a crash
+        leftover) or ``force`` is set; ``auto`` tries native XDP and falls back to skb
+        (generic) mode with a notice.
+        """
+        current = xdp.query(self.ifindex)
+        if current is not None and current.name != PROG_NAME and not force:
+            shown = f"{current.name!r}" if current.name else "a program"
+            raise ForeignProgram(
+                f"{self.ifname} runs XDP {shown} (id {current.prog_id}, {current.mode} mode) "
+                "that Joyride did not attach: remove it "
+                f"(`ip link set dev {self.ifname} xdp off`) or pass --force to replace it")
+        if current is not None:
+            log.info("replacing XDP program id %d (%s) on %s", current.prog_id,
+                     current.name or "?", self.ifname)
+        if mode == "auto":
+            try:
+                xdp.attach(self.ifindex, self.prog_fd, "native", replace=current)
+                used = "native"
+            except xdp.XdpError as exc:
+                notice = (f"native XDP unavailable on {self.ifname} ({exc}); "
+                          "attached in skb (generic) mode, which is slower")
+                self.notices.append(notice)
+                log.warning("%s", notice)
+                # The failed attempt may already have taken a differently-moded program
+                # off: look again rather than trusting `current`.
+                xdp.attach(self.ifindex, self.prog_fd, "skb",
+                           replace=xdp.query(self.ifindex))
+                used = "skb"
+        else:
+            xdp.attach(self.ifindex, self.prog_fd, mode, replace=current)
+            used = mode
+        self.mode = used
+        attached = xdp.query(self.ifindex)
+        if attached is None or attached.name != PROG_NAME:
+            raise xdp.XdpError(f"the steering program did not stay attached to {self.ifname}")
+        self._attached = attached
+        return used
+
+    def detach(self) -> None:
+        """Take this program off the interface (no-op if it is not there any more)."""
+        if self._attached is None:
+            return
+        with contextlib.suppress(xdp.InterfaceNotFound):
+            xdp.detach(self.ifindex, self._attached)
+        self._attached = None
+        self.mode = None
+
+    def close(self) -> None:
+        """Detach and release the program and maps held by this process."""
+        try:
+            self.detach()
+        finally:
+            self._bpf.cleanup()
+
+    def __enter__(self) -> Steering:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- ports ------------------------------------------------------------------------------
+
+    def add_ports(self, ports: Iterable[int], proto: Proto = "tcp", kind: int = LISTEN) -> None:
+        """Steer ``ports``; takes effect for the next frame, no reload."""
+        owned = self._ports[proto]
+        wanted = PortSet(ports)
+        clash = [p for p in wanted if owned.get(p, kind) != kind]
+        if clash:
+            raise PortConflict(
+                f"{proto} port(s) {PortSet(clash)} already steered as "
+                f"{KIND_NAMES.get(owned[clash[0]], '?')}")
+        table = self._bpf[f"{proto}_ports"]
+        for port in wanted:
+            table[ctypes.c_int(port)] = ctypes.c_uint8(kind)
+            owned[port] = kind
+
+    def remove_ports(self, ports: Iterable[int], proto: Proto = "tcp") -> None:
+        owned = self._ports[proto]
+        table = self._bpf[f"{proto}_ports"]
+        for port in PortSet(ports):
+            table[ctypes.c_int(port)] = ctypes.c_uint8(0)  # array maps cannot delete
+            owned.pop(port, None)
+
+    def ports(self, proto: Proto = "tcp", kind: int | None = None) -> PortSet:
+        return PortSet(p for p, k in self._ports[proto].items() if kind is None or k == kind)
+
+    def set_vlan(self, vid: int) -> None:
+        """Steer frames of VLAN ``vid`` (1..4094) instead of untagged ones (0)."""
+        if not 0 <= vid <= VLAN_MAX:
+            raise PortConflict(f"VLAN id {vid} out of range 0..{VLAN_MAX}")
+        self._bpf["config"][ctypes.c_int(0)] = ctypes.c_uint32(vid)
+
+    # -- sockets ---------------------------------------------------------------------------
+
+    def register_socket(self, queue: int, fd: int) -> None:
+        """Point rx queue ``queue`` at the AF_XDP socket ``fd`` (bound to that queue)."""
+        if not 0 <= queue < self.max_queues:
+            raise JoyrideError(f"rx queue {queue} beyond the XSKMAP size {self.max_queues}")
+        try:
+            self._bpf["xsks"][ctypes.c_int(queue)] = ctypes.c_int(fd)
+        except Exception as exc:  # BCC raises bare Exception on a failed map update
+            raise EnvironmentProblem(
+                f"registering the AF_XDP socket of queue {queue}: {exc}") from exc
+        self._sockets[queue] = fd
+
+    def unregister_socket(self, queue: int) -> None:
+        if self._sockets.pop(queue, None) is None:
+            return
+        with contextlib.suppress(KeyError):  # already gone: its socket was closed
+            del self._bpf["xsks"][ctypes.c_int(queue)]
+
+    @property
+    def queues(self) -> tuple[int, ...]:
+        return tuple(sorted(self._sockets))
+
+    # -- counters --------------------------------------------------------------------------
+
+    def counters(self) -> SteerCounters:
+        table = self._bpf["counters"]
+        per_cpu = [list(table[ctypes.c_int(i)]) for i in range(len(self._counter_names))]
+        return SteerCounters.from_per_cpu(self._counter_names, per_cpu)
