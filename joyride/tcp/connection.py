@@ -1,0 +1,1294 @@
+"""One TCP connection as a sans-I/O state machine (RFC 9293 and friends).
+
+Shape (aioquic / h11 / smoltcp): the caller feeds parsed segments with the current
+time, drains segments to transmit, asks when the next timer is due, and calls back
+at that time. The connection never reads a clock or touches a socket.
+
+    conn.receive(seg, now)           # RFC 9293 §3.10.7 SEGMENT ARRIVES
+    conn.segments_to_send(now)       # everything the connection wants on the wire
+    conn.poll_at() / on_timer(now)   # RTO, persist, delayed ACK, keepalive, TIME-WAIT
+    conn.send(data) / recv(n) / shutdown_write() / close() / abort()
+    conn.events()                    # TcpEvent.ESTABLISHED, DATA, EOF, RESET, CLOSED
+
+Rules, in the order RFC 9293 §3.10.7.4 applies them to a synchronized connection:
+
+1. PAWS (RFC 7323 §5.3), then the acceptability test on SEG.SEQ; unacceptable
+   segments are answered with an ACK and dropped (a zero receive window still takes
+   valid ACKs and RSTs).
+2. RST: exactly at RCV.NXT resets; elsewhere in the window draws a rate-limited
+   challenge ACK (RFC 5961 §3.2).
+3. SYN in a synchronized state draws a challenge ACK (RFC 5961 §4).
+4. ACK: above SND.MAX is answered and dropped; below SND.UNA - MAX.SND.WND is dropped
+   (RFC 5961 §5.2). New ACKs free the send buffer, sample the RTT (Karn), drive
+   congestion control and loss recovery (RFC 5681, 6582, 6675), update the send
+   window (SND.WL1/WL2), and advance FIN-WAIT-1 / CLOSING / LAST-ACK.
+5. Text is delivered in order, out-of-order text goes to the bounded reassembler
+   and is SACKed (RFC 2018); the FIN is processed once everything before it arrived.
+
+Every segment that is dropped increments ``counters[reason]``; nothing raises.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from typing import Final
+
+from joyride.tcp.buffers import ReceiveBuffer, SendBuffer
+from joyride.tcp.config import TcpConfig
+from joyride.tcp.congestion import CongestionControl, make_congestion_control
+from joyride.tcp.counters import Counters
+from joyride.tcp.isn import IsnGenerator
+from joyride.tcp.reassembly import Reassembler
+from joyride.tcp.rtt import RttEstimator
+from joyride.tcp.scoreboard import SackScoreboard
+from joyride.tcp.state import RECEIVING_STATES, TcpEvent, TcpState
+from joyride.tcp.timers import Timer, Timers
+from joyride.wire.seq import MASK, Seq
+from joyride.wire.tcp import TcpFlags, TcpOptions, TcpSegment
+
+_ACK: Final = TcpFlags.ACK
+_TS_OPTION_LEN: Final = 12  # RFC 7323 §3.2: 10 bytes, padded to 12 as everyone does
+_PAWS_IDLE: Final = 24 * 24 * 3600.0  # RFC 7323 §5.5: TS.Recent invalid after 24 days
+_ACK_EVERY: Final = 2  # RFC 5681 §4.2 / RFC 9293 §3.8.6.3: ACK every 2nd full segment
+
+
+def rst_for(seg: TcpSegment) -> TcpSegment | None:
+    """The reset answering ``seg`` when no connection wants it (RFC 9293 §3.10.7.1).
+
+    If the segment has an ACK the reset takes its sequence number from SEG.ACK,
+    otherwise it has sequence 0 and acknowledges everything the segment occupied. An
+    incoming RST is never answered.
+    """
+    if seg.flags & TcpFlags.RST:
+        return None
+    if seg.flags & TcpFlags.ACK:
+        return TcpSegment(seg.dst_port, seg.src_port, seg.ack, Seq(0), TcpFlags.RST, 0)
+    return TcpSegment(
+        seg.dst_port, seg.src_port, Seq(0), seg.seq + seg.seg_len, TcpFlags.RST | _ACK, 0
+    )
+
+
+def ts_clock(now: float, offset: int) -> int:
+    """RFC 7323 §5.4 timestamp clock: 1 ms ticks plus a per-connection random offset
+    (RFC 7323 §7.1) so that TSvals leak neither uptime nor cross-connection order."""
+    return (int(now * 1000.0) + offset) & MASK
+
+
+def _ts_before(a: int, b: int) -> bool:
+    """``a < b`` in 32-bit timestamp space (RFC 7323 §5.3)."""
+    return ((a - b) & MASK) >= 0x80000000 and a != b
+
+
+class TcpConnection:
+    """One connection's transmission control block and its state machine."""
+
+    def __init__(
+        self,
+        config: TcpConfig,
+        local_ip: bytes,
+        local_port: int,
+        remote_ip: bytes,
+        remote_port: int,
+        *,
+        iss: Seq,
+        now: float,
+        ts_offset: int | None = None,
+    ) -> None:
+        self.config = config
+        self.local_ip = local_ip
+        self.local_port = local_port
+        self.remote_ip = remote_ip
+        self.remote_port = remote_port
+        self.counters: Counters = Counters()
+        self.error: str | None = None  # "reset", "refused" or "timeout" once it failed
+        self._state = TcpState.CLOSED
+        self._events: deque[TcpEvent] = deque()
+        self._out: list[TcpSegment] = []
+        self._timers = Timers()
+        self._now = now
+
+        # Send sequence space (RFC 9293 §3.3.1). SND.MAX is the highest sequence ever
+        # sent: SND.NXT falls back to SND.UNA after an RTO (go-back-N) and climbs again.
+        self._iss = iss
+        self._snd_una = iss
+        self._snd_nxt = iss
+        self._snd_max = iss
+        self._snd_wnd = 0
+        self._max_snd_wnd = 0
+        self._snd_wl1 = Seq(0)
+        self._snd_wl2 = iss
+        self._buf_seq = iss + 1  # sequence number of the send buffer's first byte
+        self._fin_seq: Seq | None = None  # our FIN's sequence number once queued
+        self._probe_end: Seq | None = None  # right edge of a zero-window probe
+
+        # Receive sequence space.
+        self._irs = Seq(0)
+        self._rcv_nxt = Seq(0)
+        self._rcv_adv = Seq(0)  # right edge of the window we last advertised
+        self._peer_fin: Seq | None = None  # sequence of the peer's FIN, maybe early
+        self._rcv_mss = min(config.default_peer_mss, config.mss)
+
+        # Negotiated options.
+        self._smss = config.default_peer_mss  # data bytes per segment we send
+        self._snd_shift = 0  # RFC 7323 §2.3 Snd.Wind.Shift (applied to SEG.WND)
+        self._rcv_shift = 0  # Rcv.Wind.Shift (applied to windows we advertise)
+        self._ws_offered = config.window_scaling
+        self._ts_ok = False
+        self._ts_offset = secrets.randbits(32) if ts_offset is None else ts_offset
+        self._ts_recent = 0
+        self._ts_recent_age = now
+        self._last_ack_sent = Seq(0)
+        self._sack_ok = False
+
+        self._send_buf = SendBuffer(config.send_buffer)
+        self._recv_buf = ReceiveBuffer(config.receive_buffer, config.receive_buffer_max)
+        self._reasm = Reassembler(config.receive_buffer_max, config.reassembly_max_ranges)
+        self._board = SackScoreboard(self._smss, config.dupthresh)
+        self._rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
+        self._cc: CongestionControl = make_congestion_control(
+            config.congestion_control, self._smss
+        )
+
+        # Loss recovery (RFC 5681 §3.2, RFC 6582, RFC 6675).
+        self._dupacks = 0
+        self._in_recovery = False
+        self._recover = iss  # RFC 6582 "recover" / RFC 6675 RecoveryPoint (exclusive)
+        self._high_rxt = iss  # RFC 6675 HighRxt
+        self._rescue_done = False
+        self._rexmit_head = False  # NewReno: retransmit the segment at SND.UNA
+        self._retries = 0
+        self._persist_backoff = 0
+        # Karn's rule (RFC 6298 §3): time one segment at once, never a retransmitted one.
+        self._rtt_seq: Seq | None = None
+        self._rtt_time = 0.0
+
+        # ACK policy.
+        self._ack_now = False
+        self._last_ack_rcv_nxt = Seq(0)
+        self._challenge_window = now
+        self._challenge_count = 0
+
+        self._app_closed = False
+        self._write_blocked = False
+        self._keepalive_sent = 0
+        self._last_send = now
+        self._last_rtt: float | None = None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def connect(
+        cls,
+        config: TcpConfig,
+        local_ip: bytes,
+        local_port: int,
+        remote_ip: bytes,
+        remote_port: int,
+        now: float,
+        isn_generator: IsnGenerator,
+        *,
+        ts_offset: int | None = None,
+    ) -> TcpConnection:
+        """Active open (RFC 9293 §3.10.1): a connection in SYN-SENT with a SYN queued."""
+        iss = isn_generator.isn(local_ip, local_port, remote_ip, remote_port, now)
+        conn = cls(
+            config, local_ip, local_port, remote_ip, remote_port,
+            iss=iss, now=now, ts_offset=ts_offset,
+        )
+        conn._state = TcpState.SYN_SENT
+        return conn
+
+    @classmethod
+    def accept_syn(
+        cls,
+        config: TcpConfig,
+        local_ip: bytes,
+        remote_ip: bytes,
+        syn: TcpSegment,
+        iss: Seq,
+        now: float,
+        *,
+        ts_offset: int | None = None,
+    ) -> TcpConnection:
+        """Passive open from a LISTEN socket (RFC 9293 §3.10.7.2): SYN-RECEIVED."""
+        conn = cls(
+            config, local_ip, syn.dst_port, remote_ip, syn.src_port,
+            iss=iss, now=now, ts_offset=ts_offset,
+        )
+        conn._take_syn(syn, now)
+        conn._state = TcpState.SYN_RECEIVED
+        return conn
+
+    @classmethod
+    def from_cookie(
+        cls,
+        config: TcpConfig,
+        local_ip: bytes,
+        remote_ip: bytes,
+        ack: TcpSegment,
+        *,
+        iss: Seq,
+        mss: int,
+        wscale: int | None,
+        sack_permitted: bool,
+        now: float,
+        ts_offset: int = 0,
+    ) -> TcpConnection:
+        """An ESTABLISHED connection rebuilt from a valid SYN-cookie ACK.
+
+        The SYN's options survive only as far as the cookie carried them: the MSS
+        from the table, window scale and SACK-permitted from the timestamp bits.
+        """
+        conn = cls(
+            config, local_ip, ack.dst_port, remote_ip, ack.src_port,
+            iss=iss, now=now, ts_offset=ts_offset,
+        )
+        irs = ack.seq - 1
+        syn = TcpSegment(
+            ack.src_port, ack.dst_port, irs, Seq(0), TcpFlags.SYN, ack.window,
+            options=TcpOptions(
+                mss=mss,
+                wscale=wscale,
+                sack_permitted=sack_permitted,
+                timestamps=(ack.options.timestamps[0], 0) if ack.options.timestamps else None,
+            ),
+        )
+        conn._take_syn(syn, now)
+        conn._snd_nxt = conn._snd_max = iss + 1
+        # The SYN-ACK (sent statelessly by the listener) advertised this window.
+        conn._rcv_adv = conn._rcv_nxt + min(config.receive_buffer, 0xFFFF)
+        conn._state = TcpState.SYN_RECEIVED
+        return conn
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def state(self) -> TcpState:
+        return self._state
+
+    @property
+    def readable(self) -> bool:
+        """Data to read, or EOF/reset to report (a read would not block)."""
+        return len(self._recv_buf) > 0 or self.eof or self._state is TcpState.CLOSED
+
+    @property
+    def writable(self) -> bool:
+        return self._can_send_state() and self._send_buf.free > 0
+
+    @property
+    def eof(self) -> bool:
+        """The peer's FIN has been received in order."""
+        return self._peer_fin is not None and self._rcv_nxt > self._peer_fin
+
+    @property
+    def snd_una(self) -> Seq:
+        return self._snd_una
+
+    @property
+    def snd_nxt(self) -> Seq:
+        return self._snd_nxt
+
+    @property
+    def rcv_nxt(self) -> Seq:
+        return self._rcv_nxt
+
+    @property
+    def iss(self) -> Seq:
+        return self._iss
+
+    @property
+    def mss(self) -> int:
+        """Effective send MSS: data bytes per segment."""
+        return self._smss
+
+    @property
+    def congestion(self) -> CongestionControl:
+        return self._cc
+
+    @property
+    def rtt(self) -> RttEstimator:
+        return self._rtt
+
+    @property
+    def send_window(self) -> int:
+        return self._snd_wnd
+
+    @property
+    def bytes_in_flight(self) -> int:
+        return self._snd_max - self._snd_una
+
+    @property
+    def send_queue(self) -> int:
+        return len(self._send_buf)
+
+    @property
+    def recv_queue(self) -> int:
+        return len(self._recv_buf)
+
+    @property
+    def in_recovery(self) -> bool:
+        return self._in_recovery
+
+    @property
+    def options(self) -> dict[str, object]:
+        """What the handshake negotiated."""
+        return {
+            "mss": self._smss,
+            "snd_wscale": self._snd_shift,
+            "rcv_wscale": self._rcv_shift,
+            "timestamps": self._ts_ok,
+            "sack": self._sack_ok,
+        }
+
+    def events(self) -> list[TcpEvent]:
+        """Drain the events since the last call, oldest first."""
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    def poll_at(self) -> float | None:
+        """When ``on_timer`` must next be called (None: no timer armed)."""
+        if self._out or self._ack_now:
+            return self._now
+        return self._timers.next_deadline()
+
+    # ------------------------------------------------------------------ application
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue bytes; returns how many fitted (0 when full or not sending)."""
+        if not self._can_send_state() or self._fin_seq is not None:
+            return 0
+        n = self._send_buf.write(data)
+        if n < len(data):
+            self._write_blocked = True
+        return n
+
+    def recv(self, n: int = -1, now: float | None = None) -> bytes:
+        """Read up to ``n`` bytes (all when -1); b"" at EOF or when nothing is there."""
+        if now is not None:
+            self._now = now
+        data = self._recv_buf.read(n)
+        if data:
+            self._after_read()
+        return data
+
+    def recv_into(self, buf: bytearray | memoryview, now: float | None = None) -> int:
+        if now is not None:
+            self._now = now
+        n = self._recv_buf.readinto(buf)
+        if n:
+            self._after_read()
+        return n
+
+    def shutdown_write(self) -> None:
+        """Half-close (RFC 9293 §3.10.4): a FIN follows the queued data."""
+        if self._fin_seq is not None:
+            return
+        if self._state is TcpState.ESTABLISHED:
+            self._state = TcpState.FIN_WAIT_1
+        elif self._state is TcpState.CLOSE_WAIT:
+            self._state = TcpState.LAST_ACK
+        elif self._state not in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED):
+            return
+        # In SYN-SENT / SYN-RECEIVED the FIN waits until ESTABLISHED (§3.10.4).
+        self._fin_seq = self._buf_seq + len(self._send_buf)
+
+    def close(self) -> None:
+        """Close both directions (RFC 9293 §3.10.4).
+
+        Unread received data turns the close into a reset (RFC 2525 §2.17, as Linux
+        does), so the peer learns its data was not consumed.
+        """
+        self._app_closed = True
+        if self._state in (TcpState.CLOSED, TcpState.LISTEN, TcpState.SYN_SENT):
+            self._enter_closed(notify=self._state is not TcpState.CLOSED)
+            return
+        if len(self._recv_buf) > 0:
+            self.counters["close_with_unread_data"] += 1
+            self.abort()
+            return
+        self.shutdown_write()
+        if self._state is TcpState.FIN_WAIT_2:
+            self._timers.set(Timer.FIN_WAIT_2, self._now + self.config.fin_wait2_timeout)
+
+    def abort(self) -> None:
+        """ABORT (RFC 9293 §3.10.5): send a RST if synchronized, forget everything."""
+        if self._state.synchronized and self._state is not TcpState.TIME_WAIT:
+            self._out.append(self._segment(self._snd_nxt, TcpFlags.RST, with_ack=False))
+        self._enter_closed(notify=self._state is not TcpState.CLOSED)
+
+    # ------------------------------------------------------------------ transmit side
+
+    def segments_to_send(self, now: float) -> list[TcpSegment]:
+        """Everything the connection wants to transmit now, in order."""
+        self._now = now
+        try:
+            self._transmit(now)
+        except Exception:  # pragma: no cover - a bug must not take the stack down
+            self.counters["internal_error"] += 1
+        out, self._out = self._out, []
+        return out
+
+    def on_timer(self, now: float) -> None:
+        """Handle every timer due at ``now`` (harmless to call early or twice)."""
+        self._now = now
+        try:
+            for timer in self._timers.expired(now):
+                self._fire(timer, now)
+        except Exception:  # pragma: no cover
+            self.counters["internal_error"] += 1
+
+    def _can_send_state(self) -> bool:
+        return self._state in (
+            TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
+            TcpState.CLOSE_WAIT,
+        )
+
+    def _segment(
+        self,
+        seq: Seq,
+        flags: TcpFlags,
+        payload: bytes = b"",
+        *,
+        with_ack: bool = True,
+        syn_options: TcpOptions | None = None,
+    ) -> TcpSegment:
+        """Build one segment with ACK, window and options filled in."""
+        if syn_options is not None:
+            options = syn_options
+            window = min(self._recv_buf.window, 0xFFFF)  # never scaled in a SYN (§2.2)
+            self._rcv_adv = Seq.max(self._rcv_adv, self._rcv_nxt + window)
+        else:
+            window = self._advertise_window()
+            ts = (ts_clock(self._now, self._ts_offset), self._ts_recent) if self._ts_ok else None
+            blocks: tuple[tuple[Seq, Seq], ...] = ()
+            if self._sack_ok and self._reasm.buffered:
+                # RFC 2018 §3: three blocks fit beside the timestamp option, four without.
+                blocks = tuple(self._reasm.sack_blocks(3 if self._ts_ok else 4))
+            options = TcpOptions(timestamps=ts, sack_blocks=blocks)
+        ack = Seq(0)
+        if with_ack and flags & _ACK:
+            ack = self._rcv_nxt
+            self._last_ack_sent = ack
+            self._last_ack_rcv_nxt = ack
+            self._ack_now = False
+            self._timers.cancel(Timer.DELAYED_ACK)
+        return TcpSegment(
+            self.local_port, self.remote_port, seq, ack, flags, window, payload,
+            options,
+        )
+
+    def _advertise_window(self) -> int:
+        """The window field to send, with receiver SWS avoidance (RFC 9293 §3.8.6.2.2):
+        the right edge moves only by at least min(buffer/2, MSS), and never backwards."""
+        avail = min(self._recv_buf.window, 0xFFFF << self._rcv_shift)
+        current = max(self._rcv_adv - self._rcv_nxt, 0)
+        threshold = min(self._recv_buf.capacity // 2, self._rcv_mss)
+        wnd = avail if avail - current >= threshold else min(current, avail)
+        field = wnd >> self._rcv_shift
+        if (field << self._rcv_shift) < current:
+            # Scaling rounds down; round up instead of shrinking the window (as Linux).
+            field = (current + (1 << self._rcv_shift) - 1) >> self._rcv_shift
+        field = min(field, 0xFFFF)
+        edge = self._rcv_nxt + (field << self._rcv_shift)
+        self._rcv_adv = Seq.max(self._rcv_adv, edge)
+        return field
+
+    def _syn_options(self) -> TcpOptions:
+        cfg = self.config
+        ts = (ts_clock(self._now, self._ts_offset), self._ts_recent) if (
+            self._ts_ok if self._state is TcpState.SYN_RECEIVED else cfg.timestamps
+        ) else None
+        if self._state is TcpState.SYN_RECEIVED:
+            # Answer only what the peer offered (RFC 7323 §1.3, RFC 2018 §2).
+            wscale = self._rcv_shift if self._ws_offered else None
+            return TcpOptions(
+                mss=cfg.mss, wscale=wscale, sack_permitted=self._sack_ok, timestamps=ts
+            )
+        return TcpOptions(
+            mss=cfg.mss,
+            wscale=cfg.window_scale_shift if cfg.window_scaling else None,
+            sack_permitted=cfg.sack,
+            timestamps=ts,
+        )
+
+    def _transmit(self, now: float) -> None:
+        state = self._state
+        if state is TcpState.CLOSED or state is TcpState.LISTEN:
+            return
+        sent = len(self._out)
+        if state in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED):
+            if self._snd_nxt == self._iss:
+                flags = TcpFlags.SYN if state is TcpState.SYN_SENT else TcpFlags.SYN | _ACK
+                self._out.append(
+                    self._segment(self._iss, flags, syn_options=self._syn_options())
+                )
+                self._snd_nxt = self._iss + 1
+                self._snd_max = Seq.max(self._snd_max, self._snd_nxt)
+                self._timers.set_if_unset(Timer.RETRANSMIT, now + self._rtt.rto)
+            if state is TcpState.SYN_SENT:
+                return
+        elif state is not TcpState.TIME_WAIT:
+            if self._idle_restart_due(now):
+                self._cc.on_idle(now, self._rtt.rto)
+            if self._in_recovery and self._sack_ok:
+                self._send_sack_recovery(now)
+            else:
+                if self._rexmit_head:
+                    self._rexmit_head = False
+                    self._retransmit(self._snd_una, self._smss, now)
+                self._send_new(now)
+            self._send_fin(now)
+            if self._snd_max != self._snd_una:
+                self._timers.set_if_unset(Timer.RETRANSMIT, now + self._rtt.rto)
+            self._arm_persist(now)
+        if self._ack_now and len(self._out) == sent and state is not TcpState.SYN_SENT:
+            self._out.append(self._segment(self._snd_nxt, _ACK))
+        if len(self._out) > sent:
+            self._last_send = now
+
+    def _idle_restart_due(self, now: float) -> bool:
+        """RFC 5681 §4.1: after an idle period longer than an RTO, restart from the
+        restart window."""
+        return (
+            self._snd_max == self._snd_una
+            and len(self._send_buf) > 0
+            and now - self._last_send > self._rtt.rto
+        )
+
+    def _usable_window(self) -> int:
+        wnd = min(self._snd_wnd, self._cc.cwnd)
+        return (self._snd_una + wnd) - self._snd_nxt
+
+    def _send_new(self, now: float) -> None:
+        """Send queued data allowed by both windows, with Nagle (RFC 9293 §3.7.4) and
+        sender SWS avoidance (§3.8.6.2.1)."""
+        mss = self._smss
+        nodelay = self.config.nodelay
+        while True:
+            offset = self._snd_nxt - self._buf_seq
+            avail = len(self._send_buf) - offset
+            if avail <= 0:
+                return
+            n = min(avail, mss, self._usable_window())
+            if n <= 0:
+                return
+            if n < mss and not (
+                self._snd_nxt < self._snd_max  # retransmission after an RTO
+                or (n == avail and (nodelay or self._snd_nxt == self._snd_una
+                                    or self._fin_seq is not None))
+                or (self._max_snd_wnd and n >= self._max_snd_wnd // 2)
+            ):
+                return
+            self._emit_data(self._snd_nxt, n, now)
+
+    def _emit_data(self, seq: Seq, n: int, now: float) -> None:
+        """Emit data bytes [seq, seq+n) (and the FIN if it directly follows)."""
+        payload = self._send_buf.peek(seq - self._buf_seq, n)
+        n = len(payload)
+        end = seq + n
+        flags = _ACK
+        if end - self._buf_seq == len(self._send_buf):
+            flags |= TcpFlags.PSH
+        if self._fin_seq is not None and end == self._fin_seq and self._fin_allowed():
+            flags |= TcpFlags.FIN
+        retransmit = seq < self._snd_max
+        if retransmit:
+            self._rtt_seq = None  # Karn: no sample from a range that was resent
+            self.counters["retransmitted_segments"] += 1
+        elif self._rtt_seq is None:
+            self._rtt_seq, self._rtt_time = end, now
+        self._out.append(self._segment(seq, flags, payload))
+        end = end + (1 if flags & TcpFlags.FIN else 0)
+        if end > self._snd_nxt:
+            self._snd_nxt = end
+        if end > self._snd_max:
+            self._snd_max = end
+        self.counters["segments_sent"] += 1
+
+    def _retransmit(self, seq: Seq, n: int, now: float) -> None:
+        """Resend [seq, seq+n) clipped to what is outstanding (data and/or FIN)."""
+        data_end = self._buf_seq + len(self._send_buf)
+        n = min(n, data_end - seq)
+        if n > 0:
+            saved = self._snd_nxt
+            self._emit_data(seq, n, now)
+            self._snd_nxt = Seq.max(saved, self._snd_nxt)
+        elif self._fin_seq is not None and seq == self._fin_seq:
+            self._out.append(self._segment(seq, TcpFlags.FIN | _ACK))
+            self.counters["retransmitted_segments"] += 1
+
+    def _fin_allowed(self) -> bool:
+        return self._state in (TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.LAST_ACK)
+
+    def _send_fin(self, now: float) -> None:
+        fin = self._fin_seq
+        if fin is None or not self._fin_allowed() or self._snd_nxt != fin:
+            return
+        self._out.append(self._segment(fin, TcpFlags.FIN | _ACK))
+        self._snd_nxt = fin + 1
+        self._snd_max = Seq.max(self._snd_max, self._snd_nxt)
+
+    def _send_sack_recovery(self, now: float) -> None:
+        """RFC 6675 §5 step (C): while cwnd - pipe >= 1 SMSS, send NextSeg()."""
+        board, mss = self._board, self._smss
+        for _ in range(1024):  # bounded: each pass sends a segment or stops
+            pipe = board.pipe(self._snd_una, self._snd_max, self._high_rxt)
+            if self._cc.cwnd - pipe < mss:
+                return
+            nxt = board.next_seg(
+                self._snd_una, self._snd_max, self._high_rxt, not self._rescue_done
+            )
+            if nxt is None:
+                return
+            start, length = nxt
+            if start == self._snd_max:  # rule (2): new data, within the peer's window
+                before = len(self._out)
+                offset = self._snd_nxt - self._buf_seq
+                avail = len(self._send_buf) - offset
+                room = (self._snd_una + self._snd_wnd) - self._snd_nxt
+                n = min(avail, mss, room)
+                if n <= 0:
+                    return
+                self._emit_data(self._snd_nxt, n, now)
+                if len(self._out) == before:
+                    return
+                continue
+            if board.high_sacked is None or start >= board.high_sacked:
+                self._rescue_done = True  # rule (4): one rescue per recovery (§4)
+            self._retransmit(start, length, now)
+            self._high_rxt = Seq.max(self._high_rxt, start + length)
+
+    def _arm_persist(self, now: float) -> None:
+        """RFC 9293 §3.8.6.1: with data queued, nothing in flight and a window too
+        small to send, probe on the persist timer (also the SWS override timeout)."""
+        pending = len(self._send_buf) - (self._snd_nxt - self._buf_seq)
+        if pending > 0 and self._snd_una == self._snd_max and self._state.synchronized:
+            if not self._timers.is_set(Timer.PERSIST):
+                self._timers.set(Timer.PERSIST, now + self._persist_interval())
+        else:
+            self._timers.cancel(Timer.PERSIST)
+            self._persist_backoff = 0
+
+    def _persist_interval(self) -> float:
+        base = self._rtt.rto * (1 << min(self._persist_backoff, 16))
+        return min(max(base, self.config.min_rto), self.config.max_rto)
+
+    # ------------------------------------------------------------------ timers
+
+    def _fire(self, timer: Timer, now: float) -> None:
+        if timer is Timer.RETRANSMIT:
+            self._on_rto(now)
+        elif timer is Timer.DELAYED_ACK:
+            self._ack_now = True
+        elif timer is Timer.PERSIST:
+            self._on_persist(now)
+        elif timer is Timer.KEEPALIVE:
+            self._on_keepalive(now)
+        elif timer is Timer.TIME_WAIT:
+            self._enter_closed(notify=True)
+        elif timer is Timer.FIN_WAIT_2 and self._state is TcpState.FIN_WAIT_2:
+            self.counters["fin_wait_2_timeout"] += 1
+            self._enter_closed(notify=True)
+
+    def _on_rto(self, now: float) -> None:
+        """RFC 6298 §5.4-5.7 retransmission timeout."""
+        if self._snd_una == self._snd_max and self._state.synchronized:
+            return
+        self._retries += 1
+        handshake = self._state in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED)
+        limit = self.config.max_syn_retries if handshake else self.config.max_retries
+        if self._retries > limit:
+            self.counters["retransmit_timeout_abort"] += 1
+            self._fail("timeout")
+            return
+        self.counters["rto_expired"] += 1
+        self._rtt.backoff()  # RFC 6298 §5.5
+        self._rtt_seq = None  # Karn
+        if self._state.synchronized and not handshake:
+            flight = self._snd_max - self._snd_una
+            self._cc.on_rto(now, flight)  # RFC 5681 eq. 4, cwnd = 1 SMSS
+            self._board.clear()  # RFC 6675 §5.1 (and RFC 2018 §8: SACK may renege)
+            self._in_recovery = False
+            self._recover = self._snd_max  # no new recovery before this is ACKed
+            self._dupacks = 0
+            self._rexmit_head = False
+        # Go-back-N from SND.UNA (a SYN/SYN-ACK goes again with SND.NXT == ISS).
+        self._snd_nxt = self._snd_una
+        self._probe_end = None
+        self._timers.set(Timer.RETRANSMIT, now + self._rtt.rto)  # §5.6
+
+    def _on_persist(self, now: float) -> None:
+        pending = len(self._send_buf) - (self._snd_nxt - self._buf_seq)
+        if pending <= 0 or not self._state.synchronized:
+            return
+        usable = self._usable_window()
+        if usable > 0:
+            # SWS override (§3.8.6.2.1): send what fits even though it is small.
+            self._emit_data(self._snd_nxt, min(pending, usable, self._smss), now)
+        else:
+            # Zero-window probe: one byte beyond the window (§3.8.6.1). It does not
+            # advance SND.NXT; an ACK covering it is accepted through _probe_end.
+            self.counters["zero_window_probes"] += 1
+            payload = self._send_buf.peek(self._snd_nxt - self._buf_seq, 1)
+            self._out.append(self._segment(self._snd_nxt, _ACK, payload))
+            self._probe_end = self._snd_nxt + 1
+        self._persist_backoff += 1
+        self._timers.set(Timer.PERSIST, now + self._persist_interval())
+
+    def _on_keepalive(self, now: float) -> None:
+        """RFC 9293 §3.8.4: a probe carrying SND.UNA - 1 (as Linux) lies below the
+        peer's window, so the peer must answer with an ACK."""
+        if self._state not in (TcpState.ESTABLISHED, TcpState.CLOSE_WAIT):
+            return
+        if self._keepalive_sent >= self.config.keepalive_probes:
+            self.counters["keepalive_timeout"] += 1
+            self._fail("timeout")
+            return
+        self._keepalive_sent += 1
+        self.counters["keepalive_probes"] += 1
+        self._out.append(self._segment(self._snd_una - 1, _ACK))
+        self._timers.set(Timer.KEEPALIVE, now + self.config.keepalive_interval)
+
+    def _arm_keepalive(self, now: float) -> None:
+        if self.config.keepalive and self._state in (
+            TcpState.ESTABLISHED, TcpState.CLOSE_WAIT
+        ):
+            self._keepalive_sent = 0
+            self._timers.set(Timer.KEEPALIVE, now + self.config.keepalive_idle)
+
+    # ------------------------------------------------------------------ state changes
+
+    def _enter_closed(self, *, notify: bool) -> None:
+        self._state = TcpState.CLOSED
+        self._timers.cancel_all()
+        self._reasm.clear()
+        self._board.clear()
+        if notify:
+            self._events.append(TcpEvent.CLOSED)
+
+    def _fail(self, reason: str) -> None:
+        """The connection died under us: report RESET then CLOSED."""
+        self.error = reason
+        if self._state is not TcpState.CLOSED:
+            self._events.append(TcpEvent.RESET)
+        self._enter_closed(notify=self._state is not TcpState.CLOSED)
+
+    def _enter_time_wait(self, now: float) -> None:
+        self._state = TcpState.TIME_WAIT
+        self._timers.cancel_all()
+        self._timers.set(Timer.TIME_WAIT, now + self.config.time_wait)
+
+    def _established(self, now: float) -> None:
+        self._state = TcpState.ESTABLISHED
+        self._events.append(TcpEvent.ESTABLISHED)
+        self._retries = 0
+        self._arm_keepalive(now)
+        if self._fin_seq is not None:  # a close() issued during the handshake
+            self._state = TcpState.FIN_WAIT_1
+
+    def _take_syn(self, syn: TcpSegment, now: float) -> None:
+        """Record the peer's SYN: IRS, options (RFC 9293 §3.7.1, RFC 7323, RFC 2018)."""
+        cfg, opts = self.config, syn.options
+        self._irs = syn.seq
+        self._rcv_nxt = syn.seq + 1
+        self._rcv_adv = self._rcv_nxt
+        self._last_ack_rcv_nxt = self._rcv_nxt
+        peer_mss = opts.mss if opts.mss is not None else cfg.default_peer_mss
+        peer_mss = max(peer_mss, cfg.min_peer_mss)
+        if cfg.window_scaling and opts.wscale is not None:
+            self._snd_shift = min(opts.wscale, 14)  # RFC 7323 §2.3
+            self._rcv_shift = cfg.window_scale_shift
+        else:
+            self._snd_shift = self._rcv_shift = 0
+            self._ws_offered = False
+        self._ts_ok = cfg.timestamps and opts.timestamps is not None
+        if self._ts_ok and opts.timestamps is not None:
+            self._ts_recent = opts.timestamps[0]
+            self._ts_recent_age = now
+        self._sack_ok = cfg.sack and opts.sack_permitted
+        smss = min(peer_mss, cfg.mss) - (_TS_OPTION_LEN if self._ts_ok else 0)
+        self.set_mss(max(smss, 64))
+        self._snd_wnd = syn.window  # never scaled in a SYN (RFC 7323 §2.2)
+        self._max_snd_wnd = max(self._max_snd_wnd, self._snd_wnd)
+        self._snd_wl1 = syn.seq
+        self._rcv_mss = min(cfg.mss, peer_mss)
+
+    def set_mss(self, mss: int) -> None:
+        self._smss = mss
+        self._cc.set_mss(mss)
+        self._board = SackScoreboard(mss, self.config.dupthresh)
+
+    # ------------------------------------------------------------------ receive side
+
+    def receive(self, seg: TcpSegment, now: float) -> None:
+        """SEGMENT ARRIVES (RFC 9293 §3.10.7). Never raises; drops are counted."""
+        self._now = now
+        self.counters["segments_received"] += 1
+        try:
+            self._receive(seg, now)
+        except Exception:  # pragma: no cover - a bug must not take the stack down
+            self.counters["internal_error"] += 1
+
+    def _drop(self, reason: str) -> None:
+        self.counters[reason] += 1
+
+    def _receive(self, seg: TcpSegment, now: float) -> None:
+        state = self._state
+        if state is TcpState.CLOSED:
+            self._drop("drop_closed")
+            rst = rst_for(seg)
+            if rst is not None:
+                self._out.append(rst)
+            return
+        if state is TcpState.SYN_SENT:
+            self._receive_syn_sent(seg, now)
+            return
+        if state is TcpState.LISTEN:  # a Listener handles LISTEN
+            self._drop("drop_closed")
+            return
+        self._receive_synchronized(seg, now)
+
+    def _receive_syn_sent(self, seg: TcpSegment, now: float) -> None:
+        """RFC 9293 §3.10.7.3."""
+        flags = seg.flags
+        if flags & _ACK and not (self._iss < seg.ack <= self._snd_max):
+            self._drop("drop_syn_sent_bad_ack")
+            if not flags & TcpFlags.RST:
+                self._out.append(self._rst_seq(seg.ack))
+            return
+        if flags & TcpFlags.RST:
+            # RFC 5961 §3.2 / RFC 9293: only a RST acknowledging our SYN is believed.
+            if flags & _ACK:
+                self.counters["reset_received"] += 1
+                self._fail("refused")
+            else:
+                self._drop("drop_syn_sent_rst_bad_ack")
+            return
+        if not flags & TcpFlags.SYN:
+            self._drop("drop_syn_sent_no_syn")
+            return
+        self._take_syn(seg, now)
+        if flags & _ACK:
+            self._snd_una = seg.ack
+            self._buf_seq = self._iss + 1
+            self._snd_wl1, self._snd_wl2 = seg.seq, seg.ack
+            self._sample_rtt_handshake(seg, now)
+            self._timers.cancel(Timer.RETRANSMIT)
+            self._established(now)
+            self._ack_now = True
+            self._rcv_text(seg, seg.seq + 1, seg.payload, now)
+        else:
+            # Simultaneous open (RFC 9293 §3.5, figure 8): SYN-RECEIVED, SYN-ACK again.
+            self._state = TcpState.SYN_RECEIVED
+            self._snd_nxt = self._iss
+            self.counters["simultaneous_open"] += 1
+
+    def _sample_rtt_handshake(self, seg: TcpSegment, now: float) -> None:
+        if self._retries == 0:  # Karn: a retransmitted SYN gives no sample
+            self._rtt.sample(max(now - self._last_send, 0.0))
+        self._rtt.reset_backoff()
+
+    def _rst_seq(self, seq: Seq) -> TcpSegment:
+        return TcpSegment(self.local_port, self.remote_port, seq, Seq(0), TcpFlags.RST, 0)
+
+    def _acceptable(self, seq: Seq, seg_len: int) -> bool:
+        """RFC 9293 §3.10.7.4 first check, the four cases of the acceptability test."""
+        wnd = max(self._rcv_adv - self._rcv_nxt, 0)
+        if seg_len == 0:
+            return seq == self._rcv_nxt if wnd == 0 else seq.in_window(self._rcv_nxt, wnd)
+        if wnd == 0:
+            return False
+        return seq.in_window(self._rcv_nxt, wnd) or (seq + seg_len - 1).in_window(
+            self._rcv_nxt, wnd
+        )
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 §7: challenge ACKs, at most ``challenge_ack_limit`` per second."""
+        if now - self._challenge_window >= 1.0:
+            self._challenge_window, self._challenge_count = now, 0
+        if self._challenge_count < self.config.challenge_ack_limit:
+            self._challenge_count += 1
+            self.counters["challenge_acks_sent"] += 1
+            self._ack_now = True
+        else:
+            self.counters["challenge_acks_ratelimited"] += 1
+
+    def _receive_synchronized(self, seg: TcpSegment, now: float) -> None:
+        flags = seg.flags
+        is_rst = bool(flags & TcpFlags.RST)
+        ts = seg.options.timestamps
+        seg_len = seg.seg_len
+
+        # RFC 7323 §3.2: once negotiated, a non-RST segment without TSopt is dropped.
+        if self._ts_ok and ts is None and not is_rst:
+            self._drop("drop_missing_timestamp")
+            return
+        # RFC 7323 §5.3 R1: PAWS.
+        if self._ts_ok and ts is not None and not is_rst and _ts_before(ts[0], self._ts_recent):
+            if now - self._ts_recent_age <= _PAWS_IDLE:
+                self._drop("drop_paws")
+                self._ack_now = True
+                return
+            self._ts_recent = ts[0]  # §5.5: TS.Recent went stale; adopt the new clock
+
+        if (
+            self._state is TcpState.SYN_RECEIVED
+            and flags & TcpFlags.SYN
+            and not flags & _ACK
+            and seg.seq == self._irs
+        ):
+            # The peer retransmitted its SYN: our SYN-ACK was lost; resend it.
+            self.counters["syn_retransmit_received"] += 1
+            self._snd_nxt = self._iss
+            return
+
+        # First check: sequence acceptability.
+        if not self._acceptable(seg.seq, seg_len):
+            zero_window_ack = (
+                self._rcv_adv == self._rcv_nxt and flags & _ACK and not flags & TcpFlags.SYN
+            )
+            if is_rst:
+                self._drop("drop_rst_out_of_window")
+                return
+            self._drop("drop_out_of_window")
+            self._ack_now = True
+            if self._state is TcpState.TIME_WAIT and flags & TcpFlags.FIN:
+                # RFC 9293 §3.10.7.4 eighth, TIME-WAIT: a retransmitted FIN restarts 2MSL.
+                self._timers.set(Timer.TIME_WAIT, now + self.config.time_wait)
+            if not zero_window_ack:
+                return
+            # RFC 9293 §3.10.7.4: with a zero window, valid ACKs are still processed.
+            seg = TcpSegment(
+                seg.src_port, seg.dst_port, seg.seq, seg.ack, flags & ~TcpFlags.FIN,
+                seg.window, b"", seg.options,
+            )
+            seg_len = 0
+            flags = seg.flags
+
+        # Second: RST (RFC 5961 §3.2).
+        if is_rst:
+            if seg.seq == self._rcv_nxt:
+                self.counters["reset_received"] += 1
+                if self._state in (TcpState.CLOSING, TcpState.LAST_ACK, TcpState.TIME_WAIT):
+                    self._enter_closed(notify=True)
+                else:
+                    self._fail("reset")
+            else:
+                self._drop("drop_rst_challenged")
+                self._challenge_ack(now)
+            return
+
+        # Fourth: SYN in a synchronized state (RFC 5961 §4).
+        if flags & TcpFlags.SYN:
+            self._drop("drop_syn_challenged")
+            self._challenge_ack(now)
+            return
+
+        # Fifth: ACK.
+        if not flags & _ACK:
+            self._drop("drop_no_ack")
+            return
+
+        # RFC 7323 §4.3: record TS.Recent from the segment that covers Last.ACK.sent.
+        if (
+            self._ts_ok
+            and ts is not None
+            and seg.seq <= self._last_ack_sent
+            and not _ts_before(ts[0], self._ts_recent)
+        ):
+            self._ts_recent, self._ts_recent_age = ts[0], now
+
+        if self._state is TcpState.SYN_RECEIVED:
+            if not (self._snd_una < seg.ack <= self._snd_max):
+                self._drop("drop_syn_received_bad_ack")
+                self._out.append(self._rst_seq(seg.ack))
+                return
+            self._snd_una = seg.ack
+            self._snd_nxt = Seq.max(self._snd_nxt, seg.ack)
+            self._snd_wnd = seg.window << self._snd_shift
+            self._max_snd_wnd = max(self._max_snd_wnd, self._snd_wnd)
+            self._snd_wl1, self._snd_wl2 = seg.seq, seg.ack
+            self._sample_rtt_handshake(seg, now)
+            self._timers.cancel(Timer.RETRANSMIT)
+            self._retries = 0
+            self._established(now)
+        elif not self._process_ack(seg, now):
+            return
+
+        if self._state is TcpState.CLOSED:
+            return
+        self._arm_keepalive(now)
+
+        # Seventh: text; eighth: FIN.
+        if seg.payload or flags & TcpFlags.FIN:
+            self._rcv_text(seg, seg.seq, seg.payload, now)
+
+    # -- ACK processing ----------------------------------------------------------------
+
+    def _process_ack(self, seg: TcpSegment, now: float) -> bool:
+        """RFC 9293 §3.10.7.4 fifth check for synchronized states after SYN-RECEIVED.
+        Returns False when the segment must be dropped."""
+        ack = seg.ack
+        self._last_rtt = None
+        upper = self._snd_max
+        if self._probe_end is not None and self._probe_end > upper:
+            upper = self._probe_end
+        if ack > upper:
+            # RFC 9293 / RFC 5961 §5.2: ACK for something not yet sent.
+            self._drop("drop_ack_unsent")
+            self._ack_now = True
+            return False
+        if ack < self._snd_una - max(self._max_snd_wnd, 1):
+            # RFC 5961 §5.2: too old to be from this connection: blind injection.
+            self._drop("drop_ack_too_old")
+            self._ack_now = True
+            return False
+
+        acked = ack - self._snd_una
+        new_wnd = seg.window << self._snd_shift
+        dupack = (
+            acked == 0
+            and self._snd_max != self._snd_una
+            and not seg.payload
+            and not seg.flags & (TcpFlags.SYN | TcpFlags.FIN)
+            and new_wnd == self._snd_wnd
+        )
+        flight_before = self._snd_max - self._snd_una
+        sacked_new = 0
+        if acked > 0:
+            self._ack_advanced(ack, acked, seg, now)
+        if self._sack_ok and seg.options.sack_blocks:
+            sacked_new = self._board.update(self._snd_una, seg.options.sack_blocks, self._snd_max)
+
+        # Window update (RFC 9293 §3.10.7.4, SND.WL1/WL2 rule).
+        if acked >= 0 and (
+            self._snd_wl1 < seg.seq or (self._snd_wl1 == seg.seq and self._snd_wl2 <= ack)
+        ):
+            opened = new_wnd > self._snd_wnd
+            self._snd_wnd = new_wnd
+            self._snd_wl1, self._snd_wl2 = seg.seq, ack
+            if new_wnd > self._max_snd_wnd:
+                self._max_snd_wnd = new_wnd
+            if opened:
+                self._persist_backoff = 0
+
+        self._loss_recovery(acked, dupack, sacked_new, flight_before, now)
+        self._ack_state_transitions(now)
+        return self._state is not TcpState.CLOSED
+
+    def _ack_advanced(self, ack: Seq, acked: int, seg: TcpSegment, now: float) -> None:
+        data_acked = min(max(ack - self._buf_seq, 0), len(self._send_buf))
+        if data_acked:
+            self._send_buf.consume(data_acked)
+            self._buf_seq = self._buf_seq + data_acked
+        self._snd_una = ack
+        if ack > self._snd_nxt:
+            self._snd_nxt = ack
+        if ack > self._snd_max:
+            self._snd_max = ack  # an ACK of the zero-window probe byte
+        if self._probe_end is not None and ack >= self._probe_end:
+            self._probe_end = None
+        self.counters["bytes_acked"] += data_acked
+
+        # RTT: the timed segment (Karn) or, failing that, the echoed timestamp.
+        rtt: float | None = None
+        if self._rtt_seq is not None and ack >= self._rtt_seq:
+            rtt = now - self._rtt_time
+            self._rtt_seq = None
+        elif self._ts_ok and seg.options.timestamps and seg.options.timestamps[1]:
+            elapsed = (ts_clock(now, self._ts_offset) - seg.options.timestamps[1]) & MASK
+            if elapsed < 0x80000000:
+                rtt = elapsed / 1000.0
+        if rtt is not None:
+            self._rtt.sample(rtt)
+        self._last_rtt = rtt
+        self._rtt.reset_backoff()
+        self._retries = 0
+        if self._snd_una == self._snd_max:
+            self._timers.cancel(Timer.RETRANSMIT)
+        else:
+            self._timers.set(Timer.RETRANSMIT, now + self._rtt.rto)  # RFC 6298 §5.3
+        if self._write_blocked and self._send_buf.free > 0:
+            self._write_blocked = False
+            self._events.append(TcpEvent.WRITABLE)
+
+    def _loss_recovery(
+        self, acked: int, dupack: bool, sacked_new: int, flight_before: int, now: float
+    ) -> None:
+        cc, mss = self._cc, self._smss
+        if self._in_recovery:
+            if self._snd_una >= self._recover:
+                # Full ACK: leave recovery (RFC 6582 §3.2 step 3, RFC 6675 §5).
+                self._in_recovery = False
+                self._dupacks = 0
+                if not self._sack_ok:
+                    flight = self._snd_max - self._snd_una
+                    cc.cwnd = min(cc.ssthresh, max(flight, mss) + mss)
+                else:
+                    cc.cwnd = cc.ssthresh
+                cc.on_recovery_exit(now)
+                self.counters["recovery_exits"] += 1
+            elif acked > 0 and not self._sack_ok:
+                # RFC 6582 §3.2 step 3 partial ACK: resend the next hole, deflate.
+                self._rexmit_head = True
+                cc.cwnd = max(cc.cwnd - acked + (mss if acked >= mss else 0), mss)
+            elif dupack and not self._sack_ok:
+                cc.cwnd += mss  # RFC 5681 §3.2 step 4: inflation per extra dupack
+            return
+
+        if acked > 0:
+            self._dupacks = 0
+            cc.on_ack(now, acked, self._last_rtt, flight_before)
+        elif dupack or (self._sack_ok and sacked_new > 0 and acked == 0):
+            self._dupacks += 1
+        else:
+            return
+        if self._snd_una < self._recover or self._snd_max == self._snd_una:
+            return  # RFC 6582 §3.2 step 2 / RFC 6675 §5.1: not before RecoveryPoint
+        enter = self._dupacks >= self.config.dupthresh
+        if self._sack_ok and not enter:
+            enter = self._board.is_lost(self._snd_una)
+        if not enter:
+            return
+        # Enter fast retransmit / fast recovery.
+        self.counters["fast_retransmits"] += 1
+        self._in_recovery = True
+        self._recover = self._snd_max
+        flight = self._snd_max - self._snd_una
+        cc.on_congestion(now, flight)
+        self._rtt_seq = None
+        if self._sack_ok:
+            self._high_rxt = self._snd_una
+            self._rescue_done = False
+            # RFC 6675 §5 step (4.3): retransmit the first lost segment right away.
+            nxt = self._board.next_seg(self._snd_una, self._snd_max, self._high_rxt, False)
+            start, length = nxt if nxt and nxt[0] != self._snd_max else (self._snd_una, mss)
+            self._retransmit(start, length, now)
+            self._high_rxt = Seq.max(self._high_rxt, start + length)
+        else:
+            # RFC 5681 §3.2 steps 2-3: retransmit, cwnd = ssthresh + 3*SMSS.
+            self._rexmit_head = True
+            cc.cwnd = cc.ssthresh + self.config.dupthresh * mss
+
+    def _ack_state_transitions(self, now: float) -> None:
+        fin = self._fin_seq
+        if fin is None or self._snd_una <= fin:
+            return
+        state = self._state
+        if state is TcpState.FIN_WAIT_1:
+            self._state = TcpState.FIN_WAIT_2
+            self._timers.cancel(Timer.RETRANSMIT)
+            if self._app_closed:
+                self._timers.set(Timer.FIN_WAIT_2, now + self.config.fin_wait2_timeout)
+        elif state is TcpState.CLOSING:
+            self._enter_time_wait(now)
+        elif state is TcpState.LAST_ACK:
+            self._enter_closed(notify=True)
+
+    # -- text and FIN --------------------------------------------------------------------
+
+    def _rcv_text(self, seg: TcpSegment, seq: Seq, payload: bytes, now: float) -> None:
+        """RFC 9293 §3.10.7.4 seventh (text) and eighth (FIN)."""
+        state = self._state
+        fin = bool(seg.flags & TcpFlags.FIN)
+        if state not in RECEIVING_STATES:
+            if payload:
+                self._drop("drop_data_not_receiving")
+            if fin and state is TcpState.TIME_WAIT:
+                self._timers.set(Timer.TIME_WAIT, now + self.config.time_wait)
+            if payload or fin:
+                self._ack_now = True
+            return
+        if payload and self._app_closed:
+            # Nobody will read this: reset, as Linux does (RFC 9293 §3.10.4 note).
+            self._drop("drop_data_after_close")
+            self.abort()
+            return
+
+        fin_seq = seq + len(payload) if fin else None
+        # Trim to [RCV.NXT, RCV.NXT + RCV.WND) (RFC 9293 §3.10.7.4 first check, note).
+        front = self._rcv_nxt - seq
+        if front > 0:
+            payload = payload[front:]
+            seq = self._rcv_nxt
+        wnd = max(self._rcv_adv - self._rcv_nxt, 0)
+        room = wnd - (seq - self._rcv_nxt)
+        if len(payload) > room:
+            self._drop("drop_window_trimmed")
+            payload = payload[: max(room, 0)]
+            fin_seq = None  # the FIN lay beyond the window
+        if self._peer_fin is not None and payload and seq + len(payload) > self._peer_fin:
+            self._drop("drop_data_after_fin")
+            payload = payload[: max(self._peer_fin - seq, 0)]
+        if fin_seq is not None and self._peer_fin is None:
+            self._peer_fin = fin_seq
+        if fin:
+            self._ack_now = True  # a FIN, in order or not, is acknowledged at once
+
+        if payload:
+            if seq == self._rcv_nxt:
+                self._deliver(payload, now)
+            else:
+                stored = self._reasm.insert(seq, payload, self._rcv_nxt, wnd)
+                if stored == 0:
+                    self._drop("drop_reassembly_full_or_duplicate")
+                self.counters["out_of_order_segments"] += 1
+                self._ack_now = True  # RFC 5681 §4.2: immediate dupack out of order
+        self._maybe_fin(now)
+
+    def _deliver(self, payload: bytes, now: float) -> None:
+        accepted = self._recv_buf.push(payload)
+        if accepted < len(payload):
+            self._drop("drop_receive_buffer_full")
+        self._rcv_nxt = self._rcv_nxt + accepted
+        if len(payload) > self._rcv_mss:
+            self._rcv_mss = min(len(payload), self.config.mss)
+        if self._reasm.buffered:
+            ready = self._reasm.pop_ready(self._rcv_nxt)
+            if ready:
+                got = self._recv_buf.push(ready)
+                if got < len(ready):
+                    self._drop("drop_receive_buffer_full")
+                self._rcv_nxt = self._rcv_nxt + got
+                self._ack_now = True  # RFC 5681 §4.2: ACK at once when a hole fills
+        if accepted and (not self._events or self._events[-1] is not TcpEvent.DATA):
+            self._events.append(TcpEvent.DATA)
+        # Delayed ACK (RFC 9293 §3.8.6.3): at least every second full segment.
+        if self._rcv_nxt - self._last_ack_rcv_nxt >= _ACK_EVERY * self._rcv_mss:
+            self._ack_now = True
+        elif not self._ack_now:
+            self._timers.set_if_unset(Timer.DELAYED_ACK, now + self.config.delayed_ack_timeout)
+
+    def _maybe_fin(self, now: float) -> None:
+        fin = self._peer_fin
+        if fin is None or fin != self._rcv_nxt:
+            return
+        # RFC 9293 §3.10.7.4 eighth: the FIN is in order.
+        self._rcv_nxt = fin + 1
+        self._ack_now = True
+        self._events.append(TcpEvent.EOF)
+        state = self._state
+        if state is TcpState.ESTABLISHED:
+            self._state = TcpState.CLOSE_WAIT
+        elif state is TcpState.FIN_WAIT_1:
+            if self._fin_seq is not None and self._snd_una > self._fin_seq:
+                self._enter_time_wait(now)
+            else:
+                self._state = TcpState.CLOSING  # simultaneous close (§3.6, figure 13)
+        elif state is TcpState.FIN_WAIT_2:
+            self._enter_time_wait(now)
+
+    def _after_read(self) -> None:
+        """Autotune the receive buffer and send a window update if it opened a lot."""
+        self._recv_buf.note_read(self._now, self._rtt.srtt)
+        if not self._state.synchronized or self._state is TcpState.TIME_WAIT:
+            return
+        current = max(self._rcv_adv - self._rcv_nxt, 0)
+        avail = min(self._recv_buf.window, 0xFFFF << self._rcv_shift)
+        threshold = min(self._recv_buf.capacity // 2, self._rcv_mss)
+        # Linux's rule: announce when the window at least doubles by a worthwhile step.
+        if avail - current >= threshold and avail >= 2 * current:
+            self._ack_now = True
+            self.counters["window_updates_sent"] += 1

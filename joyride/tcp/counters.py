@@ -1,0 +1,37 @@
+"""Drop and event counters keyed by short stable reason strings.
+
+A ``collections.Counter`` is the whole implementation: counters are per connection,
+and a listener (or the engine) sums them with ``+=``. The reasons used by the core
+are listed here so that dashboards and tests have one place to look.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Final
+
+Counters = Counter[str]
+
+# Receive-side drops (RFC 9293 §3.10.7 and friends).
+DROP_REASONS: Final = frozenset(
+    {
+        "drop_closed",  # segment for a CLOSED connection (answered with RST)
+        "drop_syn_sent_bad_ack",  # SYN-SENT: ACK outside (ISS, SND.NXT]
+        "drop_syn_sent_rst_bad_ack",  # SYN-SENT: RST whose ACK is not acceptable
+        "drop_syn_sent_no_syn",  # SYN-SENT: neither SYN nor RST
+        "drop_paws",  # RFC 7323 §5.3 PAWS: TSval older than TS.Recent
+        "drop_out_of_window",  # RFC 9293 §3.10.7.4 acceptability test failed
+        "drop_rst_out_of_window",  # RFC 5961 §3.2: RST outside the window
+        "drop_rst_challenged",  # RFC 5961 §3.2: in-window RST not at RCV.NXT
+        "drop_syn_challenged",  # RFC 5961 §4: SYN in a synchronized state
+        "drop_no_ack",  # segment without ACK in a synchronized state
+        "drop_ack_unsent",  # RFC 5961 §5.2 / RFC 9293: ACK for data never sent
+        "drop_ack_too_old",  # RFC 5961 §5.2: ACK below SND.UNA - MAX.SND.WND
+        "drop_syn_received_bad_ack",  # SYN-RECEIVED: unacceptable ACK (RST sent)
+        "drop_data_after_fin",  # data or FIN beyond the peer's FIN
+        "drop_data_not_receiving",  # text in a state that does not take any
+        "drop_data_after_close",  # data after the application closed (RST sent)
+        "drop_reassembly_full",  # out-of-order store refused the data
+        "drop_window_trimmed",  # bytes cut because they lay outside the window
+    }
+)

@@ -1,0 +1,125 @@
+"""Retransmission and loss recovery: RFC 6298, RFC 5681 §3.2, RFC 6582, RFC 6675."""
+
+from __future__ import annotations
+
+from tcp_helpers import ACK, IRS, ISS, established, none, one, out, plain_config, seg
+
+from joyride.tcp.connection import TcpConnection
+from joyride.wire.seq import Seq
+from joyride.wire.tcp import TcpOptions, TcpSegment
+
+
+def _loaded(n_segments: int, **cfg: object) -> tuple[TcpConnection, list[TcpSegment]]:
+    conn = established(plain_config(**cfg))
+    conn.send(b"d" * (1460 * n_segments))
+    return conn, out(conn, 1.0)
+
+
+def test_rto_retransmits_head_and_backs_off_rfc6298_5_4() -> None:
+    conn = established()
+    conn.send(b"x" * 1000)
+    first = one(conn, 1.0)
+    deadline = conn.poll_at()
+    assert deadline == 1.0 + conn.config.min_rto  # 0 s handshake RTT: RTO at its floor
+    conn.on_timer(deadline)
+    again = one(conn, deadline)
+    assert again.seq == first.seq and again.payload == first.payload
+    assert conn.poll_at() == deadline + 2 * conn.config.min_rto  # doubled (§5.5)
+    assert conn.congestion.cwnd == conn.mss  # RFC 5681 §3.1 loss window
+
+
+def test_karn_no_rtt_sample_from_retransmission_rfc6298_3() -> None:
+    conn = established()
+    conn.send(b"x" * 100)
+    one(conn, 1.0)
+    conn.on_timer(1.2)
+    one(conn, 1.2)
+    conn.receive(seg(IRS + 1, ISS + 101), 1.25)
+    # The handshake gave the only sample (0 s RTT): the ACK after the retransmission
+    # must not add the ambiguous 0.25 s or 0.05 s.
+    assert conn.rtt.srtt == 0.0
+    assert conn.rtt.rto == conn.config.min_rto
+
+
+def test_rtt_sampled_from_timed_segment_rfc6298_2() -> None:
+    conn = established()
+    conn.send(b"x" * 100)
+    one(conn, 1.0)
+    conn.receive(seg(IRS + 1, ISS + 101), 1.25)
+    assert conn.rtt.srtt is not None and 0.0 < conn.rtt.srtt <= 0.25
+
+
+def test_three_dupacks_trigger_fast_retransmit_rfc5681_3_2() -> None:
+    conn, segs = _loaded(10)
+    assert len(segs) == 10  # IW10 (RFC 6928)
+    cwnd_before = conn.congestion.cwnd
+    for i in range(3):
+        conn.receive(seg(IRS + 1, ISS + 1), 1.1 + i * 0.001)
+    rtx = out(conn, 1.11)
+    assert rtx[0].seq == ISS + 1 and len(rtx[0].payload) == 1460
+    assert conn.in_recovery
+    cc = conn.congestion
+    assert cc.ssthresh == max(1460 * 10 // 2, 2 * 1460)
+    assert cc.cwnd == cc.ssthresh + 3 * 1460
+    assert cwnd_before > cc.ssthresh
+
+
+def test_newreno_partial_ack_retransmits_next_hole_rfc6582_3_2() -> None:
+    conn, _ = _loaded(10)
+    for _ in range(3):
+        conn.receive(seg(IRS + 1, ISS + 1), 1.1)
+    out(conn, 1.1)
+    # Partial ACK: the first segment arrived, the third is also lost.
+    conn.receive(seg(IRS + 1, ISS + 1 + 2 * 1460), 1.2)
+    rtx = out(conn, 1.2)
+    assert rtx and rtx[0].seq == ISS + 1 + 2 * 1460
+    assert conn.in_recovery
+    # Full ACK ends recovery with cwnd <= ssthresh (RFC 6582 §3.2 step 3).
+    conn.receive(seg(IRS + 1, ISS + 1 + 10 * 1460), 1.3)
+    assert not conn.in_recovery
+    cc = conn.congestion
+    assert cc.cwnd <= cc.ssthresh
+
+
+def test_sack_recovery_retransmits_only_holes_rfc6675_5() -> None:
+    conn = established(
+        plain_config(sack=True), peer_options=TcpOptions(mss=1460, sack_permitted=True)
+    )
+    conn.send(b"d" * 1460 * 10)
+    out(conn, 1.0)
+    base = ISS + 1
+    # Segments 0 and 2 lost; 1 and 3..9 SACKed, reported over a few ACKs.
+    blocks = [
+        ((base + 1460, base + 2 * 1460),),
+        ((base + 3 * 1460, base + 5 * 1460), (base + 1460, base + 2 * 1460)),
+        ((base + 3 * 1460, base + 8 * 1460), (base + 1460, base + 2 * 1460)),
+        ((base + 3 * 1460, base + 10 * 1460), (base + 1460, base + 2 * 1460)),
+    ]
+    rtx_seqs: list[Seq] = []
+    for i, b in enumerate(blocks):
+        conn.receive(seg(IRS + 1, base, ACK, options=TcpOptions(sack_blocks=b)), 1.1 + i / 100)
+        rtx_seqs += [s.seq for s in out(conn, 1.1 + i / 100)]
+    assert conn.in_recovery
+    assert base in rtx_seqs and base + 2 * 1460 in rtx_seqs
+    assert base + 1460 not in rtx_seqs  # SACKed: never resent
+    assert all(s < base + 3 * 1460 for s in rtx_seqs)
+
+
+def test_ack_restarts_retransmit_timer_rfc6298_5_3() -> None:
+    conn = established(plain_config(nodelay=True))
+    conn.send(b"a" * 100)
+    one(conn, 1.0)
+    conn.send(b"b" * 100)
+    one(conn, 1.1)
+    conn.receive(seg(IRS + 1, ISS + 101), 1.15)
+    deadline = conn.poll_at()
+    assert deadline is not None and deadline > 1.2
+
+
+def test_all_acked_stops_retransmit_timer_rfc6298_5_2() -> None:
+    conn = established()
+    conn.send(b"a" * 100)
+    one(conn, 1.0)
+    conn.receive(seg(IRS + 1, ISS + 101), 1.1)
+    assert conn.poll_at() is None
+    none(conn, 1.2)
