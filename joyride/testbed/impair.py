@@ -46,6 +46,8 @@ class Impairment:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"impairment {name}={value!r} must be a probability in [0, 1]")
+        if self.reorder > 0.5:
+            raise ValueError(f"impairment reorder={self.reorder!r}: at most 0.5 (adjacent swaps)")
         if self.delay < 0:
             raise ValueError(f"impairment delay={self.delay!r} must be >= 0 seconds")
         if self.rate_bps is not None and self.rate_bps <= 0:

@@ -36,7 +36,8 @@ MAX_FRAME: Final = 65536
 class DirectionStats:
     received: int = 0
     forwarded: int = 0
-    reordered: int = 0
+    reordered: int = 0  # frames that went out behind their successor
+    hold_timeouts: int = 0  # held frames released in order because no successor came
     send_errors: int = 0
     delay_total: float = 0.0  # sum over forwarded frames of (sent - received)
 
@@ -81,13 +82,16 @@ class Relay:
     def on_frame(self, index: int, frame: bytes, now: float) -> None:
         d = self.directions[index]
         d.stats.received += 1
-        if d.held is None and d.reorder and d.rng.random() < d.reorder:
+        # The frame after a held one is never held itself, so holding with probability
+        # q = p / (1 - p) makes the fraction of frames that go out late exactly p.
+        if d.held is None and d.reorder and d.rng.random() < d.reorder / (1.0 - d.reorder):
             d.held = (now, frame)
             d.held_until = now + d.hold
-            d.stats.reordered += 1
             return
         self.schedule(index, now, frame)
-        self.release_held(index)
+        if d.held is not None:
+            d.stats.reordered += 1
+            self.release_held(index)
 
     def release_held(self, index: int) -> None:
         d = self.directions[index]
@@ -111,6 +115,7 @@ class Relay:
                 d.stats.send_errors += 1
         for index, d in enumerate(self.directions):
             if d.held is not None and now >= d.held_until:
+                d.stats.hold_timeouts += 1
                 self.release_held(index)
 
     def next_timeout(self, now: float) -> float:

@@ -1,0 +1,230 @@
+"""The veth test bed: connectivity, each impairment at the rate asked, and cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from joyride.testbed import Impairment, Testbed, list_namespaces, sweep
+from joyride.testbed.bed import PREFIX
+
+pytestmark = pytest.mark.integration
+
+UDP_PORT = 40_000
+PAYLOAD = 400  # > the corruption offset (134 bytes into the frame), so every frame can be hit
+
+
+def within(observed: float, p: float, n: int, sigmas: float = 5.0) -> bool:
+    """Is a binomial rate ``observed`` (over n trials) within ``sigmas`` of ``p``?"""
+    sd = math.sqrt(max(p * (1 - p), 1e-9) / n)
+    return abs(observed - p) <= sigmas * sd + 1e-9
+
+
+@contextlib.contextmanager
+def udp_pair(bed: Testbed) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(sender in the peer namespace, receiver in the joy namespace)."""
+    with bed.joy.inside():
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with bed.peer.inside():
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        rx.bind((bed.joy.ip, UDP_PORT))
+        rx.settimeout(1.0)
+        yield tx, rx
+    finally:
+        tx.close()
+        rx.close()
+
+
+def send_numbered(tx: socket.socket, dst: str, count: int, pace_every: int = 50) -> None:
+    for i in range(count):
+        tx.sendto(i.to_bytes(4, "big") + bytes(PAYLOAD - 4), (dst, UDP_PORT))
+        if i % pace_every == pace_every - 1:
+            time.sleep(0.0005)  # stay far below the relay's and the socket buffer's limits
+
+
+def receive_all(rx: socket.socket) -> list[bytes]:
+    got: list[bytes] = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            got.append(rx.recv(4096))
+    return got
+
+
+def udp_csum_errors(bed: Testbed) -> int:
+    out = bed.joy.run("cat", "/proc/net/snmp").stdout.decode()
+    head, values = [line.split() for line in out.splitlines() if line.startswith("Udp:")][:2]
+    return int(values[head.index("InCsumErrors")])
+
+
+def test_namespaces_reach_each_other(testbed: Testbed) -> None:
+    out = testbed.peer.run("ping", "-c", "3", "-i", "0.2", "-W", "2", testbed.joy.ip).stdout
+    assert b" 0% packet loss" in out
+
+
+def test_kernel_tcp_echo_across_the_link(testbed: Testbed) -> None:
+    with testbed.joy.inside():
+        server = socket.create_server((testbed.joy.ip, 7007))
+    with testbed.peer.inside():
+        client = socket.create_connection((testbed.joy.ip, 7007), timeout=5)
+    with server, client:
+        conn, addr = server.accept()
+        with conn:
+            assert addr[0] == testbed.peer.ip
+            message = bytes(range(256)) * 64
+            client.sendall(message)
+            received = b""
+            while len(received) < len(message):
+                received += conn.recv(65536)
+            conn.sendall(received)
+            echoed = b""
+            while len(echoed) < len(message):
+                echoed += client.recv(65536)
+    assert echoed == message
+
+
+def test_mtu_and_queues_are_applied(make_testbed: object) -> None:
+    bed = make_testbed(mtu=3000, rx_queues=2)  # type: ignore[operator]
+    link = bed.joy.run("ip", "-d", "link", "show", bed.joy.ifname).stdout.decode()
+    assert "mtu 3000" in link
+    assert "numrxqueues 2" in link
+    features = bed.peer.run("ethtool", "-k", bed.peer.ifname).stdout.decode()
+    assert "tx-checksumming: off" in features
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3])
+def test_loss_rate(make_testbed: object, p: float) -> None:
+    bed = make_testbed(to_joy=Impairment(loss=p))  # type: ignore[operator]
+    n = 4000
+    with udp_pair(bed) as (tx, rx):
+        send_numbered(tx, bed.joy.ip, n)
+        got = receive_all(rx)
+    lost = 1 - len(got) / n
+    assert within(lost, p, n), f"asked {p}, measured {lost:.4f}"
+
+
+def test_duplication_rate(make_testbed: object) -> None:
+    p = 0.2
+    bed = make_testbed(to_joy=Impairment(duplicate=p))  # type: ignore[operator]
+    n = 4000
+    with udp_pair(bed) as (tx, rx):
+        send_numbered(tx, bed.joy.ip, n)
+        got = receive_all(rx)
+    assert {int.from_bytes(g[:4], "big") for g in got} == set(range(n))
+    duplicated = (len(got) - n) / n
+    assert within(duplicated, p, n), f"asked {p}, measured {duplicated:.4f}"
+
+
+def test_corruption_rate_and_detection(make_testbed: object) -> None:
+    p = 0.15
+    bed = make_testbed(to_joy=Impairment(corrupt=p))  # type: ignore[operator]
+    n = 4000
+    before = udp_csum_errors(bed)
+    with udp_pair(bed) as (tx, rx):
+        send_numbered(tx, bed.joy.ip, n)
+        got = receive_all(rx)
+    caught = udp_csum_errors(bed) - before
+    # Every corrupted frame fails its checksum (the byte flip leaves the sum stale) and
+    # nothing corrupted is delivered.
+    assert caught + len(got) == n
+    assert all(g[4:] == bytes(PAYLOAD - 4) for g in got)
+    assert within(caught / n, p, n), f"asked {p}, measured {caught / n:.4f}"
+
+
+def rtt_ms(bed: Testbed, count: int = 10) -> float:
+    out = bed.peer.run("ping", "-c", str(count), "-i", "0.05", "-W", "2", bed.joy.ip).stdout
+    m = re.search(rb"= ([\d.]+)/([\d.]+)/", out)
+    assert m, out
+    return float(m.group(1))  # the minimum: the delay, not the scheduler's noise
+
+
+def test_delay_is_added_both_ways(make_testbed: object) -> None:
+    bed = make_testbed(to_joy=Impairment(delay=0.020), to_peer=Impairment(delay=0.010))  # type: ignore[operator]
+    rtt = rtt_ms(bed)
+    assert 30.0 <= rtt <= 40.0, f"asked 30 ms round trip, measured {rtt} ms"
+    stats = bed.relay_stats()
+    mean_to_joy = stats["to_joy"]["delay_total"] / stats["to_joy"]["forwarded"]
+    assert 0.020 <= mean_to_joy <= 0.030
+
+
+def test_reordering_rate(make_testbed: object) -> None:
+    p = 0.1
+    bed = make_testbed(to_joy=Impairment(reorder=p), seed=7)  # type: ignore[operator]
+    n = 3000
+    with udp_pair(bed) as (tx, rx):
+        send_numbered(tx, bed.joy.ip, n, pace_every=20)
+        got = [int.from_bytes(g[:4], "big") for g in receive_all(rx)]
+    assert sorted(got) == list(range(n))  # reordered, never lost or duplicated
+    # A held-back frame arrives after its successor: count frames smaller than one before.
+    late = sum(1 for prev, cur in itertools.pairwise(got) if cur < prev)
+    assert within(late / n, p, n), f"asked {p}, measured {late / n:.4f}"
+    # The relay's own count also covers the odd ARP frame, never fewer than observed.
+    assert late <= bed.relay_stats()["to_joy"]["reordered"] <= late + 5
+
+
+def test_rate_limit(make_testbed: object) -> None:
+    rate = 20_000_000
+    bed = make_testbed(to_joy=Impairment(rate_bps=rate))  # type: ignore[operator]
+    with bed.joy.inside():
+        server = socket.create_server((bed.joy.ip, 7008))
+    received = 0
+
+    def drain() -> None:
+        nonlocal received
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(1 << 16):
+                received += len(data)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    with bed.peer.inside():
+        client = socket.create_connection((bed.joy.ip, 7008), timeout=5)
+    chunk = bytes(65536)
+    start = time.monotonic()
+    with client:
+        while time.monotonic() - start < 2.0:
+            client.sendall(chunk)
+    reader.join(10)
+    elapsed = time.monotonic() - start
+    server.close()
+    sent = received
+    measured = sent * 8 / elapsed
+    assert 0.75 * rate <= measured <= 1.25 * rate, f"asked {rate}, measured {measured:.0f} bit/s"
+
+
+def test_teardown_after_a_failing_body_leaves_nothing() -> None:
+    names: list[str] = []
+    with pytest.raises(RuntimeError, match="body failed"), Testbed(
+        to_joy=Impairment(loss=0.1, delay=0.001)
+    ) as bed:
+        names = [bed.joy.netns, bed.peer.netns, str(bed.relay_ns)]
+        assert all(n in list_namespaces() for n in names)
+        raise RuntimeError("body failed")
+    assert not set(names) & set(list_namespaces())
+    assert bed.relay_proc is None
+    root_links = subprocess.run(["ip", "-o", "link"], capture_output=True, check=True).stdout
+    assert f"{PREFIX}{bed.tag}".encode() not in root_links
+
+
+def test_sweep_removes_leftovers_of_dead_runs_only(testbed: Testbed) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = f"{PREFIX}-{dead.pid}-abcdef-joy"
+    subprocess.run(["ip", "netns", "add", leftover], check=True)
+    try:
+        removed = sweep()
+        assert leftover in removed
+        assert testbed.joy.netns in list_namespaces()  # a live run's bed is kept
+    finally:
+        subprocess.run(["ip", "netns", "delete", leftover], capture_output=True)
