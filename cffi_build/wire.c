@@ -303,10 +303,9 @@ uint32_t wire_parse_batch(const uint8_t *base, const uint64_t *offs, const uint3
 {
     uint32_t ok = 0;
     for (uint32_t i = 0; i < n; i++) {
-        /* A frame longer than 64 KiB cannot carry one IPv4 packet and its offsets
-         * would not fit the 16-bit fields: clamp, the IPv4 total length bounds it. */
-        uint32_t len = lens[i] > 0xffff ? 0xffff : lens[i];
-        int rc = parse_one(base + offs[i], len, verify, &out[i]);
+        /* Any length is safe: the IPv4 total length (<= 65535) bounds every offset
+         * stored, so the 16-bit record fields cannot overflow. */
+        int rc = parse_one(base + offs[i], lens[i], verify, &out[i]);
         out[i].reason = (uint8_t)rc;
         ok += rc == WIRE_OK;
     }
@@ -322,7 +321,7 @@ static inline uint32_t tcp_opt_len(const struct wire_seg *s)
 
 uint32_t wire_header_len(const struct wire_template *t, const struct wire_seg *s)
 {
-    return (t->has_vlan ? ETH_HLEN + VLAN_HLEN : ETH_HLEN) + 20 + 20 + tcp_opt_len(s);
+    return (t->has_vlan ? ETH_HLEN + VLAN_HLEN : ETH_HLEN) + 20u + 20u + tcp_opt_len(s);
 }
 
 static inline uint32_t build_one(const struct wire_template *t, const struct wire_seg *s,

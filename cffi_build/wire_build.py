@@ -49,4 +49,13 @@ ffi.set_source(
 )
 
 if __name__ == "__main__":
-    ffi.compile(tmpdir=str(Path(__file__).resolve().parent.parent))
+    # Drop the module next to the package (repo root as tmpdir). The compile runs in a
+    # scratch directory and the result is copied, because setuptools reads the
+    # pyproject.toml of its working directory and an older setuptools may reject it.
+    import shutil
+    import tempfile
+
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as scratch:
+        built = Path(ffi.compile(tmpdir=scratch))
+        shutil.copy2(built, root / built.relative_to(scratch))

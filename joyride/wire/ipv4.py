@@ -7,6 +7,7 @@ refused (the stack does not reassemble; peers using PMTUD and MSS never send the
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Final
 
@@ -19,6 +20,8 @@ IPPROTO_TCP: Final = 6
 _DF: Final = 0x4000
 _MF: Final = 0x2000
 _OFFSET_MASK: Final = 0x1FFF
+# version/IHL, TOS, total length, ident, flags/fragment offset, TTL, protocol, checksum
+_FIXED = struct.Struct("!BBHHHBBH4s4s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,37 +74,35 @@ def parse_ipv4(
     mv = memoryview(data)
     if len(mv) < IPV4_HLEN:
         raise IntegrityError(Reason.IP_TRUNCATED, f"{len(mv)} bytes")
-    if mv[0] >> 4 != 4:
-        raise IntegrityError(Reason.IP_BAD_VERSION, f"version {mv[0] >> 4}")
-    ihl = (mv[0] & 0x0F) * 4
+    vihl, tos, total, ident, frag, ttl, proto, _csum, src, dst = _FIXED.unpack_from(mv)
+    if vihl >> 4 != 4:
+        raise IntegrityError(Reason.IP_BAD_VERSION, f"version {vihl >> 4}")
+    ihl = (vihl & 0x0F) * 4
     if ihl < IPV4_HLEN or ihl > len(mv):
         raise IntegrityError(Reason.IP_BAD_HEADER_LENGTH, f"{ihl} of {len(mv)} bytes")
-    total = int.from_bytes(mv[2:4], "big")
     if total < ihl:
         raise IntegrityError(Reason.IP_BAD_TOTAL_LENGTH, f"total {total} < header {ihl}")
     if total > len(mv):
         raise IntegrityError(Reason.IP_TRUNCATED, f"total {total} > {len(mv)} bytes")
     if verify_checksum and internet_checksum(mv[:ihl]) != 0:
         raise IntegrityError(Reason.IP_BAD_CHECKSUM)
-    _check_options(mv, ihl)
-    frag = int.from_bytes(mv[6:8], "big")
-    src = bytes(mv[12:16])
-    dst = bytes(mv[16:20])
+    if ihl > IPV4_HLEN:
+        _check_options(mv, ihl)
     if frag & (_MF | _OFFSET_MASK):
         raise SanityError(Reason.IP_FRAGMENT, f"flags/offset {frag:#06x}")
     if is_martian(src):
-        raise SanityError(Reason.IP_BAD_SRC_ADDR, bytes(src).hex())
+        raise SanityError(Reason.IP_BAD_SRC_ADDR, src.hex())
     if is_martian(dst):
-        raise SanityError(Reason.IP_BAD_DST_ADDR, bytes(dst).hex())
+        raise SanityError(Reason.IP_BAD_DST_ADDR, dst.hex())
     hdr = Ipv4Header(
-        src=src,
-        dst=dst,
-        proto=mv[9],
-        ttl=mv[8],
-        tos=mv[1],
-        ident=int.from_bytes(mv[4:6], "big"),
-        dont_fragment=bool(frag & _DF),
-        options=bytes(mv[IPV4_HLEN:ihl]),
+        src,
+        dst,
+        proto,
+        ttl,
+        tos,
+        ident,
+        bool(frag & _DF),
+        bytes(mv[IPV4_HLEN:ihl]) if ihl > IPV4_HLEN else b"",
     )
     return hdr, mv[ihl:total]
 

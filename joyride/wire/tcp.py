@@ -47,6 +47,8 @@ class TcpFlags(enum.IntFlag):
     CWR = 0x80
 
 
+# Every flags byte as a member, built once: constructing an IntFlag costs ~0.3 µs.
+_FLAGS: Final = tuple(TcpFlags(i) for i in range(256))
 _SYN_FIN: Final = TcpFlags.SYN | TcpFlags.FIN
 _NOT_PLAIN: Final = ~int(TcpFlags.PSH) & 0xFF
 
@@ -111,7 +113,7 @@ def parse_tcp_ex(
         dst_port,
         Seq(seq),
         Seq(ack),
-        TcpFlags(flags),
+        _FLAGS[flags],
         window,
         bytes(mv[hl:]),
         options,

@@ -348,3 +348,19 @@ def test_specs_numpy_view_drives_the_build() -> None:
         f = parse_frame(bytes(region[i * 2048 : i * 2048 + b.out_lens[i]]))
         assert f.tcp.seq == Seq(1000 + 1448 * i)
         assert f.tcp.payload == payload[1448 * i : 1448 * (i + 1)]
+
+
+def test_largest_packets_agree() -> None:
+    # A 65535-byte IPv4 packet (the most its total length can say) in a longer buffer:
+    # the 16-bit record fields must hold every offset, and the padding is ignored.
+    eth = EthernetHeader(bytes(6), bytes(6), vlan_tci=5)
+    ip = Ipv4Header(bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), options=b"\x01" * 40)
+    opts = TcpOptions(timestamps=(1, 2), sack_blocks=((Seq(1), Seq(2)),) * 3)
+    room = 0xFFFF - 60 - 60
+    seg = TcpSegment(1, 2, Seq(0), Seq(0), TcpFlags.ACK, 0, b"z" * room, opts)
+    raw = build_frame(eth, ip, seg)
+    assert len(raw) == 18 + 0xFFFF
+    check_agreement(PARSER, [raw, raw + bytes(100), raw[:-1]])
+    assert PARSER.reason(1) is Reason.OK
+    assert PARSER.records["payload_len"][1] == room
+    assert PARSER.reason(2) is Reason.IP_TRUNCATED
