@@ -18,7 +18,7 @@ change to ``wire.h`` cannot silently misread memory.
 
 from __future__ import annotations
 
-import sys
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
@@ -28,18 +28,18 @@ import numpy as np
 
 from joyride.wire._native import BUILD_HINT, ffi, lib
 from joyride.wire.errors import ParseError, Reason, error_for
-from joyride.wire.ethernet import EthernetHeader
+from joyride.wire.ethernet import ETHERTYPE_IPV4, EthernetHeader
 from joyride.wire.frame import Frame
-from joyride.wire.ipv4 import Ipv4Header
+from joyride.wire.ipv4 import IPPROTO_TCP, IPV4_HLEN, Ipv4Header
 from joyride.wire.seq import Seq
-from joyride.wire.tcp import TcpFlags, TcpSegment
-from joyride.wire.tcp_options import TcpOptions
+from joyride.wire.tcp import FLAGS_BY_BYTE, TcpSegment
+from joyride.wire.tcp_options import NO_OPTIONS, TcpOptions
 
 Buffer = bytes | bytearray | memoryview
 
 MAX_SACK_BLOCKS: Final = 4
 MAX_SACK_BLOCKS_WITH_TS: Final = 3  # 12 + 4 + 8 * 3 = 40 option bytes
-_BUILD_OPTION_FLAGS: Final = ~int(TcpFlags.FIN | TcpFlags.SYN | TcpFlags.RST) & 0xFF
+_U32x2: Final = struct.Struct("!II")
 
 
 def _require_native() -> None:
@@ -108,6 +108,7 @@ class BatchParser:
         self.capacity = capacity
         self.verify_checksums = verify_checksums
         self.out = ffi.new("struct wire_parsed[]", capacity)
+        self._records_buf = ffi.buffer(self.out)
         self.records: np.ndarray[Any, np.dtype[Any]] = np.frombuffer(
             ffi.buffer(self.out), dtype=struct_dtype("struct wire_parsed")
         )
@@ -162,65 +163,97 @@ class BatchParser:
 
     def frame(self, i: int) -> Frame:
         """Frame ``i`` as Python objects; raises its ``ParseError`` if it was dropped."""
-        r = self.out[i]
-        if r.reason != 0:
-            raise error_for(Reason(r.reason))
-        base = self._base + int(self._offsets[i])
-        data = ffi.buffer(base, int(r.payload_off) + int(r.payload_len))
-        return record_to_frame(r, data)
+        if not 0 <= i < self.n:
+            raise IndexError(f"frame {i} not in the last batch of {self.n}")
+        rec = _RECORD.unpack_from(self._records_buf, i * _RECORD.size)
+        if rec[_REASON]:
+            raise error_for(Reason(rec[_REASON]))
+        end = rec[_PAYLOAD_OFF] + rec[_PAYLOAD_LEN]
+        return record_to_frame(rec, ffi.buffer(self._base + int(self._offsets[i]), end))
 
 
-def record_to_frame(r: Any, data: Any) -> Frame:
-    """Python objects for one accepted record; ``data`` covers the frame up to the end of
-    its payload (a bytes-like object, or a cffi buffer)."""
-    l2 = int(r.l2_len)
-    ip_at = l2
-    tcp_at = l2 + int(r.ip_hl)
+# struct wire_parsed as one struct.Struct: a single unpack per frame instead of one cffi
+# attribute access per field. The layout is checked against the compiled one below.
+_RECORD_FIELDS: Final = (
+    ("src_ip", "4s"), ("dst_ip", "4s"), ("seq", "I"), ("ack", "I"), ("tsval", "I"),
+    ("tsecr", "I"), ("src_port", "H"), ("dst_port", "H"), ("window", "H"), ("urgent", "H"),
+    ("payload_off", "H"), ("payload_len", "H"), ("mss", "H"), ("vlan_tci", "H"),
+    ("ip_id", "H"), ("reason", "B"), ("flags", "B"), ("dst_mac_off", "B"),
+    ("src_mac_off", "B"), ("l2_len", "B"), ("ip_hl", "B"), ("tcp_hl", "B"), ("wscale", "B"),
+    ("sack_off", "B"), ("sack_count", "B"), ("ttl", "B"), ("tos", "B"), ("has_vlan", "B"),
+    ("has_ts", "B"), ("has_sack", "B"), ("has_mss", "B"), ("has_wscale", "B"),
+    ("sack_permitted", "B"), ("plain", "B"), ("df", "B"),
+)  # fmt: skip
+_RECORD: Final = struct.Struct("=" + "".join(f for _, f in _RECORD_FIELDS) + "2x")
+_IDX: Final = {name: k for k, (name, _) in enumerate(_RECORD_FIELDS)}
+_REASON: Final = _IDX["reason"]
+_PAYLOAD_OFF: Final = _IDX["payload_off"]
+_PAYLOAD_LEN: Final = _IDX["payload_len"]
+
+
+def _check_record_layout() -> None:
+    if lib is None:
+        return
+    if _RECORD.size != ffi.sizeof("struct wire_parsed"):
+        raise ImportError("struct wire_parsed size differs from joyride.wire.batch._RECORD")
+    at = 0
+    for name, fmt in _RECORD_FIELDS:
+        if ffi.offsetof("struct wire_parsed", name) != at:
+            raise ImportError(f"struct wire_parsed.{name} moved: rebuild joyride._wire")
+        at += struct.calcsize("=" + fmt)
+
+
+_check_record_layout()
+
+
+def record_to_frame(rec: tuple[Any, ...], data: Any) -> Frame:
+    """Python objects for one accepted record (a ``_RECORD`` tuple); ``data`` covers the
+    frame up to the end of its payload (bytes-like, or a cffi buffer)."""
+    (
+        src_ip, dst_ip, seq, ack, tsval, tsecr, src_port, dst_port, window, urgent,
+        payload_off, payload_len, mss, vlan_tci, ip_id, _reason, flags, dst_mac_off,
+        src_mac_off, l2_len, ip_hl, _tcp_hl, wscale, sack_off, sack_count, ttl, tos,
+        has_vlan, has_ts, has_sack, has_mss, has_wscale, sack_permitted, plain, df,
+    ) = rec  # fmt: skip
+    tcp_at = l2_len + ip_hl
     eth = EthernetHeader(
-        bytes(data[r.dst_mac_off : r.dst_mac_off + 6]),
-        bytes(data[r.src_mac_off : r.src_mac_off + 6]),
-        vlan_tci=int(r.vlan_tci) if r.has_vlan else None,
+        data[dst_mac_off : dst_mac_off + 6],
+        data[src_mac_off : src_mac_off + 6],
+        ETHERTYPE_IPV4,
+        vlan_tci if has_vlan else None,
     )
-    ip = Ipv4Header(
-        src=int(r.src_ip).to_bytes(4, sys.byteorder),
-        dst=int(r.dst_ip).to_bytes(4, sys.byteorder),
-        ttl=int(r.ttl),
-        tos=int(r.tos),
-        ident=int(r.ip_id),
-        dont_fragment=bool(r.df),
-        options=bytes(data[ip_at + 20 : tcp_at]),
-    )
-    blocks: tuple[tuple[Seq, Seq], ...] = ()
-    if r.has_sack:
-        at = tcp_at + int(r.sack_off)
-        raw = bytes(data[at : at + 8 * int(r.sack_count)])
-        blocks = tuple(
-            (
-                Seq(int.from_bytes(raw[k : k + 4], "big")),
-                Seq(int.from_bytes(raw[k + 4 : k + 8], "big")),
-            )
-            for k in range(0, len(raw), 8)
+    ip_opts = data[l2_len + IPV4_HLEN : tcp_at] if ip_hl > IPV4_HLEN else b""
+    ip = Ipv4Header(src_ip, dst_ip, IPPROTO_TCP, ttl, tos, ip_id, bool(df), ip_opts)
+    if has_sack:
+        at = tcp_at + sack_off
+        edges = _U32x2.iter_unpack(data[at : at + 8 * sack_count])
+        blocks: tuple[tuple[Seq, Seq], ...] = tuple((Seq(lo), Seq(hi)) for lo, hi in edges)
+    else:
+        blocks = ()
+    if has_mss or has_wscale or sack_permitted or has_sack:
+        options = TcpOptions(
+            mss if has_mss else None,
+            wscale if has_wscale else None,
+            bool(sack_permitted),
+            blocks,
+            (tsval, tsecr) if has_ts else None,
         )
-    options = TcpOptions(
-        mss=int(r.mss) if r.has_mss else None,
-        wscale=int(r.wscale) if r.has_wscale else None,
-        sack_permitted=bool(r.sack_permitted),
-        sack_blocks=blocks,
-        timestamps=(int(r.tsval), int(r.tsecr)) if r.has_ts else None,
-    )
-    po = int(r.payload_off)
+    elif has_ts:
+        options = TcpOptions(timestamps=(tsval, tsecr))
+    else:
+        options = NO_OPTIONS
     seg = TcpSegment(
-        int(r.src_port),
-        int(r.dst_port),
-        Seq(int(r.seq)),
-        Seq(int(r.ack)),
-        TcpFlags(int(r.flags)),
-        int(r.window),
-        bytes(data[po : po + int(r.payload_len)]),
+        src_port,
+        dst_port,
+        Seq(seq),
+        Seq(ack),
+        FLAGS_BY_BYTE[flags],
+        window,
+        data[payload_off : payload_off + payload_len] if payload_len else b"",
         options,
-        int(r.urgent),
+        urgent,
     )
-    return Frame(eth, ip, seg, bool(r.plain))
+    return Frame(eth, ip, seg, bool(plain))
 
 
 @dataclass(frozen=True, slots=True)

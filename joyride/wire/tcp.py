@@ -22,6 +22,7 @@ from joyride.wire.tcp_options import (
 )
 
 __all__ = [
+    "FLAGS_BY_BYTE",
     "TCP_HLEN",
     "TcpFlags",
     "TcpOptions",
@@ -48,7 +49,7 @@ class TcpFlags(enum.IntFlag):
 
 
 # Every flags byte as a member, built once: constructing an IntFlag costs ~0.3 µs.
-_FLAGS: Final = tuple(TcpFlags(i) for i in range(256))
+FLAGS_BY_BYTE: Final = tuple(TcpFlags(i) for i in range(256))
 _SYN_FIN: Final = TcpFlags.SYN | TcpFlags.FIN
 _NOT_PLAIN: Final = ~int(TcpFlags.PSH) & 0xFF
 
@@ -113,7 +114,7 @@ def parse_tcp_ex(
         dst_port,
         Seq(seq),
         Seq(ack),
-        _FLAGS[flags],
+        FLAGS_BY_BYTE[flags],
         window,
         bytes(mv[hl:]),
         options,
