@@ -1,0 +1,277 @@
+"""SACK scoreboard and loss recovery helpers for the sender (RFC 6675).
+
+The scoreboard remembers which outstanding bytes the receiver has SACKed, as a short
+sorted list of disjoint, non-adjacent ranges. It answers the three questions of
+RFC 6675 §4: IsLost(), SetPipe() and NextSeg(). The connection keeps the recovery
+state (RecoveryPoint, HighRxt, RescueRxt) and drives the algorithm of §5.
+
+Sequence numbers wrap, so internally every position is "unwrapped" onto a 64-bit-ish
+line anchored at SND.UNA: ranges then sort and compare as plain integers.
+
+Conventions: ranges and returned blocks are half-open ``[left, right)``, as SACK
+blocks are (RFC 2018 §3). ``high_rxt`` is *one past* the highest retransmitted
+octet; at the start of recovery the connection sets it to SND.UNA, which reads as
+"nothing retransmitted yet" (RFC 6675 §5 step 3 sets HighRxt = HighACK).
+
+Bounds: at most ``max_ranges`` ranges (a new disjoint range beyond that is dropped,
+which only costs a possibly unneeded retransmission), and at most
+``MAX_BLOCKS_PER_UPDATE`` blocks are read from one ACK.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Iterable
+from typing import Final
+
+from joyride.wire.seq import MASK, Seq
+
+# RFC 2018 §3: 40 bytes of option space hold at most 4 SACK blocks.
+MAX_BLOCKS_PER_UPDATE: Final = 4
+
+
+class SackScoreboard:
+    """RFC 6675 scoreboard: SACKed ranges above SND.UNA plus IsLost/SetPipe/NextSeg."""
+
+    __slots__ = (
+        "_his",
+        "_los",
+        "_una_pos",
+        "_una_seq",
+        "dupthresh",
+        "max_ranges",
+        "mss",
+        "sacked_bytes",
+    )
+
+    def __init__(self, mss: int, dupthresh: int = 3, max_ranges: int = 256) -> None:
+        if mss <= 0 or dupthresh < 1 or max_ranges < 1:
+            raise ValueError("need mss > 0, dupthresh >= 1, max_ranges >= 1")
+        self.mss = mss
+        # RFC 6675 §2: DupThresh, 3 by default (RFC 5681 §3.2).
+        self.dupthresh = dupthresh
+        self.max_ranges = max_ranges
+        self._los: list[int] = []  # unwrapped left edges, ascending
+        self._his: list[int] = []  # unwrapped right edges (exclusive)
+        self._una_seq = 0
+        self._una_pos = 1 << 33  # unwrapped position of _una_seq (never negative)
+        self.sacked_bytes = 0
+
+    # -- positions ----------------------------------------------------------------------
+
+    def _pos(self, seq: Seq) -> int:
+        """Unwrapped position of ``seq`` (nearest to the last SND.UNA seen)."""
+        return self._una_pos + ((int(seq) - self._una_seq + (1 << 31)) & MASK) - (1 << 31)
+
+    def _seq(self, pos: int) -> Seq:
+        return Seq(self._una_seq + (pos - self._una_pos))
+
+    def _advance(self, snd_una: Seq) -> int:
+        """Re-anchor at ``snd_una`` and drop everything below it (RFC 6675 §5: data
+        at or below HighACK is no longer of interest)."""
+        una = self._pos(snd_una)
+        self._una_pos = una
+        self._una_seq = int(snd_una)
+        los, his = self._los, self._his
+        k = bisect.bisect_right(his, una)
+        if k:
+            self.sacked_bytes -= sum(h - lo for lo, h in zip(los[:k], his[:k], strict=True))
+            del los[:k], his[:k]
+        if los and los[0] < una:
+            self.sacked_bytes -= una - los[0]
+            los[0] = una
+        return una
+
+    # -- updates ------------------------------------------------------------------------
+
+    def update(self, snd_una: Seq, blocks: Iterable[tuple[Seq, Seq]], snd_nxt: Seq) -> int:
+        """Merge the SACK blocks of one ACK; return how many bytes became SACKed.
+
+        Blocks not inside [SND.UNA, SND.NXT], inverted or empty ones, are ignored:
+        they are D-SACKs of old data (RFC 2883 §4), stale, or forged (RFC 5961 §5
+        spirit: nothing outside the window may change state).
+        """
+        una = self._advance(snd_una)
+        nxt = self._pos(snd_nxt)
+        if nxt <= una:
+            return 0
+        added = 0
+        for left, right in itertools.islice(blocks, MAX_BLOCKS_PER_UPDATE):
+            lo = self._pos(left)
+            hi = self._pos(right)
+            if not (una <= lo < hi <= nxt):
+                continue
+            added += self._add(lo, hi)
+        return added
+
+    def _add(self, lo: int, hi: int) -> int:
+        los, his = self._los, self._his
+        # Ranges overlapping or touching [lo, hi): from the first with hi' >= lo to
+        # the last with lo' <= hi.
+        i = bisect.bisect_left(his, lo)
+        j = bisect.bisect_right(los, hi)
+        if i == j:
+            if len(los) >= self.max_ranges:
+                return 0
+            los.insert(i, lo)
+            his.insert(i, hi)
+            self.sacked_bytes += hi - lo
+            return hi - lo
+        new_lo = min(lo, los[i])
+        new_hi = max(hi, his[j - 1])
+        before = sum(h - x for x, h in zip(los[i:j], his[i:j], strict=True))
+        los[i:j] = [new_lo]
+        his[i:j] = [new_hi]
+        added = (new_hi - new_lo) - before
+        self.sacked_bytes += added
+        return added
+
+    def clear(self) -> None:
+        """RFC 6675 §5.1: on RTO the SACK information is discarded."""
+        self._los.clear()
+        self._his.clear()
+        self.sacked_bytes = 0
+
+    # -- queries ------------------------------------------------------------------------
+
+    @property
+    def range_count(self) -> int:
+        return len(self._los)
+
+    @property
+    def high_sacked(self) -> Seq | None:
+        """One past the highest SACKed octet, or None when nothing is SACKed."""
+        return self._seq(self._his[-1]) if self._his else None
+
+    def blocks(self) -> list[tuple[Seq, Seq]]:
+        """All SACKed ranges, ascending."""
+        return [(self._seq(lo), self._seq(hi)) for lo, hi in zip(self._los, self._his, strict=True)]
+
+    def _is_sacked_pos(self, pos: int) -> bool:
+        k = bisect.bisect_right(self._los, pos) - 1
+        return k >= 0 and pos < self._his[k]
+
+    def is_sacked(self, seq: Seq) -> bool:
+        return self._is_sacked_pos(self._pos(seq))
+
+    def _lost_below(self) -> int | None:
+        """The position L such that an unSACKed octet is lost iff it lies below L.
+
+        RFC 6675 §4 IsLost(SeqNum): true when DupThresh discontiguous SACKed ranges
+        lie above SeqNum, or more than (DupThresh - 1) * SMSS bytes above it have been
+        SACKed. Both counts only shrink as SeqNum grows, and are constant across an
+        unSACKed gap, so the lost octets are exactly the unSACKed ones below the left
+        edge of the range where either threshold is first met, counting from the top.
+        """
+        limit = (self.dupthresh - 1) * self.mss
+        total = 0
+        for count, k in enumerate(range(len(self._los) - 1, -1, -1), start=1):
+            total += self._his[k] - self._los[k]
+            if total > limit or count >= self.dupthresh:
+                return self._los[k]
+        return None
+
+    def is_lost(self, seq: Seq) -> bool:
+        """RFC 6675 §4 IsLost() for the octet ``seq`` (SACKed octets are not lost)."""
+        pos = self._pos(seq)
+        lost_below = self._lost_below()
+        return lost_below is not None and pos < lost_below and not self._is_sacked_pos(pos)
+
+    def _sacked_between(self, a: int, b: int) -> int:
+        if b <= a:
+            return 0
+        los, his = self._los, self._his
+        total = 0
+        k = max(bisect.bisect_right(los, a) - 1, 0)
+        while k < len(los) and los[k] < b:
+            total += max(0, min(his[k], b) - max(los[k], a))
+            k += 1
+        return total
+
+    def _unsacked(self, a: int, b: int) -> int:
+        return max(b - a, 0) - self._sacked_between(a, b)
+
+    def pipe(self, snd_una: Seq, snd_nxt: Seq, high_rxt: Seq) -> int:
+        """RFC 6675 §4 SetPipe(): the sender's estimate of bytes still in the network.
+
+        For each unSACKed octet in [HighACK, HighData]: +1 if not IsLost(), and +1 if
+        it has been retransmitted (below ``high_rxt``).
+        """
+        una = self._pos(snd_una)
+        nxt = self._pos(snd_nxt)
+        if nxt <= una:
+            return 0
+        lost_below = self._lost_below()
+        lost_end = una if lost_below is None else min(max(lost_below, una), nxt)
+        rxt_end = min(max(self._pos(high_rxt), una), nxt)
+        not_lost = self._unsacked(una, nxt) - self._unsacked(una, lost_end)
+        return not_lost + self._unsacked(una, rxt_end)
+
+    def _first_unsacked_from(self, pos: int) -> int:
+        k = bisect.bisect_right(self._los, pos) - 1
+        if k >= 0 and pos < self._his[k]:
+            return self._his[k]  # ranges never touch, so this octet is unSACKed
+        return pos
+
+    def _segment_from(self, start: int, nxt: int) -> tuple[Seq, int]:
+        """Up to one SMSS from ``start`` without running into SACKed data."""
+        k = bisect.bisect_right(self._los, start)
+        end = min(start + self.mss, nxt)
+        if k < len(self._los):
+            end = min(end, self._los[k])
+        return self._seq(start), end - start
+
+    def next_seg(
+        self,
+        snd_una: Seq,
+        snd_nxt: Seq,
+        high_rxt: Seq,
+        rescue_ok: bool,
+        *,
+        new_data_ok: bool = True,
+    ) -> tuple[Seq, int] | None:
+        """RFC 6675 §4 NextSeg(): what to (re)transmit next, or None.
+
+        Returns (start, length <= SMSS). Rule 2 ("send new data") is returned as
+        ``(snd_nxt, mss)``; pass ``new_data_ok=False`` when there is no unsent data
+        or the peer's window is closed, so that rules 3 and 4 are considered.
+        ``rescue_ok`` says the connection allows a rule-4 rescue retransmission
+        (HighACK > RescueRxt, or RescueRxt undefined), and the caller then sets
+        RescueRxt = RecoveryPoint.
+        """
+        una = self._pos(snd_una)
+        nxt = self._pos(snd_nxt)
+        if nxt <= una:
+            return (snd_nxt, self.mss) if new_data_ok else None
+        hrx = max(self._pos(high_rxt), una)
+        high_sacked = self._his[-1] if self._his else None
+        candidate = self._first_unsacked_from(hrx)
+        # (1.a) S2 > HighRxt, (1.b) S2 < highest SACKed octet, (1.c) IsLost(S2).
+        lost_below = self._lost_below()
+        if (
+            high_sacked is not None
+            and lost_below is not None
+            and candidate < min(high_sacked, lost_below, nxt)
+        ):
+            return self._segment_from(candidate, nxt)
+        # (2) Previously unsent data, if any and if the receive window allows it.
+        if new_data_ok:
+            return snd_nxt, self.mss
+        # (3) Like (1) without IsLost: any unSACKed, not retransmitted octet below the
+        # highest SACKed one.
+        if high_sacked is not None and candidate < min(high_sacked, nxt):
+            return self._segment_from(candidate, nxt)
+        # (4) Rescue retransmission: one segment that includes the highest
+        # outstanding unSACKed octet.
+        if rescue_ok:
+            top = nxt - 1
+            if self._his and self._his[-1] >= nxt:
+                top = self._los[-1] - 1
+            if top < una:
+                return None
+            k = bisect.bisect_right(self._his, top) - 1  # SACKed range just below top
+            floor = self._his[k] if k >= 0 else una
+            start = max(una, floor, top + 1 - self.mss)
+            return self._seq(start), top + 1 - start
+        return None
