@@ -96,10 +96,12 @@ class _Base:
             self.ssthresh = 2 * mss
 
     def on_recovery_exit(self, now: float) -> None:
-        # RFC 6582 §3.2 step 3 (full ACK), option 2: "Set cwnd to ssthresh",
-        # deflating whatever inflation the connection applied during recovery.
+        # RFC 6582 §3.2 step 3 (full ACK): cwnd becomes ssthresh (option 2) or
+        # min(ssthresh, max(FlightSize, SMSS) + SMSS) (option 1). The connection may
+        # pick either before calling this; here only inflation left above ssthresh is
+        # removed, so both choices survive.
         if self.in_recovery:
-            self.cwnd = self.ssthresh
+            self.cwnd = max(min(self.cwnd, self.ssthresh), self.mss)
             self.in_recovery = False
 
     def _restart_window(self) -> None:

@@ -40,6 +40,7 @@ class SackScoreboard:
         "_una_pos",
         "_una_seq",
         "dupthresh",
+        "last_rule",
         "max_ranges",
         "mss",
         "sacked_bytes",
@@ -57,6 +58,9 @@ class SackScoreboard:
         self._una_seq = 0
         self._una_pos = 1 << 33  # unwrapped position of _una_seq (never negative)
         self.sacked_bytes = 0
+        #: Which NextSeg() rule (1-4) produced the last non-None answer, 0 if none;
+        #: the connection sets RescueRxt when it is 4.
+        self.last_rule = 0
 
     # -- positions ----------------------------------------------------------------------
 
@@ -242,8 +246,12 @@ class SackScoreboard:
         """
         una = self._pos(snd_una)
         nxt = self._pos(snd_nxt)
+        self.last_rule = 0
         if nxt <= una:
-            return (snd_nxt, self.mss) if new_data_ok else None
+            if not new_data_ok:
+                return None
+            self.last_rule = 2
+            return snd_nxt, self.mss
         hrx = max(self._pos(high_rxt), una)
         high_sacked = self._his[-1] if self._his else None
         candidate = self._first_unsacked_from(hrx)
@@ -254,13 +262,16 @@ class SackScoreboard:
             and lost_below is not None
             and candidate < min(high_sacked, lost_below, nxt)
         ):
+            self.last_rule = 1
             return self._segment_from(candidate, nxt)
         # (2) Previously unsent data, if any and if the receive window allows it.
         if new_data_ok:
+            self.last_rule = 2
             return snd_nxt, self.mss
         # (3) Like (1) without IsLost: any unSACKed, not retransmitted octet below the
         # highest SACKed one.
         if high_sacked is not None and candidate < min(high_sacked, nxt):
+            self.last_rule = 3
             return self._segment_from(candidate, nxt)
         # (4) Rescue retransmission: one segment that includes the highest
         # outstanding unSACKed octet.
@@ -273,5 +284,6 @@ class SackScoreboard:
             k = bisect.bisect_right(self._his, top) - 1  # SACKed range just below top
             floor = self._his[k] if k >= 0 else una
             start = max(una, floor, top + 1 - self.mss)
+            self.last_rule = 4
             return self._seq(start), top + 1 - start
         return None

@@ -125,6 +125,11 @@ def test_recovery_exit_deflates_to_ssthresh() -> None:
     cc.cwnd = 3 * MSS
     cc.on_recovery_exit(2.0)  # not in recovery: no change
     assert cc.cwnd == 3 * MSS
+    # RFC 6582 §3.2 step 3 option 1, chosen by the connection, is kept.
+    cc.on_congestion(3.0, 20 * MSS)
+    cc.cwnd = 4 * MSS  # min(ssthresh, max(FlightSize, SMSS) + SMSS)
+    cc.on_recovery_exit(3.5)
+    assert cc.cwnd == 4 * MSS
 
 
 def test_rto_loss_window() -> None:

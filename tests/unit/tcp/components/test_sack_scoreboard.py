@@ -117,12 +117,16 @@ def test_nextseg_rule1_then_2_then_3_then_4() -> None:
     sb = board_with((1000, 4000))
     # Rule 1: smallest lost, unSACKed, not yet retransmitted octet.
     assert sb.next_seg(UNA, NXT, UNA, rescue_ok=False) == (UNA, 1000)
+    assert sb.last_rule == 1
     # After retransmitting it: rule 2, new data at SND.NXT.
     assert sb.next_seg(UNA, NXT, UNA + 1000, rescue_ok=False) == (NXT, MSS)
+    assert sb.last_rule == 2
     # No new data: rule 3 needs an unSACKed octet below the highest SACK; none left.
     assert sb.next_seg(UNA, NXT, UNA + 1000, False, new_data_ok=False) is None
+    assert sb.last_rule == 0
     # Rule 4: rescue retransmission of the highest outstanding unSACKed segment.
     assert sb.next_seg(UNA, NXT, UNA + 1000, True, new_data_ok=False) == (UNA + 9000, 1000)
+    assert sb.last_rule == 4
 
 
 def test_nextseg_rule3_not_lost_hole() -> None:
@@ -132,6 +136,7 @@ def test_nextseg_rule3_not_lost_hole() -> None:
     assert not sb.is_lost(UNA + 2000)
     assert sb.next_seg(UNA, NXT, UNA, False) == (NXT, MSS)
     assert sb.next_seg(UNA, NXT, UNA, False, new_data_ok=False) == (UNA + 2000, 1000)
+    assert sb.last_rule == 3
 
 
 def test_nextseg_segment_stops_at_sacked_data() -> None:
@@ -149,6 +154,7 @@ def test_nextseg_rescue_when_top_is_sacked() -> None:
     # ...and once everything below the SACK was retransmitted, rule 4 applies.
     seg = sb.next_seg(UNA, NXT, UNA + 8500, True, new_data_ok=False)
     assert seg == (UNA + 7500, 1000)
+    assert sb.last_rule == 4  # below high_sacked, yet a rescue
     everything = board_with((0, 10_000))
     assert everything.next_seg(UNA, NXT, UNA, True, new_data_ok=False) is None
 
