@@ -1,0 +1,324 @@
+"""The engine: NIC batches ↔ wire formats ↔ sans-I/O TCP. The only clock reader.
+
+One ``Engine`` serves one NIC queue. Each ``poll``:
+
+1. receives a batch of frames and validates them in one C call (``BatchParser``);
+2. demultiplexes each valid segment by its 4-tuple to a connection, else by local port
+   to a listener, else answers it as the CLOSED state does (RFC 9293 §3.10.7.1: a RST);
+3. runs every timer that is due;
+4. turns what the touched connections want to send into frames (next-hop MAC from the
+   kernel's neighbour table; frames wait, bounded, while the kernel resolves one) and
+   transmits them as one batch.
+
+Front ends (the network service, embedded mode) read and write connections between
+polls and call ``flush`` to send what the application queued.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from joyride.engine.network import NetworkView
+from joyride.engine.nic import Buffer, Nic
+from joyride.tcp.config import TcpConfig
+from joyride.tcp.connection import TcpConnection, rst_for
+from joyride.tcp.counters import Counters
+from joyride.tcp.isn import IsnGenerator
+from joyride.tcp.listener import Listener, Outgoing
+from joyride.tcp.state import TcpState
+from joyride.wire.batch import BatchParser
+from joyride.wire.ethernet import EthernetHeader
+from joyride.wire.frame import build_frame_into, frame_len
+from joyride.wire.ipv4 import Ipv4Header
+from joyride.wire.tcp import TcpSegment
+
+BATCH: Final = 64
+PENDING_PER_HOP: Final = 256  # frames held per unresolved next hop (RFC 1122 §2.3.2.2: >= 1)
+DEFAULT_EPHEMERAL: Final = range(61000, 65536)
+
+FourTuple = tuple[bytes, int, bytes, int]  # (local ip, local port, remote ip, remote port)
+
+
+class EngineError(Exception):
+    """A request the engine cannot honour (port in use, no free ephemeral port, ...)."""
+
+
+@dataclass
+class Activity:
+    """What one ``poll`` changed, for the front end to act on."""
+
+    connections: set[TcpConnection] = field(default_factory=set)
+    listeners: set[Listener] = field(default_factory=set)
+
+    def clear(self) -> None:
+        self.connections.clear()
+        self.listeners.clear()
+
+
+class Engine:
+    def __init__(
+        self,
+        nic: Nic,
+        network: NetworkView,
+        config: TcpConfig | None = None,
+        *,
+        ephemeral_ports: range = DEFAULT_EPHEMERAL,
+        clock: Callable[[], float] = time.monotonic,
+        batch: int = BATCH,
+    ) -> None:
+        self.nic = nic
+        self.network = network
+        self.config = config or TcpConfig(mss=max(88, min(1460, network.mtu - 40)))
+        self.clock = clock
+        self.batch = batch
+        self.ephemeral_ports = ephemeral_ports
+        self.counters: Counters = Counters()
+        self.local_addresses = network.local_addresses()
+        self.connections: dict[FourTuple, TcpConnection] = {}
+        self.listeners: dict[int, Listener] = {}
+        self.activity = Activity()
+        self._isn = IsnGenerator()
+        self._parser = BatchParser(batch, verify_checksums=self.config.verify_checksum)
+        self._timers: list[tuple[float, int, TcpConnection | Listener]] = []
+        self._tiebreak = itertools.count()
+        self._dirty: set[TcpConnection | Listener] = set()
+        self._pending: dict[bytes, deque[bytes]] = {}  # next hop -> frames awaiting its MAC
+        self._tx: list[Buffer] = []
+        self._ip_id = random.getrandbits(16)
+        self._rng = random.Random()
+
+    # ------------------------------------------------------------------ sockets
+
+    def listen(self, port: int, config: TcpConfig | None = None) -> Listener:
+        if not 0 < port < 65536:
+            raise EngineError(f"port {port} out of range 1..65535")
+        if port in self.listeners:
+            raise EngineError(f"port {port} is already listening")
+        listener = Listener(config or self.config, port, isn_generator=self._isn)
+        self.listeners[port] = listener
+        return listener
+
+    def unlisten(self, listener: Listener) -> None:
+        listener.close()
+        self._dirty.add(listener)
+        self.flush()
+        self.listeners.pop(listener.local_port, None)
+
+    def accept(self, listener: Listener) -> TcpConnection | None:
+        """Take the next established connection from ``listener``; the engine now
+        demultiplexes its segments directly."""
+        conn = listener.accept()
+        if conn is not None:
+            self.connections[self._key(conn)] = conn
+            self._schedule(conn)
+        return conn
+
+    def connect(self, remote_ip: bytes, remote_port: int, *, local_ip: bytes | None = None,
+                local_port: int | None = None, config: TcpConfig | None = None
+                ) -> TcpConnection:
+        lip = local_ip or self._source_for(remote_ip)
+        lport = local_port or self._free_port(lip, remote_ip, remote_port)
+        key = (lip, lport, remote_ip, remote_port)
+        if key in self.connections:
+            raise EngineError("that 4-tuple is already in use")
+        conn = TcpConnection.connect(config or self.config, lip, lport, remote_ip,
+                                     remote_port, self.clock(), self._isn)
+        self.connections[key] = conn
+        self._dirty.add(conn)
+        self.flush()
+        return conn
+
+    def _source_for(self, remote_ip: bytes) -> bytes:
+        if not self.local_addresses:
+            raise EngineError(f"{self.network.ifname} has no IPv4 address")
+        return min(self.local_addresses)
+
+    def _free_port(self, lip: bytes, rip: bytes, rport: int) -> int:
+        ports = self.ephemeral_ports
+        start = self._rng.randrange(len(ports))
+        for i in range(len(ports)):
+            port = ports[(start + i) % len(ports)]
+            if (lip, port, rip, rport) not in self.connections and port not in self.listeners:
+                return port
+        raise EngineError("no free ephemeral port for that destination")
+
+    @staticmethod
+    def _key(conn: TcpConnection) -> FourTuple:
+        return (conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)
+
+    # ------------------------------------------------------------------ the loop
+
+    def poll(self) -> Activity:
+        """One iteration: receive a batch, run due timers, transmit. Never raises on
+        anything a packet contains."""
+        self.activity.clear()
+        now = self.clock()
+        frames = self.nic.receive(self.batch)
+        if frames:
+            try:
+                self._receive(frames, now)
+            finally:
+                self.nic.release()
+        self._run_timers(now)
+        self._transmit(now)
+        return self.activity
+
+    def flush(self) -> None:
+        """Send what the application queued on connections since the last poll."""
+        now = self.clock()
+        self._transmit(now)
+
+    def mark(self, conn: TcpConnection) -> None:
+        """The application touched ``conn`` (send, recv, close): transmit on next flush."""
+        self._dirty.add(conn)
+
+    def next_deadline(self) -> float | None:
+        while self._timers and not self._is_current(self._timers[0]):
+            heapq.heappop(self._timers)
+        if self._dirty or self._pending:
+            return self.clock()
+        return self._timers[0][0] if self._timers else None
+
+    # ------------------------------------------------------------------ receive
+
+    def _receive(self, frames: Iterable[Buffer], now: float) -> None:
+        batch = list(frames)
+        self._parser.parse(batch)
+        out = self._parser.out
+        for i in range(len(batch)):
+            if out[i].reason != 0:
+                self.counters[f"drop_{self._parser.reason(i).name.lower()}"] += 1
+                continue
+            try:
+                frame = self._parser.frame(i)
+            except Exception:  # the C and Python parsers disagree: count, never crash
+                self.counters["drop_parse_mismatch"] += 1
+                continue
+            ip, seg = frame.ip, frame.tcp
+            if ip.dst not in self.local_addresses:
+                self.counters["drop_not_local"] += 1
+                continue
+            self.counters["rx_segments"] += 1
+            self._deliver(ip.dst, ip.src, seg, now)
+
+    def _deliver(self, lip: bytes, rip: bytes, seg: TcpSegment, now: float) -> None:
+        conn = self.connections.get((lip, seg.dst_port, rip, seg.src_port))
+        if conn is not None:
+            conn.receive(seg, now)
+            self.activity.connections.add(conn)
+            self._dirty.add(conn)
+            return
+        listener = self.listeners.get(seg.dst_port)
+        if listener is not None:
+            listener.receive(seg, rip, lip, now)
+            self.activity.listeners.add(listener)
+            self._dirty.add(listener)
+            return
+        # RFC 9293 §3.10.7.1: no connection: a RST answers anything but a RST.
+        self.counters["rx_no_socket"] += 1
+        reply = rst_for(seg)
+        if reply is not None:
+            self._emit(Outgoing(lip, rip, reply), now)
+
+    # ------------------------------------------------------------------ timers
+
+    def _schedule(self, owner: TcpConnection | Listener) -> None:
+        deadline = owner.poll_at()
+        if deadline is not None:
+            heapq.heappush(self._timers, (deadline, next(self._tiebreak), owner))
+
+    def _is_current(self, entry: tuple[float, int, TcpConnection | Listener]) -> bool:
+        deadline, _, owner = entry
+        return owner.poll_at() == deadline
+
+    def _run_timers(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            deadline, _, owner = heapq.heappop(self._timers)
+            if owner.poll_at() != deadline:
+                continue  # superseded: a fresher entry exists (or none is needed)
+            owner.on_timer(now)
+            self._dirty.add(owner)
+            if isinstance(owner, Listener):
+                self.activity.listeners.add(owner)
+            else:
+                self.activity.connections.add(owner)
+
+    # ------------------------------------------------------------------ transmit
+
+    def _transmit(self, now: float) -> None:
+        self._retry_pending(now)
+        dirty, self._dirty = self._dirty, set()
+        for owner in dirty:
+            if isinstance(owner, Listener):
+                for out in owner.segments_to_send(now):
+                    self._emit(out, now)
+            else:
+                for seg in owner.segments_to_send(now):
+                    self._emit(Outgoing(owner.local_ip, owner.remote_ip, seg), now)
+                if owner.state is TcpState.CLOSED:
+                    self._forget(owner)
+                    continue
+            self._schedule(owner)
+        if self._tx:
+            sent = self.nic.transmit(self._tx)
+            self.counters["tx_frames"] += sent
+            if sent < len(self._tx):
+                self.counters["tx_dropped_nic_full"] += len(self._tx) - sent
+            self._tx = []
+
+    def _forget(self, conn: TcpConnection) -> None:
+        key = self._key(conn)
+        if self.connections.get(key) is conn:
+            del self.connections[key]
+            self.activity.connections.add(conn)
+
+    def _emit(self, out: Outgoing, now: float) -> None:
+        hop = self.network.next_hop(out.dst_ip)
+        self._ip_id = (self._ip_id + 1) & 0xFFFF
+        ip = Ipv4Header(out.src_ip, out.dst_ip, ident=self._ip_id)
+        mac = self.network.neighbour(hop, now)
+        eth = EthernetHeader(mac or bytes(6), self.network.mac)
+        size = frame_len(eth, ip, out.segment)
+        if size > self.network.mtu + eth.header_len:
+            self.counters["tx_dropped_oversize"] += 1
+            return
+        buf = bytearray(size)
+        build_frame_into(buf, 0, eth, ip, out.segment)
+        if mac is not None:
+            self._tx.append(buf)
+            return
+        held = self._pending.setdefault(hop, deque())
+        if len(held) >= PENDING_PER_HOP:
+            held.popleft()
+            self.counters["tx_dropped_neighbour_queue"] += 1
+        held.append(bytes(buf))
+        self.counters["tx_held_for_neighbour"] += 1
+
+    def _retry_pending(self, now: float) -> None:
+        for hop in list(self._pending):
+            mac = self.network.neighbour(hop, now)
+            if mac is None:
+                continue
+            for frame in self._pending.pop(hop):
+                self._tx.append(mac + frame[6:])
+
+    # ------------------------------------------------------------------ teardown
+
+    def close(self) -> None:
+        """Reset every connection (the peer learns at once), stop listening, release."""
+        for conn in list(self.connections.values()):
+            conn.abort()
+            self._dirty.add(conn)
+        for listener in list(self.listeners.values()):
+            listener.close()
+            self._dirty.add(listener)
+        self._transmit(self.clock())
+        self.connections.clear()
+        self.listeners.clear()

@@ -1,0 +1,157 @@
+"""Addresses, routes, MTU and neighbours: consulted from the kernel, never duplicated.
+
+The kernel keeps doing what it does well (ARP, routing tables, address configuration);
+the engine asks it over netlink (pyroute2) and caches the answers briefly. When the
+kernel has no neighbour entry for a next hop, the engine adds a *managed* entry
+(``NTF_EXT_MANAGED``, Linux 5.16+): the kernel resolves it itself and keeps it fresh,
+while the engine holds the frames for that next hop (bounded) until the MAC is known.
+
+``StaticNetwork`` is the same interface over fixed tables, for tests without a kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+NUD_VALID: Final = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80  # REACHABLE..PERMANENT|NOARP
+NEIGHBOUR_TTL: Final = 1.0  # seconds a cached MAC is trusted before asking again
+RESOLVE_RETRY: Final = 0.005  # seconds between netlink checks while a MAC is pending
+NUD_NONE: Final = 0x00
+NTF_EXT_MANAGED: Final = 0x01  # include/uapi/linux/neighbour.h, carried in NDA_FLAGS_EXT
+
+
+class NetworkView(Protocol):
+    ifname: str
+    ifindex: int
+    mac: bytes
+    mtu: int
+
+    def local_addresses(self) -> frozenset[bytes]: ...
+
+    def next_hop(self, dst: bytes) -> bytes:
+        """The IPv4 address frames to ``dst`` go to first (a gateway, or dst itself)."""
+        ...
+
+    def neighbour(self, ip: bytes, now: float) -> bytes | None:
+        """The MAC for an on-link ``ip``, or None (resolution has been requested)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def mac_bytes(text: str) -> bytes:
+    return bytes(int(part, 16) for part in text.split(":"))
+
+
+@dataclass
+class StaticNetwork:
+    """Fixed tables: ``neighbours`` maps IP -> MAC; missing entries never resolve."""
+
+    ifname: str
+    mac: bytes
+    addresses: frozenset[bytes]
+    neighbours: dict[bytes, bytes] = field(default_factory=dict)
+    gateway: bytes | None = None
+    mtu: int = 1500
+    ifindex: int = 1
+    prefix_len: int = 24
+
+    def local_addresses(self) -> frozenset[bytes]:
+        return self.addresses
+
+    def next_hop(self, dst: bytes) -> bytes:
+        mask = (0xFFFFFFFF << (32 - self.prefix_len)) & 0xFFFFFFFF
+        ours = int.from_bytes(next(iter(self.addresses)), "big")
+        on_link = (int.from_bytes(dst, "big") & mask) == (ours & mask)
+        return dst if on_link or self.gateway is None else self.gateway
+
+    def neighbour(self, ip: bytes, now: float) -> bytes | None:
+        return self.neighbours.get(ip)
+
+    def close(self) -> None:
+        pass
+
+
+class KernelNetwork:
+    """The view of one interface from the network namespace this object is created in."""
+
+    def __init__(self, ifname: str) -> None:
+        from pyroute2 import IPRoute
+
+        try:
+            self.ifindex = socket.if_nametoindex(ifname)
+        except OSError as exc:
+            raise ValueError(f"no interface named {ifname!r} in this network namespace") from exc
+        self.ifname = ifname
+        self._ipr: Any = IPRoute()
+        link = self._ipr.get_links(self.ifindex)[0]
+        self.mac = mac_bytes(link.get_attr("IFLA_ADDRESS"))
+        self.mtu = int(link.get_attr("IFLA_MTU"))
+        self._neigh: dict[bytes, tuple[bytes, float]] = {}  # ip -> (mac, expiry)
+        self._pending: dict[bytes, float] = {}  # ip -> next netlink check
+        self._managed: set[bytes] = set()
+        self._hops: dict[bytes, bytes] = {}
+
+    def local_addresses(self) -> frozenset[bytes]:
+        addrs = self._ipr.get_addr(family=socket.AF_INET, index=self.ifindex)
+        return frozenset(socket.inet_aton(a.get_attr("IFA_ADDRESS")) for a in addrs)
+
+    def next_hop(self, dst: bytes) -> bytes:
+        hop = self._hops.get(dst)
+        if hop is None:
+            routes = self._ipr.route("get", dst=socket.inet_ntoa(dst))
+            gateway = routes[0].get_attr("RTA_GATEWAY") if routes else None
+            hop = socket.inet_aton(gateway) if gateway else dst
+            if len(self._hops) > 4096:  # bounded: a scan of many peers cannot grow it
+                self._hops.clear()
+            self._hops[dst] = hop
+        return hop
+
+    def neighbour(self, ip: bytes, now: float) -> bytes | None:
+        cached = self._neigh.get(ip)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        if ip in self._pending and self._pending[ip] > now:
+            return None
+        mac = self._lookup(ip)
+        if mac is not None:
+            self._pending.pop(ip, None)
+            if len(self._neigh) > 4096:
+                self._neigh.clear()
+            self._neigh[ip] = (mac, now + NEIGHBOUR_TTL)
+            return mac
+        if ip not in self._managed:
+            self._request(ip)
+        self._pending[ip] = now + RESOLVE_RETRY
+        return None
+
+    def _lookup(self, ip: bytes) -> bytes | None:
+        dotted = socket.inet_ntoa(ip)
+        for entry in self._ipr.get_neighbours(family=socket.AF_INET, ifindex=self.ifindex):
+            if entry.get_attr("NDA_DST") != dotted or not entry["state"] & NUD_VALID:
+                continue
+            lladdr = entry.get_attr("NDA_LLADDR")
+            if lladdr:
+                return mac_bytes(lladdr)
+        return None
+
+    def _request(self, ip: bytes) -> None:
+        """Ask the kernel to resolve ``ip`` and keep it resolved (a managed entry)."""
+        self._managed.add(ip)
+        try:
+            self._ipr.neigh(
+                "replace", dst=socket.inet_ntoa(ip), ifindex=self.ifindex,
+                state=NUD_NONE, NDA_FLAGS_EXT=NTF_EXT_MANAGED,
+            )
+        except Exception:  # pyroute2 raises NetlinkError; an old kernel refuses the flag
+            self._managed.discard(ip)
+
+    def close(self) -> None:
+        for ip in self._managed:
+            with contextlib.suppress(Exception):
+                self._ipr.neigh("del", dst=socket.inet_ntoa(ip), ifindex=self.ifindex)
+        self._managed.clear()
+        self._ipr.close()

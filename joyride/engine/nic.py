@@ -1,0 +1,75 @@
+"""What the engine needs of a network interface: batches of frames in and out.
+
+``Nic`` is the seam between the engine and the AF_XDP socket (``XskNic``); the in-memory
+``MemoryNic`` pair lets the whole engine — demultiplexing, neighbours, timers, frame
+building — run in unit tests without privileges.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+Buffer = bytes | bytearray | memoryview
+
+
+class Nic(Protocol):
+    """A batch-first frame port. Frames from ``receive`` stay valid until ``release``."""
+
+    mtu: int
+
+    def receive(self, max_frames: int) -> Sequence[Buffer]: ...
+
+    def release(self) -> None: ...
+
+    def transmit(self, frames: Sequence[Buffer]) -> int:
+        """Queue frames for the wire; returns how many were accepted (the rest dropped)."""
+        ...
+
+    def fileno(self) -> int | None:
+        """A descriptor that polls readable when frames wait, or None (busy-poll only)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MemoryNic:
+    """One end of an in-memory wire: frames transmitted here are received by ``peer``."""
+
+    def __init__(self, mtu: int = 1500, capacity: int = 4096) -> None:
+        self.mtu = mtu
+        self.capacity = capacity
+        self.inbox: deque[bytes] = deque()
+        self.peer: MemoryNic | None = None
+        self.dropped = 0
+
+    @classmethod
+    def pair(cls, mtu: int = 1500) -> tuple[MemoryNic, MemoryNic]:
+        a, b = cls(mtu), cls(mtu)
+        a.peer, b.peer = b, a
+        return a, b
+
+    def receive(self, max_frames: int) -> list[bytes]:
+        n = min(max_frames, len(self.inbox))
+        return [self.inbox.popleft() for _ in range(n)]
+
+    def release(self) -> None:
+        pass
+
+    def transmit(self, frames: Sequence[Buffer]) -> int:
+        assert self.peer is not None, "MemoryNic not paired"
+        sent = 0
+        for frame in frames:
+            if len(self.peer.inbox) >= self.peer.capacity:
+                self.dropped += 1
+                continue
+            self.peer.inbox.append(bytes(frame))
+            sent += 1
+        return sent
+
+    def fileno(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        self.inbox.clear()

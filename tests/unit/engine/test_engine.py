@@ -1,0 +1,128 @@
+"""Two engines joined by an in-memory wire: demux, handshake, data, RST, neighbours."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from joyride.engine import Engine, EngineError, MemoryNic, StaticNetwork
+from joyride.tcp.state import TcpState
+from joyride.wire.frame import parse_frame
+from joyride.wire.tcp import TcpFlags
+
+IP_A, IP_B = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
+MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_pair(clock: FakeClock, *, b_knows_a: bool = True) -> tuple[Engine, Engine, MemoryNic]:
+    nic_a, nic_b = MemoryNic.pair()
+    net_a = StaticNetwork("a0", MAC_A, frozenset({IP_A}), {IP_B: MAC_B})
+    net_b = StaticNetwork("b0", MAC_B, frozenset({IP_B}), {IP_A: MAC_A} if b_knows_a else {})
+    return Engine(nic_a, net_a, clock=clock), Engine(nic_b, net_b, clock=clock), nic_a
+
+
+def run(engines: list[Engine], clock: FakeClock, rounds: int = 50, step: float = 0.001) -> None:
+    for _ in range(rounds):
+        for e in engines:
+            e.poll()
+        clock.now += step
+
+
+def test_handshake_data_and_close_both_ways() -> None:
+    clock = FakeClock()
+    server, client, _ = make_pair(clock)
+    listener = server.listen(8080)
+    conn_c = client.connect(IP_A, 8080)
+    run([server, client], clock, rounds=5)
+    conn_s = server.accept(listener)
+    assert conn_s is not None and conn_s.state is TcpState.ESTABLISHED
+    assert conn_c.state is TcpState.ESTABLISHED
+
+    payload = os.urandom(300_000)
+    sent = 0
+    received = bytearray()
+    for _ in range(2000):
+        if sent < len(payload):
+            sent += conn_c.send(payload[sent:])
+            client.mark(conn_c)
+            client.flush()
+        run([server, client], clock, rounds=1)
+        received += conn_s.recv()
+        server.mark(conn_s)
+        if len(received) == len(payload):
+            break
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+
+    conn_s.send(b"bye")
+    conn_s.close()
+    server.mark(conn_s)
+    server.flush()
+    run([server, client], clock, rounds=5)
+    assert conn_c.recv() == b"bye"
+    assert conn_c.eof
+    conn_c.close()
+    client.mark(conn_c)
+    client.flush()
+    run([server, client], clock, rounds=5)
+    # The server closed first, so it holds TIME-WAIT (RFC 9293 §3.6); the client's
+    # connection is CLOSED and the engine has forgotten it.
+    assert conn_s.state is TcpState.TIME_WAIT
+    assert conn_c.state is TcpState.CLOSED
+    assert not client.connections
+    clock.now += server.config.time_wait + 1
+    run([server, client], clock, rounds=2)
+    assert conn_s.state is TcpState.CLOSED
+    assert not server.connections
+
+
+def test_segment_for_no_socket_is_answered_with_rst() -> None:
+    clock = FakeClock()
+    server, client, _ = make_pair(clock)
+    conn = client.connect(IP_A, 9999)  # nobody listens on 9999
+    run([server, client], clock, rounds=3)
+    assert server.counters["rx_no_socket"] == 1
+    assert conn.state is TcpState.CLOSED
+    assert conn.error == "refused"
+
+
+def test_garbage_frames_are_counted_not_raised() -> None:
+    clock = FakeClock()
+    server, _, _ = make_pair(clock)
+    garbage = [b"", b"\x00" * 13, os.urandom(60), os.urandom(1514)]
+    server.nic.inbox.extend(garbage)  # type: ignore[attr-defined]
+    server.poll()
+    drops = sum(v for k, v in server.counters.items() if k.startswith("drop_"))
+    assert drops == 4
+
+
+def test_frames_to_an_unresolved_neighbour_are_held_then_sent() -> None:
+    clock = FakeClock()
+    server, client, nic_a = make_pair(clock, b_knows_a=False)
+    server.listen(8080)
+    client.connect(IP_A, 8080)
+    assert client.counters["tx_held_for_neighbour"] == 1
+    assert not nic_a.inbox
+    client.network.neighbours[IP_A] = MAC_A  # type: ignore[attr-defined]
+    client.poll()
+    frame = parse_frame(nic_a.inbox[0])
+    assert frame.eth.dst == MAC_A and frame.tcp.flags == TcpFlags.SYN
+
+
+def test_listen_twice_and_bad_port_are_refused() -> None:
+    clock = FakeClock()
+    server, _, _ = make_pair(clock)
+    server.listen(8080)
+    with pytest.raises(EngineError, match="already listening"):
+        server.listen(8080)
+    with pytest.raises(EngineError, match="out of range"):
+        server.listen(0)
