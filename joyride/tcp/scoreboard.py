@@ -87,6 +87,12 @@ class SackScoreboard:
             los[0] = una
         return una
 
+    def _catch_up(self, snd_una: Seq) -> int:
+        """Prune up to ``snd_una`` if it moved on since the last update (an ACK that
+        carried no SACK option still advances SND.UNA); never move backwards."""
+        una = self._pos(snd_una)
+        return self._advance(snd_una) if una > self._una_pos else una
+
     # -- updates ------------------------------------------------------------------------
 
     def update(self, snd_una: Seq, blocks: Iterable[tuple[Seq, Seq]], snd_nxt: Seq) -> int:
@@ -202,7 +208,7 @@ class SackScoreboard:
         For each unSACKed octet in [HighACK, HighData]: +1 if not IsLost(), and +1 if
         it has been retransmitted (below ``high_rxt``).
         """
-        una = self._pos(snd_una)
+        una = self._catch_up(snd_una)
         nxt = self._pos(snd_nxt)
         if nxt <= una:
             return 0
@@ -244,7 +250,7 @@ class SackScoreboard:
         (HighACK > RescueRxt, or RescueRxt undefined), and the caller then sets
         RescueRxt = RecoveryPoint.
         """
-        una = self._pos(snd_una)
+        una = self._catch_up(snd_una)
         nxt = self._pos(snd_nxt)
         self.last_rule = 0
         if nxt <= una:

@@ -77,6 +77,15 @@ def test_cumulative_ack_discards_state_below_una() -> None:
     assert sb.sacked_bytes == 0 and sb.high_sacked is None
 
 
+def test_queries_prune_when_una_advanced_without_update() -> None:
+    # An ACK without SACK blocks may advance SND.UNA without calling update().
+    sb = board_with((1000, 2000), (3000, 5000))
+    assert sb.pipe(UNA + 2500, NXT, UNA + 2500) == 7500 - 2000
+    assert sb.sacked_bytes == 2000 and sb.blocks() == [blk(3000, 5000)]
+    assert sb.next_seg(UNA + 5000, NXT, UNA + 5000, False, new_data_ok=False) is None
+    assert sb.sacked_bytes == 0
+
+
 def test_is_lost_by_bytes() -> None:
     # RFC 6675 §4 IsLost: more than (DupThresh - 1) * SMSS bytes SACKed above.
     assert not board_with((1000, 3000)).is_lost(UNA)  # exactly 2 SMSS: not yet
