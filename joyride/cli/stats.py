@@ -1,0 +1,72 @@
+"""``joyride stats IFACE [--json] [--watch [SECONDS]]``: steering and socket counters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "stats", help="counters of the steering program (per reason) and of the sockets")
+    parser.add_argument("ifname", metavar="IFACE")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--all", action="store_true", help="also show counters that are 0")
+    parser.add_argument("--watch", nargs="?", type=float, const=1.0, default=None,
+                        metavar="SECONDS", help="repeat every SECONDS (default 1), "
+                                                "showing the change since the last report")
+    parser.add_argument("--count", type=int, default=0,
+                        help="with --watch: stop after this many reports (0 = until Ctrl-C)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from joyride.service import client
+
+    snapshot = client.ask(args.ifname, {"op": "stats"})
+    if args.watch is None:
+        _emit(snapshot, args)
+        return 0
+    interval = max(0.1, args.watch)
+    reports = 0
+    while args.count <= 0 or reports < args.count:
+        time.sleep(interval)
+        current = client.ask(args.ifname, {"op": "stats"})
+        _emit(_delta(current, snapshot), args, interval=interval)
+        snapshot = current
+        reports += 1
+    return 0
+
+
+def _delta(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    out = dict(now)
+    for key in ("steer", "totals"):
+        out[key] = {k: v - before[key].get(k, 0) for k, v in now[key].items()}
+    out["queues"] = {
+        q: {k: v - before["queues"].get(q, {}).get(k, 0) for k, v in stats.items()}
+        for q, stats in now["queues"].items()
+    }
+    return out
+
+
+def _emit(stats: dict[str, Any], args: argparse.Namespace,
+          interval: float | None = None) -> None:
+    if args.json:
+        print(json.dumps(stats, sort_keys=True), flush=True)
+        return
+    head = f"{stats['ifname']}: {stats['mode']} XDP, up {stats['uptime']:.1f} s"
+    if interval is not None:
+        head += f", change over {interval:g} s"
+    print(head)
+    totals = stats["totals"]
+    print("  " + "  ".join(f"{k} {v}" for k, v in totals.items()))
+    for name, value in stats["steer"].items():
+        if value or args.all:
+            print(f"    {name:<20} {value}")
+    for queue, qstats in sorted(stats["queues"].items(), key=lambda kv: int(kv[0])):
+        shown = {k: v for k, v in qstats.items() if v or args.all}
+        print(f"  queue {queue}: " + (" ".join(f"{k} {v}" for k, v in shown.items())
+                                      or "no traffic"))
+    print(flush=True)

@@ -1,0 +1,166 @@
+"""Starting the service: in the foreground, or as a background process that says "ready".
+
+``joyride attach`` returns once the service is serving. The background service is a
+new session (``setsid``: it survives the terminal and the CLI) whose stderr goes to
+``service.log`` in its state directory; it reports the outcome of ``start`` as one JSON
+line on a pipe inherited from the CLI: ``{"ok": true, "state": ...}`` or the error.
+An EOF with no line means it died while starting; the log tail then says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+from joyride.errors import JoyrideError, PrivilegeError
+from joyride.service import control
+from joyride.service.service import (
+    AlreadyAttached,
+    Service,
+    ServiceConfig,
+    install_signal_handlers,
+)
+from joyride.service.state import ServiceState, StateDir
+from joyride.steer import xdp
+from joyride.steer.ports import PortSet
+
+log = logging.getLogger(__name__)
+READY_TIMEOUT: Final = 90.0  # BCC compiles take seconds; a loaded machine takes longer
+
+
+class ServiceStartFailed(JoyrideError):
+    """The background service died while starting."""
+
+
+@dataclass
+class Started:
+    state: ServiceState
+    pid: int
+
+
+def config_to_json(cfg: ServiceConfig) -> str:
+    return json.dumps({
+        "ifname": cfg.ifname, "ports": str(cfg.ports), "udp_ports": str(cfg.udp_ports),
+        "ephemeral": str(cfg.ephemeral), "mode": cfg.mode, "force": cfg.force,
+        "vlan": cfg.vlan,
+    })
+
+
+def config_from_json(text: str) -> ServiceConfig:
+    raw = json.loads(text)
+    return ServiceConfig(
+        ifname=raw["ifname"],
+        ports=PortSet.parse(raw["ports"], allow_empty=True),
+        udp_ports=PortSet.parse(raw["udp_ports"], allow_empty=True),
+        ephemeral=PortSet.parse(raw["ephemeral"], allow_empty=True),
+        mode=raw["mode"], force=bool(raw["force"]), vlan=int(raw["vlan"]),
+    )
+
+
+def precheck(cfg: ServiceConfig) -> StateDir:
+    """Fast refusals before anything is spawned or compiled."""
+    if os.geteuid() != 0:
+        raise PrivilegeError("attaching needs root (XDP, BPF maps, AF_XDP): run with sudo")
+    xdp.ifindex(cfg.ifname)  # raises InterfaceNotFound with the actionable message
+    state_dir = StateDir(cfg.ifname)
+    if state_dir.service_alive():
+        raise AlreadyAttached(
+            f"{cfg.ifname} is already attached in this network namespace "
+            f"(see `joyride status {cfg.ifname}`; `joyride detach {cfg.ifname}` first)")
+    return state_dir
+
+
+def start_background(cfg: ServiceConfig, *, timeout: float = READY_TIMEOUT) -> Started:
+    state_dir = precheck(cfg)
+    state_dir.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    with open(state_dir.log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "joyride.service", "--config", config_to_json(cfg),
+             "--ready-fd", str(write_fd)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file,
+            pass_fds=(write_fd,), start_new_session=True, close_fds=True)
+    os.close(write_fd)
+    try:
+        line = _read_line(read_fd, proc, timeout)
+    finally:
+        os.close(read_fd)
+    if not line:
+        code = proc.poll()
+        tail = _log_tail(state_dir)
+        raise ServiceStartFailed(
+            f"the service for {cfg.ifname} exited while starting (status {code}): {tail}")
+    reply = control.decode(line)
+    if not reply.get("ok"):
+        err = JoyrideError(str(reply.get("error")))
+        err.exit_code = int(reply.get("exit_code") or 1)
+        raise err
+    return Started(ServiceState.from_json(reply["state"]), proc.pid)
+
+
+def _read_line(fd: int, proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+    buf = bytearray()
+    deadline = time.monotonic() + timeout
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            proc.terminate()
+            raise ServiceStartFailed(f"the service did not report ready within {timeout:g} s")
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+def _log_tail(state_dir: StateDir, lines: int = 3) -> str:
+    try:
+        text = state_dir.log_path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return " | ".join(text[-lines:]) or "empty log"
+
+
+def run_service(cfg: ServiceConfig, *, ready_fd: int | None = None,
+                on_ready: Any = None) -> int:
+    """Run a service in this process until stopped; report readiness on ``ready_fd``."""
+    service = Service(cfg)
+    install_signal_handlers(service)
+    try:
+        state = service.start()
+    except JoyrideError as exc:
+        _report(ready_fd, control.error_reply(exc))
+        raise
+    except Exception as exc:
+        _report(ready_fd, {"ok": False, "error": f"internal error: {exc!r}", "exit_code": 70})
+        raise
+    try:
+        _report(ready_fd, {"ok": True, "state": state.to_json()})
+        if on_ready is not None:
+            on_ready(state)
+        reason = service.serve()
+        log.info("stopping: %s", reason)
+    finally:
+        service.stop()
+    return 0
+
+
+def _report(fd: int | None, message: dict[str, Any]) -> None:
+    if fd is None:
+        return
+    try:
+        os.write(fd, control.encode(message))
+    except OSError:
+        pass  # the CLI went away; the service keeps its own log
+    finally:
+        os.close(fd)

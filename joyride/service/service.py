@@ -1,0 +1,298 @@
+"""The network service of one interface: steering, AF_XDP sockets, control socket.
+
+Lifecycle (``start`` then ``serve`` then ``stop``), in the order that keeps the kernel
+consistent at every step:
+
+1. take the state directory's lock (one service per namespace and interface);
+2. undo what a crashed predecessor left (reserved ports; its program is replaced);
+3. load and attach the steering program, then reserve the ephemeral range and fill
+   the ports maps: from here on steered frames hit an empty XSKMAP and fall through
+   to the kernel (XDP_PASS), so nothing is lost while the sockets come up;
+4. open one AF_XDP socket per rx queue and register each in the XSKMAP;
+5. listen on the control socket and report ready.
+
+``stop`` undoes it backwards. If the process dies instead, the kernel closes the
+sockets, which empties the XSKMAP (fail-open), and drops the lock; the next ``attach``
+or ``detach`` finds the stale state and cleans up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from joyride.errors import JoyrideError
+from joyride.service import control
+from joyride.service.cleanup import cleanup_stale
+from joyride.service.queues import active_rx_queues
+from joyride.service.sockets import FrameSink, QueueSocket, SocketFactory
+from joyride.service.state import ServiceState, StateDir, netns_inode
+from joyride.steer import reservation
+from joyride.steer.ports import PortSet
+from joyride.steer.program import EPHEMERAL, LISTEN, Mode, PortConflict, Steering
+
+log = logging.getLogger(__name__)
+
+# Joyride's default ephemeral range: the top of Linux's default ip_local_port_range
+# (32768-60999), so the kernel's own allocations keep the other 27 000 ports.
+DEFAULT_EPHEMERAL: Final = PortSet(range(60000, 61000))
+WATCHDOG_PERIOD: Final = 1.0  # seconds between checks that the interface still exists
+
+
+class AlreadyAttached(JoyrideError):
+    """A live service already serves this interface in this namespace."""
+
+
+@dataclass
+class ServiceConfig:
+    ifname: str
+    ports: PortSet
+    udp_ports: PortSet = field(default_factory=PortSet)
+    ephemeral: PortSet = DEFAULT_EPHEMERAL
+    mode: Mode = "auto"
+    force: bool = False
+    vlan: int = 0
+
+
+class Service:
+    """One interface's network service (run it in the interface's namespace)."""
+
+    def __init__(self, config: ServiceConfig, *, state_dir: StateDir | None = None,
+                 socket_factory: SocketFactory = QueueSocket,
+                 sink: FrameSink | None = None) -> None:
+        self.config = config
+        self.dir = state_dir or StateDir(config.ifname)
+        self.socket_factory = socket_factory
+        self.sink = sink
+        self.steering: Steering | None = None
+        self.sockets: list[QueueSocket] = []
+        self.state: ServiceState | None = None
+        self.stop_reason = ""
+        self._stack = contextlib.ExitStack()
+        self._listener: socket.socket | None = None
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # -- start / stop ------------------------------------------------------------------------
+
+    def start(self) -> ServiceState:
+        """Set everything up; on any failure undo what was done and re-raise."""
+        cfg = self.config
+        try:
+            if not self.dir.acquire():
+                raise AlreadyAttached(
+                    f"{cfg.ifname} is already attached in this network namespace "
+                    f"(see `joyride status {cfg.ifname}`; `joyride detach {cfg.ifname}` first)")
+            self._stack.callback(self.dir.release)
+            self._stack.callback(self.dir.remove)
+            notices = cleanup_stale(self.dir, cfg.ifname, keep_lock=True)
+            clash = cfg.ports & cfg.ephemeral
+            if clash:
+                raise PortConflict(f"port(s) {clash} lie in the ephemeral range "
+                                   f"{cfg.ephemeral}: choose other ports or --ephemeral")
+            steering = Steering(cfg.ifname)
+            self.steering = steering
+            self._stack.callback(steering.close)
+            mode = steering.attach(cfg.mode, force=cfg.force)
+            state = ServiceState(
+                ifname=cfg.ifname, ifindex=steering.ifindex, netns_inode=netns_inode(),
+                pid=os.getpid(), mode=mode, ports=str(cfg.ports), udp_ports=str(cfg.udp_ports),
+                ephemeral=str(cfg.ephemeral), vlan=cfg.vlan, prog_id=steering.prog_id,
+                map_ids=list(steering.map_ids), started_at=time.time(),
+                notices=notices + steering.notices)
+            self.state = state
+            self.dir.save(state)
+            original = reservation.reserve(cfg.ephemeral)
+            state.reserved_original, state.reserved = str(original), True
+            self.dir.save(state)
+            self._stack.callback(reservation.release, cfg.ephemeral, original)
+            steering.set_vlan(cfg.vlan)
+            steering.add_ports(cfg.ephemeral, "tcp", EPHEMERAL)
+            steering.add_ports(cfg.ports, "tcp", LISTEN)
+            steering.add_ports(cfg.udp_ports, "udp", LISTEN)
+            for queue in range(min(active_rx_queues(cfg.ifname), steering.max_queues)):
+                sock = self.socket_factory(cfg.ifname, queue, mode)
+                self._stack.callback(sock.close)
+                self.sockets.append(sock)
+                steering.register_socket(queue, sock.fileno())
+                self._stack.callback(steering.unregister_socket, queue)
+            state.queues = [s.queue for s in self.sockets]
+            self._listener = control.listen(self.dir.control_path)
+            self._stack.callback(self._listener.close)
+            self.dir.save(state)
+        except BaseException:
+            self._stack.close()
+            raise
+        log.info("serving %s: mode %s, ports %s, ephemeral %s, queues %s", cfg.ifname,
+                 state.mode, state.ports, state.ephemeral, state.queues)
+        return state
+
+    def stop(self) -> None:
+        """Undo ``start`` in reverse (sockets, ports, reservation, program, state, lock)."""
+        self._stack.close()
+        self.sockets.clear()
+        self.steering = None
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Ask ``serve`` to return (safe from signal handlers and other threads)."""
+        self._stopping = True
+        self.stop_reason = self.stop_reason or reason
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def serve(self, *, on_tick: Callable[[], None] | None = None) -> str:
+        """Run until a stop request, a shutdown op or the interface vanishing."""
+        assert self._listener is not None and self.steering is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self._listener, selectors.EVENT_READ, "accept")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        for sock in self.sockets:
+            sel.register(sock.fileno(), selectors.EVENT_READ, sock)
+        next_check = time.monotonic() + WATCHDOG_PERIOD
+        try:
+            while not self._stopping:
+                for key, _ in sel.select(timeout=WATCHDOG_PERIOD):
+                    if isinstance(key.data, QueueSocket):
+                        key.data.drain(self.sink)
+                    elif key.data == "accept":
+                        self._accept()
+                    elif key.data == "wake":
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(self._wake_r, 512)
+                now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + WATCHDOG_PERIOD
+                    self._watchdog()
+                    if on_tick is not None:
+                        on_tick()
+        finally:
+            sel.close()
+        return self.stop_reason
+
+    def _watchdog(self) -> None:
+        try:
+            index = socket.if_nametoindex(self.config.ifname)
+        except OSError:
+            index = 0
+        if self.state is not None and index != self.state.ifindex:
+            self.request_stop(f"interface {self.config.ifname} disappeared")
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        try:
+            conn, _ = self._listener.accept()
+        except BlockingIOError:
+            return
+        # Requests are tiny and local: serve each connection to completion, with a
+        # short timeout so a stuck client cannot stall the data path for long.
+        with conn:
+            conn.settimeout(2.0)
+            try:
+                if not control.peer_allowed(conn):
+                    conn.sendall(control.encode(
+                        {"ok": False, "error": "permission denied", "exit_code": 77}))
+                    return
+                line = bytearray()
+                while not line.endswith(b"\n") and len(line) <= control.MAX_LINE:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    line += chunk
+                reply = self.handle_line(bytes(line))
+                conn.sendall(control.encode(reply))
+            except OSError as exc:
+                log.warning("control connection failed: %s", exc)
+
+    # -- control operations ----------------------------------------------------------------------
+
+    def handle_line(self, line: bytes) -> dict[str, Any]:
+        """Answer one request line; never raises (bad requests get an error reply)."""
+        try:
+            return self.handle(control.decode(line))
+        except JoyrideError as exc:
+            return control.error_reply(exc)
+        except (TypeError, ValueError, KeyError) as exc:
+            return {"ok": False, "error": f"bad request: {exc}", "exit_code": 2}
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "status":
+            return {"ok": True, "state": self._state().to_json()}
+        if op == "stats":
+            return {"ok": True, **self.stats()}
+        if op == "ports":
+            return {"ok": True, **self.change_ports(
+                str(request["action"]), str(request["ports"]), str(request.get("proto", "tcp")))}
+        if op == "shutdown":
+            self.request_stop("shutdown requested over the control socket")
+            return {"ok": True}
+        raise control.ControlError(f"unknown control operation {op!r}")
+
+    def _state(self) -> ServiceState:
+        if self.state is None:
+            raise control.ControlError("the service is not started")
+        return self.state
+
+    def stats(self) -> dict[str, Any]:
+        assert self.steering is not None
+        counters = self.steering.counters()
+        return {
+            "ifname": self.config.ifname,
+            "mode": self._state().mode,
+            "uptime": time.time() - self._state().started_at,
+            "steer": dict(counters.values),
+            "totals": counters.totals(),
+            "queues": {str(s.queue): s.statistics() for s in self.sockets},
+        }
+
+    def change_ports(self, action: str, spec: str, proto: str) -> dict[str, Any]:
+        """Add or delete accelerated ports while running (no reload, no reattach)."""
+        assert self.steering is not None
+        if proto not in ("tcp", "udp"):
+            raise control.ControlError(f"unknown protocol {proto!r} (tcp or udp)")
+        p: Any = proto
+        ports = PortSet.parse(spec)
+        state = self._state()
+        if action == "add":
+            if p == "tcp":
+                clash = ports & self.config.ephemeral
+                if clash:
+                    raise PortConflict(f"port(s) {clash} lie in the ephemeral range "
+                                       f"{self.config.ephemeral}")
+            self.steering.add_ports(ports, p, LISTEN)
+        elif action == "del":
+            missing = ports - self.steering.ports(p, LISTEN)
+            if missing:
+                raise PortConflict(f"{proto} port(s) {missing} are not accelerated on "
+                                   f"{self.config.ifname}")
+            self.steering.remove_ports(ports, p)
+        else:
+            raise control.ControlError(f"unknown ports action {action!r} (add or del)")
+        state.ports = str(self.steering.ports("tcp", LISTEN))
+        state.udp_ports = str(self.steering.ports("udp", LISTEN))
+        self.dir.save(state)
+        return {"ports": state.ports, "udp_ports": state.udp_ports}
+
+
+def install_signal_handlers(service: Service) -> None:
+    """SIGTERM/SIGINT/SIGHUP stop the service cleanly (serve returns, stop runs)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        service.request_stop(f"signal {signal.Signals(signum).name}")
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, handler)

@@ -1,0 +1,93 @@
+"""One AF_XDP socket per rx queue, drained by the service loop.
+
+The ``xsk`` package provides the sockets; this module adapts them to what the service
+needs (a file descriptor to poll and to register in the XSKMAP, a drain, statistics)
+and keeps per-queue frame counts. Until the TCP engine plugs in (``FrameSink``), frames
+are counted and their UMEM frames recycled: they were meant for Joyride, and the
+kernel never sees them, so a peer sees no answer, exactly as from a busy server.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from joyride.errors import EnvironmentProblem, JoyrideError
+
+BATCH: Final = 64  # frames per recv: amortises the ring bookkeeping
+
+
+class FrameSink(Protocol):
+    """What receives steered frames (the TCP engine, once it exists)."""
+
+    def __call__(self, queue: int, batch: Any) -> None: ...
+
+
+@dataclass
+class QueueCounters:
+    rx_frames: int = 0
+    rx_batches: int = 0
+    rx_unclaimed: int = 0  # frames no sink took (no engine attached)
+
+
+class QueueSocket:
+    """The AF_XDP socket of one rx queue."""
+
+    def __init__(self, ifname: str, queue: int, mode: str) -> None:
+        try:
+            xsk: Any = importlib.import_module("xsk")
+        except ImportError as exc:
+            raise EnvironmentProblem(f"the AF_XDP package `xsk` is unavailable: {exc}") from exc
+        if not hasattr(xsk, "Socket"):
+            raise EnvironmentProblem("the AF_XDP package `xsk` has no Socket (not built yet?)")
+        self.queue = queue
+        self.counters = QueueCounters()
+        try:
+            self._sock: Any = xsk.Socket(ifname, queue, mode=mode)
+        except xsk.XskError as exc:
+            raise EnvironmentProblem(
+                f"opening the AF_XDP socket for {ifname} queue {queue}: {exc}") from exc
+        except PermissionError as exc:
+            raise JoyrideError(f"AF_XDP on {ifname} needs root: {exc}") from exc
+
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+    def drain(self, sink: FrameSink | None, limit: int = 16) -> int:
+        """Receive up to ``limit`` batches; return the number of frames taken."""
+        total = 0
+        for _ in range(limit):
+            batch = self._sock.recv(BATCH)
+            n = len(batch)
+            if n == 0:
+                break
+            self.counters.rx_frames += n
+            self.counters.rx_batches += 1
+            total += n
+            try:
+                if sink is None:
+                    self.counters.rx_unclaimed += n
+                else:
+                    sink(self.queue, batch)
+            finally:
+                self._sock.release(batch)
+        return total
+
+    def statistics(self) -> dict[str, int]:
+        out = {
+            "rx_frames": self.counters.rx_frames,
+            "rx_batches": self.counters.rx_batches,
+            "rx_unclaimed": self.counters.rx_unclaimed,
+        }
+        raw = self._sock.statistics()
+        items = raw.items() if isinstance(raw, dict) else vars(raw).items()
+        out.update({f"xsk_{k}": int(v) for k, v in items if isinstance(v, int)})
+        return out
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+SocketFactory = Callable[[str, int, str], QueueSocket]
