@@ -15,7 +15,9 @@ from importlib import import_module
 from joyride.errors import JoyrideError
 
 # Modules under joyride.cli that contribute subcommands, in help order.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("selfcheck", "testbed")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "attach", "detach", "status", "stats", "ports", "selfcheck", "testbed",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 
