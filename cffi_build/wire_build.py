@@ -7,6 +7,7 @@ cdef after its preprocessor lines are dropped. Build in place during development
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from cffi import FFI
@@ -14,6 +15,9 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 HEADER = (HERE / "wire.h").read_text()
 SOURCE = (HERE / "wire.c").read_text()
+# Identifies the sources a module was built from, so a stale build is detectable
+# (joyride.wire._native.SOURCE_HASH compares it with the files on disk).
+SOURCE_HASH = hashlib.sha256((HEADER + SOURCE).encode()).hexdigest()[:16]
 
 
 def _cdef_from_header(text: str) -> str:
@@ -38,12 +42,12 @@ def _cdef_from_header(text: str) -> str:
 
 
 ffi = FFI()
-ffi.cdef(_cdef_from_header(HEADER))
+ffi.cdef(_cdef_from_header(HEADER) + "\nconst char *wire_source_hash(void);")
 # The .c file is compiled as the module's own source so that every primitive can be
 # inlined into the batch loops; include_dirs lets it find wire.h.
 ffi.set_source(
     "joyride._wire",
-    SOURCE,
+    SOURCE + f'\nconst char *wire_source_hash(void) {{ return "{SOURCE_HASH}"; }}\n',
     include_dirs=[str(HERE)],
     extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
 )
@@ -55,7 +59,14 @@ if __name__ == "__main__":
     import shutil
     import tempfile
 
+    # The file is named as `pip install` names it (the abi3 suffix setuptools gives cffi
+    # modules), and an older in-place build under the interpreter-specific suffix is
+    # removed: the import system prefers that suffix, so a stale copy would shadow any
+    # later pip build.
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as scratch:
         built = Path(ffi.compile(tmpdir=scratch))
-        shutil.copy2(built, root / built.relative_to(scratch))
+        dest_dir = root / built.relative_to(scratch).parent
+        for stale in dest_dir.glob("_wire.cpython-*.so"):
+            stale.unlink()
+        shutil.copy2(built, dest_dir / "_wire.abi3.so")

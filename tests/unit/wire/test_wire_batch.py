@@ -364,3 +364,15 @@ def test_largest_packets_agree() -> None:
     assert PARSER.reason(1) is Reason.OK
     assert PARSER.records["payload_len"][1] == room
     assert PARSER.reason(2) is Reason.IP_TRUNCATED
+
+
+def test_compiled_module_is_not_stale() -> None:
+    # The module records a hash of the wire.h + wire.c it was built from; a mismatch
+    # means tests would be exercising old C code: rebuild with cffi_build/wire_build.py.
+    import hashlib
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[3] / "cffi_build"
+    text = (src / "wire.h").read_text() + (src / "wire.c").read_text()
+    expect = hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert ffi.string(lib.wire_source_hash()).decode() == expect
