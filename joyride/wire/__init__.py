@@ -1,4 +1,40 @@
 """Frame formats: Ethernet, IPv4, TCP (+options), checksums, sequence numbers.
 
-Formats know nothing of connection state, I/O or clocks.
+Formats know nothing of connection state, I/O or clocks. One call each way for the
+engine: ``parse_frame(bytes) -> Frame`` (raises only ``ParseError``: ``IntegrityError``
+when the bytes are unsafe to parse, ``SanityError`` when they parse but are refused; the
+``reason`` is a stable drop-counter key) and ``build_frame(eth, ip, seg) -> bytes``.
+
+The compiled per-packet path lives in ``joyride.wire.batch`` (``BatchParser``,
+``BatchBuilder``; imported explicitly since it pulls in numpy and needs the built
+``joyride._wire``).
+
+Modules: ``errors`` (reasons and exceptions), ``checksum``, ``ethernet``, ``ipv4``,
+``tcp_options``, ``tcp``, ``frame``, ``seq``, ``batch``.
 """
+
+from joyride.wire.errors import IntegrityError, ParseError, Reason, SanityError
+from joyride.wire.ethernet import EthernetHeader
+from joyride.wire.frame import Frame, build_frame, build_frame_into, parse_frame
+from joyride.wire.ipv4 import Ipv4Header
+from joyride.wire.seq import Seq
+from joyride.wire.tcp import TcpFlags, TcpOptions, TcpSegment, emit_tcp, parse_tcp
+
+__all__ = [
+    "EthernetHeader",
+    "Frame",
+    "IntegrityError",
+    "Ipv4Header",
+    "ParseError",
+    "Reason",
+    "SanityError",
+    "Seq",
+    "TcpFlags",
+    "TcpOptions",
+    "TcpSegment",
+    "build_frame",
+    "build_frame_into",
+    "emit_tcp",
+    "parse_frame",
+    "parse_tcp",
+]

@@ -81,20 +81,20 @@ frames_lists = st.lists(
 )
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frames_lists)
 def test_agreement_on_valid_frames(frames: list[bytes]) -> None:
     check_agreement(PARSER, frames)
 
 
-@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(mutated_frames(), min_size=1, max_size=16))
 def test_agreement_on_mutated_frames(frames: list[bytes]) -> None:
     check_agreement(PARSER, frames)
     check_agreement(PARSER_NOVERIFY, frames)
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.binary(max_size=120), min_size=1, max_size=16))
 def test_agreement_on_random_bytes(frames: list[bytes]) -> None:
     check_agreement(PARSER, frames)
@@ -116,7 +116,7 @@ def header_soup(draw: st.DrawFn) -> bytes:
     return eth + bytes(ip) + body
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(header_soup(), min_size=1, max_size=16))
 def test_agreement_on_header_soup(frames: list[bytes]) -> None:
     check_agreement(PARSER_NOVERIFY, frames)
@@ -265,7 +265,7 @@ def templates(draw: st.DrawFn) -> FrameTemplate:
     )
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_build_matches_python_emitter(data: st.DataObject) -> None:
     t = data.draw(templates())

@@ -37,7 +37,7 @@ def test_compiled_module_is_built() -> None:
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=2000), initial=st.integers(0, 0xFFFF))
 def test_matches_reference(impl: Callable[..., int], data: bytes, initial: int) -> None:
     assert impl(data, initial) == reference_ones_sum(data, initial)

@@ -143,14 +143,14 @@ def test_build_frame_into_offset_and_errors() -> None:
         build_frame(EthernetHeader(f.eth.dst, f.eth.src, 0x86DD), f.ip, f.tcp)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(ethernet_headers(), ipv4_headers(), tcp_segments)
 def test_frame_round_trip(eth: EthernetHeader, ip: Ipv4Header, seg: TcpSegment) -> None:
     got = parse_frame(build_frame(eth, ip, seg))
     assert (got.eth, got.ip, got.tcp) == (eth, ip, seg)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_raise_only_parse_errors(data: bytes) -> None:
     for verify in (True, False):
@@ -179,7 +179,7 @@ def mutated_frames(draw: st.DrawFn) -> bytes:
     return bytes(raw)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_frames())
 def test_mutated_frames_raise_only_parse_errors(data: bytes) -> None:
     for verify in (True, False):

@@ -50,7 +50,7 @@ def test_tcp_options_round_trip(opts: TcpOptions) -> None:
     assert parse_options(raw)[0] == opts
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(tcp_segments, unicast_ips, unicast_ips)
 def test_tcp_round_trip(seg: TcpSegment, src: bytes, dst: bytes) -> None:
     raw = emit_tcp(seg, src, dst)
@@ -253,3 +253,33 @@ def test_error_classes_and_keys() -> None:
     # Other layers may raise with a plain string key.
     assert ParseError("tcp_bad_checksum").code is Reason.TCP_BAD_CHECKSUM
     assert ParseError("something_else").code is None
+
+
+@given(tcp_segments, st.integers(0, 32))
+def test_emit_tcp_into_at_an_offset(seg: TcpSegment, offset: int) -> None:
+    from joyride.wire.tcp import emit_tcp_into
+
+    buf = bytearray(b"\xee" * (offset + seg.header_len + len(seg.payload) + 5))
+    n = emit_tcp_into(buf, offset, seg, SRC, DST)
+    assert bytes(buf[offset : offset + n]) == emit_tcp(seg, SRC, DST)
+    assert buf[:offset] == b"\xee" * offset  # nothing written outside the segment
+    assert buf[offset + n :] == b"\xee" * 5
+    with pytest.raises(ValueError):
+        emit_tcp_into(bytearray(n - 1), 0, seg, SRC, DST)
+
+
+def test_emit_rejects_caller_errors() -> None:
+    with pytest.raises(ValueError):
+        emit_ipv4(Ipv4Header(SRC, DST, options=b"\x01\x01"), b"")  # not a multiple of 4
+    with pytest.raises(ValueError):
+        emit_ipv4(Ipv4Header(SRC, DST, options=b"\x01" * 44), b"")  # > 40 bytes
+    with pytest.raises(ValueError):
+        emit_ipv4(Ipv4Header(SRC, b"\x01\x02\x03"), b"")
+    with pytest.raises(ValueError):
+        emit_ipv4(Ipv4Header(SRC, DST), bytes(0xFFFF))
+    with pytest.raises(ValueError):
+        emit_ethernet(EthernetHeader(b"\x00" * 5, b"\x00" * 6))
+    with pytest.raises(ValueError):
+        emit_ethernet(EthernetHeader(b"\x00" * 6, b"\x00" * 6, 0x8100))
+    with pytest.raises(ValueError):
+        emit_tcp(TcpSegment(1, 2, Seq(0), Seq(0), TcpFlags.ACK, 0, bytes(0xFFFF)), SRC, DST)
