@@ -1,0 +1,92 @@
+"""cffi out-of-line API-mode build of ``xsk._xsk``: AF_XDP rings, UMEM frames, XDP loader.
+
+Compiled directly against the kernel uapi headers (``<linux/if_xdp.h>``,
+``<linux/bpf.h>``); no libxdp or libbpf. The C sources are ``xsk.h`` (which doubles as
+the cdef), ``xsk_ring.h``, ``xsk.c`` and ``xsk_bpf.c`` beside this script. Build in place
+during development with ``.venv/bin/python cffi_build/xsk_build.py``; ``pip install``
+builds it through setup.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+HEADER = (HERE / "xsk.h").read_text()
+SOURCES = ("xsk.c", "xsk_bpf.c")
+
+
+def _cdef_from_header(text: str) -> str:
+    """The header minus comments and preprocessor lines, which cffi's cdef rejects."""
+    out: list[str] = []
+    in_comment = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if in_comment:
+            if "*/" in stripped:
+                in_comment = False
+            continue
+        if stripped.startswith("/*"):
+            in_comment = "*/" not in stripped
+            continue
+        if stripped.startswith("#"):
+            continue
+        code = line.split("/*", 1)[0].rstrip()
+        if code:
+            out.append(code)
+    return "\n".join(out)
+
+
+# The kernel's own structs (xdp_desc, xdp_statistics) are declared to cffi with "..."
+# so that it takes their layout from <linux/if_xdp.h> at compile time.
+KERNEL_CDEF = """
+struct xdp_desc { uint64_t addr; uint32_t len; uint32_t options; };
+struct xdp_statistics {
+    uint64_t rx_dropped; uint64_t rx_invalid_descs; uint64_t tx_invalid_descs;
+    uint64_t rx_ring_full; uint64_t rx_fill_ring_empty_descs; uint64_t tx_ring_empty_descs;
+};
+#define XDP_SHARED_UMEM ...
+#define XDP_COPY ...
+#define XDP_ZEROCOPY ...
+#define XDP_USE_NEED_WAKEUP ...
+#define XDP_FLAGS_SKB_MODE ...
+#define XDP_FLAGS_DRV_MODE ...
+"""
+
+ffi = FFI()
+ffi.cdef(KERNEL_CDEF + _cdef_from_header(HEADER))
+ffi.set_source(
+    "xsk._xsk",
+    "#include <linux/if_link.h>\n" + "".join(f'#include "{name}"\n' for name in SOURCES),
+    include_dirs=[str(HERE)],
+    depends=[str(HERE / n) for n in ("xsk.h", "xsk_ring.h", *SOURCES)],
+    extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra"],
+    libraries=["pthread"],
+)
+
+
+def build_in_place() -> Path:
+    """Compile next to the package without pip.
+
+    The compile runs in a scratch directory: distutils, started inside the repository,
+    would parse its pyproject.toml, which is the install's business, not this build's.
+    """
+    import shutil
+    import tempfile
+
+    root = HERE.parent
+    with tempfile.TemporaryDirectory(prefix="xsk-build-") as tmp:
+        built = Path(ffi.compile(tmpdir=tmp))
+        target = root / built.relative_to(tmp)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Replace, not overwrite: a running process may have the old .so mapped.
+        staging = target.with_suffix(".tmp")
+        shutil.copy2(built, staging)
+        staging.replace(target)
+    return target
+
+
+if __name__ == "__main__":
+    print(build_in_place())

@@ -1,0 +1,472 @@
+"""``Socket``: one AF_XDP socket bound to one (interface, queue), with its four rings.
+
+Typical use (the socket receives only what an XDP program redirects to it through an
+XSKMAP keyed by rx queue: see ``xsk.program.attach_redirect_all`` or ``joyride steer``)::
+
+    with Socket("eth0", 0) as sock:              # owns a default Umem
+        prog.register(sock)                       # xskmap[sock.queue] = sock.fileno()
+        batch = sock.recv(64, timeout=1.0)        # one C call, up to 64 frames
+        for frame in batch: ...                   # zero-copy memoryviews
+        sock.release(batch)                       # frames back on the fill ring
+        sock.send([b"..." * 60])                  # copies into fresh frames and sends
+        sock.poll_completions()                   # sent frames back to the allocator
+
+A socket is used by one thread at a time. Sockets of several queues may share one
+``Umem`` (``XDP_SHARED_UMEM``); each keeps its own fill and completion rings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as E
+import math
+import socket as _pysocket
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Final, Literal
+
+from xsk._native import ffi, lib
+from xsk.batch import RxBatch, TxBatch
+from xsk.errors import (
+    ConfigError,
+    InterfaceNotFound,
+    QueueBusy,
+    QueueOutOfRange,
+    RingSizeError,
+    SocketClosed,
+    UmemError,
+    UmemExhausted,
+    XskError,
+    XskPermissionError,
+    XskUnsupported,
+    ZeroCopyUnsupported,
+    describe,
+)
+from xsk.umem import Umem
+
+Mode = Literal["auto", "native", "skb"]
+MODES: Final = ("auto", "native", "skb")
+MAX_RING: Final = 1 << 20
+MAX_BATCH: Final = 1 << 16
+
+#: Counters kept by the kernel (struct xdp_statistics, XDP_STATISTICS sockopt).
+KERNEL_STATS: Final = ("rx_dropped", "rx_invalid_descs", "tx_invalid_descs", "rx_ring_full",
+                       "rx_fill_ring_empty_descs", "tx_ring_empty_descs")
+#: Counters kept by this package (struct xsk_sock_stats).
+LOCAL_STATS: Final = ("rx_frames", "tx_frames", "fill_frames", "comp_frames", "tx_kicks",
+                      "rx_wakeups", "kick_errors", "tx_ring_full", "rejected_fill",
+                      "rejected_tx", "rejected_comp", "rejected_rx")
+
+
+def resolve_ifindex(ifname: str | int) -> tuple[str, int]:
+    """(name, index) of an interface in the calling thread's network namespace."""
+    try:
+        if isinstance(ifname, int):
+            return _pysocket.if_indextoname(ifname), ifname
+        return ifname, _pysocket.if_nametoindex(ifname)
+    except (OSError, ValueError, OverflowError) as exc:
+        raise InterfaceNotFound(f"no interface {ifname!r} in this network namespace") from exc
+
+
+def queue_count(ifindex: int) -> int | None:
+    """Usable queues (min of rx and tx) of an interface, from netlink; None if unknown."""
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            link = ipr.get_links(ifindex)[0]
+            rx = link.get_attr("IFLA_NUM_RX_QUEUES")
+            tx = link.get_attr("IFLA_NUM_TX_QUEUES")
+    except Exception:  # netlink trouble only loses the detail of an error message
+        return None
+    return min(int(rx), int(tx)) if rx is not None and tx is not None else None
+
+
+def _check_ring(name: str, size: int) -> None:
+    # The kernel accepts only power-of-two ring sizes (net/xdp/xsk.c, xsk_init_queue).
+    if not isinstance(size, int) or not 1 <= size <= MAX_RING or size & (size - 1):
+        raise RingSizeError(f"{name}={size!r}: ring sizes must be powers of two in 1..{MAX_RING}")
+
+
+class Socket:
+    """An AF_XDP socket bound to ``queue`` of ``ifname``.
+
+    ``mode`` is the XDP mode the redirecting program runs in (or will): in ``skb``
+    (generic) mode the kernel always copies, so the socket binds with ``XDP_COPY``;
+    ``native``/``auto`` let the driver choose. ``zerocopy``: ``True`` requires it
+    (``ZeroCopyUnsupported`` otherwise), ``False`` forbids it, ``"auto"`` takes what the
+    driver offers (``sock.zerocopy`` tells which). ``fill_frames`` is how many frames to
+    put on the fill ring at start (default: half the free frames, at most the rx ring).
+    """
+
+    umem: Umem
+    zerocopy: bool
+    need_wakeup: bool
+
+    def __init__(self, ifname: str | int, queue: int, umem: Umem | None = None, *,
+                 mode: Mode = "auto", rx_size: int = 2048, tx_size: int = 2048,
+                 fill_size: int = 4096, comp_size: int = 2048, need_wakeup: bool = True,
+                 zerocopy: bool | Literal["auto"] = "auto", shared_with: Socket | None = None,
+                 fill_frames: int | None = None) -> None:
+        self._closed = True  # until fully open: close() and __del__ are no-ops
+        if mode not in MODES:
+            raise ConfigError(f"mode={mode!r}: one of {', '.join(MODES)}")
+        if zerocopy not in ("auto", True, False):
+            raise ConfigError(f"zerocopy={zerocopy!r}: True, False or 'auto'")
+        if mode == "skb" and zerocopy is True:
+            raise ZeroCopyUnsupported("zero-copy is impossible in skb (generic) XDP mode")
+        for name, size in (("rx_size", rx_size), ("tx_size", tx_size),
+                           ("fill_size", fill_size), ("comp_size", comp_size)):
+            _check_ring(name, size)
+        if not isinstance(queue, int) or queue < 0:
+            raise QueueOutOfRange(f"queue={queue!r}: must be an integer >= 0")
+        if shared_with is not None:
+            if shared_with.closed:
+                raise SocketClosed("shared_with is closed")
+            if umem is not None and umem is not shared_with.umem:
+                raise ConfigError("shared_with uses a different Umem than the one given")
+            umem = shared_with.umem
+        self.ifname, self.ifindex = resolve_ifindex(ifname)
+        self.queue = queue
+        self.mode: Mode = mode
+        self._owns_umem = umem is None
+        self.umem = umem if umem is not None else Umem()
+        try:
+            self._open(need_wakeup=need_wakeup, zerocopy=zerocopy, sizes=(
+                rx_size, tx_size, fill_size, comp_size), fill_frames=fill_frames)
+        except BaseException:
+            if self._owns_umem:
+                self.umem.close()
+            raise
+
+    def _open(self, *, need_wakeup: bool, zerocopy: bool | Literal["auto"],
+              sizes: tuple[int, int, int, int], fill_frames: int | None) -> None:
+        umem = self.umem
+        for other in umem.sockets:
+            if other.ifindex == self.ifindex and other.queue == self.queue:
+                raise QueueBusy(f"{self.ifname} queue {self.queue} already has a socket "
+                                "on this UMEM")
+        rx_size, _, fill_size, _ = sizes
+        if fill_frames is None:
+            fill_frames = min(rx_size, fill_size, umem.free_frames // 2)
+        if not 0 <= fill_frames <= fill_size:
+            raise ConfigError(f"fill_frames={fill_frames}: must be 0..fill_size={fill_size}")
+        if fill_frames > umem.free_frames or (fill_frames == 0 and rx_size > 0
+                                              and umem.free_frames == 0):
+            raise UmemExhausted(f"{fill_frames} frames wanted for the fill ring, "
+                                f"{umem.free_frames} free in the UMEM")
+        tag, shared_fd = umem._attach(self)
+        if shared_fd >= 0:
+            # A socket sharing a UMEM inherits copy mode and need_wakeup from the socket
+            # that registered it; the kernel refuses those bind flags beside
+            # XDP_SHARED_UMEM (net/xdp/xsk.c, xsk_bind).
+            first = umem.sockets[0]
+            if need_wakeup != first.need_wakeup:
+                umem._detach(self, tag)
+                raise ConfigError("sockets sharing a UMEM share need_wakeup: "
+                                  f"the first one has need_wakeup={first.need_wakeup}")
+            if zerocopy is True and not first.zerocopy:
+                umem._detach(self, tag)
+                raise ZeroCopyUnsupported("the socket that registered this UMEM is in copy "
+                                          "mode; sockets sharing it inherit that mode")
+            if zerocopy is False and first.zerocopy:
+                umem._detach(self, tag)
+                raise ConfigError("the socket that registered this UMEM is zero-copy; "
+                                  "sockets sharing it inherit that mode")
+            flags = 0
+        else:
+            flags = int(lib.XDP_USE_NEED_WAKEUP) if need_wakeup else 0
+            if zerocopy is True:
+                flags |= int(lib.XDP_ZEROCOPY)
+            elif zerocopy is False or self.mode == "skb":
+                flags |= int(lib.XDP_COPY)
+        cfg = ffi.new("struct xsk_config *")
+        cfg.ifindex, cfg.queue = self.ifindex, self.queue
+        cfg.rx_size, cfg.tx_size, cfg.fill_size, cfg.comp_size = sizes
+        cfg.bind_flags = flags
+        cfg.shared_fd = shared_fd
+        cfg.umem_addr, cfg.umem_len = umem.address, umem.size
+        cfg.frame_size, cfg.headroom = umem.frame_size, umem.headroom
+        self._s: Any = ffi.new("struct xsk_sock *")
+        stage = ffi.new("int *")
+        rc = lib.xsk_sock_open(self._s, cfg, umem._frames, tag, stage)
+        if rc < 0:
+            umem._detach(self, tag)
+            raise self._open_error(-rc, int(stage[0]), zerocopy, shared_fd >= 0)
+        self._tag = tag
+        self._closed = False
+        umem._registered(self)
+        zc = lib.xsk_sock_zerocopy(self._s)
+        self.zerocopy = bool(zc > 0)
+        self.need_wakeup = bool(self._s.need_wakeup)
+        if shared_fd >= 0:
+            self.need_wakeup = umem.sockets[0].need_wakeup
+            self._s.need_wakeup = int(self.need_wakeup)
+        self._buf = umem.buffer
+        self._tx_offset = umem.headroom
+        self._max_tx_len = umem.frame_size - umem.headroom
+        if fill_frames:
+            lib.xsk_fill(self._s, fill_frames)
+
+    def _open_error(self, err: int, stage: int, zerocopy: bool | Literal["auto"],
+                    shared: bool) -> XskError:
+        where = f"{self.ifname} queue {self.queue}"
+        if err in (E.EPERM, E.EACCES):
+            return XskPermissionError(
+                f"AF_XDP on {where}: {describe(err)}: needs root or CAP_NET_RAW "
+                "(and CAP_IPC_LOCK or a large RLIMIT_MEMLOCK for the UMEM)", err)
+        if stage == lib.XSK_STAGE_SOCKET and err == E.EAFNOSUPPORT:
+            return XskUnsupported("this kernel has no AF_XDP (CONFIG_XDP_SOCKETS)", err)
+        if stage == lib.XSK_STAGE_UMEM_REG:
+            return UmemError(f"the kernel refused the UMEM ({describe(err)}): frame_size="
+                             f"{self.umem.frame_size}, headroom={self.umem.headroom}, "
+                             f"size={self.umem.size}", err)
+        if stage == lib.XSK_STAGE_RING_SIZE and err == E.EINVAL:
+            return RingSizeError(f"the kernel refused a ring size ({describe(err)})", err)
+        if stage == lib.XSK_STAGE_BIND:
+            if err == E.ENODEV:
+                return InterfaceNotFound(f"{self.ifname} disappeared before bind", err)
+            if err == E.EBUSY:
+                return QueueBusy(f"{where} already has an AF_XDP socket or zero-copy user",
+                                 err)
+            if zerocopy is True and err in (E.EOPNOTSUPP, E.EPROTONOSUPPORT, E.EINVAL):
+                return ZeroCopyUnsupported(f"the driver of {self.ifname} cannot do zero-copy "
+                                           f"AF_XDP ({describe(err)}); use zerocopy='auto'", err)
+            if err == E.EINVAL:
+                count = queue_count(self.ifindex)
+                if count is not None and self.queue >= count:
+                    return QueueOutOfRange(f"queue {self.queue} out of range: {self.ifname} "
+                                           f"has {count} queue(s)", err)
+        return XskError(f"AF_XDP socket on {where} failed at stage {stage}: "
+                        f"{describe(err)}", err)
+
+    # -- basics -------------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """The socket fd, for poll/epoll and for XSKMAP registration."""
+        if self._closed:
+            raise SocketClosed("socket is closed")
+        return int(self._s.fd)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Unmap the rings, close the fd, and take back every frame the kernel held.
+
+        Frames of rx batches still held by the application stay valid; releasing them
+        later returns them to the UMEM's allocator.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        lib.xsk_sock_close(self._s)
+        self.umem._detach(self, self._tag)
+        if self._owns_umem:
+            self._buf = memoryview(b"")
+            # Views the application still holds keep it mapped until they are collected.
+            with contextlib.suppress(XskError):
+                self.umem.close()
+
+    def __enter__(self) -> Socket:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"fd={self._s.fd}"
+        return (f"Socket({self.ifname!r}, queue={self.queue}, mode={self.mode!r}, "
+                f"zerocopy={getattr(self, 'zerocopy', None)}, {state})")
+
+    # -- receive ------------------------------------------------------------------------
+
+    def recv(self, max_frames: int = 64, timeout: float | None = None) -> RxBatch:
+        """Up to ``max_frames`` received frames, in one C call.
+
+        ``timeout``: seconds to wait when none are ready; ``0`` never waits, ``None``
+        waits until at least one frame arrives. May return an empty batch.
+        """
+        if self._closed:
+            raise SocketClosed("socket is closed")
+        if not 0 < max_frames <= MAX_BATCH:
+            raise ValueError(f"max_frames={max_frames}: must be 1..{MAX_BATCH}")
+        descs = ffi.new("struct xdp_desc[]", max_frames)
+        if timeout == 0:
+            n = lib.xsk_rx(self._s, descs, max_frames, 0)
+        else:
+            n = self._recv_wait(descs, max_frames, timeout)
+        return RxBatch(self, descs, n, self._buf)
+
+    def _recv_wait(self, descs: Any, max_frames: int, timeout: float | None) -> int:
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        while True:
+            if deadline is None:
+                wait_ms = 1000  # bounded slices: signals are handled between them
+            else:
+                wait_ms = min(1000, math.ceil((deadline - time.monotonic()) * 1000))
+                if wait_ms <= 0:
+                    wait_ms = 0
+            n = lib.xsk_rx(self._s, descs, max_frames, wait_ms)
+            if n > 0 or (n == 0 and wait_ms == 0):
+                return max(n, 0)
+            if n < 0 and -n != E.EINTR:
+                raise XskError(f"poll on AF_XDP socket: {describe(-n)}", -n)
+            if deadline is not None and time.monotonic() >= deadline:
+                return 0
+
+    def release(self, batch: RxBatch) -> int:
+        """Give a batch's frames back to the fill ring (to the allocator once closed).
+
+        Returns the number of frames accepted; frames the application no longer holds
+        (sent, or released twice) are refused and counted in ``rejected_fill``.
+        """
+        if batch._sock is not self:
+            raise ConfigError("this batch was received on another socket")
+        descs, n = batch._take()
+        if n == 0:
+            return 0
+        if self._closed:
+            return int(lib.xsk_frames_free_descs(self.umem._frames, descs, n))
+        return int(lib.xsk_release(self._s, descs, n))
+
+    def fill(self, n: int) -> int:
+        """Move up to ``n`` free UMEM frames onto the fill ring; returns how many."""
+        if self._closed:
+            raise SocketClosed("socket is closed")
+        return int(lib.xsk_fill(self._s, n))
+
+    @property
+    def rx_pending(self) -> int:
+        """Frames waiting on the rx ring."""
+        return 0 if self._closed else int(lib.xsk_rx_pending(self._s))
+
+    # -- transmit -----------------------------------------------------------------------
+
+    def alloc_tx(self, n: int, length: int = 0) -> TxBatch:
+        """``n`` frames for transmission, each of ``length`` bytes (set later if 0).
+
+        Completions are collected first when the allocator runs short; raises
+        ``UmemExhausted`` if there are still fewer than ``n`` free frames.
+        """
+        if self._closed:
+            raise SocketClosed("socket is closed")
+        if not 0 < n <= MAX_BATCH or not 0 <= length <= self._max_tx_len:
+            raise ValueError(f"n={n}, length={length}: need 1..{MAX_BATCH} frames of "
+                             f"0..{self._max_tx_len} bytes")
+        descs = ffi.new("struct xdp_desc[]", n)
+        frames = self.umem._frames
+        rc = lib.xsk_frames_alloc_descs(frames, descs, n, self._tx_offset, length)
+        if rc < 0:
+            lib.xsk_complete(self._s, 1 << 20)
+            rc = lib.xsk_frames_alloc_descs(frames, descs, n, self._tx_offset, length)
+            if rc < 0:
+                raise UmemExhausted(f"{n} frames asked for, {self.umem.free_frames} free "
+                                    f"({self.tx_outstanding} in flight on this socket)")
+        return TxBatch(self, descs, n, self._buf)
+
+    def send(self, frames: TxBatch | Iterable[bytes | bytearray | memoryview | tuple[int, int]]
+             ) -> int:
+        """Queue frames on the tx ring and wake the kernel if it asks; returns how many.
+
+        ``frames`` is a ``TxBatch`` (zero-copy; frames that did not fit stay in it for
+        the next call), or an iterable of packets (``bytes``-like: copied into fresh
+        frames, those that did not fit are freed) or ``(addr, len)`` pairs of frames the
+        application holds (from ``Umem.alloc``).
+        """
+        if self._closed:
+            raise SocketClosed("socket is closed")
+        if isinstance(frames, TxBatch):
+            if frames._sock is not self:
+                raise ConfigError("this batch was allocated on another socket")
+            descs, n = frames._pending()
+            if n == 0:
+                return 0
+            k = lib.xsk_tx(self._s, descs, n)
+            if k < 0:
+                raise XskError(f"AF_XDP transmit: {describe(-k)}", -k)
+            frames._advance(k)
+            return int(k)
+        return self._send_items(list(frames))
+
+    def _send_items(self, items: list[Any]) -> int:
+        n = len(items)
+        if n == 0:
+            return 0
+        packets = [i for i, item in enumerate(items) if not isinstance(item, tuple)]
+        descs = ffi.new("struct xdp_desc[]", n)
+        if packets:
+            if len(packets) != n:
+                raise ConfigError("send() takes either packets or (addr, len) pairs, not both")
+            batch = self.alloc_tx(n)
+            for i, data in enumerate(items):
+                batch.set(i, data)
+            try:
+                return self.send(batch)
+            finally:
+                batch.release()
+        for i, (addr, length) in enumerate(items):
+            descs[i].addr = addr
+            descs[i].len = length
+        k = lib.xsk_tx(self._s, descs, n)
+        if k < 0:
+            raise XskError(f"AF_XDP transmit: {describe(-k)}", -k)
+        return int(k)
+
+    def kick(self) -> None:
+        """Wake the kernel to transmit what is on the tx ring (``send`` does it too)."""
+        if self._closed:
+            raise SocketClosed("socket is closed")
+        rc = lib.xsk_kick(self._s)
+        if rc < 0:
+            raise XskError(f"AF_XDP tx wakeup: {describe(-rc)}", -rc)
+
+    def poll_completions(self, max_frames: int = 1 << 20) -> int:
+        """Return transmitted frames from the completion ring to the allocator."""
+        if self._closed:
+            raise SocketClosed("socket is closed")
+        return int(lib.xsk_complete(self._s, max_frames))
+
+    @property
+    def tx_outstanding(self) -> int:
+        """Frames sent and not yet seen on the completion ring."""
+        return int(lib.xsk_tx_outstanding(self._s))
+
+    def _free_descs(self, descs: Any, n: int) -> None:
+        lib.xsk_frames_free_descs(self.umem._frames, descs, n)
+
+    # -- waiting and statistics ---------------------------------------------------------
+
+    def wait(self, timeout: float | None = None, *, writable: bool = False) -> bool:
+        """poll(2) for rx readiness (or tx room with ``writable``); True if ready."""
+        if self._closed:
+            raise SocketClosed("socket is closed")
+        events = 0x004 if writable else 0x001  # POLLOUT / POLLIN
+        ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
+        rc = lib.xsk_wait(self._s, events, ms)
+        if rc < 0 and -rc != E.EINTR:
+            raise XskError(f"poll on AF_XDP socket: {describe(-rc)}", -rc)
+        return rc > 0
+
+    def statistics(self) -> dict[str, int]:
+        """Kernel counters (``XDP_STATISTICS``) merged with this socket's own counters.
+
+        ``rx_fill_ring_empty_descs`` counts frames dropped because the fill ring was
+        empty; ``rx_ring_full`` those dropped because the rx ring was full.
+        """
+        if self._closed:
+            raise SocketClosed("socket is closed")
+        st = ffi.new("struct xdp_statistics *")
+        rc = lib.xsk_sock_statistics(self._s, st)
+        if rc < 0:
+            raise XskError(f"XDP_STATISTICS: {describe(-rc)}", -rc)
+        out = {name: int(getattr(st, name)) for name in KERNEL_STATS}
+        out.update({name: int(getattr(self._s.st, name)) for name in LOCAL_STATS})
+        return out
