@@ -15,12 +15,13 @@ the highest stored bytes are dropped to make room for it (Linux's
 tcp_prune_ofo_queue does the same; RFC 2018 §8 allows this reneging because the
 sender keeps SACKed data until it is cumulatively acknowledged).
 
-Cost: O(max_ranges) bookkeeping per call plus O(bytes copied); appending to the end
-of a range is amortised O(len(segment)).
+Cost: O(log ranges) searches plus O(bytes copied) per call; appending to the end of
+a range is amortised O(len(segment)).
 """
 
 from __future__ import annotations
 
+import bisect
 from typing import Final
 
 from joyride.wire.seq import HALF, MASK, Seq
@@ -165,16 +166,15 @@ class Reassembler:
     def _locate(
         self, nxt: int, start: int, end: int
     ) -> tuple[list[tuple[int, int]], int, int, int]:
-        """Ranges as offsets from RCV.NXT; the slice [i:j) of ranges that overlap or
-        touch [start, end) (first with hi >= start, up to last with lo <= end); and
-        how many bytes of [start, end) are not stored yet."""
-        rel = [(_dist(r.start, nxt), _dist(r.start, nxt) + len(r.buf)) for r in self._ranges]
-        i = 0
-        while i < len(rel) and rel[i][1] < start:
-            i += 1
-        j = i
-        while j < len(rel) and rel[j][0] <= end:
-            j += 1
+        """The slice [i:j) of ranges that overlap or touch [start, end) (first with
+        hi >= start, up to last with lo <= end), found by binary search since ranges
+        are sorted; their offsets from RCV.NXT as ``rel[i:j]`` (other entries of
+        ``rel`` are placeholders); and how many bytes of [start, end) are new."""
+        ranges = self._ranges
+        i = bisect.bisect_left(ranges, start, key=lambda r: _dist(r.start, nxt) + len(r.buf))
+        j = bisect.bisect_right(ranges, end, lo=i, key=lambda r: _dist(r.start, nxt))
+        touched = [(lo, lo + len(r.buf)) for r in ranges[i:j] for lo in (_dist(r.start, nxt),)]
+        rel = [(0, 0)] * i + touched
         return rel, i, j, self._new_bytes(rel, i, j, start, end)
 
     def _evict_above(self, nxt: int, end: int, need: int, need_range: bool) -> None:
