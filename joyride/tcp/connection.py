@@ -170,6 +170,7 @@ class TcpConnection:
         self._challenge_count = 0
 
         self._app_closed = False
+        self._dirty = False  # the application queued work since the last transmit
         self._write_blocked = False
         self._keepalive_sent = 0
         self._last_send = now
@@ -349,7 +350,7 @@ class TcpConnection:
 
     def poll_at(self) -> float | None:
         """When ``on_timer`` must next be called (None: no timer armed)."""
-        if self._out or self._ack_now:
+        if self._out or self._ack_now or self._dirty:
             return self._now
         return self._timers.next_deadline()
 
@@ -360,6 +361,7 @@ class TcpConnection:
         if not self._can_send_state() or self._fin_seq is not None:
             return 0
         n = self._send_buf.write(data)
+        self._dirty = self._dirty or n > 0
         if n < len(data):
             self._write_blocked = True
         return n
@@ -393,6 +395,7 @@ class TcpConnection:
             return
         # In SYN-SENT / SYN-RECEIVED the FIN waits until ESTABLISHED (§3.10.4).
         self._fin_seq = self._buf_seq + len(self._send_buf)
+        self._dirty = True
 
     def close(self) -> None:
         """Close both directions (RFC 9293 §3.10.4).
@@ -423,6 +426,7 @@ class TcpConnection:
     def segments_to_send(self, now: float) -> list[TcpSegment]:
         """Everything the connection wants to transmit now, in order."""
         self._now = now
+        self._dirty = False
         try:
             self._transmit(now)
         except Exception:  # pragma: no cover - a bug must not take the stack down

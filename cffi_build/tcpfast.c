@@ -1,0 +1,96 @@
+/* See tcpfast.h. Sequence comparisons are modulo 2**32 (RFC 9293 §3.4). */
+#include <string.h>
+
+#include "tcpfast.h"
+#include "wire.h"
+
+#define TCP_FLAG_ACK 0x10
+#define TCP_FLAG_PSH 0x08
+
+static inline int32_t sdiff(uint32_t a, uint32_t b) { return (int32_t)(a - b); }
+
+uint32_t tcpfast_rx(struct tcpfast_state *s, const void *recs, uint32_t first, uint32_t n,
+                    const uint8_t *base, const uint64_t *offs, uint8_t *dst,
+                    uint32_t dst_cap, uint32_t *ack_points, uint32_t ack_cap)
+{
+    const struct wire_parsed *r = (const struct wire_parsed *)recs;
+    uint32_t i;
+    s->stop = TCPFAST_STOP_NONE;
+    for (i = first; i < n; i++) {
+        const struct wire_parsed *p = &r[i];
+        uint32_t len = p->payload_len;
+        /* Prediction preconditions: a valid frame of this connection carrying only
+         * ACK(+PSH) and at most a timestamp option (wire.h `plain`). */
+        s->stop = TCPFAST_STOP_SLOW;
+        if (p->reason != WIRE_OK || !p->plain)
+            break;
+        if (p->src_ip != s->remote_ip || p->dst_ip != s->local_ip ||
+            p->src_port != s->remote_port || p->dst_port != s->local_port)
+            break;
+        if (p->seq != s->rcv_nxt)
+            break;
+        /* RFC 7323 §3.2 / §5.3: timestamps on every segment, and PAWS. */
+        if (s->ts_ok) {
+            if (!p->has_ts || sdiff(p->tsval, s->ts_recent) < 0)
+                break;
+        } else if (p->has_ts) {
+            break;
+        }
+        int32_t adv = sdiff(p->ack, s->snd_una);
+        if (adv < 0 || sdiff(p->ack, s->snd_max) > 0)
+            break; /* old or unsent: the full RFC 5961 rules apply */
+        uint32_t wnd = (uint32_t)p->window << s->snd_shift;
+        if (len == 0) {
+            /* Pure ACK: must advance SND.UNA; duplicates feed loss detection. */
+            if (adv == 0 || !s->ack_ok)
+                break;
+        } else {
+            if (!s->rx_ok || (adv > 0 && !s->ack_ok))
+                break;
+            if (sdiff(s->rcv_adv, s->rcv_nxt) < (int32_t)len)
+                break; /* beyond the window: trimming is the slow path's job */
+            /* Room for the payload and, in the worst case, one more ACK point. */
+            if (s->rx_bytes + len > dst_cap || s->n_acks >= ack_cap) {
+                s->stop = TCPFAST_STOP_ROOM;
+                break;
+            }
+        }
+        /* Accepted. RFC 7323 §4.3: TS.Recent from the segment at Last.ACK.sent. */
+        if (s->ts_ok && sdiff(p->seq, s->last_ack_sent) <= 0)
+            s->ts_recent = p->tsval;
+        if (adv > 0) {
+            s->snd_una = p->ack;
+            s->acked += (uint32_t)adv;
+            s->ack_segs++;
+            if (s->ts_ok && p->tsecr) {
+                s->tsecr = p->tsecr;
+                s->have_tsecr = 1;
+            }
+        }
+        /* Window update, RFC 9293 §3.10.7.4 (SND.WL1 / SND.WL2 rule). */
+        if (sdiff(s->snd_wl1, p->seq) < 0 ||
+            (s->snd_wl1 == p->seq && sdiff(s->snd_wl2, p->ack) <= 0)) {
+            if (wnd != s->snd_wnd)
+                s->window_changed = 1;
+            s->snd_wnd = wnd;
+            s->snd_wl1 = p->seq;
+            s->snd_wl2 = p->ack;
+            if (wnd > s->max_snd_wnd)
+                s->max_snd_wnd = wnd;
+        }
+        if (len) {
+            memcpy(dst + s->rx_bytes, base + offs[i] + p->payload_off, len);
+            s->rx_bytes += len;
+            s->rcv_nxt += len;
+            s->data_segs++;
+            /* RFC 5681 §4.2: ACK at least every second full-sized segment. */
+            if ((uint32_t)sdiff(s->rcv_nxt, s->ack_base) >= 2 * s->rcv_mss) {
+                ack_points[s->n_acks++] = s->rcv_nxt;
+                s->ack_base = s->rcv_nxt;
+                s->last_ack_sent = s->rcv_nxt;
+            }
+        }
+        s->stop = TCPFAST_STOP_NONE;
+    }
+    return i;
+}

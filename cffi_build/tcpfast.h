@@ -1,0 +1,73 @@
+/* Joyride TCP header prediction (Van Jacobson, "TCP/IP header prediction", 1990;
+ * RFC 9293 §3.10.7.4 reduced to its two common cases) over a batch of records from
+ * the wire engineer's batch parser (struct wire_parsed, cffi_build/wire.h).
+ *
+ * Read by the C compiler and, minus preprocessor lines and comments, by cffi's cdef.
+ *
+ * The Python connection owns every rule; this file owns only the prediction: for
+ * each record, in order, either it is
+ *   - in-order data (SEG.SEQ == RCV.NXT, fits the advertised window, no hole buffered)
+ *     with an ACK that is not ahead of SND.MAX, or
+ *   - a pure ACK advancing SND.UNA within (SND.UNA, SND.MAX],
+ * both with only the ACK/PSH flags, only a timestamp option (when negotiated) passing
+ * PAWS, and the connection in a state the Python side marked predictable; or the batch
+ * stops there and the Python state machine takes the record. Never anything else.
+ */
+#ifndef JOYRIDE_TCPFAST_H
+#define JOYRIDE_TCPFAST_H
+
+#include <stdint.h>
+
+struct tcpfast_state {
+    /* Connection identity, as in struct wire_parsed (addresses network order). */
+    uint32_t local_ip;
+    uint32_t remote_ip;
+    uint16_t local_port;
+    uint16_t remote_port;
+    /* Receive side. */
+    uint32_t rcv_nxt;
+    uint32_t rcv_adv;         /* right edge of the advertised window */
+    uint32_t ack_base;        /* RCV.NXT carried by the last ACK sent */
+    uint32_t last_ack_sent;   /* RFC 7323 Last.ACK.sent */
+    uint32_t ts_recent;       /* RFC 7323 TS.Recent */
+    uint32_t rcv_mss;         /* ACK every 2 * rcv_mss bytes (RFC 5681 §4.2) */
+    /* Send side. */
+    uint32_t snd_una;
+    uint32_t snd_max;
+    uint32_t snd_wnd;         /* scaled bytes */
+    uint32_t max_snd_wnd;
+    uint32_t snd_wl1;
+    uint32_t snd_wl2;
+    uint8_t snd_shift;
+    uint8_t ts_ok;
+    uint8_t rx_ok;            /* in-order data may be taken (see tcpfast_rx) */
+    uint8_t ack_ok;           /* advancing ACKs may be taken (no recovery, no go-back) */
+    /* Results of one call (the caller zeroes them). */
+    uint32_t rx_bytes;        /* payload bytes copied to dst */
+    uint32_t acked;           /* bytes newly acknowledged */
+    uint32_t data_segs;
+    uint32_t ack_segs;
+    uint32_t n_acks;          /* ACK points written */
+    uint32_t tsecr;           /* TSecr of the last advancing ACK, when have_tsecr */
+    uint8_t have_tsecr;
+    uint8_t window_changed;
+    uint8_t stop;             /* why the loop ended early: TCPFAST_STOP_* */
+    uint8_t pad;
+};
+
+enum tcpfast_stop {
+    TCPFAST_STOP_NONE = 0,    /* every record was handled */
+    TCPFAST_STOP_SLOW = 1,    /* the record at the returned index needs the slow path */
+    TCPFAST_STOP_ROOM = 2     /* dst or ack_points is full: flush and call again */
+};
+
+/* Process records recs[first..n) for this connection. In-order payloads are appended
+ * to dst (dst_cap bytes at most); each time RCV.NXT is 2 * rcv_mss past ack_base an
+ * ACK point (the RCV.NXT to acknowledge) is written to ack_points (ack_cap at most).
+ * Returns the index of the first record not handled (n when all were); s->stop says
+ * why. */
+uint32_t tcpfast_rx(struct tcpfast_state *s, const void *recs, uint32_t first, uint32_t n,
+                    const uint8_t *base, const uint64_t *offs, uint8_t *dst,
+                    uint32_t dst_cap, uint32_t *ack_points, uint32_t ack_cap);
+
+#endif

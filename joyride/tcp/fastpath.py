@@ -1,0 +1,398 @@
+"""Batch entry points for one connection: C header prediction, Python for the rest.
+
+Per-segment Python cannot reach a million segments per second, so the two common
+cases of an established bulk transfer (Van Jacobson's header prediction) are done in
+C over a whole batch of parsed records (``cffi_build/tcpfast.c``):
+
+* in-order data at RCV.NXT inside the advertised window, no hole buffered;
+* a pure ACK advancing SND.UNA, outside loss recovery.
+
+Everything else (options other than timestamps, SYN/FIN/RST, out-of-order data,
+duplicate ACKs, recovery, window probes) stops the C loop and goes through
+``TcpConnection.receive`` one segment at a time; the loop then resumes. Order is
+preserved: the C side processes a prefix, never skips.
+
+State crosses the boundary once per C call, not per segment: the connection's
+variables are copied into a small C struct before and back after (the TCB's fast
+half), and the per-batch bookkeeping (send-buffer release, RTT sample, congestion
+control, timers, delayed ACK) runs once. ACKs owed every second full segment are
+collected by the C loop as ACK points and built in one call by the wire batch builder,
+as are outgoing full-sized data segments (``send_batch``).
+
+This module reaches into ``TcpConnection``'s private fields on purpose: it is the
+other half of the same transmission control block, kept apart so that the state
+machine stays readable.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Final
+
+import numpy as np
+
+from joyride.tcp.connection import TcpConnection, ts_clock
+from joyride.tcp.rtt import RttEstimator
+from joyride.tcp.state import RECEIVING_STATES, TcpEvent, TcpState
+from joyride.tcp.timers import Timer
+from joyride.wire.batch import BatchBuilder, BatchParser, FrameTemplate
+from joyride.wire.errors import ParseError
+from joyride.wire.seq import MASK, Seq
+from joyride.wire.tcp import TcpFlags
+
+_ACK: Final = int(TcpFlags.ACK)
+_ACK_PSH: Final = int(TcpFlags.ACK | TcpFlags.PSH)
+_FAST_ACK_STATES: Final = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT})
+_MAX_FRAME: Final = 18 + 60 + 60 + 65535  # Ethernet+VLAN, IPv4 and TCP headers, payload
+BUILD_HINT: Final = "build it with `python cffi_build/tcpfast_build.py` or `pip install -e .`"
+
+# The extension has no stubs; imported dynamically so callers see ``Any``. Without it
+# the slow path (TcpConnection) still works: ``available`` says whether this one does.
+ffi: Any = None
+lib: Any = None
+try:
+    _mod = importlib.import_module("joyride.tcp._tcpfast")
+    ffi, lib = _mod.ffi, _mod.lib
+except ImportError:
+    pass
+
+
+def available() -> bool:
+    return lib is not None
+
+
+def _ptr(ctype: str, obj: Any) -> Any:
+    """A pointer of this module's ffi to ``obj``: a numpy array, a Python buffer, or a
+    cffi pointer or array from another ffi (``joyride._wire``)."""
+    if isinstance(obj, np.ndarray):
+        return ffi.cast(ctype, obj.ctypes.data)
+    if isinstance(obj, ffi.CData):
+        return ffi.cast(ctype, int(ffi.cast("uintptr_t", obj)))
+    return ffi.cast(ctype, ffi.from_buffer(obj))
+
+
+class FastPath:
+    """The batch interface of one ``TcpConnection``.
+
+    ``template`` addresses the frames this connection transmits (data and ACKs);
+    ``capacity`` bounds the segments per call in both directions.
+    """
+
+    def __init__(
+        self,
+        conn: TcpConnection,
+        template: FrameTemplate,
+        *,
+        capacity: int = 64,
+        timer: Callable[[], float] | None = None,
+    ) -> None:
+        if lib is None:
+            raise RuntimeError(f"joyride.tcp._tcpfast is not built: {BUILD_HINT}")
+        self.conn = conn
+        self.capacity = capacity
+        self._st = ffi.new("struct tcpfast_state *")
+        st = self._st
+        # struct wire_parsed keeps addresses as the 4 wire bytes read as a native u32.
+        st.local_ip = int.from_bytes(conn.local_ip, "little")
+        st.remote_ip = int.from_bytes(conn.remote_ip, "little")
+        st.local_port = conn.local_port
+        st.remote_port = conn.remote_port
+        self._scratch = bytearray(capacity * 9216)
+        self._scratch_ptr = ffi.from_buffer("uint8_t[]", self._scratch)
+        self._ack_points = np.zeros(capacity, dtype=np.uint32)
+        self._ack_ptr = _ptr("uint32_t *", self._ack_points)
+        self.builder = BatchBuilder(template, capacity)
+        self.tx_buf = bytearray(capacity * _MAX_FRAME)
+        self.tx_offsets = np.arange(capacity, dtype=np.uint64) * _MAX_FRAME
+        self._tx_caps = np.full(capacity, _MAX_FRAME, dtype=np.uint32)
+        self._ramp = np.arange(capacity, dtype=np.uint64)
+        self.tx_count = 0  # frames of the last build in tx_buf
+        self.fast_segments = 0
+        self.slow_segments = 0
+        # Profiling hook: with a ``timer`` (e.g. time.perf_counter, supplied by the
+        # caller: this package reads no clock), time spent in compiled calls adds up here.
+        self._timer = timer
+        self.c_seconds = 0.0
+
+    # ------------------------------------------------------------------ results
+
+    @property
+    def tx_lengths(self) -> Any:
+        """Lengths of the frames of the last build (a cffi uint32 array)."""
+        return self.builder.out_lens
+
+    def tx_frames(self) -> list[bytes]:
+        """The last build's frames as bytes (convenience; the engine uses the buffer)."""
+        lens, offs = self.builder.out_lens, self.tx_offsets
+        return [
+            bytes(self.tx_buf[int(offs[i]) : int(offs[i]) + lens[i]])
+            for i in range(self.tx_count)
+        ]
+
+    # ------------------------------------------------------------------ receive
+
+    def receive_batch(
+        self, parser: BatchParser, base: Any, offsets: Any, now: float,
+        start: int = 0, stop: int | None = None,
+    ) -> int:
+        """Process ``parser``'s records ``[start, stop)``, all addressed to this
+        connection, in order; ``base``/``offsets`` are what the parser was given.
+
+        ACKs owed are built into ``tx_buf`` (``tx_count`` frames); segments the slow
+        path wants to send are left in the connection's ``segments_to_send``.
+        Returns how many records took the fast path.
+        """
+        conn = self.conn
+        stop = parser.n if stop is None else stop
+        if stop - start > self.capacity:
+            raise ValueError(f"batch of {stop - start} exceeds capacity {self.capacity}")
+        recs = _ptr("void *", parser.out)
+        base_ptr = _ptr("uint8_t *", base)
+        offs_ptr = _ptr("uint64_t *", offsets)
+        st = self._st
+        i = start
+        fast = 0
+        acks = 0  # ACK points so far; at most one per data record, so never > capacity
+        self.tx_count = 0
+        while i < stop:
+            self._sync_in()
+            t0 = self._timer() if self._timer else 0.0
+            j = lib.tcpfast_rx(
+                st, recs, i, stop, base_ptr, offs_ptr, self._scratch_ptr,
+                len(self._scratch), self._ack_ptr + acks, self.capacity - acks,
+            )
+            if self._timer:
+                self.c_seconds += self._timer() - t0
+            fast += j - i
+            acks += self._sync_out(now)
+            i = j
+            if i < stop and st.stop == lib.TCPFAST_STOP_SLOW:
+                self.slow_segments += 1
+                try:
+                    frame = parser.frame(i)
+                except ParseError as exc:  # counted by reason, never raised
+                    conn.counters[f"drop_{exc.reason}"] += 1
+                else:
+                    conn.receive(frame.tcp, now)
+                i += 1
+        self.fast_segments += fast
+        self._build_acks(acks, now)
+        return fast
+
+    def _sync_in(self) -> None:
+        c, st = self.conn, self._st
+        st.rcv_nxt = int(c._rcv_nxt)
+        st.rcv_adv = int(c._rcv_adv)
+        st.ack_base = int(c._last_ack_rcv_nxt)
+        st.last_ack_sent = int(c._last_ack_sent)
+        st.ts_recent = c._ts_recent
+        st.rcv_mss = c._rcv_mss
+        st.snd_una = int(c._snd_una)
+        st.snd_max = int(c._snd_max)
+        st.snd_wnd = c._snd_wnd
+        st.max_snd_wnd = c._max_snd_wnd
+        st.snd_wl1 = int(c._snd_wl1)
+        st.snd_wl2 = int(c._snd_wl2)
+        st.snd_shift = c._snd_shift
+        st.ts_ok = c._ts_ok
+        state = c._state
+        st.rx_ok = (
+            state in RECEIVING_STATES
+            and not c._reasm.buffered
+            and not c._app_closed
+            and c._peer_fin is None
+            # Everything the window admits must fit the receive buffer in one push.
+            and (c._rcv_adv - c._rcv_nxt) <= c._recv_buf.window
+        )
+        st.ack_ok = (
+            state in _FAST_ACK_STATES
+            and c._fin_seq is None
+            and not c._in_recovery
+            and c._dupacks == 0
+            and c._snd_nxt == c._snd_max
+            and c._probe_end is None
+            and not c._rexmit_head
+        )
+        st.rx_bytes = st.acked = st.data_segs = st.ack_segs = st.n_acks = 0
+        st.have_tsecr = st.window_changed = 0
+
+    def _sync_out(self, now: float) -> int:
+        """Apply one C call's results to the connection; returns new ACK points."""
+        c, st = self.conn, self._st
+        if st.data_segs == 0 and st.ack_segs == 0:
+            return 0
+        c.counters["segments_received"] += st.data_segs + st.ack_segs
+        c.counters["fast_path_segments"] += st.data_segs + st.ack_segs
+        c._ts_recent = st.ts_recent
+        c._ts_recent_age = now
+        c._snd_wnd = st.snd_wnd
+        c._max_snd_wnd = st.max_snd_wnd
+        c._snd_wl1 = Seq(st.snd_wl1)
+        c._snd_wl2 = Seq(st.snd_wl2)
+        if st.window_changed:
+            c._persist_backoff = 0
+        if st.rx_bytes:
+            got = c._recv_buf.push(memoryview(self._scratch)[: st.rx_bytes])
+            if got != st.rx_bytes:  # cannot happen: rx_ok checked the room
+                c.counters["drop_receive_buffer_full"] += 1
+            c._rcv_nxt = Seq(st.rcv_nxt)
+            c._last_ack_sent = Seq(st.last_ack_sent)
+            c._last_ack_rcv_nxt = Seq(st.ack_base)
+            if not c._events or c._events[-1] is not TcpEvent.DATA:
+                c._events.append(TcpEvent.DATA)
+            if c._rcv_nxt != c._last_ack_rcv_nxt:
+                c._timers.set_if_unset(Timer.DELAYED_ACK, now + c.config.delayed_ack_timeout)
+            else:
+                c._timers.cancel(Timer.DELAYED_ACK)
+        if st.acked:
+            self._acked(now)
+        if c.config.keepalive:
+            c._arm_keepalive(now)
+        return int(st.n_acks)
+
+    def _acked(self, now: float) -> None:
+        """The once-per-batch version of ``TcpConnection._ack_advanced``."""
+        c, st = self.conn, self._st
+        ack = Seq(st.snd_una)
+        flight_before = c._snd_max - c._snd_una
+        data_acked = min(max(ack - c._buf_seq, 0), len(c._send_buf))
+        if data_acked:
+            c._send_buf.consume(data_acked)
+            c._buf_seq = c._buf_seq + data_acked
+        c._snd_una = ack
+        if ack > c._snd_nxt:
+            c._snd_nxt = ack
+        c.counters["bytes_acked"] += data_acked
+        rtt: float | None = None
+        if c._rtt_seq is not None and ack >= c._rtt_seq:
+            rtt = now - c._rtt_time
+            c._rtt_seq = None
+        elif st.have_tsecr:
+            elapsed = (ts_clock(now, c._ts_offset) - st.tsecr) & MASK
+            if elapsed < 0x80000000:
+                rtt = elapsed / 1000.0
+        rtt_est: RttEstimator = c._rtt
+        if rtt is not None:
+            rtt_est.sample(rtt)
+        rtt_est.reset_backoff()
+        c._retries = 0
+        if c._snd_una == c._snd_max:
+            c._timers.cancel(Timer.RETRANSMIT)
+        else:
+            c._timers.set(Timer.RETRANSMIT, now + rtt_est.rto)
+        # RFC 3465 limits slow-start growth per ACK (L = 2*SMSS), so in slow start the
+        # controller hears each ACK; in congestion avoidance growth is per byte and one
+        # call for the batch is equivalent.
+        cc = c._cc
+        acked, n = int(st.acked), max(int(st.ack_segs), 1)
+        if cc.cwnd < cc.ssthresh and n > 1:
+            share = acked // n
+            for k in range(n):
+                part = share if k < n - 1 else acked - share * (n - 1)
+                cc.on_ack(now, part, rtt, flight_before)
+                flight_before -= part
+        else:
+            cc.on_ack(now, acked, rtt, flight_before)
+        if c._write_blocked and c._send_buf.free > 0:
+            c._write_blocked = False
+            c._events.append(TcpEvent.WRITABLE)
+
+    def _build_acks(self, k: int, now: float) -> None:
+        """Build the ACKs owed at the C loop's ACK points (RFC 5681 §4.2)."""
+        if k == 0:
+            return
+        c = self.conn
+        c._advertise_window()  # moves the right edge for the newest RCV.NXT
+        shift = c._rcv_shift
+        edge = int(c._rcv_adv)
+        sp = self.builder.specs[:k]
+        points = self._ack_points[:k]
+        sp["payload_off"] = 0
+        sp["payload_len"] = 0
+        sp["seq"] = int(c._snd_nxt)
+        sp["ack"] = points
+        # The same right edge seen from each ACK point: never a shrinking window.
+        sp["window"] = np.minimum(
+            ((np.uint64(edge) - points.astype(np.uint64)) & np.uint64(MASK)) >> np.uint64(shift),
+            np.uint64(0xFFFF),
+        )
+        sp["flags"] = _ACK
+        sp["ip_id"] = 0
+        sp["sack_count"] = 0
+        sp["has_ts"] = 1 if c._ts_ok else 0
+        if c._ts_ok:
+            sp["tsval"] = ts_clock(now, c._ts_offset)
+            sp["tsecr"] = c._ts_recent
+        self._build(k, None)
+        c.counters["segments_sent"] += k
+        c._last_send = now
+
+    # ------------------------------------------------------------------ transmit
+
+    def send_batch(self, now: float, max_segments: int | None = None) -> int:
+        """Build up to ``max_segments`` full-sized data segments into ``tx_buf`` when
+        the connection is in plain bulk-send mode; returns how many (0 means: use
+        ``conn.segments_to_send``). Windows, cwnd and Karn timing as the slow path."""
+        c = self.conn
+        limit = min(self.capacity, max_segments or self.capacity)
+        if (
+            c._state not in _FAST_ACK_STATES
+            or c._in_recovery
+            or c._rexmit_head
+            or c._snd_nxt != c._snd_max
+            or c._fin_seq is not None
+            or c._probe_end is not None
+        ):
+            return 0
+        mss = c._smss
+        offset = c._snd_nxt - c._buf_seq
+        avail = len(c._send_buf) - offset
+        n = min(limit, avail // mss, max(c._usable_window(), 0) // mss)
+        if n <= 0:
+            return 0
+        if c._idle_restart_due(now):
+            return 0  # the slow path applies the RFC 5681 §4.1 restart window
+        payload = c._send_buf.peek(offset, n * mss)
+        sp = self.builder.specs[:n]
+        ramp = self._ramp[:n] * np.uint64(mss)
+        sp["payload_off"] = ramp
+        sp["payload_len"] = mss
+        sp["seq"] = (np.uint64(int(c._snd_nxt)) + ramp) & np.uint64(MASK)
+        c._ack_now = False
+        window = c._advertise_window()
+        sp["ack"] = int(c._rcv_nxt)
+        sp["window"] = window
+        sp["flags"] = _ACK
+        if offset + n * mss == len(c._send_buf):
+            sp["flags"][n - 1] = _ACK_PSH
+        sp["ip_id"] = 0
+        sp["sack_count"] = 0
+        sp["has_ts"] = 1 if c._ts_ok else 0
+        if c._ts_ok:
+            sp["tsval"] = ts_clock(now, c._ts_offset)
+            sp["tsecr"] = c._ts_recent
+        self._build(n, payload)
+        end = c._snd_nxt + n * mss
+        if c._rtt_seq is None:
+            c._rtt_seq, c._rtt_time = end, now
+        c._snd_nxt = c._snd_max = end
+        c._last_ack_sent = c._rcv_nxt
+        c._last_ack_rcv_nxt = c._rcv_nxt
+        c._timers.cancel(Timer.DELAYED_ACK)
+        c._timers.set_if_unset(Timer.RETRANSMIT, now + c._rtt.rto)
+        c._timers.cancel(Timer.PERSIST)
+        c._last_send = now
+        c.counters["segments_sent"] += n
+        return n
+
+    def _build(self, n: int, payload: bytes | None) -> None:
+        t0 = self._timer() if self._timer else 0.0
+        built = self.builder.build_into(
+            self.tx_buf, self.tx_offsets, self._tx_caps, n, payload if payload else None
+        )
+        if self._timer:
+            self.c_seconds += self._timer() - t0
+        if built != n:  # pragma: no cover - sizes are computed above
+            self.conn.counters["internal_error"] += 1
+        self.tx_count = n
