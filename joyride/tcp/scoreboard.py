@@ -35,6 +35,7 @@ class SackScoreboard:
     """RFC 6675 scoreboard: SACKed ranges above SND.UNA plus IsLost/SetPipe/NextSeg."""
 
     __slots__ = (
+        "_cum",
         "_his",
         "_los",
         "_una_pos",
@@ -55,6 +56,7 @@ class SackScoreboard:
         self.max_ranges = max_ranges
         self._los: list[int] = []  # unwrapped left edges, ascending
         self._his: list[int] = []  # unwrapped right edges (exclusive)
+        self._cum: list[int] | None = None  # prefix sums of range lengths, lazily built
         self._una_seq = 0
         self._una_pos = 1 << 33  # unwrapped position of _una_seq (never negative)
         self.sacked_bytes = 0
@@ -78,6 +80,7 @@ class SackScoreboard:
         self._una_pos = una
         self._una_seq = int(snd_una)
         los, his = self._los, self._his
+        self._cum = None
         k = bisect.bisect_right(his, una)
         if k:
             self.sacked_bytes -= sum(h - lo for lo, h in zip(los[:k], his[:k], strict=True))
@@ -117,6 +120,7 @@ class SackScoreboard:
 
     def _add(self, lo: int, hi: int) -> int:
         los, his = self._los, self._his
+        self._cum = None
         # Ranges overlapping or touching [lo, hi): from the first with hi' >= lo to
         # the last with lo' <= hi.
         i = bisect.bisect_left(his, lo)
@@ -141,6 +145,7 @@ class SackScoreboard:
         """RFC 6675 §5.1: on RTO the SACK information is discarded."""
         self._los.clear()
         self._his.clear()
+        self._cum = None
         self.sacked_bytes = 0
 
     # -- queries ------------------------------------------------------------------------
@@ -188,16 +193,20 @@ class SackScoreboard:
         lost_below = self._lost_below()
         return lost_below is not None and pos < lost_below and not self._is_sacked_pos(pos)
 
+    def _sacked_below(self, x: int) -> int:
+        """SACKed bytes at positions < x, in O(log n) from cached prefix sums (SetPipe
+        runs once per segment sent during recovery; updates run once per ACK)."""
+        cum = self._cum
+        if cum is None:
+            lengths = (h - lo for lo, h in zip(self._los, self._his, strict=True))
+            cum = self._cum = list(itertools.accumulate(lengths, initial=0))
+        k = bisect.bisect_left(self._los, x)  # ranges starting below x
+        if k and self._his[k - 1] > x:
+            return cum[k - 1] + (x - self._los[k - 1])
+        return cum[k]
+
     def _sacked_between(self, a: int, b: int) -> int:
-        if b <= a:
-            return 0
-        los, his = self._los, self._his
-        total = 0
-        k = max(bisect.bisect_right(los, a) - 1, 0)
-        while k < len(los) and los[k] < b:
-            total += max(0, min(his[k], b) - max(los[k], a))
-            k += 1
-        return total
+        return self._sacked_below(b) - self._sacked_below(a) if b > a else 0
 
     def _unsacked(self, a: int, b: int) -> int:
         return max(b - a, 0) - self._sacked_between(a, b)
