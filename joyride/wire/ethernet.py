@@ -36,6 +36,8 @@ def parse_ethernet(data: bytes | bytearray | memoryview) -> tuple[EthernetHeader
     judge, since Ethernet itself carries anything.
     """
     mv = memoryview(data)
+    if mv.format != "B" or mv.ndim != 1:
+        mv = mv.cast("B")  # e.g. a view of a numpy or array.array buffer of wider items
     if len(mv) < ETH_HLEN:
         raise IntegrityError(Reason.ETH_TRUNCATED, f"{len(mv)} bytes")
     ethertype = int.from_bytes(mv[12:14], "big")

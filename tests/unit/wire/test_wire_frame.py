@@ -191,3 +191,16 @@ def test_mutated_frames_raise_only_parse_errors(data: bytes) -> None:
             # Whatever survives must re-emit to a frame that parses to the same thing.
             again = parse_frame(build_frame(f.eth, f.ip, f.tcp))
             assert (again.eth, again.ip, again.tcp) == (f.eth, f.ip, f.tcp)
+
+
+def test_parse_accepts_any_contiguous_buffer() -> None:
+    import array
+
+    import numpy as np
+
+    expect = parse_frame(LINUX_SYN)
+    assert parse_frame(bytearray(LINUX_SYN)) == expect
+    assert parse_frame(memoryview(LINUX_SYN)) == expect
+    words = np.frombuffer(LINUX_SYN, dtype=np.uint16)  # 74 bytes: 37 words
+    assert parse_frame(memoryview(words)) == expect
+    assert parse_frame(array.array("H", LINUX_SYN)) == expect
