@@ -15,7 +15,7 @@ from joyride.steer.program import (
     PortConflict,
     Steering,
 )
-from joyride.steer.reserve import release, reserve
+from joyride.steer.reservation import release, reserve
 from joyride.steer.xdp import AttachedProgram, InterfaceNotFound, XdpError
 
 __all__ = [

@@ -63,14 +63,19 @@ class Steering:
         bcc = bccenv.load_bcc()
         bccenv.ensure_kernel_headers()
         try:
-            self._bpf: Any = bcc.BPF(text=program_source(),
+            self._bpf: Any = bcc.BPF(text=program_source().encode(),
                                      cflags=[f"-DJR_MAX_QUEUES={max_queues}"])
-            self._fn: Any = self._bpf.load_func(PROG_NAME, bcc.BPF.XDP)
+            self._fn: Any = self._bpf.load_func(PROG_NAME.encode(), bcc.BPF.XDP)
         except Exception as exc:  # BCC raises bare Exception for compile and load errors
             raise EnvironmentProblem(
                 f"BCC could not compile/load the steering program: {exc} "
                 "(check `joyride selfcheck`)") from exc
         self._attached: xdp.AttachedProgram | None = None
+        # BCC wants map names as bytes.
+        self._tables: dict[str, Any] = {
+            name: self._bpf[name.encode()]
+            for name in ("tcp_ports", "udp_ports", "config", "counters", "xsks")
+        }
 
     # -- identity -------------------------------------------------------------------------
 
@@ -166,14 +171,14 @@ class Steering:
             raise PortConflict(
                 f"{proto} port(s) {PortSet(clash)} already steered as "
                 f"{KIND_NAMES.get(owned[clash[0]], '?')}")
-        table = self._bpf[f"{proto}_ports"]
+        table = self._tables[f"{proto}_ports"]
         for port in wanted:
             table[ctypes.c_int(port)] = ctypes.c_uint8(kind)
             owned[port] = kind
 
     def remove_ports(self, ports: Iterable[int], proto: Proto = "tcp") -> None:
         owned = self._ports[proto]
-        table = self._bpf[f"{proto}_ports"]
+        table = self._tables[f"{proto}_ports"]
         for port in PortSet(ports):
             table[ctypes.c_int(port)] = ctypes.c_uint8(0)  # array maps cannot delete
             owned.pop(port, None)
@@ -185,7 +190,7 @@ class Steering:
         """Steer frames of VLAN ``vid`` (1..4094) instead of untagged ones (0)."""
         if not 0 <= vid <= VLAN_MAX:
             raise PortConflict(f"VLAN id {vid} out of range 0..{VLAN_MAX}")
-        self._bpf["config"][ctypes.c_int(0)] = ctypes.c_uint32(vid)
+        self._tables["config"][ctypes.c_int(0)] = ctypes.c_uint32(vid)
 
     # -- sockets ---------------------------------------------------------------------------
 
@@ -194,7 +199,7 @@ class Steering:
         if not 0 <= queue < self.max_queues:
             raise JoyrideError(f"rx queue {queue} beyond the XSKMAP size {self.max_queues}")
         try:
-            self._bpf["xsks"][ctypes.c_int(queue)] = ctypes.c_int(fd)
+            self._tables["xsks"][ctypes.c_int(queue)] = ctypes.c_int(fd)
         except Exception as exc:  # BCC raises bare Exception on a failed map update
             raise EnvironmentProblem(
                 f"registering the AF_XDP socket of queue {queue}: {exc}") from exc
@@ -204,15 +209,19 @@ class Steering:
         if self._sockets.pop(queue, None) is None:
             return
         with contextlib.suppress(KeyError):  # already gone: its socket was closed
-            del self._bpf["xsks"][ctypes.c_int(queue)]
+            del self._tables["xsks"][ctypes.c_int(queue)]
 
     @property
     def queues(self) -> tuple[int, ...]:
         return tuple(sorted(self._sockets))
 
+    def test_run(self, frame: bytes, rx_queue: int = 0) -> int:
+        """Run the program on ``frame`` without a network; return the XDP action."""
+        return xdp.test_run(self.prog_fd, frame, ifindex=self.ifindex, rx_queue=rx_queue)
+
     # -- counters --------------------------------------------------------------------------
 
     def counters(self) -> SteerCounters:
-        table = self._bpf["counters"]
+        table = self._tables["counters"]
         per_cpu = [list(table[ctypes.c_int(i)]) for i in range(len(self._counter_names))]
         return SteerCounters.from_per_cpu(self._counter_names, per_cpu)

@@ -39,6 +39,7 @@ _SYS_BPF: Final = 321  # x86_64
 _BPF_PROG_GET_FD_BY_ID: Final = 13
 _BPF_MAP_GET_FD_BY_ID: Final = 14
 _BPF_OBJ_GET_INFO_BY_FD: Final = 15
+_BPF_PROG_TEST_RUN: Final = 10
 _OBJ_NAME_LEN: Final = 16
 _INFO_BUF: Final = 512  # larger than either info struct; the kernel wants the tail zero
 
@@ -248,3 +249,33 @@ def map_name(map_id: int) -> str:
         return _cstr(info.raw[24:24 + _OBJ_NAME_LEN])  # bpf_map_info.name
     finally:
         os.close(fd)
+
+
+def test_run(prog_fd: int, frame: bytes, *, ifindex: int = 0, rx_queue: int = 0) -> int:
+    """Run an XDP program once on ``frame`` (BPF_PROG_TEST_RUN); return its action.
+
+    The program's maps and counters are the live ones: this is how the parser is
+    exercised on frames no veth would carry (shorter than an Ethernet header).
+    """
+    data = ctypes.create_string_buffer(frame, max(len(frame), 1))
+    # struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    # egress_ifindex. A queue index needs an ingress device (kernel rule).
+    ctx = ctypes.create_string_buffer(
+        b"".join(v.to_bytes(4, "little") for v in (0, len(frame), 0, ifindex, rx_queue, 0)))
+    attr = ctypes.create_string_buffer(80)
+    base = ctypes.addressof(attr)
+
+    def put(offset: int, value: int, size: int) -> None:
+        ctypes.memmove(base + offset, value.to_bytes(size, "little"), size)
+
+    # union bpf_attr, test member: prog_fd@0 retval@4 data_size_in@8 data_size_out@12
+    # data_in@16 data_out@24 repeat@32 duration@36 ctx_size_in@40 ctx_size_out@44
+    # ctx_in@48 ctx_out@56.
+    put(0, prog_fd, 4)
+    put(8, len(frame), 4)
+    put(16, ctypes.addressof(data), 8)
+    put(32, 1, 4)
+    put(40, len(ctx), 4)
+    put(48, ctypes.addressof(ctx), 8)
+    _bpf(_BPF_PROG_TEST_RUN, attr)
+    return int.from_bytes(attr.raw[4:8], "little")

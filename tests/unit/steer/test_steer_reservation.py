@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from joyride.steer.ports import PortSet
-from joyride.steer.reserve import read_reserved, release, reserve
+from joyride.steer.reservation import read_reserved, release, reserve
 
 
 def _sysctl(tmp_path: Path, value: str) -> Path:
