@@ -52,6 +52,10 @@ class _Base:
         self.cwnd = self._iw()
         self.ssthresh = INITIAL_SSTHRESH
         self.in_recovery = False
+        # RFC 3465 §2.2: L = 2*SMSS in slow start, but 1*SMSS in the slow start that
+        # follows a retransmission timeout (an ACK then may cover segments that were
+        # sent long ago, not a burst the network just absorbed).
+        self._abc_limit = ABC_LIMIT
         # Until the window first changes, a new MSS (negotiated in the handshake)
         # recomputes the initial window instead of keeping one sized for a guess.
         self._pristine = True
@@ -73,10 +77,12 @@ class _Base:
         Returns the acknowledged bytes left over once cwnd reaches ssthresh, which
         belong to congestion avoidance (as Linux's tcp_slow_start).
         """
-        inc = min(acked, ABC_LIMIT * self.mss)
+        inc = min(acked, self._abc_limit * self.mss)
         new = min(self.cwnd + inc, max(self.ssthresh, self.cwnd))
         used = new - self.cwnd
         self.cwnd = new
+        if self.cwnd >= self.ssthresh:
+            self._abc_limit = ABC_LIMIT
         # Bytes beyond the ABC limit are not credited anywhere (RFC 3465 §2.2).
         return inc - used if self.cwnd >= self.ssthresh else 0
 
@@ -151,6 +157,7 @@ class NewReno(_Base):
         self._pristine = False
         self.ssthresh = self._loss_ssthresh(flight_size)
         self.cwnd = self.mss
+        self._abc_limit = 1
         self._bytes_acked = 0
         self.in_recovery = False
 
@@ -279,6 +286,7 @@ class Cubic(_Base):
         self._reduce(flight_size)
         self.w_max = 0.0
         self.cwnd = self.mss
+        self._abc_limit = 1
         self.in_recovery = False
 
     def on_idle(self, now: float, rto: float) -> None:

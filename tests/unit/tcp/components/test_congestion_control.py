@@ -142,6 +142,21 @@ def test_rto_loss_window() -> None:
     assert cc.cwnd == MSS
 
 
+@pytest.mark.parametrize("name", ["newreno", "cubic"])
+def test_abc_limit_is_one_smss_after_rto(name: str) -> None:
+    # RFC 3465 §2.2: L = 1*SMSS in slow start after an RTO, 2*SMSS again afterwards.
+    cc = make_congestion_control(name, MSS)
+    cc.on_rto(1.0, 20 * MSS)
+    cc.on_ack(1.1, 3 * MSS, 0.1, MSS)
+    assert cc.cwnd == 2 * MSS
+    while cc.cwnd < cc.ssthresh:
+        cc.on_ack(1.2, MSS, 0.1, cc.cwnd)
+    cc.ssthresh = INITIAL_SSTHRESH  # a fresh slow start (e.g. after idle)
+    before = cc.cwnd
+    cc.on_ack(1.3, 3 * MSS, 0.1, cc.cwnd)
+    assert cc.cwnd == before + 2 * MSS
+
+
 def test_idle_restart_window() -> None:
     # RFC 5681 §4.1: cwnd = min(IW, cwnd) after idle > RTO; RFC 2861 §3 keeps 3/4
     # of the old window in ssthresh.
