@@ -88,7 +88,9 @@ class Reassembler:
                 self._buffered -= behind
                 return
 
-    def insert(self, seq: Seq, data: bytes, rcv_nxt: Seq, rcv_wnd: int) -> int:
+    def insert(
+        self, seq: Seq, data: bytes | bytearray | memoryview, rcv_nxt: Seq, rcv_wnd: int
+    ) -> int:
         """Store ``data`` (which starts at ``seq``); return how many bytes were new."""
         nxt = int(rcv_nxt)
         self._prune(nxt)

@@ -23,6 +23,15 @@ def test_in_order_pop() -> None:
     assert r.buffered == 0 and r.pop_ready(BASE + 5) == b""
 
 
+def test_accepts_memoryview_payloads() -> None:
+    r = Reassembler(1000)
+    frame = bytearray(b"HDRpayload")
+    assert r.insert(BASE + 3, memoryview(frame)[3:], BASE, 100) == 7
+    frame[:] = b"xxxxxxxxxx"  # the store must own a copy, not a view of the frame
+    r.insert(BASE, b"abc", BASE, 100)
+    assert r.pop_ready(BASE) == b"abcpayload"
+
+
 def test_hole_then_fill() -> None:
     r = Reassembler(1000)
     assert r.insert(BASE + 5, b"world", BASE, 100) == 5
