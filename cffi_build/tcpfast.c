@@ -94,3 +94,40 @@ uint32_t tcpfast_rx(struct tcpfast_state *s, const void *recs, uint32_t first, u
     }
     return i;
 }
+
+void tcpfast_fill_data(void *segs, uint32_t n, uint32_t seq0, uint32_t mss, uint32_t ack,
+                       uint16_t window, uint8_t flags, uint8_t last_flags, uint8_t has_ts,
+                       uint32_t tsval, uint32_t tsecr)
+{
+    struct wire_seg *w = (struct wire_seg *)segs;
+    for (uint32_t i = 0; i < n; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].payload_off = (uint64_t)i * mss;
+        w[i].payload_len = mss;
+        w[i].seq = seq0 + i * mss;
+        w[i].ack = ack;
+        w[i].window = window;
+        w[i].flags = (i + 1 == n) ? last_flags : flags;
+        w[i].has_ts = has_ts;
+        w[i].tsval = tsval;
+        w[i].tsecr = tsecr;
+    }
+}
+
+void tcpfast_fill_acks(void *segs, uint32_t n, const uint32_t *ack_points, uint32_t seq,
+                       uint32_t rcv_edge, uint8_t rcv_shift, uint8_t has_ts, uint32_t tsval,
+                       uint32_t tsecr)
+{
+    struct wire_seg *w = (struct wire_seg *)segs;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t wnd = (rcv_edge - ack_points[i]) >> rcv_shift;
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].seq = seq;
+        w[i].ack = ack_points[i];
+        w[i].window = (uint16_t)(wnd > 0xFFFF ? 0xFFFF : wnd);
+        w[i].flags = TCP_FLAG_ACK;
+        w[i].has_ts = has_ts;
+        w[i].tsval = tsval;
+        w[i].tsecr = tsecr;
+    }
+}

@@ -58,7 +58,7 @@ def establish(cfg: TcpConfig) -> tuple[TcpConnection, TcpConnection]:
 
 def run(seconds: float, batch: int, verify: bool) -> dict[str, object]:
     cfg = TcpConfig(
-        send_buffer=8 << 20, receive_buffer=4 << 20, receive_buffer_max=4 << 20,
+        send_buffer=1 << 20, receive_buffer=4 << 20, receive_buffer_max=4 << 20,
         congestion_control="cubic",
     )
     a, b = establish(cfg)
@@ -69,7 +69,7 @@ def run(seconds: float, batch: int, verify: bool) -> dict[str, object]:
                   capacity=batch, timer=clock)
     pa = BatchParser(batch, verify_checksums=cfg.verify_checksum)
     pb = BatchParser(batch, verify_checksums=cfg.verify_checksum)
-    chunk = os.urandom(1 << 20)
+    chunk = os.urandom(256 << 10)
     sent_hash, recv_hash = hashlib.sha256(), hashlib.sha256()
     now = 1.0
     data_segs = ack_segs = slow_data = slow_acks = 0
@@ -82,14 +82,14 @@ def run(seconds: float, batch: int, verify: bool) -> dict[str, object]:
         iterations += 1
         if iterations % 64 == 0 and clock() >= deadline:
             break
-        while a.send_queue < (6 << 20):
+        while a.send_queue < (512 << 10):
             a.send(chunk)
             if verify:
                 sent_hash.update(chunk)
         n = fa.send_batch(now)
         if n:
             t0 = clock()
-            pb.parse_descriptors(fa.tx_buf, fa.tx_offsets, fa.tx_lengths, n)
+            pb.parse_descriptors(fa.tx_base_c, fa.tx_offsets_c, fa.tx_lengths, n)
             parse_c += clock() - t0
             fb.receive_batch(pb, fa.tx_buf, fa.tx_offsets, now)
             data_segs += n
@@ -105,7 +105,7 @@ def run(seconds: float, batch: int, verify: bool) -> dict[str, object]:
         k = fb.tx_count
         if k:
             t0 = clock()
-            pa.parse_descriptors(fb.tx_buf, fb.tx_offsets, fb.tx_lengths, k)
+            pa.parse_descriptors(fb.tx_base_c, fb.tx_offsets_c, fb.tx_lengths, k)
             parse_c += clock() - t0
             fa.receive_batch(pa, fb.tx_buf, fb.tx_offsets, now)
             ack_segs += k

@@ -69,6 +69,16 @@ def rst_for(seg: TcpSegment) -> TcpSegment | None:
     )
 
 
+def cwnd_limited(flight_size: int, cwnd: int) -> bool:
+    """Whether the window was what held the sender back, so an ACK may grow it.
+
+    RFC 7661 §4.3 / RFC 9438 §5.8: a sender that does not use its window (limited by
+    the application or the receiver) must not keep growing it, or cwnd ends up
+    meaningless. Linux's tcp_is_cwnd_limited uses the same "at least half used" test.
+    """
+    return 2 * flight_size >= cwnd
+
+
 def ts_clock(now: float, offset: int) -> int:
     """RFC 7323 §5.4 timestamp clock: 1 ms ticks plus a per-connection random offset
     (RFC 7323 §7.1) so that TSvals leak neither uptime nor cross-connection order."""
@@ -1144,7 +1154,8 @@ class TcpConnection:
 
         if acked > 0:
             self._dupacks = 0
-            cc.on_ack(now, acked, self._last_rtt, flight_before)
+            if cwnd_limited(flight_before, cc.cwnd):
+                cc.on_ack(now, acked, self._last_rtt, flight_before)
         elif dupack or (self._sack_ok and sacked_new > 0 and acked == 0):
             self._dupacks += 1
         else:

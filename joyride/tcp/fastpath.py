@@ -32,10 +32,11 @@ from typing import Any, Final
 
 import numpy as np
 
-from joyride.tcp.connection import TcpConnection, ts_clock
+from joyride.tcp.connection import TcpConnection, cwnd_limited, ts_clock
 from joyride.tcp.rtt import RttEstimator
 from joyride.tcp.state import RECEIVING_STATES, TcpEvent, TcpState
 from joyride.tcp.timers import Timer
+from joyride.wire._native import ffi as wire_ffi
 from joyride.wire.batch import BatchBuilder, BatchParser, FrameTemplate
 from joyride.wire.errors import ParseError
 from joyride.wire.seq import MASK, Seq
@@ -103,10 +104,16 @@ class FastPath:
         self._ack_points = np.zeros(capacity, dtype=np.uint32)
         self._ack_ptr = _ptr("uint32_t *", self._ack_points)
         self.builder = BatchBuilder(template, capacity)
+        self._segs_ptr = _ptr("void *", self.builder.segs)
         self.tx_buf = bytearray(capacity * _MAX_FRAME)
         self.tx_offsets = np.arange(capacity, dtype=np.uint64) * _MAX_FRAME
         self._tx_caps = np.full(capacity, _MAX_FRAME, dtype=np.uint32)
-        self._ramp = np.arange(capacity, dtype=np.uint64)
+        # The same memory as pointers of the wire module's ffi, so neither our builds
+        # nor a peer's parse_descriptors convert them per call.
+        self.tx_base_c = wire_ffi.from_buffer("uint8_t[]", self.tx_buf)
+        self.tx_offsets_c = wire_ffi.from_buffer("uint64_t[]", self.tx_offsets)
+        self._tx_caps_c = wire_ffi.from_buffer("uint32_t[]", self._tx_caps)
+        self._ptr_cache: dict[int, tuple[Any, Any]] = {}
         self.tx_count = 0  # frames of the last build in tx_buf
         self.fast_segments = 0
         self.slow_segments = 0
@@ -147,9 +154,9 @@ class FastPath:
         stop = parser.n if stop is None else stop
         if stop - start > self.capacity:
             raise ValueError(f"batch of {stop - start} exceeds capacity {self.capacity}")
-        recs = _ptr("void *", parser.out)
-        base_ptr = _ptr("uint8_t *", base)
-        offs_ptr = _ptr("uint64_t *", offsets)
+        recs = self._cached_ptr("void *", parser.out)
+        base_ptr = self._cached_ptr("uint8_t *", base)
+        offs_ptr = self._cached_ptr("uint64_t *", offsets)
         st = self._st
         i = start
         fast = 0
@@ -179,6 +186,18 @@ class FastPath:
         self.fast_segments += fast
         self._build_acks(acks, now)
         return fast
+
+    def _cached_ptr(self, ctype: str, obj: Any) -> Any:
+        """``_ptr`` memoised per object; the cache holds the object itself, so an id
+        cannot be reused while its entry lives, and it is bounded."""
+        hit = self._ptr_cache.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        p = _ptr(ctype, obj)
+        if len(self._ptr_cache) >= 16:
+            self._ptr_cache.clear()
+        self._ptr_cache[id(obj)] = (obj, p)
+        return p
 
     def _sync_in(self) -> None:
         c, st = self.conn, self._st
@@ -286,7 +305,9 @@ class FastPath:
         # call for the batch is equivalent.
         cc = c._cc
         acked, n = int(st.acked), max(int(st.ack_segs), 1)
-        if cc.cwnd < cc.ssthresh and n > 1:
+        if not cwnd_limited(flight_before, cc.cwnd):
+            pass  # RFC 7661 §4.3: no growth for a window that was not used
+        elif cc.cwnd < cc.ssthresh and n > 1:
             share = acked // n
             for k in range(n):
                 part = share if k < n - 1 else acked - share * (n - 1)
@@ -306,24 +327,12 @@ class FastPath:
         c._advertise_window()  # moves the right edge for the newest RCV.NXT
         shift = c._rcv_shift
         edge = int(c._rcv_adv)
-        sp = self.builder.specs[:k]
-        points = self._ack_points[:k]
-        sp["payload_off"] = 0
-        sp["payload_len"] = 0
-        sp["seq"] = int(c._snd_nxt)
-        sp["ack"] = points
-        # The same right edge seen from each ACK point: never a shrinking window.
-        sp["window"] = np.minimum(
-            ((np.uint64(edge) - points.astype(np.uint64)) & np.uint64(MASK)) >> np.uint64(shift),
-            np.uint64(0xFFFF),
+        lib.tcpfast_fill_acks(
+            self._segs_ptr, k, self._ack_ptr, int(c._snd_nxt), edge, shift,
+            1 if c._ts_ok else 0,
+            ts_clock(now, c._ts_offset) if c._ts_ok else 0,
+            c._ts_recent if c._ts_ok else 0,
         )
-        sp["flags"] = _ACK
-        sp["ip_id"] = 0
-        sp["sack_count"] = 0
-        sp["has_ts"] = 1 if c._ts_ok else 0
-        if c._ts_ok:
-            sp["tsval"] = ts_clock(now, c._ts_offset)
-            sp["tsecr"] = c._ts_recent
         self._build(k, None)
         c.counters["segments_sent"] += k
         c._last_send = now
@@ -354,24 +363,15 @@ class FastPath:
         if c._idle_restart_due(now):
             return 0  # the slow path applies the RFC 5681 §4.1 restart window
         payload = c._send_buf.peek(offset, n * mss)
-        sp = self.builder.specs[:n]
-        ramp = self._ramp[:n] * np.uint64(mss)
-        sp["payload_off"] = ramp
-        sp["payload_len"] = mss
-        sp["seq"] = (np.uint64(int(c._snd_nxt)) + ramp) & np.uint64(MASK)
         c._ack_now = False
         window = c._advertise_window()
-        sp["ack"] = int(c._rcv_nxt)
-        sp["window"] = window
-        sp["flags"] = _ACK
-        if offset + n * mss == len(c._send_buf):
-            sp["flags"][n - 1] = _ACK_PSH
-        sp["ip_id"] = 0
-        sp["sack_count"] = 0
-        sp["has_ts"] = 1 if c._ts_ok else 0
-        if c._ts_ok:
-            sp["tsval"] = ts_clock(now, c._ts_offset)
-            sp["tsecr"] = c._ts_recent
+        last = _ACK_PSH if offset + n * mss == len(c._send_buf) else _ACK
+        lib.tcpfast_fill_data(
+            self._segs_ptr, n, int(c._snd_nxt), mss, int(c._rcv_nxt), window, _ACK, last,
+            1 if c._ts_ok else 0,
+            ts_clock(now, c._ts_offset) if c._ts_ok else 0,
+            c._ts_recent if c._ts_ok else 0,
+        )
         self._build(n, payload)
         end = c._snd_nxt + n * mss
         if c._rtt_seq is None:
@@ -389,7 +389,7 @@ class FastPath:
     def _build(self, n: int, payload: bytes | None) -> None:
         t0 = self._timer() if self._timer else 0.0
         built = self.builder.build_into(
-            self.tx_buf, self.tx_offsets, self._tx_caps, n, payload if payload else None
+            self.tx_base_c, self.tx_offsets_c, self._tx_caps_c, n, payload if payload else None
         )
         if self._timer:
             self.c_seconds += self._timer() - t0
