@@ -31,7 +31,8 @@ def active_rx_queues(ifname: str) -> int:
 def _ethtool_channels(ifname: str) -> int | None:
     # struct ethtool_channels: cmd, max_rx, max_tx, max_other, max_combined,
     # rx_count, tx_count, other_count, combined_count (all __u32).
-    buf = ctypes.create_string_buffer(struct.pack("9I", ETHTOOL_GCHANNELS, *([0] * 8)))
+    request = struct.pack("9I", ETHTOOL_GCHANNELS, *([0] * 8))
+    buf = ctypes.create_string_buffer(request, len(request))
     ifreq = struct.pack(f"{_IFNAMSIZ}sP", ifname.encode(), ctypes.addressof(buf))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         try:

@@ -9,12 +9,11 @@ kernel never sees them, so a peer sees no answer, exactly as from a busy server.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from joyride.errors import EnvironmentProblem, JoyrideError
+from joyride.errors import EnvironmentProblem, PrivilegeError
 
 BATCH: Final = 64  # frames per recv: amortises the ring bookkeeping
 
@@ -28,6 +27,7 @@ class FrameSink(Protocol):
 @dataclass
 class QueueCounters:
     rx_frames: int = 0
+    rx_bytes: int = 0
     rx_batches: int = 0
     rx_unclaimed: int = 0  # frames no sink took (no engine attached)
 
@@ -37,20 +37,19 @@ class QueueSocket:
 
     def __init__(self, ifname: str, queue: int, mode: str) -> None:
         try:
-            xsk: Any = importlib.import_module("xsk")
-        except ImportError as exc:
-            raise EnvironmentProblem(f"the AF_XDP package `xsk` is unavailable: {exc}") from exc
-        if not hasattr(xsk, "Socket"):
-            raise EnvironmentProblem("the AF_XDP package `xsk` has no Socket (not built yet?)")
+            import xsk
+        except ImportError as exc:  # its cffi extension is built at install time
+            raise EnvironmentProblem(f"the AF_XDP package `xsk` is unusable: {exc} "
+                                     "(reinstall Joyride to rebuild it)") from exc
         self.queue = queue
         self.counters = QueueCounters()
         try:
-            self._sock: Any = xsk.Socket(ifname, queue, mode=mode)
+            self._sock = xsk.Socket(ifname, queue, mode="skb" if mode == "skb" else "native")
+        except xsk.XskPermissionError as exc:
+            raise PrivilegeError(f"AF_XDP on {ifname} needs root: {exc}") from exc
         except xsk.XskError as exc:
             raise EnvironmentProblem(
                 f"opening the AF_XDP socket for {ifname} queue {queue}: {exc}") from exc
-        except PermissionError as exc:
-            raise JoyrideError(f"AF_XDP on {ifname} needs root: {exc}") from exc
 
     def fileno(self) -> int:
         return int(self._sock.fileno())
@@ -59,11 +58,12 @@ class QueueSocket:
         """Receive up to ``limit`` batches; return the number of frames taken."""
         total = 0
         for _ in range(limit):
-            batch = self._sock.recv(BATCH)
+            batch = self._sock.recv(BATCH, timeout=0)  # the loop's poll already waited
             n = len(batch)
             if n == 0:
                 break
             self.counters.rx_frames += n
+            self.counters.rx_bytes += int(batch.lens.sum())
             self.counters.rx_batches += 1
             total += n
             try:
@@ -78,12 +78,11 @@ class QueueSocket:
     def statistics(self) -> dict[str, int]:
         out = {
             "rx_frames": self.counters.rx_frames,
+            "rx_bytes": self.counters.rx_bytes,
             "rx_batches": self.counters.rx_batches,
             "rx_unclaimed": self.counters.rx_unclaimed,
         }
-        raw = self._sock.statistics()
-        items = raw.items() if isinstance(raw, dict) else vars(raw).items()
-        out.update({f"xsk_{k}": int(v) for k, v in items if isinstance(v, int)})
+        out.update({f"xsk_{k}": int(v) for k, v in self._sock.statistics().items()})
         return out
 
     def close(self) -> None:
