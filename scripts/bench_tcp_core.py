@@ -69,7 +69,7 @@ def run(seconds: float, batch: int, verify: bool) -> dict[str, object]:
                   capacity=batch, timer=clock)
     pa = BatchParser(batch, verify_checksums=cfg.verify_checksum)
     pb = BatchParser(batch, verify_checksums=cfg.verify_checksum)
-    chunk = os.urandom(256 << 10)
+    chunk = os.urandom(128 << 10)
     sent_hash, recv_hash = hashlib.sha256(), hashlib.sha256()
     now = 1.0
     data_segs = ack_segs = slow_data = slow_acks = 0
@@ -82,7 +82,7 @@ def run(seconds: float, batch: int, verify: bool) -> dict[str, object]:
         iterations += 1
         if iterations % 64 == 0 and clock() >= deadline:
             break
-        while a.send_queue < (512 << 10):
+        while a.send_queue < (256 << 10):
             a.send(chunk)
             if verify:
                 sent_hash.update(chunk)
