@@ -9,17 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from steer_cli import pin_neighbours
 from steer_frames import Endpoints, mac_bytes
 
 from joyride.steer import Steering
 from joyride.testbed import Testbed
-
-
-def pin_neighbours(bed: Testbed) -> None:
-    """Static ARP entries both ways: no ARP chatter to pollute exact counter checks."""
-    for here, there in ((bed.joy, bed.peer), (bed.peer, bed.joy)):
-        here.run("ip", "neigh", "replace", there.ip, "lladdr", there.mac, "nud", "permanent",
-                 "dev", here.ifname)
 
 
 @pytest.fixture(scope="module")

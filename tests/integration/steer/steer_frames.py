@@ -68,6 +68,9 @@ class Endpoints:
     def udp_frame(self, dport: int) -> bytes:
         return self.eth(ETH_P_IP) + self.ipv4(IPPROTO_UDP, self.udp(dport))
 
+    def ip_frame(self, proto: int, l4: bytes, **ip: int) -> bytes:
+        return self.eth(ETH_P_IP) + self.ipv4(proto, l4, **ip)
+
 
 def send_raw(ifname: str, frames: list[bytes]) -> None:
     """Send frames as-is from the calling thread's namespace (AF_PACKET, no checks)."""

@@ -1,0 +1,132 @@
+"""Detach, crash (SIGKILL) and recovery: the kernel always gets the traffic back.
+
+Each test has its own bed: these tests kill services and check that nothing is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from steer_cli import JOYRIDE, cli, one_line_error, status, wait_for
+
+from joyride.steer import xdp
+from joyride.testbed import Node, Testbed
+
+pytestmark = pytest.mark.integration
+
+PORT = 8080
+NO_LISTENER_PORT = 8090
+RESERVED = "/proc/sys/net/ipv4/ip_local_reserved_ports"
+
+
+def curl(peer: Node, joy: Node, port: int, timeout: float = 1.5) -> int:
+    """curl's exit status: 0 served, 7 refused (RST), 28 timed out (nobody answered)."""
+    return peer.run("curl", "-s", "-o", "/dev/null", "-m", str(timeout),
+                    f"http://{joy.ip}:{port}/", check=False, timeout=30).returncode
+
+
+def kernel_server(joy: Node, port: int) -> subprocess.Popen[bytes]:
+    return joy.popen("python3", "-m", "http.server", str(port), "--bind", joy.ip,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_served(peer: Node, joy: Node, port: int) -> None:
+    wait_for(lambda: curl(peer, joy, port) == 0, timeout=10, what=f"kernel server :{port}")
+
+
+def assert_nothing_left(bed: Testbed, prog_id: int, map_ids: list[int],
+                        reserved_before: str) -> None:
+    with bed.joy.inside():
+        assert xdp.query(xdp.ifindex(bed.joy.ifname)) is None
+    wait_for(lambda: not xdp.prog_exists(prog_id), what=f"program {prog_id} freed")
+    wait_for(lambda: not any(xdp.map_exists(m) for m in map_ids), what="maps freed")
+    reserved = bed.joy.run("cat", RESERVED).stdout.decode().strip()
+    assert reserved == reserved_before
+    assert "xdp" not in bed.joy.run("ip", "link", "show", bed.joy.ifname).stdout.decode()
+    with bed.joy.inside():
+        inode = os.stat("/proc/thread-self/ns/net").st_ino
+    assert not Path(f"/run/joyride/net{inode}/{bed.joy.ifname}").exists()
+
+
+def test_detach_restores_kernel_delivery_and_leaves_nothing(testbed: Testbed) -> None:
+    joy, peer = testbed.joy, testbed.peer
+    joy.sysctl("net.ipv4.ip_local_reserved_ports", "5000,60500")
+    kernel_server(joy, PORT)
+    wait_served(peer, joy, PORT)
+    cli(joy, "attach", joy.ifname, "--ports", str(PORT))
+    entry = status(joy, joy.ifname)
+    prog_id, map_ids = entry["program"]["id"], entry["program"]["map_ids"]
+    assert len(map_ids) == 5
+    reserved = joy.run("cat", RESERVED).stdout.decode().strip()
+    assert reserved == "5000,60000-60999"
+    assert curl(peer, joy, PORT) == 28  # steered to Joyride: the kernel server never sees it
+
+    out = cli(joy, "detach", joy.ifname)
+    assert f"detached {joy.ifname}" in out.stdout
+    assert curl(peer, joy, PORT) == 0
+    # 60500 was reserved before Joyride came and stays reserved after it left.
+    assert_nothing_left(testbed, prog_id, map_ids, "5000,60500")
+
+
+def test_sigkill_fails_open_then_attach_recovers_and_detach_cleans_up(
+        testbed: Testbed) -> None:
+    joy, peer = testbed.joy, testbed.peer
+    reserved_before = joy.run("cat", RESERVED).stdout.decode().strip()
+    kernel_server(joy, PORT)
+    wait_served(peer, joy, PORT)
+    cli(joy, "attach", joy.ifname, "--ports", f"{PORT},{NO_LISTENER_PORT}")
+    assert curl(peer, joy, PORT) == 28
+
+    first = status(joy, joy.ifname)
+    os.kill(first["service"]["pid"], signal.SIGKILL)
+    wait_for(lambda: status(joy, joy.ifname)["state"] == "dead", what="service dead")
+    # Fail-open: the program stays, its XSKMAP is empty, the kernel answers again...
+    assert status(joy, joy.ifname)["program"]["id"] == first["program"]["id"]
+    assert curl(peer, joy, PORT) == 0
+    # ...and a port with no kernel listener is refused (RST), not black-holed.
+    started = time.monotonic()
+    assert curl(peer, joy, NO_LISTENER_PORT, timeout=5) == 7
+    assert time.monotonic() - started < 3
+    out = cli(joy, "status", joy.ifname, check=False)
+    assert out.returncode == 3 and "died" in out.stdout
+
+    # Attach recovers: the stale program is replaced, the reservation redone once.
+    out = cli(joy, "attach", joy.ifname, "--ports", str(PORT))
+    assert "cleaned up after a Joyride service that died" in out.stderr
+    second = status(joy, joy.ifname)
+    assert second["state"] == "running"
+    assert second["program"]["id"] != first["program"]["id"]
+    assert not xdp.prog_exists(first["program"]["id"])
+    assert curl(peer, joy, PORT) == 28
+    assert curl(peer, joy, NO_LISTENER_PORT, timeout=5) == 7  # no longer steered
+
+    # Crash again; detach then removes the stale program, reservation and state.
+    os.kill(second["service"]["pid"], signal.SIGKILL)
+    wait_for(lambda: status(joy, joy.ifname)["state"] == "dead", what="service dead")
+    out = cli(joy, "detach", joy.ifname)
+    assert f"removed stale steering program id {second['program']['id']}" in out.stdout
+    assert curl(peer, joy, PORT) == 0
+    assert_nothing_left(testbed, second["program"]["id"], second["program"]["map_ids"],
+                        reserved_before)
+    assert "not attached" in one_line_error(cli(joy, "detach", joy.ifname, check=False))
+
+
+def test_foreground_service_stops_cleanly_on_sigterm(testbed: Testbed) -> None:
+    joy = testbed.joy
+    reserved_before = joy.run("cat", RESERVED).stdout.decode().strip()
+    proc = joy.popen(JOYRIDE, "attach", joy.ifname, "--ports", str(PORT), "--foreground",
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    assert "attached to" in line and "foreground" in line
+    entry = status(joy, joy.ifname)
+    assert entry["state"] == "running"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert_nothing_left(testbed, entry["program"]["id"], entry["program"]["map_ids"],
+                        reserved_before)
