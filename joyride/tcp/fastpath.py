@@ -44,7 +44,11 @@ from joyride.wire.tcp import TcpFlags
 
 _ACK: Final = int(TcpFlags.ACK)
 _ACK_PSH: Final = int(TcpFlags.ACK | TcpFlags.PSH)
-_FAST_ACK_STATES: Final = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT})
+# Our FIN may be queued (FIN-WAIT-1, LAST-ACK) as long as it has not been sent: ACKs
+# then cannot cover it, so no state transition can hide in a predicted ACK.
+_FAST_ACK_STATES: Final = frozenset(
+    {TcpState.ESTABLISHED, TcpState.CLOSE_WAIT, TcpState.FIN_WAIT_1, TcpState.LAST_ACK}
+)
 _MAX_FRAME: Final = 18 + 60 + 60 + 65535  # Ethernet+VLAN, IPv4 and TCP headers, payload
 BUILD_HINT: Final = "build it with `python cffi_build/tcpfast_build.py` or `pip install -e .`"
 
@@ -199,6 +203,10 @@ class FastPath:
         self._ptr_cache[id(obj)] = (obj, p)
         return p
 
+    def _fin_unsent(self) -> bool:
+        fin = self.conn._fin_seq
+        return fin is None or self.conn._snd_max <= fin
+
     def _sync_in(self) -> None:
         c, st = self.conn, self._st
         st.rcv_nxt = int(c._rcv_nxt)
@@ -226,7 +234,7 @@ class FastPath:
         )
         st.ack_ok = (
             state in _FAST_ACK_STATES
-            and c._fin_seq is None
+            and self._fin_unsent()
             and not c._in_recovery
             and c._dupacks == 0
             and c._snd_nxt == c._snd_max
@@ -350,13 +358,15 @@ class FastPath:
             or c._in_recovery
             or c._rexmit_head
             or c._snd_nxt != c._snd_max
-            or c._fin_seq is not None
+            or not self._fin_unsent()
             or c._probe_end is not None
         ):
             return 0
         mss = c._smss
         offset = c._snd_nxt - c._buf_seq
         avail = len(c._send_buf) - offset
+        if c._fin_seq is not None:
+            avail -= 1  # the segment carrying the last byte also carries the FIN: slow path
         n = min(limit, avail // mss, max(c._usable_window(), 0) // mss)
         if n <= 0:
             return 0

@@ -1,0 +1,265 @@
+"""The compiled fast path (header prediction, VJ 1990) must agree with the Python
+state machine: same bytes delivered, same sequence state, same drops, in the same order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from itertools import accumulate
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tcp_helpers import (
+    ACK,
+    FIN,
+    IRS,
+    ISS,
+    LOCAL_IP,
+    LOCAL_PORT,
+    PSH,
+    REMOTE_IP,
+    REMOTE_PORT,
+    RST,
+    SYN,
+    established,
+    out,
+    plain_config,
+    seg,
+)
+
+from joyride.tcp import fastpath
+from joyride.tcp.config import TcpConfig
+from joyride.tcp.connection import TcpConnection
+from joyride.tcp.state import TcpState
+from joyride.wire.batch import BatchBuilder, BatchParser, FrameTemplate
+from joyride.wire.tcp import TcpOptions, TcpSegment
+
+pytestmark = pytest.mark.skipif(not fastpath.available(), reason=fastpath.BUILD_HINT)
+
+L_MAC, R_MAC = bytes([2, 0, 0, 0, 0, 1]), bytes([2, 0, 0, 0, 0, 2])
+TO_LOCAL = FrameTemplate(R_MAC, L_MAC, REMOTE_IP, LOCAL_IP, REMOTE_PORT, LOCAL_PORT)
+FROM_LOCAL = FrameTemplate(L_MAC, R_MAC, LOCAL_IP, REMOTE_IP, LOCAL_PORT, REMOTE_PORT)
+
+
+class Batch:
+    """Frames for ``segs`` in one buffer, parsed by the wire batch parser."""
+
+    def __init__(self, segs: list[TcpSegment], corrupt: frozenset[int] = frozenset()) -> None:
+        frames = BatchBuilder(TO_LOCAL, max(len(segs), 1)).build(segs)
+        frames = [
+            f[:-1] + bytes([f[-1] ^ 0xFF]) if i in corrupt and len(f) > 54 else f
+            for i, f in enumerate(frames)
+        ]
+        self.blob = b"".join(frames)
+        lens = [len(f) for f in frames]
+        self.offsets = np.array([0, *accumulate(lens[:-1])] if lens else [], dtype=np.uint64)
+        self.lengths = np.array(lens, dtype=np.uint32)
+        self.parser = BatchParser(max(len(segs), 1))
+        self.parser.parse_descriptors(self.blob, self.offsets, self.lengths, len(segs))
+
+
+def _slow(conn: TcpConnection, batch: Batch, now: float) -> None:
+    for i in range(batch.parser.n):
+        err = batch.parser.error(i)
+        if err is not None:
+            conn.counters[f"drop_{err.reason}"] += 1
+            continue
+        conn.receive(batch.parser.frame(i).tcp, now)
+
+
+def _observable(conn: TcpConnection) -> tuple[object, ...]:
+    drops = {k: v for k, v in conn.counters.items() if k.startswith("drop_")}
+    return (
+        conn.state, conn.rcv_nxt, conn.snd_una, conn.send_window, conn.recv(-1),
+        conn.eof, conn._ts_recent, conn.send_queue, drops,
+    )
+
+
+def _pair(cfg: TcpConfig, peer: TcpOptions | None = None) -> tuple[TcpConnection, TcpConnection]:
+    return established(cfg, peer_options=peer), established(cfg, peer_options=peer)
+
+
+def test_in_order_data_takes_the_fast_path_and_owes_acks_rfc5681_4_2() -> None:
+    conn = established()
+    fp = fastpath.FastPath(conn, FROM_LOCAL, capacity=16)
+    segs = [seg(IRS + 1 + i * 1000, ISS + 1, ACK, bytes([i]) * 1000) for i in range(8)]
+    b = Batch(segs)
+    assert fp.receive_batch(b.parser, b.blob, b.offsets, 1.0) == 8
+    assert conn.recv() == b"".join(bytes([i]) * 1000 for i in range(8))
+    assert conn.rcv_nxt == IRS + 8001
+    # An ACK once 2 * rcv_mss (2 * 1460) bytes are unacknowledged, built by the wire
+    # builder; the last 2000 bytes wait for the delayed-ACK timer.
+    acks = BatchParser(16)
+    acks.parse(fp.tx_frames())
+    assert [int(acks.frame(i).tcp.ack) - int(IRS) for i in range(fp.tx_count)] == [3001, 6001]
+    assert all(acks.frame(i).tcp.flags == ACK for i in range(fp.tx_count))
+    assert conn.poll_at() == 1.0 + conn.config.delayed_ack_timeout
+    conn.on_timer(1.04)
+    assert [s.ack for s in out(conn, 1.04)] == [IRS + 8001]
+
+
+def test_batch_with_exceptions_matches_the_slow_path_in_order() -> None:
+    cfg = plain_config(sack=True)
+    peer = TcpOptions(mss=1460, sack_permitted=True)
+    a, b = _pair(cfg, peer)
+    a.send(b"s" * 3000)
+    b.send(b"s" * 3000)
+    out(a, 0.5)
+    out(b, 0.5)
+    segs = [
+        seg(IRS + 1, ISS + 1, ACK, b"a" * 500),
+        seg(IRS + 501, ISS + 1461, ACK | PSH, b"b" * 500),  # data + ACK advance
+        seg(IRS + 2001, ISS + 1461, ACK, b"d" * 500),  # out of order: slow path
+        seg(IRS + 1001, ISS + 1461, ACK, b"c" * 1000),  # fills the hole
+        seg(IRS + 2501, ISS + 1461, ACK, b"e" * 100),
+        seg(IRS + 5, 0, RST),  # in-window RST not at RCV.NXT: challenge
+        seg(IRS + 2601, ISS + 2921, ACK),  # pure ACK
+        seg(IRS + 2601, ISS + 2921, ACK),  # duplicate ACK: slow path
+        seg(IRS + 2601, ISS + 2921, ACK | FIN, b"z" * 10),
+    ]
+    batch = Batch(segs, corrupt=frozenset({4}))
+    fp = fastpath.FastPath(b, FROM_LOCAL)
+    _slow(a, batch, 1.0)
+    fast = fp.receive_batch(batch.parser, batch.blob, batch.offsets, 1.0)
+    assert 0 < fast < len(segs)
+    assert fp.slow_segments > 0
+    assert _observable(a) == _observable(b)
+    assert a.state is TcpState.ESTABLISHED  # the bad-checksum segment blocked the FIN
+
+
+def test_fast_path_with_timestamps_keeps_paws_state_rfc7323_4_3() -> None:
+    cfg = plain_config(timestamps=True)
+    peer = TcpOptions(mss=1460, timestamps=(100, 0))
+    a, b = _pair(cfg, peer)
+    segs = [
+        seg(IRS + 1 + i * 100, ISS + 1, ACK, b"t" * 100,
+            options=TcpOptions(timestamps=(200 + i, 5)))
+        for i in range(6)
+    ]
+    segs.append(seg(IRS + 601, ISS + 1, ACK, b"o" * 100, options=TcpOptions(timestamps=(150, 5))))
+    batch = Batch(segs)
+    fp = fastpath.FastPath(b, FROM_LOCAL)
+    _slow(a, batch, 1.0)
+    fp.receive_batch(batch.parser, batch.blob, batch.offsets, 1.0)
+    assert a.counters["drop_paws"] == b.counters["drop_paws"] == 1
+    assert _observable(a) == _observable(b)
+
+
+def test_send_batch_builds_full_segments_within_windows() -> None:
+    conn = established(plain_config(nodelay=True))
+    fp = fastpath.FastPath(conn, FROM_LOCAL, capacity=64)
+    conn.send(bytes(range(256)) * 100)  # 25600 bytes: 17 full segments + a tail
+    n = fp.send_batch(0.1)
+    assert n == 10  # initial window: 10 segments (RFC 6928)
+    p = BatchParser(64)
+    p.parse(fp.tx_frames())
+    data = b"".join(p.frame(i).tcp.payload for i in range(n))
+    assert data == (bytes(range(256)) * 100)[: 10 * 1460]
+    assert [int(p.frame(i).tcp.seq) - int(ISS) for i in range(n)] == [
+        1 + 1460 * i for i in range(10)
+    ]
+    assert conn.snd_nxt == ISS + 1 + 14600
+    assert conn.poll_at() is not None  # the retransmission timer runs
+    assert fp.send_batch(0.1) == 0  # cwnd is full
+
+
+def test_transfer_through_fast_path_both_sides_sha256() -> None:
+    cfg = TcpConfig(send_buffer=1 << 20, receive_buffer=1 << 20, receive_buffer_max=1 << 20)
+    from joyride.tcp.isn import IsnGenerator
+    from joyride.tcp.listener import Listener
+
+    lst = Listener(cfg, REMOTE_PORT, isn_generator=IsnGenerator(b"s" * 32))
+    a = TcpConnection.connect(cfg, LOCAL_IP, LOCAL_PORT, REMOTE_IP, REMOTE_PORT, 0.0,
+                              IsnGenerator(b"c" * 32))
+    srv = None
+    for _ in range(3):
+        for s in a.segments_to_send(0.0):
+            lst.receive(s, LOCAL_IP, REMOTE_IP, 0.0)
+        for o in lst.segments_to_send(0.0):
+            a.receive(o.segment, 0.0)
+        srv = srv or lst.accept()
+    assert srv is not None
+    fa = fastpath.FastPath(a, FROM_LOCAL)
+    fb = fastpath.FastPath(srv, TO_LOCAL)
+    pa, pb = BatchParser(64), BatchParser(64)
+    data = random.Random(1).randbytes(3_000_000)
+    sent = 0
+    got = bytearray()
+    now = 0.0
+    for _ in range(20_000):
+        if sent < len(data):
+            sent += a.send(data[sent : sent + 200_000])
+        if sent == len(data):
+            a.shutdown_write()
+        n = fa.send_batch(now)
+        if n:
+            pb.parse_descriptors(fa.tx_base_c, fa.tx_offsets_c, fa.tx_lengths, n)
+            fb.receive_batch(pb, fa.tx_buf, fa.tx_offsets, now)
+        else:
+            for s in a.segments_to_send(now):
+                srv.receive(s, now)
+        got += srv.recv(-1, now=now)
+        if fb.tx_count:
+            pa.parse_descriptors(fb.tx_base_c, fb.tx_offsets_c, fb.tx_lengths, fb.tx_count)
+            fa.receive_batch(pa, fb.tx_buf, fb.tx_offsets, now)
+        for s in srv.segments_to_send(now):
+            a.receive(s, now)
+        now += 0.001
+        a.on_timer(now)
+        srv.on_timer(now)
+        if srv.eof:
+            break
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert srv.eof
+    assert fb.fast_segments > 0.9 * (len(data) // a.mss)
+    assert a.counters["internal_error"] == srv.counters["internal_error"] == 0
+
+
+_SEG = st.tuples(
+    st.sampled_from(["next", "next", "next", "gap", "old", "ack", "dupack", "rst", "syn"]),
+    st.integers(1, 1400),
+    st.integers(0, 3000),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_SEG, min_size=1, max_size=40), st.booleans())
+def test_fast_and_slow_paths_agree_on_random_batches(
+    plan: list[tuple[str, int, int]], sack: bool
+) -> None:
+    cfg = plain_config(sack=sack)
+    peer = TcpOptions(mss=1460, sack_permitted=sack)
+    a, b = _pair(cfg, peer)
+    for c in (a, b):
+        c.send(b"q" * 5000)
+        out(c, 0.5)
+    nxt, ack = int(IRS) + 1, int(ISS) + 1
+    segs: list[TcpSegment] = []
+    for kind, size, jump in plan:
+        if kind == "next":
+            segs.append(seg(nxt, ack, ACK, b"n" * size))
+            nxt += size
+        elif kind == "gap":
+            segs.append(seg(nxt + jump + 1, ack, ACK, b"g" * size))
+        elif kind == "old":
+            segs.append(seg(nxt - size, ack, ACK, b"o" * min(size, 5)))
+        elif kind == "ack":
+            ack = min(ack + jump, int(ISS) + 1 + 2920)
+            segs.append(seg(nxt, ack, ACK))
+        elif kind == "dupack":
+            segs.append(seg(nxt, ack, ACK))
+        elif kind == "rst":
+            segs.append(seg(nxt + jump, 0, RST))
+        else:
+            segs.append(seg(nxt + jump, 0, SYN))
+    batch = Batch(segs)
+    fp = fastpath.FastPath(b, FROM_LOCAL, capacity=64)
+    _slow(a, batch, 1.0)
+    fp.receive_batch(batch.parser, batch.blob, batch.offsets, 1.0)
+    assert _observable(a) == _observable(b)
+    assert a.congestion.cwnd == b.congestion.cwnd
+
+
