@@ -19,7 +19,6 @@ The last line of output is one JSON object.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -69,8 +68,10 @@ def run(seconds: float, batch: int, verify: bool) -> dict[str, object]:
                   capacity=batch, timer=clock)
     pa = BatchParser(batch, verify_checksums=cfg.verify_checksum)
     pb = BatchParser(batch, verify_checksums=cfg.verify_checksum)
-    chunk = os.urandom(128 << 10)
-    sent_hash, recv_hash = hashlib.sha256(), hashlib.sha256()
+    chunk = os.urandom(256 << 10)
+    # The stream is ``chunk`` repeated, so every delivered piece can be checked in place.
+    doubled = chunk * 2
+    content_ok = True
     now = 1.0
     data_segs = ack_segs = slow_data = slow_acks = 0
     received = 0
@@ -82,10 +83,8 @@ def run(seconds: float, batch: int, verify: bool) -> dict[str, object]:
         iterations += 1
         if iterations % 64 == 0 and clock() >= deadline:
             break
-        while a.send_queue < (256 << 10):
+        while a.send_queue < (128 << 10):  # the app writes 256 KiB when < 128 KiB queued
             a.send(chunk)
-            if verify:
-                sent_hash.update(chunk)
         n = fa.send_batch(now)
         if n:
             t0 = clock()
@@ -99,9 +98,10 @@ def run(seconds: float, batch: int, verify: bool) -> dict[str, object]:
                 slow_data += 1
                 b.receive(seg, now)
         got = b.recv(-1, now=now)
+        if verify and got:
+            pos = received % len(chunk)
+            content_ok = content_ok and got == doubled[pos : pos + len(got)]
         received += len(got)
-        if verify:
-            recv_hash.update(got)
         k = fb.tx_count
         if k:
             t0 = clock()
@@ -144,11 +144,7 @@ def run(seconds: float, batch: int, verify: bool) -> dict[str, object]:
         "verified": verify,
     }
     if verify:
-        # Everything written is either received or still in flight/queued.
-        tail = b.recv(-1)
-        recv_hash.update(tail)
-        result["bytes_received"] = received + len(tail)
-        result["receive_order_ok"] = True  # checked below on a prefix
+        result["content_ok"] = content_ok
     return result
 
 
@@ -157,7 +153,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--verify", action="store_true",
-                    help="hash the stream on both sides (slower; checks content)")
+                    help="check every delivered byte against the sent stream (slower)")
     args = ap.parse_args()
     res = run(args.seconds, args.batch, args.verify)
     print(f"tcp core: {res['segments_per_s']:,} data segments/s "
