@@ -4,8 +4,10 @@ A batch costs one small allocation and no per-frame Python work until a frame is
 looked at: ``batch[i]`` slices the UMEM ``memoryview``; ``batch.descriptors`` (and
 ``addrs``/``lens``) are numpy views of the descriptor array for vectorised code.
 
-Frames of an ``RxBatch`` belong to the application until ``release()``; after that the
-kernel may overwrite them, so views taken from the batch must not be used any more.
+Frames of an ``RxBatch`` belong to the application until ``release()`` (or until the
+batch is garbage-collected, which releases it); after that the kernel may overwrite
+them, so views taken from the batch must not be used any more. Unsent frames of a
+``TxBatch`` return to the allocator the same way.
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ class RxBatch:
         descs, n = self._descs, self._n
         self._descs, self._n = None, 0
         return descs, n
+
+    def __del__(self) -> None:
+        # A forgotten batch must not leak its frames (views of it are stale either way).
+        if self._n:
+            self._sock.release(self)
 
     def __enter__(self) -> RxBatch:
         return self
@@ -185,6 +192,10 @@ class TxBatch:
         self._descs, self._n, self._sent = None, 0, 0
         if n:
             self._sock._free_descs(descs, n)
+
+    def __del__(self) -> None:
+        if self._descs is not None and self._n > self._sent:
+            self.release()
 
     def __enter__(self) -> TxBatch:
         return self

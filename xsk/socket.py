@@ -49,6 +49,7 @@ Mode = Literal["auto", "native", "skb"]
 MODES: Final = ("auto", "native", "skb")
 MAX_RING: Final = 1 << 20
 MAX_BATCH: Final = 1 << 16
+BUSY_RETRY_S: Final = 1.0
 
 #: Counters kept by the kernel (struct xdp_statistics, XDP_STATISTICS sockopt).
 KERNEL_STATS: Final = ("rx_dropped", "rx_invalid_descs", "tx_invalid_descs", "rx_ring_full",
@@ -191,6 +192,14 @@ class Socket:
         self._s: Any = ffi.new("struct xsk_sock *")
         stage = ffi.new("int *")
         rc = lib.xsk_sock_open(self._s, cfg, umem._frames, tag, stage)
+        # A socket closed just before on this queue frees its buffer pool from a
+        # workqueue (xp_release_deferred), and until then bind answers EBUSY: retry for
+        # a bounded moment so that close-then-reopen works.
+        deadline = time.monotonic() + BUSY_RETRY_S
+        while (rc == -E.EBUSY and stage[0] == lib.XSK_STAGE_BIND
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
+            rc = lib.xsk_sock_open(self._s, cfg, umem._frames, tag, stage)
         if rc < 0:
             umem._detach(self, tag)
             raise self._open_error(-rc, int(stage[0]), zerocopy, shared_fd >= 0)
