@@ -48,6 +48,10 @@ def test_lossy_reordering_duplicating_corrupting_link(seed: int, cc: str) -> Non
     cfg = TcpConfig(congestion_control=cc, sack=seed % 2 == 0, timestamps=seed % 3 != 0)
     res = transfer(up, down, seed=seed, imp=imp, config=cfg)
     _check(res, up, down)
+    assert res.links[0]["lost"] + res.links[1]["lost"] > 0
+    assert res.client.counters["retransmitted_segments"] + res.server.counters[
+        "retransmitted_segments"
+    ] > 0
     # Corruption is caught by the checksum, not delivered.
     corrupted = res.links[0]["corrupted"] + res.links[1]["corrupted"]
     assert sum(res.parse_drops.values()) <= corrupted
@@ -108,3 +112,17 @@ def test_small_buffers_and_no_window_scaling() -> None:
     )
     res = transfer(up, down, seed=8, imp=Impairment(loss=0.01), config=cfg)
     _check(res, up, down)
+
+
+def test_receive_window_autotuning_grows_the_buffer() -> None:
+    """Linux-DRS-style autotuning through ReceiveBuffer.note_read: a reader that keeps
+    up lets the advertised window grow beyond the initial buffer."""
+    up = _payload(41, 2_000_000)
+    cfg = replace(TcpConfig(), receive_buffer=16 * 1024, receive_buffer_max=1 << 20)
+    slow = transfer(up, b"", seed=2, imp=Impairment(delay=0.02), config=cfg)
+    _check(slow, up, b"")
+    assert slow.server._recv_buf.capacity > 16 * 1024
+    fixed = replace(cfg, receive_buffer_max=16 * 1024)
+    capped = transfer(up, b"", seed=2, imp=Impairment(delay=0.02), config=fixed)
+    _check(capped, up, b"")
+    assert slow.elapsed < capped.elapsed
