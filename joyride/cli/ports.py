@@ -23,6 +23,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from joyride.service import client
 
+    client.require_root("changing ports")
     proto = "udp" if args.udp else "tcp"
     if args.action == "list":
         state = client.ask(args.ifname, {"op": "status"})["state"]

@@ -25,6 +25,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from joyride.service import client
 
+    client.require_root("reading counters")
     snapshot = client.ask(args.ifname, {"op": "stats"})
     if args.watch is None:
         _emit(snapshot, args)

@@ -21,6 +21,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from joyride.service import client
 
+    client.require_root("reading Joyride's state")
     statuses = client.status(args.ifname)
     if args.json:
         print(json.dumps([s.to_json() for s in statuses], indent=2, sort_keys=True))

@@ -14,12 +14,17 @@ from joyride.testbed import Node, Testbed
 JOYRIDE = str(Path(sys.executable).with_name("joyride"))
 
 
+def run_text(node: Node, *argv: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run any command in ``node``'s namespace; decoded output, never raises on failure."""
+    proc = node.run(*argv, check=False, timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(),
+                                       proc.stderr.decode())
+
+
 def cli(node: Node, *args: str, check: bool = True,
         timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    """Run ``joyride ARGS`` in ``node``'s namespace; text output; raise on failure if asked."""
-    proc = node.run(JOYRIDE, *args, check=False, timeout=timeout)
-    out = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(),
-                                      proc.stderr.decode())
+    """Run ``joyride ARGS`` in ``node``'s namespace; raise on failure if ``check``."""
+    out = run_text(node, JOYRIDE, *args, timeout=timeout)
     if check and out.returncode != 0:
         raise AssertionError(f"joyride {' '.join(args)} -> {out.returncode}: {out.stderr}")
     return out

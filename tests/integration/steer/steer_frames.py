@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from joyride.wire.checksum import internet_checksum
 
@@ -62,13 +63,13 @@ class Endpoints:
 
     # -- whole frames ------------------------------------------------------------------
 
-    def tcp_frame(self, dport: int, *, vlan: int | None = None, **ip: int) -> bytes:
+    def tcp_frame(self, dport: int, *, vlan: int | None = None, **ip: Any) -> bytes:
         return self.eth(ETH_P_IP, vlan=vlan) + self.ipv4(IPPROTO_TCP, self.tcp(dport), **ip)
 
     def udp_frame(self, dport: int) -> bytes:
         return self.eth(ETH_P_IP) + self.ipv4(IPPROTO_UDP, self.udp(dport))
 
-    def ip_frame(self, proto: int, l4: bytes, **ip: int) -> bytes:
+    def ip_frame(self, proto: int, l4: bytes, **ip: Any) -> bytes:
         return self.eth(ETH_P_IP) + self.ipv4(proto, l4, **ip)
 
 

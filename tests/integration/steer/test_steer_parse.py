@@ -8,6 +8,7 @@ this way; the veth tests send the rest over a real link.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -50,7 +51,7 @@ def run_one(steer: Steering, bed: Testbed, frame: bytes) -> tuple[int, dict[str,
     return action, (steer.counters() - before).nonzero()
 
 
-def ip_tcp(ep: Endpoints, **kw: int) -> bytes:
+def ip_tcp(ep: Endpoints, **kw: Any) -> bytes:
     return ep.ipv4(IPPROTO_TCP, ep.tcp(TCP_PORT), **kw)
 
 
