@@ -902,6 +902,8 @@ class TcpConnection:
     def _sample_rtt_handshake(self, seg: TcpSegment, now: float) -> None:
         if self._retries == 0:  # Karn: a retransmitted SYN gives no sample
             self._rtt.sample(max(now - self._last_send, 0.0))
+        else:
+            self._rtt.syn_timed_out()  # RFC 6298 §5.7: RTO of at least 3 s from now on
         self._rtt.reset_backoff()
 
     def _rst_seq(self, seq: Seq) -> TcpSegment:

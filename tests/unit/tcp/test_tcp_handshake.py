@@ -198,3 +198,13 @@ def test_listener_resends_synack_when_syn_is_retransmitted() -> None:
     again = lst.segments_to_send(0.3)
     assert [o.segment.flags for o in again] == [SYN | ACK]
     assert lst.syn_queue_len == 1
+
+
+def test_rto_reinitialised_to_3s_after_syn_timeout_rfc6298_5_7() -> None:
+    conn = syn_sent()
+    conn.on_timer(1.0)
+    one(conn, 1.0)  # the SYN again
+    conn.receive(seg(IRS, ISS + 1, SYN | ACK, options=TcpOptions(mss=1460)), 1.2)
+    assert conn.state is TcpState.ESTABLISHED
+    assert conn.rtt.srtt is None  # Karn: no sample from the retransmitted SYN
+    assert conn.rtt.rto == 3.0
