@@ -238,3 +238,24 @@ def test_listener_survives_arbitrary_segments() -> None:
     assert lst.syn_queue_len <= 4 and lst.accept_queue_len <= 4
 
 
+
+
+def test_full_accept_queue_drops_completing_acks_until_accept() -> None:
+    """Linux behaviour: with the accept queue full, the final ACK is dropped (the
+    client's retransmission completes the handshake once the application accepts)."""
+    cfg = plain_config(backlog=1, syn_backlog=8)
+    lst = Listener(cfg, 80, isn_generator=FixedIsn(Seq(900)))
+    for k in range(2):
+        ip = bytes([10, 3, 0, k + 1])
+        lst.receive(_client_seg(ip, 7000, Seq(100), Seq(0), SYN), ip, REMOTE_IP, 0.0)
+    lst.segments_to_send(0.0)
+    first, second = bytes([10, 3, 0, 1]), bytes([10, 3, 0, 2])
+    lst.receive(_client_seg(first, 7000, Seq(101), Seq(901), ACK), first, REMOTE_IP, 0.1)
+    assert lst.accept_queue_len == 1
+    lst.receive(_client_seg(second, 7000, Seq(101), Seq(901), ACK), second, REMOTE_IP, 0.1)
+    assert lst.accept_queue_len == 1 and lst.syn_queue_len == 1
+    assert lst.counters["drop_accept_queue_full"] == 1
+    assert lst.accept() is not None
+    lst.receive(_client_seg(second, 7000, Seq(101), Seq(901), ACK), second, REMOTE_IP, 0.2)
+    conn = lst.accept()
+    assert conn is not None and conn.remote_ip == second
