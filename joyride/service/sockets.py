@@ -9,12 +9,14 @@ kernel never sees them, so a peer sees no answer, exactly as from a busy server.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from joyride.errors import EnvironmentProblem, PrivilegeError
 
+log = logging.getLogger(__name__)
 BATCH: Final = 64  # frames per recv: amortises the ring bookkeeping
 
 
@@ -30,6 +32,7 @@ class QueueCounters:
     rx_bytes: int = 0
     rx_batches: int = 0
     rx_unclaimed: int = 0  # frames no sink took (no engine attached)
+    sink_errors: int = 0  # batches whose sink raised: counted, released, service goes on
 
 
 class QueueSocket:
@@ -71,6 +74,12 @@ class QueueSocket:
                     self.counters.rx_unclaimed += n
                 else:
                     sink(self.queue, batch)
+            except Exception:
+                # One bad batch must not take the interface's service down with it.
+                self.counters.sink_errors += 1
+                if self.counters.sink_errors == 1:
+                    log.exception("frame sink failed on queue %d (further failures "
+                                  "are only counted)", self.queue)
             finally:
                 self._sock.release(batch)
         return total
@@ -81,6 +90,7 @@ class QueueSocket:
             "rx_bytes": self.counters.rx_bytes,
             "rx_batches": self.counters.rx_batches,
             "rx_unclaimed": self.counters.rx_unclaimed,
+            "sink_errors": self.counters.sink_errors,
         }
         out.update({f"xsk_{k}": int(v) for k, v in self._sock.statistics().items()})
         return out

@@ -143,6 +143,8 @@ def detach(index: int, prog: AttachedProgram) -> None:
     except NetlinkError as exc:
         if exc.code == errno.EEXIST:  # EXPECTED_FD mismatch: someone else's program now
             return
+        if exc.code == errno.ENODEV:  # the interface is gone, and its program with it
+            return
         raise _explain(exc, "detaching XDP") from exc
 
 

@@ -5,6 +5,7 @@ Each test has its own bed: these tests kill services and check that nothing is l
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -130,3 +131,24 @@ def test_foreground_service_stops_cleanly_on_sigterm(testbed: Testbed) -> None:
     assert proc.wait(15) == 0
     assert_nothing_left(testbed, entry["program"]["id"], entry["program"]["map_ids"],
                         reserved_before)
+
+
+def test_service_exits_and_cleans_up_when_its_interface_vanishes(testbed: Testbed) -> None:
+    joy = testbed.joy
+    reserved_before = joy.run("cat", RESERVED).stdout.decode().strip()
+    cli(joy, "attach", joy.ifname, "--ports", str(PORT))
+    entry = status(joy, joy.ifname)
+    pid = entry["service"]["pid"]
+    joy.run("ip", "link", "del", joy.ifname)  # takes the peer end with it
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+    wait_for(gone, timeout=10, what="service exit")
+    assert joy.run("cat", RESERVED).stdout.decode().strip() == reserved_before
+    assert json.loads(cli(joy, "status", "--json").stdout) == []
+    wait_for(lambda: not xdp.prog_exists(entry["program"]["id"]), what="program freed")
