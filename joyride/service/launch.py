@@ -16,6 +16,7 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -132,7 +133,7 @@ def _log_tail(state_dir: StateDir, lines: int = 3) -> str:
 
 
 def run_service(cfg: ServiceConfig, *, ready_fd: int | None = None,
-                on_ready: Any = None) -> int:
+                on_ready: Callable[[ServiceState], None] | None = None) -> int:
     """Run a service in this process until stopped; report readiness on ``ready_fd``."""
     service = Service(cfg)
     install_signal_handlers(service)

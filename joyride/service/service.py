@@ -37,7 +37,7 @@ from joyride.service.sockets import FrameSink, QueueSocket, SocketFactory
 from joyride.service.state import ServiceState, StateDir, netns_inode
 from joyride.steer import reservation
 from joyride.steer.ports import PortSet
-from joyride.steer.program import EPHEMERAL, LISTEN, Mode, PortConflict, Steering
+from joyride.steer.program import EPHEMERAL, LISTEN, Mode, PortConflict, Proto, Steering
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +262,7 @@ class Service:
     def change_ports(self, action: str, spec: str, proto: str) -> dict[str, Any]:
         """Add or delete accelerated ports while running (no reload, no reattach)."""
         assert self.steering is not None
-        if proto not in ("tcp", "udp"):
-            raise control.ControlError(f"unknown protocol {proto!r} (tcp or udp)")
-        p: Any = proto
+        p = _proto(proto)
         ports = PortSet.parse(spec)
         state = self._state()
         if action == "add":
@@ -286,6 +284,14 @@ class Service:
         state.udp_ports = str(self.steering.ports("udp", LISTEN))
         self.dir.save(state)
         return {"ports": state.ports, "udp_ports": state.udp_ports}
+
+
+def _proto(name: str) -> Proto:
+    if name == "tcp":
+        return "tcp"
+    if name == "udp":
+        return "udp"
+    raise control.ControlError(f"unknown protocol {name!r} (tcp or udp)")
 
 
 def install_signal_handlers(service: Service) -> None:
