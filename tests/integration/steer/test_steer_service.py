@@ -7,6 +7,7 @@ measures differences of counters and restores the ports it changes.
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -100,7 +101,7 @@ def test_status_reports_the_running_service(attached: Testbed) -> None:
 def test_kernel_keeps_serving_other_ports_ping_and_arp(attached: Testbed) -> None:
     joy, peer = attached.joy, attached.peer
     server = joy.popen("python3", "-m", "http.server", str(KERNEL_PORT), "--bind", joy.ip,
-                       stdout=-3, stderr=-3)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://{joy.ip}:{KERNEL_PORT}/"
         wait_for(lambda: peer.run("curl", "-s", "-o", "/dev/null", "-m", "2", url,
