@@ -32,13 +32,34 @@ def _setns(fd: int) -> None:
 @contextmanager
 def inside(netns: str) -> Iterator[None]:
     """Run the body with the current thread inside the named namespace (``ip netns`` name)."""
-    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(os.path.join(NETNS_RUN_DIR, netns), os.O_RDONLY)
     try:
-        target = os.open(os.path.join(NETNS_RUN_DIR, netns), os.O_RDONLY)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
+        with inside_fd(target):
+            yield
+    finally:
+        os.close(target)
+
+
+def current_fd() -> int:
+    """An fd for the calling thread's network namespace (the caller closes it)."""
+    return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def same_namespace(fd: int) -> bool:
+    here = os.stat("/proc/thread-self/ns/net")
+    there = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+@contextmanager
+def inside_fd(fd: int) -> Iterator[None]:
+    """Like ``inside`` for a namespace held as an fd; a no-op when already there."""
+    if same_namespace(fd):
+        yield
+        return
+    original = current_fd()
+    try:
+        _setns(fd)
         try:
             yield
         finally:

@@ -12,9 +12,13 @@ while the engine holds the frames for that next hop (bounded) until the MAC is k
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
+
+from joyride import netns
 
 NUD_VALID: Final = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80  # REACHABLE..PERMANENT|NOARP
 NEIGHBOUR_TTL: Final = 1.0  # seconds a cached MAC is trusted before asking again
@@ -76,7 +80,11 @@ class StaticNetwork:
 
 
 class KernelNetwork:
-    """The view of one interface from the network namespace this object is created in."""
+    """The view of one interface from the network namespace this object is created in.
+
+    pyroute2 may open its netlink socket lazily and per thread, so every query runs
+    inside the namespace recorded at construction, whichever thread asks.
+    """
 
     def __init__(self, ifname: str) -> None:
         from pyroute2 import IPRoute
@@ -86,8 +94,9 @@ class KernelNetwork:
         except OSError as exc:
             raise ValueError(f"no interface named {ifname!r} in this network namespace") from exc
         self.ifname = ifname
+        self._netns_fd = netns.current_fd()
         self._ipr: Any = IPRoute()
-        link = self._ipr.get_links(self.ifindex)[0]
+        link = self._netlink(self._ipr.get_links, self.ifindex)[0]
         self.mac = mac_bytes(link.get_attr("IFLA_ADDRESS"))
         self.mtu = int(link.get_attr("IFLA_MTU"))
         self._neigh: dict[bytes, tuple[bytes, float]] = {}  # ip -> (mac, expiry)
@@ -96,13 +105,13 @@ class KernelNetwork:
         self._hops: dict[bytes, bytes] = {}
 
     def local_addresses(self) -> frozenset[bytes]:
-        addrs = self._ipr.get_addr(family=socket.AF_INET, index=self.ifindex)
+        addrs = self._netlink(self._ipr.get_addr, family=socket.AF_INET, index=self.ifindex)
         return frozenset(socket.inet_aton(a.get_attr("IFA_ADDRESS")) for a in addrs)
 
     def next_hop(self, dst: bytes) -> bytes:
         hop = self._hops.get(dst)
         if hop is None:
-            routes = self._ipr.route("get", dst=socket.inet_ntoa(dst))
+            routes = self._netlink(self._ipr.route, "get", dst=socket.inet_ntoa(dst))
             gateway = routes[0].get_attr("RTA_GATEWAY") if routes else None
             hop = socket.inet_aton(gateway) if gateway else dst
             if len(self._hops) > 4096:  # bounded: a scan of many peers cannot grow it
@@ -130,7 +139,9 @@ class KernelNetwork:
 
     def _lookup(self, ip: bytes) -> bytes | None:
         dotted = socket.inet_ntoa(ip)
-        for entry in self._ipr.get_neighbours(family=socket.AF_INET, ifindex=self.ifindex):
+        entries = self._netlink(self._ipr.get_neighbours, family=socket.AF_INET,
+                                ifindex=self.ifindex)
+        for entry in entries:
             if entry.get_attr("NDA_DST") != dotted or not entry["state"] & NUD_VALID:
                 continue
             lladdr = entry.get_attr("NDA_LLADDR")
@@ -142,8 +153,8 @@ class KernelNetwork:
         """Ask the kernel to resolve ``ip`` and keep it resolved (a managed entry)."""
         self._managed.add(ip)
         try:
-            self._ipr.neigh(
-                "replace", dst=socket.inet_ntoa(ip), ifindex=self.ifindex,
+            self._netlink(
+                self._ipr.neigh, "replace", dst=socket.inet_ntoa(ip), ifindex=self.ifindex,
                 state=NUD_NONE, NDA_FLAGS_EXT=NTF_EXT_MANAGED,
             )
         except Exception:  # pyroute2 raises NetlinkError; an old kernel refuses the flag
@@ -152,6 +163,13 @@ class KernelNetwork:
     def close(self) -> None:
         for ip in self._managed:
             with contextlib.suppress(Exception):
-                self._ipr.neigh("del", dst=socket.inet_ntoa(ip), ifindex=self.ifindex)
+                self._netlink(self._ipr.neigh, "del", dst=socket.inet_ntoa(ip),
+                              ifindex=self.ifindex)
         self._managed.clear()
-        self._ipr.close()
+        with netns.inside_fd(self._netns_fd):
+            self._ipr.close()
+        os.close(self._netns_fd)
+
+    def _netlink(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with netns.inside_fd(self._netns_fd):
+            return call(*args, **kwargs)
