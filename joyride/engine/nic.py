@@ -73,3 +73,55 @@ class MemoryNic:
 
     def close(self) -> None:
         self.inbox.clear()
+
+
+class MultiNic:
+    """Several queues of one interface as one NIC: one engine serves every rx queue.
+
+    RSS spreads flows over queues; one engine (one demux table) sees them all, so a
+    connection is found whichever queue its segments arrive on. Frames go out on the
+    first queue (AF_XDP tx on any queue reaches the same wire).
+    """
+
+    def __init__(self, nics: Sequence[Nic]) -> None:
+        if not nics:
+            raise ValueError("MultiNic needs at least one NIC")
+        self.nics = list(nics)
+        self.mtu = min(n.mtu for n in self.nics)
+        self._next = 0
+        self._held: list[Nic] = []
+
+    def receive(self, max_frames: int) -> list[Buffer]:
+        frames: list[Buffer] = []
+        count = len(self.nics)
+        for i in range(count):  # round-robin start, so no queue starves another
+            nic = self.nics[(self._next + i) % count]
+            got = nic.receive(max_frames - len(frames))
+            if got:
+                frames.extend(got)
+                self._held.append(nic)
+            else:
+                nic.release()
+            if len(frames) >= max_frames:
+                break
+        self._next = (self._next + 1) % count
+        return frames
+
+    def release(self) -> None:
+        for nic in self._held:
+            nic.release()
+        self._held.clear()
+
+    def transmit(self, frames: Sequence[Buffer]) -> int:
+        return self.nics[0].transmit(frames)
+
+    def fileno(self) -> int | None:
+        return self.nics[0].fileno() if len(self.nics) == 1 else None
+
+    def filenos(self) -> list[int]:
+        """Every queue's descriptor, for a poller that waits on all of them."""
+        return [fd for n in self.nics if (fd := n.fileno()) is not None]
+
+    def close(self) -> None:
+        for nic in self.nics:
+            nic.close()

@@ -126,3 +126,18 @@ def test_listen_twice_and_bad_port_are_refused() -> None:
         server.listen(8080)
     with pytest.raises(EngineError, match="out of range"):
         server.listen(0)
+
+
+def test_multinic_serves_every_queue() -> None:
+    from joyride.engine.nic import MultiNic
+
+    q0, peer0 = MemoryNic.pair()
+    q1, peer1 = MemoryNic.pair()
+    multi = MultiNic([q0, q1])
+    peer0.transmit([b"a0", b"a1"])
+    peer1.transmit([b"b0"])
+    got = multi.receive(64)
+    multi.release()
+    assert sorted(bytes(f) for f in got) == [b"a0", b"a1", b"b0"]
+    assert multi.transmit([b"out"]) == 1
+    assert list(peer0.inbox) == [b"out"]
