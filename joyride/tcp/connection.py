@@ -165,7 +165,9 @@ class TcpConnection:
         self._in_recovery = False
         self._recover = iss  # RFC 6582 "recover" / RFC 6675 RecoveryPoint (exclusive)
         self._high_rxt = iss  # RFC 6675 HighRxt
-        self._rescue_done = False
+        # RFC 6675 RescueRxt, the highest octet a rule-(4) rescue may cover (None:
+        # undefined). A rescue is allowed while HighACK (SND.UNA - 1) is above it.
+        self._rescue_rxt: Seq | None = None
         self._rexmit_head = False  # NewReno: retransmit the segment at SND.UNA
         self._retries = 0
         self._persist_backoff = 0
@@ -651,28 +653,34 @@ class TcpConnection:
             pipe = board.pipe(self._snd_una, self._snd_max, self._high_rxt)
             if self._cc.cwnd - pipe < mss:
                 return
+            # RFC 6675 §4 NextSeg (2) applies only when unsent data exists and the
+            # peer's window admits it; otherwise rules (3) and (4) get their turn.
+            unsent = len(self._send_buf) - (self._snd_nxt - self._buf_seq)
+            room = (self._snd_una + self._snd_wnd) - self._snd_nxt
             nxt = board.next_seg(
-                self._snd_una, self._snd_max, self._high_rxt, not self._rescue_done
+                self._snd_una, self._snd_max, self._high_rxt, self._rescue_ok(),
+                new_data_ok=unsent > 0 and room > 0,
             )
             if nxt is None:
                 return
             start, length = nxt
-            if start == self._snd_max:  # rule (2): new data, within the peer's window
+            if board.last_rule == 2:  # new data, within the peer's window
                 before = len(self._out)
-                offset = self._snd_nxt - self._buf_seq
-                avail = len(self._send_buf) - offset
-                room = (self._snd_una + self._snd_wnd) - self._snd_nxt
-                n = min(avail, mss, room)
-                if n <= 0:
-                    return
-                self._emit_data(self._snd_nxt, n, now)
+                self._emit_data(self._snd_nxt, min(unsent, mss, room), now)
                 if len(self._out) == before:
                     return
                 continue
             if board.high_sacked is None or start >= board.high_sacked:
-                self._rescue_done = True  # rule (4): one rescue per recovery (§4)
+                # RFC 6675 §5 (C.3): after a rule-(4) rescue, RescueRxt = RecoveryPoint.
+                self._rescue_rxt = self._recover - 1
             self._retransmit(start, length, now)
             self._high_rxt = Seq.max(self._high_rxt, start + length)
+
+    def _rescue_ok(self) -> bool:
+        """RFC 6675 §4 NextSeg (4): a rescue only while HighACK > RescueRxt (or
+        RescueRxt undefined); HighACK is the highest octet cumulatively ACKed."""
+        rescue = self._rescue_rxt
+        return rescue is None or self._snd_una - 1 > rescue
 
     def _arm_persist(self, now: float) -> None:
         """RFC 9293 §3.8.6.1: with data queued, nothing in flight and a window too
@@ -1178,12 +1186,14 @@ class TcpConnection:
         self._rtt_seq = None
         if self._sack_ok:
             self._high_rxt = self._snd_una
-            self._rescue_done = False
-            # RFC 6675 §5 step (4.3): retransmit the first lost segment right away.
+            # RFC 6675 §5 step (4.3): retransmit the first lost segment right away, and
+            # set HighRxt and RescueRxt to its highest octet, so that neither it nor a
+            # premature rescue goes out again before the peer reports on it.
             nxt = self._board.next_seg(self._snd_una, self._snd_max, self._high_rxt, False)
             start, length = nxt if nxt and nxt[0] != self._snd_max else (self._snd_una, mss)
             self._retransmit(start, length, now)
             self._high_rxt = Seq.max(self._high_rxt, start + length)
+            self._rescue_rxt = start + length - 1
         else:
             # RFC 5681 §3.2 steps 2-3: retransmit, cwnd = ssthresh + 3*SMSS.
             self._rexmit_head = True

@@ -1,0 +1,72 @@
+"""RFC 6675 SACK loss recovery as the connection drives it: NextSeg rules 1-4,
+RescueRxt, the scoreboard kept exact on every ACK, and what congestion control hears.
+
+Scenarios send ten full segments (IW10, RFC 6928) from ISS+1 and play the peer's
+ACKs; ``S(k)`` is the first sequence number of segment ``k``.
+"""
+
+from __future__ import annotations
+
+import pytest
+from tcp_helpers import ACK, IRS, ISS, established, out, plain_config, seg
+
+from joyride.tcp.connection import TcpConnection
+from joyride.wire.seq import Seq
+from joyride.wire.tcp import TcpOptions, TcpSegment
+
+MSS = 1460
+BASE = ISS + 1
+
+
+def S(k: int) -> Seq:  # reads like the RFC's S1, S2
+    return BASE + k * MSS
+
+
+def sack_conn(cc: str = "cubic", **cfg: object) -> TcpConnection:
+    return established(
+        plain_config(sack=True, congestion_control=cc, **cfg),
+        peer_options=TcpOptions(mss=MSS, sack_permitted=True),
+    )
+
+
+def sack_ack(
+    ack: Seq, *blocks: tuple[int, int], window: int = 64000
+) -> TcpSegment:
+    """An ACK of ``ack`` SACKing segments [a, b) for each (a, b) in ``blocks``."""
+    sack = tuple((S(a), S(b)) for a, b in blocks)
+    return seg(IRS + 1, ack, ACK, window=window, options=TcpOptions(sack_blocks=sack))
+
+
+def flight_of_ten(conn: TcpConnection, extra: int = 0) -> None:
+    conn.send(b"d" * MSS * (10 + extra))
+    sent = out(conn, 1.0)
+    assert [s.seq for s in sent] == [S(k) for k in range(10)]
+
+
+@pytest.mark.parametrize("why", ["no_new_data", "window_closed"])
+def test_nextseg_rule3_runs_when_rule2_cannot_rfc6675_4(why: str) -> None:
+    """RFC 6675 §4 NextSeg (2) applies only "if any [new data] exists and the
+    receiver's advertised window allows"; otherwise (3) resends any unSACKed segment
+    below the highest SACK, even if not yet deemed lost."""
+    conn = sack_conn()
+    # With new data queued, the peer advertises exactly up to S(10) so it cannot go.
+    flight_of_ten(conn, extra=5 if why == "window_closed" else 0)
+    # Segments 3, 6 and 9 SACKed: 0-2 are lost (DupThresh ranges above them), 4, 5,
+    # 7, 8 are not (RFC 6675 §4 IsLost).
+    conn.receive(sack_ack(BASE, (3, 4), (6, 7), (9, 10), window=10 * MSS), 1.1)
+    assert conn.in_recovery
+    # CUBIC: cwnd = 0.7 * 10 segments; pipe = 4 (not lost) + 1 (S(0) resent), so
+    # §5 (4.3) resends S(0) and rule (1) fills the room with the lost S(1), S(2).
+    assert [s.seq for s in out(conn, 1.1)] == [S(0), S(1), S(2)]
+    # The retransmitted S(0) arrives: the partial ACK leaves room for one segment.
+    conn.receive(sack_ack(S(1), (3, 4), (6, 7), (9, 10), window=9 * MSS), 1.2)
+    assert [s.seq for s in out(conn, 1.2)] == [S(4)]  # rule (3), not silence
+
+
+def test_nextseg_rule2_still_wins_with_new_data_and_window_rfc6675_4() -> None:
+    conn = sack_conn()
+    flight_of_ten(conn, extra=5)
+    conn.receive(sack_ack(BASE, (3, 4), (6, 7), (9, 10)), 1.1)
+    assert [s.seq for s in out(conn, 1.1)] == [S(0), S(1), S(2)]  # rule (1)
+    conn.receive(sack_ack(S(1), (3, 4), (6, 7), (9, 10)), 1.2)
+    assert [s.seq for s in out(conn, 1.2)] == [S(10)]  # rule (2) before rule (3)
