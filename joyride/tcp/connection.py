@@ -670,11 +670,14 @@ class TcpConnection:
                 if len(self._out) == before:
                     return
                 continue
-            if board.high_sacked is None or start >= board.high_sacked:
-                # RFC 6675 §5 (C.3): after a rule-(4) rescue, RescueRxt = RecoveryPoint.
-                self._rescue_rxt = self._recover - 1
             self._retransmit(start, length, now)
-            self._high_rxt = Seq.max(self._high_rxt, start + length)
+            if board.last_rule == 4:
+                # RFC 6675 §5 (C.3): a rescue sets RescueRxt = RecoveryPoint and leaves
+                # HighRxt alone. Ask the scoreboard which rule fired: a rescue can start
+                # below the highest SACK when the top SACK block reaches SND.MAX.
+                self._rescue_rxt = self._recover - 1
+            else:
+                self._high_rxt = Seq.max(self._high_rxt, start + length)  # (C.2)
 
     def _rescue_ok(self) -> bool:
         """RFC 6675 §4 NextSeg (4): a rescue only while HighACK > RescueRxt (or

@@ -70,3 +70,26 @@ def test_nextseg_rule2_still_wins_with_new_data_and_window_rfc6675_4() -> None:
     assert [s.seq for s in out(conn, 1.1)] == [S(0), S(1), S(2)]  # rule (1)
     conn.receive(sack_ack(S(1), (3, 4), (6, 7), (9, 10)), 1.2)
     assert [s.seq for s in out(conn, 1.2)] == [S(10)]  # rule (2) before rule (3)
+
+
+def test_rescue_below_top_sack_block_sent_once_rfc6675_4_rule4() -> None:
+    """RFC 6675 §4 NextSeg (4) / §5 (C.3): one rescue retransmission per recovery,
+    recognised by the rule that chose it, even when it starts below the highest
+    SACKed octet because the top SACK block reaches SND.MAX."""
+    conn = sack_conn()
+    flight_of_ten(conn)
+    # S(0) and S(8) lost; the peer SACKs 1-7 and 9, the top block ending at SND.MAX.
+    conn.receive(sack_ack(BASE, (1, 8), (9, 10)), 1.1)
+    assert conn.in_recovery
+    # (4.3) resends S(0); rule (3) then S(8), below the highest SACK but not lost.
+    # No rescue yet: HighACK has not passed RescueRxt (the end of S(0)).
+    assert [s.seq for s in out(conn, 1.1)] == [S(0), S(8)]
+    # S(0) arrives; the ACK still reports S(8) missing. Rules 1-3 have nothing left,
+    # so rule (4) resends the highest unSACKed segment, S(8) - once.
+    conn.receive(sack_ack(S(8), (9, 10)), 1.2)
+    assert [s.seq for s in out(conn, 1.2)] == [S(8)]
+    conn.receive(sack_ack(S(8), (9, 10)), 1.25)
+    assert out(conn, 1.25) == []
+    assert conn.counters["retransmitted_segments"] == 3
+    conn.receive(sack_ack(S(10)), 1.3)
+    assert not conn.in_recovery
