@@ -344,6 +344,11 @@ class TcpConnection:
         return self._in_recovery
 
     @property
+    def sacked_bytes(self) -> int:
+        """Bytes above SND.UNA the peer has SACKed (RFC 6675 scoreboard)."""
+        return self._board.sacked_bytes
+
+    @property
     def options(self) -> dict[str, object]:
         """What the handshake negotiated."""
         return {
@@ -1086,7 +1091,9 @@ class TcpConnection:
         sacked_new = 0
         if acked > 0:
             self._ack_advanced(ack, acked, seg, now)
-        if self._sack_ok and seg.options.sack_blocks:
+        if self._sack_ok:
+            # RFC 6675 §5: update the scoreboard from every ACK, with or without SACK
+            # blocks, so that data the cumulative ACK now covers leaves it at once.
             sacked_new = self._board.update(self._snd_una, seg.options.sack_blocks, self._snd_max)
 
         # Window update (RFC 9293 §3.10.7.4, SND.WL1/WL2 rule).

@@ -291,6 +291,9 @@ class FastPath:
         if ack > c._snd_nxt:
             c._snd_nxt = ack
         c.counters["bytes_acked"] += data_acked
+        if c._sack_ok and c._board.range_count:
+            # RFC 6675 §5: every ACK updates the scoreboard (drops what it now covers).
+            c._board.update(ack, (), c._snd_max)
         rtt: float | None = None
         if c._rtt_seq is not None and ack >= c._rtt_seq:
             rtt = now - c._rtt_time

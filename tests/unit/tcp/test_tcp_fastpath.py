@@ -74,7 +74,7 @@ def _observable(conn: TcpConnection) -> tuple[object, ...]:
     drops = {k: v for k, v in conn.counters.items() if k.startswith("drop_")}
     return (
         conn.state, conn.rcv_nxt, conn.snd_una, conn.send_window, conn.recv(-1),
-        conn.eof, conn._ts_recent, conn.send_queue, drops,
+        conn.eof, conn._ts_recent, conn.send_queue, conn.sacked_bytes, drops,
     )
 
 
@@ -146,6 +146,30 @@ def test_fast_path_with_timestamps_keeps_paws_state_rfc7323_4_3() -> None:
     fp.receive_batch(batch.parser, batch.blob, batch.offsets, 1.0)
     assert a.counters["drop_paws"] == b.counters["drop_paws"] == 1
     assert _observable(a) == _observable(b)
+
+
+def test_fast_path_ack_prunes_the_sack_scoreboard_rfc6675_5() -> None:
+    """A predicted ACK that covers SACKed data keeps ``sacked_bytes`` exact, as the
+    slow path does on every ACK (RFC 6675 §5)."""
+    cfg = plain_config(sack=True)
+    peer = TcpOptions(mss=1460, sack_permitted=True)
+    a, b = _pair(cfg, peer)
+    base = ISS + 1
+    for c in (a, b):
+        c.send(b"s" * 1460 * 10)
+        out(c, 0.5)
+        # One dupack SACKing segment 3, then an ACK of segments 0-1 (slow path: the
+        # dupack count is not zero), leaving segment 3 SACKed above SND.UNA.
+        c.receive(seg(IRS + 1, base, ACK, options=TcpOptions(
+            sack_blocks=((base + 3 * 1460, base + 4 * 1460),))), 0.6)
+        c.receive(seg(IRS + 1, base + 2 * 1460, ACK), 0.6)
+        assert c.sacked_bytes == 1460
+    batch = Batch([seg(IRS + 1, base + 5 * 1460, ACK)])
+    fp = fastpath.FastPath(b, FROM_LOCAL)
+    _slow(a, batch, 1.0)
+    assert fp.receive_batch(batch.parser, batch.blob, batch.offsets, 1.0) == 1
+    assert _observable(a) == _observable(b)
+    assert b.sacked_bytes == 0
 
 
 def test_send_batch_builds_full_segments_within_windows() -> None:

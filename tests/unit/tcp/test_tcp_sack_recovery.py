@@ -93,3 +93,16 @@ def test_rescue_below_top_sack_block_sent_once_rfc6675_4_rule4() -> None:
     assert conn.counters["retransmitted_segments"] == 3
     conn.receive(sack_ack(S(10)), 1.3)
     assert not conn.in_recovery
+
+
+def test_ack_without_sack_blocks_prunes_scoreboard_rfc6675_5() -> None:
+    """RFC 6675 §5: the scoreboard is updated from every ACK, so a cumulative ACK
+    without a SACK option that covers SACKed data leaves ``sacked_bytes`` exact."""
+    conn = sack_conn()
+    flight_of_ten(conn)
+    conn.receive(sack_ack(BASE, (3, 4), (6, 8)), 1.1)
+    assert conn.sacked_bytes == 3 * MSS
+    conn.receive(sack_ack(S(5)), 1.2)  # covers the first block, no SACK option
+    assert conn.sacked_bytes == 2 * MSS
+    conn.receive(sack_ack(S(10)), 1.3)
+    assert conn.sacked_bytes == 0
