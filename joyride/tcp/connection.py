@@ -186,7 +186,6 @@ class TcpConnection:
         self._write_blocked = False
         self._keepalive_sent = 0
         self._last_send = now
-        self._last_rtt: float | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -1063,7 +1062,6 @@ class TcpConnection:
         """RFC 9293 §3.10.7.4 fifth check for synchronized states after SYN-RECEIVED.
         Returns False when the segment must be dropped."""
         ack = seg.ack
-        self._last_rtt = None
         upper = self._snd_max
         if self._probe_end is not None and self._probe_end > upper:
             upper = self._probe_end
@@ -1137,7 +1135,6 @@ class TcpConnection:
                 rtt = elapsed / 1000.0
         if rtt is not None:
             self._rtt.sample(rtt)
-        self._last_rtt = rtt
         self._rtt.reset_backoff()
         self._retries = 0
         if self._snd_una == self._snd_max:
@@ -1175,7 +1172,8 @@ class TcpConnection:
         if acked > 0:
             self._dupacks = 0
             if cwnd_limited(flight_before, cc.cwnd):
-                cc.on_ack(now, acked, self._last_rtt, flight_before)
+                # RFC 9438 §4.2: CUBIC looks one smoothed RTT ahead.
+                cc.on_ack(now, acked, self._rtt.srtt, flight_before)
         elif dupack or (self._sack_ok and sacked_new > 0 and acked == 0):
             self._dupacks += 1
         else:

@@ -315,6 +315,7 @@ class FastPath:
         # controller hears each ACK; in congestion avoidance growth is per byte and one
         # call for the batch is equivalent.
         cc = c._cc
+        srtt = rtt_est.srtt  # RFC 9438 §4.2: the smoothed RTT, as the slow path
         acked, n = int(st.acked), max(int(st.ack_segs), 1)
         if not cwnd_limited(flight_before, cc.cwnd):
             pass  # RFC 7661 §4.3: no growth for a window that was not used
@@ -322,10 +323,10 @@ class FastPath:
             share = acked // n
             for k in range(n):
                 part = share if k < n - 1 else acked - share * (n - 1)
-                cc.on_ack(now, part, rtt, flight_before)
+                cc.on_ack(now, part, srtt, flight_before)
                 flight_before -= part
         else:
-            cc.on_ack(now, acked, rtt, flight_before)
+            cc.on_ack(now, acked, srtt, flight_before)
         if c._write_blocked and c._send_buf.free > 0:
             c._write_blocked = False
             c._events.append(TcpEvent.WRITABLE)

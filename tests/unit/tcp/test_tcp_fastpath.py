@@ -172,6 +172,17 @@ def test_fast_path_ack_prunes_the_sack_scoreboard_rfc6675_5() -> None:
     assert b.sacked_bytes == 0
 
 
+def test_fast_path_ack_gives_cubic_the_smoothed_rtt_rfc9438_4_2() -> None:
+    conn = established(plain_config(congestion_control="cubic"))
+    conn.send(b"x" * 1460 * 10)
+    out(conn, 1.0)
+    batch = Batch([seg(IRS + 1, ISS + 1 + 1460 * 4, ACK)])
+    fp = fastpath.FastPath(conn, FROM_LOCAL)
+    assert fp.receive_batch(batch.parser, batch.blob, batch.offsets, 1.1) == 1
+    assert conn.rtt.srtt is not None and conn.rtt.srtt < 0.1  # smoothed, not the sample
+    assert getattr(conn.congestion, "last_rtt", None) == conn.rtt.srtt
+
+
 def test_send_batch_builds_full_segments_within_windows() -> None:
     conn = established(plain_config(nodelay=True))
     fp = fastpath.FastPath(conn, FROM_LOCAL, capacity=64)

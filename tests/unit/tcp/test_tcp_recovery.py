@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from tcp_helpers import ACK, IRS, ISS, established, none, one, out, plain_config, seg
 
+from joyride.tcp.congestion import Cubic
 from joyride.tcp.connection import TcpConnection
 from joyride.wire.seq import Seq
 from joyride.wire.tcp import TcpOptions, TcpSegment
@@ -123,3 +125,19 @@ def test_all_acked_stops_retransmit_timer_rfc6298_5_2() -> None:
     conn.receive(seg(IRS + 1, ISS + 101), 1.1)
     assert conn.poll_at() is None
     none(conn, 1.2)
+
+
+def test_cubic_hears_the_smoothed_rtt_rfc9438_4_2() -> None:
+    """RFC 9438 §4.2: W_cubic(t + RTT) uses the smoothed RTT, not the latest sample
+    (and not nothing when an ACK carries no sample)."""
+    conn = established(plain_config(congestion_control="cubic"))
+    cc = conn.congestion
+    assert isinstance(cc, Cubic)
+    conn.send(b"x" * 1460 * 10)
+    out(conn, 1.0)
+    conn.receive(seg(IRS + 1, ISS + 1 + 1460 * 5), 1.1)  # a 100 ms sample
+    srtt = conn.rtt.srtt
+    assert srtt is not None and srtt != pytest.approx(0.1)
+    assert cc.last_rtt == srtt
+    conn.receive(seg(IRS + 1, ISS + 1 + 1460 * 10), 1.3)  # no sample: none timed
+    assert cc.last_rtt == conn.rtt.srtt == srtt
