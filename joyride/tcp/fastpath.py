@@ -376,7 +376,9 @@ class FastPath:
             return 0
         if c._idle_restart_due(now):
             return 0  # the slow path applies the RFC 5681 §4.1 restart window
-        payload = c._send_buf.peek(offset, n * mss)
+        # A view of the send ring (no copy): the builder copies it into the frames
+        # before anything can consume those bytes.
+        payload = c._send_buf.peek_view(offset, n * mss)
         c._ack_now = False
         window = c._advertise_window()
         last = _ACK_PSH if offset + n * mss == len(c._send_buf) else _ACK
@@ -400,7 +402,7 @@ class FastPath:
         c.counters["segments_sent"] += n
         return n
 
-    def _build(self, n: int, payload: bytes | None) -> None:
+    def _build(self, n: int, payload: bytes | memoryview | None) -> None:
         t0 = self._timer() if self._timer else 0.0
         built = self.builder.build_into(
             self.tx_base_c, self.tx_offsets_c, self._tx_caps_c, n, payload if payload else None
