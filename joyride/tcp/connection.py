@@ -952,10 +952,13 @@ class TcpConnection:
         ts = seg.options.timestamps
         seg_len = seg.seg_len
 
-        # RFC 7323 §3.2: once negotiated, a non-RST segment without TSopt is dropped.
+        # RFC 7323 §3.2: once negotiated, a non-RST segment without TSopt SHOULD be
+        # dropped. Linux accepts it (tcp_validate_incoming checks PAWS only when a
+        # timestamp is present), and so do we, for interoperability with middleboxes
+        # that strip options: it is processed without PAWS and cannot move TS.Recent
+        # (the §4.3 update below needs a TSval). Counted, so it stays visible.
         if self._ts_ok and ts is None and not is_rst:
-            self._drop("drop_missing_timestamp")
-            return
+            self.counters["ts_missing_accepted"] += 1
         # RFC 7323 §5.3 R1: PAWS.
         if self._ts_ok and ts is not None and not is_rst and _ts_before(ts[0], self._ts_recent):
             if now - self._ts_recent_age <= _PAWS_IDLE:

@@ -191,12 +191,25 @@ def test_paws_drops_old_timestamp_rfc7323_5_3() -> None:
     assert conn.counters["drop_paws"] == 1
 
 
-def test_missing_timestamp_dropped_once_negotiated_rfc7323_3_2() -> None:
+def test_missing_timestamp_accepted_as_linux_does_rfc7323_3_2() -> None:
+    """RFC 7323 §3.2 says a receiver SHOULD drop a non-RST segment without TSopt once
+    timestamps are negotiated; Linux accepts it, and so do we: the data is taken,
+    counted, and TS.Recent is left alone (there is nothing to update it from)."""
     cfg = plain_config(timestamps=True)
     conn = established(cfg, peer_options=TcpOptions(mss=1460, timestamps=(1000, 0)))
-    conn.receive(seg(IRS + 1, ISS + 1, ACK, b"x"), 1.0)
-    assert conn.recv() == b""
-    assert conn.counters["drop_missing_timestamp"] == 1
+    conn.send(b"q" * 100)
+    assert len(out(conn, 0.5)) == 1
+    conn.receive(seg(IRS + 1, ISS + 101, ACK | FIN, b"x"), 1.0)
+    assert conn.recv() == b"x" and conn.eof
+    assert conn.send_queue == 0  # its ACK was processed too
+    assert conn.counters["ts_missing_accepted"] == 1
+    assert conn.counters["drop_missing_timestamp"] == 0
+    ack = one(conn, 1.0)
+    assert ack.ack == IRS + 3
+    assert ack.options.timestamps is not None and ack.options.timestamps[1] == 1000
+    # PAWS still applies to the next timestamped segment, against the old TS.Recent.
+    conn.receive(seg(IRS + 3, ISS + 101, ACK, options=TcpOptions(timestamps=(999, 0))), 1.1)
+    assert conn.counters["drop_paws"] == 1
 
 
 def test_zero_window_persist_probe_and_backoff_rfc9293_3_8_6_1() -> None:
