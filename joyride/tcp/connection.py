@@ -162,6 +162,7 @@ class TcpConnection:
 
         # Loss recovery (RFC 5681 §3.2, RFC 6582, RFC 6675).
         self._dupacks = 0
+        self._lt_bytes = 0  # RFC 3042 limited-transmit bytes since the last new ACK
         self._in_recovery = False
         self._recover = iss  # RFC 6582 "recover" / RFC 6675 RecoveryPoint (exclusive)
         self._high_rxt = iss  # RFC 6675 HighRxt
@@ -578,8 +579,18 @@ class TcpConnection:
         )
 
     def _usable_window(self) -> int:
-        wnd = min(self._snd_wnd, self._cc.cwnd)
+        wnd = min(self._snd_wnd, self._cc.cwnd + self._limited_transmit_allowance())
         return (self._snd_una + wnd) - self._snd_nxt
+
+    def _limited_transmit_allowance(self) -> int:
+        """RFC 3042 §2 limited transmit: on each of the first two duplicate ACKs one new
+        segment may go, so outstanding data reaches at most cwnd + 2*SMSS (cwnd itself
+        unchanged; the receiver's window still applies). It keeps the ACK clock going
+        when a small window would otherwise wait for an RTO."""
+        dupacks = self._dupacks
+        if dupacks == 0 or self._in_recovery or dupacks >= self.config.dupthresh:
+            return 0
+        return min(dupacks, 2) * self._smss
 
     def _send_new(self, now: float) -> None:
         """Send queued data allowed by both windows, with Nagle (RFC 9293 §3.7.4) and
@@ -617,8 +628,12 @@ class TcpConnection:
         if retransmit:
             self._rtt_seq = None  # Karn: no sample from a range that was resent
             self.counters["retransmitted_segments"] += 1
-        elif self._rtt_seq is None:
-            self._rtt_seq, self._rtt_time = end, now
+        else:
+            if self._rtt_seq is None:
+                self._rtt_seq, self._rtt_time = end, now
+            if self._dupacks and not self._in_recovery:
+                self._lt_bytes += n  # RFC 3042: sent on a duplicate ACK
+                self.counters["limited_transmit_segments"] += 1
         self._out.append(self._segment(seq, flags, payload))
         end = end + (1 if flags & TcpFlags.FIN else 0)
         if end > self._snd_nxt:
@@ -742,6 +757,7 @@ class TcpConnection:
             self._in_recovery = False
             self._recover = self._snd_max  # no new recovery before this is ACKed
             self._dupacks = 0
+            self._lt_bytes = 0
             self._rexmit_head = False
         # Go-back-N from SND.UNA (a SYN/SYN-ACK goes again with SND.NXT == ISS).
         self._snd_nxt = self._snd_una
@@ -1174,6 +1190,7 @@ class TcpConnection:
 
         if acked > 0:
             self._dupacks = 0
+            self._lt_bytes = 0
             if cwnd_limited(flight_before, cc.cwnd):
                 # RFC 9438 §4.2: CUBIC looks one smoothed RTT ahead.
                 cc.on_ack(now, acked, self._rtt.srtt, flight_before)
@@ -1192,7 +1209,9 @@ class TcpConnection:
         self.counters["fast_retransmits"] += 1
         self._in_recovery = True
         self._recover = self._snd_max
-        flight = self._snd_max - self._snd_una
+        # RFC 5681 §3.2 step 2: data sent by limited transmit is left out of FlightSize.
+        flight = max(self._snd_max - self._snd_una - self._lt_bytes, mss)
+        self._lt_bytes = 0
         cc.on_congestion(now, flight)
         self._rtt_seq = None
         if self._sack_ok:

@@ -360,6 +360,7 @@ class FastPath:
         if (
             c._state not in _FAST_ACK_STATES
             or c._in_recovery
+            or c._dupacks  # RFC 3042 limited transmit is the slow path's
             or c._rexmit_head
             or c._snd_nxt != c._snd_max
             or not self._fin_unsent()

@@ -141,3 +141,48 @@ def test_cubic_hears_the_smoothed_rtt_rfc9438_4_2() -> None:
     assert cc.last_rtt == srtt
     conn.receive(seg(IRS + 1, ISS + 1 + 1460 * 10), 1.3)  # no sample: none timed
     assert cc.last_rtt == conn.rtt.srtt == srtt
+
+
+def _dupack(conn: TcpConnection, sack_to: int, now: float) -> None:
+    """A duplicate ACK of ISS+1; with SACK it reports segments [1, sack_to)."""
+    opts = None
+    if conn.options["sack"]:
+        base = ISS + 1
+        opts = TcpOptions(sack_blocks=((base + 1460, base + sack_to * 1460),))
+    conn.receive(seg(IRS + 1, ISS + 1, ACK, options=opts), now)
+
+
+@pytest.mark.parametrize("sack", [False, True])
+def test_limited_transmit_on_first_two_dupacks_rfc3042_2(sack: bool) -> None:
+    """RFC 3042 §2: each of the first two duplicate ACKs sends one new segment if the
+    peer's window allows and outstanding data stays <= cwnd + 2*SMSS; cwnd itself
+    does not change, and those segments are left out of FlightSize when ssthresh is
+    computed at the third (RFC 5681 §3.2 step 2)."""
+    conn = established(
+        plain_config(sack=sack), peer_options=TcpOptions(mss=1460, sack_permitted=sack)
+    )
+    conn.send(b"d" * 1460 * 15)
+    assert len(out(conn, 1.0)) == 10  # IW10
+    cwnd = conn.congestion.cwnd
+    base = ISS + 1
+    _dupack(conn, 2, 1.1)
+    assert [s.seq for s in out(conn, 1.1)] == [base + 10 * 1460]
+    _dupack(conn, 3, 1.11)
+    assert [s.seq for s in out(conn, 1.11)] == [base + 11 * 1460]
+    assert conn.congestion.cwnd == cwnd and not conn.in_recovery
+    assert conn.counters["limited_transmit_segments"] == 2
+    _dupack(conn, 4, 1.12)
+    assert conn.in_recovery
+    rtx = out(conn, 1.12)
+    assert rtx[0].seq == base  # fast retransmit, and no new data: the window is full
+    assert all(s.seq < base + 12 * 1460 for s in rtx)
+    assert conn.congestion.ssthresh == 5 * 1460  # FlightSize 10, not 12, segments
+
+
+def test_limited_transmit_respects_the_peer_window_rfc3042_2() -> None:
+    conn = established(window=10 * 1460)
+    conn.send(b"d" * 1460 * 15)
+    assert len(out(conn, 1.0)) == 10
+    conn.receive(seg(IRS + 1, ISS + 1, ACK, window=10 * 1460), 1.1)
+    assert out(conn, 1.1) == []
+    assert conn.counters["limited_transmit_segments"] == 0
