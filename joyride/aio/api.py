@@ -1,0 +1,144 @@
+"""``asyncio``'s server and connection functions, routed through Joyride.
+
+Each function takes the standard arguments and returns the standard objects. A port
+or destination that a Joyride stack owns (``joyride.embed.select``) is served by it;
+everything else goes to the running loop's own (kernel) implementation, so replacing
+``import asyncio`` calls by ``joyride.asyncio`` ones changes nothing else.
+
+``stack=`` names a stack explicitly (tests and tools that build their own).
+"""
+
+from __future__ import annotations
+
+import asyncio as _asyncio
+import socket as _socket
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from joyride.aio.server import JoyrideServer
+from joyride.aio.transport import JoyrideTransport, connection_error
+from joyride.embed.drivers import DEFAULT_SPIN, ensure_asyncio_driver
+from joyride.embed.embedded import current
+from joyride.embed.select import connecting_stack, listening_stack
+from joyride.embed.stack import Stack
+from joyride.tcp.state import TcpState
+
+STREAM_LIMIT = 2**16  # asyncio.streams._DEFAULT_LIMIT
+
+ProtocolFactory = Callable[[], _asyncio.BaseProtocol]
+ClientConnected = Callable[[_asyncio.StreamReader, _asyncio.StreamWriter],
+                           Awaitable[None] | None]
+
+
+def _spin() -> float:
+    emb = current()
+    return emb.spin if emb is not None else DEFAULT_SPIN
+
+
+def _refuse_unsupported(kwargs: dict[str, Any]) -> None:
+    if kwargs.get("ssl") is not None:
+        raise ValueError("joyride.asyncio: TLS is not supported on a Joyride port yet; "
+                         "serve TLS on a kernel port")
+    if kwargs.get("sock") is not None:
+        raise ValueError("joyride.asyncio: sock= is a kernel socket; pass host and port")
+    family = kwargs.get("family", 0)
+    if family not in (0, _socket.AF_INET, _socket.AF_UNSPEC):
+        raise ValueError("joyride.asyncio: Joyride ports are IPv4 (AF_INET)")
+
+
+async def create_server(protocol_factory: ProtocolFactory, host: str | None = None,
+                        port: int | None = None, *, stack: Stack | None = None,
+                        start_serving: bool = True, **kwargs: Any) -> _asyncio.AbstractServer:
+    """``loop.create_server`` for a Joyride port (else the loop's own)."""
+    loop = _asyncio.get_running_loop()
+    chosen = stack or listening_stack(host, port)
+    if chosen is None or port is None:
+        return await loop.create_server(protocol_factory, host, port,
+                                        start_serving=start_serving, **kwargs)
+    _refuse_unsupported(kwargs)
+    ensure_asyncio_driver(chosen, loop, spin=_spin())
+    return JoyrideServer(chosen, loop, protocol_factory, host or "0.0.0.0", port,
+                         start_serving=start_serving)
+
+
+async def _resolve(loop: _asyncio.AbstractEventLoop, host: str, port: int) -> bytes:
+    try:
+        return _socket.inet_aton(host)
+    except OSError:
+        infos = await loop.getaddrinfo(host, port, family=_socket.AF_INET,
+                                       type=_socket.SOCK_STREAM)
+        if not infos:
+            raise OSError(f"getaddrinfo({host!r}) returned nothing") from None
+        return _socket.inet_aton(str(infos[0][4][0]))
+
+
+async def create_connection(protocol_factory: ProtocolFactory, host: str, port: int, *,
+                            stack: Stack | None = None, **kwargs: Any
+                            ) -> tuple[_asyncio.Transport, _asyncio.BaseProtocol]:
+    """``loop.create_connection`` through Joyride when it routes ``host`` (else the
+    loop's own)."""
+    loop = _asyncio.get_running_loop()
+    ip = await _resolve(loop, host, port)
+    chosen = stack or connecting_stack(ip)
+    if chosen is None:
+        return await loop.create_connection(protocol_factory, host, port, **kwargs)
+    _refuse_unsupported(kwargs)
+    ensure_asyncio_driver(chosen, loop, spin=_spin())
+    waiter: _asyncio.Future[None] = loop.create_future()
+    loop_thread = threading.get_ident()
+
+    def settle() -> None:
+        if waiter.done():
+            return
+        if conn.state is TcpState.CLOSED:
+            waiter.set_exception(connection_error(conn) or ConnectionResetError())
+        elif conn.state not in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED):
+            waiter.set_result(None)
+
+    def on_activity() -> None:  # stack callback, lock held
+        if threading.get_ident() == loop_thread:
+            settle()
+        else:
+            loop.call_soon_threadsafe(settle)
+
+    with chosen.lock:
+        conn = chosen.connect(ip, port, on_activity)
+    try:
+        await waiter
+    except BaseException:
+        with chosen.lock:
+            chosen.forget(conn)
+            conn.abort()
+            chosen.touch(conn)
+        raise
+    protocol = protocol_factory()
+    transport = JoyrideTransport(chosen, conn, protocol, loop)
+    transport.start()
+    return transport, protocol
+
+
+async def start_server(client_connected_cb: ClientConnected, host: str | None = None,
+                       port: int | None = None, *, limit: int = STREAM_LIMIT,
+                       stack: Stack | None = None, **kwargs: Any) -> _asyncio.AbstractServer:
+    """``asyncio.start_server``: streams for every connection."""
+    loop = _asyncio.get_running_loop()
+
+    def factory() -> _asyncio.BaseProtocol:
+        reader = _asyncio.StreamReader(limit=limit, loop=loop)
+        return _asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+
+    return await create_server(factory, host, port, stack=stack, **kwargs)
+
+
+async def open_connection(host: str, port: int, *, limit: int = STREAM_LIMIT,
+                          stack: Stack | None = None, **kwargs: Any
+                          ) -> tuple[_asyncio.StreamReader, _asyncio.StreamWriter]:
+    """``asyncio.open_connection``: a (reader, writer) pair."""
+    loop = _asyncio.get_running_loop()
+    reader = _asyncio.StreamReader(limit=limit, loop=loop)
+    protocol = _asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await create_connection(lambda: protocol, host, port, stack=stack,
+                                           **kwargs)
+    writer = _asyncio.StreamWriter(transport, protocol, reader, loop)
+    return reader, writer

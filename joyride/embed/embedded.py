@@ -1,0 +1,231 @@
+"""Embedded mode: this process runs the engine on its own AF_XDP socket(s).
+
+``embed("veth0", ports=[8080])`` does what ``joyride attach`` does for the network
+service, in the calling process and its network namespace, in the same order (see
+``joyride.service.service``): take the interface's state-directory lock, clean up
+after a dead predecessor, attach the steering program, reserve the ephemeral range,
+steer the ports, open one AF_XDP socket per rx queue and register each. It then builds
+the same ``Engine`` the service runs over those sockets, wrapped in a ``Stack`` that
+``joyride.asyncio`` and ``joyride.socket`` use.
+
+Refusals (``EmbedError``, one clear line each):
+
+* the network service (or another embedding process) holds the interface: both take
+  the same ``flock``, so two owners can never fight over one steering program;
+* a second ``embed`` in the same process: one engine per process owns the steering.
+
+``close`` (also on ``with`` exit, at interpreter exit, and on a failed setup) undoes
+everything backwards: connections are reset so peers learn at once, the kernel's
+managed neighbour entries are removed, sockets closed, the program detached, the
+ephemeral reservation released, the state directory removed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from joyride import netns
+from joyride.embed.drivers import DEFAULT_SPIN, ensure_asyncio_driver, ensure_thread_driver
+from joyride.embed.stack import Stack
+from joyride.engine import Engine, KernelNetwork
+from joyride.engine.nic import MultiNic
+from joyride.engine.xsknic import XskNic
+from joyride.errors import JoyrideError
+from joyride.service.cleanup import cleanup_stale
+from joyride.service.queues import active_rx_queues
+from joyride.service.state import ServiceState, StateDir, netns_inode
+from joyride.steer import reservation
+from joyride.steer.ports import PortSet
+from joyride.steer.program import EPHEMERAL, LISTEN, Mode, Steering
+from joyride.tcp.config import TcpConfig
+
+log = logging.getLogger(__name__)
+
+#: Outgoing connections take local ports here (the service's default range, so both
+#: modes leave the kernel the same ports).
+DEFAULT_EPHEMERAL = range(60000, 61000)
+
+
+class EmbedError(JoyrideError):
+    """Embedded mode cannot start (interface owned, already embedded, bad ports)."""
+
+
+_active_lock = threading.Lock()
+_active: Embedded | None = None
+
+
+def current() -> Embedded | None:
+    """The live embedded instance of this process, if any."""
+    return _active
+
+
+class Embedded:
+    """The engine of this process on ``ifname`` (build it with ``embed``)."""
+
+    def __init__(self, ifname: str, ports: Iterable[int], *, mode: Mode = "auto",
+                 ephemeral: range = DEFAULT_EPHEMERAL, config: TcpConfig | None = None,
+                 spin: float = DEFAULT_SPIN) -> None:
+        self.ifname = ifname
+        self.ports = PortSet(ports)
+        self.ephemeral = ephemeral
+        self.spin = spin
+        self.mode = ""
+        self.closed = False
+        self._stack = contextlib.ExitStack()
+        if not self.ports:
+            raise EmbedError("embed needs at least one port to accelerate")
+        clash = self.ports & PortSet(ephemeral)
+        if clash:
+            raise EmbedError(f"port(s) {clash} lie in the ephemeral range "
+                             f"{ephemeral.start}-{ephemeral.stop - 1}: choose other ports")
+        try:
+            self._setup(mode, config)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _setup(self, mode: Mode, config: TcpConfig | None) -> None:
+        self._netns_fd = netns.current_fd()
+        self._stack.callback(os.close, self._netns_fd)
+        self._routes: dict[bytes, bool] = {}
+        self.dir = StateDir(self.ifname)
+        if not self.dir.acquire():
+            held = self.dir.load()
+            who = f" (pid {held.pid}, ports {held.ports})" if held is not None else ""
+            raise EmbedError(
+                f"{self.ifname} is already served by Joyride{who}: the network service or "
+                "another embedded process owns its steering. Use service mode (no embed) "
+                f"or `joyride detach {self.ifname}` first")
+        self._stack.callback(self.dir.release)
+        self._stack.callback(self.dir.remove)
+        notices = cleanup_stale(self.dir, self.ifname, keep_lock=True)
+        steering = Steering(self.ifname)
+        self.steering = steering
+        self._stack.callback(steering.close)
+        self.mode = steering.attach(mode)
+        ephemeral = PortSet(self.ephemeral)
+        state = ServiceState(
+            ifname=self.ifname, ifindex=steering.ifindex, netns_inode=netns_inode(),
+            pid=os.getpid(), mode=self.mode, ports=str(self.ports),
+            ephemeral=str(ephemeral), prog_id=steering.prog_id,
+            map_ids=list(steering.map_ids), started_at=time.time(),
+            notices=[*notices, *steering.notices, "embedded mode (no control socket)"])
+        self.dir.save(state)
+        original = reservation.reserve(ephemeral)
+        state.reserved_original, state.reserved = str(original), True
+        self.dir.save(state)  # a crash from here on is cleaned up by the next owner
+        self._stack.callback(reservation.release, ephemeral, original)
+        steering.add_ports(ephemeral, "tcp", EPHEMERAL)
+        steering.add_ports(self.ports, "tcp", LISTEN)
+        import xsk
+
+        self.network = KernelNetwork(self.ifname)
+        self._stack.callback(self.network.close)
+        self.sockets: list[Any] = []
+        xsk_mode: Mode = "skb" if self.mode == "skb" else "native"
+        for queue in range(min(active_rx_queues(self.ifname), steering.max_queues)):
+            sock = xsk.Socket(self.ifname, queue, mode=xsk_mode)
+            self._stack.callback(sock.close)
+            self.sockets.append(sock)
+            steering.register_socket(queue, sock.fileno())
+            self._stack.callback(steering.unregister_socket, queue)
+        state.queues = list(range(len(self.sockets)))
+        self.dir.save(state)
+        nics = [XskNic(s, self.network.mtu) for s in self.sockets]
+        engine = Engine(MultiNic(nics), self.network, config, ephemeral_ports=self.ephemeral)
+        self.stack = Stack(engine, ports=frozenset(self.ports))
+        self._stack.callback(self.stack.close)  # first to run: resets go out on open sockets
+
+    # -- drivers ---------------------------------------------------------------------------
+
+    def asyncio_driver(self, loop: Any) -> None:
+        """Drive the engine from ``loop`` (its thread), replacing a dead driver."""
+        ensure_asyncio_driver(self.stack, loop, spin=self.spin)
+
+    def thread_driver(self) -> None:
+        """Make sure something drives the engine for blocking callers."""
+        ensure_thread_driver(self.stack)
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def routes_to(self, ip: bytes) -> bool:
+        """True if the kernel sends traffic for ``ip`` out of this interface (then an
+        outgoing connection to it can use the embedded engine)."""
+        known = self._routes.get(ip)
+        if known is None:
+            from pyroute2 import IPRoute
+
+            with netns.inside_fd(self._netns_fd), IPRoute() as ipr:
+                try:
+                    routes = ipr.route("get", dst=socket.inet_ntoa(ip))
+                except Exception:  # NetlinkError: unreachable
+                    routes = []
+            known = bool(routes) and routes[0].get_attr("RTA_OIF") == self.network.ifindex
+            if len(self._routes) > 4096:
+                self._routes.clear()
+            self._routes[ip] = known
+        return known
+
+    # -- introspection ---------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        with self.stack.lock:
+            out = dict(self.stack.engine.counters)
+            out.update({f"stack_{k}": v for k, v in self.stack.counters.items()})
+            out["connections"] = len(self.stack.engine.connections)
+        return out
+
+    # -- teardown --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        global _active
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._stack.close()
+        finally:
+            with _active_lock:
+                if _active is self:
+                    _active = None
+
+    def __enter__(self) -> Embedded:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.mode}, {len(self.sockets)} queue(s)"
+        return f"<Embedded {self.ifname} ports {self.ports} ({state})>"
+
+
+def embed(ifname: str, ports: Iterable[int], *, mode: Mode = "auto",
+          ephemeral: range = DEFAULT_EPHEMERAL, config: TcpConfig | None = None,
+          spin: float = DEFAULT_SPIN) -> Embedded:
+    """Accelerate ``ports`` of ``ifname`` in this process (see module doc).
+
+    Run it in the interface's network namespace, as root. Use the result as a context
+    manager, or call ``close``; it is closed at interpreter exit otherwise.
+    """
+    global _active
+    with _active_lock:
+        if _active is not None:
+            raise EmbedError(f"this process already embeds Joyride ({_active.ifname}, ports "
+                             f"{_active.ports}): one embedded engine per process; close it "
+                             "first")
+        instance = Embedded(ifname, ports, mode=mode, ephemeral=ephemeral, config=config,
+                            spin=spin)
+        _active = instance
+    atexit.register(instance.close)
+    return instance
