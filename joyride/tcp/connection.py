@@ -435,7 +435,8 @@ class TcpConnection:
     def abort(self) -> None:
         """ABORT (RFC 9293 §3.10.5): send a RST if synchronized, forget everything."""
         if self._state.synchronized and self._state is not TcpState.TIME_WAIT:
-            self._out.append(self._segment(self._snd_nxt, TcpFlags.RST, with_ack=False))
+            # At SND.MAX, as the pure ACK below (Linux's tcp_acceptable_seq).
+            self._out.append(self._segment(self._snd_max, TcpFlags.RST, with_ack=False))
         self._enter_closed(notify=self._state is not TcpState.CLOSED)
 
     # ------------------------------------------------------------------ transmit side
@@ -565,7 +566,12 @@ class TcpConnection:
                 self._timers.set_if_unset(Timer.RETRANSMIT, now + self._rtt.rto)
             self._arm_persist(now)
         if self._ack_now and len(self._out) == sent and state is not TcpState.SYN_SENT:
-            self._out.append(self._segment(self._snd_nxt, _ACK))
+            # RFC 9293 §3.10.7.4 sends <SEQ=SND.NXT>; SND.NXT here is rewound by an RTO
+            # (go-back-N), and a pure ACK numbered below the peer's RCV.NXT would be
+            # unacceptable there and its ACK ignored - two peers both recovering from
+            # RTOs would then drop each other's ACKs forever. SND.MAX, the highest
+            # sequence sent, is what the peer expects (Linux never rewinds snd_nxt).
+            self._out.append(self._segment(self._snd_max, _ACK))
         if len(self._out) > sent:
             self._last_send = now
 
@@ -858,7 +864,11 @@ class TcpConnection:
         self._snd_wnd = syn.window  # never scaled in a SYN (RFC 7323 §2.2)
         self._max_snd_wnd = max(self._max_snd_wnd, self._snd_wnd)
         self._snd_wl1 = syn.seq
-        self._rcv_mss = min(cfg.mss, peer_mss)
+        # The peer's full-sized segment: our MSS (or its own, if smaller) less the
+        # timestamp option it carries (RFC 7323 §3.2), so the ACK-every-second-full-
+        # segment rule (RFC 5681 §4.2) counts real segments; _deliver raises it if
+        # bigger segments show up.
+        self._rcv_mss = min(cfg.mss, peer_mss) - (_TS_OPTION_LEN if self._ts_ok else 0)
 
     def set_mss(self, mss: int) -> None:
         self._smss = mss

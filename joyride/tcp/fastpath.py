@@ -340,7 +340,7 @@ class FastPath:
         shift = c._rcv_shift
         edge = int(c._rcv_adv)
         lib.tcpfast_fill_acks(
-            self._segs_ptr, k, self._ack_ptr, int(c._snd_nxt), edge, shift,
+            self._segs_ptr, k, self._ack_ptr, int(c._snd_max), edge, shift,
             1 if c._ts_ok else 0,
             ts_clock(now, c._ts_offset) if c._ts_ok else 0,
             c._ts_recent if c._ts_ok else 0,

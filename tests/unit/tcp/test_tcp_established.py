@@ -300,3 +300,15 @@ def test_out_of_order_fin_waits_for_the_gap_rfc9293_3_10_7_4() -> None:
     assert conn.recv() == b"abcdef"
     assert conn.state is TcpState.CLOSE_WAIT
     assert one(conn, 1.1).ack == IRS + 8
+
+
+def test_ack_every_second_full_segment_with_timestamps_rfc5681_4_2() -> None:
+    """A full-sized segment carries MSS - 12 bytes once timestamps are on (RFC 7323
+    §3.2 option space): the every-second-segment ACK rule must count those."""
+    cfg = plain_config(timestamps=True)
+    conn = established(cfg, peer_options=TcpOptions(mss=1460, timestamps=(1000, 0)))
+    full = 1460 - 12
+    for i in range(2):
+        conn.receive(seg(IRS + 1 + i * full, ISS + 1, ACK, b"f" * full,
+                         options=TcpOptions(timestamps=(1001 + i, 0))), 1.0)
+    assert [s.ack for s in out(conn, 1.0)] == [IRS + 1 + 2 * full]

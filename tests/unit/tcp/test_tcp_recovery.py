@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tcp_helpers import ACK, IRS, ISS, established, none, one, out, plain_config, seg
+from tcp_helpers import ACK, IRS, ISS, PSH, established, none, one, out, plain_config, seg
 
 from joyride.tcp.congestion import Cubic
 from joyride.tcp.connection import TcpConnection
@@ -186,3 +186,22 @@ def test_limited_transmit_respects_the_peer_window_rfc3042_2() -> None:
     conn.receive(seg(IRS + 1, ISS + 1, ACK, window=10 * 1460), 1.1)
     assert out(conn, 1.1) == []
     assert conn.counters["limited_transmit_segments"] == 0
+
+
+def test_pure_ack_after_rto_carries_snd_max_rfc9293_3_10_7_4() -> None:
+    """After an RTO rewinds SND.NXT (go-back-N), a pure ACK must still be acceptable
+    to a peer that received more than we know (its ACKs were lost): numbered SND.MAX,
+    not the rewound SND.NXT, or the peer drops it unread (§3.10.7.4 first check)."""
+    conn = established()
+    conn.send(b"x" * 1460 * 3)
+    assert len(out(conn, 1.0)) == 3
+    deadline = conn.poll_at()
+    assert deadline is not None
+    conn.on_timer(deadline)
+    rtx = out(conn, deadline)
+    assert [s.seq for s in rtx] == [ISS + 1]  # go-back-N from SND.UNA, one segment (cwnd)
+    conn.receive(seg(IRS + 1, ISS + 1, ACK | PSH, b"hello"), deadline + 0.01)
+    conn.on_timer(deadline + 0.1)
+    acks = [s for s in out(conn, deadline + 0.1) if not s.payload]
+    assert acks and all(a.seq == ISS + 1 + 3 * 1460 for a in acks)
+    assert acks[-1].ack == IRS + 6
