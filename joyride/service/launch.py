@@ -50,7 +50,7 @@ def config_to_json(cfg: ServiceConfig) -> str:
     return json.dumps({
         "ifname": cfg.ifname, "ports": str(cfg.ports), "udp_ports": str(cfg.udp_ports),
         "ephemeral": str(cfg.ephemeral), "mode": cfg.mode, "force": cfg.force,
-        "vlan": cfg.vlan,
+        "vlan": cfg.vlan, "group": cfg.group, "engine": cfg.engine,
     })
 
 
@@ -62,6 +62,7 @@ def config_from_json(text: str) -> ServiceConfig:
         udp_ports=PortSet.parse(raw["udp_ports"], allow_empty=True),
         ephemeral=PortSet.parse(raw["ephemeral"], allow_empty=True),
         mode=raw["mode"], force=bool(raw["force"]), vlan=int(raw["vlan"]),
+        group=str(raw.get("group", "")), engine=bool(raw.get("engine", True)),
     )
 
 

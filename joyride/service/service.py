@@ -9,7 +9,9 @@ consistent at every step:
    the ports maps: from here on steered frames hit an empty XSKMAP and fall through
    to the kernel (XDP_PASS), so nothing is lost while the sockets come up;
 4. open one AF_XDP socket per rx queue and register each in the XSKMAP;
-5. listen on the control socket and report ready.
+5. start the data path (``Datapath``: the engine over every queue, the application
+   socket ``app.sock``, re-adopting listeners that applications kept from a previous
+   service), listen on the control socket and report ready.
 
 ``stop`` undoes it backwards. If the process dies instead, the kernel closes the
 sockets, which empties the XSKMAP (fail-open), and drops the lock; the next ``attach``
@@ -27,11 +29,13 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from joyride.errors import JoyrideError
-from joyride.service import control
+from joyride.service import apps, control
 from joyride.service.cleanup import cleanup_stale
+from joyride.service.datapath import Datapath
 from joyride.service.queues import active_rx_queues
 from joyride.service.sockets import FrameSink, QueueSocket, SocketFactory
 from joyride.service.state import ServiceState, StateDir, netns_inode
@@ -60,6 +64,8 @@ class ServiceConfig:
     mode: Mode = "auto"
     force: bool = False
     vlan: int = 0
+    group: str = ""  # group (name or gid) allowed on the application socket besides root
+    engine: bool = True  # run the TCP engine (False: frames are only counted)
 
 
 class Service:
@@ -72,6 +78,7 @@ class Service:
         self.dir = state_dir or StateDir(config.ifname)
         self.socket_factory = socket_factory
         self.sink = sink
+        self.datapath: Datapath | None = None
         self.steering: Steering | None = None
         self.sockets: list[QueueSocket] = []
         self.state: ServiceState | None = None
@@ -125,6 +132,9 @@ class Service:
                 steering.register_socket(queue, sock.fileno())
                 self._stack.callback(steering.unregister_socket, queue)
             state.queues = [s.queue for s in self.sockets]
+            if cfg.engine:
+                self.datapath = self._start_datapath()
+                self._stack.callback(self._stop_datapath)
             self._listener = control.listen(self.dir.control_path)
             self._stack.callback(self._listener.close)
             self.dir.save(state)
@@ -134,6 +144,28 @@ class Service:
         log.info("serving %s: mode %s, ports %s, ephemeral %s, queues %s", cfg.ifname,
                  state.mode, state.ports, state.ephemeral, state.queues)
         return state
+
+    def _start_datapath(self) -> Datapath:
+        from joyride.engine.network import KernelNetwork
+
+        cfg = self.config
+        gid = apps.group_id(cfg.group)
+        network = KernelNetwork(cfg.ifname)
+        try:
+            for sock in self.sockets:
+                sock.mtu = network.mtu
+            app_socket = apps.listen_app_socket(self.dir.app_path, gid)
+        except BaseException:
+            network.close()
+            raise
+        return Datapath(self.sockets, network, ports=cfg.ports, ephemeral=cfg.ephemeral,
+                        app_socket=app_socket, group=gid)
+
+    def _stop_datapath(self) -> None:
+        if self.datapath is not None:
+            self.datapath.close()
+            self.datapath.app_socket.close()
+            self.datapath = None
 
     def stop(self) -> None:
         """Undo ``start`` in reverse (sockets, ports, reservation, program, state, lock)."""
@@ -160,19 +192,30 @@ class Service:
         sel = selectors.DefaultSelector()
         sel.register(self._listener, selectors.EVENT_READ, "accept")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
-        for sock in self.sockets:
-            sel.register(sock.fileno(), selectors.EVENT_READ, sock)
+        datapath = self.datapath
+        if datapath is not None:
+            datapath.register(sel)
+        else:
+            for sock in self.sockets:
+                sel.register(sock.fileno(), selectors.EVENT_READ, sock)
         next_check = time.monotonic() + WATCHDOG_PERIOD
         try:
             while not self._stopping:
-                for key, _ in sel.select(timeout=WATCHDOG_PERIOD):
-                    if isinstance(key.data, QueueSocket):
-                        key.data.drain(self.sink)
-                    elif key.data == "accept":
+                timeout = (WATCHDOG_PERIOD if datapath is None
+                           else datapath.timeout(WATCHDOG_PERIOD))
+                for key, mask in sel.select(timeout=timeout):
+                    data = key.data
+                    if isinstance(data, QueueSocket):
+                        data.drain(self.sink)
+                    elif data == "accept":
                         self._accept()
-                    elif key.data == "wake":
+                    elif data == "wake":
                         with contextlib.suppress(BlockingIOError):
                             os.read(self._wake_r, 512)
+                    elif callable(data):
+                        data(mask)
+                if datapath is not None:
+                    datapath.step()
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + WATCHDOG_PERIOD
@@ -257,6 +300,8 @@ class Service:
             "steer": dict(counters.values),
             "totals": counters.totals(),
             "queues": {str(s.queue): s.statistics() for s in self.sockets},
+            "datapath": self.datapath.stats() if self.datapath is not None else None,
+            "memory": _memory(),
         }
 
     def change_ports(self, action: str, spec: str, proto: str) -> dict[str, Any]:
@@ -284,6 +329,17 @@ class Service:
         state.udp_ports = str(self.steering.ports("udp", LISTEN))
         self.dir.save(state)
         return {"ports": state.ports, "udp_ports": state.udp_ports}
+
+
+def _memory() -> dict[str, int]:
+    """The service's own memory (kB), as the kernel accounts it."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon"):
+                out[key + "_kB"] = int(value.split()[0])
+    return out
 
 
 def _proto(name: str) -> Proto:

@@ -1,20 +1,27 @@
 """One AF_XDP socket per rx queue, drained by the service loop.
 
 The ``xsk`` package provides the sockets; this module adapts them to what the service
-needs (a file descriptor to poll and to register in the XSKMAP, a drain, statistics)
-and keeps per-queue frame counts. Until the TCP engine plugs in (``FrameSink``), frames
-are counted and their UMEM frames recycled: they were meant for Joyride, and the
-kernel never sees them, so a peer sees no answer, exactly as from a busy server.
+needs (a file descriptor to poll and to register in the XSKMAP, statistics) and
+keeps per-queue frame counts. It is also the engine's ``Nic`` (``receive``/``release``/
+``transmit``), which is how the service's engine reads the queue. ``drain`` with a
+``FrameSink`` (or none: frames are counted and recycled) serves a service run without
+an engine.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import numpy as np
+
+from joyride.engine.nic import Buffer, RxDescriptors
 from joyride.errors import EnvironmentProblem, PrivilegeError
+
+if TYPE_CHECKING:
+    from joyride.engine.xsknic import XskNic
 
 log = logging.getLogger(__name__)
 BATCH: Final = 64  # frames per recv: amortises the ring bookkeeping
@@ -45,7 +52,9 @@ class QueueSocket:
             raise EnvironmentProblem(f"the AF_XDP package `xsk` is unusable: {exc} "
                                      "(reinstall Joyride to rebuild it)") from exc
         self.queue = queue
+        self.mtu = 1500  # the engine's view; the service sets the interface's MTU
         self.counters = QueueCounters()
+        self._nic: XskNic | None = None
         try:
             self._sock = xsk.Socket(ifname, queue, mode="skb" if mode == "skb" else "native")
         except xsk.XskPermissionError as exc:
@@ -84,6 +93,36 @@ class QueueSocket:
                 self._sock.release(batch)
         return total
 
+    # -- the engine's Nic ------------------------------------------------------------------
+
+    def _engine_nic(self) -> XskNic:
+        if self._nic is None:
+            from joyride.engine.xsknic import XskNic
+
+            self._nic = XskNic(self._sock, self.mtu)
+        return self._nic
+
+    def receive(self, max_frames: int) -> RxDescriptors | None:
+        """Frames waiting on the rx ring, in place in the UMEM (valid until ``release``)."""
+        got = self._engine_nic().receive(max_frames)
+        if got is not None and not got.offsets.flags.c_contiguous:
+            # Strided views of the rx descriptor ring: the C parser wants plain arrays.
+            got.offsets = np.ascontiguousarray(got.offsets)
+            got.lengths = np.ascontiguousarray(got.lengths)
+        if got is not None and got.n:
+            self.counters.rx_frames += got.n
+            self.counters.rx_bytes += int(got.lengths.sum())
+            self.counters.rx_batches += 1
+        return got
+
+    def release(self) -> None:
+        if self._nic is not None:
+            self._nic.release()
+
+    def transmit(self, frames: Sequence[Buffer]) -> int:
+        """Copy frames onto the tx ring; returns how many were queued (the rest dropped)."""
+        return self._engine_nic().transmit(frames)
+
     def statistics(self) -> dict[str, int]:
         out = {
             "rx_frames": self.counters.rx_frames,
@@ -91,11 +130,13 @@ class QueueSocket:
             "rx_batches": self.counters.rx_batches,
             "rx_unclaimed": self.counters.rx_unclaimed,
             "sink_errors": self.counters.sink_errors,
+            "tx_dropped": self._nic.tx_dropped if self._nic is not None else 0,
         }
         out.update({f"xsk_{k}": int(v) for k, v in self._sock.statistics().items()})
         return out
 
     def close(self) -> None:
+        self.release()
         self._sock.close()
 
 

@@ -13,7 +13,11 @@ The directory holds:
 * ``state.json``: what the service set up (program id, ports, the reserved-ports value
   it found), written atomically, kept until a clean stop or a cleanup.
 * ``control.sock``: the service's control socket (``joyride.service.control``).
+* ``app.sock``: the application socket (``joyride.service.protocol``), mode 0660 and
+  group ``--group`` when one is configured (the directory is then 0710 to that group).
 * ``service.log``: the service's stderr when it runs in the background.
+* ``supervisor.lock``/``supervisor.pid``: the supervisor's liveness lock and pid
+  (``joyride.service.supervisor``), removed by the supervisor itself.
 """
 
 from __future__ import annotations
@@ -99,6 +103,18 @@ class StateDir:
         return self.path / "control.sock"
 
     @property
+    def app_path(self) -> Path:
+        return self.path / "app.sock"
+
+    @property
+    def supervisor_lock_path(self) -> Path:
+        return self.path / "supervisor.lock"
+
+    @property
+    def supervisor_pid_path(self) -> Path:
+        return self.path / "supervisor.pid"
+
+    @property
     def log_path(self) -> Path:
         return self.path / "service.log"
 
@@ -174,7 +190,7 @@ class StateDir:
         service did to the kernel: a service starting after the lock file is gone
         must find a clean kernel state.
         """
-        files = [self.state_file, self.control_path, self.lock_path]
+        files = [self.state_file, self.control_path, self.app_path, self.lock_path]
         if not keep_log:
             files.append(self.log_path)
         for path in files:

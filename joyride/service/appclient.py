@@ -1,0 +1,120 @@
+"""A Python client of the application protocol (``joyride.service.protocol``).
+
+What the preload shim does in C, for Python callers and tests: ``listen`` returns a
+unix listening socket whose ``accept`` yields Joyride connections, ``connect`` returns
+a connected stream socket carrying one TCP connection.
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+import os
+import socket
+from pathlib import Path
+from typing import Final
+
+from joyride.service import protocol
+from joyride.service.state import StateDir
+
+SOCKET_ENV: Final = "JOYRIDE_SOCKET"
+_counter = itertools.count()
+
+
+class NotAccelerated(Exception):
+    """The service says the request is not Joyride's business: use the kernel."""
+
+
+def app_path(ifname: str | None = None) -> Path:
+    """Where the application socket is: ``$JOYRIDE_SOCKET``, or the interface's."""
+    env = os.environ.get(SOCKET_ENV)
+    if env and ifname is None:
+        return Path(env)
+    if ifname is not None:
+        return StateDir(ifname).app_path
+    dirs = [d for d in StateDir.all_in_netns() if d.app_path.exists()]
+    if len(dirs) != 1:
+        raise FileNotFoundError("no single Joyride service in this network namespace "
+                                "(give the interface)")
+    return dirs[0].app_path
+
+
+def _exchange(path: Path, request: protocol.Request, timeout: float | None
+              ) -> tuple[protocol.Reply, int | None]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+        sock.send(request.encode())
+        fds = array.array("i")
+        raw, ancdata, _flags, _addr = sock.recvmsg(
+            protocol.REPLY.size, socket.CMSG_SPACE(fds.itemsize))
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+        if not raw:
+            raise ConnectionResetError("the service closed the application socket")
+        reply = protocol.Reply.decode(raw)
+    finally:
+        sock.close()
+    fd = fds[0] if fds else None
+    for extra in fds[1:]:
+        os.close(extra)
+    return reply, fd
+
+
+def _raise_for(reply: protocol.Reply, what: str) -> None:
+    if reply.status == protocol.NOT_ACCELERATED:
+        raise NotAccelerated(what)
+    if reply.status != 0:
+        raise OSError(reply.status, f"{what}: {os.strerror(reply.status)}")
+
+
+def listen(port: int, ip: str = "0.0.0.0", backlog: int = 128, *,
+           path: Path | None = None, timeout: float | None = 10.0) -> socket.socket:
+    """A listening socket for ``ip:port`` served by Joyride; ``accept()`` on it returns
+    connections (their peer name spells the TCP 4-tuple: ``peer_of``)."""
+    ip_bytes = socket.inet_aton(ip)
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        while True:
+            name = protocol.listener_name(ip_bytes, port, os.getpid(), next(_counter))
+            try:
+                lsock.bind(protocol.abstract(name))
+                break
+            except OSError as exc:  # a name left by a forked sibling: take the next
+                if exc.errno != 98:
+                    raise
+        lsock.listen(backlog)
+        reply, fd = _exchange(path or app_path(),
+                              protocol.Request(protocol.OP_LISTEN, ip_bytes, port, name),
+                              timeout)
+        if fd is not None:
+            os.close(fd)
+        _raise_for(reply, f"listen on {ip}:{port}")
+    except BaseException:
+        lsock.close()
+        raise
+    return lsock
+
+
+def connect(ip: str, port: int, *, path: Path | None = None,
+            timeout: float | None = 30.0) -> socket.socket:
+    """A stream socket carrying a new TCP connection to ``ip:port``."""
+    reply, fd = _exchange(path or app_path(),
+                          protocol.Request(protocol.OP_CONNECT, socket.inet_aton(ip), port),
+                          timeout)
+    if reply.status != 0 and fd is not None:
+        os.close(fd)
+    _raise_for(reply, f"connect to {ip}:{port}")
+    if fd is None:
+        raise ConnectionError("the service replied without a connection")
+    return socket.socket(fileno=fd)
+
+
+def peer_of(sock: socket.socket) -> tuple[tuple[str, int], tuple[str, int]] | None:
+    """(local, remote) TCP addresses of a Joyride connection socket, else None."""
+    parsed = protocol.parse_name(sock.getpeername())
+    if parsed is None or parsed.remote is None:
+        return None
+    return parsed.local, parsed.remote

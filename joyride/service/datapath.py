@@ -1,0 +1,525 @@
+"""The service's data path: the engine over every rx queue, applications, pumps.
+
+One ``Datapath`` per service. The service loop waits on everything at once (the
+queues' AF_XDP descriptors, the application socket, every connection's socket, the
+engine's next deadline) and calls ``step`` after each wake-up; ``step`` does a bounded
+amount of work and never blocks on an application: every socket is non-blocking, a
+full application socket simply waits for EVENT_WRITE while its bytes stay in TCP.
+
+Listeners (``OP_LISTEN``) are registrations of the applications' own unix listeners;
+a connection is delivered by connecting a fresh unix socket, bound to the name that
+spells its 4-tuple, to one of them (``protocol`` explains why). Registrations are
+keyed by port; several (forked or separate same-uid processes) share one engine
+listener round robin.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import selectors
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from joyride.engine.engine import Engine, EngineError
+from joyride.engine.network import NetworkView
+from joyride.engine.nic import MultiNic, Nic
+from joyride.service import apps, protocol
+from joyride.service.pump import Pump
+from joyride.steer.ports import PortSet
+from joyride.tcp.config import TcpConfig
+from joyride.tcp.connection import TcpConnection
+from joyride.tcp.counters import Counters
+from joyride.tcp.listener import Listener
+from joyride.tcp.state import TcpState
+
+log = logging.getLogger(__name__)
+
+POLLS_PER_STEP: Final = 16  # engine batches per step before applications get a turn
+ACCEPTS_PER_STEP: Final = 64
+SPIN: Final = 0.0002  # seconds to keep polling after traffic (waking a vCPU: ~60 µs)
+RETRY_DELIVERY: Final = 0.002  # an application's full backlog is retried this often
+SWEEP_PERIOD: Final = 1.0  # seconds between checks for listeners that went away
+PENDING_PER_PORT: Final = 64  # accepted connections awaiting a backlog slot
+MAX_WAITING_SESSIONS: Final = 256  # connected applications that have not sent a request
+_ERRNO_FOR: Final = {"refused": errno.ECONNREFUSED, "timeout": errno.ETIMEDOUT,
+                     "reset": errno.ECONNRESET}
+
+
+@dataclass
+class Registration:
+    """An application's unix listener for one TCP port."""
+
+    name: str
+    port: int
+    uid: int
+    verified: bool = False  # SO_PEERCRED of the listener checked on a delivery
+
+
+@dataclass
+class PortListeners:
+    port: int
+    uid: int
+    listener: Listener
+    registrations: list[Registration] = field(default_factory=list)
+    pending: deque[TcpConnection] = field(default_factory=deque)  # accepted, undelivered
+    rr: int = 0
+    retry_at: float = 0.0
+
+
+class Datapath:
+    def __init__(self, nics: Sequence[Nic], network: NetworkView, *, ports: PortSet,
+                 ephemeral: PortSet, app_socket: socket.socket, group: int | None,
+                 config: TcpConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.nic = MultiNic(nics)
+        self.network = network
+        self.ports = ports
+        self.ephemeral = ephemeral
+        self.group = group
+        span = next(iter(ephemeral.ranges()), None)
+        ephemeral_range = range(span[0], span[1] + 1) if span else range(0)
+        tcp = config or TcpConfig(mss=max(88, min(1460, network.mtu - 40)), nodelay=True)
+        self.engine = Engine(self.nic, network, tcp, ephemeral_ports=ephemeral_range,
+                             clock=clock)
+        self.clock = clock
+        self.app_socket = app_socket
+        self.counters: Counters = Counters()
+        self.by_port: dict[int, PortListeners] = {}
+        self.pumps: dict[TcpConnection, Pump] = {}
+        self.connecting: dict[TcpConnection, socket.socket] = {}
+        self._sel: selectors.BaseSelector | None = None
+        self._ready: set[Pump] = set()
+        self._waiting: dict[socket.socket, float] = {}  # sessions before their request
+        self._names = itertools.count()
+        self._busy_until = 0.0
+        self._next_sweep = 0.0
+
+    # -- wiring into the service loop ------------------------------------------------------
+
+    def register(self, sel: selectors.BaseSelector) -> None:
+        self._sel = sel
+        for fd in self.nic.filenos():
+            sel.register(fd, selectors.EVENT_READ, self._on_queue)
+        sel.register(self.app_socket, selectors.EVENT_READ, self._on_app_socket)
+        self.adopt_listeners()
+
+    def timeout(self, ceiling: float) -> float:
+        """How long the loop may sleep: 0 while traffic flows, else until a deadline."""
+        now = self.clock()
+        if now < self._busy_until:
+            return 0.0
+        wait = ceiling
+        deadline = self.engine.next_deadline()
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - now))
+        if any(pl.pending for pl in self.by_port.values()):
+            wait = min(wait, RETRY_DELIVERY)
+        return wait
+
+    def _on_queue(self, _mask: int) -> None:
+        pass  # step() polls every queue
+
+    def _on_pump(self, pump: Pump) -> Callable[[int], None]:
+        def ready(_mask: int) -> None:
+            self._ready.add(pump)
+        return ready
+
+    # -- one iteration ---------------------------------------------------------------------
+
+    def step(self) -> None:
+        """One bounded iteration; a bug in it is counted and logged, never fatal."""
+        try:
+            self._step()
+        except Exception:
+            self.counters["internal_error"] += 1
+            if self.counters["internal_error"] <= 3:
+                log.exception("data path iteration failed (counted; further failures "
+                              "are logged only three times)")
+            with contextlib.suppress(Exception):
+                self.nic.release()
+
+    def _step(self) -> None:
+        touched: set[TcpConnection] = set()
+        busy = False
+        for _ in range(POLLS_PER_STEP):
+            activity = self.engine.poll()
+            if not activity.connections and not activity.listeners:
+                break
+            busy = True
+            touched |= activity.connections
+        now = self.clock()
+        for pl in list(self.by_port.values()):
+            if pl.listener.accept_queue_len or pl.pending:
+                self._accept(pl, now)
+        for conn in list(self.connecting):
+            if conn in touched or conn.state is TcpState.CLOSED:
+                self._connect_progress(conn)
+        for conn in touched:
+            pump = self.pumps.get(conn)
+            if pump is not None:
+                self._ready.add(pump)
+        if self._ready:
+            busy = True
+        ready, self._ready = self._ready, set()
+        for pump in ready:
+            if self.pumps.get(pump.conn) is not pump:
+                continue
+            pump.service()
+            self.engine.mark(pump.conn)
+            self._settle(pump)
+        self.engine.flush()
+        if busy:
+            self._busy_until = self.clock() + SPIN
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_PERIOD
+            self.sweep_listeners()
+
+    def _settle(self, pump: Pump) -> None:
+        """Finish a pump that is done, or point the selector at what it waits for."""
+        assert self._sel is not None
+        if pump.finished:
+            if pump.mask:
+                self._sel.unregister(pump.sock)
+            self.pumps.pop(pump.conn, None)
+            pump.close()
+            self.engine.mark(pump.conn)
+            self.counters["connections_closed"] += 1
+            return
+        want = pump.wanted()
+        if want == pump.mask:
+            return
+        if pump.mask == 0:
+            self._sel.register(pump.sock, want, self._on_pump(pump))
+        elif want == 0:
+            self._sel.unregister(pump.sock)
+        else:
+            self._sel.modify(pump.sock, want, self._on_pump(pump))
+        pump.mask = want
+
+    def _start_pump(self, conn: TcpConnection, sock: socket.socket) -> None:
+        pump = Pump(conn, sock)
+        self.pumps[conn] = pump
+        self._ready.add(pump)  # data may have arrived before the application had it
+
+    # -- listening -------------------------------------------------------------------------
+
+    def register_listener(self, name: str, port: int, ip: bytes,
+                          creds: apps.Credentials) -> int:
+        """OP_LISTEN: 0, an errno, or NOT_ACCELERATED."""
+        if port not in self.ports:
+            return protocol.NOT_ACCELERATED
+        if ip != bytes(4) and ip not in self.engine.local_addresses:
+            return protocol.NOT_ACCELERATED  # loopback or another interface's address
+        parsed = protocol.parse_name(name)
+        if parsed is None or parsed.kind != "listener" or parsed.local[1] != port \
+                or parsed.pid != creds.pid:
+            self.counters["listen_bad_name"] += 1
+            return errno.EINVAL
+        if not apps.may_bind(creds, port):
+            self.counters["listen_denied_privileged_port"] += 1
+            return errno.EACCES
+        pl = self.by_port.get(port)
+        if pl is not None and pl.uid not in (-1, creds.uid):
+            self.counters["listen_denied_other_uid"] += 1
+            return errno.EADDRINUSE
+        if pl is None:
+            pl = PortListeners(port, creds.uid, self.engine.listen(port))
+            self.by_port[port] = pl
+        pl.uid = creds.uid
+        # Verified on its first delivery: SO_PEERCRED of the listener must be this pid's.
+        pl.registrations = [r for r in pl.registrations if r.name != name]
+        pl.registrations.append(Registration(name, port, creds.uid))
+        self.counters["listen_registered"] += 1
+        return 0
+
+    def adopt_listeners(self) -> None:
+        """Re-adopt the listeners applications kept across a service restart."""
+        for name in sorted(apps.listening_names()):
+            parsed = protocol.parse_name(name)
+            if parsed is None or parsed.kind != "listener":
+                continue
+            port = parsed.local[1]
+            if port not in self.ports:
+                continue
+            pl = self.by_port.get(port)
+            if pl is None:
+                # The owner is unknown until the first delivery checks SO_PEERCRED.
+                pl = PortListeners(port, -1, self.engine.listen(port))
+                self.by_port[port] = pl
+            pl.registrations.append(Registration(name, port, -1))
+            self.counters["listen_adopted"] += 1
+            log.info("adopted listener %s", name)
+
+    def sweep_listeners(self) -> None:
+        """Forget registrations whose unix listener is gone (the application closed it)."""
+        if not self.by_port:
+            return
+        alive = apps.listening_names()
+        for pl in list(self.by_port.values()):
+            pl.registrations = [r for r in pl.registrations if r.name in alive]
+            if not pl.registrations:
+                self._drop_port(pl)
+
+    def _drop_port(self, pl: PortListeners) -> None:
+        for conn in pl.pending:
+            conn.abort()
+            self.engine.mark(conn)
+        pl.pending.clear()
+        self.engine.unlisten(pl.listener)
+        self.by_port.pop(pl.port, None)
+
+    def _accept(self, pl: PortListeners, now: float) -> None:
+        for _ in range(ACCEPTS_PER_STEP):
+            if len(pl.pending) >= PENDING_PER_PORT:
+                break
+            conn = self.engine.accept(pl.listener)
+            if conn is None:
+                break
+            pl.pending.append(conn)
+            self.counters["accepted"] += 1
+        if now < pl.retry_at:
+            return
+        while pl.pending:
+            conn = pl.pending[0]
+            if conn.state is TcpState.CLOSED:
+                pl.pending.popleft()
+                continue
+            outcome = self._deliver(pl, conn)
+            if outcome == "busy":
+                pl.retry_at = now + RETRY_DELIVERY
+                return
+            pl.pending.popleft()
+            if outcome == "none":
+                conn.abort()  # RFC 9293 §3.10.7.1: nobody listens any more
+                self.engine.mark(conn)
+                self.counters["accept_no_listener"] += 1
+        if not pl.registrations:
+            self._drop_port(pl)
+
+    def _deliver(self, pl: PortListeners, conn: TcpConnection) -> str:
+        """Connect ``conn`` to a registered listener: "ok", "busy" or "none"."""
+        tried = 0
+        while pl.registrations and tried < len(pl.registrations):
+            reg = pl.registrations[pl.rr % len(pl.registrations)]
+            pl.rr += 1
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+                                 | socket.SOCK_CLOEXEC)
+            try:
+                sock.bind(protocol.abstract(self._conn_name(conn)))
+                sock.connect(protocol.abstract(reg.name))
+            except BlockingIOError:
+                sock.close()
+                tried += 1
+                self.counters["deliver_backlog_full"] += 1
+                continue
+            except OSError:
+                sock.close()
+                pl.registrations.remove(reg)  # closed by the application
+                continue
+            if not self._verify(pl, reg, sock):
+                sock.close()
+                pl.registrations.remove(reg)
+                continue
+            self._start_pump(conn, sock)
+            self.counters["delivered"] += 1
+            return "ok"
+        return "busy" if pl.registrations else "none"
+
+    def _verify(self, pl: PortListeners, reg: Registration, sock: socket.socket) -> bool:
+        """The listener's owner (``SO_PEERCRED``, fixed at its ``listen``) may have it."""
+        if reg.verified:
+            return True
+        owner = apps.peer_credentials(sock)
+        parsed = protocol.parse_name(reg.name)
+        ok = (parsed is not None and parsed.pid == owner.pid
+              and apps.may_connect(owner, self.group) and apps.may_bind(owner, pl.port)
+              and (pl.uid in (-1, owner.uid)))
+        if not ok:
+            self.counters["deliver_denied"] += 1
+            log.warning("listener %s (uid %d) may not receive port %d", reg.name, owner.uid,
+                        pl.port)
+            return False
+        pl.uid = owner.uid
+        reg.uid = owner.uid
+        reg.verified = True
+        return True
+
+    def _conn_name(self, conn: TcpConnection) -> str:
+        return protocol.connection_name((conn.local_ip, conn.local_port),
+                                        (conn.remote_ip, conn.remote_port), os.getpid(),
+                                        next(self._names))
+
+    # -- application requests --------------------------------------------------------------
+
+    def _on_app_socket(self, _mask: int) -> None:
+        for _ in range(32):
+            try:
+                session, _ = self.app_socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: count, let the app retry
+                self.counters["app_accept_error"] += 1
+                log.warning("accepting an application failed: %s", exc)
+                return
+            self._handle_session(session)
+
+    def _handle_session(self, session: socket.socket) -> None:
+        """Answer the session's request now, or once it arrives (never wait for it)."""
+        session.setblocking(False)
+        try:
+            raw = session.recv(protocol.REQUEST.size + 1)
+        except BlockingIOError:
+            if len(self._waiting) >= MAX_WAITING_SESSIONS:
+                oldest = next(iter(self._waiting))
+                self._forget_session(oldest)
+                self.counters["app_session_dropped"] += 1
+            assert self._sel is not None
+            self._waiting[session] = self.clock()
+            self._sel.register(session, selectors.EVENT_READ,
+                               lambda _mask: self._session_readable(session))
+            return
+        except OSError:
+            session.close()
+            return
+        self._answer(session, raw)
+
+    def _session_readable(self, session: socket.socket) -> None:
+        self._forget_session(session, close=False)
+        try:
+            raw = session.recv(protocol.REQUEST.size + 1)
+        except OSError:
+            session.close()
+            return
+        self._answer(session, raw)
+
+    def _forget_session(self, session: socket.socket, *, close: bool = True) -> None:
+        assert self._sel is not None
+        if self._waiting.pop(session, None) is not None:
+            self._sel.unregister(session)
+        if close:
+            session.close()
+
+    def _answer(self, session: socket.socket, raw: bytes) -> None:
+        keep = False
+        try:
+            creds = apps.peer_credentials(session)
+            try:
+                request = protocol.Request.decode(raw)
+            except protocol.ProtocolError:
+                self.counters["app_bad_request"] += 1
+                return
+            if not apps.may_connect(creds, self.group):
+                self.counters["app_denied"] += 1
+                self._reply(session, protocol.Reply(request.op, errno.EACCES))
+                return
+            if request.op == protocol.OP_LISTEN:
+                status = self.register_listener(request.name, request.port, request.ip,
+                                                creds)
+                self._reply(session, protocol.Reply(request.op, status, request.ip,
+                                                    request.port))
+            elif request.op == protocol.OP_CONNECT:
+                keep = self._start_connect(session, request)
+            else:
+                self.counters["app_bad_request"] += 1
+                self._reply(session, protocol.Reply(request.op, errno.EOPNOTSUPP))
+        except OSError as exc:
+            self.counters["app_session_error"] += 1
+            log.debug("application session failed: %s", exc)
+        finally:
+            if not keep:
+                session.close()
+
+    @staticmethod
+    def _reply(session: socket.socket, reply: protocol.Reply,
+               fd: int | None = None) -> None:
+        fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))] if fd else []
+        session.sendmsg([reply.encode()], fds, socket.MSG_NOSIGNAL)
+
+    def _start_connect(self, session: socket.socket, request: protocol.Request) -> bool:
+        rip = request.ip
+        if (not self.ephemeral or rip[0] == 127 or rip in self.engine.local_addresses
+                or rip == bytes(4) or not 0 < request.port < 65536):
+            self._reply(session, protocol.Reply(request.op, protocol.NOT_ACCELERATED))
+            return False
+        try:
+            conn = self.engine.connect(rip, request.port)
+        except EngineError as exc:
+            log.warning("connect to %s:%d: %s", socket.inet_ntoa(rip), request.port, exc)
+            self._reply(session, protocol.Reply(request.op, errno.EADDRNOTAVAIL))
+            return False
+        self.connecting[conn] = session
+        self.counters["connect_started"] += 1
+        return True
+
+    def _connect_progress(self, conn: TcpConnection) -> None:
+        session = self.connecting[conn]
+        if conn.state in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED):
+            return
+        del self.connecting[conn]
+        lip, lport, rip, rport = conn.local_ip, conn.local_port, conn.remote_ip, \
+            conn.remote_port
+        try:
+            if conn.state is TcpState.CLOSED:
+                code = _ERRNO_FOR.get(conn.error or "", errno.ECONNREFUSED)
+                self.counters["connect_failed"] += 1
+                with contextlib.suppress(OSError):
+                    self._reply(session, protocol.Reply(protocol.OP_CONNECT, code, lip,
+                                                        lport, rip, rport))
+                return
+            ours, theirs = socket.socketpair(socket.AF_UNIX,
+                                             socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            try:
+                ours.bind(protocol.abstract(self._conn_name(conn)))
+            except OSError:
+                ours.close()
+                theirs.close()
+                raise
+            try:
+                self._reply(session, protocol.Reply(protocol.OP_CONNECT, 0, lip, lport, rip,
+                                                    rport), theirs.fileno())
+            except OSError:
+                ours.close()
+                conn.abort()  # the application gave up waiting
+                self.engine.mark(conn)
+                self.counters["connect_abandoned"] += 1
+                return
+            finally:
+                theirs.close()
+            self._start_pump(conn, ours)
+            self.counters["connect_established"] += 1
+        finally:
+            session.close()
+
+    # -- statistics and teardown -----------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "engine": dict(self.engine.counters),
+            "service": dict(self.counters),
+            "connections": len(self.engine.connections),
+            "pumps": len(self.pumps),
+            "pump_buffered_bytes": sum(p.buffered for p in self.pumps.values()),
+            "listeners": {str(p): len(pl.registrations) for p, pl in self.by_port.items()},
+            "connecting": len(self.connecting),
+        }
+
+    def close(self) -> None:
+        for pump in list(self.pumps.values()):
+            pump.sock.close()
+        self.pumps.clear()
+        for session in [*self.connecting.values(), *self._waiting]:
+            session.close()
+        self._waiting.clear()
+        self.connecting.clear()
+        self.engine.close()
+        with contextlib.suppress(Exception):
+            self.network.close()

@@ -1,0 +1,182 @@
+"""The application protocol of the network service (service mode), version 1.
+
+This is the contract between the service and its clients: the preload shim
+(``preload/joyride_preload.c``), ``joyride.socket``'s service mode and
+``joyride.service.appclient``. It is deliberately tiny and binary, so a C client
+needs no parser.
+
+Where
+    ``/run/joyride/net<netns inode>/<ifname>/app.sock`` (``StateDir.app_path``), an
+    ``AF_UNIX`` ``SOCK_SEQPACKET`` socket, mode 0660, owner root, group the service's
+    ``--group`` (root only when none). The service also checks ``SO_PEERCRED``: uid 0,
+    or the group among the peer's groups. Clients find the path in ``$JOYRIDE_SOCKET``
+    (``joyride run`` sets it) or by looking in their namespace's directory.
+
+Requests and replies
+    One client connection carries one request and one reply, then closes. A request
+    is ``REQUEST`` (124 bytes, little-endian); a reply is ``REPLY`` (28 bytes). IPv4
+    addresses are 4 bytes in network order, as in ``sockaddr_in``.
+
+    ``status`` in a reply: 0 success; a positive ``errno`` value the client returns
+    from the intercepted call (``EACCES``, ``EADDRINUSE``, ``ECONNREFUSED``,
+    ``ETIMEDOUT``, ``ENETUNREACH`` ...); ``NOT_ACCELERATED`` (-1): not Joyride's
+    business, use the kernel unchanged.
+
+``OP_LISTEN`` (ip, port, name): "deliver connections to my listener"
+    The client first creates an ``AF_UNIX`` ``SOCK_STREAM`` socket, binds it to the
+    abstract name ``listener_name(ip, port, pid, n)`` and calls ``listen(backlog)``
+    on it; then it sends the name. The service checks the port is accelerated and the
+    address is one of the interface's (or 0.0.0.0), that the caller may bind it (below
+    ``net.ipv4.ip_unprivileged_port_start`` it needs uid 0 or CAP_NET_BIND_SERVICE,
+    as the kernel demands) and that no other uid listens on that port. On success the
+    client puts its unix listener where the application's socket was (``dup2``).
+
+    Each established TCP connection is then *delivered* by the service connecting an
+    ``AF_UNIX`` ``SOCK_STREAM`` socket, bound to ``connection_name(...)``, to the
+    listener: the application's own ``accept`` returns it, and it is the connection.
+    The listener's backlog is the accept queue, epoll/poll/select and sharing across
+    ``fork`` keep their kernel meaning, and the listener outlives a service restart
+    (a restarted service re-adopts every listener it finds in ``/proc/net/unix``).
+    The service checks the listener's ``SO_PEERCRED`` on every delivery, so a squatter
+    on a name cannot receive another user's connections.
+
+``OP_CONNECT`` (ip, port): "open a connection for me"
+    The service opens the TCP connection and replies once it is established (or
+    failed: ``ECONNREFUSED``, ``ETIMEDOUT``) with the reply's addresses filled in and,
+    on success, the connection attached as one ``SCM_RIGHTS`` descriptor: a connected
+    ``AF_UNIX`` ``SOCK_STREAM`` socket bound on the service side to
+    ``connection_name(...)``. ``NOT_ACCELERATED`` for loopback, local addresses, or
+    when the service has no ephemeral range.
+
+A connection descriptor
+    Bytes written are sent on the TCP connection; bytes the peer sends are read. Both
+    directions are flow controlled end to end: the service reads from its end only
+    while the TCP send buffer has room and writes to it only what it accepts, so a
+    slow reader closes the TCP window and a slow network blocks the writer.
+    ``shutdown(SHUT_WR)`` sends a FIN; the peer's FIN is EOF; ``close`` closes the TCP
+    connection (a RST if received data was left unread, as Linux does). A peer reset,
+    or the service dying, is EOF (``ECONNRESET`` if the application had data in
+    flight towards the service) and writes fail with ``EPIPE``: never a hang.
+
+Addresses without state
+    ``getsockname``/``getpeername`` need no table: a connection's peer (the service's
+    end) is bound to ``connection_name``, which spells the TCP 4-tuple, and a
+    listener's own name spells its address. ``parse_name`` reads both; this survives
+    ``dup``, ``fork`` and ``exec``.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+VERSION: Final = 1
+MAGIC: Final = b"JRD1"
+
+OP_LISTEN: Final = 1
+OP_CONNECT: Final = 2
+
+NOT_ACCELERATED: Final = -1
+
+# magic, op, flags, ip, port, pad, name (abstract name without the leading NUL)
+REQUEST: Final = struct.Struct("<4sHH4sH2x108s")
+# magic, op, pad, status, local ip, local port, pad, remote ip, remote port, pad
+REPLY: Final = struct.Struct("<4sH2xi4sH2x4sH2x")
+
+NAME_PREFIX: Final = "joyride/"
+_LISTENER_RE: Final = re.compile(
+    r"joyride/l/(\d+\.\d+\.\d+\.\d+):(\d+)/(\d+)\.(\d+)$")
+_CONNECTION_RE: Final = re.compile(
+    r"joyride/c/(\d+\.\d+\.\d+\.\d+):(\d+)/(\d+\.\d+\.\d+\.\d+):(\d+)/(\d+)\.(\d+)$")
+
+
+class ProtocolError(ValueError):
+    """A message that is not a well-formed version-1 message."""
+
+
+@dataclass(frozen=True)
+class Request:
+    op: int
+    ip: bytes
+    port: int
+    name: str = ""
+
+    def encode(self) -> bytes:
+        return REQUEST.pack(MAGIC, self.op, 0, self.ip, self.port, self.name.encode())
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Request:
+        if len(raw) != REQUEST.size:
+            raise ProtocolError(f"request of {len(raw)} bytes (want {REQUEST.size})")
+        magic, op, _flags, ip, port, name = REQUEST.unpack(raw)
+        if magic != MAGIC:
+            raise ProtocolError("bad magic")
+        try:
+            text = name.rstrip(b"\0").decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("name is not ASCII") from exc
+        return cls(op, ip, port, text)
+
+
+@dataclass(frozen=True)
+class Reply:
+    op: int
+    status: int
+    local_ip: bytes = bytes(4)
+    local_port: int = 0
+    remote_ip: bytes = bytes(4)
+    remote_port: int = 0
+
+    def encode(self) -> bytes:
+        return REPLY.pack(MAGIC, self.op, self.status, self.local_ip, self.local_port,
+                          self.remote_ip, self.remote_port)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Reply:
+        if len(raw) != REPLY.size:
+            raise ProtocolError(f"reply of {len(raw)} bytes (want {REPLY.size})")
+        magic, op, status, lip, lport, rip, rport = REPLY.unpack(raw)
+        if magic != MAGIC:
+            raise ProtocolError("bad magic")
+        return cls(op, status, lip, lport, rip, rport)
+
+
+def listener_name(ip: bytes, port: int, pid: int, n: int) -> str:
+    return f"joyride/l/{socket.inet_ntoa(ip)}:{port}/{pid}.{n}"
+
+
+def connection_name(local: tuple[bytes, int], remote: tuple[bytes, int], pid: int,
+                    n: int) -> str:
+    return (f"joyride/c/{socket.inet_ntoa(local[0])}:{local[1]}/"
+            f"{socket.inet_ntoa(remote[0])}:{remote[1]}/{pid}.{n}")
+
+
+def abstract(name: str) -> bytes:
+    """The ``sun_path`` of an abstract name (leading NUL, no terminator)."""
+    return b"\0" + name.encode()
+
+
+@dataclass(frozen=True)
+class ParsedName:
+    kind: str  # "listener" or "connection"
+    local: tuple[str, int]
+    remote: tuple[str, int] | None
+    pid: int
+
+
+def parse_name(name: str | bytes) -> ParsedName | None:
+    """Read a listener or connection name (with or without the leading NUL)."""
+    if isinstance(name, bytes):
+        try:
+            name = name.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    name = name.lstrip("\0")
+    if m := _LISTENER_RE.match(name):
+        return ParsedName("listener", (m[1], int(m[2])), None, int(m[3]))
+    if m := _CONNECTION_RE.match(name):
+        return ParsedName("connection", (m[1], int(m[2])), (m[3], int(m[4])), int(m[5]))
+    return None

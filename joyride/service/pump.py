@@ -1,0 +1,159 @@
+"""One connection's pump: bytes between the application's socket and a TcpConnection.
+
+The service holds one end of a unix stream socket, the application the other. Both
+directions are flow controlled by what each side accepts, and nothing is queued in
+between beyond one chunk per direction, so memory per connection is bounded by the
+TCP buffers (``TcpConfig``) plus the unix socket buffers plus ``2 * CHUNK``:
+
+* application → network: read from the socket only while the TCP send buffer takes
+  it; a slow network fills the send buffer, reading stops, the socket buffer fills and
+  the application's ``write`` blocks (or returns EAGAIN);
+* network → application: take from the TCP receive buffer only what the socket
+  accepts; a slow reader leaves bytes in the receive buffer, whose advertised window
+  then shrinks to zero (RFC 9293 §3.8.6.2.2), throttling the peer.
+
+EOF maps to FIN both ways (the application's ``shutdown(SHUT_WR)``/``close`` → FIN;
+the peer's FIN → ``shutdown(SHUT_WR)`` on our end → the application reads EOF). A
+write to a closed application end (EPIPE) means it closed the connection entirely:
+the TCP connection is closed, as Linux closes a socket (a RST if data was unread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+from typing import Final
+
+from joyride.tcp.connection import TcpConnection
+from joyride.tcp.state import TcpState
+
+CHUNK: Final = 64 * 1024  # bytes moved per syscall; also the per-direction holdover
+_SENDING: Final = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
+                             TcpState.CLOSE_WAIT})
+
+
+class Pump:
+    """Moves bytes for one connection; ``service()`` does a bounded amount of work."""
+
+    __slots__ = ("app_eof", "app_gone", "conn", "fin_sent_to_app", "mask", "sock",
+                 "to_app", "to_tcp")
+
+    def __init__(self, conn: TcpConnection, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.conn = conn
+        self.sock = sock
+        self.to_app: memoryview | None = None  # taken from TCP, not yet accepted by app
+        self.to_tcp: memoryview | None = None  # read from app, not yet accepted by TCP
+        self.app_eof = False  # the application will write no more (FIN queued)
+        self.app_gone = False  # the application's end is closed (EPIPE/ECONNRESET)
+        self.fin_sent_to_app = False
+        self.mask = 0  # events registered with the selector
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    # -- moving bytes -----------------------------------------------------------------------
+
+    def service(self, budget: int = 16) -> None:
+        """Move what can move now (at most ``budget`` chunks each way)."""
+        self._to_app(budget)
+        self._from_app(budget)
+
+    def _to_app(self, budget: int) -> None:
+        if self.app_gone:
+            return
+        for _ in range(budget):
+            if self.to_app is None:
+                data = self.conn.recv(CHUNK)
+                if not data:
+                    break
+                self.to_app = memoryview(data)
+            try:
+                n = self.sock.send(self.to_app, socket.MSG_NOSIGNAL)
+            except BlockingIOError:
+                return
+            except OSError:  # EPIPE / ECONNRESET: the application closed its end
+                self._app_closed()
+                return
+            rest = self.to_app[n:]
+            self.to_app = rest if len(rest) else None
+            if self.to_app is not None:
+                return  # the socket is full: wait for EVENT_WRITE
+        if self.to_app is None and self.conn.eof and not self.conn.recv_queue \
+                and not self.fin_sent_to_app:
+            # RFC 9293 §3.10.7.4 eighth: the peer's FIN: the application reads EOF.
+            self.fin_sent_to_app = True
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+
+    def _from_app(self, budget: int) -> None:
+        if self.app_eof or self.app_gone:
+            return
+        if self.conn.state not in _SENDING:
+            return
+        for _ in range(budget):
+            if self.to_tcp is not None:
+                n = self.conn.send(self.to_tcp)
+                rest = self.to_tcp[n:]
+                self.to_tcp = rest if len(rest) else None
+                if self.to_tcp is not None:
+                    return  # the send buffer is full: wait for ACKs to free it
+            try:
+                data = self.sock.recv(CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                self._app_closed()
+                return
+            if not data:
+                # The application shut down writing (or closed): RFC 9293 §3.10.4 CLOSE
+                # of the sending half; a FIN follows the queued data.
+                self.app_eof = True
+                self.conn.shutdown_write()
+                return
+            self.to_tcp = memoryview(data)
+        # Budget spent: the loop comes back (the socket is still readable).
+
+    def _app_closed(self) -> None:
+        self.app_gone = True
+        self.to_app = self.to_tcp = None
+        self.conn.close()
+
+    # -- what to wait for -------------------------------------------------------------------
+
+    def wanted(self) -> int:
+        """Selector events this pump needs now (0: nothing until TCP changes)."""
+        if self.app_gone:
+            return 0
+        events = 0
+        if self.to_app is not None:
+            events |= selectors.EVENT_WRITE
+        if not self.app_eof and self.to_tcp is None and self.conn.state in _SENDING \
+                and self.conn.writable:
+            events |= selectors.EVENT_READ
+        return events
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will move: the service can close its end."""
+        if self.app_gone:
+            return True
+        if self.conn.state is TcpState.CLOSED:
+            # After an orderly close deliver what is left; after a reset, nothing is.
+            return self.conn.error is not None or (
+                self.to_app is None and not self.conn.recv_queue)
+        return (self.app_eof and self.fin_sent_to_app and self.to_app is None
+                and self.to_tcp is None)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes this pump holds outside the TCP and socket buffers (≤ 2 * CHUNK)."""
+        return (len(self.to_app) if self.to_app is not None else 0) + (
+            len(self.to_tcp) if self.to_tcp is not None else 0)
+
+    def close(self) -> None:
+        """Close the service's end; a live TCP connection is closed as the app would."""
+        if self.conn.state is not TcpState.CLOSED and not self.app_gone:
+            self.conn.close()
+        self.sock.close()

@@ -1,0 +1,19 @@
+"""A bed with the network service attached, shared by a module's tests (BCC compiles
+cost seconds); each test uses its own ports or cleans up what it listens on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from service_helpers import attached
+
+from joyride.testbed import Testbed
+
+PORTS = "80,5201,6379,8080-8099"
+
+
+@pytest.fixture(scope="module")
+def service_bed() -> Iterator[Testbed]:
+    with Testbed() as bed, attached(bed, "--ports", PORTS):
+        yield bed

@@ -1,0 +1,74 @@
+"""Helpers for service tests: the ``joyride`` CLI inside a bed namespace, attach/detach."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from joyride.service.state import StateDir
+from joyride.testbed import Node, Testbed
+
+JOYRIDE = str(Path(sys.executable).with_name("joyride"))
+
+
+def cli(node: Node, *args: str, check: bool = True,
+        timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    proc = node.run(JOYRIDE, *args, check=False, timeout=timeout)
+    out = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(),
+                                      proc.stderr.decode())
+    if check and out.returncode != 0:
+        raise AssertionError(f"joyride {' '.join(args)} -> {out.returncode}: {out.stderr}")
+    return out
+
+
+def stats(node: Node) -> dict[str, Any]:
+    return dict(json.loads(cli(node, "stats", node.ifname, "--json").stdout))
+
+
+def app_path(node: Node) -> Path:
+    with node.inside():
+        return StateDir(node.ifname).app_path
+
+
+@contextlib.contextmanager
+def attached(bed: Testbed, *args: str) -> Iterator[Testbed]:
+    """``joyride attach`` on the bed's Joyride side, always detached afterwards."""
+    try:
+        cli(bed.joy, "attach", bed.joy.ifname, *args)
+        yield bed
+    finally:
+        cli(bed.joy, "detach", bed.joy.ifname, check=False)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0,
+             what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_port(node: Node, ip: str, port: int, timeout: float = 15.0) -> None:
+    """Until a TCP connect from ``node`` to ip:port succeeds."""
+    import socket
+
+    def ok() -> bool:
+        with node.inside():
+            sock = socket.socket()
+        sock.settimeout(1.0)
+        try:
+            sock.connect((ip, port))
+            return True
+        except OSError:
+            return False
+        finally:
+            sock.close()
+
+    wait_for(ok, timeout, f"{ip}:{port} to accept connections")
