@@ -24,6 +24,16 @@ INITIAL_SSTHRESH: Final = 0x7FFFFFFF
 ABC_LIMIT: Final = 2
 
 
+def cwnd_limited(flight_size: int, cwnd: int) -> bool:
+    """Whether the window was what held the sender back, so an ACK may grow it.
+
+    RFC 7661 §4.3 / RFC 9438 §5.8: a sender that does not use its window (limited by
+    the application or the receiver) must not keep growing it, or cwnd ends up
+    meaningless. Linux's tcp_is_cwnd_limited uses the same "at least half used" test.
+    """
+    return 2 * flight_size >= cwnd
+
+
 def initial_window(mss: int) -> int:
     """RFC 6928 §2: IW = min(10*MSS, max(2*MSS, 14600))."""
     return min(10 * mss, max(2 * mss, 14600))

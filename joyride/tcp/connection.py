@@ -26,6 +26,11 @@ Rules, in the order RFC 9293 §3.10.7.4 applies them to a synchronized connectio
    and is SACKed (RFC 2018); the FIN is processed once everything before it arrived.
 
 Every segment that is dropped increments ``counters[reason]``; nothing raises.
+
+Collaborators, one job each: ``options`` (SYN option negotiation, timestamp clock),
+``recovery`` (duplicate ACKs, fast retransmit/recovery, SACK NextSeg, limited
+transmit), ``congestion`` (cwnd), ``rtt`` (RTO), ``buffers``, ``reassembly``,
+``timers``; ``fastpath`` is the batch/C half of the same TCB.
 """
 
 from __future__ import annotations
@@ -39,17 +44,16 @@ from joyride.tcp.config import TcpConfig
 from joyride.tcp.congestion import CongestionControl, make_congestion_control
 from joyride.tcp.counters import Counters
 from joyride.tcp.isn import IsnGenerator
+from joyride.tcp.options import PAWS_IDLE, Negotiated, negotiate, syn_options, ts_before, ts_clock
 from joyride.tcp.reassembly import Reassembler
+from joyride.tcp.recovery import LossRecovery
 from joyride.tcp.rtt import RttEstimator
-from joyride.tcp.scoreboard import SackScoreboard
 from joyride.tcp.state import RECEIVING_STATES, TcpEvent, TcpState
 from joyride.tcp.timers import Timer, Timers
 from joyride.wire.seq import MASK, Seq
 from joyride.wire.tcp import TcpFlags, TcpOptions, TcpSegment
 
 _ACK: Final = TcpFlags.ACK
-_TS_OPTION_LEN: Final = 12  # RFC 7323 §3.2: 10 bytes, padded to 12 as everyone does
-_PAWS_IDLE: Final = 24 * 24 * 3600.0  # RFC 7323 §5.5: TS.Recent invalid after 24 days
 _ACK_EVERY: Final = 2  # RFC 5681 §4.2 / RFC 9293 §3.8.6.3: ACK every 2nd full segment
 
 
@@ -67,27 +71,6 @@ def rst_for(seg: TcpSegment) -> TcpSegment | None:
     return TcpSegment(
         seg.dst_port, seg.src_port, Seq(0), seg.seq + seg.seg_len, TcpFlags.RST | _ACK, 0
     )
-
-
-def cwnd_limited(flight_size: int, cwnd: int) -> bool:
-    """Whether the window was what held the sender back, so an ACK may grow it.
-
-    RFC 7661 §4.3 / RFC 9438 §5.8: a sender that does not use its window (limited by
-    the application or the receiver) must not keep growing it, or cwnd ends up
-    meaningless. Linux's tcp_is_cwnd_limited uses the same "at least half used" test.
-    """
-    return 2 * flight_size >= cwnd
-
-
-def ts_clock(now: float, offset: int) -> int:
-    """RFC 7323 §5.4 timestamp clock: 1 ms ticks plus a per-connection random offset
-    (RFC 7323 §7.1) so that TSvals leak neither uptime nor cross-connection order."""
-    return (int(now * 1000.0) + offset) & MASK
-
-
-def _ts_before(a: int, b: int) -> bool:
-    """``a < b`` in 32-bit timestamp space (RFC 7323 §5.3)."""
-    return ((a - b) & MASK) >= 0x80000000 and a != b
 
 
 class TcpConnection:
@@ -143,7 +126,7 @@ class TcpConnection:
         self._smss = config.default_peer_mss  # data bytes per segment we send
         self._snd_shift = 0  # RFC 7323 §2.3 Snd.Wind.Shift (applied to SEG.WND)
         self._rcv_shift = 0  # Rcv.Wind.Shift (applied to windows we advertise)
-        self._ws_offered = config.window_scaling
+        self._negotiated: Negotiated | None = None  # once the peer's SYN was seen
         self._ts_ok = False
         self._ts_offset = secrets.randbits(32) if ts_offset is None else ts_offset
         self._ts_recent = 0
@@ -154,22 +137,15 @@ class TcpConnection:
         self._send_buf = SendBuffer(config.send_buffer)
         self._recv_buf = ReceiveBuffer(config.receive_buffer, config.receive_buffer_max)
         self._reasm = Reassembler(config.receive_buffer_max, config.reassembly_max_ranges)
-        self._board = SackScoreboard(self._smss, config.dupthresh)
         self._rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
         self._cc: CongestionControl = make_congestion_control(
             config.congestion_control, self._smss
         )
 
-        # Loss recovery (RFC 5681 §3.2, RFC 6582, RFC 6675).
-        self._dupacks = 0
-        self._lt_bytes = 0  # RFC 3042 limited-transmit bytes since the last new ACK
-        self._in_recovery = False
-        self._recover = iss  # RFC 6582 "recover" / RFC 6675 RecoveryPoint (exclusive)
-        self._high_rxt = iss  # RFC 6675 HighRxt
-        # RFC 6675 RescueRxt, the highest octet a rule-(4) rescue may cover (None:
-        # undefined). A rescue is allowed while HighACK (SND.UNA - 1) is above it.
-        self._rescue_rxt: Seq | None = None
-        self._rexmit_head = False  # NewReno: retransmit the segment at SND.UNA
+        # Loss recovery (RFC 5681 §3.2, RFC 3042, RFC 6582, RFC 6675).
+        self._recovery = LossRecovery(
+            self._cc, self.counters, mss=self._smss, dupthresh=config.dupthresh, iss=iss
+        )
         self._retries = 0
         self._persist_backoff = 0
         # Karn's rule (RFC 6298 §3): time one segment at once, never a retransmitted one.
@@ -341,12 +317,12 @@ class TcpConnection:
 
     @property
     def in_recovery(self) -> bool:
-        return self._in_recovery
+        return self._recovery.in_recovery
 
     @property
     def sacked_bytes(self) -> int:
         """Bytes above SND.UNA the peer has SACKed (RFC 6675 scoreboard)."""
-        return self._board.sacked_bytes
+        return self._recovery.sacked_bytes
 
     @property
     def options(self) -> dict[str, object]:
@@ -518,21 +494,10 @@ class TcpConnection:
         return field
 
     def _syn_options(self) -> TcpOptions:
-        cfg = self.config
-        ts = (ts_clock(self._now, self._ts_offset), self._ts_recent) if (
-            self._ts_ok if self._state is TcpState.SYN_RECEIVED else cfg.timestamps
-        ) else None
-        if self._state is TcpState.SYN_RECEIVED:
-            # Answer only what the peer offered (RFC 7323 §1.3, RFC 2018 §2).
-            wscale = self._rcv_shift if self._ws_offered else None
-            return TcpOptions(
-                mss=cfg.mss, wscale=wscale, sack_permitted=self._sack_ok, timestamps=ts
-            )
-        return TcpOptions(
-            mss=cfg.mss,
-            wscale=cfg.window_scale_shift if cfg.window_scaling else None,
-            sack_permitted=cfg.sack,
-            timestamps=ts,
+        # In SYN-RECEIVED answer the peer's SYN; in SYN-SENT offer what is configured.
+        answering = self._negotiated if self._state is TcpState.SYN_RECEIVED else None
+        return syn_options(
+            self.config, ts_clock(self._now, self._ts_offset), self._ts_recent, answering
         )
 
     def _transmit(self, now: float) -> None:
@@ -554,11 +519,12 @@ class TcpConnection:
         elif state is not TcpState.TIME_WAIT:
             if self._idle_restart_due(now):
                 self._cc.on_idle(now, self._rtt.rto)
-            if self._in_recovery and self._sack_ok:
+            recovery = self._recovery
+            if recovery.in_recovery and recovery.sack_ok:
                 self._send_sack_recovery(now)
             else:
-                if self._rexmit_head:
-                    self._rexmit_head = False
+                if recovery.rexmit_head:
+                    recovery.rexmit_head = False
                     self._retransmit(self._snd_una, self._smss, now)
                 self._send_new(now)
             self._send_fin(now)
@@ -585,18 +551,9 @@ class TcpConnection:
         )
 
     def _usable_window(self) -> int:
-        wnd = min(self._snd_wnd, self._cc.cwnd + self._limited_transmit_allowance())
-        return (self._snd_una + wnd) - self._snd_nxt
-
-    def _limited_transmit_allowance(self) -> int:
-        """RFC 3042 §2 limited transmit: on each of the first two duplicate ACKs one new
-        segment may go, so outstanding data reaches at most cwnd + 2*SMSS (cwnd itself
-        unchanged; the receiver's window still applies). It keeps the ACK clock going
-        when a small window would otherwise wait for an RTO."""
-        dupacks = self._dupacks
-        if dupacks == 0 or self._in_recovery or dupacks >= self.config.dupthresh:
-            return 0
-        return min(dupacks, 2) * self._smss
+        # RFC 3042: limited transmit lets cwnd be exceeded by up to 2 SMSS.
+        cwnd = self._cc.cwnd + self._recovery.limited_transmit_allowance()
+        return (self._snd_una + min(self._snd_wnd, cwnd)) - self._snd_nxt
 
     def _send_new(self, now: float) -> None:
         """Send queued data allowed by both windows, with Nagle (RFC 9293 §3.7.4) and
@@ -637,9 +594,7 @@ class TcpConnection:
         else:
             if self._rtt_seq is None:
                 self._rtt_seq, self._rtt_time = end, now
-            if self._dupacks and not self._in_recovery:
-                self._lt_bytes += n  # RFC 3042: sent on a duplicate ACK
-                self.counters["limited_transmit_segments"] += 1
+            self._recovery.new_data_sent(n)
         self._out.append(self._segment(seq, flags, payload))
         end = end + (1 if flags & TcpFlags.FIN else 0)
         if end > self._snd_nxt:
@@ -673,42 +628,23 @@ class TcpConnection:
 
     def _send_sack_recovery(self, now: float) -> None:
         """RFC 6675 §5 step (C): while cwnd - pipe >= 1 SMSS, send NextSeg()."""
-        board, mss = self._board, self._smss
+        recovery, mss = self._recovery, self._smss
         for _ in range(1024):  # bounded: each pass sends a segment or stops
-            pipe = board.pipe(self._snd_una, self._snd_max, self._high_rxt)
-            if self._cc.cwnd - pipe < mss:
-                return
-            # RFC 6675 §4 NextSeg (2) applies only when unsent data exists and the
-            # peer's window admits it; otherwise rules (3) and (4) get their turn.
             unsent = len(self._send_buf) - (self._snd_nxt - self._buf_seq)
             room = (self._snd_una + self._snd_wnd) - self._snd_nxt
-            nxt = board.next_seg(
-                self._snd_una, self._snd_max, self._high_rxt, self._rescue_ok(),
-                new_data_ok=unsent > 0 and room > 0,
+            nxt = recovery.next_seg(
+                self._snd_una, self._snd_max, self._cc.cwnd, unsent > 0 and room > 0
             )
             if nxt is None:
                 return
-            start, length = nxt
-            if board.last_rule == 2:  # new data, within the peer's window
+            if recovery.board.last_rule == 2:  # new data, within the peer's window
                 before = len(self._out)
                 self._emit_data(self._snd_nxt, min(unsent, mss, room), now)
                 if len(self._out) == before:
                     return
                 continue
-            self._retransmit(start, length, now)
-            if board.last_rule == 4:
-                # RFC 6675 §5 (C.3): a rescue sets RescueRxt = RecoveryPoint and leaves
-                # HighRxt alone. Ask the scoreboard which rule fired: a rescue can start
-                # below the highest SACK when the top SACK block reaches SND.MAX.
-                self._rescue_rxt = self._recover - 1
-            else:
-                self._high_rxt = Seq.max(self._high_rxt, start + length)  # (C.2)
-
-    def _rescue_ok(self) -> bool:
-        """RFC 6675 §4 NextSeg (4): a rescue only while HighACK > RescueRxt (or
-        RescueRxt undefined); HighACK is the highest octet cumulatively ACKed."""
-        rescue = self._rescue_rxt
-        return rescue is None or self._snd_una - 1 > rescue
+            self._retransmit(nxt[0], nxt[1], now)
+            recovery.retransmitted(nxt[0], nxt[1])
 
     def _arm_persist(self, now: float) -> None:
         """RFC 9293 §3.8.6.1: with data queued, nothing in flight and a window too
@@ -757,14 +693,7 @@ class TcpConnection:
         self._rtt.backoff()  # RFC 6298 §5.5
         self._rtt_seq = None  # Karn
         if self._state.synchronized and not handshake:
-            flight = self._snd_max - self._snd_una
-            self._cc.on_rto(now, flight)  # RFC 5681 eq. 4, cwnd = 1 SMSS
-            self._board.clear()  # RFC 6675 §5.1 (and RFC 2018 §8: SACK may renege)
-            self._in_recovery = False
-            self._recover = self._snd_max  # no new recovery before this is ACKed
-            self._dupacks = 0
-            self._lt_bytes = 0
-            self._rexmit_head = False
+            self._recovery.on_rto(self._snd_max, self._snd_max - self._snd_una, now)
         # Go-back-N from SND.UNA (a SYN/SYN-ACK goes again with SND.NXT == ISS).
         self._snd_nxt = self._snd_una
         self._probe_end = None
@@ -815,7 +744,7 @@ class TcpConnection:
         self._state = TcpState.CLOSED
         self._timers.cancel_all()
         self._reasm.clear()
-        self._board.clear()
+        self._recovery.clear()
         if notify:
             self._events.append(TcpEvent.CLOSED)
 
@@ -846,34 +775,23 @@ class TcpConnection:
         self._rcv_nxt = syn.seq + 1
         self._rcv_adv = self._rcv_nxt
         self._last_ack_rcv_nxt = self._rcv_nxt
-        peer_mss = opts.mss if opts.mss is not None else cfg.default_peer_mss
-        peer_mss = max(peer_mss, cfg.min_peer_mss)
-        if cfg.window_scaling and opts.wscale is not None:
-            self._snd_shift = min(opts.wscale, 14)  # RFC 7323 §2.3
-            self._rcv_shift = cfg.window_scale_shift
-        else:
-            self._snd_shift = self._rcv_shift = 0
-            self._ws_offered = False
-        self._ts_ok = cfg.timestamps and opts.timestamps is not None
+        neg = self._negotiated = negotiate(cfg, opts)
+        self._snd_shift, self._rcv_shift = neg.snd_shift, neg.rcv_shift
+        self._ts_ok = neg.timestamps
         if self._ts_ok and opts.timestamps is not None:
             self._ts_recent = opts.timestamps[0]
             self._ts_recent_age = now
-        self._sack_ok = cfg.sack and opts.sack_permitted
-        smss = min(peer_mss, cfg.mss) - (_TS_OPTION_LEN if self._ts_ok else 0)
-        self.set_mss(max(smss, 64))
+        self._sack_ok = neg.sack
+        self.set_mss(neg.smss)
         self._snd_wnd = syn.window  # never scaled in a SYN (RFC 7323 §2.2)
         self._max_snd_wnd = max(self._max_snd_wnd, self._snd_wnd)
         self._snd_wl1 = syn.seq
-        # The peer's full-sized segment: our MSS (or its own, if smaller) less the
-        # timestamp option it carries (RFC 7323 §3.2), so the ACK-every-second-full-
-        # segment rule (RFC 5681 §4.2) counts real segments; _deliver raises it if
-        # bigger segments show up.
-        self._rcv_mss = min(cfg.mss, peer_mss) - (_TS_OPTION_LEN if self._ts_ok else 0)
+        self._rcv_mss = neg.rcv_mss
 
     def set_mss(self, mss: int) -> None:
         self._smss = mss
         self._cc.set_mss(mss)
-        self._board = SackScoreboard(mss, self.config.dupthresh)
+        self._recovery.configure(mss, self._sack_ok)
 
     # ------------------------------------------------------------------ receive side
 
@@ -986,8 +904,8 @@ class TcpConnection:
         if self._ts_ok and ts is None and not is_rst:
             self.counters["ts_missing_accepted"] += 1
         # RFC 7323 §5.3 R1: PAWS.
-        if self._ts_ok and ts is not None and not is_rst and _ts_before(ts[0], self._ts_recent):
-            if now - self._ts_recent_age <= _PAWS_IDLE:
+        if self._ts_ok and ts is not None and not is_rst and ts_before(ts[0], self._ts_recent):
+            if now - self._ts_recent_age <= PAWS_IDLE:
                 self._drop("drop_paws")
                 self._ack_now = True
                 return
@@ -1056,7 +974,7 @@ class TcpConnection:
             self._ts_ok
             and ts is not None
             and seg.seq <= self._last_ack_sent
-            and not _ts_before(ts[0], self._ts_recent)
+            and not ts_before(ts[0], self._ts_recent)
         ):
             self._ts_recent, self._ts_recent_age = ts[0], now
 
@@ -1115,13 +1033,8 @@ class TcpConnection:
             and new_wnd == self._snd_wnd
         )
         flight_before = self._snd_max - self._snd_una
-        sacked_new = 0
         if acked > 0:
             self._ack_advanced(ack, acked, seg, now)
-        if self._sack_ok:
-            # RFC 6675 §5: update the scoreboard from every ACK, with or without SACK
-            # blocks, so that data the cumulative ACK now covers leaves it at once.
-            sacked_new = self._board.update(self._snd_una, seg.options.sack_blocks, self._snd_max)
 
         # Window update (RFC 9293 §3.10.7.4, SND.WL1/WL2 rule).
         if acked >= 0 and (
@@ -1135,7 +1048,16 @@ class TcpConnection:
             if opened:
                 self._persist_backoff = 0
 
-        self._loss_recovery(acked, dupack, sacked_new, flight_before, now)
+        recovery = self._recovery
+        was_in_recovery = recovery.in_recovery
+        rexmit = recovery.on_ack(
+            self._snd_una, self._snd_max, acked, dupack, seg.options.sack_blocks,
+            flight_before, self._rtt.srtt, now,
+        )
+        if recovery.in_recovery and not was_in_recovery:
+            self._rtt_seq = None  # Karn (RFC 6298 §3): the timed range may be resent
+        if rexmit is not None:
+            self._retransmit(rexmit[0], rexmit[1], now)  # RFC 6675 §5 step (4.3)
         self._ack_state_transitions(now)
         return self._state is not TcpState.CLOSED
 
@@ -1173,71 +1095,6 @@ class TcpConnection:
         if self._write_blocked and self._send_buf.free > 0:
             self._write_blocked = False
             self._events.append(TcpEvent.WRITABLE)
-
-    def _loss_recovery(
-        self, acked: int, dupack: bool, sacked_new: int, flight_before: int, now: float
-    ) -> None:
-        cc, mss = self._cc, self._smss
-        if self._in_recovery:
-            if self._snd_una >= self._recover:
-                # Full ACK: leave recovery (RFC 6582 §3.2 step 3, RFC 6675 §5).
-                self._in_recovery = False
-                self._dupacks = 0
-                if not self._sack_ok:
-                    flight = self._snd_max - self._snd_una
-                    cc.cwnd = min(cc.ssthresh, max(flight, mss) + mss)
-                else:
-                    cc.cwnd = cc.ssthresh
-                cc.on_recovery_exit(now)
-                self.counters["recovery_exits"] += 1
-            elif acked > 0 and not self._sack_ok:
-                # RFC 6582 §3.2 step 3 partial ACK: resend the next hole, deflate.
-                self._rexmit_head = True
-                cc.cwnd = max(cc.cwnd - acked + (mss if acked >= mss else 0), mss)
-            elif dupack and not self._sack_ok:
-                cc.cwnd += mss  # RFC 5681 §3.2 step 4: inflation per extra dupack
-            return
-
-        if acked > 0:
-            self._dupacks = 0
-            self._lt_bytes = 0
-            if cwnd_limited(flight_before, cc.cwnd):
-                # RFC 9438 §4.2: CUBIC looks one smoothed RTT ahead.
-                cc.on_ack(now, acked, self._rtt.srtt, flight_before)
-        elif dupack or (self._sack_ok and sacked_new > 0 and acked == 0):
-            self._dupacks += 1
-        else:
-            return
-        if self._snd_una < self._recover or self._snd_max == self._snd_una:
-            return  # RFC 6582 §3.2 step 2 / RFC 6675 §5.1: not before RecoveryPoint
-        enter = self._dupacks >= self.config.dupthresh
-        if self._sack_ok and not enter:
-            enter = self._board.is_lost(self._snd_una)
-        if not enter:
-            return
-        # Enter fast retransmit / fast recovery.
-        self.counters["fast_retransmits"] += 1
-        self._in_recovery = True
-        self._recover = self._snd_max
-        # RFC 5681 §3.2 step 2: data sent by limited transmit is left out of FlightSize.
-        flight = max(self._snd_max - self._snd_una - self._lt_bytes, mss)
-        self._lt_bytes = 0
-        cc.on_congestion(now, flight)
-        self._rtt_seq = None
-        if self._sack_ok:
-            self._high_rxt = self._snd_una
-            # RFC 6675 §5 step (4.3): retransmit the first lost segment right away, and
-            # set HighRxt and RescueRxt to its highest octet, so that neither it nor a
-            # premature rescue goes out again before the peer reports on it.
-            nxt = self._board.next_seg(self._snd_una, self._snd_max, self._high_rxt, False)
-            start, length = nxt if nxt and nxt[0] != self._snd_max else (self._snd_una, mss)
-            self._retransmit(start, length, now)
-            self._high_rxt = Seq.max(self._high_rxt, start + length)
-            self._rescue_rxt = start + length - 1
-        else:
-            # RFC 5681 §3.2 steps 2-3: retransmit, cwnd = ssthresh + 3*SMSS.
-            self._rexmit_head = True
-            cc.cwnd = cc.ssthresh + self.config.dupthresh * mss
 
     def _ack_state_transitions(self, now: float) -> None:
         fin = self._fin_seq

@@ -32,7 +32,9 @@ from typing import Any, Final
 
 import numpy as np
 
-from joyride.tcp.connection import TcpConnection, cwnd_limited, ts_clock
+from joyride.tcp.congestion import cwnd_limited
+from joyride.tcp.connection import TcpConnection
+from joyride.tcp.options import ts_clock
 from joyride.tcp.rtt import RttEstimator
 from joyride.tcp.state import RECEIVING_STATES, TcpEvent, TcpState
 from joyride.tcp.timers import Timer
@@ -235,11 +237,11 @@ class FastPath:
         st.ack_ok = (
             state in _FAST_ACK_STATES
             and self._fin_unsent()
-            and not c._in_recovery
-            and c._dupacks == 0
+            and not c._recovery.in_recovery
+            and c._recovery.dupacks == 0
             and c._snd_nxt == c._snd_max
             and c._probe_end is None
-            and not c._rexmit_head
+            and not c._recovery.rexmit_head
         )
         st.rx_bytes = st.acked = st.data_segs = st.ack_segs = st.n_acks = 0
         st.have_tsecr = st.window_changed = 0
@@ -291,9 +293,10 @@ class FastPath:
         if ack > c._snd_nxt:
             c._snd_nxt = ack
         c.counters["bytes_acked"] += data_acked
-        if c._sack_ok and c._board.range_count:
+        board = c._recovery.board
+        if board.range_count:
             # RFC 6675 §5: every ACK updates the scoreboard (drops what it now covers).
-            c._board.update(ack, (), c._snd_max)
+            board.update(ack, (), c._snd_max)
         rtt: float | None = None
         if c._rtt_seq is not None and ack >= c._rtt_seq:
             rtt = now - c._rtt_time
@@ -359,9 +362,9 @@ class FastPath:
         limit = min(self.capacity, max_segments or self.capacity)
         if (
             c._state not in _FAST_ACK_STATES
-            or c._in_recovery
-            or c._dupacks  # RFC 3042 limited transmit is the slow path's
-            or c._rexmit_head
+            or c._recovery.in_recovery
+            or c._recovery.dupacks  # RFC 3042 limited transmit is the slow path's
+            or c._recovery.rexmit_head
             or c._snd_nxt != c._snd_max
             or not self._fin_unsent()
             or c._probe_end is not None

@@ -21,9 +21,10 @@ from collections import OrderedDict
 from typing import NamedTuple
 
 from joyride.tcp.config import TcpConfig
-from joyride.tcp.connection import TcpConnection, rst_for, ts_clock
+from joyride.tcp.connection import TcpConnection, rst_for
 from joyride.tcp.counters import Counters
 from joyride.tcp.isn import IsnGenerator
+from joyride.tcp.options import ts_clock
 from joyride.tcp.state import TcpState
 from joyride.tcp.syncookies import SynCookies, decode_ts_options, embed_ts_options
 from joyride.wire.seq import Seq
