@@ -1,0 +1,639 @@
+/*
+ * joyride_preload.c - LD_PRELOAD shim: unmodified programs served by Joyride.
+ *
+ * It speaks the service's application protocol (joyride/service/protocol.py, the
+ * reference) and decides at two points only:
+ *
+ *   listen(fd)   an AF_INET stream socket bound to a port the service accelerates
+ *                becomes a unix listener bound to "\0joyride/l/<ip>:<port>/<pid>.<n>",
+ *                registered with the service (OP_LISTEN) and dup3()'d onto fd. The
+ *                service delivers each TCP connection by connecting to it, so accept,
+ *                epoll/poll/select, fork and exec keep their kernel meaning.
+ *   connect(fd)  with JOYRIDE_OUTGOING=1, an AF_INET stream connect is asked of the
+ *                service (OP_CONNECT); the connection arrives by SCM_RIGHTS and is
+ *                dup3()'d onto fd.
+ *
+ * Everything else goes to libc unchanged: the decision needs no table, because a
+ * Joyride descriptor names itself (its unix peer name spells the TCP 4-tuple). The
+ * intercepted address and option calls translate those names back into sockaddr_in,
+ * and options a unix socket cannot take (IPPROTO_TCP / IPPROTO_IP) are accepted and
+ * remembered. Without a service the shim uses the kernel and says so once on stderr.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define JR_MAGIC "JRD1"
+#define JR_OP_LISTEN 1
+#define JR_OP_CONNECT 2
+#define JR_NOT_ACCELERATED (-1)
+#define JR_UNREACHABLE (-2) /* no service: use the kernel */
+
+#define JR_LISTEN_TIMEOUT_S 5
+#define JR_CONNECT_TIMEOUT_S 130 /* > Linux's SYN retry span (127 s) */
+#define JR_MAX_FD 65536
+
+/* Wire formats: struct module's "<4sHH4sH2x108s" and "<4sH2xi4sH2x4sH2x". */
+struct jr_request {
+    char magic[4];
+    uint16_t op;
+    uint16_t flags;
+    uint8_t ip[4];
+    uint16_t port;
+    uint16_t pad;
+    char name[108];
+} __attribute__((packed));
+
+struct jr_reply {
+    char magic[4];
+    uint16_t op;
+    uint16_t pad0;
+    int32_t status;
+    uint8_t local_ip[4];
+    uint16_t local_port;
+    uint16_t pad1;
+    uint8_t remote_ip[4];
+    uint16_t remote_port;
+    uint16_t pad2;
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct jr_request) == 124, "request layout");
+_Static_assert(sizeof(struct jr_reply) == 28, "reply layout");
+
+enum jr_kind { JR_NONE = 0, JR_LISTENER, JR_CONNECTION };
+
+struct jr_info {
+    enum jr_kind kind;
+    struct sockaddr_in local;
+    struct sockaddr_in remote;
+};
+
+static int (*real_listen)(int, int);
+static int (*real_accept)(int, struct sockaddr *, socklen_t *);
+static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
+static int (*real_connect)(int, const struct sockaddr *, socklen_t);
+static int (*real_getsockname)(int, struct sockaddr *, socklen_t *);
+static int (*real_getpeername)(int, struct sockaddr *, socklen_t *);
+static int (*real_setsockopt)(int, int, int, const void *, socklen_t);
+static int (*real_getsockopt)(int, int, int, void *, socklen_t *);
+static int (*real_close)(int);
+
+static unsigned jr_counter;
+static int jr_noted;
+/* TCP options set on Joyride descriptors, for getsockopt to give them back. The
+ * service's connections always run with Nagle off (it pumps whole chunks). */
+static unsigned char jr_nodelay[JR_MAX_FD];
+
+#define RESOLVE(name) \
+    do { if (!real_##name) real_##name = dlsym(RTLD_NEXT, #name); } while (0)
+
+__attribute__((constructor)) static void jr_init(void)
+{
+    RESOLVE(listen);
+    RESOLVE(accept);
+    RESOLVE(accept4);
+    RESOLVE(connect);
+    RESOLVE(getsockname);
+    RESOLVE(getpeername);
+    RESOLVE(setsockopt);
+    RESOLVE(getsockopt);
+    RESOLVE(close);
+}
+
+static void jr_note(const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    int n;
+
+    if (__atomic_exchange_n(&jr_noted, 1, __ATOMIC_RELAXED))
+        return; /* once per process */
+    va_start(ap, fmt);
+    n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (n > (int)sizeof(buf) - 2)
+        n = sizeof(buf) - 2;
+    buf[n++] = '\n';
+    (void)!write(2, buf, (size_t)n);
+}
+
+static int jr_disabled(void)
+{
+    const char *v = getenv("JOYRIDE_DISABLE");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+/* ---------------------------------------------------------------- names */
+
+/* Copy an abstract unix name (without its leading NUL) into out; 0 if not abstract. */
+static int jr_abstract_name(const struct sockaddr_un *sun, socklen_t len, char *out,
+                            size_t outlen)
+{
+    size_t n;
+
+    if (len <= offsetof(struct sockaddr_un, sun_path) + 1 || sun->sun_family != AF_UNIX ||
+        sun->sun_path[0] != '\0')
+        return 0;
+    n = len - offsetof(struct sockaddr_un, sun_path) - 1;
+    if (n >= outlen)
+        n = outlen - 1;
+    memcpy(out, sun->sun_path + 1, n);
+    out[n] = '\0';
+    return 1;
+}
+
+static int jr_parse_addr(const char *s, struct sockaddr_in *sin, const char **end)
+{
+    unsigned a, b, c, d, port;
+    int used = 0;
+
+    if (sscanf(s, "%3u.%3u.%3u.%3u:%5u%n", &a, &b, &c, &d, &port, &used) != 5 ||
+        a > 255 || b > 255 || c > 255 || d > 255 || port > 65535)
+        return 0;
+    memset(sin, 0, sizeof(*sin));
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons((uint16_t)port);
+    sin->sin_addr.s_addr = htonl((a << 24) | (b << 16) | (c << 8) | d);
+    if (end)
+        *end = s + used;
+    return 1;
+}
+
+/* "joyride/c/<lip>:<lport>/<rip>:<rport>/..." -> local and remote. */
+static int jr_parse_connection(const char *name, struct jr_info *info)
+{
+    const char *p;
+
+    if (strncmp(name, "joyride/c/", 10) != 0)
+        return 0;
+    if (!jr_parse_addr(name + 10, &info->local, &p) || *p != '/')
+        return 0;
+    if (!jr_parse_addr(p + 1, &info->remote, NULL))
+        return 0;
+    info->kind = JR_CONNECTION;
+    return 1;
+}
+
+static int jr_parse_listener(const char *name, struct jr_info *info)
+{
+    if (strncmp(name, "joyride/l/", 10) != 0)
+        return 0;
+    if (!jr_parse_addr(name + 10, &info->local, NULL))
+        return 0;
+    info->kind = JR_LISTENER;
+    return 1;
+}
+
+/* What a descriptor is to Joyride. Kernel sockets cost one getsockname. */
+static enum jr_kind jr_classify(int fd, struct jr_info *info)
+{
+    struct sockaddr_un sun;
+    socklen_t len = sizeof(sun);
+    char name[sizeof(sun.sun_path)];
+    int saved = errno;
+
+    memset(info, 0, sizeof(*info));
+    if (real_getsockname(fd, (struct sockaddr *)&sun, &len) != 0 ||
+        sun.sun_family != AF_UNIX) {
+        errno = saved;
+        return JR_NONE;
+    }
+    /* A connection's peer (the service's end) spells the 4-tuple; an accepted
+     * connection also carries its listener's own name, so ask the peer first. */
+    len = sizeof(sun);
+    if (real_getpeername(fd, (struct sockaddr *)&sun, &len) == 0 &&
+        jr_abstract_name(&sun, len, name, sizeof(name)) && jr_parse_connection(name, info)) {
+        errno = saved;
+        return JR_CONNECTION;
+    }
+    len = sizeof(sun);
+    if (real_getsockname(fd, (struct sockaddr *)&sun, &len) == 0 &&
+        jr_abstract_name(&sun, len, name, sizeof(name)) && jr_parse_listener(name, info)) {
+        errno = saved;
+        return JR_LISTENER;
+    }
+    errno = saved;
+    return JR_NONE;
+}
+
+static void jr_copy_out(const void *src, socklen_t srclen, struct sockaddr *addr,
+                        socklen_t *addrlen)
+{
+    /* As the kernel does: truncate to the caller's buffer, report the full size. */
+    if (addr && addrlen) {
+        socklen_t n = *addrlen < srclen ? *addrlen : srclen;
+        memcpy(addr, src, n);
+        *addrlen = srclen;
+    }
+}
+
+/* ---------------------------------------------------------------- the service */
+
+static int jr_find_socket(char *path, size_t len)
+{
+    const char *env = getenv("JOYRIDE_SOCKET");
+    const char *root = getenv("JOYRIDE_RUN_DIR");
+    struct stat st;
+    char dir[256];
+    DIR *d;
+    struct dirent *e;
+    int found = 0;
+
+    if (env && *env) {
+        snprintf(path, len, "%s", env);
+        return 1;
+    }
+    if (stat("/proc/thread-self/ns/net", &st) != 0)
+        return 0;
+    snprintf(dir, sizeof(dir), "%s/net%lu", root && *root ? root : "/run/joyride",
+             (unsigned long)st.st_ino);
+    d = opendir(dir);
+    if (!d)
+        return 0;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        if ((size_t)snprintf(path, len, "%s/%s/app.sock", dir, e->d_name) >= len)
+            continue; /* would not fit in sun_path */
+        if (access(path, F_OK) == 0) {
+            found = 1;
+            break;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+/* One request, one reply (and maybe one descriptor). Returns the reply's status,
+ * JR_UNREACHABLE when there is no service, or a positive errno on failure. */
+static int jr_request(uint16_t op, const struct sockaddr_in *addr, const char *name,
+                      int timeout_s, struct jr_reply *reply, int *fd_out)
+{
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    struct sockaddr_un sun;
+    struct jr_request req;
+    struct timeval tv = {.tv_sec = timeout_s};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct iovec iov = {.iov_base = reply, .iov_len = sizeof(*reply)};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                         .msg_controllen = sizeof(ctl.buf)};
+    struct cmsghdr *c;
+    ssize_t n;
+    int s, err;
+
+    if (fd_out)
+        *fd_out = -1;
+    if (!jr_find_socket(path, sizeof(path))) {
+        jr_note("joyride: no Joyride service in this network namespace: using the kernel");
+        return JR_UNREACHABLE;
+    }
+    s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return errno;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    if (real_connect(s, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+        err = errno;
+        real_close(s);
+        if (err == EACCES || err == EPERM)
+            return EACCES; /* a service exists and refuses us: the rules say no */
+        jr_note("joyride: the Joyride service at %s does not answer (%s): using the kernel",
+                path, strerror(err));
+        return JR_UNREACHABLE;
+    }
+    real_setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    memset(&req, 0, sizeof(req));
+    memcpy(req.magic, JR_MAGIC, 4);
+    req.op = op;
+    memcpy(req.ip, &addr->sin_addr.s_addr, 4);
+    req.port = ntohs(addr->sin_port);
+    if (name)
+        snprintf(req.name, sizeof(req.name), "%s", name);
+    if (send(s, &req, sizeof(req), MSG_NOSIGNAL) != (ssize_t)sizeof(req)) {
+        err = errno;
+        real_close(s);
+        return err ? err : EIO;
+    }
+    do {
+        n = recvmsg(s, &msg, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    err = errno;
+    real_close(s);
+    if (n < 0)
+        return err == EAGAIN ? ETIMEDOUT : err;
+    if (n != (ssize_t)sizeof(*reply) || memcmp(reply->magic, JR_MAGIC, 4) != 0)
+        return EPROTO;
+    for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+            c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c), sizeof(int));
+            if (fd_out && *fd_out < 0)
+                *fd_out = fd;
+            else
+                real_close(fd);
+        }
+    }
+    return reply->status;
+}
+
+/* Put `newfd` where `fd` is, keeping fd's O_NONBLOCK and FD_CLOEXEC. */
+static int jr_replace(int newfd, int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    int fdfl = fcntl(fd, F_GETFD);
+
+    if (dup3(newfd, fd, (fdfl >= 0 && (fdfl & FD_CLOEXEC)) ? O_CLOEXEC : 0) < 0) {
+        int err = errno;
+        real_close(newfd);
+        errno = err;
+        return -1;
+    }
+    real_close(newfd);
+    if (fl >= 0 && (fl & O_NONBLOCK))
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return 0;
+}
+
+static int jr_is_inet_stream(int fd, struct sockaddr_in *bound)
+{
+    socklen_t len = sizeof(*bound);
+    int type = 0;
+    socklen_t tlen = sizeof(type);
+
+    if (real_getsockname(fd, (struct sockaddr *)bound, &len) != 0 ||
+        bound->sin_family != AF_INET)
+        return 0;
+    return real_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 &&
+           type == SOCK_STREAM;
+}
+
+/* ---------------------------------------------------------------- intercepted calls */
+
+int listen(int fd, int backlog)
+{
+    struct sockaddr_in bound;
+    struct sockaddr_un sun;
+    struct jr_reply reply;
+    char name[108];
+    char ip[INET_ADDRSTRLEN + 1];
+    uint32_t a;
+    int u, status, tries;
+
+    jr_init();
+    if (jr_disabled() || !jr_is_inet_stream(fd, &bound) || bound.sin_port == 0)
+        return real_listen(fd, backlog);
+    u = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (u < 0)
+        return real_listen(fd, backlog);
+    a = ntohl(bound.sin_addr.s_addr);
+    snprintf(ip, sizeof(ip), "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255,
+             a & 255);
+    for (tries = 0; tries < 64; tries++) {
+        /* A forked sibling may hold the same (pid, n) name: take the next n. */
+        unsigned n = __atomic_fetch_add(&jr_counter, 1, __ATOMIC_RELAXED);
+        socklen_t len;
+        snprintf(name, sizeof(name), "joyride/l/%s:%u/%d.%u", ip, ntohs(bound.sin_port),
+                 (int)getpid(), n);
+        memset(&sun, 0, sizeof(sun));
+        sun.sun_family = AF_UNIX;
+        memcpy(sun.sun_path + 1, name, strlen(name));
+        len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name));
+        if (bind(u, (struct sockaddr *)&sun, len) == 0)
+            break;
+        if (errno != EADDRINUSE) {
+            real_close(u);
+            return real_listen(fd, backlog);
+        }
+    }
+    if (tries == 64 || real_listen(u, backlog) != 0) {
+        real_close(u);
+        return real_listen(fd, backlog);
+    }
+    status = jr_request(JR_OP_LISTEN, &bound, name, JR_LISTEN_TIMEOUT_S, &reply, NULL);
+    if (status == JR_UNREACHABLE || status == JR_NOT_ACCELERATED) {
+        real_close(u);
+        return real_listen(fd, backlog);
+    }
+    if (status != 0) {
+        real_close(u);
+        errno = status > 0 ? status : EPROTO;
+        return -1;
+    }
+    return jr_replace(u, fd);
+}
+
+int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    struct sockaddr_in bound, dst;
+    struct jr_reply reply;
+    const char *outgoing;
+    int status, newfd;
+
+    jr_init();
+    outgoing = getenv("JOYRIDE_OUTGOING");
+    if (!addr || len < sizeof(struct sockaddr_in) || addr->sa_family != AF_INET ||
+        !outgoing || strcmp(outgoing, "1") != 0 || jr_disabled() ||
+        !jr_is_inet_stream(fd, &bound))
+        return real_connect(fd, addr, len);
+    memcpy(&dst, addr, sizeof(dst));
+    status = jr_request(JR_OP_CONNECT, &dst, NULL, JR_CONNECT_TIMEOUT_S, &reply, &newfd);
+    if (status == JR_UNREACHABLE || status == JR_NOT_ACCELERATED) {
+        if (newfd >= 0)
+            real_close(newfd);
+        return real_connect(fd, addr, len);
+    }
+    if (status != 0 || newfd < 0) {
+        if (newfd >= 0)
+            real_close(newfd);
+        errno = status > 0 ? status : EPROTO;
+        return -1;
+    }
+    /* Completed synchronously (POSIX allows it even for a non-blocking socket). */
+    return jr_replace(newfd, fd);
+}
+
+static void jr_translate_peer(const struct sockaddr_storage *ss, socklen_t sl,
+                              struct sockaddr *addr, socklen_t *addrlen)
+{
+    char name[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    struct jr_info info;
+
+    memset(&info, 0, sizeof(info));
+    if (ss->ss_family == AF_UNIX &&
+        jr_abstract_name((const struct sockaddr_un *)ss, sl, name, sizeof(name)) &&
+        jr_parse_connection(name, &info)) {
+        jr_copy_out(&info.remote, sizeof(info.remote), addr, addrlen);
+        return;
+    }
+    jr_copy_out(ss, sl, addr, addrlen);
+}
+
+int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int r;
+
+    jr_init();
+    if (!addr || !addrlen)
+        return real_accept4(fd, addr, addrlen, flags);
+    r = real_accept4(fd, (struct sockaddr *)&ss, &sl, flags);
+    if (r >= 0)
+        jr_translate_peer(&ss, sl, addr, addrlen);
+    return r;
+}
+
+int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int r;
+
+    jr_init();
+    if (!addr || !addrlen)
+        return real_accept(fd, addr, addrlen);
+    r = real_accept(fd, (struct sockaddr *)&ss, &sl);
+    if (r >= 0)
+        jr_translate_peer(&ss, sl, addr, addrlen);
+    return r;
+}
+
+int getsockname(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+    struct jr_info info;
+
+    jr_init();
+    switch (jr_classify(fd, &info)) {
+    case JR_CONNECTION:
+    case JR_LISTENER:
+        jr_copy_out(&info.local, sizeof(info.local), addr, addrlen);
+        return 0;
+    default:
+        return real_getsockname(fd, addr, addrlen);
+    }
+}
+
+int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+
+    jr_init();
+    if (real_getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return -1;
+    jr_translate_peer(&ss, sl, addr, addrlen);
+    return 0;
+}
+
+int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
+{
+    struct jr_info info;
+    int saved, r;
+
+    jr_init();
+    r = real_setsockopt(fd, level, optname, optval, optlen);
+    if (r == 0 || (level != IPPROTO_TCP && level != IPPROTO_IP))
+        return r;
+    saved = errno;
+    if (saved != EOPNOTSUPP && saved != ENOPROTOOPT)
+        return r;
+    if (jr_classify(fd, &info) == JR_NONE) {
+        errno = saved;
+        return r;
+    }
+    /* A unix socket takes no TCP/IP options; the service applies its own (Nagle off).
+     * Accept them as Linux would and remember TCP_NODELAY for getsockopt. */
+    if (level == IPPROTO_TCP && optname == TCP_NODELAY && fd >= 0 && fd < JR_MAX_FD &&
+        optval && optlen >= sizeof(int))
+        jr_nodelay[fd] = *(const int *)optval != 0;
+    return 0;
+}
+
+static int jr_put_int(void *optval, socklen_t *optlen, int value)
+{
+    if (!optval || !optlen || *optlen < sizeof(int)) {
+        errno = EINVAL;
+        return -1;
+    }
+    memcpy(optval, &value, sizeof(int));
+    *optlen = sizeof(int);
+    return 0;
+}
+
+int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
+{
+    struct jr_info info;
+    int saved, r;
+
+    jr_init();
+    if (level == SOL_SOCKET && (optname == SO_DOMAIN || optname == SO_PROTOCOL)) {
+        if (jr_classify(fd, &info) != JR_NONE)
+            return jr_put_int(optval, optlen,
+                              optname == SO_DOMAIN ? AF_INET : IPPROTO_TCP);
+        return real_getsockopt(fd, level, optname, optval, optlen);
+    }
+    r = real_getsockopt(fd, level, optname, optval, optlen);
+    if (r == 0 || (level != IPPROTO_TCP && level != IPPROTO_IP))
+        return r;
+    saved = errno;
+    if ((saved != EOPNOTSUPP && saved != ENOPROTOOPT) || jr_classify(fd, &info) == JR_NONE) {
+        errno = saved;
+        return r;
+    }
+    if (level == IPPROTO_TCP) {
+        switch (optname) {
+        case TCP_NODELAY:
+            return jr_put_int(optval, optlen, fd >= 0 && fd < JR_MAX_FD && jr_nodelay[fd]);
+        case TCP_MAXSEG:
+            return jr_put_int(optval, optlen, 1460);
+        case TCP_INFO: {
+            struct tcp_info ti;
+            socklen_t n;
+            if (!optval || !optlen) {
+                errno = EINVAL;
+                return -1;
+            }
+            memset(&ti, 0, sizeof(ti));
+            ti.tcpi_state = info.kind == JR_LISTENER ? 10 /* TCP_LISTEN */ : 1;
+            n = *optlen < sizeof(ti) ? *optlen : sizeof(ti);
+            memcpy(optval, &ti, n);
+            *optlen = n;
+            return 0;
+        }
+        default:
+            return jr_put_int(optval, optlen, 0);
+        }
+    }
+    return jr_put_int(optval, optlen, 0);
+}
+
+int close(int fd)
+{
+    jr_init();
+    if (fd >= 0 && fd < JR_MAX_FD)
+        jr_nodelay[fd] = 0;
+    return real_close(fd);
+}

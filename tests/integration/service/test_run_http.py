@@ -1,0 +1,65 @@
+"""``joyride run -- python3 -m http.server``: an unmodified server, kernel curl and wrk."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from service_helpers import JOYRIDE, stats, wait_port
+
+from joyride.testbed import Testbed
+
+pytestmark = pytest.mark.integration
+
+
+def test_http_server_curl_and_wrk(service_bed: Testbed, tmp_path: Path) -> None:
+    bed = service_bed
+    root = tmp_path / "www"
+    root.mkdir()
+    body = os.urandom(3 << 20)
+    (root / "blob.bin").write_bytes(body)
+    (root / "index.html").write_bytes(b"<h1>joyride</h1>\n")
+    log = (tmp_path / "server.log").open("w")
+    server = bed.joy.popen(JOYRIDE, "run", "--", "python3", "-m", "http.server", "-b",
+                           "0.0.0.0", "-d", str(root), "8090", stdout=log,
+                           stderr=subprocess.STDOUT)
+    before = stats(bed.joy)["datapath"]["service"].get("delivered", 0)
+    wait_port(bed.peer, bed.joy.ip, 8090)
+    out = tmp_path / "got.bin"
+    bed.peer.run("curl", "-sf", "-o", str(out), f"http://{bed.joy.ip}:8090/blob.bin",
+                 timeout=60)
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(body).digest()
+    wrk = bed.peer.run("wrk", "-t1", "-c4", "-d2s", f"http://{bed.joy.ip}:8090/index.html",
+                       timeout=60).stdout.decode()
+    requests = int(re.search(r"(\d+) requests in", wrk)[1])  # type: ignore[index]
+    assert requests > 20, wrk
+    assert "Non-2xx" not in wrk and "Socket errors" not in wrk, wrk
+    after = stats(bed.joy)["datapath"]["service"]["delivered"]
+    # Every connection (curl's, the probe's, wrk's) went through Joyride.
+    assert after - before >= requests // 2
+    assert server.poll() is None
+    # The server saw the clients' real addresses (getpeername through the shim).
+    server.terminate()
+    server.wait(10)
+    log.close()
+    assert f"{bed.peer.ip} - - " in (tmp_path / "server.log").read_text()
+
+
+def test_without_service_falls_back_and_says_so_once(tmp_path: Path) -> None:
+    """No service in the namespace: the program serves from the kernel, one notice."""
+    with Testbed() as bed:
+        server = bed.joy.popen(JOYRIDE, "run", "--", "python3", "-m", "http.server", "-b",
+                               "0.0.0.0", "-d", str(tmp_path), "8091",
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_port(bed.peer, bed.joy.ip, 8091)
+        bed.peer.run("curl", "-sf", "-o", "/dev/null", f"http://{bed.joy.ip}:8091/",
+                     timeout=30)
+        server.terminate()
+        _, err = server.communicate(timeout=10)
+    notices = [line for line in err.decode().splitlines() if line.startswith("joyride:")]
+    assert len(notices) == 1, err
+    assert "using the kernel" in notices[0]
