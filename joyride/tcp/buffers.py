@@ -1,32 +1,32 @@
 """Send and receive byte buffers for one TCP connection.
 
-``SendBuffer`` is a growable ring: writes copy into the free space after the tail,
-ACKs move the head, and nothing is ever shifted. Every call costs O(bytes it moves);
-growth doubles the ring (amortised O(1) per byte) up to the capacity. A plain
-bytearray FIFO does not give that here: CPython's bytearray keeps front deletions
-cheap by moving a start offset, but a later append that needs room moves the whole
-remainder down, so a sender that keeps its buffer full paid a copy of everything
-buffered per batch (about 38 µs near 512 KiB).
+Both are built on ``ByteRing``, a growable ring: writes copy into the free space
+after the tail, reads and ACKs move the head, and nothing is ever shifted. Every call
+costs O(bytes it moves); growth doubles the ring (amortised O(1) per byte) up to the
+capacity. A plain bytearray FIFO does not give that: CPython's bytearray keeps front
+deletions cheap by moving a start offset, but a later append that needs room moves
+the whole remainder down, so a sender that keeps its buffer full paid a copy of
+everything buffered per batch (about 38 µs near 512 KiB).
 
-``ReceiveBuffer`` stays a bytearray FIFO: its reader drains it from the front and
-its writer appends to a buffer that is usually near empty, where that costs nothing.
+The ring also lets the compiled fast path write received payload straight into the
+receive buffer (``free_region`` / ``commit``), and build frames straight from the
+send buffer (``peek_view``), without an intermediate copy.
 
-Memory bound: ``SendBuffer`` holds at most ``capacity`` bytes in a ring of at most
-``max(capacity, buffered)`` bytes, allocated on demand and released when it drains
-if it grew beyond ``_KEEP_WHEN_EMPTY``; ``ReceiveBuffer`` at most ``maximum`` bytes
-plus CPython's growth slack (about 1/8).
+Memory bound: a ring holds at most ``capacity`` bytes in at most
+``max(capacity, buffered)`` bytes of memory, allocated on demand. A send ring that
+grew beyond ``_KEEP_WHEN_EMPTY`` is released when it drains, so an idle connection
+does not pin a bulk transfer's megabyte; a receive ring is kept at the size
+autotuning granted (see ``ReceiveBuffer``).
 """
 
 from __future__ import annotations
 
-from typing import Final, TypeAlias
+from typing import ClassVar, Final, TypeAlias
 
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 
-# First ring allocation, and the largest ring an idle (empty) send buffer keeps: an
-# idle connection should not pin a bulk transfer's megabyte.
-_MIN_RING: Final = 4096
-_KEEP_WHEN_EMPTY: Final = 64 * 1024
+_MIN_RING: Final = 4096  # first allocation
+_KEEP_WHEN_EMPTY: Final = 64 * 1024  # largest ring kept once drained
 
 
 def _flat(view: memoryview) -> memoryview:
@@ -34,32 +34,23 @@ def _flat(view: memoryview) -> memoryview:
     return view if view.format in ("B", "b", "c") and view.ndim == 1 else view.cast("B")
 
 
-def _append(buf: bytearray, data: BytesLike, limit: int) -> int:
-    """Append at most ``limit`` bytes of ``data`` to ``buf`` (one copy, no temporaries)."""
-    with memoryview(data) as view:
-        flat = _flat(view)
-        n = min(flat.nbytes, limit)
-        if n > 0:
-            buf += flat[:n]
-        if flat is not view:
-            flat.release()
-    return max(n, 0)
+class ByteRing:
+    """A FIFO of bytes in a growable circular bytearray, bounded by ``capacity``.
 
-
-class SendBuffer:
-    """Bytes written by the application and not yet acknowledged by the peer.
-
-    Offset 0 is the oldest unacknowledged byte (SND.UNA in RFC 9293 §3.3.1 terms);
-    the connection maps offsets to sequence numbers.
+    The bytearray is never resized in place (growth replaces it), so views and
+    C pointers into it stay valid for as long as the bytes they show are buffered.
     """
 
     __slots__ = ("_capacity", "_head", "_len", "_ring")
+
+    #: Largest ring kept once drained (None: always kept).
+    keep_when_empty: ClassVar[int | None] = _KEEP_WHEN_EMPTY
 
     def __init__(self, capacity: int) -> None:
         if capacity < 0:
             raise ValueError("capacity must be non-negative")
         self._ring = bytearray()
-        self._head = 0  # ring index of offset 0
+        self._head = 0  # ring index of the oldest byte
         self._len = 0
         self._capacity = capacity
 
@@ -70,16 +61,13 @@ class SendBuffer:
     def capacity(self) -> int:
         return self._capacity
 
-    @capacity.setter
-    def capacity(self, value: int) -> None:
-        # Shrinking below what is buffered would drop unacknowledged data.
-        self._capacity = max(value, self._len, 0)
-
     @property
     def free(self) -> int:
         return max(self._capacity - self._len, 0)
 
-    def write(self, data: BytesLike) -> int:
+    # -- writing ----------------------------------------------------------------------
+
+    def _write(self, data: BytesLike) -> int:
         """Append as much of ``data`` as fits; return how many bytes were taken."""
         with memoryview(data) as view:
             flat = _flat(view)
@@ -97,8 +85,7 @@ class SendBuffer:
         size = len(ring)
         tail = (self._head + self._len) % size
         first = min(n, size - tail)
-        # Equal-length slice assignment copies in place: the ring never resizes, so
-        # views handed out by peek_view stay valid.
+        # Equal-length slice assignment copies in place: the ring never resizes.
         ring[tail : tail + first] = src[:first]
         if first < n:
             ring[: n - first] = src[first:n]
@@ -114,6 +101,31 @@ class SendBuffer:
         self._ring = ring
         self._head = 0
 
+    def free_region(self) -> tuple[bytearray, int, int]:
+        """(ring, start, length): contiguous free space right after the tail, at most
+        ``free`` bytes, for a writer that fills it in place and then calls
+        ``commit``. The ring is grown to ``capacity`` first, so an empty buffer offers
+        all of it; otherwise the region ends at the ring's end or at the head."""
+        if len(self._ring) < self._capacity:
+            self._grow(self._capacity)
+        ring = self._ring
+        size = len(ring)
+        if size == 0:
+            return ring, 0, 0
+        tail = (self._head + self._len) % size
+        # Unwrapped data [head, tail): free up to the ring's end. Wrapped (or full):
+        # free up to the head.
+        end = size if tail >= self._head and self._len < size else self._head
+        return ring, tail, min(end - tail, self.free)
+
+    def commit(self, n: int) -> None:
+        """``n`` bytes were written in place at the start of ``free_region``."""
+        if not 0 <= n <= min(self.free, len(self._ring) - self._len):
+            raise ValueError(f"cannot commit {n} bytes: not in a free region")
+        self._len += n
+
+    # -- reading ----------------------------------------------------------------------
+
     def _parts(self, offset: int, n: int) -> bytes | memoryview:
         """Bytes [offset, offset + n) (in range): a view of the ring when they are
         contiguous in it, else a copy joining the two pieces."""
@@ -126,7 +138,7 @@ class SendBuffer:
         return b"".join((view[start:], view[: start + n - size]))
 
     def peek(self, offset: int, n: int) -> bytes:
-        """Up to ``n`` bytes starting ``offset`` bytes past the oldest unacked byte."""
+        """Up to ``n`` bytes starting ``offset`` bytes past the oldest one."""
         n = min(n, self._len - offset)
         if offset < 0 or n <= 0:
             return b""
@@ -146,11 +158,8 @@ class SendBuffer:
         return self._parts(offset, n)
 
     def consume(self, n: int) -> None:
-        """Drop ``n`` acknowledged bytes from the front.
-
-        The connection has already validated the ACK (RFC 9293 §3.10.7.4), so an
-        ``n`` outside ``[0, len]`` is a caller bug and raises ``ValueError``.
-        """
+        """Drop ``n`` bytes from the front; ``n`` outside ``[0, len]`` is a caller bug
+        and raises ``ValueError``."""
         if not 0 <= n <= self._len:
             raise ValueError(f"cannot consume {n} of {self._len} buffered bytes")
         self._len -= n
@@ -158,10 +167,44 @@ class SendBuffer:
             # Empty: restart at index 0 so the next writes stay contiguous, and let
             # a big ring go (a view from peek_view keeps its own reference).
             self._head = 0
-            if len(self._ring) > _KEEP_WHEN_EMPTY:
+            keep = self.keep_when_empty
+            if keep is not None and len(self._ring) > keep:
                 self._ring = bytearray()
         elif n:
             self._head = (self._head + n) % len(self._ring)
+
+    def _take_into(self, target: memoryview) -> int:
+        """Move up to ``len(target)`` bytes from the front into ``target``."""
+        n = min(target.nbytes, self._len)
+        if n > 0:
+            target[:n] = self._parts(0, n)
+            self.consume(n)
+        return max(n, 0)
+
+
+class SendBuffer(ByteRing):
+    """Bytes written by the application and not yet acknowledged by the peer.
+
+    Offset 0 is the oldest unacknowledged byte (SND.UNA in RFC 9293 §3.3.1 terms);
+    the connection maps offsets to sequence numbers. ``consume`` is called for bytes
+    the peer acknowledged; the connection has validated the ACK (RFC 9293
+    §3.10.7.4) before.
+    """
+
+    __slots__ = ()
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @capacity.setter
+    def capacity(self, value: int) -> None:
+        # Shrinking below what is buffered would drop unacknowledged data.
+        self._capacity = max(value, self._len, 0)
+
+    def write(self, data: BytesLike) -> int:
+        """Append as much of ``data`` as fits; return how many bytes were taken."""
+        return self._write(data)
 
 
 # Linux-style dynamic right-sizing never shrinks the window it has offered and grows
@@ -169,7 +212,7 @@ class SendBuffer:
 _DRS_GROWTH_FACTOR: Final = 2
 
 
-class ReceiveBuffer:
+class ReceiveBuffer(ByteRing):
     """In-order bytes received and not yet read by the application.
 
     ``window`` is the free space to advertise (RFC 9293 §3.8.6). ``note_read`` grows
@@ -178,49 +221,42 @@ class ReceiveBuffer:
     shrinks, since shrinking an offered window is discouraged (RFC 9293 §3.8.6).
     """
 
-    __slots__ = ("_buf", "_capacity", "_epoch_read", "_epoch_start", "maximum")
+    __slots__ = ("_epoch_read", "_epoch_start", "maximum")
+
+    # The fast path fills the whole free region in place at every batch, and a
+    # reader that keeps up empties the buffer as often: releasing the ring then would
+    # reallocate (and zero) it per batch. Its size is what autotuning granted.
+    keep_when_empty = None
 
     def __init__(self, initial: int, maximum: int) -> None:
         if not 0 <= initial <= maximum:
             raise ValueError(f"need 0 <= initial <= maximum, got {initial}, {maximum}")
-        self._buf = bytearray()
-        self._capacity = initial
+        super().__init__(initial)
         self.maximum = maximum
         self._epoch_start: float | None = None
         self._epoch_read = 0
 
-    def __len__(self) -> int:
-        return len(self._buf)
-
-    @property
-    def capacity(self) -> int:
-        return self._capacity
-
     @property
     def window(self) -> int:
-        return max(self._capacity - len(self._buf), 0)
+        return self.free
 
     def push(self, data: BytesLike) -> int:
         """Append in-order bytes, as many as the window allows; return bytes taken."""
-        return _append(self._buf, data, self.window)
+        return self._write(data)
 
     def read(self, n: int = -1) -> bytes:
         """Remove and return up to ``n`` bytes (all of them when ``n < 0``)."""
-        if n < 0 or n > len(self._buf):
-            n = len(self._buf)
-        with memoryview(self._buf) as src:
-            out = bytes(src[:n])
-        del self._buf[:n]
+        if n < 0 or n > self._len:
+            n = self._len
+        out = self.peek(0, n)
+        self.consume(n)
         self._epoch_read += n
         return out
 
     def readinto(self, buf: bytearray | memoryview) -> int:
         """Move up to ``len(buf)`` bytes into the writable buffer ``buf``."""
         with memoryview(buf) as view, view.cast("B") as target:
-            n = min(target.nbytes, len(self._buf))
-            with memoryview(self._buf) as src:
-                target[:n] = src[:n]
-        del self._buf[:n]
+            n = self._take_into(target)
         self._epoch_read += n
         return n
 

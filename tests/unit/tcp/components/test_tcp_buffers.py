@@ -273,3 +273,56 @@ def test_send_write_after_consume_is_per_call_not_per_buffer() -> None:
         assert sb.write(piece) == 1448
     assert time.perf_counter() - start < 1.0
     assert len(sb) == 32 << 20
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=5000),
+    st.lists(
+        st.tuples(st.sampled_from(["fill", "push", "read"]),
+                  st.integers(min_value=0, max_value=6000)),
+        max_size=60,
+    ),
+)
+def test_receive_in_place_fill_matches_model(capacity: int, ops: list[tuple[str, int]]) -> None:
+    """free_region/commit (how the C fast path delivers) keeps FIFO order with pushes
+    and reads interleaved, across wraps, and never offers more than the window."""
+    rb = ReceiveBuffer(capacity, capacity)
+    model = bytearray()
+    counter = 0
+    for op, a in ops:
+        if op == "fill":
+            ring, start, room = rb.free_region()
+            assert 0 <= room <= rb.window and start + room <= len(ring)
+            if rb.window and len(rb) == 0:
+                assert room == rb.window  # an empty buffer offers all of it at once
+            n = min(a, room)
+            data = bytes((counter + i) % 251 for i in range(n))
+            ring[start : start + n] = data
+            rb.commit(n)
+            model += data
+            counter += n
+        elif op == "push":
+            data = bytes((counter + i) % 251 for i in range(a))
+            taken = rb.push(data)
+            model += data[:taken]
+            counter += taken
+        else:
+            assert rb.read(a) == bytes(model[:a])
+            del model[:a]
+        assert len(rb) == len(model) <= capacity
+    assert rb.read() == bytes(model)
+
+
+def test_receive_commit_beyond_window_is_a_caller_bug() -> None:
+    rb = ReceiveBuffer(10, 10)
+    with pytest.raises(ValueError):
+        rb.commit(1)  # no region was asked for: nothing to commit
+    ring, start, room = rb.free_region()
+    assert (start, room) == (0, 10)
+    with pytest.raises(ValueError):
+        rb.commit(11)
+    ring[:10] = b"0123456789"
+    rb.commit(10)
+    assert rb.read(4) == b"0123"
+    assert rb.free_region()[2] == 4 and rb.window == 4  # [10, end) is gone: from 0
