@@ -121,6 +121,7 @@ class FastPath:
         self.tx_count = 0  # frames of the last build in tx_buf
         self.fast_segments = 0
         self.slow_segments = 0
+        self.wrap_fallbacks = 0  # slow-path deliveries of payloads straddling the ring end
         # Profiling hook: with a ``timer`` (e.g. time.perf_counter, supplied by the
         # caller: this package reads no clock), time spent in compiled calls adds up here.
         self._timer = timer
@@ -184,6 +185,7 @@ class FastPath:
             # A payload that does not fit the contiguous space before the ring wraps
             # (nothing taken this call) is delivered by the slow path, which wraps.
             stuck = j == i and st.stop == lib.TCPFAST_STOP_ROOM
+            self.wrap_fallbacks += stuck
             i = j
             if i < stop and (st.stop == lib.TCPFAST_STOP_SLOW or stuck):
                 self.slow_segments += 1
