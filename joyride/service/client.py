@@ -66,6 +66,15 @@ def detach(ifname: str, *, timeout: float = STOP_TIMEOUT) -> list[str]:
     """Stop the service (or clean up after a dead one); return what was done."""
     require_root("detaching")
     state_dir = StateDir(ifname)
+    # The supervisor first, or it would restart the service we stop; SIGTERM makes it
+    # stop its service cleanly (the service undoes everything) and exit.
+    from joyride.service import supervisor
+
+    supervisor_pid = supervisor.stop(state_dir, timeout)
+    if supervisor_pid is not None and not state_dir.service_alive() \
+            and state_dir.load() is None:
+        return [f"detached {ifname} (supervisor pid {supervisor_pid} and its service "
+                "stopped)"]
     if state_dir.service_alive():
         state = state_dir.load()
         # ServiceNotRunning: it died between our check and now; the cleanup below runs.

@@ -1,8 +1,10 @@
 """Starting the service: in the foreground, or as a background process that says "ready".
 
-``joyride attach`` returns once the service is serving. The background service is a
-new session (``setsid``: it survives the terminal and the CLI) whose stderr goes to
-``service.log`` in its state directory; it reports the outcome of ``start`` as one JSON
+``joyride attach`` returns once the service is serving. In the background the service
+runs under its supervisor (``joyride.service.supervisor``), which restarts it after a
+crash. The supervisor is a new session (``setsid``: it survives the terminal and the
+CLI) whose stderr (and its service's) goes to ``service.log`` in the state directory;
+the service reports the outcome of ``start`` as one JSON
 line on a pipe inherited from the CLI: ``{"ok": true, "state": ...}`` or the error.
 An EOF with no line means it died while starting; the log tail then says why.
 """
@@ -85,8 +87,8 @@ def start_background(cfg: ServiceConfig, *, timeout: float = READY_TIMEOUT) -> S
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     with open(state_dir.log_path, "ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "joyride.service", "--config", config_to_json(cfg),
-             "--ready-fd", str(write_fd)],
+            [sys.executable, "-m", "joyride.service.supervisor", "--config",
+             config_to_json(cfg), "--ready-fd", str(write_fd)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file,
             pass_fds=(write_fd,), start_new_session=True, close_fds=True)
     os.close(write_fd)
@@ -104,7 +106,8 @@ def start_background(cfg: ServiceConfig, *, timeout: float = READY_TIMEOUT) -> S
         err = JoyrideError(str(reply.get("error")))
         err.exit_code = int(reply.get("exit_code") or 1)
         raise err
-    return Started(ServiceState.from_json(reply["state"]), proc.pid)
+    state = ServiceState.from_json(reply["state"])
+    return Started(state, state.pid)
 
 
 def _read_line(fd: int, proc: subprocess.Popen[bytes], timeout: float) -> bytes:

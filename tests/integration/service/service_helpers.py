@@ -48,8 +48,17 @@ def attached(bed: Testbed, *args: str) -> Iterator[Testbed]:
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0,
              what: str = "condition") -> None:
+    """Poll ``predicate``; an AssertionError from it (a CLI call failing while a service
+    starts) counts as not yet."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+
+    def holds() -> bool:
+        try:
+            return bool(predicate())
+        except AssertionError:
+            return False
+
+    while not holds():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)

@@ -63,3 +63,32 @@ def test_without_service_falls_back_and_says_so_once(tmp_path: Path) -> None:
     notices = [line for line in err.decode().splitlines() if line.startswith("joyride:")]
     assert len(notices) == 1, err
     assert "using the kernel" in notices[0]
+
+
+def test_outgoing_curl_carried_by_joyride(service_bed: Testbed, tmp_path: Path) -> None:
+    """``joyride run --outgoing -- curl``: byte-exact from a kernel server in the peer."""
+    bed = service_bed
+    root = tmp_path / "peer-www"
+    root.mkdir()
+    body = os.urandom(2 << 20)
+    (root / "blob.bin").write_bytes(body)
+    bed.peer.popen("python3", "-m", "http.server", "-b", "0.0.0.0", "-d", str(root), "7080",
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(bed.joy, bed.peer.ip, 7080)
+    before = stats(bed.joy)
+    out = tmp_path / "got.bin"
+    proc = bed.joy.run(JOYRIDE, "run", "--outgoing", "--", "curl", "-sS", "-f", "-o",
+                       str(out), "-w", "%{local_port}", f"http://{bed.peer.ip}:7080/blob.bin",
+                       timeout=60)
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(body).digest()
+    assert b"joyride:" not in proc.stderr  # no fallback notice: the service carried it
+    local_port = int(proc.stdout)
+    assert 60000 <= local_port <= 60999  # the service's ephemeral range (getsockname)
+    after = stats(bed.joy)
+    service = after["datapath"]["service"]
+    assert service["connect_established"] == before["datapath"]["service"].get(
+        "connect_established", 0) + 1
+    # The response's frames reached the AF_XDP socket, not the kernel.
+    rx = sum(q["rx_bytes"] for q in after["queues"].values()) - sum(
+        q["rx_bytes"] for q in before["queues"].values())
+    assert rx > len(body)
