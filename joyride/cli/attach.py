@@ -28,6 +28,9 @@ def register(sub: Any) -> None:
                         help="XDP mode; auto tries native, then falls back to skb")
     parser.add_argument("--vlan", type=int, default=0, metavar="VID",
                         help="steer frames of this 802.1Q VLAN instead of untagged ones")
+    parser.add_argument("--group", default="", metavar="GROUP",
+                        help="group (name or gid) whose members may use Joyride from "
+                             "applications (default: root only)")
     parser.add_argument("--force", action="store_true",
                         help="replace an XDP program that Joyride did not attach")
     parser.add_argument("--foreground", action="store_true",
@@ -49,7 +52,7 @@ def _config(args: argparse.Namespace) -> Any:
     return ServiceConfig(
         ifname=args.ifname, ports=PortSet.parse(args.ports),
         udp_ports=PortSet.parse(args.udp_ports, allow_empty=True), ephemeral=ephemeral,
-        mode=args.mode, force=args.force, vlan=args.vlan)
+        mode=args.mode, force=args.force, vlan=args.vlan, group=args.group)
 
 
 def _describe(state: Any, pid: int) -> str:

@@ -1,11 +1,32 @@
 """The network service: one process per (network namespace, interface).
 
-It attaches the steering program, opens one AF_XDP socket per rx queue, registers them
-in the XSKMAP, keeps its state under ``/run/joyride/`` and answers a control socket
-(status, stats, ports, shutdown). The TCP engine plugs in as its ``FrameSink``.
+It attaches the steering program, opens one AF_XDP socket per rx queue, runs the TCP
+engine over them (``datapath``), serves applications on ``app.sock`` (``protocol``)
+and answers a control socket (status, stats, ports, shutdown).
+
+The heavy parts (BCC, pyroute2) load only when the service itself is used, so an
+application's client (``joyride.service.appclient``, ``protocol``) imports nothing
+more than the standard library.
 """
 
-from joyride.service.service import AlreadyAttached, Service, ServiceConfig
-from joyride.service.state import ServiceState, StateDir
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from joyride.service.service import AlreadyAttached, Service, ServiceConfig
+    from joyride.service.state import ServiceState, StateDir
 
 __all__ = ["AlreadyAttached", "Service", "ServiceConfig", "ServiceState", "StateDir"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("AlreadyAttached", "Service", "ServiceConfig"):
+        from joyride.service import service
+
+        return getattr(service, name)
+    if name in ("ServiceState", "StateDir"):
+        from joyride.service import state
+
+        return getattr(state, name)
+    raise AttributeError(f"module 'joyride.service' has no attribute {name!r}")

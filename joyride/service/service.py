@@ -149,7 +149,10 @@ class Service:
         from joyride.engine.network import KernelNetwork
 
         cfg = self.config
-        gid = apps.group_id(cfg.group)
+        try:
+            gid = apps.group_id(cfg.group)
+        except ValueError as exc:
+            raise JoyrideError(f"--group {cfg.group}: {exc}") from exc
         network = KernelNetwork(cfg.ifname)
         try:
             for sock in self.sockets:
