@@ -9,6 +9,34 @@
 
 static inline int32_t sdiff(uint32_t a, uint32_t b) { return (int32_t)(a - b); }
 
+void tcpfast_load(struct tcpfast_state *s, uint32_t rcv_nxt, uint32_t rcv_adv,
+                  uint32_t ack_base, uint32_t last_ack_sent, uint32_t ts_recent,
+                  uint32_t rcv_mss, uint32_t snd_una, uint32_t snd_max, uint32_t snd_wnd,
+                  uint32_t max_snd_wnd, uint32_t snd_wl1, uint32_t snd_wl2,
+                  uint8_t snd_shift, uint8_t ts_ok, uint8_t rx_ok, uint8_t ack_ok)
+{
+    s->rcv_nxt = rcv_nxt;
+    s->rcv_adv = rcv_adv;
+    s->ack_base = ack_base;
+    s->last_ack_sent = last_ack_sent;
+    s->ts_recent = ts_recent;
+    s->rcv_mss = rcv_mss;
+    s->snd_una = snd_una;
+    s->snd_max = snd_max;
+    s->snd_wnd = snd_wnd;
+    s->max_snd_wnd = max_snd_wnd;
+    s->snd_wl1 = snd_wl1;
+    s->snd_wl2 = snd_wl2;
+    s->snd_shift = snd_shift;
+    s->ts_ok = ts_ok;
+    s->rx_ok = rx_ok;
+    s->ack_ok = ack_ok;
+    s->rx_bytes = s->acked = s->data_segs = s->ack_segs = s->n_acks = 0;
+    s->tsecr = 0;
+    s->have_tsecr = s->window_changed = 0;
+    s->stop = TCPFAST_STOP_NONE;
+}
+
 uint32_t tcpfast_rx(struct tcpfast_state *s, const void *recs, uint32_t first, uint32_t n,
                     const uint8_t *base, const uint64_t *offs, uint8_t *dst,
                     uint32_t dst_cap, uint32_t *ack_points, uint32_t ack_cap)

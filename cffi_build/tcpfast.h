@@ -61,6 +61,14 @@ enum tcpfast_stop {
     TCPFAST_STOP_ROOM = 2     /* dst or ack_points is full: flush and call again */
 };
 
+/* Load the connection's variables before a tcpfast_rx call and zero the results:
+ * one foreign call instead of a Python attribute store per field. */
+void tcpfast_load(struct tcpfast_state *s, uint32_t rcv_nxt, uint32_t rcv_adv,
+                  uint32_t ack_base, uint32_t last_ack_sent, uint32_t ts_recent,
+                  uint32_t rcv_mss, uint32_t snd_una, uint32_t snd_max, uint32_t snd_wnd,
+                  uint32_t max_snd_wnd, uint32_t snd_wl1, uint32_t snd_wl2,
+                  uint8_t snd_shift, uint8_t ts_ok, uint8_t rx_ok, uint8_t ack_ok);
+
 /* Process records recs[first..n) for this connection. In-order payloads are appended
  * to dst (dst_cap bytes at most); each time RCV.NXT is 2 * rcv_mss past ack_base an
  * ACK point (the RCV.NXT to acknowledge) is written to ack_points (ack_cap at most).

@@ -46,11 +46,17 @@ ffi.set_source(
 )
 
 if __name__ == "__main__":
-    # As wire_build.py: compile in a scratch directory, copy the module into the tree.
+    # As wire_build.py: compile in a scratch directory and copy the module into the
+    # tree under the abi3 name `pip install` gives it, removing any in-place build
+    # under the interpreter-specific suffix (the import system prefers that suffix,
+    # so a stale copy would shadow every later build).
     import shutil
     import tempfile
 
     root = HERE.parent
     with tempfile.TemporaryDirectory() as scratch:
         built = Path(ffi.compile(tmpdir=scratch))
-        shutil.copy2(built, root / built.relative_to(scratch))
+        dest_dir = root / built.relative_to(scratch).parent
+        for stale in dest_dir.glob("_tcpfast.cpython-*.so"):
+            stale.unlink()
+        shutil.copy2(built, dest_dir / "_tcpfast.abi3.so")

@@ -60,7 +60,10 @@ ffi: Any = None
 lib: Any = None
 try:
     _mod = importlib.import_module("joyride.tcp._tcpfast")
-    ffi, lib = _mod.ffi, _mod.lib
+    # A module built from older sources lacks newer entry points: treat it as absent
+    # (the slow path works; BUILD_HINT says how to rebuild) rather than fail mid-batch.
+    if hasattr(_mod.lib, "tcpfast_load"):
+        ffi, lib = _mod.ffi, _mod.lib
 except ImportError:
     pass
 
@@ -217,41 +220,32 @@ class FastPath:
         return fin is None or self.conn._snd_max <= fin
 
     def _sync_in(self) -> None:
-        c, st = self.conn, self._st
-        st.rcv_nxt = int(c._rcv_nxt)
-        st.rcv_adv = int(c._rcv_adv)
-        st.ack_base = int(c._last_ack_rcv_nxt)
-        st.last_ack_sent = int(c._last_ack_sent)
-        st.ts_recent = c._ts_recent
-        st.rcv_mss = c._rcv_mss
-        st.snd_una = int(c._snd_una)
-        st.snd_max = int(c._snd_max)
-        st.snd_wnd = c._snd_wnd
-        st.max_snd_wnd = c._max_snd_wnd
-        st.snd_wl1 = int(c._snd_wl1)
-        st.snd_wl2 = int(c._snd_wl2)
-        st.snd_shift = c._snd_shift
-        st.ts_ok = c._ts_ok
+        c = self.conn
         state = c._state
-        st.rx_ok = (
+        recovery = c._recovery
+        rx_ok = (
             state in RECEIVING_STATES
             and not c._reasm.buffered
             and not c._app_closed
             and c._peer_fin is None
-            # Everything the window admits must fit the receive buffer in one push.
+            # Everything the window admits must fit the receive buffer.
             and (c._rcv_adv - c._rcv_nxt) <= c._recv_buf.window
         )
-        st.ack_ok = (
+        ack_ok = (
             state in _FAST_ACK_STATES
             and self._fin_unsent()
-            and not c._recovery.in_recovery
-            and c._recovery.dupacks == 0
+            and not recovery.in_recovery
+            and recovery.dupacks == 0
             and c._snd_nxt == c._snd_max
             and c._probe_end is None
-            and not c._recovery.rexmit_head
+            and not recovery.rexmit_head
         )
-        st.rx_bytes = st.acked = st.data_segs = st.ack_segs = st.n_acks = 0
-        st.have_tsecr = st.window_changed = 0
+        lib.tcpfast_load(
+            self._st, c._rcv_nxt.value, c._rcv_adv.value, c._last_ack_rcv_nxt.value,
+            c._last_ack_sent.value, c._ts_recent, c._rcv_mss, c._snd_una.value,
+            c._snd_max.value, c._snd_wnd, c._max_snd_wnd, c._snd_wl1.value,
+            c._snd_wl2.value, c._snd_shift, c._ts_ok, rx_ok, ack_ok,
+        )
 
     def _sync_out(self, now: float) -> int:
         """Apply one C call's results to the connection; returns new ACK points."""
