@@ -2,11 +2,16 @@
 
 One ``Engine`` serves one NIC queue. Each ``poll``:
 
-1. receives a batch of frames and validates them in one C call (``BatchParser``);
+1. receives a batch of frames and validates them in one C call (``BatchParser``), where
+   they landed (UMEM descriptors, no copy);
 2. demultiplexes each valid segment by its 4-tuple to a connection, else by local port
-   to a listener, else answers it as the CLOSED state does (RFC 9293 §3.10.7.1: a RST);
+   to a listener, else answers it as the CLOSED state does (RFC 9293 §3.10.7.1: a RST).
+   Consecutive segments of one established connection go to its ``FastPath`` as one
+   run (Van Jacobson header prediction in C); everything else is parsed into Python
+   objects and handed to the state machine;
 3. runs every timer that is due;
-4. turns what the touched connections want to send into frames (next-hop MAC from the
+4. turns what the touched connections want to send into frames (full-sized bulk data
+   and ACKs built in C by the fast path, the rest one by one; next-hop MAC from the
    kernel's neighbour table; frames wait, bounded, while the kernel resolves one) and
    transmits them as one batch.
 
@@ -21,19 +26,20 @@ import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from joyride.engine.network import NetworkView
-from joyride.engine.nic import Buffer, Nic
+from joyride.engine.nic import Buffer, Nic, RxDescriptors
+from joyride.tcp import fastpath
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection, rst_for
 from joyride.tcp.counters import Counters
 from joyride.tcp.isn import IsnGenerator
 from joyride.tcp.listener import Listener, Outgoing
 from joyride.tcp.state import TcpState
-from joyride.wire.batch import BatchParser
+from joyride.wire.batch import BatchParser, FrameTemplate
 from joyride.wire.ethernet import EthernetHeader
 from joyride.wire.frame import build_frame_into, frame_len
 from joyride.wire.ipv4 import Ipv4Header
@@ -44,6 +50,12 @@ PENDING_PER_HOP: Final = 256  # frames held per unresolved next hop (RFC 1122 §
 DEFAULT_EPHEMERAL: Final = range(61000, 65536)
 
 FourTuple = tuple[bytes, int, bytes, int]  # (local ip, local port, remote ip, remote port)
+# The same 4-tuple as the C parser's records carry it: addresses are the wire bytes read
+# as a native u32, ports host-order (see ``struct wire_parsed``).
+RawTuple = tuple[int, int, int, int]
+FAST_STATES: Final = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT,
+                                TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2, TcpState.LAST_ACK})
+MAX_FAST_SEND_ROUNDS: Final = 16  # fast-path data builds per connection per transmit
 
 
 class EngineError(Exception):
@@ -82,6 +94,9 @@ class Engine:
         self.counters: Counters = Counters()
         self.local_addresses = network.local_addresses()
         self.connections: dict[FourTuple, TcpConnection] = {}
+        self._by_raw: dict[RawTuple, TcpConnection] = {}
+        self._fast: dict[TcpConnection, fastpath.FastPath] = {}
+        self.use_fast_path = fastpath.available()
         self.listeners: dict[int, Listener] = {}
         self.activity = Activity()
         self._isn = IsnGenerator()
@@ -116,7 +131,7 @@ class Engine:
         demultiplexes its segments directly."""
         conn = listener.accept()
         if conn is not None:
-            self.connections[self._key(conn)] = conn
+            self._register(conn)
             self._schedule(conn)
         return conn
 
@@ -130,7 +145,7 @@ class Engine:
             raise EngineError("that 4-tuple is already in use")
         conn = TcpConnection.connect(config or self.config, lip, lport, remote_ip,
                                      remote_port, self.clock(), self._isn)
-        self.connections[key] = conn
+        self._register(conn)
         self._dirty.add(conn)
         self.flush()
         return conn
@@ -153,6 +168,29 @@ class Engine:
     def _key(conn: TcpConnection) -> FourTuple:
         return (conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)
 
+    @staticmethod
+    def _raw_key(conn: TcpConnection) -> RawTuple:
+        return (int.from_bytes(conn.local_ip, "little"), conn.local_port,
+                int.from_bytes(conn.remote_ip, "little"), conn.remote_port)
+
+    def _register(self, conn: TcpConnection) -> None:
+        self.connections[self._key(conn)] = conn
+        self._by_raw[self._raw_key(conn)] = conn
+
+    def _fast_path(self, conn: TcpConnection, now: float) -> fastpath.FastPath | None:
+        """The connection's fast path once it is synchronized and its next hop known."""
+        fp = self._fast.get(conn)
+        if fp is not None or not self.use_fast_path or conn.state not in FAST_STATES:
+            return fp
+        mac = self.network.neighbour(self.network.next_hop(conn.remote_ip), now)
+        if mac is None:
+            return None
+        template = FrameTemplate(self.network.mac, mac, conn.local_ip, conn.remote_ip,
+                                 conn.local_port, conn.remote_port)
+        fp = fastpath.FastPath(conn, template, capacity=self.batch)
+        self._fast[conn] = fp
+        return fp
+
     # ------------------------------------------------------------------ the loop
 
     def poll(self) -> Activity:
@@ -160,10 +198,10 @@ class Engine:
         anything a packet contains."""
         self.activity.clear()
         now = self.clock()
-        frames = self.nic.receive(self.batch)
-        if frames:
+        rx = self.nic.receive(self.batch)
+        if rx is not None:
             try:
-                self._receive(frames, now)
+                self._receive(rx, now)
             finally:
                 self.nic.release()
         self._run_timers(now)
@@ -188,25 +226,59 @@ class Engine:
 
     # ------------------------------------------------------------------ receive
 
-    def _receive(self, frames: Iterable[Buffer], now: float) -> None:
-        batch = list(frames)
-        self._parser.parse(batch)
-        out = self._parser.out
-        for i in range(len(batch)):
-            if out[i].reason != 0:
-                self.counters[f"drop_{self._parser.reason(i).name.lower()}"] += 1
+    def _receive(self, rx: RxDescriptors, now: float) -> None:
+        parser = self._parser
+        parser.parse_descriptors(rx.base, rx.offsets, rx.lengths, rx.n)
+        out = parser.out
+        i, n = 0, rx.n
+        while i < n:
+            r = out[i]
+            if r.reason != 0:
+                self.counters[f"drop_{parser.reason(i).name.lower()}"] += 1
+                i += 1
                 continue
-            try:
-                frame = self._parser.frame(i)
-            except Exception:  # the C and Python parsers disagree: count, never crash
-                self.counters["drop_parse_mismatch"] += 1
+            key = (r.dst_ip, r.dst_port, r.src_ip, r.src_port)
+            conn = self._by_raw.get(key)
+            fp = None if conn is None else self._fast_path(conn, now)
+            if conn is None or fp is None:
+                self._slow(i, now)
+                i += 1
                 continue
-            ip, seg = frame.ip, frame.tcp
-            if ip.dst not in self.local_addresses:
-                self.counters["drop_not_local"] += 1
-                continue
-            self.counters["rx_segments"] += 1
-            self._deliver(ip.dst, ip.src, seg, now)
+            # The run of consecutive segments of this connection goes through in one call.
+            j = i + 1
+            limit = min(n, i + fp.capacity)
+            while j < limit:
+                q = out[j]
+                if q.reason != 0 or (q.dst_ip, q.dst_port, q.src_ip, q.src_port) != key:
+                    break
+                j += 1
+            self.counters["rx_segments"] += j - i
+            self.counters["rx_fast_path"] += fp.receive_batch(parser, rx.base, rx.offsets,
+                                                              now, i, j)
+            self._take_fast_frames(fp)
+            self.activity.connections.add(conn)
+            self._dirty.add(conn)
+            i = j
+
+    def _slow(self, i: int, now: float) -> None:
+        try:
+            frame = self._parser.frame(i)
+        except Exception:  # the C and Python parsers disagree: count, never crash
+            self.counters["drop_parse_mismatch"] += 1
+            return
+        ip, seg = frame.ip, frame.tcp
+        if ip.dst not in self.local_addresses:
+            self.counters["drop_not_local"] += 1
+            return
+        self.counters["rx_segments"] += 1
+        self._deliver(ip.dst, ip.src, seg, now)
+
+    def _take_fast_frames(self, fp: fastpath.FastPath) -> None:
+        """Copy out the frames the fast path built (its buffer is reused next call)."""
+        lens, offs, buf = fp.tx_lengths, fp.tx_offsets, fp.tx_buf
+        for k in range(fp.tx_count):
+            o = int(offs[k])
+            self._tx.append(bytes(buf[o:o + lens[k]]))
 
     def _deliver(self, lip: bytes, rip: bytes, seg: TcpSegment, now: float) -> None:
         conn = self.connections.get((lip, seg.dst_port, rip, seg.src_port))
@@ -260,6 +332,12 @@ class Engine:
                 for out in owner.segments_to_send(now):
                     self._emit(out, now)
             else:
+                fp = self._fast_path(owner, now)
+                if fp is not None:
+                    for _ in range(MAX_FAST_SEND_ROUNDS):
+                        if fp.send_batch(now) == 0:
+                            break
+                        self._take_fast_frames(fp)
                 for seg in owner.segments_to_send(now):
                     self._emit(Outgoing(owner.local_ip, owner.remote_ip, seg), now)
                 if owner.state is TcpState.CLOSED:
@@ -278,6 +356,10 @@ class Engine:
         if self.connections.get(key) is conn:
             del self.connections[key]
             self.activity.connections.add(conn)
+        raw = self._raw_key(conn)
+        if self._by_raw.get(raw) is conn:
+            del self._by_raw[raw]
+        self._fast.pop(conn, None)
 
     def _emit(self, out: Outgoing, now: float) -> None:
         hop = self.network.next_hop(out.dst_ip)
@@ -321,4 +403,6 @@ class Engine:
             self._dirty.add(listener)
         self._transmit(self.clock())
         self.connections.clear()
+        self._by_raw.clear()
+        self._fast.clear()
         self.listeners.clear()

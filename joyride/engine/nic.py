@@ -9,9 +9,35 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 Buffer = bytes | bytearray | memoryview
+
+
+@dataclass
+class RxDescriptors:
+    """A received batch as one memory region: frame i is ``base[offsets[i]:][:lengths[i]]``.
+
+    This is what an AF_XDP rx ring hands out (UMEM + descriptors), so the C parser and
+    the TCP fast path read frames where they landed, without a copy.
+    """
+
+    base: Any
+    offsets: npt.NDArray[np.uint64]
+    lengths: npt.NDArray[np.uint32]
+    n: int
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[Buffer]) -> RxDescriptors:
+        lengths = np.fromiter((len(f) for f in frames), dtype=np.uint32, count=len(frames))
+        offsets = np.fromiter(accumulate(lengths[:-1].tolist(), initial=0), dtype=np.uint64,
+                              count=len(frames))
+        return cls(b"".join(frames), offsets, lengths, len(frames))
 
 
 class Nic(Protocol):
@@ -19,7 +45,9 @@ class Nic(Protocol):
 
     mtu: int
 
-    def receive(self, max_frames: int) -> Sequence[Buffer]: ...
+    def receive(self, max_frames: int) -> RxDescriptors | None:
+        """Up to ``max_frames`` frames, or None when none wait."""
+        ...
 
     def release(self) -> None: ...
 
@@ -50,9 +78,11 @@ class MemoryNic:
         a.peer, b.peer = b, a
         return a, b
 
-    def receive(self, max_frames: int) -> list[bytes]:
+    def receive(self, max_frames: int) -> RxDescriptors | None:
         n = min(max_frames, len(self.inbox))
-        return [self.inbox.popleft() for _ in range(n)]
+        if n == 0:
+            return None
+        return RxDescriptors.from_frames([self.inbox.popleft() for _ in range(n)])
 
     def release(self) -> None:
         pass
@@ -91,21 +121,19 @@ class MultiNic:
         self._next = 0
         self._held: list[Nic] = []
 
-    def receive(self, max_frames: int) -> list[Buffer]:
-        frames: list[Buffer] = []
+    def receive(self, max_frames: int) -> RxDescriptors | None:
+        """The next queue (round-robin, so none starves) that has frames; one queue per
+        call keeps each batch a single memory region."""
         count = len(self.nics)
-        for i in range(count):  # round-robin start, so no queue starves another
+        for i in range(count):
             nic = self.nics[(self._next + i) % count]
-            got = nic.receive(max_frames - len(frames))
-            if got:
-                frames.extend(got)
+            got = nic.receive(max_frames)
+            if got is not None and got.n:
                 self._held.append(nic)
-            else:
-                nic.release()
-            if len(frames) >= max_frames:
-                break
-        self._next = (self._next + 1) % count
-        return frames
+                self._next = (self._next + i + 1) % count
+                return got
+            nic.release()
+        return None
 
     def release(self) -> None:
         for nic in self._held:

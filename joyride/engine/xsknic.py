@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from joyride.engine.nic import Buffer
+import numpy as np
+
+from joyride.engine.nic import Buffer, RxDescriptors
+from joyride.wire._native import ffi as wire_ffi
 
 
 class XskNic:
@@ -19,11 +22,21 @@ class XskNic:
         self.sock = sock
         self.mtu = mtu
         self._batch: Any = None
+        # A raw pointer, not a buffer export: the UMEM can close while the parser and
+        # the fast path still cache their last base pointer (never used after close).
+        self._umem_base = wire_ffi.cast("uint8_t *", sock.umem.address)
         self.tx_dropped = 0
 
-    def receive(self, max_frames: int) -> Sequence[Buffer]:
-        self._batch = self.sock.recv(max_frames, timeout=0)
-        return list(self._batch)
+    def receive(self, max_frames: int) -> RxDescriptors | None:
+        batch = self.sock.recv(max_frames, timeout=0)
+        if not batch:
+            self.sock.release(batch)
+            return None
+        self._batch = batch
+        # The descriptors' fields are strided views; the parser takes plain arrays.
+        addrs = np.ascontiguousarray(batch.addrs, dtype=np.uint64)
+        lens = np.ascontiguousarray(batch.lens, dtype=np.uint32)
+        return RxDescriptors(self._umem_base, addrs, lens, len(batch))
 
     def release(self) -> None:
         if self._batch is not None:

@@ -252,8 +252,8 @@ class Testbed:
         cmd = [
             "ip", "netns", "exec", self.relay_ns, sys.executable, "-m", "joyride.testbed.relay",
             f"{PREFIX}{self.tag}r", f"{PREFIX}{self.tag}s",
-            "--to-left", f"{self.to_joy.delay},{self.to_joy.reorder}",
-            "--to-right", f"{self.to_peer.delay},{self.to_peer.reorder}",
+            "--to-left", f"{self.to_joy.delay},{self.to_joy.reorder},{self.to_joy.corrupt}",
+            "--to-right", f"{self.to_peer.delay},{self.to_peer.reorder},{self.to_peer.corrupt}",
             "--stats", str(self.relay_stats_path), "--ready", str(ready),
         ]
         if self.seed is not None:

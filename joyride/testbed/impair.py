@@ -2,15 +2,18 @@
 
 This kernel has no ``sch_netem``, so each impairment is built from what it does have:
 
-- loss, duplication and corruption: an nftables ``netdev`` table on the kernel peer's
-  veth. Frames towards the Joyride side are impaired in the *egress* hook (before they
-  cross the wire, hence before Joyride's XDP hook sees them); frames from the Joyride
-  side are impaired in the peer's *ingress* hook (AF_XDP transmits bypass the sender's
-  egress hook). Corruption flips one payload byte *without* fixing the checksum, as a
-  damaged frame would arrive, so receivers must catch it.
+- loss and duplication: an nftables ``netdev`` table on the kernel peer's veth. Frames
+  towards the Joyride side are impaired in the *egress* hook (before they cross the
+  wire, hence before Joyride's XDP hook sees them); frames from the Joyride side in the
+  peer's *ingress* hook (AF_XDP transmits bypass the sender's egress hook).
 - rate: a ``tbf`` qdisc on the peer's veth (towards the Joyride side).
-- delay and reordering: a user-space relay namespace between the two ends
+- delay, reordering and corruption: a user-space relay namespace between the two ends
   (``joyride.testbed.relay``), since nothing in this kernel can hold a frame back.
+  Corruption must happen there, on the finished frame: Linux TCP hands the device
+  CHECKSUM_PARTIAL packets and completes the sum in software *after* the egress hook,
+  so a byte flipped by nft at egress gets a valid checksum — corruption no receiver
+  could detect. The relay flips one payload byte of the finished frame and leaves the
+  sum stale, as a damaged frame would arrive.
 """
 
 from __future__ import annotations
@@ -55,11 +58,11 @@ class Impairment:
 
     @property
     def needs_relay(self) -> bool:
-        return self.delay > 0 or self.reorder > 0
+        return self.delay > 0 or self.reorder > 0 or self.corrupt > 0
 
     @property
     def needs_nft(self) -> bool:
-        return self.loss > 0 or self.duplicate > 0 or self.corrupt > 0
+        return self.loss > 0 or self.duplicate > 0
 
     @property
     def is_none(self) -> bool:
@@ -75,12 +78,6 @@ def _rules(imp: Impairment, device: str, *, egress: bool) -> list[str]:
     rules: list[str] = []
     if imp.loss:
         rules.append(f"meta protocol ip numgen random mod {SCALE} < {_threshold(imp.loss)} drop")
-    if imp.corrupt:
-        bit = CORRUPT_OFFSET * 8
-        rules.append(
-            f"meta protocol ip numgen random mod {SCALE} < {_threshold(imp.corrupt)} "
-            f"@ll,{bit},8 set @ll,{bit},8 ^ 0xff"
-        )
     if imp.duplicate:
         if not egress:
             raise ValueError(

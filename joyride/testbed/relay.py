@@ -2,8 +2,10 @@
 
 This kernel has no netem, so delay and reordering come from a process in a middle
 namespace that bridges two veths with AF_PACKET sockets. Each direction has its own
-delay and reorder probability. A reordered frame is held back until the next frame in
-the same direction has gone out (or ``hold`` seconds pass), i.e. adjacent frames swap.
+delay, reorder and corruption probability. A reordered frame is held back until the
+next frame in the same direction has gone out (or ``hold`` seconds pass), i.e. adjacent
+frames swap. A corrupted frame has one payload byte flipped (``CORRUPT_OFFSET``) and
+its checksums left as they were, so the receiver must notice.
 
 Run as ``python -m joyride.testbed.relay --stats FILE LEFT RIGHT --to-right D,R --to-left D,R``
 inside the relay namespace. It writes its counters as JSON to ``--stats`` every
@@ -25,6 +27,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Final
 
+from joyride.testbed.impair import CORRUPT_OFFSET
+
 ETH_P_ALL: Final = 0x0003
 SOL_PACKET: Final = 263
 PACKET_IGNORE_OUTGOING: Final = 23
@@ -36,6 +40,7 @@ MAX_FRAME: Final = 65536
 class DirectionStats:
     received: int = 0
     forwarded: int = 0
+    corrupted: int = 0
     reordered: int = 0  # frames that went out behind their successor
     hold_timeouts: int = 0  # held frames released in order because no successor came
     send_errors: int = 0
@@ -50,6 +55,7 @@ class Direction:
     dst: socket.socket
     delay: float
     reorder: float
+    corrupt: float
     hold: float
     rng: random.Random
     stats: DirectionStats = field(default_factory=DirectionStats)
@@ -82,6 +88,11 @@ class Relay:
     def on_frame(self, index: int, frame: bytes, now: float) -> None:
         d = self.directions[index]
         d.stats.received += 1
+        if d.corrupt and len(frame) > CORRUPT_OFFSET and d.rng.random() < d.corrupt:
+            damaged = bytearray(frame)
+            damaged[CORRUPT_OFFSET] ^= 0xFF
+            frame = bytes(damaged)
+            d.stats.corrupted += 1
         # The frame after a held one is never held itself, so holding with probability
         # q = p / (1 - p) makes the fraction of frames that go out late exactly p.
         if d.held is None and d.reorder and d.rng.random() < d.reorder / (1.0 - d.reorder):
@@ -159,17 +170,18 @@ class Relay:
         self.write_stats()
 
 
-def parse_direction(spec: str) -> tuple[float, float]:
-    delay, reorder = (float(x) for x in spec.split(","))
-    return delay, reorder
+def parse_direction(spec: str) -> tuple[float, float, float]:
+    delay, reorder, corrupt = (float(x) for x in spec.split(","))
+    return delay, reorder, corrupt
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("left")
     ap.add_argument("right")
-    ap.add_argument("--to-right", type=parse_direction, default=(0.0, 0.0))
-    ap.add_argument("--to-left", type=parse_direction, default=(0.0, 0.0))
+    ap.add_argument("--to-right", type=parse_direction, default=(0.0, 0.0, 0.0),
+                    help="DELAY,REORDER,CORRUPT for frames going left to right")
+    ap.add_argument("--to-left", type=parse_direction, default=(0.0, 0.0, 0.0))
     ap.add_argument("--hold", type=float, default=0.005)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--stats", default=None)
@@ -178,10 +190,12 @@ def main(argv: list[str] | None = None) -> None:
 
     left, right = open_port(args.left), open_port(args.right)
     rng = random.Random(args.seed)
-    (right_delay, right_reorder), (left_delay, left_reorder) = args.to_right, args.to_left
+    (r_delay, r_reorder, r_corrupt), (l_delay, l_reorder, l_corrupt) = args.to_right, args.to_left
     directions = [
-        Direction(left, right, right_delay, right_reorder, args.hold, random.Random(rng.random())),
-        Direction(right, left, left_delay, left_reorder, args.hold, random.Random(rng.random())),
+        Direction(left, right, r_delay, r_reorder, r_corrupt, args.hold,
+                  random.Random(rng.random())),
+        Direction(right, left, l_delay, l_reorder, l_corrupt, args.hold,
+                  random.Random(rng.random())),
     ]
     relay = Relay(directions, args.stats)
 

@@ -127,11 +127,11 @@ def test_duplication_rate(make_testbed: object) -> None:
 
 def test_corruption_rate_and_detection(make_testbed: object) -> None:
     p = 0.15
-    bed = make_testbed(to_joy=Impairment(corrupt=p))  # type: ignore[operator]
-    n = 4000
+    bed = make_testbed(to_joy=Impairment(corrupt=p), seed=11)  # type: ignore[operator]
+    n = 3000
     before = udp_csum_errors(bed)
     with udp_pair(bed) as (tx, rx):
-        send_numbered(tx, bed.joy.ip, n)
+        send_numbered(tx, bed.joy.ip, n, pace_every=20)
         got = receive_all(rx)
     caught = udp_csum_errors(bed) - before
     # Every corrupted frame fails its checksum (the byte flip leaves the sum stale) and
@@ -139,6 +139,44 @@ def test_corruption_rate_and_detection(make_testbed: object) -> None:
     assert caught + len(got) == n
     assert all(g[4:] == bytes(PAYLOAD - 4) for g in got)
     assert within(caught / n, p, n), f"asked {p}, measured {caught / n:.4f}"
+    assert bed.relay_stats()["to_joy"]["corrupted"] == caught
+
+
+def test_tcp_corruption_is_caught_by_checksums(make_testbed: object) -> None:
+    """The flip happens after Linux finished the TCP checksum: the receiver rejects it.
+
+    (The kernel on the receiving veth trusts checksums, so the peer is an AF_PACKET
+    socket here that checks each TCP checksum itself.)
+    """
+    from joyride.wire.errors import ParseError
+    from joyride.wire.frame import parse_frame
+
+    bed = make_testbed(to_joy=Impairment(corrupt=0.3), seed=5)  # type: ignore[operator]
+    with bed.joy.inside():
+        tap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        tap.bind((bed.joy.ifname, 0))
+        tap.settimeout(0.5)
+        server = socket.create_server((bed.joy.ip, 7009))
+    with bed.peer.inside():
+        client = socket.create_connection((bed.joy.ip, 7009), timeout=5)
+    conn, _ = server.accept()
+    with tap, server, client, conn:
+        client.sendall(bytes(200_000))
+        client.shutdown(socket.SHUT_WR)
+        bad = good = 0
+        with contextlib.suppress(TimeoutError):
+            while True:
+                frame = tap.recv(65536)
+                if len(frame) < 200:
+                    continue
+                try:
+                    parse_frame(frame)
+                    good += 1
+                except ParseError as exc:
+                    assert exc.reason == "tcp_bad_checksum"
+                    bad += 1
+    assert bad > 0 and good > 0
+    assert bad == bed.relay_stats()["to_joy"]["corrupted"]
 
 
 def rtt_ms(bed: Testbed, count: int = 10) -> float:
