@@ -1,0 +1,120 @@
+"""Bulk transfers through the service, both directions, sha256 end to end: 100 MB on a
+clean link, smaller under the test bed's impairments (loss 1% and 5%, reordering,
+duplication, corruption, 20 ms delay) to keep the suite's time in bounds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+
+import pytest
+from service_helpers import app_path, attached
+
+from joyride.service import appclient
+from joyride.testbed import Impairment, Testbed
+
+pytestmark = pytest.mark.integration
+
+MB = 1 << 20
+BLOCK = os.urandom(MB)
+
+
+def chunks(total: int) -> list[bytes]:
+    """``total`` bytes as 1 MiB chunks, each distinct (a sequence number in front)."""
+    out = []
+    for i in range(0, total, MB):
+        n = min(MB, total - i)
+        out.append(((i // MB).to_bytes(8, "big") + BLOCK[8:])[:n])
+    return out
+
+
+def send_all(sock: socket.socket, total: int, digest: hashlib._Hash) -> None:
+    for chunk in chunks(total):
+        digest.update(chunk)
+        sock.sendall(chunk)
+    sock.shutdown(socket.SHUT_WR)
+
+
+def recv_all(sock: socket.socket, digest: hashlib._Hash) -> int:
+    n = 0
+    while chunk := sock.recv(1 << 18):
+        digest.update(chunk)
+        n += len(chunk)
+    return n
+
+
+def transfer(bed: Testbed, total: int, to_joyride: bool, timeout: float) -> float:
+    """Move ``total`` bytes over one connection; return seconds; assert the hashes."""
+    with bed.joy.inside():
+        lsock = appclient.listen(8080, path=app_path(bed.joy))
+    with lsock:
+        with bed.peer.inside():
+            peer = socket.create_connection((bed.joy.ip, 8080), timeout=timeout)
+        lsock.settimeout(timeout)
+        joy, _ = lsock.accept()
+        joy.settimeout(timeout)
+        sender, receiver = (peer, joy) if to_joyride else (joy, peer)
+        sent, got = hashlib.sha256(), hashlib.sha256()
+        received = [0]
+        errors: list[BaseException] = []
+
+        def receive() -> None:
+            try:
+                received[0] = recv_all(receiver, got)
+            except BaseException as exc:
+                errors.append(exc)
+
+        start = time.monotonic()
+        t = threading.Thread(target=receive)
+        t.start()
+        send_all(sender, total, sent)
+        t.join(timeout)
+        elapsed = time.monotonic() - start
+        peer.close()
+        joy.close()
+    assert not errors, errors
+    assert received[0] == total
+    assert got.digest() == sent.digest()
+    return elapsed
+
+
+@pytest.fixture(scope="module")
+def clean_bed() -> Testbed:  # type: ignore[misc]
+    with Testbed() as bed, attached(bed, "--ports", "8080"):
+        yield bed
+
+
+@pytest.mark.parametrize("to_joyride", [True, False], ids=["peer-to-joyride",
+                                                            "joyride-to-peer"])
+def test_100mb_clean(clean_bed: Testbed, to_joyride: bool) -> None:
+    seconds = transfer(clean_bed, 100 * MB, to_joyride, timeout=120)
+    print(json.dumps({"bulk_100MB": {"to_joyride": to_joyride, "seconds": round(seconds, 2),
+                                     "MBps": round(100 / seconds, 1)}}))
+
+
+# name: (towards Joyride, towards the peer, bytes each way). The test bed duplicates
+# only towards Joyride (an ingress hook cannot re-inject a copy).
+IMPAIRMENTS = {
+    "loss1": (Impairment(loss=0.01), Impairment(loss=0.01), 16 * MB),
+    "loss5": (Impairment(loss=0.05), Impairment(loss=0.05), 4 * MB),
+    "reorder": (Impairment(reorder=0.05, delay=0.002), Impairment(reorder=0.05, delay=0.002),
+                4 * MB),
+    "duplicate": (Impairment(duplicate=0.05), Impairment(), 8 * MB),
+    "corrupt": (Impairment(corrupt=0.02), Impairment(corrupt=0.02), 8 * MB),
+    "delay20ms": (Impairment(delay=0.02), Impairment(delay=0.02), 8 * MB),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMPAIRMENTS))
+def test_impaired_both_directions(make_testbed: object, name: str) -> None:
+    to_joy, to_peer, size = IMPAIRMENTS[name]
+    bed = make_testbed(to_joy=to_joy, to_peer=to_peer, seed=7)  # type: ignore[operator]
+    with attached(bed, "--ports", "8080"):
+        up = transfer(bed, size, True, timeout=120)
+        down = transfer(bed, size, False, timeout=120)
+    print(json.dumps({"impaired": {"name": name, "MB": size // MB, "up_s": round(up, 2),
+                                   "down_s": round(down, 2)}}))
