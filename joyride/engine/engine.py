@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import random
 import time
 from collections import deque
@@ -44,6 +45,8 @@ from joyride.wire.ethernet import EthernetHeader
 from joyride.wire.frame import build_frame_into, frame_len
 from joyride.wire.ipv4 import Ipv4Header
 from joyride.wire.tcp import TcpSegment
+
+log = logging.getLogger(__name__)
 
 BATCH: Final = 64
 PENDING_PER_HOP: Final = 256  # frames held per unresolved next hop (RFC 1122 §2.3.2.2: >= 1)
@@ -229,36 +232,50 @@ class Engine:
     def _receive(self, rx: RxDescriptors, now: float) -> None:
         parser = self._parser
         parser.parse_descriptors(rx.base, rx.offsets, rx.lengths, rx.n)
-        out = parser.out
         i, n = 0, rx.n
         while i < n:
-            r = out[i]
-            if r.reason != 0:
-                self.counters[f"drop_{parser.reason(i).name.lower()}"] += 1
+            try:
+                i = self._receive_run(rx, i, now)
+            except Exception:
+                # A bug must never take the stack down: count it, skip the frame, go on.
+                self._internal_error("receive")
                 i += 1
-                continue
-            key = (r.dst_ip, r.dst_port, r.src_ip, r.src_port)
-            conn = self._by_raw.get(key)
-            fp = None if conn is None else self._fast_path(conn, now)
-            if conn is None or fp is None:
-                self._slow(i, now)
-                i += 1
-                continue
-            # The run of consecutive segments of this connection goes through in one call.
-            j = i + 1
-            limit = min(n, i + fp.capacity)
-            while j < limit:
-                q = out[j]
-                if q.reason != 0 or (q.dst_ip, q.dst_port, q.src_ip, q.src_port) != key:
-                    break
-                j += 1
-            self.counters["rx_segments"] += j - i
-            self.counters["rx_fast_path"] += fp.receive_batch(parser, rx.base, rx.offsets,
-                                                              now, i, j)
-            self._take_fast_frames(fp)
-            self.activity.connections.add(conn)
-            self._dirty.add(conn)
-            i = j
+
+    def _internal_error(self, where: str) -> None:
+        self.counters[f"internal_error_{where}"] += 1
+        if self.counters[f"internal_error_{where}"] == 1:
+            log.exception("engine: internal error in %s (further ones are only counted)",
+                          where)
+
+    def _receive_run(self, rx: RxDescriptors, i: int, now: float) -> int:
+        """Process frame ``i`` (and the run of its connection's frames that follows);
+        return the index of the next unprocessed frame."""
+        parser = self._parser
+        out = parser.out
+        r = out[i]
+        if r.reason != 0:
+            self.counters[f"drop_{parser.reason(i).name.lower()}"] += 1
+            return i + 1
+        key = (r.dst_ip, r.dst_port, r.src_ip, r.src_port)
+        conn = self._by_raw.get(key)
+        fp = None if conn is None else self._fast_path(conn, now)
+        if conn is None or fp is None:
+            self._slow(i, now)
+            return i + 1
+        # The run of consecutive segments of this connection goes through in one call.
+        j = i + 1
+        limit = min(rx.n, i + fp.capacity)
+        while j < limit:
+            q = out[j]
+            if q.reason != 0 or (q.dst_ip, q.dst_port, q.src_ip, q.src_port) != key:
+                break
+            j += 1
+        self.counters["rx_segments"] += j - i
+        self.counters["rx_fast_path"] += fp.receive_batch(parser, rx.base, rx.offsets, now, i, j)
+        self._take_fast_frames(fp)
+        self.activity.connections.add(conn)
+        self._dirty.add(conn)
+        return j
 
     def _slow(self, i: int, now: float) -> None:
         try:
@@ -328,28 +345,35 @@ class Engine:
         self._retry_pending(now)
         dirty, self._dirty = self._dirty, set()
         for owner in dirty:
-            if isinstance(owner, Listener):
-                for out in owner.segments_to_send(now):
-                    self._emit(out, now)
-            else:
-                fp = self._fast_path(owner, now)
-                if fp is not None:
-                    for _ in range(MAX_FAST_SEND_ROUNDS):
-                        if fp.send_batch(now) == 0:
-                            break
-                        self._take_fast_frames(fp)
-                for seg in owner.segments_to_send(now):
-                    self._emit(Outgoing(owner.local_ip, owner.remote_ip, seg), now)
-                if owner.state is TcpState.CLOSED:
-                    self._forget(owner)
-                    continue
-            self._schedule(owner)
+            try:
+                self._transmit_owner(owner, now)
+            except Exception:
+                self._internal_error("transmit")
         if self._tx:
             sent = self.nic.transmit(self._tx)
             self.counters["tx_frames"] += sent
             if sent < len(self._tx):
                 self.counters["tx_dropped_nic_full"] += len(self._tx) - sent
             self._tx = []
+
+    def _transmit_owner(self, owner: TcpConnection | Listener, now: float) -> None:
+        if isinstance(owner, Listener):
+            for out in owner.segments_to_send(now):
+                self._emit(out, now)
+            self._schedule(owner)
+            return
+        fp = self._fast_path(owner, now)
+        if fp is not None:
+            for _ in range(MAX_FAST_SEND_ROUNDS):
+                if fp.send_batch(now) == 0:
+                    break
+                self._take_fast_frames(fp)
+        for seg in owner.segments_to_send(now):
+            self._emit(Outgoing(owner.local_ip, owner.remote_ip, seg), now)
+        if owner.state is TcpState.CLOSED:
+            self._forget(owner)
+        else:
+            self._schedule(owner)
 
     def _forget(self, conn: TcpConnection) -> None:
         key = self._key(conn)
