@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import select
 import subprocess
 import sys
@@ -139,6 +140,7 @@ def _log_tail(state_dir: StateDir, lines: int = 3) -> str:
 def run_service(cfg: ServiceConfig, *, ready_fd: int | None = None,
                 on_ready: Callable[[ServiceState], None] | None = None) -> int:
     """Run a service in this process until stopped; report readiness on ``ready_fd``."""
+    _raise_fd_limit()
     service = Service(cfg)
     install_signal_handlers(service)
     try:
@@ -158,6 +160,14 @@ def run_service(cfg: ServiceConfig, *, ready_fd: int | None = None,
     finally:
         service.stop()
     return 0
+
+
+def _raise_fd_limit() -> None:
+    """Every application connection holds one descriptor in the service: take the
+    hard limit (the soft default of 1024 would cap it at about a thousand)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _report(fd: int | None, message: dict[str, Any]) -> None:
