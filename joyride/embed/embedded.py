@@ -35,8 +35,9 @@ from typing import Any
 
 from joyride import netns
 from joyride.embed.drivers import DEFAULT_SPIN, ensure_asyncio_driver, ensure_thread_driver
+from joyride.embed.netlink import LoopSafeNetwork, NetlinkWorker
 from joyride.embed.stack import Stack
-from joyride.engine import Engine, KernelNetwork
+from joyride.engine import Engine
 from joyride.engine.nic import MultiNic
 from joyride.engine.xsknic import XskNic
 from joyride.errors import JoyrideError
@@ -128,7 +129,9 @@ class Embedded:
         steering.add_ports(self.ports, "tcp", LISTEN)
         import xsk
 
-        self.network = KernelNetwork(self.ifname)
+        self._netlink = NetlinkWorker()
+        self._stack.callback(self._netlink.close)
+        self.network = LoopSafeNetwork(self.ifname, self._netlink)
         self._stack.callback(self.network.close)
         self.sockets: list[Any] = []
         xsk_mode: Mode = "skb" if self.mode == "skb" else "native"
@@ -162,18 +165,21 @@ class Embedded:
         outgoing connection to it can use the embedded engine)."""
         known = self._routes.get(ip)
         if known is None:
-            from pyroute2 import IPRoute
-
-            with netns.inside_fd(self._netns_fd), IPRoute() as ipr:
-                try:
-                    routes = ipr.route("get", dst=socket.inet_ntoa(ip))
-                except Exception:  # NetlinkError: unreachable
-                    routes = []
-            known = bool(routes) and routes[0].get_attr("RTA_OIF") == self.network.ifindex
+            known = self._netlink.call(self._route_oif, ip) == self.network.ifindex
             if len(self._routes) > 4096:
                 self._routes.clear()
             self._routes[ip] = known
         return known
+
+    def _route_oif(self, ip: bytes) -> int:
+        from pyroute2 import IPRoute
+
+        with netns.inside_fd(self._netns_fd), IPRoute() as ipr:
+            try:
+                routes = ipr.route("get", dst=socket.inet_ntoa(ip))
+            except Exception:  # NetlinkError: no route
+                return 0
+        return int(routes[0].get_attr("RTA_OIF") or 0) if routes else 0
 
     # -- introspection ---------------------------------------------------------------------
 

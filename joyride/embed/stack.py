@@ -97,6 +97,9 @@ class Stack:
         with self.lock:
             conn = self.engine.connect(remote_ip, remote_port)
             self._conn_cb[conn] = on_activity
+            # The SYN may wait for ARP and needs its retransmission timer: the driver
+            # must learn of the new deadline.
+            self.touch(conn)
             return conn
 
     def forget(self, conn: TcpConnection) -> None:

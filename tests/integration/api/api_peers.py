@@ -1,0 +1,84 @@
+"""Helpers for the API integration tests: kernel-socket peers and small servers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import threading
+
+from joyride.testbed import Testbed
+
+PORT = 8080
+HTTP_BODY = hashlib.sha256(b"joyride").hexdigest().encode() * 64  # 4 KiB, checkable
+
+
+def kernel_echo(bed: Testbed, payload: bytes, *, port: int = PORT, timeout: float = 60
+                ) -> bytes:
+    """Send ``payload`` from a kernel socket in the peer namespace; return the echo."""
+    with bed.peer.inside():
+        sock = socket.create_connection((bed.joy.ip, port), timeout=timeout)
+    received = bytearray()
+    with sock:
+        def reader() -> None:
+            while len(received) < len(payload):
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    break
+                received.extend(chunk)
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        sock.sendall(payload)
+        thread.join(timeout)
+    return bytes(received)
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(1 << 16):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
+async def http_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A minimal keep-alive HTTP/1.1 server: every GET gets HTTP_BODY."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            close = b"connection: close" in head.lower()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                         b"Content-Length: %d\r\n%s\r\n" % (
+                             len(HTTP_BODY), b"Connection: close\r\n" if close else b"")
+                         + HTTP_BODY)
+            await writer.drain()
+            if close:
+                break
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    writer.close()
+
+
+async def run_in_peer(bed: Testbed, *args: str, timeout: float = 60) -> tuple[int, bytes]:
+    """Run a command in the peer namespace without blocking the event loop."""
+    proc = await asyncio.create_subprocess_exec(
+        *bed.peer.cmd(*args), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out
+
+
+def random_payload(size: int) -> bytes:
+    return os.urandom(size)

@@ -1,0 +1,158 @@
+"""Embedded mode with joyride.asyncio against kernel peers on the veth test bed."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import resource
+import time
+from pathlib import Path
+
+import pytest
+from api_peers import (
+    HTTP_BODY,
+    PORT,
+    digest,
+    echo_handler,
+    http_handler,
+    kernel_echo,
+    random_payload,
+    run_in_peer,
+)
+
+import joyride.asyncio as jasyncio
+from joyride.embed import EmbedError, embed
+from joyride.service.state import StateDir
+from joyride.steer import xdp
+from joyride.testbed import Impairment, Testbed
+
+pytestmark = pytest.mark.integration
+
+RESERVED = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+
+
+def serve_and(bed: Testbed, handler: object, client: object) -> object:
+    """Embed on the bed, serve ``handler`` on PORT with joyride.asyncio, run the async
+    ``client(bed)`` and return its result; everything is torn down after."""
+
+    async def main() -> object:
+        server = await jasyncio.start_server(handler, None, PORT)  # type: ignore[arg-type]
+        assert isinstance(server, jasyncio.JoyrideServer)
+        try:
+            return await client(bed)  # type: ignore[operator]
+        finally:
+            server.close()
+
+    with bed.joy.inside(), embed(bed.joy.ifname, [PORT]):
+        return asyncio.run(main())
+
+
+async def _echo_client(bed: Testbed, size: int = 2 << 20) -> tuple[str, str]:
+    payload = random_payload(size)
+    echoed = await asyncio.to_thread(kernel_echo, bed, payload)
+    return digest(payload), digest(echoed)
+
+
+def test_echo_kernel_client_hash(testbed: Testbed) -> None:
+    sent, echoed = serve_and(testbed, echo_handler, _echo_client)  # type: ignore[misc]
+    assert sent == echoed
+
+
+@pytest.mark.parametrize("impairment", [
+    Impairment(loss=0.02),
+    Impairment(reorder=0.05, delay=0.002),
+], ids=["loss", "reorder"])
+def test_echo_under_impairments(make_testbed: object, impairment: Impairment) -> None:
+    bed = make_testbed(to_joy=impairment, to_peer=impairment, seed=7)  # type: ignore[operator]
+
+    async def client(bed: Testbed) -> tuple[str, str]:
+        return await _echo_client(bed, 512 << 10)
+
+    sent, echoed = serve_and(bed, echo_handler, client)  # type: ignore[misc]
+    assert sent == echoed
+
+
+def test_http_curl_and_wrk(testbed: Testbed) -> None:
+    async def client(bed: Testbed) -> tuple[int, bytes, int, bytes]:
+        url = f"http://{bed.joy.ip}:{PORT}/"
+        rc, body = await run_in_peer(bed, "curl", "-s", "--max-time", "10", url)
+        wrc, report = await run_in_peer(bed, "wrk", "-t1", "-c8", "-d2s", url, timeout=30)
+        return rc, body, wrc, report
+
+    rc, body, wrc, report = serve_and(testbed, http_handler, client)  # type: ignore[misc]
+    assert rc == 0 and digest(body) == digest(HTTP_BODY)
+    assert wrc == 0, report
+    text = report.decode()
+    requests = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
+    assert requests > 100, text
+    assert "Non-2xx" not in text and "Socket errors" not in text, text
+
+
+def test_asyncio_client_to_kernel_server(testbed: Testbed) -> None:
+    """open_connection from the embedded stack (ephemeral port) to a kernel server."""
+    payload = random_payload(256 << 10)
+    server = testbed.peer.popen("python3", "-c", (
+        "import socket\n"
+        "s = socket.create_server(('0.0.0.0', 9000))\n"
+        "c, _ = s.accept()\n"
+        "while d := c.recv(65536): c.sendall(d)\n"))
+    time.sleep(0.5)  # let the server bind
+
+    async def main() -> bytes:
+        reader, writer = await jasyncio.open_connection(testbed.peer.ip, 9000)
+        assert writer.transport.__class__.__name__ == "JoyrideTransport"
+        writer.write(payload)
+        await writer.drain()
+        writer.write_eof()
+        echoed = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        return echoed
+
+    with testbed.joy.inside(), embed(testbed.joy.ifname, [PORT]):
+        echoed = asyncio.run(main())
+    server.wait(5)
+    assert digest(echoed) == digest(payload)
+
+
+def test_idle_embedded_server_burns_no_cpu(testbed: Testbed) -> None:
+    async def client(bed: Testbed) -> float:
+        await _echo_client(bed, 64 << 10)  # traffic first: the spin must wind down
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.monotonic()
+        await asyncio.sleep(3.0)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return cpu / (time.monotonic() - start)
+
+    share = serve_and(testbed, echo_handler, client)
+    assert share < 0.02, f"idle embedded server used {share:.1%} of a CPU"  # type: ignore[str-format]
+
+
+def test_refuses_second_embed_and_live_service(testbed: Testbed) -> None:
+    with testbed.joy.inside():
+        with embed(testbed.joy.ifname, [PORT]), \
+                pytest.raises(EmbedError, match="already embeds"):
+            embed(testbed.joy.ifname, [PORT + 1])
+        # A live owner of the interface's lock (the network service) refuses embedding.
+        owner = StateDir(testbed.joy.ifname)
+        assert owner.acquire()
+        try:
+            with pytest.raises(EmbedError, match="already served by Joyride"):
+                embed(testbed.joy.ifname, [PORT])
+        finally:
+            owner.release()
+            owner.remove()
+
+
+def test_cleanup_after_exception(testbed: Testbed) -> None:
+    with testbed.joy.inside():
+        original = RESERVED.read_text()
+        with pytest.raises(RuntimeError, match="boom"), embed(testbed.joy.ifname, [PORT]):
+            assert xdp.query(xdp.ifindex(testbed.joy.ifname)) is not None
+            raise RuntimeError("boom")
+        assert xdp.query(xdp.ifindex(testbed.joy.ifname)) is None
+        assert RESERVED.read_text() == original
+        assert not StateDir(testbed.joy.ifname).path.exists()
+        # And the port is the kernel's again: a second embed works.
+        with embed(testbed.joy.ifname, [PORT]):
+            pass
