@@ -1,0 +1,154 @@
+"""The C preload shim against a fake service (no privileges, no network namespace): a
+listen on an accelerated port becomes a Joyride listener, accept/getpeername/
+getsockname speak sockaddr_in, TCP options are accepted, and no service means the
+kernel plus one notice."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from joyride.service import protocol
+
+REPO = Path(__file__).resolve().parents[3]
+
+CHILD = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(8)
+out = {"listen_name": s.getsockname(),
+       "domain": s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)}
+conn, peer = s.accept()
+conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+out.update(peer=peer, peer_again=conn.getpeername(), local=conn.getsockname(),
+           nodelay=conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+           protocol=conn.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL),
+           data=conn.recv(100).decode())
+conn.sendall(b"pong")
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def shim() -> Path:
+    spec = importlib.util.spec_from_file_location("preload_build",
+                                                  REPO / "preload" / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return Path(module.build())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FakeService:
+    """Answers OP_LISTEN with success and delivers one connection to the listener."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock.bind(str(path))
+        self.sock.listen(4)
+        self.sock.settimeout(20)
+        self.requests: list[protocol.Request] = []
+        self.reply_from_app = b""
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        session, _ = self.sock.accept()
+        with session:
+            request = protocol.Request.decode(session.recv(200))
+            self.requests.append(request)
+            session.send(protocol.Reply(request.op, 0, request.ip, request.port).encode())
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.bind(protocol.abstract(protocol.connection_name(
+            (socket.inet_aton("10.0.0.1"), request.port),
+            (socket.inet_aton("192.0.2.7"), 5555), os.getpid(), 0)))
+        conn.connect(protocol.abstract(request.name))
+        conn.sendall(b"ping")
+        conn.settimeout(20)
+        self.reply_from_app = conn.recv(10)
+        conn.close()
+
+
+def test_listen_accept_and_addresses(shim: Path, tmp_path: Path) -> None:
+    path = tmp_path / "app.sock"
+    service = FakeService(path)
+    port = free_port()
+    env = dict(os.environ, LD_PRELOAD=str(shim), JOYRIDE_SOCKET=str(path))
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(port)], env=env,
+                          capture_output=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = json.loads(proc.stdout)
+    service.thread.join(10)
+    [request] = service.requests
+    assert request.op == protocol.OP_LISTEN and request.port == port
+    parsed = protocol.parse_name(request.name)
+    assert parsed is not None and parsed.kind == "listener"
+    assert parsed.local == ("0.0.0.0", port) and parsed.pid != os.getpid()  # the child's
+    assert out["listen_name"] == ["0.0.0.0", port]
+    assert out["domain"] == socket.AF_INET
+    assert out["peer"] == ["192.0.2.7", 5555] == out["peer_again"]
+    assert out["local"] == ["10.0.0.1", port]
+    assert out["nodelay"] == 1
+    assert out["protocol"] == socket.IPPROTO_TCP
+    assert out["data"] == "ping"
+    assert service.reply_from_app == b"pong"
+    assert b"joyride:" not in proc.stderr
+
+
+def test_no_service_uses_the_kernel_and_says_so_once(shim: Path, tmp_path: Path) -> None:
+    port = free_port()
+    script = ("import socket\n"
+              "for _ in range(3):\n"
+              "    s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\n"
+              "    assert s.getsockname()[0] == '127.0.0.1'; s.close()\n"
+              f"s = socket.create_server(('127.0.0.1', {port}))\n"
+              f"c = socket.create_connection(('127.0.0.1', {port}))\n"
+              "a, _ = s.accept(); c.sendall(b'x'); assert a.recv(1) == b'x'\n")
+    env = dict(os.environ, LD_PRELOAD=str(shim),
+               JOYRIDE_SOCKET=str(tmp_path / "missing.sock"))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr.decode()
+    notices = [line for line in proc.stderr.decode().splitlines()
+               if line.startswith("joyride:")]
+    assert len(notices) == 1 and "using the kernel" in notices[0]
+
+
+def test_refusal_is_returned_as_the_errno(shim: Path, tmp_path: Path) -> None:
+    path = tmp_path / "app.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.bind(str(path))
+    sock.listen(1)
+
+    def refuse() -> None:
+        session, _ = sock.accept()
+        with session:
+            request = protocol.Request.decode(session.recv(200))
+            session.send(protocol.Reply(request.op, 98).encode())  # EADDRINUSE
+
+    t = threading.Thread(target=refuse, daemon=True)
+    t.start()
+    script = ("import socket, sys\ns = socket.socket(); s.bind(('0.0.0.0', int(sys.argv[1])))\n"
+              "try:\n    s.listen(1)\nexcept OSError as e:\n    print(e.errno)\n")
+    env = dict(os.environ, LD_PRELOAD=str(shim), JOYRIDE_SOCKET=str(path))
+    proc = subprocess.run([sys.executable, "-c", script, str(free_port())], env=env,
+                          capture_output=True, timeout=30)
+    t.join(5)
+    sock.close()
+    assert proc.stdout.decode().strip() == "98"
