@@ -566,6 +566,54 @@ int xsk_tx(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n)
     return (int)i;
 }
 
+/* Copy n frames (src + src_offs[i], lens[i] bytes) into free UMEM frames and queue
+ * them, all in one call: the per-frame work of a sender that builds its frames
+ * elsewhere (the TCP engine's batch builder). Frames that do not fit a UMEM frame are
+ * skipped. Returns how many frames from the start of the list were consumed (queued
+ * or skipped); a short count means the ring or the allocator ran out. */
+int xsk_tx_copy(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset, const uint8_t *src,
+                const uint64_t *src_offs, const uint32_t *lens, uint32_t n)
+{
+    struct xdp_desc descs[256];
+    uint32_t src_index[256];
+    uint64_t room = (1ull << s->frames->shift) - tx_offset;
+    uint32_t done = 0;
+    while (done < n) {
+        uint32_t chunk = 0, scanned = 0;
+        while (done + scanned < n && chunk < 256) {
+            uint32_t len = lens[done + scanned];
+            if (len > 0 && len <= room)
+                src_index[chunk++] = done + scanned;
+            else
+                s->st.rejected_tx++;
+            scanned++;
+        }
+        if (chunk == 0) {
+            done += scanned;
+            continue;
+        }
+        if (xsk_frames_alloc_descs(s->frames, descs, chunk, tx_offset, 0) < 0) {
+            xsk_complete(s, 1u << 20);
+            if (xsk_frames_alloc_descs(s->frames, descs, chunk, tx_offset, 0) < 0)
+                return (int)done;
+        }
+        for (uint32_t i = 0; i < chunk; i++) {
+            uint32_t k = src_index[i];
+            memcpy(umem + descs[i].addr, src + src_offs[k], lens[k]);
+            descs[i].len = lens[k];
+        }
+        int sent = xsk_tx(s, descs, chunk);
+        if (sent < 0)
+            sent = 0;
+        if ((uint32_t)sent < chunk) {
+            xsk_frames_free_descs(s->frames, descs + sent, chunk - (uint32_t)sent);
+            return (int)(sent == 0 ? done : src_index[sent - 1] + 1);
+        }
+        done += scanned;
+    }
+    return (int)done;
+}
+
 /* Completed tx frames go back to the free stack. */
 int xsk_complete(struct xsk_sock *s, uint32_t max)
 {

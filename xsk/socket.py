@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Final, Literal
 
+import numpy as np
+
 from xsk._native import ffi, lib
 from xsk.batch import RxBatch, TxBatch
 from xsk.errors import (
@@ -58,6 +60,21 @@ KERNEL_STATS: Final = ("rx_dropped", "rx_invalid_descs", "tx_invalid_descs", "rx
 LOCAL_STATS: Final = ("rx_frames", "tx_frames", "fill_frames", "comp_frames", "tx_kicks",
                       "rx_wakeups", "kick_errors", "tx_ring_full", "rejected_fill",
                       "rejected_tx", "rejected_comp", "rejected_rx")
+
+
+def _pointer(ctype: str, obj: Any, keep: list[Any]) -> Any:
+    """A ``ctype`` pointer to a cffi pointer (of any cffi module: they share one CData
+    type), a numpy array or a buffer; ``keep`` holds whatever must outlive the call."""
+    if isinstance(obj, ffi.CData):
+        return ffi.cast(ctype, int(ffi.cast("uintptr_t", obj)))
+    if isinstance(obj, np.ndarray):
+        dtype = {"uint64_t *": np.uint64, "uint32_t *": np.uint32}.get(ctype, np.uint8)
+        arr = np.ascontiguousarray(obj, dtype=dtype)
+        keep.append(arr)
+        return ffi.cast(ctype, arr.ctypes.data)
+    buf = ffi.from_buffer("uint8_t[]", obj)
+    keep.append(buf)
+    return ffi.cast(ctype, buf)
 
 
 def resolve_ifindex(ifname: str | int) -> tuple[str, int]:
@@ -428,6 +445,23 @@ class Socket:
         if k < 0:
             raise XskError(f"AF_XDP transmit: {describe(-k)}", -k)
         return int(k)
+
+    def send_copy(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
+        """Copy ``n`` frames (``base + offsets[i]``, ``lengths[i]`` bytes) into free UMEM
+        frames and queue them, in one C call; returns how many of the ``n`` were
+        consumed (frames too large for a UMEM frame are skipped and counted in
+        ``rejected_tx``). ``base`` is a cffi pointer or a buffer; ``offsets`` uint64 and
+        ``lengths`` uint32 arrays (cffi or contiguous numpy)."""
+        if self._closed:
+            raise SocketClosed("socket is closed")
+        if n <= 0:
+            return 0
+        keep: list[Any] = []
+        src = _pointer("uint8_t *", base, keep)
+        offs = _pointer("uint64_t *", offsets, keep)
+        lens = _pointer("uint32_t *", lengths, keep)
+        umem = ffi.cast("uint8_t *", self.umem.address)
+        return int(lib.xsk_tx_copy(self._s, umem, self._tx_offset, src, offs, lens, n))
 
     def kick(self) -> None:
         """Wake the kernel to transmit what is on the tx ring (``send`` does it too)."""

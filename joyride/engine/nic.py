@@ -62,6 +62,12 @@ class Nic(Protocol):
     def close(self) -> None: ...
 
 
+class BulkNic(Nic, Protocol):
+    """A NIC that also copies and queues frames built in one region, in one call."""
+
+    def transmit_from(self, base: Any, offsets: Any, lengths: Any, n: int) -> int: ...
+
+
 class MemoryNic:
     """One end of an in-memory wire: frames transmitted here are received by ``peer``."""
 

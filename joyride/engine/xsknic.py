@@ -52,6 +52,13 @@ class XskNic:
         self.tx_dropped += len(frames) - sent
         return sent
 
+    def transmit_from(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
+        """Frames built elsewhere (``base + offsets[i]``), copied and queued in one C call."""
+        self.sock.poll_completions()
+        sent = int(self.sock.send_copy(base, offsets, lengths, n))
+        self.tx_dropped += n - sent
+        return sent
+
     def fileno(self) -> int | None:
         return int(self.sock.fileno())
 

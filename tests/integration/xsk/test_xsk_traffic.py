@@ -168,3 +168,20 @@ def test_rx_ring_full_is_counted(link: Link, mode: str) -> None:
     got = receive(sock, 64)
     check_in_order(link, got, 0)
     assert len(got) == 64
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_send_copy_queues_frames_built_elsewhere(link: Link, mode: str) -> None:
+    """``send_copy``: frames laid out in one region (as the TCP engine's batch builder
+    does) are copied into the UMEM and queued in one call; oversized ones are skipped."""
+    sock, _umem = open_socket(link, mode)
+    head = link.peer_mac + link.joy_mac + struct.pack("!H", ETH_P_TX)
+    frames = [head + payload(i, 100 + 10 * i) for i in range(40)]
+    region = bytearray(b"".join(frames) + bytes(4096))
+    offsets = np.zeros(41, dtype=np.uint64)
+    offsets[1:40] = np.cumsum([len(f) for f in frames[:-1]])
+    offsets[40] = len(region) - 4096  # an oversized "frame": longer than a UMEM frame
+    lengths = np.array([len(f) for f in frames] + [4096], dtype=np.uint32)
+    assert sock.send_copy(region, offsets, lengths, 41) == 41
+    assert link.recv_peer(40) == frames
+    assert sock.statistics()["rejected_tx"] == 1
