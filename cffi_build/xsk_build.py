@@ -9,34 +9,20 @@ builds it through setup.py.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # buildtools, also when setuptools execs this file
+
+from buildtools import build_in_place, cdef_from_header  # noqa: E402
+
 HEADER = (HERE / "xsk.h").read_text()
 SOURCES = ("xsk.c", "xsk_bpf.c")
 
 
-def _cdef_from_header(text: str) -> str:
-    """The header minus comments and preprocessor lines, which cffi's cdef rejects."""
-    out: list[str] = []
-    in_comment = False
-    for line in text.splitlines():
-        stripped = line.strip()
-        if in_comment:
-            if "*/" in stripped:
-                in_comment = False
-            continue
-        if stripped.startswith("/*"):
-            in_comment = "*/" not in stripped
-            continue
-        if stripped.startswith("#"):
-            continue
-        code = line.split("/*", 1)[0].rstrip()
-        if code:
-            out.append(code)
-    return "\n".join(out)
 
 
 # The kernel's own structs (xdp_desc, xdp_statistics) are declared to cffi with "..."
@@ -56,7 +42,7 @@ struct xdp_statistics {
 """
 
 ffi = FFI()
-ffi.cdef(KERNEL_CDEF + _cdef_from_header(HEADER))
+ffi.cdef(KERNEL_CDEF + cdef_from_header(HEADER))
 ffi.set_source(
     "xsk._xsk",
     "#include <linux/if_link.h>\n" + "".join(f'#include "{name}"\n' for name in SOURCES),
@@ -66,27 +52,5 @@ ffi.set_source(
     libraries=["pthread"],
 )
 
-
-def build_in_place() -> Path:
-    """Compile next to the package without pip.
-
-    The compile runs in a scratch directory: distutils, started inside the repository,
-    would parse its pyproject.toml, which is the install's business, not this build's.
-    """
-    import shutil
-    import tempfile
-
-    root = HERE.parent
-    with tempfile.TemporaryDirectory(prefix="xsk-build-") as tmp:
-        built = Path(ffi.compile(tmpdir=tmp))
-        target = root / built.relative_to(tmp)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Replace, not overwrite: a running process may have the old .so mapped.
-        staging = target.with_suffix(".tmp")
-        shutil.copy2(built, staging)
-        staging.replace(target)
-    return target
-
-
 if __name__ == "__main__":
-    print(build_in_place())
+    print(build_in_place(ffi))
