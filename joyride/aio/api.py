@@ -54,12 +54,35 @@ async def create_server(protocol_factory: ProtocolFactory, host: str | None = No
     loop = _asyncio.get_running_loop()
     chosen = stack or listening_stack(host, port)
     if chosen is None or port is None:
+        service = _service_listener(host, port)
+        if service is not None:
+            # Service mode: connections arrive as real descriptors on a unix listener
+            # (joyride.service.protocol), so the loop's own machinery serves them.
+            return await loop.create_unix_server(protocol_factory, sock=service,
+                                                 start_serving=start_serving)
         return await loop.create_server(protocol_factory, host, port,
                                         start_serving=start_serving, **kwargs)
     _refuse_unsupported(kwargs)
     ensure_asyncio_driver(chosen, loop, spin=_spin())
     return JoyrideServer(chosen, loop, protocol_factory, host or "0.0.0.0", port,
                          start_serving=start_serving)
+
+
+def _service_listener(host: str | None, port: int | None) -> _socket.socket | None:
+    """A listening descriptor from a live network service owning ``port``, or None."""
+    if port is None or not port:
+        return None
+    try:
+        from joyride.service import appclient
+        from joyride.service.state import StateDir
+    except ImportError:
+        return None
+    if not any(d.service_alive() for d in StateDir.all_in_netns()):
+        return None
+    try:
+        return appclient.listen(port, host or "0.0.0.0")
+    except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
+        return None
 
 
 async def _resolve(loop: _asyncio.AbstractEventLoop, host: str, port: int) -> bytes:
@@ -82,6 +105,9 @@ async def create_connection(protocol_factory: ProtocolFactory, host: str, port: 
     ip = await _resolve(loop, host, port)
     chosen = stack or connecting_stack(ip)
     if chosen is None:
+        service = await loop.run_in_executor(None, _service_connection, ip, port)
+        if service is not None:
+            return await loop.create_connection(protocol_factory, sock=service)
         return await loop.create_connection(protocol_factory, host, port, **kwargs)
     _refuse_unsupported(kwargs)
     ensure_asyncio_driver(chosen, loop, spin=_spin())
@@ -116,6 +142,20 @@ async def create_connection(protocol_factory: ProtocolFactory, host: str, port: 
     transport = JoyrideTransport(chosen, conn, protocol, loop)
     transport.start()
     return transport, protocol
+
+
+def _service_connection(ip: bytes, port: int) -> _socket.socket | None:
+    try:
+        from joyride.service import appclient
+        from joyride.service.state import StateDir
+    except ImportError:
+        return None
+    if not any(d.service_alive() for d in StateDir.all_in_netns()):
+        return None
+    try:
+        return appclient.connect(_socket.inet_ntoa(ip), port)
+    except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
+        return None
 
 
 async def start_server(client_connected_cb: ClientConnected, host: str | None = None,
