@@ -183,6 +183,20 @@ class StateDir:
         tmp.write_text(json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.state_file)  # atomic: readers see old or new, never half
 
+    def _supervisor_alive(self) -> bool:
+        """Whether a supervisor holds ``supervisor.lock`` (its flock lives with it)."""
+        try:
+            fd = os.open(self.supervisor_lock_path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     def remove(self, *, keep_log: bool = False) -> None:
         """Remove the directory's files, then the directory once empty.
 
@@ -193,6 +207,9 @@ class StateDir:
         files = [self.state_file, self.control_path, self.app_path, self.lock_path]
         if not keep_log:
             files.append(self.log_path)
+        if not self._supervisor_alive():
+            # A supervisor killed outright cannot remove its own files.
+            files += [self.supervisor_lock_path, self.supervisor_pid_path]
         for path in files:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

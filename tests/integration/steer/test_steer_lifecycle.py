@@ -15,8 +15,20 @@ from pathlib import Path
 import pytest
 from steer_cli import JOYRIDE, cli, one_line_error, status, wait_for
 
+from joyride.service import supervisor
+from joyride.service.state import StateDir
 from joyride.steer import xdp
 from joyride.testbed import Node, Testbed
+
+
+def crash(joy: Node, service_pid: int) -> None:
+    """SIGKILL the supervisor, then the service: the host-level crash that fail-open
+    is for (a supervised service alone would just be restarted)."""
+    with joy.inside():
+        supervisor_pid = supervisor.alive(StateDir(joy.ifname))
+    if supervisor_pid is not None:
+        os.kill(supervisor_pid, signal.SIGKILL)
+    os.kill(service_pid, signal.SIGKILL)
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +38,10 @@ RESERVED = "/proc/sys/net/ipv4/ip_local_reserved_ports"
 
 
 def curl(peer: Node, joy: Node, port: int, timeout: float = 1.5) -> int:
-    """curl's exit status: 0 served, 7 refused (RST), 28 timed out (nobody answered)."""
+    """curl's exit status: 0 served, 7 refused (RST), 28 timed out (nobody answered).
+
+    While attached, a steered port with no Joyride application answers 7 (Joyride's
+    RST), never 0: the kernel's own server on that port would answer 0."""
     return peer.run("curl", "-s", "-o", "/dev/null", "-m", str(timeout),
                     f"http://{joy.ip}:{port}/", check=False, timeout=30).returncode
 
@@ -65,7 +80,9 @@ def test_detach_restores_kernel_delivery_and_leaves_nothing(testbed: Testbed) ->
     assert len(map_ids) == 5
     reserved = joy.run("cat", RESERVED).stdout.decode().strip()
     assert reserved == "5000,60000-60999"
-    assert curl(peer, joy, PORT) == 28  # steered to Joyride: the kernel server never sees it
+    # Steered to Joyride, which refuses it (no application listens there): the kernel
+    # server on that port, which would have served it, never sees it.
+    assert curl(peer, joy, PORT) == 7
 
     out = cli(joy, "detach", joy.ifname)
     assert f"detached {joy.ifname}" in out.stdout
@@ -81,10 +98,10 @@ def test_sigkill_fails_open_then_attach_recovers_and_detach_cleans_up(
     kernel_server(joy, PORT)
     wait_served(peer, joy, PORT)
     cli(joy, "attach", joy.ifname, "--ports", f"{PORT},{NO_LISTENER_PORT}")
-    assert curl(peer, joy, PORT) == 28
+    assert curl(peer, joy, PORT) == 7  # Joyride refuses; the kernel server never sees it
 
     first = status(joy, joy.ifname)
-    os.kill(first["service"]["pid"], signal.SIGKILL)
+    crash(joy, first["service"]["pid"])
     wait_for(lambda: status(joy, joy.ifname)["state"] == "dead", what="service dead")
     # Fail-open: the program stays, its XSKMAP is empty, the kernel answers again...
     assert status(joy, joy.ifname)["program"]["id"] == first["program"]["id"]
@@ -103,11 +120,11 @@ def test_sigkill_fails_open_then_attach_recovers_and_detach_cleans_up(
     assert second["state"] == "running"
     assert second["program"]["id"] != first["program"]["id"]
     assert not xdp.prog_exists(first["program"]["id"])
-    assert curl(peer, joy, PORT) == 28
+    assert curl(peer, joy, PORT) == 7  # steered again: Joyride refuses it
     assert curl(peer, joy, NO_LISTENER_PORT, timeout=5) == 7  # no longer steered
 
     # Crash again; detach then removes the stale program, reservation and state.
-    os.kill(second["service"]["pid"], signal.SIGKILL)
+    crash(joy, second["service"]["pid"])
     wait_for(lambda: status(joy, joy.ifname)["state"] == "dead", what="service dead")
     out = cli(joy, "detach", joy.ifname)
     assert f"removed stale steering program id {second['program']['id']}" in out.stdout
