@@ -57,13 +57,13 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$PYTHON" -m venv "$VENV" || fail "could not create a venv with $PYTHON (python3-venv missing?)"
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1
 fi
-say "installing joyride into the venv (editable, with test and dev extras)"
+say "installing joyride into the venv (editable, with test, dev and bench extras)"
 # The venv's own setuptools must read pyproject.toml as the isolated build does (the cffi
 # build scripts can also be run in place during development).
 "$VENV/bin/python" -m pip install -q --upgrade "setuptools>=77" wheel cffi >/dev/null 2>&1 ||
   fail "could not install setuptools/wheel/cffi into $VENV"
 PIP_LOG="$(mktemp /tmp/joyride-pip.XXXXXX)"
-if ! "$VENV/bin/python" -m pip install -q -e "$ROOT[test,dev]" >"$PIP_LOG" 2>&1; then
+if ! "$VENV/bin/python" -m pip install -q -e "$ROOT[test,dev,bench]" >"$PIP_LOG" 2>&1; then
   tail -n 40 "$PIP_LOG" >&2
   fail "pip install failed (full log: $PIP_LOG)"
 fi

@@ -16,7 +16,8 @@ from joyride.errors import JoyrideError
 
 # Modules under joyride.cli that contribute subcommands, in help order.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "attach", "detach", "status", "stats", "ports", "selfcheck", "testbed", "run",
+    "attach", "detach", "status", "stats", "ports", "selfcheck", "testbed", "run", "demo",
+    "bench",
 )
 
 Handler = Callable[[argparse.Namespace], int]
