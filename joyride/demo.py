@@ -73,6 +73,7 @@ def _timed(bed: Testbed, argv: list[str], seconds: float, progress: Progress,
            label: str) -> tools.ClientResult:
     """Run a client in the peer namespace, ticking the progress line while it runs."""
     t0 = time.monotonic()
+    progress.step(label)
     proc = subprocess.Popen(bed.peer.cmd(*argv), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -82,7 +83,7 @@ def _timed(bed: Testbed, argv: list[str], seconds: float, progress: Progress,
                 break
             except subprocess.TimeoutExpired:
                 elapsed = time.monotonic() - t0
-                progress.step(f"{label} {elapsed:4.1f}/{seconds:.0f} s")
+                progress.tick(f"{label} {elapsed:4.1f}/{seconds:g} s")
                 if elapsed > seconds + 60:
                     proc.kill()
     except BaseException:

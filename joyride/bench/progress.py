@@ -54,6 +54,11 @@ class Progress:
             self.stream.write(text + "\n")
         self.stream.flush()
 
+    def tick(self, label: str) -> None:
+        """Refresh the line while a step runs (terminals only: logs get one line a step)."""
+        if self.tty:
+            self.step(label)
+
     def advance(self, n: int = 1) -> None:
         self.done = min(self.total, self.done + n)
 

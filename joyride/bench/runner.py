@@ -43,6 +43,7 @@ class BenchConfig:
     modes: tuple[str, ...] = ("service", "embedded")
     xsk: bool = True
     quick: bool = False
+    only: tuple[str, ...] = ()  # workload key prefixes; empty: all
 
     @classmethod
     def quick_run(cls) -> BenchConfig:
@@ -98,7 +99,8 @@ def count_runs(config: BenchConfig, wls: list[Workload], modes: list[str]) -> in
 def run(config: BenchConfig, progress: Progress | None = None,
         workdir: Path | None = None) -> RawResults:
     """Everything, bounded: every bed, server and service is gone when this returns."""
-    wls = workloads.standard(config.mtus, config.flows, config.wrk_connections)
+    wls = [w for w in workloads.standard(config.mtus, config.flows, config.wrk_connections)
+           if not config.only or w.key.startswith(config.only)]
     unavailable = {m: r for m, r in modes_mod.unavailable().items() if m in config.modes}
     modes = [m for m in config.modes if m not in unavailable]
     raw = RawResults(config, wls, unavailable)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from joyride.errors import PrivilegeError
+from joyride.errors import JoyrideError, PrivilegeError
 
 
 def register(sub: Any) -> None:
@@ -34,6 +34,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--modes", default="service,embedded",
                         help="Joyride modes to measure (comma-separated)")
     parser.add_argument("--mtus", default="1500,3498", help="MTUs (throughput at each)")
+    parser.add_argument("--workloads", default=None, metavar="PREFIXES",
+                        help="only workloads whose key starts with one of these "
+                             "(comma-separated: rr_64B, throughput_1flow, wrk_, new_conn...)")
     parser.add_argument("--no-xsk", action="store_true",
                         help="skip the raw AF_XDP packet-rate measurement")
     parser.set_defaults(func=run)
@@ -57,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
     cfg.modes = tuple(m for m in args.modes.split(",") if m)
     cfg.mtus = tuple(int(m) for m in args.mtus.split(",") if m)
     cfg.xsk = not args.no_xsk
+    if args.workloads:
+        cfg.only = tuple(p for p in args.workloads.split(",") if p)
+    unknown = set(cfg.modes) - {"service", "embedded"}
+    if unknown:
+        raise JoyrideError(f"unknown mode(s) {', '.join(sorted(unknown))}: "
+                           "choose from service, embedded")
     cfg.__post_init__()
     signal.signal(signal.SIGTERM, _sigterm)
     raw = runner.run(cfg, Progress(1))
