@@ -20,7 +20,7 @@ CHUNK = memoryview(bytes(256 << 10))
 def flow(ip: str, port: int, deadline: float, out: list[int], errors: list[str]) -> None:
     sent = 0
     try:
-        with socket.create_connection((ip, port), timeout=30) as sock:
+        with socket.create_connection((ip, port), timeout=10) as sock:
             while time.monotonic() < deadline:
                 sock.sendall(CHUNK)
                 sent += len(CHUNK)
