@@ -97,7 +97,7 @@ def test_markdown_rows_and_stack_overhead() -> None:
 def test_plot_bars_and_png(tmp_path: Path) -> None:
     doc = results.build(synthetic())
     bars = dict(plot.bars(doc))
-    assert bars["wrk_100conn · nginx · requests/s"] == {"service": 0.6}  # no embedded nginx
+    assert bars["wrk_100conn · nginx · requests/s"] == {"service": 0.601}  # no embedded nginx
     assert bars["rr_64B · python · p50"] == {"embedded": 0.9}
     assert bars["rr_64B · sockperf · p99"] == {"service": None}  # failed, not faked
     pytest.importorskip("matplotlib")
