@@ -58,6 +58,17 @@ def summarize_pair(pair: Pair, key: str) -> dict[str, Any]:
     return out
 
 
+def cpu_summary(pair: Pair) -> dict[str, float | None]:
+    """Median CPU seconds per run, both views (``procstat``): the participating processes
+    plus ksoftirqd, and the whole machine's /proc/stat busy time (softirq shown apart)."""
+    out: dict[str, float | None] = {}
+    for side, records in (("joyride", pair.joyride), ("kernel", pair.kernel)):
+        for view in ("processes", "system", "softirq_system"):
+            out[f"{side}_{view}"] = _round(stats.median(
+                [r["cpu"].get(view) if "cpu" in r else None for r in records]))
+    return out
+
+
 def build(raw: RawResults) -> dict[str, Any]:
     rows = []
     for w in raw.workloads:
@@ -77,7 +88,9 @@ def build(raw: RawResults) -> dict[str, Any]:
             rows.append({"workload": w.key, "title": w.title, "kind": w.kind,
                          "server": server, "mtu": w.mtu, "flows": w.flows,
                          "connections": w.connections, "modes": sorted(by_mode),
-                         "metrics": metrics})
+                         "metrics": metrics,
+                         "cpu_seconds": {mode: cpu_summary(pair)
+                                         for mode, pair in by_mode.items()}})
     doc: dict[str, Any] = {
         "schema": SCHEMA, "machine": machine(), "config": config_json(raw.config),
         "duration_s": round((raw.finished or raw.started) - raw.started, 1),

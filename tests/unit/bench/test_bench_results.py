@@ -31,7 +31,8 @@ def synthetic() -> RawResults:
     p.joyride += [rec(0, p50_us=12), {"rep": 1, "error": "sockperf exited 7"},
                   rec(2, p50_us=14)]
     p = raw.pair(rr, "python", "embedded")
-    p.kernel += [rec(i, p50_us=20) for i in range(3)]
+    p.kernel += [{**rec(i, p50_us=20), "cpu": {"processes": 1.0 + i, "system": 3.0,
+                                               "softirq_system": 0.5}} for i in range(3)]
     p.joyride += [rec(i, p50_us=18) for i in range(3)]
     p = raw.pair(wrk, "nginx", "service")
     p.kernel += [rec(i, rps=1000, cpu_us_per_req=50) for i in range(3)]
@@ -56,6 +57,9 @@ def test_medians_and_paired_ratios() -> None:
     assert p50["service"]["samples"] == [12, None, 14]
     py = results.find(doc, "rr_64B", "python")
     assert py is not None and py["metrics"]["p50_us"]["embedded"]["ratio"] == 0.9
+    cpu = py["cpu_seconds"]["embedded"]
+    assert cpu["kernel_processes"] == 2.0 and cpu["kernel_system"] == 3.0
+    assert cpu["joyride_processes"] is None  # no CPU recorded for those runs
     assert json.loads(json.dumps(doc)) == doc  # plain JSON all the way down
     assert doc["duration_s"] == 100.0
 
