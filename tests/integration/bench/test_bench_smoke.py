@@ -74,6 +74,10 @@ def test_demo_quick_prints_table_and_counters_and_cleans_up() -> None:
     assert "problems:" not in out, out
     assert "round 1/1 kernel" in proc.stderr and "round 1/1 joyride" in proc.stderr
     assert namespaces_of(pid) == []  # the run's test bed is gone
+    ifname = re.search(r"steering counters on (\S+) ", out)
+    assert ifname, out
+    # ... and so is the service's state (detached before the namespace went away).
+    assert not list(Path("/run/joyride").glob(f"net*/{ifname.group(1)}"))
 
 
 def test_demo_sigint_cleans_up_everything() -> None:
