@@ -101,6 +101,10 @@ class Engine:
         self._fast: dict[TcpConnection, fastpath.FastPath] = {}
         self.use_fast_path = fastpath.available()
         self._bulk_tx = getattr(nic, "transmit_from", None)
+        # One arena for every connection's fast path: its frames are sent (copied out)
+        # right after each build, so memory per connection does not include it.
+        self._arena = (fastpath.TxArena(batch, max_frame=network.mtu + 18)
+                       if self.use_fast_path else None)
         self.listeners: dict[int, Listener] = {}
         self.activity = Activity()
         self._isn = IsnGenerator()
@@ -191,7 +195,7 @@ class Engine:
             return None
         template = FrameTemplate(self.network.mac, mac, conn.local_ip, conn.remote_ip,
                                  conn.local_port, conn.remote_port)
-        fp = fastpath.FastPath(conn, template, capacity=self.batch)
+        fp = fastpath.FastPath(conn, template, capacity=self.batch, arena=self._arena)
         self._fast[conn] = fp
         return fp
 
@@ -385,8 +389,10 @@ class Engine:
             self._emit(Outgoing(owner.local_ip, owner.remote_ip, seg), now)
         if owner.state is TcpState.CLOSED:
             self._forget(owner)
-        else:
-            self._schedule(owner)
+            return
+        if owner.state not in FAST_STATES:
+            self._fast.pop(owner, None)  # TIME-WAIT and friends: nothing fast left to do
+        self._schedule(owner)
 
     def _forget(self, conn: TcpConnection) -> None:
         key = self._key(conn)

@@ -82,11 +82,35 @@ def _ptr(ctype: str, obj: Any) -> Any:
     return ffi.cast(ctype, ffi.from_buffer(obj))
 
 
+class TxArena:
+    """Where fast paths build outgoing frames: ``capacity`` slots of ``max_frame`` bytes.
+
+    Frames built here are only valid until the next build, so a caller that sends (or
+    copies) them right away — the engine does — can share one arena between every
+    connection it serves: memory per connection then does not depend on it.
+    """
+
+    def __init__(self, capacity: int = 64, max_frame: int = _MAX_FRAME) -> None:
+        if capacity <= 0 or not 64 <= max_frame <= _MAX_FRAME:
+            raise ValueError(f"capacity={capacity}, max_frame={max_frame}")
+        self.capacity = capacity
+        self.max_frame = max_frame
+        self.buf = bytearray(capacity * max_frame)
+        self.offsets = np.arange(capacity, dtype=np.uint64) * max_frame
+        self._caps = np.full(capacity, max_frame, dtype=np.uint32)
+        # The same memory as pointers of the wire module's ffi, so neither our builds
+        # nor a peer's parse_descriptors convert them per call.
+        self.base_c = wire_ffi.from_buffer("uint8_t[]", self.buf)
+        self.offsets_c = wire_ffi.from_buffer("uint64_t[]", self.offsets)
+        self.caps_c = wire_ffi.from_buffer("uint32_t[]", self._caps)
+
+
 class FastPath:
     """The batch interface of one ``TcpConnection``.
 
     ``template`` addresses the frames this connection transmits (data and ACKs);
-    ``capacity`` bounds the segments per call in both directions.
+    ``capacity`` bounds the segments per call in both directions; ``arena`` is where
+    they are built (its own one by default; see ``TxArena`` for sharing one).
     """
 
     def __init__(
@@ -96,6 +120,7 @@ class FastPath:
         *,
         capacity: int = 64,
         timer: Callable[[], float] | None = None,
+        arena: TxArena | None = None,
     ) -> None:
         if lib is None:
             raise RuntimeError(f"joyride.tcp._tcpfast is not built: {BUILD_HINT}")
@@ -112,14 +137,15 @@ class FastPath:
         self._ack_ptr = _ptr("uint32_t *", self._ack_points)
         self.builder = BatchBuilder(template, capacity)
         self._segs_ptr = _ptr("void *", self.builder.segs)
-        self.tx_buf = bytearray(capacity * _MAX_FRAME)
-        self.tx_offsets = np.arange(capacity, dtype=np.uint64) * _MAX_FRAME
-        self._tx_caps = np.full(capacity, _MAX_FRAME, dtype=np.uint32)
-        # The same memory as pointers of the wire module's ffi, so neither our builds
-        # nor a peer's parse_descriptors convert them per call.
-        self.tx_base_c = wire_ffi.from_buffer("uint8_t[]", self.tx_buf)
-        self.tx_offsets_c = wire_ffi.from_buffer("uint64_t[]", self.tx_offsets)
-        self._tx_caps_c = wire_ffi.from_buffer("uint32_t[]", self._tx_caps)
+        arena = arena or TxArena(capacity)
+        if arena.capacity < capacity:
+            raise ValueError(f"arena of {arena.capacity} slots for a capacity of {capacity}")
+        self.arena = arena
+        self.tx_buf = arena.buf
+        self.tx_offsets = arena.offsets
+        self.tx_base_c = arena.base_c
+        self.tx_offsets_c = arena.offsets_c
+        self._tx_caps_c = arena.caps_c
         self._ptr_cache: dict[int, tuple[Any, Any]] = {}
         self.tx_count = 0  # frames of the last build in tx_buf
         self.fast_segments = 0
