@@ -9,7 +9,14 @@ namespace measures:
 * latency: one connection, 64-byte request/response, ``--rtts`` round trips after a
   warm-up: p50 / p99 / p99.9 in microseconds;
 * transactions/s: ``--conns`` connections each keeping one 64-byte request in flight
-  for ``--seconds``.
+  for ``--seconds``;
+* CPU per request: CPU seconds of the server process (user + system, from
+  ``/proc/PID/stat``) plus the machine's softirq time (``/proc/stat``: the kernel's
+  packet work on veth runs there, for both stacks), over the transactions/s phase,
+  divided by the transactions; also the same per round trip of the latency phase.
+
+``--profile FILE`` runs the embedded server under cProfile and dumps its statistics
+there on exit (the numbers of that run are then not comparable).
 
 The server is ``joyride.asyncio.start_server`` in every mode: without ``embed`` and
 without a service it is the kernel's asyncio server, unchanged. Prints a table, then
@@ -49,7 +56,7 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.close()
 
 
-def serve(mode: str, ifname: str) -> None:
+def serve(mode: str, ifname: str, profile: str = "") -> None:
     import joyride.asyncio as jasyncio
     from joyride.embed import embed
 
@@ -59,11 +66,21 @@ def serve(mode: str, ifname: str) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         server.close()
 
-    if mode == "embedded":
-        with embed(ifname, [PORT]):
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+    try:
+        if mode == "embedded":
+            with embed(ifname, [PORT]):
+                asyncio.run(main())
+        else:
             asyncio.run(main())
-    else:
-        asyncio.run(main())
+    finally:
+        if profile:
+            prof.disable()
+            prof.dump_stats(profile)
 
 
 # -- client (runs in the peer namespace) -------------------------------------------------
@@ -98,7 +115,7 @@ def client_latency(ip: str, rtts: int) -> dict[str, float]:
         return samples[min(len(samples) - 1, int(p * len(samples)))] / 1000
 
     return {"p50_us": pct(0.5), "p99_us": pct(0.99), "p999_us": pct(0.999),
-            "mean_us": statistics.fmean(samples) / 1000}
+            "mean_us": statistics.fmean(samples) / 1000, "count": rtts}
 
 
 def client_tps(ip: str, conns: int, seconds: float) -> dict[str, float]:
@@ -118,10 +135,10 @@ def client_tps(ip: str, conns: int, seconds: float) -> dict[str, float]:
     start = time.monotonic()
     while time.monotonic() < end:
         for key, _ in sel.select(1.0):
-            s = key.fileobj
-            assert isinstance(s, socket.socket)
+            conn = key.fileobj
+            assert isinstance(conn, socket.socket)
             try:
-                data = s.recv(65536)
+                data = conn.recv(65536)
             except BlockingIOError:
                 continue
             if not data:
@@ -130,17 +147,32 @@ def client_tps(ip: str, conns: int, seconds: float) -> dict[str, float]:
             while key.data[0] >= MSG:
                 key.data[0] -= MSG
                 done += 1
-                s.send(msg)
+                conn.send(msg)
     elapsed = time.monotonic() - start
     for s in socks:
         s.close()
-    return {"tps": done / elapsed}
+    return {"tps": done / elapsed, "count": done}
 
 
 # -- orchestration -------------------------------------------------------------------------
 
 def _python() -> str:
     return sys.executable
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its reaped children's threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _softirq_cpu() -> float:
+    """CPU seconds the whole machine spent in softirq (veth packet processing)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    return int(fields[7]) / TICK
 
 
 def run_mode(bed: Any, mode: str, args: argparse.Namespace) -> dict[str, float]:
@@ -151,7 +183,8 @@ def run_mode(bed: Any, mode: str, args: argparse.Namespace) -> dict[str, float]:
                     "--ports", str(PORT), timeout=60)
         attached = True
     server = subprocess.Popen(
-        bed.joy.cmd(_python(), str(HERE), "--serve", mode, "--ifname", bed.joy.ifname),
+        bed.joy.cmd(_python(), str(HERE), "--serve", mode, "--ifname", bed.joy.ifname,
+                    *(["--profile", args.profile] if args.profile else [])),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
     try:
         line = server.stdout.readline() if server.stdout else ""
@@ -159,6 +192,7 @@ def run_mode(bed: Any, mode: str, args: argparse.Namespace) -> dict[str, float]:
             raise RuntimeError(f"{mode} server did not start: {line!r}")
         out: dict[str, float] = {}
         for kind in ("lat", "tps"):
+            cpu0, sirq0 = _proc_cpu(server.pid), _softirq_cpu()
             res = subprocess.run(
                 bed.peer.cmd(_python(), str(HERE), "--client", kind, "--ip", bed.joy.ip,
                              "--rtts", str(args.rtts), "--conns", str(args.conns),
@@ -166,7 +200,11 @@ def run_mode(bed: Any, mode: str, args: argparse.Namespace) -> dict[str, float]:
                 capture_output=True, text=True, env=env, timeout=120 + args.seconds)
             if res.returncode != 0:
                 raise RuntimeError(f"{mode} {kind} client failed: {res.stderr[-2000:]}")
-            out.update(json.loads(res.stdout.strip().splitlines()[-1]))
+            got = json.loads(res.stdout.strip().splitlines()[-1])
+            cpu = _proc_cpu(server.pid) - cpu0 + _softirq_cpu() - sirq0
+            count = got.pop("count")
+            out[f"cpu_{kind}_us"] = cpu / max(1, count) * 1e6
+            out.update(got)
         return out
     finally:
         if server.stdin:
@@ -201,21 +239,25 @@ def orchestrate(args: argparse.Namespace) -> None:
                 results[mode].append(res)
                 print(f"round {rnd} {mode:9s} p50 {res['p50_us']:7.1f} us  p99 "
                       f"{res['p99_us']:7.1f}  p99.9 {res['p999_us']:7.1f}  "
-                      f"tps {res['tps']:9.0f}", file=sys.stderr)
+                      f"tps {res['tps']:9.0f}  cpu/req {res['cpu_tps_us']:6.1f} us",
+                      file=sys.stderr)
     summary: dict[str, Any] = {}
     for mode, runs in results.items():
         if runs:
             summary[mode] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    print(f"\n{'mode':10s} {'p50 us':>8s} {'p99 us':>8s} {'p99.9 us':>9s} {'tx/s':>10s}")
+    print(f"\n{'mode':10s} {'p50 us':>8s} {'p99 us':>8s} {'p99.9 us':>9s} {'tx/s':>10s} "
+          f"{'cpu/req us':>10s} {'cpu/rtt us':>10s}")
     for mode, med in summary.items():
         print(f"{mode:10s} {med['p50_us']:8.1f} {med['p99_us']:8.1f} {med['p999_us']:9.1f} "
-              f"{med['tps']:10.0f}")
+              f"{med['tps']:10.0f} {med['cpu_tps_us']:10.1f} {med['cpu_lat_us']:10.1f}")
     ratios: dict[str, float] = {}
     if "kernel" in summary:
         for mode in summary:
             if mode != "kernel":
                 ratios[f"{mode}_p50_ratio"] = summary[mode]["p50_us"] / summary["kernel"]["p50_us"]
                 ratios[f"{mode}_tps_ratio"] = summary[mode]["tps"] / summary["kernel"]["tps"]
+                ratios[f"{mode}_cpu_per_request_ratio"] = (summary[mode]["cpu_tps_us"]
+                                                           / summary["kernel"]["cpu_tps_us"])
         for key, value in ratios.items():
             print(f"{key}: {value:.2f}")
     print(json.dumps({"benchmark": "bench_embedded", "rounds": args.rounds, "msg_bytes": MSG,
@@ -234,9 +276,10 @@ def main() -> None:
     parser.add_argument("--ifname", default="")
     parser.add_argument("--client", choices=["lat", "tps"])
     parser.add_argument("--ip", default="")
+    parser.add_argument("--profile", default="", help="cProfile the embedded server here")
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.ifname)
+        serve(args.serve, args.ifname, args.profile)
     elif args.client == "lat":
         print(json.dumps(client_latency(args.ip, args.rtts)))
     elif args.client == "tps":
