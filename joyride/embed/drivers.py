@@ -11,8 +11,12 @@ arrangement (no thread hop between a frame arriving and the protocol callback):
   and a reply or the next request is picked up without a wakeup. The wakeup of an
   idle vCPU is what dominates latency on this kind of machine (DESIGN.md);
 * the engine's next timer deadline is one ``loop.call_at``;
-* writes between rounds are flushed once per loop iteration (``call_soon``), which
-  coalesces the writes of one iteration into one transmit batch.
+* a write from the loop thread outside a poll (a task's ``transport.write``) leaves
+  in the same loop iteration: while spinning, by the spin round already queued behind
+  the tasks the last poll woke (so the writes of one iteration share one transmit
+  batch and one NIC kick); from idle, at once, and it starts a spin since the peer's
+  answer is expected soon. Writes made by callbacks during a poll leave in that
+  poll's single transmit batch.
 
 ``ThreadDriver`` serves the blocking socket API: a daemon thread that waits on the
 AF_XDP descriptors and a wakeup pipe with the engine deadline as timeout. It does not
@@ -63,7 +67,6 @@ class AsyncioDriver:
         self._timer_at = math.inf
         self._spin_until = 0.0
         self._spin_pending = False
-        self._flush_pending = False
         self._stopped = False
         for fd in self.fds:
             loop.add_reader(fd, self._round)
@@ -76,7 +79,6 @@ class AsyncioDriver:
     def _round(self) -> None:
         if self._stopped:
             return
-        self._flush_pending = False  # a poll transmits everything marked
         busy = self.stack.poll()
         now = self.stack.clock()
         if busy:
@@ -114,14 +116,25 @@ class AsyncioDriver:
             return
         if threading.get_ident() != self.thread_id:
             self.loop.call_soon_threadsafe(self._flush)
-        elif not self._flush_pending:
-            self._flush_pending = True
-            self.loop.call_soon(self._flush)
+            return
+        if self._spin_pending:
+            # Traffic flows: the spin round already queued in this loop iteration (it
+            # runs after the tasks the last poll woke) polls and transmits, so every
+            # write of this iteration leaves in one batch, one NIC kick.
+            return
+        # Idle until now (a task's first ``transport.write``): send at once, in this
+        # loop iteration, and spin: the peer's answer is expected soon.
+        self.stack.flush()
+        now = self.stack.clock()
+        self._spin_until = now + self.spin
+        if not self._spin_pending:
+            self._spin_pending = True
+            self.loop.call_soon(self._spin_round)
+        self._arm(now)
 
     def _flush(self) -> None:
         if self._stopped:
             return
-        self._flush_pending = False
         self.stack.flush()
         self._arm()
 

@@ -201,9 +201,14 @@ class Engine:
 
     # ------------------------------------------------------------------ the loop
 
-    def poll(self) -> Activity:
+    def poll(self, *, transmit: bool = True) -> Activity:
         """One iteration: receive a batch, run due timers, transmit. Never raises on
-        anything a packet contains."""
+        anything a packet contains.
+
+        ``transmit=False`` leaves the transmit step to the caller's ``flush``: a front
+        end that runs application callbacks on the activity first (embedded mode) then
+        sends their replies, the ACKs and the timers' segments in one batch, and every
+        touched connection is visited once per round instead of twice."""
         self.activity.clear()
         now = self.clock()
         rx = self.nic.receive(self.batch)
@@ -213,7 +218,8 @@ class Engine:
             finally:
                 self.nic.release()
         self._run_timers(now)
-        self._transmit(now)
+        if transmit:
+            self._transmit(now)
         return self.activity
 
     def flush(self) -> None:
@@ -359,6 +365,8 @@ class Engine:
     # ------------------------------------------------------------------ transmit
 
     def _transmit(self, now: float) -> None:
+        if not (self._dirty or self._pending or self._tx):
+            return  # the common idle/spinning round: nothing to build, nothing to send
         self._retry_pending(now)
         dirty, self._dirty = self._dirty, set()
         for owner in dirty:
