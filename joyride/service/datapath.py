@@ -33,7 +33,7 @@ from joyride.engine.engine import Engine, EngineError
 from joyride.engine.network import NetworkView
 from joyride.engine.nic import MultiNic, Nic
 from joyride.service import apps, protocol
-from joyride.service.pump import Pump
+from joyride.service.pump import BUDGET, Pump
 from joyride.steer.ports import PortSet
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
@@ -50,6 +50,7 @@ RETRY_DELIVERY: Final = 0.002  # an application's full backlog is retried this o
 SWEEP_PERIOD: Final = 1.0  # seconds between checks for listeners that went away
 PENDING_PER_PORT: Final = 64  # accepted connections awaiting a backlog slot
 MAX_WAITING_SESSIONS: Final = 256  # connected applications that have not sent a request
+FLOWS_SHOWN: Final = 16  # connections detailed by ``stats`` (the rest are only counted)
 _ERRNO_FOR: Final = {"refused": errno.ECONNREFUSED, "timeout": errno.ETIMEDOUT,
                      "reset": errno.ECONNRESET}
 
@@ -102,6 +103,7 @@ class Datapath:
         self._names = itertools.count()
         self._busy_until = 0.0
         self._next_sweep = 0.0
+        self.pump_budget = BUDGET  # chunks each way per pump per step
 
     # -- wiring into the service loop ------------------------------------------------------
 
@@ -115,7 +117,7 @@ class Datapath:
     def timeout(self, ceiling: float) -> float:
         """How long the loop may sleep: 0 while traffic flows, else until a deadline."""
         now = self.clock()
-        if now < self._busy_until:
+        if now < self._busy_until or self._ready:
             return 0.0
         wait = ceiling
         deadline = self.engine.next_deadline()
@@ -170,12 +172,17 @@ class Datapath:
         if self._ready:
             busy = True
         ready, self._ready = self._ready, set()
+        again: list[Pump] = []
         for pump in ready:
             if self.pumps.get(pump.conn) is not pump:
                 continue
-            pump.service()
+            if pump.service(self.pump_budget):
+                again.append(pump)
             self.engine.mark(pump.conn)
             self._settle(pump)
+        # A pump that ran out of budget goes first next iteration; no event would wake
+        # it (a peer that already sent its FIN sends nothing more).
+        self._ready.update(again)
         self.engine.flush()
         if busy:
             self._busy_until = self.clock() + SPIN
@@ -510,6 +517,24 @@ class Datapath:
             "pump_buffered_bytes": sum(p.buffered for p in self.pumps.values()),
             "listeners": {str(p): len(pl.registrations) for p, pl in self.by_port.items()},
             "connecting": len(self.connecting),
+            "flows": [self._flow(p) for p in itertools.islice(self.pumps.values(),
+                                                             FLOWS_SHOWN)],
+        }
+
+    def _flow(self, pump: Pump) -> dict[str, Any]:
+        """One pump's state, for diagnosing a stalled transfer from ``joyride stats``."""
+        conn = pump.conn
+        return {
+            "remote": f"{socket.inet_ntoa(conn.remote_ip)}:{conn.remote_port}",
+            "local_port": conn.local_port, "state": conn.state.name,
+            "recv_queue": conn.recv_queue, "send_queue": conn.send_queue,
+            "in_flight": conn.bytes_in_flight, "send_window": conn.send_window,
+            "eof": conn.eof, "poll_at": conn.poll_at(), "now": self.clock(),
+            "app_eof": pump.app_eof, "app_gone": pump.app_gone,
+            "fin_sent_to_app": pump.fin_sent_to_app, "mask": pump.mask,
+            "to_app": len(pump.to_app) if pump.to_app is not None else 0,
+            "to_tcp": len(pump.to_tcp) if pump.to_tcp is not None else 0,
+            "counters": {k: v for k, v in conn.counters.items() if v},
         }
 
     def close(self) -> None:

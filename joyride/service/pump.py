@@ -29,6 +29,7 @@ from joyride.tcp.connection import TcpConnection
 from joyride.tcp.state import TcpState
 
 CHUNK: Final = 64 * 1024  # bytes moved per syscall; also the per-direction holdover
+BUDGET: Final = 16  # chunks per direction per ``service`` call: fairness between pumps
 _SENDING: Final = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
                              TcpState.CLOSE_WAIT})
 
@@ -55,14 +56,21 @@ class Pump:
 
     # -- moving bytes -----------------------------------------------------------------------
 
-    def service(self, budget: int = 16) -> None:
-        """Move what can move now (at most ``budget`` chunks each way)."""
-        self._to_app(budget)
-        self._from_app(budget)
+    def service(self, budget: int = BUDGET) -> bool:
+        """Move what can move now (at most ``budget`` chunks each way).
 
-    def _to_app(self, budget: int) -> None:
+        Returns True when a direction stopped because the budget ran out rather than
+        because a buffer was full or empty: the caller must service the pump again
+        without waiting for an event. Nothing else would wake it: the selector only
+        watches for a full socket draining, and the peer may have nothing more to send
+        (its FIN already arrived) while the receive buffer still holds data.
+        """
+        more = self._to_app(budget)
+        return self._from_app(budget) or more
+
+    def _to_app(self, budget: int) -> bool:
         if self.app_gone:
-            return
+            return False
         for _ in range(budget):
             if self.to_app is None:
                 data = self.conn.recv(CHUNK)
@@ -72,48 +80,54 @@ class Pump:
             try:
                 n = self.sock.send(self.to_app, socket.MSG_NOSIGNAL)
             except BlockingIOError:
-                return
+                return False
             except OSError:  # EPIPE / ECONNRESET: the application closed its end
                 self._app_closed()
-                return
+                return False
             rest = self.to_app[n:]
             self.to_app = rest if len(rest) else None
             if self.to_app is not None:
-                return  # the socket is full: wait for EVENT_WRITE
+                return False  # the socket is full: wait for EVENT_WRITE
+        else:
+            if self.conn.recv_queue:
+                return True  # budget spent with bytes left: come back next iteration
         if self.to_app is None and self.conn.eof and not self.conn.recv_queue \
                 and not self.fin_sent_to_app:
             # RFC 9293 §3.10.7.4 eighth: the peer's FIN: the application reads EOF.
             self.fin_sent_to_app = True
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_WR)
+        return False
 
-    def _from_app(self, budget: int) -> None:
+    def _from_app(self, budget: int) -> bool:
         if self.app_eof or self.app_gone:
-            return
+            return False
         if self.conn.state not in _SENDING:
-            return
+            return False
         for _ in range(budget):
             if self.to_tcp is not None:
                 n = self.conn.send(self.to_tcp)
                 rest = self.to_tcp[n:]
                 self.to_tcp = rest if len(rest) else None
                 if self.to_tcp is not None:
-                    return  # the send buffer is full: wait for ACKs to free it
+                    return False  # the send buffer is full: wait for ACKs to free it
             try:
                 data = self.sock.recv(CHUNK)
             except BlockingIOError:
-                return
+                return False
             except OSError:
                 self._app_closed()
-                return
+                return False
             if not data:
                 # The application shut down writing (or closed): RFC 9293 §3.10.4 CLOSE
                 # of the sending half; a FIN follows the queued data.
                 self.app_eof = True
                 self.conn.shutdown_write()
-                return
+                return False
             self.to_tcp = memoryview(data)
-        # Budget spent: the loop comes back (the socket is still readable).
+        # Budget spent holding a chunk: EVENT_READ is off while ``to_tcp`` is held, so
+        # the caller comes back rather than waiting for an ACK that may never be due.
+        return True
 
     def _app_closed(self) -> None:
         self.app_gone = True

@@ -82,6 +82,12 @@ def wire(tmp_path: Path) -> Iterator[Wire]:
         w.close()
 
 
+def collect(into: bytearray, data: bytes) -> bytes:
+    """Append ``data``; everything collected so far (for ``spin`` predicates)."""
+    into.extend(data)
+    return bytes(into)
+
+
 def listen(wire: Wire) -> socket.socket:
     box = wire.in_thread(lambda: appclient.listen(PORT, path=wire.path))
     wire.spin(lambda: box)
@@ -111,7 +117,7 @@ def test_listen_deliver_exchange_and_half_close(wire: Wire) -> None:
     wire.spin(read_app)
     app.sendall(b"world")
     echoed = bytearray()
-    wire.spin(lambda: echoed.extend(conn.recv()) or bytes(echoed) == b"world")
+    wire.spin(lambda: collect(echoed, conn.recv()) == b"world")
     app.shutdown(socket.SHUT_WR)  # FIN towards the peer
     wire.spin(lambda: conn.eof)
     conn.close()
@@ -173,7 +179,7 @@ def test_outgoing_connect_and_refusal(wire: Wire) -> None:
                                        ("10.9.0.2", 9000))
     sock.sendall(b"outgoing")
     got = bytearray()
-    wire.spin(lambda: got.extend(peer_conn.recv()) or bytes(got) == b"outgoing")
+    wire.spin(lambda: collect(got, peer_conn.recv()) == b"outgoing")
     sock.close()
     refused = wire.in_thread(lambda: appclient.connect("10.9.0.2", 9001, path=wire.path))
     wire.spin(lambda: refused)
@@ -206,3 +212,43 @@ def test_bad_requests_are_counted_not_raised(wire: Wire) -> None:
     reply = protocol.Reply.decode(s.recv(64))
     assert reply.status == 22  # EINVAL
     s.close()
+
+
+def test_budget_spent_pump_comes_back_and_delivers_eof(wire: Wire) -> None:
+    """Regression: a pump whose budget ran out with bytes still in the TCP receive buffer
+    was only serviced again on new TCP activity or EVENT_WRITE. Once the peer's FIN had
+    arrived there was neither (the application's socket had room), so the rest of the
+    data and the end-of-stream never reached the application: the bulk test's stall."""
+    wire.dp.pump_budget = 1  # one chunk per step: the budget runs out at once
+    lsock = listen(wire)
+    conn = wire.peer.connect(IP_SVC, PORT)
+    wire.spin(lambda: wire.dp.counters["delivered"] == 1)
+    app, _ = lsock.accept()
+    app.setblocking(False)
+    payload = os.urandom(4 * CHUNK)
+    offset = 0
+    while offset < len(payload):  # the application is not reading yet
+        offset += conn.send(payload[offset:])
+        wire.peer.mark(conn)
+        wire.spin(lambda: True)
+    conn.shutdown_write()
+    wire.peer.mark(conn)
+    [pump] = wire.dp.pumps.values()
+    wire.spin(lambda: pump.conn.eof)
+    got = bytearray()
+    eof = [False]
+
+    def drained() -> bool:
+        try:
+            while chunk := app.recv(1 << 20):
+                got.extend(chunk)
+            eof[0] = True
+        except BlockingIOError:
+            pass
+        return eof[0]
+
+    # The peer has nothing more to send: only the service loop can finish the job.
+    wire.spin(drained, limit=200)
+    assert bytes(got) == payload
+    app.close()
+    lsock.close()
