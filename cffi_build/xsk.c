@@ -470,6 +470,31 @@ int xsk_rx(struct xsk_sock *s, struct xdp_desc *out, uint32_t max, int timeout_m
     return (int)rx_take(s, out, max);
 }
 
+/* xsk_rx for callers that keep their own arrays (the engine's NIC): addresses and
+ * lengths of up to max received frames land in addrs/lens, no descriptor array to
+ * allocate per call. Never waits. */
+int xsk_rx_split(struct xsk_sock *s, uint64_t *addrs, uint32_t *lens, uint32_t max)
+{
+    struct xdp_desc descs[256];
+    uint32_t total = 0;
+    while (total < max) {
+        uint32_t want = max - total > 256 ? 256 : max - total;
+        uint32_t n = rx_take(s, descs, want);
+        if (n == 0 && total == 0) {
+            wake_fill(s);
+            n = rx_take(s, descs, want);
+        }
+        if (n == 0)
+            break;
+        for (uint32_t i = 0; i < n; i++) {
+            addrs[total + i] = descs[i].addr;
+            lens[total + i] = descs[i].len;
+        }
+        total += n;
+    }
+    return (int)total;
+}
+
 /* Give received frames back to the kernel through the fill ring. Frames the fill ring
  * cannot take (it is smaller than the frames in flight) go to the free stack. */
 int xsk_release(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n)
@@ -504,6 +529,25 @@ int xsk_release(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n)
         accepted += (uint32_t)freed;
     }
     return (int)accepted;
+}
+
+/* xsk_release for frames named by address (as xsk_rx_split handed them out). */
+int xsk_release_addrs(struct xsk_sock *s, const uint64_t *addrs, uint32_t n)
+{
+    struct xdp_desc descs[256];
+    uint32_t done = 0;
+    int accepted = 0;
+    while (done < n) {
+        uint32_t chunk = n - done > 256 ? 256 : n - done;
+        for (uint32_t i = 0; i < chunk; i++) {
+            descs[i].addr = addrs[done + i];
+            descs[i].len = 0;
+            descs[i].options = 0;
+        }
+        accepted += xsk_release(s, descs, chunk);
+        done += chunk;
+    }
+    return accepted;
 }
 
 int xsk_kick(struct xsk_sock *s)

@@ -109,6 +109,8 @@ int xsk_sock_zerocopy(struct xsk_sock *s);
 int xsk_fill(struct xsk_sock *s, uint32_t n);
 int xsk_rx(struct xsk_sock *s, struct xdp_desc *out, uint32_t max, int timeout_ms);
 int xsk_release(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n);
+int xsk_rx_split(struct xsk_sock *s, uint64_t *addrs, uint32_t *lens, uint32_t max);
+int xsk_release_addrs(struct xsk_sock *s, const uint64_t *addrs, uint32_t n);
 int xsk_tx(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n);
 int xsk_tx_copy(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset, const uint8_t *src,
                 const uint64_t *src_offs, const uint32_t *lens, uint32_t n);

@@ -15,7 +15,7 @@ The ring hot loops are C; Python calls them once per batch.
 For the steering program: register ``sock.fileno()`` in an XSKMAP at key ``sock.queue``.
 """
 
-from xsk.batch import DESC_DTYPE, RxBatch, TxBatch
+from xsk.batch import DESC_DTYPE, RxArrays, RxBatch, TxBatch
 from xsk.errors import (
     ConfigError,
     FrameError,
@@ -49,6 +49,7 @@ __all__ = [
     "QueueOutOfRange",
     "RedirectProgram",
     "RingSizeError",
+    "RxArrays",
     "RxBatch",
     "Socket",
     "SocketClosed",

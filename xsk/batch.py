@@ -206,3 +206,22 @@ class TxBatch:
 
     def __repr__(self) -> str:
         return f"TxBatch({len(self)} unsent of {self._n})"
+
+
+class RxArrays:
+    """Caller-owned arrays that ``Socket.recv_into`` fills: ``addrs[:n]`` (UMEM offsets
+    of the packets) and ``lens[:n]``. Allocated once and reused on every call, with
+    their C pointers taken once: the per-poll receive of an engine allocates nothing.
+    The frames are the application's until ``Socket.release_from(arrays, n)``."""
+
+    __slots__ = ("_addrs_p", "_lens_p", "addrs", "capacity", "lens")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity <= 0:
+            raise ValueError(f"capacity={capacity}: must be positive")
+        self.capacity = capacity
+        self.addrs: npt.NDArray[np.uint64] = np.zeros(capacity, dtype=np.uint64)
+        self.lens: npt.NDArray[np.uint32] = np.zeros(capacity, dtype=np.uint32)
+        self._addrs_p = ffi.cast("uint64_t *", self.addrs.ctypes.data)
+        self._lens_p = ffi.cast("uint32_t *", self.lens.ctypes.data)
+

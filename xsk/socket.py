@@ -29,7 +29,7 @@ from typing import Any, Final, Literal
 import numpy as np
 
 from xsk._native import ffi, lib
-from xsk.batch import RxBatch, TxBatch
+from xsk.batch import RxArrays, RxBatch, TxBatch
 from xsk.errors import (
     ConfigError,
     InterfaceNotFound,
@@ -51,6 +51,7 @@ Mode = Literal["auto", "native", "skb"]
 MODES: Final = ("auto", "native", "skb")
 MAX_RING: Final = 1 << 20
 MAX_BATCH: Final = 1 << 16
+DESC_POOL: Final = 8  # descriptor arrays kept for reuse by recv (batches held at once)
 BUSY_RETRY_S: Final = 1.0
 
 #: Counters kept by the kernel (struct xdp_statistics, XDP_STATISTICS sockopt).
@@ -128,6 +129,7 @@ class Socket:
                  zerocopy: bool | Literal["auto"] = "auto", shared_with: Socket | None = None,
                  fill_frames: int | None = None) -> None:
         self._closed = True  # until fully open: close() and __del__ are no-ops
+        self._desc_pool: list[Any] = []
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r}: one of {', '.join(MODES)}")
         if zerocopy not in ("auto", True, False):
@@ -324,12 +326,45 @@ class Socket:
             raise SocketClosed("socket is closed")
         if not 0 < max_frames <= MAX_BATCH:
             raise ValueError(f"max_frames={max_frames}: must be 1..{MAX_BATCH}")
-        descs = ffi.new("struct xdp_desc[]", max_frames)
+        descs = self._descs(max_frames)
         if timeout == 0:
             n = lib.xsk_rx(self._s, descs, max_frames, 0)
         else:
             n = self._recv_wait(descs, max_frames, timeout)
         return RxBatch(self, descs, n, self._buf)
+
+    def _descs(self, n: int) -> Any:
+        """A descriptor array of at least ``n`` entries, reused when one is free."""
+        pool = self._desc_pool
+        for i in range(len(pool) - 1, -1, -1):
+            if len(pool[i]) >= n:
+                return pool.pop(i)
+        return ffi.new("struct xdp_desc[]", max(n, 64))
+
+    def _recycle(self, descs: Any) -> None:
+        if descs is not None and len(self._desc_pool) < DESC_POOL:
+            self._desc_pool.append(descs)
+
+    def recv_into(self, arrays: RxArrays, max_frames: int | None = None) -> int:
+        """Up to ``max_frames`` (default: the arrays' capacity) received frames into
+        ``arrays`` (``addrs[:n]``, ``lens[:n]``), in one C call that never waits and
+        allocates nothing. Return them with ``release_from(arrays, n)``."""
+        if self._closed:
+            raise SocketClosed("socket is closed")
+        n = arrays.capacity if max_frames is None else min(max_frames, arrays.capacity)
+        return int(lib.xsk_rx_split(self._s, arrays._addrs_p, arrays._lens_p, n))
+
+    def release_from(self, arrays: RxArrays, n: int) -> int:
+        """Give the first ``n`` frames of ``arrays`` back (as ``release`` does)."""
+        n = min(n, arrays.capacity)
+        if n <= 0:
+            return 0
+        if self._closed:
+            descs = ffi.new("struct xdp_desc[]", n)
+            for i in range(n):
+                descs[i].addr = int(arrays.addrs[i])
+            return int(lib.xsk_frames_free_descs(self.umem._frames, descs, n))
+        return int(lib.xsk_release_addrs(self._s, arrays._addrs_p, n))
 
     def _recv_wait(self, descs: Any, max_frames: int, timeout: float | None) -> int:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
@@ -358,10 +393,13 @@ class Socket:
             raise ConfigError("this batch was received on another socket")
         descs, n = batch._take()
         if n == 0:
+            self._recycle(descs)
             return 0
         if self._closed:
             return int(lib.xsk_frames_free_descs(self.umem._frames, descs, n))
-        return int(lib.xsk_release(self._s, descs, n))
+        accepted = int(lib.xsk_release(self._s, descs, n))
+        self._recycle(descs)
+        return accepted
 
     def fill(self, n: int) -> int:
         """Move up to ``n`` free UMEM frames onto the fill ring; returns how many."""

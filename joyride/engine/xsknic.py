@@ -15,42 +15,64 @@ class XskNic:
     """Frames in: zero-copy views into the UMEM, valid until ``release``. Frames out:
     copied into free UMEM frames and queued on the tx ring in one call."""
 
-    def __init__(self, sock: Any, mtu: int) -> None:
+    def __init__(self, sock: Any, mtu: int, batch: int = 64) -> None:
         import xsk
 
         self._xsk = xsk
         self.sock = sock
         self.mtu = mtu
-        self._batch: Any = None
         # A raw pointer, not a buffer export: the UMEM can close while the parser and
         # the fast path still cache their last base pointer (never used after close).
         self._umem_base = wire_ffi.cast("uint8_t *", sock.umem.address)
+        # Received descriptors land in these arrays, allocated once: a poll (most of
+        # them find nothing while spinning) allocates no Python objects.
+        self._rx = xsk.RxArrays(batch)
+        self._held = 0
+        self._desc = RxDescriptors(self._umem_base, self._rx.addrs, self._rx.lens, 0)
+        # Frames built one by one (the slow path) are packed here and handed to the
+        # socket in one C call (``send_copy``), like the fast path's batches.
+        self._stage = bytearray(batch * (mtu + 18))
+        self._stage_ptr = wire_ffi.from_buffer(self._stage)
+        self._stage_offs = np.zeros(batch, dtype=np.uint64)
+        self._stage_lens = np.zeros(batch, dtype=np.uint32)
         self.tx_dropped = 0
 
     def receive(self, max_frames: int) -> RxDescriptors | None:
-        batch = self.sock.recv(max_frames, timeout=0)
-        if not batch:
-            self.sock.release(batch)
+        n = self.sock.recv_into(self._rx, max_frames)
+        if n == 0:
             return None
-        self._batch = batch
-        # The descriptors' fields are strided views; the parser takes plain arrays.
-        addrs = np.ascontiguousarray(batch.addrs, dtype=np.uint64)
-        lens = np.ascontiguousarray(batch.lens, dtype=np.uint32)
-        return RxDescriptors(self._umem_base, addrs, lens, len(batch))
+        self._held = n
+        desc = self._desc
+        desc.n = n
+        return desc
 
     def release(self) -> None:
-        if self._batch is not None:
-            self.sock.release(self._batch)
-            self._batch = None
+        if self._held:
+            self.sock.release_from(self._rx, self._held)
+            self._held = 0
 
     def transmit(self, frames: Sequence[Buffer]) -> int:
         self.sock.poll_completions()
-        try:
-            sent = int(self.sock.send(frames))
-        except self._xsk.UmemExhausted:
-            sent = 0
+        stage, offs, lens = self._stage, self._stage_offs, self._stage_lens
+        sent = k = pos = 0
+        for frame in frames:
+            size = len(frame)
+            if k == len(lens) or pos + size > len(stage):
+                sent += self._send_stage(k)
+                k = pos = 0
+            if size > len(stage):
+                continue  # larger than any MTU frame: counted as dropped below
+            stage[pos:pos + size] = frame
+            offs[k], lens[k] = pos, size
+            k += 1
+            pos += size
+        sent += self._send_stage(k)
         self.tx_dropped += len(frames) - sent
         return sent
+
+    def _send_stage(self, k: int) -> int:
+        return int(self.sock.send_copy(self._stage_ptr, self._stage_offs, self._stage_lens,
+                                       k)) if k else 0
 
     def transmit_from(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
         """Frames built elsewhere (``base + offsets[i]``), copied and queued in one C call."""
