@@ -17,7 +17,10 @@
  * Joyride descriptor names itself (its unix peer name spells the TCP 4-tuple). The
  * intercepted address and option calls translate those names back into sockaddr_in,
  * and options a unix socket cannot take (IPPROTO_TCP / IPPROTO_IP) are accepted and
- * remembered. Without a service the shim uses the kernel and says so once on stderr.
+ * remembered. recvfrom/recvmsg report the TCP peer (the unix sender's name spells it)
+ * and sendto/sendmsg ignore a destination on a Joyride connection, as Linux TCP does on
+ * a connected socket (a unix stream socket would answer EISCONN). Without a service
+ * the shim uses the kernel and says so once on stderr.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -93,6 +96,11 @@ static int (*real_getpeername)(int, struct sockaddr *, socklen_t *);
 static int (*real_setsockopt)(int, int, int, const void *, socklen_t);
 static int (*real_getsockopt)(int, int, int, void *, socklen_t *);
 static int (*real_close)(int);
+static ssize_t (*real_recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+static ssize_t (*real_recvmsg)(int, struct msghdr *, int);
+static ssize_t (*real_sendto)(int, const void *, size_t, int, const struct sockaddr *,
+                              socklen_t);
+static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
 
 static unsigned jr_counter;
 static int jr_noted;
@@ -114,6 +122,10 @@ __attribute__((constructor)) static void jr_init(void)
     RESOLVE(setsockopt);
     RESOLVE(getsockopt);
     RESOLVE(close);
+    RESOLVE(recvfrom);
+    RESOLVE(recvmsg);
+    RESOLVE(sendto);
+    RESOLVE(sendmsg);
 }
 
 static void jr_note(const char *fmt, ...)
@@ -546,6 +558,97 @@ int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
         return -1;
     jr_translate_peer(&ss, sl, addr, addrlen);
     return 0;
+}
+
+/* ------------------------------------------------------- datagram-style calls
+ *
+ * Programs written for TCP still call recvfrom/sendto (sockperf does, with the
+ * address it got back). On a Joyride connection the kernel sees a unix stream socket:
+ * the address a receive reports is the service end's bound name, and a send with a
+ * destination fails with EISCONN. Receives translate that name into the TCP peer
+ * (what getpeername reports); sends retry without the destination only after the
+ * kernel refused with EISCONN, so kernel sockets pay nothing extra.
+ */
+
+ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
+                 socklen_t *addrlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    ssize_t r;
+
+    jr_init();
+    if (!addr || !addrlen)
+        return real_recvfrom(fd, buf, len, flags, addr, addrlen);
+    r = real_recvfrom(fd, buf, len, flags, (struct sockaddr *)&ss, &sl);
+    if (r >= 0)
+        jr_translate_peer(&ss, sl, addr, addrlen);
+    return r;
+}
+
+ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    struct sockaddr_storage ss;
+    void *name;
+    socklen_t namelen, sl;
+    ssize_t r;
+
+    jr_init();
+    if (!msg || !msg->msg_name)
+        return real_recvmsg(fd, msg, flags);
+    name = msg->msg_name;
+    namelen = msg->msg_namelen;
+    msg->msg_name = &ss;
+    msg->msg_namelen = sizeof(ss);
+    r = real_recvmsg(fd, msg, flags);
+    sl = msg->msg_namelen;
+    msg->msg_name = name;
+    msg->msg_namelen = namelen;
+    if (r >= 0)
+        jr_translate_peer(&ss, sl, (struct sockaddr *)name, &msg->msg_namelen);
+    return r;
+}
+
+/* Did the kernel refuse a destination because fd is a connected Joyride stream? */
+static int jr_refused_destination(int fd, const void *dest)
+{
+    struct jr_info info;
+    int saved = errno;
+
+    if (saved != EISCONN || !dest || jr_classify(fd, &info) != JR_CONNECTION) {
+        errno = saved;
+        return 0;
+    }
+    return 1;
+}
+
+ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *dest,
+               socklen_t destlen)
+{
+    ssize_t r;
+
+    jr_init();
+    r = real_sendto(fd, buf, len, flags, dest, destlen);
+    if (r < 0 && jr_refused_destination(fd, dest))
+        /* Linux TCP ignores the destination of a send on a connected socket. */
+        r = real_sendto(fd, buf, len, flags, NULL, 0);
+    return r;
+}
+
+ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    struct msghdr copy;
+    ssize_t r;
+
+    jr_init();
+    r = real_sendmsg(fd, msg, flags);
+    if (r < 0 && msg && jr_refused_destination(fd, msg->msg_name)) {
+        copy = *msg;
+        copy.msg_name = NULL;
+        copy.msg_namelen = 0;
+        r = real_sendmsg(fd, &copy, flags);
+    }
+    return r;
 }
 
 int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)

@@ -148,3 +148,32 @@ def test_iperf3_both_directions(iperf3_server: Testbed, reverse: bool) -> None:
     assert stats(bed.joy)["datapath"]["service"]["delivered"] - before >= 2
     print(json.dumps({"iperf3_mbps": {"reverse": reverse,
                                       "mbps": round(received["bits_per_second"] / 1e6, 1)}}))
+
+
+def sockperf_latency(node: Node, ip: str, port: int) -> tuple[float, str]:
+    out = node.run("sockperf", "pp", "--tcp", "-i", ip, "-p", str(port), "-t", "2", "-m", "64",
+                   timeout=60).stdout.decode()
+    match = re.search(r"avg-latency=([\d.]+)", out) or re.search(r"avg-lat=\s*([\d.]+)", out)
+    assert match is not None, out
+    return float(match[1]), out
+
+
+def test_sockperf_ping_pong(service_bed: Testbed) -> None:
+    """sockperf's server answers with sendto() to the address recvfrom() reported: the
+    shim must report the TCP peer and let the send through (it crashed before)."""
+    bed = service_bed
+    server = bed.joy.popen(JOYRIDE, "run", "--", "sockperf", "sr", "--tcp", "-p", "8094",
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kernel = bed.joy.popen("sockperf", "sr", "--tcp", "-p", "8101",
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(bed.peer, bed.joy.ip, 8094)
+    wait_port(bed.peer, bed.joy.ip, 8101)
+    before = stats(bed.joy)["datapath"]["service"].get("delivered", 0)
+    joy_us, out = sockperf_latency(bed.peer, bed.joy.ip, 8094)
+    assert server.poll() is None, server.stderr.read() if server.stderr else b""
+    assert "ERROR" not in out and joy_us > 0, out
+    assert stats(bed.joy)["datapath"]["service"]["delivered"] - before >= 1
+    kernel_us, _ = sockperf_latency(bed.peer, bed.joy.ip, 8101)
+    assert kernel.poll() is None
+    print(json.dumps({"sockperf_tcp_pp_us": {"joyride": joy_us, "kernel": kernel_us,
+                                             "ratio": round(joy_us / kernel_us, 2)}}))

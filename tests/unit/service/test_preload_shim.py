@@ -1,7 +1,8 @@
 """The C preload shim against a fake service (no privileges, no network namespace): a
 listen on an accelerated port becomes a Joyride listener, accept/getpeername/
-getsockname speak sockaddr_in, TCP options are accepted, and no service means the
-kernel plus one notice."""
+getsockname speak sockaddr_in, recvfrom/recvmsg report the TCP peer and sendto/sendmsg
+to it work, TCP options are accepted, and no service means the kernel plus one
+notice."""
 
 from __future__ import annotations
 
@@ -35,6 +36,13 @@ out.update(peer=peer, peer_again=conn.getpeername(), local=conn.getsockname(),
            protocol=conn.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL),
            data=conn.recv(100).decode())
 conn.sendall(b"pong")
+# As sockperf does: answer to the address recvfrom reported (Linux TCP ignores it).
+data, source = conn.recvfrom(100)
+sent = conn.sendto(b"pong2", source)
+data2, _, _, source2 = conn.recvmsg(100)
+sent2 = conn.sendmsg([b"pong3"], [], 0, source2)
+out.update(recvfrom=[data.decode(), source], sendto=sent,
+           recvmsg=[data2.decode(), source2], sendmsg=sent2)
 print(json.dumps(out))
 """
 
@@ -79,10 +87,18 @@ class FakeService:
             (socket.inet_aton("10.0.0.1"), request.port),
             (socket.inet_aton("192.0.2.7"), 5555), os.getpid(), 0)))
         conn.connect(protocol.abstract(request.name))
-        conn.sendall(b"ping")
         conn.settimeout(20)
-        self.reply_from_app = conn.recv(10)
+        for ping, size in ((b"ping", 4), (b"ping2", 5), (b"ping3", 5)):
+            conn.sendall(ping)  # one at a time: each read in the child sees one
+            self.reply_from_app += recv_exactly(conn, size)
         conn.close()
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    out = b""
+    while len(out) < n and (chunk := sock.recv(n - len(out))):
+        out += chunk
+    return out
 
 
 def test_listen_accept_and_addresses(shim: Path, tmp_path: Path) -> None:
@@ -107,7 +123,10 @@ def test_listen_accept_and_addresses(shim: Path, tmp_path: Path) -> None:
     assert out["nodelay"] == 1
     assert out["protocol"] == socket.IPPROTO_TCP
     assert out["data"] == "ping"
-    assert service.reply_from_app == b"pong"
+    assert out["recvfrom"] == ["ping2", ["192.0.2.7", 5555]]
+    assert out["recvmsg"] == ["ping3", ["192.0.2.7", 5555]]
+    assert out["sendto"] == 5 and out["sendmsg"] == 5
+    assert service.reply_from_app == b"pongpong2pong3"
     assert b"joyride:" not in proc.stderr
 
 
