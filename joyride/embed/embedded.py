@@ -26,18 +26,15 @@ import atexit
 import contextlib
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
-from joyride import netns
 from joyride.embed.drivers import DEFAULT_SPIN, ensure_asyncio_driver, ensure_thread_driver
-from joyride.embed.netlink import LoopSafeNetwork, NetlinkWorker
 from joyride.embed.stack import Stack
-from joyride.engine import Engine
+from joyride.engine import DEFAULT_EPHEMERAL, Engine, KernelNetwork
 from joyride.engine.nic import MultiNic
 from joyride.engine.xsknic import XskNic
 from joyride.errors import JoyrideError
@@ -50,10 +47,6 @@ from joyride.steer.program import EPHEMERAL, LISTEN, Mode, Steering
 from joyride.tcp.config import TcpConfig
 
 log = logging.getLogger(__name__)
-
-#: Outgoing connections take local ports here (the service's default range, so both
-#: modes leave the kernel the same ports).
-DEFAULT_EPHEMERAL = range(60000, 61000)
 
 
 class EmbedError(JoyrideError):
@@ -95,8 +88,6 @@ class Embedded:
             raise
 
     def _setup(self, mode: Mode, config: TcpConfig | None) -> None:
-        self._netns_fd = netns.current_fd()
-        self._stack.callback(os.close, self._netns_fd)
         self._routes: dict[bytes, bool] = {}
         self.dir = StateDir(self.ifname)
         if not self.dir.acquire():
@@ -129,9 +120,7 @@ class Embedded:
         steering.add_ports(self.ports, "tcp", LISTEN)
         import xsk
 
-        self._netlink = NetlinkWorker()
-        self._stack.callback(self._netlink.close)
-        self.network = LoopSafeNetwork(self.ifname, self._netlink)
+        self.network = KernelNetwork(self.ifname)
         self._stack.callback(self.network.close)
         self.sockets: list[Any] = []
         xsk_mode: Mode = "skb" if self.mode == "skb" else "native"
@@ -165,21 +154,11 @@ class Embedded:
         outgoing connection to it can use the embedded engine)."""
         known = self._routes.get(ip)
         if known is None:
-            known = self._netlink.call(self._route_oif, ip) == self.network.ifindex
+            known = self.network.route_oif(ip) == self.network.ifindex
             if len(self._routes) > 4096:
                 self._routes.clear()
             self._routes[ip] = known
         return known
-
-    def _route_oif(self, ip: bytes) -> int:
-        from pyroute2 import IPRoute
-
-        with netns.inside_fd(self._netns_fd), IPRoute() as ipr:
-            try:
-                routes = ipr.route("get", dst=socket.inet_ntoa(ip))
-            except Exception:  # NetlinkError: no route
-                return 0
-        return int(routes[0].get_attr("RTA_OIF") or 0) if routes else 0
 
     # -- introspection ---------------------------------------------------------------------
 

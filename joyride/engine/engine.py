@@ -50,7 +50,10 @@ log = logging.getLogger(__name__)
 
 BATCH: Final = 64
 PENDING_PER_HOP: Final = 256  # frames held per unresolved next hop (RFC 1122 §2.3.2.2: >= 1)
-DEFAULT_EPHEMERAL: Final = range(61000, 65536)
+#: Local ports of Joyride's outgoing connections, the one definition every front end
+#: uses (service and embedded mode reserve and steer the same range, so the kernel
+#: sees the same ports taken whichever mode runs).
+DEFAULT_EPHEMERAL: Final = range(60000, 61000)
 
 FourTuple = tuple[bytes, int, bytes, int]  # (local ip, local port, remote ip, remote port)
 # The same 4-tuple as the C parser's records carry it: addresses are the wire bytes read

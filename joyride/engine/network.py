@@ -12,13 +12,12 @@ while the engine holds the frames for that next hop (bounded) until the MAC is k
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from joyride import netns
+from joyride.engine.netlink import NetlinkWorker
 
 NUD_VALID: Final = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80  # REACHABLE..PERMANENT|NOARP
 NEIGHBOUR_TTL: Final = 1.0  # seconds a cached MAC is trusted before asking again
@@ -82,21 +81,24 @@ class StaticNetwork:
 class KernelNetwork:
     """The view of one interface from the network namespace this object is created in.
 
-    pyroute2 may open its netlink socket lazily and per thread, so every query runs
-    inside the namespace recorded at construction, whichever thread asks.
+    Every netlink call runs on one ``NetlinkWorker`` thread started by the constructor
+    (so in the constructor's namespace): it works from any thread, including one that
+    runs an asyncio loop (see ``joyride.engine.netlink``).
     """
 
     def __init__(self, ifname: str) -> None:
-        from pyroute2 import IPRoute
-
         try:
             self.ifindex = socket.if_nametoindex(ifname)
         except OSError as exc:
             raise ValueError(f"no interface named {ifname!r} in this network namespace") from exc
         self.ifname = ifname
-        self._netns_fd = netns.current_fd()
-        self._ipr: Any = IPRoute()
-        link = self._netlink(self._ipr.get_links, self.ifindex)[0]
+        self._worker = NetlinkWorker()
+        try:
+            self._ipr: Any = self._worker.call(_open_iproute)
+            link = self._netlink(self._ipr.get_links, self.ifindex)[0]
+        except BaseException:
+            self._worker.close()
+            raise
         self.mac = mac_bytes(link.get_attr("IFLA_ADDRESS"))
         self.mtu = int(link.get_attr("IFLA_MTU"))
         self._neigh: dict[bytes, tuple[bytes, float]] = {}  # ip -> (mac, expiry)
@@ -160,16 +162,30 @@ class KernelNetwork:
         except Exception:  # pyroute2 raises NetlinkError; an old kernel refuses the flag
             self._managed.discard(ip)
 
+    def route_oif(self, dst: bytes) -> int:
+        """The interface index the kernel routes ``dst`` through (0: no route)."""
+        try:
+            routes = self._netlink(self._ipr.route, "get", dst=socket.inet_ntoa(dst))
+        except Exception:  # pyroute2's NetlinkError: unreachable
+            return 0
+        return int(routes[0].get_attr("RTA_OIF") or 0) if routes else 0
+
     def close(self) -> None:
         for ip in self._managed:
             with contextlib.suppress(Exception):
                 self._netlink(self._ipr.neigh, "del", dst=socket.inet_ntoa(ip),
                               ifindex=self.ifindex)
         self._managed.clear()
-        with netns.inside_fd(self._netns_fd):
-            self._ipr.close()
-        os.close(self._netns_fd)
+        try:
+            self._worker.call(self._ipr.close)
+        finally:
+            self._worker.close()
 
     def _netlink(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        with netns.inside_fd(self._netns_fd):
-            return call(*args, **kwargs)
+        return self._worker.call(call, *args, **kwargs)
+
+
+def _open_iproute() -> Any:
+    from pyroute2 import IPRoute
+
+    return IPRoute()

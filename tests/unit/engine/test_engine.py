@@ -147,3 +147,18 @@ def test_multinic_serves_every_queue() -> None:
     assert multi.receive(64) is None
     assert multi.transmit([b"out"]) == 1
     assert list(peer0.inbox) == [b"out"]
+
+
+def test_one_ephemeral_range_for_engine_embed_and_service() -> None:
+    """The engine's default ephemeral range is the one embedded mode reserves and the
+    service's default agrees with it (one definition, the same kernel ports)."""
+    from joyride.embed import embedded
+    from joyride.engine import DEFAULT_EPHEMERAL
+    from joyride.service.service import DEFAULT_EPHEMERAL as SERVICE_EPHEMERAL
+
+    assert range(60000, 61000) == DEFAULT_EPHEMERAL
+    assert embedded.DEFAULT_EPHEMERAL is DEFAULT_EPHEMERAL
+    assert set(SERVICE_EPHEMERAL) == set(DEFAULT_EPHEMERAL)
+    nic_a, _ = MemoryNic.pair()
+    network = StaticNetwork("a0", MAC_A, frozenset({IP_A}), {IP_B: MAC_B})
+    assert Engine(nic_a, network).ephemeral_ports == DEFAULT_EPHEMERAL

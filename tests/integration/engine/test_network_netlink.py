@@ -1,0 +1,56 @@
+"""``KernelNetwork`` against the kernel: netlink from any thread, including one running
+an asyncio loop (pyroute2 0.9's sync API alone fails there), always in the namespace
+the object was created in."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+
+from joyride.engine import KernelNetwork
+from joyride.testbed import Testbed
+
+pytestmark = pytest.mark.integration
+
+
+def test_queries_from_a_running_loop_and_other_threads(testbed: Testbed) -> None:
+    bed = testbed
+    with bed.joy.inside():
+        network = KernelNetwork(bed.joy.ifname)
+    try:
+        joy_ip, peer_ip = bed.joy.ip_bytes, bed.peer.ip_bytes
+        # This thread is back in the root namespace: the answers must still be the
+        # test bed's (the worker thread stays where the object was created).
+        assert network.local_addresses() == frozenset({joy_ip})
+        assert network.mac == bytes.fromhex(bed.joy.mac.replace(":", ""))
+
+        async def inside_loop() -> tuple[frozenset[bytes], bytes, bytes | None, int]:
+            addrs = network.local_addresses()
+            hop = network.next_hop(peer_ip)
+            mac = None
+            deadline = time.monotonic() + 5
+            while mac is None and time.monotonic() < deadline:
+                mac = network.neighbour(hop, time.monotonic())
+                await asyncio.sleep(0.01)
+            return addrs, hop, mac, network.route_oif(peer_ip)
+
+        addrs, hop, mac, oif = asyncio.run(inside_loop())
+        assert addrs == frozenset({joy_ip})
+        assert hop == peer_ip  # on-link: the destination itself
+        assert mac == bytes.fromhex(bed.peer.mac.replace(":", ""))
+        assert oif == network.ifindex
+        assert network.route_oif(socket.inet_aton("203.0.113.9")) in (0, network.ifindex)
+
+        results: list[frozenset[bytes]] = []
+        worker = threading.Thread(target=lambda: results.append(network.local_addresses()))
+        worker.start()
+        worker.join(10)
+        assert results == [frozenset({joy_ip})]
+    finally:
+        network.close()
+    assert not any(t.name.startswith("joyride-netlink") and t.is_alive()
+                   for t in threading.enumerate() if t is not threading.current_thread())
