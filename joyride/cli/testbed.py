@@ -28,9 +28,16 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     if os.geteuid() != 0:
         raise PrivilegeError("removing network namespaces needs root: run with sudo")
+    from joyride.service import orphans
+
     removed = sweep(include_live=args.all)
     print(f"removed {len(removed)} test-bed namespace(s)" + (f": {' '.join(removed)}"
                                                               if removed else ""))
+    # After the namespaces: the Joyride state kept for them is now orphaned.
+    stale = orphans.sweep()
+    if stale:
+        print(f"removed {len(stale)} state director{'y' if len(stale) == 1 else 'ies'} of "
+              f"vanished network namespaces: {' '.join(p.name for p in stale)}")
     return 0
 
 

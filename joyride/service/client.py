@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from joyride.errors import JoyrideError, PrivilegeError
-from joyride.service import control
+from joyride.service import control, orphans
 from joyride.service.cleanup import cleanup_stale
 from joyride.service.state import ServiceState, StateDir
 from joyride.steer import xdp
@@ -65,6 +65,7 @@ def ask(ifname: str, message: dict[str, Any]) -> dict[str, Any]:
 def detach(ifname: str, *, timeout: float = STOP_TIMEOUT) -> list[str]:
     """Stop the service (or clean up after a dead one); return what was done."""
     require_root("detaching")
+    orphans.sweep()  # state left by namespaces that are gone
     state_dir = StateDir(ifname)
     # The supervisor first, or it would restart the service we stop; SIGTERM makes it
     # stop its service cleanly (the service undoes everything) and exit.
@@ -144,6 +145,7 @@ class InterfaceStatus:
 
 def status(ifname: str | None = None) -> list[InterfaceStatus]:
     """Status of one interface, or of every interface with state in this namespace."""
+    orphans.sweep()  # state left by namespaces that are gone (a no-op without root)
     names = [ifname] if ifname else [d.ifname for d in StateDir.all_in_netns()]
     out = []
     for name in names:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from joyride.errors import JoyrideError, PrivilegeError
-from joyride.service import control
+from joyride.service import control, orphans
 from joyride.service.service import (
     AlreadyAttached,
     Service,
@@ -73,6 +73,7 @@ def precheck(cfg: ServiceConfig) -> StateDir:
     """Fast refusals before anything is spawned or compiled."""
     if os.geteuid() != 0:
         raise PrivilegeError("attaching needs root (XDP, BPF maps, AF_XDP): run with sudo")
+    orphans.sweep()  # state left by namespaces that are gone
     xdp.ifindex(cfg.ifname)  # raises InterfaceNotFound with the actionable message
     state_dir = StateDir(cfg.ifname)
     if state_dir.service_alive():
