@@ -577,7 +577,17 @@ int xsk_kick(struct xsk_sock *s)
     return 0;
 }
 
+static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n, int kick);
+
 int xsk_tx(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n)
+{
+    return tx_queue(s, descs, n, 1);
+}
+
+/* Queue without waking the kernel unless the ring is full (only a kick drains it):
+ * a caller that queues several batches in one round kicks once at its end
+ * (xsk_kick), and copy mode's per-sendto cost is paid once for all of them. */
+static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n, int kick)
 {
     struct xsk_frames *f = s->frames;
     uint32_t ring_idx, placed = 0;
@@ -602,7 +612,7 @@ int xsk_tx(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n)
     s->st.tx_ring_full += n - i;
     /* Kick also when nothing new was queued but the ring is full: only the kernel
      * draining it makes room. */
-    int err = (placed || i < n) ? xsk_kick(s) : 0;
+    int err = ((kick && placed) || i < n) ? xsk_kick(s) : 0;
     if (err < 0 && placed == 0)
         return err;
     /* The caller learns how far into descs we got: frames from index i on are still
@@ -617,6 +627,13 @@ int xsk_tx(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n)
  * or skipped); a short count means the ring or the allocator ran out. */
 int xsk_tx_copy(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset, const uint8_t *src,
                 const uint64_t *src_offs, const uint32_t *lens, uint32_t n)
+{
+    return xsk_tx_copy_kick(s, umem, tx_offset, src, src_offs, lens, n, 1);
+}
+
+int xsk_tx_copy_kick(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset,
+                     const uint8_t *src, const uint64_t *src_offs, const uint32_t *lens,
+                     uint32_t n, int kick)
 {
     struct xdp_desc descs[256];
     uint32_t src_index[256];
@@ -646,7 +663,7 @@ int xsk_tx_copy(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset, const uin
             memcpy(umem + descs[i].addr, src + src_offs[k], lens[k]);
             descs[i].len = lens[k];
         }
-        int sent = xsk_tx(s, descs, chunk);
+        int sent = tx_queue(s, descs, chunk, kick);
         if (sent < 0)
             sent = 0;
         if ((uint32_t)sent < chunk) {

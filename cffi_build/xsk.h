@@ -114,6 +114,9 @@ int xsk_release_addrs(struct xsk_sock *s, const uint64_t *addrs, uint32_t n);
 int xsk_tx(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n);
 int xsk_tx_copy(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset, const uint8_t *src,
                 const uint64_t *src_offs, const uint32_t *lens, uint32_t n);
+int xsk_tx_copy_kick(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset,
+                     const uint8_t *src, const uint64_t *src_offs, const uint32_t *lens,
+                     uint32_t n, int kick);
 int xsk_complete(struct xsk_sock *s, uint32_t max);
 int xsk_kick(struct xsk_sock *s);
 int xsk_wait(struct xsk_sock *s, short events, int timeout_ms);

@@ -484,12 +484,15 @@ class Socket:
             raise XskError(f"AF_XDP transmit: {describe(-k)}", -k)
         return int(k)
 
-    def send_copy(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
+    def send_copy(self, base: Any, offsets: Any, lengths: Any, n: int, *,
+                  kick: bool = True) -> int:
         """Copy ``n`` frames (``base + offsets[i]``, ``lengths[i]`` bytes) into free UMEM
         frames and queue them, in one C call; returns how many of the ``n`` were
         consumed (frames too large for a UMEM frame are skipped and counted in
         ``rejected_tx``). ``base`` is a cffi pointer or a buffer; ``offsets`` uint64 and
-        ``lengths`` uint32 arrays (cffi or contiguous numpy)."""
+        ``lengths`` uint32 arrays (cffi or contiguous numpy). ``kick=False`` queues
+        without waking the kernel (unless the ring is full): call ``kick`` once after
+        the last batch of a round."""
         if self._closed:
             raise SocketClosed("socket is closed")
         if n <= 0:
@@ -499,7 +502,8 @@ class Socket:
         offs = _pointer("uint64_t *", offsets, keep)
         lens = _pointer("uint32_t *", lengths, keep)
         umem = ffi.cast("uint8_t *", self.umem.address)
-        return int(lib.xsk_tx_copy(self._s, umem, self._tx_offset, src, offs, lens, n))
+        return int(lib.xsk_tx_copy_kick(self._s, umem, self._tx_offset, src, offs, lens, n,
+                                        1 if kick else 0))
 
     def kick(self) -> None:
         """Wake the kernel to transmit what is on the tx ring (``send`` does it too)."""

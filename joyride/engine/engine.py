@@ -104,6 +104,8 @@ class Engine:
         self._fast: dict[TcpConnection, fastpath.FastPath] = {}
         self.use_fast_path = fastpath.available()
         self._bulk_tx = getattr(nic, "transmit_from", None)
+        # A NIC that queues without waking the kernel is kicked once per transmit step.
+        self._kick: Callable[[], None] | None = getattr(nic, "kick", None)
         # One arena for every connection's fast path: its frames are sent (copied out)
         # right after each build, so memory per connection does not include it.
         self._arena = (fastpath.TxArena(batch, max_frame=network.mtu + 18)
@@ -368,8 +370,13 @@ class Engine:
     # ------------------------------------------------------------------ transmit
 
     def _transmit(self, now: float) -> None:
-        if not (self._dirty or self._pending or self._tx):
-            return  # the common idle/spinning round: nothing to build, nothing to send
+        # The common idle/spinning round has nothing to build and nothing to send.
+        if self._dirty or self._pending or self._tx:
+            self._transmit_dirty(now)
+        if self._kick is not None:
+            self._kick()  # what this round queued (fast-path frames too) leaves now
+
+    def _transmit_dirty(self, now: float) -> None:
         self._retry_pending(now)
         dirty, self._dirty = self._dirty, set()
         for owner in dirty:

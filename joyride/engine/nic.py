@@ -150,11 +150,11 @@ class MultiNic:
         return self.nics[0].transmit(frames)
 
     def __getattr__(self, name: str) -> Any:
-        # ``transmit_from`` exactly when the first queue's NIC has it: the engine looks
-        # it up once and sends fast-path batches through it without a bytes copy.
-        if name == "transmit_from" and self.__dict__.get("nics"):
+        # ``transmit_from``/``kick`` exactly when the first queue's NIC has them (every
+        # frame leaves there): the engine looks them up once.
+        if name in ("transmit_from", "kick") and self.__dict__.get("nics"):
             first: Any = self.nics[0]
-            return first.transmit_from  # AttributeError when it has none, as wanted
+            return getattr(first, name)  # AttributeError when it has none, as wanted
         raise AttributeError(name)
 
     def fileno(self) -> int | None:

@@ -28,7 +28,10 @@ class XskNic:
         # them find nothing while spinning) allocates no Python objects.
         self._rx = xsk.RxArrays(batch)
         self._held = 0
-        self._desc = RxDescriptors(self._umem_base, self._rx.addrs, self._rx.lens, 0)
+        # One RxDescriptors per batch size, made once: its arrays are exactly n long
+        # (callers may sum them) and stay the same objects, so consumers that memoise
+        # their C pointers by object (the TCP fast path) keep hitting.
+        self._descs: dict[int, RxDescriptors] = {}
         # Frames built one by one (the slow path) are packed here and handed to the
         # socket in one C call (``send_copy``), like the fast path's batches.
         self._stage = bytearray(batch * (mtu + 18))
@@ -36,14 +39,18 @@ class XskNic:
         self._stage_offs = np.zeros(batch, dtype=np.uint64)
         self._stage_lens = np.zeros(batch, dtype=np.uint32)
         self.tx_dropped = 0
+        self.kick_errors = 0
+        self._kick_owed = False
 
     def receive(self, max_frames: int) -> RxDescriptors | None:
         n = self.sock.recv_into(self._rx, max_frames)
         if n == 0:
             return None
         self._held = n
-        desc = self._desc
-        desc.n = n
+        desc = self._descs.get(n)
+        if desc is None:
+            desc = RxDescriptors(self._umem_base, self._rx.addrs[:n], self._rx.lens[:n], n)
+            self._descs[n] = desc
         return desc
 
     def release(self) -> None:
@@ -71,13 +78,28 @@ class XskNic:
         return sent
 
     def _send_stage(self, k: int) -> int:
+        if k == 0:
+            return 0
+        self._kick_owed = True
         return int(self.sock.send_copy(self._stage_ptr, self._stage_offs, self._stage_lens,
-                                       k)) if k else 0
+                                       k, kick=False))
+
+    def kick(self) -> None:
+        """Wake the kernel once for every frame queued since the last kick: in copy mode
+        each wakeup (a sendto) costs tens of µs, so one round's frames — fast-path
+        batches of many connections, slow-path segments — share one."""
+        if self._kick_owed:
+            self._kick_owed = False
+            try:
+                self.sock.kick()
+            except self._xsk.XskError:
+                self.kick_errors += 1
 
     def transmit_from(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
         """Frames built elsewhere (``base + offsets[i]``), copied and queued in one C call."""
         self.sock.poll_completions()
-        sent = int(self.sock.send_copy(base, offsets, lengths, n))
+        self._kick_owed = True
+        sent = int(self.sock.send_copy(base, offsets, lengths, n, kick=False))
         self.tx_dropped += n - sent
         return sent
 
@@ -85,4 +107,5 @@ class XskNic:
         return int(self.sock.fileno())
 
     def close(self) -> None:
+        self.kick()
         self.release()
