@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from xsk_helpers import ETH_P_TX, MODES, Link, frame_size_for, payload
 
-from xsk import Socket, Umem, attach_redirect_all
+from xsk import RxArrays, Socket, Umem, attach_redirect_all
 
 pytestmark = pytest.mark.integration
 
@@ -185,3 +185,30 @@ def test_send_copy_queues_frames_built_elsewhere(link: Link, mode: str) -> None:
     assert sock.send_copy(region, offsets, lengths, 41) == 41
     assert link.recv_peer(40) == frames
     assert sock.statistics()["rejected_tx"] == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_recv_into_fixed_arrays(link: Link, mode: str) -> None:
+    """``recv_into`` fills caller-owned arrays (no batch object): the same frames, in
+    order, as ``recv``; ``release_from`` hands them back to the kernel."""
+    sock, umem = open_socket(link, mode)
+    arrays = RxArrays(8)
+    link.send_seq(0, 20)
+    got: list[bytes] = []
+    deadline = time.monotonic() + 5
+    while len(got) < 20 and time.monotonic() < deadline:
+        if not sock.wait(0.2):
+            continue
+        n = sock.recv_into(arrays)
+        assert 0 <= n <= 8
+        for i in range(n):
+            addr, length = int(arrays.addrs[i]), int(arrays.lens[i])
+            assert umem.owner(addr) == "app"
+            got.append(umem.array[addr:addr + length].tobytes())
+        addrs = arrays.addrs[:n].tolist()
+        assert sock.release_from(arrays, n) == n
+        assert all(umem.owner(a).startswith("kernel") for a in addrs)
+    assert got == [link.frame(s) for s in range(20)]
+    assert sock.recv_into(arrays) == 0  # nothing left, never waits
+    stats = sock.statistics()
+    assert stats["rejected_rx"] == 0 and stats["rejected_fill"] == 0
