@@ -123,16 +123,18 @@ uint32_t tcpfast_rx(struct tcpfast_state *s, const void *recs, uint32_t first, u
     return i;
 }
 
-void tcpfast_fill_data(void *segs, uint32_t n, uint32_t seq0, uint32_t mss, uint32_t ack,
-                       uint16_t window, uint8_t flags, uint8_t last_flags, uint8_t has_ts,
-                       uint32_t tsval, uint32_t tsecr)
+void tcpfast_fill_send(void *segs, uint32_t n, uint32_t seq0, uint32_t mss, uint32_t nbytes,
+                       uint32_t ack, uint16_t window, uint8_t flags, uint8_t last_flags,
+                       uint8_t has_ts, uint32_t tsval, uint32_t tsecr)
 {
     struct wire_seg *w = (struct wire_seg *)segs;
     for (uint32_t i = 0; i < n; i++) {
+        uint32_t off = i * mss;
+        uint32_t left = nbytes - off;
         memset(&w[i], 0, sizeof w[i]);
-        w[i].payload_off = (uint64_t)i * mss;
-        w[i].payload_len = mss;
-        w[i].seq = seq0 + i * mss;
+        w[i].payload_off = off;
+        w[i].payload_len = left < mss ? left : mss;
+        w[i].seq = seq0 + off;
         w[i].ack = ack;
         w[i].window = window;
         w[i].flags = (i + 1 == n) ? last_flags : flags;

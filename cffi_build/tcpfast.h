@@ -78,12 +78,14 @@ uint32_t tcpfast_rx(struct tcpfast_state *s, const void *recs, uint32_t first, u
                     const uint8_t *base, const uint64_t *offs, uint8_t *dst,
                     uint32_t dst_cap, uint32_t *ack_points, uint32_t ack_cap);
 
-/* Fill n wire_seg specs (cffi_build/wire.h) for full-sized data segments: sequence
- * numbers seq0, seq0 + mss, ...; payload offsets 0, mss, ...; the last one gets
- * last_flags (ACK|PSH when it empties the send queue). */
-void tcpfast_fill_data(void *segs, uint32_t n, uint32_t seq0, uint32_t mss, uint32_t ack,
-                       uint16_t window, uint8_t flags, uint8_t last_flags, uint8_t has_ts,
-                       uint32_t tsval, uint32_t tsecr);
+/* Fill n wire_seg specs (cffi_build/wire.h) for the data segments covering nbytes
+ * bytes from seq0: full-sized (mss) ones, the last one shorter when nbytes is not a
+ * multiple of mss (a tail the Python side's Nagle/SWS rules allowed); payload offsets
+ * 0, mss, ...; the last one gets last_flags (ACK|PSH when it empties the send queue).
+ * The caller guarantees (n - 1) * mss < nbytes <= n * mss. */
+void tcpfast_fill_send(void *segs, uint32_t n, uint32_t seq0, uint32_t mss, uint32_t nbytes,
+                       uint32_t ack, uint16_t window, uint8_t flags, uint8_t last_flags,
+                       uint8_t has_ts, uint32_t tsval, uint32_t tsecr);
 
 /* Fill n wire_seg specs for pure ACKs at ack_points[0..n): every one advertises the
  * same right edge (rcv_edge), so the window never shrinks (RFC 9293 §3.8.6.2.2). */

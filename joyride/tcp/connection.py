@@ -559,7 +559,6 @@ class TcpConnection:
         """Send queued data allowed by both windows, with Nagle (RFC 9293 §3.7.4) and
         sender SWS avoidance (§3.8.6.2.1)."""
         mss = self._smss
-        nodelay = self.config.nodelay
         while True:
             offset = self._snd_nxt - self._buf_seq
             avail = len(self._send_buf) - offset
@@ -568,14 +567,28 @@ class TcpConnection:
             n = min(avail, mss, self._usable_window())
             if n <= 0:
                 return
-            if n < mss and not (
-                self._snd_nxt < self._snd_max  # retransmission after an RTO
-                or (n == avail and (nodelay or self._snd_nxt == self._snd_una
-                                    or self._fin_seq is not None))
-                or (self._max_snd_wnd and n >= self._max_snd_wnd // 2)
-            ):
+            if n < mss and not self.small_segment_allowed(self._snd_nxt, n, avail):
                 return
             self._emit_data(self._snd_nxt, n, now)
+
+    def small_segment_allowed(self, seq: Seq, n: int, avail: int) -> bool:
+        """May a segment of ``n`` < SMSS bytes starting at ``seq`` go now, with
+        ``avail`` bytes queued from ``seq``? The one statement of the sender's rules,
+        also asked by the batch fast path about the tail it would send after ``seq``.
+
+        * a retransmission after an RTO (``seq`` below SND.MAX) is never held back;
+        * Nagle (RFC 9293 §3.7.4, RFC 896): the last of the queued data goes when
+          nothing is outstanding (``seq`` == SND.UNA), or always with TCP_NODELAY, or
+          when a FIN follows it;
+        * sender SWS avoidance (§3.8.6.2.1): otherwise only a segment of at least half
+          the largest window the peer ever offered.
+        """
+        return bool(
+            seq < self._snd_max
+            or (n == avail and (self.config.nodelay or seq == self._snd_una
+                                or self._fin_seq is not None))
+            or (self._max_snd_wnd and n >= self._max_snd_wnd // 2)
+        )
 
     def _emit_data(self, seq: Seq, n: int, now: float) -> None:
         """Emit data bytes [seq, seq+n) (and the FIN if it directly follows)."""

@@ -17,7 +17,9 @@ variables are copied into a small C struct before and back after (the TCB's fast
 half), and the per-batch bookkeeping (send-buffer release, RTT sample, congestion
 control, timers, delayed ACK) runs once. ACKs owed every second full segment are
 collected by the C loop as ACK points and built in one call by the wire batch builder,
-as are outgoing full-sized data segments (``send_batch``).
+as are outgoing data segments (``send_batch``): full-sized ones, and the sub-MSS tail
+when the connection's own Nagle/SWS rule (``TcpConnection.small_segment_allowed``)
+would send it now, so a small request/response never needs the slow path.
 
 This module reaches into ``TcpConnection``'s private fields on purpose: it is the
 other half of the same transmission control block, kept apart so that the state
@@ -62,7 +64,7 @@ try:
     _mod = importlib.import_module("joyride.tcp._tcpfast")
     # A module built from older sources lacks newer entry points: treat it as absent
     # (the slow path works; BUILD_HINT says how to rebuild) rather than fail mid-batch.
-    if hasattr(_mod.lib, "tcpfast_load"):
+    if hasattr(_mod.lib, "tcpfast_fill_send"):
         ffi, lib = _mod.ffi, _mod.lib
 except ImportError:
     pass
@@ -380,9 +382,14 @@ class FastPath:
     # ------------------------------------------------------------------ transmit
 
     def send_batch(self, now: float, max_segments: int | None = None) -> int:
-        """Build up to ``max_segments`` full-sized data segments into ``tx_buf`` when
-        the connection is in plain bulk-send mode; returns how many (0 means: use
-        ``conn.segments_to_send``). Windows, cwnd and Karn timing as the slow path."""
+        """Build up to ``max_segments`` data segments into ``tx_buf`` when the
+        connection is in plain send mode; returns how many (0 means: use
+        ``conn.segments_to_send``). Windows, cwnd and Karn timing as the slow path.
+
+        Full-sized segments go while both windows admit them; a shorter last segment
+        (the queue's tail, or what the window leaves) goes only when the connection's
+        own rule says so (Nagle, RFC 9293 §3.7.4; sender SWS avoidance, §3.8.6.2.1),
+        asked as if the full segments before it were already sent."""
         c = self.conn
         limit = min(self.capacity, max_segments or self.capacity)
         if (
@@ -398,27 +405,44 @@ class FastPath:
         mss = c._smss
         offset = c._snd_nxt - c._buf_seq
         avail = len(c._send_buf) - offset
-        if c._fin_seq is not None:
+        fin_queued = c._fin_seq is not None
+        if fin_queued:
             avail -= 1  # the segment carrying the last byte also carries the FIN: slow path
-        n = min(limit, avail // mss, max(c._usable_window(), 0) // mss)
+        usable = c._usable_window()
+        if avail <= 0 or usable <= 0:
+            return 0
+        n = min(limit, avail // mss, usable // mss)
+        nbytes = n * mss
+        if n < limit and not fin_queued:
+            # RFC 9293 §3.8.6.2.1 / §3.7.4: what is left after the full segments is
+            # sent only by the same rule the slow path applies (one segment: the
+            # loop there would stop after it, the window or the queue being spent).
+            tail = min(avail - nbytes, mss, usable - nbytes)
+            if 0 < tail < mss and c.small_segment_allowed(
+                c._snd_nxt + nbytes, tail, avail - nbytes
+            ):
+                n += 1
+                nbytes += tail
         if n <= 0:
             return 0
         if c._idle_restart_due(now):
             return 0  # the slow path applies the RFC 5681 §4.1 restart window
         # A view of the send ring (no copy): the builder copies it into the frames
         # before anything can consume those bytes.
-        payload = c._send_buf.peek_view(offset, n * mss)
+        payload = c._send_buf.peek_view(offset, nbytes)
         c._ack_now = False
         window = c._advertise_window()
-        last = _ACK_PSH if offset + n * mss == len(c._send_buf) else _ACK
-        lib.tcpfast_fill_data(
-            self._segs_ptr, n, int(c._snd_nxt), mss, int(c._rcv_nxt), window, _ACK, last,
+        # PSH on the segment that empties the send queue, as _emit_data.
+        last = _ACK_PSH if offset + nbytes == len(c._send_buf) else _ACK
+        lib.tcpfast_fill_send(
+            self._segs_ptr, n, int(c._snd_nxt), mss, nbytes, int(c._rcv_nxt), window,
+            _ACK, last,
             1 if c._ts_ok else 0,
             ts_clock(now, c._ts_offset) if c._ts_ok else 0,
             c._ts_recent if c._ts_ok else 0,
         )
         self._build(n, payload)
-        end = c._snd_nxt + n * mss
+        end = c._snd_nxt + nbytes
         if c._rtt_seq is None:
             c._rtt_seq, c._rtt_time = end, now
         c._snd_nxt = c._snd_max = end

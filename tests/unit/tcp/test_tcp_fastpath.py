@@ -22,6 +22,7 @@ from tcp_helpers import (
     PSH,
     REMOTE_IP,
     REMOTE_PORT,
+    REMOTE_WIN,
     RST,
     SYN,
     established,
@@ -327,3 +328,124 @@ def test_fast_path_fills_the_receive_ring_across_its_wrap() -> None:
     assert fp.fast_segments > 0 and fp.wrap_fallbacks > 0  # both paths were used
     assert len(delivered) > 4000  # more than one ring's worth went through
     assert _observable(a) == _observable(b)
+
+
+# ---------------------------------------------------------------- transmit agreement
+
+
+def _wire_view(s: TcpSegment) -> tuple[object, ...]:
+    return (int(s.seq), int(s.ack), s.flags, s.window, bytes(s.payload), s.options.timestamps)
+
+
+def _send_fast(conn: TcpConnection, fp: fastpath.FastPath, now: float) -> list[TcpSegment]:
+    """What the engine does: fast-path batches first, then whatever the slow path adds."""
+    sent: list[TcpSegment] = []
+    parser = BatchParser(64)
+    while (n := fp.send_batch(now)) > 0:
+        parser.parse_descriptors(fp.tx_base_c, fp.tx_offsets_c, fp.tx_lengths, n)
+        sent += [parser.frame(i).tcp for i in range(n)]
+    return sent + conn.segments_to_send(now)
+
+
+_STEP = st.tuples(
+    st.sampled_from(["write", "write", "ack", "ack_all", "tick", "close"]),
+    st.integers(1, 5000),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_STEP, min_size=1, max_size=25), st.booleans(), st.booleans(),
+       st.integers(600, 64000))
+def test_fast_and_slow_paths_send_the_same_segments(
+    plan: list[tuple[str, int]], nodelay: bool, timestamps: bool, peer_window: int
+) -> None:
+    """Sub-MSS tails included: the fast path sends exactly what ``segments_to_send``
+    would (Nagle RFC 9293 §3.7.4, SWS avoidance §3.8.6.2.1, PSH on the last one), with
+    the same sequence state and timers afterwards."""
+    cfg = plain_config(nodelay=nodelay, timestamps=timestamps)
+    peer = TcpOptions(mss=1460, timestamps=(1, 0) if timestamps else None)
+    a, b = _pair(cfg, peer)
+    fp = fastpath.FastPath(b, FROM_LOCAL, capacity=64)
+    now = 1.0
+    for kind, k in plan:
+        if kind == "write":
+            data = bytes([k & 0xFF]) * k
+            assert a.send(data) == b.send(data)
+        elif kind in ("ack", "ack_all"):
+            una, mx = int(a.snd_una), int(a._snd_max)
+            ackno = mx if kind == "ack_all" else una + min(k, mx - una)
+            opts = TcpOptions(timestamps=(int(now * 1000), a._ts_recent)) if timestamps else None
+            ack = seg(IRS + 1, ackno, ACK, window=peer_window, options=opts)
+            a.receive(ack, now)
+            b.receive(ack, now)
+        elif kind == "tick":
+            now += k / 10000
+            a.on_timer(now)
+            b.on_timer(now)
+        else:
+            a.shutdown_write()
+            b.shutdown_write()
+        slow = [_wire_view(s) for s in a.segments_to_send(now)]
+        fast = [_wire_view(s) for s in _send_fast(b, fp, now)]
+        assert fast == slow
+        assert (a.snd_nxt, a.snd_una, a.poll_at(), a.congestion.cwnd, a.state) == (
+            b.snd_nxt, b.snd_una, b.poll_at(), b.congestion.cwnd, b.state)
+        now += 0.001
+
+
+def test_send_batch_sends_a_small_reply_with_psh_when_idle_rfc9293_3_7_4() -> None:
+    """Nagle lets the last, short segment go when nothing is outstanding; it carries
+    PSH because it empties the queue. With data outstanding it waits (Nagle on)."""
+    conn = established()
+    fp = fastpath.FastPath(conn, FROM_LOCAL)
+    conn.send(b"r" * 64)
+    assert fp.send_batch(0.1) == 1
+    (frame,) = fp.tx_frames()
+    p = BatchParser(1)
+    p.parse([frame])
+    reply = p.frame(0).tcp
+    assert (reply.seq, reply.flags, reply.payload) == (ISS + 1, ACK | PSH, b"r" * 64)
+    conn.send(b"s" * 64)  # 64 bytes outstanding: Nagle holds the next small one
+    assert fp.send_batch(0.2) == 0
+    assert conn.segments_to_send(0.2) == []
+    conn.receive(seg(IRS + 1, ISS + 65), 0.3)  # the first is acknowledged: it goes
+    assert fp.send_batch(0.3) == 1
+
+
+def test_send_batch_full_segments_then_the_tail_with_nodelay() -> None:
+    conn = established(plain_config(nodelay=True))
+    fp = fastpath.FastPath(conn, FROM_LOCAL)
+    conn.send(b"x" * (3 * 1460 + 100))
+    assert fp.send_batch(0.1) == 4
+    p = BatchParser(4)
+    p.parse(fp.tx_frames())
+    segs = [p.frame(i).tcp for i in range(4)]
+    assert [len(s.payload) for s in segs] == [1460, 1460, 1460, 100]
+    assert [s.flags for s in segs] == [ACK, ACK, ACK, ACK | PSH]
+    assert conn.snd_nxt == ISS + 1 + 3 * 1460 + 100
+
+
+def test_small_segment_allowed_steps_nagle_and_sws_rfc9293_3_7_4_3_8_6_2_1() -> None:
+    conn = established()  # Nagle on
+    conn.send(b"a" * 100)
+    start = conn.snd_una
+    # Nothing outstanding: the whole (short) queue may go (§3.7.4).
+    assert conn.small_segment_allowed(start, 100, 100)
+    # Not the whole queue, not half the peer's largest window: held (§3.8.6.2.1).
+    assert not conn.small_segment_allowed(start, 50, 100)
+    assert [len(s.payload) for s in out(conn, 0.1)] == [100]
+    conn.send(b"b" * 100)
+    # 100 bytes outstanding: Nagle holds the new tail ...
+    assert not conn.small_segment_allowed(conn.snd_nxt, 100, 100)
+    assert out(conn, 0.2) == []
+    # ... unless it is at least half the largest window the peer offered (SWS rule).
+    assert conn.small_segment_allowed(conn.snd_nxt, REMOTE_WIN // 2, REMOTE_WIN)
+    # An ACK of everything outstanding releases it.
+    conn.receive(seg(IRS + 1, start + 100), 0.3)
+    assert conn.small_segment_allowed(conn.snd_nxt, 100, 100)
+    assert [len(s.payload) for s in out(conn, 0.3)] == [100]
+    nodelay = established(plain_config(nodelay=True))
+    nodelay.send(b"c" * 10)
+    out(nodelay, 0.1)
+    # TCP_NODELAY: the queue's end goes even with data outstanding.
+    assert nodelay.small_segment_allowed(nodelay.snd_nxt, 10, 10)
