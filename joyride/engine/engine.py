@@ -10,10 +10,11 @@ One ``Engine`` serves one NIC queue. Each ``poll``:
    run (Van Jacobson header prediction in C); everything else is parsed into Python
    objects and handed to the state machine;
 3. runs every timer that is due;
-4. turns what the touched connections want to send into frames (full-sized bulk data
-   and ACKs built in C by the fast path, the rest one by one; next-hop MAC from the
-   kernel's neighbour table; frames wait, bounded, while the kernel resolves one) and
-   transmits them as one batch.
+4. turns what the touched connections want to send into frames (data and ACKs built
+   in C by the fast path; the other data/ACK segments of an established connection's
+   state machine framed by the same C builder in one call; handshake and RST segments
+   one by one in Python; next-hop MAC from the kernel's neighbour table; frames wait,
+   bounded, while the kernel resolves one) and transmits them as one batch.
 
 Front ends (the network service, embedded mode) read and write connections between
 polls and call ``flush`` to send what the application queued.
@@ -40,11 +41,16 @@ from joyride.tcp.counters import Counters
 from joyride.tcp.isn import IsnGenerator
 from joyride.tcp.listener import Listener, Outgoing
 from joyride.tcp.state import TcpState
-from joyride.wire.batch import BatchParser, FrameTemplate
+from joyride.wire.batch import (
+    MAX_SACK_BLOCKS,
+    MAX_SACK_BLOCKS_WITH_TS,
+    BatchParser,
+    FrameTemplate,
+)
 from joyride.wire.ethernet import EthernetHeader
 from joyride.wire.frame import build_frame_into, frame_len
 from joyride.wire.ipv4 import Ipv4Header
-from joyride.wire.tcp import TcpSegment
+from joyride.wire.tcp import TcpFlags, TcpSegment
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,8 @@ RawTuple = tuple[int, int, int, int]
 FAST_STATES: Final = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT,
                                 TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2, TcpState.LAST_ACK})
 MAX_FAST_SEND_ROUNDS: Final = 16  # fast-path data builds per connection per transmit
+# Segments the C batch builder does not frame (it writes data/ACK segments only).
+_NOT_BATCHABLE: Final = int(TcpFlags.SYN | TcpFlags.RST | TcpFlags.URG)
 
 
 class EngineError(Exception):
@@ -403,8 +411,11 @@ class Engine:
                 if fp.send_batch(now) == 0:
                     break
                 self._take_fast_frames(fp)
-        for seg in owner.segments_to_send(now):
-            self._emit(Outgoing(owner.local_ip, owner.remote_ip, seg), now)
+        segs = owner.segments_to_send(now)
+        if segs:
+            done = self._build_segments(fp, segs) if fp is not None else 0
+            for seg in segs[done:]:
+                self._emit(Outgoing(owner.local_ip, owner.remote_ip, seg), now)
         if owner.state is TcpState.CLOSED:
             self._forget(owner)
             return
@@ -421,6 +432,59 @@ class Engine:
         if self._by_raw.get(raw) is conn:
             del self._by_raw[raw]
         self._fast.pop(conn, None)
+
+    def _build_segments(self, fp: fastpath.FastPath, segs: list[TcpSegment]) -> int:
+        """Frame the state machine's segments of an established connection with its
+        fast path's C builder and send them like fast-path frames: one C call for the
+        batch instead of a Python header build per segment.
+
+        Only data/ACK segments (timestamps and SACK options) qualify; the builder
+        stops at the first other one (SYN, RST, URG, MSS/window-scale options, or a
+        frame too big for the arena), and that one and the rest go through ``_emit``,
+        after these, so the connection's segments leave in order. Returns how many
+        segments were sent here."""
+        builder = fp.builder
+        max_frame = fp.arena.max_frame
+        limit = min(len(segs), fp.capacity)
+        payloads: list[bytes | memoryview] = []
+        at = 0
+        k = 0
+        while k < limit:
+            seg = segs[k]
+            o = seg.options
+            blocks = len(o.sack_blocks)
+            if (
+                seg.flags & _NOT_BATCHABLE
+                or seg.urgent
+                or o.mss is not None
+                or o.wscale is not None
+                or o.sack_permitted
+                or blocks > (MAX_SACK_BLOCKS_WITH_TS if o.timestamps else MAX_SACK_BLOCKS)
+            ):
+                break
+            size = len(seg.payload)
+            # Ethernet + IPv4 + TCP headers, NOP-padded options (as wire_build_batch).
+            hdr = 54 + (12 if o.timestamps is not None else 0) + (4 + 8 * blocks if blocks else 0)
+            if hdr + size > max_frame:
+                break
+            self._ip_id = (self._ip_id + 1) & 0xFFFF
+            builder.set_segment(k, seg, at, self._ip_id)
+            if size:
+                payloads.append(seg.payload)
+                at += size
+            k += 1
+        if k == 0:
+            return 0
+        payload = payloads[0] if len(payloads) == 1 else b"".join(payloads)
+        built = builder.build_into(fp.tx_base_c, fp.tx_offsets_c, fp.arena.caps_c, k,
+                                   payload if at else None)
+        if built != k:  # pragma: no cover - sizes were checked above
+            self.counters["internal_error_build"] += 1
+            return 0
+        fp.tx_count = k
+        self.counters["tx_built_in_c"] += k
+        self._take_fast_frames(fp)
+        return k
 
     def _emit(self, out: Outgoing, now: float) -> None:
         hop = self.network.next_hop(out.dst_ip)
