@@ -37,6 +37,7 @@ from joyride.steer.ports import PortSet
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT: Final = 90.0  # BCC compiles take seconds; a loaded machine takes longer
+PROFILE_ENV: Final = "JOYRIDE_PROFILE"  # debugging: profile the service loop into this file
 
 
 class ServiceStartFailed(JoyrideError):
@@ -156,11 +157,26 @@ def run_service(cfg: ServiceConfig, *, ready_fd: int | None = None,
         _report(ready_fd, {"ok": True, "state": state.to_json()})
         if on_ready is not None:
             on_ready(state)
-        reason = service.serve()
+        reason = _serve(service)
         log.info("stopping: %s", reason)
     finally:
         service.stop()
     return 0
+
+
+def _serve(service: Service) -> str:
+    """The service loop; under ``$JOYRIDE_PROFILE`` (a path) also a cProfile of it,
+    written there when the service stops (for finding the loop's per-byte costs)."""
+    target = os.environ.get(PROFILE_ENV)
+    if not target:
+        return service.serve()
+    import cProfile
+
+    profile = cProfile.Profile()
+    try:
+        return profile.runcall(service.serve)
+    finally:
+        profile.dump_stats(target)
 
 
 def _raise_fd_limit() -> None:

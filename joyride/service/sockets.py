@@ -10,7 +10,6 @@ an engine.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -125,23 +124,40 @@ class QueueSocket:
     def transmit(self, frames: Sequence[Buffer]) -> int:
         """Copy frames onto the tx ring; returns how many were queued (the rest dropped).
 
-        In copy mode (veth, and any driver without zero-copy) each wake-up transmits a
-        bounded batch (the kernel's ``TX_BATCH_SIZE``, 32) and the rest stays on the
-        ring; a burst larger than the ring would be dropped and cost retransmissions.
-        So a partial send reaps completions and wakes the kernel again, a bounded
-        number of times, before the remainder counts as dropped.
+        The frames are packed and queued in one C call (``XskNic.transmit``) without
+        waking the kernel: the engine ``kick``s once per round. The ring fills when a
+        burst outruns copy mode (each wake-up moves the kernel's ``TX_BATCH_SIZE``, 32);
+        the C side then wakes the kernel itself, and the remainder is offered again a
+        bounded number of times before it counts as dropped (a dropped segment costs a
+        retransmission).
         """
-        import xsk
-
+        nic = self._engine_nic()
         total, n = 0, len(frames)
         for _ in range(TX_ATTEMPTS):
-            self._sock.poll_completions()
-            with contextlib.suppress(xsk.UmemExhausted):
-                total += int(self._sock.send(frames[total:] if total else frames))
+            total += nic.transmit(frames[total:] if total else frames)
             if total >= n:
                 return total
         self.tx_dropped += n - total
         return total
+
+    def transmit_from(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
+        """Frames built in one region (the TCP fast path's batch), copied and queued in
+        one C call each attempt, with the same bounded retry as ``transmit``."""
+        nic = self._engine_nic()
+        total = 0
+        for _ in range(TX_ATTEMPTS):
+            total += nic.transmit_from(base, _advance(offsets, total),
+                                       _advance(lengths, total), n - total)
+            if total >= n:
+                return total
+        self.tx_dropped += n - total
+        return total
+
+    def kick(self) -> None:
+        """Wake the kernel once for everything queued this round (copy mode sends in
+        the ``sendto``): the engine calls this at the end of each transmit step."""
+        if self._nic is not None:
+            self._nic.kick()
 
     def statistics(self) -> dict[str, int]:
         out = {
@@ -158,6 +174,13 @@ class QueueSocket:
     def close(self) -> None:
         self.release()
         self._sock.close()
+
+
+def _advance(array: Any, k: int) -> Any:
+    """``array`` from element ``k`` on: a numpy array slices, a cffi pointer adds."""
+    if k == 0:
+        return array
+    return array[k:] if isinstance(array, np.ndarray) else array + k
 
 
 SocketFactory = Callable[[str, int, str], QueueSocket]
