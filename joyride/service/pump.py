@@ -30,6 +30,11 @@ from joyride.tcp.state import TcpState
 
 CHUNK: Final = 64 * 1024  # bytes moved per syscall; also the per-direction holdover
 BUDGET: Final = 16  # chunks per direction per ``service`` call: fairness between pumps
+# Bytes cross the service in this buffer (``recv_into`` from one side, ``send`` to the
+# other) with no allocation per chunk; only a remainder the other side refused is
+# copied out. One for all pumps and both directions: the service loop is one thread and
+# a chunk never outlives the call that read it.
+_SCRATCH: Final = memoryview(bytearray(CHUNK))
 _SENDING: Final = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
                              TcpState.CLOSE_WAIT})
 
@@ -72,22 +77,27 @@ class Pump:
         if self.app_gone:
             return False
         for _ in range(budget):
-            if self.to_app is None:
-                data = self.conn.recv(CHUNK)
-                if not data:
+            if self.to_app is not None:
+                chunk = self.to_app
+            else:
+                got = self.conn.recv_into(_SCRATCH)
+                if not got:
                     break
-                self.to_app = memoryview(data)
+                chunk = _SCRATCH[:got]
             try:
-                n = self.sock.send(self.to_app, socket.MSG_NOSIGNAL)
+                n = self.sock.send(chunk, socket.MSG_NOSIGNAL)
             except BlockingIOError:
-                return False
+                n = 0
             except OSError:  # EPIPE / ECONNRESET: the application closed its end
                 self._app_closed()
                 return False
-            rest = self.to_app[n:]
-            self.to_app = rest if len(rest) else None
-            if self.to_app is not None:
-                return False  # the socket is full: wait for EVENT_WRITE
+            if n < len(chunk):
+                # The socket is full: keep the rest (copied when it is in the reused
+                # scratch, which is not ours past this call) and wait for EVENT_WRITE.
+                rest = chunk[n:]
+                self.to_app = rest if chunk is self.to_app else memoryview(rest.tobytes())
+                return False
+            self.to_app = None
         else:
             if self.conn.recv_queue:
                 return True  # budget spent with bytes left: come back next iteration
@@ -112,21 +122,24 @@ class Pump:
                 if self.to_tcp is not None:
                     return False  # the send buffer is full: wait for ACKs to free it
             try:
-                data = self.sock.recv(CHUNK)
+                got = self.sock.recv_into(_SCRATCH)
             except BlockingIOError:
                 return False
             except OSError:
                 self._app_closed()
                 return False
-            if not data:
+            if not got:
                 # The application shut down writing (or closed): RFC 9293 §3.10.4 CLOSE
                 # of the sending half; a FIN follows the queued data.
                 self.app_eof = True
                 self.conn.shutdown_write()
                 return False
-            self.to_tcp = memoryview(data)
-        # Budget spent holding a chunk: EVENT_READ is off while ``to_tcp`` is held, so
-        # the caller comes back rather than waiting for an ACK that may never be due.
+            taken = self.conn.send(_SCRATCH[:got])
+            if taken < got:
+                # The send buffer is full: keep the rest (copied: the scratch is reused).
+                self.to_tcp = memoryview(_SCRATCH[taken:got].tobytes())
+                return False
+        # Budget spent with the socket perhaps still readable: come back next iteration.
         return True
 
     def _app_closed(self) -> None:
