@@ -14,7 +14,10 @@ where it lives when it is bound or connected:
   thread, or the asyncio loop when one already drives the engine).
 * **service** — the network service (``joyride attach``) accelerates the port: the
   socket is the real descriptor the service hands over (``joyride.service.appclient``),
-  so everything the kernel offers on a descriptor keeps working.
+  so everything the kernel offers on a descriptor keeps working. The descriptor is an
+  ``AF_UNIX`` socket, but ``getsockname``/``getpeername`` and ``accept`` report the TCP
+  addresses, read from the unix names the service binds (they spell the 4-tuple:
+  ``joyride.service.protocol``), so the answer survives ``dup``/``fork``/``exec``.
 * **kernel** — anything else: a plain kernel socket.
 
 Embedded sockets are IPv4 stream sockets; other families and types are kernel sockets
@@ -99,6 +102,7 @@ class socket:
         self._closed = False
         self._io_refs = 0
         self._error = 0
+        self._service = False  # _kernel is a service descriptor (unix, TCP names)
 
     # -- which backend -----------------------------------------------------------------
 
@@ -109,14 +113,37 @@ class socket:
         return getattr(kernel, name)
 
     def _to_kernel(self, sock: Any = None) -> Any:
-        """Become a kernel (or service-descriptor) socket, replaying options."""
+        """Become a kernel socket (replaying options), or wrap a service descriptor."""
         if sock is None:
             sock = _stdlib.socket(self._family, self._type, self._proto)
             for level, opt, value in self._opts:
                 sock.setsockopt(level, opt, value)
+        else:
+            # TCP-level options mean nothing on the unix descriptor; the service's
+            # engine applies its own configuration to the TCP connection.
+            self._service = True
         sock.settimeout(self._timeout)
         self._kernel = sock
         return sock
+
+    def _service_name(self, peer: bool) -> tuple[str, int] | None:
+        """The TCP address a service descriptor's unix names spell, or None."""
+        from joyride.service import protocol
+
+        kernel = self._kernel
+        try:
+            # A listener's own name is listener_name (local address). A connection's
+            # peer, the service's end, is bound to connection_name (the 4-tuple); its
+            # own name is the listener's (accepted) or none (connected).
+            if kernel.getsockopt(_stdlib.SOL_SOCKET, _stdlib.SO_ACCEPTCONN):
+                own = protocol.parse_name(kernel.getsockname())
+                return None if peer or own is None else own.local
+            parsed = protocol.parse_name(kernel.getpeername())
+        except OSError:
+            return None
+        if parsed is None or parsed.kind != "connection":
+            return None
+        return parsed.remote if peer else parsed.local
 
     def _attach(self, stack: Stack) -> None:
         self._stack = stack
@@ -258,6 +285,13 @@ class socket:
         return None
 
     def accept(self) -> tuple[Any, tuple[str, int]]:
+        if self._service:
+            conn, _unix_name = self._kernel.accept()
+            # As the kernel: accepted sockets are blocking unless a default timeout is set.
+            sock = socket()
+            sock._to_kernel(conn)
+            peer = sock._service_name(peer=True)
+            return sock, peer if peer is not None else ("0.0.0.0", 0)
         if self._kernel is not None:
             return self._kernel.accept()
         if self._listener is None or self._stack is None:
@@ -527,6 +561,11 @@ class socket:
         return 0
 
     def getsockname(self) -> tuple[str, int]:
+        if self._service:
+            name = self._service_name(peer=False)
+            if name is None:
+                raise _errno_error(errno.EBADF if self._closed else errno.ENOTCONN)
+            return name
         if self._kernel is not None:
             return self._kernel.getsockname()
         if self._conn is not None:
@@ -534,6 +573,11 @@ class socket:
         return self._bound or ("0.0.0.0", 0)
 
     def getpeername(self) -> tuple[str, int]:
+        if self._service:
+            name = self._service_name(peer=True)
+            if name is None:  # a listener, or the service's end went away
+                raise _errno_error(errno.EBADF if self._closed else errno.ENOTCONN)
+            return name
         if self._kernel is not None:
             return self._kernel.getpeername()
         conn = self._require_conn()
@@ -553,12 +597,17 @@ class socket:
 
     @property
     def joyride_mode(self) -> str:
-        """Where this socket lives: "embedded", "kernel" (incl. service fds) or "unbound"."""
+        """Where this socket lives: "embedded", "service", "kernel" or "unbound"."""
         if self._stack is not None:
             return "embedded"
+        if self._service:
+            return "service"
         return "kernel" if self._kernel is not None else "unbound"
 
     def __repr__(self) -> str:
+        if self._service:
+            laddr = self._service_name(peer=False)
+            return f"<joyride.socket service fd={self._kernel.fileno()} laddr={laddr}>"
         if self._kernel is not None:
             return f"<joyride.socket kernel {self._kernel!r}>"
         state = self._conn.state.value if self._conn is not None else \

@@ -45,7 +45,7 @@ def serve_and(bed: Testbed, handler: Any, client: Callable[[Testbed], Any],
         server = await jasyncio.start_server(handler, None, port)
         # Service mode: the listener is the service's unix descriptor, served by the
         # loop's own machinery (not the embedded JoyrideServer).
-        assert not isinstance(server, jasyncio.JoyrideServer)
+        assert isinstance(server, asyncio.Server)
         sock = server.sockets[0]
         assert sock.family == socket.AF_UNIX
         try:

@@ -1,0 +1,157 @@
+"""The stdlib's socketserver and http.server on joyride.socket in service mode
+(``joyride attach``): connections are the service's descriptors, kernel peers, data
+verified by hash; addresses are the TCP ones."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from api_peers import PORT, digest, kernel_echo, random_payload
+from api_service import service
+
+import joyride.socket as jsocket
+from joyride.testbed import Testbed
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def service_bed() -> Iterator[Testbed]:
+    with Testbed() as bed, service(bed):
+        yield bed
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(1 << 16):
+            self.request.sendall(data)
+
+
+@contextlib.contextmanager
+def _serve(server: socketserver.BaseServer) -> Iterator[None]:
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_socketserver_echo_kernel_client(service_bed: Testbed,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socketserver, "socket", jsocket)
+    payload = random_payload(1 << 20)
+    with service_bed.joy.inside():
+        server = socketserver.ThreadingTCPServer(("", PORT), _Echo)
+        assert isinstance(server.socket, jsocket.socket)
+        assert server.socket.joyride_mode == "service"
+        with _serve(server):
+            echoed = kernel_echo(service_bed, payload)
+    assert digest(echoed) == digest(payload)
+
+
+def test_http_server_serves_files_to_curl(service_bed: Testbed, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socketserver, "socket", jsocket)
+    monkeypatch.setattr(http.server, "socket", jsocket)
+    body = random_payload(300_000)
+    (tmp_path / "blob.bin").write_bytes(body)
+    seen: list[tuple[str, int]] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            seen.append(self.client_address)  # the TCP peer, not a unix name
+
+    port = PORT + 1
+    handler = functools.partial(Handler, directory=str(tmp_path))
+    bed = service_bed
+    with bed.joy.inside():
+        server = http.server.ThreadingHTTPServer(("", port), handler)
+        assert isinstance(server.socket, jsocket.socket)
+        assert server.socket.joyride_mode == "service"
+        with _serve(server):
+            url = f"http://{bed.joy.ip}:{port}/blob.bin"
+            out = bed.peer.run("curl", "-s", "--max-time", "20", url).stdout
+            many = bed.peer.run("curl", "-s", "--max-time", "20", *([url] * 5)).stdout
+    assert digest(out) == digest(body)
+    assert digest(many) == digest(body * 5)
+    assert seen and all(addr[0] == bed.peer.ip and addr[1] > 0 for addr in seen), seen
+
+
+def test_addresses_are_tcp_names(service_bed: Testbed) -> None:
+    """getsockname/getpeername/accept report the TCP 4-tuple, as a kernel socket would."""
+    bed, port = service_bed, PORT + 2
+    with bed.joy.inside():
+        listener = jsocket.create_server(("", port))
+    with listener:
+        assert listener.joyride_mode == "service"
+        assert listener.getsockname() == ("0.0.0.0", port)
+        with pytest.raises(OSError):
+            listener.getpeername()
+        with bed.peer.inside():
+            client = socket.create_connection((bed.joy.ip, port), timeout=10)
+        with client:
+            listener.settimeout(10)
+            conn, addr = listener.accept()
+            with conn:
+                assert isinstance(conn, jsocket.socket) and conn.joyride_mode == "service"
+                assert addr == client.getsockname()
+                assert conn.getpeername() == client.getsockname()
+                assert conn.getsockname() == (bed.joy.ip, port)
+                assert conn.gettimeout() is None  # accepted sockets block, as the kernel's
+                client.sendall(b"ping")
+                assert conn.recv(4) == b"ping"
+
+
+def test_client_connection_through_service(service_bed: Testbed) -> None:
+    """create_connection to a kernel server in the peer: a service connection (its
+    ephemeral range) whose names are the TCP ones; data hashed both ways."""
+    bed, port = service_bed, 9000
+    server = bed.peer.popen("python3", "-c", (
+        "import socket\n"
+        f"s = socket.create_server(('0.0.0.0', {port}))\n"
+        "c, _ = s.accept()\n"
+        "while d := c.recv(65536): c.sendall(d)\n"))
+    payload = random_payload(256 << 10)
+    deadline = time.monotonic() + 10
+    with bed.joy.inside():
+        while True:  # until the server has bound
+            try:
+                sock = jsocket.create_connection((bed.peer.ip, port), timeout=10)
+                break
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    with sock:
+        assert sock.joyride_mode == "service"
+        assert sock.getpeername() == (bed.peer.ip, port)
+        local_ip, local_port = sock.getsockname()
+        assert local_ip == bed.joy.ip and local_port > 0
+        received = bytearray()
+        reader = threading.Thread(target=lambda: _read_all(sock, received, len(payload)))
+        reader.start()
+        sock.sendall(payload)
+        reader.join(30)
+    server.wait(10)
+    assert digest(bytes(received)) == digest(payload)
+
+
+def _read_all(sock: jsocket.socket, into: bytearray, size: int) -> None:
+    while len(into) < size:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            return
+        into.extend(chunk)
