@@ -6,10 +6,12 @@ where it lives when it is bound or connected:
 
 * **embedded** — the port is one this process embeds (``joyride.embed``), or an
   outgoing connection's destination routes out of the embedded interface: the
-  connection lives in the in-process engine. The socket's ``fileno`` is an eventfd
-  kept readable while a ``recv``/``accept`` would not block, so ``select``,
-  ``selectors`` and ``socketserver`` work; it always polls writable (a non-blocking
-  ``send`` may then raise ``BlockingIOError`` when the TCP send buffer is full).
+  connection lives in the in-process engine. The socket's ``fileno`` is one end of a
+  private unix socket pair whose readiness mirrors the TCP socket's (``_Readiness``):
+  readable while a ``recv``/``accept`` would not block, writable while the TCP send
+  buffer has room (or an error is pending) and the handshake is over, so ``select``,
+  ``selectors`` and ``socketserver`` work and a non-blocking ``send`` after "writable"
+  does not raise ``BlockingIOError``.
   Blocking calls wait on a condition the engine's driver signals (a background
   thread, or the asyncio loop when one already drives the engine).
 * **service** — the network service (``joyride attach``) accelerates the port: the
@@ -76,6 +78,54 @@ def _service_listen(host: str, port: int, backlog: int) -> Any:
         return None
 
 
+class _Readiness:
+    """A descriptor whose poll readiness is set by hand, for an embedded socket.
+
+    One end (``fileno``) of a non-blocking ``AF_UNIX`` stream pair. Readable: one byte
+    waits in it, sent from the other end. Not writable: its send path is filled until
+    ``EAGAIN`` (a unix stream socket polls writable again only once its queued bytes
+    are consumed: ``unix_writable``), and draining the other end makes it writable.
+    An eventfd cannot do this: it is writable unless it is also readable. The send
+    buffer is shrunk to the kernel's minimum, so blocking costs a few kilobytes.
+    """
+
+    __slots__ = ("_end", "_other", "_readable", "_writable")
+
+    def __init__(self) -> None:
+        self._end, self._other = _stdlib.socketpair(
+            _stdlib.AF_UNIX, _stdlib.SOCK_STREAM | _stdlib.SOCK_NONBLOCK | _stdlib.SOCK_CLOEXEC)
+        self._end.setsockopt(_stdlib.SOL_SOCKET, _stdlib.SO_SNDBUF, 1)
+        self._readable = False
+        self._writable = True
+
+    def fileno(self) -> int:
+        return self._end.fileno()
+
+    def set(self, readable: bool, writable: bool) -> None:
+        if readable != self._readable:
+            if readable:
+                self._other.send(b"r")
+            else:
+                with contextlib.suppress(BlockingIOError):
+                    self._end.recv(16)
+            self._readable = readable
+        if writable != self._writable:
+            if writable:
+                with contextlib.suppress(BlockingIOError):
+                    while self._other.recv(1 << 16):
+                        pass
+            else:
+                filler = bytes(4096)
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        self._end.send(filler)
+            self._writable = writable
+
+    def close(self) -> None:
+        self._end.close()
+        self._other.close()
+
+
 class socket:
     """A TCP socket that lives in Joyride when Joyride owns its port (module doc)."""
 
@@ -96,8 +146,7 @@ class socket:
         self._listener: Listener | None = None
         self._conn: TcpConnection | None = None
         self._cond: threading.Condition | None = None
-        self._event_fd = -1
-        self._signalled = False
+        self._ready: _Readiness | None = None
         self._read_shut = False
         self._closed = False
         self._io_refs = 0
@@ -187,17 +236,24 @@ class socket:
         self._cond.notify_all()
         self._sync_event()
 
+    def _writable(self) -> bool:
+        """A ``send`` would not block: room in the send buffer, or an error to report.
+        As Linux, not while the handshake runs (non-blocking connect waits for POLLOUT)
+        and never on a listener."""
+        if self._closed:
+            return True
+        if self._listener is not None:
+            return False
+        conn = self._conn
+        if conn is None:
+            return True
+        if conn.state in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED):
+            return False
+        return conn.writable or conn.state not in SENDING_STATES
+
     def _sync_event(self) -> None:
-        if self._event_fd < 0:
-            return
-        want = self._readable()
-        if want and not self._signalled:
-            os.eventfd_write(self._event_fd, 1)
-            self._signalled = True
-        elif not want and self._signalled:
-            with contextlib.suppress(BlockingIOError):
-                os.eventfd_read(self._event_fd)
-            self._signalled = False
+        if self._ready is not None:
+            self._ready.set(self._readable(), self._writable())
 
     def _wait(self, ready: Callable[[], bool], what: str) -> None:
         """Block until ``ready()`` (lock held by the caller), honouring the timeout."""
@@ -381,6 +437,7 @@ class socket:
             if sent == 0:
                 raise self._send_error(conn)
             self._stack.touch(conn)
+            self._sync_event()  # the buffer may be full now: stop polling writable
         return sent
 
     @staticmethod
@@ -486,9 +543,9 @@ class socket:
                     stack.touch(self._conn)
                 assert self._cond is not None
                 self._cond.notify_all()
-        if self._event_fd >= 0:
-            os.close(self._event_fd)
-            self._event_fd = -1
+        if self._ready is not None:
+            self._ready.close()
+            self._ready = None
         return None
 
     def detach(self) -> int:
@@ -514,12 +571,14 @@ class socket:
             return int(self._kernel.fileno())
         if self._closed:
             return -1
-        if self._event_fd < 0:
-            self._event_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        if self._ready is None:
+            self._ready = _Readiness()
             if self._stack is not None:
                 with self._stack.lock:
                     self._sync_event()
-        return self._event_fd
+            else:
+                self._sync_event()
+        return self._ready.fileno()
 
     def settimeout(self, value: float | None) -> None:
         if value is not None and value < 0:

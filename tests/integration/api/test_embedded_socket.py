@@ -45,6 +45,7 @@ def test_socketserver_echo_kernel_client(testbed: Testbed,
     payload = random_payload(1 << 20)
     with testbed.joy.inside(), embed(testbed.joy.ifname, [PORT]):
         server = socketserver.ThreadingTCPServer(("", PORT), _Echo)
+        assert isinstance(server.socket, jsocket.socket)
         assert server.socket.joyride_mode == "embedded"
         with _serve(server):
             echoed = kernel_echo(testbed, payload)
@@ -60,6 +61,7 @@ def test_http_server_serves_files_to_curl(testbed: Testbed, tmp_path: Path,
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     with testbed.joy.inside(), embed(testbed.joy.ifname, [PORT]):
         server = http.server.ThreadingHTTPServer(("", PORT), handler)
+        assert isinstance(server.socket, jsocket.socket)
         assert server.socket.joyride_mode == "embedded"
         with _serve(server):
             out = testbed.peer.run("curl", "-s", "--max-time", "20",

@@ -7,6 +7,7 @@ import os
 import selectors
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -111,6 +112,7 @@ def test_socketserver_with_makefile(routed: tuple[Stack, Stack],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socketserver, "socket", jsocket)
     server = socketserver.ThreadingTCPServer(("", PORT), _Upper)
+    assert isinstance(server.socket, jsocket.socket)
     assert server.socket.joyride_mode == "embedded"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
@@ -133,3 +135,31 @@ def test_unowned_port_falls_back_to_kernel(routed: tuple[Stack, Stack]) -> None:
         sock.bind(("127.0.0.1", 0))
         assert sock.joyride_mode == "kernel"
         assert sock.getsockname()[1] != 0
+
+
+def test_writable_tracks_send_buffer_with_slow_reader(routed: tuple[Stack, Stack]) -> None:
+    """selectors' "writable" means a non-blocking send succeeds: it turns off once the
+    peer stops reading (window shut, send buffer full) and back on as it reads."""
+    chunk = os.urandom(32 << 10)
+    with jsocket.create_server(("", PORT)) as server:
+        client = jsocket.create_connection((A_HOST, PORT), timeout=10)
+        conn, _ = server.accept()
+        with client, conn, selectors.DefaultSelector() as sel:
+            client.setblocking(False)
+            sel.register(client, selectors.EVENT_WRITE)
+            sent = bytearray()
+            deadline = time.monotonic() + 20
+            while sel.select(0.5):  # writable: send must not raise BlockingIOError
+                sent += chunk[:client.send(chunk)]
+                assert time.monotonic() < deadline, "never stopped being writable"
+            assert sent
+            with pytest.raises(BlockingIOError):  # not writable really means full
+                client.send(chunk)
+            # The slow reader drains everything: writability comes back.
+            received = bytearray()
+            conn.settimeout(10)
+            while len(received) < len(sent):
+                received.extend(conn.recv(65536))
+            assert sel.select(5), "writable again once the reader caught up"
+            assert client.send(b"x") == 1
+    assert received == sent
