@@ -22,6 +22,13 @@ where it lives when it is bound or connected:
   ``joyride.service.protocol``), so the answer survives ``dup``/``fork``/``exec``.
 * **kernel** — anything else: a plain kernel socket.
 
+Options on embedded sockets (``_tcp_config``): ``TCP_NODELAY``, ``SO_SNDBUF`` and
+``SO_RCVBUF`` set before ``listen``/``connect`` configure the connection's TCP
+(``TcpConfig`` per connection; a listener's accepted connections inherit its options,
+as in Linux); ``TCP_NODELAY`` also takes effect on a connected socket. Other options
+are recorded, reported back by ``getsockopt`` and replayed if the socket turns out to
+be a kernel one, but have no effect on Joyride's TCP.
+
 Embedded sockets are IPv4 stream sockets; other families and types are kernel sockets
 from the start. ``MSG_*`` flags other than 0 are refused on embedded sockets.
 """
@@ -29,6 +36,7 @@ from the start. ``MSG_*`` flags other than 0 are refused on embedded sockets.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import selectors
@@ -42,6 +50,7 @@ from joyride.aio.transport import address, connection_error
 from joyride.embed.drivers import drives_here, ensure_thread_driver, nic_fds
 from joyride.embed.select import connecting_stack, listening_stack
 from joyride.embed.stack import Stack
+from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.listener import Listener
 from joyride.tcp.state import SENDING_STATES, TcpState
@@ -53,12 +62,17 @@ globals().update({name: getattr(_stdlib, name) for name in _stdlib.__all__
 AF_INET = _stdlib.AF_INET
 SOCK_STREAM = _stdlib.SOCK_STREAM
 SHUT_RD, SHUT_WR, SHUT_RDWR = _stdlib.SHUT_RD, _stdlib.SHUT_WR, _stdlib.SHUT_RDWR
+SOL_SOCKET, IPPROTO_TCP = _stdlib.SOL_SOCKET, _stdlib.IPPROTO_TCP
+SO_SNDBUF, SO_RCVBUF, TCP_NODELAY = _stdlib.SO_SNDBUF, _stdlib.SO_RCVBUF, _stdlib.TCP_NODELAY
 timeout = _stdlib.timeout
 error = _stdlib.error
 getdefaulttimeout = _stdlib.getdefaulttimeout
 
 _TYPE_FLAGS = _stdlib.SOCK_NONBLOCK | _stdlib.SOCK_CLOEXEC
 _GLOBAL_DEFAULT_TIMEOUT = object()
+# Linux's floors for SO_SNDBUF/SO_RCVBUF (SOCK_MIN_SNDBUF/SOCK_MIN_RCVBUF, net/sock.h).
+MIN_SNDBUF = 4608
+MIN_RCVBUF = 2304
 INLINE_POLL = 0.001  # seconds between polls when a blocking call drives the engine itself
 
 
@@ -337,7 +351,8 @@ class socket:
             return None
         with self._stack.lock:
             if self._listener is None:
-                self._listener = self._stack.listen(self._bound[1], self._notify)
+                self._listener = self._stack.listen(self._bound[1], self._notify,
+                                                    self._tcp_config(self._stack))
         return None
 
     def accept(self) -> tuple[Any, tuple[str, int]]:
@@ -385,7 +400,7 @@ class socket:
         if self._conn is None:
             self._attach(stack)
             with stack.lock:
-                self._conn = stack.connect(ip, port, self._notify)
+                self._conn = stack.connect(ip, port, self._notify, self._tcp_config(stack))
         conn = self._conn
         with stack.lock:
             try:
@@ -600,10 +615,34 @@ class socket:
                    ) -> None:
         if self._kernel is not None:
             return self._kernel.setsockopt(level, optname, value)
-        # Recorded for a later switch to the kernel; Joyride's TCP has no per-socket
-        # options yet (TCP_NODELAY, SO_REUSEADDR, buffer sizes are engine settings).
+        # Recorded: applied to the TCP configuration at listen/connect (_tcp_config),
+        # replayed if the socket turns out to be a kernel one.
         self._opts.append((level, optname, value))
+        conn, stack = self._conn, self._stack
+        if (level, optname) == (_stdlib.IPPROTO_TCP, _stdlib.TCP_NODELAY) and \
+                conn is not None and stack is not None and isinstance(value, int):
+            with stack.lock:
+                conn.config = dataclasses.replace(conn.config, nodelay=bool(value))
+                stack.touch(conn)  # as Linux: setting it pushes what Nagle held back
         return None
+
+    def _tcp_config(self, stack: Stack) -> TcpConfig | None:
+        """The engine's TCP configuration with this socket's options applied, or None
+        when no option changes it."""
+        base = stack.engine.config
+        changes: dict[str, Any] = {}
+        for level, opt, value in self._opts:
+            if not isinstance(value, int):
+                continue  # a bytes value: no TCP meaning we could honour
+            if (level, opt) == (_stdlib.IPPROTO_TCP, _stdlib.TCP_NODELAY):
+                changes["nodelay"] = bool(value)
+            elif (level, opt) == (_stdlib.SOL_SOCKET, _stdlib.SO_SNDBUF):
+                changes["send_buffer"] = max(value, MIN_SNDBUF)
+            elif (level, opt) == (_stdlib.SOL_SOCKET, _stdlib.SO_RCVBUF):
+                # A fixed receive buffer, as Linux's SO_RCVBUF locks autotuning off.
+                size = max(value, MIN_RCVBUF)
+                changes["receive_buffer"] = changes["receive_buffer_max"] = size
+        return dataclasses.replace(base, **changes) if changes else None
 
     def getsockopt(self, level: int, optname: int, buflen: int = 0) -> Any:
         if self._kernel is not None:

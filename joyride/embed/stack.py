@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from joyride.engine import Engine
+from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.listener import Listener
 from joyride.tcp.state import TcpState
@@ -65,9 +66,11 @@ class Stack:
 
     # -- endpoints -------------------------------------------------------------------------
 
-    def listen(self, port: int, on_activity: Callback) -> Listener:
+    def listen(self, port: int, on_activity: Callback, config: TcpConfig | None = None
+               ) -> Listener:
+        """Listen on ``port``; ``config`` (else the engine's) for its connections."""
         with self.lock:
-            listener = self.engine.listen(port)
+            listener = self.engine.listen(port, config=config)
             self._listener_cb[listener] = on_activity
             return listener
 
@@ -92,10 +95,10 @@ class Stack:
             if conn.state is not TcpState.CLOSED:
                 self._conn_cb[conn] = on_activity
 
-    def connect(self, remote_ip: bytes, remote_port: int, on_activity: Callback
-                ) -> TcpConnection:
+    def connect(self, remote_ip: bytes, remote_port: int, on_activity: Callback,
+                config: TcpConfig | None = None) -> TcpConnection:
         with self.lock:
-            conn = self.engine.connect(remote_ip, remote_port)
+            conn = self.engine.connect(remote_ip, remote_port, config=config)
             self._conn_cb[conn] = on_activity
             # The SYN may wait for ARP and needs its retransmission timer: the driver
             # must learn of the new deadline.

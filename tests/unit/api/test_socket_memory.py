@@ -163,3 +163,39 @@ def test_writable_tracks_send_buffer_with_slow_reader(routed: tuple[Stack, Stack
             assert sel.select(5), "writable again once the reader caught up"
             assert client.send(b"x") == 1
     assert received == sent
+
+
+def test_tcp_options_configure_the_connection(routed: tuple[Stack, Stack]) -> None:
+    """TCP_NODELAY and buffer sizes reach the connection's TcpConfig: a listener's
+    options are inherited by what it accepts; TCP_NODELAY also applies when connected."""
+    server = jsocket.socket()
+    server.setsockopt(jsocket.IPPROTO_TCP, jsocket.TCP_NODELAY, 1)
+    server.setsockopt(jsocket.SOL_SOCKET, jsocket.SO_SNDBUF, 64 << 10)
+    server.setsockopt(jsocket.SOL_SOCKET, jsocket.SO_RCVBUF, 1)  # raised to Linux's floor
+    server.bind(("", PORT))
+    server.listen()
+    with server:
+        client = jsocket.socket()
+        client.setsockopt(jsocket.SOL_SOCKET, jsocket.SO_RCVBUF, 32 << 10)
+        client.settimeout(10)
+        client.connect((A_HOST, PORT))
+        server.settimeout(10)
+        conn, _ = server.accept()
+        with client, conn:
+            accepted = conn._conn
+            assert accepted is not None
+            assert accepted.config.nodelay
+            assert accepted.config.send_buffer == 64 << 10
+            assert accepted.config.receive_buffer == jsocket.MIN_RCVBUF
+            mine = client._conn
+            assert mine is not None
+            assert mine.config.receive_buffer == 32 << 10 and not mine.config.nodelay
+            client.setsockopt(jsocket.IPPROTO_TCP, jsocket.TCP_NODELAY, 1)
+            assert mine.config.nodelay
+            assert client.getsockopt(jsocket.IPPROTO_TCP, jsocket.TCP_NODELAY) == 1
+            payload = os.urandom(100_000)  # data still flows with the tiny receive buffer
+            client.sendall(payload)
+            received = bytearray()
+            while len(received) < len(payload):
+                received.extend(conn.recv(65536))
+            assert received == payload
