@@ -121,13 +121,26 @@ class Pump:
                 self.to_tcp = rest if len(rest) else None
                 if self.to_tcp is not None:
                     return False  # the send buffer is full: wait for ACKs to free it
-            try:
-                got = self.sock.recv_into(_SCRATCH)
-            except BlockingIOError:
-                return False
-            except OSError:
-                self._app_closed()
-                return False
+            if self.conn.send_queue:
+                # Bytes are queued, so the send ring is allocated and stays so until it
+                # drains: read the application's bytes straight into its free space (no
+                # copy through the scratch). An empty buffer takes the scratch path
+                # below, since asking an empty ring for its region would allocate the
+                # whole send buffer for what is usually a small response.
+                region = self.conn.send_region()
+                if not region:
+                    return False  # the send buffer is full: wait for ACKs to free it
+                with region:
+                    got = self._read_app(region)
+                if got is None:
+                    return False
+                if got:
+                    self.conn.send_commit(got)
+                    continue
+            else:
+                got = self._read_app(_SCRATCH)
+                if got is None:
+                    return False
             if not got:
                 # The application shut down writing (or closed): RFC 9293 §3.10.4 CLOSE
                 # of the sending half; a FIN follows the queued data.
@@ -141,6 +154,17 @@ class Pump:
                 return False
         # Budget spent with the socket perhaps still readable: come back next iteration.
         return True
+
+    def _read_app(self, into: memoryview) -> int | None:
+        """``recv_into`` from the application: bytes read (0: its EOF), None when
+        there is nothing now or its end is gone (then the connection is closed)."""
+        try:
+            return self.sock.recv_into(into)
+        except BlockingIOError:
+            return None
+        except OSError:
+            self._app_closed()
+            return None
 
     def _app_closed(self) -> None:
         self.app_gone = True

@@ -359,6 +359,30 @@ class TcpConnection:
             self._write_blocked = True
         return n
 
+    def send_region(self) -> memoryview:
+        """The send buffer's contiguous free space, for a writer that fills it in place
+        (``sock.recv_into(region)``) and then calls ``send_commit``: ``send`` without
+        the copy out of the writer's own buffer. Empty when nothing more may be queued
+        (full, FIN queued, or not a sending state). The view shows the ring itself:
+        use it before anything else touches this connection.
+        """
+        if not self._can_send_state() or self._fin_seq is not None:
+            return memoryview(bytearray())
+        ring, start, n = self._send_buf.free_region()
+        if n == 0:
+            self._write_blocked = True  # as a refused ``send``: WRITABLE follows ACKs
+        return memoryview(ring)[start : start + n]
+
+    def send_commit(self, n: int) -> None:
+        """``n`` bytes were written at the start of the last ``send_region``: queue
+        them (ValueError, and nothing queued, when ``n`` exceeds that region)."""
+        if n <= 0:
+            return
+        self._send_buf.commit(n)
+        self._dirty = True
+        if self._send_buf.free == 0:
+            self._write_blocked = True
+
     def recv(self, n: int = -1, now: float | None = None) -> bytes:
         """Read up to ``n`` bytes (all when -1); b"" at EOF or when nothing is there."""
         if now is not None:
