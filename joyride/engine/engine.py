@@ -68,6 +68,12 @@ RawTuple = tuple[int, int, int, int]
 FAST_STATES: Final = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT,
                                 TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2, TcpState.LAST_ACK})
 MAX_FAST_SEND_ROUNDS: Final = 16  # fast-path data builds per connection per transmit
+# A fast path costs about 40 us to build (C state, batch builder) and grows the receive
+# ring to the whole window on its first payload; a short connection (an HTTP request
+# with Connection: close: six or seven such events once established) never pays that back.
+# So a connection earns one only after this many slow-path events (segments received
+# or transmit rounds); both paths send the same segments, so only the cost differs.
+FAST_PATH_AFTER: Final = 8
 # Segments the C batch builder does not frame (it writes data/ACK segments only).
 _NOT_BATCHABLE: Final = int(TcpFlags.SYN | TcpFlags.RST | TcpFlags.URG)
 
@@ -111,6 +117,8 @@ class Engine:
         self._by_raw: dict[RawTuple, TcpConnection] = {}
         self._fast: dict[TcpConnection, fastpath.FastPath] = {}
         self.use_fast_path = fastpath.available()
+        self.fast_path_after = FAST_PATH_AFTER
+        self._slow_seen: dict[TcpConnection, int] = {}  # events before the fast path
         self._bulk_tx = getattr(nic, "transmit_from", None)
         # A NIC that queues without waking the kernel is kicked once per transmit step.
         self._kick: Callable[[], None] | None = getattr(nic, "kick", None)
@@ -212,6 +220,21 @@ class Engine:
         self._fast[conn] = fp
         return fp
 
+    def _earned_fast_path(self, conn: TcpConnection, now: float) -> fastpath.FastPath | None:
+        """The connection's fast path, built only once it has seen more than
+        ``fast_path_after`` slow-path events (see FAST_PATH_AFTER)."""
+        fp = self._fast.get(conn)
+        if fp is not None or conn.state not in FAST_STATES:
+            return fp
+        seen = self._slow_seen.get(conn, 0)
+        if seen < self.fast_path_after:
+            self._slow_seen[conn] = seen + 1
+            return None
+        fp = self._fast_path(conn, now)
+        if fp is not None:
+            self._slow_seen.pop(conn, None)
+        return fp
+
     # ------------------------------------------------------------------ the loop
 
     def poll(self, *, transmit: bool = True) -> Activity:
@@ -282,7 +305,7 @@ class Engine:
             return i + 1
         key = (r.dst_ip, r.dst_port, r.src_ip, r.src_port)
         conn = self._by_raw.get(key)
-        fp = None if conn is None else self._fast_path(conn, now)
+        fp = None if conn is None else self._earned_fast_path(conn, now)
         if conn is None or fp is None:
             self._slow(i, now)
             return i + 1
@@ -405,7 +428,7 @@ class Engine:
                 self._emit(out, now)
             self._schedule(owner)
             return
-        fp = self._fast_path(owner, now)
+        fp = self._earned_fast_path(owner, now)
         if fp is not None:
             for _ in range(MAX_FAST_SEND_ROUNDS):
                 if fp.send_batch(now) == 0:
@@ -421,6 +444,7 @@ class Engine:
             return
         if owner.state not in FAST_STATES:
             self._fast.pop(owner, None)  # TIME-WAIT and friends: nothing fast left to do
+            self._slow_seen.pop(owner, None)
         self._schedule(owner)
 
     def _forget(self, conn: TcpConnection) -> None:
@@ -432,6 +456,7 @@ class Engine:
         if self._by_raw.get(raw) is conn:
             del self._by_raw[raw]
         self._fast.pop(conn, None)
+        self._slow_seen.pop(conn, None)
 
     def _build_segments(self, fp: fastpath.FastPath, segs: list[TcpSegment]) -> int:
         """Frame the state machine's segments of an established connection with its
@@ -530,4 +555,5 @@ class Engine:
         self.connections.clear()
         self._by_raw.clear()
         self._fast.clear()
+        self._slow_seen.clear()
         self.listeners.clear()

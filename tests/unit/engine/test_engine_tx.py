@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from joyride.engine import Engine, MemoryNic, StaticNetwork
+from joyride.engine.engine import FAST_PATH_AFTER
 from joyride.tcp import fastpath
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
@@ -69,6 +70,9 @@ def _run(engines: list[Engine], clock: Clock, rounds: int) -> None:
 def _established(clock: Clock, cfg: TcpConfig | None = None
                  ) -> tuple[Engine, Engine, TcpConnection, TcpConnection, BulkNic]:
     server, client, nic_a = _pair(clock, cfg)
+    # These tests are about the C framing: every connection takes its fast path at once
+    # (test_short_connections_never_build_a_fast_path covers the default).
+    server.fast_path_after = client.fast_path_after = 0
     listener = server.listen(8080)
     conn_c = client.connect(IP_A, 8080)
     _run([server, client], clock, 5)
@@ -199,3 +203,58 @@ def test_bulk_transfer_with_sack_recovery_still_completes() -> None:
         clock.now += 0.01
     assert bytes(got) == payload
     assert server.counters["tx_built_in_c"] > 0
+
+
+def test_short_connections_never_build_a_fast_path() -> None:
+    """A connection earns its fast path only after FAST_PATH_AFTER slow-path events:
+    one request/response with Connection: close never builds one (its cost would not
+    be paid back); a longer exchange does, and both deliver every byte in order."""
+    clock = Clock()
+    server, client, _ = _pair(clock)
+    assert server.fast_path_after == FAST_PATH_AFTER > 0
+    built: list[TcpConnection] = []
+    real = server._fast_path
+
+    def spy(conn: TcpConnection, now: float) -> Any:
+        fp = real(conn, now)
+        if fp is not None and conn not in built:
+            built.append(conn)
+        return fp
+
+    server._fast_path = spy  # type: ignore[method-assign]
+    listener = server.listen(8080)
+    conn_c = client.connect(IP_A, 8080)
+    _run([server, client], clock, 5)
+    conn_s = server.accept(listener)
+    assert conn_s is not None
+    conn_c.send(b"GET / HTTP/1.1\r\n\r\n")
+    client.mark(conn_c)
+    _run([server, client], clock, 3)
+    assert conn_s.recv() == b"GET / HTTP/1.1\r\n\r\n"
+    conn_s.send(b"HTTP/1.1 200 OK\r\n\r\nhello")
+    conn_s.close()
+    server.mark(conn_s)
+    _run([server, client], clock, 3)
+    assert conn_c.recv() == b"HTTP/1.1 200 OK\r\n\r\nhello"
+    conn_c.close()
+    client.mark(conn_c)
+    _run([server, client], clock, 5)
+    assert not built
+    assert not server._fast and not server._slow_seen  # nothing left per connection
+
+    # A keep-alive exchange of many round trips earns it and keeps every byte in order.
+    conn_c = client.connect(IP_A, 8080)
+    _run([server, client], clock, 5)
+    conn_s = server.accept(listener)
+    assert conn_s is not None
+    for i in range(12):
+        conn_c.send(bytes([i]) * 100)
+        client.mark(conn_c)
+        _run([server, client], clock, 2)
+        assert conn_s.recv() == bytes([i]) * 100
+        conn_s.send(bytes([i]) * 300)
+        server.mark(conn_s)
+        _run([server, client], clock, 2)
+        assert conn_c.recv() == bytes([i]) * 300
+    assert built == [conn_s]
+    assert server.counters["rx_fast_path"] > 0
