@@ -35,6 +35,7 @@ BUDGET: Final = 16  # chunks per direction per ``service`` call: fairness betwee
 # copied out. One for all pumps and both directions: the service loop is one thread and
 # a chunk never outlives the call that read it.
 _SCRATCH: Final = memoryview(bytearray(CHUNK))
+REGION_AFTER: Final = CHUNK  # queued bytes from which app bytes go straight to TCP
 _SENDING: Final = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
                              TcpState.CLOSE_WAIT})
 
@@ -121,12 +122,13 @@ class Pump:
                 self.to_tcp = rest if len(rest) else None
                 if self.to_tcp is not None:
                     return False  # the send buffer is full: wait for ACKs to free it
-            if self.conn.send_queue:
-                # Bytes are queued, so the send ring is allocated and stays so until it
-                # drains: read the application's bytes straight into its free space (no
-                # copy through the scratch). An empty buffer takes the scratch path
-                # below, since asking an empty ring for its region would allocate the
-                # whole send buffer for what is usually a small response.
+            if self.conn.send_queue >= REGION_AFTER:
+                # A bulk sender (a chunk or more queued): read the application's bytes
+                # straight into the send buffer's free space, no copy through the
+                # scratch. Only then: asking for the region grows the ring to the whole
+                # send buffer, and a ring that big is released each time it drains, so
+                # a request/response flow would reallocate it per response; a bulk
+                # flow pays that once per drain, over at least REGION_AFTER bytes.
                 region = self.conn.send_region()
                 if not region:
                     return False  # the send buffer is full: wait for ACKs to free it

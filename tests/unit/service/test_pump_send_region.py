@@ -102,16 +102,26 @@ def test_pump_reads_into_the_send_buffer_and_keeps_order(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     app, svc = pair
-    conn = established(plain_config(send_buffer=64 * 1024), window=60000)
+    conn = established(plain_config(send_buffer=256 * 1024), window=60000)
+    regions = 0
+    real = conn.send_region
+
+    def counting() -> memoryview:
+        nonlocal regions
+        regions += 1
+        return real()
+
+    conn.send_region = counting
     pump = Pump(conn, svc)
-    app.sendall(b"first")
-    pump.service()  # empty buffer: the scratch path
-    assert conn.send_queue == 5
-    body = bytes(range(256)) * 100  # 25,600 bytes, read through the region path
+    app.sendall(b"small")
+    pump.service()  # little queued: the scratch path (no whole-buffer ring for it)
+    assert conn.send_queue == 5 and regions == 0
+    body = bytes(range(256)) * 400  # 102,400 bytes: past REGION_AFTER queued
     app.sendall(body)
     pump.service()
+    assert regions > 0
     assert conn.send_queue == 5 + len(body)
-    assert sent_payload(conn) == b"first" + body
+    assert sent_payload(conn) == b"small" + body
     app.shutdown(socket.SHUT_WR)
     pump.service()
     assert pump.app_eof and conn.state is TcpState.FIN_WAIT_1
