@@ -40,6 +40,21 @@ def run_dir() -> Path:
     return Path(os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR)
 
 
+def lock_held(path: Path) -> bool:
+    """Whether some process holds an flock on ``path`` (a liveness lock)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def netns_inode() -> int:
     return os.stat("/proc/thread-self/ns/net").st_ino
 
@@ -183,19 +198,9 @@ class StateDir:
         tmp.write_text(json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.state_file)  # atomic: readers see old or new, never half
 
-    def _supervisor_alive(self) -> bool:
+    def supervisor_alive(self) -> bool:
         """Whether a supervisor holds ``supervisor.lock`` (its flock lives with it)."""
-        try:
-            fd = os.open(self.supervisor_lock_path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return lock_held(self.supervisor_lock_path)
 
     def remove(self, *, keep_log: bool = False) -> None:
         """Remove the directory's files, then the directory once empty.
@@ -207,7 +212,7 @@ class StateDir:
         files = [self.state_file, self.control_path, self.app_path, self.lock_path]
         if not keep_log:
             files.append(self.log_path)
-        if not self._supervisor_alive():
+        if not self.supervisor_alive():
             # A supervisor killed outright cannot remove its own files.
             files += [self.supervisor_lock_path, self.supervisor_pid_path]
         for path in files:

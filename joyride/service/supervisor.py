@@ -135,20 +135,12 @@ class Supervisor:
 
 def alive(state_dir: StateDir) -> int | None:
     """The pid of a live supervisor for this state directory, else None."""
-    try:
-        fd = os.open(state_dir.supervisor_lock_path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
+    if not state_dir.supervisor_alive():
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        try:
-            return int(state_dir.supervisor_pid_path.read_text())
-        except (OSError, ValueError):
-            return None
-    finally:
-        os.close(fd)
-    return None
+        return int(state_dir.supervisor_pid_path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def stop(state_dir: StateDir, timeout: float) -> int | None:
