@@ -18,6 +18,7 @@ change to ``wire.h`` cannot silently misread memory.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,8 +56,14 @@ _NP_TYPES: Final = {
 }
 
 
+@functools.cache
 def struct_dtype(cname: str) -> np.dtype[Any]:
-    """A numpy dtype with the exact field offsets and size of a C struct."""
+    """A numpy dtype with the exact field offsets and size of a C struct.
+
+    Cached per struct name: the layout is fixed once ``joyride._wire`` is loaded, a
+    numpy dtype is immutable, and deriving it costs ~30 us, which every
+    ``BatchParser``/``BatchBuilder`` construction would otherwise pay (a connection's
+    fast path builds one)."""
     _require_native()
     ctype = ffi.typeof(cname)
     names: list[str] = []

@@ -41,6 +41,24 @@ def test_record_layouts() -> None:
     assert dt.fields["sack"][1] == ffi.offsetof("struct wire_seg", "sack")
 
 
+@pytest.mark.parametrize("cname", ["struct wire_parsed", "struct wire_seg"])
+def test_cached_dtype_matches_the_c_layout(cname: str) -> None:
+    """struct_dtype is cached per name; the cached dtype still has every C field at its
+    C offset with its C size, and the struct's size."""
+    dt = struct_dtype(cname)
+    assert struct_dtype(cname) is dt  # cached: the same object, not rebuilt
+    ctype = ffi.typeof(cname)
+    assert dt.itemsize == ffi.sizeof(ctype)
+    assert dt.fields is not None
+    assert list(dt.fields) == [name for name, _ in ctype.fields]
+    for name, field in ctype.fields:
+        sub, offset = dt.fields[name][:2]
+        assert offset == field.offset, name
+        assert sub.itemsize == ffi.sizeof(field.type), name
+    # The views the parser and builder hand out use it.
+    assert BatchParser(2).records.dtype == struct_dtype("struct wire_parsed")
+
+
 def check_agreement(parser: BatchParser, frames: list[bytes]) -> None:
     """C and Python agree on validity, the exact reason, and every parsed field."""
     accepted = parser.parse(frames)
