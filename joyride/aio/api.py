@@ -57,7 +57,8 @@ async def create_server(protocol_factory: ProtocolFactory, host: str | None = No
         service = _service_listener(host, port)
         if service is not None:
             # Service mode: connections arrive as real descriptors on a unix listener
-            # (joyride.service.protocol), so the loop's own machinery serves them.
+            # (joyride.service.protocol), so the loop's own machinery serves them; the
+            # descriptor reports the TCP addresses (joyride.aio.service).
             return await loop.create_unix_server(protocol_factory, sock=service,
                                                  start_serving=start_serving)
         return await loop.create_server(protocol_factory, host, port,
@@ -70,19 +71,11 @@ async def create_server(protocol_factory: ProtocolFactory, host: str | None = No
 
 def _service_listener(host: str | None, port: int | None) -> _socket.socket | None:
     """A listening descriptor from a live network service owning ``port``, or None."""
-    if port is None or not port:
-        return None
     try:
-        from joyride.service import appclient
-        from joyride.service.state import StateDir
-    except ImportError:
+        from joyride.aio import service
+    except ImportError:  # no service support in this installation
         return None
-    if not any(d.service_alive() for d in StateDir.all_in_netns()):
-        return None
-    try:
-        return appclient.listen(port, host or "0.0.0.0")
-    except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
-        return None
+    return service.listener(host, port)
 
 
 async def _resolve(loop: _asyncio.AbstractEventLoop, host: str, port: int) -> bytes:
@@ -146,16 +139,10 @@ async def create_connection(protocol_factory: ProtocolFactory, host: str, port: 
 
 def _service_connection(ip: bytes, port: int) -> _socket.socket | None:
     try:
-        from joyride.service import appclient
-        from joyride.service.state import StateDir
+        from joyride.aio import service
     except ImportError:
         return None
-    if not any(d.service_alive() for d in StateDir.all_in_netns()):
-        return None
-    try:
-        return appclient.connect(_socket.inet_ntoa(ip), port)
-    except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
-        return None
+    return service.connection(ip, port)
 
 
 async def start_server(client_connected_cb: ClientConnected, host: str | None = None,

@@ -105,3 +105,71 @@ def test_echo_under_impairments(make_testbed: Callable[..., Testbed],
     with service(bed):
         sent, echoed = serve_and(bed, echo_handler, client)
     assert sent == echoed
+
+
+def test_transport_reports_tcp_addresses(service_bed: Testbed) -> None:
+    """get_extra_info('peername'/'sockname') and Server.sockets show the TCP addresses
+    the service's unix names spell, on accepted and on connected transports, matching
+    what the kernel peer's socket sees."""
+    bed = service_bed
+    port = PORT + 2
+    seen: list[tuple[Any, Any]] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append((writer.get_extra_info("sockname"), writer.get_extra_info("peername")))
+        await echo_handler(reader, writer)
+
+    async def accepted(bed: Testbed) -> tuple[tuple[str, int], bytes]:
+        def client() -> tuple[tuple[str, int], bytes]:
+            with bed.peer.inside():
+                sock = socket.create_connection((bed.joy.ip, port), timeout=10)
+            with sock:
+                sock.sendall(b"ping")
+                return sock.getsockname(), sock.recv(4)
+
+        return await asyncio.to_thread(client)
+
+    async def main() -> tuple[tuple[str, int], bytes, Any]:
+        server = await jasyncio.start_server(handler, None, port)
+        try:
+            listening = server.sockets[0].getsockname()
+            name, echoed = await accepted(bed)
+            return name, echoed, listening
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with bed.joy.inside():
+        client_name, echoed, listening = asyncio.run(main())
+    assert echoed == b"ping"
+    assert listening == ("0.0.0.0", port)
+    assert seen == [((bed.joy.ip, port), client_name)]
+    assert client_name[0] == bed.peer.ip
+
+    # A connected transport: to a kernel listener in the peer namespace.
+    with bed.peer.inside():
+        lsock = socket.create_server((bed.peer.ip, port), backlog=1)
+    accepted_from: list[tuple[str, int]] = []
+
+    def peer_accept() -> None:
+        lsock.settimeout(10)
+        conn, addr = lsock.accept()
+        accepted_from.append(addr)
+        conn.close()
+
+    async def connect() -> tuple[Any, Any]:
+        peer = asyncio.create_task(asyncio.to_thread(peer_accept))
+        _reader, writer = await jasyncio.open_connection(bed.peer.ip, port)
+        names = writer.get_extra_info("sockname"), writer.get_extra_info("peername")
+        await peer
+        writer.close()
+        return names
+
+    try:
+        with bed.joy.inside():
+            sockname, peername = asyncio.run(connect())
+    finally:
+        lsock.close()
+    assert peername == (bed.peer.ip, port)
+    assert accepted_from == [sockname]
+    assert sockname[0] == bed.joy.ip

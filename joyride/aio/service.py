@@ -1,0 +1,105 @@
+"""Service-mode descriptors for ``joyride.asyncio``: the TCP addresses, not unix names.
+
+Under a live network service (``joyride attach``) a Joyride port is a unix descriptor
+handed out by the service (``joyride.service.appclient``), and the loop's own unix
+transports serve it. Those transports read ``sockname``/``peername`` from the socket
+and from ``accept``'s address, which would be abstract unix names. The service binds
+names that spell the TCP addresses (``joyride.service.protocol``: a listener's own name
+is its address, a connection's peer, the service's end, spells the 4-tuple), so
+``ServiceSocket`` answers ``getsockname``/``getpeername``/``accept`` with those, decoded
+by the decoder ``joyride.socket`` and ``appclient.peer_of`` use
+(``protocol.parse_name``). ``transport.get_extra_info('peername')`` then shows the TCP
+peer, as it would on a kernel socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket as _socket
+
+from joyride.service import appclient, protocol
+
+
+def _not_connected() -> OSError:
+    return OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+
+
+class ServiceSocket(_socket.socket):
+    """A service's unix descriptor that reports the TCP addresses its names spell.
+
+    Connections accepted on a ``ServiceSocket`` listener are ``ServiceSocket`` too, and
+    ``accept``'s address is the TCP peer (asyncio takes a transport's ``peername`` from
+    it)."""
+
+    @classmethod
+    def adopt(cls, sock: _socket.socket) -> ServiceSocket:
+        """Take over ``sock``'s descriptor (``sock`` is left detached)."""
+        return cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+
+    def _listening(self) -> bool:
+        return bool(self.getsockopt(_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN))
+
+    def _connection_name(self) -> tuple[tuple[str, int], tuple[str, int]]:
+        """The 4-tuple the peer (the service's end) is bound to: ``connection_name``."""
+        try:
+            parsed = protocol.parse_name(super().getpeername())
+        except OSError:
+            parsed = None
+        if parsed is None or parsed.remote is None:
+            raise _not_connected()  # the service's end went away, and its name with it
+        return parsed.local, parsed.remote
+
+    def getsockname(self) -> tuple[str, int]:
+        if self._listening():
+            own = protocol.parse_name(super().getsockname())
+            if own is None or own.kind != "listener":
+                raise _not_connected()
+            return own.local
+        return self._connection_name()[0]
+
+    def getpeername(self) -> tuple[str, int]:
+        if self._listening():
+            raise _not_connected()  # as a kernel listener
+        return self._connection_name()[1]
+
+    def accept(self) -> tuple[_socket.socket, tuple[str, int] | None]:
+        # socket.socket.accept would build a plain socket.socket: wrap the fd here.
+        conn, _unix_name = super().accept()
+        conn = ServiceSocket.adopt(conn)
+        try:
+            peer: tuple[str, int] | None = conn.getpeername()
+        except OSError:  # the service dropped it already: the transport sees EOF
+            peer = None
+        return conn, peer
+
+
+def listener(host: str | None, port: int | None) -> ServiceSocket | None:
+    """A listening descriptor from a live network service owning ``port``, or None."""
+    if port is None or not port:
+        return None
+    if not _service_alive():
+        return None
+    try:
+        sock = appclient.listen(port, host or "0.0.0.0")
+    except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
+        return None
+    return ServiceSocket.adopt(sock)
+
+
+def connection(ip: bytes, port: int) -> ServiceSocket | None:
+    """A connection to ``ip:port`` through a live network service, or None (blocking:
+    run it in an executor)."""
+    if not _service_alive():
+        return None
+    try:
+        sock = appclient.connect(_socket.inet_ntoa(ip), port)
+    except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
+        return None
+    return ServiceSocket.adopt(sock)
+
+
+def _service_alive() -> bool:
+    from joyride.service.state import StateDir
+
+    return any(d.service_alive() for d in StateDir.all_in_netns())
