@@ -27,7 +27,7 @@ import itertools
 import logging
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -41,6 +41,7 @@ from joyride.tcp.counters import Counters
 from joyride.tcp.isn import IsnGenerator
 from joyride.tcp.listener import Listener, Outgoing
 from joyride.tcp.state import TcpState
+from joyride.tcp.timewait import TimeWait, TwVerdict
 from joyride.wire.batch import (
     MAX_SACK_BLOCKS,
     MAX_SACK_BLOCKS_WITH_TS,
@@ -74,6 +75,9 @@ MAX_FAST_SEND_ROUNDS: Final = 16  # fast-path data builds per connection per tra
 # So a connection earns one only after this many slow-path events (segments received
 # or transmit rounds); both paths send the same segments, so only the cost differs.
 FAST_PATH_AFTER: Final = 8
+# Linux's tcp_max_tw_buckets: TIME-WAIT records kept at most (about 200 bytes each);
+# beyond it the record closest to expiry is dropped and counted (``tw_overflow``).
+MAX_TIME_WAIT: Final = 65536
 # Segments the C batch builder does not frame (it writes data/ACK segments only).
 _NOT_BATCHABLE: Final = int(TcpFlags.SYN | TcpFlags.RST | TcpFlags.URG)
 
@@ -104,6 +108,7 @@ class Engine:
         ephemeral_ports: range = DEFAULT_EPHEMERAL,
         clock: Callable[[], float] = time.monotonic,
         batch: int = BATCH,
+        max_time_wait: int = MAX_TIME_WAIT,
     ) -> None:
         self.nic = nic
         self.network = network
@@ -115,6 +120,10 @@ class Engine:
         self.local_addresses = network.local_addresses()
         self.connections: dict[FourTuple, TcpConnection] = {}
         self._by_raw: dict[RawTuple, TcpConnection] = {}
+        # Connections in TIME-WAIT the application let go of, as compact records
+        # (RFC 9293 §3.6), oldest deadline first: a restarted 2*MSL moves to the end.
+        self.time_wait: OrderedDict[FourTuple, TimeWait] = OrderedDict()
+        self.max_time_wait = max_time_wait
         self._fast: dict[TcpConnection, fastpath.FastPath] = {}
         self.use_fast_path = fastpath.available()
         self.fast_path_after = FAST_PATH_AFTER
@@ -170,7 +179,7 @@ class Engine:
         lip = local_ip or self._source_for(remote_ip)
         lport = local_port or self._free_port(lip, remote_ip, remote_port)
         key = (lip, lport, remote_ip, remote_port)
-        if key in self.connections:
+        if key in self.connections or key in self.time_wait:
             raise EngineError("that 4-tuple is already in use")
         conn = TcpConnection.connect(config or self.config, lip, lport, remote_ip,
                                      remote_port, self.clock(), self._isn)
@@ -189,7 +198,9 @@ class Engine:
         start = self._rng.randrange(len(ports))
         for i in range(len(ports)):
             port = ports[(start + i) % len(ports)]
-            if (lip, port, rip, rport) not in self.connections and port not in self.listeners:
+            key = (lip, port, rip, rport)
+            if (key not in self.connections and key not in self.time_wait
+                    and port not in self.listeners):
                 return port
         raise EngineError("no free ephemeral port for that destination")
 
@@ -272,7 +283,11 @@ class Engine:
             heapq.heappop(self._timers)
         if self._dirty or self._pending:
             return self.clock()
-        return self._timers[0][0] if self._timers else None
+        deadline = self._timers[0][0] if self._timers else None
+        if self.time_wait:
+            tw = next(iter(self.time_wait.values()))
+            deadline = tw.expires if deadline is None else min(deadline, tw.expires)
+        return deadline
 
     # ------------------------------------------------------------------ receive
 
@@ -363,6 +378,8 @@ class Engine:
             self.activity.connections.add(conn)
             self._dirty.add(conn)
             return
+        if self.time_wait and not self._time_wait_segment(lip, rip, seg, now):
+            return
         listener = self.listeners.get(seg.dst_port)
         if listener is not None:
             listener.receive(seg, rip, lip, now)
@@ -374,6 +391,64 @@ class Engine:
         reply = rst_for(seg)
         if reply is not None:
             self._emit(Outgoing(lip, rip, reply), now)
+
+    # ------------------------------------------------------------------ TIME-WAIT
+
+    def _time_wait_segment(self, lip: bytes, rip: bytes, seg: TcpSegment, now: float
+                           ) -> bool:
+        """Give ``seg`` to its TIME-WAIT record, if any. True when the segment is
+        still to be delivered as if no connection existed (no record, an expired one,
+        or a new SYN that may reuse the 4-tuple, RFC 6191: the listener takes it)."""
+        key = (lip, seg.dst_port, rip, seg.src_port)
+        tw = self.time_wait.get(key)
+        if tw is None:
+            return True
+        if tw.expired(now):  # not swept yet: it is gone
+            del self.time_wait[key]
+            self.counters["tw_expired"] += 1
+            return True
+        expires = tw.expires
+        verdict, reply = tw.receive(seg, now, self.counters)
+        if verdict is not TwVerdict.KEEP:
+            del self.time_wait[key]
+            return verdict is TwVerdict.REOPEN
+        if tw.expires != expires:
+            self.time_wait.move_to_end(key)  # keep the table in deadline order
+        if reply is not None:
+            self._emit(Outgoing(lip, rip, reply), now)
+        return False
+
+    def _enter_time_wait(self, conn: TcpConnection, now: float) -> bool:
+        """Replace ``conn`` by its TIME-WAIT record once the application no longer
+        needs it (``TcpConnection.time_wait_record``). True if it was replaced."""
+        record = conn.time_wait_record(now)
+        if record is None:
+            return False
+        self._forget(conn)
+        key = record.key
+        self.time_wait.pop(key, None)
+        while self.time_wait and len(self.time_wait) >= self.max_time_wait:
+            # Linux refuses the new bucket instead ("time wait bucket table
+            # overflow"); dropping the record nearest its deadline loses less.
+            self.time_wait.popitem(last=False)
+            self.counters["tw_overflow"] += 1
+        if self.max_time_wait > 0:
+            self.time_wait[key] = record
+            self.counters["tw_created"] += 1
+        else:
+            self.counters["tw_overflow"] += 1
+        return True
+
+    def _expire_time_wait(self, now: float) -> None:
+        tws = self.time_wait
+        while tws:
+            key, tw = next(iter(tws.items()))
+            if not tw.expired(now):
+                # Records are in deadline order as long as every connection uses the
+                # same time_wait; a longer one ahead only delays the next sweep.
+                return
+            del tws[key]
+            self.counters["tw_expired"] += 1
 
     # ------------------------------------------------------------------ timers
 
@@ -387,6 +462,8 @@ class Engine:
         return owner.poll_at() == deadline
 
     def _run_timers(self, now: float) -> None:
+        if self.time_wait:
+            self._expire_time_wait(now)
         while self._timers and self._timers[0][0] <= now:
             deadline, _, owner = heapq.heappop(self._timers)
             if owner.poll_at() != deadline:
@@ -441,6 +518,8 @@ class Engine:
                 self._emit(Outgoing(owner.local_ip, owner.remote_ip, seg), now)
         if owner.state is TcpState.CLOSED:
             self._forget(owner)
+            return
+        if owner.state is TcpState.TIME_WAIT and self._enter_time_wait(owner, now):
             return
         if owner.state not in FAST_STATES:
             self._fast.pop(owner, None)  # TIME-WAIT and friends: nothing fast left to do
@@ -553,6 +632,7 @@ class Engine:
             self._dirty.add(listener)
         self._transmit(self.clock())
         self.connections.clear()
+        self.time_wait.clear()
         self._by_raw.clear()
         self._fast.clear()
         self._slow_seen.clear()

@@ -50,6 +50,7 @@ from joyride.tcp.recovery import LossRecovery
 from joyride.tcp.rtt import RttEstimator
 from joyride.tcp.state import RECEIVING_STATES, TcpEvent, TcpState
 from joyride.tcp.timers import Timer, Timers
+from joyride.tcp.timewait import TimeWait
 from joyride.wire.seq import MASK, Seq
 from joyride.wire.tcp import TcpFlags, TcpOptions, TcpSegment
 
@@ -438,6 +439,36 @@ class TcpConnection:
             # At SND.MAX, as the pure ACK below (Linux's tcp_acceptable_seq).
             self._out.append(self._segment(self._snd_max, TcpFlags.RST, with_ack=False))
         self._enter_closed(notify=self._state is not TcpState.CLOSED)
+
+    def time_wait_record(self, now: float) -> TimeWait | None:
+        """Hand TIME-WAIT over to a compact ``TimeWait`` record, or None if not yet.
+
+        Only once the connection is in TIME-WAIT with nothing left for the
+        application: it has closed the connection and nothing unread or unsent
+        remains (Linux's tcp_time_wait() turns the socket into a minisock at the same
+        point). The connection then reports CLOSED and forgets its timers; the record
+        keeps the rest of 2*MSL (RFC 9293 §3.6) and what RFC 9293 §3.10.7.4, RFC 7323
+        (PAWS) and RFC 6191 (4-tuple reuse) need.
+        """
+        if (
+            self._state is not TcpState.TIME_WAIT
+            or not self._app_closed
+            or len(self._recv_buf) > 0
+            or self._out
+        ):
+            return None
+        expires = self._timers.deadline(Timer.TIME_WAIT)
+        window = min(max(self._rcv_adv - self._rcv_nxt, 0) >> self._rcv_shift, 0xFFFF)
+        record = TimeWait(
+            self.local_ip, self.local_port, self.remote_ip, self.remote_port,
+            snd_nxt=self._snd_max, rcv_nxt=self._rcv_nxt, window=window,
+            ts_recent=self._ts_recent if self._ts_ok else None,
+            ts_recent_age=self._ts_recent_age, ts_offset=self._ts_offset,
+            now=now, duration=self.config.time_wait, expires=expires,
+        )
+        self.counters["handed_to_time_wait"] += 1
+        self._enter_closed(notify=True)
+        return record
 
     # ------------------------------------------------------------------ transmit side
 

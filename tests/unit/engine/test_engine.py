@@ -74,15 +74,18 @@ def test_handshake_data_and_close_both_ways() -> None:
     client.mark(conn_c)
     client.flush()
     run([server, client], clock, rounds=5)
-    # The server closed first, so it holds TIME-WAIT (RFC 9293 §3.6); the client's
-    # connection is CLOSED and the engine has forgotten it.
-    assert conn_s.state is TcpState.TIME_WAIT
+    # The server closed first, so it holds TIME-WAIT (RFC 9293 §3.6): its application
+    # closed, so the engine keeps a compact record instead of the connection. The
+    # client's connection is CLOSED and the engine has forgotten it.
+    assert conn_s.state is TcpState.CLOSED
+    assert not server.connections
+    assert list(server.time_wait) == [(IP_A, 8080, IP_B, conn_c.local_port)]
     assert conn_c.state is TcpState.CLOSED
     assert not client.connections
     clock.now += server.config.time_wait + 1
     run([server, client], clock, rounds=2)
-    assert conn_s.state is TcpState.CLOSED
-    assert not server.connections
+    assert not server.time_wait
+    assert server.counters["tw_expired"] == 1
 
 
 def test_segment_for_no_socket_is_answered_with_rst() -> None:
