@@ -1,42 +1,15 @@
-"""Helpers for the API integration tests: kernel-socket peers and small servers."""
+"""Helpers for the API integration tests: small asyncio servers and peer commands (the
+kernel-socket clients are the shared ``peers``)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import socket
-import threading
 
 from joyride.testbed import Testbed
 
 PORT = 8080
 HTTP_BODY = hashlib.sha256(b"joyride").hexdigest().encode() * 64  # 4 KiB, checkable
-
-
-def kernel_echo(bed: Testbed, payload: bytes, *, port: int = PORT, timeout: float = 60
-                ) -> bytes:
-    """Send ``payload`` from a kernel socket in the peer namespace; return the echo."""
-    with bed.peer.inside():
-        sock = socket.create_connection((bed.joy.ip, port), timeout=timeout)
-    received = bytearray()
-    with sock:
-        def reader() -> None:
-            while len(received) < len(payload):
-                chunk = sock.recv(1 << 16)
-                if not chunk:
-                    break
-                received.extend(chunk)
-
-        thread = threading.Thread(target=reader)
-        thread.start()
-        sock.sendall(payload)
-        thread.join(timeout)
-    return bytes(received)
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 async def echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -78,7 +51,3 @@ async def run_in_peer(bed: Testbed, *args: str, timeout: float = 60) -> tuple[in
         raise
     assert proc.returncode is not None
     return proc.returncode, out
-
-
-def random_payload(size: int) -> bytes:
-    return os.urandom(size)

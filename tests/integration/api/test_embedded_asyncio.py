@@ -9,16 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from api_peers import (
-    HTTP_BODY,
-    PORT,
-    digest,
-    echo_handler,
-    http_handler,
-    kernel_echo,
-    random_payload,
-    run_in_peer,
-)
+from api_peers import HTTP_BODY, PORT, echo_handler, http_handler, run_in_peer
+from peers import digest, kernel_echo, random_payload
 
 import joyride.asyncio as jasyncio
 from joyride.embed import EmbedError, embed
@@ -49,7 +41,7 @@ def serve_and(bed: Testbed, handler: object, client: object) -> object:
 
 async def _echo_client(bed: Testbed, size: int = 2 << 20) -> tuple[str, str]:
     payload = random_payload(size)
-    echoed = await asyncio.to_thread(kernel_echo, bed, payload)
+    echoed = await asyncio.to_thread(kernel_echo, bed, payload, port=PORT)
     return digest(payload), digest(echoed)
 
 

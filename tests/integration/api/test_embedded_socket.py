@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_peers import PORT, digest, kernel_echo, random_payload
+from api_peers import PORT
+from peers import digest, kernel_echo, random_payload
 
 import joyride.socket as jsocket
 from joyride.embed import embed
@@ -48,7 +49,7 @@ def test_socketserver_echo_kernel_client(testbed: Testbed,
         assert isinstance(server.socket, jsocket.socket)
         assert server.socket.joyride_mode == "embedded"
         with _serve(server):
-            echoed = kernel_echo(testbed, payload)
+            echoed = kernel_echo(testbed, payload, port=PORT)
     assert digest(echoed) == digest(payload)
 
 

@@ -11,17 +11,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from api_peers import (
-    HTTP_BODY,
-    PORT,
-    digest,
-    echo_handler,
-    http_handler,
-    kernel_echo,
-    random_payload,
-    run_in_peer,
-)
+from api_peers import HTTP_BODY, PORT, echo_handler, http_handler, run_in_peer
 from api_service import service
+from peers import digest, kernel_echo, random_payload
 
 import joyride.asyncio as jasyncio
 from joyride.testbed import Impairment, Testbed
@@ -131,6 +123,7 @@ def test_transport_reports_tcp_addresses(service_bed: Testbed) -> None:
 
     async def main() -> tuple[tuple[str, int], bytes, Any]:
         server = await jasyncio.start_server(handler, None, port)
+        assert isinstance(server, asyncio.Server)  # service mode: the loop's own server
         try:
             listening = server.sockets[0].getsockname()
             name, echoed = await accepted(bed)

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_peers import PORT, digest, kernel_echo, random_payload
+from api_peers import PORT
 from api_service import service
+from peers import digest, kernel_echo, random_payload
 
 import joyride.socket as jsocket
 from joyride.testbed import Testbed
@@ -58,7 +59,7 @@ def test_socketserver_echo_kernel_client(service_bed: Testbed,
         assert isinstance(server.socket, jsocket.socket)
         assert server.socket.joyride_mode == "service"
         with _serve(server):
-            echoed = kernel_echo(service_bed, payload)
+            echoed = kernel_echo(service_bed, payload, port=PORT)
     assert digest(echoed) == digest(payload)
 
 

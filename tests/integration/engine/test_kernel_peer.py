@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
 import select
-import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
+from peers import digest, peer_client, random_payload, roundtrip
 
 import xsk
 from joyride.engine import Engine, KernelNetwork
@@ -86,36 +82,11 @@ class EchoServer:
             raise self.error
 
 
-@contextlib.contextmanager
-def client(bed: Testbed, timeout: float = 20.0) -> Iterator[socket.socket]:
-    with bed.peer.inside():
-        sock = socket.create_connection((bed.joy.ip, PORT), timeout=timeout)
-    with sock:
-        yield sock
-
-
-def echo_roundtrip(sock: socket.socket, payload: bytes) -> bytes:
-    received = bytearray()
-
-    def reader() -> None:
-        while len(received) < len(payload):
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                break
-            received.extend(chunk)
-
-    t = threading.Thread(target=reader)
-    t.start()
-    sock.sendall(payload)
-    t.join(60)
-    return bytes(received)
-
-
 def test_kernel_client_echo_hash(testbed: Testbed) -> None:
-    payload = os.urandom(2 << 20)
-    with EchoServer(testbed) as server, client(testbed) as sock:
-        echoed = echo_roundtrip(sock, payload)
-    assert hashlib.sha256(echoed).hexdigest() == hashlib.sha256(payload).hexdigest()
+    payload = random_payload(2 << 20)
+    with EchoServer(testbed) as server, peer_client(testbed, PORT) as sock:
+        echoed = roundtrip(sock, payload)
+    assert digest(echoed) == digest(payload)
     assert server.engine.counters["rx_segments"] > 0
 
 
@@ -126,7 +97,7 @@ def test_kernel_client_echo_hash(testbed: Testbed) -> None:
 ], ids=["loss", "reorder", "dup+corrupt"])
 def test_echo_under_impairments(make_testbed: object, impairment: Impairment) -> None:
     bed = make_testbed(to_joy=impairment, seed=3)  # type: ignore[operator]
-    payload = os.urandom(512 << 10)
-    with EchoServer(bed), client(bed, timeout=60) as sock:
-        echoed = echo_roundtrip(sock, payload)
-    assert hashlib.sha256(echoed).hexdigest() == hashlib.sha256(payload).hexdigest()
+    payload = random_payload(512 << 10)
+    with EchoServer(bed), peer_client(bed, PORT, timeout=60) as sock:
+        echoed = roundtrip(sock, payload)
+    assert digest(echoed) == digest(payload)

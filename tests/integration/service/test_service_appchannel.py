@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from peers import digest, peer_client, roundtrip
 from service_helpers import app_path, stats, wait_for
 
 from joyride.service import appclient, protocol
@@ -34,23 +35,6 @@ def _echo_server(lsock: socket.socket, count: int) -> threading.Thread:
     return t
 
 
-def _roundtrip(sock: socket.socket, payload: bytes) -> bytes:
-    got = bytearray()
-
-    def reader() -> None:
-        while len(got) < len(payload):
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                break
-            got.extend(chunk)
-
-    t = threading.Thread(target=reader)
-    t.start()
-    sock.sendall(payload)
-    t.join(60)
-    return bytes(got)
-
-
 def test_echo_kernel_client_hash_and_addresses(service_bed: Testbed) -> None:
     bed = service_bed
     with bed.joy.inside():
@@ -58,16 +42,12 @@ def test_echo_kernel_client_hash_and_addresses(service_bed: Testbed) -> None:
     with lsock:
         _echo_server(lsock, 2)
         payload = os.urandom(4 << 20)
-        with bed.peer.inside():
-            client = socket.create_connection((bed.joy.ip, 8080), timeout=30)
-        with client:
-            echoed = _roundtrip(client, payload)
+        with peer_client(bed, 8080, timeout=30) as client:
+            echoed = roundtrip(client, payload)
             local = client.getsockname()
-        assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+        assert digest(echoed) == digest(payload)
         # The accepted socket's peer name spells the TCP 4-tuple.
-        with bed.peer.inside():
-            second = socket.create_connection((bed.joy.ip, 8080), timeout=30)
-        with second:
+        with peer_client(bed, 8080, timeout=30) as second:
             second.sendall(b"ping")
             assert second.recv(4) == b"ping"
         assert local[0] == bed.peer.ip
@@ -80,18 +60,15 @@ def test_accepted_socket_names_the_tcp_connection(service_bed: Testbed) -> None:
     bed = service_bed
     with bed.joy.inside():
         lsock = appclient.listen(8081, path=app_path(bed.joy))
-    with lsock:
-        with bed.peer.inside():
-            client = socket.create_connection((bed.joy.ip, 8081), timeout=30)
-        with client:
-            lsock.settimeout(10)
-            conn, peer = lsock.accept()
-            with conn:
-                parsed = protocol.parse_name(peer)
-                assert parsed is not None and parsed.remote is not None
-                assert parsed.local == (bed.joy.ip, 8081)
-                assert parsed.remote == client.getsockname()
-                assert appclient.peer_of(conn) == (parsed.local, parsed.remote)
+    with lsock, peer_client(bed, 8081, timeout=30) as client:
+        lsock.settimeout(10)
+        conn, peer = lsock.accept()
+        with conn:
+            parsed = protocol.parse_name(peer)
+            assert parsed is not None and parsed.remote is not None
+            assert parsed.local == (bed.joy.ip, 8081)
+            assert parsed.remote == client.getsockname()
+            assert appclient.peer_of(conn) == (parsed.local, parsed.remote)
 
 
 def test_not_accelerated_port_and_foreign_address(service_bed: Testbed) -> None:
