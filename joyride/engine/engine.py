@@ -78,6 +78,8 @@ FAST_PATH_AFTER: Final = 8
 # Linux's tcp_max_tw_buckets: TIME-WAIT records kept at most (about 200 bytes each);
 # beyond it the record closest to expiry is dropped and counted (``tw_overflow``).
 MAX_TIME_WAIT: Final = 65536
+# Timer heap entries tolerated before superseded ones are swept (see _compact_timers).
+TIMER_SLACK: Final = 64
 # Segments the C batch builder does not frame (it writes data/ACK segments only).
 _NOT_BATCHABLE: Final = int(TcpFlags.SYN | TcpFlags.RST | TcpFlags.URG)
 
@@ -138,9 +140,16 @@ class Engine:
         self.listeners: dict[int, Listener] = {}
         self.activity = Activity()
         self._isn = IsnGenerator()
+        # Outgoing connections' TSval offsets, one per address pair (as Linux's
+        # secure_tcp_ts_off): a new incarnation of a 4-tuple continues the old one's
+        # timestamp clock, so a peer holding it in TIME-WAIT can accept the new SYN
+        # by its timestamp (RFC 6191 §2); a random offset per connection would be
+        # refused half the time. Its own key keeps it unrelated to the ISNs.
+        self._ts_offsets = IsnGenerator()
         self._parser = BatchParser(batch, verify_checksums=self.config.verify_checksum)
         self._timers: list[tuple[float, int, TcpConnection | Listener]] = []
         self._tiebreak = itertools.count()
+        self._timers_limit = TIMER_SLACK  # heap size that triggers _compact_timers
         self._dirty: set[TcpConnection | Listener] = set()
         self._pending: dict[bytes, deque[bytes]] = {}  # next hop -> frames awaiting its MAC
         self._tx: list[Buffer] = []
@@ -182,7 +191,8 @@ class Engine:
         if key in self.connections or key in self.time_wait:
             raise EngineError("that 4-tuple is already in use")
         conn = TcpConnection.connect(config or self.config, lip, lport, remote_ip,
-                                     remote_port, self.clock(), self._isn)
+                                     remote_port, self.clock(), self._isn,
+                                     ts_offset=self._ts_offsets.offset(lip, 0, remote_ip, 0))
         self._register(conn)
         self._dirty.add(conn)
         self.flush()
@@ -456,6 +466,20 @@ class Engine:
         deadline = owner.poll_at()
         if deadline is not None:
             heapq.heappush(self._timers, (deadline, next(self._tiebreak), owner))
+            if len(self._timers) > self._timers_limit:
+                self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Drop superseded heap entries. Entries are removed lazily when they reach
+        the top, but each one holds its owner: a connection handed over to a
+        TIME-WAIT record (or closed) would stay in memory until its last stale
+        deadline (FIN-WAIT-2's 60 s, keepalive's hours). Rebuilding once the heap
+        outgrows twice the live owners keeps the cost amortised O(1) per push."""
+        self._timers = [e for e in self._timers if self._is_current(e)]
+        heapq.heapify(self._timers)
+        live = len(self.connections) + len(self.listeners)
+        self._timers_limit = max(2 * max(live, len(self._timers)), TIMER_SLACK)
+        self.counters["timer_heap_compactions"] += 1
 
     def _is_current(self, entry: tuple[float, int, TcpConnection | Listener]) -> bool:
         deadline, _, owner = entry
