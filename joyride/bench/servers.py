@@ -9,9 +9,7 @@ by pid at teardown whatever happens; ``Endpoint.stop`` ends them earlier.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from joyride.bench.pyserver import BODY
+from joyride.processes import terminate
 from joyride.testbed import Node, Testbed
 
 JOYRIDE: Final = str(Path(sys.executable).with_name("joyride"))
@@ -65,17 +64,7 @@ class Endpoint:
         return all(p.poll() is None for p in self.procs)
 
     def stop(self, timeout: float = 5.0) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait(timeout)
+        terminate(self.procs, timeout)
 
 
 def nginx_conf(workdir: Path, port: int) -> Path:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from joyride.errors import JoyrideError, PrivilegeError
+from joyride.processes import pid_alive
 from joyride.service import control, orphans
 from joyride.service.cleanup import cleanup_stale
 from joyride.service.state import ServiceState, StateDir
@@ -109,26 +110,11 @@ def _joyride_program_on(ifname: str) -> bool:
 
 def _wait_stopped(state_dir: StateDir, state: ServiceState | None, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while state_dir.service_alive() or (state is not None and _pid_alive(state.pid)):
+    while state_dir.service_alive() or (state is not None and pid_alive(state.pid)):
         if time.monotonic() > deadline:
             raise JoyrideError(f"the service for {state_dir.ifname} did not stop within "
                                f"{timeout:g} s" + (f" (pid {state.pid})" if state else ""))
         time.sleep(0.02)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) counts as stopped: it holds no resources.
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 @dataclass

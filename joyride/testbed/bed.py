@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from joyride import netns
+from joyride.processes import pid_alive, terminate
 from joyride.testbed.impair import Impairment, nft_ruleset, tbf_args
 
 PREFIX: Final = "jr"
@@ -110,22 +111,8 @@ class Node:
         self.run("sysctl", "-q", "-w", f"{key}={value}")
 
     def stop_processes(self, timeout: float = 3.0) -> None:
-        for proc in self.processes:
-            _terminate(proc, timeout)
+        terminate(self.processes, timeout)
         self.processes.clear()
-
-
-def _terminate(proc: subprocess.Popen[Any], timeout: float) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(timeout)
 
 
 class Testbed:
@@ -291,7 +278,7 @@ class Testbed:
         for node in (self.joy, self.peer):
             node.stop_processes()
         if self.relay_proc is not None:
-            _terminate(self.relay_proc, 3.0)
+            terminate([self.relay_proc], 3.0)
             self.relay_proc = None
         # Deleting a namespace destroys its veths (and their peers), qdiscs, nft tables
         # and any XDP program attached to its devices.
@@ -312,16 +299,6 @@ def list_namespaces() -> list[str]:
     return [line.split()[0] for line in proc.stdout.decode().splitlines() if line.strip()]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep(*, include_live: bool = False) -> list[str]:
     """Delete test-bed namespaces left by runs whose process is gone; return their names."""
     removed = []
@@ -329,7 +306,7 @@ def sweep(*, include_live: bool = False) -> list[str]:
         m = NS_PATTERN.match(name)
         if not m:
             continue
-        if not include_live and _pid_alive(int(m.group(1))) and int(m.group(1)) != 0:
+        if not include_live and pid_alive(int(m.group(1))) and int(m.group(1)) != 0:
             continue
         _kill_namespace_processes(name)
         if _run(["ip", "netns", "delete", name], check=False).returncode == 0:
