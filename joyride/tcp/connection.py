@@ -1129,7 +1129,10 @@ class TcpConnection:
         self._ack_state_transitions(now)
         return self._state is not TcpState.CLOSED
 
-    def _ack_advanced(self, ack: Seq, acked: int, seg: TcpSegment, now: float) -> None:
+    def _advance_una(self, ack: Seq) -> int:
+        """SND.UNA moves to ``ack``: release the acknowledged bytes from the send buffer
+        (RFC 9293 §3.10.7.4, "fifth"); returns how many data bytes that was. Shared with
+        the fast path's once-per-batch version."""
         data_acked = min(max(ack - self._buf_seq, 0), len(self._send_buf))
         if data_acked:
             self._send_buf.consume(data_acked)
@@ -1142,6 +1145,10 @@ class TcpConnection:
         if self._probe_end is not None and ack >= self._probe_end:
             self._probe_end = None
         self.counters["bytes_acked"] += data_acked
+        return data_acked
+
+    def _ack_advanced(self, ack: Seq, acked: int, seg: TcpSegment, now: float) -> None:
+        self._advance_una(ack)
 
         # RTT: the timed segment (Karn) or, failing that, the echoed timestamp.
         rtt: float | None = None

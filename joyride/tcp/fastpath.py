@@ -312,14 +312,7 @@ class FastPath:
         c, st = self.conn, self._st
         ack = Seq(st.snd_una)
         flight_before = c._snd_max - c._snd_una
-        data_acked = min(max(ack - c._buf_seq, 0), len(c._send_buf))
-        if data_acked:
-            c._send_buf.consume(data_acked)
-            c._buf_seq = c._buf_seq + data_acked
-        c._snd_una = ack
-        if ack > c._snd_nxt:
-            c._snd_nxt = ack
-        c.counters["bytes_acked"] += data_acked
+        c._advance_una(ack)
         board = c._recovery.board
         if board.range_count:
             # RFC 6675 §5: every ACK updates the scoreboard (drops what it now covers).
