@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from joyride.processes import pid_alive
 from joyride.testbed import list_namespaces
 
 pytestmark = pytest.mark.integration
@@ -28,14 +28,6 @@ JOYRIDE = str(Path(sys.executable).with_name("joyride"))
 
 def namespaces_of(pid: int) -> list[str]:
     return [n for n in list_namespaces() if n.startswith(f"jr-{pid}-")]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
 
 
 def run_joyride(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], int]:
@@ -111,9 +103,9 @@ def test_demo_sigint_cleans_up_everything() -> None:
     assert "interrupted" in out
     assert namespaces_of(proc.pid) == []
     deadline = time.monotonic() + 10
-    while any(alive(p) for p in inside) and time.monotonic() < deadline:
+    while any(pid_alive(p) for p in inside) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [p for p in inside if alive(p)]
+    assert not [p for p in inside if pid_alive(p)]
 
 
 def test_bench_quick_subset_results_are_sane(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from steer_cli import JOYRIDE, cli, one_line_error, status, wait_for
 
+from joyride.processes import pid_alive
 from joyride.service import supervisor
 from joyride.service.state import StateDir
 from joyride.steer import xdp
@@ -158,14 +159,9 @@ def test_service_exits_and_cleans_up_when_its_interface_vanishes(testbed: Testbe
     pid = entry["service"]["pid"]
     joy.run("ip", "link", "del", joy.ifname)  # takes the peer end with it
 
-    def gone() -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-
-    wait_for(gone, timeout=10, what="service exit")
+    # pid_alive counts a zombie as gone and tolerates the process vanishing between
+    # its kill(0) and its read of /proc/<pid>/stat (this test's own copy did not).
+    wait_for(lambda: not pid_alive(pid), timeout=10, what="service exit")
     assert joy.run("cat", RESERVED).stdout.decode().strip() == reserved_before
     assert json.loads(cli(joy, "status", "--json").stdout) == []
     wait_for(lambda: not xdp.prog_exists(entry["program"]["id"]), what="program freed")
