@@ -53,9 +53,12 @@ def bpftool_gone(kind: str, ident: int, timeout: float = 5.0) -> bool:
     return True
 
 
-def ping(link: Link) -> bool:
-    proc = link.tb.peer.run("ping", "-c", "1", "-W", "1", link.tb.joy.ip, check=False,
-                            timeout=10)
+def ping(link: Link, count: int = 3) -> bool:
+    """Whether any of ``count`` echo requests is answered. More than one: once frames
+    are redirected, the peer's ARP entry goes stale, and re-resolving it after the
+    socket leaves the map can outlast a single 1-second wait (seen once in CI)."""
+    proc = link.tb.peer.run("ping", "-c", str(count), "-i", "0.5", "-W", "1",
+                            link.tb.joy.ip, check=False, timeout=15)
     return proc.returncode == 0
 
 
