@@ -172,13 +172,82 @@ def run(seconds: float, batch: int, verify: bool) -> dict[str, object]:
     return result
 
 
+def run_rr(seconds: float, size: int) -> dict[str, object]:
+    """Request/response: ``size`` bytes each way, one exchange in flight, both ends
+    through the fast path as the engine drives it (send_batch, parse, receive_batch,
+    recv; the state machine for whatever the fast path declines)."""
+    cfg = TcpConfig(nodelay=True)
+    a, b = establish(cfg)
+    clock = time.perf_counter
+    fa = FastPath(a, FrameTemplate(A_MAC, B_MAC, A_IP, B_IP, a.local_port, a.remote_port))
+    fb = FastPath(b, FrameTemplate(B_MAC, A_MAC, B_IP, A_IP, b.local_port, b.remote_port))
+    pa, pb = BatchParser(64), BatchParser(64)
+    request = os.urandom(size)
+    now = 1.0
+    slow = 0
+    ok = True
+
+    def carry(src: FastPath, conn: TcpConnection, dst: FastPath, dst_conn: TcpConnection,
+              parser: BatchParser) -> int:
+        """What ``src`` has to send reaches ``dst``; returns segments carried slowly."""
+        n = src.send_batch(now)
+        if n:
+            parser.parse_descriptors(src.tx_base_c, src.tx_offsets_c, src.tx_lengths, n)
+            dst.receive_batch(parser, src.tx_buf, src.tx_offsets, now)
+        segs = conn.segments_to_send(now)
+        for seg in segs:
+            dst_conn.receive(seg, now)
+        return len(segs)
+
+    done = 0
+    start = clock()
+    cpu_start = time.process_time()
+    deadline = start + seconds
+    while True:
+        if done % 256 == 0 and clock() >= deadline:
+            break
+        a.send(request)
+        slow += carry(fa, a, fb, b, pb)
+        got = b.recv(-1, now=now)
+        b.send(got)
+        slow += carry(fb, b, fa, a, pa)
+        ok = ok and a.recv(-1, now=now) == request
+        a.events()
+        b.events()
+        now += 50e-6
+        done += 1
+    elapsed = clock() - start
+    cpu = time.process_time() - cpu_start
+    return {
+        "bench": "tcp_core_rr",
+        "seconds": round(elapsed, 3),
+        "size": size,
+        "transactions": done,
+        "us_per_transaction": round(elapsed / done * 1e6, 3),
+        "us_per_transaction_cpu": round(cpu / done * 1e6, 3),
+        "slow_path_segments": slow + fa.slow_segments + fb.slow_segments,
+        "content_ok": ok,
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--verify", action="store_true",
                     help="check every delivered byte against the sent stream (slower)")
+    ap.add_argument("--rr", type=int, metavar="BYTES", default=0,
+                    help="request/response of BYTES each way instead of bulk transfer")
     args = ap.parse_args()
+    if args.rr:
+        res = run_rr(args.seconds, args.rr)
+        print(f"tcp core request/response of {res['size']} B: "
+              f"{res['us_per_transaction']} us per transaction (both ends; "
+              f"{res['us_per_transaction_cpu']} us CPU), "
+              f"{res['slow_path_segments']} segments on the slow path, "
+              f"content ok: {res['content_ok']}")
+        print(json.dumps(res))
+        return 0
     res = run(args.seconds, args.batch, args.verify)
     print(f"tcp core: {res['segments_per_s']:,} data segments/s "
           f"({res['segments_per_cpu_s']:,} per CPU-second), "

@@ -69,7 +69,7 @@ class AsyncioDriver:
         self._spin_pending = False
         self._stopped = False
         for fd in self.fds:
-            loop.add_reader(fd, self._round)
+            loop.add_reader(fd, self._on_readable)
         self._arm()
 
     @property
@@ -79,14 +79,28 @@ class AsyncioDriver:
     def _round(self) -> None:
         if self._stopped:
             return
-        busy = self.stack.poll()
-        now = self.stack.clock()
+        stack = self.stack
+        # What the tasks wrote since the last round (and that round's ACKs) leaves
+        # first; the callbacks of this round wake tasks whose writes the next round
+        # sends, so a spinning round does not transmit at its end.
+        stack.flush()
+        busy = stack.poll(transmit=False)
+        now = stack.clock()
         if busy:
             self._spin_until = now + self.spin
-        if now < self._spin_until and not self._spin_pending:
-            self._spin_pending = True
-            self.loop.call_soon(self._spin_round)
+        if now < self._spin_until:
+            if not self._spin_pending:
+                self._spin_pending = True
+                self.loop.call_soon(self._spin_round)
+        else:
+            stack.flush()  # going idle: nothing may wait for a round that will not come
         self._arm(now)
+
+    def _on_readable(self) -> None:
+        # While spinning, the queued spin round polls anyway; a round here as well
+        # would flush connections whose tasks have not yet written their replies.
+        if not self._spin_pending:
+            self._round()
 
     def _spin_round(self) -> None:
         self._spin_pending = False
@@ -108,7 +122,8 @@ class AsyncioDriver:
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, math.inf
-        self._round()
+        if not self._spin_pending:  # the queued spin round runs the timers (and re-arms)
+            self._round()
 
     def kick(self) -> None:
         if self._stopped:

@@ -130,11 +130,16 @@ class Stack:
 
     # -- the poll --------------------------------------------------------------------------
 
-    def poll(self) -> bool:
+    def poll(self, *, transmit: bool = True) -> bool:
         """One engine round plus the callbacks it calls for; True if anything happened.
 
         Callbacks run with the lock held; one that raises is counted and the others
         still run: an application bug must not stall every other connection.
+
+        ``transmit=False`` leaves the round's transmit to the caller's next ``flush``:
+        a driver that polls again within the same event-loop iteration lets the tasks
+        these callbacks woke write first, so each connection's ACK and reply leave in
+        one segment and the connection is visited once per request, not twice.
         """
         with self.lock:
             if self.closed:
@@ -145,7 +150,8 @@ class Stack:
             self.counters["polls"] += 1
             busy = bool(activity.connections or activity.listeners)
             if not busy:
-                self.engine.flush()
+                if transmit:
+                    self.engine.flush()
                 return False
             self.counters["busy_polls"] += 1
             self.in_poll = True
@@ -160,7 +166,8 @@ class Stack:
             finally:
                 self.in_poll = False
             # Callbacks queued replies (echo, HTTP response): send them in this round.
-            self.engine.flush()
+            if transmit:
+                self.engine.flush()
             return True
 
     def _call(self, callback: Callback | None) -> None:

@@ -536,9 +536,11 @@ class Engine:
         fp = self._earned_fast_path(owner, now)
         if fp is not None:
             for _ in range(MAX_FAST_SEND_ROUNDS):
-                if fp.send_batch(now) == 0:
-                    break
-                self._take_fast_frames(fp)
+                built = fp.send_batch(now)
+                if built:
+                    self._take_fast_frames(fp)
+                if built < fp.capacity:
+                    break  # a window, the queue or the tail rule stopped it: so would a retry
         segs = owner.segments_to_send(now)
         if segs:
             done = self._build_segments(fp, segs) if fp is not None else 0
