@@ -534,14 +534,16 @@ class Engine:
             self._schedule(owner)
             return
         fp = self._earned_fast_path(owner, now)
+        sent_fast = 0
         if fp is not None:
             for _ in range(MAX_FAST_SEND_ROUNDS):
                 built = fp.send_batch(now)
                 if built:
+                    sent_fast += built
                     self._take_fast_frames(fp)
                 if built < fp.capacity:
                     break  # a window, the queue or the tail rule stopped it: so would a retry
-        segs = owner.segments_to_send(now)
+        segs = [] if sent_fast and owner.settle_after_fast_send() else owner.segments_to_send(now)
         if segs:
             done = self._build_segments(fp, segs) if fp is not None else 0
             for seg in segs[done:]:

@@ -483,6 +483,18 @@ class TcpConnection:
         out, self._out = self._out, []
         return out
 
+    def settle_after_fast_send(self) -> bool:
+        """The batch fast path just sent data: True when ``segments_to_send`` would
+        now send nothing (and it need not be called), which it owes only to work of
+        its own kind - an ACK demanded by the state machine, a queued FIN or
+        segments already built. Everything else it would weigh (both windows, Nagle
+        and SWS, the idle restart, recovery) the fast path has just applied, and it
+        armed the retransmission timer and cancelled persist as ``_transmit`` would."""
+        if self._out or self._ack_now or self._fin_seq is not None:
+            return False
+        self._dirty = False
+        return True
+
     def on_timer(self, now: float) -> None:
         """Handle every timer due at ``now`` (harmless to call early or twice)."""
         self._now = now

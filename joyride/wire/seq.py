@@ -21,7 +21,7 @@ class Seq:
     value: int
 
     def __init__(self, value: int) -> None:
-        object.__setattr__(self, "value", value & MASK)
+        _set_value(self, value & MASK)  # the slot's own setter: __setattr__ refuses
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Seq is immutable")
@@ -46,17 +46,18 @@ class Seq:
         """Signed distance ``self - other`` in [-2**31, 2**31)."""
         return ((self.value - other.value + HALF) & MASK) - HALF
 
+    # The comparisons inline ``diff``: they run several times per segment.
     def __lt__(self, other: Seq) -> bool:
-        return self.diff(other) < 0
+        return ((self.value - other.value + HALF) & MASK) < HALF
 
     def __le__(self, other: Seq) -> bool:
-        return self.diff(other) <= 0
+        return ((self.value - other.value + HALF) & MASK) <= HALF
 
     def __gt__(self, other: Seq) -> bool:
-        return self.diff(other) > 0
+        return ((self.value - other.value + HALF) & MASK) > HALF
 
     def __ge__(self, other: Seq) -> bool:
-        return self.diff(other) >= 0
+        return ((self.value - other.value + HALF) & MASK) >= HALF
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Seq) and other.value == self.value
@@ -79,8 +80,11 @@ class Seq:
 
     @staticmethod
     def max(a: Seq, b: Seq) -> Seq:
-        return a if a.diff(b) >= 0 else b
+        return a if ((a.value - b.value + HALF) & MASK) >= HALF else b
 
     @staticmethod
     def min(a: Seq, b: Seq) -> Seq:
-        return a if a.diff(b) <= 0 else b
+        return a if ((a.value - b.value + HALF) & MASK) <= HALF else b
+
+
+_set_value = Seq.value.__set__  # type: ignore[attr-defined]
