@@ -23,6 +23,7 @@ without a service it is the kernel's asyncio server, unchanged. Prints a table, 
 one JSON object as the last line (medians over rounds, and embedded/kernel ratios).
 
     sudo .venv/bin/python scripts/bench_embedded.py [--rounds 3] [--modes kernel,embedded,service]
+        [--loop asyncio|uvloop]
 """
 
 from __future__ import annotations
@@ -56,7 +57,15 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.close()
 
 
-def serve(mode: str, ifname: str, profile: str = "") -> None:
+def _runner(loop: str) -> asyncio.Runner:
+    if loop == "uvloop":
+        import uvloop
+
+        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    return asyncio.Runner()
+
+
+def serve(mode: str, ifname: str, profile: str = "", loop: str = "asyncio") -> None:
     import joyride.asyncio as jasyncio
     from joyride.embed import embed
 
@@ -73,10 +82,11 @@ def serve(mode: str, ifname: str, profile: str = "") -> None:
         prof.enable()
     try:
         if mode == "embedded":
-            with embed(ifname, [PORT]):
-                asyncio.run(main())
+            with embed(ifname, [PORT]), _runner(loop) as runner:
+                runner.run(main())
         else:
-            asyncio.run(main())
+            with _runner(loop) as runner:
+                runner.run(main())
     finally:
         if profile:
             prof.disable()
@@ -184,6 +194,7 @@ def run_mode(bed: Any, mode: str, args: argparse.Namespace) -> dict[str, float]:
         attached = True
     server = subprocess.Popen(
         bed.joy.cmd(_python(), str(HERE), "--serve", mode, "--ifname", bed.joy.ifname,
+                    "--loop", args.loop,
                     *(["--profile", args.profile] if args.profile else [])),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
     try:
@@ -260,7 +271,8 @@ def orchestrate(args: argparse.Namespace) -> None:
                                                            / summary["kernel"]["cpu_tps_us"])
         for key, value in ratios.items():
             print(f"{key}: {value:.2f}")
-    print(json.dumps({"benchmark": "bench_embedded", "rounds": args.rounds, "msg_bytes": MSG,
+    print(json.dumps({"benchmark": "bench_embedded", "loop": args.loop,
+                      "rounds": args.rounds, "msg_bytes": MSG,
                       "rtts": args.rtts, "conns": args.conns, "seconds": args.seconds,
                       "results": summary, "ratios": ratios, "errors": errors}))
 
@@ -277,9 +289,11 @@ def main() -> None:
     parser.add_argument("--client", choices=["lat", "tps"])
     parser.add_argument("--ip", default="")
     parser.add_argument("--profile", default="", help="cProfile the embedded server here")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                        help="the server's event loop (the same one in every mode)")
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.ifname, args.profile)
+        serve(args.serve, args.ifname, args.profile, args.loop)
     elif args.client == "lat":
         print(json.dumps(client_latency(args.ip, args.rtts)))
     elif args.client == "tps":

@@ -6,6 +6,7 @@ import asyncio
 import re
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,12 @@ pytestmark = pytest.mark.integration
 RESERVED = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
 
 
-def serve_and(bed: Testbed, handler: object, client: object) -> object:
+def serve_and(bed: Testbed, handler: object, client: object,
+              loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+              ports: tuple[int, ...] = (PORT,)) -> object:
     """Embed on the bed, serve ``handler`` on PORT with joyride.asyncio, run the async
-    ``client(bed)`` and return its result; everything is torn down after."""
+    ``client(bed)`` and return its result (on a loop from ``loop_factory``, asyncio's
+    own by default); everything is torn down after."""
 
     async def main() -> object:
         server = await jasyncio.start_server(handler, None, PORT)  # type: ignore[arg-type]
@@ -35,8 +39,9 @@ def serve_and(bed: Testbed, handler: object, client: object) -> object:
         finally:
             server.close()
 
-    with bed.joy.inside(), embed(bed.joy.ifname, [PORT]):
-        return asyncio.run(main())
+    with bed.joy.inside(), embed(bed.joy.ifname, ports), \
+            asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main())
 
 
 async def _echo_client(bed: Testbed, size: int = 2 << 20) -> tuple[str, str]:
@@ -78,6 +83,28 @@ def test_http_curl_and_wrk(testbed: Testbed) -> None:
     requests = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
     assert requests > 100, text
     assert "Non-2xx" not in text and "Socket errors" not in text, text
+
+
+def test_echo_and_http_on_uvloop(testbed: Testbed) -> None:
+    """The issue asks for uvloop too: the same servers, driven by uvloop's loop."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def client(bed: Testbed) -> tuple[str, tuple[str, str], int, bytes]:
+        loop_module = type(asyncio.get_running_loop()).__module__
+        http = await jasyncio.start_server(http_handler, None, PORT + 1)
+        try:
+            hashes = await _echo_client(bed, 1 << 20)
+            rc, body = await run_in_peer(bed, "curl", "-s", "--max-time", "10",
+                                         f"http://{bed.joy.ip}:{PORT + 1}/")
+        finally:
+            http.close()
+        return loop_module, hashes, rc, body
+
+    loop_module, (sent, echoed), rc, body = serve_and(  # type: ignore[misc]
+        testbed, echo_handler, client, uvloop.new_event_loop, ports=(PORT, PORT + 1))
+    assert loop_module.startswith("uvloop")
+    assert sent == echoed
+    assert rc == 0 and digest(body) == digest(HTTP_BODY)
 
 
 def test_asyncio_client_to_kernel_server(testbed: Testbed) -> None:

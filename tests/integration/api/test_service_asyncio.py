@@ -29,15 +29,17 @@ def service_bed() -> Iterator[Testbed]:
 
 
 def serve_and(bed: Testbed, handler: Any, client: Callable[[Testbed], Any],
-              port: int = PORT) -> Any:
+              port: int = PORT,
+              loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> Any:
     """Serve ``handler`` on ``port`` through the attached service with joyride.asyncio,
-    run the async ``client(bed)`` and return its result."""
+    run the async ``client(bed)`` and return its result (on a loop from
+    ``loop_factory``, asyncio's own by default)."""
 
     async def main() -> Any:
         server = await jasyncio.start_server(handler, None, port)
         # Service mode: the listener is the service's unix descriptor, served by the
         # loop's own machinery (not the embedded JoyrideServer).
-        assert isinstance(server, asyncio.Server)
+        assert not isinstance(server, jasyncio.JoyrideServer)
         sock = server.sockets[0]
         assert sock.family == socket.AF_UNIX
         try:
@@ -46,8 +48,8 @@ def serve_and(bed: Testbed, handler: Any, client: Callable[[Testbed], Any],
             server.close()
             await server.wait_closed()
 
-    with bed.joy.inside():
-        return asyncio.run(main())
+    with bed.joy.inside(), asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main())
 
 
 async def _echo_client(bed: Testbed, size: int, port: int = PORT) -> tuple[str, str]:
@@ -61,6 +63,20 @@ def test_echo_kernel_client_hash(service_bed: Testbed) -> None:
         return await _echo_client(bed, 2 << 20, PORT)
 
     sent, echoed = serve_and(service_bed, echo_handler, client, PORT)
+    assert sent == echoed
+
+
+def test_echo_on_uvloop(service_bed: Testbed) -> None:
+    """The issue asks for uvloop too: the same echo server, on uvloop's loop."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def client(bed: Testbed) -> tuple[str, tuple[str, str]]:
+        loop_module = type(asyncio.get_running_loop()).__module__
+        return loop_module, await _echo_client(bed, 1 << 20, PORT)
+
+    loop_module, (sent, echoed) = serve_and(service_bed, echo_handler, client, PORT,
+                                            loop_factory=uvloop.new_event_loop)
+    assert loop_module.startswith("uvloop")
     assert sent == echoed
 
 
