@@ -193,20 +193,8 @@ class socket:
         """The TCP address a service descriptor's unix names spell, or None."""
         from joyride.service import protocol
 
-        kernel = self._kernel
-        try:
-            # A listener's own name is listener_name (local address). A connection's
-            # peer, the service's end, is bound to connection_name (the 4-tuple); its
-            # own name is the listener's (accepted) or none (connected).
-            if kernel.getsockopt(_stdlib.SOL_SOCKET, _stdlib.SO_ACCEPTCONN):
-                own = protocol.parse_name(kernel.getsockname())
-                return None if peer or own is None else own.local
-            parsed = protocol.parse_name(kernel.getpeername())
-        except OSError:
-            return None
-        if parsed is None or parsed.kind != "connection":
-            return None
-        return parsed.remote if peer else parsed.local
+        local, remote = protocol.tcp_addresses(self._kernel)
+        return remote if peer else local
 
     def _attach(self, stack: Stack) -> None:
         self._stack = stack

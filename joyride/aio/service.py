@@ -7,9 +7,10 @@ and from ``accept``'s address, which would be abstract unix names. The service b
 names that spell the TCP addresses (``joyride.service.protocol``: a listener's own name
 is its address, a connection's peer, the service's end, spells the 4-tuple), so
 ``ServiceSocket`` answers ``getsockname``/``getpeername``/``accept`` with those, decoded
-by the decoder ``joyride.socket`` and ``appclient.peer_of`` use
-(``protocol.parse_name``). ``transport.get_extra_info('peername')`` then shows the TCP
-peer, as it would on a kernel socket.
+by ``protocol.tcp_addresses`` (as ``joyride.socket`` does).
+``transport.get_extra_info('peername')`` then shows the TCP peer, as it would on a
+kernel socket. (uvloop reads the names from the descriptor itself: on uvloop, service
+mode transports show the unix names.)
 """
 
 from __future__ import annotations
@@ -37,31 +38,17 @@ class ServiceSocket(_socket.socket):
         """Take over ``sock``'s descriptor (``sock`` is left detached)."""
         return cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
 
-    def _listening(self) -> bool:
-        return bool(self.getsockopt(_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN))
-
-    def _connection_name(self) -> tuple[tuple[str, int], tuple[str, int]]:
-        """The 4-tuple the peer (the service's end) is bound to: ``connection_name``."""
-        try:
-            parsed = protocol.parse_name(super().getpeername())
-        except OSError:
-            parsed = None
-        if parsed is None or parsed.remote is None:
-            raise _not_connected()  # the service's end went away, and its name with it
-        return parsed.local, parsed.remote
-
     def getsockname(self) -> tuple[str, int]:
-        if self._listening():
-            own = protocol.parse_name(super().getsockname())
-            if own is None or own.kind != "listener":
-                raise _not_connected()
-            return own.local
-        return self._connection_name()[0]
+        local, _ = protocol.tcp_addresses(self)
+        if local is None:
+            raise _not_connected()  # the service's end went away, and its name with it
+        return local
 
     def getpeername(self) -> tuple[str, int]:
-        if self._listening():
-            raise _not_connected()  # as a kernel listener
-        return self._connection_name()[1]
+        _, remote = protocol.tcp_addresses(self)
+        if remote is None:
+            raise _not_connected()  # a listener, as the kernel's; or the service's end left
+        return remote
 
     def accept(self) -> tuple[_socket.socket, tuple[str, int] | None]:
         # socket.socket.accept would build a plain socket.socket: wrap the fd here.

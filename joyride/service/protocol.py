@@ -180,3 +180,28 @@ def parse_name(name: str | bytes) -> ParsedName | None:
     if m := _CONNECTION_RE.match(name):
         return ParsedName("connection", (m[1], int(m[2])), (m[3], int(m[4])), int(m[5]))
     return None
+
+
+TcpAddress = tuple[str, int]
+
+
+def tcp_addresses(sock: socket.socket) -> tuple[TcpAddress | None, TcpAddress | None]:
+    """The TCP ``(local, remote)`` addresses an application's service descriptor stands
+    for, read from its unix names: a listener's own name is ``listener_name`` (the local
+    address; no remote); a connection's peer, the service's end, is bound to
+    ``connection_name`` (the 4-tuple). ``(None, None)`` when the names spell neither:
+    not a service descriptor, or the service's end is gone (and its name with it).
+
+    The names are read with ``socket.socket``'s own methods, so a subclass may build
+    its ``getsockname``/``getpeername`` on this."""
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            own = parse_name(socket.socket.getsockname(sock))
+            return (own.local, None) if own is not None and own.kind == "listener" else (
+                None, None)
+        parsed = parse_name(socket.socket.getpeername(sock))
+    except OSError:
+        return None, None
+    if parsed is None or parsed.kind != "connection":
+        return None, None
+    return parsed.local, parsed.remote

@@ -87,4 +87,4 @@ class Seq:
         return a if ((a.value - b.value + HALF) & MASK) <= HALF else b
 
 
-_set_value = Seq.value.__set__  # type: ignore[attr-defined]
+_set_value = Seq.value.__set__  # type: ignore[attr-defined,misc]

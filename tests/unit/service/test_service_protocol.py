@@ -4,6 +4,7 @@ anything but ProtocolError (or None for names)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 
 import pytest
@@ -78,3 +79,29 @@ def test_names_fit_sun_path() -> None:
     ip = socket.inet_aton("255.255.255.255")
     longest = protocol.connection_name((ip, 65535), (ip, 65535), 2**22, 2**64)
     assert len(protocol.abstract(longest)) <= 107  # sizeof(sun_path) - 1
+
+
+def test_tcp_addresses_of_listener_connection_and_stranger() -> None:
+    """The one decoder of service descriptors' names (joyride.socket and the asyncio
+    ServiceSocket both use it), on real abstract unix sockets."""
+    pid, n = os.getpid(), id(object()) & 0xFFFFFF  # unique names: parallel runs never collide
+    local, remote = (bytes([198, 18, 0, 1]), 8080), (bytes([198, 18, 0, 2]), 40000)
+    with contextlib.ExitStack() as stack:
+        lst = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        lst.bind(protocol.abstract(protocol.listener_name(local[0], local[1], pid, n)))
+        lst.listen()
+        assert protocol.tcp_addresses(lst) == (("198.18.0.1", 8080), None)
+        # A connection: the service's end is bound to the 4-tuple's name.
+        service_end = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        service_end.bind(protocol.abstract(protocol.connection_name(local, remote, pid, n + 1)))
+        service_end.listen()
+        app = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        app.connect(service_end.getsockname())
+        assert protocol.tcp_addresses(app) == (("198.18.0.1", 8080), ("198.18.0.2", 40000))
+        # Neither: an unnamed socket pair, and an unconnected socket.
+        a, b = socket.socketpair()
+        stack.enter_context(a)
+        stack.enter_context(b)
+        assert protocol.tcp_addresses(a) == (None, None)
+        lone = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        assert protocol.tcp_addresses(lone) == (None, None)
