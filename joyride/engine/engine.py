@@ -55,6 +55,7 @@ from joyride.wire.batch import (
 from joyride.wire.ethernet import EthernetHeader
 from joyride.wire.frame import build_frame_into, frame_len
 from joyride.wire.ipv4 import Ipv4Header
+from joyride.wire.seq import Seq
 from joyride.wire.tcp import TcpFlags, TcpSegment
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ FourTuple = tuple[bytes, int, bytes, int]  # (local ip, local port, remote ip, r
 RawTuple = tuple[int, int, int, int]
 FAST_STATES: Final = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT,
                                 TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2, TcpState.LAST_ACK})
+REUSE_ISS_GAP: Final = 65535 + 2  # RFC 6191 reuse: new ISS past the old SND.NXT (Linux)
 MAX_FAST_SEND_ROUNDS: Final = 16  # fast-path data builds per connection per transmit
 # A fast path costs about 40 us to build (C state, batch builder) and grows the receive
 # ring to the whole window on its first payload; a short connection (an HTTP request
@@ -392,11 +394,14 @@ class Engine:
             self.activity.connections.add(conn)
             self._dirty.add(conn)
             return
-        if self.time_wait and not self._time_wait_segment(lip, rip, seg, now):
-            return
+        reuse_iss: Seq | None = None
+        if self.time_wait:
+            deliver, reuse_iss = self._time_wait_segment(lip, rip, seg, now)
+            if not deliver:
+                return
         listener = self.listeners.get(seg.dst_port)
         if listener is not None:
-            listener.receive(seg, rip, lip, now)
+            listener.receive(seg, rip, lip, now, iss=reuse_iss)
             self.activity.listeners.add(listener)
             self._dirty.add(listener)
             return
@@ -409,28 +414,33 @@ class Engine:
     # ------------------------------------------------------------------ TIME-WAIT
 
     def _time_wait_segment(self, lip: bytes, rip: bytes, seg: TcpSegment, now: float
-                           ) -> bool:
-        """Give ``seg`` to its TIME-WAIT record, if any. True when the segment is
-        still to be delivered as if no connection existed (no record, an expired one,
-        or a new SYN that may reuse the 4-tuple, RFC 6191: the listener takes it)."""
+                           ) -> tuple[bool, Seq | None]:
+        """Give ``seg`` to its TIME-WAIT record, if any. Returns whether the segment
+        is still to be delivered as if no connection existed (no record, an expired
+        one, or a new SYN that may reuse the 4-tuple, RFC 6191: the listener takes
+        it), and for a reuse the ISS the new incarnation must start from: as Linux
+        (``tcp_timewait_state_process``), the old SND.NXT plus a maximal unscaled
+        window and 2, so no segment of the old one can be taken for the new one's."""
         key = (lip, seg.dst_port, rip, seg.src_port)
         tw = self.time_wait.get(key)
         if tw is None:
-            return True
+            return True, None
         if tw.expired(now):  # not swept yet: it is gone
             del self.time_wait[key]
             self.counters["tw_expired"] += 1
-            return True
+            return True, None
         expires = tw.expires
         verdict, reply = tw.receive(seg, now, self.counters)
         if verdict is not TwVerdict.KEEP:
             del self.time_wait[key]
-            return verdict is TwVerdict.REOPEN
+            if verdict is TwVerdict.REOPEN:
+                return True, tw.snd_nxt + REUSE_ISS_GAP
+            return False, None
         if tw.expires != expires:
             self.time_wait.move_to_end(key)  # keep the table in deadline order
         if reply is not None:
             self._emit(Outgoing(lip, rip, reply), now)
-        return False
+        return False, None
 
     def _enter_time_wait(self, conn: TcpConnection, now: float) -> bool:
         """Replace ``conn`` by its TIME-WAIT record once the application no longer

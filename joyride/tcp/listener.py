@@ -127,15 +127,23 @@ class Listener:
 
     # ------------------------------------------------------------------ receive
 
-    def receive(self, seg: TcpSegment, src_ip: bytes, dst_ip: bytes, now: float) -> None:
+    def receive(self, seg: TcpSegment, src_ip: bytes, dst_ip: bytes, now: float,
+                iss: Seq | None = None) -> None:
         """A segment for this port from ``src_ip`` that no established connection
-        claimed. Never raises; every drop is counted."""
+        claimed. Never raises; every drop is counted.
+
+        ``iss``: the ISS to answer a SYN with instead of a fresh one - a SYN that
+        reopens a 4-tuple in TIME-WAIT must get an ISS beyond the old incarnation's
+        SND.NXT (RFC 6191 §2, RFC 1122 §4.2.2.13), which the ISN generator cannot
+        promise once the old connection sent more than its clock has advanced since.
+        """
         try:
-            self._receive(seg, src_ip, dst_ip, now)
+            self._receive(seg, src_ip, dst_ip, now, iss)
         except Exception:  # pragma: no cover - a bug must not take the stack down
             self.counters["internal_error"] += 1
 
-    def _receive(self, seg: TcpSegment, src_ip: bytes, dst_ip: bytes, now: float) -> None:
+    def _receive(self, seg: TcpSegment, src_ip: bytes, dst_ip: bytes, now: float,
+                 reuse_iss: Seq | None) -> None:
         key = (src_ip, seg.src_port, dst_ip)
         conn = self._half_open.get(key) or self._accept_q.get(key)
         if conn is not None:
@@ -178,7 +186,8 @@ class Listener:
             else:
                 self.counters["drop_syn_queue_full"] += 1
             return
-        iss = self._isn.isn(dst_ip, self.local_port, src_ip, seg.src_port, now)
+        iss = (reuse_iss if reuse_iss is not None
+               else self._isn.isn(dst_ip, self.local_port, src_ip, seg.src_port, now))
         conn = TcpConnection.accept_syn(
             self.config, dst_ip, src_ip, seg, iss, now, ts_offset=self._ts_offset
         )

@@ -10,7 +10,7 @@ import weakref
 from test_engine import IP_A, IP_B, MAC_A, MAC_B, FakeClock, make_pair, run
 
 from joyride.engine import Engine
-from joyride.engine.engine import TIMER_SLACK
+from joyride.engine.engine import REUSE_ISS_GAP, TIMER_SLACK
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.listener import Listener
 from joyride.tcp.state import TcpState
@@ -151,11 +151,14 @@ def test_new_syn_reuses_the_tuple_rfc6191() -> None:
     port = first.local_port
     key = (IP_A, PORT, IP_B, port)
     assert key in server.time_wait
+    old_snd_nxt = server.time_wait[key].snd_nxt
     clock.now += 1.0
     # The client reconnects from the same port while the server holds TIME-WAIT.
     conn_s, conn_c = exchange(server, client, listener, clock, local_port=port)
     assert conn_c.local_port == port
     assert server.counters["tw_reuse"] == 1
+    # RFC 6191 §2: the new incarnation starts past everything the old one sent.
+    assert conn_s.iss == old_snd_nxt + REUSE_ISS_GAP
     assert conn_s.state is TcpState.CLOSED  # the second exchange completed
     assert key in server.time_wait  # ... and left its own record
 
