@@ -35,3 +35,19 @@ DROP_REASONS: Final = frozenset(
         "drop_window_trimmed",  # bytes cut because they lay outside the window
     }
 )
+
+# TIME-WAIT records (``joyride.tcp.timewait``) and the engine's table of them.
+TIME_WAIT_COUNTERS: Final = frozenset(
+    {
+        "tw_created",  # a connection in TIME-WAIT was replaced by its compact record
+        "tw_expired",  # a record reached 2*MSL and was removed
+        "tw_overflow",  # the table was full: the record nearest its deadline was dropped
+        "tw_reuse",  # RFC 6191: a new SYN reopened the 4-tuple (the listener takes it)
+        "tw_killed_by_rst",  # an in-window RST ended the record (Linux, tcp_rfc1337=0)
+        "tw_drop_paws",  # RFC 7323 §5.3: a segment with an old timestamp
+        "tw_drop_rst",  # a RST that was not at RCV.NXT
+        "tw_fin_acked",  # a retransmitted FIN of the peer, answered with an ACK
+        "tw_ack_sent",  # RFC 9293 §3.10.7.4: an ACK re-sent for a segment
+        "tw_ack_ratelimited",  # the same ACK, held back (Linux's tcp_oow_rate_limited)
+    }
+)
