@@ -288,6 +288,17 @@ class Cubic(_Base):
         self.cwnd = self.ssthresh
         self.in_recovery = True
 
+    def on_recovery_exit(self, now: float) -> None:
+        was_in_recovery = self.in_recovery
+        super().on_recovery_exit(now)
+        if was_in_recovery:
+            # RFC 9438 §4.2: t counts from the start of the congestion avoidance stage,
+            # which begins when recovery ends. An epoch (and W_est) begun by ACKs
+            # during recovery describes a cwnd that recovery exit has just pulled
+            # down to ssthresh: kept, the next ACK would jump cwnd back up to W_est.
+            self.epoch_start = None
+            self._carry = 0.0
+
     def on_rto(self, now: float, flight_size: int) -> None:
         # RFC 9438 §4.8: on timeout reduce like Reno (cwnd = 1 SMSS, RFC 5681 §3.1)
         # but set ssthresh with beta_cubic (§4.6). The next congestion avoidance

@@ -316,6 +316,18 @@ def test_cubic_idle_restarts_epoch() -> None:
     assert big.ssthresh == int(0.75 * 70 * MSS)
 
 
+def test_cubic_recovery_exit_restarts_the_epoch_rfc9438_4_2() -> None:
+    """Found by test_windows_stay_sane: ACKs during recovery started an epoch whose
+    W_est survived recovery exit, so a 1-byte ACK after it doubled cwnd."""
+    cc = make_congestion_control("cubic", MSS)
+    cc.on_congestion(0.0, 0)
+    cc.on_ack(0.0, 7557, None, 7557)
+    cc.on_recovery_exit(0.0)
+    assert cc.cwnd == cc.ssthresh == 2 * MSS
+    cc.on_ack(0.0, 1, None, 1)
+    assert cc.cwnd <= 2 * MSS + 1
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.sampled_from(["cubic", "newreno"]),
