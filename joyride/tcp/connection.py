@@ -51,7 +51,7 @@ from joyride.tcp.rtt import RttEstimator
 from joyride.tcp.state import RECEIVING_STATES, TcpEvent, TcpState
 from joyride.tcp.timers import Timer, Timers
 from joyride.tcp.timewait import TimeWait
-from joyride.wire.seq import MASK, Seq
+from joyride.wire.seq import HALF, MASK, Seq
 from joyride.wire.tcp import TcpFlags, TcpOptions, TcpSegment
 
 _ACK: Final = TcpFlags.ACK
@@ -547,17 +547,23 @@ class TcpConnection:
     def _advertise_window(self) -> int:
         """The window field to send, with receiver SWS avoidance (RFC 9293 §3.8.6.2.2):
         the right edge moves only by at least min(buffer/2, MSS), and never backwards."""
-        avail = min(self._recv_buf.window, 0xFFFF << self._rcv_shift)
-        current = max(self._rcv_adv - self._rcv_nxt, 0)
-        threshold = min(self._recv_buf.capacity // 2, self._rcv_mss)
+        # Once per segment sent: sequence values as ints (see Seq for the arithmetic).
+        shift = self._rcv_shift
+        buf = self._recv_buf
+        avail = min(buf.window, 0xFFFF << shift)
+        nxt = self._rcv_nxt.value
+        adv = self._rcv_adv.value
+        current = max(((adv - nxt + HALF) & MASK) - HALF, 0)
+        threshold = min(buf.capacity // 2, self._rcv_mss)
         wnd = avail if avail - current >= threshold else min(current, avail)
-        field = wnd >> self._rcv_shift
-        if (field << self._rcv_shift) < current:
+        field = wnd >> shift
+        if (field << shift) < current:
             # Scaling rounds down; round up instead of shrinking the window (as Linux).
-            field = (current + (1 << self._rcv_shift) - 1) >> self._rcv_shift
+            field = (current + (1 << shift) - 1) >> shift
         field = min(field, 0xFFFF)
-        edge = self._rcv_nxt + (field << self._rcv_shift)
-        self._rcv_adv = Seq.max(self._rcv_adv, edge)
+        edge = (nxt + (field << shift)) & MASK
+        if ((edge - adv + HALF) & MASK) > HALF:  # the right edge never moves left
+            self._rcv_adv = Seq(edge)
         return field
 
     def _syn_options(self) -> TcpOptions:

@@ -41,6 +41,7 @@ from joyride.tcp.rtt import RttEstimator
 from joyride.tcp.state import RECEIVING_STATES, TcpEvent, TcpState
 from joyride.tcp.timers import Timer
 from joyride.wire._native import ffi as wire_ffi
+from joyride.wire._native import lib as wire_lib
 from joyride.wire.batch import BatchBuilder, BatchParser, FrameTemplate
 from joyride.wire.errors import ParseError
 from joyride.wire.seq import MASK, Seq
@@ -382,28 +383,42 @@ class FastPath:
         Full-sized segments go while both windows admit them; a shorter last segment
         (the queue's tail, or what the window leaves) goes only when the connection's
         own rule says so (Nagle, RFC 9293 §3.7.4; sender SWS avoidance, §3.8.6.2.1),
-        asked as if the full segments before it were already sent."""
+        asked as if the full segments before it were already sent.
+
+        This runs once per reply of every request/response exchange, so sequence
+        numbers are handled as their ``int`` values here (offsets into the send queue
+        are never negative: ``(a - b) & MASK``), not through ``Seq`` arithmetic."""
         c = self.conn
-        limit = min(self.capacity, max_segments or self.capacity)
+        recovery = c._recovery
+        snd_nxt, snd_max = c._snd_nxt, c._snd_max
+        fin = c._fin_seq
         if (
             c._state not in _FAST_ACK_STATES
-            or c._recovery.in_recovery
-            or c._recovery.dupacks  # RFC 3042 limited transmit is the slow path's
-            or c._recovery.rexmit_head
-            or c._snd_nxt != c._snd_max
-            or not self._fin_unsent()
+            or recovery.in_recovery
+            or recovery.dupacks  # RFC 3042 limited transmit is the slow path's
+            or recovery.rexmit_head
+            or snd_nxt.value != snd_max.value
+            or (fin is not None and snd_max > fin)  # our FIN is out: the slow path's
             or c._probe_end is not None
         ):
             return 0
-        mss = c._smss
-        offset = c._snd_nxt - c._buf_seq
-        avail = len(c._send_buf) - offset
-        fin_queued = c._fin_seq is not None
+        nxt = snd_nxt.value
+        send_buf = c._send_buf
+        queued = send_buf._len
+        offset = (nxt - c._buf_seq.value) & MASK
+        avail = queued - offset
+        fin_queued = fin is not None
         if fin_queued:
             avail -= 1  # the segment carrying the last byte also carries the FIN: slow path
-        usable = c._usable_window()
-        if avail <= 0 or usable <= 0:
+        if avail <= 0:
             return 0
+        # RFC 5681 / 9293: both windows; no limited-transmit allowance without dupacks.
+        una = c._snd_una.value
+        usable = min(c._snd_wnd, c._cc.cwnd) - ((nxt - una) & MASK)
+        if usable <= 0:
+            return 0
+        limit = self.capacity if not max_segments else min(self.capacity, max_segments)
+        mss = c._smss
         n = min(limit, avail // mss, usable // mss)
         nbytes = n * mss
         if n < limit and not fin_queued:
@@ -412,46 +427,56 @@ class FastPath:
             # loop there would stop after it, the window or the queue being spent).
             tail = min(avail - nbytes, mss, usable - nbytes)
             if 0 < tail < mss and c.small_segment_allowed(
-                c._snd_nxt + nbytes, tail, avail - nbytes
+                Seq(nxt + nbytes), tail, avail - nbytes
             ):
                 n += 1
                 nbytes += tail
         if n <= 0:
             return 0
-        if c._idle_restart_due(now):
+        if una == nxt and c._idle_restart_due(now):
             return 0  # the slow path applies the RFC 5681 §4.1 restart window
         # A view of the send ring (no copy): the builder copies it into the frames
         # before anything can consume those bytes.
-        payload = c._send_buf.peek_view(offset, nbytes)
+        payload = send_buf.peek_view(offset, nbytes)
         c._ack_now = False
         window = c._advertise_window()
+        rcv_nxt = c._rcv_nxt
         # PSH on the segment that empties the send queue, as _emit_data.
-        last = _ACK_PSH if offset + nbytes == len(c._send_buf) else _ACK
-        lib.tcpfast_fill_send(
-            self._segs_ptr, n, int(c._snd_nxt), mss, nbytes, int(c._rcv_nxt), window,
-            _ACK, last,
-            1 if c._ts_ok else 0,
-            ts_clock(now, c._ts_offset) if c._ts_ok else 0,
-            c._ts_recent if c._ts_ok else 0,
-        )
+        last = _ACK_PSH if offset + nbytes == queued else _ACK
+        if c._ts_ok:
+            lib.tcpfast_fill_send(
+                self._segs_ptr, n, nxt, mss, nbytes, rcv_nxt.value, window, _ACK, last,
+                1, ts_clock(now, c._ts_offset), c._ts_recent,
+            )
+        else:
+            lib.tcpfast_fill_send(
+                self._segs_ptr, n, nxt, mss, nbytes, rcv_nxt.value, window, _ACK, last,
+                0, 0, 0,
+            )
         self._build(n, payload)
-        end = c._snd_nxt + nbytes
+        end = Seq(nxt + nbytes)
         if c._rtt_seq is None:
             c._rtt_seq, c._rtt_time = end, now
         c._snd_nxt = c._snd_max = end
-        c._last_ack_sent = c._rcv_nxt
-        c._last_ack_rcv_nxt = c._rcv_nxt
-        c._timers.cancel(Timer.DELAYED_ACK)
-        c._timers.set_if_unset(Timer.RETRANSMIT, now + c._rtt.rto)
-        c._timers.cancel(Timer.PERSIST)
+        c._last_ack_sent = rcv_nxt
+        c._last_ack_rcv_nxt = rcv_nxt
+        timers = c._timers
+        timers.cancel(Timer.DELAYED_ACK)
+        if not timers.is_set(Timer.RETRANSMIT):
+            timers.set(Timer.RETRANSMIT, now + c._rtt.rto)
+        timers.cancel(Timer.PERSIST)
         c._last_send = now
         c.counters["segments_sent"] += n
         return n
 
     def _build(self, n: int, payload: bytes | memoryview | None) -> None:
         t0 = self._timer() if self._timer else 0.0
-        built = self.builder.build_into(
-            self.tx_base_c, self.tx_offsets_c, self._tx_caps_c, n, payload if payload else None
+        # The wire builder's C entry directly: ``BatchBuilder.build_into`` would check
+        # the arena's arrays on every call, which ``TxArena`` sized once (n <= capacity).
+        b = self.builder
+        built = wire_lib.wire_build_batch(
+            b._tmpl, b.segs, n, wire_ffi.from_buffer(payload) if payload else wire_ffi.NULL,
+            self.tx_base_c, self.tx_offsets_c, self._tx_caps_c, b.out_lens,
         )
         if self._timer:
             self.c_seconds += self._timer() - t0
