@@ -44,7 +44,7 @@ from joyride.wire._native import ffi as wire_ffi
 from joyride.wire._native import lib as wire_lib
 from joyride.wire.batch import BatchBuilder, BatchParser, FrameTemplate
 from joyride.wire.errors import ParseError
-from joyride.wire.seq import MASK, Seq
+from joyride.wire.seq import HALF, MASK, Seq
 from joyride.wire.tcp import TcpFlags
 
 _ACK: Final = int(TcpFlags.ACK)
@@ -244,61 +244,73 @@ class FastPath:
         self._ptr_cache[id(obj)] = (obj, p)
         return p
 
-    def _fin_unsent(self) -> bool:
-        fin = self.conn._fin_seq
-        return fin is None or self.conn._snd_max <= fin
+    # The three methods below run once per C call, i.e. per segment of every
+    # request/response exchange: sequence values are compared and copied as ints
+    # (``Seq.value``), and a ``Seq`` is made only for a value that changed.
 
     def _sync_in(self) -> None:
         c = self.conn
         state = c._state
         recovery = c._recovery
+        rcv_nxt, rcv_adv = c._rcv_nxt.value, c._rcv_adv.value
+        snd_max = c._snd_max.value
+        fin = c._fin_seq
         rx_ok = (
             state in RECEIVING_STATES
             and not c._reasm.buffered
             and not c._app_closed
             and c._peer_fin is None
             # Everything the window admits must fit the receive buffer.
-            and (c._rcv_adv - c._rcv_nxt) <= c._recv_buf.window
+            and ((rcv_adv - rcv_nxt + HALF) & MASK) - HALF <= c._recv_buf.window
         )
         ack_ok = (
             state in _FAST_ACK_STATES
-            and self._fin_unsent()
+            and (fin is None or ((snd_max - fin.value + HALF) & MASK) <= HALF)  # unsent
             and not recovery.in_recovery
             and recovery.dupacks == 0
-            and c._snd_nxt == c._snd_max
+            and c._snd_nxt.value == snd_max
             and c._probe_end is None
             and not recovery.rexmit_head
         )
         lib.tcpfast_load(
-            self._st, c._rcv_nxt.value, c._rcv_adv.value, c._last_ack_rcv_nxt.value,
+            self._st, rcv_nxt, rcv_adv, c._last_ack_rcv_nxt.value,
             c._last_ack_sent.value, c._ts_recent, c._rcv_mss, c._snd_una.value,
-            c._snd_max.value, c._snd_wnd, c._max_snd_wnd, c._snd_wl1.value,
+            snd_max, c._snd_wnd, c._max_snd_wnd, c._snd_wl1.value,
             c._snd_wl2.value, c._snd_shift, c._ts_ok, rx_ok, ack_ok,
         )
 
     def _sync_out(self, now: float) -> int:
         """Apply one C call's results to the connection; returns new ACK points."""
         c, st = self.conn, self._st
-        if st.data_segs == 0 and st.ack_segs == 0:
+        segs = st.data_segs + st.ack_segs
+        if segs == 0:
             return 0
-        c.counters["segments_received"] += st.data_segs + st.ack_segs
-        c.counters["fast_path_segments"] += st.data_segs + st.ack_segs
+        counters = c.counters
+        counters["segments_received"] += segs
+        counters["fast_path_segments"] += segs
         c._ts_recent = st.ts_recent
         c._ts_recent_age = now
         c._snd_wnd = st.snd_wnd
         c._max_snd_wnd = st.max_snd_wnd
-        c._snd_wl1 = Seq(st.snd_wl1)
-        c._snd_wl2 = Seq(st.snd_wl2)
+        wl1, wl2 = st.snd_wl1, st.snd_wl2
+        if wl1 != c._snd_wl1.value:
+            c._snd_wl1 = Seq(wl1)
+        if wl2 != c._snd_wl2.value:
+            c._snd_wl2 = Seq(wl2)
         if st.window_changed:
             c._persist_backoff = 0
-        if st.rx_bytes:
-            c._recv_buf.commit(st.rx_bytes)  # written in place by tcpfast_rx
-            c._rcv_nxt = Seq(st.rcv_nxt)
-            c._last_ack_sent = Seq(st.last_ack_sent)
-            c._last_ack_rcv_nxt = Seq(st.ack_base)
-            if not c._events or c._events[-1] is not TcpEvent.DATA:
-                c._events.append(TcpEvent.DATA)
-            if c._rcv_nxt != c._last_ack_rcv_nxt:
+        rx_bytes = st.rx_bytes
+        if rx_bytes:
+            c._recv_buf.commit(rx_bytes)  # written in place by tcpfast_rx
+            nxt = st.rcv_nxt
+            rcv_nxt = c._rcv_nxt = Seq(nxt)
+            sent, base = st.last_ack_sent, st.ack_base
+            c._last_ack_sent = rcv_nxt if sent == nxt else Seq(sent)
+            c._last_ack_rcv_nxt = rcv_nxt if base == nxt else Seq(base)
+            events = c._events
+            if not events or events[-1] is not TcpEvent.DATA:
+                events.append(TcpEvent.DATA)
+            if nxt != base:
                 c._timers.set_if_unset(Timer.DELAYED_ACK, now + c.config.delayed_ack_timeout)
             else:
                 c._timers.cancel(Timer.DELAYED_ACK)
@@ -312,7 +324,7 @@ class FastPath:
         """The once-per-batch version of ``TcpConnection._ack_advanced``."""
         c, st = self.conn, self._st
         ack = Seq(st.snd_una)
-        flight_before = c._snd_max - c._snd_una
+        flight_before = (c._snd_max.value - c._snd_una.value) & MASK
         c._advance_una(ack)
         board = c._recovery.board
         if board.range_count:
