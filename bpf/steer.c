@@ -15,6 +15,12 @@
  *
  * Compile-time parameters (passed by joyride/steer as -D flags):
  *   JR_MAX_QUEUES  size of the XSKMAP (rx queues that can host a socket)
+ *   JR_MAX_ADDRS   size of the local_addrs map (IPv4 addresses of the interface)
+ *
+ * A steered port alone does not make a frame Joyride's: with JR_CFG_MATCH_ADDR set, its
+ * destination must also be one of the interface's own addresses (local_addrs, kept in
+ * step with the kernel by user space). Traffic routed through this host, or sent to an
+ * address the stack does not serve, stays the kernel's even on a steered port.
  */
 #include <uapi/linux/bpf.h>
 #include <linux/if_ether.h>
@@ -25,6 +31,10 @@
 
 #ifndef JR_MAX_QUEUES
 #define JR_MAX_QUEUES 64
+#endif
+
+#ifndef JR_MAX_ADDRS
+#define JR_MAX_ADDRS 256
 #endif
 
 /* Counter indices. joyride/steer parses this enum by name: keep one name per line,
@@ -39,6 +49,7 @@ enum jr_counter {
 	JR_C_PASS_OTHER_L4,     /* ICMP, IGMP, ...: not TCP or UDP */
 	JR_C_PASS_PORT_TCP,     /* TCP to a port Joyride does not own */
 	JR_C_PASS_PORT_UDP,
+	JR_C_PASS_ADDR,         /* steered port, other destination (routed, foreign): passed */
 	JR_C_ERR_ETH_TRUNC,     /* shorter than an Ethernet header */
 	JR_C_ERR_VLAN_TRUNC,    /* VLAN ethertype but no room for the tag */
 	JR_C_ERR_IP_TRUNC,      /* shorter than a minimal IPv4 header */
@@ -53,6 +64,7 @@ enum jr_counter {
 /* Configuration slots (an array map, written by user space). */
 enum jr_config {
 	JR_CFG_VLAN,            /* VLAN ID whose frames are steered; 0 = untagged frames */
+	JR_CFG_MATCH_ADDR,      /* nonzero: steer only frames to an address in local_addrs */
 	JR_CFG_NR
 };
 
@@ -64,6 +76,8 @@ BPF_XSKMAP(xsks, JR_MAX_QUEUES);
 BPF_ARRAY(tcp_ports, u8, 65536);
 BPF_ARRAY(udp_ports, u8, 65536);
 BPF_ARRAY(config, u32, JR_CFG_NR);
+/* Keys: IPv4 addresses as they appear in the header (network order, read natively). */
+BPF_HASH(local_addrs, u32, u8, JR_MAX_ADDRS);
 BPF_PERCPU_ARRAY(counters, u64, JR_C_NR);
 
 /* IEEE 802.1Q tag after the MAC addresses: TCI, then the encapsulated ethertype. */
@@ -101,6 +115,19 @@ static __always_inline int steer(struct xdp_md *ctx, u32 steered_reason)
 	if (action == XDP_REDIRECT)
 		return count(steered_reason, action);
 	return count(JR_C_REDIRECT_MISS, action);
+}
+
+/* Is the frame addressed to this host (when address matching is on)? */
+static __always_inline int local_dst(struct iphdr *ip)
+{
+	u32 key = JR_CFG_MATCH_ADDR;
+	u32 *match = config.lookup(&key);
+
+	if (!match || !*match)
+		return 1;
+	u32 daddr = ip->daddr;
+
+	return local_addrs.lookup(&daddr) != NULL;
 }
 
 int joyride_steer(struct xdp_md *ctx)
@@ -182,6 +209,8 @@ int joyride_steer(struct xdp_md *ctx)
 
 		if (!owned || !*owned)
 			return count(JR_C_PASS_PORT_TCP, XDP_PASS);
+		if (!local_dst(ip))
+			return count(JR_C_PASS_ADDR, XDP_PASS);
 		return steer(ctx, JR_C_STEERED_TCP);
 	}
 	if (ip->protocol == IPPROTO_UDP) {
@@ -199,6 +228,8 @@ int joyride_steer(struct xdp_md *ctx)
 
 		if (!owned || !*owned)
 			return count(JR_C_PASS_PORT_UDP, XDP_PASS);
+		if (!local_dst(ip))
+			return count(JR_C_PASS_ADDR, XDP_PASS);
 		return steer(ctx, JR_C_STEERED_UDP);
 	}
 	return count(JR_C_PASS_OTHER_L4, XDP_PASS);

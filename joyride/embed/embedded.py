@@ -134,6 +134,9 @@ class Embedded:
         self.dir.save(state)
         nics = [XskNic(s, self.network.mtu) for s in self.sockets]
         engine = Engine(MultiNic(nics), self.network, config, ephemeral_ports=self.ephemeral)
+        # Steer only what is addressed to this host, and keep following it.
+        steering.set_addresses(engine.local_addresses)
+        engine.address_listeners.append(steering.set_addresses)
         self.stack = Stack(engine, ports=frozenset(self.ports))
         self._stack.callback(self.stack.close)  # first to run: resets go out on open sockets
 

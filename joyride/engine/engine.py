@@ -73,6 +73,7 @@ FourTuple = tuple[bytes, int, bytes, int]  # (local ip, local port, remote ip, r
 RawTuple = tuple[int, int, int, int]
 FAST_STATES: Final = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT,
                                 TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2, TcpState.LAST_ACK})
+ADDRESS_REFRESH: Final = 1.0  # seconds between re-reads of the interface's addresses
 REUSE_ISS_GAP: Final = 65535 + 2  # RFC 6191 reuse: new ISS past the old SND.NXT (Linux)
 MAX_FAST_SEND_ROUNDS: Final = 16  # fast-path data builds per connection per transmit
 # A fast path costs about 40 us to build (C state, batch builder) and grows the receive
@@ -126,6 +127,9 @@ class Engine:
         self.ephemeral_ports = ephemeral_ports
         self.counters: Counters = Counters()
         self.local_addresses = network.local_addresses()
+        # Told the new set when the interface's addresses change (steering follows).
+        self.address_listeners: list[Callable[[frozenset[bytes]], None]] = []
+        self._addresses_due = clock() + ADDRESS_REFRESH
         self.connections: dict[FourTuple, TcpConnection] = {}
         self._by_raw: dict[RawTuple, TcpConnection] = {}
         # Connections in TIME-WAIT the application let go of, as compact records
@@ -281,9 +285,31 @@ class Engine:
             finally:
                 self.nic.release()
         self._run_timers(now)
+        if now >= self._addresses_due:
+            self._refresh_addresses(now)
         if transmit:
             self._transmit(now)
         return self.activity
+
+    def _refresh_addresses(self, now: float) -> None:
+        """Follow the interface's addresses (an administrator adds or removes one while
+        we run): frames to a new one are served, and the listeners (the steering
+        program's address map) learn the set. A failed read keeps the old set."""
+        self._addresses_due = now + ADDRESS_REFRESH
+        try:
+            addresses = self.network.local_addresses()
+        except Exception:
+            self.counters["address_refresh_failed"] += 1
+            return
+        if addresses == self.local_addresses:
+            return
+        self.local_addresses = addresses
+        self.counters["address_changes"] += 1
+        for listener in self.address_listeners:
+            try:
+                listener(addresses)
+            except Exception:
+                self._internal_error("address_listener")
 
     def flush(self) -> None:
         """Send what the application queued on connections since the last poll."""

@@ -135,6 +135,10 @@ class Service:
             if cfg.engine:
                 self.datapath = self._start_datapath()
                 self._stack.callback(self._stop_datapath)
+                # Steer only what is addressed to this host, and keep following it.
+                engine = self.datapath.engine
+                steering.set_addresses(engine.local_addresses)
+                engine.address_listeners.append(steering.set_addresses)
             self._listener = control.listen(self.dir.control_path)
             self._stack.callback(self._listener.close)
             self.dir.save(state)

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 PROG_NAME: Final = "joyride_steer"  # the BPF object name Joyride's programs carry
 DEFAULT_MAX_QUEUES: Final = 64
+MAX_ADDRS: Final = 256  # bpf/steer.c JR_MAX_ADDRS: IPv4 addresses one interface may carry
+_CFG_VLAN: Final = 0  # bpf/steer.c enum jr_config
+_CFG_MATCH_ADDR: Final = 1
 Proto = Literal["tcp", "udp"]
 Mode = Literal["auto", "native", "skb"]
 # Values of the ports maps (bpf/steer.c JR_PORT_*): why a port is steered.
@@ -59,12 +63,14 @@ class Steering:
         self.notices: list[str] = []
         self._ports: dict[Proto, dict[int, int]] = {"tcp": {}, "udp": {}}
         self._sockets: dict[int, int] = {}
+        self._addresses: frozenset[bytes] | None = None  # None: any destination
         self._counter_names = counter_names()
         bcc = bccenv.load_bcc()
         bccenv.ensure_kernel_headers()
         try:
             self._bpf: Any = bcc.BPF(text=program_source().encode(),
-                                     cflags=[f"-DJR_MAX_QUEUES={max_queues}"])
+                                     cflags=[f"-DJR_MAX_QUEUES={max_queues}",
+                                             f"-DJR_MAX_ADDRS={MAX_ADDRS}"])
             self._fn: Any = self._bpf.load_func(PROG_NAME.encode(), bcc.BPF.XDP)
         except Exception as exc:  # BCC raises bare Exception for compile and load errors
             raise EnvironmentProblem(
@@ -74,7 +80,8 @@ class Steering:
         # BCC wants map names as bytes.
         self._tables: dict[str, Any] = {
             name: self._bpf[name.encode()]
-            for name in ("tcp_ports", "udp_ports", "config", "counters", "xsks")
+            for name in ("tcp_ports", "udp_ports", "config", "counters", "xsks",
+                         "local_addrs")
         }
 
     # -- identity -------------------------------------------------------------------------
@@ -190,7 +197,46 @@ class Steering:
         """Steer frames of VLAN ``vid`` (1..4094) instead of untagged ones (0)."""
         if not 0 <= vid <= VLAN_MAX:
             raise PortConflict(f"VLAN id {vid} out of range 0..{VLAN_MAX}")
-        self._tables["config"][ctypes.c_int(0)] = ctypes.c_uint32(vid)
+        self._tables["config"][ctypes.c_int(_CFG_VLAN)] = ctypes.c_uint32(vid)
+
+    # -- addresses -------------------------------------------------------------------------
+
+    def set_addresses(self, addresses: Iterable[bytes] | None) -> None:
+        """Steer only frames whose destination is one of ``addresses`` (the interface's
+        own IPv4 addresses, 4 bytes each); replaces the previous set. ``None`` (the
+        state after loading) steers any destination on a steered port.
+
+        A steered port is not enough: traffic this host routes for others, or sends
+        to an address the stack does not serve, must stay the kernel's (counted as
+        ``pass_addr``). An empty set steers nothing.
+        """
+        config = self._tables["config"]
+        if addresses is None:
+            config[ctypes.c_int(_CFG_MATCH_ADDR)] = ctypes.c_uint32(0)
+            self._tables["local_addrs"].clear()
+            self._addresses = None
+            return
+        wanted = frozenset(bytes(a) for a in addresses)
+        bad = [a for a in wanted if len(a) != 4]
+        if bad:
+            raise JoyrideError(f"not IPv4 addresses: {bad!r}")
+        if len(wanted) > MAX_ADDRS:
+            raise JoyrideError(f"{len(wanted)} addresses on {self.ifname}: at most "
+                               f"{MAX_ADDRS} can be steered")
+        table = self._tables["local_addrs"]
+        old = self._addresses or frozenset()
+        for addr in wanted - old:
+            table[_addr_key(addr)] = ctypes.c_uint8(1)
+        for addr in old - wanted:
+            with contextlib.suppress(KeyError):
+                del table[_addr_key(addr)]
+        self._addresses = wanted
+        config[ctypes.c_int(_CFG_MATCH_ADDR)] = ctypes.c_uint32(1)
+
+    @property
+    def addresses(self) -> frozenset[bytes] | None:
+        """The destinations steered (None: any, ``set_addresses`` was never called)."""
+        return self._addresses
 
     # -- sockets ---------------------------------------------------------------------------
 
@@ -225,3 +271,8 @@ class Steering:
         table = self._tables["counters"]
         per_cpu = [list(table[ctypes.c_int(i)]) for i in range(len(self._counter_names))]
         return SteerCounters.from_per_cpu(self._counter_names, per_cpu)
+
+
+def _addr_key(addr: bytes) -> ctypes.c_uint32:
+    """The local_addrs key of ``addr``: the header's 4 bytes read as a native u32."""
+    return ctypes.c_uint32(int.from_bytes(addr, sys.byteorder))

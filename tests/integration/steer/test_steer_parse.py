@@ -7,6 +7,7 @@ this way; the veth tests send the rest over a real link.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -129,6 +130,41 @@ def test_configured_vlan_is_steered_and_untagged_then_is_not(
             "pass_vlan": 1}
     finally:
         steered.set_vlan(0)
+
+
+def test_only_the_interfaces_addresses_are_steered(
+        steered: Steering, quiet_bed: Testbed, to_joy: Endpoints) -> None:
+    """A steered port on another destination (traffic routed through this host) stays
+    the kernel's once the interface's addresses are set; None steers any again."""
+    elsewhere = dataclasses.replace(to_joy, dst_ip=bytes([198, 19, 99, 7]))
+    with quiet_bed.joy.inside():
+        steered.set_addresses([to_joy.dst_ip])
+    try:
+        assert run_one(steered, quiet_bed, to_joy.tcp_frame(TCP_PORT))[1] == {
+            "redirect_miss": 1}
+        assert run_one(steered, quiet_bed, to_joy.udp_frame(UDP_PORT))[1] == {
+            "redirect_miss": 1}
+        assert run_one(steered, quiet_bed, elsewhere.tcp_frame(TCP_PORT))[1] == {
+            "pass_addr": 1}
+        assert run_one(steered, quiet_bed, elsewhere.udp_frame(UDP_PORT))[1] == {
+            "pass_addr": 1}
+        # Unsteered ports are still told apart first.
+        assert run_one(steered, quiet_bed, elsewhere.tcp_frame(7002))[1] == {
+            "pass_port_tcp": 1}
+        with quiet_bed.joy.inside():
+            steered.set_addresses([elsewhere.dst_ip])  # replaces: the old one is gone
+        assert run_one(steered, quiet_bed, to_joy.tcp_frame(TCP_PORT))[1] == {"pass_addr": 1}
+        assert run_one(steered, quiet_bed, elsewhere.tcp_frame(TCP_PORT))[1] == {
+            "redirect_miss": 1}
+        with quiet_bed.joy.inside():
+            steered.set_addresses([])
+        assert run_one(steered, quiet_bed, elsewhere.tcp_frame(TCP_PORT))[1] == {
+            "pass_addr": 1}
+    finally:
+        with quiet_bed.joy.inside():
+            steered.set_addresses(None)
+    assert run_one(steered, quiet_bed, elsewhere.tcp_frame(TCP_PORT))[1] == {
+        "redirect_miss": 1}
 
 
 @settings(max_examples=150, deadline=None,

@@ -165,3 +165,30 @@ def test_one_ephemeral_range_for_engine_embed_and_service() -> None:
     nic_a, _ = MemoryNic.pair()
     network = StaticNetwork("a0", MAC_A, frozenset({IP_A}), {IP_B: MAC_B})
     assert Engine(nic_a, network).ephemeral_ports == DEFAULT_EPHEMERAL
+
+
+def test_address_added_at_run_time_is_served_and_announced() -> None:
+    """The engine follows the interface's addresses (ADDRESS_REFRESH): a SYN to an
+    address it does not have is dropped; once the address appears, the listeners (the
+    steering program's address map) hear the new set and the retransmitted SYN is
+    answered."""
+    from joyride.engine.engine import ADDRESS_REFRESH
+
+    clock = FakeClock()
+    server, client, _ = make_pair(clock)
+    announced: list[frozenset[bytes]] = []
+    server.address_listeners.append(announced.append)
+    listener = server.listen(8080)
+    extra = bytes([198, 18, 0, 9])
+    client.network.neighbours[extra] = MAC_A  # type: ignore[attr-defined]
+    conn_c = client.connect(extra, 8080)
+    run([server, client], clock, rounds=5)
+    assert server.counters["drop_not_local"] >= 1
+    assert conn_c.state is TcpState.SYN_SENT and not announced
+    server.network.addresses = frozenset({IP_A, extra})  # type: ignore[attr-defined]
+    run([server, client], clock, rounds=60, step=ADDRESS_REFRESH / 20)
+    assert announced == [frozenset({IP_A, extra})]
+    conn_s = server.accept(listener)
+    assert conn_s is not None and conn_s.local_ip == extra
+    assert conn_c.state is TcpState.ESTABLISHED
+    assert server.counters["address_changes"] == 1
