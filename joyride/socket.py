@@ -22,12 +22,13 @@ where it lives when it is bound or connected:
   ``joyride.service.protocol``), so the answer survives ``dup``/``fork``/``exec``.
 * **kernel** — anything else: a plain kernel socket.
 
-Options on embedded sockets (``_tcp_config``): ``TCP_NODELAY``, ``SO_SNDBUF`` and
-``SO_RCVBUF`` set before ``listen``/``connect`` configure the connection's TCP
-(``TcpConfig`` per connection; a listener's accepted connections inherit its options,
-as in Linux); ``TCP_NODELAY`` also takes effect on a connected socket. Other options
-are recorded, reported back by ``getsockopt`` and replayed if the socket turns out to
-be a kernel one, but have no effect on Joyride's TCP.
+Options on embedded sockets (``joyride.sockopts``): ``TCP_NODELAY``, ``SO_SNDBUF``,
+``SO_RCVBUF``, ``SO_KEEPALIVE``, ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` and ``TCP_KEEPCNT``
+set before ``listen``/``connect`` configure the connection's TCP (``TcpConfig`` per
+connection; a listener's accepted connections inherit its options, as in Linux); on a
+connected socket all but ``SO_RCVBUF`` take effect at once. Other options are
+recorded, reported back by ``getsockopt`` and replayed if the socket turns out to be a
+kernel one, but have no effect on Joyride's TCP.
 
 Embedded sockets are IPv4 stream sockets; other families and types are kernel sockets
 from the start. ``MSG_*`` flags other than 0 are refused on embedded sockets.
@@ -46,6 +47,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from joyride import sockopts
 from joyride.aio.transport import address, connection_error
 from joyride.embed.drivers import drives_here, ensure_thread_driver, nic_fds
 from joyride.embed.select import connecting_stack, listening_stack
@@ -70,9 +72,6 @@ getdefaulttimeout = _stdlib.getdefaulttimeout
 
 _TYPE_FLAGS = _stdlib.SOCK_NONBLOCK | _stdlib.SOCK_CLOEXEC
 _GLOBAL_DEFAULT_TIMEOUT = object()
-# Linux's floors for SO_SNDBUF/SO_RCVBUF (SOCK_MIN_SNDBUF/SOCK_MIN_RCVBUF, net/sock.h).
-MIN_SNDBUF = 4608
-MIN_RCVBUF = 2304
 INLINE_POLL = 0.001  # seconds between polls when a blocking call drives the engine itself
 
 
@@ -605,32 +604,21 @@ class socket:
             return self._kernel.setsockopt(level, optname, value)
         # Recorded: applied to the TCP configuration at listen/connect (_tcp_config),
         # replayed if the socket turns out to be a kernel one.
+        change = sockopts.changes(level, optname, value)  # OSError(EINVAL) if out of range
         self._opts.append((level, optname, value))
         conn, stack = self._conn, self._stack
-        if (level, optname) == (_stdlib.IPPROTO_TCP, _stdlib.TCP_NODELAY) and \
-                conn is not None and stack is not None and isinstance(value, int):
+        if change and conn is not None and stack is not None:
             with stack.lock:
-                conn.config = dataclasses.replace(conn.config, nodelay=bool(value))
-                stack.touch(conn)  # as Linux: setting it pushes what Nagle held back
+                conn.reconfigure(dataclasses.replace(conn.config, **change), stack.clock())
+                stack.touch(conn)  # as Linux: TCP_NODELAY pushes what Nagle held back
         return None
 
     def _tcp_config(self, stack: Stack) -> TcpConfig | None:
         """The engine's TCP configuration with this socket's options applied, or None
         when no option changes it."""
         base = stack.engine.config
-        changes: dict[str, Any] = {}
-        for level, opt, value in self._opts:
-            if not isinstance(value, int):
-                continue  # a bytes value: no TCP meaning we could honour
-            if (level, opt) == (_stdlib.IPPROTO_TCP, _stdlib.TCP_NODELAY):
-                changes["nodelay"] = bool(value)
-            elif (level, opt) == (_stdlib.SOL_SOCKET, _stdlib.SO_SNDBUF):
-                changes["send_buffer"] = max(value, MIN_SNDBUF)
-            elif (level, opt) == (_stdlib.SOL_SOCKET, _stdlib.SO_RCVBUF):
-                # A fixed receive buffer, as Linux's SO_RCVBUF locks autotuning off.
-                size = max(value, MIN_RCVBUF)
-                changes["receive_buffer"] = changes["receive_buffer_max"] = size
-        return dataclasses.replace(base, **changes) if changes else None
+        config = sockopts.apply(base, self._opts)
+        return None if config is base else config
 
     def getsockopt(self, level: int, optname: int, buflen: int = 0) -> Any:
         if self._kernel is not None:

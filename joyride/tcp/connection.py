@@ -35,6 +35,7 @@ transmit), ``congestion`` (cwnd), ``rtt`` (RTO), ``buffers``, ``reassembly``,
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections import deque
 from typing import Final
@@ -482,6 +483,24 @@ class TcpConnection:
             self.counters["internal_error"] += 1
         out, self._out = self._out, []
         return out
+
+    def reconfigure(self, config: TcpConfig, now: float) -> None:
+        """Socket options set on a live connection (``joyride.sockopts``): Nagle,
+        keepalive and the send buffer's size take effect at once; the receive buffer
+        keeps the size its window scale was negotiated for."""
+        old, self._now = self.config, now
+        self.config = dataclasses.replace(
+            config, receive_buffer=old.receive_buffer,
+            receive_buffer_max=old.receive_buffer_max)
+        if config.send_buffer != old.send_buffer:
+            self._send_buf.capacity = config.send_buffer  # never below what is queued
+        if config.keepalive:
+            if (not old.keepalive or config.keepalive_idle != old.keepalive_idle
+                    or not self._timers.is_set(Timer.KEEPALIVE)):
+                self._arm_keepalive(now)  # RFC 9293 §3.8.4: idle counts from now
+        else:
+            self._timers.cancel(Timer.KEEPALIVE)
+        self._dirty = True  # Nagle turned off sends what it held back (as Linux)
 
     def settle_after_fast_send(self) -> bool:
         """The batch fast path just sent data: True when ``segments_to_send`` would

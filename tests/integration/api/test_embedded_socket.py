@@ -6,6 +6,7 @@ import contextlib
 import functools
 import http.server
 import socketserver
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from peers import digest, kernel_echo, random_payload
 
 import joyride.socket as jsocket
 from joyride.embed import embed
+from joyride.tcp.state import TcpState
 from joyride.testbed import Testbed
 
 pytestmark = pytest.mark.integration
@@ -71,3 +73,42 @@ def test_http_server_serves_files_to_curl(testbed: Testbed, tmp_path: Path,
                 [f"http://{testbed.joy.ip}:{PORT}/blob.bin"] * 5)).stdout
     assert digest(out) == digest(body)
     assert digest(many) == digest(body * 5)
+
+
+def test_keepalive_probes_a_kernel_peer_that_answers(testbed: Testbed) -> None:
+    """SO_KEEPALIVE and TCP_KEEP* on the listener reach what it accepts (as Linux):
+    an idle kernel peer gets probes (RFC 9293 §3.8.4), answers them, and the
+    connection stays up and carries data afterwards."""
+    client = (
+        "import socket, sys, time\n"
+        f"s = socket.create_connection(({testbed.joy.ip!r}, {PORT}), timeout=10)\n"
+        "time.sleep(3.5)\n"
+        "s.sendall(b'ping')\n"
+        "sys.stdout.write(s.recv(4).decode())\n"
+    )
+    with testbed.joy.inside(), embed(testbed.joy.ifname, [PORT]):
+        server = jsocket.socket()
+        server.setsockopt(jsocket.SOL_SOCKET, jsocket.SO_KEEPALIVE, 1)
+        server.setsockopt(jsocket.IPPROTO_TCP, jsocket.TCP_KEEPIDLE, 1)
+        server.setsockopt(jsocket.IPPROTO_TCP, jsocket.TCP_KEEPINTVL, 1)
+        server.bind(("", PORT))
+        server.listen()
+        with server:
+            peer = testbed.peer.popen("python3", "-c", client, stdout=subprocess.PIPE)
+            try:
+                server.settimeout(10)
+                conn, _ = server.accept()
+                with conn:
+                    conn.settimeout(10)
+                    assert conn.recv(4) == b"ping"  # after 3.5 s of silence
+                    tcp = conn._conn
+                    assert tcp is not None
+                    assert tcp.counters["keepalive_probes"] >= 2
+                    assert tcp.state is TcpState.ESTABLISHED
+                    conn.sendall(b"pong")
+                    out, _ = peer.communicate(timeout=10)
+            finally:
+                if peer.poll() is None:
+                    peer.kill()
+                    peer.wait()
+    assert out == b"pong"

@@ -14,8 +14,10 @@ import pytest
 from api_memory import PORT
 
 import joyride.socket as jsocket
+from joyride import sockopts
 from joyride.embed.select import serving
 from joyride.embed.stack import Stack
+from joyride.tcp.timers import Timer
 
 A_HOST = "198.18.0.1"
 
@@ -186,13 +188,20 @@ def test_tcp_options_configure_the_connection(routed: tuple[Stack, Stack]) -> No
             assert accepted is not None
             assert accepted.config.nodelay
             assert accepted.config.send_buffer == 64 << 10
-            assert accepted.config.receive_buffer == jsocket.MIN_RCVBUF
+            assert accepted.config.receive_buffer == sockopts.MIN_RCVBUF
             mine = client._conn
             assert mine is not None
             assert mine.config.receive_buffer == 32 << 10 and not mine.config.nodelay
             client.setsockopt(jsocket.IPPROTO_TCP, jsocket.TCP_NODELAY, 1)
             assert mine.config.nodelay
             assert client.getsockopt(jsocket.IPPROTO_TCP, jsocket.TCP_NODELAY) == 1
+            # Keepalive on the connected socket: armed at once, idle as asked.
+            client.setsockopt(jsocket.IPPROTO_TCP, jsocket.TCP_KEEPIDLE, 600)
+            client.setsockopt(jsocket.SOL_SOCKET, jsocket.SO_KEEPALIVE, 1)
+            assert mine.config.keepalive and mine.config.keepalive_idle == 600.0
+            assert mine._timers.is_set(Timer.KEEPALIVE)
+            with pytest.raises(OSError):
+                client.setsockopt(jsocket.IPPROTO_TCP, jsocket.TCP_KEEPCNT, 0)
             payload = os.urandom(100_000)  # data still flows with the tiny receive buffer
             client.sendall(payload)
             received = bytearray()

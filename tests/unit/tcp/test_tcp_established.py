@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tcp_helpers import (
     ACK,
     FIN,
@@ -280,6 +282,30 @@ def test_keepalive_probes_then_times_out_rfc9293_3_8_4() -> None:
 def test_keepalive_off_by_default_rfc9293_3_8_4() -> None:
     conn = established()
     assert conn.poll_at() is None
+
+
+def test_keepalive_switched_on_and_off_on_a_live_connection_rfc9293_3_8_4() -> None:
+    """setsockopt(SO_KEEPALIVE, TCP_KEEPIDLE) after the handshake (``reconfigure``):
+    idle time counts from then; switching it off cancels the probe timer."""
+    conn = established()
+    conn.reconfigure(replace(conn.config, keepalive=True, keepalive_idle=30.0), 5.0)
+    assert conn.poll_at() == 5.0  # dirty: a transmit pass is due at once
+    none(conn, 5.0)
+    assert conn.poll_at() == 35.0
+    conn.on_timer(35.0)
+    assert one(conn, 35.0).seq == ISS  # the probe: SND.UNA - 1
+    conn.reconfigure(replace(conn.config, keepalive=False), 36.0)
+    none(conn, 36.0)
+    assert conn.poll_at() is None
+
+
+def test_reconfigure_keeps_the_negotiated_receive_buffer() -> None:
+    conn = established()
+    before = conn.config.receive_buffer
+    conn.reconfigure(replace(conn.config, receive_buffer=4096, send_buffer=8192,
+                             nodelay=True), 1.0)
+    assert conn.config.receive_buffer == before
+    assert conn.config.send_buffer == 8192 and conn.config.nodelay
 
 
 def test_fin_with_data_delivers_then_eof_rfc9293_3_10_7_4_eighth() -> None:
