@@ -600,6 +600,8 @@ class socket:
 
     def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None
                    ) -> None:
+        if self._service:
+            return self._service_setsockopt(level, optname, value)
         if self._kernel is not None:
             return self._kernel.setsockopt(level, optname, value)
         # Recorded: applied to the TCP configuration at listen/connect (_tcp_config),
@@ -613,6 +615,25 @@ class socket:
                 stack.touch(conn)  # as Linux: TCP_NODELAY pushes what Nagle held back
         return None
 
+    def _service_setsockopt(self, level: int, optname: int, value: Any) -> None:
+        """A service descriptor is a unix socket: options with a TCP meaning go to the
+        service (as the preload shim sends them); other TCP/IP-level ones are accepted
+        and recorded, as the shim does (the service's connections run Nagle off)."""
+        from joyride.service import appclient
+
+        if level == _stdlib.SOL_SOCKET:
+            self._kernel.setsockopt(level, optname, value)  # the unix socket's own too
+        if isinstance(value, int):
+            sockopts.changes(level, optname, value)  # EINVAL here, as the kernel would
+            try:
+                if appclient.set_option(self._kernel, level, optname, value):
+                    self._opts.append((level, optname, value))
+                    return
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass  # no service any more: the connection is gone with it
+        if level != _stdlib.SOL_SOCKET:
+            self._opts.append((level, optname, value))
+
     def _tcp_config(self, stack: Stack) -> TcpConfig | None:
         """The engine's TCP configuration with this socket's options applied, or None
         when no option changes it."""
@@ -621,6 +642,10 @@ class socket:
         return None if config is base else config
 
     def getsockopt(self, level: int, optname: int, buflen: int = 0) -> Any:
+        if self._service and level != _stdlib.SOL_SOCKET:
+            # The unix descriptor has no TCP/IP options: what was set, as the shim does.
+            return next((v for lvl, opt, v in reversed(self._opts)
+                         if (lvl, opt) == (level, optname)), 0)
         if self._kernel is not None:
             return self._kernel.getsockopt(level, optname, buflen) if buflen else \
                 self._kernel.getsockopt(level, optname)

@@ -45,6 +45,7 @@
 #define JR_MAGIC "JRD1"
 #define JR_OP_LISTEN 1
 #define JR_OP_CONNECT 2
+#define JR_OP_SETOPT 3
 #define JR_NOT_ACCELERATED (-1)
 #define JR_UNREACHABLE (-2) /* no service: use the kernel */
 
@@ -402,6 +403,75 @@ static int jr_is_inet_stream(int fd, struct sockaddr_in *bound)
            type == SOCK_STREAM;
 }
 
+/* ---------------------------------------------------------------- options */
+
+/* Options with a TCP meaning the service applies (protocol.SETOPT_OPTIONS); 0: none.
+ * TCP_NODELAY is not among them: the service's connections always run with Nagle
+ * off, and forwarding it would cost a request on every accepted connection. */
+static int jr_setopt_code(int level, int optname)
+{
+    if (level == SOL_SOCKET) {
+        switch (optname) {
+        case SO_KEEPALIVE: return 1;
+        case SO_SNDBUF: return 5;
+        case SO_RCVBUF: return 6;
+        }
+    } else if (level == IPPROTO_TCP) {
+        switch (optname) {
+        case TCP_KEEPIDLE: return 2;
+        case TCP_KEEPINTVL: return 3;
+        case TCP_KEEPCNT: return 4;
+        }
+    }
+    return 0;
+}
+
+/* OP_SETOPT for a Joyride descriptor: the value rides in the address field (little-
+ * endian int32), the code in the port, and the name says which listener (its own
+ * name) or connection (its peer's). Returns the reply's status (0, an errno,
+ * JR_NOT_ACCELERATED) or JR_UNREACHABLE. */
+static int jr_forward_option(int fd, enum jr_kind kind, int code, int value)
+{
+    struct sockaddr_un sun;
+    socklen_t len = sizeof(sun);
+    struct sockaddr_in carrier;
+    struct jr_reply reply;
+    char name[sizeof(sun.sun_path)];
+    uint32_t v = (uint32_t)value;
+    unsigned char le[4] = {v & 255, (v >> 8) & 255, (v >> 16) & 255, v >> 24};
+    int r;
+
+    r = kind == JR_CONNECTION ? real_getpeername(fd, (struct sockaddr *)&sun, &len)
+                              : real_getsockname(fd, (struct sockaddr *)&sun, &len);
+    if (r != 0 || !jr_abstract_name(&sun, len, name, sizeof(name)))
+        return JR_UNREACHABLE;
+    memset(&carrier, 0, sizeof(carrier));
+    carrier.sin_family = AF_INET;
+    memcpy(&carrier.sin_addr.s_addr, le, 4);
+    carrier.sin_port = htons((uint16_t)code);
+    return jr_request(JR_OP_SETOPT, &carrier, name, JR_LISTEN_TIMEOUT_S, &reply, NULL);
+}
+
+/* After the descriptor became a Joyride one (listen, connect): what the application
+ * set on its kernel socket before must reach the service too. Keepalive is what can
+ * be read back faithfully (buffer sizes read back doubled and defaulted). */
+static void jr_carry_keepalive(int kernel_fd, int fd, enum jr_kind kind)
+{
+    static const int tcp_opts[] = {TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT};
+    int on = 0, value;
+    socklen_t len = sizeof(on);
+    size_t i;
+
+    if (real_getsockopt(kernel_fd, SOL_SOCKET, SO_KEEPALIVE, &on, &len) != 0 || !on)
+        return;
+    for (i = 0; i < sizeof(tcp_opts) / sizeof(tcp_opts[0]); i++) {
+        len = sizeof(value);
+        if (real_getsockopt(kernel_fd, IPPROTO_TCP, tcp_opts[i], &value, &len) == 0)
+            jr_forward_option(fd, kind, jr_setopt_code(IPPROTO_TCP, tcp_opts[i]), value);
+    }
+    jr_forward_option(fd, kind, jr_setopt_code(SOL_SOCKET, SO_KEEPALIVE), 1);
+}
+
 /* ---------------------------------------------------------------- intercepted calls */
 
 int listen(int fd, int backlog)
@@ -454,6 +524,7 @@ int listen(int fd, int backlog)
         errno = status > 0 ? status : EPROTO;
         return -1;
     }
+    jr_carry_keepalive(fd, u, JR_LISTENER);
     return jr_replace(u, fd);
 }
 
@@ -483,6 +554,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
         errno = status > 0 ? status : EPROTO;
         return -1;
     }
+    jr_carry_keepalive(fd, newfd, JR_CONNECTION);
     /* Completed synchronously (POSIX allows it even for a non-blocking socket). */
     return jr_replace(newfd, fd);
 }
@@ -654,15 +726,31 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
 {
     struct jr_info info;
-    int saved, r;
+    int saved, r, code, value, status;
 
     jr_init();
     r = real_setsockopt(fd, level, optname, optval, optlen);
-    if (r == 0 || (level != IPPROTO_TCP && level != IPPROTO_IP))
-        return r;
     saved = errno;
-    if (saved != EOPNOTSUPP && saved != ENOPROTOOPT)
+    code = jr_setopt_code(level, optname);
+    if (code && optval && optlen >= sizeof(int) &&
+        (r == 0 || saved == EOPNOTSUPP || saved == ENOPROTOOPT) &&
+        jr_classify(fd, &info) != JR_NONE) {
+        memcpy(&value, optval, sizeof(int));
+        status = jr_forward_option(fd, info.kind, code, value);
+        if (status == EINVAL) { /* out of range, as the kernel would say */
+            errno = EINVAL;
+            return -1;
+        }
+        return 0; /* applied; or the service is gone, and the connection with it */
+    }
+    if (r == 0 || (level != IPPROTO_TCP && level != IPPROTO_IP)) {
+        errno = saved;
         return r;
+    }
+    if (saved != EOPNOTSUPP && saved != ENOPROTOOPT) {
+        errno = saved;
+        return r;
+    }
     if (jr_classify(fd, &info) == JR_NONE) {
         errno = saved;
         return r;

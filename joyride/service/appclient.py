@@ -112,6 +112,32 @@ def connect(ip: str, port: int, *, path: Path | None = None,
     return socket.socket(fileno=fd)
 
 
+def set_option(sock: socket.socket, level: int, optname: int, value: int, *,
+               path: Path | None = None, timeout: float | None = 10.0) -> bool:
+    """Apply a socket option with a TCP meaning (``protocol.SETOPT_OPTIONS``) to the
+    Joyride listener or connection ``sock`` (``OP_SETOPT``). False when it has none
+    (the caller keeps its own behaviour); ``OSError`` with the service's errno."""
+    code = next((c for c, opt in protocol.SETOPT_OPTIONS.items() if opt == (level, optname)),
+                None)
+    if code is None:
+        return False
+    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        name = sock.getsockname()
+    else:
+        name = sock.getpeername()
+    text = name.lstrip(b"\0").decode("ascii", "replace") if isinstance(name, bytes) \
+        else name.lstrip("\0")
+    carrier = (value & 0xFFFFFFFF).to_bytes(4, "little")
+    reply, fd = _exchange(path or app_path(),
+                          protocol.Request(protocol.OP_SETOPT, carrier, code, text), timeout)
+    if fd is not None:
+        os.close(fd)
+    if reply.status == protocol.NOT_ACCELERATED:
+        return False
+    _raise_for(reply, f"setsockopt({level}, {optname}, {value})")
+    return True
+
+
 def peer_of(sock: socket.socket) -> tuple[tuple[str, int], tuple[str, int]] | None:
     """(local, remote) TCP addresses of a Joyride connection socket, else None."""
     parsed = protocol.parse_name(sock.getpeername())

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from joyride import sockopts
 from joyride.engine.engine import Engine, EngineError
 from joyride.engine.network import NetworkView
 from joyride.engine.nic import MultiNic, Nic
@@ -63,6 +64,8 @@ class Registration:
     port: int
     uid: int
     verified: bool = False  # SO_PEERCRED of the listener checked on a delivery
+    # Socket options set on the listener (OP_SETOPT), for what it is delivered.
+    options: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -212,8 +215,8 @@ class Datapath:
             self._sel.modify(pump.sock, want, self._on_pump(pump))
         pump.mask = want
 
-    def _start_pump(self, conn: TcpConnection, sock: socket.socket) -> None:
-        pump = Pump(conn, sock)
+    def _start_pump(self, conn: TcpConnection, sock: socket.socket, uid: int) -> None:
+        pump = Pump(conn, sock, uid)
         self.pumps[conn] = pump
         self._ready.add(pump)  # data may have arrived before the application had it
 
@@ -247,6 +250,49 @@ class Datapath:
         pl.registrations.append(Registration(name, port, creds.uid))
         self.counters["listen_registered"] += 1
         return 0
+
+    def set_option(self, request: protocol.Request, creds: apps.Credentials) -> int:
+        """OP_SETOPT: 0, an errno, or NOT_ACCELERATED (not an option of ours)."""
+        option = protocol.SETOPT_OPTIONS.get(request.port)
+        if option is None:
+            return protocol.NOT_ACCELERATED
+        entry = (*option, protocol.setopt_value(request.ip))
+        parsed = protocol.parse_name(request.name)
+        if parsed is None:
+            return errno.EINVAL
+        try:
+            sockopts.changes(*entry)  # the value's range, before anything is changed
+        except OSError as exc:
+            return exc.errno or errno.EINVAL
+        if parsed.kind == "listener":
+            pl = self.by_port.get(parsed.local[1])
+            reg = next((r for r in pl.registrations if r.name == request.name), None) \
+                if pl is not None else None
+            if reg is None:
+                return errno.ENOTCONN
+            owner = reg.uid if reg.uid != -1 else (creds.uid if parsed.pid == creds.pid else -1)
+            if creds.uid not in (0, owner):
+                return errno.EPERM
+            reg.options.append(entry)
+            self.counters["setopt_listener"] += 1
+            return 0
+        assert parsed.remote is not None
+        key = (socket.inet_aton(parsed.local[0]), parsed.local[1],
+               socket.inet_aton(parsed.remote[0]), parsed.remote[1])
+        conn = self.engine.connections.get(key)
+        pump = self.pumps.get(conn) if conn is not None else None
+        if conn is None or pump is None:
+            return errno.ENOTCONN
+        if creds.uid not in (0, pump.uid):
+            return errno.EPERM
+        self._apply_options(conn, [entry])
+        self.counters["setopt_connection"] += 1
+        return 0
+
+    def _apply_options(self, conn: TcpConnection, options: list[tuple[int, int, int]]
+                       ) -> None:
+        conn.reconfigure(sockopts.apply(conn.config, options), self.clock())
+        self.engine.mark(conn)
 
     def adopt_listeners(self) -> None:
         """Re-adopt the listeners applications kept across a service restart."""
@@ -336,7 +382,9 @@ class Datapath:
                 sock.close()
                 pl.registrations.remove(reg)
                 continue
-            self._start_pump(conn, sock)
+            if reg.options:
+                self._apply_options(conn, reg.options)
+            self._start_pump(conn, sock, reg.uid)
             self.counters["delivered"] += 1
             return "ok"
         return "busy" if pl.registrations else "none"
@@ -435,6 +483,9 @@ class Datapath:
                                                     request.port))
             elif request.op == protocol.OP_CONNECT:
                 keep = self._start_connect(session, request)
+            elif request.op == protocol.OP_SETOPT:
+                status = self.set_option(request, creds)
+                self._reply(session, protocol.Reply(request.op, status))
             else:
                 self.counters["app_bad_request"] += 1
                 self._reply(session, protocol.Reply(request.op, errno.EOPNOTSUPP))
@@ -501,7 +552,7 @@ class Datapath:
                 return
             finally:
                 theirs.close()
-            self._start_pump(conn, ours)
+            self._start_pump(conn, ours, apps.peer_credentials(session).uid)
             self.counters["connect_established"] += 1
         finally:
             session.close()

@@ -48,6 +48,15 @@ Requests and replies
     ``connection_name(...)``. ``NOT_ACCELERATED`` for loopback, local addresses, or
     when the service has no ephemeral range.
 
+``OP_SETOPT`` (value, code, name): "apply this socket option"
+    A socket option with a TCP meaning (``SETOPT_OPTIONS``; ``joyride.sockopts``)
+    set on a Joyride descriptor. The value (a C ``int``) travels in the address field
+    as 4 little-endian bytes (``setopt_value``), the code in the port, and the name
+    says what it applies to: a connection (its peer's ``connection_name``), at once;
+    or a listener (its own ``listener_name``), to every connection delivered to it
+    from then on, as Linux's accepted sockets inherit their listener's options. Only
+    the descriptor's owner (or root) may; ``EINVAL`` for a value out of range.
+
 A connection descriptor
     Bytes written are sent on the TCP connection; bytes the peer sends are read. Both
     directions are flow controlled end to end: the service reads from its end only
@@ -78,6 +87,17 @@ MAGIC: Final = b"JRD1"
 
 OP_LISTEN: Final = 1
 OP_CONNECT: Final = 2
+OP_SETOPT: Final = 3
+
+# OP_SETOPT codes (the request's port) and the options they stand for.
+SETOPT_OPTIONS: Final[dict[int, tuple[int, int]]] = {
+    1: (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+    2: (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+    3: (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+    4: (socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+    5: (socket.SOL_SOCKET, socket.SO_SNDBUF),
+    6: (socket.SOL_SOCKET, socket.SO_RCVBUF),
+}
 
 NOT_ACCELERATED: Final = -1
 
@@ -119,6 +139,11 @@ class Request:
         except UnicodeDecodeError as exc:
             raise ProtocolError("name is not ASCII") from exc
         return cls(op, ip, port, text)
+
+
+def setopt_value(ip: bytes) -> int:
+    """The option value an ``OP_SETOPT`` request carries in its address field."""
+    return int.from_bytes(ip, "little", signed=True)
 
 
 @dataclass(frozen=True)

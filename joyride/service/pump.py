@@ -44,12 +44,13 @@ class Pump:
     """Moves bytes for one connection; ``service()`` does a bounded amount of work."""
 
     __slots__ = ("app_eof", "app_gone", "conn", "fin_sent_to_app", "mask", "sock",
-                 "to_app", "to_tcp")
+                 "to_app", "to_tcp", "uid")
 
-    def __init__(self, conn: TcpConnection, sock: socket.socket) -> None:
+    def __init__(self, conn: TcpConnection, sock: socket.socket, uid: int = -1) -> None:
         sock.setblocking(False)
         self.conn = conn
         self.sock = sock
+        self.uid = uid  # the application's (-1: unknown); it alone may set options
         self.to_app: memoryview | None = None  # taken from TCP, not yet accepted by app
         self.to_tcp: memoryview | None = None  # read from app, not yet accepted by TCP
         self.app_eof = False  # the application will write no more (FIN queued)

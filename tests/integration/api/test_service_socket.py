@@ -156,3 +156,42 @@ def _read_all(sock: jsocket.socket, into: bytearray, size: int) -> None:
         if not chunk:
             return
         into.extend(chunk)
+
+
+def test_keepalive_detects_a_vanished_peer(testbed: Testbed) -> None:
+    """SO_KEEPALIVE and TCP_KEEP* on an accepted service-mode connection reach the
+    service (OP_SETOPT): when the peer vanishes (its link goes down, so nothing
+    answers the probes) the connection ends after idle + count x interval, instead
+    of hanging (RFC 9293 §3.8.4)."""
+    bed = testbed
+    with service(bed), bed.joy.inside():
+        server = jsocket.socket()
+        server.bind(("", PORT))
+        server.listen()
+        client = bed.peer.popen("python3", "-c", (
+            "import socket, time\n"
+            f"s = socket.create_connection(({bed.joy.ip!r}, {PORT}), timeout=10)\n"
+            "time.sleep(60)\n"))
+        with server:
+            server.settimeout(15)
+            conn, _ = server.accept()
+            with conn:
+                assert conn.joyride_mode == "service"
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
+                assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 2
+                with pytest.raises(OSError):
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 0)
+                bed.peer.run("ip", "link", "set", "dev", bed.peer.ifname, "down")
+                conn.settimeout(15)
+                start = time.monotonic()
+                try:
+                    got = conn.recv(1)
+                except ConnectionError:
+                    got = b""
+                elapsed = time.monotonic() - start
+    client.kill()
+    assert got == b""
+    assert elapsed < 10, f"the vanished peer was noticed only after {elapsed:.1f} s"

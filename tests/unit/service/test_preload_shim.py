@@ -6,6 +6,7 @@ notice."""
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from joyride import sockopts
 from joyride.service import protocol
 
 REPO = Path(__file__).resolve().parents[3]
@@ -171,3 +173,86 @@ def test_refusal_is_returned_as_the_errno(shim: Path, tmp_path: Path) -> None:
     t.join(5)
     sock.close()
     assert proc.stdout.decode().strip() == "98"
+
+
+OPTIONS_CHILD = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # before listen: carried over
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 42)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(8)
+conn, _ = s.accept()
+conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 7)
+conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+try:
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 0)
+    refused = 0
+except OSError as exc:
+    refused = exc.errno
+conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # not forwarded: Nagle is off
+print(json.dumps({"refused": refused}))
+"""
+
+
+def test_tcp_options_reach_the_service(shim: Path, tmp_path: Path) -> None:
+    """Keepalive and buffer options on Joyride descriptors are forwarded (OP_SETOPT):
+    a listener's with its own name (also those set on the kernel socket before
+    listen), a connection's with its peer's name; an out-of-range value is EINVAL."""
+    path = tmp_path / "app.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.bind(str(path))
+    sock.listen(8)
+    sock.settimeout(20)
+    requests: list[protocol.Request] = []
+    conn_name = protocol.connection_name((socket.inet_aton("10.0.0.1"), 1),
+                                         (socket.inet_aton("192.0.2.7"), 5555),
+                                         os.getpid(), 1)
+
+    def serve() -> None:
+        keep: list[socket.socket] = []
+        while True:
+            try:
+                session, _ = sock.accept()
+            except OSError:
+                return
+            with session:
+                request = protocol.Request.decode(session.recv(200))
+                requests.append(request)
+                status = 0
+                if request.op == protocol.OP_SETOPT:
+                    level, opt = protocol.SETOPT_OPTIONS[request.port]
+                    try:
+                        sockopts.changes(level, opt, protocol.setopt_value(request.ip))
+                    except OSError as exc:
+                        status = exc.errno or 22
+                session.send(protocol.Reply(request.op, status).encode())
+            if request.op == protocol.OP_LISTEN:
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.bind(protocol.abstract(conn_name))
+                conn.connect(protocol.abstract(request.name))
+                keep.append(conn)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    env = dict(os.environ, LD_PRELOAD=str(shim), JOYRIDE_SOCKET=str(path))
+    try:
+        proc = subprocess.run([sys.executable, "-c", OPTIONS_CHILD, str(free_port())],
+                              env=env, capture_output=True, timeout=30)
+    finally:
+        sock.close()
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads(proc.stdout)["refused"] == errno.EINVAL
+    listen, *setopts = requests
+    assert listen.op == protocol.OP_LISTEN
+    seen = [(protocol.SETOPT_OPTIONS[r.port], protocol.setopt_value(r.ip), r.name)
+            for r in setopts]
+    assert all(r.op == protocol.OP_SETOPT for r in setopts)
+    tcp, sol = socket.IPPROTO_TCP, socket.SOL_SOCKET
+    on_listener = [(o, v) for o, v, name in seen if name == listen.name]
+    on_conn = [(o, v) for o, v, name in seen if name == conn_name]
+    assert ((tcp, socket.TCP_KEEPIDLE), 42) in on_listener
+    assert on_listener[-1] == ((sol, socket.SO_KEEPALIVE), 1)  # last: after its timings
+    assert on_conn == [((tcp, socket.TCP_KEEPINTVL), 7), ((sol, socket.SO_SNDBUF), 1 << 20),
+                       ((tcp, socket.TCP_KEEPCNT), 0)]
+    assert len(seen) == len(on_listener) + len(on_conn)
