@@ -181,9 +181,15 @@ class socket:
             for level, opt, value in self._opts:
                 sock.setsockopt(level, opt, value)
         else:
-            # TCP-level options mean nothing on the unix descriptor; the service's
-            # engine applies its own configuration to the TCP connection.
+            # A service descriptor: the options with a TCP meaning set so far go to
+            # the service (OP_SETOPT), as the preload shim carries them over.
             self._service = True
+            from joyride.service import appclient
+
+            for level, opt, value in self._opts:
+                if isinstance(value, int) and sockopts.changes(level, opt, value):
+                    with contextlib.suppress(OSError):
+                        appclient.set_option(sock, level, opt, value)
         sock.settimeout(self._timeout)
         self._kernel = sock
         return sock
@@ -407,14 +413,16 @@ class socket:
         if self._service_candidate():
             from joyride.service import appclient
 
+            nonblocking = self._timeout == 0.0
             try:
                 sock = appclient.connect(_stdlib.gethostbyname(host), port,
-                                         timeout=self._timeout)
+                                         timeout=self._timeout, nonblocking=nonblocking)
             except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
                 sock = None
             if sock is not None:
                 self._to_kernel(sock)
-                return 0
+                # As the preload shim: the handshake goes on behind the descriptor.
+                return errno.EINPROGRESS if nonblocking else 0
         kernel = self._to_kernel()
         if self._bound is not None:
             kernel.bind(self._bound)

@@ -46,6 +46,7 @@
 #define JR_OP_LISTEN 1
 #define JR_OP_CONNECT 2
 #define JR_OP_SETOPT 3
+#define JR_FLAG_NONBLOCK 1
 #define JR_NOT_ACCELERATED (-1)
 #define JR_UNREACHABLE (-2) /* no service: use the kernel */
 
@@ -297,8 +298,8 @@ static int jr_find_socket(char *path, size_t len)
 
 /* One request, one reply (and maybe one descriptor). Returns the reply's status,
  * JR_UNREACHABLE when there is no service, or a positive errno on failure. */
-static int jr_request(uint16_t op, const struct sockaddr_in *addr, const char *name,
-                      int timeout_s, struct jr_reply *reply, int *fd_out)
+static int jr_request(uint16_t op, uint16_t flags, const struct sockaddr_in *addr,
+                      const char *name, int timeout_s, struct jr_reply *reply, int *fd_out)
 {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct sockaddr_un sun;
@@ -340,6 +341,7 @@ static int jr_request(uint16_t op, const struct sockaddr_in *addr, const char *n
     memset(&req, 0, sizeof(req));
     memcpy(req.magic, JR_MAGIC, 4);
     req.op = op;
+    req.flags = flags;
     memcpy(req.ip, &addr->sin_addr.s_addr, 4);
     req.port = ntohs(addr->sin_port);
     if (name)
@@ -449,7 +451,7 @@ static int jr_forward_option(int fd, enum jr_kind kind, int code, int value)
     carrier.sin_family = AF_INET;
     memcpy(&carrier.sin_addr.s_addr, le, 4);
     carrier.sin_port = htons((uint16_t)code);
-    return jr_request(JR_OP_SETOPT, &carrier, name, JR_LISTEN_TIMEOUT_S, &reply, NULL);
+    return jr_request(JR_OP_SETOPT, 0, &carrier, name, JR_LISTEN_TIMEOUT_S, &reply, NULL);
 }
 
 /* After the descriptor became a Joyride one (listen, connect): what the application
@@ -514,7 +516,7 @@ int listen(int fd, int backlog)
         real_close(u);
         return real_listen(fd, backlog);
     }
-    status = jr_request(JR_OP_LISTEN, &bound, name, JR_LISTEN_TIMEOUT_S, &reply, NULL);
+    status = jr_request(JR_OP_LISTEN, 0, &bound, name, JR_LISTEN_TIMEOUT_S, &reply, NULL);
     if (status == JR_UNREACHABLE || status == JR_NOT_ACCELERATED) {
         real_close(u);
         return real_listen(fd, backlog);
@@ -533,7 +535,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
     struct sockaddr_in bound, dst;
     struct jr_reply reply;
     const char *outgoing;
-    int status, newfd;
+    int status, newfd, fl, nonblocking;
 
     jr_init();
     outgoing = getenv("JOYRIDE_OUTGOING");
@@ -542,7 +544,14 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
         !jr_is_inet_stream(fd, &bound))
         return real_connect(fd, addr, len);
     memcpy(&dst, addr, sizeof(dst));
-    status = jr_request(JR_OP_CONNECT, &dst, NULL, JR_CONNECT_TIMEOUT_S, &reply, &newfd);
+    fl = fcntl(fd, F_GETFL);
+    nonblocking = fl >= 0 && (fl & O_NONBLOCK);
+    /* A non-blocking connect must not hold the caller's event loop for the handshake:
+     * the service then answers at once and the handshake goes on behind the
+     * descriptor (protocol.FLAG_NONBLOCK). */
+    status = jr_request(JR_OP_CONNECT, nonblocking ? JR_FLAG_NONBLOCK : 0, &dst, NULL,
+                        nonblocking ? JR_LISTEN_TIMEOUT_S : JR_CONNECT_TIMEOUT_S, &reply,
+                        &newfd);
     if (status == JR_UNREACHABLE || status == JR_NOT_ACCELERATED) {
         if (newfd >= 0)
             real_close(newfd);
@@ -555,8 +564,13 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
         return -1;
     }
     jr_carry_keepalive(fd, newfd, JR_CONNECTION);
-    /* Completed synchronously (POSIX allows it even for a non-blocking socket). */
-    return jr_replace(newfd, fd);
+    if (jr_replace(newfd, fd) != 0)
+        return -1;
+    if (nonblocking) {
+        errno = EINPROGRESS; /* writable at once: POLLOUT, then SO_ERROR 0 */
+        return -1;
+    }
+    return 0;
 }
 
 static void jr_translate_peer(const struct sockaddr_storage *ss, socklen_t sl,

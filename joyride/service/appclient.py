@@ -99,11 +99,15 @@ def listen(port: int, ip: str = "0.0.0.0", backlog: int = 128, *,
 
 
 def connect(ip: str, port: int, *, path: Path | None = None,
-            timeout: float | None = 30.0) -> socket.socket:
-    """A stream socket carrying a new TCP connection to ``ip:port``."""
-    reply, fd = _exchange(path or app_path(),
-                          protocol.Request(protocol.OP_CONNECT, socket.inet_aton(ip), port),
-                          timeout)
+            timeout: float | None = 30.0, nonblocking: bool = False) -> socket.socket:
+    """A stream socket carrying a new TCP connection to ``ip:port``.
+
+    ``nonblocking``: returned at once while the handshake goes on behind it
+    (``protocol.FLAG_NONBLOCK``); a failed handshake shows as a reset on first use."""
+    flags = protocol.FLAG_NONBLOCK if nonblocking else 0
+    request = protocol.Request(protocol.OP_CONNECT, socket.inet_aton(ip), port, flags=flags)
+    reply, fd = _exchange(path or app_path(), request,
+                          10.0 if nonblocking else timeout)
     if reply.status != 0 and fd is not None:
         os.close(fd)
     _raise_for(reply, f"connect to {ip}:{port}")

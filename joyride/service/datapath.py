@@ -514,8 +514,13 @@ class Datapath:
             log.warning("connect to %s:%d: %s", socket.inet_ntoa(rip), request.port, exc)
             self._reply(session, protocol.Reply(request.op, errno.EADDRNOTAVAIL))
             return False
-        self.connecting[conn] = session
         self.counters["connect_started"] += 1
+        if request.flags & protocol.FLAG_NONBLOCK:
+            # The descriptor now; the handshake goes on behind it (protocol.OP_CONNECT).
+            self._hand_over(session, conn)
+            self.counters["connect_nonblocking"] += 1
+            return False
+        self.connecting[conn] = session
         return True
 
     def _connect_progress(self, conn: TcpConnection) -> None:
@@ -523,39 +528,47 @@ class Datapath:
         if conn.state in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED):
             return
         del self.connecting[conn]
-        lip, lport, rip, rport = conn.local_ip, conn.local_port, conn.remote_ip, \
-            conn.remote_port
         try:
             if conn.state is TcpState.CLOSED:
                 code = _ERRNO_FOR.get(conn.error or "", errno.ECONNREFUSED)
                 self.counters["connect_failed"] += 1
                 with contextlib.suppress(OSError):
-                    self._reply(session, protocol.Reply(protocol.OP_CONNECT, code, lip,
-                                                        lport, rip, rport))
+                    self._reply(session, protocol.Reply(
+                        protocol.OP_CONNECT, code, conn.local_ip, conn.local_port,
+                        conn.remote_ip, conn.remote_port))
                 return
-            ours, theirs = socket.socketpair(socket.AF_UNIX,
-                                             socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            try:
-                ours.bind(protocol.abstract(self._conn_name(conn)))
-            except OSError:
-                ours.close()
-                theirs.close()
-                raise
-            try:
-                self._reply(session, protocol.Reply(protocol.OP_CONNECT, 0, lip, lport, rip,
-                                                    rport), theirs.fileno())
-            except OSError:
-                ours.close()
-                conn.abort()  # the application gave up waiting
-                self.engine.mark(conn)
-                self.counters["connect_abandoned"] += 1
-                return
-            finally:
-                theirs.close()
-            self._start_pump(conn, ours, apps.peer_credentials(session).uid)
-            self.counters["connect_established"] += 1
+            if self._hand_over(session, conn):
+                self.counters["connect_established"] += 1
         finally:
             session.close()
+
+    def _hand_over(self, session: socket.socket, conn: TcpConnection) -> bool:
+        """Reply to an OP_CONNECT with the connection's descriptor (the application's
+        end of a socket pair whose service end is bound to the connection's name) and
+        start pumping; False (connection aborted) if the application is gone."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX,
+                                         socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            ours.bind(protocol.abstract(self._conn_name(conn)))
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
+        try:
+            self._reply(session, protocol.Reply(protocol.OP_CONNECT, 0, conn.local_ip,
+                                                conn.local_port, conn.remote_ip,
+                                                conn.remote_port), theirs.fileno())
+            uid = apps.peer_credentials(session).uid
+        except OSError:
+            ours.close()
+            conn.abort()  # the application gave up waiting
+            self.engine.mark(conn)
+            self.counters["connect_abandoned"] += 1
+            return False
+        finally:
+            theirs.close()
+        self._start_pump(conn, ours, uid)
+        return True
 
     # -- statistics and teardown -----------------------------------------------------------
 

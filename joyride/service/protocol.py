@@ -48,6 +48,12 @@ Requests and replies
     ``connection_name(...)``. ``NOT_ACCELERATED`` for loopback, local addresses, or
     when the service has no ephemeral range.
 
+    With ``FLAG_NONBLOCK`` (a non-blocking ``connect``) the reply comes at once,
+    with the descriptor, while the handshake goes on: the application gets
+    ``EINPROGRESS`` and a descriptor that is writable at once; what it writes is sent
+    once the connection is established, and a failed handshake reaches it as a reset
+    on its first read or write (its event loop is never held for the handshake).
+
 ``OP_SETOPT`` (value, code, name): "apply this socket option"
     A socket option with a TCP meaning (``SETOPT_OPTIONS``; ``joyride.sockopts``)
     set on a Joyride descriptor. The value (a C ``int``) travels in the address field
@@ -89,6 +95,9 @@ OP_LISTEN: Final = 1
 OP_CONNECT: Final = 2
 OP_SETOPT: Final = 3
 
+# Request flags.
+FLAG_NONBLOCK: Final = 1  # OP_CONNECT: reply at once, the handshake continues behind
+
 # OP_SETOPT codes (the request's port) and the options they stand for.
 SETOPT_OPTIONS: Final[dict[int, tuple[int, int]]] = {
     1: (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
@@ -123,22 +132,24 @@ class Request:
     ip: bytes
     port: int
     name: str = ""
+    flags: int = 0
 
     def encode(self) -> bytes:
-        return REQUEST.pack(MAGIC, self.op, 0, self.ip, self.port, self.name.encode())
+        return REQUEST.pack(MAGIC, self.op, self.flags, self.ip, self.port,
+                            self.name.encode())
 
     @classmethod
     def decode(cls, raw: bytes) -> Request:
         if len(raw) != REQUEST.size:
             raise ProtocolError(f"request of {len(raw)} bytes (want {REQUEST.size})")
-        magic, op, _flags, ip, port, name = REQUEST.unpack(raw)
+        magic, op, flags, ip, port, name = REQUEST.unpack(raw)
         if magic != MAGIC:
             raise ProtocolError("bad magic")
         try:
             text = name.rstrip(b"\0").decode("ascii")
         except UnicodeDecodeError as exc:
             raise ProtocolError("name is not ASCII") from exc
-        return cls(op, ip, port, text)
+        return cls(op, ip, port, text, flags)
 
 
 def setopt_value(ip: bytes) -> int:

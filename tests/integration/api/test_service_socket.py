@@ -5,8 +5,10 @@ verified by hash; addresses are the TCP ones."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import http.server
+import select
 import socket
 import socketserver
 import threading
@@ -195,3 +197,39 @@ def test_keepalive_detects_a_vanished_peer(testbed: Testbed) -> None:
     client.kill()
     assert got == b""
     assert elapsed < 10, f"the vanished peer was noticed only after {elapsed:.1f} s"
+
+
+def test_nonblocking_connect_through_service(service_bed: Testbed) -> None:
+    """A non-blocking joyride.socket connect in service mode returns EINPROGRESS at
+    once (the handshake goes on in the service), becomes writable, then carries data."""
+    bed, port = service_bed, 9001
+    bed.peer.popen("python3", "-c", (
+        "import socket\n"
+        f"s = socket.create_server(('0.0.0.0', {port}))\n"
+        "c, _ = s.accept()\n"
+        "while d := c.recv(65536): c.sendall(d)\n"))
+    deadline = time.monotonic() + 10
+    with bed.joy.inside():
+        while True:
+            sock = jsocket.socket()
+            sock.setblocking(False)
+            start = time.monotonic()
+            code = sock.connect_ex((bed.peer.ip, port))
+            took = time.monotonic() - start
+            assert code == errno.EINPROGRESS and took < 0.5
+            assert sock.joyride_mode == "service"
+            _, writable, _ = select.select([], [sock], [], 10)
+            assert writable and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+            sock.settimeout(10)
+            try:
+                sock.sendall(b"ping")
+                got = sock.recv(4)
+            except ConnectionError:
+                got = b""
+            if got or time.monotonic() > deadline:
+                break
+            sock.close()  # refused: the server had not bound yet
+            time.sleep(0.1)
+    with sock:
+        assert got == b"ping"
+        assert sock.getpeername() == (bed.peer.ip, port)

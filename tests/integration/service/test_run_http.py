@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -86,9 +88,57 @@ def test_outgoing_curl_carried_by_joyride(service_bed: Testbed, tmp_path: Path) 
     assert 60000 <= local_port <= 60999  # the service's ephemeral range (getsockname)
     after = stats(bed.joy)
     service = after["datapath"]["service"]
-    assert service["connect_established"] == before["datapath"]["service"].get(
-        "connect_established", 0) + 1
+    # curl connects non-blocking: the descriptor came back at once (FLAG_NONBLOCK).
+    assert service["connect_nonblocking"] == before["datapath"]["service"].get(
+        "connect_nonblocking", 0) + 1
     # The response's frames reached the AF_XDP socket, not the kernel.
     rx = sum(q["rx_bytes"] for q in after["queues"].values()) - sum(
         q["rx_bytes"] for q in before["queues"].values())
     assert rx > len(body)
+
+
+NONBLOCKING_CLIENT = r"""
+import errno, json, select, socket, sys, time
+ip, live, dead = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = {}
+for name, port in (("live", live), ("dead", dead)):
+    s = socket.socket()
+    s.setblocking(False)
+    t0 = time.monotonic()
+    code = s.connect_ex((ip, port))
+    out[name + "_connect_s"] = time.monotonic() - t0
+    out[name + "_code"] = code
+    select.select([], [s], [], 10)
+    out[name + "_so_error"] = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    s.setblocking(True)
+    s.settimeout(10)
+    try:
+        s.sendall(b"ping")
+        out[name + "_reply"] = s.recv(4).decode()
+    except OSError as exc:
+        out[name + "_reply"] = errno.errorcode.get(exc.errno, str(exc.errno))
+    s.close()
+print(json.dumps(out))
+"""
+
+
+def test_nonblocking_connect_returns_at_once(service_bed: Testbed) -> None:
+    """An event loop's non-blocking connect is not held for the handshake: EINPROGRESS
+    at once, writable, then data flows (a live peer) or the first read reports the
+    refusal (a closed port) - never a two-minute freeze."""
+    bed = service_bed
+    bed.peer.popen("python3", "-c", (
+        "import socket\n"
+        "s = socket.create_server(('0.0.0.0', 7081))\n"
+        "while True:\n"  # wait_port's probe comes first
+        "    c, _ = s.accept()\n"
+        "    while d := c.recv(64): c.sendall(d)\n"))
+    wait_port(bed.joy, bed.peer.ip, 7081)
+    proc = bed.joy.run(JOYRIDE, "run", "--outgoing", "--", "python3", "-c",
+                       NONBLOCKING_CLIENT, bed.peer.ip, "7081", "7099", timeout=60)
+    out = json.loads(proc.stdout)
+    assert b"joyride:" not in proc.stderr  # carried by the service, no fallback
+    assert out["live_code"] == errno.EINPROGRESS and out["dead_code"] == errno.EINPROGRESS
+    assert out["live_connect_s"] < 0.5 and out["dead_connect_s"] < 0.5
+    assert out["live_so_error"] == 0 and out["live_reply"] == "ping"
+    assert out["dead_reply"] in ("", "ECONNRESET", "EPIPE")

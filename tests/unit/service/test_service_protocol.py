@@ -19,9 +19,10 @@ ports = st.integers(0, 65535)
 
 @settings(max_examples=200, deadline=None)
 @given(op=st.integers(0, 65535), ip=ips, port=ports,
-       name=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=100))
-def test_request_round_trip(op: int, ip: bytes, port: int, name: str) -> None:
-    req = protocol.Request(op, ip, port, name)
+       name=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=100),
+       flags=st.integers(0, 65535))
+def test_request_round_trip(op: int, ip: bytes, port: int, name: str, flags: int) -> None:
+    req = protocol.Request(op, ip, port, name, flags)
     raw = req.encode()
     assert len(raw) == protocol.REQUEST.size == 124
     assert protocol.Request.decode(raw) == req
