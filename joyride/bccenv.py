@@ -26,7 +26,9 @@ from joyride.errors import EnvironmentProblem, PrivilegeError
 
 DEBIAN_DIST_PACKAGES: Final = Path("/usr/lib/python3/dist-packages")
 HEADERS_ROOT: Final = Path("/usr/src")
-TRIVIAL_XDP: Final = "int joyride_probe(struct xdp_md *ctx) { return XDP_PASS; }"
+# BCC takes program text and function names as bytes (str is deprecated there).
+TRIVIAL_XDP: Final = b"int joyride_probe(struct xdp_md *ctx) { return XDP_PASS; }"
+PROBE_NAME: Final = b"joyride_probe"
 
 
 def modules_dir(release: str | None = None) -> Path:
@@ -107,7 +109,7 @@ def check_compile() -> str:
     ensure_kernel_headers()
     try:
         prog = bcc.BPF(text=TRIVIAL_XDP)
-        fn = prog.load_func("joyride_probe", bcc.BPF.XDP)
+        fn = prog.load_func(PROBE_NAME, bcc.BPF.XDP)
     except Exception as exc:  # BCC raises bare Exception on compile/load failure
         raise EnvironmentProblem(f"BCC could not compile/load an XDP program: {exc}") from exc
     try:

@@ -62,7 +62,7 @@ def check_xdp_attach() -> str:
     with Testbed() as bed:
         prog = bcc.BPF(text=bccenv.TRIVIAL_XDP)
         try:
-            fn = prog.load_func("joyride_probe", bcc.BPF.XDP)
+            fn = prog.load_func(bccenv.PROBE_NAME, bcc.BPF.XDP)
             with bed.joy.inside():
                 try:
                     bcc.BPF.attach_xdp(bed.joy.ifname.encode(), fn, XDP_FLAGS_DRV_MODE)

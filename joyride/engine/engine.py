@@ -329,6 +329,11 @@ class Engine:
         if self.time_wait:
             tw = next(iter(self.time_wait.values()))
             deadline = tw.expires if deadline is None else min(deadline, tw.expires)
+        if self.address_listeners:
+            # An idle engine still follows the addresses: frames to a new one are
+            # steered only once the steering program has heard of it.
+            due = self._addresses_due
+            deadline = due if deadline is None else min(deadline, due)
         return deadline
 
     # ------------------------------------------------------------------ receive

@@ -185,6 +185,8 @@ def test_address_added_at_run_time_is_served_and_announced() -> None:
     run([server, client], clock, rounds=5)
     assert server.counters["drop_not_local"] >= 1
     assert conn_c.state is TcpState.SYN_SENT and not announced
+    deadline = server.next_deadline()  # an idle engine still wakes up to look
+    assert deadline is not None and deadline <= clock.now + ADDRESS_REFRESH
     server.network.addresses = frozenset({IP_A, extra})  # type: ignore[attr-defined]
     run([server, client], clock, rounds=60, step=ADDRESS_REFRESH / 20)
     assert announced == [frozenset({IP_A, extra})]
