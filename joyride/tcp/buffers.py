@@ -67,11 +67,12 @@ class ByteRing:
 
     # -- writing ----------------------------------------------------------------------
 
-    def _write(self, data: BytesLike) -> int:
-        """Append as much of ``data`` as fits; return how many bytes were taken."""
+    def _write(self, data: BytesLike, room: int | None = None) -> int:
+        """Append as much of ``data`` as fits (``room``, else ``free``); return how
+        many bytes were taken."""
         with memoryview(data) as view:
             flat = _flat(view)
-            n = min(flat.nbytes, self.free)
+            n = min(flat.nbytes, self.free if room is None else room)
             if n > 0:
                 self._put(flat, n)
             if flat is not view:
@@ -221,7 +222,7 @@ class ReceiveBuffer(ByteRing):
     shrinks, since shrinking an offered window is discouraged (RFC 9293 §3.8.6).
     """
 
-    __slots__ = ("_epoch_read", "_epoch_start", "maximum")
+    __slots__ = ("_epoch_read", "_epoch_start", "maximum", "slack")
 
     # The fast path fills the whole free region in place at every batch, and a
     # reader that keeps up empties the buffer as often: releasing the ring then would
@@ -233,6 +234,12 @@ class ReceiveBuffer(ByteRing):
             raise ValueError(f"need 0 <= initial <= maximum, got {initial}, {maximum}")
         super().__init__(initial)
         self.maximum = maximum
+        # In-order bytes taken beyond the capacity: a window announced in units of
+        # 2**shift is rounded up rather than shrunk (RFC 7323 §2.4), so the announced
+        # right edge may lie up to 2**shift - 1 bytes past the free space; a sender
+        # that fills it must not lose those bytes (Linux's receive buffer has the
+        # same slack). The connection sets it once the window scale is known.
+        self.slack = 0
         self._epoch_start: float | None = None
         self._epoch_read = 0
 
@@ -242,7 +249,7 @@ class ReceiveBuffer(ByteRing):
 
     def push(self, data: BytesLike) -> int:
         """Append in-order bytes, as many as the window allows; return bytes taken."""
-        return self._write(data)
+        return self._write(data, max(self._capacity + self.slack - self._len, 0))
 
     def read(self, n: int = -1) -> bytes:
         """Remove and return up to ``n`` bytes (all of them when ``n < 0``)."""

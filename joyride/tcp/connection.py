@@ -577,8 +577,14 @@ class TcpConnection:
         wnd = avail if avail - current >= threshold else min(current, avail)
         field = wnd >> shift
         if (field << shift) < current:
-            # Scaling rounds down; round up instead of shrinking the window (as Linux).
-            field = (current + (1 << shift) - 1) >> shift
+            # Scaling rounds down; round up instead of shrinking the window (as Linux),
+            # as far as the receive buffer's slack covers (ReceiveBuffer.slack). Past
+            # it (the promise already rests on the slack), rounding up at every ACK
+            # would creep the edge beyond what can be held: retract by less than one
+            # granule instead, which RFC 7323 §2.4 allows and senders must accept.
+            up = (current + (1 << shift) - 1) >> shift
+            if (up << shift) <= buf.window + buf.slack:
+                field = up
         field = min(field, 0xFFFF)
         edge = (nxt + (field << shift)) & MASK
         if ((edge - adv + HALF) & MASK) > HALF:  # the right edge never moves left
@@ -882,6 +888,7 @@ class TcpConnection:
         self._last_ack_rcv_nxt = self._rcv_nxt
         neg = self._negotiated = negotiate(cfg, opts)
         self._snd_shift, self._rcv_shift = neg.snd_shift, neg.rcv_shift
+        self._recv_buf.slack = (1 << neg.rcv_shift) - 1  # the scale's rounding
         self._ts_ok = neg.timestamps
         if self._ts_ok and opts.timestamps is not None:
             self._ts_recent = opts.timestamps[0]

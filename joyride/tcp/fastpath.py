@@ -260,8 +260,11 @@ class FastPath:
             and not c._reasm.buffered
             and not c._app_closed
             and c._peer_fin is None
-            # Everything the window admits must fit the receive buffer.
-            and ((rcv_adv - rcv_nxt + HALF) & MASK) - HALF <= c._recv_buf.window
+            # Everything the window admits must fit the receive buffer (with the
+            # slack for the window scale's rounding; a segment that does not fit the
+            # contiguous free space stops the C loop and takes the slow path).
+            and ((rcv_adv - rcv_nxt + HALF) & MASK) - HALF
+            <= c._recv_buf.window + c._recv_buf.slack
         )
         ack_ok = (
             state in _FAST_ACK_STATES
