@@ -11,9 +11,10 @@ namespace measures:
 * transactions/s: ``--conns`` connections each keeping one 64-byte request in flight
   for ``--seconds``;
 * CPU per request: CPU seconds of the server process (user + system, from
-  ``/proc/PID/stat``) plus the machine's softirq time (``/proc/stat``: the kernel's
-  packet work on veth runs there, for both stacks), over the transactions/s phase,
-  divided by the transactions; also the same per round trip of the latency phase.
+  ``/proc/PID/stat``), in service mode plus the network service's, plus the machine's
+  softirq time (``/proc/stat``: the kernel's packet work on veth runs there, for both
+  stacks), over the transactions/s phase, divided by the transactions; also the same
+  per round trip of the latency phase.
 
 ``--profile FILE`` runs the embedded server under cProfile and dumps its statistics
 there on exit (the numbers of that run are then not comparable).
@@ -188,10 +189,13 @@ def _softirq_cpu() -> float:
 def run_mode(bed: Any, mode: str, args: argparse.Namespace) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(HERE.parent.parent))
     attached = False
+    helpers: list[int] = []  # other processes whose CPU serves the requests
     if mode == "service":
-        bed.joy.run(str(Path(_python()).parent / "joyride"), "attach", bed.joy.ifname,
-                    "--ports", str(PORT), timeout=60)
+        joyride = str(Path(_python()).parent / "joyride")
+        bed.joy.run(joyride, "attach", bed.joy.ifname, "--ports", str(PORT), timeout=60)
         attached = True
+        status = json.loads(bed.joy.run(joyride, "status", bed.joy.ifname, "--json").stdout)
+        helpers.append(int(status[0]["service"]["pid"]))  # the network service
     server = subprocess.Popen(
         bed.joy.cmd(_python(), str(HERE), "--serve", mode, "--ifname", bed.joy.ifname,
                     "--loop", args.loop,
@@ -202,8 +206,9 @@ def run_mode(bed: Any, mode: str, args: argparse.Namespace) -> dict[str, float]:
         if not line.startswith("ready"):
             raise RuntimeError(f"{mode} server did not start: {line!r}")
         out: dict[str, float] = {}
+        pids = [server.pid, *helpers]
         for kind in ("lat", "tps"):
-            cpu0, sirq0 = _proc_cpu(server.pid), _softirq_cpu()
+            cpu0, sirq0 = sum(_proc_cpu(p) for p in pids), _softirq_cpu()
             res = subprocess.run(
                 bed.peer.cmd(_python(), str(HERE), "--client", kind, "--ip", bed.joy.ip,
                              "--rtts", str(args.rtts), "--conns", str(args.conns),
@@ -212,7 +217,7 @@ def run_mode(bed: Any, mode: str, args: argparse.Namespace) -> dict[str, float]:
             if res.returncode != 0:
                 raise RuntimeError(f"{mode} {kind} client failed: {res.stderr[-2000:]}")
             got = json.loads(res.stdout.strip().splitlines()[-1])
-            cpu = _proc_cpu(server.pid) - cpu0 + _softirq_cpu() - sirq0
+            cpu = sum(_proc_cpu(p) for p in pids) - cpu0 + _softirq_cpu() - sirq0
             count = got.pop("count")
             out[f"cpu_{kind}_us"] = cpu / max(1, count) * 1e6
             out.update(got)
