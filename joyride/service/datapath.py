@@ -517,7 +517,12 @@ class Datapath:
         self.counters["connect_started"] += 1
         if request.flags & protocol.FLAG_NONBLOCK:
             # The descriptor now; the handshake goes on behind it (protocol.OP_CONNECT).
-            self._hand_over(session, conn)
+            try:
+                self._hand_over(session, conn)
+            except OSError:
+                conn.abort()  # nobody could ever use it
+                self.engine.mark(conn)
+                raise
             self.counters["connect_nonblocking"] += 1
             return False
         self.connecting[conn] = session
