@@ -472,6 +472,7 @@ static void jr_carry_keepalive(int kernel_fd, int fd, enum jr_kind kind)
             jr_forward_option(fd, kind, jr_setopt_code(IPPROTO_TCP, tcp_opts[i]), value);
     }
     jr_forward_option(fd, kind, jr_setopt_code(SOL_SOCKET, SO_KEEPALIVE), 1);
+    real_setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)); /* getsockopt sees it */
 }
 
 /* ---------------------------------------------------------------- intercepted calls */
