@@ -588,6 +588,10 @@ class Datapath:
             "connecting": len(self.connecting),
             "flows": [self._flow(p) for p in itertools.islice(self.pumps.values(),
                                                              FLOWS_SHOWN)],
+            # Every live connection's counters summed (drop reasons, retransmissions,
+            # fast-path share): what "flows" shows for a few, for all of them.
+            "tcp": dict(sum((c.counters for c in self.engine.connections.values()),
+                            Counters())),
         }
 
     def _flow(self, pump: Pump) -> dict[str, Any]:
