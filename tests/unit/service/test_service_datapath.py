@@ -119,7 +119,7 @@ def test_listen_deliver_exchange_and_half_close(wire: Wire) -> None:
     echoed = bytearray()
     wire.spin(lambda: collect(echoed, conn.recv()) == b"world")
     tcp = wire.dp.stats()["tcp"]  # every live connection's counters, summed
-    assert tcp["segments_received"] >= 2 and tcp["segments_sent"] >= 2
+    assert tcp["segments_received"] >= 2 and tcp["segments_sent"] >= 1
     app.shutdown(socket.SHUT_WR)  # FIN towards the peer
     wire.spin(lambda: conn.eof)
     conn.close()
