@@ -416,7 +416,6 @@ static int jr_setopt_code(int level, int optname)
         switch (optname) {
         case SO_KEEPALIVE: return 1;
         case SO_SNDBUF: return 5;
-        case SO_RCVBUF: return 6;
         }
     } else if (level == IPPROTO_TCP) {
         switch (optname) {

@@ -105,7 +105,9 @@ SETOPT_OPTIONS: Final[dict[int, tuple[int, int]]] = {
     3: (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
     4: (socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
     5: (socket.SOL_SOCKET, socket.SO_SNDBUF),
-    6: (socket.SOL_SOCKET, socket.SO_RCVBUF),
+    # No SO_RCVBUF: the receive buffer (and the window scale offered with it) is fixed
+    # at the handshake, which the service completes before the application sees the
+    # connection; on the application's descriptor it sizes the unix socket's buffer.
 }
 
 NOT_ACCELERATED: Final = -1

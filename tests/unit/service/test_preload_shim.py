@@ -185,6 +185,7 @@ s.listen(8)
 conn, _ = s.accept()
 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 7)
 conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # fixed at the handshake
 try:
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 0)
     refused = 0
