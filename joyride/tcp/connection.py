@@ -581,7 +581,9 @@ class TcpConnection:
             # as far as the receive buffer's slack covers (ReceiveBuffer.slack). Past
             # it (the promise already rests on the slack), rounding up at every ACK
             # would creep the edge beyond what can be held: retract by less than one
-            # granule instead, which RFC 7323 §2.4 allows and senders must accept.
+            # granule instead, which RFC 7323 §2.4 and Appendix F allow and senders
+            # must accept (Linux's tcp_shrink_window, commit b650d953, for the same
+            # creep).
             up = (current + (1 << shift) - 1) >> shift
             if (up << shift) <= buf.window + buf.slack:
                 field = up
