@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from service_helpers import app_path, attached
+from service_helpers import JOYRIDE, app_path, attached
 
 from joyride.service import appclient
 from joyride.testbed import Impairment, Testbed
@@ -118,3 +118,65 @@ def test_impaired_both_directions(make_testbed: object, name: str) -> None:
         down = transfer(bed, size, False, timeout=120)
     print(json.dumps({"impaired": {"name": name, "MB": size // MB, "up_s": round(up, 2),
                                    "down_s": round(down, 2)}}))
+
+
+def test_four_flows_into_lagging_readers_stay_on_the_fast_path(clean_bed: Testbed) -> None:
+    """Four kernel senders into applications that read slowly: every byte arrives
+    (sha256), no segment is dropped for a full receive buffer, and nearly all take the
+    fast path. Guards the receive-window fix: a scaled window rounded up past the
+    buffer at every ACK dropped segments at its edge, and the out-of-order episodes
+    that followed sent most segments of such transfers through the slow path."""
+    bed, flows, size = clean_bed, 4, 8 * MB
+    with bed.joy.inside():
+        lsock = appclient.listen(8080, path=app_path(bed.joy))
+    results: list[tuple[bytes, bytes]] = []
+    errors: list[BaseException] = []
+    snapshot: dict[str, int] = {}
+
+    def send_one() -> None:
+        digest = hashlib.sha256()
+        with bed.peer.inside():
+            sock = socket.create_connection((bed.joy.ip, 8080), timeout=60)
+        with sock:
+            send_all(sock, size, digest)
+            sock.recv(1)  # until the receiver closes: the byte count is its business
+        results.append((b"sent", digest.digest()))
+
+    def read_slowly(conn: socket.socket) -> None:
+        digest, n = hashlib.sha256(), 0
+        try:
+            with conn:
+                conn.settimeout(60)
+                while chunk := conn.recv(32 << 10):
+                    digest.update(chunk)
+                    n += len(chunk)
+                    if n % (1 << 20) < (32 << 10):
+                        time.sleep(0.01)  # the application lags now and then
+                    if n >= size // 2 and not snapshot:  # mid-transfer: all still live
+                        snapshot.update(json.loads(bed.joy.run(
+                            JOYRIDE, "stats", bed.joy.ifname, "--json").stdout)
+                            ["datapath"]["tcp"])
+            assert n == size
+            results.append((b"got", digest.digest()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    with lsock:
+        lsock.settimeout(60)
+        senders = [threading.Thread(target=send_one) for _ in range(flows)]
+        for t in senders:
+            t.start()
+        readers = []
+        for _ in range(flows):
+            conn, _ = lsock.accept()
+            readers.append(threading.Thread(target=read_slowly, args=(conn,)))
+            readers[-1].start()
+        for t in [*readers, *senders]:
+            t.join(120)
+    assert not errors, errors
+    sent = sorted(d for kind, d in results if kind == b"sent")
+    got = sorted(d for kind, d in results if kind == b"got")
+    assert len(sent) == len(got) == flows and sent == got
+    assert snapshot, "no mid-transfer statistics"
+    assert snapshot.get("drop_receive_buffer_full", 0) == 0, snapshot
+    assert snapshot["fast_path_segments"] >= 0.9 * snapshot["segments_received"], snapshot
