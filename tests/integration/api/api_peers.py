@@ -4,7 +4,11 @@ kernel-socket clients are the shared ``peers``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import socketserver
+import threading
+from collections.abc import Iterator
 
 from joyride.testbed import Testbed
 
@@ -51,3 +55,25 @@ async def run_in_peer(bed: Testbed, *args: str, timeout: float = 60) -> tuple[in
         raise
     assert proc.returncode is not None
     return proc.returncode, out
+
+
+class EchoHandler(socketserver.BaseRequestHandler):
+    """The stdlib ``socketserver`` echo the ``joyride.socket`` tests serve."""
+
+    def handle(self) -> None:
+        while data := self.request.recv(1 << 16):
+            self.request.sendall(data)
+
+
+@contextlib.contextmanager
+def serve_in_thread(server: socketserver.BaseServer) -> Iterator[None]:
+    """Run ``server.serve_forever`` in a thread for the block; shut down after."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

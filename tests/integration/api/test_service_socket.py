@@ -4,7 +4,6 @@ verified by hash; addresses are the TCP ones."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import http.server
@@ -17,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_peers import PORT
+from api_peers import PORT, EchoHandler, serve_in_thread
 from api_service import service
 from peers import digest, kernel_echo, random_payload
 
@@ -33,34 +32,15 @@ def service_bed() -> Iterator[Testbed]:
         yield bed
 
 
-class _Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        while data := self.request.recv(1 << 16):
-            self.request.sendall(data)
-
-
-@contextlib.contextmanager
-def _serve(server: socketserver.BaseServer) -> Iterator[None]:
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
 def test_socketserver_echo_kernel_client(service_bed: Testbed,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socketserver, "socket", jsocket)
     payload = random_payload(1 << 20)
     with service_bed.joy.inside():
-        server = socketserver.ThreadingTCPServer(("", PORT), _Echo)
+        server = socketserver.ThreadingTCPServer(("", PORT), EchoHandler)
         assert isinstance(server.socket, jsocket.socket)
         assert server.socket.joyride_mode == "service"
-        with _serve(server):
+        with serve_in_thread(server):
             echoed = kernel_echo(service_bed, payload, port=PORT)
     assert digest(echoed) == digest(payload)
 
@@ -84,7 +64,7 @@ def test_http_server_serves_files_to_curl(service_bed: Testbed, tmp_path: Path,
         server = http.server.ThreadingHTTPServer(("", port), handler)
         assert isinstance(server.socket, jsocket.socket)
         assert server.socket.joyride_mode == "service"
-        with _serve(server):
+        with serve_in_thread(server):
             url = f"http://{bed.joy.ip}:{port}/blob.bin"
             out = bed.peer.run("curl", "-s", "--max-time", "20", url).stdout
             many = bed.peer.run("curl", "-s", "--max-time", "20", *([url] * 5)).stdout
