@@ -10,7 +10,7 @@ import weakref
 from test_engine import IP_A, IP_B, MAC_A, MAC_B, FakeClock, make_pair, run
 
 from joyride.engine import Engine
-from joyride.engine.engine import REUSE_ISS_GAP, TIMER_SLACK
+from joyride.engine.engine import REUSE_ISS_GAP, TIMER_SLACK, FourTuple
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.listener import Listener
 from joyride.tcp.state import TcpState
@@ -110,13 +110,19 @@ def _inject(server: Engine, seg: TcpSegment) -> list[TcpSegment]:
     return replies[::-1]
 
 
-def test_old_duplicate_fin_is_acked_and_restarts_2msl_rfc9293_3_10_7_4() -> None:
+def _server_in_time_wait() -> tuple[FakeClock, Engine, TcpConnection, FourTuple, TimeWait]:
+    """A server engine holding the TIME-WAIT record of one finished exchange:
+    (clock, server, the client's connection, the record's key, the record)."""
     clock = FakeClock()
     server, client, _ = make_pair(clock)
     listener = server.listen(PORT)
     _, conn_c = exchange(server, client, listener, clock)
     key = (IP_A, PORT, IP_B, conn_c.local_port)
-    tw = server.time_wait[key]
+    return clock, server, conn_c, key, server.time_wait[key]
+
+
+def test_old_duplicate_fin_is_acked_and_restarts_2msl_rfc9293_3_10_7_4() -> None:
+    clock, server, conn_c, key, tw = _server_in_time_wait()
     clock.now += 20.0
     # The client's FIN again, as if our ACK of it was lost.
     fin = TcpSegment(conn_c.local_port, PORT, tw.rcv_nxt - 1, tw.snd_nxt,
@@ -131,12 +137,7 @@ def test_old_duplicate_fin_is_acked_and_restarts_2msl_rfc9293_3_10_7_4() -> None
 
 
 def test_rst_at_rcv_nxt_removes_the_record() -> None:
-    clock = FakeClock()
-    server, client, _ = make_pair(clock)
-    listener = server.listen(PORT)
-    _, conn_c = exchange(server, client, listener, clock)
-    key = (IP_A, PORT, IP_B, conn_c.local_port)
-    tw = server.time_wait[key]
+    _, server, conn_c, key, tw = _server_in_time_wait()
     rst = TcpSegment(conn_c.local_port, PORT, tw.rcv_nxt, Seq(0), TcpFlags.RST, 0)
     assert _inject(server, rst) == []
     assert key not in server.time_wait
@@ -196,12 +197,7 @@ def _ts_for(tw: TimeWait) -> TcpOptions:
 
 
 def test_old_syn_is_answered_with_ack_not_given_to_the_listener_rfc6191() -> None:
-    clock = FakeClock()
-    server, client, _ = make_pair(clock)
-    listener = server.listen(PORT)
-    _, conn_c = exchange(server, client, listener, clock)
-    key = (IP_A, PORT, IP_B, conn_c.local_port)
-    tw = server.time_wait[key]
+    _, server, conn_c, key, tw = _server_in_time_wait()
     old = tw.ts_recent - 1 if tw.ts_recent is not None else None
     syn = TcpSegment(conn_c.local_port, PORT, tw.rcv_nxt - 1000, Seq(0), TcpFlags.SYN, 1000,
                      options=TcpOptions(mss=1460, timestamps=None if old is None else (old, 0)))
