@@ -652,8 +652,7 @@ class socket:
     def getsockopt(self, level: int, optname: int, buflen: int = 0) -> Any:
         if self._service and level != _stdlib.SOL_SOCKET:
             # The unix descriptor has no TCP/IP options: what was set, as the shim does.
-            return next((v for lvl, opt, v in reversed(self._opts)
-                         if (lvl, opt) == (level, optname)), 0)
+            return self._recorded(level, optname)
         if self._kernel is not None:
             return self._kernel.getsockopt(level, optname, buflen) if buflen else \
                 self._kernel.getsockopt(level, optname)
@@ -662,6 +661,10 @@ class socket:
             return code
         if (level, optname) == (_stdlib.SOL_SOCKET, _stdlib.SO_TYPE):
             return self._type
+        return self._recorded(level, optname)
+
+    def _recorded(self, level: int, optname: int) -> Any:
+        """The value last set for an option this socket records itself (0 if never)."""
         for lvl, opt, value in reversed(self._opts):
             if (lvl, opt) == (level, optname):
                 return value
