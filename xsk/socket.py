@@ -22,7 +22,7 @@ import errno as E
 import math
 import socket as _pysocket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, Literal
 
@@ -493,17 +493,32 @@ class Socket:
         ``lengths`` uint32 arrays (cffi or contiguous numpy). ``kick=False`` queues
         without waking the kernel (unless the ring is full): call ``kick`` once after
         the last batch of a round."""
+        return self.copier(base, offsets, lengths, kick=kick)(n)
+
+    def copier(self, base: Any, offsets: Any, lengths: Any, *,
+               kick: bool = False) -> Callable[[int], int]:
+        """``send_copy`` from these three arrays as a function of ``n``, with their
+        pointers converted once: for a caller that sends from the same arrays round
+        after round (a shared build arena, a staging area), the conversions cost
+        more than copying a small frame."""
         if self._closed:
             raise SocketClosed("socket is closed")
-        if n <= 0:
-            return 0
         keep: list[Any] = []
         src = _pointer("uint8_t *", base, keep)
         offs = _pointer("uint64_t *", offsets, keep)
         lens = _pointer("uint32_t *", lengths, keep)
         umem = ffi.cast("uint8_t *", self.umem.address)
-        return int(lib.xsk_tx_copy_kick(self._s, umem, self._tx_offset, src, offs, lens, n,
-                                        1 if kick else 0))
+        copy, tx_offset, wake = lib.xsk_tx_copy_kick, self._tx_offset, 1 if kick else 0
+
+        def send(n: int) -> int:
+            if self._closed:  # checked per call: the socket may close after this is made
+                raise SocketClosed("socket is closed")
+            if n <= 0:
+                return 0
+            keep  # noqa: B018 - the converted buffers live as long as this function
+            return int(copy(self._s, umem, tx_offset, src, offs, lens, n, wake))
+
+        return send
 
     def kick(self) -> None:
         """Wake the kernel to transmit what is on the tx ring (``send`` does it too)."""

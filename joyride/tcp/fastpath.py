@@ -106,6 +106,10 @@ class TxArena:
         self.base_c = wire_ffi.from_buffer("uint8_t[]", self.buf)
         self.offsets_c = wire_ffi.from_buffer("uint64_t[]", self.offsets)
         self.caps_c = wire_ffi.from_buffer("uint32_t[]", self._caps)
+        # Built lengths too: every builder writing here shares them, so a consumer
+        # (the NIC's copy into its own memory) sees the same three arrays per build
+        # and converts their pointers once.
+        self.lens_c = wire_ffi.new("uint32_t[]", capacity)
 
 
 class FastPath:
@@ -138,12 +142,12 @@ class FastPath:
         st.remote_port = conn.remote_port
         self._ack_points = np.zeros(capacity, dtype=np.uint32)
         self._ack_ptr = _ptr("uint32_t *", self._ack_points)
-        self.builder = BatchBuilder(template, capacity)
-        self._segs_ptr = _ptr("void *", self.builder.segs)
         arena = arena or TxArena(capacity)
         if arena.capacity < capacity:
             raise ValueError(f"arena of {arena.capacity} slots for a capacity of {capacity}")
         self.arena = arena
+        self.builder = BatchBuilder(template, capacity, out_lens=arena.lens_c)
+        self._segs_ptr = _ptr("void *", self.builder.segs)
         self.tx_buf = arena.buf
         self.tx_offsets = arena.offsets
         self.tx_base_c = arena.base_c

@@ -280,12 +280,19 @@ class FrameTemplate:
 
 
 class BatchBuilder:
-    """Builds up to ``capacity`` frames per call for one ``FrameTemplate``."""
+    """Builds up to ``capacity`` frames per call for one ``FrameTemplate``.
 
-    def __init__(self, template: FrameTemplate, capacity: int = 64) -> None:
+    ``out_lens`` (a cffi ``uint32_t[]`` of at least ``capacity``) is where built
+    lengths land; builders that write into one shared output region can share it
+    too, so a consumer of that region sees the same three arrays whoever built."""
+
+    def __init__(self, template: FrameTemplate, capacity: int = 64,
+                 out_lens: Any = None) -> None:
         _require_native()
         if capacity <= 0:
             raise ValueError("capacity must be positive")
+        if out_lens is not None and len(out_lens) < capacity:
+            raise ValueError(f"out_lens of {len(out_lens)} for a capacity of {capacity}")
         self.capacity = capacity
         self.template = template
         t = ffi.new("struct wire_template *")
@@ -305,7 +312,7 @@ class BatchBuilder:
         self.specs: np.ndarray[Any, np.dtype[Any]] = np.frombuffer(
             ffi.buffer(self.segs), dtype=struct_dtype("struct wire_seg")
         )
-        self.out_lens = ffi.new("uint32_t[]", capacity)
+        self.out_lens = ffi.new("uint32_t[]", capacity) if out_lens is None else out_lens
         self._offs = ffi.new("uint64_t[]", capacity)
         self._caps = ffi.new("uint32_t[]", capacity)
 
