@@ -158,6 +158,9 @@ class Engine:
         self._ts_offsets = IsnGenerator()
         self._parser = BatchParser(batch, verify_checksums=self.config.verify_checksum)
         self._timers: list[tuple[float, int, TcpConnection | Listener]] = []
+        # Each owner's live heap entry (see _schedule): entries whose deadline is not
+        # the one recorded here are superseded and dropped when they surface.
+        self._wake_at: dict[TcpConnection | Listener, float] = {}
         self._tiebreak = itertools.count()
         self._timers_limit = TIMER_SLACK  # heap size that triggers _compact_timers
         self._dirty: set[TcpConnection | Listener] = set()
@@ -182,6 +185,7 @@ class Engine:
         self._dirty.add(listener)
         self.flush()
         self.listeners.pop(listener.local_port, None)
+        self._wake_at.pop(listener, None)
 
     def accept(self, listener: Listener) -> TcpConnection | None:
         """Take the next established connection from ``listener``; the engine now
@@ -321,8 +325,7 @@ class Engine:
         self._dirty.add(conn)
 
     def next_deadline(self) -> float | None:
-        while self._timers and not self._is_current(self._timers[0]):
-            heapq.heappop(self._timers)
+        self._settle_heap_top()
         if self._dirty or self._pending:
             return self.clock()
         deadline = self._timers[0][0] if self._timers else None
@@ -508,11 +511,26 @@ class Engine:
     # ------------------------------------------------------------------ timers
 
     def _schedule(self, owner: TcpConnection | Listener) -> None:
+        """Make sure the heap wakes the engine for ``owner`` by its next deadline.
+
+        Lazily, as kernels re-arm timers: a deadline that moves later (the
+        retransmission timer restarted by every segment sent) keeps the entry already
+        queued, which on surfacing early is moved to the owner's deadline of that
+        moment; only an earlier deadline pushes an entry. A request/response
+        connection then pushes about once per RTO, not once per reply."""
         deadline = owner.poll_at()
-        if deadline is not None:
-            heapq.heappush(self._timers, (deadline, next(self._tiebreak), owner))
-            if len(self._timers) > self._timers_limit:
-                self._compact_timers()
+        if deadline is None:
+            return
+        queued = self._wake_at.get(owner)
+        if queued is not None and queued <= deadline:
+            return
+        self._push(owner, deadline)
+
+    def _push(self, owner: TcpConnection | Listener, deadline: float) -> None:
+        self._wake_at[owner] = deadline
+        heapq.heappush(self._timers, (deadline, next(self._tiebreak), owner))
+        if len(self._timers) > self._timers_limit:
+            self._compact_timers()
 
     def _compact_timers(self) -> None:
         """Drop superseded heap entries. Entries are removed lazily when they reach
@@ -528,15 +546,42 @@ class Engine:
 
     def _is_current(self, entry: tuple[float, int, TcpConnection | Listener]) -> bool:
         deadline, _, owner = entry
-        return owner.poll_at() == deadline
+        return self._wake_at.get(owner) == deadline
+
+    def _pop_due(self, now: float) -> TcpConnection | Listener | None:
+        """Pop heap entries until one is due at ``now`` (returns its owner) or none is
+        (None). On the way, superseded entries go and early ones move to their
+        owner's deadline of this moment."""
+        timers = self._timers
+        while timers:
+            deadline, _, owner = timers[0]
+            if deadline > now:
+                return None
+            heapq.heappop(timers)
+            if self._wake_at.get(owner) != deadline:
+                continue  # superseded by an earlier entry of the same owner
+            actual = owner.poll_at()
+            if actual is not None and actual > now:
+                self._push(owner, actual)  # woke early: the deadline moved later
+                continue
+            del self._wake_at[owner]
+            if actual is not None:
+                return owner
+        return None
+
+    def _settle_heap_top(self) -> None:
+        """Drop superseded entries off the top: the top is then a wake-up some owner
+        asked for, at or before its deadline (an early one costs one poll that
+        moves it; finding each owner's exact deadline here would cost a re-push per
+        re-armed connection on every idle check)."""
+        timers = self._timers
+        while timers and self._wake_at.get(timers[0][2]) != timers[0][0]:
+            heapq.heappop(timers)
 
     def _run_timers(self, now: float) -> None:
         if self.time_wait:
             self._expire_time_wait(now)
-        while self._timers and self._timers[0][0] <= now:
-            deadline, _, owner = heapq.heappop(self._timers)
-            if owner.poll_at() != deadline:
-                continue  # superseded: a fresher entry exists (or none is needed)
+        while (owner := self._pop_due(now)) is not None:
             owner.on_timer(now)
             self._dirty.add(owner)
             if isinstance(owner, Listener):
@@ -609,6 +654,7 @@ class Engine:
             del self._by_raw[raw]
         self._fast.pop(conn, None)
         self._slow_seen.pop(conn, None)
+        self._wake_at.pop(conn, None)
 
     def _build_segments(self, fp: fastpath.FastPath, segs: list[TcpSegment]) -> int:
         """Frame the state machine's segments of an established connection with its

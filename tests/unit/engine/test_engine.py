@@ -194,3 +194,45 @@ def test_address_added_at_run_time_is_served_and_announced() -> None:
     assert conn_s is not None and conn_s.local_ip == extra
     assert conn_c.state is TcpState.ESTABLISHED
     assert server.counters["address_changes"] == 1
+
+
+def test_timer_heap_rearms_lazily_and_still_fires_on_time() -> None:
+    """Every reply restarts the retransmission timer later (RFC 6298 §5.3); the
+    engine keeps its queued wake-up instead of pushing one per reply, and moves it
+    when it surfaces early, so the timer still fires at the connection's deadline."""
+    clock = FakeClock()
+    server, client, _ = make_pair(clock)
+    listener = server.listen(8080)
+    conn_c = client.connect(IP_A, 8080)
+    run([server, client], clock, rounds=5)
+    conn_s = server.accept(listener)
+    assert conn_s is not None
+    for i in range(300):
+        request, reply = b"q%03d" % i * 16, b"r%03d" % i * 16
+        conn_c.send(request)
+        client.mark(conn_c)
+        client.flush()
+        run([server, client], clock, rounds=2)
+        assert conn_s.recv() == request
+        conn_s.send(reply)
+        server.mark(conn_s)
+        server.flush()
+        run([server, client], clock, rounds=2)
+        assert conn_c.recv() == reply
+    # One entry per reply would have outgrown the sweep threshold many times over.
+    assert server.counters["timer_heap_compactions"] == 0
+    assert len(server._timers) <= 3
+    # The client falls silent: the next reply must be retransmitted at its RTO.
+    conn_s.send(b"unanswered")
+    server.mark(conn_s)
+    server.flush()
+    rto_at = conn_s.poll_at()
+    wake = server.next_deadline()
+    assert rto_at is not None and wake is not None and wake <= rto_at
+    clock.now = rto_at - 0.001  # an early wake-up moves the entry, fires nothing
+    server.poll()
+    assert conn_s.counters["rto_expired"] == 0
+    assert server.next_deadline() == rto_at
+    clock.now = rto_at
+    server.poll()
+    assert conn_s.counters["rto_expired"] == 1

@@ -75,7 +75,6 @@ def test_churn_leaves_records_not_connections() -> None:
     # sweep threshold, so at most TIMER_SLACK connections outlive their hand-over.
     alive = sum(ref() is not None for ref in refs)
     assert alive <= TIMER_SLACK < n
-    assert server.counters["timer_heap_compactions"] > 0
     assert len(server._timers) <= 2 * TIMER_SLACK
     # After 2*MSL every record is gone.
     clock.now += server.config.time_wait + 0.1
