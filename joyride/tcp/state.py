@@ -5,7 +5,17 @@ from __future__ import annotations
 import enum
 
 
-class TcpState(enum.Enum):
+class FastEnum(enum.Enum):
+    """A plain Enum hashed by identity, in C.
+
+    ``enum.Enum.__hash__`` is a Python function (``hash(self._name_)``), and these
+    members are hashed on every segment (state sets, the timer table). Members of a
+    plain Enum compare by identity, so the identity hash agrees with ``==``."""
+
+    __hash__ = object.__hash__
+
+
+class TcpState(FastEnum):
     CLOSED = "CLOSED"
     LISTEN = "LISTEN"
     SYN_SENT = "SYN-SENT"
@@ -33,7 +43,7 @@ SENDING_STATES = frozenset(
 )
 
 
-class TcpEvent(enum.Enum):
+class TcpEvent(FastEnum):
     """What the application learns from ``TcpConnection.events()``."""
 
     ESTABLISHED = "established"  # handshake complete

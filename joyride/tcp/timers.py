@@ -6,10 +6,10 @@ calls back ``on_timer(now)`` at or after it. Nothing here reads a clock.
 
 from __future__ import annotations
 
-import enum
+from joyride.tcp.state import FastEnum
 
 
-class Timer(enum.Enum):
+class Timer(FastEnum):
     RETRANSMIT = "retransmit"  # RFC 6298 RTO, also SYN / SYN-ACK / FIN retransmission
     PERSIST = "persist"  # RFC 9293 §3.8.6.1 zero-window probe, §3.8.6.2.1 SWS override
     DELAYED_ACK = "delayed_ack"  # RFC 9293 §3.8.6.3
