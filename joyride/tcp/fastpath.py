@@ -75,6 +75,26 @@ def available() -> bool:
     return lib is not None
 
 
+# ``_cached_ptr`` entries: the parser's records, the UMEM base and the per-batch-size
+# descriptor offsets are the same few objects for every connection of an engine,
+# so one cache serves all fast paths (one per connection would thrash on them).
+_PTR_CACHE_SIZE: Final = 256
+_ptr_cache: dict[int, tuple[Any, Any]] = {}
+
+
+def _cached_ptr(ctype: str, obj: Any) -> Any:
+    """``_ptr`` memoised per object; the cache holds the object itself, so an id
+    cannot be reused while its entry lives, and it is bounded."""
+    hit = _ptr_cache.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    p = _ptr(ctype, obj)
+    if len(_ptr_cache) >= _PTR_CACHE_SIZE:
+        _ptr_cache.clear()
+    _ptr_cache[id(obj)] = (obj, p)
+    return p
+
+
 def _ptr(ctype: str, obj: Any) -> Any:
     """A pointer of this module's ffi to ``obj``: a numpy array, a Python buffer, or a
     cffi pointer or array from another ffi (``joyride._wire``)."""
@@ -153,7 +173,9 @@ class FastPath:
         self.tx_base_c = arena.base_c
         self.tx_offsets_c = arena.offsets_c
         self._tx_caps_c = arena.caps_c
-        self._ptr_cache: dict[int, tuple[Any, Any]] = {}
+        self.tx_lengths = arena.lens_c  # lengths of the last build's frames
+        self._ring: Any = None  # the receive ring whose pointer is _ring_ptr
+        self._ring_ptr: Any = None
         self.tx_count = 0  # frames of the last build in tx_buf
         self.fast_segments = 0
         self.slow_segments = 0
@@ -165,14 +187,9 @@ class FastPath:
 
     # ------------------------------------------------------------------ results
 
-    @property
-    def tx_lengths(self) -> Any:
-        """Lengths of the frames of the last build (a cffi uint32 array)."""
-        return self.builder.out_lens
-
     def tx_frames(self) -> list[bytes]:
         """The last build's frames as bytes (convenience; the engine uses the buffer)."""
-        lens, offs = self.builder.out_lens, self.tx_offsets
+        lens, offs = self.tx_lengths, self.tx_offsets
         return [
             bytes(self.tx_buf[int(offs[i]) : int(offs[i]) + lens[i]])
             for i in range(self.tx_count)
@@ -195,9 +212,9 @@ class FastPath:
         stop = parser.n if stop is None else stop
         if stop - start > self.capacity:
             raise ValueError(f"batch of {stop - start} exceeds capacity {self.capacity}")
-        recs = self._cached_ptr("void *", parser.out)
-        base_ptr = self._cached_ptr("uint8_t *", base)
-        offs_ptr = self._cached_ptr("uint64_t *", offsets)
+        recs = _cached_ptr("void *", parser.out)
+        base_ptr = _cached_ptr("uint8_t *", base)
+        offs_ptr = _cached_ptr("uint64_t *", offsets)
         st = self._st
         i = start
         fast = 0
@@ -208,7 +225,9 @@ class FastPath:
             self._sync_in()
             # In-order payload lands straight in the receive buffer's free space.
             ring, at, room = recv_buf.free_region()
-            dst = self._cached_ptr("uint8_t *", ring) + at
+            if ring is not self._ring:
+                self._ring, self._ring_ptr = ring, _ptr("uint8_t *", ring)
+            dst = self._ring_ptr + at
             t0 = self._timer() if self._timer else 0.0
             j = lib.tcpfast_rx(
                 st, recs, i, stop, base_ptr, offs_ptr, dst, room,
@@ -235,18 +254,6 @@ class FastPath:
         self.fast_segments += fast
         self._build_acks(acks, now)
         return fast
-
-    def _cached_ptr(self, ctype: str, obj: Any) -> Any:
-        """``_ptr`` memoised per object; the cache holds the object itself, so an id
-        cannot be reused while its entry lives, and it is bounded."""
-        hit = self._ptr_cache.get(id(obj))
-        if hit is not None and hit[0] is obj:
-            return hit[1]
-        p = _ptr(ctype, obj)
-        if len(self._ptr_cache) >= 16:
-            self._ptr_cache.clear()
-        self._ptr_cache[id(obj)] = (obj, p)
-        return p
 
     # The three methods below run once per C call, i.e. per segment of every
     # request/response exchange: sequence values are compared and copied as ints
