@@ -5,4 +5,8 @@ stack (Python, with cffi-compiled C on the per-packet path) serves them; every o
 packet falls through to the kernel untouched.
 """
 
+from joyride._compiled import warn_if_stale
+
 __version__ = "0.1.0"
+
+warn_if_stale()

@@ -253,6 +253,7 @@ class Engine:
                                  conn.local_port, conn.remote_port)
         fp = fastpath.FastPath(conn, template, capacity=self.batch, arena=self._arena)
         self._fast[conn] = fp
+        self.counters["fast_paths_built"] += 1
         return fp
 
     def _earned_fast_path(self, conn: TcpConnection, now: float) -> fastpath.FastPath | None:

@@ -7,6 +7,7 @@ so "how far ahead is b of a" is ``b - a`` and window checks read like the RFC.
 
 from __future__ import annotations
 
+import types
 from typing import Final, overload
 
 MOD: Final = 1 << 32
@@ -18,10 +19,11 @@ class Seq:
     """An immutable sequence number modulo 2**32."""
 
     __slots__ = ("value",)
-    value: int
 
     def __init__(self, value: int) -> None:
-        _set_value(self, value & MASK)  # the slot's own setter: __setattr__ refuses
+        # Compiled (mypyc), a Final attribute is a direct store that __setattr__ does
+        # not see; interpreted, _interpreted_init below takes this method's place.
+        self.value: Final = value & MASK
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Seq is immutable")
@@ -87,4 +89,13 @@ class Seq:
         return a if ((a.value - b.value + HALF) & MASK) <= HALF else b
 
 
-_set_value = Seq.value.__set__  # type: ignore[attr-defined,misc]
+if isinstance(vars(Seq)["__init__"], types.FunctionType):
+    # Interpreted: the store in __init__ would meet __setattr__, so write through the
+    # slot's own setter instead (mypyc refuses ``Seq.value`` at compile time, hence
+    # getattr).
+    _set_value = getattr(Seq, "value").__set__  # noqa: B009
+
+    def _interpreted_init(self: Seq, value: int) -> None:
+        _set_value(self, value & MASK)
+
+    setattr(Seq, "__init__", _interpreted_init)  # noqa: B010
