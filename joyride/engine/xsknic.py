@@ -18,7 +18,7 @@ class XskNic:
     def __init__(self, sock: Any, mtu: int, batch: int = 64) -> None:
         import xsk
 
-        self._xsk = xsk
+        self._kick_error: type[Exception] = xsk.XskError
         self.sock = sock
         self.mtu = mtu
         # A raw pointer, not a buffer export: the UMEM can close while the parser and
@@ -95,7 +95,7 @@ class XskNic:
             self._kick_owed = False
             try:
                 self.sock.kick()
-            except self._xsk.XskError:
+            except self._kick_error:
                 self.kick_errors += 1
             # Copy mode transmits inside the wakeup: the frames are complete now, and
             # go back to the allocator before the next round queues more.

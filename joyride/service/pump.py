@@ -43,8 +43,8 @@ _SENDING: Final = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.
 class Pump:
     """Moves bytes for one connection; ``service()`` does a bounded amount of work."""
 
-    __slots__ = ("app_eof", "app_gone", "conn", "fin_sent_to_app", "mask", "sock",
-                 "to_app", "to_tcp", "uid")
+    __slots__ = ("app_eof", "app_gone", "conn", "fin_sent_to_app", "mask", "region_reads",
+                 "sock", "to_app", "to_tcp", "uid")
 
     def __init__(self, conn: TcpConnection, sock: socket.socket, uid: int = -1) -> None:
         sock.setblocking(False)
@@ -57,6 +57,7 @@ class Pump:
         self.app_gone = False  # the application's end is closed (EPIPE/ECONNRESET)
         self.fin_sent_to_app = False
         self.mask = 0  # events registered with the selector
+        self.region_reads = 0  # reads straight into the send buffer (no scratch copy)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -139,6 +140,7 @@ class Pump:
                     return False
                 if got:
                     self.conn.send_commit(got)
+                    self.region_reads += 1
                     continue
             else:
                 got = self._read_app(_SCRATCH)
