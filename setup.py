@@ -35,9 +35,10 @@ PRELOAD = Extension(
 
 # Per-segment and per-request code: the wire formats, sequence numbers, the TCP core,
 # the engine loop, and the per-request glue of embedded mode (stack, driver, asyncio
-# transport) and of the service (the pump). Not here: classes that tests or users
-# subclass (interpreted classes cannot inherit from compiled ones: IsnGenerator) and
-# glue that is not per packet.
+# transport) and of the service (its data path and pumps). Not here: classes that tests
+# or users subclass (interpreted classes cannot inherit from compiled ones:
+# IsnGenerator, MemoryNic), xsk (its argument checks raise ValueError where compiled
+# code raises TypeError first), and what is not per packet or per request.
 COMPILED = [
     "joyride/wire/seq.py",
     "joyride/wire/ethernet.py",
@@ -61,10 +62,13 @@ COMPILED = [
     "joyride/tcp/listener.py",
     "joyride/tcp/fastpath.py",
     "joyride/engine/engine.py",
+    "joyride/engine/xsknic.py",
     "joyride/embed/stack.py",
     "joyride/embed/drivers.py",
     "joyride/aio/transport.py",
     "joyride/service/pump.py",
+    "joyride/service/datapath.py",
+    "joyride/service/sockets.py",
 ]
 
 
