@@ -34,11 +34,13 @@ PRELOAD = Extension(
 )
 
 # Per-segment and per-request code: the wire formats, sequence numbers, the TCP core,
-# the engine loop, and the per-request glue of embedded mode (stack, driver, asyncio
-# transport) and of the service (its data path and pumps). Not here: classes that tests
-# or users subclass (interpreted classes cannot inherit from compiled ones:
-# IsnGenerator, MemoryNic), xsk (its argument checks raise ValueError where compiled
-# code raises TypeError first), and what is not per packet or per request.
+# the engine loop, and the per-request glue of embedded mode (stack, driver) and of the
+# service (its data path and pumps). Not here: classes that tests or users subclass
+# (interpreted classes cannot inherit from compiled ones: IsnGenerator, MemoryNic);
+# classes with a non-native base (compiled, JoyrideTransport(asyncio.Transport) is
+# invisible to the cycle collector, and every closed connection's transport/protocol
+# cycle leaked); xsk (its argument checks raise ValueError where compiled code raises
+# TypeError first); and what is not per packet or per request.
 COMPILED = [
     "joyride/wire/seq.py",
     "joyride/wire/ethernet.py",
@@ -65,7 +67,6 @@ COMPILED = [
     "joyride/engine/xsknic.py",
     "joyride/embed/stack.py",
     "joyride/embed/drivers.py",
-    "joyride/aio/transport.py",
     "joyride/service/pump.py",
     "joyride/service/datapath.py",
     "joyride/service/sockets.py",
