@@ -8,6 +8,7 @@ import os
 import pytest
 
 from joyride.engine import Engine, EngineError, MemoryNic, StaticNetwork
+from joyride.tcp.connection import TcpConnection
 from joyride.tcp.state import TcpState
 from joyride.wire.frame import parse_frame
 from joyride.wire.tcp import TcpFlags
@@ -38,14 +39,22 @@ def run(engines: list[Engine], clock: FakeClock, rounds: int = 50, step: float =
         clock.now += step
 
 
-def test_handshake_data_and_close_both_ways() -> None:
-    clock = FakeClock()
+def connected(clock: FakeClock) -> tuple[Engine, Engine, TcpConnection, TcpConnection]:
+    """A pair of engines and an established connection between them (B connects to
+    A:8080): server, client, the server's and the client's end."""
     server, client, _ = make_pair(clock)
     listener = server.listen(8080)
     conn_c = client.connect(IP_A, 8080)
     run([server, client], clock, rounds=5)
     conn_s = server.accept(listener)
-    assert conn_s is not None and conn_s.state is TcpState.ESTABLISHED
+    assert conn_s is not None
+    return server, client, conn_s, conn_c
+
+
+def test_handshake_data_and_close_both_ways() -> None:
+    clock = FakeClock()
+    server, client, conn_s, conn_c = connected(clock)
+    assert conn_s.state is TcpState.ESTABLISHED
     assert conn_c.state is TcpState.ESTABLISHED
 
     payload = os.urandom(300_000)
@@ -201,12 +210,7 @@ def test_timer_heap_rearms_lazily_and_still_fires_on_time() -> None:
     engine keeps its queued wake-up instead of pushing one per reply, and moves it
     when it surfaces early, so the timer still fires at the connection's deadline."""
     clock = FakeClock()
-    server, client, _ = make_pair(clock)
-    listener = server.listen(8080)
-    conn_c = client.connect(IP_A, 8080)
-    run([server, client], clock, rounds=5)
-    conn_s = server.accept(listener)
-    assert conn_s is not None
+    server, client, conn_s, conn_c = connected(clock)
     for i in range(300):
         request, reply = b"q%03d" % i * 16, b"r%03d" % i * 16
         conn_c.send(request)
