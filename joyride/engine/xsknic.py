@@ -95,11 +95,11 @@ class XskNic:
             self._kick_owed = False
             try:
                 self.sock.kick()
+                # Copy mode transmits inside the wakeup: the frames are complete now,
+                # and go back to the allocator before the next round queues more.
+                self.sock.poll_completions()
             except self._kick_error:
                 self.kick_errors += 1
-            # Copy mode transmits inside the wakeup: the frames are complete now, and
-            # go back to the allocator before the next round queues more.
-            self.sock.poll_completions()
 
     def transmit_from(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
         """Frames built elsewhere (``base + offsets[i]``), copied and queued in one C call."""
