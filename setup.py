@@ -75,6 +75,11 @@ COMPILED = [
 
 def compiled_modules() -> list[Extension]:
     if os.environ.get("JOYRIDE_PURE_PYTHON") == "1":
+        # An earlier in-place (editable) compiled build left modules that Python
+        # would import instead of the sources: remove exactly those.
+        for source in map(Path, COMPILED):
+            for built in (HERE / source.parent).glob(f"{source.stem}.cpython-*.so"):
+                built.unlink()
         return []
     from mypyc.build import mypycify
 
