@@ -5,9 +5,10 @@ The build scripts live outside the importable packages (as in pynacl and
 argon2-cffi-bindings) so that importing ``joyride`` never imports cffi's compiler side.
 Each script defines a module-level ``ffi`` (a ``cffi.FFI`` with ``set_source``).
 
-The TCP core and the engine loop (``COMPILED``) are also compiled with mypyc: the same
-type-annotated sources, turned into C extension modules that Python imports in place of
-the ``.py`` files (per request they cost about a third less CPU; see the README). Set
+The per-request modules (``COMPILED``: wire formats, the TCP core, the engine, the
+embedded and service data paths) are also compiled with mypyc: the same type-annotated
+sources, turned into C extension modules that Python imports in place of the ``.py``
+files (about half the CPU per request of the interpreted build; see the README). Set
 ``JOYRIDE_PURE_PYTHON=1`` to build without them: everything then runs interpreted.
 ``joyride`` warns at import when a source is newer than its compiled module.
 

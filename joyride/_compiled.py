@@ -19,17 +19,22 @@ _SUFFIXES = tuple(s for s in importlib.machinery.EXTENSION_SUFFIXES if s != ".ab
                   and s != ".so")
 
 
-def compiled_modules() -> dict[str, Path]:
-    """Module name -> compiled file, for the package's mypyc-compiled modules (the
-    cffi extensions are named ``_*.abi3.so`` and have no ``.py`` source)."""
-    found: dict[str, Path] = {}
+def _compiled_files() -> list[tuple[str, Path, Path]]:
+    """(module name, compiled file, source) for the package's mypyc-compiled modules
+    (the cffi extensions are named ``_*.abi3.so`` and have no ``.py`` source)."""
+    found = []
     for suffix in _SUFFIXES:
         for path in ROOT.rglob(f"*{suffix}"):
             source = path.with_name(path.name[: -len(suffix)] + ".py")
             if source.exists():
                 parts = source.relative_to(ROOT.parent).with_suffix("").parts
-                found[".".join(parts)] = path
+                found.append((".".join(parts), path, source))
     return found
+
+
+def compiled_modules() -> dict[str, Path]:
+    """Module name -> compiled file, for the package's mypyc-compiled modules."""
+    return {name: path for name, path, _ in _compiled_files()}
 
 
 def is_compiled(module: str) -> bool:
@@ -41,9 +46,8 @@ def is_compiled(module: str) -> bool:
 def stale_modules() -> list[str]:
     """Compiled modules whose source changed after they were built."""
     return sorted(
-        name for name, path in compiled_modules().items()
-        if path.with_name(name.rsplit(".", 1)[-1] + ".py").stat().st_mtime
-        > path.stat().st_mtime
+        name for name, path, source in _compiled_files()
+        if source.stat().st_mtime > path.stat().st_mtime
     )
 
 

@@ -558,8 +558,8 @@ class Engine:
             deadline, _, owner = timers[0]
             if deadline > now:
                 return None
-            heapq.heappop(timers)
-            if self._wake_at.get(owner) != deadline:
+            entry = heapq.heappop(timers)
+            if not self._is_current(entry):
                 continue  # superseded by an earlier entry of the same owner
             actual = owner.poll_at()
             if actual is not None and actual > now:
@@ -576,7 +576,7 @@ class Engine:
         moves it; finding each owner's exact deadline here would cost a re-push per
         re-armed connection on every idle check)."""
         timers = self._timers
-        while timers and self._wake_at.get(timers[0][2]) != timers[0][0]:
+        while timers and not self._is_current(timers[0]):
             heapq.heappop(timers)
 
     def _run_timers(self, now: float) -> None:
