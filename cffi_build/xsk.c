@@ -28,6 +28,8 @@
 #include "xsk.h"
 #include "xsk_ring.h"
 
+static int tx_thread_kick(struct xsk_sock *s); /* xsk_tx_thread.c */
+
 #ifndef AF_XDP
 #define AF_XDP 44
 #endif
@@ -354,6 +356,7 @@ fail:
 int xsk_sock_close(struct xsk_sock *s)
 {
     int err = 0;
+    xsk_tx_thread_stop(s); /* before the rings it reads go away */
     ring_unmap(&s->rx);
     ring_unmap(&s->tx);
     ring_unmap(&s->fill);
@@ -550,19 +553,19 @@ int xsk_release_addrs(struct xsk_sock *s, const uint64_t *addrs, uint32_t n)
     return accepted;
 }
 
-int xsk_kick(struct xsk_sock *s)
+/* Wake the kernel until it has consumed the tx ring up to `prod`. Copy mode transmits
+ * inside sendto() at most a budget of frames per call (32 by default) and answers
+ * EAGAIN when more remain: call again until the ring is drained, but never more often
+ * than the frames outstanding could need. Shared by the caller's own kick and the tx
+ * thread, each with its own counters (every counter has one writer). */
+static int kick_rounds(struct xsk_sock *s, uint32_t prod, uint64_t *kicks, uint64_t *errors)
 {
-    /* Copy mode transmits inside sendto() at most a budget of frames per call
-     * (32 by default) and answers EAGAIN when more remain: call again until the ring
-     * is drained, but never more often than the frames outstanding could need. */
-    if (s->need_wakeup && !prod_needs_wakeup(&s->tx))
-        return 0;
-    uint32_t pending = s->tx.cached_prod - ring_load_acquire(s->tx.consumer);
+    uint32_t pending = prod - ring_load_acquire(s->tx.consumer);
     uint32_t rounds = pending / 16 + 2;
     for (uint32_t i = 0; i < rounds; i++) {
-        s->st.tx_kicks++;
+        __atomic_store_n(kicks, *kicks + 1, __ATOMIC_RELAXED);
         if (sendto(s->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0) {
-            if (ring_load_acquire(s->tx.consumer) == s->tx.cached_prod)
+            if ((int32_t)(ring_load_acquire(s->tx.consumer) - prod) >= 0)
                 return 0;
             continue;
         }
@@ -571,10 +574,24 @@ int xsk_kick(struct xsk_sock *s)
         /* Transient back-pressure (libxdp's kick_tx treats these alike). */
         if (errno == ENOBUFS || errno == EBUSY)
             return 0;
-        s->st.kick_errors++;
+        __atomic_store_n(errors, *errors + 1, __ATOMIC_RELAXED);
         return -errno;
     }
     return 0;
+}
+
+static int kick_here(struct xsk_sock *s)
+{
+    if (s->need_wakeup && !prod_needs_wakeup(&s->tx))
+        return 0;
+    return kick_rounds(s, s->tx.cached_prod, &s->st.tx_kicks, &s->st.kick_errors);
+}
+
+int xsk_kick(struct xsk_sock *s)
+{
+    if (s->tx_thread != NULL)
+        return tx_thread_kick(s);
+    return kick_here(s);
 }
 
 static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n, int kick);
@@ -611,8 +628,9 @@ static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n
     s->st.tx_frames += placed;
     s->st.tx_ring_full += n - i;
     /* Kick also when nothing new was queued but the ring is full: only the kernel
-     * draining it makes room. */
-    int err = ((kick && placed) || i < n) ? xsk_kick(s) : 0;
+     * draining it makes room, and in this thread, not the tx thread's: the caller
+     * wants that room now. */
+    int err = i < n ? kick_here(s) : (kick && placed) ? xsk_kick(s) : 0;
     if (err < 0 && placed == 0)
         return err;
     /* The caller learns how far into descs we got: frames from index i on are still

@@ -42,7 +42,13 @@ struct xsk_sock_stats {
     uint64_t rejected_tx;      /* send of a frame the application did not own */
     uint64_t rejected_comp;    /* completion of a frame the kernel did not own */
     uint64_t rejected_rx;      /* rx descriptor naming a frame the kernel did not own */
+    uint64_t tx_thread_wakeups; /* times the engine woke the tx thread (its eventfd) */
+    uint64_t tx_thread_kicks;  /* sendto() calls made by the tx thread (only it writes) */
+    uint64_t tx_thread_errors; /* its sendto() failures other than the transient ones */
 };
+
+/* The copy-mode transmit thread of one socket (xsk_tx_thread.c). */
+struct xsk_tx_thread;
 
 struct xsk_sock {
     int fd;
@@ -54,6 +60,7 @@ struct xsk_sock {
     struct xsk_ring fill;
     struct xsk_ring comp;
     struct xsk_sock_stats st;
+    struct xsk_tx_thread *tx_thread; /* NULL: every kick is a sendto() in the caller */
 };
 
 struct xsk_config {
@@ -122,6 +129,11 @@ int xsk_kick(struct xsk_sock *s);
 int xsk_wait(struct xsk_sock *s, short events, int timeout_ms);
 uint32_t xsk_rx_pending(struct xsk_sock *s);
 uint32_t xsk_tx_outstanding(struct xsk_sock *s);
+
+/* copy-mode transmit on a helper thread: kicks of min_batch frames or more wake it
+ * instead of calling sendto() (whose cost is mostly the receiver's path, run inline) */
+int xsk_tx_thread_start(struct xsk_sock *s, uint32_t min_batch);
+void xsk_tx_thread_stop(struct xsk_sock *s);
 
 /* minimal XDP loader over bpf(2) */
 int xsk_bpf_xskmap_create(uint32_t entries);

@@ -2,9 +2,9 @@
 
 Compiled directly against the kernel uapi headers (``<linux/if_xdp.h>``,
 ``<linux/bpf.h>``); no libxdp or libbpf. The C sources are ``xsk.h`` (which doubles as
-the cdef), ``xsk_ring.h``, ``xsk.c`` and ``xsk_bpf.c`` beside this script. Build in place
-during development with ``.venv/bin/python cffi_build/xsk_build.py``; ``pip install``
-builds it through setup.py.
+the cdef), ``xsk_ring.h``, ``xsk.c``, ``xsk_tx_thread.c`` and ``xsk_bpf.c`` beside this
+script. Build in place during development with
+``.venv/bin/python cffi_build/xsk_build.py``; ``pip install`` builds it through setup.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ sys.path.insert(0, str(HERE))  # buildtools, also when setuptools execs this fil
 from buildtools import build_in_place, cdef_from_header  # noqa: E402
 
 HEADER = (HERE / "xsk.h").read_text()
-SOURCES = ("xsk.c", "xsk_bpf.c")
+SOURCES = ("xsk.c", "xsk_tx_thread.c", "xsk_bpf.c")
 
 
 

@@ -60,7 +60,8 @@ KERNEL_STATS: Final = ("rx_dropped", "rx_invalid_descs", "tx_invalid_descs", "rx
 #: Counters kept by this package (struct xsk_sock_stats).
 LOCAL_STATS: Final = ("rx_frames", "tx_frames", "fill_frames", "comp_frames", "tx_kicks",
                       "rx_wakeups", "kick_errors", "tx_ring_full", "rejected_fill",
-                      "rejected_tx", "rejected_comp", "rejected_rx")
+                      "rejected_tx", "rejected_comp", "rejected_rx", "tx_thread_wakeups",
+                      "tx_thread_kicks", "tx_thread_errors")
 
 
 def _pointer(ctype: str, obj: Any, keep: list[Any]) -> Any:
@@ -527,6 +528,34 @@ class Socket:
         rc = lib.xsk_kick(self._s)
         if rc < 0:
             raise XskError(f"AF_XDP tx wakeup: {describe(-rc)}", -rc)
+
+    def start_tx_thread(self, min_batch: int = 16) -> None:
+        """Let a native helper thread make the kernel transmit (copy mode).
+
+        From now on ``kick`` (and ``send``) hand a batch of ``min_batch`` frames or more
+        to the thread instead of calling ``sendto`` here: in copy mode that call runs
+        the kernel's transmit, and on veth the receiver's input path, inline, so
+        moving it off the caller's CPU frees that CPU for the next batch. Smaller
+        batches are still kicked here (a thread wake-up costs a lone frame more
+        latency than it saves). Frames complete asynchronously: ``poll_completions``
+        returns them whenever the thread has sent them. ``close`` stops the thread.
+        """
+        if self._closed:
+            raise SocketClosed("socket is closed")
+        if min_batch < 1:
+            raise ValueError(f"min_batch must be at least 1, not {min_batch}")
+        rc = lib.xsk_tx_thread_start(self._s, min_batch)
+        if rc < 0:
+            raise XskError(f"starting the AF_XDP tx thread: {describe(-rc)}", -rc)
+
+    def stop_tx_thread(self) -> None:
+        """Stop the helper thread (if any); kicks are made by the caller again."""
+        if not self._closed:
+            lib.xsk_tx_thread_stop(self._s)
+
+    @property
+    def tx_thread_running(self) -> bool:
+        return not self._closed and self._s.tx_thread != ffi.NULL
 
     def poll_completions(self, max_frames: int = 1 << 20) -> int:
         """Return transmitted frames from the completion ring to the allocator."""

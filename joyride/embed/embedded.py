@@ -67,8 +67,9 @@ class Embedded:
 
     def __init__(self, ifname: str, ports: Iterable[int], *, mode: Mode = "auto",
                  ephemeral: range = DEFAULT_EPHEMERAL, config: TcpConfig | None = None,
-                 spin: float = DEFAULT_SPIN) -> None:
+                 spin: float = DEFAULT_SPIN, tx_thread: bool = True) -> None:
         self.ifname = ifname
+        self.tx_thread = tx_thread
         self.ports = PortSet(ports)
         self.ephemeral = ephemeral
         self.spin = spin
@@ -132,7 +133,7 @@ class Embedded:
             self._stack.callback(steering.unregister_socket, queue)
         state.queues = list(range(len(self.sockets)))
         self.dir.save(state)
-        nics = [XskNic(s, self.network.mtu) for s in self.sockets]
+        nics = [XskNic(s, self.network.mtu, tx_thread=self.tx_thread) for s in self.sockets]
         engine = Engine(MultiNic(nics), self.network, config, ephemeral_ports=self.ephemeral)
         # Steer only what is addressed to this host, and keep following it.
         steering.set_addresses(engine.local_addresses)
@@ -200,8 +201,11 @@ class Embedded:
 
 def embed(ifname: str, ports: Iterable[int], *, mode: Mode = "auto",
           ephemeral: range = DEFAULT_EPHEMERAL, config: TcpConfig | None = None,
-          spin: float = DEFAULT_SPIN) -> Embedded:
+          spin: float = DEFAULT_SPIN, tx_thread: bool = True) -> Embedded:
     """Accelerate ``ports`` of ``ifname`` in this process (see module doc).
+
+    ``tx_thread`` gives each AF_XDP socket a native transmit thread (see
+    ``XskNic``); ``False`` keeps every kernel wake-up in the engine's thread.
 
     Run it in the interface's network namespace, as root. Use the result as a context
     manager, or call ``close``; it is closed at interpreter exit otherwise.
@@ -213,7 +217,7 @@ def embed(ifname: str, ports: Iterable[int], *, mode: Mode = "auto",
                              f"{_active.ports}): one embedded engine per process; close it "
                              "first")
         instance = Embedded(ifname, ports, mode=mode, ephemeral=ephemeral, config=config,
-                            spin=spin)
+                            spin=spin, tx_thread=tx_thread)
         _active = instance
     atexit.register(instance.close)
     return instance

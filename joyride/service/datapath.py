@@ -590,9 +590,14 @@ class Datapath:
                                                              FLOWS_SHOWN)],
             # Every live connection's counters summed (drop reasons, retransmissions,
             # fast-path share): what "flows" shows for a few, for all of them.
-            "tcp": dict(sum((c.counters for c in self.engine.connections.values()),
-                            Counters())),
+            "tcp": self._tcp_counters(),
         }
+
+    def _tcp_counters(self) -> dict[str, int]:
+        total = Counters()
+        for conn in self.engine.connections.values():
+            total.update(conn.counters)
+        return dict(total)
 
     def _flow(self, pump: Pump) -> dict[str, Any]:
         """One pump's state, for diagnosing a stalled transfer from ``joyride stats``."""

@@ -1,16 +1,35 @@
 """Drop and event counters keyed by short stable reason strings.
 
-A ``collections.Counter`` is the whole implementation: counters are per connection,
-and a listener (or the engine) sums them with ``+=``. The reasons used by the core
-are listed here so that dashboards and tests have one place to look.
+Counters are per connection, and a listener (or the engine) sums them with
+``update``. The reasons used by the core are listed here so that dashboards and tests
+have one place to look.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Mapping
 from typing import Final
 
-Counters = Counter[str]
+
+class Counters(dict[str, int]):
+    """A ``collections.Counter`` reduced to what counting needs: a missing reason
+    reads as 0 (and is not inserted), and ``update`` adds.
+
+    Not ``Counter`` itself: its Python-level ``__delitem__`` makes CPython route every
+    item assignment through a slot that looks ``__setitem__`` up by name, and the fast
+    path assigns a few counters per segment. This class overrides neither, so
+    ``counters[reason] += 1`` stays dict's C code.
+    """
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+    def update(self, other: Mapping[str, int] = {}, /, **more: int) -> None:  # type: ignore[override]
+        for source in (other, more):
+            for key, value in source.items():
+                self[key] = self.get(key, 0) + value
 
 # Receive-side drops (RFC 9293 §3.10.7 and friends).
 DROP_REASONS: Final = frozenset(

@@ -1,0 +1,140 @@
+/* Copy-mode transmit on a helper thread (one per socket that asks for it).
+ *
+ * In copy mode the kernel transmits inside sendto(): it copies each frame into an skb
+ * and hands it to the device, and on a veth pair that runs the receiver's whole input
+ * path (IP, TCP, waking the reading process) inline, in the sender's time. For a
+ * single-threaded engine that is most of the kernel's share of every reply, on the
+ * CPU the engine needs for the next batch. A native-driver NIC does this work in its
+ * own NAPI context; this thread is the equivalent for copy mode: the engine queues
+ * frames on the tx ring and, for a batch worth it, wakes the thread instead of calling
+ * sendto() itself. The thread drains the ring and sleeps on an eventfd.
+ *
+ * Small batches (fewer than min_batch frames) are still kicked by the caller while the
+ * thread sleeps: a lone reply would otherwise wait for a thread wake-up, which costs
+ * more latency than the sendto() it saves.
+ *
+ * Synchronisation is the ring itself plus one flag. The engine publishes frames with
+ * the tx producer's release store, then (full fence) reads `sleeping`; the thread sets
+ * `sleeping`, then (full fence) rereads the producer before it blocks. Either the
+ * engine sees the thread asleep and wakes it, or the thread sees the frames: no
+ * wake-up is lost. The thread touches no Python object and never holds the GIL.
+ */
+
+#include <signal.h>
+#include <sys/eventfd.h>
+
+struct xsk_tx_thread {
+    struct xsk_sock *s;
+    pthread_t thread;
+    int efd;
+    uint32_t min_batch;
+    int sleeping; /* atomic: the thread is (about to be) blocked on efd */
+    int stop;     /* atomic: set once, by xsk_tx_thread_stop or the thread's exit */
+};
+
+static int tx_thread_pending(struct xsk_sock *s, uint32_t prod)
+{
+    if (s->need_wakeup && !prod_needs_wakeup(&s->tx))
+        return 0; /* the driver is transmitting without being asked */
+    return prod != ring_load_acquire(s->tx.consumer);
+}
+
+static void *tx_thread_main(void *arg)
+{
+    struct xsk_tx_thread *t = arg;
+    struct xsk_sock *s = t->s;
+    while (!__atomic_load_n(&t->stop, __ATOMIC_SEQ_CST)) {
+        uint32_t prod = ring_load_acquire(s->tx.producer);
+        if (tx_thread_pending(s, prod)) {
+            uint32_t before = ring_load_acquire(s->tx.consumer);
+            kick_rounds(s, prod, &s->st.tx_thread_kicks, &s->st.tx_thread_errors);
+            /* No progress is back-pressure (EBUSY, ENOBUFS) or an error: sleep until
+             * the engine queues more instead of spinning on it. */
+            if (ring_load_acquire(s->tx.consumer) != before)
+                continue;
+        }
+        __atomic_store_n(&t->sleeping, 1, __ATOMIC_SEQ_CST);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        uint32_t again = ring_load_acquire(s->tx.producer);
+        if (again != prod && tx_thread_pending(s, again)) {
+            __atomic_store_n(&t->sleeping, 0, __ATOMIC_SEQ_CST);
+            continue;
+        }
+        uint64_t count;
+        if (read(t->efd, &count, sizeof(count)) < 0 && errno != EINTR && errno != EAGAIN)
+            break;
+        __atomic_store_n(&t->sleeping, 0, __ATOMIC_SEQ_CST);
+    }
+    /* Stopped, or the eventfd is unusable: from here every kick is the caller's. */
+    __atomic_store_n(&t->stop, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+/* xsk_kick while a thread runs: hand the ring to it, or kick here for a small batch. */
+static int tx_thread_kick(struct xsk_sock *s)
+{
+    struct xsk_tx_thread *t = s->tx_thread;
+    uint32_t pending = s->tx.cached_prod - ring_load_acquire(s->tx.consumer);
+    if (pending == 0)
+        return 0;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* the producer store before the flag load */
+    if (!__atomic_load_n(&t->sleeping, __ATOMIC_SEQ_CST))
+        return 0; /* awake: it rereads the producer before it sleeps */
+    if (pending < t->min_batch || __atomic_load_n(&t->stop, __ATOMIC_SEQ_CST))
+        return kick_here(s);
+    __atomic_store_n(&t->sleeping, 0, __ATOMIC_SEQ_CST);
+    uint64_t one = 1;
+    if (write(t->efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+        return kick_here(s);
+    s->st.tx_thread_wakeups++;
+    return 0;
+}
+
+int xsk_tx_thread_start(struct xsk_sock *s, uint32_t min_batch)
+{
+    if (s->fd < 0)
+        return -EBADF;
+    if (s->tx_thread != NULL)
+        return -EALREADY;
+    struct xsk_tx_thread *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return -ENOMEM;
+    t->s = s;
+    t->min_batch = min_batch;
+    t->sleeping = 1;
+    t->efd = eventfd(0, EFD_CLOEXEC);
+    if (t->efd < 0) {
+        int err = -errno;
+        free(t);
+        return err;
+    }
+    /* Signals stay with the application's threads (Python handles them in its main
+     * thread): the helper starts with all of them blocked. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&t->thread, NULL, tx_thread_main, t);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        close(t->efd);
+        free(t);
+        return -rc;
+    }
+    s->tx_thread = t;
+    return 0;
+}
+
+void xsk_tx_thread_stop(struct xsk_sock *s)
+{
+    struct xsk_tx_thread *t = s->tx_thread;
+    if (t == NULL)
+        return;
+    __atomic_store_n(&t->stop, 1, __ATOMIC_SEQ_CST);
+    uint64_t one = 1;
+    while (write(t->efd, &one, sizeof(one)) < 0 && errno == EINTR)
+        ;
+    pthread_join(t->thread, NULL);
+    close(t->efd);
+    s->tx_thread = NULL;
+    free(t);
+}
