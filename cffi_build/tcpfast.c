@@ -9,6 +9,9 @@
 
 static inline int32_t sdiff(uint32_t a, uint32_t b) { return (int32_t)(a - b); }
 
+_Static_assert(sizeof(((struct tcpfast_state *)0)->out) == TCPFAST_OUT_N * sizeof(uint32_t),
+               "struct tcpfast_state.out holds exactly the TCPFAST_OUT_* results");
+
 void tcpfast_load(struct tcpfast_state *s, uint32_t rcv_nxt, uint32_t rcv_adv,
                   uint32_t ack_base, uint32_t last_ack_sent, uint32_t ts_recent,
                   uint32_t rcv_mss, uint32_t snd_una, uint32_t snd_max, uint32_t snd_wnd,
@@ -120,6 +123,25 @@ uint32_t tcpfast_rx(struct tcpfast_state *s, const void *recs, uint32_t first, u
         }
         s->stop = TCPFAST_STOP_NONE;
     }
+    uint32_t *o = s->out;
+    o[TCPFAST_OUT_SEGS] = s->data_segs + s->ack_segs;
+    o[TCPFAST_OUT_ACK_SEGS] = s->ack_segs;
+    o[TCPFAST_OUT_RX_BYTES] = s->rx_bytes;
+    o[TCPFAST_OUT_ACKED] = s->acked;
+    o[TCPFAST_OUT_N_ACKS] = s->n_acks;
+    o[TCPFAST_OUT_TSECR] = s->tsecr;
+    o[TCPFAST_OUT_HAVE_TSECR] = s->have_tsecr;
+    o[TCPFAST_OUT_WINDOW_CHANGED] = s->window_changed;
+    o[TCPFAST_OUT_STOP] = s->stop;
+    o[TCPFAST_OUT_RCV_NXT] = s->rcv_nxt;
+    o[TCPFAST_OUT_ACK_BASE] = s->ack_base;
+    o[TCPFAST_OUT_LAST_ACK_SENT] = s->last_ack_sent;
+    o[TCPFAST_OUT_TS_RECENT] = s->ts_recent;
+    o[TCPFAST_OUT_SND_UNA] = s->snd_una;
+    o[TCPFAST_OUT_SND_WND] = s->snd_wnd;
+    o[TCPFAST_OUT_MAX_SND_WND] = s->max_snd_wnd;
+    o[TCPFAST_OUT_SND_WL1] = s->snd_wl1;
+    o[TCPFAST_OUT_SND_WL2] = s->snd_wl2;
     return i;
 }
 

@@ -53,6 +53,32 @@ struct tcpfast_state {
     uint8_t window_changed;
     uint8_t stop;             /* why the loop ended early: TCPFAST_STOP_* */
     uint8_t pad;
+    /* The results and every variable tcpfast_rx may move, copied here as it returns
+     * (indices: enum tcpfast_out): the caller reads them all in one ffi.unpack
+     * instead of one attribute lookup per field. */
+    uint32_t out[18];         /* TCPFAST_OUT_N */
+};
+
+enum tcpfast_out {
+    TCPFAST_OUT_SEGS = 0,      /* data_segs + ack_segs */
+    TCPFAST_OUT_ACK_SEGS = 1,
+    TCPFAST_OUT_RX_BYTES = 2,
+    TCPFAST_OUT_ACKED = 3,
+    TCPFAST_OUT_N_ACKS = 4,
+    TCPFAST_OUT_TSECR = 5,
+    TCPFAST_OUT_HAVE_TSECR = 6,
+    TCPFAST_OUT_WINDOW_CHANGED = 7,
+    TCPFAST_OUT_STOP = 8,
+    TCPFAST_OUT_RCV_NXT = 9,
+    TCPFAST_OUT_ACK_BASE = 10,
+    TCPFAST_OUT_LAST_ACK_SENT = 11,
+    TCPFAST_OUT_TS_RECENT = 12,
+    TCPFAST_OUT_SND_UNA = 13,
+    TCPFAST_OUT_SND_WND = 14,
+    TCPFAST_OUT_MAX_SND_WND = 15,
+    TCPFAST_OUT_SND_WL1 = 16,
+    TCPFAST_OUT_SND_WL2 = 17,
+    TCPFAST_OUT_N = 18
 };
 
 enum tcpfast_stop {

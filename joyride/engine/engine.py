@@ -76,6 +76,7 @@ FAST_STATES: Final = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT,
 ADDRESS_REFRESH: Final = 1.0  # seconds between re-reads of the interface's addresses
 REUSE_ISS_GAP: Final = 65535 + 2  # RFC 6191 reuse: new ISS past the old SND.NXT (Linux)
 MAX_FAST_SEND_ROUNDS: Final = 16  # fast-path data builds per connection per transmit
+ARENA_BATCHES: Final = 4  # fast-path builds of a full batch the shared tx arena holds
 # A fast path costs about 40 us to build (C state, batch builder) and grows the receive
 # ring to the whole window on its first payload; a short connection (an HTTP request
 # with Connection: close: six or seven such events once established) never pays that back.
@@ -143,10 +144,15 @@ class Engine:
         self._bulk_tx = getattr(nic, "transmit_from", None)
         # A NIC that queues without waking the kernel is kicked once per transmit step.
         self._kick: Callable[[], None] | None = getattr(nic, "kick", None)
-        # One arena for every connection's fast path: its frames are sent (copied out)
-        # right after each build, so memory per connection does not include it.
-        self._arena = (fastpath.TxArena(batch, max_frame=network.mtu + 18)
+        # One arena for every connection's fast path, so memory per connection does
+        # not include it. A NIC that copies from given memory (``transmit_from``) takes
+        # the frames of a whole round, many connections' builds, in one call when the
+        # arena fills and at the transmit step; otherwise each build is copied out.
+        self._arena = (fastpath.TxArena(batch * ARENA_BATCHES if self._bulk_tx else batch,
+                                        max_frame=network.mtu + 18)
                        if self.use_fast_path else None)
+        if self._arena is not None and self._bulk_tx is not None:
+            self._arena.drain = self._drain_arena
         self.listeners: dict[int, Listener] = {}
         self.activity = Activity()
         self._isn = IsnGenerator()
@@ -404,23 +410,29 @@ class Engine:
         self._deliver(ip.dst, ip.src, seg, now)
 
     def _take_fast_frames(self, fp: fastpath.FastPath) -> None:
-        """Send the frames the fast path built now: its buffer is reused next call.
+        """Take the frames the fast path built now: its arena slots are reused.
 
-        A NIC with ``transmit_from`` copies them straight into its own memory (one C
-        call for the batch); otherwise they are copied out as bytes and queued."""
+        With a NIC that copies from given memory they stay in the arena, which is
+        drained in one call per round (``_drain_arena``); otherwise they are copied
+        out as bytes and queued now."""
         n = fp.tx_count
-        if n == 0:
-            return
-        if self._bulk_tx is not None:
-            sent = self._bulk_tx(fp.tx_base_c, fp.tx_offsets_c, fp.tx_lengths, n)
-            self.counters["tx_frames"] += sent
-            if sent < n:
-                self.counters["tx_dropped_nic_full"] += n - sent
+        if n == 0 or self._bulk_tx is not None:
             return
         lens, offs, buf = fp.tx_lengths, fp.tx_offsets, fp.tx_buf
-        for k in range(n):
+        for k in range(fp.tx_start, fp.tx_start + n):
             o = int(offs[k])
             self._tx.append(bytes(buf[o:o + lens[k]]))
+
+    def _drain_arena(self) -> None:
+        """Hand every frame built in the arena since the last drain to the NIC."""
+        arena = self._arena
+        if arena is None or arena.used == 0 or self._bulk_tx is None:
+            return
+        n, arena.used = arena.used, 0
+        sent = self._bulk_tx(arena.base_c, arena.offsets_c, arena.lens_c, n)
+        self.counters["tx_frames"] += sent
+        if sent < n:
+            self.counters["tx_dropped_nic_full"] += n - sent
 
     def _deliver(self, lip: bytes, rip: bytes, seg: TcpSegment, now: float) -> None:
         conn = self.connections.get((lip, seg.dst_port, rip, seg.src_port))
@@ -594,7 +606,7 @@ class Engine:
 
     def _transmit(self, now: float) -> None:
         # The common idle/spinning round has nothing to build and nothing to send.
-        if self._dirty or self._pending or self._tx:
+        if self._dirty or self._pending or self._tx or (self._arena and self._arena.used):
             self._transmit_dirty(now)
         if self._kick is not None:
             self._kick()  # what this round queued (fast-path frames too) leaves now
@@ -607,6 +619,9 @@ class Engine:
                 self._transmit_owner(owner, now)
             except Exception:
                 self._internal_error("transmit")
+        # Fast-path frames first: a connection's slow-path frames (``_emit``) follow
+        # its fast ones, as they were produced.
+        self._drain_arena()
         if self._tx:
             sent = self.nic.transmit(self._tx)
             self.counters["tx_frames"] += sent
@@ -700,12 +715,9 @@ class Engine:
         if k == 0:
             return 0
         payload = payloads[0] if len(payloads) == 1 else b"".join(payloads)
-        built = builder.build_into(fp.tx_base_c, fp.tx_offsets_c, fp.arena.caps_c, k,
-                                   payload if at else None)
-        if built != k:  # pragma: no cover - sizes were checked above
+        if not fp.build(k, payload if at else None):  # pragma: no cover - sizes checked
             self.counters["internal_error_build"] += 1
             return 0
-        fp.tx_count = k
         self.counters["tx_built_in_c"] += k
         self._take_fast_frames(fp)
         return k

@@ -75,6 +75,36 @@ def available() -> bool:
     return lib is not None
 
 
+# struct tcpfast_state.out, by index (enum tcpfast_out in tcpfast.h), and the stop
+# reasons: module constants, as a lookup on the cffi ``lib`` costs a dict probe.
+_OUT_SEGS: Final = 0
+_OUT_ACK_SEGS: Final = 1
+_OUT_RX_BYTES: Final = 2
+_OUT_ACKED: Final = 3
+_OUT_N_ACKS: Final = 4
+_OUT_TSECR: Final = 5
+_OUT_HAVE_TSECR: Final = 6
+_OUT_WINDOW_CHANGED: Final = 7
+_OUT_STOP: Final = 8
+_OUT_RCV_NXT: Final = 9
+_OUT_ACK_BASE: Final = 10
+_OUT_LAST_ACK_SENT: Final = 11
+_OUT_TS_RECENT: Final = 12
+_OUT_SND_UNA: Final = 13
+_OUT_SND_WND: Final = 14
+_OUT_MAX_SND_WND: Final = 15
+_OUT_SND_WL1: Final = 16
+_OUT_SND_WL2: Final = 17
+_OUT_N: Final = 18
+_STOP_SLOW: Final = 1
+_STOP_ROOM: Final = 2
+_LAYOUT: Final = {"TCPFAST_OUT_N": _OUT_N, "TCPFAST_OUT_SND_WL2": _OUT_SND_WL2,
+                  "TCPFAST_OUT_STOP": _OUT_STOP, "TCPFAST_STOP_SLOW": _STOP_SLOW,
+                  "TCPFAST_STOP_ROOM": _STOP_ROOM}
+if lib is not None and any(getattr(lib, k, None) != v for k, v in _LAYOUT.items()):
+    ffi = lib = None  # pragma: no cover - built from other sources: see BUILD_HINT
+
+
 # ``_cached_ptr`` entries: the parser's records, the UMEM base and the per-batch-size
 # descriptor offsets are the same few objects for every connection of an engine,
 # so one cache serves all fast paths (one per connection would thrash on them).
@@ -108,9 +138,13 @@ def _ptr(ctype: str, obj: Any) -> Any:
 class TxArena:
     """Where fast paths build outgoing frames: ``capacity`` slots of ``max_frame`` bytes.
 
-    Frames built here are only valid until the next build, so a caller that sends (or
-    copies) them right away — the engine does — can share one arena between every
-    connection it serves: memory per connection then does not depend on it.
+    Without an owner (``drain`` None) every build starts at slot 0 and its frames are
+    valid until the next build: the caller takes them right away. An owner that sends
+    in batches (the engine over a NIC that copies from memory it is given) sets
+    ``drain``: builds then go to consecutive slots (``used`` of them are filled), and
+    a build that would not fit calls ``drain`` first, which must take the ``used``
+    frames and set ``used`` to 0. Connections share one arena either way, so memory
+    per connection does not depend on it, and one NIC call sends the frames of many.
     """
 
     def __init__(self, capacity: int = 64, max_frame: int = _MAX_FRAME) -> None:
@@ -130,6 +164,23 @@ class TxArena:
         # (the NIC's copy into its own memory) sees the same three arrays per build
         # and converts their pointers once.
         self.lens_c = wire_ffi.new("uint32_t[]", capacity)
+        # Per first slot, the (offsets, capacities, lengths) pointers from there on,
+        # made once: a build at slot k passes them without pointer arithmetic.
+        self.from_slot = [
+            (self.offsets_c + k, self.caps_c + k, self.lens_c + k) for k in range(capacity)
+        ]
+        self.used = 0
+        self.drain: Callable[[], None] | None = None
+
+    def reserve(self, n: int) -> int:
+        """The first of ``n`` consecutive slots for a build (``n`` <= capacity)."""
+        if self.drain is None:
+            return 0
+        if self.used + n > self.capacity:
+            self.drain()
+        start = self.used
+        self.used = start + n
+        return start
 
 
 class FastPath:
@@ -155,6 +206,7 @@ class FastPath:
         self.capacity = capacity
         self._st = ffi.new("struct tcpfast_state *")
         st = self._st
+        self._out = st.out
         # struct wire_parsed keeps addresses as the 4 wire bytes read as a native u32.
         st.local_ip = int.from_bytes(conn.local_ip, "little")
         st.remote_ip = int.from_bytes(conn.remote_ip, "little")
@@ -173,10 +225,11 @@ class FastPath:
         self.tx_base_c = arena.base_c
         self.tx_offsets_c = arena.offsets_c
         self._tx_caps_c = arena.caps_c
-        self.tx_lengths = arena.lens_c  # lengths of the last build's frames
+        self.tx_lengths = arena.lens_c  # lengths of the built frames, by slot
         self._ring: Any = None  # the receive ring whose pointer is _ring_ptr
         self._ring_ptr: Any = None
-        self.tx_count = 0  # frames of the last build in tx_buf
+        self.tx_start = 0  # the last build's frames: slots tx_start .. +tx_count
+        self.tx_count = 0
         self.fast_segments = 0
         self.slow_segments = 0
         self.wrap_fallbacks = 0  # slow-path deliveries of payloads straddling the ring end
@@ -192,7 +245,7 @@ class FastPath:
         lens, offs = self.tx_lengths, self.tx_offsets
         return [
             bytes(self.tx_buf[int(offs[i]) : int(offs[i]) + lens[i]])
-            for i in range(self.tx_count)
+            for i in range(self.tx_start, self.tx_start + self.tx_count)
         ]
 
     # ------------------------------------------------------------------ receive
@@ -235,14 +288,16 @@ class FastPath:
             )
             if self._timer:
                 self.c_seconds += self._timer() - t0
+            out: list[int] = ffi.unpack(self._out, _OUT_N)
             fast += j - i
-            acks += self._sync_out(now)
+            acks += self._sync_out(out, now)
             # A payload that does not fit the contiguous space before the ring wraps
             # (nothing taken this call) is delivered by the slow path, which wraps.
-            stuck = j == i and st.stop == lib.TCPFAST_STOP_ROOM
+            reason = out[_OUT_STOP]
+            stuck = j == i and reason == _STOP_ROOM
             self.wrap_fallbacks += stuck
             i = j
-            if i < stop and (st.stop == lib.TCPFAST_STOP_SLOW or stuck):
+            if i < stop and (reason == _STOP_SLOW or stuck):
                 self.slow_segments += 1
                 try:
                     frame = parser.frame(i)
@@ -293,32 +348,33 @@ class FastPath:
             c._snd_wl2.value, c._snd_shift, c._ts_ok, rx_ok, ack_ok,
         )
 
-    def _sync_out(self, now: float) -> int:
-        """Apply one C call's results to the connection; returns new ACK points."""
-        c, st = self.conn, self._st
-        segs = st.data_segs + st.ack_segs
+    def _sync_out(self, out: list[int], now: float) -> int:
+        """Apply one C call's results (``out``: ``struct tcpfast_state.out``) to the
+        connection; returns new ACK points."""
+        segs = out[_OUT_SEGS]
         if segs == 0:
             return 0
+        c = self.conn
         counters = c.counters
         counters["segments_received"] += segs
         counters["fast_path_segments"] += segs
-        c._ts_recent = st.ts_recent
+        c._ts_recent = out[_OUT_TS_RECENT]
         c._ts_recent_age = now
-        c._snd_wnd = st.snd_wnd
-        c._max_snd_wnd = st.max_snd_wnd
-        wl1, wl2 = st.snd_wl1, st.snd_wl2
+        c._snd_wnd = out[_OUT_SND_WND]
+        c._max_snd_wnd = out[_OUT_MAX_SND_WND]
+        wl1, wl2 = out[_OUT_SND_WL1], out[_OUT_SND_WL2]
         if wl1 != c._snd_wl1.value:
             c._snd_wl1 = Seq(wl1)
         if wl2 != c._snd_wl2.value:
             c._snd_wl2 = Seq(wl2)
-        if st.window_changed:
+        if out[_OUT_WINDOW_CHANGED]:
             c._persist_backoff = 0
-        rx_bytes = st.rx_bytes
+        rx_bytes = out[_OUT_RX_BYTES]
         if rx_bytes:
             c._recv_buf.commit(rx_bytes)  # written in place by tcpfast_rx
-            nxt = st.rcv_nxt
+            nxt = out[_OUT_RCV_NXT]
             rcv_nxt = c._rcv_nxt = Seq(nxt)
-            sent, base = st.last_ack_sent, st.ack_base
+            sent, base = out[_OUT_LAST_ACK_SENT], out[_OUT_ACK_BASE]
             c._last_ack_sent = rcv_nxt if sent == nxt else Seq(sent)
             c._last_ack_rcv_nxt = rcv_nxt if base == nxt else Seq(base)
             events = c._events
@@ -328,16 +384,16 @@ class FastPath:
                 c._timers.set_if_unset(Timer.DELAYED_ACK, now + c.config.delayed_ack_timeout)
             else:
                 c._timers.cancel(Timer.DELAYED_ACK)
-        if st.acked:
-            self._acked(now)
+        if out[_OUT_ACKED]:
+            self._acked(out, now)
         if c.config.keepalive:
             c._arm_keepalive(now)
-        return int(st.n_acks)
+        return out[_OUT_N_ACKS]
 
-    def _acked(self, now: float) -> None:
+    def _acked(self, out: list[int], now: float) -> None:
         """The once-per-batch version of ``TcpConnection._ack_advanced``."""
-        c, st = self.conn, self._st
-        ack = Seq(st.snd_una)
+        c = self.conn
+        ack = Seq(out[_OUT_SND_UNA])
         flight_before = (c._snd_max.value - c._snd_una.value) & MASK
         c._advance_una(ack)
         board = c._recovery.board
@@ -348,8 +404,8 @@ class FastPath:
         if c._rtt_seq is not None and ack >= c._rtt_seq:
             rtt = now - c._rtt_time
             c._rtt_seq = None
-        elif st.have_tsecr:
-            elapsed = (ts_clock(now, c._ts_offset) - st.tsecr) & MASK
+        elif out[_OUT_HAVE_TSECR]:
+            elapsed = (ts_clock(now, c._ts_offset) - out[_OUT_TSECR]) & MASK
             if elapsed < 0x80000000:
                 rtt = elapsed / 1000.0
         rtt_est: RttEstimator = c._rtt
@@ -366,7 +422,7 @@ class FastPath:
         # call for the batch is equivalent.
         cc = c._cc
         srtt = rtt_est.srtt  # RFC 9438 §4.2: the smoothed RTT, as the slow path
-        acked, n = int(st.acked), max(int(st.ack_segs), 1)
+        acked, n = out[_OUT_ACKED], max(out[_OUT_ACK_SEGS], 1)
         if not cwnd_limited(flight_before, cc.cwnd):
             pass  # RFC 7661 §4.3: no growth for a window that was not used
         elif cc.cwnd < cc.ssthresh and n > 1:
@@ -395,9 +451,9 @@ class FastPath:
             ts_clock(now, c._ts_offset) if c._ts_ok else 0,
             c._ts_recent if c._ts_ok else 0,
         )
-        self._build(k, None)
-        c.counters["segments_sent"] += k
-        c._last_send = now
+        if self.build(k, None):
+            c.counters["segments_sent"] += k
+            c._last_send = now
 
     # ------------------------------------------------------------------ transmit
 
@@ -479,7 +535,8 @@ class FastPath:
                 self._segs_ptr, n, nxt, mss, nbytes, rcv_nxt.value, window, _ACK, last,
                 0, 0, 0,
             )
-        self._build(n, payload)
+        if not self.build(n, payload):
+            return 0
         end = Seq(nxt + nbytes)
         if c._rtt_seq is None:
             c._rtt_seq, c._rtt_time = end, now
@@ -495,17 +552,28 @@ class FastPath:
         c.counters["segments_sent"] += n
         return n
 
-    def _build(self, n: int, payload: bytes | memoryview | None) -> None:
+    def build(self, n: int, payload: bytes | memoryview | None) -> int:
+        """Build ``builder.segs[:n]`` into the arena (``tx_start``, ``tx_count``);
+        returns ``n``, or 0 (nothing kept, counted) if a segment did not fit."""
         t0 = self._timer() if self._timer else 0.0
+        arena = self.arena
+        start = arena.reserve(n)
+        offsets, caps, lens = arena.from_slot[start]
         # The wire builder's C entry directly: ``BatchBuilder.build_into`` would check
         # the arena's arrays on every call, which ``TxArena`` sized once (n <= capacity).
         b = self.builder
         built = wire_lib.wire_build_batch(
             b._tmpl, b.segs, n, wire_ffi.from_buffer(payload) if payload else wire_ffi.NULL,
-            self.tx_base_c, self.tx_offsets_c, self._tx_caps_c, b.out_lens,
+            self.tx_base_c, offsets, caps, lens,
         )
         if self._timer:
             self.c_seconds += self._timer() - t0
-        if built != n:  # pragma: no cover - sizes are computed above
+        if built != n:  # sizes are computed before: a bug, never a packet's doing
             self.conn.counters["internal_error"] += 1
+            if arena.drain is not None:
+                arena.used = start
+            self.tx_count = 0
+            return 0
+        self.tx_start = start
         self.tx_count = n
+        return n
