@@ -70,6 +70,14 @@ class ByteRing:
     def _write(self, data: BytesLike, room: int | None = None) -> int:
         """Append as much of ``data`` as fits (``room``, else ``free``); return how
         many bytes were taken."""
+        if isinstance(data, (bytes, bytearray)):
+            # The common case (an application's write), without the memoryview
+            # wrapping a view of another format would need.
+            n = min(len(data), self.free if room is None else room)
+            if n <= 0:
+                return 0
+            self._put(data, n)
+            return n
         with memoryview(data) as view:
             flat = _flat(view)
             n = min(flat.nbytes, self.free if room is None else room)
@@ -79,7 +87,8 @@ class ByteRing:
                 flat.release()
         return max(n, 0)
 
-    def _put(self, src: memoryview, n: int) -> None:
+    def _put(self, src: BytesLike, n: int) -> None:
+        """Copy the first ``n`` bytes of ``src`` (one-byte items) in after the tail."""
         if self._len + n > len(self._ring):
             self._grow(self._len + n)
         ring = self._ring
@@ -87,7 +96,8 @@ class ByteRing:
         tail = (self._head + self._len) % size
         first = min(n, size - tail)
         # Equal-length slice assignment copies in place: the ring never resizes.
-        ring[tail : tail + first] = src[:first]
+        # (A whole ``src`` is assigned as it is: slicing would copy it first.)
+        ring[tail : tail + first] = src if len(src) == first else src[:first]
         if first < n:
             ring[: n - first] = src[first:n]
         self._len += n
@@ -255,7 +265,13 @@ class ReceiveBuffer(ByteRing):
         """Remove and return up to ``n`` bytes (all of them when ``n < 0``)."""
         if n < 0 or n > self._len:
             n = self._len
-        out = self.peek(0, n)
+        if n <= 0:
+            return b""
+        ring = self._ring
+        start = self._head
+        # One copy straight out of the ring when the bytes are contiguous in it.
+        out = (bytes(memoryview(ring)[start : start + n]) if start + n <= len(ring)
+               else self.peek(0, n))
         self.consume(n)
         self._epoch_read += n
         return out
