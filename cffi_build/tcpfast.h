@@ -104,6 +104,29 @@ uint32_t tcpfast_rx(struct tcpfast_state *s, const void *recs, uint32_t first, u
                     const uint8_t *base, const uint64_t *offs, uint8_t *dst,
                     uint32_t dst_cap, uint32_t *ack_points, uint32_t ack_cap);
 
+/* Where one connection's outgoing frames are built, set once per fast path: the wire
+ * module's batch builder (wire_build_batch of joyride._wire, by address, so that
+ * its one compiled copy serves both modules), the connection's frame template and
+ * segment specs, and the shared arena's slots (frame k at out_base + out_offs[k],
+ * out_caps[k] bytes at most, its length written to out_lens[k]). */
+struct tcpfast_tx {
+    void *build;
+    const void *tmpl;
+    void *segs;
+    uint8_t *out_base;
+    const uint64_t *out_offs;
+    const uint32_t *out_caps;
+    uint32_t *out_lens;
+};
+
+/* tcpfast_fill_send and the build in one call: n data segments covering nbytes of
+ * payload from seq0, framed into arena slots start .. start + n - 1. Returns the
+ * number of frames built (n, or fewer if one did not fit: a caller bug). */
+uint32_t tcpfast_send(const struct tcpfast_tx *t, uint32_t start, uint32_t n, uint32_t seq0,
+                      uint32_t mss, uint32_t nbytes, uint32_t ack, uint16_t window,
+                      uint8_t last_flags, uint8_t has_ts, uint32_t tsval, uint32_t tsecr,
+                      const uint8_t *payload);
+
 /* Fill n wire_seg specs (cffi_build/wire.h) for the data segments covering nbytes
  * bytes from seq0: full-sized (mss) ones, the last one shorter when nbytes is not a
  * multiple of mss (a tail the Python side's Nagle/SWS rules allowed); payload offsets

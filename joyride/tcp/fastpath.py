@@ -65,7 +65,7 @@ try:
     _mod = importlib.import_module("joyride.tcp._tcpfast")
     # A module built from older sources lacks newer entry points: treat it as absent
     # (the slow path works; BUILD_HINT says how to rebuild) rather than fail mid-batch.
-    if hasattr(_mod.lib, "tcpfast_fill_send"):
+    if hasattr(_mod.lib, "tcpfast_send"):
         ffi, lib = _mod.ffi, _mod.lib
 except ImportError:
     pass
@@ -220,6 +220,15 @@ class FastPath:
         self.arena = arena
         self.builder = BatchBuilder(template, capacity, out_lens=arena.lens_c)
         self._segs_ptr = _ptr("void *", self.builder.segs)
+        # Data segments are specified and framed in one C call (tcpfast_send).
+        tx = self._tx = ffi.new("struct tcpfast_tx *")
+        tx.build = _ptr("void *", wire_ffi.addressof(wire_lib, "wire_build_batch"))
+        tx.tmpl = _ptr("void *", self.builder._tmpl)
+        tx.segs = self._segs_ptr
+        tx.out_base = _ptr("uint8_t *", arena.base_c)
+        tx.out_offs = _ptr("uint64_t *", arena.offsets_c)
+        tx.out_caps = _ptr("uint32_t *", arena.caps_c)
+        tx.out_lens = _ptr("uint32_t *", arena.lens_c)
         self.tx_buf = arena.buf
         self.tx_offsets = arena.offsets
         self.tx_base_c = arena.base_c
@@ -525,17 +534,22 @@ class FastPath:
         rcv_nxt = c._rcv_nxt
         # PSH on the segment that empties the send queue, as _emit_data.
         last = _ACK_PSH if offset + nbytes == queued else _ACK
+        arena = self.arena
+        start = arena.reserve(n)
+        t0 = self._timer() if self._timer else 0.0
         if c._ts_ok:
-            lib.tcpfast_fill_send(
-                self._segs_ptr, n, nxt, mss, nbytes, rcv_nxt.value, window, _ACK, last,
-                1, ts_clock(now, c._ts_offset), c._ts_recent,
+            built = lib.tcpfast_send(
+                self._tx, start, n, nxt, mss, nbytes, rcv_nxt.value, window, last,
+                1, ts_clock(now, c._ts_offset), c._ts_recent, ffi.from_buffer(payload),
             )
         else:
-            lib.tcpfast_fill_send(
-                self._segs_ptr, n, nxt, mss, nbytes, rcv_nxt.value, window, _ACK, last,
-                0, 0, 0,
+            built = lib.tcpfast_send(
+                self._tx, start, n, nxt, mss, nbytes, rcv_nxt.value, window, last,
+                0, 0, 0, ffi.from_buffer(payload),
             )
-        if not self.build(n, payload):
+        if self._timer:
+            self.c_seconds += self._timer() - t0
+        if not self._built(start, n, built):
             return 0
         end = Seq(nxt + nbytes)
         if c._rtt_seq is None:
@@ -568,12 +582,16 @@ class FastPath:
         )
         if self._timer:
             self.c_seconds += self._timer() - t0
+        return n if self._built(start, n, built) else 0
+
+    def _built(self, start: int, n: int, built: int) -> bool:
+        """Record a build of ``n`` frames at slot ``start`` of which ``built`` were."""
         if built != n:  # sizes are computed before: a bug, never a packet's doing
             self.conn.counters["internal_error"] += 1
-            if arena.drain is not None:
-                arena.used = start
+            if self.arena.drain is not None:
+                self.arena.used = start
             self.tx_count = 0
-            return 0
+            return False
         self.tx_start = start
         self.tx_count = n
-        return n
+        return True
