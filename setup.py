@@ -35,13 +35,14 @@ PRELOAD = Extension(
 )
 
 # Per-segment and per-request code: the wire formats, sequence numbers, the TCP core,
-# the engine loop, and the per-request glue of embedded mode (stack, driver) and of the
-# service (its data path and pumps). Not here: classes that tests or users subclass
-# (interpreted classes cannot inherit from compiled ones: IsnGenerator, MemoryNic);
-# classes with a non-native base (compiled, JoyrideTransport(asyncio.Transport) is
-# invisible to the cycle collector, and every closed connection's transport/protocol
-# cycle leaked); xsk (its argument checks raise ValueError where compiled code raises
-# TypeError first); and what is not per packet or per request.
+# the engine loop, and the per-request glue of embedded mode (stack, driver, the
+# asyncio transport's core) and of the service (its data path and pumps). Not here:
+# classes that tests or users subclass (interpreted classes cannot inherit from
+# compiled ones: IsnGenerator, MemoryNic); classes with a non-native base (compiled,
+# JoyrideTransport(asyncio.Transport) is invisible to the cycle collector, and every
+# closed connection's transport/protocol cycle leaked: its per-request half is the
+# native StreamCore instead); xsk (its argument checks raise ValueError where compiled
+# code raises TypeError first); and what is not per packet or per request.
 COMPILED = [
     "joyride/wire/seq.py",
     "joyride/wire/ethernet.py",
@@ -68,6 +69,7 @@ COMPILED = [
     "joyride/engine/xsknic.py",
     "joyride/embed/stack.py",
     "joyride/embed/drivers.py",
+    "joyride/aio/stream.py",
     "joyride/service/pump.py",
     "joyride/service/datapath.py",
     "joyride/service/sockets.py",
