@@ -397,6 +397,18 @@ static inline uint32_t build_one(const struct wire_template *t, const struct wir
     return hl + s->payload_len;
 }
 
+uint32_t wire_run_end(const struct wire_parsed *recs, uint32_t i, uint32_t n, uint32_t max)
+{
+    const struct wire_parsed *r = &recs[i];
+    uint32_t limit = n - i > max ? i + max : n;
+    uint32_t j = i + 1;
+    while (j < limit && recs[j].reason == WIRE_OK && recs[j].src_ip == r->src_ip &&
+           recs[j].dst_ip == r->dst_ip && recs[j].src_port == r->src_port &&
+           recs[j].dst_port == r->dst_port)
+        j++;
+    return j;
+}
+
 uint32_t wire_build_batch(const struct wire_template *t, const struct wire_seg *segs,
                           uint32_t n, const uint8_t *payload_base, uint8_t *out_base,
                           const uint64_t *out_offs, const uint32_t *out_caps,

@@ -122,6 +122,13 @@ uint16_t wire_ones_sum(const uint8_t *p, size_t n, uint16_t initial);
 uint32_t wire_parse_batch(const uint8_t *base, const uint64_t *offs, const uint32_t *lens,
                           uint32_t n, int verify, struct wire_parsed *out);
 
+/* The end of the run of records that start at i and share record i's 4-tuple, all
+ * parsed without error: the index of the first record after it, at most
+ * min(n, i + max). i itself must be a valid record (i < n). One call instead of a
+ * Python comparison of each following record, for an engine that gives a
+ * connection's consecutive segments to its fast path together. */
+uint32_t wire_run_end(const struct wire_parsed *recs, uint32_t i, uint32_t n, uint32_t max);
+
 /* Header bytes wire_build_batch writes before the payload of segment s. */
 uint32_t wire_header_len(const struct wire_template *t, const struct wire_seg *s);
 

@@ -3,13 +3,17 @@
 ``AsyncioDriver`` runs the engine in the event loop's thread, the lowest-latency
 arrangement (no thread hop between a frame arriving and the protocol callback):
 
-* the AF_XDP descriptors are loop readers, so an idle server sleeps in the loop's
-  ``epoll_wait`` and burns no CPU;
+* the AF_XDP descriptors are loop readers while idle, so an idle server sleeps in
+  the loop's ``epoll_wait`` and burns no CPU;
 * once frames flow it *spins*: after a round that did something it re-schedules
   itself with ``call_soon`` for ``spin`` seconds, so the loop keeps polling with a zero
   timeout (other callbacks — the application's coroutines — still run between rounds)
   and a reply or the next request is picked up without a wakeup. The wakeup of an
-  idle vCPU is what dominates latency on this kind of machine (DESIGN.md);
+  idle vCPU is what dominates latency on this kind of machine (DESIGN.md). While it
+  spins the descriptors are not loop readers: every round reads the rings anyway, and
+  an ``epoll_wait`` that reports an AF_XDP socket polls it, which in copy mode makes
+  the kernel transmit what is queued (``xsk_poll`` drives tx) in this thread, work
+  the socket's tx thread exists to take off it;
 * the engine's next timer deadline is one ``loop.call_at``;
 * a write from the loop thread outside a poll (a task's ``transport.write``) leaves
   in the same loop iteration: while spinning, by the spin round already queued behind
@@ -68,9 +72,20 @@ class AsyncioDriver:
         self._spin_until = 0.0
         self._spin_pending = False
         self._stopped = False
-        for fd in self.fds:
-            loop.add_reader(fd, self._on_readable)
+        self._watching = False
+        self._watch(True)
         self._arm()
+
+    def _watch(self, on: bool) -> None:
+        """Make the NIC's descriptors loop readers (idle) or not (spinning)."""
+        if on == self._watching:
+            return
+        self._watching = on
+        for fd in self.fds:
+            if on:
+                self.loop.add_reader(fd, self._on_readable)
+            else:
+                self.loop.remove_reader(fd)
 
     @property
     def alive(self) -> bool:
@@ -92,8 +107,10 @@ class AsyncioDriver:
             if not self._spin_pending:
                 self._spin_pending = True
                 self.loop.call_soon(self._spin_round)
+            self._watch(False)
         else:
             stack.flush()  # going idle: nothing may wait for a round that will not come
+            self._watch(True)
         self._arm(now)
 
     def _on_readable(self) -> None:
@@ -145,6 +162,7 @@ class AsyncioDriver:
         if not self._spin_pending:
             self._spin_pending = True
             self.loop.call_soon(self._spin_round)
+        self._watch(False)
         self._arm(now)
 
     def _flush(self) -> None:
@@ -159,7 +177,8 @@ class AsyncioDriver:
         self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
-        if not self.loop.is_closed():
+        if not self.loop.is_closed() and self._watching:
+            self._watching = False
             for fd in self.fds:
                 with contextlib.suppress(Exception):  # loop already torn down
                     self.loop.remove_reader(fd)

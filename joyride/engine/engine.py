@@ -46,6 +46,7 @@ from joyride.tcp.isn import IsnGenerator
 from joyride.tcp.listener import Listener, Outgoing
 from joyride.tcp.state import TcpState
 from joyride.tcp.timewait import TimeWait, TwVerdict
+from joyride.wire._native import lib as wire_lib
 from joyride.wire.batch import (
     MAX_SACK_BLOCKS,
     MAX_SACK_BLOCKS_WITH_TS,
@@ -382,13 +383,7 @@ class Engine:
             self._slow(i, now)
             return i + 1
         # The run of consecutive segments of this connection goes through in one call.
-        j = i + 1
-        limit = min(rx.n, i + fp.capacity)
-        while j < limit:
-            q = out[j]
-            if q.reason != 0 or (q.dst_ip, q.dst_port, q.src_ip, q.src_port) != key:
-                break
-            j += 1
+        j = wire_lib.wire_run_end(out, i, rx.n, fp.capacity) if i + 1 < rx.n else i + 1
         self.counters["rx_segments"] += j - i
         self.counters["rx_fast_path"] += fp.receive_batch(parser, rx.base, rx.offsets, now, i, j)
         self._take_fast_frames(fp)
