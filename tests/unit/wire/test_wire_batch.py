@@ -394,3 +394,36 @@ def test_compiled_module_is_not_stale() -> None:
     text = (src / "wire.h").read_text() + (src / "wire.c").read_text()
     expect = hashlib.sha256(text.encode()).hexdigest()[:16]
     assert ffi.string(lib.wire_source_hash()).decode() == expect
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.booleans()), min_size=1, max_size=40),
+       st.integers(1, 8))
+def test_run_end_stops_at_another_flow_a_bad_frame_or_the_bound(
+    frames: list[tuple[int, bool]], bound: int
+) -> None:
+    """``wire_run_end`` against a direct Python scan: flows 0..2 differ in one of the
+    4-tuple's fields each; a frame marked bad has a broken IPv4 checksum."""
+    eth = EthernetHeader(bytes(6), bytes.fromhex("020000000001"))
+    tuples = [(b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02", 1000, 80),
+              (b"\x0a\x00\x00\x03", b"\x0a\x00\x00\x02", 1000, 80),
+              (b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02", 1001, 80)]
+    built = []
+    for flow, bad in frames:
+        src, dst, sport, dport = tuples[flow]
+        frame = bytearray(build_frame(eth, Ipv4Header(src, dst), TcpSegment(
+            sport, dport, Seq(1), Seq(1), TcpFlags.ACK, 100, b"x", TcpOptions())))
+        if bad:
+            frame[24] ^= 0xFF  # IPv4 header checksum
+        built.append(bytes(frame))
+    parser = BatchParser(64)
+    n = parser.parse(built)
+    assert n == sum(not bad for _, bad in frames)
+    out = parser.out
+    for i in range(len(frames)):
+        if frames[i][1]:
+            continue  # the engine asks only from a valid record
+        want = i + 1
+        while (want < min(len(frames), i + bound) and not frames[want][1]
+               and frames[want][0] == frames[i][0]):
+            want += 1
+        assert lib.wire_run_end(out, i, len(frames), bound) == want
