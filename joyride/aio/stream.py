@@ -84,7 +84,7 @@ class StreamCore:
             data = conn.recv(READ_CHUNK)
             if not data:
                 break
-            self.stack.touch(conn)  # a window update may be due
+            self.stack.touch_read(conn)  # a window update may be due
             self.protocol.data_received(data)
         if self.lost:
             return

@@ -123,6 +123,14 @@ class Stack:
         else:
             self.flush()
 
+    def touch_read(self, conn: TcpConnection) -> None:
+        """The application read from ``conn`` (lock held): a window update may be due.
+
+        Inside a poll, callbacks run only for connections the engine marked for this
+        round's transmit when it gave them news, so there is nothing to add."""
+        if not self.in_poll:
+            self.touch(conn)
+
     def flush(self) -> None:
         with self.lock:
             if not self.closed:

@@ -235,6 +235,10 @@ class FastPath:
         self.tx_offsets_c = arena.offsets_c
         self._tx_caps_c = arena.caps_c
         self.tx_lengths = arena.lens_c  # lengths of the built frames, by slot
+        self._records: Any = None  # the last parser records / frame base seen, and
+        self._records_ptr: Any = None  # their pointers
+        self._base: Any = None
+        self._base_ptr: Any = None
         self._ring: Any = None  # the receive ring whose pointer is _ring_ptr
         self._ring_ptr: Any = None
         self.tx_start = 0  # the last build's frames: slots tx_start .. +tx_count
@@ -274,8 +278,14 @@ class FastPath:
         stop = parser.n if stop is None else stop
         if stop - start > self.capacity:
             raise ValueError(f"batch of {stop - start} exceeds capacity {self.capacity}")
-        recs = _cached_ptr("void *", parser.out)
-        base_ptr = _cached_ptr("uint8_t *", base)
+        # The parser's records and the frames' base are the same objects batch after
+        # batch: remembered here; the offsets differ per batch size (shared cache).
+        records = parser.out
+        if records is not self._records:
+            self._records, self._records_ptr = records, _cached_ptr("void *", records)
+        if base is not self._base:
+            self._base, self._base_ptr = base, _cached_ptr("uint8_t *", base)
+        recs, base_ptr = self._records_ptr, self._base_ptr
         offs_ptr = _cached_ptr("uint64_t *", offsets)
         st = self._st
         i = start
@@ -371,11 +381,12 @@ class FastPath:
         c._ts_recent_age = now
         c._snd_wnd = out[_OUT_SND_WND]
         c._max_snd_wnd = out[_OUT_MAX_SND_WND]
-        wl1, wl2 = out[_OUT_SND_WL1], out[_OUT_SND_WL2]
+        # SND.WL1 and SND.WL2 are the last segment's SEQ and ACK: after one in-order
+        # segment, the RCV.NXT it arrived at and the SND.UNA it moved to, whose Seq
+        # objects exist already (one allocation fewer each per request).
+        wl1 = out[_OUT_SND_WL1]
         if wl1 != c._snd_wl1.value:
-            c._snd_wl1 = Seq(wl1)
-        if wl2 != c._snd_wl2.value:
-            c._snd_wl2 = Seq(wl2)
+            c._snd_wl1 = c._rcv_nxt if wl1 == c._rcv_nxt.value else Seq(wl1)
         if out[_OUT_WINDOW_CHANGED]:
             c._persist_backoff = 0
         rx_bytes = out[_OUT_RX_BYTES]
@@ -395,6 +406,9 @@ class FastPath:
                 c._timers.cancel(Timer.DELAYED_ACK)
         if out[_OUT_ACKED]:
             self._acked(out, now)
+        wl2 = out[_OUT_SND_WL2]
+        if wl2 != c._snd_wl2.value:
+            c._snd_wl2 = c._snd_una if wl2 == c._snd_una.value else Seq(wl2)
         if c.config.keepalive:
             c._arm_keepalive(now)
         return out[_OUT_N_ACKS]
@@ -518,7 +532,7 @@ class FastPath:
             # loop there would stop after it, the window or the queue being spent).
             tail = min(avail - nbytes, mss, usable - nbytes)
             if 0 < tail < mss and c.small_segment_allowed(
-                Seq(nxt + nbytes), tail, avail - nbytes
+                snd_nxt if nbytes == 0 else Seq(nxt + nbytes), tail, avail - nbytes
             ):
                 n += 1
                 nbytes += tail
