@@ -14,6 +14,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Appended to the source of a module whose every function is short and never blocks
+# (the wire formats, TCP header prediction). cffi releases the GIL around each C call
+# (Py_BEGIN/END_ALLOW_THREADS in its generated wrappers, which follow this source);
+# for a call of a microsecond or less, dropping and retaking the GIL (two mutex
+# round trips and a condition signal) costs a sizeable share of the call, several
+# times per request. Redefined to a plain block, the wrappers keep the GIL, as most
+# C extensions do for short calls. Never for xsk: its waits and sendto must release it.
+HOLD_GIL = """
+#undef Py_BEGIN_ALLOW_THREADS
+#undef Py_END_ALLOW_THREADS
+#define Py_BEGIN_ALLOW_THREADS {
+#define Py_END_ALLOW_THREADS }
+"""
+
+
 def cdef_from_header(text: str) -> str:
     """The header minus comments and preprocessor lines, which cffi's cdef rejects."""
     out: list[str] = []

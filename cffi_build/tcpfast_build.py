@@ -15,7 +15,7 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # buildtools, also when setuptools execs this file
 
-from buildtools import build_in_place, cdef_from_header  # noqa: E402
+from buildtools import HOLD_GIL, build_in_place, cdef_from_header  # noqa: E402
 
 HEADER = (HERE / "tcpfast.h").read_text()
 SOURCE = (HERE / "tcpfast.c").read_text()
@@ -27,7 +27,7 @@ ffi = FFI()
 ffi.cdef(cdef_from_header(HEADER))
 ffi.set_source(
     "joyride.tcp._tcpfast",
-    SOURCE,
+    SOURCE + HOLD_GIL,
     include_dirs=[str(HERE)],
     extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
 )

@@ -16,7 +16,7 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # buildtools, also when setuptools execs this file
 
-from buildtools import build_in_place, cdef_from_header  # noqa: E402
+from buildtools import HOLD_GIL, build_in_place, cdef_from_header  # noqa: E402
 
 HEADER = (HERE / "wire.h").read_text()
 SOURCE = (HERE / "wire.c").read_text()
@@ -33,7 +33,8 @@ ffi.cdef(cdef_from_header(HEADER) + "\nconst char *wire_source_hash(void);")
 # inlined into the batch loops; include_dirs lets it find wire.h.
 ffi.set_source(
     "joyride._wire",
-    SOURCE + f'\nconst char *wire_source_hash(void) {{ return "{SOURCE_HASH}"; }}\n',
+    SOURCE + f'\nconst char *wire_source_hash(void) {{ return "{SOURCE_HASH}"; }}\n'
+    + HOLD_GIL,
     include_dirs=[str(HERE)],
     extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
 )
