@@ -28,6 +28,7 @@ struct xsk_tx_thread {
     pthread_t thread;
     int efd;
     uint32_t min_batch;
+    pid_t pid;    /* the process the thread runs in: a forked child has no thread */
     int sleeping; /* atomic: the thread is (about to be) blocked on efd */
     int stop;     /* atomic: set once, by xsk_tx_thread_stop or the thread's exit */
 };
@@ -80,7 +81,8 @@ static int tx_thread_kick(struct xsk_sock *s)
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* the producer store before the flag load */
     if (!__atomic_load_n(&t->sleeping, __ATOMIC_SEQ_CST))
         return 0; /* awake: it rereads the producer before it sleeps */
-    if (pending < t->min_batch || __atomic_load_n(&t->stop, __ATOMIC_SEQ_CST))
+    if (pending < t->min_batch || __atomic_load_n(&t->stop, __ATOMIC_SEQ_CST) ||
+        t->pid != getpid())
         return kick_here(s);
     __atomic_store_n(&t->sleeping, 0, __ATOMIC_SEQ_CST);
     uint64_t one = 1;
@@ -101,6 +103,7 @@ int xsk_tx_thread_start(struct xsk_sock *s, uint32_t min_batch)
         return -ENOMEM;
     t->s = s;
     t->min_batch = min_batch;
+    t->pid = getpid();
     t->sleeping = 1;
     t->efd = eventfd(0, EFD_CLOEXEC);
     if (t->efd < 0) {
@@ -129,11 +132,13 @@ void xsk_tx_thread_stop(struct xsk_sock *s)
     struct xsk_tx_thread *t = s->tx_thread;
     if (t == NULL)
         return;
-    __atomic_store_n(&t->stop, 1, __ATOMIC_SEQ_CST);
-    uint64_t one = 1;
-    while (write(t->efd, &one, sizeof(one)) < 0 && errno == EINTR)
-        ;
-    pthread_join(t->thread, NULL);
+    if (t->pid == getpid()) {
+        __atomic_store_n(&t->stop, 1, __ATOMIC_SEQ_CST);
+        uint64_t one = 1;
+        while (write(t->efd, &one, sizeof(one)) < 0 && errno == EINTR)
+            ;
+        pthread_join(t->thread, NULL);
+    } /* else: a forked child, where only the calling thread exists: nothing to join */
     close(t->efd);
     s->tx_thread = NULL;
     free(t);

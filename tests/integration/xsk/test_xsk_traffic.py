@@ -260,3 +260,33 @@ def test_tx_thread_refusals_and_close_while_running(link: Link) -> None:
     with pytest.raises(SocketClosed):
         sock.start_tx_thread()
     sock.stop_tx_thread()  # closed: nothing to stop, no error
+
+
+def test_tx_thread_in_a_forked_child(link: Link) -> None:
+    """A forked child has the socket but not its thread: closing the socket there
+    returns at once, and the parent's thread goes on transmitting."""
+    import os
+
+    sock, _umem = open_socket(link, "skb")
+    sock.start_tx_thread()
+    pid = os.fork()
+    if pid == 0:  # the child: close (stops "the thread") and leave at once
+        try:
+            sock.close()
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the child hung closing a socket whose tx thread it does not have")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sock.tx_thread_running
+    frames = [link.frame(s, ETH_P_TX, dst=link.peer_mac) for s in range(100)]
+    assert sock.send(frames) == 100
+    assert link.recv_peer(100) == frames
