@@ -29,6 +29,7 @@
 #include "xsk_ring.h"
 
 static int tx_thread_kick(struct xsk_sock *s); /* xsk_tx_thread.c */
+static int kick_here(struct xsk_sock *s);
 
 #ifndef AF_XDP
 #define AF_XDP 44
@@ -578,6 +579,11 @@ static int kick_rounds(struct xsk_sock *s, uint32_t prod, uint64_t *kicks, uint6
         return -errno;
     }
     return 0;
+}
+
+int xsk_kick_here(struct xsk_sock *s)
+{
+    return kick_here(s);
 }
 
 static int kick_here(struct xsk_sock *s)

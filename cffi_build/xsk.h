@@ -126,6 +126,7 @@ int xsk_tx_copy_kick(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset,
                      uint32_t n, int kick);
 int xsk_complete(struct xsk_sock *s, uint32_t max);
 int xsk_kick(struct xsk_sock *s);
+int xsk_kick_here(struct xsk_sock *s); /* sendto() in the caller, tx thread or not */
 int xsk_wait(struct xsk_sock *s, short events, int timeout_ms);
 uint32_t xsk_rx_pending(struct xsk_sock *s);
 uint32_t xsk_tx_outstanding(struct xsk_sock *s);

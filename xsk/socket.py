@@ -521,11 +521,14 @@ class Socket:
 
         return send
 
-    def kick(self) -> None:
-        """Wake the kernel to transmit what is on the tx ring (``send`` does it too)."""
+    def kick(self, offload: bool = True) -> None:
+        """Wake the kernel to transmit what is on the tx ring (``send`` does it too).
+
+        With a tx thread running, ``offload=False`` makes this call's ``sendto`` here
+        rather than on the thread, whatever the batch size."""
         if self._closed:
             raise SocketClosed("socket is closed")
-        rc = lib.xsk_kick(self._s)
+        rc = lib.xsk_kick(self._s) if offload else lib.xsk_kick_here(self._s)
         if rc < 0:
             raise XskError(f"AF_XDP tx wakeup: {describe(-rc)}", -rc)
 

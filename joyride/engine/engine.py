@@ -144,7 +144,8 @@ class Engine:
         self._slow_seen: dict[TcpConnection, int] = {}  # events before the fast path
         self._bulk_tx = getattr(nic, "transmit_from", None)
         # A NIC that queues without waking the kernel is kicked once per transmit step.
-        self._kick: Callable[[], None] | None = getattr(nic, "kick", None)
+        self._kick: Callable[[bool], None] | None = getattr(nic, "kick", None)
+        self._round_data = 0  # fast-path data segments queued since the last kick
         # One arena for every connection's fast path, so memory per connection does
         # not include it. A NIC that copies from given memory (``transmit_from``) takes
         # the frames of a whole round, many connections' builds, in one call when the
@@ -604,7 +605,13 @@ class Engine:
         if self._dirty or self._pending or self._tx or (self._arena and self._arena.used):
             self._transmit_dirty(now)
         if self._kick is not None:
-            self._kick()  # what this round queued (fast-path frames too) leaves now
+            # What this round queued (fast-path frames too) leaves now. A round that
+            # sent data may hand the kernel's transmit to the NIC's tx thread; one of
+            # pure ACKs (a bulk receive) keeps it here: on veth that work is the
+            # sender's ACK processing, and the tx thread would run it on the CPU of
+            # the sender, which in a bulk transfer is the one short of time.
+            self._kick(self._round_data > 0)
+            self._round_data = 0
 
     def _transmit_dirty(self, now: float) -> None:
         self._retry_pending(now)
@@ -640,6 +647,7 @@ class Engine:
                     self._take_fast_frames(fp)
                 if built < fp.capacity:
                     break  # a window, the queue or the tail rule stopped it: so would a retry
+            self._round_data += sent_fast
         segs = [] if sent_fast and owner.settle_after_fast_send() else owner.segments_to_send(now)
         if segs:
             done = self._build_segments(fp, segs) if fp is not None else 0

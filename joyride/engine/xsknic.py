@@ -100,14 +100,15 @@ class XskNic:
         self._kick_owed = True
         return self._send_staged(k)
 
-    def kick(self) -> None:
+    def kick(self, offload: bool = True) -> None:
         """Wake the kernel once for every frame queued since the last kick: in copy mode
         each wakeup (a sendto) costs tens of µs, so one round's frames — fast-path
-        batches of many connections, slow-path segments — share one."""
+        batches of many connections, slow-path segments — share one. ``offload``
+        False keeps the wake-up in this thread even when the tx thread would take it."""
         if self._kick_owed:
             self._kick_owed = False
             try:
-                self.sock.kick()
+                self.sock.kick(offload)
                 # Copy mode transmits inside the wakeup: the frames are complete now
                 # (or, handed to the tx thread, soon), and go back to the allocator
                 # before the next round queues more.

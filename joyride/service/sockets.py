@@ -153,11 +153,11 @@ class QueueSocket:
         self.tx_dropped += n - total
         return total
 
-    def kick(self) -> None:
+    def kick(self, offload: bool = True) -> None:
         """Wake the kernel once for everything queued this round (copy mode sends in
         the ``sendto``): the engine calls this at the end of each transmit step."""
         if self._nic is not None:
-            self._nic.kick()
+            self._nic.kick(offload)
 
     def statistics(self) -> dict[str, int]:
         out = {

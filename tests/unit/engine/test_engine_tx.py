@@ -305,3 +305,47 @@ def test_a_round_of_many_connections_reaches_the_nic_in_few_calls_and_in_order()
     for conn_c in clients:
         assert conn_c.recv() == replies[conn_c.local_port]
     assert not any(k.startswith("internal_error") for k in server.counters)
+
+
+class KickNic(BulkNic):
+    """Records the offload hint of every kick (XskNic hands offloaded kicks to its
+    tx thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kicks: list[bool] = []
+
+    def kick(self, offload: bool = True) -> None:
+        self.kicks.append(offload)
+
+
+def test_rounds_that_send_data_offload_the_kick_and_ack_only_rounds_do_not() -> None:
+    clock = Clock()
+    nic_a, nic_b = KickNic(), BulkNic()
+    nic_a.peer, nic_b.peer = nic_b, nic_a
+    server = Engine(nic_a, StaticNetwork("a0", MAC_A, frozenset({IP_A}), {IP_B: MAC_B}),
+                    clock=clock)
+    client = Engine(nic_b, StaticNetwork("b0", MAC_B, frozenset({IP_B}), {IP_A: MAC_A}),
+                    clock=clock)
+    server.fast_path_after = client.fast_path_after = 0
+    listener = server.listen(8080)
+    conn_c = client.connect(IP_A, 8080)
+    _run([server, client], clock, 5)
+    conn_s = server.accept(listener)
+    assert conn_s is not None
+    # The client sends a bulk stream: the server answers with ACKs only.
+    conn_c.send(bytes(20 * 1448))
+    client.mark(conn_c)
+    client.flush()
+    nic_a.kicks.clear()
+    frames0 = server.counters["tx_frames"]
+    server.poll()
+    assert server.counters["tx_frames"] > frames0  # the ACKs (every second segment)
+    assert nic_a.kicks == [False]
+    # The server replies with data: that round's kick may go to the tx thread.
+    conn_s.recv()
+    conn_s.send(b"reply")
+    server.mark(conn_s)
+    nic_a.kicks.clear()
+    server.flush()
+    assert nic_a.kicks == [True]
