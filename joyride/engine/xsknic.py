@@ -22,16 +22,21 @@ class XskNic:
     With ``tx_thread`` (the default) the socket's large kicks are made by a native
     helper thread (``xsk.Socket.start_tx_thread``): in copy mode the kernel transmits
     inside that wake-up, and on veth runs the receiver's input path there too, which
-    would otherwise take about a fifth of the engine's CPU under load.
+    would otherwise take about a fifth of the engine's CPU under load. The engine
+    offloads only rounds that sent data (see ``Engine._transmit``); ``offload_acks``
+    offloads rounds of pure ACKs too, for an owner whose own CPU, not the sender's,
+    limits a bulk receive (the network service, which copies every byte once more
+    into the application's socket).
     """
 
-    def __init__(self, sock: Any, mtu: int, batch: int = 64, *, tx_thread: bool = True
-                 ) -> None:
+    def __init__(self, sock: Any, mtu: int, batch: int = 64, *, tx_thread: bool = True,
+                 offload_acks: bool = False) -> None:
         import xsk
 
         self._kick_error: type[Exception] = xsk.XskError
         if tx_thread:
             sock.start_tx_thread(TX_THREAD_MIN_BATCH)
+        self._offload_acks = offload_acks
         self.sock = sock
         self.mtu = mtu
         # A raw pointer, not a buffer export: the UMEM can close while the parser and
@@ -108,7 +113,7 @@ class XskNic:
         if self._kick_owed:
             self._kick_owed = False
             try:
-                self.sock.kick(offload)
+                self.sock.kick(offload or self._offload_acks)
                 # Copy mode transmits inside the wakeup: the frames are complete now
                 # (or, handed to the tx thread, soon), and go back to the allocator
                 # before the next round queues more.

@@ -101,7 +101,9 @@ class QueueSocket:
         if self._nic is None:
             from joyride.engine.xsknic import XskNic
 
-            self._nic = XskNic(self._sock, self.mtu)
+            # The service's CPU limits a bulk receive (it copies each byte again, into
+            # the application's socket): ACK rounds go to the tx thread too.
+            self._nic = XskNic(self._sock, self.mtu, offload_acks=True)
         return self._nic
 
     def receive(self, max_frames: int) -> RxDescriptors | None:
