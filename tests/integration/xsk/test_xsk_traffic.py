@@ -50,6 +50,20 @@ def check_in_order(link: Link, frames: list[bytes], first: int) -> None:
             f"{struct.unpack('!I', data[14:18])[0]} ({len(data)} bytes)"
 
 
+def all_completed(sock: Socket, umem: Umem, free_before: int, sent: int) -> dict[str, int]:
+    """Wait for every sent frame to come back on the completion ring (all of them to
+    the allocator); returns the socket's statistics."""
+    deadline = time.monotonic() + 5
+    while sock.tx_outstanding and time.monotonic() < deadline:
+        sock.poll_completions()
+        time.sleep(0.01)
+    assert sock.tx_outstanding == 0
+    assert umem.free_frames == free_before
+    stats = sock.statistics()
+    assert stats["tx_frames"] == stats["comp_frames"] == sent
+    return stats
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("batch", [1, 64, 256])
 def test_kernel_to_socket_in_order_and_intact(link: Link, mode: str, batch: int) -> None:
@@ -112,14 +126,7 @@ def test_socket_to_kernel_intact(link: Link, mode: str) -> None:
         got = link.recv_peer(100)
         assert got == frames
         sent += 100
-    deadline = time.monotonic() + 5
-    while sock.tx_outstanding and time.monotonic() < deadline:
-        sock.poll_completions()
-        time.sleep(0.01)
-    assert sock.tx_outstanding == 0
-    assert umem.free_frames == free_before
-    stats = sock.statistics()
-    assert stats["tx_frames"] == stats["comp_frames"] == sent
+    stats = all_completed(sock, umem, free_before, sent)
     assert stats["tx_invalid_descs"] == 0 and stats["rejected_tx"] == 0
 
 
@@ -229,14 +236,7 @@ def test_tx_thread_transmits_every_frame_intact(link: Link, mode: str) -> None:
         assert sock.send(frames) == len(frames)
         assert link.recv_peer(len(frames)) == frames
         sent += len(frames)
-    deadline = time.monotonic() + 5
-    while sock.tx_outstanding and time.monotonic() < deadline:
-        sock.poll_completions()
-        time.sleep(0.01)
-    assert sock.tx_outstanding == 0
-    assert umem.free_frames == free_before
-    stats = sock.statistics()
-    assert stats["tx_frames"] == stats["comp_frames"] == sent
+    stats = all_completed(sock, umem, free_before, sent)
     assert stats["tx_thread_wakeups"] >= 1 and stats["tx_thread_kicks"] >= 1
     assert stats["tx_thread_errors"] == 0 and stats["kick_errors"] == 0
     sock.stop_tx_thread()

@@ -51,8 +51,10 @@ class BulkNic(MemoryNic):
         return self.transmit(frames)
 
 
-def _pair(clock: Clock, cfg: TcpConfig | None = None) -> tuple[Engine, Engine, BulkNic]:
-    nic_a, nic_b = BulkNic(), BulkNic()
+def _pair(clock: Clock, cfg: TcpConfig | None = None, nic_a: BulkNic | None = None
+          ) -> tuple[Engine, Engine, BulkNic]:
+    """A server engine (on ``nic_a``) and a client engine wired to each other."""
+    nic_a, nic_b = nic_a or BulkNic(), BulkNic()
     nic_a.peer, nic_b.peer = nic_b, nic_a
     net_a = StaticNetwork("a0", MAC_A, frozenset({IP_A}), {IP_B: MAC_B})
     net_b = StaticNetwork("b0", MAC_B, frozenset({IP_B}), {IP_A: MAC_A})
@@ -67,9 +69,9 @@ def _run(engines: list[Engine], clock: Clock, rounds: int) -> None:
         clock.now += 0.001
 
 
-def _established(clock: Clock, cfg: TcpConfig | None = None
+def _established(clock: Clock, cfg: TcpConfig | None = None, nic_a: BulkNic | None = None
                  ) -> tuple[Engine, Engine, TcpConnection, TcpConnection, BulkNic]:
-    server, client, nic_a = _pair(clock, cfg)
+    server, client, nic_a = _pair(clock, cfg, nic_a)
     # These tests are about the C framing: every connection takes its fast path at once
     # (test_short_connections_never_build_a_fast_path covers the default).
     server.fast_path_after = client.fast_path_after = 0
@@ -269,12 +271,8 @@ def test_a_round_of_many_connections_reaches_the_nic_in_few_calls_and_in_order()
     replies of 4 full segments (the short tail waits for an ACK: Nagle) take 2 NIC
     calls, not 100, and each reply arrives intact."""
     clock = Clock()
-    nic_a, nic_b = CountingNic(), BulkNic()
-    nic_a.peer, nic_b.peer = nic_b, nic_a
-    server = Engine(nic_a, StaticNetwork("a0", MAC_A, frozenset({IP_A}), {IP_B: MAC_B}),
-                    clock=clock)
-    client = Engine(nic_b, StaticNetwork("b0", MAC_B, frozenset({IP_B}), {IP_A: MAC_A}),
-                    clock=clock)
+    nic_a = CountingNic()
+    server, client, _ = _pair(clock, nic_a=nic_a)
     server.fast_path_after = client.fast_path_after = 0
     listener = server.listen(8080)
     clients = [client.connect(IP_A, 8080) for _ in range(100)]
@@ -320,19 +318,8 @@ class KickNic(BulkNic):
 
 
 def test_rounds_that_send_data_offload_the_kick_and_ack_only_rounds_do_not() -> None:
-    clock = Clock()
-    nic_a, nic_b = KickNic(), BulkNic()
-    nic_a.peer, nic_b.peer = nic_b, nic_a
-    server = Engine(nic_a, StaticNetwork("a0", MAC_A, frozenset({IP_A}), {IP_B: MAC_B}),
-                    clock=clock)
-    client = Engine(nic_b, StaticNetwork("b0", MAC_B, frozenset({IP_B}), {IP_A: MAC_A}),
-                    clock=clock)
-    server.fast_path_after = client.fast_path_after = 0
-    listener = server.listen(8080)
-    conn_c = client.connect(IP_A, 8080)
-    _run([server, client], clock, 5)
-    conn_s = server.accept(listener)
-    assert conn_s is not None
+    nic_a = KickNic()
+    server, client, conn_s, conn_c, _ = _established(Clock(), nic_a=nic_a)
     # The client sends a bulk stream: the server answers with ACKs only.
     conn_c.send(bytes(20 * 1448))
     client.mark(conn_c)
