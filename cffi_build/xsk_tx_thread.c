@@ -28,10 +28,20 @@ struct xsk_tx_thread {
     pthread_t thread;
     int efd;
     uint32_t min_batch;
-    pid_t pid;    /* the process the thread runs in: a forked child has no thread */
-    int sleeping; /* atomic: the thread is (about to be) blocked on efd */
-    int stop;     /* atomic: set once, by xsk_tx_thread_stop or the thread's exit */
+    unsigned forks; /* fork_count when started: a forked child has no thread */
+    int sleeping;   /* atomic: the thread is (about to be) blocked on efd */
+    int stop;       /* atomic: set once, by xsk_tx_thread_stop or the thread's exit */
 };
+
+/* Bumped in every child process (pthread_atfork): a thread started before the last
+ * fork belongs to another process. Cheaper than getpid() on every kick. */
+static unsigned fork_count;
+static pthread_once_t fork_hook_once = PTHREAD_ONCE_INIT;
+
+static void note_fork_in_child(void) { fork_count++; }
+static void install_fork_hook(void) { pthread_atfork(NULL, NULL, note_fork_in_child); }
+
+static int tx_thread_ours(const struct xsk_tx_thread *t) { return t->forks == fork_count; }
 
 static int tx_thread_pending(struct xsk_sock *s, uint32_t prod)
 {
@@ -78,16 +88,21 @@ static int tx_thread_kick(struct xsk_sock *s)
     uint32_t pending = s->tx.cached_prod - ring_load_acquire(s->tx.consumer);
     if (pending == 0)
         return 0;
+    /* A thread that has exited (stop) or lives in the parent of this forked process
+     * will not send: this caller does, whatever its flag says. */
+    if (__atomic_load_n(&t->stop, __ATOMIC_SEQ_CST) || !tx_thread_ours(t))
+        return kick_here(s);
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* the producer store before the flag load */
     if (!__atomic_load_n(&t->sleeping, __ATOMIC_SEQ_CST))
         return 0; /* awake: it rereads the producer before it sleeps */
-    if (pending < t->min_batch || __atomic_load_n(&t->stop, __ATOMIC_SEQ_CST) ||
-        t->pid != getpid())
+    if (pending < t->min_batch)
         return kick_here(s);
     __atomic_store_n(&t->sleeping, 0, __ATOMIC_SEQ_CST);
     uint64_t one = 1;
-    if (write(t->efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+    if (write(t->efd, &one, sizeof(one)) != (ssize_t)sizeof(one)) {
+        __atomic_store_n(&t->sleeping, 1, __ATOMIC_SEQ_CST); /* still asleep */
         return kick_here(s);
+    }
     s->st.tx_thread_wakeups++;
     return 0;
 }
@@ -101,9 +116,10 @@ int xsk_tx_thread_start(struct xsk_sock *s, uint32_t min_batch)
     struct xsk_tx_thread *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return -ENOMEM;
+    pthread_once(&fork_hook_once, install_fork_hook);
     t->s = s;
     t->min_batch = min_batch;
-    t->pid = getpid();
+    t->forks = fork_count;
     t->sleeping = 1;
     t->efd = eventfd(0, EFD_CLOEXEC);
     if (t->efd < 0) {
@@ -132,7 +148,8 @@ void xsk_tx_thread_stop(struct xsk_sock *s)
     struct xsk_tx_thread *t = s->tx_thread;
     if (t == NULL)
         return;
-    if (t->pid == getpid()) {
+    int ours = tx_thread_ours(t);
+    if (ours) {
         __atomic_store_n(&t->stop, 1, __ATOMIC_SEQ_CST);
         uint64_t one = 1;
         while (write(t->efd, &one, sizeof(one)) < 0 && errno == EINTR)
@@ -142,4 +159,8 @@ void xsk_tx_thread_stop(struct xsk_sock *s)
     close(t->efd);
     s->tx_thread = NULL;
     free(t);
+    /* What was handed to the thread and not sent yet (it stops before draining a
+     * wake-up that came with the stop) leaves now: RSTs queued by a closing engine. */
+    if (ours)
+        kick_here(s);
 }

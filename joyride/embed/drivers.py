@@ -95,11 +95,16 @@ class AsyncioDriver:
         if self._stopped:
             return
         stack = self.stack
-        # What the tasks wrote since the last round (and that round's ACKs) leaves
-        # first; the callbacks of this round wake tasks whose writes the next round
-        # sends, so a spinning round does not transmit at its end.
-        stack.flush()
-        busy = stack.poll(transmit=False)
+        try:
+            # What the tasks wrote since the last round (and that round's ACKs) leaves
+            # first; the callbacks of this round wake tasks whose writes the next
+            # round sends, so a spinning round does not transmit at its end.
+            stack.flush()
+            busy = stack.poll(transmit=False)
+        except BaseException:
+            # No spin round follows a failed one: frames must wake the loop again.
+            self._watch(True)
+            raise
         now = stack.clock()
         if busy:
             self._spin_until = now + self.spin

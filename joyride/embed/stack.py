@@ -126,9 +126,9 @@ class Stack:
     def touch_read(self, conn: TcpConnection) -> None:
         """The application read from ``conn`` (lock held): a window update may be due.
 
-        Inside a poll, callbacks run only for connections the engine marked for this
-        round's transmit when it gave them news, so there is nothing to add."""
-        if not self.in_poll:
+        Inside a poll, the connections the engine gave news to are marked for this
+        round's transmit already (one just accepted is not)."""
+        if not (self.in_poll and self.engine.marked(conn)):
             self.touch(conn)
 
     def flush(self) -> None:

@@ -333,6 +333,10 @@ class Engine:
         """The application touched ``conn`` (send, recv, close): transmit on next flush."""
         self._dirty.add(conn)
 
+    def marked(self, conn: TcpConnection) -> bool:
+        """Whether ``conn`` is to be visited by the next transmit step."""
+        return conn in self._dirty
+
     def next_deadline(self) -> float | None:
         self._settle_heap_top()
         if self._dirty or self._pending:

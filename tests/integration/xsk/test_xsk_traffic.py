@@ -257,6 +257,8 @@ def test_tx_thread_refusals_and_close_while_running(link: Link) -> None:
     assert sock.send(frames) == 200
     sock.close()  # stops and joins the thread before the rings go away
     assert not sock.tx_thread_running
+    # Handed to the thread or not, every frame left before the socket closed.
+    assert link.recv_peer(200) == frames
     with pytest.raises(SocketClosed):
         sock.start_tx_thread()
     sock.stop_tx_thread()  # closed: nothing to stop, no error
