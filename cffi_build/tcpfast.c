@@ -170,6 +170,15 @@ typedef uint32_t (*wire_build_batch_fn)(const struct wire_template *, const stru
                                         uint32_t, const uint8_t *, uint8_t *,
                                         const uint64_t *, const uint32_t *, uint32_t *);
 
+uint32_t tcpfast_build(const struct tcpfast_tx *t, uint32_t start, uint32_t n,
+                       const uint8_t *payload)
+{
+    wire_build_batch_fn build = (wire_build_batch_fn)t->build;
+    return build((const struct wire_template *)t->tmpl, (const struct wire_seg *)t->segs, n,
+                 payload, t->out_base, t->out_offs + start, t->out_caps + start,
+                 t->out_lens + start);
+}
+
 uint32_t tcpfast_send(const struct tcpfast_tx *t, uint32_t start, uint32_t n, uint32_t seq0,
                       uint32_t mss, uint32_t nbytes, uint32_t ack, uint16_t window,
                       uint8_t last_flags, uint8_t has_ts, uint32_t tsval, uint32_t tsecr,
@@ -177,10 +186,7 @@ uint32_t tcpfast_send(const struct tcpfast_tx *t, uint32_t start, uint32_t n, ui
 {
     tcpfast_fill_send(t->segs, n, seq0, mss, nbytes, ack, window, TCP_FLAG_ACK, last_flags,
                       has_ts, tsval, tsecr);
-    wire_build_batch_fn build = (wire_build_batch_fn)t->build;
-    return build((const struct wire_template *)t->tmpl, (const struct wire_seg *)t->segs, n,
-                 payload, t->out_base, t->out_offs + start, t->out_caps + start,
-                 t->out_lens + start);
+    return tcpfast_build(t, start, n, payload);
 }
 
 void tcpfast_fill_acks(void *segs, uint32_t n, const uint32_t *ack_points, uint32_t seq,

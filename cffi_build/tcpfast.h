@@ -119,9 +119,14 @@ struct tcpfast_tx {
     uint32_t *out_lens;
 };
 
-/* tcpfast_fill_send and the build in one call: n data segments covering nbytes of
- * payload from seq0, framed into arena slots start .. start + n - 1. Returns the
- * number of frames built (n, or fewer if one did not fit: a caller bug). */
+/* Frame the first n segment specs into arena slots start .. start + n - 1 (payloads
+ * at their offsets from payload, which may be NULL for none). Returns the number of
+ * frames built (n, or fewer if one did not fit: a caller bug). */
+uint32_t tcpfast_build(const struct tcpfast_tx *t, uint32_t start, uint32_t n,
+                       const uint8_t *payload);
+
+/* tcpfast_fill_send and tcpfast_build in one call: n data segments covering nbytes of
+ * payload from seq0. */
 uint32_t tcpfast_send(const struct tcpfast_tx *t, uint32_t start, uint32_t n, uint32_t seq0,
                       uint32_t mss, uint32_t nbytes, uint32_t ack, uint16_t window,
                       uint8_t last_flags, uint8_t has_ts, uint32_t tsval, uint32_t tsecr,

@@ -586,9 +586,16 @@ int xsk_kick_here(struct xsk_sock *s)
     return kick_here(s);
 }
 
+/* Whether the kernel wants a sendto() to transmit (always in copy mode; a driver that
+ * polls the tx ring itself clears the flag). */
+static inline int tx_wakeup_wanted(struct xsk_sock *s)
+{
+    return !s->need_wakeup || prod_needs_wakeup(&s->tx);
+}
+
 static int kick_here(struct xsk_sock *s)
 {
-    if (s->need_wakeup && !prod_needs_wakeup(&s->tx))
+    if (!tx_wakeup_wanted(s))
         return 0;
     return kick_rounds(s, s->tx.cached_prod, &s->st.tx_kicks, &s->st.kick_errors);
 }

@@ -45,9 +45,7 @@ static int tx_thread_ours(const struct xsk_tx_thread *t) { return t->forks == fo
 
 static int tx_thread_pending(struct xsk_sock *s, uint32_t prod)
 {
-    if (s->need_wakeup && !prod_needs_wakeup(&s->tx))
-        return 0; /* the driver is transmitting without being asked */
-    return prod != ring_load_acquire(s->tx.consumer);
+    return tx_wakeup_wanted(s) && prod != ring_load_acquire(s->tx.consumer);
 }
 
 static void *tx_thread_main(void *arg)

@@ -265,13 +265,7 @@ class ReceiveBuffer(ByteRing):
         """Remove and return up to ``n`` bytes (all of them when ``n < 0``)."""
         if n < 0 or n > self._len:
             n = self._len
-        if n <= 0:
-            return b""
-        ring = self._ring
-        start = self._head
-        # One copy straight out of the ring when the bytes are contiguous in it.
-        out = (bytes(memoryview(ring)[start : start + n]) if start + n <= len(ring)
-               else self.peek(0, n))
+        out = self.peek(0, n)
         self.consume(n)
         self._epoch_read += n
         return out

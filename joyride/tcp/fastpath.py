@@ -65,7 +65,7 @@ try:
     _mod = importlib.import_module("joyride.tcp._tcpfast")
     # A module built from older sources lacks newer entry points: treat it as absent
     # (the slow path works; BUILD_HINT says how to rebuild) rather than fail mid-batch.
-    if hasattr(_mod.lib, "tcpfast_send"):
+    if hasattr(_mod.lib, "tcpfast_build"):
         ffi, lib = _mod.ffi, _mod.lib
 except ImportError:
     pass
@@ -164,11 +164,6 @@ class TxArena:
         # (the NIC's copy into its own memory) sees the same three arrays per build
         # and converts their pointers once.
         self.lens_c = wire_ffi.new("uint32_t[]", capacity)
-        # Per first slot, the (offsets, capacities, lengths) pointers from there on,
-        # made once: a build at slot k passes them without pointer arithmetic.
-        self.from_slot = [
-            (self.offsets_c + k, self.caps_c + k, self.lens_c + k) for k in range(capacity)
-        ]
         self.used = 0
         self.drain: Callable[[], None] | None = None
 
@@ -220,7 +215,8 @@ class FastPath:
         self.arena = arena
         self.builder = BatchBuilder(template, capacity, out_lens=arena.lens_c)
         self._segs_ptr = _ptr("void *", self.builder.segs)
-        # Data segments are specified and framed in one C call (tcpfast_send).
+        # Frames are built by C calls that take a first arena slot (tcpfast_build, and
+        # tcpfast_send, which also specifies the data segments).
         tx = self._tx = ffi.new("struct tcpfast_tx *")
         tx.build = _ptr("void *", wire_ffi.addressof(wire_lib, "wire_build_batch"))
         tx.tmpl = _ptr("void *", self.builder._tmpl)
@@ -233,7 +229,6 @@ class FastPath:
         self.tx_offsets = arena.offsets
         self.tx_base_c = arena.base_c
         self.tx_offsets_c = arena.offsets_c
-        self._tx_caps_c = arena.caps_c
         self.tx_lengths = arena.lens_c  # lengths of the built frames, by slot
         self._records: Any = None  # the last parser records / frame base seen, and
         self._records_ptr: Any = None  # their pointers
@@ -584,15 +579,11 @@ class FastPath:
         """Build ``builder.segs[:n]`` into the arena (``tx_start``, ``tx_count``);
         returns ``n``, or 0 (nothing kept, counted) if a segment did not fit."""
         t0 = self._timer() if self._timer else 0.0
-        arena = self.arena
-        start = arena.reserve(n)
-        offsets, caps, lens = arena.from_slot[start]
-        # The wire builder's C entry directly: ``BatchBuilder.build_into`` would check
-        # the arena's arrays on every call, which ``TxArena`` sized once (n <= capacity).
-        b = self.builder
-        built = wire_lib.wire_build_batch(
-            b._tmpl, b.segs, n, wire_ffi.from_buffer(payload) if payload else wire_ffi.NULL,
-            self.tx_base_c, offsets, caps, lens,
+        start = self.arena.reserve(n)
+        # Not ``BatchBuilder.build_into``: it would check the arena's arrays on every
+        # call, which ``TxArena`` sized once (n <= capacity).
+        built = lib.tcpfast_build(
+            self._tx, start, n, ffi.from_buffer(payload) if payload else ffi.NULL
         )
         if self._timer:
             self.c_seconds += self._timer() - t0
