@@ -35,7 +35,7 @@ class CheckResult:
 
 def check_root() -> str:
     if os.geteuid() != 0:
-        raise JoyrideError("not root: BPF, XDP and namespaces need root (run with sudo)")
+        raise JoyrideError("not root: BPF, XDP and namespaces need root (run as root)")
     return "running as root"
 
 

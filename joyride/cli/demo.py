@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     if os.geteuid() != 0:
         raise PrivilegeError("the demo builds network namespaces and attaches XDP: run as "
-                             "root (sudo .venv/bin/joyride demo)")
+                             "root (.venv/bin/joyride demo, as root)")
     why = modes.service_mode()
     if why is not None:
         raise JoyrideError(f"service mode: {why}; the demo needs `joyride run`")

@@ -27,7 +27,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from joyride.testbed import sweep
 
     if os.geteuid() != 0:
-        raise PrivilegeError("removing network namespaces needs root: run with sudo")
+        raise PrivilegeError("removing network namespaces needs root: run it as root")
     from joyride.service import orphans
 
     removed = sweep(include_live=args.all)

@@ -9,6 +9,7 @@ import os
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from joyride.tcp.config import TcpConfig
 IP_SVC, IP_PEER = socket.inet_aton("10.9.0.1"), socket.inet_aton("10.9.0.2")
 MAC_SVC, MAC_PEER = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 PORT = 47123  # unusual: the data path also adopts host listeners of this port
+SPIN_TIMEOUT = 20.0  # seconds: generous, a bound on a failing test, not a speed limit
 
 
 class Wire:
@@ -44,8 +46,14 @@ class Wire:
                                                    {IP_SVC: MAC_SVC}),
                            TcpConfig(nodelay=True))
 
-    def spin(self, until: Callable[[], object], limit: int = 20000) -> None:
-        for _ in range(limit):
+    def spin(self, until: Callable[[], object], timeout: float = SPIN_TIMEOUT) -> None:
+        """Step both ends until ``until()`` holds, for at most ``timeout`` seconds.
+
+        Bounded by time, not by a count of iterations: a condition may wait for a
+        client thread, which runs only when this loop lets go of the GIL (a count
+        that suffices on one machine starves the thread on a faster or busier one)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             for key, mask in self.sel.select(0):
                 key.data(mask)
             self.dp.step()
@@ -53,7 +61,8 @@ class Wire:
             self.peer.flush()
             if until():
                 return
-        raise AssertionError("condition not reached")
+            time.sleep(0)  # let a waiting client thread take the GIL
+        raise AssertionError(f"condition not reached in {timeout} s")
 
     def in_thread(self, fn: Callable[[], Any]) -> dict[str, Any]:
         box: dict[str, Any] = {}
@@ -204,7 +213,7 @@ def test_bad_requests_are_counted_not_raised(wire: Wire) -> None:
         if junk:
             s.send(junk)
         s.close()
-    wire.spin(lambda: wire.dp.counters["app_bad_request"] >= 2, limit=200)
+    wire.spin(lambda: wire.dp.counters["app_bad_request"] >= 2, timeout=SPIN_TIMEOUT)
     # A listen whose name does not match the caller is refused with EINVAL.
     name = protocol.listener_name(bytes(4), PORT, os.getpid() + 1, 0)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -250,7 +259,7 @@ def test_budget_spent_pump_comes_back_and_delivers_eof(wire: Wire) -> None:
         return eof[0]
 
     # The peer has nothing more to send: only the service loop can finish the job.
-    wire.spin(drained, limit=200)
+    wire.spin(drained, timeout=SPIN_TIMEOUT)
     assert bytes(got) == payload
     app.close()
     lsock.close()
