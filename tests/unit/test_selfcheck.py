@@ -16,7 +16,7 @@ def test_not_root_stops_at_one_line(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(selfcheck.os, "geteuid", lambda: 1000)
     assert main(["selfcheck"]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "[FAIL] privilege: not root: BPF, XDP and namespaces need root (run with sudo)"
+    assert out[0] == "[FAIL] privilege: not root: BPF, XDP and namespaces need root (run as root)"
     assert len(out) == 2  # the failed line and the summary, nothing else
 
 
