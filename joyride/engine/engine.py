@@ -333,6 +333,13 @@ class Engine:
         """The application touched ``conn`` (send, recv, close): transmit on next flush."""
         self._dirty.add(conn)
 
+    def adopt_back(self, conn: TcpConnection) -> None:
+        """``conn`` came back from the C data plane (``TcpConnection.import_hot``): its
+        timers and whatever it owes (an ACK, queued bytes) are this engine's again."""
+        self._dirty.add(conn)
+        self.activity.connections.add(conn)
+        self._schedule(conn)
+
     def marked(self, conn: TcpConnection) -> bool:
         """Whether ``conn`` is to be visited by the next transmit step."""
         return conn in self._dirty

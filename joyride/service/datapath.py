@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from joyride import sockopts
+from joyride.dataplane.plane import DataPlane, DeclineNic
 from joyride.engine.engine import Engine, EngineError
 from joyride.engine.network import NetworkView
 from joyride.engine.nic import MultiNic, Nic
@@ -83,8 +84,12 @@ class Datapath:
     def __init__(self, nics: Sequence[Nic], network: NetworkView, *, ports: PortSet,
                  ephemeral: PortSet, app_socket: socket.socket, group: int | None,
                  config: TcpConfig | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 plane: DataPlane | None = None) -> None:
         self.nic = MultiNic(nics)
+        # The C data plane (docs/dataplane.md), when given: it owns the queues and runs
+        # established connections; the engine sees only what it declines.
+        self.plane = plane
         self.network = network
         self.ports = ports
         self.ephemeral = ephemeral
@@ -92,7 +97,8 @@ class Datapath:
         span = next(iter(ephemeral.ranges()), None)
         ephemeral_range = range(span[0], span[1] + 1) if span else range(0)
         tcp = config or TcpConfig(mss=max(88, min(1460, network.mtu - 40)), nodelay=True)
-        self.engine = Engine(self.nic, network, tcp, ephemeral_ports=ephemeral_range,
+        self.engine = Engine(self.nic if plane is None else DeclineNic(plane), network, tcp,
+                             ephemeral_ports=ephemeral_range,
                              clock=clock)
         self.clock = clock
         self.app_socket = app_socket
@@ -112,8 +118,12 @@ class Datapath:
 
     def register(self, sel: selectors.BaseSelector) -> None:
         self._sel = sel
-        for fd in self.nic.filenos():
-            sel.register(fd, selectors.EVENT_READ, self._on_queue)
+        if self.plane is not None:
+            # Its loop returns when one of our descriptors wakes (an epoll selector is one).
+            self.plane.watch(sel.fileno())  # type: ignore[attr-defined]
+        else:
+            for fd in self.nic.filenos():
+                sel.register(fd, selectors.EVENT_READ, self._on_queue)
         sel.register(self.app_socket, selectors.EVENT_READ, self._on_app_socket)
         self.adopt_listeners()
 
@@ -130,6 +140,17 @@ class Datapath:
             wait = min(wait, RETRY_DELIVERY)
         return wait
 
+    def wait(self, sel: selectors.BaseSelector, timeout: float) -> list[Any]:
+        """The service loop's wait: the selector's, or, with the C data plane, its loop
+        (which serves established connections meanwhile) until Python has work."""
+        if self.plane is None:
+            return sel.select(timeout)
+        events = sel.select(0)
+        if not events:
+            self.plane.run(timeout)
+            events = sel.select(0)
+        return events
+
     def _on_queue(self, _mask: int) -> None:
         pass  # step() polls every queue
 
@@ -142,6 +163,7 @@ class Datapath:
 
     def step(self) -> None:
         """One bounded iteration; a bug in it is counted and logged, never fatal."""
+        self.counters["steps"] += 1
         try:
             self._step()
         except Exception:
@@ -155,6 +177,8 @@ class Datapath:
     def _step(self) -> None:
         touched: set[TcpConnection] = set()
         busy = False
+        if self.plane is not None:
+            busy = self._take_back(touched)
         for _ in range(POLLS_PER_STEP):
             activity = self.engine.poll()
             if not activity.connections and not activity.listeners:
@@ -177,7 +201,7 @@ class Datapath:
         ready, self._ready = self._ready, set()
         again: list[Pump] = []
         for pump in ready:
-            if self.pumps.get(pump.conn) is not pump:
+            if self.pumps.get(pump.conn) is not pump or pump.conn.parked:
                 continue
             if pump.service(self.pump_budget):
                 again.append(pump)
@@ -187,15 +211,56 @@ class Datapath:
         # it (a peer that already sent its FIN sends nothing more).
         self._ready.update(again)
         self.engine.flush()
+        if self.plane is not None:
+            for pump in ready:
+                self._hand_to_plane(pump)
         if busy:
             self._busy_until = self.clock() + SPIN
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_PERIOD
             self.sweep_listeners()
 
+    def _take_back(self, touched: set[TcpConnection]) -> bool:
+        """Connections the C data plane gave back: the engine and their pumps run them
+        again (an application's EOF or close it saw becomes the pump's). True if any."""
+        assert self.plane is not None
+        back = self.plane.handbacks()
+        for got in back:
+            conn = got.conn
+            self.counters[f"plane_handback_{got.reason}"] += 1
+            self.engine.adopt_back(conn)
+            touched.add(conn)
+            pump = self.pumps.get(conn)
+            if pump is None:
+                continue
+            if got.app_gone:
+                pump.app_closed()
+            elif got.app_eof:
+                pump.app_shut_down()
+            self._ready.add(pump)
+        return bool(back)
+
+    def _hand_to_plane(self, pump: Pump) -> None:
+        """Give an idle pump's connection to the C data plane when it can run it."""
+        assert self.plane is not None and self._sel is not None
+        conn = pump.conn
+        if (self.pumps.get(conn) is not pump or pump.buffered or pump.app_eof
+                or pump.app_gone or self.engine.marked(conn) or not conn.hot_ready()):
+            return
+        network = self.engine.network
+        mac = network.neighbour(network.next_hop(conn.remote_ip), self.clock())
+        if mac is None or not self.plane.adopt(conn, network.mac, mac, pump.fileno()):
+            return
+        if pump.mask:
+            self._sel.unregister(pump.sock)
+            pump.mask = 0
+        self.counters["plane_adopted"] += 1
+
     def _settle(self, pump: Pump) -> None:
         """Finish a pump that is done, or point the selector at what it waits for."""
         assert self._sel is not None
+        if pump.conn.parked:
+            return  # the C data plane watches its socket
         if pump.finished:
             if pump.mask:
                 self._sel.unregister(pump.sock)
@@ -291,6 +356,8 @@ class Datapath:
 
     def _apply_options(self, conn: TcpConnection, options: list[tuple[int, int, int]]
                        ) -> None:
+        if self.plane is not None and conn.parked:
+            self._reclaim(conn)  # options are the control plane's: take it back first
         conn.reconfigure(sockopts.apply(conn.config, options), self.clock())
         self.engine.mark(conn)
 
@@ -591,6 +658,7 @@ class Datapath:
             # Every live connection's counters summed (drop reasons, retransmissions,
             # fast-path share): what "flows" shows for a few, for all of them.
             "tcp": self._tcp_counters(),
+            "dataplane": self.plane.stats() if self.plane is not None else None,
         }
 
     def _tcp_counters(self) -> dict[str, int]:
@@ -615,7 +683,18 @@ class Datapath:
             "counters": {k: v for k, v in conn.counters.items() if v},
         }
 
+    def _reclaim(self, conn: TcpConnection) -> None:
+        assert self.plane is not None
+        if self.plane.release(conn) is not None:
+            self.engine.adopt_back(conn)
+            pump = self.pumps.get(conn)
+            if pump is not None:
+                self._ready.add(pump)
+
     def close(self) -> None:
+        if self.plane is not None:
+            for conn in [c for c in self.pumps if c.parked]:
+                self._reclaim(conn)
         for pump in list(self.pumps.values()):
             pump.sock.close()
         self.pumps.clear()

@@ -176,6 +176,17 @@ class Pump:
         self.to_app = self.to_tcp = None
         self.conn.close()
 
+    def app_closed(self) -> None:
+        """The application's end is closed (seen by the C data plane): as EPIPE here."""
+        self._app_closed()
+
+    def app_shut_down(self) -> None:
+        """The application shut down writing (its EOF, seen by the C data plane): the
+        FIN follows the queued data (RFC 9293 §3.10.4)."""
+        if not self.app_eof:
+            self.app_eof = True
+            self.conn.shutdown_write()
+
     # -- what to wait for -------------------------------------------------------------------
 
     def wanted(self) -> int:

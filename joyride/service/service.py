@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from joyride.dataplane import plane as dataplane
 from joyride.errors import JoyrideError
 from joyride.service import apps, control
 from joyride.service.cleanup import cleanup_stale
@@ -165,8 +166,15 @@ class Service:
         except BaseException:
             network.close()
             raise
+        plane = None
+        if dataplane.wanted():
+            # The C data plane owns the queues (docs/dataplane.md); JOYRIDE_DATAPLANE=python
+            # keeps every connection in Python.
+            plane = dataplane.DataPlane(mtu=network.mtu)
+            for sock in self.sockets:
+                plane.add_xsk_port(sock.xsk_socket())
         return Datapath(self.sockets, network, ports=cfg.ports, ephemeral=cfg.ephemeral,
-                        app_socket=app_socket, group=gid)
+                        app_socket=app_socket, group=gid, plane=plane)
 
     def _stop_datapath(self) -> None:
         if self.datapath is not None:
@@ -210,7 +218,9 @@ class Service:
             while not self._stopping:
                 timeout = (WATCHDOG_PERIOD if datapath is None
                            else datapath.timeout(WATCHDOG_PERIOD))
-                for key, mask in sel.select(timeout=timeout):
+                events = (sel.select(timeout=timeout) if datapath is None
+                          else datapath.wait(sel, timeout))
+                for key, mask in events:
                     data = key.data
                     if isinstance(data, QueueSocket):
                         data.drain(self.sink)
@@ -297,6 +307,18 @@ class Service:
             raise control.ControlError("the service is not started")
         return self.state
 
+    def _queue_stats(self) -> dict[str, dict[str, int]]:
+        """Per rx queue; what the C data plane's loop received counts there too."""
+        plane = self.datapath.plane if self.datapath is not None else None
+        out: dict[str, dict[str, int]] = {}
+        for index, sock in enumerate(self.sockets):
+            stats = sock.statistics()
+            if plane is not None:
+                for key, value in plane.port_counters(index).items():
+                    stats[key] += value
+            out[str(sock.queue)] = stats
+        return out
+
     def stats(self) -> dict[str, Any]:
         assert self.steering is not None
         counters = self.steering.counters()
@@ -306,7 +328,7 @@ class Service:
             "uptime": time.time() - self._state().started_at,
             "steer": dict(counters.values),
             "totals": counters.totals(),
-            "queues": {str(s.queue): s.statistics() for s in self.sockets},
+            "queues": self._queue_stats(),
             "datapath": self.datapath.stats() if self.datapath is not None else None,
             "memory": _memory(),
         }

@@ -106,6 +106,10 @@ class QueueSocket:
             self._nic = XskNic(self._sock, self.mtu, offload_acks=True)
         return self._nic
 
+    def xsk_socket(self) -> Any:
+        """The AF_XDP socket, for the C data plane's loop (its tx thread started)."""
+        return self._engine_nic().sock
+
     def receive(self, max_frames: int) -> RxDescriptors | None:
         """Frames waiting on the rx ring, in place in the UMEM (valid until ``release``)."""
         got = self._engine_nic().receive(max_frames)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 # RFC 5681 §3.1: the initial ssthresh "SHOULD be set arbitrarily high".
 INITIAL_SSTHRESH: Final = 0x7FFFFFFF
@@ -49,6 +49,13 @@ class CongestionControl(Protocol):
     def on_recovery_exit(self, now: float) -> None: ...
     def on_idle(self, now: float, rto: float) -> None: ...
     def set_mss(self, mss: int) -> None: ...
+    def save_hot(self, tcb: Any) -> bool: ...
+    def load_hot(self, tcb: Any) -> None: ...
+
+
+# ``struct dp_tcb.cc_kind`` (joyride/dataplane/dataplane.h: enum dp_cc).
+DP_CC_NEWRENO: Final = 0
+DP_CC_CUBIC: Final = 1
 
 
 class _Base:
@@ -111,6 +118,26 @@ class _Base:
         if self.ssthresh < 2 * mss:
             self.ssthresh = 2 * mss
 
+    # -- hand-off to the C data plane, which runs on_ack and on_idle meanwhile --------
+
+    def save_hot(self, tcb: Any) -> bool:
+        """Write the controller into ``tcb`` (``struct dp_tcb``); False when C cannot
+        run it (in recovery: recovery.py's business)."""
+        if self.in_recovery:
+            return False
+        tcb.cwnd = self.cwnd
+        tcb.ssthresh = min(self.ssthresh, 0xFFFFFFFF)
+        tcb.abc_limit = self._abc_limit
+        tcb.cc_pristine = int(self._pristine)
+        tcb.cc_iw = self._iw()
+        return True
+
+    def load_hot(self, tcb: Any) -> None:
+        self.cwnd = int(tcb.cwnd)
+        self.ssthresh = int(tcb.ssthresh)
+        self._abc_limit = int(tcb.abc_limit)
+        self._pristine = bool(tcb.cc_pristine)
+
     def on_recovery_exit(self, now: float) -> None:
         # RFC 6582 §3.2 step 3 (full ACK): cwnd becomes ssthresh (option 2) or
         # min(ssthresh, max(FlightSize, SMSS) + SMSS) (option 1). The connection may
@@ -152,6 +179,15 @@ class NewReno(_Base):
             # Bounded catch-up: a single huge ACK yields at most one SMSS (RFC 5681
             # §3.1: cwnd grows at most one SMSS per RTT in congestion avoidance).
             self._bytes_acked = min(self._bytes_acked, self.cwnd)
+
+    def save_hot(self, tcb: Any) -> bool:
+        tcb.cc_kind = DP_CC_NEWRENO
+        tcb.reno_bytes_acked = self._bytes_acked
+        return super().save_hot(tcb)
+
+    def load_hot(self, tcb: Any) -> None:
+        super().load_hot(tcb)
+        self._bytes_acked = int(tcb.reno_bytes_acked)
 
     def on_congestion(self, now: float, flight_size: int) -> None:
         # RFC 5681 §3.2 step 2 / RFC 6582 §3.2 step 2: ssthresh per eq. (4); the
@@ -266,6 +302,29 @@ class Cubic(_Base):
             whole = int(grow)
             self._carry = grow - whole
             self.cwnd += whole
+
+    def save_hot(self, tcb: Any) -> bool:
+        tcb.cc_kind = DP_CC_CUBIC
+        tcb.cubic_w_max = self.w_max
+        tcb.cubic_cwnd_prior = self.cwnd_prior
+        tcb.cubic_k = self.k
+        tcb.cubic_epoch_start = -1.0 if self.epoch_start is None else self.epoch_start
+        tcb.cubic_w_est = self.w_est
+        tcb.cubic_last_rtt = -1.0 if self.last_rtt is None else self.last_rtt
+        tcb.cubic_carry = self._carry
+        return super().save_hot(tcb)
+
+    def load_hot(self, tcb: Any) -> None:
+        super().load_hot(tcb)
+        self.w_max = float(tcb.cubic_w_max)
+        self.cwnd_prior = float(tcb.cubic_cwnd_prior)
+        self.k = float(tcb.cubic_k)
+        epoch = float(tcb.cubic_epoch_start)
+        self.epoch_start = None if epoch < 0 else epoch
+        self.w_est = float(tcb.cubic_w_est)
+        last = float(tcb.cubic_last_rtt)
+        self.last_rtt = None if last < 0 else last
+        self._carry = float(tcb.cubic_carry)
 
     def _reduce(self, flight_size: int) -> None:
         cwnd = float(self.cwnd)

@@ -38,11 +38,11 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from collections import deque
-from typing import Final
+from typing import Any, Final
 
 from joyride.tcp.buffers import ReceiveBuffer, SendBuffer
 from joyride.tcp.config import TcpConfig
-from joyride.tcp.congestion import CongestionControl, make_congestion_control
+from joyride.tcp.congestion import CongestionControl, Cubic, NewReno, make_congestion_control
 from joyride.tcp.counters import Counters
 from joyride.tcp.isn import IsnGenerator
 from joyride.tcp.options import PAWS_IDLE, Negotiated, negotiate, syn_options, ts_before, ts_clock
@@ -165,6 +165,9 @@ class TcpConnection:
         self._write_blocked = False
         self._keepalive_sent = 0
         self._last_send = now
+        # The hot half lives in the C data plane (export_hot .. import_hot): nothing
+        # here is current meanwhile, and nothing may act on it.
+        self._parked = False
 
     # ------------------------------------------------------------------ construction
 
@@ -475,6 +478,9 @@ class TcpConnection:
 
     def segments_to_send(self, now: float) -> list[TcpSegment]:
         """Everything the connection wants to transmit now, in order."""
+        if self._parked:
+            self.counters["internal_error_parked"] += 1
+            return []
         self._now = now
         self._dirty = False
         try:
@@ -502,6 +508,135 @@ class TcpConnection:
             self._timers.cancel(Timer.KEEPALIVE)
         self._dirty = True  # Nagle turned off sends what it held back (as Linux)
 
+    # ------------------------------------------------------------------ C data plane
+
+    @property
+    def parked(self) -> bool:
+        """Whether the C data plane runs this connection now (``export_hot``)."""
+        return self._parked
+
+    def hot_ready(self) -> bool:
+        """Whether the C data plane can run this connection exactly as this class would
+        (docs/dataplane.md, "What C runs"): established, nothing being recovered,
+        reassembled, probed or closed, and no timer but the retransmission and
+        delayed-ACK ones. Otherwise every rule stays here."""
+        timers = self._timers
+        return (
+            not self._parked
+            and self._state is TcpState.ESTABLISHED
+            and not self._out
+            and self._fin_seq is None
+            and self._peer_fin is None
+            and self._probe_end is None
+            and not self._app_closed
+            and self._snd_nxt == self._snd_max
+            and self._buf_seq == self._snd_una
+            and not self._reasm.buffered
+            and self._recovery.quiet
+            and not self.config.keepalive
+            and not timers.is_set(Timer.PERSIST)
+            and not timers.is_set(Timer.KEEPALIVE)
+            and not timers.is_set(Timer.FIN_WAIT_2)
+            and not timers.is_set(Timer.TIME_WAIT)
+            and isinstance(self._cc, (Cubic, NewReno))
+        )
+
+    def export_hot(self, tcb: Any) -> tuple[bytes, bytes] | None:
+        """Move the hot half of this TCB into ``tcb`` (a ``struct dp_tcb``) and park:
+        returns the receive buffer's bytes (not yet read) and the send buffer's (from
+        SND.UNA), which leave this object too; None (and nothing moved) unless
+        ``hot_ready``. Identity and framing fields are the caller's."""
+        if not self.hot_ready() or not self._cc.save_hot(tcb):
+            return None
+        tcb.rcv_nxt = self._rcv_nxt.value
+        tcb.rcv_adv = self._rcv_adv.value
+        tcb.last_ack_rcv_nxt = self._last_ack_rcv_nxt.value
+        tcb.last_ack_sent = self._last_ack_sent.value
+        tcb.ts_recent = self._ts_recent
+        tcb.ts_recent_age = self._ts_recent_age
+        tcb.rcv_mss = self._rcv_mss
+        tcb.cfg_mss = self.config.mss
+        tcb.rcv_cap = self._recv_buf.capacity
+        tcb.rcv_slack = self._recv_buf.slack
+        tcb.rcv_shift = self._rcv_shift
+        tcb.snd_shift = self._snd_shift
+        tcb.ts_ok = int(self._ts_ok)
+        tcb.nodelay = int(self.config.nodelay)
+        tcb.snd_una = self._snd_una.value
+        tcb.snd_nxt = self._snd_nxt.value
+        tcb.snd_wnd = self._snd_wnd
+        tcb.max_snd_wnd = self._max_snd_wnd
+        tcb.snd_wl1 = self._snd_wl1.value
+        tcb.snd_wl2 = self._snd_wl2.value
+        tcb.smss = self._smss
+        tcb.snd_cap = self._send_buf.capacity
+        tcb.ts_offset = self._ts_offset & MASK
+        self._rtt.save_hot(tcb)
+        rtt_seq = self._rtt_seq
+        tcb.rtt_timing = int(rtt_seq is not None)
+        tcb.rtt_seq = rtt_seq.value if rtt_seq is not None else 0
+        tcb.rtt_time = self._rtt_time
+        tcb.ack_now = int(self._ack_now)
+        tcb.write_blocked = int(self._write_blocked)
+        tcb.retries = self._retries
+        tcb.persist_backoff = self._persist_backoff
+        tcb.rto_at = self._timers.deadline(Timer.RETRANSMIT) or 0.0
+        tcb.delack_at = self._timers.deadline(Timer.DELAYED_ACK) or 0.0
+        tcb.delack_timeout = self.config.delayed_ack_timeout
+        tcb.last_send = self._last_send
+        rcv = self._recv_buf.peek(0, len(self._recv_buf))
+        self._recv_buf.consume(len(rcv))
+        snd = self._send_buf.peek(0, len(self._send_buf))
+        self._send_buf.consume(len(snd))
+        self._timers.cancel(Timer.RETRANSMIT)
+        self._timers.cancel(Timer.DELAYED_ACK)
+        self._ack_now = False
+        self._dirty = False
+        self._parked = True
+        return rcv, snd
+
+    def import_hot(self, tcb: Any, rcv: bytes, snd: bytes) -> None:
+        """Take the hot half back from the C data plane (the inverse of
+        ``export_hot``), with the bytes its receive and send rings held."""
+        if not self._parked:
+            raise RuntimeError("import_hot on a connection that was not exported")
+        self._parked = False
+        self._rcv_nxt = Seq(tcb.rcv_nxt)
+        self._rcv_adv = Seq(tcb.rcv_adv)
+        self._last_ack_rcv_nxt = Seq(tcb.last_ack_rcv_nxt)
+        self._last_ack_sent = Seq(tcb.last_ack_sent)
+        self._ts_recent = int(tcb.ts_recent)
+        self._ts_recent_age = float(tcb.ts_recent_age)
+        self._rcv_mss = int(tcb.rcv_mss)
+        self._snd_una = Seq(tcb.snd_una)
+        self._snd_nxt = self._snd_max = Seq(tcb.snd_nxt)
+        self._buf_seq = self._snd_una
+        self._snd_wnd = int(tcb.snd_wnd)
+        self._max_snd_wnd = int(tcb.max_snd_wnd)
+        self._snd_wl1 = Seq(tcb.snd_wl1)
+        self._snd_wl2 = Seq(tcb.snd_wl2)
+        self._rtt.load_hot(tcb)
+        self._rtt_seq = Seq(tcb.rtt_seq) if tcb.rtt_timing else None
+        self._rtt_time = float(tcb.rtt_time)
+        self._ack_now = bool(tcb.ack_now)
+        self._write_blocked = bool(tcb.write_blocked)
+        self._retries = int(tcb.retries)
+        self._persist_backoff = int(tcb.persist_backoff)
+        self._cc.load_hot(tcb)
+        if tcb.rto_at:
+            self._timers.set(Timer.RETRANSMIT, float(tcb.rto_at))
+        if tcb.delack_at:
+            self._timers.set(Timer.DELAYED_ACK, float(tcb.delack_at))
+        self._last_send = float(tcb.last_send)
+        self._recv_buf.push(rcv)
+        self._send_buf.write(snd)
+        counters = self.counters
+        counters["segments_received"] += int(tcb.segs_in)
+        counters["segments_sent"] += int(tcb.segs_out)
+        counters["bytes_acked"] += int(tcb.bytes_acked)
+        counters["dataplane_segments"] += int(tcb.segs_in)
+        self._dirty = True  # whatever it owes (an ACK, queued bytes) goes next
+
     def settle_after_fast_send(self) -> bool:
         """The batch fast path just sent data: True when ``segments_to_send`` would
         now send nothing (and it need not be called), which it owes only to work of
@@ -516,6 +651,8 @@ class TcpConnection:
 
     def on_timer(self, now: float) -> None:
         """Handle every timer due at ``now`` (harmless to call early or twice)."""
+        if self._parked:
+            return
         self._now = now
         try:
             for timer in self._timers.expired(now):
@@ -911,6 +1048,9 @@ class TcpConnection:
 
     def receive(self, seg: TcpSegment, now: float) -> None:
         """SEGMENT ARRIVES (RFC 9293 §3.10.7). Never raises; drops are counted."""
+        if self._parked:
+            self.counters["internal_error_parked"] += 1
+            return
         self._now = now
         self.counters["segments_received"] += 1
         try:

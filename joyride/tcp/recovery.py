@@ -71,6 +71,14 @@ class LossRecovery:
     def sacked_bytes(self) -> int:
         return self.board.sacked_bytes
 
+    @property
+    def quiet(self) -> bool:
+        """No loss is being detected or repaired: nothing here would act on the next
+        advancing ACK beyond clearing what is already clear (the C data plane may run
+        the connection, docs/dataplane.md)."""
+        return (not self.in_recovery and self.dupacks == 0 and self._lt_bytes == 0
+                and not self.rexmit_head and self.board.sacked_bytes == 0)
+
     # ------------------------------------------------------------------ per ACK
 
     def on_ack(

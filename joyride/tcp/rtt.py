@@ -11,7 +11,7 @@ Memory: a handful of floats, whatever the input.
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Any, Final
 
 # RFC 6298 §2.3: alpha = 1/8, beta = 1/4, K = 4.
 ALPHA: Final = 0.125
@@ -122,6 +122,28 @@ class RttEstimator:
     def reset_backoff(self) -> None:
         """Drop the backoff (e.g. an ACK for new data arrived, RFC 6298 §5.3/§5.7)."""
         self._backoff = 0
+
+    # -- hand-off to the C data plane (joyride/dataplane; docs/dataplane.md) ----------
+
+    def save_hot(self, tcb: Any) -> None:
+        """Write the estimator into ``tcb`` (a ``struct dp_tcb``): C runs it meanwhile."""
+        tcb.srtt = -1.0 if self._srtt is None else self._srtt
+        tcb.rttvar = 0.0 if self._rttvar is None else self._rttvar
+        tcb.base_rto = self._base_rto
+        tcb.min_rto = self.min_rto
+        tcb.max_rto = self.max_rto
+        tcb.rto_granularity = self.granularity
+        tcb.rto_backoff = self._backoff
+        tcb.rtt_samples = self.samples
+
+    def load_hot(self, tcb: Any) -> None:
+        """Take the estimator back from ``tcb`` (the inverse of ``save_hot``)."""
+        srtt = float(tcb.srtt)
+        self._srtt = None if srtt < 0 else srtt
+        self._rttvar = None if srtt < 0 else float(tcb.rttvar)
+        self._base_rto = float(tcb.base_rto)
+        self._backoff = int(tcb.rto_backoff)
+        self.samples = int(tcb.rtt_samples)
 
     def syn_timed_out(self) -> None:
         """RFC 6298 §5.7: the SYN (or SYN-ACK) was retransmitted.

@@ -31,6 +31,14 @@ def stats(node: Node) -> dict[str, Any]:
     return dict(json.loads(cli(node, "stats", node.ifname, "--json").stdout))
 
 
+def segments_in(service_stats: dict[str, Any]) -> int:
+    """TCP segments the service received: in Python (the engine) and in C (the data
+    plane's predicted ones; its declined ones reach the engine and count there)."""
+    datapath = service_stats["datapath"]
+    plane = datapath.get("dataplane") or {}
+    return int(datapath["engine"].get("rx_segments", 0)) + int(plane.get("rx_fast", 0))
+
+
 def app_path(node: Node) -> Path:
     with node.inside():
         return StateDir(node.ifname).app_path

@@ -179,4 +179,7 @@ def test_four_flows_into_lagging_readers_stay_on_the_fast_path(clean_bed: Testbe
     assert len(sent) == len(got) == flows and sent == got
     assert snapshot, "no mid-transfer statistics"
     assert snapshot.get("drop_receive_buffer_full", 0) == 0, snapshot
-    assert snapshot["fast_path_segments"] >= 0.9 * snapshot["segments_received"], snapshot
+    # Predicted in C: by the data plane (dataplane_segments) or, with
+    # JOYRIDE_DATAPLANE=python, by the engine's batch fast path (fast_path_segments).
+    fast = snapshot.get("fast_path_segments", 0) + snapshot.get("dataplane_segments", 0)
+    assert fast >= 0.9 * snapshot["segments_received"], snapshot

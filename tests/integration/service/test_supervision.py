@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from service_helpers import app_path, attached, cli, stats, wait_for
+from service_helpers import app_path, attached, cli, segments_in, stats, wait_for
 
 from joyride.service import appclient
 from joyride.testbed import Testbed
@@ -65,7 +65,7 @@ def test_sigkill_mid_transfer_then_restart() -> None:
             reader = threading.Thread(target=app_reader, daemon=True)
             sender.start()
             reader.start()
-            wait_for(lambda: stats(bed.joy)["datapath"]["engine"].get("rx_segments", 0) > 200,
+            wait_for(lambda: segments_in(stats(bed.joy)) > 200,
                      10, "the transfer to be under way")
             old = service_pid(bed)
             assert old is not None

@@ -1,0 +1,315 @@
+"""Unmodified Debian servers, on the kernel and under ``joyride run``, side by side.
+
+``python -m joyride.bench.daemons [--quick] [--json FILE]`` (as root) builds one veth
+test bed and, for each data plane asked for (``--planes c,python``: the service with
+``JOYRIDE_DATAPLANE`` set so), attaches Joyride, starts the same server binary on a
+kernel port and on a steered port, and drives both with the same client from the peer
+namespace, alternating which goes first, ``--reps`` times. It prints a table and
+writes JSON: every sample, medians, and ratios to the kernel samples of that phase.
+
+CPU per request is measured two ways: the whole machine (``/proc/stat`` busy time: on
+veth the receive work runs in softirq and is charged to whoever was running, so only
+the total is honest) and per process (service, server tree, client), from
+``/proc/<pid>/stat``. Python calls per request: the data plane's returns to Python
+(``dp_run`` returns) and the service loop's rounds, divided by requests.
+
+Workloads (the issue's list): redis GET and SET (50 connections), redis GET pipelined
+(-P 16), nginx (1 and 2 workers; wrk, 100 connections, 1 KiB), new connections per
+second (wrk, ``Connection: close``, 50 connections), sockperf ping-pong (p50, p99).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from joyride.bench import tools
+from joyride.bench.procstat import CLK_TCK, SystemCpu, descendants, snapshot
+from joyride.bench.servers import (
+    JOYRIDE,
+    Endpoint,
+    attach,
+    detach,
+    nginx_conf,
+    service_stats,
+    wait_port,
+)
+from joyride.processes import terminate
+from joyride.testbed import Testbed
+
+KERNEL_PORT: Final = 9300
+JOY_PORT: Final = 8300
+PORTS: Final = f"{JOY_PORT}-{JOY_PORT + 9}"
+BODY_KIB: Final = 1
+
+
+@dataclass(frozen=True)
+class Daemon:
+    key: str
+    title: str
+    server: Callable[[int, Path], list[str]]
+    client: Callable[[str, int, float], list[str]]
+    parse: Callable[[str], dict[str, float] | None]
+    metric: str  # the rate key in parse's result ("rps"), or "p50_us"
+
+
+def redis_server(port: int, work: Path) -> list[str]:
+    return ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--bind", "0.0.0.0", "--dir", str(work)]
+
+
+def redis_client(test: str, pipeline: int = 1) -> Callable[[str, int, float], list[str]]:
+    def argv(ip: str, port: int, seconds: float) -> list[str]:
+        # About 120k req/s on the kernel: the request count sets the run's length.
+        n = max(20000, int(seconds * (120_000 if pipeline == 1 else 600_000)))
+        return ["redis-benchmark", "-h", ip, "-p", str(port), "-c", "50", "-n", str(n),
+                "-t", test, "-P", str(pipeline), "-q", "--csv"]
+    return argv
+
+
+def parse_redis(text: str) -> dict[str, float] | None:
+    """``--csv`` output: "test","rps",... one line per test."""
+    for line in text.splitlines():
+        parts = [p.strip('"') for p in line.split(",")]
+        if len(parts) >= 2 and parts[0] in ("GET", "SET"):
+            try:
+                rps = float(parts[1])
+            except ValueError:
+                continue
+            return {"rps": rps}
+    return None
+
+
+def nginx_server(workers: int) -> Callable[[int, Path], list[str]]:
+    def argv(port: int, work: Path) -> list[str]:
+        conf = nginx_conf(work / f"nginx-{port}", port)
+        text = conf.read_text().replace("worker_processes 1;", f"worker_processes {workers};")
+        conf.write_text(text)
+        return ["nginx", "-c", str(conf), "-e", str(conf.parent / "error.log")]
+    return argv
+
+
+def wrk_client(close: bool, connections: int) -> Callable[[str, int, float], list[str]]:
+    def argv(ip: str, port: int, seconds: float) -> list[str]:
+        return tools.wrk_client(f"http://{ip}:{port}/body", seconds, connections, close=close)
+    return argv
+
+
+def sockperf_server(port: int, work: Path) -> list[str]:
+    return ["sockperf", "server", "--tcp", "-p", str(port)]
+
+
+def sockperf_client(ip: str, port: int, seconds: float) -> list[str]:
+    return tools.sockperf_pingpong(ip, port, seconds)
+
+
+DAEMONS: Final = (
+    Daemon("redis_get", "redis-benchmark GET, 50 connections", redis_server,
+           redis_client("get"), parse_redis, "rps"),
+    Daemon("redis_set", "redis-benchmark SET, 50 connections", redis_server,
+           redis_client("set"), parse_redis, "rps"),
+    Daemon("redis_get_p16", "redis-benchmark GET, 50 connections, pipelined -P 16",
+           redis_server, redis_client("get", 16), parse_redis, "rps"),
+    Daemon("nginx_1w", "nginx 1 worker, wrk 100 connections, 1 KiB", nginx_server(1),
+           wrk_client(False, 100), tools.parse_wrk, "rps"),
+    Daemon("nginx_2w", "nginx 2 workers, wrk 100 connections, 1 KiB", nginx_server(2),
+           wrk_client(False, 100), tools.parse_wrk, "rps"),
+    Daemon("connrate", "new connections/s (wrk -c50, Connection: close), nginx 1 worker",
+           nginx_server(1), wrk_client(True, 50), tools.parse_wrk, "rps"),
+    Daemon("sockperf", "sockperf ping-pong 64 B, 1 connection", sockperf_server,
+           sockperf_client, tools.parse_sockperf, "p50_us"),
+)
+
+
+@dataclass
+class Sample:
+    daemon: str
+    stack: str  # "kernel" or "joyride"
+    plane: str  # the service's data plane of this phase
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _ticks(pids: set[int], table: dict[int, Any]) -> int:
+    return sum(table[p].ticks for p in pids if p in table)
+
+
+def measure(bed: Testbed, d: Daemon, stack: str, plane: str, server_pids: list[int],
+            svc_pid: int | None, seconds: float) -> Sample:
+    port = KERNEL_PORT if stack == "kernel" else JOY_PORT
+    argv = d.client(bed.joy.ip, port, seconds)
+    before = snapshot()
+    server_tree = descendants(server_pids, before)
+    sys_before = SystemCpu.read()
+    stats_before = service_stats(bed) if svc_pid is not None and stack == "joyride" else {}
+    result = tools.run_client(bed.peer.cmd(*argv), timeout=seconds * 10 + 60)
+    sys_after = SystemCpu.read()
+    after = snapshot()
+    sample = Sample(d.key, stack, plane)
+    parsed = d.parse(result.stdout) if result.ok else None
+    if parsed is None:
+        sample.error = result.tail()
+        return sample
+    client_s = result.cpu_seconds
+    machine_s = (sys_after.busy - sys_before.busy) / CLK_TCK
+    server_s = (_ticks(server_tree, after) - _ticks(server_tree, before)) / CLK_TCK
+    m = dict(parsed)
+    m["cpu_machine_s"] = machine_s
+    if d.metric == "rps":
+        requests = parsed.get("requests") or parsed["rps"] * result.wall_seconds
+        m["requests"] = requests
+        m["cpu_machine_us_per_req"] = machine_s / requests * 1e6
+        m["cpu_server_us_per_req"] = server_s / requests * 1e6
+        m["cpu_client_us_per_req"] = client_s / requests * 1e6
+        if svc_pid is not None and stack == "joyride":
+            svc = {svc_pid} | descendants([svc_pid], after)
+            svc_s = (_ticks(svc, after) - _ticks(svc, before)) / CLK_TCK
+            m["cpu_service_us_per_req"] = svc_s / requests * 1e6
+            stats_after = service_stats(bed)
+            m["python_calls_per_req"] = python_calls(stats_before, stats_after) / requests
+    sample.metrics = m
+    return sample
+
+
+def python_calls(before: dict[str, Any], after: dict[str, Any]) -> float:
+    """Entries into Python of the service loop between two ``stats`` snapshots: the data
+    plane's returns, or (Python data plane) the loop's steps."""
+    def returns(doc: dict[str, Any]) -> int:
+        dp = (doc.get("datapath") or {})
+        plane = dp.get("dataplane")
+        if plane:
+            return int(plane.get("returns", 0))
+        return int((dp.get("service") or {}).get("steps", 0))
+    return float(returns(after) - returns(before) - 1)  # the stats request itself
+
+
+def start_server(bed: Testbed, d: Daemon, stack: str, work: Path, log: Path) -> Endpoint:
+    port = KERNEL_PORT if stack == "kernel" else JOY_PORT
+    argv = d.server(port, work)
+    if stack == "joyride":
+        argv = [JOYRIDE, "run", "--iface", bed.joy.ifname, "--", *argv]
+    with log.open("ab") as out:
+        proc = bed.joy.popen(*argv, stdout=out, stderr=subprocess.STDOUT)
+    ep = Endpoint(d.key, stack, {d.key: port}, [proc])
+    wait_port(bed.peer, bed.joy.ip, port, 20.0, ep, log)
+    return ep
+
+
+def run(daemons: list[Daemon], planes: list[str], reps: int, seconds: float,
+        progress: Callable[[str], None] = print) -> list[Sample]:
+    samples: list[Sample] = []
+    with Testbed() as bed, tempfile.TemporaryDirectory(prefix="joyride-daemons-") as tmp:
+        work = Path(tmp)
+        for plane in planes:
+            os.environ["JOYRIDE_DATAPLANE"] = plane
+            try:
+                svc = attach(bed, PORTS)
+            finally:
+                os.environ.pop("JOYRIDE_DATAPLANE", None)
+            try:
+                for d in daemons:
+                    eps = [start_server(bed, d, s, work, work / f"{d.key}-{s}.log")
+                           for s in ("kernel", "joyride")]
+                    try:
+                        for rep in range(reps):
+                            order = ("kernel", "joyride") if rep % 2 == 0 else (
+                                "joyride", "kernel")
+                            for stack in order:
+                                ep = eps[0] if stack == "kernel" else eps[1]
+                                s = measure(bed, d, stack, plane, ep.pids, svc, seconds)
+                                samples.append(s)
+                                progress(f"{plane:6} {d.key:14} {stack:7} "
+                                         + (s.error or _brief(s.metrics)))
+                    finally:
+                        for ep in eps:
+                            terminate(ep.procs, 5.0)
+            finally:
+                detach(bed)
+    return samples
+
+
+def _brief(m: dict[str, float]) -> str:
+    keys = ("rps", "p50_us", "p99_us", "cpu_machine_us_per_req", "cpu_service_us_per_req",
+            "python_calls_per_req")
+    return "  ".join(f"{k}={m[k]:.4g}" for k in keys if k in m)
+
+
+def summarize(samples: list[Sample]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    keys = sorted({(s.daemon, s.plane) for s in samples}, key=lambda k: (k[1], k[0]))
+    for daemon, plane in keys:
+        group = [s for s in samples if s.daemon == daemon and s.plane == plane and not s.error]
+        row: dict[str, Any] = {"daemon": daemon, "plane": plane}
+        for stack in ("kernel", "joyride"):
+            ms = [s.metrics for s in group if s.stack == stack]
+            for k in sorted({k for m in ms for k in m}):
+                vals = [m[k] for m in ms if k in m]
+                row[f"{stack}_{k}"] = statistics.median(vals)
+        for k in ("rps", "p50_us", "p99_us", "cpu_machine_us_per_req"):
+            if f"kernel_{k}" in row and f"joyride_{k}" in row and row[f"kernel_{k}"]:
+                row[f"ratio_{k}"] = row[f"joyride_{k}"] / row[f"kernel_{k}"]
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    out = ["| workload | plane | metric | kernel | Joyride | Joyride/kernel |",
+           "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        for k, label in (("rps", "requests/s"), ("p50_us", "p50 (µs)"), ("p99_us", "p99 (µs)"),
+                         ("cpu_machine_us_per_req", "machine CPU/request (µs)")):
+            if f"joyride_{k}" not in r:
+                continue
+            kern = r.get(f"kernel_{k}")
+            ratio = r.get(f"ratio_{k}")
+            out.append(f"| {r['daemon']} | {r['plane']} | {label} | "
+                       f"{kern:,.4g} | {r[f'joyride_{k}']:,.4g} | "
+                       + (f"{ratio:.2f}× |" if ratio is not None else "– |"))
+        for k, label in (("cpu_service_us_per_req", "service CPU/request (µs)"),
+                         ("python_calls_per_req", "Python calls/request")):
+            if f"joyride_{k}" in r:
+                out.append(f"| {r['daemon']} | {r['plane']} | {label} | – | "
+                           f"{r[f'joyride_{k}']:.4g} | – |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="3 repetitions of 2 s")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--planes", default="c,python")
+    ap.add_argument("--only", default="", help="comma-separated workload keys")
+    ap.add_argument("--json", default="results/daemons.json")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("needs root (network namespaces, XDP)", file=sys.stderr)
+        return 2
+    reps, seconds = (3, 2.0) if args.quick else (args.reps, args.seconds)
+    chosen = [d for d in DAEMONS if not args.only or d.key in args.only.split(",")]
+    planes = [p for p in args.planes.split(",") if p]
+    started = time.time()
+    samples = run(chosen, planes, reps, seconds)
+    rows = summarize(samples)
+    print(table(rows))
+    doc = {"measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+           "kernel": os.uname().release, "reps": reps, "seconds": seconds,
+           "rows": rows, "samples": [s.__dict__ for s in samples]}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(doc, indent=1))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1349 @@
+/* The C data plane; the contract is in dataplane.h, the design in docs/dataplane.md.
+ *
+ * Every TCP rule here is a transcription of the Python core's rule of the same name
+ * (joyride/tcp/connection.py, congestion.py, rtt.py), which stays the authority: the
+ * differential tests (tests/unit/dataplane) feed both the same segments and compare
+ * what they send and the state they end in. A rule the Python core changes must
+ * change here too, or the tests fail.
+ *
+ * Sequence comparisons are modulo 2**32 (RFC 9293 §3.4): sdiff(a, b) < 0 is "a < b".
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dataplane.h"
+#include "wire.h"
+
+_Static_assert(sizeof(struct dp_desc) == 16, "struct dp_desc is struct xdp_desc");
+
+#define TCP_FIN 0x01
+#define TCP_PSH 0x08
+#define TCP_ACK 0x10
+#define ACK_EVERY 2          /* RFC 5681 §4.2: ACK every second full-sized segment */
+#define ABC_LIMIT 2          /* RFC 3465 §2.2: L = 2 */
+#define CUBIC_C 0.4          /* RFC 9438 §5.1 */
+#define CUBIC_BETA 0.7
+#define TIMER_SCAN_NS 1000000LL /* deadlines are looked at once a millisecond at most */
+#define MAX_EVENTS 64
+#define ARENA_BATCHES 4
+
+enum flow_state { FLOW_FREE = 0, FLOW_C = 1, FLOW_HANDBACK = 2 };
+
+/* Tags of epoll events: the low 32 bits name what became ready. */
+#define TAG_PORT (1ull << 62)
+#define TAG_WATCH (1ull << 61)
+#define TAG_FLOW (1ull << 60)
+
+typedef int (*rx_fn)(void *, struct dp_desc *, uint32_t, int);
+typedef int (*release_fn)(void *, const struct dp_desc *, uint32_t);
+typedef int (*tx_copy_fn)(void *, uint8_t *, uint64_t, const uint8_t *, const uint64_t *,
+                          const uint32_t *, uint32_t, int);
+typedef int (*kick_fn)(void *);
+typedef int (*complete_fn)(void *, uint32_t);
+
+/* A byte ring: len bytes from head, capacity cap. Reset to the start whenever it
+ * empties, so a request/response flow keeps touching the same first pages. */
+struct ring {
+    uint8_t *buf;
+    uint32_t cap;
+    uint32_t head;
+    uint32_t len;
+};
+
+struct flow {
+    struct dp_tcb t;
+    struct wire_template tmpl;
+    struct ring rcv;           /* received in order, not yet taken by the application */
+    struct ring snd;           /* from SND.UNA: unacknowledged, then unsent */
+    uint32_t gen;
+    uint32_t hnext;            /* next slot + 1 in the hash chain, 0: end */
+    uint32_t live_pos;         /* index in dp->live */
+    uint32_t epoll_mask;       /* events registered for app_fd (0: not registered) */
+    uint8_t state;             /* enum flow_state */
+    uint8_t touched;           /* in dp->touched this round */
+    uint8_t app_readable;      /* epoll said the application has bytes for us */
+};
+
+struct dp {
+    struct dp_config cfg;
+    struct dp_stats st;
+    struct flow *flows;
+    uint32_t *free_slots;
+    uint32_t n_free;
+    uint32_t *buckets;         /* slot + 1, 0: empty */
+    uint32_t bucket_mask;
+    uint32_t *live;            /* C-owned or handed-back flows, dense */
+    uint32_t n_live;
+    uint32_t *touched;
+    uint32_t n_touched;
+    struct dp_port ports[8];
+    uint32_t n_ports;
+    int epfd;
+    int watch_fd;
+    /* this round's received frames */
+    struct dp_desc *descs;
+    uint64_t *rx_offs;
+    uint32_t *rx_lens;
+    struct wire_parsed *parsed;
+    /* frames built by C, sent in one NIC call per round */
+    uint8_t *arena;
+    uint64_t *arena_offs;
+    uint32_t *arena_caps;
+    uint32_t *arena_lens;
+    uint32_t arena_slots;
+    uint32_t arena_used;
+    int kick_owed;
+    /* declined frames, for Python */
+    uint8_t *dec;
+    uint64_t *dec_offs;
+    uint32_t *dec_lens;
+    uint32_t n_dec;
+    /* handed-back flows, for Python */
+    int64_t *handbacks;
+    uint32_t n_handbacks;
+    double next_timer;         /* earliest deadline of any C flow (0: none) */
+    double last_scan;
+    uint16_t ip_id;
+};
+
+static inline int32_t sdiff(uint32_t a, uint32_t b) { return (int32_t)(a - b); }
+static inline uint32_t umin(uint32_t a, uint32_t b) { return a < b ? a : b; }
+static inline uint32_t umax(uint32_t a, uint32_t b) { return a > b ? a : b; }
+
+static double monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* --- rings ----------------------------------------------------------------------- */
+
+static int ring_init(struct ring *r, uint32_t cap)
+{
+    r->buf = cap ? malloc(cap) : NULL;
+    r->cap = cap;
+    r->head = r->len = 0;
+    return cap && !r->buf ? -ENOMEM : 0;
+}
+
+static uint32_t ring_put(struct ring *r, const uint8_t *src, uint32_t n)
+{
+    n = umin(n, r->cap - r->len);
+    uint32_t tail = (r->head + r->len) % (r->cap ? r->cap : 1);
+    uint32_t first = umin(n, r->cap - tail);
+    memcpy(r->buf + tail, src, first);
+    memcpy(r->buf, src + first, n - first);
+    r->len += n;
+    return n;
+}
+
+/* Copy n bytes from offset off (n + off <= len) without consuming them. */
+static void ring_copy(const struct ring *r, uint32_t off, uint8_t *dst, uint32_t n)
+{
+    uint32_t start = (r->head + off) % r->cap;
+    uint32_t first = umin(n, r->cap - start);
+    memcpy(dst, r->buf + start, first);
+    memcpy(dst + first, r->buf, n - first);
+}
+
+static void ring_consume(struct ring *r, uint32_t n)
+{
+    n = umin(n, r->len);
+    r->len -= n;
+    r->head = r->len ? (r->head + n) % r->cap : 0;
+}
+
+/* The ring's free space as at most two spans, for readv. */
+static int ring_free_iov(struct ring *r, struct iovec iov[2])
+{
+    uint32_t free_bytes = r->cap - r->len;
+    if (free_bytes == 0)
+        return 0;
+    uint32_t tail = (r->head + r->len) % r->cap;
+    uint32_t first = umin(free_bytes, r->cap - tail);
+    iov[0].iov_base = r->buf + tail;
+    iov[0].iov_len = first;
+    if (first == free_bytes)
+        return 1;
+    iov[1].iov_base = r->buf;
+    iov[1].iov_len = free_bytes - first;
+    return 2;
+}
+
+static int ring_data_iov(struct ring *r, struct iovec iov[2])
+{
+    if (r->len == 0)
+        return 0;
+    uint32_t first = umin(r->len, r->cap - r->head);
+    iov[0].iov_base = r->buf + r->head;
+    iov[0].iov_len = first;
+    if (first == r->len)
+        return 1;
+    iov[1].iov_base = r->buf;
+    iov[1].iov_len = r->len - first;
+    return 2;
+}
+
+/* --- flow table -------------------------------------------------------------------- */
+
+static inline uint32_t tuple_hash(uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport)
+{
+    uint64_t h = ((uint64_t)rip << 32 | lip) * 0x9E3779B97F4A7C15ull;
+    h ^= ((uint64_t)rport << 16 | lport) * 0xC2B2AE3D27D4EB4Full;
+    return (uint32_t)(h >> 32) ^ (uint32_t)h;
+}
+
+static uint32_t *bucket_of(struct dp *dp, const struct dp_tcb *t)
+{
+    return &dp->buckets[tuple_hash(t->local_ip, t->local_port, t->remote_ip,
+                                   t->remote_port) & dp->bucket_mask];
+}
+
+static struct flow *flow_lookup(struct dp *dp, uint32_t lip, uint16_t lport, uint32_t rip,
+                                uint16_t rport)
+{
+    uint32_t s = dp->buckets[tuple_hash(lip, lport, rip, rport) & dp->bucket_mask];
+    while (s) {
+        struct flow *f = &dp->flows[s - 1];
+        if (f->t.remote_ip == rip && f->t.local_ip == lip && f->t.remote_port == rport &&
+            f->t.local_port == lport)
+            return f;
+        s = f->hnext;
+    }
+    return NULL;
+}
+
+static inline int64_t handle_of(struct dp *dp, struct flow *f)
+{
+    return (int64_t)((uint64_t)f->gen << 32 | (uint64_t)(f - dp->flows));
+}
+
+/* The flow a handle names, or NULL when it is stale, foreign or free. */
+static struct flow *flow_of(const struct dp *dp, int64_t handle)
+{
+    if (handle <= 0)
+        return NULL;
+    uint32_t slot = (uint32_t)handle;
+    uint32_t gen = (uint32_t)((uint64_t)handle >> 32);
+    if (slot >= dp->cfg.max_flows)
+        return NULL;
+    struct flow *f = &dp->flows[slot];
+    return f->state != FLOW_FREE && f->gen == gen ? f : NULL;
+}
+
+static void epoll_set(struct dp *dp, struct flow *f, uint32_t want)
+{
+    if (f->t.app_fd < 0 || want == f->epoll_mask)
+        return;
+    struct epoll_event ev = {.events = want, .data.u64 = TAG_FLOW | (uint64_t)(f - dp->flows)};
+    int op = f->epoll_mask == 0 ? EPOLL_CTL_ADD : (want == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD);
+    if (epoll_ctl(dp->epfd, op, f->t.app_fd, &ev) == 0 || op == EPOLL_CTL_DEL)
+        f->epoll_mask = want;
+}
+
+static void flow_forget(struct dp *dp, struct flow *f)
+{
+    epoll_set(dp, f, 0);
+    uint32_t slot = (uint32_t)(f - dp->flows);
+    uint32_t *link = bucket_of(dp, &f->t);
+    while (*link && *link != slot + 1)
+        link = &dp->flows[*link - 1].hnext;
+    if (*link)
+        *link = f->hnext;
+    uint32_t last = dp->live[--dp->n_live];
+    dp->live[f->live_pos] = last;
+    dp->flows[last].live_pos = f->live_pos;
+    free(f->rcv.buf);
+    free(f->snd.buf);
+    f->rcv.buf = f->snd.buf = NULL;
+    f->state = FLOW_FREE;
+    /* Every handle to this slot is stale from now on. Generations stay in 1..2**31-1,
+     * so a handle is always positive. */
+    f->gen = f->gen >= 0x7FFFFFFFu ? 1 : f->gen + 1;
+    dp->free_slots[dp->n_free++] = slot;
+}
+
+static void touch(struct dp *dp, struct flow *f)
+{
+    if (!f->touched) {
+        f->touched = 1;
+        dp->touched[dp->n_touched++] = (uint32_t)(f - dp->flows);
+    }
+}
+
+static void note_deadline(struct dp *dp, double at)
+{
+    if (at > 0 && (dp->next_timer == 0 || at < dp->next_timer))
+        dp->next_timer = at;
+}
+
+/* C stops running f: its handle goes to Python, which releases it. */
+static void hand_back(struct dp *dp, struct flow *f, enum dp_reason why)
+{
+    if (f->state != FLOW_C)
+        return;
+    f->state = FLOW_HANDBACK;
+    f->t.reason = (uint8_t)why;
+    epoll_set(dp, f, 0);
+    dp->st.handbacks[why]++;
+    dp->handbacks[dp->n_handbacks++] = handle_of(dp, f);
+}
+
+/* --- RTT and congestion control (rtt.py, congestion.py) --------------------------- */
+
+static double rto_of(const struct dp_tcb *t)
+{
+    /* RttEstimator.rto: floored base, doubled per backoff, capped. */
+    double base = t->base_rto > t->min_rto ? t->base_rto : t->min_rto;
+    double rto = base * (double)(1u << (t->rto_backoff < 30 ? t->rto_backoff : 30));
+    return rto < t->max_rto ? rto : t->max_rto;
+}
+
+static void rtt_sample(struct dp_tcb *t, double rtt)
+{
+    /* RttEstimator.sample, RFC 6298 §2.2-2.3 (alpha 1/8, beta 1/4, K 4). */
+    if (!isfinite(rtt) || rtt < 0)
+        return;
+    if (t->srtt < 0) {
+        t->srtt = rtt;
+        t->rttvar = rtt / 2;
+    } else {
+        t->rttvar = 0.75 * t->rttvar + 0.25 * fabs(t->srtt - rtt);
+        t->srtt = 0.875 * t->srtt + 0.125 * rtt;
+    }
+    double var = 4 * t->rttvar;
+    t->base_rto = t->srtt + (t->rto_granularity > var ? t->rto_granularity : var);
+    t->rtt_samples++;
+    t->rto_backoff = 0;
+    t->rtt_sample_count++;
+}
+
+/* _Base._slow_start: RFC 5681 §3.1 with RFC 3465 ABC; returns bytes left for CA. */
+static uint32_t slow_start(struct dp_tcb *t, uint32_t acked)
+{
+    uint32_t inc = umin(acked, t->abc_limit * t->smss);
+    uint32_t cap = umax(t->ssthresh, t->cwnd);
+    uint64_t grown = (uint64_t)t->cwnd + inc;
+    uint32_t next = grown < cap ? (uint32_t)grown : cap;
+    uint32_t used = next - t->cwnd;
+    t->cwnd = next;
+    if (t->cwnd >= t->ssthresh)
+        t->abc_limit = ABC_LIMIT;
+    return t->cwnd >= t->ssthresh ? inc - used : 0;
+}
+
+static double w_cubic(const struct dp_tcb *t, double secs)
+{
+    double d = secs - t->cubic_k;
+    return CUBIC_C * d * d * d * t->smss + t->cubic_w_max;
+}
+
+static void cubic_start_epoch(struct dp_tcb *t, double now)
+{
+    t->cubic_epoch_start = now;
+    t->cubic_carry = 0;
+    double cwnd_epoch = (double)t->cwnd;
+    if (t->cubic_w_max <= cwnd_epoch) {
+        t->cubic_w_max = cwnd_epoch;
+        t->cubic_k = 0;
+    } else {
+        /* pow, as Python's ** (cbrt may differ in the last bit). */
+        t->cubic_k = pow((t->cubic_w_max - cwnd_epoch) / t->smss / CUBIC_C, 1.0 / 3.0);
+    }
+    t->cubic_w_est = cwnd_epoch;
+}
+
+/* CongestionControl.on_ack for NewReno and Cubic (acked > 0, outside recovery). */
+static void cc_on_ack(struct dp_tcb *t, double now, uint32_t acked)
+{
+    t->cc_pristine = 0;
+    if (t->cc_kind == DP_CC_CUBIC && t->srtt >= 0)
+        t->cubic_last_rtt = t->srtt;
+    if (t->cwnd < t->ssthresh) {
+        acked = slow_start(t, acked);
+        if (!acked)
+            return;
+    }
+    if (t->cc_kind == DP_CC_NEWRENO) {
+        /* RFC 5681 §3.1 via RFC 3465 §2.1 byte counting. */
+        t->reno_bytes_acked += acked;
+        if (t->reno_bytes_acked >= t->cwnd) {
+            t->reno_bytes_acked -= t->cwnd;
+            t->cwnd += t->smss;
+            t->reno_bytes_acked = umin(t->reno_bytes_acked, t->cwnd);
+        }
+        return;
+    }
+    if (t->cubic_epoch_start < 0 || now < t->cubic_epoch_start)
+        cubic_start_epoch(t, now);
+    double secs = now - t->cubic_epoch_start;
+    double cwnd = (double)t->cwnd;
+    double segs = (double)acked / t->smss;
+    double alpha = t->cubic_w_est >= t->cubic_cwnd_prior ? 1.0
+                                                         : 3 * (1 - CUBIC_BETA) / (1 + CUBIC_BETA);
+    t->cubic_w_est += alpha * segs * t->smss * t->smss / cwnd;
+    double next;
+    if (w_cubic(t, secs) < t->cubic_w_est) {
+        next = t->cubic_w_est; /* RFC 9438 §4.3 Reno-friendly region */
+    } else {
+        double ahead = t->cubic_last_rtt >= 0 ? t->cubic_last_rtt : 0.0;
+        double target = w_cubic(t, secs + ahead);
+        if (target < cwnd)
+            target = cwnd;
+        if (target > 1.5 * cwnd)
+            target = 1.5 * cwnd;
+        next = cwnd + (target - cwnd) / cwnd * segs * t->smss;
+        if (next > target)
+            next = target;
+    }
+    double grow = next - cwnd + t->cubic_carry;
+    if (grow > 0) {
+        double whole = floor(grow);
+        t->cubic_carry = grow - whole;
+        t->cwnd += (uint32_t)whole;
+    }
+}
+
+/* CongestionControl.on_idle: RFC 5681 §4.1 restart window, RFC 2861 ssthresh. */
+static void cc_on_idle(struct dp_tcb *t)
+{
+    t->ssthresh = umax(t->ssthresh, (uint32_t)((3ull * t->cwnd) / 4));
+    t->cwnd = umin(t->cc_iw, t->cwnd);
+    t->reno_bytes_acked = 0;
+    t->cubic_epoch_start = -1;
+    t->cubic_carry = 0;
+}
+
+static inline uint32_t ts_clock(const struct dp_tcb *t, double now)
+{
+    /* options.ts_clock: 1 ms ticks plus the connection's offset (RFC 7323 §5.4). */
+    return (uint32_t)((int64_t)(now * 1000.0) + t->ts_offset);
+}
+
+/* --- output -------------------------------------------------------------------------- */
+
+/* TcpConnection._advertise_window: receiver SWS avoidance, right edge never left. */
+static uint16_t advertise_window(struct flow *f)
+{
+    struct dp_tcb *t = &f->t;
+    uint32_t shift = t->rcv_shift;
+    uint32_t window = t->rcv_cap > f->rcv.len ? t->rcv_cap - f->rcv.len : 0;
+    uint32_t avail = umin(window, 0xFFFFu << shift);
+    int32_t cur = sdiff(t->rcv_adv, t->rcv_nxt);
+    uint32_t current = cur > 0 ? (uint32_t)cur : 0;
+    uint32_t threshold = umin(t->rcv_cap / 2, t->rcv_mss);
+    uint32_t wnd = (avail >= current && avail - current >= threshold) ? avail
+                                                                      : umin(current, avail);
+    uint32_t field = wnd >> shift;
+    if ((field << shift) < current) {
+        uint32_t up = (current + (1u << shift) - 1) >> shift;
+        if ((uint64_t)up << shift <= (uint64_t)window + t->rcv_slack)
+            field = up;
+    }
+    field = umin(field, 0xFFFF);
+    uint32_t edge = t->rcv_nxt + (field << shift);
+    if (sdiff(edge, t->rcv_adv) > 0)
+        t->rcv_adv = edge;
+    return (uint16_t)field;
+}
+
+static void arena_flush(struct dp *dp)
+{
+    if (dp->arena_used == 0)
+        return;
+    struct dp_port *p = &dp->ports[0];
+    int sent = ((tx_copy_fn)p->tx_copy)(p->ctx, p->umem, p->tx_offset, dp->arena,
+                                        dp->arena_offs, dp->arena_lens, dp->arena_used, 0);
+    uint32_t ok = sent > 0 ? (uint32_t)sent : 0;
+    dp->st.tx_frames += ok;
+    dp->st.tx_dropped += dp->arena_used - ok;
+    dp->arena_used = 0;
+    dp->kick_owed = 1;
+}
+
+/* Build one segment of f into the arena: payload bytes [off, off + n) of the send ring.
+ * TcpConnection._segment: every segment carries the ACK of RCV.NXT and the window. */
+static void emit(struct dp *dp, struct flow *f, double now, uint32_t seq, uint32_t off,
+                 uint32_t n, uint8_t flags)
+{
+    struct dp_tcb *t = &f->t;
+    if (dp->arena_used == dp->arena_slots)
+        arena_flush(dp);
+    uint32_t k = dp->arena_used;
+    struct wire_seg s;
+    memset(&s, 0, sizeof s);
+    s.payload_len = n;
+    s.seq = seq;
+    s.window = advertise_window(f);
+    s.flags = flags;
+    s.ip_id = ++dp->ip_id;
+    if (t->ts_ok) {
+        s.has_ts = 1;
+        s.tsval = ts_clock(t, now);
+        s.tsecr = t->ts_recent;
+    }
+    s.ack = t->rcv_nxt;
+    t->last_ack_sent = t->rcv_nxt;
+    t->last_ack_rcv_nxt = t->rcv_nxt;
+    t->ack_now = 0;
+    t->delack_at = 0;
+    uint8_t *frame = dp->arena + dp->arena_offs[k];
+    uint32_t hdr = wire_header_len(&f->tmpl, &s);
+    if (hdr + n > dp->arena_caps[k]) {
+        dp->st.tx_dropped++; /* cannot happen: smss fits the MTU (checked at adopt) */
+        return;
+    }
+    if (n)
+        ring_copy(&f->snd, off, frame + hdr, n);
+    uint32_t built = wire_build_batch(&f->tmpl, &s, 1, NULL, dp->arena, &dp->arena_offs[k],
+                                      &dp->arena_caps[k], &dp->arena_lens[k]);
+    if (built != 1) {
+        dp->st.tx_dropped++;
+        return;
+    }
+    dp->arena_used++;
+    t->segs_out++;
+    t->last_send = now;
+    if (n) {
+        dp->st.tx_data_segs++;
+        t->bytes_out += n;
+    } else {
+        dp->st.tx_acks++;
+    }
+}
+
+/* TcpConnection.small_segment_allowed, for a C flow (no FIN, SND.NXT == SND.MAX). */
+static int small_segment_allowed(const struct dp_tcb *t, uint32_t seq, uint32_t n,
+                                 uint32_t avail)
+{
+    return (n == avail && (t->nodelay || seq == t->snd_una)) ||
+           (t->max_snd_wnd && n >= t->max_snd_wnd / 2);
+}
+
+/* TcpConnection._transmit for an established connection outside recovery. */
+static void flow_output(struct dp *dp, struct flow *f, double now)
+{
+    struct dp_tcb *t = &f->t;
+    uint32_t sent_before = (uint32_t)t->segs_out;
+    uint32_t in_flight = t->snd_nxt - t->snd_una;
+    uint32_t unsent = f->snd.len - in_flight;
+    /* RFC 5681 §4.1: restart from the restart window after an idle RTO. */
+    if (in_flight == 0 && f->snd.len > 0 && now - t->last_send > rto_of(t))
+        cc_on_idle(t);
+    while (unsent > 0) {
+        uint32_t wnd = umin(t->snd_wnd, t->cwnd);
+        int32_t usable = sdiff(t->snd_una + wnd, t->snd_nxt);
+        if (usable <= 0)
+            break;
+        uint32_t n = umin(umin(unsent, t->smss), (uint32_t)usable);
+        if (n < t->smss && !small_segment_allowed(t, t->snd_nxt, n, unsent))
+            break;
+        uint32_t off = t->snd_nxt - t->snd_una;
+        uint8_t flags = TCP_ACK | (off + n == f->snd.len ? TCP_PSH : 0);
+        if (!t->rtt_timing) { /* Karn (RFC 6298 §3): time one new segment at once */
+            t->rtt_timing = 1;
+            t->rtt_seq = t->snd_nxt + n;
+            t->rtt_time = now;
+        }
+        emit(dp, f, now, t->snd_nxt, off, n, flags);
+        t->snd_nxt += n;
+        unsent -= n;
+    }
+    if (t->snd_nxt != t->snd_una && t->rto_at == 0) {
+        t->rto_at = now + rto_of(t);
+        note_deadline(dp, t->rto_at);
+    }
+    if (unsent > 0 && t->snd_nxt == t->snd_una) {
+        /* Nothing in flight and nothing may go: the persist timer's case (§3.8.6.1). */
+        hand_back(dp, f, DP_REASON_PERSIST);
+        return;
+    }
+    if (t->ack_now && (uint32_t)t->segs_out == sent_before)
+        emit(dp, f, now, t->snd_nxt, 0, 0, TCP_ACK);
+    if (t->delack_at)
+        note_deadline(dp, t->delack_at);
+}
+
+/* --- input --------------------------------------------------------------------------- */
+
+/* Whether C predicts p for f (header prediction, Van Jacobson; tcpfast.h's rules plus
+ * window updates): accepted segments change exactly what TcpConnection.receive would. */
+static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p,
+                      const uint8_t *frame, double now)
+{
+    struct dp_tcb *t = &f->t;
+    uint32_t len = p->payload_len;
+    if (!p->plain || p->seq != t->rcv_nxt)
+        return 0;
+    if (t->ts_ok) {
+        /* RFC 7323 §5.3 PAWS; a segment without TSopt goes to Python, which counts it. */
+        if (!p->has_ts || sdiff(p->tsval, t->ts_recent) < 0)
+            return 0;
+    } else if (p->has_ts) {
+        return 0;
+    }
+    int32_t adv = sdiff(p->ack, t->snd_una);
+    if (adv < 0 || sdiff(p->ack, t->snd_nxt) > 0)
+        return 0; /* old or unsent: RFC 5961 §5.2 in Python */
+    uint32_t wnd = (uint32_t)p->window << t->snd_shift;
+    uint32_t flight = t->snd_nxt - t->snd_una;
+    if (adv == 0 && len == 0 && flight > 0 && wnd == t->snd_wnd)
+        return 0; /* a duplicate ACK: loss detection (recovery.py) */
+    if (len) {
+        if (sdiff(t->rcv_adv, t->rcv_nxt) < (int32_t)len)
+            return 0; /* beyond the window: trimming is Python's */
+        if (f->rcv.cap - f->rcv.len < len)
+            return 0;
+    }
+    /* Accepted. RFC 7323 §4.3: TS.Recent from the segment covering Last.ACK.sent. */
+    if (t->ts_ok && sdiff(p->seq, t->last_ack_sent) <= 0) {
+        t->ts_recent = p->tsval;
+        t->ts_recent_age = now;
+    }
+    if (adv > 0) {
+        /* _advance_una and _ack_advanced. */
+        ring_consume(&f->snd, (uint32_t)adv);
+        t->snd_una = p->ack;
+        t->bytes_acked += (uint32_t)adv;
+        double rtt = -1;
+        if (t->rtt_timing && sdiff(p->ack, t->rtt_seq) >= 0) {
+            rtt = now - t->rtt_time;
+            t->rtt_timing = 0;
+        } else if (t->ts_ok && p->tsecr) {
+            uint32_t elapsed = ts_clock(t, now) - p->tsecr;
+            if (elapsed < 0x80000000u)
+                rtt = elapsed / 1000.0;
+        }
+        if (rtt >= 0)
+            rtt_sample(t, rtt);
+        t->rto_backoff = 0;
+        t->retries = 0;
+        if (t->snd_una == t->snd_nxt) {
+            t->rto_at = 0;
+        } else {
+            t->rto_at = now + rto_of(t); /* RFC 6298 §5.3 */
+            note_deadline(dp, t->rto_at);
+        }
+        if (t->write_blocked && f->snd.len < t->snd_cap)
+            t->write_blocked = 0;
+        /* LossRecovery.on_ack outside recovery: RFC 7661 cwnd-limited test. */
+        if (2ull * flight >= t->cwnd)
+            cc_on_ack(t, now, (uint32_t)adv);
+    }
+    /* Window update (RFC 9293 §3.10.7.4, SND.WL1/WL2). */
+    if (sdiff(t->snd_wl1, p->seq) < 0 ||
+        (t->snd_wl1 == p->seq && sdiff(t->snd_wl2, p->ack) <= 0)) {
+        if (wnd > t->snd_wnd)
+            t->persist_backoff = 0;
+        t->snd_wnd = wnd;
+        t->snd_wl1 = p->seq;
+        t->snd_wl2 = p->ack;
+        if (wnd > t->max_snd_wnd)
+            t->max_snd_wnd = wnd;
+    }
+    t->segs_in++;
+    if (len) {
+        /* _deliver: in order into the receive buffer; delayed ACK (RFC 9293 §3.8.6.3). */
+        ring_put(&f->rcv, frame + p->payload_off, len);
+        t->rcv_nxt += len;
+        t->bytes_in += len;
+        if (len > t->rcv_mss)
+            t->rcv_mss = umin(len, t->cfg_mss);
+        /* The ACK goes at this round's output, as TcpConnection's does at its
+         * transmit step: one per round covers every segment the round took. */
+        if ((uint32_t)(t->rcv_nxt - t->last_ack_rcv_nxt) >= ACK_EVERY * t->rcv_mss)
+            t->ack_now = 1;
+        else if (!t->ack_now && t->delack_at == 0)
+            t->delack_at = now + t->delack_timeout;
+    }
+    return 1;
+}
+
+/* --- the application channel (service mode) ----------------------------------------- */
+
+/* Hand the receive ring to the application's socket; wait for EPOLLOUT if it is full. */
+static void app_write(struct dp *dp, struct flow *f)
+{
+    struct dp_tcb *t = &f->t;
+    if (t->app_fd < 0 || f->rcv.len == 0 || f->state != FLOW_C)
+        return;
+    struct iovec iov[2];
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)ring_data_iov(&f->rcv, iov)};
+    ssize_t n = sendmsg(t->app_fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            dp->st.app_eagain++;
+            n = 0;
+        } else {
+            t->app_gone = 1;
+            hand_back(dp, f, DP_REASON_APP_GONE);
+            return;
+        }
+    }
+    dp->st.app_writes++;
+    dp->st.app_write_bytes += (uint64_t)n;
+    ring_consume(&f->rcv, (uint32_t)n);
+    uint32_t want = (f->epoll_mask & ~(uint32_t)EPOLLOUT) | (f->rcv.len ? EPOLLOUT : 0);
+    epoll_set(dp, f, want ? want : EPOLLIN);
+    /* TcpConnection._after_read: a window that at least doubled by a worthwhile step
+     * is announced at once (Linux's rule). */
+    if (n > 0) {
+        int32_t cur = sdiff(t->rcv_adv, t->rcv_nxt);
+        uint32_t current = cur > 0 ? (uint32_t)cur : 0;
+        uint32_t window = t->rcv_cap - f->rcv.len;
+        uint32_t avail = umin(window, 0xFFFFu << t->rcv_shift);
+        uint32_t threshold = umin(t->rcv_cap / 2, t->rcv_mss);
+        if (avail >= current && avail - current >= threshold && avail >= 2 * current) {
+            t->ack_now = 1;
+            touch(dp, f);
+        }
+    }
+}
+
+/* Read what the application wrote into the send ring (only after epoll said so: no
+ * read is a poll). A short read drained the socket: wait for the next report. */
+static void app_read(struct dp *dp, struct flow *f)
+{
+    struct dp_tcb *t = &f->t;
+    f->app_readable = 0;
+    if (t->app_fd < 0 || f->state != FLOW_C)
+        return;
+    struct iovec iov[2];
+    int parts = ring_free_iov(&f->snd, iov);
+    if (parts == 0) {
+        /* The send buffer is full: stop listening until ACKs free it. */
+        t->write_blocked = 1;
+        epoll_set(dp, f, f->epoll_mask & ~(uint32_t)EPOLLIN);
+        return;
+    }
+    ssize_t n = readv(t->app_fd, iov, parts);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        t->app_gone = 1;
+        hand_back(dp, f, DP_REASON_APP_GONE);
+        return;
+    }
+    if (n == 0) {
+        t->app_eof = 1; /* the application's shutdown(SHUT_WR) or close: FIN in Python */
+        hand_back(dp, f, DP_REASON_APP_EOF);
+        return;
+    }
+    dp->st.app_reads++;
+    dp->st.app_read_bytes += (uint64_t)n;
+    f->snd.len += (uint32_t)n;
+    touch(dp, f);
+}
+
+/* --- the round ----------------------------------------------------------------------- */
+
+static void decline(struct dp *dp, const uint8_t *frame, uint32_t len)
+{
+    if (dp->n_dec == dp->cfg.decline_frames || len > dp->cfg.max_frame) {
+        dp->st.declined_overflow++;
+        return;
+    }
+    uint32_t k = dp->n_dec++;
+    memcpy(dp->dec + dp->dec_offs[k], frame, len);
+    dp->dec_lens[k] = len;
+    dp->st.declined++;
+}
+
+static void receive_port(struct dp *dp, uint32_t index, double now)
+{
+    struct dp_port *port = &dp->ports[index];
+    int got = ((rx_fn)port->rx)(port->ctx, dp->descs, dp->cfg.batch, 0);
+    if (got <= 0)
+        return;
+    uint32_t n = (uint32_t)got;
+    dp->st.rx_frames += n;
+    dp->st.port_rx_frames[index] += n;
+    dp->st.port_rx_batches[index]++;
+    for (uint32_t i = 0; i < n; i++) {
+        dp->rx_offs[i] = dp->descs[i].addr;
+        dp->rx_lens[i] = dp->descs[i].len;
+        dp->st.port_rx_bytes[index] += dp->descs[i].len;
+    }
+    wire_parse_batch(port->umem, dp->rx_offs, dp->rx_lens, n, dp->cfg.verify_checksums,
+                     dp->parsed);
+    for (uint32_t i = 0; i < n; i++) {
+        const struct wire_parsed *p = &dp->parsed[i];
+        const uint8_t *frame = port->umem + dp->rx_offs[i];
+        struct flow *f = p->reason == WIRE_OK
+                             ? flow_lookup(dp, p->dst_ip, p->dst_port, p->src_ip, p->src_port)
+                             : NULL;
+        if (f == NULL || f->state != FLOW_C) {
+            dp->st.declined_no_flow += f == NULL;
+            decline(dp, frame, dp->rx_lens[i]);
+            continue;
+        }
+        if (flow_input(dp, f, p, frame, now)) {
+            dp->st.rx_fast++;
+            touch(dp, f);
+            continue;
+        }
+        /* The flow's earlier segments are done; what they owe (an ACK, bytes for the
+         * application) goes to Python with the flow, which takes it before this one. */
+        dp->st.declined_segment++;
+        hand_back(dp, f, DP_REASON_SEGMENT);
+        decline(dp, frame, dp->rx_lens[i]);
+    }
+    ((release_fn)port->release)(port->ctx, dp->descs, n);
+}
+
+static void run_timers(struct dp *dp, double now)
+{
+    dp->last_scan = now;
+    if (dp->next_timer == 0 || now < dp->next_timer)
+        return;
+    double next = 0;
+    for (uint32_t i = 0; i < dp->n_live; i++) {
+        struct flow *f = &dp->flows[dp->live[i]];
+        struct dp_tcb *t = &f->t;
+        if (f->state != FLOW_C)
+            continue;
+        if (t->rto_at && now >= t->rto_at) {
+            hand_back(dp, f, DP_REASON_RTO); /* loss recovery is Python's */
+            continue;
+        }
+        if (t->delack_at && now >= t->delack_at) {
+            t->delack_at = 0;
+            t->ack_now = 1; /* TcpConnection._fire(DELAYED_ACK) */
+            touch(dp, f);
+        }
+        if (t->rto_at && (next == 0 || t->rto_at < next))
+            next = t->rto_at;
+        if (t->delack_at && (next == 0 || t->delack_at < next))
+            next = t->delack_at;
+    }
+    dp->next_timer = next;
+}
+
+static void transmit_touched(struct dp *dp, double now)
+{
+    for (uint32_t i = 0; i < dp->n_touched; i++) {
+        struct flow *f = &dp->flows[dp->touched[i]];
+        f->touched = 0;
+        if (f->state != FLOW_C)
+            continue;
+        app_write(dp, f);
+        if (f->state == FLOW_C)
+            flow_output(dp, f, now);
+        /* Reading resumes once ACKs freed room in a full send ring. */
+        if (f->state == FLOW_C && f->snd.len < f->snd.cap && !(f->epoll_mask & EPOLLIN))
+            epoll_set(dp, f, f->epoll_mask | EPOLLIN);
+    }
+    dp->n_touched = 0;
+    arena_flush(dp);
+    dp_kick(dp);
+}
+
+static int round_at(struct dp *dp, double now)
+{
+    size_t before = dp->st.rx_frames + dp->st.app_reads;
+    for (uint32_t i = 0; i < dp->n_ports; i++) {
+        if (dp->cfg.decline_frames - dp->n_dec < dp->cfg.batch)
+            break; /* Python first: the rest waits in the rx rings, nothing is lost */
+        receive_port(dp, i, now);
+    }
+    for (uint32_t i = 0; i < dp->n_touched; i++) {
+        struct flow *f = &dp->flows[dp->touched[i]];
+        if (f->app_readable)
+            app_read(dp, f);
+    }
+    if (now - dp->last_scan >= TIMER_SCAN_NS * 1e-9 || (dp->next_timer && now >= dp->next_timer))
+        run_timers(dp, now);
+    transmit_touched(dp, now);
+    dp->st.rounds++;
+    int wake = 0;
+    if (dp->n_dec)
+        wake |= DP_WAKE_DECLINED;
+    if (dp->n_handbacks)
+        wake |= DP_WAKE_HANDBACK;
+    return wake | (dp->st.rx_frames + dp->st.app_reads != before ? 0x100 : 0);
+}
+
+/* What epoll reported: the application descriptors' readiness and Python's poller. */
+static int take_events(struct dp *dp, const struct epoll_event *evs, int nev)
+{
+    int wake = 0;
+    for (int e = 0; e < nev; e++) {
+        uint64_t tag = evs[e].data.u64;
+        if (tag & TAG_WATCH) {
+            wake |= DP_WAKE_WATCHED;
+        } else if (tag & TAG_FLOW) {
+            struct flow *f = &dp->flows[(uint32_t)tag];
+            if (f->state != FLOW_C)
+                continue;
+            if (evs[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                f->app_readable = 1;
+            touch(dp, f); /* EPOLLOUT: app_write in transmit_touched */
+        }
+    }
+    return wake;
+}
+
+int dp_round(struct dp *dp, double now)
+{
+    struct epoll_event evs[MAX_EVENTS];
+    int nev = epoll_wait(dp->epfd, evs, MAX_EVENTS, 0);
+    int wake = take_events(dp, evs, nev > 0 ? nev : 0);
+    return (wake | round_at(dp, now)) & 0xFF;
+}
+
+int dp_run(struct dp *dp, int timeout_ms)
+{
+    struct epoll_event evs[MAX_EVENTS];
+    double start = monotonic_now();
+    double deadline = timeout_ms < 0 ? INFINITY : start + timeout_ms * 1e-3;
+    double spin_until = start + dp->cfg.spin_ns * 1e-9;
+    dp->st.returns++;
+    for (;;) {
+        double now = monotonic_now();
+        int wait_ms = 0;
+        if (now >= spin_until) {
+            double until = deadline;
+            if (dp->next_timer && dp->next_timer < until)
+                until = dp->next_timer;
+            double ms = (until - now) * 1e3;
+            wait_ms = ms <= 0 ? 0 : (ms > 1e6 ? 1000000 : (int)ceil(ms));
+            if (timeout_ms == 0)
+                wait_ms = 0;
+        }
+        if (wait_ms)
+            dp->st.sleeps++;
+        int nev = epoll_wait(dp->epfd, evs, MAX_EVENTS, wait_ms);
+        if (nev < 0 && errno != EINTR)
+            return -errno;
+        now = monotonic_now();
+        int wake = take_events(dp, evs, nev > 0 ? nev : 0);
+        int r = round_at(dp, now);
+        wake |= r & 0xFF;
+        if (r & 0x100 || nev > 0)
+            spin_until = now + dp->cfg.spin_ns * 1e-9;
+        if (wake)
+            return wake;
+        if (timeout_ms == 0 || now >= deadline)
+            return DP_WAKE_TIMEOUT;
+    }
+}
+
+/* --- Python's side ------------------------------------------------------------------ */
+
+uint32_t dp_transmit(struct dp *dp, const uint8_t *base, const uint64_t *offs,
+                     const uint32_t *lens, uint32_t n)
+{
+    arena_flush(dp); /* C's frames of this round first: per-flow order is kept */
+    if (n == 0 || dp->n_ports == 0)
+        return 0;
+    struct dp_port *p = &dp->ports[0];
+    int sent = ((tx_copy_fn)p->tx_copy)(p->ctx, p->umem, p->tx_offset, base, offs, lens, n, 0);
+    dp->kick_owed = 1;
+    uint32_t ok = sent > 0 ? (uint32_t)sent : 0;
+    dp->st.tx_frames += ok;
+    dp->st.tx_dropped += n - ok;
+    return ok;
+}
+
+void dp_kick(struct dp *dp)
+{
+    if (!dp->kick_owed || dp->n_ports == 0)
+        return;
+    dp->kick_owed = 0;
+    struct dp_port *p = &dp->ports[0];
+    ((kick_fn)p->kick)(p->ctx);
+    if (p->complete)
+        ((complete_fn)p->complete)(p->ctx, 1u << 20);
+}
+
+uint32_t dp_handbacks(struct dp *dp, int64_t *out, uint32_t max)
+{
+    uint32_t n = umin(max, dp->n_handbacks);
+    memcpy(out, dp->handbacks, n * sizeof *out);
+    memmove(dp->handbacks, dp->handbacks + n, (dp->n_handbacks - n) * sizeof *out);
+    dp->n_handbacks -= n;
+    return n;
+}
+
+uint32_t dp_declined(struct dp *dp, uint8_t **base, uint64_t **offs, uint32_t **lens)
+{
+    *base = dp->dec;
+    *offs = dp->dec_offs;
+    *lens = dp->dec_lens;
+    return dp->n_dec;
+}
+
+void dp_declined_clear(struct dp *dp) { dp->n_dec = 0; }
+
+int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rcv,
+                      uint32_t rcv_len, const uint8_t *snd, uint32_t snd_len)
+{
+    /* Ethernet, IPv4 and TCP headers and the timestamp option: what emit() builds. */
+    uint32_t headers = 14 + 20 + 20 + (tcb->ts_ok ? 12 : 0);
+    if (tcb->smss == 0 || tcb->smss + headers > dp->cfg.max_frame ||
+        snd_len > tcb->snd_cap || rcv_len > tcb->rcv_cap + tcb->rcv_slack ||
+        tcb->rcv_shift > 14 || tcb->snd_shift > 14 ||
+        (uint32_t)(tcb->snd_nxt - tcb->snd_una) > snd_len)
+        return -EINVAL;
+    if (flow_lookup(dp, tcb->local_ip, tcb->local_port, tcb->remote_ip, tcb->remote_port))
+        return -EEXIST;
+    if (dp->n_free == 0)
+        return -ENOSPC;
+    uint32_t slot = dp->free_slots[dp->n_free - 1];
+    struct flow *f = &dp->flows[slot];
+    uint32_t gen = f->gen;
+    uint8_t touched = f->touched; /* the slot may still sit in this round's list */
+    memset(f, 0, sizeof *f);
+    f->gen = gen;
+    f->touched = touched;
+    f->t = *tcb;
+    f->t.reason = DP_REASON_NONE;
+    f->t.app_eof = f->t.app_gone = 0;
+    f->t.segs_in = f->t.segs_out = f->t.bytes_in = f->t.bytes_out = 0;
+    f->t.bytes_acked = f->t.rtt_sample_count = 0;
+    if (ring_init(&f->rcv, tcb->rcv_cap + tcb->rcv_slack) ||
+        ring_init(&f->snd, tcb->snd_cap)) {
+        free(f->rcv.buf);
+        free(f->snd.buf);
+        return -ENOMEM;
+    }
+    ring_put(&f->rcv, rcv, rcv_len);
+    ring_put(&f->snd, snd, snd_len);
+    memcpy(f->tmpl.dst_mac, tcb->dst_mac, 6);
+    memcpy(f->tmpl.src_mac, tcb->src_mac, 6);
+    memcpy(f->tmpl.src_ip, &tcb->local_ip, 4);
+    memcpy(f->tmpl.dst_ip, &tcb->remote_ip, 4);
+    f->tmpl.src_port = tcb->local_port;
+    f->tmpl.dst_port = tcb->remote_port;
+    f->tmpl.ttl = dp->cfg.ttl;
+    f->tmpl.df = 1;
+    dp->n_free--;
+    f->state = FLOW_C;
+    uint32_t *b = bucket_of(dp, tcb);
+    f->hnext = *b;
+    *b = slot + 1;
+    f->live_pos = dp->n_live;
+    dp->live[dp->n_live++] = slot;
+    if (f->t.app_fd >= 0) {
+        epoll_set(dp, f, EPOLLIN | (f->rcv.len ? EPOLLOUT : 0));
+        f->app_readable = 1; /* bytes may have come before the flow was ours */
+    }
+    note_deadline(dp, f->t.rto_at);
+    note_deadline(dp, f->t.delack_at);
+    dp->st.flows_adopted++;
+    touch(dp, f); /* owed ACKs and queued bytes go in the next round */
+    return handle_of(dp, f);
+}
+
+int64_t dp_flow_rcv_len(const struct dp *dp, int64_t handle)
+{
+    const struct flow *f = flow_of(dp, handle);
+    return f ? (int64_t)f->rcv.len : -EBADF;
+}
+
+int64_t dp_flow_snd_len(const struct dp *dp, int64_t handle)
+{
+    const struct flow *f = flow_of(dp, handle);
+    return f ? (int64_t)f->snd.len : -EBADF;
+}
+
+int dp_flow_release(struct dp *dp, int64_t handle, struct dp_tcb *out, uint8_t *rcv,
+                    uint32_t rcv_cap, uint8_t *snd, uint32_t snd_cap)
+{
+    struct flow *f = flow_of(dp, handle);
+    if (f == NULL) {
+        dp->st.bad_handle++;
+        return -EBADF;
+    }
+    if (rcv_cap < f->rcv.len || snd_cap < f->snd.len)
+        return -ENOBUFS;
+    if (f->state == FLOW_C) {
+        f->t.reason = DP_REASON_RELEASED;
+        dp->st.handbacks[DP_REASON_RELEASED]++;
+    }
+    *out = f->t;
+    if (f->rcv.len)
+        ring_copy(&f->rcv, 0, rcv, f->rcv.len);
+    if (f->snd.len)
+        ring_copy(&f->snd, 0, snd, f->snd.len);
+    /* A pending hand-back of this flow is dropped from the queue: it is done. */
+    int64_t h = handle_of(dp, f);
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < dp->n_handbacks; i++)
+        if (dp->handbacks[i] != h)
+            dp->handbacks[k++] = dp->handbacks[i];
+    dp->n_handbacks = k;
+    flow_forget(dp, f);
+    dp->st.flows_released++;
+    return 0;
+}
+
+int dp_flow_peek(const struct dp *dp, int64_t handle, struct dp_tcb *out)
+{
+    const struct flow *f = flow_of(dp, handle);
+    if (f == NULL)
+        return -EBADF;
+    *out = f->t;
+    return 0;
+}
+
+/* --- lifecycle ---------------------------------------------------------------------- */
+
+struct dp *dp_new(const struct dp_config *cfg)
+{
+    if (cfg->max_flows == 0 || cfg->max_flows > (1u << 24) || cfg->batch == 0 ||
+        cfg->batch > 256 || cfg->max_frame < 128 || cfg->max_frame > 65536 ||
+        cfg->decline_frames < cfg->batch)
+        return NULL;
+    struct dp *dp = calloc(1, sizeof *dp);
+    if (dp == NULL)
+        return NULL;
+    dp->cfg = *cfg;
+    dp->epfd = -1;
+    dp->watch_fd = -1;
+    uint32_t flows = cfg->max_flows, buckets = 1;
+    while (buckets < 2 * flows)
+        buckets <<= 1;
+    dp->bucket_mask = buckets - 1;
+    dp->arena_slots = cfg->batch * ARENA_BATCHES;
+    dp->flows = calloc(flows, sizeof *dp->flows);
+    dp->free_slots = calloc(flows, sizeof *dp->free_slots);
+    dp->buckets = calloc(buckets, sizeof *dp->buckets);
+    dp->live = calloc(flows, sizeof *dp->live);
+    dp->touched = calloc(flows, sizeof *dp->touched);
+    dp->handbacks = calloc(flows, sizeof *dp->handbacks);
+    dp->descs = calloc(cfg->batch, sizeof *dp->descs);
+    dp->rx_offs = calloc(cfg->batch, sizeof *dp->rx_offs);
+    dp->rx_lens = calloc(cfg->batch, sizeof *dp->rx_lens);
+    dp->parsed = calloc(cfg->batch, sizeof *dp->parsed);
+    dp->arena = malloc((size_t)dp->arena_slots * cfg->max_frame);
+    dp->arena_offs = calloc(dp->arena_slots, sizeof *dp->arena_offs);
+    dp->arena_caps = calloc(dp->arena_slots, sizeof *dp->arena_caps);
+    dp->arena_lens = calloc(dp->arena_slots, sizeof *dp->arena_lens);
+    dp->dec = malloc((size_t)cfg->decline_frames * cfg->max_frame);
+    dp->dec_offs = calloc(cfg->decline_frames, sizeof *dp->dec_offs);
+    dp->dec_lens = calloc(cfg->decline_frames, sizeof *dp->dec_lens);
+    dp->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (!dp->flows || !dp->free_slots || !dp->buckets || !dp->live || !dp->touched ||
+        !dp->handbacks || !dp->descs || !dp->rx_offs || !dp->rx_lens || !dp->parsed ||
+        !dp->arena || !dp->arena_offs || !dp->arena_caps || !dp->arena_lens || !dp->dec ||
+        !dp->dec_offs || !dp->dec_lens || dp->epfd < 0) {
+        dp_free(dp);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < flows; i++) {
+        dp->free_slots[i] = flows - 1 - i;
+        dp->flows[i].gen = 1;
+    }
+    dp->n_free = flows;
+    for (uint32_t i = 0; i < dp->arena_slots; i++) {
+        dp->arena_offs[i] = (uint64_t)i * cfg->max_frame;
+        dp->arena_caps[i] = cfg->max_frame;
+    }
+    for (uint32_t i = 0; i < cfg->decline_frames; i++)
+        dp->dec_offs[i] = (uint64_t)i * cfg->max_frame;
+    dp->ip_id = (uint16_t)(uintptr_t)dp;
+    return dp;
+}
+
+void dp_free(struct dp *dp)
+{
+    if (dp == NULL)
+        return;
+    if (dp->flows)
+        for (uint32_t i = 0; i < dp->cfg.max_flows; i++) {
+            free(dp->flows[i].rcv.buf);
+            free(dp->flows[i].snd.buf);
+        }
+    if (dp->epfd >= 0)
+        close(dp->epfd);
+    free(dp->flows);
+    free(dp->free_slots);
+    free(dp->buckets);
+    free(dp->live);
+    free(dp->touched);
+    free(dp->handbacks);
+    free(dp->descs);
+    free(dp->rx_offs);
+    free(dp->rx_lens);
+    free(dp->parsed);
+    free(dp->arena);
+    free(dp->arena_offs);
+    free(dp->arena_caps);
+    free(dp->arena_lens);
+    free(dp->dec);
+    free(dp->dec_offs);
+    free(dp->dec_lens);
+    free(dp);
+}
+
+int dp_add_port(struct dp *dp, const struct dp_port *port)
+{
+    if (dp->n_ports == sizeof dp->ports / sizeof dp->ports[0])
+        return -ENOSPC;
+    if (!port->rx || !port->release || !port->tx_copy || !port->kick || !port->umem)
+        return -EINVAL;
+    if (port->fd >= 0) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_PORT | dp->n_ports};
+        if (epoll_ctl(dp->epfd, EPOLL_CTL_ADD, port->fd, &ev) < 0)
+            return -errno;
+    }
+    dp->ports[dp->n_ports++] = *port;
+    return 0;
+}
+
+int dp_watch_fd(struct dp *dp, int fd)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_WATCH};
+    if (epoll_ctl(dp->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+        return -errno;
+    dp->watch_fd = fd;
+    return 0;
+}
+
+const struct dp_stats *dp_stats(const struct dp *dp) { return &dp->st; }
+
+/* --- the in-memory port ------------------------------------------------------------- */
+
+struct memq {
+    uint8_t *slab;
+    uint32_t *lens;
+    uint32_t head;
+    uint32_t count;
+};
+
+struct dp_memport {
+    uint32_t slots;
+    uint32_t max_frame;
+    struct memq in;
+    struct memq out;
+    uint32_t held;
+};
+
+static int memport_rx(void *ctx, struct dp_desc *out, uint32_t max, int timeout_ms)
+{
+    (void)timeout_ms;
+    struct dp_memport *m = ctx;
+    uint32_t n = umin(max, m->in.count);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t slot = (m->in.head + i) % m->slots;
+        out[i].addr = (uint64_t)slot * m->max_frame;
+        out[i].len = m->in.lens[slot];
+        out[i].options = 0;
+    }
+    m->held = n;
+    return (int)n;
+}
+
+static int memport_release(void *ctx, const struct dp_desc *d, uint32_t n)
+{
+    (void)d;
+    struct dp_memport *m = ctx;
+    n = umin(n, m->held);
+    m->in.head = (m->in.head + n) % m->slots;
+    m->in.count -= n;
+    m->held = 0;
+    return (int)n;
+}
+
+static int memq_push(struct dp_memport *m, struct memq *q, const uint8_t *src, uint32_t len)
+{
+    if (q->count == m->slots || len > m->max_frame)
+        return -ENOBUFS;
+    uint32_t slot = (q->head + q->count) % m->slots;
+    memcpy(q->slab + (size_t)slot * m->max_frame, src, len);
+    q->lens[slot] = len;
+    q->count++;
+    return 0;
+}
+
+static int memport_tx_copy(void *ctx, uint8_t *umem, uint64_t tx_offset, const uint8_t *src,
+                           const uint64_t *offs, const uint32_t *lens, uint32_t n, int kick)
+{
+    (void)umem;
+    (void)tx_offset;
+    (void)kick;
+    struct dp_memport *m = ctx;
+    uint32_t i = 0;
+    for (; i < n; i++)
+        if (memq_push(m, &m->out, src + offs[i], lens[i]) < 0)
+            break;
+    return (int)i;
+}
+
+static int memport_kick(void *ctx)
+{
+    (void)ctx;
+    return 0;
+}
+
+struct dp_memport *dp_memport_new(uint32_t slots, uint32_t max_frame)
+{
+    if (slots == 0 || max_frame == 0)
+        return NULL;
+    struct dp_memport *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return NULL;
+    m->slots = slots;
+    m->max_frame = max_frame;
+    m->in.slab = malloc((size_t)slots * max_frame);
+    m->out.slab = malloc((size_t)slots * max_frame);
+    m->in.lens = calloc(slots, sizeof(uint32_t));
+    m->out.lens = calloc(slots, sizeof(uint32_t));
+    if (!m->in.slab || !m->out.slab || !m->in.lens || !m->out.lens) {
+        dp_memport_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void dp_memport_free(struct dp_memport *m)
+{
+    if (m == NULL)
+        return;
+    free(m->in.slab);
+    free(m->out.slab);
+    free(m->in.lens);
+    free(m->out.lens);
+    free(m);
+}
+
+int dp_memport_port(struct dp_memport *m, struct dp_port *out)
+{
+    memset(out, 0, sizeof *out);
+    out->ctx = m;
+    out->fd = -1;
+    out->umem = m->in.slab;
+    out->rx = (void *)memport_rx;
+    out->release = (void *)memport_release;
+    out->tx_copy = (void *)memport_tx_copy;
+    out->kick = (void *)memport_kick;
+    return 0;
+}
+
+int dp_memport_push(struct dp_memport *m, const uint8_t *frame, uint32_t len)
+{
+    return memq_push(m, &m->in, frame, len);
+}
+
+int dp_memport_pop(struct dp_memport *m, uint8_t *out, uint32_t cap)
+{
+    struct memq *q = &m->out;
+    if (q->count == 0)
+        return 0;
+    uint32_t len = q->lens[q->head];
+    if (len > cap)
+        return -ENOBUFS;
+    memcpy(out, q->slab + (size_t)q->head * m->max_frame, len);
+    q->head = (q->head + 1) % m->slots;
+    q->count--;
+    return (int)len;
+}

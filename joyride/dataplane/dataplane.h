@@ -1,0 +1,257 @@
+/* The C data plane: per-packet work of established connections, under a Python
+ * control plane (docs/dataplane.md).
+ *
+ * This header doubles as the cffi cdef (cffi_build/dataplane_build.py drops comments
+ * and preprocessor lines): plain declarations only.
+ *
+ * Contract.
+ *  - One thread owns a struct dp: every call below is made by it (the service loop).
+ *    Nothing here takes a lock; cffi releases the GIL only around dp_run's wait.
+ *  - A flow is C-owned from dp_flow_adopt until C hands it back (its handle appears
+ *    in dp_handbacks) or Python calls dp_flow_release. While C owns it, C is the only
+ *    authority for every field of its TCB and its two byte rings; Python's
+ *    TcpConnection holds no live copy (it was exported into C and is imported back).
+ *  - Handles are (generation << 32 | slot). A stale handle (slot freed and reused)
+ *    never reaches another flow's state: every entry point checks the generation.
+ *  - C takes only what it can do exactly as Python's TCP would (docs/dataplane.md,
+ *    "What declines"); anything else is declined: the frame is copied to the decline
+ *    buffer, in arrival order, for Python's engine, and the frame's flow, if C owned
+ *    it, is handed back first, so Python sees that flow's segments in order.
+ *  - Memory writes stay inside the bounds recorded in the flow (ring capacity, decline
+ *    and transmit arenas sized at dp_new); a frame is parsed once, in one checked pass
+ *    (cffi_build/wire.c), before any field of it is used.
+ *  - The application descriptor of a flow belongs to Python: C reads and writes it and
+ *    adds it to its epoll set while it owns the flow, and never closes it.
+ */
+#ifndef JOYRIDE_DATAPLANE_H
+#define JOYRIDE_DATAPLANE_H
+
+#include <stdint.h>
+
+/* Same layout as the kernel's struct xdp_desc (checked at compile time). */
+struct dp_desc {
+    uint64_t addr;
+    uint32_t len;
+    uint32_t options;
+};
+
+/* One NIC queue: an AF_XDP socket (the xsk module's functions, by address) or the
+ * in-memory port below. Signatures are those of xsk_rx, xsk_release, xsk_tx_copy_kick,
+ * xsk_kick and xsk_complete. */
+struct dp_port {
+    void *ctx;
+    int fd;                    /* pollable for rx, or -1 */
+    uint8_t *umem;             /* base of the frames rx descriptors name */
+    uint64_t tx_offset;        /* headroom of a transmitted frame */
+    void *rx;
+    void *release;
+    void *tx_copy;
+    void *kick;
+    void *complete;
+};
+
+/* How the data plane behaves; set once at dp_new. */
+struct dp_config {
+    uint32_t max_flows;        /* flow table capacity (rounded up to a power of two) */
+    uint32_t batch;            /* frames per rx call, <= 256 */
+    uint32_t max_frame;        /* bytes of the largest frame, MTU + 18 */
+    uint32_t decline_frames;   /* frames the decline buffer holds before dp_run returns */
+    uint8_t verify_checksums;
+    uint8_t ttl;
+    uint32_t spin_ns;          /* keep polling this long after traffic before sleeping */
+};
+
+/* Why a flow was handed back to Python (enum, in struct dp_tcb.reason). */
+enum dp_reason {
+    DP_REASON_NONE = 0,
+    DP_REASON_SEGMENT = 1,     /* a segment C does not predict (see "What declines") */
+    DP_REASON_RTO = 2,         /* the retransmission timer expired */
+    DP_REASON_PERSIST = 3,     /* data queued, nothing in flight, window too small */
+    DP_REASON_APP_EOF = 4,     /* the application shut down writing (read returned 0) */
+    DP_REASON_APP_GONE = 5,    /* the application's end is closed (EPIPE, ECONNRESET) */
+    DP_REASON_RELEASED = 6,    /* Python asked for it back (dp_flow_release) */
+    DP_REASON_COUNT = 7
+};
+
+/* Congestion controllers C runs outside recovery (congestion.py owns the rules). */
+enum dp_cc {
+    DP_CC_NEWRENO = 0,
+    DP_CC_CUBIC = 1
+};
+
+/* The hot half of one connection's TCB: what C needs to run it, moved in one copy at
+ * adoption and at hand-back. Sequence numbers are mod 2**32 (RFC 9293 §3.4); times are
+ * seconds of CLOCK_MONOTONIC (Python's time.monotonic); 0 means "timer unset". */
+struct dp_tcb {
+    /* identity and framing */
+    uint32_t local_ip;         /* network order, as struct wire_parsed */
+    uint32_t remote_ip;
+    uint16_t local_port;
+    uint16_t remote_port;
+    uint8_t src_mac[6];
+    uint8_t dst_mac[6];
+    /* receive sequence space */
+    uint32_t rcv_nxt;
+    uint32_t rcv_adv;          /* right edge of the window last advertised */
+    uint32_t last_ack_rcv_nxt; /* RCV.NXT carried by the last ACK (delayed-ACK base) */
+    uint32_t last_ack_sent;    /* RFC 7323 Last.ACK.sent */
+    uint32_t ts_recent;
+    double ts_recent_age;
+    uint32_t rcv_mss;
+    uint32_t cfg_mss;          /* our MSS: ceiling of rcv_mss */
+    uint32_t rcv_cap;          /* receive buffer capacity (the window's base) */
+    uint32_t rcv_slack;        /* bytes past capacity a rounded-up window may bring */
+    uint8_t rcv_shift;
+    /* send sequence space */
+    uint8_t snd_shift;
+    uint8_t ts_ok;
+    uint8_t nodelay;
+    uint32_t snd_una;          /* == send ring's first byte; SND.NXT == SND.MAX here */
+    uint32_t snd_nxt;
+    uint32_t snd_wnd;
+    uint32_t max_snd_wnd;
+    uint32_t snd_wl1;
+    uint32_t snd_wl2;
+    uint32_t smss;
+    uint32_t snd_cap;          /* send buffer capacity */
+    uint32_t ts_offset;
+    /* RTT estimator (RFC 6298; rtt.py) */
+    double srtt;               /* < 0: no sample yet */
+    double rttvar;
+    double base_rto;
+    double min_rto;
+    double max_rto;
+    double rto_granularity;
+    uint32_t rto_backoff;
+    uint32_t rtt_samples;
+    uint8_t rtt_timing;        /* Karn: a segment ending at rtt_seq is being timed */
+    uint8_t ack_now;
+    uint8_t write_blocked;
+    uint8_t reason;            /* enum dp_reason, set by C at hand-back */
+    uint32_t rtt_seq;
+    double rtt_time;
+    uint32_t retries;
+    uint32_t persist_backoff;
+    /* congestion control (congestion.py), outside recovery */
+    uint32_t cc_kind;          /* enum dp_cc */
+    uint32_t cwnd;
+    uint32_t ssthresh;
+    uint32_t abc_limit;
+    uint32_t reno_bytes_acked;
+    uint32_t cc_pristine;
+    uint32_t cc_iw;            /* the initial window, for the idle restart */
+    double cubic_w_max;
+    double cubic_cwnd_prior;
+    double cubic_k;
+    double cubic_epoch_start;  /* < 0: no epoch */
+    double cubic_w_est;
+    double cubic_last_rtt;     /* < 0: none */
+    double cubic_carry;
+    /* timers and policy */
+    double rto_at;
+    double delack_at;
+    double delack_timeout;
+    double last_send;
+    /* application channel: the pump's end of the connection's unix socket */
+    int32_t app_fd;
+    uint8_t app_eof;           /* set by C: the application shut down writing */
+    uint8_t app_gone;          /* set by C: the application's end is closed */
+    uint8_t pad[2];
+    /* counters since adoption, added to the connection's at hand-back */
+    uint64_t segs_in;
+    uint64_t segs_out;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t bytes_acked;
+    uint64_t rtt_sample_count;
+};
+
+/* The data plane's counters (every drop and every decline has one). */
+struct dp_stats {
+    uint64_t rounds;           /* dp_run loop iterations that found work */
+    uint64_t sleeps;           /* epoll_wait calls that blocked */
+    uint64_t returns;          /* dp_run returns to Python */
+    uint64_t rx_frames;
+    uint64_t rx_fast;          /* segments C processed */
+    uint64_t declined;         /* frames copied for Python */
+    uint64_t declined_no_flow;
+    uint64_t declined_segment;
+    uint64_t declined_overflow; /* decline buffer full: frame dropped, counted */
+    uint64_t handbacks[7];     /* by enum dp_reason */
+    uint64_t tx_frames;
+    uint64_t tx_data_segs;
+    uint64_t tx_acks;
+    uint64_t tx_dropped;       /* frames the NIC would not take */
+    uint64_t app_reads;
+    uint64_t app_read_bytes;
+    uint64_t app_writes;
+    uint64_t app_write_bytes;
+    uint64_t app_eagain;       /* writes the application's socket refused (full) */
+    uint64_t flows_adopted;
+    uint64_t flows_released;
+    uint64_t bad_handle;       /* calls with a stale or foreign handle */
+    uint64_t port_rx_frames[8]; /* by port, in dp_add_port order */
+    uint64_t port_rx_bytes[8];
+    uint64_t port_rx_batches[8];
+};
+
+struct dp;
+
+/* Lifecycle. dp_new returns NULL on allocation failure or a bad config. */
+struct dp *dp_new(const struct dp_config *cfg);
+void dp_free(struct dp *dp);
+int dp_add_port(struct dp *dp, const struct dp_port *port);     /* 0 or -errno */
+int dp_watch_fd(struct dp *dp, int fd);   /* Python's own poller: readable -> return */
+const struct dp_stats *dp_stats(const struct dp *dp);
+
+/* Flows. dp_flow_adopt copies the TCB and the bytes (receive: undelivered to the
+ * application; send: from SND.UNA, unacknowledged then unsent) into C; returns the
+ * handle (> 0) or -errno (ENOSPC: table full; EEXIST: 4-tuple present; EINVAL). */
+int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rcv,
+                      uint32_t rcv_len, const uint8_t *snd, uint32_t snd_len);
+/* Sizes of a flow's rings (to size the buffers for dp_flow_release), or -errno. */
+int64_t dp_flow_rcv_len(const struct dp *dp, int64_t handle);
+int64_t dp_flow_snd_len(const struct dp *dp, int64_t handle);
+/* Hand a flow to Python: copy its TCB and ring contents out, forget it. 0 or -errno
+ * (EBADF: stale handle; ENOBUFS: a buffer is too small, nothing changed). */
+int dp_flow_release(struct dp *dp, int64_t handle, struct dp_tcb *out, uint8_t *rcv,
+                    uint32_t rcv_cap, uint8_t *snd, uint32_t snd_cap);
+/* Read a C-owned flow's TCB without taking it (statistics). 0 or -errno. */
+int dp_flow_peek(const struct dp *dp, int64_t handle, struct dp_tcb *out);
+
+/* The loop. Runs rounds until Python has work (declined frames, handed-back flows,
+ * its watched descriptor readable) or timeout_ms passes (-1: no limit; 0: one
+ * round). Returns a bitmask of DP_WAKE_* or -errno. now: CLOCK_MONOTONIC seconds. */
+int dp_run(struct dp *dp, int timeout_ms);
+int dp_round(struct dp *dp, double now);   /* one round at an explicit time (tests) */
+
+enum dp_wake {
+    DP_WAKE_DECLINED = 1,
+    DP_WAKE_HANDBACK = 2,
+    DP_WAKE_WATCHED = 4,
+    DP_WAKE_TIMEOUT = 8
+};
+
+/* Handed-back flows since the last call (handles; each must be dp_flow_release'd). */
+uint32_t dp_handbacks(struct dp *dp, int64_t *out, uint32_t max);
+/* Declined frames: frame i at base + offs[i], lens[i] bytes; valid until
+ * dp_declined_clear. Returns how many. */
+uint32_t dp_declined(struct dp *dp, uint8_t **base, uint64_t **offs, uint32_t **lens);
+void dp_declined_clear(struct dp *dp);
+
+/* Python's frames (handshakes, RSTs, its connections' segments) through the same NIC
+ * queue, after every frame C has queued: returns how many the NIC took. */
+uint32_t dp_transmit(struct dp *dp, const uint8_t *base, const uint64_t *offs,
+                     const uint32_t *lens, uint32_t n);
+void dp_kick(struct dp *dp);
+
+/* An in-memory port for tests and the fuzz harness: frames pushed here are received
+ * by the data plane; frames it transmits are popped here. */
+struct dp_memport;
+struct dp_memport *dp_memport_new(uint32_t slots, uint32_t max_frame);
+void dp_memport_free(struct dp_memport *m);
+int dp_memport_port(struct dp_memport *m, struct dp_port *out);
+int dp_memport_push(struct dp_memport *m, const uint8_t *frame, uint32_t len);
+int dp_memport_pop(struct dp_memport *m, uint8_t *out, uint32_t cap);   /* len, or 0 */
+
+#endif

@@ -1,0 +1,374 @@
+"""The C data plane's Python face: flows in and out, the loop, the NIC Python shares.
+
+``DataPlane`` wraps one ``struct dp`` (``dataplane.h`` states the contract). The control
+plane — the engine, the TCP core, the service — uses it in three ways:
+
+* ``adopt(conn, ...)`` moves an established connection's hot state into C
+  (``TcpConnection.export_hot``) with the descriptor of its application channel;
+  from then on C runs it, per segment and per request, without Python;
+* ``run(timeout)`` runs the C loop until Python has work: frames C declined (they go
+  to the engine through ``DeclineNic``, in arrival order), flows C handed back
+  (``handbacks``, each taken back with ``release``: ``TcpConnection.import_hot``), or
+  Python's own descriptors readable;
+* ``DeclineNic`` is the engine's NIC meanwhile: it receives what C declined and
+  transmits through the same queue, after C's frames.
+
+Without the compiled module (``available()`` False) nothing here works; the engine
+then runs every connection in Python, as ``JOYRIDE_DATAPLANE=python`` asks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from joyride.engine.nic import Buffer, RxDescriptors
+from joyride.tcp.connection import TcpConnection
+from joyride.wire._native import ffi as wire_ffi
+
+ffi: Any = None
+lib: Any = None
+try:
+    _mod = importlib.import_module("joyride.dataplane._dataplane")
+    ffi, lib = _mod.ffi, _mod.lib
+except ImportError:  # pragma: no cover - the cffi build is part of every install
+    pass
+
+#: ``JOYRIDE_DATAPLANE=python`` runs every connection in Python (the escape hatch and
+#: the differential tests' reference); ``c`` (the default where built) uses this module.
+ENV: Final = "JOYRIDE_DATAPLANE"
+REASONS: Final = ("none", "segment", "rto", "persist", "app_eof", "app_gone", "released")
+
+
+def available() -> bool:
+    return lib is not None
+
+
+def wanted() -> bool:
+    """Whether the C data plane should run (built, and not switched off)."""
+    choice = os.environ.get(ENV, "c").strip().lower()
+    if choice not in ("c", "python"):
+        raise ValueError(f"{ENV}={choice!r}: expected 'c' or 'python'")
+    return choice == "c" and available()
+
+
+@dataclass
+class Released:
+    """A flow C gave back: its TCB and ring contents, and why."""
+
+    conn: TcpConnection
+    reason: str
+    app_eof: bool
+    app_gone: bool
+
+
+class DataPlane:
+    def __init__(self, *, mtu: int, batch: int = 64, max_flows: int = 65536,
+                 verify_checksums: bool = True, spin: float = 0.0) -> None:
+        if lib is None:
+            raise RuntimeError("joyride.dataplane._dataplane is not built (pip install -e .)")
+        cfg = ffi.new("struct dp_config *")
+        cfg.max_flows = max_flows
+        cfg.batch = batch
+        cfg.max_frame = mtu + 18
+        cfg.decline_frames = 4 * batch
+        cfg.verify_checksums = int(verify_checksums)
+        cfg.ttl = 64
+        cfg.spin_ns = int(spin * 1e9)
+        dp = lib.dp_new(cfg)
+        if dp == ffi.NULL:
+            raise MemoryError("dp_new failed (out of memory or a bad configuration)")
+        self._dp = ffi.gc(dp, lib.dp_free)
+        self.mtu = mtu
+        self._conns: dict[int, TcpConnection] = {}
+        self._handle_of: dict[TcpConnection, int] = {}
+        self._keep: list[Any] = []  # objects whose memory C points into (ports)
+        self._tcb = ffi.new("struct dp_tcb *")
+        self._handles = ffi.new("int64_t[]", max_flows)
+        self._base = ffi.new("uint8_t **")
+        self._offs = ffi.new("uint64_t **")
+        self._lens = ffi.new("uint32_t **")
+        self._stage_cap = batch * (mtu + 18)
+        self._stage = ffi.new("uint8_t[]", self._stage_cap)
+        self._stage_offs = ffi.new("uint64_t[]", batch)
+        self._stage_lens = ffi.new("uint32_t[]", batch)
+        self._batch = batch
+
+    # -- ports and descriptors --------------------------------------------------------
+
+    def add_xsk_port(self, sock: Any) -> None:
+        """An AF_XDP socket (``xsk.Socket``) the loop receives from and sends on."""
+        from xsk._native import lib as xsk_lib
+
+        port = ffi.new("struct dp_port *")
+        port.ctx = ffi.cast("void *", int(ffi_address(sock._s)))
+        port.fd = sock.fileno()
+        port.umem = ffi.cast("uint8_t *", sock.umem.address)
+        port.tx_offset = sock._tx_offset
+        for name, fn in (("rx", "xsk_rx"), ("release", "xsk_release"),
+                         ("tx_copy", "xsk_tx_copy_kick"), ("kick", "xsk_kick"),
+                         ("complete", "xsk_complete")):
+            setattr(port, name, ffi.cast("void *", ffi_address(_addressof(xsk_lib, fn))))
+        self._check(lib.dp_add_port(self._dp, port), "adding the AF_XDP port")
+        self._keep.append(sock)
+
+    def add_memory_port(self, slots: int = 4096) -> MemoryPort:
+        """An in-memory port (tests): frames pushed there are received here."""
+        mem = MemoryPort(slots, self.mtu + 18)
+        port = ffi.new("struct dp_port *")
+        lib.dp_memport_port(mem.ptr, port)
+        self._check(lib.dp_add_port(self._dp, port), "adding the memory port")
+        self._keep.append(mem)
+        return mem
+
+    def watch(self, fd: int) -> None:
+        """``run`` returns when ``fd`` is readable (the control plane's own poller)."""
+        self._check(lib.dp_watch_fd(self._dp, fd), "watching the control plane's poller")
+
+    @staticmethod
+    def _check(rc: int, what: str) -> None:
+        if rc < 0:
+            raise OSError(-rc, f"{what}: {os.strerror(-rc)}")
+
+    # -- flows ------------------------------------------------------------------------
+
+    def owns(self, conn: TcpConnection) -> bool:
+        return conn in self._handle_of
+
+    def adopt(self, conn: TcpConnection, src_mac: bytes, dst_mac: bytes,
+              app_fd: int = -1) -> bool:
+        """Move ``conn`` into C (False, nothing moved, when it is not ``hot_ready`` or
+        the table is full). ``app_fd``: the service's end of its application channel."""
+        if conn in self._handle_of:
+            return True
+        tcb = self._tcb
+        ffi.memmove(tcb, bytes(ffi.sizeof("struct dp_tcb")), ffi.sizeof("struct dp_tcb"))
+        tcb.local_ip = int.from_bytes(conn.local_ip, "little")
+        tcb.remote_ip = int.from_bytes(conn.remote_ip, "little")
+        tcb.local_port = conn.local_port
+        tcb.remote_port = conn.remote_port
+        tcb.src_mac = src_mac
+        tcb.dst_mac = dst_mac
+        tcb.app_fd = app_fd
+        moved = conn.export_hot(tcb)
+        if moved is None:
+            return False
+        rcv, snd = moved
+        handle = int(lib.dp_flow_adopt(self._dp, tcb, rcv, len(rcv), snd, len(snd)))
+        if handle < 0:
+            # Refused (full table, bad sizes): the connection takes its state back.
+            tcb.reason = 0
+            conn.import_hot(tcb, rcv, snd)
+            return False
+        self._conns[handle] = conn
+        self._handle_of[conn] = handle
+        return True
+
+    def release(self, conn: TcpConnection) -> Released | None:
+        """Take ``conn`` back from C (None: C does not own it)."""
+        handle = self._handle_of.get(conn)
+        if handle is None:
+            return None
+        return self._release(handle)
+
+    def _release(self, handle: int) -> Released | None:
+        conn = self._conns.pop(handle, None)
+        if conn is None:
+            return None
+        del self._handle_of[conn]
+        rlen = max(int(lib.dp_flow_rcv_len(self._dp, handle)), 0)
+        slen = max(int(lib.dp_flow_snd_len(self._dp, handle)), 0)
+        rcv = ffi.new("uint8_t[]", max(rlen, 1))
+        snd = ffi.new("uint8_t[]", max(slen, 1))
+        tcb = self._tcb
+        self._check(lib.dp_flow_release(self._dp, handle, tcb, rcv, rlen, snd, slen),
+                    "releasing a flow")
+        conn.import_hot(tcb, bytes(ffi.buffer(rcv, rlen)), bytes(ffi.buffer(snd, slen)))
+        reason = int(tcb.reason)
+        return Released(conn, REASONS[reason] if reason < len(REASONS) else str(reason),
+                        bool(tcb.app_eof), bool(tcb.app_gone))
+
+    def handbacks(self) -> list[Released]:
+        """The flows C gave back since the last call, taken back into Python."""
+        out: list[Released] = []
+        while True:
+            n = int(lib.dp_handbacks(self._dp, self._handles, len(self._handles)))
+            if n == 0:
+                return out
+            for i in range(n):
+                got = self._release(int(self._handles[i]))
+                if got is not None:
+                    out.append(got)
+
+    def peek(self, conn: TcpConnection) -> Any:
+        """A copy of a C-owned flow's TCB (statistics), or None."""
+        handle = self._handle_of.get(conn)
+        if handle is None:
+            return None
+        tcb = ffi.new("struct dp_tcb *")
+        return tcb if lib.dp_flow_peek(self._dp, handle, tcb) == 0 else None
+
+    @property
+    def flows(self) -> int:
+        return len(self._conns)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self, timeout: float | None) -> int:
+        """Run C rounds until Python has work or ``timeout`` seconds pass (None: no
+        limit, 0: one round). Returns the DP_WAKE_* bits."""
+        ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        rc = int(lib.dp_run(self._dp, ms))
+        if rc < 0:
+            raise OSError(-rc, f"data plane loop: {os.strerror(-rc)}")
+        return rc
+
+    def round(self, now: float) -> int:
+        """One round at an explicit time (tests)."""
+        return int(lib.dp_round(self._dp, now)) & 0xFF
+
+    def stats(self) -> dict[str, int]:
+        st = lib.dp_stats(self._dp)
+        out: dict[str, int] = {}
+        for name, _ in ffi.typeof("struct dp_stats").fields:
+            value = getattr(st, name)
+            if name == "handbacks":
+                for i, why in enumerate(REASONS):
+                    out[f"handback_{why}"] = int(value[i])
+            elif name.startswith("port_"):
+                continue  # per queue: port_counters
+            else:
+                out[name] = int(value)
+        out["flows"] = len(self._conns)
+        return out
+
+    def port_counters(self, index: int) -> dict[str, int]:
+        """What the loop received on one queue (ports count in ``add_*_port`` order)."""
+        st = lib.dp_stats(self._dp)
+        return {"rx_frames": int(st.port_rx_frames[index]),
+                "rx_bytes": int(st.port_rx_bytes[index]),
+                "rx_batches": int(st.port_rx_batches[index])}
+
+    # -- the NIC Python shares -------------------------------------------------------
+
+    def declined(self) -> RxDescriptors | None:
+        n = int(lib.dp_declined(self._dp, self._base, self._offs, self._lens))
+        if n == 0:
+            return None
+        offs = np.frombuffer(ffi.buffer(self._offs[0], 8 * n), dtype=np.uint64)
+        lens = np.frombuffer(ffi.buffer(self._lens[0], 4 * n), dtype=np.uint32)
+        base = wire_ffi.cast("uint8_t *", int(ffi.cast("uintptr_t", self._base[0])))
+        return RxDescriptors(base, offs, lens, n)
+
+    def declined_clear(self) -> None:
+        lib.dp_declined_clear(self._dp)
+
+    def transmit(self, frames: Sequence[Buffer]) -> int:
+        sent = k = pos = 0
+        for frame in frames:
+            size = len(frame)
+            if k == self._batch or pos + size > self._stage_cap:
+                sent += self._send_stage(k)
+                k = pos = 0
+            if size > self._stage_cap:
+                continue
+            ffi.memmove(self._stage + pos, frame, size)
+            self._stage_offs[k] = pos
+            self._stage_lens[k] = size
+            k += 1
+            pos += size
+        return sent + self._send_stage(k)
+
+    def _send_stage(self, k: int) -> int:
+        if k == 0:
+            return 0
+        return int(lib.dp_transmit(self._dp, self._stage, self._stage_offs, self._stage_lens, k))
+
+    def transmit_from(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
+        return int(lib.dp_transmit(self._dp, _cast(base, "uint8_t *"),
+                                   _cast(offsets, "uint64_t *"), _cast(lengths, "uint32_t *"),
+                                   n))
+
+    def kick(self) -> None:
+        lib.dp_kick(self._dp)
+
+
+class DeclineNic:
+    """The engine's NIC while the C data plane owns the queues: it receives what C
+    declined and transmits on C's queue (after C's frames of the round)."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+        self.mtu = plane.mtu
+
+    def receive(self, max_frames: int) -> RxDescriptors | None:
+        return self.plane.declined()
+
+    def release(self) -> None:
+        self.plane.declined_clear()
+
+    def transmit(self, frames: Sequence[Buffer]) -> int:
+        return self.plane.transmit(frames)
+
+    def transmit_from(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
+        return self.plane.transmit_from(base, offsets, lengths, n)
+
+    def kick(self, offload: bool = True) -> None:
+        self.plane.kick()
+
+    def fileno(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        self.plane.declined_clear()
+
+
+class MemoryPort:
+    """A ``struct dp_memport``: the test side of an in-memory wire to the data plane."""
+
+    def __init__(self, slots: int, max_frame: int) -> None:
+        ptr = lib.dp_memport_new(slots, max_frame)
+        if ptr == ffi.NULL:
+            raise MemoryError("dp_memport_new failed")
+        self.ptr = ffi.gc(ptr, lib.dp_memport_free)
+        self.max_frame = max_frame
+        self._buf = ffi.new("uint8_t[]", max_frame)
+        self.dropped = 0
+
+    def push(self, frame: Buffer) -> bool:
+        ok = int(lib.dp_memport_push(self.ptr, bytes(frame), len(frame))) == 0
+        self.dropped += not ok
+        return ok
+
+    def pop_all(self) -> list[bytes]:
+        out: list[bytes] = []
+        while (n := int(lib.dp_memport_pop(self.ptr, self._buf, self.max_frame))) > 0:
+            out.append(bytes(ffi.buffer(self._buf, n)))
+        return out
+
+
+def ffi_address(cdata: Any) -> int:
+    """The address a cdata pointer holds, whichever module's ffi made it (every cffi
+    module shares one CData type, and casts between them are by value)."""
+    return int(ffi.cast("uintptr_t", cdata))
+
+
+def _addressof(xsk_lib: Any, name: str) -> Any:
+    from xsk._native import ffi as xsk_ffi
+
+    return xsk_ffi.addressof(xsk_lib, name)
+
+
+def _cast(obj: Any, ctype: str) -> Any:
+    """A pointer of this module's ffi to ``obj`` (a cdata of any ffi, or a buffer)."""
+    if isinstance(obj, np.ndarray):
+        return ffi.cast(ctype, obj.ctypes.data)
+    try:
+        return ffi.cast(ctype, ffi_address(obj))
+    except TypeError:
+        return ffi.cast(ctype, ffi.from_buffer(obj))

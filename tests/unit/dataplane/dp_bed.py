@@ -1,0 +1,181 @@
+"""An in-memory bed for the C data plane, at explicit times.
+
+A Python peer engine (``MemoryNic``) on one side; on the other the service-side
+engine, whose NIC is the data plane's (``DeclineNic``) over a ``MemoryPort``. Frames
+cross in ``step``; ``impair`` may drop or hold frames on their way in either direction.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from joyride.dataplane.plane import DataPlane, DeclineNic, MemoryPort
+from joyride.engine.engine import Engine
+from joyride.engine.network import StaticNetwork
+from joyride.engine.nic import MemoryNic
+from joyride.tcp.config import TcpConfig
+from joyride.tcp.connection import TcpConnection
+
+IP_SVC, IP_PEER = socket.inet_aton("10.9.0.1"), socket.inet_aton("10.9.0.2")
+MAC_SVC, MAC_PEER = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
+PORT = 8080
+
+# A frame on its way and where it goes: (frame, toward_plane) -> keep it?
+Impair = Callable[[bytes, bool], bool]
+
+
+class Clock:
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class _Inbox:
+    """What the peer's ``MemoryNic.transmit`` appends to: the way into the plane."""
+
+    def __init__(self, bed: Bed) -> None:
+        self.bed = bed
+
+    def append(self, frame: bytes) -> None:
+        if self.bed.impair is None or self.bed.impair(frame, True):
+            self.bed.port.push(frame)
+
+    def __len__(self) -> int:
+        return 0
+
+
+class _PlaneEnd:
+    def __init__(self, bed: Bed) -> None:
+        self.inbox = _Inbox(bed)
+        self.capacity = 1 << 30
+
+
+class Bed:
+    def __init__(self, config: TcpConfig | None = None,
+                 peer_config: TcpConfig | None = None, *, max_flows: int = 64) -> None:
+        self.clock = Clock()
+        self.impair: Impair | None = None
+        self.plane = DataPlane(mtu=1500, max_flows=max_flows)
+        self.port: MemoryPort = self.plane.add_memory_port()
+        self.svc = Engine(DeclineNic(self.plane),
+                          StaticNetwork("svc0", MAC_SVC, frozenset({IP_SVC}),
+                                        {IP_PEER: MAC_PEER}),
+                          config or TcpConfig(nodelay=True), clock=self.clock)
+        self.peer_nic = MemoryNic()
+        self.peer = Engine(self.peer_nic, StaticNetwork("peer0", MAC_PEER,
+                                                        frozenset({IP_PEER}),
+                                                        {IP_SVC: MAC_SVC}),
+                           peer_config or TcpConfig(nodelay=True), clock=self.clock)
+        self.peer_nic.peer = _PlaneEnd(self)  # type: ignore[assignment]
+        self.reasons: list[str] = []
+        # Adopted connections and the service end of their channel: while Python owns
+        # one (handed back), ``step`` moves its bytes as the service's pump does, and
+        # gives it back to C once it may (Datapath._hand_to_plane).
+        self.channels: dict[TcpConnection, socket.socket] = {}
+        self._held: dict[TcpConnection, bytes] = {}
+        self.readopt = True
+
+    def step(self, dt: float = 0.0001) -> None:
+        """Time moves by ``dt``; one C round, the service engine's Python work (what C
+        gave back first, then what it declined), the plane's frames to the peer, the
+        peer's round."""
+        self.clock.advance(dt)
+        now = self.clock.now
+        self.plane.round(now)
+        for got in self.plane.handbacks():
+            self.reasons.append(got.reason)
+            self.svc.adopt_back(got.conn)
+            if got.app_eof:
+                got.conn.shutdown_write()
+        self.svc.poll()
+        self._pump()
+        self.svc.flush()
+        for conn, ours in self.channels.items():
+            if self.readopt and not conn.parked and conn.hot_ready() \
+                    and not self.svc.marked(conn) and conn not in self._held:
+                self.plane.adopt(conn, MAC_SVC, MAC_PEER, ours.fileno())
+        for frame in self.port.pop_all():
+            if self.impair is None or self.impair(frame, False):
+                self.peer_nic.inbox.append(frame)
+        self.peer.poll()
+        self.peer.flush()
+
+    def _pump(self) -> None:
+        """Service.Pump in miniature: TCP -> application only as far as its socket takes,
+        application -> TCP only as far as the send buffer takes."""
+        for conn, ours in self.channels.items():
+            if conn.parked:
+                continue
+            while conn.recv_queue:
+                data = conn.recv(65536)
+                try:
+                    sent = ours.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):  # put the rest back where it came from
+                    self._held[conn] = self._held.get(conn, b"") + data[sent:]
+                    break
+            held = self._held.pop(conn, b"")
+            if held:
+                try:
+                    sent = ours.send(held)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(held):
+                    self._held[conn] = held[sent:]
+            while True:
+                region = conn.send_region()
+                if not region:
+                    break
+                try:
+                    with region:
+                        n = ours.recv_into(region)
+                except BlockingIOError:
+                    break
+                if n == 0:
+                    conn.shutdown_write()
+                    break
+                conn.send_commit(n)
+            self.svc.mark(conn)
+
+    def run(self, steps: int, dt: float = 0.0001) -> None:
+        for _ in range(steps):
+            self.step(dt)
+
+    def connect(self) -> tuple[TcpConnection, TcpConnection]:
+        listener = self.svc.listen(PORT)
+        client = self.peer.connect(IP_SVC, PORT)
+        server = None
+        for _ in range(20):
+            self.step()
+            server = self.svc.accept(listener)
+            if server is not None:
+                break
+        assert server is not None
+        self.run(5)
+        return client, server
+
+    def adopt(self, server: TcpConnection) -> tuple[socket.socket, socket.socket]:
+        """Give ``server`` to C with a fresh application channel: (service end, app end)."""
+        ours, app = socket.socketpair()
+        ours.setblocking(False)
+        app.setblocking(False)
+        assert self.plane.adopt(server, MAC_SVC, MAC_PEER, ours.fileno())
+        self.channels[server] = ours
+        return ours, app
+
+
+def read_all(sock: socket.socket) -> bytes:
+    out = bytearray()
+    try:
+        while chunk := sock.recv(1 << 20):
+            out += chunk
+    except BlockingIOError:
+        pass
+    return bytes(out)

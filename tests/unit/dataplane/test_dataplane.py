@@ -1,0 +1,242 @@
+"""The C data plane at explicit times over an in-memory wire: what it runs, what it
+gives back, and that bytes arrive intact (hashes) either way."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+
+import pytest
+from dp_bed import MAC_PEER, MAC_SVC, Bed, read_all
+
+from joyride.dataplane.plane import lib
+from joyride.tcp.config import TcpConfig
+from joyride.tcp.state import TcpState
+from joyride.wire.frame import parse_frame
+
+pytestmark = pytest.mark.skipif(lib is None, reason="the C data plane is not built")
+
+
+def exchange(bed: Bed, client, app, request: bytes, reply: bytes) -> bytes:  # type: ignore[no-untyped-def]
+    client.send(request)
+    bed.peer.mark(client)
+    got = b""
+    for _ in range(50):
+        bed.step()
+        got += read_all(app)
+        if len(got) >= len(request):
+            break
+    assert got == request
+    app.sendall(reply)
+    back = b""
+    for _ in range(50):
+        bed.step()
+        back += client.recv()
+        if len(back) >= len(reply):
+            break
+    return back
+
+
+def test_request_response_runs_in_c_without_python() -> None:
+    bed = Bed()
+    client, server = bed.connect()
+    _ours, app = bed.adopt(server)
+    declined_before = bed.plane.stats()["declined"]
+    received_before = server.counters["segments_received"]
+    for i in range(200):
+        req, rep = f"GET key{i}\r\n".encode(), os.urandom(64 + i)
+        assert exchange(bed, client, app, req, rep) == rep
+    st = bed.plane.stats()
+    assert st["declined"] == declined_before  # not one segment went to Python
+    assert st["rx_fast"] >= 200 and st["flows"] == 1  # requests carry the ACKs
+    assert server.parked and bed.reasons == []
+    assert server.counters["segments_received"] == received_before
+
+
+def test_bulk_both_ways_arrives_intact() -> None:
+    bed = Bed()
+    client, server = bed.connect()
+    _ours, app = bed.adopt(server)
+    up, down = os.urandom(3_000_000), os.urandom(2_000_000)
+    sent_up = sent_down = 0
+    got_up, got_down = bytearray(), bytearray()
+    for _ in range(20000):
+        if sent_up < len(up):
+            sent_up += client.send(up[sent_up:sent_up + 200_000])
+            bed.peer.mark(client)
+        if sent_down < len(down):
+            with contextlib.suppress(BlockingIOError):
+                sent_down += app.send(down[sent_down:sent_down + 65536])
+        bed.step()
+        got_up += read_all(app)
+        got_down += client.recv()
+        if len(got_up) == len(up) and len(got_down) == len(down):
+            break
+    assert hashlib.sha256(got_up).digest() == hashlib.sha256(up).digest()
+    assert hashlib.sha256(got_down).digest() == hashlib.sha256(down).digest()
+    assert server.parked  # nothing in a loss-free transfer needed Python
+
+
+def test_peer_fin_hands_the_flow_back_after_its_data() -> None:
+    bed = Bed()
+    client, server = bed.connect()
+    _ours, app = bed.adopt(server)
+    payload = os.urandom(50_000)
+    client.send(payload)
+    client.shutdown_write()
+    bed.peer.mark(client)
+    got = bytearray()
+    for _ in range(200):
+        bed.step()
+        got += read_all(app)
+        if not server.parked:
+            break
+    assert bed.reasons == ["segment"]
+    assert server.state is TcpState.CLOSE_WAIT and server.eof
+    got += read_all(app) + server.recv()  # the rest, from Python's receive buffer
+    assert bytes(got) == payload
+
+
+def test_out_of_order_segment_goes_to_python_which_reassembles() -> None:
+    bed = Bed()
+    client, server = bed.connect()
+    _ours, app = bed.adopt(server)
+    held: list[bytes] = []
+
+    def hold_first_data(frame: bytes, toward_plane: bool) -> bool:
+        if toward_plane and not held and parse_frame(frame).tcp.payload:
+            held.append(frame)
+            return False
+        return True
+
+    bed.impair = hold_first_data
+    payload = os.urandom(20_000)
+    client.send(payload)
+    bed.peer.mark(client)
+    bed.run(3)
+    bed.impair = None
+    bed.port.push(held[0])  # late, after the segments behind it
+    got = bytearray()
+    for _ in range(100):
+        bed.step()
+        got += read_all(app)
+        if not server.parked:
+            got += server.recv()
+    assert bed.reasons and bed.reasons[0] == "segment"
+    assert server.counters["out_of_order_segments"] >= 1
+    assert bytes(got) == payload
+
+
+def test_lost_reply_hands_back_on_rto_and_python_retransmits() -> None:
+    bed = Bed()
+    client, server = bed.connect()
+    _ours, app = bed.adopt(server)
+    dropped: list[bytes] = []
+
+    def drop_reply(frame: bytes, toward_plane: bool) -> bool:
+        if not toward_plane and not dropped and parse_frame(frame).tcp.payload:
+            dropped.append(frame)
+            return False
+        return True
+
+    bed.impair = drop_reply
+    app.sendall(b"reply that is lost once")
+    bed.run(3)
+    assert dropped and server.parked
+    bed.step(dt=1.5)  # past the RTO (min 200 ms; the initial 1 s at most)
+    assert bed.reasons == ["rto"]
+    bed.run(5)
+    assert client.recv() == b"reply that is lost once"
+    assert server.counters["retransmitted_segments"] == 1
+
+
+def test_application_eof_and_close_are_handed_back() -> None:
+    bed = Bed()
+    _client, server = bed.connect()
+    _ours, app = bed.adopt(server)
+    app.sendall(b"last words")
+    app.shutdown(2)  # SHUT_RDWR: the service reads EOF
+    bed.run(5)
+    assert bed.reasons == ["app_eof"]
+    assert not server.parked
+
+
+def test_table_full_leaves_the_connection_in_python_untouched() -> None:
+    bed = Bed(max_flows=1)
+    _c1, s1 = bed.connect()
+    channel = bed.adopt(s1)  # kept open: a closed one is handed back (app_gone)
+    listener = bed.svc.listeners[8080]
+    c2 = bed.peer.connect(s1.local_ip, 8080)
+    s2 = None
+    for _ in range(20):
+        bed.step()
+        s2 = s2 or bed.svc.accept(listener)
+    assert s2 is not None
+    assert not bed.plane.adopt(s2, MAC_SVC, MAC_PEER, -1)
+    assert s1.parked and channel
+    assert not s2.parked and s2.state is TcpState.ESTABLISHED
+    c2.send(b"still served by Python")
+    bed.peer.mark(c2)
+    bed.run(5)
+    assert s2.recv() == b"still served by Python"
+
+
+def test_stale_handles_are_refused_and_counted() -> None:
+    bed = Bed()
+    _client, server = bed.connect()
+    _channel = bed.adopt(server)
+    assert bed.plane.release(server) is not None
+    assert bed.plane.release(server) is None  # Python forgot it
+    from joyride.dataplane.plane import ffi
+
+    tcb = ffi.new("struct dp_tcb *")
+    buf = ffi.new("uint8_t[]", 16)
+    for bogus in (0, -1, 1, (7 << 32) | 3, (1 << 40)):
+        assert lib.dp_flow_release(bed.plane._dp, bogus, tcb, buf, 16, buf, 16) < 0
+    assert bed.plane.stats()["bad_handle"] == 5
+
+
+def test_hostile_frames_never_crash_and_are_declined() -> None:
+    bed = Bed()
+    client, server = bed.connect()
+    _ours, app = bed.adopt(server)
+    client.send(b"x")
+    bed.peer.mark(client)
+    bed.run(2)
+    rng = __import__("random").Random(7)
+    good = []
+    bed.impair = lambda f, toward: (good.append(f) or True) if toward else True
+    client.send(b"y" * 3000)
+    bed.peer.mark(client)
+    bed.run(2)
+    bed.impair = None
+    for _ in range(3000):
+        frame = bytearray(rng.choice(good)) if good and rng.random() < 0.7 \
+            else bytearray(os.urandom(rng.randrange(0, 200)))
+        for _ in range(rng.randrange(1, 6)):
+            if frame:
+                frame[rng.randrange(len(frame))] = rng.randrange(256)
+        bed.port.push(bytes(frame[: rng.randrange(len(frame) + 1)]))
+        if rng.random() < 0.1:
+            bed.step()
+    bed.run(20)
+    assert bed.plane.stats()["rx_frames"] > 3000
+    assert read_all(app).startswith(b"x")
+
+
+def test_parked_connection_refuses_python_work() -> None:
+    bed = Bed()
+    _client, server = bed.connect()
+    _channel = bed.adopt(server)
+    assert server.segments_to_send(bed.clock.now) == []
+    assert server.counters["internal_error_parked"] == 1
+    assert not server.hot_ready()
+
+
+def test_config_that_c_does_not_run_stays_in_python() -> None:
+    bed = Bed(config=TcpConfig(nodelay=True, keepalive=True))
+    _client, server = bed.connect()
+    assert not server.hot_ready()
+    assert not bed.plane.adopt(server, MAC_SVC, MAC_PEER, -1)
+    assert not server.parked

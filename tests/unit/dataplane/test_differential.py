@@ -1,0 +1,125 @@
+"""Fast path and slow path agree: the same segment sequences through a connection the C
+data plane runs and one that Python's ``TcpConnection`` runs (the authority), byte for
+byte on the wire (sequence numbers relative to each side's ISS; timestamps' values and
+the window field excepted: the first depends on random per-connection offsets, the
+second on when each bed's application drains the buffer) and in the state they end in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from dp_bed import Bed, read_all
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from joyride.dataplane.plane import lib
+from joyride.tcp.connection import TcpConnection
+from joyride.wire.frame import parse_frame
+
+pytestmark = pytest.mark.skipif(lib is None, reason="the C data plane is not built")
+
+Op = tuple[str, float]
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("peer"), st.integers(1, 6000).map(float)),
+        st.tuples(st.just("app"), st.integers(1, 6000).map(float)),
+        st.tuples(st.just("wait"), st.sampled_from([0.0001, 0.002, 0.03, 0.05, 0.3])),
+    ),
+    min_size=1, max_size=25,
+)
+
+
+def stream(seed: int, n: int) -> bytes:
+    return hashlib.shake_256(seed.to_bytes(8, "little")).digest(n)
+
+
+def play(ops: list[Op], in_c: bool) -> dict[str, object]:
+    bed = Bed()
+    client, server = bed.connect()
+    if not in_c:
+        bed.svc.use_fast_path = False  # the reference: TcpConnection's rules alone
+    wire: list[tuple[int, int, int, int, bool]] = []
+
+    def record(frame: bytes, toward_plane: bool) -> bool:
+        if not toward_plane:
+            seg = parse_frame(frame).tcp
+            wire.append(((seg.seq - server.iss) & 0xFFFFFFFF,
+                         (seg.ack - client.iss) & 0xFFFFFFFF if seg.flags & 0x10 else 0,
+                         int(seg.flags), len(seg.payload), seg.options.timestamps is not None))
+        return True
+
+    bed.impair = record
+    channel = bed.adopt(server) if in_c else None
+    app_got, peer_got = bytearray(), bytearray()
+
+    def app_reads() -> None:
+        if channel is not None:
+            app_got.extend(read_all(channel[1]))  # the bed pumps it while Python owns it
+        else:
+            data = server.recv()
+            if data:
+                app_got.extend(data)
+                bed.svc.mark(server)  # as the service's pump does after a read
+    up = down = 0
+    for i, (kind, value) in enumerate(ops):
+        if kind == "peer":
+            data = stream(i, int(value))
+            client.send(data)
+            up += len(data)
+            bed.peer.mark(client)
+        elif kind == "app":
+            data = stream(1000 + i, int(value))
+            down += len(data)
+            if channel is not None:
+                channel[1].sendall(data)
+            else:
+                server.send(data)
+                bed.svc.mark(server)
+        else:
+            bed.clock.advance(value)
+        for _ in range(3):
+            bed.step()
+            app_reads()
+            peer_got += client.recv()
+    for _ in range(40):
+        bed.step(0.01)
+        app_reads()
+        peer_got += client.recv()
+    if in_c and server.parked:
+        bed.plane.release(server)
+    return {"wire": wire, "state": state(server, client), "app": bytes(app_got),
+            "peer": bytes(peer_got), "reasons": bed.reasons}
+
+
+def state(server: TcpConnection, client: TcpConnection) -> dict[str, object]:
+    return {
+        "rcv_nxt": (server.rcv_nxt - client.iss) & 0xFFFFFFFF,
+        "snd_una": (server.snd_una - server.iss) & 0xFFFFFFFF,
+        "snd_nxt": (server.snd_nxt - server.iss) & 0xFFFFFFFF,
+        "cwnd": server.congestion.cwnd,
+        "ssthresh": server.congestion.ssthresh,
+        "srtt": server.rtt.srtt,
+        "rto": server.rtt.rto,
+        "send_window": server.send_window,
+        "send_queue": server.send_queue,
+        "state": server.state.name,
+    }
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OPS)
+def test_c_and_python_send_the_same_segments_and_end_in_the_same_state(ops: list[Op]) -> None:
+    python, c = play(ops, in_c=False), play(ops, in_c=True)
+    assert c["app"] == python["app"]
+    assert c["peer"] == python["peer"]
+    assert c["wire"] == python["wire"]
+    assert c["state"] == python["state"]
+
+
+def test_a_bulk_transfer_agrees_too() -> None:
+    ops: list[Op] = [("app", 6000.0)] * 40 + [("peer", 5000.0)] * 20 + [("wait", 0.3)]
+    python, c = play(ops, in_c=False), play(ops, in_c=True)
+    assert c["wire"] == python["wire"] and c["state"] == python["state"]
+    assert len(c["peer"]) == 240_000 and len(c["app"]) == 100_000  # type: ignore[arg-type]
