@@ -144,9 +144,15 @@ def _ticks(pids: set[int], table: dict[int, Any]) -> int:
     return sum(table[p].ticks for p in pids if p in table)
 
 
+def port_of(d: Daemon, stack: str) -> int:
+    """A port per workload: a server just stopped may hold the last one a while."""
+    index = [x.key for x in DAEMONS].index(d.key)
+    return (KERNEL_PORT if stack == "kernel" else JOY_PORT) + index
+
+
 def measure(bed: Testbed, d: Daemon, stack: str, plane: str, server_pids: list[int],
             svc_pid: int | None, seconds: float) -> Sample:
-    port = KERNEL_PORT if stack == "kernel" else JOY_PORT
+    port = port_of(d, stack)
     argv = d.client(bed.joy.ip, port, seconds)
     before = snapshot()
     server_tree = descendants(server_pids, before)
@@ -194,7 +200,7 @@ def python_calls(before: dict[str, Any], after: dict[str, Any]) -> float:
 
 
 def start_server(bed: Testbed, d: Daemon, stack: str, work: Path, log: Path) -> Endpoint:
-    port = KERNEL_PORT if stack == "kernel" else JOY_PORT
+    port = port_of(d, stack)
     argv = d.server(port, work)
     if stack == "joyride":
         argv = [JOYRIDE, "run", "--iface", bed.joy.ifname, "--", *argv]

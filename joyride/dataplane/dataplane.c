@@ -40,6 +40,10 @@ enum flow_state { FLOW_FREE = 0, FLOW_C = 1, FLOW_HANDBACK = 2 };
 #define TAG_PORT (1ull << 62)
 #define TAG_WATCH (1ull << 61)
 #define TAG_FLOW (1ull << 60)
+/* An application descriptor is read on EPOLLIN; EPOLLRDHUP says its writer shut down,
+ * so that the EOF behind the last bytes is read in the same round and the FIN leaves
+ * with them (else the peer may see the data, close first, and sit in TIME-WAIT). */
+#define APP_IN (EPOLLIN | EPOLLRDHUP)
 
 typedef int (*rx_fn)(void *, struct dp_desc *, uint32_t, int);
 typedef int (*release_fn)(void *, const struct dp_desc *, uint32_t);
@@ -69,6 +73,7 @@ struct flow {
     uint8_t state;             /* enum flow_state */
     uint8_t touched;           /* in dp->touched this round */
     uint8_t app_readable;      /* epoll said the application has bytes for us */
+    uint8_t app_hup;           /* ... and that it shut down writing (EOF follows them) */
 };
 
 struct dp {
@@ -650,6 +655,8 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
             t->max_snd_wnd = wnd;
     }
     t->segs_in++;
+    if (t->keepalive_idle > 0) /* TcpConnection._arm_keepalive */
+        t->keepalive_at = now + t->keepalive_idle;
     if (len) {
         /* _deliver: in order into the receive buffer; delayed ACK (RFC 9293 §3.8.6.3). */
         ring_put(&f->rcv, frame + p->payload_off, len);
@@ -692,7 +699,7 @@ static void app_write(struct dp *dp, struct flow *f)
     dp->st.app_write_bytes += (uint64_t)n;
     ring_consume(&f->rcv, (uint32_t)n);
     uint32_t want = (f->epoll_mask & ~(uint32_t)EPOLLOUT) | (f->rcv.len ? EPOLLOUT : 0);
-    epoll_set(dp, f, want ? want : EPOLLIN);
+    epoll_set(dp, f, want ? want : APP_IN);
     /* TcpConnection._after_read: a window that at least doubled by a worthwhile step
      * is announced at once (Linux's rule). */
     if (n > 0) {
@@ -716,31 +723,38 @@ static void app_read(struct dp *dp, struct flow *f)
     f->app_readable = 0;
     if (t->app_fd < 0 || f->state != FLOW_C)
         return;
-    struct iovec iov[2];
-    int parts = ring_free_iov(&f->snd, iov);
-    if (parts == 0) {
-        /* The send buffer is full: stop listening until ACKs free it. */
-        t->write_blocked = 1;
-        epoll_set(dp, f, f->epoll_mask & ~(uint32_t)EPOLLIN);
-        return;
-    }
-    ssize_t n = readv(t->app_fd, iov, parts);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    /* Once, or, when the writer shut down, until its EOF (bounded by the ring). */
+    for (int pass = 0; pass < 4; pass++) {
+        struct iovec iov[2];
+        int parts = ring_free_iov(&f->snd, iov);
+        if (parts == 0) {
+            /* The send buffer is full: stop listening until ACKs free it. */
+            t->write_blocked = 1;
+            epoll_set(dp, f, f->epoll_mask & ~(uint32_t)APP_IN);
             return;
-        t->app_gone = 1;
-        hand_back(dp, f, DP_REASON_APP_GONE);
-        return;
+        }
+        ssize_t n = readv(t->app_fd, iov, parts);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return;
+            t->app_gone = 1;
+            hand_back(dp, f, DP_REASON_APP_GONE);
+            return;
+        }
+        if (n == 0) {
+            /* The application's shutdown(SHUT_WR) or close: the FIN is Python's, after
+             * whatever this round read (it goes back in the send ring). */
+            t->app_eof = 1;
+            hand_back(dp, f, DP_REASON_APP_EOF);
+            return;
+        }
+        dp->st.app_reads++;
+        dp->st.app_read_bytes += (uint64_t)n;
+        f->snd.len += (uint32_t)n;
+        touch(dp, f);
+        if (!f->app_hup)
+            return;
     }
-    if (n == 0) {
-        t->app_eof = 1; /* the application's shutdown(SHUT_WR) or close: FIN in Python */
-        hand_back(dp, f, DP_REASON_APP_EOF);
-        return;
-    }
-    dp->st.app_reads++;
-    dp->st.app_read_bytes += (uint64_t)n;
-    f->snd.len += (uint32_t)n;
-    touch(dp, f);
 }
 
 /* --- the round ----------------------------------------------------------------------- */
@@ -814,6 +828,10 @@ static void run_timers(struct dp *dp, double now)
             hand_back(dp, f, DP_REASON_RTO); /* loss recovery is Python's */
             continue;
         }
+        if (t->keepalive_at && now >= t->keepalive_at) {
+            hand_back(dp, f, DP_REASON_KEEPALIVE); /* the probe is Python's */
+            continue;
+        }
         if (t->delack_at && now >= t->delack_at) {
             t->delack_at = 0;
             t->ack_now = 1; /* TcpConnection._fire(DELAYED_ACK) */
@@ -823,6 +841,8 @@ static void run_timers(struct dp *dp, double now)
             next = t->rto_at;
         if (t->delack_at && (next == 0 || t->delack_at < next))
             next = t->delack_at;
+        if (t->keepalive_at && (next == 0 || t->keepalive_at < next))
+            next = t->keepalive_at;
     }
     dp->next_timer = next;
 }
@@ -839,7 +859,7 @@ static void transmit_touched(struct dp *dp, double now)
             flow_output(dp, f, now);
         /* Reading resumes once ACKs freed room in a full send ring. */
         if (f->state == FLOW_C && f->snd.len < f->snd.cap && !(f->epoll_mask & EPOLLIN))
-            epoll_set(dp, f, f->epoll_mask | EPOLLIN);
+            epoll_set(dp, f, f->epoll_mask | APP_IN);
     }
     dp->n_touched = 0;
     arena_flush(dp);
@@ -883,8 +903,10 @@ static int take_events(struct dp *dp, const struct epoll_event *evs, int nev)
             struct flow *f = &dp->flows[(uint32_t)tag];
             if (f->state != FLOW_C)
                 continue;
-            if (evs[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+            if (evs[e].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 f->app_readable = 1;
+            if (evs[e].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                f->app_hup = 1;
             touch(dp, f); /* EPOLLOUT: app_write in transmit_touched */
         }
     }
@@ -929,10 +951,15 @@ int dp_run(struct dp *dp, int timeout_ms)
         wake |= r & 0xFF;
         if (r & 0x100 || nev > 0)
             spin_until = now + dp->cfg.spin_ns * 1e-9;
-        if (wake)
+        if (!wake && (timeout_ms == 0 || now >= deadline))
+            wake = DP_WAKE_TIMEOUT;
+        if (wake) {
+            dp->st.returns_declined += !!(wake & DP_WAKE_DECLINED);
+            dp->st.returns_handback += !!(wake & DP_WAKE_HANDBACK);
+            dp->st.returns_watched += !!(wake & DP_WAKE_WATCHED);
+            dp->st.returns_timeout += !!(wake & DP_WAKE_TIMEOUT);
             return wake;
-        if (timeout_ms == 0 || now >= deadline)
-            return DP_WAKE_TIMEOUT;
+        }
     }
 }
 
@@ -1033,11 +1060,12 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
     f->live_pos = dp->n_live;
     dp->live[dp->n_live++] = slot;
     if (f->t.app_fd >= 0) {
-        epoll_set(dp, f, EPOLLIN | (f->rcv.len ? EPOLLOUT : 0));
+        epoll_set(dp, f, APP_IN | (f->rcv.len ? EPOLLOUT : 0));
         f->app_readable = 1; /* bytes may have come before the flow was ours */
     }
     note_deadline(dp, f->t.rto_at);
     note_deadline(dp, f->t.delack_at);
+    note_deadline(dp, f->t.keepalive_at);
     dp->st.flows_adopted++;
     touch(dp, f); /* owed ACKs and queued bytes go in the next round */
     return handle_of(dp, f);

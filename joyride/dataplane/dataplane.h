@@ -70,7 +70,8 @@ enum dp_reason {
     DP_REASON_APP_EOF = 4,     /* the application shut down writing (read returned 0) */
     DP_REASON_APP_GONE = 5,    /* the application's end is closed (EPIPE, ECONNRESET) */
     DP_REASON_RELEASED = 6,    /* Python asked for it back (dp_flow_release) */
-    DP_REASON_COUNT = 7
+    DP_REASON_KEEPALIVE = 7,   /* the keepalive timer expired: Python probes */
+    DP_REASON_COUNT = 8
 };
 
 /* Congestion controllers C runs outside recovery (congestion.py owns the rules). */
@@ -150,6 +151,8 @@ struct dp_tcb {
     /* timers and policy */
     double rto_at;
     double delack_at;
+    double keepalive_at;       /* RFC 9293 §3.8.4, re-armed by every segment taken */
+    double keepalive_idle;     /* 0: keepalive off */
     double delack_timeout;
     double last_send;
     /* application channel: the pump's end of the connection's unix socket */
@@ -170,14 +173,18 @@ struct dp_tcb {
 struct dp_stats {
     uint64_t rounds;           /* dp_run loop iterations that found work */
     uint64_t sleeps;           /* epoll_wait calls that blocked */
-    uint64_t returns;          /* dp_run returns to Python */
+    uint64_t returns;          /* dp_run returns to Python, and why: */
+    uint64_t returns_declined;
+    uint64_t returns_handback;
+    uint64_t returns_watched;  /* Python's own descriptors were ready */
+    uint64_t returns_timeout;
     uint64_t rx_frames;
     uint64_t rx_fast;          /* segments C processed */
     uint64_t declined;         /* frames copied for Python */
     uint64_t declined_no_flow;
     uint64_t declined_segment;
     uint64_t declined_overflow; /* decline buffer full: frame dropped, counted */
-    uint64_t handbacks[7];     /* by enum dp_reason */
+    uint64_t handbacks[8];     /* by enum dp_reason */
     uint64_t tx_frames;
     uint64_t tx_data_segs;
     uint64_t tx_acks;

@@ -42,7 +42,8 @@ except ImportError:  # pragma: no cover - the cffi build is part of every instal
 #: ``JOYRIDE_DATAPLANE=python`` runs every connection in Python (the escape hatch and
 #: the differential tests' reference); ``c`` (the default where built) uses this module.
 ENV: Final = "JOYRIDE_DATAPLANE"
-REASONS: Final = ("none", "segment", "rto", "persist", "app_eof", "app_gone", "released")
+REASONS: Final = ("none", "segment", "rto", "persist", "app_eof", "app_gone", "released",
+                   "keepalive")
 
 
 def available() -> bool:

@@ -130,7 +130,9 @@ class Datapath:
     def timeout(self, ceiling: float) -> float:
         """How long the loop may sleep: 0 while traffic flows, else until a deadline."""
         now = self.clock()
-        if now < self._busy_until or self._ready:
+        if self._ready or (now < self._busy_until and self.plane is None):
+            # Python spins briefly after traffic (a sleeping vCPU is slow to wake);
+            # with the C data plane the spinning, if any, is its loop's.
             return 0.0
         wait = ceiling
         deadline = self.engine.next_deadline()
@@ -653,6 +655,10 @@ class Datapath:
             "pump_buffered_bytes": sum(p.buffered for p in self.pumps.values()),
             "listeners": {str(p): len(pl.registrations) for p, pl in self.by_port.items()},
             "connecting": len(self.connecting),
+            "selector_fds": len(self._sel.get_map()) if self._sel is not None else 0,
+            "ready_pumps": len(self._ready),
+            "next_deadline_in": ((d - self.clock()) if (d := self.engine.next_deadline())
+                                 is not None else None),
             "flows": [self._flow(p) for p in itertools.islice(self.pumps.values(),
                                                              FLOWS_SHOWN)],
             # Every live connection's counters summed (drop reasons, retransmissions,

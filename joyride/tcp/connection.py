@@ -518,8 +518,8 @@ class TcpConnection:
     def hot_ready(self) -> bool:
         """Whether the C data plane can run this connection exactly as this class would
         (docs/dataplane.md, "What C runs"): established, nothing being recovered,
-        reassembled, probed or closed, and no timer but the retransmission and
-        delayed-ACK ones. Otherwise every rule stays here."""
+        reassembled, probed or closed, and no timer but the retransmission, delayed-ACK
+        and keepalive ones. Otherwise every rule stays here."""
         timers = self._timers
         return (
             not self._parked
@@ -533,9 +533,8 @@ class TcpConnection:
             and self._buf_seq == self._snd_una
             and not self._reasm.buffered
             and self._recovery.quiet
-            and not self.config.keepalive
+            and self._keepalive_sent == 0  # no probe unanswered
             and not timers.is_set(Timer.PERSIST)
-            and not timers.is_set(Timer.KEEPALIVE)
             and not timers.is_set(Timer.FIN_WAIT_2)
             and not timers.is_set(Timer.TIME_WAIT)
             and isinstance(self._cc, (Cubic, NewReno))
@@ -583,6 +582,8 @@ class TcpConnection:
         tcb.rto_at = self._timers.deadline(Timer.RETRANSMIT) or 0.0
         tcb.delack_at = self._timers.deadline(Timer.DELAYED_ACK) or 0.0
         tcb.delack_timeout = self.config.delayed_ack_timeout
+        tcb.keepalive_at = self._timers.deadline(Timer.KEEPALIVE) or 0.0
+        tcb.keepalive_idle = self.config.keepalive_idle if self.config.keepalive else 0.0
         tcb.last_send = self._last_send
         rcv = self._recv_buf.peek(0, len(self._recv_buf))
         self._recv_buf.consume(len(rcv))
@@ -590,6 +591,7 @@ class TcpConnection:
         self._send_buf.consume(len(snd))
         self._timers.cancel(Timer.RETRANSMIT)
         self._timers.cancel(Timer.DELAYED_ACK)
+        self._timers.cancel(Timer.KEEPALIVE)
         self._ack_now = False
         self._dirty = False
         self._parked = True
@@ -627,6 +629,8 @@ class TcpConnection:
             self._timers.set(Timer.RETRANSMIT, float(tcb.rto_at))
         if tcb.delack_at:
             self._timers.set(Timer.DELAYED_ACK, float(tcb.delack_at))
+        if tcb.keepalive_at:
+            self._timers.set(Timer.KEEPALIVE, float(tcb.keepalive_at))
         self._last_send = float(tcb.last_send)
         self._recv_buf.push(rcv)
         self._send_buf.write(snd)

@@ -235,8 +235,31 @@ def test_parked_connection_refuses_python_work() -> None:
 
 
 def test_config_that_c_does_not_run_stays_in_python() -> None:
-    bed = Bed(config=TcpConfig(nodelay=True, keepalive=True))
+    bed = Bed(config=TcpConfig(nodelay=True, congestion_control="newreno"))
     _client, server = bed.connect()
-    assert not server.hot_ready()
+    server.congestion.in_recovery = True  # as if a loss were being repaired
     assert not bed.plane.adopt(server, MAC_SVC, MAC_PEER, -1)
     assert not server.parked
+
+
+def test_keepalive_runs_in_c_and_its_probe_in_python() -> None:
+    """Redis and many daemons set SO_KEEPALIVE: C re-arms the idle timer on every
+    segment and hands the flow back when it expires, for Python's probe."""
+    config = TcpConfig(nodelay=True, keepalive=True, keepalive_idle=5.0,
+                       keepalive_interval=1.0)
+    bed = Bed(config=config)
+    client, server = bed.connect()
+    _ours, app = bed.adopt(server)
+    bed.readopt = False
+    for i in range(3):
+        bed.step(dt=3.0)  # idle for less than keepalive_idle each time...
+        client.send(b"ping %d" % i)
+        bed.peer.mark(client)
+        bed.run(3)
+        assert server.parked  # ... and each segment re-arms it in C
+    assert read_all(app) == b"ping 0ping 1ping 2"
+    bed.step(dt=6.0)
+    assert bed.reasons == ["keepalive"]
+    bed.run(3)
+    assert server.counters["keepalive_probes"] == 1
+    assert server.state is TcpState.ESTABLISHED  # the peer answered the probe

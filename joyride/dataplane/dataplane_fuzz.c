@@ -1,0 +1,323 @@
+/* Sanitizer fuzz driver for the data plane's round (not part of the module): built by
+ * tests/unit/dataplane/test_dataplane_sanitize.py with -fsanitize=address,undefined.
+ *
+ * A live flow table of FLOWS connections, each with a real application socket pair,
+ * receives frames built for those flows (in window and not, every flag, with and
+ * without timestamps, payloads up to the MSS) and random or mutated bytes. Each frame
+ * sits in a slot whose bytes past its length are poisoned, so a read past a frame's
+ * end aborts. Between rounds the driver writes and reads the application ends, closes
+ * some (the application vanishing), releases flows (their handles then stale) and
+ * adopts new ones in their slots, and moves the clock so that timers fire.
+ *
+ * usage: dataplane_fuzz ITERATIONS SEED ; prints "ok <rounds> <fast> <declined>".
+ */
+#include "wire.c"
+#include "dataplane.c"
+
+#include <sanitizer/asan_interface.h>
+#include <stdio.h>
+
+#define FLOWS 16
+#define SLOTS 64
+#define SLOT_SIZE 2048
+
+static uint64_t rng_state;
+
+static uint64_t rnd(void) /* xorshift64* */
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1DULL;
+}
+
+/* The fuzz port: a FIFO of frames, each in a slot poisoned past its length. */
+struct fuzzport {
+    uint8_t *slab;
+    uint32_t lens[SLOTS];
+    uint32_t head, count, held;
+};
+
+static int fz_rx(void *ctx, struct dp_desc *out, uint32_t max, int timeout_ms)
+{
+    (void)timeout_ms;
+    struct fuzzport *p = ctx;
+    uint32_t n = p->count < max ? p->count : max;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t s = (p->head + i) % SLOTS;
+        out[i].addr = (uint64_t)s * SLOT_SIZE;
+        out[i].len = p->lens[s];
+        out[i].options = 0;
+    }
+    p->held = n;
+    return (int)n;
+}
+
+static int fz_release(void *ctx, const struct dp_desc *d, uint32_t n)
+{
+    (void)d;
+    struct fuzzport *p = ctx;
+    n = n < p->held ? n : p->held;
+    p->head = (p->head + n) % SLOTS;
+    p->count -= n;
+    p->held = 0;
+    return (int)n;
+}
+
+static uint64_t transmitted;
+
+static int fz_tx(void *ctx, uint8_t *umem, uint64_t off, const uint8_t *src,
+                 const uint64_t *offs, const uint32_t *lens, uint32_t n, int kick)
+{
+    (void)ctx;
+    (void)umem;
+    (void)off;
+    (void)kick;
+    for (uint32_t i = 0; i < n; i++) {
+        /* Every built frame must parse as one of ours (what the peer would get). */
+        struct wire_parsed r;
+        uint64_t zero = 0;
+        uint32_t len = lens[i];
+        if (wire_parse_batch(src + offs[i], &zero, &len, 1, 1, &r) != 1) {
+            fprintf(stderr, "built an unparseable frame (reason %u)\n", r.reason);
+            abort();
+        }
+        transmitted++;
+    }
+    return (int)n;
+}
+
+static int fz_kick(void *ctx)
+{
+    (void)ctx;
+    return 0;
+}
+
+static void push(struct fuzzport *p, const uint8_t *frame, uint32_t len)
+{
+    if (p->count == SLOTS || len > SLOT_SIZE)
+        return;
+    uint32_t s = (p->head + p->count) % SLOTS;
+    uint8_t *slot = p->slab + (size_t)s * SLOT_SIZE;
+    ASAN_UNPOISON_MEMORY_REGION(slot, SLOT_SIZE);
+    memcpy(slot, frame, len);
+    ASAN_POISON_MEMORY_REGION(slot + len, SLOT_SIZE - len);
+    p->lens[s] = len;
+    p->count++;
+}
+
+struct fuzzflow {
+    int64_t handle;
+    int app;                   /* the application's end (-1: closed) */
+    int ours;                  /* the service's end, given to the data plane */
+    struct dp_tcb t;
+};
+
+static void make_tcb(struct dp_tcb *t, uint32_t k, int fd)
+{
+    memset(t, 0, sizeof *t);
+    t->local_ip = 0x0100000a;
+    t->remote_ip = 0x0200000a + (k << 24);
+    t->local_port = 8080;
+    t->remote_port = (uint16_t)(40000 + k);
+    t->rcv_nxt = (uint32_t)rnd();
+    t->rcv_adv = t->rcv_nxt + 65535;
+    t->last_ack_rcv_nxt = t->last_ack_sent = t->rcv_nxt;
+    t->ts_recent = (uint32_t)rnd();
+    t->rcv_mss = 536 + (uint32_t)(rnd() % 913);
+    t->cfg_mss = 1460;
+    t->rcv_cap = 1024u << (rnd() % 7);
+    t->rcv_slack = 127;
+    t->rcv_shift = (uint8_t)(rnd() % 15);
+    t->snd_shift = (uint8_t)(rnd() % 15);
+    t->ts_ok = (uint8_t)(rnd() & 1);
+    t->nodelay = (uint8_t)(rnd() & 1);
+    t->snd_una = t->snd_nxt = (uint32_t)rnd();
+    t->snd_wnd = t->max_snd_wnd = (uint32_t)(rnd() % 200000);
+    t->snd_wl1 = t->rcv_nxt;
+    t->snd_wl2 = t->snd_una;
+    t->smss = 88 + (uint32_t)(rnd() % 1361);
+    t->snd_cap = 1024u << (rnd() % 8);
+    t->ts_offset = (uint32_t)rnd();
+    t->srtt = (rnd() & 1) ? -1.0 : 0.001;
+    t->rttvar = 0.0005;
+    t->base_rto = 1.0;
+    t->min_rto = 0.2;
+    t->max_rto = 60.0;
+    t->rto_granularity = 0.001;
+    t->cc_kind = (uint32_t)(rnd() & 1);
+    t->cwnd = t->cc_iw = 14600;
+    t->ssthresh = (rnd() & 1) ? 0x7FFFFFFF : 20000;
+    t->abc_limit = 2;
+    t->cc_pristine = 1;
+    t->cubic_epoch_start = -1;
+    t->cubic_last_rtt = -1;
+    t->delack_timeout = 0.04;
+    t->keepalive_idle = (rnd() & 1) ? 5.0 : 0.0;
+    t->app_fd = fd;
+}
+
+static void adopt(struct dp *dp, struct fuzzflow *ff, uint32_t k)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0)
+        abort();
+    ff->ours = sv[0];
+    ff->app = sv[1];
+    make_tcb(&ff->t, k, ff->ours);
+    uint8_t bytes[4096];
+    for (size_t i = 0; i < sizeof bytes; i++)
+        bytes[i] = (uint8_t)rnd();
+    uint32_t snd = (uint32_t)(rnd() % (ff->t.snd_cap < 4096 ? ff->t.snd_cap : 4096));
+    uint32_t rcv = (uint32_t)(rnd() % (ff->t.rcv_cap < 4096 ? ff->t.rcv_cap : 4096));
+    ff->handle = dp_flow_adopt(dp, &ff->t, bytes, rcv, bytes, snd);
+    if (ff->handle <= 0) {
+        fprintf(stderr, "adopt failed: %lld\n", (long long)ff->handle);
+        abort();
+    }
+}
+
+static void release(struct dp *dp, struct fuzzflow *ff)
+{
+    static uint8_t rcv[1 << 18], snd[1 << 18];
+    struct dp_tcb out;
+    if (dp_flow_release(dp, ff->handle, &out, rcv, sizeof rcv, snd, sizeof snd) != 0) {
+        fprintf(stderr, "release of a live handle failed\n");
+        abort();
+    }
+    /* The handle is stale now: every entry point must refuse it. */
+    if (dp_flow_release(dp, ff->handle, &out, rcv, sizeof rcv, snd, sizeof snd) != -EBADF ||
+        dp_flow_rcv_len(dp, ff->handle) != -EBADF || dp_flow_peek(dp, ff->handle, &out) != -EBADF)
+        abort();
+    close(ff->ours);
+    if (ff->app >= 0)
+        close(ff->app);
+}
+
+/* A frame from flow k's peer: mostly plausible, sometimes anything. */
+static uint32_t peer_frame(struct dp *dp, const struct fuzzflow *ff, uint8_t *out)
+{
+    struct dp_tcb now;
+    const struct dp_tcb *t = &ff->t;
+    if (dp_flow_peek(dp, ff->handle, &now) == 0)
+        t = &now;
+    struct wire_template tm;
+    memset(&tm, 0, sizeof tm);
+    memcpy(tm.src_ip, &t->remote_ip, 4);
+    memcpy(tm.dst_ip, &t->local_ip, 4);
+    tm.src_port = t->remote_port;
+    tm.dst_port = t->local_port;
+    tm.ttl = 64;
+    struct wire_seg s;
+    memset(&s, 0, sizeof s);
+    uint32_t r = (uint32_t)rnd();
+    s.seq = t->rcv_nxt + ((r & 3) ? 0 : (uint32_t)(rnd() % 5000) - 2500);
+    s.ack = t->snd_una + (uint32_t)(rnd() % (t->snd_nxt - t->snd_una + 2));
+    if ((r >> 2 & 7) == 0)
+        s.ack = (uint32_t)rnd();
+    s.window = (uint16_t)rnd();
+    s.flags = (r >> 5 & 7) ? 0x10 | (r >> 8 & 0x08) : (uint8_t)rnd();
+    s.has_ts = (r >> 9 & 3) ? t->ts_ok : !t->ts_ok;
+    s.tsval = t->ts_recent + (uint32_t)(rnd() % 100) - 10;
+    s.tsecr = (uint32_t)rnd();
+    s.payload_len = (r >> 11 & 1) ? 0 : (uint32_t)(rnd() % 1449);
+    if ((r >> 12 & 15) == 0) {
+        s.sack_count = (uint8_t)(rnd() % 4);
+        for (int i = 0; i < 8; i++)
+            s.sack[i] = t->snd_una + (uint32_t)(rnd() % 10000);
+    }
+    static uint8_t payload[2048];
+    for (uint32_t i = 0; i < s.payload_len; i++)
+        payload[i] = (uint8_t)rnd();
+    uint64_t off = 0;
+    uint32_t cap = SLOT_SIZE, len = 0;
+    wire_build_batch(&tm, &s, 1, payload, out, &off, &cap, &len);
+    return len;
+}
+
+int main(int argc, char **argv)
+{
+    long iterations = argc > 1 ? atol(argv[1]) : 10000;
+    rng_state = argc > 2 ? (uint64_t)atoll(argv[2]) * 0x9E3779B97F4A7C15ULL + 1 : 1;
+    struct dp_config cfg = {.max_flows = FLOWS, .batch = 32, .max_frame = SLOT_SIZE,
+                            .decline_frames = 64, .verify_checksums = 1, .ttl = 64};
+    struct dp *dp = dp_new(&cfg);
+    struct fuzzport fp = {.slab = malloc((size_t)SLOTS * SLOT_SIZE)};
+    if (!dp || !fp.slab)
+        return 1;
+    ASAN_POISON_MEMORY_REGION(fp.slab, (size_t)SLOTS * SLOT_SIZE);
+    struct dp_port port = {.ctx = &fp, .fd = -1, .umem = fp.slab, .rx = (void *)fz_rx,
+                           .release = (void *)fz_release, .tx_copy = (void *)fz_tx,
+                           .kick = (void *)fz_kick};
+    if (dp_add_port(dp, &port) != 0)
+        return 1;
+    struct fuzzflow flows[FLOWS];
+    for (uint32_t k = 0; k < FLOWS; k++)
+        adopt(dp, &flows[k], k);
+    double now = 100.0;
+    uint8_t frame[SLOT_SIZE], buf[65536];
+    int64_t handles[FLOWS * 2];
+    uint64_t rounds = 0;
+    for (long it = 0; it < iterations; it++) {
+        uint32_t k = (uint32_t)(rnd() % FLOWS);
+        struct fuzzflow *ff = &flows[k];
+        uint32_t what = (uint32_t)(rnd() % 100);
+        if (what < 60) {
+            uint32_t len = peer_frame(dp, ff, frame);
+            if (len && rnd() % 4 == 0)
+                frame[rnd() % len] ^= (uint8_t)(1u << (rnd() % 8)); /* then mostly declined */
+            if (len && rnd() % 8 == 0)
+                len = (uint32_t)(rnd() % len); /* truncated */
+            push(&fp, frame, len);
+        } else if (what < 65) {
+            uint32_t len = (uint32_t)(rnd() % 200);
+            for (uint32_t i = 0; i < len; i++)
+                frame[i] = (uint8_t)rnd();
+            push(&fp, frame, len);
+        } else if (what < 80 && ff->app >= 0) {
+            uint32_t n = (uint32_t)(rnd() % sizeof buf);
+            for (uint32_t i = 0; i < n; i++)
+                buf[i] = (uint8_t)rnd();
+            (void)!write(ff->app, buf, n);
+        } else if (what < 90 && ff->app >= 0) {
+            (void)!read(ff->app, buf, sizeof buf);
+        } else if (what < 92 && ff->app >= 0) {
+            if (rnd() & 1) {
+                shutdown(ff->app, SHUT_WR); /* the application's EOF */
+            } else {
+                close(ff->app); /* the application vanishes */
+                ff->app = -1;
+            }
+        } else if (what < 95) {
+            now += (double)(rnd() % 3000) / 1000.0; /* timers fire */
+        } else {
+            /* Python takes the flow back (or it was handed back) and a new one comes. */
+            release(dp, ff);
+            adopt(dp, ff, k + FLOWS * (uint32_t)(rnd() % 1000));
+        }
+        if (rnd() % 3 == 0) {
+            now += 0.0001;
+            dp_round(dp, now);
+            rounds++;
+            /* Hand-backs: Python would release each; here they are released and the
+             * flows replaced, so the table stays full and handles churn. */
+            uint32_t n = dp_handbacks(dp, handles, FLOWS * 2);
+            for (uint32_t i = 0; i < n; i++)
+                for (uint32_t j = 0; j < FLOWS; j++)
+                    if (flows[j].handle == handles[i]) {
+                        release(dp, &flows[j]);
+                        adopt(dp, &flows[j], j + FLOWS * (uint32_t)(rnd() % 1000));
+                    }
+            dp_declined_clear(dp);
+        }
+    }
+    const struct dp_stats *st = dp_stats(dp);
+    printf("ok %llu %llu %llu %llu\n", (unsigned long long)rounds,
+           (unsigned long long)st->rx_fast, (unsigned long long)st->declined,
+           (unsigned long long)transmitted);
+    for (uint32_t k = 0; k < FLOWS; k++)
+        release(dp, &flows[k]);
+    dp_free(dp);
+    free(fp.slab);
+    return 0;
+}
