@@ -24,6 +24,17 @@ if [[ $# -eq 0 ]]; then
   status=0
   (cd "$PURE" && PYTHONPATH="$PURE" "$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider \
     tests/unit) || status=$?
+  if [[ $status -eq 0 ]]; then
+    # The C data plane under AddressSanitizer and UBSan: the same module rebuilt with
+    # them (JOYRIDE_SANITIZE=1), its unit, differential and hostile-frame tests run
+    # against it, the sanitizer runtimes preloaded into Python.
+    echo "test: C data plane under ASan/UBSan"
+    (cd "$PURE" && JOYRIDE_SANITIZE=1 "$ROOT/.venv/bin/python" cffi_build/dataplane_build.py \
+      >/dev/null && LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
+      ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+      PYTHONPATH="$PURE" "$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider \
+      tests/unit/dataplane) || status=$?
+  fi
   rm -rf "$PURE"
   [[ $status -eq 0 ]] || { echo "test: interpreted unit tests failed" >&2; exit "$status"; }
 fi

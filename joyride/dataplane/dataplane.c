@@ -52,11 +52,14 @@ typedef int (*tx_copy_fn)(void *, uint8_t *, uint64_t, const uint8_t *, const ui
 typedef int (*kick_fn)(void *);
 typedef int (*complete_fn)(void *, uint32_t);
 
-/* A byte ring: len bytes from head, capacity cap. Reset to the start whenever it
- * empties, so a request/response flow keeps touching the same first pages. */
+/* A byte ring: len bytes from head, in a buffer of size bytes that grows on demand up
+ * to cap (the TCP buffer it stands for: what the window is computed from). A
+ * request/response flow stays at a page or two; only a bulk flow grows it to cap.
+ * Reset to the start whenever it empties, so it keeps touching the same pages. */
 struct ring {
     uint8_t *buf;
     uint32_t cap;
+    uint32_t size;
     uint32_t head;
     uint32_t len;
 };
@@ -131,49 +134,76 @@ static double monotonic_now(void)
 
 /* --- rings ----------------------------------------------------------------------- */
 
-static int ring_init(struct ring *r, uint32_t cap)
+#define RING_MIN 4096u
+
+static void ring_init(struct ring *r, uint32_t cap)
 {
-    r->buf = cap ? malloc(cap) : NULL;
+    r->buf = NULL;
     r->cap = cap;
-    r->head = r->len = 0;
-    return cap && !r->buf ? -ENOMEM : 0;
+    r->size = r->head = r->len = 0;
 }
 
+/* Copy n bytes from offset off (n + off <= len) without consuming them. */
+static void ring_copy(const struct ring *r, uint32_t off, uint8_t *dst, uint32_t n)
+{
+    if (n == 0)
+        return;
+    uint32_t start = (r->head + off) % r->size;
+    uint32_t first = umin(n, r->size - start);
+    memcpy(dst, r->buf + start, first);
+    memcpy(dst + first, r->buf, n - first);
+}
+
+/* Make room for need more bytes (need <= cap - len): 0, or -ENOMEM (nothing lost). */
+static int ring_room(struct ring *r, uint32_t need)
+{
+    if (r->size - r->len >= need)
+        return 0;
+    uint64_t want = r->size ? r->size : RING_MIN;
+    while (want - r->len < need)
+        want *= 2;
+    if (want > r->cap)
+        want = r->cap;
+    uint8_t *grown = malloc(want);
+    if (grown == NULL)
+        return -ENOMEM;
+    ring_copy(r, 0, grown, r->len); /* linearized: head moves to 0 */
+    free(r->buf);
+    r->buf = grown;
+    r->size = (uint32_t)want;
+    r->head = 0;
+    return 0;
+}
+
+/* Append n bytes; the caller checked n <= cap - len. Returns bytes taken. */
 static uint32_t ring_put(struct ring *r, const uint8_t *src, uint32_t n)
 {
     n = umin(n, r->cap - r->len);
-    uint32_t tail = (r->head + r->len) % (r->cap ? r->cap : 1);
-    uint32_t first = umin(n, r->cap - tail);
+    if (n == 0 || ring_room(r, n) < 0)
+        return 0;
+    uint32_t tail = (r->head + r->len) % r->size;
+    uint32_t first = umin(n, r->size - tail);
     memcpy(r->buf + tail, src, first);
     memcpy(r->buf, src + first, n - first);
     r->len += n;
     return n;
 }
 
-/* Copy n bytes from offset off (n + off <= len) without consuming them. */
-static void ring_copy(const struct ring *r, uint32_t off, uint8_t *dst, uint32_t n)
-{
-    uint32_t start = (r->head + off) % r->cap;
-    uint32_t first = umin(n, r->cap - start);
-    memcpy(dst, r->buf + start, first);
-    memcpy(dst + first, r->buf, n - first);
-}
-
 static void ring_consume(struct ring *r, uint32_t n)
 {
     n = umin(n, r->len);
     r->len -= n;
-    r->head = r->len ? (r->head + n) % r->cap : 0;
+    r->head = r->len ? (r->head + n) % r->size : 0;
 }
 
-/* The ring's free space as at most two spans, for readv. */
+/* The buffer's free space as at most two spans, for readv. */
 static int ring_free_iov(struct ring *r, struct iovec iov[2])
 {
-    uint32_t free_bytes = r->cap - r->len;
+    uint32_t free_bytes = r->size - r->len;
     if (free_bytes == 0)
         return 0;
-    uint32_t tail = (r->head + r->len) % r->cap;
-    uint32_t first = umin(free_bytes, r->cap - tail);
+    uint32_t tail = (r->head + r->len) % r->size;
+    uint32_t first = umin(free_bytes, r->size - tail);
     iov[0].iov_base = r->buf + tail;
     iov[0].iov_len = first;
     if (first == free_bytes)
@@ -187,7 +217,7 @@ static int ring_data_iov(struct ring *r, struct iovec iov[2])
 {
     if (r->len == 0)
         return 0;
-    uint32_t first = umin(r->len, r->cap - r->head);
+    uint32_t first = umin(r->len, r->size - r->head);
     iov[0].iov_base = r->buf + r->head;
     iov[0].iov_len = first;
     if (first == r->len)
@@ -605,7 +635,7 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
     if (len) {
         if (sdiff(t->rcv_adv, t->rcv_nxt) < (int32_t)len)
             return 0; /* beyond the window: trimming is Python's */
-        if (f->rcv.cap - f->rcv.len < len)
+        if (f->rcv.cap - f->rcv.len < len || ring_room(&f->rcv, len) < 0)
             return 0;
     }
     /* Accepted. RFC 7323 §4.3: TS.Recent from the segment covering Last.ACK.sent. */
@@ -726,6 +756,8 @@ static void app_read(struct dp *dp, struct flow *f)
     /* Once, or, when the writer shut down, until its EOF (bounded by the ring). */
     for (int pass = 0; pass < 4; pass++) {
         struct iovec iov[2];
+        if (f->snd.len < f->snd.cap)
+            (void)ring_room(&f->snd, umin(f->snd.cap - f->snd.len, 65536));
         int parts = ring_free_iov(&f->snd, iov);
         if (parts == 0) {
             /* The send buffer is full: stop listening until ACKs free it. */
@@ -1036,14 +1068,14 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
     f->t.app_eof = f->t.app_gone = 0;
     f->t.segs_in = f->t.segs_out = f->t.bytes_in = f->t.bytes_out = 0;
     f->t.bytes_acked = f->t.rtt_sample_count = 0;
-    if (ring_init(&f->rcv, tcb->rcv_cap + tcb->rcv_slack) ||
-        ring_init(&f->snd, tcb->snd_cap)) {
+    ring_init(&f->rcv, tcb->rcv_cap + tcb->rcv_slack);
+    ring_init(&f->snd, tcb->snd_cap);
+    if (ring_put(&f->rcv, rcv, rcv_len) != rcv_len || ring_put(&f->snd, snd, snd_len) != snd_len) {
         free(f->rcv.buf);
         free(f->snd.buf);
+        f->rcv.buf = f->snd.buf = NULL;
         return -ENOMEM;
     }
-    ring_put(&f->rcv, rcv, rcv_len);
-    ring_put(&f->snd, snd, snd_len);
     memcpy(f->tmpl.dst_mac, tcb->dst_mac, 6);
     memcpy(f->tmpl.src_mac, tcb->src_mac, 6);
     memcpy(f->tmpl.src_ip, &tcb->local_ip, 4);

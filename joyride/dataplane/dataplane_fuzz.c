@@ -15,6 +15,7 @@
 #include "dataplane.c"
 
 #include <sanitizer/asan_interface.h>
+#include <signal.h>
 #include <stdio.h>
 
 #define FLOWS 16
@@ -238,6 +239,7 @@ static uint32_t peer_frame(struct dp *dp, const struct fuzzflow *ff, uint8_t *ou
 int main(int argc, char **argv)
 {
     long iterations = argc > 1 ? atol(argv[1]) : 10000;
+    signal(SIGPIPE, SIG_IGN); /* the driver writes to ends it shut down, on purpose */
     rng_state = argc > 2 ? (uint64_t)atoll(argv[2]) * 0x9E3779B97F4A7C15ULL + 1 : 1;
     struct dp_config cfg = {.max_flows = FLOWS, .batch = 32, .max_frame = SLOT_SIZE,
                             .decline_frames = 64, .verify_checksums = 1, .ttl = 64};
