@@ -61,6 +61,9 @@ class Daemon:
     client: Callable[[str, int, float], list[str]]
     parse: Callable[[str], dict[str, float] | None]
     metric: str  # the rate key in parse's result ("rps"), or "p50_us"
+    # The accelerated side is the client: the server runs on the peer's kernel, and the
+    # client in the Joyride namespace, on the kernel or under `joyride run --outgoing`.
+    outgoing: bool = False
 
 
 def redis_server(port: int, work: Path) -> list[str]:
@@ -128,6 +131,9 @@ DAEMONS: Final = (
            nginx_server(1), wrk_client(True, 50), tools.parse_wrk, "rps"),
     Daemon("sockperf", "sockperf ping-pong 64 B, 1 connection", sockperf_server,
            sockperf_client, tools.parse_sockperf, "p50_us"),
+    Daemon("redis_client_get", "redis-benchmark GET as the accelerated client "
+           "(joyride run --outgoing), kernel redis", redis_server, redis_client("get"),
+           parse_redis, "rps", outgoing=True),
 )
 
 
@@ -153,12 +159,19 @@ def port_of(d: Daemon, stack: str) -> int:
 def measure(bed: Testbed, d: Daemon, stack: str, plane: str, server_pids: list[int],
             svc_pid: int | None, seconds: float) -> Sample:
     port = port_of(d, stack)
-    argv = d.client(bed.joy.ip, port, seconds)
+    if d.outgoing:  # one kernel server on the peer; the client is what changes
+        argv = d.client(bed.peer.ip, port_of(d, "kernel"), seconds)
+        if stack == "joyride":
+            argv = [JOYRIDE, "run", "--outgoing", "--iface", bed.joy.ifname, "--", *argv]
+        client_node = bed.joy
+    else:
+        argv = d.client(bed.joy.ip, port, seconds)
+        client_node = bed.peer
     before = snapshot()
     server_tree = descendants(server_pids, before)
     sys_before = SystemCpu.read()
     stats_before = service_stats(bed) if svc_pid is not None and stack == "joyride" else {}
-    result = tools.run_client(bed.peer.cmd(*argv), timeout=seconds * 10 + 60)
+    result = tools.run_client(client_node.cmd(*argv), timeout=seconds * 10 + 60)
     sys_after = SystemCpu.read()
     after = snapshot()
     sample = Sample(d.key, stack, plane)
@@ -201,6 +214,12 @@ def python_calls(before: dict[str, Any], after: dict[str, Any]) -> float:
 
 def start_server(bed: Testbed, d: Daemon, stack: str, work: Path, log: Path) -> Endpoint:
     port = port_of(d, stack)
+    if d.outgoing:  # the kernel server on the peer, for both clients
+        with log.open("ab") as out:
+            proc = bed.peer.popen(*d.server(port, work), stdout=out, stderr=subprocess.STDOUT)
+        ep = Endpoint(d.key, "peer", {d.key: port}, [proc])
+        wait_port(bed.joy, bed.peer.ip, port, 20.0, ep, log)
+        return ep
     argv = d.server(port, work)
     if stack == "joyride":
         argv = [JOYRIDE, "run", "--iface", bed.joy.ifname, "--", *argv]
@@ -224,14 +243,15 @@ def run(daemons: list[Daemon], planes: list[str], reps: int, seconds: float,
                 os.environ.pop("JOYRIDE_DATAPLANE", None)
             try:
                 for d in daemons:
+                    stacks = ("kernel",) if d.outgoing else ("kernel", "joyride")
                     eps = [start_server(bed, d, s, work, work / f"{d.key}-{s}.log")
-                           for s in ("kernel", "joyride")]
+                           for s in stacks]
                     try:
                         for rep in range(reps):
                             order = ("kernel", "joyride") if rep % 2 == 0 else (
                                 "joyride", "kernel")
                             for stack in order:
-                                ep = eps[0] if stack == "kernel" else eps[1]
+                                ep = eps[0] if stack == "kernel" else eps[-1]
                                 s = measure(bed, d, stack, plane, ep.pids, svc, seconds)
                                 samples.append(s)
                                 progress(f"{plane:6} {d.key:14} {stack:7} "
