@@ -194,22 +194,23 @@ def measure(bed: Testbed, d: Daemon, stack: str, plane: str, server_pids: list[i
             svc = {svc_pid} | descendants([svc_pid], after)
             svc_s = (_ticks(svc, after) - _ticks(svc, before)) / CLK_TCK
             m["cpu_service_us_per_req"] = svc_s / requests * 1e6
-            stats_after = service_stats(bed)
-            m["python_calls_per_req"] = python_calls(stats_before, stats_after) / requests
+            calls = python_calls(stats_before, service_stats(bed))
+            if calls is not None:
+                m["python_calls_per_req"] = calls / requests
     sample.metrics = m
     return sample
 
 
-def python_calls(before: dict[str, Any], after: dict[str, Any]) -> float:
-    """Entries into Python of the service loop between two ``stats`` snapshots: the data
-    plane's returns, or (Python data plane) the loop's steps."""
-    def returns(doc: dict[str, Any]) -> int:
-        dp = (doc.get("datapath") or {})
-        plane = dp.get("dataplane")
-        if plane:
-            return int(plane.get("returns", 0))
-        return int((dp.get("service") or {}).get("steps", 0))
-    return float(returns(after) - returns(before) - 1)  # the stats request itself
+def python_calls(before: dict[str, Any], after: dict[str, Any]) -> float | None:
+    """Returns of the C data plane's loop to Python between two ``stats`` snapshots
+    (None with the Python data plane, where every segment is Python's work)."""
+    def returns(doc: dict[str, Any]) -> int | None:
+        plane = (doc.get("datapath") or {}).get("dataplane")
+        return int(plane.get("returns", 0)) if plane else None
+    first, last = returns(before), returns(after)
+    if first is None or last is None:
+        return None
+    return float(last - first - 1)  # the stats request itself woke it once
 
 
 def start_server(bed: Testbed, d: Daemon, stack: str, work: Path, log: Path) -> Endpoint:
@@ -309,6 +310,44 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def side_by_side(rows: list[dict[str, Any]]) -> str:
+    """One line per workload and metric: the kernel, Joyride on the C data plane and on
+    the Python one, each ratio against the kernel samples of its own phase."""
+    by = {(r["daemon"], r["plane"]): r for r in rows}
+    out = ["| workload | metric | kernel | Joyride, C data plane | ratio | "
+           "Joyride, Python data plane | ratio |", "|---|---|---:|---:|---:|---:|---:|"]
+    metrics = (("rps", "requests/s"), ("p50_us", "p50 (µs)"), ("p99_us", "p99 (µs)"),
+               ("cpu_machine_us_per_req", "machine CPU per request (µs)"),
+               ("cpu_service_us_per_req", "service CPU per request (µs)"),
+               ("python_calls_per_req", "Python calls per request"))
+    for d in DAEMONS:
+        c, py = by.get((d.key, "c")), by.get((d.key, "python"))
+        if c is None and py is None:
+            continue
+        for k, label in metrics:
+            cells = []
+            for r in (c, py):
+                if r is None or f"joyride_{k}" not in r:
+                    cells += ["–", "–"]
+                    continue
+                ratio = r.get(f"ratio_{k}")
+                cells += [_fmt(r[f"joyride_{k}"]), f"{ratio:.2f}×" if ratio else "–"]
+            if cells == ["–"] * 4:
+                continue
+            base = (c or py or {}).get(f"kernel_{k}")
+            out.append(f"| {d.title} | {label} | {_fmt(base) if base else '–'} | "
+                       + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _fmt(v: float) -> str:
+    if v >= 1000:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="3 repetitions of 2 s")
@@ -317,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--planes", default="c,python")
     ap.add_argument("--only", default="", help="comma-separated workload keys")
     ap.add_argument("--json", default="results/daemons.json")
+    ap.add_argument("--markdown", default="results/daemons.md")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("needs root (network namespaces, XDP)", file=sys.stderr)
@@ -333,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
            "rows": rows, "samples": [s.__dict__ for s in samples]}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(doc, indent=1))
-    print(f"wrote {args.json}")
+    Path(args.markdown).write_text(side_by_side(rows) + "\n")
+    print(f"wrote {args.json} and {args.markdown}")
     return 0
 
 

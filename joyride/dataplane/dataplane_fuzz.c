@@ -22,15 +22,7 @@
 #define SLOTS 64
 #define SLOT_SIZE 2048
 
-static uint64_t rng_state;
-
-static uint64_t rnd(void) /* xorshift64* */
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1DULL;
-}
+#include "fuzz_rng.h"
 
 /* The fuzz port: a FIFO of frames, each in a slot poisoned past its length. */
 struct fuzzport {
