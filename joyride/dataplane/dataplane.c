@@ -274,14 +274,17 @@ static struct flow *flow_of(const struct dp *dp, int64_t handle)
     return f->state != FLOW_FREE && f->gen == gen ? f : NULL;
 }
 
-static void epoll_set(struct dp *dp, struct flow *f, uint32_t want)
+/* Watch f's application descriptor for want (0: not at all). 0 or -errno. */
+static int epoll_set(struct dp *dp, struct flow *f, uint32_t want)
 {
     if (f->t.app_fd < 0 || want == f->epoll_mask)
-        return;
+        return 0;
     struct epoll_event ev = {.events = want, .data.u64 = TAG_FLOW | (uint64_t)(f - dp->flows)};
     int op = f->epoll_mask == 0 ? EPOLL_CTL_ADD : (want == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD);
-    if (epoll_ctl(dp->epfd, op, f->t.app_fd, &ev) == 0 || op == EPOLL_CTL_DEL)
+    int rc = epoll_ctl(dp->epfd, op, f->t.app_fd, &ev) == 0 ? 0 : -errno;
+    if (rc == 0 || op == EPOLL_CTL_DEL)
         f->epoll_mask = want;
+    return rc;
 }
 
 static void flow_forget(struct dp *dp, struct flow *f)
@@ -1092,7 +1095,11 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
     f->live_pos = dp->n_live;
     dp->live[dp->n_live++] = slot;
     if (f->t.app_fd >= 0) {
-        epoll_set(dp, f, APP_IN | (f->rcv.len ? EPOLLOUT : 0));
+        int rc = epoll_set(dp, f, APP_IN | (f->rcv.len ? EPOLLOUT : 0));
+        if (rc < 0) { /* a descriptor epoll refuses: the flow stays Python's */
+            flow_forget(dp, f);
+            return rc;
+        }
         f->app_readable = 1; /* bytes may have come before the flow was ours */
     }
     note_deadline(dp, f->t.rto_at);

@@ -214,6 +214,24 @@ class DataPlane:
         tcb = ffi.new("struct dp_tcb *")
         return tcb if lib.dp_flow_peek(self._dp, handle, tcb) == 0 else None
 
+    def view(self, conn: TcpConnection) -> dict[str, Any] | None:
+        """What statistics show of a C-owned connection (its Python object is parked,
+        so its own fields are stale), or None when C does not own it."""
+        tcb = self.peek(conn)
+        if tcb is None:
+            return None
+        handle = self._handle_of[conn]
+        return {
+            "recv_queue": int(lib.dp_flow_rcv_len(self._dp, handle)),
+            "send_queue": int(lib.dp_flow_snd_len(self._dp, handle)),
+            "in_flight": (tcb.snd_nxt - tcb.snd_una) & 0xFFFFFFFF,
+            "send_window": int(tcb.snd_wnd),
+            "cwnd": int(tcb.cwnd),
+            "srtt": float(tcb.srtt) if tcb.srtt >= 0 else None,
+            "segments_in": int(tcb.segs_in),
+            "segments_out": int(tcb.segs_out),
+        }
+
     @property
     def flows(self) -> int:
         return len(self._conns)

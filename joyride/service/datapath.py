@@ -676,7 +676,8 @@ class Datapath:
     def _flow(self, pump: Pump) -> dict[str, Any]:
         """One pump's state, for diagnosing a stalled transfer from ``joyride stats``."""
         conn = pump.conn
-        return {
+        in_c = self.plane.view(conn) if self.plane is not None and conn.parked else None
+        flow = {
             "remote": f"{socket.inet_ntoa(conn.remote_ip)}:{conn.remote_port}",
             "local_port": conn.local_port, "state": conn.state.name,
             "recv_queue": conn.recv_queue, "send_queue": conn.send_queue,
@@ -687,7 +688,11 @@ class Datapath:
             "to_app": len(pump.to_app) if pump.to_app is not None else 0,
             "to_tcp": len(pump.to_tcp) if pump.to_tcp is not None else 0,
             "counters": {k: v for k, v in conn.counters.items() if v},
+            "dataplane": in_c is not None,
         }
+        if in_c is not None:
+            flow.update(in_c)  # C runs it: its view, not the parked object's
+        return flow
 
     def _reclaim(self, conn: TcpConnection) -> None:
         assert self.plane is not None

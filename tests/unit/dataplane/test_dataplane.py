@@ -263,3 +263,73 @@ def test_keepalive_runs_in_c_and_its_probe_in_python() -> None:
     bed.run(3)
     assert server.counters["keepalive_probes"] == 1
     assert server.state is TcpState.ESTABLISHED  # the peer answered the probe
+
+
+def test_rst_in_the_middle_of_a_batch_stops_c_there() -> None:
+    """Segments before the RST are C's, the RST and everything after it Python's, in
+    order: the bytes before it reach the application, the connection is reset."""
+    bed = Bed()
+    client, server = bed.connect()
+    _ours, app = bed.adopt(server)
+    bed.readopt = False
+    frames: list[bytes] = []
+    bed.impair = lambda f, toward: (frames.append(f) or False) if toward else True
+    client.send(b"a" * 1000)
+    bed.peer.mark(client)
+    bed.run(1)
+    client.send(b"b" * 1000)
+    bed.peer.mark(client)
+    bed.run(1)
+    client.abort()  # RST at SND.NXT
+    bed.peer.mark(client)
+    bed.run(1)
+    bed.impair = None
+    assert len(frames) == 3
+    late = bytearray(frames[1])  # a copy of a data segment after the RST: stale
+    for f in (frames[0], frames[1], frames[2], bytes(late)):
+        bed.port.push(f)
+    bed.run(3)
+    assert bed.reasons == ["segment"]
+    assert server.state.name == "CLOSED" and server.error == "reset"
+    assert read_all(app) == b"a" * 1000 + b"b" * 1000
+    st = bed.plane.stats()
+    assert st["rx_fast"] >= 2 and st["declined_segment"] == 1
+
+
+def test_application_closing_with_bytes_in_flight_is_handed_back() -> None:
+    bed = Bed()
+    _client, server = bed.connect()
+    _ours, app = bed.adopt(server)
+    bed.readopt = False
+    held: list[bytes] = []
+    bed.impair = lambda f, toward: (held.append(f) or False) if not toward else True
+    app.sendall(os.urandom(20_000))  # sent, not acknowledged: the peer never sees it
+    bed.run(2)
+    assert server.parked and server.bytes_in_flight == 0  # (stale while parked)
+    app.close()  # nothing unread on its side: the service reads EOF (then EPIPE)
+    bed.run(2)
+    assert bed.reasons == ["app_eof"]
+    # Python has it all back: the bytes sent (the initial window) and those not yet.
+    assert not server.parked and server.send_queue == 20_000
+    assert server.bytes_in_flight == server.congestion.cwnd == 14_480
+    bed.impair = None
+    bed.run(5)
+    assert bed.plane.stats()["flows"] == 0
+
+
+def test_a_descriptor_epoll_refuses_leaves_the_connection_in_python() -> None:
+    bed = Bed()
+    client, server = bed.connect()
+    import socket as socket_module
+
+    a, b = socket_module.socketpair()
+    bad = a.fileno()
+    a.close()  # a closed descriptor: epoll_ctl answers EBADF
+    assert not bed.plane.adopt(server, MAC_SVC, MAC_PEER, bad)
+    assert not server.parked and bed.plane.flows == 0
+    assert bed.plane.stats()["flows_adopted"] == 0
+    client.send(b"still Python's")
+    bed.peer.mark(client)
+    bed.run(5)
+    assert server.recv() == b"still Python's"
+    b.close()
