@@ -237,7 +237,7 @@ def run(daemons: list[Daemon], planes: list[str], reps: int, seconds: float,
     with Testbed() as bed, tempfile.TemporaryDirectory(prefix="joyride-daemons-") as tmp:
         work = Path(tmp)
         for plane in planes:
-            os.environ["JOYRIDE_DATAPLANE"] = plane
+            os.environ["JOYRIDE_DATAPLANE"] = plane.split("+")[0]
             try:
                 svc = attach(bed, PORTS)
             finally:

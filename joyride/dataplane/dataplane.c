@@ -30,7 +30,10 @@ _Static_assert(sizeof(struct dp_desc) == 16, "struct dp_desc is struct xdp_desc"
 #define ABC_LIMIT 2          /* RFC 3465 §2.2: L = 2 */
 #define CUBIC_C 0.4          /* RFC 9438 §5.1 */
 #define CUBIC_BETA 0.7
-#define TIMER_SCAN_NS 1000000LL /* deadlines are looked at once a millisecond at most */
+/* The timing wheel: 1 ms ticks, WHEEL_SLOTS of them per turn (a deadline further out
+ * waits in its slot for the turns in between). */
+#define WHEEL_SLOTS 1024u
+#define WHEEL_MASK (WHEEL_SLOTS - 1)
 #define MAX_EVENTS 64
 #define ARENA_BATCHES 4
 
@@ -77,6 +80,12 @@ struct flow {
     uint8_t touched;           /* in dp->touched this round */
     uint8_t app_readable;      /* epoll said the application has bytes for us */
     uint8_t app_hup;           /* ... and that it shut down writing (EOF follows them) */
+    /* Its entry in the timing wheel: one per flow, for its earliest deadline or an
+     * earlier one (a deadline that moves later leaves the entry, which on coming due
+     * early is moved; as Linux's timers and the engine's heap do). */
+    double wheel_at;           /* 0: not in the wheel */
+    uint32_t wheel_next;       /* slot + 1 of the next/previous flow in the bucket */
+    uint32_t wheel_prev;
 };
 
 struct dp {
@@ -116,8 +125,9 @@ struct dp {
     /* handed-back flows, for Python */
     int64_t *handbacks;
     uint32_t n_handbacks;
-    double next_timer;         /* earliest deadline of any C flow (0: none) */
-    double last_scan;
+    uint32_t *wheel;           /* WHEEL_SLOTS buckets: slot + 1 of the first flow */
+    uint64_t wheel_tick;       /* every tick before this one has been run */
+    uint32_t wheel_count;      /* flows in the wheel */
     uint16_t ip_id;
 };
 
@@ -274,6 +284,63 @@ static struct flow *flow_of(const struct dp *dp, int64_t handle)
     return f->state != FLOW_FREE && f->gen == gen ? f : NULL;
 }
 
+/* --- timers: a hashed timing wheel ------------------------------------------------ */
+
+static inline uint64_t tick_of(double at) { return (uint64_t)(at * 1000.0); }
+
+static void wheel_unlink(struct dp *dp, struct flow *f)
+{
+    if (f->wheel_at == 0)
+        return;
+    if (f->wheel_prev)
+        dp->flows[f->wheel_prev - 1].wheel_next = f->wheel_next;
+    else
+        dp->wheel[tick_of(f->wheel_at) & WHEEL_MASK] = f->wheel_next;
+    if (f->wheel_next)
+        dp->flows[f->wheel_next - 1].wheel_prev = f->wheel_prev;
+    f->wheel_at = 0;
+    f->wheel_next = f->wheel_prev = 0;
+    dp->wheel_count--;
+}
+
+static void wheel_link(struct dp *dp, struct flow *f, double at)
+{
+    uint32_t *bucket = &dp->wheel[tick_of(at) & WHEEL_MASK];
+    uint32_t self = (uint32_t)(f - dp->flows) + 1;
+    f->wheel_at = at;
+    f->wheel_prev = 0;
+    f->wheel_next = *bucket;
+    if (*bucket)
+        dp->flows[*bucket - 1].wheel_prev = self;
+    *bucket = self;
+    dp->wheel_count++;
+}
+
+/* A deadline of f was set to at: the wheel must look at f by then. */
+static void timer_arm(struct dp *dp, struct flow *f, double at)
+{
+    if (at <= 0)
+        return;
+    if (tick_of(at) < dp->wheel_tick)
+        at = ((double)dp->wheel_tick + 0.5) / 1000.0; /* overdue: the current bucket */
+    if (f->wheel_at != 0 && f->wheel_at <= at)
+        return; /* an entry as early or earlier is there already */
+    wheel_unlink(dp, f);
+    wheel_link(dp, f, at);
+}
+
+static double earliest_deadline(const struct dp_tcb *t)
+{
+    double next = 0;
+    if (t->rto_at && (next == 0 || t->rto_at < next))
+        next = t->rto_at;
+    if (t->delack_at && (next == 0 || t->delack_at < next))
+        next = t->delack_at;
+    if (t->keepalive_at && (next == 0 || t->keepalive_at < next))
+        next = t->keepalive_at;
+    return next;
+}
+
 /* Watch f's application descriptor for want (0: not at all). 0 or -errno. */
 static int epoll_set(struct dp *dp, struct flow *f, uint32_t want)
 {
@@ -290,6 +357,7 @@ static int epoll_set(struct dp *dp, struct flow *f, uint32_t want)
 static void flow_forget(struct dp *dp, struct flow *f)
 {
     epoll_set(dp, f, 0);
+    wheel_unlink(dp, f);
     uint32_t slot = (uint32_t)(f - dp->flows);
     uint32_t *link = bucket_of(dp, &f->t);
     while (*link && *link != slot + 1)
@@ -317,11 +385,6 @@ static void touch(struct dp *dp, struct flow *f)
     }
 }
 
-static void note_deadline(struct dp *dp, double at)
-{
-    if (at > 0 && (dp->next_timer == 0 || at < dp->next_timer))
-        dp->next_timer = at;
-}
 
 /* C stops running f: its handle goes to Python, which releases it. */
 static void hand_back(struct dp *dp, struct flow *f, enum dp_reason why)
@@ -331,6 +394,7 @@ static void hand_back(struct dp *dp, struct flow *f, enum dp_reason why)
     f->state = FLOW_HANDBACK;
     f->t.reason = (uint8_t)why;
     epoll_set(dp, f, 0);
+    wheel_unlink(dp, f);
     dp->st.handbacks[why]++;
     dp->handbacks[dp->n_handbacks++] = handle_of(dp, f);
 }
@@ -597,7 +661,7 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
     }
     if (t->snd_nxt != t->snd_una && t->rto_at == 0) {
         t->rto_at = now + rto_of(t);
-        note_deadline(dp, t->rto_at);
+        timer_arm(dp, f, t->rto_at);
     }
     if (unsent > 0 && t->snd_nxt == t->snd_una) {
         /* Nothing in flight and nothing may go: the persist timer's case (§3.8.6.1). */
@@ -607,7 +671,7 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
     if (t->ack_now && (uint32_t)t->segs_out == sent_before)
         emit(dp, f, now, t->snd_nxt, 0, 0, TCP_ACK);
     if (t->delack_at)
-        note_deadline(dp, t->delack_at);
+        timer_arm(dp, f, t->delack_at);
 }
 
 /* --- input --------------------------------------------------------------------------- */
@@ -668,7 +732,7 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
             t->rto_at = 0;
         } else {
             t->rto_at = now + rto_of(t); /* RFC 6298 §5.3 */
-            note_deadline(dp, t->rto_at);
+            timer_arm(dp, f, t->rto_at);
         }
         if (t->write_blocked && f->snd.len < t->snd_cap)
             t->write_blocked = 0;
@@ -690,6 +754,7 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
     t->segs_in++;
     if (t->keepalive_idle > 0) /* TcpConnection._arm_keepalive */
         t->keepalive_at = now + t->keepalive_idle;
+    timer_arm(dp, f, t->keepalive_at);
     if (len) {
         /* _deliver: in order into the receive buffer; delayed ACK (RFC 9293 §3.8.6.3). */
         ring_put(&f->rcv, frame + p->payload_off, len);
@@ -848,38 +913,86 @@ static void receive_port(struct dp *dp, uint32_t index, double now)
     ((release_fn)port->release)(port->ctx, dp->descs, n);
 }
 
+/* TcpConnection._fire for the timers C runs: a due delayed ACK is sent; a due RTO or
+ * keepalive hands the flow back (recovery and probes are Python's). */
+static void fire_due(struct dp *dp, struct flow *f, double now)
+{
+    struct dp_tcb *t = &f->t;
+    if (t->rto_at && now >= t->rto_at) {
+        hand_back(dp, f, DP_REASON_RTO);
+        return;
+    }
+    if (t->keepalive_at && now >= t->keepalive_at) {
+        hand_back(dp, f, DP_REASON_KEEPALIVE);
+        return;
+    }
+    if (t->delack_at && now >= t->delack_at) {
+        t->delack_at = 0;
+        t->ack_now = 1;
+        touch(dp, f);
+    }
+}
+
+/* Visit one bucket at tick: flows due fire, flows whose deadline moved later move to
+ * its bucket, flows due on a later turn stay. */
+static void run_bucket(struct dp *dp, uint64_t tick, double now)
+{
+    uint32_t next = dp->wheel[tick & WHEEL_MASK];
+    while (next) {
+        struct flow *f = &dp->flows[next - 1];
+        next = f->wheel_next; /* f may leave or move this bucket below */
+        if (tick_of(f->wheel_at) > tick)
+            continue; /* a later turn */
+        double due = earliest_deadline(&f->t);
+        if (due != 0 && due <= now) {
+            fire_due(dp, f, now);
+            if (f->state != FLOW_C)
+                continue; /* handed back: out of the wheel */
+            due = earliest_deadline(&f->t);
+        }
+        if (due == f->wheel_at)
+            continue; /* not due yet, this very millisecond: looked at again next round */
+        wheel_unlink(dp, f);
+        if (due != 0)
+            wheel_link(dp, f, due);
+    }
+}
+
+/* Run every bucket from the last tick run through the current one. The current tick's
+ * bucket is run again next round (its deadlines may lie later in this millisecond). */
 static void run_timers(struct dp *dp, double now)
 {
-    dp->last_scan = now;
-    if (dp->next_timer == 0 || now < dp->next_timer)
+    uint64_t now_tick = tick_of(now);
+    if (dp->wheel_count == 0) {
+        dp->wheel_tick = now_tick;
         return;
-    double next = 0;
-    for (uint32_t i = 0; i < dp->n_live; i++) {
-        struct flow *f = &dp->flows[dp->live[i]];
-        struct dp_tcb *t = &f->t;
-        if (f->state != FLOW_C)
-            continue;
-        if (t->rto_at && now >= t->rto_at) {
-            hand_back(dp, f, DP_REASON_RTO); /* loss recovery is Python's */
-            continue;
-        }
-        if (t->keepalive_at && now >= t->keepalive_at) {
-            hand_back(dp, f, DP_REASON_KEEPALIVE); /* the probe is Python's */
-            continue;
-        }
-        if (t->delack_at && now >= t->delack_at) {
-            t->delack_at = 0;
-            t->ack_now = 1; /* TcpConnection._fire(DELAYED_ACK) */
-            touch(dp, f);
-        }
-        if (t->rto_at && (next == 0 || t->rto_at < next))
-            next = t->rto_at;
-        if (t->delack_at && (next == 0 || t->delack_at < next))
-            next = t->delack_at;
-        if (t->keepalive_at && (next == 0 || t->keepalive_at < next))
-            next = t->keepalive_at;
     }
-    dp->next_timer = next;
+    uint64_t from = dp->wheel_tick;
+    if (now_tick - from >= WHEEL_SLOTS)
+        from = now_tick - (WHEEL_SLOTS - 1); /* a whole turn: every bucket once */
+    for (uint64_t tick = from; tick <= now_tick; tick++)
+        run_bucket(dp, tick, now);
+    dp->wheel_tick = now_tick;
+}
+
+/* When the loop must wake for a timer (0: none): the first non-empty bucket's earliest
+ * entry, searched one turn ahead; beyond that, a turn from now. */
+static double next_wake(const struct dp *dp, double now)
+{
+    if (dp->wheel_count == 0)
+        return 0;
+    uint64_t start = tick_of(now);
+    for (uint64_t tick = start; tick < start + WHEEL_SLOTS; tick++) {
+        double first = 0;
+        for (uint32_t i = dp->wheel[tick & WHEEL_MASK]; i; i = dp->flows[i - 1].wheel_next) {
+            double at = dp->flows[i - 1].wheel_at;
+            if (tick_of(at) <= tick && (first == 0 || at < first))
+                first = at;
+        }
+        if (first != 0)
+            return first;
+    }
+    return now + WHEEL_SLOTS * 1e-3;
 }
 
 static void transmit_touched(struct dp *dp, double now)
@@ -914,8 +1027,7 @@ static int round_at(struct dp *dp, double now)
         if (f->app_readable)
             app_read(dp, f);
     }
-    if (now - dp->last_scan >= TIMER_SCAN_NS * 1e-9 || (dp->next_timer && now >= dp->next_timer))
-        run_timers(dp, now);
+    run_timers(dp, now);
     transmit_touched(dp, now);
     dp->st.rounds++;
     int wake = 0;
@@ -968,8 +1080,9 @@ int dp_run(struct dp *dp, int timeout_ms)
         int wait_ms = 0;
         if (now >= spin_until) {
             double until = deadline;
-            if (dp->next_timer && dp->next_timer < until)
-                until = dp->next_timer;
+            double timer = next_wake(dp, now);
+            if (timer != 0 && timer < until)
+                until = timer;
             double ms = (until - now) * 1e3;
             wait_ms = ms <= 0 ? 0 : (ms > 1e6 ? 1000000 : (int)ceil(ms));
             if (timeout_ms == 0)
@@ -1102,9 +1215,7 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
         }
         f->app_readable = 1; /* bytes may have come before the flow was ours */
     }
-    note_deadline(dp, f->t.rto_at);
-    note_deadline(dp, f->t.delack_at);
-    note_deadline(dp, f->t.keepalive_at);
+    timer_arm(dp, f, earliest_deadline(&f->t));
     dp->st.flows_adopted++;
     touch(dp, f); /* owed ACKs and queued bytes go in the next round */
     return handle_of(dp, f);
@@ -1187,6 +1298,7 @@ struct dp *dp_new(const struct dp_config *cfg)
     dp->live = calloc(flows, sizeof *dp->live);
     dp->touched = calloc(flows, sizeof *dp->touched);
     dp->handbacks = calloc(flows, sizeof *dp->handbacks);
+    dp->wheel = calloc(WHEEL_SLOTS, sizeof *dp->wheel);
     dp->descs = calloc(cfg->batch, sizeof *dp->descs);
     dp->rx_offs = calloc(cfg->batch, sizeof *dp->rx_offs);
     dp->rx_lens = calloc(cfg->batch, sizeof *dp->rx_lens);
@@ -1200,7 +1312,7 @@ struct dp *dp_new(const struct dp_config *cfg)
     dp->dec_lens = calloc(cfg->decline_frames, sizeof *dp->dec_lens);
     dp->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (!dp->flows || !dp->free_slots || !dp->buckets || !dp->live || !dp->touched ||
-        !dp->handbacks || !dp->descs || !dp->rx_offs || !dp->rx_lens || !dp->parsed ||
+        !dp->handbacks || !dp->wheel || !dp->descs || !dp->rx_offs || !dp->rx_lens || !dp->parsed ||
         !dp->arena || !dp->arena_offs || !dp->arena_caps || !dp->arena_lens || !dp->dec ||
         !dp->dec_offs || !dp->dec_lens || dp->epfd < 0) {
         dp_free(dp);
@@ -1238,6 +1350,7 @@ void dp_free(struct dp *dp)
     free(dp->live);
     free(dp->touched);
     free(dp->handbacks);
+    free(dp->wheel);
     free(dp->descs);
     free(dp->rx_offs);
     free(dp->rx_lens);

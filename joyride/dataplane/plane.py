@@ -46,6 +46,22 @@ REASONS: Final = ("none", "segment", "rto", "persist", "app_eof", "app_gone", "r
                    "keepalive")
 
 
+#: Microseconds the loop keeps polling after traffic before it sleeps (default 0: on a
+#: machine whose vCPUs wake fast, spinning only takes a CPU from the application).
+SPIN_ENV: Final = "JOYRIDE_DATAPLANE_SPIN_US"
+
+
+def spin_from_env() -> float:
+    raw = os.environ.get(SPIN_ENV, "0").strip() or "0"
+    try:
+        micros = float(raw)
+    except ValueError:
+        raise ValueError(f"{SPIN_ENV}={raw!r}: expected microseconds") from None
+    if not 0 <= micros <= 1_000_000:
+        raise ValueError(f"{SPIN_ENV}={raw!r}: expected 0..1000000 microseconds")
+    return micros * 1e-6
+
+
 def available() -> bool:
     return lib is not None
 

@@ -170,7 +170,7 @@ class Service:
         if dataplane.wanted():
             # The C data plane owns the queues (docs/dataplane.md); JOYRIDE_DATAPLANE=python
             # keeps every connection in Python.
-            plane = dataplane.DataPlane(mtu=network.mtu)
+            plane = dataplane.DataPlane(mtu=network.mtu, spin=dataplane.spin_from_env())
             for sock in self.sockets:
                 plane.add_xsk_port(sock.xsk_socket())
         return Datapath(self.sockets, network, ports=cfg.ports, ephemeral=cfg.ephemeral,

@@ -8,7 +8,7 @@ import hashlib
 import os
 
 import pytest
-from dp_bed import MAC_PEER, MAC_SVC, Bed, read_all
+from dp_bed import IP_SVC, MAC_PEER, MAC_SVC, Bed, read_all
 
 from joyride.dataplane.plane import lib
 from joyride.tcp.config import TcpConfig
@@ -333,3 +333,48 @@ def test_a_descriptor_epoll_refuses_leaves_the_connection_in_python() -> None:
     bed.run(5)
     assert server.recv() == b"still Python's"
     b.close()
+
+
+def test_delayed_acks_of_many_flows_fire_on_time_from_the_wheel() -> None:
+    """Each flow's delayed ACK (40 ms) leaves at its own deadline, not before, not a
+    wheel turn later: the timing wheel's buckets, and deadlines inside a millisecond."""
+    bed = Bed()
+    listener = bed.svc.listen(8080)
+    pairs = []
+    for _ in range(20):
+        client = bed.peer.connect(IP_SVC, 8080)
+        server = None
+        for _ in range(20):
+            bed.step()
+            server = server or bed.svc.accept(listener)
+            if server is not None and client.state is TcpState.ESTABLISHED:
+                break
+        assert server is not None
+        pairs.append((client, server, bed.adopt(server)))
+    bed.readopt = False
+    for client, _server, _channel in pairs:  # a first byte: its ACK opens the window
+        client.send(b"w")
+        bed.peer.mark(client)
+    bed.run(100, dt=0.001)
+    sent_at: list[float] = []
+    acked_at: dict[int, float] = {}
+
+    def note_acks() -> None:
+        for k, (client, _server, _channel) in enumerate(pairs):
+            if k < len(sent_at) and k not in acked_at and client.snd_una == client.snd_nxt:
+                acked_at[k] = bed.clock.now
+
+    for client, _server, _channel in pairs:
+        client.send(b"x")
+        bed.peer.mark(client)
+        sent_at.append(bed.clock.now)
+        for _ in range(7):  # spread over several buckets and within them
+            bed.step(dt=0.0001)
+            note_acks()
+    for _ in range(1200):
+        bed.step(dt=0.0001)
+        note_acks()
+    assert len(acked_at) == len(pairs) and bed.reasons == []
+    for k, t in acked_at.items():
+        waited = t - sent_at[k]
+        assert 0.040 <= waited < 0.0415, (k, waited)
