@@ -1093,6 +1093,12 @@ int dp_run(struct dp *dp, int timeout_ms)
         int nev = epoll_wait(dp->epfd, evs, MAX_EVENTS, wait_ms);
         if (nev < 0 && errno != EINTR)
             return -errno;
+        if (nev < 0) {
+            /* A signal: Python runs its handler only once we return (the service's
+             * SIGTERM handler asks the loop to stop). */
+            dp->st.returns_timeout++;
+            return DP_WAKE_TIMEOUT;
+        }
         now = monotonic_now();
         int wake = take_events(dp, evs, nev > 0 ? nev : 0);
         int r = round_at(dp, now);

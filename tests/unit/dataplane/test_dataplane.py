@@ -378,3 +378,28 @@ def test_delayed_acks_of_many_flows_fire_on_time_from_the_wheel() -> None:
     for k, t in acked_at.items():
         waited = t - sent_at[k]
         assert 0.040 <= waited < 0.0415, (k, waited)
+
+
+def test_a_signal_returns_the_loop_to_python() -> None:
+    """The service stops on SIGTERM through a Python handler, which runs only once the
+    C loop returns: a signal ends dp_run's wait at once, not at its timeout."""
+    import signal
+    import threading
+    import time
+
+    from joyride.dataplane.plane import DataPlane
+
+    plane = DataPlane(mtu=1500, max_flows=4)
+    plane.add_memory_port()
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, _frame: seen.append(signum))
+    try:
+        timer = threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGUSR1))
+        timer.start()
+        started = time.monotonic()
+        plane.run(30.0)
+        assert time.monotonic() - started < 10.0  # the wait was 30 s
+        timer.join()
+        assert seen == [signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
