@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from joyride.dataplane.plane import lib
+from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
 from joyride.wire.frame import parse_frame
 
@@ -35,8 +36,19 @@ def stream(seed: int, n: int) -> bytes:
     return hashlib.shake_256(seed.to_bytes(8, "little")).digest(n)
 
 
-def play(ops: list[Op], in_c: bool) -> dict[str, object]:
-    bed = Bed()
+CONFIGS = {
+    "cubic": TcpConfig(nodelay=True),
+    "newreno": TcpConfig(nodelay=True, congestion_control="newreno"),
+    # Keepalive probes after 0.4 s idle: C hands the flow back for each one.
+    "keepalive": TcpConfig(nodelay=True, keepalive=True, keepalive_idle=0.4,
+                           keepalive_interval=0.2),
+    # Nagle on: C holds back small segments as Python does.
+    "nagle": TcpConfig(nodelay=False),
+}
+
+
+def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
+    bed = Bed(config=CONFIGS[config])
     client, server = bed.connect()
     if not in_c:
         bed.svc.use_fast_path = False  # the reference: TcpConnection's rules alone
@@ -108,10 +120,14 @@ def state(server: TcpConnection, client: TcpConnection) -> dict[str, object]:
     }
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(OPS)
-def test_c_and_python_send_the_same_segments_and_end_in_the_same_state(ops: list[Op]) -> None:
-    python, c = play(ops, in_c=False), play(ops, in_c=True)
+# Derandomized: the same 200 sequences every run, so CI is deterministic; run with
+# --hypothesis-seed=N (and derandomize off) to explore further.
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(OPS, st.sampled_from(sorted(CONFIGS)))
+def test_c_and_python_send_the_same_segments_and_end_in_the_same_state(
+        ops: list[Op], config: str) -> None:
+    python, c = play(ops, in_c=False, config=config), play(ops, in_c=True, config=config)
     assert c["app"] == python["app"]
     assert c["peer"] == python["peer"]
     assert c["wire"] == python["wire"]
