@@ -6,7 +6,8 @@
  *
  * Contract.
  *  - One thread owns a struct dp: every call below is made by it (the service loop).
- *    Nothing here takes a lock; cffi releases the GIL only around dp_run's wait.
+ *    Nothing here takes a lock. cffi releases the GIL around every call (dp_run
+ *    sleeps in epoll_wait); no other thread calls in, so the GIL protects nothing.
  *  - A flow is C-owned from dp_flow_adopt until C hands it back (its handle appears
  *    in dp_handbacks) or Python calls dp_flow_release. While C owns it, C is the only
  *    authority for every field of its TCB and its two byte rings; Python's
