@@ -47,6 +47,9 @@ enum flow_state { FLOW_FREE = 0, FLOW_C = 1, FLOW_HANDBACK = 2 };
  * so that the EOF behind the last bytes is read in the same round and the FIN leaves
  * with them (else the peer may see the data, close first, and sit in TIME-WAIT). */
 #define APP_IN (EPOLLIN | EPOLLRDHUP)
+/* round_at's result besides the DP_WAKE_* bits: the round received or read something
+ * (dp_run keeps spinning after such a round, when a spin is configured). */
+#define ROUND_BUSY 0x100
 
 typedef int (*rx_fn)(void *, struct dp_desc *, uint32_t, int);
 typedef int (*release_fn)(void *, const struct dp_desc *, uint32_t);
@@ -103,7 +106,6 @@ struct dp {
     struct dp_port ports[8];
     uint32_t n_ports;
     int epfd;
-    int watch_fd;
     /* this round's received frames */
     struct dp_desc *descs;
     uint64_t *rx_offs;
@@ -1035,7 +1037,7 @@ static int round_at(struct dp *dp, double now)
         wake |= DP_WAKE_DECLINED;
     if (dp->n_handbacks)
         wake |= DP_WAKE_HANDBACK;
-    return wake | (dp->st.rx_frames + dp->st.app_reads != before ? 0x100 : 0);
+    return wake | (dp->st.rx_frames + dp->st.app_reads != before ? ROUND_BUSY : 0);
 }
 
 /* What epoll reported: the application descriptors' readiness and Python's poller. */
@@ -1103,7 +1105,7 @@ int dp_run(struct dp *dp, int timeout_ms)
         int wake = take_events(dp, evs, nev > 0 ? nev : 0);
         int r = round_at(dp, now);
         wake |= r & 0xFF;
-        if (r & 0x100 || nev > 0)
+        if (r & ROUND_BUSY || nev > 0)
             spin_until = now + dp->cfg.spin_ns * 1e-9;
         if (!wake && (timeout_ms == 0 || now >= deadline))
             wake = DP_WAKE_TIMEOUT;
@@ -1292,7 +1294,6 @@ struct dp *dp_new(const struct dp_config *cfg)
         return NULL;
     dp->cfg = *cfg;
     dp->epfd = -1;
-    dp->watch_fd = -1;
     uint32_t flows = cfg->max_flows, buckets = 1;
     while (buckets < 2 * flows)
         buckets <<= 1;
@@ -1391,7 +1392,6 @@ int dp_watch_fd(struct dp *dp, int fd)
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_WATCH};
     if (epoll_ctl(dp->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
         return -errno;
-    dp->watch_fd = fd;
     return 0;
 }
 

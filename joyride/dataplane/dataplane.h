@@ -172,7 +172,7 @@ struct dp_tcb {
 
 /* The data plane's counters (every drop and every decline has one). */
 struct dp_stats {
-    uint64_t rounds;           /* dp_run loop iterations that found work */
+    uint64_t rounds;           /* rounds run (dp_run's iterations and dp_round calls) */
     uint64_t sleeps;           /* epoll_wait calls that blocked */
     uint64_t returns;          /* dp_run returns to Python, and why: */
     uint64_t returns_declined;

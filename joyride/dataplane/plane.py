@@ -123,7 +123,7 @@ class DataPlane:
         from xsk._native import lib as xsk_lib
 
         port = ffi.new("struct dp_port *")
-        port.ctx = ffi.cast("void *", int(ffi_address(sock._s)))
+        port.ctx = ffi.cast("void *", ffi_address(sock._s))
         port.fd = sock.fileno()
         port.umem = ffi.cast("uint8_t *", sock.umem.address)
         port.tx_offset = sock._tx_offset
