@@ -9,6 +9,11 @@ thread that first uses it. Both are settled by one thread, created from the call
 that makes every call. The engine's hot path does not pay for the hop:
 ``KernelNetwork`` answers from its caches and asks netlink only on a miss (a new
 neighbour, an entry older than its TTL, a new destination).
+
+Callers that ask netlink rarely and hold no worker (steering's attach, detach and
+query; counting an interface's rx queues) use ``on_netlink_thread``: one call on a
+worker started for it, so it acts in the namespace the *calling* thread is in now, and
+works from a coroutine, from uvloop's loop and from a plain thread alike.
 """
 
 from __future__ import annotations
@@ -36,3 +41,17 @@ class NetlinkWorker:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def on_netlink_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn(*args, **kwargs)`` on a new ``NetlinkWorker`` and return its result.
+
+    The worker is started here, so it is in the calling thread's network namespace at
+    the moment of the call (a long-lived worker would keep the namespace it started in),
+    and it runs no event loop, so pyroute2 can run its own. Exceptions propagate.
+    """
+    worker = NetlinkWorker()
+    try:
+        return worker.call(fn, *args, **kwargs)
+    finally:
+        worker.close()

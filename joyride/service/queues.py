@@ -11,9 +11,11 @@ import ctypes
 import fcntl
 import socket
 import struct
-from typing import Final
+from typing import Any, Final
 
 from pyroute2 import IPRoute
+
+from joyride.engine.netlink import on_netlink_thread
 
 SIOCETHTOOL: Final = 0x8946
 ETHTOOL_GCHANNELS: Final = 0x0000003C
@@ -45,8 +47,14 @@ def _ethtool_channels(ifname: str) -> int | None:
 
 
 def _netlink_rx_queues(ifname: str) -> int:
-    with IPRoute() as ipr:
-        links = ipr.get_links(ifname=ifname)
+    # On a netlink worker: embed() may call this from a running event loop, where
+    # pyroute2's synchronous API fails (see joyride.engine.netlink).
+    links = on_netlink_thread(_links, ifname)
     if not links:
         return 1
     return int(links[0].get_attr("IFLA_NUM_RX_QUEUES") or 1)
+
+
+def _links(ifname: str) -> list[Any]:
+    with IPRoute() as ipr:
+        return list(ipr.get_links(ifname=ifname))

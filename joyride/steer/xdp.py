@@ -5,6 +5,12 @@ decisions Joyride must make need more than BCC offers: which program (by name an
 is on the interface now, replacing only the program that was inspected
 (``XDP_FLAGS_REPLACE`` with ``IFLA_XDP_EXPECTED_FD``, Linux 5.7+), and errors that say
 what happened. Everything acts on the network namespace of the calling thread.
+
+Every rtnetlink request runs on a netlink worker thread started for it
+(``joyride.engine.netlink.on_netlink_thread``): pyroute2's synchronous API cannot run
+in a thread whose asyncio loop (or uvloop's) is running, which is where ``embed()``
+inside ``async def main()`` calls it from; the worker has no loop, and starts in the
+caller's namespace.
 """
 
 from __future__ import annotations
@@ -14,15 +20,17 @@ import ctypes.util
 import errno
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from joyride.errors import EnvironmentProblem, JoyrideError, PrivilegeError
+
+T = TypeVar("T")
 
 # include/uapi/linux/if_link.h
 XDP_FLAGS_UPDATE_IF_NOEXIST: Final = 1 << 0
@@ -75,19 +83,24 @@ def ifindex(ifname: str) -> int:
             f"no interface {ifname!r} in this network namespace (see `ip link`)") from exc
 
 
-@contextmanager
-def _rtnl() -> Iterator[Any]:
-    ipr = IPRoute()
-    try:
-        yield ipr
-    finally:
-        ipr.close()
+def _rtnl(request: Callable[[Any], T]) -> T:
+    """``request(ipr)`` with a fresh ``IPRoute``, opened, used and closed on a netlink
+    worker in the calling thread's namespace; its result (materialized there) or its
+    exception (``NetlinkError``) comes back to the caller."""
+    # Imported here: importing joyride.engine loads the whole engine, which the CLI
+    # commands that only import steering's port syntax should not pay for.
+    from joyride.engine.netlink import on_netlink_thread
+
+    def run() -> T:
+        with IPRoute() as ipr:
+            return request(ipr)
+
+    return on_netlink_thread(run)
 
 
 def query(index: int) -> AttachedProgram | None:
     """The program attached to interface ``index``, or None."""
-    with _rtnl() as ipr:
-        links = ipr.get_links(index)
+    links = _rtnl(lambda ipr: list(ipr.get_links(index)))
     xdp = links[0].get_attr("IFLA_XDP") if links else None
     if not xdp:
         return None
@@ -104,8 +117,7 @@ def _set_xdp(index: int, fd: int, flags: int, expected_fd: int | None = None) ->
     attrs: list[tuple[str, int]] = [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]
     if expected_fd is not None:
         attrs.append(("IFLA_XDP_EXPECTED_FD", expected_fd))
-    with _rtnl() as ipr:
-        ipr.link("set", index=index, IFLA_XDP={"attrs": attrs})
+    _rtnl(lambda ipr: ipr.link("set", index=index, IFLA_XDP={"attrs": attrs}))
 
 
 def attach(index: int, prog_fd: int, mode: str, *, replace: AttachedProgram | None) -> None:
