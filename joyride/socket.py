@@ -165,6 +165,7 @@ class socket:
         self._io_refs = 0
         self._error = 0
         self._service = False  # _kernel is a service descriptor (unix, TCP names)
+        self._service_uids: set[int] | None = None  # a service listener: who delivers
 
     # -- which backend -----------------------------------------------------------------
 
@@ -341,6 +342,10 @@ class socket:
                 kernel.bind(self._bound)
                 return kernel.listen(backlog)
             self._to_kernel(service)
+            from joyride.service import appclient
+
+            # Who may deliver connections to it, found now, in the listener's namespace.
+            self._service_uids = appclient.service_uids()
             return None
         with self._stack.lock:
             if self._listener is None:
@@ -350,10 +355,12 @@ class socket:
 
     def accept(self) -> tuple[Any, tuple[str, int]]:
         if self._service:
-            conn, _unix_name = self._kernel.accept()
+            from joyride.service import appclient
+
+            delivered, _unix_name = appclient.accept(self._kernel, self._service_uids)
             # As the kernel: accepted sockets are blocking unless a default timeout is set.
             sock = socket()
-            sock._to_kernel(conn)
+            sock._to_kernel(delivered)
             peer = sock._service_name(peer=True)
             return sock, peer if peer is not None else ("0.0.0.0", 0)
         if self._kernel is not None:

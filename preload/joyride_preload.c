@@ -21,6 +21,12 @@
  * and sendto/sendmsg ignore a destination on a Joyride connection, as Linux TCP does on
  * a connected socket (a unix stream socket would answer EISCONN). Without a service
  * the shim uses the kernel and says so once on stderr.
+ *
+ * Abstract names carry no permissions: any local user can connect to a Joyride
+ * listener. accept therefore takes a connection from a Joyride listener only when the
+ * peer's SO_PEERCRED uid owns the service's application socket (jr_from_service), and
+ * closes and reports (OP_REFUSED) any other, so nobody can inject a connection with a
+ * forged peer address.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -46,9 +52,12 @@
 #define JR_OP_LISTEN 1
 #define JR_OP_CONNECT 2
 #define JR_OP_SETOPT 3
+#define JR_OP_REFUSED 4
 #define JR_FLAG_NONBLOCK 1
 #define JR_NOT_ACCELERATED (-1)
 #define JR_UNREACHABLE (-2) /* no service: use the kernel */
+#define JR_NOT_ADMITTED (-3) /* the service's --group leaves us out */
+#define JR_REPORT_TIMEOUT_S 2
 
 #define JR_LISTEN_TIMEOUT_S 5
 #define JR_CONNECT_TIMEOUT_S 130 /* > Linux's SYN retry span (127 s) */
@@ -90,7 +99,6 @@ struct jr_info {
 };
 
 static int (*real_listen)(int, int);
-static int (*real_accept)(int, struct sockaddr *, socklen_t *);
 static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
 static int (*real_connect)(int, const struct sockaddr *, socklen_t);
 static int (*real_getsockname)(int, struct sockaddr *, socklen_t *);
@@ -106,6 +114,7 @@ static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
 
 static unsigned jr_counter;
 static int jr_noted;
+static unsigned long jr_refused; /* connections refused by jr_from_service */
 /* TCP options set on Joyride descriptors, for getsockopt to give them back. The
  * service's connections always run with Nagle off (it pumps whole chunks). */
 static unsigned char jr_nodelay[JR_MAX_FD];
@@ -116,7 +125,6 @@ static unsigned char jr_nodelay[JR_MAX_FD];
 __attribute__((constructor)) static void jr_init(void)
 {
     RESOLVE(listen);
-    RESOLVE(accept);
     RESOLVE(accept4);
     RESOLVE(connect);
     RESOLVE(getsockname);
@@ -130,23 +138,51 @@ __attribute__((constructor)) static void jr_init(void)
     RESOLVE(sendmsg);
 }
 
-static void jr_note(const char *fmt, ...)
+/* One line on stderr. */
+static void jr_vsay(const char *fmt, va_list ap)
 {
     char buf[512];
-    va_list ap;
-    int n;
+    int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
 
-    if (__atomic_exchange_n(&jr_noted, 1, __ATOMIC_RELAXED))
-        return; /* once per process */
-    va_start(ap, fmt);
-    n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
-    va_end(ap);
     if (n < 0)
         return;
     if (n > (int)sizeof(buf) - 2)
         n = sizeof(buf) - 2;
     buf[n++] = '\n';
     (void)!write(2, buf, (size_t)n);
+}
+
+/* Once per process: that the shim uses the kernel, and why. */
+static void jr_note(const char *fmt, ...)
+{
+    va_list ap;
+
+    if (__atomic_exchange_n(&jr_noted, 1, __ATOMIC_RELAXED))
+        return;
+    va_start(ap, fmt);
+    jr_vsay(fmt, ap);
+    va_end(ap);
+}
+
+/* Every time it is called. */
+static void jr_say(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    jr_vsay(fmt, ap);
+    va_end(ap);
+}
+
+/* Why a call failed with EACCES when the service's --group leaves the caller out. */
+static void jr_not_admitted(const char *path)
+{
+    struct stat st;
+    long gid = stat(path, &st) == 0 ? (long)st.st_gid : -1;
+
+    jr_say("joyride: the Joyride service (%s) admits only root and group %ld "
+           "(joyride attach --group), and uid %ld is not in it: add the user to that "
+           "group, or attach without --group", path, gid, (long)getuid());
 }
 
 static int jr_disabled(void)
@@ -261,20 +297,18 @@ static void jr_copy_out(const void *src, socklen_t srclen, struct sockaddr *addr
 
 /* ---------------------------------------------------------------- the service */
 
-static int jr_find_socket(char *path, size_t len)
+/* Visit this network namespace's application sockets (one per attached interface):
+ * visit(path, st, arg) returns nonzero to stop. Returns what the last visit returned. */
+static int jr_each_socket(int (*visit)(const char *, const struct stat *, void *), void *arg)
 {
-    const char *env = getenv("JOYRIDE_SOCKET");
     const char *root = getenv("JOYRIDE_RUN_DIR");
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct stat st;
     char dir[256];
     DIR *d;
     struct dirent *e;
-    int found = 0;
+    int r = 0;
 
-    if (env && *env) {
-        snprintf(path, len, "%s", env);
-        return 1;
-    }
     if (stat("/proc/thread-self/ns/net", &st) != 0)
         return 0;
     snprintf(dir, sizeof(dir), "%s/net%lu", root && *root ? root : "/run/joyride",
@@ -282,18 +316,66 @@ static int jr_find_socket(char *path, size_t len)
     d = opendir(dir);
     if (!d)
         return 0;
-    while ((e = readdir(d)) != NULL) {
+    while (!r && (e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
             continue;
-        if ((size_t)snprintf(path, len, "%s/%s/app.sock", dir, e->d_name) >= len)
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s/app.sock", dir, e->d_name) >=
+            sizeof(path))
             continue; /* would not fit in sun_path */
-        if (access(path, F_OK) == 0) {
-            found = 1;
-            break;
-        }
+        if (stat(path, &st) == 0)
+            r = visit(path, &st, arg);
     }
     closedir(d);
-    return found;
+    return r;
+}
+
+struct jr_path_out {
+    char *path;
+    size_t len;
+};
+
+static int jr_take_path(const char *path, const struct stat *st, void *arg)
+{
+    struct jr_path_out *out = arg;
+
+    (void)st;
+    snprintf(out->path, out->len, "%s", path);
+    return 1;
+}
+
+static int jr_find_socket(char *path, size_t len)
+{
+    const char *env = getenv("JOYRIDE_SOCKET");
+    struct jr_path_out out = {path, len};
+
+    if (env && *env) {
+        snprintf(path, len, "%s", env);
+        return 1;
+    }
+    return jr_each_socket(jr_take_path, &out);
+}
+
+static int jr_owned_by(const char *path, const struct stat *st, void *arg)
+{
+    (void)path;
+    return st->st_uid == *(uid_t *)arg;
+}
+
+/* Did the service deliver this connection? Its peer must be the uid that owns an
+ * application socket: the service binds it in a directory only it may write, so no
+ * other user can be that peer (root aside, who may do anything). */
+static int jr_from_service(int conn)
+{
+    const char *env = getenv("JOYRIDE_SOCKET");
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    struct stat st;
+
+    if (real_getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return 0;
+    if (env && *env && stat(env, &st) == 0 && st.st_uid == cred.uid)
+        return 1;
+    return jr_each_socket(jr_owned_by, &cred.uid);
 }
 
 /* One request, one reply (and maybe one descriptor). Returns the reply's status,
@@ -331,8 +413,11 @@ static int jr_request(uint16_t op, uint16_t flags, const struct sockaddr_in *add
     if (real_connect(s, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
         err = errno;
         real_close(s);
-        if (err == EACCES || err == EPERM)
-            return EACCES; /* a service exists and refuses us: the rules say no */
+        if (err == EACCES || err == EPERM) {
+            /* A service exists and its --group leaves us out. */
+            jr_not_admitted(path);
+            return EACCES;
+        }
         jr_note("joyride: the Joyride service at %s does not answer (%s): using the kernel",
                 path, strerror(err));
         return JR_UNREACHABLE;
@@ -360,6 +445,10 @@ static int jr_request(uint16_t op, uint16_t flags, const struct sockaddr_in *add
         return err == EAGAIN ? ETIMEDOUT : err;
     if (n != (ssize_t)sizeof(*reply) || memcmp(reply->magic, JR_MAGIC, 4) != 0)
         return EPROTO;
+    if (reply->status == JR_NOT_ADMITTED) {
+        jr_not_admitted(path);
+        reply->status = EACCES;
+    }
     for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
             c->cmsg_len >= CMSG_LEN(sizeof(int))) {
@@ -589,34 +678,75 @@ static void jr_translate_peer(const struct sockaddr_storage *ss, socklen_t sl,
     jr_copy_out(ss, sl, addr, addrlen);
 }
 
-int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+/* Is fd a Joyride listener? Asked only of listeners that handed out a unix peer. */
+static int jr_is_listener(int fd, char *name, size_t namelen)
 {
+    struct sockaddr_un sun;
+    socklen_t len = sizeof(sun);
+    struct jr_info info;
+
+    memset(&info, 0, sizeof(info));
+    return real_getsockname(fd, (struct sockaddr *)&sun, &len) == 0 &&
+           jr_abstract_name(&sun, len, name, namelen) && jr_parse_listener(name, &info);
+}
+
+/* Close a connection that did not come from the service; say so and report it. */
+static void jr_refuse(int conn, const char *listener)
+{
+    struct ucred cred = {.pid = 0, .uid = (uid_t)-1};
+    socklen_t len = sizeof(cred);
+    struct sockaddr_in where;
+    struct jr_info info;
+    struct jr_reply reply;
+    unsigned long n = __atomic_add_fetch(&jr_refused, 1, __ATOMIC_RELAXED);
+    int saved = errno;
+
+    real_getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+    real_close(conn);
+    if ((n & (n - 1)) == 0) /* the 1st, 2nd, 4th, 8th ...: a flood cannot flood stderr */
+        jr_say("joyride: refused a connection to %s from pid %ld, uid %ld: only the Joyride "
+               "service delivers connections (%lu refused so far)", listener,
+               (long)cred.pid, (long)(int)cred.uid, n);
+    memset(&info, 0, sizeof(info));
+    jr_parse_listener(listener, &info);
+    where = info.local;
+    jr_request(JR_OP_REFUSED, 0, &where, listener, JR_REPORT_TIMEOUT_S, &reply, NULL);
+    errno = saved;
+}
+
+/* accept4 for every caller: a connection accepted on a Joyride listener is returned only
+ * when the service delivered it (see the header comment); its address is the TCP peer. */
+static int jr_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+{
+    char listener[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
+    socklen_t sl;
     int r;
 
-    jr_init();
-    if (!addr || !addrlen)
-        return real_accept4(fd, addr, addrlen, flags);
-    r = real_accept4(fd, (struct sockaddr *)&ss, &sl, flags);
-    if (r >= 0)
+    for (;;) {
+        sl = sizeof(ss);
+        r = real_accept4(fd, (struct sockaddr *)&ss, &sl, flags);
+        if (r < 0 || ss.ss_family != AF_UNIX || !jr_is_listener(fd, listener, sizeof(listener)))
+            break; /* a kernel listener, or a failure: as libc says */
+        if (jr_from_service(r))
+            break;
+        jr_refuse(r, listener); /* and take the next (EAGAIN if none waits) */
+    }
+    if (r >= 0 && addr && addrlen)
         jr_translate_peer(&ss, sl, addr, addrlen);
     return r;
 }
 
+int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+{
+    jr_init();
+    return jr_accept(fd, addr, addrlen, flags);
+}
+
 int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    int r;
-
     jr_init();
-    if (!addr || !addrlen)
-        return real_accept(fd, addr, addrlen);
-    r = real_accept(fd, (struct sockaddr *)&ss, &sl);
-    if (r >= 0)
-        jr_translate_peer(&ss, sl, addr, addrlen);
-    return r;
+    return jr_accept(fd, addr, addrlen, 0);
 }
 
 int getsockname(int fd, struct sockaddr *addr, socklen_t *addrlen)
@@ -788,6 +918,23 @@ static int jr_put_int(void *optval, socklen_t *optlen, int value)
     return 0;
 }
 
+/* What a kernel TCP socket answers for an option whose value does not depend on the
+ * connection (IP_OPTIONS: none, length 0; IP_TTL: the default TTL; TCP_KEEPIDLE ...):
+ * ask a fresh one. Made per call, not cached: daemons close every descriptor they do
+ * not know of, and a cached one could by then be someone else's. */
+static int jr_default_option(int level, int optname, void *optval, socklen_t *optlen)
+{
+    int k = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), r, err;
+
+    if (k < 0)
+        return -1;
+    r = real_getsockopt(k, level, optname, optval, optlen);
+    err = errno;
+    real_close(k);
+    errno = err;
+    return r;
+}
+
 int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
 {
     struct jr_info info;
@@ -828,11 +975,9 @@ int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
             *optlen = n;
             return 0;
         }
-        default:
-            return jr_put_int(optval, optlen, 0);
         }
     }
-    return jr_put_int(optval, optlen, 0);
+    return jr_default_option(level, optname, optval, optlen);
 }
 
 int close(int fd)

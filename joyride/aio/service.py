@@ -33,6 +33,10 @@ class ServiceSocket(_socket.socket):
     ``accept``'s address is the TCP peer (asyncio takes a transport's ``peername`` from
     it)."""
 
+    # A listener: the uids that may deliver connections to it (appclient.service_uids),
+    # found when it was made, in its network namespace.
+    service_uids: set[int] | None = None
+
     @classmethod
     def adopt(cls, sock: _socket.socket) -> ServiceSocket:
         """Take over ``sock``'s descriptor (``sock`` is left detached)."""
@@ -52,7 +56,8 @@ class ServiceSocket(_socket.socket):
 
     def accept(self) -> tuple[_socket.socket, tuple[str, int] | None]:
         # socket.socket.accept would build a plain socket.socket: wrap the fd here.
-        conn, _unix_name = super().accept()
+        # Only what the service delivers.
+        conn, _unix_name = appclient.accept(self, self.service_uids)
         conn = ServiceSocket.adopt(conn)
         try:
             peer: tuple[str, int] | None = conn.getpeername()
@@ -71,7 +76,9 @@ def listener(host: str | None, port: int | None) -> ServiceSocket | None:
         sock = appclient.listen(port, host or "0.0.0.0")
     except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
         return None
-    return ServiceSocket.adopt(sock)
+    adopted = ServiceSocket.adopt(sock)
+    adopted.service_uids = appclient.service_uids()
+    return adopted
 
 
 def connection(ip: bytes, port: int) -> ServiceSocket | None:

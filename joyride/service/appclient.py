@@ -1,24 +1,29 @@
 """A Python client of the application protocol (``joyride.service.protocol``).
 
 What the preload shim does in C, for Python callers and tests: ``listen`` returns a
-unix listening socket whose ``accept`` yields Joyride connections, ``connect`` returns
-a connected stream socket carrying one TCP connection.
+unix listening socket from which this module's ``accept`` takes Joyride connections
+(refusing any the service did not deliver), ``connect`` returns a connected stream
+socket carrying one TCP connection.
 """
 
 from __future__ import annotations
 
 import array
+import contextlib
+import errno
 import itertools
+import logging
 import os
 import socket
 from pathlib import Path
 from typing import Final
 
-from joyride.service import protocol
+from joyride.service import apps, protocol
 from joyride.service.state import StateDir
 
 SOCKET_ENV: Final = "JOYRIDE_SOCKET"
 _counter = itertools.count()
+log = logging.getLogger(__name__)
 
 
 class NotAccelerated(Exception):
@@ -66,6 +71,11 @@ def _exchange(path: Path, request: protocol.Request, timeout: float | None
 def _raise_for(reply: protocol.Reply, what: str) -> None:
     if reply.status == protocol.NOT_ACCELERATED:
         raise NotAccelerated(what)
+    if reply.status == protocol.NOT_ADMITTED:
+        raise PermissionError(
+            errno.EACCES, f"{what}: the Joyride service admits only root and its group "
+            f"(joyride attach --group), and uid {os.getuid()} is not in it: add the user "
+            "to that group, or attach without --group")
     if reply.status != 0:
         raise OSError(reply.status, f"{what}: {os.strerror(reply.status)}")
 
@@ -140,6 +150,52 @@ def set_option(sock: socket.socket, level: int, optname: int, value: int, *,
         return False
     _raise_for(reply, f"setsockopt({level}, {optname}, {value})")
     return True
+
+
+def service_uids() -> set[int]:
+    """Who may deliver connections here: the owners of this namespace's application
+    sockets (``apps.service_uids``), or of ``$JOYRIDE_SOCKET``'s."""
+    paths = [d.app_path for d in StateDir.all_in_netns()]
+    env = os.environ.get(SOCKET_ENV)
+    if env:
+        paths.append(Path(env))
+    return apps.service_uids(paths)
+
+
+def accept(listener: socket.socket, uids: set[int] | None
+           ) -> tuple[socket.socket, object]:
+    """``listener.accept()`` for a Joyride listener, taking only connections the service
+    delivered (``protocol.OP_REFUSED``): any other peer is closed and reported, and the
+    next connection is taken (``BlockingIOError`` when none waits on a non-blocking
+    listener, as ``accept`` says). ``uids``: ``service_uids()`` as found when the
+    listener was made, in its network namespace (None: look now)."""
+    while True:
+        conn, unix_name = socket.socket.accept(listener)
+        if uids is None:
+            uids = service_uids()
+        if apps.from_service(conn, uids):
+            return conn, unix_name
+        _refuse(listener, conn)
+
+
+def _refuse(listener: socket.socket, conn: socket.socket) -> None:
+    try:
+        forger = apps.peer_credentials(conn)
+        who = f"pid {forger.pid}, uid {forger.uid}"
+    except OSError:
+        who = "a peer that is gone"
+    conn.close()
+    name = socket.socket.getsockname(listener)
+    text = name.lstrip(b"\0").decode("ascii", "replace") if isinstance(name, bytes) \
+        else name.lstrip("\0")
+    log.warning("joyride: refused a connection to %s from %s: only the Joyride service "
+                "delivers connections", text, who)
+    parsed = protocol.parse_name(text)
+    ip = socket.inet_aton(parsed.local[0]) if parsed is not None else bytes(4)
+    port = parsed.local[1] if parsed is not None else 0
+    # The report is for the operator; the refusal stands without it.
+    with contextlib.suppress(OSError, protocol.ProtocolError):
+        _exchange(app_path(), protocol.Request(protocol.OP_REFUSED, ip, port, text), 2.0)
 
 
 def peer_of(sock: socket.socket) -> tuple[tuple[str, int], tuple[str, int]] | None:

@@ -3,15 +3,21 @@
 Isolation rules (issue 6), enforced here on the service side because the preload shim
 runs inside the application and proves nothing:
 
-* the application socket is reachable only by root and the configured group (file
-  mode 0660 and directory mode 0710 with that group), and the service checks the
-  peer's credentials again (``SO_PEERCRED``; supplementary groups from ``/proc``);
+* the application socket is reachable by every user, as the kernel's ``socket(2)`` is:
+  the rules below are what decide. ``joyride attach --group`` is an opt-in restriction:
+  the socket becomes reachable only by root and that group (file mode 0660, directory
+  mode 0710), and the service checks the peer's credentials again (``SO_PEERCRED``;
+  supplementary groups from ``/proc``), answering ``protocol.NOT_ADMITTED`` so the
+  shim can say why;
 * listening on a port below ``net.ipv4.ip_unprivileged_port_start`` needs
   ``CAP_NET_BIND_SERVICE`` in the caller's effective set, exactly as ``bind(2)``
   demands (``inet_bind`` → ``inet_port_requires_bind_service``);
 * a port served for one uid cannot be joined by another (Linux's ``SO_REUSEPORT``
   rule: sockets sharing a port must belong to the same effective uid), so an
-  application only ever receives connections meant for its own listeners.
+  application only ever receives connections meant for its own listeners;
+* only the service delivers connections: the application side accepts a connection on
+  its Joyride listener only from a peer whose ``SO_PEERCRED`` uid owns the application
+  socket (``service_uids``), so no other user can inject one with forged addresses.
 """
 
 from __future__ import annotations
@@ -67,11 +73,10 @@ def _status_fields(pid: int) -> dict[str, str]:
 
 
 def may_connect(creds: Credentials, gid: int | None) -> bool:
-    """Root, or a member (primary or supplementary) of the service's group."""
-    if creds.uid == 0:
+    """Every user without ``--group``; with it, root or a member (primary or
+    supplementary) of that group."""
+    if creds.uid == 0 or gid is None:
         return True
-    if gid is None:
-        return False
     if creds.gid == gid:
         return True
     groups = _status_fields(creds.pid).get("Groups", "").split()
@@ -99,7 +104,9 @@ def may_bind(creds: Credentials, port: int) -> bool:
 
 
 def listen_app_socket(path: Path, gid: int | None) -> socket.socket:
-    """Bind the application socket (SOCK_SEQPACKET, non-blocking) with its permissions."""
+    """Bind the application socket (SOCK_SEQPACKET, non-blocking) with its permissions:
+    every user may connect (mode 0666, directory 0711: traverse, not list) unless ``gid``
+    restricts it to root and that group."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     sock = socket.socket(socket.AF_UNIX,
@@ -110,17 +117,38 @@ def listen_app_socket(path: Path, gid: int | None) -> socket.socket:
     finally:
         os.umask(old_umask)
     if gid is not None:
-        os.chown(path, 0, gid)
+        os.chown(path, os.geteuid(), gid)
         os.chmod(path, 0o660)
         # The state directory is 0700; let the group traverse it (not list it).
-        os.chown(path.parent, 0, gid)
+        os.chown(path.parent, os.geteuid(), gid)
         os.chmod(path.parent, 0o710)
-        for parent in (path.parent.parent, path.parent.parent.parent):
-            with contextlib.suppress(OSError):
-                mode = parent.stat().st_mode & 0o777
-                os.chmod(parent, mode | 0o011)  # traverse for group and others
+    else:
+        os.chmod(path, 0o666)
+        os.chmod(path.parent, 0o711)
+    for parent in (path.parent.parent, path.parent.parent.parent):
+        with contextlib.suppress(OSError):
+            mode = parent.stat().st_mode & 0o777
+            os.chmod(parent, mode | 0o011)  # traverse for group and others
     sock.listen(128)
     return sock
+
+
+def service_uids(app_paths: list[Path]) -> set[int]:
+    """The uids a delivered connection may come from: the owners of the application
+    sockets (the service binds them, in directories only it may write)."""
+    uids: set[int] = set()
+    for path in app_paths:
+        with contextlib.suppress(OSError):
+            uids.add(path.stat().st_uid)
+    return uids
+
+
+def from_service(conn: socket.socket, uids: set[int]) -> bool:
+    """Whether ``conn``'s peer, by ``SO_PEERCRED``, is one of the services ``uids``."""
+    try:
+        return peer_credentials(conn).uid in uids
+    except OSError:
+        return False
 
 
 def listening_names() -> set[str]:

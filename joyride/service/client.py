@@ -31,7 +31,7 @@ class NotAttached(JoyrideError):
 
 def require_root(what: str) -> None:
     if os.geteuid() != 0:
-        raise PrivilegeError(f"{what} needs root: run with sudo")
+        raise PrivilegeError(f"{what} needs root: run it as root")
 
 
 def _not_attached(ifname: str) -> NotAttached:
@@ -56,11 +56,20 @@ def _check_interface(ifname: str) -> None:
 
 
 def ask(ifname: str, message: dict[str, Any]) -> dict[str, Any]:
-    state_dir = running(ifname)
+    """One control request. Root first checks the service's liveness lock (for a better
+    message about a dead one); any user may ask, and the service authorizes the request
+    (``control.READ_ONLY``)."""
+    root = os.geteuid() == 0
+    state_dir = running(ifname) if root else StateDir(ifname)
     try:
         return control.request(state_dir.control_path, message)
     except control.ServiceNotRunning as exc:
+        if not root:  # it cannot read the liveness lock: no service is all it knows
+            raise _not_attached(ifname) from exc
         raise NotAttached(f"the Joyride service for {ifname} does not answer: {exc}") from exc
+    except PermissionError as exc:
+        raise PrivilegeError(f"the Joyride service for {ifname} admits only root and its "
+                             "group (joyride attach --group)") from exc
 
 
 def detach(ifname: str, *, timeout: float = STOP_TIMEOUT) -> list[str]:

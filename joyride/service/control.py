@@ -2,9 +2,11 @@
 
 Requests are ``{"op": "<name>", ...}``; replies are ``{"ok": true, ...}`` or
 ``{"ok": false, "error": "<one line>", "exit_code": n}``. The socket is a Unix stream
-socket in the service's state directory, mode 0600, and the peer's credentials
-(SO_PEERCRED) must be root or the service's own uid: the service changes what the
-kernel does with a host's traffic.
+socket in the service's state directory that every user may reach (mode 0666), and each
+request is authorized on the peer's credentials (SO_PEERCRED): reading the service's
+state (``READ_ONLY``) is everyone's, as ``ss`` and ``/proc/net/tcp`` are; changing it
+(ports, shutdown) needs root or the service's own uid, because the service changes
+what the kernel does with a host's traffic.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Final
 from joyride.errors import JoyrideError
 
 MAX_LINE: Final = 1 << 20  # a request or reply longer than this is refused
+READ_ONLY: Final = frozenset({"status", "stats"})  # operations any user may ask
 _UCRED: Final = struct.Struct("iII")  # struct ucred: pid, uid, gid
 
 
@@ -34,7 +37,7 @@ class ServiceNotRunning(ControlError):
 
 
 def listen(path: Path) -> socket.socket:
-    """Bind the control socket at ``path`` (replacing a stale one), mode 0600."""
+    """Bind the control socket at ``path`` (replacing a stale one), mode 0666."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -43,12 +46,17 @@ def listen(path: Path) -> socket.socket:
         sock.bind(str(path))
     finally:
         os.umask(old_umask)
+    os.chmod(path, 0o666)  # reachable by all; each request is authorized (module doc)
     sock.listen(16)
     sock.setblocking(False)
     return sock
 
 
-def peer_allowed(conn: socket.socket) -> bool:
+def peer_allowed(conn: socket.socket, op: object) -> bool:
+    """Whether the peer may ask for ``op``: anyone for ``READ_ONLY``, otherwise root or
+    the service's own uid."""
+    if op in READ_ONLY:
+        return True
     raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     _pid, uid, _gid = _UCRED.unpack(raw)
     return uid in (0, os.geteuid())

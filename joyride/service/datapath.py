@@ -543,7 +543,7 @@ class Datapath:
                 return
             if not apps.may_connect(creds, self.group):
                 self.counters["app_denied"] += 1
-                self._reply(session, protocol.Reply(request.op, errno.EACCES))
+                self._reply(session, protocol.Reply(request.op, protocol.NOT_ADMITTED))
                 return
             if request.op == protocol.OP_LISTEN:
                 status = self.register_listener(request.name, request.port, request.ip,
@@ -555,6 +555,14 @@ class Datapath:
             elif request.op == protocol.OP_SETOPT:
                 status = self.set_option(request, creds)
                 self._reply(session, protocol.Reply(request.op, status))
+            elif request.op == protocol.OP_REFUSED:
+                # An application refused a connection on its listener that did not come
+                # from us: someone tried to inject one (protocol.OP_REFUSED).
+                self.counters["forged_deliveries_refused"] += 1
+                log.warning("pid %d (uid %d) refused a connection to its listener %s "
+                            "that did not come from the service", creds.pid, creds.uid,
+                            request.name or "?")
+                self._reply(session, protocol.Reply(request.op, 0))
             else:
                 self.counters["app_bad_request"] += 1
                 self._reply(session, protocol.Reply(request.op, errno.EOPNOTSUPP))

@@ -73,7 +73,7 @@ def config_from_json(text: str) -> ServiceConfig:
 def precheck(cfg: ServiceConfig) -> StateDir:
     """Fast refusals before anything is spawned or compiled."""
     if os.geteuid() != 0:
-        raise PrivilegeError("attaching needs root (XDP, BPF maps, AF_XDP): run with sudo")
+        raise PrivilegeError("attaching needs root (XDP, BPF maps, AF_XDP): run it as root")
     orphans.sweep()  # state left by namespaces that are gone
     xdp.ifindex(cfg.ifname)  # raises InterfaceNotFound with the actionable message
     state_dir = StateDir(cfg.ifname)

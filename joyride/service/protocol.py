@@ -7,10 +7,13 @@ needs no parser.
 
 Where
     ``/run/joyride/net<netns inode>/<ifname>/app.sock`` (``StateDir.app_path``), an
-    ``AF_UNIX`` ``SOCK_SEQPACKET`` socket, mode 0660, owner root, group the service's
-    ``--group`` (root only when none). The service also checks ``SO_PEERCRED``: uid 0,
-    or the group among the peer's groups. Clients find the path in ``$JOYRIDE_SOCKET``
-    (``joyride run`` sets it) or by looking in their namespace's directory.
+    ``AF_UNIX`` ``SOCK_SEQPACKET`` socket owned by the service's uid. Every user may
+    connect (mode 0666): the rules of each request decide, as the kernel's do. With the
+    service's ``--group`` it is mode 0660 with that group, and the service also checks
+    ``SO_PEERCRED`` (uid 0, or the group among the peer's groups), answering
+    ``NOT_ADMITTED`` (-3) otherwise, so a client can say why rather than a bare
+    ``EACCES``. Clients find the path in ``$JOYRIDE_SOCKET`` (``joyride run`` sets it)
+    or by looking in their namespace's directory.
 
 Requests and replies
     One client connection carries one request and one reply, then closes. A request
@@ -20,7 +23,9 @@ Requests and replies
     ``status`` in a reply: 0 success; a positive ``errno`` value the client returns
     from the intercepted call (``EACCES``, ``EADDRINUSE``, ``ECONNREFUSED``,
     ``ETIMEDOUT``, ``ENETUNREACH`` ...); ``NOT_ACCELERATED`` (-1): not Joyride's
-    business, use the kernel unchanged.
+    business, use the kernel unchanged; ``NOT_ADMITTED`` (-3): the service's
+    ``--group`` does not admit the caller (the client fails the call with ``EACCES``
+    and says why).
 
 ``OP_LISTEN`` (ip, port, name): "deliver connections to my listener"
     The client first creates an ``AF_UNIX`` ``SOCK_STREAM`` socket, binds it to the
@@ -39,6 +44,12 @@ Requests and replies
     (a restarted service re-adopts every listener it finds in ``/proc/net/unix``).
     The service checks the listener's ``SO_PEERCRED`` on every delivery, so a squatter
     on a name cannot receive another user's connections.
+
+    Abstract names have no permissions, so anyone may connect to a listener. The
+    client therefore takes a connection from its listener only when the peer's
+    ``SO_PEERCRED`` uid owns the application socket (``apps.service_uids``: only the
+    service can be that peer, short of root), and reads addresses only from such a
+    peer's name. Any other connection is closed, and reported (``OP_REFUSED``).
 
 ``OP_CONNECT`` (ip, port): "open a connection for me"
     The service opens the TCP connection and replies once it is established (or
@@ -62,6 +73,11 @@ Requests and replies
     or a listener (its own ``listener_name``), to every connection delivered to it
     from then on, as Linux's accepted sockets inherit their listener's options. Only
     the descriptor's owner (or root) may; ``EINVAL`` for a value out of range.
+
+``OP_REFUSED`` (ip, port, name): "someone else connected to my listener"
+    Sent after the client refused a connection on its listener ``name`` (listening on
+    ip:port) that did not come from the service; the service counts it
+    (``forged_deliveries_refused``) and logs it. The reply's status is 0.
 
 A connection descriptor
     Bytes written are sent on the TCP connection; bytes the peer sends are read. Both
@@ -94,6 +110,7 @@ MAGIC: Final = b"JRD1"
 OP_LISTEN: Final = 1
 OP_CONNECT: Final = 2
 OP_SETOPT: Final = 3
+OP_REFUSED: Final = 4
 
 # Request flags.
 FLAG_NONBLOCK: Final = 1  # OP_CONNECT: reply at once, the handshake continues behind
@@ -111,6 +128,7 @@ SETOPT_OPTIONS: Final[dict[int, tuple[int, int]]] = {
 }
 
 NOT_ACCELERATED: Final = -1
+NOT_ADMITTED: Final = -3  # the service's --group does not include the caller
 
 # magic, op, flags, ip, port, pad, name (abstract name without the leading NUL)
 REQUEST: Final = struct.Struct("<4sHH4sH2x108s")

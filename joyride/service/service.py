@@ -262,27 +262,29 @@ class Service:
         with conn:
             conn.settimeout(2.0)
             try:
-                if not control.peer_allowed(conn):
-                    conn.sendall(control.encode(
-                        {"ok": False, "error": "permission denied", "exit_code": 77}))
-                    return
                 line = bytearray()
                 while not line.endswith(b"\n") and len(line) <= control.MAX_LINE:
                     chunk = conn.recv(65536)
                     if not chunk:
                         return
                     line += chunk
-                reply = self.handle_line(bytes(line))
+                reply = self.handle_line(bytes(line), conn)
                 conn.sendall(control.encode(reply))
             except OSError as exc:
                 log.warning("control connection failed: %s", exc)
 
     # -- control operations ----------------------------------------------------------------------
 
-    def handle_line(self, line: bytes) -> dict[str, Any]:
-        """Answer one request line; never raises (bad requests get an error reply)."""
+    def handle_line(self, line: bytes, peer: socket.socket | None = None) -> dict[str, Any]:
+        """Answer one request line from ``peer`` (None: trusted, in-process); never
+        raises (bad requests get an error reply)."""
         try:
-            return self.handle(control.decode(line))
+            request = control.decode(line)
+            if peer is not None and not control.peer_allowed(peer, request.get("op")):
+                return {"ok": False, "exit_code": 77, "error": (
+                    f"permission denied: {request.get('op')!r} changes the service; "
+                    "it needs root")}
+            return self.handle(request)
         except JoyrideError as exc:
             return control.error_reply(exc)
         except (TypeError, ValueError, KeyError) as exc:

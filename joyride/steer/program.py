@@ -55,7 +55,7 @@ class Steering:
     def __init__(self, ifname: str, *, max_queues: int = DEFAULT_MAX_QUEUES) -> None:
         if os.geteuid() != 0:
             raise PrivilegeError("loading XDP programs needs root (CAP_BPF, CAP_NET_ADMIN): "
-                                 "run with sudo")
+                                 "run it as root")
         self.ifname = ifname
         self.ifindex = xdp.ifindex(ifname)
         self.max_queues = max_queues

@@ -34,7 +34,7 @@ def write_reserved(ports: PortSet, path: Path = SYSCTL) -> None:
     try:
         path.write_text(f"{ports}\n")
     except PermissionError as exc:
-        raise PrivilegeError(f"writing {path} needs root (CAP_NET_ADMIN): run with sudo") \
+        raise PrivilegeError(f"writing {path} needs root (CAP_NET_ADMIN): run it as root") \
             from exc
     except OSError as exc:
         raise EnvironmentProblem(f"the kernel refused {path} = {ports}: {exc}") from exc

@@ -163,7 +163,7 @@ def detach(index: int, prog: AttachedProgram) -> None:
 def _explain(exc: NetlinkError, what: str) -> JoyrideError:
     code = exc.code
     if code == errno.EPERM:
-        return PrivilegeError(f"{what} needs root (CAP_NET_ADMIN and CAP_BPF): run with sudo")
+        return PrivilegeError(f"{what} needs root (CAP_NET_ADMIN and CAP_BPF): run it as root")
     if code == errno.EEXIST:
         return XdpError(f"{what}: another XDP program is attached (in this or another mode)")
     if code == errno.ERANGE:
@@ -187,7 +187,7 @@ def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
         if err == errno.ENOENT:
             raise BpfObjectGone(f"BPF object gone (bpf cmd {cmd})")
         if err == errno.EPERM:
-            raise PrivilegeError("reading BPF objects needs root (CAP_SYS_ADMIN): use sudo")
+            raise PrivilegeError("reading BPF objects needs root (CAP_SYS_ADMIN): run it as root")
         raise EnvironmentProblem(f"bpf(cmd {cmd}) failed: {os.strerror(err)}")
     return int(ret)
 

@@ -15,6 +15,20 @@ from joyride.service.state import StateDir
 from joyride.testbed import Node, Testbed
 
 JOYRIDE = str(Path(sys.executable).with_name("joyride"))
+REPO = Path(__file__).resolve().parents[3]
+
+# One control request as the calling user, straight to the control socket (past the
+# CLI's own checks: the service must authorize it); prints the reply or the error.
+# argv: control socket path, request as JSON.
+ASK = """
+import json, sys
+from pathlib import Path
+from joyride.service import control
+try:
+    print(json.dumps(control.request(Path(sys.argv[1]), json.loads(sys.argv[2]))))
+except (control.ControlError, OSError) as exc:
+    print("error:", exc)
+"""
 
 
 def cli(node: Node, *args: str, check: bool = True,
@@ -89,3 +103,13 @@ def wait_port(node: Node, ip: str, port: int, timeout: float = 15.0) -> None:
             sock.close()
 
     wait_for(ok, timeout, f"{ip}:{port} to accept connections")
+
+
+def ask_as(node: Node, uid: int, gid: int, request: dict[str, object]) -> str:
+    """A control request as ``uid``: the reply (JSON) or ``error: ...``."""
+    with node.inside():
+        path = StateDir(node.ifname).control_path
+    out = node.run("setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "env",
+                   f"PYTHONPATH={REPO}", "/usr/bin/python3", "-c", ASK, str(path),
+                   json.dumps(request), timeout=30)
+    return out.stdout.decode().strip()

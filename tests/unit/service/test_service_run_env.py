@@ -42,7 +42,8 @@ def test_group_and_privilege_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     me = apps.Credentials(os.getpid(), os.getuid(), os.getgid())
     assert apps.may_connect(apps.Credentials(1, 0, 0), None)  # root
     assert apps.may_connect(apps.Credentials(os.getpid(), 4243, 4242), 4242)  # primary gid
-    assert not apps.may_connect(apps.Credentials(os.getpid(), 4243, 4243), None)
+    assert apps.may_connect(apps.Credentials(os.getpid(), 4243, 4243), None)  # no --group
+    assert not apps.may_connect(apps.Credentials(os.getpid(), 4243, 4243), 4242)
     monkeypatch.setattr(apps, "unprivileged_port_start", lambda: 1024)
     assert apps.may_bind(me, 8080)
     gone = apps.Credentials(2**22 + 1, 1000, 1000)  # no such pid: denied, not raised
