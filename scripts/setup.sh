@@ -23,6 +23,7 @@ APT_PACKAGES=(
   python3-bpfcc bpftool iproute2 ethtool linux-headers-amd64
   iperf3 wrk curl nginx-light redis-server sockperf tcpdump nftables iptables
   iputils-ping python3-venv python3-dev gcc make libc6-dev
+  postgresql postgresql-client memcached libmemcached-tools nodejs
 )
 read -r -a EXTRA <<< "${JOYRIDE_EXTRA_APT:-}"
 APT_PACKAGES+=("${EXTRA[@]}")
