@@ -24,6 +24,7 @@ APT_PACKAGES=(
   iperf3 wrk curl nginx-light redis-server sockperf tcpdump nftables iptables
   iputils-ping python3-venv python3-dev gcc make libc6-dev
   postgresql postgresql-client memcached libmemcached-tools nodejs
+  openssh-server openssh-client openbsd-inetd apache2
 )
 read -r -a EXTRA <<< "${JOYRIDE_EXTRA_APT:-}"
 APT_PACKAGES+=("${EXTRA[@]}")
