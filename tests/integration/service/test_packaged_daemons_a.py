@@ -195,10 +195,12 @@ def test_postgresql_as_postgres_pgbench_and_rows(bed: Testbed) -> None:
         data = home / "data"
         # As pg_createcluster makes a cluster: initdb as postgres, peer auth on the
         # local socket, SCRAM over TCP (the password is set by initdb).
-        subprocess.run([*as_user("postgres"), str(bindir / "initdb"), "-D", str(data),
-                        "-U", "postgres", "--pwfile", str(home / "pw"), "--auth-local=peer",
-                        "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C",
-                        "--no-sync"], check=True, capture_output=True, timeout=60)
+        init = subprocess.run([*as_user("postgres"), str(bindir / "initdb"), "-D", str(data),
+                               "-U", "postgres", "--pwfile", str(home / "pw"),
+                               "--auth-local=peer", "--auth-host=scram-sha-256",
+                               "--encoding=UTF8", "--locale=C", "--no-sync"],
+                              capture_output=True, timeout=60)
+        assert init.returncode == 0, init.stdout.decode() + init.stderr.decode()
         with (data / "pg_hba.conf").open("a") as hba:
             hba.write(f"host all all {bed.peer.ip}/32 scram-sha-256\n")
         before = delivered(bed)
