@@ -79,14 +79,14 @@ def _errno_error(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
-def _service_listen(host: str, port: int, backlog: int) -> Any:
+def _service_listen(host: str, port: int, backlog: int, reuseport: bool) -> Any:
     """A listening descriptor from the network service, or None (not accelerated)."""
     try:
         from joyride.service import appclient
     except ImportError:
         return None
     try:
-        return appclient.listen(port, host or "0.0.0.0", backlog)
+        return appclient.listen(port, host or "0.0.0.0", backlog, reuseport=reuseport)
     except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
         return None
 
@@ -336,7 +336,9 @@ class socket:
             raise _errno_error(errno.EINVAL)  # the kernel would pick a port: not ours
         if self._stack is None:
             host, port = self._bound
-            service = _service_listen(host, port, backlog)
+            service = _service_listen(
+                host, port, backlog,
+                bool(self._recorded(_stdlib.SOL_SOCKET, _stdlib.SO_REUSEPORT)))
             if service is None:
                 kernel = self._to_kernel()
                 kernel.bind(self._bound)

@@ -54,6 +54,7 @@
 #define JR_OP_SETOPT 3
 #define JR_OP_REFUSED 4
 #define JR_FLAG_NONBLOCK 1
+#define JR_FLAG_REUSEPORT 2
 #define JR_NOT_ACCELERATED (-1)
 #define JR_UNREACHABLE (-2) /* no service: use the kernel */
 #define JR_NOT_ADMITTED (-3) /* the service's --group leaves us out */
@@ -573,7 +574,8 @@ int listen(int fd, int backlog)
     char name[108];
     char ip[INET_ADDRSTRLEN + 1];
     uint32_t a;
-    int u, status, tries;
+    int u, status, tries, reuse;
+    socklen_t reuselen;
 
     jr_init();
     if (jr_disabled() || !jr_is_inet_stream(fd, &bound) || bound.sin_port == 0)
@@ -605,7 +607,14 @@ int listen(int fd, int backlog)
         real_close(u);
         return real_listen(fd, backlog);
     }
-    status = jr_request(JR_OP_LISTEN, 0, &bound, name, JR_LISTEN_TIMEOUT_S, &reply, NULL);
+    /* Linux shares a listening port only among SO_REUSEPORT sockets: say whether this
+     * one is (the service applies the rule across processes). */
+    reuse = 0;
+    reuselen = sizeof(reuse);
+    if (real_getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &reuse, &reuselen) != 0)
+        reuse = 0;
+    status = jr_request(JR_OP_LISTEN, reuse ? JR_FLAG_REUSEPORT : 0, &bound, name,
+                        JR_LISTEN_TIMEOUT_S, &reply, NULL);
     if (status == JR_UNREACHABLE || status == JR_NOT_ACCELERATED) {
         real_close(u);
         return real_listen(fd, backlog);

@@ -54,7 +54,7 @@ async def create_server(protocol_factory: ProtocolFactory, host: str | None = No
     loop = _asyncio.get_running_loop()
     chosen = stack or listening_stack(host, port)
     if chosen is None or port is None:
-        service = _service_listener(host, port)
+        service = _service_listener(host, port, bool(kwargs.get("reuse_port")))
         if service is not None:
             # Service mode: connections arrive as real descriptors on a unix listener
             # (joyride.service.protocol), so the loop's own machinery serves them; the
@@ -69,13 +69,14 @@ async def create_server(protocol_factory: ProtocolFactory, host: str | None = No
                          start_serving=start_serving)
 
 
-def _service_listener(host: str | None, port: int | None) -> _socket.socket | None:
+def _service_listener(host: str | None, port: int | None, reuse_port: bool
+                      ) -> _socket.socket | None:
     """A listening descriptor from a live network service owning ``port``, or None."""
     try:
         from joyride.aio import service
     except ImportError:  # no service support in this installation
         return None
-    return service.listener(host, port)
+    return service.listener(host, port, reuse_port)
 
 
 async def _resolve(loop: _asyncio.AbstractEventLoop, host: str, port: int) -> bytes:

@@ -66,14 +66,15 @@ class ServiceSocket(_socket.socket):
         return conn, peer
 
 
-def listener(host: str | None, port: int | None) -> ServiceSocket | None:
+def listener(host: str | None, port: int | None, reuse_port: bool = False
+             ) -> ServiceSocket | None:
     """A listening descriptor from a live network service owning ``port``, or None."""
     if port is None or not port:
         return None
     if not _service_alive():
         return None
     try:
-        sock = appclient.listen(port, host or "0.0.0.0")
+        sock = appclient.listen(port, host or "0.0.0.0", reuseport=reuse_port)
     except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
         return None
     adopted = ServiceSocket.adopt(sock)

@@ -81,9 +81,11 @@ def _raise_for(reply: protocol.Reply, what: str) -> None:
 
 
 def listen(port: int, ip: str = "0.0.0.0", backlog: int = 128, *,
-           path: Path | None = None, timeout: float | None = 10.0) -> socket.socket:
+           path: Path | None = None, timeout: float | None = 10.0,
+           reuseport: bool = False) -> socket.socket:
     """A listening socket for ``ip:port`` served by Joyride; ``accept()`` on it returns
-    connections (their peer name spells the TCP 4-tuple: ``peer_of``)."""
+    connections (their peer name spells the TCP 4-tuple: ``peer_of``). ``reuseport``:
+    share the port with other such listeners of this uid, as ``SO_REUSEPORT`` does."""
     ip_bytes = socket.inet_aton(ip)
     lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
@@ -97,7 +99,8 @@ def listen(port: int, ip: str = "0.0.0.0", backlog: int = 128, *,
                     raise
         lsock.listen(backlog)
         reply, fd = _exchange(path or app_path(),
-                              protocol.Request(protocol.OP_LISTEN, ip_bytes, port, name),
+                              protocol.Request(protocol.OP_LISTEN, ip_bytes, port, name,
+                                               protocol.FLAG_REUSEPORT if reuseport else 0),
                               timeout)
         if fd is not None:
             os.close(fd)

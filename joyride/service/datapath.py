@@ -65,6 +65,7 @@ class Registration:
     port: int
     uid: int
     verified: bool = False  # SO_PEERCRED of the listener checked on a delivery
+    reuseport: bool | None = False  # SO_REUSEPORT set (None: unknown, re-adopted)
     # Socket options set on the listener (OP_SETOPT), for what it is delivered.
     options: list[tuple[int, int, int]] = field(default_factory=list)
 
@@ -290,7 +291,7 @@ class Datapath:
     # -- listening -------------------------------------------------------------------------
 
     def register_listener(self, name: str, port: int, ip: bytes,
-                          creds: apps.Credentials) -> int:
+                          creds: apps.Credentials, reuseport: bool = False) -> int:
         """OP_LISTEN: 0, an errno, or NOT_ACCELERATED."""
         if port not in self.ports:
             return protocol.NOT_ACCELERATED
@@ -308,13 +309,22 @@ class Datapath:
         if pl is not None and pl.uid not in (-1, creds.uid):
             self.counters["listen_denied_other_uid"] += 1
             return errno.EADDRINUSE
+        if pl is not None and pl.registrations and not (
+                reuseport and all(r.reuseport is not False for r in pl.registrations)):
+            # Linux shares a listening port only among SO_REUSEPORT sockets (of one
+            # uid, checked above). Registrations whose listener is gone do not count.
+            alive = apps.listening_names()
+            pl.registrations = [r for r in pl.registrations if r.name in alive]
+            if pl.registrations:
+                self.counters["listen_denied_in_use"] += 1
+                return errno.EADDRINUSE
         if pl is None:
             pl = PortListeners(port, creds.uid, self.engine.listen(port))
             self.by_port[port] = pl
         pl.uid = creds.uid
         # Verified on its first delivery: SO_PEERCRED of the listener must be this pid's.
         pl.registrations = [r for r in pl.registrations if r.name != name]
-        pl.registrations.append(Registration(name, port, creds.uid))
+        pl.registrations.append(Registration(name, port, creds.uid, reuseport=reuseport))
         self.counters["listen_registered"] += 1
         return 0
 
@@ -377,7 +387,7 @@ class Datapath:
                 # The owner is unknown until the first delivery checks SO_PEERCRED.
                 pl = PortListeners(port, -1, self.engine.listen(port))
                 self.by_port[port] = pl
-            pl.registrations.append(Registration(name, port, -1))
+            pl.registrations.append(Registration(name, port, -1, reuseport=None))
             self.counters["listen_adopted"] += 1
             log.info("adopted listener %s", name)
 
@@ -546,8 +556,9 @@ class Datapath:
                 self._reply(session, protocol.Reply(request.op, protocol.NOT_ADMITTED))
                 return
             if request.op == protocol.OP_LISTEN:
-                status = self.register_listener(request.name, request.port, request.ip,
-                                                creds)
+                status = self.register_listener(
+                    request.name, request.port, request.ip, creds,
+                    reuseport=bool(request.flags & protocol.FLAG_REUSEPORT))
                 self._reply(session, protocol.Reply(request.op, status, request.ip,
                                                     request.port))
             elif request.op == protocol.OP_CONNECT:

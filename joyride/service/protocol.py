@@ -33,8 +33,12 @@ Requests and replies
     on it; then it sends the name. The service checks the port is accelerated and the
     address is one of the interface's (or 0.0.0.0), that the caller may bind it (below
     ``net.ipv4.ip_unprivileged_port_start`` it needs uid 0 or CAP_NET_BIND_SERVICE,
-    as the kernel demands) and that no other uid listens on that port. On success the
-    client puts its unix listener where the application's socket was (``dup2``).
+    as the kernel demands) and that the port is free as Linux's ``inet_csk_get_port``
+    would find it: a port with live listeners is shared only when every one of them and
+    the newcomer set ``SO_REUSEPORT`` (``FLAG_REUSEPORT``) and all belong to the same
+    uid; otherwise ``EADDRINUSE``. (Listeners re-adopted after a service restart lost
+    that bit; they count as having it.) On success the client puts its unix listener
+    where the application's socket was (``dup2``).
 
     Each established TCP connection is then *delivered* by the service connecting an
     ``AF_UNIX`` ``SOCK_STREAM`` socket, bound to ``connection_name(...)``, to the
@@ -114,6 +118,7 @@ OP_REFUSED: Final = 4
 
 # Request flags.
 FLAG_NONBLOCK: Final = 1  # OP_CONNECT: reply at once, the handshake continues behind
+FLAG_REUSEPORT: Final = 2  # OP_LISTEN: the application's socket has SO_REUSEPORT set
 
 # OP_SETOPT codes (the request's port) and the options they stand for.
 SETOPT_OPTIONS: Final[dict[int, tuple[int, int]]] = {

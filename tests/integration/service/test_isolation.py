@@ -5,6 +5,7 @@ root's. Unprivileged processes run with setpriv inside the bed."""
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -121,3 +122,44 @@ def test_unmodified_program_denied_outside_the_group(tmp_path: Path) -> None:
                           bed.joy.ifname, "--json")
         assert json.loads(out.stdout)["datapath"]["service"]["delivered"] >= 1
         member.terminate()
+
+
+def test_a_port_is_shared_only_among_so_reuseport_listeners() -> None:
+    """Linux's rule, across processes and within one: a second listener on a port is
+    EADDRINUSE unless it and every live one set SO_REUSEPORT; a closed listener frees
+    the port at once."""
+    with Testbed() as bed, attached(bed, "--ports", "8097,8098"), bed.joy.inside():
+        path = app_path(bed.joy)
+        first = appclient.listen(8097, path=path)
+        with pytest.raises(OSError) as refused:
+            appclient.listen(8097, path=path)
+        assert refused.value.errno == errno.EADDRINUSE
+        first.close()
+        appclient.listen(8097, path=path).close()  # free again once the first is gone
+        shared = [appclient.listen(8098, path=path, reuseport=True) for _ in range(2)]
+        try:
+            with pytest.raises(OSError) as refused:
+                appclient.listen(8098, path=path)  # without SO_REUSEPORT: not among them
+            assert refused.value.errno == errno.EADDRINUSE
+        finally:
+            for sock in shared:
+                sock.close()
+
+
+def test_unmodified_servers_share_a_port_only_with_so_reuseport(tmp_path: Path) -> None:
+    """Through the shim: a second http.server on the same port fails to start with
+    EADDRINUSE, as on the kernel."""
+    shim = sorted((REPO / "joyride").glob("libjoyride_preload*.so"))[-1]
+    with Testbed() as bed, attached(bed, "--ports", "8097"):
+        env = ["env", f"LD_PRELOAD={shim}", f"JOYRIDE_SOCKET={app_path(bed.joy)}"]
+        argv = [*env, "/usr/bin/python3", "-m", "http.server", "-b", "0.0.0.0", "-d",
+                str(tmp_path), "8097"]
+        first = bed.joy.popen(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(bed.peer, bed.joy.ip, 8097)
+            second = bed.joy.run(*argv, check=False, timeout=30)
+            assert second.returncode != 0
+            assert b"Address already in use" in second.stderr
+        finally:
+            first.terminate()
+            first.wait(10)
