@@ -776,8 +776,37 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
 
 /* --- the application channel (service mode) ----------------------------------------- */
 
+/* ReceiveBuffer.read + note_read: the application took n bytes; once per RTT, grow the
+ * buffer to twice what it drained when it drained more than half of it (Linux's
+ * dynamic right-sizing, tcp_rcv_space_adjust), up to rcv_max, never shrinking. */
+static void rcv_note_read(struct flow *f, double now, uint32_t n)
+{
+    struct dp_tcb *t = &f->t;
+    t->rcv_epoch_read += n;
+    if (t->srtt <= 0)
+        return; /* no time scale to measure against yet */
+    if (t->rcv_epoch_start < 0 || now < t->rcv_epoch_start) {
+        t->rcv_epoch_start = now;
+        t->rcv_epoch_read = 0;
+        return;
+    }
+    if (now - t->rcv_epoch_start < t->srtt)
+        return;
+    if (2 * (uint64_t)t->rcv_epoch_read > t->rcv_cap) {
+        uint64_t grown = 2 * (uint64_t)t->rcv_epoch_read;
+        if (grown > t->rcv_max)
+            grown = t->rcv_max;
+        if (grown > t->rcv_cap) {
+            t->rcv_cap = (uint32_t)grown;
+            f->rcv.cap = t->rcv_cap + t->rcv_slack; /* the ring may grow to it */
+        }
+    }
+    t->rcv_epoch_start = now;
+    t->rcv_epoch_read = 0;
+}
+
 /* Hand the receive ring to the application's socket; wait for EPOLLOUT if it is full. */
-static void app_write(struct dp *dp, struct flow *f)
+static void app_write(struct dp *dp, struct flow *f, double now)
 {
     struct dp_tcb *t = &f->t;
     if (t->app_fd < 0 || f->rcv.len == 0 || f->state != FLOW_C)
@@ -800,9 +829,10 @@ static void app_write(struct dp *dp, struct flow *f)
     ring_consume(&f->rcv, (uint32_t)n);
     uint32_t want = (f->epoll_mask & ~(uint32_t)EPOLLOUT) | (f->rcv.len ? EPOLLOUT : 0);
     epoll_set(dp, f, want ? want : APP_IN);
-    /* TcpConnection._after_read: a window that at least doubled by a worthwhile step
-     * is announced at once (Linux's rule). */
+    /* TcpConnection._after_read: autotune, then a window that at least doubled by a
+     * worthwhile step is announced at once (Linux's rule). */
     if (n > 0) {
+        rcv_note_read(f, now, (uint32_t)n);
         int32_t cur = sdiff(t->rcv_adv, t->rcv_nxt);
         uint32_t current = cur > 0 ? (uint32_t)cur : 0;
         uint32_t window = t->rcv_cap - f->rcv.len;
@@ -1004,7 +1034,7 @@ static void transmit_touched(struct dp *dp, double now)
         f->touched = 0;
         if (f->state != FLOW_C)
             continue;
-        app_write(dp, f);
+        app_write(dp, f, now);
         if (f->state == FLOW_C)
             flow_output(dp, f, now);
         /* Reading resumes once ACKs freed room in a full send ring. */
@@ -1188,6 +1218,8 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
     f->gen = gen;
     f->touched = touched;
     f->t = *tcb;
+    if (f->t.rcv_max < f->t.rcv_cap)
+        f->t.rcv_max = f->t.rcv_cap; /* no autotuning room: the buffer stays as it is */
     f->t.reason = DP_REASON_NONE;
     f->t.app_eof = f->t.app_gone = 0;
     f->t.segs_in = f->t.segs_out = f->t.bytes_in = f->t.bytes_out = 0;

@@ -103,6 +103,10 @@ struct dp_tcb {
     uint32_t cfg_mss;          /* our MSS: ceiling of rcv_mss */
     uint32_t rcv_cap;          /* receive buffer capacity (the window's base) */
     uint32_t rcv_slack;        /* bytes past capacity a rounded-up window may bring */
+    /* receive-buffer autotuning (ReceiveBuffer.note_read): rcv_cap grows to rcv_max */
+    uint32_t rcv_max;
+    uint32_t rcv_epoch_read;   /* bytes the application took since the epoch began */
+    double rcv_epoch_start;    /* < 0: no epoch yet */
     uint8_t rcv_shift;
     /* send sequence space */
     uint8_t snd_shift;

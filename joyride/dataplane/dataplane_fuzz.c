@@ -121,6 +121,8 @@ static void make_tcb(struct dp_tcb *t, uint32_t k, int fd)
     t->cfg_mss = 1460;
     t->rcv_cap = 1024u << (rnd() % 7);
     t->rcv_slack = 127;
+    t->rcv_max = t->rcv_cap << (rnd() % 4); /* autotuning room, sometimes none */
+    t->rcv_epoch_start = -1.0;
     t->rcv_shift = (uint8_t)(rnd() % 15);
     t->snd_shift = (uint8_t)(rnd() % 15);
     t->ts_ok = (uint8_t)(rnd() & 1);

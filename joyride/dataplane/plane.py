@@ -242,6 +242,7 @@ class DataPlane:
             "send_queue": int(lib.dp_flow_snd_len(self._dp, handle)),
             "in_flight": (tcb.snd_nxt - tcb.snd_una) & 0xFFFFFFFF,
             "send_window": int(tcb.snd_wnd),
+            "recv_buffer": int(tcb.rcv_cap),
             "cwnd": int(tcb.cwnd),
             "srtt": float(tcb.srtt) if tcb.srtt >= 0 else None,
             "segments_in": int(tcb.segs_in),

@@ -21,7 +21,7 @@ autotuning granted (see ``ReceiveBuffer``).
 
 from __future__ import annotations
 
-from typing import ClassVar, Final, TypeAlias
+from typing import Any, ClassVar, Final, TypeAlias
 
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 
@@ -276,6 +276,25 @@ class ReceiveBuffer(ByteRing):
             n = self._take_into(target)
         self._epoch_read += n
         return n
+
+    def save_hot(self, tcb: Any) -> None:
+        """Hand capacity, slack and the autotuning epoch to the C data plane's
+        ``struct dp_tcb``, which runs ``note_read`` while it owns the connection
+        (``dataplane.c`` ``rcv_note_read``). An unset epoch travels as a negative
+        start."""
+        tcb.rcv_cap = self._capacity
+        tcb.rcv_slack = self.slack
+        tcb.rcv_max = self.maximum
+        tcb.rcv_epoch_start = -1.0 if self._epoch_start is None else self._epoch_start
+        tcb.rcv_epoch_read = self._epoch_read
+
+    def load_hot(self, tcb: Any) -> None:
+        """Take back what ``save_hot`` gave: the capacity C may have grown (never
+        shrunk), and the epoch. Call before pushing the ring's bytes back."""
+        self._capacity = max(self._capacity, min(int(tcb.rcv_cap), self.maximum))
+        start = float(tcb.rcv_epoch_start)
+        self._epoch_start = None if start < 0 else start
+        self._epoch_read = int(tcb.rcv_epoch_read)
 
     def note_read(self, now: float, srtt: float | None) -> None:
         """Once per RTT, grow capacity if the reader kept up with the window.

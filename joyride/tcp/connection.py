@@ -321,6 +321,11 @@ class TcpConnection:
         return len(self._recv_buf)
 
     @property
+    def recv_buffer(self) -> int:
+        """The receive buffer's capacity: what autotuning has grown it to."""
+        return self._recv_buf.capacity
+
+    @property
     def in_recovery(self) -> bool:
         return self._recovery.in_recovery
 
@@ -555,8 +560,7 @@ class TcpConnection:
         tcb.ts_recent_age = self._ts_recent_age
         tcb.rcv_mss = self._rcv_mss
         tcb.cfg_mss = self.config.mss
-        tcb.rcv_cap = self._recv_buf.capacity
-        tcb.rcv_slack = self._recv_buf.slack
+        self._recv_buf.save_hot(tcb)  # capacity, slack, the autotuning epoch
         tcb.rcv_shift = self._rcv_shift
         tcb.snd_shift = self._snd_shift
         tcb.ts_ok = int(self._ts_ok)
@@ -637,6 +641,7 @@ class TcpConnection:
         counters = self.counters
         counters["segments_received"] += int(tcb.segs_in)
         counters["segments_sent"] += int(tcb.segs_out)
+        self._recv_buf.load_hot(tcb)  # before the bytes: C may have grown the buffer
         counters["bytes_acked"] += int(tcb.bytes_acked)
         counters["dataplane_segments"] += int(tcb.segs_in)
         self._dirty = True  # whatever it owes (an ACK, queued bytes) goes next

@@ -403,3 +403,45 @@ def test_a_signal_returns_the_loop_to_python() -> None:
         assert seen == [signal.SIGUSR1]
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def _bulk_upload(bed: Bed, client, server, app, payload: bytes) -> bytes:  # type: ignore[no-untyped-def]
+    """The peer sends ``payload``; the application reads all it can every step (from
+    its channel when C owns ``server``, else from the connection itself)."""
+    sent, got = 0, bytearray()
+    for _ in range(20000):
+        if sent < len(payload):
+            sent += client.send(payload[sent:sent + 262144])
+            bed.peer.mark(client)
+        bed.step()
+        got += read_all(app) if app is not None else server.recv()
+        if app is None:
+            bed.svc.mark(server)
+        if len(got) == len(payload):
+            break
+    return bytes(got)
+
+
+def test_receive_buffer_autotunes_in_c_as_in_python() -> None:
+    """ReceiveBuffer.note_read runs in C while C owns the flow (rcv_note_read): a reader
+    that keeps up grows the buffer, and so the window, as Python grows it for the same
+    transfer at the same times; the grown buffer goes back to Python at hand-back."""
+    payload = os.urandom(6_000_000)
+    python_bed = Bed()
+    client, server = python_bed.connect()
+    initial = server.recv_buffer
+    got = _bulk_upload(python_bed, client, server, None, payload)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    grown_in_python = server.recv_buffer
+    assert grown_in_python > initial  # the transfer is long enough to autotune
+
+    c_bed = Bed()
+    client, server = c_bed.connect()
+    _ours, app = c_bed.adopt(server)
+    got = _bulk_upload(c_bed, client, server, app, payload)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    view = c_bed.plane.view(server)
+    assert view is not None and server.parked and c_bed.reasons == []
+    assert view["recv_buffer"] == grown_in_python
+    c_bed.plane.release(server)
+    assert server.recv_buffer == grown_in_python
