@@ -46,7 +46,7 @@ from joyride.tcp.congestion import CongestionControl, Cubic, NewReno, make_conge
 from joyride.tcp.counters import Counters
 from joyride.tcp.isn import IsnGenerator
 from joyride.tcp.options import PAWS_IDLE, Negotiated, negotiate, syn_options, ts_before, ts_clock
-from joyride.tcp.reassembly import Reassembler
+from joyride.tcp.reassembly import MAX_WINDOW, Reassembler
 from joyride.tcp.recovery import LossRecovery
 from joyride.tcp.rtt import RttEstimator
 from joyride.tcp.state import RECEIVING_STATES, TcpEvent, TcpState
@@ -135,6 +135,10 @@ class TcpConnection:
         self._ts_recent_age = now
         self._last_ack_sent = Seq(0)
         self._sack_ok = False
+        # RFC 2883 D-SACK to report in the next ACK: the duplicate range, and the
+        # queued block above RCV.NXT it belongs to (§4 rule 4), if any.
+        self._dsack: tuple[Seq, Seq] | None = None
+        self._dsack_block: tuple[Seq, Seq] | None = None
 
         self._send_buf = SendBuffer(config.send_buffer)
         self._recv_buf = ReceiveBuffer(config.receive_buffer, config.receive_buffer_max)
@@ -317,13 +321,13 @@ class TcpConnection:
         return len(self._send_buf)
 
     @property
-    def recv_queue(self) -> int:
-        return len(self._recv_buf)
-
-    @property
     def recv_buffer(self) -> int:
         """The receive buffer's capacity: what autotuning has grown it to."""
         return self._recv_buf.capacity
+
+    @property
+    def recv_queue(self) -> int:
+        return len(self._recv_buf)
 
     @property
     def in_recovery(self) -> bool:
@@ -537,6 +541,7 @@ class TcpConnection:
             and self._snd_nxt == self._snd_max
             and self._buf_seq == self._snd_una
             and not self._reasm.buffered
+            and self._dsack is None  # C would send the ACK without it
             and self._recovery.quiet
             and self._keepalive_sent == 0  # no probe unanswered
             and not timers.is_set(Timer.PERSIST)
@@ -636,12 +641,12 @@ class TcpConnection:
         if tcb.keepalive_at:
             self._timers.set(Timer.KEEPALIVE, float(tcb.keepalive_at))
         self._last_send = float(tcb.last_send)
+        self._recv_buf.load_hot(tcb)  # before the bytes: C may have grown the buffer
         self._recv_buf.push(rcv)
         self._send_buf.write(snd)
         counters = self.counters
         counters["segments_received"] += int(tcb.segs_in)
         counters["segments_sent"] += int(tcb.segs_out)
-        self._recv_buf.load_hot(tcb)  # before the bytes: C may have grown the buffer
         counters["bytes_acked"] += int(tcb.bytes_acked)
         counters["dataplane_segments"] += int(tcb.segs_in)
         self._dirty = True  # whatever it owes (an ACK, queued bytes) goes next
@@ -693,9 +698,9 @@ class TcpConnection:
             window = self._advertise_window()
             ts = (ts_clock(self._now, self._ts_offset), self._ts_recent) if self._ts_ok else None
             blocks: tuple[tuple[Seq, Seq], ...] = ()
-            if self._sack_ok and self._reasm.buffered:
+            if self._sack_ok and (self._reasm.buffered or self._dsack is not None):
                 # RFC 2018 §3: three blocks fit beside the timestamp option, four without.
-                blocks = tuple(self._reasm.sack_blocks(3 if self._ts_ok else 4))
+                blocks = self._sack_option(3 if self._ts_ok else 4)
             options = TcpOptions(timestamps=ts, sack_blocks=blocks)
         ack = Seq(0)
         if with_ack and flags & _ACK:
@@ -708,6 +713,36 @@ class TcpConnection:
             self.local_port, self.remote_port, seq, ack, flags, window, payload,
             options,
         )
+
+    def _sack_option(self, room: int) -> tuple[tuple[Seq, Seq], ...]:
+        """The SACK blocks of the next ACK. RFC 2883 §4: a D-SACK block first (rule 1:
+        only for the most recent duplicate, so it goes in one ACK), then the queued
+        block containing it (rule 4), then the SACK blocks of RFC 2018 §4, most
+        recently changed first, without repeating a block already listed (rule 5)."""
+        out: list[tuple[Seq, Seq]] = []
+        dsack = self._dsack
+        if dsack is not None:
+            out.append(dsack)
+            if self._dsack_block is not None:
+                out.append(self._dsack_block)
+            self._dsack = self._dsack_block = None
+            self.counters["dsack_sent"] += 1
+        if self._reasm.buffered:
+            for block in self._reasm.sack_blocks(room):
+                if len(out) >= room:
+                    break
+                if block not in out:
+                    out.append(block)
+        return tuple(out[:room])
+
+    def _note_duplicate(self, left: Seq, right: Seq, block: tuple[Seq, Seq] | None) -> None:
+        """A segment brought [left, right) again: report it in a D-SACK (RFC 2883 §4)
+        and acknowledge at once (RFC 5681 §4.2: a duplicate is out of order too)."""
+        if not self._sack_ok or not left < right:
+            return
+        self._dsack = (left, right)
+        self._dsack_block = block
+        self._ack_now = True
 
     def _advertise_window(self) -> int:
         """The window field to send, with receiver SWS avoidance (RFC 9293 §3.8.6.2.2):
@@ -847,9 +882,17 @@ class TcpConnection:
         if self._fin_seq is not None and end == self._fin_seq and self._fin_allowed():
             flags |= TcpFlags.FIN
         retransmit = seq < self._snd_max
+        recovery = self._recovery
+        recovery.sent(n)  # RFC 6937 §3: prr_out
         if retransmit:
             self._rtt_seq = None  # Karn: no sample from a range that was resent
             self.counters["retransmitted_segments"] += 1
+            srtt = self._rtt.srtt
+            # D-SACKs for it come back about an RTT later; allow two.
+            hold = 2 * srtt + self.config.delayed_ack_timeout if srtt else self._rtt.rto
+            recovery.on_retransmit(
+                seq, n, ts_clock(now, self._ts_offset) if self._ts_ok else None, hold, now
+            )
         else:
             if self._rtt_seq is None:
                 self._rtt_seq, self._rtt_time = end, now
@@ -952,7 +995,9 @@ class TcpConnection:
         self._rtt.backoff()  # RFC 6298 §5.5
         self._rtt_seq = None  # Karn
         if self._state.synchronized and not handshake:
-            self._recovery.on_rto(self._snd_max, self._snd_max - self._snd_una, now)
+            self._recovery.on_rto(
+                self._snd_max, self._snd_max - self._snd_una, now, snd_una=self._snd_una
+            )
         # Go-back-N from SND.UNA (a SYN/SYN-ACK goes again with SND.NXT == ISS).
         self._snd_nxt = self._snd_una
         self._probe_end = None
@@ -1195,6 +1240,13 @@ class TcpConnection:
                 return
             self._drop("drop_out_of_window")
             self._ack_now = True
+            payload_end = seg.seq + len(seg.payload)
+            if seg.payload and self._rcv_nxt - payload_end >= 0 and (
+                self._rcv_nxt - seg.seq <= MAX_WINDOW
+            ):
+                # RFC 2883 §4.1: a duplicate wholly below RCV.NXT is D-SACKed (in the
+                # ACK this answer is; as Linux's tcp_send_dupack).
+                self._note_duplicate(seg.seq, payload_end, None)
             if self._state is TcpState.TIME_WAIT and flags & TcpFlags.FIN:
                 # RFC 9293 §3.10.7.4 eighth, TIME-WAIT: a retransmitted FIN restarts 2MSL.
                 self._timers.set(Timer.TIME_WAIT, now + self.config.time_wait)
@@ -1313,10 +1365,17 @@ class TcpConnection:
 
         recovery = self._recovery
         was_in_recovery = recovery.in_recovery
+        ts = seg.options.timestamps
         rexmit = recovery.on_ack(
             self._snd_una, self._snd_max, acked, dupack, seg.options.sack_blocks,
             flight_before, self._rtt.srtt, now,
+            tsecr=ts[1] if self._ts_ok and ts is not None else None, seg_ack=seg.ack,
         )
+        if recovery.resume_at_snd_max:
+            # RFC 4015 §3.2: the timeout was spurious; what go-back-N would resend is
+            # still in flight, so continue with new data from SND.MAX.
+            recovery.resume_at_snd_max = False
+            self._snd_nxt = self._snd_max
         if recovery.in_recovery and not was_in_recovery:
             self._rtt_seq = None  # Karn (RFC 6298 §3): the timed range may be resent
         if rexmit is not None:
@@ -1404,7 +1463,13 @@ class TcpConnection:
         fin_seq = seq + len(payload) if fin else None
         # Trim to [RCV.NXT, RCV.NXT + RCV.WND) (RFC 9293 §3.10.7.4 first check, note).
         front = self._rcv_nxt - seq
+        reported = False
         if front > 0:
+            if payload:
+                reported = self._sack_ok
+                # RFC 2883 §4.2 (a retransmission partly below RCV.NXT): the part
+                # already acknowledged is a duplicate.
+                self._note_duplicate(seq, seq + min(front, len(payload)), None)
             payload = payload[front:]
             seq = self._rcv_nxt
         wnd = max(self._rcv_adv - self._rcv_nxt, 0)
@@ -1421,6 +1486,12 @@ class TcpConnection:
         if fin:
             self._ack_now = True  # a FIN, in order or not, is acknowledged at once
 
+        if payload and not reported and self._reasm.buffered and self._sack_ok:
+            # RFC 2883 §4.2.3 (Example 6): a duplicate of queued out-of-order data;
+            # the next block reports the queued block it belongs to (§4 rule 4).
+            dup = self._reasm.duplicate(seq, len(payload), self._rcv_nxt)
+            if dup is not None:
+                self._note_duplicate(dup[0], dup[1], (dup[2], dup[3]))
         if payload:
             if seq == self._rcv_nxt:
                 self._deliver(payload, now)
@@ -1440,6 +1511,9 @@ class TcpConnection:
         if len(payload) > self._rcv_mss:
             self._rcv_mss = min(len(payload), self.config.mss)
         if self._reasm.buffered:
+            # RFC 5681 §4.2: a segment that fills all or part of a gap is ACKed at
+            # once (also when it does not reach the queued data yet).
+            self._ack_now = True
             ready = self._reasm.pop_ready(self._rcv_nxt)
             if ready:
                 got = self._recv_buf.push(ready)

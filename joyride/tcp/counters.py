@@ -70,3 +70,16 @@ TIME_WAIT_COUNTERS: Final = frozenset(
         "tw_ack_ratelimited",  # the same ACK, held back (Linux's tcp_oow_rate_limited)
     }
 )
+
+# Loss recovery events beyond RFC 6675 (``joyride.tcp.recovery``, issue 15); per
+# connection, summed into ``joyride stats`` with every other connection counter.
+RECOVERY_COUNTERS: Final = frozenset(
+    {
+        "dsack_sent",  # RFC 2883: an ACK carried a D-SACK block for a duplicate we got
+        "dsack_received",  # RFC 2883 §5 / RFC 3708 §2: the peer reported a duplicate
+        "spurious_detected_timestamps",  # RFC 3522 Eifel: TSecr older than RetransmitTS
+        "spurious_detected_dsack",  # RFC 3708 §3: every retransmission came back D-SACKed
+        "undo_fast_recovery",  # cwnd/ssthresh restored after a spurious fast retransmit
+        "undo_rto",  # cwnd/ssthresh restored after a spurious RTO (RFC 4015 §3.2)
+    }
+)

@@ -338,6 +338,7 @@ class FastPath:
         rx_ok = (
             state in RECEIVING_STATES
             and not c._reasm.buffered
+            and c._dsack is None  # the next ACK carries a D-SACK (RFC 2883): Python's
             and not c._app_closed
             and c._peer_fin is None
             # Everything the window admits must fit the receive buffer (with the
@@ -500,6 +501,7 @@ class FastPath:
             or snd_nxt.value != snd_max.value
             or (fin is not None and snd_max > fin)  # our FIN is out: the slow path's
             or c._probe_end is not None
+            or c._dsack is not None  # the ACK owed carries a D-SACK (RFC 2883)
         ):
             return 0
         nxt = snd_nxt.value

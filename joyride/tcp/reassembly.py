@@ -224,6 +224,32 @@ class Reassembler:
             pos = max(pos, hi)
         return min(pos + budget, end)
 
+    def duplicate(
+        self, seq: Seq, length: int, rcv_nxt: Seq
+    ) -> tuple[Seq, Seq, Seq, Seq] | None:
+        """The lowest contiguous part of [seq, seq+length) already stored, and the
+        stored block holding it: (left, right, block_left, block_right), or None.
+
+        RFC 2883 §4: the D-SACK block reports the duplicate contiguous sequence (one
+        block per ACK: the lowest, as FreeBSD), and (rule 4) the next block the
+        larger block of queued data it belongs to. Ask before ``insert``."""
+        nxt = int(rcv_nxt)
+        self._prune(nxt)
+        if length <= 0 or not self._ranges:
+            return None
+        start = _dist(int(seq), nxt)
+        end = start + length
+        for r in self._ranges:
+            lo = _dist(r.start, nxt)
+            hi = lo + len(r.buf)
+            if hi <= start:
+                continue
+            if lo >= end:
+                return None
+            a, b = max(lo, start), min(hi, end)
+            return Seq(nxt + a), Seq(nxt + b), Seq(r.start), Seq(nxt + hi)
+        return None
+
     def pop_ready(self, rcv_nxt: Seq) -> bytes:
         """Remove and return the stored bytes that start exactly at ``rcv_nxt``."""
         nxt = int(rcv_nxt)

@@ -13,16 +13,46 @@ Variables (RFC names): ``recover`` is RFC 6582 "recover" and RFC 6675 RecoveryPo
 (exclusive, one past HighData); ``high_rxt`` is one past HighRxt; ``rescue_rxt`` is
 RescueRxt, the highest octet a rescue covered (None: undefined). HighACK is
 SND.UNA - 1.
+
+Beyond RFC 6675 (issue 15):
+
+* PRR (RFC 6937): during SACK recovery cwnd is set on every ACK to pipe + sndcnt,
+  from the data delivered since recovery began (``prr_delivered``), the data sent
+  (``prr_out``) and RecoverFS, instead of dropping to ssthresh at once.
+* Spurious retransmission detection and undo. A *recovery episode* begins with a
+  fast retransmit or an RTO: the cwnd and ssthresh it replaces are saved, and every
+  retransmission in it is recorded. The episode is found spurious by the timestamp
+  test (RFC 3522 Eifel: the first ACK of new data after the retransmission echoes a
+  TSval older than the retransmission's) or because every retransmitted octet came
+  back D-SACKed (RFC 3708 §3); then cwnd and ssthresh are restored (RFC 4015 §3.2,
+  as Linux's tcp_undo_cwnd_reduction: the larger of now and before). DupThresh is
+  not raised after a spurious fast retransmit (Linux's tcp_update_reordering): in
+  the simulator that delayed the detection of real losses under mixed loss and
+  reordering enough to cost more than it saved; that adaptation is RACK's (RFC 8985
+  reordering window), not done yet.
+  Undo stays possible for a short while after recovery ends, as D-SACKs of
+  the last retransmissions arrive after the ACK that ends it; ``quiet`` is False
+  meanwhile, so the C data plane does not take the connection (docs/dataplane.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 from joyride.tcp.congestion import CongestionControl, cwnd_limited
 from joyride.tcp.counters import Counters
+from joyride.tcp.options import ts_before
 from joyride.tcp.scoreboard import SackScoreboard
 from joyride.wire.seq import Seq
+
+#: Retransmitted ranges remembered per episode for the D-SACK test; beyond that the
+#: episode can only be found spurious by timestamps.
+MAX_UNDO_RANGES: Final = 64
+#: Episode kinds.
+EPISODE_NONE: Final = 0
+EPISODE_FAST: Final = 1  # fast retransmit / fast recovery
+EPISODE_RTO: Final = 2  # retransmission timeout
 
 
 class LossRecovery:
@@ -33,15 +63,27 @@ class LossRecovery:
         "_counters",
         "_dupthresh",
         "_lt_bytes",
+        "_prior_cwnd",
+        "_prior_ssthresh",
+        "_rexmit_ranges",
+        "_undo_deadline",
+        "_undo_dsack_ok",
         "board",
         "dupacks",
+        "episode",
         "high_rxt",
         "in_recovery",
         "mss",
+        "prr_delivered",
+        "prr_out",
         "recover",
+        "recover_fs",
         "rescue_rxt",
+        "resume_at_snd_max",
+        "retrans_ts",
         "rexmit_head",
         "sack_ok",
+        "undo_marker",
     )
 
     def __init__(
@@ -60,12 +102,32 @@ class LossRecovery:
         self.high_rxt = iss
         self.rescue_rxt: Seq | None = None
         self.rexmit_head = False  # NewReno: retransmit the segment at SND.UNA
+        # RFC 6937 PRR state (meaningful in SACK recovery only).
+        self.prr_delivered = 0
+        self.prr_out = 0
+        self.recover_fs = 0
+        # Spurious-retransmission detection and undo (see the module docstring).
+        self.episode = EPISODE_NONE
+        self.undo_marker: Seq | None = None  # SND.UNA when the episode began
+        self.retrans_ts: int | None = None  # RFC 3522 RetransmitTS
+        self._rexmit_ranges: list[list[int]] = []  # [start, end) offsets from the marker
+        self._undo_dsack_ok = True
+        self._undo_deadline = 0.0
+        self._prior_cwnd = 0
+        self._prior_ssthresh = 0
+        #: Set by an undo of an RTO: the connection resumes at SND.MAX (RFC 4015 §3.2).
+        self.resume_at_snd_max = False
 
     def configure(self, mss: int, sack_ok: bool) -> None:
         """After the handshake: the send MSS and whether SACK was negotiated."""
         self.mss = mss
         self.sack_ok = sack_ok
         self.board = SackScoreboard(mss, self._dupthresh)
+
+    @property
+    def undo_pending(self) -> bool:
+        """A recovery episode may still be found spurious and undone."""
+        return self.undo_marker is not None
 
     @property
     def sacked_bytes(self) -> int:
@@ -77,7 +139,8 @@ class LossRecovery:
         advancing ACK beyond clearing what is already clear (the C data plane may run
         the connection, docs/dataplane.md)."""
         return (not self.in_recovery and self.dupacks == 0 and self._lt_bytes == 0
-                and not self.rexmit_head and self.board.sacked_bytes == 0)
+                and not self.rexmit_head and self.board.sacked_bytes == 0
+                and self.undo_marker is None)
 
     # ------------------------------------------------------------------ per ACK
 
@@ -91,17 +154,44 @@ class LossRecovery:
         flight_before: int,
         srtt: float | None,
         now: float,
+        *,
+        tsecr: int | None = None,
+        seg_ack: Seq | None = None,
     ) -> tuple[Seq, int] | None:
         """One acceptable ACK, after SND.UNA moved to ``snd_una`` (``acked`` bytes).
+        ``tsecr`` is the ACK's TSecr when timestamps are in use (RFC 7323);
+        ``seg_ack`` its SEG.ACK (SND.UNA when not given), which a D-SACK lies below.
 
         Returns (start, length) to retransmit at once when this ACK starts SACK
         recovery (RFC 6675 §5 step (4.3)); None otherwise.
         """
+        blocks = tuple(sack_blocks)
         sacked_new = 0
+        sacked_before = self.board.sacked_bytes
+        dsack = False
         if self.sack_ok:
+            if blocks:
+                dsack = self._on_dsack(blocks, snd_una if seg_ack is None else seg_ack)
             # RFC 6675 §5: update the scoreboard from every ACK, with or without SACK
             # blocks, so that data the cumulative ACK now covers leaves it at once.
-            sacked_new = self.board.update(snd_una, sack_blocks, snd_max)
+            sacked_new = self.board.update(snd_una, blocks, snd_max)
+        if self.undo_marker is not None and acked > 0 and self.retrans_ts is not None and tsecr:
+            # RFC 3522 §2 steps (2)-(3): the first acceptable ACK after the
+            # retransmission decides: a TSecr older than RetransmitTS echoes the
+            # original transmission, so the retransmission was spurious.
+            spurious = ts_before(tsecr, self.retrans_ts)
+            self.retrans_ts = None
+            if spurious:
+                self._counters["spurious_detected_timestamps"] += 1
+                self._undo(snd_una, now)
+        if (self.undo_marker is not None and dsack and self._undo_dsack_ok
+                and not self._rexmit_ranges and self._undo_has_rexmits()):
+            # RFC 3708 §3: every retransmission of the episode came back D-SACKed.
+            self._counters["spurious_detected_dsack"] += 1
+            self._undo(snd_una, now)
+        if (self.undo_marker is not None and not self.in_recovery
+                and now > self._undo_deadline):
+            self._end_episode()  # the D-SACKs would have come back by now
         cc, mss = self._cc, self.mss
         if self.in_recovery:
             if snd_una >= self.recover:
@@ -112,14 +202,18 @@ class LossRecovery:
                     flight = snd_max - snd_una
                     cc.cwnd = min(cc.ssthresh, max(flight, mss) + mss)
                 else:
-                    cc.cwnd = cc.ssthresh
+                    cc.cwnd = cc.ssthresh  # RFC 6937 §3: on exit, cwnd = ssthresh
                 cc.on_recovery_exit(now)
                 self._counters["recovery_exits"] += 1
-            elif acked > 0 and not self.sack_ok:
+            elif self.sack_ok:
+                # RFC 6937 §3: DeliveredData = change in SND.UNA + change in SACKed.
+                delivered = acked + self.board.sacked_bytes - sacked_before
+                self._prr_update(snd_una, snd_max, max(delivered, 0))
+            elif acked > 0:
                 # RFC 6582 §3.2 step 3 partial ACK: resend the next hole, deflate.
                 self.rexmit_head = True
                 cc.cwnd = max(cc.cwnd - acked + (mss if acked >= mss else 0), mss)
-            elif dupack and not self.sack_ok:
+            elif dupack:
                 cc.cwnd += mss  # RFC 5681 §3.2 step 4: inflation per extra dupack
             return None
 
@@ -129,6 +223,10 @@ class LossRecovery:
             if cwnd_limited(flight_before, cc.cwnd):
                 # RFC 9438 §4.2: CUBIC looks one smoothed RTT ahead.
                 cc.on_ack(now, acked, srtt, flight_before)
+        elif dsack and sacked_new == 0:
+            # RFC 2883 §4-5: the ACK a duplicate segment triggers reports that
+            # duplicate, not a hole: it is no evidence of loss (nor is it for Linux).
+            return None
         elif dupack or (self.sack_ok and sacked_new > 0 and acked == 0):
             self.dupacks += 1
         else:
@@ -140,14 +238,19 @@ class LossRecovery:
             enter = self.board.is_lost(snd_una)
         if not enter:
             return None
-        return self._enter(snd_una, snd_max, now)
+        delivered = acked + self.board.sacked_bytes - sacked_before
+        return self._enter(snd_una, snd_max, now, max(delivered, 0))
 
-    def _enter(self, snd_una: Seq, snd_max: Seq, now: float) -> tuple[Seq, int] | None:
+    def _enter(
+        self, snd_una: Seq, snd_max: Seq, now: float, delivered: int
+    ) -> tuple[Seq, int] | None:
         """Fast retransmit / fast recovery (RFC 5681 §3.2, RFC 6675 §5 step 4)."""
         cc, mss = self._cc, self.mss
         self._counters["fast_retransmits"] += 1
         self.in_recovery = True
         self.recover = snd_max
+        # A new episode for undo (RFC 3708 §3, RFC 4015 §3.2): what is replaced.
+        self._begin_episode(EPISODE_FAST, snd_una)
         # RFC 5681 §3.2 step 2: data sent by limited transmit is left out of FlightSize.
         flight = max(snd_max - snd_una - self._lt_bytes, mss)
         self._lt_bytes = 0
@@ -158,6 +261,13 @@ class LossRecovery:
             cc.cwnd = cc.ssthresh + self._dupthresh * mss
             return None
         self.high_rxt = snd_una
+        # RFC 6937 §3, at the beginning of recovery: prr_delivered = prr_out = 0 and
+        # RecoverFS = SND.NXT - SND.UNA; the ACK that starts recovery is the first
+        # "on every ACK" (as Linux), and the retransmission of (4.3) counts in prr_out.
+        self.prr_delivered = 0
+        self.prr_out = 0
+        self.recover_fs = max(snd_max - snd_una, mss)
+        self._prr_update(snd_una, snd_max, delivered)
         # RFC 6675 §5 step (4.3): retransmit the first lost segment right away, and set
         # HighRxt and RescueRxt to its highest octet, so that neither it nor a
         # premature rescue goes out again before the peer reports on it.
@@ -166,6 +276,129 @@ class LossRecovery:
         self.high_rxt = Seq.max(self.high_rxt, start + length)
         self.rescue_rxt = start + length - 1
         return start, length
+
+    # ------------------------------------------------------------------ PRR
+
+    def _prr_update(self, snd_una: Seq, snd_max: Seq, delivered: int) -> None:
+        """RFC 6937 §3, on every ACK during (SACK) recovery: cwnd = pipe + sndcnt."""
+        cc = self._cc
+        self.prr_delivered += delivered
+        pipe = self.board.pipe(snd_una, snd_max, self.high_rxt)
+        ssthresh = cc.ssthresh
+        if pipe > ssthresh:
+            # Proportional Rate Reduction: sndcnt = CEIL(prr_delivered * ssthresh /
+            # RecoverFS) - prr_out.
+            sndcnt = -(-self.prr_delivered * ssthresh // self.recover_fs) - self.prr_out
+        else:
+            # PRR-SSRB (slow start reduction bound): limit = MAX(prr_delivered -
+            # prr_out, DeliveredData) + MSS; sndcnt = MIN(ssthresh - pipe, limit).
+            limit = max(self.prr_delivered - self.prr_out, delivered) + self.mss
+            sndcnt = min(ssthresh - pipe, limit)
+        cc.cwnd = pipe + max(sndcnt, 0)
+
+    def sent(self, n: int) -> None:
+        """``n`` bytes went out (new or retransmitted): RFC 6937 §3 "On any data
+        transmission or retransmission: prr_out += (data sent)"."""
+        if self.in_recovery:
+            self.prr_out += n
+
+    # ------------------------------------------------------------------ undo
+
+    def _begin_episode(self, kind: int, snd_una: Seq) -> None:
+        cc = self._cc
+        self.episode = kind
+        self.undo_marker = snd_una
+        self.retrans_ts = None
+        self._rexmit_ranges = []
+        self._undo_dsack_ok = True
+        self._undo_deadline = 0.0
+        # RFC 4015 §3.2 (1): remember the state the reduction replaces (pipe_prev is
+        # max(FlightSize, ssthresh); Linux saves cwnd and ssthresh, as here).
+        self._prior_cwnd = cc.cwnd
+        self._prior_ssthresh = cc.ssthresh
+
+    def _end_episode(self) -> None:
+        self.episode = EPISODE_NONE
+        self.undo_marker = None
+        self.retrans_ts = None
+        self._rexmit_ranges = []
+
+    def _undo_has_rexmits(self) -> bool:
+        return self._undo_deadline > 0.0  # set by the first retransmission
+
+    def on_retransmit(self, seq: Seq, n: int, tsval: int | None, hold: float,
+                      now: float) -> None:
+        """[seq, seq+n) was retransmitted at ``now`` carrying ``tsval`` (None without
+        timestamps). ``hold``: how long D-SACKs for it may take to come back."""
+        marker = self.undo_marker
+        if marker is None or n <= 0:
+            return
+        if self.retrans_ts is None and not self._undo_has_rexmits() and tsval is not None:
+            self.retrans_ts = tsval  # RFC 3522 §2 step (1): RetransmitTS
+        self._undo_deadline = now + hold
+        lo = seq - marker
+        hi = lo + n
+        if lo < 0:
+            self._undo_dsack_ok = False  # not of this episode: no D-SACK verdict
+            return
+        ranges = self._rexmit_ranges
+        if ranges and ranges[-1][1] == lo:
+            ranges[-1][1] = hi
+        elif len(ranges) >= MAX_UNDO_RANGES:
+            self._undo_dsack_ok = False
+        else:
+            ranges.append([lo, hi])
+
+    def _on_dsack(self, blocks: tuple[tuple[Seq, Seq], ...], seg_ack: Seq) -> bool:
+        """RFC 2883 §5 / RFC 3708 §2: the first SACK block is a D-SACK when it lies
+        below the ACK's own cumulative ACK (not SND.UNA: a reordered older ACK has
+        ordinary SACK blocks below SND.UNA) or inside the second block. Its octets are taken off
+        the episode's retransmitted ranges (RFC 3708 §3). True if it was one."""
+        left, right = blocks[0]
+        if not left < right:
+            return False
+        below = right <= seg_ack
+        inside = len(blocks) > 1 and blocks[1][0] <= left and right <= blocks[1][1]
+        if not (below or inside):
+            return False
+        self._counters["dsack_received"] += 1
+        marker = self.undo_marker
+        if marker is None or not self._rexmit_ranges:
+            return True
+        lo, hi = left - marker, right - marker
+        kept: list[list[int]] = []
+        for a, b in self._rexmit_ranges:
+            if hi <= a or b <= lo:
+                kept.append([a, b])
+                continue
+            if a < lo:
+                kept.append([a, lo])
+            if hi < b:
+                kept.append([hi, b])
+        self._rexmit_ranges = kept
+        return True
+
+    def _undo(self, snd_una: Seq, now: float) -> None:
+        """The episode was spurious: restore cwnd and ssthresh (RFC 4015 §3.2; as
+        Linux's tcp_undo_cwnd_reduction, never below what they are now)."""
+        cc = self._cc
+        kind = self.episode
+        if self.in_recovery:
+            self.in_recovery = False
+            self.dupacks = 0
+            cc.on_recovery_exit(now)
+            self.recover = snd_una  # a real loss may start recovery again
+        cc.cwnd = max(cc.cwnd, self._prior_cwnd)
+        cc.ssthresh = max(cc.ssthresh, self._prior_ssthresh)
+        counters = self._counters
+        if kind == EPISODE_RTO:
+            counters["undo_rto"] += 1
+            # RFC 4015 §3.2: after a spurious timeout, resume with new data rather
+            # than go back N (the connection sets SND.NXT = SND.MAX).
+            self.resume_at_snd_max = True
+        else:
+            counters["undo_fast_recovery"] += 1
+        self._end_episode()
 
     # ------------------------------------------------------------------ sending
 
@@ -217,8 +450,18 @@ class LossRecovery:
 
     # ------------------------------------------------------------------ timeouts
 
-    def on_rto(self, snd_max: Seq, flight: int, now: float) -> None:
+    def on_rto(self, snd_max: Seq, flight: int, now: float, *,
+               snd_una: Seq | None = None) -> None:
         """RFC 6298 §5.5-5.6 as seen by recovery: loss window, scoreboard discarded."""
+        if snd_una is not None and not (
+            self.episode == EPISODE_RTO and self.undo_marker == snd_una
+        ) and not self.in_recovery:
+            # A new episode, unless this is a backed-off RTO of the same one or the
+            # timeout struck during fast recovery (undo then returns to the state
+            # before that recovery, as Linux's tcp_enter_loss).
+            self._begin_episode(EPISODE_RTO, snd_una)
+        elif self.undo_marker is not None:
+            self.episode = EPISODE_RTO
         self._cc.on_rto(now, flight)  # RFC 5681 eq. 4, cwnd = 1 SMSS
         self.board.clear()  # RFC 6675 §5.1 (and RFC 2018 §8: SACK may renege)
         self.in_recovery = False
@@ -229,3 +472,4 @@ class LossRecovery:
 
     def clear(self) -> None:
         self.board.clear()
+        self._end_episode()
