@@ -8,8 +8,8 @@ import hashlib
 import os
 
 import pytest
-from dp_bed import IP_SVC, MAC_PEER, MAC_SVC, Bed, read_all
 
+from joyride.dataplane.membed import IP_SVC, MAC_PEER, MAC_SVC, Bed, read_all
 from joyride.dataplane.plane import lib
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.state import TcpState

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from dp_bed import Bed, read_all
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from joyride.dataplane.membed import Bed, read_all
 from joyride.dataplane.plane import lib
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection

@@ -3,11 +3,14 @@
 A Python peer engine (``MemoryNic``) on one side; on the other the service-side
 engine, whose NIC is the data plane's (``DeclineNic``) over a ``MemoryPort``. Frames
 cross in ``step``; ``impair`` may drop or hold frames on their way in either direction.
+The unit and differential tests (``tests/unit/dataplane``) and the replay
+microbenchmark (``joyride.bench.replay``) run on it.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 
 from joyride.dataplane.plane import DataPlane, DeclineNic, MemoryPort
@@ -80,6 +83,7 @@ class Bed:
         self.channels: dict[TcpConnection, socket.socket] = {}
         self._held: dict[TcpConnection, bytes] = {}
         self.readopt = True
+        self.round_ns = 0  # CPU time spent in the C rounds of ``step``
 
     def step(self, dt: float = 0.0001) -> None:
         """Time moves by ``dt``; one C round, the service engine's Python work (what C
@@ -87,7 +91,11 @@ class Bed:
         peer's round."""
         self.clock.advance(dt)
         now = self.clock.now
+        # The C round's CPU time (this thread's, system calls included; time spent
+        # preempted by other work is not), for the replay benchmark.
+        start = time.thread_time_ns()
         self.plane.round(now)
+        self.round_ns += time.thread_time_ns() - start
         for got in self.plane.handbacks():
             self.reasons.append(got.reason)
             self.svc.adopt_back(got.conn)
