@@ -135,10 +135,8 @@ class TcpConnection:
         self._ts_recent_age = now
         self._last_ack_sent = Seq(0)
         self._sack_ok = False
-        # RFC 2883 D-SACK to report in the next ACK: the duplicate range, and the
-        # queued block above RCV.NXT it belongs to (§4 rule 4), if any.
+        # RFC 2883 D-SACK to report in the next ACK: the duplicate range.
         self._dsack: tuple[Seq, Seq] | None = None
-        self._dsack_block: tuple[Seq, Seq] | None = None
 
         self._send_buf = SendBuffer(config.send_buffer)
         self._recv_buf = ReceiveBuffer(config.receive_buffer, config.receive_buffer_max)
@@ -723,9 +721,12 @@ class TcpConnection:
         dsack = self._dsack
         if dsack is not None:
             out.append(dsack)
-            if self._dsack_block is not None:
-                out.append(self._dsack_block)
-            self._dsack = self._dsack_block = None
+            # Rule 4: the queued block it belongs to, as it is now (a duplicate that
+            # also brought new data may have grown it, or been delivered with it).
+            block = self._reasm.block_containing(dsack[0]) if self._reasm.buffered else None
+            if block is not None:
+                out.append(block)
+            self._dsack = None
             self.counters["dsack_sent"] += 1
         if self._reasm.buffered:
             for block in self._reasm.sack_blocks(room):
@@ -735,13 +736,12 @@ class TcpConnection:
                     out.append(block)
         return tuple(out[:room])
 
-    def _note_duplicate(self, left: Seq, right: Seq, block: tuple[Seq, Seq] | None) -> None:
+    def _note_duplicate(self, left: Seq, right: Seq) -> None:
         """A segment brought [left, right) again: report it in a D-SACK (RFC 2883 §4)
         and acknowledge at once (RFC 5681 §4.2: a duplicate is out of order too)."""
         if not self._sack_ok or not left < right:
             return
         self._dsack = (left, right)
-        self._dsack_block = block
         self._ack_now = True
 
     def _advertise_window(self) -> int:
@@ -1246,7 +1246,7 @@ class TcpConnection:
             ):
                 # RFC 2883 §4.1: a duplicate wholly below RCV.NXT is D-SACKed (in the
                 # ACK this answer is; as Linux's tcp_send_dupack).
-                self._note_duplicate(seg.seq, payload_end, None)
+                self._note_duplicate(seg.seq, payload_end)
             if self._state is TcpState.TIME_WAIT and flags & TcpFlags.FIN:
                 # RFC 9293 §3.10.7.4 eighth, TIME-WAIT: a retransmitted FIN restarts 2MSL.
                 self._timers.set(Timer.TIME_WAIT, now + self.config.time_wait)
@@ -1469,7 +1469,7 @@ class TcpConnection:
                 reported = self._sack_ok
                 # RFC 2883 §4.2 (a retransmission partly below RCV.NXT): the part
                 # already acknowledged is a duplicate.
-                self._note_duplicate(seq, seq + min(front, len(payload)), None)
+                self._note_duplicate(seq, seq + min(front, len(payload)))
             payload = payload[front:]
             seq = self._rcv_nxt
         wnd = max(self._rcv_adv - self._rcv_nxt, 0)
@@ -1487,11 +1487,11 @@ class TcpConnection:
             self._ack_now = True  # a FIN, in order or not, is acknowledged at once
 
         if payload and not reported and self._reasm.buffered and self._sack_ok:
-            # RFC 2883 §4.2.3 (Example 6): a duplicate of queued out-of-order data;
-            # the next block reports the queued block it belongs to (§4 rule 4).
+            # RFC 2883 §4.2.3 (Example 6): a duplicate of queued out-of-order data
+            # (the ACK adds the queued block it belongs to, §4 rule 4).
             dup = self._reasm.duplicate(seq, len(payload), self._rcv_nxt)
             if dup is not None:
-                self._note_duplicate(dup[0], dup[1], (dup[2], dup[3]))
+                self._note_duplicate(dup[0], dup[1])
         if payload:
             if seq == self._rcv_nxt:
                 self._deliver(payload, now)

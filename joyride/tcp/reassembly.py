@@ -224,15 +224,11 @@ class Reassembler:
             pos = max(pos, hi)
         return min(pos + budget, end)
 
-    def duplicate(
-        self, seq: Seq, length: int, rcv_nxt: Seq
-    ) -> tuple[Seq, Seq, Seq, Seq] | None:
-        """The lowest contiguous part of [seq, seq+length) already stored, and the
-        stored block holding it: (left, right, block_left, block_right), or None.
+    def duplicate(self, seq: Seq, length: int, rcv_nxt: Seq) -> tuple[Seq, Seq] | None:
+        """The lowest contiguous part of [seq, seq+length) already stored, or None.
 
-        RFC 2883 §4: the D-SACK block reports the duplicate contiguous sequence (one
-        block per ACK: the lowest, as FreeBSD), and (rule 4) the next block the
-        larger block of queued data it belongs to. Ask before ``insert``."""
+        RFC 2883 §4: the D-SACK block reports a duplicate contiguous sequence (one
+        block per ACK: the lowest, as FreeBSD). Ask before ``insert``."""
         nxt = int(rcv_nxt)
         self._prune(nxt)
         if length <= 0 or not self._ranges:
@@ -246,8 +242,15 @@ class Reassembler:
                 continue
             if lo >= end:
                 return None
-            a, b = max(lo, start), min(hi, end)
-            return Seq(nxt + a), Seq(nxt + b), Seq(r.start), Seq(nxt + hi)
+            return Seq(nxt + max(lo, start)), Seq(nxt + min(hi, end))
+        return None
+
+    def block_containing(self, seq: Seq) -> tuple[Seq, Seq] | None:
+        """The queued block holding the octet ``seq``, as a SACK block, or None."""
+        for r in self._ranges:
+            off = _dist(int(seq), r.start)
+            if 0 <= off < len(r.buf):
+                return Seq(r.start), Seq(r.start + len(r.buf))
         return None
 
     def pop_ready(self, rcv_nxt: Seq) -> bytes:
