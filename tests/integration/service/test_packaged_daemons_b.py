@@ -168,7 +168,8 @@ def preauth_child_runs_as_sshd(bed: Testbed, sshd_pid: int) -> tuple[int, int]:
 def test_openssh_server_privsep_ssh_and_scp(bed: Testbed, tmp_path: Path) -> None:
     """sshd as packaged (privilege separation, re-exec per connection, PAM) under
     ``joyride run``: 4 MiB through ``ssh ... sha256sum``, ``scp`` both ways, each
-    checked by hash; the pre-auth child runs as ``sshd`` and the session as the user."""
+    checked by hash; the pre-auth child runs as ``sshd`` and the session as the user,
+    and the key is admitted only from the peer's address (``from=``)."""
     must_exist(SSHD, "/usr/bin/ssh", "/usr/bin/scp")
     state = tmp_path / "sshd"
     state.mkdir(mode=0o700)
@@ -180,7 +181,9 @@ def test_openssh_server_privsep_ssh_and_scp(bed: Testbed, tmp_path: Path) -> Non
         dot_ssh = home / ".ssh"
         dot_ssh.mkdir(mode=0o700)
         keys = dot_ssh / "authorized_keys"
-        keys.write_bytes((tmp_path / "client_key.pub").read_bytes())
+        # from=: sshd admits the key only from the peer's address, as it sees it.
+        keys.write_bytes(f'from="{bed.peer.ip}" '.encode()
+                         + (tmp_path / "client_key.pub").read_bytes())
         keys.chmod(0o600)
         for path in (dot_ssh, keys):
             os.chown(path, account.pw_uid, account.pw_gid)
@@ -218,6 +221,7 @@ def test_openssh_server_privsep_ssh_and_scp(bed: Testbed, tmp_path: Path) -> Non
             assert down.returncode == 0, (down.stderr, log_tail(log))
             assert hashes_of([(tmp_path / "down.bin").read_bytes()]) == hashes_of([download])
 
+            assert f"Accepted publickey for {user} from {bed.peer.ip} port" in log.read_text()
             # The port probe, the pre-auth probe, ssh, and the two scp connections.
             assert delivered(bed) - before >= 5
             assert proc.poll() is None, log_tail(log)
@@ -358,17 +362,30 @@ def test_apache_prefork_children_serve_as_www_data(bed: Testbed, tmp_path: Path)
                 assert client.returncode == 0, (err, log_tail(base / "logs" / "error.log"))
             assert hashes_of([p.read_bytes() for p in outs]) == hashes_of([body]) * 16
             assert delivered(bed) - before >= 9  # the probe and 8 clients
-            served = [line.split() for line in
-                      (base / "logs" / "access.log").read_text().splitlines()]
+            access = base / "logs" / "access.log"
+
+            def logged() -> list[list[str]]:
+                return [line.split() for line in access.read_text().splitlines()]
+
+            # A child logs a request after sending its response.
+            wait_for(lambda: len(logged()) >= 16, 10.0, "16 lines in the access log")
+            served = logged()
             assert len(served) == 16, served
             assert {(ip, status, size) for ip, _, status, size in served} == {
                 (bed.peer.ip, "200", str(len(body)))}
             servers = {int(pid) for _, pid, _, _ in served}
             assert proc.pid not in servers  # the root parent serves nothing
-            # Its children run as www-data; those that served and are still there
-            # (prefork may retire spare ones) are among them.
-            children = {pid: ids for pid in descendants(proc.pid)
-                        if (ids := uids(pid)) is not None}
-            assert children and set(children.values()) == {(www_data, www_data)}
+            # Its children run as www-data (one just forked is root for a moment, until
+            # it drops privileges); those that served and are still there (prefork may
+            # retire spare ones) are among them.
+            children: dict[int, tuple[int, int]] = {}
+
+            def all_www_data() -> bool:
+                children.clear()
+                children.update({pid: ids for pid in descendants(proc.pid)
+                                 if (ids := uids(pid)) is not None})
+                return bool(children) and set(children.values()) == {(www_data, www_data)}
+
+            wait_for(all_www_data, 10.0, "apache2's children to run as www-data")
             assert {pid for pid in servers if uids(pid) is not None} <= set(children)
             assert proc.poll() is None, log_tail(log)
