@@ -1,0 +1,253 @@
+"""Spurious retransmission detection and undo, stepped at explicit times: the
+timestamp test (RFC 3522 Eifel), D-SACK (RFC 2883 §5, RFC 3708), the undo of
+cwnd/ssthresh (RFC 4015 §3.2) after a spurious fast retransmit and a spurious RTO,
+and what the C data plane may take meanwhile (docs/dataplane.md).
+
+Ten full segments go at t = 1.0 from ISS+1; ``S(k)`` is segment k's first octet. With
+timestamps the local clock has offset 0, so a segment sent at t carries TSval
+int(t * 1000).
+"""
+
+from __future__ import annotations
+
+from tcp_helpers import ACK, IRS, ISS, established, out, plain_config, seg
+
+from joyride.tcp.congestion import INITIAL_SSTHRESH, NewReno
+from joyride.tcp.connection import TcpConnection
+from joyride.tcp.counters import Counters
+from joyride.tcp.recovery import LossRecovery
+from joyride.wire.seq import Seq
+from joyride.wire.tcp import TcpOptions, TcpSegment
+
+MSS = 1460
+BASE = ISS + 1
+
+
+def S(k: int) -> Seq:
+    return BASE + k * MSS
+
+
+def _conn(timestamps: bool, cc: str = "newreno") -> TcpConnection:
+    # With timestamps the MSS option leaves 12 bytes for them: offer 1472.
+    mss = MSS + 12 if timestamps else MSS
+    peer = TcpOptions(mss=mss, sack_permitted=True, timestamps=(500, 0) if timestamps else None)
+    conn = established(
+        plain_config(sack=True, timestamps=timestamps, congestion_control=cc, mss=mss),
+        peer_options=peer,
+    )
+    assert conn.mss == MSS
+    conn.send(b"d" * MSS * 10)
+    sent = out(conn, 1.0)
+    assert [s.seq for s in sent] == [S(k) for k in range(10)]
+    if timestamps:
+        assert sent[0].options.timestamps is not None
+        assert sent[0].options.timestamps[0] == 1000
+    return conn
+
+
+def _ack(ack: Seq, *blocks: tuple[Seq, Seq], tsecr: int | None = None) -> TcpSegment:
+    ts = (600, tsecr) if tsecr is not None else None
+    return seg(IRS + 1, ack, ACK, options=TcpOptions(sack_blocks=blocks, timestamps=ts))
+
+
+def _spurious_fast_retransmit(conn: TcpConnection, tsecr: int | None = None) -> None:
+    """S(0) is delayed: S(1)..S(3) are SACKed and S(0) goes again at t = 1.1."""
+    for k in (2, 3, 4):
+        conn.receive(_ack(S(0), (S(1), S(k)), tsecr=tsecr), 1.1)
+    assert conn.in_recovery
+    assert out(conn, 1.1)[0].seq == S(0)
+    # NewReno (RFC 5681 eq. 4): ssthresh = FlightSize / 2; PRR below it.
+    assert conn.congestion.ssthresh == 5 * MSS
+    assert conn.counters["fast_retransmits"] == 1
+
+
+def test_eifel_undoes_spurious_fast_retransmit_rfc3522_rfc4015() -> None:
+    conn = _conn(timestamps=True)
+    _spurious_fast_retransmit(conn, tsecr=1000)
+    # The original S(0) arrives: the ACK echoes its TSval (1000), older than the
+    # retransmission's (1100): RFC 3522 says spurious; RFC 4015 restores the state.
+    conn.receive(_ack(S(10), tsecr=1000), 1.2)
+    assert conn.counters["spurious_detected_timestamps"] == 1
+    assert conn.counters["undo_fast_recovery"] == 1
+    assert not conn.in_recovery
+    assert conn.congestion.cwnd >= 10 * MSS
+    assert conn.congestion.ssthresh == INITIAL_SSTHRESH
+    assert conn._recovery.quiet and conn.hot_ready()
+
+
+def test_eifel_keeps_reduction_when_retransmission_was_needed_rfc3522() -> None:
+    conn = _conn(timestamps=True)
+    _spurious_fast_retransmit(conn, tsecr=1000)
+    # The ACK echoes the retransmission's TSval: S(0) was lost. No undo.
+    conn.receive(_ack(S(10), tsecr=1100), 1.2)
+    assert conn.counters["spurious_detected_timestamps"] == 0
+    assert conn.counters["undo_fast_recovery"] == 0
+    assert conn.congestion.cwnd == 5 * MSS and conn.congestion.ssthresh == 5 * MSS
+
+
+def test_dsack_undoes_spurious_fast_retransmit_after_recovery_rfc3708() -> None:
+    """Without timestamps: the full ACK ends recovery (cwnd = ssthresh), the D-SACK of
+    the retransmitted S(0) comes after it and proves every retransmission was
+    unneeded (RFC 3708 §3): undo. Until then the data plane may not take it."""
+    conn = _conn(timestamps=False)
+    _spurious_fast_retransmit(conn)
+    conn.receive(_ack(S(10)), 1.2)
+    assert not conn.in_recovery and conn.congestion.cwnd == 5 * MSS
+    assert not conn._recovery.quiet and not conn.hot_ready()  # undo still possible
+    conn.receive(_ack(S(10), (S(0), S(1))), 1.25)  # D-SACK: below the ACK
+    assert conn.counters["dsack_received"] == 1
+    assert conn.counters["spurious_detected_dsack"] == 1
+    assert conn.counters["undo_fast_recovery"] == 1
+    assert conn.congestion.cwnd >= 10 * MSS
+    assert conn.congestion.ssthresh == INITIAL_SSTHRESH
+    assert conn.hot_ready()
+
+
+def test_dsack_of_some_retransmissions_only_is_no_undo_rfc3708_3() -> None:
+    conn = _conn(timestamps=False)
+    # S(0) and S(1) lost or delayed; S(2)..S(4) SACKed: both are retransmitted.
+    for k in (3, 4, 5):
+        conn.receive(_ack(S(0), (S(2), S(k))), 1.1)
+    # PRR (RFC 6937): pipe (S(5)..S(9)) is at ssthresh: only the fast retransmit.
+    assert [s.seq for s in out(conn, 1.1)] == [S(0)]
+    conn.receive(_ack(S(0), (S(2), S(7))), 1.15)  # pipe falls below ssthresh
+    assert [s.seq for s in out(conn, 1.15)] == [S(1)]
+    conn.receive(_ack(S(10)), 1.2)
+    conn.receive(_ack(S(10), (S(0), S(1))), 1.25)  # only S(0) was a duplicate
+    assert conn.counters["dsack_received"] == 1
+    assert conn.counters["undo_fast_recovery"] == 0
+    assert conn.congestion.ssthresh == 5 * MSS
+
+
+def test_undo_window_closes_and_data_plane_may_take_over() -> None:
+    """A recovery that was real: no D-SACK comes; the first ACK after the hold
+    (two smoothed RTTs, or the RTO without a sample) ends the episode."""
+    conn = _conn(timestamps=False)
+    _spurious_fast_retransmit(conn)
+    conn.receive(_ack(S(10)), 1.2)
+    assert not conn.hot_ready()
+    conn.send(b"e" * 100)
+    out(conn, 1.3)
+    conn.receive(_ack(S(10) + 100), 5.0)
+    assert conn._recovery.quiet and conn.hot_ready()
+    assert conn.counters["undo_fast_recovery"] == 0
+
+
+def test_dsack_only_acks_are_not_duplicate_acks_rfc2883_5() -> None:
+    """Three ACKs that only D-SACK (the network replicated segments) are no loss
+    signal: no fast retransmit."""
+    conn = _conn(timestamps=False)
+    conn.receive(_ack(S(2)), 1.1)
+    for _ in range(4):
+        conn.receive(_ack(S(2), (S(0), S(1))), 1.15)
+    assert conn.counters["dsack_received"] == 4
+    assert not conn.in_recovery and conn.counters["fast_retransmits"] == 0
+
+
+def test_eifel_undoes_spurious_rto_rfc3522_rfc4015() -> None:
+    """The ACKs were only late: the RTO fires, S(0) is resent (TSval 1200), and the
+    first ACK echoes the original TSval 1000: spurious timeout. RFC 4015 §3.2:
+    cwnd and ssthresh come back and the sender goes on from SND.MAX, not back N."""
+    conn = _conn(timestamps=True)
+    before = conn.congestion.cwnd
+    conn.on_timer(1.2)
+    assert conn.counters["rto_expired"] == 1 and conn.congestion.cwnd == MSS
+    rexmit = out(conn, 1.2)
+    assert [s.seq for s in rexmit] == [S(0)]
+    conn.receive(_ack(S(2), tsecr=1000), 1.25)
+    assert conn.counters["spurious_detected_timestamps"] == 1
+    assert conn.counters["undo_rto"] == 1
+    assert conn.congestion.cwnd >= before
+    assert conn.snd_nxt == S(10)
+    conn.send(b"n" * MSS)
+    assert [s.seq for s in out(conn, 1.25)] == [S(10)]  # new data, no go-back-N
+
+
+def test_genuine_rto_is_not_undone_rfc3522() -> None:
+    conn = _conn(timestamps=True)
+    conn.on_timer(1.2)
+    out(conn, 1.2)
+    conn.receive(_ack(S(1), tsecr=1200), 1.25)  # echoes the retransmission
+    assert conn.counters["undo_rto"] == 0 and conn.congestion.cwnd <= 2 * MSS
+    assert [s.seq for s in out(conn, 1.25)] == [S(1), S(2)]  # slow start, back N
+
+
+# ---------------------------------------------------------------------- LossRecovery
+
+
+M = 1000
+UNA = Seq(5000)
+
+
+def T(k: int) -> Seq:
+    return UNA + k * M
+
+
+def _rec() -> tuple[LossRecovery, NewReno, Counters]:
+    cc = NewReno(M)
+    counters = Counters()
+    rec = LossRecovery(cc, counters, mss=M, dupthresh=3, iss=UNA - 1)
+    rec.configure(M, True)
+    return rec, cc, counters
+
+
+def test_dsack_identification_rfc2883_5() -> None:
+    """The first block is a D-SACK when below the ACK's own cumulative ACK, or inside
+    the second block; a reordered older ACK's ordinary SACK block that lies below
+    SND.UNA is not one."""
+    rec, _, counters = _rec()
+    mx = T(10)
+    rec.on_ack(T(3), mx, 3 * M, False, ((T(1), T(2)),), 10 * M, None, 1.0, seg_ack=T(3))
+    assert counters["dsack_received"] == 1
+    rec.on_ack(T(3), mx, 0, False, ((T(5), T(6)), (T(5), T(7))), 7 * M, None, 1.0)
+    assert counters["dsack_received"] == 2
+    rec.on_ack(T(3), mx, 0, False, ((T(2), T(3)),), 7 * M, None, 1.0, seg_ack=T(1))
+    assert counters["dsack_received"] == 2
+
+
+def test_prr_proportional_part_rfc6937_3() -> None:
+    """20 segments out, NewReno: ssthresh = 10 segments, RecoverFS = 20 segments.
+    While pipe > ssthresh: sndcnt = CEIL(prr_delivered * ssthresh / RecoverFS) -
+    prr_out, and cwnd = pipe + sndcnt."""
+    rec, cc, _ = _rec()
+    mx = T(20)
+    # T(1)..T(3) SACKed: T(0) is lost (more than 2 segments SACKed above it).
+    first = rec.on_ack(UNA, mx, 0, True, ((T(1), T(4)),), 20 * M, None, 1.0)
+    assert first == (UNA, M) and rec.in_recovery
+    assert cc.ssthresh == 10 * M and rec.recover_fs == 20 * M
+    # DeliveredData = 3 segments; pipe = T(4)..T(19) = 16 segments > ssthresh:
+    # sndcnt = ceil(3000 * 10000 / 20000) - 0 = 1500.
+    assert rec.prr_delivered == 3 * M
+    assert cc.cwnd == 16 * M + 1500
+    rec.sent(M)  # the fast retransmit of T(0)
+    assert rec.prr_out == M
+    rec.on_ack(UNA, mx, 0, True, ((T(1), T(5)),), 20 * M, None, 1.1)
+    # prr_delivered = 4000; pipe = T(0) resent (1000) + T(5)..T(19) (15000) = 16000;
+    # sndcnt = ceil(4000 * 10000 / 20000) - 1000 = 1000.
+    assert rec.prr_delivered == 4 * M
+    assert cc.cwnd == 16 * M + 1000
+
+
+def test_prr_slow_start_reduction_bound_rfc6937_3() -> None:
+    """Once pipe <= ssthresh (PRR-SSRB): sndcnt = MIN(ssthresh - pipe,
+    MAX(prr_delivered - prr_out, DeliveredData) + MSS)."""
+    rec, cc, _ = _rec()
+    mx = T(10)
+    # T(1)..T(7) SACKed at once: DeliveredData 7000, pipe = T(8), T(9) = 2000.
+    rec.on_ack(UNA, mx, 0, True, ((T(1), T(8)),), 10 * M, None, 1.0)
+    assert cc.ssthresh == 5 * M
+    # limit = max(7000 - 0, 7000) + 1000 = 8000; sndcnt = min(5000 - 2000, 8000).
+    assert cc.cwnd == 2 * M + 3 * M
+    rec.sent(M)
+    rec.sent(4 * M)  # prr_out = 5000 (more than delivered would justify, say)
+    rec.on_ack(UNA, mx, 0, True, ((T(1), T(9)),), 10 * M, None, 1.1)
+    # prr_delivered = 8000, DeliveredData = 1000; pipe = T(0) resent + T(9) = 2000;
+    # limit = max(8000 - 5000, 1000) + 1000 = 4000; sndcnt = min(3000, 4000) = 3000.
+    assert cc.cwnd == 2 * M + 3 * M
+    rec.sent(6 * M)  # prr_out = 11000 > prr_delivered: the bound bites
+    rec.on_ack(UNA, mx, 0, True, ((T(1), T(10)),), 10 * M, None, 1.2)
+    # prr_delivered = 9000; pipe = 1000; limit = max(9000 - 11000, 1000) + 1000 = 2000.
+    assert cc.cwnd == 1 * M + 2 * M
+    # RFC 6937 §3: on exit, cwnd = ssthresh.
+    rec.on_ack(T(10), mx, 10 * M, False, (), 10 * M, None, 1.3)
+    assert not rec.in_recovery and cc.cwnd == 5 * M
