@@ -67,8 +67,9 @@ def daemon(node: Node, log: Path, *argv: str) -> Iterator[subprocess.Popen[Any]]
     """``joyride run -- argv`` in the node's namespace, its stdout and stderr (the shim's
     lines too) to ``log``; stopped by its pid afterwards, with every process it left."""
     with log.open("wb") as out:
-        # --iface: a namespace inode can be reused while a finished bed's service still
-        # tidies its state directory, and without it `joyride run` would see two.
+        # --iface: a new namespace can reuse the inode of one whose service died without
+        # removing its state directory (a crashed run's, killed by testbed.sweep), and
+        # without it `joyride run` counts that dead service too and refuses to choose.
         # A session of its own, as a daemon started by init has: apache2 signals its
         # whole process group when it stops, which would otherwise be pytest's.
         proc = node.popen(JOYRIDE, "run", "--iface", node.ifname, "--", *argv, stdout=out,
