@@ -43,8 +43,9 @@ if ((${#missing[@]})); then
   done
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
     fail "apt-get install failed for: ${missing[*]}"
-  # The packaged servers are peers for tests, not services of this machine.
-  for svc in nginx redis-server; do
+  # The packaged servers are peers for tests, not services of this machine (ssh is
+  # left alone: stopping it could cut off remote access to the machine).
+  for svc in nginx redis-server apache2 postgresql memcached openbsd-inetd; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
       systemctl stop "$svc" || true
     fi
@@ -84,6 +85,15 @@ except JoyrideError as exc:
     print(f"setup: error: {exc}", file=sys.stderr)
     sys.exit(1)
 PY
+
+# The unprivileged user the network service drops to after setup (joyride attach
+# --user; joyride/service/privdrop.py): a system user and group with no login and no home.
+if ! getent passwd joyride >/dev/null; then
+  say "creating the system user 'joyride' (the network service runs as it after setup)"
+  useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin --comment "Joyride network service" joyride ||
+    fail "could not create the system user 'joyride'"
+fi
 
 if [[ "${JOYRIDE_SKIP_SELFCHECK:-0}" != 1 ]]; then
   say "self-check:"

@@ -26,9 +26,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from joyride import elfcheck
+
+if TYPE_CHECKING:
+    from joyride.service.state import StateDir
 from joyride.errors import EnvironmentProblem, JoyrideError
 
 PRELOAD_PREFIX = "libjoyride_preload"  # + ".so" (dev build) or the ABI suffix (package)
@@ -75,6 +78,15 @@ def preload_library() -> Path:
     return found[-1]  # the newest build
 
 
+def _alive(state_dir: StateDir) -> bool:
+    """Whether the directory's service is running; True when this user cannot tell
+    (its liveness lock is root's), so the choice stays the user's."""
+    try:
+        return bool(state_dir.service_alive())
+    except OSError:
+        return True
+
+
 def environment(iface: str | None, outgoing: bool,
                 base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment CMD runs in."""
@@ -87,7 +99,9 @@ def environment(iface: str | None, outgoing: bool,
     if iface is not None:
         env["JOYRIDE_SOCKET"] = str(StateDir(iface).app_path)
     else:
-        found = [d for d in StateDir.all_in_netns() if d.app_path.exists()]
+        # Only live services: a SIGKILLed one's directory outlives it (and a namespace
+        # that reuses a dead one's inode would inherit it).
+        found = [d for d in StateDir.all_in_netns() if d.app_path.exists() and _alive(d)]
         if len(found) > 1:
             names = ", ".join(d.ifname for d in found)
             raise JoyrideError(f"several Joyride services here ({names}): choose one "

@@ -311,6 +311,13 @@ def sweep(*, include_live: bool = False) -> list[str]:
         _kill_namespace_processes(name)
         if _run(["ip", "netns", "delete", name], check=False).returncode == 0:
             removed.append(name)
+    if removed:
+        # A service killed with its namespace leaves its state directory, named by the
+        # namespace's inode; a new namespace may reuse that inode and would then seem to
+        # hold a second (dead) service.
+        from joyride.service import orphans
+
+        orphans.sweep()
     return removed
 
 

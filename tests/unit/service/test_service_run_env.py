@@ -27,6 +27,28 @@ def test_environment_adds_the_shim_and_options(monkeypatch: pytest.MonkeyPatch,
     assert "JOYRIDE_SOCKET" not in plain and "JOYRIDE_OUTGOING" not in plain
 
 
+def test_environment_picks_the_live_service_not_a_dead_ones_leftovers(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A SIGKILLed service leaves its directory (and app.sock file); only the one whose
+    liveness lock is held counts, so no "several services" error."""
+    from joyride.service.state import StateDir
+
+    monkeypatch.setenv("JOYRIDE_RUN_DIR", str(tmp_path))
+    lib = tmp_path / "libjoyride_preload.so"
+    lib.write_bytes(b"")
+    monkeypatch.setattr(run, "preload_library", lambda: lib)
+    live, dead = StateDir("live0"), StateDir("dead0")
+    for state_dir in (live, dead):
+        state_dir.path.mkdir(parents=True)
+        state_dir.app_path.touch()
+    assert live.acquire()  # this process is the live service
+    try:
+        env = run.environment(None, False, {})
+        assert env["JOYRIDE_SOCKET"] == str(live.app_path)
+    finally:
+        live.release()
+
+
 def test_run_without_a_command_is_a_one_line_error() -> None:
     import argparse
 
