@@ -57,7 +57,9 @@ def _per(bed: Bed, before: dict[str, int], after: dict[str, int], segments: int
             "ns_per_round": bed.round_ns / max(rounds, 1)}
 
 
-def receive(megabytes: int) -> dict[str, float]:
+def _bulk(megabytes: int, upload: bool) -> dict[str, float]:
+    """``megabytes`` MiB from the peer to the application (``upload``) or back."""
+    what = "receive" if upload else "send"
     bed = Bed()
     client, server = bed.connect()
     _ours, app = bed.adopt(server)
@@ -65,35 +67,27 @@ def receive(megabytes: int) -> dict[str, float]:
     before = bed.plane.stats()
     sent, got = 0, bytearray()
     while len(got) < len(payload):
-        if sent < len(payload):
+        if sent < len(payload) and upload:
             sent += client.send(payload[sent:sent + 262144])
             bed.peer.mark(client)
-        bed.step()
-        got += read_all(app)
-    after = bed.plane.stats()
-    _checked(bytes(got), payload, "receive")
-    _kept_in_c(bed, "receive")
-    return _per(bed, before, after, after["rx_fast"] - before["rx_fast"])
-
-
-def send(megabytes: int) -> dict[str, float]:
-    bed = Bed()
-    client, server = bed.connect()
-    _ours, app = bed.adopt(server)
-    app.setblocking(False)
-    payload = os.urandom(megabytes << 20)
-    before = bed.plane.stats()
-    sent, got = 0, bytearray()
-    while len(got) < len(payload):
-        if sent < len(payload):
+        elif sent < len(payload):
             with contextlib.suppress(BlockingIOError):  # its socket is full: C reads on
                 sent += app.send(payload[sent:sent + 262144])
         bed.step()
-        got += client.recv()
+        got += read_all(app) if upload else client.recv()
     after = bed.plane.stats()
-    _checked(bytes(got), payload, "send")
-    _kept_in_c(bed, "send")
-    return _per(bed, before, after, after["tx_data_segs"] - before["tx_data_segs"])
+    _checked(bytes(got), payload, what)
+    _kept_in_c(bed, what)
+    counter = "rx_fast" if upload else "tx_data_segs"
+    return _per(bed, before, after, after[counter] - before[counter])
+
+
+def receive(megabytes: int) -> dict[str, float]:
+    return _bulk(megabytes, upload=True)
+
+
+def send(megabytes: int) -> dict[str, float]:
+    return _bulk(megabytes, upload=False)
 
 
 def request_response(requests: int) -> dict[str, float]:
