@@ -19,7 +19,9 @@ where it lives when it is bound or connected:
   so everything the kernel offers on a descriptor keeps working. The descriptor is an
   ``AF_UNIX`` socket, but ``getsockname``/``getpeername`` and ``accept`` report the TCP
   addresses, read from the unix names the service binds (they spell the 4-tuple:
-  ``joyride.service.protocol``), so the answer survives ``dup``/``fork``/``exec``.
+  ``joyride.service.protocol``), so the answer survives ``dup``/``fork``/``exec``;
+  ``getsockopt``/``setsockopt`` answer as a kernel TCP socket would, as the preload
+  shim does (``sockopts.TcpAnswers``: ``TCP_INFO``, ``SO_ERROR`` ... from the service).
 * **kernel** — anything else: a plain kernel socket.
 
 Options on embedded sockets (``joyride.sockopts``): ``TCP_NODELAY``, ``SO_SNDBUF``,
@@ -165,6 +167,8 @@ class socket:
         self._io_refs = 0
         self._error = 0
         self._service = False  # _kernel is a service descriptor (unix, TCP names)
+        # A service descriptor's options, answered as a kernel TCP socket would.
+        self._answers: sockopts.TcpAnswers | None = None
         self._service_uids: set[int] | None = None  # a service listener: who delivers
 
     # -- which backend -----------------------------------------------------------------
@@ -191,6 +195,10 @@ class socket:
                 if isinstance(value, int) and sockopts.changes(level, opt, value):
                     with contextlib.suppress(OSError):
                         appclient.set_option(sock, level, opt, value)
+            # The rest as the shim carries them: the unix socket takes the SOL_SOCKET
+            # ones it can hold, TCP's are answered as a kernel socket would.
+            self._answers = sockopts.TcpAnswers(sock, self._opts)
+            self._answers.adopt()
         sock.settimeout(self._timeout)
         self._kernel = sock
         return sock
@@ -344,6 +352,8 @@ class socket:
                 kernel.bind(self._bound)
                 return kernel.listen(backlog)
             self._to_kernel(service)
+            assert self._answers is not None
+            self._answers.backlog = min(max(backlog, 0), sockopts.somaxconn())
             from joyride.service import appclient
 
             # Who may deliver connections to it, found now, in the listener's namespace.
@@ -363,6 +373,8 @@ class socket:
             # As the kernel: accepted sockets are blocking unless a default timeout is set.
             sock = socket()
             sock._to_kernel(delivered)
+            if self._answers is not None:  # as Linux: it has its listener's options
+                sock._answers = self._answers.inherited(delivered)
             peer = sock._service_name(peer=True)
             return sock, peer if peer is not None else ("0.0.0.0", 0)
         if self._kernel is not None:
@@ -633,23 +645,12 @@ class socket:
         return None
 
     def _service_setsockopt(self, level: int, optname: int, value: Any) -> None:
-        """A service descriptor is a unix socket: options with a TCP meaning go to the
-        service (as the preload shim sends them); other TCP/IP-level ones are accepted
-        and recorded, as the shim does (the service's connections run Nagle off)."""
-        from joyride.service import appclient
-
-        if level == _stdlib.SOL_SOCKET:
-            self._kernel.setsockopt(level, optname, value)  # the unix socket's own too
-        if isinstance(value, int):
-            sockopts.changes(level, optname, value)  # EINVAL here, as the kernel would
-            try:
-                if appclient.set_option(self._kernel, level, optname, value):
-                    self._opts.append((level, optname, value))
-                    return
-            except (FileNotFoundError, ConnectionRefusedError):
-                pass  # no service any more: the connection is gone with it
-        if level != _stdlib.SOL_SOCKET:
-            self._opts.append((level, optname, value))
+        """A service descriptor is a unix socket: as the preload shim, options with a
+        TCP meaning go to the service, the others are answered as a kernel TCP socket
+        would (``sockopts.TcpAnswers``)."""
+        assert self._answers is not None
+        self._answers.setsockopt(level, optname, value)
+        self._opts = list(self._answers.options)
 
     def _tcp_config(self, stack: Stack) -> TcpConfig | None:
         """The engine's TCP configuration with this socket's options applied, or None
@@ -659,9 +660,10 @@ class socket:
         return None if config is base else config
 
     def getsockopt(self, level: int, optname: int, buflen: int = 0) -> Any:
-        if self._service and level != _stdlib.SOL_SOCKET:
-            # The unix descriptor has no TCP/IP options: what was set, as the shim does.
-            return self._recorded(level, optname)
+        if self._service and self._answers is not None:
+            # The unix descriptor's answers are a unix socket's: a TCP socket's, as the
+            # shim gives them (TCP_INFO, SO_ERROR ... from the service).
+            return self._answers.getsockopt(level, optname, buflen)
         if self._kernel is not None:
             return self._kernel.getsockopt(level, optname, buflen) if buflen else \
                 self._kernel.getsockopt(level, optname)

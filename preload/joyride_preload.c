@@ -15,9 +15,10 @@
  *
  * Everything else goes to libc unchanged: the decision needs no table, because a
  * Joyride descriptor names itself (its unix peer name spells the TCP 4-tuple). The
- * intercepted address and option calls translate those names back into sockaddr_in,
- * and options a unix socket cannot take (IPPROTO_TCP / IPPROTO_IP) are accepted and
- * remembered. recvfrom/recvmsg report the TCP peer (the unix sender's name spells it)
+ * intercepted address calls translate those names back into sockaddr_in, and the
+ * option calls and the send queue's ioctls answer as a kernel TCP socket in the same
+ * state would ("options" below; the connection's own figures, TCP_INFO, SO_ERROR,
+ * SIOCOUTQ ..., come from the service: OP_GETINFO). recvfrom/recvmsg report the TCP peer (the unix sender's name spells it)
  * and sendto/sendmsg ignore a destination on a Joyride connection, as Linux TCP does on
  * a connected socket (a unix stream socket would answer EISCONN). Without a service
  * the shim uses the kernel and says so once on stderr.
@@ -36,12 +37,14 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -53,6 +56,7 @@
 #define JR_OP_CONNECT 2
 #define JR_OP_SETOPT 3
 #define JR_OP_REFUSED 4
+#define JR_OP_GETINFO 5
 #define JR_FLAG_NONBLOCK 1
 #define JR_FLAG_REUSEPORT 2
 #define JR_NOT_ACCELERATED (-1)
@@ -88,8 +92,19 @@ struct jr_reply {
     uint16_t pad2;
 } __attribute__((packed));
 
+/* OP_GETINFO's reply after struct jr_reply: protocol.INFO, "<iIII232s". */
+#define JR_TCP_INFO_SIZE 232 /* struct tcp_info as of Linux 6.1 */
+struct jr_conninfo {
+    int32_t so_error;
+    uint32_t outq;
+    uint32_t notsent;
+    uint32_t window_clamp;
+    unsigned char tcp_info[JR_TCP_INFO_SIZE];
+} __attribute__((packed));
+
 _Static_assert(sizeof(struct jr_request) == 124, "request layout");
 _Static_assert(sizeof(struct jr_reply) == 28, "reply layout");
+_Static_assert(sizeof(struct jr_conninfo) == 248, "info layout");
 
 enum jr_kind { JR_NONE = 0, JR_LISTENER, JR_CONNECTION };
 
@@ -112,13 +127,14 @@ static ssize_t (*real_recvmsg)(int, struct msghdr *, int);
 static ssize_t (*real_sendto)(int, const void *, size_t, int, const struct sockaddr *,
                               socklen_t);
 static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
+static int (*real_ioctl)(int, unsigned long, ...);
+static int (*real_dup)(int);
+static int (*real_dup2)(int, int);
+static int (*real_dup3)(int, int, int);
 
 static unsigned jr_counter;
 static int jr_noted;
 static unsigned long jr_refused; /* connections refused by jr_from_service */
-/* TCP options set on Joyride descriptors, for getsockopt to give them back. The
- * service's connections always run with Nagle off (it pumps whole chunks). */
-static unsigned char jr_nodelay[JR_MAX_FD];
 
 #define RESOLVE(name) \
     do { if (!real_##name) real_##name = dlsym(RTLD_NEXT, #name); } while (0)
@@ -137,6 +153,10 @@ __attribute__((constructor)) static void jr_init(void)
     RESOLVE(recvmsg);
     RESOLVE(sendto);
     RESOLVE(sendmsg);
+    RESOLVE(ioctl);
+    RESOLVE(dup);
+    RESOLVE(dup2);
+    RESOLVE(dup3);
 }
 
 /* One line on stderr. */
@@ -380,9 +400,12 @@ static int jr_from_service(int conn)
 }
 
 /* One request, one reply (and maybe one descriptor). Returns the reply's status,
- * JR_UNREACHABLE when there is no service, or a positive errno on failure. */
-static int jr_request(uint16_t op, uint16_t flags, const struct sockaddr_in *addr,
-                      const char *name, int timeout_s, struct jr_reply *reply, int *fd_out)
+ * JR_UNREACHABLE when there is no service, or a positive errno on failure. A reply
+ * with more than struct jr_reply (OP_GETINFO's) puts the rest in extra, which must
+ * then be filled entirely. */
+static int jr_request_ex(uint16_t op, uint16_t flags, const struct sockaddr_in *addr,
+                         const char *name, int timeout_s, struct jr_reply *reply,
+                         void *extra, size_t extralen, int *fd_out)
 {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct sockaddr_un sun;
@@ -392,9 +415,10 @@ static int jr_request(uint16_t op, uint16_t flags, const struct sockaddr_in *add
         struct cmsghdr h;
         char buf[CMSG_SPACE(sizeof(int))];
     } ctl;
-    struct iovec iov = {.iov_base = reply, .iov_len = sizeof(*reply)};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                         .msg_controllen = sizeof(ctl.buf)};
+    struct iovec iov[2] = {{.iov_base = reply, .iov_len = sizeof(*reply)},
+                           {.iov_base = extra, .iov_len = extralen}};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = extra ? 2 : 1,
+                         .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)};
     struct cmsghdr *c;
     ssize_t n;
     int s, err;
@@ -444,7 +468,9 @@ static int jr_request(uint16_t op, uint16_t flags, const struct sockaddr_in *add
     real_close(s);
     if (n < 0)
         return err == EAGAIN ? ETIMEDOUT : err;
-    if (n != (ssize_t)sizeof(*reply) || memcmp(reply->magic, JR_MAGIC, 4) != 0)
+    if (n < (ssize_t)sizeof(*reply) || memcmp(reply->magic, JR_MAGIC, 4) != 0 ||
+        (n != (ssize_t)sizeof(*reply) && n != (ssize_t)(sizeof(*reply) + extralen)) ||
+        (reply->status == 0 && extra && n != (ssize_t)(sizeof(*reply) + extralen)))
         return EPROTO;
     if (reply->status == JR_NOT_ADMITTED) {
         jr_not_admitted(path);
@@ -464,19 +490,374 @@ static int jr_request(uint16_t op, uint16_t flags, const struct sockaddr_in *add
     return reply->status;
 }
 
-/* Put `newfd` where `fd` is, keeping fd's O_NONBLOCK and FD_CLOEXEC. */
+static int jr_request(uint16_t op, uint16_t flags, const struct sockaddr_in *addr,
+                      const char *name, int timeout_s, struct jr_reply *reply, int *fd_out)
+{
+    return jr_request_ex(op, flags, addr, name, timeout_s, reply, NULL, 0, fd_out);
+}
+
+/* ---------------------------------------------------------------- recorded options
+ *
+ * A unix socket takes no IPPROTO_IP/IPPROTO_TCP options, and answers some SOL_SOCKET
+ * ones as a unix socket. So options set on a Joyride descriptor are remembered here,
+ * per descriptor number (and checked against the socket's inode: a reused number
+ * starts afresh), and getsockopt answers as a kernel TCP socket with the same options
+ * set would: it asks one (jr_scratch). Options set on a kernel socket are remembered
+ * too, so they carry over when it becomes a Joyride listener or connection
+ * (jr_carry_options); connections accepted on a Joyride listener inherit its options,
+ * as Linux's do (jr_inherit_options); dup/dup2/dup3 copy them. They are lost across
+ * exec, which a kernel socket's are not (README: "What differs from a kernel socket").
+ */
+#define JR_OPTVAL_MAX 40 /* bytes of a value kept (IP_OPTIONS' 40 are the most) */
+#define JR_OPTS_MAX 256  /* options kept per descriptor (Linux has fewer than 200) */
+
+struct jr_opt {
+    int level;
+    int name;
+    socklen_t len;
+    unsigned char val[JR_OPTVAL_MAX];
+};
+
+struct jr_opts {
+    ino_t ino;   /* the socket they were set on; 0: none */
+    int backlog; /* listen()'s, as the kernel clamps it (TCP_INFO's tcpi_sacked) */
+    unsigned n, cap;
+    struct jr_opt *opt;
+};
+
+static struct jr_opts *jr_table[JR_MAX_FD];
+static char jr_table_busy;
+
+static void jr_lock(void)
+{
+    while (__atomic_test_and_set(&jr_table_busy, __ATOMIC_ACQUIRE))
+        ;
+}
+
+static void jr_unlock(void)
+{
+    __atomic_clear(&jr_table_busy, __ATOMIC_RELEASE);
+}
+
+__attribute__((constructor)) static void jr_init_table(void)
+{
+    /* A fork while another thread held the lock must not leave the child stuck. */
+    pthread_atfork(NULL, NULL, jr_unlock);
+}
+
+static ino_t jr_ino(int fd)
+{
+    struct stat st;
+
+    return fd >= 0 && fd < JR_MAX_FD && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)
+               ? st.st_ino : 0;
+}
+
+/* fd's entry if it is about socket ino (lock held); create: make it so. */
+static struct jr_opts *jr_entry(int fd, ino_t ino, int create)
+{
+    struct jr_opts *e;
+
+    if (fd < 0 || fd >= JR_MAX_FD || !ino)
+        return NULL;
+    e = jr_table[fd];
+    if (e && e->ino != ino) {
+        if (!create)
+            return NULL;
+        e->n = 0;
+        e->backlog = 0;
+    }
+    if (!e) {
+        if (!create || !(e = calloc(1, sizeof(*e))))
+            return NULL;
+        jr_table[fd] = e;
+    }
+    e->ino = ino;
+    return e;
+}
+
+/* Options worth remembering: not actions (attach a filter, quick ACK now), not keys or
+ * pointers, not repair mode's, not multicast membership (refused on TCP anyway). */
+static int jr_keeps(int level, int name)
+{
+    if (level == SOL_SOCKET) {
+        switch (name) {
+        case SO_ATTACH_FILTER: case SO_DETACH_FILTER: case SO_ATTACH_BPF:
+        case SO_ATTACH_REUSEPORT_CBPF: case SO_ATTACH_REUSEPORT_EBPF:
+        case SO_DETACH_REUSEPORT_BPF: case SO_LOCK_FILTER: case SO_CNX_ADVICE:
+        case SO_PEEK_OFF:
+            return 0;
+        }
+        return 1;
+    }
+    if (level == IPPROTO_TCP) {
+        switch (name) {
+        case TCP_QUICKACK: case TCP_MD5SIG: case TCP_MD5SIG_EXT: case TCP_FASTOPEN_KEY:
+        case TCP_REPAIR: case TCP_REPAIR_QUEUE: case TCP_QUEUE_SEQ: case TCP_REPAIR_OPTIONS:
+        case TCP_REPAIR_WINDOW: case TCP_ULP: case TCP_TIMESTAMP: case TCP_ZEROCOPY_RECEIVE:
+            return 0;
+        }
+        return 1;
+    }
+    if (level == IPPROTO_IP)
+        return name < IP_ADD_MEMBERSHIP || name > MCAST_MSFILTER;
+    return 0;
+}
+
+static void jr_put_opt(struct jr_opts *e, int level, int name, const void *val,
+                       socklen_t len)
+{
+    unsigned i;
+
+    for (i = 0; i < e->n; i++) {
+        if (e->opt[i].level == level && e->opt[i].name == name) {
+            /* Set again: it moves to the end, so replaying keeps Linux's order (a later
+             * IP_TOS overrides an earlier SO_PRIORITY, and the reverse). */
+            memmove(&e->opt[i], &e->opt[i + 1], (e->n - i - 1) * sizeof(e->opt[0]));
+            e->n--;
+            break;
+        }
+    }
+    if (e->n == e->cap) {
+        unsigned cap = e->cap ? e->cap * 2 : 4;
+        struct jr_opt *grown;
+
+        if (cap > JR_OPTS_MAX || !(grown = realloc(e->opt, cap * sizeof(e->opt[0]))))
+            return;
+        e->opt = grown;
+        e->cap = cap;
+    }
+    e->opt[e->n].level = level;
+    e->opt[e->n].name = name;
+    e->opt[e->n].len = len;
+    memcpy(e->opt[e->n].val, val, len);
+    e->n++;
+}
+
+/* setsockopt(fd, level, name, val, len) succeeded: remember it. */
+static void jr_record(int fd, int level, int name, const void *val, socklen_t len)
+{
+    struct jr_opts *e;
+    ino_t ino;
+
+    if (!jr_keeps(level, name) || len > JR_OPTVAL_MAX || (len && !val))
+        return;
+    ino = jr_ino(fd);
+    jr_lock();
+    e = jr_entry(fd, ino, 1);
+    if (e)
+        jr_put_opt(e, level, name, val, len);
+    jr_unlock();
+}
+
+/* A copy of fd's options (free() it), or NULL with *n 0. */
+static struct jr_opt *jr_copy_opts(int fd, unsigned *n, int *backlog)
+{
+    struct jr_opts *e;
+    struct jr_opt *out = NULL;
+    ino_t ino = jr_ino(fd);
+
+    *n = 0;
+    if (backlog)
+        *backlog = 0;
+    jr_lock();
+    e = jr_entry(fd, ino, 0);
+    if (e && e->n && (out = malloc(e->n * sizeof(*out)))) {
+        memcpy(out, e->opt, e->n * sizeof(*out));
+        *n = e->n;
+    }
+    if (e && backlog)
+        *backlog = e->backlog;
+    jr_unlock();
+    return out;
+}
+
+static void jr_set_opts(int fd, ino_t ino, const struct jr_opt *opts, unsigned n)
+{
+    struct jr_opts *e;
+    unsigned i;
+
+    jr_lock();
+    e = jr_entry(fd, ino, 1);
+    for (i = 0; e && i < n; i++)
+        jr_put_opt(e, opts[i].level, opts[i].name, opts[i].val, opts[i].len);
+    jr_unlock();
+}
+
+/* Give the unix socket fd the SOL_SOCKET options in opts it takes (SO_REUSEADDR,
+ * SO_LINGER, SO_RCVTIMEO ...: the generic ones mean the same there), and the priority
+ * a kernel socket derived from IP_TOS. */
+static void jr_apply_natively(int fd, const struct jr_opt *opts, unsigned n, int prio)
+{
+    unsigned i;
+
+    for (i = 0; i < n; i++)
+        if (opts[i].level == SOL_SOCKET)
+            real_setsockopt(fd, SOL_SOCKET, opts[i].name, opts[i].val, opts[i].len);
+    if (prio)
+        real_setsockopt(fd, SOL_SOCKET, SO_PRIORITY, &prio, sizeof(prio));
+}
+
+/* fd was socket `was` (a kernel socket, with priority prio) and is now a Joyride
+ * descriptor: its options are the new socket's. */
+static void jr_carry_options(int fd, ino_t was, int prio)
+{
+    struct jr_opts *e;
+    struct jr_opt *opts = NULL;
+    unsigned n = 0;
+    ino_t now = jr_ino(fd);
+    int saved = errno;
+
+    jr_lock();
+    e = jr_entry(fd, was, 0);
+    if (e) {
+        e->ino = now;
+        if (e->n && (opts = malloc(e->n * sizeof(*opts)))) {
+            memcpy(opts, e->opt, e->n * sizeof(*opts));
+            n = e->n;
+        }
+    } else if (fd >= 0 && fd < JR_MAX_FD && jr_table[fd]) {
+        jr_table[fd]->ino = 0; /* about another socket: forget it */
+    }
+    jr_unlock();
+    jr_apply_natively(fd, opts, n, prio);
+    free(opts);
+    errno = saved;
+}
+
+/* listen(fd, backlog) made fd a Joyride listener: the backlog, as the kernel keeps it. */
+static void jr_note_backlog(int fd, int backlog)
+{
+    unsigned max = 4096;
+    char buf[32];
+    int f = open("/proc/sys/net/core/somaxconn", O_RDONLY | O_CLOEXEC);
+    ssize_t got;
+    struct jr_opts *e;
+    ino_t ino = jr_ino(fd);
+    int saved = errno;
+
+    if (f >= 0) {
+        got = read(f, buf, sizeof(buf) - 1);
+        if (got > 0) {
+            buf[got] = '\0';
+            max = (unsigned)strtoul(buf, NULL, 10);
+        }
+        real_close(f);
+    }
+    if ((unsigned)backlog > max)
+        backlog = (int)max;
+    jr_lock();
+    e = jr_entry(fd, ino, 1);
+    if (e)
+        e->backlog = backlog;
+    jr_unlock();
+    errno = saved;
+}
+
+/* Options a connection accepted on a Linux listener does not take from it. */
+static int jr_inherited(const struct jr_opt *o)
+{
+    return !(o->level == IPPROTO_TCP &&
+             (o->name == TCP_FASTOPEN || o->name == TCP_DEFER_ACCEPT));
+}
+
+/* conn was accepted on the Joyride listener: it starts with the listener's options
+ * (not the priority Linux derived from its IP_TOS: an accepted socket's starts at 0). */
+static void jr_inherit_options(int listener, int conn)
+{
+    struct jr_opt *opts;
+    unsigned n, i, kept = 0;
+    int saved = errno;
+
+    opts = jr_copy_opts(listener, &n, NULL);
+    for (i = 0; i < n; i++)
+        if (jr_inherited(&opts[i]))
+            opts[kept++] = opts[i];
+    if (kept)
+        jr_set_opts(conn, jr_ino(conn), opts, kept);
+    jr_apply_natively(conn, opts, kept, 0);
+    free(opts);
+    errno = saved;
+}
+
+/* A fresh kernel TCP socket with fd's remembered options set: it answers as fd would if
+ * it were a kernel socket, but for its state (jr_state_refuses, and the connection's
+ * own figures from the service). Made per call, not cached: daemons close every
+ * descriptor they do not know of, and a cached one could by then be someone else's. */
+static int jr_scratch(int fd)
+{
+    struct jr_opt *opts;
+    unsigned n, i;
+    int k = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (k < 0)
+        return -1;
+    opts = jr_copy_opts(fd, &n, NULL);
+    for (i = 0; i < n; i++)
+        real_setsockopt(k, opts[i].level, opts[i].name, opts[i].val, opts[i].len);
+    free(opts);
+    return k;
+}
+
+static void jr_forget_options(int fd)
+{
+    if (fd < 0 || fd >= JR_MAX_FD || !jr_table[fd])
+        return;
+    jr_lock();
+    if (jr_table[fd]) {
+        jr_table[fd]->ino = 0;
+        jr_table[fd]->n = 0;
+    }
+    jr_unlock();
+}
+
+/* dup: the copy is the same socket, with the same options. */
+static void jr_copy_entry(int from, int to)
+{
+    struct jr_opt *opts;
+    unsigned n;
+    int backlog, saved = errno;
+    ino_t ino;
+    struct jr_opts *e;
+
+    if (from < 0 || from >= JR_MAX_FD || !jr_table[from])
+        return;
+    opts = jr_copy_opts(from, &n, &backlog);
+    ino = jr_ino(to);
+    jr_lock();
+    e = jr_entry(to, ino, n || backlog);
+    if (e) {
+        e->n = 0;
+        e->backlog = backlog;
+    }
+    jr_unlock();
+    if (n)
+        jr_set_opts(to, ino, opts, n);
+    free(opts);
+    errno = saved;
+}
+
+/* Put `newfd` where `fd` is, keeping fd's O_NONBLOCK and FD_CLOEXEC, and the options
+ * set on fd (jr_carry_options). */
 static int jr_replace(int newfd, int fd)
 {
     int fl = fcntl(fd, F_GETFL);
     int fdfl = fcntl(fd, F_GETFD);
+    ino_t was = jr_ino(fd);
+    int prio = 0;
+    socklen_t plen = sizeof(prio);
 
-    if (dup3(newfd, fd, (fdfl >= 0 && (fdfl & FD_CLOEXEC)) ? O_CLOEXEC : 0) < 0) {
+    /* Linux derives SO_PRIORITY from IP_TOS: the value, not the call, is what carries. */
+    if (real_getsockopt(fd, SOL_SOCKET, SO_PRIORITY, &prio, &plen) != 0)
+        prio = 0;
+    if (real_dup3(newfd, fd, (fdfl >= 0 && (fdfl & FD_CLOEXEC)) ? O_CLOEXEC : 0) < 0) {
         int err = errno;
         real_close(newfd);
         errno = err;
         return -1;
     }
     real_close(newfd);
+    jr_carry_options(fd, was, prio);
     if (fl >= 0 && (fl & O_NONBLOCK))
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     return 0;
@@ -625,7 +1006,10 @@ int listen(int fd, int backlog)
         return -1;
     }
     jr_carry_keepalive(fd, u, JR_LISTENER);
-    return jr_replace(u, fd);
+    if (jr_replace(u, fd) != 0)
+        return -1;
+    jr_note_backlog(fd, backlog); /* for TCP_INFO */
+    return 0;
 }
 
 int connect(int fd, const struct sockaddr *addr, socklen_t len)
@@ -737,8 +1121,10 @@ static int jr_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flag
         r = real_accept4(fd, (struct sockaddr *)&ss, &sl, flags);
         if (r < 0 || ss.ss_family != AF_UNIX || !jr_is_listener(fd, listener, sizeof(listener)))
             break; /* a kernel listener, or a failure: as libc says */
-        if (jr_from_service(r))
+        if (jr_from_service(r)) {
+            jr_inherit_options(fd, r); /* as Linux's accepted sockets inherit theirs */
             break;
+        }
         jr_refuse(r, listener); /* and take the next (EAGAIN if none waits) */
     }
     if (r >= 0 && addr && addrlen)
@@ -876,12 +1262,306 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     return r;
 }
 
+/* ---------------------------------------------------------------- options
+ *
+ * Answered as a kernel TCP socket in the descriptor's state answers (issue 14's table,
+ * tests/integration/service/test_sockopt_table.py): what the unix socket holds with
+ * the same meaning (SO_LINGER, SO_RCVTIMEO, SO_KEEPALIVE ...) from the unix socket;
+ * what belongs to a TCP socket from a scratch kernel socket with the descriptor's
+ * options set (jr_scratch); what only the connection knows (TCP_INFO, TCP_MAXSEG,
+ * IP_MTU, TCP_WINDOW_CLAMP, SO_ERROR, SIOCOUTQ) from the service (OP_GETINFO).
+ */
+
+/* SOL_SOCKET options a unix socket refuses or answers differently from TCP: a scratch
+ * kernel socket decides them (SO_PASSCRED/SO_PASSSEC: refused on TCP since Linux 6.x;
+ * SO_PEER*: a TCP socket has no peer credentials). */
+static int jr_sol_as_tcp(int optname, int get)
+{
+    switch (optname) {
+    case SO_REUSEPORT: case SO_ZEROCOPY: case SO_TXREHASH: case SO_PASSCRED:
+    case SO_PASSSEC:
+        return 1;
+    case SO_DETACH_REUSEPORT_BPF: case SO_ATTACH_REUSEPORT_CBPF:
+    case SO_ATTACH_REUSEPORT_EBPF:
+        return !get;
+    case SO_PEERCRED: case SO_PEERGROUPS: case SO_PEERSEC:
+        return get;
+    }
+    return 0;
+}
+
+/* Set options a kernel TCP socket refuses in the descriptor's state though a fresh
+ * (closed) one may take them (do_tcp_setsockopt): an errno, or 0. `first`: the checks
+ * Linux makes before it looks at the value; else those it makes after. */
+static int jr_state_refuses(enum jr_kind kind, int level, int optname, const void *optval,
+                            socklen_t optlen, int first)
+{
+    int v = 0;
+
+    if (level != IPPROTO_TCP || !optval || optlen < sizeof(int))
+        return 0;
+    memcpy(&v, optval, sizeof(int));
+    if (first) {
+        switch (optname) {
+        case TCP_REPAIR:         /* closed or established sockets only */
+            return kind == JR_LISTENER ? EPERM : 0;
+        case TCP_QUEUE_SEQ:      /* closed sockets only */
+            return EPERM;
+        }
+        return 0;
+    }
+    switch (optname) {
+    case TCP_FASTOPEN:           /* listeners and closed sockets only */
+    case TCP_FASTOPEN_NO_COOKIE:
+        return kind == JR_CONNECTION ? EINVAL : 0;
+    case TCP_FASTOPEN_CONNECT:   /* before connect only */
+        return EINVAL;
+    case TCP_WINDOW_CLAMP:       /* 0 (no clamp) only before connect */
+        return v == 0 ? EINVAL : 0;
+    }
+    return 0;
+}
+
+/* Ints as the kernel writes them: SOL_SOCKET and IPPROTO_TCP truncate to the caller's
+ * length; IPPROTO_IP writes one byte when given less than an int and the value fits. */
+static int jr_put_int(int level, void *optval, socklen_t *optlen, int value)
+{
+    socklen_t len;
+
+    if (!optlen || !optval) {
+        errno = EFAULT;
+        return -1;
+    }
+    if ((int)*optlen < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    len = *optlen < sizeof(int) ? *optlen : sizeof(int);
+    if (level == IPPROTO_IP && len < sizeof(int) && len > 0 && value >= 0 &&
+        value <= 255) {
+        *(unsigned char *)optval = (unsigned char)value;
+        *optlen = 1;
+        return 0;
+    }
+    memcpy(optval, &value, len);
+    *optlen = len;
+    return 0;
+}
+
+/* OP_GETINFO for the Joyride connection fd: 0 and *out, or an errno (or JR_UNREACHABLE). */
+static int jr_getinfo(int fd, struct jr_conninfo *out)
+{
+    struct sockaddr_un sun;
+    socklen_t len = sizeof(sun);
+    struct sockaddr_in none;
+    struct jr_reply reply;
+    char name[sizeof(sun.sun_path)];
+    int saved = errno, status;
+
+    if (real_getpeername(fd, (struct sockaddr *)&sun, &len) != 0 ||
+        !jr_abstract_name(&sun, len, name, sizeof(name))) {
+        errno = saved;
+        return ENOTCONN;
+    }
+    memset(&none, 0, sizeof(none));
+    status = jr_request_ex(JR_OP_GETINFO, 0, &none, name, JR_REPORT_TIMEOUT_S, &reply, out,
+                           sizeof(*out), NULL);
+    errno = saved;
+    return status;
+}
+
+static int jr_has_option(int fd, int level, int optname)
+{
+    struct jr_opt *opts;
+    unsigned n, i;
+    int found = 0;
+
+    opts = jr_copy_opts(fd, &n, NULL);
+    for (i = 0; i < n; i++)
+        found |= opts[i].level == level && opts[i].name == optname;
+    free(opts);
+    return found;
+}
+
+/* getsockopt on the scratch kernel socket (jr_scratch). */
+static int jr_scratch_get(int fd, int level, int optname, void *optval, socklen_t *optlen)
+{
+    int k = jr_scratch(fd), r, err;
+
+    if (k < 0)
+        return -1;
+    r = real_getsockopt(k, level, optname, optval, optlen);
+    err = errno;
+    real_close(k);
+    errno = err;
+    return r;
+}
+
+static uint32_t jr_u32_at(const unsigned char *p)
+{
+    uint32_t v;
+
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+/* TCP_INFO: the kernel's length and layout (a scratch socket's answer), filled with the
+ * connection's figures from the service, or a listener's (state, backlog). */
+static int jr_tcp_info(int fd, const struct jr_info *info, void *optval, socklen_t *optlen)
+{
+    /* What tcp_get_info reports of a listener beyond its state and queue lengths. */
+    static const struct { size_t at, len; } listener_fields[] = {
+        {80, 4},  /* tcpi_snd_cwnd */
+        {88, 4},  /* tcpi_reordering */
+        {104, 16} /* tcpi_pacing_rate, tcpi_max_pacing_rate */
+    };
+    unsigned char buf[512], out[512];
+    struct jr_conninfo ci;
+    socklen_t len;
+    size_t i;
+    int backlog;
+    unsigned n;
+
+    if (!optval || !optlen) {
+        errno = EFAULT;
+        return -1;
+    }
+    if ((int)*optlen < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    len = *optlen < sizeof(buf) ? *optlen : sizeof(buf);
+    if (jr_scratch_get(fd, IPPROTO_TCP, TCP_INFO, buf, &len) != 0)
+        return -1;
+    memset(out, 0, sizeof(out));
+    if (info->kind == JR_LISTENER) {
+        for (i = 0; i < sizeof(listener_fields) / sizeof(listener_fields[0]); i++)
+            if (listener_fields[i].at + listener_fields[i].len <= len)
+                memcpy(out + listener_fields[i].at, buf + listener_fields[i].at,
+                       listener_fields[i].len);
+        out[0] = 10; /* TCP_LISTEN */
+        free(jr_copy_opts(fd, &n, &backlog));
+        memcpy(out + 28, &backlog, sizeof(backlog)); /* tcpi_sacked: the backlog */
+    } else if (jr_getinfo(fd, &ci) == 0) {
+        memcpy(out, ci.tcp_info, len < JR_TCP_INFO_SIZE ? len : JR_TCP_INFO_SIZE);
+    } else {
+        memcpy(out, buf, len); /* gone: a closed socket's */
+    }
+    memcpy(optval, out, len);
+    *optlen = len;
+    return 0;
+}
+
+static int jr_get_sol(int fd, const struct jr_info *info, int optname, void *optval,
+                      socklen_t *optlen)
+{
+    struct jr_conninfo ci;
+
+    switch (optname) {
+    case SO_DOMAIN:
+        return jr_put_int(SOL_SOCKET, optval, optlen, AF_INET);
+    case SO_PROTOCOL:
+        return jr_put_int(SOL_SOCKET, optval, optlen, IPPROTO_TCP);
+    case SO_ERROR:
+        if (info->kind == JR_CONNECTION && jr_getinfo(fd, &ci) == 0)
+            return jr_put_int(SOL_SOCKET, optval, optlen, ci.so_error);
+        return real_getsockopt(fd, SOL_SOCKET, optname, optval, optlen);
+    case SO_PEERNAME:
+        /* sk_getsockopt: ENOTCONN without a peer, EINVAL for a longer buffer than the
+         * address, else the caller's length of it. */
+        if (info->kind != JR_CONNECTION) {
+            errno = ENOTCONN;
+            return -1;
+        }
+        if (!optval || !optlen) {
+            errno = EFAULT;
+            return -1;
+        }
+        if (*optlen > sizeof(info->remote)) {
+            errno = EINVAL;
+            return -1;
+        }
+        memcpy(optval, &info->remote, *optlen);
+        return 0;
+    }
+    return jr_scratch_get(fd, SOL_SOCKET, optname, optval, optlen);
+}
+
+#ifndef IP_PROTOCOL
+#define IP_PROTOCOL 52 /* linux/in.h; glibc's netinet/in.h lacks it */
+#endif
+
+static int jr_get_ip_tcp(int fd, const struct jr_info *info, int level, int optname,
+                         void *optval, socklen_t *optlen)
+{
+    struct jr_conninfo ci;
+    uint32_t v;
+
+    if (level == IPPROTO_TCP && optname == TCP_INFO)
+        return jr_tcp_info(fd, info, optval, optlen);
+    if (level == IPPROTO_IP && optname == IP_PROTOCOL) /* Linux answers inet_num: the port */
+        return jr_put_int(level, optval, optlen, ntohs(info->local.sin_port));
+    if (level == IPPROTO_TCP && optname == TCP_ZEROCOPY_RECEIVE) {
+        /* Zero-copy receive maps TCP's pages; the bytes are in a unix socket here. */
+        errno = info->kind == JR_LISTENER ? ENOTCONN : EOPNOTSUPP;
+        return -1;
+    }
+    if (info->kind == JR_CONNECTION &&
+        ((level == IPPROTO_TCP && optname == TCP_MAXSEG) ||
+         (level == IPPROTO_IP && optname == IP_MTU) ||
+         (level == IPPROTO_TCP && optname == TCP_WINDOW_CLAMP &&
+          !jr_has_option(fd, level, optname)))) {
+        if (jr_getinfo(fd, &ci) == 0) {
+            v = optname == TCP_WINDOW_CLAMP ? ci.window_clamp
+                : jr_u32_at(ci.tcp_info + (optname == IP_MTU ? 60 : 16)); /* pmtu, snd_mss */
+            return jr_put_int(level, optval, optlen, (int)v);
+        }
+        if (level == IPPROTO_IP) {
+            errno = ENOTCONN; /* no route cached: the connection is gone */
+            return -1;
+        }
+    }
+    return jr_scratch_get(fd, level, optname, optval, optlen);
+}
+
+/* A TCP/IP option (or a SOL_SOCKET one a unix socket cannot hold) on a Joyride
+ * descriptor: what a kernel TCP socket would say, remembered if it takes it. */
+static int jr_set_as_tcp(int fd, const struct jr_info *info, int level, int optname,
+                         const void *optval, socklen_t optlen)
+{
+    int k = jr_scratch(fd), r, err = 0, prio = 0;
+    socklen_t plen = sizeof(prio);
+
+    if (k < 0)
+        return -1;
+    if ((err = jr_state_refuses(info->kind, level, optname, optval, optlen, 1)) != 0)
+        r = -1;
+    else if ((r = real_setsockopt(k, level, optname, optval, optlen)) != 0)
+        err = errno;
+    else if ((err = jr_state_refuses(info->kind, level, optname, optval, optlen, 0)) != 0)
+        r = -1;
+    /* Linux derives the priority from IP_TOS, and the unix socket holds SO_PRIORITY. */
+    if (r == 0 && level == IPPROTO_IP && optname == IP_TOS &&
+        real_getsockopt(k, SOL_SOCKET, SO_PRIORITY, &prio, &plen) == 0)
+        real_setsockopt(fd, SOL_SOCKET, SO_PRIORITY, &prio, sizeof(prio));
+    real_close(k);
+    if (r != 0) {
+        errno = err;
+        return -1;
+    }
+    jr_record(fd, level, optname, optval, optlen);
+    return 0;
+}
+
 int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
 {
     struct jr_info info;
     int saved, r, code, value, status;
 
     jr_init();
+    if (level == SOL_SOCKET && jr_sol_as_tcp(optname, 0) &&
+        jr_classify(fd, &info) != JR_NONE)
+        return jr_set_as_tcp(fd, &info, level, optname, optval, optlen);
     r = real_setsockopt(fd, level, optname, optval, optlen);
     saved = errno;
     code = jr_setopt_code(level, optname);
@@ -894,54 +1574,23 @@ int setsockopt(int fd, int level, int optname, const void *optval, socklen_t opt
             errno = EINVAL;
             return -1;
         }
-        return 0; /* applied; or the service is gone, and the connection with it */
+        /* Applied; or the service is gone, and the connection with it. */
+        jr_record(fd, level, optname, optval, optlen);
+        return 0;
     }
-    if (r == 0 || (level != IPPROTO_TCP && level != IPPROTO_IP)) {
+    if (r == 0) {
+        /* Kept for kernel sockets too: they carry over if it becomes a Joyride one. */
+        if (level == SOL_SOCKET || level == IPPROTO_TCP || level == IPPROTO_IP)
+            jr_record(fd, level, optname, optval, optlen);
+        errno = saved;
+        return 0;
+    }
+    if ((level != IPPROTO_TCP && level != IPPROTO_IP) ||
+        (saved != EOPNOTSUPP && saved != ENOPROTOOPT) || jr_classify(fd, &info) == JR_NONE) {
         errno = saved;
         return r;
     }
-    if (saved != EOPNOTSUPP && saved != ENOPROTOOPT) {
-        errno = saved;
-        return r;
-    }
-    if (jr_classify(fd, &info) == JR_NONE) {
-        errno = saved;
-        return r;
-    }
-    /* A unix socket takes no TCP/IP options; the service applies its own (Nagle off).
-     * Accept them as Linux would and remember TCP_NODELAY for getsockopt. */
-    if (level == IPPROTO_TCP && optname == TCP_NODELAY && fd >= 0 && fd < JR_MAX_FD &&
-        optval && optlen >= sizeof(int))
-        jr_nodelay[fd] = *(const int *)optval != 0;
-    return 0;
-}
-
-static int jr_put_int(void *optval, socklen_t *optlen, int value)
-{
-    if (!optval || !optlen || *optlen < sizeof(int)) {
-        errno = EINVAL;
-        return -1;
-    }
-    memcpy(optval, &value, sizeof(int));
-    *optlen = sizeof(int);
-    return 0;
-}
-
-/* What a kernel TCP socket answers for an option whose value does not depend on the
- * connection (IP_OPTIONS: none, length 0; IP_TTL: the default TTL; TCP_KEEPIDLE ...):
- * ask a fresh one. Made per call, not cached: daemons close every descriptor they do
- * not know of, and a cached one could by then be someone else's. */
-static int jr_default_option(int level, int optname, void *optval, socklen_t *optlen)
-{
-    int k = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), r, err;
-
-    if (k < 0)
-        return -1;
-    r = real_getsockopt(k, level, optname, optval, optlen);
-    err = errno;
-    real_close(k);
-    errno = err;
-    return r;
+    return jr_set_as_tcp(fd, &info, level, optname, optval, optlen);
 }
 
 int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
@@ -950,10 +1599,11 @@ int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
     int saved, r;
 
     jr_init();
-    if (level == SOL_SOCKET && (optname == SO_DOMAIN || optname == SO_PROTOCOL)) {
-        if (jr_classify(fd, &info) != JR_NONE)
-            return jr_put_int(optval, optlen,
-                              optname == SO_DOMAIN ? AF_INET : IPPROTO_TCP);
+    if (level == SOL_SOCKET) {
+        if ((optname == SO_DOMAIN || optname == SO_PROTOCOL || optname == SO_ERROR ||
+             optname == SO_PEERNAME || jr_sol_as_tcp(optname, 1)) &&
+            jr_classify(fd, &info) != JR_NONE)
+            return jr_get_sol(fd, &info, optname, optval, optlen);
         return real_getsockopt(fd, level, optname, optval, optlen);
     }
     r = real_getsockopt(fd, level, optname, optval, optlen);
@@ -964,35 +1614,82 @@ int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
         errno = saved;
         return r;
     }
-    if (level == IPPROTO_TCP) {
-        switch (optname) {
-        case TCP_NODELAY:
-            return jr_put_int(optval, optlen, fd >= 0 && fd < JR_MAX_FD && jr_nodelay[fd]);
-        case TCP_MAXSEG:
-            return jr_put_int(optval, optlen, 1460);
-        case TCP_INFO: {
-            struct tcp_info ti;
-            socklen_t n;
-            if (!optval || !optlen) {
-                errno = EINVAL;
-                return -1;
-            }
-            memset(&ti, 0, sizeof(ti));
-            ti.tcpi_state = info.kind == JR_LISTENER ? 10 /* TCP_LISTEN */ : 1;
-            n = *optlen < sizeof(ti) ? *optlen : sizeof(ti);
-            memcpy(optval, &ti, n);
-            *optlen = n;
-            return 0;
+    return jr_get_ip_tcp(fd, &info, level, optname, optval, optlen);
+}
+
+/* ---------------------------------------------------------------- ioctl, dup, close */
+
+#define JR_SIOCOUTQ 0x5411    /* TIOCOUTQ: bytes not yet acknowledged */
+#define JR_SIOCOUTQNSD 0x894B /* bytes not yet sent */
+
+/* The send queue's ioctls count bytes the TCP connection holds, which only the service
+ * knows; FIONREAD (SIOCINQ) is the unix socket's own, and right: what can be read. */
+int ioctl(int fd, unsigned long request, ...)
+{
+    struct jr_info info;
+    struct jr_conninfo ci;
+    va_list ap;
+    void *arg;
+    int v = 0;
+
+    va_start(ap, request);
+    arg = va_arg(ap, void *);
+    va_end(ap);
+    jr_init();
+    if ((request == JR_SIOCOUTQ || request == JR_SIOCOUTQNSD) &&
+        jr_classify(fd, &info) != JR_NONE) {
+        if (info.kind == JR_LISTENER) {
+            errno = EINVAL; /* tcp_ioctl: not on a listener */
+            return -1;
         }
+        if (jr_getinfo(fd, &ci) == 0)
+            v = (int)(request == JR_SIOCOUTQ ? ci.outq : ci.notsent);
+        if (!arg) {
+            errno = EFAULT;
+            return -1;
         }
+        memcpy(arg, &v, sizeof(v));
+        return 0;
     }
-    return jr_default_option(level, optname, optval, optlen);
+    return real_ioctl(fd, request, arg);
+}
+
+int dup(int fd)
+{
+    int r;
+
+    jr_init();
+    r = real_dup(fd);
+    if (r >= 0)
+        jr_copy_entry(fd, r);
+    return r;
+}
+
+int dup2(int fd, int to)
+{
+    int r;
+
+    jr_init();
+    r = real_dup2(fd, to);
+    if (r >= 0 && r != fd)
+        jr_copy_entry(fd, r);
+    return r;
+}
+
+int dup3(int fd, int to, int flags)
+{
+    int r;
+
+    jr_init();
+    r = real_dup3(fd, to, flags);
+    if (r >= 0)
+        jr_copy_entry(fd, r);
+    return r;
 }
 
 int close(int fd)
 {
     jr_init();
-    if (fd >= 0 && fd < JR_MAX_FD)
-        jr_nodelay[fd] = 0;
+    jr_forget_options(fd);
     return real_close(fd);
 }

@@ -52,8 +52,9 @@ def _exchange(path: Path, request: protocol.Request, timeout: float | None
         sock.connect(str(path))
         sock.send(request.encode())
         fds = array.array("i")
+        # Close-on-exec, as every descriptor Python makes (PEP 446) and the shim's.
         raw, ancdata, _flags, _addr = sock.recvmsg(
-            protocol.REPLY.size, socket.CMSG_SPACE(fds.itemsize))
+            protocol.REPLY.size, socket.CMSG_SPACE(fds.itemsize), socket.MSG_CMSG_CLOEXEC)
         for level, kind, data in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
@@ -153,6 +154,30 @@ def set_option(sock: socket.socket, level: int, optname: int, value: int, *,
         return False
     _raise_for(reply, f"setsockopt({level}, {optname}, {value})")
     return True
+
+
+def get_info(sock: socket.socket, *, path: Path | None = None,
+             timeout: float | None = 10.0) -> protocol.Info:
+    """What a kernel TCP socket would report of the Joyride connection ``sock``
+    (``OP_GETINFO``: ``TCP_INFO``, ``SO_ERROR``, ``SIOCOUTQ`` ...). ``OSError`` with
+    the service's errno (``ENOTCONN``: it has no such connection)."""
+    name = socket.socket.getpeername(sock)
+    text = name.lstrip(b"\0").decode("ascii", "replace") if isinstance(name, bytes) \
+        else str(name).lstrip("\0")
+    request = protocol.Request(protocol.OP_GETINFO, bytes(4), 0, text)
+    session = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    session.settimeout(timeout)
+    try:
+        session.connect(str(path or app_path()))
+        session.send(request.encode())
+        raw = session.recv(protocol.INFO_REPLY + 1)
+    finally:
+        session.close()
+    if not raw:
+        raise ConnectionResetError("the service closed the application socket")
+    reply = protocol.Reply.decode(raw[:protocol.REPLY.size])
+    _raise_for(reply, "getsockopt")
+    return protocol.Info.decode(raw[protocol.REPLY.size:])
 
 
 def service_uids() -> set[int]:

@@ -18,13 +18,14 @@ from __future__ import annotations
 import array
 import contextlib
 import errno
+import fcntl
 import itertools
 import logging
 import os
 import selectors
 import socket
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -55,6 +56,8 @@ MAX_WAITING_SESSIONS: Final = 256  # connected applications that have not sent a
 FLOWS_SHOWN: Final = 16  # connections detailed by ``stats`` (the rest are only counted)
 _ERRNO_FOR: Final = {"refused": errno.ECONNREFUSED, "timeout": errno.ETIMEDOUT,
                      "reset": errno.ECONNRESET}
+FAILED_KEPT: Final = 1024  # failed connections whose error OP_GETINFO may still report
+FIONREAD: Final = 0x541B  # SIOCINQ: bytes waiting in a socket's receive queue
 
 
 @dataclass
@@ -113,6 +116,10 @@ class Datapath:
         self._names = itertools.count()
         self._busy_until = 0.0
         self._next_sweep = 0.0
+        # OP_GETINFO: errors of failed connections the application has not read yet
+        # (by connection name), and the live connections whose error it has read.
+        self._failed: OrderedDict[str, int] = OrderedDict()
+        self._error_reported: set[TcpConnection] = set()
         self.pump_budget = BUDGET  # chunks each way per pump per step
 
     # -- wiring into the service loop ------------------------------------------------------
@@ -268,6 +275,7 @@ class Datapath:
             if pump.mask:
                 self._sel.unregister(pump.sock)
             self.pumps.pop(pump.conn, None)
+            self._keep_error(pump)
             pump.close()
             self.engine.mark(pump.conn)
             self.counters["connections_closed"] += 1
@@ -365,6 +373,67 @@ class Datapath:
         self._apply_options(conn, [entry])
         self.counters["setopt_connection"] += 1
         return 0
+
+    def get_info(self, request: protocol.Request, creds: apps.Credentials
+                 ) -> tuple[int, protocol.Info | None, TcpConnection | None]:
+        """OP_GETINFO: (status, info, connection): what a kernel socket would report."""
+        parsed = protocol.parse_name(request.name)
+        if parsed is None or parsed.kind != "connection" or parsed.remote is None:
+            return errno.EINVAL, None, None
+        key = (socket.inet_aton(parsed.local[0]), parsed.local[1],
+               socket.inet_aton(parsed.remote[0]), parsed.remote[1])
+        conn = self.engine.connections.get(key)
+        pump = self.pumps.get(conn) if conn is not None else None
+        if conn is None or pump is None:
+            # Gone: its error once, as SO_ERROR reports it (the name is the caller's
+            # own descriptor's peer, so nobody else can read it).
+            failed = self._failed.pop(request.name, None)
+            if failed is None:
+                return errno.ENOTCONN, None, None
+            gone = sockopts.closed_info(failed)
+            return 0, protocol.Info(gone.so_error, 0, 0, 0, gone.tcp_info), None
+        if creds.uid not in (0, pump.uid):
+            return errno.EPERM, None, None
+        app_queued = len(pump.to_tcp) if pump.to_tcp is not None else 0
+        with contextlib.suppress(OSError):
+            raw = fcntl.ioctl(pump.sock.fileno(), FIONREAD, bytes(4))
+            app_queued += int.from_bytes(raw[:4], "little", signed=True)
+        hot: Any = None
+        hot_queued: tuple[int, int] | None = None
+        if self.plane is not None and conn.parked:
+            hot = self.plane.peek(conn)
+            view = self.plane.view(conn)
+            if view is not None:
+                hot_queued = (int(view["send_queue"]), int(view["recv_queue"]))
+        info = sockopts.connection_info(conn, pmtu=self.network.mtu, app_queued=app_queued,
+                                        hot=hot, hot_queued=hot_queued)
+        so_error = info.so_error
+        if so_error:
+            if conn in self._error_reported:
+                so_error = 0  # reported once, as Linux clears sk_err when it is read
+            self._error_reported.add(conn)
+        self.counters["getinfo"] += 1
+        return 0, protocol.Info(so_error, min(info.outq, 0xFFFFFFFF),
+                                min(info.notsent, 0xFFFFFFFF),
+                                min(info.window_clamp, 0xFFFFFFFF), info.tcp_info), conn
+
+    def _keep_error(self, pump: Pump) -> None:
+        """A finished connection that failed: keep its error for one OP_GETINFO."""
+        conn = pump.conn
+        reported = conn in self._error_reported
+        self._error_reported.discard(conn)
+        code = _ERRNO_FOR.get(conn.error or "", 0)
+        if not code or reported:
+            return
+        try:
+            name = pump.sock.getsockname()
+        except OSError:
+            return
+        text = name.lstrip(b"\0").decode("ascii", "replace") if isinstance(name, bytes) \
+            else str(name).lstrip("\0")
+        self._failed[text] = code
+        while len(self._failed) > FAILED_KEPT:
+            self._failed.popitem(last=False)
 
     def _apply_options(self, conn: TcpConnection, options: list[tuple[int, int, int]]
                        ) -> None:
@@ -566,6 +635,14 @@ class Datapath:
             elif request.op == protocol.OP_SETOPT:
                 status = self.set_option(request, creds)
                 self._reply(session, protocol.Reply(request.op, status))
+            elif request.op == protocol.OP_GETINFO:
+                status, info, conn = self.get_info(request, creds)
+                reply = protocol.Reply(request.op, status)
+                if conn is not None:
+                    reply = protocol.Reply(request.op, status, conn.local_ip,
+                                           conn.local_port, conn.remote_ip, conn.remote_port)
+                session.sendmsg([reply.encode(), info.encode() if info is not None else b""],
+                                [], socket.MSG_NOSIGNAL)
             elif request.op == protocol.OP_REFUSED:
                 # An application refused a connection on its listener that did not come
                 # from us: someone tried to inject one (protocol.OP_REFUSED).

@@ -17,7 +17,8 @@ Where
 
 Requests and replies
     One client connection carries one request and one reply, then closes. A request
-    is ``REQUEST`` (124 bytes, little-endian); a reply is ``REPLY`` (28 bytes). IPv4
+    is ``REQUEST`` (124 bytes, little-endian); a reply is ``REPLY`` (28 bytes; an
+    ``OP_GETINFO`` reply carries more after it, ``INFO_REPLY`` bytes in all). IPv4
     addresses are 4 bytes in network order, as in ``sockaddr_in``.
 
     ``status`` in a reply: 0 success; a positive ``errno`` value the client returns
@@ -78,6 +79,22 @@ Requests and replies
     from then on, as Linux's accepted sockets inherit their listener's options. Only
     the descriptor's owner (or root) may; ``EINVAL`` for a value out of range.
 
+``OP_GETINFO`` (name): "what would a kernel TCP socket say about this connection?"
+    The name is a connection's (its peer's ``connection_name``). The reply is ``REPLY``
+    followed by ``INFO`` (``INFO_REPLY`` bytes in all): ``so_error`` (the errno the
+    connection failed with, reported once, as ``SO_ERROR`` is), ``outq`` (``SIOCOUTQ``:
+    bytes the application wrote that the peer has not acknowledged, counting those
+    still in the service's end of the descriptor), ``notsent`` (``SIOCOUTQNSD``: of
+    those, the ones not yet sent), ``window_clamp`` (``TCP_WINDOW_CLAMP``), then
+    Linux's ``struct tcp_info`` as of 6.1 (``TCP_INFO_SIZE`` bytes, little-endian:
+    ``joyride.sockopts.TCP_INFO_FIELDS``), which also answers ``TCP_MAXSEG``
+    (``tcpi_snd_mss``) and ``IP_MTU`` (``tcpi_pmtu``). Fields the service does not
+    track are 0. While the C data plane runs the connection the figures are its own.
+    A connection that failed and is gone answers once with its error and state CLOSE;
+    otherwise ``ENOTCONN`` when the service has no such connection, ``EPERM`` when it
+    is another user's. Listeners need no request: everything ``TCP_INFO`` says of a
+    listener is known to the client.
+
 ``OP_REFUSED`` (ip, port, name): "someone else connected to my listener"
     Sent after the client refused a connection on its listener ``name`` (listening on
     ip:port) that did not come from the service; the service counts it
@@ -115,6 +132,7 @@ OP_LISTEN: Final = 1
 OP_CONNECT: Final = 2
 OP_SETOPT: Final = 3
 OP_REFUSED: Final = 4
+OP_GETINFO: Final = 5
 
 # Request flags.
 FLAG_NONBLOCK: Final = 1  # OP_CONNECT: reply at once, the handshake continues behind
@@ -139,6 +157,10 @@ NOT_ADMITTED: Final = -3  # the service's --group does not include the caller
 REQUEST: Final = struct.Struct("<4sHH4sH2x108s")
 # magic, op, pad, status, local ip, local port, pad, remote ip, remote port, pad
 REPLY: Final = struct.Struct("<4sH2xi4sH2x4sH2x")
+# OP_GETINFO's reply after REPLY: so_error, outq, notsent, window_clamp, struct tcp_info
+TCP_INFO_SIZE: Final = 232
+INFO: Final = struct.Struct(f"<iIII{TCP_INFO_SIZE}s")
+INFO_REPLY: Final = REPLY.size + INFO.size
 
 NAME_PREFIX: Final = "joyride/"
 _LISTENER_RE: Final = re.compile(
@@ -218,6 +240,27 @@ def connection_name(local: tuple[bytes, int], remote: tuple[bytes, int], pid: in
 def abstract(name: str) -> bytes:
     """The ``sun_path`` of an abstract name (leading NUL, no terminator)."""
     return b"\0" + name.encode()
+
+
+@dataclass(frozen=True)
+class Info:
+    """What ``OP_GETINFO``'s reply carries after ``REPLY``."""
+
+    so_error: int
+    outq: int
+    notsent: int
+    window_clamp: int
+    tcp_info: bytes
+
+    def encode(self) -> bytes:
+        return INFO.pack(self.so_error, self.outq, self.notsent, self.window_clamp,
+                         self.tcp_info)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Info:
+        if len(raw) != INFO.size:
+            raise ProtocolError(f"info of {len(raw)} bytes (want {INFO.size})")
+        return cls(*INFO.unpack(raw))
 
 
 @dataclass(frozen=True)
