@@ -386,6 +386,7 @@ class LossRecovery:
         if self.in_recovery:
             self.in_recovery = False
             self.dupacks = 0
+            self.rexmit_head = False  # NewReno: nothing more to resend
             cc.on_recovery_exit(now)
             self.recover = snd_una  # a real loss may start recovery again
         cc.cwnd = max(cc.cwnd, self._prior_cwnd)

@@ -9,6 +9,8 @@ import hashlib
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from netsim import Impairment, TransferResult, transfer
 
 from joyride.tcp.config import TcpConfig
@@ -72,3 +74,29 @@ def test_reordering_fast_retransmits_are_undone(seed: int, timestamps: bool) -> 
         # clean one (before undo: about 8 times as long as the clean one).
         clean = transfer(up, b"", seed=seed, imp=Impairment(delay=0.01), config=TcpConfig())
         assert res.elapsed < 2 * clean.elapsed
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    loss=st.sampled_from([0.0, 0.01, 0.05]),
+    duplicate=st.sampled_from([0.0, 0.03]),
+    jitter=st.sampled_from([0.0, 0.002, 0.006]),
+    sack=st.booleans(),
+    timestamps=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_any_impairment_delivers_intact_and_counts_consistently(
+    loss: float, duplicate: float, jitter: float, sack: bool, timestamps: bool, seed: int
+) -> None:
+    up, down = _payload(seed, 120_000), _payload(seed + 1, 60_000)
+    imp = Impairment(loss=loss, duplicate=duplicate, delay=0.01, jitter=jitter)
+    res = transfer(up, down, seed=seed, imp=imp,
+                   config=TcpConfig(sack=sack, timestamps=timestamps))
+    _check(res, up, down)
+    for conn in (res.client, res.server):
+        c = conn.counters
+        undone = c["undo_fast_recovery"] + c["undo_rto"]
+        assert undone == c["spurious_detected_timestamps"] + c["spurious_detected_dsack"]
+        assert undone <= c["fast_retransmits"] + c["rto_expired"]
+        if not sack:
+            assert c["dsack_sent"] == c["dsack_received"] == 0
