@@ -31,6 +31,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--group", default="", metavar="GROUP",
                         help="group (name or gid) whose members may use Joyride from "
                              "applications (default: root only)")
+    parser.add_argument("--user", default=None, metavar="USER",
+                        help="after setup the service drops to this unprivileged user, "
+                             "with no capabilities and a seccomp filter (default: the "
+                             "system user 'joyride' when it exists, as scripts/setup.sh "
+                             "creates it; 'root' keeps root; not with --foreground)")
     parser.add_argument("--force", action="store_true",
                         help="replace an XDP program that Joyride did not attach")
     parser.add_argument("--foreground", action="store_true",
@@ -52,7 +57,29 @@ def _config(args: argparse.Namespace) -> Any:
     return ServiceConfig(
         ifname=args.ifname, ports=PortSet.parse(args.ports),
         udp_ports=PortSet.parse(args.udp_ports, allow_empty=True), ephemeral=ephemeral,
-        mode=args.mode, force=args.force, vlan=args.vlan, group=args.group)
+        mode=args.mode, force=args.force, vlan=args.vlan, group=args.group,
+        user=_user(args))
+
+
+def _user(args: argparse.Namespace) -> str:
+    """The user the service drops to ("" keeps root): see ``joyride.service.privdrop``."""
+    import pwd
+
+    from joyride.service.privdrop import DEFAULT_USER
+
+    if args.user is None:
+        if args.foreground:
+            return ""  # no supervisor to undo setup or add neighbour entries
+        try:
+            pwd.getpwnam(DEFAULT_USER)
+        except KeyError:
+            return ""
+        return DEFAULT_USER
+    if args.user in ("", "root", "0"):
+        return ""
+    if args.foreground:
+        raise JoyrideError("--user needs the supervisor: attach without --foreground")
+    return str(args.user)
 
 
 def _describe(state: Any, pid: int) -> str:

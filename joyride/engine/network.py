@@ -105,6 +105,9 @@ class KernelNetwork:
         self._pending: dict[bytes, float] = {}  # ip -> next netlink check
         self._managed: set[bytes] = set()
         self._hops: dict[bytes, bytes] = {}
+        # Set by a service that dropped its privileges: managed entries (a netlink
+        # write, CAP_NET_ADMIN) are then asked of its privileged helper, which owns them.
+        self.request_neighbour: Callable[[bytes], bool] | None = None
 
     def local_addresses(self) -> frozenset[bytes]:
         addrs = self._netlink(self._ipr.get_addr, family=socket.AF_INET, index=self.ifindex)
@@ -154,6 +157,10 @@ class KernelNetwork:
     def _request(self, ip: bytes) -> None:
         """Ask the kernel to resolve ``ip`` and keep it resolved (a managed entry)."""
         self._managed.add(ip)
+        if self.request_neighbour is not None:
+            if not self.request_neighbour(ip):
+                self._managed.discard(ip)
+            return
         try:
             self._netlink(
                 self._ipr.neigh, "replace", dst=socket.inet_ntoa(ip), ifindex=self.ifindex,
@@ -171,6 +178,8 @@ class KernelNetwork:
         return int(routes[0].get_attr("RTA_OIF") or 0) if routes else 0
 
     def close(self) -> None:
+        if self.request_neighbour is not None:
+            self._managed.clear()  # the helper that added them removes them
         for ip in self._managed:
             with contextlib.suppress(Exception):
                 self._netlink(self._ipr.neigh, "del", dst=socket.inet_ntoa(ip),

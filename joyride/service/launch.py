@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from joyride.errors import JoyrideError, PrivilegeError
-from joyride.service import control, orphans
+from joyride.service import control, orphans, privdrop
 from joyride.service.service import (
     AlreadyAttached,
     Service,
@@ -54,7 +54,7 @@ def config_to_json(cfg: ServiceConfig) -> str:
     return json.dumps({
         "ifname": cfg.ifname, "ports": str(cfg.ports), "udp_ports": str(cfg.udp_ports),
         "ephemeral": str(cfg.ephemeral), "mode": cfg.mode, "force": cfg.force,
-        "vlan": cfg.vlan, "group": cfg.group, "engine": cfg.engine,
+        "vlan": cfg.vlan, "group": cfg.group, "engine": cfg.engine, "user": cfg.user,
     })
 
 
@@ -67,6 +67,7 @@ def config_from_json(text: str) -> ServiceConfig:
         ephemeral=PortSet.parse(raw["ephemeral"], allow_empty=True),
         mode=raw["mode"], force=bool(raw["force"]), vlan=int(raw["vlan"]),
         group=str(raw.get("group", "")), engine=bool(raw.get("engine", True)),
+        user=str(raw.get("user", "")),
     )
 
 
@@ -140,13 +141,25 @@ def _log_tail(state_dir: StateDir, lines: int = 3) -> str:
 
 
 def run_service(cfg: ServiceConfig, *, ready_fd: int | None = None,
-                on_ready: Callable[[ServiceState], None] | None = None) -> int:
-    """Run a service in this process until stopped; report readiness on ``ready_fd``."""
+                on_ready: Callable[[ServiceState], None] | None = None,
+                helper_fd: int | None = None) -> int:
+    """Run a service in this process until stopped; report readiness on ``ready_fd``.
+
+    With ``cfg.user`` the service drops to that user after setup (``privdrop``); that
+    needs the supervisor's helper on ``helper_fd``, which also undoes setup after the
+    service exits."""
     _raise_fd_limit()
     service = Service(cfg)
     install_signal_handlers(service)
     try:
+        user = _service_user(cfg, helper_fd)
         state = service.start()
+        if user is not None and helper_fd is not None:
+            try:
+                service.drop_privileges(user, helper_fd)
+            except BaseException:
+                service.stop()
+                raise
     except JoyrideError as exc:
         _report(ready_fd, control.error_reply(exc))
         raise
@@ -162,6 +175,20 @@ def run_service(cfg: ServiceConfig, *, ready_fd: int | None = None,
     finally:
         service.stop()
     return 0
+
+
+def _service_user(cfg: ServiceConfig, helper_fd: int | None) -> privdrop.ServiceUser | None:
+    if not cfg.user:
+        return None
+    if helper_fd is None:
+        raise JoyrideError(f"--user {cfg.user}: dropping privileges needs the supervisor "
+                           "(run attach without --foreground)")
+    try:
+        return privdrop.resolve_user(cfg.user)
+    except (KeyError, ValueError) as exc:
+        raise JoyrideError(f"--user {cfg.user}: no such unprivileged user ({exc}); "
+                           "scripts/setup.sh creates the system user "
+                           f"{privdrop.DEFAULT_USER!r}") from exc
 
 
 def _serve(service: Service) -> str:

@@ -30,11 +30,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from joyride.dataplane import plane as dataplane
 from joyride.errors import JoyrideError
-from joyride.service import apps, control
+from joyride.service import apps, control, privdrop
 from joyride.service.cleanup import cleanup_stale
 from joyride.service.datapath import Datapath
 from joyride.service.queues import active_rx_queues
@@ -43,6 +43,9 @@ from joyride.service.state import ServiceState, StateDir, netns_inode
 from joyride.steer import reservation
 from joyride.steer.ports import PortSet
 from joyride.steer.program import EPHEMERAL, LISTEN, Mode, PortConflict, Proto, Steering
+
+if TYPE_CHECKING:
+    from joyride.engine.network import KernelNetwork
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class ServiceConfig:
     vlan: int = 0
     group: str = ""  # group (name or gid) allowed on the application socket besides root
     engine: bool = True  # run the TCP engine (False: frames are only counted)
+    user: str = ""  # drop to this user after setup ("": keep root; see privdrop)
 
 
 class Service:
@@ -88,6 +92,9 @@ class Service:
         self._listener: socket.socket | None = None
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.network: KernelNetwork | None = None
+        self.dropped = False  # privileges dropped: the supervisor undoes setup (stop)
+        self._trigger: privdrop.ForbiddenCallTrigger | None = None
 
     # -- start / stop ------------------------------------------------------------------------
 
@@ -100,7 +107,7 @@ class Service:
                     f"{cfg.ifname} is already attached in this network namespace "
                     f"(see `joyride status {cfg.ifname}`; `joyride detach {cfg.ifname}` first)")
             self._stack.callback(self.dir.release)
-            self._stack.callback(self.dir.remove)
+            self._stack.callback(self._privileged, self.dir.remove)
             notices = cleanup_stale(self.dir, cfg.ifname, keep_lock=True)
             clash = cfg.ports & cfg.ephemeral
             if clash:
@@ -108,7 +115,7 @@ class Service:
                                    f"{cfg.ephemeral}: choose other ports or --ephemeral")
             steering = Steering(cfg.ifname)
             self.steering = steering
-            self._stack.callback(steering.close)
+            self._stack.callback(self._privileged, steering.close)
             mode = steering.attach(cfg.mode, force=cfg.force)
             state = ServiceState(
                 ifname=cfg.ifname, ifindex=steering.ifindex, netns_inode=netns_inode(),
@@ -121,7 +128,8 @@ class Service:
             original = reservation.reserve(cfg.ephemeral)
             state.reserved_original, state.reserved = str(original), True
             self.dir.save(state)
-            self._stack.callback(reservation.release, cfg.ephemeral, original)
+            self._stack.callback(self._privileged, reservation.release, cfg.ephemeral,
+                                 original)
             steering.set_vlan(cfg.vlan)
             steering.add_ports(cfg.ephemeral, "tcp", EPHEMERAL)
             steering.add_ports(cfg.ports, "tcp", LISTEN)
@@ -159,6 +167,7 @@ class Service:
         except ValueError as exc:
             raise JoyrideError(f"--group {cfg.group}: {exc}") from exc
         network = KernelNetwork(cfg.ifname)
+        self.network = network
         try:
             for sock in self.sockets:
                 sock.mtu = network.mtu
@@ -175,6 +184,30 @@ class Service:
                 plane.add_xsk_port(sock.xsk_socket())
         return Datapath(self.sockets, network, ports=cfg.ports, ephemeral=cfg.ephemeral,
                         app_socket=app_socket, group=gid, plane=plane)
+
+    def _privileged(self, undo: Callable[..., object], *args: object) -> None:
+        """Run a step of ``stop`` that needs root; once privileges are dropped the
+        supervisor does it after this process exits (``supervisor.undo_setup``)."""
+        if not self.dropped:
+            undo(*args)
+
+    def drop_privileges(self, user: privdrop.ServiceUser, helper_fd: int) -> list[str]:
+        """After ``start``: become ``user`` with no capabilities, no_new_privs and the
+        seccomp allow-list (``joyride.service.privdrop``); managed neighbour entries
+        are then asked of the supervisor on ``helper_fd``. Raises if any step fails."""
+        state = self._state()
+        self.dropped = True  # from here on stop leaves the root-only undo to the supervisor
+        helper = NeighbourHelper(helper_fd)
+        if self.network is not None:
+            self.network.request_neighbour = helper.request
+        privdrop.hand_over([self.dir.path, self.dir.app_path, self.dir.control_path,
+                            self.dir.state_file], user)
+        self._trigger = privdrop.ForbiddenCallTrigger()
+        done = privdrop.drop(user)
+        state.user = user.name
+        self.dir.save(state)
+        log.info("dropped privileges: %s", ", ".join(done))
+        return done
 
     def _stop_datapath(self) -> None:
         if self.datapath is not None:
@@ -237,6 +270,8 @@ class Service:
                 if now >= next_check:
                     next_check = now + WATCHDOG_PERIOD
                     self._watchdog()
+                    if self._trigger is not None:
+                        self._trigger.check()
                     if on_tick is not None:
                         on_tick()
         finally:
@@ -360,6 +395,24 @@ class Service:
         state.udp_ports = str(self.steering.ports("udp", LISTEN))
         self.dir.save(state)
         return {"ports": state.ports, "udp_ports": state.udp_ports}
+
+
+class NeighbourHelper:
+    """The service's end of the supervisor's narrow privileged helper: one datagram
+    per managed neighbour entry wanted (``privdrop.NEIGH_REQUEST`` + dotted IPv4), sent
+    without waiting (the engine sees the entry resolve through its own netlink reads)."""
+
+    def __init__(self, fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(False)
+
+    def request(self, ip: bytes) -> bool:
+        try:
+            self.sock.send(privdrop.NEIGH_REQUEST + socket.inet_ntoa(ip).encode())
+        except OSError as exc:
+            log.warning("neighbour request for %s not sent: %s", socket.inet_ntoa(ip), exc)
+            return False
+        return True
 
 
 def _memory() -> dict[str, int]:

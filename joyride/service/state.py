@@ -82,6 +82,7 @@ class ServiceState:
     map_ids: list[int] = field(default_factory=list)
     queues: list[int] = field(default_factory=list)
     started_at: float = 0.0
+    user: str = ""  # the user the service dropped to after setup ("": root)
     notices: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -193,7 +194,8 @@ class StateDir:
             return None
 
     def save(self, state: ServiceState) -> None:
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.path.is_dir():  # (no mkdir once it exists: not on privdrop.ALLOWED)
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.state_file)  # atomic: readers see old or new, never half

@@ -14,6 +14,14 @@ kernel (fail-open). Applications' listeners survive: the restarted service re-ad
 them (``Datapath.adopt_listeners``). A production host can use systemd instead
 (``packaging/joyride@.service``), which provides the same restart policy.
 
+A service that drops its privileges (``joyride attach --user``, ``privdrop``) keeps no
+capability, so the supervisor, which stays root, is its privileged helper
+(``NeighbourHelper``): over a socket pair it adds the managed neighbour entries the
+service asks for (one validated IPv4 address per datagram, on the service's own
+interface, bounded in number; it parses no packets) and removes them when the service
+exits; and after a clean stop it undoes what only root can (``undo_setup``: the
+steering program, the reserved ports, the state files).
+
 Liveness: the supervisor holds ``supervisor.lock`` (flock) in the state directory for
 its life and writes its pid to ``supervisor.pid``; ``joyride detach`` stops it first.
 """
@@ -23,16 +31,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
-from typing import Final
+from typing import Any, Final
 
+from joyride.service import privdrop
 from joyride.service.launch import config_from_json
 from joyride.service.state import StateDir
 
@@ -43,6 +55,100 @@ BACKOFF_MAX: Final = 5.0
 MAX_RESTARTS: Final = 10  # within RESTART_WINDOW; more means it cannot run: give up
 RESTART_WINDOW: Final = 60.0
 READY_TIMEOUT: Final = 120.0
+MAX_MANAGED_NEIGHBOURS: Final = 4096  # entries the helper adds for one service, at most
+NTF_EXT_MANAGED: Final = 0x01  # as joyride.engine.network
+NUD_NONE: Final = 0x00
+
+
+def valid_neighbour(message: bytes) -> str | None:
+    """The dotted IPv4 address of a well-formed neighbour request that may get a managed
+    entry (a unicast host address), else None."""
+    if not message.startswith(privdrop.NEIGH_REQUEST) or len(message) > 32:
+        return None
+    try:
+        addr = ipaddress.IPv4Address(message[len(privdrop.NEIGH_REQUEST):].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if (addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr.is_reserved
+            or addr == ipaddress.IPv4Address("255.255.255.255")):
+        return None
+    return str(addr)
+
+
+class NeighbourHelper:
+    """The supervisor's side of one service's helper socket (module doc): a thread
+    that serves requests until the service's end closes, then removes its entries."""
+
+    def __init__(self, ifname: str, sock: socket.socket) -> None:
+        self.ifname = ifname
+        self.sock = sock
+        self.added: set[str] = set()
+        self.refused = 0
+        self._thread = threading.Thread(target=self._run, name="joyride-helper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        ipr: Any = None
+        try:
+            while True:
+                try:
+                    message = self.sock.recv(64)
+                except OSError:
+                    break
+                if not message:
+                    break  # the service exited
+                ip = valid_neighbour(message)
+                if ip is None or (ip not in self.added
+                                  and len(self.added) >= MAX_MANAGED_NEIGHBOURS):
+                    self.refused += 1
+                    log.warning("helper: refused request %r", message[:32])
+                    continue
+                if ipr is None:
+                    from pyroute2 import IPRoute
+
+                    ipr = IPRoute()
+                try:
+                    ipr.neigh("replace", dst=ip, ifindex=socket.if_nametoindex(self.ifname),
+                              state=NUD_NONE, NDA_FLAGS_EXT=NTF_EXT_MANAGED)
+                    self.added.add(ip)
+                except Exception as exc:  # NetlinkError; OSError: the interface is gone
+                    log.warning("helper: managed neighbour %s on %s: %s", ip, self.ifname,
+                                exc)
+        finally:
+            if ipr is not None:
+                for ip in self.added:
+                    with contextlib.suppress(Exception):
+                        ipr.neigh("del", dst=ip, ifindex=socket.if_nametoindex(self.ifname))
+                ipr.close()
+            self.sock.close()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
+def undo_setup(state_dir: StateDir, ifname: str) -> list[str]:
+    """What a service that dropped its privileges could not undo itself (it leaves its
+    state file for this): the steering program, the reserved ports, the state files.
+    Only while no service holds the lock."""
+    from joyride.service.cleanup import detach_joyride_program
+    from joyride.steer import reservation
+    from joyride.steer.ports import PortSet
+
+    done: list[str] = []
+    with state_dir.held() as got:
+        state = state_dir.load() if got else None
+        if state is None:
+            return done
+        if state.reserved:
+            reservation.release(PortSet.parse(state.ephemeral, allow_empty=True),
+                                PortSet.parse(state.reserved_original, allow_empty=True))
+            done.append("released the reserved ports")
+        gone = detach_joyride_program(ifname)
+        if gone is not None:
+            done.append(f"detached steering program id {gone.prog_id}")
+        for path in (state_dir.state_file, state_dir.control_path, state_dir.app_path):
+            path.unlink(missing_ok=True)
+    return done
 
 
 class Supervisor:
@@ -51,7 +157,10 @@ class Supervisor:
         self.ready_fd = ready_fd
         self.child: subprocess.Popen[bytes] | None = None
         self.stopping = False
+        self.gave_up = False
         self.restarts: deque[float] = deque()
+        self.ifname = config_from_json(config_json).ifname
+        self.helper: NeighbourHelper | None = None
 
     def _signal(self, signum: int, _frame: object) -> None:
         self.stopping = True
@@ -63,12 +172,21 @@ class Supervisor:
     def _spawn(self) -> tuple[subprocess.Popen[bytes], bytes]:
         """Start the service; return it and its readiness line (b"" if it died)."""
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        child = subprocess.Popen(
-            [sys.executable, "-m", "joyride.service", "--config", self.config_json,
-             "--ready-fd", str(write_fd)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=(write_fd,),
-            close_fds=True)
+        ours, theirs = socket.socketpair(socket.AF_UNIX,
+                                         socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "joyride.service", "--config", self.config_json,
+                 "--ready-fd", str(write_fd), "--helper-fd", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                pass_fds=(write_fd, theirs.fileno()), close_fds=True)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         self.child = child
+        self.helper = NeighbourHelper(self.ifname, ours)
         os.close(write_fd)
         line = bytearray()
         deadline = time.monotonic() + READY_TIMEOUT
@@ -110,6 +228,8 @@ class Supervisor:
                     return child.wait()  # it never served: nothing to keep up
             code = child.wait()
             self.child = None
+            if self.helper is not None:
+                self.helper.join(5.0)  # it removes the service's neighbour entries
             if self.stopping or code == 0:
                 return 0
             how = (f"signal {signal.Signals(-code).name}" if code < 0
@@ -123,6 +243,7 @@ class Supervisor:
             if len(self.restarts) > MAX_RESTARTS:
                 log.error("the service died (%s) %d times within %g s: giving up", how,
                           len(self.restarts), RESTART_WINDOW)
+                self.gave_up = True
                 return 1
             log.warning("the service died (%s); restarting in %.1f s", how, backoff)
             deadline = time.monotonic() + backoff
@@ -182,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return supervisor.run()
     finally:
+        if cfg.user and not supervisor.gave_up and not state_dir.service_alive():
+            # The service ran unprivileged: the root-only part of its stop is ours.
+            with contextlib.suppress(Exception):
+                for line in undo_setup(state_dir, cfg.ifname):
+                    log.info("%s", line)
         for path in (state_dir.supervisor_pid_path, state_dir.supervisor_lock_path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
