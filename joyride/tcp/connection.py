@@ -736,6 +736,13 @@ class TcpConnection:
                     out.append(block)
         return tuple(out[:room])
 
+    def _dsack_old(self, seg: TcpSegment) -> None:
+        """RFC 2883 §4.1: a dropped segment whose data lies wholly below RCV.NXT is a
+        duplicate: D-SACK it in the ACK that answers it (as Linux's tcp_send_dupack)."""
+        n = len(seg.payload)
+        if n and self._rcv_nxt - (seg.seq + n) >= 0 and self._rcv_nxt - seg.seq <= MAX_WINDOW:
+            self._note_duplicate(seg.seq, seg.seq + n)
+
     def _note_duplicate(self, left: Seq, right: Seq) -> None:
         """A segment brought [left, right) again: report it in a D-SACK (RFC 2883 §4)
         and acknowledge at once (RFC 5681 §4.2: a duplicate is out of order too)."""
@@ -1216,6 +1223,7 @@ class TcpConnection:
             if now - self._ts_recent_age <= PAWS_IDLE:
                 self._drop("drop_paws")
                 self._ack_now = True
+                self._dsack_old(seg)  # a replicated old segment (as Linux)
                 return
             self._ts_recent = ts[0]  # §5.5: TS.Recent went stale; adopt the new clock
 
@@ -1240,13 +1248,7 @@ class TcpConnection:
                 return
             self._drop("drop_out_of_window")
             self._ack_now = True
-            payload_end = seg.seq + len(seg.payload)
-            if seg.payload and self._rcv_nxt - payload_end >= 0 and (
-                self._rcv_nxt - seg.seq <= MAX_WINDOW
-            ):
-                # RFC 2883 §4.1: a duplicate wholly below RCV.NXT is D-SACKed (in the
-                # ACK this answer is; as Linux's tcp_send_dupack).
-                self._note_duplicate(seg.seq, payload_end)
+            self._dsack_old(seg)
             if self._state is TcpState.TIME_WAIT and flags & TcpFlags.FIN:
                 # RFC 9293 §3.10.7.4 eighth, TIME-WAIT: a retransmitted FIN restarts 2MSL.
                 self._timers.set(Timer.TIME_WAIT, now + self.config.time_wait)

@@ -201,3 +201,24 @@ def test_dsack_blocks_report_only_bytes_already_held(
         got += conn.recv()
         t += 0.01
     assert bytes(got) == stream[:3400]
+
+
+def test_paws_rejected_replica_is_dsacked_rfc2883_4_1_3() -> None:
+    """A replica that arrives after TS.Recent moved on fails PAWS (RFC 7323 §5.3)
+    and is dropped; its data is below RCV.NXT, so the answer D-SACKs it (Linux)."""
+    conn = established(
+        plain_config(sack=True, timestamps=True),
+        peer_options=TcpOptions(mss=1460, sack_permitted=True, timestamps=(100, 0)),
+    )
+    conn.receive(seg(R, ISS + 1, ACK, b"a" * 500, options=TcpOptions(timestamps=(200, 0))), 1.0)
+    conn.on_timer(1.05)
+    one(conn, 1.05)
+    conn.receive(
+        seg(R + 500, ISS + 1, ACK, b"b" * 500, options=TcpOptions(timestamps=(300, 0))), 1.1
+    )  # TS.Recent = 300 (RFC 7323 §4.3)
+    conn.on_timer(1.15)
+    one(conn, 1.15)
+    conn.receive(seg(R, ISS + 1, ACK, b"a" * 500, options=TcpOptions(timestamps=(200, 0))), 1.2)
+    assert conn.counters["drop_paws"] == 1
+    ack = one(conn, 1.2)
+    assert ack.ack == R + 1000 and ack.options.sack_blocks == _blocks([(0, 500)])
