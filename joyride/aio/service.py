@@ -9,8 +9,9 @@ is its address, a connection's peer, the service's end, spells the 4-tuple), so
 ``ServiceSocket`` answers ``getsockname``/``getpeername``/``accept`` with those, decoded
 by ``protocol.tcp_addresses`` (as ``joyride.socket`` does).
 ``transport.get_extra_info('peername')`` then shows the TCP peer, as it would on a
-kernel socket. (uvloop reads the names from the descriptor itself: on uvloop, service
-mode transports show the unix names.)
+kernel socket. Its ``getsockopt``/``setsockopt`` answer as a kernel TCP socket's, as
+the preload shim's do (``sockopts.TcpAnswers``). (uvloop reads the names from the
+descriptor itself: on uvloop, service mode transports show the unix names.)
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from __future__ import annotations
 import errno
 import os
 import socket as _socket
+from typing import TYPE_CHECKING, Any, overload
 
+from joyride import sockopts
 from joyride.service import appclient, protocol
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 def _not_connected() -> OSError:
@@ -36,6 +42,8 @@ class ServiceSocket(_socket.socket):
     # A listener: the uids that may deliver connections to it (appclient.service_uids),
     # found when it was made, in its network namespace.
     service_uids: set[int] | None = None
+    # Its options, answered as a kernel TCP socket would (made on first use).
+    answers: sockopts.TcpAnswers | None = None
 
     @classmethod
     def adopt(cls, sock: _socket.socket) -> ServiceSocket:
@@ -54,11 +62,35 @@ class ServiceSocket(_socket.socket):
             raise _not_connected()  # a listener, as the kernel's; or the service's end left
         return remote
 
+    def _tcp(self) -> sockopts.TcpAnswers:
+        if self.answers is None:
+            self.answers = sockopts.TcpAnswers(self)
+        return self.answers
+
+    @overload
+    def getsockopt(self, level: int, optname: int, /) -> int: ...
+    @overload
+    def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
+    def getsockopt(self, level: int, optname: int, buflen: int = 0, /) -> Any:
+        return self._tcp().getsockopt(level, optname, buflen)
+
+    @overload
+    def setsockopt(self, level: int, optname: int, value: int | ReadableBuffer, /
+                   ) -> None: ...
+    @overload
+    def setsockopt(self, level: int, optname: int, value: None, optlen: int, /) -> None: ...
+    def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None,
+                   /) -> None:
+        if optlen is not None:
+            return _socket.socket.setsockopt(self, level, optname, None, optlen)
+        return self._tcp().setsockopt(level, optname, value)
+
     def accept(self) -> tuple[_socket.socket, tuple[str, int] | None]:
         # socket.socket.accept would build a plain socket.socket: wrap the fd here.
         # Only what the service delivers.
         conn, _unix_name = appclient.accept(self, self.service_uids)
         conn = ServiceSocket.adopt(conn)
+        conn.answers = self._tcp().inherited(conn)  # as Linux: its listener's options
         try:
             peer: tuple[str, int] | None = conn.getpeername()
         except OSError:  # the service dropped it already: the transport sees EOF
@@ -79,6 +111,8 @@ def listener(host: str | None, port: int | None, reuse_port: bool = False
         return None
     adopted = ServiceSocket.adopt(sock)
     adopted.service_uids = appclient.service_uids()
+    # appclient.listen's backlog, as the kernel keeps it (TCP_INFO's tcpi_sacked).
+    adopted.answers = sockopts.TcpAnswers(adopted, backlog=min(128, sockopts.somaxconn()))
     return adopted
 
 

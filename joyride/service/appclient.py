@@ -139,10 +139,12 @@ def set_option(sock: socket.socket, level: int, optname: int, value: int, *,
                 None)
     if code is None:
         return False
-    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-        name = sock.getsockname()
+    # The unix names, through socket.socket's own methods: a subclass (joyride.asyncio's
+    # ServiceSocket) answers these with the TCP addresses.
+    if socket.socket.getsockopt(sock, socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        name = socket.socket.getsockname(sock)
     else:
-        name = sock.getpeername()
+        name = socket.socket.getpeername(sock)
     text = name.lstrip(b"\0").decode("ascii", "replace") if isinstance(name, bytes) \
         else name.lstrip("\0")
     carrier = (value & 0xFFFFFFFF).to_bytes(4, "little")

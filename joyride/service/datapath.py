@@ -390,6 +390,7 @@ class Datapath:
             failed = self._failed.pop(request.name, None)
             if failed is None:
                 return errno.ENOTCONN, None, None
+            self.counters["getinfo_gone_error"] += 1
             gone = sockopts.closed_info(failed)
             return 0, protocol.Info(gone.so_error, 0, 0, 0, gone.tcp_info), None
         if creds.uid not in (0, pump.uid):
@@ -412,7 +413,6 @@ class Datapath:
             if conn in self._error_reported:
                 so_error = 0  # reported once, as Linux clears sk_err when it is read
             self._error_reported.add(conn)
-        self.counters["getinfo"] += 1
         return 0, protocol.Info(so_error, min(info.outq, 0xFFFFFFFF),
                                 min(info.notsent, 0xFFFFFFFF),
                                 min(info.window_clamp, 0xFFFFFFFF), info.tcp_info), conn
@@ -636,6 +636,7 @@ class Datapath:
                 status = self.set_option(request, creds)
                 self._reply(session, protocol.Reply(request.op, status))
             elif request.op == protocol.OP_GETINFO:
+                self.counters["getinfo"] += 1
                 status, info, conn = self.get_info(request, creds)
                 reply = protocol.Reply(request.op, status)
                 if conn is not None:
