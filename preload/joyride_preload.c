@@ -1405,11 +1405,33 @@ static uint32_t jr_u32_at(const unsigned char *p)
     return v;
 }
 
-/* TCP_INFO: the kernel's length and layout (a scratch socket's answer), filled with the
- * connection's figures from the service, or a listener's (state, backlog). */
+/* How long the running kernel's struct tcp_info is (it grows with new kernels). */
+static socklen_t jr_tcp_info_size(void)
+{
+    static socklen_t size;
+    socklen_t got = __atomic_load_n(&size, __ATOMIC_RELAXED);
+    unsigned char buf[512];
+    int k, saved = errno;
+
+    if (got)
+        return got;
+    got = sizeof(buf);
+    k = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (k < 0 || real_getsockopt(k, IPPROTO_TCP, TCP_INFO, buf, &got) != 0)
+        got = JR_TCP_INFO_SIZE;
+    if (k >= 0)
+        real_close(k);
+    __atomic_store_n(&size, got, __ATOMIC_RELAXED);
+    errno = saved;
+    return got;
+}
+
+/* TCP_INFO: the kernel's length and layout, with the connection's figures from the
+ * service; a listener's as tcp_get_info makes them (a scratch socket's rates, window and
+ * reordering, the state, the backlog); a connection the service no longer has, a
+ * closed socket's. */
 static int jr_tcp_info(int fd, const struct jr_info *info, void *optval, socklen_t *optlen)
 {
-    /* What tcp_get_info reports of a listener beyond its state and queue lengths. */
     static const struct { size_t at, len; } listener_fields[] = {
         {80, 4},  /* tcpi_snd_cwnd */
         {88, 4},  /* tcpi_reordering */
@@ -1417,7 +1439,7 @@ static int jr_tcp_info(int fd, const struct jr_info *info, void *optval, socklen
     };
     unsigned char buf[512], out[512];
     struct jr_conninfo ci;
-    socklen_t len;
+    socklen_t len, size = jr_tcp_info_size();
     size_t i;
     int backlog;
     unsigned n;
@@ -1430,22 +1452,26 @@ static int jr_tcp_info(int fd, const struct jr_info *info, void *optval, socklen
         errno = EINVAL;
         return -1;
     }
-    len = *optlen < sizeof(buf) ? *optlen : sizeof(buf);
-    if (jr_scratch_get(fd, IPPROTO_TCP, TCP_INFO, buf, &len) != 0)
-        return -1;
+    len = *optlen < size ? *optlen : size;
+    if (len > sizeof(out))
+        len = sizeof(out);
     memset(out, 0, sizeof(out));
-    if (info->kind == JR_LISTENER) {
-        for (i = 0; i < sizeof(listener_fields) / sizeof(listener_fields[0]); i++)
-            if (listener_fields[i].at + listener_fields[i].len <= len)
-                memcpy(out + listener_fields[i].at, buf + listener_fields[i].at,
-                       listener_fields[i].len);
-        out[0] = 10; /* TCP_LISTEN */
-        free(jr_copy_opts(fd, &n, &backlog));
-        memcpy(out + 28, &backlog, sizeof(backlog)); /* tcpi_sacked: the backlog */
-    } else if (jr_getinfo(fd, &ci) == 0) {
+    if (info->kind == JR_CONNECTION && jr_getinfo(fd, &ci) == 0) {
         memcpy(out, ci.tcp_info, len < JR_TCP_INFO_SIZE ? len : JR_TCP_INFO_SIZE);
     } else {
-        memcpy(out, buf, len); /* gone: a closed socket's */
+        if (jr_scratch_get(fd, IPPROTO_TCP, TCP_INFO, buf, &len) != 0)
+            return -1;
+        if (info->kind == JR_LISTENER) {
+            for (i = 0; i < sizeof(listener_fields) / sizeof(listener_fields[0]); i++)
+                if (listener_fields[i].at + listener_fields[i].len <= len)
+                    memcpy(out + listener_fields[i].at, buf + listener_fields[i].at,
+                           listener_fields[i].len);
+            out[0] = 10; /* TCP_LISTEN */
+            free(jr_copy_opts(fd, &n, &backlog));
+            memcpy(out + 28, &backlog, sizeof(backlog)); /* tcpi_sacked: the backlog */
+        } else {
+            memcpy(out, buf, len); /* gone: a closed socket's */
+        }
     }
     memcpy(optval, out, len);
     *optlen = len;
