@@ -5,20 +5,23 @@ done (the steering program attached, maps filled, AF_XDP sockets bound and their
 registered, the state directory, the control and application sockets) it gives up
 what it no longer needs, in this order:
 
-1. hands its state directory, ``app.sock``, ``control.sock`` and ``state.json`` to the
-   service user (``app.sock``'s owner is the uid applications accept deliveries from,
-   ``apps.service_uids``), keeping the group (``--group``);
-2. ``setgroups([])``, ``setresgid``, ``setresuid`` to that user. glibc applies these to
-   every thread (the C data plane's transmit threads and the netlink worker too), and
-   the kernel clears the permitted, effective and ambient capability sets of a thread
-   whose uids all leave 0: **no capability remains** (``CapEff: 0``, checked here for
-   every thread). What still needs one goes elsewhere: BPF map updates (``joyride
-   ports``, address refresh) work on the map descriptors the service already holds
-   (Linux 6.5+ checks no capability for map operations on a descriptor); managed
-   neighbour entries (a netlink write, ``CAP_NET_ADMIN``) are asked of the root
-   supervisor over a socket pair (``NEIGH_REQUEST``, ``joyride.service.supervisor``);
-   undoing setup (detaching the program, releasing the reserved ports, removing the
-   state) is done by the supervisor after the service exits;
+1. hands ``app.sock``, ``control.sock`` and ``state.json`` to the service user
+   (``app.sock``'s owner is the uid applications accept deliveries from,
+   ``apps.service_uids``), keeping the group (``--group``); the state directory stays
+   root's (the service rewrites ``state.json`` in place), so the service cannot plant
+   names there that root opens later;
+2. ``setgroups`` (none, or ``--group``'s), ``setresgid``, ``setresuid`` to that user.
+   glibc applies these to every thread (the C data plane's transmit threads and the
+   netlink worker too), and the kernel clears the permitted, effective and ambient
+   capability sets of a thread whose uids all leave 0: **no capability remains**
+   (``CapEff: 0``, checked here for every thread). What still needs one goes elsewhere:
+   BPF map updates (``joyride ports``, address refresh) work on the map descriptors the
+   service already holds (Linux 6.5+ checks no capability for map operations on a
+   descriptor); managed neighbour entries (a netlink write, ``CAP_NET_ADMIN``) are asked
+   of the root supervisor over a socket pair (``NEIGH_REQUEST``,
+   ``joyride.service.supervisor``); undoing setup (detaching the program, releasing the
+   reserved ports, removing the state) is done by the supervisor after the service
+   exits;
 3. ``PR_SET_NO_NEW_PRIVS``;
 4. a seccomp filter (``SECCOMP_FILTER_FLAG_TSYNC``: every thread) that allows only the
    system calls of the steady state (``ALLOWED``) and kills the process
@@ -89,7 +92,7 @@ ALLOWED: Final[dict[str, int]] = {
     "getpid": 39, "socket": 41, "connect": 42, "sendto": 44, "recvfrom": 45, "sendmsg": 46,
     "recvmsg": 47, "shutdown": 48, "bind": 49, "listen": 50, "getsockname": 51,
     "getpeername": 52, "socketpair": 53, "setsockopt": 54, "getsockopt": 55, "clone": 56,
-    "exit": 60, "uname": 63, "fcntl": 72, "rename": 82, "gettimeofday": 96, "getuid": 102,
+    "exit": 60, "uname": 63, "fcntl": 72, "gettimeofday": 96, "getuid": 102,
     "getgid": 104, "geteuid": 107, "getegid": 108, "sigaltstack": 131, "gettid": 186,
     "futex": 202, "sched_getaffinity": 204, "restart_syscall": 219, "clock_gettime": 228,
     "clock_nanosleep": 230, "exit_group": 231, "epoll_wait": 232, "epoll_ctl": 233,
@@ -143,9 +146,10 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def change_user(user: ServiceUser) -> None:
-    """Become ``user`` for good (every thread): groups, gids, uids."""
-    os.setgroups([])
+def change_user(user: ServiceUser, groups: Iterable[int] = ()) -> None:
+    """Become ``user`` for good (every thread): supplementary ``groups`` (only these),
+    gids, uids."""
+    os.setgroups(sorted(set(groups)))
     os.setresgid(user.gid, user.gid, user.gid)
     os.setresuid(user.uid, user.uid, user.uid)
     if os.getresuid() != (user.uid,) * 3 or os.getresgid() != (user.gid,) * 3:
@@ -243,10 +247,11 @@ def install_filter(program: bytes | None = None) -> None:
         raise PrivilegeDropError(f"seccomp(SECCOMP_SET_MODE_FILTER): {what}")
 
 
-def drop(user: ServiceUser, *, seccomp: bool = True) -> list[str]:
+def drop(user: ServiceUser, *, groups: Iterable[int] = (), seccomp: bool = True) -> list[str]:
     """Steps 2-4 of the module doc; what was done, for the log. Raises on any failure
-    (the caller then stops: a service that could not drop must not serve)."""
-    change_user(user)
+    (the caller then stops: a service that could not drop must not serve). ``groups``:
+    supplementary groups to keep (``--group``, whose state directory is 0710 to it)."""
+    change_user(user, groups)
     check_no_capabilities()
     set_no_new_privs()
     done = [f"uid/gid {user.uid}/{user.gid} ({user.name})", "no capabilities",

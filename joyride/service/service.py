@@ -200,12 +200,15 @@ class Service:
         helper = NeighbourHelper(helper_fd)
         if self.network is not None:
             self.network.request_neighbour = helper.request
-        privdrop.hand_over([self.dir.path, self.dir.app_path, self.dir.control_path,
-                            self.dir.state_file], user)
+        # The directory stays root's: the service could otherwise plant names in it
+        # (a symlink as service.log) that root opens later.
+        privdrop.hand_over([self.dir.app_path, self.dir.control_path, self.dir.state_file],
+                           user)
         self._trigger = privdrop.ForbiddenCallTrigger()
-        done = privdrop.drop(user)
+        gid = apps.group_id(self.config.group)  # --group: its directory is 0710 to it
+        done = privdrop.drop(user, groups=[] if gid is None else [gid])
         state.user = user.name
-        self.dir.save(state)
+        self.dir.save(state, in_place=True)
         log.info("dropped privileges: %s", ", ".join(done))
         return done
 
@@ -393,7 +396,7 @@ class Service:
             raise control.ControlError(f"unknown ports action {action!r} (add or del)")
         state.ports = str(self.steering.ports("tcp", LISTEN))
         state.udp_ports = str(self.steering.ports("udp", LISTEN))
-        self.dir.save(state)
+        self.dir.save(state, in_place=self.dropped)
         return {"ports": state.ports, "udp_ports": state.udp_ports}
 
 

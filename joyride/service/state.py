@@ -193,9 +193,15 @@ class StateDir:
         except TypeError:
             return None
 
-    def save(self, state: ServiceState) -> None:
-        if not self.path.is_dir():  # (no mkdir once it exists: not on privdrop.ALLOWED)
-            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def save(self, state: ServiceState, *, in_place: bool = False) -> None:
+        """Write ``state.json`` atomically (a new file renamed over the old), or, with
+        ``in_place``, over the existing file: a service that dropped its privileges owns
+        the file but may not write the directory (``privdrop``). One small write."""
+        if in_place:
+            self.state_file.write_text(json.dumps(state.to_json(), indent=2,
+                                                  sort_keys=True) + "\n")
+            return
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.state_file)  # atomic: readers see old or new, never half

@@ -89,11 +89,11 @@ def echo_server(lsock: socket.socket, count: int) -> threading.Thread:
     return thread
 
 
-def round_trip(bed: Testbed, port: int, size: int = 1 << 20) -> None:
+def round_trip(bed: Testbed, port: int, size: int = 1 << 20, ip: str | None = None) -> None:
     """Send ``size`` random bytes from the peer, read the echo, compare by hash."""
     data = os.urandom(size)
     with bed.peer.inside():
-        client = socket.create_connection((bed.joy.ip, port), timeout=20)
+        client = socket.create_connection((ip or bed.joy.ip, port), timeout=20)
     with client:
         sender = threading.Thread(target=client.sendall, args=(data,), daemon=True)
         sender.start()
@@ -134,15 +134,43 @@ def test_service_runs_unprivileged_and_serves() -> None:
             # Deliveries are accepted from app.sock's owner: it must be the service's uid.
             assert path.stat().st_uid == uid
             assert path.with_name("control.sock").stat().st_uid == uid
+            assert path.parent.stat().st_uid == 0  # nothing for the service to plant
             with bed.joy.inside():
                 state = StateDir(bed.joy.ifname).load()
             assert state is not None and state.user == privdrop.DEFAULT_USER
 
+            # An outgoing connection to a peer the kernel has no neighbour entry for:
+            # the managed entry comes from the supervisor's helper.
+            # (First: no traffic yet, so neither the kernel nor the engine knows the peer.)
+            bed.joy.run("ip", "neigh", "flush", "dev", bed.joy.ifname)
+            time.sleep(1.2)  # past the engine's own neighbour cache (NEIGHBOUR_TTL)
+            with bed.peer.inside():
+                peer_server = socket.create_server(("0.0.0.0", 9500))
+            with peer_server:
+                with bed.joy.inside():
+                    out_conn = appclient.connect(bed.peer.ip, 9500, path=path, timeout=15)
+                peer_server.settimeout(15)
+                accepted, _ = peer_server.accept()
+                with out_conn, accepted:
+                    out_conn.sendall(b"outgoing")
+                    assert accepted.recv(64) == b"outgoing"
+            neigh = bed.joy.run("ip", "-d", "neigh", "show", bed.peer.ip, "dev",
+                                bed.joy.ifname).stdout
+            assert b"managed" in neigh, neigh  # added by the helper, for the service
+
             with bed.joy.inside():
                 lsock = appclient.listen(8080, path=path)
             with lsock:
-                server = echo_server(lsock, 1)
+                server = echo_server(lsock, 2)
                 round_trip(bed, 8080)
+                # An address added while attached: the service follows it (netlink
+                # read, steering map update) and serves it.
+                extra = bed.joy.ip.rsplit(".", 1)[0] + ".77"
+                bed.joy.run("ip", "addr", "add", f"{extra}/{bed.joy.prefix_len}", "dev",
+                            bed.joy.ifname)
+                wait_for(lambda: stats(bed.joy)["datapath"]["engine"].get(
+                    "address_changes", 0) >= 1, 10, "the service to see the new address")
+                round_trip(bed, 8080, 1 << 18, ip=extra)
                 server.join(20)
 
             # joyride ports: map updates on descriptors the service holds. A kernel
@@ -161,22 +189,6 @@ def test_service_runs_unprivileged_and_serves() -> None:
             out = cli(bed.joy, "status", bed.joy.ifname, "--json")
             assert json.loads(out.stdout)[0]["service"]["ports"] == "8080"
 
-            # An outgoing connection to a peer the kernel has no neighbour entry for:
-            # the managed entry comes from the supervisor's helper.
-            bed.joy.run("ip", "neigh", "flush", "dev", bed.joy.ifname)
-            with bed.peer.inside():
-                peer_server = socket.create_server(("0.0.0.0", 9500))
-            with peer_server:
-                with bed.joy.inside():
-                    out_conn = appclient.connect(bed.peer.ip, 9500, path=path, timeout=15)
-                peer_server.settimeout(15)
-                accepted, _ = peer_server.accept()
-                with out_conn, accepted:
-                    out_conn.sendall(b"outgoing")
-                    assert accepted.recv(64) == b"outgoing"
-            neigh = bed.joy.run("ip", "-d", "neigh", "show", bed.peer.ip, "dev",
-                                bed.joy.ifname).stdout
-            assert b"managed" in neigh, neigh  # added by the helper, for the service
             assert pid == service_pid(bed)  # still the same, unkilled service
         # detach: the supervisor undid what the unprivileged service could not.
         with bed.joy.inside():
