@@ -543,6 +543,7 @@ class TcpConnection:
             and self._recovery.quiet
             and self._keepalive_sent == 0  # no probe unanswered
             and not timers.is_set(Timer.PERSIST)
+            and not timers.is_set(Timer.REORDER)  # RACK's (RFC 8985 §6.3): Python's
             and not timers.is_set(Timer.FIN_WAIT_2)
             and not timers.is_set(Timer.TIME_WAIT)
             and isinstance(self._cc, (Cubic, NewReno))
@@ -639,6 +640,8 @@ class TcpConnection:
         if tcb.keepalive_at:
             self._timers.set(Timer.KEEPALIVE, float(tcb.keepalive_at))
         self._last_send = float(tcb.last_send)
+        # RACK (RFC 8985) times what C sent by the last time it sent (no earlier).
+        self._recovery.note_sent(self._snd_max, self._last_send, self._snd_una)
         self._recv_buf.load_hot(tcb)  # before the bytes: C may have grown the buffer
         self._recv_buf.push(rcv)
         self._send_buf.write(snd)
@@ -903,7 +906,8 @@ class TcpConnection:
         else:
             if self._rtt_seq is None:
                 self._rtt_seq, self._rtt_time = end, now
-            self._recovery.new_data_sent(n)
+            recovery.new_data_sent(n)
+            recovery.note_sent(end, now, self._snd_una)  # RFC 8985: its send time, for RACK
         self._out.append(self._segment(seq, flags, payload))
         end = end + (1 if flags & TcpFlags.FIN else 0)
         if end > self._snd_nxt:
@@ -977,6 +981,8 @@ class TcpConnection:
             self._on_rto(now)
         elif timer is Timer.DELAYED_ACK:
             self._ack_now = True
+        elif timer is Timer.REORDER:
+            self._on_reorder_timer(now)
         elif timer is Timer.PERSIST:
             self._on_persist(now)
         elif timer is Timer.KEEPALIVE:
@@ -1005,6 +1011,7 @@ class TcpConnection:
             self._recovery.on_rto(
                 self._snd_max, self._snd_max - self._snd_una, now, snd_una=self._snd_una
             )
+            self._timers.cancel(Timer.REORDER)  # the scoreboard is gone (RFC 6675 §5.1)
         # Go-back-N from SND.UNA (a SYN/SYN-ACK goes again with SND.NXT == ISS).
         self._snd_nxt = self._snd_una
         self._probe_end = None
@@ -1382,8 +1389,29 @@ class TcpConnection:
             self._rtt_seq = None  # Karn (RFC 6298 §3): the timed range may be resent
         if rexmit is not None:
             self._retransmit(rexmit[0], rexmit[1], now)  # RFC 6675 §5 step (4.3)
+        self._arm_reorder()
         self._ack_state_transitions(now)
         return self._state is not TcpState.CLOSED
+
+    def _arm_reorder(self) -> None:
+        """RFC 8985 §6.3: the RACK reordering timer follows ``rack_timeout``."""
+        at = self._recovery.rack_timeout
+        if at is None:
+            self._timers.cancel(Timer.REORDER)
+        else:
+            self._timers.set(Timer.REORDER, at)
+
+    def _on_reorder_timer(self, now: float) -> None:
+        """RFC 8985 §6.3: RACK's reordering window passed for a hole: detect again."""
+        if not self._state.synchronized or self._snd_una == self._snd_max:
+            return
+        self.counters["rack_timer_fired"] += 1
+        recovery = self._recovery
+        rexmit = recovery.on_rack_timer(self._snd_una, self._snd_max, self._rtt.srtt, now)
+        if rexmit is not None:
+            self._rtt_seq = None  # Karn
+            self._retransmit(rexmit[0], rexmit[1], now)
+        self._arm_reorder()
 
     def _advance_una(self, ack: Seq) -> int:
         """SND.UNA moves to ``ack``: release the acknowledged bytes from the send buffer

@@ -81,5 +81,7 @@ RECOVERY_COUNTERS: Final = frozenset(
         "spurious_detected_dsack",  # RFC 3708 §3: every retransmission came back D-SACKed
         "undo_fast_recovery",  # cwnd/ssthresh restored after a spurious fast retransmit
         "undo_rto",  # cwnd/ssthresh restored after a spurious RTO (RFC 4015 §3.2)
+        "rack_reordering_seen",  # RFC 8985 §6.2: reordering seen, RACK decides losses
+        "rack_timer_fired",  # RFC 8985 §6.3: the reordering timer expired
     }
 )

@@ -566,6 +566,7 @@ class FastPath:
         if c._rtt_seq is None:
             c._rtt_seq, c._rtt_time = end, now
         c._snd_nxt = c._snd_max = end
+        recovery.note_sent(end, now, c._snd_una)  # RFC 8985: the batch's send time
         c._last_ack_sent = rcv_nxt
         c._last_ack_rcv_nxt = rcv_nxt
         timers = c._timers

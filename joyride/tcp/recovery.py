@@ -29,14 +29,25 @@ Beyond RFC 6675 (issue 15):
   not raised after a spurious fast retransmit (Linux's tcp_update_reordering): in
   the simulator that delayed the detection of real losses under mixed loss and
   reordering enough to cost more than it saved; that adaptation is RACK's (RFC 8985
-  reordering window), not done yet.
+  reordering window, below).
   Undo stays possible for a short while after recovery ends, as D-SACKs of
   the last retransmissions arrive after the ACK that ends it; ``quiet`` is False
   meanwhile, so the C data plane does not take the connection (docs/dataplane.md).
+* RACK (RFC 8985 §6), once reordering has been seen (a D-SACK, a hole filled by
+  the original transmission, an undone recovery): loss is then decided by time,
+  not by DupThresh. An unSACKed segment is lost when a segment sent after it was
+  delivered and RACK.rtt + RACK.reo_wnd have passed since it was sent; the
+  reordering window is min_RTT/4, scaled by the D-SACK rounds seen (§6.2 step 4),
+  never above SRTT. Until reordering is seen RFC 6675's IsLost() decides, as RFC
+  8985 §6.2 step 4 makes RACK.reo_wnd 0 then (DupThresh's verdict). Send times
+  are kept per send call (a batch of the fast path, a hand-back from the C data
+  plane: the time C last sent), for data never retransmitted; RACK's detection of
+  lost retransmissions is not done (the RTO repairs those), nor is TLP (§7).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from typing import Final
 
@@ -49,6 +60,11 @@ from joyride.wire.seq import Seq
 #: Retransmitted ranges remembered per episode for the D-SACK test; beyond that the
 #: episode can only be found spurious by timestamps.
 MAX_UNDO_RANGES: Final = 64
+#: Send-time records kept for RACK (one per distinct send time of outstanding data).
+MAX_TX_RECORDS: Final = 8192
+#: RFC 8985 §6.2 step 4: the reordering window's multiplier resets after this many
+#: recoveries without a new D-SACK round.
+REO_WND_PERSIST: Final = 16
 #: Episode kinds.
 EPISODE_NONE: Final = 0
 EPISODE_FAST: Final = 1  # fast retransmit / fast recovery
@@ -61,11 +77,15 @@ class LossRecovery:
     __slots__ = (
         "_cc",
         "_counters",
+        "_dsack_round",
         "_dupthresh",
         "_lt_bytes",
         "_prior_cwnd",
         "_prior_ssthresh",
+        "_reo_persist",
         "_rexmit_ranges",
+        "_tx_ends",
+        "_tx_times",
         "_undo_deadline",
         "_undo_dsack_ok",
         "board",
@@ -76,8 +96,14 @@ class LossRecovery:
         "mss",
         "prr_delivered",
         "prr_out",
+        "rack_min_rtt",
+        "rack_rtt",
+        "rack_timeout",
+        "rack_xmit_ts",
         "recover",
         "recover_fs",
+        "reo_wnd_mult",
+        "reordering_seen",
         "rescue_rxt",
         "resume_at_snd_max",
         "retrans_ts",
@@ -117,6 +143,18 @@ class LossRecovery:
         self._prior_ssthresh = 0
         #: Set by an undo of an RTO: the connection resumes at SND.MAX (RFC 4015 §3.2).
         self.resume_at_snd_max = False
+        # RFC 8985 RACK (see the module docstring).
+        self._tx_ends: list[Seq] = []  # end of each send call's data, in send order
+        self._tx_times: list[float] = []  # and its time
+        self.rack_xmit_ts: float | None = None  # RACK.xmit_ts
+        self.rack_rtt = 0.0  # RACK.rtt
+        self.rack_min_rtt: float | None = None  # RACK.min_RTT
+        self.reordering_seen = False  # RACK.reordering_seen
+        self.reo_wnd_mult = 1  # RACK.reo_wnd_mult
+        self._dsack_round: Seq | None = None  # RACK.dsack_round
+        self._reo_persist = REO_WND_PERSIST  # RACK.reo_wnd_persist
+        #: When the RACK reordering timer (§6.3) is due, None when not armed.
+        self.rack_timeout: float | None = None
 
     def configure(self, mss: int, sack_ok: bool) -> None:
         """After the handshake: the send MSS and whether SACK was negotiated."""
@@ -140,7 +178,7 @@ class LossRecovery:
         the connection, docs/dataplane.md)."""
         return (not self.in_recovery and self.dupacks == 0 and self._lt_bytes == 0
                 and not self.rexmit_head and self.board.sacked_bytes == 0
-                and self.undo_marker is None)
+                and self.undo_marker is None and self.rack_timeout is None)
 
     # ------------------------------------------------------------------ per ACK
 
@@ -167,14 +205,17 @@ class LossRecovery:
         """
         blocks = tuple(sack_blocks)
         sacked_new = 0
-        sacked_before = self.board.sacked_bytes
+        board = self.board
+        sacked_before = board.sacked_bytes
+        fack_before = board.high_sacked
         dsack = False
         if self.sack_ok:
             if blocks:
                 dsack = self._on_dsack(blocks, snd_una if seg_ack is None else seg_ack)
             # RFC 6675 §5: update the scoreboard from every ACK, with or without SACK
             # blocks, so that data the cumulative ACK now covers leaves it at once.
-            sacked_new = self.board.update(snd_una, blocks, snd_max)
+            sacked_new = board.update(snd_una, blocks, snd_max)
+            self._rack_ack(snd_una, acked, sacked_new, fack_before, dsack, srtt, now)
         if self.undo_marker is not None and acked > 0 and self.retrans_ts is not None and tsecr:
             # RFC 3522 §2 steps (2)-(3): the first acceptable ACK after the
             # retransmission decides: a TSecr older than RetransmitTS echoes the
@@ -208,7 +249,8 @@ class LossRecovery:
             elif self.sack_ok:
                 # RFC 6937 §3: DeliveredData = change in SND.UNA + change in SACKed.
                 delivered = acked + self.board.sacked_bytes - sacked_before
-                self._prr_update(snd_una, snd_max, max(delivered, 0))
+                if delivered > 0:
+                    self._prr_update(snd_una, snd_max, delivered)
             elif acked > 0:
                 # RFC 6582 §3.2 step 3 partial ACK: resend the next hole, deflate.
                 self.rexmit_head = True
@@ -233,9 +275,13 @@ class LossRecovery:
             return None
         if snd_una < self.recover or snd_max == snd_una:
             return None  # RFC 6582 §3.2 step 2 / RFC 6675 §5.1: not before RecoveryPoint
-        enter = self.dupacks >= self._dupthresh
-        if self.sack_ok and not enter:
+        if self.sack_ok and self.board.rack_mode:
+            # RFC 8985 §6: time decides, not the number of duplicate ACKs.
             enter = self.board.is_lost(snd_una)
+        else:
+            enter = self.dupacks >= self._dupthresh
+            if self.sack_ok and not enter:
+                enter = self.board.is_lost(snd_una)
         if not enter:
             return None
         delivered = acked + self.board.sacked_bytes - sacked_before
@@ -248,6 +294,12 @@ class LossRecovery:
         cc, mss = self._cc, self.mss
         self._counters["fast_retransmits"] += 1
         self.in_recovery = True
+        # RFC 8985 §6.2 step 4: after 16 recoveries without a D-SACK round, the
+        # reordering window's multiplier starts again from 1.
+        self._reo_persist -= 1
+        if self._reo_persist <= 0:
+            self.reo_wnd_mult = 1
+            self._reo_persist = REO_WND_PERSIST
         self.recover = snd_max
         # A new episode for undo (RFC 3708 §3, RFC 4015 §3.2): what is replaced.
         self._begin_episode(EPISODE_FAST, snd_una)
@@ -267,7 +319,8 @@ class LossRecovery:
         self.prr_delivered = 0
         self.prr_out = 0
         self.recover_fs = max(snd_max - snd_una, mss)
-        self._prr_update(snd_una, snd_max, delivered)
+        if delivered > 0:
+            self._prr_update(snd_una, snd_max, delivered)
         # RFC 6675 §5 step (4.3): retransmit the first lost segment right away, and set
         # HighRxt and RescueRxt to its highest octet, so that neither it nor a
         # premature rescue goes out again before the peer reports on it.
@@ -280,7 +333,11 @@ class LossRecovery:
     # ------------------------------------------------------------------ PRR
 
     def _prr_update(self, snd_una: Seq, snd_max: Seq, delivered: int) -> None:
-        """RFC 6937 §3, on every ACK during (SACK) recovery: cwnd = pipe + sndcnt."""
+        """RFC 6937 §3, on every ACK during (SACK) recovery: cwnd = pipe + sndcnt.
+        Only for an ACK that delivered data (as Linux's tcp_cwnd_reduction): one
+        that delivered nothing (a window update, a segment carrying data) would only
+        move cwnd down to pipe, send nothing, and make the outcome depend on which
+        path (fast or slow) took that segment."""
         cc = self._cc
         self.prr_delivered += delivered
         pipe = self.board.pipe(snd_una, snd_max, self.high_rxt)
@@ -392,6 +449,7 @@ class LossRecovery:
         cc.cwnd = max(cc.cwnd, self._prior_cwnd)
         cc.ssthresh = max(cc.ssthresh, self._prior_ssthresh)
         counters = self._counters
+        self._reordering()  # what looked lost was only late
         if kind == EPISODE_RTO:
             counters["undo_rto"] += 1
             # RFC 4015 §3.2: after a spurious timeout, resume with new data rather
@@ -400,6 +458,124 @@ class LossRecovery:
         else:
             counters["undo_fast_recovery"] += 1
         self._end_episode()
+
+    # ------------------------------------------------------------------ RACK
+
+    def note_sent(self, end: Seq, now: float, snd_una: Seq) -> None:
+        """New data up to ``end`` went out at ``now`` (RACK needs its send time);
+        records below ``snd_una`` go (the fast path's ACKs do not prune them)."""
+        if not self.sack_ok:
+            return  # RACK needs SACK (RFC 8985 §2)
+        ends, times = self._tx_ends, self._tx_times
+        if ends and not ends[0] > snd_una:
+            k = bisect.bisect_left(ends, snd_una)
+            del ends[:k], times[:k]
+        if ends:
+            if not end > ends[-1]:
+                return
+            if times[-1] == now:
+                ends[-1] = end  # the same send time: one record
+                return
+            if len(ends) >= MAX_TX_RECORDS:
+                del ends[0], times[0]
+        ends.append(end)
+        times.append(now)
+
+    def _tx_time(self, octet: Seq) -> float | None:
+        """When the octet ``octet`` was (first) sent, if recorded."""
+        i = bisect.bisect_right(self._tx_ends, octet)
+        return self._tx_times[i] if i < len(self._tx_times) else None
+
+    def _reordering(self) -> None:
+        if not self.reordering_seen:
+            self.reordering_seen = True
+            self._counters["rack_reordering_seen"] += 1
+
+    def _rack_ack(self, snd_una: Seq, acked: int, sacked_new: int, fack_before: Seq | None,
+                  dsack: bool, srtt: float | None, now: float) -> None:
+        """RFC 8985 §6.2 on every ACK with SACK in use: update RACK's state from
+        what was delivered, then detect losses (§6.2 step 5)."""
+        ends = self._tx_ends
+        # Records wholly acknowledged are no longer of interest; the one ending at
+        # SND.UNA still times the octet just below it (delivered by this ACK).
+        k = bisect.bisect_left(ends, snd_una)
+        if k:
+            del ends[:k], self._tx_times[:k]
+        board = self.board
+        # Steps 1-2: the most recently sent segment this ACK delivered; one that was
+        # retransmitted is ambiguous and is skipped (only originals are timed).
+        top: Seq | None = None
+        if sacked_new > 0:
+            high = board.high_sacked
+            if high is not None and (fack_before is None or high > fack_before):
+                top = high - 1
+            elif self.undo_marker is None:
+                # Step 3: a segment below RACK.fack delivered now, never resent.
+                self._reordering()
+        elif acked > 0:
+            top = snd_una - 1
+            if (fack_before is not None and fack_before > snd_una - acked
+                    and self.undo_marker is None):
+                # The hole below SACKed data was filled by the original transmission:
+                # reordered, not lost (step 3).
+                self._reordering()
+        if top is not None and not (self.in_recovery and top < self.high_rxt):
+            sent = self._tx_time(top)
+            if sent is not None and (self.rack_xmit_ts is None or sent >= self.rack_xmit_ts):
+                self.rack_xmit_ts = sent
+                self.rack_rtt = now - sent
+                if self.rack_min_rtt is None or self.rack_rtt < self.rack_min_rtt:
+                    self.rack_min_rtt = self.rack_rtt
+        if dsack:
+            # Step 4: a D-SACK round widens the reordering window, once per round.
+            self._reordering()
+            if self._dsack_round is None or snd_una >= self._dsack_round:
+                self._dsack_round = ends[-1] if ends else snd_una
+                self.reo_wnd_mult += 1
+                self._reo_persist = REO_WND_PERSIST
+        board.rack_mode = self.reordering_seen
+        self.rack_detect(srtt, now)
+
+    def reo_wnd(self, srtt: float | None) -> float:
+        """RFC 8985 §6.2 step 4: RACK.reo_wnd = min(min_RTT / 4 * reo_wnd_mult,
+        SRTT) once reordering was seen (0 before: RFC 6675 decides then)."""
+        if not self.reordering_seen:
+            return 0.0
+        wnd = (self.rack_min_rtt or 0.0) / 4 * self.reo_wnd_mult
+        return min(wnd, srtt) if srtt is not None else wnd
+
+    def rack_detect(self, srtt: float | None, now: float) -> None:
+        """RFC 8985 §6.2 step 5: an unSACKed segment sent before RACK.xmit_ts is lost
+        once RACK.rtt + RACK.reo_wnd have passed since it was sent; for the first one
+        not yet past that the reordering timer (§6.3) is set to when it will be."""
+        board = self.board
+        self.rack_timeout = None
+        xmit = self.rack_xmit_ts
+        if not board.rack_mode or xmit is None:
+            board.rack_lost_below = None
+            return
+        wait = self.rack_rtt + self.reo_wnd(srtt)
+        ends, times = self._tx_ends, self._tx_times
+        # Send times grow along the sequence space (originals only), so the lost
+        # octets are the unSACKed ones below the first record still in time.
+        i, n = 0, len(ends)
+        while i < n and times[i] <= xmit and times[i] + wait <= now:
+            i += 1
+        board.rack_lost_below = ends[i - 1] if i else None
+        if i < n and times[i] <= xmit and board.sacked_bytes:
+            # A hole below SACKed data waits for the window to pass.
+            self.rack_timeout = times[i] + wait
+
+    def on_rack_timer(self, snd_una: Seq, snd_max: Seq, srtt: float | None,
+                      now: float) -> tuple[Seq, int] | None:
+        """RFC 8985 §6.3: the reordering timer fired: detect again, and start
+        recovery if SND.UNA's segment is now lost (answers as ``on_ack``)."""
+        self.rack_detect(srtt, now)
+        if self.in_recovery or snd_una < self.recover or snd_max == snd_una:
+            return None
+        if not self.board.is_lost(snd_una):
+            return None
+        return self._enter(snd_una, snd_max, now, 0)
 
     # ------------------------------------------------------------------ sending
 
@@ -465,6 +641,8 @@ class LossRecovery:
             self.episode = EPISODE_RTO
         self._cc.on_rto(now, flight)  # RFC 5681 eq. 4, cwnd = 1 SMSS
         self.board.clear()  # RFC 6675 §5.1 (and RFC 2018 §8: SACK may renege)
+        self.board.rack_lost_below = None
+        self.rack_timeout = None
         self.in_recovery = False
         self.recover = snd_max  # no new recovery before this is ACKed (RFC 6582 §4)
         self.dupacks = 0
@@ -474,3 +652,6 @@ class LossRecovery:
     def clear(self) -> None:
         self.board.clear()
         self._end_episode()
+        self._tx_ends.clear()
+        self._tx_times.clear()
+        self.rack_timeout = None

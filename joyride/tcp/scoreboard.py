@@ -44,6 +44,8 @@ class SackScoreboard:
         "last_rule",
         "max_ranges",
         "mss",
+        "rack_lost_below",
+        "rack_mode",
         "sacked_bytes",
     )
 
@@ -63,6 +65,10 @@ class SackScoreboard:
         #: Which NextSeg() rule (1-4) produced the last non-None answer, 0 if none;
         #: the connection sets RescueRxt when it is 4.
         self.last_rule = 0
+        #: RFC 8985 RACK in charge of IsLost() (``LossRecovery`` sets both): then an
+        #: unSACKed octet is lost iff it lies below ``rack_lost_below`` (None: none).
+        self.rack_mode = False
+        self.rack_lost_below: Seq | None = None
 
     # -- positions ----------------------------------------------------------------------
 
@@ -179,6 +185,9 @@ class SackScoreboard:
         unSACKed gap, so the lost octets are exactly the unSACKed ones below the left
         edge of the range where either threshold is first met, counting from the top.
         """
+        if self.rack_mode:
+            rack = self.rack_lost_below
+            return None if rack is None else self._pos(rack)
         limit = (self.dupthresh - 1) * self.mss
         total = 0
         for count, k in enumerate(range(len(self._los) - 1, -1, -1), start=1):

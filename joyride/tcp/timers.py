@@ -16,6 +16,7 @@ class Timer(FastEnum):
     KEEPALIVE = "keepalive"  # RFC 9293 §3.8.4
     TIME_WAIT = "time_wait"  # RFC 9293 §3.3.2, 2*MSL
     FIN_WAIT_2 = "fin_wait_2"  # orphan FIN-WAIT-2 bound (Linux tcp_fin_timeout)
+    REORDER = "reorder"  # RFC 8985 §6.3 RACK reordering timer
 
 
 class Timers:

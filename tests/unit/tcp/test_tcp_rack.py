@@ -1,0 +1,133 @@
+"""RACK (RFC 8985 §6) as the connection drives it, stepped at explicit times: RFC
+6675's DupThresh decides until reordering is seen; then loss is decided by time,
+with the reordering window of §6.2 step 4 and the reordering timer of §6.3.
+
+The handshake takes 20 ms (SRTT 20 ms); ten full segments go at t = 1.0 from ISS+1,
+``S(k)`` is segment k's first octet. SACK on, timestamps off.
+"""
+
+from __future__ import annotations
+
+import pytest
+from tcp_helpers import ACK, IRS, ISS, SYN, one, out, plain_config, seg, syn_sent
+
+from joyride.tcp.connection import TcpConnection
+from joyride.tcp.timers import Timer
+from joyride.wire.seq import Seq
+from joyride.wire.tcp import TcpOptions, TcpSegment
+
+MSS = 1460
+BASE = ISS + 1
+
+
+def S(k: int) -> Seq:
+    return BASE + k * MSS
+
+
+def _ack(ack: Seq, *blocks: tuple[int, int]) -> TcpSegment:
+    sack = tuple((S(a), S(b)) for a, b in blocks)
+    return seg(IRS + 1, ack, ACK, options=TcpOptions(sack_blocks=sack))
+
+
+def _conn() -> TcpConnection:
+    conn = syn_sent(plain_config(sack=True, congestion_control="cubic"), 0.0)
+    conn.receive(seg(IRS, ISS + 1, SYN | ACK, options=TcpOptions(mss=MSS, sack_permitted=True)),
+                 0.02)
+    one(conn, 0.02)
+    assert conn.rtt.srtt == pytest.approx(0.02)
+    conn.send(b"d" * MSS * 10)
+    assert [s.seq for s in out(conn, 1.0)] == [S(k) for k in range(10)]
+    return conn
+
+
+def _reordered_once(conn: TcpConnection) -> None:
+    """S(0) arrives after S(1): the hole below SACKed data is filled by the original
+    transmission (RFC 8985 §6.2 step 3), and RACK takes over from DupThresh."""
+    conn.receive(_ack(S(0), (1, 2)), 1.02)  # RACK.rtt = RACK.min_RTT = 20 ms
+    rec = conn._recovery
+    assert not rec.reordering_seen and not rec.board.rack_mode
+    conn.receive(_ack(S(2)), 1.021)
+    assert rec.reordering_seen and rec.board.rack_mode
+    assert conn.counters["rack_reordering_seen"] == 1
+    # §6.2 step 4: reo_wnd = min(min_RTT / 4 * reo_wnd_mult, SRTT) = 5 ms.
+    assert rec.reo_wnd(conn.rtt.srtt) == pytest.approx(0.005)
+
+
+def test_dupthresh_decides_before_reordering_is_seen_rfc8985_6_2_step4() -> None:
+    conn = _conn()
+    conn.receive(_ack(S(0), (1, 4)), 1.03)  # three segments SACKed above S(0)
+    assert conn.in_recovery  # RFC 6675 IsLost(): RACK.reo_wnd is 0 until then
+    assert out(conn, 1.03)[0].seq == S(0)
+
+
+def test_reordering_window_holds_back_fast_retransmit_rfc8985_6_2() -> None:
+    conn = _conn()
+    _reordered_once(conn)
+    conn.receive(_ack(S(2), (3, 6)), 1.03)  # S(2) missing, three segments above it
+    # DupThresh would have declared S(2) lost; RACK waits until it was sent RACK.rtt
+    # (30 ms) + reo_wnd (5 ms) ago: t = 1.035, the reordering timer (§6.3).
+    assert not conn.in_recovery and conn.counters["fast_retransmits"] == 0
+    assert conn._timers.deadline(Timer.REORDER) == pytest.approx(1.035)
+    assert not conn.hot_ready()  # RACK's timer is Python's
+    # S(2) was only late: it arrives, nothing is retransmitted, the timer goes.
+    conn.receive(_ack(S(6)), 1.033)
+    assert not conn._timers.is_set(Timer.REORDER)
+    assert conn.counters["fast_retransmits"] == 0 and conn.counters["retransmitted_segments"] == 0
+
+
+def test_reordering_timer_declares_the_hole_lost_rfc8985_6_3() -> None:
+    conn = _conn()
+    _reordered_once(conn)
+    conn.receive(_ack(S(2), (3, 6)), 1.03)
+    out(conn, 1.03)
+    conn.on_timer(1.034)  # early: nothing
+    assert not conn.in_recovery
+    conn.on_timer(1.036)
+    assert conn.counters["rack_timer_fired"] == 1
+    assert conn.in_recovery and conn.counters["fast_retransmits"] == 1
+    assert out(conn, 1.036)[0].seq == S(2)
+
+
+def test_each_ack_retimes_the_wait_by_rack_rtt_rfc8985_6_2_step5() -> None:
+    """Segments sent together: each later ACK measures a longer RACK.rtt (from the
+    same send time), so the hole is lost only once RACK.rtt + reo_wnd has passed
+    since it was sent, as measured by the latest ACK: the timer decides."""
+    conn = _conn()
+    _reordered_once(conn)
+    conn.receive(_ack(S(2), (3, 6)), 1.03)
+    conn.receive(_ack(S(2), (3, 7)), 1.04)  # RACK.rtt 40 ms: lost at 1.045
+    assert not conn.in_recovery
+    assert conn._timers.deadline(Timer.REORDER) == pytest.approx(1.045)
+    conn.receive(_ack(S(2), (3, 8)), 1.05)  # RACK.rtt 50 ms: lost at 1.055
+    assert not conn.in_recovery
+    assert conn._timers.deadline(Timer.REORDER) == pytest.approx(1.055)
+    conn.on_timer(conn._timers.deadline(Timer.REORDER) or 0.0)
+    assert conn.in_recovery
+
+
+def test_dsack_rounds_widen_the_reordering_window_rfc8985_6_2_step4() -> None:
+    conn = _conn()
+    _reordered_once(conn)
+    rec = conn._recovery
+    conn.receive(_ack(S(2), (0, 1)), 1.03)  # a D-SACK of S(0): a duplicate came back
+    assert conn.counters["dsack_received"] == 1 and rec.reo_wnd_mult == 2
+    conn.receive(_ack(S(2), (1, 2)), 1.031)  # the same round: no further widening
+    assert rec.reo_wnd_mult == 2
+    # min(20 ms / 4 * 2, SRTT).
+    assert rec.reo_wnd(conn.rtt.srtt) == pytest.approx(0.01)
+
+
+def test_send_times_follow_batches_and_hand_back() -> None:
+    """Send times are kept per send call; what the C data plane sent is timed by its
+    last send (so RACK can only find it lost later, never earlier)."""
+    conn = _conn()
+    rec = conn._recovery
+    assert rec._tx_time(S(0)) == 1.0 and rec._tx_time(S(10) - 1) == 1.0
+    conn.receive(_ack(S(4)), 1.02)
+    conn.send(b"e" * MSS)
+    out(conn, 1.05)
+    assert rec._tx_time(S(10)) == 1.05 and rec._tx_time(S(5)) == 1.0
+    rec.note_sent(S(20), 1.2, S(4))  # as import_hot does with the TCB's last_send
+    assert rec._tx_time(S(15)) == 1.2
+    rec.note_sent(S(21), 1.3, S(10))  # records below SND.UNA go
+    assert rec._tx_ends[0] == S(10) and rec._tx_time(S(10)) == 1.05
