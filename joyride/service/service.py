@@ -408,12 +408,16 @@ class NeighbourHelper:
     def __init__(self, fd: int) -> None:
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(False)
+        self.failures = 0
 
     def request(self, ip: bytes) -> bool:
         try:
             self.sock.send(privdrop.NEIGH_REQUEST + socket.inet_ntoa(ip).encode())
         except OSError as exc:
-            log.warning("neighbour request for %s not sent: %s", socket.inet_ntoa(ip), exc)
+            if not self.failures:  # the engine retries every few ms: say it once
+                log.warning("neighbour request for %s not sent (supervisor gone?): %s",
+                            socket.inet_ntoa(ip), exc)
+            self.failures += 1
             return False
         return True
 

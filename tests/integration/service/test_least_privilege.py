@@ -255,3 +255,16 @@ def test_forbidden_call_kills_service_then_fail_open_and_restart() -> None:
         time.sleep(0.5)
         with bed.joy.inside():
             assert xdp.query(xdp.ifindex(bed.joy.ifname)) is None
+
+
+def test_unknown_user_and_foreground_user_are_refused() -> None:
+    with Testbed() as bed:
+        out = cli(bed.joy, "attach", bed.joy.ifname, "--ports", "8080", "--user",
+                  "no-such-user-jr", check=False)
+        assert out.returncode != 0 and "no such unprivileged user" in out.stderr, out.stderr
+        out = cli(bed.joy, "attach", bed.joy.ifname, "--ports", "8080", "--user",
+                  privdrop.DEFAULT_USER, "--foreground", check=False, timeout=30)
+        assert out.returncode != 0 and "--user needs the supervisor" in out.stderr, out.stderr
+        with bed.joy.inside():
+            assert xdp.query(xdp.ifindex(bed.joy.ifname)) is None  # nothing left behind
+        assert service_pid(bed) is None
