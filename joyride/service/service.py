@@ -394,6 +394,10 @@ class Service:
             self.steering.remove_ports(ports, p)
         else:
             raise control.ControlError(f"unknown ports action {action!r} (add or del)")
+        if self.datapath is not None:
+            # What applications may listen on follows the steering: a port added here
+            # is served at once, a port deleted takes no new listeners.
+            self.datapath.ports = self.steering.ports("tcp", LISTEN)
         state.ports = str(self.steering.ports("tcp", LISTEN))
         state.udp_ports = str(self.steering.ports("udp", LISTEN))
         self.dir.save(state, in_place=self.dropped)
