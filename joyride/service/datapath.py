@@ -118,7 +118,7 @@ class Datapath:
         self._next_sweep = 0.0
         # OP_GETINFO: errors of failed connections the application has not read yet
         # (by connection name), and the live connections whose error it has read.
-        self._failed: OrderedDict[str, int] = OrderedDict()
+        self._failed: OrderedDict[str, tuple[int, int]] = OrderedDict()  # (errno, uid)
         self._error_reported: set[TcpConnection] = set()
         self.pump_budget = BUDGET  # chunks each way per pump per step
 
@@ -385,13 +385,15 @@ class Datapath:
         conn = self.engine.connections.get(key)
         pump = self.pumps.get(conn) if conn is not None else None
         if conn is None or pump is None:
-            # Gone: its error once, as SO_ERROR reports it (the name is the caller's
-            # own descriptor's peer, so nobody else can read it).
-            failed = self._failed.pop(request.name, None)
+            # Gone: its error once, as SO_ERROR reports it, to its owner only.
+            failed = self._failed.get(request.name)
             if failed is None:
                 return errno.ENOTCONN, None, None
+            if creds.uid not in (0, failed[1]):
+                return errno.EPERM, None, None
+            del self._failed[request.name]
             self.counters["getinfo_gone_error"] += 1
-            gone = sockopts.closed_info(failed)
+            gone = sockopts.closed_info(failed[0])
             return 0, protocol.Info(gone.so_error, 0, 0, 0, gone.tcp_info), None
         if creds.uid not in (0, pump.uid):
             return errno.EPERM, None, None
@@ -431,7 +433,7 @@ class Datapath:
             return
         text = name.lstrip(b"\0").decode("ascii", "replace") if isinstance(name, bytes) \
             else str(name).lstrip("\0")
-        self._failed[text] = code
+        self._failed[text] = (code, pump.uid)
         while len(self._failed) > FAILED_KEPT:
             self._failed.popitem(last=False)
 
