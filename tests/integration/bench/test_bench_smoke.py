@@ -74,9 +74,13 @@ def test_demo_quick_prints_table_and_counters_and_cleans_up() -> None:
 
 def test_demo_sigint_cleans_up_everything() -> None:
     """Ctrl-C in the middle of the measurements: namespaces, service, nginx all gone."""
+    # Ctrl-C's default action, whatever this run inherited: a suite started in the
+    # background of a shell without job control has SIGINT ignored, and Python keeps an
+    # inherited SIG_IGN (the demo would then run to its end, exit 0).
     proc = subprocess.Popen([JOYRIDE, "demo", "--rounds", "3", "--seconds", "5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True)
+                            stdin=subprocess.DEVNULL, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stderr is not None
         seen = ""
