@@ -53,6 +53,16 @@ def segments_in(service_stats: dict[str, Any]) -> int:
     return int(datapath["engine"].get("rx_segments", 0)) + int(plane.get("rx_fast", 0))
 
 
+def service_pid(bed: Testbed) -> int | None:
+    """The running service's pid (``joyride status``), or None when none runs."""
+    out = cli(bed.joy, "status", bed.joy.ifname, "--json", check=False)
+    try:
+        [entry] = json.loads(out.stdout)
+    except ValueError:
+        return None
+    return int(entry["service"]["pid"]) if entry["state"] == "running" else None
+
+
 def app_path(node: Node) -> Path:
     with node.inside():
         return StateDir(node.ifname).app_path

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from service_helpers import JOYRIDE, app_path, attached, cli, stats, wait_for
+from service_helpers import JOYRIDE, app_path, attached, cli, service_pid, stats, wait_for
 
 from joyride.service import appclient, privdrop
 from joyride.service.state import StateDir
@@ -38,15 +38,6 @@ pytestmark = [
     pytest.mark.skipif(not _have_user(),
                        reason="no 'joyride' system user (scripts/setup.sh creates it)"),
 ]
-
-
-def service_pid(bed: Testbed) -> int | None:
-    out = cli(bed.joy, "status", bed.joy.ifname, "--json", check=False)
-    try:
-        [entry] = json.loads(out.stdout)
-    except ValueError:
-        return None
-    return int(entry["service"]["pid"]) if entry["state"] == "running" else None
 
 
 def status_fields(pid: int) -> list[dict[str, str]]:

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from daemon_helpers import parent, stop
 from service_helpers import JOYRIDE, attached, stats, wait_for
 
 from joyride.testbed import Node, Testbed
@@ -67,44 +68,6 @@ def uids(pid: int) -> list[int]:
         if line.startswith("Uid:"):
             return [int(v) for v in line.split()[1:]]
     raise AssertionError(f"no Uid line for pid {pid}")
-
-
-def parent(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rindex(")") + 2:].split()[1])
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, found by parent pid."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                children.setdefault(parent(int(entry.name)), []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-    """Stop a daemon by its pid (``ip netns exec``, ``joyride run`` and ``setpriv`` all
-    exec, so the Popen's pid is the daemon's); SIGKILL it and what it forked if it does
-    not exit in time."""
-    if proc.poll() is not None:
-        return
-    below = descendants(proc.pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        for pid in [proc.pid, *below]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from packaged_b import descendants, login_user, must_exist, public_dir, stop, uids, wait_gone
+from daemon_helpers import descendants, login_user, must_exist, public_dir, stop, uids, wait_gone
 from service_helpers import JOYRIDE, attached, stats, wait_for, wait_port
 
 from joyride.testbed import Node, Testbed
@@ -78,7 +78,7 @@ def daemon(node: Node, log: Path, *argv: str) -> Iterator[subprocess.Popen[Any]]
         yield proc
     finally:
         left = descendants(proc.pid)
-        stop(proc)
+        stop(proc, timeout=10.0)
         assert not wait_gone(left), f"{argv[0]} left processes behind: {log_tail(log)}"
 
 

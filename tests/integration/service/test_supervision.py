@@ -12,21 +12,12 @@ import threading
 import time
 
 import pytest
-from service_helpers import app_path, attached, cli, segments_in, stats, wait_for
+from service_helpers import app_path, attached, cli, segments_in, service_pid, stats, wait_for
 
 from joyride.service import appclient
 from joyride.testbed import Testbed
 
 pytestmark = pytest.mark.integration
-
-
-def service_pid(bed: Testbed) -> int | None:
-    out = cli(bed.joy, "status", bed.joy.ifname, "--json", check=False)
-    try:
-        [entry] = json.loads(out.stdout)
-    except ValueError:
-        return None
-    return int(entry["service"]["pid"]) if entry["state"] == "running" else None
 
 
 def test_sigkill_mid_transfer_then_restart() -> None:

@@ -1,6 +1,6 @@
 """Helpers for running Debian-packaged daemons under ``joyride run`` in tests: scratch
 directories their unprivileged users can enter, a throw-away login user, process trees
-read from /proc, and stopping a daemon by its pid."""
+read from /proc, and stopping a daemon by its pid (both packaged-daemon test files)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,14 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2:].split()  # state, ppid, ...
 
 
+def parent(pid: int) -> int:
+    """The parent pid of a live process (``ProcessLookupError`` once it is gone)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        raise ProcessLookupError(pid)
+    return int(fields[1])
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process below ``pid``."""
     children: dict[int, list[int]] = {}
@@ -75,18 +83,23 @@ def uids(pid: int) -> tuple[int, int] | None:
     return None
 
 
-def stop(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    """SIGTERM the daemon by its pid (the pid ``ip netns exec``/``joyride run`` exec'd
-    into), SIGKILL it if it does not exit in time."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
+         timeout: float = 20.0) -> None:
+    """Stop a daemon by its pid (``ip netns exec``, ``joyride run`` and ``setpriv`` all
+    exec, so the Popen's pid is the daemon's); SIGKILL it and what it forked if it does
+    not exit in time."""
+    if proc.poll() is not None:
+        return
+    below = descendants(proc.pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        for pid in [proc.pid, *below]:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
