@@ -273,6 +273,16 @@ static int jr_parse_listener(const char *name, struct jr_info *info)
     return 1;
 }
 
+/* Is fd a Joyride listener? Its own name ("joyride/l/...") into name and info. */
+static int jr_listener_name(int fd, char *name, size_t namelen, struct jr_info *info)
+{
+    struct sockaddr_un sun;
+    socklen_t len = sizeof(sun);
+
+    return real_getsockname(fd, (struct sockaddr *)&sun, &len) == 0 &&
+           jr_abstract_name(&sun, len, name, namelen) && jr_parse_listener(name, info);
+}
+
 /* What a descriptor is to Joyride. Kernel sockets cost one getsockname. */
 static enum jr_kind jr_classify(int fd, struct jr_info *info)
 {
@@ -295,9 +305,7 @@ static enum jr_kind jr_classify(int fd, struct jr_info *info)
         errno = saved;
         return JR_CONNECTION;
     }
-    len = sizeof(sun);
-    if (real_getsockname(fd, (struct sockaddr *)&sun, &len) == 0 &&
-        jr_abstract_name(&sun, len, name, sizeof(name)) && jr_parse_listener(name, info)) {
+    if (jr_listener_name(fd, name, sizeof(name), info)) {
         errno = saved;
         return JR_LISTENER;
     }
@@ -1071,25 +1079,11 @@ static void jr_translate_peer(const struct sockaddr_storage *ss, socklen_t sl,
     jr_copy_out(ss, sl, addr, addrlen);
 }
 
-/* Is fd a Joyride listener? Asked only of listeners that handed out a unix peer. */
-static int jr_is_listener(int fd, char *name, size_t namelen)
-{
-    struct sockaddr_un sun;
-    socklen_t len = sizeof(sun);
-    struct jr_info info;
-
-    memset(&info, 0, sizeof(info));
-    return real_getsockname(fd, (struct sockaddr *)&sun, &len) == 0 &&
-           jr_abstract_name(&sun, len, name, namelen) && jr_parse_listener(name, &info);
-}
-
 /* Close a connection that did not come from the service; say so and report it. */
-static void jr_refuse(int conn, const char *listener)
+static void jr_refuse(int conn, const char *listener, const struct jr_info *info)
 {
     struct ucred cred = {.pid = 0, .uid = (uid_t)-1};
     socklen_t len = sizeof(cred);
-    struct sockaddr_in where;
-    struct jr_info info;
     struct jr_reply reply;
     unsigned long n = __atomic_add_fetch(&jr_refused, 1, __ATOMIC_RELAXED);
     int saved = errno;
@@ -1100,10 +1094,7 @@ static void jr_refuse(int conn, const char *listener)
         jr_say("joyride: refused a connection to %s from pid %ld, uid %ld: only the Joyride "
                "service delivers connections (%lu refused so far)", listener,
                (long)cred.pid, (long)(int)cred.uid, n);
-    memset(&info, 0, sizeof(info));
-    jr_parse_listener(listener, &info);
-    where = info.local;
-    jr_request(JR_OP_REFUSED, 0, &where, listener, JR_REPORT_TIMEOUT_S, &reply, NULL);
+    jr_request(JR_OP_REFUSED, 0, &info->local, listener, JR_REPORT_TIMEOUT_S, &reply, NULL);
     errno = saved;
 }
 
@@ -1113,19 +1104,22 @@ static int jr_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flag
 {
     char listener[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct sockaddr_storage ss;
+    struct jr_info info;
     socklen_t sl;
     int r;
 
     for (;;) {
         sl = sizeof(ss);
         r = real_accept4(fd, (struct sockaddr *)&ss, &sl, flags);
-        if (r < 0 || ss.ss_family != AF_UNIX || !jr_is_listener(fd, listener, sizeof(listener)))
+        memset(&info, 0, sizeof(info));
+        if (r < 0 || ss.ss_family != AF_UNIX ||
+            !jr_listener_name(fd, listener, sizeof(listener), &info))
             break; /* a kernel listener, or a failure: as libc says */
         if (jr_from_service(r)) {
             jr_inherit_options(fd, r); /* as Linux's accepted sockets inherit theirs */
             break;
         }
-        jr_refuse(r, listener); /* and take the next (EAGAIN if none waits) */
+        jr_refuse(r, listener, &info); /* and take the next (EAGAIN if none waits) */
     }
     if (r >= 0 && addr && addrlen)
         jr_translate_peer(&ss, sl, addr, addrlen);
