@@ -44,8 +44,9 @@ def app_path(ifname: str | None = None) -> Path:
     return dirs[0].app_path
 
 
-def _exchange(path: Path, request: protocol.Request, timeout: float | None
-              ) -> tuple[protocol.Reply, int | None]:
+def _session(path: Path, request: protocol.Request, timeout: float | None,
+             size: int = protocol.REPLY.size) -> tuple[bytes, int | None]:
+    """One request, one reply of at most ``size`` bytes and at most one descriptor."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout)
     try:
@@ -54,19 +55,38 @@ def _exchange(path: Path, request: protocol.Request, timeout: float | None
         fds = array.array("i")
         # Close-on-exec, as every descriptor Python makes (PEP 446) and the shim's.
         raw, ancdata, _flags, _addr = sock.recvmsg(
-            protocol.REPLY.size, socket.CMSG_SPACE(fds.itemsize), socket.MSG_CMSG_CLOEXEC)
+            size, socket.CMSG_SPACE(fds.itemsize), socket.MSG_CMSG_CLOEXEC)
         for level, kind, data in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-        if not raw:
-            raise ConnectionResetError("the service closed the application socket")
-        reply = protocol.Reply.decode(raw)
     finally:
         sock.close()
-    fd = fds[0] if fds else None
     for extra in fds[1:]:
         os.close(extra)
-    return reply, fd
+    fd = fds[0] if fds else None
+    if not raw:
+        if fd is not None:
+            os.close(fd)
+        raise ConnectionResetError("the service closed the application socket")
+    return raw, fd
+
+
+def _exchange(path: Path, request: protocol.Request, timeout: float | None
+              ) -> tuple[protocol.Reply, int | None]:
+    raw, fd = _session(path, request, timeout)
+    try:
+        return protocol.Reply.decode(raw), fd
+    except protocol.ProtocolError:
+        if fd is not None:
+            os.close(fd)
+        raise
+
+
+def _unix_name(name: object) -> str:
+    """An abstract unix name as the protocol spells it (no leading NUL)."""
+    if isinstance(name, bytes):
+        return name.lstrip(b"\0").decode("ascii", "replace")
+    return str(name).lstrip("\0")
 
 
 def _raise_for(reply: protocol.Reply, what: str) -> None:
@@ -145,8 +165,7 @@ def set_option(sock: socket.socket, level: int, optname: int, value: int, *,
         name = socket.socket.getsockname(sock)
     else:
         name = socket.socket.getpeername(sock)
-    text = name.lstrip(b"\0").decode("ascii", "replace") if isinstance(name, bytes) \
-        else name.lstrip("\0")
+    text = _unix_name(name)
     carrier = (value & 0xFFFFFFFF).to_bytes(4, "little")
     reply, fd = _exchange(path or app_path(),
                           protocol.Request(protocol.OP_SETOPT, carrier, code, text), timeout)
@@ -164,19 +183,11 @@ def get_info(sock: socket.socket, *, path: Path | None = None,
     (``OP_GETINFO``: ``TCP_INFO``, ``SO_ERROR``, ``SIOCOUTQ`` ...). ``OSError`` with
     the service's errno (``ENOTCONN``: it has no such connection)."""
     name = socket.socket.getpeername(sock)
-    text = name.lstrip(b"\0").decode("ascii", "replace") if isinstance(name, bytes) \
-        else str(name).lstrip("\0")
+    text = _unix_name(name)
     request = protocol.Request(protocol.OP_GETINFO, bytes(4), 0, text)
-    session = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    session.settimeout(timeout)
-    try:
-        session.connect(str(path or app_path()))
-        session.send(request.encode())
-        raw = session.recv(protocol.INFO_REPLY + 1)
-    finally:
-        session.close()
-    if not raw:
-        raise ConnectionResetError("the service closed the application socket")
+    raw, fd = _session(path or app_path(), request, timeout, protocol.INFO_REPLY + 1)
+    if fd is not None:
+        os.close(fd)
     reply = protocol.Reply.decode(raw[:protocol.REPLY.size])
     _raise_for(reply, "getsockopt")
     return protocol.Info.decode(raw[protocol.REPLY.size:])
@@ -216,8 +227,7 @@ def _refuse(listener: socket.socket, conn: socket.socket) -> None:
         who = "a peer that is gone"
     conn.close()
     name = socket.socket.getsockname(listener)
-    text = name.lstrip(b"\0").decode("ascii", "replace") if isinstance(name, bytes) \
-        else name.lstrip("\0")
+    text = _unix_name(name)
     log.warning("joyride: refused a connection to %s from %s: only the Joyride service "
                 "delivers connections", text, who)
     parsed = protocol.parse_name(text)
