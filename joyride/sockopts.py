@@ -140,6 +140,7 @@ class ConnectionInfo:
     notsent: int  # SIOCOUTQNSD: bytes written and not yet sent
     window_clamp: int  # TCP_WINDOW_CLAMP: the largest window it will offer
     tcp_info: bytes  # struct tcp_info (TCP_INFO.size bytes)
+    inq: int = 0  # SIOCINQ: bytes received in order, not yet taken by the application
 
 
 def _micros(seconds: float | None) -> int:
@@ -233,7 +234,13 @@ def connection_info(conn: TcpConnection, *, pmtu: int, app_queued: int = 0,
     return ConnectionInfo(
         so_error=error, outq=send_queue + app_queued, notsent=notsent,
         window_clamp=cfg.receive_buffer_max,
-        tcp_info=TCP_INFO.pack(*(fields[name] for name, _ in TCP_INFO_FIELDS)))
+        tcp_info=TCP_INFO.pack(*(fields[name] for name, _ in TCP_INFO_FIELDS)),
+        inq=hot_queued[1] if hot is not None and hot_queued is not None else conn.recv_queue)
+
+
+def tcp_info_fields(raw: bytes) -> dict[str, int]:
+    """A packed ``struct tcp_info`` (``ConnectionInfo.tcp_info``) field by field."""
+    return dict(zip((name for name, _ in TCP_INFO_FIELDS), TCP_INFO.unpack(raw), strict=True))
 
 
 def closed_info(so_error: int) -> ConnectionInfo:

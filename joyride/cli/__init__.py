@@ -16,7 +16,7 @@ from joyride.errors import JoyrideError
 
 # Modules under joyride.cli that contribute subcommands, in help order.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "attach", "detach", "status", "stats", "ports", "selfcheck", "testbed", "run", "demo",
+    "attach", "detach", "status", "stats", "ss", "ports", "selfcheck", "testbed", "run", "demo",
     "bench",
 )
 

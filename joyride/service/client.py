@@ -55,14 +55,15 @@ def _check_interface(ifname: str) -> None:
     xdp.ifindex(ifname)  # InterfaceNotFound says it better than "not attached"
 
 
-def ask(ifname: str, message: dict[str, Any]) -> dict[str, Any]:
+def ask(ifname: str, message: dict[str, Any], *,
+        max_reply: int = control.MAX_LINE) -> dict[str, Any]:
     """One control request. Root first checks the service's liveness lock (for a better
     message about a dead one); any user may ask, and the service authorizes the request
     (``control.READ_ONLY``)."""
     root = os.geteuid() == 0
     state_dir = running(ifname) if root else StateDir(ifname)
     try:
-        return control.request(state_dir.control_path, message)
+        return control.request(state_dir.control_path, message, max_reply=max_reply)
     except control.ServiceNotRunning as exc:
         if not root:  # it cannot read the liveness lock: no service is all it knows
             raise _not_attached(ifname) from exc

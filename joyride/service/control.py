@@ -22,7 +22,8 @@ from typing import Any, Final
 from joyride.errors import JoyrideError
 
 MAX_LINE: Final = 1 << 20  # a request or reply longer than this is refused
-READ_ONLY: Final = frozenset({"status", "stats"})  # operations any user may ask
+MAX_REPLY: Final = 64 << 20  # a socket table of many connections is long
+READ_ONLY: Final = frozenset({"status", "stats", "sockets"})  # operations any user may ask
 _UCRED: Final = struct.Struct("iII")  # struct ucred: pid, uid, gid
 
 
@@ -81,7 +82,8 @@ def error_reply(exc: JoyrideError) -> dict[str, Any]:
     return {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
 
 
-def request(path: Path, message: dict[str, Any], *, timeout: float = 10.0) -> dict[str, Any]:
+def request(path: Path, message: dict[str, Any], *, timeout: float = 10.0,
+            max_reply: int = MAX_LINE) -> dict[str, Any]:
     """Send one request, return the reply; a service-side error becomes ControlError."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout)
@@ -97,7 +99,7 @@ def request(path: Path, message: dict[str, Any], *, timeout: float = 10.0) -> di
             if not chunk:
                 raise ControlError("the service closed the control connection mid-reply")
             buf += chunk
-            if len(buf) > MAX_LINE:
+            if len(buf) > max_reply:
                 raise ControlError("the service's reply is too long")
     except TimeoutError as exc:
         raise ControlError(f"the service did not answer within {timeout:g} s") from exc

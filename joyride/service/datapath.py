@@ -291,8 +291,9 @@ class Datapath:
             self._sel.modify(pump.sock, want, self._on_pump(pump))
         pump.mask = want
 
-    def _start_pump(self, conn: TcpConnection, sock: socket.socket, uid: int) -> None:
-        pump = Pump(conn, sock, uid)
+    def _start_pump(self, conn: TcpConnection, sock: socket.socket, uid: int,
+                    pid: int = 0) -> None:
+        pump = Pump(conn, sock, uid, pid)
         self.pumps[conn] = pump
         self._ready.add(pump)  # data may have arrived before the application had it
 
@@ -397,19 +398,7 @@ class Datapath:
             return 0, protocol.Info(gone.so_error, 0, 0, 0, gone.tcp_info), None
         if creds.uid not in (0, pump.uid):
             return errno.EPERM, None, None
-        app_queued = len(pump.to_tcp) if pump.to_tcp is not None else 0
-        with contextlib.suppress(OSError):
-            raw = fcntl.ioctl(pump.sock.fileno(), FIONREAD, bytes(4))
-            app_queued += int.from_bytes(raw[:4], "little", signed=True)
-        hot: Any = None
-        hot_queued: tuple[int, int] | None = None
-        if self.plane is not None and conn.parked:
-            hot = self.plane.peek(conn)
-            view = self.plane.view(conn)
-            if view is not None:
-                hot_queued = (int(view["send_queue"]), int(view["recv_queue"]))
-        info = sockopts.connection_info(conn, pmtu=self.network.mtu, app_queued=app_queued,
-                                        hot=hot, hot_queued=hot_queued)
+        info = self.describe(conn, pump)
         so_error = info.so_error
         if so_error:
             if conn in self._error_reported:
@@ -418,6 +407,27 @@ class Datapath:
         return 0, protocol.Info(so_error, min(info.outq, 0xFFFFFFFF),
                                 min(info.notsent, 0xFFFFFFFF),
                                 min(info.window_clamp, 0xFFFFFFFF), info.tcp_info), conn
+
+    def describe(self, conn: TcpConnection, pump: Pump | None = None
+                 ) -> sockopts.ConnectionInfo:
+        """``conn`` as a kernel socket reports it (``TCP_INFO``, queues): from C's TCB
+        while the C data plane runs it (the parked object is stale), else Python's.
+        ``pump``: its application channel, whose unread bytes count as queued."""
+        app_queued = 0
+        if pump is not None:
+            app_queued = len(pump.to_tcp) if pump.to_tcp is not None else 0
+            with contextlib.suppress(OSError):
+                raw = fcntl.ioctl(pump.sock.fileno(), FIONREAD, bytes(4))
+                app_queued += int.from_bytes(raw[:4], "little", signed=True)
+        hot: Any = None
+        hot_queued: tuple[int, int] | None = None
+        if self.plane is not None and conn.parked:
+            hot = self.plane.peek(conn)
+            view = self.plane.view(conn)
+            if view is not None:
+                hot_queued = (int(view["send_queue"]), int(view["recv_queue"]))
+        return sockopts.connection_info(conn, pmtu=self.network.mtu, app_queued=app_queued,
+                                        hot=hot, hot_queued=hot_queued)
 
     def _keep_error(self, pump: Pump) -> None:
         """A finished connection that failed: keep its error for one OP_GETINFO."""
@@ -534,7 +544,8 @@ class Datapath:
                 continue
             if reg.options:
                 self._apply_options(conn, reg.options)
-            self._start_pump(conn, sock, reg.uid)
+            owner = protocol.parse_name(reg.name)  # its pid was checked by _verify
+            self._start_pump(conn, sock, reg.uid, owner.pid if owner is not None else 0)
             self.counters["delivered"] += 1
             return "ok"
         return "busy" if pl.registrations else "none"
@@ -731,7 +742,7 @@ class Datapath:
             self._reply(session, protocol.Reply(protocol.OP_CONNECT, 0, conn.local_ip,
                                                 conn.local_port, conn.remote_ip,
                                                 conn.remote_port), theirs.fileno())
-            uid = apps.peer_credentials(session).uid
+            creds = apps.peer_credentials(session)
         except OSError:
             ours.close()
             conn.abort()  # the application gave up waiting
@@ -740,7 +751,7 @@ class Datapath:
             return False
         finally:
             theirs.close()
-        self._start_pump(conn, ours, uid)
+        self._start_pump(conn, ours, creds.uid, creds.pid)
         return True
 
     # -- statistics and teardown -----------------------------------------------------------

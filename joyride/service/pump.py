@@ -43,14 +43,16 @@ _SENDING: Final = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.
 class Pump:
     """Moves bytes for one connection; ``service()`` does a bounded amount of work."""
 
-    __slots__ = ("app_eof", "app_gone", "conn", "fin_sent_to_app", "mask", "region_reads",
-                 "sock", "to_app", "to_tcp", "uid")
+    __slots__ = ("app_eof", "app_gone", "conn", "fin_sent_to_app", "mask", "pid",
+                 "region_reads", "sock", "to_app", "to_tcp", "uid")
 
-    def __init__(self, conn: TcpConnection, sock: socket.socket, uid: int = -1) -> None:
+    def __init__(self, conn: TcpConnection, sock: socket.socket, uid: int = -1,
+                 pid: int = 0) -> None:
         sock.setblocking(False)
         self.conn = conn
         self.sock = sock
         self.uid = uid  # the application's (-1: unknown); it alone may set options
+        self.pid = pid  # the process that listened or connected (0: unknown; joyride ss)
         self.to_app: memoryview | None = None  # taken from TCP, not yet accepted by app
         self.to_tcp: memoryview | None = None  # read from app, not yet accepted by TCP
         self.app_eof = False  # the application will write no more (FIN queued)

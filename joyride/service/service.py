@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from joyride.dataplane import plane as dataplane
 from joyride.errors import JoyrideError
-from joyride.service import apps, control, privdrop
+from joyride.service import apps, control, privdrop, sockettable
 from joyride.service.cleanup import cleanup_stale
 from joyride.service.datapath import Datapath
 from joyride.service.queues import active_rx_queues
@@ -334,6 +334,11 @@ class Service:
             return {"ok": True, "state": self._state().to_json()}
         if op == "stats":
             return {"ok": True, **self.stats()}
+        if op == "sockets":
+            if self.datapath is None:
+                return {"ok": True, "sockets": [], "omitted": 0}
+            return {"ok": True, **sockettable.table(self.datapath,
+                                                    info=bool(request.get("info")))}
         if op == "ports":
             return {"ok": True, **self.change_ports(
                 str(request["action"]), str(request["ports"]), str(request.get("proto", "tcp")))}
