@@ -35,11 +35,14 @@ def register(sub: Any) -> None:
                         help="after setup the service drops to this unprivileged user, "
                              "with no capabilities and a seccomp filter (default: the "
                              "system user 'joyride' when it exists, as scripts/setup.sh "
-                             "creates it; 'root' keeps root; not with --foreground)")
+                             "creates it; 'root' keeps root; with --foreground only when "
+                             "given: the supervisor then runs in the foreground, as "
+                             "packaging/joyride@.service does)")
     parser.add_argument("--force", action="store_true",
                         help="replace an XDP program that Joyride did not attach")
     parser.add_argument("--foreground", action="store_true",
-                        help="run the service in this process until interrupted")
+                        help="run until interrupted, without daemonizing: the service "
+                             "in this process (as root), or with --user its supervisor")
     parser.set_defaults(func=run)
 
 
@@ -69,7 +72,7 @@ def _user(args: argparse.Namespace) -> str:
 
     if args.user is None:
         if args.foreground:
-            return ""  # no supervisor to undo setup or add neighbour entries
+            return ""  # the service in this process, as root (--user runs a supervisor)
         try:
             pwd.getpwnam(DEFAULT_USER)
         except KeyError:
@@ -77,8 +80,6 @@ def _user(args: argparse.Namespace) -> str:
         return DEFAULT_USER
     if args.user in ("", "root", "0"):
         return ""
-    if args.foreground:
-        raise JoyrideError("--user needs the supervisor: attach without --foreground")
     return str(args.user)
 
 
@@ -101,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
             _print_notices(state.notices)
             print(_describe(state, state.pid) + " (foreground; Ctrl-C to detach)", flush=True)
 
+        if cfg.user:  # the service drops privileges: its supervisor runs here
+            return launch.run_supervised(cfg, on_ready=ready)
         return launch.run_service(cfg, on_ready=ready)
     started = launch.start_background(cfg)
     _print_notices(started.state.notices)

@@ -177,6 +177,38 @@ def run_service(cfg: ServiceConfig, *, ready_fd: int | None = None,
     return 0
 
 
+def run_supervised(cfg: ServiceConfig, *,
+                   on_ready: Callable[[ServiceState], None] | None = None) -> int:
+    """Run the supervisor in this process (not daemonized) until the service stops: what
+    ``joyride attach --foreground --user U`` does, and systemd's unit with it
+    (``packaging/joyride@.service``). The service runs as its child and drops to
+    ``cfg.user``; this process stays the privileged helper and undoes setup after."""
+    import threading
+
+    from joyride.service import supervisor
+
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+
+    def watch() -> None:
+        with os.fdopen(read_fd, "rb") as pipe:
+            line = pipe.readline()
+        if not line:
+            return
+        reply = control.decode(line)
+        if reply.get("ok"):
+            if on_ready is not None:
+                on_ready(ServiceState.from_json(reply["state"]))
+        else:
+            log.error("the service did not start: %s", reply.get("error"))
+
+    watcher = threading.Thread(target=watch, name="joyride-ready", daemon=True)
+    watcher.start()
+    try:
+        return supervisor.supervise(config_to_json(cfg), write_fd)  # closes write_fd
+    finally:
+        watcher.join(5.0)
+
+
 def _service_user(cfg: ServiceConfig, helper_fd: int | None) -> privdrop.ServiceUser | None:
     if not cfg.user:
         return None

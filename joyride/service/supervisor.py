@@ -122,7 +122,7 @@ class NeighbourHelper:
                 ipr.close()
             self.sock.close()
 
-    def join(self, timeout: float) -> None:
+    def join(self, timeout: float | None) -> None:
         self._thread.join(timeout)
 
 
@@ -277,15 +277,55 @@ def stop(state_dir: StateDir, timeout: float) -> int | None:
     return pid
 
 
+HELPER_LOCK_WAIT: Final = 30.0  # seconds the embedding process may take to let go
+
+
+def helper_only(ifname: str, fd: int) -> int:
+    """The privileged helper of an embedding process that dropped its privileges
+    (``joyride.embed(..., drop_to=U)``): serve its neighbour requests on ``fd`` until
+    its end closes (``close`` or exit), remove those entries, then undo its setup as
+    after a service (``undo_setup``) once it has let go of the interface's lock."""
+    for sig in (signal.SIGINT, signal.SIGHUP):  # a terminal's Ctrl-C is for the program
+        signal.signal(sig, signal.SIG_IGN)
+    helper = NeighbourHelper(ifname, socket.socket(fileno=fd))
+    helper.join(None)
+    state_dir = StateDir(ifname)
+    deadline = time.monotonic() + HELPER_LOCK_WAIT
+    while state_dir.service_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for line in undo_setup(state_dir, ifname):
+        log.info("%s", line)
+    if not state_dir.service_alive() and state_dir.load() is None:
+        state_dir.remove()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m joyride.service.supervisor")
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config")
     parser.add_argument("--ready-fd", type=int, default=None)
+    parser.add_argument("--helper-for", metavar="IFACE",
+                        help="only the privileged helper of an embedding process")
+    parser.add_argument("--helper-fd", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s joyride-supervisor[%(process)d] %(levelname)s "
                                "%(message)s")
-    cfg = config_from_json(args.config)
+    if args.helper_for:
+        if args.helper_fd is None:
+            parser.error("--helper-for needs --helper-fd")
+        return helper_only(args.helper_for, args.helper_fd)
+    if not args.config:
+        parser.error("--config is required")
+    return supervise(args.config, args.ready_fd)
+
+
+def supervise(config_json: str, ready_fd: int | None = None) -> int:
+    """Keep the service of ``config_json`` up from this process until it stops (module
+    doc): in the background under ``joyride attach``, or in the foreground under
+    ``joyride attach --foreground --user U`` (systemd's unit); the service's readiness
+    line goes to ``ready_fd``."""
+    cfg = config_from_json(config_json)
     state_dir = StateDir(cfg.ifname)
     state_dir.path.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock_fd = os.open(state_dir.supervisor_lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
@@ -294,15 +334,19 @@ def main(argv: list[str] | None = None) -> int:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(lock_fd)
+        if ready_fd is not None:
+            os.close(ready_fd)
         log.error("another supervisor runs for %s", cfg.ifname)
         return 1
     state_dir.supervisor_pid_path.write_text(f"{os.getpid()}\n")
-    supervisor = Supervisor(args.config, args.ready_fd)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, supervisor._signal)
+    supervisor = Supervisor(config_json, ready_fd)
+    previous = {sig: signal.signal(sig, supervisor._signal)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         return supervisor.run()
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if cfg.user and not supervisor.gave_up and not state_dir.service_alive():
             # The service ran unprivileged: the root-only part of its stop is ours.
             with contextlib.suppress(Exception):
