@@ -18,6 +18,19 @@ Refusals (``EmbedError``, one clear line each):
 everything backwards: connections are reset so peers learn at once, the kernel's
 managed neighbour entries are removed, sockets closed, the program detached, the
 ephemeral reservation released, the state directory removed.
+
+What it needs: root (or ``CAP_SYS_ADMIN``, ``CAP_NET_ADMIN``, ``CAP_NET_RAW`` and the
+file access to ``/run/joyride``) for that setup, in the interface's network namespace.
+Once set up, serving needs no privilege: the AF_XDP rings work on the descriptors and
+mappings the process holds, and map updates (address changes) use its map descriptors.
+``drop_privileges(user)`` (or ``embed(..., drop_to=user)``) then makes the process
+``user`` with no capabilities and no_new_privs (``joyride.service.privdrop.drop``, as
+the network service drops; no seccomp filter: the embedding program's own system calls
+are not Joyride's to list). What still needs root goes to a small privileged helper
+started before the drop (``python -m joyride.service.supervisor --helper-for``, the
+supervisor's helper): managed neighbour entries for outgoing connections, and, once
+this process closes the engine or exits, undoing the setup (steering program, reserved
+ports, state files).
 """
 
 from __future__ import annotations
@@ -26,6 +39,9 @@ import atexit
 import contextlib
 import logging
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -75,6 +91,9 @@ class Embedded:
         self.spin = spin
         self.mode = ""
         self.closed = False
+        self.dropped = ""  # the user this process dropped to (drop_privileges)
+        self._helper: subprocess.Popen[bytes] | None = None
+        self._helper_sock: socket.socket | None = None  # our end: EOF tells it to undo
         self._stack = contextlib.ExitStack()
         if not self.ports:
             raise EmbedError("embed needs at least one port to accelerate")
@@ -99,11 +118,11 @@ class Embedded:
                 "another embedded process owns its steering. Use service mode (no embed) "
                 f"or `joyride detach {self.ifname}` first")
         self._stack.callback(self.dir.release)
-        self._stack.callback(self.dir.remove)
+        self._stack.callback(self._privileged, self.dir.remove)
         notices = cleanup_stale(self.dir, self.ifname, keep_lock=True)
         steering = Steering(self.ifname)
         self.steering = steering
-        self._stack.callback(steering.close)
+        self._stack.callback(lambda: steering.close(detach=not self.dropped))
         self.mode = steering.attach(mode)
         ephemeral = PortSet(self.ephemeral)
         state = ServiceState(
@@ -116,7 +135,7 @@ class Embedded:
         original = reservation.reserve(ephemeral)
         state.reserved_original, state.reserved = str(original), True
         self.dir.save(state)  # a crash from here on is cleaned up by the next owner
-        self._stack.callback(reservation.release, ephemeral, original)
+        self._stack.callback(self._privileged, reservation.release, ephemeral, original)
         steering.add_ports(ephemeral, "tcp", EPHEMERAL)
         steering.add_ports(self.ports, "tcp", LISTEN)
         import xsk
@@ -140,6 +159,60 @@ class Embedded:
         engine.address_listeners.append(steering.set_addresses)
         self.stack = Stack(engine, ports=frozenset(self.ports))
         self._stack.callback(self.stack.close)  # first to run: resets go out on open sockets
+
+    def _privileged(self, undo: Any, *args: object) -> None:
+        """A step of ``close`` that needs root; after ``drop_privileges`` the helper does
+        it once this process has let go."""
+        if not self.dropped:
+            undo(*args)
+
+    # -- least privilege -------------------------------------------------------------------
+
+    def drop_privileges(self, user: str) -> list[str]:
+        """Become ``user`` (name or uid, not root) for the rest of this process's life:
+        start the privileged helper (module doc), then ``privdrop.drop`` without a
+        seccomp filter. Returns what was done; raises ``EmbedError`` (nothing dropped)
+        or ``PrivilegeDropError`` (the process must not go on serving)."""
+        from joyride.service import privdrop
+        from joyride.service.service import NeighbourHelper
+
+        if self.closed or self.dropped:
+            raise EmbedError("drop_privileges: already " + ("closed" if self.closed
+                                                            else f"dropped to {self.dropped}"))
+        try:
+            target = privdrop.resolve_user(user)
+        except (KeyError, ValueError) as exc:
+            raise EmbedError(f"drop_privileges({user!r}): no such unprivileged user "
+                             f"({exc})") from exc
+        ours, theirs = socket.socketpair(socket.AF_UNIX,
+                                         socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        with theirs:
+            self._helper = subprocess.Popen(
+                [sys.executable, "-m", "joyride.service.supervisor", "--helper-for",
+                 self.ifname, "--helper-fd", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), close_fds=True,
+                start_new_session=True)
+        neighbours = NeighbourHelper(ours.detach())  # managed entries: the helper's
+        self._helper_sock = neighbours.sock
+        self.network.request_neighbour = neighbours.request
+        self.dropped = target.name
+        done = privdrop.drop(target, seccomp=False)
+        log.info("embedded: dropped privileges: %s", ", ".join(done))
+        return done
+
+    def _end_helper(self) -> None:
+        """After ``close`` let go of everything: the helper undoes the setup; wait for it
+        so that a closed engine is an undone one."""
+        if self._helper_sock is not None:
+            self._helper_sock.close()
+            self._helper_sock = None
+        if self._helper is not None:
+            try:
+                self._helper.wait(60)
+            except subprocess.TimeoutExpired:
+                log.warning("embedded: the privileged helper (pid %d) is still undoing",
+                            self._helper.pid)
+            self._helper = None
 
     # -- drivers ---------------------------------------------------------------------------
 
@@ -183,6 +256,8 @@ class Embedded:
         try:
             self._stack.close()
         finally:
+            if self._helper is not None:
+                self._end_helper()
             with _active_lock:
                 if _active is self:
                     _active = None
@@ -201,11 +276,14 @@ class Embedded:
 
 def embed(ifname: str, ports: Iterable[int], *, mode: Mode = "auto",
           ephemeral: range = DEFAULT_EPHEMERAL, config: TcpConfig | None = None,
-          spin: float = DEFAULT_SPIN, tx_thread: bool = True) -> Embedded:
+          spin: float = DEFAULT_SPIN, tx_thread: bool = True,
+          drop_to: str | None = None) -> Embedded:
     """Accelerate ``ports`` of ``ifname`` in this process (see module doc).
 
     ``tx_thread`` gives each AF_XDP socket a native transmit thread (see
     ``XskNic``); ``False`` keeps every kernel wake-up in the engine's thread.
+    ``drop_to``: after setup, this process becomes that unprivileged user for good
+    (``Embedded.drop_privileges``); bind what else needs root first.
 
     Run it in the interface's network namespace, as root. Use the result as a context
     manager, or call ``close``; it is closed at interpreter exit otherwise.
@@ -218,6 +296,12 @@ def embed(ifname: str, ports: Iterable[int], *, mode: Mode = "auto",
                              "first")
         instance = Embedded(ifname, ports, mode=mode, ephemeral=ephemeral, config=config,
                             spin=spin, tx_thread=tx_thread)
+        if drop_to is not None:
+            try:
+                instance.drop_privileges(drop_to)
+            except BaseException:
+                instance.close()
+                raise
         _active = instance
     atexit.register(instance.close)
     return instance

@@ -224,6 +224,9 @@ def build_filter(allowed: dict[str, int] = ALLOWED,
     return b"".join(prog)
 
 
+ALLOW_ALL: Final = _insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)
+
+
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
@@ -250,7 +253,11 @@ def install_filter(program: bytes | None = None) -> None:
 def drop(user: ServiceUser, *, groups: Iterable[int] = (), seccomp: bool = True) -> list[str]:
     """Steps 2-4 of the module doc; what was done, for the log. Raises on any failure
     (the caller then stops: a service that could not drop must not serve). ``groups``:
-    supplementary groups to keep (``--group``, whose state directory is 0710 to it)."""
+    supplementary groups to keep (``--group``, whose state directory is 0710 to it).
+    ``seccomp=False`` (an embedding program, ``joyride.embed(..., drop_to=U)``) installs
+    an allow-everything filter instead of the allow-list, only for what ``TSYNC`` does
+    besides: no_new_privs is a per-thread flag, and the kernel sets it on every thread
+    it synchronises."""
     change_user(user, groups)
     check_no_capabilities()
     set_no_new_privs()
@@ -264,6 +271,10 @@ def drop(user: ServiceUser, *, groups: Iterable[int] = (), seccomp: bool = True)
         done.append(f"seccomp allow-list of {len(ALLOWED)} system calls")
     elif seccomp:
         done.append(f"no seccomp filter (not built for {platform.machine()})")
+    elif seccomp_supported():
+        install_filter(ALLOW_ALL)  # every thread gets no_new_privs (TSYNC), nothing else
+        done.append("no seccomp allow-list (an allow-all filter sets no_new_privs on "
+                    "every thread)")
     return done
 
 

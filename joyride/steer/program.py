@@ -153,10 +153,12 @@ class Steering:
         self._attached = None
         self.mode = None
 
-    def close(self) -> None:
-        """Detach and release the program and maps held by this process."""
+    def close(self, *, detach: bool = True) -> None:
+        """Detach (unless told not to: a process without the privilege leaves that to
+        its helper) and release the program and maps held by this process."""
         try:
-            self.detach()
+            if detach:
+                self.detach()
         finally:
             self._bpf.cleanup()
 

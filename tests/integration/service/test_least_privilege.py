@@ -248,14 +248,143 @@ def test_forbidden_call_kills_service_then_fail_open_and_restart() -> None:
             assert xdp.query(xdp.ifindex(bed.joy.ifname)) is None
 
 
-def test_unknown_user_and_foreground_user_are_refused() -> None:
+def test_unknown_user_is_refused() -> None:
+    """(``--foreground --user U`` runs the supervisor in the foreground: the systemd
+    unit does, ``test_systemd_unit.py``.)"""
     with Testbed() as bed:
-        out = cli(bed.joy, "attach", bed.joy.ifname, "--ports", "8080", "--user",
-                  "no-such-user-jr", check=False)
-        assert out.returncode != 0 and "no such unprivileged user" in out.stderr, out.stderr
-        out = cli(bed.joy, "attach", bed.joy.ifname, "--ports", "8080", "--user",
-                  privdrop.DEFAULT_USER, "--foreground", check=False, timeout=30)
-        assert out.returncode != 0 and "--user needs the supervisor" in out.stderr, out.stderr
+        for extra in ((), ("--foreground",)):
+            out = cli(bed.joy, "attach", bed.joy.ifname, "--ports", "8080", "--user",
+                      "no-such-user-jr", *extra, check=False, timeout=60)
+            assert out.returncode != 0 and "no such unprivileged user" in out.stderr, \
+                (extra, out.stderr)
         with bed.joy.inside():
             assert xdp.query(xdp.ifindex(bed.joy.ifname)) is None  # nothing left behind
         assert service_pid(bed) is None
+
+
+def _hostile_frames(bed: Testbed, live_sport: int, seed: int = 21) -> list[bytes]:
+    """Malformed and fuzzed frames for the steered port 8080 (module of the steering
+    tests' builders): a catalogue of broken headers and options, then seeded mutations
+    of valid segments (half with their checksums fixed so they reach TCP), and ACKs with
+    random sequence numbers on the live connection (outside its window: they must be
+    dropped without touching its data)."""
+    import random
+    import struct
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "steer"))
+    from steer_frames import ETH_P_IP, IPPROTO_TCP, Endpoints, mac_bytes
+
+    from joyride.wire.checksum import internet_checksum
+
+    ends = Endpoints(mac_bytes(bed.peer.mac), mac_bytes(bed.joy.mac), bed.peer.ip_bytes,
+                     bed.joy.ip_bytes)
+    port = 8080
+
+    def frame(seg: bytes, **ip: object) -> bytes:
+        return ends.eth(ETH_P_IP) + ends.ipv4(IPPROTO_TCP, seg, **ip)  # type: ignore[arg-type]
+
+    catalogue = [
+        frame(ends.tcp(port, doff=4)), frame(ends.tcp(port, doff=15)),
+        frame(ends.tcp(port, doff=6, options=b"\x02")),  # MSS cut short
+        frame(ends.tcp(port, doff=6, options=b"\x02\x00\x00\x00")),  # option length 0
+        frame(ends.tcp(port, doff=6, options=b"\x08\xff\x00\x00")),  # length past the end
+        frame(ends.tcp(port, doff=6, options=b"\x03\x03\xff\x00")),  # window scale 255
+        frame(ends.tcp(port, doff=8, options=b"\x05\x0a" + bytes(10))),  # SACK on a SYN
+        frame(ends.tcp(port, doff=15, options=b"\x01" * 39 + b"\x08")),
+        frame(ends.tcp(port, flags=0x03)), frame(ends.tcp(port, flags=0x06)),  # SYN+FIN/RST
+        frame(ends.tcp(port, flags=0x00)), frame(ends.tcp(port, flags=0xFF)),
+        frame(ends.tcp(port, payload=b"x" * 600)),  # SYN with data
+        frame(ends.tcp(port), ihl=4), frame(ends.tcp(port), ihl=15),
+        frame(ends.tcp(port), tot_len=20), frame(ends.tcp(port), tot_len=1500),
+        frame(ends.tcp(port), frag=0x2000), frame(ends.tcp(port), frag=0x0010),
+        frame(ends.tcp(port), version=6),
+        frame(ends.tcp(port))[:14 + 20 + 10],  # truncated TCP header
+    ]
+    rng = random.Random(seed)
+
+    def fix_sums(raw: bytearray) -> None:
+        ihl = (raw[14] & 0x0F) * 4
+        if ihl < 20 or len(raw) < 14 + ihl + 20:
+            return
+        raw[24:26] = b"\0\0"
+        raw[24:26] = struct.pack("!H", internet_checksum(bytes(raw[14:14 + ihl])))
+        seg = bytearray(raw[14 + ihl:])
+        seg[16:18] = b"\0\0"
+        pseudo = bytes(raw[26:34]) + struct.pack("!BBH", 0, IPPROTO_TCP, len(seg))
+        raw[14 + ihl + 16:14 + ihl + 18] = struct.pack("!H", internet_checksum(pseudo + seg))
+
+    fuzzed = []
+    for i in range(1500):
+        sport = rng.choice((live_sport + 1, 40000 + rng.randrange(1000)))
+        opts = bytes(rng.randrange(256) for _ in range(4 * rng.randrange(11)))
+        seg = ends.tcp(port, sport=sport, doff=5 + len(opts) // 4,
+                       flags=rng.choice((0x02, 0x10, 0x18, 0x11, 0x12, 0x01, 0x29)),
+                       options=opts, payload=os.urandom(rng.randrange(0, 300)))
+        raw = bytearray(frame(seg))
+        for _ in range(rng.randrange(1, 6)):  # flip bytes in the IP and TCP headers
+            raw[rng.randrange(14, min(len(raw), 14 + 20 + 60))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            del raw[rng.randrange(14, len(raw)):]
+        if i % 2 and len(raw) >= 14 + 40:
+            raw[23] = IPPROTO_TCP  # keep it TCP so the sums make it reach the stack
+            fix_sums(raw)
+        fuzzed.append(bytes(raw))
+    on_live = [frame(ends.tcp(port, sport=live_sport, flags=0x10,
+                              options=bytes(rng.randrange(256) for _ in range(8)), doff=7))
+               for _ in range(300)]
+    for n, raw_frame in enumerate(on_live):  # random seq and ack (catalogue builds 1/0)
+        raw = bytearray(raw_frame)
+        raw[14 + 20 + 4:14 + 20 + 12] = struct.pack("!II", rng.getrandbits(32),
+                                                    rng.getrandbits(32))
+        fix_sums(raw)
+        on_live[n] = bytes(raw)
+    return catalogue + fuzzed + on_live
+
+
+def test_hostile_traffic_under_the_filter() -> None:
+    """Malformed and fuzzed frames at a steered port, and on a live connection, reach
+    the service with its seccomp filter on (the default): it stays the same process,
+    unprivileged and filtered, the live connection's data still match by hash, and new
+    connections are served."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "steer"))
+    from steer_frames import send_raw
+
+    with Testbed() as bed, attached(bed, "--ports", "8080"):
+        pid = service_pid(bed)
+        assert pid is not None
+        assert_unprivileged(pid)  # Seccomp: 2 in every thread
+        path = app_path(bed.joy)
+        with bed.joy.inside():
+            lsock = appclient.listen(8080, path=path)
+        with lsock:
+            server = echo_server(lsock, 2)
+            with bed.peer.inside():
+                live = socket.create_connection((bed.joy.ip, 8080), timeout=20)
+            with live:
+                live.sendall(b"hello")
+                assert live.recv(64) == b"hello"
+                frames = _hostile_frames(bed, live.getsockname()[1])
+                before = stats(bed.joy)["steer"]["steered_tcp"]
+                with bed.peer.inside():
+                    send_raw(bed.peer.ifname, frames)
+                wait_for(lambda: stats(bed.joy)["steer"]["steered_tcp"] - before >= 500,
+                         10, "the hostile frames to reach the service")
+                data = os.urandom(1 << 18)
+                sender = threading.Thread(target=live.sendall, args=(data,), daemon=True)
+                sender.start()
+                got = hashlib.sha256()
+                received = 0
+                while received < len(data):
+                    chunk = live.recv(1 << 16)
+                    assert chunk, f"EOF after {received} bytes"
+                    got.update(chunk)
+                    received += len(chunk)
+                sender.join(20)
+                assert got.hexdigest() == hashlib.sha256(data).hexdigest()
+            round_trip(bed, 8080, 1 << 18)
+            server.join(20)
+        assert service_pid(bed) == pid  # never killed: neither by a frame nor its filter
+        assert_unprivileged(pid)
