@@ -33,9 +33,9 @@ ffi = FFI()
 ffi.cdef(cdef_from_header(HEADER))
 ffi.set_source(
     "joyride.dataplane._dataplane",
-    '#include "wire.c"\n#include "dataplane.c"\n',
+    '#include "wire.c"\n#include "isn.c"\n#include "dataplane.c"\n',
     include_dirs=[str(HERE), str(PACKAGE)],
-    depends=[str(PACKAGE / "dataplane.h"), str(PACKAGE / "dataplane.c"),
+    depends=[str(PACKAGE / "dataplane.h"), str(PACKAGE / "dataplane.c"), str(PACKAGE / "isn.c"),
              str(HERE / "wire.c"), str(HERE / "wire.h")],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra",
                         *(SANITIZE if sanitize else [])],

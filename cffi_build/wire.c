@@ -197,6 +197,7 @@ static inline int parse_tcp_options(const uint8_t *tcp, uint32_t hl, struct wire
         }
         i += olen;
     }
+    r->opts_plain = (uint8_t)plain;
     r->plain = (uint8_t)(plain && (r->flags & ~TCP_PSH) == TCP_ACK);
     return WIRE_OK;
 }
@@ -316,7 +317,10 @@ uint32_t wire_parse_batch(const uint8_t *base, const uint64_t *offs, const uint3
 
 static inline uint32_t tcp_opt_len(const struct wire_seg *s)
 {
-    return (s->has_ts ? 12u : 0u) + (s->sack_count ? 4u + 8u * s->sack_count : 0u);
+    uint32_t syn = (s->syn_opts & WIRE_SYN_MSS ? 4u : 0u) +
+                   (s->syn_opts & WIRE_SYN_WSCALE ? 4u : 0u) +
+                   (s->syn_opts & WIRE_SYN_SACK_PERM && !s->has_ts ? 4u : 0u);
+    return syn + (s->has_ts ? 12u : 0u) + (s->sack_count ? 4u + 8u * s->sack_count : 0u);
 }
 
 uint32_t wire_header_len(const struct wire_template *t, const struct wire_seg *s)
@@ -328,7 +332,7 @@ static inline uint32_t build_one(const struct wire_template *t, const struct wir
                                  const uint8_t *payload_base, uint8_t *f, uint32_t cap)
 {
     uint32_t max_sack = s->has_ts ? 3 : 4; /* 40 option bytes, RFC 2018 §3 */
-    if (s->sack_count > max_sack)
+    if (s->sack_count > max_sack || (s->syn_opts && s->sack_count))
         return 0;
     uint32_t hl = wire_header_len(t, s);
     uint32_t l2 = t->has_vlan ? ETH_HLEN + VLAN_HLEN : ETH_HLEN;
@@ -372,14 +376,36 @@ static inline uint32_t build_one(const struct wire_template *t, const struct wir
     tcp[16] = tcp[17] = 0;
     tcp[18] = tcp[19] = 0;
     uint8_t *o = tcp + 20;
-    if (s->has_ts) { /* NOP NOP TS, the layout Linux uses (RFC 7323 Appendix A) */
+    if (s->syn_opts & WIRE_SYN_MSS) { /* RFC 9293 §3.7.1 */
+        o[0] = TCPOPT_MSS;
+        o[1] = 4;
+        st16(o + 2, s->mss);
+        o += 4;
+    }
+    if (s->syn_opts & WIRE_SYN_SACK_PERM && !s->has_ts) { /* RFC 2018 §2 */
         o[0] = TCPOPT_NOP;
         o[1] = TCPOPT_NOP;
+        o[2] = TCPOPT_SACK_PERM;
+        o[3] = 2;
+        o += 4;
+    }
+    if (s->has_ts) { /* NOP NOP TS, the layout Linux uses (RFC 7323 Appendix A); in a
+                      * SYN, SACK-permitted takes the two NOPs' place */
+        int sack_perm = (s->syn_opts & WIRE_SYN_SACK_PERM) != 0;
+        o[0] = sack_perm ? TCPOPT_SACK_PERM : TCPOPT_NOP;
+        o[1] = sack_perm ? 2 : TCPOPT_NOP;
         o[2] = TCPOPT_TS;
         o[3] = 10;
         st32(o + 4, s->tsval);
         st32(o + 8, s->tsecr);
         o += 12;
+    }
+    if (s->syn_opts & WIRE_SYN_WSCALE) { /* RFC 7323 §2.2 */
+        o[0] = TCPOPT_NOP;
+        o[1] = TCPOPT_WS;
+        o[2] = 3;
+        o[3] = s->wscale;
+        o += 4;
     }
     if (s->sack_count) {
         o[0] = TCPOPT_NOP;

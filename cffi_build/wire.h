@@ -77,6 +77,7 @@ struct wire_parsed {
     uint8_t sack_permitted;
     uint8_t plain;          /* header-prediction candidate: ACK (+PSH) only, options only NOP/EOL/TS */
     uint8_t df;             /* IPv4 don't-fragment bit */
+    uint8_t opts_plain;     /* options only NOP/EOL/TS (whatever the flags) */
 };
 
 /* What a batch of built frames shares: one connection's addressing. */
@@ -110,7 +111,19 @@ struct wire_seg {
     uint8_t flags;
     uint8_t has_ts;
     uint8_t sack_count;     /* at most 4, or 3 with timestamps (40 option bytes) */
+    uint8_t syn_opts;       /* WIRE_SYN_*: the options only a SYN carries (RFC 9293 §3.2) */
+    uint16_t mss;           /* with WIRE_SYN_MSS */
+    uint8_t wscale;         /* with WIRE_SYN_WSCALE */
     uint8_t pad;
+};
+
+/* struct wire_seg.syn_opts: a SYN or SYN-ACK's options, laid out as Linux does and as
+ * joyride/wire/tcp_options.py emit_options does: MSS, SACK-permitted + timestamps (or
+ * NOP NOP + either), NOP + window scale. */
+enum wire_syn_opt {
+    WIRE_SYN_MSS = 1,
+    WIRE_SYN_SACK_PERM = 2,
+    WIRE_SYN_WSCALE = 4
 };
 
 /* Ones' complement sum of n bytes (RFC 1071), folded to 16 bits and returned as the

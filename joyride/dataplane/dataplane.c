@@ -15,6 +15,10 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
+#include <arpa/inet.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +28,8 @@
 _Static_assert(sizeof(struct dp_desc) == 16, "struct dp_desc is struct xdp_desc");
 
 #define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
 #define TCP_PSH 0x08
 #define TCP_ACK 0x10
 #define ACK_EVERY 2          /* RFC 5681 §4.2: ACK every second full-sized segment */
@@ -36,6 +42,16 @@ _Static_assert(sizeof(struct dp_desc) == 16, "struct dp_desc is struct xdp_desc"
 #define WHEEL_MASK (WHEEL_SLOTS - 1)
 #define MAX_EVENTS 64
 #define ARENA_BATCHES 4
+#define PAWS_IDLE (24.0 * 24 * 3600)   /* RFC 7323 §5.5 (options.PAWS_IDLE) */
+#define SYN_FALLBACK_RTO 3.0           /* RFC 6298 §5.7 (rtt.SYN_FALLBACK_RTO) */
+#define MIN_SMSS 64u                   /* options._MIN_SMSS */
+#define REUSE_ISS_GAP (65535u + 2u)    /* engine.REUSE_ISS_GAP: RFC 6191 reuse, as Linux */
+#define OOW_ACK_INTERVAL 0.5           /* timewait.OOW_ACK_INTERVAL */
+#define CONN_NAME_BASE 1000000000000ull /* C's connection names: far above Python's */
+
+/* The sequence number in the names of the connections C delivers: one per process, as a
+ * name must be unique while its socket lives, whichever struct dp made it. */
+static uint64_t conn_name_seq;
 
 enum flow_state { FLOW_FREE = 0, FLOW_C = 1, FLOW_HANDBACK = 2 };
 
@@ -89,6 +105,17 @@ struct flow {
     double wheel_at;           /* 0: not in the wheel */
     uint32_t wheel_next;       /* slot + 1 of the next/previous flow in the bucket */
     uint32_t wheel_prev;
+    /* TIME-WAIT (timewait.py's record): the window field it advertises, and when it
+     * last answered an out-of-window segment without payload (rate limit). */
+    uint16_t tw_window;
+    double tw_last_oow;
+};
+
+/* A port whose connections C opens (dp_listen). */
+struct listener {
+    struct dp_listen_cfg cfg;
+    uint32_t half_open;        /* its flows in SYN-RECEIVED */
+    uint32_t rr;               /* the next unix listener, round robin */
 };
 
 struct dp {
@@ -131,6 +158,15 @@ struct dp {
     uint64_t wheel_tick;       /* every tick before this one has been run */
     uint32_t wheel_count;      /* flows in the wheel */
     uint16_t ip_id;
+    /* connections born in C */
+    struct listener *listeners;
+    uint32_t n_listeners;
+    int pid;
+    /* TIME-WAIT flows, oldest first (handles; stale ones are skipped): the first to
+     * go when the table is full, as engine.py drops its oldest record. */
+    int64_t *tw_fifo;
+    uint32_t tw_head;
+    uint32_t tw_count;
 };
 
 static inline int32_t sdiff(uint32_t a, uint32_t b) { return (int32_t)(a - b); }
@@ -340,6 +376,8 @@ static double earliest_deadline(const struct dp_tcb *t)
         next = t->delack_at;
     if (t->keepalive_at && (next == 0 || t->keepalive_at < next))
         next = t->keepalive_at;
+    if (t->state_at && (next == 0 || t->state_at < next))
+        next = t->state_at;
     return next;
 }
 
@@ -358,6 +396,10 @@ static int epoll_set(struct dp *dp, struct flow *f, uint32_t want)
 
 static void flow_forget(struct dp *dp, struct flow *f)
 {
+    if (f->t.born && f->t.tcp_state != DP_TIME_WAIT)
+        dp->st.born_live--;
+    if (f->t.tcp_state == DP_TIME_WAIT)
+        dp->st.time_wait_live--;
     epoll_set(dp, f, 0);
     wheel_unlink(dp, f);
     uint32_t slot = (uint32_t)(f - dp->flows);
@@ -369,6 +411,7 @@ static void flow_forget(struct dp *dp, struct flow *f)
     uint32_t last = dp->live[--dp->n_live];
     dp->live[f->live_pos] = last;
     dp->flows[last].live_pos = f->live_pos;
+    dp->st.live = dp->n_live;
     free(f->rcv.buf);
     free(f->snd.buf);
     f->rcv.buf = f->snd.buf = NULL;
@@ -573,22 +616,44 @@ static void arena_flush(struct dp *dp)
     dp->kick_owed = 1;
 }
 
+/* Put segment s of f into the arena, its payload n bytes of the send ring from off.
+ * 1, or 0 when it cannot be built (counted). */
+static int arena_put(struct dp *dp, struct flow *f, struct wire_seg *s, uint32_t off,
+                     uint32_t n)
+{
+    if (dp->arena_used == dp->arena_slots)
+        arena_flush(dp);
+    uint32_t k = dp->arena_used;
+    s->ip_id = ++dp->ip_id;
+    s->payload_len = n;
+    uint8_t *frame = dp->arena + dp->arena_offs[k];
+    uint32_t hdr = wire_header_len(&f->tmpl, s);
+    if (hdr + n > dp->arena_caps[k]) {
+        dp->st.tx_dropped++; /* cannot happen: smss fits the MTU (checked at adopt) */
+        return 0;
+    }
+    if (n)
+        ring_copy(&f->snd, off, frame + hdr, n);
+    if (wire_build_batch(&f->tmpl, s, 1, NULL, dp->arena, &dp->arena_offs[k],
+                         &dp->arena_caps[k], &dp->arena_lens[k]) != 1) {
+        dp->st.tx_dropped++;
+        return 0;
+    }
+    dp->arena_used++;
+    return 1;
+}
+
 /* Build one segment of f into the arena: payload bytes [off, off + n) of the send ring.
  * TcpConnection._segment: every segment carries the ACK of RCV.NXT and the window. */
 static void emit(struct dp *dp, struct flow *f, double now, uint32_t seq, uint32_t off,
                  uint32_t n, uint8_t flags)
 {
     struct dp_tcb *t = &f->t;
-    if (dp->arena_used == dp->arena_slots)
-        arena_flush(dp);
-    uint32_t k = dp->arena_used;
     struct wire_seg s;
     memset(&s, 0, sizeof s);
-    s.payload_len = n;
     s.seq = seq;
     s.window = advertise_window(f);
     s.flags = flags;
-    s.ip_id = ++dp->ip_id;
     if (t->ts_ok) {
         s.has_ts = 1;
         s.tsval = ts_clock(t, now);
@@ -599,21 +664,8 @@ static void emit(struct dp *dp, struct flow *f, double now, uint32_t seq, uint32
     t->last_ack_rcv_nxt = t->rcv_nxt;
     t->ack_now = 0;
     t->delack_at = 0;
-    uint8_t *frame = dp->arena + dp->arena_offs[k];
-    uint32_t hdr = wire_header_len(&f->tmpl, &s);
-    if (hdr + n > dp->arena_caps[k]) {
-        dp->st.tx_dropped++; /* cannot happen: smss fits the MTU (checked at adopt) */
+    if (!arena_put(dp, f, &s, off, n))
         return;
-    }
-    if (n)
-        ring_copy(&f->snd, off, frame + hdr, n);
-    uint32_t built = wire_build_batch(&f->tmpl, &s, 1, NULL, dp->arena, &dp->arena_offs[k],
-                                      &dp->arena_caps[k], &dp->arena_lens[k]);
-    if (built != 1) {
-        dp->st.tx_dropped++;
-        return;
-    }
-    dp->arena_used++;
     t->segs_out++;
     t->last_send = now;
     if (n) {
@@ -622,6 +674,58 @@ static void emit(struct dp *dp, struct flow *f, double now, uint32_t seq, uint32
     } else {
         dp->st.tx_acks++;
     }
+}
+
+/* TcpConnection._segment with syn_options, in SYN-RECEIVED: the SYN-ACK answers only
+ * what the peer's SYN offered (options.syn_options); its window is never scaled
+ * (RFC 7323 §2.2). */
+static void emit_synack(struct dp *dp, struct flow *f, double now)
+{
+    struct dp_tcb *t = &f->t;
+    struct wire_seg s;
+    memset(&s, 0, sizeof s);
+    uint32_t window = umin(t->rcv_cap - f->rcv.len, 0xFFFF);
+    if (sdiff(t->rcv_nxt + window, t->rcv_adv) > 0)
+        t->rcv_adv = t->rcv_nxt + window;
+    s.seq = t->iss;
+    s.ack = t->rcv_nxt;
+    s.flags = TCP_SYN | TCP_ACK;
+    s.window = (uint16_t)window;
+    s.syn_opts = WIRE_SYN_MSS | (t->sack_ok ? WIRE_SYN_SACK_PERM : 0) |
+                 (t->ws_ok ? WIRE_SYN_WSCALE : 0);
+    s.mss = (uint16_t)t->cfg_mss;
+    s.wscale = t->rcv_shift;
+    if (t->ts_ok) {
+        s.has_ts = 1;
+        s.tsval = ts_clock(t, now);
+        s.tsecr = t->ts_recent;
+    }
+    t->last_ack_sent = t->last_ack_rcv_nxt = t->rcv_nxt;
+    t->ack_now = 0;
+    t->delack_at = 0;
+    if (arena_put(dp, f, &s, 0, 0)) {
+        t->segs_out++;
+        t->last_send = now;
+    }
+}
+
+/* TcpConnection._rst_seq: <SEQ=seq><CTL=RST>, no ACK, no options. */
+static void emit_rst(struct dp *dp, struct flow *f, uint32_t seq)
+{
+    struct wire_seg s;
+    memset(&s, 0, sizeof s);
+    s.seq = seq;
+    s.flags = TCP_RST;
+    if (arena_put(dp, f, &s, 0, 0))
+        f->t.segs_out++;
+}
+
+/* Bytes of the send ring sent and not yet acknowledged: our FIN, when sent and not
+ * acknowledged, is the last sequence number in flight and no byte of the ring. */
+static inline uint32_t data_in_flight(const struct dp_tcb *t)
+{
+    uint32_t flight = t->snd_nxt - t->snd_una;
+    return flight && t->fin_sent ? flight - 1 : flight;
 }
 
 /* TcpConnection.small_segment_allowed, for a C flow (no FIN, SND.NXT == SND.MAX). */
@@ -637,7 +741,15 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
 {
     struct dp_tcb *t = &f->t;
     uint32_t sent_before = (uint32_t)t->segs_out;
-    uint32_t in_flight = t->snd_nxt - t->snd_una;
+    if (t->tcp_state == DP_TIME_WAIT || t->tcp_state == DP_CLOSED ||
+        t->tcp_state == DP_SYN_RECEIVED) {
+        /* TcpConnection._transmit in these states: only the ACK it owes (of the FIN in
+         * TIME-WAIT; a challenge or duplicate ACK in SYN-RECEIVED). */
+        if (t->ack_now)
+            emit(dp, f, now, t->snd_nxt, 0, 0, TCP_ACK);
+        return;
+    }
+    uint32_t in_flight = data_in_flight(t);
     uint32_t unsent = f->snd.len - in_flight;
     /* RFC 5681 §4.1: restart from the restart window after an idle RTO. */
     if (in_flight == 0 && f->snd.len > 0 && now - t->last_send > rto_of(t))
@@ -661,6 +773,15 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
         t->snd_nxt += n;
         unsent -= n;
     }
+    if (t->fin_queued && !t->fin_sent && unsent == 0 &&
+        (t->tcp_state == DP_FIN_WAIT_1 || t->tcp_state == DP_CLOSING ||
+         t->tcp_state == DP_LAST_ACK)) {
+        /* TcpConnection._send_fin: the FIN follows the last byte, in its own segment. */
+        emit(dp, f, now, t->snd_nxt, 0, 0, TCP_FIN | TCP_ACK);
+        t->snd_nxt++;
+        t->fin_sent = 1;
+        dp->st.fins_sent++;
+    }
     if (t->snd_nxt != t->snd_una && t->rto_at == 0) {
         t->rto_at = now + rto_of(t);
         timer_arm(dp, f, t->rto_at);
@@ -678,6 +799,100 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
 
 /* --- input --------------------------------------------------------------------------- */
 
+/* --- the close of a flow born in C (RFC 9293 §3.10.4, §3.10.7.4, §3.6) ------------ */
+
+/* TcpConnection._enter_time_wait: every timer but 2*MSL's goes. The flow stays in the
+ * table as the TIME-WAIT record (tcp/timewait.py's rules, tw_input). */
+static void enter_time_wait(struct dp *dp, struct flow *f, double now)
+{
+    struct dp_tcb *t = &f->t;
+    t->tcp_state = DP_TIME_WAIT;
+    dp->st.born_live--;
+    dp->st.time_wait_live++;
+    t->rto_at = t->keepalive_at = 0;
+    t->delack_at = 0;
+    t->state_at = now + t->time_wait_len;
+    timer_arm(dp, f, t->state_at);
+    f->tw_last_oow = -INFINITY;
+    dp->tw_fifo[(dp->tw_head + dp->tw_count++) % dp->cfg.max_flows] = handle_of(dp, f);
+    dp->st.time_waits++;
+}
+
+/* TcpConnection._ack_state_transitions: our FIN is acknowledged. */
+static void fin_acked(struct dp *dp, struct flow *f, double now)
+{
+    struct dp_tcb *t = &f->t;
+    if (t->tcp_state == DP_FIN_WAIT_1) {
+        t->tcp_state = DP_FIN_WAIT_2;
+        t->rto_at = 0;
+        if (t->app_fd < 0) { /* the application let go: the FIN-WAIT-2 timer (close()) */
+            t->state_at = now + t->fin_wait2_len;
+            timer_arm(dp, f, t->state_at);
+        }
+    } else if (t->tcp_state == DP_CLOSING) {
+        enter_time_wait(dp, f, now);
+    } else if (t->tcp_state == DP_LAST_ACK) {
+        t->tcp_state = DP_CLOSED;
+        t->rto_at = 0;
+    }
+}
+
+/* TcpConnection._maybe_fin: the peer's FIN, in order (RFC 9293 §3.10.7.4 eighth). */
+static void fin_received(struct dp *dp, struct flow *f, double now)
+{
+    struct dp_tcb *t = &f->t;
+    t->rcv_nxt++;
+    t->ack_now = 1;
+    t->peer_fin = 1;
+    dp->st.fins_received++;
+    if (t->tcp_state == DP_ESTABLISHED)
+        t->tcp_state = DP_CLOSE_WAIT;
+    else if (t->tcp_state == DP_FIN_WAIT_1)
+        t->tcp_state = DP_CLOSING; /* our FIN is not acknowledged: simultaneous close */
+    else if (t->tcp_state == DP_FIN_WAIT_2)
+        enter_time_wait(dp, f, now);
+}
+
+/* A born flow after its round: Pump.finished's rule (the application said EOF and was
+ * shown the peer's) closes the application's end, as TcpConnection.close; a flow
+ * done with TCP and with its application leaves the table. */
+static void born_settle(struct dp *dp, struct flow *f, double now)
+{
+    struct dp_tcb *t = &f->t;
+    if (f->state != FLOW_C || !t->born)
+        return;
+    if (t->app_fd >= 0 && t->app_eof && t->fin_to_app && f->rcv.len == 0) {
+        epoll_set(dp, f, 0);
+        close(t->app_fd);
+        t->app_fd = -1;
+        if (t->tcp_state == DP_FIN_WAIT_2 && t->state_at == 0) {
+            t->state_at = now + t->fin_wait2_len;
+            timer_arm(dp, f, t->state_at);
+        }
+    }
+    if (t->app_fd >= 0)
+        return;
+    if (t->tcp_state == DP_TIME_WAIT) {
+        /* TcpConnection.time_wait_record: the window the record advertises. */
+        int32_t wnd = sdiff(t->rcv_adv, t->rcv_nxt);
+        f->tw_window = (uint16_t)umin((wnd > 0 ? (uint32_t)wnd : 0) >> t->rcv_shift, 0xFFFF);
+    } else if (t->tcp_state == DP_CLOSED) {
+        flow_forget(dp, f);
+        dp->st.closed++;
+    }
+}
+
+/* A born flow ends: its application end, if still open, closes with it. */
+static void born_end(struct dp *dp, struct flow *f)
+{
+    if (f->t.app_fd >= 0) {
+        epoll_set(dp, f, 0);
+        close(f->t.app_fd);
+        f->t.app_fd = -1;
+    }
+    flow_forget(dp, f);
+}
+
 /* Whether C predicts p for f (header prediction, Van Jacobson; tcpfast.h's rules plus
  * window updates): accepted segments change exactly what TcpConnection.receive would. */
 static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p,
@@ -685,7 +900,16 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
 {
     struct dp_tcb *t = &f->t;
     uint32_t len = p->payload_len;
-    if (!p->plain || p->seq != t->rcv_nxt)
+    /* A FIN in order is C's only on a flow born here (its application channel is C's);
+     * a segment after the peer's FIN is Python's. */
+    uint32_t fin = (p->flags & TCP_FIN) != 0;
+    if (fin) {
+        if (!t->born || !p->opts_plain || (p->flags & ~(TCP_PSH | TCP_FIN)) != TCP_ACK)
+            return 0;
+    } else if (!p->plain) {
+        return 0;
+    }
+    if (p->seq != t->rcv_nxt || (t->peer_fin && (len || fin)))
         return 0;
     if (t->ts_ok) {
         /* RFC 7323 §5.3 PAWS; a segment without TSopt goes to Python, which counts it. */
@@ -699,10 +923,10 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
         return 0; /* old or unsent: RFC 5961 §5.2 in Python */
     uint32_t wnd = (uint32_t)p->window << t->snd_shift;
     uint32_t flight = t->snd_nxt - t->snd_una;
-    if (adv == 0 && len == 0 && flight > 0 && wnd == t->snd_wnd)
+    if (adv == 0 && len == 0 && !fin && flight > 0 && wnd == t->snd_wnd)
         return 0; /* a duplicate ACK: loss detection (recovery.py) */
-    if (len) {
-        if (sdiff(t->rcv_adv, t->rcv_nxt) < (int32_t)len)
+    if (len || fin) {
+        if (sdiff(t->rcv_adv, t->rcv_nxt) < (int32_t)(len + fin))
             return 0; /* beyond the window: trimming is Python's */
         if (f->rcv.cap - f->rcv.len < len || ring_room(&f->rcv, len) < 0)
             return 0;
@@ -713,10 +937,11 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
         t->ts_recent_age = now;
     }
     if (adv > 0) {
-        /* _advance_una and _ack_advanced. */
-        ring_consume(&f->snd, (uint32_t)adv);
+        /* _advance_una and _ack_advanced (an acknowledged FIN is no byte of the ring). */
+        uint32_t data_acked = umin((uint32_t)adv, f->snd.len);
+        ring_consume(&f->snd, data_acked);
         t->snd_una = p->ack;
-        t->bytes_acked += (uint32_t)adv;
+        t->bytes_acked += data_acked;
         double rtt = -1;
         if (t->rtt_timing && sdiff(p->ack, t->rtt_seq) >= 0) {
             rtt = now - t->rtt_time;
@@ -741,6 +966,8 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
         /* LossRecovery.on_ack outside recovery: RFC 7661 cwnd-limited test. */
         if (2ull * flight >= t->cwnd)
             cc_on_ack(t, now, (uint32_t)adv);
+        if (t->fin_sent && t->snd_una == t->snd_nxt)
+            fin_acked(dp, f, now);
     }
     /* Window update (RFC 9293 §3.10.7.4, SND.WL1/WL2). */
     if (sdiff(t->snd_wl1, p->seq) < 0 ||
@@ -771,6 +998,8 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
         else if (!t->ack_now && t->delack_at == 0)
             t->delack_at = now + t->delack_timeout;
     }
+    if (fin)
+        fin_received(dp, f, now);
     return 1;
 }
 
@@ -809,8 +1038,16 @@ static void rcv_note_read(struct flow *f, double now, uint32_t n)
 static void app_write(struct dp *dp, struct flow *f, double now)
 {
     struct dp_tcb *t = &f->t;
-    if (t->app_fd < 0 || f->rcv.len == 0 || f->state != FLOW_C)
+    if (t->app_fd < 0 || f->state != FLOW_C)
         return;
+    if (f->rcv.len == 0) {
+        if (t->peer_fin && !t->fin_to_app) {
+            /* Pump._to_app: the peer's FIN, after its bytes: the application reads EOF. */
+            t->fin_to_app = 1;
+            shutdown(t->app_fd, SHUT_WR);
+        }
+        return;
+    }
     struct iovec iov[2];
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)ring_data_iov(&f->rcv, iov)};
     ssize_t n = sendmsg(t->app_fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -828,7 +1065,11 @@ static void app_write(struct dp *dp, struct flow *f, double now)
     dp->st.app_write_bytes += (uint64_t)n;
     ring_consume(&f->rcv, (uint32_t)n);
     uint32_t want = (f->epoll_mask & ~(uint32_t)EPOLLOUT) | (f->rcv.len ? EPOLLOUT : 0);
-    epoll_set(dp, f, want ? want : APP_IN);
+    epoll_set(dp, f, want ? want : (t->app_eof ? 0 : APP_IN)); /* EOF read: no more */
+    if (f->rcv.len == 0 && t->peer_fin && !t->fin_to_app) {
+        t->fin_to_app = 1;
+        shutdown(t->app_fd, SHUT_WR);
+    }
     /* TcpConnection._after_read: autotune, then a window that at least doubled by a
      * worthwhile step is announced at once (Linux's rule). */
     if (n > 0) {
@@ -874,10 +1115,22 @@ static void app_read(struct dp *dp, struct flow *f)
             return;
         }
         if (n == 0) {
-            /* The application's shutdown(SHUT_WR) or close: the FIN is Python's, after
-             * whatever this round read (it goes back in the send ring). */
             t->app_eof = 1;
-            hand_back(dp, f, DP_REASON_APP_EOF);
+            if (!t->born) {
+                /* The application's shutdown(SHUT_WR) or close: the FIN is Python's
+                 * (its pump's), after whatever this round read. */
+                hand_back(dp, f, DP_REASON_APP_EOF);
+                return;
+            }
+            /* Pump.app_shut_down -> TcpConnection.shutdown_write (RFC 9293 §3.10.4):
+             * the FIN follows the queued bytes. */
+            t->fin_queued = 1;
+            if (t->tcp_state == DP_ESTABLISHED)
+                t->tcp_state = DP_FIN_WAIT_1;
+            else if (t->tcp_state == DP_CLOSE_WAIT)
+                t->tcp_state = DP_LAST_ACK;
+            epoll_set(dp, f, f->epoll_mask & ~(uint32_t)APP_IN);
+            touch(dp, f);
             return;
         }
         dp->st.app_reads++;
@@ -887,6 +1140,340 @@ static void app_read(struct dp *dp, struct flow *f)
         if (!f->app_hup)
             return;
     }
+}
+
+/* --- connections born in C: the passive open (dp_listen) --------------------------- */
+
+static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb);
+
+static struct listener *listener_of(struct dp *dp, uint16_t port)
+{
+    for (uint32_t i = 0; i < dp->n_listeners; i++)
+        if (dp->listeners[i].cfg.port == port)
+            return &dp->listeners[i];
+    return NULL;
+}
+
+/* congestion.initial_window, RFC 6928 §2 (TcpConfig sets no other). */
+static uint32_t initial_window(uint32_t mss)
+{
+    return umin(10 * mss, umax(2 * mss, 14600));
+}
+
+/* A half-open flow of f's port is no longer half-open. */
+static void half_open_done(struct dp *dp, const struct flow *f)
+{
+    struct listener *l = listener_of(dp, f->t.local_port);
+    if (l != NULL && l->half_open > 0)
+        l->half_open--;
+}
+
+/* Listener.receive for a SYN to a port C listens on: TcpConnection.accept_syn (options
+ * by options.negotiate, the TCB by _take_syn) and the SYN-ACK of its first _transmit.
+ * iss: the ISS to use (a 4-tuple reopened from TIME-WAIT), or 0 for isn.py's rule.
+ * 1: taken; 0: Python's (a SYN with anything else, a VLAN tag, a full queue). */
+static int syn_input(struct dp *dp, struct listener *l, const struct wire_parsed *p,
+                     const uint8_t *frame, double now, uint32_t iss)
+{
+    const struct dp_listen_cfg *c = &l->cfg;
+    if ((p->flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN || p->payload_len ||
+        p->has_vlan)
+        return 0;
+    if (l->half_open >= c->syn_backlog) {
+        dp->st.syn_declined++; /* Listener: SYN cookies take over, in Python */
+        return 0;
+    }
+    struct dp_tcb t = c->tmpl;
+    t.local_ip = p->dst_ip;
+    t.remote_ip = p->src_ip;
+    t.local_port = p->dst_port;
+    t.remote_port = p->src_port;
+    /* The SYN came from the next hop toward its sender, to us: the replies go back the
+     * way it came (one interface, symmetric routing), with no neighbour lookup. */
+    memcpy(t.src_mac, frame + p->dst_mac_off, 6);
+    memcpy(t.dst_mac, frame + p->src_mac_off, 6);
+    t.born = 1;
+    t.tcp_state = DP_SYN_RECEIVED;
+    t.app_fd = -1;
+    t.ts_offset = c->ts_offset;
+    t.iss = iss ? iss : dp_isn(c->isn_key, p->dst_ip, p->dst_port, p->src_ip, p->src_port, now);
+    t.snd_una = t.snd_nxt = t.snd_wl2 = t.iss;
+    t.time_wait_len = c->time_wait;
+    t.fin_wait2_len = c->fin_wait2_timeout;
+    t.last_send = now;
+    /* options.negotiate: each option only if both offered it (RFC 7323 §1.3, RFC 2018
+     * §2); 536 without an MSS option (RFC 9293 §3.7.1), floored (CVE-2019-11479). */
+    uint32_t peer_mss = umax(p->has_mss ? p->mss : c->default_peer_mss, c->min_peer_mss);
+    t.ws_ok = c->window_scaling && p->has_wscale;
+    t.snd_shift = t.ws_ok ? (uint8_t)umin(p->wscale, 14) : 0;
+    t.rcv_shift = t.ws_ok ? c->window_scale_shift : 0;
+    t.ts_ok = c->timestamps && p->has_ts;
+    uint32_t ts_len = t.ts_ok ? 12 : 0;
+    t.sack_ok = c->sack && p->sack_permitted;
+    uint32_t smss = umax(umin(peer_mss, t.cfg_mss) - ts_len, MIN_SMSS);
+    /* TcpConnection._take_syn */
+    t.irs = p->seq;
+    t.rcv_nxt = t.rcv_adv = t.last_ack_rcv_nxt = p->seq + 1;
+    t.rcv_slack = (1u << t.rcv_shift) - 1;
+    if (t.ts_ok) {
+        t.ts_recent = p->tsval;
+        t.ts_recent_age = now;
+    }
+    t.smss = smss; /* set_mss: the controller's initial window follows the MSS */
+    if (t.cc_pristine)
+        t.cwnd = initial_window(smss);
+    t.cwnd = umax(t.cwnd, smss);
+    if (t.ssthresh < 2 * smss)
+        t.ssthresh = 2 * smss;
+    t.cc_iw = initial_window(smss);
+    t.snd_wnd = p->window; /* never scaled in a SYN (RFC 7323 §2.2) */
+    t.max_snd_wnd = umax(t.max_snd_wnd, t.snd_wnd);
+    t.snd_wl1 = p->seq;
+    t.rcv_mss = umin(t.cfg_mss, peer_mss) - ts_len;
+    struct flow *f = flow_insert(dp, &t);
+    if (f == NULL) {
+        dp->st.syn_declined++;
+        return 0;
+    }
+    l->half_open++;
+    dp->st.syn_received++;
+    dp->st.born_live++;
+    /* TcpConnection._transmit in SYN-RECEIVED: the SYN-ACK and its timer. */
+    emit_synack(dp, f, now);
+    f->t.snd_nxt = f->t.iss + 1;
+    f->t.rto_at = now + rto_of(&f->t);
+    timer_arm(dp, f, f->t.rto_at);
+    return 1;
+}
+
+/* _on_rto in SYN-RECEIVED: the SYN-ACK again, backed off, or the half-open flow goes
+ * (Listener drops it silently, as Linux's request sock). */
+static void synack_timeout(struct dp *dp, struct flow *f, double now)
+{
+    struct dp_tcb *t = &f->t;
+    struct listener *l = listener_of(dp, t->local_port);
+    t->retries++;
+    if (l == NULL || t->retries > l->cfg.max_syn_retries) {
+        dp->st.synrcvd_timeouts++;
+        half_open_done(dp, f);
+        born_end(dp, f);
+        return;
+    }
+    dp->st.synack_retransmits++;
+    /* RttEstimator.backoff (RFC 6298 §5.5), Karn's rule. */
+    double floored = t->base_rto > t->min_rto ? t->base_rto : t->min_rto;
+    if (t->rto_backoff < 32 && floored * ldexp(1.0, (int)t->rto_backoff) < t->max_rto)
+        t->rto_backoff++;
+    t->rtt_timing = 0;
+    t->rto_at = now + rto_of(t);
+    timer_arm(dp, f, t->rto_at);
+    emit_synack(dp, f, now);
+}
+
+/* Datapath._deliver: a non-blocking unix connect, from a socket bound to the name that
+ * spells the 4-tuple (service/protocol.py connection_name), to one of the port's
+ * listeners, round robin. 0, or -errno when none took it. */
+static int deliver(struct dp *dp, struct flow *f)
+{
+    struct dp_tcb *t = &f->t;
+    struct listener *l = listener_of(dp, t->local_port);
+    if (l == NULL || l->cfg.n_names == 0)
+        return -ENOENT;
+    char lip[INET_ADDRSTRLEN], rip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &t->local_ip, lip, sizeof lip);
+    inet_ntop(AF_INET, &t->remote_ip, rip, sizeof rip);
+    struct sockaddr_un self = {.sun_family = AF_UNIX};
+    int len = snprintf(self.sun_path + 1, sizeof self.sun_path - 1,
+                       "joyride/c/%s:%u/%s:%u/%d.%llu", lip, t->local_port, rip,
+                       t->remote_port, dp->pid,
+                       (unsigned long long)(CONN_NAME_BASE +
+                                                 __atomic_add_fetch(&conn_name_seq, 1,
+                                                                    __ATOMIC_RELAXED)));
+    if (len <= 0 || (size_t)len >= sizeof self.sun_path - 1)
+        return -ENAMETOOLONG;
+    socklen_t self_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
+    int rc = -EAGAIN;
+    for (uint32_t tries = 0; tries < l->cfg.n_names; tries++) {
+        const char *target = l->cfg.names[l->rr++ % l->cfg.n_names];
+        size_t n = strnlen(target, DP_NAME_BYTES - 1);
+        struct sockaddr_un peer = {.sun_family = AF_UNIX};
+        memcpy(peer.sun_path + 1, target, n);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return -errno;
+        if (bind(fd, (struct sockaddr *)&self, self_len) < 0) {
+            rc = -errno;
+            close(fd);
+            return rc;
+        }
+        if (connect(fd, (struct sockaddr *)&peer,
+                    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) == 0) {
+            t->app_fd = fd;
+            return 0;
+        }
+        rc = -errno; /* EAGAIN: its backlog is full; ECONNREFUSED: gone. The next one. */
+        close(fd);
+    }
+    return rc;
+}
+
+static inline int in_window(uint32_t x, uint32_t base, uint32_t wnd)
+{
+    return (uint32_t)(x - base) < wnd;
+}
+
+/* TcpConnection._receive_synchronized in SYN-RECEIVED (RFC 9293 §3.10.7.4, RFC 5961,
+ * RFC 7323 §5), then the delivery to the application. 1: taken (or dropped and
+ * counted); 0: the flow, now established, goes to Python with this segment. */
+static int synrcvd_input(struct dp *dp, struct flow *f, const struct wire_parsed *p,
+                         const uint8_t *frame, double now)
+{
+    struct dp_tcb *t = &f->t;
+    uint8_t flags = p->flags;
+    int rst = (flags & TCP_RST) != 0;
+    uint32_t seg_len = p->payload_len + !!(flags & TCP_SYN) + !!(flags & TCP_FIN);
+    if (t->ts_ok && p->has_ts && !rst && sdiff(p->tsval, t->ts_recent) < 0) {
+        if (now - t->ts_recent_age <= PAWS_IDLE) { /* RFC 7323 §5.3 R1: PAWS */
+            dp->st.synrcvd_dropped++;
+            t->ack_now = 1;
+            return 1;
+        }
+        t->ts_recent = p->tsval; /* §5.5: TS.Recent went stale */
+    }
+    if ((flags & (TCP_SYN | TCP_ACK)) == TCP_SYN && p->seq == t->irs) {
+        /* The peer retransmitted its SYN: our SYN-ACK was lost; send it again. */
+        dp->st.syn_retransmits_received++;
+        emit_synack(dp, f, now);
+        return 1;
+    }
+    /* First check: acceptability. */
+    int32_t w = sdiff(t->rcv_adv, t->rcv_nxt);
+    uint32_t wnd = w > 0 ? (uint32_t)w : 0;
+    int ok = seg_len == 0 ? (wnd == 0 ? p->seq == t->rcv_nxt : in_window(p->seq, t->rcv_nxt, wnd))
+                          : wnd > 0 && (in_window(p->seq, t->rcv_nxt, wnd) ||
+                                        in_window(p->seq + seg_len - 1, t->rcv_nxt, wnd));
+    if (!ok) { /* dropped; an ACK answers it unless it was a RST */
+        dp->st.synrcvd_dropped++;
+        t->ack_now = !rst;
+        return 1;
+    }
+    if (rst) { /* RFC 5961 §3.2: exactly at RCV.NXT it resets; else a challenge ACK */
+        if (p->seq == t->rcv_nxt) {
+            dp->st.synrcvd_reset++;
+            half_open_done(dp, f);
+            born_end(dp, f);
+            return 1;
+        }
+        dp->st.synrcvd_dropped++;
+        t->ack_now = 1; /* Python limits challenge ACKs per second; C answers each */
+        return 1;
+    }
+    if (flags & TCP_SYN || !(flags & TCP_ACK)) {
+        dp->st.synrcvd_dropped++;
+        t->ack_now = (flags & TCP_SYN) != 0; /* RFC 5961 §4: a challenge ACK */
+        return 1;
+    }
+    /* RFC 7323 §4.3: TS.Recent from the segment that covers Last.ACK.sent. */
+    if (t->ts_ok && p->has_ts && sdiff(p->seq, t->last_ack_sent) <= 0 &&
+        sdiff(p->tsval, t->ts_recent) >= 0) {
+        t->ts_recent = p->tsval;
+        t->ts_recent_age = now;
+    }
+    if (p->ack != t->iss + 1) { /* not SND.UNA < SEG.ACK =< SND.NXT: <SEQ=SEG.ACK><RST> */
+        dp->st.synrcvd_dropped++;
+        emit_rst(dp, f, p->ack);
+        return 1;
+    }
+    /* ESTABLISHED (TcpConnection._receive_synchronized, SYN-RECEIVED's ACK). */
+    t->snd_una = p->ack;
+    if (sdiff(p->ack, t->snd_nxt) > 0)
+        t->snd_nxt = p->ack;
+    t->snd_wnd = (uint32_t)p->window << t->snd_shift;
+    t->max_snd_wnd = umax(t->max_snd_wnd, t->snd_wnd);
+    t->snd_wl1 = p->seq;
+    t->snd_wl2 = p->ack;
+    if (t->retries == 0) /* _sample_rtt_handshake: Karn, no sample after a retransmission */
+        rtt_sample(t, now - t->last_send > 0 ? now - t->last_send : 0.0);
+    else if (t->srtt < 0 && t->base_rto < SYN_FALLBACK_RTO)
+        t->base_rto = SYN_FALLBACK_RTO; /* RFC 6298 §5.7 */
+    t->rto_backoff = 0;
+    t->rto_at = 0;
+    t->retries = 0;
+    t->tcp_state = DP_ESTABLISHED;
+    half_open_done(dp, f);
+    dp->st.established++;
+    t->segs_in++;
+    if ((p->payload_len || flags & TCP_FIN) && !flow_input(dp, f, p, frame, now))
+        return 0;
+    if (deliver(dp, f) < 0) {
+        dp->st.deliver_failed++;
+        hand_back(dp, f, DP_REASON_UNDELIVERED); /* Python queues it and retries */
+        return 1;
+    }
+    dp->st.delivered++;
+    if (epoll_set(dp, f, APP_IN) < 0) {
+        hand_back(dp, f, DP_REASON_UNDELIVERED);
+        return 1;
+    }
+    return 1;
+}
+
+/* TimeWait.receive (tcp/timewait.py, Linux's tcp_timewait_state_process): 0 keep,
+ * 1 the flow ended (RST at RCV.NXT), 2 a SYN that may open a new incarnation. */
+static int tw_input(struct dp *dp, struct flow *f, const struct wire_parsed *p, double now)
+{
+    struct dp_tcb *t = &f->t;
+    uint8_t flags = p->flags;
+    int rst = (flags & TCP_RST) != 0;
+    uint32_t seg_len = p->payload_len + !!(flags & TCP_SYN) + !!(flags & TCP_FIN);
+    int paws = t->ts_ok && p->has_ts && !rst && sdiff(p->tsval, t->ts_recent) < 0 &&
+               now - t->ts_recent_age <= PAWS_IDLE;
+    if (!paws && p->seq == t->rcv_nxt && (seg_len == 0 || rst)) {
+        if (rst) { /* RFC 1337 H1, accepted as Linux does (tcp_rfc1337 = 0) */
+            dp->st.tw_killed_by_rst++;
+            born_end(dp, f);
+            return 1;
+        }
+        t->state_at = now + t->time_wait_len;
+        timer_arm(dp, f, t->state_at);
+        if (p->has_ts && t->ts_ok) {
+            t->ts_recent = p->tsval;
+            t->ts_recent_age = now;
+        }
+        return 0;
+    }
+    if (flags & TCP_SYN && !(flags & (TCP_RST | TCP_ACK)) && !paws &&
+        (t->ts_ok && p->has_ts ? sdiff(t->ts_recent, p->tsval) < 0
+                               : sdiff(p->seq, t->rcv_nxt) > 0)) {
+        dp->st.tw_reuse++; /* RFC 6191 §2 */
+        return 2;
+    }
+    if (rst)
+        return 0;
+    if (paws || flags & TCP_ACK) {
+        t->state_at = now + t->time_wait_len;
+        timer_arm(dp, f, t->state_at);
+    }
+    if (seg_len == 0 || flags & TCP_SYN) { /* Linux's tcp_oow_rate_limited */
+        if (now - f->tw_last_oow < OOW_ACK_INTERVAL)
+            return 0;
+        f->tw_last_oow = now;
+    }
+    /* TimeWait.ack: SND.NXT / RCV.NXT with the record's window. */
+    struct wire_seg s;
+    memset(&s, 0, sizeof s);
+    s.seq = t->snd_nxt;
+    s.ack = t->rcv_nxt;
+    s.flags = TCP_ACK;
+    s.window = f->tw_window;
+    if (t->ts_ok) {
+        s.has_ts = 1;
+        s.tsval = ts_clock(t, now);
+        s.tsecr = t->ts_recent;
+    }
+    if (arena_put(dp, f, &s, 0, 0))
+        dp->st.tw_acks++;
+    return 0;
 }
 
 /* --- the round ----------------------------------------------------------------------- */
@@ -926,14 +1513,43 @@ static void receive_port(struct dp *dp, uint32_t index, double now)
         struct flow *f = p->reason == WIRE_OK
                              ? flow_lookup(dp, p->dst_ip, p->dst_port, p->src_ip, p->src_port)
                              : NULL;
+        if (f == NULL && p->reason == WIRE_OK) {
+            struct listener *l = listener_of(dp, p->dst_port);
+            if (l != NULL && syn_input(dp, l, p, frame, now, 0)) {
+                dp->st.rx_fast++;
+                continue;
+            }
+        }
         if (f == NULL || f->state != FLOW_C) {
             dp->st.declined_no_flow += f == NULL;
             decline(dp, frame, dp->rx_lens[i]);
             continue;
         }
-        if (flow_input(dp, f, p, frame, now)) {
+        int taken;
+        if (f->t.tcp_state == DP_SYN_RECEIVED) {
+            taken = synrcvd_input(dp, f, p, frame, now);
+        } else if (f->t.tcp_state == DP_TIME_WAIT) {
+            int verdict = tw_input(dp, f, p, now);
+            if (verdict == 2) {
+                /* A new incarnation (RFC 6191): past the old SND.NXT, as Linux. */
+                uint32_t iss = f->t.snd_nxt + REUSE_ISS_GAP;
+                born_end(dp, f);
+                struct listener *l = listener_of(dp, p->dst_port);
+                if (l == NULL || !syn_input(dp, l, p, frame, now, iss ? iss : 1))
+                    decline(dp, frame, dp->rx_lens[i]);
+                continue;
+            }
             dp->st.rx_fast++;
-            touch(dp, f);
+            continue;
+        } else if (f->t.tcp_state == DP_CLOSED) {
+            taken = 0; /* Python answers it as for no connection */
+        } else {
+            taken = flow_input(dp, f, p, frame, now);
+        }
+        if (taken) {
+            dp->st.rx_fast++;
+            if (f->state == FLOW_C)
+                touch(dp, f);
             continue;
         }
         /* The flow's earlier segments are done; what they owe (an ACK, bytes for the
@@ -950,6 +1566,20 @@ static void receive_port(struct dp *dp, uint32_t index, double now)
 static void fire_due(struct dp *dp, struct flow *f, double now)
 {
     struct dp_tcb *t = &f->t;
+    if (t->tcp_state == DP_SYN_RECEIVED) {
+        if (t->rto_at && now >= t->rto_at)
+            synack_timeout(dp, f, now);
+        return;
+    }
+    if (t->state_at && now >= t->state_at) {
+        /* 2*MSL over, or the FIN-WAIT-2 timer: the connection is gone (no RST). */
+        if (t->tcp_state == DP_TIME_WAIT)
+            dp->st.tw_expired++;
+        else
+            dp->st.fin_wait2_timeouts++;
+        born_end(dp, f);
+        return;
+    }
     if (t->rto_at && now >= t->rto_at) {
         hand_back(dp, f, DP_REASON_RTO);
         return;
@@ -1038,8 +1668,10 @@ static void transmit_touched(struct dp *dp, double now)
         if (f->state == FLOW_C)
             flow_output(dp, f, now);
         /* Reading resumes once ACKs freed room in a full send ring. */
-        if (f->state == FLOW_C && f->snd.len < f->snd.cap && !(f->epoll_mask & EPOLLIN))
+        if (f->state == FLOW_C && !f->t.app_eof && f->snd.len < f->snd.cap &&
+            !(f->epoll_mask & EPOLLIN))
             epoll_set(dp, f, f->epoll_mask | APP_IN);
+        born_settle(dp, f, now);
     }
     dp->n_touched = 0;
     arena_flush(dp);
@@ -1196,22 +1828,32 @@ uint32_t dp_declined(struct dp *dp, uint8_t **base, uint64_t **offs, uint32_t **
 
 void dp_declined_clear(struct dp *dp) { dp->n_dec = 0; }
 
-int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rcv,
-                      uint32_t rcv_len, const uint8_t *snd, uint32_t snd_len)
+/* A free slot for a new flow: the oldest TIME-WAIT flow gives its own up when none is
+ * left (engine.py's rule for its records). NULL: the table is full of live flows. */
+static struct flow *flow_slot(struct dp *dp)
 {
-    /* Ethernet, IPv4 and TCP headers and the timestamp option: what emit() builds. */
-    uint32_t headers = 14 + 20 + 20 + (tcb->ts_ok ? 12 : 0);
-    if (tcb->smss == 0 || tcb->smss + headers > dp->cfg.max_frame ||
-        snd_len > tcb->snd_cap || rcv_len > tcb->rcv_cap + tcb->rcv_slack ||
-        tcb->rcv_shift > 14 || tcb->snd_shift > 14 ||
-        (uint32_t)(tcb->snd_nxt - tcb->snd_una) > snd_len)
-        return -EINVAL;
-    if (flow_lookup(dp, tcb->local_ip, tcb->local_port, tcb->remote_ip, tcb->remote_port))
-        return -EEXIST;
+    while (dp->n_free == 0 && dp->tw_count) {
+        int64_t h = dp->tw_fifo[dp->tw_head];
+        dp->tw_head = (dp->tw_head + 1) % dp->cfg.max_flows;
+        dp->tw_count--;
+        struct flow *old = flow_of(dp, h);
+        if (old != NULL && old->t.tcp_state == DP_TIME_WAIT && old->state == FLOW_C) {
+            born_end(dp, old);
+            dp->st.tw_overflow++;
+        }
+    }
     if (dp->n_free == 0)
-        return -ENOSPC;
-    uint32_t slot = dp->free_slots[dp->n_free - 1];
-    struct flow *f = &dp->flows[slot];
+        return NULL;
+    return &dp->flows[dp->free_slots[dp->n_free - 1]];
+}
+
+/* Put a flow with TCB tcb into the table (C-owned, empty rings). NULL: no room. */
+static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb)
+{
+    struct flow *f = flow_slot(dp);
+    if (f == NULL)
+        return NULL;
+    uint32_t slot = (uint32_t)(f - dp->flows);
     uint32_t gen = f->gen;
     uint8_t touched = f->touched; /* the slot may still sit in this round's list */
     memset(f, 0, sizeof *f);
@@ -1226,12 +1868,6 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
     f->t.bytes_acked = f->t.rtt_sample_count = 0;
     ring_init(&f->rcv, tcb->rcv_cap + tcb->rcv_slack);
     ring_init(&f->snd, tcb->snd_cap);
-    if (ring_put(&f->rcv, rcv, rcv_len) != rcv_len || ring_put(&f->snd, snd, snd_len) != snd_len) {
-        free(f->rcv.buf);
-        free(f->snd.buf);
-        f->rcv.buf = f->snd.buf = NULL;
-        return -ENOMEM;
-    }
     memcpy(f->tmpl.dst_mac, tcb->dst_mac, 6);
     memcpy(f->tmpl.src_mac, tcb->src_mac, 6);
     memcpy(f->tmpl.src_ip, &tcb->local_ip, 4);
@@ -1247,6 +1883,29 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
     *b = slot + 1;
     f->live_pos = dp->n_live;
     dp->live[dp->n_live++] = slot;
+    dp->st.live = dp->n_live;
+    return f;
+}
+
+int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rcv,
+                      uint32_t rcv_len, const uint8_t *snd, uint32_t snd_len)
+{
+    /* Ethernet, IPv4 and TCP headers and the timestamp option: what emit() builds. */
+    uint32_t headers = 14 + 20 + 20 + (tcb->ts_ok ? 12 : 0);
+    if (tcb->smss == 0 || tcb->smss + headers > dp->cfg.max_frame ||
+        snd_len > tcb->snd_cap || rcv_len > tcb->rcv_cap + tcb->rcv_slack ||
+        tcb->rcv_shift > 14 || tcb->snd_shift > 14 ||
+        (uint32_t)(tcb->snd_nxt - tcb->snd_una) > snd_len)
+        return -EINVAL;
+    if (flow_lookup(dp, tcb->local_ip, tcb->local_port, tcb->remote_ip, tcb->remote_port))
+        return -EEXIST;
+    struct flow *f = flow_insert(dp, tcb);
+    if (f == NULL)
+        return -ENOSPC;
+    if (ring_put(&f->rcv, rcv, rcv_len) != rcv_len || ring_put(&f->snd, snd, snd_len) != snd_len) {
+        flow_forget(dp, f);
+        return -ENOMEM;
+    }
     if (f->t.app_fd >= 0) {
         int rc = epoll_set(dp, f, APP_IN | (f->rcv.len ? EPOLLOUT : 0));
         if (rc < 0) { /* a descriptor epoll refuses: the flow stays Python's */
@@ -1313,6 +1972,47 @@ int dp_flow_peek(const struct dp *dp, int64_t handle, struct dp_tcb *out)
     return 0;
 }
 
+int64_t dp_flow_find(const struct dp *dp, uint32_t local_ip, uint16_t local_port,
+                     uint32_t remote_ip, uint16_t remote_port)
+{
+    struct flow *f = flow_lookup((struct dp *)dp, local_ip, local_port, remote_ip, remote_port);
+    return f != NULL && f->state != FLOW_FREE ? handle_of((struct dp *)dp, f) : -ENOENT;
+}
+
+int dp_listen(struct dp *dp, const struct dp_listen_cfg *cfg)
+{
+    /* Ethernet, IPv4 and TCP headers around a full segment (the timestamp option comes
+     * out of the MSS: options.negotiate): what emit() builds must fit a frame. */
+    if (cfg->n_names == 0 || cfg->n_names > DP_LISTEN_NAMES || cfg->syn_backlog == 0 ||
+        cfg->window_scale_shift > 14 || cfg->tmpl.cfg_mss < 88 ||
+        cfg->tmpl.cfg_mss + 14 + 20 + 20 > dp->cfg.max_frame || cfg->tmpl.snd_cap == 0 ||
+        cfg->tmpl.rcv_cap == 0 || cfg->min_peer_mss < MIN_SMSS + 12 ||
+        cfg->tmpl.keepalive_idle != 0)
+        return -EINVAL;
+    for (uint32_t i = 0; i < cfg->n_names; i++)
+        if (memchr(cfg->names[i], 0, DP_NAME_BYTES) == NULL || cfg->names[i][0] == 0)
+            return -EINVAL;
+    struct listener *l = listener_of(dp, cfg->port);
+    if (l == NULL) {
+        if (dp->n_listeners == DP_MAX_LISTENERS)
+            return -ENOSPC;
+        l = &dp->listeners[dp->n_listeners++];
+        l->half_open = 0;
+        l->rr = 0;
+    }
+    l->cfg = *cfg;
+    return 0;
+}
+
+int dp_unlisten(struct dp *dp, uint16_t port)
+{
+    struct listener *l = listener_of(dp, port);
+    if (l == NULL)
+        return -ENOENT;
+    *l = dp->listeners[--dp->n_listeners];
+    return 0;
+}
+
 /* --- lifecycle ---------------------------------------------------------------------- */
 
 struct dp *dp_new(const struct dp_config *cfg)
@@ -1349,11 +2049,14 @@ struct dp *dp_new(const struct dp_config *cfg)
     dp->dec = malloc((size_t)cfg->decline_frames * cfg->max_frame);
     dp->dec_offs = calloc(cfg->decline_frames, sizeof *dp->dec_offs);
     dp->dec_lens = calloc(cfg->decline_frames, sizeof *dp->dec_lens);
+    dp->listeners = calloc(DP_MAX_LISTENERS, sizeof *dp->listeners);
+    dp->tw_fifo = calloc(flows, sizeof *dp->tw_fifo);
+    dp->pid = (int)getpid();
     dp->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (!dp->flows || !dp->free_slots || !dp->buckets || !dp->live || !dp->touched ||
         !dp->handbacks || !dp->wheel || !dp->descs || !dp->rx_offs || !dp->rx_lens || !dp->parsed ||
         !dp->arena || !dp->arena_offs || !dp->arena_caps || !dp->arena_lens || !dp->dec ||
-        !dp->dec_offs || !dp->dec_lens || dp->epfd < 0) {
+        !dp->dec_offs || !dp->dec_lens || !dp->listeners || !dp->tw_fifo || dp->epfd < 0) {
         dp_free(dp);
         return NULL;
     }
@@ -1378,8 +2081,12 @@ void dp_free(struct dp *dp)
         return;
     if (dp->flows)
         for (uint32_t i = 0; i < dp->cfg.max_flows; i++) {
-            free(dp->flows[i].rcv.buf);
-            free(dp->flows[i].snd.buf);
+            struct flow *f = &dp->flows[i];
+            /* A born flow's application end is C's until Python takes the flow. */
+            if (f->state != FLOW_FREE && f->t.born && f->t.app_fd >= 0)
+                close(f->t.app_fd);
+            free(f->rcv.buf);
+            free(f->snd.buf);
         }
     if (dp->epfd >= 0)
         close(dp->epfd);
@@ -1401,6 +2108,8 @@ void dp_free(struct dp *dp)
     free(dp->dec);
     free(dp->dec_offs);
     free(dp->dec_lens);
+    free(dp->listeners);
+    free(dp->tw_fifo);
     free(dp);
 }
 

@@ -21,8 +21,12 @@
  *  - Memory writes stay inside the bounds recorded in the flow (ring capacity, decline
  *    and transmit arenas sized at dp_new); a frame is parsed once, in one checked pass
  *    (cffi_build/wire.c), before any field of it is used.
- *  - The application descriptor of a flow belongs to Python: C reads and writes it and
- *    adds it to its epoll set while it owns the flow, and never closes it.
+ *  - The application descriptor of an adopted flow belongs to Python: C reads and
+ *    writes it and adds it to its epoll set while it owns the flow, and never closes it.
+ *  - A flow C opened itself (dp_listen: "born") is C's from its SYN: C made its
+ *    descriptor (a unix connect to the port's listener) and closes it when the
+ *    connection ends in C; a hand-back gives the flow and its descriptor to Python,
+ *    which has no connection for it yet (TcpConnection.from_hot makes one).
  */
 #ifndef JOYRIDE_DATAPLANE_H
 #define JOYRIDE_DATAPLANE_H
@@ -72,7 +76,30 @@ enum dp_reason {
     DP_REASON_APP_GONE = 5,    /* the application's end is closed (EPIPE, ECONNRESET) */
     DP_REASON_RELEASED = 6,    /* Python asked for it back (dp_flow_release) */
     DP_REASON_KEEPALIVE = 7,   /* the keepalive timer expired: Python probes */
-    DP_REASON_COUNT = 8
+    DP_REASON_UNDELIVERED = 8, /* born in C, no listener would take it: Python queues it */
+    DP_REASON_COUNT = 9
+};
+
+/* A flow's TCP state (RFC 9293 §3.3.2), in struct dp_tcb.tcp_state. An adopted flow
+ * is ESTABLISHED (0); the others occur only for flows born in C (dp_listen), whose
+ * whole life C can run: handshake, both FINs, TIME-WAIT. */
+enum dp_tcp_state {
+    DP_ESTABLISHED = 0,
+    DP_SYN_RECEIVED = 1,
+    DP_FIN_WAIT_1 = 2,
+    DP_FIN_WAIT_2 = 3,
+    DP_CLOSE_WAIT = 4,
+    DP_CLOSING = 5,
+    DP_LAST_ACK = 6,
+    DP_TIME_WAIT = 7,
+    DP_CLOSED = 8              /* finished; waits only for the application's EOF */
+};
+
+enum dp_limits {
+    DP_ISN_KEY_BYTES = 32,     /* RFC 6528 secret (isn.py's derived key) */
+    DP_LISTEN_NAMES = 16,      /* unix listeners one port delivers to, round robin */
+    DP_NAME_BYTES = 108,       /* an abstract unix name, NUL-terminated, no leading NUL */
+    DP_MAX_LISTENERS = 64
 };
 
 /* Congestion controllers C runs outside recovery (congestion.py owns the rules). */
@@ -164,7 +191,21 @@ struct dp_tcb {
     int32_t app_fd;
     uint8_t app_eof;           /* set by C: the application shut down writing */
     uint8_t app_gone;          /* set by C: the application's end is closed */
+    uint8_t tcp_state;         /* enum dp_tcp_state */
+    uint8_t born;              /* C opened it (dp_listen): C owns app_fd until hand-back */
+    /* the close (born flows; RFC 9293 §3.10.4, §3.10.7.4 eighth) */
+    uint8_t fin_queued;        /* our FIN follows the send ring's bytes */
+    uint8_t fin_sent;          /* ... and is sent: it is SND.NXT - 1 */
+    uint8_t peer_fin;          /* the peer's FIN is taken: it is RCV.NXT - 1 */
+    uint8_t fin_to_app;        /* the application was shown its EOF (SHUT_WR) */
+    uint8_t sack_ok;           /* SACK negotiated (RFC 2018 §2) */
+    uint8_t ws_ok;             /* window scaling negotiated (RFC 7323 §2.2) */
     uint8_t pad[2];
+    uint32_t iss;
+    uint32_t irs;
+    double state_at;           /* FIN-WAIT-2 or TIME-WAIT's end (0: none) */
+    double time_wait_len;      /* 2*MSL (TcpConfig.time_wait) */
+    double fin_wait2_len;      /* TcpConfig.fin_wait2_timeout */
     /* counters since adoption, added to the connection's at hand-back */
     uint64_t segs_in;
     uint64_t segs_out;
@@ -172,6 +213,30 @@ struct dp_tcb {
     uint64_t bytes_out;
     uint64_t bytes_acked;
     uint64_t rtt_sample_count;
+};
+
+/* A listening port whose connections C opens itself (docs/dataplane.md, "Connections
+ * born in C"). Python sets it once a unix listener for the port is verified, and again
+ * whenever the port's listeners change; without one, SYNs go to Python's Listener. */
+struct dp_listen_cfg {
+    uint16_t port;
+    uint16_t n_names;          /* unix listeners, round robin: 1..DP_LISTEN_NAMES */
+    uint32_t syn_backlog;      /* half-open flows C keeps; further SYNs go to Python */
+    uint32_t ts_offset;        /* RFC 7323 §7.1: the listener's timestamp offset */
+    uint32_t max_syn_retries;  /* SYN-ACK retransmissions before giving up */
+    uint16_t default_peer_mss; /* TcpConfig: the peer's MSS without the option */
+    uint16_t min_peer_mss;
+    uint8_t window_scaling;
+    uint8_t window_scale_shift;
+    uint8_t timestamps;
+    uint8_t sack;
+    double time_wait;          /* 2*MSL */
+    double fin_wait2_timeout;
+    uint8_t isn_key[32];       /* DP_ISN_KEY_BYTES */
+    /* The TCB fields a connection takes from the configuration, before the handshake
+     * (TcpConnection.listen_template): buffers, RTT estimator, controller. */
+    struct dp_tcb tmpl;
+    char names[16][108];       /* DP_LISTEN_NAMES x DP_NAME_BYTES */
 };
 
 /* The data plane's counters (every drop and every decline has one). */
@@ -189,7 +254,7 @@ struct dp_stats {
     uint64_t declined_no_flow;
     uint64_t declined_segment;
     uint64_t declined_overflow; /* decline buffer full: frame dropped, counted */
-    uint64_t handbacks[8];     /* by enum dp_reason */
+    uint64_t handbacks[9];     /* by enum dp_reason */
     uint64_t tx_frames;
     uint64_t tx_data_segs;
     uint64_t tx_acks;
@@ -202,6 +267,30 @@ struct dp_stats {
     uint64_t flows_adopted;
     uint64_t flows_released;
     uint64_t bad_handle;       /* calls with a stale or foreign handle */
+    /* connections born in C */
+    uint64_t live;             /* flows in the table now (adopted, born, TIME-WAIT) */
+    uint64_t born_live;        /* ... of them born in C and not in TIME-WAIT */
+    uint64_t time_wait_live;   /* ... in TIME-WAIT */
+    uint64_t syn_received;     /* SYNs C answered (a flow in SYN-RECEIVED) */
+    uint64_t syn_declined;     /* SYNs to a C listener left to Python (queue full, ...) */
+    uint64_t synack_retransmits;
+    uint64_t syn_retransmits_received;
+    uint64_t synrcvd_dropped;  /* segments a half-open flow dropped (counted, not sent on) */
+    uint64_t synrcvd_timeouts; /* half-open flows given up after max_syn_retries */
+    uint64_t synrcvd_reset;    /* half-open flows ended by the peer's RST */
+    uint64_t established;      /* handshakes completed in C */
+    uint64_t delivered;        /* ... and connected to an application's listener */
+    uint64_t deliver_failed;   /* ... that no listener took (handed back) */
+    uint64_t fins_sent;
+    uint64_t fins_received;
+    uint64_t closed;           /* born flows that finished in C */
+    uint64_t time_waits;       /* born flows that entered TIME-WAIT (kept in C) */
+    uint64_t tw_expired;
+    uint64_t tw_overflow;      /* TIME-WAIT flows ended early: the table was full */
+    uint64_t tw_reuse;         /* SYNs that reopened a 4-tuple in TIME-WAIT (RFC 6191) */
+    uint64_t tw_acks;          /* ACKs a TIME-WAIT flow answered with */
+    uint64_t tw_killed_by_rst;
+    uint64_t fin_wait2_timeouts;
     uint64_t port_rx_frames[8]; /* by port, in dp_add_port order */
     uint64_t port_rx_bytes[8];
     uint64_t port_rx_batches[8];
@@ -230,6 +319,23 @@ int dp_flow_release(struct dp *dp, int64_t handle, struct dp_tcb *out, uint8_t *
                     uint32_t rcv_cap, uint8_t *snd, uint32_t snd_cap);
 /* Read a C-owned flow's TCB without taking it (statistics). 0 or -errno. */
 int dp_flow_peek(const struct dp *dp, int64_t handle, struct dp_tcb *out);
+/* The handle of the C flow for a 4-tuple (ports host order, addresses network order),
+ * or -ENOENT. */
+int64_t dp_flow_find(const struct dp *dp, uint32_t local_ip, uint16_t local_port,
+                     uint32_t remote_ip, uint16_t remote_port);
+
+/* Listening ports whose connections C opens (struct dp_listen_cfg). dp_listen adds or
+ * replaces the port's entry; dp_unlisten removes it (half-open flows finish). 0 or
+ * -errno (ENOSPC: DP_MAX_LISTENERS ports; EINVAL: a bad configuration). */
+int dp_listen(struct dp *dp, const struct dp_listen_cfg *cfg);
+int dp_unlisten(struct dp *dp, uint16_t port);
+
+/* RFC 6528 ISN (isn.c; joyride/tcp/isn.py is the authority): the keyed hash F of the
+ * 4-tuple, and M + F at now (CLOCK_MONOTONIC seconds). */
+uint32_t dp_isn_offset(const uint8_t *key, uint32_t local_ip, uint16_t local_port,
+                       uint32_t remote_ip, uint16_t remote_port);
+uint32_t dp_isn(const uint8_t *key, uint32_t local_ip, uint16_t local_port,
+                uint32_t remote_ip, uint16_t remote_port, double now);
 
 /* The loop. Runs rounds until Python has work (declined frames, handed-back flows,
  * its watched descriptor readable) or timeout_ms passes (-1: no limit; 0: one

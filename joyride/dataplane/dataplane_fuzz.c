@@ -9,9 +9,17 @@
  * some (the application vanishing), releases flows (their handles then stale) and
  * adopts new ones in their slots, and moves the clock so that timers fire.
  *
+ * Beside them, port BORN_PORT is a listener whose connections C opens itself: SYNs,
+ * handshake ACKs, data, FINs and RSTs for a few dozen 4-tuples, plausible and not,
+ * drive flows through SYN-RECEIVED, delivery to a real unix listener, both closes and
+ * TIME-WAIT; the driver accepts, writes, reads and closes their application ends, and
+ * releases the flows C hands back as Python would.
+ *
  * usage: dataplane_fuzz ITERATIONS SEED ; prints "ok <rounds> <fast> <declined>".
  */
+#define _GNU_SOURCE /* accept4 */
 #include "wire.c"
+#include "isn.c"
 #include "dataplane.c"
 
 #include <sanitizer/asan_interface.h>
@@ -19,6 +27,10 @@
 #include <stdio.h>
 
 #define FLOWS 16
+#define BORN_FLOWS 16              /* room for flows born in C, beside the FLOWS */
+#define BORN_PORT 9090
+#define BORN_PEERS 40              /* 4-tuples the born side's frames come from */
+#define BORN_APPS 32               /* accepted application ends the driver holds */
 #define SLOTS 64
 #define SLOT_SIZE 2048
 
@@ -189,6 +201,18 @@ static void release(struct dp *dp, struct fuzzflow *ff)
         close(ff->app);
 }
 
+/* Frame s from template tm into out, with a random payload: its length (0: none). */
+static uint32_t build_frame(const struct wire_template *tm, struct wire_seg *s, uint8_t *out)
+{
+    static uint8_t payload[2048];
+    for (uint32_t i = 0; i < s->payload_len; i++)
+        payload[i] = (uint8_t)rnd();
+    uint64_t off = 0;
+    uint32_t cap = SLOT_SIZE, len = 0;
+    wire_build_batch(tm, s, 1, payload, out, &off, &cap, &len);
+    return len;
+}
+
 /* A frame from flow k's peer: mostly plausible, sometimes anything. */
 static uint32_t peer_frame(struct dp *dp, const struct fuzzflow *ff, uint8_t *out)
 {
@@ -221,13 +245,83 @@ static uint32_t peer_frame(struct dp *dp, const struct fuzzflow *ff, uint8_t *ou
         for (int i = 0; i < 8; i++)
             s.sack[i] = t->snd_una + (uint32_t)(rnd() % 10000);
     }
-    static uint8_t payload[2048];
-    for (uint32_t i = 0; i < s.payload_len; i++)
-        payload[i] = (uint8_t)rnd();
-    uint64_t off = 0;
-    uint32_t cap = SLOT_SIZE, len = 0;
-    wire_build_batch(&tm, &s, 1, payload, out, &off, &cap, &len);
-    return len;
+    return build_frame(&tm, &s, out);
+}
+
+/* A frame toward BORN_PORT from peer k: a SYN, or a segment near the flow C holds for
+ * that 4-tuple (if any), with any flags now and then. */
+static uint32_t born_frame(struct dp *dp, uint32_t k, uint8_t *out)
+{
+    uint32_t lip = 0x0100000a, rip = 0x0300000a + (k % 4 << 24);
+    uint16_t rport = (uint16_t)(50000 + k);
+    struct dp_tcb t;
+    memset(&t, 0, sizeof t);
+    int64_t h = dp_flow_find(dp, lip, BORN_PORT, rip, rport);
+    int known = h > 0 && dp_flow_peek(dp, h, &t) == 0;
+    struct wire_template tm;
+    memset(&tm, 0, sizeof tm);
+    memcpy(tm.src_ip, &rip, 4);
+    memcpy(tm.dst_ip, &lip, 4);
+    tm.src_mac[5] = (uint8_t)k;
+    tm.src_port = rport;
+    tm.dst_port = BORN_PORT;
+    tm.ttl = 64;
+    struct wire_seg s;
+    memset(&s, 0, sizeof s);
+    uint32_t r = (uint32_t)rnd();
+    s.window = (uint16_t)rnd();
+    s.has_ts = (r & 3) != 0;
+    s.tsval = (known ? t.ts_recent : 1000) + (uint32_t)(rnd() % 100) - 10;
+    s.tsecr = (uint32_t)rnd();
+    if (!known || (r >> 2 & 15) == 0) {
+        s.flags = 0x02; /* SYN, with whatever options */
+        s.seq = known && (r & 16) ? t.irs : (uint32_t)rnd();
+        s.syn_opts = (uint8_t)(rnd() & 7);
+        s.mss = (uint16_t)(rnd() % 2000);
+        s.wscale = (uint8_t)(rnd() % 20);
+    } else {
+        s.seq = t.rcv_nxt + ((r >> 6 & 3) ? 0 : (uint32_t)(rnd() % 5000) - 2500);
+        s.ack = t.snd_una + (uint32_t)(rnd() % (t.snd_nxt - t.snd_una + 2));
+        s.flags = (r >> 8 & 7) ? 0x10 | (r >> 11 & 0x09) : (uint8_t)rnd();
+        if ((r >> 12 & 15) == 0)
+            s.flags = 0x04; /* RST */
+        s.payload_len = (r >> 16 & 1) ? 0 : (uint32_t)(rnd() % 1449);
+    }
+    if (s.flags & 0x02 && s.payload_len)
+        s.payload_len = 0;
+    return build_frame(&tm, &s, out);
+}
+
+/* The unix listener born flows are delivered to (an abstract name of this process). */
+static int born_listener(struct dp *dp)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int n = snprintf(sun.sun_path + 1, sizeof sun.sun_path - 1, "joyride-fuzz/%d", (int)getpid());
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sun,
+                       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) < 0 ||
+        listen(fd, 4) < 0)
+        abort();
+    struct dp_listen_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.port = BORN_PORT;
+    cfg.n_names = 1;
+    cfg.syn_backlog = 6;
+    cfg.ts_offset = 12345;
+    cfg.max_syn_retries = 2;
+    cfg.default_peer_mss = 536;
+    cfg.min_peer_mss = 88;
+    cfg.window_scaling = cfg.timestamps = cfg.sack = 1;
+    cfg.window_scale_shift = 7;
+    cfg.time_wait = 5.0;
+    cfg.fin_wait2_timeout = 3.0;
+    make_tcb(&cfg.tmpl, 0, -1);
+    cfg.tmpl.keepalive_idle = 0;
+    cfg.tmpl.srtt = -1;
+    memcpy(cfg.names[0], sun.sun_path + 1, (size_t)n);
+    if (dp_listen(dp, &cfg) != 0)
+        abort();
+    return fd;
 }
 
 int main(int argc, char **argv)
@@ -235,7 +329,7 @@ int main(int argc, char **argv)
     long iterations = argc > 1 ? atol(argv[1]) : 10000;
     signal(SIGPIPE, SIG_IGN); /* the driver writes to ends it shut down, on purpose */
     rng_state = argc > 2 ? (uint64_t)atoll(argv[2]) * 0x9E3779B97F4A7C15ULL + 1 : 1;
-    struct dp_config cfg = {.max_flows = FLOWS, .batch = 32, .max_frame = SLOT_SIZE,
+    struct dp_config cfg = {.max_flows = FLOWS + BORN_FLOWS, .batch = 32, .max_frame = SLOT_SIZE,
                             .decline_frames = 64, .verify_checksums = 1, .ttl = 64};
     struct dp *dp = dp_new(&cfg);
     struct fuzzport fp = {.slab = malloc((size_t)SLOTS * SLOT_SIZE)};
@@ -250,6 +344,10 @@ int main(int argc, char **argv)
     struct fuzzflow flows[FLOWS];
     for (uint32_t k = 0; k < FLOWS; k++)
         adopt(dp, &flows[k], k);
+    int lfd = born_listener(dp);
+    int apps[BORN_APPS];
+    for (int i = 0; i < BORN_APPS; i++)
+        apps[i] = -1;
     double now = 100.0;
     uint8_t frame[SLOT_SIZE], buf[65536];
     int64_t handles[FLOWS * 2];
@@ -258,6 +356,28 @@ int main(int argc, char **argv)
         uint32_t k = (uint32_t)(rnd() % FLOWS);
         struct fuzzflow *ff = &flows[k];
         uint32_t what = (uint32_t)(rnd() % 100);
+        if (rnd() % 3 == 0) {
+            /* The born side: a frame, or the application accepting, talking, closing. */
+            uint32_t b = (uint32_t)(rnd() % 8), a = (uint32_t)(rnd() % BORN_APPS);
+            if (b < 5) {
+                uint32_t len = born_frame(dp, (uint32_t)(rnd() % BORN_PEERS), frame);
+                if (len && rnd() % 8 == 0)
+                    frame[rnd() % len] ^= (uint8_t)(1u << (rnd() % 8));
+                push(&fp, frame, len);
+            } else if (apps[a] < 0) {
+                apps[a] = accept4(lfd, NULL, NULL, SOCK_NONBLOCK);
+            } else if (b == 5) {
+                (void)!write(apps[a], buf, (size_t)(rnd() % 3000));
+            } else if (b == 6) {
+                (void)!read(apps[a], buf, sizeof buf);
+            } else if (rnd() & 1) {
+                shutdown(apps[a], SHUT_WR);
+            } else {
+                close(apps[a]);
+                apps[a] = -1;
+            }
+            what = 100; /* nothing else this iteration */
+        }
         if (what < 60) {
             uint32_t len = peer_frame(dp, ff, frame);
             if (len && rnd() % 4 == 0)
@@ -298,12 +418,23 @@ int main(int argc, char **argv)
             /* Hand-backs: Python would release each; here they are released and the
              * flows replaced, so the table stays full and handles churn. */
             uint32_t n = dp_handbacks(dp, handles, FLOWS * 2);
-            for (uint32_t i = 0; i < n; i++)
+            for (uint32_t i = 0; i < n; i++) {
+                int ours = 0;
                 for (uint32_t j = 0; j < FLOWS; j++)
                     if (flows[j].handle == handles[i]) {
                         release(dp, &flows[j]);
                         adopt(dp, &flows[j], j + FLOWS * (uint32_t)(rnd() % 1000));
+                        ours = 1;
                     }
+                if (!ours) { /* a born flow: Python takes it, and its descriptor */
+                    static uint8_t rcv[1 << 18], snd[1 << 18];
+                    struct dp_tcb out;
+                    if (dp_flow_release(dp, handles[i], &out, rcv, sizeof rcv, snd, sizeof snd) != 0)
+                        abort();
+                    if (out.app_fd >= 0)
+                        close(out.app_fd);
+                }
+            }
             dp_declined_clear(dp);
         }
     }
@@ -313,7 +444,15 @@ int main(int argc, char **argv)
            (unsigned long long)transmitted);
     for (uint32_t k = 0; k < FLOWS; k++)
         release(dp, &flows[k]);
-    dp_free(dp);
+    printf("born %llu established %llu delivered %llu fins %llu/%llu time-waits %llu\n",
+           (unsigned long long)st->syn_received, (unsigned long long)st->established,
+           (unsigned long long)st->delivered, (unsigned long long)st->fins_sent,
+           (unsigned long long)st->fins_received, (unsigned long long)st->time_waits);
+    dp_free(dp); /* closes the born flows' application ends still open */
+    for (int i = 0; i < BORN_APPS; i++)
+        if (apps[i] >= 0)
+            close(apps[i]);
+    close(lfd);
     free(fp.slab);
     return 0;
 }

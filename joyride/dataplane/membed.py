@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from joyride.dataplane.plane import DataPlane, DeclineNic, MemoryPort
+from joyride.dataplane.plane import Born, DataPlane, DeclineNic, MemoryPort
 from joyride.engine.engine import Engine
 from joyride.engine.network import StaticNetwork
 from joyride.engine.nic import MemoryNic
@@ -83,6 +83,7 @@ class Bed:
         self.channels: dict[TcpConnection, socket.socket] = {}
         self._held: dict[TcpConnection, bytes] = {}
         self.readopt = True
+        self.born: list[TcpConnection] = []  # connections C opened and gave to Python
         self.round_ns = 0  # CPU time spent in the C rounds of ``step``
 
     def step(self, dt: float = 0.0001) -> None:
@@ -98,6 +99,9 @@ class Bed:
         self.round_ns += time.thread_time_ns() - start
         for got in self.plane.handbacks():
             self.reasons.append(got.reason)
+            if isinstance(got, Born):
+                self._take_born(got, now)
+                continue
             self.svc.adopt_back(got.conn)
             if got.app_eof:
                 got.conn.shutdown_write()
@@ -113,6 +117,19 @@ class Bed:
                 self.peer_nic.inbox.append(frame)
         self.peer.poll()
         self.peer.flush()
+
+    def _take_born(self, got: Born, now: float) -> None:
+        """A connection C opened itself comes to Python (Datapath's rule in miniature):
+        the engine runs it, and its application channel, if C made one, is ours."""
+        conn = TcpConnection.from_hot(self.svc.config, got.tcb, got.rcv, got.snd, now)
+        self.svc.adopt_born(conn)
+        self.born.append(conn)
+        if int(got.tcb.app_fd) >= 0:
+            ours = socket.socket(fileno=int(got.tcb.app_fd))
+            ours.setblocking(False)
+            self.channels[conn] = ours
+            if got.tcb.app_eof:
+                conn.shutdown_write()
 
     def _pump(self) -> None:
         """Service.Pump in miniature: TCP -> application only as far as its socket takes,

@@ -43,7 +43,12 @@ except ImportError:  # pragma: no cover - the cffi build is part of every instal
 #: the differential tests' reference); ``c`` (the default where built) uses this module.
 ENV: Final = "JOYRIDE_DATAPLANE"
 REASONS: Final = ("none", "segment", "rto", "persist", "app_eof", "app_gone", "released",
-                   "keepalive")
+                   "keepalive", "undelivered")
+
+
+#: ``enum dp_tcp_state`` values of a born flow Python cannot run (SYN-RECEIVED: C's
+#: half-open queue; TIME-WAIT and CLOSED: finished): a claim or a close drops them.
+UNRUNNABLE_STATES: Final = frozenset({1, 7, 8})
 
 
 #: Microseconds the loop keeps polling after traffic before it sleeps (default 0: on a
@@ -82,6 +87,34 @@ class Released:
     reason: str
     app_eof: bool
     app_gone: bool
+
+
+@dataclass
+class Born:
+    """A flow C opened itself (``dp_listen``) and gave back: Python has no connection
+    for it yet; ``TcpConnection.from_hot`` makes one from these."""
+
+    tcb: Any  # a copy of its struct dp_tcb
+    rcv: bytes
+    snd: bytes
+    reason: str
+
+    @property
+    def key(self) -> tuple[bytes, int, bytes, int]:
+        t = self.tcb
+        return (int(t.local_ip).to_bytes(4, "little"), int(t.local_port),
+                int(t.remote_ip).to_bytes(4, "little"), int(t.remote_port))
+
+
+@dataclass(frozen=True)
+class ListenSpec:
+    """What ``DataPlane.listen`` needs of a port whose connections C opens."""
+
+    port: int
+    names: tuple[str, ...]  # the applications' unix listeners (abstract, no NUL)
+    config: Any  # TcpConfig
+    ts_offset: int
+    isn_key: bytes
 
 
 class DataPlane:
@@ -210,17 +243,74 @@ class DataPlane:
         return Released(conn, REASONS[reason] if reason < len(REASONS) else str(reason),
                         bool(tcb.app_eof), bool(tcb.app_gone))
 
-    def handbacks(self) -> list[Released]:
-        """The flows C gave back since the last call, taken back into Python."""
-        out: list[Released] = []
+    def handbacks(self) -> list[Released | Born]:
+        """The flows C gave back since the last call, taken back into Python (a flow C
+        opened itself comes back as ``Born``)."""
+        out: list[Released | Born] = []
         while True:
             n = int(lib.dp_handbacks(self._dp, self._handles, len(self._handles)))
             if n == 0:
                 return out
             for i in range(n):
-                got = self._release(int(self._handles[i]))
+                handle = int(self._handles[i])
+                got = self._release(handle) if handle in self._conns else self._release_born(handle)
                 if got is not None:
                     out.append(got)
+
+    def _release_born(self, handle: int) -> Born | None:
+        rlen = int(lib.dp_flow_rcv_len(self._dp, handle))
+        slen = int(lib.dp_flow_snd_len(self._dp, handle))
+        if rlen < 0 or slen < 0:
+            return None
+        rcv = ffi.new("uint8_t[]", max(rlen, 1))
+        snd = ffi.new("uint8_t[]", max(slen, 1))
+        tcb = ffi.new("struct dp_tcb *")
+        if lib.dp_flow_release(self._dp, handle, tcb, rcv, rlen, snd, slen) < 0:
+            return None
+        reason = int(tcb.reason)
+        return Born(tcb, bytes(ffi.buffer(rcv, rlen)), bytes(ffi.buffer(snd, slen)),
+                    REASONS[reason] if reason < len(REASONS) else str(reason))
+
+    def claim(self, key: tuple[bytes, int, bytes, int]) -> Born | None:
+        """Take a flow C opened itself back by its 4-tuple (None: C has none)."""
+        lip, lport, rip, rport = key
+        handle = int(lib.dp_flow_find(self._dp, int.from_bytes(lip, "little"), lport,
+                                      int.from_bytes(rip, "little"), rport))
+        if handle < 0 or handle in self._conns:
+            return None
+        return self._release_born(handle)
+
+    # -- listening ---------------------------------------------------------------------
+
+    def listen(self, spec: ListenSpec, *, syn_backlog: int) -> None:
+        """C opens the connections of ``spec.port`` itself from now on (handshake,
+        delivery to ``spec.names`` round robin, close and TIME-WAIT)."""
+        cfg = ffi.new("struct dp_listen_cfg *")
+        config = spec.config
+        cfg.port = spec.port
+        cfg.n_names = len(spec.names)
+        cfg.syn_backlog = syn_backlog
+        cfg.ts_offset = spec.ts_offset & 0xFFFFFFFF
+        cfg.max_syn_retries = config.max_syn_retries
+        cfg.default_peer_mss = config.default_peer_mss
+        cfg.min_peer_mss = config.min_peer_mss
+        cfg.window_scaling = int(config.window_scaling)
+        cfg.window_scale_shift = config.window_scale_shift
+        cfg.timestamps = int(config.timestamps)
+        cfg.sack = int(config.sack)
+        cfg.time_wait = config.time_wait
+        cfg.fin_wait2_timeout = config.fin_wait2_timeout
+        cfg.isn_key = spec.isn_key
+        TcpConnection.listen_template(config, cfg.tmpl)
+        for i, name in enumerate(spec.names):
+            raw = name.encode()
+            if not 0 < len(raw) < lib.DP_NAME_BYTES:
+                raise ValueError(f"unix name {name!r} does not fit")
+            cfg.names[i] = raw
+        self._check(lib.dp_listen(self._dp, cfg), f"listening on port {spec.port} in C")
+
+    def unlisten(self, port: int) -> None:
+        lib.dp_unlisten(self._dp, port)  # -ENOENT: C was not listening there
 
     def peek(self, conn: TcpConnection) -> Any:
         """A copy of a C-owned flow's TCB (statistics), or None."""

@@ -340,6 +340,12 @@ class Engine:
         self.activity.connections.add(conn)
         self._schedule(conn)
 
+    def adopt_born(self, conn: TcpConnection) -> None:
+        """``conn`` was opened by the C data plane (``TcpConnection.from_hot``): this
+        engine demultiplexes and times it from now on, as one it accepted itself."""
+        self._register(conn)
+        self.adopt_back(conn)
+
     def marked(self, conn: TcpConnection) -> bool:
         """Whether ``conn`` is to be visited by the next transmit step."""
         return conn in self._dirty

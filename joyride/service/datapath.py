@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from joyride import sockopts
-from joyride.dataplane.plane import DataPlane, DeclineNic
+from joyride.dataplane.plane import UNRUNNABLE_STATES, Born, DataPlane, DeclineNic, ListenSpec
 from joyride.engine.engine import Engine, EngineError
 from joyride.engine.network import NetworkView
 from joyride.engine.nic import MultiNic, Nic
@@ -82,6 +82,9 @@ class PortListeners:
     pending: deque[TcpConnection] = field(default_factory=deque)  # accepted, undelivered
     rr: int = 0
     retry_at: float = 0.0
+    # The C data plane opens this port's connections itself (docs/dataplane.md,
+    # "Connections born in C") with this specification, or None: Python does.
+    in_c: ListenSpec | None = None
 
 
 class Datapath:
@@ -236,6 +239,9 @@ class Datapath:
         assert self.plane is not None
         back = self.plane.handbacks()
         for got in back:
+            if isinstance(got, Born):
+                self._take_born(got, touched)
+                continue
             conn = got.conn
             self.counters[f"plane_handback_{got.reason}"] += 1
             self.engine.adopt_back(conn)
@@ -249,6 +255,75 @@ class Datapath:
                 pump.app_shut_down()
             self._ready.add(pump)
         return bool(back)
+
+    def _take_born(self, got: Born, touched: set[TcpConnection]) -> None:
+        """A connection the C data plane opened itself comes to Python: it becomes a
+        ``TcpConnection`` of the engine, with a pump for the application channel C
+        made, or, when no listener took it, the port's next one to deliver."""
+        self.counters[f"plane_handback_{got.reason}"] += 1
+        tcb = got.tcb
+        fd = int(tcb.app_fd)
+        pl = self.by_port.get(int(tcb.local_port))
+        if int(tcb.tcp_state) in UNRUNNABLE_STATES:
+            # Half-open or finished (a claim or the service's close): nothing to run.
+            if fd >= 0:
+                os.close(fd)
+            self.counters["plane_born_dropped"] += 1
+            return
+        config = pl.in_c.config if pl is not None and pl.in_c is not None else self.engine.config
+        conn = TcpConnection.from_hot(config, tcb, got.rcv, got.snd, self.clock())
+        self.engine.adopt_born(conn)
+        touched.add(conn)
+        self.counters["plane_born_taken"] += 1
+        if fd < 0:
+            if pl is not None and not tcb.app_eof:
+                pl.pending.append(conn)  # undelivered: _accept tries again
+            elif not tcb.app_eof:
+                conn.abort()  # its port is gone (RFC 9293 §3.10.7.1)
+                self.engine.mark(conn)
+            return
+        pump = Pump(conn, socket.socket(fileno=fd), pl.uid if pl is not None else -1)
+        pump.app_eof = bool(tcb.app_eof)
+        pump.fin_sent_to_app = bool(tcb.fin_to_app)
+        self.pumps[conn] = pump
+        if got.reason == "app_gone":
+            pump.app_closed()
+        self._ready.add(pump)
+
+    def _connection(self, key: tuple[bytes, int, bytes, int]) -> TcpConnection | None:
+        """The engine's connection for a 4-tuple, taking it from C first if C opened
+        it (socket options and OP_GETINFO are the control plane's)."""
+        conn = self.engine.connections.get(key)
+        if conn is None and self.plane is not None:
+            born = self.plane.claim(key)
+            if born is not None:
+                self._take_born(born, set())
+                conn = self.engine.connections.get(key)
+        return conn
+
+    def _sync_listener(self, pl: PortListeners) -> None:
+        """Let C open the port's connections while every registration is verified and
+        they share their options (one TCP configuration), else take them back."""
+        if self.plane is None:
+            return
+        regs = pl.registrations
+        spec: ListenSpec | None = None
+        if regs and all(r.verified for r in regs) and all(
+                r.options == regs[0].options for r in regs):
+            config = sockopts.apply(self.engine.config, regs[0].options) \
+                if regs[0].options else self.engine.config
+            if not config.keepalive and config.congestion_control in ("cubic", "newreno"):
+                spec = ListenSpec(pl.port, tuple(r.name for r in regs), config,
+                                  pl.listener.ts_offset, pl.listener.isn_generator.key)
+        if spec == pl.in_c:
+            return
+        if spec is None:
+            self.plane.unlisten(pl.port)
+            self.counters["plane_unlisten"] += 1
+        else:
+            self.plane.listen(spec, syn_backlog=spec.config.syn_backlog)
+            self.counters["plane_listen"] += 1
+        pl.in_c = spec
 
     def _hand_to_plane(self, pump: Pump) -> None:
         """Give an idle pump's connection to the C data plane when it can run it."""
@@ -335,6 +410,7 @@ class Datapath:
         pl.registrations = [r for r in pl.registrations if r.name != name]
         pl.registrations.append(Registration(name, port, creds.uid, reuseport=reuseport))
         self.counters["listen_registered"] += 1
+        self._sync_listener(pl)  # unverified until its first delivery: Python delivers
         return 0
 
     def set_option(self, request: protocol.Request, creds: apps.Credentials) -> int:
@@ -361,11 +437,13 @@ class Datapath:
                 return errno.EPERM
             reg.options.append(entry)
             self.counters["setopt_listener"] += 1
+            assert pl is not None
+            self._sync_listener(pl)
             return 0
         assert parsed.remote is not None
         key = (socket.inet_aton(parsed.local[0]), parsed.local[1],
                socket.inet_aton(parsed.remote[0]), parsed.remote[1])
-        conn = self.engine.connections.get(key)
+        conn = self._connection(key)
         pump = self.pumps.get(conn) if conn is not None else None
         if conn is None or pump is None:
             return errno.ENOTCONN
@@ -383,7 +461,7 @@ class Datapath:
             return errno.EINVAL, None, None
         key = (socket.inet_aton(parsed.local[0]), parsed.local[1],
                socket.inet_aton(parsed.remote[0]), parsed.remote[1])
-        conn = self.engine.connections.get(key)
+        conn = self._connection(key)
         pump = self.pumps.get(conn) if conn is not None else None
         if conn is None or pump is None:
             # Gone: its error once, as SO_ERROR reports it, to its owner only.
@@ -481,8 +559,12 @@ class Datapath:
             pl.registrations = [r for r in pl.registrations if r.name in alive]
             if not pl.registrations:
                 self._drop_port(pl)
+            else:
+                self._sync_listener(pl)
 
     def _drop_port(self, pl: PortListeners) -> None:
+        pl.registrations.clear()
+        self._sync_listener(pl)  # C stops opening its connections first
         for conn in pl.pending:
             conn.abort()
             self.engine.mark(conn)
@@ -517,6 +599,8 @@ class Datapath:
                 self.counters["accept_no_listener"] += 1
         if not pl.registrations:
             self._drop_port(pl)
+        else:
+            self._sync_listener(pl)  # registrations gone or verified meanwhile
 
     def _deliver(self, pl: PortListeners, conn: TcpConnection) -> str:
         """Connect ``conn`` to a registered listener: "ok", "busy" or "none"."""
@@ -567,6 +651,7 @@ class Datapath:
         pl.uid = owner.uid
         reg.uid = owner.uid
         reg.verified = True
+        self._sync_listener(pl)  # verified: C may deliver to it from now on
         return True
 
     def _conn_name(self, conn: TcpConnection) -> str:
@@ -757,10 +842,18 @@ class Datapath:
     # -- statistics and teardown -----------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        service = dict(self.counters)
+        plane = self.plane.stats() if self.plane is not None else None
+        born = 0
+        if plane is not None:
+            # The connections C opened and delivered itself are the service's too.
+            service["accepted"] = service.get("accepted", 0) + plane["established"]
+            service["delivered"] = service.get("delivered", 0) + plane["delivered"]
+            born = plane["born_live"]
         return {
             "engine": dict(self.engine.counters),
-            "service": dict(self.counters),
-            "connections": len(self.engine.connections),
+            "service": service,
+            "connections": len(self.engine.connections) + born,
             "pumps": len(self.pumps),
             "pump_buffered_bytes": sum(p.buffered for p in self.pumps.values()),
             "listeners": {str(p): len(pl.registrations) for p, pl in self.by_port.items()},
@@ -774,7 +867,7 @@ class Datapath:
             # Every live connection's counters summed (drop reasons, retransmissions,
             # fast-path share): what "flows" shows for a few, for all of them.
             "tcp": self._tcp_counters(),
-            "dataplane": self.plane.stats() if self.plane is not None else None,
+            "dataplane": plane,
         }
 
     def _tcp_counters(self) -> dict[str, int]:

@@ -75,6 +75,14 @@ def rst_for(seg: TcpSegment) -> TcpSegment | None:
     )
 
 
+# ``struct dp_tcb.tcp_state`` (joyride/dataplane/dataplane.h: enum dp_tcp_state).
+_BORN_STATES: Final = (
+    TcpState.ESTABLISHED, TcpState.SYN_RECEIVED, TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2,
+    TcpState.CLOSE_WAIT, TcpState.CLOSING, TcpState.LAST_ACK, TcpState.TIME_WAIT,
+    TcpState.CLOSED,
+)
+
+
 class TcpConnection:
     """One connection's transmission control block and its state machine."""
 
@@ -604,6 +612,60 @@ class TcpConnection:
         self._dirty = False
         self._parked = True
         return rcv, snd
+
+    @classmethod
+    def listen_template(cls, config: TcpConfig, tcb: Any) -> None:
+        """The fields of ``tcb`` (a ``struct dp_tcb``) a connection accepted with
+        ``config`` takes from it before its handshake: buffers, the RTT estimator, the
+        congestion controller (``dp_listen``'s template: C fills in the rest from the
+        SYN as ``accept_syn`` would)."""
+        proto = cls(config, bytes(4), 0, bytes(4), 0, iss=Seq(0), now=0.0, ts_offset=0)
+        proto._recv_buf.save_hot(tcb)
+        proto._rtt.save_hot(tcb)
+        if not proto._cc.save_hot(tcb):  # pragma: no cover - a new controller is quiet
+            raise ValueError("the congestion controller cannot run in C")
+        tcb.cfg_mss = config.mss
+        tcb.nodelay = int(config.nodelay)
+        tcb.snd_cap = proto._send_buf.capacity
+        tcb.delack_timeout = config.delayed_ack_timeout
+        tcb.keepalive_idle = config.keepalive_idle if config.keepalive else 0.0
+        tcb.max_snd_wnd = proto._max_snd_wnd
+
+    @classmethod
+    def from_hot(cls, config: TcpConfig, tcb: Any, rcv: bytes, snd: bytes,
+                 now: float) -> TcpConnection:
+        """A connection the C data plane opened itself (``tcb.born``) and now hands
+        over: what ``accept_syn`` and the handshake would have made, in the state C
+        reached, with the hot half, the bytes and the close taken from C."""
+        conn = cls(
+            config, int(tcb.local_ip).to_bytes(4, "little"), int(tcb.local_port),
+            int(tcb.remote_ip).to_bytes(4, "little"), int(tcb.remote_port),
+            iss=Seq(tcb.iss), now=now, ts_offset=int(tcb.ts_offset),
+        )
+        conn._irs = Seq(tcb.irs)
+        conn._snd_shift, conn._rcv_shift = int(tcb.snd_shift), int(tcb.rcv_shift)
+        conn._ts_ok, conn._sack_ok = bool(tcb.ts_ok), bool(tcb.sack_ok)
+        conn._negotiated = Negotiated(
+            snd_shift=conn._snd_shift, rcv_shift=conn._rcv_shift,
+            window_scaling=bool(tcb.ws_ok), timestamps=conn._ts_ok, sack=conn._sack_ok,
+            smss=int(tcb.smss), rcv_mss=int(tcb.rcv_mss))
+        conn._recv_buf.slack = (1 << conn._rcv_shift) - 1
+        conn.set_mss(int(tcb.smss))
+        conn._state = _BORN_STATES[int(tcb.tcp_state)]
+        conn._parked = True
+        conn.import_hot(tcb, rcv, snd)
+        una, nxt = conn._snd_una, conn._snd_nxt
+        if tcb.fin_queued:
+            # shutdown_write's FIN: after the queued bytes, or acknowledged already.
+            fin_acked = bool(tcb.fin_sent) and una == nxt
+            conn._fin_seq = una - 1 if fin_acked else conn._buf_seq + len(conn._send_buf)
+        if tcb.peer_fin:
+            conn._peer_fin = conn._rcv_nxt - 1
+        conn._app_closed = int(tcb.app_fd) < 0 and bool(tcb.app_eof)
+        if tcb.state_at:
+            timer = Timer.TIME_WAIT if conn._state is TcpState.TIME_WAIT else Timer.FIN_WAIT_2
+            conn._timers.set(timer, float(tcb.state_at))
+        return conn
 
     def import_hot(self, tcb: Any, rcv: bytes, snd: bytes) -> None:
         """Take the hot half back from the C data plane (the inverse of

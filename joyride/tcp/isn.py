@@ -50,6 +50,11 @@ class IsnGenerator:
         # keeps ISN keys unrelated to keys derived from the same secret elsewhere.
         self._key = derive_key(secret, b"jr-isn")
 
+    @property
+    def key(self) -> bytes:
+        """The derived 32-byte key (the C data plane's ISNs use the same: isn.c)."""
+        return self._key
+
     def offset(
         self, local_ip: bytes, local_port: int, remote_ip: bytes, remote_port: int
     ) -> int:

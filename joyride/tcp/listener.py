@@ -66,6 +66,15 @@ class Listener:
     # ------------------------------------------------------------------ queries
 
     @property
+    def ts_offset(self) -> int:
+        """RFC 7323 §7.1 offset of this listener's connections' timestamps."""
+        return self._ts_offset
+
+    @property
+    def isn_generator(self) -> IsnGenerator:
+        return self._isn
+
+    @property
     def syn_queue_len(self) -> int:
         return len(self._half_open)
 

@@ -189,9 +189,9 @@ _RECORD_FIELDS: Final = (
     ("src_mac_off", "B"), ("l2_len", "B"), ("ip_hl", "B"), ("tcp_hl", "B"), ("wscale", "B"),
     ("sack_off", "B"), ("sack_count", "B"), ("ttl", "B"), ("tos", "B"), ("has_vlan", "B"),
     ("has_ts", "B"), ("has_sack", "B"), ("has_mss", "B"), ("has_wscale", "B"),
-    ("sack_permitted", "B"), ("plain", "B"), ("df", "B"),
+    ("sack_permitted", "B"), ("plain", "B"), ("df", "B"), ("opts_plain", "B"),
 )  # fmt: skip
-_RECORD: Final = struct.Struct("=" + "".join(f for _, f in _RECORD_FIELDS) + "2x")
+_RECORD: Final = struct.Struct("=" + "".join(f for _, f in _RECORD_FIELDS) + "1x")
 _IDX: Final = {name: k for k, (name, _) in enumerate(_RECORD_FIELDS)}
 _REASON: Final = _IDX["reason"]
 _PAYLOAD_OFF: Final = _IDX["payload_off"]
@@ -221,6 +221,7 @@ def record_to_frame(rec: tuple[Any, ...], data: Any) -> Frame:
         payload_off, payload_len, mss, vlan_tci, ip_id, _reason, flags, dst_mac_off,
         src_mac_off, l2_len, ip_hl, _tcp_hl, wscale, sack_off, sack_count, ttl, tos,
         has_vlan, has_ts, has_sack, has_mss, has_wscale, sack_permitted, plain, df,
+        _opts_plain,
     ) = rec  # fmt: skip
     tcp_at = l2_len + ip_hl
     eth = EthernetHeader(

@@ -1,0 +1,341 @@
+"""Connections born in C (``dp_listen``): the handshake, the delivery to the
+application's unix listener, both closes and TIME-WAIT run in C as ``Listener`` and
+``TcpConnection`` would; a flow C hands over becomes a Python connection
+(``TcpConnection.from_hot``); the ISN is ``isn.py``'s. At explicit times, over the
+in-memory bed, with bytes checked by hash."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from joyride.dataplane.membed import IP_PEER, IP_SVC, PORT, Bed, read_all
+from joyride.dataplane.plane import ListenSpec, ffi, lib
+from joyride.tcp.config import TcpConfig
+from joyride.tcp.connection import TcpConnection
+from joyride.tcp.isn import IsnGenerator
+from joyride.tcp.listener import Listener
+from joyride.tcp.state import TcpState
+from joyride.wire.frame import parse_frame
+from joyride.wire.tcp import TcpFlags, TcpSegment
+
+pytestmark = pytest.mark.skipif(lib is None, reason="the C data plane is not built")
+
+_names = itertools.count()
+
+
+class Born:
+    """A bed whose service port C listens on, delivering to a real unix listener."""
+
+    def __init__(self, config: TcpConfig | None = None,
+                 peer_config: TcpConfig | None = None, *, backlog: int = 64) -> None:
+        self.bed = Bed(config, peer_config)
+        self.name = f"joyride-test/{os.getpid()}/{next(_names)}"
+        self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        self.unix.bind(b"\0" + self.name.encode())
+        self.unix.listen(backlog)
+        self.listener = self.bed.svc.listen(PORT)
+        self.spec = ListenSpec(PORT, (self.name,), self.bed.svc.config,
+                               self.listener.ts_offset, self.listener.isn_generator.key)
+        self.bed.plane.listen(self.spec, syn_backlog=16)
+        self.to_plane: list[bytes] = []  # frames the peer sent, in order
+        self.bed.impair = self._watch
+
+    def _watch(self, frame: bytes, toward_plane: bool) -> bool:
+        if toward_plane:
+            self.to_plane.append(frame)
+        return True
+
+    def accept(self) -> socket.socket:
+        app, _ = self.unix.accept()
+        app.setblocking(False)
+        return app
+
+    def stats(self) -> dict[str, int]:
+        return self.bed.plane.stats()
+
+    def tcb(self, client: TcpConnection) -> object:
+        """C's TCB of the flow that answers ``client``."""
+        handle = lib.dp_flow_find(self.bed.plane._dp, int.from_bytes(IP_SVC, "little"), PORT,
+                                  int.from_bytes(IP_PEER, "little"), client.local_port)
+        assert handle > 0, "C holds no flow for that 4-tuple"
+        tcb = ffi.new("struct dp_tcb *")
+        assert lib.dp_flow_peek(self.bed.plane._dp, handle, tcb) == 0
+        return tcb
+
+    def close(self) -> None:
+        self.unix.close()
+
+
+@pytest.fixture
+def born() -> Iterator[Born]:
+    b = Born()
+    yield b
+    b.close()
+
+
+def segment_of(frame: bytes) -> TcpSegment:
+    parsed = parse_frame(frame)
+    assert parsed.tcp is not None
+    return parsed.tcp
+
+
+# -- the ISN --------------------------------------------------------------------------
+
+
+@given(st.binary(min_size=4, max_size=4), st.integers(0, 65535),
+       st.binary(min_size=4, max_size=4), st.integers(0, 65535),
+       st.floats(0, 1e7, allow_nan=False))
+def test_isn_is_isn_py(lip: bytes, lport: int, rip: bytes, rport: int, now: float) -> None:
+    gen = IsnGenerator(b"a fixed secret")
+    c = lib.dp_isn(gen.key, int.from_bytes(lip, "little"), lport,
+                   int.from_bytes(rip, "little"), rport, now)
+    assert c == int(gen.isn(lip, lport, rip, rport, now))
+
+
+# -- the handshake, against Listener + TcpConnection ------------------------------------
+
+HOT_FIELDS = ("rcv_nxt", "rcv_adv", "last_ack_rcv_nxt", "last_ack_sent", "ts_recent",
+              "rcv_mss", "cfg_mss", "rcv_cap", "rcv_slack", "rcv_max", "rcv_shift",
+              "snd_shift", "ts_ok", "nodelay", "snd_una", "snd_nxt", "snd_wnd",
+              "max_snd_wnd", "snd_wl1", "snd_wl2", "smss", "snd_cap", "ts_offset", "srtt",
+              "rttvar", "base_rto", "min_rto", "max_rto", "rto_backoff", "rtt_samples",
+              "rtt_timing", "retries", "cc_kind", "cwnd", "ssthresh", "abc_limit",
+              "cc_pristine", "cc_iw", "rto_at", "delack_at", "keepalive_at", "last_send")
+
+
+@given(mss=st.sampled_from([88, 536, 1000, 1460]), wscale=st.booleans(),
+       timestamps=st.booleans(), sack=st.booleans(), cubic=st.booleans(),
+       peer_window=st.integers(1, 4 << 20))
+def test_handshake_matches_python(mss: int, wscale: bool, timestamps: bool, sack: bool,
+                                  cubic: bool, peer_window: int) -> None:
+    config = TcpConfig(nodelay=True, congestion_control="cubic" if cubic else "newreno")
+    peer_config = TcpConfig(mss=mss, window_scaling=wscale, timestamps=timestamps, sack=sack,
+                            receive_buffer=peer_window, receive_buffer_max=max(peer_window,
+                                                                               4 << 20))
+    b = Born(config, peer_config)
+    try:
+        bed = b.bed
+        client = bed.peer.connect(IP_SVC, PORT)  # its SYN is on the way into the plane
+        assert len(b.to_plane) == 1
+        # The same SYN, at the same time, through Python's Listener.
+        python = Listener(config, PORT, isn_generator=b.listener.isn_generator)
+        python._ts_offset = b.listener.ts_offset
+        syn, t1 = segment_of(b.to_plane[0]), bed.clock.now + 0.0013
+        bed.plane.round(t1)
+        out = bed.port.pop_all()
+        assert len(out) == 1 and b.stats()["syn_received"] == 1
+        python.receive(syn, IP_PEER, IP_SVC, t1)
+        expected = python.segments_to_send(t1)
+        assert [segment_of(out[0])] == [o.segment for o in expected]
+        # The SYN-ACK to the peer, its ACK back, at a later time.
+        bed.clock.now = t1
+        bed.peer_nic.inbox.append(out[0])
+        bed.peer.poll()
+        bed.peer.flush()
+        assert client.state is TcpState.ESTABLISHED and len(b.to_plane) == 2
+        t2 = t1 + 0.0007
+        bed.plane.round(t2)
+        python.receive(segment_of(b.to_plane[1]), IP_PEER, IP_SVC, t2)
+        conn = python.accept()
+        assert conn is not None and b.stats()["delivered"] == 1
+        mine = ffi.new("struct dp_tcb *")
+        assert conn.export_hot(mine) is not None
+        theirs = b.tcb(client)
+        for name in HOT_FIELDS:
+            assert getattr(theirs, name) == getattr(mine, name), name
+        assert theirs.tcp_state == lib.DP_ESTABLISHED and theirs.born == 1
+        assert theirs.sack_ok == int(conn._sack_ok)
+    finally:
+        b.close()
+
+
+# -- whole lives, in C ------------------------------------------------------------------
+
+
+def converse(b: Born, client: TcpConnection, app: socket.socket, request: bytes,
+             reply: bytes) -> bytes:
+    client.send(request)
+    b.bed.peer.mark(client)
+    got = b""
+    for _ in range(100):
+        b.bed.step()
+        got += read_all(app)
+        if len(got) >= len(request):
+            break
+    assert hashlib.sha256(got).digest() == hashlib.sha256(request).digest()
+    back, sent = b"", 0
+    for _ in range(2000):
+        if sent < len(reply):
+            with contextlib.suppress(BlockingIOError):
+                sent += app.send(reply[sent:])
+        b.bed.step()
+        back += client.recv()
+        if len(back) >= len(reply):
+            break
+    return back
+
+
+def test_server_closes_first_all_in_c_then_time_wait_expires(born: Born) -> None:
+    bed = born.bed
+    client = bed.peer.connect(IP_SVC, PORT)
+    bed.run(5)
+    app = born.accept()
+    reply = os.urandom(300_000)
+    assert hashlib.sha256(converse(born, client, app, b"GET /\r\n", reply)).digest() == \
+        hashlib.sha256(reply).digest()
+    app.shutdown(socket.SHUT_WR)  # nginx's lingering close: FIN first
+    bed.run(10)
+    assert client.eof and client.state is TcpState.CLOSE_WAIT
+    client.close()
+    bed.peer.mark(client)
+    bed.run(10)
+    assert app.recv(10) == b""  # the peer's FIN reached the application as EOF
+    app.close()
+    bed.run(5)
+    st = born.stats()
+    assert st["declined"] == 0 and bed.reasons == []  # not one segment for Python
+    assert st["time_waits"] == 1 and st["fins_sent"] == 1 and st["fins_received"] == 1
+    assert client.state is TcpState.CLOSED
+    assert born.tcb(client).tcp_state == lib.DP_TIME_WAIT
+    bed.clock.advance(bed.svc.config.time_wait + 1)
+    bed.step()
+    assert born.stats()["tw_expired"] == 1
+    assert lib.dp_flow_find(bed.plane._dp, int.from_bytes(IP_SVC, "little"), PORT,
+                            int.from_bytes(IP_PEER, "little"), client.local_port) < 0
+
+
+def test_peer_closes_first_last_ack_in_c(born: Born) -> None:
+    bed = born.bed
+    client = bed.peer.connect(IP_SVC, PORT)
+    bed.run(5)
+    app = born.accept()
+    converse(born, client, app, b"ping" * 100, b"pong" * 1000)
+    client.shutdown_write()
+    bed.peer.mark(client)
+    bed.run(10)
+    assert read_all(app) == b""  # EOF
+    assert born.tcb(client).tcp_state == lib.DP_CLOSE_WAIT
+    app.sendall(b"last words")
+    app.close()
+    bed.run(20)
+    assert client.recv() == b"last words" and client.eof
+    st = born.stats()
+    assert st["closed"] == 1 and st["declined"] == 0 and bed.reasons == []
+    assert st["flows"] == 0
+
+
+def test_time_wait_4_tuple_reopened_by_a_new_syn(born: Born) -> None:
+    bed = born.bed
+    client = bed.peer.connect(IP_SVC, PORT)
+    bed.run(5)
+    app = born.accept()
+    converse(born, client, app, b"one", b"two")
+    port = client.local_port
+    app.shutdown(socket.SHUT_WR)
+    bed.run(5)
+    client.close()
+    bed.peer.mark(client)
+    bed.run(10)
+    app.close()
+    bed.run(5)
+    assert born.tcb(client).tcp_state == lib.DP_TIME_WAIT and client.state is TcpState.CLOSED
+    old_snd_nxt = born.tcb(client).snd_nxt  # past our FIN
+    bed.clock.advance(1.0)
+    again = bed.peer.connect(IP_SVC, PORT, local_port=port)  # RFC 6191: a later ISN/TSval
+    bed.run(5)
+    assert again.state is TcpState.ESTABLISHED
+    st = born.stats()
+    assert st["tw_reuse"] == 1 and st["established"] == 2
+    assert born.tcb(again).iss == (old_snd_nxt + 65535 + 2) & 0xFFFFFFFF
+    app2 = born.accept()
+    assert converse(born, again, app2, b"three", b"four") == b"four"
+
+
+def test_lost_syn_ack_is_sent_again_and_no_rtt_sample_is_taken(born: Born) -> None:
+    bed = born.bed
+    dropped: list[bytes] = []
+
+    def drop_first_synack(frame: bytes, toward_plane: bool) -> bool:
+        if not toward_plane and not dropped and segment_of(frame).flags & TcpFlags.SYN:
+            dropped.append(frame)
+            return False
+        return True
+
+    bed.impair = drop_first_synack
+    client = bed.peer.connect(IP_SVC, PORT)
+    bed.run(5)
+    assert dropped and client.state is TcpState.SYN_SENT
+    bed.clock.advance(1.0)  # the initial RTO (RFC 6298 §2.1)
+    bed.run(5)
+    assert born.stats()["synack_retransmits"] == 1
+    assert client.state is TcpState.ESTABLISHED
+    tcb = born.tcb(client)
+    assert tcb.srtt < 0 and tcb.base_rto >= 3.0  # RFC 6298 §5.7
+
+
+def test_undelivered_connection_becomes_python_s() -> None:
+    b = Born()
+    try:
+        b.unix.close()  # nobody listens on the unix name any more
+        client = b.bed.peer.connect(IP_SVC, PORT)
+        b.bed.run(5)
+        assert b.bed.reasons == ["undelivered"]
+        (conn,) = b.bed.born
+        assert conn.state is TcpState.ESTABLISHED and not conn.parked
+        assert b.bed.svc.connections[(IP_SVC, PORT, IP_PEER, client.local_port)] is conn
+        assert conn.rcv_nxt == client.snd_nxt and conn.snd_nxt == client.rcv_nxt
+        client.send(b"still reaches Python")
+        b.bed.peer.mark(client)
+        b.bed.run(5)
+        assert conn.recv() == b"still reaches Python"
+    finally:
+        b.close()
+
+
+def test_peer_reset_hands_the_flow_to_python(born: Born) -> None:
+    bed = born.bed
+    client = bed.peer.connect(IP_SVC, PORT)
+    bed.run(5)
+    app = born.accept()
+    converse(born, client, app, b"x", b"y")
+    client.abort()
+    bed.peer.mark(client)
+    bed.run(5)
+    assert bed.reasons == ["segment"]
+    (conn,) = bed.born
+    assert conn.state is TcpState.CLOSED and conn.error == "reset"
+
+
+def test_lost_fin_ack_goes_back_to_python_which_sends_the_fin_again(born: Born) -> None:
+    bed = born.bed
+    client = bed.peer.connect(IP_SVC, PORT)
+    bed.run(5)
+    app = born.accept()
+    converse(born, client, app, b"q", b"a" * 5000)
+    lost: list[bytes] = []
+
+    def drop_fin(frame: bytes, toward_plane: bool) -> bool:
+        if not toward_plane and segment_of(frame).flags & TcpFlags.FIN and not lost:
+            lost.append(frame)
+            return False
+        return True
+
+    bed.impair = drop_fin
+    app.shutdown(socket.SHUT_WR)
+    bed.run(5)
+    assert lost and not client.eof
+    bed.clock.advance(2.0)  # the RTO: recovery is Python's
+    bed.run(10)
+    assert bed.reasons == ["rto"]
+    (conn,) = bed.born
+    assert client.eof and conn.state is TcpState.FIN_WAIT_2
+    assert read_all(app) == b""  # nothing more for the application, and no EOF yet
