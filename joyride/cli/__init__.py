@@ -16,8 +16,8 @@ from joyride.errors import JoyrideError
 
 # Modules under joyride.cli that contribute subcommands, in help order.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "attach", "detach", "status", "stats", "ss", "ports", "selfcheck", "testbed", "run", "demo",
-    "bench",
+    "attach", "detach", "status", "stats", "ss", "metrics", "ports", "selfcheck", "testbed",
+    "run", "demo", "bench",
 )
 
 Handler = Callable[[argparse.Namespace], int]

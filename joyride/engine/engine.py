@@ -128,6 +128,9 @@ class Engine:
         self.batch = batch
         self.ephemeral_ports = ephemeral_ports
         self.counters: Counters = Counters()
+        # The counters of every connection and listener it has let go of: with the live
+        # ones', totals that only rise (joyride metrics' TCP counters).
+        self.closed_counters: Counters = Counters()
         self.local_addresses = network.local_addresses()
         # Told the new set when the interface's addresses change (steering follows).
         self.address_listeners: list[Callable[[frozenset[bytes]], None]] = []
@@ -192,7 +195,8 @@ class Engine:
         listener.close()
         self._dirty.add(listener)
         self.flush()
-        self.listeners.pop(listener.local_port, None)
+        if self.listeners.pop(listener.local_port, None) is listener:
+            self.closed_counters.update(listener.counters)
         self._wake_at.pop(listener, None)
 
     def accept(self, listener: Listener) -> TcpConnection | None:
@@ -684,6 +688,7 @@ class Engine:
         key = self._key(conn)
         if self.connections.get(key) is conn:
             del self.connections[key]
+            self.closed_counters.update(conn.counters)
             self.activity.connections.add(conn)
         raw = self._raw_key(conn)
         if self._by_raw.get(raw) is conn:

@@ -39,7 +39,7 @@ from joyride.service import apps, protocol
 from joyride.service.pump import BUDGET, Pump
 from joyride.steer.ports import PortSet
 from joyride.tcp.config import TcpConfig
-from joyride.tcp.connection import TcpConnection
+from joyride.tcp.connection import TcpConnection, hot_counters
 from joyride.tcp.counters import Counters
 from joyride.tcp.listener import Listener
 from joyride.tcp.state import TcpState
@@ -867,6 +867,9 @@ class Datapath:
             # Every live connection's counters summed (drop reasons, retransmissions,
             # fast-path share): what "flows" shows for a few, for all of them.
             "tcp": self._tcp_counters(),
+            # Since the service started (closed connections and listeners included):
+            # these only rise, as monitoring's counters must.
+            "tcp_total": self.tcp_totals(),
             "dataplane": plane,
         }
 
@@ -874,6 +877,21 @@ class Datapath:
         total = Counters()
         for conn in self.engine.connections.values():
             total.update(conn.counters)
+        return dict(total)
+
+    def tcp_totals(self) -> dict[str, int]:
+        """Every TCP counter since the service started: connections and listeners the
+        engine let go of, live ones, and what C has counted of those it runs now."""
+        total = Counters()
+        total.update(self.engine.closed_counters)
+        for conn in self.engine.connections.values():
+            total.update(conn.counters)
+            if self.plane is not None and conn.parked:
+                hot = self.plane.peek(conn)
+                if hot is not None:
+                    total.update(hot_counters(hot))
+        for listener in self.engine.listeners.values():
+            total.update(listener.counters)
         return dict(total)
 
     def _flow(self, pump: Pump) -> dict[str, Any]:

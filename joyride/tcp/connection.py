@@ -707,11 +707,7 @@ class TcpConnection:
         self._recv_buf.load_hot(tcb)  # before the bytes: C may have grown the buffer
         self._recv_buf.push(rcv)
         self._send_buf.write(snd)
-        counters = self.counters
-        counters["segments_received"] += int(tcb.segs_in)
-        counters["segments_sent"] += int(tcb.segs_out)
-        counters["bytes_acked"] += int(tcb.bytes_acked)
-        counters["dataplane_segments"] += int(tcb.segs_in)
+        self.counters.update(hot_counters(tcb))
         self._dirty = True  # whatever it owes (an ACK, queued bytes) goes next
 
     def settle_after_fast_send(self) -> bool:
@@ -1652,3 +1648,12 @@ class TcpConnection:
         if avail - current >= threshold and avail >= 2 * current:
             self._ack_now = True
             self.counters["window_updates_sent"] += 1
+
+
+def hot_counters(tcb: Any) -> dict[str, int]:
+    """What a C data plane stint (``struct dp_tcb``'s counters since adoption) adds to
+    the connection's counters: at hand-back (``import_hot``), and in totals read while
+    C still runs it."""
+    segs_in = int(tcb.segs_in)
+    return {"segments_received": segs_in, "segments_sent": int(tcb.segs_out),
+            "bytes_acked": int(tcb.bytes_acked), "dataplane_segments": segs_in}
