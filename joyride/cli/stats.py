@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
+from typing import Any, Final
 
 
 def register(sub: Any) -> None:
@@ -50,6 +50,11 @@ def _delta(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
         q: {k: v - before["queues"].get(q, {}).get(k, 0) for k, v in stats.items()}
         for q, stats in now["queues"].items()
     }
+    if now.get("datapath") and before.get("datapath"):
+        # TCP's totals since the start rise only: their change is this interval's.
+        earlier = before["datapath"].get("tcp_total", {})
+        out["datapath"] = {**now["datapath"], "tcp_total": {
+            k: v - earlier.get(k, 0) for k, v in now["datapath"].get("tcp_total", {}).items()}}
     return out
 
 
@@ -71,4 +76,26 @@ def _emit(stats: dict[str, Any], args: argparse.Namespace,
         shown = {k: v for k, v in qstats.items() if v or args.all}
         print(f"  queue {queue}: " + (" ".join(f"{k} {v}" for k, v in shown.items())
                                       or "no traffic"))
+    for line in tcp_lines((stats.get("datapath") or {}).get("tcp_total", {}),
+                          show_zero=args.all):
+        print(line)
     print(flush=True)
+
+
+def tcp_lines(tcp: dict[str, int], *, show_zero: bool = False) -> list[str]:
+    """TCP's loss and recovery counters (since the service started, or the interval's
+    change under --watch): retransmissions, then ``RECOVERY_COUNTERS``."""
+    from joyride.tcp.counters import RECOVERY_COUNTERS
+
+    out = []
+    for title, names in (("tcp", LOSS_COUNTERS), ("recovery", sorted(RECOVERY_COUNTERS))):
+        shown = [(k, tcp.get(k, 0)) for k in names if tcp.get(k, 0) or show_zero]
+        if shown:
+            out.append(f"  {title}: " + " ".join(f"{k} {v}" for k, v in shown))
+    return out
+
+
+# Retransmission and its triggers (joyride.tcp.recovery and connection), in this order.
+LOSS_COUNTERS: Final = ("segments_received", "segments_sent", "retransmitted_segments",
+                        "fast_retransmits", "rto_expired", "recovery_exits",
+                        "limited_transmit_segments", "retransmit_timeout_abort")

@@ -92,3 +92,19 @@ def test_info_line_and_process_column(tmp_path: Path) -> None:
                         "pmtu:1500 rcvmss:536 cwnd:10 bytes_sent:10 bytes_acked:1 "
                         "bytes_received:0 segs_out:3 segs_in:2 unacked:1 retrans:0/2 "
                         "rcv_space:65535 snd_wnd:64240 fastpath:50% joyride:c")
+
+
+def test_stats_text_shows_recovery_and_watch_deltas() -> None:
+    from joyride.cli import stats
+
+    lines = stats.tcp_lines({"retransmitted_segments": 3, "undo_rto": 1})
+    assert lines == ["  tcp: retransmitted_segments 3", "  recovery: undo_rto 1"]
+    assert stats.tcp_lines({}) == []
+    before = {"steer": {"a": 1}, "totals": {"t": 1}, "queues": {"0": {"rx": 1}},
+              "datapath": {"tcp_total": {"rto_expired": 2}}}
+    now = {"steer": {"a": 4}, "totals": {"t": 2}, "queues": {"0": {"rx": 5}},
+           "datapath": {"tcp_total": {"rto_expired": 5}, "connections": 1}}
+    d = stats._delta(now, before)
+    assert d["steer"] == {"a": 3} and d["queues"] == {"0": {"rx": 4}}
+    assert d["datapath"]["tcp_total"] == {"rto_expired": 3}
+    assert d["datapath"]["connections"] == 1
