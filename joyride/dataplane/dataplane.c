@@ -975,9 +975,10 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
             rtt = now - t->rtt_time;
             t->rtt_timing = 0;
         } else if (t->ts_ok && p->tsecr) {
+            /* options.ts_rtt: an echo within the 1 ms tick counts as one tick. */
             uint32_t elapsed = ts_clock(t, now) - p->tsecr;
             if (elapsed < 0x80000000u)
-                rtt = elapsed / 1000.0;
+                rtt = (elapsed ? elapsed : 1) / 1000.0;
         }
         if (rtt >= 0)
             rtt_sample(t, rtt);
@@ -2006,6 +2007,14 @@ int64_t dp_flow_find(const struct dp *dp, uint32_t local_ip, uint16_t local_port
 {
     struct flow *f = flow_lookup((struct dp *)dp, local_ip, local_port, remote_ip, remote_port);
     return f != NULL && f->state != FLOW_FREE ? handle_of((struct dp *)dp, f) : -ENOENT;
+}
+
+uint32_t dp_flows(const struct dp *dp, int64_t *out, uint32_t max)
+{
+    uint32_t n = umin(max, dp->n_live);
+    for (uint32_t i = 0; i < n; i++)
+        out[i] = handle_of((struct dp *)dp, &dp->flows[dp->live[i]]);
+    return n;
 }
 
 int dp_listen(struct dp *dp, const struct dp_listen_cfg *cfg)

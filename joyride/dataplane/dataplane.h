@@ -324,6 +324,9 @@ int dp_flow_peek(const struct dp *dp, int64_t handle, struct dp_tcb *out);
 int64_t dp_flow_find(const struct dp *dp, uint32_t local_ip, uint16_t local_port,
                      uint32_t remote_ip, uint16_t remote_port);
 
+/* Handles of every flow in the table (at most max; statistics). */
+uint32_t dp_flows(const struct dp *dp, int64_t *out, uint32_t max);
+
 /* Listening ports whose connections C opens (struct dp_listen_cfg). dp_listen adds or
  * replaces the port's entry; dp_unlisten removes it (half-open flows finish). 0 or
  * -errno (ENOSPC: DP_MAX_LISTENERS ports; EINVAL: a bad configuration). */

@@ -106,6 +106,15 @@ class Born:
                 int(t.remote_ip).to_bytes(4, "little"), int(t.remote_port))
 
 
+@dataclass
+class BornView:
+    """A copy of a flow C opened and still runs: its TCB and the bytes its rings hold."""
+
+    tcb: Any
+    recv_queue: int
+    send_queue: int
+
+
 @dataclass(frozen=True)
 class ListenSpec:
     """What ``DataPlane.listen`` needs of a port whose connections C opens."""
@@ -279,6 +288,21 @@ class DataPlane:
         if handle < 0 or handle in self._conns:
             return None
         return self._release_born(handle)
+
+    def born_flows(self) -> list[BornView]:
+        """What C holds of the connections it opened itself, TIME-WAIT included: copies
+        for statistics (``joyride ss``); C keeps running them."""
+        out: list[BornView] = []
+        n = int(lib.dp_flows(self._dp, self._handles, len(self._handles)))
+        for i in range(n):
+            handle = int(self._handles[i])
+            if handle in self._conns:
+                continue
+            tcb = ffi.new("struct dp_tcb *")
+            if lib.dp_flow_peek(self._dp, handle, tcb) == 0 and tcb.born:
+                out.append(BornView(tcb, int(lib.dp_flow_rcv_len(self._dp, handle)),
+                                    int(lib.dp_flow_snd_len(self._dp, handle))))
+        return out
 
     # -- listening ---------------------------------------------------------------------
 

@@ -45,6 +45,10 @@ def table(datapath: Datapath, *, info: bool = False) -> dict[str, Any]:
         if len(rows) < MAX_ROWS:
             rows.append(_connection(datapath, conn, info))
     now = datapath.clock()
+    for row in _born(datapath, info, now):
+        total += 1
+        if len(rows) < MAX_ROWS:
+            rows.append(row)
     for tw in list(datapath.engine.time_wait.values()):
         total += 1
         if len(rows) < MAX_ROWS:
@@ -97,6 +101,35 @@ def _connection(datapath: Datapath, conn: TcpConnection, info: bool) -> dict[str
         row["info"] = internals(conn, described, datapath.plane.peek(conn) if in_c
                                 and datapath.plane is not None else None)
     return row
+
+
+def _born(datapath: Datapath, info: bool, now: float) -> list[dict[str, Any]]:
+    """The connections the C data plane opened itself and still runs: each shown as
+    the Python connection its TCB would become (``TcpConnection.from_hot``), built
+    for the row only; C keeps the connection."""
+    rows: list[dict[str, Any]] = []
+    if datapath.plane is None:
+        return rows
+    for view in datapath.plane.born_flows():
+        tcb = view.tcb
+        pl = datapath.by_port.get(int(tcb.local_port))
+        config = pl.in_c.config if pl is not None and pl.in_c is not None \
+            else datapath.engine.config
+        conn = TcpConnection.from_hot(config, tcb, bytes(view.recv_queue),
+                                      bytes(view.send_queue), now)
+        row: dict[str, Any] = {
+            "state": SS_STATE.get(conn.state, conn.state.name), "tcp_state": conn.state.name,
+            "local": _addr(conn.local_ip, conn.local_port),
+            "peer": _addr(conn.remote_ip, conn.remote_port),
+            "recv_q": view.recv_queue, "send_q": view.send_queue, "owner": "c",
+            "uid": pl.uid if pl is not None and pl.uid >= 0 else None, "pid": None,
+        }
+        if conn.state is TcpState.TIME_WAIT:
+            row["timer_ms"] = max(0, round((float(tcb.state_at) - now) * 1000))
+        elif info:
+            row["info"] = internals(conn, datapath.describe(conn))
+        rows.append(row)
+    return rows
 
 
 def internals(conn: TcpConnection, described: sockopts.ConnectionInfo,

@@ -339,3 +339,21 @@ def test_lost_fin_ack_goes_back_to_python_which_sends_the_fin_again(born: Born) 
     (conn,) = bed.born
     assert client.eof and conn.state is TcpState.FIN_WAIT_2
     assert read_all(app) == b""  # nothing more for the application, and no EOF yet
+
+
+def test_born_flows_are_listed_as_c_holds_them(born: Born) -> None:
+    bed = born.bed
+    client = bed.peer.connect(IP_SVC, PORT)
+    bed.run(5)
+    app = born.accept()
+    app.sendall(b"z" * 1000)  # unread by the peer: C's rings show it as queued
+    client.send(b"unread by the application")
+    bed.peer.mark(client)
+    bed.run(3)
+    (view,) = bed.plane.born_flows()
+    assert view.tcb.remote_port == client.local_port and view.tcb.tcp_state == lib.DP_ESTABLISHED
+    shown = TcpConnection.from_hot(bed.svc.config, view.tcb, bytes(view.recv_queue),
+                                   bytes(view.send_queue), bed.clock.now)
+    assert shown.state is TcpState.ESTABLISHED and shown.rcv_nxt == client.snd_nxt
+    assert born.stats()["born_live"] == 1  # and C still runs it
+    assert read_all(app) == b"unread by the application"
