@@ -45,7 +45,15 @@ from joyride.tcp.config import TcpConfig
 from joyride.tcp.congestion import CongestionControl, Cubic, NewReno, make_congestion_control
 from joyride.tcp.counters import Counters
 from joyride.tcp.isn import IsnGenerator
-from joyride.tcp.options import PAWS_IDLE, Negotiated, negotiate, syn_options, ts_before, ts_clock
+from joyride.tcp.options import (
+    PAWS_IDLE,
+    Negotiated,
+    negotiate,
+    syn_options,
+    ts_before,
+    ts_clock,
+    ts_rtt,
+)
 from joyride.tcp.reassembly import MAX_WINDOW, Reassembler
 from joyride.tcp.recovery import LossRecovery
 from joyride.tcp.rtt import RttEstimator
@@ -1498,9 +1506,7 @@ class TcpConnection:
             rtt = now - self._rtt_time
             self._rtt_seq = None
         elif self._ts_ok and seg.options.timestamps and seg.options.timestamps[1]:
-            elapsed = (ts_clock(now, self._ts_offset) - seg.options.timestamps[1]) & MASK
-            if elapsed < 0x80000000:
-                rtt = elapsed / 1000.0
+            rtt = ts_rtt(now, self._ts_offset, seg.options.timestamps[1])
         if rtt is not None:
             self._rtt.sample(rtt)
         self._rtt.reset_backoff()

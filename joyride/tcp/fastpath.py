@@ -36,7 +36,7 @@ import numpy as np
 
 from joyride.tcp.congestion import cwnd_limited
 from joyride.tcp.connection import TcpConnection
-from joyride.tcp.options import ts_clock
+from joyride.tcp.options import ts_clock, ts_rtt
 from joyride.tcp.rtt import RttEstimator
 from joyride.tcp.state import RECEIVING_STATES, TcpEvent, TcpState
 from joyride.tcp.timers import Timer
@@ -424,9 +424,7 @@ class FastPath:
             rtt = now - c._rtt_time
             c._rtt_seq = None
         elif out[_OUT_HAVE_TSECR]:
-            elapsed = (ts_clock(now, c._ts_offset) - out[_OUT_TSECR]) & MASK
-            if elapsed < 0x80000000:
-                rtt = elapsed / 1000.0
+            rtt = ts_rtt(now, c._ts_offset, out[_OUT_TSECR])
         rtt_est: RttEstimator = c._rtt
         if rtt is not None:
             rtt_est.sample(rtt)

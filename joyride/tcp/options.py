@@ -26,6 +26,18 @@ def ts_clock(now: float, offset: int) -> int:
     return (int(now * 1000.0) + offset) & MASK
 
 
+def ts_rtt(now: float, offset: int, tsecr: int) -> float | None:
+    """RFC 7323 §4.1 RTT measurement from an echoed TSval, in seconds, or None when the
+    echo is from the future. The clock ticks once a millisecond, so an echo within the
+    tick says only "under 1 ms": it counts as one tick, as Linux's tcp_rtt_tsopt_us
+    (min_delta 1) counts it. A zero instead would pull SRTT toward nothing on a fast
+    path, sample after sample, and with it everything timed by SRTT."""
+    elapsed = (ts_clock(now, offset) - tsecr) & MASK
+    if elapsed >= 0x80000000:
+        return None
+    return max(elapsed, 1) / 1000.0
+
+
 def ts_before(a: int, b: int) -> bool:
     """``a < b`` in 32-bit timestamp space (RFC 7323 §5.3)."""
     return ((a - b) & MASK) >= 0x80000000 and a != b

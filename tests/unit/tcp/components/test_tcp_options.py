@@ -13,7 +13,9 @@ from joyride.tcp.options import (
     syn_options,
     ts_before,
     ts_clock,
+    ts_rtt,
 )
+from joyride.tcp.rtt import RttEstimator
 from joyride.wire.tcp import TcpOptions
 
 FULL = TcpOptions(mss=1460, wscale=7, sack_permitted=True, timestamps=(100, 0))
@@ -74,3 +76,23 @@ def test_ts_before_is_wrapping_order_rfc7323_5_3(a: int, d: int) -> None:
     b = (a + d) & 0xFFFFFFFF
     assert ts_before(a, b) and not ts_before(b, a)
     assert not ts_before(a, a)
+
+
+def test_ts_rtt_counts_an_echo_within_the_tick_as_one_tick() -> None:
+    """RFC 7323 §4.1 with a 1 ms clock (Linux's tcp_rtt_tsopt_us, min_delta 1): a
+    zero would pull SRTT toward nothing on a sub-millisecond path."""
+    now, offset = 12.3456, 777
+    echoed = ts_clock(now, offset)
+    assert ts_rtt(now, offset, echoed) == 0.001
+    assert ts_rtt(now + 0.0042, offset, echoed) == 0.004
+    assert ts_rtt(now, offset, (echoed + 5) & 0xFFFFFFFF) is None  # from the future
+
+
+def test_srtt_keeps_its_scale_on_a_sub_millisecond_path() -> None:
+    rtt = RttEstimator()
+    rtt.sample(0.0003)  # a timed segment (Karn)
+    for i in range(500):  # then echoes all within the same millisecond tick
+        sample = ts_rtt(100.0 + i * 1e-5, 0, ts_clock(100.0 + i * 1e-5, 0))
+        assert sample is not None
+        rtt.sample(sample)
+    assert rtt.srtt is not None and 0.0003 <= rtt.srtt <= 0.001
