@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
+from joyride.tcp.failure import failure_errno
 from joyride.tcp.state import TcpState
 
 # Linux's floors for SO_SNDBUF/SO_RCVBUF (SOCK_MIN_SNDBUF/SOCK_MIN_RCVBUF, net/sock.h).
@@ -127,8 +128,6 @@ TCP_CA_OPEN: Final = 0
 TCP_CA_RECOVERY: Final = 3
 UNLIMITED_RATE: Final = (1 << 64) - 1  # Linux's ~0ULL: no pacing limit
 INFINITE_SSTHRESH: Final = 0x7FFFFFFF  # Linux's TCP_INFINITE_SSTHRESH
-ERRNO_FOR: Final = {"refused": errno.ECONNREFUSED, "timeout": errno.ETIMEDOUT,
-                    "reset": errno.ECONNRESET}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,7 +229,7 @@ def connection_info(conn: TcpConnection, *, pmtu: int, app_queued: int = 0,
         segs_out=min(segs_out, 0xFFFFFFFF), segs_in=min(segs_in, 0xFFFFFFFF),
         notsent_bytes=min(notsent, 0xFFFFFFFF), snd_wnd=min(snd_wnd, 0xFFFFFFFF),
     )
-    error = ERRNO_FOR.get(conn.error or "", 0) if conn.state is TcpState.CLOSED else 0
+    error = failure_errno(conn.error) if conn.state is TcpState.CLOSED else 0
     return ConnectionInfo(
         so_error=error, outq=send_queue + app_queued, notsent=notsent,
         window_clamp=cfg.receive_buffer_max,

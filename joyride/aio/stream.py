@@ -28,13 +28,7 @@ LOG_WRITES_AFTER_LOSS: Final = 5  # as asyncio's constants.LOG_THRESHOLD_FOR_CON
 
 def connection_error(conn: TcpConnection) -> BaseException | None:
     """The exception a failed connection reports (None: it closed cleanly)."""
-    if conn.error == "refused":
-        return ConnectionRefusedError(111, "Connection refused")
-    if conn.error == "timeout":
-        return TimeoutError(110, "Connection timed out")
-    if conn.error is not None:
-        return ConnectionResetError(104, "Connection reset by peer")
-    return None
+    return None if conn.error is None else conn.error.exception()
 
 
 class StreamCore:

@@ -41,6 +41,7 @@ from joyride.steer.ports import PortSet
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection, hot_counters
 from joyride.tcp.counters import Counters
+from joyride.tcp.failure import failure_errno
 from joyride.tcp.listener import Listener
 from joyride.tcp.state import TcpState
 
@@ -54,8 +55,6 @@ SWEEP_PERIOD: Final = 1.0  # seconds between checks for listeners that went away
 PENDING_PER_PORT: Final = 64  # accepted connections awaiting a backlog slot
 MAX_WAITING_SESSIONS: Final = 256  # connected applications that have not sent a request
 FLOWS_SHOWN: Final = 16  # connections detailed by ``stats`` (the rest are only counted)
-_ERRNO_FOR: Final = {"refused": errno.ECONNREFUSED, "timeout": errno.ETIMEDOUT,
-                     "reset": errno.ECONNRESET}
 FAILED_KEPT: Final = 1024  # failed connections whose error OP_GETINFO may still report
 FIONREAD: Final = 0x541B  # SIOCINQ: bytes waiting in a socket's receive queue
 
@@ -512,7 +511,7 @@ class Datapath:
         conn = pump.conn
         reported = conn in self._error_reported
         self._error_reported.discard(conn)
-        code = _ERRNO_FOR.get(conn.error or "", 0)
+        code = failure_errno(conn.error)
         if not code or reported:
             return
         try:
@@ -799,7 +798,7 @@ class Datapath:
         del self.connecting[conn]
         try:
             if conn.state is TcpState.CLOSED:
-                code = _ERRNO_FOR.get(conn.error or "", errno.ECONNREFUSED)
+                code = failure_errno(conn.error, errno.ECONNREFUSED)
                 self.counters["connect_failed"] += 1
                 with contextlib.suppress(OSError):
                     self._reply(session, protocol.Reply(

@@ -44,6 +44,7 @@ from joyride.tcp.buffers import ReceiveBuffer, SendBuffer
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.congestion import CongestionControl, Cubic, NewReno, make_congestion_control
 from joyride.tcp.counters import Counters
+from joyride.tcp.failure import ConnectionFailure
 from joyride.tcp.isn import IsnGenerator
 from joyride.tcp.options import (
     PAWS_IDLE,
@@ -112,7 +113,7 @@ class TcpConnection:
         self.remote_ip = remote_ip
         self.remote_port = remote_port
         self.counters: Counters = Counters()
-        self.error: str | None = None  # "reset", "refused" or "timeout" once it failed
+        self.error: ConnectionFailure | None = None  # why it failed, once it did
         self._state = TcpState.CLOSED
         self._events: deque[TcpEvent] = deque()
         self._out: list[TcpSegment] = []
@@ -1068,7 +1069,7 @@ class TcpConnection:
         limit = self.config.max_syn_retries if handshake else self.config.max_retries
         if self._retries > limit:
             self.counters["retransmit_timeout_abort"] += 1
-            self._fail("timeout")
+            self._fail(ConnectionFailure.TIMEOUT)
             return
         self.counters["rto_expired"] += 1
         self._rtt.backoff()  # RFC 6298 §5.5
@@ -1108,7 +1109,7 @@ class TcpConnection:
             return
         if self._keepalive_sent >= self.config.keepalive_probes:
             self.counters["keepalive_timeout"] += 1
-            self._fail("timeout")
+            self._fail(ConnectionFailure.TIMEOUT)
             return
         self._keepalive_sent += 1
         self.counters["keepalive_probes"] += 1
@@ -1132,7 +1133,7 @@ class TcpConnection:
         if notify:
             self._events.append(TcpEvent.CLOSED)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: ConnectionFailure) -> None:
         """The connection died under us: report RESET then CLOSED."""
         self.error = reason
         if self._state is not TcpState.CLOSED:
@@ -1223,7 +1224,7 @@ class TcpConnection:
             # RFC 5961 §3.2 / RFC 9293: only a RST acknowledging our SYN is believed.
             if flags & _ACK:
                 self.counters["reset_received"] += 1
-                self._fail("refused")
+                self._fail(ConnectionFailure.REFUSED)
             else:
                 self._drop("drop_syn_sent_rst_bad_ack")
             return
@@ -1342,7 +1343,7 @@ class TcpConnection:
                 if self._state in (TcpState.CLOSING, TcpState.LAST_ACK, TcpState.TIME_WAIT):
                     self._enter_closed(notify=True)
                 else:
-                    self._fail("reset")
+                    self._fail(ConnectionFailure.RESET)
             else:
                 self._drop("drop_rst_challenged")
                 self._challenge_ack(now)
