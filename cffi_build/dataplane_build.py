@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))  # buildtools, also when setuptools execs this fil
 
 from buildtools import build_in_place, cdef_from_header  # noqa: E402
 
-HEADER = (PACKAGE / "dataplane.h").read_text()
+HEADER = (PACKAGE / "dataplane.h").read_text() + (PACKAGE / "capture.h").read_text()
 SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
 sanitize = os.environ.get("JOYRIDE_SANITIZE") == "1"
 
@@ -33,9 +33,10 @@ ffi = FFI()
 ffi.cdef(cdef_from_header(HEADER))
 ffi.set_source(
     "joyride.dataplane._dataplane",
-    '#include "wire.c"\n#include "isn.c"\n#include "dataplane.c"\n',
+    '#include "wire.c"\n#include "isn.c"\n#include "capture.c"\n#include "dataplane.c"\n',
     include_dirs=[str(HERE), str(PACKAGE)],
     depends=[str(PACKAGE / "dataplane.h"), str(PACKAGE / "dataplane.c"), str(PACKAGE / "isn.c"),
+             str(PACKAGE / "capture.h"), str(PACKAGE / "capture.c"),
              str(HERE / "wire.c"), str(HERE / "wire.h")],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra",
                         *(SANITIZE if sanitize else [])],

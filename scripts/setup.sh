@@ -18,9 +18,10 @@ fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 command -v apt-get >/dev/null || fail "needs a Debian-family system with apt-get (Debian 12 is the reference)"
 
 # Packages: the data path (BCC, bpftool, iproute2, ethtool, headers fallback), the test
-# bed (nftables, iptables, ping), and the real peers used by tests and benchmarks.
+# bed (nftables, iptables, ping), libpcap (joyride capture compiles its filters with
+# it), and the real peers used by tests and benchmarks.
 APT_PACKAGES=(
-  python3-bpfcc bpftool iproute2 ethtool linux-headers-amd64
+  python3-bpfcc bpftool iproute2 ethtool linux-headers-amd64 libpcap0.8
   iperf3 wrk curl nginx-light redis-server sockperf tcpdump nftables iptables
   iputils-ping python3-venv python3-dev gcc make libc6-dev
   postgresql postgresql-client memcached libmemcached-tools nodejs

@@ -16,8 +16,8 @@ from joyride.errors import JoyrideError
 
 # Modules under joyride.cli that contribute subcommands, in help order.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "attach", "detach", "status", "stats", "ss", "metrics", "ports", "selfcheck", "testbed",
-    "run", "demo", "bench",
+    "attach", "detach", "status", "stats", "ss", "metrics", "capture", "ports", "selfcheck",
+    "testbed", "run", "demo", "bench",
 )
 
 Handler = Callable[[argparse.Namespace], int]
@@ -36,7 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # A trailing expression (joyride capture's FILTER) may follow options, as tcpdump's
+    # does; argparse gives the words after the options back unparsed.
+    if extra and (not hasattr(args, "trailing") or any(w.startswith("-") for w in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.trailing = [*args.trailing, *extra]
     handler: Handler = args.func
     try:
         return handler(args)

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "capture.h"
 #include "dataplane.h"
 #include "wire.h"
 
@@ -179,6 +180,7 @@ struct dp {
     int64_t *tw_fifo;
     uint32_t tw_head;
     uint32_t tw_count;
+    struct cap *cap;           /* joyride capture's tap (capture.h), NULL: off */
 };
 
 static inline int32_t sdiff(uint32_t a, uint32_t b) { return (int32_t)(a - b); }
@@ -638,6 +640,8 @@ static void arena_flush(struct dp *dp)
     int sent = ((tx_copy_fn)p->tx_copy)(p->ctx, p->umem, p->tx_offset, dp->arena,
                                         dp->arena_offs, dp->arena_lens, dp->arena_used, 0);
     uint32_t ok = sent > 0 ? (uint32_t)sent : 0;
+    if (dp->cap)
+        cap_frames(dp->cap, dp->arena, dp->arena_offs, dp->arena_lens, ok);
     dp->st.tx_frames += ok;
     dp->st.tx_dropped += dp->arena_used - ok;
     dp->arena_used = 0;
@@ -1536,6 +1540,8 @@ static void receive_port(struct dp *dp, uint32_t index, double now)
     }
     wire_parse_batch(port->umem, dp->rx_offs, dp->rx_lens, n, dp->cfg.verify_checksums,
                      dp->parsed);
+    if (dp->cap)
+        cap_frames(dp->cap, port->umem, dp->rx_offs, dp->rx_lens, n);
     for (uint32_t i = 0; i < n; i++) {
         const struct wire_parsed *p = &dp->parsed[i];
         const uint8_t *frame = port->umem + dp->rx_offs[i];
@@ -1822,6 +1828,8 @@ uint32_t dp_transmit(struct dp *dp, const uint8_t *base, const uint64_t *offs,
     int sent = ((tx_copy_fn)p->tx_copy)(p->ctx, p->umem, p->tx_offset, base, offs, lens, n, 0);
     dp->kick_owed = 1;
     uint32_t ok = sent > 0 ? (uint32_t)sent : 0;
+    if (dp->cap)
+        cap_frames(dp->cap, base, offs, lens, ok);
     dp->st.tx_frames += ok;
     dp->st.tx_dropped += n - ok;
     return ok;
@@ -2177,6 +2185,8 @@ int dp_watch_fd(struct dp *dp, int fd)
 }
 
 const struct dp_stats *dp_stats(const struct dp *dp) { return &dp->st; }
+
+void dp_set_capture(struct dp *dp, struct cap *c) { dp->cap = c; }
 
 /* --- the in-memory port ------------------------------------------------------------- */
 

@@ -304,6 +304,10 @@ void dp_free(struct dp *dp);
 int dp_add_port(struct dp *dp, const struct dp_port *port);     /* 0 or -errno */
 int dp_watch_fd(struct dp *dp, int fd);   /* Python's own poller: readable -> return */
 const struct dp_stats *dp_stats(const struct dp *dp);
+/* joyride capture's tap (capture.h): every frame received, after parsing, and every
+ * frame the NIC took, both C's and Python's; NULL turns it off. The caller keeps c. */
+struct cap;
+void dp_set_capture(struct dp *dp, struct cap *c);
 
 /* Flows. dp_flow_adopt copies the TCB and the bytes (receive: undelivered to the
  * application; send: from SND.UNA, unacknowledged then unsent) into C; returns the

@@ -20,6 +20,7 @@
 #define _GNU_SOURCE /* accept4 */
 #include "wire.c"
 #include "isn.c"
+#include "capture.c"
 #include "dataplane.c"
 
 #include <sanitizer/asan_interface.h>

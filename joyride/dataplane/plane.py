@@ -397,6 +397,11 @@ class DataPlane:
         out["flows"] = len(self._conns)
         return out
 
+    def capture(self, tap: Any) -> None:
+        """Copy every frame received and sent into ``tap`` (a ``tap.Tap``; None: stop).
+        The caller keeps the tap alive while it is set."""
+        lib.dp_set_capture(self._dp, ffi.NULL if tap is None else tap.ptr)
+
     def port_counters(self, index: int) -> dict[str, int]:
         """What the loop received on one queue (ports count in ``add_*_port`` order)."""
         st = lib.dp_stats(self._dp)

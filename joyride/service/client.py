@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from pathlib import Path
+from typing import Any, Final, TypeVar
 
 from joyride.errors import JoyrideError, PrivilegeError
 from joyride.processes import pid_alive
@@ -21,6 +24,7 @@ from joyride.steer import xdp
 from joyride.steer.program import PROG_NAME
 
 STOP_TIMEOUT: Final = 15.0
+T = TypeVar("T")
 
 
 class NotAttached(JoyrideError):
@@ -60,10 +64,20 @@ def ask(ifname: str, message: dict[str, Any], *,
     """One control request. Root first checks the service's liveness lock (for a better
     message about a dead one); any user may ask, and the service authorizes the request
     (``control.READ_ONLY``)."""
+    return _asking(ifname, lambda path: control.request(path, message, max_reply=max_reply))
+
+
+def open_stream(ifname: str, message: dict[str, Any]) -> tuple[socket.socket, bytes]:
+    """A request answered by a stream (``control.open_stream``), found and refused as
+    ``ask``'s are."""
+    return _asking(ifname, lambda path: control.open_stream(path, message))
+
+
+def _asking(ifname: str, call: Callable[[Path], T]) -> T:
     root = os.geteuid() == 0
     state_dir = running(ifname) if root else StateDir(ifname)
     try:
-        return control.request(state_dir.control_path, message, max_reply=max_reply)
+        return call(state_dir.control_path)
     except control.ServiceNotRunning as exc:
         if not root:  # it cannot read the liveness lock: no service is all it knows
             raise _not_attached(ifname) from exc

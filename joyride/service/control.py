@@ -85,6 +85,24 @@ def error_reply(exc: JoyrideError) -> dict[str, Any]:
 def request(path: Path, message: dict[str, Any], *, timeout: float = 10.0,
             max_reply: int = MAX_LINE) -> dict[str, Any]:
     """Send one request, return the reply; a service-side error becomes ControlError."""
+    sock, reply, _rest = _exchange(path, message, timeout, max_reply)
+    sock.close()
+    return reply
+
+
+def open_stream(path: Path, message: dict[str, Any], *, timeout: float = 10.0
+                ) -> tuple[socket.socket, bytes]:
+    """A request whose reply line is followed by a stream (``capture``): the connected
+    socket (blocking, no timeout) and the bytes already read past the reply line.
+    A refusal raises ControlError, as ``request`` does."""
+    sock, _reply, rest = _exchange(path, message, timeout, MAX_LINE)
+    sock.settimeout(None)
+    return sock, rest
+
+
+def _exchange(path: Path, message: dict[str, Any], timeout: float, max_reply: int
+              ) -> tuple[socket.socket, dict[str, Any], bytes]:
+    """Connect, send ``message``, read the reply line: (socket, reply, bytes past it)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout)
     try:
@@ -94,22 +112,25 @@ def request(path: Path, message: dict[str, Any], *, timeout: float = 10.0,
             raise ServiceNotRunning(f"no service answers on {path}") from exc
         sock.sendall(encode(message))
         buf = bytearray()
-        while not buf.endswith(b"\n"):
+        while b"\n" not in buf:
             chunk = sock.recv(65536)
             if not chunk:
                 raise ControlError("the service closed the control connection mid-reply")
             buf += chunk
             if len(buf) > max_reply:
                 raise ControlError("the service's reply is too long")
+        line, _, rest = bytes(buf).partition(b"\n")
+        reply = decode(line)
+        if not reply.get("ok"):
+            err = ControlError(str(reply.get("error") or "the service refused the request"))
+            code = reply.get("exit_code")
+            if isinstance(code, int):
+                err.exit_code = code
+            raise err
     except TimeoutError as exc:
-        raise ControlError(f"the service did not answer within {timeout:g} s") from exc
-    finally:
         sock.close()
-    reply = decode(bytes(buf))
-    if not reply.get("ok"):
-        err = ControlError(str(reply.get("error") or "the service refused the request"))
-        code = reply.get("exit_code")
-        if isinstance(code, int):
-            err.exit_code = code
-        raise err
-    return reply
+        raise ControlError(f"the service did not answer within {timeout:g} s") from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock, reply, rest

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from joyride.dataplane import plane as dataplane
 from joyride.errors import JoyrideError
-from joyride.service import apps, control, privdrop, sockettable
+from joyride.service import apps, capture, control, privdrop, sockettable
 from joyride.service.cleanup import cleanup_stale
 from joyride.service.datapath import Datapath
 from joyride.service.queues import active_rx_queues
@@ -95,6 +95,8 @@ class Service:
         self.network: KernelNetwork | None = None
         self.dropped = False  # privileges dropped: the supervisor undoes setup (stop)
         self._trigger: privdrop.ForbiddenCallTrigger | None = None
+        self.capture: capture.CaptureSession | None = None  # joyride capture, one at a time
+        self._sel: selectors.BaseSelector | None = None
 
     # -- start / stop ------------------------------------------------------------------------
 
@@ -220,6 +222,9 @@ class Service:
 
     def stop(self) -> None:
         """Undo ``start`` in reverse (sockets, ports, reservation, program, state, lock)."""
+        if self.capture is not None:
+            self.capture.close()
+            self.capture = None
         self._stack.close()
         self.sockets.clear()
         self.steering = None
@@ -241,6 +246,7 @@ class Service:
         """Run until a stop request, a shutdown op or the interface vanishing."""
         assert self._listener is not None and self.steering is not None
         sel = selectors.DefaultSelector()
+        self._sel = sel
         sel.register(self._listener, selectors.EVENT_READ, "accept")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         datapath = self.datapath
@@ -254,6 +260,8 @@ class Service:
             while not self._stopping:
                 timeout = (WATCHDOG_PERIOD if datapath is None
                            else datapath.timeout(WATCHDOG_PERIOD))
+                if self.capture is not None:
+                    timeout = min(timeout, capture.POLL)  # drain its ring often
                 events = (sel.select(timeout=timeout) if datapath is None
                           else datapath.wait(sel, timeout))
                 for key, mask in events:
@@ -269,6 +277,10 @@ class Service:
                         data(mask)
                 if datapath is not None:
                     datapath.step()
+                if self.capture is not None:
+                    self.capture.pump()
+                    if self.capture.closed:
+                        self.capture = None
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + WATCHDOG_PERIOD
@@ -278,6 +290,10 @@ class Service:
                     if on_tick is not None:
                         on_tick()
         finally:
+            if self.capture is not None:
+                self.capture.close()
+                self.capture = None
+            self._sel = None
             sel.close()
         return self.stop_reason
 
@@ -296,20 +312,56 @@ class Service:
         except BlockingIOError:
             return
         # Requests are tiny and local: serve each connection to completion, with a
-        # short timeout so a stuck client cannot stall the data path for long.
-        with conn:
+        # short timeout so a stuck client cannot stall the data path for long. A
+        # capture keeps its connection (joyride.service.capture).
+        kept = False
+        try:
             conn.settimeout(2.0)
+            line = bytearray()
+            while not line.endswith(b"\n") and len(line) <= control.MAX_LINE:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                line += chunk
+            kept = self._start_capture(bytes(line), conn)
+            if not kept:
+                conn.sendall(control.encode(self.handle_line(bytes(line), conn)))
+        except OSError as exc:
+            log.warning("control connection failed: %s", exc)
+        finally:
+            if not kept:
+                conn.close()
+
+    def _start_capture(self, line: bytes, conn: socket.socket) -> bool:
+        """A ``capture`` request: answer it, and on success keep ``conn`` for the
+        capture's stream (True). Any other request: False, nothing done."""
+        try:
+            request = control.decode(line)
+        except control.ControlError:
+            return False
+        if request.get("op") != "capture" or not control.peer_allowed(conn, "capture"):
+            return False  # handle_line answers (a refusal, for an unprivileged peer)
+        plane = self.datapath.plane if self.datapath is not None else None
+        error = ""
+        if self.capture is not None:
+            error = "a capture is already running on this interface (one at a time)"
+        elif plane is None or self._sel is None:
+            error = ("capture taps the C data plane, which this service does not run "
+                     "(JOYRIDE_DATAPLANE=python)")
+        if not error:
             try:
-                line = bytearray()
-                while not line.endswith(b"\n") and len(line) <= control.MAX_LINE:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    line += chunk
-                reply = self.handle_line(bytes(line), conn)
-                conn.sendall(control.encode(reply))
-            except OSError as exc:
-                log.warning("control connection failed: %s", exc)
+                tap = capture.tap_for(request)
+            except (TypeError, ValueError) as exc:
+                error = f"bad capture request: {exc}"
+        if error:
+            with conn:
+                conn.sendall(control.encode({"ok": False, "error": error, "exit_code": 2}))
+            return True  # answered and closed
+        assert plane is not None and self._sel is not None
+        conn.sendall(control.encode({"ok": True, "snaplen": tap.snaplen, "linktype": 1}))
+        self.capture = capture.CaptureSession(conn, tap, plane, self._sel)
+        log.info("capture started (snaplen %d)", tap.snaplen)
+        return True
 
     # -- control operations ----------------------------------------------------------------------
 
@@ -377,6 +429,7 @@ class Service:
             "datapath": self.datapath.stats() if self.datapath is not None else None,
             "memory": _memory(),
             "cpu": _cpu(),
+            "capture": self.capture.stats() if self.capture is not None else None,
         }
 
     def change_ports(self, action: str, spec: str, proto: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -123,3 +124,23 @@ def ask_as(node: Node, uid: int, gid: int, request: dict[str, object]) -> str:
                    f"PYTHONPATH={REPO}", "/usr/bin/python3", "-c", ASK, str(path),
                    json.dumps(request), timeout=30)
     return out.stdout.decode().strip()
+
+
+@contextlib.contextmanager
+def served_connection(bed: Testbed, port: int, timeout: float = 30.0
+                      ) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A kernel client in the peer's namespace connected to a Joyride listener of this
+    process on ``port``: (Joyride's end, the peer's end); all closed afterwards."""
+    from joyride.service import appclient
+
+    with bed.joy.inside():
+        lsock = appclient.listen(port, path=app_path(bed.joy))
+    with lsock:
+        with bed.peer.inside():
+            peer = socket.create_connection((bed.joy.ip, port), timeout=timeout)
+        with peer:
+            lsock.settimeout(timeout)
+            joy, _ = lsock.accept()
+            joy.settimeout(timeout)
+            with joy:
+                yield joy, peer

@@ -4,15 +4,13 @@ counters rise with traffic through the service."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from service_helpers import JOYRIDE, app_path, cli, wait_for
+from service_helpers import JOYRIDE, cli, served_connection, wait_for
 
-from joyride.service import appclient
 from joyride.testbed import Testbed
 
 pytestmark = pytest.mark.integration
@@ -57,21 +55,13 @@ def test_metrics_parse_and_counters_rise(service_bed: Testbed) -> None:
         wait_for(answers, 15, "the exporter to answer")
         before = scrape(bed)
         assert total(before, "joyride_up") == 1
-        with bed.joy.inside():
-            lsock = appclient.listen(PORT, path=app_path(bed.joy))
-        with lsock:
-            with bed.peer.inside():
-                peer = socket.create_connection((bed.joy.ip, PORT), timeout=30)
-            lsock.settimeout(30)
-            joy, _ = lsock.accept()
-            with joy, peer:
-                peer.sendall(PAYLOAD)
-                got = 0
-                joy.settimeout(30)
-                while got < len(PAYLOAD):
-                    got += len(joy.recv(1 << 16))
-                during = scrape(bed)
-                assert total(during, "joyride_tcp_connections", state="ESTAB") >= 1
+        with served_connection(bed, PORT) as (joy, peer):
+            peer.sendall(PAYLOAD)
+            got = 0
+            while got < len(PAYLOAD):
+                got += len(joy.recv(1 << 16))
+            during = scrape(bed)
+            assert total(during, "joyride_tcp_connections", state="ESTAB") >= 1
         after = scrape(bed)
         for name, labels in (("joyride_steer_packets_total", {"reason": "steered_tcp"}),
                              ("joyride_queue_rx_frames_total", {}),
