@@ -24,6 +24,9 @@ from typing import IO, Any, Final
 
 from joyride.errors import JoyrideError
 
+WAKE: Final = 0.2  # seconds between looks at a Ctrl-C while no frame arrives
+SUMMARY_WAIT: Final = 5.0  # seconds the service has to finish after a stop
+
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -42,7 +45,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from joyride import pcap
-    from joyride.service import client, control
+    from joyride.service import client
     from joyride.service.capture import MAX_SNAPLEN
 
     client.require_root("capturing frames")
@@ -51,23 +54,23 @@ def run(args: argparse.Namespace) -> int:
         raise JoyrideError(f"--snaplen {snaplen}: expected 1..{MAX_SNAPLEN}")
     expression = " ".join(args.trailing)
     program = pcap.compile_filter(expression, snaplen) if expression else []
+    sock, rest = client.open_stream(args.ifname, {
+        "op": "capture", "snaplen": snaplen, "filter": [list(i) for i in program]})
     viewer: subprocess.Popen[bytes] | None = None
-    if args.write == "-":
-        out: IO[bytes] = sys.stdout.buffer
-    elif args.write:
-        out = open(args.write, "wb")  # noqa: SIM115 (closed in finally)
-    else:
-        tcpdump = shutil.which("tcpdump")
-        if tcpdump is None:
-            raise JoyrideError("no tcpdump to show the frames: write them with -w FILE")
-        viewer = subprocess.Popen([tcpdump, "-n", "-r", "-"], stdin=subprocess.PIPE)
-        assert viewer.stdin is not None
-        out = viewer.stdin
     try:
-        sock, rest = client.open_stream(args.ifname, {
-            "op": "capture", "snaplen": snaplen, "filter": [list(i) for i in program]})
-    except control.ControlError:
-        _close(out, viewer)
+        if args.write == "-":
+            out: IO[bytes] = sys.stdout.buffer
+        elif args.write:
+            out = open(args.write, "wb")  # noqa: SIM115 (closed by _close)
+        else:
+            tcpdump = shutil.which("tcpdump")
+            if tcpdump is None:
+                raise JoyrideError("no tcpdump to show the frames: write them with -w FILE")
+            viewer = subprocess.Popen([tcpdump, "-n", "-r", "-"], stdin=subprocess.PIPE)
+            assert viewer.stdin is not None
+            out = viewer.stdin
+    except BaseException:
+        sock.close()
         raise
     try:
         written, summary = stream(sock, rest, out, snaplen, args.count)
@@ -79,10 +82,6 @@ def run(args: argparse.Namespace) -> int:
           + (f", {dropped} dropped by the service's full capture ring" if summary else
              " (the service ended the capture: no summary)"), file=sys.stderr, flush=True)
     return 0
-
-
-WAKE: Final = 0.2  # seconds between looks at a Ctrl-C while no frame arrives
-SUMMARY_WAIT: Final = 5.0  # seconds the service has to finish after a stop
 
 
 def stream(sock: socket.socket, rest: bytes, out: IO[bytes], snaplen: int, count: int
