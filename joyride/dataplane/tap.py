@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from joyride.dataplane.plane import ffi, lib
+from joyride.dataplane.plane import _cast, ffi, lib
 
 RING_BYTES: Final = 8 << 20  # a burst the service loop has not drained yet
 READ_CHUNK: Final = 1 << 20
@@ -27,11 +27,26 @@ class Tap:
         self.ptr: Any = ffi.gc(ptr, lib.cap_free)
         self.snaplen = snaplen
         self._out = ffi.new("uint8_t[]", READ_CHUNK)
+        self._zero = ffi.new("uint64_t[1]")
 
     def read(self) -> bytes:
         """Whole pcap records, oldest first (empty: none waiting)."""
         n = int(lib.cap_read(self.ptr, self._out, READ_CHUNK))
         return bytes(ffi.buffer(self._out, n))
+
+    def offer(self, base: Any, offsets: Any, lengths: Any, n: int) -> None:
+        """Frames in one region (a received batch, the fast path's transmit batch): frame
+        i at ``base + offsets[i]``. The Python engine's frames, when no C data plane
+        carries them (``JOYRIDE_DATAPLANE=python``)."""
+        if n:
+            lib.cap_frames(self.ptr, _cast(base, "uint8_t *"), _cast(offsets, "uint64_t *"),
+                           _cast(lengths, "uint32_t *"), n)
+
+    def offer_frames(self, frames: Sequence[Any]) -> None:
+        """Frames each in its own buffer (the engine's ``transmit``)."""
+        for frame in frames:
+            size = len(frame)
+            lib.cap_frames(self.ptr, ffi.from_buffer(frame), self._zero, [size], 1)
 
     @property
     def pending(self) -> int:

@@ -8,7 +8,9 @@ client sends ``stop`` or goes away, then one ``SUMMARY`` (JSON: the tap's counte
 
 The tap is the C data plane's (``capture.h``): it sees every frame received and every
 frame sent, the Python engine's included (they leave through the plane's queue), and
-never blocks: what the ring cannot hold is dropped and counted. The service loop
+never blocks: what the ring cannot hold is dropped and counted. Without the C data
+plane (``JOYRIDE_DATAPLANE=python``) the queues' sockets offer the engine's frames to
+the same tap. The service loop
 drains the ring into the socket without blocking either; while the client lags, the
 ring fills and drops, and the data path goes on.
 """
@@ -20,10 +22,12 @@ import json
 import selectors
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any, Final
 
-from joyride.dataplane.plane import DataPlane
 from joyride.dataplane.tap import Tap
+
+Attach = Callable[[Tap | None], None]  # points the frames' path at a tap (None: off)
 
 FRAME: Final = struct.Struct("<IB")  # payload length, kind
 RECORDS: Final = 0
@@ -33,11 +37,11 @@ MAX_SNAPLEN: Final = 262144
 
 
 class CaptureSession:
-    def __init__(self, conn: socket.socket, tap: Tap, plane: DataPlane,
+    def __init__(self, conn: socket.socket, tap: Tap, attach: Attach,
                  sel: selectors.BaseSelector) -> None:
         self.conn = conn
         self.tap = tap
-        self.plane = plane
+        self.attach = attach
         self.sel = sel
         self.pending = memoryview(b"")
         self.stopping = False
@@ -45,7 +49,7 @@ class CaptureSession:
         self.mask = selectors.EVENT_READ
         conn.setblocking(False)
         sel.register(conn, self.mask, self._on_event)
-        plane.capture(tap)
+        attach(tap)
 
     def stats(self) -> dict[str, Any]:
         return {**self.tap.stats(), "pending": self.tap.pending}
@@ -67,7 +71,7 @@ class CaptureSession:
     def _stop(self) -> None:
         if not self.stopping:
             self.stopping = True
-            self.plane.capture(None)  # what the ring holds still goes out
+            self.attach(None)  # what the ring holds still goes out
 
     def pump(self) -> None:
         """Send what the ring holds, as far as the socket takes it now."""
@@ -109,7 +113,7 @@ class CaptureSession:
         if self.closed:
             return
         self.closed = True
-        self.plane.capture(None)
+        self.attach(None)
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(self.conn)
         self.conn.close()

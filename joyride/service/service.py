@@ -341,13 +341,11 @@ class Service:
             return False
         if request.get("op") != "capture" or not control.peer_allowed(conn, "capture"):
             return False  # handle_line answers (a refusal, for an unprivileged peer)
-        plane = self.datapath.plane if self.datapath is not None else None
         error = ""
         if self.capture is not None:
             error = "a capture is already running on this interface (one at a time)"
-        elif plane is None or self._sel is None:
-            error = ("capture taps the C data plane, which this service does not run "
-                     "(JOYRIDE_DATAPLANE=python)")
+        elif self.datapath is None or self._sel is None:
+            error = "this service runs no TCP engine: it has no frames to capture"
         if not error:
             try:
                 tap = capture.tap_for(request)
@@ -357,9 +355,10 @@ class Service:
             with conn:
                 conn.sendall(control.encode({"ok": False, "error": error, "exit_code": 2}))
             return True  # answered and closed
-        assert plane is not None and self._sel is not None
+        assert self.datapath is not None and self._sel is not None
         conn.sendall(control.encode({"ok": True, "snaplen": tap.snaplen, "linktype": 1}))
-        self.capture = capture.CaptureSession(conn, tap, plane, self._sel)
+        self.capture = capture.CaptureSession(conn, tap, self._tap_point(self.datapath),
+                                              self._sel)
         log.info("capture started (snaplen %d)", tap.snaplen)
         return True
 
@@ -398,6 +397,20 @@ class Service:
             self.request_stop("shutdown requested over the control socket")
             return {"ok": True}
         raise control.ControlError(f"unknown control operation {op!r}")
+
+    def _tap_point(self, datapath: Datapath) -> capture.Attach:
+        """Where a capture taps the frames: the C data plane, which carries every frame
+        (Python's too), or else each queue's socket, under the Python engine."""
+        plane = datapath.plane
+        if plane is not None:
+            return plane.capture
+        sockets = list(self.sockets)
+
+        def attach(tap: object) -> None:
+            for sock in sockets:
+                sock.tap = tap
+
+        return attach
 
     def _state(self) -> ServiceState:
         if self.state is None:

@@ -56,6 +56,9 @@ class QueueSocket:
         self.mtu = 1500  # the engine's view; the service sets the interface's MTU
         self.counters = QueueCounters()
         self._nic: XskNic | None = None
+        # joyride capture's tap (joyride.dataplane.tap.Tap) while a capture runs and no C
+        # data plane carries the frames (JOYRIDE_DATAPLANE=python); None: off.
+        self.tap: Any = None
         self.tx_dropped = 0
         try:
             self._sock = xsk.Socket(ifname, queue, mode="skb" if mode == "skb" else "native")
@@ -121,6 +124,8 @@ class QueueSocket:
             self.counters.rx_frames += got.n
             self.counters.rx_bytes += int(got.lengths.sum())
             self.counters.rx_batches += 1
+            if self.tap is not None:
+                self.tap.offer(got.base, got.offsets, got.lengths, got.n)
         return got
 
     def release(self) -> None:
@@ -142,8 +147,10 @@ class QueueSocket:
         for _ in range(TX_ATTEMPTS):
             total += nic.transmit(frames[total:] if total else frames)
             if total >= n:
-                return total
+                break
         self.tx_dropped += n - total
+        if self.tap is not None:
+            self.tap.offer_frames(frames[:total])
         return total
 
     def transmit_from(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
@@ -155,8 +162,10 @@ class QueueSocket:
             total += nic.transmit_from(base, _advance(offsets, total),
                                        _advance(lengths, total), n - total)
             if total >= n:
-                return total
+                break
         self.tx_dropped += n - total
+        if self.tap is not None:
+            self.tap.offer(base, offsets, lengths, total)
         return total
 
     def kick(self, offload: bool = True) -> None:

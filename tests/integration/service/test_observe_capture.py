@@ -4,6 +4,7 @@ capture, hashes as what was sent."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -11,13 +12,14 @@ import signal
 import socket
 import struct
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_helpers import JOYRIDE, cli, served_connection, stats, wait_for
+from service_helpers import JOYRIDE, attached, cli, served_connection, stats, wait_for
 
 from joyride import pcap
-from joyride.testbed import Testbed
+from joyride.testbed import Node, Testbed
 
 pytestmark = pytest.mark.integration
 
@@ -53,29 +55,37 @@ def reassemble(segments: dict[int, bytes]) -> bytes:
     return bytes(data)
 
 
-def test_capture_reads_back_with_tcpdump(service_bed: Testbed, tmp_path: Path) -> None:
-    bed = service_bed
-    out = tmp_path / "joy.pcap"
-    proc = bed.joy.popen(JOYRIDE, "capture", bed.joy.ifname, "-w", str(out),
-                         "tcp", "port", str(PORT), stderr=subprocess.PIPE)
+@contextlib.contextmanager
+def capturing(node: Node, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``joyride capture`` running on ``node`` for the body, then stopped by SIGINT (as
+    Ctrl-C would) and waited for; killed if the body failed."""
+    proc = node.popen(JOYRIDE, "capture", node.ifname, *args, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: stats(bed.joy).get("capture") is not None, 15,
-                 "the capture to start")
-        with served_connection(bed, PORT) as (joy, peer):
-            client_port = peer.getsockname()[1]
-            peer.sendall(PAYLOAD)
-            peer.shutdown(socket.SHUT_WR)
-            got = bytearray()
-            while chunk := joy.recv(1 << 16):
-                got += chunk
-            assert bytes(got) == PAYLOAD
-            joy.sendall(b"thanks")
+        wait_for(lambda: stats(node).get("capture") is not None, 15, "the capture to start")
+        yield proc
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_capture_reads_back_with_tcpdump(service_bed: Testbed, tmp_path: Path) -> None:
+    bed = service_bed
+    out = tmp_path / "joy.pcap"
+    with capturing(bed.joy, "-w", str(out), "tcp", "port", str(PORT)) as proc, \
+            served_connection(bed, PORT) as (joy, peer):
+        client_port = peer.getsockname()[1]
+        peer.sendall(PAYLOAD)
+        peer.shutdown(socket.SHUT_WR)
+        got = bytearray()
+        while chunk := joy.recv(1 << 16):
+            got += chunk
+        assert bytes(got) == PAYLOAD
+        joy.sendall(b"thanks")
+    assert proc.stderr is not None
+    err = proc.stderr.read()
     assert proc.returncode == 0, err
     assert b"0 dropped" in err, err
     data = out.read_bytes()
@@ -121,3 +131,30 @@ def test_capture_needs_root_and_a_service(service_bed: Testbed) -> None:
               "tcp", "port", "notaport", check=False)
     assert bad.returncode == 2 and "filter" in bad.stderr
     json.dumps(stats(service_bed.joy))  # the service is still well
+
+
+def test_capture_under_the_python_engine(monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
+    """JOYRIDE_DATAPLANE=python: no C data plane carries the frames; the queues' sockets
+    offer the engine's to the tap, both directions, the fast path's batches included."""
+    monkeypatch.setenv("JOYRIDE_DATAPLANE", "python")
+    out = tmp_path / "py.pcap"
+    with Testbed() as bed, attached(bed, "--ports", str(PORT)):
+        assert stats(bed.joy)["datapath"]["dataplane"] is None
+        with capturing(bed.joy, "-w", str(out)) as proc, \
+                served_connection(bed, PORT) as (joy, peer):
+            client_port = peer.getsockname()[1]
+            peer.sendall(PAYLOAD[:100_000])
+            got = 0
+            while got < 100_000:
+                got += len(joy.recv(1 << 16))
+            joy.sendall(PAYLOAD[:50_000])
+            back = 0
+            while back < 50_000:
+                back += len(peer.recv(1 << 16))
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert proc.returncode == 0 and b"0 dropped" in err, err
+    data = out.read_bytes()
+    assert reassemble(tcp_payloads(data, client_port)) == PAYLOAD[:100_000]
+    assert reassemble(tcp_payloads(data, PORT)) == PAYLOAD[:50_000]
