@@ -2,27 +2,20 @@
 
 A drop-in for ``socket``: ``socket``, ``create_connection``, ``create_server`` and every
 constant and helper of the standard module (re-exported unchanged). A socket decides
-where it lives when it is bound or connected:
+where it lives when it is bound or connected, and from then on every call goes to that
+backend (``joyride.socket_backends``, one implementation each):
 
 * **embedded** — the port is one this process embeds (``joyride.embed``), or an
   outgoing connection's destination routes out of the embedded interface: the
-  connection lives in the in-process engine. The socket's ``fileno`` is one end of a
-  private unix socket pair whose readiness mirrors the TCP socket's (``_Readiness``):
-  readable while a ``recv``/``accept`` would not block, writable while the TCP send
-  buffer has room (or an error is pending) and the handshake is over, so ``select``,
-  ``selectors`` and ``socketserver`` work and a non-blocking ``send`` after "writable"
-  does not raise ``BlockingIOError``.
-  Blocking calls wait on a condition the engine's driver signals (a background
-  thread, or the asyncio loop when one already drives the engine).
+  connection lives in the in-process engine (``socket_backends.embedded``: its
+  ``fileno`` is a descriptor whose readiness mirrors the TCP socket's).
 * **service** — the network service (``joyride attach``) accelerates the port: the
-  socket is the real descriptor the service hands over (``joyride.service.appclient``),
-  so everything the kernel offers on a descriptor keeps working. The descriptor is an
-  ``AF_UNIX`` socket, but ``getsockname``/``getpeername`` and ``accept`` report the TCP
-  addresses, read from the unix names the service binds (they spell the 4-tuple:
-  ``joyride.service.protocol``), so the answer survives ``dup``/``fork``/``exec``;
-  ``getsockopt``/``setsockopt`` answer as a kernel TCP socket would, as the preload
-  shim does (``sockopts.TcpAnswers``: ``TCP_INFO``, ``SO_ERROR`` ... from the service).
-* **kernel** — anything else: a plain kernel socket.
+  socket is the real descriptor the service hands over, with the TCP socket's names
+  and options (``socket_backends.service``).
+* **kernel** — anything else: a plain kernel socket (``socket_backends.kernel``).
+
+Until then (created, options set, bound to a port that may be the service's) it is an
+unplaced embedded socket: it records options and answers as an unconnected socket.
 
 Options on embedded sockets (``joyride.sockopts``): ``TCP_NODELAY``, ``SO_SNDBUF``,
 ``SO_RCVBUF``, ``SO_KEEPALIVE``, ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` and ``TCP_KEEPCNT``
@@ -39,25 +32,17 @@ from the start. ``MSG_*`` flags other than 0 are refused on embedded sockets.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
-import selectors
 import socket as _stdlib
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
-from joyride import sockopts
-from joyride.aio.transport import address, connection_error
-from joyride.embed.drivers import drives_here, ensure_thread_driver, nic_fds
 from joyride.embed.select import connecting_stack, listening_stack
-from joyride.embed.stack import Stack
-from joyride.tcp.config import TcpConfig
+from joyride.socket_backends import Backend, service
+from joyride.socket_backends.embedded import EmbeddedSocket, errno_error
+from joyride.socket_backends.kernel import KernelSocket
+from joyride.socket_backends.service import ServiceSocket
 from joyride.tcp.connection import TcpConnection
-from joyride.tcp.listener import Listener
-from joyride.tcp.state import SENDING_STATES, TcpState
 
 # Everything the standard module offers (constants, getaddrinfo, timeout, ...), so
 # code doing ``socket.AF_INET`` or ``socket.getfqdn()`` on this module keeps working.
@@ -74,71 +59,8 @@ getdefaulttimeout = _stdlib.getdefaulttimeout
 
 _TYPE_FLAGS = _stdlib.SOCK_NONBLOCK | _stdlib.SOCK_CLOEXEC
 _GLOBAL_DEFAULT_TIMEOUT = object()
-INLINE_POLL = 0.001  # seconds between polls when a blocking call drives the engine itself
-
-
-def _errno_error(code: int) -> OSError:
-    return OSError(code, os.strerror(code))
-
-
-def _service_listen(host: str, port: int, backlog: int, reuseport: bool) -> Any:
-    """A listening descriptor from the network service, or None (not accelerated)."""
-    try:
-        from joyride.service import appclient
-    except ImportError:
-        return None
-    try:
-        return appclient.listen(port, host or "0.0.0.0", backlog, reuseport=reuseport)
-    except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
-        return None
-
-
-class _Readiness:
-    """A descriptor whose poll readiness is set by hand, for an embedded socket.
-
-    One end (``fileno``) of a non-blocking ``AF_UNIX`` stream pair. Readable: one byte
-    waits in it, sent from the other end. Not writable: its send path is filled until
-    ``EAGAIN`` (a unix stream socket polls writable again only once its queued bytes
-    are consumed: ``unix_writable``), and draining the other end makes it writable.
-    An eventfd cannot do this: it is writable unless it is also readable. The send
-    buffer is shrunk to the kernel's minimum, so blocking costs a few kilobytes.
-    """
-
-    __slots__ = ("_end", "_other", "_readable", "_writable")
-
-    def __init__(self) -> None:
-        self._end, self._other = _stdlib.socketpair(
-            _stdlib.AF_UNIX, _stdlib.SOCK_STREAM | _stdlib.SOCK_NONBLOCK | _stdlib.SOCK_CLOEXEC)
-        self._end.setsockopt(_stdlib.SOL_SOCKET, _stdlib.SO_SNDBUF, 1)
-        self._readable = False
-        self._writable = True
-
-    def fileno(self) -> int:
-        return self._end.fileno()
-
-    def set(self, readable: bool, writable: bool) -> None:
-        if readable != self._readable:
-            if readable:
-                self._other.send(b"r")
-            else:
-                with contextlib.suppress(BlockingIOError):
-                    self._end.recv(16)
-            self._readable = readable
-        if writable != self._writable:
-            if writable:
-                with contextlib.suppress(BlockingIOError):
-                    while self._other.recv(1 << 16):
-                        pass
-            else:
-                filler = bytes(4096)
-                with contextlib.suppress(BlockingIOError):
-                    while True:
-                        self._end.send(filler)
-            self._writable = writable
-
-    def close(self) -> None:
-        self._end.close()
-        self._other.close()
+# Each backend has the one interface the facade relies on (checked by mypy).
+_BACKENDS: tuple[type[Backend], ...] = (EmbeddedSocket, KernelSocket, ServiceSocket)
 
 
 class socket:
@@ -148,81 +70,35 @@ class socket:
                  fileno: int | None = None) -> None:
         family = _stdlib.AF_INET if family == -1 else family
         type = _stdlib.SOCK_STREAM if type == -1 else type
-        self._kernel: Any = None
+        self._family, self._type, self._proto = family, type & ~_TYPE_FLAGS, max(proto, 0)
+        timeout_: float | None = None if type & _stdlib.SOCK_NONBLOCK else \
+            getdefaulttimeout()
+        self._impl: EmbeddedSocket | KernelSocket  # KernelSocket: ServiceSocket too
         if fileno is not None or family != _stdlib.AF_INET or \
                 type & ~_TYPE_FLAGS != _stdlib.SOCK_STREAM:
-            self._kernel = _stdlib.socket(family, type, max(proto, 0), fileno)
-        self._family, self._type, self._proto = family, type & ~_TYPE_FLAGS, max(proto, 0)
-        self._timeout: float | None = None if type & _stdlib.SOCK_NONBLOCK else \
-            getdefaulttimeout()
-        self._opts: list[tuple[int, int, Any]] = []
-        self._stack: Stack | None = None
-        self._bound: tuple[str, int] | None = None
-        self._listener: Listener | None = None
-        self._conn: TcpConnection | None = None
-        self._cond: threading.Condition | None = None
-        self._ready: _Readiness | None = None
-        self._read_shut = False
-        self._closed = False
-        self._io_refs = 0
-        self._error = 0
-        self._service = False  # _kernel is a service descriptor (unix, TCP names)
-        # A service descriptor's options, answered as a kernel TCP socket would.
-        self._answers: sockopts.TcpAnswers | None = None
-        self._service_uids: set[int] | None = None  # a service listener: who delivers
-
-    # -- which backend -----------------------------------------------------------------
-
-    def __getattr__(self, name: str) -> Any:
-        kernel = self.__dict__.get("_kernel")
-        if kernel is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        return getattr(kernel, name)
-
-    def _to_kernel(self, sock: Any = None) -> Any:
-        """Become a kernel socket (replaying options), or wrap a service descriptor."""
-        if sock is None:
-            sock = _stdlib.socket(self._family, self._type, self._proto)
-            for level, opt, value in self._opts:
-                sock.setsockopt(level, opt, value)
+            self._impl = KernelSocket(_stdlib.socket(family, type, max(proto, 0), fileno),
+                                      timeout_)
         else:
-            # A service descriptor: the options with a TCP meaning set so far go to
-            # the service (OP_SETOPT), as the preload shim carries them over.
-            self._service = True
-            from joyride.service import appclient
-
-            for level, opt, value in self._opts:
-                if isinstance(value, int) and sockopts.changes(level, opt, value):
-                    with contextlib.suppress(OSError):
-                        appclient.set_option(sock, level, opt, value)
-            # The rest as the shim carries them: the unix socket takes the SOL_SOCKET
-            # ones it can hold, TCP's are answered as a kernel socket would.
-            self._answers = sockopts.TcpAnswers(sock, self._opts)
-            self._answers.adopt()
-        sock.settimeout(self._timeout)
-        self._kernel = sock
-        return sock
-
-    def _service_name(self, peer: bool) -> tuple[str, int] | None:
-        """The TCP address a service descriptor's unix names spell, or None."""
-        from joyride.service import protocol
-
-        local, remote = protocol.tcp_addresses(self._kernel)
-        return remote if peer else local
-
-    def _attach(self, stack: Stack) -> None:
-        self._stack = stack
-        self._cond = threading.Condition(stack.lock)
-        ensure_thread_driver(stack)
+            self._impl = EmbeddedSocket(self._type, timeout_)
+        self._io_refs = 0  # makefile() objects using this socket (the standard module's)
 
     @classmethod
-    def _accepted(cls, stack: Stack, conn: TcpConnection, timeout_: float | None) -> socket:
+    def _around(cls, impl: EmbeddedSocket | KernelSocket) -> socket:
+        """A socket for an accepted connection's backend."""
         sock = cls()
-        sock._attach(stack)
-        sock._conn = conn
-        sock._timeout = timeout_
-        stack.watch(conn, sock._notify)
+        sock._impl = impl
         return sock
+
+    def __getattr__(self, name: str) -> Any:
+        impl = self.__dict__.get("_impl")
+        if not isinstance(impl, KernelSocket):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(impl.sock, name)
+
+    @property
+    def _conn(self) -> TcpConnection | None:
+        """An embedded socket's TCP connection (None: none, or not embedded)."""
+        return self._impl.conn if isinstance(self._impl, EmbeddedSocket) else None
 
     @property
     def family(self) -> _stdlib.AddressFamily:
@@ -236,353 +112,128 @@ class socket:
     def proto(self) -> int:
         return self._proto
 
-    # -- readiness (embedded) -------------------------------------------------------------
+    # -- where it lives: picked at bind, listen or connect ----------------------------------
 
-    def _readable(self) -> bool:
-        if self._closed:
-            return True
-        if self._listener is not None:
-            return self._listener.accept_queue_len > 0
-        conn = self._conn
-        return conn is not None and (conn.readable or self._read_shut)
+    def _embedded(self) -> EmbeddedSocket | None:
+        """The embedded backend (placed, or not yet: then the socket may still go
+        elsewhere), or None once the socket is a kernel or service one."""
+        impl = self._impl
+        return impl if isinstance(impl, EmbeddedSocket) else None
 
-    def _notify(self) -> None:
-        """Stack callback (lock held): wake blocked callers, update the eventfd."""
-        assert self._cond is not None
-        self._cond.notify_all()
-        self._sync_event()
-
-    def _writable(self) -> bool:
-        """A ``send`` would not block: room in the send buffer, or an error to report.
-        As Linux, not while the handshake runs (non-blocking connect waits for POLLOUT)
-        and never on a listener."""
-        if self._closed:
-            return True
-        if self._listener is not None:
-            return False
-        conn = self._conn
-        if conn is None:
-            return True
-        if conn.state in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED):
-            return False
-        return conn.writable or conn.state not in SENDING_STATES
-
-    def _sync_event(self) -> None:
-        if self._ready is not None:
-            self._ready.set(self._readable(), self._writable())
-
-    def _wait(self, ready: Callable[[], bool], what: str) -> None:
-        """Block until ``ready()`` (lock held by the caller), honouring the timeout."""
-        assert self._stack is not None and self._cond is not None
-        if ready():
-            return
-        if self._timeout == 0.0:
-            raise BlockingIOError(errno.EAGAIN, f"{what} would block")
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        stack = self._stack
-        while not ready():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError("timed out")
-            if stack.closed:
-                raise _errno_error(errno.ENETDOWN)
-            if drives_here(stack):
-                self._poll_inline(stack, remaining)
-            else:
-                self._cond.wait(remaining)
-
-    @staticmethod
-    def _poll_inline(stack: Stack, remaining: float | None) -> None:
-        """This thread drives the engine (an asyncio loop calling a blocking method):
-        poll here, or the wait would wait for itself."""
-        fds = nic_fds(stack.engine.nic)
-        wait = INLINE_POLL if remaining is None else max(0.0, min(INLINE_POLL, remaining))
-        if fds:
-            with selectors.DefaultSelector() as sel:
-                for fd in fds:
-                    sel.register(fd, selectors.EVENT_READ)
-                sel.select(wait)
-        else:
-            time.sleep(wait)
-        stack.poll()
-
-    def _require_conn(self) -> TcpConnection:
-        if self._closed:
-            raise _errno_error(errno.EBADF)
-        if self._conn is None:
-            raise _errno_error(errno.ENOTCONN)
-        return self._conn
-
-    # -- setup -----------------------------------------------------------------------------
+    def _to_kernel(self, pending: EmbeddedSocket) -> KernelSocket:
+        """Become a kernel socket, with the options recorded so far."""
+        kernel = KernelSocket.fresh(self._family, self._type, self._proto, pending.options,
+                                    pending.timeout)
+        self._impl = kernel
+        return kernel
 
     def bind(self, addr: tuple[str, int]) -> None:
-        if self._kernel is not None:
-            return self._kernel.bind(addr)
+        pending = self._embedded()
+        if pending is None:
+            assert isinstance(self._impl, KernelSocket)
+            return self._impl.bind(addr)
         host, port = addr[0], int(addr[1])
         stack = listening_stack(host, port)
         if stack is None:
-            self._bound = (host, port)  # kernel or service: decided at listen/connect
-            if port == 0 or not self._service_candidate():
-                self._to_kernel().bind(addr)
+            pending.bound = (host, port)  # kernel or service: decided at listen/connect
+            if port == 0 or not service.candidate():
+                self._to_kernel(pending).bind(addr)
             return None
-        self._attach(stack)
-        self._bound = (host or "0.0.0.0", port)
+        pending.attach(stack)
+        pending.bound = (host or "0.0.0.0", port)
         return None
 
-    @staticmethod
-    def _service_candidate() -> bool:
-        try:
-            from joyride.service.state import StateDir
-        except ImportError:
-            return False
-        return any(d.service_alive() for d in StateDir.all_in_netns())
-
     def listen(self, backlog: int = 128) -> None:
-        if self._kernel is not None:
-            return self._kernel.listen(backlog)
-        if self._bound is None:
-            raise _errno_error(errno.EINVAL)  # the kernel would pick a port: not ours
-        if self._stack is None:
-            host, port = self._bound
-            service = _service_listen(
-                host, port, backlog,
-                bool(self._recorded(_stdlib.SOL_SOCKET, _stdlib.SO_REUSEPORT)))
-            if service is None:
-                kernel = self._to_kernel()
-                kernel.bind(self._bound)
-                return kernel.listen(backlog)
-            self._to_kernel(service)
-            assert self._answers is not None
-            self._answers.backlog = min(max(backlog, 0), sockopts.somaxconn())
-            from joyride.service import appclient
-
-            # Who may deliver connections to it, found now, in the listener's namespace.
-            self._service_uids = appclient.service_uids()
-            return None
-        with self._stack.lock:
-            if self._listener is None:
-                self._listener = self._stack.listen(self._bound[1], self._notify,
-                                                    self._tcp_config(self._stack))
+        pending = self._embedded()
+        if pending is None:
+            return self._impl.listen(backlog)
+        if pending.bound is None:
+            raise errno_error(errno.EINVAL)  # the kernel would pick a port: not ours
+        if pending.stack is not None:
+            return pending.listen(backlog)
+        host, port = pending.bound
+        reuseport = bool(pending.recorded(_stdlib.SOL_SOCKET, _stdlib.SO_REUSEPORT))
+        descriptor = service.listening(host, port, backlog, reuseport)
+        if descriptor is None:
+            kernel = self._to_kernel(pending)
+            kernel.bind(pending.bound)
+            return kernel.listen(backlog)
+        served = ServiceSocket(descriptor, pending.timeout, pending.options)
+        self._impl = served
+        served.listening(backlog)
         return None
 
     def accept(self) -> tuple[Any, tuple[str, int]]:
-        if self._service:
-            from joyride.service import appclient
-
-            delivered, _unix_name = appclient.accept(self._kernel, self._service_uids)
-            # As the kernel: accepted sockets are blocking unless a default timeout is set.
-            sock = socket()
-            sock._to_kernel(delivered)
-            if self._answers is not None:  # as Linux: it has its listener's options
-                sock._answers = self._answers.inherited(delivered)
-            peer = sock._service_name(peer=True)
-            return sock, peer if peer is not None else ("0.0.0.0", 0)
-        if self._kernel is not None:
-            return self._kernel.accept()
-        if self._listener is None or self._stack is None:
-            raise _errno_error(errno.EINVAL)
-        stack, listener = self._stack, self._listener
-        with stack.lock:
-            self._wait(lambda: listener.accept_queue_len > 0 or self._closed, "accept")
-            if self._closed:
-                raise _errno_error(errno.EBADF)
-            conn = stack.accept(listener)
-            assert conn is not None
-            self._sync_event()
-            # As the kernel: accepted sockets are blocking unless a default timeout is set.
-            sock = socket._accepted(stack, conn, getdefaulttimeout())
-        return sock, address(conn.remote_ip, conn.remote_port)
+        accepted, peer = self._impl.accept()
+        if isinstance(accepted, (EmbeddedSocket, ServiceSocket)):
+            return socket._around(accepted), peer
+        return accepted, peer  # a kernel listener's: the standard module's socket
 
     def connect(self, addr: tuple[str, int]) -> None:
         code = self.connect_ex(addr)
-        if code == errno.EINPROGRESS and self._timeout == 0.0:
+        if code == errno.EINPROGRESS and self._impl.timeout == 0.0:
             raise BlockingIOError(errno.EINPROGRESS, os.strerror(errno.EINPROGRESS))
-        if code == errno.ETIMEDOUT and self._stack is not None and self._conn is not None \
-                and self._conn.state is not TcpState.CLOSED:
+        if code == errno.ETIMEDOUT and isinstance(self._impl, EmbeddedSocket) \
+                and self._impl.connecting():
             raise TimeoutError("timed out")
         if code:
-            raise _errno_error(code)
+            raise errno_error(code)
 
     def connect_ex(self, addr: tuple[str, int]) -> int:
-        if self._kernel is not None:
-            return int(self._kernel.connect_ex(addr))
+        pending = self._embedded()
+        if pending is None:
+            return self._impl.connect_ex(addr)
         host, port = addr[0], int(addr[1])
-        ip = _stdlib.inet_aton(_stdlib.gethostbyname(host))
-        stack = self._stack or connecting_stack(ip)
-        if stack is None:
-            return self._connect_elsewhere(host, port)
-        if self._conn is None:
-            self._attach(stack)
-            with stack.lock:
-                self._conn = stack.connect(ip, port, self._notify, self._tcp_config(stack))
-        conn = self._conn
-        with stack.lock:
-            try:
-                self._wait(lambda: conn.state not in (TcpState.SYN_SENT,
-                                                      TcpState.SYN_RECEIVED), "connect")
-            except BlockingIOError:
-                return errno.EINPROGRESS
-            except TimeoutError:
-                return errno.ETIMEDOUT
-        exc = connection_error(conn) if conn.state is TcpState.CLOSED else None
-        if isinstance(exc, OSError) and exc.errno:
-            self._error = exc.errno
-            return exc.errno
-        return 0
-
-    def _connect_elsewhere(self, host: str, port: int) -> int:
-        if self._service_candidate():
-            from joyride.service import appclient
-
-            nonblocking = self._timeout == 0.0
-            try:
-                sock = appclient.connect(_stdlib.gethostbyname(host), port,
-                                         timeout=self._timeout, nonblocking=nonblocking)
-            except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
-                sock = None
-            if sock is not None:
-                self._to_kernel(sock)
+        ip = _stdlib.gethostbyname(host)
+        stack = pending.stack or connecting_stack(_stdlib.inet_aton(ip))
+        if stack is not None:
+            if pending.conn is None:
+                pending.attach(stack)
+            return pending.connect_ex((ip, port))
+        if service.candidate():
+            descriptor = service.connected(ip, port, pending.timeout)
+            if descriptor is not None:
+                self._impl = ServiceSocket(descriptor, pending.timeout, pending.options)
                 # As the preload shim: the handshake goes on behind the descriptor.
-                return errno.EINPROGRESS if nonblocking else 0
-        kernel = self._to_kernel()
-        if self._bound is not None:
-            kernel.bind(self._bound)
-        return int(kernel.connect_ex((host, port)))
+                return errno.EINPROGRESS if pending.timeout == 0.0 else 0
+        kernel = self._to_kernel(pending)
+        if pending.bound is not None:
+            kernel.bind(pending.bound)
+        return kernel.connect_ex((host, port))
 
     # -- data ------------------------------------------------------------------------------
 
     def send(self, data: bytes | bytearray | memoryview, flags: int = 0) -> int:
-        if self._kernel is not None:
-            return int(self._kernel.send(data, flags))
-        if flags:
-            raise _errno_error(errno.EOPNOTSUPP)
-        conn = self._require_conn()
-        assert self._stack is not None
-        if not data:
-            return 0
-        with self._stack.lock:
-            self._wait(lambda: conn.writable or conn.state not in SENDING_STATES, "send")
-            if conn.state not in SENDING_STATES or (conn.send_queue == 0 and not conn.writable):
-                raise self._send_error(conn)
-            sent = conn.send(data)
-            if sent == 0:
-                raise self._send_error(conn)
-            self._stack.touch(conn)
-            self._sync_event()  # the buffer may be full now: stop polling writable
-        return sent
-
-    @staticmethod
-    def _send_error(conn: TcpConnection) -> OSError:
-        exc = connection_error(conn)
-        if isinstance(exc, OSError) and conn.state is TcpState.CLOSED:
-            return exc
-        return _errno_error(errno.EPIPE)
+        return self._impl.send(data, flags)
 
     def sendall(self, data: bytes | bytearray | memoryview, flags: int = 0) -> None:
-        if self._kernel is not None:
-            return self._kernel.sendall(data, flags)
-        view = memoryview(data).cast("B")
-        saved = self._timeout
-        deadline = None if saved is None else time.monotonic() + saved
-        try:
-            while view:
-                if deadline is not None:
-                    self._timeout = max(0.0, deadline - time.monotonic())
-                    if self._timeout == 0.0 and saved != 0.0:
-                        raise TimeoutError("timed out")
-                sent = self.send(view, flags)
-                view = view[sent:]
-        finally:
-            self._timeout = saved
-        return None
+        return self._impl.sendall(data, flags)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        if self._kernel is not None:
-            return self._kernel.recv(bufsize, flags)
-        buf = bytearray(bufsize)
-        n = self.recv_into(buf, bufsize, flags)
-        return bytes(buf[:n])
+        return self._impl.recv(bufsize, flags)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        if self._kernel is not None:
-            return int(self._kernel.recv_into(buffer, nbytes, flags))
-        if flags:
-            raise _errno_error(errno.EOPNOTSUPP)
-        conn = self._require_conn()
-        assert self._stack is not None
-        view = memoryview(buffer).cast("B")
-        if nbytes:
-            view = view[:nbytes]
-        if not view or self._read_shut:
-            return 0
-        with self._stack.lock:
-            self._wait(lambda: conn.readable or self._read_shut or self._closed, "recv")
-            n = conn.recv_into(view)
-            if n:
-                self._stack.touch(conn)  # the window may open: tell the peer
-            elif conn.state is TcpState.CLOSED and not conn.eof:
-                exc = connection_error(conn)
-                if exc is not None:
-                    raise exc
-            self._sync_event()
-        return n
+        return self._impl.recv_into(buffer, nbytes, flags)
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
-        if self._kernel is not None:
-            return self._kernel.recvfrom(bufsize, flags)
-        return self.recv(bufsize, flags), None
+        return self._impl.recvfrom(bufsize, flags)
 
     def shutdown(self, how: int) -> None:
-        if self._kernel is not None:
-            return self._kernel.shutdown(how)
-        conn = self._require_conn()
-        assert self._stack is not None
-        with self._stack.lock:
-            if how in (SHUT_RD, SHUT_RDWR):
-                self._read_shut = True
-            if how in (SHUT_WR, SHUT_RDWR):
-                conn.shutdown_write()
-                self._stack.touch(conn)
-            self._notify()
-        return None
+        return self._impl.shutdown(how)
 
     # -- closing ---------------------------------------------------------------------------
 
     def _decref_socketios(self) -> None:
         if self._io_refs > 0:
             self._io_refs -= 1
-        if self._closed:
+        if self._impl.closed:
             self.close()
 
     def close(self) -> None:
-        if self._kernel is not None:
-            self._closed = True
-            return self._kernel.close()
-        self._closed = True
-        if self._io_refs > 0:
-            return None  # makefile() objects still use it: the last one closes
-        stack = self._stack
-        if stack is not None:
-            with stack.lock:
-                if self._listener is not None:
-                    stack.unlisten(self._listener)
-                    self._listener = None
-                if self._conn is not None:
-                    stack.forget(self._conn)
-                    # Unread data turns this into a reset (RFC 2525 §2.17), as in Linux.
-                    self._conn.close()
-                    stack.touch(self._conn)
-                assert self._cond is not None
-                self._cond.notify_all()
-        if self._ready is not None:
-            self._ready.close()
-            self._ready = None
-        return None
+        return self._impl.close(deferred=self._io_refs > 0)
 
     def detach(self) -> int:
-        if self._kernel is not None:
-            return int(self._kernel.detach())
-        raise _errno_error(errno.EOPNOTSUPP)
+        return self._impl.detach()
 
     def __enter__(self) -> socket:
         return self
@@ -591,125 +242,49 @@ class socket:
         self.close()
 
     def __del__(self) -> None:
-        if self._kernel is None and not self.__dict__.get("_closed", True):
+        impl = self.__dict__.get("_impl")
+        if isinstance(impl, EmbeddedSocket) and not impl.closed:
             with contextlib.suppress(Exception):  # interpreter shutdown: nobody to tell
                 self.close()
 
     # -- descriptors and options ----------------------------------------------------------------
 
     def fileno(self) -> int:
-        if self._kernel is not None:
-            return int(self._kernel.fileno())
-        if self._closed:
-            return -1
-        if self._ready is None:
-            self._ready = _Readiness()
-            if self._stack is not None:
-                with self._stack.lock:
-                    self._sync_event()
-            else:
-                self._sync_event()
-        return self._ready.fileno()
+        return self._impl.fileno()
 
     def settimeout(self, value: float | None) -> None:
         if value is not None and value < 0:
             raise ValueError("Timeout value out of range")
-        self._timeout = None if value is None else float(value)
-        if self._kernel is not None:
-            self._kernel.settimeout(value)
+        self._impl.settimeout(value)
 
     def gettimeout(self) -> float | None:
-        return self._timeout
+        return self._impl.timeout
 
     def setblocking(self, flag: bool) -> None:
         self.settimeout(None if flag else 0.0)
 
     def getblocking(self) -> bool:
-        return self._timeout != 0.0
+        return self._impl.timeout != 0.0
 
     def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None
                    ) -> None:
-        if self._service:
-            return self._service_setsockopt(level, optname, value)
-        if self._kernel is not None:
-            return self._kernel.setsockopt(level, optname, value)
-        # Recorded: applied to the TCP configuration at listen/connect (_tcp_config),
-        # replayed if the socket turns out to be a kernel one.
-        change = sockopts.changes(level, optname, value)  # OSError(EINVAL) if out of range
-        self._opts.append((level, optname, value))
-        conn, stack = self._conn, self._stack
-        if change and conn is not None and stack is not None:
-            with stack.lock:
-                conn.reconfigure(dataclasses.replace(conn.config, **change), stack.clock())
-                stack.touch(conn)  # as Linux: TCP_NODELAY pushes what Nagle held back
-        return None
-
-    def _service_setsockopt(self, level: int, optname: int, value: Any) -> None:
-        """A service descriptor is a unix socket: as the preload shim, options with a
-        TCP meaning go to the service, the others are answered as a kernel TCP socket
-        would (``sockopts.TcpAnswers``)."""
-        assert self._answers is not None
-        self._answers.setsockopt(level, optname, value)
-        self._opts = list(self._answers.options)
-
-    def _tcp_config(self, stack: Stack) -> TcpConfig | None:
-        """The engine's TCP configuration with this socket's options applied, or None
-        when no option changes it."""
-        base = stack.engine.config
-        config = sockopts.apply(base, self._opts)
-        return None if config is base else config
+        return self._impl.setsockopt(level, optname, value)
 
     def getsockopt(self, level: int, optname: int, buflen: int = 0) -> Any:
-        if self._service and self._answers is not None:
-            # The unix descriptor's answers are a unix socket's: a TCP socket's, as the
-            # shim gives them (TCP_INFO, SO_ERROR ... from the service).
-            return self._answers.getsockopt(level, optname, buflen)
-        if self._kernel is not None:
-            return self._kernel.getsockopt(level, optname, buflen) if buflen else \
-                self._kernel.getsockopt(level, optname)
-        if (level, optname) == (_stdlib.SOL_SOCKET, _stdlib.SO_ERROR):
-            code, self._error = self._error, 0
-            return code
-        if (level, optname) == (_stdlib.SOL_SOCKET, _stdlib.SO_TYPE):
-            return self._type
-        return self._recorded(level, optname)
-
-    def _recorded(self, level: int, optname: int) -> Any:
-        """The value last set for an option this socket records itself (0 if never)."""
-        for lvl, opt, value in reversed(self._opts):
-            if (lvl, opt) == (level, optname):
-                return value
-        return 0
+        return self._impl.getsockopt(level, optname, buflen)
 
     def getsockname(self) -> tuple[str, int]:
-        if self._service:
-            name = self._service_name(peer=False)
-            if name is None:
-                raise _errno_error(errno.EBADF if self._closed else errno.ENOTCONN)
-            return name
-        if self._kernel is not None:
-            return self._kernel.getsockname()
-        if self._conn is not None:
-            return address(self._conn.local_ip, self._conn.local_port)
-        return self._bound or ("0.0.0.0", 0)
+        return self._impl.getsockname()
 
     def getpeername(self) -> tuple[str, int]:
-        if self._service:
-            name = self._service_name(peer=True)
-            if name is None:  # a listener, or the service's end went away
-                raise _errno_error(errno.EBADF if self._closed else errno.ENOTCONN)
-            return name
-        if self._kernel is not None:
-            return self._kernel.getpeername()
-        conn = self._require_conn()
-        return address(conn.remote_ip, conn.remote_port)
+        return self._impl.getpeername()
 
     def makefile(self, mode: str = "r", buffering: int | None = None, *,
                  encoding: str | None = None, errors: str | None = None,
                  newline: str | None = None) -> Any:
-        if self._kernel is not None:
-            return self._kernel.makefile(mode, buffering, encoding=encoding, errors=errors,
-                                         newline=newline)
+        if isinstance(self._impl, KernelSocket):
+            return self._impl.makefile(mode, buffering, encoding=encoding, errors=errors,
+                                       newline=newline)
         # The standard implementation needs only recv_into/send/fileno/_io_refs/
         # _decref_socketios, which this class provides: reuse it, don't copy it.
         makefile: Any = _stdlib.socket.makefile
@@ -719,21 +294,13 @@ class socket:
     @property
     def joyride_mode(self) -> str:
         """Where this socket lives: "embedded", "service", "kernel" or "unbound"."""
-        if self._stack is not None:
-            return "embedded"
-        if self._service:
-            return "service"
-        return "kernel" if self._kernel is not None else "unbound"
+        impl = self._impl
+        if isinstance(impl, EmbeddedSocket) and impl.stack is None:
+            return "unbound"
+        return impl.mode
 
     def __repr__(self) -> str:
-        if self._service:
-            laddr = self._service_name(peer=False)
-            return f"<joyride.socket service fd={self._kernel.fileno()} laddr={laddr}>"
-        if self._kernel is not None:
-            return f"<joyride.socket kernel {self._kernel!r}>"
-        state = self._conn.state.value if self._conn is not None else \
-            "LISTEN" if self._listener is not None else "unconnected"
-        return f"<joyride.socket embedded {state} laddr={self.getsockname()}>"
+        return self._impl.describe()
 
 
 def create_connection(address: tuple[str, int], timeout: Any = _GLOBAL_DEFAULT_TIMEOUT,

@@ -17,9 +17,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from joyride.aio.server import JoyrideServer
-from joyride.aio.transport import JoyrideTransport, connection_error
+from joyride.aio.transport import JoyrideTransport
 from joyride.embed.drivers import DEFAULT_SPIN, ensure_asyncio_driver
 from joyride.embed.embedded import current
+from joyride.embed.endpoint import connection_error
 from joyride.embed.select import connecting_stack, listening_stack
 from joyride.embed.stack import Stack
 from joyride.tcp.state import TcpState

@@ -15,6 +15,7 @@ import logging
 import threading
 from typing import Any, Final
 
+from joyride.embed.endpoint import connection_error
 from joyride.embed.stack import Stack
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.state import TcpState
@@ -24,11 +25,6 @@ log = logging.getLogger("joyride.aio.transport")
 READ_CHUNK: Final = 256 * 1024  # bytes handed to data_received at most per call
 HIGH_WATER: Final = 64 * 1024
 LOG_WRITES_AFTER_LOSS: Final = 5  # as asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
-
-
-def connection_error(conn: TcpConnection) -> BaseException | None:
-    """The exception a failed connection reports (None: it closed cleanly)."""
-    return None if conn.error is None else conn.error.exception()
 
 
 class StreamCore:

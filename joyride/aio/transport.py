@@ -27,19 +27,15 @@ face of it.
 from __future__ import annotations
 
 import asyncio as _asyncio
-import socket as _socket
 from typing import Any
 
-from joyride.aio.stream import HIGH_WATER, StreamCore, connection_error
+from joyride.aio.stream import HIGH_WATER, StreamCore
+from joyride.embed.endpoint import address, connection_error
 from joyride.embed.stack import Stack
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.state import TcpState
 
-__all__ = ["JoyrideTransport", "address", "connection_error"]
-
-
-def address(ip: bytes, port: int) -> tuple[str, int]:
-    return _socket.inet_ntoa(ip), port
+__all__ = ["JoyrideTransport"]
 
 
 class JoyrideTransport(_asyncio.Transport):
