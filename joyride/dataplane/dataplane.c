@@ -408,6 +408,8 @@ static double earliest_deadline(const struct dp_tcb *t)
         next = t->keepalive_at;
     if (t->state_at && (next == 0 || t->state_at < next))
         next = t->state_at;
+    if (t->pto_at && (next == 0 || t->pto_at < next))
+        next = t->pto_at;
     return next;
 }
 
@@ -482,6 +484,29 @@ static double rto_of(const struct dp_tcb *t)
     double base = t->base_rto > t->min_rto ? t->base_rto : t->min_rto;
     double rto = base * (double)(1u << (t->rto_backoff < 30 ? t->rto_backoff : 30));
     return rto < t->max_rto ? rto : t->max_rto;
+}
+
+/* TcpConnection._arm_pto with restart (RFC 8985 §7.2), after new data was sent or
+ * acknowledged: a C flow always meets LossRecovery.tlp_allowed (hot_ready), so only
+ * the flight decides. LossRecovery.pto: 2*SRTT, + TLP.max_ack_delay with one segment
+ * in flight (else Linux's 2 ms, TLP_MIN_EXTRA), 1 s before any sample; never later
+ * than the RTO. When it comes due the flow is handed back: the probe is Python's. */
+static void pto_arm(struct dp *dp, struct flow *f, double now)
+{
+    struct dp_tcb *t = &f->t;
+    uint32_t flight = t->snd_nxt - t->snd_una;
+    t->pto_at = 0;
+    /* _tlp_possible: SACK, data outstanding, ESTABLISHED or CLOSE-WAIT, no FIN sent. */
+    if (t->tlp_max_ack_delay < 0 || !t->sack_ok || flight == 0 || t->fin_sent ||
+        (t->tcp_state != DP_ESTABLISHED && t->tcp_state != DP_CLOSE_WAIT))
+        return;
+    double pto = t->srtt < 0 ? 1.0
+                             : 2 * t->srtt + (flight <= t->smss ? t->tlp_max_ack_delay : 0.002);
+    double at = now + pto;
+    if (t->rto_at && at > t->rto_at)
+        at = t->rto_at;
+    t->pto_at = at;
+    timer_arm(dp, f, at);
 }
 
 static void rtt_sample(struct dp_tcb *t, double rtt)
@@ -781,6 +806,7 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
             emit(dp, f, now, t->snd_nxt, 0, 0, TCP_ACK);
         return;
     }
+    uint32_t nxt_before = t->snd_nxt;
     uint32_t in_flight = data_in_flight(t);
     uint32_t unsent = f->snd.len - in_flight;
     /* RFC 5681 §4.1: restart from the restart window after an idle RTO. */
@@ -818,6 +844,8 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
         t->rto_at = now + rto_of(t);
         timer_arm(dp, f, t->rto_at);
     }
+    if (t->snd_nxt != nxt_before)
+        pto_arm(dp, f, now); /* RFC 8985 §7.2: new data sent */
     if (unsent > 0 && t->snd_nxt == t->snd_una) {
         /* Nothing in flight and nothing may go: the persist timer's case (§3.8.6.1). */
         hand_back(dp, f, DP_REASON_PERSIST);
@@ -994,6 +1022,7 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
             t->rto_at = now + rto_of(t); /* RFC 6298 §5.3 */
             timer_arm(dp, f, t->rto_at);
         }
+        pto_arm(dp, f, now); /* RFC 8985 §7.2: new data acknowledged */
         if (t->write_blocked && f->snd.len < t->snd_cap)
             t->write_blocked = 0;
         /* LossRecovery.on_ack outside recovery: RFC 7661 cwnd-limited test. */
@@ -1596,8 +1625,9 @@ static void receive_port(struct dp *dp, uint32_t index, double now)
     ((release_fn)port->release)(port->ctx, dp->descs, n);
 }
 
-/* TcpConnection._fire for the timers C runs: a due delayed ACK is sent; a due RTO or
- * keepalive hands the flow back (recovery and probes are Python's). */
+/* TcpConnection._fire for the timers C runs: a due delayed ACK is sent; a due RTO,
+ * loss probe (RFC 8985 §7.3) or keepalive hands the flow back (recovery and probes
+ * are Python's). */
 static void fire_due(struct dp *dp, struct flow *f, double now)
 {
     struct dp_tcb *t = &f->t;
@@ -1615,7 +1645,7 @@ static void fire_due(struct dp *dp, struct flow *f, double now)
         born_end(dp, f);
         return;
     }
-    if (t->rto_at && now >= t->rto_at) {
+    if ((t->rto_at && now >= t->rto_at) || (t->pto_at && now >= t->pto_at)) {
         hand_back(dp, f, DP_REASON_RTO);
         return;
     }

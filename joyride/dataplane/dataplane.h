@@ -70,7 +70,7 @@ struct dp_config {
 enum dp_reason {
     DP_REASON_NONE = 0,
     DP_REASON_SEGMENT = 1,     /* a segment C does not predict (see "What declines") */
-    DP_REASON_RTO = 2,         /* the retransmission timer expired */
+    DP_REASON_RTO = 2,         /* the retransmission timer, or the loss probe's, expired */
     DP_REASON_PERSIST = 3,     /* data queued, nothing in flight, window too small */
     DP_REASON_APP_EOF = 4,     /* the application shut down writing (read returned 0) */
     DP_REASON_APP_GONE = 5,    /* the application's end is closed (EPIPE, ECONNRESET) */
@@ -185,6 +185,8 @@ struct dp_tcb {
     double delack_at;
     double keepalive_at;       /* RFC 9293 §3.8.4, re-armed by every segment taken */
     double keepalive_idle;     /* 0: keepalive off */
+    double pto_at;             /* RFC 8985 §7.2 loss probe deadline: hands back (0: unset) */
+    double tlp_max_ack_delay;  /* TLP.max_ack_delay (recovery.py); < 0: no loss probes */
     double delack_timeout;
     double last_send;
     /* application channel: the pump's end of the connection's unix socket */

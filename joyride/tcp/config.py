@@ -45,6 +45,8 @@ class TcpConfig:
     congestion_control: str = "cubic"
     #: Duplicate-ACK threshold for fast retransmit (RFC 5681 §3.2, RFC 6675 DupThresh).
     dupthresh: int = 3
+    #: Tail loss probes (RFC 8985 §7; with SACK only, as Linux's tcp_early_retrans=3).
+    tlp: bool = True
 
     # -- timers -----------------------------------------------------------------------
     #: RFC 6298 §2.1 initial RTO of 1 s; §2.4 lower bound (RFC says 1 s, Linux 200 ms).

@@ -6,7 +6,7 @@ at that time. The connection never reads a clock or touches a socket.
 
     conn.receive(seg, now)           # RFC 9293 §3.10.7 SEGMENT ARRIVES
     conn.segments_to_send(now)       # everything the connection wants on the wire
-    conn.poll_at() / on_timer(now)   # RTO, persist, delayed ACK, keepalive, TIME-WAIT
+    conn.poll_at() / on_timer(now)   # RTO, loss probe, persist, delayed ACK, keepalive, ...
     conn.send(data) / recv(n) / shutdown_write() / close() / abort()
     conn.events()                    # TcpEvent.ESTABLISHED, DATA, EOF, RESET, CLOSED
 
@@ -56,7 +56,7 @@ from joyride.tcp.options import (
     ts_rtt,
 )
 from joyride.tcp.reassembly import MAX_WINDOW, Reassembler
-from joyride.tcp.recovery import LossRecovery
+from joyride.tcp.recovery import TLP_MAX_ACK_DELAY, LossRecovery
 from joyride.tcp.rtt import RttEstimator
 from joyride.tcp.state import RECEIVING_STATES, TcpEvent, TcpState
 from joyride.tcp.timers import Timer, Timers
@@ -558,6 +558,9 @@ class TcpConnection:
             and not self._reasm.buffered
             and self._dsack is None  # C would send the ACK without it
             and self._recovery.quiet
+            # RTO recovery still under way: no loss probe may go (RFC 8985 §7.2),
+            # which C, arming one at every ACK, does not know.
+            and not self._snd_una < self._recovery.recover
             and self._keepalive_sent == 0  # no probe unanswered
             and not timers.is_set(Timer.PERSIST)
             and not timers.is_set(Timer.REORDER)  # RACK's (RFC 8985 §6.3): Python's
@@ -585,6 +588,7 @@ class TcpConnection:
         tcb.rcv_shift = self._rcv_shift
         tcb.snd_shift = self._snd_shift
         tcb.ts_ok = int(self._ts_ok)
+        tcb.sack_ok = int(self._sack_ok)
         tcb.nodelay = int(self.config.nodelay)
         tcb.snd_una = self._snd_una.value
         tcb.snd_nxt = self._snd_nxt.value
@@ -609,6 +613,10 @@ class TcpConnection:
         tcb.delack_timeout = self.config.delayed_ack_timeout
         tcb.keepalive_at = self._timers.deadline(Timer.KEEPALIVE) or 0.0
         tcb.keepalive_idle = self.config.keepalive_idle if self.config.keepalive else 0.0
+        # RFC 8985 §7.2: C re-arms the loss probe timer as _arm_pto, and hands the flow
+        # back when it fires (the probe is sent here).
+        tcb.pto_at = self._timers.deadline(Timer.PTO) or 0.0
+        tcb.tlp_max_ack_delay = TLP_MAX_ACK_DELAY if self._tlp_on() else -1.0
         tcb.last_send = self._last_send
         rcv = self._recv_buf.peek(0, len(self._recv_buf))
         self._recv_buf.consume(len(rcv))
@@ -617,6 +625,7 @@ class TcpConnection:
         self._timers.cancel(Timer.RETRANSMIT)
         self._timers.cancel(Timer.DELAYED_ACK)
         self._timers.cancel(Timer.KEEPALIVE)
+        self._timers.cancel(Timer.PTO)
         self._ack_now = False
         self._dirty = False
         self._parked = True
@@ -639,6 +648,8 @@ class TcpConnection:
         tcb.delack_timeout = config.delayed_ack_timeout
         tcb.keepalive_idle = config.keepalive_idle if config.keepalive else 0.0
         tcb.max_snd_wnd = proto._max_snd_wnd
+        # RFC 8985 §7.2 (C arms the PTO once SACK is negotiated: tcb.sack_ok).
+        tcb.tlp_max_ack_delay = TLP_MAX_ACK_DELAY if config.tlp else -1.0
 
     @classmethod
     def from_hot(cls, config: TcpConfig, tcb: Any, rcv: bytes, snd: bytes,
@@ -710,6 +721,8 @@ class TcpConnection:
             self._timers.set(Timer.DELAYED_ACK, float(tcb.delack_at))
         if tcb.keepalive_at:
             self._timers.set(Timer.KEEPALIVE, float(tcb.keepalive_at))
+        if tcb.pto_at:
+            self._timers.set(Timer.PTO, float(tcb.pto_at))
         self._last_send = float(tcb.last_send)
         # RACK (RFC 8985) times what C sent by the last time it sent (no earlier).
         self._recovery.note_sent(self._snd_max, self._last_send, self._snd_una)
@@ -737,7 +750,10 @@ class TcpConnection:
             return
         self._now = now
         try:
-            for timer in self._timers.expired(now):
+            timers = self._timers
+            for timer in timers.expired(now):
+                if timers.is_set(timer):
+                    continue  # re-armed by an earlier one (a loss probe re-arms the RTO)
                 self._fire(timer, now)
         except Exception:  # pragma: no cover
             self.counters["internal_error"] += 1
@@ -875,6 +891,7 @@ class TcpConnection:
             if state is TcpState.SYN_SENT:
                 return
         elif state is not TcpState.TIME_WAIT:
+            snd_max = self._snd_max
             if self._idle_restart_due(now):
                 self._cc.on_idle(now, self._rtt.rto)
             recovery = self._recovery
@@ -888,6 +905,9 @@ class TcpConnection:
             self._send_fin(now)
             if self._snd_max != self._snd_una:
                 self._timers.set_if_unset(Timer.RETRANSMIT, now + self._rtt.rto)
+            if self._snd_max > snd_max:
+                # RFC 8985 §7.2: sending new data restarts the loss probe timer.
+                self._arm_pto(now, restart=True)
             self._arm_persist(now)
         if self._ack_now and len(self._out) == sent and state is not TcpState.SYN_SENT:
             # RFC 9293 §3.10.7.4 sends <SEQ=SND.NXT>; SND.NXT here is rewound by an RTO
@@ -1050,6 +1070,8 @@ class TcpConnection:
             self._ack_now = True
         elif timer is Timer.REORDER:
             self._on_reorder_timer(now)
+        elif timer is Timer.PTO:
+            self._on_pto(now)
         elif timer is Timer.PERSIST:
             self._on_persist(now)
         elif timer is Timer.KEEPALIVE:
@@ -1079,10 +1101,59 @@ class TcpConnection:
                 self._snd_max, self._snd_max - self._snd_una, now, snd_una=self._snd_una
             )
             self._timers.cancel(Timer.REORDER)  # the scoreboard is gone (RFC 6675 §5.1)
+            self._timers.cancel(Timer.PTO)  # RTO recovery (RFC 8985 §7.2)
         # Go-back-N from SND.UNA (a SYN/SYN-ACK goes again with SND.NXT == ISS).
         self._snd_nxt = self._snd_una
         self._probe_end = None
         self._timers.set(Timer.RETRANSMIT, now + self._rtt.rto)  # §5.6
+
+    def _tlp_on(self) -> bool:
+        """Loss probes for this connection: configured, and SACK in use (RFC 8985 §2)."""
+        return self.config.tlp and self._sack_ok
+
+    def _tlp_possible(self) -> bool:
+        """RFC 8985 §7.2: data outstanding and a loss probe allowed (the recovery
+        side's conditions, ``LossRecovery.tlp_allowed``); not for a FIN (left to the
+        RTO) nor beside a zero-window probe."""
+        fin = self._fin_seq
+        return (
+            self._tlp_on()
+            and (self._state is TcpState.ESTABLISHED or self._state is TcpState.CLOSE_WAIT)
+            and self._snd_una != self._snd_max
+            and self._probe_end is None
+            and (fin is None or not self._snd_max > fin)
+            and self._recovery.tlp_allowed(self._snd_una)
+        )
+
+    def _arm_pto(self, now: float, *, restart: bool) -> None:
+        """RFC 8985 §7.2: (re)start the loss probe timer after new data was sent or
+        cumulatively acknowledged (``restart``); cancel it whenever no probe may go."""
+        if not self._tlp_possible():
+            self._timers.cancel(Timer.PTO)
+        elif restart:
+            timers = self._timers
+            timers.set(Timer.PTO, self._recovery.pto(
+                self._rtt.srtt, self._snd_max - self._snd_una, now,
+                timers.deadline(Timer.RETRANSMIT)))
+
+    def _on_pto(self, now: float) -> None:
+        """RFC 8985 §7.3 TLP_send_probe: the lowest unsent segment if the peer's window
+        admits one (cwnd and Nagle aside, as Linux), else the highest segment sent,
+        again; then the RTO is re-armed, not the PTO."""
+        if not self._tlp_possible():
+            return
+        recovery = self._recovery
+        unsent = len(self._send_buf) - (self._snd_nxt - self._buf_seq)
+        room = (self._snd_una + self._snd_wnd) - self._snd_nxt
+        if unsent > 0 and room > 0 and self._snd_nxt == self._snd_max:
+            self._emit_data(self._snd_nxt, min(unsent, self._smss, room), now)
+            recovery.tlp_sent(self._snd_max, False)
+        else:
+            start = Seq.max(self._snd_max - self._smss, self._snd_una)
+            self._retransmit(start, self._snd_max - start, now)
+            recovery.tlp_sent(self._snd_max, True)
+        self._last_send = now
+        self._timers.set(Timer.RETRANSMIT, now + self._rtt.rto)
 
     def _on_persist(self, now: float) -> None:
         pending = len(self._send_buf) - (self._snd_nxt - self._buf_seq)
@@ -1457,6 +1528,8 @@ class TcpConnection:
         if rexmit is not None:
             self._retransmit(rexmit[0], rexmit[1], now)  # RFC 6675 §5 step (4.3)
         self._arm_reorder()
+        # RFC 8985 §7.2: an ACK of new data restarts the loss probe timer.
+        self._arm_pto(now, restart=acked > 0)
         self._ack_state_transitions(now)
         return self._state is not TcpState.CLOSED
 
@@ -1479,6 +1552,7 @@ class TcpConnection:
             self._rtt_seq = None  # Karn
             self._retransmit(rexmit[0], rexmit[1], now)
         self._arm_reorder()
+        self._arm_pto(now, restart=False)  # cancelled if recovery began
 
     def _advance_una(self, ack: Seq) -> int:
         """SND.UNA moves to ``ack``: release the acknowledged bytes from the send buffer

@@ -83,5 +83,9 @@ RECOVERY_COUNTERS: Final = frozenset(
         "undo_rto",  # cwnd/ssthresh restored after a spurious RTO (RFC 4015 §3.2)
         "rack_reordering_seen",  # RFC 8985 §6.2: reordering seen, RACK decides losses
         "rack_timer_fired",  # RFC 8985 §6.3: the reordering timer expired
+        "tlp_probes_new_data",  # RFC 8985 §7.3: a loss probe sent new data
+        "tlp_probes_retransmitted",  # RFC 8985 §7.3: a loss probe resent the last segment
+        "tlp_no_loss",  # RFC 8985 §7.4: the probe's D-SACK or a duplicate ACK: no loss
+        "tlp_loss_repaired",  # RFC 8985 §7.4: the probe repaired a loss (cwnd reduced)
     }
 )

@@ -434,6 +434,7 @@ class FastPath:
             c._timers.cancel(Timer.RETRANSMIT)
         else:
             c._timers.set(Timer.RETRANSMIT, now + rtt_est.rto)
+        c._arm_pto(now, restart=True)  # RFC 8985 §7.2, as _process_ack
         # RFC 3465 limits slow-start growth per ACK (L = 2*SMSS), so in slow start the
         # controller hears each ACK; in congestion avoidance growth is per byte and one
         # call for the batch is equivalent.
@@ -571,6 +572,7 @@ class FastPath:
         timers.cancel(Timer.DELAYED_ACK)
         if not timers.is_set(Timer.RETRANSMIT):
             timers.set(Timer.RETRANSMIT, now + c._rtt.rto)
+        c._arm_pto(now, restart=True)  # RFC 8985 §7.2, as _transmit
         timers.cancel(Timer.PERSIST)
         c._last_send = now
         c.counters["segments_sent"] += n

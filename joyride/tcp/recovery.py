@@ -42,7 +42,17 @@ Beyond RFC 6675 (issue 15):
   8985 §6.2 step 4 makes RACK.reo_wnd 0 then (DupThresh's verdict). Send times
   are kept per send call (a batch of the fast path, a hand-back from the C data
   plane: the time C last sent), for data never retransmitted; RACK's detection of
-  lost retransmissions is not done (the RTO repairs those), nor is TLP (§7).
+  lost retransmissions is not done (the RTO repairs those).
+* Tail loss probes (RFC 8985 §7). While data is outstanding, nothing is SACKed and
+  no recovery (fast or RTO) is under way, the connection keeps a probe timeout
+  (PTO, ``pto``: 2*SRTT, plus TLP.max_ack_delay when one segment is in flight, never
+  later than the RTO) re-armed by every ACK of new data and every send of new data.
+  When it fires, one probe goes (``tlp_sent``): a new segment if the peer's window
+  admits one, else the highest segment sent again; at most one probe per flight
+  (``tlp_end_seq``, as Linux since 2020). The ACKs that follow decide (§7.4,
+  ``_tlp_ack``): a D-SACK of the probe or a plain duplicate ACK says nothing was
+  lost; an ACK beyond the probe's end without that says the probe repaired a loss,
+  and congestion control reacts once (Linux's CWR: ssthresh and cwnd reduced).
 """
 
 from __future__ import annotations
@@ -65,6 +75,15 @@ MAX_TX_RECORDS: Final = 8192
 #: RFC 8985 §6.2 step 4: the reordering window's multiplier resets after this many
 #: recoveries without a new D-SACK round.
 REO_WND_PERSIST: Final = 16
+#: RFC 8985 §7.2 TLP.max_ack_delay: the peer's delayed-ACK time, which the sender
+#: cannot know; the worst case, 200 ms (RFC 8985's WCDelAckT; Linux adds TCP_RTO_MIN).
+TLP_MAX_ACK_DELAY: Final = 0.2
+#: Linux's TCP_TIMEOUT_MIN (2 ms) added to 2*SRTT when more than one segment is in
+#: flight; RFC 8985 §7.2 adds nothing. Where SRTT is tens of microseconds (veth) a
+#: probe at 2*SRTT would fire at every scheduling delay of the peer.
+TLP_MIN_EXTRA: Final = 0.002
+#: RFC 8985 §7.2: the PTO before any RTT sample.
+TLP_INITIAL_PTO: Final = 1.0
 #: Episode kinds.
 EPISODE_NONE: Final = 0
 EPISODE_FAST: Final = 1  # fast retransmit / fast recovery
@@ -109,6 +128,8 @@ class LossRecovery:
         "retrans_ts",
         "rexmit_head",
         "sack_ok",
+        "tlp_end_seq",
+        "tlp_is_retrans",
         "undo_marker",
     )
 
@@ -155,6 +176,10 @@ class LossRecovery:
         self._reo_persist = REO_WND_PERSIST  # RACK.reo_wnd_persist
         #: When the RACK reordering timer (§6.3) is due, None when not armed.
         self.rack_timeout: float | None = None
+        # RFC 8985 §7.1 TLP state: SND.NXT after the outstanding probe (None: none),
+        # and whether that probe was a retransmission.
+        self.tlp_end_seq: Seq | None = None
+        self.tlp_is_retrans = False
 
     def configure(self, mss: int, sack_ok: bool) -> None:
         """After the handshake: the send MSS and whether SACK was negotiated."""
@@ -178,7 +203,8 @@ class LossRecovery:
         the connection, docs/dataplane.md)."""
         return (not self.in_recovery and self.dupacks == 0 and self._lt_bytes == 0
                 and not self.rexmit_head and self.board.sacked_bytes == 0
-                and self.undo_marker is None and self.rack_timeout is None)
+                and self.undo_marker is None and self.rack_timeout is None
+                and self.tlp_end_seq is None)
 
     # ------------------------------------------------------------------ per ACK
 
@@ -216,6 +242,8 @@ class LossRecovery:
             # blocks, so that data the cumulative ACK now covers leaves it at once.
             sacked_new = board.update(snd_una, blocks, snd_max)
             self._rack_ack(snd_una, acked, sacked_new, fack_before, dsack, srtt, now)
+            if self.tlp_end_seq is not None:
+                self._tlp_ack(snd_una, dupack, blocks, dsack, flight_before, now)
         if self.undo_marker is not None and acked > 0 and self.retrans_ts is not None and tsecr:
             # RFC 3522 §2 steps (2)-(3): the first acceptable ACK after the
             # retransmission decides: a TSecr older than RetransmitTS echoes the
@@ -294,6 +322,7 @@ class LossRecovery:
         cc, mss = self._cc, self.mss
         self._counters["fast_retransmits"] += 1
         self.in_recovery = True
+        self.tlp_end_seq = None  # RFC 8985 §7.4: recovery takes over (Linux: CWR/Recovery)
         # RFC 8985 §6.2 step 4: after 16 recoveries without a D-SACK round, the
         # reordering window's multiplier starts again from 1.
         self._reo_persist -= 1
@@ -533,13 +562,17 @@ class LossRecovery:
                 self._dsack_round = ends[-1] if ends else snd_una
                 self.reo_wnd_mult += 1
                 self._reo_persist = REO_WND_PERSIST
-        board.rack_mode = self.reordering_seen
+        # RFC 8985 §7.4.1: after a loss probe RACK decides what the probe's ACK says
+        # is lost, reordering seen or not.
+        board.rack_mode = self.reordering_seen or self.tlp_end_seq is not None
         self.rack_detect(srtt, now)
 
     def reo_wnd(self, srtt: float | None) -> float:
         """RFC 8985 §6.2 step 4: RACK.reo_wnd = min(min_RTT / 4 * reo_wnd_mult,
-        SRTT) once reordering was seen (0 before: RFC 6675 decides then)."""
-        if not self.reordering_seen:
+        SRTT); before reordering was seen, 0 in recovery or with DupThresh segments
+        SACKed (RACK only decides then after a loss probe: RFC 6675 otherwise)."""
+        if not self.reordering_seen and (
+                self.in_recovery or self.board.sacked_bytes >= self._dupthresh * self.mss):
             return 0.0
         wnd = (self.rack_min_rtt or 0.0) / 4 * self.reo_wnd_mult
         return min(wnd, srtt) if srtt is not None else wnd
@@ -643,6 +676,7 @@ class LossRecovery:
         self.board.clear()  # RFC 6675 §5.1 (and RFC 2018 §8: SACK may renege)
         self.board.rack_lost_below = None
         self.rack_timeout = None
+        self.tlp_end_seq = None  # RFC 8985 §7: RTO recovery, no probe outstanding
         self.in_recovery = False
         self.recover = snd_max  # no new recovery before this is ACKed (RFC 6582 §4)
         self.dupacks = 0
@@ -655,3 +689,64 @@ class LossRecovery:
         self._tx_ends.clear()
         self._tx_times.clear()
         self.rack_timeout = None
+        self.tlp_end_seq = None
+
+    # ------------------------------------------------------------------ TLP
+
+    def tlp_allowed(self, snd_una: Seq) -> bool:
+        """RFC 8985 §7.2: a loss probe may be scheduled: SACK in use (§2), neither
+        fast recovery nor RTO recovery under way (SND.UNA has passed the recovery
+        point), nothing delivered out of order (no SACKed data, no duplicate ACKs),
+        and no probe of this flight outstanding (at most one, as Linux)."""
+        return (self.sack_ok and not self.in_recovery and not self.rexmit_head
+                and self.dupacks == 0 and self.board.sacked_bytes == 0
+                and self.tlp_end_seq is None and not snd_una < self.recover)
+
+    def pto(self, srtt: float | None, flight: int, now: float, rto_at: float | None) -> float:
+        """RFC 8985 §7.2 TLP_calc_PTO, as a deadline: now + 2*SRTT, + TLP.max_ack_delay
+        with one segment in flight (else Linux's 2 ms), 1 s before any RTT sample;
+        never later than the RTO's expiration."""
+        if srtt is None:
+            pto = TLP_INITIAL_PTO
+        else:
+            pto = 2 * srtt + (TLP_MAX_ACK_DELAY if flight <= self.mss else TLP_MIN_EXTRA)
+        at = now + pto
+        if rto_at is not None and at > rto_at:
+            at = rto_at
+        return at
+
+    def tlp_sent(self, end: Seq, is_retrans: bool) -> None:
+        """RFC 8985 §7.3: a probe went; ``end`` is SND.NXT after it."""
+        self.tlp_end_seq = end
+        self.tlp_is_retrans = is_retrans
+        if is_retrans:
+            self._counters["tlp_probes_retransmitted"] += 1
+        else:
+            self._counters["tlp_probes_new_data"] += 1
+
+    def _tlp_ack(self, snd_una: Seq, dupack: bool,
+                 blocks: tuple[tuple[Seq, Seq], ...], dsack: bool, flight_before: int,
+                 now: float) -> None:
+        """RFC 8985 §7.4 TLP_process_ack: what the ACKs say about the probe."""
+        end = self.tlp_end_seq
+        if end is None or snd_una < end:
+            return
+        if not self.tlp_is_retrans:
+            self.tlp_end_seq = None  # a probe of new data was delivered
+        elif dsack and blocks[0][1] == end:
+            # §7.4.1: the probe's D-SACK: the original arrived too, nothing was lost.
+            self.tlp_end_seq = None
+            self._counters["tlp_no_loss"] += 1
+        elif snd_una > end:
+            # §7.4.2: the probe repaired a loss (no D-SACK came for it): react as to a
+            # congestion event, once, as Linux (tcp_process_tlp_ack: CWR).
+            self.tlp_end_seq = None
+            self._counters["tlp_loss_repaired"] += 1
+            if not self.in_recovery:
+                cc = self._cc
+                cc.on_congestion(now, max(flight_before, self.mss))
+                cc.on_recovery_exit(now)
+        elif dupack and not blocks:
+            # A duplicate ACK without SACK: the probe arrived after the original.
+            self.tlp_end_seq = None
+            self._counters["tlp_no_loss"] += 1

@@ -17,6 +17,7 @@ class Timer(FastEnum):
     TIME_WAIT = "time_wait"  # RFC 9293 §3.3.2, 2*MSL
     FIN_WAIT_2 = "fin_wait_2"  # orphan FIN-WAIT-2 bound (Linux tcp_fin_timeout)
     REORDER = "reorder"  # RFC 8985 §6.3 RACK reordering timer
+    PTO = "pto"  # RFC 8985 §7.2 tail loss probe timeout
 
 
 class Timers:

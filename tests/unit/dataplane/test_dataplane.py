@@ -151,6 +151,41 @@ def test_lost_reply_hands_back_on_rto_and_python_retransmits() -> None:
     assert server.counters["retransmitted_segments"] == 1
 
 
+def test_lost_tail_hands_back_at_the_pto_and_python_probes_rfc8985_7() -> None:
+    """RFC 8985 §7: C keeps the loss probe deadline (2*SRTT + TLP.max_ack_delay for one
+    segment in flight) and hands the flow back when it comes due; Python resends the
+    last segment as the probe, long before the RTO."""
+    bed = Bed()
+    client, server = bed.connect()
+    _ours, app = bed.adopt(server)
+    sent_at: list[float] = []
+
+    def drop_first_reply(frame: bytes, toward_plane: bool) -> bool:
+        if not toward_plane and parse_frame(frame).tcp.payload:
+            sent_at.append(bed.clock())
+            return len(sent_at) > 1
+        return True
+
+    bed.impair = drop_first_reply
+    app.sendall(b"a tail that is lost once")
+    bed.run(3)
+    assert len(sent_at) == 1 and server.parked
+    for _ in range(400):
+        bed.step(dt=0.001)
+        if bed.reasons:
+            break
+    assert bed.reasons == ["rto"]  # the retransmission timer's reason: the PTO's
+    bed.run(5)
+    assert client.recv() == b"a tail that is lost once"
+    assert server.counters["tlp_probes_retransmitted"] == 1
+    assert server.counters["rto_expired"] == 0
+    srtt = server.rtt.srtt
+    assert srtt is not None
+    # Due at 2*SRTT + 200 ms after the send, or at the RTO's expiry if that is sooner
+    # (§7.2; here the 200 ms minimum RTO); acted on at the first 1 ms step past it.
+    assert 0.2 <= sent_at[1] - sent_at[0] < 2 * srtt + 0.2 + 0.0012
+
+
 def test_application_eof_and_close_are_handed_back() -> None:
     bed = Bed()
     _client, server = bed.connect()

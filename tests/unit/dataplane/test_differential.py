@@ -53,8 +53,11 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
     if not in_c:
         bed.svc.use_fast_path = False  # the reference: TcpConnection's rules alone
     wire: list[tuple[int, int, int, int, bool]] = []
+    blackout = [0.0]  # ("blackout", s): the peer's frames are lost for s seconds
 
     def record(frame: bytes, toward_plane: bool) -> bool:
+        if toward_plane:
+            return bed.clock() >= blackout[0]
         if not toward_plane:
             seg = parse_frame(frame).tcp
             wire.append(((seg.seq - server.iss) & 0xFFFFFFFF,
@@ -89,6 +92,8 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
             else:
                 server.send(data)
                 bed.svc.mark(server)
+        elif kind == "blackout":
+            blackout[0] = bed.clock() + value
         else:
             bed.clock.advance(value)
         for _ in range(3):
@@ -139,3 +144,17 @@ def test_a_bulk_transfer_agrees_too() -> None:
     python, c = play(ops, in_c=False), play(ops, in_c=True)
     assert c["wire"] == python["wire"] and c["state"] == python["state"]
     assert len(c["peer"]) == 240_000 and len(c["app"]) == 100_000  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("config", ["cubic", "newreno"])
+def test_loss_probes_agree_rfc8985_7(config: str) -> None:
+    """The peer's ACKs are lost for a while: C hands the flow back when the loss probe
+    timeout comes due, as Python's own timer fires, and what follows (the probe, the
+    RTO after it, the recovery) is the same on the wire."""
+    ops: list[Op] = ([("app", 6000.0)] * 4 + [("blackout", 0.1), ("app", 3000.0)]
+                     + [("wait", 0.002)] * 30 + [("wait", 0.3), ("app", 2000.0),
+                                                 ("peer", 100.0), ("wait", 0.3)])
+    python, c = play(ops, in_c=False, config=config), play(ops, in_c=True, config=config)
+    assert c["wire"] == python["wire"] and c["state"] == python["state"]
+    assert c["peer"] == python["peer"] and c["app"] == python["app"]
+    assert "rto" in c["reasons"]

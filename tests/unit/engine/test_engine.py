@@ -226,17 +226,21 @@ def test_timer_heap_rearms_lazily_and_still_fires_on_time() -> None:
     # One entry per reply would have outgrown the sweep threshold many times over.
     assert server.counters["timer_heap_compactions"] == 0
     assert len(server._timers) <= 3
-    # The client falls silent: the next reply must be retransmitted at its RTO.
+    # The client falls silent: something must go at the RTO's time (the loss probe,
+    # RFC 8985 §7.2, comes due then with one segment in flight; it sends the reply
+    # Nagle held back behind the unacknowledged one).
     conn_s.send(b"unanswered")
     server.mark(conn_s)
     server.flush()
     rto_at = conn_s.poll_at()
     wake = server.next_deadline()
     assert rto_at is not None and wake is not None and wake <= rto_at
+    sent = conn_s.counters["segments_sent"]
     clock.now = rto_at - 0.001  # an early wake-up moves the entry, fires nothing
     server.poll()
-    assert conn_s.counters["rto_expired"] == 0
+    assert conn_s.counters["segments_sent"] == sent
     assert server.next_deadline() == rto_at
     clock.now = rto_at
     server.poll()
-    assert conn_s.counters["rto_expired"] == 1
+    assert conn_s.counters["segments_sent"] == sent + 1
+    assert conn_s.counters["tlp_probes_new_data"] == 1

@@ -27,12 +27,13 @@ def S(k: int) -> Seq:
     return BASE + k * MSS
 
 
-def _conn(timestamps: bool, cc: str = "newreno") -> TcpConnection:
+def _conn(timestamps: bool, cc: str = "newreno", *, tlp: bool = True) -> TcpConnection:
     # With timestamps the MSS option leaves 12 bytes for them: offer 1472.
     mss = MSS + 12 if timestamps else MSS
     peer = TcpOptions(mss=mss, sack_permitted=True, timestamps=(500, 0) if timestamps else None)
     conn = established(
-        plain_config(sack=True, timestamps=timestamps, congestion_control=cc, mss=mss),
+        plain_config(sack=True, timestamps=timestamps, congestion_control=cc, mss=mss,
+                     tlp=tlp),
         peer_options=peer,
     )
     assert conn.mss == MSS
@@ -148,7 +149,7 @@ def test_eifel_undoes_spurious_rto_rfc3522_rfc4015() -> None:
     """The ACKs were only late: the RTO fires, S(0) is resent (TSval 1200), and the
     first ACK echoes the original TSval 1000: spurious timeout. RFC 4015 §3.2:
     cwnd and ssthresh come back and the sender goes on from SND.MAX, not back N."""
-    conn = _conn(timestamps=True)
+    conn = _conn(timestamps=True, tlp=False)  # the RTO, not a loss probe
     before = conn.congestion.cwnd
     conn.on_timer(1.2)
     assert conn.counters["rto_expired"] == 1 and conn.congestion.cwnd == MSS
@@ -164,7 +165,7 @@ def test_eifel_undoes_spurious_rto_rfc3522_rfc4015() -> None:
 
 
 def test_genuine_rto_is_not_undone_rfc3522() -> None:
-    conn = _conn(timestamps=True)
+    conn = _conn(timestamps=True, tlp=False)  # the RTO, not a loss probe
     conn.on_timer(1.2)
     out(conn, 1.2)
     conn.receive(_ack(S(1), tsecr=1200), 1.25)  # echoes the retransmission

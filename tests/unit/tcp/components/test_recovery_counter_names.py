@@ -17,7 +17,7 @@ def test_recovery_counters_are_listed() -> None:
         for path in root.glob("*.py")
         if path.name != "counters.py"
         for name in re.findall(
-            r'counters\["((?:dsack|spurious|undo|rack)_[a-z_]+)"\]', path.read_text()
+            r'counters\["((?:dsack|spurious|undo|rack|tlp)_[a-z_]+)"\]', path.read_text()
         )
     }
     assert used == set(RECOVERY_COUNTERS)
