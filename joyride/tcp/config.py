@@ -47,6 +47,8 @@ class TcpConfig:
     dupthresh: int = 3
     #: Tail loss probes (RFC 8985 §7; with SACK only, as Linux's tcp_early_retrans=3).
     tlp: bool = True
+    #: F-RTO after a retransmission timeout (RFC 5682 §2; Linux's tcp_frto, on).
+    frto: bool = True
 
     # -- timers -----------------------------------------------------------------------
     #: RFC 6298 §2.1 initial RTO of 1 s; §2.4 lower bound (RFC says 1 s, Linux 200 ms).

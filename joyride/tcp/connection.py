@@ -56,7 +56,7 @@ from joyride.tcp.options import (
     ts_rtt,
 )
 from joyride.tcp.reassembly import MAX_WINDOW, Reassembler
-from joyride.tcp.recovery import TLP_MAX_ACK_DELAY, LossRecovery
+from joyride.tcp.recovery import EPISODE_RTO, TLP_MAX_ACK_DELAY, LossRecovery
 from joyride.tcp.rtt import RttEstimator
 from joyride.tcp.state import RECEIVING_STATES, TcpEvent, TcpState
 from joyride.tcp.timers import Timer, Timers
@@ -990,6 +990,7 @@ class TcpConnection:
             recovery.on_retransmit(
                 seq, n, ts_clock(now, self._ts_offset) if self._ts_ok else None, hold, now
             )
+            recovery.note_retransmit(seq, n, now)  # RFC 8985 §6.2: timed, for RACK
         else:
             if self._rtt_seq is None:
                 self._rtt_seq, self._rtt_time = end, now
@@ -1098,7 +1099,8 @@ class TcpConnection:
         self._rtt_seq = None  # Karn
         if self._state.synchronized and not handshake:
             self._recovery.on_rto(
-                self._snd_max, self._snd_max - self._snd_una, now, snd_una=self._snd_una
+                self._snd_max, self._snd_max - self._snd_una, now, snd_una=self._snd_una,
+                frto=self.config.frto,
             )
             self._timers.cancel(Timer.REORDER)  # the scoreboard is gone (RFC 6675 §5.1)
             self._timers.cancel(Timer.PTO)  # RTO recovery (RFC 8985 §7.2)
@@ -1518,6 +1520,8 @@ class TcpConnection:
             flight_before, self._rtt.srtt, now,
             tsecr=ts[1] if self._ts_ok and ts is not None else None, seg_ack=seg.ack,
         )
+        if recovery.frto:
+            self._frto_ack(acked, dupack, now)
         if recovery.resume_at_snd_max:
             # RFC 4015 §3.2: the timeout was spurious; what go-back-N would resend is
             # still in flight, so continue with new data from SND.MAX.
@@ -1532,6 +1536,55 @@ class TcpConnection:
         self._arm_pto(now, restart=acked > 0)
         self._ack_state_transitions(now)
         return self._state is not TcpState.CLOSED
+
+    def _frto_ack(self, acked: int, dupack: bool, now: float) -> None:
+        """RFC 5682 §2 steps 2-3, on the ACKs after the timeout's retransmission."""
+        recovery = self._recovery
+        marker = recovery.undo_marker
+        if marker is None or recovery.episode != EPISODE_RTO:
+            recovery.frto = 0  # undone already (Eifel), or over
+            return
+        una = self._snd_una
+        if recovery.frto == 1:
+            if dupack:
+                recovery.frto = 0  # step 2a: conventional RTO recovery
+                return
+            if acked <= 0:
+                return  # neither: wait for an ACK that decides
+            if not una < recovery.recover or una - marker < min(self._smss,
+                                                                recovery.recover - marker):
+                # Step 2a: everything outstanding is acknowledged, or not all that was
+                # retransmitted: conventional recovery.
+                recovery.frto = 0
+                return
+            # Step 2b: up to two new segments, if there are any and the window admits
+            # them (cwnd aside, as RFC 5682 says); none: conventional recovery.
+            self._snd_nxt = self._snd_max
+            sent = 0
+            for _ in range(2):
+                unsent = len(self._send_buf) - (self._snd_nxt - self._buf_seq)
+                room = (una + self._snd_wnd) - self._snd_nxt
+                if unsent <= 0 or room <= 0:
+                    break
+                self._emit_data(self._snd_nxt, min(unsent, self._smss, room), now)
+                sent += 1
+            if sent:
+                recovery.frto = 2
+            else:
+                recovery.frto = 0
+                self._snd_nxt = una  # go back N from here, as the RTO left it
+            return
+        # Step 3.
+        if acked > 0:
+            # 3b: data never retransmitted is acknowledged: the timeout was spurious.
+            recovery.frto_spurious(una, now)
+        elif dupack:
+            # 3a: the new segments drew duplicate ACKs: the loss was real. Slow start
+            # from at most 3*SMSS, retransmitting from SND.UNA.
+            recovery.frto = 0
+            cc = self._cc
+            cc.cwnd = min(cc.cwnd, 3 * self._smss)
+            self._snd_nxt = una
 
     def _arm_reorder(self) -> None:
         """RFC 8985 §6.3: the RACK reordering timer follows ``rack_timeout``."""

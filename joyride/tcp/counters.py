@@ -79,10 +79,12 @@ RECOVERY_COUNTERS: Final = frozenset(
         "dsack_received",  # RFC 2883 §5 / RFC 3708 §2: the peer reported a duplicate
         "spurious_detected_timestamps",  # RFC 3522 Eifel: TSecr older than RetransmitTS
         "spurious_detected_dsack",  # RFC 3708 §3: every retransmission came back D-SACKed
+        "spurious_detected_frto",  # RFC 5682 §2 step 3b: F-RTO found the RTO spurious
         "undo_fast_recovery",  # cwnd/ssthresh restored after a spurious fast retransmit
         "undo_rto",  # cwnd/ssthresh restored after a spurious RTO (RFC 4015 §3.2)
         "rack_reordering_seen",  # RFC 8985 §6.2: reordering seen, RACK decides losses
         "rack_timer_fired",  # RFC 8985 §6.3: the reordering timer expired
+        "rack_lost_retransmissions",  # RFC 8985 §6.2: a retransmission was lost again
         "tlp_probes_new_data",  # RFC 8985 §7.3: a loss probe sent new data
         "tlp_probes_retransmitted",  # RFC 8985 §7.3: a loss probe resent the last segment
         "tlp_no_loss",  # RFC 8985 §7.4: the probe's D-SACK or a duplicate ACK: no loss

@@ -41,8 +41,20 @@ Beyond RFC 6675 (issue 15):
   never above SRTT. Until reordering is seen RFC 6675's IsLost() decides, as RFC
   8985 §6.2 step 4 makes RACK.reo_wnd 0 then (DupThresh's verdict). Send times
   are kept per send call (a batch of the fast path, a hand-back from the C data
-  plane: the time C last sent), for data never retransmitted; RACK's detection of
-  lost retransmissions is not done (the RTO repairs those).
+  plane: the time C last sent), for data never retransmitted.
+* Lost retransmissions (RFC 8985 §6.2: a retransmission is timed like any segment):
+  every retransmission of fast recovery is logged with its send time
+  (``_rexmit_log``), and one not delivered while a segment sent after it was, RACK.rtt
+  + RACK.reo_wnd after it went, is lost again, whatever the mode of detection of
+  originals: it is sent again first (``next_seg``) and leaves the pipe meanwhile. RFC
+  6675 alone leaves such a loss to the RTO.
+* F-RTO (RFC 5682 §2) after a timeout that begins an episode (``frto``): the first
+  ACK after the retransmission, if it acknowledges that retransmission and not all
+  of what was outstanding, lets up to two new segments go instead of more
+  retransmissions; if the next ACK then acknowledges data that was never
+  retransmitted, the timeout was spurious and is undone as RFC 4015 says (the
+  episode's undo, above); a duplicate ACK instead returns to the conventional RTO
+  recovery (go-back-N in slow start). The connection sends (it owns the buffer).
 * Tail loss probes (RFC 8985 §7). While data is outstanding, nothing is SACKed and
   no recovery (fast or RTO) is under way, the connection keeps a probe timeout
   (PTO, ``pto``: 2*SRTT, plus TLP.max_ack_delay when one segment is in flight, never
@@ -102,6 +114,8 @@ class LossRecovery:
         "_prior_cwnd",
         "_prior_ssthresh",
         "_reo_persist",
+        "_rexmit_log",
+        "_rexmit_lost",
         "_rexmit_ranges",
         "_tx_ends",
         "_tx_times",
@@ -110,6 +124,7 @@ class LossRecovery:
         "board",
         "dupacks",
         "episode",
+        "frto",
         "high_rxt",
         "in_recovery",
         "mss",
@@ -164,6 +179,9 @@ class LossRecovery:
         self._prior_ssthresh = 0
         #: Set by an undo of an RTO: the connection resumes at SND.MAX (RFC 4015 §3.2).
         self.resume_at_snd_max = False
+        #: RFC 5682 F-RTO: 0 off; 1 the RTO's retransmission went, the first ACK after
+        #: it decides (step 2); 2 new data went, the second ACK decides (step 3).
+        self.frto = 0
         # RFC 8985 RACK (see the module docstring).
         self._tx_ends: list[Seq] = []  # end of each send call's data, in send order
         self._tx_times: list[float] = []  # and its time
@@ -176,6 +194,10 @@ class LossRecovery:
         self._reo_persist = REO_WND_PERSIST  # RACK.reo_wnd_persist
         #: When the RACK reordering timer (§6.3) is due, None when not armed.
         self.rack_timeout: float | None = None
+        # Retransmissions of this recovery, in send order: [start, end, time]; and the
+        # ranges found lost again, to send first (module docstring).
+        self._rexmit_log: list[tuple[Seq, Seq, float]] = []
+        self._rexmit_lost: list[tuple[Seq, Seq]] = []
         # RFC 8985 §7.1 TLP state: SND.NXT after the outstanding probe (None: none),
         # and whether that probe was a retransmission.
         self.tlp_end_seq: Seq | None = None
@@ -274,6 +296,8 @@ class LossRecovery:
                     cc.cwnd = cc.ssthresh  # RFC 6937 §3: on exit, cwnd = ssthresh
                 cc.on_recovery_exit(now)
                 self._counters["recovery_exits"] += 1
+                self._rexmit_log.clear()
+                self._rexmit_lost.clear()
             elif self.sack_ok:
                 # RFC 6937 §3: DeliveredData = change in SND.UNA + change in SACKed.
                 delivered = acked + self.board.sacked_bytes - sacked_before
@@ -330,6 +354,8 @@ class LossRecovery:
             self.reo_wnd_mult = 1
             self._reo_persist = REO_WND_PERSIST
         self.recover = snd_max
+        self._rexmit_log.clear()
+        self._rexmit_lost.clear()
         # A new episode for undo (RFC 3708 §3, RFC 4015 §3.2): what is replaced.
         self._begin_episode(EPISODE_FAST, snd_una)
         # RFC 5681 §3.2 step 2: data sent by limited transmit is left out of FlightSize.
@@ -369,7 +395,7 @@ class LossRecovery:
         path (fast or slow) took that segment."""
         cc = self._cc
         self.prr_delivered += delivered
-        pipe = self.board.pipe(snd_una, snd_max, self.high_rxt)
+        pipe = self._pipe(snd_una, snd_max)
         ssthresh = cc.ssthresh
         if pipe > ssthresh:
             # Proportional Rate Reduction: sndcnt = CEIL(prr_delivered * ssthresh /
@@ -381,6 +407,14 @@ class LossRecovery:
             limit = max(self.prr_delivered - self.prr_out, delivered) + self.mss
             sndcnt = min(ssthresh - pipe, limit)
         cc.cwnd = pipe + max(sndcnt, 0)
+
+    def _pipe(self, snd_una: Seq, snd_max: Seq) -> int:
+        """RFC 6675 SetPipe(), less the retransmissions found lost (they left the
+        network; SetPipe counts every octet below HighRxt as retransmitted once)."""
+        pipe = self.board.pipe(snd_una, snd_max, self.high_rxt)
+        if self._rexmit_lost:
+            pipe = max(pipe - self._lost_rexmit_bytes(), 0)
+        return pipe
 
     def sent(self, n: int) -> None:
         """``n`` bytes went out (new or retransmitted): RFC 6937 §3 "On any data
@@ -404,6 +438,7 @@ class LossRecovery:
         self._prior_ssthresh = cc.ssthresh
 
     def _end_episode(self) -> None:
+        self.frto = 0
         self.episode = EPISODE_NONE
         self.undo_marker = None
         self.retrans_ts = None
@@ -464,6 +499,11 @@ class LossRecovery:
         self._rexmit_ranges = kept
         return True
 
+    def frto_spurious(self, snd_una: Seq, now: float) -> None:
+        """RFC 5682 §2 step 3b: the timeout was spurious: undo it (RFC 4015 §3.2)."""
+        self._counters["spurious_detected_frto"] += 1
+        self._undo(snd_una, now)
+
     def _undo(self, snd_una: Seq, now: float) -> None:
         """The episode was spurious: restore cwnd and ssthresh (RFC 4015 §3.2; as
         Linux's tcp_undo_cwnd_reduction, never below what they are now)."""
@@ -475,6 +515,8 @@ class LossRecovery:
             self.rexmit_head = False  # NewReno: nothing more to resend
             cc.on_recovery_exit(now)
             self.recover = snd_una  # a real loss may start recovery again
+            self._rexmit_log.clear()
+            self._rexmit_lost.clear()
         cc.cwnd = max(cc.cwnd, self._prior_cwnd)
         cc.ssthresh = max(cc.ssthresh, self._prior_ssthresh)
         counters = self._counters
@@ -584,10 +626,15 @@ class LossRecovery:
         board = self.board
         self.rack_timeout = None
         xmit = self.rack_xmit_ts
-        if not board.rack_mode or xmit is None:
+        if xmit is None:
             board.rack_lost_below = None
             return
         wait = self.rack_rtt + self.reo_wnd(srtt)
+        if self._rexmit_log:
+            self._detect_lost_rexmits(xmit, wait, now)
+        if not board.rack_mode:
+            board.rack_lost_below = None
+            return
         ends, times = self._tx_ends, self._tx_times
         # Send times grow along the sequence space (originals only), so the lost
         # octets are the unSACKed ones below the first record still in time.
@@ -597,7 +644,64 @@ class LossRecovery:
         board.rack_lost_below = ends[i - 1] if i else None
         if i < n and times[i] <= xmit and board.sacked_bytes:
             # A hole below SACKed data waits for the window to pass.
-            self.rack_timeout = times[i] + wait
+            at = times[i] + wait
+            if self.rack_timeout is None or at < self.rack_timeout:
+                self.rack_timeout = at
+
+    def note_retransmit(self, seq: Seq, n: int, now: float) -> None:
+        """[seq, seq+n) was retransmitted at ``now`` (logged during fast recovery with
+        SACK, for the detection of lost retransmissions)."""
+        if not (self.in_recovery and self.sack_ok) or n <= 0:
+            return
+        log = self._rexmit_log
+        if len(log) >= MAX_TX_RECORDS:
+            del log[0]
+        log.append((seq, seq + n, now))
+
+    def _detect_lost_rexmits(self, xmit: float, wait: float, now: float) -> None:
+        """RFC 8985 §6.2 step 5 for retransmissions: one sent no later than RACK.xmit_ts
+        (a segment sent after it was delivered; a tie is broken by sequence, and new
+        data lies above every retransmission) and not delivered RACK.rtt +
+        RACK.reo_wnd after it went is lost; for the first one not yet past that, the
+        reordering timer (§6.3)."""
+        board = self.board
+        kept: list[tuple[Seq, Seq, float]] = []
+        for left, right, sent in self._rexmit_log:
+            if board.unsacked(left, right) == 0:
+                continue  # delivered
+            if sent > xmit:
+                kept.append((left, right, sent))
+            elif sent + wait <= now:
+                self._rexmit_lost.append((left, right))
+                self._counters["rack_lost_retransmissions"] += 1
+            else:
+                kept.append((left, right, sent))
+                at = sent + wait
+                if self.rack_timeout is None or at < self.rack_timeout:
+                    self.rack_timeout = at
+        self._rexmit_log = kept
+
+    def _lost_rexmit_bytes(self) -> int:
+        board = self.board
+        return sum(board.unsacked(left, right) for left, right in self._rexmit_lost)
+
+    def _next_lost_rexmit(self, snd_una: Seq) -> tuple[Seq, int] | None:
+        """The first octets of a retransmission found lost, to send again (at most one
+        SMSS; the rest stays queued), or None."""
+        lost, board = self._rexmit_lost, self.board
+        while lost:
+            left, right = lost[0]
+            left = board.first_unsacked(Seq.max(left, snd_una))
+            if not left < right:
+                del lost[0]
+                continue
+            n = min(right - left, self.mss)
+            if left + n < right:
+                lost[0] = (left + n, right)
+            else:
+                del lost[0]
+            return left, n
+        return None
 
     def on_rack_timer(self, snd_una: Seq, snd_max: Seq, srtt: float | None,
                       now: float) -> tuple[Seq, int] | None:
@@ -634,8 +738,13 @@ class LossRecovery:
         """RFC 6675 §5 step (C): what to send next while cwnd - pipe >= 1 SMSS, or
         None. ``board.last_rule`` says which NextSeg rule chose it (2: new data)."""
         board = self.board
-        if cwnd - board.pipe(snd_una, snd_max, self.high_rxt) < self.mss:
+        if cwnd - self._pipe(snd_una, snd_max) < self.mss:
             return None
+        if self._rexmit_lost:
+            lost = self._next_lost_rexmit(snd_una)
+            if lost is not None:
+                board.last_rule = 1  # a lost segment: NextSeg (1)'s kind (HighRxt stays)
+                return lost
         # RFC 6675 §4 NextSeg (2) applies only when unsent data exists and the peer's
         # window admits it (``new_data_ok``); otherwise rules (3) and (4) get a turn.
         return board.next_seg(
@@ -661,8 +770,11 @@ class LossRecovery:
     # ------------------------------------------------------------------ timeouts
 
     def on_rto(self, snd_max: Seq, flight: int, now: float, *,
-               snd_una: Seq | None = None) -> None:
-        """RFC 6298 §5.5-5.6 as seen by recovery: loss window, scoreboard discarded."""
+               snd_una: Seq | None = None, frto: bool = False) -> None:
+        """RFC 6298 §5.5-5.6 as seen by recovery: loss window, scoreboard discarded.
+        ``frto``: F-RTO may follow (RFC 5682 §2 step 1) if this timeout begins an
+        episode (not a backed-off one, nor one in fast recovery)."""
+        self.frto = 0
         if snd_una is not None and not (
             self.episode == EPISODE_RTO and self.undo_marker == snd_una
         ) and not self.in_recovery:
@@ -670,6 +782,8 @@ class LossRecovery:
             # timeout struck during fast recovery (undo then returns to the state
             # before that recovery, as Linux's tcp_enter_loss).
             self._begin_episode(EPISODE_RTO, snd_una)
+            if frto:
+                self.frto = 1
         elif self.undo_marker is not None:
             self.episode = EPISODE_RTO
         self._cc.on_rto(now, flight)  # RFC 5681 eq. 4, cwnd = 1 SMSS
@@ -677,6 +791,8 @@ class LossRecovery:
         self.board.rack_lost_below = None
         self.rack_timeout = None
         self.tlp_end_seq = None  # RFC 8985 §7: RTO recovery, no probe outstanding
+        self._rexmit_log.clear()
+        self._rexmit_lost.clear()
         self.in_recovery = False
         self.recover = snd_max  # no new recovery before this is ACKed (RFC 6582 §4)
         self.dupacks = 0
@@ -690,6 +806,8 @@ class LossRecovery:
         self._tx_times.clear()
         self.rack_timeout = None
         self.tlp_end_seq = None
+        self._rexmit_log.clear()
+        self._rexmit_lost.clear()
 
     # ------------------------------------------------------------------ TLP
 

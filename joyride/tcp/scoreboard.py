@@ -220,6 +220,15 @@ class SackScoreboard:
     def _unsacked(self, a: int, b: int) -> int:
         return max(b - a, 0) - self._sacked_between(a, b)
 
+    def unsacked(self, left: Seq, right: Seq) -> int:
+        """How many octets of [left, right) are neither SACKed nor below SND.UNA."""
+        una = self._una_pos
+        return self._unsacked(max(self._pos(left), una), self._pos(right))
+
+    def first_unsacked(self, seq: Seq) -> Seq:
+        """The first octet at or after ``seq`` (and SND.UNA) that is not SACKed."""
+        return self._seq(self._first_unsacked_from(max(self._pos(seq), self._una_pos)))
+
     def pipe(self, snd_una: Seq, snd_nxt: Seq, high_rxt: Seq) -> int:
         """RFC 6675 §4 SetPipe(): the sender's estimate of bytes still in the network.
 

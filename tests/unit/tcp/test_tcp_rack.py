@@ -131,3 +131,33 @@ def test_send_times_follow_batches_and_hand_back() -> None:
     assert rec._tx_time(S(15)) == 1.2
     rec.note_sent(S(21), 1.3, S(10))  # records below SND.UNA go
     assert rec._tx_ends[0] == S(10) and rec._tx_time(S(10)) == 1.05
+
+
+def test_a_lost_retransmission_is_sent_again_without_an_rto_rfc8985_6_2() -> None:
+    """RFC 8985 §6.2: retransmissions are timed too. S(0) is lost and so is its
+    retransmission (t = 1.022); once a segment sent after it (S(12), t = 1.032) is
+    SACKed and RACK.rtt has passed since the retransmission, it is lost again and goes
+    first - RFC 6675 alone would wait for the RTO. Reordering never seen: this runs in
+    the DupThresh regime too."""
+    conn = syn_sent(plain_config(sack=True, congestion_control="cubic"), 0.0)
+    conn.receive(seg(IRS, ISS + 1, SYN | ACK, options=TcpOptions(mss=MSS, sack_permitted=True)),
+                 0.02)
+    one(conn, 0.02)
+    conn.send(b"d" * MSS * 20)
+    assert len(out(conn, 1.0)) == 10
+    sent: list[tuple[float, int]] = []
+    for t, k in ((1.02, 2), (1.021, 3), (1.022, 4), (1.03, 5), (1.031, 6), (1.032, 7),
+                 (1.04, 10), (1.05, 11)):
+        conn.receive(_ack(S(0), (1, k)), t)
+        sent += [(t, (s.seq - BASE) // MSS) for s in out(conn, t)]
+    assert (1.022, 0) in sent and (1.032, 12) in sent  # the retransmission, then S(12)
+    assert [k for _, k in sent].count(0) == 1
+    assert not conn._recovery.reordering_seen
+    conn.receive(_ack(S(0), (1, 13)), 1.06)  # S(12) SACKed; RACK.rtt 28 ms
+    assert conn.counters["rack_lost_retransmissions"] == 1
+    first = out(conn, 1.06)[0]
+    assert (first.seq, len(first.payload)) == (S(0), MSS)
+    conn.receive(_ack(S(0), (1, 14)), 1.061)  # no second resend of the same loss
+    assert all(s.seq != S(0) for s in out(conn, 1.061))
+    conn.receive(_ack(S(19)), 1.08)
+    assert conn.counters["rto_expired"] == 0 and conn.counters["retransmitted_segments"] == 2

@@ -252,3 +252,67 @@ def test_prr_slow_start_reduction_bound_rfc6937_3() -> None:
     # RFC 6937 §3: on exit, cwnd = ssthresh.
     rec.on_ack(T(10), mx, 10 * M, False, (), 10 * M, None, 1.3)
     assert not rec.in_recovery and cc.cwnd == 5 * M
+
+
+def _rto_with_more_queued(conn: TcpConnection) -> None:
+    """Four more segments wait behind the window; the RTO fires at t = 1.2 and S(0)
+    goes again (F-RTO, RFC 5682 §2 step 1)."""
+    conn.send(b"e" * MSS * 4)
+    assert out(conn, 1.0) == []  # the initial window is full
+    conn.on_timer(1.2)
+    assert conn.counters["rto_expired"] == 1 and conn._recovery.frto == 1
+    assert [s.seq for s in out(conn, 1.2)] == [S(0)]
+
+
+def test_frto_finds_a_spurious_rto_and_undoes_it_rfc5682_2() -> None:
+    """The ACKs were only late (no timestamps: Eifel cannot tell). The first ACK
+    covers the retransmission: two new segments go instead of more retransmissions
+    (step 2b); the next ACK acknowledges data never retransmitted: spurious (step 3b),
+    and RFC 4015 undoes the timeout."""
+    conn = _conn(timestamps=False, tlp=False)
+    before = conn.congestion.cwnd
+    _rto_with_more_queued(conn)
+    conn.receive(_ack(S(2)), 1.25)  # the originals S(0), S(1)
+    assert [s.seq for s in out(conn, 1.25)] == [S(10), S(11)]
+    assert conn._recovery.frto == 2
+    conn.receive(_ack(S(4)), 1.26)
+    assert conn.counters["spurious_detected_frto"] == 1 and conn.counters["undo_rto"] == 1
+    assert conn.congestion.cwnd >= before
+    assert conn.snd_nxt == S(12)  # resumes with new data, not back N
+    assert all(s.seq >= S(12) for s in out(conn, 1.26))
+    assert conn.counters["retransmitted_segments"] == 1
+
+
+def test_frto_returns_to_go_back_n_after_a_genuine_rto_rfc5682_2() -> None:
+    """Everything after S(0) was lost too: the new segments draw duplicate ACKs (step
+    3a): slow start from at most 3*SMSS, retransmitting from SND.UNA."""
+    conn = _conn(timestamps=False, tlp=False)
+    _rto_with_more_queued(conn)
+    conn.receive(_ack(S(1)), 1.25)  # only the retransmission arrived
+    assert [s.seq for s in out(conn, 1.25)] == [S(10), S(11)]
+    conn.receive(_ack(S(1), (S(10), S(11))), 1.26)
+    assert conn._recovery.frto == 0 and conn.counters["undo_rto"] == 0
+    assert conn.congestion.cwnd <= 3 * MSS
+    assert out(conn, 1.26)[0].seq == S(1)  # go-back-N resumes
+
+
+def test_frto_without_new_data_is_conventional_recovery_rfc5682_2() -> None:
+    conn = _conn(timestamps=False, tlp=False)
+    conn.on_timer(1.2)
+    assert [s.seq for s in out(conn, 1.2)] == [S(0)]
+    conn.receive(_ack(S(1)), 1.25)
+    assert conn._recovery.frto == 0
+    assert [s.seq for s in out(conn, 1.25)] == [S(1), S(2)]  # slow start, back N
+
+
+def test_frto_off_is_plain_go_back_n() -> None:
+    conn = established(plain_config(sack=True, congestion_control="newreno", tlp=False,
+                                    frto=False),
+                       peer_options=TcpOptions(mss=MSS, sack_permitted=True))
+    conn.send(b"d" * MSS * 14)
+    out(conn, 1.0)
+    conn.on_timer(1.2)
+    out(conn, 1.2)
+    assert conn._recovery.frto == 0
+    conn.receive(_ack(S(2)), 1.25)
+    assert [s.seq for s in out(conn, 1.25)] == [S(2), S(3)]
