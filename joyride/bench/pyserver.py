@@ -7,6 +7,10 @@
 * ``--http PORT``: keep-alive HTTP/1.1 answering every request with ``BODY`` (the same
   bytes nginx serves in the benchmark), closing when asked (``Connection: close``).
 * ``--sink PORT``: reads and discards until EOF, then closes (throughput).
+* ``--bulk PORT``: the transfers of the impairment benchmark (``joyride.bench.impair``):
+  ``b"D"`` and a length (8 bytes, network order) is answered with that many bytes of
+  ``bulk_bytes`` and a close; ``b"U"`` and a length is followed by that many bytes
+  from the client, answered with their SHA-256 and a close.
 
 The same code runs on the kernel (stdlib ``asyncio``), under ``joyride run`` (the shim
 moves its listeners to the network service) and embedded (``--embed IFACE``:
@@ -18,6 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import hashlib
+import random
 import signal
 import struct
 import sys
@@ -91,9 +98,43 @@ async def sink_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     writer.close()
 
 
+#: The largest transfer ``--bulk`` takes.
+MAX_BULK = 1 << 30
+
+
+@functools.lru_cache(maxsize=2)
+def bulk_bytes(n: int) -> bytes:
+    """``n`` bytes the client can check by hash (the same for every server)."""
+    return random.Random(n).randbytes(n)
+
+
+async def _read_exactly(reader: asyncio.StreamReader, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n and (data := await reader.read(n - len(buf))):
+        buf += data
+    return bytes(buf)
+
+
+async def bulk_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        head = await _read_exactly(reader, 9)
+        n = int.from_bytes(head[1:], "big") if len(head) == 9 else MAX_BULK + 1
+        if head[:1] == b"D" and n <= MAX_BULK:
+            writer.write(bulk_bytes(n))
+            await writer.drain()
+        elif head[:1] == b"U" and n <= MAX_BULK:
+            digest, left = hashlib.sha256(), n
+            while left and (data := await reader.read(min(left, 1 << 18))):
+                digest.update(data)
+                left -= len(data)
+            writer.write(digest.digest())
+            await writer.drain()
+    writer.close()
+
+
 async def serve(ports: dict[str, int], start_server: Any, host: str | None) -> None:
     handlers: dict[str, Handler] = {"rr": rr_handler, "http": http_handler,
-                                    "sink": sink_handler}
+                                    "sink": sink_handler, "bulk": bulk_handler}
     servers = [await start_server(handlers[kind], host, port)
                for kind, port in ports.items()]
     print("ready", flush=True)
@@ -111,12 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rr", type=int)
     ap.add_argument("--http", type=int)
     ap.add_argument("--sink", type=int)
+    ap.add_argument("--bulk", type=int)
     ap.add_argument("--embed", metavar="IFACE", help="serve through joyride.embed on IFACE")
     args = ap.parse_args(argv)
-    ports = {k: v for k, v in (("rr", args.rr), ("http", args.http), ("sink", args.sink))
+    ports = {k: v for k, v in (("rr", args.rr), ("http", args.http), ("sink", args.sink),
+                               ("bulk", args.bulk))
              if v is not None}
     if not ports:
-        ap.error("give at least one of --rr, --http, --sink")
+        ap.error("give at least one of --rr, --http, --sink, --bulk")
     if args.embed is None:
         asyncio.run(serve(ports, asyncio.start_server, "0.0.0.0"))
         return 0

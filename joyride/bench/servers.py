@@ -31,7 +31,7 @@ KERNEL_BASE: Final = 9100
 SERVICE_BASE: Final = 8100
 EMBED_BASE: Final = 8200
 OFFSETS: Final = {"sockperf": 1, "iperf3": 2, "nginx": 3, "py_rr": 4, "py_http": 5,
-                  "py_sink": 6}
+                  "py_sink": 6, "py_bulk": 7}
 SERVICE_PORTS: Final = f"{SERVICE_BASE + 1}-{SERVICE_BASE + len(OFFSETS)}"
 NATIVE_SERVERS: Final = ("sockperf", "iperf3", "nginx")
 
@@ -110,14 +110,14 @@ def server_argv(name: str, mode: str, workdir: Path, ifname: str) -> list[str]:
     if name == "python":
         argv = [PY, "-m", "joyride.bench.pyserver",
                 "--rr", str(port_of(mode, "py_rr")), "--http", str(port_of(mode, "py_http")),
-                "--sink", str(port_of(mode, "py_sink"))]
+                "--sink", str(port_of(mode, "py_sink")), "--bulk", str(port_of(mode, "py_bulk"))]
         return [*argv, "--embed", ifname] if mode == "embedded" else argv
     raise ValueError(f"unknown server {name!r}")
 
 
 def ports_of(name: str, mode: str) -> dict[str, int]:
     if name == "python":
-        return {kind: port_of(mode, f"py_{kind}") for kind in ("rr", "http", "sink")}
+        return {kind: port_of(mode, f"py_{kind}") for kind in ("rr", "http", "sink", "bulk")}
     return {name: port_of(mode, name)}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import struct
 
@@ -77,3 +78,39 @@ def test_servers_on_loopback() -> None:
     assert struct.unpack_from("!QH", rr) == (7, 0x2)
     assert http.count(b"HTTP/1.1 200 OK") == 2 and http.endswith(pyserver.BODY)
     assert sink == b""
+
+
+async def _bulk_both_ways(size: int) -> tuple[bytes, bytes, bytes]:
+    srv = await asyncio.start_server(pyserver.bulk_handler, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+
+    def clients() -> tuple[bytes, bytes, bytes]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"D" + size.to_bytes(8, "big"))
+            down = b""
+            while chunk := s.recv(65536):
+                down += chunk
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"U" + size.to_bytes(8, "big") + pyserver.bulk_bytes(size))
+            digest = b""
+            while chunk := s.recv(64):
+                digest += chunk
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"X" + size.to_bytes(8, "big"))
+            other = s.recv(10)  # an unknown request: closed without a reply
+        return down, digest, other
+
+    try:
+        return await asyncio.to_thread(clients)
+    finally:
+        srv.close()
+
+
+def test_bulk_transfers_both_ways_on_loopback() -> None:
+    """The impairment benchmark's requests: D sends the checkable bytes, U answers the
+    SHA-256 of what it read."""
+    size = 300_001
+    down, digest, other = asyncio.run(asyncio.wait_for(_bulk_both_ways(size), 30))
+    assert down == pyserver.bulk_bytes(size) and len(down) == size
+    assert digest == hashlib.sha256(pyserver.bulk_bytes(size)).digest()
+    assert other == b""

@@ -1,0 +1,33 @@
+"""The impairment benchmark's bookkeeping (no test bed: the run itself is
+``python -m joyride.bench.impair``, tried by hand and in results/impair.md)."""
+
+from __future__ import annotations
+
+from joyride.bench import impair
+
+
+def test_profiles_are_those_of_the_issue_and_valid() -> None:
+    assert set(impair.PROFILES) == {"clean", "loss1", "loss3", "reorder10", "reorder30",
+                                    "loss1_delay20", "mixed"}
+    to_joy, to_peer = impair.PROFILES["mixed"]
+    assert (to_joy.loss, to_joy.reorder, to_joy.duplicate, to_joy.corrupt, to_joy.delay) == (
+        0.03, 0.10, 0.01, 0.005, 0.005)
+    assert to_peer.duplicate == 0  # the bed duplicates towards Joyride only
+
+
+def test_median_needs_every_sample() -> None:
+    assert impair._median([{"seconds": 3.0}, {"seconds": 1.0}, {"seconds": 2.0}]) == 2.0
+    assert impair._median([{"seconds": 1.0}, {"error": "timeout"}, {"seconds": 2.0}]) is None
+
+
+def test_table_shows_ratio_per_profile_and_direction() -> None:
+    row = {"kernel_s": 2.0, "joyride_s": 3.0, "ratio": 1.5, "samples": {}}
+    doc = {"when": "now", "machine": {"cpus": 2, "kernel": "k"}, "mb": 10, "reps": 3,
+           "seconds": 1.0, "profiles": {
+               "mixed": {"modes": {"service": {"download": row, "upload": dict(
+                   row, joyride_s=None, ratio=None)}}},
+               "loss1": {"error": "ServerError: no"}}}
+    text = impair.table(doc)
+    assert "| mixed | service | download | 2.00 | 3.00 | 1.50 |" in text
+    assert "| mixed | service | upload | 2.00 | error | error |" in text
+    assert "| loss1 | | | error: ServerError: no | | |" in text
