@@ -11,10 +11,15 @@ on the kernel (an unsteered port), once on Joyride (service mode under ``joyride
 embedded mode through ``joyride.embed``), alternating which goes first at every
 repetition, every transfer checked by SHA-256. The kernel side sends segment-sized
 frames (TSO and GSO off on the Joyride-side veth), as Joyride does: the bed's loss rule
-drops whole frames. "download" is Joyride sending, "upload"
-Joyride receiving. Reported: the median completion time of each side and their ratio
-(Joyride / kernel: 1.0 is parity, above is slower), plus the Joyride side's recovery
-counters (``joyride stats``) after the profile.
+drops whole frames. The kernel's congestion controller is ``--kernel-cc`` on every
+connection (TCP_CONGESTION: the server's listener, the client's socket), CUBIC by
+default as Joyride's: this machine's default is BBR, which does
+not take random loss for congestion, and beside it a loss-based controller measures the
+controllers' difference, not loss recovery's (``--kernel-cc bbr`` shows that one).
+"download" is Joyride sending, "upload" Joyride receiving. Reported: the median
+completion time of each side and their ratio (Joyride / kernel: 1.0 is parity, above is
+slower), plus the Joyride side's recovery counters (``joyride stats``) from one more,
+untimed transfer each way.
 
 Bounded: every transfer has a timeout (recorded as an error, never waited out), and
 every bed, server and service is gone when this returns.
@@ -66,14 +71,20 @@ COUNTERS: Final = (
 )
 
 
-def transfer(bed: Testbed, port: int, direction: str, size: int, timeout: float) -> float:
-    """One transfer from the peer's kernel client; seconds, or ValueError if the bytes
-    that arrived are not the bytes sent."""
+def transfer(bed: Testbed, port: int, direction: str, size: int, timeout: float,
+             cc: str | None = None) -> float:
+    """One transfer from the peer's kernel client (``cc``: its congestion controller,
+    which sends the uploads); seconds, or ValueError if the bytes that arrived are not
+    the bytes sent."""
     data = bulk_bytes(size)
     start = time.monotonic()
     with bed.peer.inside():
-        sock = socket.create_connection((bed.joy.ip, port), timeout=timeout)
+        sock = socket.socket()
     with sock:
+        if cc is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+        sock.settimeout(timeout)
+        sock.connect((bed.joy.ip, port))
         sock.settimeout(timeout)
         if direction == "download":
             sock.sendall(b"D" + size.to_bytes(8, "big"))
@@ -97,7 +108,7 @@ def transfer(bed: Testbed, port: int, direction: str, size: int, timeout: float)
 
 
 def counted_transfer(bed: Testbed, port: int, direction: str, size: int,
-                     timeout: float) -> dict[str, int]:
+                     timeout: float, cc: str | None) -> dict[str, int]:
     """One more transfer (not timed), with the service's counters of its connection:
     ``joyride stats`` shows live connections only, so they are read while it runs
     (every 50 ms; the last reading before the close, less the final ACKs)."""
@@ -113,16 +124,17 @@ def counted_transfer(bed: Testbed, port: int, direction: str, size: int,
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     try:
-        _sample(bed, port, direction, size, timeout)
+        _sample(bed, port, direction, size, timeout, cc)
     finally:
         done.set()
         poller.join(timeout + 30)
     return seen
 
 
-def _sample(bed: Testbed, port: int, direction: str, size: int, timeout: float) -> dict[str, Any]:
+def _sample(bed: Testbed, port: int, direction: str, size: int, timeout: float,
+            cc: str | None) -> dict[str, Any]:
     try:
-        return {"seconds": round(transfer(bed, port, direction, size, timeout), 4)}
+        return {"seconds": round(transfer(bed, port, direction, size, timeout, cc), 4)}
     except (OSError, ValueError) as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -134,10 +146,10 @@ def _median(samples: list[dict[str, Any]]) -> float | None:
 
 
 def run_profile(name: str, modes: list[str], size: int, reps: int, timeout: float,
-                workdir: Path, log: Any) -> dict[str, Any]:
+                workdir: Path, log: Any, kernel_cc: str = "cubic") -> dict[str, Any]:
     to_joy, to_peer = PROFILES[name]
     out: dict[str, Any] = {"to_joyride": _imp_json(to_joy), "to_peer": _imp_json(to_peer),
-                           "modes": {}}
+                           "kernel_cc": kernel_cc, "modes": {}}
     with Testbed(to_joy=to_joy, to_peer=to_peer, seed=15) as bed, \
             contextlib.ExitStack() as kernel_stack:
         # The kernel's TSO/GSO frames would cross the veth whole and meet the loss rule
@@ -145,7 +157,8 @@ def run_profile(name: str, modes: list[str], size: int, reps: int, timeout: floa
         # frames are one segment each. Segment-sized frames on both sides (as the bed
         # already has when the relay runs).
         bed.joy.run("ethtool", "-K", bed.joy.ifname, "tso", "off", "gso", "off")
-        kernel = servers.start(bed, "python", "kernel", workdir, workdir / "kernel.log")
+        kernel = servers.start(bed, "python", "kernel", workdir, workdir / "kernel.log",
+                               ("--cc", kernel_cc))
         kernel_stack.callback(kernel.stop)
         for mode in modes:
             with contextlib.ExitStack() as stack:
@@ -162,7 +175,7 @@ def run_profile(name: str, modes: list[str], size: int, reps: int, timeout: floa
                         if rep % 2:
                             sides.reverse()
                         for side, port in sides:
-                            got = _sample(bed, port, direction, size, timeout)
+                            got = _sample(bed, port, direction, size, timeout, kernel_cc)
                             pair[side].append(got)
                             print(f"  {name} {mode} {direction} rep {rep + 1} {side}: {got}",
                                   file=log, flush=True)
@@ -175,7 +188,7 @@ def run_profile(name: str, modes: list[str], size: int, reps: int, timeout: floa
                 if mode == "service":
                     result["counters"] = {
                         direction: counted_transfer(bed, joy.ports["bulk"], direction, size,
-                                                    timeout)
+                                                    timeout, kernel_cc)
                         for direction in DIRECTIONS}
                 out["modes"][mode] = result
     return out
@@ -188,7 +201,9 @@ def _imp_json(imp: Impairment) -> dict[str, Any]:
 def table(doc: dict[str, Any]) -> str:
     lines = [f"Measured {doc['when']} on {doc['machine'].get('cpus', '?')} vCPUs, "
              f"{doc['machine'].get('kernel', '')}; {doc['mb']} MB each way, medians of "
-             f"{doc['reps']} alternating repetitions; ratio = Joyride / kernel completion "
+             f"{doc['reps']} alternating repetitions; kernel congestion control "
+             f"{doc.get('kernel_cc', '?')}, Joyride's {doc.get('joyride_cc', '?')}; "
+             "ratio = Joyride / kernel completion "
              "time (1.10 is the issue's target; above is slower). Run took "
              f"{doc['seconds']:.0f} s.", "",
              "| profile | mode | direction | kernel (s) | Joyride (s) | ratio |",
@@ -213,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mb", type=int, default=10)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per transfer")
+    ap.add_argument("--kernel-cc", default="cubic",
+                    help="the kernel's congestion controller (both namespaces)")
     ap.add_argument("--out", default="results/impair.json")
     args = ap.parse_args(argv)
     names = [p for p in args.profiles.split(",") if p]
@@ -223,14 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     doc: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                            "machine": machine(), "mb": args.mb, "reps": args.reps,
+                           "kernel_cc": args.kernel_cc, "joyride_cc": "cubic",
                            "profiles": {}}
     with tempfile.TemporaryDirectory(prefix="jr-impair-") as tmp:
         for name in names:
             print(f"profile {name}", file=sys.stderr, flush=True)
             try:
                 doc["profiles"][name] = run_profile(name, modes, args.mb * MB, args.reps,
-                                                    args.timeout, Path(tmp) / name, sys.stderr)
-            except (servers.ServerError, OSError) as exc:
+                                                    args.timeout, Path(tmp) / name, sys.stderr,
+                                                    args.kernel_cc)
+            except (RuntimeError, OSError) as exc:  # ServerError, TestbedError
                 doc["profiles"][name] = {"error": f"{type(exc).__name__}: {exc}"}
     doc["seconds"] = round(time.monotonic() - started, 1)
     out = Path(args.out)

@@ -26,6 +26,7 @@ import functools
 import hashlib
 import random
 import signal
+import socket
 import struct
 import sys
 from collections.abc import Awaitable, Callable
@@ -132,11 +133,16 @@ async def bulk_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     writer.close()
 
 
-async def serve(ports: dict[str, int], start_server: Any, host: str | None) -> None:
+async def serve(ports: dict[str, int], start_server: Any, host: str | None,
+                cc: str | None = None) -> None:
     handlers: dict[str, Handler] = {"rr": rr_handler, "http": http_handler,
                                     "sink": sink_handler, "bulk": bulk_handler}
     servers = [await start_server(handlers[kind], host, port)
                for kind, port in ports.items()]
+    if cc is not None:  # accepted connections inherit the listener's controller
+        for server in servers:
+            for sock in server.sockets:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
     print("ready", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -154,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sink", type=int)
     ap.add_argument("--bulk", type=int)
     ap.add_argument("--embed", metavar="IFACE", help="serve through joyride.embed on IFACE")
+    ap.add_argument("--cc", help="kernel mode: the congestion controller (TCP_CONGESTION)")
     args = ap.parse_args(argv)
     ports = {k: v for k, v in (("rr", args.rr), ("http", args.http), ("sink", args.sink),
                                ("bulk", args.bulk))
@@ -161,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ports:
         ap.error("give at least one of --rr, --http, --sink, --bulk")
     if args.embed is None:
-        asyncio.run(serve(ports, asyncio.start_server, "0.0.0.0"))
+        asyncio.run(serve(ports, asyncio.start_server, "0.0.0.0", args.cc))
         return 0
     import joyride.asyncio as jasyncio
     from joyride.embed import embed

@@ -121,9 +121,11 @@ def ports_of(name: str, mode: str) -> dict[str, int]:
     return {name: port_of(mode, name)}
 
 
-def start(bed: Testbed, name: str, mode: str, workdir: Path, log: Path) -> Endpoint:
-    """Start server ``name`` in ``mode`` on the bed's Joyride side; wait until it serves."""
-    argv = server_argv(name, mode, workdir, bed.joy.ifname)
+def start(bed: Testbed, name: str, mode: str, workdir: Path, log: Path,
+          extra: tuple[str, ...] = ()) -> Endpoint:
+    """Start server ``name`` in ``mode`` on the bed's Joyride side (``extra``: more
+    arguments for it); wait until it serves."""
+    argv = [*server_argv(name, mode, workdir, bed.joy.ifname), *extra]
     if mode == "service":
         argv = [JOYRIDE, "run", "--iface", bed.joy.ifname, "--", *argv]
     log.parent.mkdir(parents=True, exist_ok=True)
