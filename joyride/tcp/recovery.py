@@ -630,8 +630,10 @@ class LossRecovery:
             board.rack_lost_below = None
             return
         wait = self.rack_rtt + self.reo_wnd(srtt)
-        if self._rexmit_log:
-            self._detect_lost_rexmits(xmit, wait, now)
+        # (A local, not the attribute: mypyc keeps the narrowing to None of the
+        # assignment above across the calls that set it.)
+        timeout = self._detect_lost_rexmits(xmit, wait, now) if self._rexmit_log else None
+        self.rack_timeout = timeout
         if not board.rack_mode:
             board.rack_lost_below = None
             return
@@ -645,7 +647,7 @@ class LossRecovery:
         if i < n and times[i] <= xmit and board.sacked_bytes:
             # A hole below SACKed data waits for the window to pass.
             at = times[i] + wait
-            if self.rack_timeout is None or at < self.rack_timeout:
+            if timeout is None or at < timeout:
                 self.rack_timeout = at
 
     def note_retransmit(self, seq: Seq, n: int, now: float) -> None:
@@ -658,13 +660,14 @@ class LossRecovery:
             del log[0]
         log.append((seq, seq + n, now))
 
-    def _detect_lost_rexmits(self, xmit: float, wait: float, now: float) -> None:
+    def _detect_lost_rexmits(self, xmit: float, wait: float, now: float) -> float | None:
         """RFC 8985 §6.2 step 5 for retransmissions: one sent no later than RACK.xmit_ts
         (a segment sent after it was delivered; a tie is broken by sequence, and new
         data lies above every retransmission) and not delivered RACK.rtt +
         RACK.reo_wnd after it went is lost; for the first one not yet past that, the
-        reordering timer (§6.3)."""
+        reordering timer (§6.3): when it is due, returned (None: not needed)."""
         board = self.board
+        timeout: float | None = None
         kept: list[tuple[Seq, Seq, float]] = []
         for left, right, sent in self._rexmit_log:
             if board.unsacked(left, right) == 0:
@@ -677,9 +680,10 @@ class LossRecovery:
             else:
                 kept.append((left, right, sent))
                 at = sent + wait
-                if self.rack_timeout is None or at < self.rack_timeout:
-                    self.rack_timeout = at
+                if timeout is None or at < timeout:
+                    timeout = at
         self._rexmit_log = kept
+        return timeout
 
     def _lost_rexmit_bytes(self) -> int:
         board = self.board
