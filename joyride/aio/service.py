@@ -129,6 +129,6 @@ def connection(ip: bytes, port: int) -> ServiceSocket | None:
 
 
 def _service_alive() -> bool:
-    from joyride.service.state import StateDir
+    from joyride.claim.statedir import StateDir
 
     return any(d.service_alive() for d in StateDir.all_in_netns())

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from joyride import elfcheck
 
 if TYPE_CHECKING:
-    from joyride.service.state import StateDir
+    from joyride.claim.statedir import StateDir
 from joyride.errors import EnvironmentProblem, JoyrideError
 
 PRELOAD_PREFIX = "libjoyride_preload"  # + ".so" (dev build) or the ABI suffix (package)
@@ -90,7 +90,7 @@ def _alive(state_dir: StateDir) -> bool:
 def environment(iface: str | None, outgoing: bool,
                 base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment CMD runs in."""
-    from joyride.service.state import StateDir
+    from joyride.claim.statedir import StateDir
 
     env = dict(os.environ if base is None else base)
     lib = str(preload_library())

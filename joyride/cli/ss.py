@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 def _interfaces(ifname: str | None) -> list[str]:
     if ifname:
         return [ifname]
-    from joyride.service.state import StateDir
+    from joyride.claim.statedir import StateDir
 
     try:
         names = [d.ifname for d in StateDir.all_in_netns()]

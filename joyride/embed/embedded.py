@@ -1,10 +1,10 @@
 """Embedded mode: this process runs the engine on its own AF_XDP socket(s).
 
-``embed("veth0", ports=[8080])`` does what ``joyride attach`` does for the network
-service, in the calling process and its network namespace, in the same order (see
-``joyride.service.service``): take the interface's state-directory lock, clean up
-after a dead predecessor, attach the steering program, reserve the ephemeral range,
-steer the ports, open one AF_XDP socket per rx queue and register each. It then builds
+``embed("veth0", ports=[8080])`` claims the interface as ``joyride attach`` does for
+the network service, in the calling process and its network namespace, through the
+same routine (``joyride.claim.interface``): take the interface's state-directory lock,
+clean up after a dead predecessor, attach the steering program, reserve the ephemeral
+range, steer the ports, open one AF_XDP socket per rx queue and register each. It builds
 the same ``Engine`` the service runs over those sockets, wrapped in a ``Stack`` that
 ``joyride.asyncio`` and ``joyride.socket`` use.
 
@@ -38,28 +38,24 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import os
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
+from joyride.claim.interface import Request, claim
+from joyride.claim.statedir import StateDir
 from joyride.embed.drivers import DEFAULT_SPIN, ensure_asyncio_driver, ensure_thread_driver
 from joyride.embed.stack import Stack
 from joyride.engine import DEFAULT_EPHEMERAL, Engine, KernelNetwork
 from joyride.engine.nic import MultiNic
 from joyride.engine.xsknic import XskNic
 from joyride.errors import JoyrideError
-from joyride.service.cleanup import cleanup_stale
-from joyride.service.queues import active_rx_queues
-from joyride.service.state import ServiceState, StateDir, netns_inode
-from joyride.steer import reservation
 from joyride.steer.ports import PortSet
-from joyride.steer.program import EPHEMERAL, LISTEN, Mode, Steering
+from joyride.steer.program import Mode
 from joyride.tcp.config import TcpConfig
 
 log = logging.getLogger(__name__)
@@ -110,48 +106,16 @@ class Embedded:
     def _setup(self, mode: Mode, config: TcpConfig | None) -> None:
         self._routes: dict[bytes, bool] = {}
         self.dir = StateDir(self.ifname)
-        if not self.dir.acquire():
-            held = self.dir.load()
-            who = f" (pid {held.pid}, ports {held.ports})" if held is not None else ""
-            raise EmbedError(
-                f"{self.ifname} is already served by Joyride{who}: the network service or "
-                "another embedded process owns its steering. Use service mode (no embed) "
-                f"or `joyride detach {self.ifname}` first")
-        self._stack.callback(self.dir.release)
-        self._stack.callback(self._privileged, self.dir.remove)
-        notices = cleanup_stale(self.dir, self.ifname, keep_lock=True)
-        steering = Steering(self.ifname)
-        self.steering = steering
-        self._stack.callback(lambda: steering.close(detach=not self.dropped))
-        self.mode = steering.attach(mode)
-        ephemeral = PortSet(self.ephemeral)
-        state = ServiceState(
-            ifname=self.ifname, ifindex=steering.ifindex, netns_inode=netns_inode(),
-            pid=os.getpid(), mode=self.mode, ports=str(self.ports),
-            ephemeral=str(ephemeral), prog_id=steering.prog_id,
-            map_ids=list(steering.map_ids), started_at=time.time(),
-            notices=[*notices, *steering.notices, "embedded mode (no control socket)"])
-        self.dir.save(state)
-        original = reservation.reserve(ephemeral)
-        state.reserved_original, state.reserved = str(original), True
-        self.dir.save(state)  # a crash from here on is cleaned up by the next owner
-        self._stack.callback(self._privileged, reservation.release, ephemeral, original)
-        steering.add_ports(ephemeral, "tcp", EPHEMERAL)
-        steering.add_ports(self.ports, "tcp", LISTEN)
-        import xsk
-
+        claimed = claim(
+            Request(self.ifname, self.ports, PortSet(self.ephemeral), mode,
+                    notices=["embedded mode (no control socket)"]),
+            self.dir, self._stack, open_socket=_open_xsk, held=self._held,
+            dropped=lambda: bool(self.dropped), release_steering_when_dropped=True)
+        self.steering = steering = claimed.steering
+        self.mode = claimed.state.mode
+        self.sockets: list[Any] = claimed.sockets
         self.network = KernelNetwork(self.ifname)
         self._stack.callback(self.network.close)
-        self.sockets: list[Any] = []
-        xsk_mode: Mode = "skb" if self.mode == "skb" else "native"
-        for queue in range(min(active_rx_queues(self.ifname), steering.max_queues)):
-            sock = xsk.Socket(self.ifname, queue, mode=xsk_mode)
-            self._stack.callback(sock.close)
-            self.sockets.append(sock)
-            steering.register_socket(queue, sock.fileno())
-            self._stack.callback(steering.unregister_socket, queue)
-        state.queues = list(range(len(self.sockets)))
-        self.dir.save(state)
         nics = [XskNic(s, self.network.mtu, tx_thread=self.tx_thread) for s in self.sockets]
         engine = Engine(MultiNic(nics), self.network, config, ephemeral_ports=self.ephemeral)
         # Steer only what is addressed to this host, and keep following it.
@@ -160,11 +124,13 @@ class Embedded:
         self.stack = Stack(engine, ports=frozenset(self.ports))
         self._stack.callback(self.stack.close)  # first to run: resets go out on open sockets
 
-    def _privileged(self, undo: Any, *args: object) -> None:
-        """A step of ``close`` that needs root; after ``drop_privileges`` the helper does
-        it once this process has let go."""
-        if not self.dropped:
-            undo(*args)
+    def _held(self, state_dir: StateDir) -> EmbedError:
+        held = state_dir.load()
+        who = f" (pid {held.pid}, ports {held.ports})" if held is not None else ""
+        return EmbedError(
+            f"{self.ifname} is already served by Joyride{who}: the network service or "
+            "another embedded process owns its steering. Use service mode (no embed) "
+            f"or `joyride detach {self.ifname}` first")
 
     # -- least privilege -------------------------------------------------------------------
 
@@ -272,6 +238,13 @@ class Embedded:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self.mode}, {len(self.sockets)} queue(s)"
         return f"<Embedded {self.ifname} ports {self.ports} ({state})>"
+
+
+def _open_xsk(ifname: str, queue: int, mode: str) -> Any:
+    """The AF_XDP socket of one rx queue, in the XDP mode the program was attached in."""
+    import xsk
+
+    return xsk.Socket(ifname, queue, mode="skb" if mode == "skb" else "native")
 
 
 def embed(ifname: str, ports: Iterable[int], *, mode: Mode = "auto",

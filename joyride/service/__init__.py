@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from joyride.claim.statedir import ServiceState, StateDir
     from joyride.service.service import AlreadyAttached, Service, ServiceConfig
-    from joyride.service.state import ServiceState, StateDir
 
 __all__ = ["AlreadyAttached", "Service", "ServiceConfig", "ServiceState", "StateDir"]
 
@@ -26,7 +26,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(service, name)
     if name in ("ServiceState", "StateDir"):
-        from joyride.service import state
+        from joyride.claim import statedir
 
-        return getattr(state, name)
+        return getattr(statedir, name)
     raise AttributeError(f"module 'joyride.service' has no attribute {name!r}")

@@ -18,8 +18,8 @@ import socket
 from pathlib import Path
 from typing import Final
 
+from joyride.claim.statedir import StateDir
 from joyride.service import apps, protocol
-from joyride.service.state import StateDir
 
 SOCKET_ENV: Final = "JOYRIDE_SOCKET"
 _counter = itertools.count()

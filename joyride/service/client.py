@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from joyride.claim.cleanup import cleanup_stale
+from joyride.claim.statedir import ServiceState, StateDir
 from joyride.errors import JoyrideError, PrivilegeError
 from joyride.processes import pid_alive
 from joyride.service import control, orphans
-from joyride.service.cleanup import cleanup_stale
-from joyride.service.state import ServiceState, StateDir
 from joyride.steer import xdp
 from joyride.steer.program import PROG_NAME
 

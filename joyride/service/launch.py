@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from joyride.claim.statedir import ServiceState, StateDir
 from joyride.errors import JoyrideError, PrivilegeError
 from joyride.service import control, orphans, privdrop
 from joyride.service.service import (
@@ -31,7 +32,6 @@ from joyride.service.service import (
     ServiceConfig,
     install_signal_handlers,
 )
-from joyride.service.state import ServiceState, StateDir
 from joyride.steer import xdp
 from joyride.steer.ports import PortSet
 

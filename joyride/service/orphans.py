@@ -31,7 +31,7 @@ import shutil
 from pathlib import Path
 from typing import Final
 
-from joyride.service.state import run_dir
+from joyride.claim.statedir import run_dir
 
 log = logging.getLogger(__name__)
 

@@ -3,13 +3,11 @@
 Lifecycle (``start`` then ``serve`` then ``stop``), in the order that keeps the kernel
 consistent at every step:
 
-1. take the state directory's lock (one service per namespace and interface);
-2. undo what a crashed predecessor left (reserved ports; its program is replaced);
-3. load and attach the steering program, then reserve the ephemeral range and fill
-   the ports maps: from here on steered frames hit an empty XSKMAP and fall through
-   to the kernel (XDP_PASS), so nothing is lost while the sockets come up;
-4. open one AF_XDP socket per rx queue and register each in the XSKMAP;
-5. start the data path (``Datapath``: the engine over every queue, the application
+1. claim the interface as embedded mode does (``joyride.claim.interface``): the state
+   directory's lock (one owner per namespace and interface), cleanup after a crashed
+   predecessor, the steering program, the state file, the reserved ephemeral range,
+   the ports maps, one AF_XDP socket per rx queue registered in the XSKMAP;
+2. start the data path (``Datapath``: the engine over every queue, the application
    socket ``app.sock``, re-adopting listeners that applications kept from a previous
    service), listen on the control socket and report ready.
 
@@ -32,17 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from joyride.claim.interface import Request, claim
+from joyride.claim.statedir import ServiceState, StateDir
 from joyride.dataplane import plane as dataplane
 from joyride.errors import JoyrideError
 from joyride.service import apps, capture, control, privdrop, sockettable
-from joyride.service.cleanup import cleanup_stale
 from joyride.service.datapath import Datapath
-from joyride.service.queues import active_rx_queues
 from joyride.service.sockets import FrameSink, QueueSocket, SocketFactory
-from joyride.service.state import ServiceState, StateDir, netns_inode
-from joyride.steer import reservation
 from joyride.steer.ports import PortSet
-from joyride.steer.program import EPHEMERAL, LISTEN, Mode, PortConflict, Proto, Steering
+from joyride.steer.program import LISTEN, Mode, PortConflict, Proto, Steering
 
 if TYPE_CHECKING:
     from joyride.engine.network import KernelNetwork
@@ -104,45 +100,14 @@ class Service:
         """Set everything up; on any failure undo what was done and re-raise."""
         cfg = self.config
         try:
-            if not self.dir.acquire():
-                raise AlreadyAttached(
-                    f"{cfg.ifname} is already attached in this network namespace "
-                    f"(see `joyride status {cfg.ifname}`; `joyride detach {cfg.ifname}` first)")
-            self._stack.callback(self.dir.release)
-            self._stack.callback(self._privileged, self.dir.remove)
-            notices = cleanup_stale(self.dir, cfg.ifname, keep_lock=True)
-            clash = cfg.ports & cfg.ephemeral
-            if clash:
-                raise PortConflict(f"port(s) {clash} lie in the ephemeral range "
-                                   f"{cfg.ephemeral}: choose other ports or --ephemeral")
-            steering = Steering(cfg.ifname)
-            self.steering = steering
-            self._stack.callback(self._privileged, steering.close)
-            mode = steering.attach(cfg.mode, force=cfg.force)
-            state = ServiceState(
-                ifname=cfg.ifname, ifindex=steering.ifindex, netns_inode=netns_inode(),
-                pid=os.getpid(), mode=mode, ports=str(cfg.ports), udp_ports=str(cfg.udp_ports),
-                ephemeral=str(cfg.ephemeral), vlan=cfg.vlan, prog_id=steering.prog_id,
-                map_ids=list(steering.map_ids), started_at=time.time(),
-                notices=notices + steering.notices)
-            self.state = state
-            self.dir.save(state)
-            original = reservation.reserve(cfg.ephemeral)
-            state.reserved_original, state.reserved = str(original), True
-            self.dir.save(state)
-            self._stack.callback(self._privileged, reservation.release, cfg.ephemeral,
-                                 original)
-            steering.set_vlan(cfg.vlan)
-            steering.add_ports(cfg.ephemeral, "tcp", EPHEMERAL)
-            steering.add_ports(cfg.ports, "tcp", LISTEN)
-            steering.add_ports(cfg.udp_ports, "udp", LISTEN)
-            for queue in range(min(active_rx_queues(cfg.ifname), steering.max_queues)):
-                sock = self.socket_factory(cfg.ifname, queue, mode)
-                self._stack.callback(sock.close)
-                self.sockets.append(sock)
-                steering.register_socket(queue, sock.fileno())
-                self._stack.callback(steering.unregister_socket, queue)
-            state.queues = [s.queue for s in self.sockets]
+            claimed = claim(
+                Request(cfg.ifname, cfg.ports, cfg.ephemeral, cfg.mode, force=cfg.force,
+                        udp_ports=cfg.udp_ports, vlan=cfg.vlan),
+                self.dir, self._stack, open_socket=self.socket_factory,
+                held=self._already_attached, dropped=lambda: self.dropped,
+                release_steering_when_dropped=False)
+            steering, state = claimed.steering, claimed.state
+            self.steering, self.state, self.sockets = steering, state, claimed.sockets
             if cfg.engine:
                 self.datapath = self._start_datapath()
                 self._stack.callback(self._stop_datapath)
@@ -159,6 +124,12 @@ class Service:
         log.info("serving %s: mode %s, ports %s, ephemeral %s, queues %s", cfg.ifname,
                  state.mode, state.ports, state.ephemeral, state.queues)
         return state
+
+    def _already_attached(self, state_dir: StateDir) -> AlreadyAttached:
+        ifname = state_dir.ifname
+        return AlreadyAttached(
+            f"{ifname} is already attached in this network namespace "
+            f"(see `joyride status {ifname}`; `joyride detach {ifname}` first)")
 
     def _start_datapath(self) -> Datapath:
         from joyride.engine.network import KernelNetwork
@@ -186,12 +157,6 @@ class Service:
                 plane.add_xsk_port(sock.xsk_socket())
         return Datapath(self.sockets, network, ports=cfg.ports, ephemeral=cfg.ephemeral,
                         app_socket=app_socket, group=gid, plane=plane)
-
-    def _privileged(self, undo: Callable[..., object], *args: object) -> None:
-        """Run a step of ``stop`` that needs root; once privileges are dropped the
-        supervisor does it after this process exits (``supervisor.undo_setup``)."""
-        if not self.dropped:
-            undo(*args)
 
     def drop_privileges(self, user: privdrop.ServiceUser, helper_fd: int) -> list[str]:
         """After ``start``: become ``user`` with no capabilities, no_new_privs and the

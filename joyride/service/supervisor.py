@@ -44,9 +44,9 @@ import time
 from collections import deque
 from typing import Any, Final
 
+from joyride.claim.statedir import StateDir
 from joyride.service import privdrop
 from joyride.service.launch import config_from_json
-from joyride.service.state import StateDir
 
 log = logging.getLogger("joyride.supervisor")
 
@@ -130,7 +130,7 @@ def undo_setup(state_dir: StateDir, ifname: str) -> list[str]:
     """What a service that dropped its privileges could not undo itself (it leaves its
     state file for this): the steering program, the reserved ports, the state files.
     Only while no service holds the lock."""
-    from joyride.service.cleanup import detach_joyride_program
+    from joyride.claim.cleanup import detach_joyride_program
     from joyride.steer import reservation
     from joyride.steer.ports import PortSet
 

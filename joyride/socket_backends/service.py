@@ -18,8 +18,8 @@ import socket as _stdlib
 from typing import Any
 
 from joyride import sockopts
+from joyride.claim.statedir import StateDir
 from joyride.service import appclient, protocol
-from joyride.service.state import StateDir
 from joyride.socket_backends.kernel import KernelSocket
 
 _UNAVAILABLE = (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError)

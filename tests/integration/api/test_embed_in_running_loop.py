@@ -22,8 +22,8 @@ from api_peers import PORT, echo_handler
 from peers import digest, kernel_echo, random_payload
 
 import joyride.asyncio as jasyncio
+from joyride.claim import queues
 from joyride.embed import embed
-from joyride.service import queues
 from joyride.steer import xdp
 from joyride.testbed import Testbed
 

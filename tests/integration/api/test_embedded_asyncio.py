@@ -15,8 +15,8 @@ from api_peers import HTTP_BODY, PORT, echo_handler, http_handler, run_in_peer
 from peers import digest, kernel_echo, random_payload
 
 import joyride.asyncio as jasyncio
+from joyride.claim.statedir import StateDir
 from joyride.embed import EmbedError, embed
-from joyride.service.state import StateDir
 from joyride.steer import xdp
 from joyride.tcp.connection import TcpConnection
 from joyride.testbed import Impairment, Testbed

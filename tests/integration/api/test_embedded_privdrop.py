@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from joyride.service.state import StateDir
+from joyride.claim.statedir import StateDir
 from joyride.steer import xdp
 from joyride.testbed import Testbed
 

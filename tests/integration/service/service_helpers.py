@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from joyride.service.state import StateDir
+from joyride.claim.statedir import StateDir
 from joyride.testbed import Node, Testbed
 
 JOYRIDE = str(Path(sys.executable).with_name("joyride"))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from service_helpers import JOYRIDE
 
+from joyride.claim.statedir import RUN_DIR_ENV, StateDir, netns_inode
 from joyride.service import orphans
-from joyride.service.state import RUN_DIR_ENV, StateDir, netns_inode
 from joyride.testbed import Testbed
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from steer_cli import JOYRIDE, cli, one_line_error, status, wait_for
 
+from joyride.claim.statedir import StateDir
 from joyride.processes import pid_alive
 from joyride.service import supervisor
-from joyride.service.state import StateDir
 from joyride.steer import xdp
 from joyride.testbed import Node, Testbed
 

@@ -31,7 +31,7 @@ def test_environment_picks_the_live_service_not_a_dead_ones_leftovers(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A SIGKILLed service leaves its directory (and app.sock file); only the one whose
     liveness lock is held counts, so no "several services" error."""
-    from joyride.service.state import StateDir
+    from joyride.claim.statedir import StateDir
 
     monkeypatch.setenv("JOYRIDE_RUN_DIR", str(tmp_path))
     lib = tmp_path / "libjoyride_preload.so"

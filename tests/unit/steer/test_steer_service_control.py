@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from joyride.claim.statedir import RUN_DIR_ENV, ServiceState, StateDir
 from joyride.service import control
 from joyride.service.service import Service, ServiceConfig
-from joyride.service.state import RUN_DIR_ENV, ServiceState, StateDir
 from joyride.steer.counters import SteerCounters
 from joyride.steer.ports import PortSet
 from joyride.steer.program import EPHEMERAL, LISTEN, PortConflict

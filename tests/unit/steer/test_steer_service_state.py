@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from joyride.service.state import RUN_DIR_ENV, ServiceState, StateDir, netns_dir
+from joyride.claim.statedir import RUN_DIR_ENV, ServiceState, StateDir, netns_dir
 
 
 @pytest.fixture(autouse=True)

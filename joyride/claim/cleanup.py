@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from joyride.service.state import StateDir
+from joyride.claim.statedir import StateDir
 from joyride.steer import reservation, xdp
 from joyride.steer.ports import PortSet
 from joyride.steer.program import PROG_NAME

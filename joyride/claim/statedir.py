@@ -1,4 +1,7 @@
-"""Where a network service keeps its state: ``/run/joyride/net<inode>/<ifname>/``.
+"""Where the owner of an interface keeps its state: ``/run/joyride/net<inode>/<ifname>/``.
+
+The owner is the network service, or a process that embeds Joyride (which has no
+control or application socket); both claim the interface through ``joyride.claim``.
 
 Interface names are only unique inside a network namespace, and the CLI runs inside
 namespaces (``ip netns exec``), so the state of a service is keyed by both: the inode of
