@@ -22,13 +22,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "xsk.h"
-#include "xsk_ring.h"
+#include "xsk_internal.h"
 
-static int tx_thread_kick(struct xsk_sock *s); /* xsk_tx_thread.c */
 static int kick_here(struct xsk_sock *s);
 
 #ifndef AF_XDP
@@ -559,7 +556,7 @@ int xsk_release_addrs(struct xsk_sock *s, const uint64_t *addrs, uint32_t n)
  * EAGAIN when more remain: call again until the ring is drained, but never more often
  * than the frames outstanding could need. Shared by the caller's own kick and the tx
  * thread, each with its own counters (every counter has one writer). */
-static int kick_rounds(struct xsk_sock *s, uint32_t prod, uint64_t *kicks, uint64_t *errors)
+int xsk_kick_rounds(struct xsk_sock *s, uint32_t prod, uint64_t *kicks, uint64_t *errors)
 {
     uint32_t pending = prod - ring_load_acquire(s->tx.consumer);
     uint32_t rounds = pending / 16 + 2;
@@ -586,24 +583,17 @@ int xsk_kick_here(struct xsk_sock *s)
     return kick_here(s);
 }
 
-/* Whether the kernel wants a sendto() to transmit (always in copy mode; a driver that
- * polls the tx ring itself clears the flag). */
-static inline int tx_wakeup_wanted(struct xsk_sock *s)
-{
-    return !s->need_wakeup || prod_needs_wakeup(&s->tx);
-}
-
 static int kick_here(struct xsk_sock *s)
 {
     if (!tx_wakeup_wanted(s))
         return 0;
-    return kick_rounds(s, s->tx.cached_prod, &s->st.tx_kicks, &s->st.kick_errors);
+    return xsk_kick_rounds(s, s->tx.cached_prod, &s->st.tx_kicks, &s->st.kick_errors);
 }
 
 int xsk_kick(struct xsk_sock *s)
 {
     if (s->tx_thread != NULL)
-        return tx_thread_kick(s);
+        return xsk_tx_thread_kick(s);
     return kick_here(s);
 }
 
@@ -741,64 +731,4 @@ uint32_t xsk_rx_pending(struct xsk_sock *s)
 uint32_t xsk_tx_outstanding(struct xsk_sock *s)
 {
     return (uint32_t)(s->st.tx_frames - s->st.comp_frames);
-}
-
-/* --- reference loops (benchmarks) --------------------------------------------------- */
-
-int64_t xsk_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* The same rx path as the Python API (rx_take + xsk_release per batch), minus the
- * interpreter: receive, return to the fill ring, repeat. Busy-polls. */
-int64_t xsk_loop_rx(struct xsk_sock *s, uint32_t batch, uint64_t max_frames, int64_t max_ns)
-{
-    struct xdp_desc descs[256];
-    uint64_t total = 0;
-    int64_t deadline = xsk_now_ns() + max_ns;
-    if (batch == 0 || batch > 256)
-        return -EINVAL;
-    while (total < max_frames) {
-        uint32_t n = rx_take(s, descs, batch);
-        if (n == 0) {
-            wake_fill(s);
-            if (xsk_now_ns() > deadline)
-                break;
-            continue;
-        }
-        xsk_release(s, descs, n);
-        total += n;
-        if ((total & 0x3ff) < n && xsk_now_ns() > deadline)
-            break;
-    }
-    return (int64_t)total;
-}
-
-/* The same tx path as the Python API (complete, allocate, xsk_tx) in C. Frames keep
- * whatever bytes they hold; the caller writes the packet into every frame first. */
-int64_t xsk_loop_tx(struct xsk_sock *s, uint32_t batch, uint32_t len, uint64_t max_frames,
-                    int64_t max_ns)
-{
-    struct xdp_desc descs[256];
-    uint64_t total = 0;
-    int64_t deadline = xsk_now_ns() + max_ns;
-    if (batch == 0 || batch > 256)
-        return -EINVAL;
-    while (total < max_frames && xsk_now_ns() < deadline) {
-        xsk_complete(s, 4096);
-        if (xsk_frames_alloc_descs(s->frames, descs, batch, 0, len) < 0) {
-            xsk_kick(s);
-            continue;
-        }
-        int sent = xsk_tx(s, descs, batch);
-        if (sent < 0)
-            sent = 0;
-        if ((uint32_t)sent < batch)
-            xsk_frames_free_descs(s->frames, descs + sent, batch - (uint32_t)sent);
-        total += (uint64_t)sent;
-    }
-    return (int64_t)total;
 }

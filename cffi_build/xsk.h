@@ -146,10 +146,4 @@ int xsk_bpf_prog_id(int prog_fd, uint32_t *id);
 int xsk_bpf_map_id(int map_fd, uint32_t *id);
 int xsk_bpf_link_id(int link_fd, uint32_t *id);
 
-/* reference loops in pure C over the same rings (benchmarks) */
-int64_t xsk_loop_rx(struct xsk_sock *s, uint32_t batch, uint64_t max_frames, int64_t max_ns);
-int64_t xsk_loop_tx(struct xsk_sock *s, uint32_t batch, uint32_t len, uint64_t max_frames,
-                    int64_t max_ns);
-int64_t xsk_now_ns(void);
-
 #endif

@@ -17,6 +17,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "xsk.h"
+
 static long sys_bpf(int cmd, union bpf_attr *attr)
 {
     long r = syscall(__NR_bpf, cmd, attr, sizeof(*attr));

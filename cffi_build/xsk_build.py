@@ -1,10 +1,13 @@
 """cffi out-of-line API-mode build of ``xsk._xsk``: AF_XDP rings, UMEM frames, XDP loader.
 
 Compiled directly against the kernel uapi headers (``<linux/if_xdp.h>``,
-``<linux/bpf.h>``); no libxdp or libbpf. The C sources are ``xsk.h`` (which doubles as
-the cdef), ``xsk_ring.h``, ``xsk.c``, ``xsk_tx_thread.c`` and ``xsk_bpf.c`` beside this
-script. Build in place during development with
-``.venv/bin/python cffi_build/xsk_build.py``; ``pip install`` builds it through setup.py.
+``<linux/bpf.h>``); no libxdp or libbpf. The C sources are ``xsk.h`` (the API, which
+doubles as the cdef), ``xsk_ring.h``, ``xsk_internal.h`` (what the sources share beyond
+the API) and three translation units compiled on their own, ``xsk.c``,
+``xsk_tx_thread.c`` and ``xsk_bpf.c``, all beside this script. Build in place during
+development with ``.venv/bin/python cffi_build/xsk_build.py``; ``pip install`` builds
+it through setup.py. The benchmarks' reference loops are not in it
+(``scripts/xsk_loops.c``, which ``scripts/bench_xsk.py`` compiles itself).
 """
 
 from __future__ import annotations
@@ -45,9 +48,10 @@ ffi = FFI()
 ffi.cdef(KERNEL_CDEF + cdef_from_header(HEADER))
 ffi.set_source(
     "xsk._xsk",
-    "#include <linux/if_link.h>\n" + "".join(f'#include "{name}"\n' for name in SOURCES),
+    '#include <linux/if_link.h>\n#include "xsk.h"\n',
+    sources=[str(HERE / name) for name in SOURCES],
     include_dirs=[str(HERE)],
-    depends=[str(HERE / n) for n in ("xsk.h", "xsk_ring.h", *SOURCES)],
+    depends=[str(HERE / n) for n in ("xsk.h", "xsk_ring.h", "xsk_internal.h", *SOURCES)],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra"],
     libraries=["pthread"],
 )

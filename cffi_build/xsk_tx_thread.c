@@ -20,8 +20,14 @@
  * wake-up is lost. The thread touches no Python object and never holds the GIL.
  */
 
+#include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "xsk_internal.h"
 
 struct xsk_tx_thread {
     struct xsk_sock *s;
@@ -56,7 +62,7 @@ static void *tx_thread_main(void *arg)
         uint32_t prod = ring_load_acquire(s->tx.producer);
         if (tx_thread_pending(s, prod)) {
             uint32_t before = ring_load_acquire(s->tx.consumer);
-            kick_rounds(s, prod, &s->st.tx_thread_kicks, &s->st.tx_thread_errors);
+            xsk_kick_rounds(s, prod, &s->st.tx_thread_kicks, &s->st.tx_thread_errors);
             /* No progress is back-pressure (EBUSY, ENOBUFS) or an error: sleep until
              * the engine queues more instead of spinning on it. */
             if (ring_load_acquire(s->tx.consumer) != before)
@@ -80,7 +86,7 @@ static void *tx_thread_main(void *arg)
 }
 
 /* xsk_kick while a thread runs: hand the ring to it, or kick here for a small batch. */
-static int tx_thread_kick(struct xsk_sock *s)
+int xsk_tx_thread_kick(struct xsk_sock *s)
 {
     struct xsk_tx_thread *t = s->tx_thread;
     uint32_t pending = s->tx.cached_prod - ring_load_acquire(s->tx.consumer);
@@ -89,17 +95,17 @@ static int tx_thread_kick(struct xsk_sock *s)
     /* A thread that has exited (stop) or lives in the parent of this forked process
      * will not send: this caller does, whatever its flag says. */
     if (__atomic_load_n(&t->stop, __ATOMIC_SEQ_CST) || !tx_thread_ours(t))
-        return kick_here(s);
+        return xsk_kick_here(s);
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* the producer store before the flag load */
     if (!__atomic_load_n(&t->sleeping, __ATOMIC_SEQ_CST))
         return 0; /* awake: it rereads the producer before it sleeps */
     if (pending < t->min_batch)
-        return kick_here(s);
+        return xsk_kick_here(s);
     __atomic_store_n(&t->sleeping, 0, __ATOMIC_SEQ_CST);
     uint64_t one = 1;
     if (write(t->efd, &one, sizeof(one)) != (ssize_t)sizeof(one)) {
         __atomic_store_n(&t->sleeping, 1, __ATOMIC_SEQ_CST); /* still asleep */
-        return kick_here(s);
+        return xsk_kick_here(s);
     }
     s->st.tx_thread_wakeups++;
     return 0;
@@ -160,5 +166,5 @@ void xsk_tx_thread_stop(struct xsk_sock *s)
     /* What was handed to the thread and not sent yet (it stops before draining a
      * wake-up that came with the stop) leaves now: RSTs queued by a closing engine. */
     if (ours)
-        kick_here(s);
+        xsk_kick_here(s);
 }

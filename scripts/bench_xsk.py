@@ -35,7 +35,65 @@ sys.path.insert(0, str(ROOT))  # the source tree, whatever the venv's install ma
 
 from joyride.testbed import Testbed  # noqa: E402
 from xsk import Socket, Umem, UmemExhausted, attach_redirect_all  # noqa: E402
-from xsk._native import lib  # noqa: E402
+from xsk._native import ffi as xsk_ffi  # noqa: E402
+
+LOOPS_C = ROOT / "scripts" / "xsk_loops.c"
+XSK_C = ROOT / "cffi_build"
+
+
+def build_loops() -> Any:
+    """The reference C loops (``xsk_loops.c``): not in the shipped module, so compiled
+    here into a scratch directory, with a private copy of the xsk sources."""
+    import importlib.util
+    import tempfile
+
+    from cffi import FFI
+
+    ffi = FFI()
+    ffi.cdef("""
+        int64_t xsk_loop_rx(void *s, uint32_t batch, uint64_t max_frames, int64_t max_ns);
+        int64_t xsk_loop_tx(void *s, uint32_t batch, uint32_t len, uint64_t max_frames,
+                            int64_t max_ns);
+    """)
+    ffi.set_source("_xsk_loops", '#include "xsk.h"\n'
+                   "int64_t xsk_loop_rx(struct xsk_sock *, uint32_t, uint64_t, int64_t);\n"
+                   "int64_t xsk_loop_tx(struct xsk_sock *, uint32_t, uint32_t, uint64_t, "
+                   "int64_t);\n",
+                   sources=[str(LOOPS_C), *(str(XSK_C / n) for n in
+                                            ("xsk.c", "xsk_tx_thread.c", "xsk_bpf.c"))],
+                   include_dirs=[str(XSK_C)], libraries=["pthread"],
+                   extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra"])
+    with tempfile.TemporaryDirectory(prefix="joyride-xsk-loops-") as where:
+        path = ffi.compile(tmpdir=where, verbose=False)
+        spec = importlib.util.spec_from_file_location("_xsk_loops", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # mapped: the file may go
+    return module
+
+
+class _Loops:
+    """``lib.xsk_loop_rx(sock._s, ...)`` as before the loops left xsk._xsk: the module
+    is built on first use and given the socket of xsk._xsk by address."""
+
+    def __init__(self) -> None:
+        self._module: Any = None
+
+    def _call(self, name: str, s: Any, args: tuple[int, ...]) -> int:
+        if self._module is None:
+            self._module = build_loops()
+        ffi, loops = self._module.ffi, self._module.lib
+        return int(getattr(loops, name)(ffi.cast("void *", int(xsk_ffi.cast("uintptr_t", s))),
+                                        *args))
+
+    def xsk_loop_rx(self, s: Any, *args: int) -> int:
+        return self._call("xsk_loop_rx", s, args)
+
+    def xsk_loop_tx(self, s: Any, *args: int) -> int:
+        return self._call("xsk_loop_tx", s, args)
+
+
+lib = _Loops()
 
 BATCHES = (1, 16, 64, 256)
 FRAME_LEN = 60

@@ -178,51 +178,31 @@ class Socket:
             raise UmemExhausted(f"{fill_frames} frames wanted for the fill ring, "
                                 f"{umem.free_frames} free in the UMEM")
         tag, shared_fd = umem._attach(self)
-        if shared_fd >= 0:
-            # A socket sharing a UMEM inherits copy mode and need_wakeup from the socket
-            # that registered it; the kernel refuses those bind flags beside
-            # XDP_SHARED_UMEM (net/xdp/xsk.c, xsk_bind).
-            first = umem.sockets[0]
-            if need_wakeup != first.need_wakeup:
-                umem._detach(self, tag)
-                raise ConfigError("sockets sharing a UMEM share need_wakeup: "
-                                  f"the first one has need_wakeup={first.need_wakeup}")
-            if zerocopy is True and not first.zerocopy:
-                umem._detach(self, tag)
-                raise ZeroCopyUnsupported("the socket that registered this UMEM is in copy "
-                                          "mode; sockets sharing it inherit that mode")
-            if zerocopy is False and first.zerocopy:
-                umem._detach(self, tag)
-                raise ConfigError("the socket that registered this UMEM is zero-copy; "
-                                  "sockets sharing it inherit that mode")
-            flags = 0
-        else:
-            flags = int(lib.XDP_USE_NEED_WAKEUP) if need_wakeup else 0
-            if zerocopy is True:
-                flags |= int(lib.XDP_ZEROCOPY)
-            elif zerocopy is False or self.mode == "skb":
-                flags |= int(lib.XDP_COPY)
-        cfg = ffi.new("struct xsk_config *")
-        cfg.ifindex, cfg.queue = self.ifindex, self.queue
-        cfg.rx_size, cfg.tx_size, cfg.fill_size, cfg.comp_size = sizes
-        cfg.bind_flags = flags
-        cfg.shared_fd = shared_fd
-        cfg.umem_addr, cfg.umem_len = umem.address, umem.size
-        cfg.frame_size, cfg.headroom = umem.frame_size, umem.headroom
-        self._s: Any = ffi.new("struct xsk_sock *")
-        stage = ffi.new("int *")
-        rc = lib.xsk_sock_open(self._s, cfg, umem._frames, tag, stage)
-        # A socket closed just before on this queue frees its buffer pool from a
-        # workqueue (xp_release_deferred), and until then bind answers EBUSY: retry for
-        # a bounded moment so that close-then-reopen works.
-        deadline = time.monotonic() + BUSY_RETRY_S
-        while (rc == -E.EBUSY and stage[0] == lib.XSK_STAGE_BIND
-               and time.monotonic() < deadline):
-            time.sleep(0.01)
+        try:  # the one undo of the UMEM registration, whatever fails before it is ours
+            flags = self._bind_flags(need_wakeup, zerocopy, shared=shared_fd >= 0)
+            cfg = ffi.new("struct xsk_config *")
+            cfg.ifindex, cfg.queue = self.ifindex, self.queue
+            cfg.rx_size, cfg.tx_size, cfg.fill_size, cfg.comp_size = sizes
+            cfg.bind_flags = flags
+            cfg.shared_fd = shared_fd
+            cfg.umem_addr, cfg.umem_len = umem.address, umem.size
+            cfg.frame_size, cfg.headroom = umem.frame_size, umem.headroom
+            self._s: Any = ffi.new("struct xsk_sock *")
+            stage = ffi.new("int *")
             rc = lib.xsk_sock_open(self._s, cfg, umem._frames, tag, stage)
-        if rc < 0:
+            # A socket closed just before on this queue frees its buffer pool from a
+            # workqueue (xp_release_deferred), and until then bind answers EBUSY: retry
+            # for a bounded moment so that close-then-reopen works.
+            deadline = time.monotonic() + BUSY_RETRY_S
+            while (rc == -E.EBUSY and stage[0] == lib.XSK_STAGE_BIND
+                   and time.monotonic() < deadline):
+                time.sleep(0.01)
+                rc = lib.xsk_sock_open(self._s, cfg, umem._frames, tag, stage)
+            if rc < 0:
+                raise self._open_error(-rc, int(stage[0]), zerocopy, shared_fd >= 0)
+        except BaseException:
             umem._detach(self, tag)
-            raise self._open_error(-rc, int(stage[0]), zerocopy, shared_fd >= 0)
+            raise
         self._tag = tag
         self._closed = False
         umem._registered(self)
@@ -237,6 +217,30 @@ class Socket:
         self._max_tx_len = umem.frame_size - umem.headroom
         if fill_frames:
             lib.xsk_fill(self._s, fill_frames)
+
+    def _bind_flags(self, need_wakeup: bool, zerocopy: bool | Literal["auto"], *,
+                    shared: bool) -> int:
+        """The bind flags, or why they cannot be had: a socket sharing a UMEM inherits
+        copy mode and need_wakeup from the socket that registered it; the kernel refuses
+        those bind flags beside XDP_SHARED_UMEM (net/xdp/xsk.c, xsk_bind)."""
+        if shared:
+            first = self.umem.sockets[0]
+            if need_wakeup != first.need_wakeup:
+                raise ConfigError("sockets sharing a UMEM share need_wakeup: "
+                                  f"the first one has need_wakeup={first.need_wakeup}")
+            if zerocopy is True and not first.zerocopy:
+                raise ZeroCopyUnsupported("the socket that registered this UMEM is in copy "
+                                          "mode; sockets sharing it inherit that mode")
+            if zerocopy is False and first.zerocopy:
+                raise ConfigError("the socket that registered this UMEM is zero-copy; "
+                                  "sockets sharing it inherit that mode")
+            return 0
+        flags = int(lib.XDP_USE_NEED_WAKEUP) if need_wakeup else 0
+        if zerocopy is True:
+            flags |= int(lib.XDP_ZEROCOPY)
+        elif zerocopy is False or self.mode == "skb":
+            flags |= int(lib.XDP_COPY)
+        return flags
 
     def _open_error(self, err: int, stage: int, zerocopy: bool | Literal["auto"],
                     shared: bool) -> XskError:
