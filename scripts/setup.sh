@@ -88,7 +88,7 @@ except JoyrideError as exc:
 PY
 
 # The unprivileged user the network service drops to after setup (joyride attach
-# --user; joyride/service/privdrop.py): a system user and group with no login and no home.
+# --user; joyride/claim/privdrop.py): a system user and group with no login and no home.
 if ! getent passwd joyride >/dev/null; then
   say "creating the system user 'joyride' (the network service runs as it after setup)"
   useradd --system --user-group --no-create-home --home-dir /nonexistent \

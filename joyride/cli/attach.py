@@ -65,10 +65,10 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _user(args: argparse.Namespace) -> str:
-    """The user the service drops to ("" keeps root): see ``joyride.service.privdrop``."""
+    """The user the service drops to ("" keeps root): see ``joyride.claim.privdrop``."""
     import pwd
 
-    from joyride.service.privdrop import DEFAULT_USER
+    from joyride.claim.privdrop import DEFAULT_USER
 
     if args.user is None:
         if args.foreground:

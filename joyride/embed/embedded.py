@@ -24,7 +24,7 @@ file access to ``/run/joyride``) for that setup, in the interface's network name
 Once set up, serving needs no privilege: the AF_XDP rings work on the descriptors and
 mappings the process holds, and map updates (address changes) use its map descriptors.
 ``drop_privileges(user)`` (or ``embed(..., drop_to=user)``) then makes the process
-``user`` with no capabilities and no_new_privs (``joyride.service.privdrop.drop``, as
+``user`` with no capabilities and no_new_privs (``joyride.claim.privdrop.drop``, as
 the network service drops; no seccomp filter: the embedding program's own system calls
 are not Joyride's to list). What still needs root goes to a small privileged helper
 started before the drop (``python -m joyride.service.supervisor --helper-for``, the
@@ -46,6 +46,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
+from joyride.claim import privdrop
 from joyride.claim.interface import Request, claim
 from joyride.claim.statedir import StateDir
 from joyride.embed.drivers import DEFAULT_SPIN, ensure_asyncio_driver, ensure_thread_driver
@@ -139,8 +140,6 @@ class Embedded:
         start the privileged helper (module doc), then ``privdrop.drop`` without a
         seccomp filter. Returns what was done; raises ``EmbedError`` (nothing dropped)
         or ``PrivilegeDropError`` (the process must not go on serving)."""
-        from joyride.service import privdrop
-        from joyride.service.service import NeighbourHelper
 
         if self.closed or self.dropped:
             raise EmbedError("drop_privileges: already " + ("closed" if self.closed
@@ -158,7 +157,7 @@ class Embedded:
                  self.ifname, "--helper-fd", str(theirs.fileno())],
                 stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), close_fds=True,
                 start_new_session=True)
-        neighbours = NeighbourHelper(ours.detach())  # managed entries: the helper's
+        neighbours = privdrop.NeighbourRequests(ours.detach())  # managed entries: the helper's
         self._helper_sock = neighbours.sock
         self.network.request_neighbour = neighbours.request
         self.dropped = target.name

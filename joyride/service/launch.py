@@ -23,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from joyride.claim import privdrop
 from joyride.claim.statedir import ServiceState, StateDir
 from joyride.errors import JoyrideError, PrivilegeError
-from joyride.service import control, orphans, privdrop
+from joyride.service import control, orphans
 from joyride.service.service import (
     AlreadyAttached,
     Service,

@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from joyride.claim import privdrop
 from joyride.claim.interface import Request, claim
 from joyride.claim.statedir import ServiceState, StateDir
 from joyride.dataplane import plane as dataplane
 from joyride.errors import JoyrideError
-from joyride.service import apps, capture, control, privdrop, sockettable
+from joyride.service import apps, capture, control, sockettable
 from joyride.service.datapath import Datapath
 from joyride.service.sockets import FrameSink, QueueSocket, SocketFactory
 from joyride.steer.ports import PortSet
@@ -160,11 +161,11 @@ class Service:
 
     def drop_privileges(self, user: privdrop.ServiceUser, helper_fd: int) -> list[str]:
         """After ``start``: become ``user`` with no capabilities, no_new_privs and the
-        seccomp allow-list (``joyride.service.privdrop``); managed neighbour entries
+        seccomp allow-list (``joyride.claim.privdrop``); managed neighbour entries
         are then asked of the supervisor on ``helper_fd``. Raises if any step fails."""
         state = self._state()
         self.dropped = True  # from here on stop leaves the root-only undo to the supervisor
-        helper = NeighbourHelper(helper_fd)
+        helper = privdrop.NeighbourRequests(helper_fd)
         if self.network is not None:
             self.network.request_neighbour = helper.request
         # The directory stays root's: the service could otherwise plant names in it
@@ -439,28 +440,6 @@ class Service:
         state.udp_ports = str(self.steering.ports("udp", LISTEN))
         self.dir.save(state, in_place=self.dropped)
         return {"ports": state.ports, "udp_ports": state.udp_ports}
-
-
-class NeighbourHelper:
-    """The service's end of the supervisor's narrow privileged helper: one datagram
-    per managed neighbour entry wanted (``privdrop.NEIGH_REQUEST`` + dotted IPv4), sent
-    without waiting (the engine sees the entry resolve through its own netlink reads)."""
-
-    def __init__(self, fd: int) -> None:
-        self.sock = socket.socket(fileno=fd)
-        self.sock.setblocking(False)
-        self.failures = 0
-
-    def request(self, ip: bytes) -> bool:
-        try:
-            self.sock.send(privdrop.NEIGH_REQUEST + socket.inet_ntoa(ip).encode())
-        except OSError as exc:
-            if not self.failures:  # the engine retries every few ms: say it once
-                log.warning("neighbour request for %s not sent (supervisor gone?): %s",
-                            socket.inet_ntoa(ip), exc)
-            self.failures += 1
-            return False
-        return True
 
 
 def _memory() -> dict[str, int]:

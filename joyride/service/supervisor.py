@@ -44,8 +44,8 @@ import time
 from collections import deque
 from typing import Any, Final
 
+from joyride.claim import privdrop
 from joyride.claim.statedir import StateDir
-from joyride.service import privdrop
 from joyride.service.launch import config_from_json
 
 log = logging.getLogger("joyride.supervisor")

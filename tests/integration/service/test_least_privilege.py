@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from service_helpers import JOYRIDE, app_path, attached, cli, service_pid, stats, wait_for
 
+from joyride.claim import privdrop
 from joyride.claim.statedir import StateDir
-from joyride.service import appclient, privdrop
+from joyride.service import appclient
 from joyride.steer import xdp
 from joyride.testbed import Testbed
 

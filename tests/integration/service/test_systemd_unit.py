@@ -25,8 +25,9 @@ from service_helpers import JOYRIDE, REPO, app_path, cli, service_pid, stats
 from test_least_privilege import _have_user, assert_unprivileged, echo_server, round_trip
 from unit_sandbox import CAPS, parse_unit
 
+from joyride.claim import privdrop
 from joyride.claim.statedir import StateDir
-from joyride.service import appclient, privdrop
+from joyride.service import appclient
 from joyride.steer import xdp
 from joyride.testbed import Testbed
 

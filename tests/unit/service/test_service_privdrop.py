@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from joyride.service import privdrop
+from joyride.claim import privdrop
 from joyride.service.supervisor import valid_neighbour
 
 needs_x86_64 = pytest.mark.skipif(platform.machine() != "x86_64",
@@ -21,7 +21,7 @@ needs_x86_64 = pytest.mark.skipif(platform.machine() != "x86_64",
 # Installs the service's filter (no uid change: only NNP + seccomp), then does $1.
 CHILD = textwrap.dedent("""
     import ctypes, os, socket, sys, threading
-    from joyride.service import privdrop
+    from joyride.claim import privdrop
     libc = ctypes.CDLL(None, use_errno=True)
     worker = threading.Thread(target=lambda: None)  # threads still start afterwards
     privdrop.set_no_new_privs()

@@ -1,4 +1,7 @@
-"""Least privilege for the network service: drop root after setup (issue 21).
+"""Least privilege for the owner of an interface: drop root after setup (issue 21).
+
+Written for the network service, whose steps follow; an embedding process uses ``drop``
+without the seccomp filter, and ``NeighbourRequests`` (``Embedded.drop_privileges``).
 
 The service parses every frame an attacker can send, so once its privileged setup is
 done (the steering program attached, maps filled, AF_XDP sockets bound and their UMEMs
@@ -44,6 +47,7 @@ import logging
 import os
 import platform
 import pwd
+import socket
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -292,3 +296,26 @@ class ForbiddenCallTrigger:
         log.warning("debug trigger %s: attempting a forbidden system call (ptrace)", self.path)
         self._libc.syscall(ctypes.c_long(SYS_PTRACE_X86_64), ctypes.c_long(0),
                            ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
+
+
+class NeighbourRequests:
+    """The unprivileged end of the supervisor's narrow privileged helper (the service's,
+    or an embedding process's once it dropped): one datagram per managed neighbour entry
+    wanted (``NEIGH_REQUEST`` + dotted IPv4), sent without waiting (the engine sees the
+    entry resolve through its own netlink reads)."""
+
+    def __init__(self, fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(False)
+        self.failures = 0
+
+    def request(self, ip: bytes) -> bool:
+        try:
+            self.sock.send(NEIGH_REQUEST + socket.inet_ntoa(ip).encode())
+        except OSError as exc:
+            if not self.failures:  # the engine retries every few ms: say it once
+                log.warning("neighbour request for %s not sent (supervisor gone?): %s",
+                            socket.inet_ntoa(ip), exc)
+            self.failures += 1
+            return False
+        return True
