@@ -177,7 +177,7 @@ class Socket:
                                               and umem.free_frames == 0):
             raise UmemExhausted(f"{fill_frames} frames wanted for the fill ring, "
                                 f"{umem.free_frames} free in the UMEM")
-        tag, shared_fd = umem._attach(self)
+        tag, shared_fd = umem._attach()
         try:  # the one undo of the UMEM registration, whatever fails before it is ours
             flags = self._bind_flags(need_wakeup, zerocopy, shared=shared_fd >= 0)
             cfg = ffi.new("struct xsk_config *")
@@ -199,7 +199,7 @@ class Socket:
                 time.sleep(0.01)
                 rc = lib.xsk_sock_open(self._s, cfg, umem._frames, tag, stage)
             if rc < 0:
-                raise self._open_error(-rc, int(stage[0]), zerocopy, shared_fd >= 0)
+                raise self._open_error(-rc, int(stage[0]), zerocopy)
         except BaseException:
             umem._detach(self, tag)
             raise
@@ -242,8 +242,8 @@ class Socket:
             flags |= int(lib.XDP_COPY)
         return flags
 
-    def _open_error(self, err: int, stage: int, zerocopy: bool | Literal["auto"],
-                    shared: bool) -> XskError:
+    def _open_error(self, err: int, stage: int, zerocopy: bool | Literal["auto"]
+                    ) -> XskError:
         where = f"{self.ifname} queue {self.queue}"
         if err in (E.EPERM, E.EACCES):
             return XskPermissionError(

@@ -164,8 +164,8 @@ class Umem:
 
     # -- sockets (used by xsk.socket) ---------------------------------------------------
 
-    def _attach(self, sock: Socket) -> tuple[int, int]:
-        """Reserve an owner tag for ``sock``; return it and the fd to share, or -1."""
+    def _attach(self) -> tuple[int, int]:
+        """Reserve an owner tag for a new socket; return it and the fd to share, or -1."""
         if self.closed:
             raise UmemError("UMEM is closed")
         if not self._free_tags:

@@ -49,7 +49,7 @@ from typing import Any
 from joyride.claim import privdrop
 from joyride.claim.interface import Request, claim
 from joyride.claim.statedir import StateDir
-from joyride.embed.drivers import DEFAULT_SPIN, ensure_asyncio_driver, ensure_thread_driver
+from joyride.embed.drivers import DEFAULT_SPIN
 from joyride.embed.stack import Stack
 from joyride.engine import DEFAULT_EPHEMERAL, Engine, KernelNetwork
 from joyride.engine.nic import MultiNic
@@ -178,16 +178,6 @@ class Embedded:
                 log.warning("embedded: the privileged helper (pid %d) is still undoing",
                             self._helper.pid)
             self._helper = None
-
-    # -- drivers ---------------------------------------------------------------------------
-
-    def asyncio_driver(self, loop: Any) -> None:
-        """Drive the engine from ``loop`` (its thread), replacing a dead driver."""
-        ensure_asyncio_driver(self.stack, loop, spin=self.spin)
-
-    def thread_driver(self) -> None:
-        """Make sure something drives the engine for blocking callers."""
-        ensure_thread_driver(self.stack)
 
     # -- routing ---------------------------------------------------------------------------
 

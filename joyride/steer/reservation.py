@@ -21,7 +21,6 @@ from joyride.errors import EnvironmentProblem, PrivilegeError
 from joyride.steer.ports import PortSet
 
 SYSCTL: Final = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
-PORT_RANGE_SYSCTL: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
 def read_reserved(path: Path = SYSCTL) -> PortSet:
@@ -38,11 +37,6 @@ def write_reserved(ports: PortSet, path: Path = SYSCTL) -> None:
             from exc
     except OSError as exc:
         raise EnvironmentProblem(f"the kernel refused {path} = {ports}: {exc}") from exc
-
-
-def kernel_port_range(path: Path = PORT_RANGE_SYSCTL) -> tuple[int, int]:
-    lo, hi = path.read_text().split()
-    return int(lo), int(hi)
 
 
 def reserve(ephemeral: PortSet, path: Path = SYSCTL) -> PortSet:

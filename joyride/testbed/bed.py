@@ -269,9 +269,6 @@ class Testbed:
         raw = json.loads(self.relay_stats_path.read_text())
         return {"to_peer": raw["0"], "to_joy": raw["1"]}
 
-    def nft_counters(self) -> str:
-        return self.peer.run("nft", "list", "ruleset").stdout.decode()
-
     def teardown(self) -> None:
         """Remove everything this bed created. Safe to call twice; never raises."""
         errors: list[str] = []

@@ -1,13 +1,15 @@
 """Frame formats: Ethernet, IPv4, TCP (+options), checksums, sequence numbers.
 
-Formats know nothing of connection state, I/O or clocks. One call each way for the
-engine: ``parse_frame(bytes) -> Frame`` (raises only ``ParseError``: ``IntegrityError``
-when the bytes are unsafe to parse, ``SanityError`` when they parse but are refused; the
-``reason`` is a stable drop-counter key) and ``build_frame(eth, ip, seg) -> bytes``.
+Formats know nothing of connection state, I/O or clocks. One call each way in Python:
+``parse_frame(bytes) -> Frame`` (raises only ``ParseError``: ``IntegrityError`` when the
+bytes are unsafe to parse, ``SanityError`` when they parse but are refused; the
+``reason`` is a stable drop-counter key) and ``build_frame(eth, ip, seg) -> bytes``:
+the reference of tests and tools.
 
-The compiled per-packet path lives in ``joyride.wire.batch`` (``BatchParser``,
-``BatchBuilder``; imported explicitly since it pulls in numpy and needs the built
-``joyride._wire``).
+The engine parses every frame through the compiled per-packet path in
+``joyride.wire.batch`` (``BatchParser``, over ``cffi_build/wire.c``; imported explicitly
+since it pulls in numpy and needs the built ``joyride._wire``) and builds its data
+segments there too (``BatchBuilder``); the rest it builds with ``build_frame_into``.
 
 Modules: ``errors`` (reasons and exceptions), ``checksum``, ``ethernet``, ``ipv4``,
 ``tcp_options``, ``tcp``, ``frame``, ``seq``, ``batch``.

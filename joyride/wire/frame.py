@@ -1,7 +1,9 @@
 """The whole frame in one call each way: Ethernet → IPv4 → TCP.
 
-``parse_frame`` is the engine's single entry point for untrusted bytes; it raises only
-``ParseError`` subclasses, whose ``reason`` is the drop-counter key. Checksum
+``parse_frame`` parses one frame in Python: the reference that the engine's parser of
+untrusted bytes (``joyride.wire.batch.BatchParser``, in C) is tested against, and the
+parser of tests and tools. It raises only ``ParseError`` subclasses, whose ``reason``
+is the drop-counter key. Checksum
 verification is an explicit setting (``verify_checksums``), never silently skipped:
 turn it off only where the NIC has already verified the sums.
 """

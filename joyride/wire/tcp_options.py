@@ -37,16 +37,6 @@ class TcpOptions:
     sack_blocks: tuple[tuple[Seq, Seq], ...] = ()  # (left, right) edges, right exclusive
     timestamps: tuple[int, int] | None = None  # (TSval, TSecr)
 
-    @property
-    def only_timestamps(self) -> bool:
-        """No option other than timestamps: the header-prediction shape."""
-        return (
-            self.mss is None
-            and self.wscale is None
-            and not self.sack_permitted
-            and not self.sack_blocks
-        )
-
 
 NO_OPTIONS: Final = TcpOptions()
 
