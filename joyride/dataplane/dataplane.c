@@ -426,8 +426,12 @@ static int epoll_set(struct dp *dp, struct flow *f, uint32_t want)
     return rc;
 }
 
+static void half_open_done(struct dp *dp, const struct flow *f);
+
 static void flow_forget(struct dp *dp, struct flow *f)
 {
+    if (f->t.tcp_state == DP_SYN_RECEIVED)
+        half_open_done(dp, f); /* released by Python, or ended: its queue slot frees */
     if (f->t.born && f->t.tcp_state != DP_TIME_WAIT)
         dp->st.born_live--;
     if (f->t.tcp_state == DP_TIME_WAIT)
@@ -1317,7 +1321,6 @@ static void synack_timeout(struct dp *dp, struct flow *f, double now)
     t->retries++;
     if (l == NULL || t->retries > l->cfg.max_syn_retries) {
         dp->st.synrcvd_timeouts++;
-        half_open_done(dp, f);
         born_end(dp, f);
         return;
     }
@@ -1422,7 +1425,6 @@ static int synrcvd_input(struct dp *dp, struct flow *f, const struct wire_parsed
     if (rst) { /* RFC 5961 §3.2: exactly at RCV.NXT it resets; else a challenge ACK */
         if (p->seq == t->rcv_nxt) {
             dp->st.synrcvd_reset++;
-            half_open_done(dp, f);
             born_end(dp, f);
             return 1;
         }

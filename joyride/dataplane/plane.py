@@ -287,6 +287,9 @@ class DataPlane:
                                       int.from_bytes(rip, "little"), rport))
         if handle < 0 or handle in self._conns:
             return None
+        tcb = ffi.new("struct dp_tcb *")
+        if lib.dp_flow_peek(self._dp, handle, tcb) < 0 or int(tcb.tcp_state) in UNRUNNABLE_STATES:
+            return None  # half-open or finished: C keeps it (its queue, its TIME-WAIT)
         return self._release_born(handle)
 
     def born_flows(self) -> list[BornView]:

@@ -206,6 +206,9 @@ def test_server_closes_first_all_in_c_then_time_wait_expires(born: Born) -> None
     assert st["time_waits"] == 1 and st["fins_sent"] == 1 and st["fins_received"] == 1
     assert client.state is TcpState.CLOSED
     assert born.tcb(client).tcp_state == lib.DP_TIME_WAIT
+    # A claim (a socket option, OP_GETINFO) cannot take a finished flow out of C.
+    assert bed.plane.claim((IP_SVC, PORT, IP_PEER, client.local_port)) is None
+    assert born.tcb(client).tcp_state == lib.DP_TIME_WAIT
     bed.clock.advance(bed.svc.config.time_wait + 1)
     bed.step()
     assert born.stats()["tw_expired"] == 1
