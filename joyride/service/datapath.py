@@ -289,11 +289,15 @@ class Datapath:
             pump.app_closed()
         self._ready.add(pump)
 
-    def _connection(self, key: tuple[bytes, int, bytes, int]) -> TcpConnection | None:
+    def _connection(self, key: tuple[bytes, int, bytes, int], uid: int
+                    ) -> TcpConnection | None:
         """The engine's connection for a 4-tuple, taking it from C first if C opened
-        it (socket options and OP_GETINFO are the control plane's)."""
+        it (socket options and OP_GETINFO are the control plane's) and ``uid`` (the
+        asker) may: root or the port's owner, so nobody else can move it out of C."""
         conn = self.engine.connections.get(key)
-        if conn is None and self.plane is not None:
+        pl = self.by_port.get(key[1])
+        if conn is None and self.plane is not None and (
+                uid == 0 or (pl is not None and pl.uid == uid)):
             born = self.plane.claim(key)
             if born is not None:
                 self._take_born(born, set())
@@ -442,7 +446,7 @@ class Datapath:
         assert parsed.remote is not None
         key = (socket.inet_aton(parsed.local[0]), parsed.local[1],
                socket.inet_aton(parsed.remote[0]), parsed.remote[1])
-        conn = self._connection(key)
+        conn = self._connection(key, creds.uid)
         pump = self.pumps.get(conn) if conn is not None else None
         if conn is None or pump is None:
             return errno.ENOTCONN
@@ -460,7 +464,7 @@ class Datapath:
             return errno.EINVAL, None, None
         key = (socket.inet_aton(parsed.local[0]), parsed.local[1],
                socket.inet_aton(parsed.remote[0]), parsed.remote[1])
-        conn = self._connection(key)
+        conn = self._connection(key, creds.uid)
         pump = self.pumps.get(conn) if conn is not None else None
         if conn is None or pump is None:
             # Gone: its error once, as SO_ERROR reports it, to its owner only.
