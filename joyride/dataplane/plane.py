@@ -240,17 +240,21 @@ class DataPlane:
         if conn is None:
             return None
         del self._handle_of[conn]
+        tcb = self._tcb
+        rc, rcv, snd = self._copy_out(handle, tcb)
+        self._check(rc, "releasing a flow")
+        conn.import_hot(tcb, rcv, snd)
+        return Released(conn, _reason(tcb), bool(tcb.app_eof), bool(tcb.app_gone))
+
+    def _copy_out(self, handle: int, tcb: Any) -> tuple[int, bytes, bytes]:
+        """``dp_flow_release`` of ``handle`` into ``tcb``: its result (0 or -errno) and
+        the bytes its receive and send rings held."""
         rlen = max(int(lib.dp_flow_rcv_len(self._dp, handle)), 0)
         slen = max(int(lib.dp_flow_snd_len(self._dp, handle)), 0)
         rcv = ffi.new("uint8_t[]", max(rlen, 1))
         snd = ffi.new("uint8_t[]", max(slen, 1))
-        tcb = self._tcb
-        self._check(lib.dp_flow_release(self._dp, handle, tcb, rcv, rlen, snd, slen),
-                    "releasing a flow")
-        conn.import_hot(tcb, bytes(ffi.buffer(rcv, rlen)), bytes(ffi.buffer(snd, slen)))
-        reason = int(tcb.reason)
-        return Released(conn, REASONS[reason] if reason < len(REASONS) else str(reason),
-                        bool(tcb.app_eof), bool(tcb.app_gone))
+        rc = int(lib.dp_flow_release(self._dp, handle, tcb, rcv, rlen, snd, slen))
+        return rc, bytes(ffi.buffer(rcv, rlen)), bytes(ffi.buffer(snd, slen))
 
     def handbacks(self) -> list[Released | Born]:
         """The flows C gave back since the last call, taken back into Python (a flow C
@@ -267,18 +271,9 @@ class DataPlane:
                     out.append(got)
 
     def _release_born(self, handle: int) -> Born | None:
-        rlen = int(lib.dp_flow_rcv_len(self._dp, handle))
-        slen = int(lib.dp_flow_snd_len(self._dp, handle))
-        if rlen < 0 or slen < 0:
-            return None
-        rcv = ffi.new("uint8_t[]", max(rlen, 1))
-        snd = ffi.new("uint8_t[]", max(slen, 1))
         tcb = ffi.new("struct dp_tcb *")
-        if lib.dp_flow_release(self._dp, handle, tcb, rcv, rlen, snd, slen) < 0:
-            return None
-        reason = int(tcb.reason)
-        return Born(tcb, bytes(ffi.buffer(rcv, rlen)), bytes(ffi.buffer(snd, slen)),
-                    REASONS[reason] if reason < len(REASONS) else str(reason))
+        rc, rcv, snd = self._copy_out(handle, tcb)
+        return Born(tcb, rcv, snd, _reason(tcb)) if rc == 0 else None
 
     def claim(self, key: tuple[bytes, int, bytes, int]) -> Born | None:
         """Take a flow C opened itself back by its 4-tuple (None: C has none)."""
@@ -508,6 +503,12 @@ class MemoryPort:
         while (n := int(lib.dp_memport_pop(self.ptr, self._buf, self.max_frame))) > 0:
             out.append(bytes(ffi.buffer(self._buf, n)))
         return out
+
+
+def _reason(tcb: Any) -> str:
+    """Why C handed a flow back (``enum dp_reason``), by name."""
+    reason = int(tcb.reason)
+    return REASONS[reason] if reason < len(REASONS) else str(reason)
 
 
 def ffi_address(cdata: Any) -> int:

@@ -269,8 +269,8 @@ class Datapath:
                 os.close(fd)
             self.counters["plane_born_dropped"] += 1
             return
-        config = pl.in_c.config if pl is not None and pl.in_c is not None else self.engine.config
-        conn = TcpConnection.from_hot(config, tcb, got.rcv, got.snd, self.clock())
+        conn = TcpConnection.from_hot(self.born_config(pl), tcb, got.rcv, got.snd,
+                                      self.clock())
         self.engine.adopt_born(conn)
         touched.add(conn)
         self.counters["plane_born_taken"] += 1
@@ -288,6 +288,10 @@ class Datapath:
         if got.reason == "app_gone":
             pump.app_closed()
         self._ready.add(pump)
+
+    def born_config(self, pl: PortListeners | None) -> TcpConfig:
+        """The configuration the connections C opens on ``pl``'s port run with."""
+        return pl.in_c.config if pl is not None and pl.in_c is not None else self.engine.config
 
     def _connection(self, key: tuple[bytes, int, bytes, int], uid: int
                     ) -> TcpConnection | None:

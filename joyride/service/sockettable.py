@@ -113,9 +113,7 @@ def _born(datapath: Datapath, info: bool, now: float) -> list[dict[str, Any]]:
     for view in datapath.plane.born_flows():
         tcb = view.tcb
         pl = datapath.by_port.get(int(tcb.local_port))
-        config = pl.in_c.config if pl is not None and pl.in_c is not None \
-            else datapath.engine.config
-        conn = TcpConnection.from_hot(config, tcb, bytes(view.recv_queue),
+        conn = TcpConnection.from_hot(datapath.born_config(pl), tcb, bytes(view.recv_queue),
                                       bytes(view.send_queue), now)
         row: dict[str, Any] = {
             "state": SS_STATE.get(conn.state, conn.state.name), "tcp_state": conn.state.name,
