@@ -6,9 +6,13 @@ where it lives when it is bound or connected, and from then on every call goes t
 backend (``joyride.socket_backends``, one implementation each):
 
 * **embedded** — the port is one this process embeds (``joyride.embed``), or an
-  outgoing connection's destination routes out of the embedded interface: the
-  connection lives in the in-process engine (``socket_backends.embedded``: its
-  ``fileno`` is a descriptor whose readiness mirrors the TCP socket's).
+  outgoing connection's destination routes out of the embedded interface. On the C
+  data plane (the default) the embedded instance is the network service's data path
+  run by a thread of this process, and the socket is its real descriptor, as in
+  service mode (``socket_backends.service``, reporting ``joyride_mode`` "embedded").
+  On the Python data plane (``JOYRIDE_DATAPLANE=python``) the connection lives in the
+  in-process engine (``socket_backends.embedded``: its ``fileno`` is a descriptor whose
+  readiness mirrors the TCP socket's).
 * **service** — the network service (``joyride attach``) accelerates the port: the
   socket is the real descriptor the service hands over, with the TCP socket's names
   and options (``socket_backends.service``).
@@ -37,7 +41,12 @@ import os
 import socket as _stdlib
 from typing import Any
 
-from joyride.embed.select import connecting_stack, listening_stack
+from joyride.embed.select import (
+    connecting_stack,
+    connects_in_process,
+    listening_stack,
+    listens_in_process,
+)
 from joyride.socket_backends import Backend, service
 from joyride.socket_backends.embedded import EmbeddedSocket, errno_error
 from joyride.socket_backends.kernel import KernelSocket
@@ -159,6 +168,8 @@ class socket:
             kernel.bind(pending.bound)
             return kernel.listen(backlog)
         served = ServiceSocket(descriptor, pending.timeout, pending.options)
+        if listens_in_process(host, port):
+            served.mode = "embedded"  # this process's own data path serves it
         self._impl = served
         served.listening(backlog)
         return None
@@ -194,6 +205,8 @@ class socket:
             descriptor = service.connected(ip, port, pending.timeout)
             if descriptor is not None:
                 self._impl = ServiceSocket(descriptor, pending.timeout, pending.options)
+                if connects_in_process(_stdlib.inet_aton(ip)):
+                    self._impl.mode = "embedded"
                 # As the preload shim: the handshake goes on behind the descriptor.
                 return errno.EINPROGRESS if pending.timeout == 0.0 else 0
         kernel = self._to_kernel(pending)

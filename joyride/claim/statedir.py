@@ -170,6 +170,11 @@ class StateDir:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
             return False
+        except PermissionError:
+            # The lock is root's and the caller is an unprivileged application: the
+            # application socket answers instead (a dead service's refuses connections,
+            # which callers take as "no service").
+            return self.app_path.exists()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import select
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -49,6 +50,19 @@ REASONS: Final = ("none", "segment", "rto", "persist", "app_eof", "app_gone", "r
 #: ``enum dp_tcp_state`` values of a born flow Python cannot run (SYN-RECEIVED: C's
 #: half-open queue; TIME-WAIT and CLOSED: finished): a claim or a close drops them.
 UNRUNNABLE_STATES: Final = frozenset({1, 7, 8})
+
+
+#: ``enum dp_tcp_state`` values whose FIN is out and not yet acknowledged.
+_FIN_UNACKED: Final = frozenset({2, 5, 6})  # FIN-WAIT-1, CLOSING, LAST-ACK
+
+
+def any_readable(fds: Sequence[int]) -> bool:
+    """Whether any of ``fds`` has bytes or an EOF to read now."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN | select.POLLRDHUP)
+    return bool(fds) and any(mask & (select.POLLIN | select.POLLRDHUP | select.POLLHUP)
+                             for _fd, mask in poller.poll(0))
 
 
 #: Microseconds the loop keeps polling after traffic before it sleeps (default 0: on a
@@ -364,6 +378,26 @@ class DataPlane:
     @property
     def flows(self) -> int:
         return len(self._conns)
+
+    def unsettled(self) -> bool:
+        """Some flow C runs still has work a graceful stop should wait for: bytes not yet
+        acknowledged, a FIN not yet sent or acknowledged (FIN-WAIT-1, CLOSING, LAST-ACK),
+        or bytes or an EOF waiting on its application descriptor."""
+        n = int(lib.dp_flows(self._dp, self._handles, len(self._handles)))
+        tcb = ffi.new("struct dp_tcb *")
+        fds: list[int] = []
+        for i in range(n):
+            handle = int(self._handles[i])
+            if lib.dp_flow_peek(self._dp, handle, tcb) < 0:
+                continue
+            state = int(tcb.tcp_state)
+            if state in _FIN_UNACKED or (tcb.fin_queued and not tcb.fin_sent):
+                return True
+            if state not in UNRUNNABLE_STATES and lib.dp_flow_snd_len(self._dp, handle) > 0:
+                return True
+            if tcb.app_fd >= 0 and not tcb.app_eof and not tcb.app_gone:
+                fds.append(int(tcb.app_fd))
+        return any_readable(fds)
 
     # -- the loop ---------------------------------------------------------------------
 

@@ -31,6 +31,22 @@ started before the drop (``python -m joyride.service.supervisor --helper-for``, 
 supervisor's helper): managed neighbour entries for outgoing connections, and, once
 this process closes the engine or exits, undoing the setup (steering program, reserved
 ports, state files).
+
+Two data planes (``JOYRIDE_DATAPLANE``, ``joyride.dataplane.plane.wanted``):
+
+* **C** (the default when built): the process runs the network service's own data
+  path in one of its threads: ``joyride.service.Service`` with ``embedded=True``, whose
+  C data plane (docs/dataplane.md) owns the AF_XDP queues and runs established
+  connections, and opens the ports' connections itself, without the GIL. The
+  application's ``joyride.socket`` and ``joyride.asyncio`` endpoints are then the
+  service's real descriptors (``joyride.socket_backends.service``,
+  ``joyride.aio.service``), reported as ``joyride_mode == "embedded"``; ``joyride
+  status``, ``stats`` and ``ss`` see the instance through its control socket. The hop
+  between the data plane and the application is a unix socket inside the process (the
+  shared-memory channel of the next step replaces it in both modes).
+* **Python** (``JOYRIDE_DATAPLANE=python``, or no C build): the process's ``Engine``
+  in a ``Stack`` polled by a driver (``joyride.embed.drivers``) in the application's
+  own thread or a background one; endpoints are ``TcpConnection`` objects.
 """
 
 from __future__ import annotations
@@ -49,17 +65,25 @@ from typing import Any
 from joyride.claim import privdrop
 from joyride.claim.interface import Request, claim
 from joyride.claim.statedir import StateDir
+from joyride.dataplane import plane as dataplane
 from joyride.embed.drivers import DEFAULT_SPIN
 from joyride.embed.stack import Stack
 from joyride.engine import DEFAULT_EPHEMERAL, Engine, KernelNetwork
 from joyride.engine.nic import MultiNic
 from joyride.engine.xsknic import XskNic
 from joyride.errors import JoyrideError
+from joyride.service import control
+from joyride.service.service import AlreadyAttached, Service, ServiceConfig
 from joyride.steer.ports import PortSet
 from joyride.steer.program import Mode
 from joyride.tcp.config import TcpConfig
 
 log = logging.getLogger(__name__)
+
+
+_CLOSE = "embedded close"  # the stop reason Embedded.close gives its service thread
+_JOIN_TIMEOUT = 10.0  # seconds close waits for the service thread (after the linger)
+_LINGER = 3.0  # seconds close lets connections deliver what was written (Service.request_stop)
 
 
 class EmbedError(JoyrideError):
@@ -92,6 +116,13 @@ class Embedded:
         self._helper: subprocess.Popen[bytes] | None = None
         self._helper_sock: socket.socket | None = None  # our end: EOF tells it to undo
         self._stack = contextlib.ExitStack()
+        # Exactly one of the two (module doc): the C data plane's in-process service and
+        # the thread serving it, or the Python data plane's stack.
+        self.service: Service | None = None
+        self._serving: threading.Thread | None = None
+        self.stack: Stack | None = None
+        self.sockets: list[Any] = []
+        self._routes: dict[bytes, bool] = {}
         if not self.ports:
             raise EmbedError("embed needs at least one port to accelerate")
         clash = self.ports & PortSet(ephemeral)
@@ -99,13 +130,15 @@ class Embedded:
             raise EmbedError(f"port(s) {clash} lie in the ephemeral range "
                              f"{ephemeral.start}-{ephemeral.stop - 1}: choose other ports")
         try:
-            self._setup(mode, config)
+            if dataplane.wanted():
+                self._serve(mode, config)
+            else:
+                self._setup(mode, config)
         except BaseException:
             self._stack.close()
             raise
 
     def _setup(self, mode: Mode, config: TcpConfig | None) -> None:
-        self._routes: dict[bytes, bool] = {}
         self.dir = StateDir(self.ifname)
         claimed = claim(
             Request(self.ifname, self.ports, PortSet(self.ephemeral), mode,
@@ -114,7 +147,7 @@ class Embedded:
             dropped=lambda: bool(self.dropped), release_steering_when_dropped=True)
         self.steering = steering = claimed.steering
         self.mode = claimed.state.mode
-        self.sockets: list[Any] = claimed.sockets
+        self.sockets = claimed.sockets
         self.network = KernelNetwork(self.ifname)
         self._stack.callback(self.network.close)
         nics = [XskNic(s, self.network.mtu, tx_thread=self.tx_thread) for s in self.sockets]
@@ -124,6 +157,61 @@ class Embedded:
         engine.address_listeners.append(steering.set_addresses)
         self.stack = Stack(engine, ports=frozenset(self.ports))
         self._stack.callback(self.stack.close)  # first to run: resets go out on open sockets
+
+    def _serve(self, mode: Mode, config: TcpConfig | None) -> None:
+        """The C data plane: the network service's data path in a thread (module doc)."""
+        service = Service(ServiceConfig(self.ifname, self.ports,
+                                        ephemeral=PortSet(self.ephemeral), mode=mode,
+                                        embedded=True),
+                          state_dir=StateDir(self.ifname), tcp=config)
+        try:
+            state = service.start()  # undoes itself on failure
+        except AlreadyAttached as exc:
+            raise self._held(service.dir) from exc
+        self._stack.callback(service.stop)
+        assert service.network is not None and service.steering is not None
+        self.service, self.dir, self.mode = service, service.dir, state.mode
+        self.network, self.steering = service.network, service.steering
+        self.sockets = list(service.sockets)
+        thread = threading.Thread(target=self._run_service, args=(service,),
+                                  name=f"joyride-embed-{self.ifname}", daemon=True)
+        thread.start()
+        self._serving = thread
+        self._stack.callback(self._stop_service, service, thread)
+
+    def _run_service(self, service: Service) -> None:
+        try:
+            reason = service.serve()
+        except Exception:
+            log.exception("embedded: the data path of %s failed", self.ifname)
+            return
+        if reason != _CLOSE:
+            # Stopped from outside (joyride detach, the interface vanished): new
+            # sockets then fall back to the kernel; the instance stays to be closed.
+            log.warning("embedded: the data path of %s stopped: %s", self.ifname, reason)
+
+    @staticmethod
+    def _stop_service(service: Service, thread: threading.Thread) -> None:
+        # What the application wrote before closing still reaches its peers (briefly:
+        # the stack ends with this process, the kernel's would go on alone).
+        service.request_stop(_CLOSE, linger=_LINGER)
+        thread.join(_LINGER + _JOIN_TIMEOUT)
+        if thread.is_alive():
+            log.warning("embedded: the data path thread did not stop in %.0f s",
+                        _JOIN_TIMEOUT)
+
+    def serving(self) -> bool:
+        """The instance accelerates its ports now (open, and its data path running)."""
+        if self.closed:
+            return False
+        return self._serving is None or self._serving.is_alive()
+
+    def local_addresses(self) -> frozenset[bytes] | set[bytes]:
+        """The interface's IPv4 addresses the instance serves (packed)."""
+        if self.service is not None and self.service.datapath is not None:
+            return self.service.datapath.engine.local_addresses
+        assert self.stack is not None
+        return self.stack.engine.local_addresses
 
     def _held(self, state_dir: StateDir) -> EmbedError:
         held = state_dir.load()
@@ -161,6 +249,13 @@ class Embedded:
         self._helper_sock = neighbours.sock
         self.network.request_neighbour = neighbours.request
         self.dropped = target.name
+        if self.service is not None:
+            # As the service's own drop: stop leaves the root-only undo to the helper,
+            # and the unix names become the user's, so its listeners accept what the
+            # data path (now that user) delivers (appclient.service_uids).
+            self.service.dropped = True
+            privdrop.hand_over([self.dir.app_path, self.dir.control_path,
+                                self.dir.state_file], target)
         done = privdrop.drop(target, seccomp=False)
         log.info("embedded: dropped privileges: %s", ", ".join(done))
         return done
@@ -195,6 +290,18 @@ class Embedded:
     # -- introspection ---------------------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
+        if self.service is not None:
+            # Asked of the serving thread over the control socket, as `joyride stats`
+            # does: its state changes under it otherwise.
+            stats = control.request(self.dir.control_path, {"op": "stats"})["datapath"]
+            # The live connections' TCP counters summed, then the engine's and the
+            # service's, and the C data plane's under a prefix.
+            out = {**stats["tcp"], **stats["engine"], **stats["service"],
+                   "connections": stats["connections"]}
+            out.update({f"dataplane_{k}": v for k, v in (stats["dataplane"] or {}).items()
+                        if isinstance(v, int)})
+            return out
+        assert self.stack is not None
         with self.stack.lock:
             out = dict(self.stack.engine.counters)
             out.update({f"stack_{k}": v for k, v in self.stack.counters.items()})

@@ -5,6 +5,11 @@ A listening port belongs to the embedded stack when it is one of the ports it st
 uses it when the kernel routes the destination out of the embedded interface. Anything
 else stays with the kernel, so ``joyride.socket`` and ``joyride.asyncio`` are drop-ins
 that accelerate what Joyride owns and leave the rest alone.
+
+On the Python data plane the answer is a ``Stack``; on the C data plane the embedded
+instance serves through its in-process network service, so the stack functions say
+None and the front ends take the service's descriptors (``listens_in_process`` and
+``connects_in_process`` tell them the descriptor is this process's own).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import contextlib
 import socket as _socket
 from collections.abc import Iterator
 
-from joyride.embed.embedded import current
+from joyride.embed.embedded import Embedded, current
 from joyride.embed.stack import Stack
 
 WILDCARDS = frozenset({"", "0.0.0.0"})
@@ -36,25 +41,51 @@ def serving(listen: Stack | None = None, connect: Stack | None = None) -> Iterat
         _listen_override, _connect_override = saved
 
 
-def listening_stack(host: str | None, port: int | None) -> Stack | None:
-    if _listen_override is not None and port in _listen_override.ports:
-        return _listen_override
+def _embedded_listener(host: str | None, port: int | None) -> Embedded | None:
+    """The embedded instance that serves ``port`` on ``host``, if any."""
     emb = current()
-    if emb is None or emb.closed or port is None or port not in emb.ports:
+    if emb is None or not emb.serving() or port is None or port not in emb.ports:
         return None
     if host is None or host in WILDCARDS:
-        return emb.stack
+        return emb
     try:
         packed = _socket.inet_aton(host)
     except OSError:
         return None  # a name or IPv6: the kernel serves it
-    return emb.stack if packed in emb.stack.engine.local_addresses else None
+    return emb if packed in emb.local_addresses() else None
+
+
+def _embedded_route(ip: bytes) -> Embedded | None:
+    """The embedded instance whose interface the kernel routes ``ip`` out of, if any."""
+    emb = current()
+    if emb is None or not emb.serving() or not emb.routes_to(ip):
+        return None
+    return emb
+
+
+def listening_stack(host: str | None, port: int | None) -> Stack | None:
+    """The Python data plane's stack that serves ``port`` on ``host`` (on the C data
+    plane the in-process service does: ``served_in_process``)."""
+    if _listen_override is not None and port in _listen_override.ports:
+        return _listen_override
+    emb = _embedded_listener(host, port)
+    return None if emb is None else emb.stack
 
 
 def connecting_stack(ip: bytes) -> Stack | None:
     if _connect_override is not None:
         return _connect_override
-    emb = current()
-    if emb is None or emb.closed or not emb.routes_to(ip):
-        return None
-    return emb.stack
+    emb = _embedded_route(ip)
+    return None if emb is None else emb.stack
+
+
+def listens_in_process(host: str | None, port: int | None) -> bool:
+    """The embedded instance serves this listener on the C data plane: through its
+    in-process service, whose descriptors the service backends take."""
+    emb = _embedded_listener(host, port)
+    return emb is not None and emb.service is not None
+
+
+def connects_in_process(ip: bytes) -> bool:
+    emb = _embedded_route(ip)
+    return emb is not None and emb.service is not None

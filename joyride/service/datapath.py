@@ -31,7 +31,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from joyride import sockopts
-from joyride.dataplane.plane import UNRUNNABLE_STATES, Born, DataPlane, DeclineNic, ListenSpec
+from joyride.dataplane.plane import (
+    UNRUNNABLE_STATES,
+    Born,
+    DataPlane,
+    DeclineNic,
+    ListenSpec,
+    any_readable,
+)
 from joyride.engine.engine import Engine, EngineError
 from joyride.engine.network import NetworkView
 from joyride.engine.nic import MultiNic, Nic
@@ -56,6 +63,8 @@ PENDING_PER_PORT: Final = 64  # accepted connections awaiting a backlog slot
 MAX_WAITING_SESSIONS: Final = 256  # connected applications that have not sent a request
 FLOWS_SHOWN: Final = 16  # connections detailed by ``stats`` (the rest are only counted)
 FAILED_KEPT: Final = 1024  # failed connections whose error OP_GETINFO may still report
+# TCP states whose FIN is out and not yet acknowledged (a graceful stop waits for them).
+_FIN_UNACKED: Final = frozenset({TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.LAST_ACK})
 FIONREAD: Final = 0x541B  # SIOCINQ: bytes waiting in a socket's receive queue
 
 
@@ -400,13 +409,16 @@ class Datapath:
         if pl is not None and pl.uid not in (-1, creds.uid):
             self.counters["listen_denied_other_uid"] += 1
             return errno.EADDRINUSE
-        if pl is not None and pl.registrations and not (
-                reuseport and all(r.reuseport is not False for r in pl.registrations)):
+        # The same name is the same listener: adopt_listeners may have found it already
+        # (an in-process service's first scan can race the application's first listen).
+        others = [] if pl is None else [r for r in pl.registrations if r.name != name]
+        if pl is not None and others and not (
+                reuseport and all(r.reuseport is not False for r in others)):
             # Linux shares a listening port only among SO_REUSEPORT sockets (of one
             # uid, checked above). Registrations whose listener is gone do not count.
             alive = apps.listening_names()
             pl.registrations = [r for r in pl.registrations if r.name in alive]
-            if pl.registrations:
+            if any(r.name != name for r in pl.registrations):
                 self.counters["listen_denied_in_use"] += 1
                 return errno.EADDRINUSE
         if pl is None:
@@ -880,10 +892,38 @@ class Datapath:
             "dataplane": plane,
         }
 
+    def unsettled(self) -> bool:
+        """Some connection still has work a graceful stop should wait for (``Service``'s
+        linger): bytes the application wrote that the peer has not acknowledged, a FIN
+        not yet acknowledged, or the application's bytes or EOF not yet read."""
+        for conn, pump in self.pumps.items():
+            if pump.buffered:
+                return True
+            if not conn.parked and (conn.send_queue or conn.bytes_in_flight
+                                    or conn.state in _FIN_UNACKED):
+                return True
+        if any(conn.state in _FIN_UNACKED for conn in self.engine.connections.values()):
+            return True
+        idle = [p.sock.fileno() for p in self.pumps.values()
+                if not p.conn.parked and not p.app_eof and not p.app_gone]
+        if any_readable(idle):
+            return True
+        return self.plane is not None and self.plane.unsettled()
+
     def _tcp_counters(self) -> dict[str, int]:
+        """Every live connection's counters: Python's, with what C has counted of those
+        it runs now, and those C opened itself (TIME-WAIT aside, as in "connections")."""
         total = Counters()
         for conn in self.engine.connections.values():
             total.update(conn.counters)
+            if self.plane is not None and conn.parked:
+                hot = self.plane.peek(conn)
+                if hot is not None:
+                    total.update(hot_counters(hot))
+        if self.plane is not None:
+            for born in self.plane.born_flows():
+                if int(born.tcb.tcp_state) not in UNRUNNABLE_STATES:
+                    total.update(hot_counters(born.tcb))
         return dict(total)
 
     def tcp_totals(self) -> dict[str, int]:

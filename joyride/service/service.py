@@ -40,6 +40,7 @@ from joyride.service.datapath import Datapath
 from joyride.service.sockets import FrameSink, QueueSocket, SocketFactory
 from joyride.steer.ports import PortSet
 from joyride.steer.program import LISTEN, Mode, PortConflict, Proto, Steering
+from joyride.tcp.config import TcpConfig
 
 if TYPE_CHECKING:
     from joyride.engine.network import KernelNetwork
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 # (32768-60999), so the kernel's own allocations keep the other 27 000 ports.
 DEFAULT_EPHEMERAL: Final = PortSet(range(60000, 61000))
 WATCHDOG_PERIOD: Final = 1.0  # seconds between checks that the interface still exists
+LINGER_POLL: Final = 0.005  # seconds between checks while a stop lingers
 
 
 class AlreadyAttached(JoyrideError):
@@ -68,6 +70,10 @@ class ServiceConfig:
     group: str = ""  # group (name or gid) allowed on the application socket besides root
     engine: bool = True  # run the TCP engine (False: frames are only counted)
     user: str = ""  # drop to this user after setup ("": keep root; see privdrop)
+    # Served by a thread of the embedding process (joyride.embed on the C data plane):
+    # that process goes on living after a privilege drop, so its steering descriptors
+    # are released on stop even then (claim's release_steering_when_dropped).
+    embedded: bool = False
 
 
 class Service:
@@ -75,8 +81,9 @@ class Service:
 
     def __init__(self, config: ServiceConfig, *, state_dir: StateDir | None = None,
                  socket_factory: SocketFactory = QueueSocket,
-                 sink: FrameSink | None = None) -> None:
+                 sink: FrameSink | None = None, tcp: TcpConfig | None = None) -> None:
         self.config = config
+        self.tcp = tcp  # the connections' TCP configuration (None: the data path's default)
         self.dir = state_dir or StateDir(config.ifname)
         self.socket_factory = socket_factory
         self.sink = sink
@@ -88,6 +95,7 @@ class Service:
         self._stack = contextlib.ExitStack()
         self._listener: socket.socket | None = None
         self._stopping = False
+        self._linger_until = 0.0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.network: KernelNetwork | None = None
         self.dropped = False  # privileges dropped: the supervisor undoes setup (stop)
@@ -103,10 +111,12 @@ class Service:
         try:
             claimed = claim(
                 Request(cfg.ifname, cfg.ports, cfg.ephemeral, cfg.mode, force=cfg.force,
-                        udp_ports=cfg.udp_ports, vlan=cfg.vlan),
+                        udp_ports=cfg.udp_ports, vlan=cfg.vlan,
+                        notices=["embedded mode (served by a thread of the embedding "
+                                 "process)"] if cfg.embedded else []),
                 self.dir, self._stack, open_socket=self.socket_factory,
                 held=self._already_attached, dropped=lambda: self.dropped,
-                release_steering_when_dropped=False)
+                release_steering_when_dropped=cfg.embedded)
             steering, state = claimed.steering, claimed.state
             self.steering, self.state, self.sockets = steering, state, claimed.sockets
             if cfg.engine:
@@ -157,7 +167,7 @@ class Service:
             for sock in self.sockets:
                 plane.add_xsk_port(sock.xsk_socket())
         return Datapath(self.sockets, network, ports=cfg.ports, ephemeral=cfg.ephemeral,
-                        app_socket=app_socket, group=gid, plane=plane)
+                        app_socket=app_socket, group=gid, plane=plane, config=self.tcp)
 
     def drop_privileges(self, user: privdrop.ServiceUser, helper_fd: int) -> list[str]:
         """After ``start``: become ``user`` with no capabilities, no_new_privs and the
@@ -199,8 +209,14 @@ class Service:
                 os.close(fd)
         self._wake_r = self._wake_w = -1
 
-    def request_stop(self, reason: str = "requested") -> None:
-        """Ask ``serve`` to return (safe from signal handlers and other threads)."""
+    def request_stop(self, reason: str = "requested", *, linger: float = 0.0) -> None:
+        """Ask ``serve`` to return (safe from signal handlers and other threads).
+
+        ``linger``: seconds ``serve`` goes on first while some connection still has work
+        (``Datapath.unsettled``: bytes the application wrote and the peer has not
+        acknowledged, a FIN in flight): an embedding process that closes its stack right
+        after its last write still delivers it, as the kernel would after close()."""
+        self._linger_until = time.monotonic() + linger
         self._stopping = True
         self.stop_reason = self.stop_reason or reason
         with contextlib.suppress(OSError):
@@ -223,9 +239,11 @@ class Service:
                 sel.register(sock.fileno(), selectors.EVENT_READ, sock)
         next_check = time.monotonic() + WATCHDOG_PERIOD
         try:
-            while not self._stopping:
+            while not (self._stopping and not self._lingering()):
                 timeout = (WATCHDOG_PERIOD if datapath is None
                            else datapath.timeout(WATCHDOG_PERIOD))
+                if self._stopping:
+                    timeout = min(timeout, LINGER_POLL)
                 if self.capture is not None:
                     timeout = min(timeout, capture.POLL)  # drain its ring often
                 events = (sel.select(timeout=timeout) if datapath is None
@@ -262,6 +280,13 @@ class Service:
             self._sel = None
             sel.close()
         return self.stop_reason
+
+    def _lingering(self) -> bool:
+        """A requested stop waits: its linger has not run out and work is unsettled."""
+        datapath = self.datapath
+        if datapath is None or time.monotonic() >= self._linger_until:
+            return False
+        return datapath.unsettled()
 
     def _watchdog(self) -> None:
         try:

@@ -80,6 +80,7 @@ class ServiceSocket(KernelSocket):
         delivered, _unix_name = appclient.accept(self.sock, self.uids)
         # As the kernel: accepted sockets are blocking unless a default timeout is set.
         accepted = ServiceSocket(delivered, _stdlib.getdefaulttimeout(), [])
+        accepted.mode = self.mode  # "embedded" when this process's own data path serves it
         accepted.answers = self.answers.inherited(delivered)  # as Linux: its listener's
         peer = accepted.name(peer=True)
         return accepted, peer if peer is not None else ("0.0.0.0", 0)

@@ -1,8 +1,10 @@
 """The import-layer contract: the lower layers never import a layer above them.
 
 ``joyride/wire`` (frame formats) < ``joyride/tcp`` (sans-I/O TCP) < ``joyride/engine``
-(the loop) < ``joyride/embed`` (embedded mode), and above them the front ends and
-tools. Every import counts, including those inside functions.
+(the loop) < ``joyride/service`` (the network service's data path and daemon) <
+``joyride/embed`` (embedded mode: on the C data plane it runs the service's data path in
+a thread of the embedding process), and above them the front ends and tools. Every
+import counts, including those inside functions.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "joyride"
 FRONT_ENDS = {"service", "aio", "socket", "socket_backends", "asyncio", "cli", "bench",
               "demo", "testbed", "selfcheck"}
 ABOVE = {
-    "embed": FRONT_ENDS,
+    "embed": FRONT_ENDS - {"service"},
+    "service": (FRONT_ENDS - {"service"}) | {"embed"},
     "engine": FRONT_ENDS | {"embed", "claim", "steer", "dataplane"},
     "tcp": FRONT_ENDS | {"embed", "claim", "steer", "dataplane", "engine"},
     "wire": FRONT_ENDS | {"embed", "claim", "steer", "dataplane", "engine", "tcp"},

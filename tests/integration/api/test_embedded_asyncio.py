@@ -6,6 +6,7 @@ import asyncio
 import gc
 import re
 import resource
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,8 @@ from peers import digest, kernel_echo, random_payload
 
 import joyride.asyncio as jasyncio
 from joyride.claim.statedir import StateDir
-from joyride.embed import EmbedError, embed
+from joyride.dataplane import plane as dataplane
+from joyride.embed import EmbedError, current, embed
 from joyride.steer import xdp
 from joyride.tcp.connection import TcpConnection
 from joyride.testbed import Impairment, Testbed
@@ -31,11 +33,12 @@ def serve_and(bed: Testbed, handler: object, client: object,
               ports: tuple[int, ...] = (PORT,)) -> object:
     """Embed on the bed, serve ``handler`` on PORT with joyride.asyncio, run the async
     ``client(bed)`` and return its result (on a loop from ``loop_factory``, asyncio's
-    own by default); everything is torn down after."""
+    own by default); everything is torn down after. On the C data plane the server is
+    the loop's own unix server over the in-process service's listener."""
 
     async def main() -> object:
         server = await jasyncio.start_server(handler, None, PORT)  # type: ignore[arg-type]
-        assert isinstance(server, jasyncio.JoyrideServer)
+        assert isinstance(server, jasyncio.JoyrideServer) != dataplane.wanted()
         try:
             return await client(bed)  # type: ignore[operator]
         finally:
@@ -52,16 +55,17 @@ async def _echo_client(bed: Testbed, size: int = 2 << 20) -> tuple[str, str]:
     return digest(payload), digest(echoed)
 
 
-def test_echo_kernel_client_hash(testbed: Testbed) -> None:
+def test_echo_kernel_client_hash(testbed: Testbed, plane: str) -> None:
     sent, echoed = serve_and(testbed, echo_handler, _echo_client)  # type: ignore[misc]
     assert sent == echoed
 
 
-def test_closed_connections_are_freed(testbed: Testbed) -> None:
-    """Short connections leave nothing behind: each closed connection, with the
-    transport and protocol around it, is collected. (Compiled with mypyc, the asyncio
-    transport, a class with a non-native base, hid that cycle from the collector:
-    every connection ever served stayed in memory.)"""
+def test_closed_connections_are_freed(testbed: Testbed, plane: str) -> None:
+    """Short connections leave nothing behind. Python data plane: each closed
+    connection, with the transport and protocol around it, is collected. (Compiled with
+    mypyc, the asyncio transport, a class with a non-native base, hid that cycle from
+    the collector: every connection ever served stayed in memory.) C data plane: the
+    service holds no live connection for them (TIME-WAIT aside, which is C's)."""
     n = 300
 
     async def client(bed: Testbed) -> int:
@@ -73,6 +77,14 @@ def test_closed_connections_are_freed(testbed: Testbed) -> None:
         await asyncio.to_thread(many)
         await asyncio.sleep(0.5)  # the last FINs and ACKs
         gc.collect()
+        emb = current()
+        assert emb is not None
+        if emb.service is not None:
+            counters = emb.counters()
+            # C opened them (the first few may reach Python's listener while C's is
+            # being set up: docs/dataplane.md, "Connections born in C").
+            assert counters["dataplane_established"] >= n // 2
+            return counters["connections"]
         return sum(isinstance(o, TcpConnection) for o in gc.get_objects())
 
     alive = serve_and(testbed, echo_handler, client)
@@ -83,7 +95,8 @@ def test_closed_connections_are_freed(testbed: Testbed) -> None:
     Impairment(loss=0.02),
     Impairment(reorder=0.05, delay=0.002),
 ], ids=["loss", "reorder"])
-def test_echo_under_impairments(make_testbed: object, impairment: Impairment) -> None:
+def test_echo_under_impairments(make_testbed: object, impairment: Impairment,
+                                plane: str) -> None:
     bed = make_testbed(to_joy=impairment, to_peer=impairment, seed=7)  # type: ignore[operator]
 
     async def client(bed: Testbed) -> tuple[str, str]:
@@ -93,7 +106,7 @@ def test_echo_under_impairments(make_testbed: object, impairment: Impairment) ->
     assert sent == echoed
 
 
-def test_http_curl_and_wrk(testbed: Testbed) -> None:
+def test_http_curl_and_wrk(testbed: Testbed, plane: str) -> None:
     async def client(bed: Testbed) -> tuple[int, bytes, int, bytes]:
         url = f"http://{bed.joy.ip}:{PORT}/"
         rc, body = await run_in_peer(bed, "curl", "-s", "--max-time", "10", url)
@@ -109,7 +122,7 @@ def test_http_curl_and_wrk(testbed: Testbed) -> None:
     assert "Non-2xx" not in text and "Socket errors" not in text, text
 
 
-def test_echo_and_http_on_uvloop(testbed: Testbed) -> None:
+def test_echo_and_http_on_uvloop(testbed: Testbed, plane: str) -> None:
     """The issue asks for uvloop too: the same servers, driven by uvloop's loop."""
     uvloop = pytest.importorskip("uvloop")
 
@@ -131,7 +144,7 @@ def test_echo_and_http_on_uvloop(testbed: Testbed) -> None:
     assert rc == 0 and digest(body) == digest(HTTP_BODY)
 
 
-def test_asyncio_client_to_kernel_server(testbed: Testbed) -> None:
+def test_asyncio_client_to_kernel_server(testbed: Testbed, plane: str) -> None:
     """open_connection from the embedded stack (ephemeral port) to a kernel server."""
     payload = random_payload(256 << 10)
     server = testbed.peer.popen("python3", "-c", (
@@ -143,7 +156,12 @@ def test_asyncio_client_to_kernel_server(testbed: Testbed) -> None:
 
     async def main() -> bytes:
         reader, writer = await jasyncio.open_connection(testbed.peer.ip, 9000)
-        assert writer.transport.__class__.__name__ == "JoyrideTransport"
+        sock = writer.get_extra_info("socket")
+        if plane == "c":  # the in-process service's descriptor, named as the TCP socket
+            assert sock.family == socket.AF_UNIX
+            assert writer.get_extra_info("peername") == (testbed.peer.ip, 9000)
+        else:
+            assert writer.transport.__class__.__name__ == "JoyrideTransport"
         writer.write(payload)
         await writer.drain()
         writer.write_eof()
@@ -157,7 +175,7 @@ def test_asyncio_client_to_kernel_server(testbed: Testbed) -> None:
     assert digest(echoed) == digest(payload)
 
 
-def test_idle_embedded_server_burns_no_cpu(testbed: Testbed) -> None:
+def test_idle_embedded_server_burns_no_cpu(testbed: Testbed, plane: str) -> None:
     async def client(bed: Testbed) -> float:
         await _echo_client(bed, 64 << 10)  # traffic first: the spin must wind down
         before = resource.getrusage(resource.RUSAGE_SELF)
@@ -171,7 +189,7 @@ def test_idle_embedded_server_burns_no_cpu(testbed: Testbed) -> None:
     assert share < 0.02, f"idle embedded server used {share:.1%} of a CPU"  # type: ignore[str-format]
 
 
-def test_refuses_second_embed_and_live_service(testbed: Testbed) -> None:
+def test_refuses_second_embed_and_live_service(testbed: Testbed, plane: str) -> None:
     with testbed.joy.inside():
         with embed(testbed.joy.ifname, [PORT]), \
                 pytest.raises(EmbedError, match="already embeds"):
@@ -187,7 +205,7 @@ def test_refuses_second_embed_and_live_service(testbed: Testbed) -> None:
             owner.remove()
 
 
-def test_cleanup_after_exception(testbed: Testbed) -> None:
+def test_cleanup_after_exception(testbed: Testbed, plane: str) -> None:
     with testbed.joy.inside():
         original = RESERVED.read_text()
         with pytest.raises(RuntimeError, match="boom"), embed(testbed.joy.ifname, [PORT]):

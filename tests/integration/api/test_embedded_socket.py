@@ -20,8 +20,8 @@ from joyride.testbed import Testbed
 pytestmark = pytest.mark.integration
 
 
-def test_socketserver_echo_kernel_client(testbed: Testbed,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_socketserver_echo_kernel_client(testbed: Testbed, monkeypatch: pytest.MonkeyPatch,
+                                         plane: str) -> None:
     monkeypatch.setattr(socketserver, "socket", jsocket)
     payload = random_payload(1 << 20)
     with testbed.joy.inside(), embed(testbed.joy.ifname, [PORT]):
@@ -34,7 +34,7 @@ def test_socketserver_echo_kernel_client(testbed: Testbed,
 
 
 def test_http_server_serves_files_to_curl(testbed: Testbed, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                          monkeypatch: pytest.MonkeyPatch, plane: str) -> None:
     monkeypatch.setattr(socketserver, "socket", jsocket)
     monkeypatch.setattr(http.server, "socket", jsocket)
     body = random_payload(300_000)
@@ -53,7 +53,7 @@ def test_http_server_serves_files_to_curl(testbed: Testbed, tmp_path: Path,
     assert digest(many) == digest(body * 5)
 
 
-def test_keepalive_probes_a_kernel_peer_that_answers(testbed: Testbed) -> None:
+def test_keepalive_probes_a_kernel_peer_that_answers(testbed: Testbed, plane: str) -> None:
     """SO_KEEPALIVE and TCP_KEEP* on the listener reach what it accepts (as Linux):
     an idle kernel peer gets probes (RFC 9293 §3.8.4), answers them, and the
     connection stays up and carries data afterwards."""
@@ -64,7 +64,7 @@ def test_keepalive_probes_a_kernel_peer_that_answers(testbed: Testbed) -> None:
         "s.sendall(b'ping')\n"
         "sys.stdout.write(s.recv(4).decode())\n"
     )
-    with testbed.joy.inside(), embed(testbed.joy.ifname, [PORT]):
+    with testbed.joy.inside(), embed(testbed.joy.ifname, [PORT]) as emb:
         server = jsocket.socket()
         server.setsockopt(jsocket.SOL_SOCKET, jsocket.SO_KEEPALIVE, 1)
         server.setsockopt(jsocket.IPPROTO_TCP, jsocket.TCP_KEEPIDLE, 1)
@@ -79,10 +79,15 @@ def test_keepalive_probes_a_kernel_peer_that_answers(testbed: Testbed) -> None:
                 with conn:
                     conn.settimeout(10)
                     assert conn.recv(4) == b"ping"  # after 3.5 s of silence
+                    assert conn.joyride_mode == "embedded"
                     tcp = conn._conn
-                    assert tcp is not None
-                    assert tcp.counters["keepalive_probes"] >= 2
-                    assert tcp.state is TcpState.ESTABLISHED
+                    if plane == "c":  # the in-process service's connection
+                        assert tcp is None
+                        assert emb.counters()["keepalive_probes"] >= 2
+                    else:
+                        assert tcp is not None
+                        assert tcp.counters["keepalive_probes"] >= 2
+                        assert tcp.state is TcpState.ESTABLISHED
                     conn.sendall(b"pong")
                     out, _ = peer.communicate(timeout=10)
             finally:
