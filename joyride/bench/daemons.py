@@ -235,6 +235,7 @@ def run(daemons: list[Daemon], planes: list[str], reps: int, seconds: float,
         progress: Callable[[str], None] = print) -> list[Sample]:
     samples: list[Sample] = []
     with Testbed() as bed, tempfile.TemporaryDirectory(prefix="joyride-daemons-") as tmp:
+        tools.prepare_load_generator(bed.peer)
         work = Path(tmp)
         for plane in planes:
             os.environ["JOYRIDE_DATAPLANE"] = plane.split("+")[0]

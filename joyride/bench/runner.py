@@ -25,7 +25,7 @@ from joyride.bench import servers, workloads
 from joyride.bench.procstat import CpuMeter, peak_rss_kb
 from joyride.bench.progress import Progress
 from joyride.bench.servers import Endpoint, ServerError
-from joyride.bench.tools import run_client
+from joyride.bench.tools import prepare_load_generator, run_client
 from joyride.bench.workloads import Workload
 from joyride.testbed import Testbed
 
@@ -133,6 +133,7 @@ def _bed(raw: RawResults, mtu: int, wls: list[Workload], modes: list[str],
     needed = sorted({s for w in wls for s in w.servers})
     progress.note(f"MTU {mtu}: fresh test bed; kernel servers: {', '.join(needed)}")
     with Testbed(mtu=mtu) as bed, contextlib.ExitStack() as kernel_stack:
+        prepare_load_generator(bed.peer)
         kernel: dict[str, Endpoint] = {}
         for name in needed:
             try:
