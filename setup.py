@@ -64,7 +64,6 @@ COMPILED = [
     "joyride/tcp/timewait.py",
     "joyride/tcp/connection.py",
     "joyride/tcp/listener.py",
-    "joyride/tcp/fastpath.py",
     "joyride/engine/engine.py",
     "joyride/engine/xsknic.py",
     "joyride/embed/stack.py",

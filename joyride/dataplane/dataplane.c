@@ -957,8 +957,8 @@ static void born_end(struct dp *dp, struct flow *f)
     flow_forget(dp, f);
 }
 
-/* Whether C predicts p for f (header prediction, Van Jacobson; tcpfast.h's rules plus
- * window updates): accepted segments change exactly what TcpConnection.receive would. */
+/* Whether C predicts p for f (header prediction, Van Jacobson, plus window updates):
+ * accepted segments change exactly what TcpConnection.receive would. */
 static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p,
                       const uint8_t *frame, double now)
 {

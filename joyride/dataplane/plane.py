@@ -476,11 +476,6 @@ class DataPlane:
             return 0
         return int(lib.dp_transmit(self._dp, self._stage, self._stage_offs, self._stage_lens, k))
 
-    def transmit_from(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
-        return int(lib.dp_transmit(self._dp, _cast(base, "uint8_t *"),
-                                   _cast(offsets, "uint64_t *"), _cast(lengths, "uint32_t *"),
-                                   n))
-
     def kick(self) -> None:
         lib.dp_kick(self._dp)
 
@@ -501,9 +496,6 @@ class DeclineNic:
 
     def transmit(self, frames: Sequence[Buffer]) -> int:
         return self.plane.transmit(frames)
-
-    def transmit_from(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
-        return self.plane.transmit_from(base, offsets, lengths, n)
 
     def kick(self, offload: bool = True) -> None:
         self.plane.kick()

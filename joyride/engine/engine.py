@@ -10,15 +10,13 @@ One ``Engine`` serves one NIC queue. Each ``poll``:
    ``max_time_wait`` with ``tw_overflow`` counting the oldest dropped; a new SYN it
    accepts, RFC 6191, goes on to the listener), else by local port to a listener,
    else answers it as the CLOSED state does (RFC 9293 §3.10.7.1: a RST).
-   Consecutive segments of one established connection go to its ``FastPath`` as one
-   run (Van Jacobson header prediction in C); everything else is parsed into Python
-   objects and handed to the state machine;
+   each is parsed into Python objects and handed to the state machine (the per-segment
+   work of established connections is the C data plane's, ``joyride.dataplane``; this
+   engine runs what it declines, and everything under ``JOYRIDE_DATAPLANE=python``);
 3. runs every timer that is due;
-4. turns what the touched connections want to send into frames (data and ACKs built
-   in C by the fast path; the other data/ACK segments of an established connection's
-   state machine framed by the same C builder in one call; handshake and RST segments
-   one by one in Python; next-hop MAC from the kernel's neighbour table; frames wait,
-   bounded, while the kernel resolves one) and transmits them as one batch.
+4. turns what the touched connections want to send into frames (next-hop MAC from the
+   kernel's neighbour table; frames wait, bounded, while the kernel resolves one) and
+   transmits them as one batch.
 
 Front ends (the network service, embedded mode) read and write connections between
 polls and call ``flush`` to send what the application queued.
@@ -38,7 +36,6 @@ from typing import Final
 
 from joyride.engine.network import NetworkView
 from joyride.engine.nic import Buffer, Nic, RxDescriptors
-from joyride.tcp import fastpath
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection, rst_for
 from joyride.tcp.counters import Counters
@@ -46,18 +43,12 @@ from joyride.tcp.isn import IsnGenerator
 from joyride.tcp.listener import Listener, Outgoing
 from joyride.tcp.state import TcpState
 from joyride.tcp.timewait import TimeWait, TwVerdict
-from joyride.wire._native import lib as wire_lib
-from joyride.wire.batch import (
-    MAX_SACK_BLOCKS,
-    MAX_SACK_BLOCKS_WITH_TS,
-    BatchParser,
-    FrameTemplate,
-)
+from joyride.wire.batch import BatchParser
 from joyride.wire.ethernet import EthernetHeader
 from joyride.wire.frame import build_frame_into, frame_len
 from joyride.wire.ipv4 import Ipv4Header
 from joyride.wire.seq import Seq
-from joyride.wire.tcp import TcpFlags, TcpSegment
+from joyride.wire.tcp import TcpSegment
 
 log = logging.getLogger(__name__)
 
@@ -72,25 +63,13 @@ FourTuple = tuple[bytes, int, bytes, int]  # (local ip, local port, remote ip, r
 # The same 4-tuple as the C parser's records carry it: addresses are the wire bytes read
 # as a native u32, ports host-order (see ``struct wire_parsed``).
 RawTuple = tuple[int, int, int, int]
-FAST_STATES: Final = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT,
-                                TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2, TcpState.LAST_ACK})
 ADDRESS_REFRESH: Final = 1.0  # seconds between re-reads of the interface's addresses
 REUSE_ISS_GAP: Final = 65535 + 2  # RFC 6191 reuse: new ISS past the old SND.NXT (Linux)
-MAX_FAST_SEND_ROUNDS: Final = 16  # fast-path data builds per connection per transmit
-ARENA_BATCHES: Final = 4  # fast-path builds of a full batch the shared tx arena holds
-# A fast path costs about 40 us to build (C state, batch builder) and grows the receive
-# ring to the whole window on its first payload; a short connection (an HTTP request
-# with Connection: close: six or seven such events once established) never pays that back.
-# So a connection earns one only after this many slow-path events (segments received
-# or transmit rounds); both paths send the same segments, so only the cost differs.
-FAST_PATH_AFTER: Final = 8
 # Linux's tcp_max_tw_buckets: TIME-WAIT records kept at most (about 200 bytes each);
 # beyond it the record closest to expiry is dropped and counted (``tw_overflow``).
 MAX_TIME_WAIT: Final = 65536
 # Timer heap entries tolerated before superseded ones are swept (see _compact_timers).
 TIMER_SLACK: Final = 64
-# Segments the C batch builder does not frame (it writes data/ACK segments only).
-_NOT_BATCHABLE: Final = int(TcpFlags.SYN | TcpFlags.RST | TcpFlags.URG)
 
 
 class EngineError(Exception):
@@ -141,23 +120,9 @@ class Engine:
         # (RFC 9293 §3.6), oldest deadline first: a restarted 2*MSL moves to the end.
         self.time_wait: OrderedDict[FourTuple, TimeWait] = OrderedDict()
         self.max_time_wait = max_time_wait
-        self._fast: dict[TcpConnection, fastpath.FastPath] = {}
-        self.use_fast_path = fastpath.available()
-        self.fast_path_after = FAST_PATH_AFTER
-        self._slow_seen: dict[TcpConnection, int] = {}  # events before the fast path
-        self._bulk_tx = getattr(nic, "transmit_from", None)
         # A NIC that queues without waking the kernel is kicked once per transmit step.
         self._kick: Callable[[bool], None] | None = getattr(nic, "kick", None)
-        self._round_data = 0  # fast-path data segments queued since the last kick
-        # One arena for every connection's fast path, so memory per connection does
-        # not include it. A NIC that copies from given memory (``transmit_from``) takes
-        # the frames of a whole round, many connections' builds, in one call when the
-        # arena fills and at the transmit step; otherwise each build is copied out.
-        self._arena = (fastpath.TxArena(batch * ARENA_BATCHES if self._bulk_tx else batch,
-                                        max_frame=network.mtu + 18)
-                       if self.use_fast_path else None)
-        if self._arena is not None and self._bulk_tx is not None:
-            self._arena.drain = self._drain_arena
+        self._round_data = 0  # data segments queued since the last kick
         self.listeners: dict[int, Listener] = {}
         self.activity = Activity()
         self._isn = IsnGenerator()
@@ -252,36 +217,6 @@ class Engine:
     def _register(self, conn: TcpConnection) -> None:
         self.connections[self._key(conn)] = conn
         self._by_raw[self._raw_key(conn)] = conn
-
-    def _fast_path(self, conn: TcpConnection, now: float) -> fastpath.FastPath | None:
-        """The connection's fast path once it is synchronized and its next hop known."""
-        fp = self._fast.get(conn)
-        if fp is not None or not self.use_fast_path or conn.state not in FAST_STATES:
-            return fp
-        mac = self.network.neighbour(self.network.next_hop(conn.remote_ip), now)
-        if mac is None:
-            return None
-        template = FrameTemplate(self.network.mac, mac, conn.local_ip, conn.remote_ip,
-                                 conn.local_port, conn.remote_port)
-        fp = fastpath.FastPath(conn, template, capacity=self.batch, arena=self._arena)
-        self._fast[conn] = fp
-        self.counters["fast_paths_built"] += 1
-        return fp
-
-    def _earned_fast_path(self, conn: TcpConnection, now: float) -> fastpath.FastPath | None:
-        """The connection's fast path, built only once it has seen more than
-        ``fast_path_after`` slow-path events (see FAST_PATH_AFTER)."""
-        fp = self._fast.get(conn)
-        if fp is not None or conn.state not in FAST_STATES:
-            return fp
-        seen = self._slow_seen.get(conn, 0)
-        if seen < self.fast_path_after:
-            self._slow_seen[conn] = seen + 1
-            return None
-        fp = self._fast_path(conn, now)
-        if fp is not None:
-            self._slow_seen.pop(conn, None)
-        return fp
 
     # ------------------------------------------------------------------ the loop
 
@@ -398,20 +333,8 @@ class Engine:
         if r.reason != 0:
             self.counters[f"drop_{parser.reason(i).name.lower()}"] += 1
             return i + 1
-        key = (r.dst_ip, r.dst_port, r.src_ip, r.src_port)
-        conn = self._by_raw.get(key)
-        fp = None if conn is None else self._earned_fast_path(conn, now)
-        if conn is None or fp is None:
-            self._slow(i, now)
-            return i + 1
-        # The run of consecutive segments of this connection goes through in one call.
-        j = wire_lib.wire_run_end(out, i, rx.n, fp.capacity) if i + 1 < rx.n else i + 1
-        self.counters["rx_segments"] += j - i
-        self.counters["rx_fast_path"] += fp.receive_batch(parser, rx.base, rx.offsets, now, i, j)
-        self._take_fast_frames(fp)
-        self.activity.connections.add(conn)
-        self._dirty.add(conn)
-        return j
+        self._slow(i, now)
+        return i + 1
 
     def _slow(self, i: int, now: float) -> None:
         try:
@@ -425,31 +348,6 @@ class Engine:
             return
         self.counters["rx_segments"] += 1
         self._deliver(ip.dst, ip.src, seg, now)
-
-    def _take_fast_frames(self, fp: fastpath.FastPath) -> None:
-        """Take the frames the fast path built now: its arena slots are reused.
-
-        With a NIC that copies from given memory they stay in the arena, which is
-        drained in one call per round (``_drain_arena``); otherwise they are copied
-        out as bytes and queued now."""
-        n = fp.tx_count
-        if n == 0 or self._bulk_tx is not None:
-            return
-        lens, offs, buf = fp.tx_lengths, fp.tx_offsets, fp.tx_buf
-        for k in range(fp.tx_start, fp.tx_start + n):
-            o = int(offs[k])
-            self._tx.append(bytes(buf[o:o + lens[k]]))
-
-    def _drain_arena(self) -> None:
-        """Hand every frame built in the arena since the last drain to the NIC."""
-        arena = self._arena
-        if arena is None or arena.used == 0 or self._bulk_tx is None:
-            return
-        n, arena.used = arena.used, 0
-        sent = self._bulk_tx(arena.base_c, arena.offsets_c, arena.lens_c, n)
-        self.counters["tx_frames"] += sent
-        if sent < n:
-            self.counters["tx_dropped_nic_full"] += n - sent
 
     def _deliver(self, lip: bytes, rip: bytes, seg: TcpSegment, now: float) -> None:
         conn = self.connections.get((lip, seg.dst_port, rip, seg.src_port))
@@ -623,10 +521,10 @@ class Engine:
 
     def _transmit(self, now: float) -> None:
         # The common idle/spinning round has nothing to build and nothing to send.
-        if self._dirty or self._pending or self._tx or (self._arena and self._arena.used):
+        if self._dirty or self._pending or self._tx:
             self._transmit_dirty(now)
         if self._kick is not None:
-            # What this round queued (fast-path frames too) leaves now. A round that
+            # What this round queued leaves now. A round that
             # sent data may hand the kernel's transmit to the NIC's tx thread; one of
             # pure ACKs (a bulk receive) keeps it here: on veth that work is the
             # sender's ACK processing, and the tx thread would run it on the CPU of
@@ -642,9 +540,6 @@ class Engine:
                 self._transmit_owner(owner, now)
             except Exception:
                 self._internal_error("transmit")
-        # Fast-path frames first: a connection's slow-path frames (``_emit``) follow
-        # its fast ones, as they were produced.
-        self._drain_arena()
         if self._tx:
             sent = self.nic.transmit(self._tx)
             self.counters["tx_frames"] += sent
@@ -658,30 +553,13 @@ class Engine:
                 self._emit(out, now)
             self._schedule(owner)
             return
-        fp = self._earned_fast_path(owner, now)
-        sent_fast = 0
-        if fp is not None:
-            for _ in range(MAX_FAST_SEND_ROUNDS):
-                built = fp.send_batch(now)
-                if built:
-                    sent_fast += built
-                    self._take_fast_frames(fp)
-                if built < fp.capacity:
-                    break  # a window, the queue or the tail rule stopped it: so would a retry
-            self._round_data += sent_fast
-        segs = [] if sent_fast and owner.settle_after_fast_send() else owner.segments_to_send(now)
-        if segs:
-            done = self._build_segments(fp, segs) if fp is not None else 0
-            for seg in segs[done:]:
-                self._emit(Outgoing(owner.local_ip, owner.remote_ip, seg), now)
+        for seg in owner.segments_to_send(now):
+            self._emit(Outgoing(owner.local_ip, owner.remote_ip, seg), now)
         if owner.state is TcpState.CLOSED:
             self._forget(owner)
             return
         if owner.state is TcpState.TIME_WAIT and self._enter_time_wait(owner, now):
             return
-        if owner.state not in FAST_STATES:
-            self._fast.pop(owner, None)  # TIME-WAIT and friends: nothing fast left to do
-            self._slow_seen.pop(owner, None)
         self._schedule(owner)
 
     def _forget(self, conn: TcpConnection) -> None:
@@ -693,59 +571,7 @@ class Engine:
         raw = self._raw_key(conn)
         if self._by_raw.get(raw) is conn:
             del self._by_raw[raw]
-        self._fast.pop(conn, None)
-        self._slow_seen.pop(conn, None)
         self._wake_at.pop(conn, None)
-
-    def _build_segments(self, fp: fastpath.FastPath, segs: list[TcpSegment]) -> int:
-        """Frame the state machine's segments of an established connection with its
-        fast path's C builder and send them like fast-path frames: one C call for the
-        batch instead of a Python header build per segment.
-
-        Only data/ACK segments (timestamps and SACK options) qualify; the builder
-        stops at the first other one (SYN, RST, URG, MSS/window-scale options, or a
-        frame too big for the arena), and that one and the rest go through ``_emit``,
-        after these, so the connection's segments leave in order. Returns how many
-        segments were sent here."""
-        builder = fp.builder
-        max_frame = fp.arena.max_frame
-        limit = min(len(segs), fp.capacity)
-        payloads: list[bytes | memoryview] = []
-        at = 0
-        k = 0
-        while k < limit:
-            seg = segs[k]
-            o = seg.options
-            blocks = len(o.sack_blocks)
-            if (
-                seg.flags & _NOT_BATCHABLE
-                or seg.urgent
-                or o.mss is not None
-                or o.wscale is not None
-                or o.sack_permitted
-                or blocks > (MAX_SACK_BLOCKS_WITH_TS if o.timestamps else MAX_SACK_BLOCKS)
-            ):
-                break
-            size = len(seg.payload)
-            # Ethernet + IPv4 + TCP headers, NOP-padded options (as wire_build_batch).
-            hdr = 54 + (12 if o.timestamps is not None else 0) + (4 + 8 * blocks if blocks else 0)
-            if hdr + size > max_frame:
-                break
-            self._ip_id = (self._ip_id + 1) & 0xFFFF
-            builder.set_segment(k, seg, at, self._ip_id)
-            if size:
-                payloads.append(seg.payload)
-                at += size
-            k += 1
-        if k == 0:
-            return 0
-        payload = payloads[0] if len(payloads) == 1 else b"".join(payloads)
-        if not fp.build(k, payload if at else None):  # pragma: no cover - sizes checked
-            self.counters["internal_error_build"] += 1
-            return 0
-        self.counters["tx_built_in_c"] += k
-        self._take_fast_frames(fp)
-        return k
 
     def _emit(self, out: Outgoing, now: float) -> None:
         hop = self.network.next_hop(out.dst_ip)
@@ -759,6 +585,8 @@ class Engine:
             return
         buf = bytearray(size)
         build_frame_into(buf, 0, eth, ip, out.segment)
+        if out.segment.payload:
+            self._round_data += 1
         if mac is not None:
             self._tx.append(buf)
             return
@@ -791,6 +619,4 @@ class Engine:
         self.connections.clear()
         self.time_wait.clear()
         self._by_raw.clear()
-        self._fast.clear()
-        self._slow_seen.clear()
         self.listeners.clear()

@@ -23,8 +23,8 @@ Buffer = bytes | bytearray | memoryview
 class RxDescriptors:
     """A received batch as one memory region: frame i is ``base[offsets[i]:][:lengths[i]]``.
 
-    This is what an AF_XDP rx ring hands out (UMEM + descriptors), so the C parser and
-    the TCP fast path read frames where they landed, without a copy.
+    This is what an AF_XDP rx ring hands out (UMEM + descriptors), so the C parser
+    reads frames where they landed, without a copy.
     """
 
     base: Any
@@ -60,12 +60,6 @@ class Nic(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class BulkNic(Nic, Protocol):
-    """A NIC that also copies and queues frames built in one region, in one call."""
-
-    def transmit_from(self, base: Any, offsets: Any, lengths: Any, n: int) -> int: ...
 
 
 class MemoryNic:
@@ -150,9 +144,9 @@ class MultiNic:
         return self.nics[0].transmit(frames)
 
     def __getattr__(self, name: str) -> Any:
-        # ``transmit_from``/``kick`` exactly when the first queue's NIC has them (every
-        # frame leaves there): the engine looks them up once.
-        if name in ("transmit_from", "kick") and self.__dict__.get("nics"):
+        # ``kick`` exactly when the first queue's NIC has it (every frame leaves
+        # there): the engine looks it up once.
+        if name == "kick" and self.__dict__.get("nics"):
             first: Any = self.nics[0]
             return getattr(first, name)  # AttributeError when it has none, as wanted
         raise AttributeError(name)

@@ -39,8 +39,8 @@ class XskNic:
         self._offload_acks = offload_acks
         self.sock = sock
         self.mtu = mtu
-        # A raw pointer, not a buffer export: the UMEM can close while the parser and
-        # the fast path still cache their last base pointer (never used after close).
+        # A raw pointer, not a buffer export: the UMEM can close while the parser
+        # still caches its last base pointer (never used after close).
         self._umem_base = wire_ffi.cast("uint8_t *", sock.umem.address)
         # Received descriptors land in these arrays, allocated once: a poll (most of
         # them find nothing while spinning) allocates no Python objects.
@@ -48,18 +48,15 @@ class XskNic:
         self._held = 0
         # One RxDescriptors per batch size, made once: its arrays are exactly n long
         # (callers may sum them) and stay the same objects, so consumers that memoise
-        # their C pointers by object (the TCP fast path) keep hitting.
+        # their C pointers by object keep hitting.
         self._descs: dict[int, RxDescriptors] = {}
-        # Frames built one by one (the slow path) are packed here and handed to the
-        # socket in one C call (``send_copy``), like the fast path's batches.
+        # Frames built one by one are packed here and handed to the socket in one C
+        # call (``send_copy``).
         self._stage = bytearray(batch * (mtu + 18))
         self._stage_ptr = wire_ffi.from_buffer(self._stage)
         self._stage_offs = np.zeros(batch, dtype=np.uint64)
         self._stage_lens = np.zeros(batch, dtype=np.uint32)
         self._send_staged = sock.copier(self._stage_ptr, self._stage_offs, self._stage_lens)
-        # Copiers for regions built elsewhere, by the identity of their three arrays
-        # (the engine's shared fast-path arena: one entry), holding those arrays.
-        self._copiers: dict[tuple[int, int, int], tuple[Any, Any, Any, Any]] = {}
         self.tx_dropped = 0
         self.kick_errors = 0
         self._kick_owed = False
@@ -120,20 +117,6 @@ class XskNic:
                 self.sock.poll_completions()
             except self._kick_error:
                 self.kick_errors += 1
-
-    def transmit_from(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
-        """Frames built elsewhere (``base + offsets[i]``), copied and queued in one C call."""
-        key = (id(base), id(offsets), id(lengths))
-        hit = self._copiers.get(key)
-        if hit is None or hit[0] is not base or hit[1] is not offsets or hit[2] is not lengths:
-            if len(self._copiers) >= 8:  # callers passing fresh arrays each time
-                self._copiers.clear()
-            hit = (base, offsets, lengths, self.sock.copier(base, offsets, lengths))
-            self._copiers[key] = hit
-        self._kick_owed = True
-        sent: int = hit[3](n)
-        self.tx_dropped += n - sent
-        return sent
 
     def fileno(self) -> int | None:
         return int(self.sock.fileno())

@@ -153,21 +153,6 @@ class QueueSocket:
             self.tap.offer_frames(frames[:total])
         return total
 
-    def transmit_from(self, base: Any, offsets: Any, lengths: Any, n: int) -> int:
-        """Frames built in one region (the TCP fast path's batch), copied and queued in
-        one C call each attempt, with the same bounded retry as ``transmit``."""
-        nic = self._engine_nic()
-        total = 0
-        for _ in range(TX_ATTEMPTS):
-            total += nic.transmit_from(base, _advance(offsets, total),
-                                       _advance(lengths, total), n - total)
-            if total >= n:
-                break
-        self.tx_dropped += n - total
-        if self.tap is not None:
-            self.tap.offer(base, offsets, lengths, total)
-        return total
-
     def kick(self, offload: bool = True) -> None:
         """Wake the kernel once for everything queued this round (copy mode sends in
         the ``sendto``): the engine calls this at the end of each transmit step."""
@@ -189,13 +174,6 @@ class QueueSocket:
     def close(self) -> None:
         self.release()
         self._sock.close()
-
-
-def _advance(array: Any, k: int) -> Any:
-    """``array`` from element ``k`` on: a numpy array slices, a cffi pointer adds."""
-    if k == 0:
-        return array
-    return array[k:] if isinstance(array, np.ndarray) else array + k
 
 
 SocketFactory = Callable[[str, int, str], QueueSocket]

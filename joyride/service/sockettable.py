@@ -136,10 +136,9 @@ def internals(conn: TcpConnection, described: sockopts.ConnectionInfo,
     ti = sockopts.tcp_info_fields(described.tcp_info)
     counters = conn.counters
     received = counters["segments_received"] + (int(hot.segs_in) if hot is not None else 0)
-    # Segments the per-packet fast paths took: the C data plane's (taken back at each
-    # hand-back, plus its current stint) and the embedded engine's batch fast path.
-    fast = counters["dataplane_segments"] + counters["fast_path_segments"] + (
-        int(hot.segs_in) if hot is not None else 0)
+    # Segments the C data plane took (counted back at each hand-back, plus its
+    # current stint).
+    fast = counters["dataplane_segments"] + (int(hot.segs_in) if hot is not None else 0)
     name = conn.config.congestion_control.lower()
     ssthresh = ti["snd_ssthresh"]
     return {

@@ -8,9 +8,9 @@ deletions cheap by moving a start offset, but a later append that needs room mov
 the whole remainder down, so a sender that keeps its buffer full paid a copy of
 everything buffered per batch (about 38 µs near 512 KiB).
 
-The ring also lets the compiled fast path write received payload straight into the
-receive buffer (``free_region`` / ``commit``), and build frames straight from the
-send buffer (``peek_view``), without an intermediate copy.
+The ring also lets a writer fill the send buffer in place (``free_region`` /
+``commit``: ``TcpConnection`` reads an application's bytes straight into it) without an
+intermediate copy.
 
 Memory bound: a ring holds at most ``capacity`` bytes in at most
 ``max(capacity, buffered)`` bytes of memory, allocated on demand. A send ring that
@@ -156,18 +156,6 @@ class ByteRing:
         part = self._parts(offset, n)
         return part if isinstance(part, bytes) else bytes(part)
 
-    def peek_view(self, offset: int, n: int) -> bytes | memoryview:
-        """As ``peek``, without a copy when the bytes are contiguous in the ring.
-
-        A view shows the ring itself: it is only valid until those bytes are
-        consumed (a later write may reuse the space). For callers that copy the
-        bytes out at once, such as the batch frame builder.
-        """
-        n = min(n, self._len - offset)
-        if offset < 0 or n <= 0:
-            return b""
-        return self._parts(offset, n)
-
     def consume(self, n: int) -> None:
         """Drop ``n`` bytes from the front; ``n`` outside ``[0, len]`` is a caller bug
         and raises ``ValueError``."""
@@ -176,7 +164,7 @@ class ByteRing:
         self._len -= n
         if self._len == 0:
             # Empty: restart at index 0 so the next writes stay contiguous, and let
-            # a big ring go (a view from peek_view keeps its own reference).
+            # a big ring go.
             self._head = 0
             keep = self.keep_when_empty
             if keep is not None and len(self._ring) > keep:
@@ -234,9 +222,9 @@ class ReceiveBuffer(ByteRing):
 
     __slots__ = ("_epoch_read", "_epoch_start", "maximum", "slack")
 
-    # The fast path fills the whole free region in place at every batch, and a
-    # reader that keeps up empties the buffer as often: releasing the ring then would
-    # reallocate (and zero) it per batch. Its size is what autotuning granted.
+    # A reader that keeps up empties the buffer at every batch: releasing the ring
+    # then would reallocate (and zero) it per batch. Its size is what autotuning
+    # granted.
     keep_when_empty = None
 
     def __init__(self, initial: int, maximum: int) -> None:

@@ -30,7 +30,8 @@ Every segment that is dropped increments ``counters[reason]``; nothing raises.
 Collaborators, one job each: ``options`` (SYN option negotiation, timestamp clock),
 ``recovery`` (duplicate ACKs, fast retransmit/recovery, SACK NextSeg, limited
 transmit), ``congestion`` (cwnd), ``rtt`` (RTO), ``buffers``, ``reassembly``,
-``timers``; ``fastpath`` is the batch/C half of the same TCB.
+``timers``. The C data plane (``joyride/dataplane``) runs the hot half of the same TCB
+while it owns the connection (``export_hot``/``import_hot``), transcribing these rules.
 """
 
 from __future__ import annotations
@@ -732,18 +733,6 @@ class TcpConnection:
         self.counters.update(hot_counters(tcb))
         self._dirty = True  # whatever it owes (an ACK, queued bytes) goes next
 
-    def settle_after_fast_send(self) -> bool:
-        """The batch fast path just sent data: True when ``segments_to_send`` would
-        now send nothing (and it need not be called), which it owes only to work of
-        its own kind - an ACK demanded by the state machine, a queued FIN or
-        segments already built. Everything else it would weigh (both windows, Nagle
-        and SWS, the idle restart, recovery) the fast path has just applied, and it
-        armed the retransmission timer and cancelled persist as ``_transmit`` would."""
-        if self._out or self._ack_now or self._fin_seq is not None:
-            return False
-        self._dirty = False
-        return True
-
     def on_timer(self, now: float) -> None:
         """Handle every timer due at ``now`` (harmless to call early or twice)."""
         if self._parked:
@@ -951,8 +940,8 @@ class TcpConnection:
 
     def small_segment_allowed(self, seq: Seq, n: int, avail: int) -> bool:
         """May a segment of ``n`` < SMSS bytes starting at ``seq`` go now, with
-        ``avail`` bytes queued from ``seq``? The one statement of the sender's rules,
-        also asked by the batch fast path about the tail it would send after ``seq``.
+        ``avail`` bytes queued from ``seq``? The one statement of the sender's rules
+        (``dataplane.c``'s ``small_segment_allowed`` transcribes it).
 
         * a retransmission after an RTO (``seq`` below SND.MAX) is never held back;
         * Nagle (RFC 9293 §3.7.4, RFC 896): the last of the queued data goes when
@@ -1609,8 +1598,7 @@ class TcpConnection:
 
     def _advance_una(self, ack: Seq) -> int:
         """SND.UNA moves to ``ack``: release the acknowledged bytes from the send buffer
-        (RFC 9293 §3.10.7.4, "fifth"); returns how many data bytes that was. Shared with
-        the fast path's once-per-batch version."""
+        (RFC 9293 §3.10.7.4, "fifth"); returns how many data bytes that was."""
         data_acked = min(max(ack - self._buf_seq, 0), len(self._send_buf))
         if data_acked:
             self._send_buf.consume(data_acked)

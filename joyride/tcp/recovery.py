@@ -40,8 +40,8 @@ Beyond RFC 6675 (issue 15):
   reordering window is min_RTT/4, scaled by the D-SACK rounds seen (§6.2 step 4),
   never above SRTT. Until reordering is seen RFC 6675's IsLost() decides, as RFC
   8985 §6.2 step 4 makes RACK.reo_wnd 0 then (DupThresh's verdict). Send times
-  are kept per send call (a batch of the fast path, a hand-back from the C data
-  plane: the time C last sent), for data never retransmitted.
+  are kept per send call (a hand-back from the C data plane counts as one: the time
+  C last sent), for data never retransmitted.
 * Lost retransmissions (RFC 8985 §6.2: a retransmission is timed like any segment):
   every retransmission of fast recovery is logged with its send time
   (``_rexmit_log``), and one not delivered while a segment sent after it was, RACK.rtt
@@ -534,7 +534,7 @@ class LossRecovery:
 
     def note_sent(self, end: Seq, now: float, snd_una: Seq) -> None:
         """New data up to ``end`` went out at ``now`` (RACK needs its send time);
-        records below ``snd_una`` go (the fast path's ACKs do not prune them)."""
+        records below ``snd_una`` go."""
         if not self.sack_ok:
             return  # RACK needs SACK (RFC 8985 §2)
         ends, times = self._tx_ends, self._tx_times

@@ -62,8 +62,7 @@ def struct_dtype(cname: str) -> np.dtype[Any]:
 
     Cached per struct name: the layout is fixed once ``joyride._wire`` is loaded, a
     numpy dtype is immutable, and deriving it costs ~30 us, which every
-    ``BatchParser``/``BatchBuilder`` construction would otherwise pay (a connection's
-    fast path builds one)."""
+    ``BatchParser``/``BatchBuilder`` construction would otherwise pay."""
     _require_native()
     ctype = ffi.typeof(cname)
     names: list[str] = []

@@ -20,7 +20,7 @@ def _imports_gil_release(module: str) -> bool:
     return b"PyEval_SaveThread" in Path(mod.__file__).read_bytes()
 
 
-@pytest.mark.parametrize("module", ["joyride._wire", "joyride.tcp._tcpfast"])
+@pytest.mark.parametrize("module", ["joyride._wire"])
 def test_short_call_modules_keep_the_gil(module: str) -> None:
     assert not _imports_gil_release(module)
 

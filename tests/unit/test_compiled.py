@@ -26,8 +26,8 @@ def test_hot_modules_are_compiled_unless_built_pure() -> None:
         pytest.skip("built without mypyc (JOYRIDE_PURE_PYTHON=1)")
     if not _compiled.compiled_modules():
         pytest.skip("an interpreted copy of the sources (scripts/test.sh runs one)")
-    for name in ("joyride.wire.seq", "joyride.tcp.connection", "joyride.tcp.fastpath",
-                 "joyride.engine.engine"):
+    for name in ("joyride.wire.seq", "joyride.tcp.connection", "joyride.engine.engine",
+                 "joyride.service.datapath"):
         importlib.import_module(name)
         assert _compiled.is_compiled(name), name
 

@@ -50,8 +50,6 @@ CONFIGS = {
 def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
     bed = Bed(config=CONFIGS[config])
     client, server = bed.connect()
-    if not in_c:
-        bed.svc.use_fast_path = False  # the reference: TcpConnection's rules alone
     wire: list[tuple[int, int, int, int, bool]] = []
     blackout = [0.0]  # ("blackout", s): the peer's frames are lost for s seconds
 
