@@ -797,6 +797,15 @@ static int small_segment_allowed(const struct dp_tcb *t, uint32_t seq, uint32_t 
            (t->max_snd_wnd && n >= t->max_snd_wnd / 2);
 }
 
+/* Our FIN is queued behind the send ring's bytes and may go (TcpConnection's
+ * _fin_allowed): the application shut down writing, and the state says so. */
+static int fin_due(const struct dp_tcb *t)
+{
+    return t->fin_queued && !t->fin_sent &&
+           (t->tcp_state == DP_FIN_WAIT_1 || t->tcp_state == DP_CLOSING ||
+            t->tcp_state == DP_LAST_ACK);
+}
+
 /* TcpConnection._transmit for an established connection outside recovery. */
 static void flow_output(struct dp *dp, struct flow *f, double now)
 {
@@ -825,20 +834,25 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
         if (n < t->smss && !small_segment_allowed(t, t->snd_nxt, n, unsent))
             break;
         uint32_t off = t->snd_nxt - t->snd_una;
-        uint8_t flags = TCP_ACK | (off + n == f->snd.len ? TCP_PSH : 0);
+        uint32_t last = off + n == f->snd.len;
+        /* TcpConnection._emit_data: the FIN rides on the segment whose end it follows. */
+        uint32_t fin = last && fin_due(t);
+        uint8_t flags = TCP_ACK | (last ? TCP_PSH : 0) | (fin ? TCP_FIN : 0);
         if (!t->rtt_timing) { /* Karn (RFC 6298 §3): time one new segment at once */
             t->rtt_timing = 1;
             t->rtt_seq = t->snd_nxt + n;
             t->rtt_time = now;
         }
         emit(dp, f, now, t->snd_nxt, off, n, flags);
-        t->snd_nxt += n;
+        t->snd_nxt += n + fin;
         unsent -= n;
+        if (fin) {
+            t->fin_sent = 1;
+            dp->st.fins_sent++;
+        }
     }
-    if (t->fin_queued && !t->fin_sent && unsent == 0 &&
-        (t->tcp_state == DP_FIN_WAIT_1 || t->tcp_state == DP_CLOSING ||
-         t->tcp_state == DP_LAST_ACK)) {
-        /* TcpConnection._send_fin: the FIN follows the last byte, in its own segment. */
+    if (unsent == 0 && fin_due(t)) {
+        /* TcpConnection._send_fin: nothing left to carry it, in its own segment. */
         emit(dp, f, now, t->snd_nxt, 0, 0, TCP_FIN | TCP_ACK);
         t->snd_nxt++;
         t->fin_sent = 1;

@@ -216,6 +216,32 @@ def test_server_closes_first_all_in_c_then_time_wait_expires(born: Born) -> None
                             int.from_bytes(IP_PEER, "little"), client.local_port) < 0
 
 
+def test_the_fin_rides_on_the_reply_it_follows(born: Born) -> None:
+    """An application that writes its reply and closes (HTTP/1.0, Connection: close):
+    as TcpConnection._emit_data, the FIN goes on the reply's last segment, not in a
+    segment of its own, and the peer gets every byte and then the EOF."""
+    bed = born.bed
+    client = bed.peer.connect(IP_SVC, PORT)
+    bed.run(5)
+    app = born.accept()
+    toward_peer: list[TcpSegment] = []
+
+    def watch(frame: bytes, toward_plane: bool) -> bool:
+        if not toward_plane:
+            toward_peer.append(segment_of(frame))
+        return True
+
+    converse(born, client, app, b"GET / HTTP/1.0\r\n\r\n", b"")
+    bed.impair = watch
+    app.sendall(b"reply" * 200)
+    app.close()
+    bed.run(10)
+    assert client.recv() == b"reply" * 200 and client.eof
+    fins = [seg for seg in toward_peer if seg.flags & TcpFlags.FIN]
+    assert len(fins) == 1 and fins[0].payload, toward_peer
+    assert born.stats()["fins_sent"] == 1 and bed.reasons == []
+
+
 def test_peer_closes_first_last_ack_in_c(born: Born) -> None:
     bed = born.bed
     client = bed.peer.connect(IP_SVC, PORT)
