@@ -53,7 +53,7 @@ UNRUNNABLE_STATES: Final = frozenset({1, 7, 8})
 
 
 #: ``enum dp_tcp_state`` values whose FIN is out and not yet acknowledged.
-_FIN_UNACKED: Final = frozenset({2, 5, 6})  # FIN-WAIT-1, CLOSING, LAST-ACK
+_DP_FIN_UNACKED: Final = frozenset({2, 5, 6})  # FIN-WAIT-1, CLOSING, LAST-ACK
 
 
 def any_readable(fds: Sequence[int]) -> bool:
@@ -391,7 +391,7 @@ class DataPlane:
             if lib.dp_flow_peek(self._dp, handle, tcb) < 0:
                 continue
             state = int(tcb.tcp_state)
-            if state in _FIN_UNACKED or (tcb.fin_queued and not tcb.fin_sent):
+            if state in _DP_FIN_UNACKED or (tcb.fin_queued and not tcb.fin_sent):
                 return True
             if state not in UNRUNNABLE_STATES and lib.dp_flow_snd_len(self._dp, handle) > 0:
                 return True

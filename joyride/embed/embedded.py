@@ -350,7 +350,9 @@ def embed(ifname: str, ports: Iterable[int], *, mode: Mode = "auto",
     """Accelerate ``ports`` of ``ifname`` in this process (see module doc).
 
     ``tx_thread`` gives each AF_XDP socket a native transmit thread (see
-    ``XskNic``); ``False`` keeps every kernel wake-up in the engine's thread.
+    ``XskNic``); ``False`` keeps every kernel wake-up in the engine's thread. It and
+    ``spin`` tune the Python data plane; the C data plane takes the service's settings
+    (``JOYRIDE_TX_THREAD``, ``JOYRIDE_DATAPLANE_SPIN_US``).
     ``drop_to``: after setup, this process becomes that unprivileged user for good
     (``Embedded.drop_privileges``); bind what else needs root first.
 
