@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from joyride.dataplane.membed import IP_PEER, IP_SVC, PORT, Bed, read_all
 from joyride.dataplane.plane import ListenSpec, ffi, lib
+from joyride.service import protocol
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.isn import IsnGenerator
@@ -232,6 +233,12 @@ def test_the_fin_rides_on_the_reply_it_follows(born: Born) -> None:
         return True
 
     converse(born, client, app, b"GET / HTTP/1.0\r\n\r\n", b"")
+    # The name C bound spells the 4-tuple as protocol.connection_name does.
+    name = protocol.parse_name(app.getpeername())
+    assert name is not None and name.kind == "connection"
+    assert name.local == (socket.inet_ntoa(IP_SVC), PORT)
+    assert name.remote == (socket.inet_ntoa(IP_PEER), client.local_port)
+    assert name.pid == os.getpid()
     bed.impair = watch
     app.sendall(b"reply" * 200)
     app.close()
