@@ -184,11 +184,19 @@ class Embedded:
             reason = service.serve()
         except Exception:
             log.exception("embedded: the data path of %s failed", self.ifname)
-            return
-        if reason != _CLOSE:
-            # Stopped from outside (joyride detach, the interface vanished): new
-            # sockets then fall back to the kernel; the instance stays to be closed.
-            log.warning("embedded: the data path of %s stopped: %s", self.ifname, reason)
+            reason = "failed"
+        if reason == _CLOSE:
+            return  # close undoes the rest
+        # Stopped from outside (joyride detach, the interface vanished) or failed: undo
+        # the claim now, so the ports fall back to the kernel at once (the steering
+        # program goes, as when a service dies) and new sockets are the kernel's; the
+        # instance stays to be closed.
+        log.warning("embedded: the data path of %s stopped (%s); its ports are the "
+                    "kernel's again", self.ifname, reason)
+        try:
+            service.stop()
+        except Exception:
+            log.exception("embedded: undoing the claim of %s failed", self.ifname)
 
     @staticmethod
     def _stop_service(service: Service, thread: threading.Thread) -> None:

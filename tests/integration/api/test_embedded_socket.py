@@ -6,6 +6,7 @@ import functools
 import http.server
 import socketserver
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,11 @@ from api_peers import PORT, EchoHandler, serve_in_thread
 from peers import digest, kernel_echo, random_payload
 
 import joyride.socket as jsocket
+from joyride.claim.statedir import StateDir
+from joyride.dataplane import plane as dataplane
 from joyride.embed import embed
+from joyride.service import control
+from joyride.steer import xdp
 from joyride.tcp.state import TcpState
 from joyride.testbed import Testbed
 
@@ -95,3 +100,29 @@ def test_keepalive_probes_a_kernel_peer_that_answers(testbed: Testbed, plane: st
                     peer.kill()
                     peer.wait()
     assert out == b"pong"
+
+
+def test_data_path_stopped_from_outside_gives_the_port_back_to_the_kernel(
+        testbed: Testbed) -> None:
+    """C data plane: `joyride detach` (the control socket's shutdown) stops the
+    embedding process's data path; the claim is undone at once, so the steering program
+    is gone and a new socket on the port is a kernel one, without waiting for close."""
+    if not dataplane.wanted():
+        pytest.skip("the C data plane is not built here")
+    with testbed.joy.inside(), embed(testbed.joy.ifname, [PORT]) as emb:
+        control.request(emb.dir.control_path, {"op": "shutdown"})
+        deadline = time.monotonic() + 10
+        while emb.serving() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not emb.serving()
+        while xdp.query(xdp.ifindex(testbed.joy.ifname)) is not None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert xdp.query(xdp.ifindex(testbed.joy.ifname)) is None
+        server = jsocket.socket()
+        with server:
+            server.bind(("", PORT))
+            server.listen()
+            assert server.joyride_mode == "kernel"
+    assert not StateDir(testbed.joy.ifname).path.exists()
+
