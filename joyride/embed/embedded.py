@@ -43,7 +43,10 @@ Two data planes (``JOYRIDE_DATAPLANE``, ``joyride.dataplane.plane.wanted``):
   ``joyride.aio.service``), reported as ``joyride_mode == "embedded"``; ``joyride
   status``, ``stats`` and ``ss`` see the instance through its control socket. The hop
   between the data plane and the application is a unix socket inside the process (the
-  shared-memory channel of the next step replaces it in both modes).
+  shared-memory channel of the next step replaces it in both modes). ``close`` lets
+  connections deliver what was written for up to ``_LINGER`` seconds; a data path
+  stopped from outside (``joyride detach``, the interface gone) undoes the claim at
+  once, so the ports fall back to the kernel as when a service dies.
 * **Python** (``JOYRIDE_DATAPLANE=python``, or no C build): the process's ``Engine``
   in a ``Stack`` polled by a driver (``joyride.embed.drivers``) in the application's
   own thread or a background one; endpoints are ``TcpConnection`` objects.
