@@ -899,8 +899,7 @@ class Datapath:
         for conn, pump in self.pumps.items():
             if pump.buffered:
                 return True
-            if not conn.parked and (conn.send_queue or conn.bytes_in_flight
-                                    or conn.state in _FIN_UNACKED):
+            if not conn.parked and (conn.send_queue or conn.bytes_in_flight):
                 return True
         if any(conn.state in _FIN_UNACKED for conn in self.engine.connections.values()):
             return True
@@ -914,12 +913,7 @@ class Datapath:
         """Every live connection's counters: Python's, with what C has counted of those
         it runs now, and those C opened itself (TIME-WAIT aside, as in "connections")."""
         total = Counters()
-        for conn in self.engine.connections.values():
-            total.update(conn.counters)
-            if self.plane is not None and conn.parked:
-                hot = self.plane.peek(conn)
-                if hot is not None:
-                    total.update(hot_counters(hot))
+        self._add_connections(total)
         if self.plane is not None:
             for born in self.plane.born_flows():
                 if int(born.tcb.tcp_state) not in UNRUNNABLE_STATES:
@@ -931,15 +925,20 @@ class Datapath:
         engine let go of, live ones, and what C has counted of those it runs now."""
         total = Counters()
         total.update(self.engine.closed_counters)
+        self._add_connections(total)
+        for listener in self.engine.listeners.values():
+            total.update(listener.counters)
+        return dict(total)
+
+    def _add_connections(self, total: Counters) -> None:
+        """Add the engine's live connections' counters to ``total``, with what C has
+        counted of those it runs now (added to the connection only at hand-back)."""
         for conn in self.engine.connections.values():
             total.update(conn.counters)
             if self.plane is not None and conn.parked:
                 hot = self.plane.peek(conn)
                 if hot is not None:
                     total.update(hot_counters(hot))
-        for listener in self.engine.listeners.values():
-            total.update(listener.counters)
-        return dict(total)
 
     def _flow(self, pump: Pump) -> dict[str, Any]:
         """One pump's state, for diagnosing a stalled transfer from ``joyride stats``."""
