@@ -33,9 +33,9 @@ from xsk.errors import (
     XskUnsupported,
     ZeroCopyUnsupported,
 )
-from xsk.program import RedirectProgram, attach_redirect_all
-from xsk.socket import KERNEL_STATS, LOCAL_STATS, Socket
+from xsk.redirect_program import RedirectProgram, attach_redirect_all
 from xsk.umem import PACKET_HEADROOM, Umem
+from xsk.xdp_socket import KERNEL_STATS, LOCAL_STATS, Socket
 
 __all__ = [
     "DESC_DTYPE",

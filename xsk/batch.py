@@ -23,7 +23,7 @@ from xsk._native import ffi
 from xsk.errors import FrameError
 
 if TYPE_CHECKING:
-    from xsk.socket import Socket
+    from xsk.xdp_socket import Socket
 
 #: ``struct xdp_desc`` (linux/if_xdp.h) as a numpy dtype.
 DESC_DTYPE: Final = np.dtype([("addr", "<u8"), ("len", "<u4"), ("options", "<u4")])

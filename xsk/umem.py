@@ -25,7 +25,7 @@ from xsk._native import ffi, lib
 from xsk.errors import FrameError, UmemError, UmemExhausted, UmemInUse
 
 if TYPE_CHECKING:
-    from xsk.socket import Socket
+    from xsk.xdp_socket import Socket
 
 HUGE_PAGE: Final = 2 << 20
 MIN_FRAME_SIZE: Final = 2048  # XDP_UMEM_MIN_CHUNK_SIZE
@@ -162,7 +162,7 @@ class Umem:
             raise FrameError(f"address {addr} is outside this UMEM")
         return {0: "free", 255: "app"}.get(state, f"kernel:{state}")
 
-    # -- sockets (used by xsk.socket) ---------------------------------------------------
+    # -- sockets (used by xsk.xdp_socket) ---------------------------------------------------
 
     def _attach(self) -> tuple[int, int]:
         """Reserve an owner tag for a new socket; return it and the fd to share, or -1."""

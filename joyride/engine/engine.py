@@ -176,7 +176,7 @@ class Engine:
     def connect(self, remote_ip: bytes, remote_port: int, *, local_ip: bytes | None = None,
                 local_port: int | None = None, config: TcpConfig | None = None
                 ) -> TcpConnection:
-        lip = local_ip or self._source_for(remote_ip)
+        lip = local_ip or self._source_for()
         lport = local_port or self._free_port(lip, remote_ip, remote_port)
         key = (lip, lport, remote_ip, remote_port)
         if key in self.connections or key in self.time_wait:
@@ -189,7 +189,7 @@ class Engine:
         self.flush()
         return conn
 
-    def _source_for(self, remote_ip: bytes) -> bytes:
+    def _source_for(self) -> bytes:
         if not self.local_addresses:
             raise EngineError(f"{self.network.ifname} has no IPv4 address")
         return min(self.local_addresses)
@@ -312,7 +312,7 @@ class Engine:
         i, n = 0, rx.n
         while i < n:
             try:
-                i = self._receive_run(rx, i, now)
+                i = self._receive_run(i, now)
             except Exception:
                 # A bug must never take the stack down: count it, skip the frame, go on.
                 self._internal_error("receive")
@@ -324,7 +324,7 @@ class Engine:
             log.exception("engine: internal error in %s (further ones are only counted)",
                           where)
 
-    def _receive_run(self, rx: RxDescriptors, i: int, now: float) -> int:
+    def _receive_run(self, i: int, now: float) -> int:
         """Process frame ``i`` (and the run of its connection's frames that follows);
         return the index of the next unprocessed frame."""
         parser = self._parser

@@ -891,7 +891,7 @@ class TcpConnection:
                     recovery.rexmit_head = False
                     self._retransmit(self._snd_una, self._smss, now)
                 self._send_new(now)
-            self._send_fin(now)
+            self._send_fin()
             if self._snd_max != self._snd_una:
                 self._timers.set_if_unset(Timer.RETRANSMIT, now + self._rtt.rto)
             if self._snd_max > snd_max:
@@ -1008,7 +1008,7 @@ class TcpConnection:
     def _fin_allowed(self) -> bool:
         return self._state in (TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.LAST_ACK)
 
-    def _send_fin(self, now: float) -> None:
+    def _send_fin(self) -> None:
         fin = self._fin_seq
         if fin is None or not self._fin_allowed() or self._snd_nxt != fin:
             return
@@ -1298,7 +1298,7 @@ class TcpConnection:
             self._snd_una = seg.ack
             self._buf_seq = self._iss + 1
             self._snd_wl1, self._snd_wl2 = seg.seq, seg.ack
-            self._sample_rtt_handshake(seg, now)
+            self._sample_rtt_handshake(now)
             self._timers.cancel(Timer.RETRANSMIT)
             self._established(now)
             self._ack_now = True
@@ -1309,7 +1309,7 @@ class TcpConnection:
             self._snd_nxt = self._iss
             self.counters["simultaneous_open"] += 1
 
-    def _sample_rtt_handshake(self, seg: TcpSegment, now: float) -> None:
+    def _sample_rtt_handshake(self, now: float) -> None:
         if self._retries == 0:  # Karn: a retransmitted SYN gives no sample
             self._rtt.sample(max(now - self._last_send, 0.0))
         else:
@@ -1441,7 +1441,7 @@ class TcpConnection:
             self._snd_wnd = seg.window << self._snd_shift
             self._max_snd_wnd = max(self._max_snd_wnd, self._snd_wnd)
             self._snd_wl1, self._snd_wl2 = seg.seq, seg.ack
-            self._sample_rtt_handshake(seg, now)
+            self._sample_rtt_handshake(now)
             self._timers.cancel(Timer.RETRANSMIT)
             self._retries = 0
             self._established(now)
@@ -1487,7 +1487,7 @@ class TcpConnection:
         )
         flight_before = self._snd_max - self._snd_una
         if acked > 0:
-            self._ack_advanced(ack, acked, seg, now)
+            self._ack_advanced(ack, seg, now)
 
         # Window update (RFC 9293 §3.10.7.4, SND.WL1/WL2 rule).
         if acked >= 0 and (
@@ -1613,7 +1613,7 @@ class TcpConnection:
         self.counters["bytes_acked"] += data_acked
         return data_acked
 
-    def _ack_advanced(self, ack: Seq, acked: int, seg: TcpSegment, now: float) -> None:
+    def _ack_advanced(self, ack: Seq, seg: TcpSegment, now: float) -> None:
         self._advance_una(ack)
 
         # RTT: the timed segment (Karn) or, failing that, the echoed timestamp.

@@ -29,7 +29,7 @@ from xsk.errors import (
     XskPermissionError,
     describe,
 )
-from xsk.socket import Socket, resolve_ifindex
+from xsk.xdp_socket import Socket, resolve_ifindex
 
 AttachMode = Literal["auto", "native", "skb"]
 MODE_FLAGS: Final[dict[str, int]] = {

@@ -1,7 +1,7 @@
 """``Socket``: one AF_XDP socket bound to one (interface, queue), with its four rings.
 
 Typical use (the socket receives only what an XDP program redirects to it through an
-XSKMAP keyed by rx queue: see ``xsk.program.attach_redirect_all`` or ``joyride steer``)::
+XSKMAP keyed by rx queue: see ``xsk.redirect_program.attach_redirect_all`` or ``joyride steer``)::
 
     with Socket("eth0", 0) as sock:              # owns a default Umem
         prog.register(sock)                       # xskmap[sock.queue] = sock.fileno()
