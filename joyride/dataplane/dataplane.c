@@ -1062,6 +1062,10 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
         if (wnd > t->max_snd_wnd)
             t->max_snd_wnd = wnd;
     }
+    /* RecoveryState.on_ack, on every ACK: one after an open undo episode's deadline
+     * ends the episode (its D-SACKs would have come back); Python ends it at hand-back. */
+    if (t->undo_open && now > t->undo_until)
+        t->undo_expired = 1;
     t->segs_in++;
     if (t->keepalive_idle > 0) /* TcpConnection._arm_keepalive */
         t->keepalive_at = now + t->keepalive_idle;

@@ -189,6 +189,7 @@ struct dp_tcb {
     double tlp_max_ack_delay;  /* TLP.max_ack_delay (recovery.py); < 0: no loss probes */
     double delack_timeout;
     double last_send;
+    double undo_until;         /* the open episode's D-SACK deadline (RecoveryState) */
     /* application channel: the pump's end of the connection's unix socket */
     int32_t app_fd;
     uint8_t app_eof;           /* set by C: the application shut down writing */
@@ -202,7 +203,8 @@ struct dp_tcb {
     uint8_t fin_to_app;        /* the application was shown its EOF (SHUT_WR) */
     uint8_t sack_ok;           /* SACK negotiated (RFC 2018 §2) */
     uint8_t ws_ok;             /* window scaling negotiated (RFC 7323 §2.2) */
-    uint8_t pad[2];
+    uint8_t undo_open;         /* a recovery episode may still be undone (recovery.py) */
+    uint8_t undo_expired;      /* set by C: an ACK it took came after undo_until */
     uint32_t iss;
     uint32_t irs;
     double state_at;           /* FIN-WAIT-2 or TIME-WAIT's end (0: none) */

@@ -619,6 +619,7 @@ class TcpConnection:
         tcb.pto_at = self._timers.deadline(Timer.PTO) or 0.0
         tcb.tlp_max_ack_delay = TLP_MAX_ACK_DELAY if self._tlp_on() else -1.0
         tcb.last_send = self._last_send
+        self._recovery.save_hot(tcb)
         rcv = self._recv_buf.peek(0, len(self._recv_buf))
         self._recv_buf.consume(len(rcv))
         snd = self._send_buf.peek(0, len(self._send_buf))
@@ -725,6 +726,7 @@ class TcpConnection:
         if tcb.pto_at:
             self._timers.set(Timer.PTO, float(tcb.pto_at))
         self._last_send = float(tcb.last_send)
+        self._recovery.load_hot(tcb)
         # RACK (RFC 8985) times what C sent by the last time it sent (no earlier).
         self._recovery.note_sent(self._snd_max, self._last_send, self._snd_una)
         self._recv_buf.load_hot(tcb)  # before the bytes: C may have grown the buffer

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from joyride.tcp.congestion import CongestionControl, cwnd_limited
 from joyride.tcp.counters import Counters
@@ -223,10 +223,27 @@ class LossRecovery:
         """No loss is being detected or repaired: nothing here would act on the next
         advancing ACK beyond clearing what is already clear (the C data plane may run
         the connection, docs/dataplane.md)."""
+        # An undo episode may stay open (save_hot): C declines every ACK with a SACK
+        # option, so a D-SACK always reaches on_ack here. What C does not take is the
+        # timestamp verdict on the first ACK after a retransmission (RFC 3522 §2) and
+        # F-RTO's two ACKs after a timeout (RFC 5682 §2): both must have been taken.
         return (not self.in_recovery and self.dupacks == 0 and self._lt_bytes == 0
                 and not self.rexmit_head and self.board.sacked_bytes == 0
-                and self.undo_marker is None and self.rack_timeout is None
-                and self.tlp_end_seq is None)
+                and self.retrans_ts is None and self.frto == 0
+                and self.rack_timeout is None and self.tlp_end_seq is None)
+
+    def save_hot(self, tcb: Any) -> None:
+        """What the C data plane needs of an open undo episode (``struct dp_tcb``): its
+        deadline, for the rule on_ack applies to every ACK (an ACK after it ends the
+        episode: its D-SACKs would have come back by then)."""
+        tcb.undo_open = int(self.undo_marker is not None)
+        tcb.undo_until = self._undo_deadline
+        tcb.undo_expired = 0
+
+    def load_hot(self, tcb: Any) -> None:
+        """Back from C: the episode ends if an ACK C took came after its deadline."""
+        if tcb.undo_open and tcb.undo_expired:
+            self._end_episode()
 
     # ------------------------------------------------------------------ per ACK
 

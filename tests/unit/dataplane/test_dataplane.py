@@ -12,6 +12,7 @@ import pytest
 from joyride.dataplane.membed import IP_SVC, MAC_PEER, MAC_SVC, Bed, read_all
 from joyride.dataplane.plane import lib
 from joyride.tcp.config import TcpConfig
+from joyride.tcp.recovery import EPISODE_FAST
 from joyride.tcp.state import TcpState
 from joyride.wire.frame import parse_frame
 
@@ -480,3 +481,28 @@ def test_receive_buffer_autotunes_in_c_as_in_python() -> None:
     assert view["recv_buffer"] == grown_in_python
     c_bed.plane.release(server)
     assert server.recv_buffer == grown_in_python
+
+
+@pytest.mark.parametrize("ack_past_deadline", [False, True])
+def test_an_open_undo_episode_rides_a_c_stint(ack_past_deadline: bool) -> None:
+    """A recovery episode that may still be undone (RFC 3708) does not keep the flow in
+    Python; C notes whether it took an ACK after the episode's deadline, and the
+    episode ends at hand-back exactly when it did, as that ACK would have ended it in
+    RecoveryState.on_ack."""
+    bed = Bed()
+    client, server = bed.connect()
+    recovery = server._recovery
+    recovery._begin_episode(EPISODE_FAST, server.snd_una)  # as a fast retransmit would
+    recovery._undo_deadline = bed.clock() + 0.05  # ... after its retransmission
+    assert server.hot_ready()
+    _ours, app = bed.adopt(server)
+    assert server.parked
+    assert exchange(bed, client, app, b"before", b"reply before") == b"reply before"
+    if ack_past_deadline:
+        bed.step(dt=0.06)
+        assert exchange(bed, client, app, b"after", b"reply after") == b"reply after"
+    client.shutdown_write()  # the peer's FIN hands the flow back
+    bed.peer.mark(client)
+    bed.run(5)
+    assert not server.parked and bed.reasons == ["segment"]
+    assert recovery.undo_pending is (not ack_past_deadline)

@@ -10,8 +10,10 @@ int(t * 1000).
 
 from __future__ import annotations
 
+import pytest
 from tcp_helpers import ACK, IRS, ISS, established, out, plain_config, seg
 
+from joyride.dataplane.plane import ffi
 from joyride.tcp.congestion import INITIAL_SSTHRESH, NewReno
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.counters import Counters
@@ -94,7 +96,9 @@ def test_dsack_undoes_spurious_fast_retransmit_after_recovery_rfc3708() -> None:
     _spurious_fast_retransmit(conn)
     conn.receive(_ack(S(10)), 1.2)
     assert not conn.in_recovery and conn.congestion.cwnd == 5 * MSS
-    assert not conn._recovery.quiet and not conn.hot_ready()  # undo still possible
+    # Undo is still possible, and the data plane may run the connection meanwhile: it
+    # declines the ACK that carries the D-SACK (docs/dataplane.md).
+    assert conn._recovery.undo_pending and conn.hot_ready()
     conn.receive(_ack(S(10), (S(0), S(1))), 1.25)  # D-SACK: below the ACK
     assert conn.counters["dsack_received"] == 1
     assert conn.counters["spurious_detected_dsack"] == 1
@@ -126,12 +130,58 @@ def test_undo_window_closes_and_data_plane_may_take_over() -> None:
     conn = _conn(timestamps=False)
     _spurious_fast_retransmit(conn)
     conn.receive(_ack(S(10)), 1.2)
-    assert not conn.hot_ready()
+    assert conn._recovery.undo_pending and conn.hot_ready()
     conn.send(b"e" * 100)
     out(conn, 1.3)
     conn.receive(_ack(S(10) + 100), 5.0)
-    assert conn._recovery.quiet and conn.hot_ready()
+    assert not conn._recovery.undo_pending and conn.hot_ready()
     assert conn.counters["undo_fast_recovery"] == 0
+
+
+def test_eifel_verdict_is_taken_before_the_data_plane_may_run_it_rfc3522() -> None:
+    """The first acceptable ACK after a retransmission decides (RFC 3522 §2): C does not
+    compare timestamps, so until that ACK the connection stays here."""
+    conn = _conn(timestamps=True)
+    _spurious_fast_retransmit(conn, tsecr=1000)
+    conn.receive(_ack(S(0), (S(1), S(10)), tsecr=1000), 1.15)  # SACK only: no verdict
+    assert not conn.hot_ready()
+    conn.receive(_ack(S(10), tsecr=1100), 1.2)  # the verdict: the loss was real
+    assert conn._recovery.undo_pending and conn.hot_ready()
+
+
+def _c_stint(conn: TcpConnection, ack_past_deadline: bool) -> None:
+    """Export to a real ``struct dp_tcb`` and back, as a C data plane stint would, C
+    having taken an ACK past the episode's deadline or not (test_dataplane checks C's
+    side of that rule)."""
+    tcb = ffi.new("struct dp_tcb *")
+    moved = conn.export_hot(tcb)
+    assert moved is not None and conn.parked
+    assert tcb.undo_open == 1 and tcb.undo_until > 1.2
+    tcb.undo_expired = int(ack_past_deadline)
+    conn.import_hot(tcb, *moved)
+
+
+@pytest.mark.skipif(ffi is None, reason="the C data plane is not built")
+def test_dsack_after_a_data_plane_stint_still_undoes_rfc3708() -> None:
+    conn = _conn(timestamps=False)
+    _spurious_fast_retransmit(conn)
+    conn.receive(_ack(S(10)), 1.2)
+    _c_stint(conn, ack_past_deadline=False)
+    conn.receive(_ack(S(10), (S(0), S(1))), 1.25)  # the D-SACK C declined
+    assert conn.counters["undo_fast_recovery"] == 1
+    assert conn.congestion.ssthresh == INITIAL_SSTHRESH
+
+
+@pytest.mark.skipif(ffi is None, reason="the C data plane is not built")
+def test_an_ack_c_took_past_the_deadline_ends_the_episode_at_hand_back() -> None:
+    conn = _conn(timestamps=False)
+    _spurious_fast_retransmit(conn)
+    conn.receive(_ack(S(10)), 1.2)
+    _c_stint(conn, ack_past_deadline=True)
+    assert not conn._recovery.undo_pending
+    conn.receive(_ack(S(10), (S(0), S(1))), 5.0)  # a D-SACK too late to count
+    assert conn.counters["undo_fast_recovery"] == 0
+    assert conn.congestion.ssthresh == 5 * MSS
 
 
 def test_dsack_only_acks_are_not_duplicate_acks_rfc2883_5() -> None:
