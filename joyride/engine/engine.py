@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from joyride.engine.network import NetworkView
 from joyride.engine.nic import Buffer, Nic, RxDescriptors
@@ -43,8 +43,8 @@ from joyride.tcp.isn import IsnGenerator
 from joyride.tcp.listener import Listener, Outgoing
 from joyride.tcp.state import TcpState
 from joyride.tcp.timewait import TimeWait, TwVerdict
-from joyride.wire.batch import BatchParser
-from joyride.wire.ethernet import EthernetHeader
+from joyride.wire.batch import BatchBuilder, BatchParser, FrameTemplate, batchable, make_template
+from joyride.wire.ethernet import ETH_HLEN, EthernetHeader
 from joyride.wire.frame import build_frame_into, frame_len
 from joyride.wire.ipv4 import Ipv4Header
 from joyride.wire.seq import Seq
@@ -53,6 +53,8 @@ from joyride.wire.tcp import TcpSegment
 log = logging.getLogger(__name__)
 
 BATCH: Final = 64
+BUILD_BATCH: Final = 64  # segments of one connection per wire.c build call
+_NO_TEMPLATE: Final = FrameTemplate(bytes(6), bytes(6), bytes(4), bytes(4), 0, 0)
 PENDING_PER_HOP: Final = 256  # frames held per unresolved next hop (RFC 1122 §2.3.2.2: >= 1)
 #: Local ports of Joyride's outgoing connections, the one definition every front end
 #: uses (service and embedded mode reserve and steer the same range, so the kernel
@@ -144,6 +146,10 @@ class Engine:
         self._tx: list[Buffer] = []
         self._ip_id = random.getrandbits(16)
         self._rng = random.Random()
+        # Data and ACK segments are built by wire.c, a run per call (_build_run), from
+        # each connection's frame template (its next hop's MAC with it).
+        self._builder = BatchBuilder(_NO_TEMPLATE, BUILD_BATCH)
+        self._templates: dict[TcpConnection, tuple[bytes, Any]] = {}
 
     # ------------------------------------------------------------------ sockets
 
@@ -553,8 +559,9 @@ class Engine:
                 self._emit(out, now)
             self._schedule(owner)
             return
-        for seg in owner.segments_to_send(now):
-            self._emit(Outgoing(owner.local_ip, owner.remote_ip, seg), now)
+        segments = owner.segments_to_send(now)
+        if segments:
+            self._emit_connection(owner, segments, now)
         if owner.state is TcpState.CLOSED:
             self._forget(owner)
             return
@@ -572,6 +579,61 @@ class Engine:
         if self._by_raw.get(raw) is conn:
             del self._by_raw[raw]
         self._wake_at.pop(conn, None)
+        self._templates.pop(conn, None)
+
+    def _emit_connection(self, conn: TcpConnection, segments: list[TcpSegment],
+                         now: float) -> None:
+        """A connection's segments of this round: runs of data and ACK segments built by
+        one C call each (``_build_run``); a segment the builder does not take (SYN
+        options, urgent data), and every one while the next hop's MAC is unknown, by
+        ``_emit``."""
+        mac = self.network.neighbour(self.network.next_hop(conn.remote_ip), now)
+        i, n = 0, len(segments)
+        while i < n:
+            if mac is None or not batchable(segments[i]):
+                self._emit(Outgoing(conn.local_ip, conn.remote_ip, segments[i]), now)
+                i += 1
+                continue
+            end = i + 1
+            while end < n and end - i < BUILD_BATCH and batchable(segments[end]):
+                end += 1
+            self._build_run(conn, mac, segments, i, end)
+            i = end
+
+    def _build_run(self, conn: TcpConnection, mac: bytes, segments: list[TcpSegment],
+                   start: int, end: int) -> None:
+        """Frames for ``segments[start:end]`` (each ``batchable``), one MTU-sized slot of
+        one buffer each, queued for the NIC; one too large for the MTU is dropped."""
+        known = self._templates.get(conn)
+        if known is None or known[0] != mac:
+            known = (mac, make_template(FrameTemplate(
+                src_mac=self.network.mac, dst_mac=mac, src_ip=conn.local_ip,
+                dst_ip=conn.remote_ip, src_port=conn.local_port,
+                dst_port=conn.remote_port)))
+            self._templates[conn] = known
+        builder = self._builder
+        offset = 0
+        for k in range(start, end):
+            seg = segments[k]
+            self._ip_id = (self._ip_id + 1) & 0xFFFF
+            builder.set_segment(k - start, seg, offset, self._ip_id)
+            offset += len(seg.payload)
+        n = end - start
+        payloads = segments[start].payload if n == 1 else b"".join(
+            [seg.payload for seg in segments[start:end]])
+        stride = self.network.mtu + ETH_HLEN
+        out = bytearray(n * stride)
+        builder.build_strided(known[1], out, stride, n, payloads)
+        view = memoryview(out)
+        lens = builder.out_lens
+        for k in range(n):
+            size = int(lens[k])
+            if size == 0:
+                self.counters["tx_dropped_oversize"] += 1
+                continue
+            if segments[start + k].payload:
+                self._round_data += 1
+            self._tx.append(view[k * stride:k * stride + size])
 
     def _emit(self, out: Outgoing, now: float) -> None:
         hop = self.network.next_hop(out.dst_ip)

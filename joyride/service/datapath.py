@@ -952,7 +952,7 @@ class Datapath:
             "eof": conn.eof, "poll_at": conn.poll_at(), "now": self.clock(),
             "app_eof": pump.app_eof, "app_gone": pump.app_gone,
             "fin_sent_to_app": pump.fin_sent_to_app, "mask": pump.mask,
-            "to_app": len(pump.to_app) if pump.to_app is not None else 0,
+            "app_full": pump.app_full,
             "to_tcp": len(pump.to_tcp) if pump.to_tcp is not None else 0,
             "counters": {k: v for k, v in conn.counters.items() if v},
             "dataplane": in_c is not None,

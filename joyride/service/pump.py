@@ -28,12 +28,13 @@ from typing import Final
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.state import TcpState
 
-CHUNK: Final = 64 * 1024  # bytes moved per syscall; also the per-direction holdover
+CHUNK: Final = 64 * 1024  # bytes moved per syscall; also the application's holdover
 BUDGET: Final = 16  # chunks per direction per ``service`` call: fairness between pumps
-# Bytes cross the service in this buffer (``recv_into`` from one side, ``send`` to the
-# other) with no allocation per chunk; only a remainder the other side refused is
-# copied out. One for all pumps and both directions: the service loop is one thread and
-# a chunk never outlives the call that read it.
+# The application's bytes cross the service in this buffer (``recv_into`` from its
+# socket, ``send`` to TCP) with no allocation per chunk; only a remainder TCP refused
+# is copied out. One for all pumps: the service loop is one thread and a chunk never
+# outlives the call that read it. TCP's bytes go to the application straight from the
+# receive buffer (``recv_view``), and what its socket refuses stays there.
 _SCRATCH: Final = memoryview(bytearray(CHUNK))
 REGION_AFTER: Final = CHUNK  # queued bytes from which app bytes go straight to TCP
 _SENDING: Final = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
@@ -43,8 +44,8 @@ _SENDING: Final = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.
 class Pump:
     """Moves bytes for one connection; ``service()`` does a bounded amount of work."""
 
-    __slots__ = ("app_eof", "app_gone", "conn", "fin_sent_to_app", "mask", "pid",
-                 "region_reads", "sock", "to_app", "to_tcp", "uid")
+    __slots__ = ("app_eof", "app_full", "app_gone", "conn", "fin_sent_to_app", "mask", "pid",
+                 "region_reads", "sock", "to_tcp", "uid")
 
     def __init__(self, conn: TcpConnection, sock: socket.socket, uid: int = -1,
                  pid: int = 0) -> None:
@@ -53,7 +54,10 @@ class Pump:
         self.sock = sock
         self.uid = uid  # the application's (-1: unknown); it alone may set options
         self.pid = pid  # the process that listened or connected (0: unknown; joyride ss)
-        self.to_app: memoryview | None = None  # taken from TCP, not yet accepted by app
+        # The application's socket refused bytes: wait until it is writable. What it
+        # refused stays in TCP's receive buffer (recv_view/recv_taken), not here, so
+        # a lagging reader's connection is idle for the C data plane all the same.
+        self.app_full = False
         self.to_tcp: memoryview | None = None  # read from app, not yet accepted by TCP
         self.app_eof = False  # the application will write no more (FIN queued)
         self.app_gone = False  # the application's end is closed (EPIPE/ECONNRESET)
@@ -81,33 +85,32 @@ class Pump:
     def _to_app(self, budget: int) -> bool:
         if self.app_gone:
             return False
+        self.app_full = False
         for _ in range(budget):
-            if self.to_app is not None:
-                chunk = self.to_app
-            else:
-                got = self.conn.recv_into(_SCRATCH)
-                if not got:
-                    break
-                chunk = _SCRATCH[:got]
+            chunk = self.conn.recv_view(CHUNK)
+            size = len(chunk)
+            if not size:
+                break
             try:
                 n = self.sock.send(chunk, socket.MSG_NOSIGNAL)
             except BlockingIOError:
                 n = 0
             except OSError:  # EPIPE / ECONNRESET: the application closed its end
+                n = -1
+            chunk.release()  # before the buffer changes
+            if n < 0:
                 self._app_closed()
                 return False
-            if n < len(chunk):
-                # The socket is full: keep the rest (copied when it is in the reused
-                # scratch, which is not ours past this call) and wait for EVENT_WRITE.
-                rest = chunk[n:]
-                self.to_app = rest if chunk is self.to_app else memoryview(rest.tobytes())
+            self.conn.recv_taken(n)
+            if n < size:
+                # The socket is full: the rest stays in TCP's buffer; wait for
+                # EVENT_WRITE.
+                self.app_full = True
                 return False
-            self.to_app = None
         else:
             if self.conn.recv_queue:
                 return True  # budget spent with bytes left: come back next iteration
-        if self.to_app is None and self.conn.eof and not self.conn.recv_queue \
-                and not self.fin_sent_to_app:
+        if self.conn.eof and not self.conn.recv_queue and not self.fin_sent_to_app:
             # RFC 9293 §3.10.7.4 eighth: the peer's FIN: the application reads EOF.
             self.fin_sent_to_app = True
             with contextlib.suppress(OSError):
@@ -175,7 +178,8 @@ class Pump:
 
     def _app_closed(self) -> None:
         self.app_gone = True
-        self.to_app = self.to_tcp = None
+        self.app_full = False
+        self.to_tcp = None
         self.conn.close()
 
     def app_closed(self) -> None:
@@ -196,7 +200,7 @@ class Pump:
         if self.app_gone:
             return 0
         events = 0
-        if self.to_app is not None:
+        if self.app_full:
             events |= selectors.EVENT_WRITE
         if not self.app_eof and self.to_tcp is None and self.conn.state in _SENDING \
                 and self.conn.writable:
@@ -210,16 +214,13 @@ class Pump:
             return True
         if self.conn.state is TcpState.CLOSED:
             # After an orderly close deliver what is left; after a reset, nothing is.
-            return self.conn.error is not None or (
-                self.to_app is None and not self.conn.recv_queue)
-        return (self.app_eof and self.fin_sent_to_app and self.to_app is None
-                and self.to_tcp is None)
+            return self.conn.error is not None or not self.conn.recv_queue
+        return self.app_eof and self.fin_sent_to_app and self.to_tcp is None
 
     @property
     def buffered(self) -> int:
-        """Bytes this pump holds outside the TCP and socket buffers (≤ 2 * CHUNK)."""
-        return (len(self.to_app) if self.to_app is not None else 0) + (
-            len(self.to_tcp) if self.to_tcp is not None else 0)
+        """Bytes this pump holds outside the TCP and socket buffers (≤ CHUNK)."""
+        return len(self.to_tcp) if self.to_tcp is not None else 0
 
     def close(self) -> None:
         """Close the service's end; a live TCP connection is closed as the app would."""

@@ -258,6 +258,22 @@ class ReceiveBuffer(ByteRing):
         self._epoch_read += n
         return out
 
+    def front(self, n: int) -> memoryview:
+        """A view of up to ``n`` bytes from the front, as far as they lie contiguous in
+        the ring (the rest comes with the next call), without taking them: a reader
+        that hands bytes on takes what went with ``taken``. Release it (``with``)
+        before the buffer changes."""
+        n = min(n, self._len)
+        if n <= 0:
+            return memoryview(b"")
+        start = self._head
+        return memoryview(self._ring)[start:min(start + n, len(self._ring))]
+
+    def taken(self, n: int) -> None:
+        """The reader took ``n`` bytes of what ``front`` showed."""
+        self.consume(n)
+        self._epoch_read += n
+
     def readinto(self, buf: bytearray | memoryview) -> int:
         """Move up to ``len(buf)`` bytes into the writable buffer ``buf``."""
         with memoryview(buf) as view, view.cast("B") as target:

@@ -430,6 +430,20 @@ class TcpConnection:
             self._after_read()
         return n
 
+    def recv_view(self, n: int) -> memoryview:
+        """Up to ``n`` received bytes, not taken (as far as they lie contiguous): for a
+        reader that hands them on and then says with ``recv_taken`` how many went, so
+        that bytes it could not hand on stay here, inside the advertised window."""
+        return self._recv_buf.front(n)
+
+    def recv_taken(self, n: int, now: float | None = None) -> None:
+        """``n`` bytes of ``recv_view`` were read (as ``recv`` of them would have)."""
+        if now is not None:
+            self._now = now
+        if n:
+            self._recv_buf.taken(n)
+            self._after_read()
+
     def shutdown_write(self) -> None:
         """Half-close (RFC 9293 §3.10.4): a FIN follows the queued data."""
         if self._fin_seq is not None:

@@ -279,6 +279,34 @@ class FrameTemplate:
     dont_fragment: bool = True
 
 
+def batchable(seg: TcpSegment) -> bool:
+    """Whether ``BatchBuilder.set_segment`` takes ``seg``: a data or ACK segment, its
+    options timestamps and SACK blocks within 40 bytes, no urgent data."""
+    o = seg.options
+    if o.mss is not None or o.wscale is not None or o.sack_permitted or seg.urgent:
+        return False
+    limit = MAX_SACK_BLOCKS_WITH_TS if o.timestamps is not None else MAX_SACK_BLOCKS
+    return len(o.sack_blocks) <= limit
+
+
+def make_template(template: FrameTemplate) -> Any:
+    """``template`` as the ``struct wire_template`` the C builder stamps frames from."""
+    _require_native()
+    t = ffi.new("struct wire_template *")
+    t.dst_mac = list(template.dst_mac)
+    t.src_mac = list(template.src_mac)
+    t.src_ip = list(template.src_ip)
+    t.dst_ip = list(template.dst_ip)
+    t.src_port = template.src_port
+    t.dst_port = template.dst_port
+    t.has_vlan = template.vlan_tci is not None
+    t.vlan_tci = template.vlan_tci or 0
+    t.ttl = template.ttl
+    t.tos = template.tos
+    t.df = template.dont_fragment
+    return t
+
+
 class BatchBuilder:
     """Builds up to ``capacity`` frames per call for one ``FrameTemplate``.
 
@@ -295,19 +323,7 @@ class BatchBuilder:
             raise ValueError(f"out_lens of {len(out_lens)} for a capacity of {capacity}")
         self.capacity = capacity
         self.template = template
-        t = ffi.new("struct wire_template *")
-        t.dst_mac = list(template.dst_mac)
-        t.src_mac = list(template.src_mac)
-        t.src_ip = list(template.src_ip)
-        t.dst_ip = list(template.dst_ip)
-        t.src_port = template.src_port
-        t.dst_port = template.dst_port
-        t.has_vlan = template.vlan_tci is not None
-        t.vlan_tci = template.vlan_tci or 0
-        t.ttl = template.ttl
-        t.tos = template.tos
-        t.df = template.dont_fragment
-        self._tmpl = t
+        self._tmpl = make_template(template)
         self.segs = ffi.new("struct wire_seg[]", capacity)
         self.specs: np.ndarray[Any, np.dtype[Any]] = np.frombuffer(
             ffi.buffer(self.segs), dtype=struct_dtype("struct wire_seg")
@@ -315,6 +331,7 @@ class BatchBuilder:
         self.out_lens = ffi.new("uint32_t[]", capacity) if out_lens is None else out_lens
         self._offs = ffi.new("uint64_t[]", capacity)
         self._caps = ffi.new("uint32_t[]", capacity)
+        self._stride = 0  # what _offs/_caps hold for build_strided (0: not that)
 
     def header_len(self, has_ts: bool, sack_count: int = 0) -> int:
         """Bytes of headers before the payload (for writing payloads in place)."""
@@ -357,16 +374,30 @@ class BatchBuilder:
             )
         )
 
+    def build_strided(self, template: Any, out: bytearray, stride: int, n: int,
+                      payloads: Buffer) -> int:
+        """Build ``segs[:n]`` from ``template`` (``make_template``: another connection's
+        than this builder's own, if need be) into ``out`` at ``i * stride``, at most
+        ``stride`` bytes each, payloads from ``payloads``; lengths land in ``out_lens``
+        (0: the frame does not fit). Returns the number built."""
+        if n > self.capacity:
+            raise ValueError(f"{n} segments exceed the batch capacity {self.capacity}")
+        if len(out) < n * stride:
+            raise ValueError(f"{len(out)} bytes of output for {n} frames of {stride}")
+        if stride != self._stride:
+            self._offs[0:self.capacity] = [i * stride for i in range(self.capacity)]
+            self._caps[0:self.capacity] = [stride] * self.capacity
+            self._stride = stride
+        pay = ffi.from_buffer(payloads) if len(payloads) else ffi.NULL
+        return int(lib.wire_build_batch(template, self.segs, n, pay, ffi.from_buffer(out),
+                                        self._offs, self._caps, self.out_lens))
+
     def set_segment(self, i: int, seg: TcpSegment, payload_off: int, ip_id: int = 0) -> None:
         """Fill spec ``i`` from a ``TcpSegment`` (only timestamps and SACK options)."""
+        if not batchable(seg):
+            raise ValueError("the batch builder writes data/ACK segments: timestamps and "
+                             "SACK blocks within 40 option bytes, no urgent data")
         o = seg.options
-        if o.mss is not None or o.wscale is not None or o.sack_permitted:
-            raise ValueError("the batch builder writes data/ACK segments: TS and SACK only")
-        if seg.urgent:
-            raise ValueError("the batch builder does not send urgent data")
-        limit = MAX_SACK_BLOCKS_WITH_TS if o.timestamps is not None else MAX_SACK_BLOCKS
-        if len(o.sack_blocks) > limit:
-            raise ValueError(f"at most {limit} SACK blocks fit beside these options")
         s = self.segs[i]
         s.payload_off = payload_off
         s.payload_len = len(seg.payload)
@@ -409,6 +440,7 @@ class BatchBuilder:
         self._offs[0:n] = offs
         self._caps[0:n] = caps
         out = bytearray(sum(caps))
+        self._stride = 0
         built = self.build_into(out, self._offs, self._caps, n, payloads)
         if built != n:
             raise ValueError("a segment could not be built (IPv4 length overflow)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,16 +85,6 @@ def test_no_region_once_the_fin_is_queued() -> None:
     conn.shutdown_write()
     assert conn.state is TcpState.FIN_WAIT_1
     assert conn.send_region().nbytes == 0
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair()
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
 
 
 def test_pump_reads_into_the_send_buffer_and_keeps_order(
