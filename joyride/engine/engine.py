@@ -679,6 +679,7 @@ class Engine:
             self._dirty.add(listener)
         self._transmit(self.clock())
         self.connections.clear()
+        self._templates.clear()
         self.time_wait.clear()
         self._by_raw.clear()
         self.listeners.clear()
