@@ -261,8 +261,8 @@ class ReceiveBuffer(ByteRing):
     def front(self, n: int) -> memoryview:
         """A view of up to ``n`` bytes from the front, as far as they lie contiguous in
         the ring (the rest comes with the next call), without taking them: a reader
-        that hands bytes on takes what went with ``taken``. Release it (``with``)
-        before the buffer changes."""
+        that hands bytes on takes what went with ``taken``. Release the view before
+        the buffer changes."""
         n = min(n, self._len)
         if n <= 0:
             return memoryview(b"")

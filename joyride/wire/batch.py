@@ -331,7 +331,10 @@ class BatchBuilder:
         self.out_lens = ffi.new("uint32_t[]", capacity) if out_lens is None else out_lens
         self._offs = ffi.new("uint64_t[]", capacity)
         self._caps = ffi.new("uint32_t[]", capacity)
-        self._stride = 0  # what _offs/_caps hold for build_strided (0: not that)
+        # build_strided's slots: offsets i * _stride, capacity _stride each (0: unset).
+        self._stride = 0
+        self._stride_offs = ffi.new("uint64_t[]", capacity)
+        self._stride_caps = ffi.new("uint32_t[]", capacity)
 
     def header_len(self, has_ts: bool, sack_count: int = 0) -> int:
         """Bytes of headers before the payload (for writing payloads in place)."""
@@ -347,10 +350,12 @@ class BatchBuilder:
         out_caps: Any,
         n: int,
         payload_base: Any = None,
+        template: Any = None,
     ) -> int:
         """Build ``n`` frames from ``segs[:n]`` (or ``specs[:n]``) at ``out_base +
         out_offsets[i]``; lengths land in ``out_lens``. With ``payload_base`` None the
-        payloads must already sit right after the headers (zero copy). Returns the
+        payloads must already sit right after the headers (zero copy). ``template``: a
+        ``make_template`` result to stamp instead of this builder's own. Returns the
         number built; a segment that does not fit gets length 0."""
         if n > self.capacity:
             raise ValueError(f"{n} segments exceed the batch capacity {self.capacity}")
@@ -363,7 +368,7 @@ class BatchBuilder:
             pay = ffi.from_buffer(payload_base)
         return int(
             lib.wire_build_batch(
-                self._tmpl,
+                self._tmpl if template is None else template,
                 self.segs,
                 n,
                 pay,
@@ -380,17 +385,14 @@ class BatchBuilder:
         than this builder's own, if need be) into ``out`` at ``i * stride``, at most
         ``stride`` bytes each, payloads from ``payloads``; lengths land in ``out_lens``
         (0: the frame does not fit). Returns the number built."""
-        if n > self.capacity:
-            raise ValueError(f"{n} segments exceed the batch capacity {self.capacity}")
         if len(out) < n * stride:
             raise ValueError(f"{len(out)} bytes of output for {n} frames of {stride}")
         if stride != self._stride:
-            self._offs[0:self.capacity] = [i * stride for i in range(self.capacity)]
-            self._caps[0:self.capacity] = [stride] * self.capacity
+            self._stride_offs[0:self.capacity] = [i * stride for i in range(self.capacity)]
+            self._stride_caps[0:self.capacity] = [stride] * self.capacity
             self._stride = stride
-        pay = ffi.from_buffer(payloads) if len(payloads) else ffi.NULL
-        return int(lib.wire_build_batch(template, self.segs, n, pay, ffi.from_buffer(out),
-                                        self._offs, self._caps, self.out_lens))
+        return self.build_into(out, self._stride_offs, self._stride_caps, n,
+                               payloads if len(payloads) else None, template)
 
     def set_segment(self, i: int, seg: TcpSegment, payload_off: int, ip_id: int = 0) -> None:
         """Fill spec ``i`` from a ``TcpSegment`` (only timestamps and SACK options)."""
@@ -440,7 +442,6 @@ class BatchBuilder:
         self._offs[0:n] = offs
         self._caps[0:n] = caps
         out = bytearray(sum(caps))
-        self._stride = 0
         built = self.build_into(out, self._offs, self._caps, n, payloads)
         if built != n:
             raise ValueError("a segment could not be built (IPv4 length overflow)")
