@@ -583,8 +583,12 @@ int xsk_kick_here(struct xsk_sock *s)
     return kick_here(s);
 }
 
+/* Wake the kernel from this thread. Completions are reaped first: copy mode sends a
+ * frame only while the completion ring has room for it, and this thread is that
+ * ring's only consumer (the tx thread never reaps). */
 static int kick_here(struct xsk_sock *s)
 {
+    xsk_complete(s, 1u << 20);
     if (!tx_wakeup_wanted(s))
         return 0;
     return xsk_kick_rounds(s, s->tx.cached_prod, &s->st.tx_kicks, &s->st.kick_errors);
@@ -604,10 +608,10 @@ int xsk_tx(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n)
     return tx_queue(s, descs, n, 1);
 }
 
-/* Queue without waking the kernel unless the ring is full (only a kick drains it):
- * a caller that queues several batches in one round kicks once at its end
- * (xsk_kick), and copy mode's per-sendto cost is paid once for all of them. */
-static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n, int kick)
+/* Place descs on the tx ring as far as it has room; how far into descs we got (frames
+ * the frame table refuses are skipped and counted). */
+static uint32_t tx_place(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n,
+                         uint32_t *placed_out)
 {
     struct xsk_frames *f = s->frames;
     uint32_t ring_idx, placed = 0;
@@ -629,11 +633,39 @@ static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n
     if (placed)
         prod_submit(&s->tx);
     s->st.tx_frames += placed;
-    s->st.tx_ring_full += n - i;
-    /* Kick also when nothing new was queued but the ring is full: only the kernel
-     * draining it makes room, and in this thread, not the tx thread's: the caller
-     * wants that room now. */
-    int err = i < n ? kick_here(s) : (kick && placed) ? xsk_kick(s) : 0;
+    *placed_out += placed;
+    return i;
+}
+
+/* Queue without waking the kernel unless the ring is full (only a kick drains it):
+ * a caller that queues several batches in one round kicks once at its end
+ * (xsk_kick), and copy mode's per-sendto cost is paid once for all of them. */
+static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n, int kick)
+{
+    uint32_t placed = 0;
+    uint32_t i = tx_place(s, descs, n, &placed);
+    int err = 0;
+    if (i < n) {
+        /* The ring is full: only the kernel draining it makes room, and in this
+         * thread, not the tx thread's: the caller wants that room now. Each kick
+         * drains the ring (copy mode); go on while each kick makes room, at most
+         * n / ring-size times. */
+        uint32_t before = placed;
+        for (;;) {
+            uint32_t progress = placed;
+            err = kick_here(s);
+            if (err < 0)
+                break;
+            i += tx_place(s, descs + i, n - i, &placed);
+            if (i == n || placed == progress)
+                break;
+        }
+        if (kick && placed > before && err == 0)
+            err = xsk_kick(s);
+        s->st.tx_ring_full += n - i;
+    } else if (kick && placed) {
+        err = xsk_kick(s);
+    }
     if (err < 0 && placed == 0)
         return err;
     /* The caller learns how far into descs we got: frames from index i on are still
@@ -641,11 +673,42 @@ static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n
     return (int)i;
 }
 
+/* Up to `want` free frames as transmit descriptors at `offset`; how many were taken.
+ * An empty allocator means the frames sit in the tx ring or on the completion ring:
+ * reap completions, and if none came, wake the kernel (copy mode transmits, and so
+ * completes, inside sendto) and reap again. 0 only when the NIC holds every frame. */
+static uint32_t tx_frames_take(struct xsk_sock *s, struct xdp_desc *out, uint32_t want,
+                               uint64_t offset)
+{
+    struct xsk_frames *f = s->frames;
+    uint32_t idx[256];
+    uint32_t got = 0;
+    for (int attempt = 0; attempt < 3 && got < want; attempt++) {
+        if (attempt == 2 && got == 0)
+            kick_here(s);
+        if (attempt > 0)
+            xsk_complete(s, 1u << 20);
+        pthread_mutex_lock(&f->lock);
+        uint32_t n = frames_pop_locked(f, idx, want - got, FRAME_APP);
+        pthread_mutex_unlock(&f->lock);
+        for (uint32_t i = 0; i < n; i++) {
+            out[got + i].addr = ((uint64_t)idx[i] << f->shift) + offset;
+            out[got + i].len = 0;
+            out[got + i].options = 0;
+        }
+        got += n;
+        if (attempt == 1 && got > 0)
+            break; /* some room: the caller comes back for the rest */
+    }
+    return got;
+}
+
 /* Copy n frames (src + src_offs[i], lens[i] bytes) into free UMEM frames and queue
  * them, all in one call: the per-frame work of a sender that builds its frames
  * elsewhere (the TCP engine's batch builder). Frames that do not fit a UMEM frame are
  * skipped. Returns how many frames from the start of the list were consumed (queued
- * or skipped); a short count means the ring or the allocator ran out. */
+ * or skipped); a short count means the ring or the allocator ran out even after the
+ * kernel was woken to drain it. */
 int xsk_tx_copy(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset, const uint8_t *src,
                 const uint64_t *src_offs, const uint32_t *lens, uint32_t n)
 {
@@ -674,22 +737,25 @@ int xsk_tx_copy_kick(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset,
             done += scanned;
             continue;
         }
-        if (xsk_frames_alloc_descs(s->frames, descs, chunk, tx_offset, 0) < 0) {
-            xsk_complete(s, 1u << 20);
-            if (xsk_frames_alloc_descs(s->frames, descs, chunk, tx_offset, 0) < 0)
-                return (int)done;
-        }
-        for (uint32_t i = 0; i < chunk; i++) {
+        uint32_t got = tx_frames_take(s, descs, chunk, tx_offset);
+        for (uint32_t i = 0; i < got; i++) {
             uint32_t k = src_index[i];
             memcpy(umem + descs[i].addr, src + src_offs[k], lens[k]);
             descs[i].len = lens[k];
         }
-        int sent = tx_queue(s, descs, chunk, kick);
+        int sent = got ? tx_queue(s, descs, got, kick) : 0;
         if (sent < 0)
             sent = 0;
+        if (got > 0 && (uint32_t)sent == got && got < chunk) {
+            done = src_index[got - 1] + 1; /* the allocator gave part: ask again */
+            continue;
+        }
         if ((uint32_t)sent < chunk) {
-            xsk_frames_free_descs(s->frames, descs + sent, chunk - (uint32_t)sent);
-            return (int)(sent == 0 ? done : src_index[sent - 1] + 1);
+            if ((uint32_t)sent < got)
+                xsk_frames_free_descs(s->frames, descs + sent, got - (uint32_t)sent);
+            /* Consumed: everything before the first frame not queued (skipped ones
+             * included, already counted). */
+            return (int)(sent == 0 ? src_index[0] : src_index[sent - 1] + 1);
         }
         done += scanned;
     }

@@ -1653,12 +1653,13 @@ static void decline(struct dp *dp, const uint8_t *frame, uint32_t len)
     dp->st.declined++;
 }
 
-static void receive_port(struct dp *dp, uint32_t index, double now)
+/* One batch from port index; how many frames it held. */
+static uint32_t receive_port(struct dp *dp, uint32_t index, double now)
 {
     struct dp_port *port = &dp->ports[index];
     int got = ((rx_fn)port->rx)(port->ctx, dp->descs, dp->cfg.batch, 0);
     if (got <= 0)
-        return;
+        return 0;
     uint32_t n = (uint32_t)got;
     dp->st.rx_frames += n;
     dp->st.port_rx_frames[index] += n;
@@ -1724,6 +1725,7 @@ static void receive_port(struct dp *dp, uint32_t index, double now)
         decline(dp, frame, dp->rx_lens[i]);
     }
     ((release_fn)port->release)(port->ctx, dp->descs, n);
+    return n;
 }
 
 /* TcpConnection._fire for the timers C runs: a due delayed ACK is sent; a due RTO,
@@ -1847,10 +1849,16 @@ static void transmit_touched(struct dp *dp, double now)
 static int round_at(struct dp *dp, double now)
 {
     size_t before = dp->st.rx_frames + dp->st.app_reads;
+    /* Up to cfg.rx_batches full batches a port: a round whose transmit takes long (a
+     * burst of data segments) must not leave the ACKs that clock it queued in the rx
+     * ring until the ring overflows (NAPI's budget, for the same reason). */
     for (uint32_t i = 0; i < dp->n_ports; i++) {
-        if (dp->cfg.decline_frames - dp->n_dec < dp->cfg.batch)
-            break; /* Python first: the rest waits in the rx rings, nothing is lost */
-        receive_port(dp, i, now);
+        for (uint32_t b = 0; b < dp->cfg.rx_batches; b++) {
+            if (dp->cfg.decline_frames - dp->n_dec < dp->cfg.batch)
+                break; /* Python first: the rest waits in the rx rings, nothing is lost */
+            if (receive_port(dp, i, now) < dp->cfg.batch)
+                break;
+        }
     }
     for (uint32_t i = 0; i < dp->n_touched; i++) {
         struct flow *f = &dp->flows[dp->touched[i]];
@@ -2200,7 +2208,7 @@ struct dp *dp_new(const struct dp_config *cfg)
 {
     if (cfg->max_flows == 0 || cfg->max_flows > (1u << 24) || cfg->batch == 0 ||
         cfg->batch > 256 || cfg->max_frame < 128 || cfg->max_frame > 65536 ||
-        cfg->decline_frames < cfg->batch)
+        cfg->decline_frames < cfg->batch || cfg->rx_batches == 0 || cfg->rx_batches > 64)
         return NULL;
     struct dp *dp = calloc(1, sizeof *dp);
     if (dp == NULL)

@@ -64,6 +64,7 @@ struct dp_config {
     uint8_t verify_checksums;
     uint8_t ttl;
     uint32_t spin_ns;          /* keep polling this long after traffic before sleeping */
+    uint32_t rx_batches;       /* full batches a port may give per round (NAPI's budget) */
 };
 
 /* Why a flow was handed back to Python (enum, in struct dp_tcb.reason). */

@@ -331,11 +331,17 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN); /* the driver writes to ends it shut down, on purpose */
     rng_state = argc > 2 ? (uint64_t)atoll(argv[2]) * 0x9E3779B97F4A7C15ULL + 1 : 1;
     struct dp_config cfg = {.max_flows = FLOWS + BORN_FLOWS, .batch = 32, .max_frame = SLOT_SIZE,
-                            .decline_frames = 64, .verify_checksums = 1, .ttl = 64};
+                            .decline_frames = 64, .verify_checksums = 1, .ttl = 64,
+                            .rx_batches = 4};
     struct dp *dp = dp_new(&cfg);
     struct fuzzport fp = {.slab = malloc((size_t)SLOTS * SLOT_SIZE)};
-    if (!dp || !fp.slab)
+    if (!dp || !fp.slab) {
+        fprintf(stderr, "dataplane_fuzz: setup failed (dp_new refused the config?)\n");
+        free(fp.slab);
+        if (dp)
+            dp_free(dp);
         return 1;
+    }
     ASAN_POISON_MEMORY_REGION(fp.slab, (size_t)SLOTS * SLOT_SIZE);
     struct dp_port port = {.ctx = &fp, .fd = -1, .umem = fp.slab, .rx = (void *)fz_rx,
                            .release = (void *)fz_release, .tx_copy = (void *)fz_tx,

@@ -68,6 +68,9 @@ def any_readable(fds: Sequence[int]) -> bool:
 #: Microseconds the loop keeps polling after traffic before it sleeps (default 0: on a
 #: machine whose vCPUs wake fast, spinning only takes a CPU from the application).
 SPIN_ENV: Final = "JOYRIDE_DATAPLANE_SPIN_US"
+# Full rx batches a queue may give one round (NAPI's budget): a round whose transmit
+# is long must not leave the ACKs that clock it in the rx ring until it overflows.
+RX_BATCHES: Final = 8
 
 
 def spin_from_env() -> float:
@@ -142,7 +145,8 @@ class ListenSpec:
 
 class DataPlane:
     def __init__(self, *, mtu: int, batch: int = 64, max_flows: int = 65536,
-                 verify_checksums: bool = True, spin: float = 0.0) -> None:
+                 verify_checksums: bool = True, spin: float = 0.0,
+                 rx_batches: int = RX_BATCHES) -> None:
         if lib is None:
             raise RuntimeError("joyride.dataplane._dataplane is not built (pip install -e .)")
         cfg = ffi.new("struct dp_config *")
@@ -153,6 +157,7 @@ class DataPlane:
         cfg.verify_checksums = int(verify_checksums)
         cfg.ttl = 64
         cfg.spin_ns = int(spin * 1e9)
+        cfg.rx_batches = rx_batches
         dp = lib.dp_new(cfg)
         if dp == ffi.NULL:
             raise MemoryError("dp_new failed (out of memory or a bad configuration)")
@@ -452,6 +457,9 @@ class DataPlane:
         base = wire_ffi.cast("uint8_t *", int(ffi.cast("uintptr_t", self._base[0])))
         return RxDescriptors(base, offs, lens, n)
 
+    def declined_count(self) -> int:
+        return int(lib.dp_declined(self._dp, self._base, self._offs, self._lens))
+
     def declined_clear(self) -> None:
         lib.dp_declined_clear(self._dp)
 
@@ -487,12 +495,29 @@ class DeclineNic:
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
         self.mtu = plane.mtu
+        # C's decline buffer only grows until cleared (up to 4 batches, several rounds'
+        # worth): the engine takes it a batch at a time, from here on.
+        self._cursor = 0
+        self._taken = 0
 
     def receive(self, max_frames: int) -> RxDescriptors | None:
-        return self.plane.declined()
+        """The next ``max_frames`` (at most) declined frames, in arrival order."""
+        every = self.plane.declined()
+        if every is None or self._cursor >= every.n:
+            return None
+        start = self._cursor
+        n = min(max_frames, every.n - start)
+        self._taken = n
+        return RxDescriptors(every.base, every.offsets[start:start + n],
+                             every.lengths[start:start + n], n)
 
     def release(self) -> None:
-        self.plane.declined_clear()
+        """The last batch is done; once every declined frame is, C may reuse the buffer."""
+        self._cursor += self._taken
+        self._taken = 0
+        if self._cursor >= self.plane.declined_count():
+            self.plane.declined_clear()
+            self._cursor = 0
 
     def transmit(self, frames: Sequence[Buffer]) -> int:
         return self.plane.transmit(frames)
@@ -505,6 +530,7 @@ class DeclineNic:
 
     def close(self) -> None:
         self.plane.declined_clear()
+        self._cursor = self._taken = 0
 
 
 class MemoryPort:

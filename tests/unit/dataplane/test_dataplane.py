@@ -506,3 +506,32 @@ def test_an_open_undo_episode_rides_a_c_stint(ack_past_deadline: bool) -> None:
     bed.run(5)
     assert not server.parked and bed.reasons == ["segment"]
     assert recovery.undo_pending is (not ack_past_deadline)
+
+
+def test_more_declined_frames_than_a_batch_reach_python_a_batch_at_a_time() -> None:
+    """C's decline buffer holds several batches (one round may decline up to four);
+    the engine takes them a batch at a time, in order, and answers every one. (Taking
+    them all at once overflowed the engine's parser: the whole batch, ACKs included,
+    was lost and the connections waited for their RTO.)"""
+    from joyride.dataplane.membed import IP_PEER
+    from joyride.wire.ethernet import EthernetHeader
+    from joyride.wire.frame import build_frame
+    from joyride.wire.ipv4 import Ipv4Header
+    from joyride.wire.seq import Seq
+    from joyride.wire.tcp import TcpFlags, TcpSegment
+
+    bed = Bed(rx_batches=8)
+    count = 300  # more than the decline buffer: the rest waits in the rx ring
+    for i in range(count):
+        syn = TcpSegment(src_port=20000 + i, dst_port=9, seq=Seq(i), ack=Seq(0),
+                         flags=TcpFlags(TcpFlags.SYN), window=65535)
+        bed.port.push(build_frame(EthernetHeader(MAC_SVC, MAC_PEER),
+                                  Ipv4Header(IP_PEER, IP_SVC), syn))
+    bed.plane.round(bed.clock.now)
+    assert bed.plane.declined_count() > 64  # several batches declined in one round
+    bed.impair = lambda f, toward: toward or not resets.append(parse_frame(f))
+    resets: list = []  # type: ignore[type-arg]
+    bed.run(20)
+    answered = sorted(f.tcp.dst_port for f in resets if f.tcp.flags & TcpFlags.RST)
+    assert answered == list(range(20000, 20000 + count))  # RFC 9293 §3.10.7.1
+    assert not any(k.startswith("internal_error") for k in bed.svc.counters)
