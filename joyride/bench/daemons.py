@@ -102,9 +102,10 @@ def nginx_server(workers: int) -> Callable[[int, Path], list[str]]:
     return argv
 
 
-def wrk_client(close: bool, connections: int) -> Callable[[str, int, float], list[str]]:
+def wrk_client(close: bool, connections: int,
+               path: str = "/body") -> Callable[[str, int, float], list[str]]:
     def argv(ip: str, port: int, seconds: float) -> list[str]:
-        return tools.wrk_client(f"http://{ip}:{port}/body", seconds, connections, close=close)
+        return tools.wrk_client(f"http://{ip}:{port}{path}", seconds, connections, close=close)
     return argv
 
 
@@ -127,6 +128,8 @@ DAEMONS: Final = (
            wrk_client(False, 100), tools.parse_wrk, "rps"),
     Daemon("nginx_2w", "nginx 2 workers, wrk 100 connections, 1 KiB", nginx_server(2),
            wrk_client(False, 100), tools.parse_wrk, "rps"),
+    Daemon("nginx_64k", "nginx 2 workers, wrk 100 connections, 64 KiB", nginx_server(2),
+           wrk_client(False, 100, "/body64k"), tools.parse_wrk, "rps"),
     Daemon("connrate", "new connections/s (wrk -c50, Connection: close), nginx 1 worker",
            nginx_server(1), wrk_client(True, 50), tools.parse_wrk, "rps"),
     Daemon("sockperf", "sockperf ping-pong 64 B, 1 connection", sockperf_server,

@@ -23,6 +23,8 @@ from joyride.processes import terminate
 from joyride.testbed import Node, Testbed
 
 JOYRIDE: Final = str(Path(sys.executable).with_name("joyride"))
+# A response big enough to be bulk (45 segments at MTU 1500): nginx_64k.
+BODY_64K: Final = bytes(range(256)) * 256
 PY: Final = sys.executable
 
 # Ports: kernel servers on 91xx (never steered); service mode on 81xx (steered by
@@ -72,6 +74,7 @@ def nginx_conf(workdir: Path, port: int) -> Path:
     for sub in ("www", "body", "proxy", "fcgi", "uwsgi", "scgi"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
     (workdir / "www" / "body").write_bytes(BODY)
+    (workdir / "www" / "body64k").write_bytes(BODY_64K)
     conf = workdir / "nginx.conf"
     conf.write_text(f"""
 worker_processes 1;
