@@ -601,11 +601,11 @@ int xsk_kick(struct xsk_sock *s)
     return kick_here(s);
 }
 
-static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n, int kick);
+static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n, int mode);
 
 int xsk_tx(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n)
 {
-    return tx_queue(s, descs, n, 1);
+    return tx_queue(s, descs, n, XSK_TX_KICK);
 }
 
 /* Place descs on the tx ring as far as it has room; how far into descs we got (frames
@@ -637,15 +637,23 @@ static uint32_t tx_place(struct xsk_sock *s, const struct xdp_desc *descs, uint3
     return i;
 }
 
-/* Queue without waking the kernel unless the ring is full (only a kick drains it):
- * a caller that queues several batches in one round kicks once at its end
- * (xsk_kick), and copy mode's per-sendto cost is paid once for all of them. */
-static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n, int kick)
+/* Queue descs (n of them) per `mode` (enum xsk_tx_mode): a caller that queues several
+ * batches in one round wakes the kernel once at its end (xsk_kick), and copy mode's
+ * per-sendto cost is paid once for all of them. Returns how far into descs it got
+ * (frames from there on are still the caller's), or -errno if nothing was queued. */
+static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n, int mode)
 {
     uint32_t placed = 0;
     uint32_t i = tx_place(s, descs, n, &placed);
     int err = 0;
-    if (i < n) {
+    if (i < n && mode == XSK_TX_NOWAIT) {
+        /* Full: start the drain without waiting for it (the tx thread's wake-up, or
+         * this thread's sendto when there is no thread), and take what fits now. */
+        err = xsk_kick(s);
+        if (err == 0)
+            i += tx_place(s, descs + i, n - i, &placed);
+        s->st.tx_ring_full += n - i;
+    } else if (i < n) {
         /* The ring is full: only the kernel draining it makes room, and in this
          * thread, not the tx thread's: the caller wants that room now. Each kick
          * drains the ring (copy mode); go on while each kick makes room, at most
@@ -660,32 +668,35 @@ static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n
             if (i == n || placed == progress)
                 break;
         }
-        if (kick && placed > before && err == 0)
+        if (mode == XSK_TX_KICK && placed > before && err == 0)
             err = xsk_kick(s);
         s->st.tx_ring_full += n - i;
-    } else if (kick && placed) {
+    } else if (mode == XSK_TX_KICK && placed) {
         err = xsk_kick(s);
     }
     if (err < 0 && placed == 0)
         return err;
-    /* The caller learns how far into descs we got: frames from index i on are still
-     * the application's (ring full); refused ones before i were counted. */
     return (int)i;
 }
 
 /* Up to `want` free frames as transmit descriptors at `offset`; how many were taken.
  * An empty allocator means the frames sit in the tx ring or on the completion ring:
  * reap completions, and if none came, wake the kernel (copy mode transmits, and so
- * completes, inside sendto) and reap again. 0 only when the NIC holds every frame. */
+ * completes, inside sendto; XSK_TX_NOWAIT: the cheap way, xsk_kick) and reap again.
+ * 0 only when the NIC holds every frame. */
 static uint32_t tx_frames_take(struct xsk_sock *s, struct xdp_desc *out, uint32_t want,
-                               uint64_t offset)
+                               uint64_t offset, int mode)
 {
     struct xsk_frames *f = s->frames;
     uint32_t idx[256];
     uint32_t got = 0;
     for (int attempt = 0; attempt < 3 && got < want; attempt++) {
-        if (attempt == 2 && got == 0)
-            kick_here(s);
+        if (attempt == 2 && got == 0) {
+            if (mode == XSK_TX_NOWAIT)
+                xsk_kick(s);
+            else
+                kick_here(s);
+        }
         if (attempt > 0)
             xsk_complete(s, 1u << 20);
         pthread_mutex_lock(&f->lock);
@@ -712,7 +723,7 @@ static uint32_t tx_frames_take(struct xsk_sock *s, struct xdp_desc *out, uint32_
 int xsk_tx_copy(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset, const uint8_t *src,
                 const uint64_t *src_offs, const uint32_t *lens, uint32_t n)
 {
-    return xsk_tx_copy_kick(s, umem, tx_offset, src, src_offs, lens, n, 1);
+    return xsk_tx_copy_kick(s, umem, tx_offset, src, src_offs, lens, n, XSK_TX_KICK);
 }
 
 int xsk_tx_copy_kick(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset,
@@ -737,7 +748,7 @@ int xsk_tx_copy_kick(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset,
             done += scanned;
             continue;
         }
-        uint32_t got = tx_frames_take(s, descs, chunk, tx_offset);
+        uint32_t got = tx_frames_take(s, descs, chunk, tx_offset, kick);
         for (uint32_t i = 0; i < got; i++) {
             uint32_t k = src_index[i];
             memcpy(umem + descs[i].addr, src + src_offs[k], lens[k]);

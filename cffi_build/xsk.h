@@ -121,6 +121,19 @@ int xsk_release_addrs(struct xsk_sock *s, const uint64_t *addrs, uint32_t n);
 int xsk_tx(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n);
 int xsk_tx_copy(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset, const uint8_t *src,
                 const uint64_t *src_offs, const uint32_t *lens, uint32_t n);
+/* xsk_tx_copy_kick's `kick`: what it does after queueing, and when the ring or the
+ * frame allocator is full. */
+enum xsk_tx_mode {
+    /* Queue without waking the kernel; when full, wake it in this thread (copy mode
+     * transmits inside sendto) and go on while each wake-up makes room. */
+    XSK_TX_QUEUE = 0,
+    /* The same, and wake the kernel once the frames are queued. */
+    XSK_TX_KICK = 1,
+    /* Never wait: when full, wake the kernel the cheap way (the tx thread, if there is
+     * one), take what fits at once, and return how far it got; the caller keeps the
+     * rest and offers it again (the data plane, which waits in epoll meanwhile). */
+    XSK_TX_NOWAIT = 2
+};
 int xsk_tx_copy_kick(struct xsk_sock *s, uint8_t *umem, uint64_t tx_offset,
                      const uint8_t *src, const uint64_t *src_offs, const uint32_t *lens,
                      uint32_t n, int kick);

@@ -43,6 +43,8 @@ _Static_assert(sizeof(struct dp_desc) == 16, "struct dp_desc is struct xdp_desc"
 #define WHEEL_MASK (WHEEL_SLOTS - 1)
 #define MAX_EVENTS 64
 #define ARENA_BATCHES 4
+#define HOST_QUEUE_RECHECK 0.001 /* s: a timer due while the flow's frames wait */
+#define TX_QUANTUM 16 /* data segments a flow sends a round while others wait for room */
 #define PAWS_IDLE (24.0 * 24 * 3600)   /* RFC 7323 §5.5 (options.PAWS_IDLE) */
 #define SYN_FALLBACK_RTO 3.0           /* RFC 6298 §5.7 (rtt.SYN_FALLBACK_RTO) */
 #define MIN_SMSS 64u                   /* options._MIN_SMSS */
@@ -110,6 +112,8 @@ struct flow {
     uint32_t epoll_mask;       /* events registered for app_fd (0: not registered) */
     uint8_t state;             /* enum flow_state */
     uint8_t touched;           /* in dp->touched this round */
+    uint8_t tx_waiting;        /* in dp->tx_wait: it stopped sending, the NIC was full */
+    uint16_t in_arena;         /* its frames in the arena, not yet taken by the NIC */
     uint8_t app_readable;      /* epoll said the application has bytes for us */
     uint8_t app_hup;           /* ... and that it shut down writing (EOF follows them) */
     uint8_t app_closed;        /* ... and reading too (EPOLLHUP): it closed its end */
@@ -157,9 +161,24 @@ struct dp {
     uint64_t *arena_offs;
     uint32_t *arena_caps;
     uint32_t *arena_lens;
+    uint32_t *arena_flow;      /* the flow slot each frame is of */
     uint32_t arena_slots;
-    uint32_t arena_used;
+    /* The last arena_reserve slots only control segments (SYN-ACK, RST, TIME-WAIT's and
+     * pure ACKs) may use: a NIC full of data must not stop a handshake or an ACK. */
+    uint32_t arena_reserve;
+    uint32_t arena_used;       /* frames built and not yet taken by the NIC, oldest first */
     int kick_owed;
+    /* Transmit back-pressure (Linux's TCP small queues, in spirit): when the NIC takes
+     * no more, frames stay in the arena and flows stop sending (data only) until a
+     * later round finds room; dp_run waits for the NIC's EPOLLOUT meanwhile. */
+    int tx_full;               /* a flush this round left the data slots full */
+    int out_armed;             /* the first port's fd is registered for EPOLLOUT */
+    /* Flows waiting for room, a FIFO over max_flows slots (each flow at most once):
+     * served from the head a quantum each, back to the tail while they have more, so
+     * that flows share a full NIC round robin (a qdisc's fair queueing, in spirit). */
+    uint32_t *tx_wait;
+    uint32_t tx_wait_head;
+    uint32_t n_tx_wait;
     /* declined frames, for Python */
     uint8_t *dec;
     uint64_t *dec_offs;
@@ -663,29 +682,64 @@ static uint16_t advertise_window(struct flow *f)
     return (uint16_t)field;
 }
 
+/* Offer the arena's frames to the NIC without waiting; the ones it did not take stay,
+ * in order, at the front (their slots swap places with the sent ones'). */
 static void arena_flush(struct dp *dp)
 {
     if (dp->arena_used == 0)
         return;
     struct dp_port *p = &dp->ports[0];
+    uint32_t used = dp->arena_used;
     int sent = ((tx_copy_fn)p->tx_copy)(p->ctx, p->umem, p->tx_offset, dp->arena,
-                                        dp->arena_offs, dp->arena_lens, dp->arena_used, 0);
-    uint32_t ok = sent > 0 ? (uint32_t)sent : 0;
+                                        dp->arena_offs, dp->arena_lens, used, DP_TX_NOWAIT);
+    uint32_t ok = sent > 0 ? umin((uint32_t)sent, used) : 0;
     if (dp->cap)
         cap_frames(dp->cap, dp->arena, dp->arena_offs, dp->arena_lens, ok);
     dp->st.tx_frames += ok;
-    dp->st.tx_dropped += dp->arena_used - ok;
-    dp->arena_used = 0;
     dp->kick_owed = 1;
+    for (uint32_t k = 0; k < ok; k++)
+        dp->flows[dp->arena_flow[k]].in_arena--;
+    uint32_t left = used - ok;
+    if (ok > 0 && left > 0) {
+        for (uint32_t k = 0; k < left; k++) { /* a rotation left by ok, in swaps */
+            uint32_t a = k, b = ok + k;
+            uint64_t off = dp->arena_offs[a];
+            uint32_t cap = dp->arena_caps[a];
+            dp->arena_offs[a] = dp->arena_offs[b];
+            dp->arena_caps[a] = dp->arena_caps[b];
+            dp->arena_lens[a] = dp->arena_lens[b];
+            dp->arena_flow[a] = dp->arena_flow[b];
+            dp->arena_offs[b] = off;
+            dp->arena_caps[b] = cap;
+        }
+    }
+    dp->st.tx_deferred += left;
+    dp->arena_used = left;
+}
+
+/* Whether one more frame fits in the arena, below `limit` slots: a full arena is
+ * flushed once a round (after a flush that left it full the NIC is full: the next
+ * round tries again). */
+static int arena_room(struct dp *dp, uint32_t limit)
+{
+    if (dp->arena_used < limit)
+        return 1;
+    if (!dp->tx_full) {
+        arena_flush(dp);
+        if (dp->arena_used < limit)
+            return 1;
+        dp->tx_full = 1;
+    }
+    return 0;
 }
 
 /* Put segment s of f into the arena, its payload n bytes of the send ring from off.
- * 1, or 0 when it cannot be built (counted). */
+ * 1, or 0 when there is no room below `limit` or it cannot be built (counted). */
 static int arena_put(struct dp *dp, struct flow *f, struct wire_seg *s, uint32_t off,
-                     uint32_t n)
+                     uint32_t n, uint32_t limit)
 {
-    if (dp->arena_used == dp->arena_slots)
-        arena_flush(dp);
+    if (!arena_room(dp, limit))
+        return 0;
     uint32_t k = dp->arena_used;
     s->ip_id = ++dp->ip_id;
     s->payload_len = n;
@@ -702,15 +756,44 @@ static int arena_put(struct dp *dp, struct flow *f, struct wire_seg *s, uint32_t
         dp->st.tx_dropped++;
         return 0;
     }
+    dp->arena_flow[k] = (uint32_t)(f - dp->flows);
+    f->in_arena++;
     dp->arena_used++;
     return 1;
 }
 
-/* Build one segment of f into the arena: payload bytes [off, off + n) of the send ring.
- * TcpConnection._segment: every segment carries the ACK of RCV.NXT and the window. */
-static void emit(struct dp *dp, struct flow *f, double now, uint32_t seq, uint32_t off,
-                 uint32_t n, uint8_t flags)
+/* A control segment (no data to wait with): the reserved slots too; when even they
+ * are full the segment is dropped and counted (its timer or the peer repeats it). */
+static int arena_put_control(struct dp *dp, struct flow *f, struct wire_seg *s)
 {
+    if (arena_put(dp, f, s, 0, 0, dp->arena_slots))
+        return 1;
+    dp->st.tx_dropped++;
+    return 0;
+}
+
+/* f waits for room in the NIC: the next round with room runs its output again. */
+static void tx_wait(struct dp *dp, struct flow *f)
+{
+    if (f->tx_waiting)
+        return;
+    f->tx_waiting = 1;
+    uint32_t tail = (dp->tx_wait_head + dp->n_tx_wait) % dp->cfg.max_flows;
+    dp->tx_wait[tail] = (uint32_t)(f - dp->flows);
+    dp->n_tx_wait++;
+    dp->st.tx_waits++;
+}
+
+/* Build one segment of f into the arena: payload bytes [off, off + n) of the send ring.
+ * TcpConnection._segment: every segment carries the ACK of RCV.NXT and the window.
+ * 0 when the NIC is full: nothing changed, the caller waits (tx_wait). */
+static int emit(struct dp *dp, struct flow *f, double now, uint32_t seq, uint32_t off,
+                uint32_t n, uint8_t flags)
+{
+    /* Data waits below the reserve; a pure ACK may use it. */
+    uint32_t limit = n ? dp->arena_slots - dp->arena_reserve : dp->arena_slots;
+    if (!arena_room(dp, limit))
+        return 0;
     struct dp_tcb *t = &f->t;
     struct wire_seg s;
     memset(&s, 0, sizeof s);
@@ -723,12 +806,12 @@ static void emit(struct dp *dp, struct flow *f, double now, uint32_t seq, uint32
         s.tsecr = t->ts_recent;
     }
     s.ack = t->rcv_nxt;
+    if (!arena_put(dp, f, &s, off, n, limit))
+        return 0;
     t->last_ack_sent = t->rcv_nxt;
     t->last_ack_rcv_nxt = t->rcv_nxt;
     t->ack_now = 0;
     t->delack_at = 0;
-    if (!arena_put(dp, f, &s, off, n))
-        return;
     t->segs_out++;
     t->last_send = now;
     if (n) {
@@ -737,6 +820,7 @@ static void emit(struct dp *dp, struct flow *f, double now, uint32_t seq, uint32
     } else {
         dp->st.tx_acks++;
     }
+    return 1;
 }
 
 /* TcpConnection._segment with syn_options, in SYN-RECEIVED: the SYN-ACK answers only
@@ -766,7 +850,7 @@ static void emit_synack(struct dp *dp, struct flow *f, double now)
     t->last_ack_sent = t->last_ack_rcv_nxt = t->rcv_nxt;
     t->ack_now = 0;
     t->delack_at = 0;
-    if (arena_put(dp, f, &s, 0, 0)) {
+    if (arena_put_control(dp, f, &s)) {
         t->segs_out++;
         t->last_send = now;
     }
@@ -779,7 +863,7 @@ static void emit_rst(struct dp *dp, struct flow *f, uint32_t seq)
     memset(&s, 0, sizeof s);
     s.seq = seq;
     s.flags = TCP_RST;
-    if (arena_put(dp, f, &s, 0, 0))
+    if (arena_put_control(dp, f, &s))
         f->t.segs_out++;
 }
 
@@ -817,11 +901,13 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
         t->tcp_state == DP_SYN_RECEIVED) {
         /* TcpConnection._transmit in these states: only the ACK it owes (of the FIN in
          * TIME-WAIT; a challenge or duplicate ACK in SYN-RECEIVED). */
-        if (t->ack_now)
-            emit(dp, f, now, t->snd_nxt, 0, 0, TCP_ACK);
+        if (t->ack_now && !emit(dp, f, now, t->snd_nxt, 0, 0, TCP_ACK))
+            tx_wait(dp, f);
         return;
     }
     uint32_t nxt_before = t->snd_nxt;
+    /* While other flows wait for the NIC, a quantum a round, then back of the line. */
+    uint32_t quantum = dp->n_tx_wait ? TX_QUANTUM : UINT32_MAX;
     uint32_t in_flight = data_in_flight(t);
     uint32_t unsent = f->snd.len - in_flight;
     /* RFC 5681 §4.1: restart from the restart window after an idle RTO. */
@@ -835,17 +921,24 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
         uint32_t n = umin(umin(unsent, t->smss), (uint32_t)usable);
         if (n < t->smss && !small_segment_allowed(t, t->snd_nxt, n, unsent))
             break;
+        if (quantum-- == 0) {
+            tx_wait(dp, f); /* more may go: after the flows that wait */
+            break;
+        }
         uint32_t off = t->snd_nxt - t->snd_una;
         uint32_t last = off + n == f->snd.len;
         /* TcpConnection._emit_data: the FIN rides on the segment whose end it follows. */
         uint32_t fin = last && fin_due(t);
         uint8_t flags = TCP_ACK | (last ? TCP_PSH : 0) | (fin ? TCP_FIN : 0);
+        if (!emit(dp, f, now, t->snd_nxt, off, n, flags)) {
+            tx_wait(dp, f); /* the NIC is full: the rest goes in a later round */
+            break;
+        }
         if (!t->rtt_timing) { /* Karn (RFC 6298 §3): time one new segment at once */
             t->rtt_timing = 1;
             t->rtt_seq = t->snd_nxt + n;
             t->rtt_time = now;
         }
-        emit(dp, f, now, t->snd_nxt, off, n, flags);
         t->snd_nxt += n + fin;
         unsent -= n;
         if (fin) {
@@ -855,10 +948,13 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
     }
     if (unsent == 0 && fin_due(t)) {
         /* TcpConnection._send_fin: nothing left to carry it, in its own segment. */
-        emit(dp, f, now, t->snd_nxt, 0, 0, TCP_FIN | TCP_ACK);
-        t->snd_nxt++;
-        t->fin_sent = 1;
-        dp->st.fins_sent++;
+        if (emit(dp, f, now, t->snd_nxt, 0, 0, TCP_FIN | TCP_ACK)) {
+            t->snd_nxt++;
+            t->fin_sent = 1;
+            dp->st.fins_sent++;
+        } else {
+            tx_wait(dp, f);
+        }
     }
     if (t->snd_nxt != t->snd_una && t->rto_at == 0) {
         t->rto_at = now + rto_of(t);
@@ -866,13 +962,14 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
     }
     if (t->snd_nxt != nxt_before)
         pto_arm(dp, f, now); /* RFC 8985 §7.2: new data sent */
-    if (unsent > 0 && t->snd_nxt == t->snd_una) {
+    if (unsent > 0 && t->snd_nxt == t->snd_una && !f->tx_waiting) {
         /* Nothing in flight and nothing may go: the persist timer's case (§3.8.6.1). */
         hand_back(dp, f, DP_REASON_PERSIST);
         return;
     }
-    if (t->ack_now && (uint32_t)t->segs_out == sent_before)
-        emit(dp, f, now, t->snd_nxt, 0, 0, TCP_ACK);
+    if (t->ack_now && (uint32_t)t->segs_out == sent_before &&
+        !emit(dp, f, now, t->snd_nxt, 0, 0, TCP_ACK))
+        tx_wait(dp, f);
     if (t->delack_at)
         timer_arm(dp, f, t->delack_at);
 }
@@ -1634,7 +1731,7 @@ static int tw_input(struct dp *dp, struct flow *f, const struct wire_parsed *p, 
         s.tsval = ts_clock(t, now);
         s.tsecr = t->ts_recent;
     }
-    if (arena_put(dp, f, &s, 0, 0))
+    if (arena_put_control(dp, f, &s))
         dp->st.tw_acks++;
     return 0;
 }
@@ -1749,6 +1846,18 @@ static void fire_due(struct dp *dp, struct flow *f, double now)
         return;
     }
     if ((t->rto_at && now >= t->rto_at) || (t->pto_at && now >= t->pto_at)) {
+        if (f->in_arena) {
+            /* Linux's skb_still_in_host_queue: a segment that has not left this host
+             * cannot have been lost; look again once the NIC has taken it. */
+            double again = now + HOST_QUEUE_RECHECK;
+            if (t->rto_at && now >= t->rto_at)
+                t->rto_at = again;
+            if (t->pto_at && now >= t->pto_at)
+                t->pto_at = again;
+            timer_arm(dp, f, again);
+            dp->st.timers_host_queued++;
+            return;
+        }
         hand_back(dp, f, DP_REASON_RTO);
         return;
     }
@@ -1846,9 +1955,46 @@ static void transmit_touched(struct dp *dp, double now)
     dp_kick(dp);
 }
 
+/* Frames a full NIC left in the arena go first; then, as far as the room goes, the
+ * flows at the head of the wait list run their output before this round's others. */
+static void tx_resume(struct dp *dp)
+{
+    dp->tx_full = 0;
+    arena_flush(dp);
+    uint32_t limit = dp->arena_slots - dp->arena_reserve;
+    if (dp->arena_used >= limit)
+        return;
+    uint32_t serve = (limit - dp->arena_used + TX_QUANTUM - 1) / TX_QUANTUM;
+    while (serve > 0 && dp->n_tx_wait > 0) {
+        struct flow *f = &dp->flows[dp->tx_wait[dp->tx_wait_head]];
+        dp->tx_wait_head = (dp->tx_wait_head + 1) % dp->cfg.max_flows;
+        dp->n_tx_wait--;
+        f->tx_waiting = 0;
+        if (f->state == FLOW_C) { /* a stale entry (handed back, ended) costs no turn */
+            touch(dp, f);
+            serve--;
+        }
+    }
+}
+
+/* Wait for the NIC's room (EPOLLOUT on the first port) only while something waits for
+ * it: a level-triggered EPOLLOUT would otherwise wake every epoll_wait. */
+static void tx_want_room(struct dp *dp)
+{
+    int want = dp->n_tx_wait > 0 || dp->arena_used > 0;
+    struct dp_port *p = &dp->ports[0];
+    if (dp->n_ports == 0 || p->fd < 0 || want == dp->out_armed)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0),
+                             .data.u64 = TAG_PORT | 0};
+    if (epoll_ctl(dp->epfd, EPOLL_CTL_MOD, p->fd, &ev) == 0)
+        dp->out_armed = want;
+}
+
 static int round_at(struct dp *dp, double now)
 {
     size_t before = dp->st.rx_frames + dp->st.app_reads;
+    tx_resume(dp);
     /* Up to cfg.rx_batches full batches a port: a round whose transmit takes long (a
      * burst of data segments) must not leave the ACKs that clock it queued in the rx
      * ring until the ring overflows (NAPI's budget, for the same reason). */
@@ -1867,6 +2013,7 @@ static int round_at(struct dp *dp, double now)
     }
     run_timers(dp, now);
     transmit_touched(dp, now);
+    tx_want_room(dp);
     dp->st.rounds++;
     int wake = 0;
     if (dp->n_dec)
@@ -1927,6 +2074,11 @@ int dp_run(struct dp *dp, int timeout_ms)
                 until = timer;
             double ms = (until - now) * 1e3;
             wait_ms = ms <= 0 ? 0 : (ms > 1e6 ? 1000000 : (int)ceil(ms));
+            /* Frames or flows wait for the NIC: EPOLLOUT says when its ring has room
+             * (a copy-mode kick that met a transient error leaves frames on the ring
+             * and no wake-up to come), so look again within a millisecond anyway. */
+            if ((dp->n_tx_wait || dp->arena_used) && wait_ms > 1)
+                wait_ms = 1;
             if (timeout_ms == 0)
                 wait_ms = 0;
         }
@@ -1964,11 +2116,16 @@ int dp_run(struct dp *dp, int timeout_ms)
 uint32_t dp_transmit(struct dp *dp, const uint8_t *base, const uint64_t *offs,
                      const uint32_t *lens, uint32_t n)
 {
-    arena_flush(dp); /* C's frames of this round first: per-flow order is kept */
+    /* C's frames of this round first: per-flow order is kept. What a full NIC leaves
+     * of them waits in the arena, and Python's frames (other flows, or a handed-back
+     * flow's later segments, which TCP takes reordered) go ahead: Python keeps no
+     * queue of its own, so they wait for the drain here. */
+    arena_flush(dp);
     if (n == 0 || dp->n_ports == 0)
         return 0;
     struct dp_port *p = &dp->ports[0];
-    int sent = ((tx_copy_fn)p->tx_copy)(p->ctx, p->umem, p->tx_offset, base, offs, lens, n, 0);
+    int sent = ((tx_copy_fn)p->tx_copy)(p->ctx, p->umem, p->tx_offset, base, offs, lens, n,
+                                        DP_TX_QUEUE);
     dp->kick_owed = 1;
     uint32_t ok = sent > 0 ? (uint32_t)sent : 0;
     if (dp->cap)
@@ -2036,9 +2193,13 @@ static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb)
     uint32_t slot = (uint32_t)(f - dp->flows);
     uint32_t gen = f->gen;
     uint8_t touched = f->touched; /* the slot may still sit in this round's list */
+    uint8_t tx_waiting = f->tx_waiting; /* ... or in the transmit wait list */
+    uint16_t in_arena = f->in_arena;    /* ... and its frames in the arena */
     memset(f, 0, sizeof *f);
     f->gen = gen;
     f->touched = touched;
+    f->tx_waiting = tx_waiting;
+    f->in_arena = in_arena;
     f->t = *tcb;
     if (f->t.rcv_max < f->t.rcv_cap)
         f->t.rcv_max = f->t.rcv_cap; /* no autotuning room: the buffer stays as it is */
@@ -2220,6 +2381,7 @@ struct dp *dp_new(const struct dp_config *cfg)
         buckets <<= 1;
     dp->bucket_mask = buckets - 1;
     dp->arena_slots = cfg->batch * ARENA_BATCHES;
+    dp->arena_reserve = dp->arena_slots / 8 ? dp->arena_slots / 8 : 1;
     dp->flows = calloc(flows, sizeof *dp->flows);
     dp->free_slots = calloc(flows, sizeof *dp->free_slots);
     dp->buckets = calloc(buckets, sizeof *dp->buckets);
@@ -2235,17 +2397,21 @@ struct dp *dp_new(const struct dp_config *cfg)
     dp->arena_offs = calloc(dp->arena_slots, sizeof *dp->arena_offs);
     dp->arena_caps = calloc(dp->arena_slots, sizeof *dp->arena_caps);
     dp->arena_lens = calloc(dp->arena_slots, sizeof *dp->arena_lens);
+    dp->arena_flow = calloc(dp->arena_slots, sizeof *dp->arena_flow);
     dp->dec = malloc((size_t)cfg->decline_frames * cfg->max_frame);
     dp->dec_offs = calloc(cfg->decline_frames, sizeof *dp->dec_offs);
     dp->dec_lens = calloc(cfg->decline_frames, sizeof *dp->dec_lens);
     dp->listeners = calloc(DP_MAX_LISTENERS, sizeof *dp->listeners);
     dp->tw_fifo = calloc(flows, sizeof *dp->tw_fifo);
+    dp->tx_wait = calloc(flows, sizeof *dp->tx_wait);
     dp->pid = (int)getpid();
     dp->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (!dp->flows || !dp->free_slots || !dp->buckets || !dp->live || !dp->touched ||
         !dp->handbacks || !dp->wheel || !dp->descs || !dp->rx_offs || !dp->rx_lens || !dp->parsed ||
-        !dp->arena || !dp->arena_offs || !dp->arena_caps || !dp->arena_lens || !dp->dec ||
-        !dp->dec_offs || !dp->dec_lens || !dp->listeners || !dp->tw_fifo || dp->epfd < 0) {
+        !dp->arena || !dp->arena_offs || !dp->arena_caps || !dp->arena_lens ||
+        !dp->arena_flow || !dp->dec ||
+        !dp->dec_offs || !dp->dec_lens || !dp->listeners || !dp->tw_fifo || !dp->tx_wait ||
+        dp->epfd < 0) {
         dp_free(dp);
         return NULL;
     }
@@ -2294,10 +2460,12 @@ void dp_free(struct dp *dp)
     free(dp->arena_offs);
     free(dp->arena_caps);
     free(dp->arena_lens);
+    free(dp->arena_flow);
     free(dp->dec);
     free(dp->dec_offs);
     free(dp->dec_lens);
     free(dp->listeners);
+    free(dp->tx_wait);
     free(dp->tw_fifo);
     while (dp->pool.n)
         free(dp->pool.bufs[--dp->pool.n]);
@@ -2342,6 +2510,7 @@ struct memq {
 
 struct dp_memport {
     uint32_t slots;
+    uint32_t tx_limit;         /* frames the out queue takes in DP_TX_NOWAIT mode */
     uint32_t max_frame;
     struct memq in;
     struct memq out;
@@ -2390,12 +2559,15 @@ static int memport_tx_copy(void *ctx, uint8_t *umem, uint64_t tx_offset, const u
 {
     (void)umem;
     (void)tx_offset;
-    (void)kick;
     struct dp_memport *m = ctx;
     uint32_t i = 0;
-    for (; i < n; i++)
+    for (; i < n; i++) {
+        /* A NIC full for C's frames; Python's would wait for its drain, so they fit. */
+        if (kick == DP_TX_NOWAIT && m->out.count >= m->tx_limit)
+            break;
         if (memq_push(m, &m->out, src + offs[i], lens[i]) < 0)
             break;
+    }
     return (int)i;
 }
 
@@ -2413,6 +2585,7 @@ struct dp_memport *dp_memport_new(uint32_t slots, uint32_t max_frame)
     if (m == NULL)
         return NULL;
     m->slots = slots;
+    m->tx_limit = slots;
     m->max_frame = max_frame;
     m->in.slab = malloc((size_t)slots * max_frame);
     m->out.slab = malloc((size_t)slots * max_frame);
@@ -2423,6 +2596,14 @@ struct dp_memport *dp_memport_new(uint32_t slots, uint32_t max_frame)
         return NULL;
     }
     return m;
+}
+
+int dp_memport_limit_tx(struct dp_memport *m, uint32_t frames)
+{
+    if (frames == 0 || frames > m->slots)
+        return -EINVAL;
+    m->tx_limit = frames;
+    return 0;
 }
 
 void dp_memport_free(struct dp_memport *m)

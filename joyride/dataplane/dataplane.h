@@ -42,7 +42,13 @@ struct dp_desc {
 
 /* One NIC queue: an AF_XDP socket (the xsk module's functions, by address) or the
  * in-memory port below. Signatures are those of xsk_rx, xsk_release, xsk_tx_copy_kick,
- * xsk_kick and xsk_complete. */
+ * xsk_kick and xsk_complete. tx_copy returns how many frames from the start of the
+ * list it consumed; its last argument is one of these (the values of xsk.h's enum
+ * xsk_tx_mode, checked by a test): */
+enum dp_tx_mode {
+    DP_TX_QUEUE = 0,   /* when full, drain in this thread and go on (Python's frames) */
+    DP_TX_NOWAIT = 2   /* when full, start the drain and return short (C's frames) */
+};
 struct dp_port {
     void *ctx;
     int fd;                    /* pollable for rx, or -1 */
@@ -264,6 +270,9 @@ struct dp_stats {
     uint64_t tx_data_segs;
     uint64_t tx_acks;
     uint64_t tx_dropped;       /* frames the NIC would not take */
+    uint64_t tx_deferred;      /* C's frames a full NIC left queued for a later round */
+    uint64_t tx_waits;         /* flows that stopped sending until the NIC had room */
+    uint64_t timers_host_queued; /* RTO/PTO put off: the flow's frames had not left */
     uint64_t app_reads;
     uint64_t app_read_bytes;
     uint64_t app_writes;
@@ -379,6 +388,10 @@ void dp_kick(struct dp *dp);
  * by the data plane; frames it transmits are popped here. */
 struct dp_memport;
 struct dp_memport *dp_memport_new(uint32_t slots, uint32_t max_frame);
+/* A NIC that fills: C's frames (DP_TX_NOWAIT) stop while the out queue holds `frames`;
+ * Python's (DP_TX_QUEUE) would wait for a real NIC's drain, so they fit while slots
+ * remain. 0 or -EINVAL. */
+int dp_memport_limit_tx(struct dp_memport *m, uint32_t frames);
 void dp_memport_free(struct dp_memport *m);
 int dp_memport_port(struct dp_memport *m, struct dp_port *out);
 int dp_memport_push(struct dp_memport *m, const uint8_t *frame, uint32_t len);

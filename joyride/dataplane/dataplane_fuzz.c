@@ -79,6 +79,10 @@ static int fz_tx(void *ctx, uint8_t *umem, uint64_t off, const uint8_t *src,
     (void)umem;
     (void)off;
     (void)kick;
+    /* A NIC that is sometimes full: it takes a prefix (maybe none) and the data plane
+     * must keep the rest, in order, for a later round. */
+    if (rnd() % 4 == 0)
+        n = (uint32_t)(rnd() % (n + 1));
     for (uint32_t i = 0; i < n; i++) {
         /* Every built frame must parse as one of ours (what the peer would get). */
         struct wire_parsed r;

@@ -62,13 +62,14 @@ class _PlaneEnd:
 class Bed:
     def __init__(self, config: TcpConfig | None = None,
                  peer_config: TcpConfig | None = None, *, max_flows: int = 64,
-                 rx_batches: int = 1) -> None:
+                 rx_batches: int = 1, nic_frames: int | None = None) -> None:
         self.clock = Clock()
         self.impair: Impair | None = None
         # One batch a round by default: C in lockstep with the engine's one batch a
         # poll, so that a flow in C and the same flow in Python see the same times.
         self.plane = DataPlane(mtu=1500, max_flows=max_flows, rx_batches=rx_batches)
-        self.port: MemoryPort = self.plane.add_memory_port()
+        # nic_frames: the wire takes that many of C's frames a step (a NIC that fills).
+        self.port: MemoryPort = self.plane.add_memory_port(tx_limit=nic_frames)
         self.svc = Engine(DeclineNic(self.plane),
                           StaticNetwork("svc0", MAC_SVC, frozenset({IP_SVC}),
                                         {IP_PEER: MAC_PEER}),

@@ -195,9 +195,12 @@ class DataPlane:
         self._check(lib.dp_add_port(self._dp, port), "adding the AF_XDP port")
         self._keep.append(sock)
 
-    def add_memory_port(self, slots: int = 4096) -> MemoryPort:
-        """An in-memory port (tests): frames pushed there are received here."""
+    def add_memory_port(self, slots: int = 4096, tx_limit: int | None = None) -> MemoryPort:
+        """An in-memory port (tests): frames pushed there are received here. With
+        ``tx_limit``, C's frames find the port full once it holds that many."""
         mem = MemoryPort(slots, self.mtu + 18)
+        if tx_limit is not None:
+            self._check(lib.dp_memport_limit_tx(mem.ptr, tx_limit), "limiting the port")
         port = ffi.new("struct dp_port *")
         lib.dp_memport_port(mem.ptr, port)
         self._check(lib.dp_add_port(self._dp, port), "adding the memory port")

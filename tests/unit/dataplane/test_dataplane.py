@@ -55,8 +55,12 @@ def test_request_response_runs_in_c_without_python() -> None:
     assert server.counters["segments_received"] == received_before
 
 
-def test_bulk_both_ways_arrives_intact() -> None:
-    bed = Bed()
+@pytest.mark.parametrize("nic_frames", [None, 6])
+def test_bulk_both_ways_arrives_intact(nic_frames: int | None) -> None:
+    """Both ways at once, all in C. With a NIC that takes 6 frames a step, C's frames
+    wait in the arena and its flows stop sending until there is room: nothing is
+    dropped, so nothing needs retransmitting or Python."""
+    bed = Bed(nic_frames=nic_frames)
     client, server = bed.connect()
     _ours, app = bed.adopt(server)
     up, down = os.urandom(3_000_000), os.urandom(2_000_000)
@@ -77,6 +81,57 @@ def test_bulk_both_ways_arrives_intact() -> None:
     assert hashlib.sha256(got_up).digest() == hashlib.sha256(up).digest()
     assert hashlib.sha256(got_down).digest() == hashlib.sha256(down).digest()
     assert server.parked  # nothing in a loss-free transfer needed Python
+    stats = bed.plane.stats()
+    assert stats["tx_dropped"] == 0
+    if nic_frames is not None:
+        assert stats["tx_deferred"] > 0  # the NIC was full, and C kept its frames
+
+
+def test_flows_wait_for_a_full_nic_and_lose_nothing() -> None:
+    """Eight downloads at once through a NIC that takes 2 of C's frames a step: their
+    windows together outgrow the transmit arena, so flows stop sending (tx_wait) and
+    resume in later rounds with what they had left; nothing is dropped, so no byte is
+    retransmitted and every flow stays in C."""
+    from joyride.dataplane.membed import IP_SVC, PORT
+
+    bed = Bed(nic_frames=2)
+    listener = bed.svc.listen(PORT)
+    flows = []
+    for _ in range(8):
+        client = bed.peer.connect(IP_SVC, PORT)
+        server = None
+        for _ in range(20):
+            bed.step()
+            if (server := bed.svc.accept(listener)) is not None:
+                break
+        assert server is not None
+        bed.run(5)
+        _ours, app = bed.adopt(server)
+        flows.append((client, server, app, os.urandom(400_000), bytearray()))
+    sent = [0] * len(flows)
+    for _ in range(60000):
+        for k, (_client, _server, app, payload, _got) in enumerate(flows):
+            if sent[k] < len(payload):
+                with contextlib.suppress(BlockingIOError):
+                    sent[k] += app.send(payload[sent[k]:sent[k] + 65536])
+        bed.step()
+        for client, _server, _app, _payload, got in flows:
+            got += client.recv()
+        if all(len(got) == len(payload) for *_, payload, got in flows):
+            break
+    for _client, server, _app, payload, got in flows:
+        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+        assert server.parked and server.counters.get("retransmitted_segments", 0) == 0
+    stats = bed.plane.stats()
+    assert stats["tx_dropped"] == 0
+    assert stats["tx_waits"] > 0 and stats["tx_deferred"] > 0
+
+
+def test_transmit_modes_are_the_xsk_modules() -> None:
+    """dataplane.h's enum dp_tx_mode names xsk.h's enum xsk_tx_mode by value."""
+    from xsk._native import lib as xsk_lib
+
+    assert (lib.DP_TX_QUEUE, lib.DP_TX_NOWAIT) == (xsk_lib.XSK_TX_QUEUE, xsk_lib.XSK_TX_NOWAIT)
 
 
 def test_peer_fin_hands_the_flow_back_after_its_data() -> None:
