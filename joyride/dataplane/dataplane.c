@@ -34,7 +34,7 @@ _Static_assert(sizeof(struct dp_desc) == 16, "struct dp_desc is struct xdp_desc"
 #define TCP_PSH 0x08
 #define TCP_ACK 0x10
 #define ACK_EVERY 2          /* RFC 5681 §4.2: ACK every second full-sized segment */
-#define ABC_LIMIT 2          /* RFC 3465 §2.2: L = 2 */
+#define ABC_LIMIT 0xFFFF     /* congestion.py's ABC_LIMIT: every segment acked counts */
 #define CUBIC_C 0.4          /* RFC 9438 §5.1 */
 #define CUBIC_BETA 0.7
 /* The timing wheel: 1 ms ticks, WHEEL_SLOTS of them per turn (a deadline further out

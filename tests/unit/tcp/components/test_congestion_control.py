@@ -67,13 +67,20 @@ def test_set_mss_recomputes_pristine_iw_only() -> None:
 # --- NewReno --------------------------------------------------------------------------
 
 
-def test_slow_start_abc_limit() -> None:
-    # RFC 5681 §3.1 eq. (2) with RFC 3465 §2.2: cwnd += min(N, L*SMSS), L = 2.
+def test_slow_start_counts_every_segment_a_stretch_ack_covers() -> None:
+    # RFC 5681 §3.1 eq. (2) with RFC 3465 §2.2 byte counting, L unbounded as Linux's
+    # tcp_slow_start: a stretch ACK (GRO at the receiver) grows cwnd by all it covers,
+    # up to ssthresh; the rest belongs to congestion avoidance.
     cc = NewReno(MSS, initial_window=2 * MSS)
     cc.on_ack(0.0, 500, None, 2 * MSS)
     assert cc.cwnd == 2 * MSS + 500
-    cc.on_ack(0.0, 5 * MSS, None, 2 * MSS)  # stretch ACK: capped at 2 SMSS
-    assert cc.cwnd == 4 * MSS + 500
+    cc.on_ack(0.0, 5 * MSS, None, 2 * MSS)
+    assert cc.cwnd == 7 * MSS + 500
+    cc.ssthresh = 10 * MSS
+    cc.on_ack(0.0, 20 * MSS, None, 7 * MSS)
+    # To ssthresh (10), and the 17.5 SMSS left over are congestion avoidance's bytes:
+    # a full window of them, one SMSS more (RFC 3465 §2.1).
+    assert cc.cwnd == 11 * MSS
 
 
 def test_slow_start_doubles_per_rtt() -> None:
@@ -144,7 +151,7 @@ def test_rto_loss_window() -> None:
 
 @pytest.mark.parametrize("name", ["newreno", "cubic"])
 def test_abc_limit_is_one_smss_after_rto(name: str) -> None:
-    # RFC 3465 §2.2: L = 1*SMSS in slow start after an RTO, 2*SMSS again afterwards.
+    # RFC 3465 §2.3: L = 1*SMSS in slow start after an RTO; unbounded again afterwards.
     cc = make_congestion_control(name, MSS)
     cc.on_rto(1.0, 20 * MSS)
     cc.on_ack(1.1, 3 * MSS, 0.1, MSS)
@@ -154,7 +161,7 @@ def test_abc_limit_is_one_smss_after_rto(name: str) -> None:
     cc.ssthresh = INITIAL_SSTHRESH  # a fresh slow start (e.g. after idle)
     before = cc.cwnd
     cc.on_ack(1.3, 3 * MSS, 0.1, cc.cwnd)
-    assert cc.cwnd == before + 2 * MSS
+    assert cc.cwnd == before + 3 * MSS
 
 
 def test_idle_restart_window() -> None:
@@ -351,12 +358,14 @@ def test_windows_stay_sane(name: str, events: list[tuple[str, float, int, float 
             before = cc.cwnd
             cc.on_ack(now, amount, rtt, flight)
             assert cc.cwnd >= before  # growth only outside loss events
-            # ABC (2 SMSS), the 1.5x target clamp and the Reno-friendly estimate
-            # (alpha <= 1 SMSS per window acked) bound the growth per ACK; +2 for the
-            # rounding of the estimate and of cwnd to whole bytes (hypothesis found
-            # cubic at 18513 against a floor-rounded bound of 18512).
+            # Slow start (every byte acked, up to ssthresh), the 1.5x target clamp
+            # and the Reno-friendly estimate (alpha <= 1 SMSS per window acked) bound
+            # the growth per ACK; +2 for the rounding of the estimate and of cwnd to
+            # whole bytes (hypothesis found cubic at 18513 against a floor-rounded
+            # bound of 18512).
             reno = before + amount * MSS // max(before, 1) + 2
-            assert cc.cwnd <= max(before + 2 * MSS, int(1.5 * before) + 1, cc.ssthresh, reno)
+            assert cc.cwnd <= max(min(before + amount, max(cc.ssthresh, before)) + reno - before,
+                                  int(1.5 * before) + 1, reno)
         elif kind == "loss":
             cc.on_congestion(now, flight)
             assert cc.ssthresh >= 2 * MSS and cc.cwnd == cc.ssthresh
