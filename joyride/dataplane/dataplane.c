@@ -892,6 +892,16 @@ static int fin_due(const struct dp_tcb *t)
             t->tcp_state == DP_LAST_ACK);
 }
 
+/* TcpConnection._note_cwnd_use: the most in flight this window of data. */
+static void note_cwnd_use(struct dp_tcb *t)
+{
+    uint32_t flight = t->snd_nxt - t->snd_una;
+    if (sdiff(t->snd_una, t->cwnd_use_end) >= 0 || flight > t->cwnd_use_max) {
+        t->cwnd_use_max = flight;
+        t->cwnd_use_end = t->snd_nxt;
+    }
+}
+
 /* TcpConnection._transmit for an established connection outside recovery. */
 static void flow_output(struct dp *dp, struct flow *f, double now)
 {
@@ -960,8 +970,10 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
         t->rto_at = now + rto_of(t);
         timer_arm(dp, f, t->rto_at);
     }
-    if (t->snd_nxt != nxt_before)
+    if (t->snd_nxt != nxt_before) {
         pto_arm(dp, f, now); /* RFC 8985 §7.2: new data sent */
+        note_cwnd_use(t);
+    }
     if (unsent > 0 && t->snd_nxt == t->snd_una && !f->tx_waiting) {
         /* Nothing in flight and nothing may go: the persist timer's case (§3.8.6.1). */
         hand_back(dp, f, DP_REASON_PERSIST);
@@ -1142,8 +1154,9 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
         pto_arm(dp, f, now); /* RFC 8985 §7.2: new data acknowledged */
         if (t->write_blocked && f->snd.len < t->snd_cap)
             t->write_blocked = 0;
-        /* LossRecovery.on_ack outside recovery: RFC 7661 cwnd-limited test. */
-        if (2ull * flight >= t->cwnd)
+        /* LossRecovery.on_ack outside recovery: RFC 7661 cwnd-limited test, on the
+         * most this window used (TcpConnection._note_cwnd_use). */
+        if (2ull * umax(flight, t->cwnd_use_max) >= t->cwnd)
             cc_on_ack(t, now, (uint32_t)adv);
         if (t->fin_sent && t->snd_una == t->snd_nxt)
             fin_acked(dp, f, now);
@@ -1412,7 +1425,7 @@ static int syn_input(struct dp *dp, struct listener *l, const struct wire_parsed
     t.app_fd = -1;
     t.ts_offset = c->ts_offset;
     t.iss = iss ? iss : dp_isn(c->isn_key, p->dst_ip, p->dst_port, p->src_ip, p->src_port, now);
-    t.snd_una = t.snd_nxt = t.snd_wl2 = t.iss;
+    t.snd_una = t.snd_nxt = t.snd_wl2 = t.cwnd_use_end = t.iss;
     t.time_wait_len = c->time_wait;
     t.fin_wait2_len = c->fin_wait2_timeout;
     t.last_send = now;

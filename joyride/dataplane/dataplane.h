@@ -177,6 +177,10 @@ struct dp_tcb {
     uint32_t cwnd;
     uint32_t ssthresh;
     uint32_t abc_limit;
+    /* TcpConnection._note_cwnd_use: the most in flight since SND.UNA passed
+     * cwnd_use_end; an ACK grows cwnd when it was at least half of cwnd */
+    uint32_t cwnd_use_max;
+    uint32_t cwnd_use_end;
     uint32_t reno_bytes_acked;
     uint32_t cc_pristine;
     uint32_t cc_iw;            /* the initial window, for the idle restart */

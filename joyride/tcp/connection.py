@@ -129,6 +129,9 @@ class TcpConnection:
         self._snd_max = iss
         self._snd_wnd = 0
         self._max_snd_wnd = 0
+        # How much of cwnd this window of data used (_note_cwnd_use).
+        self._cwnd_use_max = 0
+        self._cwnd_use_end = iss
         self._snd_wl1 = Seq(0)
         self._snd_wl2 = iss
         self._buf_seq = iss + 1  # sequence number of the send buffer's first byte
@@ -609,6 +612,8 @@ class TcpConnection:
         tcb.snd_nxt = self._snd_nxt.value
         tcb.snd_wnd = self._snd_wnd
         tcb.max_snd_wnd = self._max_snd_wnd
+        tcb.cwnd_use_max = self._cwnd_use_max
+        tcb.cwnd_use_end = self._cwnd_use_end.value
         tcb.snd_wl1 = self._snd_wl1.value
         tcb.snd_wl2 = self._snd_wl2.value
         tcb.smss = self._smss
@@ -721,6 +726,8 @@ class TcpConnection:
         self._buf_seq = self._snd_una
         self._snd_wnd = int(tcb.snd_wnd)
         self._max_snd_wnd = int(tcb.max_snd_wnd)
+        self._cwnd_use_max = int(tcb.cwnd_use_max)
+        self._cwnd_use_end = Seq(tcb.cwnd_use_end)
         self._snd_wl1 = Seq(tcb.snd_wl1)
         self._snd_wl2 = Seq(tcb.snd_wl2)
         self._rtt.load_hot(tcb)
@@ -913,6 +920,7 @@ class TcpConnection:
             if self._snd_max > snd_max:
                 # RFC 8985 §7.2: sending new data restarts the loss probe timer.
                 self._arm_pto(now, restart=True)
+                self._note_cwnd_use()
             self._arm_persist(now)
         if self._ack_now and len(self._out) == sent and state is not TcpState.SYN_SENT:
             # RFC 9293 §3.10.7.4 sends <SEQ=SND.NXT>; SND.NXT here is rewound by an RTO
@@ -923,6 +931,18 @@ class TcpConnection:
             self._out.append(self._segment(self._snd_max, _ACK))
         if len(self._out) > sent:
             self._last_send = now
+
+    def _note_cwnd_use(self) -> None:
+        """The most data in flight this window (Linux's tcp_cwnd_validate): since
+        SND.UNA passed the end of the last one. An ACK may grow cwnd when the window
+        used at least half of it (``cwnd_limited``, RFC 7661 §4.3). The flight at the
+        ACK alone would not do: the ACKs of a batch are taken before anything more is
+        sent, each leaving less in flight, and slow start grew by 4 segments on a
+        flight of 10 instead of 10."""
+        flight = self._snd_max - self._snd_una
+        if self._snd_una >= self._cwnd_use_end or flight > self._cwnd_use_max:
+            self._cwnd_use_max = flight
+            self._cwnd_use_end = self._snd_max
 
     def _idle_restart_due(self, now: float) -> bool:
         """RFC 5681 §4.1: after an idle period longer than an RTO, restart from the
@@ -1523,6 +1543,7 @@ class TcpConnection:
         rexmit = recovery.on_ack(
             self._snd_una, self._snd_max, acked, dupack, seg.options.sack_blocks,
             flight_before, self._rtt.srtt, now,
+            cwnd_used=max(flight_before, self._cwnd_use_max),
             tsecr=ts[1] if self._ts_ok and ts is not None else None, seg_ack=seg.ack,
         )
         if recovery.frto:

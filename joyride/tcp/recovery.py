@@ -260,10 +260,13 @@ class LossRecovery:
         *,
         tsecr: int | None = None,
         seg_ack: Seq | None = None,
+        cwnd_used: int | None = None,
     ) -> tuple[Seq, int] | None:
         """One acceptable ACK, after SND.UNA moved to ``snd_una`` (``acked`` bytes).
         ``tsecr`` is the ACK's TSecr when timestamps are in use (RFC 7323);
-        ``seg_ack`` its SEG.ACK (SND.UNA when not given), which a D-SACK lies below.
+        ``seg_ack`` its SEG.ACK (SND.UNA when not given), which a D-SACK lies below;
+        ``cwnd_used`` the most of cwnd this window of data used (``flight_before``
+        when not given), which decides whether the ACK may grow cwnd.
 
         Returns (start, length) to retransmit at once when this ACK starts SACK
         recovery (RFC 6675 §5 step (4.3)); None otherwise.
@@ -331,7 +334,8 @@ class LossRecovery:
         if acked > 0:
             self.dupacks = 0
             self._lt_bytes = 0
-            if cwnd_limited(flight_before, cc.cwnd):
+            used = flight_before if cwnd_used is None else cwnd_used
+            if cwnd_limited(used, cc.cwnd):
                 # RFC 9438 §4.2: CUBIC looks one smoothed RTT ahead.
                 cc.on_ack(now, acked, srtt, flight_before)
         elif dsack and sacked_new == 0:

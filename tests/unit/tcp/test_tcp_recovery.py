@@ -205,3 +205,28 @@ def test_pure_ack_after_rto_carries_snd_max_rfc9293_3_10_7_4() -> None:
     acks = [s for s in out(conn, deadline + 0.1) if not s.payload]
     assert acks and all(a.seq == ISS + 1 + 3 * 1460 for a in acks)
     assert acks[-1].ack == IRS + 6
+
+
+def test_a_batch_of_acks_taken_before_sending_still_doubles_slow_start() -> None:
+    """The ACKs of one flight, all taken before anything more is sent (one rx batch),
+    each leave less in flight; whether cwnd may grow is decided on the most this
+    window of data had in flight (RFC 7661 §4.3, as Linux's tcp_cwnd_validate), so
+    slow start still doubles: 10 ACKs of 10 segments make cwnd 20 (it made 14)."""
+    conn, segs = _loaded(40)
+    assert len(segs) == 10
+    cwnd = conn.congestion.cwnd
+    for k in range(1, 11):
+        conn.receive(seg(IRS + 1, ISS + 1 + k * 1460), 1.05 + k * 1e-6)
+    assert conn.congestion.cwnd == cwnd + 10 * 1460
+    assert len(out(conn, 1.06)) == 20
+
+
+def test_an_application_limited_window_does_not_grow_cwnd_rfc7661() -> None:
+    """RFC 7661 §4.3: a window in which the sender used less than half of cwnd (the
+    application had little to send) gives no growth, whatever the ACKs."""
+    conn, segs = _loaded(3)
+    assert len(segs) == 3  # 3 of IW10: application-limited
+    cwnd = conn.congestion.cwnd
+    for k in range(1, 4):
+        conn.receive(seg(IRS + 1, ISS + 1 + k * 1460), 1.05 + k * 1e-6)
+    assert conn.congestion.cwnd == cwnd
