@@ -57,7 +57,9 @@ def changes(level: int, optname: int, value: Any) -> dict[str, Any]:
     if key == (socket.IPPROTO_TCP, socket.TCP_NODELAY):
         return {"nodelay": bool(value)}
     if key == (socket.SOL_SOCKET, socket.SO_SNDBUF):
-        return {"send_buffer": max(value, MIN_SNDBUF)}
+        # A fixed send buffer, as Linux's SO_SNDBUF locks autotuning off.
+        size = max(value, MIN_SNDBUF)
+        return {"send_buffer": size, "send_buffer_max": size}
     if key == (socket.SOL_SOCKET, socket.SO_RCVBUF):
         # A fixed receive buffer, as Linux's SO_RCVBUF locks autotuning off.
         size = max(value, MIN_RCVBUF)

@@ -892,6 +892,19 @@ static int fin_due(const struct dp_tcb *t)
             t->tcp_state == DP_LAST_ACK);
 }
 
+/* TcpConnection._grow_send_buffer: two congestion windows, up to snd_cap_max. */
+static void grow_send_buffer(struct flow *f)
+{
+    struct dp_tcb *t = &f->t;
+    uint64_t want = 2ull * t->cwnd;
+    if (want > t->snd_cap_max)
+        want = t->snd_cap_max;
+    if (want > t->snd_cap) {
+        t->snd_cap = (uint32_t)want;
+        f->snd.cap = t->snd_cap; /* the ring grows on demand, up to it */
+    }
+}
+
 /* TcpConnection._note_cwnd_use: the most in flight this window of data. */
 static void note_cwnd_use(struct dp_tcb *t)
 {
@@ -1158,6 +1171,7 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
          * most this window used (TcpConnection._note_cwnd_use). */
         if (2ull * umax(flight, t->cwnd_use_max) >= t->cwnd)
             cc_on_ack(t, now, (uint32_t)adv);
+        grow_send_buffer(f);
         if (t->fin_sent && t->snd_una == t->snd_nxt)
             fin_acked(dp, f, now);
     }

@@ -154,6 +154,7 @@ struct dp_tcb {
     uint32_t snd_wl2;
     uint32_t smss;
     uint32_t snd_cap;          /* send buffer capacity */
+    uint32_t snd_cap_max;      /* ... which autotuning grows up to (TcpConfig) */
     uint32_t ts_offset;
     /* RTT estimator (RFC 6298; rtt.py) */
     double srtt;               /* < 0: no sample yet */

@@ -23,7 +23,10 @@ class TcpConfig:
     min_peer_mss: int = 88
 
     # -- buffers ----------------------------------------------------------------------
+    #: Initial send buffer; autotuning (TcpConnection._grow_send_buffer) grows it to two
+    #: congestion windows, up to ``send_buffer_max`` (SO_SNDBUF fixes it: both equal).
     send_buffer: int = 256 * 1024
+    send_buffer_max: int = 4 * 1024 * 1024
     #: Initial receive buffer; autotuning (ReceiveBuffer.note_read) grows it up to
     #: ``receive_buffer_max``, which also sets the window-scale shift we offer.
     receive_buffer: int = 128 * 1024
@@ -93,6 +96,8 @@ class TcpConfig:
             raise ValueError("delayed_ack_timeout must be < 0.5 s (RFC 9293 §3.8.6.3)")
         if self.receive_buffer > self.receive_buffer_max:
             raise ValueError("receive_buffer exceeds receive_buffer_max")
+        if self.send_buffer > self.send_buffer_max:
+            raise ValueError("send_buffer exceeds send_buffer_max")
         if self.checksum not in ("full", "none"):
             raise ValueError("checksum must be 'full' or 'none'")
         if self.send_buffer <= 0 or self.receive_buffer <= 0:

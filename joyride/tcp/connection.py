@@ -540,7 +540,7 @@ class TcpConnection:
         self.config = dataclasses.replace(
             config, receive_buffer=old.receive_buffer,
             receive_buffer_max=old.receive_buffer_max)
-        if config.send_buffer != old.send_buffer:
+        if config.send_buffer != old.send_buffer or config.send_buffer_max != old.send_buffer_max:
             self._send_buf.capacity = config.send_buffer  # never below what is queued
         if config.keepalive:
             if (not old.keepalive or config.keepalive_idle != old.keepalive_idle
@@ -618,6 +618,7 @@ class TcpConnection:
         tcb.snd_wl2 = self._snd_wl2.value
         tcb.smss = self._smss
         tcb.snd_cap = self._send_buf.capacity
+        tcb.snd_cap_max = self.config.send_buffer_max
         tcb.ts_offset = self._ts_offset & MASK
         self._rtt.save_hot(tcb)
         rtt_seq = self._rtt_seq
@@ -666,6 +667,7 @@ class TcpConnection:
         tcb.cfg_mss = config.mss
         tcb.nodelay = int(config.nodelay)
         tcb.snd_cap = proto._send_buf.capacity
+        tcb.snd_cap_max = config.send_buffer_max
         tcb.delack_timeout = config.delayed_ack_timeout
         tcb.keepalive_idle = config.keepalive_idle if config.keepalive else 0.0
         tcb.max_snd_wnd = proto._max_snd_wnd
@@ -752,6 +754,7 @@ class TcpConnection:
         self._recovery.note_sent(self._snd_max, self._last_send, self._snd_una)
         self._recv_buf.load_hot(tcb)  # before the bytes: C may have grown the buffer
         self._recv_buf.push(rcv)
+        self._send_buf.capacity = int(tcb.snd_cap)  # C may have grown it
         self._send_buf.write(snd)
         self.counters.update(hot_counters(tcb))
         self._dirty = True  # whatever it owes (an ACK, queued bytes) goes next
@@ -931,6 +934,15 @@ class TcpConnection:
             self._out.append(self._segment(self._snd_max, _ACK))
         if len(self._out) > sent:
             self._last_send = now
+
+    def _grow_send_buffer(self) -> None:
+        """Send-buffer autotuning (Linux's tcp_sndbuf_expand): room for two congestion
+        windows, so that the application refills one while the other is in flight, up
+        to ``send_buffer_max``; never shrinks. A fixed 256 KiB held a 20 ms path to 182
+        segments a round trip where the kernel's grew on."""
+        want = min(2 * self._cc.cwnd, self.config.send_buffer_max)
+        if want > self._send_buf.capacity:
+            self._send_buf.capacity = want
 
     def _note_cwnd_use(self) -> None:
         """The most data in flight this window (Linux's tcp_cwnd_validate): since
@@ -1546,6 +1558,8 @@ class TcpConnection:
             cwnd_used=max(flight_before, self._cwnd_use_max),
             tsecr=ts[1] if self._ts_ok and ts is not None else None, seg_ack=seg.ack,
         )
+        if acked > 0:
+            self._grow_send_buffer()
         if recovery.frto:
             self._frto_ack(acked, dupack, now)
         if recovery.resume_at_snd_max:

@@ -22,7 +22,7 @@ def test_options_map_to_config_fields() -> None:
         (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
     ])
     assert config.nodelay and config.keepalive
-    assert config.send_buffer == sockopts.MIN_SNDBUF
+    assert config.send_buffer == config.send_buffer_max == sockopts.MIN_SNDBUF  # fixed
     assert config.receive_buffer == config.receive_buffer_max == 65536
     assert (config.keepalive_idle, config.keepalive_interval, config.keepalive_probes) == (
         30.0, 5.0, 3)

@@ -40,7 +40,7 @@ def sent_payload(conn: TcpConnection, now: float = 0.0) -> bytes:
 
 
 def test_region_commit_sends_the_bytes_written_in_place() -> None:
-    conn = established(plain_config(send_buffer=4096))
+    conn = established(plain_config(send_buffer=4096, send_buffer_max=4096))
     region = conn.send_region()
     assert len(region) == 4096
     region[:5] = b"hello"
@@ -51,7 +51,7 @@ def test_region_commit_sends_the_bytes_written_in_place() -> None:
 
 
 def test_region_follows_the_queue_and_wraps_in_order() -> None:
-    conn = established(plain_config(send_buffer=4096), window=64000)
+    conn = established(plain_config(send_buffer=4096, send_buffer_max=4096), window=64000)
     assert conn.send(b"x" * 3000) == 3000
     flight = conn.segments_to_send(0.0)
     assert [len(s.payload) for s in flight] == [1460, 1460]
@@ -71,7 +71,7 @@ def test_region_follows_the_queue_and_wraps_in_order() -> None:
 
 
 def test_commit_beyond_the_region_raises_and_queues_nothing() -> None:
-    conn = established(plain_config(send_buffer=1024))
+    conn = established(plain_config(send_buffer=1024, send_buffer_max=1024))
     conn.send_region().release()
     with pytest.raises(ValueError):
         conn.send_commit(1025)
@@ -81,7 +81,7 @@ def test_commit_beyond_the_region_raises_and_queues_nothing() -> None:
 
 
 def test_no_region_once_the_fin_is_queued() -> None:
-    conn = established(plain_config(send_buffer=1024))
+    conn = established(plain_config(send_buffer=1024, send_buffer_max=1024))
     conn.shutdown_write()
     assert conn.state is TcpState.FIN_WAIT_1
     assert conn.send_region().nbytes == 0
@@ -91,7 +91,8 @@ def test_pump_reads_into_the_send_buffer_and_keeps_order(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     app, svc = pair
-    conn = established(plain_config(send_buffer=256 * 1024), window=60000)
+    conn = established(plain_config(send_buffer=256 * 1024, send_buffer_max=256 * 1024),
+                       window=60000)
     pump = Pump(conn, svc)
     app.sendall(b"small")
     pump.service()  # little queued: the scratch path (no whole-buffer ring for it)
@@ -111,7 +112,7 @@ def test_pump_stops_at_a_full_send_buffer_and_resumes_after_acks(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     app, svc = pair
-    conn = established(plain_config(send_buffer=8192), window=60000)
+    conn = established(plain_config(send_buffer=8192, send_buffer_max=8192), window=60000)
     pump = Pump(conn, svc)
     data = bytes(i % 251 for i in range(20000))
     app.sendall(data)

@@ -108,10 +108,28 @@ def test_small_buffers_and_no_window_scaling() -> None:
     up, down = _payload(31, 150_000), _payload(32, 150_000)
     cfg = replace(
         TcpConfig(), receive_buffer=8192, receive_buffer_max=8192, send_buffer=8192,
-        window_scaling=False,
+        send_buffer_max=8192, window_scaling=False,
     )
     res = transfer(up, down, seed=8, imp=Impairment(loss=0.01), config=cfg)
     _check(res, up, down)
+
+
+def test_send_buffer_autotuning_follows_cwnd() -> None:
+    """Linux's tcp_sndbuf_expand: the send buffer grows to two congestion windows, up
+    to send_buffer_max, so a long path is not held to what the initial buffer holds;
+    SO_SNDBUF (send_buffer_max == send_buffer) keeps it where it was set."""
+    down = _payload(43, 2_000_000)
+    cfg = replace(TcpConfig(), send_buffer=16 * 1024, send_buffer_max=1 << 20)
+    tuned = transfer(b"", down, seed=3, imp=Impairment(delay=0.02), config=cfg)
+    _check(tuned, b"", down)
+    capacity = tuned.server._send_buf.capacity
+    assert 16 * 1024 < capacity <= 1 << 20
+    assert capacity >= min(2 * tuned.server.congestion.cwnd, 1 << 20) or capacity == 1 << 20
+    fixed = transfer(b"", down, seed=3, imp=Impairment(delay=0.02),
+                     config=replace(cfg, send_buffer_max=16 * 1024))
+    _check(fixed, b"", down)
+    assert fixed.server._send_buf.capacity == 16 * 1024
+    assert tuned.elapsed < fixed.elapsed / 2  # 16 KiB a round trip held it back
 
 
 def test_receive_window_autotuning_grows_the_buffer() -> None:
