@@ -717,6 +717,12 @@ static void arena_flush(struct dp *dp)
     dp->arena_used = left;
 }
 
+/* The arena's slots data segments may use: the rest is arena_reserve's. */
+static inline uint32_t data_slots(const struct dp *dp)
+{
+    return dp->arena_slots - dp->arena_reserve;
+}
+
 /* Whether one more frame fits in the arena, below `limit` slots: a full arena is
  * flushed once a round (after a flush that left it full the NIC is full: the next
  * round tries again). */
@@ -733,13 +739,12 @@ static int arena_room(struct dp *dp, uint32_t limit)
     return 0;
 }
 
-/* Put segment s of f into the arena, its payload n bytes of the send ring from off.
- * 1, or 0 when there is no room below `limit` or it cannot be built (counted). */
+/* Put segment s of f into the arena, its payload n bytes of the send ring from off;
+ * the caller made sure of the room (arena_room). 1, or 0 when it cannot be built
+ * (counted). */
 static int arena_put(struct dp *dp, struct flow *f, struct wire_seg *s, uint32_t off,
-                     uint32_t n, uint32_t limit)
+                     uint32_t n)
 {
-    if (!arena_room(dp, limit))
-        return 0;
     uint32_t k = dp->arena_used;
     s->ip_id = ++dp->ip_id;
     s->payload_len = n;
@@ -766,10 +771,11 @@ static int arena_put(struct dp *dp, struct flow *f, struct wire_seg *s, uint32_t
  * are full the segment is dropped and counted (its timer or the peer repeats it). */
 static int arena_put_control(struct dp *dp, struct flow *f, struct wire_seg *s)
 {
-    if (arena_put(dp, f, s, 0, 0, dp->arena_slots))
-        return 1;
-    dp->st.tx_dropped++;
-    return 0;
+    if (!arena_room(dp, dp->arena_slots)) {
+        dp->st.tx_dropped++;
+        return 0;
+    }
+    return arena_put(dp, f, s, 0, 0);
 }
 
 /* f waits for room in the NIC: the next round with room runs its output again. */
@@ -791,8 +797,7 @@ static int emit(struct dp *dp, struct flow *f, double now, uint32_t seq, uint32_
                 uint32_t n, uint8_t flags)
 {
     /* Data waits below the reserve; a pure ACK may use it. */
-    uint32_t limit = n ? dp->arena_slots - dp->arena_reserve : dp->arena_slots;
-    if (!arena_room(dp, limit))
+    if (!arena_room(dp, n ? data_slots(dp) : dp->arena_slots))
         return 0;
     struct dp_tcb *t = &f->t;
     struct wire_seg s;
@@ -806,7 +811,7 @@ static int emit(struct dp *dp, struct flow *f, double now, uint32_t seq, uint32_
         s.tsecr = t->ts_recent;
     }
     s.ack = t->rcv_nxt;
-    if (!arena_put(dp, f, &s, off, n, limit))
+    if (!arena_put(dp, f, &s, off, n))
         return 0;
     t->last_ack_sent = t->rcv_nxt;
     t->last_ack_rcv_nxt = t->rcv_nxt;
@@ -1988,7 +1993,7 @@ static void tx_resume(struct dp *dp)
 {
     dp->tx_full = 0;
     arena_flush(dp);
-    uint32_t limit = dp->arena_slots - dp->arena_reserve;
+    uint32_t limit = data_slots(dp);
     if (dp->arena_used >= limit)
         return;
     uint32_t serve = (limit - dp->arena_used + TX_QUANTUM - 1) / TX_QUANTUM;
