@@ -1,0 +1,466 @@
+/*
+ * chan.h - a connection's shared-memory channel between the network service and one
+ * application (issue 17; the protocol and its ordering argument: docs/channels.md).
+ *
+ * One mapping per connection holds two single-producer single-consumer byte rings:
+ *   rx  service -> application (the connection's received bytes)
+ *   tx  application -> service (the bytes the application sends)
+ * The application keeps its AF_UNIX stream socket to the service as its descriptor. In
+ * ring mode that socket carries no payload, only readiness:
+ *   service -> application  a 1-byte token: "rx has bytes you have not been told of";
+ *                           shutdown(SHUT_WR) after rx_eof: EOF, EPOLLRDHUP.
+ *   application -> service  any byte (a doorbell, a re-token request, filler): "look at
+ *                           the flags"; filler keeps the application's socket unwritable
+ *                           while tx is full.
+ *
+ * Contract
+ *  - Sizes are fixed at creation; each side keeps its own copy of them and of the
+ *    indices it writes. The service trusts nothing the application can write: every
+ *    index it reads is checked against its own copy (JR_CHAN_BROKEN), and tx bytes are
+ *    copied out of shared memory before it uses them.
+ *  - Indices count bytes ever produced/consumed, mod 2^32; a ring's capacity is a power
+ *    of two no larger than 2^31.
+ *  - Each "store a flag, then look at the other side's index" pair is ordered by a
+ *    sequentially consistent fence on both sides (the store-buffering pattern): of two
+ *    such pairs racing, at least one side sees the other's store. That is what makes
+ *    a lost wake-up impossible; tests/unit/channel/chan_model.py checks the steps.
+ *  - Ring data is published by a release store of the producer's index and read after
+ *    an acquire load of it; space is returned the same way with the consumer's index.
+ *  - One application process per channel. (A fork needs the per-direction lock of
+ *    docs/channels.md, "Next"; it is not built yet.)
+ *
+ * The functions are sans-I/O where they can be: they return what the caller must do on
+ * the socket (JR_CHAN_SEND_TOKEN, JR_CHAN_DRAIN ...). The application's read and write
+ * need to wait and drain in the middle of the protocol, so they take the socket steps
+ * as callbacks (struct jr_chan_io).
+ */
+#ifndef JOYRIDE_CHAN_H
+#define JOYRIDE_CHAN_H
+
+#include <errno.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+
+#define JR_CHAN_MAGIC 0x4843524au /* "JRCH" */
+#define JR_CHAN_VERSION 1u
+#define JR_CHAN_LINE 64
+
+/* What the caller must do after a call (bits). */
+enum jr_chan_action {
+    JR_CHAN_SEND_TOKEN = 1, /* service: send one token byte to the application */
+    JR_CHAN_DRAIN = 2,      /* service: read the application's queued bytes (filler) */
+    JR_CHAN_BROKEN = 4,     /* service: an index the application wrote is impossible */
+};
+
+/* One direction's indices, each on its own cache line (its writer's). */
+struct jr_chan_ring {
+    uint32_t tail __attribute__((aligned(JR_CHAN_LINE))); /* written by the producer */
+    uint32_t head __attribute__((aligned(JR_CHAN_LINE))); /* written by the consumer */
+};
+
+/* The shared mapping's header; the rx data follows at data_off, tx data after it. */
+struct jr_chan {
+    uint32_t magic, version;
+    uint32_t rx_cap, tx_cap, data_off, size;
+    struct jr_chan_ring rx, tx;
+    /* Written by the application, taken (xchg to 0) by the service. */
+    uint32_t rx_armed __attribute__((aligned(JR_CHAN_LINE))); /* rx was empty: token */
+    uint32_t rx_retoken; /* a read cancelled its arm and left bytes: send a token */
+    uint32_t tx_armed;   /* tx was full and the socket is filled: drain after room */
+    uint32_t tx_eof;     /* shutdown(SHUT_WR): no byte after tx.tail */
+    uint32_t tokens_taken; /* tokens the application drained (mod 2^32) */
+    /* Written by the service, taken by the application. */
+    uint32_t svc_rx_armed __attribute__((aligned(JR_CHAN_LINE))); /* waits for rx room */
+    uint32_t svc_tx_armed; /* waits for tx bytes: ring the doorbell */
+    uint32_t rx_eof;       /* no byte after rx.tail */
+    uint32_t tokens_sent;  /* tokens sent to the socket (counted before the send) */
+};
+
+/* The service's private view: its own sizes and the indices it writes. */
+struct jr_chan_svc {
+    struct jr_chan *shm;
+    uint8_t *rx_data, *tx_data;
+    uint32_t rx_cap, tx_cap;
+    uint32_t rx_tail; /* the service's copy: the shared one is only published */
+    uint32_t tx_head;
+};
+
+/* The application's view. */
+struct jr_chan_app {
+    struct jr_chan *shm;
+    const uint8_t *rx_data;
+    uint8_t *tx_data;
+    uint32_t rx_cap, tx_cap;
+    uint64_t spurious; /* readiness that found nothing (counted, allowed) */
+};
+
+/* The socket steps of the application's side. Each returns 0 or -errno. */
+struct jr_chan_io {
+    int (*drain)(void *ctx);            /* recv(MSG_DONTWAIT) the queued tokens: how many */
+    int (*bell)(void *ctx);             /* send one byte to the service; EAGAIN is fine */
+    int (*fill)(void *ctx);             /* send filler until the socket is unwritable */
+    int (*wait)(void *ctx, short what); /* poll for POLLIN or POLLOUT (blocking calls) */
+    void *ctx;
+};
+
+#define JR_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define JR_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define JR_XCHG(p, v) __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
+/* The fence of every "store a flag, then look at the other side" pair. */
+#define JR_FENCE() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+
+static inline int jr_chan_cap_ok(uint32_t cap)
+{
+    return cap >= 1 && cap <= (1u << 31) && (cap & (cap - 1)) == 0;
+}
+
+static inline size_t jr_chan_data_off(void)
+{
+    return (sizeof(struct jr_chan) + JR_CHAN_LINE - 1) & ~(size_t)(JR_CHAN_LINE - 1);
+}
+
+/* Bytes a mapping needs for these capacities (0 if they are not powers of two). */
+static inline size_t jr_chan_size(uint32_t rx_cap, uint32_t tx_cap)
+{
+    if (!jr_chan_cap_ok(rx_cap) || !jr_chan_cap_ok(tx_cap))
+        return 0;
+    return jr_chan_data_off() + (size_t)rx_cap + tx_cap;
+}
+
+/* Copy n bytes into a ring at index at (wrapping), and out of one. */
+static inline void jr_ring_copy_in(uint8_t *data, uint32_t cap, uint32_t at, const void *src,
+                                   uint32_t n)
+{
+    uint32_t off = at & (cap - 1), first = cap - off < n ? cap - off : n;
+    memcpy(data + off, src, first);
+    memcpy(data, (const uint8_t *)src + first, n - first);
+}
+
+static inline void jr_ring_copy_out(const uint8_t *data, uint32_t cap, uint32_t at, void *dst,
+                                    uint32_t n)
+{
+    uint32_t off = at & (cap - 1), first = cap - off < n ? cap - off : n;
+    memcpy(dst, data + off, first);
+    memcpy((uint8_t *)dst + first, data, n - first);
+}
+
+/* --- the service --------------------------------------------------------------------- */
+
+/* Lay a new channel out in mem (size bytes, from jr_chan_size) and open the service's
+ * view of it. 0, or -EINVAL. The channel starts armed: the application may wait for
+ * readiness before its first read (chan_model.py finds the lost wake-up otherwise). */
+static inline int jr_chan_create(struct jr_chan_svc *s, void *mem, size_t size,
+                                 uint32_t rx_cap, uint32_t tx_cap)
+{
+    size_t need = jr_chan_size(rx_cap, tx_cap);
+    if (need == 0 || size < need || size > UINT32_MAX)
+        return -EINVAL;
+    struct jr_chan *c = (struct jr_chan *)mem;
+    memset(c, 0, sizeof *c);
+    c->version = JR_CHAN_VERSION;
+    c->rx_cap = rx_cap;
+    c->tx_cap = tx_cap;
+    c->data_off = (uint32_t)jr_chan_data_off();
+    c->size = (uint32_t)size;
+    c->rx_armed = 1;
+    *s = (struct jr_chan_svc){
+        .shm = c,
+        .rx_data = (uint8_t *)mem + c->data_off,
+        .tx_data = (uint8_t *)mem + c->data_off + rx_cap,
+        .rx_cap = rx_cap,
+        .tx_cap = tx_cap,
+    };
+    JR_STORE(&c->magic, JR_CHAN_MAGIC); /* last: it publishes the header (release) */
+    return 0;
+}
+
+/* Room in rx, or -1 if the application's head is impossible. */
+static inline int64_t jr_chan_svc_rx_room(const struct jr_chan_svc *s)
+{
+    uint32_t used = s->rx_tail - JR_LOAD(&s->shm->rx.head);
+    return used > s->rx_cap ? -1 : (int64_t)(s->rx_cap - used);
+}
+
+/* Readable, step 1: copy up to n bytes into rx and publish them (release), then
+ * fence and take the application's arm: if it was set, the caller calls
+ * jr_chan_svc_token_sent, then sends a token. *put gets the bytes copied. Returns action bits. */
+static inline int jr_chan_svc_rx_put(struct jr_chan_svc *s, const void *src, uint32_t n,
+                                     uint32_t *put)
+{
+    *put = 0;
+    int64_t room = jr_chan_svc_rx_room(s);
+    if (room < 0)
+        return JR_CHAN_BROKEN;
+    uint32_t k = n < room ? n : (uint32_t)room;
+    if (k == 0)
+        return 0;
+    jr_ring_copy_in(s->rx_data, s->rx_cap, s->rx_tail, src, k);
+    s->rx_tail += k;
+    JR_STORE(&s->shm->rx.tail, s->rx_tail);
+    *put = k;
+    JR_FENCE(); /* the tail store before the look at rx_armed */
+    return JR_XCHG(&s->shm->rx_armed, 0) ? JR_CHAN_SEND_TOKEN : 0;
+}
+
+/* Before each token the service sends (JR_CHAN_SEND_TOKEN, jr_chan_svc_retoken): the
+ * application drains only when the counts differ, so a read that empties the ring
+ * costs no recv when no token was sent. Counted before the send, so a reader may find
+ * the count ahead of the socket (one recv that meets EAGAIN), never a queued token it
+ * does not count (which it would meet as readiness again and again, spinning). */
+static inline void jr_chan_svc_token_sent(struct jr_chan_svc *s)
+{
+    JR_STORE(&s->shm->tokens_sent, s->shm->tokens_sent + 1);
+}
+
+/* The application asked for a token (it cancelled an arm and left bytes): 1 if the
+ * caller must send one. Checked whenever the application's bytes wake the service. */
+static inline int jr_chan_svc_retoken(struct jr_chan_svc *s)
+{
+    return JR_XCHG(&s->shm->rx_retoken, 0) != 0;
+}
+
+/* rx is full and the service has more: arm, fence, look again. Returns the room now
+ * (>0: go on putting; 0: sleep until the application's bytes; -1: broken). */
+static inline int64_t jr_chan_svc_rx_wait_room(struct jr_chan_svc *s)
+{
+    __atomic_store_n(&s->shm->svc_rx_armed, 1, __ATOMIC_RELAXED);
+    JR_FENCE();
+    return jr_chan_svc_rx_room(s);
+}
+
+/* No byte after the last rx_put; the caller then shuts down its writing side. */
+static inline void jr_chan_svc_rx_eof(struct jr_chan_svc *s)
+{
+    JR_STORE(&s->shm->rx_eof, 1);
+}
+
+/* Bytes waiting in tx, or -1 if the application's tail is impossible. */
+static inline int64_t jr_chan_svc_tx_avail(const struct jr_chan_svc *s)
+{
+    uint32_t avail = JR_LOAD(&s->shm->tx.tail) - s->tx_head;
+    return avail > s->tx_cap ? -1 : (int64_t)avail;
+}
+
+/* Writable, step 1: copy up to n bytes out of tx into dst (private memory), return
+ * their space (release), then fence and take the writer's arm: JR_CHAN_DRAIN tells the
+ * caller to read the filler away so that the writer's socket turns writable. */
+static inline int jr_chan_svc_tx_take(struct jr_chan_svc *s, void *dst, uint32_t n,
+                                      uint32_t *took)
+{
+    *took = 0;
+    int64_t avail = jr_chan_svc_tx_avail(s);
+    if (avail < 0)
+        return JR_CHAN_BROKEN;
+    uint32_t k = n < avail ? n : (uint32_t)avail;
+    if (k == 0)
+        return 0;
+    jr_ring_copy_out(s->tx_data, s->tx_cap, s->tx_head, dst, k);
+    s->tx_head += k;
+    JR_STORE(&s->shm->tx.head, s->tx_head);
+    *took = k;
+    JR_FENCE(); /* the head store before the look at tx_armed */
+    return JR_XCHG(&s->shm->tx_armed, 0) ? JR_CHAN_DRAIN : 0;
+}
+
+/* tx is empty and the service will sleep: the caller first drains what the application
+ * queued (doorbells, stale filler: the ring is empty, so no filler stands for a full
+ * ring), then calls this: arm, fence, look again. Returns the bytes waiting (>0: take
+ * them instead of sleeping; 0: sleep until the socket is readable; -1: broken). */
+static inline int64_t jr_chan_svc_tx_wait(struct jr_chan_svc *s)
+{
+    __atomic_store_n(&s->shm->svc_tx_armed, 1, __ATOMIC_RELAXED);
+    JR_FENCE();
+    return jr_chan_svc_tx_avail(s);
+}
+
+/* The application shut its writing side down (after the bytes before tx.tail). */
+static inline int jr_chan_svc_tx_eof(const struct jr_chan_svc *s)
+{
+    return JR_LOAD(&s->shm->tx_eof) != 0;
+}
+
+/* --- the application ----------------------------------------------------------------- */
+
+/* Open the application's view of a mapping of size bytes. 0, or -EPROTO if the header
+ * does not describe a channel that fits. */
+static inline int jr_chan_attach(struct jr_chan_app *a, void *mem, size_t size)
+{
+    struct jr_chan *c = (struct jr_chan *)mem;
+    if (size < sizeof *c || JR_LOAD(&c->magic) != JR_CHAN_MAGIC ||
+        c->version != JR_CHAN_VERSION ||
+        c->data_off != jr_chan_data_off() || jr_chan_size(c->rx_cap, c->tx_cap) == 0 ||
+        jr_chan_size(c->rx_cap, c->tx_cap) > size)
+        return -EPROTO;
+    *a = (struct jr_chan_app){
+        .shm = c,
+        .rx_data = (const uint8_t *)mem + c->data_off,
+        .tx_data = (uint8_t *)mem + c->data_off + c->rx_cap,
+        .rx_cap = c->rx_cap,
+        .tx_cap = c->tx_cap,
+    };
+    return 0;
+}
+
+/* rx bytes not yet read. */
+static inline uint32_t jr_chan_app_rx_avail(const struct jr_chan_app *a)
+{
+    return JR_LOAD(&a->shm->rx.tail) - a->shm->rx.head;
+}
+
+/* Take up to n of the avail bytes; then ring the service if it waits for room. */
+static inline uint32_t jr_chan_app_rx_take(struct jr_chan_app *a, const struct jr_chan_io *io,
+                                           uint8_t *dst, uint32_t n, uint32_t avail)
+{
+    uint32_t head = a->shm->rx.head;
+    uint32_t k = n < avail ? n : avail;
+    jr_ring_copy_out(a->rx_data, a->rx_cap, head, dst, k);
+    JR_STORE(&a->shm->rx.head, head + k);
+    JR_FENCE(); /* the head store before the look at svc_rx_armed */
+    if (JR_XCHG(&a->shm->svc_rx_armed, 0))
+        io->bell(io->ctx);
+    return k;
+}
+
+/* A read cancelled its arm and leaves bytes in rx: no token will come for them, so ask
+ * the service for one (the re-token request), or readiness would hide them. */
+static inline void jr_chan_app_retoken(struct jr_chan_app *a, const struct jr_chan_io *io)
+{
+    __atomic_store_n(&a->shm->rx_retoken, 1, __ATOMIC_RELAXED);
+    JR_FENCE(); /* the request before the byte that makes the service look */
+    io->bell(io->ctx);
+}
+
+/* Drain the queued tokens, unless the counts say none was sent since the last drain. */
+static inline int jr_chan_app_drain(struct jr_chan_app *a, const struct jr_chan_io *io)
+{
+    struct jr_chan *c = a->shm;
+    if (JR_LOAD(&c->tokens_sent) == c->tokens_taken)
+        return 0;
+    int n = io->drain(io->ctx);
+    if (n == -EAGAIN)
+        return 0;
+    if (n > 0)
+        __atomic_store_n(&c->tokens_taken, c->tokens_taken + (uint32_t)n, __ATOMIC_RELAXED);
+    return n < 0 ? n : 0;
+}
+
+/* read(2) on a ring-mode connection: bytes read, 0 at EOF, -EAGAIN (non-blocking and
+ * nothing to read), or -errno from a callback. The steps are chan_model.py's Rx. On
+ * return, bytes left in rx have a token queued or owed, and an empty rx is armed, so
+ * the socket's level- and edge-triggered readiness tell the truth, but for a token
+ * left from bytes already read (a spurious wake-up, counted). */
+static inline ssize_t jr_chan_read(struct jr_chan_app *a, const struct jr_chan_io *io,
+                                   void *buf, size_t len, int block)
+{
+    struct jr_chan *c = a->shm;
+    uint32_t want = len > (1u << 30) ? (1u << 30) : (uint32_t)len;
+    uint32_t got = 0;
+    int guarded = 1; /* a token is queued or owed for what rx holds (true on entry) */
+    int woken = 0;
+    if (want == 0)
+        return 0;
+    for (;;) {
+        uint32_t avail = jr_chan_app_rx_avail(a);
+        if (avail > 0) {
+            uint32_t k = jr_chan_app_rx_take(a, io, (uint8_t *)buf + got, want - got, avail);
+            got += k;
+            if (avail > k) { /* the buffer is full and bytes remain */
+                if (!guarded)
+                    jr_chan_app_retoken(a, io);
+                return got;
+            }
+        } else if (woken) {
+            a->spurious++;
+        }
+        /* rx is empty as far as this look saw: drain the tokens, arm, look again. */
+        int rc = jr_chan_app_drain(a, io);
+        if (rc < 0)
+            return got > 0 ? (ssize_t)got : rc;
+        guarded = 0;
+        __atomic_store_n(&c->rx_armed, 1, __ATOMIC_RELAXED);
+        JR_FENCE(); /* the arm before the look at rx.tail */
+        if (jr_chan_app_rx_avail(a) > 0) {
+            /* Bytes came in between. If the service took the arm, their token is on
+             * its way; else cancel the arm: no token comes for them. */
+            guarded = JR_XCHG(&c->rx_armed, 0) == 0;
+            if (got < want)
+                continue;
+            if (!guarded)
+                jr_chan_app_retoken(a, io);
+            return got;
+        }
+        if (got > 0)
+            return got;
+        if (JR_LOAD(&c->rx_eof)) {
+            if (jr_chan_app_rx_avail(a) > 0) /* bytes stored before rx_eof */
+                continue;
+            return 0;
+        }
+        if (!block)
+            return -EAGAIN;
+        rc = io->wait(io->ctx, POLLIN);
+        if (rc < 0)
+            return rc;
+        guarded = 1; /* what woke us (a token, or EOF) stays queued */
+        woken = 1;
+    }
+}
+
+/* write(2) on a ring-mode connection: bytes written, -EAGAIN (non-blocking and tx
+ * full), or -errno from a callback. A blocking write returns when every byte is in tx.
+ * The steps are chan_model.py's Tx. On return, a full tx has the socket filled and
+ * armed, so EPOLLOUT means room (but in the race docs/channels.md names). */
+static inline ssize_t jr_chan_write(struct jr_chan_app *a, const struct jr_chan_io *io,
+                                    const void *buf, size_t len, int block)
+{
+    struct jr_chan *c = a->shm;
+    uint32_t want = len > (1u << 30) ? (1u << 30) : (uint32_t)len;
+    uint32_t put = 0;
+    if (want == 0)
+        return 0;
+    for (;;) {
+        uint32_t tail = c->tx.tail;
+        uint32_t room = a->tx_cap - (tail - JR_LOAD(&c->tx.head));
+        if (room > 0) {
+            uint32_t k = room < want - put ? room : want - put;
+            jr_ring_copy_in(a->tx_data, a->tx_cap, tail, (const uint8_t *)buf + put, k);
+            JR_STORE(&c->tx.tail, tail + k);
+            put += k;
+            JR_FENCE(); /* the tail store before the look at svc_tx_armed */
+            if (JR_XCHG(&c->svc_tx_armed, 0))
+                io->bell(io->ctx);
+            if (put < want)
+                continue; /* tx is full now: the next look fills and arms */
+            if (k < room)
+                return put;
+            /* This write filled tx exactly: make the socket unwritable before returning. */
+        }
+        int rc = io->fill(io->ctx);
+        if (rc < 0 && rc != -EAGAIN)
+            return put > 0 ? (ssize_t)put : rc;
+        __atomic_store_n(&c->tx_armed, 1, __ATOMIC_RELAXED);
+        JR_FENCE(); /* the arm before the look at tx.head */
+        if (put == want)
+            return put;
+        if (a->tx_cap - (c->tx.tail - JR_LOAD(&c->tx.head)) > 0)
+            continue; /* room came: the arm stays, the service drains after its next take */
+        if (!block)
+            return put > 0 ? (ssize_t)put : -EAGAIN;
+        rc = io->wait(io->ctx, POLLOUT);
+        if (rc < 0)
+            return put > 0 ? (ssize_t)put : rc;
+    }
+}
+
+/* shutdown(SHUT_WR): no byte after what tx holds; the bell makes the service look. */
+static inline void jr_chan_shutdown_write(struct jr_chan_app *a, const struct jr_chan_io *io)
+{
+    JR_STORE(&a->shm->tx_eof, 1);
+    JR_FENCE();
+    io->bell(io->ctx);
+}
+
+#endif

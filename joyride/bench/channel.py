@@ -1,0 +1,105 @@
+"""Channel microbenchmark: the shared-memory channel (cffi_build/chan.h) against the
+unix socket the service uses as each connection's application channel today.
+
+``python -m joyride.bench.channel [--repeat N] [--rr N] [--bulk N] [--json F]`` builds
+``cffi_build/chan_bench.c`` with gcc and runs it between two processes, no network, no
+root: a 64-byte request and response (the application writes, the service answers)
+and 64 KiB chunks streamed from the service to the application, over
+
+* ``unix``: a socketpair with read/write, today's channel;
+* ``ring``: chan.h's rings, both sides asleep when idle (tokens, doorbells);
+* ``ring-poll``: chan.h's rings with the service side polling (it never sleeps, so the
+  application never rings it; its CPU counts whole).
+
+Alternating repetitions, medians; wall and CPU time (both processes) per operation, and
+each against ``unix``. It measures what issue 17's channel can save before it is
+wired into the service and the shim (docs/channels.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SOURCE = Path(__file__).resolve().parents[2] / "cffi_build" / "chan_bench.c"
+TRANSPORTS = ("unix", "ring", "ring-poll")
+
+
+def build(workdir: Path) -> Path:
+    if shutil.which("gcc") is None:
+        raise SystemExit("the channel benchmark needs gcc")
+    exe = workdir / "chan_bench"
+    subprocess.run(["gcc", "-O2", "-std=gnu11", f"-I{SOURCE.parent}", str(SOURCE), "-o",
+                    str(exe)], check=True, capture_output=True, text=True)
+    return exe
+
+
+def run_once(exe: Path, transport: str, workload: str, count: int) -> dict[str, Any]:
+    out = subprocess.run([str(exe), transport, workload, str(count)], check=True,
+                         capture_output=True, text=True, timeout=300)
+    return dict(json.loads(out.stdout))
+
+
+def measure(repeat: int, counts: dict[str, int]) -> dict[str, Any]:
+    samples: dict[str, dict[str, list[dict[str, Any]]]] = {
+        w: {t: [] for t in TRANSPORTS} for w in counts}
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = build(Path(tmp))
+        for _ in range(repeat):
+            for workload, count in counts.items():
+                for transport in TRANSPORTS:
+                    samples[workload][transport].append(
+                        run_once(exe, transport, workload, count))
+    summary: dict[str, Any] = {}
+    for workload, by_transport in samples.items():
+        rows = {}
+        for transport, runs in by_transport.items():
+            rows[transport] = {
+                key: statistics.median(r[key] for r in runs)
+                for key in ("wall_us_per_op", "cpu_us_per_op")}
+        base = rows["unix"]
+        for row in rows.values():
+            row["wall_vs_unix"] = row["wall_us_per_op"] / base["wall_us_per_op"]
+            row["cpu_vs_unix"] = row["cpu_us_per_op"] / base["cpu_us_per_op"]
+        summary[workload] = rows
+    return {"repeat": repeat, "counts": counts, "medians": summary, "samples": samples}
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = ["| workload | channel | wall µs/op | CPU µs/op | wall vs unix | CPU vs unix |",
+             "|---|---|---:|---:|---:|---:|"]
+    names = {"rr": "64 B request + response", "bulk": "64 KiB to the application"}
+    for workload, rows in result["medians"].items():
+        for transport, row in rows.items():
+            lines.append(
+                f"| {names[workload]} | {transport} | {row['wall_us_per_op']:.2f} | "
+                f"{row['cpu_us_per_op']:.2f} | {row['wall_vs_unix']:.2f}× | "
+                f"{row['cpu_vs_unix']:.2f}× |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--rr", type=int, default=50_000, help="round trips per run")
+    ap.add_argument("--bulk", type=int, default=20_000, help="64 KiB chunks per run")
+    ap.add_argument("--json", type=Path, help="write every sample here")
+    args = ap.parse_args(argv)
+    result = measure(args.repeat, {"rr": args.rr, "bulk": args.bulk})
+    print(table(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

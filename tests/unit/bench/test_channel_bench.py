@@ -1,0 +1,21 @@
+"""The channel microbenchmark runs and reports every transport against the unix socket."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from joyride.bench import channel
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_measure_reports_every_transport() -> None:
+    result = channel.measure(1, {"rr": 200, "bulk": 50})
+    for workload in ("rr", "bulk"):
+        rows = result["medians"][workload]
+        assert set(rows) == set(channel.TRANSPORTS)
+        assert rows["unix"]["wall_vs_unix"] == 1.0
+        for row in rows.values():
+            assert row["wall_us_per_op"] > 0 and row["cpu_us_per_op"] >= 0
+    assert "64 KiB to the application" in channel.table(result)
