@@ -47,6 +47,7 @@ COMPILED = [
     "joyride/wire/seq.py",
     "joyride/wire/ethernet.py",
     "joyride/wire/ipv4.py",
+    "joyride/wire/ipv6.py",
     "joyride/wire/tcp_options.py",
     "joyride/wire/tcp.py",
     "joyride/wire/frame.py",

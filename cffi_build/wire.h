@@ -27,6 +27,7 @@ enum wire_reason {
     WIRE_TCP_BAD_HEADER_LENGTH = 9,
     WIRE_TCP_BAD_CHECKSUM = 10,
     WIRE_TCP_BAD_OPTION_LENGTH = 11,
+    WIRE_IP6_BAD_EXTENSION = 12,   /* an IPv6 extension header truncated or malformed */
     WIRE_SANITY_BASE = 32,
     WIRE_ETH_NOT_IPV4 = 32,
     WIRE_IP_FRAGMENT = 33,
@@ -34,7 +35,11 @@ enum wire_reason {
     WIRE_IP_BAD_DST_ADDR = 35,
     WIRE_IP_NOT_TCP = 36,
     WIRE_TCP_ZERO_PORT = 37,
-    WIRE_TCP_SYN_FIN = 38
+    WIRE_TCP_SYN_FIN = 38,
+    WIRE_IP6_OPTION = 39,          /* an IPv6 option whose type says discard (RFC 8200 §4.2) */
+    WIRE_IP6_ROUTING = 40,         /* a routing header with segments left */
+    WIRE_IP6_TOO_MANY_HEADERS = 41,
+    WIRE_IP6_JUMBOGRAM = 42
 };
 
 /* One parsed frame: 64 bytes, one cache line. Offsets are from the frame start.

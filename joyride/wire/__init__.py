@@ -1,4 +1,4 @@
-"""Frame formats: Ethernet, IPv4, TCP (+options), checksums, sequence numbers.
+"""Frame formats: Ethernet, IPv4, IPv6, TCP (+options), checksums, sequence numbers.
 
 Formats know nothing of connection state, I/O or clocks. One call each way in Python:
 ``parse_frame(bytes) -> Frame`` (raises only ``ParseError``: ``IntegrityError`` when the
@@ -11,14 +11,20 @@ The engine parses every frame through the compiled per-packet path in
 since it pulls in numpy and needs the built ``joyride._wire``) and builds its data
 segments there too (``BatchBuilder``); the rest it builds with ``build_frame_into``.
 
+IPv6 (``ipv6``: the fixed header, the extension headers walked, the pseudo-header
+checksum in ``checksum``) is built by ``build_frame`` and parsed by ``parse_ipv6``;
+``parse_frame`` and the C batch parser read IPv4 only until the C fast path carries
+both families (issue 18).
+
 Modules: ``errors`` (reasons and exceptions), ``checksum``, ``ethernet``, ``ipv4``,
-``tcp_options``, ``tcp``, ``frame``, ``seq``, ``batch``.
+``ipv6``, ``tcp_options``, ``tcp``, ``frame``, ``seq``, ``batch``.
 """
 
 from joyride.wire.errors import IntegrityError, ParseError, Reason, SanityError
 from joyride.wire.ethernet import EthernetHeader
 from joyride.wire.frame import Frame, build_frame, build_frame_into, parse_frame
 from joyride.wire.ipv4 import Ipv4Header
+from joyride.wire.ipv6 import Ipv6Header
 from joyride.wire.seq import Seq
 from joyride.wire.tcp import TcpFlags, TcpOptions, TcpSegment, emit_tcp, parse_tcp
 
@@ -27,6 +33,7 @@ __all__ = [
     "Frame",
     "IntegrityError",
     "Ipv4Header",
+    "Ipv6Header",
     "ParseError",
     "Reason",
     "SanityError",

@@ -45,15 +45,14 @@ def internet_checksum(data: Buffer, initial: int = 0) -> int:
 
 
 def pseudo_header_sum(src_ip: bytes, dst_ip: bytes, proto: int, length: int) -> int:
-    """Folded ones' complement sum of the IPv4 pseudo-header (RFC 9293 §3.1)."""
-    s = (
-        int.from_bytes(src_ip[:2], "big")
-        + int.from_bytes(src_ip[2:4], "big")
-        + int.from_bytes(dst_ip[:2], "big")
-        + int.from_bytes(dst_ip[2:4], "big")
-        + proto
-        + length
-    )
+    """Folded ones' complement sum of the pseudo-header, for either family: IPv4's
+    (RFC 9293 §3.1: addresses, zero, protocol, TCP length) or IPv6's (RFC 8200 §8.1:
+    addresses, 32-bit upper-layer length, zeros, next header). Both are the 16-bit words
+    of the two addresses plus the protocol plus the length, since a length below 2**16
+    has no high word and the zero bytes add nothing."""
+    if len(src_ip) not in (4, 16) or len(dst_ip) != len(src_ip):
+        raise ValueError("addresses are 4 (IPv4) or 16 (IPv6) bytes, both the same")
+    s = int(ones_sum(src_ip + dst_ip, 0)) + proto + length
     while s > 0xFFFF:
         s = (s & 0xFFFF) + (s >> 16)
     return s

@@ -33,6 +33,7 @@ class Reason(enum.IntEnum):
     TCP_BAD_HEADER_LENGTH = 9
     TCP_BAD_CHECKSUM = 10
     TCP_BAD_OPTION_LENGTH = 11
+    IP6_BAD_EXTENSION = 12
     # Sanity: parsed, but not allowed.
     ETH_NOT_IPV4 = 32
     IP_FRAGMENT = 33
@@ -41,6 +42,10 @@ class Reason(enum.IntEnum):
     IP_NOT_TCP = 36
     TCP_ZERO_PORT = 37
     TCP_SYN_FIN = 38
+    IP6_OPTION = 39
+    IP6_ROUTING = 40
+    IP6_TOO_MANY_HEADERS = 41
+    IP6_JUMBOGRAM = 42
 
     @property
     def key(self) -> str:

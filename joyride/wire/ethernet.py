@@ -14,6 +14,7 @@ from joyride.wire.errors import IntegrityError, Reason, SanityError
 ETH_HLEN: Final = 14
 VLAN_HLEN: Final = 4
 ETHERTYPE_IPV4: Final = 0x0800
+ETHERTYPE_IPV6: Final = 0x86DD
 ETHERTYPE_VLAN: Final = 0x8100
 
 

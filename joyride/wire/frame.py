@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from joyride.wire.errors import Reason, SanityError
 from joyride.wire.ethernet import (
     ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6,
     EthernetHeader,
     emit_ethernet_into,
     parse_ethernet,
     require_ipv4,
 )
 from joyride.wire.ipv4 import IPPROTO_TCP, Ipv4Header, emit_ipv4_into, parse_ipv4
+from joyride.wire.ipv6 import Ipv6Header, emit_ipv6_into
 from joyride.wire.tcp import TcpSegment, emit_tcp_into, parse_tcp_ex
 
 
@@ -44,7 +46,7 @@ def parse_frame(frame: bytes | bytearray | memoryview, *, verify_checksums: bool
     return Frame(eth, ip, seg, plain)
 
 
-def frame_len(eth: EthernetHeader, ip: Ipv4Header, seg: TcpSegment) -> int:
+def frame_len(eth: EthernetHeader, ip: Ipv4Header | Ipv6Header, seg: TcpSegment) -> int:
     return eth.header_len + ip.header_len + seg.header_len + len(seg.payload)
 
 
@@ -52,25 +54,31 @@ def build_frame_into(
     buf: bytearray | memoryview,
     offset: int,
     eth: EthernetHeader,
-    ip: Ipv4Header,
+    ip: Ipv4Header | Ipv6Header,
     seg: TcpSegment,
 ) -> int:
-    """Write the whole frame at ``buf[offset:]``, both checksums filled in; returns its
-    length. The Ethernet type and IP protocol are forced to IPv4/TCP."""
-    if eth.ethertype != ETHERTYPE_IPV4 or ip.proto != IPPROTO_TCP:
-        raise ValueError("build_frame writes IPv4/TCP frames only")
+    """Write the whole frame at ``buf[offset:]``, checksums filled in; returns its
+    length. The Ethernet type must name the IP header's family, the protocol TCP.
+    (Parsing is IPv4-only until the C batch parser reads IPv6 too: ``parse_frame`` is
+    its reference; ``joyride.wire.ipv6.parse_ipv6`` parses the IPv6 layer.)"""
+    family = ETHERTYPE_IPV4 if isinstance(ip, Ipv4Header) else ETHERTYPE_IPV6
+    if eth.ethertype != family or ip.proto != IPPROTO_TCP:
+        raise ValueError("build_frame writes IPv4/TCP or IPv6/TCP frames, typed to match")
     n = frame_len(eth, ip, seg)
     if len(buf) - offset < n:
         raise ValueError(f"buffer too small: need {n} bytes at offset {offset}")
     at = offset + emit_ethernet_into(buf, offset, eth)
     l4 = at + ip.header_len
     tcp_len = emit_tcp_into(buf, l4, seg, ip.src, ip.dst)
-    emit_ipv4_into(buf, at, ip, tcp_len)
+    if isinstance(ip, Ipv4Header):
+        emit_ipv4_into(buf, at, ip, tcp_len)
+    else:
+        emit_ipv6_into(buf, at, ip, tcp_len)
     return n
 
 
-def build_frame(eth: EthernetHeader, ip: Ipv4Header, seg: TcpSegment) -> bytes:
-    """The frame's bytes: Ethernet (+tag) + IPv4 + TCP, checksums filled in."""
+def build_frame(eth: EthernetHeader, ip: Ipv4Header | Ipv6Header, seg: TcpSegment) -> bytes:
+    """The frame's bytes: Ethernet (+tag) + IPv4 or IPv6 + TCP, checksums filled in."""
     buf = bytearray(frame_len(eth, ip, seg))
     build_frame_into(buf, 0, eth, ip, seg)
     return bytes(buf)

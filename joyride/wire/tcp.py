@@ -146,8 +146,9 @@ def emit_tcp_into(
     opts = emit_options(seg.options)
     hl = TCP_HLEN + len(opts)
     n = hl + len(seg.payload)
-    if n > 0xFFFF - 20:
-        raise ValueError(f"TCP segment of {n} bytes does not fit an IPv4 packet")
+    # IPv4's total length counts its own header; IPv6's payload length does not.
+    if n > (0xFFFF - 20 if len(src_ip) == 4 else 0xFFFF):
+        raise ValueError(f"TCP segment of {n} bytes does not fit an IP packet")
     mv = memoryview(buf)[offset : offset + n]
     if len(mv) < n:
         raise ValueError("buffer too small for the segment")

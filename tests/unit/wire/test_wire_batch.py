@@ -188,7 +188,11 @@ def test_every_reason_agrees() -> None:
             TcpSegment(1, 80, Seq(0), Seq(0), TcpFlags.SYN | TcpFlags.FIN, 0)
         ),
     }
-    assert set(cases) == set(Reason) - {Reason.OK}
+    # The IPv6 layer's reasons come from joyride.wire.ipv6 alone until the C parser
+    # reads IPv6 frames (issue 18): test_ipv6.py triggers each of them.
+    ipv6_only = {Reason.IP6_BAD_EXTENSION, Reason.IP6_OPTION, Reason.IP6_ROUTING,
+                 Reason.IP6_TOO_MANY_HEADERS, Reason.IP6_JUMBOGRAM}
+    assert set(cases) == set(Reason) - {Reason.OK} - ipv6_only
     frames = list(cases.values())
     check_agreement(PARSER, frames)
     check_agreement(PARSER_NOVERIFY, frames)
