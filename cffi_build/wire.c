@@ -21,6 +21,7 @@
 #define ETH_HLEN 14
 #define VLAN_HLEN 4
 #define ETHERTYPE_IPV4 0x0800
+#define ETHERTYPE_IPV6 0x86DD
 #define ETHERTYPE_VLAN 0x8100
 #define IPPROTO_TCP_ 6
 
@@ -126,6 +127,15 @@ static inline uint64_t pseudo_sum(const uint8_t *src_ip, const uint8_t *dst_ip, 
            bswap16_if_le((uint16_t)tcp_len);
 }
 
+/* Native-order partial sum of the IPv6 pseudo-header (RFC 8200 §8.1): the addresses
+ * (32 bytes from src, dst following it in the header), the 32-bit upper-layer length
+ * (below 2^16 here: no jumbograms), three zero bytes and the next header. */
+static inline uint64_t pseudo_sum6(const uint8_t *addrs, uint32_t tcp_len)
+{
+    return sum_native(addrs, 32, 0) + bswap16_if_le(IPPROTO_TCP_) +
+           bswap16_if_le((uint16_t)tcp_len);
+}
+
 /* ---- parsing ----------------------------------------------------------------------- */
 
 /* RFC 1122 §3.2.1.3: 0/8 "this network", 127/8 loopback, and class D/E (224/3, which
@@ -202,7 +212,139 @@ static inline int parse_tcp_options(const uint8_t *tcp, uint32_t hl, struct wire
     return WIRE_OK;
 }
 
-static inline int parse_one(const uint8_t *f, uint32_t len, int verify, struct wire_parsed *r)
+/* TCP, RFC 9293 §3.1: the segment of seglen bytes at tcp, l4_off bytes into the
+ * frame; pseudo: the IP layer's pseudo-header sum (used when verify). */
+static inline int parse_tcp_part(const uint8_t *tcp, uint32_t seglen, uint32_t l4_off,
+                                 uint64_t pseudo, int verify, struct wire_parsed *r)
+{
+    if (seglen < 20)
+        return WIRE_TCP_TRUNCATED;
+    uint32_t thl = (uint32_t)(tcp[12] >> 4) * 4;
+    if (thl < 20 || thl > seglen)
+        return WIRE_TCP_BAD_HEADER_LENGTH;
+    if (verify && fold(sum_native(tcp, seglen, pseudo)) != 0xffff)
+        return WIRE_TCP_BAD_CHECKSUM;
+    r->src_port = ld16(tcp);
+    r->dst_port = ld16(tcp + 2);
+    r->seq = ld32(tcp + 4);
+    r->ack = ld32(tcp + 8);
+    r->flags = tcp[13];
+    r->window = ld16(tcp + 14);
+    r->urgent = ld16(tcp + 18);
+    r->tcp_hl = (uint8_t)thl;
+    r->payload_off = (uint16_t)(l4_off + thl);
+    r->payload_len = (uint16_t)(seglen - thl);
+    int rc = parse_tcp_options(tcp, thl, r);
+    if (rc != WIRE_OK)
+        return rc;
+    if (r->src_port == 0 || r->dst_port == 0)
+        return WIRE_TCP_ZERO_PORT;
+    if ((r->flags & (TCP_SYN | TCP_FIN)) == (TCP_SYN | TCP_FIN))
+        return WIRE_TCP_SYN_FIN;
+    return WIRE_OK;
+}
+
+/* joyride/wire/ipv6.py is_martian6: ::, ::1, ff00::/8, ::ffff:0:0/96. */
+static inline int martian6(const uint8_t *a)
+{
+    static const uint8_t zero[10];
+    if (a[0] == 0xff)
+        return 1;
+    if (memcmp(a, zero, 10) != 0)
+        return 0;
+    if (a[10] == 0xff && a[11] == 0xff)
+        return 1;
+    return a[10] == 0 && a[11] == 0 && a[12] == 0 && a[13] == 0 && a[14] == 0 && a[15] <= 1;
+}
+
+#define IP6_HLEN 40
+#define IP6_MAX_EXT 8
+#define IP6_MAX_CHAIN 255
+#define NEXT_HOP_BY_HOP 0
+#define NEXT_ROUTING 43
+#define NEXT_FRAGMENT 44
+#define NEXT_DEST_OPTIONS 60
+
+/* RFC 8200 §4.2: options of a hop-by-hop or destination options header of len bytes. */
+static inline int walk_ip6_options(const uint8_t *ext, uint32_t len)
+{
+    for (uint32_t i = 2; i < len;) {
+        uint8_t opt = ext[i];
+        if (opt == 0) { /* Pad1 */
+            i++;
+            continue;
+        }
+        if (i + 1 >= len || i + 2u + ext[i + 1] > len)
+            return WIRE_IP6_BAD_EXTENSION;
+        if (opt != 1 && (opt >> 6) != 0) /* not PadN, and its action says discard */
+            return WIRE_IP6_OPTION;
+        i += 2u + ext[i + 1];
+    }
+    return WIRE_OK;
+}
+
+/* IPv6 (RFC 8200), in the order of joyride/wire/ipv6.py parse_ipv6, then TCP. */
+static inline int parse_ip6(const uint8_t *ip, uint32_t avail, uint32_t l2, int verify,
+                            struct wire_parsed *r, struct wire_addr6 *a6)
+{
+    if (avail < IP6_HLEN)
+        return WIRE_IP_TRUNCATED;
+    if ((ip[0] >> 4) != 6)
+        return WIRE_IP_BAD_VERSION;
+    uint32_t total = IP6_HLEN + ld16(ip + 4);
+    if (total > avail) /* bytes beyond are Ethernet padding and ignored */
+        return WIRE_IP_TRUNCATED;
+    uint8_t nxt = ip[6];
+    if (total == IP6_HLEN && nxt == NEXT_HOP_BY_HOP)
+        return WIRE_IP6_JUMBOGRAM; /* RFC 2675 §2 */
+    r->family = 6;
+    r->tos = (uint8_t)(((ip[0] & 0x0f) << 4) | (ip[1] >> 4));
+    r->ttl = ip[7];
+    uint32_t at = IP6_HLEN;
+    int walked = 0;
+    for (;; walked++) {
+        int is_opts = nxt == NEXT_HOP_BY_HOP || nxt == NEXT_DEST_OPTIONS;
+        if (!is_opts && nxt != NEXT_ROUTING && nxt != NEXT_FRAGMENT)
+            break;
+        if (walked == IP6_MAX_EXT)
+            return WIRE_IP6_HEADER_CHAIN;
+        if (nxt == NEXT_HOP_BY_HOP && at != IP6_HLEN) /* §4.1: only first */
+            return WIRE_IP6_BAD_EXTENSION;
+        if (at + 2 > total)
+            return WIRE_IP6_BAD_EXTENSION;
+        uint32_t len = nxt == NEXT_FRAGMENT ? 8u : ((uint32_t)ip[at + 1] + 1) * 8;
+        if (at + len > total)
+            return WIRE_IP6_BAD_EXTENSION;
+        const uint8_t *ext = ip + at;
+        if (is_opts) {
+            int rc = walk_ip6_options(ext, len);
+            if (rc != WIRE_OK)
+                return rc;
+        } else if (nxt == NEXT_ROUTING && ext[3] != 0) { /* §4.4: segments left */
+            return WIRE_IP6_ROUTING;
+        } else if (nxt == NEXT_FRAGMENT && (ld16(ext + 2) & 0xfff9)) {
+            return WIRE_IP_FRAGMENT; /* offset or M; an atomic fragment reads on (RFC 6946) */
+        }
+        nxt = ext[0];
+        at += len;
+        if (at > IP6_MAX_CHAIN)
+            return WIRE_IP6_HEADER_CHAIN;
+    }
+    if (martian6(ip + 8))
+        return WIRE_IP_BAD_SRC_ADDR;
+    if (martian6(ip + 24))
+        return WIRE_IP_BAD_DST_ADDR;
+    memcpy(a6->src, ip + 8, 16);
+    memcpy(a6->dst, ip + 24, 16);
+    if (nxt != IPPROTO_TCP_)
+        return WIRE_IP_NOT_TCP;
+    r->ip_hl = (uint8_t)at;
+    return parse_tcp_part(ip + at, total - at, l2 + at,
+                          verify ? pseudo_sum6(ip + 8, total - at) : 0, verify, r);
+}
+
+static inline int parse_one(const uint8_t *f, uint32_t len, int verify, struct wire_parsed *r,
+                            struct wire_addr6 *a6)
 {
     memset(r, 0, sizeof(*r));
     /* Ethernet II, with at most one 802.1Q tag. */
@@ -220,8 +362,11 @@ static inline int parse_one(const uint8_t *f, uint32_t len, int verify, struct w
         l2 += VLAN_HLEN;
     }
     r->l2_len = (uint8_t)l2;
+    if (type == ETHERTYPE_IPV6 && a6 != NULL)
+        return parse_ip6(f + l2, len - l2, l2, verify, r, a6);
     if (type != ETHERTYPE_IPV4)
         return WIRE_ETH_NOT_IPV4;
+    r->family = 4;
 
     /* IPv4, RFC 791 §3.1. */
     const uint8_t *ip = f + l2;
@@ -269,48 +414,31 @@ static inline int parse_one(const uint8_t *f, uint32_t len, int verify, struct w
     if (ip[9] != IPPROTO_TCP_)
         return WIRE_IP_NOT_TCP;
 
-    /* TCP, RFC 9293 §3.1. */
-    const uint8_t *tcp = ip + ihl;
-    uint32_t seglen = total - ihl;
-    if (seglen < 20)
-        return WIRE_TCP_TRUNCATED;
-    uint32_t thl = (uint32_t)(tcp[12] >> 4) * 4;
-    if (thl < 20 || thl > seglen)
-        return WIRE_TCP_BAD_HEADER_LENGTH;
-    if (verify && fold(sum_native(tcp, seglen, pseudo_sum(ip + 12, ip + 16, seglen))) != 0xffff)
-        return WIRE_TCP_BAD_CHECKSUM;
-    r->src_port = ld16(tcp);
-    r->dst_port = ld16(tcp + 2);
-    r->seq = ld32(tcp + 4);
-    r->ack = ld32(tcp + 8);
-    r->flags = tcp[13];
-    r->window = ld16(tcp + 14);
-    r->urgent = ld16(tcp + 18);
-    r->tcp_hl = (uint8_t)thl;
-    r->payload_off = (uint16_t)(l2 + ihl + thl);
-    r->payload_len = (uint16_t)(seglen - thl);
-    int rc = parse_tcp_options(tcp, thl, r);
-    if (rc != WIRE_OK)
-        return rc;
-    if (r->src_port == 0 || r->dst_port == 0)
-        return WIRE_TCP_ZERO_PORT;
-    if ((r->flags & (TCP_SYN | TCP_FIN)) == (TCP_SYN | TCP_FIN))
-        return WIRE_TCP_SYN_FIN;
-    return WIRE_OK;
+    return parse_tcp_part(ip + ihl, total - ihl, l2 + ihl,
+                          verify ? pseudo_sum(ip + 12, ip + 16, total - ihl) : 0, verify, r);
+}
+
+uint32_t wire_parse_batch6(const uint8_t *base, const uint64_t *offs, const uint32_t *lens,
+                           uint32_t n, int verify, struct wire_parsed *out,
+                           struct wire_addr6 *out6)
+{
+    uint32_t ok = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        /* Any length is safe: the IP total or payload length (<= 65535, plus 40 and the
+         * tag for IPv6) bounds every offset stored, and a payload_off past 65535 cannot
+         * happen (the header chain is at most 255 bytes, TCP's at most 60). */
+        int rc = parse_one(base + offs[i], lens[i], verify, &out[i],
+                           out6 != NULL ? &out6[i] : NULL);
+        out[i].reason = (uint8_t)rc;
+        ok += rc == WIRE_OK;
+    }
+    return ok;
 }
 
 uint32_t wire_parse_batch(const uint8_t *base, const uint64_t *offs, const uint32_t *lens,
                           uint32_t n, int verify, struct wire_parsed *out)
 {
-    uint32_t ok = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        /* Any length is safe: the IPv4 total length (<= 65535) bounds every offset
-         * stored, so the 16-bit record fields cannot overflow. */
-        int rc = parse_one(base + offs[i], lens[i], verify, &out[i]);
-        out[i].reason = (uint8_t)rc;
-        ok += rc == WIRE_OK;
-    }
-    return ok;
+    return wire_parse_batch6(base, offs, lens, n, verify, out, NULL);
 }
 
 /* ---- building ---------------------------------------------------------------------- */
@@ -428,7 +556,10 @@ uint32_t wire_run_end(const struct wire_parsed *recs, uint32_t i, uint32_t n, ui
     const struct wire_parsed *r = &recs[i];
     uint32_t limit = n - i > max ? i + max : n;
     uint32_t j = i + 1;
-    while (j < limit && recs[j].reason == WIRE_OK && recs[j].src_ip == r->src_ip &&
+    if (r->family != 4)
+        return j;
+    while (j < limit && recs[j].reason == WIRE_OK && recs[j].family == 4 &&
+           recs[j].src_ip == r->src_ip &&
            recs[j].dst_ip == r->dst_ip && recs[j].src_port == r->src_port &&
            recs[j].dst_port == r->dst_port)
         j++;

@@ -38,7 +38,7 @@ enum wire_reason {
     WIRE_TCP_SYN_FIN = 38,
     WIRE_IP6_OPTION = 39,          /* an IPv6 option whose type says discard (RFC 8200 §4.2) */
     WIRE_IP6_ROUTING = 40,         /* a routing header with segments left */
-    WIRE_IP6_TOO_MANY_HEADERS = 41,
+    WIRE_IP6_HEADER_CHAIN = 41,    /* more than 8 extension headers or 255 header bytes */
     WIRE_IP6_JUMBOGRAM = 42
 };
 
@@ -67,13 +67,13 @@ struct wire_parsed {
     uint8_t dst_mac_off;
     uint8_t src_mac_off;
     uint8_t l2_len;         /* 14, or 18 with a VLAN tag */
-    uint8_t ip_hl;          /* IPv4 header length in bytes */
+    uint8_t ip_hl;          /* IP header length in bytes (IPv6: with its extension headers) */
     uint8_t tcp_hl;         /* TCP header length in bytes */
     uint8_t wscale;         /* valid when has_wscale; as sent, unclamped */
     uint8_t sack_off;       /* first SACK block, from the TCP header start */
     uint8_t sack_count;     /* number of SACK blocks (0..4) */
-    uint8_t ttl;
-    uint8_t tos;
+    uint8_t ttl;            /* IPv6: the hop limit */
+    uint8_t tos;            /* IPv6: the traffic class */
     uint8_t has_vlan;
     uint8_t has_ts;
     uint8_t has_sack;
@@ -83,6 +83,13 @@ struct wire_parsed {
     uint8_t plain;          /* header-prediction candidate: ACK (+PSH) only, options only NOP/EOL/TS */
     uint8_t df;             /* IPv4 don't-fragment bit */
     uint8_t opts_plain;     /* options only NOP/EOL/TS (whatever the flags) */
+    uint8_t family;         /* 4, or 6: src_ip/dst_ip are 0, the addresses in wire_addr6 */
+};
+
+/* An IPv6 frame's addresses (network order), beside its record. */
+struct wire_addr6 {
+    uint8_t src[16];
+    uint8_t dst[16];
 };
 
 /* What a batch of built frames shares: one connection's addressing. */
@@ -136,12 +143,19 @@ enum wire_syn_opt {
 uint16_t wire_ones_sum(const uint8_t *p, size_t n, uint16_t initial);
 
 /* Parse n frames at base + offs[i], lens[i] bytes each, into out[i]. Returns the
- * number of frames accepted (reason == WIRE_OK). verify: check IPv4 and TCP sums. */
+ * number of frames accepted (reason == WIRE_OK). verify: check IPv4 and TCP sums.
+ * IPv4 only: an IPv6 frame is WIRE_ETH_NOT_IPV4, as any other type. */
 uint32_t wire_parse_batch(const uint8_t *base, const uint64_t *offs, const uint32_t *lens,
                           uint32_t n, int verify, struct wire_parsed *out);
 
+/* The same, IPv6 too (RFC 8200: extension headers walked as joyride/wire/ipv6.py
+ * says): an accepted IPv6 frame has family 6 and its addresses in out6[i]. */
+uint32_t wire_parse_batch6(const uint8_t *base, const uint64_t *offs, const uint32_t *lens,
+                           uint32_t n, int verify, struct wire_parsed *out,
+                           struct wire_addr6 *out6);
+
 /* The end of the run of records that start at i and share record i's 4-tuple, all
- * parsed without error: the index of the first record after it, at most
+ * parsed without error and IPv4 (an IPv6 record is a run of its own): the index of the first record after it, at most
  * min(n, i + max). i itself must be a valid record (i < n). One call instead of a
  * Python comparison of each following record, for an engine that gives a
  * connection's consecutive segments to its fast path together. */

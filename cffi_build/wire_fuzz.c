@@ -22,8 +22,10 @@
 static int check_record(const struct wire_parsed *r, uint32_t len)
 {
     if (r->reason != WIRE_OK)
-        return (r->reason <= WIRE_TCP_BAD_OPTION_LENGTH) ||
-               (r->reason >= WIRE_SANITY_BASE && r->reason <= WIRE_TCP_SYN_FIN);
+        return (r->reason <= WIRE_IP6_BAD_EXTENSION) ||
+               (r->reason >= WIRE_SANITY_BASE && r->reason <= WIRE_IP6_JUMBOGRAM);
+    if (r->family != 4 && r->family != 6)
+        return 0;
     uint32_t end = (uint32_t)r->payload_off + r->payload_len;
     if (end > len || r->payload_off != r->l2_len + r->ip_hl + r->tcp_hl)
         return 0;
@@ -73,7 +75,8 @@ int main(int argc, char **argv)
             f[14 + rnd() % 47] = (uint8_t)rnd();
         uint64_t off = 0;
         struct wire_parsed r;
-        accepted += wire_parse_batch(f, &off, &len, 1, (int)(rnd() & 1), &r);
+        struct wire_addr6 a6;
+        accepted += wire_parse_batch6(f, &off, &len, 1, (int)(rnd() & 1), &r, &a6);
         if (!check_record(&r, len)) {
             fprintf(stderr, "bad record: reason %u len %u\n", r.reason, len);
             return 1;

@@ -11,10 +11,10 @@ The engine parses every frame through the compiled per-packet path in
 since it pulls in numpy and needs the built ``joyride._wire``) and builds its data
 segments there too (``BatchBuilder``); the rest it builds with ``build_frame_into``.
 
-IPv6 (``ipv6``: the fixed header, the extension headers walked, the pseudo-header
-checksum in ``checksum``) is built by ``build_frame`` and parsed by ``parse_ipv6``;
-``parse_frame`` and the C batch parser read IPv4 only until the C fast path carries
-both families (issue 18).
+IPv6 (``ipv6``: the fixed header, the extension headers walked; the pseudo-header
+checksum in ``checksum``) is built by ``build_frame`` and read by ``parse_frame`` and
+``BatchParser`` when asked (``ipv6=True``); the engine and the data plane read IPv4
+only until the C fast path carries both families (issue 18).
 
 Modules: ``errors`` (reasons and exceptions), ``checksum``, ``ethernet``, ``ipv4``,
 ``ipv6``, ``tcp_options``, ``tcp``, ``frame``, ``seq``, ``batch``.

@@ -29,9 +29,10 @@ import numpy as np
 
 from joyride.wire._native import BUILD_HINT, ffi, lib
 from joyride.wire.errors import ParseError, Reason, error_for
-from joyride.wire.ethernet import ETHERTYPE_IPV4, EthernetHeader
+from joyride.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetHeader
 from joyride.wire.frame import Frame
 from joyride.wire.ipv4 import IPPROTO_TCP, IPV4_HLEN, Ipv4Header
+from joyride.wire.ipv6 import Ipv6Header
 from joyride.wire.seq import Seq
 from joyride.wire.tcp import FLAGS_BY_BYTE, TcpSegment
 from joyride.wire.tcp_options import NO_OPTIONS, TcpOptions
@@ -107,13 +108,18 @@ def _as_u32(values: Any, n: int) -> Any:
 class BatchParser:
     """Parses up to ``capacity`` frames per call into reusable C records."""
 
-    def __init__(self, capacity: int = 64, *, verify_checksums: bool = True) -> None:
+    def __init__(self, capacity: int = 64, *, verify_checksums: bool = True,
+                 ipv6: bool = False) -> None:
+        """``ipv6``: read IPv6 frames too (else they are ``eth_not_ipv4``, as any
+        other type: what the engine and the data plane still do)."""
         _require_native()
         if capacity <= 0:
             raise ValueError("capacity must be positive")
         self.capacity = capacity
         self.verify_checksums = verify_checksums
+        self.ipv6 = ipv6
         self.out = ffi.new("struct wire_parsed[]", capacity)
+        self.out6 = ffi.new("struct wire_addr6[]", capacity) if ipv6 else ffi.NULL
         self._records_buf = ffi.buffer(self.out)
         self.records: np.ndarray[Any, np.dtype[Any]] = np.frombuffer(
             ffi.buffer(self.out), dtype=struct_dtype("struct wire_parsed")
@@ -150,7 +156,8 @@ class BatchParser:
 
     def _run(self, keep: Any, base: Any, offs: Any, lens: Any, n: int) -> int:
         self.accepted = int(
-            lib.wire_parse_batch(base, offs, lens, n, self.verify_checksums, self.out)
+            lib.wire_parse_batch6(base, offs, lens, n, self.verify_checksums, self.out,
+                                  self.out6)
         )
         self.n = n
         self._keep, self._base = keep, base
@@ -175,7 +182,8 @@ class BatchParser:
         if rec[_REASON]:
             raise error_for(Reason(rec[_REASON]))
         end = rec[_PAYLOAD_OFF] + rec[_PAYLOAD_LEN]
-        return record_to_frame(rec, ffi.buffer(self._base + int(self._offsets[i]), end))
+        addr6 = self.out6[i] if self.ipv6 else None
+        return record_to_frame(rec, ffi.buffer(self._base + int(self._offsets[i]), end), addr6)
 
 
 # struct wire_parsed as one struct.Struct: a single unpack per frame instead of one cffi
@@ -189,8 +197,9 @@ _RECORD_FIELDS: Final = (
     ("sack_off", "B"), ("sack_count", "B"), ("ttl", "B"), ("tos", "B"), ("has_vlan", "B"),
     ("has_ts", "B"), ("has_sack", "B"), ("has_mss", "B"), ("has_wscale", "B"),
     ("sack_permitted", "B"), ("plain", "B"), ("df", "B"), ("opts_plain", "B"),
+    ("family", "B"),
 )  # fmt: skip
-_RECORD: Final = struct.Struct("=" + "".join(f for _, f in _RECORD_FIELDS) + "1x")
+_RECORD: Final = struct.Struct("=" + "".join(f for _, f in _RECORD_FIELDS))
 _IDX: Final = {name: k for k, (name, _) in enumerate(_RECORD_FIELDS)}
 _REASON: Final = _IDX["reason"]
 _PAYLOAD_OFF: Final = _IDX["payload_off"]
@@ -212,25 +221,32 @@ def _check_record_layout() -> None:
 _check_record_layout()
 
 
-def record_to_frame(rec: tuple[Any, ...], data: Any) -> Frame:
+def record_to_frame(rec: tuple[Any, ...], data: Any, addr6: Any = None) -> Frame:
     """Python objects for one accepted record (a ``_RECORD`` tuple); ``data`` covers the
-    frame up to the end of its payload (bytes-like, or a cffi buffer)."""
+    frame up to the end of its payload (bytes-like, or a cffi buffer); ``addr6``: the
+    record's ``struct wire_addr6`` when it is an IPv6 frame."""
     (
         src_ip, dst_ip, seq, ack, tsval, tsecr, src_port, dst_port, window, urgent,
         payload_off, payload_len, mss, vlan_tci, ip_id, _reason, flags, dst_mac_off,
-        src_mac_off, l2_len, ip_hl, _tcp_hl, wscale, sack_off, sack_count, ttl, tos,
+        src_mac_off, l2_len, ip_hl, tcp_hl, wscale, sack_off, sack_count, ttl, tos,
         has_vlan, has_ts, has_sack, has_mss, has_wscale, sack_permitted, plain, df,
-        _opts_plain,
+        _opts_plain, family,
     ) = rec  # fmt: skip
-    tcp_at = l2_len + ip_hl
+    tcp_at = payload_off - tcp_hl
     eth = EthernetHeader(
         data[dst_mac_off : dst_mac_off + 6],
         data[src_mac_off : src_mac_off + 6],
-        ETHERTYPE_IPV4,
+        ETHERTYPE_IPV4 if family == 4 else ETHERTYPE_IPV6,
         vlan_tci if has_vlan else None,
     )
-    ip_opts = data[l2_len + IPV4_HLEN : tcp_at] if ip_hl > IPV4_HLEN else b""
-    ip = Ipv4Header(src_ip, dst_ip, IPPROTO_TCP, ttl, tos, ip_id, bool(df), ip_opts)
+    ip: Ipv4Header | Ipv6Header
+    if family == 6:
+        label = int.from_bytes(data[l2_len + 1 : l2_len + 4], "big") & 0xFFFFF
+        ip = Ipv6Header(bytes(ffi.buffer(addr6.src)), bytes(ffi.buffer(addr6.dst)),
+                        IPPROTO_TCP, ttl, tos, label)
+    else:
+        ip_opts = data[l2_len + IPV4_HLEN : tcp_at] if ip_hl > IPV4_HLEN else b""
+        ip = Ipv4Header(src_ip, dst_ip, IPPROTO_TCP, ttl, tos, ip_id, bool(df), ip_opts)
     if has_sack:
         at = tcp_at + sack_off
         edges = _U32x2.iter_unpack(data[at : at + 8 * sack_count])

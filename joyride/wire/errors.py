@@ -44,7 +44,7 @@ class Reason(enum.IntEnum):
     TCP_SYN_FIN = 38
     IP6_OPTION = 39
     IP6_ROUTING = 40
-    IP6_TOO_MANY_HEADERS = 41
+    IP6_HEADER_CHAIN = 41
     IP6_JUMBOGRAM = 42
 
     @property

@@ -22,24 +22,31 @@ from joyride.wire.ethernet import (
     require_ipv4,
 )
 from joyride.wire.ipv4 import IPPROTO_TCP, Ipv4Header, emit_ipv4_into, parse_ipv4
-from joyride.wire.ipv6 import Ipv6Header, emit_ipv6_into
+from joyride.wire.ipv6 import Ipv6Header, emit_ipv6_into, parse_ipv6
 from joyride.wire.tcp import TcpSegment, emit_tcp_into, parse_tcp_ex
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
     eth: EthernetHeader
-    ip: Ipv4Header
+    ip: Ipv4Header | Ipv6Header
     tcp: TcpSegment
     # Header-prediction candidate: ACK (+PSH) only, options only NOP/EOL/timestamps.
     plain: bool = False
 
 
-def parse_frame(frame: bytes | bytearray | memoryview, *, verify_checksums: bool = True) -> Frame:
-    """Parse and validate a whole frame in one pass (checks in the order of ``wire.c``)."""
+def parse_frame(frame: bytes | bytearray | memoryview, *, verify_checksums: bool = True,
+                ipv6: bool = False) -> Frame:
+    """Parse and validate a whole frame in one pass (checks in the order of ``wire.c``).
+    ``ipv6``: read IPv6 frames too (``BatchParser``'s setting of the same name); without
+    it an IPv6 frame is refused as any other type is."""
     eth, l3 = parse_ethernet(frame)
-    require_ipv4(eth)
-    ip, l4 = parse_ipv4(l3, verify_checksum=verify_checksums)
+    ip: Ipv4Header | Ipv6Header
+    if ipv6 and eth.ethertype == ETHERTYPE_IPV6:
+        ip, l4 = parse_ipv6(l3)
+    else:
+        require_ipv4(eth)
+        ip, l4 = parse_ipv4(l3, verify_checksum=verify_checksums)
     if ip.proto != IPPROTO_TCP:
         raise SanityError(Reason.IP_NOT_TCP, f"protocol {ip.proto}")
     seg, plain = parse_tcp_ex(l4, ip.src, ip.dst, verify_checksum=verify_checksums)
@@ -58,9 +65,7 @@ def build_frame_into(
     seg: TcpSegment,
 ) -> int:
     """Write the whole frame at ``buf[offset:]``, checksums filled in; returns its
-    length. The Ethernet type must name the IP header's family, the protocol TCP.
-    (Parsing is IPv4-only until the C batch parser reads IPv6 too: ``parse_frame`` is
-    its reference; ``joyride.wire.ipv6.parse_ipv6`` parses the IPv6 layer.)"""
+    length. The Ethernet type must name the IP header's family, the protocol TCP."""
     family = ETHERTYPE_IPV4 if isinstance(ip, Ipv4Header) else ETHERTYPE_IPV6
     if eth.ethertype != family or ip.proto != IPPROTO_TCP:
         raise ValueError("build_frame writes IPv4/TCP or IPv6/TCP frames, typed to match")

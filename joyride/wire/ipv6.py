@@ -13,8 +13,10 @@ What a receiver must walk (RFC 8200 §4) and what this parser decides:
   stack does not reassemble; PMTUD and the MSS keep peers from fragmenting TCP). An
   atomic fragment (offset 0, M 0) is read as an unfragmented packet (RFC 6946 §4).
 * No Next Header (59), ESP, AH and anything else end the walk; only TCP is accepted.
-* At most ``MAX_EXTENSION_HEADERS`` headers are walked, so a chain of padding cannot
-  make the parser spend without bound (RFC 8504 §5.3 lets a node limit it).
+* At most ``MAX_EXTENSION_HEADERS`` headers and ``MAX_HEADER_CHAIN`` bytes of headers
+  (the fixed one included) are walked, so a chain of padding cannot make the parser
+  spend without bound (RFC 8504 §5.3 lets a node limit both); the C parser keeps the
+  chain's length in one byte of its record.
 
 Jumbograms (RFC 2675, a payload length of 0 with a Jumbo Payload option) are refused:
 no link this stack drives carries them. Addresses that never source or receive a TCP
@@ -36,6 +38,7 @@ NEXT_ROUTING: Final = 43
 NEXT_FRAGMENT: Final = 44
 NEXT_DEST_OPTIONS: Final = 60
 MAX_EXTENSION_HEADERS: Final = 8
+MAX_HEADER_CHAIN: Final = 255
 _OPTIONS_HEADERS: Final = frozenset({NEXT_HOP_BY_HOP, NEXT_DEST_OPTIONS})
 # version/traffic class/flow label, payload length, next header, hop limit, src, dst
 _FIXED = struct.Struct("!IHBB16s16s")
@@ -114,8 +117,10 @@ def _walk_extensions(mv: memoryview, first: int) -> tuple[int, int]:
             # read as the unfragmented packet it is (RFC 6946 §4).
             raise SanityError(Reason.IP_FRAGMENT, f"offset/flags {bytes(ext[2:4]).hex()}")
         nxt, at = ext[0], at + length
+        if at > MAX_HEADER_CHAIN:
+            raise SanityError(Reason.IP6_HEADER_CHAIN, f"{at} bytes of headers")
     if nxt in _OPTIONS_HEADERS or nxt in (NEXT_ROUTING, NEXT_FRAGMENT):
-        raise SanityError(Reason.IP6_TOO_MANY_HEADERS, f"more than {MAX_EXTENSION_HEADERS}")
+        raise SanityError(Reason.IP6_HEADER_CHAIN, f"more than {MAX_EXTENSION_HEADERS}")
     return nxt, at
 
 

@@ -182,7 +182,7 @@ def test_the_walk_is_bounded() -> None:
     assert parse_ipv6(packet([(60, PADN6)] * MAX_EXTENSION_HEADERS))[0].proto == 6
     with pytest.raises(SanityError) as err:
         parse_ipv6(packet([(60, PADN6)] * (MAX_EXTENSION_HEADERS + 1)))
-    assert err.value.code is Reason.IP6_TOO_MANY_HEADERS
+    assert err.value.code is Reason.IP6_HEADER_CHAIN
 
 
 def test_truncations_and_versions() -> None:

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_ipv6 import LINUX_DATA6, LINUX_SYN6, PADN6, packet
 from test_wire_frame import LINUX_ACK, LINUX_SYN, LINUX_SYN_ACK
 
 from joyride.wire.ethernet import EthernetHeader
@@ -40,6 +41,12 @@ def seeds() -> list[bytes]:
             ip,
             TcpSegment(1, 2, Seq(3), Seq(4), TcpFlags.SYN, 5, options=TcpOptions(mss=1, wscale=3)),
         ),
+        # IPv6: Linux's frames, and extension headers in front of a segment.
+        LINUX_SYN6,
+        LINUX_DATA6,
+        bytes(14 - 2) + b"\x86\xdd" + packet([(0, PADN6), (43, bytes([0, 4, 0, 0, 0, 0, 0])),
+                                               (44, bytes(7)), (60, PADN6)],
+                                              body=LINUX_DATA6[54:]),
     ]
 
 
