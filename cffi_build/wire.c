@@ -453,7 +453,8 @@ static inline uint32_t tcp_opt_len(const struct wire_seg *s)
 
 uint32_t wire_header_len(const struct wire_template *t, const struct wire_seg *s)
 {
-    return (t->has_vlan ? ETH_HLEN + VLAN_HLEN : ETH_HLEN) + 20u + 20u + tcp_opt_len(s);
+    return (t->has_vlan ? ETH_HLEN + VLAN_HLEN : ETH_HLEN) + (t->ipv6 ? 40u : 20u) + 20u +
+           tcp_opt_len(s);
 }
 
 static inline uint32_t build_one(const struct wire_template *t, const struct wire_seg *s,
@@ -466,34 +467,52 @@ static inline uint32_t build_one(const struct wire_template *t, const struct wir
     uint32_t l2 = t->has_vlan ? ETH_HLEN + VLAN_HLEN : ETH_HLEN;
     uint32_t thl = 20 + tcp_opt_len(s);
     uint32_t seglen = thl + s->payload_len;
-    if (s->payload_len > 0xffff || 20 + seglen > 0xffff || hl + s->payload_len > cap)
+    /* IPv4's total length counts its header, IPv6's payload length does not. */
+    uint32_t ip_len = t->ipv6 ? seglen : 20 + seglen;
+    if (s->payload_len > 0xffff || ip_len > 0xffff || hl + s->payload_len > cap ||
+        (t->ipv6 && t->flow_label > 0xfffff))
         return 0;
 
     memcpy(f, t->dst_mac, 6);
     memcpy(f + 6, t->src_mac, 6);
+    uint16_t type = t->ipv6 ? ETHERTYPE_IPV6 : ETHERTYPE_IPV4;
     if (t->has_vlan) {
         st16(f + 12, ETHERTYPE_VLAN);
         st16(f + 14, t->vlan_tci);
-        st16(f + 16, ETHERTYPE_IPV4);
+        st16(f + 16, type);
     } else {
-        st16(f + 12, ETHERTYPE_IPV4);
+        st16(f + 12, type);
     }
 
     uint8_t *ip = f + l2;
-    ip[0] = 0x45;
-    ip[1] = t->tos;
-    st16(ip + 2, (uint16_t)(20 + seglen));
-    st16(ip + 4, s->ip_id);
-    st16(ip + 6, t->df ? 0x4000 : 0);
-    ip[8] = t->ttl;
-    ip[9] = IPPROTO_TCP_;
-    ip[10] = ip[11] = 0;
-    memcpy(ip + 12, t->src_ip, 4);
-    memcpy(ip + 16, t->dst_ip, 4);
-    uint16_t ipsum = (uint16_t)~fold(sum_native(ip, 20, 0));
-    memcpy(ip + 10, &ipsum, 2);
+    uint8_t *tcp;
+    uint64_t pseudo;
+    if (t->ipv6) { /* RFC 8200 §3; no extension headers */
+        st32(ip, (6u << 28) | ((uint32_t)t->tos << 20) | t->flow_label);
+        st16(ip + 4, (uint16_t)seglen);
+        ip[6] = IPPROTO_TCP_;
+        ip[7] = t->ttl;
+        memcpy(ip + 8, t->src_ip, 16);
+        memcpy(ip + 24, t->dst_ip, 16);
+        tcp = ip + 40;
+        pseudo = pseudo_sum6(ip + 8, seglen);
+    } else {
+        ip[0] = 0x45;
+        ip[1] = t->tos;
+        st16(ip + 2, (uint16_t)ip_len);
+        st16(ip + 4, s->ip_id);
+        st16(ip + 6, t->df ? 0x4000 : 0);
+        ip[8] = t->ttl;
+        ip[9] = IPPROTO_TCP_;
+        ip[10] = ip[11] = 0;
+        memcpy(ip + 12, t->src_ip, 4);
+        memcpy(ip + 16, t->dst_ip, 4);
+        uint16_t ipsum = (uint16_t)~fold(sum_native(ip, 20, 0));
+        memcpy(ip + 10, &ipsum, 2);
+        tcp = ip + 20;
+        pseudo = pseudo_sum(t->src_ip, t->dst_ip, seglen);
+    }
 
-    uint8_t *tcp = ip + 20;
     st16(tcp, t->src_port);
     st16(tcp + 2, t->dst_port);
     st32(tcp + 4, s->seq);
@@ -546,7 +565,7 @@ static inline uint32_t build_one(const struct wire_template *t, const struct wir
     }
     if (payload_base != NULL && s->payload_len)
         memcpy(f + hl, payload_base + s->payload_off, s->payload_len);
-    uint16_t tsum = (uint16_t)~fold(sum_native(tcp, seglen, pseudo_sum(t->src_ip, t->dst_ip, seglen)));
+    uint16_t tsum = (uint16_t)~fold(sum_native(tcp, seglen, pseudo));
     memcpy(tcp + 16, &tsum, 2);
     return hl + s->payload_len;
 }

@@ -96,15 +96,17 @@ struct wire_addr6 {
 struct wire_template {
     uint8_t dst_mac[6];
     uint8_t src_mac[6];
-    uint8_t src_ip[4];      /* network order */
-    uint8_t dst_ip[4];      /* network order */
+    uint8_t src_ip[16];     /* network order: an IPv4 address is the first 4 bytes */
+    uint8_t dst_ip[16];
+    uint32_t flow_label;    /* IPv6: 20 bits (RFC 6437) */
     uint16_t src_port;
     uint16_t dst_port;
     uint16_t vlan_tci;
     uint8_t has_vlan;
-    uint8_t ttl;
-    uint8_t tos;
-    uint8_t df;
+    uint8_t ttl;            /* IPv6: the hop limit */
+    uint8_t tos;            /* IPv6: the traffic class */
+    uint8_t df;             /* IPv4 only */
+    uint8_t ipv6;           /* 1: IPv6 frames; 0 (a zeroed template): IPv4 */
 };
 
 /* One segment to build. The payload comes from payload_base + payload_off, or, when

@@ -96,6 +96,9 @@ int main(int argc, char **argv)
         g.sack_count %= 6;
         g.has_ts &= 1;
         t.has_vlan &= 1;
+        t.ipv6 &= 1;
+        if (rnd() % 8) /* mostly a valid flow label; now and then one the build refuses */
+            t.flow_label &= 0xfffff;
         uint32_t cap = (uint32_t)(rnd() % 2200);
         uint8_t *out = malloc(cap ? cap : 1);
         uint8_t *payload = malloc(g.payload_len ? g.payload_len : 1);
@@ -106,7 +109,8 @@ int main(int argc, char **argv)
         if (olen) {
             uint64_t o2 = 0;
             struct wire_parsed r2;
-            wire_parse_batch(out, &o2, &olen, 1, 1, &r2);
+            struct wire_addr6 a2;
+            wire_parse_batch6(out, &o2, &olen, 1, 1, &r2, &a2);
             /* Our own frames always pass integrity checks (addresses may be martian). */
             if (r2.reason != WIRE_OK && r2.reason < WIRE_SANITY_BASE) {
                 fprintf(stderr, "built frame rejected: reason %u\n", r2.reason);

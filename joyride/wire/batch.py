@@ -281,7 +281,9 @@ def record_to_frame(rec: tuple[Any, ...], data: Any, addr6: Any = None) -> Frame
 
 @dataclass(frozen=True, slots=True)
 class FrameTemplate:
-    """What every frame of one connection shares (addresses are network-order bytes)."""
+    """What every frame of one connection shares (addresses are network-order bytes:
+    4 for IPv4, 16 for IPv6; for IPv6, ``ttl`` is the hop limit, ``tos`` the traffic
+    class, and ``dont_fragment`` means nothing: IPv6 routers never fragment)."""
 
     src_mac: bytes
     dst_mac: bytes
@@ -293,6 +295,7 @@ class FrameTemplate:
     ttl: int = 64
     tos: int = 0
     dont_fragment: bool = True
+    flow_label: int = 0  # IPv6 (RFC 6437)
 
 
 def batchable(seg: TcpSegment) -> bool:
@@ -308,7 +311,13 @@ def batchable(seg: TcpSegment) -> bool:
 def make_template(template: FrameTemplate) -> Any:
     """``template`` as the ``struct wire_template`` the C builder stamps frames from."""
     _require_native()
+    if len(template.src_ip) not in (4, 16) or len(template.dst_ip) != len(template.src_ip):
+        raise ValueError("template addresses are 4 (IPv4) or 16 (IPv6) bytes, both the same")
+    if not 0 <= template.flow_label <= 0xFFFFF:
+        raise ValueError("the flow label is 20 bits")
     t = ffi.new("struct wire_template *")
+    t.ipv6 = len(template.src_ip) == 16
+    t.flow_label = template.flow_label
     t.dst_mac = list(template.dst_mac)
     t.src_mac = list(template.src_mac)
     t.src_ip = list(template.src_ip)
@@ -460,5 +469,5 @@ class BatchBuilder:
         out = bytearray(sum(caps))
         built = self.build_into(out, self._offs, self._caps, n, payloads)
         if built != n:
-            raise ValueError("a segment could not be built (IPv4 length overflow)")
+            raise ValueError("a segment could not be built (IP length overflow)")
         return [bytes(out[o : o + self.out_lens[i]]) for i, o in enumerate(offs)]

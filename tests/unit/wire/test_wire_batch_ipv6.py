@@ -8,12 +8,12 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ipv6 import DST, LINUX_ACK6, LINUX_DATA6, LINUX_SYN6, PADN6, SRC, packet
-from test_wire_batch import check_agreement
+from test_wire_batch import check_agreement, data_segments
 
-from joyride.wire.batch import BatchParser
+from joyride.wire.batch import BatchBuilder, BatchParser, FrameTemplate
 from joyride.wire.errors import Reason
 from joyride.wire.ethernet import ETHERTYPE_IPV6, EthernetHeader
 from joyride.wire.frame import build_frame, parse_frame
@@ -142,3 +142,46 @@ def test_extension_headers_before_the_segment_are_walked() -> None:
     check_agreement(PARSER6, [frame])
     assert PARSER6.records["ip_hl"][0] == 40 + 32
     assert bytes(PARSER6.frame(0).tcp.payload) == b"hello ipv6"
+
+
+# -- building ------------------------------------------------------------------------
+
+@st.composite
+def templates6(draw: st.DrawFn) -> FrameTemplate:
+    return FrameTemplate(
+        bytes(draw(st.binary(min_size=6, max_size=6))),
+        bytes(draw(st.binary(min_size=6, max_size=6))),
+        draw(unicast6), draw(unicast6), draw(st.integers(1, 0xFFFF)),
+        draw(st.integers(1, 0xFFFF)), draw(st.none() | st.integers(0, 0xFFFF)),
+        draw(st.integers(1, 255)), draw(st.integers(0, 255)), True,
+        draw(st.integers(0, 0xFFFFF)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_build_matches_python_emitter(data: st.DataObject) -> None:
+    t = data.draw(templates6())
+    segs = data.draw(st.lists(data_segments(t), min_size=1, max_size=16))
+    built = BatchBuilder(t, 16).build(segs, [0] * len(segs))
+    eth = EthernetHeader(t.dst_mac, t.src_mac, ETHERTYPE_IPV6, t.vlan_tci)
+    ip = Ipv6Header(t.src_ip, t.dst_ip, hop_limit=t.ttl, traffic_class=t.tos,
+                    flow_label=t.flow_label)
+    for seg, raw in zip(segs, built, strict=True):
+        assert raw == build_frame(eth, ip, seg)
+    check_agreement(PARSER6, built)
+
+
+def test_build_reproduces_linux_data_segment() -> None:
+    theirs = parse_frame(LINUX_DATA6, ipv6=True)
+    assert isinstance(theirs.ip, Ipv6Header)
+    t = FrameTemplate(theirs.eth.src, theirs.eth.dst, theirs.ip.src, theirs.ip.dst,
+                      theirs.tcp.src_port, theirs.tcp.dst_port, flow_label=0xCE79E)
+    [raw] = BatchBuilder(t).build([theirs.tcp], [0])
+    assert raw == LINUX_DATA6
+
+
+def test_templates_take_one_family() -> None:
+    with pytest.raises(ValueError):
+        BatchBuilder(FrameTemplate(bytes(6), bytes(6), SRC, bytes(4), 1, 2))
+    with pytest.raises(ValueError):
+        BatchBuilder(FrameTemplate(bytes(6), bytes(6), SRC, DST, 1, 2, flow_label=1 << 20))
