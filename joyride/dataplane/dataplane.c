@@ -1326,6 +1326,27 @@ static void snd_room(struct dp *dp, struct flow *f, int eof_expected)
     (void)ring_room(&dp->pool, r, umin(r->cap - r->len, umax(r->size, RING_MIN)));
 }
 
+/* The application's end of the stream: its shutdown(SHUT_WR) or close. */
+static void app_eof(struct dp *dp, struct flow *f)
+{
+    struct dp_tcb *t = &f->t;
+    t->app_eof = 1;
+    if (!t->born) {
+        /* The FIN is Python's (its pump's), after whatever this round read. */
+        hand_back(dp, f, DP_REASON_APP_EOF);
+        return;
+    }
+    /* Pump.app_shut_down -> TcpConnection.shutdown_write (RFC 9293 §3.10.4): the FIN
+     * follows the queued bytes. */
+    t->fin_queued = 1;
+    if (t->tcp_state == DP_ESTABLISHED)
+        t->tcp_state = DP_FIN_WAIT_1;
+    else if (t->tcp_state == DP_CLOSE_WAIT)
+        t->tcp_state = DP_LAST_ACK;
+    epoll_set(dp, f, f->epoll_mask & ~(uint32_t)APP_IN);
+    touch(dp, f);
+}
+
 static void app_read(struct dp *dp, struct flow *f)
 {
     struct dp_tcb *t = &f->t;
@@ -1335,7 +1356,9 @@ static void app_read(struct dp *dp, struct flow *f)
     /* Up to APP_READ_BUDGET bytes, as one read of that size would take them (the ring
      * grows as they come: snd_room); then, when the writer shut down, on to its EOF. */
     uint32_t taken = 0;
-    int eof_expected = 0;
+    /* After the writer's shutdown a read may find nothing but its EOF: that read needs
+     * one free byte, not a grown ring (snd_room). */
+    int eof_expected = f->app_hup;
     for (int pass = 0; pass < 12; pass++) {
         struct iovec iov[2];
         snd_room(dp, f, eof_expected);
@@ -1355,22 +1378,7 @@ static void app_read(struct dp *dp, struct flow *f)
             return;
         }
         if (n == 0) {
-            t->app_eof = 1;
-            if (!t->born) {
-                /* The application's shutdown(SHUT_WR) or close: the FIN is Python's
-                 * (its pump's), after whatever this round read. */
-                hand_back(dp, f, DP_REASON_APP_EOF);
-                return;
-            }
-            /* Pump.app_shut_down -> TcpConnection.shutdown_write (RFC 9293 §3.10.4):
-             * the FIN follows the queued bytes. */
-            t->fin_queued = 1;
-            if (t->tcp_state == DP_ESTABLISHED)
-                t->tcp_state = DP_FIN_WAIT_1;
-            else if (t->tcp_state == DP_CLOSE_WAIT)
-                t->tcp_state = DP_LAST_ACK;
-            epoll_set(dp, f, f->epoll_mask & ~(uint32_t)APP_IN);
-            touch(dp, f);
+            app_eof(dp, f);
             return;
         }
         dp->st.app_reads++;
@@ -1385,7 +1393,14 @@ static void app_read(struct dp *dp, struct flow *f)
             continue; /* it filled what the ring offered: there may be more */
         if (!f->app_hup)
             return;
-        eof_expected = !filled; /* a short read of a writer that shut down: EOF is next */
+        if (!filled) {
+            /* A short read after the writer shut down (EPOLLRDHUP came before this
+             * read): it took everything that writer will ever send, so this is its EOF,
+             * without a read that returns 0 to say so (one system call less a
+             * connection). */
+            app_eof(dp, f);
+            return;
+        }
     }
 }
 
