@@ -42,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #define JR_CHAN_MAGIC 0x4843524au /* "JRCH" */
@@ -280,6 +281,91 @@ static inline int64_t jr_chan_svc_tx_wait(struct jr_chan_svc *s)
 static inline int jr_chan_svc_tx_eof(const struct jr_chan_svc *s)
 {
     return JR_LOAD(&s->shm->tx_eof) != 0;
+}
+
+/* --- the service's socket steps -------------------------------------------------------
+ * The steps above with their system calls, in the one order the protocol allows: the
+ * data plane and the Python pump (a flow handed back keeps its channel) both call these,
+ * so the rules have one copy. fd: the service's end of the connection's socket,
+ * non-blocking. */
+
+/* Read away what the application queued: doorbells, re-token requests, filler. */
+static inline void jr_chan_svc_drain(int fd)
+{
+    char junk[256];
+    while (recv(fd, junk, sizeof junk, MSG_DONTWAIT) > 0)
+        ;
+}
+
+/* Send one token, counted first (jr_chan_svc_token_sent says why). 0 or -errno. */
+static inline int jr_chan_svc_send_token(struct jr_chan_svc *s, int fd)
+{
+    char token = 'T';
+    jr_chan_svc_token_sent(s);
+    return send(fd, &token, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 ? 0 : -errno;
+}
+
+/* Put up to n bytes into rx and send the token they owe: the bytes put, or -EPROTO
+ * (an impossible index: reset the connection), or -errno from the send. */
+static inline int64_t jr_chan_svc_deliver(struct jr_chan_svc *s, int fd, const void *src,
+                                          uint32_t n)
+{
+    uint32_t put;
+    int act = jr_chan_svc_rx_put(s, src, n, &put);
+    if (act & JR_CHAN_BROKEN)
+        return -EPROTO;
+    if (act & JR_CHAN_SEND_TOKEN) {
+        int rc = jr_chan_svc_send_token(s, fd);
+        if (rc < 0 && rc != -EAGAIN) /* EAGAIN: tokens already queued wake it */
+            return rc;
+    }
+    return put;
+}
+
+/* Take up to n bytes from tx into dst (the service's own memory), and turn the writer's
+ * socket writable if it waits: the bytes taken, or -EPROTO. */
+static inline int64_t jr_chan_svc_collect(struct jr_chan_svc *s, int fd, void *dst, uint32_t n)
+{
+    uint32_t took;
+    int act = jr_chan_svc_tx_take(s, dst, n, &took);
+    if (act & JR_CHAN_BROKEN)
+        return -EPROTO;
+    if (act & JR_CHAN_DRAIN)
+        jr_chan_svc_drain(fd);
+    return took;
+}
+
+/* What the service may wait for on a channel. */
+enum jr_chan_wait {
+    JR_CHAN_WAIT_ROOM = 1,  /* rx was full with more to deliver */
+    JR_CHAN_WAIT_BYTES = 2, /* tx was empty, the application has not shut down */
+};
+
+/* Before the service sleeps on fd: drain the application's bytes, then look at
+ * everything they may have said (a byte says only "look", so looking comes after the
+ * drain, never before: the stress test found a drain for tx that ate the bell of a read
+ * that made rx room): the re-token request, then each thing waited for, armed and looked
+ * at again. Returns 1 when the service may sleep until fd is readable, 0 when there is
+ * work now (room, bytes), -EPROTO when an index is impossible, -errno from a send. */
+static inline int jr_chan_svc_idle(struct jr_chan_svc *s, int fd, int waits)
+{
+    jr_chan_svc_drain(fd);
+    if (jr_chan_svc_retoken(s)) {
+        int rc = jr_chan_svc_send_token(s, fd);
+        if (rc < 0 && rc != -EAGAIN)
+            return rc;
+    }
+    if (waits & JR_CHAN_WAIT_ROOM) {
+        int64_t room = jr_chan_svc_rx_wait_room(s);
+        if (room != 0)
+            return room < 0 ? -EPROTO : 0;
+    }
+    if (waits & JR_CHAN_WAIT_BYTES) {
+        int64_t avail = jr_chan_svc_tx_wait(s);
+        if (avail != 0)
+            return avail < 0 ? -EPROTO : 0;
+    }
+    return 1;
 }
 
 /* --- the application ----------------------------------------------------------------- */

@@ -112,60 +112,43 @@ static int app_read_all(struct jr_chan_app *a, const struct jr_chan_io *io, uint
 
 /* --- the service's side ------------------------------------------------------------ */
 
-static void svc_send_token(struct jr_chan_svc *s, int fd)
+/* Sleep on fd until the application's bytes, unless the protocol says there is work. */
+static int svc_wait(struct jr_chan_svc *s, int fd, int waits)
 {
-    char t = 'T';
-    jr_chan_svc_token_sent(s);
-    (void)!send(fd, &t, 1, MSG_NOSIGNAL);
+    int idle = jr_chan_svc_idle(s, fd, waits);
+    if (idle > 0) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        poll(&pf, 1, -1);
+    }
+    return idle < 0 ? -1 : 0;
 }
 
 /* Put n bytes into rx, sending tokens and waiting for room as the protocol says. */
 static int svc_put_all(struct jr_chan_svc *s, int fd, const uint8_t *p, uint32_t n)
 {
     while (n) {
-        uint32_t put;
-        int act = jr_chan_svc_rx_put(s, p, n, &put);
-        if (act & JR_CHAN_BROKEN)
+        int64_t put = jr_chan_svc_deliver(s, fd, p, n);
+        if (put < 0)
             return -1;
-        if (act & JR_CHAN_SEND_TOKEN)
-            svc_send_token(s, fd);
         p += put;
-        n -= put;
-        if (put == 0) {
-            char junk[256];
-            while (recv(fd, junk, sizeof junk, MSG_DONTWAIT) > 0)
-                ;
-            if (jr_chan_svc_rx_wait_room(s) == 0) {
-                struct pollfd pf = {.fd = fd, .events = POLLIN};
-                poll(&pf, 1, -1);
-            }
-        }
+        n -= (uint32_t)put;
+        if (put == 0 && svc_wait(s, fd, JR_CHAN_WAIT_ROOM) < 0)
+            return -1;
     }
     return 0;
 }
 
-/* Take exactly n bytes from tx; poll: spin on the ring, never arm. */
+/* Take exactly n bytes from tx; spin: poll the ring, never arm (never rung). */
 static int svc_take_all(struct jr_chan_svc *s, int fd, uint8_t *p, uint32_t n, int spin)
 {
     while (n) {
-        uint32_t took;
-        int act = jr_chan_svc_tx_take(s, p, n, &took);
-        if (act & JR_CHAN_BROKEN)
+        int64_t took = jr_chan_svc_collect(s, fd, p, n);
+        if (took < 0)
             return -1;
-        char junk[256];
-        if (act & JR_CHAN_DRAIN)
-            while (recv(fd, junk, sizeof junk, MSG_DONTWAIT) > 0)
-                ;
         p += took;
-        n -= took;
-        if (took || spin)
-            continue;
-        while (recv(fd, junk, sizeof junk, MSG_DONTWAIT) > 0)
-            ;
-        if (jr_chan_svc_tx_wait(s) == 0) {
-            struct pollfd pf = {.fd = fd, .events = POLLIN};
-            poll(&pf, 1, -1);
-        }
+        n -= (uint32_t)took;
+        if (took == 0 && !spin && svc_wait(s, fd, JR_CHAN_WAIT_BYTES) < 0)
+            return -1;
     }
     return 0;
 }

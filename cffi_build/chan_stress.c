@@ -74,14 +74,6 @@ static void maybe_pause(uint64_t *rng)
         sched_yield();
 }
 
-/* Read what the application queued (doorbells, filler): the service's drain. */
-static void drain_socket(int fd)
-{
-    char junk[4096];
-    while (recv(fd, junk, sizeof junk, MSG_DONTWAIT) > 0)
-        ;
-}
-
 /* --- the service ----------------------------------------------------------------- */
 
 static void run_service(struct side *sd)
@@ -95,7 +87,7 @@ static void run_service(struct side *sd)
     uint8_t chunk[65536];
     int rx_done = 0, app_gone = 0;
     for (uint64_t iter = 0; !app_gone; iter++) {
-        int progress = 0, want_room = 0, want_bytes = 0;
+        int progress = 0, waits = 0;
         /* rx: stream bytes to the application. */
         if (sent < sd->rx_bytes) {
             uint32_t n = 1 + (uint32_t)(rng_next(&rng) % sizeof chunk);
@@ -103,22 +95,15 @@ static void run_service(struct side *sd)
                 n = (uint32_t)(sd->rx_bytes - sent);
             for (uint32_t i = 0; i < n; i++)
                 chunk[i] = stream_byte(RX_KEY, sent + i);
-            uint32_t put;
-            int act = jr_chan_svc_rx_put(&s, chunk, n, &put);
-            if (act & JR_CHAN_BROKEN) {
+            int64_t put = jr_chan_svc_deliver(&s, sd->fd, chunk, n);
+            if (put < 0) {
                 sd->n.bad++;
                 return;
             }
-            if (act & JR_CHAN_SEND_TOKEN) {
-                char t = 'T';
-                jr_chan_svc_token_sent(&s);
-                if (send(sd->fd, &t, 1, MSG_NOSIGNAL) == 1)
-                    sd->n.tokens++;
-            }
-            sent += put;
+            sent += (uint64_t)put;
             progress |= put > 0;
-            if (put == 0 && jr_chan_svc_rx_wait_room(&s) == 0)
-                want_room = 1;
+            if (put == 0)
+                waits |= JR_CHAN_WAIT_ROOM;
         } else if (!rx_done) {
             jr_chan_svc_rx_eof(&s);
             shutdown(sd->fd, SHUT_WR);
@@ -126,36 +111,25 @@ static void run_service(struct side *sd)
         }
         /* tx: take the application's bytes, unless holding back (back-pressure). */
         if (iter >= hold_until) {
-            uint32_t took;
-            int act = jr_chan_svc_tx_take(&s, chunk, sizeof chunk, &took);
-            if (act & JR_CHAN_BROKEN) {
+            int64_t took = jr_chan_svc_collect(&s, sd->fd, chunk, sizeof chunk);
+            if (took < 0) {
                 sd->n.bad++;
                 return;
             }
-            for (uint32_t i = 0; i < took; i++)
-                if (chunk[i] != stream_byte(TX_KEY, taken + i))
+            for (int64_t i = 0; i < took; i++)
+                if (chunk[i] != stream_byte(TX_KEY, taken + (uint64_t)i))
                     sd->n.bad++;
-            taken += took;
+            taken += (uint64_t)took;
             progress |= took > 0;
-            if (act & JR_CHAN_DRAIN) {
-                drain_socket(sd->fd);
-                sd->n.drains++;
-            }
-            if (took == 0) {
-                /* Empty: drain the bells, arm, look again. */
-                drain_socket(sd->fd);
-                if (jr_chan_svc_tx_wait(&s) == 0)
-                    want_bytes = !jr_chan_svc_tx_eof(&s);
-            }
+            if (took == 0 && !jr_chan_svc_tx_eof(&s))
+                waits |= JR_CHAN_WAIT_BYTES;
             if (rng_next(&rng) % 256 == 0)
                 hold_until = iter + 1 + rng_next(&rng) % 64;
         }
-        if (jr_chan_svc_retoken(&s)) {
-            char t = 'R';
-            jr_chan_svc_token_sent(&s);
-            if (send(sd->fd, &t, 1, MSG_NOSIGNAL) == 1)
-                sd->n.tokens++;
-        }
+        /* The data plane checks the re-token request when epoll says the application
+         * wrote; this loop does not ask epoll while it makes progress, so it looks. */
+        if (jr_chan_svc_retoken(&s))
+            (void)jr_chan_svc_send_token(&s, sd->fd);
         maybe_pause(&rng);
         if (progress || iter < hold_until)
             continue;
@@ -173,24 +147,29 @@ static void run_service(struct side *sd)
             app_gone = 1;
             continue;
         }
-        /* A byte from the application says only "look": the drains above may have read
-         * the bell of a read that made room, so look at the room after them. */
-        if (want_room && jr_chan_svc_rx_room(&s) != 0)
+        if (waits == 0)
             continue;
-        if (!want_room && !want_bytes)
+        int idle = jr_chan_svc_idle(&s, sd->fd, waits);
+        if (idle < 0) {
+            sd->n.bad++;
+            return;
+        }
+        if (idle == 0)
             continue;
         /* Asleep until the application's bytes: the wait the protocol must end. */
         struct pollfd p = {.fd = sd->fd, .events = POLLIN};
         sd->n.waits++;
         if (poll(&p, 1, LOST_MS) == 0) {
             int64_t room = jr_chan_svc_rx_room(&s), avail = jr_chan_svc_tx_avail(&s);
-            if ((want_room && room > 0) || (want_bytes && avail > 0)) {
+            if (((waits & JR_CHAN_WAIT_ROOM) && room > 0) ||
+                ((waits & JR_CHAN_WAIT_BYTES) && avail > 0)) {
                 fprintf(stderr, "service: lost wake-up (room %lld, bytes %lld)\n",
                         (long long)room, (long long)avail);
                 sd->n.lost++;
             }
         }
     }
+    sd->n.tokens = __atomic_load_n(&s.shm->tokens_sent, __ATOMIC_RELAXED);
 }
 
 /* --- the application --------------------------------------------------------------- */
