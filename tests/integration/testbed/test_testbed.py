@@ -142,6 +142,9 @@ def test_corruption_rate_and_detection(make_testbed: object) -> None:
     assert bed.relay_stats()["to_joy"]["corrupted"] == caught
 
 
+SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>; Python's socket module does not name it
+
+
 def test_tcp_corruption_is_caught_by_checksums(make_testbed: object) -> None:
     """The flip happens after Linux finished the TCP checksum: the receiver rejects it.
 
@@ -154,18 +157,36 @@ def test_tcp_corruption_is_caught_by_checksums(make_testbed: object) -> None:
     bed = make_testbed(to_joy=Impairment(corrupt=0.3), seed=5)  # type: ignore[operator]
     with bed.joy.inside():
         tap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        # Room for every frame of the transfer, retransmissions included: the tap is read
+        # after the transfer, and a frame it dropped would be one the relay counted.
+        tap.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
         tap.bind((bed.joy.ifname, 0))
         tap.settimeout(0.5)
         server = socket.create_server((bed.joy.ip, 7009))
     with bed.peer.inside():
         # 30% of the frames toward the server are lost to their checksums, and the
-        # sender's RTO backs off: 5 s for the whole 200 KB timed out once in a loaded
-        # full run. The bound is time, generous, and the counts below are the test.
+        # sender's RTO backs off. The bound is time, generous, and the counts below are
+        # the test.
         client = socket.create_connection((bed.joy.ip, 7009), timeout=30)
     conn, _ = server.accept()
+    received = 0
+
+    def drain() -> None:
+        # The server reads everything: a receiver that does not read closes its window,
+        # and a sender whose cwnd the corruption kept small then waits on it for ever
+        # (sendall of 200 KB timed out in CI that way, one run in many).
+        nonlocal received
+        conn.settimeout(30)
+        while data := conn.recv(1 << 16):
+            received += len(data)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
     with tap, server, client, conn:
         client.sendall(bytes(200_000))
         client.shutdown(socket.SHUT_WR)
+        reader.join(60)
+        assert not reader.is_alive() and received == 200_000
         bad = good = 0
         with contextlib.suppress(TimeoutError):
             while True:
