@@ -40,6 +40,7 @@ NEXT_DEST_OPTIONS: Final = 60
 MAX_EXTENSION_HEADERS: Final = 8
 MAX_HEADER_CHAIN: Final = 255
 _OPTIONS_HEADERS: Final = frozenset({NEXT_HOP_BY_HOP, NEXT_DEST_OPTIONS})
+_EXTENSION_HEADERS: Final = _OPTIONS_HEADERS | {NEXT_ROUTING, NEXT_FRAGMENT}  # walked
 # version/traffic class/flow label, payload length, next header, hop limit, src, dst
 _FIXED = struct.Struct("!IHBB16s16s")
 
@@ -95,7 +96,7 @@ def _walk_extensions(mv: memoryview, first: int) -> tuple[int, int]:
     protocol and the offset (from the IPv6 header) of its first byte."""
     nxt, at = first, IPV6_HLEN
     for _ in range(MAX_EXTENSION_HEADERS):
-        if nxt not in _OPTIONS_HEADERS and nxt not in (NEXT_ROUTING, NEXT_FRAGMENT):
+        if nxt not in _EXTENSION_HEADERS:
             return nxt, at
         if nxt == NEXT_HOP_BY_HOP and at != IPV6_HLEN:
             # RFC 8200 §4.1: only immediately after the IPv6 header.
@@ -119,7 +120,7 @@ def _walk_extensions(mv: memoryview, first: int) -> tuple[int, int]:
         nxt, at = ext[0], at + length
         if at > MAX_HEADER_CHAIN:
             raise SanityError(Reason.IP6_HEADER_CHAIN, f"{at} bytes of headers")
-    if nxt in _OPTIONS_HEADERS or nxt in (NEXT_ROUTING, NEXT_FRAGMENT):
+    if nxt in _EXTENSION_HEADERS:
         raise SanityError(Reason.IP6_HEADER_CHAIN, f"more than {MAX_EXTENSION_HEADERS}")
     return nxt, at
 
