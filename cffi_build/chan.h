@@ -45,8 +45,12 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-#define JR_CHAN_MAGIC 0x4843524au /* "JRCH" */
-#define JR_CHAN_VERSION 1u
+/* The header's first word: the service's verdict on a claim (chan_claim.h), and the
+ * magic of a live channel. Stored last (release), read first (acquire). */
+#define JR_CHAN_MAGIC 0x4843524au    /* "JRCH": a live channel, the claim accepted */
+#define JR_CHAN_REFUSED 0x4652524au  /* "JRRF": the claim refused: stream mode */
+#define JR_CHAN_RELEASED 0x4c52524au /* "JRRL": the service let go: the slot is free */
+#define JR_CHAN_VERSION 2u
 #define JR_CHAN_LINE 64
 
 /* What the caller must do after a call (bits). */
@@ -78,6 +82,11 @@ struct jr_chan {
     uint32_t svc_tx_armed; /* waits for tx bytes: ring the doorbell */
     uint32_t rx_eof;       /* no byte after rx.tail */
     uint32_t tokens_sent;  /* tokens sent to the socket (counted before the send) */
+    uint32_t claim_id;     /* the claim this verdict answers (chan_claim.h) */
+    /* Written by the application, taken by the service after a verdict: a thread
+     * sleeps on the magic word (futex) until the verdict. Last: jr_chan_create keeps
+     * it, or a waiter's flag stored before the layout would be wiped unseen. */
+    uint32_t claim_waiting __attribute__((aligned(JR_CHAN_LINE)));
 };
 
 /* The service's private view: its own sizes and the indices it writes. */
@@ -87,6 +96,8 @@ struct jr_chan_svc {
     uint32_t rx_cap, tx_cap;
     uint32_t rx_tail; /* the service's copy: the shared one is only published */
     uint32_t tx_head;
+    int32_t arena;    /* chan_claim.h: the arena it lives in (-1: none) and its slot */
+    uint32_t slot;
 };
 
 /* The application's view. */
@@ -154,14 +165,15 @@ static inline void jr_ring_copy_out(const uint8_t *data, uint32_t cap, uint32_t 
  * view of it. 0, or -EINVAL. The channel starts armed: the application may wait for
  * readiness before its first read (chan_model.py finds the lost wake-up otherwise). */
 static inline int jr_chan_create(struct jr_chan_svc *s, void *mem, size_t size,
-                                 uint32_t rx_cap, uint32_t tx_cap)
+                                 uint32_t rx_cap, uint32_t tx_cap, uint32_t claim_id)
 {
     size_t need = jr_chan_size(rx_cap, tx_cap);
     if (need == 0 || size < need || size > UINT32_MAX)
         return -EINVAL;
     struct jr_chan *c = (struct jr_chan *)mem;
-    memset(c, 0, sizeof *c);
+    memset(c, 0, offsetof(struct jr_chan, claim_waiting));
     c->version = JR_CHAN_VERSION;
+    c->claim_id = claim_id;
     c->rx_cap = rx_cap;
     c->tx_cap = tx_cap;
     c->data_off = (uint32_t)jr_chan_data_off();
@@ -173,6 +185,7 @@ static inline int jr_chan_create(struct jr_chan_svc *s, void *mem, size_t size,
         .tx_data = (uint8_t *)mem + c->data_off + rx_cap,
         .rx_cap = rx_cap,
         .tx_cap = tx_cap,
+        .arena = -1,
     };
     JR_STORE(&c->magic, JR_CHAN_MAGIC); /* last: it publishes the header (release) */
     return 0;

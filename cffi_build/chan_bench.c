@@ -175,7 +175,7 @@ int main(int argc, char **argv)
     if (mem == MAP_FAILED)
         return 2;
     struct jr_chan_svc s;
-    jr_chan_create(&s, mem, size, RING, RING);
+    jr_chan_create(&s, mem, size, RING, RING, 0);
     static uint8_t buf[BULK_BYTES];
     memset(buf, 'x', sizeof buf);
     double t0 = now(), c0 = cpu_seconds(RUSAGE_SELF);

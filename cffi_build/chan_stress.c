@@ -79,7 +79,7 @@ static void maybe_pause(uint64_t *rng)
 static void run_service(struct side *sd)
 {
     struct jr_chan_svc s;
-    if (jr_chan_create(&s, sd->mem, sd->size, sd->ring, sd->ring) < 0) {
+    if (jr_chan_create(&s, sd->mem, sd->size, sd->ring, sd->ring, 0) < 0) {
         sd->n.bad++;
         return;
     }

@@ -14,6 +14,11 @@ and 64 KiB chunks streamed from the service to the application, over
 Alternating repetitions, medians; wall and CPU time (both processes) per operation, and
 each against ``unix``. It measures what issue 17's channel can save before it is
 wired into the service and the shim (docs/channels.md).
+
+It also measures what entering ring mode costs a connection
+(``cffi_build/chan_claim_bench.c``, ``--claims N``): a memfd per connection against a
+slot of the application's arena (``cffi_build/chan_claim.h``). That cost is paid once
+per connection, so it is what short connections feel.
 """
 
 from __future__ import annotations
@@ -29,16 +34,45 @@ from pathlib import Path
 from typing import Any
 
 SOURCE = Path(__file__).resolve().parents[2] / "cffi_build" / "chan_bench.c"
+CLAIM_SOURCE = SOURCE.with_name("chan_claim_bench.c")
 TRANSPORTS = ("unix", "ring", "ring-poll")
+CLAIM_METHODS = ("memfd", "arena")
 
 
-def build(workdir: Path) -> Path:
+def build(workdir: Path, source: Path = SOURCE) -> Path:
     if shutil.which("gcc") is None:
         raise SystemExit("the channel benchmark needs gcc")
-    exe = workdir / "chan_bench"
-    subprocess.run(["gcc", "-O2", "-std=gnu11", f"-I{SOURCE.parent}", str(SOURCE), "-o",
+    exe = workdir / source.stem
+    subprocess.run(["gcc", "-O2", "-std=gnu11", f"-I{source.parent}", str(source), "-o",
                     str(exe)], check=True, capture_output=True, text=True)
     return exe
+
+
+def measure_claims(repeat: int, count: int) -> dict[str, Any]:
+    """Per-connection cost of each way into ring mode, alternating, medians."""
+    samples: dict[str, list[dict[str, Any]]] = {m: [] for m in CLAIM_METHODS}
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = build(Path(tmp), CLAIM_SOURCE)
+        for _ in range(repeat):
+            for method in CLAIM_METHODS:
+                out = subprocess.run([str(exe), method, str(count)], check=True,
+                                     capture_output=True, text=True, timeout=300)
+                samples[method].append(json.loads(out.stdout))
+    medians = {m: {k: statistics.median(r[k] for r in runs)
+                   for k in ("wall_us_per_claim", "cpu_us_per_claim")}
+               for m, runs in samples.items()}
+    return {"count": count, "medians": medians, "samples": samples}
+
+
+def claims_table(result: dict[str, Any]) -> str:
+    names = {"memfd": "a memfd per connection", "arena": "a slot of the process's arena"}
+    base = result["medians"]["memfd"]["cpu_us_per_claim"]
+    lines = ["| way into ring mode | CPU µs per connection | vs a memfd each |",
+             "|---|---:|---:|"]
+    for method, row in result["medians"].items():
+        lines.append(f"| {names[method]} | {row['cpu_us_per_claim']:.2f} | "
+                     f"{row['cpu_us_per_claim'] / base:.2f}× |")
+    return "\n".join(lines)
 
 
 def run_once(exe: Path, transport: str, workload: str, count: int) -> dict[str, Any]:
@@ -90,10 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--rr", type=int, default=50_000, help="round trips per run")
     ap.add_argument("--bulk", type=int, default=20_000, help="64 KiB chunks per run")
+    ap.add_argument("--claims", type=int, default=20_000, help="claims per run")
     ap.add_argument("--json", type=Path, help="write every sample here")
     args = ap.parse_args(argv)
     result = measure(args.repeat, {"rr": args.rr, "bulk": args.bulk})
+    result["claims"] = measure_claims(args.repeat, args.claims)
     print(table(result))
+    print()
+    print(claims_table(result["claims"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")

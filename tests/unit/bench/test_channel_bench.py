@@ -19,3 +19,12 @@ def test_measure_reports_every_transport() -> None:
         for row in rows.values():
             assert row["wall_us_per_op"] > 0 and row["cpu_us_per_op"] >= 0
     assert "64 KiB to the application" in channel.table(result)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_claims_report_both_ways_into_ring_mode() -> None:
+    result = channel.measure_claims(1, 200)
+    assert set(result["medians"]) == set(channel.CLAIM_METHODS)
+    for row in result["medians"].values():
+        assert row["cpu_us_per_claim"] > 0
+    assert "arena" in channel.claims_table(result)

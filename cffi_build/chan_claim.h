@@ -1,0 +1,450 @@
+/*
+ * chan_claim.h - how a connection enters ring mode: the application's arena, its
+ * claim, and the service's verdict (issue 17; docs/channels.md, "Claiming ring mode").
+ *
+ * Why an arena. A memfd per connection costs about 15 us of CPU per connection here
+ * (create, size, seal, map on both sides, first-touch faults, unmap): a quarter of a
+ * whole short connection's CPU on this machine (joyride.bench.channel, its claim
+ * rows). So each application process makes one sealed memfd, its arena, and carves it
+ * into slots of one size; a connection claims a slot and sends the arena's descriptor
+ * with the claim (SCM_RIGHTS, about 1.3 us). Holding the descriptor is the proof that
+ * the application may have the service write there. The service maps each arena once
+ * (it knows it by device and inode) and keeps it mapped while it has room to.
+ *
+ * The claim. The application's first bytes on the connection are one struct
+ * jr_chan_claim, with the arena's descriptor attached. The service delivers nothing to
+ * a new connection before the application's first bytes (a claim, or stream payload)
+ * or a deadline (a process without the shim): a claim finds nothing sent yet, and both
+ * rings start at index 0.
+ *
+ * The verdict is the slot's first word (chan.h): JR_CHAN_MAGIC (ring mode) or
+ * JR_CHAN_REFUSED (stream mode), with claim_id, the claim's own number, so that what a
+ * slot's last use left never answers a new claim. The service stores it before it
+ * sends any byte on the socket. A claim it cannot answer in the slot (no arena it could
+ * map, a slot on no grid or in use by another channel: nothing may be written there) it
+ * refuses by simply going on in stream mode: an application that finds bytes on its
+ * socket while its slot shows no verdict for its claim knows the claim was refused.
+ *
+ * Trust. Nothing is read back from shared memory: the claim's fields are copied out of
+ * the message; the arena's size and seals come from the kernel (fstat, F_GET_SEALS).
+ * F_SEAL_SHRINK and F_SEAL_GROW must be set, or the application could truncate the file
+ * under the service's mapping and kill it with SIGBUS. Every slot sits on its arena's
+ * grid (the arena's first claim fixes the capacities), and a busy slot is refused, so
+ * two channels never share memory.
+ *
+ * One thread of the service owns a struct jr_arenas; nothing here takes a lock.
+ */
+#ifndef JOYRIDE_CHAN_CLAIM_H
+#define JOYRIDE_CHAN_CLAIM_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chan.h"
+
+#define JR_CLAIM_MAGIC 0x4d4c434au /* "JCLM" */
+#define JR_CLAIM_VERSION 1u
+#define JR_ARENA_PAGE 4096u
+#define JR_ARENA_MAX_BYTES (1ull << 30)
+#define JR_CHAN_MAX_CAP (1u << 22) /* per direction */
+#define JR_ARENA_SEALS (F_SEAL_SHRINK | F_SEAL_GROW)
+
+/* The claim: the connection's first bytes from the application, one message. */
+struct jr_chan_claim {
+    uint32_t magic, version;
+    uint32_t claim_id;  /* the application's number for this claim (never 0) */
+    uint32_t rx_cap, tx_cap;
+    uint32_t reserved;  /* 0 */
+    uint64_t offset;    /* the slot's offset in the arena */
+};
+
+/* Bytes one slot takes for these capacities: a whole number of pages. */
+static inline size_t jr_arena_slot_bytes(uint32_t rx_cap, uint32_t tx_cap)
+{
+    size_t need = jr_chan_size(rx_cap, tx_cap);
+    if (need == 0 || rx_cap > JR_CHAN_MAX_CAP || tx_cap > JR_CHAN_MAX_CAP)
+        return 0;
+    return (need + JR_ARENA_PAGE - 1) & ~(size_t)(JR_ARENA_PAGE - 1);
+}
+
+static inline int jr_futex(uint32_t *word, int op, uint32_t val, const struct timespec *t)
+{
+    return (int)syscall(SYS_futex, word, op, val, t, NULL, 0);
+}
+
+/* --- the service --------------------------------------------------------------------- */
+
+/* One mapped arena. base == NULL: the entry is free. */
+struct jr_arena {
+    uint64_t dev, ino;
+    uint8_t *base;
+    size_t size;
+    uint32_t rx_cap, tx_cap;
+    uint32_t slot_bytes, slots;
+    uint32_t live;   /* channels in it */
+    uint64_t *busy;  /* a bit per slot */
+};
+
+struct jr_arenas {
+    struct jr_arena *a;
+    uint32_t max;
+    uint32_t mapped;
+};
+
+static inline int jr_arenas_init(struct jr_arenas *as, uint32_t max)
+{
+    *as = (struct jr_arenas){.a = calloc(max ? max : 1, sizeof(struct jr_arena)), .max = max};
+    return as->a ? 0 : -ENOMEM;
+}
+
+static inline void jr_arena_unmap(struct jr_arenas *as, struct jr_arena *ar)
+{
+    munmap(ar->base, ar->size);
+    free(ar->busy);
+    *ar = (struct jr_arena){0};
+    as->mapped--;
+}
+
+/* Unmap the arenas no channel uses (the service calls this now and then: an idle
+ * arena's mapping is what keeps a departed application's memory alive). */
+static inline void jr_arenas_trim(struct jr_arenas *as)
+{
+    for (uint32_t i = 0; i < as->max; i++)
+        if (as->a[i].base != NULL && as->a[i].live == 0)
+            jr_arena_unmap(as, &as->a[i]);
+}
+
+/* At the service's end, every channel released or not. */
+static inline void jr_arenas_free(struct jr_arenas *as)
+{
+    for (uint32_t i = 0; i < as->max; i++)
+        if (as->a[i].base != NULL)
+            jr_arena_unmap(as, &as->a[i]);
+    free(as->a);
+    as->a = NULL;
+}
+
+/* recv(2) into iov from the application's socket, with the descriptor that came with
+ * these bytes in *fd (-1: none). A connection carries at most one descriptor, an
+ * arena's: any other, or one cut short (MSG_CTRUNC), is closed. */
+static inline ssize_t jr_chan_svc_recv(int sock, struct iovec *iov, int iovcnt, int *fd)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * 4)];
+    } ctl;
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt,
+                       .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    *fd = -1;
+    ssize_t n = recvmsg(sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return -errno;
+    for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h)) {
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t count = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(h) + i * sizeof(int), sizeof got);
+            if (*fd < 0 && !(m.msg_flags & MSG_CTRUNC))
+                *fd = got;
+            else
+                close(got);
+        }
+    }
+    return n;
+}
+
+/* After a verdict is stored: wake an application thread that sleeps on it. The
+ * store-buffering pattern with jr_chan_app_wait_verdict (verdict, fence, look at the
+ * flag here; flag, fence, look at the verdict there). */
+static inline void jr_chan_svc_verdict_wake(struct jr_chan *c)
+{
+    JR_FENCE();
+    if (JR_XCHG(&c->claim_waiting, 0))
+        jr_futex(&c->magic, FUTEX_WAKE, INT_MAX, NULL);
+}
+
+/* The arena fd names: found, mapped now, or -errno. *fresh: mapped by this call. */
+static inline int jr_arena_of(struct jr_arenas *as, int fd, const struct jr_chan_claim *cl,
+                              int *fresh)
+{
+    struct stat st;
+    *fresh = 0;
+    if (fstat(fd, &st) != 0)
+        return -errno;
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (!S_ISREG(st.st_mode) || seals < 0 || (seals & JR_ARENA_SEALS) != JR_ARENA_SEALS)
+        return -EPERM; /* not a memfd, or one its owner could still resize */
+    if (st.st_size < (off_t)JR_ARENA_PAGE || (uint64_t)st.st_size > JR_ARENA_MAX_BYTES)
+        return -EFBIG;
+    int free_at = -1;
+    for (uint32_t i = 0; i < as->max; i++) {
+        struct jr_arena *ar = &as->a[i];
+        if (ar->base == NULL) {
+            if (free_at < 0)
+                free_at = (int)i;
+        } else if (ar->dev == (uint64_t)st.st_dev && ar->ino == (uint64_t)st.st_ino) {
+            return (int)i;
+        }
+    }
+    if (free_at < 0) { /* room: an idle arena goes first */
+        for (uint32_t i = 0; i < as->max && free_at < 0; i++)
+            if (as->a[i].live == 0) {
+                jr_arena_unmap(as, &as->a[i]);
+                free_at = (int)i;
+            }
+        if (free_at < 0)
+            return -ENOSPC;
+    }
+    size_t slot_bytes = jr_arena_slot_bytes(cl->rx_cap, cl->tx_cap);
+    size_t slots = slot_bytes ? (size_t)st.st_size / slot_bytes : 0;
+    if (slots == 0)
+        return -EINVAL;
+    uint64_t *busy = calloc((slots + 63) / 64, sizeof(uint64_t));
+    if (busy == NULL)
+        return -ENOMEM;
+    void *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        int err = -errno;
+        free(busy);
+        return err;
+    }
+    as->a[free_at] = (struct jr_arena){
+        .dev = (uint64_t)st.st_dev, .ino = (uint64_t)st.st_ino,
+        .base = base, .size = (size_t)st.st_size,
+        .rx_cap = cl->rx_cap, .tx_cap = cl->tx_cap,
+        .slot_bytes = (uint32_t)slot_bytes, .slots = (uint32_t)slots, .busy = busy,
+    };
+    as->mapped++;
+    *fresh = 1;
+    return free_at;
+}
+
+/* A claim arrived: msg/len are the first bytes the application sent on the connection,
+ * fd the descriptor that came with them (the caller closes it, whatever the verdict).
+ * claimable: nothing has been sent on the connection yet (else the answer is stream
+ * mode). 0: ring mode, *out is the service's view; -errno: stream mode, answered in the
+ * slot when it could be (-EPROTO: not a claim; -EBADF: no arena; -EPERM: not sealed;
+ * -EFBIG: size; -EINVAL: capacities or offset; -EBUSY: slot in use; -ENOSPC: no room
+ * for another arena; -EALREADY: not claimable; else mmap's errno). */
+static inline int jr_chan_svc_claim(struct jr_arenas *as, const void *msg, size_t len, int fd,
+                                    int claimable, struct jr_chan_svc *out)
+{
+    struct jr_chan_claim cl;
+    if (len != sizeof cl)
+        return -EPROTO;
+    memcpy(&cl, msg, sizeof cl); /* private from here: the application cannot change it */
+    if (cl.magic != JR_CLAIM_MAGIC || cl.version != JR_CLAIM_VERSION || cl.reserved != 0 ||
+        cl.claim_id == 0)
+        return -EPROTO;
+    if (fd < 0)
+        return -EBADF;
+    if (jr_arena_slot_bytes(cl.rx_cap, cl.tx_cap) == 0)
+        return -EINVAL;
+    int fresh;
+    int idx = jr_arena_of(as, fd, &cl, &fresh);
+    if (idx < 0)
+        return idx;
+    struct jr_arena *ar = &as->a[idx];
+    int rc = 0;
+    uint64_t slot = cl.offset / ar->slot_bytes;
+    if (cl.rx_cap != ar->rx_cap || cl.tx_cap != ar->tx_cap || cl.offset % ar->slot_bytes != 0 ||
+        slot >= ar->slots)
+        rc = -EINVAL; /* off the arena's grid */
+    else if (ar->busy[slot / 64] & (1ull << (slot % 64)))
+        rc = -EBUSY; /* another channel's memory: not a byte written there */
+    if (rc < 0) {
+        if (fresh)
+            jr_arena_unmap(as, ar);
+        return rc;
+    }
+    struct jr_chan *c = (struct jr_chan *)(ar->base + cl.offset);
+    if (!claimable) {
+        c->claim_id = cl.claim_id;
+        JR_STORE(&c->magic, JR_CHAN_REFUSED);
+        jr_chan_svc_verdict_wake(c);
+        return -EALREADY; /* an idle arena stays mapped: jr_arenas_trim */
+    }
+    rc = jr_chan_create(out, c, ar->slot_bytes, cl.rx_cap, cl.tx_cap, cl.claim_id);
+    if (rc < 0) /* cannot happen: the grid was checked against these capacities */
+        return rc;
+    ar->busy[slot / 64] |= 1ull << (slot % 64);
+    ar->live++;
+    out->arena = idx;
+    out->slot = (uint32_t)slot;
+    jr_chan_svc_verdict_wake(c);
+    return 0;
+}
+
+/* The connection is over for the service: the slot is the application's again. */
+static inline void jr_chan_svc_release(struct jr_arenas *as, struct jr_chan_svc *s)
+{
+    if (s->arena < 0 || (uint32_t)s->arena >= as->max)
+        return;
+    struct jr_arena *ar = &as->a[s->arena];
+    JR_STORE(&s->shm->magic, JR_CHAN_RELEASED); /* the service's last touch of the slot */
+    ar->busy[s->slot / 64] &= ~(1ull << (s->slot % 64));
+    ar->live--;
+    s->shm = NULL;
+    s->arena = -1;
+}
+
+/* --- the application ----------------------------------------------------------------- */
+
+/* One process's arena: a sealed memfd, mapped. */
+struct jr_arena_app {
+    int fd;
+    uint8_t *base;
+    size_t size;
+    uint32_t rx_cap, tx_cap;
+    uint32_t slot_bytes, slots;
+};
+
+/* Make an arena of slots slots. 0 or -errno. */
+static inline int jr_arena_app_create(struct jr_arena_app *a, uint32_t slots, uint32_t rx_cap,
+                                      uint32_t tx_cap)
+{
+    *a = (struct jr_arena_app){.fd = -1};
+    size_t slot_bytes = jr_arena_slot_bytes(rx_cap, tx_cap);
+    if (slot_bytes == 0 || slots == 0 || (uint64_t)slots * slot_bytes > JR_ARENA_MAX_BYTES)
+        return -EINVAL;
+    size_t size = (size_t)slots * slot_bytes;
+    int fd = memfd_create("joyride-channels", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return -errno;
+    void *base = MAP_FAILED;
+    if (ftruncate(fd, (off_t)size) != 0 ||
+        fcntl(fd, F_ADD_SEALS, JR_ARENA_SEALS | F_SEAL_SEAL) != 0 ||
+        (base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    *a = (struct jr_arena_app){.fd = fd, .base = base, .size = size, .rx_cap = rx_cap,
+                               .tx_cap = tx_cap, .slot_bytes = (uint32_t)slot_bytes,
+                               .slots = slots};
+    return 0;
+}
+
+static inline void jr_arena_app_destroy(struct jr_arena_app *a)
+{
+    if (a->base != NULL)
+        munmap(a->base, a->size);
+    if (a->fd >= 0)
+        close(a->fd);
+    *a = (struct jr_arena_app){.fd = -1};
+}
+
+static inline struct jr_chan *jr_arena_app_chan(const struct jr_arena_app *a, uint32_t slot)
+{
+    return (struct jr_chan *)(a->base + (size_t)slot * a->slot_bytes);
+}
+
+/* Send the claim of slot for this connection, as its first bytes. 0 or -errno. */
+static inline int jr_chan_app_claim(int sock, const struct jr_arena_app *a, uint32_t slot,
+                                    uint32_t claim_id)
+{
+    struct jr_chan_claim cl = {.magic = JR_CLAIM_MAGIC, .version = JR_CLAIM_VERSION,
+                               .claim_id = claim_id, .rx_cap = a->rx_cap, .tx_cap = a->tx_cap,
+                               .offset = (uint64_t)slot * a->slot_bytes};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = {.iov_base = &cl, .iov_len = sizeof cl};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1,
+                       .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    /* The slot is the application's (free, or jr_chan_app_slot_done): its word starts
+     * at 0, so a verdict is a change a futex waiter sees, never a value the slot held. */
+    __atomic_store_n(&jr_arena_app_chan(a, slot)->magic, 0, __ATOMIC_RELAXED);
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(h), &a->fd, sizeof(int));
+    ssize_t n = sendmsg(sock, &m, MSG_NOSIGNAL);
+    if (n < 0)
+        return -errno;
+    return n == (ssize_t)sizeof cl ? 0 : -EPROTO; /* a fresh socket takes 32 bytes whole */
+}
+
+/* The verdict on claim_id in slot: 1 ring mode (*out attached), 0 refused (stream
+ * mode), -EAGAIN none yet (the caller then looks at its socket: bytes there with no
+ * verdict mean a claim refused without an answer). */
+static inline int jr_chan_app_verdict(const struct jr_arena_app *a, uint32_t slot,
+                                      uint32_t claim_id, struct jr_chan_app *out)
+{
+    struct jr_chan *c = jr_arena_app_chan(a, slot);
+    uint32_t magic = JR_LOAD(&c->magic);
+    if ((magic != JR_CHAN_MAGIC && magic != JR_CHAN_REFUSED) ||
+        __atomic_load_n(&c->claim_id, __ATOMIC_RELAXED) != claim_id)
+        return -EAGAIN;
+    if (magic == JR_CHAN_REFUSED)
+        return 0;
+    return jr_chan_attach(out, c, a->slot_bytes) == 0 ? 1 : 0;
+}
+
+/* Wait up to timeout_ms for the verdict (a write before it, say): as
+ * jr_chan_app_verdict, -EAGAIN when the time ran out. */
+static inline int jr_chan_app_wait_verdict(const struct jr_arena_app *a, uint32_t slot,
+                                           uint32_t claim_id, struct jr_chan_app *out,
+                                           int timeout_ms)
+{
+    struct jr_chan *c = jr_arena_app_chan(a, slot);
+    struct timespec end, now;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    end.tv_sec += timeout_ms / 1000;
+    end.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec++;
+        end.tv_nsec -= 1000000000L;
+    }
+    for (;;) {
+        int v = jr_chan_app_verdict(a, slot, claim_id, out);
+        if (v != -EAGAIN)
+            return v;
+        __atomic_store_n(&c->claim_waiting, 1, __ATOMIC_RELAXED);
+        JR_FENCE(); /* the flag before the look at the verdict */
+        v = jr_chan_app_verdict(a, slot, claim_id, out);
+        if (v != -EAGAIN)
+            return v;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        struct timespec left = {end.tv_sec - now.tv_sec, end.tv_nsec - now.tv_nsec};
+        if (left.tv_nsec < 0) {
+            left.tv_sec--;
+            left.tv_nsec += 1000000000L;
+        }
+        if (left.tv_sec < 0)
+            return -EAGAIN;
+        /* Sleeps only while the word is still 0 (jr_chan_app_claim): a verdict stored
+         * since makes this return at once, and the loop looks again. */
+        jr_futex(&c->magic, FUTEX_WAIT, 0, &left);
+    }
+}
+
+/* Whether the service is done with the slot since claim_id: released, or refused
+ * with an answer. An application reuses a slot only then. */
+static inline int jr_chan_app_slot_done(const struct jr_arena_app *a, uint32_t slot,
+                                        uint32_t claim_id)
+{
+    struct jr_chan *c = jr_arena_app_chan(a, slot);
+    uint32_t magic = JR_LOAD(&c->magic);
+    return (magic == JR_CHAN_RELEASED || magic == JR_CHAN_REFUSED) &&
+           __atomic_load_n(&c->claim_id, __ATOMIC_RELAXED) == claim_id;
+}
+
+#endif

@@ -1,0 +1,434 @@
+/*
+ * chan_claim_test.c - the claim of cffi_build/chan_claim.h, run by
+ * tests/unit/channel/test_chan_claim.py under AddressSanitizer and UBSan.
+ *
+ * Each case prints "case NAME ok" or "case NAME FAILED: why" and the program exits 1 on
+ * any failure. The service and the application are two processes where it matters (a
+ * futex wake, bytes through the rings); the refusals run both sides in one process
+ * over a socketpair, which the kernel treats the same.
+ */
+#define _GNU_SOURCE
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
+
+#include "chan_claim.h"
+
+#define RX_CAP 4096u
+#define TX_CAP 4096u
+#define SLOTS 4u
+
+static int failures;
+
+/* The first failure of a case names it (later ones often follow from it). */
+#define FIRST(...) ((ok ? snprintf(why, sizeof why, __VA_ARGS__) : 0), ok = 0)
+
+static void verdict(const char *name, int ok, const char *why)
+{
+    if (ok) {
+        printf("case %s ok\n", name);
+    } else {
+        printf("case %s FAILED: %s\n", name, why);
+        failures++;
+    }
+}
+
+/* What the service's loop does with the application's first bytes. */
+static int service_takes(struct jr_arenas *as, int sock, int claimable, struct jr_chan_svc *out)
+{
+    uint8_t buf[256];
+    struct iovec iov = {buf, sizeof buf};
+    int fd;
+    ssize_t n = jr_chan_svc_recv(sock, &iov, 1, &fd);
+    if (n < 0)
+        return (int)n;
+    int rc = jr_chan_svc_claim(as, buf, (size_t)n, fd, claimable, out);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+static void pair(int sv[2])
+{
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        perror("socketpair");
+        exit(2);
+    }
+}
+
+static int open_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++)
+        n += fcntl(fd, F_GETFD) >= 0;
+    return n;
+}
+
+/* Two connections to one application with an arena, and a service. */
+struct bed {
+    struct jr_arenas as;
+    struct jr_arena_app ar;
+    int a[2], b[2];
+};
+
+static void bed_open(struct bed *t)
+{
+    jr_arenas_init(&t->as, 4);
+    jr_arena_app_create(&t->ar, SLOTS, RX_CAP, TX_CAP);
+    pair(t->a);
+    pair(t->b);
+}
+
+static void bed_close(struct bed *t)
+{
+    jr_arenas_free(&t->as);
+    jr_arena_app_destroy(&t->ar);
+    close(t->a[0]), close(t->a[1]), close(t->b[0]), close(t->b[1]);
+}
+
+/* Accepted: the layout is there for the application, with its claim's number; two
+ * slots of one arena share one mapping; released slots read as done, and the arena is
+ * unmapped by trim once idle. */
+static void case_accept_release(void)
+{
+    struct bed t;
+    bed_open(&t);
+    struct jr_arenas as = t.as;
+    struct jr_arena_app ar = t.ar;
+    int *a = t.a, *b = t.b;
+    struct jr_chan_svc s1, s2;
+    struct jr_chan_app v;
+    jr_chan_app_claim(a[1], &ar, 0, 7);
+    jr_chan_app_claim(b[1], &ar, 3, 8);
+    int pending = jr_chan_app_verdict(&ar, 0, 7, &v);
+    int r1 = service_takes(&as, a[0], 1, &s1);
+    int r2 = service_takes(&as, b[0], 1, &s2);
+    int v1 = jr_chan_app_verdict(&ar, 0, 7, &v);
+    int stale = jr_chan_app_verdict(&ar, 0, 6, &v); /* another claim's number */
+    int v2 = jr_chan_app_verdict(&ar, 3, 8, &v);
+    int ok = pending == -EAGAIN && r1 == 0 && r2 == 0 && v1 == 1 && stale == -EAGAIN &&
+             v2 == 1 && as.mapped == 1 && as.a[s1.arena].live == 2 && s2.slot == 3 &&
+             v.rx_cap == RX_CAP && !jr_chan_app_slot_done(&ar, 0, 7);
+    jr_chan_svc_release(&as, &s1);
+    ok = ok && jr_chan_app_slot_done(&ar, 0, 7) && !jr_chan_app_slot_done(&ar, 3, 8);
+    jr_arenas_trim(&as); /* one channel still lives: the arena stays */
+    ok = ok && as.mapped == 1;
+    jr_chan_svc_release(&as, &s2);
+    jr_arenas_trim(&as);
+    ok = ok && as.mapped == 0 && jr_chan_app_slot_done(&ar, 3, 8);
+    /* The slot is the application's again: a new claim on it is accepted. */
+    jr_chan_app_claim(a[1], &ar, 0, 9);
+    int again = service_takes(&as, a[0], 1, &s1);
+    ok = ok && again == 0 && jr_chan_app_verdict(&ar, 0, 9, &v) == 1;
+    jr_chan_svc_release(&as, &s1);
+    verdict("accept_release", ok, "verdicts, slots or the arena's mapping are wrong");
+    t.as = as;
+    bed_close(&t);
+}
+
+/* Two claims of one slot: the second is refused and nothing of the first changes. */
+static void case_busy_slot(void)
+{
+    struct bed t;
+    bed_open(&t);
+    struct jr_arenas as = t.as;
+    struct jr_arena_app ar = t.ar;
+    int *a = t.a, *b = t.b;
+    struct jr_chan_svc s1, s2;
+    struct jr_chan_app v;
+    jr_chan_app_claim(a[1], &ar, 1, 1);
+    int r1 = service_takes(&as, a[0], 1, &s1);
+    uint32_t put;
+    jr_chan_svc_rx_put(&s1, "live", 4, &put);
+    /* A claim of the same slot (the application zeroes the word it claims). */
+    jr_chan_app_claim(b[1], &ar, 1, 2);
+    int r2 = service_takes(&as, b[0], 1, &s2);
+    /* The application's reset of the word is its own business; the service wrote
+     * nothing: the live channel's bytes and indices are as they were. */
+    struct jr_chan *c = jr_arena_app_chan(&ar, 1);
+    int ok = r1 == 0 && r2 == -EBUSY && c->claim_id == 1 && c->rx.tail == 4 &&
+             memcmp(s1.rx_data, "live", 4) == 0 && as.a[s1.arena].live == 1 &&
+             jr_chan_app_verdict(&ar, 1, 2, &v) == -EAGAIN;
+    verdict("busy_slot", ok, "a second claim of a live slot was not refused cleanly");
+    jr_chan_svc_release(&as, &s1);
+    t.as = as;
+    bed_close(&t);
+}
+
+/* Each malformed or hostile claim is refused with its reason, and leaks nothing. */
+static void case_refusals(void)
+{
+    struct jr_arenas as;
+    struct jr_arena_app ar;
+    jr_arenas_init(&as, 2);
+    jr_arena_app_create(&ar, SLOTS, RX_CAP, TX_CAP);
+    int before = open_fds();
+    struct jr_chan_svc s = {.arena = -1}, s1 = {.arena = -1}, s2 = {.arena = -1};
+    struct jr_chan_claim good = {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 5, RX_CAP, TX_CAP, 0, 0};
+    struct {
+        const char *name;
+        struct jr_chan_claim cl;
+        size_t len;
+        int expect;
+    } cases[] = {
+        {"short", good, sizeof good - 1, -EPROTO},
+        {"magic", {0x12345678, JR_CLAIM_VERSION, 5, RX_CAP, TX_CAP, 0, 0}, sizeof good, -EPROTO},
+        {"version", {JR_CLAIM_MAGIC, 99, 5, RX_CAP, TX_CAP, 0, 0}, sizeof good, -EPROTO},
+        {"reserved", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 5, RX_CAP, TX_CAP, 1, 0}, sizeof good,
+         -EPROTO},
+        {"id0", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 0, RX_CAP, TX_CAP, 0, 0}, sizeof good, -EPROTO},
+        {"cap3", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 5, 3, TX_CAP, 0, 0}, sizeof good, -EINVAL},
+        {"cap_huge", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 5, 1u << 31, TX_CAP, 0, 0}, sizeof good,
+         -EINVAL},
+        {"off_grid", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 5, RX_CAP, TX_CAP, 0, 4096 + 64},
+         sizeof good, -EINVAL},
+        {"past_end", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 5, RX_CAP, TX_CAP, 0,
+                      (uint64_t)SLOTS * 3 * 4096}, sizeof good, -EINVAL},
+        {"offset_wraps", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 5, RX_CAP, TX_CAP, 0,
+                          UINT64_MAX - 4095}, sizeof good, -EINVAL},
+    };
+    int ok = 1;
+    char why[256] = "";
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int rc = jr_chan_svc_claim(&as, &cases[i].cl, cases[i].len, ar.fd, 1, &s);
+        if (rc != cases[i].expect)
+            FIRST("%s: %d, expected %d", cases[i].name, rc, cases[i].expect);
+    }
+    /* No descriptor. */
+    if (jr_chan_svc_claim(&as, &good, sizeof good, -1, 1, &s) != -EBADF)
+        FIRST("no descriptor");
+    /* A memfd its owner could still shrink under the service's mapping (SIGBUS). */
+    int loose = memfd_create("loose", MFD_CLOEXEC);
+    ftruncate(loose, (off_t)ar.size);
+    if (jr_chan_svc_claim(&as, &good, sizeof good, loose, 1, &s) != -EPERM)
+        FIRST("unsealed memfd");
+    /* A file that is no memfd at all (F_GET_SEALS fails). */
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (jr_chan_svc_claim(&as, &good, sizeof good, devnull, 1, &s) != -EPERM)
+        FIRST("/dev/null");
+    /* The arena opened read-only: the service cannot map it for writing. */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", ar.fd);
+    int ro = open(path, O_RDONLY | O_CLOEXEC);
+    int rc = jr_chan_svc_claim(&as, &good, sizeof good, ro, 1, &s);
+    if (rc != -EACCES)
+        FIRST("read-only arena: %d", rc);
+    /* Sealed, but too small for one slot. */
+    struct jr_arena_app tiny;
+    jr_arena_app_create(&tiny, 1, 1024, 1024);
+    struct jr_chan_claim big = good;
+    big.rx_cap = big.tx_cap = 65536;
+    if (jr_chan_svc_claim(&as, &big, sizeof big, tiny.fd, 1, &s) != -EINVAL)
+        FIRST("slot larger than the arena");
+    /* Not claimable (bytes already sent): refused, and answered in the slot. */
+    struct jr_chan_app v;
+    struct jr_chan_claim late = good;
+    late.claim_id = 77;
+    rc = jr_chan_svc_claim(&as, &late, sizeof late, ar.fd, 0, &s);
+    if (rc != -EALREADY || jr_chan_app_verdict(&ar, 0, 77, &v) != 0 ||
+        !jr_chan_app_slot_done(&ar, 0, 77))
+        FIRST("late claim: %d", rc);
+    /* The table is full of live arenas: a third is refused, and the others live on. */
+    struct jr_arena_app other, third;
+    jr_arena_app_create(&other, SLOTS, RX_CAP, TX_CAP);
+    jr_arena_app_create(&third, SLOTS, RX_CAP, TX_CAP);
+    int r1 = jr_chan_svc_claim(&as, &good, sizeof good, ar.fd, 1, &s1);
+    int r2 = jr_chan_svc_claim(&as, &good, sizeof good, other.fd, 1, &s2);
+    int r3 = jr_chan_svc_claim(&as, &good, sizeof good, third.fd, 1, &s);
+    if (r1 != 0 || r2 != 0 || r3 != -ENOSPC || as.mapped != 2)
+        FIRST("full table: %d %d %d", r1, r2, r3);
+    /* A mapped arena's grid is fixed by its first claim: other capacities are refused. */
+    struct jr_chan_claim wider = good;
+    wider.rx_cap = RX_CAP * 2;
+    wider.offset = ar.slot_bytes;
+    if (jr_chan_svc_claim(&as, &wider, sizeof wider, ar.fd, 1, &s) != -EINVAL)
+        FIRST("capacities off the arena's grid");
+    /* ... until one is idle: then it makes room. */
+    jr_chan_svc_release(&as, &s2);
+    r3 = jr_chan_svc_claim(&as, &good, sizeof good, third.fd, 1, &s);
+    if (r3 != 0 || as.mapped != 2)
+        FIRST("idle arena evicted: %d", r3);
+    jr_chan_svc_release(&as, &s);
+    jr_chan_svc_release(&as, &s1);
+    close(loose), close(devnull), close(ro);
+    jr_arena_app_destroy(&tiny);
+    jr_arena_app_destroy(&other);
+    jr_arena_app_destroy(&third);
+    jr_arenas_free(&as);
+    if (open_fds() != before)
+        FIRST("descriptors leaked: %d, were %d", open_fds(), before);
+    verdict("refusals", ok, why);
+    jr_arena_app_destroy(&ar);
+}
+
+/* jr_chan_svc_recv keeps one descriptor and closes the rest, and the claim's bytes
+ * are a message of their own. */
+static void case_recv(void)
+{
+    int sv[2];
+    pair(sv);
+    int before = open_fds();
+    int fds[3] = {open("/dev/null", O_RDONLY | O_CLOEXEC), open("/dev/null", O_RDONLY | O_CLOEXEC),
+                  open("/dev/null", O_RDONLY | O_CLOEXEC)};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof fds)];
+    } ctl;
+    char byte = 'x';
+    struct iovec iov = {&byte, 1};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                       .msg_controllen = sizeof ctl.buf};
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof fds);
+    memcpy(CMSG_DATA(h), fds, sizeof fds);
+    sendmsg(sv[1], &m, 0);
+    for (int i = 0; i < 3; i++)
+        close(fds[i]);
+    char got[8];
+    struct iovec in = {got, sizeof got};
+    int fd;
+    ssize_t n = jr_chan_svc_recv(sv[0], &in, 1, &fd);
+    int ok = n == 1 && got[0] == 'x' && fd >= 0 && open_fds() == before + 1;
+    if (fd >= 0)
+        close(fd);
+    ok = ok && open_fds() == before;
+    n = jr_chan_svc_recv(sv[0], &in, 1, &fd);
+    ok = ok && n == -EAGAIN && fd == -1;
+    verdict("recv", ok, "descriptors kept or leaked");
+    close(sv[0]), close(sv[1]);
+}
+
+/* Two processes: the application sleeps on its verdict (futex) until the service
+ * decides, then the two move bytes through the rings, with tokens on the socket. */
+struct app_io {
+    int fd;
+};
+
+static int io_drain(void *ctx)
+{
+    char buf[256];
+    ssize_t r = recv(((struct app_io *)ctx)->fd, buf, sizeof buf, MSG_DONTWAIT);
+    return r < 0 ? -errno : (int)r;
+}
+
+static int io_bell(void *ctx)
+{
+    char b = 'B';
+    return send(((struct app_io *)ctx)->fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 ||
+                   errno == EAGAIN
+               ? 0
+               : -errno;
+}
+
+static int io_fill(void *ctx)
+{
+    char f[64] = {0};
+    while (send(((struct app_io *)ctx)->fd, f, sizeof f, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+        ;
+    return errno == EAGAIN ? 0 : -errno;
+}
+
+static int io_wait(void *ctx, short what)
+{
+    struct pollfd p = {.fd = ((struct app_io *)ctx)->fd, .events = what};
+    return poll(&p, 1, 5000) < 0 ? -errno : 0;
+}
+
+static void case_two_processes(void)
+{
+    struct jr_arena_app ar;
+    jr_arena_app_create(&ar, SLOTS, RX_CAP, TX_CAP);
+    int sv[2];
+    pair(sv);
+    pid_t child = fork();
+    if (child == 0) { /* the application */
+        close(sv[0]);
+        jr_chan_app_claim(sv[1], &ar, 2, 41);
+        struct jr_chan_app v;
+        int got = jr_chan_app_wait_verdict(&ar, 2, 41, &v, 5000);
+        if (got != 1)
+            _exit(10);
+        struct app_io ctx = {sv[1]};
+        struct jr_chan_io io = {io_drain, io_bell, io_fill, io_wait, &ctx};
+        char buf[64];
+        ssize_t n = jr_chan_read(&v, &io, buf, sizeof buf, 1);
+        if (n != 5 || memcmp(buf, "hello", 5) != 0)
+            _exit(11);
+        if (jr_chan_write(&v, &io, "olleh", 5, 1) != 5)
+            _exit(12);
+        jr_chan_shutdown_write(&v, &io);
+        _exit(0);
+    }
+    close(sv[1]);
+    /* The service decides late: the application is asleep on the verdict by then. */
+    struct timespec pause = {0, 50 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    struct jr_arenas as;
+    jr_arenas_init(&as, 4);
+    struct jr_chan_svc s;
+    struct pollfd p = {.fd = sv[0], .events = POLLIN};
+    poll(&p, 1, 5000);
+    int rc = service_takes(&as, sv[0], 1, &s);
+    int ok = rc == 0 && jr_chan_svc_deliver(&s, sv[0], "hello", 5) == 5;
+    char back[8] = {0};
+    uint32_t have = 0;
+    for (int rounds = 0; ok && rounds < 1000 && !(have == 5 && jr_chan_svc_tx_eof(&s)); rounds++) {
+        int64_t k = jr_chan_svc_collect(&s, sv[0], back + have, (uint32_t)(sizeof back - have));
+        if (k < 0)
+            ok = 0;
+        else
+            have += (uint32_t)k;
+        if (have == 5 && jr_chan_svc_tx_eof(&s))
+            break;
+        if (jr_chan_svc_idle(&s, sv[0], JR_CHAN_WAIT_BYTES) == 1)
+            poll(&p, 1, 5000);
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    ok = ok && have == 5 && memcmp(back, "olleh", 5) == 0 && WIFEXITED(status) &&
+         WEXITSTATUS(status) == 0;
+    jr_chan_svc_release(&as, &s);
+    ok = ok && jr_chan_app_slot_done(&ar, 2, 41);
+    char why[64];
+    snprintf(why, sizeof why, "claim %d, child status %d", rc, status);
+    verdict("two_processes", ok, why);
+    jr_arenas_free(&as);
+    jr_arena_app_destroy(&ar);
+    close(sv[0]);
+}
+
+/* A verdict that never comes: the wait ends at its deadline. */
+static void case_wait_times_out(void)
+{
+    struct jr_arena_app ar;
+    jr_arena_app_create(&ar, 1, RX_CAP, TX_CAP);
+    int sv[2];
+    pair(sv);
+    jr_chan_app_claim(sv[1], &ar, 0, 3);
+    struct jr_chan_app v;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = jr_chan_app_wait_verdict(&ar, 0, 3, &v, 30);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    verdict("wait_times_out", rc == -EAGAIN && ms >= 29, "the wait did not last its time");
+    jr_arena_app_destroy(&ar);
+    close(sv[0]), close(sv[1]);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a crash keeps the cases before it */
+    case_accept_release();
+    case_busy_slot();
+    case_refusals();
+    case_recv();
+    case_two_processes();
+    case_wait_times_out();
+    printf("%s\n", failures ? "FAILED" : "ok");
+    return failures ? 1 : 0;
+}
