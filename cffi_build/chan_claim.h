@@ -52,7 +52,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/memfd.h>
+
 #include "chan.h"
+
+#ifndef F_ADD_SEALS /* <fcntl.h> included before _GNU_SOURCE: the kernel's values */
+#define F_ADD_SEALS (1024 + 9)
+#define F_GET_SEALS (1024 + 10)
+#define F_SEAL_SEAL 0x0001
+#define F_SEAL_SHRINK 0x0002
+#define F_SEAL_GROW 0x0004
+#endif
 
 #define JR_CLAIM_MAGIC 0x4d4c434au /* "JCLM" */
 #define JR_CLAIM_VERSION 1u
@@ -322,7 +332,7 @@ static inline int jr_arena_app_create(struct jr_arena_app *a, uint32_t slots, ui
     if (slot_bytes == 0 || slots == 0 || (uint64_t)slots * slot_bytes > JR_ARENA_MAX_BYTES)
         return -EINVAL;
     size_t size = (size_t)slots * slot_bytes;
-    int fd = memfd_create("joyride-channels", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int fd = (int)syscall(SYS_memfd_create, "joyride-channels", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return -errno;
     void *base = MAP_FAILED;

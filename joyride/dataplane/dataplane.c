@@ -93,6 +93,8 @@ struct ring {
 #define APP_READ_BUDGET 65536u /* bytes app_read takes from an application per call */
 #define RING_POOL 1024u
 
+#include "channels.c"
+
 /* Buffers of RING_MIN bytes kept for the next flows: a short connection's two rings
  * are all the memory it allocates, and malloc/free of them cost a tenth of the
  * service's CPU per connection (perf, connection-rate load, 2026-12-03). */
@@ -117,6 +119,7 @@ struct flow {
     uint8_t app_readable;      /* epoll said the application has bytes for us */
     uint8_t app_hup;           /* ... and that it shut down writing (EOF follows them) */
     uint8_t app_closed;        /* ... and reading too (EPOLLHUP): it closed its end */
+    uint8_t chan_again;        /* in dp->again: its channel has work for the next round */
     /* Its entry in the timing wheel: one per flow, for its earliest deadline or an
      * earlier one (a deadline that moves later leaves the entry, which on coming due
      * early is moved; as Linux's timers and the engine's heap do). */
@@ -139,6 +142,9 @@ struct listener {
 struct dp {
     struct dp_config cfg;
     struct dp_stats st;
+    struct dp_chans chans;     /* shared-memory channels (channels.c) */
+    uint32_t *again;           /* flows whose channel had work when they settled */
+    uint32_t n_again;
     struct flow *flows;
     uint32_t *free_slots;
     uint32_t n_free;
@@ -431,6 +437,8 @@ static double earliest_deadline(const struct dp_tcb *t)
         next = t->state_at;
     if (t->pto_at && (next == 0 || t->pto_at < next))
         next = t->pto_at;
+    if (t->claim_wait && t->claim_by && (next == 0 || t->claim_by < next))
+        next = t->claim_by;
     return next;
 }
 
@@ -1072,6 +1080,8 @@ static void born_settle(struct dp *dp, struct flow *f, double now)
         epoll_set(dp, f, 0);
         close(t->app_fd);
         t->app_fd = -1;
+        dp_chan_release(dp, t->chan);
+        t->chan = 0;
         if (t->tcp_state == DP_FIN_WAIT_2 && t->state_at == 0) {
             t->state_at = now + t->fin_wait2_len;
             timer_arm(dp, f, t->state_at);
@@ -1097,6 +1107,8 @@ static void born_end(struct dp *dp, struct flow *f)
         close(f->t.app_fd);
         f->t.app_fd = -1;
     }
+    dp_chan_release(dp, f->t.chan);
+    f->t.chan = 0;
     flow_forget(dp, f);
 }
 
@@ -1251,22 +1263,32 @@ static void rcv_note_read(struct flow *f, double now, uint32_t n)
 
 /* Pump._to_app: the peer's FIN, after its bytes: the application reads EOF. An
  * application that closed its end reads nothing more, and is spared the call. */
-static void fin_to_app(struct flow *f)
+static void fin_to_app(struct dp *dp, struct flow *f)
 {
     f->t.fin_to_app = 1;
+    if (f->t.chan)
+        dp_chan_rx_eof(dp, f->t.chan); /* after the last byte put: the reader's EOF */
     if (!f->app_closed)
         shutdown(f->t.app_fd, SHUT_WR);
 }
+
+static void chan_broken(struct dp *dp, struct flow *f);
+static void app_took(struct dp *dp, struct flow *f, double now, uint32_t n);
+static void chan_write(struct dp *dp, struct flow *f, double now);
 
 /* Hand the receive ring to the application's socket; wait for EPOLLOUT if it is full. */
 static void app_write(struct dp *dp, struct flow *f, double now)
 {
     struct dp_tcb *t = &f->t;
-    if (t->app_fd < 0 || f->state != FLOW_C)
+    if (t->app_fd < 0 || f->state != FLOW_C || t->claim_wait)
+        return; /* claim_wait: nothing before the application's claim (or claim_by) */
+    if (t->chan) {
+        chan_write(dp, f, now);
         return;
+    }
     if (f->rcv.len == 0) {
         if (t->peer_fin && !t->fin_to_app)
-            fin_to_app(f);
+            fin_to_app(dp, f);
         return;
     }
     struct iovec iov[2];
@@ -1287,8 +1309,17 @@ static void app_write(struct dp *dp, struct flow *f, double now)
     ring_consume(&f->rcv, (uint32_t)n);
     uint32_t want = (f->epoll_mask & ~(uint32_t)EPOLLOUT) | (f->rcv.len ? EPOLLOUT : 0);
     epoll_set(dp, f, want ? want : (t->app_eof ? 0 : APP_IN)); /* EOF read: no more */
+    app_took(dp, f, now, (uint32_t)n);
+}
+
+/* After n bytes left the receive ring for the application (its socket or its rx
+ * ring, which play the socket buffer's part): the peer's FIN once they are all gone,
+ * and the window. */
+static void app_took(struct dp *dp, struct flow *f, double now, uint32_t n)
+{
+    struct dp_tcb *t = &f->t;
     if (f->rcv.len == 0 && t->peer_fin && !t->fin_to_app)
-        fin_to_app(f);
+        fin_to_app(dp, f);
     /* TcpConnection._after_read: autotune, then a window that at least doubled by a
      * worthwhile step is announced at once (Linux's rule). */
     if (n > 0) {
@@ -1347,12 +1378,21 @@ static void app_eof(struct dp *dp, struct flow *f)
     touch(dp, f);
 }
 
+static int app_first_bytes(struct dp *dp, struct flow *f);
+static void chan_read(struct dp *dp, struct flow *f);
+
 static void app_read(struct dp *dp, struct flow *f)
 {
     struct dp_tcb *t = &f->t;
     f->app_readable = 0;
     if (t->app_fd < 0 || f->state != FLOW_C)
         return;
+    if (t->claim_check && app_first_bytes(dp, f) <= 0)
+        return; /* read nothing yet, or ended the flow's stream */
+    if (t->chan) {
+        chan_read(dp, f);
+        return;
+    }
     /* Up to APP_READ_BUDGET bytes, as one read of that size would take them (the ring
      * grows as they come: snd_room); then, when the writer shut down, on to its EOF. */
     uint32_t taken = 0;
@@ -1401,6 +1441,174 @@ static void app_read(struct dp *dp, struct flow *f)
             app_eof(dp, f);
             return;
         }
+    }
+}
+
+/* --- the shared-memory channel (docs/channels.md, cffi_build/chan.h) ---------------- */
+
+/* The application wrote an impossible index into its channel: the connection is
+ * reset, as for an application that vanished (Python closes it). */
+static void chan_broken(struct dp *dp, struct flow *f)
+{
+    dp->st.chan_broken++;
+    f->t.app_gone = 1;
+    hand_back(dp, f, DP_REASON_APP_GONE);
+}
+
+/* The claim check (dp_tcb.claim_check): read the application's first bytes on their
+ * own, with the descriptor that may come with them. A claim makes the flow ring mode,
+ * or is refused (stream mode, its bytes consumed); payload goes to the send ring as
+ * any read's would. 1: go on reading as the flow's mode says; 0: nothing yet, or the
+ * application's EOF came first (handled); -1: the flow left C. */
+static int app_first_bytes(struct dp *dp, struct flow *f)
+{
+    struct dp_tcb *t = &f->t;
+    uint8_t first[sizeof(struct jr_chan_claim)];
+    int fd;
+    int64_t n = dp_chan_recv(t->app_fd, first, sizeof first, &fd);
+    if (n == -EAGAIN || n == -EWOULDBLOCK || n == -EINTR)
+        return 0;
+    int waited = t->claim_wait;
+    t->claim_check = 0;
+    t->claim_wait = 0; /* whatever came, the application has spoken */
+    if (n < 0) {
+        t->app_gone = 1;
+        hand_back(dp, f, DP_REASON_APP_GONE);
+        return -1;
+    }
+    if (n == 0) {
+        app_eof(dp, f);
+        return 0;
+    }
+    /* Claimable while delivery still waited for it: nothing was delivered yet. */
+    int64_t chan = dp_chan_first_bytes(dp, first, (uint32_t)n, fd, waited);
+    if (fd >= 0)
+        close(fd);
+    touch(dp, f); /* what waited for this (the receive ring) goes out this round */
+    if (chan > 0) {
+        t->chan = (uint32_t)chan;
+        epoll_set(dp, f, APP_IN); /* bytes on the socket now only say "look" */
+    } else if (chan == -ENOMSG) {
+        /* Payload: the application speaks first (a banner). */
+        snd_room(dp, f, 0);
+        if (ring_put(&dp->pool, &f->snd, first, (uint32_t)n) != (uint32_t)n) {
+            t->app_gone = 1; /* cannot happen: a fresh send ring holds 32 bytes */
+            hand_back(dp, f, DP_REASON_APP_GONE);
+            return -1;
+        }
+        dp->st.app_reads++;
+        dp->st.app_read_bytes += (uint64_t)n;
+    }
+    return 1;
+}
+
+/* app_write in ring mode: the receive ring's bytes into rx, with the token they owe. */
+static void chan_write(struct dp *dp, struct flow *f, double now)
+{
+    struct dp_tcb *t = &f->t;
+    uint32_t moved = 0;
+    while (f->rcv.len > 0) {
+        struct iovec iov[2];
+        ring_data_iov(&f->rcv, iov);
+        int64_t n = dp_chan_deliver(dp, t->chan, t->app_fd, iov[0].iov_base,
+                                    (uint32_t)iov[0].iov_len);
+        if (n == -EPROTO) {
+            chan_broken(dp, f);
+            return;
+        }
+        if (n < 0) { /* the token's send failed: its end is closed (EPIPE, ECONNRESET) */
+            t->app_gone = 1;
+            hand_back(dp, f, DP_REASON_APP_GONE);
+            return;
+        }
+        if (n == 0)
+            break; /* rx is full: chan_settle arms for room */
+        ring_consume(&f->rcv, (uint32_t)n);
+        moved += (uint32_t)n;
+    }
+    if (moved) {
+        dp->st.app_writes++;
+        dp->st.app_write_bytes += moved;
+    }
+    app_took(dp, f, now, moved);
+}
+
+/* app_read in ring mode: tx's bytes into the send ring; the application's EOF is its
+ * shutdown (tx_eof) or its close (the socket's hang-up) once tx is empty. */
+static void chan_read(struct dp *dp, struct flow *f)
+{
+    struct dp_tcb *t = &f->t;
+    uint32_t taken = 0;
+    while (taken < APP_READ_BUDGET) {
+        snd_room(dp, f, 0);
+        struct iovec iov[2];
+        int parts = ring_free_iov(&f->snd, iov);
+        if (parts == 0) {
+            t->write_blocked = 1; /* resumed when ACKs free room (transmit_touched) */
+            epoll_set(dp, f, f->epoll_mask & ~(uint32_t)APP_IN);
+            return;
+        }
+        uint32_t got = 0;
+        for (int i = 0; i < parts; i++) {
+            int64_t k = dp_chan_collect(dp, t->chan, t->app_fd, iov[i].iov_base,
+                                        (uint32_t)iov[i].iov_len);
+            if (k < 0) {
+                chan_broken(dp, f);
+                return;
+            }
+            got += (uint32_t)k;
+            if ((size_t)k < iov[i].iov_len)
+                break;
+        }
+        if (got == 0)
+            break;
+        f->snd.len += got;
+        taken += got;
+        dp->st.app_reads++;
+        dp->st.app_read_bytes += got;
+        touch(dp, f);
+    }
+    if (taken >= APP_READ_BUDGET) {
+        f->app_readable = 1; /* more may wait: the next round looks again */
+        return;
+    }
+    /* tx_eof before the look at tx (chan.h: no byte follows tx_eof, so an empty tx
+     * after it is the end). */
+    int eof = dp_chan_tx_eof(dp, t->chan) || f->app_closed;
+    struct jr_chan_svc *s = chan_svc(&dp->chans, t->chan);
+    if (eof && s != NULL && jr_chan_svc_tx_avail(s) == 0)
+        app_eof(dp, f);
+}
+
+/* After a ring-mode flow's work: before the loop may sleep, arm for what the flow
+ * waits for from the application (room in rx, bytes in tx), draining the socket's
+ * "look" bytes first (jr_chan_svc_idle). Work found instead runs next round. */
+static void chan_settle(struct dp *dp, struct flow *f)
+{
+    struct dp_tcb *t = &f->t;
+    if (!t->chan || f->state != FLOW_C || t->app_fd < 0)
+        return;
+    int waits = 0;
+    if (f->rcv.len > 0)
+        waits |= JR_CHAN_WAIT_ROOM;
+    if (!t->app_eof && f->snd.len < f->snd.cap)
+        waits |= JR_CHAN_WAIT_BYTES;
+    if (waits == 0)
+        return;
+    int rc = dp_chan_idle(dp, t->chan, t->app_fd, waits);
+    if (rc == -EPROTO) {
+        chan_broken(dp, f);
+    } else if (rc == 0) {
+        /* Room or bytes came meanwhile: the flow runs again next round (not in this
+         * one's list, which a busy application could then keep growing). */
+        f->app_readable = 1;
+        if (!f->chan_again) {
+            f->chan_again = 1;
+            dp->again[dp->n_again++] = (uint32_t)(f - dp->flows);
+        }
+    } else if (rc < 0) {
+        t->app_gone = 1;
+        hand_back(dp, f, DP_REASON_APP_GONE);
     }
 }
 
@@ -1602,7 +1810,8 @@ static int deliver(struct dp *dp, struct flow *f)
     socklen_t self_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
     int rc = -EAGAIN;
     for (uint32_t tries = 0; tries < l->cfg.n_names; tries++) {
-        const char *target = l->cfg.names[l->rr++ % l->cfg.n_names];
+        uint32_t which = l->rr++ % l->cfg.n_names;
+        const char *target = l->cfg.names[which];
         size_t n = strnlen(target, DP_NAME_BYTES - 1);
         struct sockaddr_un peer = {.sun_family = AF_UNIX};
         memcpy(peer.sun_path + 1, target, n);
@@ -1617,6 +1826,8 @@ static int deliver(struct dp *dp, struct flow *f)
         if (connect(fd, (struct sockaddr *)&peer,
                     (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) == 0) {
             t->app_fd = fd;
+            /* Its application claims ring mode: nothing goes to it before its claim. */
+            t->claim_check = t->claim_wait = (l->cfg.claims >> which) & 1;
             return 0;
         }
         rc = -errno; /* EAGAIN: its backlog is full; ECONNREFUSED: gone. The next one. */
@@ -1718,6 +1929,11 @@ static int synrcvd_input(struct dp *dp, struct flow *f, const struct wire_parsed
         return 1;
     }
     dp->st.delivered++;
+    if (t->claim_wait) {
+        struct listener *l = listener_of(dp, t->local_port);
+        t->claim_by = now + (l ? l->cfg.claim_wait_ms : 0) * 1e-3;
+        timer_arm(dp, f, t->claim_by);
+    }
     if (epoll_set(dp, f, APP_IN) < 0) {
         hand_back(dp, f, DP_REASON_UNDELIVERED);
         return 1;
@@ -1878,6 +2094,12 @@ static uint32_t receive_port(struct dp *dp, uint32_t index, double now)
 static void fire_due(struct dp *dp, struct flow *f, double now)
 {
     struct dp_tcb *t = &f->t;
+    if (t->claim_wait && now >= t->claim_by) {
+        /* No claim came (a process without the shim): a stream, from now on. */
+        t->claim_wait = 0;
+        dp->st.claim_deadlines++;
+        touch(dp, f);
+    }
     if (t->tcp_state == DP_SYN_RECEIVED) {
         if (t->rto_at && now >= t->rto_at)
             synack_timeout(dp, f, now);
@@ -1988,13 +2210,19 @@ static void transmit_touched(struct dp *dp, double now)
         f->touched = 0;
         if (f->state != FLOW_C)
             continue;
+        if (f->app_readable && f->t.chan)
+            app_read(dp, f); /* a channel's bytes found since the round's reads */
+        if (f->state != FLOW_C)
+            continue;
         app_write(dp, f, now);
         if (f->state == FLOW_C)
             flow_output(dp, f, now);
         /* Reading resumes once ACKs freed room in a full send ring. */
         if (f->state == FLOW_C && !f->t.app_eof && f->snd.len < f->snd.cap &&
-            !(f->epoll_mask & EPOLLIN))
-            epoll_set(dp, f, f->epoll_mask | APP_IN);
+            !(f->epoll_mask & EPOLLIN)) {
+            epoll_set(dp, f, f->epoll_mask | APP_IN); /* chan_settle looks at tx */
+        }
+        chan_settle(dp, f);
         born_settle(dp, f, now);
     }
     dp->n_touched = 0;
@@ -2041,6 +2269,13 @@ static void tx_want_room(struct dp *dp)
 static int round_at(struct dp *dp, double now)
 {
     size_t before = dp->st.rx_frames + dp->st.app_reads;
+    for (uint32_t i = 0; i < dp->n_again; i++) {
+        struct flow *f = &dp->flows[dp->again[i]];
+        f->chan_again = 0;
+        if (f->state == FLOW_C)
+            touch(dp, f);
+    }
+    dp->n_again = 0;
     tx_resume(dp);
     /* Up to cfg.rx_batches full batches a port: a round whose transmit takes long (a
      * burst of data segments) must not leave the ACKs that clock it queued in the rx
@@ -2126,7 +2361,7 @@ int dp_run(struct dp *dp, int timeout_ms)
              * and no wake-up to come), so look again within a millisecond anyway. */
             if ((dp->n_tx_wait || dp->arena_used) && wait_ms > 1)
                 wait_ms = 1;
-            if (timeout_ms == 0)
+            if (timeout_ms == 0 || dp->n_again)
                 wait_ms = 0;
         }
         if (wait_ms)
@@ -2296,7 +2531,7 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
         return -ENOMEM;
     }
     if (f->t.app_fd >= 0) {
-        int rc = epoll_set(dp, f, APP_IN | (f->rcv.len ? EPOLLOUT : 0));
+        int rc = epoll_set(dp, f, APP_IN | (f->rcv.len && !f->t.chan ? EPOLLOUT : 0));
         if (rc < 0) { /* a descriptor epoll refuses: the flow stays Python's */
             flow_forget(dp, f);
             return rc;
@@ -2435,6 +2670,7 @@ struct dp *dp_new(const struct dp_config *cfg)
     dp->live = calloc(flows, sizeof *dp->live);
     dp->touched = calloc(flows, sizeof *dp->touched);
     dp->handbacks = calloc(flows, sizeof *dp->handbacks);
+    dp->again = calloc(flows, sizeof *dp->again);
     dp->wheel = calloc(WHEEL_SLOTS, sizeof *dp->wheel);
     dp->descs = calloc(cfg->batch, sizeof *dp->descs);
     dp->rx_offs = calloc(cfg->batch, sizeof *dp->rx_offs);
@@ -2458,7 +2694,7 @@ struct dp *dp_new(const struct dp_config *cfg)
         !dp->arena || !dp->arena_offs || !dp->arena_caps || !dp->arena_lens ||
         !dp->arena_flow || !dp->dec ||
         !dp->dec_offs || !dp->dec_lens || !dp->listeners || !dp->tw_fifo || !dp->tx_wait ||
-        dp->epfd < 0) {
+        !dp->again || chans_init(&dp->chans, flows) < 0 || dp->epfd < 0) {
         dp_free(dp);
         return NULL;
     }
@@ -2498,6 +2734,8 @@ void dp_free(struct dp *dp)
     free(dp->live);
     free(dp->touched);
     free(dp->handbacks);
+    free(dp->again);
+    chans_free(&dp->chans);
     free(dp->wheel);
     free(dp->descs);
     free(dp->rx_offs);
@@ -2694,4 +2932,65 @@ int dp_memport_pop(struct dp_memport *m, uint8_t *out, uint32_t cap)
     q->head = (q->head + 1) % m->slots;
     q->count--;
     return (int)len;
+}
+
+/* --- shared-memory channels: the entry points both sides use (dataplane.h) --------- */
+
+int64_t dp_chan_recv(int sock, uint8_t *buf, uint32_t n, int *fd)
+{
+    struct iovec iov = {buf, n};
+    return jr_chan_svc_recv(sock, &iov, 1, fd);
+}
+
+int64_t dp_chan_first_bytes(struct dp *dp, const uint8_t *buf, uint32_t len, int fd,
+                            int claimable)
+{
+    int64_t rc = chans_first_bytes(&dp->chans, buf, len, fd, claimable);
+    if (rc != -ENOMSG) {
+        dp->st.chan_claims++;
+        if (rc > 0)
+            dp->st.chan_ring++;
+        else
+            dp->st.chan_refused++;
+    }
+    return rc;
+}
+
+int64_t dp_chan_deliver(struct dp *dp, uint32_t chan, int fd, const uint8_t *buf, uint32_t n)
+{
+    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    return s ? jr_chan_svc_deliver(s, fd, buf, n) : -EBADF;
+}
+
+int64_t dp_chan_collect(struct dp *dp, uint32_t chan, int fd, uint8_t *buf, uint32_t n)
+{
+    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    return s ? jr_chan_svc_collect(s, fd, buf, n) : -EBADF;
+}
+
+int dp_chan_idle(struct dp *dp, uint32_t chan, int fd, int waits)
+{
+    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    return s ? jr_chan_svc_idle(s, fd, waits) : -EBADF;
+}
+
+int dp_chan_tx_eof(struct dp *dp, uint32_t chan)
+{
+    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    return s ? jr_chan_svc_tx_eof(s) : 1;
+}
+
+void dp_chan_rx_eof(struct dp *dp, uint32_t chan)
+{
+    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    if (s != NULL)
+        jr_chan_svc_rx_eof(s);
+}
+
+void dp_chan_release(struct dp *dp, uint32_t chan)
+{
+    if (chan_svc(&dp->chans, chan) == NULL)
+        return;
+    chans_release(&dp->chans, chan);
+    dp->st.chan_released++;
 }

@@ -208,6 +208,15 @@ struct dp_tcb {
     uint8_t app_gone;          /* set by C: the application's end is closed */
     uint8_t tcp_state;         /* enum dp_tcp_state */
     uint8_t born;              /* C opened it (dp_listen): C owns app_fd until hand-back */
+    /* The shared-memory channel (docs/channels.md): its id in the data plane's table,
+     * which keeps it whichever side runs the flow (0: stream mode, bytes on app_fd).
+     * For an application that claims ring mode (its listener said so): claim_check, its
+     * first bytes may still be a claim; claim_wait, nothing is delivered before them,
+     * or before claim_by (a process without the shim then gets a stream). */
+    uint32_t chan;
+    uint8_t claim_check;
+    uint8_t claim_wait;
+    double claim_by;
     /* the close (born flows; RFC 9293 §3.10.4, §3.10.7.4 eighth) */
     uint8_t fin_queued;        /* our FIN follows the send ring's bytes */
     uint8_t fin_sent;          /* ... and is sent: it is SND.NXT - 1 */
@@ -237,6 +246,8 @@ struct dp_tcb {
 struct dp_listen_cfg {
     uint16_t port;
     uint16_t n_names;          /* unix listeners, round robin: 1..DP_LISTEN_NAMES */
+    uint16_t claims;           /* bit i: names[i]'s application claims ring mode */
+    uint16_t claim_wait_ms;    /* how long a delivery waits for that claim */
     uint32_t syn_backlog;      /* half-open flows C keeps; further SYNs go to Python */
     uint32_t ts_offset;        /* RFC 7323 §7.1: the listener's timestamp offset */
     uint32_t max_syn_retries;  /* SYN-ACK retransmissions before giving up */
@@ -303,6 +314,13 @@ struct dp_stats {
     uint64_t fins_sent;
     uint64_t fins_received;
     uint64_t closed;           /* born flows that finished in C */
+    /* shared-memory channels (dp_chan_*, whichever side runs the flow) */
+    uint64_t chan_claims;      /* claims received */
+    uint64_t chan_ring;        /* ... accepted: ring mode */
+    uint64_t chan_refused;     /* ... refused: stream mode */
+    uint64_t chan_released;
+    uint64_t chan_broken;      /* an index the application wrote was impossible: reset */
+    uint64_t claim_deadlines;  /* deliveries that stopped waiting for a claim */
     uint64_t time_waits;       /* born flows that entered TIME-WAIT (kept in C) */
     uint64_t tw_expired;
     uint64_t tw_overflow;      /* TIME-WAIT flows ended early: the table was full */
@@ -362,6 +380,41 @@ uint32_t dp_isn_offset(const uint8_t *key, uint32_t local_ip, uint16_t local_por
                        uint32_t remote_ip, uint16_t remote_port);
 uint32_t dp_isn(const uint8_t *key, uint32_t local_ip, uint16_t local_port,
                 uint32_t remote_ip, uint16_t remote_port, double now);
+
+/* Shared-memory channels (cffi_build/chan_claim.h, chan.h). The data plane keeps every
+ * channel; a flow or a pump names one by id (dp_tcb.chan). Python's pump moves a
+ * connection's bytes with these while Python runs it, as C does with the same steps.
+ * dp_chan_first_bytes: the application's first bytes (and the descriptor that came
+ * with them, or -1; the caller closes it): the new channel's id, -ENOMSG when they are
+ * payload (stream mode), other -errno for a refused claim (consumed; stream mode).
+ * deliver/collect: bytes put/taken, or -EPROTO (an impossible index: reset the
+ * connection) or -errno from the socket. idle: 1 sleep until fd is readable, 0 work
+ * now, or -errno (chan.h's jr_chan_svc_idle; waits: JR_CHAN_WAIT_ROOM = 1,
+ * JR_CHAN_WAIT_BYTES = 2). tx_eof: the application shut down writing. rx_eof: no byte
+ * after what was delivered (the caller then shuts its end down for writing). */
+int64_t dp_chan_first_bytes(struct dp *dp, const uint8_t *buf, uint32_t len, int fd,
+                            int claimable);
+int64_t dp_chan_deliver(struct dp *dp, uint32_t chan, int fd, const uint8_t *buf, uint32_t n);
+int64_t dp_chan_collect(struct dp *dp, uint32_t chan, int fd, uint8_t *buf, uint32_t n);
+int dp_chan_idle(struct dp *dp, uint32_t chan, int fd, int waits);
+int dp_chan_tx_eof(struct dp *dp, uint32_t chan);
+void dp_chan_rx_eof(struct dp *dp, uint32_t chan);
+void dp_chan_release(struct dp *dp, uint32_t chan);
+/* recv(2) with the descriptor that came with the bytes (-1: none): a pump's read of
+ * a connection's first bytes. Bytes read, or -errno. */
+int64_t dp_chan_recv(int sock, uint8_t *buf, uint32_t n, int *fd);
+
+/* The application's side of a channel, for tests: one arena of one slot, its claim on
+ * sock, then reads and writes that never block (-EAGAIN). */
+struct dp_app_chan;
+struct dp_app_chan *dp_app_claim(int sock, uint32_t rx_cap, uint32_t tx_cap, uint32_t id);
+int dp_app_verdict(struct dp_app_chan *a, int timeout_ms); /* 1 ring, 0 stream, -EAGAIN */
+int64_t dp_app_read(struct dp_app_chan *a, uint8_t *buf, uint32_t n);   /* 0: EOF */
+int64_t dp_app_write(struct dp_app_chan *a, const uint8_t *buf, uint32_t n);
+void dp_app_shutdown(struct dp_app_chan *a);
+int dp_app_slot_done(struct dp_app_chan *a);
+void dp_app_poke_tx_tail(struct dp_app_chan *a, uint32_t tail); /* as a hostile one may */
+void dp_app_free(struct dp_app_chan *a);
 
 /* The loop. Runs rounds until Python has work (declined frames, handed-back flows,
  * its watched descriptor readable) or timeout_ms passes (-1: no limit; 0: one

@@ -71,6 +71,9 @@ SPIN_ENV: Final = "JOYRIDE_DATAPLANE_SPIN_US"
 # Full rx batches a queue may give one round (NAPI's budget): a round whose transmit
 # is long must not leave the ACKs that clock it in the rx ring until it overflows.
 RX_BATCHES: Final = 8
+# How long a delivery to an application that claims ring mode waits for its claim
+# before it goes on as a stream (a process without the shim never claims).
+CLAIM_WAIT: Final = 0.1
 
 
 def spin_from_env() -> float:
@@ -104,6 +107,32 @@ class Released:
     reason: str
     app_eof: bool
     app_gone: bool
+    channel: ChannelState
+
+
+@dataclass
+class ChannelState:
+    """A connection's application channel mode, which moves with its flow between C and
+    Python (``struct dp_tcb``'s ``chan``, ``claim_check``, ``claim_wait``, ``claim_by``;
+    docs/channels.md): the shared-memory channel's id (0: a plain stream); whether the
+    application's first bytes may still be a claim; whether delivery waits for them,
+    until ``claim_by``."""
+
+    chan: int = 0
+    claim_check: bool = False
+    claim_wait: bool = False
+    claim_by: float = 0.0
+
+    @classmethod
+    def of(cls, tcb: Any) -> ChannelState:
+        return cls(int(tcb.chan), bool(tcb.claim_check), bool(tcb.claim_wait),
+                   float(tcb.claim_by))
+
+    def into(self, tcb: Any) -> None:
+        tcb.chan = self.chan
+        tcb.claim_check = int(self.claim_check)
+        tcb.claim_wait = int(self.claim_wait)
+        tcb.claim_by = self.claim_by
 
 
 @dataclass
@@ -141,6 +170,7 @@ class ListenSpec:
     config: Any  # TcpConfig
     ts_offset: int
     isn_key: bytes
+    claims: tuple[bool, ...] = ()  # per name: its application claims ring mode
 
 
 class DataPlane:
@@ -222,9 +252,10 @@ class DataPlane:
         return conn in self._handle_of
 
     def adopt(self, conn: TcpConnection, src_mac: bytes, dst_mac: bytes,
-              app_fd: int = -1) -> bool:
+              app_fd: int = -1, channel: ChannelState | None = None) -> bool:
         """Move ``conn`` into C (False, nothing moved, when it is not ``hot_ready`` or
-        the table is full). ``app_fd``: the service's end of its application channel."""
+        the table is full). ``app_fd``: the service's end of its application channel,
+        in ``channel``'s mode."""
         if conn in self._handle_of:
             return True
         tcb = self._tcb
@@ -236,6 +267,7 @@ class DataPlane:
         tcb.src_mac = src_mac
         tcb.dst_mac = dst_mac
         tcb.app_fd = app_fd
+        (channel or ChannelState()).into(tcb)
         moved = conn.export_hot(tcb)
         if moved is None:
             return False
@@ -266,7 +298,8 @@ class DataPlane:
         rc, rcv, snd = self._copy_out(handle, tcb)
         self._check(rc, "releasing a flow")
         conn.import_hot(tcb, rcv, snd)
-        return Released(conn, _reason(tcb), bool(tcb.app_eof), bool(tcb.app_gone))
+        return Released(conn, _reason(tcb), bool(tcb.app_eof), bool(tcb.app_gone),
+                        ChannelState.of(tcb))
 
     def _copy_out(self, handle: int, tcb: Any) -> tuple[int, bytes, bytes]:
         """``dp_flow_release`` of ``handle`` into ``tcb``: its result (0 or -errno) and
@@ -351,10 +384,49 @@ class DataPlane:
             if not 0 < len(raw) < lib.DP_NAME_BYTES:
                 raise ValueError(f"unix name {name!r} does not fit")
             cfg.names[i] = raw
+            if i < len(spec.claims) and spec.claims[i]:
+                cfg.claims |= 1 << i
+        cfg.claim_wait_ms = int(CLAIM_WAIT * 1000)
         self._check(lib.dp_listen(self._dp, cfg), f"listening on port {spec.port} in C")
 
     def unlisten(self, port: int) -> None:
         lib.dp_unlisten(self._dp, port)  # -ENOENT: C was not listening there
+
+    # -- shared-memory channels (dataplane.h dp_chan_*: C keeps every channel) -----------
+
+    def chan_first_bytes(self, first: bytes, fd: int, claimable: bool) -> int:
+        """The application's first bytes on a claiming connection (and the descriptor
+        that came with them, or -1): the channel's id, -ENOMSG for payload, or -errno
+        for a refused claim (its bytes consumed)."""
+        return int(lib.dp_chan_first_bytes(self._dp, first, len(first), fd, int(claimable)))
+
+    @staticmethod
+    def chan_recv(fd: int, size: int) -> tuple[int, bytes, int]:
+        """A connection's first bytes, read as a claim must be (``dp_chan_recv``):
+        (bytes read or -errno, the bytes, the descriptor that came with them or -1)."""
+        buf = ffi.new("uint8_t[]", size)
+        got = ffi.new("int *")
+        n = int(lib.dp_chan_recv(fd, buf, size, got))
+        return n, bytes(ffi.buffer(buf, max(n, 0))), int(got[0])
+
+    def chan_deliver(self, chan: int, fd: int, data: memoryview) -> int:
+        return int(lib.dp_chan_deliver(self._dp, chan, fd, ffi.from_buffer(data), len(data)))
+
+    def chan_collect(self, chan: int, fd: int, into: memoryview) -> int:
+        return int(lib.dp_chan_collect(self._dp, chan, fd,
+                                       ffi.from_buffer(into, require_writable=True), len(into)))
+
+    def chan_idle(self, chan: int, fd: int, waits: int) -> int:
+        return int(lib.dp_chan_idle(self._dp, chan, fd, waits))
+
+    def chan_tx_eof(self, chan: int) -> bool:
+        return bool(lib.dp_chan_tx_eof(self._dp, chan))
+
+    def chan_rx_eof(self, chan: int) -> None:
+        lib.dp_chan_rx_eof(self._dp, chan)
+
+    def chan_release(self, chan: int) -> None:
+        lib.dp_chan_release(self._dp, chan)
 
     def peek(self, conn: TcpConnection) -> Any:
         """A copy of a C-owned flow's TCB (statistics), or None."""

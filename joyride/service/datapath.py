@@ -32,8 +32,10 @@ from typing import Any, Final
 
 from joyride import sockopts
 from joyride.dataplane.plane import (
+    CLAIM_WAIT,
     UNRUNNABLE_STATES,
     Born,
+    ChannelState,
     DataPlane,
     DeclineNic,
     ListenSpec,
@@ -77,6 +79,7 @@ class Registration:
     uid: int
     verified: bool = False  # SO_PEERCRED of the listener checked on a delivery
     reuseport: bool | None = False  # SO_REUSEPORT set (None: unknown, re-adopted)
+    channels: bool = False  # its application claims ring mode (protocol.FLAG_CHANNELS)
     # Socket options set on the listener (OP_SETOPT), for what it is delivered.
     options: list[tuple[int, int, int]] = field(default_factory=list)
 
@@ -126,6 +129,7 @@ class Datapath:
         self._waiting: dict[socket.socket, float] = {}  # sessions before their request
         self._names = itertools.count()
         self._busy_until = 0.0
+        self._claim_waiting: set[Pump] = set()  # pumps whose delivery waits for a claim
         self._next_sweep = 0.0
         # OP_GETINFO: errors of failed connections the application has not read yet
         # (by connection name), and the live connections whose error it has read.
@@ -159,6 +163,8 @@ class Datapath:
             wait = min(wait, max(0.0, deadline - now))
         if any(pl.pending for pl in self.by_port.values()):
             wait = min(wait, RETRY_DELIVERY)
+        for pump in self._claim_waiting:
+            wait = min(wait, max(0.0, pump.channel.claim_by - now))
         return wait
 
     def wait(self, sel: selectors.BaseSelector, timeout: float) -> list[Any]:
@@ -207,6 +213,7 @@ class Datapath:
             busy = True
             touched |= activity.connections
         now = self.clock()
+        self._expire_claims(now)
         for pl in list(self.by_port.values()):
             if pl.listener.accept_queue_len or pl.pending:
                 self._accept(pl, now)
@@ -241,6 +248,17 @@ class Datapath:
             self._next_sweep = now + SWEEP_PERIOD
             self.sweep_listeners()
 
+    def _expire_claims(self, now: float) -> None:
+        """Deliveries that waited for a claim long enough go on as streams."""
+        for pump in list(self._claim_waiting):
+            if not pump.channel.claim_wait or self.pumps.get(pump.conn) is not pump:
+                self._claim_waiting.discard(pump)
+            elif now >= pump.channel.claim_by:
+                pump.claim_expired()
+                self._claim_waiting.discard(pump)
+                self.counters["claim_deadlines"] += 1
+                self._ready.add(pump)
+
     def _take_back(self, touched: set[TcpConnection]) -> bool:
         """Connections the C data plane gave back: the engine and their pumps run them
         again (an application's EOF or close it saw becomes the pump's). True if any."""
@@ -256,7 +274,12 @@ class Datapath:
             touched.add(conn)
             pump = self.pumps.get(conn)
             if pump is None:
+                if got.channel.chan:
+                    self.plane.chan_release(got.channel.chan)  # its pump is gone
                 continue
+            pump.channel = got.channel  # C may have taken the claim meanwhile
+            if pump.channel.claim_wait:
+                self._claim_waiting.add(pump)
             if got.app_gone:
                 pump.app_closed()
             elif got.app_eof:
@@ -290,7 +313,10 @@ class Datapath:
                 conn.abort()  # its port is gone (RFC 9293 §3.10.7.1)
                 self.engine.mark(conn)
             return
-        pump = Pump(conn, socket.socket(fileno=fd), pl.uid if pl is not None else -1)
+        pump = Pump(conn, socket.socket(fileno=fd), pl.uid if pl is not None else -1,
+                    plane=self.plane, channel=ChannelState.of(tcb))
+        if pump.channel.claim_wait:
+            self._claim_waiting.add(pump)
         pump.app_eof = bool(tcb.app_eof)
         pump.fin_sent_to_app = bool(tcb.fin_to_app)
         self.pumps[conn] = pump
@@ -330,7 +356,8 @@ class Datapath:
                 if regs[0].options else self.engine.config
             if not config.keepalive and config.congestion_control in ("cubic", "newreno"):
                 spec = ListenSpec(pl.port, tuple(r.name for r in regs), config,
-                                  pl.listener.ts_offset, pl.listener.isn_generator.key)
+                                  pl.listener.ts_offset, pl.listener.isn_generator.key,
+                                  tuple(r.channels for r in regs))
         if spec == pl.in_c:
             return
         if spec is None:
@@ -350,8 +377,10 @@ class Datapath:
             return
         network = self.engine.network
         mac = network.neighbour(network.next_hop(conn.remote_ip), self.clock())
-        if mac is None or not self.plane.adopt(conn, network.mac, mac, pump.fileno()):
+        if mac is None or not self.plane.adopt(conn, network.mac, mac, pump.fileno(),
+                                               pump.channel):
             return
+        self._claim_waiting.discard(pump)  # C's deadline now
         if pump.mask:
             self._sel.unregister(pump.sock)
             pump.mask = 0
@@ -383,16 +412,21 @@ class Datapath:
         pump.mask = want
 
     def _start_pump(self, conn: TcpConnection, sock: socket.socket, uid: int,
-                    pid: int = 0) -> None:
-        pump = Pump(conn, sock, uid, pid)
+                    pid: int = 0, channel: ChannelState | None = None) -> None:
+        pump = Pump(conn, sock, uid, pid, plane=self.plane, channel=channel)
         self.pumps[conn] = pump
+        if pump.channel.claim_wait:
+            self._claim_waiting.add(pump)
         self._ready.add(pump)  # data may have arrived before the application had it
 
     # -- listening -------------------------------------------------------------------------
 
     def register_listener(self, name: str, port: int, ip: bytes,
-                          creds: apps.Credentials, reuseport: bool = False) -> int:
-        """OP_LISTEN: 0, an errno, or NOT_ACCELERATED."""
+                          creds: apps.Credentials, reuseport: bool = False,
+                          channels: bool = False) -> int:
+        """OP_LISTEN: 0, an errno, or NOT_ACCELERATED. ``channels``: the application
+        will claim ring mode, granted when the C data plane (which keeps channels)
+        runs (``channels_granted``)."""
         if port not in self.ports:
             return protocol.NOT_ACCELERATED
         if ip != bytes(4) and ip not in self.engine.local_addresses:
@@ -427,10 +461,16 @@ class Datapath:
         pl.uid = creds.uid
         # Verified on its first delivery: SO_PEERCRED of the listener must be this pid's.
         pl.registrations = [r for r in pl.registrations if r.name != name]
-        pl.registrations.append(Registration(name, port, creds.uid, reuseport=reuseport))
+        pl.registrations.append(Registration(name, port, creds.uid, reuseport=reuseport,
+                                             channels=channels and self.plane is not None))
         self.counters["listen_registered"] += 1
         self._sync_listener(pl)  # unverified until its first delivery: Python delivers
         return 0
+
+    def channels_granted(self, name: str, port: int) -> bool:
+        """Whether the listener ``name`` registered on ``port`` may claim ring mode."""
+        pl = self.by_port.get(port)
+        return pl is not None and any(r.name == name and r.channels for r in pl.registrations)
 
     def set_option(self, request: protocol.Request, creds: apps.Credentials) -> int:
         """OP_SETOPT: 0, an errno, or NOT_ACCELERATED (not an option of ours)."""
@@ -648,7 +688,10 @@ class Datapath:
             if reg.options:
                 self._apply_options(conn, reg.options)
             owner = protocol.parse_name(reg.name)  # its pid was checked by _verify
-            self._start_pump(conn, sock, reg.uid, owner.pid if owner is not None else 0)
+            channel = ChannelState(claim_check=reg.channels, claim_wait=reg.channels,
+                                   claim_by=self.clock() + CLAIM_WAIT)
+            self._start_pump(conn, sock, reg.uid, owner.pid if owner is not None else 0,
+                             channel)
             self.counters["delivered"] += 1
             return "ok"
         return "busy" if pl.registrations else "none"
@@ -744,9 +787,12 @@ class Datapath:
             if request.op == protocol.OP_LISTEN:
                 status = self.register_listener(
                     request.name, request.port, request.ip, creds,
-                    reuseport=bool(request.flags & protocol.FLAG_REUSEPORT))
-                self._reply(session, protocol.Reply(request.op, status, request.ip,
-                                                    request.port))
+                    reuseport=bool(request.flags & protocol.FLAG_REUSEPORT),
+                    channels=bool(request.flags & protocol.FLAG_CHANNELS))
+                granted = status == 0 and self.channels_granted(request.name, request.port)
+                self._reply(session, protocol.Reply(
+                    request.op, status, request.ip, request.port,
+                    remote_port=protocol.FLAG_CHANNELS if granted else 0))
             elif request.op == protocol.OP_CONNECT:
                 keep = self._start_connect(session, request)
             elif request.op == protocol.OP_SETOPT:

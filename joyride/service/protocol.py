@@ -31,8 +31,13 @@ Requests and replies
 ``OP_LISTEN`` (ip, port, name): "deliver connections to my listener"
     The client first creates an ``AF_UNIX`` ``SOCK_STREAM`` socket, binds it to the
     abstract name ``listener_name(ip, port, pid, n)`` and calls ``listen(backlog)``
-    on it; then it sends the name. The service checks the port is accelerated and the
-    address is one of the interface's (or 0.0.0.0), that the caller may bind it (below
+    on it; then it sends the name, with ``FLAG_CHANNELS`` when it will claim ring
+    mode on the connections (docs/channels.md: a ``struct jr_chan_claim`` with its
+    arena's descriptor, as each connection's first bytes); the reply's remote port is
+    ``FLAG_CHANNELS`` when the service grants that (it keeps channels only with the C
+    data plane), and the client claims only then. The service checks the port is
+    accelerated and the address is one of the interface's (or 0.0.0.0), that the
+    caller may bind it (below
     ``net.ipv4.ip_unprivileged_port_start`` it needs uid 0 or CAP_NET_BIND_SERVICE,
     as the kernel demands) and that the port is free as Linux's ``inet_csk_get_port``
     would find it: a port with live listeners is shared only when every one of them and
@@ -137,6 +142,9 @@ OP_GETINFO: Final = 5
 # Request flags.
 FLAG_NONBLOCK: Final = 1  # OP_CONNECT: reply at once, the handshake continues behind
 FLAG_REUSEPORT: Final = 2  # OP_LISTEN: the application's socket has SO_REUSEPORT set
+# OP_LISTEN: the application will claim ring mode on each connection (docs/channels.md);
+# the reply's remote port carries it back when the service grants it.
+FLAG_CHANNELS: Final = 4
 
 # OP_SETOPT codes (the request's port) and the options they stand for.
 SETOPT_OPTIONS: Final[dict[int, tuple[int, int]]] = {

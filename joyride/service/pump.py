@@ -16,15 +16,23 @@ EOF maps to FIN both ways (the application's ``shutdown(SHUT_WR)``/``close`` →
 the peer's FIN → ``shutdown(SHUT_WR)`` on our end → the application reads EOF). A
 write to a closed application end (EPIPE) means it closed the connection entirely:
 the TCP connection is closed, as Linux closes a socket (a RST if data was unread).
+
+An application that claims ring mode (docs/channels.md) moves the bytes through a
+shared-memory channel instead, and the socket carries only readiness. The C data plane
+keeps every channel; a pump moves a ring-mode connection's bytes with the same steps
+C's flows use (``DataPlane.chan_*``), so the protocol has one implementation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import selectors
 import socket
 from typing import Final
 
+from joyride.dataplane.plane import ChannelState, DataPlane
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.state import TcpState
 
@@ -39,19 +47,27 @@ _SCRATCH: Final = memoryview(bytearray(CHUNK))
 REGION_AFTER: Final = CHUNK  # queued bytes from which app bytes go straight to TCP
 _SENDING: Final = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
                              TcpState.CLOSE_WAIT})
+CLAIM_BYTES: Final = 32  # sizeof(struct jr_chan_claim): a claim comes alone
+WAIT_ROOM: Final = 1  # chan.h JR_CHAN_WAIT_ROOM
+WAIT_BYTES: Final = 2  # chan.h JR_CHAN_WAIT_BYTES
 
 
 class Pump:
     """Moves bytes for one connection; ``service()`` does a bounded amount of work."""
 
-    __slots__ = ("app_eof", "app_full", "app_gone", "conn", "fin_sent_to_app", "mask", "pid",
-                 "region_reads", "sock", "to_tcp", "uid")
+    __slots__ = ("app_eof", "app_full", "app_gone", "channel", "conn", "fin_sent_to_app",
+                 "mask", "pid", "plane", "region_reads", "sock", "to_tcp", "uid")
 
     def __init__(self, conn: TcpConnection, sock: socket.socket, uid: int = -1,
-                 pid: int = 0) -> None:
+                 pid: int = 0, *, plane: DataPlane | None = None,
+                 channel: ChannelState | None = None) -> None:
         sock.setblocking(False)
         self.conn = conn
         self.sock = sock
+        # The channel's mode; without the C data plane there is no channel (the service
+        # then grants no claim: protocol.FLAG_CHANNELS).
+        self.plane = plane
+        self.channel = channel if channel is not None and plane is not None else ChannelState()
         self.uid = uid  # the application's (-1: unknown); it alone may set options
         self.pid = pid  # the process that listened or connected (0: unknown; joyride ss)
         # The application's socket refused bytes: wait until it is writable. What it
@@ -80,23 +96,54 @@ class Pump:
         (its FIN already arrived) while the receive buffer still holds data.
         """
         more = self._to_app(budget)
-        return self._from_app(budget) or more
+        more = self._from_app(budget) or more
+        if self.channel.chan and not more and not self.app_gone:
+            more = self._chan_idle()
+        return more
+
+    def claim_expired(self) -> None:
+        """No claim came in time (a process without the shim): deliver as a stream."""
+        self.channel.claim_wait = False
+
+    def _chan_idle(self) -> bool:
+        """Before the pump waits: arm the channel for what it waits for (chan.h's
+        idle step). True when there is work now instead."""
+        assert self.plane is not None
+        waits = 0
+        if self.conn.recv_queue:
+            waits |= WAIT_ROOM  # rx was full
+        if not self.app_eof and self.to_tcp is None and self.conn.state in _SENDING:
+            waits |= WAIT_BYTES
+        if not waits:
+            return False
+        rc = self.plane.chan_idle(self.channel.chan, self.sock.fileno(), waits)
+        if rc < 0:
+            self._app_closed()
+            return False
+        if rc == 0:
+            return True
+        # Asleep until the socket is readable; an application that closed its end
+        # leaves it readable for ever (EOF), and no byte says so: look for it now.
+        try:
+            eof = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            eof = False
+        except OSError:
+            eof = True
+        if eof:
+            self._app_closed()
+        return False
 
     def _to_app(self, budget: int) -> bool:
-        if self.app_gone:
-            return False
+        if self.app_gone or self.channel.claim_wait:
+            return False  # claim_wait: nothing is delivered before the application's claim
         self.app_full = False
         for _ in range(budget):
             chunk = self.conn.recv_view(CHUNK)
             size = len(chunk)
             if not size:
                 break
-            try:
-                n = self.sock.send(chunk, socket.MSG_NOSIGNAL)
-            except BlockingIOError:
-                n = 0
-            except OSError:  # EPIPE / ECONNRESET: the application closed its end
-                n = -1
+            n = self._send_app(chunk)
             chunk.release()  # before the buffer changes
             if n < 0:
                 self._app_closed()
@@ -113,9 +160,26 @@ class Pump:
         if self.conn.eof and not self.conn.recv_queue and not self.fin_sent_to_app:
             # RFC 9293 §3.10.7.4 eighth: the peer's FIN: the application reads EOF.
             self.fin_sent_to_app = True
+            if self.channel.chan:
+                assert self.plane is not None
+                self.plane.chan_rx_eof(self.channel.chan)  # after the last byte put
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_WR)
         return False
+
+    def _send_app(self, chunk: memoryview) -> int:
+        """Give the application what it takes of ``chunk``: bytes taken, -1 when its
+        end is closed (EPIPE, ECONNRESET) or its channel is broken."""
+        if self.channel.chan:
+            assert self.plane is not None
+            n = self.plane.chan_deliver(self.channel.chan, self.sock.fileno(), chunk)
+            return n if n >= 0 else -1
+        try:
+            return self.sock.send(chunk, socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            return 0
+        except OSError:  # EPIPE / ECONNRESET: the application closed its end
+            return -1
 
     def _from_app(self, budget: int) -> bool:
         if self.app_eof or self.app_gone:
@@ -168,6 +232,12 @@ class Pump:
     def _read_app(self, into: memoryview) -> int | None:
         """``recv_into`` from the application: bytes read (0: its EOF), None when
         there is nothing now or its end is gone (then the connection is closed)."""
+        if self.channel.claim_check:
+            first = self._first_bytes(into)
+            if first is not None:
+                return first  # payload, or the EOF, read by the claim check
+        if self.channel.chan:
+            return self._collect(into)
         try:
             return self.sock.recv_into(into)
         except BlockingIOError:
@@ -175,6 +245,48 @@ class Pump:
         except OSError:
             self._app_closed()
             return None
+
+    def _first_bytes(self, into: memoryview) -> int | None:
+        """The claim check (docs/channels.md): the application's first bytes, read on
+        their own. A claim switches the pump to ring mode or is refused (stream mode);
+        payload or the EOF is returned as a read's. None: go on as the mode says."""
+        assert self.plane is not None
+        n, first, fd = self.plane.chan_recv(self.sock.fileno(), CLAIM_BYTES)
+        if n in (-errno.EAGAIN, -errno.EINTR):
+            return None
+        claimable = self.channel.claim_wait  # nothing was delivered yet
+        self.channel.claim_check = self.channel.claim_wait = False
+        try:
+            if n < 0:
+                self._app_closed()
+                return None
+            if n == 0:
+                return 0
+            chan = self.plane.chan_first_bytes(first, fd, claimable)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if chan > 0:
+            self.channel.chan = chan
+            return None
+        if chan == -errno.ENOMSG:  # not a claim
+            into[:n] = first  # the application speaks first: its payload
+            return n
+        return None  # a refused claim: stream mode from here
+
+    def _collect(self, into: memoryview) -> int | None:
+        """Ring mode's read: tx's bytes; 0 once the application shut down writing and
+        tx is empty; None when there is nothing now."""
+        assert self.plane is not None
+        chan = self.channel.chan
+        eof = self.plane.chan_tx_eof(chan)  # before the look at tx: no byte follows it
+        n = self.plane.chan_collect(chan, self.sock.fileno(), into)
+        if n < 0:
+            self._app_closed()
+            return None
+        if n:
+            return n
+        return 0 if eof else None
 
     def _app_closed(self) -> None:
         self.app_gone = True
@@ -199,6 +311,8 @@ class Pump:
         """Selector events this pump needs now (0: nothing until TCP changes)."""
         if self.app_gone:
             return 0
+        if self.channel.chan:
+            return selectors.EVENT_READ  # its bytes only say "look" (_chan_idle armed it)
         events = 0
         if self.app_full:
             events |= selectors.EVENT_WRITE
@@ -226,4 +340,7 @@ class Pump:
         """Close the service's end; a live TCP connection is closed as the app would."""
         if self.conn.state is not TcpState.CLOSED and not self.app_gone:
             self.conn.close()
+        if self.channel.chan and self.plane is not None:
+            self.plane.chan_release(self.channel.chan)
+            self.channel.chan = 0
         self.sock.close()

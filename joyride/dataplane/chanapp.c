@@ -1,0 +1,112 @@
+/* The application's side of a shared-memory channel (chan_claim.h, chan.h), as the
+ * preload shim will run it, for tests of the service's side (dataplane.h, dp_app_*):
+ * one arena of one slot, its claim, and reads and writes that never block. Included by
+ * the build after channels.c. */
+
+struct dp_app_chan {
+    struct jr_arena_app arena;
+    struct jr_chan_app view;
+    int sock;
+    uint32_t id;
+    int mode; /* -EAGAIN: no verdict yet; 1: ring; 0: stream */
+};
+
+static int app_io_drain(void *ctx)
+{
+    char buf[256];
+    ssize_t r = recv(*(int *)ctx, buf, sizeof buf, MSG_DONTWAIT);
+    return r < 0 ? -errno : (int)r;
+}
+
+static int app_io_bell(void *ctx)
+{
+    char b = 'B';
+    if (send(*(int *)ctx, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 || errno == EAGAIN)
+        return 0;
+    return -errno;
+}
+
+static int app_io_fill(void *ctx)
+{
+    char f[64] = {0};
+    while (send(*(int *)ctx, f, sizeof f, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+        ;
+    return errno == EAGAIN ? 0 : -errno;
+}
+
+static int app_io_wait(void *ctx, short what)
+{
+    (void)ctx;
+    (void)what;
+    return -EAGAIN; /* never called: every call here is non-blocking */
+}
+
+static struct jr_chan_io app_io_of(struct dp_app_chan *a)
+{
+    return (struct jr_chan_io){app_io_drain, app_io_bell, app_io_fill, app_io_wait, &a->sock};
+}
+
+struct dp_app_chan *dp_app_claim(int sock, uint32_t rx_cap, uint32_t tx_cap, uint32_t id)
+{
+    struct dp_app_chan *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return NULL;
+    *a = (struct dp_app_chan){.sock = sock, .id = id, .mode = -EAGAIN};
+    if (jr_arena_app_create(&a->arena, 1, rx_cap, tx_cap) < 0 ||
+        jr_chan_app_claim(sock, &a->arena, 0, id) < 0) {
+        dp_app_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+int dp_app_verdict(struct dp_app_chan *a, int timeout_ms)
+{
+    if (a->mode == -EAGAIN)
+        a->mode = timeout_ms > 0
+                      ? jr_chan_app_wait_verdict(&a->arena, 0, a->id, &a->view, timeout_ms)
+                      : jr_chan_app_verdict(&a->arena, 0, a->id, &a->view);
+    return a->mode;
+}
+
+int64_t dp_app_read(struct dp_app_chan *a, uint8_t *buf, uint32_t n)
+{
+    if (a->mode != 1)
+        return -EINVAL;
+    struct jr_chan_io io = app_io_of(a);
+    return jr_chan_read(&a->view, &io, buf, n, 0);
+}
+
+int64_t dp_app_write(struct dp_app_chan *a, const uint8_t *buf, uint32_t n)
+{
+    if (a->mode != 1)
+        return -EINVAL;
+    struct jr_chan_io io = app_io_of(a);
+    return jr_chan_write(&a->view, &io, buf, n, 0);
+}
+
+void dp_app_shutdown(struct dp_app_chan *a)
+{
+    struct jr_chan_io io = app_io_of(a);
+    if (a->mode == 1)
+        jr_chan_shutdown_write(&a->view, &io);
+}
+
+int dp_app_slot_done(struct dp_app_chan *a)
+{
+    return jr_chan_app_slot_done(&a->arena, 0, a->id);
+}
+
+void dp_app_poke_tx_tail(struct dp_app_chan *a, uint32_t tail)
+{
+    if (a->mode == 1)
+        JR_STORE(&a->view.shm->tx.tail, tail);
+}
+
+void dp_app_free(struct dp_app_chan *a)
+{
+    if (a == NULL)
+        return;
+    jr_arena_app_destroy(&a->arena);
+    free(a);
+}

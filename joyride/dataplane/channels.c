@@ -1,0 +1,89 @@
+/* The data plane's shared-memory channels (issue 17; docs/channels.md): the arenas it
+ * has mapped and the channels it has laid out in them, whichever side runs each
+ * connection's TCP. A flow in C or a pump in Python names its channel by id (index + 1;
+ * 0: stream mode, a plain unix socket) and both move its bytes with the same chan.h
+ * steps (dataplane.c's dp_chan_* entry points). Included by the build before
+ * dataplane.c; one thread owns it, as struct dp. */
+
+#include "chan_claim.h"
+
+enum { CHAN_ARENAS = 64 }; /* applications with channels at once (idle ones are evicted) */
+
+struct dp_chan {
+    struct jr_chan_svc svc;
+    uint8_t used;
+};
+
+struct dp_chans {
+    struct jr_arenas arenas;
+    struct dp_chan *slots;
+    uint32_t *free_ids; /* ids (index + 1) not in use */
+    uint32_t n_free, max;
+};
+
+static int chans_init(struct dp_chans *c, uint32_t max)
+{
+    *c = (struct dp_chans){.max = max};
+    if (jr_arenas_init(&c->arenas, CHAN_ARENAS) < 0)
+        return -ENOMEM;
+    c->slots = calloc(max, sizeof *c->slots);
+    c->free_ids = calloc(max, sizeof *c->free_ids);
+    if (c->slots == NULL || c->free_ids == NULL)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < max; i++)
+        c->free_ids[c->n_free++] = max - i; /* id 1 is handed out first */
+    return 0;
+}
+
+static void chans_free(struct dp_chans *c)
+{
+    if (c->arenas.a != NULL)
+        jr_arenas_free(&c->arenas);
+    free(c->slots);
+    free(c->free_ids);
+    *c = (struct dp_chans){0};
+}
+
+/* The service's view of channel id, or NULL (0, out of range, released). */
+static struct jr_chan_svc *chan_svc(struct dp_chans *c, uint32_t id)
+{
+    if (id == 0 || id > c->max || !c->slots[id - 1].used)
+        return NULL;
+    return &c->slots[id - 1].svc;
+}
+
+/* The application's first bytes on a connection whose listener claims ring mode
+ * (buf/len, with the descriptor fd that came with them, or -1; the caller closes it).
+ * A claim (chan_claim.h: exactly one message with an arena's descriptor) is checked
+ * and answered: the channel's id (> 0), or -errno with the bytes consumed (a refused
+ * claim: stream mode). -ENOMSG: not a claim, the bytes are the application's payload.
+ * claimable: nothing has been delivered to the application yet. */
+static int64_t chans_first_bytes(struct dp_chans *c, const uint8_t *buf, uint32_t len, int fd,
+                                 int claimable)
+{
+    if (fd < 0 || len != sizeof(struct jr_chan_claim))
+        return -ENOMSG; /* only a claim comes with a descriptor, and alone */
+    uint32_t magic;
+    memcpy(&magic, buf, sizeof magic);
+    if (magic != JR_CLAIM_MAGIC)
+        return -ENOMSG;
+    if (c->n_free == 0)
+        claimable = 0; /* no room: answered, stream mode */
+    struct jr_chan_svc svc;
+    int rc = jr_chan_svc_claim(&c->arenas, buf, len, fd, claimable, &svc);
+    if (rc < 0)
+        return rc;
+    uint32_t id = c->free_ids[--c->n_free];
+    c->slots[id - 1] = (struct dp_chan){.svc = svc, .used = 1};
+    return id;
+}
+
+static void chans_release(struct dp_chans *c, uint32_t id)
+{
+    struct jr_chan_svc *s = chan_svc(c, id);
+    if (s == NULL)
+        return;
+    jr_chan_svc_release(&c->arenas, s);
+    c->slots[id - 1].used = 0;
+    c->free_ids[c->n_free++] = id;
+}

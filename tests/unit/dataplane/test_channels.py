@@ -1,0 +1,270 @@
+"""Ring mode on the service's side (issue 17, docs/channels.md): a connection C opens
+for an application that claims ring mode waits for the claim, then moves its bytes
+through the shared-memory channel both ways, in C and, after a hand-back, in Python's
+``Pump`` with the same steps; a claim that does not come, comes late, or is not a claim
+leaves a plain stream. The application's side is chan.h's, as the shim will run it
+(``dp_app_*``). Over the in-memory bed, at explicit times, bytes checked by hash."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from joyride.dataplane.membed import IP_PEER, IP_SVC, PORT, Bed, read_all
+from joyride.dataplane.plane import CLAIM_WAIT, ChannelState, ListenSpec, ffi, lib
+from joyride.service.pump import Pump
+from joyride.tcp.connection import TcpConnection
+from joyride.tcp.state import TcpState
+
+pytestmark = pytest.mark.skipif(lib is None, reason="the C data plane is not built")
+
+_names = itertools.count()
+RING = 4096  # small rings: full and empty, and so every wake-up path, come often
+
+
+class App:
+    """The application's end: its accepted socket and, once claimed, its channel."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.chan: object | None = None
+
+    def claim(self, claim_id: int = 1) -> None:
+        self.chan = lib.dp_app_claim(self.sock.fileno(), RING, RING, claim_id)
+        assert self.chan != ffi.NULL
+
+    def verdict(self) -> int:
+        return int(lib.dp_app_verdict(self.chan, 0))
+
+    def read(self, n: int = 1 << 16) -> bytes | None:
+        """None: nothing now; b"": EOF."""
+        buf = ffi.new("uint8_t[]", n)
+        got = int(lib.dp_app_read(self.chan, buf, n))
+        if got == -11:  # EAGAIN
+            return None
+        assert got >= 0, os.strerror(-got)
+        return bytes(ffi.buffer(buf, got))
+
+    def write(self, data: bytes) -> int:
+        got = int(lib.dp_app_write(self.chan, data, len(data)))
+        return 0 if got == -11 else got
+
+    def close(self) -> None:
+        if self.chan is not None:
+            lib.dp_app_free(self.chan)
+        self.sock.close()
+
+
+class Claiming:
+    """A bed whose port C listens on for an application that claims ring mode."""
+
+    def __init__(self, claims: bool = True) -> None:
+        self.bed = Bed()
+        self.name = f"joyride-test/{os.getpid()}/chan{next(_names)}"
+        self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        self.unix.bind(b"\0" + self.name.encode())
+        self.unix.listen(16)
+        listener = self.bed.svc.listen(PORT)
+        spec = ListenSpec(PORT, (self.name,), self.bed.svc.config, listener.ts_offset,
+                          listener.isn_generator.key, (claims,))
+        self.bed.plane.listen(spec, syn_backlog=16)
+        self.apps: list[App] = []
+
+    def connect(self) -> tuple[TcpConnection, App]:
+        client = self.bed.peer.connect(IP_SVC, PORT)
+        self.bed.run(5)
+        assert client.state is TcpState.ESTABLISHED
+        sock, _ = self.unix.accept()
+        sock.setblocking(False)
+        app = App(sock)
+        self.apps.append(app)
+        return client, app
+
+    def stats(self) -> dict[str, int]:
+        return self.bed.plane.stats()
+
+    def close(self) -> None:
+        for app in self.apps:
+            app.close()
+        self.unix.close()
+
+
+@pytest.fixture
+def bed() -> Iterator[Claiming]:
+    b = Claiming()
+    yield b
+    b.close()
+
+
+def payload(n: int, seed: int) -> bytes:
+    out = bytearray()
+    counter = 0
+    while len(out) < n:
+        out += hashlib.sha256(f"{seed}/{counter}".encode()).digest()
+        counter += 1
+    return bytes(out[:n])
+
+
+def exchange(bed: Claiming, client: TcpConnection, app: App, up: bytes, down: bytes,
+             step: object = None, steps: int = 4000) -> tuple[bytes, bytes]:
+    """Client sends ``up`` and reads; the application reads and sends ``down``."""
+    got_app = bytearray()
+    got_client = bytearray()
+    sent_up = sent_down = 0
+    for _ in range(steps):
+        if sent_up < len(up):
+            sent_up += client.send(up[sent_up:sent_up + 65536])
+            bed.bed.peer.mark(client)
+        if sent_down < len(down):
+            sent_down += app.write(down[sent_down:sent_down + 8192])
+        chunk = app.read()
+        if chunk:
+            got_app += chunk
+        got_client += client.recv(1 << 20)
+        (step or bed.bed.step)()  # type: ignore[operator]
+        if len(got_app) == len(up) and len(got_client) == len(down):
+            break
+    return bytes(got_app), bytes(got_client)
+
+
+def test_ring_mode_both_ways_hash_checked(bed: Claiming) -> None:
+    client, app = bed.connect()
+    client.send(b"first request")  # before the claim: held, not delivered
+    bed.bed.peer.mark(client)
+    bed.bed.run(5)
+    assert read_all(app.sock) == b""  # nothing was put on the socket as a stream
+    app.claim()
+    bed.bed.run(3)
+    assert app.verdict() == 1
+    up, down = payload(300_000, 1), payload(200_000, 2)
+    got_app, got_client = exchange(bed, client, app, up, down)
+    assert hashlib.sha256(got_app).digest() == hashlib.sha256(b"first request" + up).digest()
+    assert hashlib.sha256(got_client).digest() == hashlib.sha256(down).digest()
+    st = bed.stats()
+    assert st["chan_claims"] == 1 and st["chan_ring"] == 1 and st["chan_broken"] == 0
+    # Both closes: the application's shutdown is a FIN after its bytes; the peer's FIN
+    # is the application's EOF; then the slot is the application's again.
+    lib.dp_app_shutdown(app.chan)
+    bed.bed.run(10)
+    assert client.eof
+    client.close()
+    bed.bed.peer.mark(client)
+    for _ in range(50):
+        bed.bed.step()
+        if app.read() == b"":
+            break
+    assert app.read() == b""
+    bed.bed.run(10)
+    app.sock.close()
+    bed.bed.run(10)
+    assert lib.dp_app_slot_done(app.chan) == 1
+    assert bed.stats()["chan_released"] == 1
+
+
+def test_no_claim_in_time_is_a_stream_and_a_late_claim_is_refused(bed: Claiming) -> None:
+    client, app = bed.connect()
+    client.send(b"hello")
+    bed.bed.peer.mark(client)
+    bed.bed.run(5)
+    assert read_all(app.sock) == b""
+    bed.bed.run(int(CLAIM_WAIT / 0.0001) + 20)  # the claim's deadline passes
+    assert read_all(app.sock) == b"hello"
+    assert bed.stats()["claim_deadlines"] == 1
+    # A claim after stream bytes is answered "stream mode", and its bytes go nowhere.
+    app.claim()
+    bed.bed.run(5)
+    assert app.verdict() == 0
+    app.sock.send(b"reply")
+    bed.bed.run(5)
+    assert client.recv(100) == b"reply"
+    assert bed.stats()["chan_refused"] == 1
+
+
+def test_an_application_that_speaks_first_is_a_stream(bed: Claiming) -> None:
+    client, app = bed.connect()
+    app.sock.send(b"220 banner\r\n")
+    bed.bed.run(5)
+    assert client.recv(100) == b"220 banner\r\n"
+    client.send(b"QUIT\r\n")
+    bed.bed.peer.mark(client)
+    bed.bed.run(5)
+    assert read_all(app.sock) == b"QUIT\r\n"
+    st = bed.stats()
+    assert st["chan_claims"] == 0 and st["claim_deadlines"] == 0
+
+
+def test_a_listener_that_does_not_claim_gets_its_stream_at_once() -> None:
+    b = Claiming(claims=False)
+    try:
+        client, app = b.connect()
+        client.send(b"at once")
+        b.bed.peer.mark(client)
+        b.bed.run(3)
+        assert read_all(app.sock) == b"at once"
+    finally:
+        b.close()
+
+
+def test_a_ring_flow_handed_to_python_goes_on_in_ring_mode(bed: Claiming) -> None:
+    """Python's Pump takes the channel with the flow and moves its bytes with the same
+    steps (``DataPlane.chan_*``); given back to C, C goes on."""
+    client, app = bed.connect()
+    app.claim()
+    bed.bed.run(3)
+    assert app.verdict() == 1
+    key = (IP_SVC, PORT, IP_PEER, client.local_port)
+    born = bed.bed.plane.claim(key)  # Python takes the flow, as for a socket option
+    assert born is not None and int(born.tcb.chan) > 0
+    conn = TcpConnection.from_hot(bed.bed.svc.config, born.tcb, born.rcv, born.snd,
+                                  bed.bed.clock.now)
+    bed.bed.svc.adopt_born(conn)
+    sock = socket.socket(fileno=int(born.tcb.app_fd))
+    pump = Pump(conn, sock, plane=bed.bed.plane, channel=ChannelState.of(born.tcb))
+    assert pump.channel.chan > 0
+
+    def step() -> None:
+        bed.bed.step()
+        pump.service()
+        bed.bed.svc.mark(conn)
+        bed.bed.svc.flush()
+
+    up, down = payload(100_000, 3), payload(150_000, 4)
+    got_app, got_client = exchange(bed, client, app, up, down, step)
+    assert hashlib.sha256(got_app).digest() == hashlib.sha256(up).digest()
+    assert hashlib.sha256(got_client).digest() == hashlib.sha256(down).digest()
+    # Back to C with its channel (Datapath._hand_to_plane), and on.
+    assert bed.bed.plane.adopt(conn, bed.bed.svc.network.mac, bytes.fromhex("020000000002"),
+                               sock.fileno(), pump.channel)
+    up2 = payload(50_000, 5)
+    got_app, _ = exchange(bed, client, app, up2, b"")
+    assert got_app == up2
+    assert bed.stats()["chan_broken"] == 0
+
+
+def test_an_impossible_index_resets_the_connection_and_nothing_else(bed: Claiming) -> None:
+    """The service trusts nothing the application writes: a tail past its ring is a
+    reset of that connection, counted, and the service goes on."""
+    _client, app = bed.connect()
+    app.claim()
+    bed.bed.run(3)
+    assert app.verdict() == 1
+    other_client, other = bed.connect()
+    other.claim(2)
+    bed.bed.run(3)
+    assert other.verdict() == 1
+    # The first application's tx tail, far past anything its ring could hold.
+    lib.dp_app_poke_tx_tail(app.chan, 1 << 30)
+    app.sock.send(b"B")  # its doorbell: the service looks
+    bed.bed.run(20)
+    st = bed.stats()
+    assert st["chan_broken"] == 1
+    assert "app_gone" in bed.bed.reasons  # handed to Python, which resets it
+    # The other connection still works.
+    got_app, got_client = exchange(bed, other_client, other, b"still", b"fine")
+    assert (got_app, got_client) == (b"still", b"fine")
+
