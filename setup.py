@@ -30,6 +30,8 @@ cffi_modules = [f"{p.relative_to(HERE)}:ffi" for p in BUILD_SCRIPTS]
 PRELOAD = Extension(
     "joyride.libjoyride_preload",
     sources=["preload/joyride_preload.c"],
+    include_dirs=["cffi_build"],  # chan.h, chan_claim.h: ring mode (preload/joyride_ring.c)
+    depends=["preload/joyride_ring.c", "cffi_build/chan.h", "cffi_build/chan_claim.h"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=default"],
     libraries=["dl"],
 )

@@ -12,15 +12,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "preload" / "joyride_preload.c"
+# What SOURCE includes: a change to any of them rebuilds the shim.
+INCLUDED = (ROOT / "preload" / "joyride_ring.c", ROOT / "cffi_build" / "chan.h",
+            ROOT / "cffi_build" / "chan_claim.h")
 TARGET = ROOT / "joyride" / "libjoyride_preload.so"
 
 
 def build(force: bool = False) -> Path:
-    if not force and TARGET.exists() and TARGET.stat().st_mtime >= SOURCE.stat().st_mtime:
+    newest = max(p.stat().st_mtime for p in (SOURCE, *INCLUDED))
+    if not force and TARGET.exists() and TARGET.stat().st_mtime >= newest:
         return TARGET
     tmp = TARGET.with_suffix(".so.tmp")
     subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-                    "-o", str(tmp), str(SOURCE), "-ldl"], check=True)
+                    f"-I{ROOT / 'cffi_build'}", "-o", str(tmp), str(SOURCE), "-ldl"],
+                   check=True)
     tmp.replace(TARGET)  # atomic: a running program keeps its mapped copy
     return TARGET
 

@@ -139,6 +139,8 @@ static unsigned long jr_refused; /* connections refused by jr_from_service */
 #define RESOLVE(name) \
     do { if (!real_##name) real_##name = dlsym(RTLD_NEXT, #name); } while (0)
 
+static void jr_ring_resolve(void);
+
 __attribute__((constructor)) static void jr_init(void)
 {
     RESOLVE(listen);
@@ -157,6 +159,7 @@ __attribute__((constructor)) static void jr_init(void)
     RESOLVE(dup);
     RESOLVE(dup2);
     RESOLVE(dup3);
+    jr_ring_resolve();
 }
 
 /* One line on stderr. */
@@ -546,6 +549,8 @@ static void jr_unlock(void)
 {
     __atomic_clear(&jr_table_busy, __ATOMIC_RELEASE);
 }
+
+#include "joyride_ring.c"
 
 __attribute__((constructor)) static void jr_init_table(void)
 {
@@ -963,7 +968,7 @@ int listen(int fd, int backlog)
     char name[108];
     char ip[INET_ADDRSTRLEN + 1];
     uint32_t a;
-    int u, status, tries, reuse;
+    int u, status, tries, reuse, channels;
     socklen_t reuselen;
 
     jr_init();
@@ -1002,8 +1007,10 @@ int listen(int fd, int backlog)
     reuselen = sizeof(reuse);
     if (real_getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &reuse, &reuselen) != 0)
         reuse = 0;
-    status = jr_request(JR_OP_LISTEN, reuse ? JR_FLAG_REUSEPORT : 0, &bound, name,
-                        JR_LISTEN_TIMEOUT_S, &reply, NULL);
+    channels = jr_channels_wanted();
+    status = jr_request(JR_OP_LISTEN,
+                        (reuse ? JR_FLAG_REUSEPORT : 0) | (channels ? JR_FLAG_CHANNELS : 0),
+                        &bound, name, JR_LISTEN_TIMEOUT_S, &reply, NULL);
     if (status == JR_UNREACHABLE || status == JR_NOT_ACCELERATED) {
         real_close(u);
         return real_listen(fd, backlog);
@@ -1017,6 +1024,9 @@ int listen(int fd, int backlog)
     if (jr_replace(u, fd) != 0)
         return -1;
     jr_note_backlog(fd, backlog); /* for TCP_INFO */
+    /* The service grants ring mode in the reply's remote port (protocol.FLAG_CHANNELS). */
+    if (fd < JR_MAX_FD)
+        jr_ring_listener[fd] = channels && (reply.remote_port & JR_FLAG_CHANNELS) != 0;
     return 0;
 }
 
@@ -1117,6 +1127,8 @@ static int jr_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flag
             break; /* a kernel listener, or a failure: as libc says */
         if (jr_from_service(r)) {
             jr_inherit_options(fd, r); /* as Linux's accepted sockets inherit theirs */
+            if (fd < JR_MAX_FD && jr_ring_listener[fd])
+                jr_ring_claim(r); /* its first bytes: the claim, before the application's */
             break;
         }
         jr_refuse(r, listener, &info); /* and take the next (EAGAIN if none waits) */
@@ -1183,6 +1195,13 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr
     ssize_t r;
 
     jr_init();
+    struct jr_ring *ring = jr_ring_of(fd);
+    if (ring != NULL) {
+        r = jr_ring_recv(fd, ring, buf, len, flags);
+        if (r >= 0 && addr && addrlen && real_getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+            jr_translate_peer(&ss, sl, addr, addrlen);
+        return r;
+    }
     if (!addr || !addrlen)
         return real_recvfrom(fd, buf, len, flags, addr, addrlen);
     r = real_recvfrom(fd, buf, len, flags, (struct sockaddr *)&ss, &sl);
@@ -1199,6 +1218,17 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
     ssize_t r;
 
     jr_init();
+    struct jr_ring *ring = jr_ring_of(fd);
+    if (ring != NULL && msg != NULL) {
+        r = jr_ring_recvv(fd, ring, msg->msg_iov, (int)msg->msg_iovlen, flags);
+        msg->msg_controllen = 0; /* TCP carries no ancillary data */
+        msg->msg_flags = 0;
+        sl = sizeof(ss);
+        if (r >= 0 && msg->msg_name &&
+            real_getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+            jr_translate_peer(&ss, sl, (struct sockaddr *)msg->msg_name, &msg->msg_namelen);
+        return r;
+    }
     if (!msg || !msg->msg_name)
         return real_recvmsg(fd, msg, flags);
     name = msg->msg_name;
@@ -1233,6 +1263,9 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sock
     ssize_t r;
 
     jr_init();
+    struct jr_ring *ring = jr_ring_of(fd);
+    if (ring != NULL)
+        return jr_ring_send(fd, ring, buf, len, flags); /* TCP ignores the destination */
     r = real_sendto(fd, buf, len, flags, dest, destlen);
     if (r < 0 && jr_refused_destination(fd, dest))
         /* Linux TCP ignores the destination of a send on a connected socket. */
@@ -1246,6 +1279,9 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     ssize_t r;
 
     jr_init();
+    struct jr_ring *ring = jr_ring_of(fd);
+    if (ring != NULL && msg != NULL)
+        return jr_ring_sendv(fd, ring, msg->msg_iov, (int)msg->msg_iovlen, flags);
     r = real_sendmsg(fd, msg, flags);
     if (r < 0 && msg && jr_refused_destination(fd, msg->msg_name)) {
         copy = *msg;
@@ -1656,6 +1692,10 @@ int ioctl(int fd, unsigned long request, ...)
     arg = va_arg(ap, void *);
     va_end(ap);
     jr_init();
+    if (request == FIONREAD && arg && jr_ring_nread(fd, &v) == 0) {
+        memcpy(arg, &v, sizeof(v));
+        return 0;
+    }
     if ((request == JR_SIOCOUTQ || request == JR_SIOCOUTQNSD) &&
         jr_classify(fd, &info) != JR_NONE) {
         if (info.kind == JR_LISTENER) {
@@ -1680,8 +1720,10 @@ int dup(int fd)
 
     jr_init();
     r = real_dup(fd);
-    if (r >= 0)
+    if (r >= 0) {
         jr_copy_entry(fd, r);
+        jr_ring_dup(fd, r);
+    }
     return r;
 }
 
@@ -1691,8 +1733,10 @@ int dup2(int fd, int to)
 
     jr_init();
     r = real_dup2(fd, to);
-    if (r >= 0 && r != fd)
+    if (r >= 0 && r != fd) {
         jr_copy_entry(fd, r);
+        jr_ring_dup(fd, r);
+    }
     return r;
 }
 
@@ -1702,8 +1746,10 @@ int dup3(int fd, int to, int flags)
 
     jr_init();
     r = real_dup3(fd, to, flags);
-    if (r >= 0)
+    if (r >= 0) {
         jr_copy_entry(fd, r);
+        jr_ring_dup(fd, r);
+    }
     return r;
 }
 
@@ -1711,5 +1757,6 @@ int close(int fd)
 {
     jr_init();
     jr_forget_options(fd);
+    jr_ring_close(fd);
     return real_close(fd);
 }

@@ -1000,6 +1000,8 @@ class Datapath:
             "fin_sent_to_app": pump.fin_sent_to_app, "mask": pump.mask,
             "app_full": pump.app_full,
             "to_tcp": len(pump.to_tcp) if pump.to_tcp is not None else 0,
+            "channel": {"chan": pump.channel.chan, "claim_check": pump.channel.claim_check,
+                        "claim_wait": pump.channel.claim_wait},
             "counters": {k: v for k, v in conn.counters.items() if v},
             "dataplane": in_c is not None,
         }

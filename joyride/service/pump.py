@@ -95,6 +95,8 @@ class Pump:
         watches for a full socket draining, and the peer may have nothing more to send
         (its FIN already arrived) while the receive buffer still holds data.
         """
+        if self.channel.claim_check and not self.app_gone:
+            self._claim_check()  # first: what it decides (the mode) the rest follows
         more = self._to_app(budget)
         more = self._from_app(budget) or more
         if self.channel.chan and not more and not self.app_gone:
@@ -233,9 +235,7 @@ class Pump:
         """``recv_into`` from the application: bytes read (0: its EOF), None when
         there is nothing now or its end is gone (then the connection is closed)."""
         if self.channel.claim_check:
-            first = self._first_bytes(into)
-            if first is not None:
-                return first  # payload, or the EOF, read by the claim check
+            return None  # the claim check reads the first bytes (service)
         if self.channel.chan:
             return self._collect(into)
         try:
@@ -246,33 +246,30 @@ class Pump:
             self._app_closed()
             return None
 
-    def _first_bytes(self, into: memoryview) -> int | None:
+    def _claim_check(self) -> None:
         """The claim check (docs/channels.md): the application's first bytes, read on
         their own. A claim switches the pump to ring mode or is refused (stream mode);
-        payload or the EOF is returned as a read's. None: go on as the mode says."""
+        payload waits for TCP in ``to_tcp``; the EOF is the application's."""
         assert self.plane is not None
         n, first, fd = self.plane.chan_recv(self.sock.fileno(), CLAIM_BYTES)
         if n in (-errno.EAGAIN, -errno.EINTR):
-            return None
+            return
         claimable = self.channel.claim_wait  # nothing was delivered yet
         self.channel.claim_check = self.channel.claim_wait = False
         try:
             if n < 0:
                 self._app_closed()
-                return None
-            if n == 0:
-                return 0
-            chan = self.plane.chan_first_bytes(first, fd, claimable)
+            elif n == 0:
+                self.app_shut_down()
+            else:
+                chan = self.plane.chan_first_bytes(first, fd, claimable)
+                if chan > 0:
+                    self.channel.chan = chan
+                elif chan == -errno.ENOMSG:  # not a claim: the application speaks first
+                    self.to_tcp = memoryview(first)
         finally:
             if fd >= 0:
                 os.close(fd)
-        if chan > 0:
-            self.channel.chan = chan
-            return None
-        if chan == -errno.ENOMSG:  # not a claim
-            into[:n] = first  # the application speaks first: its payload
-            return n
-        return None  # a refused claim: stream mode from here
 
     def _collect(self, into: memoryview) -> int | None:
         """Ring mode's read: tx's bytes; 0 once the application shut down writing and

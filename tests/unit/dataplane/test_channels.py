@@ -268,3 +268,48 @@ def test_an_impossible_index_resets_the_connection_and_nothing_else(bed: Claimin
     got_app, got_client = exchange(bed, other_client, other, b"still", b"fine")
     assert (got_app, got_client) == (b"still", b"fine")
 
+
+
+def test_a_connection_python_delivers_takes_its_claim_in_the_pump() -> None:
+    """A connection delivered by Python (its SYN went to Python: a full queue, a new
+    listener) has its claim read by the pump; bytes and the peer's FIN that came
+    before the claim wait for it, then go through the ring."""
+    b = Bed()
+    client, server = b.connect()
+    ours, theirs = socket.socketpair()
+    pump = Pump(server, ours, plane=b.plane,
+                channel=ChannelState(claim_check=True, claim_wait=True,
+                                     claim_by=b.clock.now + CLAIM_WAIT))
+    client.send(b"before the claim")
+    client.shutdown_write()  # its FIN, before the claim too
+    b.peer.mark(client)
+
+    def step() -> None:
+        b.step()
+        pump.service()
+        b.svc.mark(server)
+        b.svc.flush()
+
+    for _ in range(5):
+        step()
+    assert read_all_nonblocking(theirs) == b""  # held for the claim
+    app = App(theirs)
+    app.claim(7)
+    for _ in range(5):
+        step()
+    assert app.verdict() == 1 and pump.channel.chan > 0
+    assert app.read() == b"before the claim"
+    assert app.read() == b""  # the peer's FIN, after its bytes
+    app.write(b"after")
+    lib.dp_app_shutdown(app.chan)
+    for _ in range(10):
+        step()
+    assert client.recv(100) == b"after" and client.eof
+    pump.close()
+    assert lib.dp_app_slot_done(app.chan) == 1
+    app.close()
+
+
+def read_all_nonblocking(sock: socket.socket) -> bytes:
+    sock.setblocking(False)
+    return read_all(sock)

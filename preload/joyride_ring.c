@@ -1,0 +1,575 @@
+/*
+ * joyride_ring.c - ring mode in the shim (issue 17; docs/channels.md), included by
+ * joyride_preload.c.
+ *
+ * With JOYRIDE_CHANNELS=1 the shim asks, at listen, to claim ring mode on the
+ * listener's connections (FLAG_CHANNELS); when the service grants it, accept claims a
+ * slot of this process's arena for each connection it returns (chan_claim.h), and the
+ * descriptor's bytes then move through the connection's two rings in shared memory.
+ * The descriptor stays the unix socket: it carries tokens and doorbells, so epoll,
+ * poll and select keep Linux's meaning without being intercepted. Every call that
+ * moves bytes on such a descriptor comes here: read, readv, recv, recvfrom, recvmsg,
+ * write, writev, send, sendto, sendmsg, sendfile, and shutdown, FIONREAD, close, dup.
+ *
+ * What ring mode does not cover yet (docs/channels.md, "Next"), so it is off unless
+ * asked for: a descriptor passed to a program without the shim (exec into a static
+ * binary, SCM_RIGHTS) or duplicated with fcntl(F_DUPFD) reads tokens as data; splice
+ * and two processes using one connection at once are not supported.
+ */
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/sendfile.h>
+#include <sys/uio.h>
+
+#include "chan_claim.h"
+
+#define JR_FLAG_CHANNELS 4
+#define JR_RING_CAP (1u << 18)
+#define JR_RING_SLOTS 1024u
+#define JR_VERDICT_WAIT_MS 5000
+
+enum { JR_RING_PENDING = -1, JR_RING_STREAM = 0, JR_RING_ON = 1 };
+
+struct jr_ring {
+    int refs;            /* descriptors naming it (dup) */
+    int mode;            /* JR_RING_* */
+    int unanswered;      /* stream mode because bytes came with no verdict */
+    int rd_shut;         /* shutdown(SHUT_RD): reads return 0 */
+    uint32_t slot, claim_id;
+    struct jr_arena_app *arena;
+    struct jr_chan_app view;
+};
+
+/* This process's arena and its slots; a forked child makes its own (the parent's stays
+ * mapped for the connections the child inherited). */
+struct jr_slots {
+    struct jr_arena_app arena;
+    pid_t pid;
+    uint32_t *claim;     /* the claim using each slot, 0: free */
+    uint8_t *closed;     /* its descriptors are closed: free once the service is done */
+    uint32_t cursor;
+};
+
+static struct jr_ring *jr_rings[JR_MAX_FD];
+static unsigned char jr_ring_listener[JR_MAX_FD]; /* the listener at fd may claim */
+static struct jr_slots *jr_slots;
+static uint32_t jr_claim_seq;
+static ssize_t (*real_read)(int, void *, size_t);
+static ssize_t (*real_write)(int, const void *, size_t);
+static ssize_t (*real_readv)(int, const struct iovec *, int);
+static ssize_t (*real_writev)(int, const struct iovec *, int);
+static ssize_t (*real_sendfile)(int, int, off_t *, size_t);
+static int (*real_shutdown)(int, int);
+
+static void jr_ring_resolve(void)
+{
+    RESOLVE(read);
+    RESOLVE(write);
+    RESOLVE(readv);
+    RESOLVE(writev);
+    RESOLVE(sendfile);
+    RESOLVE(shutdown);
+}
+
+static int jr_channels_wanted(void)
+{
+    const char *v = getenv("JOYRIDE_CHANNELS");
+    return v != NULL && strcmp(v, "1") == 0;
+}
+
+static struct jr_ring *jr_ring_of(int fd)
+{
+    return fd >= 0 && fd < JR_MAX_FD ? __atomic_load_n(&jr_rings[fd], __ATOMIC_ACQUIRE) : NULL;
+}
+
+/* A slot for a new claim (under jr_lock): free, or closed and released by the service. */
+static int jr_slot_take(struct jr_slots *s, uint32_t id)
+{
+    for (uint32_t i = 0; i < s->arena.slots; i++) {
+        uint32_t k = (s->cursor + i) % s->arena.slots;
+        if (s->claim[k] != 0 &&
+            !(s->closed[k] && jr_chan_app_slot_done(&s->arena, k, s->claim[k])))
+            continue;
+        s->claim[k] = id;
+        s->closed[k] = 0;
+        s->cursor = k + 1;
+        return (int)k;
+    }
+    return -1;
+}
+
+static struct jr_slots *jr_slots_here(void)
+{
+    if (jr_slots != NULL && jr_slots->pid == getpid())
+        return jr_slots;
+    struct jr_slots *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    if (jr_arena_app_create(&s->arena, JR_RING_SLOTS, JR_RING_CAP, JR_RING_CAP) < 0 ||
+        (s->claim = calloc(JR_RING_SLOTS, sizeof *s->claim)) == NULL ||
+        (s->closed = calloc(JR_RING_SLOTS, 1)) == NULL) {
+        jr_arena_app_destroy(&s->arena);
+        free(s->claim);
+        free(s);
+        return NULL;
+    }
+    s->pid = getpid();
+    jr_slots = s; /* the parent's, if any, stays: inherited connections use it */
+    return s;
+}
+
+/* accept returned conn from a listener that may claim: claim ring mode. A connection
+ * the shim cannot give a slot still answers with a claim the service refuses at once
+ * (a slot past the arena), so its delivery does not wait for the claim's deadline. */
+static void jr_ring_claim(int conn)
+{
+    if (conn < 0 || conn >= JR_MAX_FD)
+        return;
+    struct jr_ring *r = calloc(1, sizeof *r);
+    jr_lock();
+    struct jr_slots *s = jr_slots_here();
+    uint32_t id = ++jr_claim_seq ? jr_claim_seq : ++jr_claim_seq;
+    int slot = s != NULL && r != NULL ? jr_slot_take(s, id) : -1;
+    jr_unlock();
+    if (slot < 0) {
+        free(r);
+        if (s != NULL)
+            jr_chan_app_claim(conn, &s->arena, s->arena.slots, id); /* refused: a stream */
+        return;
+    }
+    if (jr_chan_app_claim(conn, &s->arena, (uint32_t)slot, id) != 0) {
+        jr_lock();
+        s->claim[slot] = 0;
+        jr_unlock();
+        free(r);
+        return; /* nothing sent: the service's deadline makes it a stream */
+    }
+    *r = (struct jr_ring){.refs = 1, .mode = JR_RING_PENDING, .slot = (uint32_t)slot,
+                          .claim_id = id, .arena = &s->arena};
+    __atomic_store_n(&jr_rings[conn], r, __ATOMIC_RELEASE);
+}
+
+/* The connection's mode, learning the verdict if it has come (wait_ms: how long a
+ * write may wait for it). Bytes on the socket with no verdict for our claim mean the
+ * service refused it without an answer: a stream (chan_claim.h). */
+static int jr_ring_settle(int fd, struct jr_ring *r, int wait_ms)
+{
+    if (r->mode != JR_RING_PENDING)
+        return r->mode;
+    int v = jr_chan_app_verdict(r->arena, r->slot, r->claim_id, &r->view);
+    if (v == -EAGAIN) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 0) > 0) {
+            /* The service stores its verdict before any byte it sends. */
+            v = jr_chan_app_verdict(r->arena, r->slot, r->claim_id, &r->view);
+            if (v == -EAGAIN) {
+                v = JR_RING_STREAM;
+                r->unanswered = 1;
+            }
+        } else if (wait_ms > 0) {
+            v = jr_chan_app_wait_verdict(r->arena, r->slot, r->claim_id, &r->view, wait_ms);
+        }
+    }
+    if (v == JR_RING_ON) {
+        /* The kernel's minimum: a little filler makes the socket unwritable while tx is
+         * full, so EPOLLOUT means room (chan.h's writable rule). */
+        int one = 1;
+        real_setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &one, sizeof one);
+    }
+    if (v != -EAGAIN)
+        r->mode = v;
+    return v;
+}
+
+/* chan.h's socket steps, on the real calls. */
+struct jr_ring_io {
+    int fd;
+    struct jr_ring *r;
+};
+
+static int jr_io_drain(void *ctx)
+{
+    struct jr_ring_io *io = ctx;
+    char buf[256];
+    ssize_t n = real_recvfrom(io->fd, buf, sizeof buf, MSG_DONTWAIT, NULL, NULL);
+    if (n < 0)
+        return -errno;
+    if (n == 0 && !JR_LOAD(&io->r->view.shm->rx_eof))
+        return -ECONNRESET; /* the service let go without an EOF: the connection is reset */
+    return (int)n;
+}
+
+static int jr_io_bell(void *ctx)
+{
+    char b = 'B';
+    if (real_sendto(((struct jr_ring_io *)ctx)->fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL, NULL,
+                    0) == 1 || errno == EAGAIN)
+        return 0;
+    return -errno;
+}
+
+static int jr_io_fill(void *ctx)
+{
+    char f[64] = {0};
+    while (real_sendto(((struct jr_ring_io *)ctx)->fd, f, sizeof f,
+                       MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0) > 0)
+        ;
+    return errno == EAGAIN ? 0 : -errno;
+}
+
+static int jr_io_wait(void *ctx, short what)
+{
+    struct jr_ring_io *io = ctx;
+    struct pollfd p = {.fd = io->fd, .events = what};
+    if (poll(&p, 1, -1) < 0)
+        return -errno;
+    /* The service's end is gone (a reset, or the service itself): nothing will come.
+     * With bytes or the EOF in rx, the read takes those first. */
+    if ((p.revents & (POLLHUP | POLLERR)) && !(what & POLLIN && (
+            jr_chan_app_rx_avail(&io->r->view) > 0 || JR_LOAD(&io->r->view.shm->rx_eof))))
+        return what & POLLOUT ? -EPIPE : -ECONNRESET;
+    return 0;
+}
+
+static int jr_ring_blocking(int fd, int flags)
+{
+    if (flags & MSG_DONTWAIT)
+        return 0;
+    int fl = fcntl(fd, F_GETFL);
+    return fl >= 0 && !(fl & O_NONBLOCK);
+}
+
+static ssize_t jr_ring_fail(ssize_t n, int flags)
+{
+    if (n == -EPIPE && !(flags & MSG_NOSIGNAL))
+        raise(SIGPIPE); /* as a write to a reset TCP socket does */
+    errno = (int)-n;
+    return -1;
+}
+
+/* MSG_PEEK: rx's bytes, left where they are. */
+static ssize_t jr_ring_peek(int fd, struct jr_ring *r, void *buf, size_t len, int block)
+{
+    struct jr_chan *c = r->view.shm;
+    for (;;) {
+        uint32_t avail = jr_chan_app_rx_avail(&r->view);
+        if (avail > 0) {
+            uint32_t k = len < avail ? (uint32_t)len : avail;
+            jr_ring_copy_out(r->view.rx_data, r->view.rx_cap, c->rx.head, buf, k);
+            return k;
+        }
+        if (JR_LOAD(&c->rx_eof))
+            return 0;
+        if (!block) {
+            errno = EAGAIN;
+            return -1;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, -1) < 0)
+            return -1;
+        if (jr_chan_app_rx_avail(&r->view) == 0) {
+            /* What woke us was a token for bytes already read: take it, arm, look
+             * again (jr_chan_read's steps, without consuming). */
+            struct jr_ring_io ctx = {fd, r};
+            struct jr_chan_io io = {jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, &ctx};
+            int rc = jr_chan_app_drain(&r->view, &io);
+            if (rc < 0) {
+                errno = -rc;
+                return -1;
+            }
+            __atomic_store_n(&c->rx_armed, 1, __ATOMIC_RELAXED);
+            JR_FENCE();
+        }
+    }
+}
+
+/* recv(2) and its family on a claiming connection. */
+static ssize_t jr_ring_recv(int fd, struct jr_ring *r, void *buf, size_t len, int flags)
+{
+    int block = jr_ring_blocking(fd, flags);
+    for (;;) {
+        int m = jr_ring_settle(fd, r, 0);
+        if (m == JR_RING_STREAM)
+            return real_recvfrom(fd, buf, len, flags, NULL, NULL);
+        if (m == JR_RING_ON)
+            break;
+        if (!block) {
+            errno = EAGAIN;
+            return -1;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        poll(&p, 1, -1);
+    }
+    if (r->rd_shut)
+        return 0;
+    if (flags & MSG_PEEK)
+        return jr_ring_peek(fd, r, buf, len, block);
+    struct jr_ring_io ctx = {fd, r};
+    struct jr_chan_io io = {jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, &ctx};
+    size_t got = 0;
+    ssize_t n;
+    do {
+        n = jr_chan_read(&r->view, &io, (char *)buf + got, len - got, block);
+        if (n > 0)
+            got += (size_t)n;
+    } while (n > 0 && (flags & MSG_WAITALL) && block && got < len);
+    if (got > 0)
+        return (ssize_t)got;
+    return n < 0 ? jr_ring_fail(n, MSG_NOSIGNAL) : 0;
+}
+
+/* send(2) and its family on a claiming connection. A write before the verdict waits
+ * for it: its bytes must go where the mode says. */
+static ssize_t jr_ring_send(int fd, struct jr_ring *r, const void *buf, size_t len, int flags)
+{
+    int m = jr_ring_settle(fd, r, JR_VERDICT_WAIT_MS);
+    if (m == JR_RING_STREAM)
+        return real_sendto(fd, buf, len, flags, NULL, 0);
+    if (m != JR_RING_ON) {
+        errno = EAGAIN; /* no verdict in JR_VERDICT_WAIT_MS: the service is stuck */
+        return -1;
+    }
+    struct jr_ring_io ctx = {fd, r};
+    struct jr_chan_io io = {jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, &ctx};
+    ssize_t n = jr_chan_write(&r->view, &io, buf, len, jr_ring_blocking(fd, flags));
+    return n < 0 ? jr_ring_fail(n, flags) : n;
+}
+
+/* readv/writev: each buffer in turn; only the first may block. */
+static ssize_t jr_ring_recvv(int fd, struct jr_ring *r, const struct iovec *iov, int n,
+                             int flags)
+{
+    ssize_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len == 0)
+            continue;
+        ssize_t k = jr_ring_recv(fd, r, iov[i].iov_base, iov[i].iov_len,
+                                 total > 0 ? flags | MSG_DONTWAIT : flags);
+        if (k < 0)
+            return total > 0 ? total : -1;
+        total += k;
+        if ((size_t)k < iov[i].iov_len)
+            break;
+    }
+    return total;
+}
+
+static ssize_t jr_ring_sendv(int fd, struct jr_ring *r, const struct iovec *iov, int n,
+                             int flags)
+{
+    ssize_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len == 0)
+            continue;
+        ssize_t k = jr_ring_send(fd, r, iov[i].iov_base, iov[i].iov_len, flags);
+        if (k < 0)
+            return total > 0 ? total : -1;
+        total += k;
+        if ((size_t)k < iov[i].iov_len)
+            break;
+    }
+    return total;
+}
+
+/* sendfile(2) into a ring: the file's bytes through a buffer, never more than tx takes
+ * (so the file's position moves only by what was sent). */
+static ssize_t jr_ring_sendfile(int out, struct jr_ring *r, int in, off_t *offset,
+                                size_t count)
+{
+    char buf[1u << 16];
+    off_t pos = offset ? *offset : lseek(in, 0, SEEK_CUR);
+    if (pos < 0)
+        return -1; /* a pipe or socket: sendfile wants a file it can seek (as Linux's) */
+    int block = jr_ring_blocking(out, 0);
+    size_t total = 0;
+    while (total < count) {
+        struct jr_chan *c = r->view.shm;
+        uint32_t room = r->view.tx_cap - (c->tx.tail - JR_LOAD(&c->tx.head));
+        size_t want = count - total < sizeof buf ? count - total : sizeof buf;
+        if (!block && want > room)
+            want = room ? room : 1; /* 1: a write that finds tx full arms for room */
+        ssize_t got = pread(in, buf, want, pos);
+        if (got <= 0) {
+            if (got < 0 && total == 0)
+                return -1;
+            break;
+        }
+        ssize_t sent = jr_ring_send(out, r, buf, (size_t)got, 0);
+        if (sent < 0) {
+            if (total == 0)
+                return -1;
+            break;
+        }
+        pos += sent;
+        total += (size_t)sent;
+        if (sent < got)
+            break;
+    }
+    if (offset)
+        *offset = pos;
+    else
+        lseek(in, pos, SEEK_SET);
+    return (ssize_t)total;
+}
+
+/* close: the descriptor goes; the connection's end is the socket's last close (the
+ * service sees the hang-up), so a forked sibling's copy goes on working. */
+static void jr_ring_close(int fd)
+{
+    struct jr_ring *r = jr_ring_of(fd);
+    if (r == NULL)
+        return;
+    __atomic_store_n(&jr_rings[fd], NULL, __ATOMIC_RELEASE);
+    jr_lock();
+    if (--r->refs == 0) {
+        struct jr_slots *s = jr_slots;
+        if (s != NULL && &s->arena == r->arena && s->claim[r->slot] == r->claim_id) {
+            if (r->unanswered)
+                s->claim[r->slot] = 0; /* the service never wrote there */
+            else
+                s->closed[r->slot] = 1; /* free once the service says it is done */
+        }
+        free(r);
+    }
+    jr_unlock();
+}
+
+static void jr_ring_dup(int from, int to)
+{
+    struct jr_ring *r = jr_ring_of(from);
+    if (to < 0 || to >= JR_MAX_FD || to == from)
+        return;
+    jr_ring_close(to); /* dup2/dup3 closed what was there */
+    if (r == NULL)
+        return;
+    jr_lock();
+    r->refs++;
+    jr_unlock();
+    __atomic_store_n(&jr_rings[to], r, __ATOMIC_RELEASE);
+}
+
+/* ------------------------------------------------------------ the intercepted calls */
+
+ssize_t read(int fd, void *buf, size_t len)
+{
+    struct jr_ring *r = jr_ring_of(fd);
+    if (r == NULL) {
+        RESOLVE(read);
+        return real_read(fd, buf, len);
+    }
+    return jr_ring_recv(fd, r, buf, len, 0);
+}
+
+ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
+{
+    if (len > buflen)
+        abort(); /* glibc's __chk_fail: a buffer overflow */
+    return read(fd, buf, len);
+}
+
+ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    struct jr_ring *r = jr_ring_of(fd);
+    if (r == NULL) {
+        jr_init();
+        return real_recvfrom(fd, buf, len, flags, NULL, NULL);
+    }
+    return jr_ring_recv(fd, r, buf, len, flags);
+}
+
+ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
+{
+    if (len > buflen)
+        abort();
+    return recv(fd, buf, len, flags);
+}
+
+ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
+                       struct sockaddr *addr, socklen_t *addrlen)
+{
+    if (len > buflen)
+        abort();
+    return recvfrom(fd, buf, len, flags, addr, addrlen);
+}
+
+ssize_t readv(int fd, const struct iovec *iov, int n)
+{
+    struct jr_ring *r = jr_ring_of(fd);
+    if (r == NULL) {
+        RESOLVE(readv);
+        return real_readv(fd, iov, n);
+    }
+    return jr_ring_recvv(fd, r, iov, n, 0);
+}
+
+ssize_t write(int fd, const void *buf, size_t len)
+{
+    struct jr_ring *r = jr_ring_of(fd);
+    if (r == NULL) {
+        RESOLVE(write);
+        return real_write(fd, buf, len);
+    }
+    return jr_ring_send(fd, r, buf, len, 0);
+}
+
+ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+    struct jr_ring *r = jr_ring_of(fd);
+    if (r == NULL) {
+        jr_init();
+        return real_sendto(fd, buf, len, flags, NULL, 0);
+    }
+    return jr_ring_send(fd, r, buf, len, flags);
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int n)
+{
+    struct jr_ring *r = jr_ring_of(fd);
+    if (r == NULL) {
+        RESOLVE(writev);
+        return real_writev(fd, iov, n);
+    }
+    return jr_ring_sendv(fd, r, iov, n, 0);
+}
+
+ssize_t sendfile(int out, int in, off_t *offset, size_t count)
+{
+    struct jr_ring *r = jr_ring_of(out);
+    RESOLVE(sendfile);
+    if (r == NULL || jr_ring_settle(out, r, JR_VERDICT_WAIT_MS) != JR_RING_ON)
+        return real_sendfile(out, in, offset, count);
+    return jr_ring_sendfile(out, r, in, offset, count);
+}
+
+ssize_t sendfile64(int out, int in, off_t *offset, size_t count)
+{
+    return sendfile(out, in, offset, count);
+}
+
+int shutdown(int fd, int how)
+{
+    struct jr_ring *r = jr_ring_of(fd);
+    RESOLVE(shutdown);
+    if (r == NULL || jr_ring_settle(fd, r, JR_VERDICT_WAIT_MS) != JR_RING_ON)
+        return real_shutdown(fd, how);
+    /* The socket itself stays open both ways: its bytes are the rings' wake-ups. */
+    if (how == SHUT_RD || how == SHUT_RDWR)
+        r->rd_shut = 1;
+    if (how == SHUT_WR || how == SHUT_RDWR) {
+        struct jr_ring_io ctx = {fd, r};
+        struct jr_chan_io io = {jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, &ctx};
+        jr_chan_shutdown_write(&r->view, &io);
+    }
+    return 0;
+}
+
+/* FIONREAD on a ring: rx's bytes (-1: not a ring-mode descriptor). */
+static int jr_ring_nread(int fd, int *out)
+{
+    struct jr_ring *r = jr_ring_of(fd);
+    if (r == NULL || jr_ring_settle(fd, r, 0) != JR_RING_ON)
+        return -1;
+    *out = r->rd_shut ? 0 : (int)jr_chan_app_rx_avail(&r->view);
+    return 0;
+}
