@@ -302,11 +302,13 @@ static inline int jr_chan_svc_tx_eof(const struct jr_chan_svc *s)
  * so the rules have one copy. fd: the service's end of the connection's socket,
  * non-blocking. */
 
-/* Read away what the application queued: doorbells, re-token requests, filler. */
+/* Read away what the application queued: doorbells, re-token requests, filler. A
+ * short read took all there was (one system call, not a second that meets EAGAIN);
+ * a byte that comes after it leaves the socket readable, so the caller looks again. */
 static inline void jr_chan_svc_drain(int fd)
 {
-    char junk[256];
-    while (recv(fd, junk, sizeof junk, MSG_DONTWAIT) > 0)
+    char junk[4096];
+    while (recv(fd, junk, sizeof junk, MSG_DONTWAIT) == (ssize_t)sizeof junk)
         ;
 }
 
@@ -360,9 +362,19 @@ enum jr_chan_wait {
  * that made rx room): the re-token request, then each thing waited for, armed and looked
  * at again. Returns 1 when the service may sleep until fd is readable, 0 when there is
  * work now (room, bytes), -EPROTO when an index is impossible, -errno from a send. */
+static inline int jr_chan_svc_arm(struct jr_chan_svc *s, int fd, int waits);
+
 static inline int jr_chan_svc_idle(struct jr_chan_svc *s, int fd, int waits)
 {
     jr_chan_svc_drain(fd);
+    return jr_chan_svc_arm(s, fd, waits);
+}
+
+/* jr_chan_svc_idle without the drain, for a caller that knows nothing is queued on fd
+ * (its epoll has reported no bytes since its last drain): bytes that come meanwhile
+ * leave fd readable, which wakes it to drain and look again. */
+static inline int jr_chan_svc_arm(struct jr_chan_svc *s, int fd, int waits)
+{
     if (jr_chan_svc_retoken(s)) {
         int rc = jr_chan_svc_send_token(s, fd);
         if (rc < 0 && rc != -EAGAIN)

@@ -120,6 +120,8 @@ struct flow {
     uint8_t app_hup;           /* ... and that it shut down writing (EOF follows them) */
     uint8_t app_closed;        /* ... and reading too (EPOLLHUP): it closed its end */
     uint8_t chan_again;        /* in dp->again: its channel has work for the next round */
+    uint8_t in_ringpoll;       /* in dp->ringpoll: its rings are polled, not armed */
+    uint8_t app_rung;          /* epoll said its socket has bytes: doorbells to drain */
     /* Its entry in the timing wheel: one per flow, for its earliest deadline or an
      * earlier one (a deadline that moves later leaves the entry, which on coming due
      * early is moved; as Linux's timers and the engine's heap do). */
@@ -145,6 +147,8 @@ struct dp {
     struct dp_chans chans;     /* shared-memory channels (channels.c) */
     uint32_t *again;           /* flows whose channel had work when they settled */
     uint32_t n_again;
+    uint32_t *ringpoll;        /* ring-mode flows polled each round (chan_settle) */
+    uint32_t n_ringpoll;
     struct flow *flows;
     uint32_t *free_slots;
     uint32_t n_free;
@@ -1539,6 +1543,10 @@ static void chan_read(struct dp *dp, struct flow *f)
 {
     struct dp_tcb *t = &f->t;
     uint32_t taken = 0;
+    if (f->app_rung) { /* doorbells: level-triggered, they would wake every epoll_wait */
+        f->app_rung = 0;
+        jr_chan_svc_drain(t->app_fd);
+    }
     while (taken < APP_READ_BUDGET) {
         snd_room(dp, f, 0);
         struct iovec iov[2];
@@ -1580,10 +1588,10 @@ static void chan_read(struct dp *dp, struct flow *f)
         app_eof(dp, f);
 }
 
-/* After a ring-mode flow's work: before the loop may sleep, arm for what the flow
- * waits for from the application (room in rx, bytes in tx), draining the socket's
- * "look" bytes first (jr_chan_svc_idle). Work found instead runs next round. */
-static void chan_settle(struct dp *dp, struct flow *f)
+/* Arm for what a ring-mode flow waits for from the application (room in rx, bytes in
+ * tx), draining the socket's "look" bytes first (jr_chan_svc_idle). Work found
+ * instead runs next round. */
+static void chan_arm(struct dp *dp, struct flow *f)
 {
     struct dp_tcb *t = &f->t;
     if (!t->chan || f->state != FLOW_C || t->app_fd < 0)
@@ -1595,7 +1603,16 @@ static void chan_settle(struct dp *dp, struct flow *f)
         waits |= JR_CHAN_WAIT_BYTES;
     if (waits == 0)
         return;
-    int rc = dp_chan_idle(dp, t->chan, t->app_fd, waits);
+    /* Drain only what epoll said is there: an empty socket's recv is a wasted system
+     * call per flow per sleep (jr_chan_svc_arm says why skipping it is safe). */
+    struct jr_chan_svc *s = chan_svc(&dp->chans, t->chan);
+    if (s == NULL)
+        return;
+    if (f->app_rung) {
+        f->app_rung = 0;
+        jr_chan_svc_drain(t->app_fd);
+    }
+    int rc = jr_chan_svc_arm(s, t->app_fd, waits);
     if (rc == -EPROTO) {
         chan_broken(dp, f);
     } else if (rc == 0) {
@@ -1610,6 +1627,52 @@ static void chan_settle(struct dp *dp, struct flow *f)
         t->app_gone = 1;
         hand_back(dp, f, DP_REASON_APP_GONE);
     }
+}
+
+/* After a ring-mode flow's work. While the loop runs, the flow is polled rather than
+ * armed: it joins dp->ringpoll, whose rings every round looks at (ringpoll_scan), so
+ * the application's writes ring no doorbell, which is a system call and a wake-up
+ * each (the channel benchmark's cost). Before the loop sleeps, ringpoll_settle arms
+ * them all: a flow is always either armed or looked at before the next sleep. */
+static void chan_settle(struct dp *dp, struct flow *f)
+{
+    if (!f->t.chan || f->state != FLOW_C || f->t.app_fd < 0 || f->in_ringpoll)
+        return;
+    f->in_ringpoll = 1;
+    dp->ringpoll[dp->n_ringpoll++] = (uint32_t)(f - dp->flows);
+}
+
+/* Each round: polled flows whose rings have work run now (no doorbell announced it). */
+static void ringpoll_scan(struct dp *dp)
+{
+    for (uint32_t i = 0; i < dp->n_ringpoll; i++) {
+        struct flow *f = &dp->flows[dp->ringpoll[i]];
+        struct dp_tcb *t = &f->t;
+        struct jr_chan_svc *s = f->state == FLOW_C ? chan_svc(&dp->chans, t->chan) : NULL;
+        if (s == NULL || t->app_fd < 0)
+            continue;
+        if (jr_chan_svc_retoken(s)) /* a read cancelled its arm and left bytes */
+            jr_chan_svc_send_token(s, t->app_fd);
+        int bytes = !t->app_eof && f->snd.len < f->snd.cap &&
+                    (jr_chan_svc_tx_avail(s) != 0 || jr_chan_svc_tx_eof(s));
+        int room = f->rcv.len > 0 && jr_chan_svc_rx_room(s) != 0;
+        if (bytes || room) {
+            f->app_readable |= bytes;
+            touch(dp, f);
+        }
+    }
+}
+
+/* The loop is about to sleep: arm every polled flow. 1 if one has work after all. */
+static int ringpoll_settle(struct dp *dp)
+{
+    for (uint32_t i = 0; i < dp->n_ringpoll; i++) {
+        struct flow *f = &dp->flows[dp->ringpoll[i]];
+        f->in_ringpoll = 0;
+        chan_arm(dp, f);
+    }
+    dp->n_ringpoll = 0;
+    return dp->n_again > 0;
 }
 
 /* --- connections born in C: the passive open (dp_listen) --------------------------- */
@@ -2276,6 +2339,7 @@ static int round_at(struct dp *dp, double now)
             touch(dp, f);
     }
     dp->n_again = 0;
+    ringpoll_scan(dp);
     tx_resume(dp);
     /* Up to cfg.rx_batches full batches a port: a round whose transmit takes long (a
      * burst of data segments) must not leave the ACKs that clock it queued in the rx
@@ -2319,6 +2383,8 @@ static int take_events(struct dp *dp, const struct epoll_event *evs, int nev)
                 continue;
             if (evs[e].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 f->app_readable = 1;
+            if (evs[e].events & EPOLLIN)
+                f->app_rung = f->t.chan != 0;
             if (evs[e].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 f->app_hup = 1;
             /* A unix stream reports EPOLLHUP once both directions are shut: before our
@@ -2363,6 +2429,8 @@ int dp_run(struct dp *dp, int timeout_ms)
                 wait_ms = 1;
             if (timeout_ms == 0 || dp->n_again)
                 wait_ms = 0;
+            if (wait_ms && dp->n_ringpoll && ringpoll_settle(dp))
+                wait_ms = 0; /* arming found work */
         }
         if (wait_ms)
             dp->st.sleeps++;
@@ -2671,6 +2739,7 @@ struct dp *dp_new(const struct dp_config *cfg)
     dp->touched = calloc(flows, sizeof *dp->touched);
     dp->handbacks = calloc(flows, sizeof *dp->handbacks);
     dp->again = calloc(flows, sizeof *dp->again);
+    dp->ringpoll = calloc(flows, sizeof *dp->ringpoll);
     dp->wheel = calloc(WHEEL_SLOTS, sizeof *dp->wheel);
     dp->descs = calloc(cfg->batch, sizeof *dp->descs);
     dp->rx_offs = calloc(cfg->batch, sizeof *dp->rx_offs);
@@ -2694,7 +2763,7 @@ struct dp *dp_new(const struct dp_config *cfg)
         !dp->arena || !dp->arena_offs || !dp->arena_caps || !dp->arena_lens ||
         !dp->arena_flow || !dp->dec ||
         !dp->dec_offs || !dp->dec_lens || !dp->listeners || !dp->tw_fifo || !dp->tx_wait ||
-        !dp->again || chans_init(&dp->chans, flows) < 0 || dp->epfd < 0) {
+        !dp->again || !dp->ringpoll || chans_init(&dp->chans, flows) < 0 || dp->epfd < 0) {
         dp_free(dp);
         return NULL;
     }
@@ -2735,6 +2804,7 @@ void dp_free(struct dp *dp)
     free(dp->touched);
     free(dp->handbacks);
     free(dp->again);
+    free(dp->ringpoll);
     chans_free(&dp->chans);
     free(dp->wheel);
     free(dp->descs);
