@@ -70,7 +70,7 @@ def test_nginx_two_workers_in_ring_mode(service_bed: Testbed, tmp_path: Path) ->
                   "-e", str(tmp_path / "error.log"), env=RING_ENV,
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(bed.peer, bed.joy.ip, 8085)
-    rps, bad, out = wrk(bed.peer, f"http://{bed.joy.ip}:8085/file.bin", script, seconds=2)
+    _rps, bad, out = wrk(bed.peer, f"http://{bed.joy.ip}:8085/file.bin", script, seconds=2)
     assert bad == 0 and "Socket errors" not in out and "Non-2xx" not in out, out
     after = channel_counters(bed)
     # Every wrk connection claimed ring mode and got it (the sendfile of 64 KiB bodies
