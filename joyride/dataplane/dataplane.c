@@ -1640,6 +1640,7 @@ static void chan_settle(struct dp *dp, struct flow *f)
         return;
     f->in_ringpoll = 1;
     dp->ringpoll[dp->n_ringpoll++] = (uint32_t)(f - dp->flows);
+    dp->st.chan_polled = dp->n_ringpoll;
 }
 
 /* Each round: polled flows whose rings have work run now (no doorbell announced it). */
@@ -1672,6 +1673,7 @@ static int ringpoll_settle(struct dp *dp)
         chan_arm(dp, f);
     }
     dp->n_ringpoll = 0;
+    dp->st.chan_polled = 0;
     return dp->n_again > 0;
 }
 
@@ -2545,11 +2547,15 @@ static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb)
     uint8_t touched = f->touched; /* the slot may still sit in this round's list */
     uint8_t tx_waiting = f->tx_waiting; /* ... or in the transmit wait list */
     uint16_t in_arena = f->in_arena;    /* ... and its frames in the arena */
+    uint8_t chan_again = f->chan_again; /* ... or in the channels' lists: a flag cleared */
+    uint8_t in_ringpoll = f->in_ringpoll; /* here would let the slot in twice, past the end */
     memset(f, 0, sizeof *f);
     f->gen = gen;
     f->touched = touched;
     f->tx_waiting = tx_waiting;
     f->in_arena = in_arena;
+    f->chan_again = chan_again;
+    f->in_ringpoll = in_ringpoll;
     f->t = *tcb;
     if (f->t.rcv_max < f->t.rcv_cap)
         f->t.rcv_max = f->t.rcv_cap; /* no autotuning room: the buffer stays as it is */

@@ -321,6 +321,7 @@ struct dp_stats {
     uint64_t chan_released;
     uint64_t chan_broken;      /* an index the application wrote was impossible: reset */
     uint64_t claim_deadlines;  /* deliveries that stopped waiting for a claim */
+    uint64_t chan_polled;      /* ring-mode flows polled now (armed at the next sleep) */
     uint64_t time_waits;       /* born flows that entered TIME-WAIT (kept in C) */
     uint64_t tw_expired;
     uint64_t tw_overflow;      /* TIME-WAIT flows ended early: the table was full */

@@ -7,6 +7,7 @@ leaves a plain stream. The application's side is chan.h's, as the shim will run 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import os
@@ -14,6 +15,8 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from joyride.dataplane.membed import IP_PEER, IP_SVC, PORT, Bed, read_all
 from joyride.dataplane.plane import CLAIM_WAIT, ChannelState, ListenSpec, ffi, lib
@@ -63,8 +66,8 @@ class App:
 class Claiming:
     """A bed whose port C listens on for an application that claims ring mode."""
 
-    def __init__(self, claims: bool = True) -> None:
-        self.bed = Bed()
+    def __init__(self, claims: bool = True, max_flows: int = 64) -> None:
+        self.bed = Bed(max_flows=max_flows)
         self.name = f"joyride-test/{os.getpid()}/chan{next(_names)}"
         self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         self.unix.bind(b"\0" + self.name.encode())
@@ -313,3 +316,67 @@ def test_a_connection_python_delivers_takes_its_claim_in_the_pump() -> None:
 def read_all_nonblocking(sock: socket.socket) -> bytes:
     sock.setblocking(False)
     return read_all(sock)
+
+
+def test_ring_flows_churning_through_a_small_table() -> None:
+    """Slots of ended ring-mode flows are reused while the loop never sleeps (its polled
+    list is never settled): each slot stays in the list once, whatever flows it held."""
+    b = Claiming(max_flows=4)
+    try:
+        for i in range(12):
+            client, app = b.connect()
+            app.claim(i + 1)
+            b.bed.run(3)
+            assert app.verdict() == 1, i
+            got_app, got_client = exchange(b, client, app, b"ping %d" % i, b"pong %d" % i)
+            assert (got_app, got_client) == (b"ping %d" % i, b"pong %d" % i)
+            lib.dp_app_shutdown(app.chan)
+            client.close()
+            b.bed.peer.mark(client)
+            b.bed.run(20)
+            app.sock.close()
+            b.bed.clock.advance(b.bed.svc.config.time_wait + 1)  # TIME-WAIT ends
+            b.bed.run(20)
+            assert b.stats()["chan_polled"] <= 4  # each slot in the list at most once
+        st = b.stats()
+        assert st["chan_ring"] == 12 and st["chan_released"] == 12 and st["chan_broken"] == 0
+    finally:
+        b.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=64), st.integers(0, 3), st.booleans())
+def test_any_first_bytes_are_a_claim_only_when_well_formed(raw: bytes, tweak: int,
+                                                           claimable: bool) -> None:
+    """Hostile first bytes from an application, with a real arena's descriptor: the
+    service never crashes, accepts only a well-formed claim of a slot on its grid, and
+    bytes that are not a claim come back as payload (-ENOMSG)."""
+    b = Bed(max_flows=4)
+    ours, theirs = socket.socketpair()
+    try:
+        app = lib.dp_app_claim(theirs.fileno(), RING, RING, 1)  # an arena and a real claim
+        assert app != ffi.NULL
+        n, first, fd = b.plane.chan_recv(ours.fileno(), 64)
+        assert n == 32 and fd >= 0
+        if tweak == 0:
+            msg = raw  # anything at all
+        elif tweak == 1:
+            msg = first[:4] + raw[:28].ljust(28, b"\0")  # the magic, then anything
+        elif tweak == 2:
+            msg = first[:24] + raw[:8].ljust(8, b"\0")  # a claim with any offset
+        else:
+            msg = first
+        chan = b.plane.chan_first_bytes(msg, fd, claimable)
+        os.close(fd)
+        well_formed = len(msg) == 32 and msg[:4] == first[:4]
+        if not well_formed:
+            assert chan == -errno.ENOMSG  # payload, handed back untouched
+        if chan > 0:
+            assert claimable and msg[:24] == first[:24]
+            offset = int.from_bytes(msg[24:32], "little")
+            assert offset % 4096 == 0  # on the arena's grid
+            b.plane.chan_release(chan)
+        lib.dp_app_free(app)
+    finally:
+        ours.close()
+        theirs.close()
