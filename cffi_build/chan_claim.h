@@ -47,6 +47,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -70,6 +71,7 @@
 #define JR_ARENA_MAX_BYTES (1ull << 30)
 #define JR_CHAN_MAX_CAP (1u << 22) /* per direction */
 #define JR_ARENA_SEALS (F_SEAL_SHRINK | F_SEAL_GROW)
+#define JR_TMPFS_MAGIC 0x01021994 /* linux/magic.h: memfds live on shmem */
 
 /* The claim: the connection's first bytes from the application, one message. */
 struct jr_chan_claim {
@@ -139,9 +141,17 @@ static inline void jr_arenas_trim(struct jr_arenas *as)
 /* At the service's end, every channel released or not. */
 static inline void jr_arenas_free(struct jr_arenas *as)
 {
-    for (uint32_t i = 0; i < as->max; i++)
-        if (as->a[i].base != NULL)
-            jr_arena_unmap(as, &as->a[i]);
+    for (uint32_t i = 0; i < as->max; i++) {
+        struct jr_arena *ar = &as->a[i];
+        if (ar->base == NULL)
+            continue;
+        /* The service is going: every slot it held is the application's again. */
+        for (uint32_t k = 0; k < ar->slots; k++)
+            if (ar->busy[k / 64] & (1ull << (k % 64)))
+                JR_STORE(&((struct jr_chan *)(ar->base + (size_t)k * ar->slot_bytes))->magic,
+                         JR_CHAN_RELEASED);
+        jr_arena_unmap(as, ar);
+    }
     free(as->a);
     as->a = NULL;
 }
@@ -192,12 +202,19 @@ static inline int jr_arena_of(struct jr_arenas *as, int fd, const struct jr_chan
                               int *fresh)
 {
     struct stat st;
+    struct statfs fs;
     *fresh = 0;
-    if (fstat(fd, &st) != 0)
-        return -errno;
+    /* Seals first: a size read before them proves nothing (the owner could shrink the
+     * file between the look and the seal, then the service's touch is SIGBUS). */
     int seals = fcntl(fd, F_GET_SEALS);
-    if (!S_ISREG(st.st_mode) || seals < 0 || (seals & JR_ARENA_SEALS) != JR_ARENA_SEALS)
+    if (seals < 0 || (seals & JR_ARENA_SEALS) != JR_ARENA_SEALS)
         return -EPERM; /* not a memfd, or one its owner could still resize */
+    /* Plain shmem only: a hugetlbfs memfd can lose a page to a punched hole and fail
+     * the service's next touch. Writable by its sender: the proof the mmap gives a new
+     * arena must hold for one already mapped too. */
+    if (fstatfs(fd, &fs) != 0 || fs.f_type != JR_TMPFS_MAGIC || fstat(fd, &st) != 0 ||
+        !S_ISREG(st.st_mode) || (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDWR)
+        return -EPERM;
     if (st.st_size < (off_t)JR_ARENA_PAGE || (uint64_t)st.st_size > JR_ARENA_MAX_BYTES)
         return -EFBIG;
     int free_at = -1;
@@ -363,7 +380,9 @@ static inline struct jr_chan *jr_arena_app_chan(const struct jr_arena_app *a, ui
     return (struct jr_chan *)(a->base + (size_t)slot * a->slot_bytes);
 }
 
-/* Send the claim of slot for this connection, as its first bytes. 0 or -errno. */
+/* Send the claim of slot for this connection, as its first bytes. 0 or -errno.
+ * slot == a->slots (past the arena) makes a claim the service refuses at once: an
+ * application with no free slot says so without making the delivery wait. */
 static inline int jr_chan_app_claim(int sock, const struct jr_arena_app *a, uint32_t slot,
                                     uint32_t claim_id)
 {
@@ -379,8 +398,10 @@ static inline int jr_chan_app_claim(int sock, const struct jr_arena_app *a, uint
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1,
                        .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
     /* The slot is the application's (free, or jr_chan_app_slot_done): its word starts
-     * at 0, so a verdict is a change a futex waiter sees, never a value the slot held. */
-    __atomic_store_n(&jr_arena_app_chan(a, slot)->magic, 0, __ATOMIC_RELAXED);
+     * at 0, so a verdict is a change a futex waiter sees, never a value the slot held.
+     * (slot == a->slots is a claim made to be refused: no slot, nothing to reset.) */
+    if (slot < a->slots)
+        __atomic_store_n(&jr_arena_app_chan(a, slot)->magic, 0, __ATOMIC_RELAXED);
     struct cmsghdr *h = CMSG_FIRSTHDR(&m);
     h->cmsg_level = SOL_SOCKET;
     h->cmsg_type = SCM_RIGHTS;

@@ -207,12 +207,12 @@ static void case_refusals(void)
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (jr_chan_svc_claim(&as, &good, sizeof good, devnull, 1, &s) != -EPERM)
         FIRST("/dev/null");
-    /* The arena opened read-only: the service cannot map it for writing. */
+    /* The arena opened read-only: its sender could not write there itself. */
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", ar.fd);
     int ro = open(path, O_RDONLY | O_CLOEXEC);
     int rc = jr_chan_svc_claim(&as, &good, sizeof good, ro, 1, &s);
-    if (rc != -EACCES)
+    if (rc != -EPERM)
         FIRST("read-only arena: %d", rc);
     /* Sealed, but too small for one slot. */
     struct jr_arena_app tiny;
@@ -238,6 +238,11 @@ static void case_refusals(void)
     int r3 = jr_chan_svc_claim(&as, &good, sizeof good, third.fd, 1, &s);
     if (r1 != 0 || r2 != 0 || r3 != -ENOSPC || as.mapped != 2)
         FIRST("full table: %d %d %d", r1, r2, r3);
+    /* ... nor once the service has it mapped (a read-only descriptor proves nothing). */
+    struct jr_chan_claim other_slot = good;
+    other_slot.offset = 2 * (uint64_t)ar.slot_bytes;
+    if (jr_chan_svc_claim(&as, &other_slot, sizeof other_slot, ro, 1, &s) != -EPERM)
+        FIRST("read-only descriptor of a mapped arena");
     /* A mapped arena's grid is fixed by its first claim: other capacities are refused. */
     struct jr_chan_claim wider = good;
     wider.rx_cap = RX_CAP * 2;

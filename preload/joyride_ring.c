@@ -52,6 +52,12 @@ struct jr_slots {
 };
 
 static struct jr_ring *jr_rings[JR_MAX_FD];
+/* A ring whose last descriptor closed is freed only JR_RETIRED closes later: another
+ * thread may still be inside a call on the descriptor (close does not wait for it, on
+ * Linux either), and must find the memory it holds still there. */
+#define JR_RETIRED 1024
+static struct jr_ring *jr_retired[JR_RETIRED];
+static unsigned jr_retired_next;
 static unsigned char jr_ring_listener[JR_MAX_FD]; /* the listener at fd may claim */
 static struct jr_slots *jr_slots;
 static uint32_t jr_claim_seq;
@@ -268,6 +274,11 @@ static ssize_t jr_ring_peek(int fd, struct jr_ring *r, void *buf, size_t len, in
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, -1) < 0)
             return -1;
+        if ((p.revents & (POLLHUP | POLLERR)) && jr_chan_app_rx_avail(&r->view) == 0 &&
+            !JR_LOAD(&c->rx_eof)) {
+            errno = ECONNRESET; /* the service's end is gone: nothing will come */
+            return -1;
+        }
         if (jr_chan_app_rx_avail(&r->view) == 0) {
             /* What woke us was a token for bytes already read: take it, arm, look
              * again (jr_chan_read's steps, without consuming). */
@@ -330,6 +341,10 @@ static ssize_t jr_ring_send(int fd, struct jr_ring *r, const void *buf, size_t l
         errno = EAGAIN; /* no verdict in JR_VERDICT_WAIT_MS: the service is stuck */
         return -1;
     }
+    /* After our shutdown(SHUT_WR), or once the service let the connection go (a reset),
+     * a write fails at once, as on a TCP socket: bytes put in tx then would be lost. */
+    if (JR_LOAD(&r->view.shm->tx_eof) || JR_LOAD(&r->view.shm->magic) != JR_CHAN_MAGIC)
+        return jr_ring_fail(-EPIPE, flags);
     struct jr_ring_io ctx = {fd, r};
     struct jr_chan_io io = {jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, &ctx};
     ssize_t n = jr_chan_write(&r->view, &io, buf, len, jr_ring_blocking(fd, flags));
@@ -362,7 +377,9 @@ static ssize_t jr_ring_sendv(int fd, struct jr_ring *r, const struct iovec *iov,
     for (int i = 0; i < n; i++) {
         if (iov[i].iov_len == 0)
             continue;
-        ssize_t k = jr_ring_send(fd, r, iov[i].iov_base, iov[i].iov_len, flags);
+        /* After a first buffer went, a later failure is a short count: no signal. */
+        ssize_t k = jr_ring_send(fd, r, iov[i].iov_base, iov[i].iov_len,
+                                 total > 0 ? flags | MSG_NOSIGNAL : flags);
         if (k < 0)
             return total > 0 ? total : -1;
         total += k;
@@ -430,7 +447,9 @@ static void jr_ring_close(int fd)
             else
                 s->closed[r->slot] = 1; /* free once the service says it is done */
         }
-        free(r);
+        struct jr_ring **retire = &jr_retired[jr_retired_next++ % JR_RETIRED];
+        free(*retire);
+        *retire = r;
     }
     jr_unlock();
 }
@@ -537,8 +556,13 @@ ssize_t sendfile(int out, int in, off_t *offset, size_t count)
 {
     struct jr_ring *r = jr_ring_of(out);
     RESOLVE(sendfile);
-    if (r == NULL || jr_ring_settle(out, r, JR_VERDICT_WAIT_MS) != JR_RING_ON)
+    int m = r == NULL ? JR_RING_STREAM : jr_ring_settle(out, r, JR_VERDICT_WAIT_MS);
+    if (m == JR_RING_STREAM)
         return real_sendfile(out, in, offset, count);
+    if (m != JR_RING_ON) {
+        errno = EAGAIN; /* no verdict yet: the bytes' way is not known */
+        return -1;
+    }
     return jr_ring_sendfile(out, r, in, offset, count);
 }
 
@@ -551,8 +575,13 @@ int shutdown(int fd, int how)
 {
     struct jr_ring *r = jr_ring_of(fd);
     RESOLVE(shutdown);
-    if (r == NULL || jr_ring_settle(fd, r, JR_VERDICT_WAIT_MS) != JR_RING_ON)
+    int m = r == NULL ? JR_RING_STREAM : jr_ring_settle(fd, r, JR_VERDICT_WAIT_MS);
+    if (m == JR_RING_STREAM)
         return real_shutdown(fd, how);
+    if (m != JR_RING_ON) {
+        errno = EAGAIN;
+        return -1;
+    }
     /* The socket itself stays open both ways: its bytes are the rings' wake-ups. */
     if (how == SHUT_RD || how == SHUT_RDWR)
         r->rd_shut = 1;

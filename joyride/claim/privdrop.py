@@ -92,6 +92,7 @@ ALLOWED: Final[dict[str, int]] = {
     "read": 0, "write": 1, "close": 3, "fstat": 5, "poll": 7, "lseek": 8, "mmap": 9,
     "mprotect": 10, "munmap": 11, "brk": 12, "rt_sigaction": 13, "rt_sigprocmask": 14,
     "rt_sigreturn": 15, "ioctl": 16, "readv": 19, "writev": 20, "select": 23,
+    "fstatfs": 138,  # a ring-mode claim: the arena must be plain shmem (chan_claim.h)
     "sched_yield": 24, "mremap": 25, "madvise": 28, "dup": 32, "nanosleep": 35,
     "getpid": 39, "socket": 41, "connect": 42, "sendto": 44, "recvfrom": 45, "sendmsg": 46,
     "recvmsg": 47, "shutdown": 48, "bind": 49, "listen": 50, "getsockname": 51,

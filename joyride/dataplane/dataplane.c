@@ -1104,8 +1104,12 @@ static void born_settle(struct dp *dp, struct flow *f, double now)
 }
 
 /* A born flow ends: its application end, if still open, closes with it. */
+static void claim_refuse_unread(struct dp *dp, struct flow *f);
+
 static void born_end(struct dp *dp, struct flow *f)
 {
+    if (f->t.claim_check && f->t.app_fd >= 0)
+        claim_refuse_unread(dp, f);
     if (f->t.app_fd >= 0) {
         epoll_set(dp, f, 0);
         close(f->t.app_fd);
@@ -1506,6 +1510,23 @@ static int app_first_bytes(struct dp *dp, struct flow *f)
     return 1;
 }
 
+/* A flow ends before its application's first bytes were read: a claim among them is
+ * answered (refused), so the application's slot is its own again, not lost. */
+static void claim_refuse_unread(struct dp *dp, struct flow *f)
+{
+    uint8_t first[sizeof(struct jr_chan_claim)];
+    int fd;
+    int64_t n = dp_chan_recv(f->t.app_fd, first, sizeof first, &fd);
+    f->t.claim_check = f->t.claim_wait = 0;
+    if (n > 0) {
+        int64_t chan = dp_chan_first_bytes(dp, first, (uint32_t)n, fd, 0);
+        if (chan > 0)
+            dp_chan_release(dp, (uint32_t)chan); /* cannot happen: not claimable */
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
 /* app_write in ring mode: the receive ring's bytes into rx, with the token they owe. */
 static void chan_write(struct dp *dp, struct flow *f, double now)
 {
@@ -1553,7 +1574,8 @@ static void chan_read(struct dp *dp, struct flow *f)
         int parts = ring_free_iov(&f->snd, iov);
         if (parts == 0) {
             t->write_blocked = 1; /* resumed when ACKs free room (transmit_touched) */
-            epoll_set(dp, f, f->epoll_mask & ~(uint32_t)APP_IN);
+            if (f->rcv.len == 0) /* else a doorbell for rx room is still to be heard */
+                epoll_set(dp, f, f->epoll_mask & ~(uint32_t)APP_IN);
             return;
         }
         uint32_t got = 0;
@@ -1582,7 +1604,9 @@ static void chan_read(struct dp *dp, struct flow *f)
     }
     /* tx_eof before the look at tx (chan.h: no byte follows tx_eof, so an empty tx
      * after it is the end). */
-    int eof = dp_chan_tx_eof(dp, t->chan) || f->app_closed;
+    /* A hang-up of its socket (close, or a half-close the shim did not see) ends it too:
+     * no doorbell can come after it, and epoll would report it on every wait. */
+    int eof = dp_chan_tx_eof(dp, t->chan) || f->app_closed || f->app_hup;
     struct jr_chan_svc *s = chan_svc(&dp->chans, t->chan);
     if (eof && s != NULL && jr_chan_svc_tx_avail(s) == 0)
         app_eof(dp, f);
@@ -1601,8 +1625,6 @@ static void chan_arm(struct dp *dp, struct flow *f)
         waits |= JR_CHAN_WAIT_ROOM;
     if (!t->app_eof && f->snd.len < f->snd.cap)
         waits |= JR_CHAN_WAIT_BYTES;
-    if (waits == 0)
-        return;
     /* Drain only what epoll said is there: an empty socket's recv is a wasted system
      * call per flow per sleep (jr_chan_svc_arm says why skipping it is safe). */
     struct jr_chan_svc *s = chan_svc(&dp->chans, t->chan);
@@ -1611,6 +1633,15 @@ static void chan_arm(struct dp *dp, struct flow *f)
     if (f->app_rung) {
         f->app_rung = 0;
         jr_chan_svc_drain(t->app_fd);
+    }
+    if (t->fin_to_app)
+        jr_chan_svc_retoken(s); /* our end is shut: the EOF keeps the socket readable */
+    if (waits == 0) {
+        /* Nothing awaited, but a re-token request is still answered (a read that left
+         * bytes in rx would otherwise wait for a token nobody sends). */
+        if (jr_chan_svc_retoken(s))
+            jr_chan_svc_send_token(s, t->app_fd);
+        return;
     }
     int rc = jr_chan_svc_arm(s, t->app_fd, waits);
     if (rc == -EPROTO) {
@@ -1652,7 +1683,7 @@ static void ringpoll_scan(struct dp *dp)
         struct jr_chan_svc *s = f->state == FLOW_C ? chan_svc(&dp->chans, t->chan) : NULL;
         if (s == NULL || t->app_fd < 0)
             continue;
-        if (jr_chan_svc_retoken(s)) /* a read cancelled its arm and left bytes */
+        if (jr_chan_svc_retoken(s) && !t->fin_to_app) /* a read left bytes unannounced */
             jr_chan_svc_send_token(s, t->app_fd);
         int bytes = !t->app_eof && f->snd.len < f->snd.cap &&
                     (jr_chan_svc_tx_avail(s) != 0 || jr_chan_svc_tx_eof(s));
@@ -1674,7 +1705,7 @@ static int ringpoll_settle(struct dp *dp)
     }
     dp->n_ringpoll = 0;
     dp->st.chan_polled = 0;
-    return dp->n_again > 0;
+    return dp->n_again > 0 || dp->n_handbacks > 0; /* work, or a flow for Python */
 }
 
 /* --- connections born in C: the passive open (dp_listen) --------------------------- */
