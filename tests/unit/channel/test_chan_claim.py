@@ -6,8 +6,8 @@ idle); a second claim of a live slot refused without a byte written there; every
 malformed or hostile claim refused with its reason and no descriptor leaked (short,
 wrong magic or version, capacities off the grid, an offset past the arena or wrapping,
 no descriptor, an unsealed memfd, a file that is no memfd, the arena opened read-only
-(before and after the service mapped it),
-a slot larger than the arena, a claim after stream bytes, a full table of arenas); a
+before and after the service mapped it, a slot larger than the arena, a claim after
+stream bytes, a full table of arenas); a
 connection's stray descriptors closed; and two processes, the application asleep on its
 verdict (futex) until the service decides, then bytes both ways through the rings.
 """
