@@ -260,6 +260,28 @@ static inline int jr_arena_of(struct jr_arenas *as, int fd, const struct jr_chan
     return free_at;
 }
 
+/* No room for another arena: answer the claim anyway (an application waiting for its
+ * verdict before a write would wait for nothing), through a mapping made for the
+ * answer alone. The arena is not in the table, so no channel of the service lives in
+ * it and the slot, once on the claim's grid and inside the file, is free to write. */
+static inline void jr_chan_svc_refuse_unmapped(int fd, const struct jr_chan_claim *cl)
+{
+    struct stat st;
+    size_t slot_bytes = jr_arena_slot_bytes(cl->rx_cap, cl->tx_cap);
+    if (slot_bytes == 0 || cl->offset % slot_bytes != 0 || fstat(fd, &st) != 0 ||
+        cl->offset > (uint64_t)st.st_size || (uint64_t)st.st_size - cl->offset < slot_bytes)
+        return; /* the checks jr_arena_of passed keep the size fixed: no SIGBUS */
+    size_t page = cl->offset & ~(uint64_t)(JR_ARENA_PAGE - 1);
+    void *map = mmap(NULL, JR_ARENA_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)page);
+    if (map == MAP_FAILED)
+        return;
+    struct jr_chan *c = (struct jr_chan *)((uint8_t *)map + (cl->offset - page));
+    c->claim_id = cl->claim_id;
+    JR_STORE(&c->magic, JR_CHAN_REFUSED);
+    jr_chan_svc_verdict_wake(c);
+    munmap(map, JR_ARENA_PAGE);
+}
+
 /* A claim arrived: msg/len are the first bytes the application sent on the connection,
  * fd the descriptor that came with them (the caller closes it, whatever the verdict).
  * claimable: nothing has been sent on the connection yet (else the answer is stream
@@ -283,6 +305,8 @@ static inline int jr_chan_svc_claim(struct jr_arenas *as, const void *msg, size_
         return -EINVAL;
     int fresh;
     int idx = jr_arena_of(as, fd, &cl, &fresh);
+    if (idx == -ENOSPC)
+        jr_chan_svc_refuse_unmapped(fd, &cl);
     if (idx < 0)
         return idx;
     struct jr_arena *ar = &as->a[idx];

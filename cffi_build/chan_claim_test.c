@@ -238,6 +238,10 @@ static void case_refusals(void)
     int r3 = jr_chan_svc_claim(&as, &good, sizeof good, third.fd, 1, &s);
     if (r1 != 0 || r2 != 0 || r3 != -ENOSPC || as.mapped != 2)
         FIRST("full table: %d %d %d", r1, r2, r3);
+    /* ... and answered all the same, in the third arena's slot. */
+    struct jr_chan_app v3;
+    if (jr_chan_app_verdict(&third, 0, good.claim_id, &v3) != 0)
+        FIRST("a refusal for want of room is answered");
     /* ... nor once the service has it mapped (a read-only descriptor proves nothing). */
     struct jr_chan_claim other_slot = good;
     other_slot.offset = 2 * (uint64_t)ar.slot_bytes;
