@@ -20,10 +20,12 @@
  * The verdict is the slot's first word (chan.h): JR_CHAN_MAGIC (ring mode) or
  * JR_CHAN_REFUSED (stream mode), with claim_id, the claim's own number, so that what a
  * slot's last use left never answers a new claim. The service stores it before it
- * sends any byte on the socket. A claim it cannot answer in the slot (no arena it could
- * map, a slot on no grid or in use by another channel: nothing may be written there) it
- * refuses by simply going on in stream mode: an application that finds bytes on its
- * socket while its slot shows no verdict for its claim knows the claim was refused.
+ * sends any byte on the socket. A claim it cannot answer in the slot (a file it must
+ * not map: unsealed, not shmem, read-only; a slot off the grid or in use by another
+ * channel: nothing may be written there) it refuses by simply going on in stream mode:
+ * an application that finds bytes on its socket while its slot shows no verdict for its
+ * claim knows the claim was refused. (No room for another arena is answered through a
+ * mapping of the slot's page alone: jr_chan_svc_refuse_unmapped.)
  *
  * Trust. Nothing is read back from shared memory: the claim's fields are copied out of
  * the message; the arena's size and seals come from the kernel (fstat, F_GET_SEALS).
