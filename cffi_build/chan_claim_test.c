@@ -94,36 +94,35 @@ static void case_accept_release(void)
 {
     struct bed t;
     bed_open(&t);
-    struct jr_arenas as = t.as;
-    struct jr_arena_app ar = t.ar;
+    struct jr_arenas *as = &t.as;
+    struct jr_arena_app *ar = &t.ar;
     int *a = t.a, *b = t.b;
     struct jr_chan_svc s1, s2;
     struct jr_chan_app v;
-    jr_chan_app_claim(a[1], &ar, 0, 7);
-    jr_chan_app_claim(b[1], &ar, 3, 8);
-    int pending = jr_chan_app_verdict(&ar, 0, 7, &v);
-    int r1 = service_takes(&as, a[0], 1, &s1);
-    int r2 = service_takes(&as, b[0], 1, &s2);
-    int v1 = jr_chan_app_verdict(&ar, 0, 7, &v);
-    int stale = jr_chan_app_verdict(&ar, 0, 6, &v); /* another claim's number */
-    int v2 = jr_chan_app_verdict(&ar, 3, 8, &v);
+    jr_chan_app_claim(a[1], ar, 0, 7);
+    jr_chan_app_claim(b[1], ar, 3, 8);
+    int pending = jr_chan_app_verdict(ar, 0, 7, &v);
+    int r1 = service_takes(as, a[0], 1, &s1);
+    int r2 = service_takes(as, b[0], 1, &s2);
+    int v1 = jr_chan_app_verdict(ar, 0, 7, &v);
+    int stale = jr_chan_app_verdict(ar, 0, 6, &v); /* another claim's number */
+    int v2 = jr_chan_app_verdict(ar, 3, 8, &v);
     int ok = pending == -EAGAIN && r1 == 0 && r2 == 0 && v1 == 1 && stale == -EAGAIN &&
-             v2 == 1 && as.mapped == 1 && as.a[s1.arena].live == 2 && s2.slot == 3 &&
-             v.rx_cap == RX_CAP && !jr_chan_app_slot_done(&ar, 0, 7);
-    jr_chan_svc_release(&as, &s1);
-    ok = ok && jr_chan_app_slot_done(&ar, 0, 7) && !jr_chan_app_slot_done(&ar, 3, 8);
-    jr_arenas_trim(&as); /* one channel still lives: the arena stays */
-    ok = ok && as.mapped == 1;
-    jr_chan_svc_release(&as, &s2);
-    jr_arenas_trim(&as);
-    ok = ok && as.mapped == 0 && jr_chan_app_slot_done(&ar, 3, 8);
+             v2 == 1 && as->mapped == 1 && as->a[s1.arena].live == 2 && s2.slot == 3 &&
+             v.rx_cap == RX_CAP && !jr_chan_app_slot_done(ar, 0, 7);
+    jr_chan_svc_release(as, &s1);
+    ok = ok && jr_chan_app_slot_done(ar, 0, 7) && !jr_chan_app_slot_done(ar, 3, 8);
+    jr_arenas_trim(as); /* one channel still lives: the arena stays */
+    ok = ok && as->mapped == 1;
+    jr_chan_svc_release(as, &s2);
+    jr_arenas_trim(as);
+    ok = ok && as->mapped == 0 && jr_chan_app_slot_done(ar, 3, 8);
     /* The slot is the application's again: a new claim on it is accepted. */
-    jr_chan_app_claim(a[1], &ar, 0, 9);
-    int again = service_takes(&as, a[0], 1, &s1);
-    ok = ok && again == 0 && jr_chan_app_verdict(&ar, 0, 9, &v) == 1;
-    jr_chan_svc_release(&as, &s1);
+    jr_chan_app_claim(a[1], ar, 0, 9);
+    int again = service_takes(as, a[0], 1, &s1);
+    ok = ok && again == 0 && jr_chan_app_verdict(ar, 0, 9, &v) == 1;
+    jr_chan_svc_release(as, &s1);
     verdict("accept_release", ok, "verdicts, slots or the arena's mapping are wrong");
-    t.as = as;
     bed_close(&t);
 }
 
@@ -132,27 +131,26 @@ static void case_busy_slot(void)
 {
     struct bed t;
     bed_open(&t);
-    struct jr_arenas as = t.as;
-    struct jr_arena_app ar = t.ar;
+    struct jr_arenas *as = &t.as;
+    struct jr_arena_app *ar = &t.ar;
     int *a = t.a, *b = t.b;
     struct jr_chan_svc s1, s2;
     struct jr_chan_app v;
-    jr_chan_app_claim(a[1], &ar, 1, 1);
-    int r1 = service_takes(&as, a[0], 1, &s1);
+    jr_chan_app_claim(a[1], ar, 1, 1);
+    int r1 = service_takes(as, a[0], 1, &s1);
     uint32_t put;
     jr_chan_svc_rx_put(&s1, "live", 4, &put);
     /* A claim of the same slot (the application zeroes the word it claims). */
-    jr_chan_app_claim(b[1], &ar, 1, 2);
-    int r2 = service_takes(&as, b[0], 1, &s2);
+    jr_chan_app_claim(b[1], ar, 1, 2);
+    int r2 = service_takes(as, b[0], 1, &s2);
     /* The application's reset of the word is its own business; the service wrote
      * nothing: the live channel's bytes and indices are as they were. */
-    struct jr_chan *c = jr_arena_app_chan(&ar, 1);
+    struct jr_chan *c = jr_arena_app_chan(ar, 1);
     int ok = r1 == 0 && r2 == -EBUSY && c->claim_id == 1 && c->rx.tail == 4 &&
-             memcmp(s1.rx_data, "live", 4) == 0 && as.a[s1.arena].live == 1 &&
-             jr_chan_app_verdict(&ar, 1, 2, &v) == -EAGAIN;
+             memcmp(s1.rx_data, "live", 4) == 0 && as->a[s1.arena].live == 1 &&
+             jr_chan_app_verdict(ar, 1, 2, &v) == -EAGAIN;
     verdict("busy_slot", ok, "a second claim of a live slot was not refused cleanly");
-    jr_chan_svc_release(&as, &s1);
-    t.as = as;
+    jr_chan_svc_release(as, &s1);
     bed_close(&t);
 }
 

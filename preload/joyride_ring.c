@@ -238,6 +238,12 @@ static int jr_io_wait(void *ctx, short what)
     return 0;
 }
 
+/* chan.h's socket steps for a call on fd; ctx lives in the caller's frame. */
+static struct jr_chan_io jr_io_of(struct jr_ring_io *ctx)
+{
+    return (struct jr_chan_io){jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, ctx};
+}
+
 static int jr_ring_blocking(int fd, int flags)
 {
     if (flags & MSG_DONTWAIT)
@@ -283,7 +289,7 @@ static ssize_t jr_ring_peek(int fd, struct jr_ring *r, void *buf, size_t len, in
             /* What woke us was a token for bytes already read: take it, arm, look
              * again (jr_chan_read's steps, without consuming). */
             struct jr_ring_io ctx = {fd, r};
-            struct jr_chan_io io = {jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, &ctx};
+            struct jr_chan_io io = jr_io_of(&ctx);
             int rc = jr_chan_app_drain(&r->view, &io);
             if (rc < 0) {
                 errno = -rc;
@@ -317,7 +323,7 @@ static ssize_t jr_ring_recv(int fd, struct jr_ring *r, void *buf, size_t len, in
     if (flags & MSG_PEEK)
         return jr_ring_peek(fd, r, buf, len, block);
     struct jr_ring_io ctx = {fd, r};
-    struct jr_chan_io io = {jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, &ctx};
+    struct jr_chan_io io = jr_io_of(&ctx);
     size_t got = 0;
     ssize_t n;
     do {
@@ -346,21 +352,29 @@ static ssize_t jr_ring_send(int fd, struct jr_ring *r, const void *buf, size_t l
     if (JR_LOAD(&r->view.shm->tx_eof) || JR_LOAD(&r->view.shm->magic) != JR_CHAN_MAGIC)
         return jr_ring_fail(-EPIPE, flags);
     struct jr_ring_io ctx = {fd, r};
-    struct jr_chan_io io = {jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, &ctx};
+    struct jr_chan_io io = jr_io_of(&ctx);
     ssize_t n = jr_chan_write(&r->view, &io, buf, len, jr_ring_blocking(fd, flags));
     return n < 0 ? jr_ring_fail(n, flags) : n;
 }
 
-/* readv/writev: each buffer in turn; only the first may block. */
-static ssize_t jr_ring_recvv(int fd, struct jr_ring *r, const struct iovec *iov, int n,
-                             int flags)
+static ssize_t jr_ring_send_buf(int fd, struct jr_ring *r, void *buf, size_t len, int flags)
+{
+    return jr_ring_send(fd, r, buf, len, flags);
+}
+
+/* readv/writev: op on each buffer in turn, the buffers after one that moved bytes
+ * with later_flags too (MSG_DONTWAIT for a read: only the first may block;
+ * MSG_NOSIGNAL for a write: a later failure is a short count, not a signal). */
+static ssize_t jr_ring_each(int fd, struct jr_ring *r, const struct iovec *iov, int n,
+                            int flags, int later_flags,
+                            ssize_t (*op)(int, struct jr_ring *, void *, size_t, int))
 {
     ssize_t total = 0;
     for (int i = 0; i < n; i++) {
         if (iov[i].iov_len == 0)
             continue;
-        ssize_t k = jr_ring_recv(fd, r, iov[i].iov_base, iov[i].iov_len,
-                                 total > 0 ? flags | MSG_DONTWAIT : flags);
+        ssize_t k = op(fd, r, iov[i].iov_base, iov[i].iov_len,
+                       total > 0 ? flags | later_flags : flags);
         if (k < 0)
             return total > 0 ? total : -1;
         total += k;
@@ -368,25 +382,18 @@ static ssize_t jr_ring_recvv(int fd, struct jr_ring *r, const struct iovec *iov,
             break;
     }
     return total;
+}
+
+static ssize_t jr_ring_recvv(int fd, struct jr_ring *r, const struct iovec *iov, int n,
+                             int flags)
+{
+    return jr_ring_each(fd, r, iov, n, flags, MSG_DONTWAIT, jr_ring_recv);
 }
 
 static ssize_t jr_ring_sendv(int fd, struct jr_ring *r, const struct iovec *iov, int n,
                              int flags)
 {
-    ssize_t total = 0;
-    for (int i = 0; i < n; i++) {
-        if (iov[i].iov_len == 0)
-            continue;
-        /* After a first buffer went, a later failure is a short count: no signal. */
-        ssize_t k = jr_ring_send(fd, r, iov[i].iov_base, iov[i].iov_len,
-                                 total > 0 ? flags | MSG_NOSIGNAL : flags);
-        if (k < 0)
-            return total > 0 ? total : -1;
-        total += k;
-        if ((size_t)k < iov[i].iov_len)
-            break;
-    }
-    return total;
+    return jr_ring_each(fd, r, iov, n, flags, MSG_NOSIGNAL, jr_ring_send_buf);
 }
 
 /* sendfile(2) into a ring: the file's bytes through a buffer, never more than tx takes
@@ -587,7 +594,7 @@ int shutdown(int fd, int how)
         r->rd_shut = 1;
     if (how == SHUT_WR || how == SHUT_RDWR) {
         struct jr_ring_io ctx = {fd, r};
-        struct jr_chan_io io = {jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, &ctx};
+        struct jr_chan_io io = jr_io_of(&ctx);
         jr_chan_shutdown_write(&r->view, &io);
     }
     return 0;

@@ -1472,11 +1472,11 @@ static int app_first_bytes(struct dp *dp, struct flow *f)
 {
     struct dp_tcb *t = &f->t;
     uint8_t first[sizeof(struct jr_chan_claim)];
-    int fd;
-    int64_t n = dp_chan_recv(t->app_fd, first, sizeof first, &fd);
+    int64_t n;
+    /* Claimable while delivery still waited for it: nothing was delivered yet. */
+    int64_t chan = dp_chan_take_first(dp, t->app_fd, first, sizeof first, t->claim_wait, &n);
     if (n == -EAGAIN || n == -EWOULDBLOCK || n == -EINTR)
         return 0;
-    int waited = t->claim_wait;
     t->claim_check = 0;
     t->claim_wait = 0; /* whatever came, the application has spoken */
     if (n < 0) {
@@ -1488,10 +1488,6 @@ static int app_first_bytes(struct dp *dp, struct flow *f)
         app_eof(dp, f);
         return 0;
     }
-    /* Claimable while delivery still waited for it: nothing was delivered yet. */
-    int64_t chan = dp_chan_first_bytes(dp, first, (uint32_t)n, fd, waited);
-    if (fd >= 0)
-        close(fd);
     touch(dp, f); /* what waited for this (the receive ring) goes out this round */
     if (chan > 0) {
         t->chan = (uint32_t)chan;
@@ -1515,16 +1511,9 @@ static int app_first_bytes(struct dp *dp, struct flow *f)
 static void claim_refuse_unread(struct dp *dp, struct flow *f)
 {
     uint8_t first[sizeof(struct jr_chan_claim)];
-    int fd;
-    int64_t n = dp_chan_recv(f->t.app_fd, first, sizeof first, &fd);
+    int64_t n;
+    dp_chan_take_first(dp, f->t.app_fd, first, sizeof first, 0, &n); /* never a channel */
     f->t.claim_check = f->t.claim_wait = 0;
-    if (n > 0) {
-        int64_t chan = dp_chan_first_bytes(dp, first, (uint32_t)n, fd, 0);
-        if (chan > 0)
-            dp_chan_release(dp, (uint32_t)chan); /* cannot happen: not claimable */
-    }
-    if (fd >= 0)
-        close(fd);
 }
 
 /* app_write in ring mode: the receive ring's bytes into rx, with the token they owe. */
@@ -3047,6 +3036,17 @@ int64_t dp_chan_recv(int sock, uint8_t *buf, uint32_t n, int *fd)
 {
     struct iovec iov = {buf, n};
     return jr_chan_svc_recv(sock, &iov, 1, fd);
+}
+
+int64_t dp_chan_take_first(struct dp *dp, int sock, uint8_t *buf, uint32_t cap,
+                           int claimable, int64_t *got)
+{
+    int fd;
+    *got = dp_chan_recv(sock, buf, cap, &fd);
+    int64_t decision = *got > 0 ? dp_chan_first_bytes(dp, buf, (uint32_t)*got, fd, claimable) : 0;
+    if (fd >= 0)
+        close(fd);
+    return decision;
 }
 
 int64_t dp_chan_first_bytes(struct dp *dp, const uint8_t *buf, uint32_t len, int fd,

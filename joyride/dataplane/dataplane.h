@@ -401,9 +401,16 @@ int dp_chan_idle(struct dp *dp, uint32_t chan, int fd, int waits);
 int dp_chan_tx_eof(struct dp *dp, uint32_t chan);
 void dp_chan_rx_eof(struct dp *dp, uint32_t chan);
 void dp_chan_release(struct dp *dp, uint32_t chan);
-/* recv(2) with the descriptor that came with the bytes (-1: none): a pump's read of
- * a connection's first bytes. Bytes read, or -errno. */
+/* recv(2) with the descriptor that came with the bytes (-1: none). Bytes read, or
+ * -errno. */
 int64_t dp_chan_recv(int sock, uint8_t *buf, uint32_t n, int *fd);
+/* The claim check whole, for C's flows and Python's pumps alike: read the application's
+ * first bytes on sock on their own (cap: a claim's 32 bytes), decide on them
+ * (dp_chan_first_bytes) and close the descriptor that came with them. *got: the bytes
+ * read into buf, 0 at the application's EOF, or -errno (-EAGAIN: nothing yet). Returns
+ * the decision when *got > 0 (else 0). */
+int64_t dp_chan_take_first(struct dp *dp, int sock, uint8_t *buf, uint32_t cap,
+                           int claimable, int64_t *got);
 
 /* The application's side of a channel, for tests: one arena of one slot, its claim on
  * sock, then reads and writes that never block (-EAGAIN). */

@@ -74,6 +74,7 @@ RX_BATCHES: Final = 8
 # How long a delivery to an application that claims ring mode waits for its claim
 # before it goes on as a stream (a process without the shim never claims).
 CLAIM_WAIT: Final = 0.1
+CLAIM_BYTES: Final = 32  # sizeof(struct jr_chan_claim): a claim comes alone
 
 
 def spin_from_env() -> float:
@@ -408,6 +409,17 @@ class DataPlane:
         got = ffi.new("int *")
         n = int(lib.dp_chan_recv(fd, buf, size, got))
         return n, bytes(ffi.buffer(buf, max(n, 0))), int(got[0])
+
+    def chan_take_first(self, fd: int, claimable: bool) -> tuple[int, bytes, int]:
+        """The claim check whole (``dp_chan_take_first``): (the bytes read, or 0 at the
+        application's EOF, or -errno; those bytes; the decision on them: a channel's id,
+        -ENOMSG for payload, other -errno for a refused claim)."""
+        buf = ffi.new("uint8_t[]", CLAIM_BYTES)
+        got = ffi.new("int64_t *")
+        decision = int(lib.dp_chan_take_first(self._dp, fd, buf, CLAIM_BYTES,
+                                              int(claimable), got))
+        n = int(got[0])
+        return n, bytes(ffi.buffer(buf, max(n, 0))), decision
 
     def chan_deliver(self, chan: int, fd: int, data: memoryview) -> int:
         return int(lib.dp_chan_deliver(self._dp, chan, fd, ffi.from_buffer(data), len(data)))

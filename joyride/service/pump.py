@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import selectors
 import socket
 from typing import Final
@@ -47,7 +46,6 @@ _SCRATCH: Final = memoryview(bytearray(CHUNK))
 REGION_AFTER: Final = CHUNK  # queued bytes from which app bytes go straight to TCP
 _SENDING: Final = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
                              TcpState.CLOSE_WAIT})
-CLAIM_BYTES: Final = 32  # sizeof(struct jr_chan_claim): a claim comes alone
 WAIT_ROOM: Final = 1  # chan.h JR_CHAN_WAIT_ROOM
 WAIT_BYTES: Final = 2  # chan.h JR_CHAN_WAIT_BYTES
 
@@ -251,25 +249,20 @@ class Pump:
         their own. A claim switches the pump to ring mode or is refused (stream mode);
         payload waits for TCP in ``to_tcp``; the EOF is the application's."""
         assert self.plane is not None
-        n, first, fd = self.plane.chan_recv(self.sock.fileno(), CLAIM_BYTES)
+        # Claimable while delivery still waited for it: nothing was delivered yet.
+        n, first, decision = self.plane.chan_take_first(self.sock.fileno(),
+                                                        self.channel.claim_wait)
         if n in (-errno.EAGAIN, -errno.EINTR):
             return
-        claimable = self.channel.claim_wait  # nothing was delivered yet
         self.channel.claim_check = self.channel.claim_wait = False
-        try:
-            if n < 0:
-                self._app_closed()
-            elif n == 0:
-                self.app_shut_down()
-            else:
-                chan = self.plane.chan_first_bytes(first, fd, claimable)
-                if chan > 0:
-                    self.channel.chan = chan
-                elif chan == -errno.ENOMSG:  # not a claim: the application speaks first
-                    self.to_tcp = memoryview(first)
-        finally:
-            if fd >= 0:
-                os.close(fd)
+        if n < 0:
+            self._app_closed()
+        elif n == 0:
+            self.app_shut_down()
+        elif decision > 0:
+            self.channel.chan = decision
+        elif decision == -errno.ENOMSG:  # not a claim: the application speaks first
+            self.to_tcp = memoryview(first)
 
     def _collect(self, into: memoryview) -> int | None:
         """Ring mode's read: tx's bytes; 0 once the application shut down writing and

@@ -37,15 +37,17 @@ class Born:
     """A bed whose service port C listens on, delivering to a real unix listener."""
 
     def __init__(self, config: TcpConfig | None = None,
-                 peer_config: TcpConfig | None = None, *, backlog: int = 64) -> None:
-        self.bed = Bed(config, peer_config)
+                 peer_config: TcpConfig | None = None, *, backlog: int = 64,
+                 max_flows: int = 64, claims: bool = False) -> None:
+        self.bed = Bed(config, peer_config, max_flows=max_flows)
         self.name = f"joyride-test/{os.getpid()}/{next(_names)}"
         self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         self.unix.bind(b"\0" + self.name.encode())
         self.unix.listen(backlog)
         self.listener = self.bed.svc.listen(PORT)
         self.spec = ListenSpec(PORT, (self.name,), self.bed.svc.config,
-                               self.listener.ts_offset, self.listener.isn_generator.key)
+                               self.listener.ts_offset, self.listener.isn_generator.key,
+                               (claims,))  # claims: its application claims ring mode
         self.bed.plane.listen(self.spec, syn_backlog=16)
         self.to_plane: list[bytes] = []  # frames the peer sent, in order
         self.bed.impair = self._watch

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import itertools
 import os
 import socket
 from collections.abc import Iterator
@@ -17,16 +16,16 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_born import Born
 
 from joyride.dataplane.membed import IP_PEER, IP_SVC, PORT, Bed, read_all
-from joyride.dataplane.plane import CLAIM_WAIT, ChannelState, ListenSpec, ffi, lib
+from joyride.dataplane.plane import CLAIM_WAIT, ChannelState, ffi, lib
 from joyride.service.pump import Pump
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.state import TcpState
 
 pytestmark = pytest.mark.skipif(lib is None, reason="the C data plane is not built")
 
-_names = itertools.count()
 RING = 4096  # small rings: full and empty, and so every wake-up path, come often
 
 
@@ -63,38 +62,26 @@ class App:
         self.sock.close()
 
 
-class Claiming:
-    """A bed whose port C listens on for an application that claims ring mode."""
+class Claiming(Born):
+    """test_born's bed, its application claiming ring mode, with the applications it
+    accepted."""
 
     def __init__(self, claims: bool = True, max_flows: int = 64) -> None:
-        self.bed = Bed(max_flows=max_flows)
-        self.name = f"joyride-test/{os.getpid()}/chan{next(_names)}"
-        self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-        self.unix.bind(b"\0" + self.name.encode())
-        self.unix.listen(16)
-        listener = self.bed.svc.listen(PORT)
-        spec = ListenSpec(PORT, (self.name,), self.bed.svc.config, listener.ts_offset,
-                          listener.isn_generator.key, (claims,))
-        self.bed.plane.listen(spec, syn_backlog=16)
+        super().__init__(backlog=16, max_flows=max_flows, claims=claims)
         self.apps: list[App] = []
 
     def connect(self) -> tuple[TcpConnection, App]:
         client = self.bed.peer.connect(IP_SVC, PORT)
         self.bed.run(5)
         assert client.state is TcpState.ESTABLISHED
-        sock, _ = self.unix.accept()
-        sock.setblocking(False)
-        app = App(sock)
+        app = App(self.accept())
         self.apps.append(app)
         return client, app
-
-    def stats(self) -> dict[str, int]:
-        return self.bed.plane.stats()
 
     def close(self) -> None:
         for app in self.apps:
             app.close()
-        self.unix.close()
+        super().close()
 
 
 @pytest.fixture
