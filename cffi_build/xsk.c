@@ -273,6 +273,42 @@ static int set_ring(int fd, int opt, uint32_t size)
     return setsockopt(fd, SOL_XDP, opt, &size, sizeof(size)) == 0 ? 0 : -errno;
 }
 
+/* The tx ring on its own socket (xsk.h, separate_tx), once s->fd is bound: bound to the
+ * same device and queue with XDP_SHARED_UMEM, it shares s->fd's buffer pool, so it
+ * may have no fill or completion ring of its own and no bind flags (the kernel
+ * refuses both: xsk_bind); its frames complete on s->comp. */
+static int open_tx_socket(struct xsk_sock *s, const struct xsk_config *cfg, int *stage)
+{
+    struct xdp_mmap_offsets off;
+    socklen_t optlen = sizeof(off);
+    int err;
+    *stage = XSK_STAGE_SOCKET;
+    s->tx_fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
+    if (s->tx_fd < 0)
+        return -errno;
+    *stage = XSK_STAGE_RING_SIZE;
+    if ((err = set_ring(s->tx_fd, XDP_TX_RING, cfg->tx_size)))
+        return err;
+    *stage = XSK_STAGE_MMAP_OFFSETS;
+    if (getsockopt(s->tx_fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &optlen) != 0)
+        return -errno;
+    *stage = XSK_STAGE_MMAP;
+    if ((err = ring_map(s->tx_fd, &s->tx, &off.tx, cfg->tx_size, sizeof(struct xdp_desc),
+                        XDP_PGOFF_TX_RING, 1)))
+        return err;
+    struct sockaddr_xdp sxdp;
+    memset(&sxdp, 0, sizeof(sxdp));
+    sxdp.sxdp_family = AF_XDP;
+    sxdp.sxdp_flags = XDP_SHARED_UMEM;
+    sxdp.sxdp_ifindex = cfg->ifindex;
+    sxdp.sxdp_queue_id = cfg->queue;
+    sxdp.sxdp_shared_umem_fd = (uint32_t)s->fd;
+    *stage = XSK_STAGE_BIND;
+    if (bind(s->tx_fd, (struct sockaddr *)&sxdp, sizeof(sxdp)) != 0)
+        return -errno;
+    return 0;
+}
+
 int xsk_sock_open(struct xsk_sock *s, const struct xsk_config *cfg, struct xsk_frames *frames,
                   uint32_t owner, int *stage)
 {
@@ -282,8 +318,11 @@ int xsk_sock_open(struct xsk_sock *s, const struct xsk_config *cfg, struct xsk_f
 
     memset(s, 0, sizeof(*s));
     s->fd = -1;
+    s->tx_fd = -1;
     if (owner == FRAME_FREE || owner >= FRAME_APP)
         return -EINVAL;
+    if (cfg->separate_tx && cfg->rx_size == 0)
+        return -EINVAL; /* the first socket would have neither rx nor tx: bind refuses it */
     s->owner = owner;
     s->frames = frames;
     s->need_wakeup = (cfg->bind_flags & XDP_USE_NEED_WAKEUP) != 0;
@@ -292,6 +331,8 @@ int xsk_sock_open(struct xsk_sock *s, const struct xsk_config *cfg, struct xsk_f
     s->fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
     if (s->fd < 0)
         return -errno;
+    if (!cfg->separate_tx)
+        s->tx_fd = s->fd;
 
     if (cfg->shared_fd < 0) {
         struct xdp_umem_reg reg;
@@ -311,7 +352,7 @@ int xsk_sock_open(struct xsk_sock *s, const struct xsk_config *cfg, struct xsk_f
     if ((err = set_ring(s->fd, XDP_UMEM_FILL_RING, cfg->fill_size)) ||
         (err = set_ring(s->fd, XDP_UMEM_COMPLETION_RING, cfg->comp_size)) ||
         (err = set_ring(s->fd, XDP_RX_RING, cfg->rx_size)) ||
-        (err = set_ring(s->fd, XDP_TX_RING, cfg->tx_size)))
+        (!cfg->separate_tx && (err = set_ring(s->fd, XDP_TX_RING, cfg->tx_size))))
         goto fail;
 
     *stage = XSK_STAGE_MMAP_OFFSETS;
@@ -325,8 +366,9 @@ int xsk_sock_open(struct xsk_sock *s, const struct xsk_config *cfg, struct xsk_f
                         XDP_UMEM_PGOFF_COMPLETION_RING, 0)) ||
         (err = ring_map(s->fd, &s->rx, &off.rx, cfg->rx_size, sizeof(struct xdp_desc),
                         XDP_PGOFF_RX_RING, 0)) ||
-        (err = ring_map(s->fd, &s->tx, &off.tx, cfg->tx_size, sizeof(struct xdp_desc),
-                        XDP_PGOFF_TX_RING, 1)))
+        (!cfg->separate_tx &&
+         (err = ring_map(s->fd, &s->tx, &off.tx, cfg->tx_size, sizeof(struct xdp_desc),
+                         XDP_PGOFF_TX_RING, 1))))
         goto fail;
 
     struct sockaddr_xdp sxdp;
@@ -342,6 +384,8 @@ int xsk_sock_open(struct xsk_sock *s, const struct xsk_config *cfg, struct xsk_f
     *stage = XSK_STAGE_BIND;
     if (bind(s->fd, (struct sockaddr *)&sxdp, sizeof(sxdp)) != 0)
         goto fail_errno;
+    if (cfg->separate_tx && (err = open_tx_socket(s, cfg, stage)) < 0)
+        goto fail;
     return 0;
 
 fail_errno:
@@ -359,6 +403,10 @@ int xsk_sock_close(struct xsk_sock *s)
     ring_unmap(&s->tx);
     ring_unmap(&s->fill);
     ring_unmap(&s->comp);
+    /* The tx socket first: it holds a reference to s->fd's buffer pool. */
+    if (s->tx_fd >= 0 && s->tx_fd != s->fd && close(s->tx_fd) != 0)
+        err = -errno;
+    s->tx_fd = -1;
     if (s->fd >= 0) {
         /* Closing the last reference unbinds the socket and removes it from every
          * XSKMAP (xsk_release); from here the kernel touches none of its frames. */
@@ -375,6 +423,16 @@ int xsk_sock_statistics(struct xsk_sock *s, struct xdp_statistics *out)
     memset(out, 0, sizeof(*out));
     if (getsockopt(s->fd, SOL_XDP, XDP_STATISTICS, out, &len) != 0)
         return -errno;
+    if (s->tx_fd >= 0 && s->tx_fd != s->fd) {
+        /* The tx socket counts only its tx ring's events. */
+        struct xdp_statistics tx;
+        socklen_t tx_len = sizeof(tx);
+        memset(&tx, 0, sizeof(tx));
+        if (getsockopt(s->tx_fd, SOL_XDP, XDP_STATISTICS, &tx, &tx_len) != 0)
+            return -errno;
+        out->tx_invalid_descs += tx.tx_invalid_descs;
+        out->tx_ring_empty_descs += tx.tx_ring_empty_descs;
+    }
     return (int)len;
 }
 
@@ -450,11 +508,18 @@ static inline uint32_t rx_take(struct xsk_sock *s, struct xdp_desc *out, uint32_
 
 int xsk_wait(struct xsk_sock *s, short events, int timeout_ms)
 {
-    struct pollfd p = {.fd = s->fd, .events = events, .revents = 0};
-    int r = poll(&p, 1, timeout_ms);
+    /* POLLOUT is the tx ring's, on its own socket with separate_tx. */
+    struct pollfd p[2] = {{.fd = s->fd, .events = (short)(events & ~POLLOUT)},
+                          {.fd = s->tx_fd, .events = (short)(events & POLLOUT)}};
+    int n = 1;
+    if (s->tx_fd == s->fd)
+        p[0].events = events;
+    else
+        n = 2;
+    int r = poll(p, (nfds_t)n, timeout_ms);
     if (r < 0)
         return -errno;
-    return r == 0 ? 0 : p.revents;
+    return r == 0 ? 0 : (p[0].revents | (n == 2 ? p[1].revents : 0));
 }
 
 int xsk_rx(struct xsk_sock *s, struct xdp_desc *out, uint32_t max, int timeout_ms)
@@ -562,7 +627,7 @@ int xsk_kick_rounds(struct xsk_sock *s, uint32_t prod, uint64_t *kicks, uint64_t
     uint32_t rounds = pending / 16 + 2;
     for (uint32_t i = 0; i < rounds; i++) {
         __atomic_store_n(kicks, *kicks + 1, __ATOMIC_RELAXED);
-        if (sendto(s->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0) {
+        if (sendto(s->tx_fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0) {
             if ((int32_t)(ring_load_acquire(s->tx.consumer) - prod) >= 0)
                 return 0;
             continue;
@@ -652,6 +717,8 @@ static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n
         err = xsk_kick(s);
         if (err == 0)
             i += tx_place(s, descs + i, n - i, &placed);
+        if (i < n)
+            s->full_cons = ring_load_acquire(s->tx.consumer); /* xsk_tx_want_room */
         s->st.tx_ring_full += n - i;
     } else if (i < n) {
         /* The ring is full: only the kernel draining it makes room, and in this
@@ -692,10 +759,12 @@ static uint32_t tx_frames_take(struct xsk_sock *s, struct xdp_desc *out, uint32_
     uint32_t got = 0;
     for (int attempt = 0; attempt < 3 && got < want; attempt++) {
         if (attempt == 2 && got == 0) {
-            if (mode == XSK_TX_NOWAIT)
+            if (mode == XSK_TX_NOWAIT) {
                 xsk_kick(s);
-            else
+                s->full_cons = ring_load_acquire(s->tx.consumer); /* xsk_tx_want_room */
+            } else {
                 kick_here(s);
+            }
         }
         if (attempt > 0)
             xsk_complete(s, 1u << 20);

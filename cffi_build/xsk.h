@@ -51,7 +51,8 @@ struct xsk_sock_stats {
 struct xsk_tx_thread;
 
 struct xsk_sock {
-    int fd;
+    int fd;                    /* rx, fill and completion rings; the XSKMAP's entry */
+    int tx_fd;                 /* the tx ring's socket: fd, or its own (separate_tx) */
     uint32_t owner;            /* this socket's tag in the frame table (1..254) */
     int need_wakeup;
     struct xsk_frames *frames;
@@ -61,8 +62,17 @@ struct xsk_sock {
     struct xsk_ring comp;
     struct xsk_sock_stats st;
     struct xsk_tx_thread *tx_thread; /* NULL: every kick is a sendto() in the caller */
+    uint32_t full_cons;        /* the tx consumer when a send last found no room */
 };
 
+/* separate_tx: in copy mode every poll() of a socket with a tx ring transmits from that
+ * ring under the socket's mutex (xsk_poll drives tx: the kernel sets XDP_WAKEUP_TX for
+ * every copy-mode pool, need_wakeup or not). A loop that waits for rx in epoll while a
+ * tx thread transmits then spins on that mutex for as long as each of the thread's
+ * sendto() runs, the receiver's whole input path included on veth. With separate_tx the
+ * tx ring lives on a second socket bound to the same queue and sharing the first's
+ * buffer pool (XDP_SHARED_UMEM; its completions arrive on the first socket's ring), so
+ * polling fd for rx never transmits; poll tx_fd for POLLOUT. */
 struct xsk_config {
     uint32_t ifindex;
     uint32_t queue;
@@ -72,6 +82,7 @@ struct xsk_config {
     uint32_t comp_size;
     uint16_t bind_flags;       /* XDP_COPY / XDP_ZEROCOPY / XDP_USE_NEED_WAKEUP / XDP_SHARED_UMEM */
     int shared_fd;             /* socket that registered the UMEM, or -1 to register it here */
+    int separate_tx;           /* 1: the tx ring on a second socket of the same queue */
     uint64_t umem_addr;
     uint64_t umem_len;
     uint32_t frame_size;
@@ -148,6 +159,17 @@ uint32_t xsk_tx_outstanding(struct xsk_sock *s);
  * instead of calling sendto() (whose cost is mostly the receiver's path, run inline) */
 int xsk_tx_thread_start(struct xsk_sock *s, uint32_t min_batch);
 void xsk_tx_thread_stop(struct xsk_sock *s);
+/* Room on the tx ring, told by the tx thread: the caller of an XSK_TX_NOWAIT send that
+ * found no room asks with want=1 and waits for xsk_tx_room_fd (an eventfd) to become
+ * readable, which happens once the thread has transmitted from the ring since. Returns
+ * 1 when that already happened (do not wait), 0 when asked, -ENOTCONN without a thread
+ * of this process (then poll tx_fd for POLLOUT, or look again later). Asking reaps the
+ * completion ring and kicks the thread, so that it can move the ring. A kernel that
+ * refuses to transmit (back-pressure, an error) moves nothing and nothing is told:
+ * bound the wait. want=0 withdraws the question. Each call drains the eventfd: call it
+ * again after every wake-up. */
+int xsk_tx_room_fd(struct xsk_sock *s);
+int xsk_tx_want_room(struct xsk_sock *s, int want);
 
 /* minimal XDP loader over bpf(2) */
 int xsk_bpf_xskmap_create(uint32_t entries);

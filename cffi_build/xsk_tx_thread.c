@@ -18,6 +18,15 @@
  * `sleeping`, then (full fence) rereads the producer before it blocks. Either the
  * engine sees the thread asleep and wakes it, or the thread sees the frames: no
  * wake-up is lost. The thread touches no Python object and never holds the GIL.
+ *
+ * The other way, the thread tells a caller whose send found the ring full when it has
+ * transmitted since (xsk_tx_want_room): the equivalent of a NIC's tx-completion
+ * interrupt, so that the caller can sleep in epoll on an eventfd instead of polling the
+ * tx ring's socket, which in copy mode transmits under the lock this thread holds
+ * (xsk.h, separate_tx). The caller sets `room_wanted`, then (full fence) compares the
+ * consumer with the one its failed send saw; the thread moves the consumer (inside
+ * sendto), then exchanges `room_wanted` for 0 (a full barrier) and, if it was set,
+ * writes the eventfd. Either the caller sees the progress or the thread sees the flag.
  */
 
 #include <errno.h>
@@ -37,7 +46,20 @@ struct xsk_tx_thread {
     unsigned forks; /* fork_count when started: a forked child has no thread */
     int sleeping;   /* atomic: the thread is (about to be) blocked on efd */
     int stop;       /* atomic: set once, by xsk_tx_thread_stop or the thread's exit */
+    int room_efd;   /* readable: the ring moved since a caller asked (room_wanted) */
+    int room_wanted; /* atomic: a caller waits on room_efd */
 };
+
+/* After the consumer moved: tell a caller that waits for room. */
+static void tell_room(struct xsk_tx_thread *t)
+{
+    if (__atomic_exchange_n(&t->room_wanted, 0, __ATOMIC_SEQ_CST)) {
+        uint64_t one = 1;
+        if (write(t->room_efd, &one, sizeof(one)) < 0) {
+            /* Only a counter at its maximum fails, and it is readable then anyway. */
+        }
+    }
+}
 
 /* Bumped in every child process (pthread_atfork): a thread started before the last
  * fork belongs to another process. Cheaper than getpid() on every kick. */
@@ -65,8 +87,10 @@ static void *tx_thread_main(void *arg)
             xsk_kick_rounds(s, prod, &s->st.tx_thread_kicks, &s->st.tx_thread_errors);
             /* No progress is back-pressure (EBUSY, ENOBUFS) or an error: sleep until
              * the engine queues more instead of spinning on it. */
-            if (ring_load_acquire(s->tx.consumer) != before)
+            if (ring_load_acquire(s->tx.consumer) != before) {
+                tell_room(t);
                 continue;
+            }
         }
         __atomic_store_n(&t->sleeping, 1, __ATOMIC_SEQ_CST);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -80,8 +104,11 @@ static void *tx_thread_main(void *arg)
             break;
         __atomic_store_n(&t->sleeping, 0, __ATOMIC_SEQ_CST);
     }
-    /* Stopped, or the eventfd is unusable: from here every kick is the caller's. */
+    /* Stopped, or the eventfd is unusable: from here every kick is the caller's. A
+     * caller that waits for room must not wait for this thread: wake it. */
     __atomic_store_n(&t->stop, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&t->room_wanted, 1, __ATOMIC_SEQ_CST);
+    tell_room(t);
     return NULL;
 }
 
@@ -126,8 +153,13 @@ int xsk_tx_thread_start(struct xsk_sock *s, uint32_t min_batch)
     t->forks = fork_count;
     t->sleeping = 1;
     t->efd = eventfd(0, EFD_CLOEXEC);
-    if (t->efd < 0) {
+    t->room_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (t->efd < 0 || t->room_efd < 0) {
         int err = -errno;
+        if (t->efd >= 0)
+            close(t->efd);
+        if (t->room_efd >= 0)
+            close(t->room_efd);
         free(t);
         return err;
     }
@@ -140,6 +172,7 @@ int xsk_tx_thread_start(struct xsk_sock *s, uint32_t min_batch)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         close(t->efd);
+        close(t->room_efd);
         free(t);
         return -rc;
     }
@@ -161,10 +194,46 @@ void xsk_tx_thread_stop(struct xsk_sock *s)
         pthread_join(t->thread, NULL);
     } /* else: a forked child, where only the calling thread exists: nothing to join */
     close(t->efd);
+    close(t->room_efd);
     s->tx_thread = NULL;
     free(t);
     /* What was handed to the thread and not sent yet (it stops before draining a
      * wake-up that came with the stop) leaves now: RSTs queued by a closing engine. */
     if (ours)
         xsk_kick_here(s);
+}
+
+int xsk_tx_room_fd(struct xsk_sock *s)
+{
+    struct xsk_tx_thread *t = s->tx_thread;
+    return t != NULL && tx_thread_ours(t) ? t->room_efd : -1;
+}
+
+int xsk_tx_want_room(struct xsk_sock *s, int want)
+{
+    struct xsk_tx_thread *t = s->tx_thread;
+    if (t == NULL || !tx_thread_ours(t) || __atomic_load_n(&t->stop, __ATOMIC_SEQ_CST))
+        return -ENOTCONN;
+    uint64_t count;
+    if (read(t->room_efd, &count, sizeof(count)) < 0) {
+        /* EAGAIN: nothing was told since the last call. */
+    }
+    if (!want) {
+        __atomic_store_n(&t->room_wanted, 0, __ATOMIC_SEQ_CST);
+        return 0;
+    }
+    /* The kernel transmits only while the completion ring has room, and only this
+     * thread reaps it; a tx thread that made no progress sleeps: reap, then wake it
+     * for what waits (a no-op while it runs), so that room can come at all. */
+    xsk_complete(s, 1u << 20);
+    int err = xsk_kick(s);
+    if (err < 0)
+        return err;
+    __atomic_store_n(&t->room_wanted, 1, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* the flag's store before the consumer's load */
+    if (ring_load_acquire(s->tx.consumer) != s->full_cons) {
+        __atomic_store_n(&t->room_wanted, 0, __ATOMIC_SEQ_CST);
+        return 1; /* it moved since the send that found no room */
+    }
+    return 0;
 }

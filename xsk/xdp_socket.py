@@ -118,6 +118,12 @@ class Socket:
     (``ZeroCopyUnsupported`` otherwise), ``False`` forbids it, ``"auto"`` takes what the
     driver offers (``sock.zerocopy`` tells which). ``fill_frames`` is how many frames to
     put on the fill ring at start (default: half the free frames, at most the rx ring).
+    ``separate_tx`` puts the tx ring on a second AF_XDP socket of the same queue, which
+    shares this one's buffer pool (``tx_fileno()``): in copy mode polling a socket that
+    has a tx ring transmits from it under the socket's lock, so a loop that polls for rx
+    while a tx thread transmits (``start_tx_thread``) waits on that lock; with the tx
+    ring elsewhere, polling ``fileno()`` never transmits. Poll ``tx_fileno()`` for
+    room on the tx ring.
     """
 
     umem: Umem
@@ -128,7 +134,7 @@ class Socket:
                  mode: Mode = "auto", rx_size: int = 2048, tx_size: int = 2048,
                  fill_size: int = 4096, comp_size: int = 2048, need_wakeup: bool = True,
                  zerocopy: bool | Literal["auto"] = "auto", shared_with: Socket | None = None,
-                 fill_frames: int | None = None) -> None:
+                 fill_frames: int | None = None, separate_tx: bool = False) -> None:
         self._closed = True  # until fully open: close() and __del__ are no-ops
         self._desc_pool: list[Any] = []
         if mode not in MODES:
@@ -155,14 +161,16 @@ class Socket:
         self.umem = umem if umem is not None else Umem()
         try:
             self._open(need_wakeup=need_wakeup, zerocopy=zerocopy, sizes=(
-                rx_size, tx_size, fill_size, comp_size), fill_frames=fill_frames)
+                rx_size, tx_size, fill_size, comp_size), fill_frames=fill_frames,
+                separate_tx=separate_tx)
         except BaseException:
             if self._owns_umem:
                 self.umem.close()
             raise
 
     def _open(self, *, need_wakeup: bool, zerocopy: bool | Literal["auto"],
-              sizes: tuple[int, int, int, int], fill_frames: int | None) -> None:
+              sizes: tuple[int, int, int, int], fill_frames: int | None,
+              separate_tx: bool) -> None:
         umem = self.umem
         for other in umem.sockets:
             if other.ifindex == self.ifindex and other.queue == self.queue:
@@ -185,6 +193,7 @@ class Socket:
             cfg.rx_size, cfg.tx_size, cfg.fill_size, cfg.comp_size = sizes
             cfg.bind_flags = flags
             cfg.shared_fd = shared_fd
+            cfg.separate_tx = int(separate_tx)
             cfg.umem_addr, cfg.umem_len = umem.address, umem.size
             cfg.frame_size, cfg.headroom = umem.frame_size, umem.headroom
             self._s: Any = ffi.new("struct xsk_sock *")
@@ -281,6 +290,13 @@ class Socket:
         if self._closed:
             raise SocketClosed("socket is closed")
         return int(self._s.fd)
+
+    def tx_fileno(self) -> int:
+        """The fd of the tx ring's socket, to poll for room on the tx ring: ``fileno()``
+        unless the socket was opened with ``separate_tx``."""
+        if self._closed:
+            raise SocketClosed("socket is closed")
+        return int(self._s.tx_fd)
 
     @property
     def closed(self) -> bool:

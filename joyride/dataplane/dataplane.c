@@ -62,6 +62,7 @@ enum flow_state { FLOW_FREE = 0, FLOW_C = 1, FLOW_HANDBACK = 2 };
 #define TAG_PORT (1ull << 62)
 #define TAG_WATCH (1ull << 61)
 #define TAG_FLOW (1ull << 60)
+#define TAG_ROOM (1ull << 59)
 /* An application descriptor is read on EPOLLIN; EPOLLRDHUP says its writer shut down,
  * so that the EOF behind the last bytes is read in the same round and the FIN leaves
  * with them (else the peer may see the data, close first, and sit in TIME-WAIT). */
@@ -76,6 +77,7 @@ typedef int (*tx_copy_fn)(void *, uint8_t *, uint64_t, const uint8_t *, const ui
                           const uint32_t *, uint32_t, int);
 typedef int (*kick_fn)(void *);
 typedef int (*complete_fn)(void *, uint32_t);
+typedef int (*want_room_fn)(void *, int);
 
 /* A byte ring: len bytes from head, in a buffer of size bytes that grows on demand up
  * to cap (the TCP buffer it stands for: what the window is computed from). A
@@ -182,7 +184,9 @@ struct dp {
      * no more, frames stay in the arena and flows stop sending (data only) until a
      * later round finds room; dp_run waits for the NIC's EPOLLOUT meanwhile. */
     int tx_full;               /* a flush this round left the data slots full */
-    int out_armed;             /* the first port's fd is registered for EPOLLOUT */
+    int out_armed;             /* the first port was asked to tell of room (tx_want_room) */
+    int room_told;             /* its room_fd was readable in this round's epoll */
+    int room_ready;            /* its answer: room came already, look again at once */
     /* Flows waiting for room, a FIFO over max_flows slots (each flow at most once):
      * served from the head a quantum each, back to the tail while they have more, so
      * that flows share a full NIC round robin (a qdisc's fair queueing, in spirit). */
@@ -2320,6 +2324,7 @@ static void transmit_touched(struct dp *dp, double now)
 static void tx_resume(struct dp *dp)
 {
     dp->tx_full = 0;
+    dp->room_ready = 0;
     arena_flush(dp);
     uint32_t limit = data_slots(dp);
     if (dp->arena_used >= limit)
@@ -2338,12 +2343,26 @@ static void tx_resume(struct dp *dp)
 }
 
 /* Wait for the NIC's room (EPOLLOUT on the first port) only while something waits for
- * it: a level-triggered EPOLLOUT would otherwise wake every epoll_wait. */
+ * it: a level-triggered EPOLLOUT would otherwise wake every epoll_wait. A port whose
+ * room is not pollable here (room_polled 0) is looked at again within a millisecond
+ * instead (dp_run). */
 static void tx_want_room(struct dp *dp)
 {
     int want = dp->n_tx_wait > 0 || dp->arena_used > 0;
     struct dp_port *p = &dp->ports[0];
-    if (dp->n_ports == 0 || p->fd < 0 || want == dp->out_armed)
+    if (dp->n_ports == 0)
+        return;
+    if (p->room_fd >= 0) {
+        /* Told once per question: ask again after every answer, drain it when done. */
+        if (want == dp->out_armed && !dp->room_told)
+            return;
+        dp->room_told = 0;
+        int r = ((want_room_fn)p->want_room)(p->ctx, want);
+        dp->out_armed = want && r == 0;
+        dp->room_ready = want && r > 0;
+        return;
+    }
+    if (p->fd < 0 || !p->room_polled || want == dp->out_armed)
         return;
     struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0),
                              .data.u64 = TAG_PORT | 0};
@@ -2399,6 +2418,8 @@ static int take_events(struct dp *dp, const struct epoll_event *evs, int nev)
         uint64_t tag = evs[e].data.u64;
         if (tag & TAG_WATCH) {
             wake |= DP_WAKE_WATCHED;
+        } else if (tag & TAG_ROOM) {
+            dp->room_told = 1; /* tx_resume takes the room; tx_want_room drains the fd */
         } else if (tag & TAG_FLOW) {
             struct flow *f = &dp->flows[(uint32_t)tag];
             if (f->state != FLOW_C)
@@ -2449,7 +2470,7 @@ int dp_run(struct dp *dp, int timeout_ms)
              * and no wake-up to come), so look again within a millisecond anyway. */
             if ((dp->n_tx_wait || dp->arena_used) && wait_ms > 1)
                 wait_ms = 1;
-            if (timeout_ms == 0 || dp->n_again)
+            if (timeout_ms == 0 || dp->n_again || dp->room_ready)
                 wait_ms = 0;
             if (wait_ms && dp->n_ringpoll && ringpoll_settle(dp))
                 wait_ms = 0; /* arming found work */
@@ -2857,12 +2878,24 @@ int dp_add_port(struct dp *dp, const struct dp_port *port)
 {
     if (dp->n_ports == sizeof dp->ports / sizeof dp->ports[0])
         return -ENOSPC;
-    if (!port->rx || !port->release || !port->tx_copy || !port->kick || !port->umem)
+    if (!port->rx || !port->release || !port->tx_copy || !port->kick || !port->umem ||
+        (port->room_fd >= 0 && !port->want_room))
         return -EINVAL;
+    if (port->room_fd >= 0 && dp->n_ports > 0)
+        return -EINVAL; /* the loop waits for room on its first port only */
     if (port->fd >= 0) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_PORT | dp->n_ports};
         if (epoll_ctl(dp->epfd, EPOLL_CTL_ADD, port->fd, &ev) < 0)
             return -errno;
+    }
+    if (port->room_fd >= 0) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_ROOM};
+        if (epoll_ctl(dp->epfd, EPOLL_CTL_ADD, port->room_fd, &ev) < 0) {
+            int err = -errno;
+            if (port->fd >= 0)
+                epoll_ctl(dp->epfd, EPOLL_CTL_DEL, port->fd, NULL);
+            return err;
+        }
     }
     dp->ports[dp->n_ports++] = *port;
     return 0;
@@ -3003,6 +3036,7 @@ int dp_memport_port(struct dp_memport *m, struct dp_port *out)
     memset(out, 0, sizeof *out);
     out->ctx = m;
     out->fd = -1;
+    out->room_fd = -1;
     out->umem = m->in.slab;
     out->rx = (void *)memport_rx;
     out->release = (void *)memport_release;

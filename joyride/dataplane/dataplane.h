@@ -52,6 +52,16 @@ enum dp_tx_mode {
 struct dp_port {
     void *ctx;
     int fd;                    /* pollable for rx, or -1 */
+    /* How the loop learns that frames a full NIC refused may go now:
+     * - room_fd >= 0: want_room(ctx, 1) asks the port to make room_fd readable when
+     *   they may (its answer: 1 already, 0 asked, < 0 cannot), want_room(ctx, 0)
+     *   withdraws; room_fd is drained by the next want_room (xsk_tx_want_room: the tx
+     *   thread tells, the tx ring being on a socket of its own, xsk.h's separate_tx);
+     * - else room_polled: EPOLLOUT on fd (the tx ring's own socket);
+     * - else: the loop looks again within a millisecond while it waits. */
+    int room_polled;
+    int room_fd;
+    void *want_room;
     uint8_t *umem;             /* base of the frames rx descriptors name */
     uint64_t tx_offset;        /* headroom of a transmitted frame */
     void *rx;

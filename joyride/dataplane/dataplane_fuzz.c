@@ -347,9 +347,9 @@ int main(int argc, char **argv)
         return 1;
     }
     ASAN_POISON_MEMORY_REGION(fp.slab, (size_t)SLOTS * SLOT_SIZE);
-    struct dp_port port = {.ctx = &fp, .fd = -1, .umem = fp.slab, .rx = (void *)fz_rx,
-                           .release = (void *)fz_release, .tx_copy = (void *)fz_tx,
-                           .kick = (void *)fz_kick};
+    struct dp_port port = {.ctx = &fp, .fd = -1, .room_fd = -1, .umem = fp.slab,
+                           .rx = (void *)fz_rx, .release = (void *)fz_release,
+                           .tx_copy = (void *)fz_tx, .kick = (void *)fz_kick};
     if (dp_add_port(dp, &port) != 0)
         return 1;
     struct fuzzflow flows[FLOWS];

@@ -217,11 +217,15 @@ class DataPlane:
         port = ffi.new("struct dp_port *")
         port.ctx = ffi.cast("void *", ffi_address(sock._s))
         port.fd = sock.fileno()
+        # Room on the tx ring: told by the socket's tx thread when it runs, else by
+        # EPOLLOUT on the socket that has the ring (dataplane.h, room_fd).
+        port.room_polled = int(sock.tx_fileno() == sock.fileno())
+        port.room_fd = xsk_lib.xsk_tx_room_fd(sock._s)
         port.umem = ffi.cast("uint8_t *", sock.umem.address)
         port.tx_offset = sock._tx_offset
         for name, fn in (("rx", "xsk_rx"), ("release", "xsk_release"),
                          ("tx_copy", "xsk_tx_copy_kick"), ("kick", "xsk_kick"),
-                         ("complete", "xsk_complete")):
+                         ("complete", "xsk_complete"), ("want_room", "xsk_tx_want_room")):
             setattr(port, name, ffi.cast("void *", ffi_address(_addressof(xsk_lib, fn))))
         self._check(lib.dp_add_port(self._dp, port), "adding the AF_XDP port")
         self._keep.append(sock)

@@ -61,8 +61,13 @@ class QueueSocket:
         # data plane carries the frames (JOYRIDE_DATAPLANE=python); None: off.
         self.tap: Any = None
         self.tx_dropped = 0
+        self._tx_thread = os.environ.get(TX_THREAD_ENV, "1") != "0"
         try:
-            self._sock = xsk.Socket(ifname, queue, mode="skb" if mode == "skb" else "native")
+            # With a tx thread, the tx ring on a socket of its own: the loop's epoll of
+            # the rx socket then never transmits in copy mode, nor waits on the lock the
+            # thread holds while it does (xsk.Socket's separate_tx).
+            self._sock = xsk.Socket(ifname, queue, mode="skb" if mode == "skb" else "native",
+                                    separate_tx=self._tx_thread)
         except xsk.XskPermissionError as exc:
             raise PrivilegeError(f"AF_XDP on {ifname} needs root: {exc}") from exc
         except xsk.XskError as exc:
@@ -108,7 +113,7 @@ class QueueSocket:
             # The service's CPU limits a bulk receive (it copies each byte again, into
             # the application's socket): ACK rounds go to the tx thread too.
             self._nic = XskNic(self._sock, self.mtu, offload_acks=True,
-                               tx_thread=os.environ.get(TX_THREAD_ENV, "1") != "0")
+                               tx_thread=self._tx_thread)
         return self._nic
 
     def xsk_socket(self) -> Any:

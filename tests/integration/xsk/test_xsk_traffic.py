@@ -8,6 +8,8 @@ statistics, and refilling must resume delivery.
 
 from __future__ import annotations
 
+import errno
+import select
 import socket
 import struct
 import time
@@ -43,6 +45,16 @@ def receive(sock: Socket, count: int, batch: int = 64, timeout: float = 5.0) -> 
         with sock.recv(batch, timeout=0.1) as frames:
             got.extend(bytes(f) for f in frames)
     return got
+
+
+def packed(frames: list[bytes]) -> tuple[bytearray, np.ndarray, np.ndarray]:
+    """Frames laid end to end in one region, with their offsets and lengths: what
+    ``send_copy`` (and ``xsk_tx_copy_kick``) take."""
+    region = bytearray(b"".join(frames))
+    lengths = np.array([len(f) for f in frames], dtype=np.uint32)
+    offsets = np.zeros(len(frames), dtype=np.uint64)
+    offsets[1:] = np.cumsum(lengths[:-1])
+    return region, offsets, lengths
 
 
 def check_in_order(link: Link, frames: list[bytes], first: int) -> None:
@@ -212,10 +224,7 @@ def test_send_copy_past_a_full_ring_and_an_empty_allocator(link: Link, mode: str
     link.peer_rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
     head = link.peer_mac + link.joy_mac + struct.pack("!H", ETH_P_TX)
     frames = [head + payload(i, 64) for i in range(1000)]
-    region = bytearray(b"".join(frames))
-    lengths = np.array([len(f) for f in frames], dtype=np.uint32)
-    offsets = np.zeros(len(frames), dtype=np.uint64)
-    offsets[1:] = np.cumsum(lengths[:-1])
+    region, offsets, lengths = packed(frames)
     assert sock.send_copy(region, offsets, lengths, len(frames), kick=False) == len(frames)
     sock.kick()
     assert link.recv_peer(len(frames)) == frames
@@ -321,3 +330,73 @@ def test_tx_thread_in_a_forked_child(link: Link) -> None:
     frames = [link.frame(s, ETH_P_TX, dst=link.peer_mac) for s in range(100)]
     assert sock.send(frames) == 100
     assert link.recv_peer(100) == frames
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("separate_tx", [False, True])
+def test_polling_for_rx_transmits_only_from_a_tx_ring_on_the_same_socket(
+        link: Link, mode: str, separate_tx: bool) -> None:
+    """In copy mode poll() transmits from the polled socket's tx ring (xsk_poll drives
+    tx). With ``separate_tx`` the rx socket has no tx ring: polling it for rx leaves
+    queued frames to the kick, which is what keeps the data plane's epoll off the lock a
+    tx thread holds while it transmits. Either way every frame reaches the peer intact,
+    completes back to the allocator, and rx arrives on ``fileno()``."""
+    sock, umem = open_socket(link, mode, separate_tx=separate_tx)
+    assert (sock.tx_fileno() != sock.fileno()) == separate_tx
+    free_before = umem.free_frames
+    frames = [link.frame(s, ETH_P_TX, dst=link.peer_mac) for s in range(8)]
+    region, offsets, lengths = packed(frames)
+    assert sock.send_copy(region, offsets, lengths, len(frames), kick=False) == len(frames)
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    poller.poll(0)
+    if separate_tx:
+        assert link.recv_peer(1, timeout=0.3) == []  # still queued: nothing polled it out
+        assert sock.wait(0, writable=True)  # room on the tx ring, from tx_fileno()
+        sock.kick(offload=False)
+    assert link.recv_peer(len(frames)) == frames
+    stats = all_completed(sock, umem, free_before, len(frames))
+    assert stats["tx_invalid_descs"] == 0
+    link.send_seq(0, 16)
+    check_in_order(link, receive(sock, 16), 0)
+
+
+
+def test_tx_thread_tells_when_a_full_ring_has_room(link: Link) -> None:
+    """``xsk_tx_want_room`` (what the data plane waits on instead of polling the tx
+    ring's socket): a NOWAIT send into a full 64-slot ring takes what fits; asking for
+    room then either finds the thread already moved the ring (1) or makes the room
+    eventfd readable once it has (0, never a hang). Every frame arrives in order and
+    intact; without a thread of this process the answer is -ENOTCONN."""
+    from xsk._native import ffi, lib
+
+    sock, umem = open_socket(link, "native", frame_count=512, rx_size=64, tx_size=64,
+                             fill_size=64, comp_size=64, separate_tx=True)
+    assert lib.xsk_tx_want_room(sock._s, 1) == -errno.ENOTCONN
+    assert lib.xsk_tx_room_fd(sock._s) == -1
+    sock.start_tx_thread(min_batch=16)
+    room = lib.xsk_tx_room_fd(sock._s)
+    assert room >= 0
+    link.peer_rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
+    head = link.peer_mac + link.joy_mac + struct.pack("!H", ETH_P_TX)
+    frames = [head + payload(i, 64) for i in range(2000)]
+    region, offsets, lengths = packed(frames)
+    umem_ptr = ffi.cast("uint8_t *", umem.address)
+    src = ffi.from_buffer("uint8_t[]", region)
+    offs = ffi.cast("uint64_t *", offsets.ctypes.data)
+    lens = ffi.cast("uint32_t *", lengths.ctypes.data)
+    sent, deadline = 0, time.monotonic() + 20
+    while sent < len(frames) and time.monotonic() < deadline:
+        n = lib.xsk_tx_copy_kick(sock._s, umem_ptr, sock._tx_offset, src, offs + sent,
+                                 lens + sent, len(frames) - sent, lib.XSK_TX_NOWAIT)
+        assert n >= 0
+        sent += n
+        if sent < len(frames) and lib.xsk_tx_want_room(sock._s, 1) == 0:
+            readable, _, _ = select.select([room], [], [], 5.0)
+            assert readable, "asked for room, never told"
+    assert sent == len(frames), f"{sent} of {len(frames)} queued"
+    sock.kick(offload=False)  # the rest: this thread reaps the completions and sends
+    assert link.recv_peer(len(frames)) == frames
+    assert lib.xsk_tx_want_room(sock._s, 0) == 0
+    sock.stop_tx_thread()
+    assert lib.xsk_tx_want_room(sock._s, 1) == -errno.ENOTCONN
