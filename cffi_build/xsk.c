@@ -321,8 +321,10 @@ int xsk_sock_open(struct xsk_sock *s, const struct xsk_config *cfg, struct xsk_f
     s->tx_fd = -1;
     if (owner == FRAME_FREE || owner >= FRAME_APP)
         return -EINVAL;
-    if (cfg->separate_tx && cfg->rx_size == 0)
+    if (cfg->separate_tx && cfg->rx_size == 0) {
+        *stage = XSK_STAGE_RING_SIZE;
         return -EINVAL; /* the first socket would have neither rx nor tx: bind refuses it */
+    }
     s->owner = owner;
     s->frames = frames;
     s->need_wakeup = (cfg->bind_flags & XDP_USE_NEED_WAKEUP) != 0;
@@ -508,13 +510,14 @@ static inline uint32_t rx_take(struct xsk_sock *s, struct xdp_desc *out, uint32_
 
 int xsk_wait(struct xsk_sock *s, short events, int timeout_ms)
 {
-    /* POLLOUT is the tx ring's, on its own socket with separate_tx. */
+    /* POLLOUT is the tx ring's, on its own socket with separate_tx; that socket is
+     * polled only for it (in copy mode a poll of it transmits, under its lock). */
     struct pollfd p[2] = {{.fd = s->fd, .events = (short)(events & ~POLLOUT)},
                           {.fd = s->tx_fd, .events = (short)(events & POLLOUT)}};
     int n = 1;
     if (s->tx_fd == s->fd)
         p[0].events = events;
-    else
+    else if (events & POLLOUT)
         n = 2;
     int r = poll(p, (nfds_t)n, timeout_ms);
     if (r < 0)
@@ -713,12 +716,15 @@ static int tx_queue(struct xsk_sock *s, const struct xdp_desc *descs, uint32_t n
     int err = 0;
     if (i < n && mode == XSK_TX_NOWAIT) {
         /* Full: start the drain without waiting for it (the tx thread's wake-up, or
-         * this thread's sendto when there is no thread), and take what fits now. */
+         * this thread's sendto when there is no thread), and take what fits now. The
+         * consumer as the ring was found full, before the retry: room made from here
+         * on is what xsk_tx_want_room must see. */
+        uint32_t cons = ring_load_acquire(s->tx.consumer);
         err = xsk_kick(s);
         if (err == 0)
             i += tx_place(s, descs + i, n - i, &placed);
         if (i < n)
-            s->full_cons = ring_load_acquire(s->tx.consumer); /* xsk_tx_want_room */
+            s->full_cons = cons;
         s->st.tx_ring_full += n - i;
     } else if (i < n) {
         /* The ring is full: only the kernel draining it makes room, and in this
@@ -760,8 +766,8 @@ static uint32_t tx_frames_take(struct xsk_sock *s, struct xdp_desc *out, uint32_
     for (int attempt = 0; attempt < 3 && got < want; attempt++) {
         if (attempt == 2 && got == 0) {
             if (mode == XSK_TX_NOWAIT) {
-                xsk_kick(s);
                 s->full_cons = ring_load_acquire(s->tx.consumer); /* xsk_tx_want_room */
+                xsk_kick(s);
             } else {
                 kick_here(s);
             }

@@ -162,7 +162,8 @@ void xsk_tx_thread_stop(struct xsk_sock *s);
 /* Room on the tx ring, told by the tx thread: the caller of an XSK_TX_NOWAIT send that
  * found no room asks with want=1 and waits for xsk_tx_room_fd (an eventfd) to become
  * readable, which happens once the thread has transmitted from the ring since. Returns
- * 1 when that already happened (do not wait), 0 when asked, -ENOTCONN without a thread
+ * 1 when that already happened or completions freed frames (do not wait), 0 when
+ * asked, -ENOTCONN without a thread
  * of this process (then poll tx_fd for POLLOUT, or look again later). Asking reaps the
  * completion ring and kicks the thread, so that it can move the ring. A kernel that
  * refuses to transmit (back-pressure, an error) moves nothing and nothing is told:

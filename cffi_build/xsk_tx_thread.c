@@ -212,12 +212,16 @@ int xsk_tx_room_fd(struct xsk_sock *s)
 int xsk_tx_want_room(struct xsk_sock *s, int want)
 {
     struct xsk_tx_thread *t = s->tx_thread;
-    if (t == NULL || !tx_thread_ours(t) || __atomic_load_n(&t->stop, __ATOMIC_SEQ_CST))
+    if (t == NULL || !tx_thread_ours(t))
         return -ENOTCONN;
+    /* Drained first, also for a thread that has stopped: it tells on its way out, and
+     * a readable eventfd nobody drains would wake every epoll_wait. */
     uint64_t count;
     if (read(t->room_efd, &count, sizeof(count)) < 0) {
         /* EAGAIN: nothing was told since the last call. */
     }
+    if (__atomic_load_n(&t->stop, __ATOMIC_SEQ_CST))
+        return -ENOTCONN;
     if (!want) {
         __atomic_store_n(&t->room_wanted, 0, __ATOMIC_SEQ_CST);
         return 0;
@@ -225,7 +229,8 @@ int xsk_tx_want_room(struct xsk_sock *s, int want)
     /* The kernel transmits only while the completion ring has room, and only this
      * thread reaps it; a tx thread that made no progress sleeps: reap, then wake it
      * for what waits (a no-op while it runs), so that room can come at all. */
-    xsk_complete(s, 1u << 20);
+    if (xsk_complete(s, 1u << 20) > 0)
+        return 1; /* frames came back: room for a send the allocator refused */
     int err = xsk_kick(s);
     if (err < 0)
         return err;

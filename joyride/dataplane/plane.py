@@ -217,10 +217,14 @@ class DataPlane:
         port = ffi.new("struct dp_port *")
         port.ctx = ffi.cast("void *", ffi_address(sock._s))
         port.fd = sock.fileno()
-        # Room on the tx ring: told by the socket's tx thread when it runs, else by
-        # EPOLLOUT on the socket that has the ring (dataplane.h, room_fd).
+        # Room on the tx ring (dataplane.h, room_fd): told by the socket's tx thread
+        # when one runs in copy mode (the consumer moves inside its sendto; a zero-copy
+        # driver moves it later, from NAPI), else EPOLLOUT on the socket that has the
+        # ring; the loop waits for room on its first port only.
+        first = not self._keep
         port.room_polled = int(sock.tx_fileno() == sock.fileno())
-        port.room_fd = xsk_lib.xsk_tx_room_fd(sock._s)
+        port.room_fd = (xsk_lib.xsk_tx_room_fd(sock._s)
+                        if first and not sock.zerocopy else -1)
         port.umem = ffi.cast("uint8_t *", sock.umem.address)
         port.tx_offset = sock._tx_offset
         for name, fn in (("rx", "xsk_rx"), ("release", "xsk_release"),
