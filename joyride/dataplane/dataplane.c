@@ -182,7 +182,7 @@ struct dp {
     int kick_owed;
     /* Transmit back-pressure (Linux's TCP small queues, in spirit): when the NIC takes
      * no more, frames stay in the arena and flows stop sending (data only) until a
-     * later round finds room; dp_run waits for the NIC's EPOLLOUT meanwhile. */
+     * later round finds room; dp_run waits for the NIC to say so (tx_want_room). */
     int tx_full;               /* a flush this round left the data slots full */
     int out_armed;             /* the first port was asked to tell of room (tx_want_room) */
     int room_told;             /* its room_fd was readable in this round's epoll */
@@ -2342,10 +2342,10 @@ static void tx_resume(struct dp *dp)
     }
 }
 
-/* Wait for the NIC's room (EPOLLOUT on the first port) only while something waits for
- * it: a level-triggered EPOLLOUT would otherwise wake every epoll_wait. A port whose
- * room is not pollable here (room_polled 0) is looked at again within a millisecond
- * instead (dp_run). */
+/* Ask the first port to say when it has room only while something waits for it
+ * (dataplane.h, room_fd): its tx thread tells through room_fd, once per question; or
+ * EPOLLOUT on its fd (room_polled), which level-triggered would otherwise wake every
+ * epoll_wait; or neither, and dp_run looks again within a millisecond. */
 static void tx_want_room(struct dp *dp)
 {
     int want = dp->n_tx_wait > 0 || dp->arena_used > 0;
