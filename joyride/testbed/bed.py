@@ -3,12 +3,17 @@
 Topology (both ends of every veth live in namespaces this module creates; nothing is
 ever created in, or sent through, the root namespace)::
 
-    [joy ns] jr<tag>j ──veth── jr<tag>p [peer ns]                       (no relay)
+    [joy ns] jr<tag>j ──veth── jr<tag>p [peer ns]                   (unimpaired link)
     [joy ns] jr<tag>j ──veth── jr<tag>r ⇄ relay ⇄ jr<tag>s ──veth── jr<tag>p [peer ns]
+    [joy ns] jr<tag>j ──veth── jr<tag>r ⇄ bridge ⇄ jr<tag>s ──veth── jr<tag>p [peer ns]
+
+The middle namespace exists when the link is impaired towards the Joyride side (loss or
+duplication: its nft rules sit on ``jr<tag>r``'s egress, see ``impair``) or needs the
+relay (delay, reordering, corruption). Without the relay, a kernel bridge joins it.
 
 The *joy* node is where Joyride attaches (XDP + AF_XDP); the *peer* node is the kernel
 on the other side of the wire. Transmit checksum offload is off on the peer's veth (and
-on every veth when a relay copies frames through AF_PACKET), because frames with
+on every veth of a middle namespace), because frames with
 unfinished checksums would otherwise reach Joyride (DESIGN.md, facts).
 
 Namespace names are ``jr-<pid>-<hex>-<role>``: unique per run, and ``sweep()`` can tell a
@@ -36,7 +41,7 @@ from typing import Any, Final
 
 from joyride import netns
 from joyride.processes import pid_alive, terminate
-from joyride.testbed.impair import Impairment, nft_ruleset, tbf_args
+from joyride.testbed.impair import Impairment, nft_table, tbf_args
 
 PREFIX: Final = "jr"
 NS_PATTERN: Final = re.compile(rf"^{PREFIX}-(\d+)-([0-9a-f]+)-(\w+)$")
@@ -150,7 +155,7 @@ class Testbed:
         third = subnet if subnet is not None else int(self.tag[:2], 16)
         self.joy = Node(f"{base}-joy", f"{PREFIX}{self.tag}j", f"{SUBNET_BASE}.{third}.1", 24)
         self.peer = Node(f"{base}-peer", f"{PREFIX}{self.tag}p", f"{SUBNET_BASE}.{third}.2", 24)
-        self.relay_ns: str | None = None
+        self.middle_ns: str | None = None
         self.relay_proc: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._namespaces: list[str] = []
@@ -173,6 +178,15 @@ class Testbed:
     def uses_relay(self) -> bool:
         return self.to_joy.needs_relay or self.to_peer.needs_relay
 
+    @property
+    def uses_middle(self) -> bool:
+        """Loss or duplication towards Joyride must happen past the peer's own device."""
+        return self.uses_relay or self.to_joy.needs_nft
+
+    @property
+    def _middle_left(self) -> str:
+        return f"{PREFIX}{self.tag}r"  # the middle namespace's Joyride-facing veth
+
     def setup(self) -> None:
         if os.geteuid() != 0:
             raise TestbedError("the test bed needs root (network namespaces, veth, nftables)")
@@ -180,16 +194,18 @@ class Testbed:
         for node in (self.joy, self.peer):
             self._add_netns(node.netns)
         queues = ["numtxqueues", str(self.rx_queues), "numrxqueues", str(self.rx_queues)]
-        if self.uses_relay:
-            self.relay_ns = f"{PREFIX}-{os.getpid()}-{self.tag}-relay"
-            self._add_netns(self.relay_ns)
-            left, right = f"{PREFIX}{self.tag}r", f"{PREFIX}{self.tag}s"
-            self._veth(self.joy.netns, self.joy.ifname, self.relay_ns, left, queues)
-            self._veth(self.relay_ns, right, self.peer.netns, self.peer.ifname, queues)
+        if self.uses_middle:
+            self.middle_ns = mid = f"{PREFIX}-{os.getpid()}-{self.tag}-mid"
+            self._add_netns(mid)
+            left, right = self._middle_left, f"{PREFIX}{self.tag}s"
+            self._veth(self.joy.netns, self.joy.ifname, mid, left, queues)
+            self._veth(mid, right, self.peer.netns, self.peer.ifname, queues)
             for dev in (left, right):
-                self._link_up(self.relay_ns, dev)
-                self._offloads_off(self.relay_ns, dev)
+                self._link_up(mid, dev)
+                self._offloads_off(mid, dev)
             self._offloads_off(self.joy.netns, self.joy.ifname)
+            if not self.uses_relay:
+                self._bridge(mid, f"{PREFIX}{self.tag}b", (left, right))
         else:
             self._veth(self.joy.netns, self.joy.ifname, self.peer.netns, self.peer.ifname, queues)
         for node in (self.joy, self.peer):
@@ -218,6 +234,13 @@ class Testbed:
     def _link_up(self, ns: str, dev: str) -> None:
         _run(["ip", "-n", ns, "link", "set", dev, "up"])
 
+    def _bridge(self, ns: str, name: str, ports: Sequence[str]) -> None:
+        # No STP: a port forwards as soon as it is up, with no learning delay.
+        _run(["ip", "-n", ns, "link", "add", name, "type", "bridge", "stp_state", "0"])
+        for port in ports:
+            _run(["ip", "-n", ns, "link", "set", port, "master", name])
+        self._link_up(ns, name)
+
     def _offloads_off(self, ns: str, dev: str) -> None:
         # Full checksums on the wire; no super-frames bigger than the MTU for a relay.
         _run(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "tso", "off",
@@ -227,18 +250,23 @@ class Testbed:
             raise TestbedError(f"could not turn off tx checksum offload on {dev}")
 
     def _apply_impairments(self) -> None:
-        script = nft_ruleset(self.peer.ifname, self.to_joy, self.to_peer)
-        if script:
-            self.peer.run("nft", "-f", "-", input=script.encode())
+        towards_joy = nft_table("egress", self._middle_left, self.to_joy)
+        if towards_joy:
+            assert self.middle_ns is not None
+            _run(["ip", "netns", "exec", self.middle_ns, "nft", "-f", "-"],
+                 input=towards_joy.encode())
+        towards_peer = nft_table("ingress", self.peer.ifname, self.to_peer)
+        if towards_peer:
+            self.peer.run("nft", "-f", "-", input=towards_peer.encode())
         if self.to_joy.rate_bps:
             self.peer.run(*tbf_args(self.peer.ifname, self.to_joy.rate_bps))
 
     def _start_relay(self) -> None:
-        assert self.relay_ns is not None and self._workdir is not None
+        assert self.middle_ns is not None and self._workdir is not None
         ready = Path(self._workdir.name) / "relay.ready"
         cmd = [
-            "ip", "netns", "exec", self.relay_ns, sys.executable, "-m", "joyride.testbed.relay",
-            f"{PREFIX}{self.tag}r", f"{PREFIX}{self.tag}s",
+            "ip", "netns", "exec", self.middle_ns, sys.executable, "-m", "joyride.testbed.relay",
+            self._middle_left, f"{PREFIX}{self.tag}s",
             "--to-left", f"{self.to_joy.delay},{self.to_joy.reorder},{self.to_joy.corrupt}",
             "--to-right", f"{self.to_peer.delay},{self.to_peer.reorder},{self.to_peer.corrupt}",
             "--stats", str(self.relay_stats_path), "--ready", str(ready),

@@ -2,10 +2,16 @@
 
 This kernel has no ``sch_netem``, so each impairment is built from what it does have:
 
-- loss and duplication: an nftables ``netdev`` table on the kernel peer's veth. Frames
-  towards the Joyride side are impaired in the *egress* hook (before they cross the
-  wire, hence before Joyride's XDP hook sees them); frames from the Joyride side in the
-  peer's *ingress* hook (AF_XDP transmits bypass the sender's egress hook).
+- loss and duplication: an nftables ``netdev`` table. Frames towards the Joyride side
+  are impaired in the *egress* hook of the middle namespace's Joyride-facing veth (the
+  middle namespace holds the relay or, without one, a kernel bridge). A drop there is
+  network loss: the peer's stack handed its frame to its own device and learns nothing.
+  The peer's own egress hook would not do: ``dev_queue_xmit`` reports that drop to the
+  sender (``NET_XMIT_DROP``), and Linux TCP keeps the segment, sends it again in order
+  and enters CWR, so the receiver never sees a gap. Joyride's own ingress hook would not
+  do either: XDP runs before netfilter. Frames from the Joyride side are impaired in the
+  peer's *ingress* hook (AF_XDP transmits bypass the sender's egress hook, and an
+  ingress drop is invisible to the sender).
 - rate: a ``tbf`` qdisc on the peer's veth (towards the Joyride side).
 - delay, reordering and corruption: a user-space relay namespace between the two ends
   (``joyride.testbed.relay``), since nothing in this kernel can hold a frame back.
@@ -19,7 +25,7 @@ This kernel has no ``sch_netem``, so each impairment is built from what it does 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 NFT_TABLE: Final = "joyride_impair"
 # Marks a duplicate so the egress hook, which the clone re-enters, does not duplicate it
@@ -92,22 +98,18 @@ def _rules(imp: Impairment, device: str, *, egress: bool) -> list[str]:
     return rules
 
 
-def nft_ruleset(device: str, to_joy: Impairment, to_peer: Impairment) -> str | None:
-    """The nft script for the peer's veth ``device``, or None when nothing is needed."""
-    chains: list[str] = []
-    egress = _rules(to_joy, device, egress=True)
-    ingress = _rules(to_peer, device, egress=False)
-    for hook, rules in (("egress", egress), ("ingress", ingress)):
-        if rules:
-            body = "\n".join(f"    {rule}" for rule in rules)
-            chains.append(
-                f"  chain {hook} {{\n"
-                f'    type filter hook {hook} device "{device}" priority 0; policy accept;\n'
-                f"{body}\n  }}"
-            )
-    if not chains:
+def nft_table(hook: Literal["egress", "ingress"], device: str, imp: Impairment) -> str | None:
+    """The nft script impairing frames through ``hook`` of ``device``; None when none is."""
+    rules = _rules(imp, device, egress=hook == "egress")
+    if not rules:
         return None
-    return f"table netdev {NFT_TABLE} {{\n" + "\n".join(chains) + "\n}\n"
+    body = "\n".join(f"    {rule}" for rule in rules)
+    return (
+        f"table netdev {NFT_TABLE} {{\n"
+        f"  chain {hook} {{\n"
+        f'    type filter hook {hook} device "{device}" priority 0; policy accept;\n'
+        f"{body}\n  }}\n}}\n"
+    )
 
 
 def tbf_args(device: str, rate_bps: int) -> list[str]:

@@ -15,6 +15,7 @@ inside the relay namespace. It writes its counters as JSON to ``--stats`` every
 from __future__ import annotations
 
 import argparse
+import errno
 import heapq
 import itertools
 import json
@@ -44,6 +45,9 @@ class DirectionStats:
     reordered: int = 0  # frames that went out behind their successor
     hold_timeouts: int = 0  # held frames released in order because no successor came
     send_errors: int = 0
+    # Refused by the device's egress path: the bed's loss rule (``impair``) drops frames
+    # towards Joyride there, and dev_queue_xmit reports that as ENOBUFS.
+    egress_drops: int = 0
     delay_total: float = 0.0  # sum over forwarded frames of (sent - received)
 
 
@@ -122,8 +126,11 @@ class Relay:
                 d.dst.send(frame)
                 d.stats.forwarded += 1
                 d.stats.delay_total += time.monotonic() - arrival
-            except OSError:
-                d.stats.send_errors += 1
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    d.stats.egress_drops += 1
+                else:
+                    d.stats.send_errors += 1
         for index, d in enumerate(self.directions):
             if d.held is not None and now >= d.held_until:
                 d.stats.hold_timeouts += 1

@@ -117,6 +117,13 @@ def test_impaired_both_directions(make_testbed: object, name: str) -> None:
     with attached(bed, "--ports", "8080"):
         up = transfer(bed, size, True, timeout=120)
         down = transfer(bed, size, False, timeout=120)
+        tcp = json.loads(bed.joy.run(JOYRIDE, "stats", bed.joy.ifname, "--json").stdout)[
+            "datapath"]["tcp_total"]
+    # The impairment reached both stacks' recovery: the link lost frames, not the sender.
+    if to_joy.loss:
+        assert tcp.get("out_of_order_segments", 0) > 0, tcp
+    if to_peer.loss:
+        assert tcp.get("retransmitted_segments", 0) > 0, tcp
     print(json.dumps({"impaired": {"name": name, "MB": size // MB, "up_s": round(up, 2),
                                    "down_s": round(down, 2)}}))
 

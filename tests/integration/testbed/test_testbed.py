@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import math
 import re
@@ -111,6 +112,44 @@ def test_loss_rate(make_testbed: object, p: float) -> None:
         got = receive_all(rx)
     lost = 1 - len(got) / n
     assert within(lost, p, n), f"asked {p}, measured {lost:.4f}"
+
+
+def netstat_counter(node: object, name: str) -> int:
+    """One counter of ``/proc/net/netstat`` or ``/proc/net/snmp`` in ``node``'s namespace."""
+    out = node.run("nstat", "-az", name).stdout.decode()  # type: ignore[attr-defined]
+    match = re.search(rf"^{name}\s+(\d+)", out, re.MULTILINE)
+    assert match, f"{name} missing from nstat: {out!r}"
+    return int(match.group(1))
+
+
+def test_tcp_loss_towards_joy_is_network_loss(make_testbed: object) -> None:
+    """A TCP receiver behind ``to_joy`` loss sees gaps, and the sender retransmits.
+
+    A drop in the sender's own egress hook would not: Linux TCP learns of it from
+    dev_queue_xmit and sends the segment again in order, so nothing reaches the receiver
+    out of order and nothing is retransmitted (the bed's bug before the middle namespace).
+    """
+    bed = make_testbed(to_joy=Impairment(loss=0.02), seed=3)  # type: ignore[operator]
+    assert bed.middle_ns is not None and bed.relay_proc is None  # a bridge, no relay
+    payload = hashlib.sha256(b"joyride").digest() * (4 << 20 >> 5)  # 4 MiB
+    with bed.joy.inside():
+        server = socket.create_server((bed.joy.ip, 7008))
+    with bed.peer.inside():
+        client = socket.create_connection((bed.joy.ip, 7008), timeout=20)
+    received = hashlib.sha256()
+    with server, client:
+        conn, _ = server.accept()
+        conn.settimeout(20)
+        with conn:
+            sender = threading.Thread(target=lambda: (client.sendall(payload),
+                                                      client.shutdown(socket.SHUT_WR)))
+            sender.start()
+            while chunk := conn.recv(1 << 16):
+                received.update(chunk)
+            sender.join(20)
+    assert received.digest() == hashlib.sha256(payload).digest()
+    assert netstat_counter(bed.joy, "TcpExtTCPOFOQueue") > 0, "the receiver saw no gap"
+    assert netstat_counter(bed.peer, "TcpRetransSegs") > 0, "the sender retransmitted nothing"
 
 
 def test_duplication_rate(make_testbed: object) -> None:
@@ -270,7 +309,7 @@ def test_teardown_after_a_failing_body_leaves_nothing() -> None:
     with pytest.raises(RuntimeError, match="body failed"), Testbed(
         to_joy=Impairment(loss=0.1, delay=0.001)
     ) as bed:
-        names = [bed.joy.netns, bed.peer.netns, str(bed.relay_ns)]
+        names = [bed.joy.netns, bed.peer.netns, str(bed.middle_ns)]
         assert all(n in list_namespaces() for n in names)
         raise RuntimeError("body failed")
     assert not set(names) & set(list_namespaces())

@@ -8,7 +8,7 @@ from joyride.testbed.impair import (
     DUP_MARK,
     SCALE,
     Impairment,
-    nft_ruleset,
+    nft_table,
     tbf_args,
 )
 
@@ -26,11 +26,12 @@ def test_invalid_settings_are_refused(kwargs: dict[str, float]) -> None:
 def test_no_impairment_needs_nothing() -> None:
     none = Impairment()
     assert none.is_none and not none.needs_nft and not none.needs_relay
-    assert nft_ruleset("dev0", none, none) is None
+    assert nft_table("egress", "dev0", none) is None
+    assert nft_table("ingress", "dev0", none) is None
 
 
 def test_loss_becomes_a_random_drop_on_egress() -> None:
-    script = nft_ruleset("dev0", Impairment(loss=0.25), Impairment())
+    script = nft_table("egress", "dev0", Impairment(loss=0.25))
     assert script is not None
     assert 'hook egress device "dev0"' in script
     assert f"numgen random mod {SCALE} < {SCALE // 4} drop" in script
@@ -42,17 +43,18 @@ def test_corruption_is_the_relays_job_not_nfts() -> None:
     # would get a valid checksum. Only the relay sees finished frames.
     corrupt = Impairment(corrupt=0.5)
     assert corrupt.needs_relay and not corrupt.needs_nft
-    assert nft_ruleset("dev0", corrupt, corrupt) is None
+    assert nft_table("egress", "dev0", corrupt) is None
+    assert nft_table("ingress", "dev0", corrupt) is None
 
 
-def test_loss_both_ways_uses_both_hooks() -> None:
-    script = nft_ruleset("dev0", Impairment(loss=0.5), Impairment(loss=0.5))
+def test_loss_towards_the_peer_is_an_ingress_drop() -> None:
+    script = nft_table("ingress", "dev0", Impairment(loss=0.5))
     assert script is not None
-    assert "hook ingress" in script and "hook egress" in script
+    assert 'hook ingress device "dev0"' in script and "egress" not in script
 
 
 def test_duplicates_are_marked_so_they_are_not_duplicated_again() -> None:
-    script = nft_ruleset("dev0", Impairment(duplicate=0.1), Impairment())
+    script = nft_table("egress", "dev0", Impairment(duplicate=0.1))
     assert script is not None
     assert f"meta mark != {DUP_MARK:#x}" in script
     assert f'meta mark set {DUP_MARK:#x} dup to "dev0"' in script
@@ -60,7 +62,7 @@ def test_duplicates_are_marked_so_they_are_not_duplicated_again() -> None:
 
 def test_duplication_towards_the_peer_is_refused() -> None:
     with pytest.raises(ValueError, match="duplication"):
-        nft_ruleset("dev0", Impairment(), Impairment(duplicate=0.1))
+        nft_table("ingress", "dev0", Impairment(duplicate=0.1))
 
 
 def test_delay_and_reorder_need_the_relay() -> None:
