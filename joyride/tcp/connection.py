@@ -179,6 +179,10 @@ class TcpConnection:
 
         # ACK policy.
         self._ack_now = False
+        # The owed ACK answers an out-of-order, duplicate or gap-filling segment (RFC
+        # 5681 §4.2): it goes out before the next segment of the same batch is taken,
+        # not coalesced with that one's (in-order data is, as GRO would merge it).
+        self._ack_immediate = False
         self._last_ack_rcv_nxt = Seq(0)
         self._challenge_window = now
         self._challenge_count = 0
@@ -736,6 +740,7 @@ class TcpConnection:
         self._rtt_seq = Seq(tcb.rtt_seq) if tcb.rtt_timing else None
         self._rtt_time = float(tcb.rtt_time)
         self._ack_now = bool(tcb.ack_now)
+        self._ack_immediate = False  # owed within one batch only; C coalesces per round
         self._write_blocked = bool(tcb.write_blocked)
         self._retries = int(tcb.retries)
         self._persist_backoff = int(tcb.persist_backoff)
@@ -807,6 +812,7 @@ class TcpConnection:
             self._last_ack_sent = ack
             self._last_ack_rcv_nxt = ack
             self._ack_now = False
+            self._ack_immediate = False
             self._timers.cancel(Timer.DELAYED_ACK)
         return TcpSegment(
             self.local_port, self.remote_port, seq, ack, flags, window, payload,
@@ -851,6 +857,7 @@ class TcpConnection:
             return
         self._dsack = (left, right)
         self._ack_now = True
+        self._ack_immediate = True
 
     def _advertise_window(self) -> int:
         """The window field to send, with receiver SWS avoidance (RFC 9293 §3.8.6.2.2):
@@ -1395,6 +1402,14 @@ class TcpConnection:
         ts = seg.options.timestamps
         seg_len = seg.seg_len
 
+        if self._ack_immediate and seg_len and not is_rst:
+            # RFC 5681 §4.2: each out-of-order, duplicate or gap-filling segment is
+            # ACKed at once. Segments of one receive batch are taken before anything is
+            # sent, and one ACK for all would leave the sender a single ACK for a whole
+            # flight in recovery; lose it and only its RTO is left (Linux's sender arms
+            # no loss probe in recovery). The owed ACK goes out now, as it stands.
+            self._out.append(self._segment(self._snd_max, _ACK))
+
         # RFC 7323 §3.2: once negotiated, a non-RST segment without TSopt SHOULD be
         # dropped. Linux accepts it (tcp_validate_incoming checks PAWS only when a
         # timestamp is present), and so do we, for interoperability with middleboxes
@@ -1762,6 +1777,7 @@ class TcpConnection:
                     self._drop("drop_reassembly_full_or_duplicate")
                 self.counters["out_of_order_segments"] += 1
                 self._ack_now = True  # RFC 5681 §4.2: immediate dupack out of order
+                self._ack_immediate = True
         self._maybe_fin(now)
 
     def _deliver(self, payload: bytes, now: float) -> None:
@@ -1775,6 +1791,7 @@ class TcpConnection:
             # RFC 5681 §4.2: a segment that fills all or part of a gap is ACKed at
             # once (also when it does not reach the queued data yet).
             self._ack_now = True
+            self._ack_immediate = True
             ready = self._reasm.pop_ready(self._rcv_nxt)
             if ready:
                 got = self._recv_buf.push(ready)

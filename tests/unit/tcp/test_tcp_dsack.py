@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tcp_helpers import ACK, IRS, ISS, established, none, one, plain_config, seg
+from tcp_helpers import ACK, IRS, ISS, established, none, one, out, plain_config, seg
 
 from joyride.tcp.connection import TcpConnection
 from joyride.wire.seq import Seq
@@ -154,6 +154,37 @@ def test_partial_hole_fill_is_acked_at_once_rfc5681_4_2() -> None:
     _data(conn, 500, 1500, 1.2)  # fills the rest: everything delivered, ACK at once
     assert one(conn, 1.2).ack == R + 2500
     none(conn, 1.2)
+
+
+def test_segments_of_one_batch_each_get_their_immediate_ack_rfc5681_4_2() -> None:
+    """A receive batch hands several segments over before anything is sent. Each
+    out-of-order, gap-filling or duplicate one still gets an ACK of its own, as it
+    would arriving alone; in-order data after them is ACKed once, at the end.
+
+    One ACK for a whole flight in recovery was what a Linux sender saw, and when the 1%
+    loss link took it, the sender (no loss probe in recovery) waited out its RTO."""
+    conn = _conn()
+    _data(conn, 1000, 500, 1.0)  # out of order
+    _data(conn, 1500, 500, 1.0)  # out of order
+    _data(conn, 0, 1000, 1.0)  # fills the hole: everything up to 2000 delivered
+    _data(conn, 2000, 1460, 1.0)  # in order
+    _data(conn, 3460, 1460, 1.0)  # in order: the second full segment owes an ACK
+    acks = out(conn, 1.0)
+    assert [(a.ack - R, a.options.sack_blocks) for a in acks] == [
+        (0, _blocks([(1000, 1500)])),
+        (0, _blocks([(1000, 2000)])),
+        (2000, ()),
+        (4920, ()),
+    ]
+    assert all(not a.payload for a in acks)
+
+
+def test_in_order_segments_of_one_batch_share_an_ack() -> None:
+    """In-order data is coalesced per batch, as GRO would merge it before TCP."""
+    conn = _conn()
+    for off in range(0, 6 * 1460, 1460):
+        _data(conn, off, 1460, 1.0)
+    assert [a.ack - R for a in out(conn, 1.0)] == [6 * 1460]
 
 
 def test_owed_dsack_keeps_the_connection_from_the_data_plane() -> None:
