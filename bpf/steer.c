@@ -21,6 +21,17 @@
  * destination must also be one of the interface's own addresses (local_addrs, kept in
  * step with the kernel by user space). Traffic routed through this host, or sent to an
  * address the stack does not serve, stays the kernel's even on a steered port.
+ *
+ * Nor is a TCP segment of a connection the kernel has: before steering, the kernel's
+ * socket table is asked (bpf_skc_lookup_tcp) about the 4-tuple. A connection the kernel
+ * holds (established, TIME-WAIT, or a request socket mid-handshake) keeps its frames,
+ * so attaching to a port with live kernel connections breaks none of them. A SYN goes
+ * to Joyride when a Joyride application listens on its port (JR_PORT_SERVING, set by
+ * the service); otherwise to the kernel's listener if it has one: a program under
+ * `joyride run` listening on [::] (dual-stack, left to the kernel) is then reached by
+ * IPv4 clients there rather than answered with a RST by a service with no listener. A
+ * non-SYN segment that finds only a listener is Joyride's (its own connections on that
+ * port); the one cost is the final ACK of a SYN-cookie handshake of such a listener.
  */
 #include <uapi/linux/bpf.h>
 #include <linux/if_ether.h>
@@ -28,6 +39,8 @@
 #include <linux/ip.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
+
+#define JR_TCP_LISTEN 10 /* include/net/tcp_states.h: TCP_LISTEN */
 
 #ifndef JR_MAX_QUEUES
 #define JR_MAX_QUEUES 64
@@ -50,6 +63,7 @@ enum jr_counter {
 	JR_C_PASS_PORT_TCP,     /* TCP to a port Joyride does not own */
 	JR_C_PASS_PORT_UDP,
 	JR_C_PASS_ADDR,         /* steered port, other destination (routed, foreign): passed */
+	JR_C_PASS_KERNEL_SOCKET, /* steered port, but a connection or listener the kernel has */
 	JR_C_ERR_ETH_TRUNC,     /* shorter than an Ethernet header */
 	JR_C_ERR_VLAN_TRUNC,    /* VLAN ethertype but no room for the tag */
 	JR_C_ERR_IP_TRUNC,      /* shorter than a minimal IPv4 header */
@@ -71,6 +85,7 @@ enum jr_config {
 /* Ports map values: why the port is steered (user space shows it; any nonzero steers). */
 #define JR_PORT_LISTEN    1
 #define JR_PORT_EPHEMERAL 2
+#define JR_PORT_SERVING   4 /* flag beside LISTEN: a Joyride application listens here */
 
 BPF_XSKMAP(xsks, JR_MAX_QUEUES);
 BPF_ARRAY(tcp_ports, u8, 65536);
@@ -115,6 +130,31 @@ static __always_inline int steer(struct xdp_md *ctx, u32 steered_reason)
 	if (action == XDP_REDIRECT)
 		return count(steered_reason, action);
 	return count(JR_C_REDIRECT_MISS, action);
+}
+
+/* Does the kernel own this segment's connection (see the header comment)? */
+static __always_inline int kernel_owns(struct xdp_md *ctx, struct iphdr *ip, struct tcphdr *th,
+				       u8 port_flags)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+	int owns;
+
+	tuple.ipv4.saddr = ip->saddr;
+	tuple.ipv4.daddr = ip->daddr;
+	tuple.ipv4.sport = th->source;
+	tuple.ipv4.dport = th->dest;
+	/* The device's own namespace (BPF_F_CURRENT_NETNS); the reference is released
+	 * on every path below. */
+	sk = bpf_skc_lookup_tcp(ctx, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	if (sk->state != JR_TCP_LISTEN)
+		owns = 1; /* its connection: established, TIME-WAIT or mid-handshake */
+	else
+		owns = th->syn && !th->ack && !(port_flags & JR_PORT_SERVING);
+	bpf_sk_release(sk);
+	return owns;
 }
 
 /* Is the frame addressed to this host (when address matching is on)? */
@@ -211,6 +251,8 @@ int joyride_steer(struct xdp_md *ctx)
 			return count(JR_C_PASS_PORT_TCP, XDP_PASS);
 		if (!local_dst(ip))
 			return count(JR_C_PASS_ADDR, XDP_PASS);
+		if (kernel_owns(ctx, ip, th, *owned))
+			return count(JR_C_PASS_KERNEL_SOCKET, XDP_PASS);
 		return steer(ctx, JR_C_STEERED_TCP);
 	}
 	if (ip->protocol == IPPROTO_UDP) {

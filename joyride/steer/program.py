@@ -36,6 +36,9 @@ Mode = Literal["auto", "native", "skb"]
 LISTEN: Final = 1
 EPHEMERAL: Final = 2
 KIND_NAMES: Final = {LISTEN: "listen", EPHEMERAL: "ephemeral"}
+# A flag beside the kind (bpf/steer.c JR_PORT_SERVING): a Joyride application listens on
+# the port, so its SYNs are Joyride's even where a kernel socket listens too.
+SERVING: Final = 4
 VLAN_MAX: Final = 4094
 
 
@@ -62,6 +65,7 @@ class Steering:
         self.mode: str | None = None
         self.notices: list[str] = []
         self._ports: dict[Proto, dict[int, int]] = {"tcp": {}, "udp": {}}
+        self._serving: dict[Proto, set[int]] = {"tcp": set(), "udp": set()}
         self._sockets: dict[int, int] = {}
         self._addresses: frozenset[bytes] | None = None  # None: any destination
         self._counter_names = counter_names()
@@ -180,10 +184,22 @@ class Steering:
             raise PortConflict(
                 f"{proto} port(s) {PortSet(clash)} already steered as "
                 f"{KIND_NAMES.get(owned[clash[0]], '?')}")
-        table = self._tables[f"{proto}_ports"]
         for port in wanted:
-            table[ctypes.c_int(port)] = ctypes.c_uint8(kind)
             owned[port] = kind
+            self._write_port(proto, port)
+
+    def set_serving(self, port: int, serving: bool, proto: Proto = "tcp") -> None:
+        """Note whether a Joyride application listens on ``port`` (``SERVING``). Kept
+        for a port not steered (yet): it applies when the port is added."""
+        (self._serving[proto].add if serving else self._serving[proto].discard)(port)
+        if port in self._ports[proto]:
+            self._write_port(proto, port)
+
+    def _write_port(self, proto: Proto, port: int) -> None:
+        value = self._ports[proto].get(port, 0)
+        if value and port in self._serving[proto]:
+            value |= SERVING
+        self._tables[f"{proto}_ports"][ctypes.c_int(port)] = ctypes.c_uint8(value)
 
     def remove_ports(self, ports: Iterable[int], proto: Proto = "tcp") -> None:
         owned = self._ports[proto]

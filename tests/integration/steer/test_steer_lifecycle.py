@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from steer_cli import JOYRIDE, cli, one_line_error, status, wait_for
+from steer_cli import JOYRIDE, cli, one_line_error, stats, status, wait_for
 
 from joyride.claim.statedir import StateDir
 from joyride.processes import pid_alive
@@ -39,10 +39,7 @@ RESERVED = "/proc/sys/net/ipv4/ip_local_reserved_ports"
 
 
 def curl(peer: Node, joy: Node, port: int, timeout: float = 1.5) -> int:
-    """curl's exit status: 0 served, 7 refused (RST), 28 timed out (nobody answered).
-
-    While attached, a steered port with no Joyride application answers 7 (Joyride's
-    RST), never 0: the kernel's own server on that port would answer 0."""
+    """curl's exit status: 0 served, 7 refused (RST), 28 timed out (nobody answered)."""
     return peer.run("curl", "-s", "-o", "/dev/null", "-m", str(timeout),
                     f"http://{joy.ip}:{port}/", check=False, timeout=30).returncode
 
@@ -50,6 +47,23 @@ def curl(peer: Node, joy: Node, port: int, timeout: float = 1.5) -> int:
 def kernel_server(joy: Node, port: int) -> subprocess.Popen[bytes]:
     return joy.popen("python3", "-m", "http.server", str(port), "--bind", joy.ip,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def steer_counts(joy: Node) -> tuple[int, int]:
+    """(frames steered into Joyride, frames left to a kernel socket on a steered port)."""
+    counters = stats(joy, joy.ifname)["steer"]
+    return counters["steered_tcp"], counters["pass_kernel_socket"]
+
+
+def assert_steering(peer: Node, joy: Node, kernel_port: int, joyride_port: int) -> None:
+    """A steered port where the kernel listens and no Joyride application does is the
+    kernel's (bpf/steer.c); a steered port where nobody listens is refused by Joyride."""
+    steered, passed = steer_counts(joy)
+    assert curl(peer, joy, kernel_port) == 0
+    steered_after, passed_after = steer_counts(joy)
+    assert passed_after > passed and steered_after == steered
+    assert curl(peer, joy, joyride_port) == 7  # Joyride's RST (RFC 9293 §3.10.7.1)
+    assert steer_counts(joy)[0] > steered_after
 
 
 def wait_served(peer: Node, joy: Node, port: int) -> None:
@@ -75,15 +89,13 @@ def test_detach_restores_kernel_delivery_and_leaves_nothing(testbed: Testbed) ->
     joy.sysctl("net.ipv4.ip_local_reserved_ports", "5000,60500")
     kernel_server(joy, PORT)
     wait_served(peer, joy, PORT)
-    cli(joy, "attach", joy.ifname, "--ports", str(PORT))
+    cli(joy, "attach", joy.ifname, "--ports", f"{PORT},{NO_LISTENER_PORT}")
     entry = status(joy, joy.ifname)
     prog_id, map_ids = entry["program"]["id"], entry["program"]["map_ids"]
     assert len(map_ids) == 6  # xsks, tcp_ports, udp_ports, config, counters, local_addrs
     reserved = joy.run("cat", RESERVED).stdout.decode().strip()
     assert reserved == "5000,60000-60999"
-    # Steered to Joyride, which refuses it (no application listens there): the kernel
-    # server on that port, which would have served it, never sees it.
-    assert curl(peer, joy, PORT) == 7
+    assert_steering(peer, joy, PORT, NO_LISTENER_PORT)
 
     out = cli(joy, "detach", joy.ifname)
     assert f"detached {joy.ifname}" in out.stdout
@@ -99,7 +111,7 @@ def test_sigkill_fails_open_then_attach_recovers_and_detach_cleans_up(
     kernel_server(joy, PORT)
     wait_served(peer, joy, PORT)
     cli(joy, "attach", joy.ifname, "--ports", f"{PORT},{NO_LISTENER_PORT}")
-    assert curl(peer, joy, PORT) == 7  # Joyride refuses; the kernel server never sees it
+    assert_steering(peer, joy, PORT, NO_LISTENER_PORT)
 
     first = status(joy, joy.ifname)
     crash(joy, first["service"]["pid"])
@@ -115,14 +127,13 @@ def test_sigkill_fails_open_then_attach_recovers_and_detach_cleans_up(
     assert out.returncode == 3 and "died" in out.stdout
 
     # Attach recovers: the stale program is replaced, the reservation redone once.
-    out = cli(joy, "attach", joy.ifname, "--ports", str(PORT))
+    out = cli(joy, "attach", joy.ifname, "--ports", f"{PORT},{NO_LISTENER_PORT}")
     assert "cleaned up after a Joyride service that died" in out.stderr
     second = status(joy, joy.ifname)
     assert second["state"] == "running"
     assert second["program"]["id"] != first["program"]["id"]
     assert not xdp.prog_exists(first["program"]["id"])
-    assert curl(peer, joy, PORT) == 7  # steered again: Joyride refuses it
-    assert curl(peer, joy, NO_LISTENER_PORT, timeout=5) == 7  # no longer steered
+    assert_steering(peer, joy, PORT, NO_LISTENER_PORT)  # steered again
 
     # Crash again; detach then removes the stale program, reservation and state.
     crash(joy, second["service"]["pid"])

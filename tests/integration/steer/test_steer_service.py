@@ -122,20 +122,35 @@ def test_kernel_keeps_serving_other_ports_ping_and_arp(attached: Testbed) -> Non
         pin_neighbours(attached)
 
 
-def test_frames_for_the_port_land_in_the_socket_not_the_kernel(
-        attached: Testbed, kernel_listener: socket.socket) -> None:
+def test_frames_for_the_port_land_in_the_socket_not_the_kernel(attached: Testbed) -> None:
     before = snapshot(attached)
     out = attached.peer.run("curl", "-s", "-m", "1.5", f"http://{attached.joy.ip}:{PORT}/",
                             check=False)
-    # Refused by Joyride's engine (no application listens there: RFC 9293 §3.10.7.1
-    # RST), while the kernel's listener on the same port never saw the SYN.
+    # Refused by Joyride's engine (no application listens there: RFC 9293 §3.10.7.1 RST).
     assert out.returncode == 7
-    with pytest.raises(BlockingIOError):
-        kernel_listener.accept()
     steer, rx = delta(before, snapshot(attached))
     assert steer.get("steered_tcp", 0) >= 1
     assert rx == steer["steered_tcp"]
     assert "redirect_miss" not in steer
+
+
+def test_a_kernel_listener_keeps_the_port_no_joyride_application_serves(
+        attached: Testbed, kernel_listener: socket.socket) -> None:
+    """bpf/steer.c: a SYN finds the kernel's listener and no Joyride one, so it is the
+    kernel's; so is the rest of that connection (its socket is found by its 4-tuple)."""
+    before = snapshot(attached)
+    with attached.peer.inside():
+        client = socket.create_connection((attached.joy.ip, PORT), timeout=5)
+    with client:
+        kernel_listener.settimeout(5)
+        conn, _ = kernel_listener.accept()
+        with conn:
+            client.sendall(b"ping")
+            conn.settimeout(5)
+            assert conn.recv(16) == b"ping"
+    steer, rx = delta(before, snapshot(attached))
+    assert steer.get("pass_kernel_socket", 0) >= 3  # SYN, handshake ACK, data
+    assert "steered_tcp" not in steer and rx == 0
 
 
 def test_counters_equal_the_traffic_sent_per_reason(attached: Testbed,

@@ -1,0 +1,126 @@
+"""A steered port and the kernel's own sockets on it (bpf/steer.c, ``kernel_owns``).
+
+Steering a port takes its frames from the kernel, but not those of connections the
+kernel already has, and not the SYNs a kernel listener is waiting for when no Joyride
+application listens on the port. Data is checked end to end (sha256).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+
+import pytest
+from service_helpers import JOYRIDE, app_path, attached
+
+from joyride.service import appclient
+from joyride.testbed import Testbed
+
+pytestmark = pytest.mark.integration
+
+PORT = 8090
+
+
+def steer_counters(bed: Testbed) -> dict[str, int]:
+    out = bed.joy.run(JOYRIDE, "stats", bed.joy.ifname, "--json").stdout
+    return dict(json.loads(out)["steer"])
+
+
+def round_trip(client: socket.socket, server_side: socket.socket, size: int) -> None:
+    """``size`` random bytes client -> server and echoed back, both hashes checked."""
+    data = os.urandom(size)
+    echoed = bytearray()
+
+    def echo() -> None:
+        got = 0
+        while got < size:
+            chunk = server_side.recv(1 << 16)
+            assert chunk, "the server side saw EOF"
+            got += len(chunk)
+            server_side.sendall(chunk)
+
+    helper = threading.Thread(target=echo)
+    helper.start()
+    client.sendall(data)
+    while len(echoed) < size:
+        chunk = client.recv(1 << 16)
+        assert chunk, "the client saw EOF"
+        echoed += chunk
+    helper.join(10)
+    assert hashlib.sha256(echoed).digest() == hashlib.sha256(data).digest()
+
+
+def test_live_kernel_connection_survives_attach(testbed: Testbed) -> None:
+    """Attaching to a port breaks none of the kernel's established connections on it."""
+    bed = testbed
+    with bed.joy.inside():
+        server = socket.create_server((bed.joy.ip, PORT))
+    with bed.peer.inside():
+        client = socket.create_connection((bed.joy.ip, PORT), timeout=10)
+    with server, client:
+        conn, _ = server.accept()
+        conn.settimeout(10)
+        with conn:
+            round_trip(client, conn, 64 << 10)
+            with attached(bed, "--ports", str(PORT)):
+                before = steer_counters(bed)
+                round_trip(client, conn, 4 << 20)
+                after = steer_counters(bed)
+            round_trip(client, conn, 64 << 10)  # and after detach
+    assert after["pass_kernel_socket"] - before["pass_kernel_socket"] > 0
+    assert after["steered_tcp"] == before["steered_tcp"]
+
+
+def test_dual_stack_kernel_listener_is_reached_over_ipv4(testbed: Testbed) -> None:
+    """A program listening on [::] (dual-stack) is left to the kernel by the shim; IPv4
+    clients on the steered port reach it there, not a service with no listener."""
+    bed = testbed
+    with attached(bed, "--ports", str(PORT)):
+        with bed.joy.inside():
+            listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        with listener:
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            listener.bind(("::", PORT))
+            listener.listen(4)
+            listener.settimeout(10)
+            before = steer_counters(bed)
+            with bed.peer.inside():
+                client = socket.create_connection((bed.joy.ip, PORT), timeout=10)
+            with client:
+                conn, peer = listener.accept()
+                conn.settimeout(10)
+                with conn:
+                    assert peer[0] == f"::ffff:{bed.peer.ip}"
+                    round_trip(client, conn, 1 << 20)
+            after = steer_counters(bed)
+    assert after["pass_kernel_socket"] - before["pass_kernel_socket"] > 0
+    assert after["steered_tcp"] == before["steered_tcp"]
+
+
+def test_a_joyride_listener_comes_before_a_kernel_listener(testbed: Testbed) -> None:
+    """Where both listen (the kernel cannot see Joyride's listener to refuse the second
+    bind), new connections are Joyride's: the port was steered and is served."""
+    bed = testbed
+    with attached(bed, "--ports", str(PORT)):
+        with bed.joy.inside():
+            joyride_side = appclient.listen(PORT, path=app_path(bed.joy))
+            kernel_side = socket.create_server(("0.0.0.0", PORT))
+        with joyride_side, kernel_side:
+            joyride_side.settimeout(10)
+            kernel_side.setblocking(False)
+            before = steer_counters(bed)
+            with bed.peer.inside():
+                client = socket.create_connection((bed.joy.ip, PORT), timeout=10)
+            with client:
+                conn, _ = joyride_side.accept()
+                conn.settimeout(10)
+                with conn:
+                    round_trip(client, conn, 1 << 20)
+            with pytest.raises(BlockingIOError):
+                kernel_side.accept()
+            after = steer_counters(bed)
+    assert after["steered_tcp"] > before["steered_tcp"]
+    assert after["pass_kernel_socket"] == before["pass_kernel_socket"]
