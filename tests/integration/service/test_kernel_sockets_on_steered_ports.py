@@ -30,26 +30,41 @@ def steer_counters(bed: Testbed) -> dict[str, int]:
 
 
 def round_trip(client: socket.socket, server_side: socket.socket, size: int) -> None:
-    """``size`` random bytes client -> server and echoed back, both hashes checked."""
+    """``size`` random bytes client -> server and echoed back, both hashes checked.
+
+    The client sends from a thread while it reads: an echo larger than the socket
+    buffers would otherwise block both ends."""
     data = os.urandom(size)
     echoed = bytearray()
+    errors: list[BaseException] = []
 
     def echo() -> None:
         got = 0
-        while got < size:
-            chunk = server_side.recv(1 << 16)
-            assert chunk, "the server side saw EOF"
-            got += len(chunk)
-            server_side.sendall(chunk)
+        try:
+            while got < size:
+                chunk = server_side.recv(1 << 16)
+                assert chunk, "the server side saw EOF"
+                got += len(chunk)
+                server_side.sendall(chunk)
+        except BaseException as exc:
+            errors.append(exc)
 
-    helper = threading.Thread(target=echo)
-    helper.start()
-    client.sendall(data)
-    while len(echoed) < size:
+    def send() -> None:
+        try:
+            client.sendall(data)
+        except BaseException as exc:
+            errors.append(exc)
+
+    helpers = [threading.Thread(target=echo), threading.Thread(target=send)]
+    for helper in helpers:
+        helper.start()
+    while len(echoed) < size and not errors:
         chunk = client.recv(1 << 16)
         assert chunk, "the client saw EOF"
         echoed += chunk
-    helper.join(10)
+    for helper in helpers:
+        helper.join(10)
+    assert not errors, errors
     assert hashlib.sha256(echoed).digest() == hashlib.sha256(data).digest()
 
 

@@ -165,17 +165,29 @@ def test_service_runs_unprivileged_and_serves() -> None:
                 round_trip(bed, 8080, 1 << 18, ip=extra)
                 server.join(20)
 
-            # joyride ports: map updates on descriptors the service holds. A kernel
-            # server on 8090 loses its connections to Joyride while 8090 is steered.
+            # joyride ports: map updates on descriptors the service holds. A steered
+            # port stays its kernel listener's until a Joyride application listens
+            # there too: the service itself then flags the port (SERVING, bpf/steer.c).
             with bed.joy.inside():
                 kernel_server = socket.create_server(("0.0.0.0", 8090))
             with kernel_server:
                 kernel_server.settimeout(5)
                 assert kernel_reaches(bed, kernel_server, 8090)
                 cli(bed.joy, "ports", bed.joy.ifname, "add", "8090")
-                steered = stats(bed.joy)["steer"]["steered_tcp"]
-                assert not kernel_reaches(bed, kernel_server, 8090)
-                assert stats(bed.joy)["steer"]["steered_tcp"] > steered
+                passed = stats(bed.joy)["steer"]["pass_kernel_socket"]
+                assert kernel_reaches(bed, kernel_server, 8090)
+                assert stats(bed.joy)["steer"]["pass_kernel_socket"] > passed
+                with bed.joy.inside():
+                    joyride_listener = appclient.listen(8090, path=path)
+                with joyride_listener:
+                    joyride_listener.settimeout(5)
+                    steered = stats(bed.joy)["steer"]["steered_tcp"]
+                    with bed.peer.inside():
+                        client = socket.create_connection((bed.joy.ip, 8090), timeout=5)
+                    with client:
+                        conn, _ = joyride_listener.accept()
+                        conn.close()
+                    assert stats(bed.joy)["steer"]["steered_tcp"] > steered
                 cli(bed.joy, "ports", bed.joy.ifname, "del", "8090")
                 assert kernel_reaches(bed, kernel_server, 8090)
             out = cli(bed.joy, "status", bed.joy.ifname, "--json")
