@@ -27,11 +27,15 @@
  * holds (established, TIME-WAIT, or a request socket mid-handshake) keeps its frames,
  * so attaching to a port with live kernel connections breaks none of them. A SYN goes
  * to Joyride when a Joyride application listens on its port (JR_PORT_SERVING, set by
- * the service); otherwise to the kernel's listener if it has one: a program under
- * `joyride run` listening on [::] (dual-stack, left to the kernel) is then reached by
- * IPv4 clients there rather than answered with a RST by a service with no listener. A
- * non-SYN segment that finds only a listener is Joyride's (its own connections on that
- * port); the one cost is the final ACK of a SYN-cookie handshake of such a listener.
+ * the engine's owner); otherwise to the kernel's listener if it has one: a program
+ * under `joyride run` listening on [::] (dual-stack, left to the kernel) is then
+ * reached by IPv4 clients there rather than answered with a RST by a service with no
+ * listener. A non-SYN segment that finds only a listener is Joyride's (its own
+ * connections on that port), unless it completes a SYN-cookie handshake of that
+ * listener. A kernel TIME-WAIT entry yields its 4-tuple to a new Joyride connection on
+ * a served or ephemeral port (a late retransmission of the old connection then meets
+ * Joyride's RST, which is harmless). UDP is not looked up: a steered UDP port is
+ * Joyride's alone.
  */
 #include <uapi/linux/bpf.h>
 #include <linux/if_ether.h>
@@ -39,8 +43,6 @@
 #include <linux/ip.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
-
-#define JR_TCP_LISTEN 10 /* include/net/tcp_states.h: TCP_LISTEN */
 
 #ifndef JR_MAX_QUEUES
 #define JR_MAX_QUEUES 64
@@ -145,14 +147,26 @@ static __always_inline int kernel_owns(struct xdp_md *ctx, struct iphdr *ip, str
 	tuple.ipv4.sport = th->source;
 	tuple.ipv4.dport = th->dest;
 	/* The device's own namespace (BPF_F_CURRENT_NETNS); the reference is released
-	 * on every path below. */
+	 * on the one path below. */
 	sk = bpf_skc_lookup_tcp(ctx, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return 0;
-	if (sk->state != JR_TCP_LISTEN)
-		owns = 1; /* its connection: established, TIME-WAIT or mid-handshake */
-	else
-		owns = th->syn && !th->ack && !(port_flags & JR_PORT_SERVING);
+	if (sk->state == BPF_TCP_LISTEN) {
+		if (th->syn && !th->ack)
+			owns = !(port_flags & JR_PORT_SERVING);
+		else
+			/* The last ACK of a SYN-cookie handshake has no request socket to
+			 * find: its cookie names the listener's (0: a valid cookie). */
+			owns = !(port_flags & JR_PORT_SERVING) && th->ack && !th->syn &&
+			       !th->rst &&
+			       bpf_tcp_check_syncookie(sk, ip, sizeof(*ip), th, sizeof(*th)) == 0;
+	} else if (sk->state == BPF_TCP_TIME_WAIT) {
+		/* A 4-tuple the kernel's closed connection still holds: a new connection
+		 * on it is Joyride's where Joyride serves or connects from the port. */
+		owns = !(port_flags & (JR_PORT_SERVING | JR_PORT_EPHEMERAL));
+	} else {
+		owns = 1; /* its connection: established or mid-handshake */
+	}
 	bpf_sk_release(sk);
 	return owns;
 }

@@ -158,6 +158,7 @@ class Embedded:
         # Steer only what is addressed to this host, and keep following it.
         steering.set_addresses(engine.local_addresses)
         engine.address_listeners.append(steering.set_addresses)
+        engine.serving_listeners.append(steering.set_serving)  # under the stack's lock
         self.stack = Stack(engine, ports=frozenset(self.ports))
         self._stack.callback(self.stack.close)  # first to run: resets go out on open sockets
 

@@ -126,6 +126,9 @@ class Engine:
         self._kick: Callable[[bool], None] | None = getattr(nic, "kick", None)
         self._round_data = 0  # data segments queued since the last kick
         self.listeners: dict[int, Listener] = {}
+        # Told (port, True/False) as a port gains or loses its listener: the steering
+        # program gives such a port's SYNs to Joyride before a kernel listener's.
+        self.serving_listeners: list[Callable[[int, bool], None]] = []
         self.activity = Activity()
         self._isn = IsnGenerator()
         # Outgoing connections' TSval offsets, one per address pair (as Linux's
@@ -160,6 +163,7 @@ class Engine:
             raise EngineError(f"port {port} is already listening")
         listener = Listener(config or self.config, port, isn_generator=self._isn)
         self.listeners[port] = listener
+        self._tell_serving(port, True)
         return listener
 
     def unlisten(self, listener: Listener) -> None:
@@ -168,7 +172,15 @@ class Engine:
         self.flush()
         if self.listeners.pop(listener.local_port, None) is listener:
             self.closed_counters.update(listener.counters)
+            self._tell_serving(listener.local_port, False)
         self._wake_at.pop(listener, None)
+
+    def _tell_serving(self, port: int, serving: bool) -> None:
+        for watcher in self.serving_listeners:
+            try:
+                watcher(port, serving)
+            except Exception:
+                self._internal_error("serving_listener")
 
     def accept(self, listener: Listener) -> TcpConnection | None:
         """Take the next established connection from ``listener``; the engine now

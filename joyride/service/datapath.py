@@ -122,9 +122,6 @@ class Datapath:
         self.app_socket = app_socket
         self.counters: Counters = Counters()
         self.by_port: dict[int, PortListeners] = {}
-        # Told (port, True/False) when a port gains or loses its Joyride listener: the
-        # steering program gives such a port's SYNs to Joyride before a kernel listener.
-        self.serving_listeners: list[Callable[[int, bool], None]] = []
         self.pumps: dict[TcpConnection, Pump] = {}
         self.connecting: dict[TcpConnection, socket.socket] = {}
         self._sel: selectors.BaseSelector | None = None
@@ -461,7 +458,6 @@ class Datapath:
         if pl is None:
             pl = PortListeners(port, creds.uid, self.engine.listen(port))
             self.by_port[port] = pl
-            self._tell_serving(port, True)
         pl.uid = creds.uid
         # Verified on its first delivery: SO_PEERCRED of the listener must be this pid's.
         pl.registrations = [r for r in pl.registrations if r.name != name]
@@ -609,7 +605,6 @@ class Datapath:
                 # The owner is unknown until the first delivery checks SO_PEERCRED.
                 pl = PortListeners(port, -1, self.engine.listen(port))
                 self.by_port[port] = pl
-                self._tell_serving(port, True)
             pl.registrations.append(Registration(name, port, -1, reuseport=None))
             self.counters["listen_adopted"] += 1
             log.info("adopted listener %s", name)
@@ -635,11 +630,6 @@ class Datapath:
         pl.pending.clear()
         self.engine.unlisten(pl.listener)
         self.by_port.pop(pl.port, None)
-        self._tell_serving(pl.port, False)
-
-    def _tell_serving(self, port: int, serving: bool) -> None:
-        for listener in self.serving_listeners:
-            listener(port, serving)
 
     def _accept(self, pl: PortListeners, now: float) -> None:
         for _ in range(ACCEPTS_PER_STEP):

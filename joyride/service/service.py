@@ -127,10 +127,9 @@ class Service:
                 steering.set_addresses(engine.local_addresses)
                 engine.address_listeners.append(steering.set_addresses)
                 # SYNs of a port a Joyride application listens on are Joyride's even
-                # where a kernel socket listens too (bpf/steer.c).
-                for port in self.datapath.by_port:
-                    steering.set_serving(port, True)
-                self.datapath.serving_listeners.append(steering.set_serving)
+                # where a kernel socket listens too (bpf/steer.c). No listener yet:
+                # applications' (adopted ones too) register in serve().
+                engine.serving_listeners.append(steering.set_serving)
             self._listener = control.listen(self.dir.control_path)
             self._stack.callback(self._listener.close)
             self.dir.save(state)

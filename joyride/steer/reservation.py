@@ -2,7 +2,9 @@
 
 Joyride's own outgoing connections take local ports from an ephemeral range that the
 steering map sends to Joyride. The kernel must never hand the same ports to its own
-sockets, or their replies would be steered away from them: the range is added to
+sockets: a UDP socket's datagrams would be steered away from it, and a TCP connection
+of the kernel's would keep the frames of a Joyride connection on the same 4-tuple (the
+steering program leaves the kernel what its socket table holds). The range is added to
 ``net.ipv4.ip_local_reserved_ports`` (ip-sysctl.rst: reserved ports are skipped by
 automatic port assignment; explicit bind(2) still works). The sysctl is per network
 namespace and ``/proc/sys/net`` shows the namespace of the calling thread, so the

@@ -139,3 +139,28 @@ def test_a_joyride_listener_comes_before_a_kernel_listener(testbed: Testbed) -> 
             after = steer_counters(bed)
     assert after["steered_tcp"] > before["steered_tcp"]
     assert after["pass_kernel_socket"] == before["pass_kernel_socket"]
+
+
+def test_syn_cookie_handshake_of_a_kernel_listener_completes(testbed: Testbed) -> None:
+    """With SYN cookies always on (tcp_syncookies=2) the kernel keeps no request socket:
+    the handshake's last ACK finds only the listener, and its cookie tells it is the
+    kernel's (bpf_tcp_check_syncookie), not a Joyride connection's."""
+    bed = testbed
+    bed.joy.sysctl("net.ipv4.tcp_syncookies", "2")
+    with attached(bed, "--ports", str(PORT)):
+        with bed.joy.inside():
+            listener = socket.create_server((bed.joy.ip, PORT))
+        with listener:
+            listener.settimeout(10)
+            before = steer_counters(bed)
+            with bed.peer.inside():
+                client = socket.create_connection((bed.joy.ip, PORT), timeout=10)
+            with client:
+                conn, _ = listener.accept()
+                conn.settimeout(10)
+                with conn:
+                    round_trip(client, conn, 256 << 10)
+            after = steer_counters(bed)
+    syncookies = int(bed.joy.run("nstat", "-az", "TcpExtSyncookiesRecv").stdout.split()[-2])
+    assert syncookies >= 1, "the kernel did not take a SYN cookie"
+    assert after["steered_tcp"] == before["steered_tcp"]
