@@ -159,6 +159,7 @@ class Embedded:
         steering.set_addresses(engine.local_addresses)
         engine.address_listeners.append(steering.set_addresses)
         engine.serving_listeners.append(steering.set_serving)  # under the stack's lock
+        engine.housekeeping.append(steering.refresh_kernel_connections)
         self.stack = Stack(engine, ports=frozenset(self.ports))
         self._stack.callback(self.stack.close)  # first to run: resets go out on open sockets
 

@@ -129,6 +129,9 @@ class Engine:
         # Told (port, True/False) as a port gains or loses its listener: the steering
         # program gives such a port's SYNs to Joyride before a kernel listener's.
         self.serving_listeners: list[Callable[[int, bool], None]] = []
+        # Run once a second, beside the address refresh (the steering program's
+        # KERNEL_CONNS flags, joyride.steer.kernel_sockets).
+        self.housekeeping: list[Callable[[], None]] = []
         self.activity = Activity()
         self._isn = IsnGenerator()
         # Outgoing connections' TSval offsets, one per address pair (as Linux's
@@ -266,6 +269,11 @@ class Engine:
         we run): frames to a new one are served, and the listeners (the steering
         program's address map) learn the set. A failed read keeps the old set."""
         self._addresses_due = now + ADDRESS_REFRESH
+        for chore in self.housekeeping:
+            try:
+                chore()
+            except Exception:
+                self._internal_error("housekeeping")
         try:
             addresses = self.network.local_addresses()
         except Exception:
@@ -315,7 +323,7 @@ class Engine:
         if self.time_wait:
             tw = next(iter(self.time_wait.values()))
             deadline = tw.expires if deadline is None else min(deadline, tw.expires)
-        if self.address_listeners:
+        if self.address_listeners or self.housekeeping:
             # An idle engine still follows the addresses: frames to a new one are
             # steered only once the steering program has heard of it.
             due = self._addresses_due

@@ -130,6 +130,7 @@ class Service:
                 # where a kernel socket listens too (bpf/steer.c). No listener yet:
                 # applications' (adopted ones too) register in serve().
                 engine.serving_listeners.append(steering.set_serving)
+                engine.housekeeping.append(steering.refresh_kernel_connections)
             self._listener = control.listen(self.dir.control_path)
             self._stack.callback(self._listener.close)
             self.dir.save(state)

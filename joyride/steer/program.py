@@ -19,7 +19,7 @@ from typing import Any, Final, Literal
 
 from joyride import bccenv
 from joyride.errors import EnvironmentProblem, JoyrideError, PrivilegeError
-from joyride.steer import xdp
+from joyride.steer import kernel_sockets, xdp
 from joyride.steer.counters import SteerCounters, counter_names, program_source
 from joyride.steer.ports import PortSet
 
@@ -39,6 +39,9 @@ KIND_NAMES: Final = {LISTEN: "listen", EPHEMERAL: "ephemeral"}
 # A flag beside the kind (bpf/steer.c JR_PORT_SERVING): a Joyride application listens on
 # the port, so its SYNs are Joyride's even where a kernel socket listens too.
 SERVING: Final = 4
+# A flag beside the kind (bpf/steer.c JR_PORT_KERNEL_CONNS): the kernel may have
+# connections on the port, so its frames are looked up even where Joyride serves.
+KERNEL_CONNS: Final = 8
 VLAN_MAX: Final = 4094
 
 
@@ -66,6 +69,7 @@ class Steering:
         self.notices: list[str] = []
         self._ports: dict[Proto, dict[int, int]] = {"tcp": {}, "udp": {}}
         self._serving: dict[Proto, set[int]] = {"tcp": set(), "udp": set()}
+        self._kernel_conns: set[int] = set()  # TCP ports with KERNEL_CONNS
         self._sockets: dict[int, int] = {}
         self._addresses: frozenset[bytes] | None = None  # None: any destination
         self._counter_names = counter_names()
@@ -184,6 +188,8 @@ class Steering:
             raise PortConflict(
                 f"{proto} port(s) {PortSet(clash)} already steered as "
                 f"{KIND_NAMES.get(owned[clash[0]], '?')}")
+        if proto == "tcp":
+            self._kernel_conns |= kernel_sockets.connected_ports(wanted)
         for port in wanted:
             owned[port] = kind
             self._write_port(proto, port)
@@ -192,13 +198,32 @@ class Steering:
         """Note whether a Joyride application listens on ``port`` (``SERVING``). Kept
         for a port not steered (yet): it applies when the port is added."""
         (self._serving[proto].add if serving else self._serving[proto].discard)(port)
+        if proto == "tcp" and serving:
+            # The kernel's listener may have taken connections until now: looked up
+            # (flag first, then the check) until none is left.
+            self._kernel_conns.add(port)
         if port in self._ports[proto]:
             self._write_port(proto, port)
+        if proto == "tcp" and serving:
+            self.refresh_kernel_connections()
+
+    def refresh_kernel_connections(self) -> None:
+        """Drop ``KERNEL_CONNS`` from ports where the kernel has no connection left
+        (called every second by the engine's owner while any port has the flag)."""
+        if not self._kernel_conns:
+            return
+        still = kernel_sockets.connected_ports(self._kernel_conns)
+        gone, self._kernel_conns = self._kernel_conns - still, still
+        for port in gone:
+            if port in self._ports["tcp"]:
+                self._write_port("tcp", port)
 
     def _write_port(self, proto: Proto, port: int) -> None:
         value = self._ports[proto].get(port, 0)
         if value and port in self._serving[proto]:
             value |= SERVING
+        if value and proto == "tcp" and port in self._kernel_conns:
+            value |= KERNEL_CONNS
         self._tables[f"{proto}_ports"][ctypes.c_int(port)] = ctypes.c_uint8(value)
 
     def remove_ports(self, ports: Iterable[int], proto: Proto = "tcp") -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import threading
+import time
 
 import pytest
 from service_helpers import JOYRIDE, app_path, attached
@@ -164,3 +165,51 @@ def test_syn_cookie_handshake_of_a_kernel_listener_completes(testbed: Testbed) -
     syncookies = int(bed.joy.run("nstat", "-az", "TcpExtSyncookiesRecv").stdout.split()[-2])
     assert syncookies >= 1, "the kernel did not take a SYN cookie"
     assert after["steered_tcp"] == before["steered_tcp"]
+
+
+def port_flags(bed: Testbed, port: int) -> int:
+    """The steering program's ports-map value for TCP ``port`` (bpftool)."""
+    out = bed.joy.run(JOYRIDE, "status", bed.joy.ifname, "--json").stdout
+    for map_id in json.loads(out)[0]["program"]["map_ids"]:
+        info = json.loads(bed.joy.run("bpftool", "-j", "map", "show", "id", str(map_id)).stdout)
+        if info.get("name") == "tcp_ports":
+            key = [str(b) for b in port.to_bytes(4, "little")]
+            got = json.loads(bed.joy.run("bpftool", "-j", "map", "lookup", "id", str(map_id),
+                                         "key", *key).stdout)
+            return int(got["value"][0], 16) if isinstance(got["value"], list) else int(
+                got["value"])
+    raise AssertionError("no tcp_ports map")
+
+
+def test_a_kernel_connection_outlives_a_joyride_listener_on_its_port(testbed: Testbed) -> None:
+    """A connection the kernel's listener took before a Joyride application listened on
+    the port keeps working (KERNEL_CONNS keeps the lookup on); once it is closed the
+    flag goes, and the port's frames are Joyride's without a lookup."""
+    bed = testbed
+    with attached(bed, "--ports", str(PORT)):
+        with bed.joy.inside():
+            kernel_listener = socket.create_server(("0.0.0.0", PORT))
+        with kernel_listener:
+            kernel_listener.settimeout(10)
+            with bed.peer.inside():
+                old_client = socket.create_connection((bed.joy.ip, PORT), timeout=10)
+            old_conn, _ = kernel_listener.accept()
+            old_conn.settimeout(10)
+            with bed.joy.inside():
+                joyride_listener = appclient.listen(PORT, path=app_path(bed.joy))
+            with joyride_listener:
+                joyride_listener.settimeout(10)
+                assert port_flags(bed, PORT) & 0x0C == 0x0C  # SERVING | KERNEL_CONNS
+                with old_client, old_conn:
+                    round_trip(old_client, old_conn, 1 << 20)
+                with bed.peer.inside():
+                    client = socket.create_connection((bed.joy.ip, PORT), timeout=10)
+                with client:
+                    conn, _ = joyride_listener.accept()
+                    conn.settimeout(10)
+                    with conn:
+                        round_trip(client, conn, 1 << 20)
+                deadline = time.monotonic() + 10
+                while port_flags(bed, PORT) & 0x08 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert port_flags(bed, PORT) & 0x0C == 0x04  # SERVING alone
