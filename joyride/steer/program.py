@@ -212,11 +212,19 @@ class Steering:
         (called every second by the engine's owner while any port has the flag)."""
         if not self._kernel_conns:
             return
-        still = kernel_sockets.connected_ports(self._kernel_conns)
+        # Only where the flag changes anything: other steered ports are looked up on
+        # every frame, and a busy kernel server there would keep this reading its table.
+        watched = {p for p in self._kernel_conns if self._lookup_optional(p)}
+        still = kernel_sockets.connected_ports(watched)
         gone, self._kernel_conns = self._kernel_conns - still, still
         for port in gone:
             if port in self._ports["tcp"]:
                 self._write_port("tcp", port)
+
+    def _lookup_optional(self, port: int) -> bool:
+        """Does the program skip the kernel-socket lookup for TCP ``port`` when the
+        port has no KERNEL_CONNS (bpf/steer.c: served or ephemeral)?"""
+        return port in self._serving["tcp"] or self._ports["tcp"].get(port) == EPHEMERAL
 
     def _write_port(self, proto: Proto, port: int) -> None:
         value = self._ports[proto].get(port, 0)
