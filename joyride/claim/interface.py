@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from joyride.claim.cleanup import cleanup_stale
 from joyride.claim.queues import active_rx_queues
@@ -31,6 +31,9 @@ from joyride.claim.statedir import ServiceState, StateDir, netns_inode
 from joyride.steer import reservation
 from joyride.steer.ports import PortSet
 from joyride.steer.program import EPHEMERAL, LISTEN, Mode, PortConflict, Steering
+
+if TYPE_CHECKING:
+    from joyride.engine.engine import Engine
 
 
 class QueueSocket(Protocol):
@@ -130,3 +133,15 @@ def claim(request: Request, state_dir: StateDir, undo: contextlib.ExitStack, *,
     state.queues = list(range(len(sockets)))
     state_dir.save(state)
     return Claim(steering, state, sockets)
+
+
+def follow_engine(steering: Steering, engine: Engine) -> None:
+    """Keep the claimed interface's steering program in step with the engine that
+    serves it: steer only what is addressed to this host (and follow address changes),
+    give a port's SYNs to Joyride while one of its applications listens there
+    (``SERVING``), and drop ``KERNEL_CONNS`` once the kernel's own connections on such a
+    port are gone (checked once a second). Service and embedded mode alike."""
+    steering.set_addresses(engine.local_addresses)
+    engine.address_listeners.append(steering.set_addresses)
+    engine.serving_listeners.append(steering.set_serving)
+    engine.housekeeping.append(steering.refresh_kernel_connections)

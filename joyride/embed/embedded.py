@@ -66,7 +66,7 @@ from types import TracebackType
 from typing import Any
 
 from joyride.claim import privdrop
-from joyride.claim.interface import Request, claim
+from joyride.claim.interface import Request, claim, follow_engine
 from joyride.claim.statedir import StateDir
 from joyride.dataplane import plane as dataplane
 from joyride.embed.drivers import DEFAULT_SPIN
@@ -155,11 +155,7 @@ class Embedded:
         self._stack.callback(self.network.close)
         nics = [XskNic(s, self.network.mtu, tx_thread=self.tx_thread) for s in self.sockets]
         engine = Engine(MultiNic(nics), self.network, config, ephemeral_ports=self.ephemeral)
-        # Steer only what is addressed to this host, and keep following it.
-        steering.set_addresses(engine.local_addresses)
-        engine.address_listeners.append(steering.set_addresses)
-        engine.serving_listeners.append(steering.set_serving)  # under the stack's lock
-        engine.housekeeping.append(steering.refresh_kernel_connections)
+        follow_engine(steering, engine)  # its callbacks run under the stack's lock
         self.stack = Stack(engine, ports=frozenset(self.ports))
         self._stack.callback(self.stack.close)  # first to run: resets go out on open sockets
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from joyride.claim import privdrop
-from joyride.claim.interface import Request, claim
+from joyride.claim.interface import Request, claim, follow_engine
 from joyride.claim.statedir import ServiceState, StateDir
 from joyride.dataplane import plane as dataplane
 from joyride.errors import JoyrideError
@@ -122,15 +122,8 @@ class Service:
             if cfg.engine:
                 self.datapath = self._start_datapath()
                 self._stack.callback(self._stop_datapath)
-                # Steer only what is addressed to this host, and keep following it.
-                engine = self.datapath.engine
-                steering.set_addresses(engine.local_addresses)
-                engine.address_listeners.append(steering.set_addresses)
-                # SYNs of a port a Joyride application listens on are Joyride's even
-                # where a kernel socket listens too (bpf/steer.c). No listener yet:
-                # applications' (adopted ones too) register in serve().
-                engine.serving_listeners.append(steering.set_serving)
-                engine.housekeeping.append(steering.refresh_kernel_connections)
+                # No listener yet: applications' (adopted ones too) register in serve().
+                follow_engine(steering, self.datapath.engine)
             self._listener = control.listen(self.dir.control_path)
             self._stack.callback(self._listener.close)
             self.dir.save(state)

@@ -187,6 +187,10 @@ class Testbed:
     def _middle_left(self) -> str:
         return f"{PREFIX}{self.tag}r"  # the middle namespace's Joyride-facing veth
 
+    @property
+    def _middle_right(self) -> str:
+        return f"{PREFIX}{self.tag}s"  # the middle namespace's peer-facing veth
+
     def setup(self) -> None:
         if os.geteuid() != 0:
             raise TestbedError("the test bed needs root (network namespaces, veth, nftables)")
@@ -197,7 +201,7 @@ class Testbed:
         if self.uses_middle:
             self.middle_ns = mid = f"{PREFIX}-{os.getpid()}-{self.tag}-mid"
             self._add_netns(mid)
-            left, right = self._middle_left, f"{PREFIX}{self.tag}s"
+            left, right = self._middle_left, self._middle_right
             self._veth(self.joy.netns, self.joy.ifname, mid, left, queues)
             self._veth(mid, right, self.peer.netns, self.peer.ifname, queues)
             for dev in (left, right):
@@ -266,7 +270,7 @@ class Testbed:
         ready = Path(self._workdir.name) / "relay.ready"
         cmd = [
             "ip", "netns", "exec", self.middle_ns, sys.executable, "-m", "joyride.testbed.relay",
-            self._middle_left, f"{PREFIX}{self.tag}s",
+            self._middle_left, self._middle_right,
             "--to-left", f"{self.to_joy.delay},{self.to_joy.reorder},{self.to_joy.corrupt}",
             "--to-right", f"{self.to_peer.delay},{self.to_peer.reorder},{self.to_peer.corrupt}",
             "--stats", str(self.relay_stats_path), "--ready", str(ready),

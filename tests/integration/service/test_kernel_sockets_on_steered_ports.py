@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 from service_helpers import JOYRIDE, app_path, attached
@@ -69,6 +70,20 @@ def round_trip(client: socket.socket, server_side: socket.socket, size: int) -> 
     assert hashlib.sha256(echoed).digest() == hashlib.sha256(data).digest()
 
 
+def connect_and_echo(bed: Testbed, listener: socket.socket, size: int) -> Any:
+    """The peer connects to PORT; ``listener`` must accept it; ``size`` bytes are echoed
+    (sha256 checked). Returns the peer address ``listener`` saw."""
+    listener.settimeout(10)
+    with bed.peer.inside():
+        client = socket.create_connection((bed.joy.ip, PORT), timeout=10)
+    with client:
+        conn, peer = listener.accept()
+        conn.settimeout(10)
+        with conn:
+            round_trip(client, conn, size)
+    return peer
+
+
 def test_live_kernel_connection_survives_attach(testbed: Testbed) -> None:
     """Attaching to a port breaks none of the kernel's established connections on it."""
     bed = testbed
@@ -101,17 +116,10 @@ def test_dual_stack_kernel_listener_is_reached_over_ipv4(testbed: Testbed) -> No
             listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             listener.bind(("::", PORT))
             listener.listen(4)
-            listener.settimeout(10)
             before = steer_counters(bed)
-            with bed.peer.inside():
-                client = socket.create_connection((bed.joy.ip, PORT), timeout=10)
-            with client:
-                conn, peer = listener.accept()
-                conn.settimeout(10)
-                with conn:
-                    assert peer[0] == f"::ffff:{bed.peer.ip}"
-                    round_trip(client, conn, 1 << 20)
+            peer = connect_and_echo(bed, listener, 1 << 20)
             after = steer_counters(bed)
+    assert peer[0] == f"::ffff:{bed.peer.ip}"
     assert after["pass_kernel_socket"] - before["pass_kernel_socket"] > 0
     assert after["steered_tcp"] == before["steered_tcp"]
 
@@ -125,16 +133,9 @@ def test_a_joyride_listener_comes_before_a_kernel_listener(testbed: Testbed) -> 
             joyride_side = appclient.listen(PORT, path=app_path(bed.joy))
             kernel_side = socket.create_server(("0.0.0.0", PORT))
         with joyride_side, kernel_side:
-            joyride_side.settimeout(10)
             kernel_side.setblocking(False)
             before = steer_counters(bed)
-            with bed.peer.inside():
-                client = socket.create_connection((bed.joy.ip, PORT), timeout=10)
-            with client:
-                conn, _ = joyride_side.accept()
-                conn.settimeout(10)
-                with conn:
-                    round_trip(client, conn, 1 << 20)
+            connect_and_echo(bed, joyride_side, 1 << 20)
             with pytest.raises(BlockingIOError):
                 kernel_side.accept()
             after = steer_counters(bed)
@@ -152,15 +153,8 @@ def test_syn_cookie_handshake_of_a_kernel_listener_completes(testbed: Testbed) -
         with bed.joy.inside():
             listener = socket.create_server((bed.joy.ip, PORT))
         with listener:
-            listener.settimeout(10)
             before = steer_counters(bed)
-            with bed.peer.inside():
-                client = socket.create_connection((bed.joy.ip, PORT), timeout=10)
-            with client:
-                conn, _ = listener.accept()
-                conn.settimeout(10)
-                with conn:
-                    round_trip(client, conn, 256 << 10)
+            connect_and_echo(bed, listener, 256 << 10)
             after = steer_counters(bed)
     syncookies = int(bed.joy.run("nstat", "-az", "TcpExtSyncookiesRecv").stdout.split()[-2])
     assert syncookies >= 1, "the kernel did not take a SYN cookie"
@@ -198,17 +192,10 @@ def test_a_kernel_connection_outlives_a_joyride_listener_on_its_port(testbed: Te
             with bed.joy.inside():
                 joyride_listener = appclient.listen(PORT, path=app_path(bed.joy))
             with joyride_listener:
-                joyride_listener.settimeout(10)
                 assert port_flags(bed, PORT) & 0x0C == 0x0C  # SERVING | KERNEL_CONNS
                 with old_client, old_conn:
                     round_trip(old_client, old_conn, 1 << 20)
-                with bed.peer.inside():
-                    client = socket.create_connection((bed.joy.ip, PORT), timeout=10)
-                with client:
-                    conn, _ = joyride_listener.accept()
-                    conn.settimeout(10)
-                    with conn:
-                        round_trip(client, conn, 1 << 20)
+                connect_and_echo(bed, joyride_listener, 1 << 20)
                 deadline = time.monotonic() + 10
                 while port_flags(bed, PORT) & 0x08 and time.monotonic() < deadline:
                     time.sleep(0.2)
