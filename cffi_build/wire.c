@@ -27,6 +27,7 @@
 
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
+#define TCP_RST 0x04
 #define TCP_PSH 0x08
 #define TCP_ACK 0x10
 
@@ -457,8 +458,13 @@ uint32_t wire_header_len(const struct wire_template *t, const struct wire_seg *s
            tcp_opt_len(s);
 }
 
-static inline uint32_t build_one(const struct wire_template *t, const struct wire_seg *s,
-                                 const uint8_t *payload_base, uint8_t *f, uint32_t cap)
+/* The Ethernet, IP and TCP headers of segment s into f (hl bytes, the TCP checksum
+ * field zero); *tcp_out and *pseudo_out receive the TCP header and the native-order
+ * pseudo-header sum its checksum starts from. 0 when the segment is invalid or its
+ * headers and `room` payload bytes do not fit in cap. */
+static inline uint32_t build_headers(const struct wire_template *t, const struct wire_seg *s,
+                                     uint8_t *f, uint32_t cap, uint32_t room,
+                                     uint8_t **tcp_out, uint64_t *pseudo_out)
 {
     uint32_t max_sack = s->has_ts ? 3 : 4; /* 40 option bytes, RFC 2018 §3 */
     if (s->sack_count > max_sack || (s->syn_opts && s->sack_count))
@@ -469,7 +475,7 @@ static inline uint32_t build_one(const struct wire_template *t, const struct wir
     uint32_t seglen = thl + s->payload_len;
     /* IPv4's total length counts its header, IPv6's payload length does not. */
     uint32_t ip_len = t->ipv6 ? seglen : 20 + seglen;
-    if (s->payload_len > 0xffff || ip_len > 0xffff || hl + s->payload_len > cap ||
+    if (s->payload_len > 0xffff || ip_len > 0xffff || hl + room > cap ||
         (t->ipv6 && t->flow_label > 0xfffff))
         return 0;
 
@@ -563,11 +569,54 @@ static inline uint32_t build_one(const struct wire_template *t, const struct wir
         for (uint32_t b = 0; b < 2u * s->sack_count; b++, o += 4)
             st32(o, s->sack[b]);
     }
+    *tcp_out = tcp;
+    *pseudo_out = pseudo;
+    return hl;
+}
+
+static inline uint32_t build_one(const struct wire_template *t, const struct wire_seg *s,
+                                 const uint8_t *payload_base, uint8_t *f, uint32_t cap)
+{
+    uint8_t *tcp;
+    uint64_t pseudo;
+    uint32_t hl = build_headers(t, s, f, cap, s->payload_len, &tcp, &pseudo);
+    if (hl == 0)
+        return 0;
     if (payload_base != NULL && s->payload_len)
         memcpy(f + hl, payload_base + s->payload_off, s->payload_len);
+    uint32_t seglen = (uint32_t)(f + hl - tcp) + s->payload_len;
     uint16_t tsum = (uint16_t)~fold(sum_native(tcp, seglen, pseudo));
     memcpy(tcp + 16, &tsum, 2);
     return hl + s->payload_len;
+}
+
+uint32_t wire_build_gso(const struct wire_template *t, const struct wire_seg *s,
+                        uint16_t gso_size, uint8_t *out, uint32_t cap,
+                        struct wire_vnet_hdr *vnet)
+{
+    if (gso_size == 0 || s->syn_opts || (s->flags & (TCP_SYN | TCP_RST)))
+        return 0;
+    uint8_t *tcp;
+    uint64_t pseudo;
+    uint32_t hl = build_headers(t, s, out, cap, 0, &tcp, &pseudo);
+    if (hl == 0)
+        return 0;
+    /* CHECKSUM_PARTIAL: the field holds the pseudo-header's sum, not inverted, which the
+     * device (or the kernel's software fallback) completes over csum_start onwards; a
+     * segmenting device adjusts it for each segment's length (tcp_gso_segment). */
+    uint16_t partial = fold(pseudo);
+    memcpy(tcp + 16, &partial, 2);
+    uint32_t l4 = (uint32_t)(tcp - out);
+    memset(vnet, 0, sizeof *vnet);
+    vnet->flags = WIRE_VNET_NEEDS_CSUM;
+    vnet->csum_start = (uint16_t)l4;
+    vnet->csum_offset = 16;
+    vnet->hdr_len = (uint16_t)hl;
+    if (s->payload_len > gso_size) {
+        vnet->gso_type = t->ipv6 ? WIRE_VNET_GSO_TCPV6 : WIRE_VNET_GSO_TCPV4;
+        vnet->gso_size = gso_size;
+    }
+    return hl;
 }
 
 uint32_t wire_run_end(const struct wire_parsed *recs, uint32_t i, uint32_t n, uint32_t max)

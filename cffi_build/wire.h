@@ -175,4 +175,34 @@ uint32_t wire_build_batch(const struct wire_template *t, const struct wire_seg *
                           const uint64_t *out_offs, const uint32_t *out_caps,
                           uint32_t *out_lens);
 
+/* The virtio-net header an AF_PACKET socket with PACKET_VNET_HDR takes before each
+ * frame (linux/virtio_net.h, little-endian as the kernel reads it on this host): how the
+ * kernel is to checksum and segment a frame longer than the MTU, GSO's contract. */
+struct wire_vnet_hdr {
+    uint8_t flags;          /* WIRE_VNET_NEEDS_CSUM */
+    uint8_t gso_type;       /* WIRE_VNET_GSO_*: 0 for a frame that is one segment */
+    uint16_t hdr_len;       /* Ethernet + IP + TCP header bytes */
+    uint16_t gso_size;      /* payload bytes of each segment but the last */
+    uint16_t csum_start;    /* the TCP header's offset in the frame */
+    uint16_t csum_offset;   /* the checksum field's offset in the TCP header (16) */
+};
+
+enum wire_vnet {
+    WIRE_VNET_NEEDS_CSUM = 1,
+    WIRE_VNET_GSO_TCPV4 = 1,
+    WIRE_VNET_GSO_TCPV6 = 4
+};
+
+/* The headers of one GSO super-segment: segment s (seq, ack, window, flags, options)
+ * whose payload of s->payload_len bytes follows the headers and is to be cut into
+ * segments of gso_size bytes (the last shorter), each with s's headers, its sequence
+ * number advanced, and FIN and PSH on the last only (as Linux's tcp_gso_segment and
+ * any TSO device do). Writes the headers to out (cap bytes) with the TCP checksum
+ * left partial (the pseudo-header's sum) and fills *vnet. Returns the header length, or
+ * 0 when s cannot be one (a SYN or RST, SYN options, invalid, does not fit). The payload
+ * is not read: it goes out beside the headers (an iovec). */
+uint32_t wire_build_gso(const struct wire_template *t, const struct wire_seg *s,
+                        uint16_t gso_size, uint8_t *out, uint32_t cap,
+                        struct wire_vnet_hdr *vnet);
+
 #endif

@@ -118,6 +118,8 @@ struct flow {
     uint8_t touched;           /* in dp->touched this round */
     uint8_t tx_waiting;        /* in dp->tx_wait: it stopped sending, the NIC was full */
     uint16_t in_arena;         /* its frames in the arena, not yet taken by the NIC */
+    uint8_t xsk_marked;        /* it has had frames on the AF_XDP tx ring: ... */
+    uint32_t xsk_mark;         /* ... the ring's producer after its last (gso_ready) */
     uint8_t app_readable;      /* epoll said the application has bytes for us */
     uint8_t app_hup;           /* ... and that it shut down writing (EOF follows them) */
     uint8_t app_closed;        /* ... and reading too (EPOLLHUP): it closed its end */
@@ -216,6 +218,11 @@ struct dp {
     uint32_t tw_head;
     uint32_t tw_count;
     struct cap *cap;           /* joyride capture's tap (capture.h), NULL: off */
+    /* GSO (dp_set_gso): the AF_PACKET socket, -1 off; and the tx ring's producer after
+     * Python's last frames (dp_transmit), which may be of any flow */
+    int gso_fd;
+    uint8_t py_marked;
+    uint32_t py_mark;
 };
 
 static inline int32_t sdiff(uint32_t a, uint32_t b) { return (int32_t)(a - b); }
@@ -337,6 +344,20 @@ static int ring_data_iov(struct ring *r, struct iovec iov[2])
         return 1;
     iov[1].iov_base = r->buf;
     iov[1].iov_len = r->len - first;
+    return 2;
+}
+
+/* Bytes [off, off + n) of the data (off + n <= len) as at most two spans, for sendmsg. */
+static int ring_span_iov(const struct ring *r, uint32_t off, uint32_t n, struct iovec iov[2])
+{
+    uint32_t start = (r->head + off) % r->size;
+    uint32_t first = umin(n, r->size - start);
+    iov[0].iov_base = r->buf + start;
+    iov[0].iov_len = first;
+    if (first == n)
+        return 1;
+    iov[1].iov_base = r->buf;
+    iov[1].iov_len = n - first;
     return 2;
 }
 
@@ -713,8 +734,14 @@ static void arena_flush(struct dp *dp)
         cap_frames(dp->cap, dp->arena, dp->arena_offs, dp->arena_lens, ok);
     dp->st.tx_frames += ok;
     dp->kick_owed = 1;
-    for (uint32_t k = 0; k < ok; k++)
-        dp->flows[dp->arena_flow[k]].in_arena--;
+    /* Relaxed: this thread is the ring's only producer. */
+    uint32_t prod = p->tx_producer ? __atomic_load_n(p->tx_producer, __ATOMIC_RELAXED) : 0;
+    for (uint32_t k = 0; k < ok; k++) {
+        struct flow *f = &dp->flows[dp->arena_flow[k]];
+        f->in_arena--;
+        f->xsk_marked = 1;
+        f->xsk_mark = prod;
+    }
     uint32_t left = used - ok;
     if (ok > 0 && left > 0) {
         for (uint32_t k = 0; k < left; k++) { /* a rotation left by ok, in swaps */
@@ -936,6 +963,112 @@ static void note_cwnd_use(struct dp_tcb *t)
     }
 }
 
+/* --- GSO: a run of data segments as one super-segment (dp_set_gso) ----------------- */
+
+/* The most payload one super-segment carries: its IPv4 total length (IPv6 payload
+ * length) must fit 16 bits with the largest IP and TCP headers. */
+#define GSO_MAX_PAYLOAD (65535u - 20u - 60u)
+
+/* Whether f's next data may go by GSO: on, no capture, and none of f's frames (nor
+ * Python's, which may be f's) waiting in the arena or on the AF_XDP tx ring. The two
+ * paths are separate queues to the device; a segment sent by one while an earlier one
+ * waits in the other would arrive out of order, and the peer would take it for loss. */
+static int gso_ready(struct dp *dp, struct flow *f)
+{
+    if (dp->gso_fd < 0 || dp->cap != NULL || f->in_arena)
+        return 0;
+    if (!f->xsk_marked && !dp->py_marked)
+        return 1;
+    const struct dp_port *p = &dp->ports[0];
+    if (p->tx_consumer == NULL)
+        return 0;
+    /* Acquire: the kernel publishes the consumer once it has sent what it took
+     * (copy mode: after each frame's transmit; zero copy: the driver took them). */
+    uint32_t cons = __atomic_load_n(p->tx_consumer, __ATOMIC_ACQUIRE);
+    if (f->xsk_marked) {
+        if (sdiff(cons, f->xsk_mark) < 0)
+            return 0;
+        f->xsk_marked = 0;
+    }
+    if (dp->py_marked) {
+        if (sdiff(cons, dp->py_mark) < 0)
+            return 0;
+        dp->py_marked = 0;
+    }
+    return 1;
+}
+
+/* How many bytes from SND.NXT one super-segment takes: whole segments while the window
+ * (usable), the bytes (unsent) and the round's quantum (segs) allow, then a last short
+ * one where a single segment would be allowed it (Nagle, small_segment_allowed). */
+static uint32_t gso_run(const struct dp_tcb *t, uint32_t unsent, uint32_t usable,
+                        uint32_t segs)
+{
+    uint32_t room = umin(unsent, usable);
+    uint32_t max_segs = umin(segs, GSO_MAX_PAYLOAD / t->smss);
+    uint32_t full = umin(room / t->smss, max_segs);
+    uint32_t total = full * t->smss;
+    uint32_t rest = room - total;
+    if (full < max_segs && rest > 0 && rest < t->smss &&
+        small_segment_allowed(t, t->snd_nxt + total, rest, unsent - total))
+        total += rest;
+    return total;
+}
+
+/* Send bytes [off, off + total) of the send ring from seq as one super-segment of segs
+ * segments: emit's bookkeeping, for each of them. 1 sent; 0 not (the socket was full or
+ * refused it; on an error that will not pass, GSO goes off): nothing changed. */
+static int emit_gso(struct dp *dp, struct flow *f, double now, uint32_t seq, uint32_t off,
+                    uint32_t total, uint32_t segs, uint8_t flags)
+{
+    struct dp_tcb *t = &f->t;
+    struct wire_seg s;
+    memset(&s, 0, sizeof s);
+    s.seq = seq;
+    s.flags = flags;
+    s.ack = t->rcv_nxt;
+    s.payload_len = total;
+    s.ip_id = (uint16_t)(dp->ip_id + 1); /* the kernel numbers the rest on from it */
+    if (t->ts_ok) {
+        s.has_ts = 1;
+        s.tsval = ts_clock(t, now);
+        s.tsecr = t->ts_recent;
+    }
+    s.window = advertise_window(f);
+    uint8_t hdr[128];
+    struct wire_vnet_hdr vnet;
+    uint32_t hl = wire_build_gso(&f->tmpl, &s, (uint16_t)t->smss, hdr, sizeof hdr, &vnet);
+    if (hl == 0)
+        return 0;
+    struct iovec iov[4] = {{&vnet, sizeof vnet}, {hdr, hl}};
+    int spans = ring_span_iov(&f->snd, off, total, &iov[2]);
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = (size_t)(2 + spans);
+    ssize_t rc = sendmsg(dp->gso_fd, &msg, MSG_DONTWAIT);
+    if (rc < 0) {
+        int e = errno;
+        dp->st.gso_fallbacks++;
+        if (e != EAGAIN && e != ENOBUFS && e != EINTR && e != ENETDOWN)
+            dp->gso_fd = -1; /* EINVAL, EMSGSIZE, ...: the socket cannot do this */
+        return 0;
+    }
+    dp->ip_id = (uint16_t)(dp->ip_id + segs);
+    t->last_ack_sent = t->rcv_nxt;
+    t->last_ack_rcv_nxt = t->rcv_nxt;
+    t->ack_now = 0;
+    t->delack_at = 0;
+    t->segs_out += segs;
+    t->last_send = now;
+    t->bytes_out += total;
+    dp->st.tx_data_segs += segs;
+    dp->st.tx_frames += segs;
+    dp->st.gso_sends++;
+    dp->st.gso_segs += segs;
+    return 1;
+}
+
 /* TcpConnection._transmit for an established connection outside recovery. */
 static void flow_output(struct dp *dp, struct flow *f, double now)
 {
@@ -957,6 +1090,7 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
     /* RFC 5681 §4.1: restart from the restart window after an idle RTO. */
     if (in_flight == 0 && f->snd.len > 0 && now - t->last_send > rto_of(t))
         cc_on_idle(t);
+    int gso = unsent > t->smss && gso_ready(dp, f);
     while (unsent > 0) {
         uint32_t wnd = umin(t->snd_wnd, t->cwnd);
         int32_t usable = sdiff(t->snd_una + wnd, t->snd_nxt);
@@ -970,6 +1104,33 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
             break;
         }
         uint32_t off = t->snd_nxt - t->snd_una;
+        if (gso && n == t->smss) {
+            /* The segments this loop would build one by one, from here, as one. */
+            uint32_t allowed = quantum == UINT32_MAX - 1 ? UINT32_MAX : quantum + 1;
+            uint32_t total = gso_run(t, unsent, (uint32_t)usable, allowed);
+            if (total > n) {
+                uint32_t segs = (total + t->smss - 1) / t->smss;
+                uint32_t last = off + total == f->snd.len;
+                uint32_t fin = last && fin_due(t);
+                uint8_t flags = TCP_ACK | (last ? TCP_PSH : 0) | (fin ? TCP_FIN : 0);
+                if (emit_gso(dp, f, now, t->snd_nxt, off, total, segs, flags)) {
+                    if (!t->rtt_timing) { /* Karn: time its first segment */
+                        t->rtt_timing = 1;
+                        t->rtt_seq = t->snd_nxt + n;
+                        t->rtt_time = now;
+                    }
+                    t->snd_nxt += total + fin;
+                    unsent -= total;
+                    quantum = allowed == UINT32_MAX ? UINT32_MAX : allowed - segs;
+                    if (fin) {
+                        t->fin_sent = 1;
+                        dp->st.fins_sent++;
+                    }
+                    continue;
+                }
+                gso = 0; /* refused: this round's rest as single frames */
+            }
+        }
         uint32_t last = off + n == f->snd.len;
         /* TcpConnection._emit_data: the FIN rides on the segment whose end it follows. */
         uint32_t fin = last && fin_due(t);
@@ -2521,6 +2682,10 @@ uint32_t dp_transmit(struct dp *dp, const uint8_t *base, const uint64_t *offs,
                                         DP_TX_QUEUE);
     dp->kick_owed = 1;
     uint32_t ok = sent > 0 ? (uint32_t)sent : 0;
+    if (ok && p->tx_producer) {
+        dp->py_marked = 1;
+        dp->py_mark = __atomic_load_n(p->tx_producer, __ATOMIC_RELAXED);
+    }
     if (dp->cap)
         cap_frames(dp->cap, base, offs, lens, ok);
     dp->st.tx_frames += ok;
@@ -2588,6 +2753,8 @@ static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb)
     uint8_t touched = f->touched; /* the slot may still sit in this round's list */
     uint8_t tx_waiting = f->tx_waiting; /* ... or in the transmit wait list */
     uint16_t in_arena = f->in_arena;    /* ... and its frames in the arena */
+    uint8_t xsk_marked = f->xsk_marked; /* ... or on the tx ring */
+    uint32_t xsk_mark = f->xsk_mark;
     uint8_t chan_again = f->chan_again; /* ... or in the channels' lists: a flag cleared */
     uint8_t in_ringpoll = f->in_ringpoll; /* here would let the slot in twice, past the end */
     memset(f, 0, sizeof *f);
@@ -2595,6 +2762,8 @@ static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb)
     f->touched = touched;
     f->tx_waiting = tx_waiting;
     f->in_arena = in_arena;
+    f->xsk_marked = xsk_marked;
+    f->xsk_mark = xsk_mark;
     f->chan_again = chan_again;
     f->in_ringpoll = in_ringpoll;
     f->t = *tcb;
@@ -2773,6 +2942,7 @@ struct dp *dp_new(const struct dp_config *cfg)
         return NULL;
     dp->cfg = *cfg;
     dp->epfd = -1;
+    dp->gso_fd = -1;
     uint32_t flows = cfg->max_flows, buckets = 1;
     while (buckets < 2 * flows)
         buckets <<= 1;
@@ -2912,6 +3082,8 @@ int dp_watch_fd(struct dp *dp, int fd)
 const struct dp_stats *dp_stats(const struct dp *dp) { return &dp->st; }
 
 void dp_set_capture(struct dp *dp, struct cap *c) { dp->cap = c; }
+
+void dp_set_gso(struct dp *dp, int fd) { dp->gso_fd = fd; }
 
 /* --- the in-memory port ------------------------------------------------------------- */
 

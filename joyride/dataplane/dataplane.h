@@ -69,6 +69,11 @@ struct dp_port {
     void *tx_copy;
     void *kick;
     void *complete;
+    /* The tx ring's producer and consumer (xsk_sock.tx), or NULL (the memory port):
+     * GSO (dp_set_gso) sends a flow's data beside the ring only once the kernel has
+     * taken every frame of that flow from it, so that no segment overtakes another. */
+    const uint32_t *tx_producer;
+    const uint32_t *tx_consumer;
 };
 
 /* How the data plane behaves; set once at dp_new. */
@@ -339,6 +344,11 @@ struct dp_stats {
     uint64_t tw_acks;          /* ACKs a TIME-WAIT flow answered with */
     uint64_t tw_killed_by_rst;
     uint64_t fin_wait2_timeouts;
+    /* GSO (dp_set_gso): super-segments sent, the segments they carried, and runs that
+     * went out as single frames instead (the socket refused them: full or an error) */
+    uint64_t gso_sends;
+    uint64_t gso_segs;
+    uint64_t gso_fallbacks;
     uint64_t port_rx_frames[8]; /* by port, in dp_add_port order */
     uint64_t port_rx_bytes[8];
     uint64_t port_rx_batches[8];
@@ -356,6 +366,15 @@ const struct dp_stats *dp_stats(const struct dp *dp);
  * frame the NIC took, both C's and Python's; NULL turns it off. The caller keeps c. */
 struct cap;
 void dp_set_capture(struct dp *dp, struct cap *c);
+/* GSO transmit (docs/dataplane.md, "Bulk data in super-segments"): fd is an AF_PACKET
+ * socket bound to the first port's interface with PACKET_VNET_HDR set (the caller
+ * opens it and keeps it open; -1 turns GSO off). A flow with two or more segments to
+ * send in a round then sends them as one frame of up to 64 KiB with a virtio-net
+ * header, which the kernel segments, or a TSO device, or which a veth peer receives
+ * whole, as the kernel's own TCP sends. Only data goes this way, and only while no
+ * frame of the flow waits in the AF_XDP tx ring; not while a capture runs (it records
+ * frames as they are on the wire). */
+void dp_set_gso(struct dp *dp, int fd);
 
 /* Flows. dp_flow_adopt copies the TCB and the bytes (receive: undelivered to the
  * application; send: from SND.UNA, unacknowledged then unsent) into C; returns the

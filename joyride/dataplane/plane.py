@@ -20,8 +20,10 @@ then runs every connection in Python, as ``JOYRIDE_DATAPLANE=python`` asks.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import select
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -42,7 +44,13 @@ except ImportError:  # pragma: no cover - the cffi build is part of every instal
 
 #: ``JOYRIDE_DATAPLANE=python`` runs every connection in Python (the escape hatch and
 #: the differential tests' reference); ``c`` (the default where built) uses this module.
+log = logging.getLogger(__name__)
+
 ENV: Final = "JOYRIDE_DATAPLANE"
+GSO_ENV: Final = "JOYRIDE_GSO"  # "0": every frame by AF_XDP (docs/dataplane.md)
+SOL_PACKET: Final = 263  # linux/socket.h; PACKET_* from linux/if_packet.h
+PACKET_VNET_HDR: Final = 15
+PACKET_QDISC_BYPASS: Final = 20
 REASONS: Final = ("none", "segment", "rto", "persist", "app_eof", "app_gone", "released",
                    "keepalive", "undelivered")
 
@@ -98,6 +106,14 @@ def wanted() -> bool:
     if choice not in ("c", "python"):
         raise ValueError(f"{ENV}={choice!r}: expected 'c' or 'python'")
     return choice == "c" and available()
+
+
+def gso_wanted() -> bool:
+    """Whether bulk data goes as GSO super-segments (``JOYRIDE_GSO``, on by default)."""
+    choice = os.environ.get(GSO_ENV, "1").strip()
+    if choice not in ("0", "1"):
+        raise ValueError(f"{GSO_ENV}={choice!r}: expected '0' or '1'")
+    return choice == "1"
 
 
 @dataclass
@@ -231,8 +247,24 @@ class DataPlane:
                          ("tx_copy", "xsk_tx_copy_kick"), ("kick", "xsk_kick"),
                          ("complete", "xsk_complete"), ("want_room", "xsk_tx_want_room")):
             setattr(port, name, ffi.cast("void *", ffi_address(_addressof(xsk_lib, fn))))
+        port.tx_producer = ffi.cast("const uint32_t *", ffi_address(sock._s.tx.producer))
+        port.tx_consumer = ffi.cast("const uint32_t *", ffi_address(sock._s.tx.consumer))
         self._check(lib.dp_add_port(self._dp, port), "adding the AF_XDP port")
         self._keep.append(sock)
+
+    def use_gso(self, ifname: str) -> bool:
+        """Send bulk data as GSO super-segments through an AF_PACKET socket on ``ifname``
+        (the first port's interface; dataplane.h, ``dp_set_gso``). Opens the socket now,
+        so call it while the process may (``CAP_NET_RAW``). False, with GSO off, when the
+        kernel refuses the socket or its options; the frames then all go by AF_XDP."""
+        try:
+            sock = gso_socket(ifname)
+        except OSError as exc:
+            log.warning("GSO transmit off on %s: %s", ifname, exc)
+            return False
+        self._keep.append(sock)
+        lib.dp_set_gso(self._dp, sock.fileno())
+        return True
 
     def add_memory_port(self, slots: int = 4096, tx_limit: int | None = None) -> MemoryPort:
         """An in-memory port (tests): frames pushed there are received here. With
@@ -656,6 +688,22 @@ def _reason(tcb: Any) -> str:
     """Why C handed a flow back (``enum dp_reason``), by name."""
     reason = int(tcb.reason)
     return REASONS[reason] if reason < len(REASONS) else str(reason)
+
+
+def gso_socket(ifname: str) -> socket.socket:
+    """An AF_PACKET socket for transmit only (protocol 0: it receives nothing) whose
+    frames carry a virtio-net header (PACKET_VNET_HDR, so the kernel or a TSO device
+    segments them) and skip the qdisc layer as AF_XDP's frames do (PACKET_QDISC_BYPASS)."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+    try:
+        sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+        sock.bind((ifname, 0))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def ffi_address(cdata: Any) -> int:

@@ -164,6 +164,8 @@ class Service:
             plane = dataplane.DataPlane(mtu=network.mtu, spin=dataplane.spin_from_env())
             for sock in self.sockets:
                 plane.add_xsk_port(sock.xsk_socket())
+            if dataplane.gso_wanted():
+                plane.use_gso(cfg.ifname)
         return Datapath(self.sockets, network, ports=cfg.ports, ephemeral=cfg.ephemeral,
                         app_socket=app_socket, group=gid, plane=plane, config=self.tcp)
 

@@ -1,0 +1,86 @@
+"""Profile the network service under one unmodified-server workload.
+
+``python -m joyride.bench.profile nginx_64k --seconds 5`` builds a test bed, starts the
+workload's server under ``joyride run``, drives it from the peer namespace with the same
+client ``joyride.bench.daemons`` uses, and records the service process (all its threads)
+with ``perf record -g`` while the load runs. It prints the samples by module (DSO) and the
+hottest symbols, and keeps ``perf.data`` when ``--keep`` names a path.
+
+This is how the profiles in the README and the closing notes are taken; it measures
+nothing the daemons benchmark does not, it only says where the service's time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from joyride.bench import daemons, tools
+from joyride.bench.servers import attach, detach
+from joyride.processes import terminate
+from joyride.testbed import Testbed
+
+
+def perf_report(data: Path, sort: str, limit: int) -> str:
+    proc = subprocess.run(
+        ["perf", "report", "-i", str(data), "--no-children", "--sort", sort, "--stdio",
+         "--percent-limit", "0.5", "-g", "none"],
+        capture_output=True, text=True, timeout=300, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+    return "\n".join(lines[:limit]) or proc.stderr.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("workload", choices=[d.key for d in daemons.DAEMONS if not d.outgoing])
+    ap.add_argument("--seconds", type=float, default=5.0, help="length of the recording")
+    ap.add_argument("--keep", type=Path, help="keep perf.data at this path")
+    ap.add_argument("--symbols", type=int, default=40, help="how many symbols to print")
+    args = ap.parse_args(argv)
+    if shutil.which("perf") is None:
+        print("perf is not installed (scripts/setup.sh installs it)", file=sys.stderr)
+        return 2
+    d = next(x for x in daemons.DAEMONS if x.key == args.workload)
+    with Testbed() as bed, tempfile.TemporaryDirectory(prefix="joyride-profile-") as tmp:
+        work = Path(tmp)
+        tools.prepare_load_generator(bed.peer)
+        svc = attach(bed, daemons.PORTS)
+        try:
+            ep = daemons.start_server(bed, d, "joyride", work, work / "server.log")
+            try:
+                port = daemons.port_of(d, "joyride")
+                load_seconds = args.seconds + 3.0  # warm up 1 s, record, stop past the end
+                client = subprocess.Popen(
+                    bed.peer.cmd(*d.client(bed.joy.ip, port, load_seconds)),
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                data = args.keep or work / "perf.data"
+                try:
+                    time.sleep(1.0)
+                    subprocess.run(
+                        ["perf", "record", "-g", "-q", "-o", str(data), "-p", str(svc),
+                         "--", "sleep", str(args.seconds)],
+                        check=True, timeout=args.seconds + 60,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                finally:
+                    terminate([client], 5.0)
+                print(f"== {d.title}: service pid {svc}, {args.seconds:g} s\n")
+                print("-- by module --")
+                print(perf_report(data, "dso", 20))
+                print("\n-- by symbol --")
+                print(perf_report(data, "dso,symbol", args.symbols))
+            finally:
+                terminate(ep.procs, 5.0)
+        finally:
+            detach(bed)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
