@@ -50,7 +50,6 @@ ENV: Final = "JOYRIDE_DATAPLANE"
 GSO_ENV: Final = "JOYRIDE_GSO"  # "0": every frame by AF_XDP (docs/dataplane.md)
 SOL_PACKET: Final = 263  # linux/socket.h; PACKET_* from linux/if_packet.h
 PACKET_VNET_HDR: Final = 15
-PACKET_QDISC_BYPASS: Final = 20
 REASONS: Final = ("none", "segment", "rto", "persist", "app_eof", "app_gone", "released",
                    "keepalive", "undelivered")
 
@@ -692,12 +691,13 @@ def _reason(tcb: Any) -> str:
 
 def gso_socket(ifname: str) -> socket.socket:
     """An AF_PACKET socket for transmit only (protocol 0: it receives nothing) whose
-    frames carry a virtio-net header (PACKET_VNET_HDR, so the kernel or a TSO device
-    segments them) and skip the qdisc layer as AF_XDP's frames do (PACKET_QDISC_BYPASS)."""
+    frames carry a virtio-net header (PACKET_VNET_HDR), so that a TSO device, or the
+    kernel's software GSO, segments them. Not PACKET_QDISC_BYPASS: its direct transmit
+    drops a frame that needs software segmentation (a device without TSO) with ENOBUFS;
+    through the qdisc layer (veth's noqueue, a NIC's mq) the kernel segments it."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
     try:
         sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-        sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
         sock.bind((ifname, 0))
         sock.setblocking(False)
     except BaseException:

@@ -97,6 +97,36 @@ def test_100mb_clean(clean_bed: Testbed, to_joyride: bool) -> None:
                                      "MBps": round(100 / seconds, 1)}}))
 
 
+def dataplane_counters(bed: Testbed) -> dict[str, int]:
+    doc = json.loads(bed.joy.run(JOYRIDE, "stats", bed.joy.ifname, "--json").stdout)
+    return dict(doc["datapath"]["dataplane"])
+
+
+@pytest.mark.parametrize("tso", ["tso-on", "tso-off"])
+def test_bulk_data_leaves_in_gso_super_segments(clean_bed: Testbed, tso: str) -> None:
+    """Joyride sending: the data goes as GSO super-segments (several segments each), and
+    the kernel receiver gets every byte (sha256), whether the veth passes them whole (TSO
+    on: the peer's TCP takes 64 KiB at once, as from the kernel's own TCP) or the kernel
+    cuts them into MTU frames first (TSO off: software GSO, as for a NIC without TSO)."""
+    if not dataplane.wanted():
+        pytest.skip("GSO is the C data plane's (JOYRIDE_DATAPLANE=python here)")
+    bed = clean_bed
+    if tso == "tso-off":
+        bed.joy.run("ethtool", "-K", bed.joy.ifname, "tso", "off")
+    try:
+        before = dataplane_counters(bed)
+        transfer(bed, 16 * MB, False, timeout=60)
+        after = dataplane_counters(bed)
+    finally:
+        bed.joy.run("ethtool", "-K", bed.joy.ifname, "tso", "on", check=False)
+    sends = after["gso_sends"] - before["gso_sends"]
+    segs = after["gso_segs"] - before["gso_segs"]
+    assert sends > 0, after
+    assert segs >= 4 * sends, (sends, segs)  # bulk: runs of many segments, not pairs
+    # Most of the transfer went that way (the first flight and tails go as frames).
+    assert segs * 1448 >= 0.8 * 16 * MB, (segs, after)
+
+
 # name: (towards Joyride, towards the peer, bytes each way). The test bed duplicates
 # only towards Joyride (an ingress hook cannot re-inject a copy).
 IMPAIRMENTS = {
