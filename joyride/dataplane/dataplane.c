@@ -3101,6 +3101,9 @@ struct dp_memport {
     struct memq in;
     struct memq out;
     uint32_t held;
+    /* the out queue's indices, as a tx ring's (dp_port.tx_producer, tx_consumer) */
+    uint32_t out_produced;
+    uint32_t out_consumed;
 };
 
 static int memport_rx(void *ctx, struct dp_desc *out, uint32_t max, int timeout_ms)
@@ -3154,6 +3157,7 @@ static int memport_tx_copy(void *ctx, uint8_t *umem, uint64_t tx_offset, const u
         if (memq_push(m, &m->out, src + offs[i], lens[i]) < 0)
             break;
     }
+    m->out_produced += i;
     return (int)i;
 }
 
@@ -3214,6 +3218,8 @@ int dp_memport_port(struct dp_memport *m, struct dp_port *out)
     out->release = (void *)memport_release;
     out->tx_copy = (void *)memport_tx_copy;
     out->kick = (void *)memport_kick;
+    out->tx_producer = &m->out_produced;
+    out->tx_consumer = &m->out_consumed;
     return 0;
 }
 
@@ -3233,6 +3239,7 @@ int dp_memport_pop(struct dp_memport *m, uint8_t *out, uint32_t cap)
     memcpy(out, q->slab + (size_t)q->head * m->max_frame, len);
     q->head = (q->head + 1) % m->slots;
     q->count--;
+    m->out_consumed++;
     return (int)len;
 }
 

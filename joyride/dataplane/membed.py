@@ -19,6 +19,7 @@ from joyride.engine.network import StaticNetwork
 from joyride.engine.nic import MemoryNic
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
+from joyride.wire import gso
 
 IP_SVC, IP_PEER = socket.inet_aton("10.9.0.1"), socket.inet_aton("10.9.0.2")
 MAC_SVC, MAC_PEER = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
@@ -62,7 +63,8 @@ class _PlaneEnd:
 class Bed:
     def __init__(self, config: TcpConfig | None = None,
                  peer_config: TcpConfig | None = None, *, max_flows: int = 64,
-                 rx_batches: int = 1, nic_frames: int | None = None) -> None:
+                 rx_batches: int = 1, nic_frames: int | None = None,
+                 gso: bool = False, wire_frames: int | None = None) -> None:
         self.clock = Clock()
         self.impair: Impair | None = None
         # One batch a round by default: C in lockstep with the engine's one batch a
@@ -70,6 +72,18 @@ class Bed:
         self.plane = DataPlane(mtu=1500, max_flows=max_flows, rx_batches=rx_batches)
         # nic_frames: the wire takes that many of C's frames a step (a NIC that fills).
         self.port: MemoryPort = self.plane.add_memory_port(tx_limit=nic_frames)
+        # gso: C's super-segments arrive on a datagram pair and reach the peer cut as a
+        # device cuts them (joyride.wire.gso), ahead of the port's frames of the step,
+        # as the real socket sends them at once and the port's frames later.
+        # wire_frames: the wire carries that many of the port's frames a step; the rest
+        # wait on the port as on a NIC's tx ring (the consumer behind the producer).
+        self.wire_frames = wire_frames
+        self.gso_in: socket.socket | None = None
+        if gso:
+            self.gso_in, out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.gso_in.setblocking(False)
+            out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+            self.plane.set_gso(out)
         self.svc = Engine(DeclineNic(self.plane),
                           StaticNetwork("svc0", MAC_SVC, frozenset({IP_SVC}),
                                         {IP_PEER: MAC_PEER}),
@@ -116,11 +130,21 @@ class Bed:
             if self.readopt and not conn.parked and conn.hot_ready() \
                     and not self.svc.marked(conn) and conn not in self._held:
                 self.plane.adopt(conn, MAC_SVC, MAC_PEER, ours.fileno())
-        for frame in self.port.pop_all():
+        for frame in [*self._gso_frames(), *self.port.pop_all(self.wire_frames)]:
             if self.impair is None or self.impair(frame, False):
                 self.peer_nic.inbox.append(frame)
         self.peer.poll()
         self.peer.flush()
+
+    def _gso_frames(self) -> list[bytes]:
+        frames: list[bytes] = []
+        while self.gso_in is not None:
+            try:
+                datagram = self.gso_in.recv(1 << 17)
+            except BlockingIOError:
+                break
+            frames += gso.segment(datagram)
+        return frames
 
     def _take_born(self, got: Born, now: float) -> None:
         """A connection C opened itself comes to Python (Datapath's rule in miniature):

@@ -261,9 +261,14 @@ class DataPlane:
         except OSError as exc:
             log.warning("GSO transmit off on %s: %s", ifname, exc)
             return False
+        self.set_gso(sock)
+        return True
+
+    def set_gso(self, sock: socket.socket) -> None:
+        """Send GSO datagrams on ``sock`` (kept open while the plane lives): the
+        AF_PACKET socket of ``use_gso``, or a datagram socket pair's end in tests."""
         self._keep.append(sock)
         lib.dp_set_gso(self._dp, sock.fileno())
-        return True
 
     def add_memory_port(self, slots: int = 4096, tx_limit: int | None = None) -> MemoryPort:
         """An in-memory port (tests): frames pushed there are received here. With
@@ -676,9 +681,14 @@ class MemoryPort:
         self.dropped += not ok
         return ok
 
-    def pop_all(self) -> list[bytes]:
+    def pop_all(self, limit: int | None = None) -> list[bytes]:
+        """The frames C sent, oldest first; at most ``limit`` (a slow wire), the rest
+        staying queued as on a NIC's tx ring."""
         out: list[bytes] = []
-        while (n := int(lib.dp_memport_pop(self.ptr, self._buf, self.max_frame))) > 0:
+        while limit is None or len(out) < limit:
+            n = int(lib.dp_memport_pop(self.ptr, self._buf, self.max_frame))
+            if n <= 0:
+                break
             out.append(bytes(ffi.buffer(self._buf, n)))
         return out
 
