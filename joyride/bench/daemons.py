@@ -15,7 +15,8 @@ the total is honest) and per process (service, server tree, client), from
 
 Workloads (the issue's list): redis GET and SET (50 connections), redis GET pipelined
 (-P 16), nginx (1 and 2 workers; wrk, 100 connections, 1 KiB), new connections per
-second (wrk, ``Connection: close``, 50 connections), sockperf ping-pong (p50, p99).
+second (wrk, ``Connection: close``, 50 connections), sockperf ping-pong (p50, p99),
+iperf3 one flow each way (Gbit/s, CPU per gigabyte, Python calls per segment).
 """
 
 from __future__ import annotations
@@ -109,6 +110,17 @@ def wrk_client(close: bool, connections: int,
     return argv
 
 
+def iperf3_server(port: int, work: Path) -> list[str]:
+    return ["iperf3", "-s", "-4", "-p", str(port)]
+
+
+def iperf3_client(reverse: bool) -> Callable[[str, int, float], list[str]]:
+    """One flow; ``reverse``: the server (Joyride's side) sends (-R)."""
+    def argv(ip: str, port: int, seconds: float) -> list[str]:
+        return [*tools.iperf3_client(ip, port, seconds, 1), *(["-R"] if reverse else [])]
+    return argv
+
+
 def sockperf_server(port: int, work: Path) -> list[str]:
     return ["sockperf", "server", "--tcp", "-p", str(port)]
 
@@ -134,6 +146,10 @@ DAEMONS: Final = (
            nginx_server(1), wrk_client(True, 50), tools.parse_wrk, "rps"),
     Daemon("sockperf", "sockperf ping-pong 64 B, 1 connection", sockperf_server,
            sockperf_client, tools.parse_sockperf, "p50_us"),
+    Daemon("iperf3_recv", "iperf3 one flow, the peer sending to Joyride", iperf3_server,
+           iperf3_client(False), tools.parse_iperf3, "gbps"),
+    Daemon("iperf3_send", "iperf3 one flow, Joyride sending (-R)", iperf3_server,
+           iperf3_client(True), tools.parse_iperf3, "gbps"),
     Daemon("redis_client_get", "redis-benchmark GET as the accelerated client "
            "(joyride run --outgoing), kernel redis", redis_server, redis_client("get"),
            parse_redis, "rps", outgoing=True),
@@ -200,6 +216,16 @@ def measure(bed: Testbed, d: Daemon, stack: str, plane: str, server_pids: list[i
             calls = python_calls(stats_before, service_stats(bed))
             if calls is not None:
                 m["python_calls_per_req"] = calls / requests
+    if d.metric == "gbps":  # CPU per gigabyte, and Python calls per 1448-byte segment
+        gigabytes = parsed["bytes"] / 1e9
+        m["cpu_machine_s_per_gb"] = machine_s / gigabytes
+        if svc_pid is not None and stack == "joyride":
+            svc = {svc_pid} | descendants([svc_pid], after)
+            m["cpu_service_s_per_gb"] = (_ticks(svc, after) - _ticks(svc, before)) / (
+                CLK_TCK * gigabytes)
+            calls = python_calls(stats_before, service_stats(bed))
+            if calls is not None:
+                m["python_calls_per_seg"] = calls / (parsed["bytes"] / 1448)
     sample.metrics = m
     return sample
 
@@ -271,7 +297,7 @@ def run(daemons: list[Daemon], planes: list[str], reps: int, seconds: float,
 
 def _brief(m: dict[str, float]) -> str:
     keys = ("rps", "p50_us", "p99_us", "cpu_machine_us_per_req", "cpu_service_us_per_req",
-            "python_calls_per_req")
+            "python_calls_per_req", "gbps", "cpu_machine_s_per_gb", "cpu_service_s_per_gb")
     return "  ".join(f"{k}={m[k]:.4g}" for k in keys if k in m)
 
 
@@ -286,7 +312,8 @@ def summarize(samples: list[Sample]) -> list[dict[str, Any]]:
             for k in sorted({k for m in ms for k in m}):
                 vals = [m[k] for m in ms if k in m]
                 row[f"{stack}_{k}"] = statistics.median(vals)
-        for k in ("rps", "p50_us", "p99_us", "cpu_machine_us_per_req"):
+        for k in ("rps", "p50_us", "p99_us", "cpu_machine_us_per_req", "gbps",
+                  "cpu_machine_s_per_gb"):
             if f"kernel_{k}" in row and f"joyride_{k}" in row and row[f"kernel_{k}"]:
                 row[f"ratio_{k}"] = row[f"joyride_{k}"] / row[f"kernel_{k}"]
         rows.append(row)
@@ -298,7 +325,8 @@ def table(rows: list[dict[str, Any]]) -> str:
            "|---|---|---|---:|---:|---:|"]
     for r in rows:
         for k, label in (("rps", "requests/s"), ("p50_us", "p50 (µs)"), ("p99_us", "p99 (µs)"),
-                         ("cpu_machine_us_per_req", "machine CPU/request (µs)")):
+                         ("cpu_machine_us_per_req", "machine CPU/request (µs)"),
+                         ("gbps", "Gbit/s"), ("cpu_machine_s_per_gb", "machine CPU/GB (s)")):
             if f"joyride_{k}" not in r:
                 continue
             kern = r.get(f"kernel_{k}")
@@ -307,7 +335,9 @@ def table(rows: list[dict[str, Any]]) -> str:
                        f"{kern:,.4g} | {r[f'joyride_{k}']:,.4g} | "
                        + (f"{ratio:.2f}× |" if ratio is not None else "– |"))
         for k, label in (("cpu_service_us_per_req", "service CPU/request (µs)"),
-                         ("python_calls_per_req", "Python calls/request")):
+                         ("python_calls_per_req", "Python calls/request"),
+                         ("cpu_service_s_per_gb", "service CPU/GB (s)"),
+                         ("python_calls_per_seg", "Python calls/segment")):
             if f"joyride_{k}" in r:
                 out.append(f"| {r['daemon']} | {r['plane']} | {label} | – | "
                            f"{r[f'joyride_{k}']:.4g} | – |")
@@ -323,7 +353,10 @@ def side_by_side(rows: list[dict[str, Any]]) -> str:
     metrics = (("rps", "requests/s"), ("p50_us", "p50 (µs)"), ("p99_us", "p99 (µs)"),
                ("cpu_machine_us_per_req", "machine CPU per request (µs)"),
                ("cpu_service_us_per_req", "service CPU per request (µs)"),
-               ("python_calls_per_req", "Python calls per request"))
+               ("python_calls_per_req", "Python calls per request"),
+               ("gbps", "Gbit/s"), ("cpu_machine_s_per_gb", "machine CPU per GB (s)"),
+               ("cpu_service_s_per_gb", "service CPU per GB (s)"),
+               ("python_calls_per_seg", "Python calls per segment"))
     for d in DAEMONS:
         c, py = by.get((d.key, "c")), by.get((d.key, "python"))
         if c is None and py is None:
