@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from joyride.bench import daemons, tools
-from joyride.bench.servers import attach, detach
+from joyride.bench.servers import attach, detach, service_stats
 from joyride.processes import terminate
 from joyride.testbed import Testbed
 
@@ -34,6 +34,12 @@ def perf_report(data: Path, sort: str, limit: int) -> str:
         capture_output=True, text=True, timeout=300, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
     return "\n".join(lines[:limit]) or proc.stderr.strip()
+
+
+def plane_counters(bed: Testbed) -> dict[str, int]:
+    doc = service_stats(bed)
+    plane = (doc.get("datapath") or {}).get("dataplane") or {}
+    return {k: int(v) for k, v in plane.items() if isinstance(v, int)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,14 +68,20 @@ def main(argv: list[str] | None = None) -> int:
                 data = args.keep or work / "perf.data"
                 try:
                     time.sleep(1.0)
+                    before = plane_counters(bed)
                     subprocess.run(
                         ["perf", "record", "-g", "-q", "-o", str(data), "-p", str(svc),
                          "--", "sleep", str(args.seconds)],
                         check=True, timeout=args.seconds + 60,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    after = plane_counters(bed)
                 finally:
                     terminate([client], 5.0)
                 print(f"== {d.title}: service pid {svc}, {args.seconds:g} s\n")
+                print("-- the data plane's counters while recorded --")
+                print("  ".join(f"{k}={after[k] - before.get(k, 0)}" for k in sorted(after)
+                                if after[k] != before.get(k, 0)))
+                print()
                 print("-- by module --")
                 print(perf_report(data, "dso", 20))
                 print("\n-- by symbol --")
