@@ -372,8 +372,13 @@ class Datapath:
         """Give an idle pump's connection to the C data plane when it can run it."""
         assert self.plane is not None and self._sel is not None
         conn = pump.conn
-        if (self.pumps.get(conn) is not pump or pump.buffered or pump.app_eof
-                or pump.app_gone or self.engine.marked(conn) or not conn.hot_ready()):
+        if self.pumps.get(conn) is not pump or pump.app_eof or pump.app_gone:
+            return
+        # Why a live connection stays in Python, counted (``joyride stats``).
+        blocker = ("pump_buffered" if pump.buffered else
+                   "output_pending" if self.engine.marked(conn) else conn.hot_blocker())
+        if blocker is not None:
+            self.counters[f"plane_stay_{blocker}"] += 1
             return
         network = self.engine.network
         mac = network.neighbour(network.next_hop(conn.remote_ip), self.clock())

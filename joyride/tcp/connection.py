@@ -566,30 +566,44 @@ class TcpConnection:
         (docs/dataplane.md, "What C runs"): established, nothing being recovered,
         reassembled, probed or closed, and no timer but the retransmission, delayed-ACK
         and keepalive ones. Otherwise every rule stays here."""
+        return self.hot_blocker() is None
+
+    def hot_blocker(self) -> str | None:
+        """The first of ``hot_ready``'s conditions that does not hold, by name (None: C
+        can run it). For the service's counters of why a connection stays here."""
         timers = self._timers
-        return (
-            not self._parked
-            and self._state is TcpState.ESTABLISHED
-            and not self._out
-            and self._fin_seq is None
-            and self._peer_fin is None
-            and self._probe_end is None
-            and not self._app_closed
-            and self._snd_nxt == self._snd_max
-            and self._buf_seq == self._snd_una
-            and not self._reasm.buffered
-            and self._dsack is None  # C would send the ACK without it
-            and self._recovery.quiet
-            # RTO recovery still under way: no loss probe may go (RFC 8985 §7.2),
-            # which C, arming one at every ACK, does not know.
-            and not self._snd_una < self._recovery.recover
-            and self._keepalive_sent == 0  # no probe unanswered
-            and not timers.is_set(Timer.PERSIST)
-            and not timers.is_set(Timer.REORDER)  # RACK's (RFC 8985 §6.3): Python's
-            and not timers.is_set(Timer.FIN_WAIT_2)
-            and not timers.is_set(Timer.TIME_WAIT)
-            and isinstance(self._cc, (Cubic, NewReno))
-        )
+        if self._parked:
+            return "parked"
+        if self._state is not TcpState.ESTABLISHED:
+            return "state"
+        if self._out:
+            return "output_queued"
+        if self._fin_seq is not None or self._peer_fin is not None or self._app_closed:
+            return "closing"
+        if self._probe_end is not None:
+            return "probing"
+        if self._snd_nxt != self._snd_max or self._buf_seq != self._snd_una:
+            return "retransmitting"
+        if self._reasm.buffered:
+            return "reassembling"
+        if self._dsack is not None:  # C would send the ACK without it
+            return "dsack"
+        if not self._recovery.quiet:
+            return "recovery"
+        # RTO recovery still under way: no loss probe may go (RFC 8985 §7.2), which C,
+        # arming one at every ACK, does not know.
+        if self._snd_una < self._recovery.recover:
+            return "rto_recovery"
+        if self._keepalive_sent != 0:  # no probe unanswered
+            return "keepalive"
+        if timers.is_set(Timer.REORDER):  # RACK's (RFC 8985 §6.3): Python's
+            return "reorder_timer"
+        if (timers.is_set(Timer.PERSIST) or timers.is_set(Timer.FIN_WAIT_2)
+                or timers.is_set(Timer.TIME_WAIT)):
+            return "timer"
+        if not isinstance(self._cc, (Cubic, NewReno)):
+            return "congestion_control"
+        return None
 
     def export_hot(self, tcb: Any) -> tuple[bytes, bytes] | None:
         """Move the hot half of this TCB into ``tcb`` (a ``struct dp_tcb``) and park:

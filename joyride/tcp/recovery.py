@@ -241,11 +241,23 @@ class LossRecovery:
         tcb.undo_expired = 0
 
     def load_hot(self, tcb: Any) -> None:
-        """Back from C: the episode ends if an ACK C took came after its deadline."""
+        """Back from C: the episode ends if an ACK C took came after its deadline.
+        C ran the flow outside any recovery (hot_ready), so no recovery point lies
+        ahead: RecoveryPoint comes to SND.UNA (see ``_follow_una``)."""
         if tcb.undo_open and tcb.undo_expired:
             self._end_episode()
+        self.recover = Seq(int(tcb.snd_una))
 
     # ------------------------------------------------------------------ per ACK
+
+    def _follow_una(self, snd_una: Seq) -> None:
+        """Outside recovery, once SND.UNA has passed RecoveryPoint (RFC 6582 "recover",
+        RFC 6675), the point comes along with it. Its rules only ask whether SND.UNA is
+        below it, and sequence numbers compare modulo 2^32: a point left behind would
+        read as ahead of SND.UNA again 2^31 bytes later (two seconds at 10 Gbit/s), and
+        then no fast recovery could start, no loss probe go, and C never take the flow."""
+        if not self.in_recovery and not snd_una < self.recover:
+            self.recover = snd_una
 
     def on_ack(
         self,
@@ -271,6 +283,7 @@ class LossRecovery:
         Returns (start, length) to retransmit at once when this ACK starts SACK
         recovery (RFC 6675 §5 step (4.3)); None otherwise.
         """
+        self._follow_una(snd_una)
         blocks = tuple(sack_blocks)
         sacked_new = 0
         board = self.board

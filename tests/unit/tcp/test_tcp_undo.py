@@ -366,3 +366,32 @@ def test_frto_off_is_plain_go_back_n() -> None:
     assert conn._recovery.frto == 0
     conn.receive(_ack(S(2)), 1.25)
     assert [s.seq for s in out(conn, 1.25)] == [S(2), S(3)]
+
+
+def test_recovery_point_follows_snd_una_across_the_sequence_space() -> None:
+    """RFC 6582's RecoveryPoint, compared modulo 2^32, must not be left behind: 2^31
+    bytes after the last recovery (two seconds at 10 Gbit/s) a stale point would read
+    as ahead of SND.UNA, and no fast recovery could start nor loss probe go."""
+    rec, _cc, _counters = _rec()
+    una = UNA
+    for _ in range(6):  # 6 x 2^30 bytes: past 2^31 and round the whole space
+        una = una + (1 << 30)
+        rec.on_ack(una, una + 10 * M, 1 << 30, False, (), 10 * M, 0.001, 1.0)
+        assert not una < rec.recover
+        assert rec.tlp_allowed(una)
+
+
+def test_recovery_point_comes_to_snd_una_when_c_gives_a_flow_back() -> None:
+    """The C data plane runs a flow outside recovery and keeps no RecoveryPoint: the
+    one Python held may be 2^31 bytes stale when the flow comes back."""
+    rec, _cc, _counters = _rec()
+    far = UNA + (1 << 31) + 5  # reads as below the old point
+    assert far < rec.recover
+
+    class Tcb:
+        undo_open = 0
+        undo_expired = 0
+        snd_una = int(far)
+
+    rec.load_hot(Tcb())
+    assert not far < rec.recover and rec.tlp_allowed(far)
