@@ -212,6 +212,11 @@ class Testbed:
                 self._bridge(mid, f"{PREFIX}{self.tag}b", (left, right))
         else:
             self._veth(self.joy.netns, self.joy.ifname, self.peer.netns, self.peer.ifname, queues)
+            if not self.to_peer.is_none:
+                # The peer's ingress rules judge frames as the wire carries them: a TSO
+                # or GSO super-frame (the kernel's, or Joyride's GSO) would otherwise be
+                # lost, duplicated or corrupted whole, 45 segments at once.
+                self._offloads_off(self.joy.netns, self.joy.ifname)
         for node in (self.joy, self.peer):
             _run(["ip", "-n", node.netns, "addr", "add", f"{node.ip}/{node.prefix_len}",
                   "dev", node.ifname])
