@@ -118,8 +118,8 @@ struct flow {
     uint8_t touched;           /* in dp->touched this round */
     uint8_t tx_waiting;        /* in dp->tx_wait: it stopped sending, the NIC was full */
     uint16_t in_arena;         /* its frames in the arena, not yet taken by the NIC */
-    uint8_t xsk_marked;        /* it has had frames on the AF_XDP tx ring: ... */
-    uint32_t xsk_mark;         /* ... the ring's producer after its last (gso_ready) */
+    uint8_t gso_sticky;        /* its data goes by GSO only, from its first such send */
+    uint64_t xsk_mark;         /* frames placed on the tx ring up to its last (gso_ready) */
     uint8_t app_readable;      /* epoll said the application has bytes for us */
     uint8_t app_hup;           /* ... and that it shut down writing (EOF follows them) */
     uint8_t app_closed;        /* ... and reading too (EPOLLHUP): it closed its end */
@@ -218,11 +218,10 @@ struct dp {
     uint32_t tw_head;
     uint32_t tw_count;
     struct cap *cap;           /* joyride capture's tap (capture.h), NULL: off */
-    /* GSO (dp_set_gso): the AF_PACKET socket, -1 off; and the tx ring's producer after
-     * Python's last frames (dp_transmit), which may be of any flow */
+    /* GSO (dp_set_gso): the AF_PACKET socket, -1 off; and the frames placed on the tx
+     * ring up to Python's last (dp_transmit), which may be any flow's */
     int gso_fd;
-    uint8_t py_marked;
-    uint32_t py_mark;
+    uint64_t py_mark;
 };
 
 static inline int32_t sdiff(uint32_t a, uint32_t b) { return (int32_t)(a - b); }
@@ -734,13 +733,11 @@ static void arena_flush(struct dp *dp)
         cap_frames(dp->cap, dp->arena, dp->arena_offs, dp->arena_lens, ok);
     dp->st.tx_frames += ok;
     dp->kick_owed = 1;
-    /* Relaxed: this thread is the ring's only producer. */
-    uint32_t prod = p->tx_producer ? __atomic_load_n(p->tx_producer, __ATOMIC_RELAXED) : 0;
+    uint64_t placed = p->tx_placed ? *p->tx_placed : 0;
     for (uint32_t k = 0; k < ok; k++) {
         struct flow *f = &dp->flows[dp->arena_flow[k]];
         f->in_arena--;
-        f->xsk_marked = 1;
-        f->xsk_mark = prod;
+        f->xsk_mark = placed;
     }
     uint32_t left = used - ok;
     if (ok > 0 && left > 0) {
@@ -969,33 +966,25 @@ static void note_cwnd_use(struct dp_tcb *t)
  * length) must fit 16 bits with the largest IP and TCP headers. */
 #define GSO_MAX_PAYLOAD (65535u - 20u - 60u)
 
-/* Whether f's next data may go by GSO: on, no capture, and none of f's frames (nor
- * Python's, which may be f's) waiting in the arena or on the AF_XDP tx ring. The two
- * paths are separate queues to the device; a segment sent by one while an earlier one
- * waits in the other would arrive out of order, and the peer would take it for loss. */
+/* Whether f's data may start going by GSO: on, no capture, and every frame of f sent
+ * by AF_XDP (and of Python's, which may be f's) completed. The two paths are separate
+ * queues to the device (the qdisc, another tx queue); a segment sent by one while an
+ * earlier one still waits in the other would arrive out of order, and the peer would
+ * take it for loss. A completion means the frame is sent (copy mode: its skb freed;
+ * zero copy: the NIC done with it), not merely taken from the ring. */
 static int gso_ready(struct dp *dp, struct flow *f)
 {
     if (dp->gso_fd < 0 || dp->cap != NULL || f->in_arena)
         return 0;
-    if (!f->xsk_marked && !dp->py_marked)
+    uint64_t need = f->xsk_mark > dp->py_mark ? f->xsk_mark : dp->py_mark;
+    if (need == 0)
         return 1;
-    const struct dp_port *p = &dp->ports[0];
-    if (p->tx_consumer == NULL)
+    struct dp_port *p = &dp->ports[0];
+    if (p->tx_completed == NULL)
         return 0;
-    /* Acquire: the kernel publishes the consumer once it has sent what it took
-     * (copy mode: after each frame's transmit; zero copy: the driver took them). */
-    uint32_t cons = __atomic_load_n(p->tx_consumer, __ATOMIC_ACQUIRE);
-    if (f->xsk_marked) {
-        if (sdiff(cons, f->xsk_mark) < 0)
-            return 0;
-        f->xsk_marked = 0;
-    }
-    if (dp->py_marked) {
-        if (sdiff(cons, dp->py_mark) < 0)
-            return 0;
-        dp->py_marked = 0;
-    }
-    return 1;
+    if (*p->tx_completed < need && p->complete) /* reap what came back (no system call) */
+        ((complete_fn)p->complete)(p->ctx, 1u << 20);
+    return *p->tx_completed >= need;
 }
 
 /* How many bytes from SND.NXT one super-segment takes: whole segments while the window
@@ -1034,12 +1023,16 @@ static int emit_gso(struct dp *dp, struct flow *f, double now, uint32_t seq, uin
         s.tsval = ts_clock(t, now);
         s.tsecr = t->ts_recent;
     }
+    uint32_t rcv_adv = t->rcv_adv; /* advertise_window moves it: back if nothing went */
     s.window = advertise_window(f);
     uint8_t hdr[128];
     struct wire_vnet_hdr vnet;
     uint32_t hl = wire_build_gso(&f->tmpl, &s, (uint16_t)t->smss, hdr, sizeof hdr, &vnet);
-    if (hl == 0)
+    if (hl == 0) {
+        t->rcv_adv = rcv_adv;
+        dp->st.gso_fallbacks++;
         return 0;
+    }
     struct iovec iov[4] = {{&vnet, sizeof vnet}, {hdr, hl}};
     int spans = ring_span_iov(&f->snd, off, total, &iov[2]);
     struct msghdr msg;
@@ -1049,9 +1042,14 @@ static int emit_gso(struct dp *dp, struct flow *f, double now, uint32_t seq, uin
     ssize_t rc = sendmsg(dp->gso_fd, &msg, MSG_DONTWAIT);
     if (rc < 0) {
         int e = errno;
+        t->rcv_adv = rcv_adv;
         dp->st.gso_fallbacks++;
-        if (e != EAGAIN && e != ENOBUFS && e != EINTR && e != ENETDOWN)
-            dp->gso_fd = -1; /* EINVAL, EMSGSIZE, ...: the socket cannot do this */
+        /* Errors that will not pass: the socket or the device cannot do this. The rest
+         * (EAGAIN, ENOBUFS, ENOMEM, ENETDOWN: a full socket or queue, a failed
+         * allocation, a stopped queue) are tried again. */
+        if (e == EINVAL || e == EMSGSIZE || e == ENXIO || e == EOPNOTSUPP || e == EFAULT ||
+            e == EPERM || e == EBADF || e == ENOTSOCK)
+            dp->gso_fd = -1;
         return 0;
     }
     dp->ip_id = (uint16_t)(dp->ip_id + segs);
@@ -1066,6 +1064,7 @@ static int emit_gso(struct dp *dp, struct flow *f, double now, uint32_t seq, uin
     dp->st.tx_frames += segs;
     dp->st.gso_sends++;
     dp->st.gso_segs += segs;
+    f->gso_sticky = 1;
     return 1;
 }
 
@@ -1090,7 +1089,10 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
     /* RFC 5681 §4.1: restart from the restart window after an idle RTO. */
     if (in_flight == 0 && f->snd.len > 0 && now - t->last_send > rto_of(t))
         cc_on_idle(t);
-    int gso = unsent > t->smss && gso_ready(dp, f);
+    /* A flow that has sent by GSO sends all its data so (its frames may still wait in
+     * the qdisc, which AF_XDP's would overtake); another starts when it has a run. */
+    int gso = f->gso_sticky ? dp->gso_fd >= 0 && !dp->cap
+                            : unsent > t->smss && gso_ready(dp, f);
     while (unsent > 0) {
         uint32_t wnd = umin(t->snd_wnd, t->cwnd);
         int32_t usable = sdiff(t->snd_una + wnd, t->snd_nxt);
@@ -1104,11 +1106,11 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
             break;
         }
         uint32_t off = t->snd_nxt - t->snd_una;
-        if (gso && n == t->smss) {
+        if (gso && (n == t->smss || f->gso_sticky)) {
             /* The segments this loop would build one by one, from here, as one. */
             uint32_t allowed = quantum == UINT32_MAX - 1 ? UINT32_MAX : quantum + 1;
-            uint32_t total = gso_run(t, unsent, (uint32_t)usable, allowed);
-            if (total > n) {
+            uint32_t total = n < t->smss ? n : gso_run(t, unsent, (uint32_t)usable, allowed);
+            if (total > n || f->gso_sticky) {
                 uint32_t segs = (total + t->smss - 1) / t->smss;
                 uint32_t last = off + total == f->snd.len;
                 uint32_t fin = last && fin_due(t);
@@ -1127,6 +1129,10 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
                         dp->st.fins_sent++;
                     }
                     continue;
+                }
+                if (f->gso_sticky && dp->gso_fd >= 0) {
+                    tx_wait(dp, f); /* the socket is full: again next round, same path */
+                    break;
                 }
                 gso = 0; /* refused: this round's rest as single frames */
             }
@@ -2682,10 +2688,8 @@ uint32_t dp_transmit(struct dp *dp, const uint8_t *base, const uint64_t *offs,
                                         DP_TX_QUEUE);
     dp->kick_owed = 1;
     uint32_t ok = sent > 0 ? (uint32_t)sent : 0;
-    if (ok && p->tx_producer) {
-        dp->py_marked = 1;
-        dp->py_mark = __atomic_load_n(p->tx_producer, __ATOMIC_RELAXED);
-    }
+    if (ok && p->tx_placed)
+        dp->py_mark = *p->tx_placed;
     if (dp->cap)
         cap_frames(dp->cap, base, offs, lens, ok);
     dp->st.tx_frames += ok;
@@ -2753,8 +2757,7 @@ static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb)
     uint8_t touched = f->touched; /* the slot may still sit in this round's list */
     uint8_t tx_waiting = f->tx_waiting; /* ... or in the transmit wait list */
     uint16_t in_arena = f->in_arena;    /* ... and its frames in the arena */
-    uint8_t xsk_marked = f->xsk_marked; /* ... or on the tx ring */
-    uint32_t xsk_mark = f->xsk_mark;
+    uint64_t xsk_mark = f->xsk_mark;    /* ... or on the tx ring */
     uint8_t chan_again = f->chan_again; /* ... or in the channels' lists: a flag cleared */
     uint8_t in_ringpoll = f->in_ringpoll; /* here would let the slot in twice, past the end */
     memset(f, 0, sizeof *f);
@@ -2762,7 +2765,6 @@ static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb)
     f->touched = touched;
     f->tx_waiting = tx_waiting;
     f->in_arena = in_arena;
-    f->xsk_marked = xsk_marked;
     f->xsk_mark = xsk_mark;
     f->chan_again = chan_again;
     f->in_ringpoll = in_ringpoll;
@@ -2807,6 +2809,12 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
     if (flow_lookup(dp, tcb->local_ip, tcb->local_port, tcb->remote_ip, tcb->remote_port))
         return -EEXIST;
     struct flow *f = flow_insert(dp, tcb);
+    if (f != NULL && dp->n_ports) {
+        /* Its frames sent before (in Python, or in C under another slot) may still wait
+         * in the arena or on the ring: no GSO before they all have completed. */
+        const uint64_t *placed = dp->ports[0].tx_placed;
+        f->xsk_mark = (placed ? *placed : 0) + dp->arena_used;
+    }
     if (f == NULL)
         return -ENOSPC;
     if (ring_put(&dp->pool, &f->rcv, rcv, rcv_len) != rcv_len ||
@@ -3101,9 +3109,9 @@ struct dp_memport {
     struct memq in;
     struct memq out;
     uint32_t held;
-    /* the out queue's indices, as a tx ring's (dp_port.tx_producer, tx_consumer) */
-    uint32_t out_produced;
-    uint32_t out_consumed;
+    /* frames into the out queue and out of it: a tx ring's placed and completed */
+    uint64_t out_produced;
+    uint64_t out_consumed;
 };
 
 static int memport_rx(void *ctx, struct dp_desc *out, uint32_t max, int timeout_ms)
@@ -3218,8 +3226,8 @@ int dp_memport_port(struct dp_memport *m, struct dp_port *out)
     out->release = (void *)memport_release;
     out->tx_copy = (void *)memport_tx_copy;
     out->kick = (void *)memport_kick;
-    out->tx_producer = &m->out_produced;
-    out->tx_consumer = &m->out_consumed;
+    out->tx_placed = &m->out_produced;
+    out->tx_completed = &m->out_consumed;
     return 0;
 }
 

@@ -69,11 +69,13 @@ struct dp_port {
     void *tx_copy;
     void *kick;
     void *complete;
-    /* The tx ring's producer and consumer (xsk_sock.tx), or NULL (the memory port):
-     * GSO (dp_set_gso) sends a flow's data beside the ring only once the kernel has
-     * taken every frame of that flow from it, so that no segment overtakes another. */
-    const uint32_t *tx_producer;
-    const uint32_t *tx_consumer;
+    /* Frames placed on the tx ring and frames come back on its completion ring, both
+     * counted since the port opened (xsk_sock_stats tx_frames and comp_frames), both
+     * changed only by the loop's thread (the port's complete reaps); NULL: not known.
+     * GSO (dp_set_gso) starts sending a flow's data beside the ring only once every
+     * frame of that flow has completed (is on the wire), so none is overtaken. */
+    const uint64_t *tx_placed;
+    const uint64_t *tx_completed;
 };
 
 /* How the data plane behaves; set once at dp_new. */
@@ -371,9 +373,9 @@ void dp_set_capture(struct dp *dp, struct cap *c);
  * opens it and keeps it open; -1 turns GSO off). A flow with two or more segments to
  * send in a round then sends them as one frame of up to 64 KiB with a virtio-net
  * header, which the kernel segments, or a TSO device, or which a veth peer receives
- * whole, as the kernel's own TCP sends. Only data goes this way, and only while no
- * frame of the flow waits in the AF_XDP tx ring; not while a capture runs (it records
- * frames as they are on the wire). */
+ * whole, as the kernel's own TCP sends. Only data goes this way. A flow starts once
+ * every frame of it sent by AF_XDP has completed, and from then on all its data goes
+ * by this socket; not while a capture runs (it records frames as on the wire). */
 void dp_set_gso(struct dp *dp, int fd);
 
 /* Flows. dp_flow_adopt copies the TCB and the bytes (receive: undelivered to the

@@ -42,7 +42,7 @@ struct fuzzport {
     uint8_t *slab;
     uint32_t lens[SLOTS];
     uint32_t head, count, held;
-    uint32_t produced, consumed; /* its tx ring's indices: the consumer lags at random */
+    uint64_t produced, consumed; /* frames placed and completed: completion lags at random */
 };
 
 static int fz_rx(void *ctx, struct dp_desc *out, uint32_t max, int timeout_ms)
@@ -391,7 +391,7 @@ int main(int argc, char **argv)
     struct dp_port port = {.ctx = &fp, .fd = -1, .room_fd = -1, .umem = fp.slab,
                            .rx = (void *)fz_rx, .release = (void *)fz_release,
                            .tx_copy = (void *)fz_tx, .kick = (void *)fz_kick,
-                           .tx_producer = &fp.produced, .tx_consumer = &fp.consumed};
+                           .tx_placed = &fp.produced, .tx_completed = &fp.consumed};
     if (dp_add_port(dp, &port) != 0)
         return 1;
     int gso[2];

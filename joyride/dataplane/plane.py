@@ -227,6 +227,7 @@ class DataPlane:
 
     def add_xsk_port(self, sock: Any) -> None:
         """An AF_XDP socket (``xsk.Socket``) the loop receives from and sends on."""
+        from xsk._native import ffi as xsk_ffi
         from xsk._native import lib as xsk_lib
 
         port = ffi.new("struct dp_port *")
@@ -246,8 +247,10 @@ class DataPlane:
                          ("tx_copy", "xsk_tx_copy_kick"), ("kick", "xsk_kick"),
                          ("complete", "xsk_complete"), ("want_room", "xsk_tx_want_room")):
             setattr(port, name, ffi.cast("void *", ffi_address(_addressof(xsk_lib, fn))))
-        port.tx_producer = ffi.cast("const uint32_t *", ffi_address(sock._s.tx.producer))
-        port.tx_consumer = ffi.cast("const uint32_t *", ffi_address(sock._s.tx.consumer))
+        # Frames placed and completed (GSO's order, dataplane.h): the socket's counters.
+        for field, counter in (("tx_placed", "tx_frames"), ("tx_completed", "comp_frames")):
+            where = xsk_ffi.addressof(sock._s[0], "st", counter)
+            setattr(port, field, ffi.cast("const uint64_t *", ffi_address(where)))
         self._check(lib.dp_add_port(self._dp, port), "adding the AF_XDP port")
         self._keep.append(sock)
 

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import itertools
 import os
+import socket
 
 import pytest
 
@@ -59,6 +60,8 @@ def test_a_download_leaves_in_super_segments() -> None:
     assert st["gso_sends"] > 0 and st["gso_segs"] >= 2 * st["gso_sends"]
     assert st["gso_segs"] * 1448 >= len(payload) // 2, st
     assert st["gso_fallbacks"] == 0 and st["tx_dropped"] == 0
+    # Once on GSO, all of the flow's data went that way, its short last segments too.
+    assert st["tx_data_segs"] == st["gso_segs"], st
 
 
 def test_the_peer_sees_the_same_segments_with_and_without_gso() -> None:
@@ -166,6 +169,59 @@ def test_a_refusing_socket_falls_back_to_frames_and_loses_nothing() -> None:
     st = bed.plane.stats()
     assert st["gso_sends"] == 0 and st["gso_fallbacks"] > 0
     stuffed.close()
+
+
+def frames_of_data(stats: dict[str, int]) -> int:
+    """Data segments that went by AF_XDP (not in a GSO frame)."""
+    return stats["tx_data_segs"] - stats["gso_segs"]
+
+
+def test_a_flow_on_gso_waits_for_a_full_socket_and_never_switches_path() -> None:
+    """A flow that has sent by GSO keeps its data on that path: its earlier super-
+    segments may still wait in a qdisc, which AF_XDP frames would overtake. When the
+    socket refuses, the flow waits (tx_wait) and sends again by GSO once it takes more."""
+    bed = Bed(gso=True)
+    client, server = bed.connect()
+    _ours, app = bed.adopt(server)
+    payload = os.urandom(1_500_000)
+    sent, got = 0, bytearray()
+
+    def step() -> None:
+        nonlocal sent
+        if sent < len(payload):
+            with contextlib.suppress(BlockingIOError):
+                sent += app.send(payload[sent:sent + 65536])
+        bed.step()
+        got.extend(client.recv())
+
+    while bed.plane.stats()["gso_sends"] < 3:
+        step()
+    out = bed.plane._keep[-1]  # the plane's end of the datagram pair
+    assert bed.gso_in is not None
+    junk = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:  # fill the pair: the plane's next sends are refused
+            out.send(b"\x00" * 60000, socket.MSG_DONTWAIT)
+            junk += 1
+    reader, bed.gso_in = bed.gso_in, None  # the bed no longer drains it
+    before = bed.plane.stats()
+    for _ in range(20):
+        step()
+    during = bed.plane.stats()
+    assert during["gso_fallbacks"] > before["gso_fallbacks"]
+    assert during["tx_waits"] > before["tx_waits"]
+    assert frames_of_data(during) == frames_of_data(before)  # no data left by AF_XDP
+    for _ in range(junk):  # the filler goes, unread by the peer
+        reader.recv(65536)
+    bed.gso_in = reader
+    for _ in range(5000):
+        step()
+        if len(got) == len(payload):
+            break
+    assert bytes(got) == payload
+    after = bed.plane.stats()
+    assert frames_of_data(after) == frames_of_data(before)
+    assert after["gso_sends"] > during["gso_sends"]
 
 
 def test_bulk_both_ways_with_gso_stays_in_c() -> None:
