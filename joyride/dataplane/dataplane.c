@@ -987,14 +987,35 @@ static int gso_ready(struct dp *dp, struct flow *f)
     return *p->tx_completed >= need;
 }
 
+/* The most segments one super-segment carries: Linux's TSO autosizing
+ * (tcp_tso_autosize): about a millisecond at the pacing rate Linux would use (cwnd per
+ * SRTT, twice that in slow start, 1.2 times after), plus a bonus that gives a path of
+ * under half a millisecond the whole 64 KiB, and at least two. On a long path a burst
+ * of 64 KiB at once is what a bottleneck's queue drops; the kernel's TCP never sends
+ * one there either. */
+static uint32_t gso_autosize(const struct dp_tcb *t)
+{
+    uint32_t most = GSO_MAX_PAYLOAD / t->smss;
+    if (t->srtt <= 0)
+        return 2;
+    double factor = t->cwnd < t->ssthresh ? 2.0 : 1.2; /* tcp_update_pacing_rate */
+    double bytes = factor * t->cwnd / t->srtt / 1024.0;  /* >> sk_pacing_shift (10) */
+    uint64_t r = (uint64_t)(t->srtt * 1e6) >> 9;         /* tcp_tso_rtt_log */
+    if (r < 32)
+        bytes += (double)(65536u >> r);
+    double segs = bytes / t->smss;
+    return segs >= most ? most : (segs < 2 ? 2 : (uint32_t)segs);
+}
+
 /* How many bytes from SND.NXT one super-segment takes: whole segments while the window
- * (usable), the bytes (unsent) and the round's quantum (segs) allow, then a last short
- * one where a single segment would be allowed it (Nagle, small_segment_allowed). */
+ * (usable), the bytes (unsent), the round's quantum (segs) and the autosizing allow,
+ * then a last short one where a single segment would be allowed it (Nagle,
+ * small_segment_allowed). */
 static uint32_t gso_run(const struct dp_tcb *t, uint32_t unsent, uint32_t usable,
                         uint32_t segs)
 {
     uint32_t room = umin(unsent, usable);
-    uint32_t max_segs = umin(segs, GSO_MAX_PAYLOAD / t->smss);
+    uint32_t max_segs = umin(segs, gso_autosize(t));
     uint32_t full = umin(room / t->smss, max_segs);
     uint32_t total = full * t->smss;
     uint32_t rest = room - total;

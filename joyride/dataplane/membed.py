@@ -79,6 +79,7 @@ class Bed:
         # wait on the port as on a NIC's tx ring (the consumer behind the producer).
         self.wire_frames = wire_frames
         self.gso_in: socket.socket | None = None
+        self.gso_runs: list[int] = []  # segments of each GSO datagram received, in order
         if gso:
             self.gso_in, out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.gso_in.setblocking(False)
@@ -143,7 +144,9 @@ class Bed:
                 datagram = self.gso_in.recv(1 << 17)
             except BlockingIOError:
                 break
-            frames += gso.segment(datagram)
+            pieces = gso.segment(datagram)
+            self.gso_runs.append(len(pieces))
+            frames += pieces
         return frames
 
     def _take_born(self, got: Born, now: float) -> None:
@@ -201,17 +204,18 @@ class Bed:
         for _ in range(steps):
             self.step(dt)
 
-    def connect(self) -> tuple[TcpConnection, TcpConnection]:
+    def connect(self, dt: float = 0.0001) -> tuple[TcpConnection, TcpConnection]:
+        """A connection from the peer, its steps ``dt`` apart (the path's RTT)."""
         listener = self.svc.listen(PORT)
         client = self.peer.connect(IP_SVC, PORT)
         server = None
         for _ in range(20):
-            self.step()
+            self.step(dt)
             server = self.svc.accept(listener)
             if server is not None:
                 break
         assert server is not None
-        self.run(5)
+        self.run(5, dt)
         return client, server
 
     def adopt(self, server: TcpConnection) -> tuple[socket.socket, socket.socket]:

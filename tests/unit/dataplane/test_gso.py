@@ -20,7 +20,8 @@ from joyride.wire.tcp import TcpSegment
 pytestmark = pytest.mark.skipif(lib is None, reason="the C data plane is not built")
 
 
-def download(bed: Bed, payload: bytes, steps: int = 20000) -> tuple[bytes, list[TcpSegment]]:
+def download(bed: Bed, payload: bytes, steps: int = 20000,
+             dt: float = 0.0001) -> tuple[bytes, list[TcpSegment]]:
     """The application sends ``payload`` to the peer; returns what the peer's TCP
     received and every segment the wire carried towards it, in order."""
     seen: list[TcpSegment] = []
@@ -30,7 +31,7 @@ def download(bed: Bed, payload: bytes, steps: int = 20000) -> tuple[bytes, list[
             seen.append(parse_frame(frame).tcp)
         return True
 
-    client, server = bed.connect()
+    client, server = bed.connect(dt)
     _ours, app = bed.adopt(server)
     bed.impair = record
     sent, got = 0, bytearray()
@@ -38,7 +39,7 @@ def download(bed: Bed, payload: bytes, steps: int = 20000) -> tuple[bytes, list[
         if sent < len(payload):
             with contextlib.suppress(BlockingIOError):
                 sent += app.send(payload[sent:sent + 65536])
-        bed.step()
+        bed.step(dt)
         got += client.recv()
         if len(got) == len(payload):
             break
@@ -62,6 +63,22 @@ def test_a_download_leaves_in_super_segments() -> None:
     assert st["gso_fallbacks"] == 0 and st["tx_dropped"] == 0
     # Once on GSO, all of the flow's data went that way, its short last segments too.
     assert st["tx_data_segs"] == st["gso_segs"], st
+
+
+def test_super_segments_are_sized_to_the_path_as_linux_sizes_tso() -> None:
+    """TSO autosizing (tcp_tso_autosize): on a path of tens of milliseconds a super-
+    segment carries about a millisecond at the pacing rate, a few segments, not 64 KiB
+    at once; on a path of microseconds it carries all the window allows."""
+    payload = os.urandom(400_000)
+    short, long_ = Bed(gso=True), Bed(gso=True)
+    assert download(short, payload)[0] == payload
+    assert download(long_, payload, steps=400, dt=0.02)[0] == payload  # RTT ~20 ms
+    # The first flight (IW10, slow start): one super-segment of ten on a short path;
+    # on the long one ~2 x 14.5 KB / 20 ms = 1.4 MB/s, 1.4 KB a millisecond: the
+    # minimum of two segments each.
+    assert short.gso_runs[0] >= 9, short.gso_runs[:5]
+    assert long_.gso_runs[:4] == [2, 2, 2, 2], long_.gso_runs[:8]
+    assert max(short.gso_runs) > max(long_.gso_runs), (short.gso_runs, long_.gso_runs)
 
 
 def test_the_peer_sees_the_same_segments_with_and_without_gso() -> None:
