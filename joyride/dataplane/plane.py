@@ -42,10 +42,10 @@ try:
 except ImportError:  # pragma: no cover - the cffi build is part of every install
     pass
 
-#: ``JOYRIDE_DATAPLANE=python`` runs every connection in Python (the escape hatch and
-#: the differential tests' reference); ``c`` (the default where built) uses this module.
 log = logging.getLogger(__name__)
 
+#: ``JOYRIDE_DATAPLANE=python`` runs every connection in Python (the escape hatch and
+#: the differential tests' reference); ``c`` (the default where built) uses this module.
 ENV: Final = "JOYRIDE_DATAPLANE"
 GSO_ENV: Final = "JOYRIDE_GSO"  # "0": every frame by AF_XDP (docs/dataplane.md)
 SOL_PACKET: Final = 263  # linux/socket.h; PACKET_* from linux/if_packet.h
