@@ -332,19 +332,6 @@ static int ring_free_iov(struct ring *r, struct iovec iov[2])
     return 2;
 }
 
-static int ring_data_iov(struct ring *r, struct iovec iov[2])
-{
-    if (r->len == 0)
-        return 0;
-    uint32_t first = umin(r->len, r->size - r->head);
-    iov[0].iov_base = r->buf + r->head;
-    iov[0].iov_len = first;
-    if (first == r->len)
-        return 1;
-    iov[1].iov_base = r->buf;
-    iov[1].iov_len = r->len - first;
-    return 2;
-}
 
 /* Bytes [off, off + n) of the data (off + n <= len) as at most two spans, for sendmsg. */
 static int ring_span_iov(const struct ring *r, uint32_t off, uint32_t n, struct iovec iov[2])
@@ -358,6 +345,12 @@ static int ring_span_iov(const struct ring *r, uint32_t off, uint32_t n, struct 
     iov[1].iov_base = r->buf;
     iov[1].iov_len = n - first;
     return 2;
+}
+
+/* All the data as at most two spans, for writev. */
+static int ring_data_iov(const struct ring *r, struct iovec iov[2])
+{
+    return r->len ? ring_span_iov(r, 0, r->len, iov) : 0;
 }
 
 /* --- flow table -------------------------------------------------------------------- */

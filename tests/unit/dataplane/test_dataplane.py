@@ -55,12 +55,14 @@ def test_request_response_runs_in_c_without_python() -> None:
     assert server.counters["segments_received"] == received_before
 
 
-@pytest.mark.parametrize("nic_frames", [None, 6])
-def test_bulk_both_ways_arrives_intact(nic_frames: int | None) -> None:
+@pytest.mark.parametrize(("nic_frames", "gso"), [(None, False), (6, False), (None, True)],
+                         ids=["frames", "full-nic", "gso"])
+def test_bulk_both_ways_arrives_intact(nic_frames: int | None, gso: bool) -> None:
     """Both ways at once, all in C. With a NIC that takes 6 frames a step, C's frames
     wait in the arena and its flows stop sending until there is room: nothing is
-    dropped, so nothing needs retransmitting or Python."""
-    bed = Bed(nic_frames=nic_frames)
+    dropped, so nothing needs retransmitting or Python. With GSO (test_gso.py) the
+    download leaves in super-segments and still stays in C."""
+    bed = Bed(nic_frames=nic_frames, gso=gso)
     client, server = bed.connect()
     _ours, app = bed.adopt(server)
     up, down = os.urandom(3_000_000), os.urandom(2_000_000)
@@ -85,6 +87,8 @@ def test_bulk_both_ways_arrives_intact(nic_frames: int | None) -> None:
     assert stats["tx_dropped"] == 0
     if nic_frames is not None:
         assert stats["tx_deferred"] > 0  # the NIC was full, and C kept its frames
+    if gso:
+        assert stats["gso_sends"] > 0
 
 
 def test_flows_wait_for_a_full_nic_and_lose_nothing() -> None:

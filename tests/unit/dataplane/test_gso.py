@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from joyride.dataplane.membed import Bed, read_all
+from joyride.dataplane.membed import Bed
 from joyride.dataplane.plane import lib
 from joyride.wire.frame import parse_frame
 from joyride.wire.tcp import TcpSegment
@@ -239,27 +239,3 @@ def test_a_flow_on_gso_waits_for_a_full_socket_and_never_switches_path() -> None
     after = bed.plane.stats()
     assert frames_of_data(after) == frames_of_data(before)
     assert after["gso_sends"] > during["gso_sends"]
-
-
-def test_bulk_both_ways_with_gso_stays_in_c() -> None:
-    bed = Bed(gso=True)
-    client, server = bed.connect()
-    _ours, app = bed.adopt(server)
-    up, down = os.urandom(1_000_000), os.urandom(1_000_000)
-    sent_up = sent_down = 0
-    got_up, got_down = bytearray(), bytearray()
-    for _ in range(20000):
-        if sent_up < len(up):
-            sent_up += client.send(up[sent_up:sent_up + 200_000])
-            bed.peer.mark(client)
-        if sent_down < len(down):
-            with contextlib.suppress(BlockingIOError):
-                sent_down += app.send(down[sent_down:sent_down + 65536])
-        bed.step()
-        got_up += read_all(app)
-        got_down += client.recv()
-        if len(got_up) == len(up) and len(got_down) == len(down):
-            break
-    assert bytes(got_up) == up and bytes(got_down) == down
-    assert server.parked  # nothing needed Python
-    assert bed.plane.stats()["gso_sends"] > 0
