@@ -105,6 +105,7 @@ ALLOWED: Final[dict[str, int]] = {
     "set_robust_list": 273, "epoll_pwait": 281, "accept4": 288, "eventfd2": 290,
     "epoll_create1": 291, "dup3": 292, "pipe2": 293, "prlimit64": 302, "getrandom": 318,
     "bpf": 321, "statx": 332, "rseq": 334, "clone3": 435,
+    "pidfd_open": 434,  # a listening application's exit sweeps its port at once
 }
 # System calls allowed only for some values of their first argument.
 BPF_MAP_COMMANDS: Final = frozenset({

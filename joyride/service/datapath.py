@@ -136,6 +136,9 @@ class Datapath:
         self._failed: OrderedDict[str, tuple[int, int]] = OrderedDict()  # (errno, uid)
         self._error_reported: set[TcpConnection] = set()
         self.pump_budget = BUDGET  # chunks each way per pump per step
+        # A process that registered a listener, watched through a pidfd: its exit
+        # sweeps the registrations at once (``_on_listener_exit``), not a second later.
+        self._listener_pids: dict[int, int] = {}  # pid -> pidfd
 
     # -- wiring into the service loop ------------------------------------------------------
 
@@ -469,8 +472,41 @@ class Datapath:
         pl.registrations.append(Registration(name, port, creds.uid, reuseport=reuseport,
                                              channels=channels and self.plane is not None))
         self.counters["listen_registered"] += 1
+        self._watch_listener_pid(creds.pid)
         self._sync_listener(pl)  # unverified until its first delivery: Python delivers
         return 0
+
+    def _watch_listener_pid(self, pid: int) -> None:
+        """Sweep the registrations when process ``pid`` exits. The periodic sweep
+        (``SWEEP_PERIOD``) finds a listener its application closed; a process that dies
+        (a crash, a restart) would otherwise leave its port accepting for up to that
+        long, C completing handshakes that its delivery then resets, where the kernel
+        would refuse the SYN. The exit is only a trigger: the sweep looks at the unix
+        listeners themselves, which a forked child or an ``exec`` may keep alive."""
+        if pid <= 0 or pid in self._listener_pids or self._sel is None:
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:  # gone already (the sweep finds that), or no pidfd here
+            return
+        self._listener_pids[pid] = fd
+        self._sel.register(fd, selectors.EVENT_READ, self._on_listener_exit(pid))
+
+    def _on_listener_exit(self, pid: int) -> Callable[[int], None]:
+        def exited(_mask: int) -> None:
+            fd = self._listener_pids.pop(pid, -1)
+            if fd >= 0:
+                self._unwatch_fd(fd)
+            self.counters["listener_process_exits"] += 1
+            self.sweep_listeners()
+        return exited
+
+    def _unwatch_fd(self, fd: int) -> None:
+        if self._sel is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
     def channels_granted(self, name: str, port: int) -> bool:
         """Whether the listener ``name`` registered on ``port`` may claim ring mode."""
@@ -611,20 +647,25 @@ class Datapath:
                 pl = PortListeners(port, -1, self.engine.listen(port))
                 self.by_port[port] = pl
             pl.registrations.append(Registration(name, port, -1, reuseport=None))
+            self._watch_listener_pid(parsed.pid)
             self.counters["listen_adopted"] += 1
             log.info("adopted listener %s", name)
 
     def sweep_listeners(self) -> None:
         """Forget registrations whose unix listener is gone (the application closed it)."""
-        if not self.by_port:
-            return
-        alive = apps.listening_names()
-        for pl in list(self.by_port.values()):
-            pl.registrations = [r for r in pl.registrations if r.name in alive]
-            if not pl.registrations:
-                self._drop_port(pl)
-            else:
-                self._sync_listener(pl)
+        if self.by_port:
+            alive = apps.listening_names()
+            for pl in list(self.by_port.values()):
+                pl.registrations = [r for r in pl.registrations if r.name in alive]
+                if not pl.registrations:
+                    self._drop_port(pl)
+                else:
+                    self._sync_listener(pl)
+        # Stop watching processes none of whose listeners remain registered.
+        owners = {parsed.pid for pl in self.by_port.values() for r in pl.registrations
+                  for parsed in (protocol.parse_name(r.name),) if parsed is not None}
+        for pid in [p for p in self._listener_pids if p not in owners]:
+            self._unwatch_fd(self._listener_pids.pop(pid))
 
     def _drop_port(self, pl: PortListeners) -> None:
         pl.registrations.clear()
@@ -1023,6 +1064,9 @@ class Datapath:
                 self._ready.add(pump)
 
     def close(self) -> None:
+        for fd in self._listener_pids.values():
+            self._unwatch_fd(fd)
+        self._listener_pids.clear()
         if self.plane is not None:
             for conn in [c for c in self.pumps if c.parked]:
                 self._reclaim(conn)
