@@ -106,6 +106,7 @@ ALLOWED: Final[dict[str, int]] = {
     "epoll_create1": 291, "dup3": 292, "pipe2": 293, "prlimit64": 302, "getrandom": 318,
     "bpf": 321, "statx": 332, "rseq": 334, "clone3": 435,
     "pidfd_open": 434,  # a listening application's exit sweeps its port at once
+    "pread64": 17,  # the data plane's spin looks at the run queue (/proc/loadavg)
 }
 # System calls allowed only for some values of their first argument.
 BPF_MAP_COMMANDS: Final = frozenset({

@@ -9,6 +9,8 @@
  * Sequence comparisons are modulo 2**32 (RFC 9293 §3.4): sdiff(a, b) < 0 is "a < b".
  */
 #include <errno.h>
+#include <sched.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +150,12 @@ struct listener {
 struct dp {
     struct dp_config cfg;
     struct dp_stats st;
+    double idle_from;          /* when the loop last found nothing to do (0: busy) */
+    int spin_score;            /* hits minus misses of recent idle periods (spin_for) */
+    int load_fd;               /* /proc/loadavg, for the run queue (-1: not looked at) */
+    long n_cpus;
+    double load_at;            /* when the run queue was last looked at */
+    int load_busy;             /* and whether a task was waiting for a CPU then */
     struct dp_chans chans;     /* shared-memory channels (channels.c) */
     uint32_t *again;           /* flows whose channel had work when they settled */
     uint32_t n_again;
@@ -2629,12 +2637,78 @@ int dp_round(struct dp *dp, double now)
     return (wake | round_at(dp, now)) & 0xFF;
 }
 
+/* Adaptive spinning. A spin pays when the loop's idle periods end soon: the
+ * application's answer to what was just delivered, the next request of a client that
+ * waits for each answer. It wastes a CPU when they do not: an application busy for a
+ * millisecond with a batch, a client that thinks. So each idle period, as it ends, is
+ * judged by whether a spin would have caught its end (a hit: no longer than the
+ * configured spin) or not (a miss), spun or slept through alike, and the loop spins
+ * while misses are not two ahead of hits (spin_score, kept within +-SPIN_SCORE_MAX so
+ * that a change of pattern shows within a few periods), as adaptive mutexes size their
+ * spin by its success. */
+#define SPIN_SCORE_MAX 2
+
+/* Whether some task waits for a CPU: more runnable tasks (this thread included) than
+ * CPUs, from /proc/loadavg's "running/total" (the kernel's nr_running()), looked at
+ * once a millisecond at most. A spinning loop would keep a CPU from that task (the
+ * application, its clients, the softirq that moves our frames); sched_yield hands over
+ * only to tasks queued on the spinner's own CPU. */
+static int cpus_wanted(struct dp *dp, double now)
+{
+    if (dp->load_fd < 0)
+        return 0;
+    if (now - dp->load_at < 1e-3)
+        return dp->load_busy;
+    dp->load_at = now;
+    char buf[128];
+    ssize_t n = pread(dp->load_fd, buf, sizeof buf - 1, 0);
+    if (n <= 0)
+        return dp->load_busy = 0;
+    buf[n] = 0;
+    const char *slash = strchr(buf, '/');
+    const char *p = slash;
+    while (p > buf && p[-1] != ' ')
+        p--;
+    long running = slash ? strtol(p, NULL, 10) : 0;
+    return dp->load_busy = running > dp->n_cpus;
+}
+
+static double spin_for(struct dp *dp, double now)
+{
+    if (dp->cfg.spin_ns == 0 || dp->spin_score <= -SPIN_SCORE_MAX)
+        return 0.0;
+    if (cpus_wanted(dp, now)) {
+        dp->st.spins_skipped_busy++;
+        return 0.0;
+    }
+    return dp->cfg.spin_ns * 1e-9;
+}
+
+static void idle_ended(struct dp *dp, double now)
+{
+    if (dp->idle_from == 0 || dp->cfg.spin_ns == 0) {
+        dp->idle_from = 0;
+        return;
+    }
+    int hit = now - dp->idle_from <= dp->cfg.spin_ns * 1e-9;
+    dp->idle_from = 0;
+    if (hit) {
+        dp->st.idle_short++;
+        if (dp->spin_score < SPIN_SCORE_MAX)
+            dp->spin_score++;
+    } else {
+        dp->st.idle_long++;
+        if (dp->spin_score > -SPIN_SCORE_MAX)
+            dp->spin_score--;
+    }
+}
+
 int dp_run(struct dp *dp, int timeout_ms)
 {
     struct epoll_event evs[MAX_EVENTS];
     double start = monotonic_now();
     double deadline = timeout_ms < 0 ? INFINITY : start + timeout_ms * 1e-3;
-    double spin_until = start + dp->cfg.spin_ns * 1e-9;
+    double spin_until = start + spin_for(dp, start);
     dp->st.returns++;
     for (;;) {
         double now = monotonic_now();
@@ -2655,9 +2729,17 @@ int dp_run(struct dp *dp, int timeout_ms)
                 wait_ms = 0;
             if (wait_ms && dp->n_ringpoll && ringpoll_settle(dp))
                 wait_ms = 0; /* arming found work */
+        } else if (timeout_ms != 0 && !dp->n_again && !dp->room_ready) {
+            /* Spinning with nothing to do: a task that can run on this CPU goes first
+             * (the application, its client), so the spin takes only an idle CPU. */
+            sched_yield();
+            dp->st.spin_yields++;
         }
-        if (wait_ms)
+        if (wait_ms) {
             dp->st.sleeps++;
+            if (dp->idle_from == 0)
+                dp->idle_from = now; /* an idle period starts without a spin */
+        }
         int nev = epoll_wait(dp->epfd, evs, MAX_EVENTS, wait_ms);
         if (nev < 0 && errno != EINTR)
             return -errno;
@@ -2671,8 +2753,12 @@ int dp_run(struct dp *dp, int timeout_ms)
         int wake = take_events(dp, evs, nev > 0 ? nev : 0);
         int r = round_at(dp, now);
         wake |= r & 0xFF;
-        if (r & ROUND_BUSY || nev > 0)
-            spin_until = now + dp->cfg.spin_ns * 1e-9;
+        if (r & ROUND_BUSY || nev > 0) {
+            idle_ended(dp, now);
+            spin_until = now + spin_for(dp, now);
+        } else if (dp->idle_from == 0) {
+            dp->idle_from = now;
+        }
         if (!wake && (timeout_ms == 0 || now >= deadline))
             wake = DP_WAKE_TIMEOUT;
         if (wake) {
@@ -2965,6 +3051,8 @@ struct dp *dp_new(const struct dp_config *cfg)
     dp->cfg = *cfg;
     dp->epfd = -1;
     dp->gso_fd = -1;
+    dp->load_fd = cfg->spin_ns ? open("/proc/loadavg", O_RDONLY | O_CLOEXEC) : -1;
+    dp->n_cpus = sysconf(_SC_NPROCESSORS_ONLN);
     uint32_t flows = cfg->max_flows, buckets = 1;
     while (buckets < 2 * flows)
         buckets <<= 1;
@@ -3036,6 +3124,8 @@ void dp_free(struct dp *dp)
         }
     if (dp->epfd >= 0)
         close(dp->epfd);
+    if (dp->load_fd >= 0)
+        close(dp->load_fd);
     free(dp->flows);
     free(dp->free_slots);
     free(dp->buckets);

@@ -287,6 +287,10 @@ struct dp_listen_cfg {
 struct dp_stats {
     uint64_t rounds;           /* rounds run (dp_run's iterations and dp_round calls) */
     uint64_t sleeps;           /* epoll_wait calls that blocked */
+    uint64_t spin_yields;      /* spin iterations with nothing to do (sched_yield first) */
+    uint64_t idle_short;       /* idle periods a spin would catch the end of (a hit) */
+    uint64_t idle_long;        /* idle periods longer than the spin (a miss) */
+    uint64_t spins_skipped_busy; /* spins not started: a task waited for a CPU */
     uint64_t returns;          /* dp_run returns to Python, and why: */
     uint64_t returns_declined;
     uint64_t returns_handback;

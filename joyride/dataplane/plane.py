@@ -84,8 +84,12 @@ CLAIM_WAIT: Final = 0.1
 CLAIM_BYTES: Final = 32  # sizeof(struct jr_chan_claim): a claim comes alone
 
 
-def spin_from_env() -> float:
-    raw = os.environ.get(SPIN_ENV, "0").strip() or "0"
+def spin_from_env(default: float = 0.0) -> float:
+    """Seconds the loop polls before it sleeps: ``$JOYRIDE_DATAPLANE_SPIN_US`` when
+    set, else ``default`` (the service's is 0; embedded mode passes its ``spin``)."""
+    raw = os.environ.get(SPIN_ENV, "").strip()
+    if not raw:
+        return default
     try:
         micros = float(raw)
     except ValueError:

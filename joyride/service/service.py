@@ -74,6 +74,11 @@ class ServiceConfig:
     # that process goes on living after a privilege drop, so its steering descriptors
     # are released on stop even then (claim's release_steering_when_dropped).
     embedded: bool = False
+    # Seconds the C data plane's loop polls after activity before it sleeps (yielding
+    # the CPU to any task that can run meanwhile); $JOYRIDE_DATAPLANE_SPIN_US overrides.
+    # 0 for the service, which shares the machine with its applications; embedded mode
+    # passes embed()'s ``spin``.
+    spin: float = 0.0
 
 
 class Service:
@@ -161,7 +166,8 @@ class Service:
         if dataplane.wanted():
             # The C data plane owns the queues (docs/dataplane.md); JOYRIDE_DATAPLANE=python
             # keeps every connection in Python.
-            plane = dataplane.DataPlane(mtu=network.mtu, spin=dataplane.spin_from_env())
+            plane = dataplane.DataPlane(mtu=network.mtu,
+                                        spin=dataplane.spin_from_env(self.config.spin))
             for sock in self.sockets:
                 plane.add_xsk_port(sock.xsk_socket())
             if dataplane.gso_wanted():

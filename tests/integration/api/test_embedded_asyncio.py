@@ -189,6 +189,33 @@ def test_idle_embedded_server_burns_no_cpu(testbed: Testbed, plane: str) -> None
     assert share < 0.02, f"idle embedded server used {share:.1%} of a CPU"  # type: ignore[str-format]
 
 
+@pytest.mark.parametrize("spin", [0.0, 0.0002], ids=["no-spin", "spin"])
+def test_spin_reaches_the_c_loop(testbed: Testbed, plane: str, spin: float,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """embed()'s ``spin`` is the C data plane's too: after traffic its loop polls
+    (yielding the CPU at each empty poll) or, while some task waits for a CPU, decides
+    not to (docs/dataplane.md, "Spinning"); 0 sleeps at once and never decides."""
+    if plane != "c":
+        pytest.skip("the C data plane's loop")
+    monkeypatch.delenv(dataplane.SPIN_ENV, raising=False)
+
+    async def main() -> int:
+        server = await jasyncio.start_server(echo_handler, None, PORT)
+        try:
+            sent, echoed = await _echo_client(testbed, 256 << 10)
+            assert sent == echoed
+            emb = current()
+            assert emb is not None
+            counters = emb.counters()
+            return counters["dataplane_spin_yields"] + counters["dataplane_spins_skipped_busy"]
+        finally:
+            server.close()
+
+    with testbed.joy.inside(), embed(testbed.joy.ifname, [PORT], spin=spin):
+        spins = asyncio.run(main())
+    assert (spins > 0) == (spin > 0), spins
+
+
 def test_refuses_second_embed_and_live_service(testbed: Testbed, plane: str) -> None:
     with testbed.joy.inside():
         with embed(testbed.joy.ifname, [PORT]), \

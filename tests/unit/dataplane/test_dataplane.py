@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from joyride.dataplane import plane
 from joyride.dataplane.membed import IP_SVC, MAC_PEER, MAC_SVC, Bed, read_all
 from joyride.dataplane.plane import lib
 from joyride.tcp.config import TcpConfig
@@ -594,3 +595,18 @@ def test_more_declined_frames_than_a_batch_reach_python_a_batch_at_a_time() -> N
     answered = sorted(f.tcp.dst_port for f in resets if f.tcp.flags & TcpFlags.RST)
     assert answered == list(range(20000, 20000 + count))  # RFC 9293 §3.10.7.1
     assert not any(k.startswith("internal_error") for k in bed.svc.counters)
+
+
+def test_spin_from_env_overrides_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service's 0 and embedded mode's spin are defaults; the variable wins, and 0
+    turns the spin off; a bad value is a clear error."""
+    monkeypatch.delenv(plane.SPIN_ENV, raising=False)
+    assert plane.spin_from_env() == 0.0
+    assert plane.spin_from_env(0.0002) == 0.0002
+    monkeypatch.setenv(plane.SPIN_ENV, "0")
+    assert plane.spin_from_env(0.0002) == 0.0
+    monkeypatch.setenv(plane.SPIN_ENV, "50")
+    assert plane.spin_from_env() == pytest.approx(50e-6)
+    monkeypatch.setenv(plane.SPIN_ENV, "fast")
+    with pytest.raises(ValueError, match="microseconds"):
+        plane.spin_from_env()
