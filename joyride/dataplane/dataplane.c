@@ -152,6 +152,7 @@ struct dp {
     struct dp_stats st;
     double idle_from;          /* when the loop last found nothing to do (0: busy) */
     int spin_score;            /* hits minus misses of recent idle periods (spin_for) */
+    uint32_t spin_stopped;     /* spins not started for the score (a probe every 16) */
     int load_fd;               /* /proc/loadavg, for the run queue (-1: not looked at) */
     long n_cpus;
     double load_at;            /* when the run queue was last looked at */
@@ -2647,6 +2648,7 @@ int dp_round(struct dp *dp, double now)
  * that a change of pattern shows within a few periods), as adaptive mutexes size their
  * spin by its success. */
 #define SPIN_SCORE_MAX 2
+#define SPIN_PROBE_EVERY 16
 
 /* Whether some task waits for a CPU: more runnable tasks (this thread included) than
  * CPUs, from /proc/loadavg's "running/total" (the kernel's nr_running()), looked at
@@ -2666,16 +2668,22 @@ static int cpus_wanted(struct dp *dp, double now)
         return dp->load_busy = 0;
     buf[n] = 0;
     const char *slash = strchr(buf, '/');
+    if (slash == NULL)
+        return dp->load_busy = 0;
     const char *p = slash;
     while (p > buf && p[-1] != ' ')
         p--;
-    long running = slash ? strtol(p, NULL, 10) : 0;
-    return dp->load_busy = running > dp->n_cpus;
+    return dp->load_busy = strtol(p, NULL, 10) > dp->n_cpus;
 }
 
 static double spin_for(struct dp *dp, double now)
 {
-    if (dp->cfg.spin_ns == 0 || dp->spin_score <= -SPIN_SCORE_MAX)
+    if (dp->cfg.spin_ns == 0)
+        return 0.0;
+    /* Stopped: every SPIN_PROBE_EVERY-th time, spin anyway. Slept-through periods
+     * include the wake-up's own latency, so with a spin shorter than that none could
+     * ever count as a hit; a probe that catches its period's end can. */
+    if (dp->spin_score <= -SPIN_SCORE_MAX && ++dp->spin_stopped % SPIN_PROBE_EVERY)
         return 0.0;
     if (cpus_wanted(dp, now)) {
         dp->st.spins_skipped_busy++;
@@ -2708,7 +2716,8 @@ int dp_run(struct dp *dp, int timeout_ms)
     struct epoll_event evs[MAX_EVENTS];
     double start = monotonic_now();
     double deadline = timeout_ms < 0 ? INFINITY : start + timeout_ms * 1e-3;
-    double spin_until = start + spin_for(dp, start);
+    /* Entered after Python's work: a spin, unless the loop was idle when it left. */
+    double spin_until = start + (dp->idle_from != 0 ? 0.0 : spin_for(dp, start));
     dp->st.returns++;
     for (;;) {
         double now = monotonic_now();
@@ -2729,9 +2738,10 @@ int dp_run(struct dp *dp, int timeout_ms)
                 wait_ms = 0;
             if (wait_ms && dp->n_ringpoll && ringpoll_settle(dp))
                 wait_ms = 0; /* arming found work */
-        } else if (timeout_ms != 0 && !dp->n_again && !dp->room_ready) {
-            /* Spinning with nothing to do: a task that can run on this CPU goes first
-             * (the application, its client), so the spin takes only an idle CPU. */
+        } else if (timeout_ms != 0 && dp->idle_from != 0 && !dp->n_again && !dp->room_ready) {
+            /* Spinning, and the last look found nothing: a task that can run on this
+             * CPU goes first (the application, its client), so the spin takes only an
+             * idle CPU. (Right after a round with work, look again at once.) */
             sched_yield();
             dp->st.spin_yields++;
         }
@@ -3053,6 +3063,8 @@ struct dp *dp_new(const struct dp_config *cfg)
     dp->gso_fd = -1;
     dp->load_fd = cfg->spin_ns ? open("/proc/loadavg", O_RDONLY | O_CLOEXEC) : -1;
     dp->n_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (dp->n_cpus < 1)
+        dp->n_cpus = 1; /* unknown: "more runnable than CPUs" still means a waiter */
     uint32_t flows = cfg->max_flows, buckets = 1;
     while (buckets < 2 * flows)
         buckets <<= 1;

@@ -87,6 +87,7 @@ log = logging.getLogger(__name__)
 _CLOSE = "embedded close"  # the stop reason Embedded.close gives its service thread
 _JOIN_TIMEOUT = 10.0  # seconds close waits for the service thread (after the linger)
 _LINGER = 3.0  # seconds close lets connections deliver what was written (Service.request_stop)
+MAX_SPIN = 1.0  # seconds: embed()'s spin, as JOYRIDE_DATAPLANE_SPIN_US's bound
 
 
 class EmbedError(JoyrideError):
@@ -128,6 +129,8 @@ class Embedded:
         self._routes: dict[bytes, bool] = {}
         if not self.ports:
             raise EmbedError("embed needs at least one port to accelerate")
+        if not 0.0 <= spin <= MAX_SPIN:
+            raise EmbedError(f"spin={spin!r}: expected 0 to {MAX_SPIN:g} seconds")
         clash = self.ports & PortSet(ephemeral)
         if clash:
             raise EmbedError(f"port(s) {clash} lie in the ephemeral range "

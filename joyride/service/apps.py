@@ -151,13 +151,15 @@ def from_service(conn: socket.socket, uids: set[int]) -> bool:
         return False
 
 
-def listening_names() -> set[str]:
-    """Abstract names of listening unix sockets in this network namespace."""
+def listening_names() -> set[str] | None:
+    """Abstract names of listening unix sockets in this network namespace; None when
+    they cannot be read now (no descriptor left, say): a caller must then not take
+    every listener for gone."""
     names: set[str] = set()
     try:
         text = Path("/proc/net/unix").read_text()
     except OSError:
-        return names
+        return None
     for line in text.splitlines()[1:]:
         fields = line.split()
         # Num RefCount Protocol Flags Type St Inode Path; __SO_ACCEPTCON = 0x10000

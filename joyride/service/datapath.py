@@ -459,7 +459,8 @@ class Datapath:
             # Linux shares a listening port only among SO_REUSEPORT sockets (of one
             # uid, checked above). Registrations whose listener is gone do not count.
             alive = apps.listening_names()
-            pl.registrations = [r for r in pl.registrations if r.name in alive]
+            if alive is not None:
+                pl.registrations = [r for r in pl.registrations if r.name in alive]
             if any(r.name != name for r in pl.registrations):
                 self.counters["listen_denied_in_use"] += 1
                 return errno.EADDRINUSE
@@ -498,7 +499,9 @@ class Datapath:
             if fd >= 0:
                 self._unwatch_fd(fd)
             self.counters["listener_process_exits"] += 1
-            self.sweep_listeners()
+            # The sweep runs in this iteration's step (which counts a failure rather
+            # than ending the loop), once for every exit of the batch.
+            self._next_sweep = 0.0
         return exited
 
     def _unwatch_fd(self, fd: int) -> None:
@@ -634,7 +637,7 @@ class Datapath:
 
     def adopt_listeners(self) -> None:
         """Re-adopt the listeners applications kept across a service restart."""
-        for name in sorted(apps.listening_names()):
+        for name in sorted(apps.listening_names() or ()):
             parsed = protocol.parse_name(name)
             if parsed is None or parsed.kind != "listener":
                 continue
@@ -653,8 +656,11 @@ class Datapath:
 
     def sweep_listeners(self) -> None:
         """Forget registrations whose unix listener is gone (the application closed it)."""
+        alive = apps.listening_names() if self.by_port else set()
+        if alive is None:
+            self.counters["listener_sweep_unreadable"] += 1
+            return  # /proc/net/unix unreadable now: the next sweep decides
         if self.by_port:
-            alive = apps.listening_names()
             for pl in list(self.by_port.values()):
                 pl.registrations = [r for r in pl.registrations if r.name in alive]
                 if not pl.registrations:

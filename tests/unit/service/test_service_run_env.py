@@ -76,6 +76,19 @@ def test_listening_names_sees_our_abstract_listener() -> None:
     name = protocol.listener_name(bytes(4), 47999, os.getpid(), 12345)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.bind(protocol.abstract(name))
-        assert name not in apps.listening_names()  # bound is not listening
+        names = apps.listening_names()
+        assert names is not None and name not in names  # bound is not listening
         s.listen(1)
-        assert name in apps.listening_names()
+        names = apps.listening_names()
+        assert names is not None and name in names
+
+
+def test_listening_names_unreadable_is_none_not_empty(monkeypatch: pytest.MonkeyPatch
+                                                      ) -> None:
+    """An unreadable /proc/net/unix must not read as "no listener left": the sweep would
+    drop every port."""
+    def unreadable(self: object) -> str:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(apps.Path, "read_text", unreadable)
+    assert apps.listening_names() is None
