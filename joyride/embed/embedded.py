@@ -363,10 +363,11 @@ def embed(ifname: str, ports: Iterable[int], *, mode: Mode = "auto",
 
     ``spin``: seconds the data path keeps polling after traffic before it sleeps, so
     that the application's answer (or the next request) is taken without a wake-up. The
-    C data plane's loop yields the CPU to any task that can run on it at each empty
-    poll, so a spin takes only an idle CPU (measured on 2 vCPUs: a Python server's
-    request/response latency 0.55-0.65x the kernel's, and no fewer requests/s under
-    load, where a spin without the yield cost up to 7% of them).
+    C data plane's loop spins only on a free CPU, yields it at each empty poll, and
+    stops while its spins do not pay (docs/dataplane.md, "Spinning"); measured on 2
+    vCPUs, a Python server's request/response latency went from 1.1-1.3x the kernel's
+    to about 0.65x, and its requests/s under load stayed within a few per cent (a spin
+    without those rules cost up to 7% of them).
     ``$JOYRIDE_DATAPLANE_SPIN_US`` overrides it for the C data plane; 0 turns it off.
     ``tx_thread`` gives each AF_XDP socket a native transmit thread (see ``XskNic``);
     ``False`` keeps every kernel wake-up in the engine's thread. The C data plane takes
