@@ -656,11 +656,11 @@ class Datapath:
 
     def sweep_listeners(self) -> None:
         """Forget registrations whose unix listener is gone (the application closed it)."""
-        alive = apps.listening_names() if self.by_port else set()
-        if alive is None:
-            self.counters["listener_sweep_unreadable"] += 1
-            return  # /proc/net/unix unreadable now: the next sweep decides
         if self.by_port:
+            alive = apps.listening_names()
+            if alive is None:
+                self.counters["listener_sweep_unreadable"] += 1
+                return  # /proc/net/unix unreadable now: the next sweep decides
             for pl in list(self.by_port.values()):
                 pl.registrations = [r for r in pl.registrations if r.name in alive]
                 if not pl.registrations:

@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from api_peers import HTTP_BODY, PORT, echo_handler, http_handler, run_in_peer
@@ -30,11 +31,12 @@ RESERVED = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
 
 def serve_and(bed: Testbed, handler: object, client: object,
               loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-              ports: tuple[int, ...] = (PORT,)) -> object:
-    """Embed on the bed, serve ``handler`` on PORT with joyride.asyncio, run the async
-    ``client(bed)`` and return its result (on a loop from ``loop_factory``, asyncio's
-    own by default); everything is torn down after. On the C data plane the server is
-    the loop's own unix server over the in-process service's listener."""
+              ports: tuple[int, ...] = (PORT,), **embed_args: Any) -> object:
+    """Embed on the bed (``embed_args`` to ``embed``), serve ``handler`` on PORT with
+    joyride.asyncio, run the async ``client(bed)`` and return its result (on a loop from
+    ``loop_factory``, asyncio's own by default); everything is torn down after. On the C
+    data plane the server is the loop's own unix server over the in-process service's
+    listener."""
 
     async def main() -> object:
         server = await jasyncio.start_server(handler, None, PORT)  # type: ignore[arg-type]
@@ -44,7 +46,7 @@ def serve_and(bed: Testbed, handler: object, client: object,
         finally:
             server.close()
 
-    with bed.joy.inside(), embed(bed.joy.ifname, ports), \
+    with bed.joy.inside(), embed(bed.joy.ifname, ports, **embed_args), \
             asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(main())
 
@@ -199,21 +201,16 @@ def test_spin_reaches_the_c_loop(testbed: Testbed, plane: str, spin: float,
         pytest.skip("the C data plane's loop")
     monkeypatch.delenv(dataplane.SPIN_ENV, raising=False)
 
-    async def main() -> int:
-        server = await jasyncio.start_server(echo_handler, None, PORT)
-        try:
-            sent, echoed = await _echo_client(testbed, 256 << 10)
-            assert sent == echoed
-            emb = current()
-            assert emb is not None
-            counters = emb.counters()
-            return counters["dataplane_spin_yields"] + counters["dataplane_spins_skipped_busy"]
-        finally:
-            server.close()
+    async def client(bed: Testbed) -> int:
+        sent, echoed = await _echo_client(bed, 256 << 10)
+        assert sent == echoed
+        emb = current()
+        assert emb is not None
+        counters = emb.counters()
+        return counters["dataplane_spin_yields"] + counters["dataplane_spins_skipped_busy"]
 
-    with testbed.joy.inside(), embed(testbed.joy.ifname, [PORT], spin=spin):
-        spins = asyncio.run(main())
-    assert (spins > 0) == (spin > 0), spins
+    spins = serve_and(testbed, echo_handler, client, spin=spin)
+    assert (spins > 0) == (spin > 0), spins  # type: ignore[operator]
 
 
 def test_refuses_second_embed_and_live_service(testbed: Testbed, plane: str) -> None:

@@ -14,16 +14,14 @@ the parent exits) goes on being served.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from peers import digest, kernel_echo, peer_client, random_payload
 from service_helpers import JOYRIDE, cli, stats, wait_for, wait_port
 
 from joyride.testbed import Testbed
@@ -33,10 +31,10 @@ pytestmark = pytest.mark.integration
 PORT_DIES = 8091
 PORT_FORKS = 8092
 
-# A server that listens, then (with "fork") forks a child that serves while the parent
-# exits at once; each connection gets the SHA-256 of what it sent, then EOF.
+# An echo server that listens, then (with "fork") forks a child that serves while the
+# parent exits at once.
 SERVER = """
-import hashlib, os, socket, sys
+import os, socket, sys
 port, fork = int(sys.argv[1]), sys.argv[2] == "fork"
 ls = socket.create_server(("0.0.0.0", port))
 if fork and os.fork() != 0:
@@ -44,10 +42,8 @@ if fork and os.fork() != 0:
 print("ready", os.getpid(), flush=True)
 while True:
     conn, _ = ls.accept()
-    data = b""
     while chunk := conn.recv(65536):
-        data += chunk
-    conn.sendall(hashlib.sha256(data).hexdigest().encode())
+        conn.sendall(chunk)
     conn.close()
 """
 
@@ -63,29 +59,6 @@ def _listening(bed: Testbed, port: int) -> bool:
     return any(str(row["local"]).endswith(f":{port}") for row in rows)
 
 
-def _connect(bed: Testbed, port: int) -> socket.socket:
-    with bed.peer.inside():
-        sock = socket.socket()
-    sock.settimeout(5.0)
-    sock.connect((bed.joy.ip, port))
-    return sock
-
-
-def _exchange(bed: Testbed, port: int, payload: bytes) -> bytes:
-    with _connect(bed, port) as sock:
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        out = b""
-        while chunk := sock.recv(65536):
-            out += chunk
-    return out
-
-
-@pytest.fixture
-def server_log(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "server.log"
-
-
 def _start(bed: Testbed, port: int, mode: str, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         proc = bed.joy.popen(JOYRIDE, "run", "--iface", bed.joy.ifname, "--",
@@ -96,12 +69,12 @@ def _start(bed: Testbed, port: int, mode: str, log: Path) -> subprocess.Popen[by
     return proc
 
 
-def test_dead_listener_refuses_at_once(service_bed: Testbed, server_log: Path) -> None:
+def test_dead_listener_refuses_at_once(service_bed: Testbed, tmp_path: Path) -> None:
     bed = service_bed
-    proc = _start(bed, PORT_DIES, "stay", server_log)
+    proc = _start(bed, PORT_DIES, "stay", tmp_path / "server.log")
     try:
-        payload = b"before the crash" * 1000
-        assert _exchange(bed, PORT_DIES, payload) == hashlib.sha256(payload).hexdigest().encode()
+        payload = random_payload(16 << 10)
+        assert digest(kernel_echo(bed, payload, port=PORT_DIES)) == digest(payload)
         exits, undelivered = (_counter(bed, "listener_process_exits"),
                               _counter(bed, "accept_no_listener"))
         proc.kill()  # SIGKILL: no close of its own, as in a crash
@@ -116,26 +89,26 @@ def test_dead_listener_refuses_at_once(service_bed: Testbed, server_log: Path) -
     assert not _listening(bed, PORT_DIES)
     # A SYN is now refused (the port's SYNs go to the kernel, which has no listener),
     # where the stale registration would have completed the handshake and then reset.
-    with pytest.raises(ConnectionRefusedError):
-        _connect(bed, PORT_DIES).close()
+    with pytest.raises(ConnectionRefusedError), peer_client(bed, PORT_DIES, timeout=5.0):
+        pass
     assert _counter(bed, "accept_no_listener") == undelivered
 
 
 def test_listener_kept_by_a_forked_child_is_served(service_bed: Testbed,
-                                                    server_log: Path) -> None:
+                                                    tmp_path: Path) -> None:
     bed = service_bed
+    log = tmp_path / "server.log"
     exits = _counter(bed, "listener_process_exits")
-    proc = _start(bed, PORT_FORKS, "fork", server_log)
-    child = int(server_log.read_text().split("ready")[1].split()[0])
+    proc = _start(bed, PORT_FORKS, "fork", log)
+    child = int(log.read_text().split("ready")[1].split()[0])
     try:
         assert child != proc.pid
         proc.wait(10)  # the parent exits at once; its child serves
         wait_for(lambda: _counter(bed, "listener_process_exits") > exits, 5.0,
                  "the service to see the parent exit")
         assert _listening(bed, PORT_FORKS)
-        payload = bytes(range(256)) * 4096
-        assert _exchange(bed, PORT_FORKS, payload) == \
-            hashlib.sha256(payload).hexdigest().encode()
+        payload = random_payload(1 << 20)
+        assert digest(kernel_echo(bed, payload, port=PORT_FORKS)) == digest(payload)
     finally:
         if proc.poll() is None:
             proc.kill()
