@@ -84,13 +84,16 @@ typedef int (*want_room_fn)(void *, int);
 /* A byte ring: len bytes from head, in a buffer of size bytes that grows on demand up
  * to cap (the TCP buffer it stands for: what the window is computed from). A
  * request/response flow stays at a page or two; only a bulk flow grows it to cap.
- * Reset to the start whenever it empties, so it keeps touching the same pages. */
+ * Reset to the start whenever it empties, so it keeps touching the same pages.
+ * The receive ring also keeps hold bytes past len: the out-of-order ranges at their
+ * offsets, with the holes between them (whose bytes mean nothing until filled). */
 struct ring {
     uint8_t *buf;
     uint32_t cap;
     uint32_t size;
     uint32_t head;
     uint32_t len;
+    uint32_t hold;
 };
 
 #define RING_MIN 4096u
@@ -267,7 +270,7 @@ static void ring_init(struct ring *r, uint32_t cap)
 {
     r->buf = NULL;
     r->cap = cap;
-    r->size = r->head = r->len = 0;
+    r->size = r->head = r->len = r->hold = 0;
 }
 
 /* Copy n bytes from offset off (n + off <= len) without consuming them. */
@@ -281,7 +284,8 @@ static void ring_copy(const struct ring *r, uint32_t off, uint8_t *dst, uint32_t
     memcpy(dst + first, r->buf, n - first);
 }
 
-/* Make room for need more bytes (need <= cap - len): 0, or -ENOMEM (nothing lost). */
+/* Make room for need more bytes past len (need <= cap - len): 0, or -ENOMEM (nothing
+ * lost). The held bytes past len move with the rest. */
 static int ring_room(struct ring_pool *pool, struct ring *r, uint32_t need)
 {
     if (r->size - r->len >= need)
@@ -294,7 +298,7 @@ static int ring_room(struct ring_pool *pool, struct ring *r, uint32_t need)
     uint8_t *grown = pool_get(pool, want);
     if (grown == NULL)
         return -ENOMEM;
-    ring_copy(r, 0, grown, r->len); /* linearized: head moves to 0 */
+    ring_copy(r, 0, grown, r->len + r->hold); /* linearized: head moves to 0 */
     pool_put(pool, r->buf, r->size);
     r->buf = grown;
     r->size = (uint32_t)want;
@@ -302,18 +306,26 @@ static int ring_room(struct ring_pool *pool, struct ring *r, uint32_t need)
     return 0;
 }
 
-/* Append n bytes; the caller checked n <= cap - len. Returns bytes taken. */
+/* Write n bytes at offset off past len (off + n <= size - len: ring_room first). */
+static void ring_write_at(struct ring *r, uint32_t off, const uint8_t *src, uint32_t n)
+{
+    uint32_t at = (r->head + r->len + off) % r->size;
+    uint32_t first = umin(n, r->size - at);
+    memcpy(r->buf + at, src, first);
+    memcpy(r->buf, src + first, n - first);
+}
+
+/* Append n bytes; the caller checked n <= cap - len. Returns bytes taken. Appended
+ * bytes fill the start of the held region (the hole before the first range). */
 static uint32_t ring_put(struct ring_pool *pool, struct ring *r, const uint8_t *src,
                          uint32_t n)
 {
     n = umin(n, r->cap - r->len);
     if (n == 0 || ring_room(pool, r, n) < 0)
         return 0;
-    uint32_t tail = (r->head + r->len) % r->size;
-    uint32_t first = umin(n, r->size - tail);
-    memcpy(r->buf + tail, src, first);
-    memcpy(r->buf, src + first, n - first);
+    ring_write_at(r, 0, src, n);
     r->len += n;
+    r->hold = r->hold > n ? r->hold - n : 0;
     return n;
 }
 
@@ -321,7 +333,7 @@ static void ring_consume(struct ring *r, uint32_t n)
 {
     n = umin(n, r->len);
     r->len -= n;
-    r->head = r->len ? (r->head + n) % r->size : 0;
+    r->head = r->len || r->hold ? (r->head + n) % r->size : 0;
 }
 
 /* The buffer's free space as at most two spans, for readv. */
@@ -832,6 +844,43 @@ static void tx_wait(struct dp *dp, struct flow *f)
     dp->st.tx_waits++;
 }
 
+/* TcpConnection._sack_room: the SACK blocks a segment carries while out-of-order data
+ * is held (RFC 2018 §3: three beside the timestamp option, four without). C never owes
+ * a D-SACK: duplicates are Python's. */
+static inline uint32_t sack_room(const struct dp_tcb *t)
+{
+    return t->sack_ok && t->ooo_count ? (t->ts_ok ? 3u : 4u) : 0u;
+}
+
+/* TcpConnection._data_mss: SMSS less the room SACK blocks may take (RFC 9293 §3.7.1),
+ * so that no data segment that carries them outgrows the MTU. */
+static inline uint32_t data_mss(const struct dp_tcb *t)
+{
+    uint32_t room = sack_room(t);
+    uint32_t less = room ? 4 + 8 * room : 0;
+    return t->smss > less ? t->smss - less : 1;
+}
+
+/* TcpConnection._sack_option without a D-SACK (Reassembler.sack_blocks): the held
+ * ranges, most recently changed first (RFC 2018 §4), as many as fit. */
+static void sack_fill(const struct dp_tcb *t, struct wire_seg *s)
+{
+    uint32_t room = umin(sack_room(t), t->ooo_count);
+    uint32_t taken = 0; /* bit i: ooo[i] is listed (DP_OOO_RANGES <= 32) */
+    for (uint32_t k = 0; k < room; k++) {
+        uint32_t best = 0, found = 0;
+        for (uint32_t i = 0; i < t->ooo_count; i++)
+            if (!(taken & (1u << i)) && (!found || t->ooo[i].stamp > t->ooo[best].stamp)) {
+                best = i;
+                found = 1;
+            }
+        taken |= 1u << best;
+        s->sack[2 * k] = t->ooo[best].start;
+        s->sack[2 * k + 1] = t->ooo[best].end;
+    }
+    s->sack_count = (uint8_t)room;
+}
+
 /* Build one segment of f into the arena: payload bytes [off, off + n) of the send ring.
  * TcpConnection._segment: every segment carries the ACK of RCV.NXT and the window.
  * 0 when the NIC is full: nothing changed, the caller waits (tx_wait). */
@@ -852,12 +901,14 @@ static int emit(struct dp *dp, struct flow *f, double now, uint32_t seq, uint32_
         s.tsval = ts_clock(t, now);
         s.tsecr = t->ts_recent;
     }
+    sack_fill(t, &s);
     s.ack = t->rcv_nxt;
     if (!arena_put(dp, f, &s, off, n))
         return 0;
     t->last_ack_sent = t->rcv_nxt;
     t->last_ack_rcv_nxt = t->rcv_nxt;
     t->ack_now = 0;
+    t->ack_immediate = 0;
     t->delack_at = 0;
     t->segs_out++;
     t->last_send = now;
@@ -995,9 +1046,9 @@ static int gso_ready(struct dp *dp, struct flow *f)
  * under half a millisecond the whole 64 KiB, and at least two. On a long path a burst
  * of 64 KiB at once is what a bottleneck's queue drops; the kernel's TCP never sends
  * one there either. */
-static uint32_t gso_autosize(const struct dp_tcb *t)
+static uint32_t gso_autosize(const struct dp_tcb *t, uint32_t mss)
 {
-    uint32_t most = GSO_MAX_PAYLOAD / t->smss;
+    uint32_t most = GSO_MAX_PAYLOAD / mss;
     if (t->srtt <= 0)
         return 2;
     double factor = t->cwnd < t->ssthresh ? 2.0 : 1.2; /* tcp_update_pacing_rate */
@@ -1005,33 +1056,33 @@ static uint32_t gso_autosize(const struct dp_tcb *t)
     uint64_t r = (uint64_t)(t->srtt * 1e6) >> 9;         /* tcp_tso_rtt_log */
     if (r < 32)
         bytes += (double)(65536u >> r);
-    double segs = bytes / t->smss;
+    double segs = bytes / mss;
     return segs >= most ? most : (segs < 2 ? 2 : (uint32_t)segs);
 }
 
-/* How many bytes from SND.NXT one super-segment takes: whole segments while the window
- * (usable), the bytes (unsent), the round's quantum (segs) and the autosizing allow,
- * then a last short one where a single segment would be allowed it (Nagle,
- * small_segment_allowed). */
-static uint32_t gso_run(const struct dp_tcb *t, uint32_t unsent, uint32_t usable,
-                        uint32_t segs)
+/* How many bytes from SND.NXT one super-segment takes: whole segments of mss bytes
+ * while the window (usable), the bytes (unsent), the round's quantum (segs) and the
+ * autosizing allow, then a last short one where a single segment would be allowed it
+ * (Nagle, small_segment_allowed). */
+static uint32_t gso_run(const struct dp_tcb *t, uint32_t mss, uint32_t unsent,
+                        uint32_t usable, uint32_t segs)
 {
     uint32_t room = umin(unsent, usable);
-    uint32_t max_segs = umin(segs, gso_autosize(t));
-    uint32_t full = umin(room / t->smss, max_segs);
-    uint32_t total = full * t->smss;
+    uint32_t max_segs = umin(segs, gso_autosize(t, mss));
+    uint32_t full = umin(room / mss, max_segs);
+    uint32_t total = full * mss;
     uint32_t rest = room - total;
-    if (full < max_segs && rest > 0 && rest < t->smss &&
+    if (full < max_segs && rest > 0 && rest < mss &&
         small_segment_allowed(t, t->snd_nxt + total, rest, unsent - total))
         total += rest;
     return total;
 }
 
 /* Send bytes [off, off + total) of the send ring from seq as one super-segment of segs
- * segments: emit's bookkeeping, for each of them. 1 sent; 0 not (the socket was full or
+ * segments of mss bytes: emit's bookkeeping, for each of them. 1 sent; 0 not (the socket was full or
  * refused it; on an error that will not pass, GSO goes off): nothing changed. */
 static int emit_gso(struct dp *dp, struct flow *f, double now, uint32_t seq, uint32_t off,
-                    uint32_t total, uint32_t segs, uint8_t flags)
+                    uint32_t total, uint32_t segs, uint32_t mss, uint8_t flags)
 {
     struct dp_tcb *t = &f->t;
     struct wire_seg s;
@@ -1046,11 +1097,12 @@ static int emit_gso(struct dp *dp, struct flow *f, double now, uint32_t seq, uin
         s.tsval = ts_clock(t, now);
         s.tsecr = t->ts_recent;
     }
+    sack_fill(t, &s);
     uint32_t rcv_adv = t->rcv_adv; /* advertise_window moves it: back if nothing went */
     s.window = advertise_window(f);
     uint8_t hdr[128];
     struct wire_vnet_hdr vnet;
-    uint32_t hl = wire_build_gso(&f->tmpl, &s, (uint16_t)t->smss, hdr, sizeof hdr, &vnet);
+    uint32_t hl = wire_build_gso(&f->tmpl, &s, (uint16_t)mss, hdr, sizeof hdr, &vnet);
     if (hl == 0) {
         t->rcv_adv = rcv_adv;
         dp->st.gso_fallbacks++;
@@ -1079,6 +1131,7 @@ static int emit_gso(struct dp *dp, struct flow *f, double now, uint32_t seq, uin
     t->last_ack_sent = t->rcv_nxt;
     t->last_ack_rcv_nxt = t->rcv_nxt;
     t->ack_now = 0;
+    t->ack_immediate = 0;
     t->delack_at = 0;
     t->segs_out += segs;
     t->last_send = now;
@@ -1105,6 +1158,7 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
         return;
     }
     uint32_t nxt_before = t->snd_nxt;
+    uint32_t mss = data_mss(t); /* SMSS, less the SACK blocks' room while data is held */
     /* While other flows wait for the NIC, a quantum a round, then back of the line. */
     uint32_t quantum = dp->n_tx_wait ? TX_QUANTUM : UINT32_MAX;
     uint32_t in_flight = data_in_flight(t);
@@ -1115,30 +1169,30 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
     /* A flow that has sent by GSO sends all its data so (its frames may still wait in
      * the qdisc, which AF_XDP's would overtake); another starts when it has a run. */
     int gso = f->gso_sticky ? dp->gso_fd >= 0 && !dp->cap
-                            : unsent > t->smss && gso_ready(dp, f);
+                            : unsent > mss && gso_ready(dp, f);
     while (unsent > 0) {
         uint32_t wnd = umin(t->snd_wnd, t->cwnd);
         int32_t usable = sdiff(t->snd_una + wnd, t->snd_nxt);
         if (usable <= 0)
             break;
-        uint32_t n = umin(umin(unsent, t->smss), (uint32_t)usable);
-        if (n < t->smss && !small_segment_allowed(t, t->snd_nxt, n, unsent))
+        uint32_t n = umin(umin(unsent, mss), (uint32_t)usable);
+        if (n < mss && !small_segment_allowed(t, t->snd_nxt, n, unsent))
             break;
         if (quantum-- == 0) {
             tx_wait(dp, f); /* more may go: after the flows that wait */
             break;
         }
         uint32_t off = t->snd_nxt - t->snd_una;
-        if (gso && (n == t->smss || f->gso_sticky)) {
+        if (gso && (n == mss || f->gso_sticky)) {
             /* The segments this loop would build one by one, from here, as one. */
             uint32_t allowed = quantum == UINT32_MAX - 1 ? UINT32_MAX : quantum + 1;
-            uint32_t total = n < t->smss ? n : gso_run(t, unsent, (uint32_t)usable, allowed);
+            uint32_t total = n < mss ? n : gso_run(t, mss, unsent, (uint32_t)usable, allowed);
             if (total > n || f->gso_sticky) {
-                uint32_t segs = (total + t->smss - 1) / t->smss;
+                uint32_t segs = (total + mss - 1) / mss;
                 uint32_t last = off + total == f->snd.len;
                 uint32_t fin = last && fin_due(t);
                 uint8_t flags = TCP_ACK | (last ? TCP_PSH : 0) | (fin ? TCP_FIN : 0);
-                if (emit_gso(dp, f, now, t->snd_nxt, off, total, segs, flags)) {
+                if (emit_gso(dp, f, now, t->snd_nxt, off, total, segs, mss, flags)) {
                     if (!t->rtt_timing) { /* Karn: time its first segment */
                         t->rtt_timing = 1;
                         t->rtt_seq = t->snd_nxt + n;
@@ -1316,6 +1370,85 @@ static void born_end(struct dp *dp, struct flow *f)
 
 /* Whether C predicts p for f (header prediction, Van Jacobson, plus window updates):
  * accepted segments change exactly what TcpConnection.receive would. */
+/* --- out-of-order data (Reassembler, in the receive ring) ---------------------------- */
+
+/* Whether C holds a segment of n bytes at seq, above RCV.NXT, as Reassembler.insert
+ * would: the case it takes is the common one, a segment wholly inside the window that
+ * touches no held byte (an overlap is a duplicate, whose D-SACK, RFC 2883 §4, is
+ * Python's), with at most DP_OOO_RANGES ranges after it. On 1 the ring has room for it
+ * at its offset; 0: Python's. */
+static int ooo_fits(struct dp *dp, struct flow *f, uint32_t seq, uint32_t n)
+{
+    const struct dp_tcb *t = &f->t;
+    uint32_t end = seq + n;
+    int joins = 0;
+    for (uint32_t i = 0; i < t->ooo_count; i++) {
+        const struct dp_ooo *r = &t->ooo[i];
+        if (sdiff(seq, r->end) < 0 && sdiff(end, r->start) > 0)
+            return 0;
+        joins |= r->end == seq || r->start == end;
+    }
+    if (!joins && t->ooo_count >= DP_OOO_RANGES)
+        return 0;
+    uint32_t off = seq - t->rcv_nxt; /* past the in-order bytes */
+    if ((uint64_t)f->rcv.len + off + n > f->rcv.cap)
+        return 0;
+    return ring_room(&dp->pool, &f->rcv, off + n) == 0;
+}
+
+/* The ring keeps the held ranges' region past its in-order bytes. */
+static void ooo_hold(struct flow *f)
+{
+    const struct dp_tcb *t = &f->t;
+    f->rcv.hold = t->ooo_count ? t->ooo[t->ooo_count - 1].end - t->rcv_nxt : 0;
+}
+
+/* Reassembler.insert of a segment ooo_fits took: its bytes at their offset, its range
+ * coalesced with the ones it touches, stamped as the most recent (RFC 2018 §4). */
+static void ooo_store(struct flow *f, uint32_t seq, const uint8_t *src, uint32_t n)
+{
+    struct dp_tcb *t = &f->t;
+    ring_write_at(&f->rcv, seq - t->rcv_nxt, src, n);
+    uint32_t end = seq + n, i = 0, count = t->ooo_count;
+    while (i < count && sdiff(t->ooo[i].end, seq) < 0)
+        i++;
+    struct dp_ooo *r = &t->ooo[i];
+    uint32_t stamp = ++t->ooo_clock;
+    if (i < count && r->end == seq) { /* extends ooo[i], perhaps up to the next one */
+        r->end = end;
+        if (i + 1 < count && r[1].start == end) {
+            r->end = r[1].end;
+            memmove(&r[1], &r[2], (count - i - 2) * sizeof *r);
+            count--;
+        }
+    } else if (i < count && r->start == end) { /* reaches down to ooo[i] */
+        r->start = seq;
+    } else { /* a range of its own, before ooo[i] */
+        memmove(&r[1], &r[0], (count - i) * sizeof *r);
+        r->start = seq;
+        r->end = end;
+        count++;
+    }
+    r->stamp = stamp;
+    t->ooo_count = count;
+    ooo_hold(f);
+}
+
+/* Reassembler.pop_ready: in-order bytes reached the first held range, whose bytes are
+ * in place behind them: they are in order now. */
+static void ooo_deliver(struct dp *dp, struct flow *f)
+{
+    struct dp_tcb *t = &f->t;
+    if (t->ooo_count == 0 || t->rcv_nxt != t->ooo[0].start)
+        return;
+    f->rcv.len += t->ooo[0].end - t->ooo[0].start;
+    t->rcv_nxt = t->ooo[0].end;
+    t->ooo_count--;
+    memmove(&t->ooo[0], &t->ooo[1], t->ooo_count * sizeof t->ooo[0]);
+    ooo_hold(f);
+    dp->st.ooo_filled++;
+}
+
 static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p,
                       const uint8_t *frame, double now)
 {
@@ -1330,7 +1463,11 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
     } else if (!p->plain) {
         return 0;
     }
-    if (p->seq != t->rcv_nxt || (t->peer_fin && (len || fin)))
+    /* In order; or data above RCV.NXT, held until the hole fills (ooo_fits). A FIN
+     * while data is held lies below held bytes: Python's. */
+    int32_t ahead = sdiff(p->seq, t->rcv_nxt);
+    if (ahead < 0 || (ahead > 0 && (len == 0 || fin)) || (fin && t->ooo_count) ||
+        (t->peer_fin && (len || fin)))
         return 0;
     if (t->ts_ok) {
         /* RFC 7323 §5.3 PAWS; a segment without TSopt goes to Python, which counts it. */
@@ -1347,12 +1484,23 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
     if (adv == 0 && len == 0 && !fin && flight > 0 && wnd == t->snd_wnd)
         return 0; /* a duplicate ACK: loss detection (recovery.py) */
     if (len || fin) {
-        if (sdiff(t->rcv_adv, t->rcv_nxt) < (int32_t)(len + fin))
+        if (sdiff(t->rcv_adv, p->seq) < (int32_t)(len + fin))
             return 0; /* beyond the window: trimming is Python's */
-        if (f->rcv.cap - f->rcv.len < len || ring_room(&dp->pool, &f->rcv, len) < 0)
-            return 0;
+        if (ahead > 0) {
+            if (!ooo_fits(dp, f, p->seq, len))
+                return 0;
+        } else if (f->rcv.cap - f->rcv.len < len || ring_room(&dp->pool, &f->rcv, len) < 0 ||
+                   (t->ooo_count && sdiff(p->seq + len, t->ooo[0].start) > 0)) {
+            return 0; /* no room; or it overlaps held bytes: a duplicate, Python's */
+        }
     }
-    /* Accepted. RFC 7323 §4.3: TS.Recent from the segment covering Last.ACK.sent. */
+    /* Accepted. RFC 5681 §4.2 (TcpConnection._receive_synchronized): the ACK owed at
+     * once for an earlier out-of-order or gap-filling segment goes before this one is
+     * taken, as it stands, so that each such segment gets its own (a full arena leaves
+     * it to this round's output). */
+    if (t->ack_immediate && (len || fin))
+        emit(dp, f, now, t->snd_nxt, 0, 0, TCP_ACK);
+    /* RFC 7323 §4.3: TS.Recent from the segment covering Last.ACK.sent. */
     if (t->ts_ok && sdiff(p->seq, t->last_ack_sent) <= 0) {
         t->ts_recent = p->tsval;
         t->ts_recent_age = now;
@@ -1413,13 +1561,28 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
     if (t->keepalive_idle > 0) /* TcpConnection._arm_keepalive */
         t->keepalive_at = now + t->keepalive_idle;
     timer_arm(dp, f, t->keepalive_at);
-    if (len) {
+    if (len && ahead > 0) {
+        /* _rcv_text: out of order, held; RFC 5681 §4.2: a duplicate ACK at once. */
+        ooo_store(f, p->seq, frame + p->payload_off, len);
+        t->bytes_in += len;
+        t->ooo_segs++;
+        dp->st.rx_ooo++;
+        t->ack_now = 1;
+        t->ack_immediate = 1;
+    } else if (len) {
         /* _deliver: in order into the receive buffer; delayed ACK (RFC 9293 §3.8.6.3). */
         ring_put(&dp->pool, &f->rcv, frame + p->payload_off, len);
         t->rcv_nxt += len;
         t->bytes_in += len;
         if (len > t->rcv_mss)
             t->rcv_mss = umin(len, t->cfg_mss);
+        if (t->ooo_count) {
+            /* RFC 5681 §4.2: a segment that fills all or part of a gap is ACKed at
+             * once, and the held bytes it reaches are in order now. */
+            t->ack_now = 1;
+            t->ack_immediate = 1;
+            ooo_deliver(dp, f);
+        }
         /* The ACK goes at this round's output, as TcpConnection's does at its
          * transmit step: one per round covers every segment the round took. */
         if ((uint32_t)(t->rcv_nxt - t->last_ack_rcv_nxt) >= ACK_EVERY * t->rcv_mss)
@@ -2913,7 +3076,7 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
     uint32_t headers = 14 + 20 + 20 + (tcb->ts_ok ? 12 : 0);
     if (tcb->smss == 0 || tcb->smss + headers > dp->cfg.max_frame ||
         snd_len > tcb->snd_cap || rcv_len > tcb->rcv_cap + tcb->rcv_slack ||
-        tcb->rcv_shift > 14 || tcb->snd_shift > 14 ||
+        tcb->rcv_shift > 14 || tcb->snd_shift > 14 || tcb->ooo_count != 0 ||
         (uint32_t)(tcb->snd_nxt - tcb->snd_una) > snd_len)
         return -EINVAL;
     if (flow_lookup(dp, tcb->local_ip, tcb->local_port, tcb->remote_ip, tcb->remote_port))
@@ -2958,6 +3121,20 @@ int64_t dp_flow_snd_len(const struct dp *dp, int64_t handle)
     return f ? (int64_t)f->snd.len : -EBADF;
 }
 
+static uint32_t ooo_bytes(const struct dp_tcb *t)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < t->ooo_count; i++)
+        n += t->ooo[i].end - t->ooo[i].start;
+    return n;
+}
+
+int64_t dp_flow_ooo_len(const struct dp *dp, int64_t handle)
+{
+    const struct flow *f = flow_of(dp, handle);
+    return f ? (int64_t)ooo_bytes(&f->t) : -EBADF;
+}
+
 int dp_flow_release(struct dp *dp, int64_t handle, struct dp_tcb *out, uint8_t *rcv,
                     uint32_t rcv_cap, uint8_t *snd, uint32_t snd_cap)
 {
@@ -2966,7 +3143,8 @@ int dp_flow_release(struct dp *dp, int64_t handle, struct dp_tcb *out, uint8_t *
         dp->st.bad_handle++;
         return -EBADF;
     }
-    if (rcv_cap < f->rcv.len || snd_cap < f->snd.len)
+    if (rcv_cap < f->rcv.len || rcv_cap - f->rcv.len < ooo_bytes(&f->t) ||
+        snd_cap < f->snd.len)
         return -ENOBUFS;
     if (f->state == FLOW_C) {
         f->t.reason = DP_REASON_RELEASED;
@@ -2975,6 +3153,13 @@ int dp_flow_release(struct dp *dp, int64_t handle, struct dp_tcb *out, uint8_t *
     *out = f->t;
     if (f->rcv.len)
         ring_copy(&f->rcv, 0, rcv, f->rcv.len);
+    /* The held ranges, packed after the in-order bytes (out->ooo says where each goes). */
+    uint32_t at = f->rcv.len;
+    for (uint32_t i = 0; i < f->t.ooo_count; i++) {
+        const struct dp_ooo *r = &f->t.ooo[i];
+        ring_copy(&f->rcv, f->rcv.len + (r->start - f->t.rcv_nxt), rcv + at, r->end - r->start);
+        at += r->end - r->start;
+    }
     if (f->snd.len)
         ring_copy(&f->snd, 0, snd, f->snd.len);
     /* A pending hand-back of this flow is dropped from the queue: it is done. */

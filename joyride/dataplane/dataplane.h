@@ -123,13 +123,23 @@ enum dp_limits {
     DP_ISN_KEY_BYTES = 32,     /* RFC 6528 secret (isn.py's derived key) */
     DP_LISTEN_NAMES = 16,      /* unix listeners one port delivers to, round robin */
     DP_NAME_BYTES = 108,       /* an abstract unix name, NUL-terminated, no leading NUL */
-    DP_MAX_LISTENERS = 64
+    DP_MAX_LISTENERS = 64,
+    DP_OOO_RANGES = 16         /* out-of-order ranges C keeps; one more declines */
 };
 
 /* Congestion controllers C runs outside recovery (congestion.py owns the rules). */
 enum dp_cc {
     DP_CC_NEWRENO = 0,
     DP_CC_CUBIC = 1
+};
+
+/* One range of out-of-order data held above RCV.NXT (struct dp_tcb.ooo): the bytes
+ * [start, end) in sequence space, and when it last changed (Reassembler's recency
+ * stamp, for the order of SACK blocks: RFC 2018 §4). */
+struct dp_ooo {
+    uint32_t start;
+    uint32_t end;
+    uint32_t stamp;
 };
 
 /* The hot half of one connection's TCB: what C needs to run it, moved in one copy at
@@ -184,6 +194,7 @@ struct dp_tcb {
     uint32_t rtt_samples;
     uint8_t rtt_timing;        /* Karn: a segment ending at rtt_seq is being timed */
     uint8_t ack_now;
+    uint8_t ack_immediate;     /* the owed ACK goes before the next data (RFC 5681 §4.2) */
     uint8_t write_blocked;
     uint8_t reason;            /* enum dp_reason, set by C at hand-back */
     uint32_t rtt_seq;
@@ -255,6 +266,13 @@ struct dp_tcb {
     uint64_t bytes_out;
     uint64_t bytes_acked;
     uint64_t rtt_sample_count;
+    uint64_t ooo_segs;         /* segments held out of order */
+    /* Out-of-order data (Reassembler): ooo_count disjoint, non-adjacent ranges above
+     * RCV.NXT, in sequence order; their bytes sit in the receive ring at their offset
+     * past the in-order bytes. ooo_clock: the last recency stamp given. */
+    uint32_t ooo_count;
+    uint32_t ooo_clock;
+    struct dp_ooo ooo[16];     /* DP_OOO_RANGES */
 };
 
 /* A listening port whose connections C opens itself (docs/dataplane.md, "Connections
@@ -298,6 +316,8 @@ struct dp_stats {
     uint64_t returns_timeout;
     uint64_t rx_frames;
     uint64_t rx_fast;          /* segments C processed */
+    uint64_t rx_ooo;           /* ... of them held out of order (above RCV.NXT) */
+    uint64_t ooo_filled;       /* holes C filled: held ranges delivered in order */
     uint64_t declined;         /* frames copied for Python */
     uint64_t declined_no_flow;
     uint64_t declined_segment;
@@ -390,8 +410,12 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
 /* Sizes of a flow's rings (to size the buffers for dp_flow_release), or -errno. */
 int64_t dp_flow_rcv_len(const struct dp *dp, int64_t handle);
 int64_t dp_flow_snd_len(const struct dp *dp, int64_t handle);
+/* Bytes of a flow's out-of-order ranges (tcb.ooo), or -errno: dp_flow_release copies
+ * them into rcv after the in-order bytes, range after range, in sequence order. */
+int64_t dp_flow_ooo_len(const struct dp *dp, int64_t handle);
 /* Hand a flow to Python: copy its TCB and ring contents out, forget it. 0 or -errno
- * (EBADF: stale handle; ENOBUFS: a buffer is too small, nothing changed). */
+ * (EBADF: stale handle; ENOBUFS: a buffer is too small, nothing changed). rcv takes
+ * dp_flow_rcv_len + dp_flow_ooo_len bytes. */
 int dp_flow_release(struct dp *dp, int64_t handle, struct dp_tcb *out, uint8_t *rcv,
                     uint32_t rcv_cap, uint8_t *snd, uint32_t snd_cap);
 /* Read a C-owned flow's TCB without taking it (statistics). 0 or -errno. */

@@ -247,6 +247,30 @@ static void release(struct dp *dp, struct fuzzflow *ff)
         close(ff->app);
 }
 
+/* Every flow's out-of-order ranges after a round: sorted, disjoint and not touching,
+ * above RCV.NXT and inside the ring, whose held region ends at the last one. */
+static void check_ooo(const struct dp *dp)
+{
+    for (uint32_t k = 0; k < dp->n_live; k++) {
+        const struct flow *f = &dp->flows[dp->live[k]];
+        const struct dp_tcb *t = &f->t;
+        if (t->ooo_count > DP_OOO_RANGES)
+            abort();
+        uint32_t prev = t->rcv_nxt;
+        for (uint32_t i = 0; i < t->ooo_count; i++) {
+            const struct dp_ooo *r = &t->ooo[i];
+            if (sdiff(r->start, prev) <= 0 || sdiff(r->end, r->start) <= 0 ||
+                r->stamp == 0 || r->stamp > t->ooo_clock)
+                abort();
+            prev = r->end;
+        }
+        uint32_t hold = t->ooo_count ? prev - t->rcv_nxt : 0;
+        if (f->rcv.hold != hold || (uint64_t)f->rcv.len + hold > f->rcv.cap ||
+            (hold && (uint64_t)f->rcv.len + hold > f->rcv.size))
+            abort();
+    }
+}
+
 /* Frame s from template tm into out, with a random payload: its length (0: none). */
 static uint32_t build_frame(const struct wire_template *tm, struct wire_seg *s, uint8_t *out)
 {
@@ -290,6 +314,28 @@ static uint32_t peer_frame(struct dp *dp, const struct fuzzflow *ff, uint8_t *ou
         s.sack_count = (uint8_t)(rnd() % 4);
         for (int i = 0; i < 8; i++)
             s.sack[i] = t->snd_una + (uint32_t)(rnd() % 10000);
+    }
+    if ((r >> 16 & 3) == 0 || (t->ooo_count && (r >> 16 & 3) != 3)) {
+        /* Plausible data at or past RCV.NXT, so that a flow holds out-of-order data for
+         * a while: */
+        s.flags = 0x10;
+        s.has_ts = t->ts_ok;
+        s.tsval = t->ts_recent;
+        s.ack = t->snd_una;
+        s.sack_count = 0;
+        s.seq = t->rcv_nxt + (uint32_t)(rnd() % 6000);
+        s.payload_len = (uint32_t)(1 + rnd() % 1448);
+    }
+    if (t->ooo_count && (r >> 16 & 3) != 3 && (r >> 19 & 1)) {
+        /* ... and around held data: the hole's filling (exactly, or past it), a
+         * segment that touches a range's end or start, or one that overlaps it. */
+        const struct dp_ooo *o = &t->ooo[rnd() % t->ooo_count];
+        uint32_t which = (uint32_t)(rnd() % 4);
+        uint32_t gap = t->ooo[0].start - t->rcv_nxt;
+        s.seq = which == 0 ? t->rcv_nxt : which == 1 ? o->end
+                : which == 2 ? o->start - (uint32_t)(1 + rnd() % 1448) : o->start + 1;
+        s.payload_len = which == 0 && (r >> 18 & 1) ? (gap < 1448 ? gap : 1448)
+                        : which == 2 ? o->start - s.seq : (uint32_t)(1 + rnd() % 1448);
     }
     return build_frame(&tm, &s, out);
 }
@@ -473,6 +519,7 @@ int main(int argc, char **argv)
             now += 0.0001;
             dp_round(dp, now);
             rounds++;
+            check_ooo(dp);
             /* Now and then the reader stalls for a while: the socket fills. */
             if (gso_stall == 0 && rnd() % 100 == 0)
                 gso_stall = 20 + (uint32_t)(rnd() % 60);
@@ -508,9 +555,10 @@ int main(int argc, char **argv)
         }
     }
     const struct dp_stats *st = dp_stats(dp);
-    printf("ok %llu %llu %llu %llu\n", (unsigned long long)rounds,
+    printf("ok %llu %llu %llu %llu ooo %llu filled %llu\n", (unsigned long long)rounds,
            (unsigned long long)st->rx_fast, (unsigned long long)st->declined,
-           (unsigned long long)transmitted);
+           (unsigned long long)transmitted, (unsigned long long)st->rx_ooo,
+           (unsigned long long)st->ooo_filled);
     for (uint32_t k = 0; k < FLOWS; k++)
         release(dp, &flows[k]);
     printf("gso %llu datagrams %llu fallbacks %llu\n", (unsigned long long)st->gso_sends,

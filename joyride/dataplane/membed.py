@@ -116,16 +116,21 @@ class Bed:
         start = time.thread_time_ns()
         self.plane.round(now)
         self.round_ns += time.thread_time_ns() - start
+        back: list[TcpConnection] = []
         for got in self.plane.handbacks():
             self.reasons.append(got.reason)
             if isinstance(got, Born):
                 self._take_born(got, now)
                 continue
             self.svc.adopt_back(got.conn)
+            back.append(got.conn)
             if got.app_eof:
                 got.conn.shutdown_write()
+        # What the application wrote that C had not read yet is taken before the
+        # frames C declined, as C would have read it this round.
+        self.pump(back)
         self.svc.poll()
-        self._pump()
+        self.pump()
         self.svc.flush()
         for conn, ours in self.channels.items():
             if self.readopt and not conn.parked and conn.hot_ready() \
@@ -162,11 +167,12 @@ class Bed:
             if got.tcb.app_eof:
                 conn.shutdown_write()
 
-    def _pump(self) -> None:
+    def pump(self, only: list[TcpConnection] | None = None) -> None:
         """Service.Pump in miniature: TCP -> application only as far as its socket takes,
-        application -> TCP only as far as the send buffer takes."""
+        application -> TCP only as far as the send buffer takes (for the connections
+        in ``only``, or all that Python runs)."""
         for conn, ours in self.channels.items():
-            if conn.parked:
+            if conn.parked or (only is not None and conn not in only):
                 continue
             while conn.recv_queue:
                 data = conn.recv(65536)
@@ -218,13 +224,19 @@ class Bed:
         self.run(5, dt)
         return client, server
 
-    def adopt(self, server: TcpConnection) -> tuple[socket.socket, socket.socket]:
-        """Give ``server`` to C with a fresh application channel: (service end, app end)."""
+    def attach(self, server: TcpConnection) -> tuple[socket.socket, socket.socket]:
+        """Give ``server`` an application channel that ``step`` pumps as the service
+        does, leaving it to Python: (service end, app end)."""
         ours, app = socket.socketpair()
         ours.setblocking(False)
         app.setblocking(False)
-        assert self.plane.adopt(server, MAC_SVC, MAC_PEER, ours.fileno())
         self.channels[server] = ours
+        return ours, app
+
+    def adopt(self, server: TcpConnection) -> tuple[socket.socket, socket.socket]:
+        """Give ``server`` to C with a fresh application channel: (service end, app end)."""
+        ours, app = self.attach(server)
+        assert self.plane.adopt(server, MAC_SVC, MAC_PEER, ours.fileno())
         return ours, app
 
 

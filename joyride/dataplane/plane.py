@@ -355,8 +355,10 @@ class DataPlane:
 
     def _copy_out(self, handle: int, tcb: Any) -> tuple[int, bytes, bytes]:
         """``dp_flow_release`` of ``handle`` into ``tcb``: its result (0 or -errno) and
-        the bytes its receive and send rings held."""
+        the bytes its receive and send rings held (the receive ring's in-order bytes,
+        then its out-of-order ranges': ``TcpConnection.import_hot`` tells them apart)."""
         rlen = max(int(lib.dp_flow_rcv_len(self._dp, handle)), 0)
+        rlen += max(int(lib.dp_flow_ooo_len(self._dp, handle)), 0)  # held out of order
         slen = max(int(lib.dp_flow_snd_len(self._dp, handle)), 0)
         rcv = ffi.new("uint8_t[]", max(rlen, 1))
         snd = ffi.new("uint8_t[]", max(slen, 1))

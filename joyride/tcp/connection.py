@@ -644,6 +644,7 @@ class TcpConnection:
         tcb.rtt_seq = rtt_seq.value if rtt_seq is not None else 0
         tcb.rtt_time = self._rtt_time
         tcb.ack_now = int(self._ack_now)
+        tcb.ack_immediate = int(self._ack_immediate)
         tcb.write_blocked = int(self._write_blocked)
         tcb.retries = self._retries
         tcb.persist_backoff = self._persist_backoff
@@ -754,7 +755,9 @@ class TcpConnection:
         self._rtt_seq = Seq(tcb.rtt_seq) if tcb.rtt_timing else None
         self._rtt_time = float(tcb.rtt_time)
         self._ack_now = bool(tcb.ack_now)
-        self._ack_immediate = False  # owed within one batch only; C coalesces per round
+        # RFC 5681 §4.2: an ACK C owed at once goes before the next data (the segment
+        # C declined, which Python takes next).
+        self._ack_immediate = bool(tcb.ack_immediate)
         self._write_blocked = bool(tcb.write_blocked)
         self._retries = int(tcb.retries)
         self._persist_backoff = int(tcb.persist_backoff)
@@ -772,7 +775,17 @@ class TcpConnection:
         # RACK (RFC 8985) times what C sent by the last time it sent (no earlier).
         self._recovery.note_sent(self._snd_max, self._last_send, self._snd_una)
         self._recv_buf.load_hot(tcb)  # before the bytes: C may have grown the buffer
-        self._recv_buf.push(rcv)
+        # The receive ring's bytes: in order, then the out-of-order ranges C held
+        # (dp_flow_release packs them after the in-order ones, in sequence order).
+        ranges = [(int(r.start), (int(r.end) - int(r.start)) & MASK, int(r.stamp))
+                  for r in tcb.ooo[0:int(tcb.ooo_count)]]
+        at = len(rcv) - sum(size for _, size, _ in ranges)
+        self._recv_buf.push(rcv[:at])
+        held: list[tuple[int, bytes, int]] = []
+        for start, size, stamp in ranges:
+            held.append((start, rcv[at:at + size], stamp))
+            at += size
+        self._reasm.load_hot(held)
         self._send_buf.capacity = int(tcb.snd_cap)  # C may have grown it
         self._send_buf.write(snd)
         self.counters.update(hot_counters(tcb))
@@ -816,9 +829,9 @@ class TcpConnection:
             window = self._advertise_window()
             ts = (ts_clock(self._now, self._ts_offset), self._ts_recent) if self._ts_ok else None
             blocks: tuple[tuple[Seq, Seq], ...] = ()
-            if self._sack_ok and (self._reasm.buffered or self._dsack is not None):
-                # RFC 2018 §3: three blocks fit beside the timestamp option, four without.
-                blocks = self._sack_option(3 if self._ts_ok else 4)
+            room = self._sack_room()
+            if room:
+                blocks = self._sack_option(room)
             options = TcpOptions(timestamps=ts, sack_blocks=blocks)
         ack = Seq(0)
         if with_ack and flags & _ACK:
@@ -832,6 +845,22 @@ class TcpConnection:
             self.local_port, self.remote_port, seq, ack, flags, window, payload,
             options,
         )
+
+    def _sack_room(self) -> int:
+        """How many SACK blocks the next segment may carry (0: none to send). RFC 2018
+        §3: three fit beside the timestamp option, four without."""
+        if self._sack_ok and (self._reasm.buffered or self._dsack is not None):
+            return 3 if self._ts_ok else 4
+        return 0
+
+    def _data_mss(self) -> int:
+        """Payload bytes a data segment may carry now: SMSS, less the room its SACK
+        blocks may take (RFC 9293 §3.7.1: the data shrinks by the options' length, as
+        Linux's tcp_current_mss; SMSS leaves room for the timestamp option only).
+        Reserved whole (4 + 8 per block) while blocks ride on data, as dataplane.c's
+        data_mss does, so that no segment outgrows the MTU."""
+        room = self._sack_room()
+        return max(self._smss - (4 + 8 * room if room else 0), 1)
 
     def _sack_option(self, room: int) -> tuple[tuple[Seq, Seq], ...]:
         """The SACK blocks of the next ACK. RFC 2883 §4: a D-SACK block first (rule 1:
@@ -936,7 +965,7 @@ class TcpConnection:
             else:
                 if recovery.rexmit_head:
                     recovery.rexmit_head = False
-                    self._retransmit(self._snd_una, self._smss, now)
+                    self._retransmit(self._snd_una, self._data_mss(), now)
                 self._send_new(now)
             self._send_fin()
             if self._snd_max != self._snd_una:
@@ -994,7 +1023,7 @@ class TcpConnection:
     def _send_new(self, now: float) -> None:
         """Send queued data allowed by both windows, with Nagle (RFC 9293 §3.7.4) and
         sender SWS avoidance (§3.8.6.2.1)."""
-        mss = self._smss
+        mss = self._data_mss()
         while True:
             offset = self._snd_nxt - self._buf_seq
             avail = len(self._send_buf) - offset
@@ -1068,7 +1097,9 @@ class TcpConnection:
         n = min(n, data_end - seq)
         if n > 0:
             saved = self._snd_nxt
-            self._emit_data(seq, n, now)
+            mss = self._data_mss()  # a range sized by SMSS may need two now
+            for off in range(0, n, mss):
+                self._emit_data(seq + off, min(mss, n - off), now)
             self._snd_nxt = Seq.max(saved, self._snd_nxt)
         elif self._fin_seq is not None and seq == self._fin_seq:
             self._out.append(self._segment(seq, TcpFlags.FIN | _ACK))
@@ -1087,7 +1118,7 @@ class TcpConnection:
 
     def _send_sack_recovery(self, now: float) -> None:
         """RFC 6675 §5 step (C): while cwnd - pipe >= 1 SMSS, send NextSeg()."""
-        recovery, mss = self._recovery, self._smss
+        recovery, mss = self._recovery, self._data_mss()
         for _ in range(1024):  # bounded: each pass sends a segment or stops
             unsent = len(self._send_buf) - (self._snd_nxt - self._buf_seq)
             room = (self._snd_una + self._snd_wnd) - self._snd_nxt
@@ -1206,10 +1237,10 @@ class TcpConnection:
         unsent = len(self._send_buf) - (self._snd_nxt - self._buf_seq)
         room = (self._snd_una + self._snd_wnd) - self._snd_nxt
         if unsent > 0 and room > 0 and self._snd_nxt == self._snd_max:
-            self._emit_data(self._snd_nxt, min(unsent, self._smss, room), now)
+            self._emit_data(self._snd_nxt, min(unsent, self._data_mss(), room), now)
             recovery.tlp_sent(self._snd_max, False)
         else:
-            start = Seq.max(self._snd_max - self._smss, self._snd_una)
+            start = Seq.max(self._snd_max - self._data_mss(), self._snd_una)
             self._retransmit(start, self._snd_max - start, now)
             recovery.tlp_sent(self._snd_max, True)
         self._last_send = now
@@ -1222,7 +1253,7 @@ class TcpConnection:
         usable = self._usable_window()
         if usable > 0:
             # SWS override (§3.8.6.2.1): send what fits even though it is small.
-            self._emit_data(self._snd_nxt, min(pending, usable, self._smss), now)
+            self._emit_data(self._snd_nxt, min(pending, usable, self._data_mss()), now)
         else:
             # Zero-window probe: one byte beyond the window (§3.8.6.1). It does not
             # advance SND.NXT; an ACK covering it is accepted through _probe_end.
@@ -1635,7 +1666,7 @@ class TcpConnection:
                 room = (una + self._snd_wnd) - self._snd_nxt
                 if unsent <= 0 or room <= 0:
                     break
-                self._emit_data(self._snd_nxt, min(unsent, self._smss, room), now)
+                self._emit_data(self._snd_nxt, min(unsent, self._data_mss(), room), now)
                 sent += 1
             if sent:
                 recovery.frto = 2
@@ -1860,4 +1891,5 @@ def hot_counters(tcb: Any) -> dict[str, int]:
     C still runs it."""
     segs_in = int(tcb.segs_in)
     return {"segments_received": segs_in, "segments_sent": int(tcb.segs_out),
-            "bytes_acked": int(tcb.bytes_acked), "dataplane_segments": segs_in}
+            "bytes_acked": int(tcb.bytes_acked), "dataplane_segments": segs_in,
+            "out_of_order_segments": int(tcb.ooo_segs)}

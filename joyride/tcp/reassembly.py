@@ -264,6 +264,17 @@ class Reassembler:
         self._buffered -= len(head.buf)
         return bytes(head.buf)
 
+    def load_hot(self, ranges: list[tuple[int, bytes, int]]) -> None:
+        """Take the ranges the C data plane held (``struct dp_tcb.ooo``): (start, bytes,
+        recency stamp) each, disjoint, non-adjacent and in sequence order, into an
+        empty store; the stamps keep their order for ``sack_blocks``."""
+        if self._ranges:
+            raise RuntimeError("load_hot into a store that holds data")
+        for start, data, stamp in ranges:
+            self._ranges.append(_Range(start & MASK, bytearray(data), stamp))
+            self._buffered += len(data)
+            self._clock = max(self._clock, stamp)
+
     def sack_blocks(self, max_blocks: int = 4) -> list[tuple[Seq, Seq]]:
         """Stored ranges as SACK blocks, most recently changed first (RFC 2018 §4).
 

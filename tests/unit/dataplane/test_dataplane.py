@@ -159,33 +159,100 @@ def test_peer_fin_hands_the_flow_back_after_its_data() -> None:
     assert bytes(got) == payload
 
 
-def test_out_of_order_segment_goes_to_python_which_reassembles() -> None:
+class HoldFirstData:
+    """An impairment: the peer's first data segment toward the plane waits (``held``),
+    and its retransmissions are lost, so that the test says when the hole fills; every
+    later one passes, and a copy of the second is kept (``second``). The plane's frames
+    are recorded in ``out``."""
+
+    def __init__(self) -> None:
+        self.held: list[bytes] = []
+        self.second: list[bytes] = []
+        self.out: list[bytes] = []
+
+    def __call__(self, frame: bytes, toward_plane: bool) -> bool:
+        if not toward_plane:
+            self.out.append(frame)
+            return True
+        seg = parse_frame(frame).tcp
+        if seg.payload:
+            if not self.held:
+                self.held.append(frame)
+                return False
+            if seg.seq == parse_frame(self.held[0]).tcp.seq:
+                return False
+            if not self.second:
+                self.second.append(frame)
+        return True
+
+    def send(self, bed: Bed, client, n: int) -> bytes:  # type: ignore[no-untyped-def]
+        """The peer sends n random bytes through this impairment, for three steps."""
+        bed.impair = self
+        payload = os.urandom(n)
+        client.send(payload)
+        bed.peer.mark(client)
+        bed.run(3)
+        return payload
+
+
+def test_out_of_order_data_is_held_in_c_until_the_hole_fills() -> None:
+    """RFC 9293 §3.10.7.4, RFC 5681 §4.2, RFC 2018 §4: segments past a hole are kept in
+    C, each answered at once by an ACK of RCV.NXT whose first SACK block covers what is
+    held; the late segment fills the hole and everything reaches the application in
+    order. Python sees none of it."""
     bed = Bed()
     client, server = bed.connect()
     _ours, app = bed.adopt(server)
-    held: list[bytes] = []
-
-    def hold_first_data(frame: bytes, toward_plane: bool) -> bool:
-        if toward_plane and not held and parse_frame(frame).tcp.payload:
-            held.append(frame)
-            return False
-        return True
-
-    bed.impair = hold_first_data
-    payload = os.urandom(20_000)
-    client.send(payload)
-    bed.peer.mark(client)
-    bed.run(3)
-    bed.impair = None
-    bed.port.push(held[0])  # late, after the segments behind it
+    declined_before = bed.plane.stats()["declined"]  # the handshake's
+    impair = HoldFirstData()
+    payload = impair.send(bed, client, 20_000)
+    st = bed.plane.stats()
+    assert st["rx_ooo"] >= 3 and st["ooo_filled"] == 0
+    hole = parse_frame(impair.held[0]).tcp
+    acks = [parse_frame(f).tcp for f in impair.out]
+    dupacks = [a for a in acks if a.options.sack_blocks]
+    assert len(dupacks) >= 3  # one ACK for each held segment
+    for ack in dupacks:
+        assert ack.ack == hole.seq
+        left, right = ack.options.sack_blocks[0]
+        assert left == hole.seq + len(hole.payload) and right > left
+    assert read_all(app) == b""  # nothing past the hole is given to the application
+    bed.port.push(impair.held[0])  # late, after the segments behind it
     got = bytearray()
     for _ in range(100):
         bed.step()
         got += read_all(app)
-        if not server.parked:
-            got += server.recv()
-    assert bed.reasons and bed.reasons[0] == "segment"
-    assert server.counters["out_of_order_segments"] >= 1
+    assert bytes(got) == payload
+    st = bed.plane.stats()
+    assert st["ooo_filled"] == 1 and st["declined"] == declined_before
+    assert server.parked and bed.reasons == []
+    last = parse_frame(impair.out[-1]).tcp
+    assert not last.options.sack_blocks  # nothing held: no SACK blocks any more
+    bed.plane.release(server)
+    assert server.counters["out_of_order_segments"] == st["rx_ooo"]
+
+
+def test_a_duplicate_of_held_data_hands_the_flow_and_its_ranges_to_python() -> None:
+    """A segment that overlaps what C holds is a duplicate: its D-SACK (RFC 2883) is
+    Python's. C hands the flow back with the held ranges (dp_flow_release packs their
+    bytes after the in-order ones), Python reports the duplicate, reassembles when the
+    hole fills, and the bytes arrive intact."""
+    bed = Bed()
+    client, server = bed.connect()
+    _ours, app = bed.adopt(server)
+    impair = HoldFirstData()
+    payload = impair.send(bed, client, 20_000)
+    bed.impair = None
+    bed.port.push(impair.second[0])  # again: a duplicate of held data
+    bed.step()
+    assert bed.reasons == ["segment"] and not server.parked
+    assert server.counters["out_of_order_segments"] >= 3
+    assert server.counters["dsack_sent"] == 1
+    bed.port.push(impair.held[0])
+    got = bytearray()
+    for _ in range(100):
+        bed.step()
+        got += read_all(app)
     assert bytes(got) == payload
 
 

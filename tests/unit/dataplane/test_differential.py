@@ -3,6 +3,8 @@ data plane runs and one that Python's ``TcpConnection`` runs (the authority), by
 byte on the wire (sequence numbers relative to each side's ISS; timestamps' values and
 the window field excepted: the first depends on random per-connection offsets, the
 second on when each bed's application drains the buffer) and in the state they end in.
+The peer's segments may be held back behind later ones or lost on their way, so that
+out-of-order data, its SACK blocks and the filling of its holes are compared too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ OPS = st.lists(
         st.tuples(st.just("peer"), st.integers(1, 6000).map(float)),
         st.tuples(st.just("app"), st.integers(1, 6000).map(float)),
         st.tuples(st.just("wait"), st.sampled_from([0.0001, 0.002, 0.03, 0.05, 0.3])),
+        # The peer's next data segment arrives after this many later ones (reordering).
+        st.tuples(st.just("hold"), st.integers(1, 4).map(float)),
+        # The peer's next data segment is lost (the peer's recovery resends it).
+        st.tuples(st.just("drop"), st.just(1.0)),
     ),
     min_size=1, max_size=25,
 )
@@ -50,31 +56,58 @@ CONFIGS = {
 def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
     bed = Bed(config=CONFIGS[config])
     client, server = bed.connect()
-    wire: list[tuple[int, int, int, int, bool]] = []
+    wire: list[tuple[object, ...]] = []
     blackout = [0.0]  # ("blackout", s): the peer's frames are lost for s seconds
+    to_drop = [0]  # ("drop", n): the peer's next n data segments are lost
+    to_hold = [0]  # ("hold", n): its next data segment waits for n later ones
+    held: list[list[object]] = []  # [frame, later data segments still to let by]
 
-    def record(frame: bytes, toward_plane: bool) -> bool:
-        if toward_plane:
-            return bed.clock() >= blackout[0]
-        if not toward_plane:
-            seg = parse_frame(frame).tcp
-            wire.append(((seg.seq - server.iss) & 0xFFFFFFFF,
-                         (seg.ack - client.iss) & 0xFFFFFFFF if seg.flags & 0x10 else 0,
-                         int(seg.flags), len(seg.payload), seg.options.timestamps is not None))
+    def rel(seq: int) -> int:
+        return (seq - client.iss) & 0xFFFFFFFF
+
+    def toward_plane(frame: bytes) -> bool:
+        if bed.clock() < blackout[0]:
+            return False
+        if not parse_frame(frame).tcp.payload:
+            return True
+        if to_drop[0]:
+            to_drop[0] -= 1
+            return False
+        if to_hold[0]:
+            held.append([frame, to_hold[0]])
+            to_hold[0] = 0
+            return False
+        bed.port.push(frame)
+        for entry in list(held):
+            entry[1] -= 1  # type: ignore[operator]
+            if entry[1] == 0:
+                held.remove(entry)
+                bed.port.push(entry[0])  # type: ignore[arg-type]
+        return False
+
+    def record(frame: bytes, to_plane: bool) -> bool:
+        if to_plane:
+            return toward_plane(frame)
+        seg = parse_frame(frame).tcp
+        wire.append(((seg.seq - server.iss) & 0xFFFFFFFF,
+                     rel(seg.ack) if seg.flags & 0x10 else 0,
+                     int(seg.flags), len(seg.payload), seg.options.timestamps is not None,
+                     tuple((rel(left), rel(right)) for left, right in seg.options.sack_blocks)))
         return True
 
     bed.impair = record
-    channel = bed.adopt(server) if in_c else None
+    # The application is behind a socket either way, pumped by the bed as the service
+    # pumps it while Python runs the connection; in the Python-only run it never goes
+    # to C. So both see the application's reads and writes at the same moments.
+    if in_c:
+        _, app = bed.adopt(server)
+    else:
+        bed.readopt = False
+        _, app = bed.attach(server)
     app_got, peer_got = bytearray(), bytearray()
 
     def app_reads() -> None:
-        if channel is not None:
-            app_got.extend(read_all(channel[1]))  # the bed pumps it while Python owns it
-        else:
-            data = server.recv()
-            if data:
-                app_got.extend(data)
-                bed.svc.mark(server)  # as the service's pump does after a read
+        app_got.extend(read_all(app))
     up = down = 0
     for i, (kind, value) in enumerate(ops):
         if kind == "peer":
@@ -85,19 +118,31 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
         elif kind == "app":
             data = stream(1000 + i, int(value))
             down += len(data)
-            if channel is not None:
-                channel[1].sendall(data)
-            else:
-                server.send(data)
-                bed.svc.mark(server)
+            app.sendall(data)
+            if not server.parked:
+                # Python runs it now: the bytes enter the connection here (as C reads
+                # them in its next round, before any receive), not after the next
+                # step's receive (the pump's place in Bed.step).
+                bed.pump()
         elif kind == "blackout":
             blackout[0] = bed.clock() + value
+        elif kind == "drop":
+            to_drop[0] += int(value)
+        elif kind == "hold":
+            to_hold[0] = int(value)
         else:
             bed.clock.advance(value)
         for _ in range(3):
             bed.step()
             app_reads()
             peer_got += client.recv()
+        if kind == "wait":  # what is still held arrives now, in the order it was held
+            for frame, _ in held:
+                bed.port.push(frame)  # type: ignore[arg-type]
+            held.clear()
+    for frame, _ in held:
+        bed.port.push(frame)  # type: ignore[arg-type]
+    held.clear()
     for _ in range(40):
         bed.step(0.01)
         app_reads()

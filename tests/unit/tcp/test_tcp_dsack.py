@@ -253,3 +253,25 @@ def test_paws_rejected_replica_is_dsacked_rfc2883_4_1_3() -> None:
     assert conn.counters["drop_paws"] == 1
     ack = one(conn, 1.2)
     assert ack.ack == R + 1000 and ack.options.sack_blocks == _blocks([(0, 500)])
+
+
+def test_data_beside_sack_blocks_shrinks_to_fit_the_mtu_rfc9293_3_7_1() -> None:
+    """While out-of-order data is held, every segment carries SACK blocks (RFC 2018
+    §4): data segments leave room for them (RFC 9293 §3.7.1: the data shrinks by the
+    options' length, as Linux's tcp_current_mss), so none outgrows the MTU. The room
+    is reserved whole (4 + 8 per block: four without timestamps, three beside them),
+    and SMSS comes back once the hole fills."""
+    conn = _conn()
+    smss = conn.mss
+    _data(conn, 1000, 500, 1.0)  # a hole at [0, 1000)
+    one(conn, 1.0)  # the duplicate ACK
+    conn.send(b"r" * 3 * smss)
+    held = out(conn, 1.1)
+    assert [len(s.payload) for s in held[:2]] == [smss - 36, smss - 36]
+    for s in held:
+        assert s.options.sack_blocks == _blocks([(1000, 1500)])
+        assert 4 + 8 * len(s.options.sack_blocks) + len(s.payload) <= smss
+    _data(conn, 0, 1000, 1.2)  # the hole fills: everything is in order
+    conn.receive(seg(R + 1500, ISS + 1 + 3 * smss, ACK), 1.3)  # all acknowledged
+    conn.send(b"s" * 2 * smss)
+    assert [len(s.payload) for s in out(conn, 1.4)] == [smss, smss]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -270,3 +271,20 @@ def test_permuted_overlapping_chunks_with_room_deliver_everything(
         out += r.pop_ready(base + len(out))
         assert r.buffered + len(out) <= len(STREAM)
     assert bytes(out) == STREAM and r.buffered == 0 and r.range_count == 0
+
+
+def test_load_hot_takes_the_c_data_planes_ranges_with_their_recency() -> None:
+    """The ranges C held (struct dp_tcb.ooo) come back in sequence order with their
+    stamps: their bytes, the SACK blocks' order (RFC 2018 §4) and later inserts' order
+    all continue from them; only an empty store may take them."""
+    r = Reassembler(capacity=100_000)
+    base = 0xFFFF_FF00  # across the wrap
+    r.load_hot([(base + 100, b"a" * 50, 7), ((base + 300) & 0xFFFFFFFF, b"b" * 20, 9)])
+    assert r.buffered == 70 and r.range_count == 2
+    assert r.sack_blocks() == [(Seq(base + 300), Seq(base + 320)),
+                               (Seq(base + 100), Seq(base + 150))]
+    r.insert(Seq(base + 150), b"c" * 10, Seq(base), 1 << 20)  # grows the older range
+    assert r.sack_blocks()[0] == (Seq(base + 100), Seq(base + 160))
+    assert r.pop_ready(Seq(base + 100)) == b"a" * 50 + b"c" * 10
+    with pytest.raises(RuntimeError):
+        r.load_hot([(base + 500, b"d", 1)])
