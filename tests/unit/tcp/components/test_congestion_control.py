@@ -301,13 +301,26 @@ def test_cubic_rto() -> None:
     # with W_max = cwnd at its start and K = 0.
     cc = Cubic(MSS)
     cc.cwnd = 50 * MSS
-    cc.on_rto(1.0, 40 * MSS)
-    assert cc.cwnd == MSS and cc.ssthresh == 28 * MSS and cc.epoch_start is None
+    cc.on_rto(1.0, 40 * MSS)  # ssthresh from cwnd, the larger (Linux's tcp_enter_loss)
+    assert cc.cwnd == MSS and cc.ssthresh == 35 * MSS and cc.epoch_start is None
     while cc.in_slow_start:
         cc.on_ack(2.0, 2 * MSS, 0.1, cc.cwnd)
     cc.on_ack(2.5, MSS, 0.1, cc.cwnd)
     assert cc.k == 0.0
-    assert cc.w_max == pytest.approx(28 * MSS, abs=MSS)
+    assert cc.w_max == pytest.approx(35 * MSS, abs=MSS)
+
+
+@pytest.mark.parametrize("flight", [20, 50, 80])
+def test_cubic_ssthresh_from_the_larger_of_flight_and_cwnd_rfc9438_4_6(flight: int) -> None:
+    """RFC 9438 §4.6: ssthresh = flight_size * beta_cubic; an implementation may use
+    cwnd where cwnd cannot grow while the flight falls short of it (RFC 7661 here), and
+    Linux's CUBIC does. A flight below cwnd (PRR's after a recent recovery) no longer
+    cuts below beta * cwnd; a larger one (limited transmit aside) counts whole."""
+    cc = Cubic(MSS)
+    cc.cwnd = 50 * MSS
+    cc.on_congestion(1.0, flight * MSS)
+    assert cc.ssthresh == int(max(flight, 50) * MSS * 0.7)
+    assert cc.cwnd == cc.ssthresh and cc.w_max == 50 * MSS
 
 
 def test_cubic_idle_restarts_epoch() -> None:
@@ -327,6 +340,7 @@ def test_cubic_recovery_exit_restarts_the_epoch_rfc9438_4_2() -> None:
     """Found by test_windows_stay_sane: ACKs during recovery started an epoch whose
     W_est survived recovery exit, so a 1-byte ACK after it doubled cwnd."""
     cc = make_congestion_control("cubic", MSS)
+    cc.cwnd = 2 * MSS
     cc.on_congestion(0.0, 0)
     cc.on_ack(0.0, 7557, None, 7557)
     cc.on_recovery_exit(0.0)
