@@ -146,7 +146,8 @@ def _median(samples: list[dict[str, Any]]) -> float | None:
 
 
 def run_profile(name: str, modes: list[str], size: int, reps: int, timeout: float,
-                workdir: Path, log: Any, kernel_cc: str = "cubic") -> dict[str, Any]:
+                workdir: Path, log: Any, kernel_cc: str = "cubic",
+                directions: tuple[str, ...] = DIRECTIONS) -> dict[str, Any]:
     to_joy, to_peer = PROFILES[name]
     out: dict[str, Any] = {"to_joyride": _imp_json(to_joy), "to_peer": _imp_json(to_peer),
                            "kernel_cc": kernel_cc, "modes": {}}
@@ -168,7 +169,7 @@ def run_profile(name: str, modes: list[str], size: int, reps: int, timeout: floa
                 joy = servers.start(bed, "python", mode, workdir, workdir / f"{mode}.log")
                 stack.callback(joy.stop)
                 result: dict[str, Any] = {}
-                for direction in DIRECTIONS:
+                for direction in directions:
                     pair: dict[str, list[dict[str, Any]]] = {"kernel": [], "joyride": []}
                     for rep in range(reps):
                         sides = [("kernel", kernel.ports["bulk"]), ("joyride", joy.ports["bulk"])]
@@ -189,7 +190,7 @@ def run_profile(name: str, modes: list[str], size: int, reps: int, timeout: floa
                     result["counters"] = {
                         direction: counted_transfer(bed, joy.ports["bulk"], direction, size,
                                                     timeout, kernel_cc)
-                        for direction in DIRECTIONS}
+                        for direction in directions}
                 out["modes"][mode] = result
     return out
 
@@ -214,6 +215,8 @@ def table(doc: dict[str, Any]) -> str:
             continue
         for mode, res in prof["modes"].items():
             for direction in DIRECTIONS:
+                if direction not in res:
+                    continue
                 r = res[direction]
                 fmt = (lambda v: "error" if v is None else f"{v:.2f}")  # noqa: E731
                 lines.append(f"| {name} | {mode} | {direction} | {fmt(r['kernel_s'])} | "
@@ -230,12 +233,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per transfer")
     ap.add_argument("--kernel-cc", default="cubic",
                     help="the kernel's congestion controller (both namespaces)")
+    ap.add_argument("--directions", default=",".join(DIRECTIONS),
+                    help="download (Joyride sends), upload (Joyride receives), or both")
     ap.add_argument("--out", default="results/impair.json")
     args = ap.parse_args(argv)
     names = [p for p in args.profiles.split(",") if p]
     unknown = [p for p in names if p not in PROFILES]
+    directions = tuple(d for d in args.directions.split(",") if d)
     if unknown or args.reps < 3:
         ap.error(f"unknown profiles {unknown}" if unknown else "at least 3 repetitions")
+    if not directions or any(d not in DIRECTIONS for d in directions):
+        ap.error(f"--directions: some of {', '.join(DIRECTIONS)}")
     modes = [m for m in args.modes.split(",") if m]
     started = time.monotonic()
     doc: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -248,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 doc["profiles"][name] = run_profile(name, modes, args.mb * MB, args.reps,
                                                     args.timeout, Path(tmp) / name, sys.stderr,
-                                                    args.kernel_cc)
+                                                    args.kernel_cc, directions)
             except (RuntimeError, OSError) as exc:  # ServerError, TestbedError
                 doc["profiles"][name] = {"error": f"{type(exc).__name__}: {exc}"}
     doc["seconds"] = round(time.monotonic() - started, 1)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from joyride.bench import impair
 
 
@@ -31,3 +33,17 @@ def test_table_shows_ratio_per_profile_and_direction() -> None:
     assert "| mixed | service | download | 2.00 | 3.00 | 1.50 |" in text
     assert "| mixed | service | upload | 2.00 | error | error |" in text
     assert "| loss1 | | | error: ServerError: no | | |" in text
+
+
+def test_one_direction_only_shows_its_rows_and_bad_directions_are_refused() -> None:
+    row = {"kernel_s": 2.0, "joyride_s": 2.2, "ratio": 1.1, "samples": {}}
+    doc = {"when": "now", "machine": {"cpus": 2, "kernel": "k"}, "mb": 10, "reps": 3,
+           "seconds": 1.0, "profiles": {"loss1_delay20": {"modes": {"service": {
+               "download": row}}}}}
+    text = impair.table(doc)
+    assert "| loss1_delay20 | service | download | 2.00 | 2.20 | 1.10 |" in text
+    assert "upload" not in text.split("|---|")[-1]
+    for bad in ("sideways", ""):
+        with pytest.raises(SystemExit) as exc:
+            impair.main(["--directions", bad, "--profiles", "clean"])
+        assert exc.value.code == 2
