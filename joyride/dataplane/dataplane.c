@@ -273,7 +273,7 @@ static void ring_init(struct ring *r, uint32_t cap)
     r->size = r->head = r->len = r->hold = 0;
 }
 
-/* Copy n bytes from offset off (n + off <= len) without consuming them. */
+/* Copy n bytes from offset off (n + off <= len + hold) without consuming them. */
 static void ring_copy(const struct ring *r, uint32_t off, uint8_t *dst, uint32_t n)
 {
     if (n == 0)
