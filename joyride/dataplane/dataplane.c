@@ -3069,14 +3069,38 @@ static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb)
     return f;
 }
 
+/* The out-of-order ranges an adopted TCB brings (Reassembler.save_hot): at most
+ * DP_OOO_RANGES, in sequence order above RCV.NXT, disjoint and not touching, stamped
+ * 1..ooo_clock, their bytes packed after the in-order ones in rcv_len, and the last one
+ * inside the ring. The in-order byte count, or -1 when any of that fails. */
+static int64_t adopt_in_order(const struct dp_tcb *t, uint32_t rcv_len)
+{
+    if (t->ooo_count > DP_OOO_RANGES)
+        return -1;
+    uint32_t prev = t->rcv_nxt, held = 0;
+    for (uint32_t i = 0; i < t->ooo_count; i++) {
+        const struct dp_ooo *r = &t->ooo[i];
+        if (sdiff(r->start, prev) <= 0 || sdiff(r->end, r->start) <= 0 ||
+            r->stamp == 0 || r->stamp > t->ooo_clock)
+            return -1;
+        held += r->end - r->start;
+        prev = r->end;
+    }
+    if (held > rcv_len)
+        return -1;
+    uint64_t extent = (uint64_t)(rcv_len - held) + (uint32_t)(prev - t->rcv_nxt);
+    return extent > (uint64_t)t->rcv_cap + t->rcv_slack ? -1 : (int64_t)(rcv_len - held);
+}
+
 int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rcv,
                       uint32_t rcv_len, const uint8_t *snd, uint32_t snd_len)
 {
     /* Ethernet, IPv4 and TCP headers and the timestamp option: what emit() builds. */
     uint32_t headers = 14 + 20 + 20 + (tcb->ts_ok ? 12 : 0);
+    int64_t in_order = adopt_in_order(tcb, rcv_len);
     if (tcb->smss == 0 || tcb->smss + headers > dp->cfg.max_frame ||
-        snd_len > tcb->snd_cap || rcv_len > tcb->rcv_cap + tcb->rcv_slack ||
-        tcb->rcv_shift > 14 || tcb->snd_shift > 14 || tcb->ooo_count != 0 ||
+        snd_len > tcb->snd_cap || in_order < 0 ||
+        tcb->rcv_shift > 14 || tcb->snd_shift > 14 ||
         (uint32_t)(tcb->snd_nxt - tcb->snd_una) > snd_len)
         return -EINVAL;
     if (flow_lookup(dp, tcb->local_ip, tcb->local_port, tcb->remote_ip, tcb->remote_port))
@@ -3090,11 +3114,25 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
     }
     if (f == NULL)
         return -ENOSPC;
-    if (ring_put(&dp->pool, &f->rcv, rcv, rcv_len) != rcv_len ||
+    if (ring_put(&dp->pool, &f->rcv, rcv, (uint32_t)in_order) != (uint32_t)in_order ||
         ring_put(&dp->pool, &f->snd, snd, snd_len) != snd_len) {
         flow_forget(dp, f);
         return -ENOMEM;
     }
+    /* The held ranges at their offsets past the in-order bytes (ring_room: the last
+     * one's end, inside the ring as adopt_in_order checked). */
+    const uint8_t *src = rcv + in_order;
+    for (uint32_t i = 0; i < f->t.ooo_count; i++) {
+        const struct dp_ooo *r = &f->t.ooo[i];
+        uint32_t n = r->end - r->start;
+        if (ring_room(&dp->pool, &f->rcv, r->end - f->t.rcv_nxt) < 0) {
+            flow_forget(dp, f);
+            return -ENOMEM;
+        }
+        ring_write_at(&f->rcv, r->start - f->t.rcv_nxt, src, n);
+        src += n;
+    }
+    ooo_hold(f);
     if (f->t.app_fd >= 0) {
         int rc = epoll_set(dp, f, APP_IN | (f->rcv.len && !f->t.chan ? EPOLLOUT : 0));
         if (rc < 0) { /* a descriptor epoll refuses: the flow stays Python's */

@@ -223,6 +223,27 @@ static void adopt(struct dp *dp, struct fuzzflow *ff, uint32_t k)
         bytes[i] = (uint8_t)rnd();
     uint32_t snd = (uint32_t)(rnd() % (ff->t.snd_cap < 4096 ? ff->t.snd_cap : 4096));
     uint32_t rcv = (uint32_t)(rnd() % (ff->t.rcv_cap < 4096 ? ff->t.rcv_cap : 4096));
+    if (rnd() % 4 == 0) {
+        /* Python gives some flows back holding out-of-order data: up to three ranges
+         * above the in-order bytes, inside the ring, their bytes after those. */
+        uint32_t at = ff->t.rcv_nxt, extent = rcv, held = 0, n = (uint32_t)(rnd() % 4);
+        uint32_t cap = ff->t.rcv_cap + ff->t.rcv_slack;
+        ff->t.ooo_count = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t gap = 1 + (uint32_t)(rnd() % 600), len = 1 + (uint32_t)(rnd() % 600);
+            if (extent + gap + len > cap || rcv + held + len > sizeof bytes)
+                break;
+            struct dp_ooo *r = &ff->t.ooo[ff->t.ooo_count++];
+            r->start = at + gap;
+            r->end = r->start + len;
+            r->stamp = (uint32_t)(rnd() % 3) + 1; /* ties allowed: order among them is free */
+            at = r->end;
+            extent += gap + len;
+            held += len;
+        }
+        ff->t.ooo_clock = 3;
+        rcv += held;
+    }
     ff->handle = dp_flow_adopt(dp, &ff->t, bytes, rcv, bytes, snd);
     if (ff->handle <= 0) {
         fprintf(stderr, "adopt failed: %lld\n", (long long)ff->handle);

@@ -67,6 +67,9 @@ from joyride.wire.tcp import TcpFlags, TcpOptions, TcpSegment
 
 _ACK: Final = TcpFlags.ACK
 _ACK_EVERY: Final = 2  # RFC 5681 §4.2 / RFC 9293 §3.8.6.3: ACK every 2nd full segment
+#: Out-of-order ranges the C data plane holds (joyride/dataplane/dataplane.h:
+#: DP_OOO_RANGES; a test holds the two equal): a connection with more stays here.
+HOT_OOO_RANGES: Final = 16
 
 
 def rst_for(seg: TcpSegment) -> TcpSegment | None:
@@ -564,8 +567,9 @@ class TcpConnection:
     def hot_ready(self) -> bool:
         """Whether the C data plane can run this connection exactly as this class would
         (docs/dataplane.md, "What C runs"): established, nothing being recovered,
-        reassembled, probed or closed, and no timer but the retransmission, delayed-ACK
-        and keepalive ones. Otherwise every rule stays here."""
+        probed or closed, at most HOT_OOO_RANGES ranges held out of order, and no timer
+        but the retransmission, delayed-ACK and keepalive ones. Otherwise every rule
+        stays here."""
         return self.hot_blocker() is None
 
     def hot_blocker(self) -> str | None:
@@ -584,7 +588,7 @@ class TcpConnection:
             return "probing"
         if self._snd_nxt != self._snd_max or self._buf_seq != self._snd_una:
             return "retransmitting"
-        if self._reasm.buffered:
+        if self._reasm.range_count > HOT_OOO_RANGES:
             return "reassembling"
         if self._dsack is not None:  # C would send the ACK without it
             return "dsack"
@@ -661,6 +665,17 @@ class TcpConnection:
         self._recovery.save_hot(tcb)
         rcv = self._recv_buf.peek(0, len(self._recv_buf))
         self._recv_buf.consume(len(rcv))
+        # Out-of-order data goes too: its ranges in the TCB, its bytes packed after the
+        # in-order ones (dp_flow_adopt puts them back at their offsets).
+        held = self._reasm.save_hot(self._rcv_nxt)
+        tcb.ooo_count = len(held)
+        tcb.ooo_clock = len(held)
+        for i, (start, data, stamp) in enumerate(held):
+            tcb.ooo[i].start = start
+            tcb.ooo[i].end = (start + len(data)) & MASK
+            tcb.ooo[i].stamp = stamp
+        if held:
+            rcv = rcv + b"".join(data for _, data, _ in held)
         snd = self._send_buf.peek(0, len(self._send_buf))
         self._send_buf.consume(len(snd))
         self._timers.cancel(Timer.RETRANSMIT)

@@ -264,6 +264,20 @@ class Reassembler:
         self._buffered -= len(head.buf)
         return bytes(head.buf)
 
+    def save_hot(self, rcv_nxt: Seq) -> list[tuple[int, bytes, int]]:
+        """Empty the store for the C data plane (``struct dp_tcb.ooo``): (start, bytes,
+        recency stamp) of each range above ``rcv_nxt``, in sequence order, the stamps
+        renumbered 1..n in the order of their recency (C keeps a 32-bit clock)."""
+        self._prune(int(rcv_nxt))
+        ranges = self._ranges
+        order = sorted(range(len(ranges)), key=lambda i: ranges[i].stamp)
+        stamps = [0] * len(ranges)
+        for rank, i in enumerate(order, start=1):
+            stamps[i] = rank
+        out = [(r.start, bytes(r.buf), stamps[i]) for i, r in enumerate(ranges)]
+        self.clear()
+        return out
+
     def load_hot(self, ranges: list[tuple[int, bytes, int]]) -> None:
         """Take the ranges the C data plane held (``struct dp_tcb.ooo``): (start, bytes,
         recency stamp) each, disjoint, non-adjacent and in sequence order, into an

@@ -235,8 +235,9 @@ def test_out_of_order_data_is_held_in_c_until_the_hole_fills() -> None:
 def test_a_duplicate_of_held_data_hands_the_flow_and_its_ranges_to_python() -> None:
     """A segment that overlaps what C holds is a duplicate: its D-SACK (RFC 2883) is
     Python's. C hands the flow back with the held ranges (dp_flow_release packs their
-    bytes after the in-order ones), Python reports the duplicate, reassembles when the
-    hole fills, and the bytes arrive intact."""
+    bytes after the in-order ones), Python reports the duplicate and, with nothing
+    else owed, gives the flow back to C with the ranges (dp_flow_adopt puts them at
+    their offsets), where the late segment fills the hole: the bytes arrive intact."""
     bed = Bed()
     client, server = bed.connect()
     _ours, app = bed.adopt(server)
@@ -245,15 +246,74 @@ def test_a_duplicate_of_held_data_hands_the_flow_and_its_ranges_to_python() -> N
     bed.impair = None
     bed.port.push(impair.second[0])  # again: a duplicate of held data
     bed.step()
-    assert bed.reasons == ["segment"] and not server.parked
+    assert bed.reasons == ["segment"]
     assert server.counters["out_of_order_segments"] >= 3
     assert server.counters["dsack_sent"] == 1
+    assert server.parked  # back in C, holding the ranges
+    handle = bed.plane._handle_of[server]
+    assert lib.dp_flow_ooo_len(bed.plane._dp, handle) > 0
     bed.port.push(impair.held[0])
     got = bytearray()
     for _ in range(100):
         bed.step()
         got += read_all(app)
     assert bytes(got) == payload
+    assert bed.reasons == ["segment"] and bed.plane.stats()["ooo_filled"] == 1
+
+
+def test_python_and_c_hold_the_same_number_of_ranges() -> None:
+    from joyride.tcp.connection import HOT_OOO_RANGES
+
+    assert HOT_OOO_RANGES == lib.DP_OOO_RANGES
+
+
+def test_adopt_refuses_ranges_that_are_out_of_order_or_do_not_fit() -> None:
+    """dp_flow_adopt checks the ranges a TCB brings before it takes anything: in order
+    above RCV.NXT, not touching, stamped, their bytes given, inside the ring."""
+    bed = Bed()
+    _client, server = bed.connect()
+    ours, _app = bed.attach(server)
+    tcb = plane.ffi.new("struct dp_tcb *")
+    good = {"start": 100, "end": 200, "stamp": 1}
+    cases = {
+        "fits": ([good], 100, True),
+        "touching RCV.NXT": ([dict(good, start=0)], 200, False),
+        "unstamped": ([dict(good, stamp=0)], 100, False),
+        "bytes missing": ([good], 99, False),
+        "touching each other": ([good, {"start": 200, "end": 300, "stamp": 2}], 200, False),
+        "out of order": ([good, {"start": 50, "end": 60, "stamp": 2}], 110, False),
+        "past the ring": ([{"start": 1 << 24, "end": (1 << 24) + 10, "stamp": 1}], 10, False),
+    }
+    for name, (ranges, length, ok) in cases.items():
+        moved = server.export_hot(tcb)
+        assert moved is not None, name
+        rcv, snd = moved
+        tcb.local_ip = int.from_bytes(server.local_ip, "little")
+        tcb.remote_ip = int.from_bytes(server.remote_ip, "little")
+        tcb.local_port, tcb.remote_port = server.local_port, server.remote_port
+        tcb.app_fd = ours.fileno()
+        base = int(tcb.rcv_nxt)
+        tcb.ooo_count, tcb.ooo_clock = len(ranges), len(ranges)
+        for i, r in enumerate(ranges):
+            tcb.ooo[i].start = (base + r["start"]) & 0xFFFFFFFF
+            tcb.ooo[i].end = (base + r["end"]) & 0xFFFFFFFF
+            tcb.ooo[i].stamp = r["stamp"]
+        data = rcv + bytes(range(256)) * (length // 256) + bytes(range(length % 256))
+        handle = int(lib.dp_flow_adopt(bed.plane._dp, tcb, data, len(data), snd, len(snd)))
+        assert (handle > 0) == ok, name
+        if handle > 0:  # C gives the range back as it took it
+            assert lib.dp_flow_ooo_len(bed.plane._dp, handle) == length
+            out = plane.ffi.new("struct dp_tcb *")
+            buf = plane.ffi.new("uint8_t[]", len(data))
+            sbuf = plane.ffi.new("uint8_t[]", max(len(snd), 1))
+            assert lib.dp_flow_release(bed.plane._dp, handle, out, buf, len(data), sbuf,
+                                       max(len(snd), 1)) == 0
+            assert bytes(plane.ffi.buffer(buf, len(data))) == data
+            assert (out.ooo_count, out.ooo[0].start) == (1, tcb.ooo[0].start)
+        tcb.ooo_count = 0
+        tcb.reason = 0
+        server.import_hot(tcb, rcv, snd)  # as plane.adopt does when C refuses
+        assert server.hot_blocker() is None
 
 
 def test_lost_reply_hands_back_on_rto_and_python_retransmits() -> None:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tcp_helpers import ACK, IRS, ISS, established, none, one, out, plain_config, seg
 
-from joyride.tcp.connection import TcpConnection
+from joyride.tcp.connection import HOT_OOO_RANGES, TcpConnection
 from joyride.wire.seq import Seq
 from joyride.wire.tcp import TcpOptions
 
@@ -275,3 +275,17 @@ def test_data_beside_sack_blocks_shrinks_to_fit_the_mtu_rfc9293_3_7_1() -> None:
     conn.receive(seg(R + 1500, ISS + 1 + 3 * smss, ACK), 1.3)  # all acknowledged
     conn.send(b"s" * 2 * smss)
     assert [len(s.payload) for s in out(conn, 1.4)] == [smss, smss]
+
+
+def test_c_takes_a_connection_holding_up_to_its_number_of_ranges() -> None:
+    """Held out-of-order data does not keep a connection from the C data plane, which
+    holds up to HOT_OOO_RANGES ranges (dataplane.h's DP_OOO_RANGES); with more, or with
+    a D-SACK owed, it stays here."""
+    conn = _conn()
+    for k in range(HOT_OOO_RANGES):
+        _data(conn, 1000 + 200 * k, 100, 1.0)
+    out(conn, 1.0)
+    assert conn.hot_blocker() is None
+    _data(conn, 1000 + 200 * HOT_OOO_RANGES, 100, 1.1)
+    out(conn, 1.1)
+    assert conn.hot_blocker() == "reassembling"

@@ -288,3 +288,19 @@ def test_load_hot_takes_the_c_data_planes_ranges_with_their_recency() -> None:
     assert r.pop_ready(Seq(base + 100)) == b"a" * 50 + b"c" * 10
     with pytest.raises(RuntimeError):
         r.load_hot([(base + 500, b"d", 1)])
+
+
+def test_save_hot_empties_the_store_in_order_with_recency_ranked() -> None:
+    """For the C data plane: ranges above RCV.NXT in sequence order, stamps renumbered
+    1..n by recency (C's clock is 32 bits), bytes intact; the store is left empty."""
+    r = Reassembler(capacity=100_000)
+    r.insert(BASE + 300, b"c" * 10, BASE, 1 << 20)
+    r.insert(BASE + 100, b"a" * 10, BASE, 1 << 20)
+    r.insert(BASE + 200, b"b" * 10, BASE, 1 << 20)
+    r.insert(BASE + 110, b"a" * 5, BASE, 1 << 20)  # grows the first range: most recent
+    saved = r.save_hot(BASE)
+    assert [(start - int(BASE), data, stamp) for start, data, stamp in saved] == [
+        (100, b"a" * 15, 3), (200, b"b" * 10, 2), (300, b"c" * 10, 1)]
+    assert r.buffered == 0 and r.range_count == 0
+    r.load_hot(saved)
+    assert blocks(r) == [(100, 115), (200, 210), (300, 310)]
