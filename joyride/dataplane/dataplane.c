@@ -3119,18 +3119,21 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
         flow_forget(dp, f);
         return -ENOMEM;
     }
-    /* The held ranges at their offsets past the in-order bytes (ring_room: the last
-     * one's end, inside the ring as adopt_in_order checked). */
-    const uint8_t *src = rcv + in_order;
-    for (uint32_t i = 0; i < f->t.ooo_count; i++) {
-        const struct dp_ooo *r = &f->t.ooo[i];
-        uint32_t n = r->end - r->start;
-        if (ring_room(&dp->pool, &f->rcv, r->end - f->t.rcv_nxt) < 0) {
+    /* The held ranges at their offsets past the in-order bytes. Room for the last
+     * one's end first, once (inside the ring, as adopt_in_order checked): growing the
+     * ring between ranges would copy only what hold covers, and hold is set after. */
+    if (f->t.ooo_count) {
+        uint32_t extent = f->t.ooo[f->t.ooo_count - 1].end - f->t.rcv_nxt;
+        if (ring_room(&dp->pool, &f->rcv, extent) < 0) {
             flow_forget(dp, f);
             return -ENOMEM;
         }
-        ring_write_at(&f->rcv, r->start - f->t.rcv_nxt, src, n);
-        src += n;
+    }
+    const uint8_t *src = rcv + in_order;
+    for (uint32_t i = 0; i < f->t.ooo_count; i++) {
+        const struct dp_ooo *r = &f->t.ooo[i];
+        ring_write_at(&f->rcv, r->start - f->t.rcv_nxt, src, r->end - r->start);
+        src += r->end - r->start;
     }
     ooo_hold(f);
     if (f->t.app_fd >= 0) {

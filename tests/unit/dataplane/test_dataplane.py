@@ -277,6 +277,9 @@ def test_adopt_refuses_ranges_that_are_out_of_order_or_do_not_fit() -> None:
     good = {"start": 100, "end": 200, "stamp": 1}
     cases = {
         "fits": ([good], 100, True),
+        # The second range lies past the ring's first allocation: it grows, and the
+        # first range's bytes must move with the rest.
+        "two, far apart": ([good, {"start": 20_000, "end": 20_300, "stamp": 2}], 400, True),
         "touching RCV.NXT": ([dict(good, start=0)], 200, False),
         "unstamped": ([dict(good, stamp=0)], 100, False),
         "bytes missing": ([good], 99, False),
@@ -309,7 +312,9 @@ def test_adopt_refuses_ranges_that_are_out_of_order_or_do_not_fit() -> None:
             assert lib.dp_flow_release(bed.plane._dp, handle, out, buf, len(data), sbuf,
                                        max(len(snd), 1)) == 0
             assert bytes(plane.ffi.buffer(buf, len(data))) == data
-            assert (out.ooo_count, out.ooo[0].start) == (1, tcb.ooo[0].start)
+            assert out.ooo_count == len(ranges)
+            assert [(int(out.ooo[i].start), int(out.ooo[i].end)) for i in range(len(ranges))] \
+                == [(int(tcb.ooo[i].start), int(tcb.ooo[i].end)) for i in range(len(ranges))]
         tcb.ooo_count = 0
         tcb.reason = 0
         server.import_hot(tcb, rcv, snd)  # as plane.adopt does when C refuses
