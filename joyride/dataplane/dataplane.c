@@ -1368,8 +1368,6 @@ static void born_end(struct dp *dp, struct flow *f)
     flow_forget(dp, f);
 }
 
-/* Whether C predicts p for f (header prediction, Van Jacobson, plus window updates):
- * accepted segments change exactly what TcpConnection.receive would. */
 /* --- out-of-order data (Reassembler, in the receive ring) ---------------------------- */
 
 /* Whether C holds a segment of n bytes at seq, above RCV.NXT, as Reassembler.insert
@@ -1449,6 +1447,8 @@ static void ooo_deliver(struct dp *dp, struct flow *f)
     dp->st.ooo_filled++;
 }
 
+/* Whether C predicts p for f (header prediction, Van Jacobson, plus window updates):
+ * accepted segments change exactly what TcpConnection.receive would. */
 static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p,
                       const uint8_t *frame, double now)
 {
