@@ -1470,15 +1470,32 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
         (t->peer_fin && (len || fin)))
         return 0;
     if (t->ts_ok) {
-        /* RFC 7323 §5.3 PAWS; a segment without TSopt goes to Python, which counts it. */
-        if (!p->has_ts || sdiff(p->tsval, t->ts_recent) < 0)
+        /* A segment without TSopt goes to Python, which counts it. */
+        if (!p->has_ts)
             return 0;
+        if (sdiff(p->tsval, t->ts_recent) < 0) {
+            /* RFC 7323 §5.3 R1 (PAWS): a pure ACK, typically one that a newer ACK
+             * overtook, is dropped, counted and answered by an ACK. Data (whose
+             * duplicate a D-SACK reports) and a TS.Recent gone stale (§5.5): Python's. */
+            if (len || fin || now - t->ts_recent_age > PAWS_IDLE)
+                return 0;
+            t->paws_drops++;
+            t->segs_in++;
+            t->ack_now = 1;
+            return 1;
+        }
     } else if (p->has_ts) {
         return 0;
     }
     int32_t adv = sdiff(p->ack, t->snd_una);
-    if (adv < 0 || sdiff(p->ack, t->snd_nxt) > 0)
-        return 0; /* old or unsent: RFC 5961 §5.2 in Python */
+    if (sdiff(p->ack, t->snd_nxt) > 0)
+        return 0; /* unsent: RFC 5961 §5.2 in Python */
+    /* An old ACK (a reordered one) within MAX.SND.WND is ignored, its segment taken
+     * (RFC 9293 §3.10.7.4; RFC 5961 §5.2 for one older than that: Python's). Python's
+     * recovery, quiet while C runs the flow, learns nothing from it without SACK
+     * blocks (which are not plain). */
+    if (adv < 0 && (uint32_t)-adv > umax(t->max_snd_wnd, 1))
+        return 0;
     uint32_t wnd = (uint32_t)p->window << t->snd_shift;
     uint32_t flight = t->snd_nxt - t->snd_una;
     if (adv == 0 && len == 0 && !fin && flight > 0 && wnd == t->snd_wnd)
@@ -1542,9 +1559,10 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
         if (t->fin_sent && t->snd_una == t->snd_nxt)
             fin_acked(dp, f, now);
     }
-    /* Window update (RFC 9293 §3.10.7.4, SND.WL1/WL2). */
-    if (sdiff(t->snd_wl1, p->seq) < 0 ||
-        (t->snd_wl1 == p->seq && sdiff(t->snd_wl2, p->ack) <= 0)) {
+    /* Window update (RFC 9293 §3.10.7.4, SND.WL1/WL2), from an acceptable ACK only
+     * (SND.UNA =< SEG.ACK). */
+    if (adv >= 0 && (sdiff(t->snd_wl1, p->seq) < 0 ||
+                     (t->snd_wl1 == p->seq && sdiff(t->snd_wl2, p->ack) <= 0))) {
         if (wnd > t->snd_wnd)
             t->persist_backoff = 0;
         t->snd_wnd = wnd;

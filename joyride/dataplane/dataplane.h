@@ -267,6 +267,7 @@ struct dp_tcb {
     uint64_t bytes_acked;
     uint64_t rtt_sample_count;
     uint64_t ooo_segs;         /* segments held out of order */
+    uint64_t paws_drops;       /* pure ACKs dropped by PAWS (RFC 7323 §5.3 R1) */
     /* Out-of-order data (Reassembler): ooo_count disjoint, non-adjacent ranges above
      * RCV.NXT, in sequence order; their bytes sit in the receive ring at their offset
      * past the in-order bytes. ooo_clock: the last recency stamp given. */

@@ -1907,4 +1907,4 @@ def hot_counters(tcb: Any) -> dict[str, int]:
     segs_in = int(tcb.segs_in)
     return {"segments_received": segs_in, "segments_sent": int(tcb.segs_out),
             "bytes_acked": int(tcb.bytes_acked), "dataplane_segments": segs_in,
-            "out_of_order_segments": int(tcb.ooo_segs)}
+            "out_of_order_segments": int(tcb.ooo_segs), "drop_paws": int(tcb.paws_drops)}

@@ -232,6 +232,60 @@ def test_out_of_order_data_is_held_in_c_until_the_hole_fills() -> None:
     assert server.counters["out_of_order_segments"] == st["rx_ooo"]
 
 
+class StaleAcks:
+    """An impairment: each pure ACK of the peer's toward the plane arrives with a late
+    copy of the one before it behind it (reordered and duplicated), which is old (its
+    SEG.ACK below SND.UNA) when the new one acknowledged more. ``old`` counts them."""
+
+    def __init__(self, bed: Bed) -> None:
+        self.bed = bed
+        self.previous: bytes | None = None
+        self.old = 0
+
+    def __call__(self, frame: bytes, toward_plane: bool) -> bool:
+        if not toward_plane or parse_frame(frame).tcp.payload:
+            return True
+        self.bed.port.push(frame)
+        previous, self.previous = self.previous, frame
+        if previous is not None:
+            self.bed.port.push(previous)
+            self.old += parse_frame(previous).tcp.ack != parse_frame(frame).tcp.ack
+        return False
+
+
+def test_old_acks_are_ignored_in_c_rfc9293_3_10_7_4() -> None:
+    """A reordered, older ACK (SND.UNA - MAX.SND.WND =< SEG.ACK < SND.UNA) is ignored
+    and its segment taken in C, as Python takes it: neither SND.UNA nor the window
+    goes back, nothing is handed back, and the bytes arrive intact. One whose TSval is
+    older than TS.Recent is dropped by PAWS, in C too."""
+    bed = Bed()
+    client, server = bed.connect()
+    _ours, app = bed.adopt(server)
+    declined_before = bed.plane.stats()["declined"]
+    stale = StaleAcks(bed)
+    bed.impair = stale
+    payload = os.urandom(300_000)
+    sent, got = 0, bytearray()
+    for _ in range(2000):
+        with contextlib.suppress(BlockingIOError):
+            sent += app.send(payload[sent:sent + 65536])
+        bed.step()
+        got += client.recv()
+        if len(got) == len(payload):
+            break
+    bed.run(3)
+    got += client.recv()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    assert stale.old >= 5  # old ACKs did reach C
+    assert bed.plane.stats()["declined"] == declined_before
+    assert server.parked and bed.reasons == []
+    bed.plane.release(server)
+    assert server.snd_una == server.snd_nxt  # everything acknowledged, nothing undone
+    # A copy whose TSval is older than TS.Recent fails PAWS (RFC 7323 §5.3 R1): C
+    # drops it and counts it for Python, as Python would.
+    assert server.counters["drop_paws"] >= 1
+
+
 def test_a_duplicate_of_held_data_hands_the_flow_and_its_ranges_to_python() -> None:
     """A segment that overlaps what C holds is a duplicate: its D-SACK (RFC 2883) is
     Python's. C hands the flow back with the held ranges (dp_flow_release packs their

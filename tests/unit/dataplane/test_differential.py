@@ -4,7 +4,8 @@ byte on the wire (sequence numbers relative to each side's ISS; timestamps' valu
 the window field excepted: the first depends on random per-connection offsets, the
 second on when each bed's application drains the buffer) and in the state they end in.
 The peer's segments may be held back behind later ones or lost on their way, so that
-out-of-order data, its SACK blocks and the filling of its holes are compared too.
+out-of-order data, its SACK blocks and the filling of its holes are compared too; its
+pure ACKs may arrive behind its next segment (old ACKs, RFC 9293 §3.10.7.4).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ OPS = st.lists(
         st.tuples(st.just("hold"), st.integers(1, 4).map(float)),
         # The peer's next data segment is lost (the peer's recovery resends it).
         st.tuples(st.just("drop"), st.just(1.0)),
+        # The peer's next pure ACK arrives after its next segment (an old ACK then).
+        st.tuples(st.just("swap"), st.just(1.0)),
     ),
     min_size=1, max_size=25,
 )
@@ -61,15 +64,27 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
     to_drop = [0]  # ("drop", n): the peer's next n data segments are lost
     to_hold = [0]  # ("hold", n): its next data segment waits for n later ones
     held: list[list[object]] = []  # [frame, later data segments still to let by]
+    to_swap = [0]  # ("swap", 1): its next pure ACK goes behind its next segment
+    swapped: list[bytes] = []
 
     def rel(seq: int) -> int:
         return (seq - client.iss) & 0xFFFFFFFF
+
+    def arrive(frame: bytes) -> None:
+        bed.port.push(frame)
+        if swapped:  # the old ACK, right behind the segment that overtook it
+            bed.port.push(swapped.pop())
 
     def toward_plane(frame: bytes) -> bool:
         if bed.clock() < blackout[0]:
             return False
         if not parse_frame(frame).tcp.payload:
-            return True
+            if to_swap[0] and not swapped:
+                to_swap[0] = 0
+                swapped.append(frame)
+            else:
+                arrive(frame)
+            return False
         if to_drop[0]:
             to_drop[0] -= 1
             return False
@@ -77,7 +92,7 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
             held.append([frame, to_hold[0]])
             to_hold[0] = 0
             return False
-        bed.port.push(frame)
+        arrive(frame)
         for entry in list(held):
             entry[1] -= 1  # type: ignore[operator]
             if entry[1] == 0:
@@ -94,6 +109,14 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
                      int(seg.flags), len(seg.payload), seg.options.timestamps is not None,
                      tuple((rel(left), rel(right)) for left, right in seg.options.sack_blocks)))
         return True
+
+    def release_held() -> None:
+        for frame, _ in held:
+            bed.port.push(frame)  # type: ignore[arg-type]
+        held.clear()
+        for frame in swapped:
+            bed.port.push(frame)
+        swapped.clear()
 
     bed.impair = record
     # The application is behind a socket either way, pumped by the bed as the service
@@ -130,6 +153,8 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
             to_drop[0] += int(value)
         elif kind == "hold":
             to_hold[0] = int(value)
+        elif kind == "swap":
+            to_swap[0] = 1
         else:
             bed.clock.advance(value)
         for _ in range(3):
@@ -137,12 +162,8 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
             app_reads()
             peer_got += client.recv()
         if kind == "wait":  # what is still held arrives now, in the order it was held
-            for frame, _ in held:
-                bed.port.push(frame)  # type: ignore[arg-type]
-            held.clear()
-    for frame, _ in held:
-        bed.port.push(frame)  # type: ignore[arg-type]
-    held.clear()
+            release_held()
+    release_held()
     for _ in range(40):
         bed.step(0.01)
         app_reads()
