@@ -45,7 +45,8 @@ _Static_assert(sizeof(struct dp_desc) == 16, "struct dp_desc is struct xdp_desc"
 #define WHEEL_MASK (WHEEL_SLOTS - 1)
 #define MAX_EVENTS 64
 #define ARENA_BATCHES 4
-#define HOST_QUEUE_RECHECK 0.001 /* s: a timer due while the flow's frames wait */
+#define HOST_QUEUE_RECHECK 0.001 /* s: a timer due while the flow's data frames wait */
+#define ARENA_DATA 0x80000000u   /* in arena_flow: the frame carries data (slots < 2^24) */
 #define TX_QUANTUM 16 /* data segments a flow sends a round while others wait for room */
 #define PAWS_IDLE (24.0 * 24 * 3600)   /* RFC 7323 §5.5 (options.PAWS_IDLE) */
 #define SYN_FALLBACK_RTO 3.0           /* RFC 6298 §5.7 (rtt.SYN_FALLBACK_RTO) */
@@ -123,6 +124,7 @@ struct flow {
     uint8_t touched;           /* in dp->touched this round */
     uint8_t tx_waiting;        /* in dp->tx_wait: it stopped sending, the NIC was full */
     uint16_t in_arena;         /* its frames in the arena, not yet taken by the NIC */
+    uint16_t data_in_arena;    /* ... of them, those that carry data */
     uint8_t gso_sticky;        /* its data goes by GSO only, from its first such send */
     uint64_t xsk_mark;         /* frames placed on the tx ring up to its last (gso_ready) */
     uint8_t app_readable;      /* epoll said the application has bytes for us */
@@ -187,7 +189,7 @@ struct dp {
     uint64_t *arena_offs;
     uint32_t *arena_caps;
     uint32_t *arena_lens;
-    uint32_t *arena_flow;      /* the flow slot each frame is of */
+    uint32_t *arena_flow;      /* the flow slot each frame is of (| ARENA_DATA) */
     uint32_t arena_slots;
     /* The last arena_reserve slots only control segments (SYN-ACK, RST, TIME-WAIT's and
      * pure ACKs) may use: a NIC full of data must not stop a handshake or an ACK. */
@@ -584,6 +586,68 @@ static void pto_arm(struct dp *dp, struct flow *f, double now)
     timer_arm(dp, f, at);
 }
 
+/* --- RACK's send times (RFC 8985 §6.1-6.2; LossRecovery.note_sent and _rack_ack) --- */
+
+/* Records wholly below SND.UNA go; the one ending at it still times the octet just
+ * below (LossRecovery: bisect_left(ends, snd_una)). */
+static void tx_prune(struct dp_tcb *t)
+{
+    uint32_t k = 0;
+    while (k < t->tx_count && sdiff(t->tx[k].end, t->snd_una) < 0)
+        k++;
+    if (k) {
+        t->tx_count -= k;
+        memmove(&t->tx[0], &t->tx[k], t->tx_count * sizeof t->tx[0]);
+    }
+}
+
+/* LossRecovery.note_sent: new data up to end went at now. One record per send time;
+ * when all DP_TX_RECORDS are taken the oldest goes, as Python's MAX_TX_RECORDS rule
+ * (its octets then count as sent with the next record's: later, never earlier, so no
+ * loss is declared sooner for it). */
+static void tx_note(struct dp_tcb *t, uint32_t end, double now)
+{
+    if (!t->sack_ok)
+        return; /* RACK needs SACK (RFC 8985 §2) */
+    tx_prune(t);
+    if (t->tx_count) {
+        struct dp_tx *last = &t->tx[t->tx_count - 1];
+        if (sdiff(end, last->end) <= 0)
+            return;
+        if (last->at == now) {
+            last->end = end; /* the same send time: one record */
+            return;
+        }
+        if (t->tx_count == DP_TX_RECORDS) {
+            t->tx_count--;
+            memmove(&t->tx[0], &t->tx[1], t->tx_count * sizeof t->tx[0]);
+        }
+    }
+    t->tx[t->tx_count].end = end;
+    t->tx[t->tx_count].at = now;
+    t->tx_count++;
+}
+
+/* LossRecovery._rack_ack for an ACK of new data without SACK blocks (RFC 8985 §6.2
+ * steps 1-2; nothing is SACKed while C runs a flow): the newest octet it delivered,
+ * SND.UNA - 1, was sent at the first record's time; a send no older than RACK.xmit_ts
+ * sets RACK.xmit_ts, RACK.rtt and RACK.min_RTT. */
+static void rack_ack(struct dp_tcb *t, double now)
+{
+    if (!t->sack_ok)
+        return;
+    tx_prune(t);
+    if (t->tx_count == 0)
+        return;
+    double sent = t->tx[0].at;
+    if (t->rack_xmit_ts < 0 || sent >= t->rack_xmit_ts) {
+        t->rack_xmit_ts = sent;
+        t->rack_rtt = now - sent;
+        if (t->rack_min_rtt < 0 || t->rack_rtt < t->rack_min_rtt)
+            t->rack_min_rtt = t->rack_rtt;
+    }
+}
+
 static void rtt_sample(struct dp_tcb *t, double rtt)
 {
     /* RttEstimator.sample, RFC 6298 §2.2-2.3 (alpha 1/8, beta 1/4, K 4). */
@@ -749,8 +813,11 @@ static void arena_flush(struct dp *dp)
     dp->kick_owed = 1;
     uint64_t placed = p->tx_placed ? *p->tx_placed : 0;
     for (uint32_t k = 0; k < ok; k++) {
-        struct flow *f = &dp->flows[dp->arena_flow[k]];
+        uint32_t tag = dp->arena_flow[k];
+        struct flow *f = &dp->flows[tag & ~ARENA_DATA];
         f->in_arena--;
+        if (tag & ARENA_DATA)
+            f->data_in_arena--;
         f->xsk_mark = placed;
     }
     uint32_t left = used - ok;
@@ -815,8 +882,10 @@ static int arena_put(struct dp *dp, struct flow *f, struct wire_seg *s, uint32_t
         dp->st.tx_dropped++;
         return 0;
     }
-    dp->arena_flow[k] = (uint32_t)(f - dp->flows);
+    dp->arena_flow[k] = (uint32_t)(f - dp->flows) | (n ? ARENA_DATA : 0);
     f->in_arena++;
+    if (n)
+        f->data_in_arena++;
     dp->arena_used++;
     return 1;
 }
@@ -1199,6 +1268,7 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
                         t->rtt_time = now;
                     }
                     t->snd_nxt += total + fin;
+                    tx_note(t, t->snd_nxt - fin, now);
                     unsent -= total;
                     quantum = allowed == UINT32_MAX ? UINT32_MAX : allowed - segs;
                     if (fin) {
@@ -1228,6 +1298,7 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
             t->rtt_time = now;
         }
         t->snd_nxt += n + fin;
+        tx_note(t, t->snd_nxt - fin, now);
         unsent -= n;
         if (fin) {
             t->fin_sent = 1;
@@ -1540,6 +1611,7 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
         }
         if (rtt >= 0)
             rtt_sample(t, rtt);
+        rack_ack(t, now);
         t->rto_backoff = 0;
         t->retries = 0;
         if (t->snd_una == t->snd_nxt) {
@@ -2575,9 +2647,11 @@ static void fire_due(struct dp *dp, struct flow *f, double now)
         return;
     }
     if ((t->rto_at && now >= t->rto_at) || (t->pto_at && now >= t->pto_at)) {
-        if (f->in_arena) {
+        if (f->data_in_arena) {
             /* Linux's skb_still_in_host_queue: a segment that has not left this host
-             * cannot have been lost; look again once the NIC has taken it. */
+             * cannot have been lost; look again once the NIC has taken it. (An ACK
+             * that waits says nothing about the data: one owed at once is queued
+             * mid-round, before the timers.) */
             double again = now + HOST_QUEUE_RECHECK;
             if (t->rto_at && now >= t->rto_at)
                 t->rto_at = again;
@@ -3048,6 +3122,7 @@ static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb)
     uint8_t touched = f->touched; /* the slot may still sit in this round's list */
     uint8_t tx_waiting = f->tx_waiting; /* ... or in the transmit wait list */
     uint16_t in_arena = f->in_arena;    /* ... and its frames in the arena */
+    uint16_t data_in_arena = f->data_in_arena;
     uint64_t xsk_mark = f->xsk_mark;    /* ... or on the tx ring */
     uint8_t chan_again = f->chan_again; /* ... or in the channels' lists: a flag cleared */
     uint8_t in_ringpoll = f->in_ringpoll; /* here would let the slot in twice, past the end */
@@ -3056,6 +3131,7 @@ static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb)
     f->touched = touched;
     f->tx_waiting = tx_waiting;
     f->in_arena = in_arena;
+    f->data_in_arena = data_in_arena;
     f->xsk_mark = xsk_mark;
     f->chan_again = chan_again;
     f->in_ringpoll = in_ringpoll;

@@ -124,7 +124,8 @@ enum dp_limits {
     DP_LISTEN_NAMES = 16,      /* unix listeners one port delivers to, round robin */
     DP_NAME_BYTES = 108,       /* an abstract unix name, NUL-terminated, no leading NUL */
     DP_MAX_LISTENERS = 64,
-    DP_OOO_RANGES = 16         /* out-of-order ranges C keeps; one more declines */
+    DP_OOO_RANGES = 16,        /* out-of-order ranges C keeps; one more declines */
+    DP_TX_RECORDS = 32         /* RACK send-time records C keeps; the oldest go first */
 };
 
 /* Congestion controllers C runs outside recovery (congestion.py owns the rules). */
@@ -140,6 +141,13 @@ struct dp_ooo {
     uint32_t start;
     uint32_t end;
     uint32_t stamp;
+};
+
+/* When new data went (RFC 8985 §6.1, LossRecovery's records): the octets below end
+ * that no earlier record covers were first sent at time at. One record per send time. */
+struct dp_tx {
+    uint32_t end;
+    double at;
 };
 
 /* The hot half of one connection's TCB: what C needs to run it, moved in one copy at
@@ -274,6 +282,14 @@ struct dp_tcb {
     uint32_t ooo_count;
     uint32_t ooo_clock;
     struct dp_ooo ooo[16];     /* DP_OOO_RANGES */
+    /* RACK (RFC 8985 §6.2, LossRecovery owns the rules): the send times of new data
+     * outstanding, oldest first, kept while SACK is in use; and what the ACKs of new
+     * data said. rack_xmit_ts, rack_min_rtt < 0: none yet. */
+    double rack_xmit_ts;       /* RACK.xmit_ts */
+    double rack_rtt;           /* RACK.rtt */
+    double rack_min_rtt;       /* RACK.min_RTT */
+    uint32_t tx_count;
+    struct dp_tx tx[32];       /* DP_TX_RECORDS */
 };
 
 /* A listening port whose connections C opens itself (docs/dataplane.md, "Connections

@@ -335,6 +335,10 @@ class TcpConnection:
         return self._rtt
 
     @property
+    def recovery(self) -> LossRecovery:
+        return self._recovery
+
+    @property
     def send_window(self) -> int:
         return self._snd_wnd
 
@@ -696,6 +700,7 @@ class TcpConnection:
         proto = cls(config, bytes(4), 0, bytes(4), 0, iss=Seq(0), now=0.0, ts_offset=0)
         proto._recv_buf.save_hot(tcb)
         proto._rtt.save_hot(tcb)
+        proto._recovery.save_hot(tcb)
         if not proto._cc.save_hot(tcb):  # pragma: no cover - a new controller is quiet
             raise ValueError("the congestion controller cannot run in C")
         tcb.cfg_mss = config.mss
@@ -787,8 +792,6 @@ class TcpConnection:
             self._timers.set(Timer.PTO, float(tcb.pto_at))
         self._last_send = float(tcb.last_send)
         self._recovery.load_hot(tcb)
-        # RACK (RFC 8985) times what C sent by the last time it sent (no earlier).
-        self._recovery.note_sent(self._snd_max, self._last_send, self._snd_una)
         self._recv_buf.load_hot(tcb)  # before the bytes: C may have grown the buffer
         # The receive ring's bytes: in order, then the out-of-order ranges C held
         # (dp_flow_release packs them after the in-order ones, in sequence order).

@@ -40,8 +40,9 @@ Beyond RFC 6675 (issue 15):
   reordering window is min_RTT/4, scaled by the D-SACK rounds seen (§6.2 step 4),
   never above SRTT. Until reordering is seen RFC 6675's IsLost() decides, as RFC
   8985 §6.2 step 4 makes RACK.reo_wnd 0 then (DupThresh's verdict). Send times
-  are kept per send call (a hand-back from the C data plane counts as one: the time
-  C last sent), for data never retransmitted.
+  are kept per send call, for data never retransmitted; while the C data plane runs
+  the connection it keeps them (at most ``HOT_TX_RECORDS``) and RACK's state from
+  the ACKs of new data, and hands them back (``save_hot``, ``load_hot``).
 * Lost retransmissions (RFC 8985 §6.2: a retransmission is timed like any segment):
   every retransmission of fast recovery is logged with its send time
   (``_rexmit_log``), and one not delivered while a segment sent after it was, RACK.rtt
@@ -84,6 +85,9 @@ from joyride.wire.seq import Seq
 MAX_UNDO_RANGES: Final = 64
 #: Send-time records kept for RACK (one per distinct send time of outstanding data).
 MAX_TX_RECORDS: Final = 8192
+#: ... of them, while the C data plane runs the connection (``DP_TX_RECORDS``); the
+#: oldest go first, as beyond MAX_TX_RECORDS here.
+HOT_TX_RECORDS: Final = 32
 #: RFC 8985 §6.2 step 4: the reordering window's multiplier resets after this many
 #: recoveries without a new D-SACK round.
 REO_WND_PERSIST: Final = 16
@@ -233,20 +237,38 @@ class LossRecovery:
                 and self.rack_timeout is None and self.tlp_end_seq is None)
 
     def save_hot(self, tcb: Any) -> None:
-        """What the C data plane needs of an open undo episode (``struct dp_tcb``): its
+        """What the C data plane needs (``struct dp_tcb``): of an open undo episode, its
         deadline, for the rule on_ack applies to every ACK (an ACK after it ends the
-        episode: its D-SACKs would have come back by then)."""
+        episode: its D-SACKs would have come back by then); RACK's send-time records
+        (the newest ``HOT_TX_RECORDS``) and state, which C keeps up to date as it
+        sends and takes ACKs of new data (``tx_note``, ``rack_ack``)."""
         tcb.undo_open = int(self.undo_marker is not None)
         tcb.undo_until = self._undo_deadline
         tcb.undo_expired = 0
+        ends, times = self._tx_ends[-HOT_TX_RECORDS:], self._tx_times[-HOT_TX_RECORDS:]
+        for i, (end, at) in enumerate(zip(ends, times, strict=True)):
+            tcb.tx[i].end = int(end)
+            tcb.tx[i].at = at
+        tcb.tx_count = len(ends)
+        tcb.rack_xmit_ts = -1.0 if self.rack_xmit_ts is None else self.rack_xmit_ts
+        tcb.rack_rtt = self.rack_rtt
+        tcb.rack_min_rtt = -1.0 if self.rack_min_rtt is None else self.rack_min_rtt
 
     def load_hot(self, tcb: Any) -> None:
         """Back from C: the episode ends if an ACK C took came after its deadline.
         C ran the flow outside any recovery (hot_ready), so no recovery point lies
-        ahead: RecoveryPoint comes to SND.UNA (see ``_follow_una``)."""
+        ahead: RecoveryPoint comes to SND.UNA (see ``_follow_una``). RACK's records
+        and state are C's."""
         if tcb.undo_open and tcb.undo_expired:
             self._end_episode()
         self.recover = Seq(int(tcb.snd_una))
+        records = tcb.tx[0:int(tcb.tx_count)]
+        self._tx_ends = [Seq(int(r.end)) for r in records]
+        self._tx_times = [float(r.at) for r in records]
+        xmit, min_rtt = float(tcb.rack_xmit_ts), float(tcb.rack_min_rtt)
+        self.rack_xmit_ts = None if xmit < 0 else xmit
+        self.rack_rtt = float(tcb.rack_rtt)
+        self.rack_min_rtt = None if min_rtt < 0 else min_rtt
 
     # ------------------------------------------------------------------ per ACK
 
@@ -585,6 +607,10 @@ class LossRecovery:
                 del ends[0], times[0]
         ends.append(end)
         times.append(now)
+
+    def tx_records(self) -> list[tuple[Seq, float]]:
+        """RACK's send-time records, oldest first: (end, when)."""
+        return list(zip(self._tx_ends, self._tx_times, strict=True))
 
     def _tx_time(self, octet: Seq) -> float | None:
         """When the octet ``octet`` was (first) sent, if recorded."""

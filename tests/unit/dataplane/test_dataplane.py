@@ -315,6 +315,12 @@ def test_a_duplicate_of_held_data_hands_the_flow_and_its_ranges_to_python() -> N
     assert bed.reasons == ["segment"] and bed.plane.stats()["ooo_filled"] == 1
 
 
+def test_python_and_c_keep_the_same_number_of_rack_records() -> None:
+    from joyride.tcp.recovery import HOT_TX_RECORDS
+
+    assert HOT_TX_RECORDS == lib.DP_TX_RECORDS
+
+
 def test_python_and_c_hold_the_same_number_of_ranges() -> None:
     from joyride.tcp.connection import HOT_OOO_RANGES
 

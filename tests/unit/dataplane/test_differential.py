@@ -175,6 +175,7 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
 
 
 def state(server: TcpConnection, client: TcpConnection) -> dict[str, object]:
+    recovery = server.recovery
     return {
         "rcv_nxt": (server.rcv_nxt - client.iss) & 0xFFFFFFFF,
         "snd_una": (server.snd_una - server.iss) & 0xFFFFFFFF,
@@ -186,6 +187,9 @@ def state(server: TcpConnection, client: TcpConnection) -> dict[str, object]:
         "send_window": server.send_window,
         "send_queue": server.send_queue,
         "state": server.state.name,
+        # RACK (RFC 8985 §6.2): what C keeps while it runs the connection.
+        "rack": (recovery.rack_xmit_ts, recovery.rack_rtt, recovery.rack_min_rtt,
+                 [((end - server.iss) & 0xFFFFFFFF, at) for end, at in recovery.tx_records()]),
     }
 
 
@@ -222,3 +226,18 @@ def test_loss_probes_agree_rfc8985_7(config: str) -> None:
     assert c["wire"] == python["wire"] and c["state"] == python["state"]
     assert c["peer"] == python["peer"] and c["app"] == python["app"]
     assert "rto" in c["reasons"]
+
+
+def test_an_owed_ack_waiting_to_leave_does_not_put_off_the_loss_probe() -> None:
+    """C puts off a due RTO or loss probe while the flow's data frames still wait to
+    leave (Linux's skb_still_in_host_queue). A pure ACK waiting says nothing about the
+    data: here the ACK owed at once for out-of-order data is queued in the round the
+    probe comes due, and C must still hand the flow back for Python's probe. (Found by
+    a random sequence: C sent the probe's ACK and no probe.)"""
+    ops: list[Op] = [("drop", 1.0), ("drop", 1.0), ("hold", 3.0), ("peer", 5864.0),
+                     ("drop", 1.0), ("drop", 1.0), ("hold", 1.0), ("peer", 3576.0),
+                     ("app", 2841.0)]
+    python, c = play(ops, in_c=False), play(ops, in_c=True)
+    assert c["wire"] == python["wire"] and c["state"] == python["state"]
+    assert c["peer"] == python["peer"] and c["app"] == python["app"]
+    assert "rto" in c["reasons"]  # the probe is Python's

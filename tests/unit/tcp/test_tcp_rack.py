@@ -161,3 +161,60 @@ def test_a_lost_retransmission_is_sent_again_without_an_rto_rfc8985_6_2() -> Non
     assert all(s.seq != S(0) for s in out(conn, 1.061))
     conn.receive(_ack(S(19)), 1.08)
     assert conn.counters["rto_expired"] == 0 and conn.counters["retransmitted_segments"] == 2
+
+
+class _Tx:
+    def __init__(self) -> None:
+        self.end = 0
+        self.at = 0.0
+
+
+class _Tcb:
+    """A stand-in for ``struct dp_tcb``'s RACK and undo fields."""
+
+    def __init__(self, records: int) -> None:
+        self.tx = [_Tx() for _ in range(records)]
+        self.tx_count = 0
+        self.rack_xmit_ts = self.rack_rtt = self.rack_min_rtt = 0.0
+        self.undo_open = self.undo_expired = 0
+        self.undo_until = 0.0
+        self.snd_una = 0
+
+
+def test_rack_records_and_state_ride_a_c_stint_unchanged() -> None:
+    """While C runs a connection it keeps RACK's send-time records and state: what
+    LossRecovery.save_hot writes, load_hot reads back as it was (no record made up
+    at hand-back)."""
+    from joyride.tcp.recovery import HOT_TX_RECORDS
+
+    conn = _conn()
+    _reordered_once(conn)
+    rec = conn._recovery
+    conn.send(b"e" * MSS * 3)
+    out(conn, 1.03)
+    before = (rec.tx_records(), rec.rack_xmit_ts, rec.rack_rtt, rec.rack_min_rtt)
+    assert len(before[0]) == 2 and before[1] is not None  # two send times outstanding
+    tcb = _Tcb(HOT_TX_RECORDS)
+    tcb.snd_una = int(conn.snd_una)
+    rec.save_hot(tcb)
+    assert tcb.tx_count == 2
+    rec.load_hot(tcb)
+    assert (rec.tx_records(), rec.rack_xmit_ts, rec.rack_rtt, rec.rack_min_rtt) == before
+
+
+def test_c_takes_the_newest_rack_records_and_none_reads_as_none() -> None:
+    from joyride.tcp.recovery import HOT_TX_RECORDS
+
+    conn = _conn()
+    rec = conn._recovery
+    for k in range(HOT_TX_RECORDS + 5):  # one send time each, after the first ten
+        rec.note_sent(S(11 + k), 1.001 + k / 1000, conn.snd_una)
+    records = rec.tx_records()
+    assert len(records) == HOT_TX_RECORDS + 6
+    tcb = _Tcb(HOT_TX_RECORDS)
+    tcb.snd_una = int(conn.snd_una)
+    rec.save_hot(tcb)
+    assert tcb.tx_count == HOT_TX_RECORDS and tcb.rack_xmit_ts == -1.0  # nothing ACKed
+    rec.load_hot(tcb)
+    assert rec.tx_records() == records[-HOT_TX_RECORDS:]  # the oldest went
+    assert rec.rack_xmit_ts is None and rec.rack_min_rtt is None

@@ -392,6 +392,10 @@ def test_recovery_point_comes_to_snd_una_when_c_gives_a_flow_back() -> None:
         undo_open = 0
         undo_expired = 0
         snd_una = int(far)
+        tx: tuple[object, ...] = ()
+        tx_count = 0
+        rack_xmit_ts = rack_min_rtt = -1.0
+        rack_rtt = 0.0
 
     rec.load_hot(Tcb())
     assert not far < rec.recover and rec.tlp_allowed(far)
