@@ -481,6 +481,8 @@ static double earliest_deadline(const struct dp_tcb *t)
         next = t->state_at;
     if (t->pto_at && (next == 0 || t->pto_at < next))
         next = t->pto_at;
+    if (t->rack_timeout && (next == 0 || t->rack_timeout < next))
+        next = t->rack_timeout;
     if (t->claim_wait && t->claim_by && (next == 0 || t->claim_by < next))
         next = t->claim_by;
     return next;
@@ -563,9 +565,18 @@ static double rto_of(const struct dp_tcb *t)
     return rto < t->max_rto ? rto : t->max_rto;
 }
 
+/* TcpConnection._tlp_possible (RFC 8985 §7.2): SACK, data outstanding, ESTABLISHED or
+ * CLOSE-WAIT, no FIN sent; and LossRecovery.tlp_allowed: nothing SACKed, no duplicate
+ * ACK (no recovery runs in C, and RecoveryPoint follows SND.UNA). */
+static int tlp_allowed(const struct dp_tcb *t)
+{
+    return t->tlp_max_ack_delay >= 0 && t->sack_ok && t->snd_nxt != t->snd_una &&
+           !t->fin_sent && (t->tcp_state == DP_ESTABLISHED || t->tcp_state == DP_CLOSE_WAIT) &&
+           t->dupacks == 0 && t->sacked_bytes == 0;
+}
+
 /* TcpConnection._arm_pto with restart (RFC 8985 §7.2), after new data was sent or
- * acknowledged: a C flow always meets LossRecovery.tlp_allowed (hot_ready), so only
- * the flight decides. LossRecovery.pto: 2*SRTT, + TLP.max_ack_delay with one segment
+ * acknowledged: cancelled when no probe may go. LossRecovery.pto: 2*SRTT, + TLP.max_ack_delay with one segment
  * in flight (else Linux's 2 ms, TLP_MIN_EXTRA), 1 s before any sample; never later
  * than the RTO. When it comes due the flow is handed back: the probe is Python's. */
 static void pto_arm(struct dp *dp, struct flow *f, double now)
@@ -573,9 +584,7 @@ static void pto_arm(struct dp *dp, struct flow *f, double now)
     struct dp_tcb *t = &f->t;
     uint32_t flight = t->snd_nxt - t->snd_una;
     t->pto_at = 0;
-    /* _tlp_possible: SACK, data outstanding, ESTABLISHED or CLOSE-WAIT, no FIN sent. */
-    if (t->tlp_max_ack_delay < 0 || !t->sack_ok || flight == 0 || t->fin_sent ||
-        (t->tcp_state != DP_ESTABLISHED && t->tcp_state != DP_CLOSE_WAIT))
+    if (!tlp_allowed(t))
         return;
     double pto = t->srtt < 0 ? 1.0
                              : 2 * t->srtt + (flight <= t->smss ? t->tlp_max_ack_delay : 0.002);
@@ -628,24 +637,281 @@ static void tx_note(struct dp_tcb *t, uint32_t end, double now)
     t->tx_count++;
 }
 
-/* LossRecovery._rack_ack for an ACK of new data without SACK blocks (RFC 8985 §6.2
- * steps 1-2; nothing is SACKed while C runs a flow): the newest octet it delivered,
- * SND.UNA - 1, was sent at the first record's time; a send no older than RACK.xmit_ts
- * sets RACK.xmit_ts, RACK.rtt and RACK.min_RTT. */
-static void rack_ack(struct dp_tcb *t, double now)
+/* The send time of the octet seq (LossRecovery._tx_time): the first record ending
+ * past it; < 0 when none does. */
+static double tx_time(const struct dp_tcb *t, uint32_t seq)
 {
-    if (!t->sack_ok)
-        return;
-    tx_prune(t);
-    if (t->tx_count == 0)
-        return;
-    double sent = t->tx[0].at;
-    if (t->rack_xmit_ts < 0 || sent >= t->rack_xmit_ts) {
-        t->rack_xmit_ts = sent;
-        t->rack_rtt = now - sent;
-        if (t->rack_min_rtt < 0 || t->rack_rtt < t->rack_min_rtt)
-            t->rack_min_rtt = t->rack_rtt;
+    for (uint32_t k = 0; k < t->tx_count; k++)
+        if (sdiff(t->tx[k].end, seq) > 0)
+            return t->tx[k].at;
+    return -1;
+}
+
+/* --- The sender's side of SACK outside recovery (LossRecovery.on_ack) -------------- */
+
+/* One ACK's SACK blocks, as read from the frame (at most 4: RFC 2018 §3). */
+struct sack_blocks {
+    uint32_t n;
+    uint32_t left[4];
+    uint32_t right[4];
+};
+
+/* The scoreboard's ranges (SackScoreboard), for an update tried before it is kept. */
+struct board {
+    uint32_t count;
+    uint32_t bytes;
+    struct dp_range r[DP_SACK_RANGES];
+};
+
+static void read_sack_blocks(const uint8_t *frame, const struct wire_parsed *p,
+                             struct sack_blocks *b)
+{
+    b->n = p->has_sack ? umin(p->sack_count, 4) : 0;
+    const uint8_t *at = frame + (p->payload_off - p->tcp_hl) + p->sack_off;
+    for (uint32_t k = 0; k < b->n; k++, at += 8) {
+        b->left[k] = (uint32_t)at[0] << 24 | (uint32_t)at[1] << 16 | (uint32_t)at[2] << 8 | at[3];
+        b->right[k] = (uint32_t)at[4] << 24 | (uint32_t)at[5] << 16 | (uint32_t)at[6] << 8 | at[7];
     }
+}
+
+/* Whether the segment's options are NOPs, EOL, timestamps and SACK blocks only (the
+ * parser has checked their lengths). */
+static int opts_ts_sack_only(const uint8_t *frame, const struct wire_parsed *p)
+{
+    const uint8_t *tcp = frame + (p->payload_off - p->tcp_hl);
+    uint32_t i = 20;
+    while (i < p->tcp_hl) {
+        uint8_t kind = tcp[i];
+        if (kind == 0)
+            break;
+        if (kind == 1) {
+            i++;
+            continue;
+        }
+        if (kind != 5 && kind != 8)
+            return 0;
+        i += tcp[i + 1];
+    }
+    return 1;
+}
+
+/* LossRecovery._on_dsack's test (RFC 2883 §5, RFC 3708 §2): the first block lies below
+ * the ACK's own cumulative ACK, or inside the second block. */
+static int is_dsack(const struct sack_blocks *b, uint32_t seg_ack)
+{
+    if (b->n == 0 || sdiff(b->right[0], b->left[0]) <= 0)
+        return 0;
+    if (sdiff(b->right[0], seg_ack) <= 0)
+        return 1;
+    return b->n > 1 && sdiff(b->left[0], b->left[1]) >= 0 && sdiff(b->right[1], b->right[0]) >= 0;
+}
+
+/* SackScoreboard.update on a copy: ranges at or below una go, the blocks inside
+ * [una, nxt] are merged; the bytes newly SACKed. -1 when a new disjoint range finds no
+ * room (Python keeps up to 256: the segment is Python's). */
+static int64_t board_update(struct board *b, uint32_t una, uint32_t nxt,
+                            const struct sack_blocks *blk)
+{
+    /* SackScoreboard._advance */
+    uint32_t k = 0;
+    while (k < b->count && sdiff(b->r[k].end, una) <= 0)
+        b->bytes -= b->r[k].end - b->r[k].start, k++;
+    if (k) {
+        b->count -= k;
+        memmove(&b->r[0], &b->r[k], b->count * sizeof b->r[0]);
+    }
+    if (b->count && sdiff(b->r[0].start, una) < 0) {
+        b->bytes -= una - b->r[0].start;
+        b->r[0].start = una;
+    }
+    if (sdiff(nxt, una) <= 0)
+        return 0;
+    int64_t added = 0;
+    for (uint32_t n = 0; n < blk->n; n++) {
+        uint32_t lo = blk->left[n], hi = blk->right[n];
+        if (!(sdiff(lo, una) >= 0 && sdiff(hi, lo) > 0 && sdiff(nxt, hi) >= 0))
+            continue; /* D-SACK of old data, stale or forged: ignored */
+        /* SackScoreboard._add: the ranges overlapping or touching [lo, hi) are i..j-1. */
+        uint32_t i = 0, j;
+        while (i < b->count && sdiff(b->r[i].end, lo) < 0)
+            i++;
+        j = i;
+        while (j < b->count && sdiff(b->r[j].start, hi) <= 0)
+            j++;
+        if (i == j) {
+            if (b->count == DP_SACK_RANGES)
+                return -1;
+            memmove(&b->r[i + 1], &b->r[i], (b->count - i) * sizeof b->r[0]);
+            b->r[i].start = lo;
+            b->r[i].end = hi;
+            b->count++;
+            b->bytes += hi - lo;
+            added += hi - lo;
+            continue;
+        }
+        uint32_t new_lo = sdiff(lo, b->r[i].start) < 0 ? lo : b->r[i].start;
+        uint32_t new_hi = sdiff(hi, b->r[j - 1].end) > 0 ? hi : b->r[j - 1].end;
+        uint32_t before = 0;
+        for (uint32_t m = i; m < j; m++)
+            before += b->r[m].end - b->r[m].start;
+        b->r[i].start = new_lo;
+        b->r[i].end = new_hi;
+        memmove(&b->r[i + 1], &b->r[j], (b->count - j) * sizeof b->r[0]);
+        b->count -= j - i - 1;
+        b->bytes += (new_hi - new_lo) - before;
+        added += (int64_t)(new_hi - new_lo) - before;
+    }
+    return added;
+}
+
+/* LossRecovery._reordering. */
+static void reordering(struct dp_tcb *t)
+{
+    t->reordering_seen = 1;
+}
+
+/* LossRecovery.reo_wnd (RFC 8985 §6.2 step 4), outside recovery. */
+static double reo_wnd(const struct dp_tcb *t)
+{
+    if (!t->reordering_seen && t->sacked_bytes >= t->dupthresh * t->smss)
+        return 0.0;
+    double wnd = (t->rack_min_rtt > 0 ? t->rack_min_rtt : 0.0) / 4 * t->reo_wnd_mult;
+    return t->srtt >= 0 && t->srtt < wnd ? t->srtt : wnd;
+}
+
+/* LossRecovery.rack_detect (RFC 8985 §6.2 step 5) outside recovery (no retransmission
+ * logged): sets the reordering timer; returns 1 with *lost_below (SackScoreboard.
+ * rack_lost_below) when octets are lost. */
+static int rack_detect(struct dp_tcb *t, double now, uint32_t *lost_below)
+{
+    t->rack_timeout = 0;
+    if (t->rack_xmit_ts < 0 || !t->rack_mode)
+        return 0;
+    double xmit = t->rack_xmit_ts;
+    double wait = t->rack_rtt + reo_wnd(t);
+    uint32_t i = 0, n = t->tx_count;
+    while (i < n && t->tx[i].at <= xmit && t->tx[i].at + wait <= now)
+        i++;
+    if (i < n && t->tx[i].at <= xmit && t->sacked_bytes)
+        t->rack_timeout = t->tx[i].at + wait; /* a hole waits for the window to pass */
+    if (i == 0)
+        return 0;
+    *lost_below = t->tx[i - 1].end;
+    return 1;
+}
+
+/* SackScoreboard.is_sacked. */
+static int is_sacked(const struct dp_tcb *t, uint32_t seq)
+{
+    for (uint32_t k = 0; k < t->sacked_count; k++)
+        if (sdiff(seq, t->sacked[k].start) >= 0 && sdiff(seq, t->sacked[k].end) < 0)
+            return 1;
+    return 0;
+}
+
+/* SackScoreboard.is_lost(SND.UNA): RACK's verdict in RACK's mode, else RFC 6675 §4
+ * IsLost(): DupThresh discontiguous SACKed ranges above, or more than (DupThresh - 1)
+ * * SMSS bytes. */
+static int una_lost(const struct dp_tcb *t, int rack, uint32_t rack_below)
+{
+    uint32_t below;
+    if (t->rack_mode) {
+        if (!rack)
+            return 0;
+        below = rack_below;
+    } else {
+        uint32_t limit = (t->dupthresh - 1) * t->smss, total = 0, count = 0;
+        int found = 0;
+        for (uint32_t k = t->sacked_count; k-- > 0;) {
+            total += t->sacked[k].end - t->sacked[k].start;
+            if (total > limit || ++count >= t->dupthresh) {
+                below = t->sacked[k].start;
+                found = 1;
+                break;
+            }
+        }
+        if (!found)
+            return 0;
+    }
+    return sdiff(t->snd_una, below) < 0 && !is_sacked(t, t->snd_una);
+}
+
+/* LossRecovery.on_ack outside recovery, after the ACK moved SND.UNA by acked (< 0: an
+ * old ACK) and the scoreboard became nb (newly SACKed: sacked_new): RACK's state
+ * (_rack_ack), duplicate ACKs, limited transmit's count, and whether recovery begins
+ * (1: the caller hands the flow back for Python to enter it, _enter). marker: an
+ * undo episode is open (LossRecovery.undo_marker). */
+static int sack_ack(struct dp_tcb *t, const struct board *nb, uint32_t sacked_new,
+                    int64_t acked, int dupack, int marker, double now)
+{
+    uint32_t fack_before = t->sacked_count ? t->sacked[t->sacked_count - 1].end : 0;
+    int had_fack = t->sacked_count != 0;
+    uint32_t sacked_before = t->sacked_bytes;
+    t->sacked_count = nb->count;
+    t->sacked_bytes = nb->bytes;
+    memcpy(t->sacked, nb->r, nb->count * sizeof nb->r[0]);
+    /* _rack_ack: steps 1-3 (RFC 8985 §6.2). */
+    tx_prune(t);
+    int has_top = 0;
+    uint32_t top = 0;
+    if (sacked_new > 0) {
+        uint32_t high = t->sacked[t->sacked_count - 1].end;
+        if (!had_fack || sdiff(high, fack_before) > 0) {
+            top = high - 1;
+            has_top = 1;
+        } else if (!marker) {
+            reordering(t); /* a segment below RACK.fack delivered now, never resent */
+        }
+    } else if (acked > 0) {
+        top = t->snd_una - 1;
+        has_top = 1;
+        if (had_fack && sdiff(fack_before, t->snd_una - (uint32_t)acked) > 0 && !marker)
+            reordering(t); /* the hole was filled by the original transmission */
+    }
+    if (has_top) {
+        double sent = tx_time(t, top);
+        if (sent >= 0 && (t->rack_xmit_ts < 0 || sent >= t->rack_xmit_ts)) {
+            t->rack_xmit_ts = sent;
+            t->rack_rtt = now - sent;
+            if (t->rack_min_rtt < 0 || t->rack_rtt < t->rack_min_rtt)
+                t->rack_min_rtt = t->rack_rtt;
+        }
+    }
+    /* RACK decides once reordering was seen (after a loss probe too: RFC 8985 §7.4.1,
+     * but no probe is outstanding in C). */
+    t->rack_mode = t->reordering_seen;
+    uint32_t lost_below = 0;
+    int rack = rack_detect(t, now, &lost_below);
+    /* The duplicate-ACK count (RFC 5681 §3.2; RFC 6675 §5: an ACK that SACKs new data
+     * counts as one). */
+    if (acked > 0) {
+        t->dupacks = 0;
+        t->lt_bytes = 0;
+    } else if (dupack || (sacked_new > 0 && acked == 0)) {
+        t->dupacks++;
+    } else {
+        return 0;
+    }
+    if (t->snd_nxt == t->snd_una)
+        return 0;
+    int enter = t->rack_mode ? una_lost(t, rack, lost_below)
+                             : t->dupacks >= t->dupthresh || una_lost(t, rack, lost_below);
+    if (!enter)
+        return 0;
+    int64_t delivered = acked + (int64_t)t->sacked_bytes - (int64_t)sacked_before;
+    t->enter_pending = 1;
+    t->enter_delivered = delivered > 0 ? (uint32_t)delivered : 0;
+    t->enter_at = now;
+    return 1;
+}
+
+/* LossRecovery.limited_transmit_allowance (RFC 3042 §2): on each of the first two
+ * duplicate ACKs one more segment may go beyond cwnd. */
+static uint32_t lt_allowance(const struct dp_tcb *t)
+{
+    if (t->dupacks == 0 || t->dupacks >= t->dupthresh)
+        return 0;
+    return umin(t->dupacks, 2) * t->smss;
 }
 
 static void rtt_sample(struct dp_tcb *t, double rtt)
@@ -1240,7 +1506,9 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
     int gso = f->gso_sticky ? dp->gso_fd >= 0 && !dp->cap
                             : unsent > mss && gso_ready(dp, f);
     while (unsent > 0) {
-        uint32_t wnd = umin(t->snd_wnd, t->cwnd);
+        /* RFC 3042: limited transmit lets cwnd be exceeded by up to 2 SMSS. */
+        uint64_t cwnd = (uint64_t)t->cwnd + lt_allowance(t);
+        uint32_t wnd = cwnd < t->snd_wnd ? (uint32_t)cwnd : t->snd_wnd;
         int32_t usable = sdiff(t->snd_una + wnd, t->snd_nxt);
         if (usable <= 0)
             break;
@@ -1269,6 +1537,10 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
                     }
                     t->snd_nxt += total + fin;
                     tx_note(t, t->snd_nxt - fin, now);
+                    if (t->dupacks) { /* LossRecovery.new_data_sent */
+                        t->lt_bytes += total;
+                        t->lt_segs += segs;
+                    }
                     unsent -= total;
                     quantum = allowed == UINT32_MAX ? UINT32_MAX : allowed - segs;
                     if (fin) {
@@ -1299,6 +1571,10 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
         }
         t->snd_nxt += n + fin;
         tx_note(t, t->snd_nxt - fin, now);
+        if (t->dupacks) { /* LossRecovery.new_data_sent: limited transmit's */
+            t->lt_bytes += n;
+            t->lt_segs++;
+        }
         unsent -= n;
         if (fin) {
             t->fin_sent = 1;
@@ -1518,6 +1794,21 @@ static void ooo_deliver(struct dp *dp, struct flow *f)
     dp->st.ooo_filled++;
 }
 
+/* TcpConnection._ack_advanced's RTT sample for an ACK of new data: the timed segment
+ * (Karn), or failing that the echoed timestamp; < 0: none. */
+static double ack_rtt(const struct dp_tcb *t, const struct wire_parsed *p, double now)
+{
+    if (t->rtt_timing && sdiff(p->ack, t->rtt_seq) >= 0)
+        return now - t->rtt_time;
+    if (t->ts_ok && p->tsecr) {
+        /* options.ts_rtt: an echo within the 1 ms tick counts as one tick. */
+        uint32_t elapsed = ts_clock(t, now) - p->tsecr;
+        if (elapsed < 0x80000000u)
+            return (elapsed ? elapsed : 1) / 1000.0;
+    }
+    return -1;
+}
+
 /* Whether C predicts p for f (header prediction, Van Jacobson, plus window updates):
  * accepted segments change exactly what TcpConnection.receive would. */
 static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p,
@@ -1532,7 +1823,10 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
         if (!t->born || !p->opts_plain || (p->flags & ~(TCP_PSH | TCP_FIN)) != TCP_ACK)
             return 0;
     } else if (!p->plain) {
-        return 0;
+        /* SACK blocks beside the timestamps: the sender's side of SACK (sack_ack). */
+        if (!p->has_sack || !t->sack_ok || (p->flags & ~TCP_PSH) != TCP_ACK ||
+            !opts_ts_sack_only(frame, p))
+            return 0;
     }
     /* In order; or data above RCV.NXT, held until the hole fills (ooo_fits). A FIN
      * while data is held lies below held bytes: Python's. */
@@ -1562,15 +1856,48 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
     if (sdiff(p->ack, t->snd_nxt) > 0)
         return 0; /* unsent: RFC 5961 §5.2 in Python */
     /* An old ACK (a reordered one) within MAX.SND.WND is ignored, its segment taken
-     * (RFC 9293 §3.10.7.4; RFC 5961 §5.2 for one older than that: Python's). Python's
-     * recovery, quiet while C runs the flow, learns nothing from it without SACK
-     * blocks (which are not plain). */
+     * (RFC 9293 §3.10.7.4; RFC 5961 §5.2 for one older than that: Python's); its SACK
+     * blocks still count (sack_ack), as in LossRecovery.on_ack. */
     if (adv < 0 && (uint32_t)-adv > umax(t->max_snd_wnd, 1))
         return 0;
     uint32_t wnd = (uint32_t)p->window << t->snd_shift;
     uint32_t flight = t->snd_nxt - t->snd_una;
-    if (adv == 0 && len == 0 && !fin && flight > 0 && wnd == t->snd_wnd)
-        return 0; /* a duplicate ACK: loss detection (recovery.py) */
+    int dupack = adv == 0 && len == 0 && !fin && flight > 0 && wnd == t->snd_wnd;
+    if (dupack && !t->sack_ok)
+        return 0; /* NewReno's duplicate ACKs: recovery.py */
+    /* The scoreboard this ACK leaves, tried before anything changes: a D-SACK (RFC
+     * 2883; the evidence undo looks for) and a range beyond DP_SACK_RANGES are
+     * Python's. */
+    struct board nb = {0};
+    int64_t sacked_new = 0;
+    if (t->sack_ok) {
+        struct sack_blocks blk;
+        read_sack_blocks(frame, p, &blk);
+        if (is_dsack(&blk, p->ack))
+            return 0;
+        nb.count = t->sacked_count;
+        nb.bytes = t->sacked_bytes;
+        memcpy(nb.r, t->sacked, t->sacked_count * sizeof nb.r[0]);
+        sacked_new = board_update(&nb, adv > 0 ? p->ack : t->snd_una, t->snd_nxt, &blk);
+        if (sacked_new < 0)
+            return 0;
+    }
+    /* A segment with data on whose ACK recovery would begin is Python's, whole: the
+     * retransmission goes before its text is taken (_receive_synchronized). Tried on a
+     * copy (C takes a pure ACK and hands back after it: below). */
+    if ((len || fin) && t->sack_ok &&
+        (p->has_sack || t->sacked_count || t->dupacks || t->reordering_seen)) {
+        struct dp_tcb s = *t;
+        if (adv > 0) {
+            double rtt = ack_rtt(&s, p, now);
+            s.snd_una = p->ack;
+            if (rtt >= 0)
+                rtt_sample(&s, rtt);
+        }
+        if (sack_ack(&s, &nb, (uint32_t)sacked_new, adv, 0, s.undo_open && !s.undo_expired,
+                     now))
+            return 0;
+    }
     if (len || fin) {
         if (sdiff(t->rcv_adv, p->seq) < (int32_t)(len + fin))
             return 0; /* beyond the window: trimming is Python's */
@@ -1599,19 +1926,11 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
         ring_consume(&f->snd, data_acked);
         t->snd_una = p->ack;
         t->bytes_acked += data_acked;
-        double rtt = -1;
-        if (t->rtt_timing && sdiff(p->ack, t->rtt_seq) >= 0) {
-            rtt = now - t->rtt_time;
+        double rtt = ack_rtt(t, p, now);
+        if (t->rtt_timing && sdiff(p->ack, t->rtt_seq) >= 0)
             t->rtt_timing = 0;
-        } else if (t->ts_ok && p->tsecr) {
-            /* options.ts_rtt: an echo within the 1 ms tick counts as one tick. */
-            uint32_t elapsed = ts_clock(t, now) - p->tsecr;
-            if (elapsed < 0x80000000u)
-                rtt = (elapsed ? elapsed : 1) / 1000.0;
-        }
         if (rtt >= 0)
             rtt_sample(t, rtt);
-        rack_ack(t, now);
         t->rto_backoff = 0;
         t->retries = 0;
         if (t->snd_una == t->snd_nxt) {
@@ -1620,7 +1939,6 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
             t->rto_at = now + rto_of(t); /* RFC 6298 §5.3 */
             timer_arm(dp, f, t->rto_at);
         }
-        pto_arm(dp, f, now); /* RFC 8985 §7.2: new data acknowledged */
         if (t->write_blocked && f->snd.len < t->snd_cap)
             t->write_blocked = 0;
         /* LossRecovery.on_ack outside recovery: RFC 7661 cwnd-limited test, on the
@@ -1643,8 +1961,20 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
         if (wnd > t->max_snd_wnd)
             t->max_snd_wnd = wnd;
     }
-    /* RecoveryState.on_ack, on every ACK: one after an open undo episode's deadline
-     * ends the episode (its D-SACKs would have come back); Python ends it at hand-back. */
+    /* LossRecovery.on_ack: the scoreboard, RACK, duplicate ACKs; whether recovery is
+     * due (the flow goes to Python below, once this segment is taken). Then the loss
+     * probe: restarted by an ACK of new data, cancelled whenever none may go
+     * (TcpConnection._arm_pto); and RACK's reordering timer (_arm_reorder). */
+    int marker = t->undo_open && !t->undo_expired;
+    int enter = t->sack_ok && sack_ack(t, &nb, (uint32_t)sacked_new, adv, dupack, marker, now);
+    if (adv > 0)
+        pto_arm(dp, f, now);
+    else if (t->pto_at && !tlp_allowed(t))
+        t->pto_at = 0;
+    if (t->rack_timeout)
+        timer_arm(dp, f, t->rack_timeout);
+    /* On every ACK: one after an open undo episode's deadline ends the episode (its
+     * D-SACKs would have come back); Python ends it at hand-back. */
     if (t->undo_open && now > t->undo_until)
         t->undo_expired = 1;
     t->segs_in++;
@@ -1682,6 +2012,8 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
     }
     if (fin)
         fin_received(dp, f, now);
+    if (enter)
+        hand_back(dp, f, DP_REASON_RECOVERY); /* Python enters recovery (_enter) */
     return 1;
 }
 
@@ -2644,6 +2976,10 @@ static void fire_due(struct dp *dp, struct flow *f, double now)
         else
             dp->st.fin_wait2_timeouts++;
         born_end(dp, f);
+        return;
+    }
+    if (t->rack_timeout && now >= t->rack_timeout) {
+        hand_back(dp, f, DP_REASON_REORDER); /* RACK detects again: Python's */
         return;
     }
     if ((t->rto_at && now >= t->rto_at) || (t->pto_at && now >= t->pto_at)) {

@@ -101,7 +101,9 @@ enum dp_reason {
     DP_REASON_RELEASED = 6,    /* Python asked for it back (dp_flow_release) */
     DP_REASON_KEEPALIVE = 7,   /* the keepalive timer expired: Python probes */
     DP_REASON_UNDELIVERED = 8, /* born in C, no listener would take it: Python queues it */
-    DP_REASON_COUNT = 9
+    DP_REASON_RECOVERY = 9,    /* C took an ACK on which LossRecovery enters recovery */
+    DP_REASON_REORDER = 10,    /* RACK's reordering timer (RFC 8985 §6.3) expired */
+    DP_REASON_COUNT = 11
 };
 
 /* A flow's TCP state (RFC 9293 §3.3.2), in struct dp_tcb.tcp_state. An adopted flow
@@ -125,7 +127,8 @@ enum dp_limits {
     DP_NAME_BYTES = 108,       /* an abstract unix name, NUL-terminated, no leading NUL */
     DP_MAX_LISTENERS = 64,
     DP_OOO_RANGES = 16,        /* out-of-order ranges C keeps; one more declines */
-    DP_TX_RECORDS = 32         /* RACK send-time records C keeps; the oldest go first */
+    DP_TX_RECORDS = 32,        /* RACK send-time records C keeps; the oldest go first */
+    DP_SACK_RANGES = 8         /* SACKed ranges C keeps as a sender; one more declines */
 };
 
 /* Congestion controllers C runs outside recovery (congestion.py owns the rules). */
@@ -141,6 +144,12 @@ struct dp_ooo {
     uint32_t start;
     uint32_t end;
     uint32_t stamp;
+};
+
+/* Sequence space [start, end): a range the peer SACKed (struct dp_tcb.sacked). */
+struct dp_range {
+    uint32_t start;
+    uint32_t end;
 };
 
 /* When new data went (RFC 8985 §6.1, LossRecovery's records): the octets below end
@@ -290,6 +299,24 @@ struct dp_tcb {
     double rack_min_rtt;       /* RACK.min_RTT */
     uint32_t tx_count;
     struct dp_tx tx[32];       /* DP_TX_RECORDS */
+    /* The sender's side of SACK outside recovery (LossRecovery.on_ack and SackScoreboard
+     * own the rules): what the peer SACKed above SND.UNA, sorted, disjoint, never
+     * adjacent; duplicate ACKs counted (RFC 5681 §3.2, RFC 6675 §5); the bytes limited
+     * transmit sent (RFC 3042); RACK's reordering state and timer (RFC 8985 §6.2-6.3). */
+    uint32_t sacked_count;
+    uint32_t sacked_bytes;
+    struct dp_range sacked[8]; /* DP_SACK_RANGES */
+    uint32_t dupacks;
+    uint32_t lt_bytes;
+    uint32_t dupthresh;        /* TcpConfig.dupthresh */
+    uint32_t reo_wnd_mult;     /* RACK.reo_wnd_mult (D-SACK rounds raise it: Python's) */
+    uint8_t reordering_seen;   /* RACK.reordering_seen */
+    uint8_t rack_mode;         /* RACK decides (SackScoreboard.rack_mode) as the last ACK set */
+    uint8_t enter_pending;     /* set by C: recovery is due (DP_REASON_RECOVERY) ... */
+    uint32_t enter_delivered;  /* ... with what that ACK delivered (RFC 6937) ... */
+    double enter_at;           /* ... and when it came */
+    double rack_timeout;       /* the reordering timer's deadline: hands back (0: unset) */
+    uint64_t lt_segs;          /* segments limited transmit sent (counter) */
 };
 
 /* A listening port whose connections C opens itself (docs/dataplane.md, "Connections
@@ -339,7 +366,7 @@ struct dp_stats {
     uint64_t declined_no_flow;
     uint64_t declined_segment;
     uint64_t declined_overflow; /* decline buffer full: frame dropped, counted */
-    uint64_t handbacks[9];     /* by enum dp_reason */
+    uint64_t handbacks[11];    /* by enum dp_reason */
     uint64_t tx_frames;
     uint64_t tx_data_segs;
     uint64_t tx_acks;

@@ -184,6 +184,11 @@ static void make_tcb(struct dp_tcb *t, uint32_t k, int fd)
     t->rcv_shift = (uint8_t)(rnd() % 15);
     t->snd_shift = (uint8_t)(rnd() % 15);
     t->ts_ok = (uint8_t)(rnd() & 1);
+    t->sack_ok = (uint8_t)(rnd() & 1);
+    t->dupthresh = 3;
+    t->reo_wnd_mult = 1;
+    t->reordering_seen = (uint8_t)(rnd() & 1);
+    t->rack_xmit_ts = t->rack_min_rtt = -1.0;
     t->nodelay = (uint8_t)(rnd() & 1);
     t->snd_una = t->snd_nxt = (uint32_t)rnd();
     t->snd_wnd = t->max_snd_wnd = (uint32_t)(rnd() % 200000);

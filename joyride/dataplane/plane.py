@@ -51,7 +51,7 @@ GSO_ENV: Final = "JOYRIDE_GSO"  # "0": every frame by AF_XDP (docs/dataplane.md)
 SOL_PACKET: Final = 263  # linux/socket.h; PACKET_* from linux/if_packet.h
 PACKET_VNET_HDR: Final = 15
 REASONS: Final = ("none", "segment", "rto", "persist", "app_eof", "app_gone", "released",
-                   "keepalive", "undelivered")
+                   "keepalive", "undelivered", "recovery", "reorder")
 
 
 #: ``enum dp_tcp_state`` values of a born flow Python cannot run (SYN-RECEIVED: C's

@@ -57,7 +57,12 @@ from joyride.tcp.options import (
     ts_rtt,
 )
 from joyride.tcp.reassembly import MAX_WINDOW, Reassembler
-from joyride.tcp.recovery import EPISODE_RTO, TLP_MAX_ACK_DELAY, LossRecovery
+from joyride.tcp.recovery import (
+    EPISODE_RTO,
+    HOT_SACK_RANGES,
+    TLP_MAX_ACK_DELAY,
+    LossRecovery,
+)
 from joyride.tcp.rtt import RttEstimator
 from joyride.tcp.state import RECEIVING_STATES, TcpEvent, TcpState
 from joyride.tcp.timers import Timer, Timers
@@ -596,16 +601,16 @@ class TcpConnection:
             return "reassembling"
         if self._dsack is not None:  # C would send the ACK without it
             return "dsack"
-        if not self._recovery.quiet:
+        if not self._recovery.hot_ok:
             return "recovery"
+        if self._recovery.board.range_count > HOT_SACK_RANGES:
+            return "sacked_ranges"
         # RTO recovery still under way: no loss probe may go (RFC 8985 §7.2), which C,
         # arming one at every ACK, does not know.
         if self._snd_una < self._recovery.recover:
             return "rto_recovery"
         if self._keepalive_sent != 0:  # no probe unanswered
             return "keepalive"
-        if timers.is_set(Timer.REORDER):  # RACK's (RFC 8985 §6.3): Python's
-            return "reorder_timer"
         if (timers.is_set(Timer.PERSIST) or timers.is_set(Timer.FIN_WAIT_2)
                 or timers.is_set(Timer.TIME_WAIT)):
             return "timer"
@@ -807,6 +812,19 @@ class TcpConnection:
         self._send_buf.capacity = int(tcb.snd_cap)  # C may have grown it
         self._send_buf.write(snd)
         self.counters.update(hot_counters(tcb))
+        self._arm_reorder()  # RACK's reordering timer (RFC 8985 §6.3), as C left it
+        if tcb.enter_pending:
+            # C took an ACK on which recovery begins (DP_REASON_RECOVERY): what
+            # _process_ack does once on_ack has entered it, at that ACK's time.
+            now = self._now = float(tcb.enter_at)  # the retransmission's TSval too
+            recovery = self._recovery
+            rexmit = recovery.enter_from_c(self._snd_una, self._snd_max, self._rtt.srtt,
+                                           now, int(tcb.enter_delivered))
+            self._rtt_seq = None  # Karn (RFC 6298 §3): the timed range may be resent
+            if rexmit is not None:
+                self._retransmit(rexmit[0], rexmit[1], now)  # RFC 6675 §5 step (4.3)
+            self._arm_reorder()
+            self._arm_pto(now, restart=False)
         self._dirty = True  # whatever it owes (an ACK, queued bytes) goes next
 
     def on_timer(self, now: float) -> None:
@@ -1910,4 +1928,5 @@ def hot_counters(tcb: Any) -> dict[str, int]:
     segs_in = int(tcb.segs_in)
     return {"segments_received": segs_in, "segments_sent": int(tcb.segs_out),
             "bytes_acked": int(tcb.bytes_acked), "dataplane_segments": segs_in,
-            "out_of_order_segments": int(tcb.ooo_segs), "drop_paws": int(tcb.paws_drops)}
+            "out_of_order_segments": int(tcb.ooo_segs), "drop_paws": int(tcb.paws_drops),
+            "limited_transmit_segments": int(tcb.lt_segs)}

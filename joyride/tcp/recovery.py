@@ -31,8 +31,8 @@ Beyond RFC 6675 (issue 15):
   reordering enough to cost more than it saved; that adaptation is RACK's (RFC 8985
   reordering window, below).
   Undo stays possible for a short while after recovery ends, as D-SACKs of
-  the last retransmissions arrive after the ACK that ends it; ``quiet`` is False
-  meanwhile, so the C data plane does not take the connection (docs/dataplane.md).
+  the last retransmissions arrive after the ACK that ends it; the C data plane
+  carries the episode's deadline and declines a D-SACK (docs/dataplane.md).
 * RACK (RFC 8985 §6), once reordering has been seen (a D-SACK, a hole filled by
   the original transmission, an undone recovery): loss is then decided by time,
   not by DupThresh. An unSACKed segment is lost when a segment sent after it was
@@ -88,6 +88,9 @@ MAX_TX_RECORDS: Final = 8192
 #: ... of them, while the C data plane runs the connection (``DP_TX_RECORDS``); the
 #: oldest go first, as beyond MAX_TX_RECORDS here.
 HOT_TX_RECORDS: Final = 32
+#: SACKed ranges the C data plane keeps as a sender (``DP_SACK_RANGES``); with more
+#: the connection stays here.
+HOT_SACK_RANGES: Final = 8
 #: RFC 8985 §6.2 step 4: the reordering window's multiplier resets after this many
 #: recoveries without a new D-SACK round.
 REO_WND_PERSIST: Final = 16
@@ -223,18 +226,17 @@ class LossRecovery:
         return self.board.sacked_bytes
 
     @property
-    def quiet(self) -> bool:
-        """No loss is being detected or repaired: nothing here would act on the next
-        advancing ACK beyond clearing what is already clear (the C data plane may run
-        the connection, docs/dataplane.md)."""
-        # An undo episode may stay open (save_hot): C declines every ACK with a SACK
-        # option, so a D-SACK always reaches on_ack here. What C does not take is the
-        # timestamp verdict on the first ACK after a retransmission (RFC 3522 §2) and
-        # F-RTO's two ACKs after a timeout (RFC 5682 §2): both must have been taken.
-        return (not self.in_recovery and self.dupacks == 0 and self._lt_bytes == 0
-                and not self.rexmit_head and self.board.sacked_bytes == 0
-                and self.retrans_ts is None and self.frto == 0
-                and self.rack_timeout is None and self.tlp_end_seq is None)
+    def hot_ok(self) -> bool:
+        """Nothing is under way that the C data plane does not carry on (docs/dataplane.md):
+        no recovery, no NewReno head retransmission, no timestamp verdict owed on the
+        first ACK after a retransmission (RFC 3522 §2), no F-RTO (RFC 5682 §2), no loss
+        probe outstanding. What C carries (``save_hot``): the SACKed ranges (at most
+        ``HOT_SACK_RANGES``, the caller's test), duplicate ACKs and limited transmit
+        with SACK in use, RACK's state and reordering timer, and an open undo episode
+        (C declines a D-SACK, so one always reaches on_ack here)."""
+        return (not self.in_recovery and not self.rexmit_head and self.retrans_ts is None
+                and self.frto == 0 and self.tlp_end_seq is None
+                and (self.sack_ok or (self.dupacks == 0 and self._lt_bytes == 0)))
 
     def save_hot(self, tcb: Any) -> None:
         """What the C data plane needs (``struct dp_tcb``): of an open undo episode, its
@@ -253,6 +255,20 @@ class LossRecovery:
         tcb.rack_xmit_ts = -1.0 if self.rack_xmit_ts is None else self.rack_xmit_ts
         tcb.rack_rtt = self.rack_rtt
         tcb.rack_min_rtt = -1.0 if self.rack_min_rtt is None else self.rack_min_rtt
+        blocks = self.board.blocks()
+        for i, (left, right) in enumerate(blocks):
+            tcb.sacked[i].start = int(left)
+            tcb.sacked[i].end = int(right)
+        tcb.sacked_count = len(blocks)
+        tcb.sacked_bytes = self.board.sacked_bytes
+        tcb.dupacks = self.dupacks
+        tcb.lt_bytes = self._lt_bytes
+        tcb.dupthresh = self._dupthresh
+        tcb.reo_wnd_mult = self.reo_wnd_mult
+        tcb.reordering_seen = int(self.reordering_seen)
+        tcb.rack_mode = int(self.board.rack_mode)
+        tcb.rack_timeout = 0.0 if self.rack_timeout is None else self.rack_timeout
+        tcb.enter_pending = 0
 
     def load_hot(self, tcb: Any) -> None:
         """Back from C: the episode ends if an ACK C took came after its deadline.
@@ -269,6 +285,24 @@ class LossRecovery:
         self.rack_xmit_ts = None if xmit < 0 else xmit
         self.rack_rtt = float(tcb.rack_rtt)
         self.rack_min_rtt = None if min_rtt < 0 else min_rtt
+        self.board.load_hot(Seq(int(tcb.snd_una)), [
+            (Seq(int(r.start)), Seq(int(r.end))) for r in tcb.sacked[0:int(tcb.sacked_count)]])
+        self.dupacks = int(tcb.dupacks)
+        self._lt_bytes = int(tcb.lt_bytes)
+        if tcb.reordering_seen:
+            self._reordering()
+        self.board.rack_mode = bool(tcb.rack_mode)  # as the last ACK left it
+        timeout = float(tcb.rack_timeout)
+        self.rack_timeout = timeout if timeout > 0 else None
+
+    def enter_from_c(self, snd_una: Seq, snd_max: Seq, srtt: float | None, now: float,
+                     delivered: int) -> tuple[Seq, int] | None:
+        """The C data plane took an ACK on which ``on_ack`` enters recovery and handed
+        the connection back (after ``load_hot``): RACK's verdict at that moment again
+        (``rack_detect`` is a function of the state C kept), then recovery begins as
+        on_ack begins it; answers as on_ack does."""
+        self.rack_detect(srtt, now)
+        return self._enter(snd_una, snd_max, now, delivered)
 
     # ------------------------------------------------------------------ per ACK
 

@@ -147,6 +147,16 @@ class SackScoreboard:
         self.sacked_bytes += added
         return added
 
+    def load_hot(self, snd_una: Seq, ranges: Iterable[tuple[Seq, Seq]]) -> None:
+        """Take the ranges the C data plane kept (disjoint, ascending, above
+        ``snd_una``) in place of these."""
+        self.clear()
+        una = self._advance(snd_una)
+        for left, right in ranges:
+            lo, hi = self._pos(left), self._pos(right)
+            if una <= lo < hi:
+                self._add(lo, hi)
+
     def clear(self) -> None:
         """RFC 6675 §5.1: on RTO the SACK information is discarded."""
         self._los.clear()

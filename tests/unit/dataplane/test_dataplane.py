@@ -13,6 +13,7 @@ from joyride.dataplane import plane
 from joyride.dataplane.membed import IP_SVC, MAC_PEER, MAC_SVC, Bed, read_all
 from joyride.dataplane.plane import lib
 from joyride.tcp.config import TcpConfig
+from joyride.tcp.connection import TcpConnection
 from joyride.tcp.recovery import EPISODE_FAST
 from joyride.tcp.state import TcpState
 from joyride.wire.frame import parse_frame
@@ -284,6 +285,119 @@ def test_old_acks_are_ignored_in_c_rfc9293_3_10_7_4() -> None:
     # A copy whose TSval is older than TS.Recent fails PAWS (RFC 7323 §5.3 R1): C
     # drops it and counts it for Python, as Python would.
     assert server.counters["drop_paws"] >= 1
+
+
+class TowardPeer:
+    """An impairment of the plane's data segments on their way to the peer: every
+    ``every``-th one arrives behind the ``hold`` after it (reordering), and the one
+    numbered ``lose`` is lost the first time it goes (its retransmission passes)."""
+
+    def __init__(self, bed: Bed, every: int, hold: int, lose: int | None = None) -> None:
+        self.bed, self.every, self.hold, self.lose = bed, every, hold, lose
+        self.count = 0
+        self.lost_seq: int | None = None
+        self.held: list[list[object]] = []  # [frame, later segments still to let by]
+
+    def __call__(self, frame: bytes, toward_plane: bool) -> bool:
+        if toward_plane:
+            return True
+        seg = parse_frame(frame).tcp
+        if not seg.payload:
+            return True
+        inbox = self.bed.peer_nic.inbox
+        self.count += 1
+        if self.count == self.lose:
+            self.lost_seq = int(seg.seq)
+            return False
+        if self.count % self.every == 0:
+            self.held.append([frame, self.hold])
+            return False
+        inbox.append(frame)
+        for entry in list(self.held):
+            entry[1] -= 1  # type: ignore[operator]
+            if entry[1] == 0:
+                self.held.remove(entry)
+                inbox.append(entry[0])
+        return False
+
+    def flush(self) -> None:
+        for frame, _ in self.held:
+            self.bed.peer_nic.inbox.append(frame)
+        self.held.clear()
+
+
+def _download(bed: Bed, app, client, payload: bytes, impair: TowardPeer) -> bytes:  # type: ignore[no-untyped-def]
+    sent, got = 0, bytearray()
+    for i in range(5000):
+        with contextlib.suppress(BlockingIOError):
+            sent += app.send(payload[sent:sent + 65536])
+        bed.step(0.0001 if i % 50 else 0.01)  # now and then a pause: held frames go
+        if i % 50 == 0:
+            impair.flush()
+        got += client.recv()
+        if len(got) == len(payload):
+            break
+    return bytes(got)
+
+
+def _downloaded(in_c: bool, impair_args: dict[str, int]) -> tuple[Bed, TcpConnection]:
+    """A 400 kB download through TowardPeer(**impair_args), the connection run by C
+    (and Python when C hands it back) or by Python alone; its bytes checked."""
+    bed = Bed()
+    client, server = bed.connect()
+    if in_c:
+        _ours, app = bed.adopt(server)
+    else:
+        bed.readopt = False
+        _ours, app = bed.attach(server)
+    impair = TowardPeer(bed, **impair_args)
+    bed.impair = impair
+    payload = os.urandom(400_000)
+    got = _download(bed, app, client, payload, impair)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    return bed, server
+
+
+RECOVERY_COUNTERS = ("fast_retransmits", "retransmitted_segments", "undo_fast_recovery",
+                     "rack_reordering_seen", "spurious_detected_timestamps")
+
+
+def test_reordering_on_the_way_to_the_peer_stays_in_c_rfc8985_6() -> None:
+    """The peer's SACK blocks and duplicate ACKs for reordered data are C's: it keeps
+    the scoreboard and counts the duplicate ACKs. The first reordering looks like loss
+    (RFC 6675: three ranges SACKed above the hole) and C hands the flow back on that
+    ACK; Python enters recovery, finds it spurious and undoes it, exactly as Python
+    alone does. The hole filled by the original transmission is reordering (RFC 8985
+    §6.2 step 3): from then on RACK's time decides, and every later reordering stays
+    in C."""
+    alone = _downloaded(False, {"every": 7, "hold": 2})[1]
+    bed, server = _downloaded(True, {"every": 7, "hold": 2})
+    assert bed.reasons == ["recovery"] and server.parked
+    stats = bed.plane.stats()
+    bed.plane.release(server)
+    assert {k: server.counters[k] for k in RECOVERY_COUNTERS} == {
+        k: alone.counters[k] for k in RECOVERY_COUNTERS}
+    assert server.counters["fast_retransmits"] == 1
+    assert server.counters["undo_fast_recovery"] == 1
+    assert server.recovery.reordering_seen
+    # Every later SACK ACK was C's: none handed the flow back ("segment").
+    assert stats["rx_fast"] > stats["declined"]
+
+
+def test_a_loss_on_the_way_to_the_peer_hands_back_for_recovery_rfc6675_5() -> None:
+    """A data segment lost on the way to the peer: C counts the SACKs above the hole,
+    and on the ACK that makes it lost hands the flow back (reason "recovery"); Python
+    enters fast recovery on that ACK's account and retransmits, as Python alone does;
+    the bytes arrive intact and C takes the flow again once recovery is over."""
+    alone = _downloaded(False, {"every": 10**9, "hold": 0, "lose": 30})[1]
+    bed, server = _downloaded(True, {"every": 10**9, "hold": 0, "lose": 30})
+    assert bed.reasons[0] == "recovery"
+    assert server.parked  # C has it again
+    bed.plane.release(server)
+    assert {k: server.counters[k] for k in RECOVERY_COUNTERS} == {
+        k: alone.counters[k] for k in RECOVERY_COUNTERS}
+    assert server.counters["fast_retransmits"] == 1
+    assert server.counters["retransmitted_segments"] >= 1
 
 
 def test_a_duplicate_of_held_data_hands_the_flow_and_its_ranges_to_python() -> None:

@@ -5,12 +5,15 @@ the window field excepted: the first depends on random per-connection offsets, t
 second on when each bed's application drains the buffer) and in the state they end in.
 The peer's segments may be held back behind later ones or lost on their way, so that
 out-of-order data, its SACK blocks and the filling of its holes are compared too; its
-pure ACKs may arrive behind its next segment (old ACKs, RFC 9293 §3.10.7.4).
+pure ACKs may arrive behind its next segment (old ACKs, RFC 9293 §3.10.7.4); and the
+plane's data segments may be held back or lost on their way to the peer, whose SACK
+blocks and duplicate ACKs then drive the sender's side (RACK, RFC 6675, RFC 3042).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -36,6 +39,10 @@ OPS = st.lists(
         st.tuples(st.just("drop"), st.just(1.0)),
         # The peer's next pure ACK arrives after its next segment (an old ACK then).
         st.tuples(st.just("swap"), st.just(1.0)),
+        # The plane's next data segment reaches the peer after this many later ones, or
+        # never: the peer's SACK blocks and duplicate ACKs, the sender's side of SACK.
+        st.tuples(st.just("down_hold"), st.integers(1, 4).map(float)),
+        st.tuples(st.just("down_drop"), st.just(1.0)),
     ),
     min_size=1, max_size=25,
 )
@@ -56,6 +63,27 @@ CONFIGS = {
 }
 
 
+def data_segment(frame: bytes, to_drop: list[int], to_hold: list[int],
+                 held: list[list[object]], deliver: Callable[[bytes], object],
+                 deliver_held: Callable[[bytes], object]) -> None:
+    """One data segment on its way: lost if a drop is due, held back if a hold is due
+    (``held``: [frame, later segments still to let by]), else delivered, and the held
+    ones whose turn came after it."""
+    if to_drop[0]:
+        to_drop[0] -= 1
+        return
+    if to_hold[0]:
+        held.append([frame, to_hold[0]])
+        to_hold[0] = 0
+        return
+    deliver(frame)
+    for entry in list(held):
+        entry[1] -= 1  # type: ignore[operator]
+        if entry[1] == 0:
+            held.remove(entry)
+            deliver_held(entry[0])  # type: ignore[arg-type]
+
+
 def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
     bed = Bed(config=CONFIGS[config])
     client, server = bed.connect()
@@ -66,6 +94,9 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
     held: list[list[object]] = []  # [frame, later data segments still to let by]
     to_swap = [0]  # ("swap", 1): its next pure ACK goes behind its next segment
     swapped: list[bytes] = []
+    down_drop = [0]  # ("down_drop", 1): the plane's next data segment is lost
+    down_hold = [0]  # ("down_hold", n): it reaches the peer after n later ones
+    held_down: list[list[object]] = []
 
     def rel(seq: int) -> int:
         return (seq - client.iss) & 0xFFFFFFFF
@@ -85,19 +116,14 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
             else:
                 arrive(frame)
             return False
-        if to_drop[0]:
-            to_drop[0] -= 1
-            return False
-        if to_hold[0]:
-            held.append([frame, to_hold[0]])
-            to_hold[0] = 0
-            return False
-        arrive(frame)
-        for entry in list(held):
-            entry[1] -= 1  # type: ignore[operator]
-            if entry[1] == 0:
-                held.remove(entry)
-                bed.port.push(entry[0])  # type: ignore[arg-type]
+        data_segment(frame, to_drop, to_hold, held, arrive, bed.port.push)
+        return False
+
+    def toward_peer(frame: bytes, payload: bool) -> bool:
+        if not payload:
+            return True
+        inbox = bed.peer_nic.inbox.append
+        data_segment(frame, down_drop, down_hold, held_down, inbox, inbox)
         return False
 
     def record(frame: bytes, to_plane: bool) -> bool:
@@ -108,7 +134,7 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
                      rel(seg.ack) if seg.flags & 0x10 else 0,
                      int(seg.flags), len(seg.payload), seg.options.timestamps is not None,
                      tuple((rel(left), rel(right)) for left, right in seg.options.sack_blocks)))
-        return True
+        return toward_peer(frame, bool(seg.payload))
 
     def release_held() -> None:
         for frame, _ in held:
@@ -117,6 +143,9 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
         for frame in swapped:
             bed.port.push(frame)
         swapped.clear()
+        for frame, _ in held_down:
+            bed.peer_nic.inbox.append(frame)  # type: ignore[arg-type]
+        held_down.clear()
 
     bed.impair = record
     # The application is behind a socket either way, pumped by the bed as the service
@@ -155,6 +184,10 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
             to_hold[0] = int(value)
         elif kind == "swap":
             to_swap[0] = 1
+        elif kind == "down_drop":
+            down_drop[0] += 1
+        elif kind == "down_hold":
+            down_hold[0] = int(value)
         else:
             bed.clock.advance(value)
         for _ in range(3):
@@ -189,7 +222,15 @@ def state(server: TcpConnection, client: TcpConnection) -> dict[str, object]:
         "state": server.state.name,
         # RACK (RFC 8985 §6.2): what C keeps while it runs the connection.
         "rack": (recovery.rack_xmit_ts, recovery.rack_rtt, recovery.rack_min_rtt,
-                 [((end - server.iss) & 0xFFFFFFFF, at) for end, at in recovery.tx_records()]),
+                 [((end - server.iss) & 0xFFFFFFFF, at) for end, at in recovery.tx_records()],
+                 recovery.reordering_seen, recovery.rack_timeout),
+        # The sender's side of SACK: the scoreboard and the duplicate ACKs counted.
+        "sack": (recovery.dupacks, recovery.in_recovery,
+                 [((left - server.iss) & 0xFFFFFFFF, (right - server.iss) & 0xFFFFFFFF)
+                  for left, right in recovery.board.blocks()]),
+        "counters": {key: server.counters[key] for key in (
+            "retransmitted_segments", "fast_retransmits", "limited_transmit_segments",
+            "rack_reordering_seen", "drop_paws")},
     }
 
 

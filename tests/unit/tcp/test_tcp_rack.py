@@ -68,7 +68,7 @@ def test_reordering_window_holds_back_fast_retransmit_rfc8985_6_2() -> None:
     # (30 ms) + reo_wnd (5 ms) ago: t = 1.035, the reordering timer (§6.3).
     assert not conn.in_recovery and conn.counters["fast_retransmits"] == 0
     assert conn._timers.deadline(Timer.REORDER) == pytest.approx(1.035)
-    assert not conn.hot_ready()  # RACK's timer is Python's
+    assert conn.hot_ready()  # the C data plane carries RACK's timer (it hands back)
     # S(2) was only late: it arrives, nothing is retransmitted, the timer goes.
     conn.receive(_ack(S(6)), 1.033)
     assert not conn._timers.is_set(Timer.REORDER)
@@ -169,22 +169,31 @@ class _Tx:
         self.at = 0.0
 
 
-class _Tcb:
-    """A stand-in for ``struct dp_tcb``'s RACK and undo fields."""
+class _Range:
+    def __init__(self) -> None:
+        self.start = self.end = 0
 
-    def __init__(self, records: int) -> None:
+
+class _Tcb:
+    """A stand-in for ``struct dp_tcb``'s recovery fields (LossRecovery.save_hot)."""
+
+    def __init__(self, records: int, ranges: int = 8) -> None:
         self.tx = [_Tx() for _ in range(records)]
         self.tx_count = 0
-        self.rack_xmit_ts = self.rack_rtt = self.rack_min_rtt = 0.0
+        self.rack_xmit_ts = self.rack_rtt = self.rack_min_rtt = self.rack_timeout = 0.0
         self.undo_open = self.undo_expired = 0
         self.undo_until = 0.0
         self.snd_una = 0
+        self.sacked = [_Range() for _ in range(ranges)]
+        self.sacked_count = self.sacked_bytes = self.dupacks = self.lt_bytes = 0
+        self.dupthresh = self.reo_wnd_mult = self.reordering_seen = self.enter_pending = 0
+        self.rack_mode = 0
 
 
 def test_rack_records_and_state_ride_a_c_stint_unchanged() -> None:
-    """While C runs a connection it keeps RACK's send-time records and state: what
-    LossRecovery.save_hot writes, load_hot reads back as it was (no record made up
-    at hand-back)."""
+    """While C runs a connection it keeps RACK's send-time records and state and the
+    sender's scoreboard: what LossRecovery.save_hot writes, load_hot reads back as it
+    was (no record made up at hand-back), the reordering timer included."""
     from joyride.tcp.recovery import HOT_TX_RECORDS
 
     conn = _conn()
@@ -192,14 +201,23 @@ def test_rack_records_and_state_ride_a_c_stint_unchanged() -> None:
     rec = conn._recovery
     conn.send(b"e" * MSS * 3)
     out(conn, 1.03)
-    before = (rec.tx_records(), rec.rack_xmit_ts, rec.rack_rtt, rec.rack_min_rtt)
+    conn.receive(_ack(S(2), (3, 5)), 1.031)  # a hole below SACKed data: the timer waits
+
+    def snapshot() -> tuple[object, ...]:
+        return (rec.tx_records(), rec.rack_xmit_ts, rec.rack_rtt, rec.rack_min_rtt,
+                rec.board.blocks(), rec.sacked_bytes, rec.dupacks, rec.reordering_seen,
+                rec.rack_timeout, rec.board.rack_mode)
+
+    before = snapshot()
     assert len(before[0]) == 2 and before[1] is not None  # two send times outstanding
+    assert rec.dupacks == 1 and rec.rack_timeout is not None and conn.hot_ready()
     tcb = _Tcb(HOT_TX_RECORDS)
     tcb.snd_una = int(conn.snd_una)
     rec.save_hot(tcb)
-    assert tcb.tx_count == 2
+    assert tcb.tx_count == 2 and tcb.sacked_count == 1 and tcb.dupthresh == 3
     rec.load_hot(tcb)
-    assert (rec.tx_records(), rec.rack_xmit_ts, rec.rack_rtt, rec.rack_min_rtt) == before
+    assert snapshot() == before
+    assert conn.counters["rack_reordering_seen"] == 1  # not counted again
 
 
 def test_c_takes_the_newest_rack_records_and_none_reads_as_none() -> None:

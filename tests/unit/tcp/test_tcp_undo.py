@@ -75,7 +75,7 @@ def test_eifel_undoes_spurious_fast_retransmit_rfc3522_rfc4015() -> None:
     assert not conn.in_recovery
     assert conn.congestion.cwnd >= 10 * MSS
     assert conn.congestion.ssthresh == INITIAL_SSTHRESH
-    assert conn._recovery.quiet and conn.hot_ready()
+    assert conn._recovery.hot_ok and conn.hot_ready()
 
 
 def test_eifel_keeps_reduction_when_retransmission_was_needed_rfc3522() -> None:
@@ -395,7 +395,9 @@ def test_recovery_point_comes_to_snd_una_when_c_gives_a_flow_back() -> None:
         tx: tuple[object, ...] = ()
         tx_count = 0
         rack_xmit_ts = rack_min_rtt = -1.0
-        rack_rtt = 0.0
+        rack_rtt = rack_timeout = 0.0
+        sacked: tuple[object, ...] = ()
+        sacked_count = dupacks = lt_bytes = reordering_seen = rack_mode = 0
 
     rec.load_hot(Tcb())
     assert not far < rec.recover and rec.tlp_allowed(far)
