@@ -691,6 +691,7 @@ class TcpConnection:
         self._timers.cancel(Timer.DELAYED_ACK)
         self._timers.cancel(Timer.KEEPALIVE)
         self._timers.cancel(Timer.PTO)
+        self._timers.cancel(Timer.REORDER)  # C's now (LossRecovery.save_hot: rack_timeout)
         self._ack_now = False
         self._dirty = False
         self._parked = True

@@ -16,6 +16,7 @@ from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.recovery import EPISODE_FAST
 from joyride.tcp.state import TcpState
+from joyride.tcp.timers import Timer
 from joyride.wire.frame import parse_frame
 
 pytestmark = pytest.mark.skipif(lib is None, reason="the C data plane is not built")
@@ -427,6 +428,23 @@ def test_a_duplicate_of_held_data_hands_the_flow_and_its_ranges_to_python() -> N
         got += read_all(app)
     assert bytes(got) == payload
     assert bed.reasons == ["segment"] and bed.plane.stats()["ooo_filled"] == 1
+
+
+def test_export_leaves_no_python_timer_behind() -> None:
+    """Every timer a connection has when C takes it is C's from then on: RACK's
+    reordering timer too (it rides in the TCB). One left in Python would fire on a
+    parked connection (internal_error_parked)."""
+    from joyride.dataplane.plane import ffi
+
+    bed = Bed()
+    _client, server = bed.connect()
+    due = bed.clock() + 1.0
+    server.recovery.rack_timeout = due
+    server._timers.set(Timer.REORDER, due)
+    tcb = ffi.new("struct dp_tcb *")
+    assert server.export_hot(tcb) is not None
+    assert tcb.rack_timeout == due
+    assert not any(server._timers.is_set(timer) for timer in Timer)
 
 
 def test_python_and_c_keep_the_same_number_of_rack_records() -> None:

@@ -230,7 +230,7 @@ def state(server: TcpConnection, client: TcpConnection) -> dict[str, object]:
                   for left, right in recovery.board.blocks()]),
         "counters": {key: server.counters[key] for key in (
             "retransmitted_segments", "fast_retransmits", "limited_transmit_segments",
-            "rack_reordering_seen", "drop_paws")},
+            "rack_reordering_seen", "drop_paws", "internal_error_parked")},
     }
 
 
