@@ -796,7 +796,9 @@ static int rack_detect(struct dp_tcb *t, double now, uint32_t *lost_below)
         t->rack_timeout = t->tx[i].at + wait; /* a hole waits for the window to pass */
     if (i == 0)
         return 0;
-    *lost_below = t->tx[i - 1].end;
+    /* Never above RACK.end_seq: sent after the segment delivered (RACK_sent_after). */
+    *lost_below = sdiff(t->rack_end_seq, t->tx[i - 1].end) < 0 ? t->rack_end_seq
+                                                               : t->tx[i - 1].end;
     return 1;
 }
 
@@ -871,6 +873,10 @@ static int sack_ack(struct dp_tcb *t, const struct board *nb, uint32_t sacked_ne
     if (has_top) {
         double sent = tx_time(t, top);
         if (sent >= 0 && (t->rack_xmit_ts < 0 || sent >= t->rack_xmit_ts)) {
+            /* RACK.end_seq: a tie in time goes to the higher sequence. */
+            uint32_t end = top + 1;
+            if (t->rack_xmit_ts < 0 || sent != t->rack_xmit_ts || sdiff(end, t->rack_end_seq) > 0)
+                t->rack_end_seq = end;
             t->rack_xmit_ts = sent;
             t->rack_rtt = now - sent;
             if (t->rack_min_rtt < 0 || t->rack_rtt < t->rack_min_rtt)

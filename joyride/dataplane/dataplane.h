@@ -295,6 +295,7 @@ struct dp_tcb {
      * outstanding, oldest first, kept while SACK is in use; and what the ACKs of new
      * data said. rack_xmit_ts, rack_min_rtt < 0: none yet. */
     double rack_xmit_ts;       /* RACK.xmit_ts */
+    uint32_t rack_end_seq;     /* RACK.end_seq (valid with rack_xmit_ts) */
     double rack_rtt;           /* RACK.rtt */
     double rack_min_rtt;       /* RACK.min_RTT */
     uint32_t tx_count;

@@ -117,7 +117,7 @@ class Bed:
         self.plane.round(now)
         self.round_ns += time.thread_time_ns() - start
         back: list[TcpConnection] = []
-        for got in self.plane.handbacks():
+        for got in self.plane.handbacks(now):
             self.reasons.append(got.reason)
             if isinstance(got, Born):
                 self._take_born(got, now)

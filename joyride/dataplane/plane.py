@@ -334,14 +334,15 @@ class DataPlane:
         self._handle_of[conn] = handle
         return True
 
-    def release(self, conn: TcpConnection) -> Released | None:
-        """Take ``conn`` back from C (None: C does not own it)."""
+    def release(self, conn: TcpConnection, now: float | None = None) -> Released | None:
+        """Take ``conn`` back from C (None: C does not own it); ``now``, the time, for
+        what it owes at once (``TcpConnection.import_hot``)."""
         handle = self._handle_of.get(conn)
         if handle is None:
             return None
-        return self._release(handle)
+        return self._release(handle, now)
 
-    def _release(self, handle: int) -> Released | None:
+    def _release(self, handle: int, now: float | None = None) -> Released | None:
         conn = self._conns.pop(handle, None)
         if conn is None:
             return None
@@ -349,7 +350,7 @@ class DataPlane:
         tcb = self._tcb
         rc, rcv, snd = self._copy_out(handle, tcb)
         self._check(rc, "releasing a flow")
-        conn.import_hot(tcb, rcv, snd)
+        conn.import_hot(tcb, rcv, snd, now)
         return Released(conn, _reason(tcb), bool(tcb.app_eof), bool(tcb.app_gone),
                         ChannelState.of(tcb))
 
@@ -365,9 +366,9 @@ class DataPlane:
         rc = int(lib.dp_flow_release(self._dp, handle, tcb, rcv, rlen, snd, slen))
         return rc, bytes(ffi.buffer(rcv, rlen)), bytes(ffi.buffer(snd, slen))
 
-    def handbacks(self) -> list[Released | Born]:
-        """The flows C gave back since the last call, taken back into Python (a flow C
-        opened itself comes back as ``Born``)."""
+    def handbacks(self, now: float | None = None) -> list[Released | Born]:
+        """The flows C gave back since the last call, taken back into Python at ``now``
+        (a flow C opened itself comes back as ``Born``)."""
         out: list[Released | Born] = []
         while True:
             n = int(lib.dp_handbacks(self._dp, self._handles, len(self._handles)))
@@ -375,7 +376,8 @@ class DataPlane:
                 return out
             for i in range(n):
                 handle = int(self._handles[i])
-                got = self._release(handle) if handle in self._conns else self._release_born(handle)
+                got = (self._release(handle, now) if handle in self._conns
+                       else self._release_born(handle))
                 if got is not None:
                     out.append(got)
 

@@ -266,7 +266,7 @@ class Datapath:
         """Connections the C data plane gave back: the engine and their pumps run them
         again (an application's EOF or close it saw becomes the pump's). True if any."""
         assert self.plane is not None
-        back = self.plane.handbacks()
+        back = self.plane.handbacks(self.clock())
         for got in back:
             if isinstance(got, Born):
                 self._take_born(got, touched)

@@ -741,7 +741,7 @@ class TcpConnection:
         conn.set_mss(int(tcb.smss))
         conn._state = _BORN_STATES[int(tcb.tcp_state)]
         conn._parked = True
-        conn.import_hot(tcb, rcv, snd)
+        conn.import_hot(tcb, rcv, snd, now)
         una, nxt = conn._snd_una, conn._snd_nxt
         if tcb.fin_queued:
             # shutdown_write's FIN: after the queued bytes, or acknowledged already.
@@ -755,9 +755,10 @@ class TcpConnection:
             conn._timers.set(timer, float(tcb.state_at))
         return conn
 
-    def import_hot(self, tcb: Any, rcv: bytes, snd: bytes) -> None:
+    def import_hot(self, tcb: Any, rcv: bytes, snd: bytes, now: float | None = None) -> None:
         """Take the hot half back from the C data plane (the inverse of
-        ``export_hot``), with the bytes its receive and send rings held."""
+        ``export_hot``), with the bytes its receive and send rings held; ``now``: the
+        time it is taken (a retransmission owed goes then)."""
         if not self._parked:
             raise RuntimeError("import_hot on a connection that was not exported")
         self._parked = False
@@ -816,16 +817,21 @@ class TcpConnection:
         self._arm_reorder()  # RACK's reordering timer (RFC 8985 §6.3), as C left it
         if tcb.enter_pending:
             # C took an ACK on which recovery begins (DP_REASON_RECOVERY): what
-            # _process_ack does once on_ack has entered it, at that ACK's time.
-            now = self._now = float(tcb.enter_at)  # the retransmission's TSval too
+            # _process_ack does once on_ack has entered it. The decision is that ACK's
+            # (at its time); the retransmission goes now, and is timed from now, as
+            # RACK's detection of lost retransmissions needs (a send time in the past
+            # would find it lost before it could have been delivered).
+            enter_at = float(tcb.enter_at)
+            sent = enter_at if now is None or now < enter_at else now
             recovery = self._recovery
             rexmit = recovery.enter_from_c(self._snd_una, self._snd_max, self._rtt.srtt,
-                                           now, int(tcb.enter_delivered))
+                                           enter_at, int(tcb.enter_delivered))
             self._rtt_seq = None  # Karn (RFC 6298 §3): the timed range may be resent
+            self._now = sent  # the segments' TSval
             if rexmit is not None:
-                self._retransmit(rexmit[0], rexmit[1], now)  # RFC 6675 §5 step (4.3)
+                self._retransmit(rexmit[0], rexmit[1], sent)  # RFC 6675 §5 step (4.3)
             self._arm_reorder()
-            self._arm_pto(now, restart=False)
+            self._arm_pto(sent, restart=False)
         self._dirty = True  # whatever it owes (an ACK, queued bytes) goes next
 
     def on_timer(self, now: float) -> None:

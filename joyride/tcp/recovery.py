@@ -137,6 +137,7 @@ class LossRecovery:
         "mss",
         "prr_delivered",
         "prr_out",
+        "rack_end_seq",
         "rack_min_rtt",
         "rack_rtt",
         "rack_timeout",
@@ -193,6 +194,7 @@ class LossRecovery:
         self._tx_ends: list[Seq] = []  # end of each send call's data, in send order
         self._tx_times: list[float] = []  # and its time
         self.rack_xmit_ts: float | None = None  # RACK.xmit_ts
+        self.rack_end_seq: Seq | None = None  # RACK.end_seq (set with RACK.xmit_ts)
         self.rack_rtt = 0.0  # RACK.rtt
         self.rack_min_rtt: float | None = None  # RACK.min_RTT
         self.reordering_seen = False  # RACK.reordering_seen
@@ -253,6 +255,7 @@ class LossRecovery:
             tcb.tx[i].at = at
         tcb.tx_count = len(ends)
         tcb.rack_xmit_ts = -1.0 if self.rack_xmit_ts is None else self.rack_xmit_ts
+        tcb.rack_end_seq = 0 if self.rack_end_seq is None else int(self.rack_end_seq)
         tcb.rack_rtt = self.rack_rtt
         tcb.rack_min_rtt = -1.0 if self.rack_min_rtt is None else self.rack_min_rtt
         blocks = self.board.blocks()
@@ -283,6 +286,7 @@ class LossRecovery:
         self._tx_times = [float(r.at) for r in records]
         xmit, min_rtt = float(tcb.rack_xmit_ts), float(tcb.rack_min_rtt)
         self.rack_xmit_ts = None if xmit < 0 else xmit
+        self.rack_end_seq = None if xmit < 0 else Seq(int(tcb.rack_end_seq))
         self.rack_rtt = float(tcb.rack_rtt)
         self.rack_min_rtt = None if min_rtt < 0 else min_rtt
         self.board.load_hot(Seq(int(tcb.snd_una)), [
@@ -687,6 +691,12 @@ class LossRecovery:
         if top is not None and not (self.in_recovery and top < self.high_rxt):
             sent = self._tx_time(top)
             if sent is not None and (self.rack_xmit_ts is None or sent >= self.rack_xmit_ts):
+                # RACK.end_seq: of the segment sent last (a tie in time goes to the
+                # higher sequence, RFC 8985 §6.2 RACK_sent_after).
+                end = top + 1
+                if (self.rack_end_seq is None or sent != self.rack_xmit_ts
+                        or end > self.rack_end_seq):
+                    self.rack_end_seq = end
                 self.rack_xmit_ts = sent
                 self.rack_rtt = now - sent
                 if self.rack_min_rtt is None or self.rack_rtt < self.rack_min_rtt:
@@ -733,11 +743,17 @@ class LossRecovery:
             return
         ends, times = self._tx_ends, self._tx_times
         # Send times grow along the sequence space (originals only), so the lost
-        # octets are the unSACKed ones below the first record still in time.
+        # octets are the unSACKed ones below the first record still in time; never
+        # above RACK.end_seq: what went in the same send as the segment delivered, after
+        # it, was sent later (RFC 8985 §6.2 RACK_sent_after breaks the tie by sequence).
         i, n = 0, len(ends)
         while i < n and times[i] <= xmit and times[i] + wait <= now:
             i += 1
-        board.rack_lost_below = ends[i - 1] if i else None
+        lost: Seq | None = ends[i - 1] if i else None
+        end_seq = self.rack_end_seq
+        if lost is not None and end_seq is not None and end_seq < lost:
+            lost = end_seq
+        board.rack_lost_below = lost
         if i < n and times[i] <= xmit and board.sacked_bytes:
             # A hole below SACKed data waits for the window to pass.
             at = times[i] + wait

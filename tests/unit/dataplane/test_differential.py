@@ -222,6 +222,8 @@ def state(server: TcpConnection, client: TcpConnection) -> dict[str, object]:
         "state": server.state.name,
         # RACK (RFC 8985 §6.2): what C keeps while it runs the connection.
         "rack": (recovery.rack_xmit_ts, recovery.rack_rtt, recovery.rack_min_rtt,
+                 None if recovery.rack_end_seq is None
+                 else (recovery.rack_end_seq - server.iss) & 0xFFFFFFFF,
                  [((end - server.iss) & 0xFFFFFFFF, at) for end, at in recovery.tx_records()],
                  recovery.reordering_seen, recovery.rack_timeout),
         # The sender's side of SACK: the scoreboard and the duplicate ACKs counted.

@@ -88,6 +88,25 @@ def test_reordering_timer_declares_the_hole_lost_rfc8985_6_3() -> None:
     assert out(conn, 1.036)[0].seq == S(2)
 
 
+def test_what_went_after_the_delivered_segment_is_not_lost_rfc8985_6_2() -> None:
+    """The ten segments went in one send (one send time). S(3) is SACKed, S(2) is
+    missing and S(4)..S(9) are still on their way: when the timer fires only S(2) is
+    lost. S(4) on were sent after S(3), the segment delivered; RACK_sent_after breaks
+    the tie in time by sequence (RACK.end_seq), so they are not RACK's to declare."""
+    conn = _conn()
+    _reordered_once(conn)
+    rec = conn._recovery
+    conn.receive(_ack(S(2), (3, 4)), 1.03)
+    assert rec.rack_end_seq == S(4)
+    out(conn, 1.03)
+    conn.on_timer(conn._timers.deadline(Timer.REORDER) or 0.0)
+    assert conn.in_recovery
+    assert rec.board.is_lost(S(2)) and not rec.board.is_lost(S(4))
+    sent = out(conn, 1.04)
+    assert [s.seq for s in sent if s.seq < S(10)] == [S(2)]  # no spurious resends
+    assert conn.counters["retransmitted_segments"] == 1
+
+
 def test_each_ack_retimes_the_wait_by_rack_rtt_rfc8985_6_2_step5() -> None:
     """Segments sent together: each later ACK measures a longer RACK.rtt (from the
     same send time), so the hole is lost only once RACK.rtt + reo_wnd has passed
@@ -187,7 +206,7 @@ class _Tcb:
         self.sacked = [_Range() for _ in range(ranges)]
         self.sacked_count = self.sacked_bytes = self.dupacks = self.lt_bytes = 0
         self.dupthresh = self.reo_wnd_mult = self.reordering_seen = self.enter_pending = 0
-        self.rack_mode = 0
+        self.rack_mode = self.rack_end_seq = 0
 
 
 def test_rack_records_and_state_ride_a_c_stint_unchanged() -> None:

@@ -397,7 +397,7 @@ def test_recovery_point_comes_to_snd_una_when_c_gives_a_flow_back() -> None:
         rack_xmit_ts = rack_min_rtt = -1.0
         rack_rtt = rack_timeout = 0.0
         sacked: tuple[object, ...] = ()
-        sacked_count = dupacks = lt_bytes = reordering_seen = rack_mode = 0
+        sacked_count = dupacks = lt_bytes = reordering_seen = rack_mode = rack_end_seq = 0
 
     rec.load_hot(Tcb())
     assert not far < rec.recover and rec.tlp_allowed(far)
