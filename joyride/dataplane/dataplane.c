@@ -576,9 +576,10 @@ static int tlp_allowed(const struct dp_tcb *t)
 }
 
 /* TcpConnection._arm_pto with restart (RFC 8985 §7.2), after new data was sent or
- * acknowledged: cancelled when no probe may go. LossRecovery.pto: 2*SRTT, + TLP.max_ack_delay with one segment
- * in flight (else Linux's 2 ms, TLP_MIN_EXTRA), 1 s before any sample; never later
- * than the RTO. When it comes due the flow is handed back: the probe is Python's. */
+ * acknowledged; cancelled when no probe may go. LossRecovery.pto: 2*SRTT, +
+ * TLP.max_ack_delay with one segment in flight (else Linux's 2 ms, TLP_MIN_EXTRA), 1 s
+ * before any sample; never later than the RTO. When it comes due the flow is handed
+ * back: the probe is Python's. */
 static void pto_arm(struct dp *dp, struct flow *f, double now)
 {
     struct dp_tcb *t = &f->t;
@@ -714,8 +715,8 @@ static int64_t board_update(struct board *b, uint32_t una, uint32_t nxt,
 {
     /* SackScoreboard._advance */
     uint32_t k = 0;
-    while (k < b->count && sdiff(b->r[k].end, una) <= 0)
-        b->bytes -= b->r[k].end - b->r[k].start, k++;
+    for (; k < b->count && sdiff(b->r[k].end, una) <= 0; k++)
+        b->bytes -= b->r[k].end - b->r[k].start;
     if (k) {
         b->count -= k;
         memmove(&b->r[0], &b->r[k], b->count * sizeof b->r[0]);
