@@ -3529,6 +3529,37 @@ static int64_t adopt_in_order(const struct dp_tcb *t, uint32_t rcv_len)
     return extent > (uint64_t)t->rcv_cap + t->rcv_slack ? -1 : (int64_t)(rcv_len - held);
 }
 
+/* Whether the sender's state a TCB brings fits what C keeps and what sack_ack assumes:
+ * send-time records ascending inside [SND.UNA, SND.NXT]; SACKed ranges sorted,
+ * disjoint, not touching, inside [SND.UNA, SND.NXT], their byte count right; SACK state
+ * only with SACK; DupThresh and the reordering multiplier at least 1. */
+static int adopt_sender_ok(const struct dp_tcb *t)
+{
+    uint32_t flight = t->snd_nxt - t->snd_una;
+    if (t->tx_count > DP_TX_RECORDS || t->sacked_count > DP_SACK_RANGES ||
+        t->dupthresh == 0 || t->reo_wnd_mult == 0 ||
+        (!t->sack_ok && (t->tx_count || t->sacked_count || t->dupacks)))
+        return 0;
+    uint32_t prev = t->snd_una;
+    for (uint32_t i = 0; i < t->tx_count; i++) {
+        uint32_t end = t->tx[i].end;
+        if ((i && sdiff(end, prev) <= 0) || end - t->snd_una > flight)
+            return 0;
+        prev = end;
+    }
+    uint32_t bytes = 0;
+    prev = t->snd_una;
+    for (uint32_t i = 0; i < t->sacked_count; i++) {
+        const struct dp_range *r = &t->sacked[i];
+        if (sdiff(r->start, prev) < (i ? 1 : 0) || sdiff(r->end, r->start) <= 0 ||
+            r->end - t->snd_una > flight)
+            return 0;
+        bytes += r->end - r->start;
+        prev = r->end;
+    }
+    return bytes == t->sacked_bytes;
+}
+
 int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rcv,
                       uint32_t rcv_len, const uint8_t *snd, uint32_t snd_len)
 {
@@ -3536,7 +3567,7 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
     uint32_t headers = 14 + 20 + 20 + (tcb->ts_ok ? 12 : 0);
     int64_t in_order = adopt_in_order(tcb, rcv_len);
     if (tcb->smss == 0 || tcb->smss + headers > dp->cfg.max_frame ||
-        snd_len > tcb->snd_cap || in_order < 0 ||
+        snd_len > tcb->snd_cap || in_order < 0 || !adopt_sender_ok(tcb) ||
         tcb->rcv_shift > 14 || tcb->snd_shift > 14 ||
         (uint32_t)(tcb->snd_nxt - tcb->snd_una) > snd_len)
         return -EINVAL;

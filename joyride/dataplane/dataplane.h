@@ -451,7 +451,9 @@ void dp_set_gso(struct dp *dp, int fd);
  * application, then the bytes of tcb.ooo's ranges, packed in their order; send: from
  * SND.UNA, unacknowledged then unsent) into C; returns the handle (> 0) or -errno
  * (ENOSPC: table full; EEXIST: 4-tuple present; EINVAL: sizes or ranges that do not fit
- * the rings, ranges out of order, touching or badly stamped). */
+ * the rings, ranges out of order, touching or badly stamped, or a sender's state that
+ * does not fit: send-time records or SACKed ranges out of order, outside [SND.UNA,
+ * SND.NXT] or too many, a wrong byte count, DupThresh 0). */
 int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rcv,
                       uint32_t rcv_len, const uint8_t *snd, uint32_t snd_len);
 /* Sizes of a flow's rings (to size the buffers for dp_flow_release), or -errno. */

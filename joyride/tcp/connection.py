@@ -576,8 +576,9 @@ class TcpConnection:
     def hot_ready(self) -> bool:
         """Whether the C data plane can run this connection exactly as this class would
         (docs/dataplane.md, "What C runs"): established, nothing being recovered,
-        probed or closed, at most HOT_OOO_RANGES ranges held out of order, and no timer
-        but the retransmission, delayed-ACK and keepalive ones. Otherwise every rule
+        probed or closed, at most HOT_OOO_RANGES ranges held out of order and
+        HOT_SACK_RANGES SACKed, and no timer but the retransmission, delayed-ACK,
+        keepalive, loss probe and RACK reordering ones. Otherwise every rule
         stays here."""
         return self.hot_blocker() is None
 

@@ -41,8 +41,9 @@ Beyond RFC 6675 (issue 15):
   never above SRTT. Until reordering is seen RFC 6675's IsLost() decides, as RFC
   8985 §6.2 step 4 makes RACK.reo_wnd 0 then (DupThresh's verdict). Send times
   are kept per send call, for data never retransmitted; while the C data plane runs
-  the connection it keeps them (at most ``HOT_TX_RECORDS``) and RACK's state from
-  the ACKs of new data, and hands them back (``save_hot``, ``load_hot``).
+  the connection it keeps them (at most ``HOT_TX_RECORDS``), the scoreboard and
+  RACK's state, and hands the connection back when recovery begins or the reordering
+  timer is due (``save_hot``, ``load_hot``, ``enter_from_c``).
 * Lost retransmissions (RFC 8985 §6.2: a retransmission is timed like any segment):
   every retransmission of fast recovery is logged with its send time
   (``_rexmit_log``), and one not delivered while a segment sent after it was, RACK.rtt

@@ -513,6 +513,68 @@ def test_adopt_refuses_ranges_that_are_out_of_order_or_do_not_fit() -> None:
         assert server.hot_blocker() is None
 
 
+def test_adopt_refuses_a_sender_state_that_does_not_fit() -> None:
+    """dp_flow_adopt checks the sender's state a TCB brings (send-time records, SACKed
+    ranges) before it takes anything: C's arrays bound them, and sack_ack assumes them
+    ordered inside [SND.UNA, SND.NXT]."""
+    bed = Bed()
+    _client, server = bed.connect()
+    ours, _app = bed.attach(server)
+    tcb = plane.ffi.new("struct dp_tcb *")
+    flight = 3000
+    good = {"tx": [(1448, 1.0), (3000, 1.1)], "sacked": [(1448, 2896)], "bytes": 1448,
+            "dupthresh": 3}
+    cases: dict[str, tuple[dict[str, object], bool]] = {
+        "fits": (good, True),
+        "nothing": ({"tx": [], "sacked": [], "bytes": 0, "dupthresh": 3}, True),
+        "a record past SND.NXT": (dict(good, tx=[(1448, 1.0), (3001, 1.1)]), False),
+        "records out of order": (dict(good, tx=[(3000, 1.0), (1448, 1.1)]), False),
+        "too many records": (dict(good, tx=[(k + 1, 1.0 + k) for k in range(33)]), False),
+        "a range past SND.NXT": (dict(good, sacked=[(1448, 3001)], bytes=1553), False),
+        "ranges touching": (dict(good, sacked=[(100, 200), (200, 300)], bytes=200), False),
+        "too many ranges": (dict(good, sacked=[(10 * k + 1, 10 * k + 5) for k in range(9)],
+                                  bytes=36), False),
+        "wrong byte count": (dict(good, bytes=1000), False),
+        "DupThresh 0": (dict(good, dupthresh=0), False),
+    }
+    for name, (state, ok) in cases.items():
+        moved = server.export_hot(tcb)
+        assert moved is not None, name
+        rcv, snd = moved
+        tcb.local_ip = int.from_bytes(server.local_ip, "little")
+        tcb.remote_ip = int.from_bytes(server.remote_ip, "little")
+        tcb.local_port, tcb.remote_port = server.local_port, server.remote_port
+        tcb.app_fd = ours.fileno()
+        una = int(tcb.snd_una)
+        tcb.snd_nxt = (una + flight) & 0xFFFFFFFF
+        sent = bytes(flight)
+        records = state["tx"]
+        ranges = state["sacked"]
+        assert isinstance(records, list) and isinstance(ranges, list)
+        tcb.tx_count = len(records)
+        for i, (end, at) in enumerate(records[:32]):
+            tcb.tx[i].end, tcb.tx[i].at = (una + end) & 0xFFFFFFFF, at
+        tcb.sacked_count = len(ranges)
+        for i, (left, right) in enumerate(ranges[:8]):
+            tcb.sacked[i].start = (una + left) & 0xFFFFFFFF
+            tcb.sacked[i].end = (una + right) & 0xFFFFFFFF
+        tcb.sacked_bytes = state["bytes"]
+        tcb.dupthresh = state["dupthresh"]
+        handle = int(lib.dp_flow_adopt(bed.plane._dp, tcb, rcv, len(rcv), sent, flight))
+        assert (handle > 0) == ok, name
+        if handle > 0:
+            out = plane.ffi.new("struct dp_tcb *")
+            rbuf = plane.ffi.new("uint8_t[]", max(len(rcv), 1))
+            sbuf = plane.ffi.new("uint8_t[]", flight)
+            assert lib.dp_flow_release(bed.plane._dp, handle, out, rbuf, max(len(rcv), 1),
+                                       sbuf, flight) == 0
+        tcb.snd_nxt = una
+        tcb.tx_count = tcb.sacked_count = tcb.sacked_bytes = 0
+        tcb.dupthresh = 3
+        tcb.reason = 0
+        server.import_hot(tcb, rcv, snd)  # as plane.adopt does when C refuses
+
+
 def test_lost_reply_hands_back_on_rto_and_python_retransmits() -> None:
     bed = Bed()
     client, server = bed.connect()
