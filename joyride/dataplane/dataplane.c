@@ -669,9 +669,9 @@ static void read_sack_blocks(const uint8_t *frame, const struct wire_parsed *p,
 {
     b->n = p->has_sack ? umin(p->sack_count, 4) : 0;
     const uint8_t *at = frame + (p->payload_off - p->tcp_hl) + p->sack_off;
-    for (uint32_t k = 0; k < b->n; k++, at += 8) {
-        b->left[k] = (uint32_t)at[0] << 24 | (uint32_t)at[1] << 16 | (uint32_t)at[2] << 8 | at[3];
-        b->right[k] = (uint32_t)at[4] << 24 | (uint32_t)at[5] << 16 | (uint32_t)at[6] << 8 | at[7];
+    for (uint32_t k = 0; k < b->n; k++, at += 8) { /* wire.c's loads, big-endian */
+        b->left[k] = ld32(at);
+        b->right[k] = ld32(at + 4);
     }
 }
 

@@ -245,8 +245,9 @@ class LossRecovery:
         """What the C data plane needs (``struct dp_tcb``): of an open undo episode, its
         deadline, for the rule on_ack applies to every ACK (an ACK after it ends the
         episode: its D-SACKs would have come back by then); RACK's send-time records
-        (the newest ``HOT_TX_RECORDS``) and state, which C keeps up to date as it
-        sends and takes ACKs of new data (``tx_note``, ``rack_ack``)."""
+        (the newest ``HOT_TX_RECORDS``) and state, the scoreboard, the duplicate ACKs
+        and limited transmit's bytes, which C keeps as LossRecovery.on_ack would
+        (``tx_note``, ``sack_ack``)."""
         tcb.undo_open = int(self.undo_marker is not None)
         tcb.undo_until = self._undo_deadline
         tcb.undo_expired = 0
@@ -259,18 +260,12 @@ class LossRecovery:
         tcb.rack_end_seq = 0 if self.rack_end_seq is None else int(self.rack_end_seq)
         tcb.rack_rtt = self.rack_rtt
         tcb.rack_min_rtt = -1.0 if self.rack_min_rtt is None else self.rack_min_rtt
-        blocks = self.board.blocks()
-        for i, (left, right) in enumerate(blocks):
-            tcb.sacked[i].start = int(left)
-            tcb.sacked[i].end = int(right)
-        tcb.sacked_count = len(blocks)
-        tcb.sacked_bytes = self.board.sacked_bytes
+        self.board.save_hot(tcb)
         tcb.dupacks = self.dupacks
         tcb.lt_bytes = self._lt_bytes
         tcb.dupthresh = self._dupthresh
         tcb.reo_wnd_mult = self.reo_wnd_mult
         tcb.reordering_seen = int(self.reordering_seen)
-        tcb.rack_mode = int(self.board.rack_mode)
         tcb.rack_timeout = 0.0 if self.rack_timeout is None else self.rack_timeout
         tcb.enter_pending = 0
 
@@ -290,13 +285,11 @@ class LossRecovery:
         self.rack_end_seq = None if xmit < 0 else Seq(int(tcb.rack_end_seq))
         self.rack_rtt = float(tcb.rack_rtt)
         self.rack_min_rtt = None if min_rtt < 0 else min_rtt
-        self.board.load_hot(Seq(int(tcb.snd_una)), [
-            (Seq(int(r.start)), Seq(int(r.end))) for r in tcb.sacked[0:int(tcb.sacked_count)]])
+        self.board.load_hot(tcb)
         self.dupacks = int(tcb.dupacks)
         self._lt_bytes = int(tcb.lt_bytes)
         if tcb.reordering_seen:
             self._reordering()
-        self.board.rack_mode = bool(tcb.rack_mode)  # as the last ACK left it
         timeout = float(tcb.rack_timeout)
         self.rack_timeout = timeout if timeout > 0 else None
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from joyride.wire.seq import MASK, Seq
 
@@ -147,15 +147,27 @@ class SackScoreboard:
         self.sacked_bytes += added
         return added
 
-    def load_hot(self, snd_una: Seq, ranges: Iterable[tuple[Seq, Seq]]) -> None:
-        """Take the ranges the C data plane kept (disjoint, ascending, above
-        ``snd_una``) in place of these."""
+    def save_hot(self, tcb: Any) -> None:
+        """The ranges, their byte count and the mode of IsLost() into ``tcb`` (a
+        ``struct dp_tcb``: the C data plane keeps them while it runs the connection)."""
+        blocks = self.blocks()
+        for i, (left, right) in enumerate(blocks):
+            tcb.sacked[i].start = int(left)
+            tcb.sacked[i].end = int(right)
+        tcb.sacked_count = len(blocks)
+        tcb.sacked_bytes = self.sacked_bytes
+        tcb.rack_mode = int(self.rack_mode)
+
+    def load_hot(self, tcb: Any) -> None:
+        """Take back what C kept (disjoint ranges, ascending, above SND.UNA) in place of
+        these; the mode as the last ACK C took left it."""
         self.clear()
-        una = self._advance(snd_una)
-        for left, right in ranges:
-            lo, hi = self._pos(left), self._pos(right)
+        una = self._advance(Seq(int(tcb.snd_una)))
+        for r in tcb.sacked[0:int(tcb.sacked_count)]:
+            lo, hi = self._pos(Seq(int(r.start))), self._pos(Seq(int(r.end)))
             if una <= lo < hi:
                 self._add(lo, hi)
+        self.rack_mode = bool(tcb.rack_mode)
 
     def clear(self) -> None:
         """RFC 6675 §5.1: on RTO the SACK information is discarded."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
+from typing import Any
 
 import pytest
 
@@ -459,6 +461,18 @@ def test_python_and_c_hold_the_same_number_of_ranges() -> None:
     assert HOT_OOO_RANGES == lib.DP_OOO_RANGES
 
 
+def exported(server: TcpConnection, tcb: Any, ours: socket.socket) -> tuple[bytes, bytes]:
+    """``server``'s hot half in ``tcb`` with the identity plane.adopt adds (for a test
+    that calls dp_flow_adopt itself): the bytes of its receive and send buffers."""
+    moved = server.export_hot(tcb)
+    assert moved is not None
+    tcb.local_ip = int.from_bytes(server.local_ip, "little")
+    tcb.remote_ip = int.from_bytes(server.remote_ip, "little")
+    tcb.local_port, tcb.remote_port = server.local_port, server.remote_port
+    tcb.app_fd = ours.fileno()
+    return moved
+
+
 def test_adopt_refuses_ranges_that_are_out_of_order_or_do_not_fit() -> None:
     """dp_flow_adopt checks the ranges a TCB brings before it takes anything: in order
     above RCV.NXT, not touching, stamped, their bytes given, inside the ring."""
@@ -480,13 +494,7 @@ def test_adopt_refuses_ranges_that_are_out_of_order_or_do_not_fit() -> None:
         "past the ring": ([{"start": 1 << 24, "end": (1 << 24) + 10, "stamp": 1}], 10, False),
     }
     for name, (ranges, length, ok) in cases.items():
-        moved = server.export_hot(tcb)
-        assert moved is not None, name
-        rcv, snd = moved
-        tcb.local_ip = int.from_bytes(server.local_ip, "little")
-        tcb.remote_ip = int.from_bytes(server.remote_ip, "little")
-        tcb.local_port, tcb.remote_port = server.local_port, server.remote_port
-        tcb.app_fd = ours.fileno()
+        rcv, snd = exported(server, tcb, ours)
         base = int(tcb.rcv_nxt)
         tcb.ooo_count, tcb.ooo_clock = len(ranges), len(ranges)
         for i, r in enumerate(ranges):
@@ -538,13 +546,7 @@ def test_adopt_refuses_a_sender_state_that_does_not_fit() -> None:
         "DupThresh 0": (dict(good, dupthresh=0), False),
     }
     for name, (state, ok) in cases.items():
-        moved = server.export_hot(tcb)
-        assert moved is not None, name
-        rcv, snd = moved
-        tcb.local_ip = int.from_bytes(server.local_ip, "little")
-        tcb.remote_ip = int.from_bytes(server.remote_ip, "little")
-        tcb.local_port, tcb.remote_port = server.local_port, server.remote_port
-        tcb.app_fd = ours.fileno()
+        rcv, snd = exported(server, tcb, ours)
         una = int(tcb.snd_una)
         tcb.snd_nxt = (una + flight) & 0xFFFFFFFF
         sent = bytes(flight)
