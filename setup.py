@@ -58,6 +58,7 @@ COMPILED = [
     "joyride/tcp/timers.py",
     "joyride/tcp/buffers.py",
     "joyride/tcp/rtt.py",
+    "joyride/tcp/hystart.py",
     "joyride/tcp/congestion.py",
     "joyride/tcp/recovery.py",
     "joyride/tcp/scoreboard.py",

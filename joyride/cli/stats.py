@@ -84,11 +84,13 @@ def _emit(stats: dict[str, Any], args: argparse.Namespace,
 
 def tcp_lines(tcp: dict[str, int], *, show_zero: bool = False) -> list[str]:
     """TCP's loss and recovery counters (since the service started, or the interval's
-    change under --watch): retransmissions, then ``RECOVERY_COUNTERS``."""
-    from joyride.tcp.counters import RECOVERY_COUNTERS
+    change under --watch): retransmissions, then ``RECOVERY_COUNTERS`` and
+    ``CONGESTION_COUNTERS``."""
+    from joyride.tcp.counters import CONGESTION_COUNTERS, RECOVERY_COUNTERS
 
     out = []
-    for title, names in (("tcp", LOSS_COUNTERS), ("recovery", sorted(RECOVERY_COUNTERS))):
+    for title, names in (("tcp", LOSS_COUNTERS), ("recovery", sorted(RECOVERY_COUNTERS)),
+                         ("congestion", sorted(CONGESTION_COUNTERS))):
         shown = [(k, tcp.get(k, 0)) for k in names if tcp.get(k, 0) or show_zero]
         if shown:
             out.append(f"  {title}: " + " ".join(f"{k} {v}" for k, v in shown))

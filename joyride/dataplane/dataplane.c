@@ -39,6 +39,16 @@ _Static_assert(sizeof(struct dp_desc) == 16, "struct dp_desc is struct xdp_desc"
 #define ABC_LIMIT 0xFFFF     /* congestion.py's ABC_LIMIT: every segment acked counts */
 #define CUBIC_C 0.4          /* RFC 9438 §5.1 */
 #define CUBIC_BETA 0.7
+#define INITIAL_SSTHRESH 0x7FFFFFFFu /* congestion.INITIAL_SSTHRESH (RFC 5681 §3.1) */
+/* HyStart++ (RFC 9406 §4.3; hystart.py's constants) */
+#define HS_MIN_RTT_THRESH 0.004
+#define HS_MAX_RTT_THRESH 0.016
+#define HS_MIN_RTT_DIVISOR 8
+#define HS_N_RTT_SAMPLE 8u
+#define HS_CSS_GROWTH_DIVISOR 4u
+#define HS_CSS_ROUNDS 5u
+#define HS_PHASE_CSS 1u
+#define HS_PHASE_OFF 2u /* TcpConfig.hystart off */
 /* The timing wheel: 1 ms ticks, WHEEL_SLOTS of them per turn (a deadline further out
  * waits in its slot for the turns in between). */
 #define WHEEL_SLOTS 1024u
@@ -940,10 +950,13 @@ static void rtt_sample(struct dp_tcb *t, double rtt)
     t->rtt_sample_count++;
 }
 
-/* _Base._slow_start: RFC 5681 §3.1 with RFC 3465 ABC; returns bytes left for CA. */
+/* _Base._slow_start: RFC 5681 §3.1 with RFC 3465 ABC, a quarter of it in HyStart++'s
+ * conservative slow start (RFC 9406 §4.2); returns bytes left for CA. */
 static uint32_t slow_start(struct dp_tcb *t, uint32_t acked)
 {
     uint32_t inc = umin(acked, t->abc_limit * t->smss);
+    if (t->hs_phase == HS_PHASE_CSS)
+        inc /= HS_CSS_GROWTH_DIVISOR;
     uint32_t cap = umax(t->ssthresh, t->cwnd);
     uint64_t grown = (uint64_t)t->cwnd + inc;
     uint32_t next = grown < cap ? (uint32_t)grown : cap;
@@ -1026,6 +1039,68 @@ static void cc_on_ack(struct dp_tcb *t, double now, uint32_t acked)
     }
 }
 
+/* HyStart.reset: a new slow start. */
+static void hystart_reset(struct dp_tcb *t)
+{
+    if (t->hs_phase != HS_PHASE_OFF)
+        t->hs_phase = 0;
+    t->hs_round_open = 0;
+    t->hs_window_end = 0;
+    t->hs_samples = 0;
+    t->hs_css_rounds = 0;
+    t->hs_last_round_min = INFINITY;
+    t->hs_current_round_min = INFINITY;
+    t->hs_css_baseline = INFINITY;
+}
+
+/* _Base.on_delivery and HyStart.on_ack (RFC 9406 §4.2): one acceptable ACK of new data,
+ * SND.UNA already moved, with its RTT sample (< 0: none). Only in the initial slow
+ * start (§4.3). */
+static void hystart_ack(struct dp_tcb *t, double rtt)
+{
+    if (t->ssthresh != INITIAL_SSTHRESH || t->hs_phase == HS_PHASE_OFF)
+        return;
+    if (!t->hs_round_open || sdiff(t->snd_una, t->hs_window_end) >= 0) {
+        /* A round ends with the ACK of windowEnd; the next one begins. */
+        if (t->hs_round_open && t->hs_phase == HS_PHASE_CSS &&
+            ++t->hs_css_rounds >= HS_CSS_ROUNDS) {
+            hystart_reset(t);
+            t->ssthresh = t->cwnd; /* CSS_ROUNDS rounds in CSS: congestion avoidance */
+            t->hs_exits++;
+            return;
+        }
+        t->hs_round_open = 1;
+        t->hs_window_end = t->snd_nxt;
+        t->hs_last_round_min = t->hs_current_round_min;
+        t->hs_current_round_min = INFINITY;
+        t->hs_samples = 0;
+    }
+    if (rtt < 0)
+        return;
+    if (rtt < t->hs_current_round_min)
+        t->hs_current_round_min = rtt;
+    if (++t->hs_samples < HS_N_RTT_SAMPLE)
+        return;
+    if (t->hs_phase != HS_PHASE_CSS) {
+        double last = t->hs_last_round_min;
+        if (isinf(last))
+            return;
+        double thresh = fmax(HS_MIN_RTT_THRESH,
+                             fmin(last / HS_MIN_RTT_DIVISOR, HS_MAX_RTT_THRESH));
+        if (t->hs_current_round_min >= last + thresh) {
+            t->hs_css_baseline = t->hs_current_round_min;
+            t->hs_phase = HS_PHASE_CSS;
+            t->hs_css_rounds = 0;
+            t->hs_css_entered++;
+        }
+    } else if (t->hs_current_round_min < t->hs_css_baseline) {
+        /* The delay fell back: jitter; slow start resumes. */
+        t->hs_css_baseline = INFINITY;
+        t->hs_phase = 0;
+        t->hs_css_abandoned++;
+    }
+}
+
 /* CongestionControl.on_idle: RFC 5681 §4.1 restart window, RFC 2861 ssthresh. */
 static void cc_on_idle(struct dp_tcb *t)
 {
@@ -1034,6 +1109,7 @@ static void cc_on_idle(struct dp_tcb *t)
     t->reno_bytes_acked = 0;
     t->cubic_epoch_start = -1;
     t->cubic_carry = 0;
+    hystart_reset(t); /* RFC 9406 §4.3: a new slow start */
 }
 
 static inline uint32_t ts_clock(const struct dp_tcb *t, double now)
@@ -1938,6 +2014,7 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
             t->rtt_timing = 0;
         if (rtt >= 0)
             rtt_sample(t, rtt);
+        hystart_ack(t, rtt); /* before the window grows on it, as in Python */
         t->rto_backoff = 0;
         t->retries = 0;
         if (t->snd_una == t->snd_nxt) {
@@ -3532,12 +3609,13 @@ static int64_t adopt_in_order(const struct dp_tcb *t, uint32_t rcv_len)
 /* Whether the sender's state a TCB brings fits what C keeps and what sack_ack assumes:
  * send-time records ascending inside [SND.UNA, SND.NXT]; SACKed ranges sorted,
  * disjoint, not touching, inside [SND.UNA, SND.NXT], their byte count right; SACK state
- * only with SACK; DupThresh and the reordering multiplier at least 1. */
+ * only with SACK; DupThresh and the reordering multiplier at least 1; a HyStart++ phase
+ * that exists. */
 static int adopt_sender_ok(const struct dp_tcb *t)
 {
     uint32_t flight = t->snd_nxt - t->snd_una;
     if (t->tx_count > DP_TX_RECORDS || t->sacked_count > DP_SACK_RANGES ||
-        t->dupthresh == 0 || t->reo_wnd_mult == 0 ||
+        t->dupthresh == 0 || t->reo_wnd_mult == 0 || t->hs_phase > HS_PHASE_OFF ||
         (!t->sack_ok && (t->tx_count || t->sacked_count || t->dupacks)))
         return 0;
     uint32_t prev = t->snd_una;

@@ -237,6 +237,17 @@ struct dp_tcb {
     double cubic_w_est;
     double cubic_last_rtt;     /* < 0: none */
     double cubic_carry;
+    /* HyStart++ (RFC 9406; hystart.py owns the rules) in the initial slow start:
+     * the phase (0 slow start, 1 conservative slow start, 2 off), the round (hs_window_end
+     * valid when hs_round_open), each round's minimum RTT (INFINITY: none yet) */
+    uint32_t hs_phase;
+    uint32_t hs_round_open;
+    uint32_t hs_window_end;
+    uint32_t hs_samples;
+    uint32_t hs_css_rounds;
+    double hs_last_round_min;
+    double hs_current_round_min;
+    double hs_css_baseline;
     /* timers and policy */
     double rto_at;
     double delack_at;
@@ -285,6 +296,9 @@ struct dp_tcb {
     uint64_t rtt_sample_count;
     uint64_t ooo_segs;         /* segments held out of order */
     uint64_t paws_drops;       /* pure ACKs dropped by PAWS (RFC 7323 §5.3 R1) */
+    uint64_t hs_css_entered;   /* HyStart++ events (counters.CONGESTION_COUNTERS) */
+    uint64_t hs_css_abandoned;
+    uint64_t hs_exits;
     /* Out-of-order data (Reassembler): ooo_count disjoint, non-adjacent ranges above
      * RCV.NXT, in sequence order; their bytes sit in the receive ring at their offset
      * past the in-order bytes. ooo_clock: the last recency stamp given. */

@@ -210,6 +210,7 @@ static void make_tcb(struct dp_tcb *t, uint32_t k, int fd)
     t->cc_pristine = 1;
     t->cubic_epoch_start = -1;
     t->cubic_last_rtt = -1;
+    hystart_reset(t);
     t->delack_timeout = 0.04;
     t->keepalive_idle = (rnd() & 1) ? 5.0 : 0.0;
     t->app_fd = fd;

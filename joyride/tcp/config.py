@@ -46,6 +46,9 @@ class TcpConfig:
     nodelay: bool = False
     #: Congestion controller name, a key of ``congestion.CONGESTION_CONTROLS``.
     congestion_control: str = "cubic"
+    #: HyStart++ (RFC 9406) in the initial slow start: leave it on rising delay, before
+    #: a deep queue overflows (Linux's CUBIC: hystart=1).
+    hystart: bool = True
     #: Duplicate-ACK threshold for fast retransmit (RFC 5681 §3.2, RFC 6675 DupThresh).
     dupthresh: int = 3
     #: Tail loss probes (RFC 8985 §7; with SACK only, as Linux's tcp_early_retrans=3).

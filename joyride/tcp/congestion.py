@@ -7,7 +7,9 @@ may the window be" at four kinds of event:
 - ``on_ack``: new data cumulatively acknowledged outside recovery (window growth);
 - ``on_congestion``: fast retransmit / SACK loss detected (multiplicative decrease);
 - ``on_rto``: retransmission timeout (loss window);
-- ``on_recovery_exit`` / ``on_idle``: leaving recovery, restarting after idle.
+- ``on_recovery_exit`` / ``on_idle``: leaving recovery, restarting after idle;
+- ``on_delivery``: every acceptable ACK of new data with its RTT sample, for HyStart++
+  (RFC 9406, ``joyride.tcp.hystart``) in the initial slow start.
 
 Memory: a fixed set of numbers per controller.
 """
@@ -17,6 +19,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import Any, Final, Protocol
+
+from joyride.tcp.hystart import SLOW_START_EXITED, HyStart
+from joyride.wire.seq import Seq
 
 # RFC 5681 §3.1: the initial ssthresh "SHOULD be set arbitrarily high".
 INITIAL_SSTHRESH: Final = 0x7FFFFFFF
@@ -47,12 +52,14 @@ def initial_window(mss: int) -> int:
 class CongestionControl(Protocol):
     cwnd: int
     ssthresh: int
+    hystart: HyStart
 
     def on_ack(self, now: float, acked: int, rtt: float | None, flight_size: int) -> None: ...
     def on_congestion(self, now: float, flight_size: int) -> None: ...
     def on_rto(self, now: float, flight_size: int) -> None: ...
     def on_recovery_exit(self, now: float) -> None: ...
     def on_idle(self, now: float, rto: float) -> None: ...
+    def on_delivery(self, snd_una: Seq, snd_nxt: Seq, rtt: float | None) -> str | None: ...
     def set_mss(self, mss: int) -> None: ...
     def save_hot(self, tcb: Any) -> bool: ...
     def load_hot(self, tcb: Any) -> None: ...
@@ -66,7 +73,7 @@ DP_CC_CUBIC: Final = 1
 class _Base:
     """State and rules shared by every controller here."""
 
-    def __init__(self, mss: int, initial_window_bytes: int | None) -> None:
+    def __init__(self, mss: int, initial_window_bytes: int | None, hystart: bool) -> None:
         if mss <= 0:
             raise ValueError("mss must be positive")
         self.mss = mss
@@ -81,6 +88,7 @@ class _Base:
         # Until the window first changes, a new MSS (negotiated in the handshake)
         # recomputes the initial window instead of keeping one sized for a guess.
         self._pristine = True
+        self.hystart = HyStart(hystart)
 
     def _iw(self) -> int:
         if self._explicit_iw is not None:
@@ -95,12 +103,13 @@ class _Base:
 
     def _slow_start(self, acked: int) -> int:
         """RFC 5681 §3.1 eq. (2) with RFC 3465 §2.2 ABC: cwnd += min(N, L*SMSS), L as
-        ``ABC_LIMIT`` says (every byte acknowledged, but one SMSS after an RTO).
+        ``ABC_LIMIT`` says (every byte acknowledged, but one SMSS after an RTO), and a
+        quarter of that in HyStart++'s conservative slow start (RFC 9406 §4.2).
 
         Returns the acknowledged bytes left over once cwnd reaches ssthresh, which
         belong to congestion avoidance (as Linux's tcp_slow_start).
         """
-        inc = min(acked, self._abc_limit * self.mss)
+        inc = min(acked, self._abc_limit * self.mss) // self.hystart.growth_divisor
         new = min(self.cwnd + inc, max(self.ssthresh, self.cwnd))
         used = new - self.cwnd
         self.cwnd = new
@@ -112,6 +121,18 @@ class _Base:
     def _loss_ssthresh(self, flight_size: int) -> int:
         # RFC 5681 §3.1 eq. (4): ssthresh = max(FlightSize / 2, 2*SMSS).
         return max(flight_size // 2, 2 * self.mss)
+
+    def on_delivery(self, snd_una: Seq, snd_nxt: Seq, rtt: float | None) -> str | None:
+        """HyStart++ on one acceptable ACK of new data (SND.UNA now ``snd_una``, SND.NXT
+        ``snd_nxt``, the ACK's RTT sample or None), in the initial slow start only
+        (RFC 9406 §4.3: ssthresh still at its initial value). Returns the counter of
+        what it did, if anything."""
+        if self.ssthresh != INITIAL_SSTHRESH:
+            return None
+        event = self.hystart.on_ack(snd_una, snd_nxt, rtt)
+        if event == SLOW_START_EXITED:
+            self.ssthresh = self.cwnd  # RFC 9406 §4.2: enter congestion avoidance
+        return event
 
     def set_mss(self, mss: int) -> None:
         if mss <= 0:
@@ -136,6 +157,7 @@ class _Base:
         tcb.abc_limit = self._abc_limit
         tcb.cc_pristine = int(self._pristine)
         tcb.cc_iw = self._iw()
+        self.hystart.save_hot(tcb)
         return True
 
     def load_hot(self, tcb: Any) -> None:
@@ -143,6 +165,7 @@ class _Base:
         self.ssthresh = int(tcb.ssthresh)
         self._abc_limit = int(tcb.abc_limit)
         self._pristine = bool(tcb.cc_pristine)
+        self.hystart.load_hot(tcb)
 
     def on_recovery_exit(self, now: float) -> None:
         # RFC 6582 §3.2 step 3 (full ACK): cwnd becomes ssthresh (option 2) or
@@ -159,13 +182,18 @@ class _Base:
         self.ssthresh = max(self.ssthresh, (3 * self.cwnd) // 4)
         # RFC 5681 §4.1: after an idle period longer than RTO, cwnd = RW = min(IW, cwnd).
         self.cwnd = min(self._iw(), self.cwnd)
+        # RFC 9406 §4.3: an idle restart is a new slow start; the last rounds' RTTs
+        # say nothing of it.
+        self.hystart.reset()
 
 
 class NewReno(_Base):
     """RFC 5681 window management with RFC 3465 byte counting and RFC 6928 IW10."""
 
-    def __init__(self, mss: int, initial_window: int | None = None) -> None:
-        super().__init__(mss, initial_window)
+    def __init__(
+        self, mss: int, initial_window: int | None = None, *, hystart: bool = True
+    ) -> None:
+        super().__init__(mss, initial_window, hystart)
         self._bytes_acked = 0
 
     def on_ack(self, now: float, acked: int, rtt: float | None, flight_size: int) -> None:
@@ -203,6 +231,7 @@ class NewReno(_Base):
         self.cwnd = self.ssthresh
         self._bytes_acked = 0
         self.in_recovery = True
+        self.hystart.reset()  # RFC 9406 §4.3: the initial slow start is over
 
     def on_rto(self, now: float, flight_size: int) -> None:
         # RFC 5681 §3.1: on timeout ssthresh per eq. (4) and cwnd = LW = 1 SMSS.
@@ -212,6 +241,7 @@ class NewReno(_Base):
         self._abc_limit = 1
         self._bytes_acked = 0
         self.in_recovery = False
+        self.hystart.reset()  # RFC 9406 §4.3: the initial slow start is over
 
     def on_idle(self, now: float, rto: float) -> None:
         """Called by the connection before sending after an idle period > ``rto``."""
@@ -228,16 +258,17 @@ CUBIC_ALPHA: Final = 3 * (1 - CUBIC_BETA) / (1 + CUBIC_BETA)
 
 
 class Cubic(_Base):
-    """CUBIC per RFC 9438, with standard (RFC 5681) slow start.
+    """CUBIC per RFC 9438, with RFC 5681 slow start and HyStart++ (RFC 9406).
 
     Internally W_max, cwnd_prior and W_est are in bytes; the cubic curve is evaluated
     in segments as the RFC writes it and scaled by the MSS.
     """
 
     def __init__(
-        self, mss: int, initial_window: int | None = None, *, fast_convergence: bool = True
+        self, mss: int, initial_window: int | None = None, *, fast_convergence: bool = True,
+        hystart: bool = True,
     ) -> None:
-        super().__init__(mss, initial_window)
+        super().__init__(mss, initial_window, hystart)
         self.fast_convergence = fast_convergence
         self.w_max = 0.0  # bytes; 0 = no congestion event yet
         self.cwnd_prior = 0.0  # bytes, cwnd before the last reduction
@@ -275,7 +306,7 @@ class Cubic(_Base):
         if rtt is not None and math.isfinite(rtt) and rtt >= 0:
             self.last_rtt = rtt
         if self.in_slow_start:
-            # RFC 9438 §4.10: slow start as RFC 5681 (no HyStart++ here).
+            # RFC 9438 §4.10: slow start as RFC 5681, with HyStart++ (_Base).
             acked = self._slow_start(acked)
             if not acked:
                 return
@@ -352,6 +383,7 @@ class Cubic(_Base):
         self.ssthresh = max(int(max(flight_size, self.cwnd) * CUBIC_BETA), 2 * self.mss)
         self.epoch_start = None
         self._carry = 0.0
+        self.hystart.reset()  # RFC 9406 §4.3: the initial slow start is over
 
     def on_congestion(self, now: float, flight_size: int) -> None:
         self._pristine = False
@@ -400,11 +432,12 @@ CONGESTION_CONTROLS: dict[str, Callable[..., CongestionControl]] = {
 }
 
 
-def make_congestion_control(name: str, mss: int) -> CongestionControl:
-    """Build the controller registered under ``name`` (ValueError if unknown)."""
+def make_congestion_control(name: str, mss: int, *, hystart: bool = True) -> CongestionControl:
+    """Build the controller registered under ``name`` (ValueError if unknown), with
+    HyStart++ in its initial slow start unless ``hystart`` is False."""
     try:
         factory = CONGESTION_CONTROLS[name.lower()]
     except KeyError:
         known = ", ".join(sorted(CONGESTION_CONTROLS))
         raise ValueError(f"unknown congestion control {name!r} (known: {known})") from None
-    return factory(mss)
+    return factory(mss, hystart=hystart)

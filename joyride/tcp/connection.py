@@ -46,6 +46,7 @@ from joyride.tcp.config import TcpConfig
 from joyride.tcp.congestion import CongestionControl, Cubic, NewReno, make_congestion_control
 from joyride.tcp.counters import Counters
 from joyride.tcp.failure import ConnectionFailure
+from joyride.tcp.hystart import CSS_ABANDONED, CSS_ENTERED, SLOW_START_EXITED
 from joyride.tcp.isn import IsnGenerator
 from joyride.tcp.options import (
     PAWS_IDLE,
@@ -172,7 +173,7 @@ class TcpConnection:
         self._reasm = Reassembler(config.receive_buffer_max, config.reassembly_max_ranges)
         self._rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
         self._cc: CongestionControl = make_congestion_control(
-            config.congestion_control, self._smss
+            config.congestion_control, self._smss, hystart=config.hystart
         )
 
         # Loss recovery (RFC 5681 §3.2, RFC 3042, RFC 6582, RFC 6675).
@@ -1780,6 +1781,11 @@ class TcpConnection:
             rtt = ts_rtt(now, self._ts_offset, seg.options.timestamps[1])
         if rtt is not None:
             self._rtt.sample(rtt)
+        # RFC 9406: HyStart++ sees every ACK of new data (before the window grows on
+        # it, in recovery.on_ack; dataplane.c's hystart_ack in the same place).
+        event = self._cc.on_delivery(self._snd_una, self._snd_max, rtt)
+        if event is not None:
+            self.counters[event] += 1
         self._rtt.reset_backoff()
         self._retries = 0
         if self._snd_una == self._snd_max:
@@ -1937,4 +1943,6 @@ def hot_counters(tcb: Any) -> dict[str, int]:
     return {"segments_received": segs_in, "segments_sent": int(tcb.segs_out),
             "bytes_acked": int(tcb.bytes_acked), "dataplane_segments": segs_in,
             "out_of_order_segments": int(tcb.ooo_segs), "drop_paws": int(tcb.paws_drops),
-            "limited_transmit_segments": int(tcb.lt_segs)}
+            "limited_transmit_segments": int(tcb.lt_segs),
+            CSS_ENTERED: int(tcb.hs_css_entered), CSS_ABANDONED: int(tcb.hs_css_abandoned),
+            SLOW_START_EXITED: int(tcb.hs_exits)}

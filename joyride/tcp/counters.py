@@ -71,6 +71,16 @@ TIME_WAIT_COUNTERS: Final = frozenset(
     }
 )
 
+# HyStart++ (RFC 9406, ``joyride.tcp.hystart``) in the initial slow start; per
+# connection, summed into ``joyride stats``.
+CONGESTION_COUNTERS: Final = frozenset(
+    {
+        "hystart_css_entered",  # §4.2: the round's minimum RTT rose: conservative slow start
+        "hystart_css_abandoned",  # §4.2: it fell back (jitter): slow start resumed
+        "hystart_slow_start_exits",  # §4.2: CSS_ROUNDS rounds in CSS: ssthresh = cwnd
+    }
+)
+
 # Loss recovery events beyond RFC 6675 (``joyride.tcp.recovery``, issue 15); per
 # connection, summed into ``joyride stats`` with every other connection counter.
 RECOVERY_COUNTERS: Final = frozenset(

@@ -523,18 +523,21 @@ def test_adopt_refuses_ranges_that_are_out_of_order_or_do_not_fit() -> None:
 
 def test_adopt_refuses_a_sender_state_that_does_not_fit() -> None:
     """dp_flow_adopt checks the sender's state a TCB brings (send-time records, SACKed
-    ranges) before it takes anything: C's arrays bound them, and sack_ack assumes them
-    ordered inside [SND.UNA, SND.NXT]."""
+    ranges, HyStart++'s phase) before it takes anything: C's arrays bound them, and
+    sack_ack assumes them ordered inside [SND.UNA, SND.NXT]."""
     bed = Bed()
     _client, server = bed.connect()
     ours, _app = bed.attach(server)
     tcb = plane.ffi.new("struct dp_tcb *")
     flight = 3000
     good = {"tx": [(1448, 1.0), (3000, 1.1)], "sacked": [(1448, 2896)], "bytes": 1448,
-            "dupthresh": 3}
+            "dupthresh": 3, "hs_phase": 1}
     cases: dict[str, tuple[dict[str, object], bool]] = {
         "fits": (good, True),
-        "nothing": ({"tx": [], "sacked": [], "bytes": 0, "dupthresh": 3}, True),
+        "nothing": ({"tx": [], "sacked": [], "bytes": 0, "dupthresh": 3, "hs_phase": 0},
+                    True),
+        "HyStart++ off": (dict(good, hs_phase=2), True),
+        "no such HyStart++ phase": (dict(good, hs_phase=3), False),
         "a record past SND.NXT": (dict(good, tx=[(1448, 1.0), (3001, 1.1)]), False),
         "records out of order": (dict(good, tx=[(3000, 1.0), (1448, 1.1)]), False),
         "too many records": (dict(good, tx=[(k + 1, 1.0 + k) for k in range(33)]), False),
@@ -562,6 +565,7 @@ def test_adopt_refuses_a_sender_state_that_does_not_fit() -> None:
             tcb.sacked[i].end = (una + right) & 0xFFFFFFFF
         tcb.sacked_bytes = state["bytes"]
         tcb.dupthresh = state["dupthresh"]
+        tcb.hs_phase = state["hs_phase"]
         handle = int(lib.dp_flow_adopt(bed.plane._dp, tcb, rcv, len(rcv), sent, flight))
         assert (handle > 0) == ok, name
         if handle > 0:
@@ -573,6 +577,7 @@ def test_adopt_refuses_a_sender_state_that_does_not_fit() -> None:
         tcb.snd_nxt = una
         tcb.tx_count = tcb.sacked_count = tcb.sacked_bytes = 0
         tcb.dupthresh = 3
+        tcb.hs_phase = 0
         tcb.reason = 0
         server.import_hot(tcb, rcv, snd)  # as plane.adopt does when C refuses
 

@@ -43,6 +43,9 @@ OPS = st.lists(
         # never: the peer's SACK blocks and duplicate ACKs, the sender's side of SACK.
         st.tuples(st.just("down_hold"), st.integers(1, 4).map(float)),
         st.tuples(st.just("down_drop"), st.just(1.0)),
+        # From now on the peer's frames reach the plane this much later (a queue on
+        # the path: the RTT samples rise, and HyStart++ (RFC 9406) acts on them).
+        st.tuples(st.just("lag"), st.sampled_from([0.0, 0.006, 0.02])),
     ),
     min_size=1, max_size=25,
 )
@@ -97,6 +100,8 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
     down_drop = [0]  # ("down_drop", 1): the plane's next data segment is lost
     down_hold = [0]  # ("down_hold", n): it reaches the peer after n later ones
     held_down: list[list[object]] = []
+    lag = [0.0]  # ("lag", s): the peer's frames toward the plane arrive s later
+    lagged: list[tuple[float, bytes]] = []  # (due, frame), in the order sent
 
     def rel(seq: int) -> int:
         return (seq - client.iss) & 0xFFFFFFFF
@@ -109,6 +114,12 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
     def toward_plane(frame: bytes) -> bool:
         if bed.clock() < blackout[0]:
             return False
+        if lag[0] or lagged:  # FIFO: a frame lagged less waits for those before it
+            lagged.append((bed.clock() + lag[0], frame))
+            return False
+        return reach_plane(frame)
+
+    def reach_plane(frame: bytes) -> bool:
         if not parse_frame(frame).tcp.payload:
             if to_swap[0] and not swapped:
                 to_swap[0] = 0
@@ -135,6 +146,10 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
                      int(seg.flags), len(seg.payload), seg.options.timestamps is not None,
                      tuple((rel(left), rel(right)) for left, right in seg.options.sack_blocks)))
         return toward_peer(frame, bool(seg.payload))
+
+    def release_lagged() -> None:
+        while lagged and lagged[0][0] <= bed.clock():
+            reach_plane(lagged.pop(0)[1])
 
     def release_held() -> None:
         for frame, _ in held:
@@ -188,9 +203,12 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
             down_drop[0] += 1
         elif kind == "down_hold":
             down_hold[0] = int(value)
+        elif kind == "lag":
+            lag[0] = value
         else:
             bed.clock.advance(value)
         for _ in range(3):
+            release_lagged()
             bed.step()
             app_reads()
             peer_got += client.recv()
@@ -198,6 +216,7 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
             release_held()
     release_held()
     for _ in range(40):
+        release_lagged()
         bed.step(0.01)
         app_reads()
         peer_got += client.recv()
@@ -232,7 +251,12 @@ def state(server: TcpConnection, client: TcpConnection) -> dict[str, object]:
                   for left, right in recovery.board.blocks()]),
         "counters": {key: server.counters[key] for key in (
             "retransmitted_segments", "fast_retransmits", "limited_transmit_segments",
-            "rack_reordering_seen", "drop_paws", "internal_error_parked")},
+            "rack_reordering_seen", "drop_paws", "internal_error_parked",
+            "hystart_css_entered", "hystart_css_abandoned", "hystart_slow_start_exits")},
+        # HyStart++ (RFC 9406): where the initial slow start stands.
+        "hystart": (server.congestion.hystart.phase, server.congestion.hystart.samples,
+                    server.congestion.hystart.current_round_min,
+                    server.congestion.hystart.css_rounds),
     }
 
 
@@ -284,3 +308,20 @@ def test_an_owed_ack_waiting_to_leave_does_not_put_off_the_loss_probe() -> None:
     assert c["wire"] == python["wire"] and c["state"] == python["state"]
     assert c["peer"] == python["peer"] and c["app"] == python["app"]
     assert "rto" in c["reasons"]  # the probe is Python's
+
+
+def test_hystart_agrees_rfc9406() -> None:
+    """The peer's ACKs come back later and later (a queue grows on the path): the
+    rounds' minimum RTT rises, HyStart++ enters conservative slow start and, five
+    rounds on, leaves slow start with ssthresh = cwnd. C, which runs the flow all the
+    way, does it on the same ACKs as Python."""
+    burst: list[Op] = [("app", 6000.0)] * 60
+    ops: list[Op] = ([("lag", 0.002)] + burst + [("lag", 0.01)] + [("wait", 0.002)] * 40
+                     + (burst + [("wait", 0.002)] * 40) * 2)
+    python, c = play(ops, in_c=False), play(ops, in_c=True)
+    assert c["wire"] == python["wire"] and c["state"] == python["state"]
+    assert c["peer"] == python["peer"] and len(c["peer"]) == 180 * 6000  # type: ignore[arg-type]
+    counters = c["state"]["counters"]  # type: ignore[index]
+    assert counters["hystart_css_entered"] == 1 and counters["hystart_slow_start_exits"] == 1
+    assert c["state"]["ssthresh"] == c["state"]["cwnd"]  # type: ignore[index]
+    assert not c["reasons"]  # C ran it throughout

@@ -80,6 +80,27 @@ def test_bottleneck_queue_overflow_recovers() -> None:
     assert res.client.counters["fast_retransmits"] > 0
 
 
+def test_hystart_leaves_slow_start_before_the_queue_overflows_rfc9406() -> None:
+    """A bottleneck with a drop-tail queue twelve times the path's 12.5 KB: slow start
+    alone doubles cwnd into the queue until a window's worth overflows; HyStart++ sees
+    the rounds' minimum RTT rise, grows conservatively and loses a small fraction of
+    that. (Not none: the rise shows a round or two late, as the round's first ACKs
+    still find the queue short; this is the RFC's algorithm, not Linux's HyStart.)"""
+    up = _payload(12, 2_000_000)
+    imp = Impairment(delay=0.005, rate=10e6 / 8, queue=150_000)
+    runs = {on: transfer(up, b"", seed=5, imp=imp,
+                         config=TcpConfig(hystart=on, receive_buffer=1 << 20))
+            for on in (True, False)}
+    for res in runs.values():
+        _check(res, up, b"")
+    hystart, plain = runs[True], runs[False]
+    assert hystart.client.counters["hystart_css_entered"] == 1
+    assert plain.client.counters["hystart_css_entered"] == 0
+    assert plain.links[0]["queue_drop"] > 500
+    assert hystart.links[0]["queue_drop"] < plain.links[0]["queue_drop"] / 10
+    assert hystart.elapsed < plain.elapsed  # simulated seconds
+
+
 def test_sequence_wraparound_mid_transfer() -> None:
     """ISNs near 2**32 (RFC 9293 §3.4): sequence numbers wrap during the transfer."""
     from joyride.tcp.isn import IsnGenerator
