@@ -1053,7 +1053,9 @@ class TcpConnection:
 
     def _idle_restart_due(self, now: float) -> bool:
         """RFC 5681 §4.1: after an idle period longer than an RTO, restart from the
-        restart window."""
+        restart window. Idle is measured from the last segment sent, a pure ACK too
+        (both planes; Linux's lsndtime counts data only), so a connection that has
+        been acknowledging a stream keeps its window."""
         return (
             self._snd_max == self._snd_una
             and len(self._send_buf) > 0
@@ -1499,6 +1501,7 @@ class TcpConnection:
             # flight in recovery; lose it and only its RTO is left (Linux's sender arms
             # no loss probe in recovery). The owed ACK goes out now, as it stands.
             self._out.append(self._segment(self._snd_max, _ACK))
+            self._last_send = now  # as every segment _transmit sends (the idle clock)
 
         # RFC 7323 §3.2: once negotiated, a non-RST segment without TSopt SHOULD be
         # dropped. Linux accepts it (tcp_validate_incoming checks PAWS only when a

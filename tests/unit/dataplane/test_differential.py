@@ -325,3 +325,16 @@ def test_hystart_agrees_rfc9406() -> None:
     assert counters["hystart_css_entered"] == 1 and counters["hystart_slow_start_exits"] == 1
     assert c["state"]["ssthresh"] == c["state"]["cwnd"]  # type: ignore[index]
     assert not c["reasons"]  # C ran it throughout
+
+
+def test_the_immediate_ack_restarts_the_idle_clock_in_both() -> None:
+    """The ACK owed at once for out-of-order data counts as a send for the idle restart
+    (RFC 5681 §4.1) in Python as it does in C; Python's receive path had not counted it,
+    so after 0.3 s with nothing else sent it restarted the window and C did not. (Found
+    by a random sequence: cwnd 10,987 against C's 11,311.)"""
+    ops: list[Op] = [("hold", 3.0), ("down_drop", 1.0), ("peer", 2242.0), ("hold", 4.0),
+                     ("peer", 71.0), ("drop", 1.0), ("down_hold", 1.0), ("app", 3034.0),
+                     ("app", 5287.0), ("wait", 0.3), ("app", 2736.0), ("app", 3483.0)]
+    python, c = play(ops, in_c=False), play(ops, in_c=True)
+    assert c["wire"] == python["wire"] and c["state"] == python["state"]
+    assert c["peer"] == python["peer"] and c["app"] == python["app"]
