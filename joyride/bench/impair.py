@@ -68,6 +68,7 @@ COUNTERS: Final = (
     "spurious_detected_frto", "undo_fast_recovery", "undo_rto", "rack_reordering_seen",
     "rack_timer_fired", "rack_lost_retransmissions", "tlp_probes_new_data",
     "tlp_probes_retransmitted", "tlp_no_loss", "tlp_loss_repaired",
+    "hystart_css_entered", "hystart_css_abandoned", "hystart_slow_start_exits",
 )
 
 

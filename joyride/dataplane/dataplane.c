@@ -1391,11 +1391,12 @@ static inline uint32_t data_in_flight(const struct dp_tcb *t)
     return flight && t->fin_sent ? flight - 1 : flight;
 }
 
-/* TcpConnection.small_segment_allowed, for a C flow (no FIN, SND.NXT == SND.MAX). */
+/* TcpConnection.small_segment_allowed, for a C flow (SND.NXT == SND.MAX): Nagle lets
+ * the last bytes go when a FIN follows them. */
 static int small_segment_allowed(const struct dp_tcb *t, uint32_t seq, uint32_t n,
                                  uint32_t avail)
 {
-    return (n == avail && (t->nodelay || seq == t->snd_una)) ||
+    return (n == avail && (t->nodelay || seq == t->snd_una || t->fin_queued)) ||
            (t->max_snd_wnd && n >= t->max_snd_wnd / 2);
 }
 
@@ -2098,6 +2099,10 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
         fin_received(dp, f, now);
     if (enter)
         hand_back(dp, f, DP_REASON_RECOVERY); /* Python enters recovery (_enter) */
+    else if (!t->born && t->tcp_state == DP_FIN_WAIT_2)
+        /* A flow Python gave C, its FIN acknowledged: FIN-WAIT-2 is Python's (its pump
+         * shows the application the peer's FIN and finishes, Pump.finished). */
+        hand_back(dp, f, DP_REASON_APP_EOF);
     return 1;
 }
 
@@ -2228,18 +2233,16 @@ static void snd_room(struct dp *dp, struct flow *f, int eof_expected)
     (void)ring_room(&dp->pool, r, umin(r->cap - r->len, umax(r->size, RING_MIN)));
 }
 
-/* The application's end of the stream: its shutdown(SHUT_WR) or close. */
+/* The application's end of the stream: its shutdown(SHUT_WR) or close.
+ * Pump.app_shut_down -> TcpConnection.shutdown_write (RFC 9293 §3.10.4): the FIN
+ * follows the queued bytes, which are all in the send ring now. A flow Python gave C
+ * stays here through FIN-WAIT-1 as one born here does: the rest of a download is
+ * C's, not Python's. The peer's FIN is still Python's for such a flow (flow_input),
+ * and so is what follows the acknowledgment of ours (fin_acked). */
 static void app_eof(struct dp *dp, struct flow *f)
 {
     struct dp_tcb *t = &f->t;
     t->app_eof = 1;
-    if (!t->born) {
-        /* The FIN is Python's (its pump's), after whatever this round read. */
-        hand_back(dp, f, DP_REASON_APP_EOF);
-        return;
-    }
-    /* Pump.app_shut_down -> TcpConnection.shutdown_write (RFC 9293 §3.10.4): the FIN
-     * follows the queued bytes. */
     t->fin_queued = 1;
     if (t->tcp_state == DP_ESTABLISHED)
         t->tcp_state = DP_FIN_WAIT_1;

@@ -96,7 +96,7 @@ enum dp_reason {
     DP_REASON_SEGMENT = 1,     /* a segment C does not predict (see "What declines") */
     DP_REASON_RTO = 2,         /* the retransmission timer, or the loss probe's, expired */
     DP_REASON_PERSIST = 3,     /* data queued, nothing in flight, window too small */
-    DP_REASON_APP_EOF = 4,     /* the application shut down writing (read returned 0) */
+    DP_REASON_APP_EOF = 4,     /* an adopted flow's FIN, after the app's EOF, was ACKed */
     DP_REASON_APP_GONE = 5,    /* the application's end is closed (EPIPE, ECONNRESET) */
     DP_REASON_RELEASED = 6,    /* Python asked for it back (dp_flow_release) */
     DP_REASON_KEEPALIVE = 7,   /* the keepalive timer expired: Python probes */

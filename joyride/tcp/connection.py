@@ -95,7 +95,7 @@ def rst_for(seg: TcpSegment) -> TcpSegment | None:
 
 
 # ``struct dp_tcb.tcp_state`` (joyride/dataplane/dataplane.h: enum dp_tcp_state).
-_BORN_STATES: Final = (
+_HOT_STATES: Final = (
     TcpState.ESTABLISHED, TcpState.SYN_RECEIVED, TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2,
     TcpState.CLOSE_WAIT, TcpState.CLOSING, TcpState.LAST_ACK, TcpState.TIME_WAIT,
     TcpState.CLOSED,
@@ -741,21 +741,25 @@ class TcpConnection:
             smss=int(tcb.smss), rcv_mss=int(tcb.rcv_mss))
         conn._recv_buf.slack = (1 << conn._rcv_shift) - 1
         conn.set_mss(int(tcb.smss))
-        conn._state = _BORN_STATES[int(tcb.tcp_state)]
         conn._parked = True
         conn.import_hot(tcb, rcv, snd, now)
-        una, nxt = conn._snd_una, conn._snd_nxt
+        conn._app_closed = int(tcb.app_fd) < 0 and bool(tcb.app_eof)
+        return conn
+
+    def _import_close(self, tcb: Any) -> None:
+        """The close C took the connection through (a flow born in C; or one Python
+        gave it, after its application's EOF: FIN-WAIT-1 or FIN-WAIT-2)."""
+        self._state = _HOT_STATES[int(tcb.tcp_state)]
         if tcb.fin_queued:
             # shutdown_write's FIN: after the queued bytes, or acknowledged already.
-            fin_acked = bool(tcb.fin_sent) and una == nxt
-            conn._fin_seq = una - 1 if fin_acked else conn._buf_seq + len(conn._send_buf)
+            fin_acked = bool(tcb.fin_sent) and self._snd_una == self._snd_nxt
+            self._fin_seq = (self._snd_una - 1 if fin_acked
+                             else self._buf_seq + len(self._send_buf))
         if tcb.peer_fin:
-            conn._peer_fin = conn._rcv_nxt - 1
-        conn._app_closed = int(tcb.app_fd) < 0 and bool(tcb.app_eof)
+            self._peer_fin = self._rcv_nxt - 1
         if tcb.state_at:
-            timer = Timer.TIME_WAIT if conn._state is TcpState.TIME_WAIT else Timer.FIN_WAIT_2
-            conn._timers.set(timer, float(tcb.state_at))
-        return conn
+            timer = Timer.TIME_WAIT if self._state is TcpState.TIME_WAIT else Timer.FIN_WAIT_2
+            self._timers.set(timer, float(tcb.state_at))
 
     def import_hot(self, tcb: Any, rcv: bytes, snd: bytes, now: float | None = None) -> None:
         """Take the hot half back from the C data plane (the inverse of
@@ -815,6 +819,7 @@ class TcpConnection:
         self._reasm.load_hot(held)
         self._send_buf.capacity = int(tcb.snd_cap)  # C may have grown it
         self._send_buf.write(snd)
+        self._import_close(tcb)
         self.counters.update(hot_counters(tcb))
         self._arm_reorder()  # RACK's reordering timer (RFC 8985 §6.3), as C left it
         if tcb.enter_pending:

@@ -785,25 +785,40 @@ def test_rst_in_the_middle_of_a_batch_stops_c_there() -> None:
     assert st["rx_fast"] >= 2 and st["declined_segment"] == 1
 
 
-def test_application_closing_with_bytes_in_flight_is_handed_back() -> None:
+def test_application_closing_with_bytes_in_flight_stays_in_c_until_its_fin_is_acked() -> None:
+    """A connection Python gave C: its application closes with bytes still to send.
+    C sends them and the FIN after them itself (FIN-WAIT-1, RFC 9293 §3.10.4), and
+    hands the connection back once the FIN is acknowledged: FIN-WAIT-2 is Python's."""
     bed = Bed()
-    _client, server = bed.connect()
+    client, server = bed.connect()
     _ours, app = bed.adopt(server)
     bed.readopt = False
     held: list[bytes] = []
     bed.impair = lambda f, toward: (held.append(f) or False) if not toward else True
-    app.sendall(os.urandom(20_000))  # sent, not acknowledged: the peer never sees it
+    data = os.urandom(20_000)
+    app.sendall(data)  # the initial window goes, the peer does not see it yet
     bed.run(2)
-    assert server.parked and server.bytes_in_flight == 0  # (stale while parked)
-    app.close()  # nothing unread on its side: the service reads EOF (then EPIPE)
+    app.close()  # nothing unread on its side: the service reads EOF
     bed.run(2)
-    assert bed.reasons == ["app_eof"]
-    # Python has it all back: the bytes sent (the initial window) and those not yet.
-    assert not server.parked and server.send_queue == 20_000
-    assert server.bytes_in_flight == server.congestion.cwnd == 14_480
+    assert bed.reasons == [] and server.parked
+    tcb = bed.plane.peek(server)
+    assert int(tcb.tcp_state) == 2 and tcb.fin_queued and not tcb.fin_sent  # FIN-WAIT-1
     bed.impair = None
-    bed.run(5)
+    for frame in held:
+        bed.peer_nic.inbox.append(frame)
+    got = bytearray()
+    for _ in range(20):
+        bed.step(0.001)
+        got += client.recv()
+    assert bytes(got) == data and client.eof
+    assert bed.reasons == ["app_eof"]
+    assert not server.parked and server.state is TcpState.FIN_WAIT_2
+    assert server.send_queue == 0 and server.bytes_in_flight == 0
     assert bed.plane.stats()["flows"] == 0
+    client.close()  # the peer's FIN: TIME-WAIT, Python's
+    bed.peer.mark(client)
+    bed.run(5)
+    assert server.state is TcpState.TIME_WAIT
 
 
 def test_a_descriptor_epoll_refuses_leaves_the_connection_in_python() -> None:

@@ -13,6 +13,7 @@ blocks and duplicate ACKs then drive the sender's side (RACK, RFC 6675, RFC 3042
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import Callable
 
 import pytest
@@ -46,6 +47,10 @@ OPS = st.lists(
         # From now on the peer's frames reach the plane this much later (a queue on
         # the path: the RTT samples rise, and HyStart++ (RFC 9406) acts on them).
         st.tuples(st.just("lag"), st.sampled_from([0.0, 0.006, 0.02])),
+        # The application shuts down writing (its FIN follows its bytes), or the peer
+        # does: the close, which C runs up to FIN-WAIT-2 for a connection Python gave it.
+        st.tuples(st.just("eof"), st.just(1.0)),
+        st.tuples(st.just("peer_eof"), st.just(1.0)),
     ),
     min_size=1, max_size=25,
 )
@@ -176,8 +181,20 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
     def app_reads() -> None:
         app_got.extend(read_all(app))
     up = down = 0
+    app_eof = peer_eof = False
     for i, (kind, value) in enumerate(ops):
-        if kind == "peer":
+        if (kind in ("app", "eof") and app_eof) or (kind in ("peer", "peer_eof") and peer_eof):
+            pass  # nothing more to write after the EOF
+        elif kind == "eof":
+            app_eof = True
+            app.shutdown(socket.SHUT_WR)
+            if not server.parked:
+                bed.pump()  # as for "app": Python sees it now, C in its next round
+        elif kind == "peer_eof":
+            peer_eof = True
+            client.shutdown_write()
+            bed.peer.mark(client)
+        elif kind == "peer":
             data = stream(i, int(value))
             client.send(data)
             up += len(data)
