@@ -3562,7 +3562,7 @@ static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb)
     if (f->t.rcv_max < f->t.rcv_cap)
         f->t.rcv_max = f->t.rcv_cap; /* no autotuning room: the buffer stays as it is */
     f->t.reason = DP_REASON_NONE;
-    f->t.app_eof = f->t.app_gone = 0;
+    f->t.app_gone = 0; /* app_eof: the TCB's (adopt_close_ok) */
     f->t.segs_in = f->t.segs_out = f->t.bytes_in = f->t.bytes_out = 0;
     f->t.bytes_acked = f->t.rtt_sample_count = 0;
     ring_init(&f->rcv, tcb->rcv_cap + tcb->rcv_slack);
@@ -3641,6 +3641,16 @@ static int adopt_sender_ok(const struct dp_tcb *t)
     return bytes == t->sacked_bytes;
 }
 
+/* A TCB Python gives C is ESTABLISHED, or FIN-WAIT-1 after its application's EOF (the
+ * FIN queued, maybe sent: then SND.NXT counts it). */
+static int adopt_close_ok(const struct dp_tcb *t)
+{
+    if (t->tcp_state == DP_ESTABLISHED)
+        return !t->fin_queued && !t->fin_sent && !t->peer_fin && !t->app_eof;
+    return t->tcp_state == DP_FIN_WAIT_1 && t->fin_queued && t->app_eof && !t->peer_fin &&
+           (!t->fin_sent || t->snd_nxt != t->snd_una);
+}
+
 int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rcv,
                       uint32_t rcv_len, const uint8_t *snd, uint32_t snd_len)
 {
@@ -3649,8 +3659,8 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
     int64_t in_order = adopt_in_order(tcb, rcv_len);
     if (tcb->smss == 0 || tcb->smss + headers > dp->cfg.max_frame ||
         snd_len > tcb->snd_cap || in_order < 0 || !adopt_sender_ok(tcb) ||
-        tcb->rcv_shift > 14 || tcb->snd_shift > 14 ||
-        (uint32_t)(tcb->snd_nxt - tcb->snd_una) > snd_len)
+        tcb->rcv_shift > 14 || tcb->snd_shift > 14 || !adopt_close_ok(tcb) ||
+        (uint32_t)(tcb->snd_nxt - tcb->snd_una) - (tcb->fin_sent ? 1u : 0u) > snd_len)
         return -EINVAL;
     if (flow_lookup(dp, tcb->local_ip, tcb->local_port, tcb->remote_ip, tcb->remote_port))
         return -EEXIST;
@@ -3686,7 +3696,10 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
     }
     ooo_hold(f);
     if (f->t.app_fd >= 0) {
-        int rc = epoll_set(dp, f, APP_IN | (f->rcv.len && !f->t.chan ? EPOLLOUT : 0));
+        /* After the application's EOF its descriptor stays readable: not watched for
+         * reading (app_eof), as app_eof() leaves it. */
+        uint32_t in = f->t.app_eof ? 0 : APP_IN;
+        int rc = epoll_set(dp, f, in | (f->rcv.len && !f->t.chan ? EPOLLOUT : 0));
         if (rc < 0) { /* a descriptor epoll refuses: the flow stays Python's */
             flow_forget(dp, f);
             return rc;

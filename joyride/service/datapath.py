@@ -375,7 +375,12 @@ class Datapath:
         """Give an idle pump's connection to the C data plane when it can run it."""
         assert self.plane is not None and self._sel is not None
         conn = pump.conn
-        if self.pumps.get(conn) is not pump or pump.app_eof or pump.app_gone:
+        if self.pumps.get(conn) is not pump or pump.app_gone:
+            return
+        if pump.app_eof and (pump.channel.chan or conn.state is not TcpState.FIN_WAIT_1):
+            # After its application's EOF a connection goes to C only to send the rest
+            # and its FIN (FIN-WAIT-1), and only with a stream channel (C must not read
+            # a descriptor at EOF; a ring channel's EOF is in the ring, not in the TCB).
             return
         # Why a live connection stays in Python, counted (``joyride stats``).
         blocker = ("pump_buffered" if pump.buffered else

@@ -589,12 +589,18 @@ class TcpConnection:
         timers = self._timers
         if self._parked:
             return "parked"
-        if self._state is not TcpState.ESTABLISHED:
+        if self._state is TcpState.FIN_WAIT_1:
+            # The application shut down writing: C sends the rest and the FIN, and
+            # hands the connection back once the FIN is acknowledged. A close() is
+            # Python's; so is the peer's FIN, even one held out of order (_peer_fin).
+            if self._app_closed or self._peer_fin is not None:
+                return "closing"
+        elif self._state is not TcpState.ESTABLISHED:
             return "state"
+        elif self._fin_seq is not None or self._peer_fin is not None or self._app_closed:
+            return "closing"
         if self._out:
             return "output_queued"
-        if self._fin_seq is not None or self._peer_fin is not None or self._app_closed:
-            return "closing"
         if self._probe_end is not None:
             return "probing"
         if self._snd_nxt != self._snd_max or self._buf_seq != self._snd_una:
@@ -674,6 +680,14 @@ class TcpConnection:
         tcb.tlp_max_ack_delay = TLP_MAX_ACK_DELAY if self._tlp_on() else -1.0
         tcb.last_send = self._last_send
         self._recovery.save_hot(tcb)
+        fin = self._fin_seq
+        if fin is not None:
+            # FIN-WAIT-1 (hot_blocker): the application's EOF is behind its last byte,
+            # and the FIN may be out already (then SND.NXT counts it).
+            tcb.tcp_state = _HOT_STATES.index(self._state)
+            tcb.app_eof = 1
+            tcb.fin_queued = 1
+            tcb.fin_sent = int(self._snd_max > fin)
         rcv = self._recv_buf.peek(0, len(self._recv_buf))
         self._recv_buf.consume(len(rcv))
         # Out-of-order data goes too: its ranges in the TCB, its bytes packed after the

@@ -821,6 +821,78 @@ def test_application_closing_with_bytes_in_flight_stays_in_c_until_its_fin_is_ac
     assert server.state is TcpState.TIME_WAIT
 
 
+@pytest.mark.parametrize("fin_out", [False, True])
+def test_a_connection_in_fin_wait_1_goes_to_c_and_comes_back_in_fin_wait_2(
+        fin_out: bool) -> None:
+    """Python runs the connection when its application shuts down writing (FIN-WAIT-1,
+    the FIN queued behind unsent bytes, or already out and unacknowledged); C takes
+    it, sends what is left and the FIN, and gives it back once the FIN is
+    acknowledged."""
+    bed = Bed()
+    client, server = bed.connect()
+    ours, app = bed.attach(server)
+    bed.readopt = False
+    held: list[bytes] = []
+    bed.impair = lambda f, toward: (held.append(f) or False) if not toward else True
+    data = os.urandom(300 if fin_out else 30_000)
+    app.sendall(data)
+    app.shutdown(socket.SHUT_WR)
+    bed.run(3)
+    assert server.state is TcpState.FIN_WAIT_1 and server.hot_ready()
+    assert bed.plane.adopt(server, MAC_SVC, MAC_PEER, ours.fileno())
+    tcb = bed.plane.peek(server)
+    assert int(tcb.tcp_state) == 2 and tcb.fin_queued and tcb.app_eof
+    assert bool(tcb.fin_sent) is fin_out
+    bed.impair = None
+    for frame in held:
+        bed.peer_nic.inbox.append(frame)
+    got = bytearray()
+    for _ in range(30):
+        bed.step(0.001)
+        got += client.recv()
+    assert bytes(got) == data and client.eof
+    assert bed.reasons == ["app_eof"]
+    assert server.state is TcpState.FIN_WAIT_2 and not server.parked
+    assert server.send_queue == 0 and server.bytes_in_flight == 0
+    client.close()
+    bed.peer.mark(client)
+    bed.run(5)
+    assert server.state is TcpState.TIME_WAIT
+
+
+def test_adopt_refuses_a_close_c_does_not_run() -> None:
+    """dp_flow_adopt takes ESTABLISHED, or FIN-WAIT-1 after the application's EOF; not
+    a FIN-WAIT-1 without it, nor a state with the peer's FIN, nor a queued FIN in
+    ESTABLISHED."""
+    bed = Bed()
+    _client, server = bed.connect()
+    ours, _app = bed.attach(server)
+    tcb = plane.ffi.new("struct dp_tcb *")
+    cases = {
+        "established": (0, 0, 0, 0, True),
+        "FIN-WAIT-1 after the application's EOF": (2, 1, 1, 0, True),
+        "FIN-WAIT-1 without the EOF": (2, 1, 0, 0, False),
+        "a FIN queued in ESTABLISHED": (0, 1, 1, 0, False),
+        "the peer's FIN": (2, 1, 1, 1, False),
+        "CLOSE-WAIT": (4, 0, 0, 1, False),
+    }
+    for name, (state, fin_queued, app_eof, peer_fin, ok) in cases.items():
+        rcv, snd = exported(server, tcb, ours)
+        tcb.tcp_state, tcb.fin_queued, tcb.app_eof = state, fin_queued, app_eof
+        tcb.peer_fin = peer_fin
+        handle = int(lib.dp_flow_adopt(bed.plane._dp, tcb, rcv, len(rcv), snd, len(snd)))
+        assert (handle > 0) == ok, name
+        if handle > 0:
+            out = plane.ffi.new("struct dp_tcb *")
+            rbuf = plane.ffi.new("uint8_t[]", max(len(rcv), 1))
+            sbuf = plane.ffi.new("uint8_t[]", max(len(snd), 1))
+            assert lib.dp_flow_release(bed.plane._dp, handle, out, rbuf, max(len(rcv), 1),
+                                       sbuf, max(len(snd), 1)) == 0
+        tcb.tcp_state = tcb.fin_queued = tcb.app_eof = tcb.peer_fin = 0
+        tcb.reason = 0
+        server.import_hot(tcb, rcv, snd)
+
+
 def test_a_descriptor_epoll_refuses_leaves_the_connection_in_python() -> None:
     bed = Bed()
     client, server = bed.connect()

@@ -355,3 +355,17 @@ def test_the_immediate_ack_restarts_the_idle_clock_in_both() -> None:
     python, c = play(ops, in_c=False), play(ops, in_c=True)
     assert c["wire"] == python["wire"] and c["state"] == python["state"]
     assert c["peer"] == python["peer"] and c["app"] == python["app"]
+
+
+def test_a_peer_fin_held_out_of_order_keeps_fin_wait_1_in_python() -> None:
+    """The peer's FIN arrived ahead of a hole (Python holds it: _peer_fin) while the
+    connection was in FIN-WAIT-1: C must not take the connection then, or the FIN is
+    forgotten and the ACK that fills the hole leaves it out. (Found by a random
+    sequence once C took FIN-WAIT-1.)"""
+    ops: list[Op] = [("lag", 0.02), ("peer", 2309.0), ("down_drop", 1.0), ("lag", 0.006),
+                     ("app", 340.0), ("eof", 1.0), ("swap", 1.0), ("swap", 1.0),
+                     ("drop", 1.0), ("peer_eof", 1.0)]
+    python, c = play(ops, in_c=False, config="newreno"), play(ops, in_c=True, config="newreno")
+    assert c["wire"] == python["wire"] and c["state"] == python["state"]
+    assert c["peer"] == python["peer"] and c["app"] == python["app"]
+    assert c["state"]["state"] == "TIME_WAIT"  # type: ignore[index]
