@@ -69,6 +69,7 @@ COUNTERS: Final = (
     "rack_timer_fired", "rack_lost_retransmissions", "tlp_probes_new_data",
     "tlp_probes_retransmitted", "tlp_no_loss", "tlp_loss_repaired",
     "hystart_css_entered", "hystart_css_abandoned", "hystart_slow_start_exits",
+    "hystart_ack_train_exits",
 )
 
 

@@ -49,6 +49,8 @@ _Static_assert(sizeof(struct dp_desc) == 16, "struct dp_desc is struct xdp_desc"
 #define HS_CSS_ROUNDS 5u
 #define HS_PHASE_CSS 1u
 #define HS_PHASE_OFF 2u /* TcpConfig.hystart off */
+#define HS_ACK_TRAIN_LOW_WINDOW 16u /* hystart.py's ACK_TRAIN_LOW_WINDOW (segments) */
+#define HS_ACK_TRAIN_DELTA 0.002   /* ... and ACK_TRAIN_DELTA (s) */
 /* The timing wheel: 1 ms ticks, WHEEL_SLOTS of them per turn (a deadline further out
  * waits in its slot for the turns in between). */
 #define WHEEL_SLOTS 1024u
@@ -1051,12 +1053,14 @@ static void hystart_reset(struct dp_tcb *t)
     t->hs_last_round_min = INFINITY;
     t->hs_current_round_min = INFINITY;
     t->hs_css_baseline = INFINITY;
+    t->hs_round_start = t->hs_last_ack_at = 0;
+    t->hs_delay_min = INFINITY;
 }
 
-/* _Base.on_delivery and HyStart.on_ack (RFC 9406 §4.2): one acceptable ACK of new data,
- * SND.UNA already moved, with its RTT sample (< 0: none). Only in the initial slow
- * start (§4.3). */
-static void hystart_ack(struct dp_tcb *t, double rtt)
+/* _Base.on_delivery and HyStart.on_ack (RFC 9406 §4.2, and Linux's ACK train): one
+ * acceptable ACK of new data at now, SND.UNA already moved, with its RTT sample (< 0:
+ * none). Only in the initial slow start (§4.3). */
+static void hystart_ack(struct dp_tcb *t, double rtt, double now)
 {
     if (t->ssthresh != INITIAL_SSTHRESH || t->hs_phase == HS_PHASE_OFF)
         return;
@@ -1074,9 +1078,23 @@ static void hystart_ack(struct dp_tcb *t, double rtt)
         t->hs_last_round_min = t->hs_current_round_min;
         t->hs_current_round_min = INFINITY;
         t->hs_samples = 0;
+        t->hs_round_start = t->hs_last_ack_at = now;
     }
     if (rtt < 0)
         return;
+    if (rtt < t->hs_delay_min)
+        t->hs_delay_min = rtt;
+    if (t->cwnd >= HS_ACK_TRAIN_LOW_WINDOW * t->smss &&
+        now - t->hs_last_ack_at <= HS_ACK_TRAIN_DELTA) {
+        /* The ACK train goes on; past half the smallest RTT, slow start ends. */
+        t->hs_last_ack_at = now;
+        if (now - t->hs_round_start > t->hs_delay_min / 2) {
+            hystart_reset(t);
+            t->ssthresh = t->cwnd;
+            t->hs_train_exits++;
+            return;
+        }
+    }
     if (rtt < t->hs_current_round_min)
         t->hs_current_round_min = rtt;
     if (++t->hs_samples < HS_N_RTT_SAMPLE)
@@ -2015,7 +2033,7 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
             t->rtt_timing = 0;
         if (rtt >= 0)
             rtt_sample(t, rtt);
-        hystart_ack(t, rtt); /* before the window grows on it, as in Python */
+        hystart_ack(t, rtt, now); /* before the window grows on it, as in Python */
         t->rto_backoff = 0;
         t->retries = 0;
         if (t->snd_una == t->snd_nxt) {

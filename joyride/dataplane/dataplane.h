@@ -248,6 +248,9 @@ struct dp_tcb {
     double hs_last_round_min;
     double hs_current_round_min;
     double hs_css_baseline;
+    double hs_round_start;     /* the ACK train (Linux's HyStart): the round's start, */
+    double hs_last_ack_at;     /* its last ACK, and the smallest RTT (INFINITY: none) */
+    double hs_delay_min;
     /* timers and policy */
     double rto_at;
     double delack_at;
@@ -299,6 +302,7 @@ struct dp_tcb {
     uint64_t hs_css_entered;   /* HyStart++ events (counters.CONGESTION_COUNTERS) */
     uint64_t hs_css_abandoned;
     uint64_t hs_exits;
+    uint64_t hs_train_exits;
     /* Out-of-order data (Reassembler): ooo_count disjoint, non-adjacent ranges above
      * RCV.NXT, in sequence order; their bytes sit in the receive ring at their offset
      * past the in-order bytes. ooo_clock: the last recency stamp given. */

@@ -20,7 +20,12 @@ import math
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from joyride.tcp.hystart import SLOW_START_EXITED, HyStart
+from joyride.tcp.hystart import (
+    ACK_TRAIN_EXITED,
+    ACK_TRAIN_LOW_WINDOW,
+    SLOW_START_EXITED,
+    HyStart,
+)
 from joyride.wire.seq import Seq
 
 # RFC 5681 §3.1: the initial ssthresh "SHOULD be set arbitrarily high".
@@ -59,7 +64,8 @@ class CongestionControl(Protocol):
     def on_rto(self, now: float, flight_size: int) -> None: ...
     def on_recovery_exit(self, now: float) -> None: ...
     def on_idle(self, now: float, rto: float) -> None: ...
-    def on_delivery(self, snd_una: Seq, snd_nxt: Seq, rtt: float | None) -> str | None: ...
+    def on_delivery(self, snd_una: Seq, snd_nxt: Seq, rtt: float | None,
+                    now: float) -> str | None: ...
     def set_mss(self, mss: int) -> None: ...
     def save_hot(self, tcb: Any) -> bool: ...
     def load_hot(self, tcb: Any) -> None: ...
@@ -122,15 +128,17 @@ class _Base:
         # RFC 5681 §3.1 eq. (4): ssthresh = max(FlightSize / 2, 2*SMSS).
         return max(flight_size // 2, 2 * self.mss)
 
-    def on_delivery(self, snd_una: Seq, snd_nxt: Seq, rtt: float | None) -> str | None:
-        """HyStart++ on one acceptable ACK of new data (SND.UNA now ``snd_una``, SND.NXT
-        ``snd_nxt``, the ACK's RTT sample or None), in the initial slow start only
-        (RFC 9406 §4.3: ssthresh still at its initial value). Returns the counter of
-        what it did, if anything."""
+    def on_delivery(self, snd_una: Seq, snd_nxt: Seq, rtt: float | None,
+                    now: float) -> str | None:
+        """HyStart++ on one acceptable ACK of new data at ``now`` (SND.UNA now
+        ``snd_una``, SND.NXT ``snd_nxt``, the ACK's RTT sample or None), in the initial
+        slow start only (RFC 9406 §4.3: ssthresh still at its initial value). Returns
+        the counter of what it did, if anything."""
         if self.ssthresh != INITIAL_SSTHRESH:
             return None
-        event = self.hystart.on_ack(snd_una, snd_nxt, rtt)
-        if event == SLOW_START_EXITED:
+        train_ok = self.cwnd >= ACK_TRAIN_LOW_WINDOW * self.mss
+        event = self.hystart.on_ack(snd_una, snd_nxt, rtt, now, train_ok)
+        if event in (SLOW_START_EXITED, ACK_TRAIN_EXITED):
             self.ssthresh = self.cwnd  # RFC 9406 §4.2: enter congestion avoidance
         return event
 

@@ -46,7 +46,12 @@ from joyride.tcp.config import TcpConfig
 from joyride.tcp.congestion import CongestionControl, Cubic, NewReno, make_congestion_control
 from joyride.tcp.counters import Counters
 from joyride.tcp.failure import ConnectionFailure
-from joyride.tcp.hystart import CSS_ABANDONED, CSS_ENTERED, SLOW_START_EXITED
+from joyride.tcp.hystart import (
+    ACK_TRAIN_EXITED,
+    CSS_ABANDONED,
+    CSS_ENTERED,
+    SLOW_START_EXITED,
+)
 from joyride.tcp.isn import IsnGenerator
 from joyride.tcp.options import (
     PAWS_IDLE,
@@ -1805,7 +1810,7 @@ class TcpConnection:
             self._rtt.sample(rtt)
         # RFC 9406: HyStart++ sees every ACK of new data (before the window grows on
         # it, in recovery.on_ack; dataplane.c's hystart_ack in the same place).
-        event = self._cc.on_delivery(self._snd_una, self._snd_max, rtt)
+        event = self._cc.on_delivery(self._snd_una, self._snd_max, rtt, now)
         if event is not None:
             self.counters[event] += 1
         self._rtt.reset_backoff()
@@ -1967,4 +1972,4 @@ def hot_counters(tcb: Any) -> dict[str, int]:
             "out_of_order_segments": int(tcb.ooo_segs), "drop_paws": int(tcb.paws_drops),
             "limited_transmit_segments": int(tcb.lt_segs),
             CSS_ENTERED: int(tcb.hs_css_entered), CSS_ABANDONED: int(tcb.hs_css_abandoned),
-            SLOW_START_EXITED: int(tcb.hs_exits)}
+            SLOW_START_EXITED: int(tcb.hs_exits), ACK_TRAIN_EXITED: int(tcb.hs_train_exits)}

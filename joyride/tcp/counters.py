@@ -78,6 +78,7 @@ CONGESTION_COUNTERS: Final = frozenset(
         "hystart_css_entered",  # §4.2: the round's minimum RTT rose: conservative slow start
         "hystart_css_abandoned",  # §4.2: it fell back (jitter): slow start resumed
         "hystart_slow_start_exits",  # §4.2: CSS_ROUNDS rounds in CSS: ssthresh = cwnd
+        "hystart_ack_train_exits",  # Linux's HyStart: an ACK train past min RTT / 2
     }
 )
 

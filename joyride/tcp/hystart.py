@@ -17,6 +17,15 @@ below the one CSS began with, the rise was jitter and slow start resumes (§4.2)
   unbounded (GRO turns bursts into stretch ACKs); Linux's slow start, with or without
   HyStart, has no such limit either.
 - A round (§4.2) ends when SND.UNA reaches ``window_end``, SND.NXT when it began.
+- Linux's CUBIC also leaves slow start on an ACK train (tcp_cubic.c's HyStart,
+  HYSTART_ACK_TRAIN; Ha and Rhee, "Taming the elephants", 2011): once cwnd is 16
+  segments, ACKs arriving back to back (at most 2 ms apart) for longer than half the
+  smallest RTT seen mean a window's worth is already spread over the path, and
+  ssthresh becomes cwnd. RFC 9406 has no such rule, and without it Joyride stayed in
+  slow start far longer than the kernel it is measured against on short paths: the
+  delay rule waits for 4 ms of queue, forty times a 0.1 ms path's round trip (through
+  the test bed's relay with 10% reordering Joyride's window grew to 1-4 MB where the
+  kernel's CUBIC left slow start at 38-153 segments). Both rules run here.
 
 The controller owns one (``congestion._Base.hystart``); the connection gives it every
 acceptable ACK of new data with that ACK's RTT sample (``on_ack``), and the C data plane
@@ -40,6 +49,9 @@ MIN_RTT_DIVISOR: Final = 8
 N_RTT_SAMPLE: Final = 8
 CSS_GROWTH_DIVISOR: Final = 4
 CSS_ROUNDS: Final = 5
+# Linux's tcp_cubic.c: hystart_low_window (segments) and hystart_ack_delta_us.
+ACK_TRAIN_LOW_WINDOW: Final = 16
+ACK_TRAIN_DELTA: Final = 0.002  # s
 
 # ``struct dp_tcb.hs_phase``.
 PHASE_SLOW_START: Final = 0
@@ -50,6 +62,7 @@ PHASE_OFF: Final = 2  # HyStart++ is off for this connection (TcpConfig.hystart)
 CSS_ENTERED: Final = "hystart_css_entered"
 CSS_ABANDONED: Final = "hystart_css_abandoned"
 SLOW_START_EXITED: Final = "hystart_slow_start_exits"
+ACK_TRAIN_EXITED: Final = "hystart_ack_train_exits"
 
 INF: Final = math.inf
 
@@ -64,6 +77,9 @@ class HyStart:
     samples: int  # rttSampleCount
     css_baseline: float  # s; cssBaselineMinRtt
     css_rounds: int  # rounds completed in CSS
+    round_start: float  # s: the time the round began (its first ACK)
+    last_ack_at: float  # s: the last ACK of the round's ACK train
+    delay_min: float  # s: the smallest RTT sample of this slow start
 
     def __init__(self, enabled: bool = True) -> None:
         self.phase = PHASE_SLOW_START if enabled else PHASE_OFF
@@ -79,17 +95,22 @@ class HyStart:
         self.samples = 0
         self.css_baseline = INF
         self.css_rounds = 0
+        self.round_start = 0.0
+        self.last_ack_at = 0.0
+        self.delay_min = INF
 
     @property
     def growth_divisor(self) -> int:
         """What slow start's growth is divided by: CSS_GROWTH_DIVISOR in CSS (§4.2)."""
         return CSS_GROWTH_DIVISOR if self.phase == PHASE_CSS else 1
 
-    def on_ack(self, snd_una: Seq, snd_nxt: Seq, rtt: float | None) -> str | None:
-        """One acceptable ACK of new data in the initial slow start, SND.UNA now
-        ``snd_una``, with its RTT sample (None: none). Returns what it did
-        (``CSS_ENTERED``, ``CSS_ABANDONED``, ``SLOW_START_EXITED``: then the caller
-        sets ssthresh to cwnd) or None."""
+    def on_ack(self, snd_una: Seq, snd_nxt: Seq, rtt: float | None, now: float,
+               train_ok: bool) -> str | None:
+        """One acceptable ACK of new data at ``now`` in the initial slow start, SND.UNA
+        now ``snd_una``, with its RTT sample (None: none); ``train_ok``: cwnd is at
+        least ``ACK_TRAIN_LOW_WINDOW`` segments. Returns what it did (``CSS_ENTERED``,
+        ``CSS_ABANDONED``; ``SLOW_START_EXITED`` or ``ACK_TRAIN_EXITED``: then the
+        caller sets ssthresh to cwnd) or None."""
         if self.phase == PHASE_OFF:
             return None
         end = self.window_end
@@ -104,8 +125,18 @@ class HyStart:
             self.last_round_min = self.current_round_min
             self.current_round_min = INF
             self.samples = 0
+            self.round_start = self.last_ack_at = now
         if rtt is None:
             return None
+        if rtt < self.delay_min:
+            self.delay_min = rtt
+        if train_ok and now - self.last_ack_at <= ACK_TRAIN_DELTA:
+            # The ACK train goes on; past half the smallest RTT, slow start ends (as
+            # Linux's hystart_update, without a pacing rate's allowance).
+            self.last_ack_at = now
+            if now - self.round_start > self.delay_min / 2:
+                self.reset()
+                return ACK_TRAIN_EXITED
         if rtt < self.current_round_min:
             self.current_round_min = rtt
         self.samples += 1
@@ -141,6 +172,9 @@ class HyStart:
         tcb.hs_samples = self.samples
         tcb.hs_css_baseline = self.css_baseline
         tcb.hs_css_rounds = self.css_rounds
+        tcb.hs_round_start = self.round_start
+        tcb.hs_last_ack_at = self.last_ack_at
+        tcb.hs_delay_min = self.delay_min
 
     def load_hot(self, tcb: Any) -> None:
         self.phase = int(tcb.hs_phase)
@@ -150,3 +184,6 @@ class HyStart:
         self.samples = int(tcb.hs_samples)
         self.css_baseline = float(tcb.hs_css_baseline)
         self.css_rounds = int(tcb.hs_css_rounds)
+        self.round_start = float(tcb.hs_round_start)
+        self.last_ack_at = float(tcb.hs_last_ack_at)
+        self.delay_min = float(tcb.hs_delay_min)

@@ -269,7 +269,8 @@ def state(server: TcpConnection, client: TcpConnection) -> dict[str, object]:
         "counters": {key: server.counters[key] for key in (
             "retransmitted_segments", "fast_retransmits", "limited_transmit_segments",
             "rack_reordering_seen", "drop_paws", "internal_error_parked",
-            "hystart_css_entered", "hystart_css_abandoned", "hystart_slow_start_exits")},
+            "hystart_css_entered", "hystart_css_abandoned", "hystart_slow_start_exits",
+            "hystart_ack_train_exits")},
         # HyStart++ (RFC 9406): where the initial slow start stands.
         "hystart": (server.congestion.hystart.phase, server.congestion.hystart.samples,
                     server.congestion.hystart.current_round_min,
@@ -327,11 +328,13 @@ def test_an_owed_ack_waiting_to_leave_does_not_put_off_the_loss_probe() -> None:
     assert "rto" in c["reasons"]  # the probe is Python's
 
 
-def test_hystart_agrees_rfc9406() -> None:
-    """The peer's ACKs come back later and later (a queue grows on the path): the
-    rounds' minimum RTT rises, HyStart++ enters conservative slow start and, five
-    rounds on, leaves slow start with ssthresh = cwnd. C, which runs the flow all the
-    way, does it on the same ACKs as Python."""
+def test_hystart_agrees() -> None:
+    """Slow start ends on the same ACK in both planes. The peer's ACKs come back 2 ms
+    late, then 10 ms: here the ACK train (Linux's HyStart rule) ends it, with cwnd
+    past 16 segments and ACKs back to back for longer than half the smallest RTT.
+    C, which runs the flow all the way, does it on the same ACK as Python. (The delay
+    rule and conservative slow start, which need rounds whose ACKs come in bursts
+    more than 2 ms apart, are stepped in tests/unit/tcp/components/test_hystart.py.)"""
     burst: list[Op] = [("app", 6000.0)] * 60
     ops: list[Op] = ([("lag", 0.002)] + burst + [("lag", 0.01)] + [("wait", 0.002)] * 40
                      + (burst + [("wait", 0.002)] * 40) * 2)
@@ -339,8 +342,8 @@ def test_hystart_agrees_rfc9406() -> None:
     assert c["wire"] == python["wire"] and c["state"] == python["state"]
     assert c["peer"] == python["peer"] and len(c["peer"]) == 180 * 6000  # type: ignore[arg-type]
     counters = c["state"]["counters"]  # type: ignore[index]
-    assert counters["hystart_css_entered"] == 1 and counters["hystart_slow_start_exits"] == 1
-    assert c["state"]["ssthresh"] == c["state"]["cwnd"]  # type: ignore[index]
+    assert counters["hystart_ack_train_exits"] == 1
+    assert c["state"]["ssthresh"] < 0x7FFFFFFF  # type: ignore[index]
     assert not c["reasons"]  # C ran it throughout
 
 

@@ -11,6 +11,7 @@ import pytest
 from joyride.tcp.congestion import INITIAL_SSTHRESH, Cubic, NewReno, _Base
 from joyride.tcp.counters import CONGESTION_COUNTERS
 from joyride.tcp.hystart import (
+    ACK_TRAIN_EXITED,
     CSS_ABANDONED,
     CSS_ENTERED,
     CSS_GROWTH_DIVISOR,
@@ -34,20 +35,23 @@ class Sender:
 
     def __init__(self, cc: _Base, una: int = 0xFFFF_F000) -> None:  # wraps mid-test
         self.cc = cc
+        self.now = 0.0  # ACKs at one instant unless a round says otherwise
         self.una = Seq(una)
         self.nxt = Seq(una) + cc.cwnd
         self.events: list[str] = []
 
-    def round(self, rtts: list[float | None], per_ack: int = 2 * MSS) -> None:
-        """One round trip: ACKs for the round's data, ``rtts`` giving each ACK's sample
-        (the last one repeated when the round has more ACKs)."""
+    def round(self, rtts: list[float | None], per_ack: int = 2 * MSS,
+              spacing: float = 0.0) -> None:
+        """One round trip: ACKs for the round's data, ``spacing`` seconds apart, ``rtts``
+        giving each ACK's sample (the last one repeated when the round has more)."""
         end = self.nxt
         i = 0
         while self.una < end:
             acked = min(per_ack, end - self.una)
             self.una = self.una + acked
             rtt = rtts[min(i, len(rtts) - 1)]
-            event = self.cc.on_delivery(self.una, self.nxt, rtt)
+            self.now += spacing
+            event = self.cc.on_delivery(self.una, self.nxt, rtt, self.now)
             if event is not None:
                 self.events.append(event)
             self.cc.on_ack(0.0, acked, 0.001, self.nxt - self.una + acked)
@@ -80,24 +84,24 @@ def test_delay_rise_enters_css_and_quarters_the_growth_rfc9406_4_2() -> None:
 def test_no_decision_before_n_rtt_samples_in_the_round() -> None:
     h = HyStart()
     una = Seq(0)
-    assert h.on_ack(una + 1, una + 100, 0.001) is None  # round 1 begins
+    assert h.on_ack(una + 1, una + 100, 0.001, 0.0, False) is None  # round 1 begins
     for _ in range(N_RTT_SAMPLE - 1):
-        h.on_ack(una + 2, una + 100, 0.001)
+        h.on_ack(una + 2, una + 100, 0.001, 0.0, False)
     end = una + 100
     # Round 2 with a large rise, but one sample short of N_RTT_SAMPLE.
     for i in range(N_RTT_SAMPLE - 1):
-        assert h.on_ack(end + i, end + 500, 0.050) is None
+        assert h.on_ack(end + i, end + 500, 0.050, 0.0, False) is None
     assert h.phase == PHASE_SLOW_START
-    assert h.on_ack(end + 10, end + 500, 0.050) == CSS_ENTERED
+    assert h.on_ack(end + 10, end + 500, 0.050, 0.0, False) == CSS_ENTERED
 
 
 def test_samples_without_rtt_do_not_count() -> None:
     h = HyStart()
-    h.on_ack(Seq(1), Seq(100), 0.001)
+    h.on_ack(Seq(1), Seq(100), 0.001, 0.0, False)
     for i in range(N_RTT_SAMPLE):
-        h.on_ack(Seq(2 + i), Seq(100), 0.001)
+        h.on_ack(Seq(2 + i), Seq(100), 0.001, 0.0, False)
     for i in range(3 * N_RTT_SAMPLE):
-        assert h.on_ack(Seq(100 + i), Seq(500), None) is None
+        assert h.on_ack(Seq(100 + i), Seq(500), None, 0.0, False) is None
     assert h.samples == 0 and h.phase == PHASE_SLOW_START
 
 
@@ -111,8 +115,9 @@ def test_the_threshold_is_an_eighth_of_the_last_minimum_clamped(
     for rise, entered in ((threshold * 0.95, False), (threshold * 1.05, True)):
         h = HyStart()
         for i in range(N_RTT_SAMPLE):
-            h.on_ack(Seq(1 + i), Seq(100), last)
-        events = [h.on_ack(Seq(100 + i), Seq(500), last + rise) for i in range(N_RTT_SAMPLE)]
+            h.on_ack(Seq(1 + i), Seq(100), last, 0.0, False)
+        events = [h.on_ack(Seq(100 + i), Seq(500), last + rise, 0.0, False)
+                  for i in range(N_RTT_SAMPLE)]
         assert (CSS_ENTERED in events) is entered, (last, rise)
 
 
@@ -207,16 +212,16 @@ def test_off_when_configured_so() -> None:
 
 def test_save_and_load_round_trip() -> None:
     h = HyStart()
-    for i in range(N_RTT_SAMPLE):
-        h.on_ack(Seq(0xFFFF_FFF0 + i), Seq(0x10), 0.002)  # window_end past the wrap
-    h.on_ack(Seq(0x10), Seq(0x400), 0.009)
+    for i in range(N_RTT_SAMPLE):  # window_end past the wrap
+        h.on_ack(Seq(0xFFFF_FFF0 + i), Seq(0x10), 0.002, 0.5 + i / 1000, True)
+    h.on_ack(Seq(0x10), Seq(0x400), 0.009, 0.6, True)
     tcb = SimpleNamespace()
     h.save_hot(tcb)
     back = HyStart(enabled=False)
     back.load_hot(tcb)
     assert back.window_end == Seq(0x400)
     fields = ("phase", "window_end", "last_round_min", "current_round_min", "samples",
-              "css_baseline", "css_rounds")
+              "css_baseline", "css_rounds", "round_start", "last_ack_at", "delay_min")
     assert [getattr(back, k) for k in fields] == [getattr(h, k) for k in fields]
     fresh, tcb2 = HyStart(), SimpleNamespace()
     fresh.save_hot(tcb2)
@@ -227,4 +232,36 @@ def test_save_and_load_round_trip() -> None:
 
 
 def test_its_counters_are_listed() -> None:
-    assert {CSS_ENTERED, CSS_ABANDONED, SLOW_START_EXITED} == CONGESTION_COUNTERS
+    assert {CSS_ENTERED, CSS_ABANDONED, SLOW_START_EXITED,
+            ACK_TRAIN_EXITED} == CONGESTION_COUNTERS
+
+
+@pytest.mark.parametrize("controller", [NewReno, Cubic])
+def test_an_ack_train_past_half_the_min_rtt_ends_slow_start(controller: type[_Base]) -> None:
+    """Linux's HyStart ACK train: once cwnd is 16 segments, ACKs back to back (at most
+    2 ms apart) for longer than half the smallest RTT end slow start at once."""
+    cc = controller(MSS)
+    s = Sender(cc)
+    # 1 ms RTT; ACKs 0.1 ms apart: a round of 5 ACKs spans 0.4 ms (< 0.5 ms), the
+    # next of 10 spans 0.9 ms but cwnd is below 16 segments until its sixth ACK.
+    s.round([0.001], spacing=0.0001)
+    assert s.events == [] and cc.in_slow_start
+    s.round([0.001], spacing=0.0001)
+    assert s.events == [ACK_TRAIN_EXITED]
+    assert not cc.in_slow_start
+    # ssthresh = cwnd on the first ACK more than 0.5 ms into HyStart's round (which
+    # began at the first ACK): cwnd doubled from 10 segments on ACKs of 2 by then.
+    assert cc.ssthresh == 28 * MSS and cc.cwnd < 30 * MSS
+
+
+def test_no_ack_train_below_16_segments_or_with_gaps() -> None:
+    cc = NewReno(MSS, initial_window=4 * MSS)
+    s = Sender(cc)
+    s.round([0.001], spacing=0.0004)  # 2 ACKs, cwnd 8 segments: too small
+    s.round([0.001], spacing=0.0004)  # cwnd to 16 segments
+    assert s.events == []
+    s.round([0.001], spacing=0.003)  # ACKs 3 ms apart: no train
+    s.round([0.001], spacing=0.003)
+    assert s.events == [] and cc.in_slow_start
+    s.round([0.001], spacing=0.0004)
+    assert s.events == [ACK_TRAIN_EXITED]
