@@ -71,8 +71,8 @@ TIME_WAIT_COUNTERS: Final = frozenset(
     }
 )
 
-# HyStart++ (RFC 9406, ``joyride.tcp.hystart``) in the initial slow start; per
-# connection, summed into ``joyride stats``.
+# How the initial slow start ended (``joyride.tcp.hystart``: HyStart++, RFC 9406, and
+# Linux's ACK train); per connection, summed into ``joyride stats``.
 CONGESTION_COUNTERS: Final = frozenset(
     {
         "hystart_css_entered",  # §4.2: the round's minimum RTT rose: conservative slow start
