@@ -347,6 +347,24 @@ def test_hystart_agrees() -> None:
     assert not c["reasons"]  # C ran it throughout
 
 
+def test_conservative_slow_start_agrees_rfc9406_4_2() -> None:
+    """The application writes in bursts 10 ms apart, so the peer's ACKs come back in
+    bursts too and no ACK train forms; then the path's delay doubles. The rounds'
+    minimum RTT rises, HyStart++ enters conservative slow start and leaves slow start
+    after CSS_ROUNDS rounds of it, in C (which runs the flow from before the rise to
+    the end) as in Python."""
+    burst: list[Op] = [("app", 6000.0)] * 8 + [("wait", 0.002)] * 5
+    ops: list[Op] = [("lag", 0.01)] + burst * 6 + [("lag", 0.02)] + burst * 20
+    python, c = play(ops, in_c=False), play(ops, in_c=True)
+    assert c["wire"] == python["wire"] and c["state"] == python["state"]
+    assert c["peer"] == python["peer"] and len(c["peer"]) == 26 * 8 * 6000  # type: ignore[arg-type]
+    counters = c["state"]["counters"]  # type: ignore[index]
+    assert counters["hystart_css_entered"] == 1 and counters["hystart_slow_start_exits"] == 1
+    assert counters["hystart_ack_train_exits"] == 0
+    assert c["state"]["ssthresh"] == c["state"]["cwnd"]  # type: ignore[index]
+    assert c["reasons"] == ["rto"]  # the loss probe before the first ACK: long before
+
+
 def test_the_immediate_ack_restarts_the_idle_clock_in_both() -> None:
     """The ACK owed at once for out-of-order data counts as a send for the idle restart
     (RFC 5681 §4.1) in Python as it does in C; Python's receive path had not counted it,
