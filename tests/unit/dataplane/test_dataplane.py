@@ -785,6 +785,30 @@ def test_rst_in_the_middle_of_a_batch_stops_c_there() -> None:
     assert st["rx_fast"] >= 2 and st["declined_segment"] == 1
 
 
+def deliver_then_close_from_fin_wait_2(bed: Bed, client: TcpConnection,
+                                       server: TcpConnection, held: list[bytes],
+                                       data: bytes) -> None:
+    """The frames held from the peer reach it: it gets ``data`` and the FIN C sent,
+    C gives ``server`` back once the FIN is acknowledged (FIN-WAIT-2, Python's), and
+    the peer's own FIN takes it to TIME-WAIT."""
+    bed.impair = None
+    for frame in held:
+        bed.peer_nic.inbox.append(frame)
+    got = bytearray()
+    for _ in range(30):
+        bed.step(0.001)
+        got += client.recv()
+    assert bytes(got) == data and client.eof
+    assert bed.reasons == ["app_eof"]
+    assert not server.parked and server.state is TcpState.FIN_WAIT_2
+    assert server.send_queue == 0 and server.bytes_in_flight == 0
+    assert bed.plane.stats()["flows"] == 0
+    client.close()  # the peer's FIN: TIME-WAIT, Python's
+    bed.peer.mark(client)
+    bed.run(5)
+    assert server.state is TcpState.TIME_WAIT
+
+
 def test_application_closing_with_bytes_in_flight_stays_in_c_until_its_fin_is_acked() -> None:
     """A connection Python gave C: its application closes with bytes still to send.
     C sends them and the FIN after them itself (FIN-WAIT-1, RFC 9293 §3.10.4), and
@@ -803,22 +827,7 @@ def test_application_closing_with_bytes_in_flight_stays_in_c_until_its_fin_is_ac
     assert bed.reasons == [] and server.parked
     tcb = bed.plane.peek(server)
     assert int(tcb.tcp_state) == 2 and tcb.fin_queued and not tcb.fin_sent  # FIN-WAIT-1
-    bed.impair = None
-    for frame in held:
-        bed.peer_nic.inbox.append(frame)
-    got = bytearray()
-    for _ in range(20):
-        bed.step(0.001)
-        got += client.recv()
-    assert bytes(got) == data and client.eof
-    assert bed.reasons == ["app_eof"]
-    assert not server.parked and server.state is TcpState.FIN_WAIT_2
-    assert server.send_queue == 0 and server.bytes_in_flight == 0
-    assert bed.plane.stats()["flows"] == 0
-    client.close()  # the peer's FIN: TIME-WAIT, Python's
-    bed.peer.mark(client)
-    bed.run(5)
-    assert server.state is TcpState.TIME_WAIT
+    deliver_then_close_from_fin_wait_2(bed, client, server, held, data)
 
 
 @pytest.mark.parametrize("fin_out", [False, True])
@@ -843,21 +852,7 @@ def test_a_connection_in_fin_wait_1_goes_to_c_and_comes_back_in_fin_wait_2(
     tcb = bed.plane.peek(server)
     assert int(tcb.tcp_state) == 2 and tcb.fin_queued and tcb.app_eof
     assert bool(tcb.fin_sent) is fin_out
-    bed.impair = None
-    for frame in held:
-        bed.peer_nic.inbox.append(frame)
-    got = bytearray()
-    for _ in range(30):
-        bed.step(0.001)
-        got += client.recv()
-    assert bytes(got) == data and client.eof
-    assert bed.reasons == ["app_eof"]
-    assert server.state is TcpState.FIN_WAIT_2 and not server.parked
-    assert server.send_queue == 0 and server.bytes_in_flight == 0
-    client.close()
-    bed.peer.mark(client)
-    bed.run(5)
-    assert server.state is TcpState.TIME_WAIT
+    deliver_then_close_from_fin_wait_2(bed, client, server, held, data)
 
 
 def test_adopt_refuses_a_close_c_does_not_run() -> None:
