@@ -1,6 +1,7 @@
 """Loss recovery under impairment, Joyride beside the kernel (issue 15's benchmark).
 
     python -m joyride.bench.impair [--profiles mixed,loss1] [--mb 10] [--reps 3]
+                                   [--min-seconds 2] [--max-reps 15]
                                    [--modes service,embedded] [--out results/impair.json]
 
 For each profile a fresh test bed with the profile's impairments (nftables loss and
@@ -9,7 +10,12 @@ corruption) carries ``--mb`` MB each way between a kernel client in the peer nam
 and the benchmark's Python server (``pyserver --bulk``) in the Joyride namespace: once
 on the kernel (an unsteered port), once on Joyride (service mode under ``joyride run``;
 embedded mode through ``joyride.embed``), alternating which goes first at every
-repetition, every transfer checked by SHA-256. The kernel side sends segment-sized
+repetition, every transfer checked by SHA-256. Each side first makes one untimed
+transfer (the first connection to a fresh server pays for its warm-up). A profile
+whose transfers are short repeats its pairs beyond ``--reps`` until each side has run
+for ``--min-seconds`` in all, up to ``--max-reps`` pairs (``repetitions_needed``): a
+clean 10 MB transfer takes 20 ms here, and three of those move by a third from one
+run to the next. The kernel side sends segment-sized
 frames (TSO and GSO off on the Joyride-side veth), as Joyride does: the bed's loss rule
 drops whole frames. The kernel's congestion controller is ``--kernel-cc`` on every
 connection (TCP_CONGESTION: the server's listener, the client's socket), CUBIC by
@@ -141,6 +147,20 @@ def _sample(bed: Testbed, port: int, direction: str, size: int, timeout: float,
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def repetitions_needed(samples: dict[str, list[dict[str, Any]]], reps: int,
+                       min_seconds: float, max_reps: int) -> bool:
+    """Whether another alternating pair is due: fewer than ``reps`` so far, or (below
+    ``max_reps``) a side whose timed transfers add up to less than ``min_seconds``.
+    A failed transfer counts as ``min_seconds`` (it already ended the row's median)."""
+    done = min(len(side) for side in samples.values())
+    if done < reps:
+        return True
+    if done >= max_reps:
+        return False
+    return any(sum(s.get("seconds", min_seconds) for s in side) < min_seconds
+               for side in samples.values())
+
+
 def _median(samples: list[dict[str, Any]]) -> float | None:
     values = [s["seconds"] for s in samples if "seconds" in s]
     return round(statistics.median(values), 4) if len(values) == len(samples) and values \
@@ -149,7 +169,8 @@ def _median(samples: list[dict[str, Any]]) -> float | None:
 
 def run_profile(name: str, modes: list[str], size: int, reps: int, timeout: float,
                 workdir: Path, log: Any, kernel_cc: str = "cubic",
-                directions: tuple[str, ...] = DIRECTIONS) -> dict[str, Any]:
+                directions: tuple[str, ...] = DIRECTIONS, min_seconds: float = 0.0,
+                max_reps: int = 0) -> dict[str, Any]:
     to_joy, to_peer = PROFILES[name]
     out: dict[str, Any] = {"to_joyride": _imp_json(to_joy), "to_peer": _imp_json(to_peer),
                            "kernel_cc": kernel_cc, "modes": {}}
@@ -173,14 +194,17 @@ def run_profile(name: str, modes: list[str], size: int, reps: int, timeout: floa
                 result: dict[str, Any] = {}
                 for direction in directions:
                     pair: dict[str, list[dict[str, Any]]] = {"kernel": [], "joyride": []}
-                    for rep in range(reps):
-                        sides = [("kernel", kernel.ports["bulk"]), ("joyride", joy.ports["bulk"])]
-                        if rep % 2:
-                            sides.reverse()
-                        for side, port in sides:
+                    sides = [("kernel", kernel.ports["bulk"]), ("joyride", joy.ports["bulk"])]
+                    for _side, port in sides:  # warm-up, untimed
+                        _sample(bed, port, direction, size, timeout, kernel_cc)
+                    rep = 0
+                    while repetitions_needed(pair, reps, min_seconds, max(reps, max_reps)):
+                        order = sides[::-1] if rep % 2 else sides
+                        rep += 1
+                        for side, port in order:
                             got = _sample(bed, port, direction, size, timeout, kernel_cc)
                             pair[side].append(got)
-                            print(f"  {name} {mode} {direction} rep {rep + 1} {side}: {got}",
+                            print(f"  {name} {mode} {direction} rep {rep} {side}: {got}",
                                   file=log, flush=True)
                     k, j = _median(pair["kernel"]), _median(pair["joyride"])
                     result[direction] = {
@@ -204,7 +228,9 @@ def _imp_json(imp: Impairment) -> dict[str, Any]:
 def table(doc: dict[str, Any]) -> str:
     lines = [f"Measured {doc['when']} on {doc['machine'].get('cpus', '?')} vCPUs, "
              f"{doc['machine'].get('kernel', '')}; {doc['mb']} MB each way, medians of "
-             f"{doc['reps']} alternating repetitions; kernel congestion control "
+             f"{doc['reps']} or more alternating repetitions (until each side ran "
+             f"{doc.get('min_seconds', 0):g} s, at most {doc.get('max_reps', doc['reps'])} "
+             "pairs, after one untimed transfer each); kernel congestion control "
              f"{doc.get('kernel_cc', '?')}, Joyride's {doc.get('joyride_cc', '?')}; "
              "ratio = Joyride / kernel completion "
              "time (1.10 is the issue's target; above is slower). Run took "
@@ -232,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default="service")
     ap.add_argument("--mb", type=int, default=10)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--min-seconds", type=float, default=2.0,
+                    help="repeat short rows until each side ran this long in all")
+    ap.add_argument("--max-reps", type=int, default=15,
+                    help="at most this many pairs per row")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per transfer")
     ap.add_argument("--kernel-cc", default="cubic",
                     help="the kernel's congestion controller (both namespaces)")
@@ -250,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     doc: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                            "machine": machine(), "mb": args.mb, "reps": args.reps,
+                           "min_seconds": args.min_seconds, "max_reps": args.max_reps,
                            "kernel_cc": args.kernel_cc, "joyride_cc": "cubic",
                            "profiles": {}}
     with tempfile.TemporaryDirectory(prefix="jr-impair-") as tmp:
@@ -258,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 doc["profiles"][name] = run_profile(name, modes, args.mb * MB, args.reps,
                                                     args.timeout, Path(tmp) / name, sys.stderr,
-                                                    args.kernel_cc, directions)
+                                                    args.kernel_cc, directions,
+                                                    args.min_seconds, args.max_reps)
             except (RuntimeError, OSError) as exc:  # ServerError, TestbedError
                 doc["profiles"][name] = {"error": f"{type(exc).__name__}: {exc}"}
     doc["seconds"] = round(time.monotonic() - started, 1)

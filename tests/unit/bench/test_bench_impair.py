@@ -47,3 +47,26 @@ def test_one_direction_only_shows_its_rows_and_bad_directions_are_refused() -> N
         with pytest.raises(SystemExit) as exc:
             impair.main(["--directions", bad, "--profiles", "clean"])
         assert exc.value.code == 2
+
+
+def _sides(kernel: list[float], joyride: list[float]) -> dict[str, list[dict[str, float]]]:
+    return {"kernel": [{"seconds": s} for s in kernel],
+            "joyride": [{"seconds": s} for s in joyride]}
+
+
+def test_short_rows_repeat_until_each_side_ran_min_seconds() -> None:
+    need = impair.repetitions_needed
+    assert need(_sides([], []), 3, 2.0, 15)  # nothing yet
+    assert need(_sides([5.0, 5.0], [5.0, 5.0]), 3, 2.0, 15)  # fewer than --reps
+    assert not need(_sides([5.0] * 3, [5.0] * 3), 3, 2.0, 15)  # long rows stop at --reps
+    assert need(_sides([0.02] * 3, [5.0] * 3), 3, 2.0, 15)  # one side still short
+    assert need(_sides([1.0] * 3, [0.6] * 3), 3, 2.0, 15)  # 1.8 s < 2
+    assert not need(_sides([1.0] * 3, [0.6] * 3), 3, 2.0, 3)  # capped by --max-reps
+    assert not need(_sides([0.02] * 15, [0.02] * 15), 3, 2.0, 15)
+    # A pair in progress (one side ahead) is finished before the rule looks again.
+    assert need(_sides([0.02] * 4, [0.02] * 3), 3, 2.0, 4)
+    # A failed transfer has ended the row's median already: it does not ask for more.
+    failed = {"kernel": [{"seconds": 0.02}] * 3, "joyride": [{"error": "timeout"}] * 3}
+    assert need(failed, 3, 2.0, 15)  # the kernel's side is still short
+    failed["kernel"] = [{"seconds": 1.0}] * 3
+    assert not need(failed, 3, 2.0, 15)
