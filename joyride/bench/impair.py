@@ -24,8 +24,8 @@ not take random loss for congestion, and beside it a loss-based controller measu
 controllers' difference, not loss recovery's (``--kernel-cc bbr`` shows that one).
 "download" is Joyride sending, "upload" Joyride receiving. Reported: the median
 completion time of each side and their ratio (Joyride / kernel: 1.0 is parity, above is
-slower), plus the Joyride side's recovery counters (``joyride stats``) from one more,
-untimed transfer each way.
+slower), plus the Joyride side's recovery counters (``joyride stats``) and its data
+plane's from one more, untimed transfer each way (both modes).
 
 Bounded: every transfer has a timeout (recorded as an error, never waited out), and
 every bed, server and service is gone when this returns.
@@ -115,13 +115,32 @@ def transfer(bed: Testbed, port: int, direction: str, size: int, timeout: float,
     return elapsed
 
 
+#: The C data plane's counters reported beside them (``joyride stats``: ``datapath``
+#: ``dataplane``): how much of the transfer C ran, and what it handed to Python.
+PLANE_COUNTERS: Final = (
+    "rx_frames", "rx_fast", "rx_ooo", "ooo_filled", "declined", "tx_data_segs",
+    "gso_segs", "flows_adopted", "flows_released", "timers_host_queued",
+)
+
+
+def plane_counters(bed: Testbed) -> dict[str, int]:
+    """The data plane's cumulative counters (PLANE_COUNTERS, and the hand-backs by
+    reason as ``handback_<reason>``); {} without a C data plane."""
+    plane = (servers.service_stats(bed).get("datapath") or {}).get("dataplane") or {}
+    return {k: int(v) for k, v in plane.items()
+            if isinstance(v, int) and (k in PLANE_COUNTERS or k.startswith("handback_"))}
+
+
 def counted_transfer(bed: Testbed, port: int, direction: str, size: int,
                      timeout: float, cc: str | None) -> dict[str, int]:
     """One more transfer (not timed), with the service's counters of its connection:
     ``joyride stats`` shows live connections only, so they are read while it runs
-    (every 50 ms; the last reading before the close, less the final ACKs)."""
+    (every 50 ms; the last reading before the close, less the final ACKs). The data
+    plane's counters are the service's totals, so they are its change over the
+    transfer (``plane_`` before each name): only this transfer runs meanwhile."""
     seen: dict[str, int] = {}
     done = threading.Event()
+    plane_before = plane_counters(bed)
 
     def poll() -> None:
         while not done.wait(0.05):
@@ -136,6 +155,10 @@ def counted_transfer(bed: Testbed, port: int, direction: str, size: int,
     finally:
         done.set()
         poller.join(timeout + 30)
+    plane_after = plane_counters(bed)
+    for key, value in plane_after.items():
+        if value != plane_before.get(key, 0):
+            seen[f"plane_{key}"] = value - plane_before.get(key, 0)
     return seen
 
 
@@ -212,11 +235,10 @@ def run_profile(name: str, modes: list[str], size: int, reps: int, timeout: floa
                         "ratio": round(j / k, 2) if j is not None and k else None,
                         "samples": pair,
                     }
-                if mode == "service":
-                    result["counters"] = {
-                        direction: counted_transfer(bed, joy.ports["bulk"], direction, size,
-                                                    timeout, kernel_cc)
-                        for direction in directions}
+                result["counters"] = {
+                    direction: counted_transfer(bed, joy.ports["bulk"], direction, size,
+                                                timeout, kernel_cc)
+                    for direction in directions}
                 out["modes"][mode] = result
     return out
 

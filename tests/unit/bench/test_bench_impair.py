@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from joyride.bench import impair
@@ -66,7 +68,34 @@ def test_short_rows_repeat_until_each_side_ran_min_seconds() -> None:
     # A pair in progress (one side ahead) is finished before the rule looks again.
     assert need(_sides([0.02] * 4, [0.02] * 3), 3, 2.0, 4)
     # A failed transfer has ended the row's median already: it does not ask for more.
-    failed = {"kernel": [{"seconds": 0.02}] * 3, "joyride": [{"error": "timeout"}] * 3}
+    failed: dict[str, list[dict[str, Any]]] = {
+        "kernel": [{"seconds": 0.02}] * 3, "joyride": [{"error": "timeout"}] * 3}
     assert need(failed, 3, 2.0, 15)  # the kernel's side is still short
     failed["kernel"] = [{"seconds": 1.0}] * 3
     assert not need(failed, 3, 2.0, 15)
+
+
+def test_counted_transfer_reports_the_planes_change_over_the_transfer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data plane's counters are the service's totals: what the transfer adds is
+    reported (``plane_``), unchanged ones and foreign keys are not."""
+    before = {"datapath": {"dataplane": {"rx_fast": 100, "rx_ooo": 5, "handback_recovery": 1,
+                                         "rounds": 7, "tx_data_segs": 0}}}
+    after = {"datapath": {"dataplane": {"rx_fast": 900, "rx_ooo": 5, "handback_recovery": 3,
+                                        "rounds": 90, "tx_data_segs": 12}, "tcp": {}}}
+    calls: list[object] = []
+
+    def stats(bed: object) -> dict[str, Any]:
+        calls.append(bed)  # the first reading is before; the poller may read too
+        return before if len(calls) == 1 else after
+
+    monkeypatch.setattr(impair.servers, "service_stats", stats)
+    monkeypatch.setattr(impair, "_sample", lambda *a: {"seconds": 0.01})
+    got = impair.counted_transfer(object(), 1, "download", 10, 5.0, "cubic")  # type: ignore[arg-type]
+    assert got == {"plane_rx_fast": 800, "plane_handback_recovery": 2,
+                   "plane_tx_data_segs": 12}
+
+
+def test_plane_counters_without_a_c_plane_are_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(impair.servers, "service_stats", lambda bed: {})
+    assert impair.plane_counters(object()) == {}  # type: ignore[arg-type]
