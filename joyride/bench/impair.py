@@ -42,7 +42,6 @@ import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -123,43 +122,31 @@ PLANE_COUNTERS: Final = (
 )
 
 
-def plane_counters(bed: Testbed) -> dict[str, int]:
-    """The data plane's cumulative counters (PLANE_COUNTERS, and the hand-backs by
-    reason as ``handback_<reason>``); {} without a C data plane."""
-    plane = (servers.service_stats(bed).get("datapath") or {}).get("dataplane") or {}
-    return {k: int(v) for k, v in plane.items()
-            if isinstance(v, int) and (k in PLANE_COUNTERS or k.startswith("handback_"))}
+def service_counters(bed: Testbed) -> dict[str, int]:
+    """The service's cumulative counters: TCP's since it started (``tcp_total``: closed
+    connections too, and what C counted of those it runs now) under their names
+    (COUNTERS), the data plane's (PLANE_COUNTERS, and its hand-backs by reason) with
+    ``plane_`` before the name; {} when the service does not answer."""
+    datapath = servers.service_stats(bed).get("datapath") or {}
+    tcp = datapath.get("tcp_total") or {}
+    plane = datapath.get("dataplane") or {}
+    out = {k: int(tcp.get(k, 0)) for k in COUNTERS} if tcp else {}
+    out.update({f"plane_{k}": int(v) for k, v in plane.items()
+                if isinstance(v, int) and (k in PLANE_COUNTERS or k.startswith("handback_"))})
+    return out
 
 
 def counted_transfer(bed: Testbed, port: int, direction: str, size: int,
                      timeout: float, cc: str | None) -> dict[str, int]:
-    """One more transfer (not timed), with the service's counters of its connection:
-    ``joyride stats`` shows live connections only, so they are read while it runs
-    (every 50 ms; the last reading before the close, less the final ACKs). The data
-    plane's counters are the service's totals, so they are its change over the
-    transfer (``plane_`` before each name): only this transfer runs meanwhile."""
-    seen: dict[str, int] = {}
-    done = threading.Event()
-    plane_before = plane_counters(bed)
-
-    def poll() -> None:
-        while not done.wait(0.05):
-            tcp = (servers.service_stats(bed).get("datapath") or {}).get("tcp") or {}
-            for key in COUNTERS:
-                seen[key] = max(seen.get(key, 0), int(tcp.get(key, 0)))
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    try:
-        _sample(bed, port, direction, size, timeout, cc)
-    finally:
-        done.set()
-        poller.join(timeout + 30)
-    plane_after = plane_counters(bed)
-    for key, value in plane_after.items():
-        if value != plane_before.get(key, 0):
-            seen[f"plane_{key}"] = value - plane_before.get(key, 0)
-    return seen
+    """One more transfer (not timed), with what it added to the service's counters
+    (service_counters, read before and after: only this transfer runs meanwhile). The
+    recovery counters are all reported, zeros too; the data plane's only where they
+    moved. Connections born in C and closed there count only in the ``plane_`` ones."""
+    before = service_counters(bed)
+    _sample(bed, port, direction, size, timeout, cc)
+    after = service_counters(bed)
+    return {k: v - before.get(k, 0) for k, v in after.items()
+            if k in COUNTERS or v != before.get(k, 0)}
 
 
 def _sample(bed: Testbed, port: int, direction: str, size: int, timeout: float,

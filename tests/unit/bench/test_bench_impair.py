@@ -75,27 +75,28 @@ def test_short_rows_repeat_until_each_side_ran_min_seconds() -> None:
     assert not need(failed, 3, 2.0, 15)
 
 
-def test_counted_transfer_reports_the_planes_change_over_the_transfer(
+def test_counted_transfer_reports_what_the_transfer_added(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The data plane's counters are the service's totals: what the transfer adds is
-    reported (``plane_``), unchanged ones and foreign keys are not."""
-    before = {"datapath": {"dataplane": {"rx_fast": 100, "rx_ooo": 5, "handback_recovery": 1,
-                                         "rounds": 7, "tx_data_segs": 0}}}
-    after = {"datapath": {"dataplane": {"rx_fast": 900, "rx_ooo": 5, "handback_recovery": 3,
-                                        "rounds": 90, "tx_data_segs": 12}, "tcp": {}}}
-    calls: list[object] = []
-
-    def stats(bed: object) -> dict[str, Any]:
-        calls.append(bed)  # the first reading is before; the poller may read too
-        return before if len(calls) == 1 else after
-
-    monkeypatch.setattr(impair.servers, "service_stats", stats)
+    """The service's counters are totals: the transfer's share is after minus before.
+    Every recovery counter is reported (zeros too); the data plane's only where they
+    moved; keys of neither kind not at all."""
+    before = {"datapath": {
+        "tcp_total": {"fast_retransmits": 4, "rto_expired": 1, "bytes_in": 10},
+        "dataplane": {"rx_fast": 100, "rx_ooo": 5, "handback_recovery": 1, "rounds": 7,
+                      "tx_data_segs": 0}}}
+    after = {"datapath": {
+        "tcp_total": {"fast_retransmits": 9, "rto_expired": 1, "bytes_in": 99},
+        "dataplane": {"rx_fast": 900, "rx_ooo": 5, "handback_recovery": 3, "rounds": 90,
+                      "tx_data_segs": 12}}}
+    docs = iter([before, after])
+    monkeypatch.setattr(impair.servers, "service_stats", lambda bed: next(docs))
     monkeypatch.setattr(impair, "_sample", lambda *a: {"seconds": 0.01})
     got = impair.counted_transfer(object(), 1, "download", 10, 5.0, "cubic")  # type: ignore[arg-type]
-    assert got == {"plane_rx_fast": 800, "plane_handback_recovery": 2,
-                   "plane_tx_data_segs": 12}
+    assert got == dict.fromkeys(impair.COUNTERS, 0) | {
+        "fast_retransmits": 5, "plane_rx_fast": 800, "plane_handback_recovery": 2,
+        "plane_tx_data_segs": 12}
 
 
-def test_plane_counters_without_a_c_plane_are_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_service_counters_without_an_answer_are_empty(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(impair.servers, "service_stats", lambda bed: {})
-    assert impair.plane_counters(object()) == {}  # type: ignore[arg-type]
+    assert impair.service_counters(object()) == {}  # type: ignore[arg-type]
