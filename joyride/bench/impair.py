@@ -14,7 +14,7 @@ repetition, every transfer checked by SHA-256. Each side first makes one untimed
 transfer (the first connection to a fresh server pays for its warm-up). A profile
 whose transfers are short repeats its pairs beyond ``--reps`` until each side has run
 for ``--min-seconds`` in all, up to ``--max-reps`` pairs (``repetitions_needed``): a
-clean 10 MB transfer takes 20 ms here, and three of those move by a third from one
+clean 10 MB transfer takes 10–20 ms here, and three of those move by a third from one
 run to the next. The kernel side sends segment-sized
 frames (TSO and GSO off on the Joyride-side veth), as Joyride does: the bed's loss rule
 drops whole frames. The kernel's congestion controller is ``--kernel-cc`` on every
