@@ -167,6 +167,7 @@ struct listener {
 struct dp {
     struct dp_config cfg;
     struct dp_stats st;
+    struct dp_counts ended;    /* dp_ended_counts: born flows that ended in C */
     double idle_from;          /* when the loop last found nothing to do (0: busy) */
     int spin_score;            /* hits minus misses of recent idle periods (spin_for) */
     uint32_t spin_stopped;     /* spins not started for the score (a probe every 16) */
@@ -1769,6 +1770,27 @@ static void fin_received(struct dp *dp, struct flow *f, double now)
         enter_time_wait(dp, f, now);
 }
 
+/* A flow born in C ends without Python ever having had it: its TCB's counters join
+ * dp->ended (a flow Python held had them added to its connection at hand-back, and an
+ * adopted one counts only since its adoption, also added at hand-back). */
+static void count_ended(struct dp *dp, const struct flow *f)
+{
+    const struct dp_tcb *t = &f->t;
+    if (!t->born)
+        return;
+    struct dp_counts *c = &dp->ended;
+    c->segs_in += t->segs_in;
+    c->segs_out += t->segs_out;
+    c->bytes_acked += t->bytes_acked;
+    c->ooo_segs += t->ooo_segs;
+    c->paws_drops += t->paws_drops;
+    c->lt_segs += t->lt_segs;
+    c->hs_css_entered += t->hs_css_entered;
+    c->hs_css_abandoned += t->hs_css_abandoned;
+    c->hs_exits += t->hs_exits;
+    c->hs_train_exits += t->hs_train_exits;
+}
+
 /* A born flow after its round: Pump.finished's rule (the application said EOF and was
  * shown the peer's) closes the application's end, as TcpConnection.close; a flow
  * done with TCP and with its application leaves the table. */
@@ -1795,6 +1817,7 @@ static void born_settle(struct dp *dp, struct flow *f, double now)
         int32_t wnd = sdiff(t->rcv_adv, t->rcv_nxt);
         f->tw_window = (uint16_t)umin((wnd > 0 ? (uint32_t)wnd : 0) >> t->rcv_shift, 0xFFFF);
     } else if (t->tcp_state == DP_CLOSED) {
+        count_ended(dp, f);
         flow_forget(dp, f);
         dp->st.closed++;
     }
@@ -1805,6 +1828,7 @@ static void claim_refuse_unread(struct dp *dp, struct flow *f);
 
 static void born_end(struct dp *dp, struct flow *f)
 {
+    count_ended(dp, f);
     if (f->t.claim_check && f->t.app_fd >= 0)
         claim_refuse_unread(dp, f);
     if (f->t.app_fd >= 0) {
@@ -4010,6 +4034,7 @@ int dp_watch_fd(struct dp *dp, int fd)
 }
 
 const struct dp_stats *dp_stats(const struct dp *dp) { return &dp->st; }
+const struct dp_counts *dp_ended_counts(const struct dp *dp) { return &dp->ended; }
 
 void dp_set_capture(struct dp *dp, struct cap *c) { dp->cap = c; }
 

@@ -443,6 +443,22 @@ struct dp_stats {
     uint64_t port_rx_batches[8];
 };
 
+/* The counters of the connections that ended in C (born there, never handed to
+ * Python: their dp_tcb counters would otherwise be lost with the flow), summed. The
+ * names are dp_tcb's, so what reads a TCB's counters reads these (hot_counters). */
+struct dp_counts {
+    uint64_t segs_in;
+    uint64_t segs_out;
+    uint64_t bytes_acked;
+    uint64_t ooo_segs;
+    uint64_t paws_drops;
+    uint64_t lt_segs;
+    uint64_t hs_css_entered;
+    uint64_t hs_css_abandoned;
+    uint64_t hs_exits;
+    uint64_t hs_train_exits;
+};
+
 struct dp;
 
 /* Lifecycle. dp_new returns NULL on allocation failure or a bad config. */
@@ -451,6 +467,7 @@ void dp_free(struct dp *dp);
 int dp_add_port(struct dp *dp, const struct dp_port *port);     /* 0 or -errno */
 int dp_watch_fd(struct dp *dp, int fd);   /* Python's own poller: readable -> return */
 const struct dp_stats *dp_stats(const struct dp *dp);
+const struct dp_counts *dp_ended_counts(const struct dp *dp); /* struct dp_counts */
 /* joyride capture's tap (capture.h): every frame received, after parsing, and every
  * frame the NIC took, both C's and Python's; NULL turns it off. The caller keeps c. */
 struct cap;

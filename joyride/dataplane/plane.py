@@ -413,6 +413,12 @@ class DataPlane:
                                     int(lib.dp_flow_snd_len(self._dp, handle))))
         return out
 
+    def ended_counts(self) -> Any:
+        """The summed counters of the connections that were born in C and ended there
+        (``struct dp_counts``, named as a TCB's: ``hot_counters`` reads it); those
+        Python ever held were counted at their hand-back."""
+        return lib.dp_ended_counts(self._dp)
+
     # -- listening ---------------------------------------------------------------------
 
     def listen(self, spec: ListenSpec, *, syn_backlog: int) -> None:

@@ -1025,12 +1025,18 @@ class Datapath:
 
     def tcp_totals(self) -> dict[str, int]:
         """Every TCP counter since the service started: connections and listeners the
-        engine let go of, live ones, and what C has counted of those it runs now."""
+        engine let go of, live ones, and what C has counted of those it runs now; and
+        the connections C opened itself, live (TIME-WAIT too: a total must never fall
+        when one moves on) or ended in C."""
         total = Counters()
         total.update(self.engine.closed_counters)
         self._add_connections(total)
         for listener in self.engine.listeners.values():
             total.update(listener.counters)
+        if self.plane is not None:
+            for born in self.plane.born_flows():
+                total.update(hot_counters(born.tcb))
+            total.update(hot_counters(self.plane.ended_counts()))
         return dict(total)
 
     def _add_connections(self, total: Counters) -> None:

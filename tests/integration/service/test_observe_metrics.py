@@ -3,13 +3,15 @@ counters rise with traffic through the service."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from service_helpers import JOYRIDE, cli, served_connection, wait_for
+from service_helpers import JOYRIDE, app_path, cli, served_connection, wait_for
 
 from joyride.testbed import Testbed
 
@@ -81,3 +83,44 @@ def test_metrics_without_a_service_report_down(service_bed: Testbed) -> None:
     out = cli(service_bed.peer, "metrics", service_bed.peer.ifname, "--once")
     [family] = [f for f in text_string_to_metric_families(out.stdout) if f.name == "joyride_up"]
     assert family.samples[0].value == 0
+
+
+def test_tcp_totals_count_the_connections_c_runs_from_birth(service_bed: Testbed) -> None:
+    """A connection the C data plane opened and closed itself never reaches Python's
+    engine: its counters are in ``tcp_total`` all the same (monitoring's counters must
+    count every connection), while it lives and after it closes in C."""
+    from joyride.service import appclient
+
+    bed = service_bed
+
+    def totals() -> tuple[dict[str, int], dict[str, int]]:
+        doc = json.loads(cli(bed.joy, "stats", bed.joy.ifname, "--json").stdout)["datapath"]
+        return doc["tcp_total"], doc["dataplane"]
+
+    with bed.joy.inside():
+        lsock = appclient.listen(PORT, path=app_path(bed.joy))
+    with lsock:
+        lsock.settimeout(30)
+        # The first delivery verifies the listener (SO_PEERCRED); C opens the rest.
+        with bed.peer.inside():
+            first = socket.create_connection((bed.joy.ip, PORT), timeout=30)
+        first.close()
+        lsock.accept()[0].close()
+        wait_for(lambda: totals()[1].get("born_live", 0) == 0, 15, "the first to close")
+        tcp0, plane0 = totals()
+        with bed.peer.inside():
+            peer = socket.create_connection((bed.joy.ip, PORT), timeout=30)
+        with peer, lsock.accept()[0] as joy:
+            joy.settimeout(30)
+            peer.sendall(PAYLOAD)
+            got = 0
+            while got < len(PAYLOAD):
+                got += len(joy.recv(1 << 16))
+            joy.sendall(b"done")
+            assert peer.recv(4) == b"done"
+        wait_for(lambda: totals()[1]["born_live"] == 0, 15, "the connection to end in C")
+    tcp1, plane1 = totals()
+    assert plane1["established"] == plane0["established"] + 1  # born in C
+    assert plane1["declined"] == plane0["declined"]  # and never Python's
+    assert tcp1["segments_received"] - tcp0.get("segments_received", 0) >= len(PAYLOAD) // 1460
+    assert tcp1["bytes_acked"] - tcp0.get("bytes_acked", 0) >= len(b"done")

@@ -163,6 +163,14 @@ def test_handshake_matches_python(mss: int, wscale: bool, timestamps: bool, sack
 
 # -- whole lives, in C ------------------------------------------------------------------
 
+COUNTS = [name for name, _ in ffi.typeof("struct dp_counts").fields]
+
+
+def counts_of(counts: object) -> dict[str, int]:
+    """A TCB's counters, or the ended flows' (struct dp_counts has a TCB's names)."""
+    return {name: int(getattr(counts, name)) for name in COUNTS}
+
+
 
 def converse(b: Born, client: TcpConnection, app: socket.socket, request: bytes,
              reply: bytes) -> bytes:
@@ -212,9 +220,14 @@ def test_server_closes_first_all_in_c_then_time_wait_expires(born: Born) -> None
     # A claim (a socket option, OP_GETINFO) cannot take a finished flow out of C.
     assert bed.plane.claim((IP_SVC, PORT, IP_PEER, client.local_port)) is None
     assert born.tcb(client).tcp_state == lib.DP_TIME_WAIT
+    last = counts_of(born.tcb(client))
+    assert last["segs_out"] > 200 and last["bytes_acked"] >= len(reply)
+    assert counts_of(bed.plane.ended_counts()) == dict.fromkeys(COUNTS, 0)  # still live
     bed.clock.advance(bed.svc.config.time_wait + 1)
     bed.step()
     assert born.stats()["tw_expired"] == 1
+    # Its counters outlive it: what C counted joins the totals of flows that ended in C.
+    assert counts_of(bed.plane.ended_counts()) == last
     assert lib.dp_flow_find(bed.plane._dp, int.from_bytes(IP_SVC, "little"), PORT,
                             int.from_bytes(IP_PEER, "little"), client.local_port) < 0
 
@@ -262,6 +275,7 @@ def test_peer_closes_first_last_ack_in_c(born: Born) -> None:
     bed.run(10)
     assert read_all(app) == b""  # EOF
     assert born.tcb(client).tcp_state == lib.DP_CLOSE_WAIT
+    before = counts_of(born.tcb(client))
     app.sendall(b"last words")
     app.close()
     bed.run(20)
@@ -269,6 +283,11 @@ def test_peer_closes_first_last_ack_in_c(born: Born) -> None:
     st = born.stats()
     assert st["closed"] == 1 and st["declined"] == 0 and bed.reasons == []
     assert st["flows"] == 0
+    # Ended in LAST-ACK: the reply and the FIN after CLOSE-WAIT, and the ACK of them.
+    ended = counts_of(bed.plane.ended_counts())
+    assert ended["segs_in"] == before["segs_in"] + 1
+    assert ended["segs_out"] > before["segs_out"]
+    assert ended["bytes_acked"] == before["bytes_acked"] + len(b"last words")
 
 
 def test_time_wait_4_tuple_reopened_by_a_new_syn(born: Born) -> None:
