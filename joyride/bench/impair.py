@@ -141,7 +141,7 @@ def counted_transfer(bed: Testbed, port: int, direction: str, size: int,
     """One more transfer (not timed), with what it added to the service's counters
     (service_counters, read before and after: only this transfer runs meanwhile). The
     recovery counters are all reported, zeros too; the data plane's only where they
-    moved. Connections born in C and closed there count only in the ``plane_`` ones."""
+    moved."""
     before = service_counters(bed)
     _sample(bed, port, direction, size, timeout, cc)
     after = service_counters(bed)
