@@ -104,7 +104,7 @@ def test_redis_in_ring_mode(service_bed: Testbed) -> None:
 # "Known bug"): about one run of this module in ten, the 4 MB echo stalls with the
 # server's connection in Python (CLOSE-WAIT, ring mode, 279 KB in flight that the peer
 # has acknowledged); the service then busy-loops in Python (130k steps a second, every
-# one `plane_stay_state`) and no frame reaches it, so it retransmits into the void.
+# one `plane_stay_state`) while the peer's ACKs wait unread in its AF_XDP rx ring.
 # Quarantined so that CI stays deterministic; the test still runs and reports XPASS.
 @pytest.mark.xfail(strict=False, reason="ring mode: intermittent stall of a CLOSE-WAIT "
                    "connection in Python (docs/channels.md, Known bug)")
