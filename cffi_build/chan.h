@@ -98,6 +98,7 @@ struct jr_chan_svc {
     uint32_t tx_head;
     int32_t arena;    /* chan_claim.h: the arena it lives in (-1: none) and its slot */
     uint32_t slot;
+    uint32_t rx_shut; /* rx's EOF was given (jr_chan_svc_rx_eof): no token can follow */
 };
 
 /* The application's view. */
@@ -249,6 +250,7 @@ static inline int64_t jr_chan_svc_rx_wait_room(struct jr_chan_svc *s)
 static inline void jr_chan_svc_rx_eof(struct jr_chan_svc *s)
 {
     JR_STORE(&s->shm->rx_eof, 1);
+    s->rx_shut = 1; /* the service's own copy: the shared flag is the application's too */
 }
 
 /* Bytes waiting in tx, or -1 if the application's tail is impossible. */
@@ -320,6 +322,19 @@ static inline int jr_chan_svc_send_token(struct jr_chan_svc *s, int fd)
     return send(fd, &token, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 ? 0 : -errno;
 }
 
+/* Answer the application's re-token request, if it made one: a token, unless rx's EOF
+ * was given. After it the caller has shut its end for writing (the EOF, which keeps the
+ * reader's end readable for ever, so no token is owed), and a send would fail with
+ * EPIPE, which is no sign that the application is gone: its bytes in tx still count.
+ * 0, or -errno from the send (EAGAIN: tokens already queued wake it). */
+static inline int jr_chan_svc_answer_retoken(struct jr_chan_svc *s, int fd)
+{
+    if (!jr_chan_svc_retoken(s) || s->rx_shut)
+        return 0;
+    int rc = jr_chan_svc_send_token(s, fd);
+    return rc == -EAGAIN ? 0 : rc;
+}
+
 /* Put up to n bytes into rx and send the token they owe: the bytes put, or -EPROTO
  * (an impossible index: reset the connection), or -errno from the send. */
 static inline int64_t jr_chan_svc_deliver(struct jr_chan_svc *s, int fd, const void *src,
@@ -375,11 +390,9 @@ static inline int jr_chan_svc_idle(struct jr_chan_svc *s, int fd, int waits)
  * leave fd readable, which wakes it to drain and look again. */
 static inline int jr_chan_svc_arm(struct jr_chan_svc *s, int fd, int waits)
 {
-    if (jr_chan_svc_retoken(s)) {
-        int rc = jr_chan_svc_send_token(s, fd);
-        if (rc < 0 && rc != -EAGAIN)
-            return rc;
-    }
+    int rc = jr_chan_svc_answer_retoken(s, fd);
+    if (rc < 0)
+        return rc;
     if (waits & JR_CHAN_WAIT_ROOM) {
         int64_t room = jr_chan_svc_rx_wait_room(s);
         if (room != 0)

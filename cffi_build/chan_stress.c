@@ -128,8 +128,7 @@ static void run_service(struct side *sd)
         }
         /* The data plane checks the re-token request when epoll says the application
          * wrote; this loop does not ask epoll while it makes progress, so it looks. */
-        if (jr_chan_svc_retoken(&s))
-            (void)jr_chan_svc_send_token(&s, sd->fd);
+        (void)jr_chan_svc_answer_retoken(&s, sd->fd);
         maybe_pause(&rng);
         if (progress || iter < hold_until)
             continue;

@@ -2531,13 +2531,10 @@ static void chan_arm(struct dp *dp, struct flow *f)
         f->app_rung = 0;
         jr_chan_svc_drain(t->app_fd);
     }
-    if (t->fin_to_app)
-        jr_chan_svc_retoken(s); /* our end is shut: the EOF keeps the socket readable */
     if (waits == 0) {
         /* Nothing awaited, but a re-token request is still answered (a read that left
          * bytes in rx would otherwise wait for a token nobody sends). */
-        if (jr_chan_svc_retoken(s))
-            jr_chan_svc_send_token(s, t->app_fd);
+        jr_chan_svc_answer_retoken(s, t->app_fd);
         return;
     }
     int rc = jr_chan_svc_arm(s, t->app_fd, waits);
@@ -2580,8 +2577,7 @@ static void ringpoll_scan(struct dp *dp)
         struct jr_chan_svc *s = f->state == FLOW_C ? chan_svc(&dp->chans, t->chan) : NULL;
         if (s == NULL || t->app_fd < 0)
             continue;
-        if (jr_chan_svc_retoken(s) && !t->fin_to_app) /* a read left bytes unannounced */
-            jr_chan_svc_send_token(s, t->app_fd);
+        jr_chan_svc_answer_retoken(s, t->app_fd); /* a read left bytes unannounced */
         int bytes = !t->app_eof && f->snd.len < f->snd.cap &&
                     (jr_chan_svc_tx_avail(s) != 0 || jr_chan_svc_tx_eof(s));
         int room = f->rcv.len > 0 && jr_chan_svc_rx_room(s) != 0;

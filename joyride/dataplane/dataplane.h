@@ -565,6 +565,7 @@ int64_t dp_app_write(struct dp_app_chan *a, const uint8_t *buf, uint32_t n);
 void dp_app_shutdown(struct dp_app_chan *a);
 int dp_app_slot_done(struct dp_app_chan *a);
 void dp_app_poke_tx_tail(struct dp_app_chan *a, uint32_t tail); /* as a hostile one may */
+void dp_app_retoken(struct dp_app_chan *a); /* the re-token request a racing read makes */
 void dp_app_free(struct dp_app_chan *a);
 
 /* The loop. Runs rounds until Python has work (declined frames, handed-back flows,

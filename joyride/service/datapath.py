@@ -176,10 +176,14 @@ class Datapath:
         if self.plane is None:
             return sel.select(timeout)
         events = sel.select(0)
-        if not events:
-            self.plane.run(timeout)
-            events = sel.select(0)
-        return events
+        if events:
+            # C gets its round even when Python has work: a descriptor that stays
+            # ready (an application's socket at EOF) must not keep the rx ring unread,
+            # since the ACKs that Python's connections wait for may be in it.
+            self.plane.run(0)
+            return events
+        self.plane.run(timeout)
+        return sel.select(0)
 
     def _on_queue(self, _mask: int) -> None:
         pass  # step() polls every queue

@@ -109,12 +109,13 @@ class Pump:
         """Before the pump waits: arm the channel for what it waits for (chan.h's
         idle step). True when there is work now instead."""
         assert self.plane is not None
-        waits = 0
-        if self.conn.recv_queue:
-            waits |= WAIT_ROOM  # rx was full
-        if not self.app_eof and self.to_tcp is None and self.conn.state in _SENDING:
-            waits |= WAIT_BYTES
+        waits = self._chan_waits()
         if not waits:
+            # Nothing awaited (the socket is not watched), but a re-token request is
+            # still answered, as C's chan_arm does: a read that left bytes in rx would
+            # otherwise wait for a token until TCP next wakes the pump. An error here
+            # (the application gone) is met by the next arm, after TCP took tx's bytes.
+            self.plane.chan_idle(self.channel.chan, self.sock.fileno(), 0)
             return False
         rc = self.plane.chan_idle(self.channel.chan, self.sock.fileno(), waits)
         if rc < 0:
@@ -133,6 +134,19 @@ class Pump:
         if eof:
             self._app_closed()
         return False
+
+    def _chan_waits(self) -> int:
+        """What a ring-mode pump waits for from its application (chan.h's waits), as
+        C's ``chan_arm``: room in rx while TCP holds bytes for it; bytes in tx only
+        while TCP can take them (else ACKs wake the pump, not the application, and an
+        application that closed its end would leave the socket ready for ever)."""
+        waits = 0
+        if self.conn.recv_queue:
+            waits |= WAIT_ROOM  # rx was full
+        if not self.app_eof and self.to_tcp is None and self.conn.state in _SENDING \
+                and self.conn.writable:
+            waits |= WAIT_BYTES
+        return waits
 
     def _to_app(self, budget: int) -> bool:
         if self.app_gone or self.channel.claim_wait:
@@ -302,7 +316,9 @@ class Pump:
         if self.app_gone:
             return 0
         if self.channel.chan:
-            return selectors.EVENT_READ  # its bytes only say "look" (_chan_idle armed it)
+            # Its bytes only say "look" (_chan_idle armed what it waits for); waiting
+            # for nothing from the application, the pump waits for TCP alone.
+            return selectors.EVENT_READ if self._chan_waits() else 0
         events = 0
         if self.app_full:
             events |= selectors.EVENT_WRITE

@@ -100,14 +100,9 @@ def test_redis_in_ring_mode(service_bed: Testbed) -> None:
     assert after["chan_broken"] == before.get("chan_broken", 0)
 
 
-# A known bug, diagnosed in the twentieth session and not fixed yet (docs/channels.md,
-# "Known bug"): about one run of this module in ten, the 4 MB echo stalls with the
-# server's connection in Python (CLOSE-WAIT, ring mode, 279 KB in flight that the peer
-# has acknowledged); the service then busy-loops in Python (130k steps a second, every
-# one `plane_stay_state`) while the peer's ACKs wait unread in its AF_XDP rx ring.
-# Quarantined so that CI stays deterministic; the test still runs and reports XPASS.
-@pytest.mark.xfail(strict=False, reason="ring mode: intermittent stall of a CLOSE-WAIT "
-                   "connection in Python (docs/channels.md, Known bug)")
+# This test found a livelock (docs/channels.md, "A livelock, fixed"): a ring-mode
+# connection in Python, its send buffer full, its application's socket at EOF; the
+# service loop spun on that socket and never gave the C loop a round to read the ACKs.
 def test_python_server_speaks_first_and_half_closes(service_bed: Testbed) -> None:
     bed = service_bed
     before = channel_counters(bed)

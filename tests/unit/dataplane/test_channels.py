@@ -10,17 +10,24 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import selectors
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_born import Born
 
-from joyride.dataplane.membed import IP_PEER, IP_SVC, PORT, Bed, read_all
+from joyride.dataplane.membed import IP_PEER, IP_SVC, MAC_PEER, MAC_SVC, PORT, Bed, read_all
 from joyride.dataplane.plane import CLAIM_WAIT, ChannelState, ffi, lib
-from joyride.service.pump import Pump
+from joyride.engine.network import StaticNetwork
+from joyride.engine.nic import MemoryNic
+from joyride.service import apps
+from joyride.service.datapath import Datapath
+from joyride.service.pump import WAIT_BYTES, Pump
+from joyride.steer.ports import PortSet
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.state import TcpState
 
@@ -59,6 +66,7 @@ class App:
     def close(self) -> None:
         if self.chan is not None:
             lib.dp_app_free(self.chan)
+            self.chan = None
         self.sock.close()
 
 
@@ -234,6 +242,129 @@ def test_a_ring_flow_handed_to_python_goes_on_in_ring_mode(bed: Claiming) -> Non
     got_app, _ = exchange(bed, client, app, up2, b"")
     assert got_app == up2
     assert bed.stats()["chan_broken"] == 0
+
+
+def python_ring_pump(bed: Claiming) -> tuple[TcpConnection, App, TcpConnection, Pump]:
+    """A claimed ring-mode connection taken into Python, as after a hand-back: the
+    peer's end, the application, the service's connection and its pump."""
+    client, app = bed.connect()
+    app.claim()
+    bed.bed.run(3)
+    assert app.verdict() == 1
+    born = bed.bed.plane.claim((IP_SVC, PORT, IP_PEER, client.local_port))
+    assert born is not None
+    conn = TcpConnection.from_hot(bed.bed.svc.config, born.tcb, born.rcv, born.snd,
+                                  bed.bed.clock.now)
+    bed.bed.svc.adopt_born(conn)
+    pump = Pump(conn, socket.socket(fileno=int(born.tcb.app_fd)), plane=bed.bed.plane,
+                channel=ChannelState.of(born.tcb))
+    assert pump.channel.chan > 0
+    return client, app, conn, pump
+
+
+def test_a_full_send_buffer_and_a_closed_application_wait_for_acks(bed: Claiming) -> None:
+    """The ring-mode livelock of docs/channels.md: TCP cannot take tx's bytes (its send
+    buffer is full, the ACKs not yet in) and the application has closed its end, so
+    its socket is readable for ever. The pump must wait for TCP, not for that socket
+    (``service`` False, ``wanted`` 0), or the service loop spins on it; once the ACKs
+    come, every byte the application wrote reaches the peer, then the FIN."""
+    client, app, conn, pump = python_ring_pump(bed)
+    data = payload(4 << 20, 11)
+    written = 0
+    for _ in range(10_000):  # no bed step: nothing reaches the peer, no ACK comes back
+        written += app.write(data[written:written + RING])
+        pump.service()
+        bed.bed.svc.mark(conn)
+        bed.bed.svc.flush()
+        if not conn.writable:
+            break
+    assert not conn.writable, "the send buffer never filled"
+    written += app.write(data[written:written + RING])  # tx holds bytes TCP cannot take
+    app.close()  # the application's close: its socket hangs up
+    assert pump.service() is False
+    assert pump.wanted() == 0
+    got = bytearray()
+    for _ in range(20_000):
+        bed.bed.step()
+        pump.service()
+        bed.bed.svc.mark(conn)
+        bed.bed.svc.flush()
+        got += client.recv(1 << 20)
+        if client.eof:
+            break
+    assert client.eof
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data[:written]).digest()
+
+
+def test_a_retoken_request_after_the_applications_eof_loses_nothing(bed: Claiming) -> None:
+    """Once the peer's FIN reached the application (rx's EOF, the service's end shut for
+    writing), a re-token request cannot be answered with a token (the send fails with
+    EPIPE), and needs none: the EOF keeps the socket readable. Arming must not take
+    that EPIPE for the application's end gone, which dropped the bytes it had written
+    to tx and not yet collected (a truncated echo in ring mode, Python's pump)."""
+    client, app, conn, pump = python_ring_pump(bed)
+    client.send(b"request")
+    client.shutdown_write()
+    bed.bed.peer.mark(client)
+    got_app = bytearray()
+    for _ in range(200):
+        bed.bed.step()
+        pump.service()
+        bed.bed.svc.mark(conn)
+        bed.bed.svc.flush()
+        chunk = app.read()
+        if chunk == b"":
+            break
+        got_app += chunk or b""
+    assert bytes(got_app) == b"request" and pump.fin_sent_to_app
+    reply = payload(3000, 12)
+    assert app.write(reply) == len(reply)
+    lib.dp_app_retoken(app.chan)  # as a read racing the service asks
+    rc = bed.bed.plane.chan_idle(pump.channel.chan, pump.sock.fileno(), WAIT_BYTES)
+    assert rc == 0  # tx's bytes: work now (it was -EPIPE)
+    lib.dp_app_shutdown(app.chan)
+    got = bytearray()
+    for _ in range(200):
+        bed.bed.step()
+        pump.service()
+        bed.bed.svc.mark(conn)
+        bed.bed.svc.flush()
+        got += client.recv(1 << 20)
+        if client.eof:
+            break
+    assert client.eof and bytes(got) == reply
+    assert not pump.app_gone
+
+
+def test_the_service_loop_runs_c_while_a_descriptor_stays_ready(tmp_path: Path) -> None:
+    """``Datapath.wait`` gives C a round even when Python's selector always has an
+    event (a socket at EOF): the rx ring, which may hold the ACKs Python's connections
+    wait for, is never left unread."""
+    b = Bed()
+    app_socket = apps.listen_app_socket(tmp_path / "app.sock", None)
+    dp = Datapath([MemoryNic()], StaticNetwork("svc0", MAC_SVC, frozenset({IP_SVC}),
+                                               {IP_PEER: MAC_PEER}),
+                  ports=PortSet([PORT]), ephemeral=PortSet(range(60000, 60100)),
+                  app_socket=app_socket, group=None, plane=b.plane)
+    ready, gone = socket.socketpair()
+    gone.close()  # ``ready`` is at EOF: readable for ever
+    sel = selectors.DefaultSelector()
+    try:
+        sel.register(ready, selectors.EVENT_READ)
+        client = b.peer.connect(IP_SVC, PORT)  # its SYN waits on the plane's port
+        b.peer.flush()
+        before = b.plane.stats()
+        for _ in range(3):
+            assert dp.wait(sel, 1.0)
+        after = b.plane.stats()
+        assert after["returns"] - before["returns"] == 3
+        assert after["rx_frames"] - before["rx_frames"] == 1
+        assert client.state is TcpState.SYN_SENT
+    finally:
+        sel.close()
+        ready.close()
+        dp.close()
+        app_socket.close()
 
 
 def test_an_impossible_index_resets_the_connection_and_nothing_else(bed: Claiming) -> None:
