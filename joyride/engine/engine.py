@@ -44,9 +44,10 @@ from joyride.tcp.listener import Listener, Outgoing
 from joyride.tcp.state import TcpState
 from joyride.tcp.timewait import TimeWait, TwVerdict
 from joyride.wire.batch import BatchBuilder, BatchParser, FrameTemplate, batchable, make_template
-from joyride.wire.ethernet import ETH_HLEN, EthernetHeader
+from joyride.wire.ethernet import ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetHeader
 from joyride.wire.frame import build_frame_into, frame_len
 from joyride.wire.ipv4 import Ipv4Header
+from joyride.wire.ipv6 import Ipv6Header
 from joyride.wire.seq import Seq
 from joyride.wire.tcp import TcpSegment
 
@@ -140,7 +141,8 @@ class Engine:
         # by its timestamp (RFC 6191 §2); a random offset per connection would be
         # refused half the time. Its own key keeps it unrelated to the ISNs.
         self._ts_offsets = IsnGenerator()
-        self._parser = BatchParser(batch, verify_checksums=self.config.verify_checksum)
+        self._parser = BatchParser(batch, verify_checksums=self.config.verify_checksum,
+                                   ipv6=True)
         self._timers: list[tuple[float, int, TcpConnection | Listener]] = []
         # Each owner's live heap entry (see _schedule): entries whose deadline is not
         # the one recorded here are superseded and dropped when they surface.
@@ -197,7 +199,7 @@ class Engine:
     def connect(self, remote_ip: bytes, remote_port: int, *, local_ip: bytes | None = None,
                 local_port: int | None = None, config: TcpConfig | None = None
                 ) -> TcpConnection:
-        lip = local_ip or self._source_for()
+        lip = local_ip or self._source_for(remote_ip)
         lport = local_port or self._free_port(lip, remote_ip, remote_port)
         key = (lip, lport, remote_ip, remote_port)
         if key in self.connections or key in self.time_wait:
@@ -210,10 +212,13 @@ class Engine:
         self.flush()
         return conn
 
-    def _source_for(self) -> bytes:
-        if not self.local_addresses:
-            raise EngineError(f"{self.network.ifname} has no IPv4 address")
-        return min(self.local_addresses)
+    def _source_for(self, remote_ip: bytes) -> bytes:
+        """A local address of ``remote_ip``'s family (the lowest, for a fixed choice)."""
+        family = [a for a in self.local_addresses if len(a) == len(remote_ip)]
+        if not family:
+            name = "IPv6" if len(remote_ip) == 16 else "IPv4"
+            raise EngineError(f"{self.network.ifname} has no {name} address")
+        return min(family)
 
     def _free_port(self, lip: bytes, rip: bytes, rport: int) -> int:
         ports = self.ephemeral_ports
@@ -657,10 +662,16 @@ class Engine:
 
     def _emit(self, out: Outgoing, now: float) -> None:
         hop = self.network.next_hop(out.dst_ip)
-        self._ip_id = (self._ip_id + 1) & 0xFFFF
-        ip = Ipv4Header(out.src_ip, out.dst_ip, ident=self._ip_id)
+        ip: Ipv4Header | Ipv6Header
+        if len(out.dst_ip) == 16:
+            ip = Ipv6Header(out.src_ip, out.dst_ip)
+            ethertype = ETHERTYPE_IPV6
+        else:
+            self._ip_id = (self._ip_id + 1) & 0xFFFF
+            ip = Ipv4Header(out.src_ip, out.dst_ip, ident=self._ip_id)
+            ethertype = ETHERTYPE_IPV4
         mac = self.network.neighbour(hop, now)
-        eth = EthernetHeader(mac or bytes(6), self.network.mac)
+        eth = EthernetHeader(mac or bytes(6), self.network.mac, ethertype)
         size = frame_len(eth, ip, out.segment)
         if size > self.network.mtu + eth.header_len:
             self.counters["tx_dropped_oversize"] += 1

@@ -60,15 +60,18 @@ class StaticNetwork:
     gateway: bytes | None = None
     mtu: int = 1500
     ifindex: int = 1
-    prefix_len: int = 24
+    prefix_len: int = 24  # IPv4's on-link prefix
+    prefix6_len: int = 64  # IPv6's (RFC 4291 §2.5.4: interface identifiers are 64 bits)
 
     def local_addresses(self) -> frozenset[bytes]:
         return self.addresses
 
     def next_hop(self, dst: bytes) -> bytes:
-        mask = (0xFFFFFFFF << (32 - self.prefix_len)) & 0xFFFFFFFF
-        ours = int.from_bytes(next(iter(self.addresses)), "big")
-        on_link = (int.from_bytes(dst, "big") & mask) == (ours & mask)
+        bits, plen = (32, self.prefix_len) if len(dst) == 4 else (128, self.prefix6_len)
+        shift = bits - plen
+        net = int.from_bytes(dst, "big") >> shift
+        on_link = any(int.from_bytes(a, "big") >> shift == net
+                      for a in self.addresses if len(a) == len(dst))
         return dst if on_link or self.gateway is None else self.gateway
 
     def neighbour(self, ip: bytes, now: float) -> bytes | None:

@@ -7,7 +7,11 @@ copy what they need at creation and never mutate it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Final
+
+#: How much longer IPv6's fixed header is than IPv4's (RFC 8200 §3: 40 bytes, 20).
+IPV6_EXTRA_HEADER: Final = 20
 
 
 @dataclass(slots=True)
@@ -107,6 +111,15 @@ class TcpConfig:
             raise ValueError("buffers must be positive")
         if self.syn_backlog < 1 or self.backlog < 1:
             raise ValueError("backlogs must be >= 1")
+
+    def for_address(self, ip: bytes) -> TcpConfig:
+        """The configuration of a connection whose addresses are ``ip``'s family.
+        ``mss`` is an IPv4 connection's (the MTU less 40 bytes of IPv4 and TCP
+        headers); an IPv6 connection's fixed header is 20 bytes longer, so it
+        advertises and sends 20 bytes less (RFC 9293 §3.7.1, RFC 8200 §8.3)."""
+        if len(ip) != 16:
+            return self
+        return replace(self, mss=max(88, self.mss - IPV6_EXTRA_HEADER))
 
     @property
     def verify_checksum(self) -> bool:

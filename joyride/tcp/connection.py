@@ -122,7 +122,7 @@ class TcpConnection:
         now: float,
         ts_offset: int | None = None,
     ) -> None:
-        self.config = config
+        self.config = config.for_address(local_ip)  # the MSS of local_ip's family
         self.local_ip = local_ip
         self.local_port = local_port
         self.remote_ip = remote_ip

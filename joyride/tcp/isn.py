@@ -26,7 +26,19 @@ TICKS_PER_SECOND: Final = 250_000
 
 # RFC 6528 §3: the secret key should be at least 128 bits; BLAKE2s takes up to 256.
 _KEY_BYTES: Final = 32
-_TUPLE: Final = struct.Struct("!4sH4sH")
+_TUPLE4: Final = struct.Struct("!4sH4sH")
+_TUPLE6: Final = struct.Struct("!16sH16sH")
+
+
+def pack_tuple(local_ip: bytes, local_port: int, remote_ip: bytes, remote_port: int) -> bytes:
+    """The 4-tuple as the keyed hashes read it (here, syncookies.py and C's isn.c):
+    addresses at their family's length, both IPv4 (4 bytes) or both IPv6 (16), ports
+    in network order. ``struct`` would silently cut a longer address to its first
+    bytes, so the family picks the layout, and a mixed pair is refused."""
+    if len(local_ip) != len(remote_ip) or len(local_ip) not in (4, 16):
+        raise ValueError("a 4-tuple's addresses are both IPv4 or both IPv6")
+    layout = _TUPLE4 if len(local_ip) == 4 else _TUPLE6
+    return layout.pack(local_ip, local_port & 0xFFFF, remote_ip, remote_port & 0xFFFF)
 
 
 def derive_key(secret: bytes | None, person: bytes) -> bytes:
@@ -60,7 +72,7 @@ class IsnGenerator:
     ) -> int:
         """F(): the keyed 32-bit hash of the 4-tuple (RFC 6528 §3)."""
         h = hashlib.blake2s(
-            _TUPLE.pack(local_ip, local_port & 0xFFFF, remote_ip, remote_port & 0xFFFF),
+            pack_tuple(local_ip, local_port, remote_ip, remote_port),
             digest_size=4,
             key=self._key,
         )

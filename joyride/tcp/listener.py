@@ -245,7 +245,8 @@ class Listener:
         synack = TcpSegment(
             self.local_port, syn.src_port, cookie, syn.seq + 1,
             TcpFlags.SYN | TcpFlags.ACK, min(cfg.receive_buffer, 0xFFFF),
-            options=TcpOptions(mss=cfg.mss, wscale=wscale, sack_permitted=sack, timestamps=ts),
+            options=TcpOptions(mss=cfg.for_address(dst_ip).mss, wscale=wscale,
+                               sack_permitted=sack, timestamps=ts),
         )
         self._out.append(Outgoing(dst_ip, src_ip, synack))
         self.counters["syncookies_sent"] += 1

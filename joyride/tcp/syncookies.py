@@ -26,7 +26,7 @@ import hashlib
 import struct
 from typing import Final
 
-from joyride.tcp.isn import derive_key
+from joyride.tcp.isn import derive_key, pack_tuple
 from joyride.wire.seq import MASK, Seq
 
 COUNTER_PERIOD: Final = 64.0  # seconds per counter tick (RFC 4987 §3.6: "t")
@@ -50,8 +50,7 @@ TS_OPT_WSCALE_MASK: Final = 0x0F  # 0x0F = "no window scaling"
 TS_OPT_SACK: Final = 0x10
 _MAX_WSCALE: Final = 14  # RFC 7323 §2.3
 
-_TUPLE: Final = struct.Struct("!4sH4sH")
-_MAC_INPUT: Final = struct.Struct("!4sH4sHIIB")
+_MAC_TAIL: Final = struct.Struct("!IIB")  # after the 4-tuple: ISN, counter, MSS index
 
 
 def counter(now: float) -> int:
@@ -97,15 +96,14 @@ class SynCookies:
         self._k2 = derive_key(base, b"jr-ck2")
 
     def _h1(self, lip: bytes, lport: int, rip: bytes, rport: int) -> int:
-        data = _TUPLE.pack(lip, lport & 0xFFFF, rip, rport & 0xFFFF)
+        data = pack_tuple(lip, lport, rip, rport)
         return int.from_bytes(hashlib.blake2s(data, digest_size=4, key=self._k1).digest())
 
     def _mac(
         self, lip: bytes, lport: int, rip: bytes, rport: int, isn: int, count: int, mssind: int
     ) -> int:
-        data = _MAC_INPUT.pack(
-            lip, lport & 0xFFFF, rip, rport & 0xFFFF, isn & MASK, count & MASK, mssind
-        )
+        data = pack_tuple(lip, lport, rip, rport) + _MAC_TAIL.pack(
+            isn & MASK, count & MASK, mssind)
         digest = hashlib.blake2s(data, digest_size=4, key=self._k2).digest()
         return int.from_bytes(digest) & _MAC_MASK
 
