@@ -197,6 +197,7 @@ struct dp {
     uint64_t *rx_offs;
     uint32_t *rx_lens;
     struct wire_parsed *parsed;
+    struct wire_addr6 *parsed6; /* an IPv6 record's addresses, beside it */
     /* frames built by C, sent in one NIC call per round */
     uint8_t *arena;
     uint64_t *arena_offs;
@@ -391,27 +392,83 @@ static int ring_data_iov(const struct ring *r, struct iovec iov[2])
 
 /* --- flow table -------------------------------------------------------------------- */
 
-static inline uint32_t tuple_hash(uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport)
+/* A 4-tuple as the flow table keys it: IPv4 addresses in the first 4 bytes of 16, the
+ * rest 0 (struct dp_tcb's layout), and the family, so that no IPv4 flow can match an
+ * IPv6 one whose address starts with the same 4 bytes. */
+struct tuple {
+    uint8_t lip[16];
+    uint8_t rip[16];
+    uint16_t lport;
+    uint16_t rport;
+    uint8_t ipv6;
+};
+
+static inline uint64_t load64(const uint8_t *p)
 {
-    uint64_t h = ((uint64_t)rip << 32 | lip) * 0x9E3779B97F4A7C15ull;
-    h ^= ((uint64_t)rport << 16 | lport) * 0xC2B2AE3D27D4EB4Full;
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline uint32_t tuple_hash(const struct tuple *k)
+{
+    uint64_t h = (load64(k->rip) ^ load64(k->lip) * 0xFF51AFD7ED558CCDull) *
+                 0x9E3779B97F4A7C15ull;
+    h ^= (load64(k->rip + 8) ^ load64(k->lip + 8) * 0xFF51AFD7ED558CCDull ^ k->ipv6) *
+         0xC4CEB9FE1A85EC53ull;
+    h ^= ((uint64_t)k->rport << 16 | k->lport) * 0xC2B2AE3D27D4EB4Full;
     return (uint32_t)(h >> 32) ^ (uint32_t)h;
+}
+
+static inline struct tuple tuple_of(const struct dp_tcb *t)
+{
+    struct tuple k = {.lport = t->local_port, .rport = t->remote_port, .ipv6 = t->ipv6};
+    memcpy(k.lip, t->local_ip, 16);
+    memcpy(k.rip, t->remote_ip, 16);
+    return k;
+}
+
+/* The 4-tuple of a parsed segment, seen from our side (its destination is local). */
+static inline struct tuple tuple_rx(const struct wire_parsed *p, const struct wire_addr6 *a6)
+{
+    struct tuple k = {.lport = p->dst_port, .rport = p->src_port, .ipv6 = p->family == 6};
+    if (k.ipv6) {
+        memcpy(k.lip, a6->dst, 16);
+        memcpy(k.rip, a6->src, 16);
+    } else {
+        memcpy(k.lip, &p->dst_ip, 4);
+        memcpy(k.rip, &p->src_ip, 4);
+    }
+    return k;
+}
+
+/* The IP header emit() writes: IPv4's (no options) or IPv6's (no extension headers). */
+static inline uint32_t ip_header_len(uint8_t ipv6)
+{
+    return ipv6 ? 40 : 20;
+}
+
+/* An IPv4 flow's addresses leave the last 12 of their 16 bytes zero (the key's form). */
+static int ipv4_tail_clear(const struct dp_tcb *t)
+{
+    static const uint8_t zero[12];
+    return memcmp(t->local_ip + 4, zero, 12) == 0 && memcmp(t->remote_ip + 4, zero, 12) == 0;
 }
 
 static uint32_t *bucket_of(struct dp *dp, const struct dp_tcb *t)
 {
-    return &dp->buckets[tuple_hash(t->local_ip, t->local_port, t->remote_ip,
-                                   t->remote_port) & dp->bucket_mask];
+    struct tuple k = tuple_of(t);
+    return &dp->buckets[tuple_hash(&k) & dp->bucket_mask];
 }
 
-static struct flow *flow_lookup(struct dp *dp, uint32_t lip, uint16_t lport, uint32_t rip,
-                                uint16_t rport)
+static struct flow *flow_lookup(struct dp *dp, const struct tuple *k)
 {
-    uint32_t s = dp->buckets[tuple_hash(lip, lport, rip, rport) & dp->bucket_mask];
+    uint32_t s = dp->buckets[tuple_hash(k) & dp->bucket_mask];
     while (s) {
         struct flow *f = &dp->flows[s - 1];
-        if (f->t.remote_ip == rip && f->t.local_ip == lip && f->t.remote_port == rport &&
-            f->t.local_port == lport)
+        if (f->t.remote_port == k->rport && f->t.local_port == k->lport &&
+            f->t.ipv6 == k->ipv6 && memcmp(f->t.remote_ip, k->rip, 16) == 0 &&
+            memcmp(f->t.local_ip, k->lip, 16) == 0)
             return f;
         s = f->hnext;
     }
@@ -2642,9 +2699,14 @@ static int syn_input(struct dp *dp, struct listener *l, const struct wire_parsed
         dp->st.syn_declined++; /* Listener: SYN cookies take over, in Python */
         return 0;
     }
+    if (p->family != 4)
+        return 0; /* IPv6 connections are opened by Python for now (issue 18) */
     struct dp_tcb t = c->tmpl;
-    t.local_ip = p->dst_ip;
-    t.remote_ip = p->src_ip;
+    memset(t.local_ip, 0, sizeof t.local_ip);
+    memset(t.remote_ip, 0, sizeof t.remote_ip);
+    memcpy(t.local_ip, &p->dst_ip, 4);
+    memcpy(t.remote_ip, &p->src_ip, 4);
+    t.ipv6 = 0;
     t.local_port = p->dst_port;
     t.remote_port = p->src_port;
     /* The SYN came from the next hop toward its sender, to us: the replies go back the
@@ -2655,7 +2717,8 @@ static int syn_input(struct dp *dp, struct listener *l, const struct wire_parsed
     t.tcp_state = DP_SYN_RECEIVED;
     t.app_fd = -1;
     t.ts_offset = c->ts_offset;
-    t.iss = iss ? iss : dp_isn(c->isn_key, p->dst_ip, p->dst_port, p->src_ip, p->src_port, now);
+    t.iss = iss ? iss : dp_isn(c->isn_key, t.local_ip, p->dst_port, t.remote_ip, p->src_port,
+                               4, now);
     t.snd_una = t.snd_nxt = t.snd_wl2 = t.cwnd_use_end = t.iss;
     t.time_wait_len = c->time_wait;
     t.fin_wait2_len = c->fin_wait2_timeout;
@@ -2751,9 +2814,10 @@ static char *put_u64(char *p, char *end, uint64_t v)
     return p;
 }
 
-static char *put_ipv4(char *p, char *end, uint32_t ip) /* network order, as wire_parsed */
+/* Dotted quad of an IPv4 address (network order). Only IPv4 flows are born in C
+ * (syn_input), so only they are named here. */
+static char *put_ipv4(char *p, char *end, const uint8_t *b)
 {
-    const uint8_t *b = (const uint8_t *)&ip;
     for (int i = 0; i < 4; i++) {
         if (i)
             p = put_str(p, end, ".");
@@ -3018,16 +3082,15 @@ static uint32_t receive_port(struct dp *dp, uint32_t index, double now)
         dp->rx_lens[i] = dp->descs[i].len;
         dp->st.port_rx_bytes[index] += dp->descs[i].len;
     }
-    wire_parse_batch(port->umem, dp->rx_offs, dp->rx_lens, n, dp->cfg.verify_checksums,
-                     dp->parsed);
+    wire_parse_batch6(port->umem, dp->rx_offs, dp->rx_lens, n, dp->cfg.verify_checksums,
+                      dp->parsed, dp->parsed6);
     if (dp->cap)
         cap_frames(dp->cap, port->umem, dp->rx_offs, dp->rx_lens, n);
     for (uint32_t i = 0; i < n; i++) {
         const struct wire_parsed *p = &dp->parsed[i];
         const uint8_t *frame = port->umem + dp->rx_offs[i];
-        struct flow *f = p->reason == WIRE_OK
-                             ? flow_lookup(dp, p->dst_ip, p->dst_port, p->src_ip, p->src_port)
-                             : NULL;
+        struct tuple key = tuple_rx(p, &dp->parsed6[i]);
+        struct flow *f = p->reason == WIRE_OK ? flow_lookup(dp, &key) : NULL;
         if (f == NULL && p->reason == WIRE_OK) {
             struct listener *l = listener_of(dp, p->dst_port);
             if (l != NULL && syn_input(dp, l, p, frame, now, 0)) {
@@ -3607,8 +3670,9 @@ static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb)
     ring_init(&f->snd, tcb->snd_cap);
     memcpy(f->tmpl.dst_mac, tcb->dst_mac, 6);
     memcpy(f->tmpl.src_mac, tcb->src_mac, 6);
-    memcpy(f->tmpl.src_ip, &tcb->local_ip, 4);
-    memcpy(f->tmpl.dst_ip, &tcb->remote_ip, 4);
+    memcpy(f->tmpl.src_ip, tcb->local_ip, 16);
+    memcpy(f->tmpl.dst_ip, tcb->remote_ip, 16);
+    f->tmpl.ipv6 = tcb->ipv6;
     f->tmpl.src_port = tcb->local_port;
     f->tmpl.dst_port = tcb->remote_port;
     f->tmpl.ttl = dp->cfg.ttl;
@@ -3692,15 +3756,17 @@ static int adopt_close_ok(const struct dp_tcb *t)
 int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rcv,
                       uint32_t rcv_len, const uint8_t *snd, uint32_t snd_len)
 {
-    /* Ethernet, IPv4 and TCP headers and the timestamp option: what emit() builds. */
-    uint32_t headers = 14 + 20 + 20 + (tcb->ts_ok ? 12 : 0);
+    /* Ethernet, IP and TCP headers and the timestamp option: what emit() builds. */
+    uint32_t headers = 14 + ip_header_len(tcb->ipv6) + 20 + (tcb->ts_ok ? 12 : 0);
     int64_t in_order = adopt_in_order(tcb, rcv_len);
     if (tcb->smss == 0 || tcb->smss + headers > dp->cfg.max_frame ||
         snd_len > tcb->snd_cap || in_order < 0 || !adopt_sender_ok(tcb) ||
         tcb->rcv_shift > 14 || tcb->snd_shift > 14 || !adopt_close_ok(tcb) ||
-        (uint32_t)(tcb->snd_nxt - tcb->snd_una) - (tcb->fin_sent ? 1u : 0u) > snd_len)
+        (uint32_t)(tcb->snd_nxt - tcb->snd_una) - (tcb->fin_sent ? 1u : 0u) > snd_len ||
+        tcb->ipv6 > 1 || (!tcb->ipv6 && !ipv4_tail_clear(tcb)))
         return -EINVAL;
-    if (flow_lookup(dp, tcb->local_ip, tcb->local_port, tcb->remote_ip, tcb->remote_port))
+    struct tuple key = tuple_of(tcb);
+    if (flow_lookup(dp, &key))
         return -EEXIST;
     struct flow *f = flow_insert(dp, tcb);
     if (f != NULL && dp->n_ports) {
@@ -3824,10 +3890,15 @@ int dp_flow_peek(const struct dp *dp, int64_t handle, struct dp_tcb *out)
     return 0;
 }
 
-int64_t dp_flow_find(const struct dp *dp, uint32_t local_ip, uint16_t local_port,
-                     uint32_t remote_ip, uint16_t remote_port)
+int64_t dp_flow_find(const struct dp *dp, const uint8_t *local_ip, uint16_t local_port,
+                     const uint8_t *remote_ip, uint16_t remote_port, uint32_t ip_len)
 {
-    struct flow *f = flow_lookup((struct dp *)dp, local_ip, local_port, remote_ip, remote_port);
+    if (ip_len != 4 && ip_len != 16)
+        return -EINVAL;
+    struct tuple k = {.lport = local_port, .rport = remote_port, .ipv6 = ip_len == 16};
+    memcpy(k.lip, local_ip, ip_len);
+    memcpy(k.rip, remote_ip, ip_len);
+    struct flow *f = flow_lookup((struct dp *)dp, &k);
     return f != NULL && f->state != FLOW_FREE ? handle_of((struct dp *)dp, f) : -ENOENT;
 }
 
@@ -3910,6 +3981,7 @@ struct dp *dp_new(const struct dp_config *cfg)
     dp->rx_offs = calloc(cfg->batch, sizeof *dp->rx_offs);
     dp->rx_lens = calloc(cfg->batch, sizeof *dp->rx_lens);
     dp->parsed = calloc(cfg->batch, sizeof *dp->parsed);
+    dp->parsed6 = calloc(cfg->batch, sizeof *dp->parsed6);
     dp->arena = malloc((size_t)dp->arena_slots * cfg->max_frame);
     dp->arena_offs = calloc(dp->arena_slots, sizeof *dp->arena_offs);
     dp->arena_caps = calloc(dp->arena_slots, sizeof *dp->arena_caps);
@@ -3924,7 +3996,7 @@ struct dp *dp_new(const struct dp_config *cfg)
     dp->pid = (int)getpid();
     dp->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (!dp->flows || !dp->free_slots || !dp->buckets || !dp->live || !dp->touched ||
-        !dp->handbacks || !dp->wheel || !dp->descs || !dp->rx_offs || !dp->rx_lens || !dp->parsed ||
+        !dp->handbacks || !dp->wheel || !dp->descs || !dp->rx_offs || !dp->rx_lens || !dp->parsed || !dp->parsed6 ||
         !dp->arena || !dp->arena_offs || !dp->arena_caps || !dp->arena_lens ||
         !dp->arena_flow || !dp->dec ||
         !dp->dec_offs || !dp->dec_lens || !dp->listeners || !dp->tw_fifo || !dp->tx_wait ||
@@ -3978,6 +4050,7 @@ void dp_free(struct dp *dp)
     free(dp->rx_offs);
     free(dp->rx_lens);
     free(dp->parsed);
+    free(dp->parsed6);
     free(dp->arena);
     free(dp->arena_offs);
     free(dp->arena_caps);

@@ -164,10 +164,11 @@ struct dp_tx {
  * seconds of CLOCK_MONOTONIC (Python's time.monotonic); 0 means "timer unset". */
 struct dp_tcb {
     /* identity and framing */
-    uint32_t local_ip;         /* network order, as struct wire_parsed */
-    uint32_t remote_ip;
+    uint8_t local_ip[16];      /* network order; IPv4: the first 4 bytes, the rest 0 */
+    uint8_t remote_ip[16];
     uint16_t local_port;
     uint16_t remote_port;
+    uint8_t ipv6;              /* 1: an IPv6 flow (the addresses' family) */
     uint8_t src_mac[6];
     uint8_t dst_mac[6];
     /* receive sequence space */
@@ -504,10 +505,10 @@ int dp_flow_release(struct dp *dp, int64_t handle, struct dp_tcb *out, uint8_t *
                     uint32_t rcv_cap, uint8_t *snd, uint32_t snd_cap);
 /* Read a C-owned flow's TCB without taking it (statistics). 0 or -errno. */
 int dp_flow_peek(const struct dp *dp, int64_t handle, struct dp_tcb *out);
-/* The handle of the C flow for a 4-tuple (ports host order, addresses network order),
- * or -ENOENT. */
-int64_t dp_flow_find(const struct dp *dp, uint32_t local_ip, uint16_t local_port,
-                     uint32_t remote_ip, uint16_t remote_port);
+/* The handle of the C flow for a 4-tuple (ports host order, addresses network order,
+ * ip_len bytes each: 4 for IPv4, 16 for IPv6), or -ENOENT (-EINVAL: another length). */
+int64_t dp_flow_find(const struct dp *dp, const uint8_t *local_ip, uint16_t local_port,
+                     const uint8_t *remote_ip, uint16_t remote_port, uint32_t ip_len);
 
 /* Handles of every flow in the table (at most max; statistics). */
 uint32_t dp_flows(const struct dp *dp, int64_t *out, uint32_t max);
@@ -519,11 +520,12 @@ int dp_listen(struct dp *dp, const struct dp_listen_cfg *cfg);
 int dp_unlisten(struct dp *dp, uint16_t port);
 
 /* RFC 6528 ISN (isn.c; joyride/tcp/isn.py is the authority): the keyed hash F of the
- * 4-tuple, and M + F at now (CLOCK_MONOTONIC seconds). */
-uint32_t dp_isn_offset(const uint8_t *key, uint32_t local_ip, uint16_t local_port,
-                       uint32_t remote_ip, uint16_t remote_port);
-uint32_t dp_isn(const uint8_t *key, uint32_t local_ip, uint16_t local_port,
-                uint32_t remote_ip, uint16_t remote_port, double now);
+ * 4-tuple, and M + F at now (CLOCK_MONOTONIC seconds). Addresses network order, ip_len
+ * bytes each (4 or 16: isn.pack_tuple's layout). */
+uint32_t dp_isn_offset(const uint8_t *key, const uint8_t *local_ip, uint16_t local_port,
+                       const uint8_t *remote_ip, uint16_t remote_port, uint32_t ip_len);
+uint32_t dp_isn(const uint8_t *key, const uint8_t *local_ip, uint16_t local_port,
+                const uint8_t *remote_ip, uint16_t remote_port, uint32_t ip_len, double now);
 
 /* Shared-memory channels (cffi_build/chan_claim.h, chan.h). The data plane keeps every
  * channel; a flow or a pump names one by id (dp_tcb.chan). Python's pump moves a

@@ -87,9 +87,10 @@ static int fz_tx(void *ctx, uint8_t *umem, uint64_t off, const uint8_t *src,
     for (uint32_t i = 0; i < n; i++) {
         /* Every built frame must parse as one of ours (what the peer would get). */
         struct wire_parsed r;
+        struct wire_addr6 a6;
         uint64_t zero = 0;
         uint32_t len = lens[i];
-        if (wire_parse_batch(src + offs[i], &zero, &len, 1, 1, &r) != 1) {
+        if (wire_parse_batch6(src + offs[i], &zero, &len, 1, 1, &r, &a6) != 1) {
             fprintf(stderr, "built an unparseable frame (reason %u)\n", r.reason);
             abort();
         }
@@ -118,7 +119,9 @@ static void drain_gso(int fd)
         uint32_t payload = len - v.hdr_len;
         if ((size_t)n < sizeof v + 54 || v.flags != WIRE_VNET_NEEDS_CSUM ||
             v.csum_offset != 16 || v.csum_start + 20u > v.hdr_len || v.hdr_len > len ||
-            len > 65535 + 14 || (v.gso_type != 0 && v.gso_type != WIRE_VNET_GSO_TCPV4) ||
+            len > 65535 + 14 + 40 ||
+            (v.gso_type != 0 && v.gso_type != WIRE_VNET_GSO_TCPV4 &&
+             v.gso_type != WIRE_VNET_GSO_TCPV6) ||
             (v.gso_type && (v.gso_size == 0 || payload <= v.gso_size)) ||
             (!v.gso_type && v.gso_size != 0)) {
             fprintf(stderr, "GSO datagram with a bad virtio-net header\n");
@@ -129,8 +132,12 @@ static void drain_gso(int fd)
         f[v.csum_start + v.csum_offset] = (uint8_t)(sum >> 8); /* big-endian, as returned */
         f[v.csum_start + v.csum_offset + 1] = (uint8_t)sum;
         struct wire_parsed r;
+        struct wire_addr6 a6;
         uint64_t zero = 0;
-        if (wire_parse_batch(f, &zero, &len, 1, 1, &r) != 1 || r.payload_len != payload) {
+        int parsed = wire_parse_batch6(f, &zero, &len, 1, 1, &r, &a6) == 1;
+        /* A super-segment's GSO type names its family (tcp_gso_segment's check). */
+        int family_ok = v.gso_type == 0 || (v.gso_type == WIRE_VNET_GSO_TCPV6) == (r.family == 6);
+        if (!parsed || r.payload_len != payload || !family_ok) {
             fprintf(stderr, "GSO datagram does not parse (reason %u)\n", r.reason);
             abort();
         }
@@ -167,8 +174,19 @@ struct fuzzflow {
 static void make_tcb(struct dp_tcb *t, uint32_t k, int fd)
 {
     memset(t, 0, sizeof *t);
-    t->local_ip = 0x0100000a;
-    t->remote_ip = 0x0200000a + (k << 24);
+    if (k % 2) { /* every other flow IPv6: 2001:db8::1 and 2001:db8::2:k */
+        static const uint8_t prefix[4] = {0x20, 0x01, 0x0d, 0xb8};
+        t->ipv6 = 1;
+        memcpy(t->local_ip, prefix, 4);
+        memcpy(t->remote_ip, prefix, 4);
+        t->local_ip[15] = 1;
+        t->remote_ip[13] = 2;
+        t->remote_ip[15] = (uint8_t)k;
+    } else {
+        const uint8_t lip[4] = {10, 0, 0, 1}, rip[4] = {10, 0, 0, (uint8_t)(2 + k)};
+        memcpy(t->local_ip, lip, 4);
+        memcpy(t->remote_ip, rip, 4);
+    }
     t->local_port = 8080;
     t->remote_port = (uint16_t)(40000 + k);
     t->rcv_nxt = (uint32_t)rnd();
@@ -332,8 +350,9 @@ static uint32_t peer_frame(struct dp *dp, const struct fuzzflow *ff, uint8_t *ou
         t = &now;
     struct wire_template tm;
     memset(&tm, 0, sizeof tm);
-    memcpy(tm.src_ip, &t->remote_ip, 4);
-    memcpy(tm.dst_ip, &t->local_ip, 4);
+    memcpy(tm.src_ip, t->remote_ip, 16);
+    memcpy(tm.dst_ip, t->local_ip, 16);
+    tm.ipv6 = t->ipv6;
     tm.src_port = t->remote_port;
     tm.dst_port = t->local_port;
     tm.ttl = 64;
@@ -384,16 +403,16 @@ static uint32_t peer_frame(struct dp *dp, const struct fuzzflow *ff, uint8_t *ou
  * that 4-tuple (if any), with any flags now and then. */
 static uint32_t born_frame(struct dp *dp, uint32_t k, uint8_t *out)
 {
-    uint32_t lip = 0x0100000a, rip = 0x0300000a + (k % 4 << 24);
+    const uint8_t lip[4] = {10, 0, 0, 1}, rip[4] = {10, 0, 0, (uint8_t)(3 + k % 4)};
     uint16_t rport = (uint16_t)(50000 + k);
     struct dp_tcb t;
     memset(&t, 0, sizeof t);
-    int64_t h = dp_flow_find(dp, lip, BORN_PORT, rip, rport);
+    int64_t h = dp_flow_find(dp, lip, BORN_PORT, rip, rport, 4);
     int known = h > 0 && dp_flow_peek(dp, h, &t) == 0;
     struct wire_template tm;
     memset(&tm, 0, sizeof tm);
-    memcpy(tm.src_ip, &rip, 4);
-    memcpy(tm.dst_ip, &lip, 4);
+    memcpy(tm.src_ip, rip, 4);
+    memcpy(tm.dst_ip, lip, 4);
     tm.src_mac[5] = (uint8_t)k;
     tm.src_port = rport;
     tm.dst_port = BORN_PORT;

@@ -5,7 +5,8 @@
  *     ISN = M + F(localip, localport, remoteip, remoteport, secretkey)
  *
  * M is the RFC 9293 §3.4.1 4-µs clock; F is keyed BLAKE2s (RFC 7693) of the 4-tuple
- * packed as isn.py packs it ("!4sH4sH"), truncated to 32 bits, read big-endian.
+ * packed as isn.pack_tuple packs it ("!4sH4sH" or, IPv6, "!16sH16sH"), truncated to 32
+ * bits, read big-endian.
  * Compiled into the data plane module (dataplane_build.py includes this file).
  */
 #include <stdint.h>
@@ -78,9 +79,11 @@ static void blake2s_compress(uint32_t h[8], const uint8_t block[64], uint32_t t,
         h[i] ^= v[i] ^ v[i + 8];
 }
 
-uint32_t dp_isn_offset(const uint8_t *key, uint32_t local_ip, uint16_t local_port,
-                       uint32_t remote_ip, uint16_t remote_port)
+uint32_t dp_isn_offset(const uint8_t *key, const uint8_t *local_ip, uint16_t local_port,
+                       const uint8_t *remote_ip, uint16_t remote_port, uint32_t ip_len)
 {
+    if (ip_len != 4 && ip_len != 16)
+        ip_len = 4; /* callers pass a family's length; never read past a 4-byte one */
     /* Parameter block (RFC 7693 §2.5): digest 4 bytes, key 32 bytes, fanout/depth 1. */
     uint32_t h[8];
     memcpy(h, blake2s_iv, sizeof h);
@@ -88,23 +91,27 @@ uint32_t dp_isn_offset(const uint8_t *key, uint32_t local_ip, uint16_t local_por
     uint8_t block[64] = {0};
     memcpy(block, key, DP_ISN_KEY_BYTES);
     blake2s_compress(h, block, 64, 0); /* a keyed hash starts with the padded key */
+    /* isn.pack_tuple: "!4sH4sH" or "!16sH16sH" (12 or 36 bytes: one block). */
     memset(block, 0, sizeof block);
-    memcpy(block, &local_ip, 4); /* network order already: "!4s" */
-    block[4] = (uint8_t)(local_port >> 8);
-    block[5] = (uint8_t)local_port;
-    memcpy(block + 6, &remote_ip, 4);
-    block[10] = (uint8_t)(remote_port >> 8);
-    block[11] = (uint8_t)remote_port;
-    blake2s_compress(h, block, 64 + 12, 1);
+    uint32_t at = 0;
+    memcpy(block + at, local_ip, ip_len); /* network order already */
+    at += ip_len;
+    block[at++] = (uint8_t)(local_port >> 8);
+    block[at++] = (uint8_t)local_port;
+    memcpy(block + at, remote_ip, ip_len);
+    at += ip_len;
+    block[at++] = (uint8_t)(remote_port >> 8);
+    block[at++] = (uint8_t)remote_port;
+    blake2s_compress(h, block, 64 + at, 1);
     /* The digest's first 4 bytes (h[0] little-endian), read as a big-endian number. */
     uint32_t d = h[0];
     return (d & 0xFFu) << 24 | (d & 0xFF00u) << 8 | (d >> 8 & 0xFF00u) | d >> 24;
 }
 
-uint32_t dp_isn(const uint8_t *key, uint32_t local_ip, uint16_t local_port,
-                uint32_t remote_ip, uint16_t remote_port, double now)
+uint32_t dp_isn(const uint8_t *key, const uint8_t *local_ip, uint16_t local_port,
+                const uint8_t *remote_ip, uint16_t remote_port, uint32_t ip_len, double now)
 {
     /* isn.clock_ticks: RFC 9293 §3.4.1 4-µs clock, modulo 2**32. */
     uint32_t ticks = (uint32_t)(uint64_t)(now * 250000.0);
-    return ticks + dp_isn_offset(key, local_ip, local_port, remote_ip, remote_port);
+    return ticks + dp_isn_offset(key, local_ip, local_port, remote_ip, remote_port, ip_len);
 }

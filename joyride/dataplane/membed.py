@@ -9,6 +9,7 @@ microbenchmark (``joyride.bench.replay``) run on it.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable
@@ -22,6 +23,9 @@ from joyride.tcp.connection import TcpConnection
 from joyride.wire import gso
 
 IP_SVC, IP_PEER = socket.inet_aton("10.9.0.1"), socket.inet_aton("10.9.0.2")
+# Both ends are dual-stack: a bed made with ipv6=True connects over these.
+IP6_SVC = socket.inet_pton(socket.AF_INET6, "2001:db8:9::1")
+IP6_PEER = socket.inet_pton(socket.AF_INET6, "2001:db8:9::2")
 MAC_SVC, MAC_PEER = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 PORT = 8080
 
@@ -64,8 +68,11 @@ class Bed:
     def __init__(self, config: TcpConfig | None = None,
                  peer_config: TcpConfig | None = None, *, max_flows: int = 64,
                  rx_batches: int = 1, nic_frames: int | None = None,
-                 gso: bool = False, wire_frames: int | None = None) -> None:
+                 gso: bool = False, wire_frames: int | None = None,
+                 ipv6: bool = False) -> None:
         self.clock = Clock()
+        # The family ``connect`` uses (both ends have an address of each).
+        self.ip_svc, self.ip_peer = (IP6_SVC, IP6_PEER) if ipv6 else (IP_SVC, IP_PEER)
         self.impair: Impair | None = None
         # One batch a round by default: C in lockstep with the engine's one batch a
         # poll, so that a flow in C and the same flow in Python see the same times.
@@ -86,13 +93,13 @@ class Bed:
             out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
             self.plane.set_gso(out)
         self.svc = Engine(DeclineNic(self.plane),
-                          StaticNetwork("svc0", MAC_SVC, frozenset({IP_SVC}),
-                                        {IP_PEER: MAC_PEER}),
+                          StaticNetwork("svc0", MAC_SVC, frozenset({IP_SVC, IP6_SVC}),
+                                        {IP_PEER: MAC_PEER, IP6_PEER: MAC_PEER}),
                           config or TcpConfig(nodelay=True), clock=self.clock)
         self.peer_nic = MemoryNic()
         self.peer = Engine(self.peer_nic, StaticNetwork("peer0", MAC_PEER,
-                                                        frozenset({IP_PEER}),
-                                                        {IP_SVC: MAC_SVC}),
+                                                        frozenset({IP_PEER, IP6_PEER}),
+                                                        {IP_SVC: MAC_SVC, IP6_SVC: MAC_SVC}),
                            peer_config or TcpConfig(nodelay=True), clock=self.clock)
         self.peer_nic.peer = _PlaneEnd(self)  # type: ignore[assignment]
         self.reasons: list[str] = []
@@ -213,7 +220,7 @@ class Bed:
     def connect(self, dt: float = 0.0001) -> tuple[TcpConnection, TcpConnection]:
         """A connection from the peer, its steps ``dt`` apart (the path's RTT)."""
         listener = self.svc.listen(PORT)
-        client = self.peer.connect(IP_SVC, PORT)
+        client = self.peer.connect(self.ip_svc, PORT)
         server = None
         for _ in range(20):
             self.step(dt)
@@ -238,6 +245,27 @@ class Bed:
         ours, app = self.attach(server)
         assert self.plane.adopt(server, MAC_SVC, MAC_PEER, ours.fileno())
         return ours, app
+
+
+def transfer(bed: Bed, client: TcpConnection, app: socket.socket, up: bytes, down: bytes,
+             steps: int = 20000) -> tuple[bytes, bytes]:
+    """``up`` from the peer's ``client`` to the application's socket ``app`` and
+    ``down`` back, both at once, for at most ``steps`` steps: what each end got."""
+    sent_up = sent_down = 0
+    got_up, got_down = bytearray(), bytearray()
+    for _ in range(steps):
+        if sent_up < len(up):
+            sent_up += client.send(up[sent_up:sent_up + 200_000])
+            bed.peer.mark(client)
+        if sent_down < len(down):
+            with contextlib.suppress(BlockingIOError):
+                sent_down += app.send(down[sent_down:sent_down + 65536])
+        bed.step()
+        got_up += read_all(app)
+        got_down += client.recv()
+        if len(got_up) == len(up) and len(got_down) == len(down):
+            break
+    return bytes(got_up), bytes(got_down)
 
 
 def read_all(sock: socket.socket) -> bytes:

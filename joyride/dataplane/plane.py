@@ -33,6 +33,7 @@ import numpy as np
 from joyride.engine.nic import Buffer, RxDescriptors
 from joyride.tcp.connection import TcpConnection
 from joyride.wire._native import ffi as wire_ffi
+from joyride.wire.addr import WIDE, narrow, widen
 
 ffi: Any = None
 lib: Any = None
@@ -168,8 +169,9 @@ class Born:
     @property
     def key(self) -> tuple[bytes, int, bytes, int]:
         t = self.tcb
-        return (int(t.local_ip).to_bytes(4, "little"), int(t.local_port),
-                int(t.remote_ip).to_bytes(4, "little"), int(t.remote_port))
+        v6 = bool(t.ipv6)
+        return (narrow(ffi.buffer(t.local_ip), v6), int(t.local_port),
+                narrow(ffi.buffer(t.remote_ip), v6), int(t.remote_port))
 
 
 @dataclass
@@ -312,8 +314,9 @@ class DataPlane:
             return True
         tcb = self._tcb
         ffi.memmove(tcb, bytes(ffi.sizeof("struct dp_tcb")), ffi.sizeof("struct dp_tcb"))
-        tcb.local_ip = int.from_bytes(conn.local_ip, "little")
-        tcb.remote_ip = int.from_bytes(conn.remote_ip, "little")
+        ffi.memmove(tcb.local_ip, widen(conn.local_ip), WIDE)
+        ffi.memmove(tcb.remote_ip, widen(conn.remote_ip), WIDE)
+        tcb.ipv6 = len(conn.local_ip) == WIDE
         tcb.local_port = conn.local_port
         tcb.remote_port = conn.remote_port
         tcb.src_mac = src_mac
@@ -389,8 +392,7 @@ class DataPlane:
     def claim(self, key: tuple[bytes, int, bytes, int]) -> Born | None:
         """Take a flow C opened itself back by its 4-tuple (None: C has none)."""
         lip, lport, rip, rport = key
-        handle = int(lib.dp_flow_find(self._dp, int.from_bytes(lip, "little"), lport,
-                                      int.from_bytes(rip, "little"), rport))
+        handle = int(lib.dp_flow_find(self._dp, lip, lport, rip, rport, len(lip)))
         if handle < 0 or handle in self._conns:
             return None
         tcb = ffi.new("struct dp_tcb *")

@@ -73,6 +73,7 @@ from joyride.tcp.rtt import RttEstimator
 from joyride.tcp.state import RECEIVING_STATES, TcpEvent, TcpState
 from joyride.tcp.timers import Timer, Timers
 from joyride.tcp.timewait import TimeWait
+from joyride.wire.addr import narrow
 from joyride.wire.seq import HALF, MASK, Seq
 from joyride.wire.tcp import TcpFlags, TcpOptions, TcpSegment
 
@@ -746,9 +747,10 @@ class TcpConnection:
         """A connection the C data plane opened itself (``tcb.born``) and now hands
         over: what ``accept_syn`` and the handshake would have made, in the state C
         reached, with the hot half, the bytes and the close taken from C."""
+        v6 = bool(tcb.ipv6)
         conn = cls(
-            config, int(tcb.local_ip).to_bytes(4, "little"), int(tcb.local_port),
-            int(tcb.remote_ip).to_bytes(4, "little"), int(tcb.remote_port),
+            config, narrow(bytes(tcb.local_ip), v6), int(tcb.local_port),
+            narrow(bytes(tcb.remote_ip), v6), int(tcb.remote_port),
             iss=Seq(tcb.iss), now=now, ts_offset=int(tcb.ts_offset),
         )
         conn._irs = Seq(tcb.irs)

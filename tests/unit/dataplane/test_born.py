@@ -67,8 +67,8 @@ class Born:
 
     def tcb(self, client: TcpConnection) -> object:
         """C's TCB of the flow that answers ``client``."""
-        handle = lib.dp_flow_find(self.bed.plane._dp, int.from_bytes(IP_SVC, "little"), PORT,
-                                  int.from_bytes(IP_PEER, "little"), client.local_port)
+        handle = lib.dp_flow_find(self.bed.plane._dp, IP_SVC, PORT, IP_PEER, client.local_port,
+                                  4)
         assert handle > 0, "C holds no flow for that 4-tuple"
         tcb = ffi.new("struct dp_tcb *")
         assert lib.dp_flow_peek(self.bed.plane._dp, handle, tcb) == 0
@@ -94,13 +94,15 @@ def segment_of(frame: bytes) -> TcpSegment:
 # -- the ISN --------------------------------------------------------------------------
 
 
-@given(st.binary(min_size=4, max_size=4), st.integers(0, 65535),
-       st.binary(min_size=4, max_size=4), st.integers(0, 65535),
-       st.floats(0, 1e7, allow_nan=False))
-def test_isn_is_isn_py(lip: bytes, lport: int, rip: bytes, rport: int, now: float) -> None:
+@given(st.sampled_from((4, 16)).flatmap(lambda n: st.tuples(
+           st.binary(min_size=n, max_size=n), st.binary(min_size=n, max_size=n))),
+       st.integers(0, 65535), st.integers(0, 65535), st.floats(0, 1e7, allow_nan=False))
+def test_isn_is_isn_py(addresses: tuple[bytes, bytes], lport: int, rport: int,
+                       now: float) -> None:
+    """C's ISNs are isn.py's, for either family (the whole 16 bytes of IPv6's hashed)."""
+    lip, rip = addresses
     gen = IsnGenerator(b"a fixed secret")
-    c = lib.dp_isn(gen.key, int.from_bytes(lip, "little"), lport,
-                   int.from_bytes(rip, "little"), rport, now)
+    c = lib.dp_isn(gen.key, lip, lport, rip, rport, len(lip), now)
     assert c == int(gen.isn(lip, lport, rip, rport, now))
 
 
@@ -228,8 +230,7 @@ def test_server_closes_first_all_in_c_then_time_wait_expires(born: Born) -> None
     assert born.stats()["tw_expired"] == 1
     # Its counters outlive it: what C counted joins the totals of flows that ended in C.
     assert counts_of(bed.plane.ended_counts()) == last
-    assert lib.dp_flow_find(bed.plane._dp, int.from_bytes(IP_SVC, "little"), PORT,
-                            int.from_bytes(IP_PEER, "little"), client.local_port) < 0
+    assert lib.dp_flow_find(bed.plane._dp, IP_SVC, PORT, IP_PEER, client.local_port, 4) < 0
 
 
 def test_the_fin_rides_on_the_reply_it_follows(born: Born) -> None:

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from joyride.dataplane import plane
-from joyride.dataplane.membed import IP_SVC, MAC_PEER, MAC_SVC, Bed, read_all
-from joyride.dataplane.plane import lib
+from joyride.dataplane.membed import IP_SVC, MAC_PEER, MAC_SVC, Bed, read_all, transfer
+from joyride.dataplane.plane import ffi, lib
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.recovery import EPISODE_FAST
 from joyride.tcp.state import TcpState
 from joyride.tcp.timers import Timer
+from joyride.wire.addr import widen
 from joyride.wire.frame import parse_frame
 
 pytestmark = pytest.mark.skipif(lib is None, reason="the C data plane is not built")
@@ -71,20 +72,7 @@ def test_bulk_both_ways_arrives_intact(nic_frames: int | None, gso: bool) -> Non
     client, server = bed.connect()
     _ours, app = bed.adopt(server)
     up, down = os.urandom(3_000_000), os.urandom(2_000_000)
-    sent_up = sent_down = 0
-    got_up, got_down = bytearray(), bytearray()
-    for _ in range(20000):
-        if sent_up < len(up):
-            sent_up += client.send(up[sent_up:sent_up + 200_000])
-            bed.peer.mark(client)
-        if sent_down < len(down):
-            with contextlib.suppress(BlockingIOError):
-                sent_down += app.send(down[sent_down:sent_down + 65536])
-        bed.step()
-        got_up += read_all(app)
-        got_down += client.recv()
-        if len(got_up) == len(up) and len(got_down) == len(down):
-            break
+    got_up, got_down = transfer(bed, client, app, up, down)
     assert hashlib.sha256(got_up).digest() == hashlib.sha256(up).digest()
     assert hashlib.sha256(got_down).digest() == hashlib.sha256(down).digest()
     assert server.parked  # nothing in a loss-free transfer needed Python
@@ -436,8 +424,6 @@ def test_export_leaves_no_python_timer_behind() -> None:
     """Every timer a connection has when C takes it is C's from then on: RACK's
     reordering timer too (it rides in the TCB). One left in Python would fire on a
     parked connection (internal_error_parked)."""
-    from joyride.dataplane.plane import ffi
-
     bed = Bed()
     _client, server = bed.connect()
     due = bed.clock() + 1.0
@@ -466,8 +452,9 @@ def exported(server: TcpConnection, tcb: Any, ours: socket.socket) -> tuple[byte
     that calls dp_flow_adopt itself): the bytes of its receive and send buffers."""
     moved = server.export_hot(tcb)
     assert moved is not None
-    tcb.local_ip = int.from_bytes(server.local_ip, "little")
-    tcb.remote_ip = int.from_bytes(server.remote_ip, "little")
+    ffi.memmove(tcb.local_ip, widen(server.local_ip), 16)
+    ffi.memmove(tcb.remote_ip, widen(server.remote_ip), 16)
+    tcb.ipv6 = len(server.local_ip) == 16
     tcb.local_port, tcb.remote_port = server.local_port, server.remote_port
     tcb.app_fd = ours.fileno()
     return moved
@@ -582,14 +569,15 @@ def test_adopt_refuses_a_sender_state_that_does_not_fit() -> None:
         server.import_hot(tcb, rcv, snd)  # as plane.adopt does when C refuses
 
 
-def test_lost_reply_hands_back_on_rto_and_python_retransmits() -> None:
-    bed = Bed()
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+def test_lost_reply_hands_back_on_rto_and_python_retransmits(ipv6: bool) -> None:
+    bed = Bed(ipv6=ipv6)
     client, server = bed.connect()
     _ours, app = bed.adopt(server)
     dropped: list[bytes] = []
 
     def drop_reply(frame: bytes, toward_plane: bool) -> bool:
-        if not toward_plane and not dropped and parse_frame(frame).tcp.payload:
+        if not toward_plane and not dropped and parse_frame(frame, ipv6=True).tcp.payload:
             dropped.append(frame)
             return False
         return True

@@ -1,0 +1,24 @@
+"""IP addresses in the fixed 16-byte form the C data plane keys flows by (``struct
+dp_tcb``, ``struct wire_template``): an IPv6 address as it is, an IPv4 address in the
+first 4 bytes with the other 12 zero, and the family beside it (a flag, so that an
+IPv4 address never matches an IPv6 one that starts with the same bytes)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+WIDE: Final = 16
+
+
+def widen(ip: bytes) -> bytes:
+    """``ip`` (4 or 16 bytes) in the 16-byte form."""
+    if len(ip) == WIDE:
+        return ip
+    if len(ip) != 4:
+        raise ValueError(f"an IP address is 4 or 16 bytes, not {len(ip)}")
+    return ip + bytes(WIDE - 4)
+
+
+def narrow(wide: bytes, ipv6: bool) -> bytes:
+    """The address ``widen`` made ``wide`` from, given its family."""
+    return bytes(wide[:WIDE]) if ipv6 else bytes(wide[:4])
