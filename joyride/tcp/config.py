@@ -75,6 +75,16 @@ class TcpConfig:
     #: this long, as Linux's tcp_fin_timeout, so a silent peer cannot pin memory.
     fin_wait2_timeout: float = 60.0
 
+    # -- path MTU ---------------------------------------------------------------------
+    #: ICMP black-hole detection (RFC 4821 §3, as Linux's tcp_mtu_probing=1): after this
+    #: many retransmission timeouts in a row (Linux's tcp_retries1), full-sized segments
+    #: are taken to be lost to a smaller MTU on the path whose "packet too big" never
+    #: arrived, and the MSS drops to ``black_hole_mss`` (Linux's tcp_base_mss), then
+    #: halves at each further timeout, never below the family's minimum (536 for IPv4,
+    #: RFC 9293 §3.7.1; 1220 for IPv6, RFC 8200 §5). 0: off.
+    black_hole_rtos: int = 3
+    black_hole_mss: int = 1024
+
     # -- keepalive (RFC 9293 §3.8.4 / RFC 1122 §4.2.3.6: off by default, >= 2 h idle) --
     keepalive: bool = False
     keepalive_idle: float = 7200.0

@@ -55,6 +55,7 @@ from joyride.tcp.hystart import (
 from joyride.tcp.isn import IsnGenerator
 from joyride.tcp.options import (
     PAWS_IDLE,
+    TS_OPTION_LEN,
     Negotiated,
     negotiate,
     syn_options,
@@ -1257,6 +1258,9 @@ class TcpConnection:
             self._fail(ConnectionFailure.TIMEOUT)
             return
         self.counters["rto_expired"] += 1
+        if not handshake and self.config.black_hole_rtos and \
+                self._retries >= self.config.black_hole_rtos:
+            self._black_hole_step()
         self._rtt.backoff()  # RFC 6298 §5.5
         self._rtt_seq = None  # Karn
         if self._state.synchronized and not handshake:
@@ -1270,6 +1274,21 @@ class TcpConnection:
         self._snd_nxt = self._snd_una
         self._probe_end = None
         self._timers.set(Timer.RETRANSMIT, now + self._rtt.rto)  # §5.6
+
+    def _black_hole_step(self) -> None:
+        """RFC 4821 §3 black-hole detection (Linux's tcp_mtu_probing): segments keep
+        timing out, as full-sized ones do behind a smaller MTU whose ICMP never comes
+        (filtered, or sent to a kernel with no socket for it). Send smaller ones: first
+        ``black_hole_mss``, then half as much at each further timeout, never below the
+        family's minimum. The retransmission that follows uses the new size."""
+        ts_len = TS_OPTION_LEN if self._ts_ok else 0
+        mss = self._smss + ts_len
+        floor = 1220 if len(self.local_ip) == 16 else 536  # RFC 8200 §5, RFC 9293 §3.7.1
+        base = self.config.black_hole_mss
+        target = max(floor, base if mss > base else mss // 2)
+        if target < mss:
+            self.set_mss(target - ts_len)
+            self.counters["mss_black_hole"] += 1
 
     def _tlp_on(self) -> bool:
         """Loss probes for this connection: configured, and SACK in use (RFC 8985 §2)."""

@@ -6,10 +6,15 @@ ever created in, or sent through, the root namespace)::
     [joy ns] jr<tag>j ──veth── jr<tag>p [peer ns]                   (unimpaired link)
     [joy ns] jr<tag>j ──veth── jr<tag>r ⇄ relay ⇄ jr<tag>s ──veth── jr<tag>p [peer ns]
     [joy ns] jr<tag>j ──veth── jr<tag>r ⇄ bridge ⇄ jr<tag>s ──veth── jr<tag>p [peer ns]
+    [joy ns] jr<tag>j ──veth── jr<tag>r ⇄ router ⇄ jr<tag>s ──veth── jr<tag>p [peer ns]
 
 The middle namespace exists when the link is impaired towards the Joyride side (loss or
 duplication: its nft rules sit on ``jr<tag>r``'s egress, see ``impair``) or needs the
 relay (delay, reordering, corruption). Without the relay, a kernel bridge joins it.
+With ``path_mtu`` it is an IPv4 router instead, between two subnets, whose peer-side
+device has that smaller MTU: the path is narrower than either end's own link, and
+the router answers a packet too big for it (DF set) with ICMP "fragmentation needed"
+(RFC 1191), as a real one does.
 
 The *joy* node is where Joyride attaches (XDP + AF_XDP); the *peer* node is the kernel
 on the other side of the wire. Transmit checksum offload is off on the peer's veth (and
@@ -138,6 +143,7 @@ class Testbed:
         to_peer: Impairment | None = None,
         subnet: int | None = None,
         seed: int | None = None,
+        path_mtu: int | None = None,
     ) -> None:
         if not 68 <= mtu <= 65535:
             raise ValueError(f"mtu={mtu} out of range 68..65535")
@@ -149,12 +155,21 @@ class Testbed:
         self.to_peer = to_peer or Impairment()
         if self.to_peer.rate_bps:
             raise ValueError("rate limiting applies towards the Joyride side only")
+        if path_mtu is not None and not 576 <= path_mtu < mtu:
+            raise ValueError(f"path_mtu={path_mtu} must be in 576..{mtu - 1}")
+        if path_mtu is not None and (not self.to_joy.is_none or not self.to_peer.is_none):
+            raise ValueError("a routed path (path_mtu) takes no impairment")
+        self.path_mtu = path_mtu
         self.seed = seed
         self.tag = secrets.token_hex(3)
         base = f"{PREFIX}-{os.getpid()}-{self.tag}"
         third = subnet if subnet is not None else int(self.tag[:2], 16)
+        # Routed: the peer lives in a second subnet, behind the router.
+        peer_third = (third + 128) % 256 if path_mtu is not None else third
         self.joy = Node(f"{base}-joy", f"{PREFIX}{self.tag}j", f"{SUBNET_BASE}.{third}.1", 24)
-        self.peer = Node(f"{base}-peer", f"{PREFIX}{self.tag}p", f"{SUBNET_BASE}.{third}.2", 24)
+        self.peer = Node(f"{base}-peer", f"{PREFIX}{self.tag}p",
+                         f"{SUBNET_BASE}.{peer_third}.2", 24)
+        self._router_ips = (f"{SUBNET_BASE}.{third}.254", f"{SUBNET_BASE}.{peer_third}.254")
         self.middle_ns: str | None = None
         self.relay_proc: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
@@ -180,8 +195,9 @@ class Testbed:
 
     @property
     def uses_middle(self) -> bool:
-        """Loss or duplication towards Joyride must happen past the peer's own device."""
-        return self.uses_relay or self.to_joy.needs_nft
+        """Loss or duplication towards Joyride must happen past the peer's own device;
+        a narrower path needs its router."""
+        return self.uses_relay or self.to_joy.needs_nft or self.path_mtu is not None
 
     @property
     def _middle_left(self) -> str:
@@ -208,7 +224,9 @@ class Testbed:
                 self._link_up(mid, dev)
                 self._offloads_off(mid, dev)
             self._offloads_off(self.joy.netns, self.joy.ifname)
-            if not self.uses_relay:
+            if self.path_mtu is not None:
+                self._router(mid, left, right, self.path_mtu)
+            elif not self.uses_relay:
                 self._bridge(mid, f"{PREFIX}{self.tag}b", (left, right))
         else:
             self._veth(self.joy.netns, self.joy.ifname, self.peer.netns, self.peer.ifname, queues)
@@ -222,6 +240,10 @@ class Testbed:
                   "dev", node.ifname])
             self._link_up(node.netns, node.ifname)
             self._link_up(node.netns, "lo")
+        if self.path_mtu is not None:
+            for node, router_ip in ((self.joy, self._router_ips[0]),
+                                    (self.peer, self._router_ips[1])):
+                _run(["ip", "-n", node.netns, "route", "add", "default", "via", router_ip])
         self._offloads_off(self.peer.netns, self.peer.ifname)
         self._apply_impairments()
         if self.uses_relay:
@@ -249,6 +271,15 @@ class Testbed:
         for port in ports:
             _run(["ip", "-n", ns, "link", "set", port, "master", name])
         self._link_up(ns, name)
+
+    def _router(self, ns: str, left: str, right: str, path_mtu: int) -> None:
+        """IPv4 forwarding between the two subnets; the peer-side device's smaller MTU
+        makes the router answer a bigger packet with DF set with ICMP "fragmentation
+        needed" (RFC 1191 §3) instead of forwarding it."""
+        _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+        for dev, ip in ((left, self._router_ips[0]), (right, self._router_ips[1])):
+            _run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev])
+        _run(["ip", "-n", ns, "link", "set", right, "mtu", str(path_mtu)])
 
     def _offloads_off(self, ns: str, dev: str) -> None:
         # Full checksums on the wire; no super-frames bigger than the MTU for a relay.

@@ -1,0 +1,67 @@
+"""A path narrower than the link (issue 18): a router between the two namespaces whose
+far side has an MTU of 1200. The router answers Joyride's full-sized segments with ICMP
+"fragmentation needed", which reaches the Joyride side's kernel, which has no socket
+for the connection and drops it: for Joyride the path is an ICMP black hole, found by
+RFC 4821 §3 detection (``TcpConfig.black_hole_rtos``). A kernel client downloads from a
+server under ``joyride run``, checked by hash, and the kernel's own server on the same
+path beside it (it learns the path MTU from the ICMP)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import pytest
+from service_helpers import JOYRIDE, attached, stats, wait_port
+
+from joyride.testbed import Testbed
+
+pytestmark = pytest.mark.integration
+
+SIZE = 2_000_000
+PAYLOAD = hashlib.sha256(b"narrow path").digest() * (SIZE // 32)
+
+SERVER = r'''
+import hashlib, socket, sys
+data = hashlib.sha256(b"narrow path").digest() * (int(sys.argv[2]) // 32)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(8)
+while True:
+    c, _ = s.accept()
+    with c:
+        try:
+            c.sendall(data)
+        except OSError:
+            pass  # a client that left early (wait_port's probe)
+'''
+
+CLIENT = r'''
+import hashlib, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+got = bytearray()
+while chunk := s.recv(1 << 20):
+    got += chunk
+print(len(got), hashlib.sha256(got).hexdigest())
+'''
+
+
+def download(bed: Testbed, port: int) -> str:
+    return bed.peer.run(sys.executable, "-c", CLIENT, bed.joy.ip, str(port),
+                        timeout=90).stdout.decode().strip()
+
+
+def test_a_download_through_a_narrower_path_completes() -> None:
+    want = f"{SIZE} {hashlib.sha256(PAYLOAD).hexdigest()}"
+    with Testbed(path_mtu=1200) as bed, attached(bed, "--ports", "8090"):
+        # The kernel, on a port Joyride does not steer: PMTUD from the router's ICMP.
+        bed.joy.popen(sys.executable, "-c", SERVER, "8091", str(SIZE),
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        bed.joy.popen(JOYRIDE, "run", "--", sys.executable, "-c", SERVER, "8090", str(SIZE),
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(bed.peer, bed.joy.ip, 8091)
+        wait_port(bed.peer, bed.joy.ip, 8090)
+        assert download(bed, 8091) == want
+        assert download(bed, 8090) == want
+        totals = stats(bed.joy)["datapath"]["tcp_total"]
+        assert totals.get("mss_black_hole", 0) >= 1, totals

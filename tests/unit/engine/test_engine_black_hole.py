@@ -1,0 +1,105 @@
+"""ICMP black holes (RFC 4821 §3, issue 18): a path whose MTU is smaller than the link's
+and whose "packet too big" never reaches the sender. Full-sized segments vanish; after
+``black_hole_rtos`` timeouts in a row the sender drops its MSS and the transfer goes
+through, in both families. Two engines on an in-memory wire that silently drops every
+frame over the path's MTU, at explicit times."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+
+import pytest
+
+from joyride.engine import Engine, MemoryNic, StaticNetwork
+from joyride.tcp.config import TcpConfig
+from joyride.tcp.connection import TcpConnection
+
+V4_A, V4_B = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
+V6_A = bytes.fromhex("20010db8000000000000000000000001")
+V6_B = bytes.fromhex("20010db8000000000000000000000002")
+MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
+
+
+class NarrowPath(MemoryNic):
+    """A link of MTU 1500 whose path drops, without a word, frames over ``path_mtu``."""
+
+    def __init__(self, path_mtu: int) -> None:
+        super().__init__()
+        self.path_mtu = path_mtu
+        self.swallowed = 0
+
+    def transmit(self, frames: Sequence[bytes | bytearray | memoryview]) -> int:
+        fits = [f for f in frames if len(f) - 14 <= self.path_mtu]
+        self.swallowed += len(frames) - len(fits)
+        super().transmit(fits)
+        return len(frames)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def download(path_mtu: int, ipv6: bool, config: TcpConfig, n: int = 300_000,
+             seconds: float = 60.0) -> tuple[bytes, bytes, TcpConnection, NarrowPath]:
+    """``n`` bytes from A (the sender, behind the narrow path) to B; what was sent, what
+    arrived within ``seconds`` of simulated time, A's connection and its NIC."""
+    clock = Clock()
+    nic_a, nic_b = NarrowPath(path_mtu), MemoryNic()
+    nic_a.peer, nic_b.peer = nic_b, nic_a
+    a = Engine(nic_a, StaticNetwork("a0", MAC_A, frozenset({V4_A, V6_A}),
+                                    {V4_B: MAC_B, V6_B: MAC_B}), config, clock=clock)
+    b = Engine(nic_b, StaticNetwork("b0", MAC_B, frozenset({V4_B, V6_B}),
+                                    {V4_A: MAC_A, V6_A: MAC_A}), clock=clock)
+    listener = a.listen(8080)
+    client = b.connect(V6_A if ipv6 else V4_A, 8080)
+    for _ in range(10):  # the handshake's segments are small: they pass
+        a.poll()
+        b.poll()
+        clock.now += 0.001
+    server = a.accept(listener)
+    assert server is not None
+    data = os.urandom(n)
+    sent, got = 0, bytearray()
+    while clock.now < 1000.0 + seconds and len(got) < n:
+        sent += server.send(data[sent:])
+        a.mark(server)
+        a.poll()
+        b.poll()
+        got += client.recv()
+        b.mark(client)
+        clock.now += 0.01
+    return data, bytes(got), server, nic_a
+
+
+@pytest.mark.parametrize(("ipv6", "path_mtu", "mss"), [(False, 1200, 1024), (True, 1280, 1220)],
+                         ids=["ipv4", "ipv6"])
+def test_a_black_hole_is_found_and_the_transfer_completes(ipv6: bool, path_mtu: int,
+                                                          mss: int) -> None:
+    data, got, server, nic = download(path_mtu, ipv6, TcpConfig())
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert nic.swallowed > 0  # the full-sized segments were lost
+    assert server.counters["mss_black_hole"] == 1
+    # The MSS of the step (1024, or IPv6's minimum 1220) less the timestamp option.
+    assert server.mss == mss - 12
+
+
+def test_without_detection_the_black_hole_stalls_the_transfer() -> None:
+    """The control: with detection off, not one full-sized segment gets through."""
+    _data, got, server, nic = download(1200, False, TcpConfig(black_hole_rtos=0), seconds=20.0)
+    assert len(got) == 0 and nic.swallowed > 0
+    assert server.counters["mss_black_hole"] == 0
+
+
+def test_each_further_timeout_halves_the_mss_down_to_the_floor() -> None:
+    """Past the first step (1024), a path narrower still: 512 would be under IPv4's
+    floor of 536, so the MSS stops there, and 536 fits this path."""
+    data, got, server, _ = download(600, False, TcpConfig())
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert server.counters["mss_black_hole"] == 2
+    assert server.mss == 536 - 12
