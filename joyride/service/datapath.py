@@ -44,7 +44,7 @@ from joyride.dataplane.plane import (
 from joyride.engine.engine import Engine, EngineError
 from joyride.engine.network import NetworkView
 from joyride.engine.nic import MultiNic, Nic
-from joyride.service import apps, protocol
+from joyride.service import apps, pathmtu, protocol
 from joyride.service.pump import BUDGET, Pump
 from joyride.steer.ports import PortSet
 from joyride.tcp.config import TcpConfig
@@ -53,6 +53,8 @@ from joyride.tcp.counters import Counters
 from joyride.tcp.failure import failure_errno
 from joyride.tcp.listener import Listener
 from joyride.tcp.state import TcpState
+from joyride.wire.icmp import TooBig
+from joyride.wire.seq import Seq
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +105,11 @@ class Datapath:
                  ephemeral: PortSet, app_socket: socket.socket, group: int | None,
                  config: TcpConfig | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 plane: DataPlane | None = None) -> None:
+                 plane: DataPlane | None = None,
+                 icmp: socket.socket | None = None) -> None:
         self.nic = MultiNic(nics)
+        # Path MTU reports, read from a raw ICMP socket (joyride.service.pathmtu).
+        self.icmp = icmp
         # The C data plane (docs/dataplane.md), when given: it owns the queues and runs
         # established connections; the engine sees only what it declines.
         self.plane = plane
@@ -151,6 +156,8 @@ class Datapath:
             for fd in self.nic.filenos():
                 sel.register(fd, selectors.EVENT_READ, self._on_queue)
         sel.register(self.app_socket, selectors.EVENT_READ, self._on_app_socket)
+        if self.icmp is not None:
+            sel.register(self.icmp, selectors.EVENT_READ, self._on_icmp)
         self.adopt_listeners()
 
     def timeout(self, ceiling: float) -> float:
@@ -187,6 +194,29 @@ class Datapath:
 
     def _on_queue(self, _mask: int) -> None:
         pass  # step() polls every queue
+
+    def _on_icmp(self, _mask: int) -> None:
+        assert self.icmp is not None
+        pathmtu.drain(self.icmp, self.path_too_big, self._count)
+
+    def _count(self, name: str) -> None:
+        self.counters[name] += 1
+
+    def path_too_big(self, report: TooBig) -> None:
+        """A router's "packet too big" about one of our segments: its connection (taken
+        from C first: the MSS is the control plane's to change) decides whether to
+        believe it (``TcpConnection.path_too_big``)."""
+        key = (report.local_ip, report.local_port, report.remote_ip, report.remote_port)
+        conn = self._connection(key, 0)
+        if conn is None:
+            self.counters["path_too_big_no_connection"] += 1
+            return
+        if conn.parked:
+            assert self.plane is not None
+            self._reclaim(conn)
+        if conn.path_too_big(report.mtu, Seq(report.seq), self.clock()):
+            self.counters["path_too_big_applied"] += 1
+        self.engine.mark(conn)
 
     def _on_pump(self, pump: Pump) -> Callable[[int], None]:
         def ready(_mask: int) -> None:
@@ -1099,5 +1129,7 @@ class Datapath:
         self._waiting.clear()
         self.connecting.clear()
         self.engine.close()
+        if self.icmp is not None:
+            self.icmp.close()
         with contextlib.suppress(Exception):
             self.network.close()

@@ -35,7 +35,7 @@ from joyride.claim.interface import Request, claim, follow_engine
 from joyride.claim.statedir import ServiceState, StateDir
 from joyride.dataplane import plane as dataplane
 from joyride.errors import JoyrideError
-from joyride.service import apps, capture, control, sockettable
+from joyride.service import apps, capture, control, pathmtu, sockettable
 from joyride.service.datapath import Datapath
 from joyride.service.sockets import FrameSink, QueueSocket, SocketFactory
 from joyride.steer.ports import PortSet
@@ -173,7 +173,8 @@ class Service:
             if dataplane.gso_wanted():
                 plane.use_gso(cfg.ifname)
         return Datapath(self.sockets, network, ports=cfg.ports, ephemeral=cfg.ephemeral,
-                        app_socket=app_socket, group=gid, plane=plane, config=self.tcp)
+                        app_socket=app_socket, group=gid, plane=plane, config=self.tcp,
+                        icmp=pathmtu.open_icmp_socket(cfg.ifname))
 
     def drop_privileges(self, user: privdrop.ServiceUser, helper_fd: int) -> list[str]:
         """After ``start``: become ``user`` with no capabilities, no_new_privs and the

@@ -109,6 +109,11 @@ _HOT_STATES: Final = (
 )
 
 
+# The smallest MSS either family's paths must carry: RFC 9293 §3.7.1's default (IPv4
+# hosts take 576-byte datagrams) and RFC 8200 §5's 1280-byte minimum link MTU (IPv6).
+_MIN_MSS4: Final = 536
+_MIN_MSS6: Final = 1220
+
 class TcpConnection:
     """One connection's transmission control block and its state machine."""
 
@@ -1275,6 +1280,32 @@ class TcpConnection:
         self._probe_end = None
         self._timers.set(Timer.RETRANSMIT, now + self._rtt.rto)  # §5.6
 
+    def path_too_big(self, mtu: int, seq: Seq, now: float) -> bool:
+        """A router's "packet too big" for our segment at ``seq``, naming its next hop's
+        ``mtu`` (RFC 1191 §6.3 for IPv4, RFC 8201 §4 for IPv6). Believed only for a
+        segment in flight (RFC 5927 §4.1: SND.UNA <= seq < SND.NXT, as Linux's
+        tcp_v4_err), so a blind attacker must guess the window. The MSS drops to fit
+        the IP and TCP headers and the timestamp option into ``mtu``, never below the
+        family's minimum, and never rises here. What went out bigger than the path
+        takes was dropped: it is resent now, at the new size, and not taken for
+        congestion (cwnd stays; RFC 1191 §6.5, Linux's tcp_simple_retransmit). True
+        when the MSS dropped."""
+        if not 0 <= seq - self._snd_una < self._snd_max - self._snd_una:
+            self.counters["path_too_big_stale"] += 1
+            return False
+        v6 = len(self.local_ip) == 16
+        ts_len = TS_OPTION_LEN if self._ts_ok else 0
+        floor = _MIN_MSS6 if v6 else _MIN_MSS4
+        target = max(floor, mtu - (40 if v6 else 20) - 20)
+        if target >= self._smss + ts_len:
+            return False
+        self.set_mss(target - ts_len)
+        self.counters["mss_path_mtu"] += 1
+        self._now = now
+        self._retransmit(self._snd_una, min(self._snd_max - self._snd_una, self._cc.cwnd), now)
+        self._last_send = now
+        return True
+
     def _black_hole_step(self) -> None:
         """RFC 4821 §3 black-hole detection (Linux's tcp_mtu_probing): segments keep
         timing out, as full-sized ones do behind a smaller MTU whose ICMP never comes
@@ -1283,7 +1314,7 @@ class TcpConnection:
         family's minimum. The retransmission that follows uses the new size."""
         ts_len = TS_OPTION_LEN if self._ts_ok else 0
         mss = self._smss + ts_len
-        floor = 1220 if len(self.local_ip) == 16 else 536  # RFC 8200 §5, RFC 9293 §3.7.1
+        floor = _MIN_MSS6 if len(self.local_ip) == 16 else _MIN_MSS4
         base = self.config.black_hole_mss
         target = max(floor, base if mss > base else mss // 2)
         if target < mss:

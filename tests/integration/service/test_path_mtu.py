@@ -1,16 +1,18 @@
 """A path narrower than the link (issue 18): a router between the two namespaces whose
 far side has an MTU of 1200. The router answers Joyride's full-sized segments with ICMP
-"fragmentation needed", which reaches the Joyride side's kernel, which has no socket
-for the connection and drops it: for Joyride the path is an ICMP black hole, found by
-RFC 4821 §3 detection (``TcpConfig.black_hole_rtos``). A kernel client downloads from a
-server under ``joyride run``, checked by hash, and the kernel's own server on the same
-path beside it (it learns the path MTU from the ICMP)."""
+"fragmentation needed"; the Joyride side's kernel has no socket for the connection and
+drops it, but the service's raw ICMP socket gets a copy (joyride.service.pathmtu) and
+the connection's MSS fits the path within a round trip. With the router's ICMP
+filtered the path is a black hole, found by RFC 4821 §3 detection after three
+timeouts. A kernel client downloads from a server under ``joyride run``, checked by
+hash, and from the kernel's own server on the same path beside it."""
 
 from __future__ import annotations
 
 import hashlib
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from service_helpers import JOYRIDE, attached, stats, wait_port
@@ -51,9 +53,14 @@ def download(bed: Testbed, port: int) -> str:
                         timeout=90).stdout.decode().strip()
 
 
-def test_a_download_through_a_narrower_path_completes() -> None:
+def narrow_path_download(block_icmp: bool) -> dict[str, Any]:
+    """The downloads through the narrow path; the service's counters after them."""
     want = f"{SIZE} {hashlib.sha256(PAYLOAD).hexdigest()}"
     with Testbed(path_mtu=1200) as bed, attached(bed, "--ports", "8090"):
+        if block_icmp:
+            assert bed.middle_ns is not None
+            subprocess.run(["ip", "netns", "exec", bed.middle_ns, "nft", "-f", "-"],
+                           input=BLOCK_ICMP.encode(), check=True)
         # The kernel, on a port Joyride does not steer: PMTUD from the router's ICMP.
         bed.joy.popen(sys.executable, "-c", SERVER, "8091", str(SIZE),
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -61,7 +68,32 @@ def test_a_download_through_a_narrower_path_completes() -> None:
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(bed.peer, bed.joy.ip, 8091)
         wait_port(bed.peer, bed.joy.ip, 8090)
-        assert download(bed, 8091) == want
+        if not block_icmp:
+            assert download(bed, 8091) == want
         assert download(bed, 8090) == want
-        totals = stats(bed.joy)["datapath"]["tcp_total"]
-        assert totals.get("mss_black_hole", 0) >= 1, totals
+        datapath: dict[str, Any] = stats(bed.joy)["datapath"]
+        return datapath
+
+
+# The router sends no "fragmentation needed" (RFC 1191 §4) at all: a black hole.
+BLOCK_ICMP = """
+table inet jr_pmtu {
+    chain out {
+        type filter hook output priority 0; policy accept;
+        icmp type destination-unreachable drop
+    }
+}
+"""
+
+
+def test_a_download_through_a_narrower_path_fits_the_mss_to_the_routers_report() -> None:
+    datapath = narrow_path_download(block_icmp=False)
+    assert datapath["service"].get("path_too_big_applied", 0) >= 1, datapath["service"]
+    assert datapath["tcp_total"].get("mss_path_mtu", 0) >= 1
+    assert datapath["tcp_total"].get("mss_black_hole", 0) == 0
+
+
+def test_a_download_through_an_icmp_black_hole_completes() -> None:
+    datapath = narrow_path_download(block_icmp=True)
+    assert datapath["service"].get("path_too_big_applied", 0) == 0
+    assert datapath["tcp_total"].get("mss_black_hole", 0) >= 1, datapath["tcp_total"]

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from joyride.engine import Engine, MemoryNic, StaticNetwork
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
+from joyride.wire.frame import parse_frame
 
 V4_A, V4_B = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
 V6_A = bytes.fromhex("20010db8000000000000000000000001")
@@ -23,16 +24,22 @@ MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 
 
 class NarrowPath(MemoryNic):
-    """A link of MTU 1500 whose path drops, without a word, frames over ``path_mtu``."""
+    """A link of MTU 1500 whose path drops frames over ``path_mtu``: without a word, or
+    with a "packet too big" for ``router`` to hear (the raw socket's report)."""
 
     def __init__(self, path_mtu: int) -> None:
         super().__init__()
         self.path_mtu = path_mtu
         self.swallowed = 0
+        self.router: Callable[[bytes], None] | None = None
 
     def transmit(self, frames: Sequence[bytes | bytearray | memoryview]) -> int:
         fits = [f for f in frames if len(f) - 14 <= self.path_mtu]
         self.swallowed += len(frames) - len(fits)
+        if self.router is not None:
+            for f in frames:
+                if len(f) - 14 > self.path_mtu:
+                    self.router(bytes(f))
         super().transmit(fits)
         return len(frames)
 
@@ -46,7 +53,8 @@ class Clock:
 
 
 def download(path_mtu: int, ipv6: bool, config: TcpConfig, n: int = 300_000,
-             seconds: float = 60.0) -> tuple[bytes, bytes, TcpConnection, NarrowPath]:
+             seconds: float = 60.0, icmp: bool = False
+             ) -> tuple[bytes, bytes, TcpConnection, NarrowPath]:
     """``n`` bytes from A (the sender, behind the narrow path) to B; what was sent, what
     arrived within ``seconds`` of simulated time, A's connection and its NIC."""
     clock = Clock()
@@ -64,6 +72,12 @@ def download(path_mtu: int, ipv6: bool, config: TcpConfig, n: int = 300_000,
         clock.now += 0.001
     server = a.accept(listener)
     assert server is not None
+    if icmp:
+        def report(frame: bytes) -> None:  # what Datapath.path_too_big does with it
+            assert server is not None
+            server.path_too_big(path_mtu, parse_frame(frame, ipv6=True).tcp.seq, clock.now)
+
+        nic_a.router = report
     data = os.urandom(n)
     sent, got = 0, bytearray()
     while clock.now < 1000.0 + seconds and len(got) < n:
@@ -103,3 +117,30 @@ def test_each_further_timeout_halves_the_mss_down_to_the_floor() -> None:
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     assert server.counters["mss_black_hole"] == 2
     assert server.mss == 536 - 12
+
+
+@pytest.mark.parametrize(("ipv6", "mss"), [(False, 1200 - 40), (True, 1280 - 60)],
+                         ids=["ipv4", "ipv6"])
+def test_a_packet_too_big_report_sizes_the_mss_at_once(ipv6: bool, mss: int) -> None:
+    """RFC 1191 / RFC 8201: the router's report names the MTU; the MSS fits it (less the
+    timestamp option) and loss recovery resends what was dropped: no timeout piles up
+    into black-hole detection."""
+    path_mtu = 1280 if ipv6 else 1200
+    data, got, server, _ = download(path_mtu, ipv6, TcpConfig(), icmp=True)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert server.counters["mss_path_mtu"] == 1
+    assert server.counters["mss_black_hole"] == 0
+    assert server.mss == mss - 12
+
+
+def test_a_report_for_a_segment_not_in_flight_is_not_believed() -> None:
+    """RFC 5927 §4.1: a blind attacker must name a sequence number in flight."""
+    data, got, server, _ = download(1200, False, TcpConfig(), icmp=True, n=50_000)
+    assert got == data
+    before = server.mss
+    stale = server.snd_una - 100_000
+    assert not server.path_too_big(600, stale, 2000.0)
+    assert server.counters["path_too_big_stale"] == 1 and server.mss == before
+    beyond = server.snd_una + 10_000_000  # past anything sent
+    assert not server.path_too_big(600, beyond, 2000.0)
+    assert server.counters["path_too_big_stale"] == 2 and server.mss == before
