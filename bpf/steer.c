@@ -1,7 +1,8 @@
 /* Joyride XDP steering program (restricted C, compiled at load time by BCC).
  *
  * For every received frame: parse Ethernet (at most one 802.1Q/802.1ad tag), IPv4 (with
- * options) and TCP or UDP, every read bounds-checked against data_end. When the
+ * options) and TCP or UDP, or, with JR_CFG_IPV6 set, IPv6 (a few extension headers
+ * walked: steer_ipv6) and TCP, every read bounds-checked against data_end. When the
  * destination (local) port is a key of the per-protocol ports map, redirect the frame
  * into the AF_XDP socket registered for this rx queue in the XSKMAP; when no socket is
  * registered, bpf_redirect_map() returns the fallback action XDP_PASS and the kernel
@@ -15,7 +16,8 @@
  *
  * Compile-time parameters (passed by joyride/steer as -D flags):
  *   JR_MAX_QUEUES  size of the XSKMAP (rx queues that can host a socket)
- *   JR_MAX_ADDRS   size of the local_addrs map (IPv4 addresses of the interface)
+ *   JR_MAX_ADDRS   size of the local_addrs and local_addrs6 maps (the interface's
+ *                  addresses of each family)
  *
  * A steered port alone does not make a frame Joyride's: with JR_CFG_MATCH_ADDR set, its
  * destination must also be one of the interface's own addresses (local_addrs, kept in
@@ -41,6 +43,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 
@@ -58,7 +61,7 @@ enum jr_counter {
 	JR_C_STEERED_TCP,       /* redirected into an AF_XDP socket */
 	JR_C_STEERED_UDP,
 	JR_C_REDIRECT_MISS,     /* port steered, but no socket on this rx queue: passed */
-	JR_C_PASS_NOT_IPV4,     /* ARP, IPv6, LLDP, ...: the kernel's business */
+	JR_C_PASS_NOT_IPV4,     /* ARP, LLDP, IPv6 while JR_CFG_IPV6 is off, ...: the kernel's */
 	JR_C_PASS_VLAN,         /* tagged with another VLAN than the steered one, or QinQ */
 	JR_C_PASS_FRAGMENT,     /* IPv4 fragment: the kernel reassembles */
 	JR_C_PASS_OTHER_L4,     /* ICMP, IGMP, ...: not TCP or UDP */
@@ -74,6 +77,10 @@ enum jr_counter {
 	JR_C_ERR_IP_TOTLEN,     /* total length < header length, or beyond the frame */
 	JR_C_ERR_TCP_TRUNC,     /* TCP header (or its options) outside the IP payload */
 	JR_C_ERR_UDP_TRUNC,     /* UDP header outside the IP payload, or bad UDP length */
+	JR_C_PASS_IPV6_EXT,     /* IPv6: a routing header with segments left, or a chain of
+				 * extension headers longer than JR_IP6_EXT_MAX: the kernel's */
+	JR_C_ERR_IP6_TRUNC,     /* IPv6: header or extension header past the frame or the
+				 * payload length, or a jumbogram (payload length 0) */
 	JR_C_NR                 /* number of counters; not a counter */
 };
 
@@ -81,6 +88,7 @@ enum jr_counter {
 enum jr_config {
 	JR_CFG_VLAN,            /* VLAN ID whose frames are steered; 0 = untagged frames */
 	JR_CFG_MATCH_ADDR,      /* nonzero: steer only frames to an address in local_addrs */
+	JR_CFG_IPV6,            /* nonzero: IPv6 TCP is steered too (issue 18); else passed */
 	JR_CFG_NR
 };
 
@@ -96,6 +104,11 @@ BPF_ARRAY(udp_ports, u8, 65536);
 BPF_ARRAY(config, u32, JR_CFG_NR);
 /* Keys: IPv4 addresses as they appear in the header (network order, read natively). */
 BPF_HASH(local_addrs, u32, u8, JR_MAX_ADDRS);
+/* The same for IPv6: the header's 16 bytes. */
+struct jr_in6 {
+	u32 w[4];
+};
+BPF_HASH(local_addrs6, struct jr_in6, u8, JR_MAX_ADDRS);
 BPF_PERCPU_ARRAY(counters, u64, JR_C_NR);
 
 /* IEEE 802.1Q tag after the MAC addresses: TCI, then the encapsulated ethertype. */
@@ -107,6 +120,7 @@ struct jr_vlan_hdr {
 #define JR_VLAN_VID_MASK 0x0fff
 #define JR_IP_MF         0x2000 /* RFC 791 section 3.1: More Fragments flag */
 #define JR_IP_OFFSET     0x1fff /* RFC 791 section 3.1: Fragment Offset, 8-byte units */
+#define JR_IP6_EXT_MAX   4      /* extension headers walked before TCP; more: the kernel's */
 
 static __always_inline int count(u32 reason, int action)
 {
@@ -135,21 +149,19 @@ static __always_inline int steer(struct xdp_md *ctx, u32 steered_reason)
 	return count(JR_C_REDIRECT_MISS, action);
 }
 
-/* Does the kernel own this segment's connection (see the header comment)? */
-static __always_inline int kernel_owns(struct xdp_md *ctx, struct iphdr *ip, struct tcphdr *th,
-				       u8 port_flags)
+/* Does the kernel own this segment's connection (see the header comment)? tuple and
+ * tuple_len: the 4-tuple for the socket lookup (IPv4 or IPv6); iph and iph_len: the IP
+ * header, for the SYN-cookie check. */
+static __always_inline int kernel_owns(struct xdp_md *ctx, struct bpf_sock_tuple *tuple,
+				       u32 tuple_len, void *iph, u32 iph_len,
+				       struct tcphdr *th, u8 port_flags)
 {
-	struct bpf_sock_tuple tuple = {};
 	struct bpf_sock *sk;
 	int owns;
 
-	tuple.ipv4.saddr = ip->saddr;
-	tuple.ipv4.daddr = ip->daddr;
-	tuple.ipv4.sport = th->source;
-	tuple.ipv4.dport = th->dest;
 	/* The device's own namespace (BPF_F_CURRENT_NETNS); the reference is released
 	 * on the one path below. */
-	sk = bpf_skc_lookup_tcp(ctx, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+	sk = bpf_skc_lookup_tcp(ctx, tuple, tuple_len, BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return 0;
 	if (sk->state == BPF_TCP_LISTEN) {
@@ -160,7 +172,7 @@ static __always_inline int kernel_owns(struct xdp_md *ctx, struct iphdr *ip, str
 			 * find: its cookie names the listener's (0: a valid cookie). */
 			owns = !(port_flags & JR_PORT_SERVING) && th->ack && !th->syn &&
 			       !th->rst &&
-			       bpf_tcp_check_syncookie(sk, ip, sizeof(*ip), th, sizeof(*th)) == 0;
+			       bpf_tcp_check_syncookie(sk, iph, iph_len, th, sizeof(*th)) == 0;
 	} else if (sk->state == BPF_TCP_TIME_WAIT) {
 		/* A 4-tuple the kernel's closed connection still holds: a new connection
 		 * on it is Joyride's where Joyride serves or connects from the port. */
@@ -170,6 +182,28 @@ static __always_inline int kernel_owns(struct xdp_md *ctx, struct iphdr *ip, str
 	}
 	bpf_sk_release(sk);
 	return owns;
+}
+
+/* The kernel-socket lookup is made only where kernel connections can appear: where
+ * Joyride neither serves nor connects from the port, or while user space has seen some
+ * left (about 2 us of CPU per request, measured). */
+static __always_inline int may_be_kernels(u8 port_flags)
+{
+	return !(port_flags & (JR_PORT_SERVING | JR_PORT_EPHEMERAL)) ||
+	       (port_flags & JR_PORT_KERNEL_CONNS);
+}
+
+/* A TCP header at th inside [th, end): 0 when it and its options fit (RFC 9293 section
+ * 3.1: Data Offset in 32-bit words, at least 5). */
+static __always_inline int tcp_fits(struct tcphdr *th, void *end, void *data_end)
+{
+	if ((void *)(th + 1) > data_end || (void *)(th + 1) > end)
+		return -1;
+	u32 doff = th->doff * 4;
+
+	if (doff < sizeof(*th) || (void *)th + doff > end)
+		return -1;
+	return 0;
 }
 
 /* Is the frame addressed to this host (when address matching is on)? */
@@ -183,6 +217,96 @@ static __always_inline int local_dst(struct iphdr *ip)
 	u32 daddr = ip->daddr;
 
 	return local_addrs.lookup(&daddr) != NULL;
+}
+
+/* Is the IPv6 frame addressed to this host (when address matching is on)? */
+static __always_inline int local_dst6(struct ipv6hdr *ip6)
+{
+	u32 key = JR_CFG_MATCH_ADDR;
+	u32 *match = config.lookup(&key);
+
+	if (!match || !*match)
+		return 1;
+	struct jr_in6 daddr = {};
+
+	__builtin_memcpy(&daddr, &ip6->daddr, sizeof(daddr));
+	return local_addrs6.lookup(&daddr) != NULL;
+}
+
+/* IPv6 (RFC 8200), with JR_CFG_IPV6 on: the fixed header, then at most JR_IP6_EXT_MAX
+ * extension headers walked to TCP (section 4: hop-by-hop, destination options, and a
+ * routing header with no segments left, which the RFC says to ignore). A fragment, a
+ * routing header still to be followed, a longer chain or any other upper layer
+ * (ICMPv6, neighbour discovery included, and UDP) is the kernel's. */
+static __always_inline int steer_ipv6(struct xdp_md *ctx, void *cursor, void *data_end)
+{
+	struct ipv6hdr *ip6 = cursor;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return count(JR_C_ERR_IP6_TRUNC, XDP_PASS);
+	if (ip6->version != 6)
+		return count(JR_C_ERR_IP_VERSION, XDP_PASS);
+	u32 plen = bpf_ntohs(ip6->payload_len);
+	void *end = (void *)(ip6 + 1) + plen;
+
+	/* A payload length of 0 is a jumbogram (RFC 2675): no link here carries one. */
+	if (plen == 0 || end > data_end)
+		return count(JR_C_ERR_IP6_TRUNC, XDP_PASS);
+	u8 next = ip6->nexthdr;
+	void *l4 = ip6 + 1;
+
+#pragma unroll
+	for (int i = 0; i < JR_IP6_EXT_MAX; i++) {
+		if (next != IPPROTO_HOPOPTS && next != IPPROTO_DSTOPTS &&
+		    next != IPPROTO_ROUTING)
+			break;
+		struct ipv6_opt_hdr *ext = l4;
+
+		if ((void *)(ext + 1) > data_end || (void *)(ext + 1) > end)
+			return count(JR_C_ERR_IP6_TRUNC, XDP_PASS);
+		if (next == IPPROTO_ROUTING) {
+			/* Type and Segments Left follow Next Header and Hdr Ext Len. */
+			u8 *segments_left = (u8 *)l4 + 3;
+
+			if ((void *)(segments_left + 1) > data_end)
+				return count(JR_C_ERR_IP6_TRUNC, XDP_PASS);
+			if (*segments_left)
+				return count(JR_C_PASS_IPV6_EXT, XDP_PASS);
+		}
+		next = ext->nexthdr;
+		l4 += (ext->hdrlen + 1) * 8; /* Hdr Ext Len: 8-octet units past the first 8 */
+		if (l4 > end)
+			return count(JR_C_ERR_IP6_TRUNC, XDP_PASS);
+	}
+	if (next == IPPROTO_FRAGMENT)
+		return count(JR_C_PASS_FRAGMENT, XDP_PASS);
+	if (next == IPPROTO_HOPOPTS || next == IPPROTO_DSTOPTS || next == IPPROTO_ROUTING)
+		return count(JR_C_PASS_IPV6_EXT, XDP_PASS);
+	if (next != IPPROTO_TCP)
+		return count(JR_C_PASS_OTHER_L4, XDP_PASS);
+
+	struct tcphdr *th = l4;
+
+	if (tcp_fits(th, end, data_end))
+		return count(JR_C_ERR_TCP_TRUNC, XDP_PASS);
+	u32 key = bpf_ntohs(th->dest);
+	u8 *owned = tcp_ports.lookup(&key);
+
+	if (!owned || !*owned)
+		return count(JR_C_PASS_PORT_TCP, XDP_PASS);
+	if (!local_dst6(ip6))
+		return count(JR_C_PASS_ADDR, XDP_PASS);
+	if (may_be_kernels(*owned)) {
+		struct bpf_sock_tuple tuple = {};
+
+		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, 16);
+		tuple.ipv6.sport = th->source;
+		tuple.ipv6.dport = th->dest;
+		if (kernel_owns(ctx, &tuple, sizeof(tuple.ipv6), ip6, sizeof(*ip6), th, *owned))
+			return count(JR_C_PASS_KERNEL_SOCKET, XDP_PASS);
+	}
+	return steer(ctx, JR_C_STEERED_TCP);
 }
 
 int joyride_steer(struct xdp_md *ctx)
@@ -215,13 +339,22 @@ int joyride_steer(struct xdp_md *ctx)
 			return count(JR_C_PASS_VLAN, XDP_PASS);
 	}
 
-	if (proto != bpf_htons(ETH_P_IP))
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		key = JR_CFG_IPV6;
+		u32 *v6 = config.lookup(&key);
+
+		if (!v6 || !*v6)
+			return count(JR_C_PASS_NOT_IPV4, XDP_PASS);
+	} else if (proto != bpf_htons(ETH_P_IP)) {
 		return count(JR_C_PASS_NOT_IPV4, XDP_PASS);
+	}
 
 	key = JR_CFG_VLAN;
 	u32 *want_vid = config.lookup(&key);
 	if (vid != (want_vid ? *want_vid : 0))
 		return count(JR_C_PASS_VLAN, XDP_PASS);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return steer_ipv6(ctx, cursor, data_end);
 
 	struct iphdr *ip = cursor;
 
@@ -266,13 +399,17 @@ int joyride_steer(struct xdp_md *ctx)
 			return count(JR_C_PASS_PORT_TCP, XDP_PASS);
 		if (!local_dst(ip))
 			return count(JR_C_PASS_ADDR, XDP_PASS);
-		/* Where Joyride serves or connects from, kernel connections cannot appear
-		 * (their SYNs are Joyride's): the lookup, about 2 us of CPU per request
-		 * measured, is made only while user space has seen some left. */
-		if ((!(*owned & (JR_PORT_SERVING | JR_PORT_EPHEMERAL)) ||
-		     (*owned & JR_PORT_KERNEL_CONNS)) &&
-		    kernel_owns(ctx, ip, th, *owned))
-			return count(JR_C_PASS_KERNEL_SOCKET, XDP_PASS);
+		if (may_be_kernels(*owned)) {
+			struct bpf_sock_tuple tuple = {};
+
+			tuple.ipv4.saddr = ip->saddr;
+			tuple.ipv4.daddr = ip->daddr;
+			tuple.ipv4.sport = th->source;
+			tuple.ipv4.dport = th->dest;
+			if (kernel_owns(ctx, &tuple, sizeof(tuple.ipv4), ip, sizeof(*ip), th,
+					*owned))
+				return count(JR_C_PASS_KERNEL_SOCKET, XDP_PASS);
+		}
 		return steer(ctx, JR_C_STEERED_TCP);
 	}
 	if (ip->protocol == IPPROTO_UDP) {

@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 
 PROG_NAME: Final = "joyride_steer"  # the BPF object name Joyride's programs carry
 DEFAULT_MAX_QUEUES: Final = 64
-MAX_ADDRS: Final = 256  # bpf/steer.c JR_MAX_ADDRS: IPv4 addresses one interface may carry
+MAX_ADDRS: Final = 256  # bpf/steer.c JR_MAX_ADDRS: addresses of each family one interface may carry
 _CFG_VLAN: Final = 0  # bpf/steer.c enum jr_config
 _CFG_MATCH_ADDR: Final = 1
+_CFG_IPV6: Final = 2
 Proto = Literal["tcp", "udp"]
 Mode = Literal["auto", "native", "skb"]
 # Values of the ports maps (bpf/steer.c JR_PORT_*): why a port is steered.
@@ -89,7 +90,7 @@ class Steering:
         self._tables: dict[str, Any] = {
             name: self._bpf[name.encode()]
             for name in ("tcp_ports", "udp_ports", "config", "counters", "xsks",
-                         "local_addrs")
+                         "local_addrs", "local_addrs6")
         }
 
     # -- identity -------------------------------------------------------------------------
@@ -254,35 +255,54 @@ class Steering:
 
     def set_addresses(self, addresses: Iterable[bytes] | None) -> None:
         """Steer only frames whose destination is one of ``addresses`` (the interface's
-        own IPv4 addresses, 4 bytes each); replaces the previous set. ``None`` (the
-        state after loading) steers any destination on a steered port.
+        own addresses: IPv4's 4 bytes, IPv6's 16); replaces the previous set. ``None``
+        (the state after loading) steers any destination on a steered port.
 
         A steered port is not enough: traffic this host routes for others, or sends
         to an address the stack does not serve, must stay the kernel's (counted as
-        ``pass_addr``). An empty set steers nothing.
+        ``pass_addr``). An empty set steers nothing. IPv6 frames are looked at only
+        with ``set_ipv6(True)``.
         """
         config = self._tables["config"]
         if addresses is None:
             config[ctypes.c_int(_CFG_MATCH_ADDR)] = ctypes.c_uint32(0)
             self._tables["local_addrs"].clear()
+            self._tables["local_addrs6"].clear()
             self._addresses = None
             return
         wanted = frozenset(bytes(a) for a in addresses)
-        bad = [a for a in wanted if len(a) != 4]
+        bad = [a for a in wanted if len(a) not in (4, 16)]
         if bad:
-            raise JoyrideError(f"not IPv4 addresses: {bad!r}")
-        if len(wanted) > MAX_ADDRS:
-            raise JoyrideError(f"{len(wanted)} addresses on {self.ifname}: at most "
-                               f"{MAX_ADDRS} can be steered")
-        table = self._tables["local_addrs"]
+            raise JoyrideError(f"not IPv4 or IPv6 addresses: {bad!r}")
+        for family in (4, 16):
+            if sum(len(a) == family for a in wanted) > MAX_ADDRS:
+                raise JoyrideError(f"more than {MAX_ADDRS} IPv{4 if family == 4 else 6} "
+                                   f"addresses on {self.ifname}: at most {MAX_ADDRS} can "
+                                   "be steered")
         old = self._addresses or frozenset()
         for addr in wanted - old:
-            table[_addr_key(addr)] = ctypes.c_uint8(1)
+            self._addr_table(addr)[self._addr_key(addr)] = ctypes.c_uint8(1)
         for addr in old - wanted:
             with contextlib.suppress(KeyError):
-                del table[_addr_key(addr)]
+                del self._addr_table(addr)[self._addr_key(addr)]
         self._addresses = wanted
         config[ctypes.c_int(_CFG_MATCH_ADDR)] = ctypes.c_uint32(1)
+
+    def _addr_table(self, addr: bytes) -> Any:
+        return self._tables["local_addrs" if len(addr) == 4 else "local_addrs6"]
+
+    def _addr_key(self, addr: bytes) -> Any:
+        """The map key of ``addr``: the header's bytes read as native words."""
+        if len(addr) == 4:
+            return ctypes.c_uint32(int.from_bytes(addr, sys.byteorder))
+        key = self._tables["local_addrs6"].Key()
+        ctypes.memmove(ctypes.addressof(key), addr, 16)
+        return key
+
+    def set_ipv6(self, enabled: bool) -> None:
+        """Steer IPv6 TCP on the steered ports too (off after loading: every IPv6 frame
+        is the kernel's, as before issue 18; on once the stack serves IPv6)."""
+        self._tables["config"][ctypes.c_int(_CFG_IPV6)] = ctypes.c_uint32(int(enabled))
 
     @property
     def addresses(self) -> frozenset[bytes] | None:
@@ -322,8 +342,3 @@ class Steering:
         table = self._tables["counters"]
         per_cpu = [list(table[ctypes.c_int(i)]) for i in range(len(self._counter_names))]
         return SteerCounters.from_per_cpu(self._counter_names, per_cpu)
-
-
-def _addr_key(addr: bytes) -> ctypes.c_uint32:
-    """The local_addrs key of ``addr``: the header's 4 bytes read as a native u32."""
-    return ctypes.c_uint32(int.from_bytes(addr, sys.byteorder))

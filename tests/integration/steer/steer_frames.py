@@ -14,10 +14,13 @@ from typing import Any
 from joyride.wire.checksum import internet_checksum
 
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
 ETH_P_ARP = 0x0806
 ETH_P_8021Q = 0x8100
 ETH_P_8021AD = 0x88A8
 IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP = 1, 6, 17
+# IPv6 next headers (RFC 8200 §4): hop-by-hop, routing, fragment, destination options.
+IP6_HOPOPTS, IP6_ROUTING, IP6_FRAGMENT, IP6_DSTOPTS, IPPROTO_ICMPV6 = 0, 43, 44, 60, 58
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -55,6 +58,24 @@ class Endpoints:
         pseudo = self.src_ip + self.dst_ip + struct.pack("!BBH", 0, IPPROTO_TCP, len(seg))
         csum = internet_checksum(pseudo + seg)
         return seg[:16] + struct.pack("!H", csum) + seg[18:]
+
+    def ipv6(self, next_header: int, payload: bytes, *, plen: int | None = None,
+             version: int = 6) -> bytes:
+        """An IPv6 header (``src_ip``/``dst_ip`` 16 bytes each) before ``payload``
+        (extension headers included: ``ext``)."""
+        length = len(payload) if plen is None else plen
+        return struct.pack("!IHBB16s16s", version << 28, length, next_header, 64,
+                           self.src_ip, self.dst_ip) + payload
+
+    @staticmethod
+    def ext(next_header: int, *, units: int = 0, segments_left: int = 0) -> bytes:
+        """An extension header of 8 * (units + 1) bytes (hop-by-hop, destination options
+        or routing: Segments Left is the fourth byte) naming ``next_header``."""
+        body = bytearray(8 * (units + 1))
+        body[0], body[1], body[3] = next_header, units, segments_left
+        if units == 0 and segments_left == 0:
+            body[2:8] = b"\x01\x04\x00\x00\x00\x00"  # PadN over the option space
+        return bytes(body)
 
     def udp(self, dport: int, *, sport: int = 40000, payload: bytes = b"x",
             length: int | None = None) -> bytes:

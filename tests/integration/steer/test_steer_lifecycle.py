@@ -92,7 +92,7 @@ def test_detach_restores_kernel_delivery_and_leaves_nothing(testbed: Testbed) ->
     cli(joy, "attach", joy.ifname, "--ports", f"{PORT},{NO_LISTENER_PORT}")
     entry = status(joy, joy.ifname)
     prog_id, map_ids = entry["program"]["id"], entry["program"]["map_ids"]
-    assert len(map_ids) == 6  # xsks, tcp_ports, udp_ports, config, counters, local_addrs
+    assert len(map_ids) == 7  # xsks, tcp_ports, udp_ports, config, counters, local_addrs(6)
     reserved = joy.run("cat", RESERVED).stdout.decode().strip()
     assert reserved == "5000,60000-60999"
     assert_steering(peer, joy, PORT, NO_LISTENER_PORT)

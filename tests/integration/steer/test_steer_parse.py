@@ -19,7 +19,13 @@ from steer_frames import (
     ETH_P_8021Q,
     ETH_P_ARP,
     ETH_P_IP,
+    ETH_P_IPV6,
+    IP6_DSTOPTS,
+    IP6_FRAGMENT,
+    IP6_HOPOPTS,
+    IP6_ROUTING,
     IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
     IPPROTO_TCP,
     IPPROTO_UDP,
     Endpoints,
@@ -181,6 +187,120 @@ def test_arbitrary_bytes_always_pass_with_exactly_one_count(
             frame[mutate.draw(st.integers(12, len(frame) - 1))] = mutate.draw(st.integers(0, 255))
         cut = mutate.draw(st.integers(14, len(frame)))
         data = bytes(frame[:cut])
+    action, delta = run_one(steered, quiet_bed, data)
+    assert action == XDP_PASS
+    assert sum(delta.values()) == 1
+
+
+# -- IPv6 (issue 18): parsed only with set_ipv6(True) -----------------------------------
+
+V6_JOY = bytes.fromhex("20010db8000000000000000000000001")
+V6_PEER = bytes.fromhex("20010db8000000000000000000000002")
+
+
+@pytest.fixture
+def v6(steered: Steering, quiet_bed: Testbed, to_joy: Endpoints) -> Iterator[Endpoints]:
+    """IPv6 steering on, and the peer's frames to the Joyride side over IPv6."""
+    with quiet_bed.joy.inside():
+        steered.set_ipv6(True)
+    try:
+        yield dataclasses.replace(to_joy, src_ip=V6_PEER, dst_ip=V6_JOY)
+    finally:
+        with quiet_bed.joy.inside():
+            steered.set_ipv6(False)
+
+
+def v6_frame(e: Endpoints, chain: bytes, next_header: int, l4: bytes, **ip: Any) -> bytes:
+    return e.eth(ETH_P_IPV6) + e.ipv6(next_header, chain + l4, **ip)
+
+
+V6_CASES: dict[str, tuple[Callable[[Endpoints], bytes], str]] = {
+    "tcp_steered": (lambda e: v6_frame(e, b"", IPPROTO_TCP, e.tcp(TCP_PORT)), "redirect_miss"),
+    "tcp_other_port": (lambda e: v6_frame(e, b"", IPPROTO_TCP, e.tcp(7002)), "pass_port_tcp"),
+    "hop_by_hop_then_tcp": (lambda e: v6_frame(e, e.ext(IPPROTO_TCP), IP6_HOPOPTS,
+                                               e.tcp(TCP_PORT)), "redirect_miss"),
+    "routing_done_then_tcp": (lambda e: v6_frame(e, e.ext(IPPROTO_TCP, units=2), IP6_ROUTING,
+                                                 e.tcp(TCP_PORT)), "redirect_miss"),
+    "routing_segments_left": (lambda e: v6_frame(e, e.ext(IPPROTO_TCP, segments_left=1),
+                                                 IP6_ROUTING, e.tcp(TCP_PORT)),
+                              "pass_ipv6_ext"),
+    "four_options_then_tcp": (lambda e: v6_frame(
+        e, e.ext(IP6_DSTOPTS) * 3 + e.ext(IPPROTO_TCP), IP6_DSTOPTS, e.tcp(TCP_PORT)),
+        "redirect_miss"),
+    "five_options_then_tcp": (lambda e: v6_frame(
+        e, e.ext(IP6_DSTOPTS) * 4 + e.ext(IPPROTO_TCP), IP6_DSTOPTS, e.tcp(TCP_PORT)),
+        "pass_ipv6_ext"),
+    "fragment": (lambda e: v6_frame(e, bytes([IPPROTO_TCP]) + bytes(7), IP6_FRAGMENT,
+                                    e.tcp(TCP_PORT)), "pass_fragment"),
+    "icmpv6": (lambda e: v6_frame(e, b"", IPPROTO_ICMPV6, bytes([135, 0]) + bytes(22)),
+               "pass_other_l4"),  # neighbour solicitation: always the kernel's
+    "udp": (lambda e: v6_frame(e, b"", IPPROTO_UDP, e.udp(UDP_PORT)), "pass_other_l4"),
+    "header_truncated": (lambda e: e.eth(ETH_P_IPV6) + e.ipv6(IPPROTO_TCP, b"")[:39],
+                         "err_ip6_trunc"),
+    "payload_length_past_frame": (lambda e: v6_frame(e, b"", IPPROTO_TCP, e.tcp(TCP_PORT),
+                                                     plen=200), "err_ip6_trunc"),
+    "jumbogram": (lambda e: v6_frame(e, b"", IPPROTO_TCP, e.tcp(TCP_PORT), plen=0),
+                  "err_ip6_trunc"),
+    # Hdr Ext Len 9 (80 bytes) with 8 there and a 20-byte TCP header after them.
+    "extension_past_payload": (lambda e: v6_frame(e, bytes([IPPROTO_TCP, 9]) + bytes(6),
+                                                  IP6_HOPOPTS, e.tcp(TCP_PORT)),
+                               "err_ip6_trunc"),
+    "version_4": (lambda e: v6_frame(e, b"", IPPROTO_TCP, e.tcp(TCP_PORT), version=4),
+                  "err_ip_version"),
+    "tcp_truncated": (lambda e: v6_frame(e, b"", IPPROTO_TCP, e.tcp(TCP_PORT)[:19]),
+                      "err_tcp_trunc"),
+    "tcp_doff_past_segment": (lambda e: v6_frame(e, b"", IPPROTO_TCP, e.tcp(TCP_PORT, doff=8)),
+                              "err_tcp_trunc"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(V6_CASES))
+def test_each_ipv6_frame_passes_and_is_counted_once_by_reason(
+        case: str, steered: Steering, quiet_bed: Testbed, v6: Endpoints) -> None:
+    build, reason = V6_CASES[case]
+    action, delta = run_one(steered, quiet_bed, build(v6))
+    assert action == XDP_PASS
+    assert delta == {reason: 1}
+
+
+def test_ipv6_is_the_kernels_until_switched_on(
+        steered: Steering, quiet_bed: Testbed, to_joy: Endpoints) -> None:
+    e = dataclasses.replace(to_joy, src_ip=V6_PEER, dst_ip=V6_JOY)
+    assert run_one(steered, quiet_bed, v6_frame(e, b"", IPPROTO_TCP, e.tcp(TCP_PORT)))[1] == {
+        "pass_not_ipv4": 1}
+
+
+def test_only_the_interfaces_ipv6_addresses_are_steered(
+        steered: Steering, quiet_bed: Testbed, v6: Endpoints, to_joy: Endpoints) -> None:
+    elsewhere = dataclasses.replace(v6, dst_ip=bytes.fromhex("20010db8000000990000000000000007"))
+    with quiet_bed.joy.inside():
+        steered.set_addresses([to_joy.dst_ip, V6_JOY])
+    try:
+        frame = v6_frame(v6, b"", IPPROTO_TCP, v6.tcp(TCP_PORT))
+        assert run_one(steered, quiet_bed, frame)[1] == {"redirect_miss": 1}
+        other = v6_frame(elsewhere, b"", IPPROTO_TCP, elsewhere.tcp(TCP_PORT))
+        assert run_one(steered, quiet_bed, other)[1] == {"pass_addr": 1}
+        assert run_one(steered, quiet_bed, to_joy.tcp_frame(TCP_PORT))[1] == {
+            "redirect_miss": 1}
+        with quiet_bed.joy.inside():
+            steered.set_addresses([to_joy.dst_ip])  # the IPv6 address is gone
+        assert run_one(steered, quiet_bed, frame)[1] == {"pass_addr": 1}
+    finally:
+        with quiet_bed.joy.inside():
+            steered.set_addresses(None)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutate=st.data())
+def test_arbitrary_ipv6_damage_always_passes_with_exactly_one_count(
+        mutate: st.DataObject, steered: Steering, quiet_bed: Testbed, v6: Endpoints) -> None:
+    """A steered IPv6 frame with extension headers, a few bytes changed and cut short."""
+    frame = bytearray(v6_frame(v6, v6.ext(IP6_DSTOPTS) + v6.ext(IPPROTO_TCP), IP6_HOPOPTS,
+                               v6.tcp(TCP_PORT)))
+    for _ in range(mutate.draw(st.integers(1, 4))):
+        frame[mutate.draw(st.integers(14, len(frame) - 1))] = mutate.draw(st.integers(0, 255))
+    data = bytes(frame[:mutate.draw(st.integers(14, len(frame)))])
     action, delta = run_one(steered, quiet_bed, data)
     assert action == XDP_PASS
     assert sum(delta.values()) == 1
