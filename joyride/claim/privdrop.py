@@ -54,12 +54,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from joyride.wire.addr import text
+
 log = logging.getLogger(__name__)
 
 DEFAULT_USER: Final = "joyride"  # created by scripts/setup.sh (a system user and group)
 TRIGGER_ENV: Final = "JOYRIDE_DEBUG_FORBIDDEN_SYSCALL"
 NO_SECCOMP_ENV: Final = "JOYRIDE_DEBUG_NO_SECCOMP"
-NEIGH_REQUEST: Final = b"neigh "  # + dotted IPv4: the service asks for a managed entry
+NEIGH_REQUEST: Final = b"neigh "  # + the address as text: the service asks for a managed entry
 
 PR_SET_NO_NEW_PRIVS: Final = 38
 SYS_SECCOMP_X86_64: Final = 317
@@ -304,8 +306,8 @@ class ForbiddenCallTrigger:
 class NeighbourRequests:
     """The unprivileged end of the supervisor's narrow privileged helper (the service's,
     or an embedding process's once it dropped): one datagram per managed neighbour entry
-    wanted (``NEIGH_REQUEST`` + dotted IPv4), sent without waiting (the engine sees the
-    entry resolve through its own netlink reads)."""
+    wanted (``NEIGH_REQUEST`` + the address as text, either family), sent without
+    waiting (the engine sees the entry resolve through its own netlink reads)."""
 
     def __init__(self, fd: int) -> None:
         self.sock = socket.socket(fileno=fd)
@@ -314,11 +316,11 @@ class NeighbourRequests:
 
     def request(self, ip: bytes) -> bool:
         try:
-            self.sock.send(NEIGH_REQUEST + socket.inet_ntoa(ip).encode())
+            self.sock.send(NEIGH_REQUEST + text(ip).encode())
         except OSError as exc:
             if not self.failures:  # the engine retries every few ms: say it once
                 log.warning("neighbour request for %s not sent (supervisor gone?): %s",
-                            socket.inet_ntoa(ip), exc)
+                            text(ip), exc)
             self.failures += 1
             return False
         return True

@@ -2693,14 +2693,12 @@ static int syn_input(struct dp *dp, struct listener *l, const struct wire_parsed
 {
     const struct dp_listen_cfg *c = &l->cfg;
     if ((p->flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN || p->payload_len ||
-        p->has_vlan)
+        p->has_vlan || p->family != 4) /* IPv6: opened by Python for now (issue 18) */
         return 0;
     if (l->half_open >= c->syn_backlog) {
         dp->st.syn_declined++; /* Listener: SYN cookies take over, in Python */
         return 0;
     }
-    if (p->family != 4)
-        return 0; /* IPv6 connections are opened by Python for now (issue 18) */
     struct dp_tcb t = c->tmpl;
     memset(t.local_ip, 0, sizeof t.local_ip);
     memset(t.remote_ip, 0, sizeof t.remote_ip);

@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from joyride.engine.netlink import NetlinkWorker
+from joyride.wire.addr import packed, text
 
 NUD_VALID: Final = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80  # REACHABLE..PERMANENT|NOARP
 NEIGHBOUR_TTL: Final = 1.0  # seconds a cached MAC is trusted before asking again
 RESOLVE_RETRY: Final = 0.005  # seconds between netlink checks while a MAC is pending
 NUD_NONE: Final = 0x00
 NTF_EXT_MANAGED: Final = 0x01  # include/uapi/linux/neighbour.h, carried in NDA_FLAGS_EXT
+IFA_F_DADFAILED: Final = 0x08  # include/uapi/linux/if_addr.h
+IFA_F_TENTATIVE: Final = 0x40
 
 
 class NetworkView(Protocol):
@@ -113,15 +116,23 @@ class KernelNetwork:
         self.request_neighbour: Callable[[bytes], bool] | None = None
 
     def local_addresses(self) -> frozenset[bytes]:
-        addrs = self._netlink(self._ipr.get_addr, family=socket.AF_INET, index=self.ifindex)
-        return frozenset(socket.inet_aton(a.get_attr("IFA_ADDRESS")) for a in addrs)
+        """The interface's addresses of both families; an IPv6 address still in
+        duplicate address detection (tentative) or that failed it is not one yet."""
+        out: set[bytes] = set()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for a in self._netlink(self._ipr.get_addr, family=family, index=self.ifindex):
+                flags = a.get_attr("IFA_FLAGS") or a["flags"]
+                if family == socket.AF_INET6 and flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+                    continue
+                out.add(packed(a.get_attr("IFA_ADDRESS")))
+        return frozenset(out)
 
     def next_hop(self, dst: bytes) -> bytes:
         hop = self._hops.get(dst)
         if hop is None:
-            routes = self._netlink(self._ipr.route, "get", dst=socket.inet_ntoa(dst))
+            routes = self._netlink(self._ipr.route, "get", dst=text(dst))
             gateway = routes[0].get_attr("RTA_GATEWAY") if routes else None
-            hop = socket.inet_aton(gateway) if gateway else dst
+            hop = packed(gateway) if gateway else dst
             if len(self._hops) > 4096:  # bounded: a scan of many peers cannot grow it
                 self._hops.clear()
             self._hops[dst] = hop
@@ -146,11 +157,12 @@ class KernelNetwork:
         return None
 
     def _lookup(self, ip: bytes) -> bytes | None:
-        dotted = socket.inet_ntoa(ip)
-        entries = self._netlink(self._ipr.get_neighbours, family=socket.AF_INET,
+        family = socket.AF_INET6 if len(ip) == 16 else socket.AF_INET
+        entries = self._netlink(self._ipr.get_neighbours, family=family,
                                 ifindex=self.ifindex)
         for entry in entries:
-            if entry.get_attr("NDA_DST") != dotted or not entry["state"] & NUD_VALID:
+            dst = entry.get_attr("NDA_DST")
+            if not dst or packed(dst) != ip or not entry["state"] & NUD_VALID:
                 continue
             lladdr = entry.get_attr("NDA_LLADDR")
             if lladdr:
@@ -166,7 +178,7 @@ class KernelNetwork:
             return
         try:
             self._netlink(
-                self._ipr.neigh, "replace", dst=socket.inet_ntoa(ip), ifindex=self.ifindex,
+                self._ipr.neigh, "replace", dst=text(ip), ifindex=self.ifindex,
                 state=NUD_NONE, NDA_FLAGS_EXT=NTF_EXT_MANAGED,
             )
         except Exception:  # pyroute2 raises NetlinkError; an old kernel refuses the flag
@@ -175,7 +187,7 @@ class KernelNetwork:
     def route_oif(self, dst: bytes) -> int:
         """The interface index the kernel routes ``dst`` through (0: no route)."""
         try:
-            routes = self._netlink(self._ipr.route, "get", dst=socket.inet_ntoa(dst))
+            routes = self._netlink(self._ipr.route, "get", dst=text(dst))
         except Exception:  # pyroute2's NetlinkError: unreachable
             return 0
         return int(routes[0].get_attr("RTA_OIF") or 0) if routes else 0
@@ -185,7 +197,7 @@ class KernelNetwork:
             self._managed.clear()  # the helper that added them removes them
         for ip in self._managed:
             with contextlib.suppress(Exception):
-                self._netlink(self._ipr.neigh, "del", dst=socket.inet_ntoa(ip),
+                self._netlink(self._ipr.neigh, "del", dst=text(ip),
                               ifindex=self.ifindex)
         self._managed.clear()
         try:

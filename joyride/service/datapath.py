@@ -39,6 +39,7 @@ from joyride.dataplane.plane import (
     DataPlane,
     DeclineNic,
     ListenSpec,
+    Released,
     any_readable,
 )
 from joyride.engine.engine import Engine, EngineError
@@ -53,6 +54,7 @@ from joyride.tcp.counters import Counters
 from joyride.tcp.failure import failure_errno
 from joyride.tcp.listener import Listener
 from joyride.tcp.state import TcpState
+from joyride.wire.addr import text
 from joyride.wire.icmp import TooBig
 from joyride.wire.seq import Seq
 
@@ -196,8 +198,16 @@ class Datapath:
         pass  # step() polls every queue
 
     def _on_icmp(self, _mask: int) -> None:
+        """Path MTU reports; a bug in handling one is counted and logged, never fatal
+        (the selector loop calls this, outside ``step``'s guard)."""
         assert self.icmp is not None
-        pathmtu.drain(self.icmp, self.path_too_big, self._count)
+        try:
+            pathmtu.drain(self.icmp, self.path_too_big, self._count)
+        except Exception:
+            self.counters["internal_error"] += 1
+            if self.counters["internal_error"] <= 3:
+                log.exception("path MTU report failed (counted; further failures are "
+                              "logged only three times)")
 
     def _count(self, name: str) -> None:
         self.counters[name] += 1
@@ -207,12 +217,20 @@ class Datapath:
         from C first: the MSS is the control plane's to change) decides whether to
         believe it (``TcpConnection.path_too_big``)."""
         key = (report.local_ip, report.local_port, report.remote_ip, report.remote_port)
-        conn = self._connection(key, 0)
+        conn = self.engine.connections.get(key)
+        if (conn is None or conn.parked) and self.plane is not None:
+            # A flow C runs is checked where it is (RFC 5927 §4.1) before it is moved:
+            # a report that names no segment in flight must not take flows out of C.
+            tcb = self.plane.peek_key(key)
+            if tcb is not None and not Seq(report.seq).in_window(
+                    Seq(int(tcb.snd_una)), (int(tcb.snd_nxt) - int(tcb.snd_una)) & 0xFFFFFFFF):
+                self.counters["path_too_big_stale"] += 1
+                return
+            conn = self._connection(key, 0)  # C opened it: it is Python's from now on
         if conn is None:
             self.counters["path_too_big_no_connection"] += 1
             return
         if conn.parked:
-            assert self.plane is not None
             self._reclaim(conn)
         if conn.path_too_big(report.mtu, Seq(report.seq), self.clock()):
             self.counters["path_too_big_applied"] += 1
@@ -305,24 +323,31 @@ class Datapath:
             if isinstance(got, Born):
                 self._take_born(got, touched)
                 continue
-            conn = got.conn
             self.counters[f"plane_handback_{got.reason}"] += 1
-            self.engine.adopt_back(conn)
-            touched.add(conn)
-            pump = self.pumps.get(conn)
-            if pump is None:
-                if got.channel.chan:
-                    self.plane.chan_release(got.channel.chan)  # its pump is gone
-                continue
-            pump.channel = got.channel  # C may have taken the claim meanwhile
-            if pump.channel.claim_wait:
-                self._claim_waiting.add(pump)
-            if got.app_gone:
-                pump.app_closed()
-            elif got.app_eof:
-                pump.app_shut_down()
-            self._ready.add(pump)
+            self._back_from_plane(got)
+            touched.add(got.conn)
         return bool(back)
+
+    def _back_from_plane(self, got: Released) -> None:
+        """A flow C gave back (or Python took back): the engine runs it again, and its
+        pump takes what C saw of the application meanwhile: the channel's mode (C may
+        have read its claim), its EOF or close."""
+        assert self.plane is not None
+        conn = got.conn
+        self.engine.adopt_back(conn)
+        pump = self.pumps.get(conn)
+        if pump is None:
+            if got.channel.chan:
+                self.plane.chan_release(got.channel.chan)  # its pump is gone
+            return
+        pump.channel = got.channel
+        if pump.channel.claim_wait:
+            self._claim_waiting.add(pump)
+        if got.app_gone:
+            pump.app_closed()
+        elif got.app_eof:
+            pump.app_shut_down()
+        self._ready.add(pump)
 
     def _take_born(self, got: Born, touched: set[TcpConnection]) -> None:
         """A connection the C data plane opened itself comes to Python: it becomes a
@@ -931,7 +956,7 @@ class Datapath:
         try:
             conn = self.engine.connect(rip, request.port)
         except EngineError as exc:
-            log.warning("connect to %s:%d: %s", socket.inet_ntoa(rip), request.port, exc)
+            log.warning("connect to %s:%d: %s", text(rip), request.port, exc)
             self._reply(session, protocol.Reply(request.op, errno.EADDRNOTAVAIL))
             return False
         self.counters["connect_started"] += 1
@@ -1088,7 +1113,7 @@ class Datapath:
         conn = pump.conn
         in_c = self.plane.view(conn) if self.plane is not None and conn.parked else None
         flow = {
-            "remote": f"{socket.inet_ntoa(conn.remote_ip)}:{conn.remote_port}",
+            "remote": f"{text(conn.remote_ip)}:{conn.remote_port}",
             "local_port": conn.local_port, "state": conn.state.name,
             "recv_queue": conn.recv_queue, "send_queue": conn.send_queue,
             "in_flight": conn.bytes_in_flight, "send_window": conn.send_window,
@@ -1107,12 +1132,12 @@ class Datapath:
         return flow
 
     def _reclaim(self, conn: TcpConnection) -> None:
+        """Take ``conn`` back from C (the control plane's to change: its options, its
+        MSS), as a hand-back."""
         assert self.plane is not None
-        if self.plane.release(conn) is not None:
-            self.engine.adopt_back(conn)
-            pump = self.pumps.get(conn)
-            if pump is not None:
-                self._ready.add(pump)
+        got = self.plane.release(conn)
+        if got is not None:
+            self._back_from_plane(got)
 
     def close(self) -> None:
         for fd in self._listener_pids.values():

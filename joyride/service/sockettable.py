@@ -9,13 +9,13 @@ the TCP internals. Every figure comes from the connection's one authority: its
 
 from __future__ import annotations
 
-import socket
 from typing import TYPE_CHECKING, Any, Final
 
 from joyride import sockopts
 from joyride.service import protocol
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.state import TcpState
+from joyride.wire.addr import text
 
 if TYPE_CHECKING:
     from joyride.service.datapath import Datapath
@@ -166,4 +166,5 @@ def internals(conn: TcpConnection, described: sockopts.ConnectionInfo,
 
 
 def _addr(ip: bytes, port: int) -> str:
-    return f"{socket.inet_ntoa(ip)}:{port}"
+    """``ss``'s form: an IPv6 address in brackets before its port."""
+    return f"[{text(ip)}]:{port}" if len(ip) == 16 else f"{text(ip)}:{port}"

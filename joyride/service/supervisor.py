@@ -61,17 +61,20 @@ NUD_NONE: Final = 0x00
 
 
 def valid_neighbour(message: bytes) -> str | None:
-    """The dotted IPv4 address of a well-formed neighbour request that may get a managed
-    entry (a unicast host address), else None."""
-    if not message.startswith(privdrop.NEIGH_REQUEST) or len(message) > 32:
+    """The address (dotted IPv4, or IPv6 as RFC 5952 writes it) of a well-formed
+    neighbour request that may get a managed entry (a unicast host address), else
+    None."""
+    if not message.startswith(privdrop.NEIGH_REQUEST) or len(message) > 64:
         return None
     try:
-        addr = ipaddress.IPv4Address(message[len(privdrop.NEIGH_REQUEST):].decode("ascii"))
+        addr = ipaddress.ip_address(message[len(privdrop.NEIGH_REQUEST):].decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         return None
     if (addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr.is_reserved
             or addr == ipaddress.IPv4Address("255.255.255.255")):
         return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return None  # a socket-API notation, never a neighbour (RFC 4291 §2.5.5.2)
     return str(addr)
 
 
@@ -92,7 +95,7 @@ class NeighbourHelper:
         try:
             while True:
                 try:
-                    message = self.sock.recv(64)
+                    message = self.sock.recv(128)
                 except OSError:
                     break
                 if not message:

@@ -1290,7 +1290,7 @@ class TcpConnection:
         takes was dropped: it is resent now, at the new size, and not taken for
         congestion (cwnd stays; RFC 1191 §6.5, Linux's tcp_simple_retransmit). True
         when the MSS dropped."""
-        if not 0 <= seq - self._snd_una < self._snd_max - self._snd_una:
+        if not seq.in_window(self._snd_una, self._snd_max - self._snd_una):
             self.counters["path_too_big_stale"] += 1
             return False
         v6 = len(self.local_ip) == 16
@@ -1299,12 +1299,27 @@ class TcpConnection:
         target = max(floor, mtu - (40 if v6 else 20) - 20)
         if target >= self._smss + ts_len:
             return False
-        self.set_mss(target - ts_len)
+        self._path_mss(target - ts_len)
         self.counters["mss_path_mtu"] += 1
-        self._now = now
-        self._retransmit(self._snd_una, min(self._snd_max - self._snd_una, self._cc.cwnd), now)
-        self._last_send = now
+        recovery = self._recovery
+        if not recovery.in_recovery and not recovery.sacked_bytes:
+            # Nothing SACKed: what is in flight went out whole and was dropped whole.
+            # Resend it now at the new size (as tcp_simple_retransmit; in recovery, or
+            # with SACKed data, recovery resends what is lost at the new size itself).
+            self._now = now
+            self._retransmit(self._snd_una, min(self._snd_max - self._snd_una,
+                                                self._cc.cwnd), now)
+            self._last_send = now
+            self._timers.set(Timer.RETRANSMIT, now + self._rtt.rto)  # RFC 6298 §5.3
         return True
+
+    def _path_mss(self, mss: int) -> None:
+        """A smaller MSS mid-connection: congestion control and recovery count in it
+        from now on; the scoreboard keeps what it knows (``set_mss`` is the handshake's
+        and starts it afresh)."""
+        self._smss = mss
+        self._cc.set_mss(mss)
+        self._recovery.set_mss(mss)
 
     def _black_hole_step(self) -> None:
         """RFC 4821 §3 black-hole detection (Linux's tcp_mtu_probing): segments keep
@@ -1318,7 +1333,7 @@ class TcpConnection:
         base = self.config.black_hole_mss
         target = max(floor, base if mss > base else mss // 2)
         if target < mss:
-            self.set_mss(target - ts_len)
+            self._path_mss(target - ts_len)
             self.counters["mss_black_hole"] += 1
 
     def _tlp_on(self) -> bool:

@@ -219,6 +219,12 @@ class LossRecovery:
         self.sack_ok = sack_ok
         self.board = SackScoreboard(mss, self._dupthresh)
 
+    def set_mss(self, mss: int) -> None:
+        """A smaller path MTU mid-connection (``TcpConnection.path_too_big``): the
+        scoreboard keeps its ranges and counts in the new MSS."""
+        self.mss = mss
+        self.board.mss = mss
+
     @property
     def undo_pending(self) -> bool:
         """A recovery episode may still be found spurious and undone."""

@@ -21,6 +21,9 @@ on the other side of the wire. Transmit checksum offload is off on the peer's ve
 on every veth of a middle namespace), because frames with
 unfinished checksums would otherwise reach Joyride (DESIGN.md, facts).
 
+With ``ipv6=True`` both ends also get an IPv6 address (``Node.ip6``, RFC 5180's
+2001:2::/48); otherwise IPv6 is off in every namespace.
+
 Namespace names are ``jr-<pid>-<hex>-<role>``: unique per run, and ``sweep()`` can tell a
 leftover of a crashed run (its pid is gone) from a live parallel run.
 """
@@ -52,6 +55,8 @@ PREFIX: Final = "jr"
 NS_PATTERN: Final = re.compile(rf"^{PREFIX}-(\d+)-([0-9a-f]+)-(\w+)$")
 # RFC 2544 benchmarking range: never routed, never anyone else's address.
 SUBNET_BASE: Final = "198.18"
+# IPv6's (RFC 5180): 2001:2::/48, a /64 per test bed.
+SUBNET6_BASE: Final = "2001:2:0"
 
 
 class TestbedError(RuntimeError):
@@ -83,10 +88,16 @@ class Node:
     ip: str
     prefix_len: int
     processes: list[subprocess.Popen[Any]] = field(default_factory=list)
+    ip6: str | None = None  # with Testbed(ipv6=True): its IPv6 address (/64)
 
     @property
     def ip_bytes(self) -> bytes:
         return socket.inet_aton(self.ip)
+
+    @property
+    def ip6_bytes(self) -> bytes:
+        assert self.ip6 is not None, "a test bed made without ipv6=True"
+        return socket.inet_pton(socket.AF_INET6, self.ip6)
 
     @property
     def mac(self) -> str:
@@ -144,6 +155,7 @@ class Testbed:
         subnet: int | None = None,
         seed: int | None = None,
         path_mtu: int | None = None,
+        ipv6: bool = False,
     ) -> None:
         if not 68 <= mtu <= 65535:
             raise ValueError(f"mtu={mtu} out of range 68..65535")
@@ -170,6 +182,11 @@ class Testbed:
         self.peer = Node(f"{base}-peer", f"{PREFIX}{self.tag}p",
                          f"{SUBNET_BASE}.{peer_third}.2", 24)
         self._router_ips = (f"{SUBNET_BASE}.{third}.254", f"{SUBNET_BASE}.{peer_third}.254")
+        if ipv6:
+            if path_mtu is not None:
+                raise ValueError("a routed path (path_mtu) is IPv4 only")
+            self.joy.ip6 = f"{SUBNET6_BASE}:{third:x}::1"
+            self.peer.ip6 = f"{SUBNET6_BASE}:{third:x}::2"
         self.middle_ns: str | None = None
         self.relay_proc: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
@@ -240,6 +257,9 @@ class Testbed:
                   "dev", node.ifname])
             self._link_up(node.netns, node.ifname)
             self._link_up(node.netns, "lo")
+        for node in (self.joy, self.peer):
+            if node.ip6 is not None:
+                self._ipv6_on(node)
         if self.path_mtu is not None:
             for node, router_ip in ((self.joy, self._router_ips[0]),
                                     (self.peer, self._router_ips[1])):
@@ -271,6 +291,18 @@ class Testbed:
         for port in ports:
             _run(["ip", "-n", ns, "link", "set", port, "master", name])
         self._link_up(ns, name)
+
+    def _ipv6_on(self, node: Node) -> None:
+        """IPv6 on the node's device only (every namespace starts with it off): a /64
+        address without duplicate address detection (usable at once), no router
+        solicitations, no autoconfiguration."""
+        conf = f"net.ipv6.conf.{node.ifname}"
+        for key, value in (("accept_ra", "0"), ("autoconf", "0"),
+                           ("router_solicitations", "0"), ("dad_transmits", "0"),
+                           ("disable_ipv6", "0")):
+            node.sysctl(f"{conf}.{key}", value)
+        _run(["ip", "-n", node.netns, "-6", "addr", "add", f"{node.ip6}/64", "dev",
+              node.ifname, "nodad"])
 
     def _router(self, ns: str, left: str, right: str, path_mtu: int) -> None:
         """IPv4 forwarding between the two subnets; the peer-side device's smaller MTU

@@ -5,6 +5,7 @@ IPv4 address never matches an IPv6 one that starts with the same bytes)."""
 
 from __future__ import annotations
 
+import socket
 from typing import Final
 
 WIDE: Final = 16
@@ -22,3 +23,13 @@ def widen(ip: bytes) -> bytes:
 def narrow(wide: bytes, ipv6: bool) -> bytes:
     """The address ``widen`` made ``wide`` from, given its family."""
     return bytes(wide[:WIDE]) if ipv6 else bytes(wide[:4])
+
+
+def text(ip: bytes) -> str:
+    """``ip`` (4 or 16 bytes) as netlink and people write it: dotted or RFC 5952."""
+    return socket.inet_ntop(socket.AF_INET6 if len(ip) == WIDE else socket.AF_INET, ip)
+
+
+def packed(address: str) -> bytes:
+    """The bytes of a written address of either family (4 or 16)."""
+    return socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)

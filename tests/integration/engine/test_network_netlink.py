@@ -54,3 +54,30 @@ def test_queries_from_a_running_loop_and_other_threads(testbed: Testbed) -> None
         network.close()
     assert not any(t.name.startswith("joyride-netlink") and t.is_alive()
                    for t in threading.enumerate() if t is not threading.current_thread())
+
+
+def test_ipv6_addresses_routes_and_neighbours() -> None:
+    """Issue 18: the interface's IPv6 address beside its IPv4 one, an on-link IPv6 peer
+    as its own next hop, and its MAC learnt by the kernel's neighbour discovery (a
+    managed entry, as for IPv4's ARP)."""
+    with Testbed(ipv6=True) as bed:
+        with bed.joy.inside():
+            network = KernelNetwork(bed.joy.ifname)
+        try:
+            joy6, peer6 = bed.joy.ip6_bytes, bed.peer.ip6_bytes
+            addrs = network.local_addresses()
+            assert {bed.joy.ip_bytes, joy6} <= addrs
+            assert all(len(a) in (4, 16) for a in addrs)  # its link-local one too
+            assert network.next_hop(peer6) == peer6
+            assert network.route_oif(peer6) == network.ifindex
+            mac = None
+            deadline = time.monotonic() + 5
+            while mac is None and time.monotonic() < deadline:
+                mac = network.neighbour(peer6, time.monotonic())
+                time.sleep(0.01)
+            assert mac == bytes.fromhex(bed.peer.mac.replace(":", ""))
+        finally:
+            network.close()
+        # close() removed its managed entry again.
+        out = bed.joy.run("ip", "-6", "neigh", "show", "dev", bed.joy.ifname).stdout.decode()
+        assert "managed" not in out

@@ -100,6 +100,12 @@ def test_resolve_user_refuses_root_and_unknown() -> None:
     (b"neigh 240.0.0.1", None),
     (b"neigh 10.0.0.1 dev eth0", None),
     (b"neigh ::1", None),
+    (b"neigh 2001:2::2", "2001:2::2"),  # IPv6 neighbours (issue 18)
+    (b"neigh 2001:0002:0000::0002", "2001:2::2"),  # written as RFC 5952 writes it
+    (b"neigh fe80::1", "fe80::1"),
+    (b"neigh ff02::1", None),
+    (b"neigh ::", None),
+    (b"neigh ::ffff:10.0.0.1", None),
     (b"del 10.0.0.1", None),
     (b"neigh \xff", None),
     (b"neigh " + b"1" * 40, None),
