@@ -108,10 +108,10 @@ class Datapath:
                  config: TcpConfig | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  plane: DataPlane | None = None,
-                 icmp: socket.socket | None = None) -> None:
+                 icmp: Sequence[pathmtu.ReportSocket] = ()) -> None:
         self.nic = MultiNic(nics)
-        # Path MTU reports, read from a raw ICMP socket (joyride.service.pathmtu).
-        self.icmp = icmp
+        # Path MTU reports, read from raw ICMP sockets (joyride.service.pathmtu).
+        self.icmp = list(icmp)
         # The C data plane (docs/dataplane.md), when given: it owns the queues and runs
         # established connections; the engine sees only what it declines.
         self.plane = plane
@@ -158,8 +158,8 @@ class Datapath:
             for fd in self.nic.filenos():
                 sel.register(fd, selectors.EVENT_READ, self._on_queue)
         sel.register(self.app_socket, selectors.EVENT_READ, self._on_app_socket)
-        if self.icmp is not None:
-            sel.register(self.icmp, selectors.EVENT_READ, self._on_icmp)
+        for source in self.icmp:
+            sel.register(source.sock, selectors.EVENT_READ, self._on_icmp(source))
         self.adopt_listeners()
 
     def timeout(self, ceiling: float) -> float:
@@ -197,17 +197,18 @@ class Datapath:
     def _on_queue(self, _mask: int) -> None:
         pass  # step() polls every queue
 
-    def _on_icmp(self, _mask: int) -> None:
-        """Path MTU reports; a bug in handling one is counted and logged, never fatal
-        (the selector loop calls this, outside ``step``'s guard)."""
-        assert self.icmp is not None
-        try:
-            pathmtu.drain(self.icmp, self.path_too_big, self._count)
-        except Exception:
-            self.counters["internal_error"] += 1
-            if self.counters["internal_error"] <= 3:
-                log.exception("path MTU report failed (counted; further failures are "
-                              "logged only three times)")
+    def _on_icmp(self, source: pathmtu.ReportSocket) -> Callable[[int], None]:
+        def ready(_mask: int) -> None:
+            # A bug in handling a report is counted and logged, never fatal (the
+            # selector loop calls this, outside step()'s guard).
+            try:
+                pathmtu.drain(source, self.path_too_big, self._count)
+            except Exception:
+                self.counters["internal_error"] += 1
+                if self.counters["internal_error"] <= 3:
+                    log.exception("path MTU report failed (counted; further failures "
+                                  "are logged only three times)")
+        return ready
 
     def _count(self, name: str) -> None:
         self.counters[name] += 1
@@ -1154,7 +1155,7 @@ class Datapath:
         self._waiting.clear()
         self.connecting.clear()
         self.engine.close()
-        if self.icmp is not None:
-            self.icmp.close()
+        for source in self.icmp:
+            source.close()
         with contextlib.suppress(Exception):
             self.network.close()

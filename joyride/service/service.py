@@ -174,7 +174,7 @@ class Service:
                 plane.use_gso(cfg.ifname)
         return Datapath(self.sockets, network, ports=cfg.ports, ephemeral=cfg.ephemeral,
                         app_socket=app_socket, group=gid, plane=plane, config=self.tcp,
-                        icmp=pathmtu.open_icmp_socket(cfg.ifname))
+                        icmp=pathmtu.open_report_sockets(cfg.ifname))
 
     def drop_privileges(self, user: privdrop.ServiceUser, helper_fd: int) -> list[str]:
         """After ``start``: become ``user`` with no capabilities, no_new_privs and the

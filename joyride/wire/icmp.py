@@ -1,6 +1,12 @@
-"""ICMP "fragmentation needed" reports (RFC 1191 §4; RFC 792): what a router sends back
-when a packet with DF set does not fit its next hop, naming that hop's MTU and quoting
-the start of the packet it dropped.
+"""ICMP "fragmentation needed" reports (RFC 1191 §4; RFC 792) and ICMPv6 "packet too
+big" (RFC 4443 §3.2): what a router sends back when a packet (with DF set, for IPv4)
+does not fit its next hop, naming that hop's MTU and quoting the start of the packet it
+dropped.
+
+For IPv6 the input is the ICMPv6 message alone (a raw ICMPv6 socket delivers no IPv6
+header, and the kernel has checked the message's checksum, which covers a
+pseudo-header, before a raw ICMPv6 socket gets it: RFC 3542 §3.1); the quoted packet's
+TCP header must follow its fixed header directly.
 
 The input is a whole IPv4 packet as a raw ICMP socket reads it (the service keeps one:
 the kernel, which has no socket for a Joyride connection, drops the report after the
@@ -24,6 +30,8 @@ IPPROTO_TCP: Final = 6
 ICMP_DEST_UNREACH: Final = 3  # RFC 792
 ICMP_FRAG_NEEDED: Final = 4  # its code "fragmentation needed and DF set" (RFC 1191 §4)
 IPV4_MIN_HLEN: Final = 20
+IPV6_HLEN: Final = 40
+ICMP6_PACKET_TOO_BIG: Final = 2  # RFC 4443 §3.2
 QUOTED_TCP: Final = 8  # RFC 792: "the first 64 bits of the original datagram's data"
 
 
@@ -87,3 +95,30 @@ def build_too_big4(router: bytes, mtu: int, dropped: bytes | bytearray | memoryv
     hsum = ~ones_sum(header, 0) & 0xFFFF
     header[10:12] = hsum.to_bytes(2, "big")
     return bytes(header + body)
+
+
+def parse_too_big6(message: bytes | bytearray | memoryview) -> TooBig | None:
+    """The report an ICMPv6 "packet too big" carries about a TCP segment, or None for
+    any other message and any that is malformed."""
+    m = memoryview(message)
+    if len(m) < 8 + IPV6_HLEN + QUOTED_TCP or m[0] != ICMP6_PACKET_TOO_BIG or m[1] != 0:
+        return None
+    mtu = int.from_bytes(m[4:8], "big")  # RFC 4443 §3.2: 32 bits
+    quoted = m[8:]
+    if quoted[0] >> 4 != 6 or quoted[6] != IPPROTO_TCP:
+        return None
+    tcp = quoted[IPV6_HLEN:IPV6_HLEN + QUOTED_TCP]
+    return TooBig(mtu=mtu, local_ip=bytes(quoted[8:24]),
+                  remote_ip=bytes(quoted[24:40]),
+                  local_port=int.from_bytes(tcp[0:2], "big"),
+                  remote_port=int.from_bytes(tcp[2:4], "big"),
+                  seq=int.from_bytes(tcp[4:8], "big"))
+
+
+def build_too_big6(mtu: int, dropped: bytes | bytearray | memoryview) -> bytes:
+    """The ICMPv6 message a router sends about ``dropped`` (an IPv6 packet), as a raw
+    ICMPv6 socket reads it: as much of the packet as fits the minimum MTU (tests)."""
+    body = bytearray(8)
+    body[0] = ICMP6_PACKET_TOO_BIG
+    body[4:8] = mtu.to_bytes(4, "big")
+    return bytes(body) + bytes(memoryview(dropped)[:1280 - IPV6_HLEN - 8])
