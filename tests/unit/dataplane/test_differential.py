@@ -92,8 +92,9 @@ def data_segment(frame: bytes, to_drop: list[int], to_hold: list[int],
             deliver_held(entry[0])  # type: ignore[arg-type]
 
 
-def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
-    bed = Bed(config=CONFIGS[config])
+def play(ops: list[Op], in_c: bool, config: str = "cubic",
+         ipv6: bool = False) -> dict[str, object]:
+    bed = Bed(config=CONFIGS[config], ipv6=ipv6)
     client, server = bed.connect()
     wire: list[tuple[object, ...]] = []
     blackout = [0.0]  # ("blackout", s): the peer's frames are lost for s seconds
@@ -125,7 +126,7 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
         return reach_plane(frame)
 
     def reach_plane(frame: bytes) -> bool:
-        if not parse_frame(frame).tcp.payload:
+        if not parse_frame(frame, ipv6=True).tcp.payload:
             if to_swap[0] and not swapped:
                 to_swap[0] = 0
                 swapped.append(frame)
@@ -145,7 +146,7 @@ def play(ops: list[Op], in_c: bool, config: str = "cubic") -> dict[str, object]:
     def record(frame: bytes, to_plane: bool) -> bool:
         if to_plane:
             return toward_plane(frame)
-        seg = parse_frame(frame).tcp
+        seg = parse_frame(frame, ipv6=True).tcp
         wire.append(((seg.seq - server.iss) & 0xFFFFFFFF,
                      rel(seg.ack) if seg.flags & 0x10 else 0,
                      int(seg.flags), len(seg.payload), seg.options.timestamps is not None,
@@ -286,6 +287,19 @@ def state(server: TcpConnection, client: TcpConnection) -> dict[str, object]:
 def test_c_and_python_send_the_same_segments_and_end_in_the_same_state(
         ops: list[Op], config: str) -> None:
     python, c = play(ops, in_c=False, config=config), play(ops, in_c=True, config=config)
+    assert c["app"] == python["app"]
+    assert c["peer"] == python["peer"]
+    assert c["wire"] == python["wire"]
+    assert c["state"] == python["state"]
+
+
+@settings(max_examples=50, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(OPS)
+def test_ipv6_flows_agree_too(ops: list[Op]) -> None:
+    """The same over IPv6 (issue 18): frames of the family, its MSS (1440), the
+    16-byte flow key."""
+    python, c = play(ops, in_c=False, ipv6=True), play(ops, in_c=True, ipv6=True)
     assert c["app"] == python["app"]
     assert c["peer"] == python["peer"]
     assert c["wire"] == python["wire"]
