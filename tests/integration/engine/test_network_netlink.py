@@ -76,8 +76,10 @@ def test_ipv6_addresses_routes_and_neighbours() -> None:
                 mac = network.neighbour(peer6, time.monotonic())
                 time.sleep(0.01)
             assert mac == bytes.fromhex(bed.peer.mac.replace(":", ""))
+            out = bed.joy.run("ip", "-6", "neigh", "show", "dev", bed.joy.ifname).stdout
+            assert f"{bed.peer.ip6} ".encode() in out and b"managed" in out
         finally:
             network.close()
         # close() removed its managed entry again.
-        out = bed.joy.run("ip", "-6", "neigh", "show", "dev", bed.joy.ifname).stdout.decode()
-        assert "managed" not in out
+        out = bed.joy.run("ip", "-6", "neigh", "show", "dev", bed.joy.ifname).stdout
+        assert b"managed" not in out
