@@ -17,6 +17,7 @@ import pytest
 
 from joyride.testbed import Impairment, Testbed, list_namespaces, sweep
 from joyride.testbed.bed import PREFIX
+from joyride.testbed.impair import CORRUPT_OFFSET
 
 pytestmark = pytest.mark.integration
 
@@ -230,8 +231,8 @@ def test_tcp_corruption_is_caught_by_checksums(make_testbed: object) -> None:
         with contextlib.suppress(TimeoutError):
             while True:
                 frame = tap.recv(65536)
-                if len(frame) < 200:
-                    continue
+                if len(frame) <= CORRUPT_OFFSET:
+                    continue  # never corrupted (the relay flips a payload byte past this)
                 try:
                     parse_frame(frame)
                     good += 1
