@@ -114,6 +114,7 @@ _HOT_STATES: Final = (
 _MIN_MSS4: Final = 536
 _MIN_MSS6: Final = 1220
 
+
 class TcpConnection:
     """One connection's transmission control block and its state machine."""
 
