@@ -193,8 +193,9 @@ static __always_inline int may_be_kernels(u8 port_flags)
 	       (port_flags & JR_PORT_KERNEL_CONNS);
 }
 
-/* A TCP header at th inside [th, end): 0 when it and its options fit (RFC 9293 section
- * 3.1: Data Offset in 32-bit words, at least 5). */
+/* A TCP header at th inside [th, end) (end: the IP payload's): 0 when it and the
+ * options it announces fit (RFC 9293 section 3.1: Data Offset in 32-bit words, at
+ * least 5). */
 static __always_inline int tcp_fits(struct tcphdr *th, void *end, void *data_end)
 {
 	if ((void *)(th + 1) > data_end || (void *)(th + 1) > end)
@@ -231,6 +232,44 @@ static __always_inline int local_dst6(struct ipv6hdr *ip6)
 
 	__builtin_memcpy(&daddr, &ip6->daddr, sizeof(daddr));
 	return local_addrs6.lookup(&daddr) != NULL;
+}
+
+/* A TCP segment whose headers fit, of either family (ip4 or ip6 its IP header, the
+ * other NULL): Joyride's when its port is steered, its destination is this host's and
+ * no kernel socket holds its connection (see the header comment). */
+static __always_inline int steer_tcp(struct xdp_md *ctx, struct tcphdr *th,
+				     struct iphdr *ip4, struct ipv6hdr *ip6)
+{
+	u32 key = bpf_ntohs(th->dest);
+	u8 *owned = tcp_ports.lookup(&key);
+
+	if (!owned || !*owned)
+		return count(JR_C_PASS_PORT_TCP, XDP_PASS);
+	if (ip6 ? !local_dst6(ip6) : !local_dst(ip4))
+		return count(JR_C_PASS_ADDR, XDP_PASS);
+	if (may_be_kernels(*owned)) {
+		struct bpf_sock_tuple tuple = {};
+		int owns;
+
+		if (ip6) {
+			__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, 16);
+			__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, 16);
+			tuple.ipv6.sport = th->source;
+			tuple.ipv6.dport = th->dest;
+			owns = kernel_owns(ctx, &tuple, sizeof(tuple.ipv6), ip6, sizeof(*ip6), th,
+					   *owned);
+		} else {
+			tuple.ipv4.saddr = ip4->saddr;
+			tuple.ipv4.daddr = ip4->daddr;
+			tuple.ipv4.sport = th->source;
+			tuple.ipv4.dport = th->dest;
+			owns = kernel_owns(ctx, &tuple, sizeof(tuple.ipv4), ip4, sizeof(*ip4), th,
+					   *owned);
+		}
+		if (owns)
+			return count(JR_C_PASS_KERNEL_SOCKET, XDP_PASS);
+	}
+	return steer(ctx, JR_C_STEERED_TCP);
 }
 
 /* IPv6 (RFC 8200), with JR_CFG_IPV6 on: the fixed header, then at most JR_IP6_EXT_MAX
@@ -289,24 +328,7 @@ static __always_inline int steer_ipv6(struct xdp_md *ctx, void *cursor, void *da
 
 	if (tcp_fits(th, end, data_end))
 		return count(JR_C_ERR_TCP_TRUNC, XDP_PASS);
-	u32 key = bpf_ntohs(th->dest);
-	u8 *owned = tcp_ports.lookup(&key);
-
-	if (!owned || !*owned)
-		return count(JR_C_PASS_PORT_TCP, XDP_PASS);
-	if (!local_dst6(ip6))
-		return count(JR_C_PASS_ADDR, XDP_PASS);
-	if (may_be_kernels(*owned)) {
-		struct bpf_sock_tuple tuple = {};
-
-		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, 16);
-		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, 16);
-		tuple.ipv6.sport = th->source;
-		tuple.ipv6.dport = th->dest;
-		if (kernel_owns(ctx, &tuple, sizeof(tuple.ipv6), ip6, sizeof(*ip6), th, *owned))
-			return count(JR_C_PASS_KERNEL_SOCKET, XDP_PASS);
-	}
-	return steer(ctx, JR_C_STEERED_TCP);
+	return steer_tcp(ctx, th, NULL, ip6);
 }
 
 int joyride_steer(struct xdp_md *ctx)
@@ -384,33 +406,9 @@ int joyride_steer(struct xdp_md *ctx)
 	if (ip->protocol == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 
-		if ((void *)(th + 1) > data_end || l4_len < sizeof(*th))
+		if (tcp_fits(th, cursor + tot_len, data_end))
 			return count(JR_C_ERR_TCP_TRUNC, XDP_PASS);
-		/* RFC 9293 section 3.1: Data Offset in 32-bit words, at least 5, and the
-		 * options it announces lie inside the segment. */
-		u32 doff = th->doff * 4;
-
-		if (doff < sizeof(*th) || doff > l4_len)
-			return count(JR_C_ERR_TCP_TRUNC, XDP_PASS);
-		key = bpf_ntohs(th->dest);
-		u8 *owned = tcp_ports.lookup(&key);
-
-		if (!owned || !*owned)
-			return count(JR_C_PASS_PORT_TCP, XDP_PASS);
-		if (!local_dst(ip))
-			return count(JR_C_PASS_ADDR, XDP_PASS);
-		if (may_be_kernels(*owned)) {
-			struct bpf_sock_tuple tuple = {};
-
-			tuple.ipv4.saddr = ip->saddr;
-			tuple.ipv4.daddr = ip->daddr;
-			tuple.ipv4.sport = th->source;
-			tuple.ipv4.dport = th->dest;
-			if (kernel_owns(ctx, &tuple, sizeof(tuple.ipv4), ip, sizeof(*ip), th,
-					*owned))
-				return count(JR_C_PASS_KERNEL_SOCKET, XDP_PASS);
-		}
-		return steer(ctx, JR_C_STEERED_TCP);
+		return steer_tcp(ctx, th, ip, NULL);
 	}
 	if (ip->protocol == IPPROTO_UDP) {
 		struct udphdr *uh = l4;

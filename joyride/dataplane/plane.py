@@ -389,28 +389,29 @@ class DataPlane:
         rc, rcv, snd = self._copy_out(handle, tcb)
         return Born(tcb, rcv, snd, _reason(tcb)) if rc == 0 else None
 
+    def _find(self, key: tuple[bytes, int, bytes, int]) -> tuple[int, Any]:
+        """The handle of the flow C runs for a 4-tuple and a copy of its TCB, or
+        (-1, None)."""
+        lip, lport, rip, rport = key
+        if len(lip) != len(rip):
+            return -1, None
+        handle = int(lib.dp_flow_find(self._dp, lip, lport, rip, rport, len(lip)))
+        if handle < 0:
+            return -1, None
+        tcb = ffi.new("struct dp_tcb *")
+        return (handle, tcb) if lib.dp_flow_peek(self._dp, handle, tcb) == 0 else (-1, None)
+
     def peek_key(self, key: tuple[bytes, int, bytes, int]) -> Any:
         """A copy of the TCB of the flow C runs for a 4-tuple (adopted or born), or
         None: to look at it before deciding to take it."""
-        lip, lport, rip, rport = key
-        if len(lip) != len(rip):
-            return None
-        handle = int(lib.dp_flow_find(self._dp, lip, lport, rip, rport, len(lip)))
-        if handle < 0:
-            return None
-        tcb = ffi.new("struct dp_tcb *")
-        return tcb if lib.dp_flow_peek(self._dp, handle, tcb) == 0 else None
+        return self._find(key)[1]
 
     def claim(self, key: tuple[bytes, int, bytes, int]) -> Born | None:
         """Take a flow C opened itself back by its 4-tuple (None: C has none)."""
-        lip, lport, rip, rport = key
-        if len(lip) != len(rip):
+        handle, tcb = self._find(key)
+        if tcb is None or handle in self._conns:
             return None
-        handle = int(lib.dp_flow_find(self._dp, lip, lport, rip, rport, len(lip)))
-        if handle < 0 or handle in self._conns:
-            return None
-        tcb = ffi.new("struct dp_tcb *")
-        if lib.dp_flow_peek(self._dp, handle, tcb) < 0 or int(tcb.tcp_state) in UNRUNNABLE_STATES:
+        if int(tcb.tcp_state) in UNRUNNABLE_STATES:
             return None  # half-open or finished: C keeps it (its queue, its TIME-WAIT)
         return self._release_born(handle)
 

@@ -49,7 +49,7 @@ from joyride.service import apps, pathmtu, protocol
 from joyride.service.pump import BUDGET, Pump
 from joyride.steer.ports import PortSet
 from joyride.tcp.config import TcpConfig
-from joyride.tcp.connection import TcpConnection, hot_counters
+from joyride.tcp.connection import TcpConnection, hot_counters, names_segment_in_flight
 from joyride.tcp.counters import Counters
 from joyride.tcp.failure import failure_errno
 from joyride.tcp.listener import Listener
@@ -223,8 +223,8 @@ class Datapath:
             # A flow C runs is checked where it is (RFC 5927 §4.1) before it is moved:
             # a report that names no segment in flight must not take flows out of C.
             tcb = self.plane.peek_key(key)
-            if tcb is not None and not Seq(report.seq).in_window(
-                    Seq(int(tcb.snd_una)), (int(tcb.snd_nxt) - int(tcb.snd_una)) & 0xFFFFFFFF):
+            if tcb is not None and not names_segment_in_flight(
+                    Seq(report.seq), Seq(int(tcb.snd_una)), Seq(int(tcb.snd_nxt))):
                 self.counters["path_too_big_stale"] += 1
                 return
             conn = self._connection(key, 0)  # C opened it: it is Python's from now on

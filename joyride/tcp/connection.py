@@ -115,6 +115,14 @@ _MIN_MSS4: Final = 536
 _MIN_MSS6: Final = 1220
 
 
+def names_segment_in_flight(seq: Seq, snd_una: Seq, snd_nxt: Seq) -> bool:
+    """A "packet too big" is believed only for a segment in flight (RFC 5927 §4.1:
+    SND.UNA <= seq < SND.NXT, as Linux's tcp_v4_err), so a blind attacker must guess
+    the window; the C data plane's TCB is judged by the same rule before its flow
+    moves (``Datapath.path_too_big``)."""
+    return seq.in_window(snd_una, snd_nxt - snd_una)
+
+
 class TcpConnection:
     """One connection's transmission control block and its state machine."""
 
@@ -1291,17 +1299,12 @@ class TcpConnection:
         takes was dropped: it is resent now, at the new size, and not taken for
         congestion (cwnd stays; RFC 1191 §6.5, Linux's tcp_simple_retransmit). True
         when the MSS dropped."""
-        if not seq.in_window(self._snd_una, self._snd_max - self._snd_una):
+        if not names_segment_in_flight(seq, self._snd_una, self._snd_max):
             self.counters["path_too_big_stale"] += 1
             return False
-        v6 = len(self.local_ip) == 16
-        ts_len = TS_OPTION_LEN if self._ts_ok else 0
-        floor = _MIN_MSS6 if v6 else _MIN_MSS4
-        target = max(floor, mtu - (40 if v6 else 20) - 20)
-        if target >= self._smss + ts_len:
+        ip_header = 40 if len(self.local_ip) == 16 else 20
+        if not self._lower_mss(mtu - ip_header - 20, "mss_path_mtu"):
             return False
-        self._path_mss(target - ts_len)
-        self.counters["mss_path_mtu"] += 1
         recovery = self._recovery
         if not recovery.in_recovery and not recovery.sacked_bytes:
             # Nothing SACKed: what is in flight went out whole and was dropped whole.
@@ -1328,14 +1331,21 @@ class TcpConnection:
         (filtered, or sent to a kernel with no socket for it). Send smaller ones: first
         ``black_hole_mss``, then half as much at each further timeout, never below the
         family's minimum. The retransmission that follows uses the new size."""
-        ts_len = TS_OPTION_LEN if self._ts_ok else 0
-        mss = self._smss + ts_len
-        floor = _MIN_MSS6 if len(self.local_ip) == 16 else _MIN_MSS4
+        mss = self._smss + (TS_OPTION_LEN if self._ts_ok else 0)
         base = self.config.black_hole_mss
-        target = max(floor, base if mss > base else mss // 2)
-        if target < mss:
-            self._path_mss(target - ts_len)
-            self.counters["mss_black_hole"] += 1
+        self._lower_mss(base if mss > base else mss // 2, "mss_black_hole")
+
+    def _lower_mss(self, target: int, counter: str) -> bool:
+        """Lower the MSS (the timestamp option included, as advertised) to ``target``,
+        never below the family's minimum (RFC 9293 §3.7.1 for IPv4, RFC 8200 §5 for
+        IPv6) and never up; ``counter`` counts it. True when it dropped."""
+        ts_len = TS_OPTION_LEN if self._ts_ok else 0
+        target = max(_MIN_MSS6 if len(self.local_ip) == 16 else _MIN_MSS4, target)
+        if target >= self._smss + ts_len:
+            return False
+        self._path_mss(target - ts_len)
+        self.counters[counter] += 1
+        return True
 
     def _tlp_on(self) -> bool:
         """Loss probes for this connection: configured, and SACK in use (RFC 8985 §2)."""
