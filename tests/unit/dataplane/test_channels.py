@@ -208,42 +208,6 @@ def test_a_listener_that_does_not_claim_gets_its_stream_at_once() -> None:
         b.close()
 
 
-def test_a_ring_flow_handed_to_python_goes_on_in_ring_mode(bed: Claiming) -> None:
-    """Python's Pump takes the channel with the flow and moves its bytes with the same
-    steps (``DataPlane.chan_*``); given back to C, C goes on."""
-    client, app = bed.connect()
-    app.claim()
-    bed.bed.run(3)
-    assert app.verdict() == 1
-    key = (IP_SVC, PORT, IP_PEER, client.local_port)
-    born = bed.bed.plane.claim(key)  # Python takes the flow, as for a socket option
-    assert born is not None and int(born.tcb.chan) > 0
-    conn = TcpConnection.from_hot(bed.bed.svc.config, born.tcb, born.rcv, born.snd,
-                                  bed.bed.clock.now)
-    bed.bed.svc.adopt_born(conn)
-    sock = socket.socket(fileno=int(born.tcb.app_fd))
-    pump = Pump(conn, sock, plane=bed.bed.plane, channel=ChannelState.of(born.tcb))
-    assert pump.channel.chan > 0
-
-    def step() -> None:
-        bed.bed.step()
-        pump.service()
-        bed.bed.svc.mark(conn)
-        bed.bed.svc.flush()
-
-    up, down = payload(100_000, 3), payload(150_000, 4)
-    got_app, got_client = exchange(bed, client, app, up, down, step)
-    assert hashlib.sha256(got_app).digest() == hashlib.sha256(up).digest()
-    assert hashlib.sha256(got_client).digest() == hashlib.sha256(down).digest()
-    # Back to C with its channel (Datapath._hand_to_plane), and on.
-    assert bed.bed.plane.adopt(conn, bed.bed.svc.network.mac, bytes.fromhex("020000000002"),
-                               sock.fileno(), pump.channel)
-    up2 = payload(50_000, 5)
-    got_app, _ = exchange(bed, client, app, up2, b"")
-    assert got_app == up2
-    assert bed.stats()["chan_broken"] == 0
-
-
 def python_ring_pump(bed: Claiming) -> tuple[TcpConnection, App, TcpConnection, Pump]:
     """A claimed ring-mode connection taken into Python, as after a hand-back: the
     peer's end, the application, the service's connection and its pump."""
@@ -262,6 +226,52 @@ def python_ring_pump(bed: Claiming) -> tuple[TcpConnection, App, TcpConnection, 
     return client, app, conn, pump
 
 
+def pump_turn(b: Bed, pump: Pump) -> None:
+    """The service loop's turn for a pump Python runs: serve it, then its engine's
+    transmit step."""
+    pump.service()
+    b.svc.mark(pump.conn)
+    b.svc.flush()
+
+
+def python_step(b: Bed, pump: Pump) -> None:
+    """One step of the bed, then the pump's turn."""
+    b.step()
+    pump_turn(b, pump)
+
+
+def until_eof(bed: Claiming, pump: Pump, client: TcpConnection, steps: int) -> bytes:
+    """Step until the peer has read the service's FIN (at most ``steps``): its bytes."""
+    got = bytearray()
+    for _ in range(steps):
+        python_step(bed.bed, pump)
+        got += client.recv(1 << 20)
+        if client.eof:
+            break
+    return bytes(got)
+
+
+def test_a_ring_flow_handed_to_python_goes_on_in_ring_mode(bed: Claiming) -> None:
+    """Python's Pump takes the channel with the flow and moves its bytes with the same
+    steps (``DataPlane.chan_*``); given back to C, C goes on."""
+    client, app, conn, pump = python_ring_pump(bed)
+
+    def step() -> None:
+        python_step(bed.bed, pump)
+
+    up, down = payload(100_000, 3), payload(150_000, 4)
+    got_app, got_client = exchange(bed, client, app, up, down, step)
+    assert hashlib.sha256(got_app).digest() == hashlib.sha256(up).digest()
+    assert hashlib.sha256(got_client).digest() == hashlib.sha256(down).digest()
+    # Back to C with its channel (Datapath._hand_to_plane), and on.
+    assert bed.bed.plane.adopt(conn, bed.bed.svc.network.mac, bytes.fromhex("020000000002"),
+                               pump.sock.fileno(), pump.channel)
+    up2 = payload(50_000, 5)
+    got_app, _ = exchange(bed, client, app, up2, b"")
+    assert got_app == up2
+    assert bed.stats()["chan_broken"] == 0
+
+
 def test_a_full_send_buffer_and_a_closed_application_wait_for_acks(bed: Claiming) -> None:
     """The ring-mode livelock of docs/channels.md: TCP cannot take tx's bytes (its send
     buffer is full, the ACKs not yet in) and the application has closed its end, so
@@ -273,9 +283,7 @@ def test_a_full_send_buffer_and_a_closed_application_wait_for_acks(bed: Claiming
     written = 0
     for _ in range(10_000):  # no bed step: nothing reaches the peer, no ACK comes back
         written += app.write(data[written:written + RING])
-        pump.service()
-        bed.bed.svc.mark(conn)
-        bed.bed.svc.flush()
+        pump_turn(bed.bed, pump)
         if not conn.writable:
             break
     assert not conn.writable, "the send buffer never filled"
@@ -283,15 +291,7 @@ def test_a_full_send_buffer_and_a_closed_application_wait_for_acks(bed: Claiming
     app.close()  # the application's close: its socket hangs up
     assert pump.service() is False
     assert pump.wanted() == 0
-    got = bytearray()
-    for _ in range(20_000):
-        bed.bed.step()
-        pump.service()
-        bed.bed.svc.mark(conn)
-        bed.bed.svc.flush()
-        got += client.recv(1 << 20)
-        if client.eof:
-            break
+    got = until_eof(bed, pump, client, 20_000)
     assert client.eof
     assert hashlib.sha256(got).digest() == hashlib.sha256(data[:written]).digest()
 
@@ -302,16 +302,13 @@ def test_a_retoken_request_after_the_applications_eof_loses_nothing(bed: Claimin
     EPIPE), and needs none: the EOF keeps the socket readable. Arming must not take
     that EPIPE for the application's end gone, which dropped the bytes it had written
     to tx and not yet collected (a truncated echo in ring mode, Python's pump)."""
-    client, app, conn, pump = python_ring_pump(bed)
+    client, app, _conn, pump = python_ring_pump(bed)
     client.send(b"request")
     client.shutdown_write()
     bed.bed.peer.mark(client)
     got_app = bytearray()
     for _ in range(200):
-        bed.bed.step()
-        pump.service()
-        bed.bed.svc.mark(conn)
-        bed.bed.svc.flush()
+        python_step(bed.bed, pump)
         chunk = app.read()
         if chunk == b"":
             break
@@ -323,16 +320,8 @@ def test_a_retoken_request_after_the_applications_eof_loses_nothing(bed: Claimin
     rc = bed.bed.plane.chan_idle(pump.channel.chan, pump.sock.fileno(), WAIT_BYTES)
     assert rc == 0  # tx's bytes: work now (it was -EPIPE)
     lib.dp_app_shutdown(app.chan)
-    got = bytearray()
-    for _ in range(200):
-        bed.bed.step()
-        pump.service()
-        bed.bed.svc.mark(conn)
-        bed.bed.svc.flush()
-        got += client.recv(1 << 20)
-        if client.eof:
-            break
-    assert client.eof and bytes(got) == reply
+    got = until_eof(bed, pump, client, 200)
+    assert client.eof and got == reply
     assert not pump.app_gone
 
 
@@ -406,10 +395,7 @@ def test_a_connection_python_delivers_takes_its_claim_in_the_pump() -> None:
     b.peer.mark(client)
 
     def step() -> None:
-        b.step()
-        pump.service()
-        b.svc.mark(server)
-        b.svc.flush()
+        python_step(b, pump)
 
     for _ in range(5):
         step()

@@ -11,16 +11,13 @@ import os
 from collections.abc import Callable, Sequence
 
 import pytest
+from test_engine import FakeClock
+from test_engine_ipv6 import V4_A, V6_A, dual_stack
 
-from joyride.engine import Engine, MemoryNic, StaticNetwork
+from joyride.engine import MemoryNic
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
 from joyride.wire.frame import parse_frame
-
-V4_A, V4_B = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
-V6_A = bytes.fromhex("20010db8000000000000000000000001")
-V6_B = bytes.fromhex("20010db8000000000000000000000002")
-MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 
 
 class NarrowPath(MemoryNic):
@@ -34,22 +31,16 @@ class NarrowPath(MemoryNic):
         self.router: Callable[[bytes], None] | None = None
 
     def transmit(self, frames: Sequence[bytes | bytearray | memoryview]) -> int:
-        fits = [f for f in frames if len(f) - 14 <= self.path_mtu]
-        self.swallowed += len(frames) - len(fits)
-        if self.router is not None:
-            for f in frames:
-                if len(f) - 14 > self.path_mtu:
-                    self.router(bytes(f))
+        fits = []
+        for f in frames:
+            if len(f) - 14 <= self.path_mtu:
+                fits.append(f)
+                continue
+            self.swallowed += 1
+            if self.router is not None:
+                self.router(bytes(f))
         super().transmit(fits)
         return len(frames)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def download(path_mtu: int, ipv6: bool, config: TcpConfig, n: int = 300_000,
@@ -57,13 +48,9 @@ def download(path_mtu: int, ipv6: bool, config: TcpConfig, n: int = 300_000,
              ) -> tuple[bytes, bytes, TcpConnection, NarrowPath]:
     """``n`` bytes from A (the sender, behind the narrow path) to B; what was sent, what
     arrived within ``seconds`` of simulated time, A's connection and its NIC."""
-    clock = Clock()
-    nic_a, nic_b = NarrowPath(path_mtu), MemoryNic()
-    nic_a.peer, nic_b.peer = nic_b, nic_a
-    a = Engine(nic_a, StaticNetwork("a0", MAC_A, frozenset({V4_A, V6_A}),
-                                    {V4_B: MAC_B, V6_B: MAC_B}), config, clock=clock)
-    b = Engine(nic_b, StaticNetwork("b0", MAC_B, frozenset({V4_B, V6_B}),
-                                    {V4_A: MAC_A, V6_A: MAC_A}), clock=clock)
+    clock = FakeClock()
+    nic_a = NarrowPath(path_mtu)
+    a, b, _, _ = dual_stack(clock, config, nics=(nic_a, MemoryNic()))
     listener = a.listen(8080)
     client = b.connect(V6_A if ipv6 else V4_A, 8080)
     for _ in range(10):  # the handshake's segments are small: they pass

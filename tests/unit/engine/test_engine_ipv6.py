@@ -9,6 +9,10 @@ import hashlib
 import os
 from collections.abc import Sequence
 
+from test_engine import IP_A as V4_A
+from test_engine import IP_B as V4_B
+from test_engine import MAC_A, MAC_B, FakeClock, run
+
 from joyride.engine import Engine, MemoryNic, StaticNetwork
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
@@ -21,10 +25,8 @@ from joyride.wire.ipv6 import Ipv6Header
 from joyride.wire.seq import Seq
 from joyride.wire.tcp import TcpFlags
 
-V4_A, V4_B = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
 V6_A = bytes.fromhex("20010db8000000000000000000000001")  # 2001:db8::1
 V6_B = bytes.fromhex("20010db8000000000000000000000002")  # 2001:db8::2
-MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 
 
 class TapNic(MemoryNic):
@@ -39,17 +41,12 @@ class TapNic(MemoryNic):
         return super().transmit(frames)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def dual_stack(clock: Clock, config: TcpConfig | None = None
-               ) -> tuple[Engine, Engine, TapNic, TapNic]:
-    nic_a, nic_b = TapNic(), TapNic()
+def dual_stack(clock: FakeClock, config: TcpConfig | None = None, *,
+               nics: tuple[MemoryNic, MemoryNic] | None = None
+               ) -> tuple[Engine, Engine, MemoryNic, MemoryNic]:
+    """Engines A and B, each with an address of both families, joined by ``nics``
+    (two ``TapNic`` by default); ``config`` is both engines'."""
+    nic_a, nic_b = nics or (TapNic(), TapNic())
     nic_a.peer, nic_b.peer = nic_b, nic_a
     net_a = StaticNetwork("a0", MAC_A, frozenset({V4_A, V6_A}), {V4_B: MAC_B, V6_B: MAC_B})
     net_b = StaticNetwork("b0", MAC_B, frozenset({V4_B, V6_B}), {V4_A: MAC_A, V6_A: MAC_A})
@@ -57,18 +54,12 @@ def dual_stack(clock: Clock, config: TcpConfig | None = None
             nic_a, nic_b)
 
 
-def run(engines: list[Engine], clock: Clock, rounds: int = 5) -> None:
-    for _ in range(rounds):
-        for e in engines:
-            e.poll()
-        clock.now += 0.001
-
-
-def frames(nic: TapNic) -> list[Frame]:
+def frames(nic: MemoryNic) -> list[Frame]:
+    assert isinstance(nic, TapNic)
     return [parse_frame(f, ipv6=True) for f in nic.sent]
 
 
-def exchange(server: Engine, client: Engine, clock: Clock, conn_s: TcpConnection,
+def exchange(server: Engine, client: Engine, clock: FakeClock, conn_s: TcpConnection,
              conn_c: TcpConnection, n: int) -> None:
     """``n`` bytes each way, checked by hash."""
     up, down = os.urandom(n), os.urandom(n)
@@ -89,13 +80,13 @@ def exchange(server: Engine, client: Engine, clock: Clock, conn_s: TcpConnection
 
 
 def test_ipv6_and_ipv4_connections_side_by_side() -> None:
-    clock = Clock()
+    clock = FakeClock()
     server, client, nic_a, _ = dual_stack(clock)
     listener = server.listen(8080)
     c6 = client.connect(V6_A, 8080)
     c4 = client.connect(V4_A, 8080)
     assert c6.local_ip == V6_B and c4.local_ip == V4_B  # the source of each family
-    run([server, client], clock)
+    run([server, client], clock, rounds=5)
     s_first, s_second = server.accept(listener), server.accept(listener)
     assert s_first is not None and s_second is not None
     by_family = {len(c.remote_ip): c for c in (s_first, s_second)}
@@ -115,12 +106,12 @@ def test_ipv6_and_ipv4_connections_side_by_side() -> None:
 def test_an_ipv6_connection_advertises_the_mss_of_its_family() -> None:
     """RFC 9293 §3.7.1: the MTU less the IP and TCP headers: 1440 behind IPv6's 40-byte
     header on a 1500-byte link, 1460 behind IPv4's."""
-    clock = Clock()
+    clock = FakeClock()
     server, client, nic_a, nic_b = dual_stack(clock)
     server.listen(8080)
     client.connect(V6_A, 8080)
     client.connect(V4_A, 8080)
-    run([server, client], clock)
+    run([server, client], clock, rounds=5)
     syns = {len(f.ip.src): f.tcp.options.mss for f in frames(nic_b) if f.tcp.flags & TcpFlags.SYN}
     synacks = {len(f.ip.src): f.tcp.options.mss for f in frames(nic_a)
                if f.tcp.flags & TcpFlags.SYN}
@@ -130,10 +121,10 @@ def test_an_ipv6_connection_advertises_the_mss_of_its_family() -> None:
 
 
 def test_a_segment_to_a_closed_ipv6_port_is_answered_with_a_reset() -> None:
-    clock = Clock()
+    clock = FakeClock()
     server, client, nic_a, _ = dual_stack(clock)
     conn = client.connect(V6_A, 9)
-    run([server, client], clock)
+    run([server, client], clock, rounds=5)
     rsts = [f for f in frames(nic_a) if f.tcp.flags & TcpFlags.RST]
     assert len(rsts) == 1 and isinstance(rsts[0].ip, Ipv6Header)
     assert conn.state is TcpState.CLOSED and conn.error is not None
@@ -142,7 +133,7 @@ def test_a_segment_to_a_closed_ipv6_port_is_answered_with_a_reset() -> None:
 def test_syn_cookies_over_ipv6() -> None:
     """A full SYN queue answers with cookies (RFC 4987 §3.6); the ACK that returns one
     opens the connection, at the family's MSS."""
-    clock = Clock()
+    clock = FakeClock()
     server, client, _, _ = dual_stack(clock, TcpConfig(syn_backlog=1))
     listener = server.listen(8080)
     conns = [client.connect(V6_A, 8080) for _ in range(4)]
