@@ -28,11 +28,11 @@
  * socket table is asked (bpf_skc_lookup_tcp) about the 4-tuple. A connection the kernel
  * holds (established, TIME-WAIT, or a request socket mid-handshake) keeps its frames,
  * so attaching to a port with live kernel connections breaks none of them. A SYN goes
- * to Joyride when a Joyride application listens on its port (JR_PORT_SERVING, set by
- * the engine's owner); otherwise to the kernel's listener if it has one: a program
- * under `joyride run` listening on [::] (dual-stack, left to the kernel) is then
- * reached by IPv4 clients there rather than answered with a RST by a service with no
- * listener. A non-SYN segment that finds only a listener is Joyride's (its own
+ * to Joyride when a Joyride application listens on its port for the SYN's family
+ * (JR_PORT_SERVING for IPv4, JR_PORT_SERVING6 for IPv6, set by the engine's owner);
+ * otherwise to the kernel's listener if it has one: a kernel listener on [::] beside a
+ * Joyride IPv4-only one keeps its IPv6 clients rather than their SYNs meeting a RST
+ * from a service with no IPv6 listener. A non-SYN segment that finds only a listener is Joyride's (its own
  * connections on that port), unless it completes a SYN-cookie handshake of that
  * listener. A kernel TIME-WAIT entry yields its 4-tuple to a new Joyride connection on
  * a served or ephemeral port (a late retransmission of the old connection then meets
@@ -97,6 +97,7 @@ enum jr_config {
 #define JR_PORT_EPHEMERAL 2
 #define JR_PORT_SERVING   4 /* flag beside LISTEN: a Joyride application listens here */
 #define JR_PORT_KERNEL_CONNS 8 /* flag: the kernel may have connections on the port */
+#define JR_PORT_SERVING6  16 /* flag: a Joyride application listens here for IPv6 */
 
 BPF_XSKMAP(xsks, JR_MAX_QUEUES);
 BPF_ARRAY(tcp_ports, u8, 65536);
@@ -247,7 +248,13 @@ static __always_inline int steer_tcp(struct xdp_md *ctx, struct tcphdr *th,
 		return count(JR_C_PASS_PORT_TCP, XDP_PASS);
 	if (ip6 ? !local_dst6(ip6) : !local_dst(ip4))
 		return count(JR_C_PASS_ADDR, XDP_PASS);
-	if (may_be_kernels(*owned)) {
+	/* SERVING below means "for this frame's family": IPv6's flag stands in for it. */
+	u8 flags = *owned;
+
+	if (ip6)
+		flags = (flags & ~JR_PORT_SERVING) |
+			((flags & JR_PORT_SERVING6) ? JR_PORT_SERVING : 0);
+	if (may_be_kernels(flags)) {
 		struct bpf_sock_tuple tuple = {};
 		int owns;
 
@@ -257,14 +264,14 @@ static __always_inline int steer_tcp(struct xdp_md *ctx, struct tcphdr *th,
 			tuple.ipv6.sport = th->source;
 			tuple.ipv6.dport = th->dest;
 			owns = kernel_owns(ctx, &tuple, sizeof(tuple.ipv6), ip6, sizeof(*ip6), th,
-					   *owned);
+					   flags);
 		} else {
 			tuple.ipv4.saddr = ip4->saddr;
 			tuple.ipv4.daddr = ip4->daddr;
 			tuple.ipv4.sport = th->source;
 			tuple.ipv4.dport = th->dest;
 			owns = kernel_owns(ctx, &tuple, sizeof(tuple.ipv4), ip4, sizeof(*ip4), th,
-					   *owned);
+					   flags);
 		}
 		if (owns)
 			return count(JR_C_PASS_KERNEL_SOCKET, XDP_PASS);

@@ -4,18 +4,22 @@
  * It speaks the service's application protocol (joyride/service/protocol.py, the
  * reference) and decides at two points only:
  *
- *   listen(fd)   an AF_INET stream socket bound to a port the service accelerates
- *                becomes a unix listener bound to "\0joyride/l/<ip>:<port>/<pid>.<n>",
+ *   listen(fd)   an AF_INET or AF_INET6 stream socket bound to a port the service
+ *                accelerates becomes a unix listener bound to
+ *                "\0joyride/l/<ip>:<port>/<pid>.<n>" ("/v6only" after it for an
+ *                IPV6_V6ONLY socket; an IPv6 address is base64url, protocol.py),
  *                registered with the service (OP_LISTEN) and dup3()'d onto fd. The
  *                service delivers each TCP connection by connecting to it, so accept,
  *                epoll/poll/select, fork and exec keep their kernel meaning.
- *   connect(fd)  with JOYRIDE_OUTGOING=1, an AF_INET stream connect is asked of the
+ *   connect(fd)  with JOYRIDE_OUTGOING=1, an AF_INET (or AF_INET6, to an IPv6 address)
+ *                stream connect is asked of the
  *                service (OP_CONNECT); the connection arrives by SCM_RIGHTS and is
  *                dup3()'d onto fd.
  *
  * Everything else goes to libc unchanged: the decision needs no table, because a
  * Joyride descriptor names itself (its unix peer name spells the TCP 4-tuple). The
- * intercepted address calls translate those names back into sockaddr_in, and the
+ * intercepted address calls translate those names back into sockaddr_in (sockaddr_in6
+ * for an AF_INET6 socket, IPv4 peers v4-mapped as Linux reports them), and the
  * option calls and the send queue's ioctls answer as a kernel TCP socket in the same
  * state would ("options" below; the connection's own figures, TCP_INFO, SO_ERROR,
  * SIOCOUTQ ..., come from the service: OP_GETINFO). recvfrom/recvmsg report the TCP peer (the unix sender's name spells it)
@@ -31,6 +35,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -51,7 +56,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define JR_MAGIC "JRD1"
+#define JR_MAGIC "JRD2"
 #define JR_OP_LISTEN 1
 #define JR_OP_CONNECT 2
 #define JR_OP_SETOPT 3
@@ -68,28 +73,27 @@
 #define JR_CONNECT_TIMEOUT_S 130 /* > Linux's SYN retry span (127 s) */
 #define JR_MAX_FD 65536
 
-/* Wire formats: struct module's "<4sHH4sH2x108s" and "<4sH2xi4sH2x4sH2x". */
+/* Wire formats: struct module's "<4sHHH16sH108s" and "<4sHHi16sH16sH". Addresses are
+ * 16 bytes with the family beside them (an IPv4 address in the first 4). */
 struct jr_request {
     char magic[4];
     uint16_t op;
     uint16_t flags;
-    uint8_t ip[4];
+    uint16_t family;
+    uint8_t ip[16];
     uint16_t port;
-    uint16_t pad;
     char name[108];
 } __attribute__((packed));
 
 struct jr_reply {
     char magic[4];
     uint16_t op;
-    uint16_t pad0;
+    uint16_t family;
     int32_t status;
-    uint8_t local_ip[4];
+    uint8_t local_ip[16];
     uint16_t local_port;
-    uint16_t pad1;
-    uint8_t remote_ip[4];
+    uint8_t remote_ip[16];
     uint16_t remote_port;
-    uint16_t pad2;
 } __attribute__((packed));
 
 /* OP_GETINFO's reply after struct jr_reply: protocol.INFO, "<iIII232s". */
@@ -102,17 +106,34 @@ struct jr_conninfo {
     unsigned char tcp_info[JR_TCP_INFO_SIZE];
 } __attribute__((packed));
 
-_Static_assert(sizeof(struct jr_request) == 124, "request layout");
-_Static_assert(sizeof(struct jr_reply) == 28, "reply layout");
+_Static_assert(sizeof(struct jr_request) == 136, "request layout");
+_Static_assert(sizeof(struct jr_reply) == 48, "reply layout");
 _Static_assert(sizeof(struct jr_conninfo) == 248, "info layout");
 
 enum jr_kind { JR_NONE = 0, JR_LISTENER, JR_CONNECTION };
 
+/* A TCP address of either family; in.sa_family (in4's and in6's first field) says. */
+union jr_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+};
+
 struct jr_info {
     enum jr_kind kind;
-    struct sockaddr_in local;
-    struct sockaddr_in remote;
+    union jr_addr local;
+    union jr_addr remote;
 };
+
+static socklen_t jr_addr_len(const union jr_addr *a)
+{
+    return a->sa.sa_family == AF_INET6 ? sizeof(a->in6) : sizeof(a->in4);
+}
+
+static uint16_t jr_addr_port(const union jr_addr *a)
+{
+    return ntohs(a->sa.sa_family == AF_INET6 ? a->in6.sin6_port : a->in4.sin_port);
+}
 
 static int (*real_listen)(int, int);
 static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
@@ -234,18 +255,83 @@ static int jr_abstract_name(const struct sockaddr_un *sun, socklen_t len, char *
     return 1;
 }
 
-static int jr_parse_addr(const char *s, struct sockaddr_in *sin, const char **end)
+/* base64url (RFC 4648 §5) without padding: how names spell IPv6 addresses
+ * (protocol.name_address). 16 bytes are 22 characters. */
+static const char jr_b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static void jr_b64_16(const uint8_t in[16], char out[23])
 {
-    unsigned a, b, c, d, port;
+    uint8_t a[18] = {0};
+    int i, k, n = 0;
+
+    memcpy(a, in, 16);
+    for (i = 0; i < 18; i += 3) {
+        uint32_t v = (uint32_t)a[i] << 16 | (uint32_t)a[i + 1] << 8 | a[i + 2];
+        for (k = 0; k < (i == 15 ? 2 : 4); k++)
+            out[n++] = jr_b64[(v >> (18 - 6 * k)) & 63];
+    }
+    out[n] = '\0';
+}
+
+static int jr_b64_value(char c)
+{
+    const char *at = c ? strchr(jr_b64, c) : NULL;
+
+    return at ? (int)(at - jr_b64) : -1;
+}
+
+/* 22 base64url characters at s into 16 bytes; 0 if they are not. */
+static int jr_unb64_16(const char *s, uint8_t out[16])
+{
+    uint8_t a[18];
+    int i, k, v;
+
+    for (i = 0; i < 6; i++) {
+        uint32_t group = 0;
+        for (k = 0; k < 4; k++) {
+            v = i == 5 && k >= 2 ? 0 : jr_b64_value(s[i * 4 + k]);
+            if (v < 0)
+                return 0;
+            group = group << 6 | (uint32_t)v;
+        }
+        a[i * 3] = (uint8_t)(group >> 16);
+        a[i * 3 + 1] = (uint8_t)(group >> 8);
+        a[i * 3 + 2] = (uint8_t)group;
+    }
+    memcpy(out, a, 16);
+    return 1;
+}
+
+/* The interface index the service serves: link-local addresses are scoped to it
+ * (sin6_scope_id). Its directory names it: .../net<ino>/<ifname>/app.sock. */
+static uint32_t jr_scope_id(void);
+
+/* "<ip>:<port>" of a name (dotted IPv4, or 22 characters of base64url IPv6) into a. */
+static int jr_parse_addr(const char *s, union jr_addr *a, const char **end)
+{
+    unsigned b0, b1, b2, b3, port;
     int used = 0;
 
-    if (sscanf(s, "%3u.%3u.%3u.%3u:%5u%n", &a, &b, &c, &d, &port, &used) != 5 ||
-        a > 255 || b > 255 || c > 255 || d > 255 || port > 65535)
+    memset(a, 0, sizeof(*a));
+    if (strlen(s) > 22 && s[22] == ':' && !memchr(s, '.', 22)) {
+        if (!jr_unb64_16(s, a->in6.sin6_addr.s6_addr) ||
+            sscanf(s + 23, "%5u%n", &port, &used) != 1 || port > 65535)
+            return 0;
+        a->in6.sin6_family = AF_INET6;
+        a->in6.sin6_port = htons((uint16_t)port);
+        if (IN6_IS_ADDR_LINKLOCAL(&a->in6.sin6_addr))
+            a->in6.sin6_scope_id = jr_scope_id();
+        if (end)
+            *end = s + 23 + used;
+        return 1;
+    }
+    if (sscanf(s, "%3u.%3u.%3u.%3u:%5u%n", &b0, &b1, &b2, &b3, &port, &used) != 5 ||
+        b0 > 255 || b1 > 255 || b2 > 255 || b3 > 255 || port > 65535)
         return 0;
-    memset(sin, 0, sizeof(*sin));
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons((uint16_t)port);
-    sin->sin_addr.s_addr = htonl((a << 24) | (b << 16) | (c << 8) | d);
+    a->in4.sin_family = AF_INET;
+    a->in4.sin_port = htons((uint16_t)port);
+    a->in4.sin_addr.s_addr = htonl((b0 << 24) | (b1 << 16) | (b2 << 8) | b3);
     if (end)
         *end = s + used;
     return 1;
@@ -260,7 +346,8 @@ static int jr_parse_connection(const char *name, struct jr_info *info)
         return 0;
     if (!jr_parse_addr(name + 10, &info->local, &p) || *p != '/')
         return 0;
-    if (!jr_parse_addr(p + 1, &info->remote, NULL))
+    if (!jr_parse_addr(p + 1, &info->remote, NULL) ||
+        info->remote.sa.sa_family != info->local.sa.sa_family)
         return 0;
     info->kind = JR_CONNECTION;
     return 1;
@@ -387,6 +474,25 @@ static int jr_find_socket(char *path, size_t len)
     return jr_each_socket(jr_take_path, &out);
 }
 
+static uint32_t jr_scope_id(void)
+{
+    static uint32_t cached;
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    char *slash, *dir;
+    uint32_t index = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+
+    if (index || !jr_find_socket(path, sizeof(path)))
+        return index;
+    slash = strrchr(path, '/');
+    if (!slash)
+        return 0;
+    *slash = '\0';
+    dir = strrchr(path, '/');
+    index = if_nametoindex(dir ? dir + 1 : path);
+    __atomic_store_n(&cached, index, __ATOMIC_RELAXED);
+    return index;
+}
+
 static int jr_owned_by(const char *path, const struct stat *st, void *arg)
 {
     (void)path;
@@ -414,7 +520,7 @@ static int jr_from_service(int conn)
  * JR_UNREACHABLE when there is no service, or a positive errno on failure. A reply
  * with more than struct jr_reply (OP_GETINFO's) puts the rest in extra, which must
  * then be filled entirely. */
-static int jr_request_ex(uint16_t op, uint16_t flags, const struct sockaddr_in *addr,
+static int jr_request_ex(uint16_t op, uint16_t flags, const union jr_addr *addr,
                          const char *name, int timeout_s, struct jr_reply *reply,
                          void *extra, size_t extralen, int *fd_out)
 {
@@ -463,8 +569,12 @@ static int jr_request_ex(uint16_t op, uint16_t flags, const struct sockaddr_in *
     memcpy(req.magic, JR_MAGIC, 4);
     req.op = op;
     req.flags = flags;
-    memcpy(req.ip, &addr->sin_addr.s_addr, 4);
-    req.port = ntohs(addr->sin_port);
+    req.family = addr->sa.sa_family;
+    if (addr->sa.sa_family == AF_INET6)
+        memcpy(req.ip, addr->in6.sin6_addr.s6_addr, 16);
+    else
+        memcpy(req.ip, &addr->in4.sin_addr.s_addr, 4);
+    req.port = jr_addr_port(addr);
     if (name)
         snprintf(req.name, sizeof(req.name), "%s", name);
     if (send(s, &req, sizeof(req), MSG_NOSIGNAL) != (ssize_t)sizeof(req)) {
@@ -501,7 +611,7 @@ static int jr_request_ex(uint16_t op, uint16_t flags, const struct sockaddr_in *
     return reply->status;
 }
 
-static int jr_request(uint16_t op, uint16_t flags, const struct sockaddr_in *addr,
+static int jr_request(uint16_t op, uint16_t flags, const union jr_addr *addr,
                       const char *name, int timeout_s, struct jr_reply *reply, int *fd_out)
 {
     return jr_request_ex(op, flags, addr, name, timeout_s, reply, NULL, 0, fd_out);
@@ -614,6 +724,9 @@ static int jr_keeps(int level, int name)
     }
     if (level == IPPROTO_IP)
         return name < IP_ADD_MEMBERSHIP || name > MCAST_MSFILTER;
+    if (level == IPPROTO_IPV6)
+        return name != IPV6_ADD_MEMBERSHIP && name != IPV6_DROP_MEMBERSHIP &&
+               (name < MCAST_JOIN_GROUP || name > MCAST_MSFILTER);
     return 0;
 }
 
@@ -794,14 +907,14 @@ static void jr_inherit_options(int listener, int conn)
 }
 
 /* A fresh kernel TCP socket with fd's remembered options set: it answers as fd would if
- * it were a kernel socket, but for its state (jr_state_refuses, and the connection's
+ * it were a kernel socket of its family, but for its state (jr_state_refuses, and the connection's
  * own figures from the service). Made per call, not cached: daemons close every
  * descriptor they do not know of, and a cached one could by then be someone else's. */
-static int jr_scratch(int fd)
+static int jr_scratch(int fd, int family)
 {
     struct jr_opt *opts;
     unsigned n, i;
-    int k = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int k = socket(family == AF_INET6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
     if (k < 0)
         return -1;
@@ -876,14 +989,15 @@ static int jr_replace(int newfd, int fd)
     return 0;
 }
 
-static int jr_is_inet_stream(int fd, struct sockaddr_in *bound)
+/* Is fd a kernel TCP socket of either family? Its address into bound. */
+static int jr_is_inet_stream(int fd, union jr_addr *bound)
 {
     socklen_t len = sizeof(*bound);
     int type = 0;
     socklen_t tlen = sizeof(type);
 
-    if (real_getsockname(fd, (struct sockaddr *)bound, &len) != 0 ||
-        bound->sin_family != AF_INET)
+    if (real_getsockname(fd, &bound->sa, &len) != 0 ||
+        (bound->sa.sa_family != AF_INET && bound->sa.sa_family != AF_INET6))
         return 0;
     return real_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 &&
            type == SOCK_STREAM;
@@ -919,7 +1033,7 @@ static int jr_forward_option(int fd, enum jr_kind kind, int code, int value)
 {
     struct sockaddr_un sun;
     socklen_t len = sizeof(sun);
-    struct sockaddr_in carrier;
+    union jr_addr carrier;
     struct jr_reply reply;
     char name[sizeof(sun.sun_path)];
     uint32_t v = (uint32_t)value;
@@ -931,9 +1045,9 @@ static int jr_forward_option(int fd, enum jr_kind kind, int code, int value)
     if (r != 0 || !jr_abstract_name(&sun, len, name, sizeof(name)))
         return JR_UNREACHABLE;
     memset(&carrier, 0, sizeof(carrier));
-    carrier.sin_family = AF_INET;
-    memcpy(&carrier.sin_addr.s_addr, le, 4);
-    carrier.sin_port = htons((uint16_t)code);
+    carrier.in4.sin_family = AF_INET;
+    memcpy(&carrier.in4.sin_addr.s_addr, le, 4);
+    carrier.in4.sin_port = htons((uint16_t)code);
     return jr_request(JR_OP_SETOPT, 0, &carrier, name, JR_LISTEN_TIMEOUT_S, &reply, NULL);
 }
 
@@ -962,30 +1076,37 @@ static void jr_carry_keepalive(int kernel_fd, int fd, enum jr_kind kind)
 
 int listen(int fd, int backlog)
 {
-    struct sockaddr_in bound;
+    union jr_addr bound;
     struct sockaddr_un sun;
     struct jr_reply reply;
     char name[108];
-    char ip[INET_ADDRSTRLEN + 1];
+    char ip[INET_ADDRSTRLEN + 23];
     uint32_t a;
-    int u, status, tries, reuse, channels;
-    socklen_t reuselen;
+    int u, status, tries, reuse, channels, v6only = 0;
+    socklen_t reuselen, v6len = sizeof(v6only);
 
     jr_init();
-    if (jr_disabled() || !jr_is_inet_stream(fd, &bound) || bound.sin_port == 0)
+    if (jr_disabled() || !jr_is_inet_stream(fd, &bound) || jr_addr_port(&bound) == 0)
         return real_listen(fd, backlog);
     u = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (u < 0)
         return real_listen(fd, backlog);
-    a = ntohl(bound.sin_addr.s_addr);
-    snprintf(ip, sizeof(ip), "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255,
-             a & 255);
+    if (bound.sa.sa_family == AF_INET6) {
+        /* Dual-stack unless IPV6_V6ONLY (Linux's default, net.ipv6.bindv6only 0). */
+        jr_b64_16(bound.in6.sin6_addr.s6_addr, ip);
+        if (real_getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &v6len) != 0)
+            v6only = 0;
+    } else {
+        a = ntohl(bound.in4.sin_addr.s_addr);
+        snprintf(ip, sizeof(ip), "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255,
+                 a & 255);
+    }
     for (tries = 0; tries < 64; tries++) {
         /* A forked sibling may hold the same (pid, n) name: take the next n. */
         unsigned n = __atomic_fetch_add(&jr_counter, 1, __ATOMIC_RELAXED);
         socklen_t len;
-        snprintf(name, sizeof(name), "joyride/l/%s:%u/%d.%u", ip, ntohs(bound.sin_port),
-                 (int)getpid(), n);
+        snprintf(name, sizeof(name), "joyride/l/%s:%u/%d.%u%s", ip, jr_addr_port(&bound),
+                 (int)getpid(), n, v6only ? "/v6only" : "");
         memset(&sun, 0, sizeof(sun));
         sun.sun_family = AF_UNIX;
         memcpy(sun.sun_path + 1, name, strlen(name));
@@ -1032,18 +1153,22 @@ int listen(int fd, int backlog)
 
 int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
-    struct sockaddr_in bound, dst;
+    union jr_addr bound, dst;
     struct jr_reply reply;
     const char *outgoing;
     int status, newfd, fl, nonblocking;
 
     jr_init();
     outgoing = getenv("JOYRIDE_OUTGOING");
-    if (!addr || len < sizeof(struct sockaddr_in) || addr->sa_family != AF_INET ||
-        !outgoing || strcmp(outgoing, "1") != 0 || jr_disabled() ||
-        !jr_is_inet_stream(fd, &bound))
+    /* An AF_INET6 socket's connect to a v4-mapped address stays the kernel's. */
+    if (!addr || !outgoing || strcmp(outgoing, "1") != 0 || jr_disabled() ||
+        !(addr->sa_family == AF_INET ? len >= sizeof(struct sockaddr_in)
+          : addr->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6) &&
+            !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)addr)->sin6_addr)) ||
+        !jr_is_inet_stream(fd, &bound) || bound.sa.sa_family != addr->sa_family)
         return real_connect(fd, addr, len);
-    memcpy(&dst, addr, sizeof(dst));
+    memset(&dst, 0, sizeof(dst));
+    memcpy(&dst, addr, addr->sa_family == AF_INET6 ? sizeof(dst.in6) : sizeof(dst.in4));
     fl = fcntl(fd, F_GETFL);
     nonblocking = fl >= 0 && (fl & O_NONBLOCK);
     /* A non-blocking connect must not hold the caller's event loop for the handshake:
@@ -1083,7 +1208,7 @@ static void jr_translate_peer(const struct sockaddr_storage *ss, socklen_t sl,
     if (ss->ss_family == AF_UNIX &&
         jr_abstract_name((const struct sockaddr_un *)ss, sl, name, sizeof(name)) &&
         jr_parse_connection(name, &info)) {
-        jr_copy_out(&info.remote, sizeof(info.remote), addr, addrlen);
+        jr_copy_out(&info.remote, jr_addr_len(&info.remote), addr, addrlen);
         return;
     }
     jr_copy_out(ss, sl, addr, addrlen);
@@ -1158,7 +1283,7 @@ int getsockname(int fd, struct sockaddr *addr, socklen_t *addrlen)
     switch (jr_classify(fd, &info)) {
     case JR_CONNECTION:
     case JR_LISTENER:
-        jr_copy_out(&info.local, sizeof(info.local), addr, addrlen);
+        jr_copy_out(&info.local, jr_addr_len(&info.local), addr, addrlen);
         return 0;
     default:
         return real_getsockname(fd, addr, addrlen);
@@ -1383,7 +1508,7 @@ static int jr_getinfo(int fd, struct jr_conninfo *out)
 {
     struct sockaddr_un sun;
     socklen_t len = sizeof(sun);
-    struct sockaddr_in none;
+    union jr_addr none;
     struct jr_reply reply;
     char name[sizeof(sun.sun_path)];
     int saved = errno, status;
@@ -1394,6 +1519,7 @@ static int jr_getinfo(int fd, struct jr_conninfo *out)
         return ENOTCONN;
     }
     memset(&none, 0, sizeof(none));
+    none.in4.sin_family = AF_INET;
     status = jr_request_ex(JR_OP_GETINFO, 0, &none, name, JR_REPORT_TIMEOUT_S, &reply, out,
                            sizeof(*out), NULL);
     errno = saved;
@@ -1414,9 +1540,10 @@ static int jr_has_option(int fd, int level, int optname)
 }
 
 /* getsockopt on the scratch kernel socket (jr_scratch). */
-static int jr_scratch_get(int fd, int level, int optname, void *optval, socklen_t *optlen)
+static int jr_scratch_get(int fd, const struct jr_info *info, int level, int optname,
+                          void *optval, socklen_t *optlen)
 {
-    int k = jr_scratch(fd), r, err;
+    int k = jr_scratch(fd, info->local.sa.sa_family), r, err;
 
     if (k < 0)
         return -1;
@@ -1489,7 +1616,7 @@ static int jr_tcp_info(int fd, const struct jr_info *info, void *optval, socklen
     if (info->kind == JR_CONNECTION && jr_getinfo(fd, &ci) == 0) {
         memcpy(out, ci.tcp_info, len < JR_TCP_INFO_SIZE ? len : JR_TCP_INFO_SIZE);
     } else {
-        if (jr_scratch_get(fd, IPPROTO_TCP, TCP_INFO, buf, &len) != 0)
+        if (jr_scratch_get(fd, info, IPPROTO_TCP, TCP_INFO, buf, &len) != 0)
             return -1;
         if (info->kind == JR_LISTENER) {
             for (i = 0; i < sizeof(listener_fields) / sizeof(listener_fields[0]); i++)
@@ -1515,7 +1642,7 @@ static int jr_get_sol(int fd, const struct jr_info *info, int optname, void *opt
 
     switch (optname) {
     case SO_DOMAIN:
-        return jr_put_int(SOL_SOCKET, optval, optlen, AF_INET);
+        return jr_put_int(SOL_SOCKET, optval, optlen, info->local.sa.sa_family);
     case SO_PROTOCOL:
         return jr_put_int(SOL_SOCKET, optval, optlen, IPPROTO_TCP);
     case SO_ERROR:
@@ -1533,14 +1660,14 @@ static int jr_get_sol(int fd, const struct jr_info *info, int optname, void *opt
             errno = EFAULT;
             return -1;
         }
-        if (*optlen > sizeof(info->remote)) {
+        if (*optlen > jr_addr_len(&info->remote)) {
             errno = EINVAL;
             return -1;
         }
         memcpy(optval, &info->remote, *optlen);
         return 0;
     }
-    return jr_scratch_get(fd, SOL_SOCKET, optname, optval, optlen);
+    return jr_scratch_get(fd, info, SOL_SOCKET, optname, optval, optlen);
 }
 
 #ifndef IP_PROTOCOL
@@ -1556,7 +1683,7 @@ static int jr_get_ip_tcp(int fd, const struct jr_info *info, int level, int optn
     if (level == IPPROTO_TCP && optname == TCP_INFO)
         return jr_tcp_info(fd, info, optval, optlen);
     if (level == IPPROTO_IP && optname == IP_PROTOCOL) /* Linux answers inet_num: the port */
-        return jr_put_int(level, optval, optlen, ntohs(info->local.sin_port));
+        return jr_put_int(level, optval, optlen, jr_addr_port(&info->local));
     if (level == IPPROTO_TCP && optname == TCP_ZEROCOPY_RECEIVE) {
         /* Zero-copy receive maps TCP's pages; the bytes are in a unix socket here. */
         errno = info->kind == JR_LISTENER ? ENOTCONN : EOPNOTSUPP;
@@ -1565,19 +1692,20 @@ static int jr_get_ip_tcp(int fd, const struct jr_info *info, int level, int optn
     if (info->kind == JR_CONNECTION &&
         ((level == IPPROTO_TCP && optname == TCP_MAXSEG) ||
          (level == IPPROTO_IP && optname == IP_MTU) ||
+         (level == IPPROTO_IPV6 && optname == IPV6_MTU) ||
          (level == IPPROTO_TCP && optname == TCP_WINDOW_CLAMP &&
           !jr_has_option(fd, level, optname)))) {
         if (jr_getinfo(fd, &ci) == 0) {
-            v = optname == TCP_WINDOW_CLAMP ? ci.window_clamp
-                : jr_u32_at(ci.tcp_info + (optname == IP_MTU ? 60 : 16)); /* pmtu, snd_mss */
+            v = level == IPPROTO_TCP && optname == TCP_WINDOW_CLAMP ? ci.window_clamp
+                : jr_u32_at(ci.tcp_info + (level == IPPROTO_TCP ? 16 : 60)); /* snd_mss, pmtu */
             return jr_put_int(level, optval, optlen, (int)v);
         }
-        if (level == IPPROTO_IP) {
+        if (level != IPPROTO_TCP) {
             errno = ENOTCONN; /* no route cached: the connection is gone */
             return -1;
         }
     }
-    return jr_scratch_get(fd, level, optname, optval, optlen);
+    return jr_scratch_get(fd, info, level, optname, optval, optlen);
 }
 
 /* A TCP/IP option (or a SOL_SOCKET one a unix socket cannot hold) on a Joyride
@@ -1585,7 +1713,7 @@ static int jr_get_ip_tcp(int fd, const struct jr_info *info, int level, int optn
 static int jr_set_as_tcp(int fd, const struct jr_info *info, int level, int optname,
                          const void *optval, socklen_t optlen)
 {
-    int k = jr_scratch(fd), r, err = 0, prio = 0;
+    int k = jr_scratch(fd, info->local.sa.sa_family), r, err = 0, prio = 0;
     socklen_t plen = sizeof(prio);
 
     if (k < 0)
@@ -1636,12 +1764,13 @@ int setsockopt(int fd, int level, int optname, const void *optval, socklen_t opt
     }
     if (r == 0) {
         /* Kept for kernel sockets too: they carry over if it becomes a Joyride one. */
-        if (level == SOL_SOCKET || level == IPPROTO_TCP || level == IPPROTO_IP)
+        if (level == SOL_SOCKET || level == IPPROTO_TCP || level == IPPROTO_IP ||
+            level == IPPROTO_IPV6)
             jr_record(fd, level, optname, optval, optlen);
         errno = saved;
         return 0;
     }
-    if ((level != IPPROTO_TCP && level != IPPROTO_IP) ||
+    if ((level != IPPROTO_TCP && level != IPPROTO_IP && level != IPPROTO_IPV6) ||
         (saved != EOPNOTSUPP && saved != ENOPROTOOPT) || jr_classify(fd, &info) == JR_NONE) {
         errno = saved;
         return r;
@@ -1663,7 +1792,7 @@ int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
         return real_getsockopt(fd, level, optname, optval, optlen);
     }
     r = real_getsockopt(fd, level, optname, optval, optlen);
-    if (r == 0 || (level != IPPROTO_TCP && level != IPPROTO_IP))
+    if (r == 0 || (level != IPPROTO_TCP && level != IPPROTO_IP && level != IPPROTO_IPV6))
         return r;
     saved = errno;
     if ((saved != EOPNOTSUPP && saved != ENOPROTOOPT) || jr_classify(fd, &info) == JR_NONE) {

@@ -96,9 +96,7 @@ def parse_redis(text: str) -> dict[str, float] | None:
 
 def nginx_server(workers: int) -> Callable[[int, Path], list[str]]:
     def argv(port: int, work: Path) -> list[str]:
-        conf = nginx_conf(work / f"nginx-{port}", port)
-        text = conf.read_text().replace("worker_processes 1;", f"worker_processes {workers};")
-        conf.write_text(text)
+        conf = nginx_conf(work / f"nginx-{port}", port, workers=workers)
         return ["nginx", "-c", str(conf), "-e", str(conf.parent / "error.log")]
     return argv
 

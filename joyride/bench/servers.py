@@ -69,15 +69,23 @@ class Endpoint:
         terminate(self.procs, timeout)
 
 
-def nginx_conf(workdir: Path, port: int) -> Path:
-    """nginx with one worker (2 vCPUs: one for the client), keep-alive, no logging."""
+def nginx_conf(workdir: Path, port: int, *, workers: int = 1, reuseport: bool = True,
+               ipv6: bool = False, access_log: bool = False) -> Path:
+    """nginx with ``workers`` workers (1: with 2 vCPUs, one is the client's),
+    keep-alive, listening on ``port`` (``reuseport``: one listener per worker; ``ipv6``:
+    also on ``[::]``, as Debian's default site, which nginx makes IPV6_V6ONLY) and
+    logging each request's peer and local address to ``access.log`` if asked."""
     for sub in ("www", "body", "proxy", "fcgi", "uwsgi", "scgi"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
     (workdir / "www" / "body").write_bytes(BODY)
     (workdir / "www" / "body64k").write_bytes(BODY_64K)
+    options = " reuseport backlog=4096" if reuseport else ""
+    listens = f"listen {port}{options};" + (f" listen [::]:{port}{options};" if ipv6 else "")
+    log = (f"log_format peer '$remote_addr $server_addr $status';\n"
+           f"    access_log {workdir}/access.log peer;") if access_log else "access_log off;"
     conf = workdir / "nginx.conf"
     conf.write_text(f"""
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 master_process on;
 user root;
@@ -85,7 +93,7 @@ pid {workdir}/nginx.pid;
 error_log {workdir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    {log}
     sendfile on;
     tcp_nodelay on;
     keepalive_requests 1000000;
@@ -95,7 +103,7 @@ http {{
     fastcgi_temp_path {workdir}/fcgi;
     uwsgi_temp_path {workdir}/uwsgi;
     scgi_temp_path {workdir}/scgi;
-    server {{ listen {port} reuseport backlog=4096; root {workdir}/www; }}
+    server {{ {listens} root {workdir}/www; }}
 }}
 """)
     return conf

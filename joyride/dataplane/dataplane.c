@@ -2812,10 +2812,25 @@ static char *put_u64(char *p, char *end, uint64_t v)
     return p;
 }
 
-/* Dotted quad of an IPv4 address (network order). Only IPv4 flows are born in C
- * (syn_input), so only they are named here. */
-static char *put_ipv4(char *p, char *end, const uint8_t *b)
+/* An IPv4 address (network order) as protocol.name_address spells it for a socket of
+ * the application: dotted for an AF_INET socket; for an AF_INET6 one (mapped), the
+ * v4-mapped address (RFC 4291 §2.5.5.2) in base64url without padding, 22 characters.
+ * Only IPv4 flows are born in C (syn_input), so only they are named here. */
+static char *put_ipv4(char *p, char *end, const uint8_t *b, int mapped)
 {
+    static const char b64[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    if (mapped) {
+        uint8_t a[18] = {[10] = 0xff, [11] = 0xff}; /* 16 bytes, 2 of zero padding */
+        memcpy(a + 12, b, 4);
+        for (int i = 0; i < 18 && p < end; i += 3) {
+            uint32_t v = (uint32_t)a[i] << 16 | (uint32_t)a[i + 1] << 8 | a[i + 2];
+            int chars = i == 15 ? 2 : 4; /* the last group holds one byte: 2 chars */
+            for (int k = 0; k < chars && p < end; k++)
+                *p++ = b64[(v >> (18 - 6 * k)) & 63];
+        }
+        return p;
+    }
     for (int i = 0; i < 4; i++) {
         if (i)
             p = put_str(p, end, ".");
@@ -2825,16 +2840,18 @@ static char *put_ipv4(char *p, char *end, const uint8_t *b)
 }
 
 /* service/protocol.py connection_name: "joyride/c/LIP:LPORT/RIP:RPORT/PID.N" into buf
- * (cap bytes, no terminator). Returns its length, or -1 if it does not fit. */
-static int conn_name(const struct dp *dp, const struct dp_tcb *t, char *buf, size_t cap)
+ * (cap bytes, no terminator), addresses as put_ipv4 spells them. Returns its length,
+ * or -1 if it does not fit. */
+static int conn_name(const struct dp *dp, const struct dp_tcb *t, int mapped, char *buf,
+                     size_t cap)
 {
     char *p = buf, *end = buf + cap;
     p = put_str(p, end, "joyride/c/");
-    p = put_ipv4(p, end, t->local_ip);
+    p = put_ipv4(p, end, t->local_ip, mapped);
     p = put_str(p, end, ":");
     p = put_u64(p, end, t->local_port);
     p = put_str(p, end, "/");
-    p = put_ipv4(p, end, t->remote_ip);
+    p = put_ipv4(p, end, t->remote_ip, mapped);
     p = put_str(p, end, ":");
     p = put_u64(p, end, t->remote_port);
     p = put_str(p, end, "/");
@@ -2854,15 +2871,18 @@ static int deliver(struct dp *dp, struct flow *f)
     struct listener *l = listener_of(dp, t->local_port);
     if (l == NULL || l->cfg.n_names == 0)
         return -ENOENT;
-    struct sockaddr_un self = {.sun_family = AF_UNIX};
-    int len = conn_name(dp, t, self.sun_path + 1, sizeof self.sun_path - 1);
-    if (len <= 0)
-        return -ENAMETOOLONG;
-    socklen_t self_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
     int rc = -EAGAIN;
     for (uint32_t tries = 0; tries < l->cfg.n_names; tries++) {
         uint32_t which = l->rr++ % l->cfg.n_names;
         const char *target = l->cfg.names[which];
+        /* Named as the target's socket reports it (v4-mapped for an AF_INET6 one). */
+        struct sockaddr_un self = {.sun_family = AF_UNIX};
+        int len = conn_name(dp, t, (l->cfg.mapped >> which) & 1, self.sun_path + 1,
+                            sizeof self.sun_path - 1);
+        if (len <= 0)
+            return -ENAMETOOLONG;
+        socklen_t self_len =
+            (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
         size_t n = strnlen(target, DP_NAME_BYTES - 1);
         struct sockaddr_un peer = {.sun_family = AF_UNIX};
         memcpy(peer.sun_path + 1, target, n);

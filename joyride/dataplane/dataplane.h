@@ -347,6 +347,8 @@ struct dp_listen_cfg {
     uint16_t n_names;          /* unix listeners, round robin: 1..DP_LISTEN_NAMES */
     uint16_t claims;           /* bit i: names[i]'s application claims ring mode */
     uint16_t claim_wait_ms;    /* how long a delivery waits for that claim */
+    uint16_t mapped;           /* bit i: names[i] is an AF_INET6 socket's: v4-mapped names */
+    uint16_t reserved;
     uint32_t syn_backlog;      /* half-open flows C keeps; further SYNs go to Python */
     uint32_t ts_offset;        /* RFC 7323 §7.1: the listener's timestamp offset */
     uint32_t max_syn_retries;  /* SYN-ACK retransmissions before giving up */

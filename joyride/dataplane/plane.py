@@ -193,6 +193,8 @@ class ListenSpec:
     ts_offset: int
     isn_key: bytes
     claims: tuple[bool, ...] = ()  # per name: its application claims ring mode
+    # Per name: an AF_INET6 socket's (dual-stack), whose IPv4 peers are named v4-mapped.
+    mapped: tuple[bool, ...] = ()
 
 
 class DataPlane:
@@ -465,6 +467,8 @@ class DataPlane:
             cfg.names[i] = raw
             if i < len(spec.claims) and spec.claims[i]:
                 cfg.claims |= 1 << i
+            if i < len(spec.mapped) and spec.mapped[i]:
+                cfg.mapped |= 1 << i
         cfg.claim_wait_ms = int(CLAIM_WAIT * 1000)
         self._check(lib.dp_listen(self._dp, cfg), f"listening on port {spec.port} in C")
 

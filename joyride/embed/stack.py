@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from joyride.engine import Engine
+from joyride.engine.engine import IPV4_ONLY
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.listener import Listener
@@ -68,9 +69,10 @@ class Stack:
 
     def listen(self, port: int, on_activity: Callback, config: TcpConfig | None = None
                ) -> Listener:
-        """Listen on ``port``; ``config`` (else the engine's) for its connections."""
+        """Listen on ``port`` for IPv4 connections (embedded mode's sockets are
+        ``AF_INET``); ``config`` (else the engine's) for its connections."""
         with self.lock:
-            listener = self.engine.listen(port, config=config)
+            listener = self.engine.listen(port, config=config, families=IPV4_ONLY)
             self._listener_cb[listener] = on_activity
             return listener
 

@@ -73,6 +73,8 @@ REUSE_ISS_GAP: Final = 65535 + 2  # RFC 6191 reuse: new ISS past the old SND.NXT
 MAX_TIME_WAIT: Final = 65536
 # Timer heap entries tolerated before superseded ones are swept (see _compact_timers).
 TIMER_SLACK: Final = 64
+BOTH_FAMILIES: Final = frozenset({4, 6})  # IP versions a listener takes by default
+IPV4_ONLY: Final = frozenset({4})
 
 
 class EngineError(Exception):
@@ -127,9 +129,13 @@ class Engine:
         self._kick: Callable[[bool], None] | None = getattr(nic, "kick", None)
         self._round_data = 0  # data segments queued since the last kick
         self.listeners: dict[int, Listener] = {}
-        # Told (port, True/False) as a port gains or loses its listener: the steering
-        # program gives such a port's SYNs to Joyride before a kernel listener's.
-        self.serving_listeners: list[Callable[[int, bool], None]] = []
+        # The IP versions (4, 6) each listening port takes connections of: a SYN of
+        # another is answered as if nothing listened (RFC 9293 §3.10.7.1).
+        self.listener_families: dict[int, frozenset[int]] = {}
+        # Told (port, families) as a port's listener starts, stops (no families) or
+        # changes the families it takes: the steering program gives such a port's SYNs
+        # of those families to Joyride before a kernel listener's.
+        self.serving_listeners: list[Callable[[int, frozenset[int]], None]] = []
         # Run once a second, beside the address refresh (the steering program's
         # KERNEL_CONNS flags, joyride.steer.kernel_sockets).
         self.housekeeping: list[Callable[[], None]] = []
@@ -161,29 +167,42 @@ class Engine:
 
     # ------------------------------------------------------------------ sockets
 
-    def listen(self, port: int, config: TcpConfig | None = None) -> Listener:
+    def listen(self, port: int, config: TcpConfig | None = None,
+               families: frozenset[int] = BOTH_FAMILIES) -> Listener:
+        """A listener on ``port`` for connections of the IP versions ``families``."""
         if not 0 < port < 65536:
             raise EngineError(f"port {port} out of range 1..65535")
         if port in self.listeners:
             raise EngineError(f"port {port} is already listening")
         listener = Listener(config or self.config, port, isn_generator=self._isn)
         self.listeners[port] = listener
-        self._tell_serving(port, True)
+        self.listener_families[port] = families
+        self._tell_serving(port, families)
         return listener
+
+    def set_families(self, listener: Listener, families: frozenset[int]) -> None:
+        """``listener`` takes connections of the IP versions ``families`` from now on
+        (the service's applications listen per family)."""
+        port = listener.local_port
+        if self.listeners.get(port) is listener and \
+                self.listener_families.get(port) != families:
+            self.listener_families[port] = families
+            self._tell_serving(port, families)
 
     def unlisten(self, listener: Listener) -> None:
         listener.close()
         self._dirty.add(listener)
         self.flush()
         if self.listeners.pop(listener.local_port, None) is listener:
+            self.listener_families.pop(listener.local_port, None)
             self.closed_counters.update(listener.counters)
-            self._tell_serving(listener.local_port, False)
+            self._tell_serving(listener.local_port, frozenset())
         self._wake_at.pop(listener, None)
 
-    def _tell_serving(self, port: int, serving: bool) -> None:
+    def _tell_serving(self, port: int, families: frozenset[int]) -> None:
         for watcher in self.serving_listeners:
             try:
-                watcher(port, serving)
+                watcher(port, families)
             except Exception:
                 self._internal_error("serving_listener")
 
@@ -393,7 +412,8 @@ class Engine:
             if not deliver:
                 return
         listener = self.listeners.get(seg.dst_port)
-        if listener is not None:
+        if listener is not None and \
+                (6 if len(lip) == 16 else 4) in self.listener_families[seg.dst_port]:
             listener.receive(seg, rip, lip, now, iss=reuse_iss)
             self.activity.listeners.add(listener)
             self._dirty.add(listener)
@@ -714,3 +734,4 @@ class Engine:
         self.time_wait.clear()
         self._by_raw.clear()
         self.listeners.clear()
+        self.listener_families.clear()

@@ -19,6 +19,7 @@ import array
 import contextlib
 import errno
 import fcntl
+import ipaddress
 import itertools
 import logging
 import os
@@ -54,7 +55,7 @@ from joyride.tcp.counters import Counters
 from joyride.tcp.failure import failure_errno
 from joyride.tcp.listener import Listener
 from joyride.tcp.state import TcpState
-from joyride.wire.addr import text
+from joyride.wire.addr import packed, text
 from joyride.wire.icmp import TooBig
 from joyride.wire.seq import Seq
 
@@ -74,6 +75,16 @@ _FIN_UNACKED: Final = frozenset({TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState
 FIONREAD: Final = 0x541B  # SIOCINQ: bytes waiting in a socket's receive queue
 
 
+def _remote_address(ip: bytes) -> bool:
+    """May the service connect to ``ip`` for an application (``OP_CONNECT``)? Not to
+    loopback, the unspecified or a multicast address, nor to a v4-mapped one (an
+    AF_INET6 socket reaching an IPv4 peer: left to the kernel)."""
+    address = ipaddress.ip_address(ip)
+    return not (address.is_loopback or address.is_unspecified or address.is_multicast
+                or (isinstance(address, ipaddress.IPv6Address)
+                    and address.ipv4_mapped is not None))
+
+
 @dataclass
 class Registration:
     """An application's unix listener for one TCP port."""
@@ -84,6 +95,10 @@ class Registration:
     verified: bool = False  # SO_PEERCRED of the listener checked on a delivery
     reuseport: bool | None = False  # SO_REUSEPORT set (None: unknown, re-adopted)
     channels: bool = False  # its application claims ring mode (protocol.FLAG_CHANNELS)
+    # The application socket's family (names spell its connections in that form) and
+    # the IP versions of the connections it takes (protocol.ParsedName.families).
+    family: int = socket.AF_INET
+    families: frozenset[int] = frozenset({4})
     # Socket options set on the listener (OP_SETOPT), for what it is delivered.
     options: list[tuple[int, int, int]] = field(default_factory=list)
 
@@ -95,6 +110,11 @@ class PortListeners:
     listener: Listener
     registrations: list[Registration] = field(default_factory=list)
     pending: deque[TcpConnection] = field(default_factory=deque)  # accepted, undelivered
+
+    @property
+    def families(self) -> frozenset[int]:
+        """The IP versions some registration takes connections of."""
+        return frozenset().union(*(r.families for r in self.registrations))
     rr: int = 0
     retry_at: float = 0.0
     # The C data plane opens this port's connections itself (docs/dataplane.md,
@@ -409,18 +429,24 @@ class Datapath:
     def _sync_listener(self, pl: PortListeners) -> None:
         """Let C open the port's connections while every registration is verified and
         they share their options (one TCP configuration), else take them back."""
+        if pl.registrations:
+            self.engine.set_families(pl.listener, pl.families)  # the steering follows
         if self.plane is None:
             return
         regs = pl.registrations
+        # C opens IPv4 connections only (an IPv6 SYN goes to Python): to the names
+        # that take them, v4-mapped for an AF_INET6 socket's.
+        v4 = [r for r in regs if 4 in r.families]
         spec: ListenSpec | None = None
-        if regs and all(r.verified for r in regs) and all(
+        if v4 and all(r.verified for r in regs) and all(
                 r.options == regs[0].options for r in regs):
             config = sockopts.apply(self.engine.config, regs[0].options) \
                 if regs[0].options else self.engine.config
             if not config.keepalive and config.congestion_control in ("cubic", "newreno"):
-                spec = ListenSpec(pl.port, tuple(r.name for r in regs), config,
+                spec = ListenSpec(pl.port, tuple(r.name for r in v4), config,
                                   pl.listener.ts_offset, pl.listener.isn_generator.key,
-                                  tuple(r.channels for r in regs))
+                                  tuple(r.channels for r in v4),
+                                  tuple(r.family == socket.AF_INET6 for r in v4))
         if spec == pl.in_c:
             return
         if spec is None:
@@ -502,13 +528,17 @@ class Datapath:
         runs (``channels_granted``)."""
         if port not in self.ports:
             return protocol.NOT_ACCELERATED
-        if ip != bytes(4) and ip not in self.engine.local_addresses:
-            return protocol.NOT_ACCELERATED  # loopback or another interface's address
+        if any(ip) and protocol.engine_address(ip) not in self.engine.local_addresses:
+            # Loopback, another interface's address, or a v4-mapped one not ours.
+            return protocol.NOT_ACCELERATED
         parsed = protocol.parse_name(name)
         if parsed is None or parsed.kind != "listener" or parsed.local[1] != port \
-                or parsed.pid != creds.pid:
+                or parsed.pid != creds.pid or packed(parsed.local[0]) != ip:
             self.counters["listen_bad_name"] += 1
             return errno.EINVAL
+        families = parsed.families
+        if len(ip) == 16 and any(ip) and protocol.engine_address(ip) != ip:
+            families = frozenset({4})  # an AF_INET6 socket bound to a v4-mapped address
         if not apps.may_bind(creds, port):
             self.counters["listen_denied_privileged_port"] += 1
             return errno.EACCES
@@ -518,7 +548,10 @@ class Datapath:
             return errno.EADDRINUSE
         # The same name is the same listener: adopt_listeners may have found it already
         # (an in-process service's first scan can race the application's first listen).
-        others = [] if pl is None else [r for r in pl.registrations if r.name != name]
+        # Listeners clash only where their families meet (an IPv4 one and a v6only one
+        # share a port without SO_REUSEPORT, as on Linux).
+        others = [] if pl is None else [r for r in pl.registrations
+                                        if r.name != name and r.families & families]
         if pl is not None and others and not (
                 reuseport and all(r.reuseport is not False for r in others)):
             # Linux shares a listening port only among SO_REUSEPORT sockets (of one
@@ -526,17 +559,18 @@ class Datapath:
             alive = apps.listening_names()
             if alive is not None:
                 pl.registrations = [r for r in pl.registrations if r.name in alive]
-            if any(r.name != name for r in pl.registrations):
+            if any(r.name != name and r.families & families for r in pl.registrations):
                 self.counters["listen_denied_in_use"] += 1
                 return errno.EADDRINUSE
         if pl is None:
-            pl = PortListeners(port, creds.uid, self.engine.listen(port))
+            pl = PortListeners(port, creds.uid, self.engine.listen(port, families=families))
             self.by_port[port] = pl
         pl.uid = creds.uid
         # Verified on its first delivery: SO_PEERCRED of the listener must be this pid's.
         pl.registrations = [r for r in pl.registrations if r.name != name]
         pl.registrations.append(Registration(name, port, creds.uid, reuseport=reuseport,
-                                             channels=channels and self.plane is not None))
+                                             channels=channels and self.plane is not None,
+                                             family=parsed.family, families=families))
         self.counters["listen_registered"] += 1
         self._watch_listener_pid(creds.pid)
         self._sync_listener(pl)  # unverified until its first delivery: Python delivers
@@ -608,10 +642,7 @@ class Datapath:
             assert pl is not None
             self._sync_listener(pl)
             return 0
-        assert parsed.remote is not None
-        key = (socket.inet_aton(parsed.local[0]), parsed.local[1],
-               socket.inet_aton(parsed.remote[0]), parsed.remote[1])
-        conn = self._connection(key, creds.uid)
+        conn = self._connection(parsed.key(), creds.uid)
         pump = self.pumps.get(conn) if conn is not None else None
         if conn is None or pump is None:
             return errno.ENOTCONN
@@ -627,9 +658,7 @@ class Datapath:
         parsed = protocol.parse_name(request.name)
         if parsed is None or parsed.kind != "connection" or parsed.remote is None:
             return errno.EINVAL, None, None
-        key = (socket.inet_aton(parsed.local[0]), parsed.local[1],
-               socket.inet_aton(parsed.remote[0]), parsed.remote[1])
-        conn = self._connection(key, creds.uid)
+        conn = self._connection(parsed.key(), creds.uid)
         pump = self.pumps.get(conn) if conn is not None else None
         if conn is None or pump is None:
             # Gone: its error once, as SO_ERROR reports it, to its owner only.
@@ -712,9 +741,12 @@ class Datapath:
             pl = self.by_port.get(port)
             if pl is None:
                 # The owner is unknown until the first delivery checks SO_PEERCRED.
-                pl = PortListeners(port, -1, self.engine.listen(port))
+                pl = PortListeners(port, -1, self.engine.listen(port,
+                                                               families=parsed.families))
                 self.by_port[port] = pl
-            pl.registrations.append(Registration(name, port, -1, reuseport=None))
+            pl.registrations.append(Registration(name, port, -1, reuseport=None,
+                                                 family=parsed.family,
+                                                 families=parsed.families))
             self._watch_listener_pid(parsed.pid)
             self.counters["listen_adopted"] += 1
             log.info("adopted listener %s", name)
@@ -779,15 +811,19 @@ class Datapath:
             self._sync_listener(pl)  # registrations gone or verified meanwhile
 
     def _deliver(self, pl: PortListeners, conn: TcpConnection) -> str:
-        """Connect ``conn`` to a registered listener: "ok", "busy" or "none"."""
+        """Connect ``conn`` to a registered listener of its family: "ok", "busy" or
+        "none"."""
         tried = 0
-        while pl.registrations and tried < len(pl.registrations):
+        version = 6 if len(conn.local_ip) == 16 else 4
+        while tried < sum(version in r.families for r in pl.registrations):
             reg = pl.registrations[pl.rr % len(pl.registrations)]
             pl.rr += 1
+            if version not in reg.families:
+                continue
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK
                                  | socket.SOCK_CLOEXEC)
             try:
-                sock.bind(protocol.abstract(self._conn_name(conn)))
+                sock.bind(protocol.abstract(self._conn_name(conn, reg.family)))
                 sock.connect(protocol.abstract(reg.name))
             except BlockingIOError:
                 sock.close()
@@ -811,7 +847,7 @@ class Datapath:
                              channel)
             self.counters["delivered"] += 1
             return "ok"
-        return "busy" if pl.registrations else "none"
+        return "busy" if any(version in r.families for r in pl.registrations) else "none"
 
     def _verify(self, pl: PortListeners, reg: Registration, sock: socket.socket) -> bool:
         """The listener's owner (``SO_PEERCRED``, fixed at its ``listen``) may have it."""
@@ -833,10 +869,13 @@ class Datapath:
         self._sync_listener(pl)  # verified: C may deliver to it from now on
         return True
 
-    def _conn_name(self, conn: TcpConnection) -> str:
-        return protocol.connection_name((conn.local_ip, conn.local_port),
-                                        (conn.remote_ip, conn.remote_port), os.getpid(),
-                                        next(self._names))
+    def _conn_name(self, conn: TcpConnection, family: int) -> str:
+        """The name spelling ``conn``'s 4-tuple as an application socket of ``family``
+        reports it (an IPv4 peer of an AF_INET6 socket is v4-mapped)."""
+        return protocol.connection_name(
+            (protocol.socket_address(conn.local_ip, family), conn.local_port),
+            (protocol.socket_address(conn.remote_ip, family), conn.remote_port),
+            os.getpid(), next(self._names))
 
     # -- application requests --------------------------------------------------------------
 
@@ -908,7 +947,7 @@ class Datapath:
                     channels=bool(request.flags & protocol.FLAG_CHANNELS))
                 granted = status == 0 and self.channels_granted(request.name, request.port)
                 self._reply(session, protocol.Reply(
-                    request.op, status, request.ip, request.port,
+                    request.op, status, request.ip, request.port, bytes(len(request.ip)),
                     remote_port=protocol.FLAG_CHANNELS if granted else 0))
             elif request.op == protocol.OP_CONNECT:
                 keep = self._start_connect(session, request)
@@ -950,8 +989,8 @@ class Datapath:
 
     def _start_connect(self, session: socket.socket, request: protocol.Request) -> bool:
         rip = request.ip
-        if (not self.ephemeral or rip[0] == 127 or rip in self.engine.local_addresses
-                or rip == bytes(4) or not 0 < request.port < 65536):
+        if (not self.ephemeral or not _remote_address(rip)
+                or rip in self.engine.local_addresses or not 0 < request.port < 65536):
             self._reply(session, protocol.Reply(request.op, protocol.NOT_ACCELERATED))
             return False
         try:
@@ -1000,7 +1039,8 @@ class Datapath:
         ours, theirs = socket.socketpair(socket.AF_UNIX,
                                          socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            ours.bind(protocol.abstract(self._conn_name(conn)))
+            ours.bind(protocol.abstract(self._conn_name(
+                conn, socket.AF_INET6 if len(conn.local_ip) == 16 else socket.AF_INET)))
         except OSError:
             ours.close()
             theirs.close()

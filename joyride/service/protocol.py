@@ -1,4 +1,4 @@
-"""The application protocol of the network service (service mode), version 1.
+"""The application protocol of the network service (service mode), version 2.
 
 This is the contract between the service and its clients: the preload shim
 (``preload/joyride_preload.c``), ``joyride.socket``'s service mode and
@@ -17,9 +17,12 @@ Where
 
 Requests and replies
     One client connection carries one request and one reply, then closes. A request
-    is ``REQUEST`` (124 bytes, little-endian); a reply is ``REPLY`` (28 bytes; an
-    ``OP_GETINFO`` reply carries more after it, ``INFO_REPLY`` bytes in all). IPv4
-    addresses are 4 bytes in network order, as in ``sockaddr_in``.
+    is ``REQUEST`` (136 bytes, little-endian); a reply is ``REPLY`` (48 bytes; an
+    ``OP_GETINFO`` reply carries more after it, ``INFO_REPLY`` bytes in all).
+    Addresses travel as 16 bytes in network order with the family beside them
+    (``AF_INET`` 2, ``AF_INET6`` 10; ``joyride.wire.addr``'s form: an IPv4 address in
+    the first 4 bytes, the other 12 zero). Version 1 (magic ``JRD1``, IPv4 only) is
+    refused, not misread.
 
     ``status`` in a reply: 0 success; a positive ``errno`` value the client returns
     from the intercepted call (``EACCES``, ``EADDRINUSE``, ``ECONNREFUSED``,
@@ -28,7 +31,7 @@ Requests and replies
     ``--group`` does not admit the caller (the client fails the call with ``EACCES``
     and says why).
 
-``OP_LISTEN`` (ip, port, name): "deliver connections to my listener"
+``OP_LISTEN`` (family, ip, port, name): "deliver connections to my listener"
     The client first creates an ``AF_UNIX`` ``SOCK_STREAM`` socket, binds it to the
     abstract name ``listener_name(ip, port, pid, n)`` and calls ``listen(backlog)``
     on it; then it sends the name, with ``FLAG_CHANNELS`` when it will claim ring
@@ -36,14 +39,17 @@ Requests and replies
     arena's descriptor, as each connection's first bytes); the reply's remote port is
     ``FLAG_CHANNELS`` when the service grants that (it keeps channels only with the C
     data plane), and the client claims only then. The service checks the port is
-    accelerated and the address is one of the interface's (or 0.0.0.0), that the
+    accelerated and the address is one of the interface's (or 0.0.0.0, or ``::``), that the
     caller may bind it (below
     ``net.ipv4.ip_unprivileged_port_start`` it needs uid 0 or CAP_NET_BIND_SERVICE,
     as the kernel demands) and that the port is free as Linux's ``inet_csk_get_port``
     would find it: a port with live listeners is shared only when every one of them and
     the newcomer set ``SO_REUSEPORT`` (``FLAG_REUSEPORT``) and all belong to the same
     uid; otherwise ``EADDRINUSE``. (Listeners re-adopted after a service restart lost
-    that bit; they count as having it.) On success the client puts its unix listener
+    that bit; they count as having it.) Listeners of the two families share a port as
+    Linux's do: an ``AF_INET6`` listener that is not ``IPV6_V6ONLY`` (Linux's default)
+    takes IPv4 connections too, as v4-mapped addresses, and so clashes with an IPv4
+    listener on its port; a ``v6only`` one does not. On success the client puts its unix listener
     where the application's socket was (``dup2``).
 
     Each established TCP connection is then *delivered* by the service connecting an
@@ -120,18 +126,30 @@ Addresses without state
     end) is bound to ``connection_name``, which spells the TCP 4-tuple, and a
     listener's own name spells its address. ``parse_name`` reads both; this survives
     ``dup``, ``fork`` and ``exec``.
+
+    In a name an IPv4 address is dotted, an IPv6 one is its 16 bytes in base64url
+    without padding (22 characters: two IPv6 addresses written out do not fit an
+    abstract ``sun_path``'s 107 bytes beside the ports, pid and counter). The address
+    form is the application socket's family: a connection delivered to a dual-stack
+    ``AF_INET6`` listener from an IPv4 peer is named with v4-mapped addresses
+    (``::ffff:a.b.c.d``), which is what Linux's ``accept`` and ``getpeername`` report
+    on such a socket. A listener name ending in ``/v6only`` is an ``IPV6_V6ONLY``
+    listener (it takes IPv6 connections only).
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import socket
 import struct
 from dataclasses import dataclass
 from typing import Final
 
-VERSION: Final = 1
-MAGIC: Final = b"JRD1"
+from joyride.wire import addr
+
+VERSION: Final = 2
+MAGIC: Final = b"JRD2"
 
 OP_LISTEN: Final = 1
 OP_CONNECT: Final = 2
@@ -161,50 +179,67 @@ SETOPT_OPTIONS: Final[dict[int, tuple[int, int]]] = {
 NOT_ACCELERATED: Final = -1
 NOT_ADMITTED: Final = -3  # the service's --group does not include the caller
 
-# magic, op, flags, ip, port, pad, name (abstract name without the leading NUL)
-REQUEST: Final = struct.Struct("<4sHH4sH2x108s")
-# magic, op, pad, status, local ip, local port, pad, remote ip, remote port, pad
-REPLY: Final = struct.Struct("<4sH2xi4sH2x4sH2x")
+# magic, op, flags, family, ip (16 bytes), port, name (abstract, without the leading NUL)
+REQUEST: Final = struct.Struct("<4sHHH16sH108s")
+# magic, op, family, status, local ip, local port, remote ip, remote port
+REPLY: Final = struct.Struct("<4sHHi16sH16sH")
 # OP_GETINFO's reply after REPLY: so_error, outq, notsent, window_clamp, struct tcp_info
 TCP_INFO_SIZE: Final = 232
 INFO: Final = struct.Struct(f"<iIII{TCP_INFO_SIZE}s")
 INFO_REPLY: Final = REPLY.size + INFO.size
 
 NAME_PREFIX: Final = "joyride/"
+V6ONLY_SUFFIX: Final = "/v6only"
+# An address in a name: dotted IPv4, or IPv6's 16 bytes in base64url (22 characters).
+_ADDR: Final = r"(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[A-Za-z0-9_-]{22})"
 _LISTENER_RE: Final = re.compile(
-    r"joyride/l/(\d+\.\d+\.\d+\.\d+):(\d+)/(\d+)\.(\d+)$")
+    rf"joyride/l/{_ADDR}:(\d+)/(\d+)\.(\d+)({V6ONLY_SUFFIX})?$")
 _CONNECTION_RE: Final = re.compile(
-    r"joyride/c/(\d+\.\d+\.\d+\.\d+):(\d+)/(\d+\.\d+\.\d+\.\d+):(\d+)/(\d+)\.(\d+)$")
+    rf"joyride/c/{_ADDR}:(\d+)/{_ADDR}:(\d+)/(\d+)\.(\d+)$")
 
 
 class ProtocolError(ValueError):
-    """A message that is not a well-formed version-1 message."""
+    """A message that is not a well-formed version-2 message."""
+
+
+def _family_of(ip: bytes) -> int:
+    return socket.AF_INET6 if len(ip) == addr.WIDE else socket.AF_INET
+
+
+def _unwiden(family: int, wide: bytes) -> bytes:
+    """The 4 or 16 bytes a message's address field holds for ``family``. 0 (no
+    address: ``OP_SETOPT``'s value, ``OP_GETINFO``) reads as the 4 bytes."""
+    if family not in (0, socket.AF_INET, socket.AF_INET6):
+        raise ProtocolError(f"address family {family}")
+    if family != socket.AF_INET6 and any(wide[4:]):
+        raise ProtocolError("an IPv4 address with bytes past its fourth")
+    return addr.narrow(wide, family == socket.AF_INET6)
 
 
 @dataclass(frozen=True)
 class Request:
     op: int
-    ip: bytes
+    ip: bytes  # 4 bytes (IPv4, or OP_SETOPT's value) or 16 (IPv6)
     port: int
     name: str = ""
     flags: int = 0
 
     def encode(self) -> bytes:
-        return REQUEST.pack(MAGIC, self.op, self.flags, self.ip, self.port,
-                            self.name.encode())
+        return REQUEST.pack(MAGIC, self.op, self.flags, _family_of(self.ip),
+                            addr.widen(self.ip), self.port, self.name.encode())
 
     @classmethod
     def decode(cls, raw: bytes) -> Request:
         if len(raw) != REQUEST.size:
             raise ProtocolError(f"request of {len(raw)} bytes (want {REQUEST.size})")
-        magic, op, flags, ip, port, name = REQUEST.unpack(raw)
+        magic, op, flags, family, ip, port, name = REQUEST.unpack(raw)
         if magic != MAGIC:
             raise ProtocolError("bad magic")
         try:
             text = name.rstrip(b"\0").decode("ascii")
         except UnicodeDecodeError as exc:
             raise ProtocolError("name is not ASCII") from exc
-        return cls(op, ip, port, text, flags)
+        return cls(op, _unwiden(family, ip), port, text, flags)
 
 
 def setopt_value(ip: bytes) -> int:
@@ -222,27 +257,48 @@ class Reply:
     remote_port: int = 0
 
     def encode(self) -> bytes:
-        return REPLY.pack(MAGIC, self.op, self.status, self.local_ip, self.local_port,
-                          self.remote_ip, self.remote_port)
+        if len(self.local_ip) != len(self.remote_ip):
+            raise ValueError("a reply's addresses are of one family")
+        return REPLY.pack(MAGIC, self.op, _family_of(self.local_ip), self.status,
+                          addr.widen(self.local_ip), self.local_port,
+                          addr.widen(self.remote_ip), self.remote_port)
 
     @classmethod
     def decode(cls, raw: bytes) -> Reply:
         if len(raw) != REPLY.size:
             raise ProtocolError(f"reply of {len(raw)} bytes (want {REPLY.size})")
-        magic, op, status, lip, lport, rip, rport = REPLY.unpack(raw)
+        magic, op, family, status, lip, lport, rip, rport = REPLY.unpack(raw)
         if magic != MAGIC:
             raise ProtocolError("bad magic")
-        return cls(op, status, lip, lport, rip, rport)
+        return cls(op, status, _unwiden(family, lip), lport, _unwiden(family, rip), rport)
 
 
-def listener_name(ip: bytes, port: int, pid: int, n: int) -> str:
-    return f"joyride/l/{socket.inet_ntoa(ip)}:{port}/{pid}.{n}"
+def name_address(ip: bytes) -> str:
+    """An address as names spell it: dotted IPv4, base64url IPv6 (22 characters)."""
+    if len(ip) == addr.WIDE:
+        return base64.urlsafe_b64encode(ip).rstrip(b"=").decode("ascii")
+    return socket.inet_ntoa(ip)
+
+
+def _name_address_bytes(token: str) -> bytes:
+    if len(token) == 22:
+        return base64.urlsafe_b64decode(token + "==")
+    return socket.inet_aton(token)
+
+
+def listener_name(ip: bytes, port: int, pid: int, n: int, *, v6only: bool = False) -> str:
+    """The unix name of an application's listener on ``ip:port``; ``ip`` of 16 bytes
+    is an ``AF_INET6`` socket's (``v6only``: ``IPV6_V6ONLY`` set)."""
+    if v6only and len(ip) != addr.WIDE:
+        raise ValueError("IPV6_V6ONLY is an AF_INET6 socket's")
+    return (f"joyride/l/{name_address(ip)}:{port}/{pid}.{n}"
+            f"{V6ONLY_SUFFIX if v6only else ''}")
 
 
 def connection_name(local: tuple[bytes, int], remote: tuple[bytes, int], pid: int,
                     n: int) -> str:
-    return (f"joyride/c/{socket.inet_ntoa(local[0])}:{local[1]}/"
-            f"{socket.inet_ntoa(remote[0])}:{remote[1]}/{pid}.{n}")
+    return (f"joyride/c/{name_address(local[0])}:{local[1]}/"
+            f"{name_address(remote[0])}:{remote[1]}/{pid}.{n}")
 
 
 def abstract(name: str) -> bytes:
@@ -274,9 +330,45 @@ class Info:
 @dataclass(frozen=True)
 class ParsedName:
     kind: str  # "listener" or "connection"
-    local: tuple[str, int]
+    local: tuple[str, int]  # addresses written out: dotted, or RFC 5952
     remote: tuple[str, int] | None
     pid: int
+    family: int = socket.AF_INET  # the application socket's: AF_INET or AF_INET6
+    v6only: bool = False  # a listener with IPV6_V6ONLY set
+
+    @property
+    def families(self) -> frozenset[int]:
+        """The IP versions (4, 6) of the connections a listener takes: an IPv4 one's,
+        a v6only one's, or both for a dual-stack one (Linux's default)."""
+        if self.family == socket.AF_INET:
+            return frozenset({4})
+        return frozenset({6}) if self.v6only else frozenset({4, 6})
+
+    def key(self) -> tuple[bytes, int, bytes, int]:
+        """A connection's 4-tuple as the engine keys it: v4-mapped addresses (a
+        dual-stack listener's connection from an IPv4 peer) in their IPv4 form."""
+        if self.remote is None:
+            raise ValueError("a listener has no 4-tuple")
+        return (engine_address(addr.packed(self.local[0])), self.local[1],
+                engine_address(addr.packed(self.remote[0])), self.remote[1])
+
+
+_V4_MAPPED: Final = bytes(10) + b"\xff\xff"
+
+
+def engine_address(ip: bytes) -> bytes:
+    """The address a connection runs with: an IPv4 peer of an ``AF_INET6`` socket is
+    spelled v4-mapped (RFC 4291 §2.5.5.2) but is on the wire as IPv4."""
+    return ip[12:] if len(ip) == addr.WIDE and ip[:12] == _V4_MAPPED else ip
+
+
+def socket_address(ip: bytes, family: int) -> bytes:
+    """``ip`` as a socket of ``family`` reports it: v4-mapped on ``AF_INET6``."""
+    return _V4_MAPPED + ip if family == socket.AF_INET6 and len(ip) == 4 else ip
+
+
+def _written(token: str) -> str:
+    return addr.text(_name_address_bytes(token))
 
 
 def parse_name(name: str | bytes) -> ParsedName | None:
@@ -287,10 +379,21 @@ def parse_name(name: str | bytes) -> ParsedName | None:
         except UnicodeDecodeError:
             return None
     name = name.lstrip("\0")
-    if m := _LISTENER_RE.match(name):
-        return ParsedName("listener", (m[1], int(m[2])), None, int(m[3]))
-    if m := _CONNECTION_RE.match(name):
-        return ParsedName("connection", (m[1], int(m[2])), (m[3], int(m[4])), int(m[5]))
+    try:
+        if m := _LISTENER_RE.match(name):
+            family = socket.AF_INET6 if len(m[1]) == 22 else socket.AF_INET
+            if m[5] is not None and family != socket.AF_INET6:
+                return None  # IPV6_V6ONLY is an AF_INET6 socket's
+            return ParsedName("listener", (_written(m[1]), int(m[2])), None, int(m[3]),
+                              family, m[5] is not None)
+        if m := _CONNECTION_RE.match(name):
+            if (len(m[1]) == 22) != (len(m[3]) == 22):
+                return None  # both addresses are of the socket's one family
+            family = socket.AF_INET6 if len(m[1]) == 22 else socket.AF_INET
+            return ParsedName("connection", (_written(m[1]), int(m[2])),
+                              (_written(m[3]), int(m[4])), int(m[5]), family)
+    except (OSError, ValueError):  # a dotted quad past 255, a bad base64 tail
+        return None
     return None
 
 

@@ -13,7 +13,7 @@ import ctypes
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from types import TracebackType
 from typing import Any, Final, Literal
 
@@ -38,8 +38,10 @@ LISTEN: Final = 1
 EPHEMERAL: Final = 2
 KIND_NAMES: Final = {LISTEN: "listen", EPHEMERAL: "ephemeral"}
 # A flag beside the kind (bpf/steer.c JR_PORT_SERVING): a Joyride application listens on
-# the port, so its SYNs are Joyride's even where a kernel socket listens too.
+# the port for IPv4, so its SYNs are Joyride's even where a kernel socket listens too.
 SERVING: Final = 4
+# The same for IPv6 (JR_PORT_SERVING6).
+SERVING6: Final = 16
 # A flag beside the kind (bpf/steer.c JR_PORT_KERNEL_CONNS): the kernel may have
 # connections on the port, so its frames are looked up even where Joyride serves.
 KERNEL_CONNS: Final = 8
@@ -69,7 +71,9 @@ class Steering:
         self.mode: str | None = None
         self.notices: list[str] = []
         self._ports: dict[Proto, dict[int, int]] = {"tcp": {}, "udp": {}}
-        self._serving: dict[Proto, set[int]] = {"tcp": set(), "udp": set()}
+        # Ports a Joyride application listens on, per protocol, with the IP versions
+        # (4, 6) it listens for.
+        self._serving: dict[Proto, dict[int, frozenset[int]]] = {"tcp": {}, "udp": {}}
         self._kernel_conns: set[int] = set()  # TCP ports with KERNEL_CONNS
         self._sockets: dict[int, int] = {}
         self._addresses: frozenset[bytes] | None = None  # None: any destination
@@ -195,10 +199,16 @@ class Steering:
             owned[port] = kind
             self._write_port(proto, port)
 
-    def set_serving(self, port: int, serving: bool, proto: Proto = "tcp") -> None:
-        """Note whether a Joyride application listens on ``port`` (``SERVING``). Kept
-        for a port not steered (yet): it applies when the port is added."""
-        (self._serving[proto].add if serving else self._serving[proto].discard)(port)
+    def set_serving(self, port: int, families: Collection[int], proto: Proto = "tcp"
+                    ) -> None:
+        """Note the IP versions (4, 6) Joyride applications listen on ``port`` for
+        (``SERVING``, ``SERVING6``; empty: none). Kept for a port not steered (yet): it
+        applies when the port is added."""
+        serving = bool(families)
+        if serving:
+            self._serving[proto][port] = frozenset(families)
+        else:
+            self._serving[proto].pop(port, None)
         if proto == "tcp" and serving:
             # The kernel's listener may have taken connections until now: looked up
             # (flag first, then the check) until none is left.
@@ -229,8 +239,11 @@ class Steering:
 
     def _write_port(self, proto: Proto, port: int) -> None:
         value = self._ports[proto].get(port, 0)
-        if value and port in self._serving[proto]:
+        families = self._serving[proto].get(port, frozenset())
+        if value and 4 in families:
             value |= SERVING
+        if value and 6 in families:
+            value |= SERVING6
         if value and proto == "tcp" and port in self._kernel_conns:
             value |= KERNEL_CONNS
         self._tables[f"{proto}_ports"][ctypes.c_int(port)] = ctypes.c_uint8(value)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from service_helpers import JOYRIDE, stats, wait_port
 
+from joyride.bench import servers
 from joyride.testbed import Node, Testbed
 
 pytestmark = pytest.mark.integration
@@ -34,32 +35,9 @@ end
 
 
 def nginx_conf(tmp: Path, port: int) -> Path:
-    for sub in ("www", "body", "proxy", "fcgi", "uwsgi", "scgi"):
-        (tmp / sub).mkdir(exist_ok=True)
+    """Two workers sharing one listener (fork + epoll across processes), BODY served."""
+    conf = servers.nginx_conf(tmp, port, workers=2, reuseport=False)
     (tmp / "www" / "file.bin").write_bytes(BODY)
-    conf = tmp / "nginx.conf"
-    conf.write_text(f"""
-worker_processes 2;
-daemon off;
-master_process on;
-user root;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_requests 100000;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{ listen {port}; root {tmp}/www; }}
-}}
-""")
     return conf
 
 

@@ -66,9 +66,12 @@ def free_port() -> int:
 
 
 class FakeService:
-    """Answers OP_LISTEN with success and delivers one connection to the listener."""
+    """Answers OP_LISTEN with success and delivers one connection to the listener,
+    named with ``local`` and ``remote`` (the application socket's form)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, local: bytes = socket.inet_aton("10.0.0.1"),
+                 remote: bytes = socket.inet_aton("192.0.2.7")) -> None:
+        self.local, self.remote = local, remote
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock.bind(str(path))
         self.sock.listen(4)
@@ -83,11 +86,11 @@ class FakeService:
         with session:
             request = protocol.Request.decode(session.recv(200))
             self.requests.append(request)
-            session.send(protocol.Reply(request.op, 0, request.ip, request.port).encode())
+            session.send(protocol.Reply(request.op, 0, request.ip, request.port,
+                                        bytes(len(request.ip))).encode())
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.bind(protocol.abstract(protocol.connection_name(
-            (socket.inet_aton("10.0.0.1"), request.port),
-            (socket.inet_aton("192.0.2.7"), 5555), os.getpid(), 0)))
+            (self.local, request.port), (self.remote, 5555), os.getpid(), 0)))
         conn.connect(protocol.abstract(request.name))
         conn.settimeout(20)
         for ping, size in ((b"ping", 4), (b"ping2", 5), (b"ping3", 5)):
@@ -128,6 +131,65 @@ def test_listen_accept_and_addresses(shim: Path, tmp_path: Path) -> None:
     assert out["recvfrom"] == ["ping2", ["192.0.2.7", 5555]]
     assert out["recvmsg"] == ["ping3", ["192.0.2.7", 5555]]
     assert out["sendto"] == 5 and out["sendmsg"] == 5
+    assert service.reply_from_app == b"pongpong2pong3"
+    assert b"joyride:" not in proc.stderr
+
+
+CHILD6 = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(sys.argv[2]))
+s.bind(("::", int(sys.argv[1])))
+s.listen(8)
+out = {"listen_name": s.getsockname(),
+       "domain": s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN),
+       "v6only": s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)}
+conn, peer = s.accept()
+out.update(peer=peer, peer_again=conn.getpeername(), local=conn.getsockname(),
+           domain_conn=conn.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN),
+           data=conn.recv(100).decode())
+conn.sendall(b"pong")
+data, source = conn.recvfrom(100)
+conn.sendto(b"pong2", source)
+data2, _, _, source2 = conn.recvmsg(100)
+conn.sendmsg([b"pong3"], [], 0, source2)
+out.update(recvfrom=source)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize(("v6only", "local", "remote"), [
+    (0, "2001:db8::1", "2001:db8::7"),
+    (0, "::ffff:10.0.0.1", "::ffff:192.0.2.7"),  # a dual-stack listener's IPv4 peer
+    (1, "2001:db8::1", "2001:db8::7"),
+    (0, "fe80::1", "fe80::7"),  # link-local: no interface here, so scope id 0
+], ids=["ipv6", "v4-mapped", "v6only", "link-local"])
+def test_an_inet6_listener_speaks_sockaddr_in6(shim: Path, tmp_path: Path, v6only: int,
+                                                local: str, remote: str) -> None:
+    """An AF_INET6 socket becomes a Joyride listener named with its IPv6 address (and
+    /v6only when set); accept, getpeername, getsockname and recvfrom report
+    sockaddr_in6, v4-mapped for an IPv4 peer, as Linux does on such a socket."""
+    path = tmp_path / "app.sock"
+    service = FakeService(path, socket.inet_pton(socket.AF_INET6, local),
+                          socket.inet_pton(socket.AF_INET6, remote))
+    port = free_port()
+    env = dict(os.environ, LD_PRELOAD=str(shim), JOYRIDE_SOCKET=str(path))
+    proc = subprocess.run([sys.executable, "-c", CHILD6, str(port), str(v6only)], env=env,
+                          capture_output=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = json.loads(proc.stdout)
+    service.thread.join(10)
+    [request] = service.requests
+    assert request.ip == bytes(16) and request.port == port
+    parsed = protocol.parse_name(request.name)
+    assert parsed is not None and parsed.family == socket.AF_INET6
+    assert parsed.v6only == bool(v6only) and request.name.endswith("/v6only") == bool(v6only)
+    assert out["listen_name"] == ["::", port, 0, 0]
+    assert out["domain"] == out["domain_conn"] == socket.AF_INET6
+    assert out["v6only"] == v6only
+    assert out["peer"] == [remote, 5555, 0, 0] == out["peer_again"] == out["recvfrom"]
+    assert out["local"] == [local, port, 0, 0]
+    assert out["data"] == "ping"
     assert service.reply_from_app == b"pongpong2pong3"
     assert b"joyride:" not in proc.stderr
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from joyride.service import protocol
 
-ips = st.binary(min_size=4, max_size=4)
+ips = st.one_of(st.binary(min_size=4, max_size=4), st.binary(min_size=16, max_size=16))
 ports = st.integers(0, 65535)
 
 
@@ -24,7 +24,7 @@ ports = st.integers(0, 65535)
 def test_request_round_trip(op: int, ip: bytes, port: int, name: str, flags: int) -> None:
     req = protocol.Request(op, ip, port, name, flags)
     raw = req.encode()
-    assert len(raw) == protocol.REQUEST.size == 124
+    assert len(raw) == protocol.REQUEST.size == 136
     assert protocol.Request.decode(raw) == req
 
 
@@ -33,9 +33,10 @@ def test_request_round_trip(op: int, ip: bytes, port: int, name: str, flags: int
        lport=ports, rip=ips, rport=ports)
 def test_reply_round_trip(op: int, status: int, lip: bytes, lport: int, rip: bytes,
                           rport: int) -> None:
+    rip = rip[:len(lip)] if len(rip) >= len(lip) else rip * 4  # one family per reply
     rep = protocol.Reply(op, status, lip, lport, rip, rport)
     raw = rep.encode()
-    assert len(raw) == protocol.REPLY.size == 28
+    assert len(raw) == protocol.REPLY.size == 48
     assert protocol.Reply.decode(raw) == rep
 
 
@@ -57,6 +58,26 @@ def test_bad_magic_and_size_are_refused() -> None:
         protocol.Request.decode(good[:-8] + b"\xff" * 8)  # name not ASCII
 
 
+def test_version_1_and_bad_families_are_refused() -> None:
+    """A version-1 shim's request (124 bytes, magic JRD1) is refused, not misread; an
+    unknown family, or an IPv4 address with bytes past its fourth, is malformed."""
+    v1 = b"JRD1" + bytes(120)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.Request.decode(v1)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.Request.decode(v1 + bytes(12))
+    good = bytearray(protocol.Request(1, bytes(4), 80, "x").encode())
+    good[8:10] = (99).to_bytes(2, "little")  # the family
+    with pytest.raises(protocol.ProtocolError):
+        protocol.Request.decode(bytes(good))
+    good[8:10] = socket.AF_INET.to_bytes(2, "little")
+    good[10 + 5] = 1  # an IPv4 address's sixth byte
+    with pytest.raises(protocol.ProtocolError):
+        protocol.Request.decode(bytes(good))
+    with pytest.raises(ValueError):
+        protocol.Reply(1, 0, bytes(4), 1, bytes(16), 2).encode()
+
+
 def test_names_spell_addresses() -> None:
     ip = socket.inet_aton("10.1.2.3")
     lname = protocol.listener_name(ip, 8080, 4242, 7)
@@ -67,6 +88,57 @@ def test_names_spell_addresses() -> None:
     parsed = protocol.parse_name(cname)
     assert parsed == protocol.ParsedName("connection", ("10.1.2.3", 80),
                                          ("192.0.2.9", 55000), 9)
+    assert parsed.key() == (ip, 80, socket.inet_aton("192.0.2.9"), 55000)
+    assert parsed.families == {4}
+
+
+def test_ipv6_names_spell_addresses_and_families() -> None:
+    """IPv6 addresses are base64url in names; the family, v6only and v4-mapped peers
+    read back as Linux's AF_INET6 sockets report them."""
+    six = socket.inet_pton(socket.AF_INET6, "2001:db8::1")
+    peer = socket.inet_pton(socket.AF_INET6, "2001:db8::2")
+    lname = protocol.listener_name(six, 8080, 4242, 7)
+    assert lname == "joyride/l/IAENuAAAAAAAAAAAAAAAAQ:8080/4242.7"
+    parsed = protocol.parse_name(lname)
+    assert parsed == protocol.ParsedName("listener", ("2001:db8::1", 8080), None, 4242,
+                                         socket.AF_INET6, False)
+    assert parsed.families == {4, 6}  # dual-stack: Linux's default
+    only = protocol.parse_name(protocol.listener_name(bytes(16), 80, 1, 2, v6only=True))
+    assert only is not None and only.v6only and only.families == {6}
+    assert only.local == ("::", 80)
+    with pytest.raises(ValueError):
+        protocol.listener_name(bytes(4), 80, 1, 2, v6only=True)
+    assert protocol.parse_name("joyride/l/1.2.3.4:80/1.2/v6only") is None
+    cname = protocol.connection_name((six, 80), (peer, 55000), 9, 1)
+    parsed = protocol.parse_name(cname)
+    assert parsed is not None and parsed.family == socket.AF_INET6
+    assert parsed.key() == (six, 80, peer, 55000)
+    # A dual-stack listener's IPv4 peer: named v4-mapped, keyed as IPv4.
+    v4, v4peer = socket.inet_aton("198.18.0.1"), socket.inet_aton("198.18.0.2")
+    mapped = protocol.connection_name(
+        (protocol.socket_address(v4, socket.AF_INET6), 80),
+        (protocol.socket_address(v4peer, socket.AF_INET6), 5), 9, 2)
+    parsed = protocol.parse_name(mapped)
+    assert parsed is not None and parsed.remote == ("::ffff:198.18.0.2", 5)
+    assert parsed.key() == (v4, 80, v4peer, 5)
+    # One family per connection name.
+    mixed = f"joyride/c/1.2.3.4:80/{protocol.name_address(peer)}:5/9.3"
+    assert protocol.parse_name(mixed) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(local=ips, remote=ips, lport=ports, rport=ports, pid=st.integers(1, 2**22),
+       n=st.integers(0, 2**64))
+def test_connection_names_round_trip(local: bytes, remote: bytes, lport: int, rport: int,
+                                     pid: int, n: int) -> None:
+    remote = protocol.socket_address(remote, socket.AF_INET6) if len(local) == 16 \
+        and len(remote) == 4 else remote[:len(local)]
+    name = protocol.connection_name((local, lport), (remote, rport), pid, n)
+    assert len(protocol.abstract(name)) <= 107
+    parsed = protocol.parse_name(name)
+    assert parsed is not None and parsed.pid == pid
+    assert parsed.key() == (protocol.engine_address(local), lport,
+                            protocol.engine_address(remote), rport)
 
 
 @settings(max_examples=300, deadline=None)
@@ -77,9 +149,9 @@ def test_parse_name_never_raises(name: str | bytes) -> None:
 
 
 def test_names_fit_sun_path() -> None:
-    ip = socket.inet_aton("255.255.255.255")
-    longest = protocol.connection_name((ip, 65535), (ip, 65535), 2**22, 2**64)
-    assert len(protocol.abstract(longest)) <= 107  # sizeof(sun_path) - 1
+    for ip in (socket.inet_aton("255.255.255.255"), b"\xff" * 16):
+        longest = protocol.connection_name((ip, 65535), (ip, 65535), 2**22, 2**64)
+        assert len(protocol.abstract(longest)) <= 107  # sizeof(sun_path) - 1
 
 
 def test_tcp_addresses_of_listener_connection_and_stranger() -> None:

@@ -8,7 +8,14 @@ import ctypes
 import pytest
 
 from joyride.steer import kernel_sockets
-from joyride.steer.program import EPHEMERAL, KERNEL_CONNS, LISTEN, SERVING, Steering
+from joyride.steer.program import (
+    EPHEMERAL,
+    KERNEL_CONNS,
+    LISTEN,
+    SERVING,
+    SERVING6,
+    Steering,
+)
 
 
 class Table(dict[int, int]):
@@ -39,7 +46,7 @@ def steering() -> tuple[Steering, Table]:
     steer = object.__new__(Steering)
     table = Table()
     steer._ports = {"tcp": {}, "udp": {}}
-    steer._serving = {"tcp": set(), "udp": set()}
+    steer._serving = {"tcp": {}, "udp": {}}
     steer._kernel_conns = set()
     steer._tables = {"tcp_ports": table, "udp_ports": Table()}
     return steer, table
@@ -51,7 +58,7 @@ def test_a_served_port_keeps_the_lookup_while_kernel_connections_remain(
     steer.add_ports([8080])
     assert table[8080] == LISTEN
     kernel.conns.add(8080)  # the kernel's listener took a connection before Joyride listened
-    steer.set_serving(8080, True)
+    steer.set_serving(8080, {4})
     assert table[8080] == LISTEN | SERVING | KERNEL_CONNS
     steer.refresh_kernel_connections()
     assert table[8080] == LISTEN | SERVING | KERNEL_CONNS
@@ -63,9 +70,21 @@ def test_a_served_port_keeps_the_lookup_while_kernel_connections_remain(
 def test_no_kernel_connection_no_flag(kernel: Kernel) -> None:
     steer, table = steering()
     steer.add_ports([8080])
-    steer.set_serving(8080, True)
+    steer.set_serving(8080, {4})
     assert table[8080] == LISTEN | SERVING
-    steer.set_serving(8080, False)
+    steer.set_serving(8080, ())
+    assert table[8080] == LISTEN
+
+
+def test_serving_is_per_family(kernel: Kernel) -> None:
+    """SERVING for IPv4 listeners, SERVING6 for IPv6 ones (a dual-stack one: both)."""
+    steer, table = steering()
+    steer.add_ports([8080])
+    steer.set_serving(8080, {6})
+    assert table[8080] == LISTEN | SERVING6
+    steer.set_serving(8080, {4, 6})
+    assert table[8080] == LISTEN | SERVING | SERVING6
+    steer.set_serving(8080, ())
     assert table[8080] == LISTEN
 
 
