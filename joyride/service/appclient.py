@@ -20,6 +20,7 @@ from typing import Final
 
 from joyride.claim.statedir import StateDir
 from joyride.service import apps, protocol
+from joyride.wire.addr import packed
 
 SOCKET_ENV: Final = "JOYRIDE_SOCKET"
 _counter = itertools.count()
@@ -103,15 +104,18 @@ def _raise_for(reply: protocol.Reply, what: str) -> None:
 
 def listen(port: int, ip: str = "0.0.0.0", backlog: int = 128, *,
            path: Path | None = None, timeout: float | None = 10.0,
-           reuseport: bool = False) -> socket.socket:
+           reuseport: bool = False, v6only: bool = False) -> socket.socket:
     """A listening socket for ``ip:port`` served by Joyride; ``accept()`` on it returns
     connections (their peer name spells the TCP 4-tuple: ``peer_of``). ``reuseport``:
-    share the port with other such listeners of this uid, as ``SO_REUSEPORT`` does."""
-    ip_bytes = socket.inet_aton(ip)
+    share the port with other such listeners of this uid, as ``SO_REUSEPORT`` does. An
+    IPv6 ``ip`` (``"::"``) listens as an ``AF_INET6`` socket: for IPv4 too (v4-mapped)
+    unless ``v6only``."""
+    ip_bytes = packed(ip)
     lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         while True:
-            name = protocol.listener_name(ip_bytes, port, os.getpid(), next(_counter))
+            name = protocol.listener_name(ip_bytes, port, os.getpid(), next(_counter),
+                                          v6only=v6only)
             try:
                 lsock.bind(protocol.abstract(name))
                 break
@@ -139,7 +143,7 @@ def connect(ip: str, port: int, *, path: Path | None = None,
     ``nonblocking``: returned at once while the handshake goes on behind it
     (``protocol.FLAG_NONBLOCK``); a failed handshake shows as a reset on first use."""
     flags = protocol.FLAG_NONBLOCK if nonblocking else 0
-    request = protocol.Request(protocol.OP_CONNECT, socket.inet_aton(ip), port, flags=flags)
+    request = protocol.Request(protocol.OP_CONNECT, packed(ip), port, flags=flags)
     reply, fd = _exchange(path or app_path(), request,
                           10.0 if nonblocking else timeout)
     if reply.status != 0 and fd is not None:
@@ -231,7 +235,7 @@ def _refuse(listener: socket.socket, conn: socket.socket) -> None:
     log.warning("joyride: refused a connection to %s from %s: only the Joyride service "
                 "delivers connections", text, who)
     parsed = protocol.parse_name(text)
-    ip = socket.inet_aton(parsed.local[0]) if parsed is not None else bytes(4)
+    ip = packed(parsed.local[0]) if parsed is not None else bytes(4)
     port = parsed.local[1] if parsed is not None else 0
     # The report is for the operator; the refusal stands without it.
     with contextlib.suppress(OSError, protocol.ProtocolError):

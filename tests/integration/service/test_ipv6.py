@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_helpers import JOYRIDE, attached, stats, wait_port
+from service_helpers import JOYRIDE, app_path, attached, stats, wait_port
 
 from joyride.bench import servers
+from joyride.service import appclient
 from joyride.testbed import Testbed
 
 pytestmark = pytest.mark.integration
@@ -24,11 +25,12 @@ pytestmark = pytest.mark.integration
 NGINX_PORT = 8094
 ECHO_PORT = 8095
 KERNEL_PORT = 8096
+SPLIT_PORT = 8097
 
 
 @pytest.fixture(scope="module")
 def bed6() -> Iterator[Testbed]:
-    with Testbed(ipv6=True) as bed, attached(bed, "--ports", "8094-8096"):
+    with Testbed(ipv6=True) as bed, attached(bed, "--ports", "8094-8097"):
         yield bed
 
 
@@ -159,3 +161,62 @@ def test_a_kernel_ipv6_listener_keeps_its_clients_and_nd_works(bed6: Testbed) ->
             sender.join(30)
     assert peer[0] == bed.peer.ip6
     assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+
+
+def test_joyride_takes_ipv4_and_the_kernel_ipv6_on_one_port(bed6: Testbed) -> None:
+    """A Joyride IPv4 listener and a kernel IPV6_V6ONLY one share a port (as two kernel
+    sockets may): IPv4 clients reach Joyride (SERVING), IPv6 ones the kernel (no
+    SERVING6), each with its bytes."""
+    bed = bed6
+    before = delivered(bed)
+    with bed.joy.inside():
+        joyride_side = appclient.listen(SPLIT_PORT, path=app_path(bed.joy))
+        kernel_side = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    with joyride_side, kernel_side:
+        kernel_side.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        kernel_side.bind(("::", SPLIT_PORT))
+        kernel_side.listen(4)
+        for listener, host in ((joyride_side, bed.joy.ip), (kernel_side, bed.joy.ip6)):
+            listener.settimeout(30)
+            with bed.peer.inside():
+                client = socket.create_connection((host, SPLIT_PORT), timeout=30)
+            conn, _ = listener.accept()
+            with client, conn:
+                payload = os.urandom(64 << 10)
+                client.sendall(payload)
+                client.shutdown(socket.SHUT_WR)
+                conn.settimeout(30)
+                got = b""
+                while chunk := conn.recv(65536):
+                    got += chunk
+            assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    assert delivered(bed) - before == 1  # the IPv4 one only
+
+
+def test_outgoing_curl_6_carried_by_joyride(bed6: Testbed, tmp_path: Path) -> None:
+    """``joyride run --outgoing -- curl -6``: an AF_INET6 connect goes through the
+    service (its ephemeral range, getsockname in sockaddr_in6), byte-exact from a
+    kernel server in the peer."""
+    bed = bed6
+    root = tmp_path / "peer-www"
+    root.mkdir()
+    body = os.urandom(2 << 20)
+    (root / "blob.bin").write_bytes(body)
+    server = bed.peer.popen("python3", "-m", "http.server", "-b", "::", "-d", str(root),
+                            "7086", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(bed.joy, bed.peer.ip, 7086)  # [::] is dual-stack: IPv4 answers too
+        before = stats(bed.joy)["datapath"]["service"].get("connect_started", 0)
+        out = tmp_path / "got.bin"
+        proc = bed.joy.run(JOYRIDE, "run", "--outgoing", "--", "curl", "-6", "-sS", "-f",
+                           "-o", str(out), "-w", "%{local_ip} %{local_port}",
+                           f"http://[{bed.peer.ip6}]:7086/blob.bin", timeout=60)
+        assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(body).digest()
+        assert b"joyride:" not in proc.stderr  # no fallback notice: the service carried it
+        local_ip, local_port = proc.stdout.decode().split()
+        assert local_ip == bed.joy.ip6
+        assert 60000 <= int(local_port) <= 60999  # the service's ephemeral range
+        assert stats(bed.joy)["datapath"]["service"]["connect_started"] == before + 1
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -38,7 +38,7 @@ class Born:
 
     def __init__(self, config: TcpConfig | None = None,
                  peer_config: TcpConfig | None = None, *, backlog: int = 64,
-                 max_flows: int = 64, claims: bool = False) -> None:
+                 max_flows: int = 64, claims: bool = False, mapped: bool = False) -> None:
         self.bed = Bed(config, peer_config, max_flows=max_flows)
         self.name = f"joyride-test/{os.getpid()}/{next(_names)}"
         self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
@@ -47,7 +47,8 @@ class Born:
         self.listener = self.bed.svc.listen(PORT)
         self.spec = ListenSpec(PORT, (self.name,), self.bed.svc.config,
                                self.listener.ts_offset, self.listener.isn_generator.key,
-                               (claims,))  # claims: its application claims ring mode
+                               (claims,),  # claims: its application claims ring mode
+                               (mapped,))  # mapped: an AF_INET6 socket's (dual-stack)
         self.bed.plane.listen(self.spec, syn_backlog=16)
         self.to_plane: list[bytes] = []  # frames the peer sent, in order
         self.bed.impair = self._watch
@@ -263,6 +264,31 @@ def test_the_fin_rides_on_the_reply_it_follows(born: Born) -> None:
     fins = [seg for seg in toward_peer if seg.flags & TcpFlags.FIN]
     assert len(fins) == 1 and fins[0].payload, toward_peer
     assert born.stats()["fins_sent"] == 1 and bed.reasons == []
+
+
+def test_a_dual_stack_listener_s_connection_is_named_v4_mapped() -> None:
+    """Delivered to an AF_INET6 socket's listener, C names an IPv4 connection with
+    v4-mapped addresses (as protocol.connection_name with socket_address does), which
+    the shim and the service read back as the IPv4 4-tuple."""
+    born = Born(mapped=True)
+    try:
+        client = born.bed.peer.connect(IP_SVC, PORT)
+        born.bed.run(5)
+        app = born.accept()
+        with app:
+            raw = app.getpeername()
+            name = protocol.parse_name(raw)
+            assert name is not None and name.family == socket.AF_INET6
+            assert name.local == (f"::ffff:{socket.inet_ntoa(IP_SVC)}", PORT)
+            assert name.remote == (f"::ffff:{socket.inet_ntoa(IP_PEER)}", client.local_port)
+            assert name.key() == (IP_SVC, PORT, IP_PEER, client.local_port)
+            expected = protocol.connection_name(
+                (protocol.socket_address(IP_SVC, socket.AF_INET6), PORT),
+                (protocol.socket_address(IP_PEER, socket.AF_INET6), client.local_port),
+                name.pid, 0)
+            assert raw.lstrip(b"\0").rsplit(b".", 1)[0] == expected.encode().rsplit(b".", 1)[0]
+    finally:
+        born.close()
 
 
 def test_peer_closes_first_last_ack_in_c(born: Born) -> None:
