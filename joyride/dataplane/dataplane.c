@@ -2684,27 +2684,41 @@ static void half_open_done(struct dp *dp, const struct flow *f)
         l->half_open--;
 }
 
+/* The names of l that take connections of the family of an IPv6 (ipv6) or IPv4 flow. */
+static uint32_t takers(const struct listener *l, int ipv6)
+{
+    return (ipv6 ? l->cfg.takes6 : l->cfg.takes4) & ((1u << l->cfg.n_names) - 1);
+}
+
 /* Listener.receive for a SYN to a port C listens on: TcpConnection.accept_syn (options
  * by options.negotiate, the TCB by _take_syn) and the SYN-ACK of its first _transmit.
- * iss: the ISS to use (a 4-tuple reopened from TIME-WAIT), or 0 for isn.py's rule.
- * 1: taken; 0: Python's (a SYN with anything else, a VLAN tag, a full queue). */
+ * a6: an IPv6 SYN's addresses (wire_parse_batch6). iss: the ISS to use (a 4-tuple
+ * reopened from TIME-WAIT), or 0 for isn.py's rule. 1: taken; 0: Python's (a SYN with
+ * anything else, a VLAN tag, a full queue, a family no application listens for). */
 static int syn_input(struct dp *dp, struct listener *l, const struct wire_parsed *p,
-                     const uint8_t *frame, double now, uint32_t iss)
+                     const struct wire_addr6 *a6, const uint8_t *frame, double now,
+                     uint32_t iss)
 {
     const struct dp_listen_cfg *c = &l->cfg;
+    int ipv6 = p->family == 6;
     if ((p->flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN || p->payload_len ||
-        p->has_vlan || p->family != 4) /* IPv6: opened by Python for now (issue 18) */
+        p->has_vlan || takers(l, ipv6) == 0)
         return 0;
     if (l->half_open >= c->syn_backlog) {
         dp->st.syn_declined++; /* Listener: SYN cookies take over, in Python */
         return 0;
     }
-    struct dp_tcb t = c->tmpl;
+    struct dp_tcb t = ipv6 ? c->tmpl6 : c->tmpl;
     memset(t.local_ip, 0, sizeof t.local_ip);
     memset(t.remote_ip, 0, sizeof t.remote_ip);
-    memcpy(t.local_ip, &p->dst_ip, 4);
-    memcpy(t.remote_ip, &p->src_ip, 4);
-    t.ipv6 = 0;
+    if (ipv6) {
+        memcpy(t.local_ip, a6->dst, 16);
+        memcpy(t.remote_ip, a6->src, 16);
+    } else {
+        memcpy(t.local_ip, &p->dst_ip, 4);
+        memcpy(t.remote_ip, &p->src_ip, 4);
+    }
+    t.ipv6 = (uint8_t)ipv6;
     t.local_port = p->dst_port;
     t.remote_port = p->src_port;
     /* The SYN came from the next hop toward its sender, to us: the replies go back the
@@ -2716,7 +2730,7 @@ static int syn_input(struct dp *dp, struct listener *l, const struct wire_parsed
     t.app_fd = -1;
     t.ts_offset = c->ts_offset;
     t.iss = iss ? iss : dp_isn(c->isn_key, t.local_ip, p->dst_port, t.remote_ip, p->src_port,
-                               4, now);
+                               ipv6 ? 16 : 4, now);
     t.snd_una = t.snd_nxt = t.snd_wl2 = t.cwnd_use_end = t.iss;
     t.time_wait_len = c->time_wait;
     t.fin_wait2_len = c->fin_wait2_timeout;
@@ -2812,17 +2826,20 @@ static char *put_u64(char *p, char *end, uint64_t v)
     return p;
 }
 
-/* An IPv4 address (network order) as protocol.name_address spells it for a socket of
- * the application: dotted for an AF_INET socket; for an AF_INET6 one (mapped), the
- * v4-mapped address (RFC 4291 §2.5.5.2) in base64url without padding, 22 characters.
- * Only IPv4 flows are born in C (syn_input), so only they are named here. */
-static char *put_ipv4(char *p, char *end, const uint8_t *b, int mapped)
+/* A flow's address (16-byte form, ipv6 its family) as protocol.name_address spells it
+ * for a socket of the application: an IPv4 one dotted for an AF_INET socket; an IPv6
+ * one, or an IPv4 one for an AF_INET6 socket (mapped: the v4-mapped address, RFC 4291
+ * §2.5.5.2), in base64url without padding, 22 characters. */
+static char *put_addr(char *p, char *end, const uint8_t *b, int ipv6, int mapped)
 {
     static const char b64[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    if (mapped) {
+    if (ipv6 || mapped) {
         uint8_t a[18] = {[10] = 0xff, [11] = 0xff}; /* 16 bytes, 2 of zero padding */
-        memcpy(a + 12, b, 4);
+        if (ipv6)
+            memcpy(a, b, 16);
+        else
+            memcpy(a + 12, b, 4);
         for (int i = 0; i < 18 && p < end; i += 3) {
             uint32_t v = (uint32_t)a[i] << 16 | (uint32_t)a[i + 1] << 8 | a[i + 2];
             int chars = i == 15 ? 2 : 4; /* the last group holds one byte: 2 chars */
@@ -2840,18 +2857,18 @@ static char *put_ipv4(char *p, char *end, const uint8_t *b, int mapped)
 }
 
 /* service/protocol.py connection_name: "joyride/c/LIP:LPORT/RIP:RPORT/PID.N" into buf
- * (cap bytes, no terminator), addresses as put_ipv4 spells them. Returns its length,
+ * (cap bytes, no terminator), addresses as put_addr spells them. Returns its length,
  * or -1 if it does not fit. */
 static int conn_name(const struct dp *dp, const struct dp_tcb *t, int mapped, char *buf,
                      size_t cap)
 {
     char *p = buf, *end = buf + cap;
     p = put_str(p, end, "joyride/c/");
-    p = put_ipv4(p, end, t->local_ip, mapped);
+    p = put_addr(p, end, t->local_ip, t->ipv6, mapped);
     p = put_str(p, end, ":");
     p = put_u64(p, end, t->local_port);
     p = put_str(p, end, "/");
-    p = put_ipv4(p, end, t->remote_ip, mapped);
+    p = put_addr(p, end, t->remote_ip, t->ipv6, mapped);
     p = put_str(p, end, ":");
     p = put_u64(p, end, t->remote_port);
     p = put_str(p, end, "/");
@@ -2869,11 +2886,14 @@ static int deliver(struct dp *dp, struct flow *f)
 {
     struct dp_tcb *t = &f->t;
     struct listener *l = listener_of(dp, t->local_port);
-    if (l == NULL || l->cfg.n_names == 0)
+    uint32_t names = l != NULL ? takers(l, t->ipv6) : 0;
+    if (names == 0)
         return -ENOENT;
     int rc = -EAGAIN;
     for (uint32_t tries = 0; tries < l->cfg.n_names; tries++) {
         uint32_t which = l->rr++ % l->cfg.n_names;
+        if (!((names >> which) & 1))
+            continue; /* a listener of the other family */
         const char *target = l->cfg.names[which];
         /* Named as the target's socket reports it (v4-mapped for an AF_INET6 one). */
         struct sockaddr_un self = {.sun_family = AF_UNIX};
@@ -3111,7 +3131,7 @@ static uint32_t receive_port(struct dp *dp, uint32_t index, double now)
         struct flow *f = p->reason == WIRE_OK ? flow_lookup(dp, &key) : NULL;
         if (f == NULL && p->reason == WIRE_OK) {
             struct listener *l = listener_of(dp, p->dst_port);
-            if (l != NULL && syn_input(dp, l, p, frame, now, 0)) {
+            if (l != NULL && syn_input(dp, l, p, &dp->parsed6[i], frame, now, 0)) {
                 dp->st.rx_fast++;
                 continue;
             }
@@ -3131,7 +3151,8 @@ static uint32_t receive_port(struct dp *dp, uint32_t index, double now)
                 uint32_t iss = f->t.snd_nxt + REUSE_ISS_GAP;
                 born_end(dp, f);
                 struct listener *l = listener_of(dp, p->dst_port);
-                if (l == NULL || !syn_input(dp, l, p, frame, now, iss ? iss : 1))
+                if (l == NULL ||
+                    !syn_input(dp, l, p, &dp->parsed6[i], frame, now, iss ? iss : 1))
                     decline(dp, frame, dp->rx_lens[i]);
                 continue;
             }
@@ -3930,14 +3951,20 @@ uint32_t dp_flows(const struct dp *dp, int64_t *out, uint32_t max)
 
 int dp_listen(struct dp *dp, const struct dp_listen_cfg *cfg)
 {
-    /* Ethernet, IPv4 and TCP headers around a full segment (the timestamp option comes
-     * out of the MSS: options.negotiate): what emit() builds must fit a frame. */
     if (cfg->n_names == 0 || cfg->n_names > DP_LISTEN_NAMES || cfg->syn_backlog == 0 ||
-        cfg->window_scale_shift > 14 || cfg->tmpl.cfg_mss < 88 ||
-        cfg->tmpl.cfg_mss + 14 + 20 + 20 > dp->cfg.max_frame || cfg->tmpl.snd_cap == 0 ||
-        cfg->tmpl.rcv_cap == 0 || cfg->min_peer_mss < MIN_SMSS + 12 ||
-        cfg->tmpl.keepalive_idle != 0)
+        cfg->window_scale_shift > 14 || cfg->min_peer_mss < MIN_SMSS + 12 ||
+        ((cfg->takes4 | cfg->takes6) & ((1u << cfg->n_names) - 1)) == 0)
         return -EINVAL;
+    /* Each family's template: Ethernet, IP (IPv4's 20 bytes, IPv6's 40) and TCP
+     * headers around a full segment (the timestamp option comes out of the MSS:
+     * options.negotiate), what emit() builds, must fit a frame. */
+    for (int v6 = 0; v6 <= 1; v6++) {
+        const struct dp_tcb *t = v6 ? &cfg->tmpl6 : &cfg->tmpl;
+        if (t->cfg_mss < 88 || t->cfg_mss + 14 + ip_header_len((uint8_t)v6) + 20 >
+                                   dp->cfg.max_frame ||
+            t->snd_cap == 0 || t->rcv_cap == 0 || t->keepalive_idle != 0)
+            return -EINVAL;
+    }
     for (uint32_t i = 0; i < cfg->n_names; i++)
         if (memchr(cfg->names[i], 0, DP_NAME_BYTES) == NULL || cfg->names[i][0] == 0)
             return -EINVAL;

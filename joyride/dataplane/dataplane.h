@@ -348,6 +348,8 @@ struct dp_listen_cfg {
     uint16_t claims;           /* bit i: names[i]'s application claims ring mode */
     uint16_t claim_wait_ms;    /* how long a delivery waits for that claim */
     uint16_t mapped;           /* bit i: names[i] is an AF_INET6 socket's: v4-mapped names */
+    uint16_t takes4;           /* bit i: names[i] takes IPv4 connections */
+    uint16_t takes6;           /* bit i: names[i] takes IPv6 connections */
     uint16_t reserved;
     uint32_t syn_backlog;      /* half-open flows C keeps; further SYNs go to Python */
     uint32_t ts_offset;        /* RFC 7323 §7.1: the listener's timestamp offset */
@@ -362,8 +364,11 @@ struct dp_listen_cfg {
     double fin_wait2_timeout;
     uint8_t isn_key[32];       /* DP_ISN_KEY_BYTES */
     /* The TCB fields a connection takes from the configuration, before the handshake
-     * (TcpConnection.listen_template): buffers, RTT estimator, controller. */
+     * (TcpConnection.listen_template): buffers, RTT estimator, controller; tmpl6 for an
+     * IPv6 connection (its MSS is its family's: TcpConfig.for_address). A SYN of a
+     * family no name takes goes to Python. */
     struct dp_tcb tmpl;
+    struct dp_tcb tmpl6;
     char names[16][108];       /* DP_LISTEN_NAMES x DP_NAME_BYTES */
 };
 

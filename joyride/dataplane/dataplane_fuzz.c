@@ -399,20 +399,34 @@ static uint32_t peer_frame(struct dp *dp, const struct fuzzflow *ff, uint8_t *ou
     return build_frame(&tm, &s, out);
 }
 
-/* A frame toward BORN_PORT from peer k: a SYN, or a segment near the flow C holds for
- * that 4-tuple (if any), with any flags now and then. */
+static uint64_t born6_known; /* frames toward an IPv6 flow born in C: they were born */
+
+/* A frame toward BORN_PORT from peer k (every other peer over IPv6): a SYN, or a
+ * segment near the flow C holds for that 4-tuple (if any), with any flags now and then. */
 static uint32_t born_frame(struct dp *dp, uint32_t k, uint8_t *out)
 {
-    const uint8_t lip[4] = {10, 0, 0, 1}, rip[4] = {10, 0, 0, (uint8_t)(3 + k % 4)};
+    uint8_t lip[16] = {10, 0, 0, 1}, rip[16] = {10, 0, 0, (uint8_t)(3 + k % 4)};
+    int ipv6 = k & 1;
+    if (ipv6) { /* 2001:db8::1 and 2001:db8::<3..6> */
+        const uint8_t prefix[4] = {0x20, 0x01, 0x0d, 0xb8};
+        memset(lip, 0, 16);
+        memset(rip, 0, 16);
+        memcpy(lip, prefix, 4);
+        memcpy(rip, prefix, 4);
+        lip[15] = 1;
+        rip[15] = (uint8_t)(3 + k % 4);
+    }
     uint16_t rport = (uint16_t)(50000 + k);
     struct dp_tcb t;
     memset(&t, 0, sizeof t);
-    int64_t h = dp_flow_find(dp, lip, BORN_PORT, rip, rport, 4);
+    int64_t h = dp_flow_find(dp, lip, BORN_PORT, rip, rport, ipv6 ? 16 : 4);
     int known = h > 0 && dp_flow_peek(dp, h, &t) == 0;
+    born6_known += known && ipv6;
     struct wire_template tm;
     memset(&tm, 0, sizeof tm);
-    memcpy(tm.src_ip, rip, 4);
-    memcpy(tm.dst_ip, lip, 4);
+    memcpy(tm.src_ip, rip, 16);
+    memcpy(tm.dst_ip, lip, 16);
+    tm.ipv6 = (uint8_t)ipv6;
     tm.src_mac[5] = (uint8_t)k;
     tm.src_port = rport;
     tm.dst_port = BORN_PORT;
@@ -469,6 +483,10 @@ static int born_listener(struct dp *dp)
     make_tcb(&cfg.tmpl, 0, -1);
     cfg.tmpl.keepalive_idle = 0;
     cfg.tmpl.srtt = -1;
+    cfg.tmpl6 = cfg.tmpl;
+    cfg.tmpl6.cfg_mss -= 20; /* TcpConfig.for_address: IPv6's header is 20 bytes longer */
+    cfg.takes4 = cfg.takes6 = 1;
+    cfg.mapped = (uint16_t)(rnd() & 1); /* either naming of IPv4 connections, by seed */
     memcpy(cfg.names[0], sun.sun_path + 1, (size_t)n);
     if (dp_listen(dp, &cfg) != 0)
         abort();
@@ -622,10 +640,12 @@ int main(int argc, char **argv)
         release(dp, &flows[k]);
     printf("gso %llu datagrams %llu fallbacks %llu\n", (unsigned long long)st->gso_sends,
            (unsigned long long)gso_datagrams, (unsigned long long)st->gso_fallbacks);
-    printf("born %llu established %llu delivered %llu fins %llu/%llu time-waits %llu\n",
+    printf("born %llu established %llu delivered %llu fins %llu/%llu time-waits %llu "
+           "ipv6-known %llu\n",
            (unsigned long long)st->syn_received, (unsigned long long)st->established,
            (unsigned long long)st->delivered, (unsigned long long)st->fins_sent,
-           (unsigned long long)st->fins_received, (unsigned long long)st->time_waits);
+           (unsigned long long)st->fins_received, (unsigned long long)st->time_waits,
+           (unsigned long long)born6_known);
     dp_free(dp); /* closes the born flows' application ends still open */
     for (int i = 0; i < BORN_APPS; i++)
         if (apps[i] >= 0)

@@ -195,6 +195,8 @@ class ListenSpec:
     claims: tuple[bool, ...] = ()  # per name: its application claims ring mode
     # Per name: an AF_INET6 socket's (dual-stack), whose IPv4 peers are named v4-mapped.
     mapped: tuple[bool, ...] = ()
+    # Per name: the IP versions (4, 6) of the connections it takes (none given: IPv4).
+    families: tuple[frozenset[int], ...] = ()
 
 
 class DataPlane:
@@ -460,6 +462,7 @@ class DataPlane:
         cfg.fin_wait2_timeout = config.fin_wait2_timeout
         cfg.isn_key = spec.isn_key
         TcpConnection.listen_template(config, cfg.tmpl)
+        TcpConnection.listen_template(config, cfg.tmpl6, ipv6=True)
         for i, name in enumerate(spec.names):
             raw = name.encode()
             if not 0 < len(raw) < lib.DP_NAME_BYTES:
@@ -469,6 +472,9 @@ class DataPlane:
                 cfg.claims |= 1 << i
             if i < len(spec.mapped) and spec.mapped[i]:
                 cfg.mapped |= 1 << i
+            families = spec.families[i] if i < len(spec.families) else frozenset({4})
+            cfg.takes4 |= (4 in families) << i
+            cfg.takes6 |= (6 in families) << i
         cfg.claim_wait_ms = int(CLAIM_WAIT * 1000)
         self._check(lib.dp_listen(self._dp, cfg), f"listening on port {spec.port} in C")
 

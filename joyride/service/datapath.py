@@ -434,19 +434,19 @@ class Datapath:
         if self.plane is None:
             return
         regs = pl.registrations
-        # C opens IPv4 connections only (an IPv6 SYN goes to Python): to the names
-        # that take them, v4-mapped for an AF_INET6 socket's.
-        v4 = [r for r in regs if 4 in r.families]
         spec: ListenSpec | None = None
-        if v4 and all(r.verified for r in regs) and all(
+        if regs and all(r.verified for r in regs) and all(
                 r.options == regs[0].options for r in regs):
             config = sockopts.apply(self.engine.config, regs[0].options) \
                 if regs[0].options else self.engine.config
             if not config.keepalive and config.congestion_control in ("cubic", "newreno"):
-                spec = ListenSpec(pl.port, tuple(r.name for r in v4), config,
+                # Each name with the families it takes; an AF_INET6 socket's connections
+                # from IPv4 peers are named v4-mapped.
+                spec = ListenSpec(pl.port, tuple(r.name for r in regs), config,
                                   pl.listener.ts_offset, pl.listener.isn_generator.key,
-                                  tuple(r.channels for r in v4),
-                                  tuple(r.family == socket.AF_INET6 for r in v4))
+                                  tuple(r.channels for r in regs),
+                                  tuple(r.family == socket.AF_INET6 for r in regs),
+                                  tuple(r.families for r in regs))
         if spec == pl.in_c:
             return
         if spec is None:

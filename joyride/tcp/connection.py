@@ -735,18 +735,20 @@ class TcpConnection:
         return rcv, snd
 
     @classmethod
-    def listen_template(cls, config: TcpConfig, tcb: Any) -> None:
+    def listen_template(cls, config: TcpConfig, tcb: Any, *, ipv6: bool = False) -> None:
         """The fields of ``tcb`` (a ``struct dp_tcb``) a connection accepted with
         ``config`` takes from it before its handshake: buffers, the RTT estimator, the
-        congestion controller (``dp_listen``'s template: C fills in the rest from the
-        SYN as ``accept_syn`` would)."""
-        proto = cls(config, bytes(4), 0, bytes(4), 0, iss=Seq(0), now=0.0, ts_offset=0)
+        congestion controller, the MSS of its family (``ipv6``) (``dp_listen``'s
+        template: C fills in the rest from the SYN as ``accept_syn`` would)."""
+        any_address = bytes(16 if ipv6 else 4)
+        proto = cls(config, any_address, 0, any_address, 0, iss=Seq(0), now=0.0,
+                    ts_offset=0)
         proto._recv_buf.save_hot(tcb)
         proto._rtt.save_hot(tcb)
         proto._recovery.save_hot(tcb)
         if not proto._cc.save_hot(tcb):  # pragma: no cover - a new controller is quiet
             raise ValueError("the congestion controller cannot run in C")
-        tcb.cfg_mss = config.mss
+        tcb.cfg_mss = proto.config.mss  # the family's (TcpConfig.for_address)
         tcb.nodelay = int(config.nodelay)
         tcb.snd_cap = proto._send_buf.capacity
         tcb.snd_cap_max = config.send_buffer_max

@@ -38,8 +38,9 @@ class Born:
 
     def __init__(self, config: TcpConfig | None = None,
                  peer_config: TcpConfig | None = None, *, backlog: int = 64,
-                 max_flows: int = 64, claims: bool = False, mapped: bool = False) -> None:
-        self.bed = Bed(config, peer_config, max_flows=max_flows)
+                 max_flows: int = 64, claims: bool = False, mapped: bool = False,
+                 families: frozenset[int] = frozenset({4}), ipv6: bool = False) -> None:
+        self.bed = Bed(config, peer_config, max_flows=max_flows, ipv6=ipv6)
         self.name = f"joyride-test/{os.getpid()}/{next(_names)}"
         self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         self.unix.bind(b"\0" + self.name.encode())
@@ -48,7 +49,8 @@ class Born:
         self.spec = ListenSpec(PORT, (self.name,), self.bed.svc.config,
                                self.listener.ts_offset, self.listener.isn_generator.key,
                                (claims,),  # claims: its application claims ring mode
-                               (mapped,))  # mapped: an AF_INET6 socket's (dual-stack)
+                               (mapped,),  # mapped: an AF_INET6 socket's (dual-stack)
+                               (families,))  # the IP versions it takes
         self.bed.plane.listen(self.spec, syn_backlog=16)
         self.to_plane: list[bytes] = []  # frames the peer sent, in order
         self.bed.impair = self._watch
@@ -287,6 +289,45 @@ def test_a_dual_stack_listener_s_connection_is_named_v4_mapped() -> None:
                 (protocol.socket_address(IP_PEER, socket.AF_INET6), client.local_port),
                 name.pid, 0)
             assert raw.lstrip(b"\0").rsplit(b".", 1)[0] == expected.encode().rsplit(b".", 1)[0]
+    finally:
+        born.close()
+
+
+def test_an_ipv6_connection_is_born_in_c_with_its_family_s_mss() -> None:
+    """An IPv6 SYN to a name that takes IPv6: C opens the connection (handshake, MSS
+    20 bytes below IPv4's), names it with
+    base64url addresses and carries the bytes both ways."""
+    born = Born(ipv6=True, families=frozenset({4, 6}), mapped=True)
+    try:
+        bed = born.bed
+        client = bed.peer.connect(bed.ip_svc, PORT)
+        bed.run(5)
+        assert born.stats()["syn_received"] == 1 and born.stats()["delivered"] == 1
+        app = born.accept()
+        with app:
+            name = protocol.parse_name(app.getpeername())
+            assert name is not None and name.family == socket.AF_INET6
+            assert name.key() == (bed.ip_svc, PORT, bed.ip_peer, client.local_port)
+            handle = lib.dp_flow_find(bed.plane._dp, bed.ip_svc, PORT, bed.ip_peer,
+                                      client.local_port, 16)
+            tcb = ffi.new("struct dp_tcb *")
+            assert lib.dp_flow_peek(bed.plane._dp, handle, tcb) == 0
+            assert tcb.ipv6 == 1 and tcb.cfg_mss == bed.svc.config.mss - 20
+            request, reply = os.urandom(100_000), os.urandom(300_000)
+            assert converse(born, client, app, request, reply) == reply
+        assert bed.reasons == []
+    finally:
+        born.close()
+
+
+def test_a_syn_of_a_family_no_name_takes_goes_to_python() -> None:
+    """An IPv6 SYN where only IPv4 listeners are: C declines it (Python answers as
+    the engine's listener's families say)."""
+    born = Born(ipv6=True)  # families {4}
+    try:
+        born.bed.peer.connect(born.bed.ip_svc, PORT)
+        born.bed.run(5)
+        assert born.stats()["syn_received"] == 0
     finally:
         born.close()
 
