@@ -31,6 +31,8 @@ TARGETS: tuple[tuple[str, str, str, float, str, str], ...] = (
     ("wrk_", "cpu_us_per_req", "service", 1.0, "max", "CPU per request, service mode"),
     ("wrk_", "cpu_us_per_req", "embedded", 1.0, "max", "CPU per request, embedded"),
 )
+# Issue 18: IPv6 within 5 % of Joyride's own IPv4 figures (same workload, server, mode).
+FAMILY_TOLERANCE = 0.05
 # Which server a mode's target is judged on: native binaries where they run.
 TARGET_SERVER = {"service": ("sockperf", "iperf3", "nginx", "python"), "embedded": ("python",)}
 
@@ -86,6 +88,7 @@ def build(raw: RawResults) -> dict[str, Any]:
                 entry["kernel"] = _round(stats.median(kernel_all))
                 metrics[m.key] = entry
             rows.append({"workload": w.key, "title": w.title, "kind": w.kind,
+                         "ipv4_twin": w.twin,
                          "server": server, "mtu": w.mtu, "flows": w.flows,
                          "connections": w.connections, "modes": sorted(by_mode),
                          "metrics": metrics,
@@ -100,7 +103,35 @@ def build(raw: RawResults) -> dict[str, Any]:
     }
     doc["targets"] = check_targets(doc)
     doc["stack_overhead"] = stack_overhead(doc)
+    doc["ipv6_vs_ipv4"] = family_comparison(doc)
     return doc
+
+
+def family_comparison(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each IPv6 row's Joyride figures over its IPv4 twin's (same server and mode), per
+    metric, and whether IPv6 is within ``FAMILY_TOLERANCE`` of IPv4 (issue 18)."""
+    rows = {(r["workload"], r["server"]): r for r in doc["results"]}
+    out = []
+    for row in doc["results"]:
+        twin = rows.get((row.get("ipv4_twin"), row["server"]))
+        if twin is None:
+            continue
+        for key, entry in row["metrics"].items():
+            for mode in row["modes"]:
+                v6 = (entry.get(mode) or {}).get("value")
+                v4 = (twin["metrics"].get(key, {}).get(mode) or {}).get("value")
+                ratio = stats.ratio(v6, v4)
+                verdict: dict[str, Any] = {"workload": row["workload"],
+                                           "server": row["server"], "mode": mode,
+                                           "metric": key, "label": entry["label"],
+                                           "unit": entry["unit"], "ipv6": v6, "ipv4": v4,
+                                           "ratio": _round(ratio, 3)}
+                if ratio is not None:
+                    verdict["within"] = (ratio >= 1 - FAMILY_TOLERANCE
+                                         if entry["better"] == "higher"
+                                         else ratio <= 1 + FAMILY_TOLERANCE)
+                out.append(verdict)
+    return out
 
 
 def find(doc: dict[str, Any], workload_prefix: str, server: str) -> dict[str, Any] | None:
@@ -219,6 +250,18 @@ def markdown(doc: dict[str, Any]) -> str:
         else:
             lines.append(f"- {t['target']} {bound}: **{t['status']}** "
                          f"(measured {t['ratio']:.2f}× with {t['server']})")
+    family = doc.get("ipv6_vs_ipv4") or []
+    if family:
+        lines += ["", f"IPv6 against IPv4, Joyride's own figures (target: within "
+                  f"{FAMILY_TOLERANCE:.0%}):", "",
+                  "| workload | server | metric | mode | IPv4 | IPv6 | IPv6/IPv4 | within |",
+                  "|---|---|---|---|---:|---:|---:|---|"]
+        for f in family:
+            within = {True: "yes", False: "**no**"}.get(f.get("within"), "—")
+            ratio = f"{f['ratio']:.2f}×" if f["ratio"] is not None else "—"
+            lines.append(f"| {f['workload']} | {f['server']} | {f['label']} ({f['unit']}) "
+                         f"| {f['mode']} | {_fmt(f['ipv4'])} | {_fmt(f['ipv6'])} | {ratio} "
+                         f"| {within} |")
     mem = doc.get("peak_memory_kb") or {}
     if mem:
         lines += ["", "Peak memory (VmHWM): " + ", ".join(

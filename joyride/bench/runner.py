@@ -132,7 +132,8 @@ def _bed(raw: RawResults, mtu: int, wls: list[Workload], modes: list[str],
          progress: Progress, workdir: Path) -> None:
     needed = sorted({s for w in wls for s in w.servers})
     progress.note(f"MTU {mtu}: fresh test bed; kernel servers: {', '.join(needed)}")
-    with Testbed(mtu=mtu) as bed, contextlib.ExitStack() as kernel_stack:
+    with Testbed(mtu=mtu, ipv6=any(w.ipv6 for w in wls)) as bed, \
+            contextlib.ExitStack() as kernel_stack:
         prepare_load_generator(bed.peer)
         kernel: dict[str, Endpoint] = {}
         for name in needed:
@@ -221,7 +222,10 @@ def measure(bed: Testbed, w: Workload, ep: Endpoint | None, extra_pids: list[int
         return {"rep": rep, "error": "server not running (see start errors)"}
     if not ep.alive():
         return {"rep": rep, "error": f"{ep.name} ({ep.mode}) has exited"}
-    argv, parse = workloads.client(w, ep, bed.joy.ip, seconds)
+    ip = bed.joy.ip6 if w.ipv6 else bed.joy.ip
+    if ip is None:
+        return {"rep": rep, "error": "the bed has no IPv6 address"}
+    argv, parse = workloads.client(w, ep, ip, seconds)
     meter = CpuMeter([*ep.pids, *extra_pids])
     meter.start()
     res = run_client(bed.peer.cmd(*argv), timeout=seconds * 3 + 60)

@@ -113,10 +113,10 @@ def server_argv(name: str, mode: str, workdir: Path, ifname: str) -> list[str]:
     """The command line of server ``name`` for ``mode`` (before any ``joyride run``)."""
     if name == "sockperf":
         return ["sockperf", "server", "--tcp", "-p", str(port_of(mode, "sockperf"))]
-    if name == "iperf3":
-        return ["iperf3", "-s", "-4", "-p", str(port_of(mode, "iperf3"))]
-    if name == "nginx":
-        conf = nginx_conf(workdir / f"nginx-{mode}", port_of(mode, "nginx"))
+    if name == "iperf3":  # on [::], dual-stack: IPv4 clients and the IPv6 rows' alike
+        return ["iperf3", "-s", "-p", str(port_of(mode, "iperf3"))]
+    if name == "nginx":  # "listen PORT" and "listen [::]:PORT", as Debian's default site
+        conf = nginx_conf(workdir / f"nginx-{mode}", port_of(mode, "nginx"), ipv6=True)
         return ["nginx", "-c", str(conf), "-e", str(conf.parent / "error.log")]
     if name == "python":
         argv = [PY, "-m", "joyride.bench.pyserver",

@@ -131,9 +131,10 @@ def parse_sockperf(text: str) -> dict[str, float] | None:
 # -- iperf3 --------------------------------------------------------------------------------
 
 
-def iperf3_client(ip: str, port: int, seconds: float, flows: int) -> list[str]:
+def iperf3_client(ip: str, port: int, seconds: float, flows: int,
+                  ipv6: bool = False) -> list[str]:
     return ["iperf3", "-c", ip, "-p", str(port), "-t", str(max(1, round(seconds))),
-            "-P", str(flows), "-J", "-4"]
+            "-P", str(flows), "-J", "-6" if ipv6 else "-4"]
 
 
 def parse_iperf3(text: str) -> dict[str, float] | None:
@@ -159,6 +160,7 @@ _UNIT_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 def wrk_client(url: str, seconds: float, connections: int, threads: int = 2,
                close: bool = False) -> list[str]:
+    threads = min(threads, connections)  # wrk wants a connection per thread at least
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
             "--latency"]
     if close:

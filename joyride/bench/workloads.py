@@ -9,7 +9,7 @@ plus ksoftirqd) by the work done, so they stay meaningful on a busy shared machi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from joyride.bench import tools
@@ -50,10 +50,24 @@ class Workload:
     mtu: int = 1500
     flows: int = 1
     connections: int = 1
+    ipv6: bool = False  # the client reaches the server over IPv6
+
+    @property
+    def twin(self) -> str | None:
+        """An IPv6 workload's IPv4 counterpart (its key without ``IPV6_PREFIX``)."""
+        return self.key.removeprefix(IPV6_PREFIX) if self.ipv6 else None
+
+
+IPV6_PREFIX: Final = "ipv6_"
 
 
 def standard(mtus: tuple[int, ...] = (1500, 3498), flows: tuple[int, ...] = (1, 4),
-             wrk_connections: int = 100, connrate_connections: int = 20) -> list[Workload]:
+             wrk_connections: int = 100, connrate_connections: int = 20,
+             ipv6: bool = True) -> list[Workload]:
+    """The workloads; with ``ipv6``, IPv6 twins of an RR, the one-flow and the wrk row
+    (issue 18: served by the native servers under ``joyride run``, as embedded mode's
+    sockets are IPv4). sockperf (3.7) speaks IPv4 only: the RR twins are HTTP
+    request-response over one connection (wrk -c1 to nginx), in both families."""
     out = [Workload("rr_64B", "RR 64 B, 1 connection (sockperf)",
                     "rr", ("sockperf", "python"), (P50, P99, P999, CPU_RT))]
     for mtu in mtus:
@@ -69,6 +83,19 @@ def standard(mtus: tuple[int, ...] = (1500, 3498), flows: tuple[int, ...] = (1, 
     out.append(Workload("new_connections", f"new connections (wrk -c{connrate_connections}, "
                         "Connection: close)", "connrate", ("nginx", "python"),
                         (CPS, CPU_CONN), connections=connrate_connections))
+    if ipv6:
+        mtu = mtus[0]
+        rr_http = Workload("rr_http_1conn", "RR HTTP 1 KiB, 1 connection (wrk -c1)", "wrk",
+                           ("nginx",), (P50, P99, RPS, CPU_REQ))
+        out.append(rr_http)
+        twins = [rr_http,
+                 Workload(f"throughput_1flow_mtu{mtu}", f"throughput, 1 flow, MTU {mtu}",
+                          "throughput", ("iperf3",), (GBPS, CPU_GB), mtu=mtu),
+                 Workload(f"wrk_{wrk_connections}conn",
+                          f"wrk, {wrk_connections} connections, 1 KiB", "wrk", ("nginx",),
+                          (RPS, P50, P99, CPU_REQ), connections=wrk_connections)]
+        out += [replace(w, key=IPV6_PREFIX + w.key, title=f"IPv6 {w.title}", ipv6=True)
+                for w in twins]
     return out
 
 
@@ -82,12 +109,12 @@ def client(w: Workload, ep: Endpoint, ip: str, seconds: float) -> tuple[list[str
         return tools.sockperf_pingpong(ip, port, seconds), tools.parse_sockperf
     if w.kind == "throughput":
         if ep.name == "iperf3":
-            return tools.iperf3_client(ip, ep.ports["iperf3"], seconds, w.flows), \
-                tools.parse_iperf3
+            return tools.iperf3_client(ip, ep.ports["iperf3"], seconds, w.flows,
+                                       ipv6=w.ipv6), tools.parse_iperf3
         return [PY, "-m", "joyride.bench.pysend", ip, str(ep.ports["sink"]), "--seconds",
                 str(seconds), "--flows", str(w.flows)], tools.parse_json_line
     port = ep.ports.get("nginx", ep.ports.get("http", 0))
-    url = f"http://{ip}:{port}/body"
+    url = f"http://[{ip}]:{port}/body" if w.ipv6 else f"http://{ip}:{port}/body"
     return tools.wrk_client(url, seconds, w.connections, close=w.kind == "connrate"), \
         tools.parse_wrk
 

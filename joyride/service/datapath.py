@@ -537,8 +537,6 @@ class Datapath:
             self.counters["listen_bad_name"] += 1
             return errno.EINVAL
         families = parsed.families
-        if len(ip) == 16 and any(ip) and protocol.engine_address(ip) != ip:
-            families = frozenset({4})  # an AF_INET6 socket bound to a v4-mapped address
         if not apps.may_bind(creds, port):
             self.counters["listen_denied_privileged_port"] += 1
             return errno.EACCES

@@ -338,11 +338,16 @@ class ParsedName:
 
     @property
     def families(self) -> frozenset[int]:
-        """The IP versions (4, 6) of the connections a listener takes: an IPv4 one's,
-        a v6only one's, or both for a dual-stack one (Linux's default)."""
+        """The IP versions (4, 6) of the connections a listener takes, as Linux's
+        ``inet6_bind``: an IPv4 socket's, IPv4; an ``AF_INET6`` one bound to ``::``,
+        both unless ``v6only``; bound to a v4-mapped address, IPv4; to any other IPv6
+        address, IPv6."""
         if self.family == socket.AF_INET:
             return frozenset({4})
-        return frozenset({6}) if self.v6only else frozenset({4, 6})
+        bound = addr.packed(self.local[0])
+        if bound == bytes(addr.WIDE):
+            return frozenset({6}) if self.v6only else frozenset({4, 6})
+        return frozenset({4}) if engine_address(bound) != bound else frozenset({6})
 
     def key(self) -> tuple[bytes, int, bytes, int]:
         """A connection's 4-tuple as the engine keys it: v4-mapped addresses (a

@@ -11,10 +11,11 @@ ever created in, or sent through, the root namespace)::
 The middle namespace exists when the link is impaired towards the Joyride side (loss or
 duplication: its nft rules sit on ``jr<tag>r``'s egress, see ``impair``) or needs the
 relay (delay, reordering, corruption). Without the relay, a kernel bridge joins it.
-With ``path_mtu`` it is an IPv4 router instead, between two subnets, whose peer-side
-device has that smaller MTU: the path is narrower than either end's own link, and
-the router answers a packet too big for it (DF set) with ICMP "fragmentation needed"
-(RFC 1191), as a real one does.
+With ``path_mtu`` it is a router instead, between two subnets (of both families with
+``ipv6``), whose peer-side device has that smaller MTU: the path is narrower than either
+end's own link, and the router answers a packet too big for it (DF set) with ICMP
+"fragmentation needed" (RFC 1191), or ICMPv6 "packet too big" (RFC 8201), as a real one
+does.
 
 The *joy* node is where Joyride attaches (XDP + AF_XDP); the *peer* node is the kernel
 on the other side of the wire. Transmit checksum offload is off on the peer's veth (and
@@ -167,8 +168,9 @@ class Testbed:
         self.to_peer = to_peer or Impairment()
         if self.to_peer.rate_bps:
             raise ValueError("rate limiting applies towards the Joyride side only")
-        if path_mtu is not None and not 576 <= path_mtu < mtu:
-            raise ValueError(f"path_mtu={path_mtu} must be in 576..{mtu - 1}")
+        least = 1280 if ipv6 else 576  # RFC 8200 §5: IPv6 links carry 1280 bytes at least
+        if path_mtu is not None and not least <= path_mtu < mtu:
+            raise ValueError(f"path_mtu={path_mtu} must be in {least}..{mtu - 1}")
         if path_mtu is not None and (not self.to_joy.is_none or not self.to_peer.is_none):
             raise ValueError("a routed path (path_mtu) takes no impairment")
         self.path_mtu = path_mtu
@@ -182,11 +184,13 @@ class Testbed:
         self.peer = Node(f"{base}-peer", f"{PREFIX}{self.tag}p",
                          f"{SUBNET_BASE}.{peer_third}.2", 24)
         self._router_ips = (f"{SUBNET_BASE}.{third}.254", f"{SUBNET_BASE}.{peer_third}.254")
+        self._router_ips6: tuple[str, str] | None = None
         if ipv6:
-            if path_mtu is not None:
-                raise ValueError("a routed path (path_mtu) is IPv4 only")
             self.joy.ip6 = f"{SUBNET6_BASE}:{third:x}::1"
-            self.peer.ip6 = f"{SUBNET6_BASE}:{third:x}::2"
+            self.peer.ip6 = f"{SUBNET6_BASE}:{peer_third:x}::2"
+            if path_mtu is not None:
+                self._router_ips6 = (f"{SUBNET6_BASE}:{third:x}::fe",
+                                     f"{SUBNET6_BASE}:{peer_third:x}::fe")
         self.middle_ns: str | None = None
         self.relay_proc: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
@@ -264,6 +268,11 @@ class Testbed:
             for node, router_ip in ((self.joy, self._router_ips[0]),
                                     (self.peer, self._router_ips[1])):
                 _run(["ip", "-n", node.netns, "route", "add", "default", "via", router_ip])
+            if self._router_ips6 is not None:
+                for node, router_ip in ((self.joy, self._router_ips6[0]),
+                                        (self.peer, self._router_ips6[1])):
+                    _run(["ip", "-n", node.netns, "-6", "route", "add", "default", "via",
+                          router_ip])
         self._offloads_off(self.peer.netns, self.peer.ifname)
         self._apply_impairments()
         if self.uses_relay:
@@ -305,12 +314,22 @@ class Testbed:
               node.ifname, "nodad"])
 
     def _router(self, ns: str, left: str, right: str, path_mtu: int) -> None:
-        """IPv4 forwarding between the two subnets; the peer-side device's smaller MTU
-        makes the router answer a bigger packet with DF set with ICMP "fragmentation
-        needed" (RFC 1191 §3) instead of forwarding it."""
+        """Forwarding between the two subnets; the peer-side device's smaller MTU makes
+        the router answer a bigger packet with DF set with ICMP "fragmentation needed"
+        (RFC 1191 §3), and any bigger IPv6 packet with ICMPv6 "packet too big" (RFC 8201
+        §4: IPv6 routers never fragment), instead of forwarding it."""
         _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
         for dev, ip in ((left, self._router_ips[0]), (right, self._router_ips[1])):
             _run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev])
+        if self._router_ips6 is not None:
+            _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+                  "net.ipv6.conf.all.forwarding=1"])
+            for dev, ip in ((left, self._router_ips6[0]), (right, self._router_ips6[1])):
+                for key, value in (("accept_ra", "0"), ("dad_transmits", "0"),
+                                   ("disable_ipv6", "0")):
+                    _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+                          f"net.ipv6.conf.{dev}.{key}={value}"])
+                _run(["ip", "-n", ns, "-6", "addr", "add", f"{ip}/64", "dev", dev, "nodad"])
         _run(["ip", "-n", ns, "link", "set", right, "mtu", str(path_mtu)])
 
     def _offloads_off(self, ns: str, dev: str) -> None:

@@ -1,8 +1,9 @@
 """A path narrower than the link (issue 18): a router between the two namespaces whose
-far side has an MTU of 1200. The router answers Joyride's full-sized segments with ICMP
-"fragmentation needed"; the Joyride side's kernel has no socket for the connection and
-drops it, but the service's raw ICMP socket gets a copy (joyride.service.pathmtu) and
-the connection's MSS fits the path within a round trip. With the router's ICMP
+far side has an MTU of 1300. The router answers Joyride's full-sized segments with ICMP
+"fragmentation needed" (IPv4) or ICMPv6 "packet too big" (IPv6); the Joyride side's
+kernel has no socket for the connection and drops it, but the service's raw ICMP and
+ICMPv6 sockets get a copy (joyride.service.pathmtu) and the connection's MSS fits the
+path within a round trip. With the router's ICMP
 filtered the path is a black hole, found by RFC 4821 §3 detection after three
 timeouts. A kernel client downloads from a server under ``joyride run``, checked by
 hash, and from the kernel's own server on the same path beside it."""
@@ -27,8 +28,8 @@ PAYLOAD = hashlib.sha256(b"narrow path").digest() * (SIZE // 32)
 SERVER = r'''
 import hashlib, socket, sys
 data = hashlib.sha256(b"narrow path").digest() * (int(sys.argv[2]) // 32)
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(8)
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen(8)  # dual-stack: both families' clients
 while True:
     c, _ = s.accept()
     with c:
@@ -48,15 +49,18 @@ print(len(got), hashlib.sha256(got).hexdigest())
 '''
 
 
-def download(bed: Testbed, port: int) -> str:
-    return bed.peer.run(sys.executable, "-c", CLIENT, bed.joy.ip, str(port),
+def download(bed: Testbed, port: int, ipv6: bool) -> str:
+    host = bed.joy.ip6 if ipv6 else bed.joy.ip
+    assert host is not None
+    return bed.peer.run(sys.executable, "-c", CLIENT, host, str(port),
                         timeout=90).stdout.decode().strip()
 
 
-def narrow_path_download(block_icmp: bool) -> dict[str, Any]:
-    """The downloads through the narrow path; the service's counters after them."""
+def narrow_path_download(block_icmp: bool, ipv6: bool = False) -> dict[str, Any]:
+    """The downloads through the narrow path (over IPv6 with ``ipv6``); the service's
+    counters after them."""
     want = f"{SIZE} {hashlib.sha256(PAYLOAD).hexdigest()}"
-    with Testbed(path_mtu=1200) as bed, attached(bed, "--ports", "8090"):
+    with Testbed(path_mtu=1300, ipv6=True) as bed, attached(bed, "--ports", "8090"):
         if block_icmp:
             assert bed.middle_ns is not None
             subprocess.run(["ip", "netns", "exec", bed.middle_ns, "nft", "-f", "-"],
@@ -69,31 +73,36 @@ def narrow_path_download(block_icmp: bool) -> dict[str, Any]:
         wait_port(bed.peer, bed.joy.ip, 8091)
         wait_port(bed.peer, bed.joy.ip, 8090)
         if not block_icmp:
-            assert download(bed, 8091) == want
-        assert download(bed, 8090) == want
+            assert download(bed, 8091, ipv6) == want
+        assert download(bed, 8090, ipv6) == want
         datapath: dict[str, Any] = stats(bed.joy)["datapath"]
         return datapath
 
 
-# The router sends no "fragmentation needed" (RFC 1191 §4) at all: a black hole.
+# The router sends no "fragmentation needed" (RFC 1191 §4) nor "packet too big" (RFC
+# 8201 §4) at all: a black hole.
 BLOCK_ICMP = """
 table inet jr_pmtu {
     chain out {
         type filter hook output priority 0; policy accept;
         icmp type destination-unreachable drop
+        icmpv6 type packet-too-big drop
     }
 }
 """
 
 
-def test_a_download_through_a_narrower_path_fits_the_mss_to_the_routers_report() -> None:
-    datapath = narrow_path_download(block_icmp=False)
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+def test_a_download_through_a_narrower_path_fits_the_mss_to_the_routers_report(
+        ipv6: bool) -> None:
+    datapath = narrow_path_download(block_icmp=False, ipv6=ipv6)
     assert datapath["service"].get("path_too_big_applied", 0) >= 1, datapath["service"]
     assert datapath["tcp_total"].get("mss_path_mtu", 0) >= 1
     assert datapath["tcp_total"].get("mss_black_hole", 0) == 0
 
 
-def test_a_download_through_an_icmp_black_hole_completes() -> None:
-    datapath = narrow_path_download(block_icmp=True)
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+def test_a_download_through_an_icmp_black_hole_completes(ipv6: bool) -> None:
+    datapath = narrow_path_download(block_icmp=True, ipv6=ipv6)
     assert datapath["service"].get("path_too_big_applied", 0) == 0
     assert datapath["tcp_total"].get("mss_black_hole", 0) >= 1, datapath["tcp_total"]

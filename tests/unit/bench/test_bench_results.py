@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from joyride.bench import plot, results, workloads
+from joyride.bench import plot, results, servers, workloads
 from joyride.bench.procstat import CpuUsage
 from joyride.bench.progress import Progress, bar, fmt_seconds
 from joyride.bench.runner import BenchConfig, RawResults, count_runs, serves
@@ -112,13 +112,54 @@ def test_plot_bars_and_png(tmp_path: Path) -> None:
 
 def test_run_count_and_mode_support() -> None:
     cfg = BenchConfig(repetitions=3, mtus=(1500,), flows=(1,))
-    wls = workloads.standard(cfg.mtus, cfg.flows)
+    wls = workloads.standard(cfg.mtus, cfg.flows, ipv6=False)
     assert serves("nginx", "service") and not serves("nginx", "embedded")
     assert serves("python", "embedded")
     # 4 workloads x 2 servers x 2 sides (service) + 4 x 1 x 2 (embedded), 3 times.
     assert count_runs(cfg, wls, ["service", "embedded"]) == (16 + 8) * 3
+    # The IPv6 rows and the IPv4 RR-over-HTTP twin: one native server each, service
+    # mode only (embedded mode's sockets are IPv4).
+    both = workloads.standard(cfg.mtus, cfg.flows)
+    assert count_runs(cfg, both, ["service", "embedded"]) == (16 + 8 + 4 * 2) * 3
     with pytest.raises(ValueError):
         BenchConfig(repetitions=2)
+
+
+def test_ipv6_rows_are_judged_against_their_ipv4_twins() -> None:
+    """Issue 18's target: each IPv6 row's Joyride figure over its IPv4 twin's, within
+    5 % (rates at least 0.95 times, latency and CPU at most 1.05 times)."""
+    cfg = BenchConfig(repetitions=3, seconds=1.0, mtus=(1500,), flows=(1,), xsk=False)
+    wls = {w.key: w for w in workloads.standard(cfg.mtus, cfg.flows)}
+    assert {k for k, w in wls.items() if w.ipv6} == {
+        "ipv6_rr_http_1conn", "ipv6_throughput_1flow_mtu1500", "ipv6_wrk_100conn"}
+    assert all(w.twin in wls for w in wls.values() if w.ipv6)
+    raw = RawResults(cfg, list(wls.values()), {}, started=1000.0, finished=1100.0)
+    for key, rps, p50 in (("wrk_100conn", 1000, 50), ("ipv6_wrk_100conn", 960, 56)):
+        pair = raw.pair(wls[key], "nginx", "service")
+        pair.kernel += [rec(i, rps=1000, p50_us=50, p99_us=90, cpu_us_per_req=40)
+                        for i in range(3)]
+        pair.joyride += [rec(i, rps=rps, p50_us=p50, p99_us=90, cpu_us_per_req=40)
+                         for i in range(3)]
+    doc = results.build(raw)
+    got = {f["metric"]: f for f in doc["ipv6_vs_ipv4"]}
+    assert got["rps"]["ratio"] == 0.96 and got["rps"]["within"]
+    assert got["p50_us"]["ratio"] == 1.12 and not got["p50_us"]["within"]
+    assert got["cpu_us_per_req"]["within"]
+    table = results.markdown(doc)
+    assert "| ipv6_wrk_100conn | nginx | requests/s (req/s) | service | 1,000 | 960 | 0.96× " \
+           "| yes |" in table
+    client, _ = workloads.client(wls["ipv6_wrk_100conn"],
+                                 servers.Endpoint("nginx", "service", {"nginx": 8103}, []),
+                                 "2001:2::1", 1.0)
+    assert client[-1] == "http://[2001:2::1]:8103/body"
+    iperf, _ = workloads.client(wls["ipv6_throughput_1flow_mtu1500"],
+                                servers.Endpoint("iperf3", "service", {"iperf3": 8102}, []),
+                                "2001:2::1", 1.0)
+    assert "-6" in iperf and "-4" not in iperf
+    rr, _ = workloads.client(wls["rr_http_1conn"],
+                             servers.Endpoint("nginx", "service", {"nginx": 8103}, []),
+                             "198.18.0.1", 1.0)
+    assert rr[:3] == ["wrk", "-t1", "-c1"]
 
 
 def test_metrics_of_divides_cpu_by_work() -> None:

@@ -102,12 +102,18 @@ def test_ipv6_names_spell_addresses_and_families() -> None:
     parsed = protocol.parse_name(lname)
     assert parsed == protocol.ParsedName("listener", ("2001:db8::1", 8080), None, 4242,
                                          socket.AF_INET6, False)
-    assert parsed.families == {4, 6}  # dual-stack: Linux's default
+    assert parsed.families == {6}  # bound to one IPv6 address
+    assert protocol.parse_name(protocol.listener_name(
+        bytes(16), 80, 1, 2)).families == {4, 6}  # type: ignore[union-attr]  # [::]: both
     only = protocol.parse_name(protocol.listener_name(bytes(16), 80, 1, 2, v6only=True))
     assert only is not None and only.v6only and only.families == {6}
     assert only.local == ("::", 80)
     with pytest.raises(ValueError):
         protocol.listener_name(bytes(4), 80, 1, 2, v6only=True)
+    # Bound to a v4-mapped address: IPv4 connections only.
+    mapped_bound = protocol.socket_address(socket.inet_aton("10.0.0.1"), socket.AF_INET6)
+    assert protocol.parse_name(protocol.listener_name(
+        mapped_bound, 80, 1, 2)).families == {4}  # type: ignore[union-attr]
     assert protocol.parse_name("joyride/l/1.2.3.4:80/1.2/v6only") is None
     cname = protocol.connection_name((six, 80), (peer, 55000), 9, 1)
     parsed = protocol.parse_name(cname)
