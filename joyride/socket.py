@@ -29,8 +29,10 @@ connected socket all but ``SO_RCVBUF`` take effect at once. Other options are
 recorded, reported back by ``getsockopt`` and replayed if the socket turns out to be a
 kernel one, but have no effect on Joyride's TCP.
 
-Embedded sockets are IPv4 stream sockets; other families and types are kernel sockets
-from the start. ``MSG_*`` flags other than 0 are refused on embedded sockets.
+Embedded sockets are IPv4 stream sockets. ``AF_INET6`` stream sockets are served by the
+network service where it accelerates the port (dual-stack unless ``IPV6_V6ONLY``, as on
+Linux; addresses as 4-tuples), else by the kernel; other families and types are kernel
+sockets from the start. ``MSG_*`` flags other than 0 are refused on embedded sockets.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from joyride.embed.select import (
     listening_stack,
     listens_in_process,
 )
-from joyride.socket_backends import Backend, service
+from joyride.socket_backends import Address, Backend, service
 from joyride.socket_backends.embedded import EmbeddedSocket, errno_error
 from joyride.socket_backends.kernel import KernelSocket
 from joyride.socket_backends.service import ServiceSocket
@@ -83,7 +85,9 @@ class socket:
         timeout_: float | None = None if type & _stdlib.SOCK_NONBLOCK else \
             getdefaulttimeout()
         self._impl: EmbeddedSocket | KernelSocket  # KernelSocket: ServiceSocket too
-        if fileno is not None or family != _stdlib.AF_INET or \
+        # An unplaced AF_INET6 socket waits as an embedded one, but only the service
+        # or the kernel may take it (embedded stacks are IPv4).
+        if fileno is not None or family not in (_stdlib.AF_INET, _stdlib.AF_INET6) or \
                 type & ~_TYPE_FLAGS != _stdlib.SOCK_STREAM:
             self._impl = KernelSocket(_stdlib.socket(family, type, max(proto, 0), fileno),
                                       timeout_)
@@ -136,13 +140,17 @@ class socket:
         self._impl = kernel
         return kernel
 
-    def bind(self, addr: tuple[str, int]) -> None:
+    @property
+    def _inet6(self) -> bool:
+        return self._family == _stdlib.AF_INET6
+
+    def bind(self, addr: Address) -> None:
         pending = self._embedded()
         if pending is None:
             assert isinstance(self._impl, KernelSocket)
             return self._impl.bind(addr)
         host, port = addr[0], int(addr[1])
-        stack = listening_stack(host, port)
+        stack = None if self._inet6 else listening_stack(host, port)
         if stack is None:
             pending.bound = (host, port)  # kernel or service: decided at listen/connect
             if port == 0 or not service.candidate():
@@ -162,25 +170,27 @@ class socket:
             return pending.listen(backlog)
         host, port = pending.bound
         reuseport = bool(pending.recorded(_stdlib.SOL_SOCKET, _stdlib.SO_REUSEPORT))
-        descriptor = service.listening(host, port, backlog, reuseport)
+        v6only = bool(pending.recorded(_stdlib.IPPROTO_IPV6, _stdlib.IPV6_V6ONLY))
+        descriptor = service.listening(host, port, backlog, reuseport,
+                                       family=self._family, v6only=v6only)
         if descriptor is None:
             kernel = self._to_kernel(pending)
             kernel.bind(pending.bound)
             return kernel.listen(backlog)
         served = ServiceSocket(descriptor, pending.timeout, pending.options)
-        if listens_in_process(host, port):
+        if not self._inet6 and listens_in_process(host, port):
             served.mode = "embedded"  # this process's own data path serves it
         self._impl = served
         served.listening(backlog)
         return None
 
-    def accept(self) -> tuple[Any, tuple[str, int]]:
+    def accept(self) -> tuple[Any, Address]:
         accepted, peer = self._impl.accept()
         if isinstance(accepted, (EmbeddedSocket, ServiceSocket)):
             return socket._around(accepted), peer
         return accepted, peer  # a kernel listener's: the standard module's socket
 
-    def connect(self, addr: tuple[str, int]) -> None:
+    def connect(self, addr: Address) -> None:
         code = self.connect_ex(addr)
         if code == errno.EINPROGRESS and self._impl.timeout == 0.0:
             raise BlockingIOError(errno.EINPROGRESS, os.strerror(errno.EINPROGRESS))
@@ -190,13 +200,18 @@ class socket:
         if code:
             raise errno_error(code)
 
-    def connect_ex(self, addr: tuple[str, int]) -> int:
+    def connect_ex(self, addr: Address) -> int:
         pending = self._embedded()
         if pending is None:
             return self._impl.connect_ex(addr)
         host, port = addr[0], int(addr[1])
-        ip = _stdlib.gethostbyname(host)
-        stack = pending.stack or connecting_stack(_stdlib.inet_aton(ip))
+        if self._inet6:
+            ip = str(_stdlib.getaddrinfo(host, port, _stdlib.AF_INET6,
+                                         _stdlib.SOCK_STREAM)[0][4][0])
+            stack = None
+        else:
+            ip = _stdlib.gethostbyname(host)
+            stack = pending.stack or connecting_stack(_stdlib.inet_aton(ip))
         if stack is not None:
             if pending.conn is None:
                 pending.attach(stack)
@@ -205,14 +220,14 @@ class socket:
             descriptor = service.connected(ip, port, pending.timeout)
             if descriptor is not None:
                 self._impl = ServiceSocket(descriptor, pending.timeout, pending.options)
-                if connects_in_process(_stdlib.inet_aton(ip)):
+                if not self._inet6 and connects_in_process(_stdlib.inet_aton(ip)):
                     self._impl.mode = "embedded"
                 # As the preload shim: the handshake goes on behind the descriptor.
                 return errno.EINPROGRESS if pending.timeout == 0.0 else 0
         kernel = self._to_kernel(pending)
         if pending.bound is not None:
             kernel.bind(pending.bound)
-        return kernel.connect_ex((host, port))
+        return kernel.connect_ex(addr)
 
     # -- data ------------------------------------------------------------------------------
 
@@ -286,10 +301,14 @@ class socket:
     def getsockopt(self, level: int, optname: int, buflen: int = 0) -> Any:
         return self._impl.getsockopt(level, optname, buflen)
 
-    def getsockname(self) -> tuple[str, int]:
+    def getsockname(self) -> Address:
+        pending = self._embedded()
+        if pending is not None and self._inet6:  # unplaced: as an unlistening AF_INET6 one
+            host, port = pending.bound or ("::", 0)
+            return (host or "::", port, 0, 0)
         return self._impl.getsockname()
 
-    def getpeername(self) -> tuple[str, int]:
+    def getpeername(self) -> Address:
         return self._impl.getpeername()
 
     def makefile(self, mode: str = "r", buffering: int | None = None, *,
@@ -319,9 +338,9 @@ class socket:
 def create_connection(address: tuple[str, int], timeout: Any = _GLOBAL_DEFAULT_TIMEOUT,
                       source_address: tuple[str, int] | None = None, *,
                       all_errors: bool = False) -> socket:
-    """``socket.create_connection`` (IPv4)."""
+    """``socket.create_connection`` to an IPv4 or IPv6 address (or an IPv4 name)."""
     host, port = address
-    sock = socket(_stdlib.AF_INET, _stdlib.SOCK_STREAM)
+    sock = socket(_stdlib.AF_INET6 if ":" in host else _stdlib.AF_INET, _stdlib.SOCK_STREAM)
     try:
         if timeout is not _GLOBAL_DEFAULT_TIMEOUT:
             sock.settimeout(timeout)
@@ -334,19 +353,24 @@ def create_connection(address: tuple[str, int], timeout: Any = _GLOBAL_DEFAULT_T
     return sock
 
 
-def create_server(address: tuple[str, int], *, family: int = _stdlib.AF_INET,
+def create_server(address: Address, *, family: int = _stdlib.AF_INET,
                   backlog: int | None = None, reuse_port: bool = False,
                   dualstack_ipv6: bool = False) -> socket:
-    """``socket.create_server`` (IPv4 on Joyride; other families go to the kernel)."""
-    if family != _stdlib.AF_INET or dualstack_ipv6:
+    """``socket.create_server``: IPv4 or IPv6 (``dualstack_ipv6``: IPv4 too, as the
+    standard one) on Joyride where it serves the port; other families go to the
+    kernel."""
+    if dualstack_ipv6 and family != _stdlib.AF_INET6:
+        raise ValueError("dualstack_ipv6 requires AF_INET6 family")
+    if family not in (_stdlib.AF_INET, _stdlib.AF_INET6):
         return socket(fileno=_stdlib.create_server(
-            address, family=family, backlog=backlog, reuse_port=reuse_port,
-            dualstack_ipv6=dualstack_ipv6).detach())
-    sock = socket(_stdlib.AF_INET, _stdlib.SOCK_STREAM)
+            address, family=family, backlog=backlog, reuse_port=reuse_port).detach())
+    sock = socket(family, _stdlib.SOCK_STREAM)
     try:
         sock.setsockopt(_stdlib.SOL_SOCKET, _stdlib.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(_stdlib.SOL_SOCKET, _stdlib.SO_REUSEPORT, 1)
+        if family == _stdlib.AF_INET6:  # as the standard one: v6only unless dual-stack
+            sock.setsockopt(_stdlib.IPPROTO_IPV6, _stdlib.IPV6_V6ONLY, int(not dualstack_ipv6))
         sock.bind(address)
         sock.listen(backlog if backlog is not None else 128)
     except BaseException:

@@ -275,6 +275,9 @@ SO_LOCK_FILTER: Final = 44
 SO_CNX_ADVICE: Final = 53
 SO_PEEK_OFF: Final = 42
 IP_MTU: Final = 14
+IPV6_MTU: Final = 24
+IPV6_ADD_MEMBERSHIP, IPV6_DROP_MEMBERSHIP = 20, 21
+MCAST_JOIN_GROUP: Final = 42
 IP_ADD_MEMBERSHIP: Final = 35
 MCAST_MSFILTER: Final = 48
 IP_PROTOCOL: Final = 52
@@ -317,11 +320,16 @@ NOT_KEPT: Final = frozenset({
         TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS, TCP_REPAIR_WINDOW, TCP_ULP,
         TCP_TIMESTAMP, TCP_ZEROCOPY_RECEIVE)),
     *((socket.IPPROTO_IP, o) for o in range(IP_ADD_MEMBERSHIP, MCAST_MSFILTER + 1)),
+    *((socket.IPPROTO_IPV6, o) for o in (IPV6_ADD_MEMBERSHIP, IPV6_DROP_MEMBERSHIP,
+                                         *range(MCAST_JOIN_GROUP, MCAST_MSFILTER + 1))),
 })
 #: What a connection accepted on a Linux listener does not take from it.
 NOT_INHERITED: Final = frozenset({(socket.IPPROTO_TCP, TCP_FASTOPEN),
                                   (socket.IPPROTO_TCP, TCP_DEFER_ACCEPT)})
-_LEVELS: Final = (socket.SOL_SOCKET, socket.IPPROTO_IP, socket.IPPROTO_TCP)
+_LEVELS: Final = (socket.SOL_SOCKET, socket.IPPROTO_IP, socket.IPPROTO_TCP,
+                  socket.IPPROTO_IPV6)
+# The path MTU of the connection, per family (what only the connection knows).
+_MTU_OPTIONS: Final = ((socket.IPPROTO_IP, IP_MTU), (socket.IPPROTO_IPV6, IPV6_MTU))
 
 Recorded = tuple[int, int, Any]
 
@@ -427,8 +435,16 @@ class TcpAnswers:
 
     # -- the scratch socket --------------------------------------------------------------
 
+    @property
+    def family(self) -> int:
+        """The TCP socket's family the descriptor stands for (its names say)."""
+        from joyride.service import protocol
+
+        parsed = protocol.descriptor_name(self.sock)
+        return parsed.family if parsed is not None else socket.AF_INET
+
     def _scratch(self) -> socket.socket:
-        k = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        k = socket.socket(self.family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         for level, optname, value in self.options:
             with contextlib.suppress(OSError):
                 k.setsockopt(level, optname, value)
@@ -520,18 +536,19 @@ class TcpAnswers:
         if (level, optname) == (socket.IPPROTO_TCP, TCP_ZEROCOPY_RECEIVE):
             _raise(errno.ENOTCONN if listening else errno.EOPNOTSUPP)
         if not listening and ((level, optname) in ((socket.IPPROTO_TCP, TCP_MAXSEG),
-                                                   (socket.IPPROTO_IP, IP_MTU))
+                                                   *_MTU_OPTIONS)
                               or ((level, optname) == (socket.IPPROTO_TCP, TCP_WINDOW_CLAMP)
                                   and not self._has(level, optname))):
             info = self._info()
             if info is not None:
                 fields = TCP_INFO.unpack(info.tcp_info)
                 names = [name for name, _ in TCP_INFO_FIELDS]
-                value = info.window_clamp if optname == TCP_WINDOW_CLAMP else \
-                    fields[names.index("pmtu" if optname == IP_MTU else "snd_mss")]
+                value = info.window_clamp if (level, optname) == (
+                    socket.IPPROTO_TCP, TCP_WINDOW_CLAMP) else fields[names.index(
+                        "pmtu" if (level, optname) in _MTU_OPTIONS else "snd_mss")]
                 return _int_answer(level, int(value), buflen)
-            if level == socket.IPPROTO_IP:
-                _raise(errno.ENOTCONN)
+            if level != socket.IPPROTO_TCP:
+                _raise(errno.ENOTCONN)  # no route cached: the connection is gone
         return self._scratch_get(level, optname, buflen)
 
     def _has(self, level: int, optname: int) -> bool:
@@ -546,7 +563,7 @@ class TcpAnswers:
     def _get_sol(self, optname: int, buflen: int) -> int | bytes:
         level = socket.SOL_SOCKET
         if optname == socket.SO_DOMAIN:
-            return _int_answer(level, socket.AF_INET, buflen)
+            return _int_answer(level, self.family, buflen)
         if optname == socket.SO_PROTOCOL:
             return _int_answer(level, socket.IPPROTO_TCP, buflen)
         if optname == socket.SO_ERROR and not self.listening:
@@ -563,12 +580,15 @@ class TcpAnswers:
     def _peername(self, buflen: int) -> int | bytes:
         from joyride.service import protocol
 
-        _local, remote = protocol.tcp_addresses(self.sock)
-        if remote is None:
+        parsed = protocol.descriptor_name(self.sock)
+        if parsed is None or parsed.remote is None:
             _raise(errno.ENOTCONN)
-        assert remote is not None
-        address = struct.pack("=H", socket.AF_INET) + struct.pack(
-            "!H4s", remote[1], socket.inet_aton(remote[0])) + bytes(8)
+        assert parsed is not None and parsed.remote is not None
+        host, port = parsed.remote
+        # struct sockaddr_in (16 bytes) or sockaddr_in6 (28: flowinfo, address, scope).
+        address = struct.pack("=H", parsed.family) + struct.pack("!H", port) + (
+            bytes(4) + socket.inet_pton(socket.AF_INET6, host) + bytes(4)
+            if parsed.family == socket.AF_INET6 else socket.inet_aton(host) + bytes(8))
         want = buflen or 4
         if want > len(address):
             _raise(errno.EINVAL)  # sk_getsockopt: a buffer longer than the address

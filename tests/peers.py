@@ -15,20 +15,39 @@ import hashlib
 import os
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from joyride.testbed import Testbed
 
 ROUNDTRIP_TIMEOUT = 60.0  # seconds the reader may take after the last byte is sent
+T = TypeVar("T")
+
+
+def when_listening(connect: Callable[[], T], timeout: float = 10.0) -> T:
+    """``connect()`` again while it is refused: a server started just now may not
+    have bound yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return connect()
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 @contextlib.contextmanager
-def peer_client(bed: Testbed, port: int, *, timeout: float = 20.0
+def peer_client(bed: Testbed, port: int, *, timeout: float = 20.0, ipv6: bool = False
                 ) -> Iterator[socket.socket]:
-    """A kernel TCP connection from the peer namespace to ``bed.joy.ip:port``, closed on
-    exit (the socket is created inside the namespace; using it needs no setns)."""
+    """A kernel TCP connection from the peer namespace to ``bed.joy.ip:port`` (its IPv6
+    address with ``ipv6``), closed on exit (the socket is created inside the namespace;
+    using it needs no setns)."""
+    host = bed.joy.ip6 if ipv6 else bed.joy.ip
+    assert host is not None, "a test bed made without ipv6=True"
     with bed.peer.inside():
-        sock = socket.create_connection((bed.joy.ip, port), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=timeout)
     with sock:
         yield sock
 

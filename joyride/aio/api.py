@@ -6,6 +6,11 @@ everything else goes to the running loop's own (kernel) implementation, so repla
 ``import asyncio`` calls by ``joyride.asyncio`` ones changes nothing else.
 
 ``stack=`` names a stack explicitly (tests and tools that build their own).
+
+IPv6: a server on an IPv6 host (``"::"`` or an address) and a connection to an IPv6
+address are the network service's where it accelerates the port (the server
+``IPV6_V6ONLY``, as asyncio makes its own); embedded stacks are IPv4, and a server
+without a host listens for IPv4 only on Joyride (asyncio's own would add ``[::]``).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ async def create_server(protocol_factory: ProtocolFactory, host: str | None = No
                         start_serving: bool = True, **kwargs: Any) -> _asyncio.AbstractServer:
     """``loop.create_server`` for a Joyride port (else the loop's own)."""
     loop = _asyncio.get_running_loop()
-    chosen = stack or listening_stack(host, port)
+    chosen = stack or (None if _is_ipv6(host) else listening_stack(host, port))
     if chosen is None or port is None:
         service = _service_listener(host, port, bool(kwargs.get("reuse_port")))
         if service is not None:
@@ -80,7 +85,14 @@ def _service_listener(host: str | None, port: int | None, reuse_port: bool
     return service.listener(host, port, reuse_port)
 
 
+def _is_ipv6(host: str | None) -> bool:
+    return host is not None and ":" in host
+
+
 async def _resolve(loop: _asyncio.AbstractEventLoop, host: str, port: int) -> bytes:
+    """``host``'s address: 4 bytes, or 16 for an IPv6 literal (names resolve IPv4)."""
+    if _is_ipv6(host):
+        return _socket.inet_pton(_socket.AF_INET6, host)
     try:
         return _socket.inet_aton(host)
     except OSError:
@@ -98,7 +110,7 @@ async def create_connection(protocol_factory: ProtocolFactory, host: str, port: 
     loop's own)."""
     loop = _asyncio.get_running_loop()
     ip = await _resolve(loop, host, port)
-    chosen = stack or connecting_stack(ip)
+    chosen = stack or (None if len(ip) == 16 else connecting_stack(ip))
     if chosen is None:
         service = await loop.run_in_executor(None, _service_connection, ip, port)
         if service is not None:

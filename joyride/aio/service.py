@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from joyride import sockopts
 from joyride.service import appclient, protocol
+from joyride.wire.addr import text
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -50,13 +51,13 @@ class ServiceSocket(_socket.socket):
         """Take over ``sock``'s descriptor (``sock`` is left detached)."""
         return cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
 
-    def getsockname(self) -> tuple[str, int]:
+    def getsockname(self) -> protocol.TcpAddress:
         local, _ = protocol.tcp_addresses(self)
         if local is None:
             raise _not_connected()  # the service's end went away, and its name with it
         return local
 
-    def getpeername(self) -> tuple[str, int]:
+    def getpeername(self) -> protocol.TcpAddress:
         _, remote = protocol.tcp_addresses(self)
         if remote is None:
             raise _not_connected()  # a listener, as the kernel's; or the service's end left
@@ -85,14 +86,14 @@ class ServiceSocket(_socket.socket):
             return _socket.socket.setsockopt(self, level, optname, None, optlen)
         return self._tcp().setsockopt(level, optname, value)
 
-    def accept(self) -> tuple[_socket.socket, tuple[str, int] | None]:
+    def accept(self) -> tuple[_socket.socket, protocol.TcpAddress | None]:
         # socket.socket.accept would build a plain socket.socket: wrap the fd here.
         # Only what the service delivers.
         conn, _unix_name = appclient.accept(self, self.service_uids)
         conn = ServiceSocket.adopt(conn)
         conn.answers = self._tcp().inherited(conn)  # as Linux: its listener's options
         try:
-            peer: tuple[str, int] | None = conn.getpeername()
+            peer: protocol.TcpAddress | None = conn.getpeername()
         except OSError:  # the service dropped it already: the transport sees EOF
             peer = None
         return conn, peer
@@ -106,7 +107,9 @@ def listener(host: str | None, port: int | None, reuse_port: bool = False
     if not _service_alive():
         return None
     try:
-        sock = appclient.listen(port, host or "0.0.0.0", reuseport=reuse_port)
+        # An IPv6 host: IPV6_V6ONLY, as asyncio makes its own AF_INET6 listeners.
+        sock = appclient.listen(port, host or "0.0.0.0", reuseport=reuse_port,
+                                v6only=host is not None and ":" in host)
     except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
         return None
     adopted = ServiceSocket.adopt(sock)
@@ -122,7 +125,7 @@ def connection(ip: bytes, port: int) -> ServiceSocket | None:
     if not _service_alive():
         return None
     try:
-        sock = appclient.connect(_socket.inet_ntoa(ip), port)
+        sock = appclient.connect(text(ip), port)
     except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
         return None
     return ServiceSocket.adopt(sock)

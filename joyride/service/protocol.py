@@ -402,14 +402,21 @@ def parse_name(name: str | bytes) -> ParsedName | None:
     return None
 
 
-TcpAddress = tuple[str, int]
+# As the socket module gives an address: (host, port) for AF_INET, (host, port,
+# flowinfo, scope_id) for AF_INET6.
+TcpAddress = tuple[str, int] | tuple[str, int, int, int]
 
 
-def tcp_addresses(sock: socket.socket) -> tuple[TcpAddress | None, TcpAddress | None]:
-    """The TCP ``(local, remote)`` addresses an application's service descriptor stands
-    for, read from its unix names: a listener's own name is ``listener_name`` (the local
-    address; no remote); a connection's peer, the service's end, is bound to
-    ``connection_name`` (the 4-tuple). ``(None, None)`` when the names spell neither:
+def _socket_form(address: tuple[str, int], family: int) -> TcpAddress:
+    """``address`` as a socket of ``family`` reports it. The scope id of a link-local
+    address is 0 here (the preload shim gives the interface's)."""
+    return (*address, 0, 0) if family == socket.AF_INET6 else address
+
+
+def descriptor_name(sock: socket.socket) -> ParsedName | None:
+    """What an application's service descriptor stands for, from its unix names: a
+    listener's own name is ``listener_name``; a connection's peer, the service's end,
+    is bound to ``connection_name`` (the 4-tuple). None when the names spell neither:
     not a service descriptor, or the service's end is gone (and its name with it).
 
     The names are read with ``socket.socket``'s own methods, so a subclass may build
@@ -417,11 +424,20 @@ def tcp_addresses(sock: socket.socket) -> tuple[TcpAddress | None, TcpAddress | 
     try:
         if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
             own = parse_name(socket.socket.getsockname(sock))
-            return (own.local, None) if own is not None and own.kind == "listener" else (
-                None, None)
+            return own if own is not None and own.kind == "listener" else None
         parsed = parse_name(socket.socket.getpeername(sock))
     except OSError:
+        return None
+    return parsed if parsed is not None and parsed.kind == "connection" else None
+
+
+def tcp_addresses(sock: socket.socket) -> tuple[TcpAddress | None, TcpAddress | None]:
+    """The TCP ``(local, remote)`` addresses a service descriptor stands for, in its
+    family's form (``descriptor_name``; a listener has no remote). ``(None, None)``
+    when it stands for none."""
+    parsed = descriptor_name(sock)
+    if parsed is None:
         return None, None
-    if parsed is None or parsed.kind != "connection":
-        return None, None
-    return parsed.local, parsed.remote
+    remote = _socket_form(parsed.remote, parsed.family) if parsed.remote is not None \
+        else None
+    return _socket_form(parsed.local, parsed.family), remote

@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket as _stdlib
 from typing import Any
 
+from joyride.socket_backends import Address
+
 
 class KernelSocket:
     """``sock`` is the kernel socket; ``timeout`` is what ``gettimeout`` reports (set on
@@ -37,7 +39,7 @@ class KernelSocket:
     def listen(self, backlog: int) -> None:
         self.sock.listen(backlog)
 
-    def accept(self) -> tuple[Any, tuple[str, int]]:
+    def accept(self) -> tuple[Any, Address]:
         return self.sock.accept()
 
     def connect_ex(self, addr: tuple[str, int]) -> int:
@@ -80,10 +82,10 @@ class KernelSocket:
         return self.sock.getsockopt(level, optname, buflen) if buflen else \
             self.sock.getsockopt(level, optname)
 
-    def getsockname(self) -> tuple[str, int]:
+    def getsockname(self) -> Address:
         return self.sock.getsockname()
 
-    def getpeername(self) -> tuple[str, int]:
+    def getpeername(self) -> Address:
         return self.sock.getpeername()
 
     def makefile(self, mode: str, buffering: int | None, *, encoding: str | None,

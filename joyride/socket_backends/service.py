@@ -20,6 +20,7 @@ from typing import Any
 from joyride import sockopts
 from joyride.claim.statedir import StateDir
 from joyride.service import appclient, protocol
+from joyride.socket_backends import Address
 from joyride.socket_backends.kernel import KernelSocket
 
 _UNAVAILABLE = (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError)
@@ -31,10 +32,14 @@ def candidate() -> bool:
     return any(d.service_alive() for d in StateDir.all_in_netns())
 
 
-def listening(host: str, port: int, backlog: int, reuseport: bool) -> _stdlib.socket | None:
-    """A listening descriptor from the network service, or None (not accelerated)."""
+def listening(host: str, port: int, backlog: int, reuseport: bool, *,
+              family: int = _stdlib.AF_INET, v6only: bool = False) -> _stdlib.socket | None:
+    """A listening descriptor from the network service for a socket of ``family``
+    (``AF_INET6``: dual-stack unless ``v6only``), or None (not accelerated)."""
+    wildcard = "::" if family == _stdlib.AF_INET6 else "0.0.0.0"
     try:
-        return appclient.listen(port, host or "0.0.0.0", backlog, reuseport=reuseport)
+        return appclient.listen(port, host or wildcard, backlog, reuseport=reuseport,
+                                v6only=v6only and family == _stdlib.AF_INET6)
     except _UNAVAILABLE:
         return None
 
@@ -76,7 +81,7 @@ class ServiceSocket(KernelSocket):
         self.answers.backlog = min(max(backlog, 0), sockopts.somaxconn())
         self.uids = appclient.service_uids()
 
-    def accept(self) -> tuple[Any, tuple[str, int]]:
+    def accept(self) -> tuple[Any, Address]:
         delivered, _unix_name = appclient.accept(self.sock, self.uids)
         # As the kernel: accepted sockets are blocking unless a default timeout is set.
         accepted = ServiceSocket(delivered, _stdlib.getdefaulttimeout(), [])
@@ -85,8 +90,9 @@ class ServiceSocket(KernelSocket):
         peer = accepted.name(peer=True)
         return accepted, peer if peer is not None else ("0.0.0.0", 0)
 
-    def name(self, peer: bool) -> tuple[str, int] | None:
-        """The TCP address the descriptor's unix names spell, or None."""
+    def name(self, peer: bool) -> protocol.TcpAddress | None:
+        """The TCP address the descriptor's unix names spell (the socket module's form
+        of its family), or None."""
         local, remote = protocol.tcp_addresses(self.sock)
         return remote if peer else local
 
@@ -98,13 +104,13 @@ class ServiceSocket(KernelSocket):
         # shim gives them (TCP_INFO, SO_ERROR ... from the service).
         return self.answers.getsockopt(level, optname, buflen)
 
-    def getsockname(self) -> tuple[str, int]:
+    def getsockname(self) -> Address:
         return self._tcp_name(peer=False)
 
-    def getpeername(self) -> tuple[str, int]:
+    def getpeername(self) -> Address:
         return self._tcp_name(peer=True)
 
-    def _tcp_name(self, peer: bool) -> tuple[str, int]:
+    def _tcp_name(self, peer: bool) -> protocol.TcpAddress:
         name = self.name(peer)
         if name is None:  # a listener's peer, or the service's end went away
             code = errno.EBADF if self.closed else errno.ENOTCONN

@@ -83,7 +83,10 @@ def _rules(imp: Impairment, device: str, *, egress: bool) -> list[str]:
     """nft rules for one hook; each decision draws its own random number."""
     rules: list[str] = []
     if imp.loss:
-        rules.append(f"meta protocol ip numgen random mod {SCALE} < {_threshold(imp.loss)} drop")
+        # IPv4 whole, IPv6's TCP only: neighbour discovery (ICMPv6) is left alone, as
+        # ARP is, so a loss test measures TCP's recovery, not address resolution's.
+        for match in ("meta protocol ip", "meta protocol ip6 ip6 nexthdr tcp"):
+            rules.append(f"{match} numgen random mod {SCALE} < {_threshold(imp.loss)} drop")
     if imp.duplicate:
         if not egress:
             raise ValueError(

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from api_peers import PORT, EchoHandler, serve_in_thread
 from api_service import service
-from peers import digest, kernel_echo, random_payload
+from peers import digest, kernel_echo, random_payload, when_listening
 
 import joyride.socket as jsocket
 from joyride.testbed import Testbed
@@ -109,16 +109,9 @@ def test_client_connection_through_service(service_bed: Testbed) -> None:
         "c, _ = s.accept()\n"
         "while d := c.recv(65536): c.sendall(d)\n"))
     payload = random_payload(256 << 10)
-    deadline = time.monotonic() + 10
     with bed.joy.inside():
-        while True:  # until the server has bound
-            try:
-                sock = jsocket.create_connection((bed.peer.ip, port), timeout=10)
-                break
-            except ConnectionRefusedError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        sock = when_listening(lambda: jsocket.create_connection((bed.peer.ip, port),
+                                                                timeout=10))
     with sock:
         assert sock.joyride_mode == "service"
         assert sock.getpeername() == (bed.peer.ip, port)

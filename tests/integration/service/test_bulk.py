@@ -48,13 +48,16 @@ def recv_all(sock: socket.socket, digest: hashlib._Hash) -> int:
     return n
 
 
-def transfer(bed: Testbed, total: int, to_joyride: bool, timeout: float) -> float:
-    """Move ``total`` bytes over one connection; return seconds; assert the hashes."""
+def transfer(bed: Testbed, total: int, to_joyride: bool, timeout: float,
+             ipv6: bool = False) -> float:
+    """Move ``total`` bytes over one connection (IPv6 with ``ipv6``); return seconds;
+    assert the hashes."""
     with bed.joy.inside():
-        lsock = appclient.listen(8080, path=app_path(bed.joy))
+        lsock = appclient.listen(8080, "::" if ipv6 else "0.0.0.0", path=app_path(bed.joy))
     with lsock:
         with bed.peer.inside():
-            peer = socket.create_connection((bed.joy.ip, 8080), timeout=timeout)
+            peer = socket.create_connection((bed.joy.ip6 if ipv6 else bed.joy.ip, 8080),
+                                            timeout=timeout)
         lsock.settimeout(timeout)
         joy, _ = lsock.accept()
         joy.settimeout(timeout)
@@ -140,13 +143,17 @@ IMPAIRMENTS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(IMPAIRMENTS))
+@pytest.mark.parametrize("name", [*sorted(IMPAIRMENTS), "loss1-ipv6", "reorder-ipv6"])
 def test_impaired_both_directions(make_testbed: object, name: str) -> None:
-    to_joy, to_peer, size = IMPAIRMENTS[name]
-    bed = make_testbed(to_joy=to_joy, to_peer=to_peer, seed=7)  # type: ignore[operator]
+    """Each impairment both ways, hash-checked; two of them with an IPv6 client (the
+    relay and the loss rules carry IPv6's TCP as IPv4's)."""
+    ipv6 = name.endswith("-ipv6")
+    to_joy, to_peer, size = IMPAIRMENTS[name.removesuffix("-ipv6")]
+    bed = make_testbed(to_joy=to_joy, to_peer=to_peer, seed=7,  # type: ignore[operator]
+                       ipv6=ipv6)
     with attached(bed, "--ports", "8080"):
-        up = transfer(bed, size, True, timeout=120)
-        down = transfer(bed, size, False, timeout=120)
+        up = transfer(bed, size, True, timeout=120, ipv6=ipv6)
+        down = transfer(bed, size, False, timeout=120, ipv6=ipv6)
         tcp = json.loads(bed.joy.run(JOYRIDE, "stats", bed.joy.ifname, "--json").stdout)[
             "datapath"]["tcp_total"]
     # The impairment reached both stacks' recovery: the link lost frames, not the sender.
