@@ -3020,6 +3020,7 @@ static int synrcvd_input(struct dp *dp, struct flow *f, const struct wire_parsed
         return 1;
     }
     dp->st.delivered++;
+    dp->st.delivered6 += t->ipv6;
     if (t->claim_wait) {
         struct listener *l = listener_of(dp, t->local_port);
         t->claim_by = now + (l ? l->cfg.claim_wait_ms : 0) * 1e-3;

@@ -422,6 +422,7 @@ struct dp_stats {
     uint64_t synrcvd_reset;    /* half-open flows ended by the peer's RST */
     uint64_t established;      /* handshakes completed in C */
     uint64_t delivered;        /* ... and connected to an application's listener */
+    uint64_t delivered6;       /* ... of them IPv6 */
     uint64_t deliver_failed;   /* ... that no listener took (handed back) */
     uint64_t fins_sent;
     uint64_t fins_received;

@@ -844,6 +844,8 @@ class Datapath:
             self._start_pump(conn, sock, reg.uid, owner.pid if owner is not None else 0,
                              channel)
             self.counters["delivered"] += 1
+            if version == 6:
+                self.counters["delivered_ipv6"] += 1
             return "ok"
         return "busy" if any(version in r.families for r in pl.registrations) else "none"
 
@@ -998,6 +1000,8 @@ class Datapath:
             self._reply(session, protocol.Reply(request.op, errno.EADDRNOTAVAIL))
             return False
         self.counters["connect_started"] += 1
+        if len(rip) == 16:
+            self.counters["connect_started_ipv6"] += 1
         if request.flags & protocol.FLAG_NONBLOCK:
             # The descriptor now; the handshake goes on behind it (protocol.OP_CONNECT).
             try:
@@ -1069,6 +1073,7 @@ class Datapath:
             # The connections C opened and delivered itself are the service's too.
             service["accepted"] = service.get("accepted", 0) + plane["established"]
             service["delivered"] = service.get("delivered", 0) + plane["delivered"]
+            service["delivered_ipv6"] = service.get("delivered_ipv6", 0) + plane["delivered6"]
             born = plane["born_live"]
         return {
             "engine": dict(self.engine.counters),

@@ -6,6 +6,7 @@ kernel's while attached; a kernel listener left to the kernel keeps its IPv6 cli
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -26,16 +27,19 @@ NGINX_PORT = 8094
 ECHO_PORT = 8095
 KERNEL_PORT = 8096
 SPLIT_PORT = 8097
+IPERF_PORT = 8098
 
 
 @pytest.fixture(scope="module")
 def bed6() -> Iterator[Testbed]:
-    with Testbed(ipv6=True) as bed, attached(bed, "--ports", "8094-8097"):
+    with Testbed(ipv6=True) as bed, attached(bed, "--ports", "8094-8098"):
         yield bed
 
 
-def delivered(bed: Testbed) -> int:
-    return int(stats(bed.joy)["datapath"]["service"].get("delivered", 0))
+def delivered(bed: Testbed, counter: str = "delivered") -> int:
+    """Connections the service delivered (those C opened included), or of those the
+    IPv6 ones (``delivered_ipv6``)."""
+    return int(stats(bed.joy)["datapath"]["service"].get(counter, 0))
 
 
 def test_curl_6_and_curl_4_to_one_dual_stack_nginx(bed6: Testbed, tmp_path: Path) -> None:
@@ -110,7 +114,7 @@ def test_a_dual_stack_socket_takes_both_families(bed6: Testbed, tmp_path: Path) 
     """A Python server on [::] with IPV6_V6ONLY 0 (Linux's default): an IPv6 client
     and an IPv4 one, each echoed 2 MB; the IPv4 one appears v4-mapped, as on Linux."""
     bed = bed6
-    before = delivered(bed)
+    before, before6 = delivered(bed), delivered(bed, "delivered_ipv6")
     server = bed.joy.popen(JOYRIDE, "run", "--", "python3", "-c", ECHO_SERVER,
                            str(ECHO_PORT), "2", stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE)
@@ -122,6 +126,7 @@ def test_a_dual_stack_socket_takes_both_families(bed6: Testbed, tmp_path: Path) 
         assert line6 == f"{bed.peer.ip6} {bed.joy.ip6}"
         assert line4 == f"::ffff:{bed.peer.ip} ::ffff:{bed.joy.ip}"
         assert delivered(bed) - before == 2
+        assert delivered(bed, "delivered_ipv6") - before6 == 1  # counted per family
         server.wait(30)
         assert server.returncode == 0, server.stderr.read() if server.stderr else b""
     finally:
@@ -217,6 +222,29 @@ def test_outgoing_curl_6_carried_by_joyride(bed6: Testbed, tmp_path: Path) -> No
         assert local_ip == bed.joy.ip6
         assert 60000 <= int(local_port) <= 60999  # the service's ephemeral range
         assert stats(bed.joy)["datapath"]["service"]["connect_started"] == before + 1
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_iperf3_6_both_ways(bed6: Testbed) -> None:
+    """iperf3 over IPv6, client to server and reversed (-R), 2 s each: iperf3 checks
+    its own stream; the service carried it (its delivered count rose)."""
+    bed = bed6
+    assert bed.joy.ip6 is not None
+    before = delivered(bed)
+    server = bed.joy.popen(JOYRIDE, "run", "--", "iperf3", "-s", "-p", str(IPERF_PORT),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(bed.peer, bed.joy.ip, IPERF_PORT)  # [::]: IPv4 answers too
+        for reverse in ((), ("-R",)):
+            out = bed.peer.run("iperf3", "-6", "-c", bed.joy.ip6, "-p", str(IPERF_PORT),
+                               "-t", "2", "-J", *reverse, timeout=60).stdout
+            doc = json.loads(out)
+            assert "error" not in doc, doc.get("error")
+            assert doc["end"]["sum_received"]["bytes"] > 10 << 20
+        # The probe, and each test's control and data connections.
+        assert delivered(bed) - before >= 5
     finally:
         server.terminate()
         server.wait(10)

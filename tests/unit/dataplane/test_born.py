@@ -303,6 +303,7 @@ def test_an_ipv6_connection_is_born_in_c_with_its_family_s_mss() -> None:
         client = bed.peer.connect(bed.ip_svc, PORT)
         bed.run(5)
         assert born.stats()["syn_received"] == 1 and born.stats()["delivered"] == 1
+        assert born.stats()["delivered6"] == 1  # counted per family
         app = born.accept()
         with app:
             name = protocol.parse_name(app.getpeername())
