@@ -29,10 +29,11 @@ connected socket all but ``SO_RCVBUF`` take effect at once. Other options are
 recorded, reported back by ``getsockopt`` and replayed if the socket turns out to be a
 kernel one, but have no effect on Joyride's TCP.
 
-Embedded sockets are IPv4 stream sockets. ``AF_INET6`` stream sockets are served by the
-network service where it accelerates the port (dual-stack unless ``IPV6_V6ONLY``, as on
-Linux; addresses as 4-tuples), else by the kernel; other families and types are kernel
-sockets from the start. ``MSG_*`` flags other than 0 are refused on embedded sockets.
+``AF_INET6`` stream sockets are served by the network service where it accelerates the
+port, or by the embedded instance on the C data plane (its in-process service; the
+Python data plane's stacks are IPv4): dual-stack unless ``IPV6_V6ONLY``, as on Linux,
+addresses as 4-tuples; else by the kernel. Other families and types are kernel sockets
+from the start. ``MSG_*`` flags other than 0 are refused on embedded sockets.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ class socket:
             kernel.bind(pending.bound)
             return kernel.listen(backlog)
         served = ServiceSocket(descriptor, pending.timeout, pending.options)
-        if not self._inet6 and listens_in_process(host, port):
+        if listens_in_process(host, port):
             served.mode = "embedded"  # this process's own data path serves it
         self._impl = served
         served.listening(backlog)
@@ -220,7 +221,7 @@ class socket:
             descriptor = service.connected(ip, port, pending.timeout)
             if descriptor is not None:
                 self._impl = ServiceSocket(descriptor, pending.timeout, pending.options)
-                if not self._inet6 and connects_in_process(_stdlib.inet_aton(ip)):
+                if connects_in_process(_stdlib.inet_pton(self._family, ip)):
                     self._impl.mode = "embedded"
                 # As the preload shim: the handshake goes on behind the descriptor.
                 return errno.EINPROGRESS if pending.timeout == 0.0 else 0

@@ -219,7 +219,8 @@ class Embedded:
         return self._serving is None or self._serving.is_alive()
 
     def local_addresses(self) -> frozenset[bytes] | set[bytes]:
-        """The interface's IPv4 addresses the instance serves (packed)."""
+        """The interface's addresses the instance serves (packed: IPv4's 4 bytes, and
+        IPv6's 16 on the C data plane)."""
         if self.service is not None and self.service.datapath is not None:
             return self.service.datapath.engine.local_addresses
         assert self.stack is not None

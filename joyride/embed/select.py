@@ -9,19 +9,21 @@ that accelerate what Joyride owns and leave the rest alone.
 On the Python data plane the answer is a ``Stack``; on the C data plane the embedded
 instance serves through its in-process network service, so the stack functions say
 None and the front ends take the service's descriptors (``listens_in_process`` and
-``connects_in_process`` tell them the descriptor is this process's own).
+``connects_in_process`` tell them the descriptor is this process's own). IPv6 is the C
+data plane's only: the Python data plane's stacks are IPv4, so the front ends ask the
+stack functions about IPv4 alone.
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket as _socket
 from collections.abc import Iterator
 
 from joyride.embed.embedded import Embedded, current
 from joyride.embed.stack import Stack
+from joyride.wire import addr
 
-WILDCARDS = frozenset({"", "0.0.0.0"})
+WILDCARDS = frozenset({"", "0.0.0.0", "::"})
 
 # Stacks set by ``serving`` (tests, tools that build their own stack): consulted first.
 _listen_override: Stack | None = None
@@ -49,9 +51,9 @@ def _embedded_listener(host: str | None, port: int | None) -> Embedded | None:
     if host is None or host in WILDCARDS:
         return emb
     try:
-        packed = _socket.inet_aton(host)
+        packed = addr.packed(host)
     except OSError:
-        return None  # a name or IPv6: the kernel serves it
+        return None  # a name: the kernel serves it
     return emb if packed in emb.local_addresses() else None
 
 

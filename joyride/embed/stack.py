@@ -69,8 +69,8 @@ class Stack:
 
     def listen(self, port: int, on_activity: Callback, config: TcpConfig | None = None
                ) -> Listener:
-        """Listen on ``port`` for IPv4 connections (embedded mode's sockets are
-        ``AF_INET``); ``config`` (else the engine's) for its connections."""
+        """Listen on ``port`` for IPv4 connections (the Python data plane's embedded
+        sockets are ``AF_INET``); ``config`` (else the engine's) for its connections."""
         with self.lock:
             listener = self.engine.listen(port, config=config, families=IPV4_ONLY)
             self._listener_cb[listener] = on_activity

@@ -129,8 +129,9 @@ class Service:
                 self._stack.callback(self._stop_datapath)
                 # No listener yet: applications' (adopted ones too) register in serve().
                 follow_engine(steering, self.datapath.engine)
-                # The service serves both families (its listeners say which per port);
-                # embedded mode's sockets are AF_INET, so it leaves IPv6 to the kernel.
+                # The service serves both families (its listeners say which per port),
+                # embedded on the C data plane too; the Python data plane's embedded
+                # stacks (joyride.embed's _setup) leave IPv6 to the kernel.
                 steering.set_ipv6(True)
             self._listener = control.listen(self.dir.control_path)
             self._stack.callback(self._listener.close)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import http.server
+import socket
 import socketserver
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from api_peers import PORT, EchoHandler, serve_in_thread
-from peers import digest, kernel_echo, random_payload
+from peers import digest, kernel_echo, peer_client, random_payload, roundtrip
 
 import joyride.socket as jsocket
 from joyride.claim.statedir import StateDir
@@ -126,3 +128,31 @@ def test_data_path_stopped_from_outside_gives_the_port_back_to_the_kernel(
             assert server.joyride_mode == "kernel"
     assert not StateDir(testbed.joy.ifname).path.exists()
 
+
+
+def test_an_inet6_socket_is_embedded_on_the_c_data_plane(plane: str) -> None:
+    """A dual-stack AF_INET6 server embedded: on the C data plane its in-process service
+    serves both families (IPv6 and v4-mapped IPv4 clients, echoed, hash-checked); on the
+    Python data plane, whose stacks are IPv4, the socket is the kernel's and still
+    serves them."""
+    port = PORT + 1
+    with Testbed(ipv6=True) as bed, bed.joy.inside(), embed(bed.joy.ifname, [port]):
+        server = jsocket.create_server(("::", port), family=socket.AF_INET6,
+                                       dualstack_ipv6=True)
+        with server:
+            assert server.joyride_mode == ("embedded" if plane == "c" else "kernel")
+            for ipv6 in (True, False):
+                payload = random_payload(256 << 10)
+                thread = threading.Thread(target=echo_until_eof, args=(server,))
+                thread.start()
+                with peer_client(bed, port, ipv6=ipv6) as client:
+                    assert digest(roundtrip(client, payload)) == digest(payload)
+                thread.join(30)
+
+
+def echo_until_eof(server: jsocket.socket) -> None:
+    """Accept one connection and send back what it sends, until its EOF."""
+    conn, _ = server.accept()
+    with conn:
+        while data := conn.recv(1 << 16):
+            conn.sendall(data)
