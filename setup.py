@@ -64,6 +64,7 @@ COMPILED = [
     "joyride/tcp/scoreboard.py",
     "joyride/tcp/reassembly.py",
     "joyride/tcp/options.py",
+    "joyride/tcp/pmtu.py",
     "joyride/tcp/syncookies.py",
     "joyride/tcp/timewait.py",
     "joyride/tcp/connection.py",

@@ -151,6 +151,10 @@ class socket:
             assert isinstance(self._impl, KernelSocket)
             return self._impl.bind(addr)
         host, port = addr[0], int(addr[1])
+        if host and not _literal_of(self._family, host):
+            # A name, or an address of the other family: the kernel resolves the one
+            # and refuses the other, as for any socket.
+            return self._to_kernel(pending).bind(addr)
         stack = None if self._inet6 else listening_stack(host, port)
         if stack is None:
             pending.bound = (host, port)  # kernel or service: decided at listen/connect
@@ -334,6 +338,15 @@ class socket:
 
     def __repr__(self) -> str:
         return self._impl.describe()
+
+
+def _literal_of(family: int, host: str) -> bool:
+    """Is ``host`` an address literal of ``family``?"""
+    try:
+        _stdlib.inet_pton(family, host)
+    except OSError:
+        return False
+    return True
 
 
 def create_connection(address: tuple[str, int], timeout: Any = _GLOBAL_DEFAULT_TIMEOUT,

@@ -536,7 +536,10 @@ class TcpAnswers:
         if (level, optname) == (socket.IPPROTO_TCP, TCP_ZEROCOPY_RECEIVE):
             _raise(errno.ENOTCONN if listening else errno.EOPNOTSUPP)
         if not listening and ((level, optname) in ((socket.IPPROTO_TCP, TCP_MAXSEG),
-                                                   *_MTU_OPTIONS)
+                                                   _MTU_OPTIONS[0])
+                              # IPV6_MTU on an AF_INET6 socket only (else EOPNOTSUPP)
+                              or ((level, optname) == _MTU_OPTIONS[1]
+                                  and self.family == socket.AF_INET6)
                               or ((level, optname) == (socket.IPPROTO_TCP, TCP_WINDOW_CLAMP)
                                   and not self._has(level, optname))):
             info = self._info()

@@ -1692,7 +1692,8 @@ static int jr_get_ip_tcp(int fd, const struct jr_info *info, int level, int optn
     if (info->kind == JR_CONNECTION &&
         ((level == IPPROTO_TCP && optname == TCP_MAXSEG) ||
          (level == IPPROTO_IP && optname == IP_MTU) ||
-         (level == IPPROTO_IPV6 && optname == IPV6_MTU) ||
+         (level == IPPROTO_IPV6 && optname == IPV6_MTU &&
+          info->local.sa.sa_family == AF_INET6) || /* AF_INET: EOPNOTSUPP, as Linux */
          (level == IPPROTO_TCP && optname == TCP_WINDOW_CLAMP &&
           !jr_has_option(fd, level, optname)))) {
         if (jr_getinfo(fd, &ci) == 0) {

@@ -166,6 +166,8 @@ class Datapath:
         # A process that registered a listener, watched through a pidfd: its exit
         # sweeps the registrations at once (``_on_listener_exit``), not a second later.
         self._listener_pids: dict[int, int] = {}  # pid -> pidfd
+        # Connections in C with an MSS probe to make (RFC 4821 §7), and when.
+        self._pmtu_watch: dict[TcpConnection, float] = {}
 
     # -- wiring into the service loop ------------------------------------------------------
 
@@ -323,6 +325,20 @@ class Datapath:
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_PERIOD
             self.sweep_listeners()
+            self._pmtu_reclaims(now)
+
+    def _pmtu_reclaims(self, now: float) -> None:
+        """Take back from C the connections whose MSS probe may go now (RFC 4821 §7:
+        Python probes; it hands the connection back once the probe is answered)."""
+        for conn, due in list(self._pmtu_watch.items()):
+            if due > now:
+                continue
+            del self._pmtu_watch[conn]
+            pump = self.pumps.get(conn)
+            if pump is not None and conn.parked and conn.pmtu_due is not None:
+                self._reclaim(conn)
+                self.counters["plane_reclaim_pmtu"] += 1
+                self._ready.add(pump)
 
     def _expire_claims(self, now: float) -> None:
         """Deliveries that waited for a claim long enough go on as streams."""
@@ -484,6 +500,11 @@ class Datapath:
             self._sel.unregister(pump.sock)
             pump.mask = 0
         self.counters["plane_adopted"] += 1
+        due = conn.pmtu_due
+        if due is not None:
+            # C does not probe the MSS: take the connection back when a probe may go
+            # (checked each sweep; due already, but no probe possible now: next sweep).
+            self._pmtu_watch[conn] = max(due, self.clock() + SWEEP_PERIOD)
 
     def _settle(self, pump: Pump) -> None:
         """Finish a pump that is done, or point the selector at what it waits for."""
@@ -746,6 +767,7 @@ class Datapath:
                                                  family=parsed.family,
                                                  families=parsed.families))
             self._watch_listener_pid(parsed.pid)
+            self._sync_listener(pl)  # its families, at once (an IPv4 and a v6only one)
             self.counters["listen_adopted"] += 1
             log.info("adopted listener %s", name)
 

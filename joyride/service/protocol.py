@@ -49,7 +49,9 @@ Requests and replies
     that bit; they count as having it.) Listeners of the two families share a port as
     Linux's do: an ``AF_INET6`` listener that is not ``IPV6_V6ONLY`` (Linux's default)
     takes IPv4 connections too, as v4-mapped addresses, and so clashes with an IPv4
-    listener on its port; a ``v6only`` one does not. On success the client puts its unix listener
+    listener on its port; a ``v6only`` one does not. Unlike Linux, a port's listeners
+    are one uid's even where their families do not meet (the service keeps one owner
+    per port). On success the client puts its unix listener
     where the application's socket was (``dup2``).
 
     Each established TCP connection is then *delivered* by the service connecting an

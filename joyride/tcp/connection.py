@@ -63,6 +63,7 @@ from joyride.tcp.options import (
     ts_clock,
     ts_rtt,
 )
+from joyride.tcp.pmtu import PmtuSearch
 from joyride.tcp.reassembly import MAX_WINDOW, Reassembler
 from joyride.tcp.recovery import (
     EPISODE_RTO,
@@ -180,6 +181,9 @@ class TcpConnection:
         self._snd_shift = 0  # RFC 7323 §2.3 Snd.Wind.Shift (applied to SEG.WND)
         self._rcv_shift = 0  # Rcv.Wind.Shift (applied to windows we advertise)
         self._negotiated: Negotiated | None = None  # once the peer's SYN was seen
+        # RFC 4821 §7: searching for the MSS again after a cut (None: no cut, or the
+        # search found the handshake's MSS again).
+        self._pmtu: PmtuSearch | None = None
         self._ts_ok = False
         self._ts_offset = secrets.randbits(32) if ts_offset is None else ts_offset
         self._ts_recent = 0
@@ -604,6 +608,13 @@ class TcpConnection:
         stays here."""
         return self.hot_blocker() is None
 
+    @property
+    def pmtu_due(self) -> float | None:
+        """When an MSS probe may next go (RFC 4821 §7; None: no cut to search past).
+        The C data plane does not probe: the control plane takes the connection back
+        then (``Datapath``)."""
+        return self._pmtu.due if self._pmtu is not None else None
+
     def hot_blocker(self) -> str | None:
         """The first of ``hot_ready``'s conditions that does not hold, by name (None: C
         can run it). For the service's counters of why a connection stays here."""
@@ -624,6 +635,8 @@ class TcpConnection:
             return "output_queued"
         if self._probe_end is not None:
             return "probing"
+        if self._pmtu_probe_wanted(self._now):
+            return "pmtu_probe"
         if self._snd_nxt != self._snd_max or self._buf_seq != self._snd_una:
             return "retransmitting"
         if self._reasm.range_count > HOT_OOO_RANGES:
@@ -1112,7 +1125,15 @@ class TcpConnection:
 
     def _send_new(self, now: float) -> None:
         """Send queued data allowed by both windows, with Nagle (RFC 9293 §3.7.4) and
-        sender SWS avoidance (§3.8.6.2.1)."""
+        sender SWS avoidance (§3.8.6.2.1); first an MSS probe if one is due (RFC 4821
+        §7)."""
+        if self._pmtu_probe_wanted(now):
+            assert self._pmtu is not None
+            size = self._pmtu.size_due(now)
+            if size is not None:
+                self._pmtu.sent(self._snd_nxt, size)
+                self.counters["mss_probes"] += 1
+                self._emit_data(self._snd_nxt, size, now)
         mss = self._data_mss()
         while True:
             offset = self._snd_nxt - self._buf_seq
@@ -1125,6 +1146,23 @@ class TcpConnection:
             if n < mss and not self.small_segment_allowed(self._snd_nxt, n, avail):
                 return
             self._emit_data(self._snd_nxt, n, now)
+
+    def _pmtu_probe_wanted(self, now: float) -> bool:
+        """An MSS probe is in flight, or one may go now (RFC 4821 §7.3: with new data,
+        a full probe's worth queued, the windows open to it, no loss being recovered
+        and no SACK blocks shrinking the segment): the connection stays here for it."""
+        search = self._pmtu
+        if search is None:
+            return False
+        if search.probe_start is not None:
+            return True
+        if now < search.due or self._state is not TcpState.ESTABLISHED or \
+                self._recovery.in_recovery or self._snd_nxt != self._snd_max or \
+                self._data_mss() != self._smss:
+            return False
+        size = search.next_size()
+        unsent = len(self._send_buf) - (self._snd_nxt - self._buf_seq)
+        return size > self._smss and unsent >= size and self._usable_window() >= size
 
     def small_segment_allowed(self, seq: Seq, n: int, avail: int) -> bool:
         """May a segment of ``n`` < SMSS bytes starting at ``seq`` go now, with
@@ -1161,6 +1199,8 @@ class TcpConnection:
         if retransmit:
             self._rtt_seq = None  # Karn: no sample from a range that was resent
             self.counters["retransmitted_segments"] += 1
+            if self._pmtu is not None and self._pmtu.resent(seq, end, now):
+                self.counters["mss_probe_failed"] += 1
             srtt = self._rtt.srtt
             # D-SACKs for it come back about an RTT later; allow two.
             hold = 2 * srtt + self.config.delayed_ack_timeout if srtt else self._rtt.rto
@@ -1276,7 +1316,7 @@ class TcpConnection:
         self.counters["rto_expired"] += 1
         if not handshake and self.config.black_hole_rtos and \
                 self._retries >= self.config.black_hole_rtos:
-            self._black_hole_step()
+            self._black_hole_step(now)
         self._rtt.backoff()  # RFC 6298 §5.5
         self._rtt_seq = None  # Karn
         if self._state.synchronized and not handshake:
@@ -1305,7 +1345,7 @@ class TcpConnection:
             self.counters["path_too_big_stale"] += 1
             return False
         ip_header = 40 if len(self.local_ip) == 16 else 20
-        if not self._lower_mss(mtu - ip_header - 20, "mss_path_mtu"):
+        if not self._lower_mss(mtu - ip_header - 20, "mss_path_mtu", now):
             return False
         recovery = self._recovery
         if not recovery.in_recovery and not recovery.sacked_bytes:
@@ -1320,14 +1360,14 @@ class TcpConnection:
         return True
 
     def _path_mss(self, mss: int) -> None:
-        """A smaller MSS mid-connection: congestion control and recovery count in it
-        from now on; the scoreboard keeps what it knows (``set_mss`` is the handshake's
-        and starts it afresh)."""
+        """A new MSS mid-connection (smaller after a cut, larger after a probe):
+        congestion control and recovery count in it from now on; the scoreboard keeps
+        what it knows (``set_mss`` is the handshake's and starts it afresh)."""
         self._smss = mss
         self._cc.set_mss(mss)
         self._recovery.set_mss(mss)
 
-    def _black_hole_step(self) -> None:
+    def _black_hole_step(self, now: float) -> None:
         """RFC 4821 §3 black-hole detection (Linux's tcp_mtu_probing): segments keep
         timing out, as full-sized ones do behind a smaller MTU whose ICMP never comes
         (filtered, or sent to a kernel with no socket for it). Send smaller ones: first
@@ -1335,18 +1375,24 @@ class TcpConnection:
         family's minimum. The retransmission that follows uses the new size."""
         mss = self._smss + (TS_OPTION_LEN if self._ts_ok else 0)
         base = self.config.black_hole_mss
-        self._lower_mss(base if mss > base else mss // 2, "mss_black_hole")
+        self._lower_mss(base if mss > base else mss // 2, "mss_black_hole", now)
 
-    def _lower_mss(self, target: int, counter: str) -> bool:
+    def _lower_mss(self, target: int, counter: str, now: float) -> bool:
         """Lower the MSS (the timestamp option included, as advertised) to ``target``,
         never below the family's minimum (RFC 9293 §3.7.1 for IPv4, RFC 8200 §5 for
-        IPv6) and never up; ``counter`` counts it. True when it dropped."""
+        IPv6) and never up; ``counter`` counts it. True when it dropped. The search for
+        it again starts (``PmtuSearch.after_cut``): at once after a black-hole guess,
+        later after a router's report."""
         ts_len = TS_OPTION_LEN if self._ts_ok else 0
         target = max(_MIN_MSS6 if len(self.local_ip) == 16 else _MIN_MSS4, target)
         if target >= self._smss + ts_len:
             return False
+        failed = self._smss
         self._path_mss(target - ts_len)
         self.counters[counter] += 1
+        ceiling = self._negotiated.smss if self._negotiated is not None else failed
+        self._pmtu = PmtuSearch.after_cut(self._smss, failed, ceiling, now,
+                                          at_once=counter == "mss_black_hole")
         return True
 
     def _tlp_on(self) -> bool:
@@ -1878,6 +1924,13 @@ class TcpConnection:
 
     def _ack_advanced(self, ack: Seq, seg: TcpSegment, now: float) -> None:
         self._advance_una(ack)
+        if self._pmtu is not None:
+            raised = self._pmtu.acked(self._snd_una, now)
+            if raised is not None:  # the probe got through (RFC 4821 §7.6.1)
+                self._path_mss(raised)
+                self.counters["mss_probe_raised"] += 1
+                if self._pmtu.restored:
+                    self._pmtu = None
 
         # RTT: the timed segment (Karn) or, failing that, the echoed timestamp.
         rtt: float | None = None

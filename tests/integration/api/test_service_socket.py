@@ -22,6 +22,7 @@ from api_service import service
 from peers import digest, kernel_echo, random_payload, when_listening
 
 import joyride.socket as jsocket
+from joyride import sockopts
 from joyride.testbed import Testbed
 
 pytestmark = pytest.mark.integration
@@ -95,6 +96,8 @@ def test_addresses_are_tcp_names(service_bed: Testbed) -> None:
                 assert conn.getpeername() == client.getsockname()
                 assert conn.getsockname() == (bed.joy.ip, port)
                 assert conn.gettimeout() is None  # accepted sockets block, as the kernel's
+                with pytest.raises(OSError):  # an AF_INET socket has no IPV6_MTU
+                    conn.getsockopt(socket.IPPROTO_IPV6, sockopts.IPV6_MTU)
                 client.sendall(b"ping")
                 assert conn.recv(4) == b"ping"
 

@@ -18,6 +18,7 @@ from peers import digest, peer_client, random_payload, roundtrip, when_listening
 
 import joyride.asyncio as jasyncio
 import joyride.socket as jsocket
+from joyride import sockopts
 from joyride.testbed import Testbed
 
 pytestmark = pytest.mark.integration
@@ -63,6 +64,8 @@ def test_a_dual_stack_listener_takes_both_families(bed6: Testbed) -> None:
                     assert conn.getsockname() == (ours, port, 0, 0)
                     assert conn.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN) == \
                         socket.AF_INET6
+                    with bed.joy.inside():  # OP_GETINFO goes to its namespace's service
+                        assert conn.getsockopt(socket.IPPROTO_IPV6, sockopts.IPV6_MTU) == 1500
                     payload = random_payload(256 << 10)
                     echo = threading.Thread(target=echo_exactly, args=(conn, len(payload)))
                     echo.start()
@@ -76,6 +79,15 @@ def echo_exactly(sock: jsocket.socket, size: int) -> None:
     while done < size and (chunk := sock.recv(min(1 << 16, size - done))):
         sock.sendall(chunk)
         done += len(chunk)
+
+
+def test_an_address_of_the_other_family_is_refused_as_by_the_kernel(bed6: Testbed) -> None:
+    """bind checks the host against the socket's family, as a kernel socket does."""
+    with bed6.joy.inside():
+        for family, host in ((socket.AF_INET, "::"), (socket.AF_INET6, "0.0.0.0")):
+            sock = jsocket.socket(family, socket.SOCK_STREAM)
+            with sock, pytest.raises(OSError):
+                sock.bind((host, PORT + 6))
 
 
 def test_a_v6only_listener_leaves_ipv4_clients_refused(bed6: Testbed) -> None:

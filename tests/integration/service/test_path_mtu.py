@@ -106,3 +106,9 @@ def test_a_download_through_an_icmp_black_hole_completes(ipv6: bool) -> None:
     datapath = narrow_path_download(block_icmp=True, ipv6=ipv6)
     assert datapath["service"].get("path_too_big_applied", 0) == 0
     assert datapath["tcp_total"].get("mss_black_hole", 0) >= 1, datapath["tcp_total"]
+    # Then the search (RFC 4821 §7) probed upward from the guess; the path carries more
+    # than IPv4's cut of 1024 (IPv6's floor, 1220, is not below what a 1300 path takes
+    # by more than the search's step, so there it may find nothing to raise).
+    assert datapath["tcp_total"].get("mss_probes", 0) >= 1, datapath["tcp_total"]
+    if not ipv6:
+        assert datapath["tcp_total"].get("mss_probe_raised", 0) >= 1, datapath["tcp_total"]

@@ -17,6 +17,7 @@ from test_engine_ipv6 import V4_A, V6_A, dual_stack
 from joyride.engine import MemoryNic
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
+from joyride.tcp.pmtu import REPROBE_INTERVAL, SEARCH_DONE
 from joyride.wire.frame import parse_frame
 
 
@@ -44,10 +45,11 @@ class NarrowPath(MemoryNic):
 
 
 def download(path_mtu: int, ipv6: bool, config: TcpConfig, n: int = 300_000,
-             seconds: float = 60.0, icmp: bool = False
+             seconds: float = 60.0, icmp: bool = False, widen_after_cut: bool = False
              ) -> tuple[bytes, bytes, TcpConnection, NarrowPath]:
     """``n`` bytes from A (the sender, behind the narrow path) to B; what was sent, what
-    arrived within ``seconds`` of simulated time, A's connection and its NIC."""
+    arrived within ``seconds`` of simulated time, A's connection and its NIC. With
+    ``widen_after_cut``, the path carries full frames once A has cut its MSS."""
     clock = FakeClock()
     nic_a = NarrowPath(path_mtu)
     a, b, _, _ = dual_stack(clock, config, nics=(nic_a, MemoryNic()))
@@ -68,6 +70,8 @@ def download(path_mtu: int, ipv6: bool, config: TcpConfig, n: int = 300_000,
     data = os.urandom(n)
     sent, got = 0, bytearray()
     while clock.now < 1000.0 + seconds and len(got) < n:
+        if widen_after_cut and server.counters["mss_black_hole"]:
+            nic_a.path_mtu = 1500
         sent += server.send(data[sent:])
         a.mark(server)
         a.poll()
@@ -78,16 +82,27 @@ def download(path_mtu: int, ipv6: bool, config: TcpConfig, n: int = 300_000,
     return data, bytes(got), server, nic_a
 
 
-@pytest.mark.parametrize(("ipv6", "path_mtu", "mss"), [(False, 1200, 1024), (True, 1280, 1220)],
+# The largest MSS a path carries: its MTU less IP, TCP and the timestamp option.
+def fitting(path_mtu: int, ipv6: bool) -> int:
+    return path_mtu - (40 if ipv6 else 20) - 20 - 12
+
+
+@pytest.mark.parametrize(("ipv6", "path_mtu"), [(False, 1200), (True, 1280)],
                          ids=["ipv4", "ipv6"])
-def test_a_black_hole_is_found_and_the_transfer_completes(ipv6: bool, path_mtu: int,
-                                                          mss: int) -> None:
-    data, got, server, nic = download(path_mtu, ipv6, TcpConfig())
+def test_a_black_hole_is_found_and_the_mss_searched_up_to_the_path(ipv6: bool,
+                                                                   path_mtu: int) -> None:
+    """Detection cuts the MSS (to 1024, or IPv6's minimum 1220), then probes search
+    upward (RFC 4821 §7): the MSS ends within SEARCH_DONE of the largest the path
+    carries, never above it; the probes that were too big were lost and resent."""
+    data, got, server, nic = download(path_mtu, ipv6, TcpConfig(), n=1_000_000)
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     assert nic.swallowed > 0  # the full-sized segments were lost
     assert server.counters["mss_black_hole"] == 1
-    # The MSS of the step (1024, or IPv6's minimum 1220) less the timestamp option.
-    assert server.mss == mss - 12
+    assert server.counters["mss_probes"] >= 2 and server.counters["mss_probe_failed"] >= 1
+    best = fitting(path_mtu, ipv6)
+    assert best - SEARCH_DONE < server.mss <= best
+    if not ipv6:  # 1012 was the cut; IPv6's floor (1208) is all its path carries
+        assert server.counters["mss_probe_raised"] >= 1
 
 
 def test_without_detection_the_black_hole_stalls_the_transfer() -> None:
@@ -99,11 +114,24 @@ def test_without_detection_the_black_hole_stalls_the_transfer() -> None:
 
 def test_each_further_timeout_halves_the_mss_down_to_the_floor() -> None:
     """Past the first step (1024), a path narrower still: 512 would be under IPv4's
-    floor of 536, so the MSS stops there, and 536 fits this path."""
-    data, got, server, _ = download(600, False, TcpConfig())
+    floor of 536, so the MSS stops there (536 fits this path), and the search then
+    finds the path's own size above it."""
+    data, got, server, _ = download(600, False, TcpConfig(), n=600_000)
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     assert server.counters["mss_black_hole"] == 2
-    assert server.mss == 536 - 12
+    assert fitting(600, False) - SEARCH_DONE < server.mss <= fitting(600, False)
+
+
+def test_a_path_that_widens_during_the_search_gets_its_mss_back() -> None:
+    """The cut is a guess: the path carries full frames again right after it, so the
+    probes succeed and the MSS climbs back to within SEARCH_DONE of the size that timed
+    out."""
+    data, got, server, _ = download(1200, False, TcpConfig(), n=1_000_000,
+                                    widen_after_cut=True)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert server.counters["mss_black_hole"] == 1
+    assert server.counters["mss_probe_failed"] == 0
+    assert 1448 - SEARCH_DONE < server.mss < 1448
 
 
 @pytest.mark.parametrize(("ipv6", "mss"), [(False, 1200 - 40), (True, 1280 - 60)],
@@ -118,6 +146,10 @@ def test_a_packet_too_big_report_sizes_the_mss_at_once(ipv6: bool, mss: int) -> 
     assert server.counters["mss_path_mtu"] == 1
     assert server.counters["mss_black_hole"] == 0
     assert server.mss == mss - 12
+    # The router named the MTU: the next probe waits REPROBE_INTERVAL (as a learned
+    # route MTU expires), not this transfer's minute.
+    assert server.counters["mss_probes"] == 0
+    assert server.pmtu_due is not None and server.pmtu_due >= 1000.0 + REPROBE_INTERVAL
 
 
 def test_a_report_for_a_segment_not_in_flight_is_not_believed() -> None:
