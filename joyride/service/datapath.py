@@ -75,6 +75,14 @@ _FIN_UNACKED: Final = frozenset({TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState
 FIONREAD: Final = 0x541B  # SIOCINQ: bytes waiting in a socket's receive queue
 
 
+def pop_due(watch: dict[Any, float], now: float) -> list[Any]:
+    """The keys of ``watch`` whose time is ``now`` or earlier, taken out of it."""
+    due = [key for key, when in watch.items() if when <= now]
+    for key in due:
+        del watch[key]
+    return due
+
+
 def _remote_address(ip: bytes) -> bool:
     """May the service connect to ``ip`` for an application (``OP_CONNECT``)? Not to
     loopback, the unspecified or a multicast address, nor to a v4-mapped one (an
@@ -330,10 +338,7 @@ class Datapath:
     def _pmtu_reclaims(self, now: float) -> None:
         """Take back from C the connections whose MSS probe may go now (RFC 4821 §7:
         Python probes; it hands the connection back once the probe is answered)."""
-        for conn, due in list(self._pmtu_watch.items()):
-            if due > now:
-                continue
-            del self._pmtu_watch[conn]
+        for conn in pop_due(self._pmtu_watch, now):
             pump = self.pumps.get(conn)
             if pump is not None and conn.parked and conn.pmtu_due is not None:
                 self._reclaim(conn)

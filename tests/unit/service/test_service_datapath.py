@@ -20,7 +20,7 @@ from joyride.engine.engine import Engine
 from joyride.engine.network import StaticNetwork
 from joyride.engine.nic import MemoryNic
 from joyride.service import appclient, apps, protocol
-from joyride.service.datapath import Datapath
+from joyride.service.datapath import Datapath, pop_due
 from joyride.service.pump import CHUNK
 from joyride.steer.ports import PortSet
 from joyride.tcp.config import TcpConfig
@@ -263,3 +263,12 @@ def test_budget_spent_pump_comes_back_and_delivers_eof(wire: Wire) -> None:
     assert bytes(got) == payload
     app.close()
     lsock.close()
+
+
+def test_mss_probes_due_are_taken_once() -> None:
+    """The service's watch of connections in C with an MSS probe to make (RFC 4821 §7):
+    each sweep takes out those due, once; the others wait."""
+    watch = {"due": 1000.0, "later": 1600.0, "overdue": 10.0}
+    assert pop_due(watch, 999.0) == ["overdue"]
+    assert pop_due(watch, 1000.5) == ["due"] and watch == {"later": 1600.0}
+    assert pop_due(watch, 1000.5) == []
