@@ -232,7 +232,13 @@ class Engine:
         return conn
 
     def _source_for(self, remote_ip: bytes) -> bytes:
-        """A local address of ``remote_ip``'s family (the lowest, for a fixed choice)."""
+        """The local address to reach ``remote_ip`` from: the kernel's preferred source
+        for its route (RFC 6724 source selection, e.g. a link-local address for a
+        link-local peer) when it is one of ours; else one of its family (the lowest,
+        for a fixed choice)."""
+        preferred = self.network.source_for(remote_ip)
+        if preferred is not None and preferred in self.local_addresses:
+            return preferred
         family = [a for a in self.local_addresses if len(a) == len(remote_ip)]
         if not family:
             name = "IPv6" if len(remote_ip) == 16 else "IPv4"

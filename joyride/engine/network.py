@@ -38,7 +38,12 @@ class NetworkView(Protocol):
     def local_addresses(self) -> frozenset[bytes]: ...
 
     def next_hop(self, dst: bytes) -> bytes:
-        """The IPv4 address frames to ``dst`` go to first (a gateway, or dst itself)."""
+        """The address frames to ``dst`` go to first (a gateway, or dst itself)."""
+        ...
+
+    def source_for(self, dst: bytes) -> bytes | None:
+        """The local address a connection to ``dst`` should come from (RFC 6724's
+        choice, as the kernel's route lookup makes it), or None (no opinion)."""
         ...
 
     def neighbour(self, ip: bytes, now: float) -> bytes | None:
@@ -77,6 +82,9 @@ class StaticNetwork:
                       for a in self.addresses if len(a) == len(dst))
         return dst if on_link or self.gateway is None else self.gateway
 
+    def source_for(self, dst: bytes) -> bytes | None:
+        return None  # fixed tables: the engine's own rule
+
     def neighbour(self, ip: bytes, now: float) -> bytes | None:
         return self.neighbours.get(ip)
 
@@ -110,7 +118,7 @@ class KernelNetwork:
         self._neigh: dict[bytes, tuple[bytes, float]] = {}  # ip -> (mac, expiry)
         self._pending: dict[bytes, float] = {}  # ip -> next netlink check
         self._managed: set[bytes] = set()
-        self._hops: dict[bytes, bytes] = {}
+        self._hops: dict[bytes, tuple[bytes, bytes | None]] = {}  # dst -> (hop, source)
         # Set by a service that dropped its privileges: managed entries (a netlink
         # write, CAP_NET_ADMIN) are then asked of its privileged helper, which owns them.
         self.request_neighbour: Callable[[bytes], bool] | None = None
@@ -128,15 +136,25 @@ class KernelNetwork:
         return frozenset(out)
 
     def next_hop(self, dst: bytes) -> bytes:
-        hop = self._hops.get(dst)
-        if hop is None:
+        return self._route(dst)[0]
+
+    def source_for(self, dst: bytes) -> bytes | None:
+        return self._route(dst)[1]
+
+    def _route(self, dst: bytes) -> tuple[bytes, bytes | None]:
+        """The kernel's route to ``dst``: its next hop (the gateway, or dst itself)
+        and its preferred source (RTA_PREFSRC: RFC 6724's choice for IPv6), cached."""
+        route = self._hops.get(dst)
+        if route is None:
             routes = self._netlink(self._ipr.route, "get", dst=text(dst))
             gateway = routes[0].get_attr("RTA_GATEWAY") if routes else None
-            hop = packed(gateway) if gateway else dst
+            source = routes[0].get_attr("RTA_PREFSRC") if routes else None
+            route = (packed(gateway) if gateway else dst,
+                     packed(source) if source else None)
             if len(self._hops) > 4096:  # bounded: a scan of many peers cannot grow it
                 self._hops.clear()
-            self._hops[dst] = hop
-        return hop
+            self._hops[dst] = route
+        return route
 
     def neighbour(self, ip: bytes, now: float) -> bytes | None:
         cached = self._neigh.get(ip)

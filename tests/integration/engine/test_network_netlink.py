@@ -70,6 +70,12 @@ def test_ipv6_addresses_routes_and_neighbours() -> None:
             assert all(len(a) in (4, 16) for a in addrs)  # its link-local one too
             assert network.next_hop(peer6) == peer6
             assert network.route_oif(peer6) == network.ifindex
+            # The kernel's source selection (RFC 6724): the global address for a
+            # global peer, the link-local one for a link-local peer.
+            assert network.source_for(peer6) == joy6
+            link_local = next(a for a in addrs if a[:2] == b"\xfe\x80")
+            assert network.source_for(bytes.fromhex("fe80" + "00" * 13 + "07")) == link_local
+            assert network.source_for(bed.peer.ip_bytes) == bed.joy.ip_bytes
             mac = None
             deadline = time.monotonic() + 5
             while mac is None and time.monotonic() < deadline:

@@ -158,3 +158,27 @@ def test_keyed_hashes_read_every_byte_of_an_ipv6_address() -> None:
     assert a != b
     assert len(pack_tuple(V6_A, 80, V6_B, 4000)) == 36
     assert len(pack_tuple(V4_A, 80, V4_B, 4000)) == 12
+
+
+class PreferringNetwork(StaticNetwork):
+    """Fixed tables whose route lookup prefers one source address (as the kernel's
+    RTA_PREFSRC)."""
+
+    preferred: bytes | None = None
+
+    def source_for(self, dst: bytes) -> bytes | None:
+        return self.preferred
+
+
+def test_an_outgoing_connection_comes_from_the_kernels_preferred_source() -> None:
+    """RFC 6724 source selection is the kernel's (KernelNetwork.source_for): the engine
+    takes the route's preferred source when it is one of its addresses, else the lowest
+    of the family."""
+    second = bytes.fromhex("20010db8000000000000000000000009")
+    net = PreferringNetwork("a0", MAC_A, frozenset({V4_A, V6_A, second}), {V6_B: MAC_B})
+    engine = Engine(MemoryNic.pair()[0], net, TcpConfig(), clock=FakeClock())
+    assert engine.connect(V6_B, 80).local_ip == V6_A  # no opinion: the lowest
+    net.preferred = second
+    assert engine.connect(V6_B, 81).local_ip == second
+    net.preferred = bytes.fromhex("20010db80000000000000000000000ff")  # not ours
+    assert engine.connect(V6_B, 82).local_ip == V6_A
