@@ -15,7 +15,7 @@ from joyride import sockopts
 from joyride.service import protocol
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.state import TcpState
-from joyride.wire.addr import text
+from joyride.wire.addr import packed, text
 
 if TYPE_CHECKING:
     from joyride.service.datapath import Datapath
@@ -63,24 +63,26 @@ def table(datapath: Datapath, *, info: bool = False) -> dict[str, Any]:
 
 
 def _listeners(datapath: Datapath) -> list[dict[str, Any]]:
+    """One row per address a port is listened on (``0.0.0.0:80`` and ``[::]:80`` for
+    nginx's two listeners), as ``ss`` lists the kernel's sockets. The service keeps one
+    accept queue per port: each row's Recv-Q is the port's."""
     rows = []
     for port, pl in sorted(datapath.by_port.items()):
-        pids = []
-        local_ip = "0.0.0.0"
+        by_address: dict[bytes, list[int]] = {}
         for reg in pl.registrations:
             parsed = protocol.parse_name(reg.name)
             if parsed is not None:
-                pids.append(parsed.pid)
-                local_ip = parsed.local[0]
-        rows.append({
-            "state": "LISTEN", "tcp_state": "LISTEN", "local": f"{local_ip}:{port}",
-            "peer": "0.0.0.0:*",
-            # As Linux reports a listener: Recv-Q the accept queue, Send-Q the backlog.
-            "recv_q": pl.listener.accept_queue_len + len(pl.pending),
-            "send_q": pl.listener.config.backlog,
-            "owner": "python", "uid": pl.uid if pl.uid >= 0 else None,
-            "pid": pids[0] if pids else None, "pids": pids,
-        })
+                by_address.setdefault(packed(parsed.local[0]), []).append(parsed.pid)
+        for address, pids in (by_address or {bytes(4): []}).items():
+            rows.append({
+                "state": "LISTEN", "tcp_state": "LISTEN", "local": _addr(address, port),
+                "peer": "[::]:*" if len(address) == 16 else "0.0.0.0:*",
+                # As Linux reports a listener: Recv-Q the accept queue, Send-Q the backlog.
+                "recv_q": pl.listener.accept_queue_len + len(pl.pending),
+                "send_q": pl.listener.config.backlog,
+                "owner": "python", "uid": pl.uid if pl.uid >= 0 else None,
+                "pid": pids[0] if pids else None, "pids": pids,
+            })
     return rows
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_helpers import JOYRIDE, app_path, attached, stats, wait_port
+from service_helpers import JOYRIDE, app_path, attached, cli, stats, wait_port
 
 from joyride.bench import servers
 from joyride.service import appclient
@@ -70,6 +70,10 @@ def test_curl_6_and_curl_4_to_one_dual_stack_nginx(bed6: Testbed, tmp_path: Path
         log = (tmp_path / "access.log").read_text().splitlines()
         assert f"{bed.peer.ip} {bed.joy.ip} 200" in log
         assert f"{bed.peer.ip6} {bed.joy.ip6} 200" in log
+        # joyride ss lists both listeners, as ss does the kernel's.
+        rows = json.loads(cli(bed.joy, "ss", bed.joy.ifname, "--json", "-l").stdout)
+        local = sorted(r["local"] for r in rows if r["local"].endswith(f":{NGINX_PORT}"))
+        assert local == [f"0.0.0.0:{NGINX_PORT}", f"[::]:{NGINX_PORT}"]
     finally:
         server.terminate()
         server.wait(10)
