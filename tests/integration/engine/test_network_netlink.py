@@ -73,8 +73,15 @@ def test_ipv6_addresses_routes_and_neighbours() -> None:
             # The kernel's source selection (RFC 6724): the global address for a
             # global peer, the link-local one for a link-local peer.
             assert network.source_for(peer6) == joy6
-            link_local = next(a for a in addrs if a[:2] == b"\xfe\x80")
-            assert network.source_for(bytes.fromhex("fe80" + "00" * 13 + "07")) == link_local
+            # The kernel adds the link-local address itself, shortly after IPv6 is
+            # switched on (addrconf's work): wait for it, bounded.
+            deadline = time.monotonic() + 5
+            while not (link_local := [a for a in network.local_addresses()
+                                      if a[:2] == b"\xfe\x80"]):
+                assert time.monotonic() < deadline, "no link-local address came"
+                time.sleep(0.02)
+            assert network.source_for(bytes.fromhex("fe80" + "00" * 13 + "07")) == \
+                link_local[0]
             assert network.source_for(bed.peer.ip_bytes) == bed.joy.ip_bytes
             mac = None
             deadline = time.monotonic() + 5
