@@ -157,6 +157,14 @@ struct flow {
     double tw_last_oow;
 };
 
+/* A destination's learned path MSS (dp_path_mss). */
+struct path_entry {
+    uint8_t ip[16];
+    uint8_t ipv6;
+    uint16_t mss;              /* with options; 0: empty */
+    double expires;
+};
+
 /* A port whose connections C opens (dp_listen). */
 struct listener {
     struct dp_listen_cfg cfg;
@@ -238,6 +246,7 @@ struct dp {
     /* connections born in C */
     struct listener *listeners;
     uint32_t n_listeners;
+    struct path_entry paths[DP_PATH_SLOTS]; /* dp_path_mss: learned path MSS */
     int pid;
     struct ring_pool pool;
     /* TIME-WAIT flows, oldest first (handles; stale ones are skipped): the first to
@@ -2684,6 +2693,34 @@ static void half_open_done(struct dp *dp, const struct flow *f)
         l->half_open--;
 }
 
+/* dp_path_mss's slot of a destination (16-byte form and family). */
+static uint32_t path_slot(const uint8_t ip[16], uint8_t ipv6)
+{
+    uint64_t h = (load64(ip) ^ load64(ip + 8) * 0x9E3779B97F4A7C15ull ^ ipv6) *
+                 0xFF51AFD7ED558CCDull;
+    return (uint32_t)(h >> 56) % DP_PATH_SLOTS;
+}
+
+int dp_path_mss(struct dp *dp, const uint8_t *ip, uint32_t ip_len, uint16_t mss,
+                double expires)
+{
+    if (ip_len != 4 && ip_len != 16)
+        return -EINVAL;
+    struct path_entry e = {.mss = mss, .expires = expires, .ipv6 = ip_len == 16};
+    memcpy(e.ip, ip, ip_len);
+    dp->paths[path_slot(e.ip, e.ipv6)] = e;
+    return 0;
+}
+
+/* The learned path MSS (with options) toward a flow's remote address, or 0. */
+static uint32_t path_mss_of(const struct dp *dp, const struct dp_tcb *t, double now)
+{
+    const struct path_entry *e = &dp->paths[path_slot(t->remote_ip, t->ipv6)];
+    return e->mss && e->ipv6 == t->ipv6 && now < e->expires &&
+                   memcmp(e->ip, t->remote_ip, 16) == 0
+               ? e->mss : 0;
+}
+
 /* The names of l that take connections of the family of an IPv6 (ipv6) or IPv4 flow. */
 static uint32_t takers(const struct listener *l, int ipv6)
 {
@@ -2745,6 +2782,11 @@ static int syn_input(struct dp *dp, struct listener *l, const struct wire_parsed
     uint32_t ts_len = t.ts_ok ? 12 : 0;
     t.sack_ok = c->sack && p->sack_permitted;
     uint32_t smss = umax(umin(peer_mss, t.cfg_mss) - ts_len, MIN_SMSS);
+    uint32_t path = path_mss_of(dp, &t, now); /* a router told us the path is narrower */
+    if (path && path - ts_len < smss) {
+        smss = umax(path - ts_len, MIN_SMSS);
+        dp->st.syn_path_mss++;
+    }
     /* TcpConnection._take_syn */
     t.irs = p->seq;
     t.rcv_nxt = t.rcv_adv = t.last_ack_rcv_nxt = p->seq + 1;

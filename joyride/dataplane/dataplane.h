@@ -126,6 +126,7 @@ enum dp_limits {
     DP_LISTEN_NAMES = 16,      /* unix listeners one port delivers to, round robin */
     DP_NAME_BYTES = 108,       /* an abstract unix name, NUL-terminated, no leading NUL */
     DP_MAX_LISTENERS = 64,
+    DP_PATH_SLOTS = 256,       /* destinations whose learned path MSS C remembers */
     DP_OOO_RANGES = 16,        /* out-of-order ranges C keeps; one more declines */
     DP_TX_RECORDS = 32,        /* RACK send-time records C keeps; the oldest go first */
     DP_SACK_RANGES = 8         /* SACKed ranges C keeps as a sender; one more declines */
@@ -415,6 +416,7 @@ struct dp_stats {
     uint64_t time_wait_live;   /* ... in TIME-WAIT */
     uint64_t syn_received;     /* SYNs C answered (a flow in SYN-RECEIVED) */
     uint64_t syn_declined;     /* SYNs to a C listener left to Python (queue full, ...) */
+    uint64_t syn_path_mss;     /* ... answered with a learned path's smaller MSS */
     uint64_t synack_retransmits;
     uint64_t syn_retransmits_received;
     uint64_t synrcvd_dropped;  /* segments a half-open flow dropped (counted, not sent on) */
@@ -526,6 +528,15 @@ uint32_t dp_flows(const struct dp *dp, int64_t *out, uint32_t max);
  * -errno (ENOSPC: DP_MAX_LISTENERS ports; EINVAL: a bad configuration). */
 int dp_listen(struct dp *dp, const struct dp_listen_cfg *cfg);
 int dp_unlisten(struct dp *dp, uint16_t port);
+
+/* The path MSS the control plane learnt for a destination (a router's "packet too
+ * big": the MSS with options that fits, floored for the family), as the kernel keeps a
+ * route's PMTU: connections C opens to ip (ip_len 4 or 16 bytes) until `expires` (the
+ * clock dp_run is given) send no bigger segments. mss 0 forgets it. One entry per
+ * hash slot (DP_PATH_SLOTS): a colliding destination replaces the older one, which
+ * then learns again from its router. 0, or -EINVAL. */
+int dp_path_mss(struct dp *dp, const uint8_t *ip, uint32_t ip_len, uint16_t mss,
+                double expires);
 
 /* RFC 6528 ISN (isn.c; joyride/tcp/isn.py is the authority): the keyed hash F of the
  * 4-tuple, and M + F at now (CLOCK_MONOTONIC seconds). Addresses network order, ip_len

@@ -526,6 +526,13 @@ int main(int argc, char **argv)
     for (uint32_t k = 0; k < FLOWS; k++)
         adopt(dp, &flows[k], k);
     int lfd = born_listener(dp);
+    /* Learnt path MSS for two of the born side's peers (one per family): their
+     * connections are born with the smaller MSS (syn_path_mss). */
+    const uint8_t narrow4[4] = {10, 0, 0, 3};
+    uint8_t narrow6[16] = {0x20, 0x01, 0x0d, 0xb8};
+    narrow6[15] = 4;
+    if (dp_path_mss(dp, narrow4, 4, 700, 1e12) != 0 || dp_path_mss(dp, narrow6, 16, 1240, 1e12) != 0)
+        return 1;
     int apps[BORN_APPS];
     for (int i = 0; i < BORN_APPS; i++)
         apps[i] = -1;
@@ -641,11 +648,11 @@ int main(int argc, char **argv)
     printf("gso %llu datagrams %llu fallbacks %llu\n", (unsigned long long)st->gso_sends,
            (unsigned long long)gso_datagrams, (unsigned long long)st->gso_fallbacks);
     printf("born %llu established %llu delivered %llu fins %llu/%llu time-waits %llu "
-           "ipv6-known %llu\n",
+           "ipv6-known %llu path-mss %llu\n",
            (unsigned long long)st->syn_received, (unsigned long long)st->established,
            (unsigned long long)st->delivered, (unsigned long long)st->fins_sent,
            (unsigned long long)st->fins_received, (unsigned long long)st->time_waits,
-           (unsigned long long)born6_known);
+           (unsigned long long)born6_known, (unsigned long long)st->syn_path_mss);
     dp_free(dp); /* closes the born flows' application ends still open */
     for (int i = 0; i < BORN_APPS; i++)
         if (apps[i] >= 0)

@@ -481,6 +481,12 @@ class DataPlane:
     def unlisten(self, port: int) -> None:
         lib.dp_unlisten(self._dp, port)  # -ENOENT: C was not listening there
 
+    def set_path_mss(self, ip: bytes, mss: int, expires: float) -> None:
+        """Connections C opens to ``ip`` until ``expires`` send segments of at most
+        ``mss`` (with options): a path MSS the control plane learnt (0: forget it)."""
+        self._check(lib.dp_path_mss(self._dp, ip, len(ip), mss, expires),
+                    f"path MSS for {ip.hex()}")
+
     # -- shared-memory channels (dataplane.h dp_chan_*: C keeps every channel) -----------
 
     def chan_first_bytes(self, first: bytes, fd: int, claimable: bool) -> int:

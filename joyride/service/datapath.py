@@ -50,7 +50,12 @@ from joyride.service import apps, pathmtu, protocol
 from joyride.service.pump import BUDGET, Pump
 from joyride.steer.ports import PortSet
 from joyride.tcp.config import TcpConfig
-from joyride.tcp.connection import TcpConnection, hot_counters, names_segment_in_flight
+from joyride.tcp.connection import (
+    TcpConnection,
+    hot_counters,
+    names_segment_in_flight,
+    path_mss,
+)
 from joyride.tcp.counters import Counters
 from joyride.tcp.failure import failure_errno
 from joyride.tcp.listener import Listener
@@ -66,6 +71,11 @@ ACCEPTS_PER_STEP: Final = 64
 SPIN: Final = 0.0002  # seconds to keep polling after traffic (waking a vCPU: ~60 µs)
 RETRY_DELIVERY: Final = 0.002  # an application's full backlog is retried this often
 SWEEP_PERIOD: Final = 1.0  # seconds between checks for listeners that went away
+# A path MSS learnt from a router's report holds this long for the destination's new
+# connections (the kernel's route PMTU: net.ipv4.route.mtu_expires, 10 minutes), for
+# at most this many destinations (the oldest go first).
+PATH_MSS_TTL: Final = 600.0
+PATH_MSS_KEPT: Final = 4096
 PENDING_PER_PORT: Final = 64  # accepted connections awaiting a backlog slot
 MAX_WAITING_SESSIONS: Final = 256  # connected applications that have not sent a request
 FLOWS_SHOWN: Final = 16  # connections detailed by ``stats`` (the rest are only counted)
@@ -176,6 +186,8 @@ class Datapath:
         self._listener_pids: dict[int, int] = {}  # pid -> pidfd
         # Connections in C with an MSS probe to make (RFC 4821 §7), and when.
         self._pmtu_watch: dict[TcpConnection, float] = {}
+        # Destinations' learnt path MSS (with options) and until when (``learn_path``).
+        self._paths: OrderedDict[bytes, tuple[int, float]] = OrderedDict()
 
     # -- wiring into the service loop ------------------------------------------------------
 
@@ -265,7 +277,28 @@ class Datapath:
             self._reclaim(conn)
         if conn.path_too_big(report.mtu, Seq(report.seq), self.clock()):
             self.counters["path_too_big_applied"] += 1
+            self.learn_path(conn.remote_ip, path_mss(report.mtu, len(conn.remote_ip) == 16))
         self.engine.mark(conn)
+
+    def learn_path(self, ip: bytes, mss: int) -> None:
+        """Remember ``ip``'s path MSS for ``PATH_MSS_TTL``, as the kernel keeps a route's
+        PMTU: the destination's next connections start at it (C's too) instead of each
+        losing its first full-sized flight to the router."""
+        expires = self.clock() + PATH_MSS_TTL
+        self._paths[ip] = (mss, expires)
+        self._paths.move_to_end(ip)
+        while len(self._paths) > PATH_MSS_KEPT:
+            self._paths.popitem(last=False)
+        if self.plane is not None:
+            self.plane.set_path_mss(ip, mss, expires)
+
+    def _fit_learnt_path(self, conn: TcpConnection) -> None:
+        """An established connection of Python's starts at its destination's learnt
+        path MSS, if any (C's own births are fitted in C: ``dp_path_mss``)."""
+        learnt = self._paths.get(conn.remote_ip)
+        now = self.clock()
+        if learnt is not None and now < learnt[1] and conn.clamp_to_path(learnt[0], now):
+            self.counters["path_mss_learnt_applied"] += 1
 
     def _on_pump(self, pump: Pump) -> Callable[[int], None]:
         def ready(_mask: int) -> None:
@@ -865,6 +898,7 @@ class Datapath:
                 continue
             if reg.options:
                 self._apply_options(conn, reg.options)
+            self._fit_learnt_path(conn)
             owner = protocol.parse_name(reg.name)  # its pid was checked by _verify
             channel = ChannelState(claim_check=reg.channels, claim_wait=reg.channels,
                                    claim_by=self.clock() + CLAIM_WAIT)
@@ -1056,6 +1090,7 @@ class Datapath:
                         protocol.OP_CONNECT, code, conn.local_ip, conn.local_port,
                         conn.remote_ip, conn.remote_port))
                 return
+            self._fit_learnt_path(conn)
             if self._hand_over(session, conn):
                 self.counters["connect_established"] += 1
         finally:

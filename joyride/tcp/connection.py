@@ -116,6 +116,18 @@ _MIN_MSS4: Final = 536
 _MIN_MSS6: Final = 1220
 
 
+def min_mss(ipv6: bool) -> int:
+    """The smallest MSS (with options) a path may cut a connection to: IPv4's 536
+    (RFC 9293 §3.7.1), IPv6's 1220 (RFC 8200 §5: its minimum MTU, 1280)."""
+    return _MIN_MSS6 if ipv6 else _MIN_MSS4
+
+
+def path_mss(mtu: int, ipv6: bool) -> int:
+    """The MSS (with options) that fits a path MTU: less the IP header of the family
+    and TCP's, never below the family's minimum."""
+    return max(min_mss(ipv6), mtu - (40 if ipv6 else 20) - 20)
+
+
 def names_segment_in_flight(seq: Seq, snd_una: Seq, snd_nxt: Seq) -> bool:
     """A "packet too big" is believed only for a segment in flight (RFC 5927 §4.1:
     SND.UNA <= seq < SND.NXT, as Linux's tcp_v4_err), so a blind attacker must guess
@@ -1344,8 +1356,7 @@ class TcpConnection:
         if not names_segment_in_flight(seq, self._snd_una, self._snd_max):
             self.counters["path_too_big_stale"] += 1
             return False
-        ip_header = 40 if len(self.local_ip) == 16 else 20
-        if not self._lower_mss(mtu - ip_header - 20, "mss_path_mtu", now):
+        if not self._lower_mss(path_mss(mtu, len(self.local_ip) == 16), "mss_path_mtu", now):
             return False
         recovery = self._recovery
         if not recovery.in_recovery and not recovery.sacked_bytes:
@@ -1358,6 +1369,12 @@ class TcpConnection:
             self._last_send = now
             self._timers.set(Timer.RETRANSMIT, now + self._rtt.rto)  # RFC 6298 §5.3
         return True
+
+    def clamp_to_path(self, mss: int, now: float) -> bool:
+        """A new connection to a destination whose path MSS was learnt (``path_mss``,
+        from another connection's router report, kept as the kernel keeps a route's
+        PMTU): it sends no bigger segments from the start. True if that lowered it."""
+        return self._lower_mss(mss, "mss_path_learnt", now)
 
     def _path_mss(self, mss: int) -> None:
         """A new MSS mid-connection (smaller after a cut, larger after a probe):
@@ -1384,7 +1401,7 @@ class TcpConnection:
         it again starts (``PmtuSearch.after_cut``): at once after a black-hole guess,
         later after a router's report."""
         ts_len = TS_OPTION_LEN if self._ts_ok else 0
-        target = max(_MIN_MSS6 if len(self.local_ip) == 16 else _MIN_MSS4, target)
+        target = max(min_mss(len(self.local_ip) == 16), target)
         if target >= self._smss + ts_len:
             return False
         failed = self._smss

@@ -321,6 +321,27 @@ def test_an_ipv6_connection_is_born_in_c_with_its_family_s_mss() -> None:
         born.close()
 
 
+def test_a_learnt_path_mss_fits_the_connections_c_opens_to_that_destination(
+        born: Born) -> None:
+    """dp_path_mss (a router's report, learnt by the control plane): C's next
+    connections to that peer send no bigger segments, until the entry expires; another
+    destination, or the other family's address with the same first bytes, is not
+    fitted."""
+    bed = born.bed
+    now = bed.clock.now
+    bed.plane.set_path_mss(IP_PEER, 1160, now + 600)  # 1200-byte path, with options
+    bed.plane.set_path_mss(IP_PEER + bytes(12), 600, now + 600)  # an IPv6 address
+    first = bed.peer.connect(IP_SVC, PORT)
+    bed.run(5)
+    assert born.stats()["syn_path_mss"] == 1
+    assert born.tcb(first).smss == 1160 - 12  # the timestamp option comes out of it
+    bed.clock.now += 601  # expired: the next connection starts at the full size
+    second = bed.peer.connect(IP_SVC, PORT)
+    bed.run(5)
+    assert born.stats()["syn_path_mss"] == 1
+    assert born.tcb(second).smss == born.tcb(first).cfg_mss - 12
+
+
 def test_a_syn_of_a_family_no_name_takes_goes_to_python() -> None:
     """An IPv6 SYN where only IPv4 listeners are: C declines it (Python answers as
     the engine's listener's families say)."""

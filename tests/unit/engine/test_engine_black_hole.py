@@ -16,7 +16,7 @@ from test_engine_ipv6 import V4_A, V6_A, dual_stack
 
 from joyride.engine import MemoryNic
 from joyride.tcp.config import TcpConfig
-from joyride.tcp.connection import TcpConnection
+from joyride.tcp.connection import TcpConnection, path_mss
 from joyride.tcp.pmtu import REPROBE_INTERVAL, SEARCH_DONE
 from joyride.wire.frame import parse_frame
 
@@ -150,6 +150,19 @@ def test_a_packet_too_big_report_sizes_the_mss_at_once(ipv6: bool, mss: int) -> 
     # route MTU expires), not this transfer's minute.
     assert server.counters["mss_probes"] == 0
     assert server.pmtu_due is not None and server.pmtu_due >= 1000.0 + REPROBE_INTERVAL
+
+
+def test_a_learnt_path_mss_fits_a_new_connection_from_the_start() -> None:
+    """path_mss is the one rule for the MSS a path MTU allows (family minimum floor);
+    clamp_to_path fits a new connection to a learnt one, and the search starts later
+    (REPROBE_INTERVAL), as after the router's own report."""
+    assert path_mss(1200, False) == 1160 and path_mss(1280, True) == 1220
+    assert path_mss(576, False) == 536 and path_mss(1300, True) == 1240
+    _data, _got, server, _ = download(1500, False, TcpConfig(), n=10_000)  # a clear path
+    assert server.clamp_to_path(1160, 2000.0)
+    assert server.mss == 1160 - 12 and server.counters["mss_path_learnt"] == 1
+    assert server.pmtu_due == 2000.0 + REPROBE_INTERVAL
+    assert not server.clamp_to_path(1400, 2000.0)  # never up
 
 
 def test_a_report_for_a_segment_not_in_flight_is_not_believed() -> None:
