@@ -50,7 +50,8 @@ def _refuse_unsupported(kwargs: dict[str, Any]) -> None:
         raise ValueError("joyride.asyncio: sock= is a kernel socket; pass host and port")
     family = kwargs.get("family", 0)
     if family not in (0, _socket.AF_INET, _socket.AF_UNSPEC):
-        raise ValueError("joyride.asyncio: Joyride ports are IPv4 (AF_INET)")
+        raise ValueError("joyride.asyncio: the embedded stack's ports are IPv4 (AF_INET); "
+                         "IPv6 is served through the network service or the C data plane")
 
 
 async def create_server(protocol_factory: ProtocolFactory, host: str | None = None,

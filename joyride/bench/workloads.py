@@ -65,8 +65,8 @@ def standard(mtus: tuple[int, ...] = (1500, 3498), flows: tuple[int, ...] = (1, 
              wrk_connections: int = 100, connrate_connections: int = 20,
              ipv6: bool = True) -> list[Workload]:
     """The workloads; with ``ipv6``, IPv6 twins of an RR, the one-flow and the wrk row
-    (issue 18: served by the native servers under ``joyride run``, as embedded mode's
-    sockets are IPv4). sockperf (3.7) speaks IPv4 only: the RR twins are HTTP
+    (issue 18: served by the native servers under ``joyride run``; the embedded Python
+    server's sockets are IPv4). sockperf (3.7) speaks IPv4 only: the RR twins are HTTP
     request-response over one connection (wrk -c1 to nginx), in both families."""
     out = [Workload("rr_64B", "RR 64 B, 1 connection (sockperf)",
                     "rr", ("sockperf", "python"), (P50, P99, P999, CPU_RT))]

@@ -1,7 +1,8 @@
 """Ethernet II frames with at most one IEEE 802.1Q VLAN tag.
 
 A double-tagged (802.1ad) frame, or one whose inner type is another tag, is reported as
-"not IPv4": the stack serves IPv4 only, and the XDP program passes the rest to the kernel.
+"not IPv4" (``require_ipv4``; a parser that reads IPv6 too checks that type first): the
+stack serves IPv4 and IPv6, and the XDP program passes every other type to the kernel.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def parse_ethernet(data: bytes | bytearray | memoryview) -> tuple[EthernetHeader
 
 
 def require_ipv4(hdr: EthernetHeader) -> None:
-    """Sanity: the stack only carries IPv4 (ARP, IPv6, nested tags go to the kernel)."""
+    """Sanity: an IPv4 frame (ARP, nested tags and, where the caller does not read IPv6,
+    IPv6 go to the kernel)."""
     if hdr.ethertype != ETHERTYPE_IPV4:
         raise SanityError(Reason.ETH_NOT_IPV4, f"ethertype {hdr.ethertype:#06x}")
 
