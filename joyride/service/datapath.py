@@ -343,6 +343,10 @@ class Datapath:
             pump = self.pumps.get(conn)
             if pump is not None:
                 self._ready.add(pump)
+            found = conn.take_found_path_mss()
+            if found is not None:  # a black hole's search ended: the destination's news
+                self.learn_path(conn.remote_ip, found)
+                self.counters["path_mss_found_learnt"] += 1
         if self._ready:
             busy = True
         ready, self._ready = self._ready, set()

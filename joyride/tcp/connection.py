@@ -1370,6 +1370,16 @@ class TcpConnection:
             self._timers.set(Timer.RETRANSMIT, now + self._rtt.rto)  # RFC 6298 §5.3
         return True
 
+    def take_found_path_mss(self) -> int | None:
+        """The MSS (with options) a search after a black-hole guess found, once: for
+        the control plane to remember for the destination (``Datapath.learn_path``), as
+        a router's report is. None: nothing new."""
+        search = self._pmtu
+        if search is None or search.found is None:
+            return None
+        found, search.found = search.found, None
+        return found + (TS_OPTION_LEN if self._ts_ok else 0)
+
     def clamp_to_path(self, mss: int, now: float) -> bool:
         """A new connection to a destination whose path MSS was learnt (``path_mss``,
         from another connection's router report, kept as the kernel keeps a route's

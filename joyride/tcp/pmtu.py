@@ -41,6 +41,11 @@ class PmtuSearch:
     probe_start: Seq | None = None  # the probe in flight: [start, end), its size
     probe_end: Seq | None = None
     probe_size: int = 0
+    # The cut was a guess (black-hole detection): the guess, and once the search ends
+    # what it found, are news for the destination's other connections (``found``:
+    # the latest not yet told), so that they do not time out three times each.
+    guessed: bool = False
+    found: int | None = None
 
     @classmethod
     def after_cut(cls, mss: int, failed: int, ceiling: int, now: float, *,
@@ -49,7 +54,7 @@ class PmtuSearch:
         once below ``failed`` after a black-hole guess; after ``REPROBE_INTERVAL`` after
         a router's report, which named the path's MTU."""
         if at_once:
-            return cls(mss, max(mss, failed - 1), ceiling, now)
+            return cls(mss, max(mss, failed - 1), ceiling, now, guessed=True, found=mss)
         return cls(mss, mss, ceiling, now + REPROBE_INTERVAL)
 
     @property
@@ -105,3 +110,5 @@ class PmtuSearch:
         self.probe_start = self.probe_end = None
         self.probe_size = 0
         self.due = now if self.searching else now + REPROBE_INTERVAL
+        if self.guessed and not self.searching:
+            self.found, self.guessed = self.low, False  # told once

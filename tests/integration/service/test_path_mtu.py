@@ -76,6 +76,14 @@ def narrow_path_download(block_icmp: bool, ipv6: bool = False) -> dict[str, Any]
             assert download(bed, 8091, ipv6) == want
         assert download(bed, 8090, ipv6) == want
         datapath: dict[str, Any] = stats(bed.joy)["datapath"]
+        if block_icmp:
+            # The black-hole guess (then what the search found) is remembered for the
+            # destination: a further download starts at it, with no timeout to cut.
+            assert download(bed, 8090, ipv6) == want
+            again = stats(bed.joy)["datapath"]
+            assert again["tcp_total"].get("mss_black_hole", 0) == \
+                datapath["tcp_total"].get("mss_black_hole", 0)
+            assert again["service"].get("path_mss_found_learnt", 0) >= 1
         if not block_icmp:
             # The path MSS was learnt (by the first connection the router reported on):
             # a further download starts at it, as the kernel's route cache makes its

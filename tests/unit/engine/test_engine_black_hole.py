@@ -101,6 +101,9 @@ def test_a_black_hole_is_found_and_the_mss_searched_up_to_the_path(ipv6: bool,
     assert server.counters["mss_probes"] >= 2 and server.counters["mss_probe_failed"] >= 1
     best = fitting(path_mtu, ipv6)
     assert best - SEARCH_DONE < server.mss <= best
+    # What the search found is the destination's news, told once (with the option).
+    assert server.take_found_path_mss() == server.mss + 12
+    assert server.take_found_path_mss() is None
     if not ipv6:  # 1012 was the cut; IPv6's floor (1208) is all its path carries
         assert server.counters["mss_probe_raised"] >= 1
 

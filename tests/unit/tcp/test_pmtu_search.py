@@ -60,3 +60,16 @@ def test_a_finished_search_tries_again_after_the_interval() -> None:
     assert search.size_due(rested + 1.0) is None  # resting
     size = search.size_due(rested + REPROBE_INTERVAL)
     assert size is not None and found < size <= 1448  # up to the handshake's again
+
+
+def test_what_a_search_after_a_guess_found_is_told_once() -> None:
+    """After a black-hole guess the search's result is news for the destination's other
+    connections (``found``, once); after a router's report it is not (the report was)."""
+    guessed = PmtuSearch.after_cut(1012, 1448, 1448, 0.0, at_once=True)
+    assert guessed.found == 1012  # the guess is news at once
+    guessed.found = None  # told
+    found, _ = run_search(guessed, 1148, 0.0)
+    assert guessed.found == found > 1012  # and what the search found, later
+    reported = PmtuSearch.after_cut(1148, 1448, 1448, 0.0, at_once=False)
+    run_search(reported, 1448, REPROBE_INTERVAL)
+    assert reported.found is None
