@@ -55,6 +55,7 @@ from joyride.socket_backends.embedded import EmbeddedSocket, errno_error
 from joyride.socket_backends.kernel import KernelSocket
 from joyride.socket_backends.service import ServiceSocket
 from joyride.tcp.connection import TcpConnection
+from joyride.wire.addr import written_ipv6
 
 # Everything the standard module offers (constants, getaddrinfo, timeout, ...), so
 # code doing ``socket.AF_INET`` or ``socket.getfqdn()`` on this module keeps working.
@@ -354,7 +355,8 @@ def create_connection(address: tuple[str, int], timeout: Any = _GLOBAL_DEFAULT_T
                       all_errors: bool = False) -> socket:
     """``socket.create_connection`` to an IPv4 or IPv6 address (or an IPv4 name)."""
     host, port = address
-    sock = socket(_stdlib.AF_INET6 if ":" in host else _stdlib.AF_INET, _stdlib.SOCK_STREAM)
+    sock = socket(_stdlib.AF_INET6 if written_ipv6(host) else _stdlib.AF_INET,
+                  _stdlib.SOCK_STREAM)
     try:
         if timeout is not _GLOBAL_DEFAULT_TIMEOUT:
             sock.settimeout(timeout)

@@ -392,6 +392,7 @@ class TcpAnswers:
     def __init__(self, sock: socket.socket, options: list[Recorded] | None = None,
                  backlog: int = 0) -> None:
         self.sock = sock
+        self._family: int | None = None  # ``family``, once read
         self.options: list[Recorded] = []
         for level, optname, value in options or []:
             self.remember(level, optname, value)
@@ -437,11 +438,16 @@ class TcpAnswers:
 
     @property
     def family(self) -> int:
-        """The TCP socket's family the descriptor stands for (its names say)."""
-        from joyride.service import protocol
+        """The TCP socket's family the descriptor stands for (its names say), read once:
+        it never changes, and the names go with the service's end."""
+        if self._family is None:
+            from joyride.service import protocol
 
-        parsed = protocol.descriptor_name(self.sock)
-        return parsed.family if parsed is not None else socket.AF_INET
+            parsed = protocol.descriptor_name(self.sock)
+            if parsed is None:
+                return socket.AF_INET  # not (or no longer) a service descriptor
+            self._family = parsed.family
+        return self._family
 
     def _scratch(self) -> socket.socket:
         k = socket.socket(self.family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)

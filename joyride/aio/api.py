@@ -29,6 +29,7 @@ from joyride.embed.endpoint import connection_error
 from joyride.embed.select import connecting_stack, listening_stack
 from joyride.embed.stack import Stack
 from joyride.tcp.state import TcpState
+from joyride.wire.addr import written_ipv6
 
 STREAM_LIMIT = 2**16  # asyncio.streams._DEFAULT_LIMIT
 
@@ -59,7 +60,7 @@ async def create_server(protocol_factory: ProtocolFactory, host: str | None = No
                         start_serving: bool = True, **kwargs: Any) -> _asyncio.AbstractServer:
     """``loop.create_server`` for a Joyride port (else the loop's own)."""
     loop = _asyncio.get_running_loop()
-    chosen = stack or (None if _is_ipv6(host) else listening_stack(host, port))
+    chosen = stack or (None if written_ipv6(host) else listening_stack(host, port))
     if chosen is None or port is None:
         service = _service_listener(host, port, bool(kwargs.get("reuse_port")))
         if service is not None:
@@ -86,13 +87,9 @@ def _service_listener(host: str | None, port: int | None, reuse_port: bool
     return service.listener(host, port, reuse_port)
 
 
-def _is_ipv6(host: str | None) -> bool:
-    return host is not None and ":" in host
-
-
 async def _resolve(loop: _asyncio.AbstractEventLoop, host: str, port: int) -> bytes:
     """``host``'s address: 4 bytes, or 16 for an IPv6 literal (names resolve IPv4)."""
-    if _is_ipv6(host):
+    if written_ipv6(host):
         return _socket.inet_pton(_socket.AF_INET6, host)
     try:
         return _socket.inet_aton(host)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from joyride import sockopts
 from joyride.service import appclient, protocol
-from joyride.wire.addr import text
+from joyride.wire.addr import text, written_ipv6
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -109,7 +109,7 @@ def listener(host: str | None, port: int | None, reuse_port: bool = False
     try:
         # An IPv6 host: IPV6_V6ONLY, as asyncio makes its own AF_INET6 listeners.
         sock = appclient.listen(port, host or "0.0.0.0", reuseport=reuse_port,
-                                v6only=host is not None and ":" in host)
+                                v6only=written_ipv6(host))
     except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
         return None
     adopted = ServiceSocket.adopt(sock)

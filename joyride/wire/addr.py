@@ -30,6 +30,12 @@ def text(ip: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6 if len(ip) == WIDE else socket.AF_INET, ip)
 
 
+def written_ipv6(address: str | None) -> bool:
+    """Is ``address`` (as people write it) an IPv6 one? Only IPv6 is written with ':'."""
+    return address is not None and ":" in address
+
+
 def packed(address: str) -> bytes:
     """The bytes of a written address of either family (4 or 16)."""
-    return socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
+    return socket.inet_pton(socket.AF_INET6 if written_ipv6(address) else socket.AF_INET,
+                            address)
