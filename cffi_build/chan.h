@@ -44,6 +44,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 /* The header's first word: the service's verdict on a claim (chan_claim.h), and the
  * magic of a live channel. Stored last (release), read first (acquire). */
@@ -89,6 +90,50 @@ struct jr_chan {
     uint32_t claim_waiting __attribute__((aligned(JR_CHAN_LINE)));
 };
 
+/* The bell of an application in the service's own process (embedded mode): one queue
+ * of "this slot's rx owes a token" for all of the process's channels and one eventfd,
+ * instead of a token on each connection's socket. An event loop then takes the queue
+ * once per turn and sleeps on one descriptor; while it is busy (not armed) the service
+ * makes no system call to tell it anything. The memory is the process's own (never
+ * shared with another process): the bell is for a channel whose claim came from the
+ * service's process (jr_chan_svc_claim's bell argument).
+ *   - Only the service pushes (one thread: the data plane's); only the application
+ *     takes. Slots are published by a release store of tail, taken after an acquire
+ *     load of it; head is returned the same way.
+ *   - A push that finds the queue full counts in `lost` instead: the application,
+ *     seeing `lost` move, looks at every channel it has (nothing is dropped unseen).
+ *   - Wake-ups are the channels' store-buffering pair again: the service stores tail,
+ *     fences, takes `armed` (xchg); the application stores `armed`, fences, looks at
+ *     tail and `lost`. Of the two, at least one sees the other's store, so either the
+ *     eventfd is written or the application finds the slot without sleeping. */
+struct jr_bell {
+    uint32_t tail __attribute__((aligned(JR_CHAN_LINE))); /* the service: slots pushed */
+    uint32_t lost;  /* the service: pushes that found the queue full */
+    uint32_t head __attribute__((aligned(JR_CHAN_LINE))); /* the application: taken */
+    uint32_t armed __attribute__((aligned(JR_CHAN_LINE))); /* set by the application,
+                                                              taken by the service */
+    uint32_t cap;   /* a power of two */
+    int efd;        /* an eventfd, non-blocking: written when a push takes the arm */
+    uint32_t ids[]; /* slot numbers */
+};
+
+/* The other way, the same process: the service's doorbell. Where a channel's
+ * application would send a byte on its socket to make a sleeping service look (chan.h's
+ * `bell` step: svc_tx_armed, svc_rx_armed, a re-token request, tx_eof), an application
+ * in the service's own process rings this instead: one eventfd for all its channels,
+ * written only by the first ring after the service armed it, so the writes of a busy
+ * loop cost no system call. The service, woken by it, looks at every channel of the
+ * process it armed (it does not learn which rang).
+ *   The service stores armed = 1 and fences before it arms any channel (the fence
+ *   orders the store before the channels' flags); an application that takes a channel's
+ *   flag (xchg, seq_cst) then sees armed = 1 unless another ring took it, whose write
+ *   wakes the service all the same. */
+struct jr_door {
+    uint32_t armed __attribute__((aligned(JR_CHAN_LINE))); /* set by the service, taken
+                                                             by the application */
+    int efd; /* an eventfd, non-blocking */
+};
+
 /* The service's private view: its own sizes and the indices it writes. */
 struct jr_chan_svc {
     struct jr_chan *shm;
@@ -99,6 +144,8 @@ struct jr_chan_svc {
     int32_t arena;    /* chan_claim.h: the arena it lives in (-1: none) and its slot */
     uint32_t slot;
     uint32_t rx_shut; /* rx's EOF was given (jr_chan_svc_rx_eof): no token can follow */
+    struct jr_bell *bell; /* tokens go to the process's bell (embedded mode), or NULL */
+    struct jr_door *door; /* ... and that application rings this door, not the socket */
 };
 
 /* The application's view. */
@@ -314,10 +361,77 @@ static inline void jr_chan_svc_drain(int fd)
         ;
 }
 
-/* Send one token, counted first (jr_chan_svc_token_sent says why). 0 or -errno. */
+/* --- the process's bell (struct jr_bell) --------------------------------------------- */
+
+/* The service: push slot (its rx owes a token), then wake the application if it sleeps. */
+static inline void jr_bell_ring(struct jr_bell *b, uint32_t slot)
+{
+    uint32_t tail = b->tail; /* the service's own index */
+    if (tail - JR_LOAD(&b->head) < b->cap) {
+        b->ids[tail & (b->cap - 1)] = slot;
+        JR_STORE(&b->tail, tail + 1);
+    } else {
+        JR_STORE(&b->lost, b->lost + 1); /* the application looks at every channel */
+    }
+    JR_FENCE(); /* the push before the look at armed */
+    if (JR_XCHG(&b->armed, 0)) {
+        uint64_t one = 1;
+        /* A failure is EAGAIN (the counter is full): the application wakes anyway. */
+        ssize_t w = write(b->efd, &one, sizeof one);
+        (void)w;
+    }
+}
+
+/* The application: take up to n slots (a slot may come twice, or be a finished
+ * connection's: the caller looks at the channel, which tells the truth). */
+static inline uint32_t jr_bell_take(struct jr_bell *b, uint32_t *out, uint32_t n)
+{
+    uint32_t head = b->head, avail = JR_LOAD(&b->tail) - head;
+    uint32_t k = n < avail ? n : avail;
+    for (uint32_t i = 0; i < k; i++)
+        out[i] = b->ids[(head + i) & (b->cap - 1)];
+    JR_STORE(&b->head, head + k); /* the slots' space back to the service */
+    return k;
+}
+
+/* The application is about to sleep on the eventfd: arm, fence, look again. 1 when
+ * there is something to take (do not sleep), 0 when the eventfd will say. lost_seen:
+ * the `lost` count the application has already answered with a look at everything. */
+static inline int jr_bell_arm(struct jr_bell *b, uint32_t lost_seen)
+{
+    __atomic_store_n(&b->armed, 1, __ATOMIC_RELAXED);
+    JR_FENCE(); /* the arm before the look at tail and lost */
+    return JR_LOAD(&b->tail) != b->head || JR_LOAD(&b->lost) != lost_seen;
+}
+
+/* The application: make the service look (the first ring after it armed writes the
+ * eventfd; later ones are free until it arms again). */
+static inline void jr_door_ring(struct jr_door *d)
+{
+    if (JR_XCHG(&d->armed, 0)) {
+        uint64_t one = 1;
+        ssize_t w = write(d->efd, &one, sizeof one); /* EAGAIN: it wakes anyway */
+        (void)w;
+    }
+}
+
+/* The service, before it arms its channels and sleeps. */
+static inline void jr_door_arm(struct jr_door *d)
+{
+    __atomic_store_n(&d->armed, 1, __ATOMIC_RELAXED);
+    JR_FENCE(); /* before any channel's flag: a ring that takes one finds this armed */
+}
+
+/* Send one token, counted first (jr_chan_svc_token_sent says why), or ring the
+ * process's bell for a channel that has one (no token on the socket, none counted).
+ * 0 or -errno. */
 static inline int jr_chan_svc_send_token(struct jr_chan_svc *s, int fd)
 {
     char token = 'T';
+    if (s->bell != NULL) {
+        jr_bell_ring(s->bell, s->slot);
+        return 0;
+    }
     jr_chan_svc_token_sent(s);
     return send(fd, &token, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 ? 0 : -errno;
 }
@@ -390,6 +504,8 @@ static inline int jr_chan_svc_idle(struct jr_chan_svc *s, int fd, int waits)
  * leave fd readable, which wakes it to drain and look again. */
 static inline int jr_chan_svc_arm(struct jr_chan_svc *s, int fd, int waits)
 {
+    if (s->door != NULL && waits != 0)
+        jr_door_arm(s->door); /* before this channel's flags (struct jr_door) */
     int rc = jr_chan_svc_answer_retoken(s, fd);
     if (rc < 0)
         return rc;

@@ -80,9 +80,17 @@ struct jr_chan_claim {
     uint32_t magic, version;
     uint32_t claim_id;  /* the application's number for this claim (never 0) */
     uint32_t rx_cap, tx_cap;
-    uint32_t reserved;  /* 0 */
+    uint32_t flags;     /* JR_CLAIM_BELL or 0 */
     uint64_t offset;    /* the slot's offset in the arena */
 };
+
+/* The claim's flags. JR_CLAIM_BELL: tell readiness through the process's bell (struct
+ * jr_bell, chan.h), not tokens on the socket; granted only to the service's own
+ * process (embedded mode), refused otherwise. The service rings the bell with the slot
+ * once its verdict is stored, whatever it is, so an event loop learns it without
+ * waiting. */
+#define JR_CLAIM_BELL 1u
+
 
 /* Bytes one slot takes for these capacities: a whole number of pages. */
 static inline size_t jr_arena_slot_bytes(uint32_t rx_cap, uint32_t tx_cap)
@@ -91,6 +99,13 @@ static inline size_t jr_arena_slot_bytes(uint32_t rx_cap, uint32_t tx_cap)
     if (need == 0 || rx_cap > JR_CHAN_MAX_CAP || tx_cap > JR_CHAN_MAX_CAP)
         return 0;
     return (need + JR_ARENA_PAGE - 1) & ~(size_t)(JR_ARENA_PAGE - 1);
+}
+
+/* The slot a claim names (the verdict's bell needs it before the arena is looked at). */
+static inline uint64_t jr_claim_slot(const struct jr_chan_claim *cl)
+{
+    size_t bytes = jr_arena_slot_bytes(cl->rx_cap, cl->tx_cap);
+    return bytes ? cl->offset / bytes : UINT64_MAX;
 }
 
 static inline int jr_futex(uint32_t *word, int op, uint32_t val, const struct timespec *t)
@@ -287,20 +302,24 @@ static inline void jr_chan_svc_refuse_unmapped(int fd, const struct jr_chan_clai
 /* A claim arrived: msg/len are the first bytes the application sent on the connection,
  * fd the descriptor that came with them (the caller closes it, whatever the verdict).
  * claimable: nothing has been sent on the connection yet (else the answer is stream
- * mode). 0: ring mode, *out is the service's view; -errno: stream mode, answered in the
+ * mode). bell: the process's bell when the claim comes from the service's own process
+ * (a JR_CLAIM_BELL claim is refused without it), else NULL. 0: ring mode, *out is the service's view; -errno: stream mode, answered in the
  * slot when it could be (-EPROTO: not a claim; -EBADF: no arena; -EPERM: not sealed;
  * -EFBIG: size; -EINVAL: capacities or offset; -EBUSY: slot in use; -ENOSPC: no room
  * for another arena; -EALREADY: not claimable; else mmap's errno). */
 static inline int jr_chan_svc_claim(struct jr_arenas *as, const void *msg, size_t len, int fd,
-                                    int claimable, struct jr_chan_svc *out)
+                                    int claimable, struct jr_bell *bell,
+                                    struct jr_chan_svc *out)
 {
     struct jr_chan_claim cl;
     if (len != sizeof cl)
         return -EPROTO;
     memcpy(&cl, msg, sizeof cl); /* private from here: the application cannot change it */
-    if (cl.magic != JR_CLAIM_MAGIC || cl.version != JR_CLAIM_VERSION || cl.reserved != 0 ||
-        cl.claim_id == 0)
+    if (cl.magic != JR_CLAIM_MAGIC || cl.version != JR_CLAIM_VERSION ||
+        (cl.flags & ~JR_CLAIM_BELL) != 0 || cl.claim_id == 0)
         return -EPROTO;
+    if ((cl.flags & JR_CLAIM_BELL) && bell == NULL)
+        claimable = 0; /* not the service's process: refused, answered in the slot */
     if (fd < 0)
         return -EBADF;
     if (jr_arena_slot_bytes(cl.rx_cap, cl.tx_cap) == 0)
@@ -338,6 +357,7 @@ static inline int jr_chan_svc_claim(struct jr_arenas *as, const void *msg, size_
     ar->live++;
     out->arena = idx;
     out->slot = (uint32_t)slot;
+    out->bell = (cl.flags & JR_CLAIM_BELL) ? bell : NULL;
     jr_chan_svc_verdict_wake(c);
     return 0;
 }
@@ -406,15 +426,16 @@ static inline struct jr_chan *jr_arena_app_chan(const struct jr_arena_app *a, ui
     return (struct jr_chan *)(a->base + (size_t)slot * a->slot_bytes);
 }
 
-/* Send the claim of slot for this connection, as its first bytes. 0 or -errno.
+/* Send the claim of slot for this connection, as its first bytes (flags: JR_CLAIM_BELL
+ * or 0). 0 or -errno.
  * slot == a->slots (past the arena) makes a claim the service refuses at once: an
  * application with no free slot says so without making the delivery wait. */
 static inline int jr_chan_app_claim(int sock, const struct jr_arena_app *a, uint32_t slot,
-                                    uint32_t claim_id)
+                                    uint32_t claim_id, uint32_t flags)
 {
     struct jr_chan_claim cl = {.magic = JR_CLAIM_MAGIC, .version = JR_CLAIM_VERSION,
                                .claim_id = claim_id, .rx_cap = a->rx_cap, .tx_cap = a->tx_cap,
-                               .offset = (uint64_t)slot * a->slot_bytes};
+                               .flags = flags, .offset = (uint64_t)slot * a->slot_bytes};
     union {
         struct cmsghdr align;
         char buf[CMSG_SPACE(sizeof(int))];

@@ -35,7 +35,7 @@ static int service_claim(struct jr_arenas *as, int sock, struct jr_chan_svc *s)
     struct iovec iov = {buf, sizeof buf};
     int fd;
     ssize_t n = jr_chan_svc_recv(sock, &iov, 1, &fd);
-    int rc = n < 0 ? (int)n : jr_chan_svc_claim(as, buf, (size_t)n, fd, 1, s);
+    int rc = n < 0 ? (int)n : jr_chan_svc_claim(as, buf, (size_t)n, fd, 1, NULL, s);
     if (fd >= 0)
         close(fd);
     return rc;
@@ -49,7 +49,7 @@ static int one_memfd_claim(int app, int svc, uint32_t id)
     struct jr_chan_svc s;
     if (jr_arena_app_create(&mine, 1, CAP, CAP) < 0 || jr_arenas_init(&theirs, 1) < 0)
         return -1;
-    int rc = jr_chan_app_claim(app, &mine, 0, id);
+    int rc = jr_chan_app_claim(app, &mine, 0, id, 0);
     if (rc == 0)
         rc = service_claim(&theirs, svc, &s);
     if (rc == 0) {
@@ -85,7 +85,7 @@ int main(int argc, char **argv)
         if (arena) {
             uint32_t slot = (uint32_t)i % SLOTS;
             struct jr_chan_svc s;
-            rc = jr_chan_app_claim(sv[1], &mine, slot, id);
+            rc = jr_chan_app_claim(sv[1], &mine, slot, id, 0);
             if (rc == 0)
                 rc = service_claim(&theirs, sv[0], &s);
             if (rc == 0) {

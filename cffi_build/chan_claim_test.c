@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/eventfd.h>
 #include <sys/wait.h>
 
 #include "chan_claim.h"
@@ -43,7 +44,7 @@ static int service_takes(struct jr_arenas *as, int sock, int claimable, struct j
     ssize_t n = jr_chan_svc_recv(sock, &iov, 1, &fd);
     if (n < 0)
         return (int)n;
-    int rc = jr_chan_svc_claim(as, buf, (size_t)n, fd, claimable, out);
+    int rc = jr_chan_svc_claim(as, buf, (size_t)n, fd, claimable, NULL, out);
     if (fd >= 0)
         close(fd);
     return rc;
@@ -99,8 +100,8 @@ static void case_accept_release(void)
     int *a = t.a, *b = t.b;
     struct jr_chan_svc s1, s2;
     struct jr_chan_app v;
-    jr_chan_app_claim(a[1], ar, 0, 7);
-    jr_chan_app_claim(b[1], ar, 3, 8);
+    jr_chan_app_claim(a[1], ar, 0, 7, 0);
+    jr_chan_app_claim(b[1], ar, 3, 8, 0);
     int pending = jr_chan_app_verdict(ar, 0, 7, &v);
     int r1 = service_takes(as, a[0], 1, &s1);
     int r2 = service_takes(as, b[0], 1, &s2);
@@ -118,7 +119,7 @@ static void case_accept_release(void)
     jr_arenas_trim(as);
     ok = ok && as->mapped == 0 && jr_chan_app_slot_done(ar, 3, 8);
     /* The slot is the application's again: a new claim on it is accepted. */
-    jr_chan_app_claim(a[1], ar, 0, 9);
+    jr_chan_app_claim(a[1], ar, 0, 9, 0);
     int again = service_takes(as, a[0], 1, &s1);
     ok = ok && again == 0 && jr_chan_app_verdict(ar, 0, 9, &v) == 1;
     jr_chan_svc_release(as, &s1);
@@ -136,12 +137,12 @@ static void case_busy_slot(void)
     int *a = t.a, *b = t.b;
     struct jr_chan_svc s1, s2;
     struct jr_chan_app v;
-    jr_chan_app_claim(a[1], ar, 1, 1);
+    jr_chan_app_claim(a[1], ar, 1, 1, 0);
     int r1 = service_takes(as, a[0], 1, &s1);
     uint32_t put;
     jr_chan_svc_rx_put(&s1, "live", 4, &put);
     /* A claim of the same slot (the application zeroes the word it claims). */
-    jr_chan_app_claim(b[1], ar, 1, 2);
+    jr_chan_app_claim(b[1], ar, 1, 2, 0);
     int r2 = service_takes(as, b[0], 1, &s2);
     /* The application's reset of the word is its own business; the service wrote
      * nothing: the live channel's bytes and indices are as they were. */
@@ -173,7 +174,7 @@ static void case_refusals(void)
         {"short", good, sizeof good - 1, -EPROTO},
         {"magic", {0x12345678, JR_CLAIM_VERSION, 5, RX_CAP, TX_CAP, 0, 0}, sizeof good, -EPROTO},
         {"version", {JR_CLAIM_MAGIC, 99, 5, RX_CAP, TX_CAP, 0, 0}, sizeof good, -EPROTO},
-        {"reserved", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 5, RX_CAP, TX_CAP, 1, 0}, sizeof good,
+        {"unknown_flag", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 5, RX_CAP, TX_CAP, 2, 0}, sizeof good,
          -EPROTO},
         {"id0", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 0, RX_CAP, TX_CAP, 0, 0}, sizeof good, -EPROTO},
         {"cap3", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 5, 3, TX_CAP, 0, 0}, sizeof good, -EINVAL},
@@ -189,27 +190,27 @@ static void case_refusals(void)
     int ok = 1;
     char why[256] = "";
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int rc = jr_chan_svc_claim(&as, &cases[i].cl, cases[i].len, ar.fd, 1, &s);
+        int rc = jr_chan_svc_claim(&as, &cases[i].cl, cases[i].len, ar.fd, 1, NULL, &s);
         if (rc != cases[i].expect)
             FIRST("%s: %d, expected %d", cases[i].name, rc, cases[i].expect);
     }
     /* No descriptor. */
-    if (jr_chan_svc_claim(&as, &good, sizeof good, -1, 1, &s) != -EBADF)
+    if (jr_chan_svc_claim(&as, &good, sizeof good, -1, 1, NULL, &s) != -EBADF)
         FIRST("no descriptor");
     /* A memfd its owner could still shrink under the service's mapping (SIGBUS). */
     int loose = memfd_create("loose", MFD_CLOEXEC);
     ftruncate(loose, (off_t)ar.size);
-    if (jr_chan_svc_claim(&as, &good, sizeof good, loose, 1, &s) != -EPERM)
+    if (jr_chan_svc_claim(&as, &good, sizeof good, loose, 1, NULL, &s) != -EPERM)
         FIRST("unsealed memfd");
     /* A file that is no memfd at all (F_GET_SEALS fails). */
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (jr_chan_svc_claim(&as, &good, sizeof good, devnull, 1, &s) != -EPERM)
+    if (jr_chan_svc_claim(&as, &good, sizeof good, devnull, 1, NULL, &s) != -EPERM)
         FIRST("/dev/null");
     /* The arena opened read-only: its sender could not write there itself. */
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", ar.fd);
     int ro = open(path, O_RDONLY | O_CLOEXEC);
-    int rc = jr_chan_svc_claim(&as, &good, sizeof good, ro, 1, &s);
+    int rc = jr_chan_svc_claim(&as, &good, sizeof good, ro, 1, NULL, &s);
     if (rc != -EPERM)
         FIRST("read-only arena: %d", rc);
     /* Sealed, but too small for one slot. */
@@ -217,13 +218,13 @@ static void case_refusals(void)
     jr_arena_app_create(&tiny, 1, 1024, 1024);
     struct jr_chan_claim big = good;
     big.rx_cap = big.tx_cap = 65536;
-    if (jr_chan_svc_claim(&as, &big, sizeof big, tiny.fd, 1, &s) != -EINVAL)
+    if (jr_chan_svc_claim(&as, &big, sizeof big, tiny.fd, 1, NULL, &s) != -EINVAL)
         FIRST("slot larger than the arena");
     /* Not claimable (bytes already sent): refused, and answered in the slot. */
     struct jr_chan_app v;
     struct jr_chan_claim late = good;
     late.claim_id = 77;
-    rc = jr_chan_svc_claim(&as, &late, sizeof late, ar.fd, 0, &s);
+    rc = jr_chan_svc_claim(&as, &late, sizeof late, ar.fd, 0, NULL, &s);
     if (rc != -EALREADY || jr_chan_app_verdict(&ar, 0, 77, &v) != 0 ||
         !jr_chan_app_slot_done(&ar, 0, 77))
         FIRST("late claim: %d", rc);
@@ -231,9 +232,9 @@ static void case_refusals(void)
     struct jr_arena_app other, third;
     jr_arena_app_create(&other, SLOTS, RX_CAP, TX_CAP);
     jr_arena_app_create(&third, SLOTS, RX_CAP, TX_CAP);
-    int r1 = jr_chan_svc_claim(&as, &good, sizeof good, ar.fd, 1, &s1);
-    int r2 = jr_chan_svc_claim(&as, &good, sizeof good, other.fd, 1, &s2);
-    int r3 = jr_chan_svc_claim(&as, &good, sizeof good, third.fd, 1, &s);
+    int r1 = jr_chan_svc_claim(&as, &good, sizeof good, ar.fd, 1, NULL, &s1);
+    int r2 = jr_chan_svc_claim(&as, &good, sizeof good, other.fd, 1, NULL, &s2);
+    int r3 = jr_chan_svc_claim(&as, &good, sizeof good, third.fd, 1, NULL, &s);
     if (r1 != 0 || r2 != 0 || r3 != -ENOSPC || as.mapped != 2)
         FIRST("full table: %d %d %d", r1, r2, r3);
     /* ... and answered all the same, in the third arena's slot. */
@@ -243,17 +244,17 @@ static void case_refusals(void)
     /* ... nor once the service has it mapped (a read-only descriptor proves nothing). */
     struct jr_chan_claim other_slot = good;
     other_slot.offset = 2 * (uint64_t)ar.slot_bytes;
-    if (jr_chan_svc_claim(&as, &other_slot, sizeof other_slot, ro, 1, &s) != -EPERM)
+    if (jr_chan_svc_claim(&as, &other_slot, sizeof other_slot, ro, 1, NULL, &s) != -EPERM)
         FIRST("read-only descriptor of a mapped arena");
     /* A mapped arena's grid is fixed by its first claim: other capacities are refused. */
     struct jr_chan_claim wider = good;
     wider.rx_cap = RX_CAP * 2;
     wider.offset = ar.slot_bytes;
-    if (jr_chan_svc_claim(&as, &wider, sizeof wider, ar.fd, 1, &s) != -EINVAL)
+    if (jr_chan_svc_claim(&as, &wider, sizeof wider, ar.fd, 1, NULL, &s) != -EINVAL)
         FIRST("capacities off the arena's grid");
     /* ... until one is idle: then it makes room. */
     jr_chan_svc_release(&as, &s2);
-    r3 = jr_chan_svc_claim(&as, &good, sizeof good, third.fd, 1, &s);
+    r3 = jr_chan_svc_claim(&as, &good, sizeof good, third.fd, 1, NULL, &s);
     if (r3 != 0 || as.mapped != 2)
         FIRST("idle arena evicted: %d", r3);
     jr_chan_svc_release(&as, &s);
@@ -353,7 +354,7 @@ static void case_two_processes(void)
     pid_t child = fork();
     if (child == 0) { /* the application */
         close(sv[0]);
-        jr_chan_app_claim(sv[1], &ar, 2, 41);
+        jr_chan_app_claim(sv[1], &ar, 2, 41, 0);
         struct jr_chan_app v;
         int got = jr_chan_app_wait_verdict(&ar, 2, 41, &v, 5000);
         if (got != 1)
@@ -414,7 +415,7 @@ static void case_wait_times_out(void)
     jr_arena_app_create(&ar, 1, RX_CAP, TX_CAP);
     int sv[2];
     pair(sv);
-    jr_chan_app_claim(sv[1], &ar, 0, 3);
+    jr_chan_app_claim(sv[1], &ar, 0, 3, 0);
     struct jr_chan_app v;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -424,6 +425,76 @@ static void case_wait_times_out(void)
     verdict("wait_times_out", rc == -EAGAIN && ms >= 29, "the wait did not last its time");
     jr_arena_app_destroy(&ar);
     close(sv[0]), close(sv[1]);
+}
+
+/* A JR_CLAIM_BELL claim: refused (answered in the slot) without the process's bell;
+ * with it, accepted, and the rx tokens go to the bell, never to the socket: the eventfd
+ * is written only while the application is armed, a full queue counts as lost (the
+ * arm then says "look"), and the token count stays 0. */
+static void case_bell(void)
+{
+    int ok = 1;
+    char why[256] = "";
+    struct jr_arenas as;
+    struct jr_arena_app ar;
+    jr_arenas_init(&as, 2);
+    jr_arena_app_create(&ar, SLOTS, RX_CAP, TX_CAP);
+    int sv[2];
+    pair(sv);
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct jr_bell *bell = calloc(1, sizeof *bell + 2 * sizeof(uint32_t));
+    *bell = (struct jr_bell){.cap = 2, .efd = efd};
+    struct jr_chan_svc s = {.arena = -1};
+    struct jr_chan_app v;
+    struct jr_chan_claim cl = {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 9, RX_CAP, TX_CAP,
+                               JR_CLAIM_BELL, 0};
+    int rc = jr_chan_svc_claim(&as, &cl, sizeof cl, ar.fd, 1, NULL, &s);
+    if (rc != -EALREADY || jr_chan_app_verdict(&ar, 0, 9, &v) != 0)
+        FIRST("a bell claim without the bell: %d", rc);
+    cl.claim_id = 10;
+    cl.offset = ar.slot_bytes; /* slot 1 */
+    if (jr_claim_slot(&cl) != 1)
+        FIRST("jr_claim_slot: %llu", (unsigned long long)jr_claim_slot(&cl));
+    rc = jr_chan_svc_claim(&as, &cl, sizeof cl, ar.fd, 1, bell, &s);
+    if (rc != 0 || s.bell != bell || jr_chan_app_verdict(&ar, 1, 10, &v) != 1)
+        FIRST("a bell claim with the bell: %d", rc);
+    uint64_t count = 0;
+    uint32_t got[4];
+    /* The channel starts armed; the application is not (busy): no eventfd write. */
+    if (ok && jr_chan_svc_deliver(&s, sv[0], "ab", 2) != 2)
+        FIRST("deliver");
+    if (ok && (read(efd, &count, sizeof count) != -1 || errno != EAGAIN))
+        FIRST("eventfd written while the application was not armed");
+    if (ok && (jr_bell_take(bell, got, 4) != 1 || got[0] != 1))
+        FIRST("the slot was not pushed");
+    char junk[8];
+    if (ok && recv(sv[1], junk, sizeof junk, MSG_DONTWAIT) != -1)
+        FIRST("a token reached the socket");
+    if (ok && v.shm->tokens_sent != 0)
+        FIRST("a bell token was counted as a socket token");
+    /* Armed with nothing queued: the next push writes the eventfd, once. */
+    char buf[8];
+    jr_ring_copy_out(v.rx_data, v.rx_cap, v.shm->rx.head, buf, 2);
+    JR_STORE(&v.shm->rx.head, v.shm->rx.head + 2);
+    __atomic_store_n(&v.shm->rx_armed, 1, __ATOMIC_RELAXED);
+    if (ok && jr_bell_arm(bell, 0) != 0)
+        FIRST("arm found work in an empty queue");
+    jr_chan_svc_deliver(&s, sv[0], "c", 1);
+    if (ok && (read(efd, &count, sizeof count) != 8 || count != 1))
+        FIRST("the armed application was not woken");
+    /* Three pushes into a queue of two: one lost, and the arm says look. */
+    jr_bell_ring(bell, 1);
+    jr_bell_ring(bell, 1);
+    if (ok && (bell->tail - bell->head != 2 || bell->lost != 1 || jr_bell_arm(bell, 0) != 1))
+        FIRST("a full queue: %u queued, %u lost", bell->tail - bell->head, bell->lost);
+    if (ok && (jr_bell_take(bell, got, 4) != 2 || jr_bell_arm(bell, 1) != 0))
+        FIRST("after the take and the lost count seen, the arm should sleep");
+    jr_chan_svc_release(&as, &s);
+    jr_arenas_free(&as);
+    jr_arena_app_destroy(&ar);
+    close(sv[0]), close(sv[1]), close(efd);
+    free(bell);
+    verdict("bell", ok, why);
 }
 
 int main(void)
@@ -436,6 +507,7 @@ int main(void)
     case_recv();
     case_two_processes();
     case_wait_times_out();
+    case_bell();
     printf("%s\n", failures ? "FAILED" : "ok");
     return failures ? 1 : 0;
 }

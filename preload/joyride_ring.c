@@ -141,10 +141,10 @@ static void jr_ring_claim(int conn)
     if (slot < 0) {
         free(r);
         if (s != NULL)
-            jr_chan_app_claim(conn, &s->arena, s->arena.slots, id); /* refused: a stream */
+            jr_chan_app_claim(conn, &s->arena, s->arena.slots, id, 0); /* refused: a stream */
         return;
     }
-    if (jr_chan_app_claim(conn, &s->arena, (uint32_t)slot, id) != 0) {
+    if (jr_chan_app_claim(conn, &s->arena, (uint32_t)slot, id, 0) != 0) {
         jr_lock();
         s->claim[slot] = 0;
         jr_unlock();

@@ -71,6 +71,20 @@ def roundtrip(sock: socket.socket, payload: bytes, *,
     return bytes(received)
 
 
+def read_to_eof(sock: socket.socket, *, send: bytes = b"", delay: float = 0.0) -> bytes:
+    """Send ``send`` (then shut down writing, if any), wait ``delay`` seconds, then
+    read until the peer's EOF."""
+    if send:
+        sock.sendall(send)
+        sock.shutdown(socket.SHUT_WR)
+    if delay:
+        time.sleep(delay)
+    got = bytearray()
+    while chunk := sock.recv(1 << 16):
+        got += chunk
+    return bytes(got)
+
+
 def kernel_echo(bed: Testbed, payload: bytes, *, port: int, timeout: float = 60.0
                 ) -> bytes:
     """Send ``payload`` from a kernel socket in the peer namespace; return the echo."""

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from joyride.aio.rings import RingServer, bell_for
 from joyride.aio.server import JoyrideServer
 from joyride.aio.transport import JoyrideTransport
 from joyride.embed.drivers import DEFAULT_SPIN, ensure_asyncio_driver
@@ -62,7 +63,13 @@ async def create_server(protocol_factory: ProtocolFactory, host: str | None = No
     loop = _asyncio.get_running_loop()
     chosen = stack or (None if written_ipv6(host) else listening_stack(host, port))
     if chosen is None or port is None:
-        service = _service_listener(host, port, bool(kwargs.get("reuse_port")))
+        bell = _ring_bell(loop)
+        service = _service_listener(host, port, bool(kwargs.get("reuse_port")),
+                                    channels=bell is not None)
+        if service is not None and bell is not None and service.channels:
+            # Embedded on the C data plane: this process's own data path serves the
+            # port, and each connection's bytes move through shared rings.
+            return RingServer(bell, service, protocol_factory, start_serving=start_serving)
         if service is not None:
             # Service mode: connections arrive as real descriptors on a unix listener
             # (joyride.service.protocol), so the loop's own machinery serves them; the
@@ -77,14 +84,24 @@ async def create_server(protocol_factory: ProtocolFactory, host: str | None = No
                          start_serving=start_serving)
 
 
-def _service_listener(host: str | None, port: int | None, reuse_port: bool
-                      ) -> _socket.socket | None:
-    """A listening descriptor from a live network service owning ``port``, or None."""
+def _service_listener(host: str | None, port: int | None, reuse_port: bool, *,
+                      channels: bool = False) -> Any:
+    """A listening descriptor (``joyride.aio.service.ServiceSocket``) from a live
+    network service owning ``port``, or None."""
     try:
         from joyride.aio import service
     except ImportError:  # no service support in this installation
         return None
-    return service.listener(host, port, reuse_port)
+    return service.listener(host, port, reuse_port, channels=channels)
+
+
+def _ring_bell(loop: _asyncio.AbstractEventLoop) -> Any:
+    """The bell of this process's channels in ``loop`` (``joyride.aio.rings``), when the
+    process embeds on the C data plane with channels; else None."""
+    emb = current()
+    if emb is None or emb.hub is None or emb.closed:
+        return None
+    return bell_for(emb.hub, loop)
 
 
 async def _resolve(loop: _asyncio.AbstractEventLoop, host: str, port: int) -> bytes:

@@ -45,6 +45,9 @@ class ServiceSocket(_socket.socket):
     service_uids: set[int] | None = None
     # Its options, answered as a kernel TCP socket would (made on first use).
     answers: sockopts.TcpAnswers | None = None
+    # A listener: the service granted shared-memory channels on its connections
+    # (appclient.listen_claiming; joyride.aio.rings claims one on each).
+    channels: bool = False
 
     @classmethod
     def adopt(cls, sock: _socket.socket) -> ServiceSocket:
@@ -99,20 +102,23 @@ class ServiceSocket(_socket.socket):
         return conn, peer
 
 
-def listener(host: str | None, port: int | None, reuse_port: bool = False
-             ) -> ServiceSocket | None:
-    """A listening descriptor from a live network service owning ``port``, or None."""
+def listener(host: str | None, port: int | None, reuse_port: bool = False, *,
+             channels: bool = False) -> ServiceSocket | None:
+    """A listening descriptor from a live network service owning ``port``, or None.
+    ``channels``: ask for shared-memory channels (granted: ``ServiceSocket.channels``)."""
     if port is None or not port:
         return None
     if not _service_alive():
         return None
     try:
         # An IPv6 host: IPV6_V6ONLY, as asyncio makes its own AF_INET6 listeners.
-        sock = appclient.listen(port, host or "0.0.0.0", reuseport=reuse_port,
-                                v6only=written_ipv6(host))
+        sock, granted = appclient.listen_claiming(
+            port, host or "0.0.0.0", reuseport=reuse_port, v6only=written_ipv6(host),
+            channels=channels)
     except (appclient.NotAccelerated, FileNotFoundError, ConnectionRefusedError):
         return None
     adopted = ServiceSocket.adopt(sock)
+    adopted.channels = granted
     adopted.service_uids = appclient.service_uids()
     # appclient.listen's backlog, as the kernel keeps it (TCP_INFO's tcpi_sacked).
     adopted.answers = sockopts.TcpAnswers(adopted, backlog=min(128, sockopts.somaxconn()))

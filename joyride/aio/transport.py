@@ -38,6 +38,18 @@ from joyride.tcp.state import TcpState
 __all__ = ["JoyrideTransport"]
 
 
+def write_buffer_limits(high: int | None, low: int | None) -> tuple[int, int]:
+    """``set_write_buffer_limits``' arguments as asyncio's transports take them: (high,
+    low), a missing one derived from the other (or the defaults)."""
+    if high is None:
+        high = HIGH_WATER if low is None else 4 * low
+    if low is None:
+        low = high // 4
+    if not high >= low >= 0:
+        raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+    return high, low
+
+
 class JoyrideTransport(_asyncio.Transport):
     """A stream transport over one ``TcpConnection`` (see module doc)."""
 
@@ -90,13 +102,7 @@ class JoyrideTransport(_asyncio.Transport):
         return self._core.low, self._core.high
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        if high is None:
-            high = HIGH_WATER if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._core.high, self._core.low = high, low
+        self._core.high, self._core.low = write_buffer_limits(high, low)
         self._core.maybe_pause_protocol()
 
     # -- reading -----------------------------------------------------------------------------

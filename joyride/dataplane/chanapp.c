@@ -53,7 +53,7 @@ struct dp_app_chan *dp_app_claim(int sock, uint32_t rx_cap, uint32_t tx_cap, uin
         return NULL;
     *a = (struct dp_app_chan){.sock = sock, .id = id, .mode = -EAGAIN};
     if (jr_arena_app_create(&a->arena, 1, rx_cap, tx_cap) < 0 ||
-        jr_chan_app_claim(sock, &a->arena, 0, id) < 0) {
+        jr_chan_app_claim(sock, &a->arena, 0, id, 0) < 0) {
         dp_app_free(a);
         return NULL;
     }

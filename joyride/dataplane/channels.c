@@ -57,9 +57,11 @@ static struct jr_chan_svc *chan_svc(struct dp_chans *c, uint32_t id)
  * A claim (chan_claim.h: exactly one message with an arena's descriptor) is checked
  * and answered: the channel's id (> 0), or -errno with the bytes consumed (a refused
  * claim: stream mode). -ENOMSG: not a claim, the bytes are the application's payload.
- * claimable: nothing has been delivered to the application yet. */
+ * claimable: nothing has been delivered to the application yet. bell, door: the
+ * process's own application's bell and door when the claim comes from it (embedded
+ * mode), else NULL. */
 static int64_t chans_first_bytes(struct dp_chans *c, const uint8_t *buf, uint32_t len, int fd,
-                                 int claimable)
+                                 int claimable, struct jr_bell *bell, struct jr_door *door)
 {
     if (fd < 0 || len != sizeof(struct jr_chan_claim))
         return -ENOMSG; /* only a claim comes with a descriptor, and alone */
@@ -70,9 +72,11 @@ static int64_t chans_first_bytes(struct dp_chans *c, const uint8_t *buf, uint32_
     if (c->n_free == 0)
         claimable = 0; /* no room: answered, stream mode */
     struct jr_chan_svc svc;
-    int rc = jr_chan_svc_claim(&c->arenas, buf, len, fd, claimable, &svc);
+    int rc = jr_chan_svc_claim(&c->arenas, buf, len, fd, claimable, bell, &svc);
     if (rc < 0)
         return rc;
+    if (svc.bell != NULL)
+        svc.door = door;
     uint32_t id = c->free_ids[--c->n_free];
     c->slots[id - 1] = (struct dp_chan){.svc = svc, .used = 1};
     return id;
@@ -86,4 +90,18 @@ static void chans_release(struct dp_chans *c, uint32_t id)
     jr_chan_svc_release(&c->arenas, s);
     c->slots[id - 1].used = 0;
     c->free_ids[c->n_free++] = id;
+}
+
+/* After the verdict on a claim from the process's own application (bell_for): ring its
+ * bell with the claimed slot, whatever the verdict, so its event loop learns it without
+ * waiting (chan_claim.h, JR_CLAIM_BELL). Bytes that are no bell claim ring nothing. */
+static void chans_verdict_bell(struct jr_bell *bell, const uint8_t *buf, uint32_t len)
+{
+    struct jr_chan_claim cl;
+    if (len != sizeof cl)
+        return;
+    memcpy(&cl, buf, sizeof cl);
+    uint64_t slot = jr_claim_slot(&cl);
+    if (cl.magic == JR_CLAIM_MAGIC && (cl.flags & JR_CLAIM_BELL) && slot < UINT32_MAX)
+        jr_bell_ring(bell, (uint32_t)slot);
 }

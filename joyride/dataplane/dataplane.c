@@ -78,6 +78,7 @@ enum flow_state { FLOW_FREE = 0, FLOW_C = 1, FLOW_HANDBACK = 2 };
 #define TAG_WATCH (1ull << 61)
 #define TAG_FLOW (1ull << 60)
 #define TAG_ROOM (1ull << 59)
+#define TAG_DOOR (1ull << 58)
 /* An application descriptor is read on EPOLLIN; EPOLLRDHUP says its writer shut down,
  * so that the EOF behind the last bytes is read in the same round and the FIN leaves
  * with them (else the peer may see the data, close first, and sit in TIME-WAIT). */
@@ -144,6 +145,7 @@ struct flow {
     uint8_t app_closed;        /* ... and reading too (EPOLLHUP): it closed its end */
     uint8_t chan_again;        /* in dp->again: its channel has work for the next round */
     uint8_t in_ringpoll;       /* in dp->ringpoll: its rings are polled, not armed */
+    uint8_t in_doorwait;       /* in dp->doorwait: armed, its application rings the door */
     uint8_t app_rung;          /* epoll said its socket has bytes: doorbells to drain */
     /* Its entry in the timing wheel: one per flow, for its earliest deadline or an
      * earlier one (a deadline that moves later leaves the entry, which on coming due
@@ -184,6 +186,13 @@ struct dp {
     double load_at;            /* when the run queue was last looked at */
     int load_busy;             /* and whether a task was waiting for a CPU then */
     struct dp_chans chans;     /* shared-memory channels (channels.c) */
+    struct jr_bell *bell;      /* the bell of this process's own application (embedded
+                                  mode, dp_set_bell; hub.c), or NULL */
+    struct jr_door *door;      /* ... and its door, which wakes the loop (TAG_DOOR) */
+    uint32_t *doorwait;        /* flows of the door's channels armed at the last sleep */
+    uint32_t n_doorwait;
+    uint8_t door_rung;
+    uint8_t door_python;       /* Python runs ring flows of the door's: its ring wakes it */
     uint32_t *again;           /* flows whose channel had work when they settled */
     uint32_t n_again;
     uint32_t *ringpoll;        /* ring-mode flows polled each round (chan_settle) */
@@ -2634,6 +2643,19 @@ static void chan_settle(struct dp *dp, struct flow *f)
     dp->st.chan_polled = dp->n_ringpoll;
 }
 
+/* The door rang (its application wrote, read or shut down on a channel armed at the
+ * last sleep): poll every flow that waited on it. */
+static void door_rung(struct dp *dp)
+{
+    dp->door_rung = 0;
+    for (uint32_t i = 0; i < dp->n_doorwait; i++) {
+        struct flow *f = &dp->flows[dp->doorwait[i]];
+        f->in_doorwait = 0;
+        chan_settle(dp, f); /* a flow that ended since is skipped there */
+    }
+    dp->n_doorwait = 0;
+}
+
 /* Each round: polled flows whose rings have work run now (no doorbell announced it). */
 static void ringpoll_scan(struct dp *dp)
 {
@@ -2654,13 +2676,23 @@ static void ringpoll_scan(struct dp *dp)
     }
 }
 
-/* The loop is about to sleep: arm every polled flow. 1 if one has work after all. */
+/* The loop is about to sleep: arm every polled flow. 1 if one has work after all.
+ * A flow of the door's application (embedded mode) joins dp->doorwait: its application
+ * rings the process's door rather than its socket, and the door's ring puts every such
+ * flow back on the polled list (door_rung). */
 static int ringpoll_settle(struct dp *dp)
 {
+    if (dp->door != NULL)
+        jr_door_arm(dp->door); /* before any channel's flag (chan.h, struct jr_door) */
     for (uint32_t i = 0; i < dp->n_ringpoll; i++) {
         struct flow *f = &dp->flows[dp->ringpoll[i]];
         f->in_ringpoll = 0;
         chan_arm(dp, f);
+        struct jr_chan_svc *s = f->state == FLOW_C ? chan_svc(&dp->chans, f->t.chan) : NULL;
+        if (s != NULL && s->bell != NULL && !f->in_doorwait) {
+            f->in_doorwait = 1;
+            dp->doorwait[dp->n_doorwait++] = (uint32_t)(f - dp->flows);
+        }
     }
     dp->n_ringpoll = 0;
     dp->st.chan_polled = 0;
@@ -3431,6 +3463,8 @@ static int round_at(struct dp *dp, double now)
             touch(dp, f);
     }
     dp->n_again = 0;
+    if (dp->door_rung)
+        door_rung(dp);
     ringpoll_scan(dp);
     tx_resume(dp);
     /* Up to cfg.rx_batches full batches a port: a round whose transmit takes long (a
@@ -3469,6 +3503,13 @@ static int take_events(struct dp *dp, const struct epoll_event *evs, int nev)
         uint64_t tag = evs[e].data.u64;
         if (tag & TAG_WATCH) {
             wake |= DP_WAKE_WATCHED;
+        } else if (tag & TAG_DOOR) {
+            uint64_t count;
+            ssize_t r = read(dp->door->efd, &count, sizeof count); /* EAGAIN: taken */
+            (void)r;
+            dp->door_rung = 1;
+            if (dp->door_python)
+                wake |= DP_WAKE_DOOR;
         } else if (tag & TAG_ROOM) {
             dp->room_told = 1; /* tx_resume takes the room; tx_want_room drains the fd */
         } else if (tag & TAG_FLOW) {
@@ -3732,6 +3773,7 @@ static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb)
     uint64_t xsk_mark = f->xsk_mark;    /* ... or on the tx ring */
     uint8_t chan_again = f->chan_again; /* ... or in the channels' lists: a flag cleared */
     uint8_t in_ringpoll = f->in_ringpoll; /* here would let the slot in twice, past the end */
+    uint8_t in_doorwait = f->in_doorwait;
     memset(f, 0, sizeof *f);
     f->gen = gen;
     f->touched = touched;
@@ -3741,6 +3783,7 @@ static struct flow *flow_insert(struct dp *dp, const struct dp_tcb *tcb)
     f->xsk_mark = xsk_mark;
     f->chan_again = chan_again;
     f->in_ringpoll = in_ringpoll;
+    f->in_doorwait = in_doorwait;
     f->t = *tcb;
     if (f->t.rcv_max < f->t.rcv_cap)
         f->t.rcv_max = f->t.rcv_cap; /* no autotuning room: the buffer stays as it is */
@@ -4064,6 +4107,7 @@ struct dp *dp_new(const struct dp_config *cfg)
     dp->handbacks = calloc(flows, sizeof *dp->handbacks);
     dp->again = calloc(flows, sizeof *dp->again);
     dp->ringpoll = calloc(flows, sizeof *dp->ringpoll);
+    dp->doorwait = calloc(flows, sizeof *dp->doorwait);
     dp->wheel = calloc(WHEEL_SLOTS, sizeof *dp->wheel);
     dp->descs = calloc(cfg->batch, sizeof *dp->descs);
     dp->rx_offs = calloc(cfg->batch, sizeof *dp->rx_offs);
@@ -4088,7 +4132,8 @@ struct dp *dp_new(const struct dp_config *cfg)
         !dp->arena || !dp->arena_offs || !dp->arena_caps || !dp->arena_lens ||
         !dp->arena_flow || !dp->dec ||
         !dp->dec_offs || !dp->dec_lens || !dp->listeners || !dp->tw_fifo || !dp->tx_wait ||
-        !dp->again || !dp->ringpoll || chans_init(&dp->chans, flows) < 0 || dp->epfd < 0) {
+        !dp->again || !dp->ringpoll || !dp->doorwait || chans_init(&dp->chans, flows) < 0 ||
+        dp->epfd < 0) {
         dp_free(dp);
         return NULL;
     }
@@ -4132,6 +4177,7 @@ void dp_free(struct dp *dp)
     free(dp->handbacks);
     free(dp->again);
     free(dp->ringpoll);
+    free(dp->doorwait);
     chans_free(&dp->chans);
     free(dp->wheel);
     free(dp->descs);
@@ -4180,6 +4226,29 @@ int dp_add_port(struct dp *dp, const struct dp_port *port)
     }
     dp->ports[dp->n_ports++] = *port;
     return 0;
+}
+
+/* The process's own application's bell and door (embedded mode; hub.c's dp_set_bell):
+ * claims from this process may have the bell, and the door wakes the loop. */
+static int dp_set_door(struct dp *dp, struct jr_bell *bell, struct jr_door *door)
+{
+    if (dp->door != NULL)
+        epoll_ctl(dp->epfd, EPOLL_CTL_DEL, dp->door->efd, NULL);
+    dp->door = NULL;
+    JR_STORE(&dp->bell, NULL);
+    if (door != NULL) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_DOOR};
+        if (epoll_ctl(dp->epfd, EPOLL_CTL_ADD, door->efd, &ev) < 0)
+            return -errno;
+        dp->door = door;
+    }
+    JR_STORE(&dp->bell, bell);
+    return 0;
+}
+
+void dp_door_python(struct dp *dp, int on)
+{
+    dp->door_python = on != 0;
 }
 
 int dp_watch_fd(struct dp *dp, int fd)
@@ -4363,21 +4432,25 @@ int64_t dp_chan_recv(int sock, uint8_t *buf, uint32_t n, int *fd)
     return jr_chan_svc_recv(sock, &iov, 1, fd);
 }
 
-int64_t dp_chan_take_first(struct dp *dp, int sock, uint8_t *buf, uint32_t cap,
-                           int claimable, int64_t *got)
+/* The bell a claim on sock may have: the process's own application's (embedded mode),
+ * when the listener at sock's other end is this process's (SO_PEERCRED: the listener's
+ * creator). Another process's claim for a bell is refused (chan_claim.h). */
+static struct jr_bell *bell_for(struct dp *dp, int sock)
 {
-    int fd;
-    *got = dp_chan_recv(sock, buf, cap, &fd);
-    int64_t decision = *got > 0 ? dp_chan_first_bytes(dp, buf, (uint32_t)*got, fd, claimable) : 0;
-    if (fd >= 0)
-        close(fd);
-    return decision;
+    struct jr_bell *bell = JR_LOAD(&dp->bell);
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (bell == NULL || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+        cred.pid != getpid())
+        return NULL;
+    return bell;
 }
 
-int64_t dp_chan_first_bytes(struct dp *dp, const uint8_t *buf, uint32_t len, int fd,
-                            int claimable)
+static int64_t chan_first(struct dp *dp, const uint8_t *buf, uint32_t len, int fd,
+                          int claimable, struct jr_bell *bell)
 {
-    int64_t rc = chans_first_bytes(&dp->chans, buf, len, fd, claimable);
+    int64_t rc = chans_first_bytes(&dp->chans, buf, len, fd, claimable, bell,
+                                   bell != NULL ? dp->door : NULL);
     if (rc != -ENOMSG) {
         dp->st.chan_claims++;
         if (rc > 0)
@@ -4386,6 +4459,29 @@ int64_t dp_chan_first_bytes(struct dp *dp, const uint8_t *buf, uint32_t len, int
             dp->st.chan_refused++;
     }
     return rc;
+}
+
+int64_t dp_chan_take_first(struct dp *dp, int sock, uint8_t *buf, uint32_t cap,
+                           int claimable, int64_t *got)
+{
+    int fd;
+    *got = dp_chan_recv(sock, buf, cap, &fd);
+    int64_t decision = 0;
+    if (*got > 0) {
+        struct jr_bell *bell = fd >= 0 ? bell_for(dp, sock) : NULL;
+        decision = chan_first(dp, buf, (uint32_t)*got, fd, claimable, bell);
+        if (bell != NULL && decision != -ENOMSG)
+            chans_verdict_bell(bell, buf, (uint32_t)*got);
+    }
+    if (fd >= 0)
+        close(fd);
+    return decision;
+}
+
+int64_t dp_chan_first_bytes(struct dp *dp, const uint8_t *buf, uint32_t len, int fd,
+                            int claimable)
+{
+    return chan_first(dp, buf, len, fd, claimable, NULL);
 }
 
 int64_t dp_chan_deliver(struct dp *dp, uint32_t chan, int fd, const uint8_t *buf, uint32_t n)
@@ -4426,3 +4522,4 @@ void dp_chan_release(struct dp *dp, uint32_t chan)
     chans_release(&dp->chans, chan);
     dp->st.chan_released++;
 }
+

@@ -589,6 +589,46 @@ void dp_app_poke_tx_tail(struct dp_app_chan *a, uint32_t tail); /* as a hostile 
 void dp_app_retoken(struct dp_app_chan *a); /* the re-token request a racing read makes */
 void dp_app_free(struct dp_app_chan *a);
 
+/* The application's side in the service's own process (embedded mode: hub.c,
+ * joyride/aio/rings.py): one arena of slots channels of cap bytes each way, and the
+ * process's bell, whose eventfd (dp_hub_efd) an event loop watches instead of a token
+ * on each connection's socket. Called from one thread, the event loop's.
+ * dp_set_bell: the data plane grants bell claims from its own process, rings h's bell
+ * for them, and wakes on h's door (chan.h, struct jr_door) where that application would
+ * send a doorbell byte (NULL: none; set it before the data plane's thread runs, and keep
+ * h while the plane lives). 0 or -errno.
+ * dp_hub_claim: claim a slot on sock (the connection's descriptor, accepted, nothing
+ * read from it yet): the slot, or -ENOSPC (no free slot: a claim made to be refused was
+ * sent, the connection is a stream) or -errno. dp_hub_verdict: 1 ring mode, 0 refused
+ * (stream mode), -EAGAIN not yet (the bell rings with the slot when it comes).
+ * read/write: bytes, 0 at EOF (read), -EAGAIN (nothing to read / tx full: the socket is
+ * filled, so it turns writable when there is room), -EINVAL (not a ring-mode slot).
+ * dp_hub_readable: rx bytes not yet read. dp_hub_done: the connection is closed (the
+ * caller closes its socket next); the slot is reused once the service releases it.
+ * dp_hub_unanswered: a claimed slot the service will never answer (its end closed, or
+ * stream bytes came, with no verdict): free at once.
+ * dp_hub_take: slots the bell named (a slot may come twice or late: look at it).
+ * dp_hub_arm: before sleeping on the eventfd: 1 if there is something to take (or the
+ * bell lost a push: dp_hub_lost), 0 if the eventfd will say. dp_hub_lost: 1 once after
+ * the bell's queue overflowed: look at every slot. */
+struct dp_hub;
+struct dp_hub *dp_hub_new(uint32_t slots, uint32_t cap);
+void dp_hub_free(struct dp_hub *h);
+int dp_hub_efd(const struct dp_hub *h);
+uint32_t dp_hub_slots(const struct dp_hub *h);
+int dp_set_bell(struct dp *dp, struct dp_hub *h);
+int64_t dp_hub_claim(struct dp_hub *h, int sock);
+int dp_hub_verdict(struct dp_hub *h, uint32_t slot);
+int64_t dp_hub_read(struct dp_hub *h, uint32_t slot, uint8_t *buf, uint32_t n);
+uint32_t dp_hub_readable(struct dp_hub *h, uint32_t slot);
+int64_t dp_hub_write(struct dp_hub *h, uint32_t slot, const uint8_t *buf, uint32_t n);
+int dp_hub_shutdown(struct dp_hub *h, uint32_t slot);
+void dp_hub_done(struct dp_hub *h, uint32_t slot);
+void dp_hub_unanswered(struct dp_hub *h, uint32_t slot);
+uint32_t dp_hub_take(struct dp_hub *h, uint32_t *out, uint32_t n);
+int dp_hub_arm(struct dp_hub *h);
+int dp_hub_lost(struct dp_hub *h);
+
 /* The loop. Runs rounds until Python has work (declined frames, handed-back flows,
  * its watched descriptor readable) or timeout_ms passes (-1: no limit; 0: one
  * round). Returns a bitmask of DP_WAKE_* or -errno. now: CLOCK_MONOTONIC seconds. */
@@ -599,8 +639,12 @@ enum dp_wake {
     DP_WAKE_DECLINED = 1,
     DP_WAKE_HANDBACK = 2,
     DP_WAKE_WATCHED = 4,
-    DP_WAKE_TIMEOUT = 8
+    DP_WAKE_TIMEOUT = 8,
+    DP_WAKE_DOOR = 16 /* the door rang while dp_door_python was on */
 };
+/* Python runs ring-mode connections of the door's application (handed back): its door
+ * also wakes Python (DP_WAKE_DOOR), whose pumps then look at their channels. */
+void dp_door_python(struct dp *dp, int on);
 
 /* Handed-back flows since the last call (handles; each must be dp_flow_release'd). */
 uint32_t dp_handbacks(struct dp *dp, int64_t *out, uint32_t max);

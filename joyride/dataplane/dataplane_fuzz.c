@@ -22,6 +22,8 @@
 #include "isn.c"
 #include "capture.c"
 #include "dataplane.c"
+#include "chanapp.c" /* compiled under the sanitizers too (their tests: test_channels.py) */
+#include "hub.c"
 
 #include <sanitizer/asan_interface.h>
 #include <signal.h>

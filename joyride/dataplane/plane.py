@@ -199,6 +199,10 @@ class ListenSpec:
     families: tuple[frozenset[int], ...] = ()
 
 
+#: dp_run's wake bit: the door of set_bell's hub rang (dataplane.h, DP_WAKE_DOOR).
+WAKE_DOOR: Final = 16
+
+
 class DataPlane:
     def __init__(self, *, mtu: int, batch: int = 64, max_flows: int = 65536,
                  verify_checksums: bool = True, spin: float = 0.0,
@@ -232,6 +236,7 @@ class DataPlane:
         self._stage_offs = ffi.new("uint64_t[]", batch)
         self._stage_lens = ffi.new("uint32_t[]", batch)
         self._batch = batch
+        self.has_door = False  # set_bell
 
     # -- ports and descriptors --------------------------------------------------------
 
@@ -489,6 +494,16 @@ class DataPlane:
 
     # -- shared-memory channels (dataplane.h dp_chan_*: C keeps every channel) -----------
 
+    def set_bell(self, hub: Any) -> None:
+        """Grant claims from this process's own application the bell of ``hub`` (a
+        ``joyride.dataplane.hub.Hub``; None: none). Set it before the loop's thread runs
+        and keep ``hub`` alive while the plane is (``dp_set_bell``)."""
+        self._check(lib.dp_set_bell(self._dp, ffi.NULL if hub is None else hub.ptr),
+                    "watching the channels' door")
+        self.has_door = hub is not None
+        if hub is not None:
+            self._keep.append(hub)
+
     def chan_first_bytes(self, first: bytes, fd: int, claimable: bool) -> int:
         """The application's first bytes on a claiming connection (and the descriptor
         that came with them, or -1): the channel's id, -ENOMSG for payload, or -errno
@@ -586,6 +601,11 @@ class DataPlane:
         return any_readable(fds)
 
     # -- the loop ---------------------------------------------------------------------
+
+    def door_wakes(self, on: bool) -> None:
+        """Whether the door of ``set_bell``'s hub wakes ``run`` too (``DP_WAKE_DOOR``):
+        while Python runs ring-mode connections of that application."""
+        lib.dp_door_python(self._dp, int(on))
 
     def run(self, timeout: float | None) -> int:
         """Run C rounds until Python has work or ``timeout`` seconds pass (None: no

@@ -69,6 +69,8 @@ from joyride.claim import privdrop
 from joyride.claim.interface import Request, claim, follow_engine
 from joyride.claim.statedir import StateDir
 from joyride.dataplane import plane as dataplane
+from joyride.dataplane.hub import Hub
+from joyride.dataplane.hub import wanted as channels_wanted
 from joyride.embed.drivers import DEFAULT_SPIN
 from joyride.embed.stack import Stack
 from joyride.engine import DEFAULT_EPHEMERAL, Engine, KernelNetwork
@@ -124,6 +126,7 @@ class Embedded:
         # the thread serving it, or the Python data plane's stack.
         self.service: Service | None = None
         self._serving: threading.Thread | None = None
+        self.hub: Hub | None = None  # the channels of joyride.asyncio's servers
         self.stack: Stack | None = None
         self.sockets: list[Any] = []
         self._routes: dict[bytes, bool] = {}
@@ -177,11 +180,26 @@ class Embedded:
         self.service, self.dir, self.mode = service, service.dir, state.mode
         self.network, self.steering = service.network, service.steering
         self.sockets = list(service.sockets)
+        plane = service.datapath.plane if service.datapath is not None else None
+        if plane is not None and channels_wanted():
+            # joyride.asyncio's servers here move bytes through rings (joyride.aio.rings)
+            hub = self.hub = Hub()
+            plane.set_bell(hub)
+            self._stack.callback(self._close_hub, hub)
         thread = threading.Thread(target=self._run_service, args=(service,),
                                   name=f"joyride-embed-{self.ifname}", daemon=True)
         thread.start()
         self._serving = thread
         self._stack.callback(self._stop_service, service, thread)
+
+    def _close_hub(self, hub: Hub) -> None:
+        """After the data path's thread stopped: no ring is written any more."""
+        if self._serving is not None and self._serving.is_alive():
+            return  # it may still ring the bell: keep the memory until the process ends
+        from joyride.aio.rings import release_bell
+
+        release_bell(hub)
+        hub.close()
 
     def _run_service(self, service: Service) -> None:
         try:

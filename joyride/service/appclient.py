@@ -38,7 +38,9 @@ def app_path(ifname: str | None = None) -> Path:
         return Path(env)
     if ifname is not None:
         return StateDir(ifname).app_path
-    dirs = [d for d in StateDir.all_in_netns() if d.app_path.exists()]
+    # A service that died without undoing its claim (SIGKILL) leaves its directory; a
+    # later one in a namespace of the same inode must not be hidden behind it.
+    dirs = [d for d in StateDir.all_in_netns() if d.app_path.exists() and d.service_alive()]
     if len(dirs) != 1:
         raise FileNotFoundError("no single Joyride service in this network namespace "
                                 "(give the interface)")
@@ -110,7 +112,21 @@ def listen(port: int, ip: str = "0.0.0.0", backlog: int = 128, *,
     share the port with other such listeners of this uid, as ``SO_REUSEPORT`` does. An
     IPv6 ``ip`` (``"::"``) listens as an ``AF_INET6`` socket: for IPv4 too (v4-mapped)
     unless ``v6only``."""
+    return listen_claiming(port, ip, backlog, path=path, timeout=timeout,
+                           reuseport=reuseport, v6only=v6only, channels=False)[0]
+
+
+def listen_claiming(port: int, ip: str = "0.0.0.0", backlog: int = 128, *,
+                    path: Path | None = None, timeout: float | None = 10.0,
+                    reuseport: bool = False, v6only: bool = False,
+                    channels: bool = True) -> tuple[socket.socket, bool]:
+    """``listen``, saying that the application will claim a shared-memory channel on
+    each connection (``channels``, docs/channels.md): the listener, and whether the
+    service grants that (it keeps channels only on the C data plane). A listener it does
+    not grant gets plain streams, and must not claim."""
     ip_bytes = packed(ip)
+    flags = (protocol.FLAG_REUSEPORT if reuseport else 0) | \
+        (protocol.FLAG_CHANNELS if channels else 0)
     lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         while True:
@@ -125,7 +141,7 @@ def listen(port: int, ip: str = "0.0.0.0", backlog: int = 128, *,
         lsock.listen(backlog)
         reply, fd = _exchange(path or app_path(),
                               protocol.Request(protocol.OP_LISTEN, ip_bytes, port, name,
-                                               protocol.FLAG_REUSEPORT if reuseport else 0),
+                                               flags),
                               timeout)
         if fd is not None:
             os.close(fd)
@@ -133,7 +149,7 @@ def listen(port: int, ip: str = "0.0.0.0", backlog: int = 128, *,
     except BaseException:
         lsock.close()
         raise
-    return lsock
+    return lsock, channels and bool(reply.remote_port & protocol.FLAG_CHANNELS)
 
 
 def connect(ip: str, port: int, *, path: Path | None = None,

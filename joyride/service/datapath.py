@@ -35,6 +35,7 @@ from joyride import sockopts
 from joyride.dataplane.plane import (
     CLAIM_WAIT,
     UNRUNNABLE_STATES,
+    WAKE_DOOR,
     Born,
     ChannelState,
     DataPlane,
@@ -226,15 +227,27 @@ class Datapath:
         (which serves established connections meanwhile) until Python has work."""
         if self.plane is None:
             return sel.select(timeout)
+        door_pumps = self._door_pumps() if self.plane.has_door else []
+        if self.plane.has_door:
+            # This process's own application rings a door, not its sockets (embedded
+            # mode, joyride.dataplane.hub): Python's ring-mode pumps hear it through C.
+            self.plane.door_wakes(bool(door_pumps))
         events = sel.select(0)
         if events:
             # C gets its round even when Python has work: a descriptor that stays
             # ready (an application's socket at EOF) must not keep the rx ring unread,
             # since the ACKs that Python's connections wait for may be in it.
-            self.plane.run(0)
-            return events
-        self.plane.run(timeout)
-        return sel.select(0)
+            woke = self.plane.run(0)
+        else:
+            woke = self.plane.run(timeout)
+            events = sel.select(0)
+        if woke & WAKE_DOOR:
+            self._ready.update(door_pumps)
+        return events
+
+    def _door_pumps(self) -> list[Pump]:
+        """The ring-mode pumps Python runs (their connections handed back by C)."""
+        return [p for p in self.pumps.values() if p.channel.chan and not p.conn.parked]
 
     def _on_queue(self, _mask: int) -> None:
         pass  # step() polls every queue

@@ -7,7 +7,9 @@ malformed or hostile claim refused with its reason and no descriptor leaked (sho
 wrong magic or version, capacities off the grid, an offset past the arena or wrapping,
 no descriptor, an unsealed memfd, a file that is no memfd, the arena opened read-only
 before and after the service mapped it, a slot larger than the arena, a claim after
-stream bytes, a full table of arenas); a
+stream bytes, a full table of arenas); a claim that asks for the process's bell (refused
+without one; with one, its tokens go to the bell, the eventfd written only while the
+application is armed, a full queue counted as lost); a
 connection's stray descriptors closed; and two processes, the application asleep on its
 verdict (futex) until the service decides, then bytes both ways through the rings.
 """
@@ -23,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 SOURCE = ROOT / "cffi_build" / "chan_claim_test.c"
 CASES = ("accept_release", "busy_slot", "refusals", "recv", "two_processes",
-         "wait_times_out")
+         "wait_times_out", "bell")
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 

@@ -14,6 +14,7 @@ import selectors
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from hypothesis import given, settings
@@ -108,7 +109,14 @@ def payload(n: int, seed: int) -> bytes:
     return bytes(out[:n])
 
 
-def exchange(bed: Claiming, client: TcpConnection, app: App, up: bytes, down: bytes,
+class AppEnd(Protocol):
+    """What ``exchange`` needs of an application's end of a channel."""
+
+    def read(self, n: int = 1 << 16) -> bytes | None: ...
+    def write(self, data: bytes) -> int: ...
+
+
+def exchange(bed: Born, client: TcpConnection, app: AppEnd, up: bytes, down: bytes,
              step: object = None, steps: int = 4000) -> tuple[bytes, bytes]:
     """Client sends ``up`` and reads; the application reads and sends ``down``."""
     got_app = bytearray()
