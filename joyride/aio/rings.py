@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio as _asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import socket as _socket
@@ -104,6 +105,7 @@ def bell_for(hub: Hub, loop: _asyncio.AbstractEventLoop) -> LoopBell | None:
     if hub.closed:
         return None
     bell = _bells[id(hub)] = LoopBell(hub, loop)
+    hub.on_close = functools.partial(release_bell, hub)
     return bell
 
 

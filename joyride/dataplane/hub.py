@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from typing import Any, Final
 
 from joyride.dataplane.plane import ffi, lib
@@ -53,6 +54,8 @@ class Hub:
         self._ids = ffi.new("uint32_t[]", TAKE_BATCH)
         self.live = 0  # slots claimed and not yet done
         self.watched = False  # an event loop watches efd (joyride.aio.rings.LoopBell)
+        # What close runs first: that loop stops watching efd (set by joyride.aio.rings).
+        self.on_close: Callable[[], None] | None = None
         self.closed = False
 
     # -- a connection ----------------------------------------------------------------------
@@ -114,6 +117,9 @@ class Hub:
         """The data plane is gone: free the arena once no connection uses it and no
         loop watches the eventfd (a live transport may still read what its rings
         hold)."""
+        if self.on_close is not None:
+            hook, self.on_close = self.on_close, None
+            hook()
         self.closed = True
         self._maybe_free()
 

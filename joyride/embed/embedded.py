@@ -196,10 +196,7 @@ class Embedded:
         """After the data path's thread stopped: no ring is written any more."""
         if self._serving is not None and self._serving.is_alive():
             return  # it may still ring the bell: keep the memory until the process ends
-        from joyride.aio.rings import release_bell
-
-        release_bell(hub)
-        hub.close()
+        hub.close()  # its loop stops watching it first (Hub.on_close)
 
     def _run_service(self, service: Service) -> None:
         try:
