@@ -114,6 +114,7 @@ struct jr_bell {
                                                               taken by the service */
     uint32_t cap;   /* a power of two */
     int efd;        /* an eventfd, non-blocking: written when a push takes the arm */
+    uint64_t arena_dev, arena_ino; /* the application's arena: only its claims ring */
     uint32_t ids[]; /* slot numbers */
 };
 
@@ -518,6 +519,10 @@ static inline int jr_chan_svc_arm(struct jr_chan_svc *s, int fd, int waits)
         int64_t avail = jr_chan_svc_tx_wait(s);
         if (avail != 0)
             return avail < 0 ? -EPROTO : 0;
+        /* tx_eof is looked at again too: an application that rings a door (struct
+         * jr_door) may have stored it and found the door not yet armed. */
+        if (jr_chan_svc_tx_eof(s))
+            return 0;
     }
     return 1;
 }

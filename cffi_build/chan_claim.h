@@ -344,6 +344,9 @@ static inline int jr_chan_svc_claim(struct jr_arenas *as, const void *msg, size_
         return rc;
     }
     struct jr_chan *c = (struct jr_chan *)(ar->base + cl.offset);
+    if ((cl.flags & JR_CLAIM_BELL) && bell != NULL &&
+        (ar->dev != bell->arena_dev || ar->ino != bell->arena_ino))
+        claimable = 0; /* another arena than the bell's (a forked child's): refused */
     if (!claimable) {
         c->claim_id = cl.claim_id;
         JR_STORE(&c->magic, JR_CHAN_REFUSED);

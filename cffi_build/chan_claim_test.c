@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "chan_claim.h"
@@ -443,7 +444,10 @@ static void case_bell(void)
     pair(sv);
     int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct jr_bell *bell = calloc(1, sizeof *bell + 2 * sizeof(uint32_t));
-    *bell = (struct jr_bell){.cap = 2, .efd = efd};
+    struct stat st;
+    fstat(ar.fd, &st);
+    *bell = (struct jr_bell){.cap = 2, .efd = efd, .arena_dev = st.st_dev,
+                             .arena_ino = st.st_ino};
     struct jr_chan_svc s = {.arena = -1};
     struct jr_chan_app v;
     struct jr_chan_claim cl = {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 9, RX_CAP, TX_CAP,
@@ -451,6 +455,13 @@ static void case_bell(void)
     int rc = jr_chan_svc_claim(&as, &cl, sizeof cl, ar.fd, 1, NULL, &s);
     if (rc != -EALREADY || jr_chan_app_verdict(&ar, 0, 9, &v) != 0)
         FIRST("a bell claim without the bell: %d", rc);
+    /* Another arena's bell claim (a forked child's, say): refused, answered there. */
+    struct jr_arena_app other;
+    jr_arena_app_create(&other, SLOTS, RX_CAP, TX_CAP);
+    cl.claim_id = 11;
+    rc = jr_chan_svc_claim(&as, &cl, sizeof cl, other.fd, 1, bell, &s);
+    if (rc != -EALREADY || jr_chan_app_verdict(&other, 0, 11, &v) != 0)
+        FIRST("a bell claim from another arena: %d", rc);
     cl.claim_id = 10;
     cl.offset = ar.slot_bytes; /* slot 1 */
     if (jr_claim_slot(&cl) != 1)
@@ -489,9 +500,30 @@ static void case_bell(void)
         FIRST("a full queue: %u queued, %u lost", bell->tail - bell->head, bell->lost);
     if (ok && (jr_bell_take(bell, got, 4) != 2 || jr_bell_arm(bell, 1) != 0))
         FIRST("after the take and the lost count seen, the arm should sleep");
+    /* The door: the application shuts down writing and rings while the service is
+     * awake (the door not armed: no eventfd write); the service's arm, about to sleep,
+     * must find tx_eof itself (review finding: it looked only at tx's bytes). */
+    struct jr_door door = {.armed = 0, .efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
+    s.door = &door;
+    JR_STORE(&v.shm->tx_eof, 1);
+    JR_FENCE();
+    jr_door_ring(&door);
+    if (ok && (read(door.efd, &count, sizeof count) != -1 || errno != EAGAIN))
+        FIRST("an unarmed door was written");
+    rc = jr_chan_svc_arm(&s, sv[0], JR_CHAN_WAIT_BYTES);
+    if (ok && rc != 0)
+        FIRST("the arm slept past tx_eof: %d", rc);
+    /* Armed (it did arm the door first): a ring now writes the eventfd, once. */
+    jr_door_ring(&door);
+    jr_door_ring(&door);
+    if (ok && (read(door.efd, &count, sizeof count) != 8 || count != 1))
+        FIRST("the armed door was not written once");
+    close(door.efd);
+    s.door = NULL;
     jr_chan_svc_release(&as, &s);
     jr_arenas_free(&as);
     jr_arena_app_destroy(&ar);
+    jr_arena_app_destroy(&other);
     close(sv[0]), close(sv[1]), close(efd);
     free(bell);
     verdict("bell", ok, why);

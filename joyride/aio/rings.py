@@ -47,6 +47,9 @@ ACCEPTS_PER_TURN: Final = 64
 # A pending claim looks at its slot this often too: a service that is not this process's
 # (another interface's) refuses a bell claim in the slot without ringing (chan_claim.h).
 VERDICT_LOOK: Final = 0.01
+# ... and gives up after this long (the service always answers a claim it reads; one it
+# never reads is a connection it closed).
+VERDICT_GIVE_UP: Final = 5.0
 LOG_WRITES_AFTER_LOSS: Final = 5  # asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
 
 PENDING, RING, STREAM = "pending", "ring", "stream"
@@ -62,24 +65,33 @@ class LoopBell:
         self.transports: dict[int, RingTransport] = {}
         self.read_buf = ffi.new("uint8_t[]", READ_CHUNK)  # one loop thread: shared
         self.read_view = ffi.buffer(self.read_buf)
+        self.rescan = False
         loop.add_reader(hub.efd, self.dispatch)
         hub.watched = True
-        self.hub.arm()
+        if self.hub.arm():
+            loop.call_soon(self.dispatch)
 
     def dispatch(self) -> None:
         with contextlib.suppress(BlockingIOError):
             os.read(self.hub.efd, 8)
-        for _ in range(DISPATCH_ROUNDS):
-            slots = self.hub.take()
-            if self.hub.lost():  # the queue overflowed: look at every connection
-                slots.extend(self.transports)
-            for slot in slots:
-                transport = self.transports.get(slot)
-                if transport is not None:
-                    transport.rung()
-            if not self.hub.arm():
-                return
-        self.loop.call_soon(self.dispatch)  # more: after the loop's other work
+        done = False
+        try:
+            for _ in range(DISPATCH_ROUNDS):
+                slots = self.hub.take()
+                if self.hub.lost() or self.rescan:  # the queue overflowed, or a batch was
+                    self.rescan = False  # cut short: look at every connection
+                    slots.extend(self.transports)
+                for slot in slots:
+                    transport = self.transports.get(slot)
+                    if transport is not None:
+                        transport.rung()
+                if not self.hub.arm():
+                    done = True
+                    return
+        finally:
+            if not done:  # more, or an exception out of a protocol: after the loop's
+                self.rescan = True  # other work (the taken slots' rest included)
+                self.loop.call_soon(self.dispatch)
 
     def forget(self) -> None:
         """The loop is gone (closed without closing these connections): end them."""
@@ -117,7 +129,7 @@ def release_bell(hub: Hub) -> None:
         return
     if bell.loop.is_closed():
         hub.unwatch()
-    elif _asyncio._get_running_loop() in (None, bell.loop):
+    elif not bell.loop.is_running() or _asyncio._get_running_loop() is bell.loop:
         bell.loop.remove_reader(hub.efd)
         hub.unwatch()
 
@@ -164,13 +176,20 @@ class RingTransport(_asyncio.Transport):
             self._bell.transports[self._slot] = self
             self.rung()  # the verdict may be in already
             if self._mode == PENDING:
-                self._loop.call_later(VERDICT_LOOK, self._look_for_verdict)
+                self._loop.call_later(VERDICT_LOOK, self._look_for_verdict,
+                                      self._loop.time() + VERDICT_GIVE_UP)
 
-    def _look_for_verdict(self) -> None:
-        if self._mode == PENDING and not self._lost:
-            self.rung()
-            if self._mode == PENDING:
-                self._loop.call_later(VERDICT_LOOK, self._look_for_verdict)
+    def _look_for_verdict(self, give_up: float) -> None:
+        if self._mode != PENDING or self._lost:
+            return
+        self.rung()
+        if self._mode != PENDING:
+            return
+        if self._loop.time() < give_up:
+            self._loop.call_later(VERDICT_LOOK, self._look_for_verdict, give_up)
+        else:
+            self._fatal(ConnectionResetError(errno.ECONNRESET, "joyride: the service "
+                                             "never answered the channel's claim"))
 
     # -- readiness -------------------------------------------------------------------------
 
@@ -187,6 +206,8 @@ class RingTransport(_asyncio.Transport):
             else:  # refused: the socket carries the bytes
                 self._mode = STREAM
                 self._give_slot_back()
+                if self._reading_paused:
+                    self._watch_socket(False)
             self._flush()  # writes that waited for the verdict, and a close behind them
         if self._mode == RING:
             self._read_ring()
@@ -201,25 +222,26 @@ class RingTransport(_asyncio.Transport):
 
     def _socket_readable(self) -> None:
         """Stream mode: bytes. Ring mode: the service's end shut (EOF) or closed."""
+        if self._closing or self._reading_paused:
+            # Nothing is read now (resume_reading watches again); the verdict a closing
+            # transport waits for comes by the bell.
+            self._watch_socket(False)
+            self._unread = self._mode == RING
+            return
         if self._mode == PENDING:
             self.rung()
             if self._mode == PENDING:
                 # Bytes or the end, and no verdict: the service took the claim for
-                # payload or closed before reading it; it will never write the slot.
-                self._hub.unanswered(self._slot)
-                self._bell.transports.pop(self._slot, None)
-                self._slot = -1
+                # payload (it answers it later, refused) or closed before reading it.
+                # The slot waits for that answer (Hub.done); the bytes are a stream.
+                self._give_slot_back()
                 self._mode = STREAM
                 self._flush()
         if self._mode == STREAM:
             self._read_stream()
             return
-        if self._reading_paused:  # look again at resume_reading (an EOF waits in rx)
-            self._watch_socket(False)
-            self._unread = True
-            return
-        self._read_ring()
-        if self._lost or self._eof_seen or self._reading_paused or self._closing:
+        # Ring mode: everything rx holds first (the EOF, if any, comes after it).
+        if not self._read_ring(to_end=True):
             return
         try:
             peeked = self._sock.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
@@ -228,38 +250,49 @@ class RingTransport(_asyncio.Transport):
         except OSError as exc:
             self._fatal(exc)
             return
-        if peeked:  # the service sends nothing on a ring-mode socket: not ours to read
+        if peeked:
+            # The service sends nothing on a ring-mode socket: read it away, or the
+            # loop would find the socket readable for ever.
+            with contextlib.suppress(OSError):
+                self._sock.recv(4096)
             return
         self._watch_socket(False)  # the service's end closed with no EOF in the ring
         self._fatal(ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET)))
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _read_ring(self) -> None:
+    def _read_ring(self, to_end: bool = False) -> bool:
+        """Hand rx's bytes to the protocol: a turn's worth, or (``to_end``) until rx
+        is empty. True when rx was found empty with no EOF (and the transport reads on)."""
         if self._reading_paused or self._closing:
             self._unread = True
-            return
+            return False
         view = self._bell.read_view
-        for _ in range(READS_PER_TURN):
+        turns = 0
+        while to_end or turns < READS_PER_TURN:
+            turns += 1
             n = self._hub.read_into(self._slot, self._bell.read_buf, READ_CHUNK)
             if n > 0:
                 self._deliver(view[:n])
-                if n < READ_CHUNK or self._reading_paused or self._lost or self._closing:
-                    if n == READ_CHUNK:
-                        self._unread = True
-                    return
+                if self._reading_paused or self._lost or self._closing:
+                    self._unread = True
+                    return False
+                if n < READ_CHUNK and not to_end:
+                    return True  # jr_chan_read stopped short: rx is empty and armed
             elif n == 0:
                 self._eof()
-                return
+                return False
             elif n == -errno.EAGAIN:
-                return
+                return True
             else:
                 self._fatal(OSError(-n, os.strerror(-n)))
-                return
+                return False
         self._loop.call_soon(self.rung)  # more than a turn's worth: after the others
+        return False
 
     def _read_stream(self) -> None:
         if self._reading_paused or self._closing:
+            self._watch_socket(False)
             return
         try:
             data = self._sock.recv(READ_CHUNK)
@@ -383,6 +416,7 @@ class RingTransport(_asyncio.Transport):
             del self._pending[:taken]
         if self._pending:
             self._want_writable()
+            self._maybe_resume_protocol()
             return
         if self._writer_added:
             self._loop.remove_writer(self._fd)
@@ -451,23 +485,19 @@ class RingTransport(_asyncio.Transport):
 
     def close(self) -> None:
         """Send what is buffered, then end the connection (the service sends a FIN
-        after the bytes the ring holds). A claim still pending waits for its verdict
-        first: the slot may be reused only once the service has answered."""
+        after the bytes the ring holds)."""
         if self._closing or self._lost:
             return
         self._closing = True
-        if self._mode != PENDING:
-            self._watch_socket(False)
-        if not self._pending and self._mode != PENDING:
+        self._watch_socket(False)
+        if not self._pending:
             self._lose(None)
+        # else: after the buffered bytes (_flush; a pending claim's after its verdict)
 
     def abort(self) -> None:
         if self._lost:
             return
         self._pending.clear()
-        if self._mode == PENDING:  # as close: the verdict first (nothing is sent)
-            self._closing = True
-            return
         self._lose(None)
 
     def _fatal(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
@@ -476,7 +506,7 @@ class RingTransport(_asyncio.Transport):
                 "message": message, "exception": exc, "transport": self,
                 "protocol": self._protocol})
         self._pending.clear()
-        self._lose(exc if isinstance(exc, OSError) else None)
+        self._lose(exc if isinstance(exc, Exception) else None)
 
     def _lose(self, exc: Exception | None) -> None:
         """End the connection now and tell the protocol next (as asyncio does)."""
@@ -488,20 +518,20 @@ class RingTransport(_asyncio.Transport):
         if self._writer_added:
             self._loop.remove_writer(self._fd)
             self._writer_added = False
-        self._give_slot_back()
-        self._sock.close()  # the service sees the hang-up: FIN after tx's bytes
+        self._give_slot_back()  # before the close: no channel step uses the socket after
         self._loop.call_soon(self._connection_lost, exc)
 
     def _give_slot_back(self) -> None:
         if self._slot >= 0:
             self._bell.transports.pop(self._slot, None)
-            self._hub.done(self._slot)  # before the close: no step uses the socket after
+            self._hub.done(self._slot)  # reused once the service answered and let go
             self._slot = -1
 
     def _connection_lost(self, exc: Exception | None) -> None:
         try:
             self._protocol.connection_lost(exc)
         finally:
+            self._sock.close()  # the service sees the hang-up: FIN after tx's bytes
             if self._server is not None:
                 self._server._detach()
                 self._server = None

@@ -604,9 +604,8 @@ void dp_app_free(struct dp_app_chan *a);
  * read/write: bytes, 0 at EOF (read), -EAGAIN (nothing to read / tx full: the socket is
  * filled, so it turns writable when there is room), -EINVAL (not a ring-mode slot).
  * dp_hub_readable: rx bytes not yet read. dp_hub_done: the connection is closed (the
- * caller closes its socket next); the slot is reused once the service releases it.
- * dp_hub_unanswered: a claimed slot the service will never answer (its end closed, or
- * stream bytes came, with no verdict): free at once.
+ * caller closes its socket next); the slot is reused once the service has answered
+ * its claim and released it (a claim it never reads keeps its slot).
  * dp_hub_take: slots the bell named (a slot may come twice or late: look at it).
  * dp_hub_arm: before sleeping on the eventfd: 1 if there is something to take (or the
  * bell lost a push: dp_hub_lost), 0 if the eventfd will say. dp_hub_lost: 1 once after
@@ -624,7 +623,6 @@ uint32_t dp_hub_readable(struct dp_hub *h, uint32_t slot);
 int64_t dp_hub_write(struct dp_hub *h, uint32_t slot, const uint8_t *buf, uint32_t n);
 int dp_hub_shutdown(struct dp_hub *h, uint32_t slot);
 void dp_hub_done(struct dp_hub *h, uint32_t slot);
-void dp_hub_unanswered(struct dp_hub *h, uint32_t slot);
 uint32_t dp_hub_take(struct dp_hub *h, uint32_t *out, uint32_t n);
 int dp_hub_arm(struct dp_hub *h);
 int dp_hub_lost(struct dp_hub *h);

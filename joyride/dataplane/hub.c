@@ -7,6 +7,7 @@
  * only through the shared channel words and the bell, by chan.h's rules. */
 
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 
 /* A slot's socket steps' context: app_io_drain and app_io_fill read the first member
  * (chanapp.c), hub_io_bell the door. */
@@ -74,6 +75,11 @@ struct dp_hub *dp_hub_new(uint32_t slots, uint32_t cap)
     if (h->bell->efd < 0 || h->door.efd < 0 ||
         jr_arena_app_create(&h->arena, slots, cap, cap) < 0)
         goto fail;
+    struct stat st;
+    if (fstat(h->arena.fd, &st) != 0)
+        goto fail;
+    h->bell->arena_dev = (uint64_t)st.st_dev;
+    h->bell->arena_ino = (uint64_t)st.st_ino;
     for (uint32_t i = 0; i < slots; i++) {
         h->io[i] = (struct hub_io_ctx){.sock = -1, .door = &h->door};
         h->free_slots[h->n_free++] = slots - 1 - i; /* slot 0 is handed out first */
@@ -211,15 +217,6 @@ void dp_hub_done(struct dp_hub *h, uint32_t slot)
         return;
     h->io[slot].sock = -1; /* the caller closes the socket: that ends the service's side */
     h->state[slot] = HUB_CLOSING;
-}
-
-void dp_hub_unanswered(struct dp_hub *h, uint32_t slot)
-{
-    if (slot >= h->arena.slots || h->state[slot] != HUB_CLAIMED)
-        return;
-    h->io[slot].sock = -1;
-    h->state[slot] = HUB_FREE;
-    h->free_slots[h->n_free++] = slot;
 }
 
 uint32_t dp_hub_take(struct dp_hub *h, uint32_t *out, uint32_t n)

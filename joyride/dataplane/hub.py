@@ -89,13 +89,6 @@ class Hub:
         self.live -= 1
         self._maybe_free()
 
-    def unanswered(self, slot: int) -> None:
-        """The service will never answer ``slot``'s claim (its end of the connection
-        closed, or sent stream bytes, with no verdict in the slot): free it now."""
-        lib.dp_hub_unanswered(self.ptr, slot)
-        self.live -= 1
-        self._maybe_free()
-
     # -- the bell --------------------------------------------------------------------------
 
     def take(self) -> list[int]:

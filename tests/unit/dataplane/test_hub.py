@@ -6,7 +6,7 @@ the receive ring's tokens go to the bell, never to the socket, and the eventfd i
 written only while the application is armed; bytes both ways through small rings (full
 and empty often), the application's writes ringing the door (not the socket); EOF both
 ways and the slot back to the hub once the service releases it; a hub without a free
-slot leaves the connection a stream; a claim the service never answers frees its slot.
+slot leaves the connection a stream; a slot whose claim is unanswered is not reused.
 """
 
 from __future__ import annotations
@@ -170,15 +170,18 @@ def test_no_free_slot_leaves_a_stream() -> None:
         b.close()
 
 
-def test_an_unanswered_claim_frees_its_slot() -> None:
+def test_a_slot_waits_for_the_services_answer() -> None:
+    """A connection that ends with its claim unanswered keeps its slot: the service may
+    still read the claim (late, after delivering a stream) and write its refusal there,
+    so the slot is reused only once an answer for that claim is in it."""
     b = HubBed(slots=1)
     try:
         a, b_sock = socket.socketpair()  # no service at the other end: never answered
         slot = b.hub.claim(a.fileno())
         assert slot == 0 and b.hub.live == 1
-        b.hub.unanswered(slot)
+        b.hub.done(slot)
         assert b.hub.live == 0
-        assert b.hub.claim(b_sock.fileno()) == 0  # the slot is free again
+        assert b.hub.claim(b_sock.fileno()) == -errno.ENOSPC  # still the old claim's
         a.close()
         b_sock.close()
     finally:
