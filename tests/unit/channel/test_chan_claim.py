@@ -8,9 +8,10 @@ wrong magic or version, capacities off the grid, an offset past the arena or wra
 no descriptor, an unsealed memfd, a file that is no memfd, the arena opened read-only
 before and after the service mapped it, a slot larger than the arena, a claim after
 stream bytes, a full table of arenas); a claim that asks for the process's bell (refused
-without one, or from another arena than the bell's; with one, its tokens go to the bell, the eventfd written only while the
-application is armed, a full queue counted as lost); a
-connection's stray descriptors closed; and two processes, the application asleep on its
+without one, or from another arena than the bell's; with one, its tokens go to the bell,
+the eventfd written only while the application is armed, a full queue counted as lost;
+the door: the service's arm finds a tx_eof rung while it was unarmed); a connection's
+stray descriptors closed; and two processes, the application asleep on its
 verdict (futex) until the service decides, then bytes both ways through the rings.
 """
 
