@@ -24,8 +24,10 @@ struct dp_hub {
     uint32_t *claim;      /* per slot: the claim number of its last claim */
     struct jr_chan_app *view;
     uint8_t *state;       /* per slot: HUB_FREE, HUB_CLAIMED, HUB_RING, HUB_CLOSING */
-    uint32_t *free_slots; /* a stack of HUB_FREE slots */
+    uint32_t *free_slots; /* a stack of HUB_FREE slots: the last freed (warm) first */
     uint32_t n_free;
+    uint32_t *closing;    /* HUB_CLOSING slots, oldest first (a ring of `slots`) */
+    uint32_t closing_head, n_closing;
     uint32_t next_claim;
     uint32_t lost_seen;   /* the bell's lost count the loop has answered */
 };
@@ -47,6 +49,7 @@ void dp_hub_free(struct dp_hub *h)
     free(h->view);
     free(h->state);
     free(h->free_slots);
+    free(h->closing);
     free(h);
 }
 
@@ -66,8 +69,9 @@ struct dp_hub *dp_hub_new(uint32_t slots, uint32_t cap)
     h->view = calloc(slots, sizeof *h->view);
     h->state = calloc(slots, sizeof *h->state);
     h->free_slots = malloc(slots * sizeof *h->free_slots);
+    h->closing = malloc(slots * sizeof *h->closing);
     if (h->bell == NULL || h->io == NULL || h->claim == NULL || h->view == NULL ||
-        h->state == NULL || h->free_slots == NULL)
+        h->state == NULL || h->free_slots == NULL || h->closing == NULL)
         goto fail;
     h->bell->cap = bell_cap;
     h->bell->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -120,17 +124,33 @@ static struct jr_chan_io hub_io(struct dp_hub *h, uint32_t slot)
                                &h->io[slot]};
 }
 
-/* A slot for a new claim: a free one, else one the service has released since its
- * connection closed (HUB_CLOSING and jr_chan_app_slot_done). h->arena.slots if none. */
+/* Slots the service has released since their connections closed go back on the free
+ * stack, looked at oldest first (jr_chan_app_slot_done); one not done yet, or whose
+ * claim was never answered (chan_claim.h: the service may answer late), goes to the
+ * back of the line. */
+enum { HUB_RECLAIM_LOOKS = 4 }; /* per claim: a bounded look, the connection's cost */
+
+static void hub_reclaim(struct dp_hub *h, uint32_t looks)
+{
+    while (looks-- > 0 && h->n_closing > 0) {
+        uint32_t slot = h->closing[h->closing_head];
+        h->closing_head = (h->closing_head + 1) % h->arena.slots;
+        h->n_closing--;
+        if (jr_chan_app_slot_done(&h->arena, slot, h->claim[slot])) {
+            h->state[slot] = HUB_FREE;
+            h->free_slots[h->n_free++] = slot;
+        } else { /* not yet (or never): to the back, so it holds up no other */
+            h->closing[(h->closing_head + h->n_closing++) % h->arena.slots] = slot;
+        }
+    }
+}
+
+/* A slot for a new claim: the most recently freed (its pages are warm, so the arena's
+ * resident memory follows the connections open at once, not all that ever were), or
+ * h->arena.slots if none is free. */
 static uint32_t hub_slot(struct dp_hub *h)
 {
-    if (h->n_free == 0) {
-        for (uint32_t i = 0; i < h->arena.slots; i++)
-            if (h->state[i] == HUB_CLOSING && jr_chan_app_slot_done(&h->arena, i, h->claim[i])) {
-                h->state[i] = HUB_FREE;
-                h->free_slots[h->n_free++] = i;
-            }
-    }
+    hub_reclaim(h, h->n_free == 0 ? h->n_closing : HUB_RECLAIM_LOOKS);
     return h->n_free ? h->free_slots[--h->n_free] : h->arena.slots;
 }
 
@@ -217,6 +237,7 @@ void dp_hub_done(struct dp_hub *h, uint32_t slot)
         return;
     h->io[slot].sock = -1; /* the caller closes the socket: that ends the service's side */
     h->state[slot] = HUB_CLOSING;
+    h->closing[(h->closing_head + h->n_closing++) % h->arena.slots] = slot;
 }
 
 uint32_t dp_hub_take(struct dp_hub *h, uint32_t *out, uint32_t n)

@@ -186,3 +186,34 @@ def test_a_slot_waits_for_the_services_answer() -> None:
         b_sock.close()
     finally:
         b.close()
+
+
+def test_released_slots_are_reused_warm_and_an_unanswered_one_holds_up_none() -> None:
+    """Each new connection takes the slot the last one released (its pages are warm:
+    the arena's resident memory follows the connections open at once), and a slot
+    still waiting for an answer does not keep the released ones from coming back."""
+    b = HubBed(slots=4)
+    try:
+        socketpair = socket.socketpair()
+        a = socketpair[0]
+        assert b.hub.claim(a.fileno()) == 0  # never answered: stays out of use
+        b.hub.done(0)
+        for round_ in range(5):
+            client, sock, slot = b.connect()
+            assert slot == 1, f"round {round_}: slot {slot}"
+            b.bed.run(3)
+            assert b.hub.verdict(slot) == 1
+            b.hub.shutdown(slot)
+            b.bed.run(10)
+            client.close()
+            b.bed.peer.mark(client)
+            b.bed.run(10)
+            b.hub.done(slot)
+            sock.close()
+            b.socks.remove(sock)
+            b.bed.run(20)
+            assert b.stats()["chan_released"] == round_ + 1
+        for s in socketpair:
+            s.close()
+    finally:
+        b.close()
