@@ -362,7 +362,9 @@ class RingTransport(_asyncio.Transport):
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data:
             return
-        if self._lost or self._closing:
+        # Lost: dropped and counted, as asyncio's transports do. (After close() with bytes
+        # still buffered, a write queues behind them, as there.)
+        if self._lost:
             if self._writes_after_loss >= LOG_WRITES_AFTER_LOSS:
                 log.warning("socket.send() raised exception.")
             self._writes_after_loss += 1

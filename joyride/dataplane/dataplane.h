@@ -603,7 +603,7 @@ void dp_app_free(struct dp_app_chan *a);
  * (stream mode), -EAGAIN not yet (the bell rings with the slot when it comes).
  * read/write: bytes, 0 at EOF (read), -EAGAIN (nothing to read / tx full: the socket is
  * filled, so it turns writable when there is room), -EINVAL (not a ring-mode slot).
- * dp_hub_readable: rx bytes not yet read. dp_hub_done: the connection is closed (the
+ * dp_hub_done: the connection is closed (the
  * caller closes its socket next); the slot is reused once the service has answered
  * its claim and released it (a claim it never reads keeps its slot).
  * dp_hub_take: slots the bell named (a slot may come twice or late: look at it).
@@ -619,7 +619,6 @@ int dp_set_bell(struct dp *dp, struct dp_hub *h);
 int64_t dp_hub_claim(struct dp_hub *h, int sock);
 int dp_hub_verdict(struct dp_hub *h, uint32_t slot);
 int64_t dp_hub_read(struct dp_hub *h, uint32_t slot, uint8_t *buf, uint32_t n);
-uint32_t dp_hub_readable(struct dp_hub *h, uint32_t slot);
 int64_t dp_hub_write(struct dp_hub *h, uint32_t slot, const uint8_t *buf, uint32_t n);
 int dp_hub_shutdown(struct dp_hub *h, uint32_t slot);
 void dp_hub_done(struct dp_hub *h, uint32_t slot);

@@ -64,6 +64,8 @@ struct dp_hub *dp_hub_new(uint32_t slots, uint32_t cap)
     h->arena.fd = -1;
     h->door.efd = -1;
     h->bell = calloc(1, sizeof *h->bell + (size_t)bell_cap * sizeof(uint32_t));
+    if (h->bell != NULL)
+        h->bell->efd = -1; /* dp_hub_free closes it: not descriptor 0 on a failure */
     h->io = malloc(slots * sizeof *h->io);
     h->claim = calloc(slots, sizeof *h->claim);
     h->view = calloc(slots, sizeof *h->view);
@@ -204,12 +206,6 @@ int64_t dp_hub_read(struct dp_hub *h, uint32_t slot, uint8_t *buf, uint32_t n)
         return -EINVAL;
     struct jr_chan_io io = hub_io(h, slot);
     return jr_chan_read(a, &io, buf, n, 0);
-}
-
-uint32_t dp_hub_readable(struct dp_hub *h, uint32_t slot)
-{
-    struct jr_chan_app *a = hub_ring(h, slot);
-    return a == NULL ? 0 : jr_chan_app_rx_avail(a);
 }
 
 int64_t dp_hub_write(struct dp_hub *h, uint32_t slot, const uint8_t *buf, uint32_t n)
