@@ -404,3 +404,88 @@ def check_rx(config: RxConfig) -> Result:
 
 def check_tx(config: TxConfig) -> Result:
     return explore(Tx(), config, (_tx_service, _tx_app), _tx_final)
+
+
+# ---------------------------------------------------------------------------------
+# The door (embedded mode, chan.h's struct jr_door): the application's writes and its
+# shutdown make a sleeping service look by ringing one eventfd for the process, written
+# only by the first ring after the service armed it. The service polls the flow while
+# it runs (ringpoll_scan), and before it sleeps arms the door, then the channel's flag
+# (svc_tx_armed), then looks again at tx (and at tx_eof: the review's finding).
+
+
+@dataclass(frozen=True)
+class Door:
+    # shared memory
+    tail: int = 0  # tx bytes the application wrote
+    head: int = 0  # tx bytes the service took
+    tx_eof: int = 0
+    svc_tx_armed: int = 0
+    door_armed: int = 0
+    efd: int = 0  # the eventfd's count
+    # the service: "scan" polls; then arms and looks again; "sleep" waits for efd
+    s_pc: str = "scan"
+    finished: bool = False  # the service took every byte and the EOF
+    # the application: writes `units` bytes, then shuts down writing
+    a_pc: str = "write"
+    written: int = 0
+
+
+@dataclass(frozen=True)
+class DoorConfig:
+    units: int = 2
+    skip: frozenset[str] = field(default_factory=frozenset)  # steps left out (tests)
+
+
+def _door_service(s: Door, c: DoorConfig) -> Iterator[tuple[str, Door]]:
+    if s.finished:
+        return
+    if s.s_pc == "scan":  # ringpoll_scan / chan_read: take what tx holds, or its EOF
+        if s.tail > s.head:
+            yield "svc take", replace(s, head=s.tail)
+        elif s.tx_eof:
+            yield "svc eof", replace(s, finished=True)
+        else:
+            nxt = "chan_arm" if "door_arm" in c.skip else "door_arm"
+            yield "svc settle", replace(s, s_pc=nxt)
+    elif s.s_pc == "door_arm":  # jr_door_arm: store, fence
+        yield "svc arm door", replace(s, door_armed=1, s_pc="chan_arm")
+    elif s.s_pc == "chan_arm":  # jr_chan_svc_tx_wait: store, fence
+        yield "svc arm tx", replace(s, svc_tx_armed=1, s_pc="recheck")
+    elif s.s_pc == "recheck":  # look again: bytes, then (the fix) tx_eof
+        eof_seen = s.tx_eof and "eof_recheck" not in c.skip
+        if s.tail > s.head or eof_seen:
+            yield "svc work after arming", replace(s, s_pc="scan")
+        else:
+            yield "svc sleep", replace(s, s_pc="sleep")
+    elif s.s_pc == "sleep" and s.efd > 0:  # TAG_DOOR: door_rung puts the flow back
+        yield "svc woken", replace(s, efd=0, s_pc="scan")
+
+
+def _door_ring(s: Door) -> Door:
+    """jr_door_ring: xchg(armed, 0); the eventfd write if it was armed."""
+    return replace(s, door_armed=0, efd=s.efd + s.door_armed)
+
+
+def _door_app(s: Door, c: DoorConfig) -> Iterator[tuple[str, Door]]:
+    if s.a_pc == "write" and s.written < c.units:
+        yield "app put", replace(s, tail=s.tail + 1, written=s.written + 1, a_pc="xchg")
+    elif s.a_pc == "write":
+        yield "app shut down", replace(s, tx_eof=1, a_pc="ring_eof")
+    elif s.a_pc == "xchg":  # jr_chan_write: xchg(svc_tx_armed), the bell if it was set
+        if s.svc_tx_armed:
+            yield "app took the arm", _door_ring(replace(s, svc_tx_armed=0, a_pc="write"))
+        else:
+            yield "app no arm", replace(s, a_pc="write")
+    elif s.a_pc == "ring_eof":  # jr_chan_shutdown_write: the bell, always
+        yield "app rings for eof", replace(_door_ring(s), a_pc="done")
+
+
+def _door_final(s: Door, c: DoorConfig) -> str | None:
+    if s.finished and s.head == c.units:
+        return None
+    return f"lost wake-up: service {s.s_pc}, {s.tail - s.head} bytes in tx, eof {s.tx_eof}"
+
+
+def check_door(config: DoorConfig) -> Result:
+    return explore(Door(), config, (_door_service, _door_app), _door_final)

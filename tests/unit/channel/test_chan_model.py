@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from chan_model import RxConfig, TxConfig, check_rx, check_tx
+from chan_model import DoorConfig, RxConfig, TxConfig, check_door, check_rx, check_tx
 
 RX_CASES = list(itertools.product(("lt", "et", "block"), (1, 2, 3), (1, 2, 3)))
 TX_CASES = list(itertools.product(("block", "nonblock", "pollfirst"), (1, 2, 3), (1, 2)))
@@ -81,3 +81,21 @@ def test_a_lost_wakeup_comes_with_its_trace() -> None:
                                skip=frozenset(["recheck"])))
     assert result.failure is not None and "lost wake-up" in result.failure
     assert "app arm" in result.trace and result.trace[-1].startswith("app")
+
+
+@pytest.mark.parametrize("units", [0, 1, 2, 3])
+def test_the_door_never_loses_a_wakeup(units: int) -> None:
+    """Embedded mode's door (chan.h, struct jr_door): writes and the shutdown after
+    them always reach a service that polls, arms and sleeps in any interleaving."""
+    result = check_door(DoorConfig(units=units))
+    assert result.failure is None, (result.failure, result.trace)
+
+
+@pytest.mark.parametrize("step", ["eof_recheck", "door_arm"])
+def test_each_door_step_matters(step: str) -> None:
+    """Without the look at tx_eof after arming (the review's finding) a shutdown that
+    rang an unarmed door leaves the service asleep; without arming the door no ring
+    ever writes the eventfd."""
+    result = check_door(DoorConfig(units=1, skip=frozenset([step])))
+    assert result.failure is not None and "lost wake-up" in result.failure, result
+    assert result.trace[-1] == "svc sleep" or "sleep" in result.failure
