@@ -458,27 +458,25 @@ class RingTransport(_asyncio.Transport):
 
     def _maybe_pause_protocol(self) -> None:
         if len(self._pending) > self._high and not self._protocol_paused:
-            self._protocol_paused = True
-            try:
-                self._protocol.pause_writing()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._loop.call_exception_handler({
-                    "message": "protocol.pause_writing() failed", "exception": exc,
-                    "transport": self, "protocol": self._protocol})
+            self._set_protocol_paused(True)
 
     def _maybe_resume_protocol(self) -> None:
         if self._protocol_paused and len(self._pending) <= self._low:
-            self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._loop.call_exception_handler({
-                    "message": "protocol.resume_writing() failed", "exception": exc,
-                    "transport": self, "protocol": self._protocol})
+            self._set_protocol_paused(False)
+
+    def _set_protocol_paused(self, paused: bool) -> None:
+        """Tell the protocol to pause or resume writing; its failure is the loop's
+        exception handler's, as asyncio's transports do."""
+        self._protocol_paused = paused
+        name = "pause_writing" if paused else "resume_writing"
+        try:
+            getattr(self._protocol, name)()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler({
+                "message": f"protocol.{name}() failed", "exception": exc,
+                "transport": self, "protocol": self._protocol})
 
     # -- closing ---------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import hashlib
 import os
 import selectors
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -138,6 +138,22 @@ def exchange(bed: Born, client: TcpConnection, app: AppEnd, up: bytes, down: byt
     return bytes(got_app), bytes(got_client)
 
 
+def both_eofs(bed: Born, client: TcpConnection, app: AppEnd,
+              shut_down: Callable[[], object]) -> None:
+    """Both closes: the application's shutdown is a FIN after its bytes (the peer sees
+    EOF); the peer's close is the application's EOF."""
+    shut_down()
+    bed.bed.run(10)
+    assert client.eof
+    client.close()
+    bed.bed.peer.mark(client)
+    for _ in range(50):
+        bed.bed.step()
+        if app.read() == b"":
+            break
+    assert app.read() == b""
+
+
 def test_ring_mode_both_ways_hash_checked(bed: Claiming) -> None:
     client, app = bed.connect()
     client.send(b"first request")  # before the claim: held, not delivered
@@ -153,18 +169,8 @@ def test_ring_mode_both_ways_hash_checked(bed: Claiming) -> None:
     assert hashlib.sha256(got_client).digest() == hashlib.sha256(down).digest()
     st = bed.stats()
     assert st["chan_claims"] == 1 and st["chan_ring"] == 1 and st["chan_broken"] == 0
-    # Both closes: the application's shutdown is a FIN after its bytes; the peer's FIN
-    # is the application's EOF; then the slot is the application's again.
-    lib.dp_app_shutdown(app.chan)
-    bed.bed.run(10)
-    assert client.eof
-    client.close()
-    bed.bed.peer.mark(client)
-    for _ in range(50):
-        bed.bed.step()
-        if app.read() == b"":
-            break
-    assert app.read() == b""
+    # Both closes, then the slot is the application's again.
+    both_eofs(bed, client, app, lambda: lib.dp_app_shutdown(app.chan))
     bed.bed.run(10)
     app.sock.close()
     bed.bed.run(10)

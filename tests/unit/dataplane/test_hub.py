@@ -12,6 +12,7 @@ slot leaves the connection a stream; a slot whose claim is unanswered is not reu
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import socket
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 from test_born import Born
-from test_channels import exchange, payload
+from test_channels import both_eofs, exchange, payload
 
 from joyride.dataplane.hub import Hub
 from joyride.dataplane.membed import IP_SVC, PORT, read_all
@@ -131,17 +132,7 @@ def test_both_ways_through_small_rings_then_both_eofs(bed: HubBed) -> None:
     got_app, got_client = exchange(bed, client, HubEnd(bed.hub, slot), up, down, steps=6000)
     assert hashlib.sha256(got_app).digest() == hashlib.sha256(up).digest()
     assert hashlib.sha256(got_client).digest() == hashlib.sha256(down).digest()
-    # The application's shutdown: a FIN after its bytes; the peer's FIN: its EOF.
-    bed.hub.shutdown(slot)
-    bed.bed.run(10)
-    assert client.eof
-    client.close()
-    bed.bed.peer.mark(client)
-    for _ in range(50):
-        bed.bed.step()
-        if bed.read(slot) == b"":
-            break
-    assert bed.read(slot) == b""
+    both_eofs(bed, client, HubEnd(bed.hub, slot), functools.partial(bed.hub.shutdown, slot))
     # The application closes: the slot comes back once the service releases it.
     bed.hub.done(slot)
     sock.close()
@@ -203,11 +194,7 @@ def test_released_slots_are_reused_warm_and_an_unanswered_one_holds_up_none() ->
             assert slot == 1, f"round {round_}: slot {slot}"
             b.bed.run(3)
             assert b.hub.verdict(slot) == 1
-            b.hub.shutdown(slot)
-            b.bed.run(10)
-            client.close()
-            b.bed.peer.mark(client)
-            b.bed.run(10)
+            both_eofs(b, client, HubEnd(b.hub, slot), functools.partial(b.hub.shutdown, slot))
             b.hub.done(slot)
             sock.close()
             b.socks.remove(sock)
