@@ -31,7 +31,7 @@
  * listener. accept therefore takes a connection from a Joyride listener only when the
  * peer's SO_PEERCRED uid owns the service's application socket (jr_from_service), and
  * closes and reports (OP_REFUSED) any other, so nobody can inject a connection with a
- * forged peer address.
+ * forged peer address. A listener keeps that proof for a second or two (jr_proofs).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -54,6 +54,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define JR_MAGIC "JRD2"
@@ -499,21 +500,54 @@ static int jr_owned_by(const char *path, const struct stat *st, void *arg)
     return st->st_uid == *(uid_t *)arg;
 }
 
-/* Did the service deliver this connection? Its peer must be the uid that owns an
- * application socket: the service binds it in a directory only it may write, so no
- * other user can be that peer (root aside, who may do anything). */
-static int jr_from_service(int conn)
+/* A listener's standing proof that a uid is its service's: the uid in the low 32 bits,
+ * in the high 32 the CLOCK_MONOTONIC_COARSE second until which it stands (0: none).
+ * Proving it (jr_each_socket) costs a /proc lookup and a directory scan under /run,
+ * more than the accept itself: measured at 10% of the machine under a connection-rate
+ * load. A service's uid does not change while it runs, so one proof a second per
+ * listener is enough, and a stale one stands for at most two seconds. One word, so a
+ * thread never reads one proof's uid with another's time. */
+static uint64_t jr_proofs[JR_MAX_FD];
+#define JR_PROOF_SECONDS 2
+
+static uint64_t jr_coarse_seconds(void)
+{
+    struct timespec now;
+
+    return clock_gettime(CLOCK_MONOTONIC_COARSE, &now) == 0 ? (uint64_t)now.tv_sec : 0;
+}
+
+static void jr_forget_proof(int fd)
+{
+    if (fd >= 0 && fd < JR_MAX_FD)
+        __atomic_store_n(&jr_proofs[fd], 0, __ATOMIC_RELAXED);
+}
+
+/* Did the service deliver this connection, accepted on listener? Its peer must be the
+ * uid that owns an application socket: the service binds it in a directory only it
+ * may write, so no other user can be that peer (root aside, who may do anything). */
+static int jr_from_service(int listener, int conn)
 {
     const char *env = getenv("JOYRIDE_SOCKET");
     struct ucred cred;
     socklen_t len = sizeof(cred);
     struct stat st;
+    uint64_t now = jr_coarse_seconds(), proof;
+    int proven;
 
     if (real_getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
         return 0;
-    if (env && *env && stat(env, &st) == 0 && st.st_uid == cred.uid)
+    proof = listener >= 0 && listener < JR_MAX_FD
+                ? __atomic_load_n(&jr_proofs[listener], __ATOMIC_RELAXED) : 0;
+    if (proof && (uint32_t)proof == (uint32_t)cred.uid && now < proof >> 32)
         return 1;
-    return jr_each_socket(jr_owned_by, &cred.uid);
+    proven = (env && *env && stat(env, &st) == 0 && st.st_uid == cred.uid) ||
+             jr_each_socket(jr_owned_by, &cred.uid);
+    if (proven && now && listener >= 0 && listener < JR_MAX_FD)
+        __atomic_store_n(&jr_proofs[listener],
+                         (now + JR_PROOF_SECONDS) << 32 | (uint32_t)cred.uid,
+                         __ATOMIC_RELAXED);
+    return proven;
 }
 
 /* One request, one reply (and maybe one descriptor). Returns the reply's status,
@@ -1250,7 +1284,7 @@ static int jr_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flag
         if (r < 0 || ss.ss_family != AF_UNIX ||
             !jr_listener_name(fd, listener, sizeof(listener), &info))
             break; /* a kernel listener, or a failure: as libc says */
-        if (jr_from_service(r)) {
+        if (jr_from_service(fd, r)) {
             jr_inherit_options(fd, r); /* as Linux's accepted sockets inherit theirs */
             if (fd < JR_MAX_FD && jr_ring_listener[fd])
                 jr_ring_claim(r); /* its first bytes: the claim, before the application's */
@@ -1852,6 +1886,7 @@ int dup(int fd)
     r = real_dup(fd);
     if (r >= 0) {
         jr_copy_entry(fd, r);
+        jr_forget_proof(r);
         jr_ring_dup(fd, r);
     }
     return r;
@@ -1865,6 +1900,7 @@ int dup2(int fd, int to)
     r = real_dup2(fd, to);
     if (r >= 0 && r != fd) {
         jr_copy_entry(fd, r);
+        jr_forget_proof(r);
         jr_ring_dup(fd, r);
     }
     return r;
@@ -1878,6 +1914,7 @@ int dup3(int fd, int to, int flags)
     r = real_dup3(fd, to, flags);
     if (r >= 0) {
         jr_copy_entry(fd, r);
+        jr_forget_proof(r);
         jr_ring_dup(fd, r);
     }
     return r;
@@ -1887,6 +1924,7 @@ int close(int fd)
 {
     jr_init();
     jr_forget_options(fd);
+    jr_forget_proof(fd);
     jr_ring_close(fd);
     return real_close(fd);
 }

@@ -123,7 +123,9 @@ def test_a_forged_delivery_is_refused_and_counted(kind: str) -> None:
     with Testbed() as bed, attached(bed, "--ports", str(port)):
         server = _start_server(bed, port, kind)
         try:
-            # wait_port's probe was a real delivery: one peer line already.
+            # wait_port's probe was a real delivery: one peer line already. The shim's
+            # listener now holds its proof that root's connections are the service's
+            # (jr_proofs), and the forger's, another user's, must still be refused.
             assert server.stdout is not None
             assert server.stdout.readline().startswith(b"peer ")
             assert _forge(bed.joy, port) == "closed"
