@@ -1185,6 +1185,38 @@ int listen(int fd, int backlog)
     return 0;
 }
 
+/* connect on a descriptor that is already a Joyride connection: Linux TCP's answer,
+ * never the unix socket's EINVAL. Event loops call connect again to learn how a
+ * non-blocking one ended (hiredis's redisCheckConnectDone, the "connect until EISCONN"
+ * idiom). A failed handshake answers with its error. Otherwise EISCONN, also while the
+ * handshake still runs: the descriptor was writable at once and SO_ERROR said 0, so it
+ * behaves as Linux's deferred connect does (TCP_FASTOPEN_CONNECT: in
+ * net/ipv4/af_inet.c __inet_stream_connect a connecting socket answers EISCONN), not
+ * EALREADY, which no caller woken by POLLOUT expects. */
+static int jr_getinfo(int fd, struct jr_conninfo *out);
+
+static int jr_connect_again(int fd)
+{
+    struct jr_conninfo ci;
+
+    errno = jr_getinfo(fd, &ci) == 0 && ci.so_error != 0 ? ci.so_error : EISCONN;
+    return -1;
+}
+
+/* real_connect, but a Joyride connection answers as jr_connect_again says. Looked at
+ * only after the unix socket's EINVAL for a TCP address, so no other call pays. */
+static int jr_real_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    struct jr_info info;
+    int r = real_connect(fd, addr, len);
+
+    if (r == 0 || errno != EINVAL || !addr ||
+        (addr->sa_family != AF_INET && addr->sa_family != AF_INET6) ||
+        jr_classify(fd, &info) != JR_CONNECTION)
+        return r;
+    return jr_connect_again(fd);
+}
+
 int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
     union jr_addr bound, dst;
@@ -1200,7 +1232,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
           : addr->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6) &&
             !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)addr)->sin6_addr)) ||
         !jr_is_inet_stream(fd, &bound) || bound.sa.sa_family != addr->sa_family)
-        return real_connect(fd, addr, len);
+        return jr_real_connect(fd, addr, len);
     memset(&dst, 0, sizeof(dst));
     memcpy(&dst, addr, addr->sa_family == AF_INET6 ? sizeof(dst.in6) : sizeof(dst.in4));
     fl = fcntl(fd, F_GETFL);
@@ -1214,7 +1246,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
     if (status == JR_UNREACHABLE || status == JR_NOT_ACCELERATED) {
         if (newfd >= 0)
             real_close(newfd);
-        return real_connect(fd, addr, len);
+        return jr_real_connect(fd, addr, len);
     }
     if (status != 0 || newfd < 0) {
         if (newfd >= 0)
