@@ -14,7 +14,8 @@
  *   connect(fd)  with JOYRIDE_OUTGOING=1, an AF_INET (or AF_INET6, to an IPv6 address)
  *                stream connect is asked of the
  *                service (OP_CONNECT); the connection arrives by SCM_RIGHTS and is
- *                dup3()'d onto fd.
+ *                dup3()'d onto fd. Connecting it again answers as Linux TCP does
+ *                (EISCONN, or the failed handshake's error: jr_connect_again).
  *
  * Everything else goes to libc unchanged: the decision needs no table, because a
  * Joyride descriptor names itself (its unix peer name spells the TCP 4-tuple). The
@@ -539,7 +540,7 @@ static int jr_from_service(int listener, int conn)
         return 0;
     proof = listener >= 0 && listener < JR_MAX_FD
                 ? __atomic_load_n(&jr_proofs[listener], __ATOMIC_RELAXED) : 0;
-    if (proof && (uint32_t)proof == (uint32_t)cred.uid && now < proof >> 32)
+    if (proof && now && (uint32_t)proof == (uint32_t)cred.uid && now < proof >> 32)
         return 1;
     proven = (env && *env && stat(env, &st) == 0 && st.st_uid == cred.uid) ||
              jr_each_socket(jr_owned_by, &cred.uid);
