@@ -56,6 +56,7 @@ PREFIX: Final = "jr"
 NS_PATTERN: Final = re.compile(rf"^{PREFIX}-(\d+)-([0-9a-f]+)-(\w+)$")
 # RFC 2544 benchmarking range: never routed, never anyone else's address.
 SUBNET_BASE: Final = "198.18"
+RELAY_STATS_TIMEOUT: Final = 5.0  # seconds for the relay to write its counters
 # IPv6's (RFC 5180): 2001:2::/48, a /64 per test bed.
 SUBNET6_BASE: Final = "2001:2:0"
 
@@ -384,9 +385,22 @@ class Testbed:
         """Counters of the relay: ``to_joy`` and ``to_peer`` directions."""
         if not self.uses_relay:
             return {}
-        time.sleep(0.25)  # the relay writes its counters every 0.2 s
-        raw = json.loads(self.relay_stats_path.read_text())
-        return {"to_peer": raw["0"], "to_joy": raw["1"]}
+        # The relay writes its counters every 0.2 s: wait for a write made after this
+        # call, which counts every frame it forwarded before (a fixed sleep read a stale
+        # count on a loaded machine).
+        asked = time.monotonic()
+        deadline = asked + RELAY_STATS_TIMEOUT
+        while True:
+            try:
+                raw = json.loads(self.relay_stats_path.read_text())
+            except (FileNotFoundError, ValueError):
+                raw = {}
+            if raw.get("written_at", 0.0) >= asked:
+                return {"to_peer": raw["0"], "to_joy": raw["1"]}
+            if time.monotonic() >= deadline:
+                raise TestbedError(f"the relay wrote no counters for {RELAY_STATS_TIMEOUT} s "
+                                   f"({self.relay_stats_path})")
+            time.sleep(0.05)
 
     def teardown(self) -> None:
         """Remove everything this bed created. Safe to call twice; never raises."""

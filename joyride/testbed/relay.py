@@ -146,7 +146,10 @@ class Relay:
     def write_stats(self) -> None:
         if not self.stats_path:
             return
-        data = {str(i): asdict(d.stats) for i, d in enumerate(self.directions)}
+        data: dict[str, object] = {str(i): asdict(d.stats) for i, d in enumerate(self.directions)}
+        # The system-wide monotonic clock: a reader knows whether this write came after
+        # the moment it asked (Testbed.relay_stats), so it never reads a stale count.
+        data["written_at"] = time.monotonic()
         tmp = f"{self.stats_path}.tmp"
         with open(tmp, "w") as f:
             json.dump(data, f)
@@ -195,6 +198,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ready", default=None, help="file created once the ports are open")
     args = ap.parse_args(argv)
 
+    # One CPU: veth hands each frame to the backlog of the CPU that sent it, so a relay
+    # that migrated between two sends could have them swapped on the way, a reordering
+    # it did not make and does not count.
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     left, right = open_port(args.left), open_port(args.right)
     rng = random.Random(args.seed)
     (r_delay, r_reorder, r_corrupt), (l_delay, l_reorder, l_corrupt) = args.to_right, args.to_left
