@@ -84,6 +84,12 @@ def test_capture_reads_back_with_tcpdump(service_bed: Testbed, tmp_path: Path) -
             got += chunk
         assert bytes(got) == PAYLOAD
         joy.sendall(b"thanks")
+        # The capture stops only after the peer has the reply: sendall returns once the
+        # service holds the bytes, not once they are on the wire (and so in the tap).
+        reply = bytearray()
+        while len(reply) < len(b"thanks") and (chunk := peer.recv(16)):
+            reply += chunk
+        assert bytes(reply) == b"thanks"
     assert proc.stderr is not None
     err = proc.stderr.read()
     assert proc.returncode == 0, err
