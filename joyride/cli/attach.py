@@ -38,6 +38,10 @@ def register(sub: Any) -> None:
                              "creates it; 'root' keeps root; with --foreground only when "
                              "given: the supervisor then runs in the foreground, as "
                              "packaging/joyride@.service does)")
+    parser.add_argument("--workers", default="1", metavar="N|auto",
+                        help="data-plane workers, each a thread serving its share of the "
+                             "rx queues and their connections (auto: one per queue, as "
+                             "many as there are CPUs; default 1)")
     parser.add_argument("--force", action="store_true",
                         help="replace an XDP program that Joyride did not attach")
     parser.add_argument("--foreground", action="store_true",
@@ -55,13 +59,27 @@ def _config(args: argparse.Namespace) -> Any:
         ephemeral = PortSet()
     else:
         ephemeral = PortSet.parse(args.ephemeral)
+    workers = _workers(args.workers)
     if not 0 <= args.vlan <= 4094:
         raise JoyrideError(f"--vlan {args.vlan}: a VLAN id is 1..4094 (0 = untagged)")
     return ServiceConfig(
         ifname=args.ifname, ports=PortSet.parse(args.ports),
         udp_ports=PortSet.parse(args.udp_ports, allow_empty=True), ephemeral=ephemeral,
         mode=args.mode, force=args.force, vlan=args.vlan, group=args.group,
-        user=_user(args))
+        user=_user(args), workers=workers)
+
+
+def _workers(text: str) -> int:
+    """``--workers``: a count (1..1024) or ``auto`` (0: one per queue, capped by CPUs)."""
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if not 1 <= count <= 1024:
+        raise JoyrideError(f"--workers {text}: expected a count of 1..1024 or 'auto'")
+    return count
 
 
 def _user(args: argparse.Namespace) -> str:

@@ -55,6 +55,12 @@ def _delta(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
         earlier = before["datapath"].get("tcp_total", {})
         out["datapath"] = {**now["datapath"], "tcp_total": {
             k: v - earlier.get(k, 0) for k, v in now["datapath"].get("tcp_total", {}).items()}}
+        plane, was = now["datapath"].get("dataplane"), before["datapath"].get("dataplane")
+        if plane and was and len(plane.get("workers", [])) == len(was.get("workers", [])):
+            # Each worker's counters as the interval's change; flows as they are now.
+            out["datapath"]["dataplane"] = {**plane, "workers": [
+                {k: v if k == "flows" else v - old.get(k, 0) for k, v in w.items()}
+                for w, old in zip(plane["workers"], was["workers"], strict=True)]}
     return out
 
 
@@ -76,6 +82,9 @@ def _emit(stats: dict[str, Any], args: argparse.Namespace,
         shown = {k: v for k, v in qstats.items() if v or args.all}
         print(f"  queue {queue}: " + (" ".join(f"{k} {v}" for k, v in shown.items())
                                       or "no traffic"))
+    plane = (stats.get("datapath") or {}).get("dataplane") or {}
+    for index, worker in enumerate(plane.get("workers", [])):
+        print(f"  worker {index}: " + " ".join(f"{k} {worker.get(k, 0)}" for k in WORKER_SHOWN))
     for line in tcp_lines((stats.get("datapath") or {}).get("tcp_total", {}),
                           show_zero=args.all):
         print(line)
@@ -96,6 +105,11 @@ def tcp_lines(tcp: dict[str, int], *, show_zero: bool = False) -> list[str]:
             out.append(f"  {title}: " + " ".join(f"{k} {v}" for k, v in shown))
     return out
 
+
+# Each data-plane worker's line (joyride attach --workers): its flows now, what its
+# queues gave it, what it ran in C and declined, and how often it stopped for Python.
+WORKER_SHOWN: Final = ("flows", "rx_frames", "rx_fast", "declined", "established",
+                       "runs", "asks")
 
 # Retransmission and its triggers (joyride.tcp.recovery and connection), in this order.
 LOSS_COUNTERS: Final = ("segments_received", "segments_sent", "retransmitted_segments",

@@ -26,7 +26,7 @@ import select
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from joyride.engine.nic import Buffer, RxDescriptors
 from joyride.tcp.connection import TcpConnection
 from joyride.wire._native import ffi as wire_ffi
 from joyride.wire.addr import WIDE, narrow, widen
+
+if TYPE_CHECKING:
+    from joyride.dataplane.workers import Workers
 
 ffi: Any = None
 lib: Any = None
@@ -693,7 +696,7 @@ class DeclineNic:
     """The engine's NIC while the C data plane owns the queues: it receives what C
     declined and transmits on C's queue (after C's frames of the round)."""
 
-    def __init__(self, plane: DataPlane) -> None:
+    def __init__(self, plane: DataPlane | Workers) -> None:
         self.plane = plane
         self.mtu = plane.mtu
         # C's decline buffer only grows until cleared (up to 4 batches, several rounds'

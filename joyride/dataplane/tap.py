@@ -57,6 +57,32 @@ class Tap:
         return {name: int(getattr(st, name)) for name, _ in ffi.typeof("struct cap_stats").fields}
 
 
+class Taps:
+    """One capture over several data-plane workers (``workers.Workers.capture``): a tap
+    for each, since a tap's ring has one producer, read as one stream of records (each
+    worker's in its order; pcap readers take records out of time order)."""
+
+    def __init__(self, copies: int, *, snaplen: int, program: Sequence[Insn] | None = None,
+                 ring_bytes: int = RING_BYTES) -> None:
+        self.members = [Tap(snaplen=snaplen, program=program, ring_bytes=ring_bytes)
+                        for _ in range(copies)]
+        self.snaplen = snaplen
+
+    def read(self) -> bytes:
+        return b"".join(tap.read() for tap in self.members)
+
+    @property
+    def pending(self) -> int:
+        return sum(tap.pending for tap in self.members)
+
+    def stats(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for tap in self.members:
+            for name, value in tap.stats().items():
+                total[name] = total.get(name, 0) + value
+        return total
+
+
 def validate(program: Sequence[Insn]) -> bool:
     prog = _program(program)
     return prog is not None and int(lib.cap_validate(prog, len(program))) == 0

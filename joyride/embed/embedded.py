@@ -180,7 +180,8 @@ class Embedded:
         self.service, self.dir, self.mode = service, service.dir, state.mode
         self.network, self.steering = service.network, service.steering
         self.sockets = list(service.sockets)
-        plane = service.datapath.plane if service.datapath is not None else None
+        # Embedded mode runs one plane (ServiceConfig.embedded: no workers).
+        plane = service.datapath.chan_plane if service.datapath is not None else None
         if plane is not None and channels_wanted():
             # joyride.asyncio's servers here move bytes through rings (joyride.aio.rings)
             hub = self.hub = Hub()

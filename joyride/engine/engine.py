@@ -139,6 +139,13 @@ class Engine:
         # Run once a second, beside the address refresh (the steering program's
         # KERNEL_CONNS flags, joyride.steer.kernel_sockets).
         self.housekeeping: list[Callable[[], None]] = []
+        # Asked, before any other rule, about a segment whose connection a C data plane
+        # runs (parked) or that this engine does not know: with one data-plane worker
+        # per queue, a peer that moves a flow to another queue reaches here through the
+        # worker that does not have it (joyride.dataplane.workers). It returns the
+        # connection to deliver to, taken back from C (None: the usual rules apply).
+        self.strays: Callable[[FourTuple, TcpConnection | None],
+                              TcpConnection | None] | None = None
         self.activity = Activity()
         self._isn = IsnGenerator()
         # Outgoing connections' TSval offsets, one per address pair (as Linux's
@@ -406,7 +413,10 @@ class Engine:
         self._deliver(ip.dst, ip.src, seg, now)
 
     def _deliver(self, lip: bytes, rip: bytes, seg: TcpSegment, now: float) -> None:
-        conn = self.connections.get((lip, seg.dst_port, rip, seg.src_port))
+        key = (lip, seg.dst_port, rip, seg.src_port)
+        conn = self.connections.get(key)
+        if self.strays is not None and (conn is None or conn.parked):
+            conn = self.strays(key, conn)
         if conn is not None:
             conn.receive(seg, now)
             self.activity.connections.add(conn)

@@ -25,9 +25,9 @@ import struct
 from collections.abc import Callable
 from typing import Any, Final
 
-from joyride.dataplane.tap import Tap
+from joyride.dataplane.tap import Tap, Taps
 
-Attach = Callable[[Tap | None], None]  # points the frames' path at a tap (None: off)
+Attach = Callable[[Tap | Taps | None], None]  # points the frames' path at a tap (None: off)
 
 FRAME: Final = struct.Struct("<IB")  # payload length, kind
 RECORDS: Final = 0
@@ -37,7 +37,7 @@ MAX_SNAPLEN: Final = 262144
 
 
 class CaptureSession:
-    def __init__(self, conn: socket.socket, tap: Tap, attach: Attach,
+    def __init__(self, conn: socket.socket, tap: Tap | Taps, attach: Attach,
                  sel: selectors.BaseSelector) -> None:
         self.conn = conn
         self.tap = tap
@@ -119,11 +119,14 @@ class CaptureSession:
         self.conn.close()
 
 
-def tap_for(request: dict[str, Any]) -> Tap:
-    """The tap a capture request asks for (ValueError: a bad snap length or filter)."""
+def tap_for(request: dict[str, Any], copies: int = 1) -> Tap | Taps:
+    """The tap a capture request asks for (ValueError: a bad snap length or filter):
+    ``copies`` taps, one per data-plane worker, when there are several."""
     snaplen = int(request.get("snaplen") or MAX_SNAPLEN)
     if not 0 < snaplen <= MAX_SNAPLEN:
         raise ValueError(f"snap length {snaplen}: expected 1..{MAX_SNAPLEN}")
     raw = request.get("filter") or []
     program = [(int(c), int(jt), int(jf), int(k)) for c, jt, jf, k in raw]
+    if copies > 1:
+        return Taps(copies, snaplen=snaplen, program=program or None)
     return Tap(snaplen=snaplen, program=program or None)

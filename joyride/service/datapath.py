@@ -44,6 +44,7 @@ from joyride.dataplane.plane import (
     Released,
     any_readable,
 )
+from joyride.dataplane.workers import Workers
 from joyride.engine.engine import Engine, EngineError
 from joyride.engine.network import NetworkView
 from joyride.engine.nic import MultiNic, Nic
@@ -146,14 +147,19 @@ class Datapath:
                  ephemeral: PortSet, app_socket: socket.socket, group: int | None,
                  config: TcpConfig | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 plane: DataPlane | None = None,
+                 plane: DataPlane | Workers | None = None,
                  icmp: Sequence[pathmtu.ReportSocket] = ()) -> None:
         self.nic = MultiNic(nics)
         # Path MTU reports, read from raw ICMP sockets (joyride.service.pathmtu).
         self.icmp = list(icmp)
         # The C data plane (docs/dataplane.md), when given: it owns the queues and runs
-        # established connections; the engine sees only what it declines.
+        # established connections; the engine sees only what it declines. ``Workers``:
+        # one plane per queue, each in its own thread (joyride.dataplane.workers).
         self.plane = plane
+        self.workers = plane if isinstance(plane, Workers) else None
+        # The plane whose shared-memory channels the pumps may use: one plane's channel
+        # ids are its own, so with several workers every connection is a stream.
+        self.chan_plane = plane if isinstance(plane, DataPlane) else None
         self.network = network
         self.ports = ports
         self.ephemeral = ephemeral
@@ -165,6 +171,8 @@ class Datapath:
                              ephemeral_ports=ephemeral_range,
                              clock=clock)
         self.clock = clock
+        if plane is not None:
+            self.engine.strays = self._stray
         self.app_socket = app_socket
         self.counters: Counters = Counters()
         self.by_port: dict[int, PortListeners] = {}
@@ -342,6 +350,8 @@ class Datapath:
             activity = self.engine.poll()
             if not activity.connections and not activity.listeners:
                 break
+            if self.workers is not None:
+                self.workers.note_rx(activity.connections)  # where C should run them
             busy = True
             touched |= activity.connections
         now = self.clock()
@@ -429,8 +439,8 @@ class Datapath:
         self.engine.adopt_back(conn)
         pump = self.pumps.get(conn)
         if pump is None:
-            if got.channel.chan:
-                self.plane.chan_release(got.channel.chan)  # its pump is gone
+            if got.channel.chan and self.chan_plane is not None:
+                self.chan_plane.chan_release(got.channel.chan)  # its pump is gone
             return
         pump.channel = got.channel
         if pump.channel.claim_wait:
@@ -468,7 +478,7 @@ class Datapath:
                 self.engine.mark(conn)
             return
         pump = Pump(conn, socket.socket(fileno=fd), pl.uid if pl is not None else -1,
-                    plane=self.plane, channel=ChannelState.of(tcb))
+                    plane=self.chan_plane, channel=ChannelState.of(tcb))
         if pump.channel.claim_wait:
             self._claim_waiting.add(pump)
         pump.app_eof = bool(tcb.app_eof)
@@ -588,7 +598,7 @@ class Datapath:
 
     def _start_pump(self, conn: TcpConnection, sock: socket.socket, uid: int,
                     pid: int = 0, channel: ChannelState | None = None) -> None:
-        pump = Pump(conn, sock, uid, pid, plane=self.plane, channel=channel)
+        pump = Pump(conn, sock, uid, pid, plane=self.chan_plane, channel=channel)
         self.pumps[conn] = pump
         if pump.channel.claim_wait:
             self._claim_waiting.add(pump)
@@ -643,7 +653,7 @@ class Datapath:
         # Verified on its first delivery: SO_PEERCRED of the listener must be this pid's.
         pl.registrations = [r for r in pl.registrations if r.name != name]
         pl.registrations.append(Registration(name, port, creds.uid, reuseport=reuseport,
-                                             channels=channels and self.plane is not None,
+                                             channels=channels and self.chan_plane is not None,
                                              family=parsed.family, families=families))
         self.counters["listen_registered"] += 1
         self._watch_listener_pid(creds.pid)
@@ -1254,6 +1264,30 @@ class Datapath:
             flow.update(in_c)  # C runs it: its view, not the parked object's
         return flow
 
+    def _stray(self, key: tuple[bytes, int, bytes, int], conn: TcpConnection | None
+               ) -> TcpConnection | None:
+        """``Engine.strays``: a segment reached Python for a flow C runs. With one plane
+        that is a segment declined before C took its flow again (the engine had not read
+        every declined frame yet); with workers, a peer that moved the flow to another
+        queue, whose worker does not have it. Either way the flow comes back here first
+        (it goes to the plane that gave this frame when C takes it again: ``note_rx``);
+        a flow C opened itself is claimed from whichever worker has it."""
+        if conn is not None:
+            self._reclaim(conn)
+            self.counters["plane_stray_reclaimed"] += 1
+            if self.workers is not None:
+                self.workers.migrated += 1
+            return conn
+        if self.workers is None:
+            return None  # one plane: it declines only flows it does not have
+        born = self.workers.claim(key)
+        if born is None:
+            return None
+        self.counters["plane_stray_claimed"] += 1
+        self.workers.migrated += 1
+        self._take_born(born, set())
+        return self.engine.connections.get(key)
+
     def _reclaim(self, conn: TcpConnection) -> None:
         """Take ``conn`` back from C (the control plane's to change: its options, its
         MSS), as a hand-back."""
@@ -1277,6 +1311,8 @@ class Datapath:
         self._waiting.clear()
         self.connecting.clear()
         self.engine.close()
+        if self.workers is not None:
+            self.workers.close()  # their threads end; their planes go with the service
         for source in self.icmp:
             source.close()
         with contextlib.suppress(Exception):

@@ -85,6 +85,15 @@ def render(stats: Mapping[str, Any], sockets: Iterable[Mapping[str, Any]]) -> st
         if key == "flows":
             e.add("joyride_dataplane_flows", "gauge",
                   "Connections the C data plane runs now", value, interface=iface)
+        elif key == "workers":
+            for index, worker in enumerate(value):
+                e.add("joyride_dataplane_worker_flows", "gauge",
+                      "Connections each data-plane worker runs now", worker["flows"],
+                      interface=iface, worker=str(index))
+                for name in ("rx_frames", "rx_fast", "declined", "runs", "asks"):
+                    e.add(f"joyride_dataplane_worker_{name}_total", "counter",
+                          f"C data plane, per worker: {name.replace('_', ' ')}",
+                          worker[name], interface=iface, worker=str(index))
         elif key.startswith("handback_"):
             e.add("joyride_dataplane_handbacks_total", "counter",
                   "Flows the C data plane gave back to Python, by reason", value,

@@ -56,6 +56,7 @@ def config_to_json(cfg: ServiceConfig) -> str:
         "ifname": cfg.ifname, "ports": str(cfg.ports), "udp_ports": str(cfg.udp_ports),
         "ephemeral": str(cfg.ephemeral), "mode": cfg.mode, "force": cfg.force,
         "vlan": cfg.vlan, "group": cfg.group, "engine": cfg.engine, "user": cfg.user,
+        "workers": cfg.workers,
     })
 
 
@@ -68,7 +69,7 @@ def config_from_json(text: str) -> ServiceConfig:
         ephemeral=PortSet.parse(raw["ephemeral"], allow_empty=True),
         mode=raw["mode"], force=bool(raw["force"]), vlan=int(raw["vlan"]),
         group=str(raw.get("group", "")), engine=bool(raw.get("engine", True)),
-        user=str(raw.get("user", "")),
+        user=str(raw.get("user", "")), workers=int(raw.get("workers", 1)),
     )
 
 

@@ -34,6 +34,7 @@ from joyride.claim import privdrop
 from joyride.claim.interface import Request, claim, follow_engine
 from joyride.claim.statedir import ServiceState, StateDir
 from joyride.dataplane import plane as dataplane
+from joyride.dataplane.workers import Workers
 from joyride.errors import JoyrideError
 from joyride.service import apps, capture, control, pathmtu, sockettable
 from joyride.service.datapath import Datapath
@@ -79,6 +80,10 @@ class ServiceConfig:
     # 0 for the service, which shares the machine with its applications; embedded mode
     # passes embed()'s ``spin``.
     spin: float = 0.0
+    # Data-plane workers: one per rx queue, each a thread with its queue's flows
+    # (joyride.dataplane.workers); 0: one per queue, as many as there are CPUs; 1: the
+    # service loop's thread runs the one plane of every queue.
+    workers: int = 1
 
 
 class Service:
@@ -166,19 +171,34 @@ class Service:
         except BaseException:
             network.close()
             raise
-        plane = None
+        plane: dataplane.DataPlane | Workers | None = None
         if dataplane.wanted():
             # The C data plane owns the queues (docs/dataplane.md); JOYRIDE_DATAPLANE=python
             # keeps every connection in Python.
-            plane = dataplane.DataPlane(mtu=network.mtu,
-                                        spin=dataplane.spin_from_env(self.config.spin))
-            for sock in self.sockets:
-                plane.add_xsk_port(sock.xsk_socket())
-            if dataplane.gso_wanted():
-                plane.use_gso(cfg.ifname)
+            plane = self._planes(network.mtu)
         return Datapath(self.sockets, network, ports=cfg.ports, ephemeral=cfg.ephemeral,
                         app_socket=app_socket, group=gid, plane=plane, config=self.tcp,
                         icmp=pathmtu.open_report_sockets(cfg.ifname))
+
+    def _worker_count(self) -> int:
+        """How many data-plane workers serve the queues (``ServiceConfig.workers``)."""
+        if self.config.embedded or not dataplane.wanted() or len(self.sockets) < 2:
+            return 1
+        wanted = self.config.workers or (os.cpu_count() or 1)
+        return max(1, min(wanted, len(self.sockets)))
+
+    def _planes(self, mtu: int) -> dataplane.DataPlane | Workers:
+        """The C data plane: one for every queue, or one per worker (its queues in turn,
+        each queue one worker's)."""
+        spin = dataplane.spin_from_env(self.config.spin)
+        count = self._worker_count()
+        planes = [dataplane.DataPlane(mtu=mtu, spin=spin) for _ in range(count)]
+        for index, sock in enumerate(self.sockets):
+            planes[index % count].add_xsk_port(sock.xsk_socket())
+        if dataplane.gso_wanted():
+            for plane in planes:
+                plane.use_gso(self.config.ifname)
+        return planes[0] if count == 1 else Workers(planes)
 
     def drop_privileges(self, user: privdrop.ServiceUser, helper_fd: int) -> list[str]:
         """After ``start``: become ``user`` with no capabilities, no_new_privs and the
@@ -350,7 +370,7 @@ class Service:
             error = "this service runs no TCP engine: it has no frames to capture"
         if not error:
             try:
-                tap = capture.tap_for(request)
+                tap = capture.tap_for(request, self._worker_count())
             except (TypeError, ValueError) as exc:
                 error = f"bad capture request: {exc}"
         if error:

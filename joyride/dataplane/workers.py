@@ -1,0 +1,349 @@
+"""One data-plane worker per rx queue (issue 17), under the one control plane.
+
+Each worker is a thread that runs its own ``DataPlane``: its queue's AF_XDP socket, the
+flows whose frames arrive there, its own epoll, timer wheel and application sockets. It
+holds no GIL while it runs (cffi releases it around ``dp_run``) and shares nothing
+with the other workers, so the data path takes no lock. Flows stay on their worker;
+listeners are every worker's (``listen`` goes to each plane).
+
+The control plane (the service loop's thread: the engine, the TCP core, the pumps)
+touches a plane only while its worker is parked. ``run`` is the one hand-over, and it
+stops the world: it lets every worker run, sleeps until one of them has work for
+Python (frames it declined, flows it handed back) or the control plane's own
+descriptors wake, then asks every worker to park (a write to the eventfd its loop
+watches: the loop ends its round and returns) and waits until each has. Everything
+Python does between two ``run`` calls therefore sees every plane at rest, exactly as
+with one plane in the loop's own thread; the ``threading.Event`` pair of each worker
+gives the happens-before edges both ways. Python runs rarely (issue 16's gate: at most
+one call per hundred requests), so stopping every worker for it costs little; the
+design for many queues is in docs/dataplane.md, "Workers".
+
+Where a flow lives: the worker whose queue its frames arrive on (the NIC's RSS or, on
+veth, the peer's transmit hash). The control plane hands a connection to the plane that
+last gave it a frame or gave it back (``note_rx``, ``handbacks``). When a peer moves a
+flow to another queue (Linux re-picks its transmit hash after a retransmission
+timeout), the new worker does not know it and declines its segments; the engine then
+takes the flow back from the old worker (``Engine.strays``) and gives it to the new one.
+
+This class offers ``DataPlane``'s interface, routed: per flow to its worker, per
+listener to all, statistics summed with a per-worker breakdown. Shared-memory channels
+stay on a single plane (their ids are a plane's own): the service grants none with
+several workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import threading
+import types
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+from joyride.dataplane.plane import (
+    Born,
+    BornView,
+    ChannelState,
+    DataPlane,
+    ListenSpec,
+    Released,
+    ffi,
+)
+from joyride.engine.nic import Buffer, RxDescriptors
+from joyride.tcp.connection import TcpConnection
+
+#: dp_run's wake bits (dataplane.h, DP_WAKE_*).
+WAKE_DECLINED: Final = 1
+WAKE_HANDBACK: Final = 2
+WAKE_WATCHED: Final = 4
+WAKE_TIMEOUT: Final = 8
+#: Flows whose worker is remembered for their next hand-over to C; older ones go to the
+#: first worker that gives them a frame again.
+HOME_MEMORY: Final = 1 << 16
+
+Key = tuple[bytes, int, bytes, int]
+
+
+def key_of(conn: TcpConnection) -> Key:
+    return (conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)
+
+
+class Worker:
+    """One plane's thread: it runs the plane's loop while let, and parks when asked to
+    (or when the loop has work for Python) until let again."""
+
+    def __init__(self, index: int, plane: DataPlane, notify_fd: int) -> None:
+        self.index = index
+        self.plane = plane
+        self._notify_fd = notify_fd
+        # The loop returns when this is readable (DP_WAKE_WATCHED): the control plane's
+        # request to park.
+        self._pause_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        plane.watch(self._pause_fd)
+        self._go = threading.Event()
+        self._parked = threading.Event()
+        self._parked.set()
+        self._stopping = False
+        self.woke = 0  # the loop's DP_WAKE_* bits when it last returned
+        self.error: OSError | None = None
+        self.runs = 0  # times the loop was let run
+        self.asks = 0  # ... and returned with work for Python
+        self._thread = threading.Thread(target=self._serve, name=f"joyride-worker-{index}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        # Signals are the control plane's (its handlers run in the main thread): a signal
+        # delivered here would only end this loop's sleep early.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        while True:
+            self._go.wait()
+            self._go.clear()
+            if self._stopping:
+                return
+            try:
+                woke = self.plane.run(None)
+            except OSError as exc:
+                self.error, woke = exc, 0
+            self.woke = woke
+            self.runs += 1
+            if woke & (WAKE_DECLINED | WAKE_HANDBACK) or self.error is not None:
+                self.asks += 1
+                os.eventfd_write(self._notify_fd, 1)
+            self._parked.set()
+
+    def let_run(self) -> None:
+        self._parked.clear()
+        self._go.set()
+
+    def ask_to_park(self) -> None:
+        os.eventfd_write(self._pause_fd, 1)
+
+    def wait_parked(self) -> None:
+        self._parked.wait()
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._pause_fd)  # parked: the request is served
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise OSError(error.errno, f"worker {self.index}: {error.strerror}")
+
+    def stop(self) -> None:
+        """End the thread (parked: ``Workers.run`` always leaves it so)."""
+        self._stopping = True
+        self._go.set()
+        self._thread.join(5.0)
+        os.close(self._pause_fd)
+
+
+class Workers:
+    """Several planes, one per queue, each run by its worker; ``DataPlane``'s interface."""
+
+    def __init__(self, planes: Sequence[DataPlane]) -> None:
+        if not planes:
+            raise ValueError("workers need at least one plane")
+        self.planes = list(planes)
+        self.mtu = self.planes[0].mtu
+        self.has_door = False  # embedded mode's bell is a single plane's
+        self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._poll = select.epoll()
+        self._poll.register(self._notify_fd, select.EPOLLIN)
+        self._watched = -1
+        self.workers = [Worker(i, p, self._notify_fd) for i, p in enumerate(self.planes)]
+        self._home: OrderedDict[Key, int] = OrderedDict()
+        self._rx_index = 0  # the plane whose declined frames the engine reads now
+        self.stops = 0  # the world stopped for Python
+        self.migrated = 0  # flows a peer moved to another queue, taken to its worker
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def watch(self, fd: int) -> None:
+        """``run`` returns when ``fd`` is readable (the control plane's own poller)."""
+        self._poll.register(fd, select.EPOLLIN)
+        self._watched = fd
+
+    def run(self, timeout: float | None) -> int:
+        """Let every worker run until one has work for Python, the watched descriptor is
+        readable or ``timeout`` seconds pass (0: each runs one round); then park them
+        all. The DP_WAKE_* bits of all of them."""
+        for worker in self.workers:
+            worker.let_run()
+        ready: list[tuple[int, int]] = []
+        try:
+            ready = self._poll.poll(-1 if timeout is None else timeout)
+        finally:
+            for worker in self.workers:
+                worker.ask_to_park()
+            for worker in self.workers:
+                worker.wait_parked()
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._notify_fd)
+            self.stops += 1
+        woke = 0
+        for worker in self.workers:
+            woke |= worker.woke & ~(WAKE_WATCHED | WAKE_TIMEOUT)
+        if any(fd == self._watched for fd, _ in ready):
+            woke |= WAKE_WATCHED
+        return woke or WAKE_TIMEOUT
+
+    def door_wakes(self, on: bool) -> None:
+        pass  # no door: has_door is False
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self._poll.close()
+        os.close(self._notify_fd)
+
+    # -- flows ---------------------------------------------------------------------------
+
+    def note_rx(self, conns: Iterable[TcpConnection]) -> None:
+        """These connections were just given frames by the plane the engine reads: that
+        is where C should run them."""
+        for conn in conns:
+            self._remember(key_of(conn), self._rx_index)
+
+    def _remember(self, key: Key, index: int) -> None:
+        home = self._home
+        home[key] = index
+        home.move_to_end(key)
+        if len(home) > HOME_MEMORY:
+            home.popitem(last=False)
+
+    def _owner(self, conn: TcpConnection) -> DataPlane | None:
+        for plane in self.planes:
+            if plane.owns(conn):
+                return plane
+        return None
+
+    def owns(self, conn: TcpConnection) -> bool:
+        return self._owner(conn) is not None
+
+    def adopt(self, conn: TcpConnection, src_mac: bytes, dst_mac: bytes,
+              app_fd: int = -1, channel: ChannelState | None = None) -> bool:
+        index = self._home.get(key_of(conn), 0)
+        return self.planes[index].adopt(conn, src_mac, dst_mac, app_fd, channel)
+
+    def release(self, conn: TcpConnection, now: float | None = None) -> Released | None:
+        plane = self._owner(conn)
+        return plane.release(conn, now) if plane is not None else None
+
+    def handbacks(self, now: float | None = None) -> list[Released | Born]:
+        out: list[Released | Born] = []
+        for index, plane in enumerate(self.planes):
+            for got in plane.handbacks(now):
+                self._remember(got.key if isinstance(got, Born) else key_of(got.conn), index)
+                out.append(got)
+        return out
+
+    def claim(self, key: Key) -> Born | None:
+        for index, plane in enumerate(self.planes):
+            born = plane.claim(key)
+            if born is not None:
+                self._remember(key, index)
+                return born
+        return None
+
+    def peek_key(self, key: Key) -> Any:
+        for plane in self.planes:
+            tcb = plane.peek_key(key)
+            if tcb is not None:
+                return tcb
+        return None
+
+    def born_flows(self) -> list[BornView]:
+        return [view for plane in self.planes for view in plane.born_flows()]
+
+    def ended_counts(self) -> Any:
+        """The planes' ``struct dp_counts`` summed, field by field."""
+        counts = [plane.ended_counts() for plane in self.planes]
+        return types.SimpleNamespace(**{
+            name: sum(int(getattr(c, name)) for c in counts)
+            for name, _ in ffi.typeof("struct dp_counts").fields})
+
+    def peek(self, conn: TcpConnection) -> Any:
+        plane = self._owner(conn)
+        return plane.peek(conn) if plane is not None else None
+
+    def view(self, conn: TcpConnection) -> dict[str, Any] | None:
+        plane = self._owner(conn)
+        return plane.view(conn) if plane is not None else None
+
+    @property
+    def flows(self) -> int:
+        return sum(plane.flows for plane in self.planes)
+
+    def unsettled(self) -> bool:
+        return any(plane.unsettled() for plane in self.planes)
+
+    # -- listening (every worker's) ------------------------------------------------------
+
+    def listen(self, spec: ListenSpec, *, syn_backlog: int) -> None:
+        for plane in self.planes:
+            plane.listen(spec, syn_backlog=syn_backlog)
+
+    def unlisten(self, port: int) -> None:
+        for plane in self.planes:
+            plane.unlisten(port)
+
+    def set_path_mss(self, ip: bytes, mss: int, expires: float) -> None:
+        for plane in self.planes:
+            plane.set_path_mss(ip, mss, expires)
+
+    # -- statistics and the tap ----------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        each = [plane.stats() for plane in self.planes]
+        total: dict[str, Any] = {name: sum(s[name] for s in each) for name in each[0]}
+        total["stops"] = self.stops
+        total["migrated"] = self.migrated
+        total["workers"] = [
+            {**s, "runs": w.runs, "asks": w.asks} for s, w in zip(each, self.workers, strict=True)]
+        return total
+
+    def port_counters(self, index: int) -> dict[str, int]:
+        """Queue ``index`` (in the service's order) is a port of worker ``index % n``,
+        its ``index // n``-th: the service deals the queues out in turn."""
+        n = len(self.planes)
+        return self.planes[index % n].port_counters(index // n)
+
+    def capture(self, taps: Any) -> None:
+        """``taps``: a ``tap.Taps`` with one tap per worker (None: stop), as a tap has one
+        producer."""
+        for index, plane in enumerate(self.planes):
+            plane.capture(None if taps is None else taps.members[index])
+
+    # -- the NIC Python shares (DeclineNic) ----------------------------------------------
+
+    def _declining(self) -> DataPlane:
+        """The plane whose declined frames the engine reads: the one it is reading while
+        any are left (``DeclineNic``'s cursor is into that plane's buffer, which it
+        clears once every frame is taken), else the first with some."""
+        current = self.planes[self._rx_index]
+        if current.declined_count():
+            return current
+        for index, plane in enumerate(self.planes):
+            if plane.declined_count():
+                self._rx_index = index
+                return plane
+        return self.planes[self._rx_index]
+
+    def declined(self) -> RxDescriptors | None:
+        return self._declining().declined()
+
+    def declined_count(self) -> int:
+        return self.planes[self._rx_index].declined_count()
+
+    def declined_clear(self) -> None:
+        self.planes[self._rx_index].declined_clear()
+
+    def transmit(self, frames: Sequence[Buffer]) -> int:
+        """Python's frames leave by the first worker's queue: any queue's transmit ring
+        reaches the wire, and the world is stopped while Python runs."""
+        return self.planes[0].transmit(frames)
+
+    def kick(self) -> None:
+        for plane in self.planes:
+            plane.kick()

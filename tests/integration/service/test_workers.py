@@ -1,0 +1,146 @@
+"""``joyride attach --workers 2`` on a two-queue veth: each worker serves the flows of
+its queue, and a flow the peer moves to the other queue follows, with every byte
+checked by hash."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from service_helpers import app_path, attached, cli, service_pid, stats
+
+from joyride.service import appclient
+from joyride.testbed import Testbed
+
+pytestmark = pytest.mark.integration
+
+PORT = 8097
+CONNECTIONS = 24
+CHUNK = 64 * 1024
+
+
+class Echo:
+    """A thread per connection echoing what a Joyride listener's connections send."""
+
+    def __init__(self, lsock: socket.socket) -> None:
+        self.lsock = lsock
+        self.threads: list[threading.Thread] = []
+        self.accepter = threading.Thread(target=self._accept, daemon=True)
+        self.accepter.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.lsock.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._echo, args=(conn,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(1 << 16):
+                conn.sendall(data)
+
+
+@contextlib.contextmanager
+def echo_service(workers: str) -> Iterator[Testbed]:
+    with Testbed(rx_queues=2) as bed, attached(bed, "--ports", str(PORT),
+                                                "--workers", workers):
+        with bed.joy.inside():
+            lsock = appclient.listen(PORT, backlog=128, path=app_path(bed.joy))
+        Echo(lsock)
+        try:
+            yield bed
+        finally:
+            lsock.close()
+
+
+def exchange(sock: socket.socket, payload: bytes) -> None:
+    """Send ``payload`` and read back its echo, compared by hash."""
+    sender = threading.Thread(target=sock.sendall, args=(payload,), daemon=True)
+    sender.start()
+    got = bytearray()
+    while len(got) < len(payload):
+        chunk = sock.recv(1 << 16)
+        assert chunk, f"EOF after {len(got)} of {len(payload)} bytes"
+        got += chunk
+    sender.join(30)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+
+
+def test_two_workers_each_serve_their_queue() -> None:
+    with echo_service("2") as bed:
+        with bed.peer.inside():
+            clients = [socket.create_connection((bed.joy.ip, PORT), timeout=30)
+                       for _ in range(CONNECTIONS)]
+        try:
+            for sock in clients:
+                exchange(sock, os.urandom(4 * CHUNK))
+        finally:
+            for sock in clients:
+                sock.close()
+        plane = stats(bed.joy)["datapath"]["dataplane"]
+        workers = plane["workers"]
+        assert len(workers) == 2
+        # The peer's sockets pick a transmit queue by their hash, and its queue is the
+        # one of ours they arrive on: 24 connections all on one queue is a 2^-23 chance.
+        for worker in workers:
+            assert worker["rx_fast"] > 0 and worker["established"] > 0, workers
+        assert plane["established"] == sum(w["established"] for w in workers)
+        queues = stats(bed.joy)["queues"]
+        assert all(q["rx_frames"] > 0 for q in queues.values()), queues
+        shown = cli(bed.joy, "stats", bed.joy.ifname).stdout
+        assert "worker 0: flows" in shown and "worker 1: flows" in shown, shown
+        metrics = cli(bed.joy, "metrics", bed.joy.ifname, "--once").stdout
+        assert 'joyride_dataplane_worker_rx_fast_total{interface="' in metrics
+        assert 'worker="1"} ' in metrics
+
+
+def _set_xps(bed: Testbed) -> None:
+    """The peer sends from CPU c on transmit queue c (XPS): which of our queues its
+    segments reach follows the CPU its sender runs on."""
+    for queue in (0, 1):
+        path = f"/sys/class/net/{bed.peer.ifname}/queues/tx-{queue}/xps_cpus"
+        bed.peer.run("sh", "-c", f"echo {1 << queue:x} > {path}")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to move on")
+def test_a_flow_the_peer_moves_follows_to_the_other_worker() -> None:
+    """Linux's TCP re-picks its transmit queue whenever nothing is in flight; with XPS,
+    by the CPU it sends from. Each exchange from the other CPU moves the flow to the
+    other worker, which takes it from the one that had it; the bytes stay whole."""
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    before = os.sched_getaffinity(0)
+    with echo_service("2") as bed:
+        _set_xps(bed)
+        with bed.peer.inside():
+            sock = socket.create_connection((bed.joy.ip, PORT), timeout=30)
+        try:
+            with sock:
+                for i in range(8):
+                    os.sched_setaffinity(0, {cpus[i % 2]})
+                    exchange(sock, os.urandom(CHUNK + i))
+        finally:
+            os.sched_setaffinity(0, before)
+        plane = stats(bed.joy)["datapath"]["dataplane"]
+        assert plane["migrated"] >= 4, plane
+        assert all(w["rx_fast"] > 0 for w in plane["workers"]), plane["workers"]
+        service = stats(bed.joy)["datapath"]["service"]
+        assert service.get("plane_stray_reclaimed", 0) + service.get(
+            "plane_stray_claimed", 0) == plane["migrated"]
+
+
+def test_workers_refused_when_not_a_count() -> None:
+    with Testbed() as bed:
+        out = cli(bed.joy, "attach", bed.joy.ifname, "--ports", str(PORT),
+                  "--workers", "0", check=False)
+        assert out.returncode != 0 and "--workers 0" in out.stderr
+        assert service_pid(bed) is None  # refused before anything started

@@ -1,0 +1,120 @@
+"""``Workers``: one plane per thread, parked whenever the control plane runs.
+
+Planes with in-memory ports (no descriptor wakes them: ``run(0)`` lets each worker run
+one round). Python touches the planes only between ``run`` calls, as the service does;
+these tests do too."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from joyride.dataplane.membed import IP_PEER, IP_SVC, MAC_PEER, MAC_SVC
+from joyride.dataplane.plane import DataPlane, DeclineNic
+from joyride.dataplane.workers import WAKE_DECLINED, WAKE_TIMEOUT, WAKE_WATCHED, Workers
+from joyride.wire._native import ffi as wire_ffi
+from joyride.wire.ethernet import EthernetHeader
+from joyride.wire.frame import build_frame, parse_frame
+from joyride.wire.ipv4 import Ipv4Header
+from joyride.wire.seq import Seq
+from joyride.wire.tcp import TcpFlags, TcpSegment
+
+
+def segment_for_no_flow(src_port: int) -> bytes:
+    ack = TcpSegment(src_port=src_port, dst_port=9, seq=Seq(1), ack=Seq(1),
+                     flags=TcpFlags(TcpFlags.ACK), window=65535)
+    return build_frame(EthernetHeader(MAC_SVC, MAC_PEER), Ipv4Header(IP_PEER, IP_SVC), ack)
+
+
+def two_workers() -> tuple[Workers, list]:  # type: ignore[type-arg]
+    planes = [DataPlane(mtu=1500, max_flows=64) for _ in range(2)]
+    ports = [plane.add_memory_port() for plane in planes]
+    return Workers(planes), ports
+
+
+def test_each_worker_runs_a_round_and_parks() -> None:
+    workers, _ = two_workers()
+    try:
+        assert workers.run(0) == WAKE_TIMEOUT
+        assert [w.runs for w in workers.workers] == [1, 1]
+        assert workers.stats()["stops"] == 1
+        assert len(workers.stats()["workers"]) == 2
+    finally:
+        workers.close()
+    assert not any(w._thread.is_alive() for w in workers.workers)
+
+
+def test_declined_frames_come_from_the_plane_they_arrived_at_in_order() -> None:
+    workers, ports = two_workers()
+    try:
+        ports[1].push(segment_for_no_flow(20001))
+        ports[0].push(segment_for_no_flow(20000))
+        ports[1].push(segment_for_no_flow(20002))
+        assert workers.run(0) & WAKE_DECLINED
+        nic = DeclineNic(workers)  # type: ignore[arg-type]
+        seen: list[int] = []
+        while nic.receive(1) is not None:
+            seen.append(workers._rx_index)
+            nic.release()
+        # One plane's frames, all of them, then the next's, each in arrival order.
+        assert seen == [0, 1, 1]
+        assert workers.declined() is None
+        every = [w["declined"] for w in workers.stats()["workers"]]
+        assert every == [1, 2]
+    finally:
+        workers.close()
+
+
+def test_the_engine_reads_every_declined_frame_with_its_bytes() -> None:
+    workers, ports = two_workers()
+    try:
+        sent = {20000 + i: i % 2 for i in range(6)}
+        for port, index in sent.items():
+            ports[index].push(segment_for_no_flow(port))
+        workers.run(0)
+        got: dict[int, int] = {}
+        while (rx := workers.declined()) is not None:
+            for i in range(rx.n):
+                frame = bytes(wire_ffi.buffer(rx.base + int(rx.offsets[i]), int(rx.lengths[i])))
+                got[parse_frame(frame).tcp.src_port] = workers._rx_index
+            workers.declined_clear()
+        assert got == sent
+    finally:
+        workers.close()
+
+
+def test_the_watched_descriptor_ends_the_run() -> None:
+    workers, _ = two_workers()
+    r, w = os.pipe()
+    try:
+        workers.watch(r)
+        timer = threading.Timer(0.05, os.write, args=(w, b"x"))
+        timer.start()
+        assert workers.run(30.0) & WAKE_WATCHED  # returns once written, not after 30 s
+        timer.join()
+        assert all(not wk._go.is_set() and wk._parked.is_set() for wk in workers.workers)
+    finally:
+        workers.close()
+        os.close(r)
+        os.close(w)
+
+
+def test_many_hand_overs_lose_no_frame() -> None:
+    """500 stop-the-world cycles, frames pushed between them to either worker: every
+    frame is declined once, by its own plane, and every cycle parks both."""
+    workers, ports = two_workers()
+    try:
+        pushed = [0, 0]
+        declined = [0, 0]
+        for cycle in range(500):
+            index = cycle % 3 % 2
+            ports[index].push(segment_for_no_flow(20000 + cycle % 1000))
+            pushed[index] += 1
+            workers.run(0)
+            while (rx := workers.declined()) is not None:
+                declined[workers._rx_index] += rx.n
+                workers.declined_clear()
+        assert declined == pushed
+        assert [w.runs for w in workers.workers] == [500, 500]
+    finally:
+        workers.close()
