@@ -233,7 +233,10 @@ def python_calls(before: dict[str, Any], after: dict[str, Any]) -> float | None:
     (None with the Python data plane, where every segment is Python's work)."""
     def returns(doc: dict[str, Any]) -> int | None:
         plane = (doc.get("datapath") or {}).get("dataplane")
-        return int(plane.get("returns", 0)) if plane else None
+        if not plane:
+            return None
+        # With workers, each stop for Python returns every worker's loop: count stops.
+        return int(plane["stops"] if "stops" in plane else plane.get("returns", 0))
     first, last = returns(before), returns(after)
     if first is None or last is None:
         return None
@@ -259,15 +262,19 @@ def start_server(bed: Testbed, d: Daemon, stack: str, work: Path, log: Path) -> 
 
 
 def run(daemons: list[Daemon], planes: list[str], reps: int, seconds: float,
-        progress: Callable[[str], None] = print) -> list[Sample]:
+        progress: Callable[[str], None] = print, *, queues: int = 1,
+        workers: str = "1") -> list[Sample]:
+    """Each daemon on the kernel and on Joyride, alternating; the veth pair has
+    ``queues`` rx queues, which ``workers`` data-plane workers serve."""
     samples: list[Sample] = []
-    with Testbed() as bed, tempfile.TemporaryDirectory(prefix="joyride-daemons-") as tmp:
+    with Testbed(rx_queues=queues) as bed, \
+            tempfile.TemporaryDirectory(prefix="joyride-daemons-") as tmp:
         tools.prepare_load_generator(bed.peer)
         work = Path(tmp)
         for plane in planes:
             os.environ["JOYRIDE_DATAPLANE"] = plane.split("+")[0]
             try:
-                svc = attach(bed, PORTS)
+                svc = attach(bed, PORTS, "--workers", workers)
             finally:
                 os.environ.pop("JOYRIDE_DATAPLANE", None)
             try:
@@ -390,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--planes", default="c,python")
     ap.add_argument("--only", default="", help="comma-separated workload keys")
+    ap.add_argument("--queues", type=int, default=1, help="rx queues of the veth pair")
+    ap.add_argument("--workers", default="auto", help="joyride attach --workers (N or auto)")
     ap.add_argument("--json", default="results/daemons.json")
     ap.add_argument("--markdown", default="results/daemons.md")
     args = ap.parse_args(argv)
@@ -400,11 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [d for d in DAEMONS if not args.only or d.key in args.only.split(",")]
     planes = [p for p in args.planes.split(",") if p]
     started = time.time()
-    samples = run(chosen, planes, reps, seconds)
+    samples = run(chosen, planes, reps, seconds, queues=args.queues, workers=args.workers)
     rows = summarize(samples)
     print(table(rows))
     doc = {"measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
            "kernel": os.uname().release, "reps": reps, "seconds": seconds,
+           "queues": args.queues, "workers": args.workers,
            "rows": rows, "samples": [s.__dict__ for s in samples]}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(doc, indent=1))

@@ -187,13 +187,14 @@ def joyride_cli(node: Node, *args: str,
     return node.run(JOYRIDE, *args, check=False, timeout=timeout)
 
 
-def attach(bed: Testbed, ports: str = SERVICE_PORTS) -> int:
-    """``joyride attach`` on the bed's Joyride side; the service's pid.
+def attach(bed: Testbed, ports: str = SERVICE_PORTS, *options: str) -> int:
+    """``joyride attach`` on the bed's Joyride side (with ``options``, e.g. ``--workers
+    2``); the service's pid.
 
     Pair with ``detach`` in a ``finally`` (also after a failed attach: it cleans up
     whatever part of the attach happened).
     """
-    proc = joyride_cli(bed.joy, "attach", bed.joy.ifname, "--ports", ports)
+    proc = joyride_cli(bed.joy, "attach", bed.joy.ifname, "--ports", ports, *options)
     if proc.returncode != 0:
         raise ServerError("joyride attach failed: "
                           + (proc.stderr or proc.stdout).decode(errors="replace").strip())

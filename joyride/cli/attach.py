@@ -38,10 +38,10 @@ def register(sub: Any) -> None:
                              "creates it; 'root' keeps root; with --foreground only when "
                              "given: the supervisor then runs in the foreground, as "
                              "packaging/joyride@.service does)")
-    parser.add_argument("--workers", default="1", metavar="N|auto",
+    parser.add_argument("--workers", default="auto", metavar="N|auto",
                         help="data-plane workers, each a thread serving its share of the "
-                             "rx queues and their connections (auto: one per queue, as "
-                             "many as there are CPUs; default 1)")
+                             "rx queues and their connections (default auto: one per "
+                             "queue, up to half the CPUs)")
     parser.add_argument("--force", action="store_true",
                         help="replace an XDP program that Joyride did not attach")
     parser.add_argument("--foreground", action="store_true",

@@ -56,7 +56,8 @@ def _delta(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
         out["datapath"] = {**now["datapath"], "tcp_total": {
             k: v - earlier.get(k, 0) for k, v in now["datapath"].get("tcp_total", {}).items()}}
         plane, was = now["datapath"].get("dataplane"), before["datapath"].get("dataplane")
-        if plane and was and len(plane.get("workers", [])) == len(was.get("workers", [])):
+        if plane and was and "workers" in plane and "workers" in was \
+                and len(plane["workers"]) == len(was["workers"]):
             # Each worker's counters as the interval's change; flows as they are now.
             out["datapath"]["dataplane"] = {**plane, "workers": [
                 {k: v if k == "flows" else v - old.get(k, 0) for k, v in w.items()}

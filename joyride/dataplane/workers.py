@@ -88,7 +88,7 @@ class Worker:
         self._parked.set()
         self._stopping = False
         self.woke = 0  # the loop's DP_WAKE_* bits when it last returned
-        self.error: OSError | None = None
+        self.error: Exception | None = None
         self.runs = 0  # times the loop was let run
         self.asks = 0  # ... and returned with work for Python
         self._thread = threading.Thread(target=self._serve, name=f"joyride-worker-{index}",
@@ -106,7 +106,7 @@ class Worker:
                 return
             try:
                 woke = self.plane.run(None)
-            except OSError as exc:
+            except Exception as exc:  # the control plane raises it (wait_parked)
                 self.error, woke = exc, 0
             self.woke = woke
             self.runs += 1
@@ -126,9 +126,12 @@ class Worker:
         self._parked.wait()
         with contextlib.suppress(BlockingIOError):
             os.eventfd_read(self._pause_fd)  # parked: the request is served
+
+    def raise_failure(self) -> None:
+        """Raise what ended its loop's last run, if anything did."""
         if self.error is not None:
             error, self.error = self.error, None
-            raise OSError(error.errno, f"worker {self.index}: {error.strerror}")
+            raise RuntimeError(f"data-plane worker {self.index}: {error}") from error
 
     def stop(self) -> None:
         """End the thread (parked: ``Workers.run`` always leaves it so)."""
@@ -181,6 +184,8 @@ class Workers:
             with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(self._notify_fd)
             self.stops += 1
+        for worker in self.workers:  # every one parked first: none runs on meanwhile
+            worker.raise_failure()
         woke = 0
         for worker in self.workers:
             woke |= worker.woke & ~(WAKE_WATCHED | WAKE_TIMEOUT)

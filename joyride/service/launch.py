@@ -69,7 +69,7 @@ def config_from_json(text: str) -> ServiceConfig:
         ephemeral=PortSet.parse(raw["ephemeral"], allow_empty=True),
         mode=raw["mode"], force=bool(raw["force"]), vlan=int(raw["vlan"]),
         group=str(raw.get("group", "")), engine=bool(raw.get("engine", True)),
-        user=str(raw.get("user", "")), workers=int(raw.get("workers", 1)),
+        user=str(raw.get("user", "")), workers=int(raw.get("workers", 0)),
     )
 
 

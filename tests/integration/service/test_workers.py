@@ -9,6 +9,7 @@ import hashlib
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -144,3 +145,25 @@ def test_workers_refused_when_not_a_count() -> None:
                   "--workers", "0", check=False)
         assert out.returncode != 0 and "--workers 0" in out.stderr
         assert service_pid(bed) is None  # refused before anything started
+
+
+def test_stats_watch_shows_each_workers_change() -> None:
+    with echo_service("2") as bed:
+        with bed.peer.inside():
+            clients = [socket.create_connection((bed.joy.ip, PORT), timeout=30)
+                       for _ in range(4)]
+        try:
+            for sock in clients:
+                exchange(sock, os.urandom(CHUNK))
+            total = sum(w["rx_frames"] for w in stats(bed.joy)["datapath"]["dataplane"]["workers"])
+            time.sleep(0.3)  # the peer's delayed ACKs of the last echoes land first
+            out = cli(bed.joy, "stats", bed.joy.ifname, "--watch", "0.2", "--count", "2").stdout
+        finally:
+            for sock in clients:
+                sock.close()
+        # Each report is the interval's change: the connections were idle by then, so a
+        # few frames at most, against the exchange's hundreds.
+        lines = [line.split() for line in out.splitlines() if line.strip().startswith("worker ")]
+        assert len(lines) == 4, out
+        frames = [int(words[words.index("rx_frames") + 1]) for words in lines]
+        assert total > 100 and all(n <= 4 for n in frames), (total, out)

@@ -118,3 +118,29 @@ def test_many_hand_overs_lose_no_frame() -> None:
         assert [w.runs for w in workers.workers] == [500, 500]
     finally:
         workers.close()
+
+
+def test_auto_leaves_half_the_cpus_to_the_applications() -> None:
+    from joyride.service.service import auto_workers
+
+    assert [auto_workers(n) for n in (1, 2, 3, 4, 64)] == [1, 1, 1, 2, 32]
+
+
+def test_a_failed_loop_reaches_the_control_plane() -> None:
+    """A worker whose loop raises parks all the same, and ``run`` raises it: the
+    service stops (and the steering falls back to the kernel) instead of hanging."""
+    workers, _ = two_workers()
+    try:
+        def broken(timeout: float | None) -> int:
+            raise OSError(9, "Bad file descriptor")
+
+        workers.planes[1].run = broken  # type: ignore[method-assign]
+        try:
+            workers.run(0)
+        except RuntimeError as exc:
+            assert "worker 1" in str(exc) and isinstance(exc.__cause__, OSError)
+        else:
+            raise AssertionError("the worker's failure was lost")
+        assert all(w._parked.is_set() for w in workers.workers)
+    finally:
+        workers.close()
