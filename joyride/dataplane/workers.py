@@ -34,6 +34,7 @@ several workers.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import signal
@@ -54,6 +55,9 @@ from joyride.dataplane.plane import (
 )
 from joyride.engine.nic import Buffer, RxDescriptors
 from joyride.tcp.connection import TcpConnection
+from joyride.wire.frame import tcp_flow_of
+
+log = logging.getLogger(__name__)
 
 #: dp_run's wake bits (dataplane.h, DP_WAKE_*).
 WAKE_DECLINED: Final = 1
@@ -63,6 +67,11 @@ WAKE_TIMEOUT: Final = 8
 #: Flows whose worker is remembered for their next hand-over to C; older ones go to the
 #: first worker that gives them a frame again.
 HOME_MEMORY: Final = 1 << 16
+
+#: Signals a fault raises in the thread that caused it: never blocked (a crash in C
+#: must still reach faulthandler and end the process).
+SYNCHRONOUS: Final = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
+                                signal.SIGABRT, signal.SIGTRAP, signal.SIGSYS})
 
 Key = tuple[bytes, int, bytes, int]
 
@@ -98,7 +107,7 @@ class Worker:
     def _serve(self) -> None:
         # Signals are the control plane's (its handlers run in the main thread): a signal
         # delivered here would only end this loop's sleep early.
-        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - SYNCHRONOUS)
         while True:
             self._go.wait()
             self._go.clear()
@@ -134,10 +143,15 @@ class Worker:
             raise RuntimeError(f"data-plane worker {self.index}: {error}") from error
 
     def stop(self) -> None:
-        """End the thread (parked: ``Workers.run`` always leaves it so)."""
+        """End the thread (parked: ``Workers.run`` always leaves it so). A thread that
+        does not end keeps its eventfd (its loop may still watch it)."""
         self._stopping = True
         self._go.set()
         self._thread.join(5.0)
+        if self._thread.is_alive():
+            log.error("data-plane worker %d did not stop; its descriptors stay open",
+                      self.index)
+            return
         os.close(self._pause_fd)
 
 
@@ -171,19 +185,13 @@ class Workers:
         """Let every worker run until one has work for Python, the watched descriptor is
         readable or ``timeout`` seconds pass (0: each runs one round); then park them
         all. The DP_WAKE_* bits of all of them."""
-        for worker in self.workers:
-            worker.let_run()
         ready: list[tuple[int, int]] = []
         try:
+            for worker in self.workers:
+                worker.let_run()
             ready = self._poll.poll(-1 if timeout is None else timeout)
         finally:
-            for worker in self.workers:
-                worker.ask_to_park()
-            for worker in self.workers:
-                worker.wait_parked()
-            with contextlib.suppress(BlockingIOError):
-                os.eventfd_read(self._notify_fd)
-            self.stops += 1
+            self._park_all()
         for worker in self.workers:  # every one parked first: none runs on meanwhile
             worker.raise_failure()
         woke = 0
@@ -192,6 +200,26 @@ class Workers:
         if any(fd == self._watched for fd, _ in ready):
             woke |= WAKE_WATCHED
         return woke or WAKE_TIMEOUT
+
+    def _park_all(self) -> None:
+        """Ask every worker to park and wait until each has, even through an exception
+        (Ctrl-C) in the wait: Python must not go on while a plane runs. The first such
+        exception is raised once all are parked."""
+        for worker in self.workers:
+            worker.ask_to_park()
+        interrupted: BaseException | None = None
+        pending = list(self.workers)
+        while pending:
+            try:
+                pending[0].wait_parked()
+                pending.pop(0)
+            except BaseException as exc:  # re-raised once every worker parked
+                interrupted = interrupted or exc
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._notify_fd)
+        self.stops += 1
+        if interrupted is not None:
+            raise interrupted
 
     def door_wakes(self, on: bool) -> None:
         pass  # no door: has_door is False
@@ -204,11 +232,11 @@ class Workers:
 
     # -- flows ---------------------------------------------------------------------------
 
-    def note_rx(self, conns: Iterable[TcpConnection]) -> None:
-        """These connections were just given frames by the plane the engine reads: that
-        is where C should run them."""
-        for conn in conns:
-            self._remember(key_of(conn), self._rx_index)
+    def note_rx(self, keys: Iterable[Key]) -> None:
+        """Segments of these 4-tuples just came from the plane the engine reads (a timer's
+        work is not among them): that is where C should run their flows."""
+        for key in keys:
+            self._remember(key, self._rx_index)
 
     def _remember(self, key: Key, index: int) -> None:
         home = self._home
@@ -345,9 +373,16 @@ class Workers:
         self.planes[self._rx_index].declined_clear()
 
     def transmit(self, frames: Sequence[Buffer]) -> int:
-        """Python's frames leave by the first worker's queue: any queue's transmit ring
-        reaches the wire, and the world is stopped while Python runs."""
-        return self.planes[0].transmit(frames)
+        """Python's frames leave by the queue of their flow's worker (the world is
+        stopped while Python runs): a flow's frames then leave in order whoever sends
+        them, and that plane's GSO ordering mark (``py_mark``, dataplane.h) covers
+        them. A frame of no known flow goes by the first worker's queue."""
+        by_plane: dict[int, list[Buffer]] = {}
+        for frame in frames:
+            key = tcp_flow_of(frame)
+            index = self._home.get(key, 0) if key is not None else 0
+            by_plane.setdefault(index, []).append(frame)
+        return sum(self.planes[index].transmit(batch) for index, batch in by_plane.items())
 
     def kick(self) -> None:
         for plane in self.planes:

@@ -87,10 +87,14 @@ class Activity:
 
     connections: set[TcpConnection] = field(default_factory=set)
     listeners: set[Listener] = field(default_factory=set)
+    # The 4-tuples of the segments received (a connection's or a listener's): where the
+    # service's data-plane workers learn which queue a flow arrives on.
+    received: set[FourTuple] = field(default_factory=set)
 
     def clear(self) -> None:
         self.connections.clear()
         self.listeners.clear()
+        self.received.clear()
 
 
 class Engine:
@@ -417,6 +421,7 @@ class Engine:
         conn = self.connections.get(key)
         if self.strays is not None and (conn is None or conn.parked):
             conn = self.strays(key, conn)
+        self.activity.received.add(key)
         if conn is not None:
             conn.receive(seg, now)
             self.activity.connections.add(conn)

@@ -351,7 +351,7 @@ class Datapath:
             if not activity.connections and not activity.listeners:
                 break
             if self.workers is not None:
-                self.workers.note_rx(activity.connections)  # where C should run them
+                self.workers.note_rx(activity.received)  # where C should run them
             busy = True
             touched |= activity.connections
         now = self.clock()

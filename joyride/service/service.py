@@ -131,6 +131,11 @@ class Service:
             if cfg.engine:
                 self.datapath = self._start_datapath()
                 self._stack.callback(self._stop_datapath)
+                if isinstance(self.datapath.plane, Workers):
+                    state.notices.append(
+                        f"{len(self.datapath.plane.planes)} data-plane workers "
+                        "(--workers): applications get no shared-memory channels "
+                        "(JOYRIDE_CHANNELS), whose rings are one worker's")
                 # No listener yet: applications' (adopted ones too) register in serve().
                 follow_engine(steering, self.datapath.engine)
                 # The service serves both families (its listeners say which per port),
@@ -175,9 +180,14 @@ class Service:
             # The C data plane owns the queues (docs/dataplane.md); JOYRIDE_DATAPLANE=python
             # keeps every connection in Python.
             plane = self._planes(network.mtu)
-        return Datapath(self.sockets, network, ports=cfg.ports, ephemeral=cfg.ephemeral,
-                        app_socket=app_socket, group=gid, plane=plane, config=self.tcp,
-                        icmp=pathmtu.open_report_sockets(cfg.ifname))
+        try:
+            return Datapath(self.sockets, network, ports=cfg.ports, ephemeral=cfg.ephemeral,
+                            app_socket=app_socket, group=gid, plane=plane, config=self.tcp,
+                            icmp=pathmtu.open_report_sockets(cfg.ifname))
+        except BaseException:
+            if isinstance(plane, Workers):
+                plane.close()  # their threads end with the failed start
+            raise
 
     def _worker_count(self) -> int:
         """How many data-plane workers serve the queues (``ServiceConfig.workers``)."""
@@ -369,7 +379,9 @@ class Service:
             error = "this service runs no TCP engine: it has no frames to capture"
         if not error:
             try:
-                tap = capture.tap_for(request, self._worker_count())
+                plane = self.datapath.plane if self.datapath is not None else None
+                tap = capture.tap_for(  # a tap per worker: a tap's ring has one producer
+                    request, len(plane.planes) if isinstance(plane, Workers) else 1)
             except (TypeError, ValueError) as exc:
                 error = f"bad capture request: {exc}"
         if error:

@@ -87,3 +87,31 @@ def build_frame(eth: EthernetHeader, ip: Ipv4Header | Ipv6Header, seg: TcpSegmen
     buf = bytearray(frame_len(eth, ip, seg))
     build_frame_into(buf, 0, eth, ip, seg)
     return bytes(buf)
+
+
+def tcp_flow_of(frame: bytes | bytearray | memoryview) -> tuple[bytes, int, bytes, int] | None:
+    """(source address, source port, destination address, destination port) of an
+    Ethernet frame carrying TCP over IPv4 or IPv6 (one 802.1Q tag allowed), or None.
+    Only the fixed headers are read, nothing is checked: for routing frames the stack
+    built itself (``joyride.dataplane.workers``), never for trusting received ones.
+    IPv6 extension headers are not walked (the stack sends none)."""
+    mv = memoryview(frame)
+    off = 12
+    if len(mv) >= 18 and mv[12:14] == b"\x81\x00":
+        off = 16
+    if len(mv) < off + 2:
+        return None
+    ethertype = int.from_bytes(mv[off:off + 2], "big")
+    ip = off + 2
+    if ethertype == ETHERTYPE_IPV4 and len(mv) >= ip + 20 and mv[ip + 9] == IPPROTO_TCP:
+        tcp = ip + (mv[ip] & 0xF) * 4
+        src, dst = bytes(mv[ip + 12:ip + 16]), bytes(mv[ip + 16:ip + 20])
+    elif ethertype == ETHERTYPE_IPV6 and len(mv) >= ip + 40 and mv[ip + 6] == IPPROTO_TCP:
+        tcp = ip + 40
+        src, dst = bytes(mv[ip + 8:ip + 24]), bytes(mv[ip + 24:ip + 40])
+    else:
+        return None
+    if len(mv) < tcp + 4:
+        return None
+    return (src, int.from_bytes(mv[tcp:tcp + 2], "big"), dst,
+            int.from_bytes(mv[tcp + 2:tcp + 4], "big"))

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from service_helpers import app_path, attached, cli, service_pid, stats
@@ -167,3 +168,34 @@ def test_stats_watch_shows_each_workers_change() -> None:
         assert len(lines) == 4, out
         frames = [int(words[words.index("rx_frames") + 1]) for words in lines]
         assert total > 100 and all(n <= 4 for n in frames), (total, out)
+
+
+def test_capture_takes_every_workers_frames(tmp_path: Path) -> None:
+    """A tap per worker, read as one pcap: every connection's bytes, from both queues,
+    reassemble from the capture to what was sent."""
+    from test_observe_capture import capturing, reassemble, tcp_payloads
+
+    from joyride import pcap
+
+    out = tmp_path / "workers.pcap"
+    sent: dict[int, bytes] = {}
+    with echo_service("2") as bed:
+        with capturing(bed.joy, "-w", str(out), "tcp", "port", str(PORT)) as proc:
+            with bed.peer.inside():
+                clients = [socket.create_connection((bed.joy.ip, PORT), timeout=30)
+                           for _ in range(CONNECTIONS)]  # both queues (all but surely)
+            try:
+                for sock in clients:
+                    payload = os.urandom(CHUNK // 4)
+                    exchange(sock, payload)
+                    sent[sock.getsockname()[1]] = payload
+            finally:
+                for sock in clients:
+                    sock.close()
+        workers = stats(bed.joy)["datapath"]["dataplane"]["workers"]
+    assert proc.stderr is not None and proc.returncode == 0, proc.stderr.read()
+    data = out.read_bytes()
+    assert len(list(pcap.records(data))) > 0
+    for port, payload in sent.items():
+        assert reassemble(tcp_payloads(data, port)) == payload
+    assert all(w["rx_fast"] > 0 for w in workers), workers

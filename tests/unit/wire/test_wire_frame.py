@@ -205,3 +205,35 @@ def test_parse_accepts_any_contiguous_buffer() -> None:
     assert memoryview(words).format == "H"  # type: ignore[arg-type]
     assert parse_frame(memoryview(words)) == expect  # type: ignore[arg-type]
     assert parse_frame(memoryview(array.array("H", LINUX_SYN))) == expect
+
+
+@given(ethernet_headers(), ipv4_headers(), tcp_segments)
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_tcp_flow_of_agrees_with_the_parser(eth: EthernetHeader, ip: Ipv4Header,
+                                            seg: object) -> None:
+    """The 4-tuple read from the fixed headers (VLAN tag and IP options included) is the
+    one ``parse_frame`` finds."""
+    from joyride.wire.frame import tcp_flow_of
+
+    raw = build_frame(eth, ip, seg)  # type: ignore[arg-type]
+    frame = parse_frame(raw, verify_checksums=False)
+    assert tcp_flow_of(raw) == (frame.ip.src, frame.tcp.src_port, frame.ip.dst,
+                                frame.tcp.dst_port)
+
+
+def test_tcp_flow_of_ipv6_and_what_it_refuses() -> None:
+    from joyride.wire.frame import tcp_flow_of
+    from joyride.wire.ipv6 import Ipv6Header
+    from joyride.wire.tcp import TcpFlags, TcpSegment
+
+    src, dst = bytes(range(16)), bytes(range(16, 32))
+    seg = TcpSegment(src_port=4000, dst_port=80, seq=Seq(1), ack=Seq(0),
+                     flags=TcpFlags(TcpFlags.SYN), window=1000)
+    raw = build_frame(EthernetHeader(b"\x02" * 6, b"\x04" * 6, 0x86DD),
+                      Ipv6Header(src, dst), seg)
+    assert tcp_flow_of(raw) == (src, 4000, dst, 80)
+    assert tcp_flow_of(raw[:20]) is None  # cut short
+    udp = bytearray(raw)
+    udp[14 + 6] = 17
+    assert tcp_flow_of(bytes(udp)) is None
+    assert tcp_flow_of(b"\x00" * 12 + b"\x08\x06" + b"\x00" * 28) is None  # ARP

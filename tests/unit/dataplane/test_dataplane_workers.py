@@ -144,3 +144,26 @@ def test_a_failed_loop_reaches_the_control_plane() -> None:
         assert all(w._parked.is_set() for w in workers.workers)
     finally:
         workers.close()
+
+
+def test_pythons_frames_leave_by_their_flows_worker() -> None:
+    """A flow's frames go out on the queue of the worker that runs it (its order kept
+    with C's, under that plane's GSO mark); a frame of no known flow, on the first."""
+    workers, ports = two_workers()
+    try:
+        def frame(port: int) -> bytes:
+            seg = TcpSegment(src_port=9, dst_port=port, seq=Seq(1), ack=Seq(1),
+                             flags=TcpFlags(TcpFlags.ACK), window=100)
+            return build_frame(EthernetHeader(MAC_PEER, MAC_SVC), Ipv4Header(IP_SVC, IP_PEER),
+                               seg)
+
+        workers.note_rx([(IP_SVC, 9, IP_PEER, 30001)])  # as if from worker 0's batch
+        workers._rx_index = 1
+        workers.note_rx([(IP_SVC, 9, IP_PEER, 30002)])
+        sent = workers.transmit([frame(30002), frame(30001), frame(30003), frame(30002)])
+        workers.kick()
+        assert sent == 4
+        out = [[parse_frame(f).tcp.dst_port for f in port.pop_all()] for port in ports]
+        assert out == [[30001, 30003], [30002, 30002]]
+    finally:
+        workers.close()
