@@ -34,17 +34,17 @@ ffi.cdef(cdef_from_header(HEADER))
 ffi.set_source(
     "joyride.dataplane._dataplane",
     '#include "wire.c"\n#include "isn.c"\n#include "capture.c"\n#include "dataplane.c"\n'
-    '#include "chanapp.c"\n#include "hub.c"\n',
+    '#include "chanapp.c"\n#include "hub.c"\n#include "workers.c"\n',
     include_dirs=[str(HERE), str(PACKAGE)],
     depends=[str(PACKAGE / "dataplane.h"), str(PACKAGE / "dataplane.c"), str(PACKAGE / "isn.c"),
              str(PACKAGE / "capture.h"), str(PACKAGE / "capture.c"),
              str(HERE / "wire.c"), str(HERE / "wire.h"), str(PACKAGE / "channels.c"),
              str(PACKAGE / "chanapp.c"), str(PACKAGE / "hub.c"), str(HERE / "chan.h"),
-             str(HERE / "chan_claim.h")],
+             str(HERE / "chan_claim.h"), str(PACKAGE / "workers.c")],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra",
                         *(SANITIZE if sanitize else [])],
     extra_link_args=SANITIZE[:1] if sanitize else [],
-    libraries=["m"],
+    libraries=["m", "pthread"],
 )
 
 if __name__ == "__main__":

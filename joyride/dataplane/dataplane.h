@@ -643,6 +643,33 @@ enum dp_wake {
  * also wakes Python (DP_WAKE_DOOR), whose pumps then look at their channels. */
 void dp_door_python(struct dp *dp, int on);
 
+/* Workers (joyride/dataplane/workers.c; docs/dataplane.md, "Workers"): each of n
+ * planes' loops runs in a thread of its own, and the control plane stops them all to
+ * use any plane. dp_workers_new: the threads, parked; each plane's loop watches an
+ * eventfd of its worker's from then on (so a plane belongs to one group); NULL and
+ * errno on failure (EINVAL: n outside 1..DP_MAX_WORKERS). dp_workers_watch: the
+ * control plane's own descriptor, readable -> dp_workers_run returns (one; -EBUSY for a
+ * second). dp_workers_run: let every worker run; sleep until one's loop returns with
+ * work for Python (DP_WAKE_DECLINED, DP_WAKE_HANDBACK) or fails, the watched
+ * descriptor is readable, or timeout_ms passes (-1: no limit; 0: each runs at least a
+ * round); then park every one and wait until each has. Returns the OR of the loops'
+ * DP_WAKE_DECLINED/HANDBACK/DOOR bits, DP_WAKE_WATCHED when the watched descriptor is
+ * readable, DP_WAKE_TIMEOUT when neither, or the first failed loop's -errno. Between
+ * two calls no worker touches its plane: the caller may use every plane (one thread:
+ * the control plane's). dp_workers_free: end the threads (parked, as dp_workers_run
+ * leaves them; the planes are the caller's, and are freed after). */
+enum { DP_MAX_WORKERS = 1024 };
+struct dp_workers;
+struct dp_worker_stats {
+    uint64_t runs;   /* times its loop was let run */
+    uint64_t asks;   /* ... and returned with work for Python */
+};
+struct dp_workers *dp_workers_new(struct dp *const *planes, uint32_t n);
+int dp_workers_watch(struct dp_workers *w, int fd);
+int dp_workers_run(struct dp_workers *w, int timeout_ms);
+int dp_workers_stats(const struct dp_workers *w, uint32_t i, struct dp_worker_stats *out);
+void dp_workers_free(struct dp_workers *w);
+
 /* Handed-back flows since the last call (handles; each must be dp_flow_release'd). */
 uint32_t dp_handbacks(struct dp *dp, int64_t *out, uint32_t max);
 /* Declined frames: frame i at base + offs[i], lens[i] bytes; valid until

@@ -241,6 +241,11 @@ class DataPlane:
         self._batch = batch
         self.has_door = False  # set_bell
 
+    @property
+    def ptr(self) -> Any:
+        """The ``struct dp *`` (``workers.Workers`` runs it in a thread of C's)."""
+        return self._dp
+
     # -- ports and descriptors --------------------------------------------------------
 
     def add_xsk_port(self, sock: Any) -> None:

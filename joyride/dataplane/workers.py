@@ -1,10 +1,11 @@
 """One data-plane worker per rx queue (issue 17), under the one control plane.
 
 Each worker is a thread that runs its own ``DataPlane``: its queue's AF_XDP socket, the
-flows whose frames arrive there, its own epoll, timer wheel and application sockets. It
-holds no GIL while it runs (cffi releases it around ``dp_run``) and shares nothing
-with the other workers, so the data path takes no lock. Flows stay on their worker;
-listeners are every worker's (``listen`` goes to each plane).
+flows whose frames arrive there, its own epoll, timer wheel and application sockets.
+The threads are C's (``workers.c``, ``dp_workers_*`` in ``dataplane.h``): no Python runs
+in them and they never take the GIL; they share nothing, so the data path takes no
+lock. Flows stay on their worker; listeners are every worker's (``listen`` goes to each
+plane).
 
 The control plane (the service loop's thread: the engine, the TCP core, the pumps)
 touches a plane only while its worker is parked. ``run`` is the one hand-over, and it
@@ -13,16 +14,16 @@ Python (frames it declined, flows it handed back) or the control plane's own
 descriptors wake, then asks every worker to park (a write to the eventfd its loop
 watches: the loop ends its round and returns) and waits until each has. Everything
 Python does between two ``run`` calls therefore sees every plane at rest, exactly as
-with one plane in the loop's own thread; the ``threading.Event`` pair of each worker
-gives the happens-before edges both ways. Python runs rarely (issue 16's gate: at most
-one call per hundred requests), so stopping every worker for it costs little; the
-design for many queues is in docs/dataplane.md, "Workers".
+with one plane in the loop's own thread; a futex word per worker, written with release
+and read with acquire, orders the two sides (``workers.c``). Python runs rarely (issue
+16's gate: at most one call per hundred requests), so stopping every worker for it
+costs little; the design for many queues is in docs/dataplane.md, "Workers".
 
 Where a flow lives: the worker whose queue its frames arrive on (the NIC's RSS or, on
 veth, the peer's transmit hash). The control plane hands a connection to the plane that
-last gave it a frame or gave it back (``note_rx``, ``handbacks``). When a peer moves a
-flow to another queue (Linux re-picks its transmit hash after a retransmission
-timeout), the new worker does not know it and declines its segments; the engine then
+last gave it a segment or gave it back (``note_rx``, ``handbacks``). When a peer moves a
+flow to another queue (Linux re-picks its transmit queue whenever nothing is in
+flight), the new worker does not know it and declines its segments; the engine then
 takes the flow back from the old worker (``Engine.strays``) and gives it to the new one.
 
 This class offers ``DataPlane``'s interface, routed: per flow to its worker, per
@@ -33,12 +34,7 @@ several workers.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import select
-import signal
-import threading
 import types
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -52,12 +48,11 @@ from joyride.dataplane.plane import (
     ListenSpec,
     Released,
     ffi,
+    lib,
 )
 from joyride.engine.nic import Buffer, RxDescriptors
 from joyride.tcp.connection import TcpConnection
 from joyride.wire.frame import tcp_flow_of
-
-log = logging.getLogger(__name__)
 
 #: dp_run's wake bits (dataplane.h, DP_WAKE_*).
 WAKE_DECLINED: Final = 1
@@ -68,91 +63,11 @@ WAKE_TIMEOUT: Final = 8
 #: first worker that gives them a frame again.
 HOME_MEMORY: Final = 1 << 16
 
-#: Signals a fault raises in the thread that caused it: never blocked (a crash in C
-#: must still reach faulthandler and end the process).
-SYNCHRONOUS: Final = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
-                                signal.SIGABRT, signal.SIGTRAP, signal.SIGSYS})
-
 Key = tuple[bytes, int, bytes, int]
 
 
 def key_of(conn: TcpConnection) -> Key:
     return (conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)
-
-
-class Worker:
-    """One plane's thread: it runs the plane's loop while let, and parks when asked to
-    (or when the loop has work for Python) until let again."""
-
-    def __init__(self, index: int, plane: DataPlane, notify_fd: int) -> None:
-        self.index = index
-        self.plane = plane
-        self._notify_fd = notify_fd
-        # The loop returns when this is readable (DP_WAKE_WATCHED): the control plane's
-        # request to park.
-        self._pause_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        plane.watch(self._pause_fd)
-        self._go = threading.Event()
-        self._parked = threading.Event()
-        self._parked.set()
-        self._stopping = False
-        self.woke = 0  # the loop's DP_WAKE_* bits when it last returned
-        self.error: Exception | None = None
-        self.runs = 0  # times the loop was let run
-        self.asks = 0  # ... and returned with work for Python
-        self._thread = threading.Thread(target=self._serve, name=f"joyride-worker-{index}",
-                                        daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        # Signals are the control plane's (its handlers run in the main thread): a signal
-        # delivered here would only end this loop's sleep early.
-        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - SYNCHRONOUS)
-        while True:
-            self._go.wait()
-            self._go.clear()
-            if self._stopping:
-                return
-            try:
-                woke = self.plane.run(None)
-            except Exception as exc:  # the control plane raises it (wait_parked)
-                self.error, woke = exc, 0
-            self.woke = woke
-            self.runs += 1
-            if woke & (WAKE_DECLINED | WAKE_HANDBACK) or self.error is not None:
-                self.asks += 1
-                os.eventfd_write(self._notify_fd, 1)
-            self._parked.set()
-
-    def let_run(self) -> None:
-        self._parked.clear()
-        self._go.set()
-
-    def ask_to_park(self) -> None:
-        os.eventfd_write(self._pause_fd, 1)
-
-    def wait_parked(self) -> None:
-        self._parked.wait()
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(self._pause_fd)  # parked: the request is served
-
-    def raise_failure(self) -> None:
-        """Raise what ended its loop's last run, if anything did."""
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise RuntimeError(f"data-plane worker {self.index}: {error}") from error
-
-    def stop(self) -> None:
-        """End the thread (parked: ``Workers.run`` always leaves it so). A thread that
-        does not end keeps its eventfd (its loop may still watch it)."""
-        self._stopping = True
-        self._go.set()
-        self._thread.join(5.0)
-        if self._thread.is_alive():
-            log.error("data-plane worker %d did not stop; its descriptors stay open",
-                      self.index)
-            return
-        os.close(self._pause_fd)
 
 
 class Workers:
@@ -164,11 +79,16 @@ class Workers:
         self.planes = list(planes)
         self.mtu = self.planes[0].mtu
         self.has_door = False  # embedded mode's bell is a single plane's
-        self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._poll = select.epoll()
-        self._poll.register(self._notify_fd, select.EPOLLIN)
-        self._watched = -1
-        self.workers = [Worker(i, p, self._notify_fd) for i, p in enumerate(self.planes)]
+        group = lib.dp_workers_new(ffi.new("struct dp *[]", [p.ptr for p in self.planes]),
+                                   len(self.planes))
+        if group == ffi.NULL:
+            err = ffi.errno
+            raise OSError(err, f"starting {len(self.planes)} data-plane workers: "
+                               f"{os.strerror(err)}")
+        # Parked threads never touch their planes, so the planes and the group may be
+        # freed in either order; close() frees the group at once.
+        self._group: Any = ffi.gc(group, lib.dp_workers_free)
+        self._stat = ffi.new("struct dp_worker_stats *")
         self._home: OrderedDict[Key, int] = OrderedDict()
         self._rx_index = 0  # the plane whose declined frames the engine reads now
         self.stops = 0  # the world stopped for Python
@@ -178,57 +98,34 @@ class Workers:
 
     def watch(self, fd: int) -> None:
         """``run`` returns when ``fd`` is readable (the control plane's own poller)."""
-        self._poll.register(fd, select.EPOLLIN)
-        self._watched = fd
+        rc = int(lib.dp_workers_watch(self._group, fd))
+        if rc < 0:
+            raise OSError(-rc, f"watching the control plane's poller: {os.strerror(-rc)}")
 
     def run(self, timeout: float | None) -> int:
         """Let every worker run until one has work for Python, the watched descriptor is
-        readable or ``timeout`` seconds pass (0: each runs one round); then park them
-        all. The DP_WAKE_* bits of all of them."""
-        ready: list[tuple[int, int]] = []
-        try:
-            for worker in self.workers:
-                worker.let_run()
-            ready = self._poll.poll(-1 if timeout is None else timeout)
-        finally:
-            self._park_all()
-        for worker in self.workers:  # every one parked first: none runs on meanwhile
-            worker.raise_failure()
-        woke = 0
-        for worker in self.workers:
-            woke |= worker.woke & ~(WAKE_WATCHED | WAKE_TIMEOUT)
-        if any(fd == self._watched for fd, _ in ready):
-            woke |= WAKE_WATCHED
-        return woke or WAKE_TIMEOUT
-
-    def _park_all(self) -> None:
-        """Ask every worker to park and wait until each has, even through an exception
-        (Ctrl-C) in the wait: Python must not go on while a plane runs. The first such
-        exception is raised once all are parked."""
-        for worker in self.workers:
-            worker.ask_to_park()
-        interrupted: BaseException | None = None
-        pending = list(self.workers)
-        while pending:
-            try:
-                pending[0].wait_parked()
-                pending.pop(0)
-            except BaseException as exc:  # re-raised once every worker parked
-                interrupted = interrupted or exc
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(self._notify_fd)
+        readable or ``timeout`` seconds pass (0: each runs a round); then park them
+        all (``dp_workers_run``, without the GIL). The DP_WAKE_* bits of all of them."""
+        ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        rc = int(lib.dp_workers_run(self._group, ms))
         self.stops += 1
-        if interrupted is not None:
-            raise interrupted
+        if rc < 0:
+            raise OSError(-rc, f"a data-plane worker's loop: {os.strerror(-rc)}")
+        return rc
+
+    def worker_counts(self, index: int) -> dict[str, int]:
+        """How often worker ``index``'s loop was let run, and returned asking for Python."""
+        lib.dp_workers_stats(self._group, index, self._stat)
+        return {"runs": int(self._stat.runs), "asks": int(self._stat.asks)}
 
     def door_wakes(self, on: bool) -> None:
         pass  # no door: has_door is False
 
     def close(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-        self._poll.close()
-        os.close(self._notify_fd)
+        """End the workers' threads (parked: ``run`` always leaves them so)."""
+        if self._group is not None:
+            ffi.release(self._group)  # dp_workers_free, now
+            self._group = None
 
     # -- flows ---------------------------------------------------------------------------
 
@@ -332,8 +229,7 @@ class Workers:
         total: dict[str, Any] = {name: sum(s[name] for s in each) for name in each[0]}
         total["stops"] = self.stops
         total["migrated"] = self.migrated
-        total["workers"] = [
-            {**s, "runs": w.runs, "asks": w.asks} for s, w in zip(each, self.workers, strict=True)]
+        total["workers"] = [{**s, **self.worker_counts(i)} for i, s in enumerate(each)]
         return total
 
     def port_counters(self, index: int) -> dict[str, int]:
