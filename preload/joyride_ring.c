@@ -238,18 +238,31 @@ static int jr_io_wait(void *ctx, short what)
     return 0;
 }
 
-/* chan.h's socket steps for a call on fd; ctx lives in the caller's frame. */
-static struct jr_chan_io jr_io_of(struct jr_ring_io *ctx)
-{
-    return (struct jr_chan_io){jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, ctx};
-}
-
 static int jr_ring_blocking(int fd, int flags)
 {
     if (flags & MSG_DONTWAIT)
         return 0;
     int fl = fcntl(fd, F_GETFL);
     return fl >= 0 && !(fl & O_NONBLOCK);
+}
+
+/* A call's block argument: 0 for MSG_DONTWAIT, else looked up (an fcntl) only once the
+ * call would wait (chan.h, JR_BLOCK_ASK). */
+static int jr_ring_block_arg(int flags)
+{
+    return (flags & MSG_DONTWAIT) ? 0 : JR_BLOCK_ASK;
+}
+
+static int jr_io_blocking(void *ctx)
+{
+    return jr_ring_blocking(((struct jr_ring_io *)ctx)->fd, 0);
+}
+
+/* chan.h's socket steps for a call on fd; ctx lives in the caller's frame. */
+static struct jr_chan_io jr_io_of(struct jr_ring_io *ctx)
+{
+    return (struct jr_chan_io){jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, ctx,
+                               jr_io_blocking};
 }
 
 static ssize_t jr_ring_fail(ssize_t n, int flags)
@@ -304,13 +317,15 @@ static ssize_t jr_ring_peek(int fd, struct jr_ring *r, void *buf, size_t len, in
 /* recv(2) and its family on a claiming connection. */
 static ssize_t jr_ring_recv(int fd, struct jr_ring *r, void *buf, size_t len, int flags)
 {
-    int block = jr_ring_blocking(fd, flags);
+    int block = jr_ring_block_arg(flags);
     for (;;) {
         int m = jr_ring_settle(fd, r, 0);
         if (m == JR_RING_STREAM)
             return real_recvfrom(fd, buf, len, flags, NULL, NULL);
         if (m == JR_RING_ON)
             break;
+        if (block == JR_BLOCK_ASK)
+            block = jr_ring_blocking(fd, flags);
         if (!block) {
             errno = EAGAIN;
             return -1;
@@ -321,7 +336,8 @@ static ssize_t jr_ring_recv(int fd, struct jr_ring *r, void *buf, size_t len, in
     if (r->rd_shut)
         return 0;
     if (flags & MSG_PEEK)
-        return jr_ring_peek(fd, r, buf, len, block);
+        return jr_ring_peek(fd, r, buf, len,
+                            block == JR_BLOCK_ASK ? jr_ring_blocking(fd, flags) : block);
     struct jr_ring_io ctx = {fd, r};
     struct jr_chan_io io = jr_io_of(&ctx);
     size_t got = 0;
@@ -353,7 +369,7 @@ static ssize_t jr_ring_send(int fd, struct jr_ring *r, const void *buf, size_t l
         return jr_ring_fail(-EPIPE, flags);
     struct jr_ring_io ctx = {fd, r};
     struct jr_chan_io io = jr_io_of(&ctx);
-    ssize_t n = jr_chan_write(&r->view, &io, buf, len, jr_ring_blocking(fd, flags));
+    ssize_t n = jr_chan_write(&r->view, &io, buf, len, jr_ring_block_arg(flags));
     return n < 0 ? jr_ring_fail(n, flags) : n;
 }
 
@@ -405,12 +421,14 @@ static ssize_t jr_ring_sendfile(int out, struct jr_ring *r, int in, off_t *offse
     off_t pos = offset ? *offset : lseek(in, 0, SEEK_CUR);
     if (pos < 0)
         return -1; /* a pipe or socket: sendfile wants a file it can seek (as Linux's) */
-    int block = jr_ring_blocking(out, 0);
+    int block = JR_BLOCK_ASK; /* looked up only if tx has too little room */
     size_t total = 0;
     while (total < count) {
         struct jr_chan *c = r->view.shm;
         uint32_t room = r->view.tx_cap - (c->tx.tail - JR_LOAD(&c->tx.head));
         size_t want = count - total < sizeof buf ? count - total : sizeof buf;
+        if (want > room && block == JR_BLOCK_ASK)
+            block = jr_ring_blocking(out, 0);
         if (!block && want > room)
             want = room ? room : 1; /* 1: a write that finds tx full arms for room */
         ssize_t got = pread(in, buf, want, pos);

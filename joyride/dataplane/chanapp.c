@@ -43,7 +43,8 @@ static int app_io_wait(void *ctx, short what)
 
 static struct jr_chan_io app_io_of(struct dp_app_chan *a)
 {
-    return (struct jr_chan_io){app_io_drain, app_io_bell, app_io_fill, app_io_wait, &a->sock};
+    return (struct jr_chan_io){app_io_drain, app_io_bell, app_io_fill, app_io_wait, &a->sock,
+                               NULL};
 }
 
 struct dp_app_chan *dp_app_claim(int sock, uint32_t rx_cap, uint32_t tx_cap, uint32_t id)
