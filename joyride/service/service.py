@@ -512,7 +512,7 @@ class Service:
 def auto_workers(cpus: int) -> int:
     """``--workers auto``: one worker per queue, up to half the CPUs. A worker pays off
     only with a CPU of its own, and the applications it serves need CPUs too: on the
-    2-vCPU test machine two workers for two queues took 1.6x the service's CPU per
+    2-vCPU test machine two workers for two queues took 1.5x the service's CPU per
     request (each wakes for half the batch: 1.20 loop rounds per nginx request against
     0.61; docs/dataplane.md, "Workers")."""
     return max(1, cpus // 2)
