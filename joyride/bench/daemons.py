@@ -22,7 +22,6 @@ iperf3 one flow each way (Gbit/s, CPU per gigabyte, Python calls per segment).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ from typing import Any, Final
 
 from joyride.bench import tools
 from joyride.bench.procstat import CLK_TCK, SystemCpu, descendants, snapshot
+from joyride.bench.results import write_report
 from joyride.bench.servers import (
     JOYRIDE,
     Endpoint,
@@ -412,14 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     samples = run(chosen, planes, reps, seconds, queues=args.queues, workers=args.workers)
     rows = summarize(samples)
     print(table(rows))
-    doc = {"measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
-           "kernel": os.uname().release, "reps": reps, "seconds": seconds,
-           "queues": args.queues, "workers": args.workers,
-           "rows": rows, "samples": [s.__dict__ for s in samples]}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(doc, indent=1))
-    Path(args.markdown).write_text(side_by_side(rows) + "\n")
-    print(f"wrote {args.json} and {args.markdown}")
+    write_report({"reps": reps, "seconds": seconds, "queues": args.queues,
+                  "workers": args.workers, "rows": rows,
+                  "samples": [s.__dict__ for s in samples]},
+                 started, args.json, side_by_side(rows), args.markdown)
     return 0
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +194,17 @@ def stack_overhead(doc: dict[str, Any]) -> dict[str, Any]:
 def save(doc: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+
+
+def write_report(fields: dict[str, Any], started: float, json_path: str, table: str,
+                 markdown_path: str) -> None:
+    """A benchmark's results: ``fields`` as JSON, stamped with when it started and the
+    kernel it ran on, and its table as markdown; says where it wrote them."""
+    doc = {"measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+           "kernel": os.uname().release, **fields}
+    save(doc, Path(json_path))
+    Path(markdown_path).write_text(table + "\n")
+    print(f"wrote {json_path} and {markdown_path}")
 
 
 # -- markdown ------------------------------------------------------------------------------

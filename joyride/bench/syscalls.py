@@ -16,7 +16,6 @@ request are what this reports. It writes JSON and a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
@@ -31,6 +30,7 @@ from typing import Any, Final
 from joyride.bench import tools
 from joyride.bench.daemons import DAEMONS, JOYRIDE, PORTS, Daemon, port_of, start_server
 from joyride.bench.procstat import descendants, snapshot
+from joyride.bench.results import write_report
 from joyride.bench.servers import attach, detach
 from joyride.processes import terminate
 from joyride.testbed import Testbed
@@ -170,13 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     rows = run(args.only.split(","), args.seconds)
     print(table(rows))
-    doc = {"measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
-           "kernel": os.uname().release, "seconds": args.seconds, "joyride": JOYRIDE,
-           "rows": rows}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(doc, indent=1))
-    Path(args.markdown).write_text(table(rows) + "\n")
-    print(f"wrote {args.json} and {args.markdown}")
+    write_report({"seconds": args.seconds, "joyride": JOYRIDE, "rows": rows}, started,
+                 args.json, table(rows), args.markdown)
     return 0
 
 

@@ -50,24 +50,16 @@ from joyride.dataplane.plane import (
     ffi,
     lib,
 )
+from joyride.engine.engine import Engine
 from joyride.engine.nic import Buffer, RxDescriptors
 from joyride.tcp.connection import TcpConnection
 from joyride.wire.frame import tcp_flow_of
 
-#: dp_run's wake bits (dataplane.h, DP_WAKE_*).
-WAKE_DECLINED: Final = 1
-WAKE_HANDBACK: Final = 2
-WAKE_WATCHED: Final = 4
-WAKE_TIMEOUT: Final = 8
 #: Flows whose worker is remembered for their next hand-over to C; older ones go to the
 #: first worker that gives them a frame again.
 HOME_MEMORY: Final = 1 << 16
 
 Key = tuple[bytes, int, bytes, int]
-
-
-def key_of(conn: TcpConnection) -> Key:
-    return (conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)
 
 
 class Workers:
@@ -153,7 +145,7 @@ class Workers:
 
     def adopt(self, conn: TcpConnection, src_mac: bytes, dst_mac: bytes,
               app_fd: int = -1, channel: ChannelState | None = None) -> bool:
-        index = self._home.get(key_of(conn), 0)
+        index = self._home.get(Engine.key_of(conn), 0)
         return self.planes[index].adopt(conn, src_mac, dst_mac, app_fd, channel)
 
     def release(self, conn: TcpConnection, now: float | None = None) -> Released | None:
@@ -164,7 +156,7 @@ class Workers:
         out: list[Released | Born] = []
         for index, plane in enumerate(self.planes):
             for got in plane.handbacks(now):
-                self._remember(got.key if isinstance(got, Born) else key_of(got.conn), index)
+                self._remember(got.key if isinstance(got, Born) else Engine.key_of(got.conn), index)
                 out.append(got)
         return out
 

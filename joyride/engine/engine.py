@@ -268,7 +268,8 @@ class Engine:
         raise EngineError("no free ephemeral port for that destination")
 
     @staticmethod
-    def _key(conn: TcpConnection) -> FourTuple:
+    def key_of(conn: TcpConnection) -> FourTuple:
+        """The 4-tuple a connection is demultiplexed by (local first)."""
         return (conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)
 
     @staticmethod
@@ -277,7 +278,7 @@ class Engine:
                 int.from_bytes(conn.remote_ip, "little"), conn.remote_port)
 
     def _register(self, conn: TcpConnection) -> None:
-        self.connections[self._key(conn)] = conn
+        self.connections[self.key_of(conn)] = conn
         self._by_raw[self._raw_key(conn)] = conn
 
     # ------------------------------------------------------------------ the loop
@@ -636,7 +637,7 @@ class Engine:
         self._schedule(owner)
 
     def _forget(self, conn: TcpConnection) -> None:
-        key = self._key(conn)
+        key = self.key_of(conn)
         if self.connections.get(key) is conn:
             del self.connections[key]
             self.closed_counters.update(conn.counters)

@@ -191,7 +191,7 @@ class Service:
 
     def _worker_count(self) -> int:
         """How many data-plane workers serve the queues (``ServiceConfig.workers``)."""
-        if self.config.embedded or not dataplane.wanted() or len(self.sockets) < 2:
+        if self.config.embedded or len(self.sockets) < 2:
             return 1
         wanted = self.config.workers or auto_workers(len(os.sched_getaffinity(0)))
         return max(1, min(wanted, len(self.sockets)))

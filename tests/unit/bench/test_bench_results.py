@@ -198,3 +198,16 @@ def test_progress_lines() -> None:
     q.step("x")
     q.close()
     assert tty.getvalue().startswith("\r\x1b[2K") and tty.getvalue().endswith("\n")
+
+
+def test_write_report_stamps_and_writes_both(tmp_path: Path) -> None:
+    import os
+
+    from joyride.bench.results import write_report
+
+    out_json, out_md = tmp_path / "r" / "x.json", tmp_path / "x.md"
+    write_report({"rows": [1, 2]}, 0.0, str(out_json), "| a |", str(out_md))
+    doc = json.loads(out_json.read_text())
+    assert doc == {"measured_at": "1970-01-01 00:00:00 UTC",
+                   "kernel": os.uname().release, "rows": [1, 2]}
+    assert out_md.read_text() == "| a |\n"

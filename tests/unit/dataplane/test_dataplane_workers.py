@@ -12,8 +12,8 @@ import threading
 import pytest
 
 from joyride.dataplane.membed import IP_PEER, IP_SVC, MAC_PEER, MAC_SVC
-from joyride.dataplane.plane import DataPlane, DeclineNic
-from joyride.dataplane.workers import WAKE_DECLINED, WAKE_TIMEOUT, WAKE_WATCHED, Workers
+from joyride.dataplane.plane import DataPlane, DeclineNic, lib
+from joyride.dataplane.workers import Workers
 from joyride.wire._native import ffi as wire_ffi
 from joyride.wire.ethernet import EthernetHeader
 from joyride.wire.frame import build_frame, parse_frame
@@ -43,7 +43,7 @@ def test_each_worker_runs_a_round_and_parks() -> None:
     workers, _ = two_workers()
     try:
         assert threads() == before + 2  # C's threads, one per plane
-        assert workers.run(0) == WAKE_TIMEOUT
+        assert workers.run(0) == lib.DP_WAKE_TIMEOUT
         assert [workers.worker_counts(i)["runs"] for i in range(2)] == [1, 1]
         assert workers.stats()["stops"] == 1
         assert len(workers.stats()["workers"]) == 2
@@ -59,7 +59,7 @@ def test_declined_frames_come_from_the_plane_they_arrived_at_in_order() -> None:
         ports[1].push(segment_for_no_flow(20001))
         ports[0].push(segment_for_no_flow(20000))
         ports[1].push(segment_for_no_flow(20002))
-        assert workers.run(0) & WAKE_DECLINED
+        assert workers.run(0) & lib.DP_WAKE_DECLINED
         nic = DeclineNic(workers)  # type: ignore[arg-type]
         seen: list[int] = []
         while nic.receive(1) is not None:
@@ -99,7 +99,7 @@ def test_the_watched_descriptor_ends_the_run() -> None:
         workers.watch(r)
         timer = threading.Timer(0.05, os.write, args=(w, b"x"))
         timer.start()
-        assert workers.run(30.0) & WAKE_WATCHED  # returns once written, not after 30 s
+        assert workers.run(30.0) & lib.DP_WAKE_WATCHED  # returns once written, not after 30 s
         timer.join()
         with pytest.raises(OSError):
             workers.watch(w)  # one watched descriptor
