@@ -245,6 +245,11 @@ struct dp {
     uint64_t *dec_offs;
     uint32_t *dec_lens;
     uint32_t n_dec;
+    /* frames another worker received for a flow of this plane's (dp_inject), taken at
+     * the start of the next round: up to cfg.batch of cfg.max_frame bytes each */
+    uint8_t *inj;
+    uint32_t *inj_lens;
+    uint32_t n_inj;
     /* handed-back flows, for Python */
     int64_t *handbacks;
     uint32_t n_handbacks;
@@ -3179,29 +3184,14 @@ static void decline(struct dp *dp, const uint8_t *frame, uint32_t len)
     dp->st.declined++;
 }
 
-/* One batch from port index; how many frames it held. */
-static uint32_t receive_port(struct dp *dp, uint32_t index, double now)
+/* The frames at base + dp->rx_offs[i], dp->rx_lens[i] (i < n), parsed into dp->parsed:
+ * each to its flow, a listener, or Python. Shared by a port's batch and the frames
+ * another worker forwarded (dp_inject). */
+static void input_frames(struct dp *dp, const uint8_t *base, uint32_t n, double now)
 {
-    struct dp_port *port = &dp->ports[index];
-    int got = ((rx_fn)port->rx)(port->ctx, dp->descs, dp->cfg.batch, 0);
-    if (got <= 0)
-        return 0;
-    uint32_t n = (uint32_t)got;
-    dp->st.rx_frames += n;
-    dp->st.port_rx_frames[index] += n;
-    dp->st.port_rx_batches[index]++;
-    for (uint32_t i = 0; i < n; i++) {
-        dp->rx_offs[i] = dp->descs[i].addr;
-        dp->rx_lens[i] = dp->descs[i].len;
-        dp->st.port_rx_bytes[index] += dp->descs[i].len;
-    }
-    wire_parse_batch6(port->umem, dp->rx_offs, dp->rx_lens, n, dp->cfg.verify_checksums,
-                      dp->parsed, dp->parsed6);
-    if (dp->cap)
-        cap_frames(dp->cap, port->umem, dp->rx_offs, dp->rx_lens, n);
     for (uint32_t i = 0; i < n; i++) {
         const struct wire_parsed *p = &dp->parsed[i];
-        const uint8_t *frame = port->umem + dp->rx_offs[i];
+        const uint8_t *frame = base + dp->rx_offs[i];
         struct tuple key = tuple_rx(p, &dp->parsed6[i]);
         struct flow *f = p->reason == WIRE_OK ? flow_lookup(dp, &key) : NULL;
         if (f == NULL && p->reason == WIRE_OK) {
@@ -3250,8 +3240,49 @@ static uint32_t receive_port(struct dp *dp, uint32_t index, double now)
         hand_back(dp, f, DP_REASON_SEGMENT);
         decline(dp, frame, dp->rx_lens[i]);
     }
+}
+
+/* One batch from port index; how many frames it held. */
+static uint32_t receive_port(struct dp *dp, uint32_t index, double now)
+{
+    struct dp_port *port = &dp->ports[index];
+    int got = ((rx_fn)port->rx)(port->ctx, dp->descs, dp->cfg.batch, 0);
+    if (got <= 0)
+        return 0;
+    uint32_t n = (uint32_t)got;
+    dp->st.rx_frames += n;
+    dp->st.port_rx_frames[index] += n;
+    dp->st.port_rx_batches[index]++;
+    for (uint32_t i = 0; i < n; i++) {
+        dp->rx_offs[i] = dp->descs[i].addr;
+        dp->rx_lens[i] = dp->descs[i].len;
+        dp->st.port_rx_bytes[index] += dp->descs[i].len;
+    }
+    wire_parse_batch6(port->umem, dp->rx_offs, dp->rx_lens, n, dp->cfg.verify_checksums,
+                      dp->parsed, dp->parsed6);
+    if (dp->cap)
+        cap_frames(dp->cap, port->umem, dp->rx_offs, dp->rx_lens, n);
+    input_frames(dp, port->umem, n, now);
     ((release_fn)port->release)(port->ctx, dp->descs, n);
     return n;
+}
+
+/* The frames other workers forwarded (dp_forward_declined), before the ports' new ones:
+ * they arrived earlier. Not captured again: the tap of the worker that received them
+ * saw them then. */
+static void receive_injected(struct dp *dp, double now)
+{
+    uint32_t n = dp->n_inj;
+    if (n == 0)
+        return;
+    dp->n_inj = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        dp->rx_offs[i] = (uint64_t)i * dp->cfg.max_frame;
+        dp->rx_lens[i] = dp->inj_lens[i];
+    }
+    wire_parse_batch6(dp->inj, dp->rx_offs, dp->rx_lens, n, dp->cfg.verify_checksums,
+                      dp->parsed, dp->parsed6);
+    input_frames(dp, dp->inj, n, now);
 }
 
 /* TcpConnection._fire for the timers C runs: a due delayed ACK is sent; a due RTO,
@@ -3455,7 +3486,7 @@ static void tx_want_room(struct dp *dp)
 
 static int round_at(struct dp *dp, double now)
 {
-    size_t before = dp->st.rx_frames + dp->st.app_reads;
+    size_t before = dp->st.rx_frames + dp->st.app_reads + dp->st.injected;
     for (uint32_t i = 0; i < dp->n_again; i++) {
         struct flow *f = &dp->flows[dp->again[i]];
         f->chan_again = 0;
@@ -3467,6 +3498,7 @@ static int round_at(struct dp *dp, double now)
         door_rung(dp);
     ringpoll_scan(dp);
     tx_resume(dp);
+    receive_injected(dp, now);
     /* Up to cfg.rx_batches full batches a port: a round whose transmit takes long (a
      * burst of data segments) must not leave the ACKs that clock it queued in the rx
      * ring until the ring overflows (NAPI's budget, for the same reason). */
@@ -3492,7 +3524,8 @@ static int round_at(struct dp *dp, double now)
         wake |= DP_WAKE_DECLINED;
     if (dp->n_handbacks)
         wake |= DP_WAKE_HANDBACK;
-    return wake | (dp->st.rx_frames + dp->st.app_reads != before ? ROUND_BUSY : 0);
+    return wake | (dp->st.rx_frames + dp->st.app_reads + dp->st.injected != before ? ROUND_BUSY
+                                                                                  : 0);
 }
 
 /* What epoll reported: the application descriptors' readiness and Python's poller. */
@@ -3636,7 +3669,7 @@ int dp_run(struct dp *dp, int timeout_ms)
              * and no wake-up to come), so look again within a millisecond anyway. */
             if ((dp->n_tx_wait || dp->arena_used) && wait_ms > 1)
                 wait_ms = 1;
-            if (timeout_ms == 0 || dp->n_again || dp->room_ready)
+            if (timeout_ms == 0 || dp->n_again || dp->room_ready || dp->n_inj)
                 wait_ms = 0;
             if (wait_ms && dp->n_ringpoll && ringpoll_settle(dp))
                 wait_ms = 0; /* arming found work */
@@ -3738,6 +3771,76 @@ uint32_t dp_declined(struct dp *dp, uint8_t **base, uint64_t **offs, uint32_t **
 }
 
 void dp_declined_clear(struct dp *dp) { dp->n_dec = 0; }
+
+int dp_inject(struct dp *dp, const uint8_t *frame, uint32_t len)
+{
+    if (len > dp->cfg.max_frame)
+        return -EMSGSIZE;
+    if (dp->n_inj == dp->cfg.batch)
+        return -ENOBUFS;
+    memcpy(dp->inj + (size_t)dp->n_inj * dp->cfg.max_frame, frame, len);
+    dp->inj_lens[dp->n_inj++] = len;
+    dp->st.injected++;
+    return 0;
+}
+
+/* Whether `to` holds the flow of the parsed frame half-open: C runs its handshake, and
+ * the control plane cannot take it from C (plane.py's UNRUNNABLE_STATES). A TIME-WAIT
+ * flow is not forwarded: a segment another worker declined may be a new incarnation's
+ * that Python runs (its SYN declined there), and TIME-WAIT's answer to a stray segment
+ * matters less than a handshake. */
+static int holds_half_open(struct dp *to, const struct tuple *key)
+{
+    struct flow *f = flow_lookup(to, key);
+    return f != NULL && f->state == FLOW_C && f->t.tcp_state == DP_SYN_RECEIVED;
+}
+
+/* The plane (not `from`) that holds the flow of a frame `from` declined half-open, or
+ * NULL. Only a frame `from` has no flow for: one it has (handed back: Python's) is that
+ * flow's, whatever another plane holds. */
+static struct dp *half_open_owner(struct dp *from, struct dp *const *planes, uint32_t n,
+                                  const uint8_t *frame, uint32_t len)
+{
+    uint64_t zero = 0;
+    struct wire_parsed p;
+    struct wire_addr6 a6;
+    /* Checksums were verified (or not, by the setting) when the frame came in. */
+    if (wire_parse_batch6(frame, &zero, &len, 1, 0, &p, &a6) != 1 || p.reason != WIRE_OK)
+        return NULL;
+    struct tuple key = tuple_rx(&p, &a6);
+    if (flow_lookup(from, &key) != NULL)
+        return NULL;
+    for (uint32_t j = 0; j < n; j++)
+        if (planes[j] != from && holds_half_open(planes[j], &key))
+            return planes[j];
+    return NULL;
+}
+
+uint32_t dp_forward_declined(struct dp *from, struct dp *const *planes, uint32_t n)
+{
+    uint32_t kept = 0, moved = 0;
+    for (uint32_t i = 0; i < from->n_dec; i++) {
+        const uint8_t *frame = from->dec + from->dec_offs[i];
+        uint32_t len = from->dec_lens[i];
+        struct dp *owner = half_open_owner(from, planes, n, frame, len);
+        if (owner != NULL) {
+            /* Its worker runs the segment next round; a full queue drops it, as a full
+             * NIC ring would, and the peer sends it again. */
+            if (dp_inject(owner, frame, len) != 0)
+                from->st.forward_dropped++;
+            moved++;
+            continue;
+        }
+        if (kept != i) { /* keep the order Python reads the rest in */
+            memmove(from->dec + from->dec_offs[kept], frame, len);
+            from->dec_lens[kept] = len;
+        }
+        kept++;
+    }
+    from->n_dec = kept;
+    from->st.forwarded += moved;
+    return moved;
+}
 
 /* A free slot for a new flow: the oldest TIME-WAIT flow gives its own up when none is
  * left (engine.py's rule for its records). NULL: the table is full of live flows. */
@@ -4122,6 +4225,8 @@ struct dp *dp_new(const struct dp_config *cfg)
     dp->dec = malloc((size_t)cfg->decline_frames * cfg->max_frame);
     dp->dec_offs = calloc(cfg->decline_frames, sizeof *dp->dec_offs);
     dp->dec_lens = calloc(cfg->decline_frames, sizeof *dp->dec_lens);
+    dp->inj = malloc((size_t)cfg->batch * cfg->max_frame);
+    dp->inj_lens = calloc(cfg->batch, sizeof *dp->inj_lens);
     dp->listeners = calloc(DP_MAX_LISTENERS, sizeof *dp->listeners);
     dp->tw_fifo = calloc(flows, sizeof *dp->tw_fifo);
     dp->tx_wait = calloc(flows, sizeof *dp->tx_wait);
@@ -4130,7 +4235,7 @@ struct dp *dp_new(const struct dp_config *cfg)
     if (!dp->flows || !dp->free_slots || !dp->buckets || !dp->live || !dp->touched ||
         !dp->handbacks || !dp->wheel || !dp->descs || !dp->rx_offs || !dp->rx_lens || !dp->parsed || !dp->parsed6 ||
         !dp->arena || !dp->arena_offs || !dp->arena_caps || !dp->arena_lens ||
-        !dp->arena_flow || !dp->dec ||
+        !dp->arena_flow || !dp->dec || !dp->inj || !dp->inj_lens ||
         !dp->dec_offs || !dp->dec_lens || !dp->listeners || !dp->tw_fifo || !dp->tx_wait ||
         !dp->again || !dp->ringpoll || !dp->doorwait || chans_init(&dp->chans, flows) < 0 ||
         dp->epfd < 0) {
@@ -4193,6 +4298,8 @@ void dp_free(struct dp *dp)
     free(dp->dec);
     free(dp->dec_offs);
     free(dp->dec_lens);
+    free(dp->inj);
+    free(dp->inj_lens);
     free(dp->listeners);
     free(dp->tx_wait);
     free(dp->tw_fifo);

@@ -394,6 +394,9 @@ struct dp_stats {
     uint64_t declined_no_flow;
     uint64_t declined_segment;
     uint64_t declined_overflow; /* decline buffer full: frame dropped, counted */
+    uint64_t forwarded;        /* declined frames given to the worker that has their flow */
+    uint64_t forward_dropped;  /* ... that found its queue (dp_inject) full: dropped */
+    uint64_t injected;         /* frames another worker gave this plane (dp_inject) */
     uint64_t handbacks[11];    /* by enum dp_reason */
     uint64_t tx_frames;
     uint64_t tx_data_segs;
@@ -676,6 +679,17 @@ uint32_t dp_handbacks(struct dp *dp, int64_t *out, uint32_t max);
  * dp_declined_clear. Returns how many. */
 uint32_t dp_declined(struct dp *dp, uint8_t **base, uint64_t **offs, uint32_t **lens);
 void dp_declined_clear(struct dp *dp);
+/* Workers: a worker declines a segment of a flow it does not hold. When another plane
+ * holds that flow half-open (SYN-RECEIVED: C runs the handshake, and the control plane
+ * cannot take it), the segment is that plane's to run: on veth a peer's handshake ACK
+ * can leave by another transmit queue than its SYN (XPS picks the queue by the sending
+ * CPU; a NIC's RSS keeps a 4-tuple on one queue). dp_forward_declined moves such
+ * frames from `from`'s declined list (its order kept for the rest) to their plane with
+ * dp_inject, and returns how many it moved. dp_inject: the frame is copied and taken at
+ * the start of the plane's next round, as if received; 0, -ENOBUFS (cfg.batch frames
+ * wait already) or -EMSGSIZE. Both only while the planes' workers are parked. */
+int dp_inject(struct dp *dp, const uint8_t *frame, uint32_t len);
+uint32_t dp_forward_declined(struct dp *from, struct dp *const *planes, uint32_t n);
 
 /* Python's frames (handshakes, RSTs, its connections' segments) through the same NIC
  * queue, after every frame C has queued: returns how many the NIC took. */

@@ -49,6 +49,7 @@ struct dp_workers {
     int notify_fd; /* eventfd: a worker's loop returned with work for Python */
     int epfd;      /* the control plane's sleep: notify_fd and the watched descriptor */
     int watch_fd;
+    struct dp **planes; /* the workers' planes, in order (dp_forward_declined) */
     struct worker w[];
 };
 
@@ -140,6 +141,7 @@ void dp_workers_free(struct dp_workers *g)
         close(g->notify_fd);
     if (g->epfd >= 0)
         close(g->epfd);
+    free(g->planes);
     free(g);
 }
 
@@ -160,9 +162,10 @@ struct dp_workers *dp_workers_new(struct dp *const *planes, uint32_t n)
     g->watch_fd = -1;
     g->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     g->epfd = epoll_create1(EPOLL_CLOEXEC);
+    g->planes = calloc(n, sizeof(*g->planes));
     for (uint32_t i = 0; i < n; i++)
         g->w[i].pause_fd = -1;
-    if (g->notify_fd < 0 || g->epfd < 0)
+    if (g->notify_fd < 0 || g->epfd < 0 || g->planes == NULL)
         goto fail_errno;
     ev.data.fd = g->notify_fd;
     if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->notify_fd, &ev) < 0)
@@ -170,6 +173,7 @@ struct dp_workers *dp_workers_new(struct dp *const *planes, uint32_t n)
     for (uint32_t i = 0; i < n; i++) {
         struct worker *k = &g->w[i];
         k->dp = planes[i];
+        g->planes[i] = planes[i];
         k->group = g;
         k->state = W_PARKED;
         k->pause_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -243,6 +247,11 @@ int dp_workers_run(struct dp_workers *g, int timeout_ms)
             woke |= k->woke & ~(DP_WAKE_WATCHED | DP_WAKE_TIMEOUT);
     }
     eventfd_drain(g->notify_fd);
+    /* Every plane is at rest: a segment one worker declined for a flow another holds
+     * half-open or in TIME-WAIT goes to that worker, not to Python (dataplane.h). */
+    if (g->n > 1)
+        for (uint32_t i = 0; i < g->n; i++)
+            dp_forward_declined(g->planes[i], g->planes, g->n);
     if (err)
         return err;
     if (watched)

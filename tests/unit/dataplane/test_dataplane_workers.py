@@ -7,12 +7,13 @@ these tests do too."""
 from __future__ import annotations
 
 import os
+import socket
 import threading
 
 import pytest
 
 from joyride.dataplane.membed import IP_PEER, IP_SVC, MAC_PEER, MAC_SVC
-from joyride.dataplane.plane import DataPlane, DeclineNic, lib
+from joyride.dataplane.plane import DataPlane, DeclineNic, ListenSpec, lib
 from joyride.dataplane.workers import Workers
 from joyride.wire._native import ffi as wire_ffi
 from joyride.wire.ethernet import EthernetHeader
@@ -161,3 +162,114 @@ def test_pythons_frames_leave_by_their_flows_worker() -> None:
         assert out == [[30001, 30003], [30002, 30002]]
     finally:
         workers.close()
+
+
+# -- a handshake split across workers ----------------------------------------------------
+
+
+class SplitBed:
+    """Two workers whose planes listen on one port, delivering to a real unix listener;
+    the peer's frames are built by hand so that each can be sent to either queue."""
+
+    PORT = 8080
+    PEER_PORT = 40000
+    PEER_ISN = 1000
+
+    def __init__(self) -> None:
+        from joyride.tcp.config import TcpConfig
+        from joyride.tcp.listener import Listener
+
+        self.workers, self.ports = two_workers()
+        self.name = f"joyride-test/{os.getpid()}/split"
+        self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        self.unix.bind(b"\0" + self.name.encode())
+        self.unix.listen(8)
+        config = TcpConfig()
+        listener = Listener(config, self.PORT)
+        self.workers.listen(ListenSpec(self.PORT, (self.name,), config, listener.ts_offset,
+                                       listener.isn_generator.key), syn_backlog=16)
+        self.server_isn = 0
+
+    def peer(self, flags: int, seq: int, ack: int = 0, payload: bytes = b"") -> bytes:
+        seg = TcpSegment(src_port=self.PEER_PORT, dst_port=self.PORT, seq=Seq(seq),
+                         ack=Seq(ack), flags=TcpFlags(flags), window=65535, payload=payload)
+        return build_frame(EthernetHeader(MAC_SVC, MAC_PEER), Ipv4Header(IP_PEER, IP_SVC),
+                           seg)
+
+    def syn_to(self, queue: int) -> None:
+        """The SYN to `queue`, and its SYN-ACK back from that queue's worker."""
+        self.ports[queue].push(self.peer(TcpFlags.SYN, self.PEER_ISN))
+        self.workers.run(0)
+        out = [parse_frame(f).tcp for f in self.ports[queue].pop_all()]
+        assert len(out) == 1 and out[0] is not None
+        assert out[0].flags & TcpFlags.SYN and out[0].flags & TcpFlags.ACK
+        self.server_isn = int(out[0].seq)
+
+    def ack(self, payload: bytes = b"", sent: int = 0) -> bytes:
+        return self.peer(TcpFlags.ACK | (TcpFlags.PSH if payload else 0),
+                         self.PEER_ISN + 1 + sent, self.server_isn + 1, payload)
+
+    def plane_stats(self, index: int) -> dict[str, int]:
+        return self.workers.planes[index].stats()
+
+    def close(self) -> None:
+        self.workers.close()
+        self.unix.close()
+
+
+def test_a_handshake_split_across_workers_completes_on_the_worker_that_has_it() -> None:
+    """The SYN reaches worker 0 (half-open there), its ACK worker 1: worker 1 declines
+    it, the hand-over gives it to worker 0 instead of Python (which would answer with a
+    RST: it cannot take a half-open flow from C), and worker 0 completes the handshake
+    and delivers the connection. Found on veth, where XPS sends a SYN and its ACK by two
+    queues when two CPUs send them."""
+    bed = SplitBed()
+    try:
+        bed.syn_to(0)
+        request = b"GET / HTTP/1.0\r\n\r\n"
+        bed.ports[1].push(bed.ack(request))
+        bed.workers.run(0)  # worker 1 declines it; the stop moves it to worker 0
+        assert bed.workers.declined() is None  # nothing for Python
+        assert bed.plane_stats(1)["forwarded"] == 1
+        assert bed.plane_stats(0)["injected"] == 1
+        bed.workers.run(0)  # worker 0 runs it
+        st = bed.plane_stats(0)
+        assert (st["established"], st["delivered"]) == (1, 1)
+        app, _ = bed.unix.accept()
+        try:
+            app.settimeout(2.0)
+            assert app.recv(100) == request  # its payload came with the ACK
+        finally:
+            app.close()
+        # Established now: its next segment on worker 1 is Python's (which moves the
+        # flow there: Datapath._stray), no longer forwarded.
+        bed.ports[1].push(bed.ack(b"more", len(request)))
+        bed.workers.run(0)
+        rx = bed.workers.declined()
+        assert rx is not None and rx.n == 1 and bed.workers._rx_index == 1
+        assert bed.plane_stats(1)["forwarded"] == 1
+    finally:
+        bed.close()
+
+
+def test_forwarded_frames_keep_their_order_and_others_stay_for_python() -> None:
+    """Worker 1 declines, in order: a frame of no flow, the split ACK, another of no
+    flow. Only the ACK moves; Python reads the other two in their order."""
+    bed = SplitBed()
+    try:
+        bed.syn_to(0)
+        bed.ports[1].push(segment_for_no_flow(20001))
+        bed.ports[1].push(bed.ack())
+        bed.ports[1].push(segment_for_no_flow(20002))
+        bed.workers.run(0)
+        rx = bed.workers.declined()
+        assert rx is not None and rx.n == 2
+        ports = [parse_frame(bytes(wire_ffi.buffer(rx.base + int(rx.offsets[i]),
+                                                   int(rx.lengths[i])))).tcp.src_port
+                 for i in range(rx.n)]
+        assert ports == [20001, 20002]
+        bed.workers.declined_clear()
+        bed.workers.run(0)
+        assert bed.plane_stats(0)["established"] == 1
+    finally:
+        bed.close()
