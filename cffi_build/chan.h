@@ -12,6 +12,11 @@
  *   application -> service  any byte (a doorbell, a re-token request, filler): "look at
  *                           the flags"; filler keeps the application's socket unwritable
  *                           while tx is full.
+ * An application process's arena may have a door (chan_claim.h, JR_CLAIM_DOOR): one
+ * socket for all its channels, which the data plane watches. A channel the data plane
+ * runs is armed in door mode (JR_ARMED_DOOR): the application then rings the door, and
+ * only the first ring after the service armed the door (slot 0's arena_door word) makes
+ * a system call, instead of a doorbell on each connection's socket.
  *
  * Contract
  *  - Sizes are fixed at creation; each side keeps its own copy of them and of the
@@ -51,8 +56,15 @@
 #define JR_CHAN_MAGIC 0x4843524au    /* "JRCH": a live channel, the claim accepted */
 #define JR_CHAN_REFUSED 0x4652524au  /* "JRRF": the claim refused: stream mode */
 #define JR_CHAN_RELEASED 0x4c52524au /* "JRRL": the service let go: the slot is free */
-#define JR_CHAN_VERSION 2u
+#define JR_CHAN_VERSION 3u
 #define JR_CHAN_LINE 64
+
+/* How the service armed svc_tx_armed / svc_rx_armed: what the application rings when it
+ * takes the flag. A socket arm (the Python pump's, or an arena without a door) wants a
+ * byte on the connection's socket; a door arm (the data plane's, with a door) the
+ * arena's door, which the data plane always watches. */
+#define JR_ARMED_SOCKET 1u
+#define JR_ARMED_DOOR 2u
 
 /* What the caller must do after a call (bits). */
 enum jr_chan_action {
@@ -88,6 +100,10 @@ struct jr_chan {
      * sleeps on the magic word (futex) until the verdict. Last: jr_chan_create keeps
      * it, or a waiter's flag stored before the layout would be wiped unseen. */
     uint32_t claim_waiting __attribute__((aligned(JR_CHAN_LINE)));
+    /* Slot 0's only: the arena's door. Set by the service (before it arms any channel of
+     * the arena in door mode), taken by the application (xchg to 0): the taker writes
+     * the door socket. Like claim_waiting, jr_chan_create keeps it. */
+    uint32_t arena_door __attribute__((aligned(JR_CHAN_LINE)));
 };
 
 /* The bell of an application in the service's own process (embedded mode): one queue
@@ -147,6 +163,9 @@ struct jr_chan_svc {
     uint32_t rx_shut; /* rx's EOF was given (jr_chan_svc_rx_eof): no token can follow */
     struct jr_bell *bell; /* tokens go to the process's bell (embedded mode), or NULL */
     struct jr_door *door; /* ... and that application rings this door, not the socket */
+    /* Service mode: the arena's door word (slot 0's arena_door) while the data plane
+     * runs the channel and the arena has a door: arms are JR_ARMED_DOOR. Else NULL. */
+    uint32_t *arena_door;
 };
 
 /* The application's view. */
@@ -168,7 +187,20 @@ struct jr_chan_io {
     /* Whether the descriptor blocks (1) or not (0): asked only for JR_BLOCK_ASK, and
      * only once a call would wait (NULL: it blocks). */
     int (*blocking)(void *ctx);
+    /* Ring the arena's door for a flag armed JR_ARMED_DOOR: take arena_door, and write
+     * the door socket only if it was set (NULL: no door; the bell instead). */
+    int (*door)(void *ctx);
 };
+
+/* The application took a flag the service armed (svc_tx_armed, svc_rx_armed): wake it
+ * the way it armed. */
+static inline void jr_chan_app_ring(const struct jr_chan_io *io, uint32_t armed)
+{
+    if (armed == JR_ARMED_DOOR && io->door != NULL)
+        io->door(io->ctx);
+    else if (armed != 0)
+        io->bell(io->ctx);
+}
 
 /* jr_chan_read/jr_chan_write's block: find out (io->blocking) only if the call would
  * wait. A call that finds bytes or room, most of them, then makes no system call for
@@ -303,9 +335,14 @@ static inline int jr_chan_svc_retoken(struct jr_chan_svc *s)
 
 /* rx is full and the service has more: arm, fence, look again. Returns the room now
  * (>0: go on putting; 0: sleep until the application's bytes; -1: broken). */
+static inline uint32_t jr_chan_svc_arm_kind(const struct jr_chan_svc *s)
+{
+    return s->arena_door != NULL ? JR_ARMED_DOOR : JR_ARMED_SOCKET;
+}
+
 static inline int64_t jr_chan_svc_rx_wait_room(struct jr_chan_svc *s)
 {
-    __atomic_store_n(&s->shm->svc_rx_armed, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->shm->svc_rx_armed, jr_chan_svc_arm_kind(s), __ATOMIC_RELAXED);
     JR_FENCE();
     return jr_chan_svc_rx_room(s);
 }
@@ -351,7 +388,7 @@ static inline int jr_chan_svc_tx_take(struct jr_chan_svc *s, void *dst, uint32_t
  * them instead of sleeping; 0: sleep until the socket is readable; -1: broken). */
 static inline int64_t jr_chan_svc_tx_wait(struct jr_chan_svc *s)
 {
-    __atomic_store_n(&s->shm->svc_tx_armed, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->shm->svc_tx_armed, jr_chan_svc_arm_kind(s), __ATOMIC_RELAXED);
     JR_FENCE();
     return jr_chan_svc_tx_avail(s);
 }
@@ -523,6 +560,13 @@ static inline int jr_chan_svc_arm(struct jr_chan_svc *s, int fd, int waits)
 {
     if (s->door != NULL && waits != 0)
         jr_door_arm(s->door); /* before this channel's flags (struct jr_door) */
+    if (s->arena_door != NULL && waits != 0) {
+        /* The arena's door before this channel's flags, as struct jr_door's: an
+         * application that takes a flag armed JR_ARMED_DOOR then finds the door set,
+         * unless another ring took it, whose write wakes the service all the same. */
+        __atomic_store_n(s->arena_door, 1, __ATOMIC_RELAXED);
+        JR_FENCE();
+    }
     int rc = jr_chan_svc_answer_retoken(s, fd);
     if (rc < 0)
         return rc;
@@ -580,8 +624,7 @@ static inline uint32_t jr_chan_app_rx_take(struct jr_chan_app *a, const struct j
     jr_ring_copy_out(a->rx_data, a->rx_cap, head, dst, k);
     JR_STORE(&a->shm->rx.head, head + k);
     JR_FENCE(); /* the head store before the look at svc_rx_armed */
-    if (JR_XCHG(&a->shm->svc_rx_armed, 0))
-        io->bell(io->ctx);
+    jr_chan_app_ring(io, JR_XCHG(&a->shm->svc_rx_armed, 0));
     return k;
 }
 
@@ -691,8 +734,7 @@ static inline ssize_t jr_chan_write(struct jr_chan_app *a, const struct jr_chan_
             JR_STORE(&c->tx.tail, tail + k);
             put += k;
             JR_FENCE(); /* the tail store before the look at svc_tx_armed */
-            if (JR_XCHG(&c->svc_tx_armed, 0))
-                io->bell(io->ctx);
+            jr_chan_app_ring(io, JR_XCHG(&c->svc_tx_armed, 0));
             if (put < want)
                 continue; /* tx is full now: the next look fills and arms */
             if (k < room)

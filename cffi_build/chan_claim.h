@@ -80,7 +80,7 @@ struct jr_chan_claim {
     uint32_t magic, version;
     uint32_t claim_id;  /* the application's number for this claim (never 0) */
     uint32_t rx_cap, tx_cap;
-    uint32_t flags;     /* JR_CLAIM_BELL or 0 */
+    uint32_t flags;     /* JR_CLAIM_BELL, JR_CLAIM_DOOR, or 0 */
     uint64_t offset;    /* the slot's offset in the arena */
 };
 
@@ -90,6 +90,12 @@ struct jr_chan_claim {
  * once its verdict is stored, whatever it is, so an event loop learns it without
  * waiting. */
 #define JR_CLAIM_BELL 1u
+/* JR_CLAIM_DOOR: a second descriptor comes with the arena's, the arena's door (an
+ * AF_UNIX datagram socket's end; the application keeps the other): a byte there says
+ * "look at my channels armed in door mode" (chan.h, JR_ARMED_DOOR). Every claim sends
+ * it; the service keeps the first it accepts for an arena, for as long as it maps the
+ * arena, and watches it. */
+#define JR_CLAIM_DOOR 2u
 
 
 /* Bytes one slot takes for these capacities: a whole number of pages. */
@@ -124,6 +130,7 @@ struct jr_arena {
     uint32_t slot_bytes, slots;
     uint32_t live;   /* channels in it */
     uint64_t *busy;  /* a bit per slot */
+    int door_fd;     /* its door (JR_CLAIM_DOOR), the service's to watch; -1: none */
 };
 
 struct jr_arenas {
@@ -135,6 +142,8 @@ struct jr_arenas {
 static inline int jr_arenas_init(struct jr_arenas *as, uint32_t max)
 {
     *as = (struct jr_arenas){.a = calloc(max ? max : 1, sizeof(struct jr_arena)), .max = max};
+    for (uint32_t i = 0; as->a != NULL && i < max; i++)
+        as->a[i].door_fd = -1;
     return as->a ? 0 : -ENOMEM;
 }
 
@@ -142,7 +151,9 @@ static inline void jr_arena_unmap(struct jr_arenas *as, struct jr_arena *ar)
 {
     munmap(ar->base, ar->size);
     free(ar->busy);
-    *ar = (struct jr_arena){0};
+    if (ar->door_fd >= 0)
+        close(ar->door_fd); /* its last reference: out of any epoll too */
+    *ar = (struct jr_arena){.door_fd = -1};
     as->mapped--;
 }
 
@@ -173,10 +184,12 @@ static inline void jr_arenas_free(struct jr_arenas *as)
     as->a = NULL;
 }
 
-/* recv(2) into iov from the application's socket, with the descriptor that came with
- * these bytes in *fd (-1: none). A connection carries at most one descriptor, an
- * arena's: any other, or one cut short (MSG_CTRUNC), is closed. */
-static inline ssize_t jr_chan_svc_recv(int sock, struct iovec *iov, int iovcnt, int *fd)
+/* recv(2) into iov from the application's socket, with the descriptors that came with
+ * these bytes in *fd and *door (-1: none; door may be NULL: no second one kept). A claim
+ * carries at most two, an arena's and its door's: any other, or any of a message cut
+ * short (MSG_CTRUNC), is closed. */
+static inline ssize_t jr_chan_svc_recv2(int sock, struct iovec *iov, int iovcnt, int *fd,
+                                        int *door)
 {
     union {
         struct cmsghdr align;
@@ -185,6 +198,8 @@ static inline ssize_t jr_chan_svc_recv(int sock, struct iovec *iov, int iovcnt, 
     struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt,
                        .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
     *fd = -1;
+    if (door != NULL)
+        *door = -1;
     ssize_t n = recvmsg(sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n < 0)
         return -errno;
@@ -197,11 +212,57 @@ static inline ssize_t jr_chan_svc_recv(int sock, struct iovec *iov, int iovcnt, 
             memcpy(&got, CMSG_DATA(h) + i * sizeof(int), sizeof got);
             if (*fd < 0 && !(m.msg_flags & MSG_CTRUNC))
                 *fd = got;
+            else if (door != NULL && *door < 0 && !(m.msg_flags & MSG_CTRUNC))
+                *door = got;
             else
                 close(got);
         }
     }
     return n;
+}
+
+/* jr_chan_svc_recv2 keeping one descriptor: a connection's first bytes read where no
+ * door is wanted. */
+static inline ssize_t jr_chan_svc_recv(int sock, struct iovec *iov, int iovcnt, int *fd)
+{
+    return jr_chan_svc_recv2(sock, iov, iovcnt, fd, NULL);
+}
+
+/* Whether door may be an arena's door: an AF_UNIX datagram socket, which the service
+ * reads with recv(MSG_DONTWAIT) whatever the application does to its flags. */
+static inline int jr_door_valid(int door)
+{
+    struct stat st;
+    int domain = 0, type = 0;
+    socklen_t dl = sizeof domain, tl = sizeof type;
+    return fstat(door, &st) == 0 && S_ISSOCK(st.st_mode) &&
+           getsockopt(door, SOL_SOCKET, SO_DOMAIN, &domain, &dl) == 0 && domain == AF_UNIX &&
+           getsockopt(door, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_DGRAM;
+}
+
+/* A claim on arena idx was accepted with door (or -1): the arena keeps the first valid
+ * door it is given (1: door is the arena's now, the caller watches it); any other is
+ * closed (0). */
+static inline int jr_arena_take_door(struct jr_arenas *as, int idx, int door)
+{
+    if (door < 0)
+        return 0;
+    struct jr_arena *ar = idx >= 0 && (uint32_t)idx < as->max ? &as->a[idx] : NULL;
+    if (ar == NULL || ar->base == NULL || ar->door_fd >= 0 || !jr_door_valid(door)) {
+        close(door);
+        return 0;
+    }
+    ar->door_fd = door;
+    return 1;
+}
+
+/* The door word of arena idx when it has a door (slot 0's arena_door), else NULL. */
+static inline uint32_t *jr_arena_door_word(const struct jr_arenas *as, int idx)
+{
+    if (idx < 0 || (uint32_t)idx >= as->max || as->a[idx].base == NULL ||
+        as->a[idx].door_fd < 0)
+        return NULL;
+    return &((struct jr_chan *)as->a[idx].base)->arena_door;
 }
 
 /* After a verdict is stored: wake an application thread that sleeps on it. The
@@ -271,6 +332,7 @@ static inline int jr_arena_of(struct jr_arenas *as, int fd, const struct jr_chan
         .base = base, .size = (size_t)st.st_size,
         .rx_cap = cl->rx_cap, .tx_cap = cl->tx_cap,
         .slot_bytes = (uint32_t)slot_bytes, .slots = (uint32_t)slots, .busy = busy,
+        .door_fd = -1,
     };
     as->mapped++;
     *fresh = 1;
@@ -316,7 +378,7 @@ static inline int jr_chan_svc_claim(struct jr_arenas *as, const void *msg, size_
         return -EPROTO;
     memcpy(&cl, msg, sizeof cl); /* private from here: the application cannot change it */
     if (cl.magic != JR_CLAIM_MAGIC || cl.version != JR_CLAIM_VERSION ||
-        (cl.flags & ~JR_CLAIM_BELL) != 0 || cl.claim_id == 0)
+        (cl.flags & ~(JR_CLAIM_BELL | JR_CLAIM_DOOR)) != 0 || cl.claim_id == 0)
         return -EPROTO;
     if ((cl.flags & JR_CLAIM_BELL) && bell == NULL)
         claimable = 0; /* not the service's process: refused, answered in the slot */
@@ -383,6 +445,8 @@ static inline void jr_chan_svc_release(struct jr_arenas *as, struct jr_chan_svc 
 /* One process's arena: a sealed memfd, mapped. */
 struct jr_arena_app {
     int fd;
+    int door;       /* the door's application end (jr_arena_app_door), -1: none */
+    int door_peer;  /* ... and the service's end, sent with each claim */
     uint8_t *base;
     size_t size;
     uint32_t rx_cap, tx_cap;
@@ -393,7 +457,7 @@ struct jr_arena_app {
 static inline int jr_arena_app_create(struct jr_arena_app *a, uint32_t slots, uint32_t rx_cap,
                                       uint32_t tx_cap)
 {
-    *a = (struct jr_arena_app){.fd = -1};
+    *a = (struct jr_arena_app){.fd = -1, .door = -1, .door_peer = -1};
     size_t slot_bytes = jr_arena_slot_bytes(rx_cap, tx_cap);
     if (slot_bytes == 0 || slots == 0 || (uint64_t)slots * slot_bytes > JR_ARENA_MAX_BYTES)
         return -EINVAL;
@@ -409,10 +473,36 @@ static inline int jr_arena_app_create(struct jr_arena_app *a, uint32_t slots, ui
         close(fd);
         return err;
     }
-    *a = (struct jr_arena_app){.fd = fd, .base = base, .size = size, .rx_cap = rx_cap,
-                               .tx_cap = tx_cap, .slot_bytes = (uint32_t)slot_bytes,
-                               .slots = slots};
+    *a = (struct jr_arena_app){.fd = fd, .door = -1, .door_peer = -1, .base = base,
+                               .size = size, .rx_cap = rx_cap, .tx_cap = tx_cap,
+                               .slot_bytes = (uint32_t)slot_bytes, .slots = slots};
     return 0;
+}
+
+/* Give the arena a door (JR_CLAIM_DOOR): its claims carry the service's end from now
+ * on. 0 or -errno (the arena then goes on without one). */
+static inline int jr_arena_app_door(struct jr_arena_app *a)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+        return -errno;
+    a->door = sv[0];
+    a->door_peer = sv[1];
+    return 0;
+}
+
+/* The application: make the service look at this arena's channels armed in door mode
+ * (chan.h, JR_ARMED_DOOR). Only the first ring after the service armed the door writes
+ * (1: it wrote); a full socket (EAGAIN) has bytes that wake the service already. */
+static inline int jr_arena_app_ring_door(const struct jr_arena_app *a)
+{
+    struct jr_chan *c = (struct jr_chan *)a->base;
+    if (a->door < 0 || !JR_XCHG(&c->arena_door, 0))
+        return 0;
+    char d = 'D';
+    ssize_t w = send(a->door, &d, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)w;
+    return 1;
 }
 
 static inline void jr_arena_app_destroy(struct jr_arena_app *a)
@@ -421,7 +511,11 @@ static inline void jr_arena_app_destroy(struct jr_arena_app *a)
         munmap(a->base, a->size);
     if (a->fd >= 0)
         close(a->fd);
-    *a = (struct jr_arena_app){.fd = -1};
+    if (a->door >= 0)
+        close(a->door);
+    if (a->door_peer >= 0)
+        close(a->door_peer);
+    *a = (struct jr_arena_app){.fd = -1, .door = -1, .door_peer = -1};
 }
 
 static inline struct jr_chan *jr_arena_app_chan(const struct jr_arena_app *a, uint32_t slot)
@@ -430,23 +524,28 @@ static inline struct jr_chan *jr_arena_app_chan(const struct jr_arena_app *a, ui
 }
 
 /* Send the claim of slot for this connection, as its first bytes (flags: JR_CLAIM_BELL
- * or 0). 0 or -errno.
+ * or 0; JR_CLAIM_DOOR is added, with the door's descriptor, when the arena has a door).
+ * 0 or -errno.
  * slot == a->slots (past the arena) makes a claim the service refuses at once: an
  * application with no free slot says so without making the delivery wait. */
 static inline int jr_chan_app_claim(int sock, const struct jr_arena_app *a, uint32_t slot,
                                     uint32_t claim_id, uint32_t flags)
 {
+    int fds[2] = {a->fd, a->door_peer};
+    int nfds = a->door_peer >= 0 ? 2 : 1;
+    if (nfds == 2)
+        flags |= JR_CLAIM_DOOR;
     struct jr_chan_claim cl = {.magic = JR_CLAIM_MAGIC, .version = JR_CLAIM_VERSION,
                                .claim_id = claim_id, .rx_cap = a->rx_cap, .tx_cap = a->tx_cap,
                                .flags = flags, .offset = (uint64_t)slot * a->slot_bytes};
     union {
         struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(sizeof(int) * 2)];
     } ctl;
     memset(&ctl, 0, sizeof ctl);
     struct iovec iov = {.iov_base = &cl, .iov_len = sizeof cl};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1,
-                       .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+                       .msg_control = ctl.buf, .msg_controllen = CMSG_SPACE(sizeof(int) * nfds)};
     /* The slot is the application's (free, or jr_chan_app_slot_done): its word starts
      * at 0, so a verdict is a change a futex waiter sees, never a value the slot held.
      * (slot == a->slots is a claim made to be refused: no slot, nothing to reset.) */
@@ -455,8 +554,8 @@ static inline int jr_chan_app_claim(int sock, const struct jr_arena_app *a, uint
     struct cmsghdr *h = CMSG_FIRSTHDR(&m);
     h->cmsg_level = SOL_SOCKET;
     h->cmsg_type = SCM_RIGHTS;
-    h->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(h), &a->fd, sizeof(int));
+    h->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(h), fds, sizeof(int) * nfds);
     ssize_t n = sendmsg(sock, &m, MSG_NOSIGNAL);
     if (n < 0)
         return -errno;

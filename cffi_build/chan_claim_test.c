@@ -175,7 +175,7 @@ static void case_refusals(void)
         {"short", good, sizeof good - 1, -EPROTO},
         {"magic", {0x12345678, JR_CLAIM_VERSION, 5, RX_CAP, TX_CAP, 0, 0}, sizeof good, -EPROTO},
         {"version", {JR_CLAIM_MAGIC, 99, 5, RX_CAP, TX_CAP, 0, 0}, sizeof good, -EPROTO},
-        {"unknown_flag", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 5, RX_CAP, TX_CAP, 2, 0}, sizeof good,
+        {"unknown_flag", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 5, RX_CAP, TX_CAP, 4, 0}, sizeof good,
          -EPROTO},
         {"id0", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 0, RX_CAP, TX_CAP, 0, 0}, sizeof good, -EPROTO},
         {"cap3", {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 5, 3, TX_CAP, 0, 0}, sizeof good, -EINVAL},
@@ -361,7 +361,7 @@ static void case_two_processes(void)
         if (got != 1)
             _exit(10);
         struct app_io ctx = {sv[1]};
-        struct jr_chan_io io = {io_drain, io_bell, io_fill, io_wait, &ctx, NULL};
+        struct jr_chan_io io = {io_drain, io_bell, io_fill, io_wait, &ctx, NULL, NULL};
         char buf[64];
         ssize_t n = jr_chan_read(&v, &io, buf, sizeof buf, 1);
         if (n != 5 || memcmp(buf, "hello", 5) != 0)

@@ -120,6 +120,9 @@ static struct jr_slots *jr_slots_here(void)
         free(s);
         return NULL;
     }
+    /* One door for the process's channels (chan.h): without one, each connection's
+     * socket takes its doorbells, as before. */
+    (void)jr_arena_app_door(&s->arena);
     s->pid = getpid();
     jr_slots = s; /* the parent's, if any, stays: inherited connections use it */
     return s;
@@ -258,11 +261,19 @@ static int jr_io_blocking(void *ctx)
     return jr_ring_blocking(((struct jr_ring_io *)ctx)->fd, 0);
 }
 
+/* The arena's door (chan.h, JR_ARMED_DOOR): the connection's arena, which is the
+ * parent's for a connection a forked child inherited (its door socket too). */
+static int jr_io_door(void *ctx)
+{
+    (void)jr_arena_app_ring_door(((struct jr_ring_io *)ctx)->r->arena);
+    return 0;
+}
+
 /* chan.h's socket steps for a call on fd; ctx lives in the caller's frame. */
 static struct jr_chan_io jr_io_of(struct jr_ring_io *ctx)
 {
     return (struct jr_chan_io){jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, ctx,
-                               jr_io_blocking};
+                               jr_io_blocking, jr_io_door};
 }
 
 static ssize_t jr_ring_fail(ssize_t n, int flags)

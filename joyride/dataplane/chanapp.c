@@ -4,11 +4,13 @@
  * the build after channels.c. */
 
 struct dp_app_chan {
+    int sock; /* first: the socket steps' context is an int * (hub.c's too) */
     struct jr_arena_app arena;
     struct jr_chan_app view;
-    int sock;
     uint32_t id;
     int mode; /* -EAGAIN: no verdict yet; 1: ring; 0: stream */
+    uint64_t bells; /* doorbells on the connection's socket */
+    uint64_t doors; /* writes to the arena's door (only a ring that found it armed) */
 };
 
 static int app_io_drain(void *ctx)
@@ -20,10 +22,19 @@ static int app_io_drain(void *ctx)
 
 static int app_io_bell(void *ctx)
 {
+    struct dp_app_chan *a = ctx;
     char b = 'B';
-    if (send(*(int *)ctx, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 || errno == EAGAIN)
+    a->bells++;
+    if (send(a->sock, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 || errno == EAGAIN)
         return 0;
     return -errno;
+}
+
+static int app_io_door(void *ctx)
+{
+    struct dp_app_chan *a = ctx;
+    a->doors += (uint64_t)jr_arena_app_ring_door(&a->arena);
+    return 0;
 }
 
 static int app_io_fill(void *ctx)
@@ -43,17 +54,24 @@ static int app_io_wait(void *ctx, short what)
 
 static struct jr_chan_io app_io_of(struct dp_app_chan *a)
 {
-    return (struct jr_chan_io){app_io_drain, app_io_bell, app_io_fill, app_io_wait, &a->sock,
-                               NULL};
+    return (struct jr_chan_io){app_io_drain, app_io_bell, app_io_fill, app_io_wait, a, NULL,
+                               a->arena.door >= 0 ? app_io_door : NULL};
 }
 
 struct dp_app_chan *dp_app_claim(int sock, uint32_t rx_cap, uint32_t tx_cap, uint32_t id)
+{
+    return dp_app_claim_door(sock, rx_cap, tx_cap, id, 0);
+}
+
+struct dp_app_chan *dp_app_claim_door(int sock, uint32_t rx_cap, uint32_t tx_cap, uint32_t id,
+                                      int door)
 {
     struct dp_app_chan *a = calloc(1, sizeof *a);
     if (a == NULL)
         return NULL;
     *a = (struct dp_app_chan){.sock = sock, .id = id, .mode = -EAGAIN};
     if (jr_arena_app_create(&a->arena, 1, rx_cap, tx_cap) < 0 ||
+        (door && jr_arena_app_door(&a->arena) < 0) ||
         jr_chan_app_claim(sock, &a->arena, 0, id, 0) < 0) {
         dp_app_free(a);
         return NULL;
@@ -111,6 +129,12 @@ void dp_app_retoken(struct dp_app_chan *a)
     struct jr_chan_io io = app_io_of(a);
     if (a->mode == 1)
         jr_chan_app_retoken(&a->view, &io);
+}
+
+void dp_app_rings(const struct dp_app_chan *a, uint64_t *bells, uint64_t *doors)
+{
+    *bells = a->bells;
+    *doors = a->doors;
 }
 
 void dp_app_free(struct dp_app_chan *a)

@@ -79,6 +79,7 @@ enum flow_state { FLOW_FREE = 0, FLOW_C = 1, FLOW_HANDBACK = 2 };
 #define TAG_FLOW (1ull << 60)
 #define TAG_ROOM (1ull << 59)
 #define TAG_DOOR (1ull << 58)
+#define TAG_ADOOR (1ull << 57) /* an application arena's door (chan_claim.h): its index */
 /* An application descriptor is read on EPOLLIN; EPOLLRDHUP says its writer shut down,
  * so that the EOF behind the last bytes is read in the same round and the FIN leaves
  * with them (else the peer may see the data, close first, and sit in TIME-WAIT). */
@@ -635,11 +636,24 @@ static void touch(struct dp *dp, struct flow *f)
 }
 
 
+/* Whether the channel's arms are the data plane's, in door mode (chan.h,
+ * JR_ARMED_DOOR): while C runs its flow, and only if its arena has a door. The Python
+ * pump arms through the connection's socket, which it watches. */
+static void chan_door_mode(struct dp *dp, uint32_t chan, int on)
+{
+    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    if (s != NULL)
+        s->arena_door = on ? jr_arena_door_word(&dp->chans.arenas, s->arena) : NULL;
+}
+
 /* C stops running f: its handle goes to Python, which releases it. */
 static void hand_back(struct dp *dp, struct flow *f, enum dp_reason why)
 {
     if (f->state != FLOW_C)
         return;
+    /* A door arm taken after this rings the door, which wakes the loop for nothing; the
+     * pump's own arm (the socket) overwrites it before the pump sleeps. */
+    chan_door_mode(dp, f->t.chan, 0);
     f->state = FLOW_HANDBACK;
     f->t.reason = (uint8_t)why;
     epoll_set(dp, f, 0);
@@ -2479,6 +2493,7 @@ static int app_first_bytes(struct dp *dp, struct flow *f)
     touch(dp, f); /* what waited for this (the receive ring) goes out this round */
     if (chan > 0) {
         t->chan = (uint32_t)chan;
+        chan_door_mode(dp, t->chan, 1);
         epoll_set(dp, f, APP_IN); /* bytes on the socket now only say "look" */
     } else if (chan == -ENOMSG) {
         /* Payload: the application speaks first (a banner). */
@@ -2694,7 +2709,7 @@ static int ringpoll_settle(struct dp *dp)
         f->in_ringpoll = 0;
         chan_arm(dp, f);
         struct jr_chan_svc *s = f->state == FLOW_C ? chan_svc(&dp->chans, f->t.chan) : NULL;
-        if (s != NULL && s->bell != NULL && !f->in_doorwait) {
+        if (s != NULL && (s->bell != NULL || s->arena_door != NULL) && !f->in_doorwait) {
             f->in_doorwait = 1;
             dp->doorwait[dp->n_doorwait++] = (uint32_t)(f - dp->flows);
         }
@@ -3543,6 +3558,17 @@ static int take_events(struct dp *dp, const struct epoll_event *evs, int nev)
             dp->door_rung = 1;
             if (dp->door_python)
                 wake |= DP_WAKE_DOOR;
+        } else if (tag & TAG_ADOOR) {
+            /* An application rang its arena's door: every flow armed in door mode is
+             * looked at (door_rung). A datagram a call; what is left keeps it readable. */
+            uint32_t idx = (uint32_t)tag;
+            int fd = idx < dp->chans.arenas.max ? dp->chans.arenas.a[idx].door_fd : -1;
+            char junk[64];
+            for (int k = 0; fd >= 0 && k < 64 && recv(fd, junk, sizeof junk, MSG_DONTWAIT) > 0;
+                 k++)
+                ;
+            dp->door_rung = 1;
+            dp->st.chan_door_rings++;
         } else if (tag & TAG_ROOM) {
             dp->room_told = 1; /* tx_resume takes the room; tx_want_room drains the fd */
         } else if (tag & TAG_FLOW) {
@@ -3563,6 +3589,11 @@ static int take_events(struct dp *dp, const struct epoll_event *evs, int nev)
         }
     }
     return wake;
+}
+
+int dp_settle(struct dp *dp)
+{
+    return dp->n_ringpoll ? ringpoll_settle(dp) : 0;
 }
 
 int dp_round(struct dp *dp, double now)
@@ -4038,6 +4069,7 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
         }
         f->app_readable = 1; /* bytes may have come before the flow was ours */
     }
+    chan_door_mode(dp, f->t.chan, 1);
     timer_arm(dp, f, earliest_deadline(&f->t));
     dp->st.flows_adopted++;
     touch(dp, f); /* owed ACKs and queued bytes go in the next round */
@@ -4085,6 +4117,7 @@ int dp_flow_release(struct dp *dp, int64_t handle, struct dp_tcb *out, uint8_t *
         f->t.reason = DP_REASON_RELEASED;
         dp->st.handbacks[DP_REASON_RELEASED]++;
     }
+    chan_door_mode(dp, f->t.chan, 0); /* Python's now: the pump arms on the socket */
     *out = f->t;
     if (f->rcv.len)
         ring_copy(&f->rcv, 0, rcv, f->rcv.len);
@@ -4568,11 +4601,33 @@ static int64_t chan_first(struct dp *dp, const uint8_t *buf, uint32_t len, int f
     return rc;
 }
 
+/* A claim with a door was accepted: its arena keeps the first door it is given, which
+ * the loop then watches (closed, so out of the epoll, when the arena is unmapped). */
+static void chan_take_door(struct dp *dp, uint32_t chan, int door)
+{
+    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    if (s == NULL) {
+        if (door >= 0)
+            close(door);
+        return;
+    }
+    if (!jr_arena_take_door(&dp->chans.arenas, s->arena, door))
+        return;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_ADOOR | (uint32_t)s->arena};
+    if (epoll_ctl(dp->epfd, EPOLL_CTL_ADD, door, &ev) != 0) {
+        close(door); /* no door then: socket arms, as before */
+        dp->chans.arenas.a[s->arena].door_fd = -1;
+        return;
+    }
+    dp->st.chan_doors++;
+}
+
 int64_t dp_chan_take_first(struct dp *dp, int sock, uint8_t *buf, uint32_t cap,
                            int claimable, int64_t *got)
 {
-    int fd;
-    *got = dp_chan_recv(sock, buf, cap, &fd);
+    int fd, door;
+    struct iovec iov = {buf, cap};
+    *got = jr_chan_svc_recv2(sock, &iov, 1, &fd, &door);
     int64_t decision = 0;
     if (*got > 0) {
         struct jr_bell *bell = fd >= 0 ? bell_for(dp, sock) : NULL;
@@ -4580,6 +4635,10 @@ int64_t dp_chan_take_first(struct dp *dp, int sock, uint8_t *buf, uint32_t cap,
         if (bell != NULL && decision != -ENOMSG)
             chans_verdict_bell(bell, buf, (uint32_t)*got);
     }
+    if (decision > 0 && door >= 0)
+        chan_take_door(dp, (uint32_t)decision, door);
+    else if (door >= 0)
+        close(door);
     if (fd >= 0)
         close(fd);
     return decision;

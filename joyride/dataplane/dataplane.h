@@ -440,6 +440,8 @@ struct dp_stats {
     uint64_t chan_broken;      /* an index the application wrote was impossible: reset */
     uint64_t claim_deadlines;  /* deliveries that stopped waiting for a claim */
     uint64_t chan_polled;      /* ring-mode flows polled now (armed at the next sleep) */
+    uint64_t chan_doors;       /* applications' arena doors taken to watch (JR_CLAIM_DOOR) */
+    uint64_t chan_door_rings;  /* ... and the rings the loop woke to */
     uint64_t time_waits;       /* born flows that entered TIME-WAIT (kept in C) */
     uint64_t tw_expired;
     uint64_t tw_overflow;      /* TIME-WAIT flows ended early: the table was full */
@@ -583,6 +585,11 @@ int64_t dp_chan_take_first(struct dp *dp, int sock, uint8_t *buf, uint32_t cap,
  * sock, then reads and writes that never block (-EAGAIN). */
 struct dp_app_chan;
 struct dp_app_chan *dp_app_claim(int sock, uint32_t rx_cap, uint32_t tx_cap, uint32_t id);
+/* ... with door: the arena has a door (JR_CLAIM_DOOR), as the shim's has. */
+struct dp_app_chan *dp_app_claim_door(int sock, uint32_t rx_cap, uint32_t tx_cap, uint32_t id,
+                                      int door);
+/* The application's wake-ups so far: doorbells on its socket, rings of its door. */
+void dp_app_rings(const struct dp_app_chan *a, uint64_t *bells, uint64_t *doors);
 int dp_app_verdict(struct dp_app_chan *a, int timeout_ms); /* 1 ring, 0 stream, -EAGAIN */
 int64_t dp_app_read(struct dp_app_chan *a, uint8_t *buf, uint32_t n);   /* 0: EOF */
 int64_t dp_app_write(struct dp_app_chan *a, const uint8_t *buf, uint32_t n);
@@ -634,6 +641,9 @@ int dp_hub_lost(struct dp_hub *h);
  * round). Returns a bitmask of DP_WAKE_* or -errno. now: CLOCK_MONOTONIC seconds. */
 int dp_run(struct dp *dp, int timeout_ms);
 int dp_round(struct dp *dp, double now);   /* one round at an explicit time (tests) */
+/* What the loop does before it sleeps (tests): arm every polled ring-mode flow; 1 when
+ * arming found work (the loop would not sleep). */
+int dp_settle(struct dp *dp);
 
 enum dp_wake {
     DP_WAKE_DECLINED = 1,

@@ -19,7 +19,7 @@ from typing import Protocol
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_born import Born
+from test_born import Born, segment_of
 
 from joyride.dataplane.membed import IP_PEER, IP_SVC, MAC_PEER, MAC_SVC, PORT, Bed, read_all
 from joyride.dataplane.plane import CLAIM_WAIT, ChannelState, ffi, lib
@@ -44,9 +44,15 @@ class App:
         self.sock = sock
         self.chan: object | None = None
 
-    def claim(self, claim_id: int = 1) -> None:
-        self.chan = lib.dp_app_claim(self.sock.fileno(), RING, RING, claim_id)
+    def claim(self, claim_id: int = 1, door: bool = False) -> None:
+        self.chan = lib.dp_app_claim_door(self.sock.fileno(), RING, RING, claim_id, int(door))
         assert self.chan != ffi.NULL
+
+    def rings(self) -> tuple[int, int]:
+        """Its wake-ups so far: (doorbells on its socket, rings of its arena's door)."""
+        bells, doors = ffi.new("uint64_t *"), ffi.new("uint64_t *")
+        lib.dp_app_rings(self.chan, bells, doors)
+        return int(bells[0]), int(doors[0])
 
     def verdict(self) -> int:
         return int(lib.dp_app_verdict(self.chan, 0))
@@ -222,11 +228,13 @@ def test_a_listener_that_does_not_claim_gets_its_stream_at_once() -> None:
         b.close()
 
 
-def python_ring_pump(bed: Claiming) -> tuple[TcpConnection, App, TcpConnection, Pump]:
+def python_ring_pump(bed: Claiming, door: bool = False
+                     ) -> tuple[TcpConnection, App, TcpConnection, Pump]:
     """A claimed ring-mode connection taken into Python, as after a hand-back: the
-    peer's end, the application, the service's connection and its pump."""
+    peer's end, the application (its arena with a door or not), the service's
+    connection and its pump."""
     client, app = bed.connect()
-    app.claim()
+    app.claim(door=door)
     bed.bed.run(3)
     assert app.verdict() == 1
     born = bed.bed.plane.claim((IP_SVC, PORT, IP_PEER, client.local_port))
@@ -498,3 +506,53 @@ def test_any_first_bytes_are_a_claim_only_when_well_formed(raw: bytes, tweak: in
     finally:
         ours.close()
         theirs.close()
+
+
+# -- the arena's door ---------------------------------------------------------------------
+
+
+def test_a_door_wakes_the_loop_once_for_its_arena(bed: Claiming) -> None:
+    """An arena with a door (the shim's): before it sleeps the loop arms its channels in
+    door mode (``dp_settle``), so the application's write rings the door, which the loop
+    watches, not the connection's socket; a second write before the loop arms again
+    makes no system call. The loop then looks at the channel and sends its bytes."""
+    client, app = bed.connect()
+    app.claim(door=True)
+    bed.bed.run(3)
+    assert app.verdict() == 1 and bed.stats()["chan_doors"] == 1
+    up, down = payload(50_000, 21), payload(60_000, 22)
+    got_app, got_client = exchange(bed, client, app, up, down)
+    assert (got_app, got_client) == (up, down)
+    bed.bed.run(20)
+    bed.bed.port.pop_all()
+    plane = bed.bed.plane._dp
+    assert lib.dp_settle(plane) == 0  # armed: the loop would sleep now
+    assert app.write(b"after the sleep") == 15
+    assert app.write(b", and more") == 10
+    assert app.rings() == (0, 1)  # one write to the door, none to the socket
+    rings = bed.stats()["chan_door_rings"]
+    lib.dp_round(plane, bed.bed.clock.now)  # the door is readable: the loop looks
+    assert bed.stats()["chan_door_rings"] == rings + 1
+    sent = b"".join(segment_of(f).payload for f in bed.bed.port.pop_all())
+    assert sent == b"after the sleep, and more"
+    # Armed again before the next sleep: the next write rings the door again.
+    assert lib.dp_settle(plane) == 0
+    assert app.write(b"!") == 1
+    assert app.rings() == (0, 2)
+
+
+def test_a_flow_python_runs_is_armed_on_its_socket_not_the_door(bed: Claiming) -> None:
+    """The Python pump watches the connection's socket, not the door: a flow handed
+    back leaves door mode, and its application's wake-ups go to the socket."""
+    client, app, _, pump = python_ring_pump(bed, door=True)
+    pump_turn(bed.bed, pump)  # nothing to move: it arms for bytes, on the socket
+    assert app.write(b"to python") == 9
+    bells, doors = app.rings()
+    assert (bells, doors) == (1, 0)
+    got = bytearray()
+    for _ in range(50):
+        python_step(bed.bed, pump)
+        got += client.recv(1 << 16)
+        if got == b"to python":
+            break
+    assert got == b"to python"
