@@ -333,13 +333,14 @@ static inline int jr_chan_svc_retoken(struct jr_chan_svc *s)
     return JR_XCHG(&s->shm->rx_retoken, 0) != 0;
 }
 
-/* rx is full and the service has more: arm, fence, look again. Returns the room now
- * (>0: go on putting; 0: sleep until the application's bytes; -1: broken). */
+/* How the service arms this channel's flags (JR_ARMED_*). */
 static inline uint32_t jr_chan_svc_arm_kind(const struct jr_chan_svc *s)
 {
     return s->arena_door != NULL ? JR_ARMED_DOOR : JR_ARMED_SOCKET;
 }
 
+/* rx is full and the service has more: arm, fence, look again. Returns the room now
+ * (>0: go on putting; 0: sleep until the application's bytes; -1: broken). */
 static inline int64_t jr_chan_svc_rx_wait_room(struct jr_chan_svc *s)
 {
     __atomic_store_n(&s->shm->svc_rx_armed, jr_chan_svc_arm_kind(s), __ATOMIC_RELAXED);

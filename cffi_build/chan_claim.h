@@ -46,6 +46,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -68,7 +69,7 @@
 #endif
 
 #define JR_CLAIM_MAGIC 0x4d4c434au /* "JCLM" */
-#define JR_CLAIM_VERSION 1u
+#define JR_CLAIM_VERSION 2u /* 2: JR_CLAIM_DOOR */
 #define JR_ARENA_PAGE 4096u
 #define JR_ARENA_MAX_BYTES (1ull << 30)
 #define JR_CHAN_MAX_CAP (1u << 22) /* per direction */
@@ -137,22 +138,38 @@ struct jr_arenas {
     struct jr_arena *a;
     uint32_t max;
     uint32_t mapped;
+    /* The epoll the doors are watched in (-1: none). An arena's door leaves it when the
+     * arena is unmapped: closing the service's copy is not enough, since the
+     * application holds the same file open (it sends it with each claim). */
+    int epfd;
 };
 
 static inline int jr_arenas_init(struct jr_arenas *as, uint32_t max)
 {
-    *as = (struct jr_arenas){.a = calloc(max ? max : 1, sizeof(struct jr_arena)), .max = max};
+    *as = (struct jr_arenas){.a = calloc(max ? max : 1, sizeof(struct jr_arena)), .max = max,
+                             .epfd = -1};
     for (uint32_t i = 0; as->a != NULL && i < max; i++)
         as->a[i].door_fd = -1;
     return as->a ? 0 : -ENOMEM;
+}
+
+/* The arena's door goes: out of the epoll, then closed (the application's copy stays
+ * open, so the close alone would leave it watched). */
+static inline void jr_arena_drop_door(struct jr_arenas *as, struct jr_arena *ar)
+{
+    if (ar->door_fd < 0)
+        return;
+    if (as->epfd >= 0)
+        epoll_ctl(as->epfd, EPOLL_CTL_DEL, ar->door_fd, NULL);
+    close(ar->door_fd);
+    ar->door_fd = -1;
 }
 
 static inline void jr_arena_unmap(struct jr_arenas *as, struct jr_arena *ar)
 {
     munmap(ar->base, ar->size);
     free(ar->busy);
-    if (ar->door_fd >= 0)
-        close(ar->door_fd); /* its last reference: out of any epoll too */
+    jr_arena_drop_door(as, ar);
     *ar = (struct jr_arena){.door_fd = -1};
     as->mapped--;
 }
@@ -437,6 +454,7 @@ static inline void jr_chan_svc_release(struct jr_arenas *as, struct jr_chan_svc 
     ar->busy[s->slot / 64] &= ~(1ull << (s->slot % 64));
     ar->live--;
     s->shm = NULL;
+    s->arena_door = NULL;
     s->arena = -1;
 }
 
@@ -492,17 +510,31 @@ static inline int jr_arena_app_door(struct jr_arena_app *a)
 }
 
 /* The application: make the service look at this arena's channels armed in door mode
- * (chan.h, JR_ARMED_DOOR). Only the first ring after the service armed the door writes
- * (1: it wrote); a full socket (EAGAIN) has bytes that wake the service already. */
+ * (chan.h, JR_ARMED_DOOR). Only the first ring after the service armed the door writes:
+ * 0 when it did not need to, 1 when it wrote (or found the socket full: its bytes wake
+ * the service already), -errno when it took the word but could not write (its door was
+ * closed under it, or the service dropped it): the caller then rings the connection's
+ * socket, which the service watches for every flow it runs. */
 static inline int jr_arena_app_ring_door(const struct jr_arena_app *a)
 {
     struct jr_chan *c = (struct jr_chan *)a->base;
     if (a->door < 0 || !JR_XCHG(&c->arena_door, 0))
         return 0;
     char d = 'D';
-    ssize_t w = send(a->door, &d, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-    (void)w;
-    return 1;
+    if (send(a->door, &d, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 || errno == EAGAIN)
+        return 1;
+    return -errno;
+}
+
+/* Whether first bytes are a claim that says it brings a door (JR_CLAIM_DOOR): only then
+ * is a second descriptor taken as the arena's door. */
+static inline int jr_claim_has_door(const uint8_t *buf, size_t len)
+{
+    struct jr_chan_claim cl;
+    if (len != sizeof cl)
+        return 0;
+    memcpy(&cl, buf, sizeof cl);
+    return cl.magic == JR_CLAIM_MAGIC && (cl.flags & JR_CLAIM_DOOR) != 0;
 }
 
 static inline void jr_arena_app_destroy(struct jr_arena_app *a)

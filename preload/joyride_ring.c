@@ -265,7 +265,8 @@ static int jr_io_blocking(void *ctx)
  * parent's for a connection a forked child inherited (its door socket too). */
 static int jr_io_door(void *ctx)
 {
-    (void)jr_arena_app_ring_door(((struct jr_ring_io *)ctx)->r->arena);
+    if (jr_arena_app_ring_door(((struct jr_ring_io *)ctx)->r->arena) < 0)
+        return jr_io_bell(ctx); /* the door is gone: the socket, which C watches too */
     return 0;
 }
 

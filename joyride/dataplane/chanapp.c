@@ -8,6 +8,8 @@ struct dp_app_chan {
     struct jr_arena_app arena;
     struct jr_chan_app view;
     uint32_t id;
+    uint32_t slot;
+    int borrowed; /* the arena is another channel's (dp_app_claim_sibling) */
     int mode; /* -EAGAIN: no verdict yet; 1: ring; 0: stream */
     uint64_t bells; /* doorbells on the connection's socket */
     uint64_t doors; /* writes to the arena's door (only a ring that found it armed) */
@@ -33,7 +35,10 @@ static int app_io_bell(void *ctx)
 static int app_io_door(void *ctx)
 {
     struct dp_app_chan *a = ctx;
-    a->doors += (uint64_t)jr_arena_app_ring_door(&a->arena);
+    int rc = jr_arena_app_ring_door(&a->arena);
+    if (rc < 0)
+        return app_io_bell(ctx); /* the door is gone: the socket, which C watches too */
+    a->doors += (uint64_t)rc;
     return 0;
 }
 
@@ -70,7 +75,7 @@ struct dp_app_chan *dp_app_claim_door(int sock, uint32_t rx_cap, uint32_t tx_cap
     if (a == NULL)
         return NULL;
     *a = (struct dp_app_chan){.sock = sock, .id = id, .mode = -EAGAIN};
-    if (jr_arena_app_create(&a->arena, 1, rx_cap, tx_cap) < 0 ||
+    if (jr_arena_app_create(&a->arena, door ? 2 : 1, rx_cap, tx_cap) < 0 ||
         (door && jr_arena_app_door(&a->arena) < 0) ||
         jr_chan_app_claim(sock, &a->arena, 0, id, 0) < 0) {
         dp_app_free(a);
@@ -79,12 +84,31 @@ struct dp_app_chan *dp_app_claim_door(int sock, uint32_t rx_cap, uint32_t tx_cap
     return a;
 }
 
+struct dp_app_chan *dp_app_claim_sibling(struct dp_app_chan *first, int sock, uint32_t id)
+{
+    struct dp_app_chan *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return NULL;
+    *a = (struct dp_app_chan){.sock = sock, .arena = first->arena, .id = id, .slot = 1,
+                              .borrowed = 1, .mode = -EAGAIN};
+    if (a->arena.slots < 2 || jr_chan_app_claim(sock, &a->arena, 1, id, 0) < 0) {
+        free(a);
+        return NULL;
+    }
+    return a;
+}
+
+int dp_app_door_peer(const struct dp_app_chan *a)
+{
+    return a->arena.door_peer;
+}
+
 int dp_app_verdict(struct dp_app_chan *a, int timeout_ms)
 {
     if (a->mode == -EAGAIN)
-        a->mode = timeout_ms > 0
-                      ? jr_chan_app_wait_verdict(&a->arena, 0, a->id, &a->view, timeout_ms)
-                      : jr_chan_app_verdict(&a->arena, 0, a->id, &a->view);
+        a->mode = timeout_ms > 0 ? jr_chan_app_wait_verdict(&a->arena, a->slot, a->id, &a->view,
+                                                            timeout_ms)
+                                 : jr_chan_app_verdict(&a->arena, a->slot, a->id, &a->view);
     return a->mode;
 }
 
@@ -113,7 +137,7 @@ void dp_app_shutdown(struct dp_app_chan *a)
 
 int dp_app_slot_done(struct dp_app_chan *a)
 {
-    return jr_chan_app_slot_done(&a->arena, 0, a->id);
+    return jr_chan_app_slot_done(&a->arena, a->slot, a->id);
 }
 
 void dp_app_poke_tx_tail(struct dp_app_chan *a, uint32_t tail)
@@ -141,6 +165,7 @@ void dp_app_free(struct dp_app_chan *a)
 {
     if (a == NULL)
         return;
-    jr_arena_app_destroy(&a->arena);
+    if (!a->borrowed) /* free a sibling first: it maps this arena */
+        jr_arena_app_destroy(&a->arena);
     free(a);
 }

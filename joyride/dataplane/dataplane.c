@@ -636,6 +636,24 @@ static void touch(struct dp *dp, struct flow *f)
 }
 
 
+/* Arena idx's door is gone (its application shut it): out of the epoll, and every
+ * channel of the arena back to socket arms; the flows armed on the door are looked at
+ * now (door_rung) and armed on their sockets before the loop sleeps. */
+static void chan_drop_door(struct dp *dp, uint32_t idx)
+{
+    struct jr_arenas *as = &dp->chans.arenas;
+    if (idx >= as->max)
+        return;
+    jr_arena_drop_door(as, &as->a[idx]);
+    for (uint32_t id = 1; id <= dp->chans.max; id++) {
+        struct jr_chan_svc *s = chan_svc(&dp->chans, id);
+        if (s != NULL && s->arena == (int32_t)idx)
+            s->arena_door = NULL;
+    }
+    dp->door_rung = 1;
+    dp->st.chan_doors_dropped++;
+}
+
 /* Whether the channel's arms are the data plane's, in door mode (chan.h,
  * JR_ARMED_DOOR): while C runs its flow, and only if its arena has a door. The Python
  * pump arms through the connection's socket, which it watches. */
@@ -3560,13 +3578,18 @@ static int take_events(struct dp *dp, const struct epoll_event *evs, int nev)
                 wake |= DP_WAKE_DOOR;
         } else if (tag & TAG_ADOOR) {
             /* An application rang its arena's door: every flow armed in door mode is
-             * looked at (door_rung). A datagram a call; what is left keeps it readable. */
+             * looked at (door_rung). A datagram a call; what is left keeps it readable.
+             * A door its application shut (or broke) would be readable for ever: it is
+             * dropped, and the arena's flows go back to socket arms. */
             uint32_t idx = (uint32_t)tag;
             int fd = idx < dp->chans.arenas.max ? dp->chans.arenas.a[idx].door_fd : -1;
             char junk[64];
-            for (int k = 0; fd >= 0 && k < 64 && recv(fd, junk, sizeof junk, MSG_DONTWAIT) > 0;
-                 k++)
-                ;
+            ssize_t r = 1;
+            for (int k = 0; fd >= 0 && k < 64 && r >= 0; k++)
+                r = recv(fd, junk, sizeof junk, MSG_DONTWAIT);
+            if (fd >= 0 && ((evs[e].events & (EPOLLHUP | EPOLLERR)) ||
+                            (r < 0 && errno != EAGAIN && errno != EINTR)))
+                chan_drop_door(dp, idx);
             dp->door_rung = 1;
             dp->st.chan_door_rings++;
         } else if (tag & TAG_ROOM) {
@@ -3593,6 +3616,7 @@ static int take_events(struct dp *dp, const struct epoll_event *evs, int nev)
 
 int dp_settle(struct dp *dp)
 {
+    /* ringpoll_settle's answer: work came while arming, or a flow waits for Python. */
     return dp->n_ringpoll ? ringpoll_settle(dp) : 0;
 }
 
@@ -4275,6 +4299,7 @@ struct dp *dp_new(const struct dp_config *cfg)
         dp_free(dp);
         return NULL;
     }
+    dp->chans.arenas.epfd = dp->epfd; /* doors are watched there (jr_arena_drop_door) */
     for (uint32_t i = 0; i < flows; i++) {
         dp->free_slots[i] = flows - 1 - i;
         dp->flows[i].gen = 1;
@@ -4602,7 +4627,7 @@ static int64_t chan_first(struct dp *dp, const uint8_t *buf, uint32_t len, int f
 }
 
 /* A claim with a door was accepted: its arena keeps the first door it is given, which
- * the loop then watches (closed, so out of the epoll, when the arena is unmapped). */
+ * the loop then watches (until the arena is unmapped: jr_arena_drop_door). */
 static void chan_take_door(struct dp *dp, uint32_t chan, int door)
 {
     struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
@@ -4635,7 +4660,7 @@ int64_t dp_chan_take_first(struct dp *dp, int sock, uint8_t *buf, uint32_t cap,
         if (bell != NULL && decision != -ENOMSG)
             chans_verdict_bell(bell, buf, (uint32_t)*got);
     }
-    if (decision > 0 && door >= 0)
+    if (decision > 0 && door >= 0 && jr_claim_has_door(buf, (size_t)*got))
         chan_take_door(dp, (uint32_t)decision, door);
     else if (door >= 0)
         close(door);

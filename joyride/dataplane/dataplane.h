@@ -441,7 +441,8 @@ struct dp_stats {
     uint64_t claim_deadlines;  /* deliveries that stopped waiting for a claim */
     uint64_t chan_polled;      /* ring-mode flows polled now (armed at the next sleep) */
     uint64_t chan_doors;       /* applications' arena doors taken to watch (JR_CLAIM_DOOR) */
-    uint64_t chan_door_rings;  /* ... and the rings the loop woke to */
+    uint64_t chan_door_rings;  /* ... the rings the loop woke to */
+    uint64_t chan_doors_dropped; /* ... doors their application shut (socket arms again) */
     uint64_t time_waits;       /* born flows that entered TIME-WAIT (kept in C) */
     uint64_t tw_expired;
     uint64_t tw_overflow;      /* TIME-WAIT flows ended early: the table was full */
@@ -588,6 +589,9 @@ struct dp_app_chan *dp_app_claim(int sock, uint32_t rx_cap, uint32_t tx_cap, uin
 /* ... with door: the arena has a door (JR_CLAIM_DOOR), as the shim's has. */
 struct dp_app_chan *dp_app_claim_door(int sock, uint32_t rx_cap, uint32_t tx_cap, uint32_t id,
                                       int door);
+/* A second channel in the first's arena (slot 1 of a door arena's two), freed first. */
+struct dp_app_chan *dp_app_claim_sibling(struct dp_app_chan *first, int sock, uint32_t id);
+int dp_app_door_peer(const struct dp_app_chan *a); /* the door's end the service gets */
 /* The application's wake-ups so far: doorbells on its socket, rings of its door. */
 void dp_app_rings(const struct dp_app_chan *a, uint64_t *bells, uint64_t *doors);
 int dp_app_verdict(struct dp_app_chan *a, int timeout_ms); /* 1 ring, 0 stream, -EAGAIN */
@@ -642,7 +646,7 @@ int dp_hub_lost(struct dp_hub *h);
 int dp_run(struct dp *dp, int timeout_ms);
 int dp_round(struct dp *dp, double now);   /* one round at an explicit time (tests) */
 /* What the loop does before it sleeps (tests): arm every polled ring-mode flow; 1 when
- * arming found work (the loop would not sleep). */
+ * the loop would not sleep after all (arming found work, or a flow waits for Python). */
 int dp_settle(struct dp *dp);
 
 enum dp_wake {

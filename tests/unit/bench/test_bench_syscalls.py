@@ -1,36 +1,31 @@
-"""``joyride.bench.syscalls``: reading ``perf trace -s``'s per-thread summary."""
+"""``joyride.bench.syscalls``: reading ``perf stat``'s counts of the system-call
+tracepoints."""
 
 from __future__ import annotations
 
-from joyride.bench.syscalls import parse_summary, table
+from joyride.bench.syscalls import counted_names, parse_stat, table
 
-SUMMARY = """
- Summary of events:
+STAT = """# started on Sun Dec  6 07:30:00 2026
 
- redis-server (4242), 6008 events, 61.0%
-
-   syscall            calls  errors  total       min       avg       max       stddev
-                                     (msec)    (msec)    (msec)    (msec)        (%)
-   --------------- --------  ------ -------- --------- --------- ---------     ------
-   read                1500      2     9.062     0.001     0.006     0.062      1.00%
-   write               1500      0     8.100     0.001     0.005     0.040      1.10%
-   epoll_wait             4      0     0.900     0.010     0.225     0.500     40.00%
-
-
- python (4300), 10 events, 1.0%
-
-   syscall            calls  errors  total       min       avg       max       stddev
-                                     (msec)    (msec)    (msec)    (msec)        (%)
-   --------------- --------  ------ -------- --------- --------- ---------     ------
-   epoll_wait             5      0     1.000     0.100     0.200     0.300      5.00%
+3010,,raw_syscalls:sys_enter,2000000000,100.00,,
+1500,,syscalls:sys_enter_read,2000000000,100.00,,
+1500,,syscalls:sys_enter_write,2000000000,100.00,,
+0,,syscalls:sys_enter_sendmsg,2000000000,100.00,,
+4,,syscalls:sys_enter_epoll_wait,2000000000,100.00,,
+<not counted>,,syscalls:sys_enter_futex,0,0.00,,
 """
 
 
-def test_calls_by_thread_and_name() -> None:
-    got = parse_summary(SUMMARY)
-    assert got[4242] == {"read": 1500, "write": 1500, "epoll_wait": 4}
-    assert got[4300] == {"epoll_wait": 5}
-    assert parse_summary("") == {}
+def test_calls_by_name_and_the_rest_as_other() -> None:
+    got = parse_stat(STAT)
+    assert got == {"read": 1500, "write": 1500, "epoll_wait": 4, "other": 6}
+    assert parse_stat("") == {}
+
+
+def test_only_names_the_kernel_has_a_tracepoint_for() -> None:
+    names = counted_names()
+    assert "read" in names or names == []  # [] where tracefs is not mounted
+    assert all(not n.startswith("sys_") for n in names)
 
 
 def test_the_table_shows_totals_and_the_busiest_calls() -> None:

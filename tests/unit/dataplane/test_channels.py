@@ -48,6 +48,11 @@ class App:
         self.chan = lib.dp_app_claim_door(self.sock.fileno(), RING, RING, claim_id, int(door))
         assert self.chan != ffi.NULL
 
+    def claim_sibling(self, first: App, claim_id: int) -> None:
+        """Claim slot 1 of ``first``'s arena (a door arena has two)."""
+        self.chan = lib.dp_app_claim_sibling(first.chan, self.sock.fileno(), claim_id)
+        assert self.chan != ffi.NULL
+
     def rings(self) -> tuple[int, int]:
         """Its wake-ups so far: (doorbells on its socket, rings of its arena's door)."""
         bells, doors = ffi.new("uint64_t *"), ffi.new("uint64_t *")
@@ -511,34 +516,68 @@ def test_any_first_bytes_are_a_claim_only_when_well_formed(raw: bytes, tweak: in
 # -- the arena's door ---------------------------------------------------------------------
 
 
-def test_a_door_wakes_the_loop_once_for_its_arena(bed: Claiming) -> None:
-    """An arena with a door (the shim's): before it sleeps the loop arms its channels in
-    door mode (``dp_settle``), so the application's write rings the door, which the loop
-    watches, not the connection's socket; a second write before the loop arms again
-    makes no system call. The loop then looks at the channel and sends its bytes."""
-    client, app = bed.connect()
-    app.claim(door=True)
+def door_pair(bed: Claiming) -> list[tuple[TcpConnection, App]]:
+    """Two ring-mode connections whose channels share one arena with a door, each having
+    moved a little data (so the loop polls both), the frames sent so far taken away."""
+    pairs = [bed.connect(), bed.connect()]
+    pairs[0][1].claim(door=True)
+    pairs[1][1].claim_sibling(pairs[0][1], claim_id=2)
     bed.bed.run(3)
-    assert app.verdict() == 1 and bed.stats()["chan_doors"] == 1
-    up, down = payload(50_000, 21), payload(60_000, 22)
-    got_app, got_client = exchange(bed, client, app, up, down)
-    assert (got_app, got_client) == (up, down)
+    assert [app.verdict() for _, app in pairs] == [1, 1]
+    assert bed.stats()["chan_doors"] == 1  # one arena, one door
+    for i, (client, app) in enumerate(pairs):
+        up, down = payload(20_000, 30 + i), payload(30_000, 40 + i)
+        assert exchange(bed, client, app, up, down) == (up, down)
     bed.bed.run(20)
     bed.bed.port.pop_all()
+    return pairs
+
+
+def sent_payloads(bed: Claiming) -> set[bytes]:
+    return {segment_of(f).payload for f in bed.bed.port.pop_all()} - {b""}
+
+
+def test_a_door_wakes_the_loop_once_for_its_arena(bed: Claiming) -> None:
+    """Before it sleeps the loop arms the arena's door, then its channels in door mode
+    (``dp_settle``): the first write rings the door, which the loop watches, and the
+    other channel's write finds the door taken and makes no system call; neither
+    touches its connection's socket. The door's datagram makes the loop look at both."""
+    (_, app1), (_, app2) = door_pair(bed)
     plane = bed.bed.plane._dp
-    assert lib.dp_settle(plane) == 0  # armed: the loop would sleep now
-    assert app.write(b"after the sleep") == 15
-    assert app.write(b", and more") == 10
-    assert app.rings() == (0, 1)  # one write to the door, none to the socket
+    assert lib.dp_settle(plane) == 0 and bed.stats()["chan_polled"] == 0  # both armed
+    assert app1.write(b"one") == 3 and app2.write(b"two") == 3
+    assert (app1.rings(), app2.rings()) == ((0, 1), (0, 0))
     rings = bed.stats()["chan_door_rings"]
     lib.dp_round(plane, bed.bed.clock.now)  # the door is readable: the loop looks
     assert bed.stats()["chan_door_rings"] == rings + 1
-    sent = b"".join(segment_of(f).payload for f in bed.bed.port.pop_all())
-    assert sent == b"after the sleep, and more"
+    assert sent_payloads(bed) == {b"one", b"two"}
     # Armed again before the next sleep: the next write rings the door again.
     assert lib.dp_settle(plane) == 0
-    assert app.write(b"!") == 1
-    assert app.rings() == (0, 2)
+    assert app2.write(b"!") == 1
+    assert app2.rings() == (0, 1)
+
+
+def test_a_door_its_application_shuts_is_dropped_for_the_sockets(bed: Claiming) -> None:
+    """An application that shuts the door's service end (it holds that file to send
+    with its claims) would leave it readable for ever: the loop drops the door, looks
+    at the arena's flows, and arms them on their sockets from then on; it does not spin
+    on the door."""
+    (_, app1), _ = door_pair(bed)
+    plane = bed.bed.plane._dp
+    assert lib.dp_settle(plane) == 0
+    end = socket.socket(fileno=os.dup(lib.dp_app_door_peer(app1.chan)))
+    end.shutdown(socket.SHUT_RDWR)
+    end.close()
+    lib.dp_round(plane, bed.bed.clock.now)
+    st = bed.stats()
+    assert st["chan_doors_dropped"] == 1
+    lib.dp_round(plane, bed.bed.clock.now)
+    assert bed.stats()["chan_door_rings"] == st["chan_door_rings"]  # no longer watched
+    assert lib.dp_settle(plane) == 0
+    assert app1.write(b"by the socket") == 13
+    assert app1.rings()[0] == 1  # a doorbell on its socket: the flag was a socket arm
+    lib.dp_round(plane, bed.bed.clock.now)
+    assert sent_payloads(bed) == {b"by the socket"}
 
 
 def test_a_flow_python_runs_is_armed_on_its_socket_not_the_door(bed: Claiming) -> None:
