@@ -98,9 +98,9 @@ struct dp_app_chan *dp_app_claim_sibling(struct dp_app_chan *first, int sock, ui
     return a;
 }
 
-int dp_app_door_peer(const struct dp_app_chan *a)
+int dp_app_door_fd(const struct dp_app_chan *a, int service_end)
 {
-    return a->arena.door_peer;
+    return service_end ? a->arena.door_peer : a->arena.door;
 }
 
 int dp_app_verdict(struct dp_app_chan *a, int timeout_ms)

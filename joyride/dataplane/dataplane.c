@@ -80,6 +80,9 @@ enum flow_state { FLOW_FREE = 0, FLOW_C = 1, FLOW_HANDBACK = 2 };
 #define TAG_ROOM (1ull << 59)
 #define TAG_DOOR (1ull << 58)
 #define TAG_ADOOR (1ull << 57) /* an application arena's door (chan_claim.h): its index */
+/* How often the loop unmaps the arenas no channel uses: a departed application's
+ * mapping keeps its memory alive, and a live one's next claim maps it again. */
+#define ARENA_TRIM_SECONDS 10.0
 /* An application descriptor is read on EPOLLIN; EPOLLRDHUP says its writer shut down,
  * so that the EOF behind the last bytes is read in the same round and the FIN leaves
  * with them (else the peer may see the data, close first, and sit in TIME-WAIT). */
@@ -180,6 +183,7 @@ struct dp {
     struct dp_stats st;
     struct dp_counts ended;    /* dp_ended_counts: born flows that ended in C */
     double idle_from;          /* when the loop last found nothing to do (0: busy) */
+    double arenas_trim_at;     /* when idle arenas are next unmapped (dp_chan_trim) */
     int spin_score;            /* hits minus misses of recent idle periods (spin_for) */
     uint32_t spin_stopped;     /* spins not started for the score (a probe every 16) */
     int load_fd;               /* /proc/loadavg, for the run queue (-1: not looked at) */
@@ -3752,6 +3756,11 @@ int dp_run(struct dp *dp, int timeout_ms)
         now = monotonic_now();
         int wake = take_events(dp, evs, nev > 0 ? nev : 0);
         int r = round_at(dp, now);
+        if (now >= dp->arenas_trim_at) {
+            if (dp->chans.arenas.mapped)
+                dp_chan_trim(dp);
+            dp->arenas_trim_at = now + ARENA_TRIM_SECONDS;
+        }
         wake |= r & 0xFF;
         if (r & ROUND_BUSY || nev > 0) {
             idle_ended(dp, now);
@@ -4704,6 +4713,15 @@ void dp_chan_rx_eof(struct dp *dp, uint32_t chan)
     struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
     if (s != NULL)
         jr_chan_svc_rx_eof(s);
+}
+
+uint32_t dp_chan_trim(struct dp *dp)
+{
+    uint32_t before = dp->chans.arenas.mapped;
+    jr_arenas_trim(&dp->chans.arenas);
+    uint32_t gone = before - dp->chans.arenas.mapped;
+    dp->st.chan_arenas_trimmed += gone;
+    return gone;
 }
 
 void dp_chan_release(struct dp *dp, uint32_t chan)

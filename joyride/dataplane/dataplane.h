@@ -443,6 +443,7 @@ struct dp_stats {
     uint64_t chan_doors;       /* applications' arena doors taken to watch (JR_CLAIM_DOOR) */
     uint64_t chan_door_rings;  /* ... the rings the loop woke to */
     uint64_t chan_doors_dropped; /* ... doors their application shut (socket arms again) */
+    uint64_t chan_arenas_trimmed; /* idle arenas unmapped (dp_chan_trim) */
     uint64_t time_waits;       /* born flows that entered TIME-WAIT (kept in C) */
     uint64_t tw_expired;
     uint64_t tw_overflow;      /* TIME-WAIT flows ended early: the table was full */
@@ -571,6 +572,9 @@ int dp_chan_idle(struct dp *dp, uint32_t chan, int fd, int waits);
 int dp_chan_tx_eof(struct dp *dp, uint32_t chan);
 void dp_chan_rx_eof(struct dp *dp, uint32_t chan);
 void dp_chan_release(struct dp *dp, uint32_t chan);
+/* Unmap the arenas no channel uses (their doors leave the epoll); the loop does this
+ * every ARENA_TRIM_SECONDS. How many went. */
+uint32_t dp_chan_trim(struct dp *dp);
 /* recv(2) with the descriptor that came with the bytes (-1: none). Bytes read, or
  * -errno. */
 int64_t dp_chan_recv(int sock, uint8_t *buf, uint32_t n, int *fd);
@@ -591,7 +595,8 @@ struct dp_app_chan *dp_app_claim_door(int sock, uint32_t rx_cap, uint32_t tx_cap
                                       int door);
 /* A second channel in the first's arena (slot 1 of a door arena's two), freed first. */
 struct dp_app_chan *dp_app_claim_sibling(struct dp_app_chan *first, int sock, uint32_t id);
-int dp_app_door_peer(const struct dp_app_chan *a); /* the door's end the service gets */
+/* The arena's door: the service's end (the one its claims send) or the application's. */
+int dp_app_door_fd(const struct dp_app_chan *a, int service_end);
 /* The application's wake-ups so far: doorbells on its socket, rings of its door. */
 void dp_app_rings(const struct dp_app_chan *a, uint64_t *bells, uint64_t *doors);
 int dp_app_verdict(struct dp_app_chan *a, int timeout_ms); /* 1 ring, 0 stream, -EAGAIN */

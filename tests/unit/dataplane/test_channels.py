@@ -565,7 +565,7 @@ def test_a_door_its_application_shuts_is_dropped_for_the_sockets(bed: Claiming) 
     (_, app1), _ = door_pair(bed)
     plane = bed.bed.plane._dp
     assert lib.dp_settle(plane) == 0
-    end = socket.socket(fileno=os.dup(lib.dp_app_door_peer(app1.chan)))
+    end = socket.socket(fileno=os.dup(lib.dp_app_door_fd(app1.chan, 1)))
     end.shutdown(socket.SHUT_RDWR)
     end.close()
     lib.dp_round(plane, bed.bed.clock.now)
@@ -595,3 +595,27 @@ def test_a_flow_python_runs_is_armed_on_its_socket_not_the_door(bed: Claiming) -
         if got == b"to python":
             break
     assert got == b"to python"
+
+
+def test_an_idle_arena_is_unmapped_and_its_door_no_longer_watched(bed: Claiming) -> None:
+    """Once no channel uses an arena, the loop's trim unmaps it (``dp_chan_trim``, every
+    ten seconds in ``dp_run``), and its door leaves the epoll: the application still
+    holds the door's file, so closing the service's copy alone would leave it watched."""
+    client, app = bed.connect()
+    app.claim(door=True)
+    bed.bed.run(3)
+    assert app.verdict() == 1
+    plane = bed.bed.plane._dp
+    assert lib.dp_chan_trim(plane) == 0  # in use
+    both_eofs(bed, client, app, lambda: lib.dp_app_shutdown(app.chan))
+    app.sock.close()
+    bed.bed.run(20)
+    assert bed.stats()["chan_released"] == 1
+    assert lib.dp_chan_trim(plane) == 1
+    assert bed.stats()["chan_arenas_trimmed"] == 1
+    rings = bed.stats()["chan_door_rings"]
+    door = socket.socket(fileno=os.dup(lib.dp_app_door_fd(app.chan, 0)))
+    door.send(b"D")  # the application's end: a ring nobody listens to now
+    door.close()
+    lib.dp_round(plane, bed.bed.clock.now)
+    assert bed.stats()["chan_door_rings"] == rings
