@@ -11,8 +11,10 @@ role's threads: ``raw_syscalls:sys_enter`` for the total, ``syscalls:sys_enter_N
 for the calls named in ``NAMES``, the rest as "other"): each counted call costs a
 tracepoint hit and nothing is recorded, so the rates stay near the benchmark's. An
 earlier version traced with ``perf trace -s``, which slowed the service so much (a
-fifth of the rate) that ring-mode connections missed their claim deadline and ran as
-streams, and their counts were half stream mode's. It writes JSON and a markdown table.
+fifth of the rate) that ring-mode connections ran as streams, most likely by missing
+their claim deadline (a traced ring-mode redis run of 2026-12-06 counted the service's
+``sendmsg`` and ``readv`` at half a call per request each). It writes JSON and a
+markdown table.
 """
 
 from __future__ import annotations
