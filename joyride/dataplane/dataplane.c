@@ -3523,7 +3523,8 @@ static void tx_want_room(struct dp *dp)
 
 static int round_at(struct dp *dp, double now)
 {
-    size_t before = dp->st.rx_frames + dp->st.app_reads + dp->st.injected;
+    size_t before = dp->st.rx_frames + dp->st.app_reads;
+    uint32_t injected = dp->n_inj; /* frames another worker gave: work, as received ones */
     for (uint32_t i = 0; i < dp->n_again; i++) {
         struct flow *f = &dp->flows[dp->again[i]];
         f->chan_again = 0;
@@ -3561,8 +3562,8 @@ static int round_at(struct dp *dp, double now)
         wake |= DP_WAKE_DECLINED;
     if (dp->n_handbacks)
         wake |= DP_WAKE_HANDBACK;
-    return wake | (dp->st.rx_frames + dp->st.app_reads + dp->st.injected != before ? ROUND_BUSY
-                                                                                  : 0);
+    int busy = injected || dp->st.rx_frames + dp->st.app_reads != before;
+    return wake | (busy ? ROUND_BUSY : 0);
 }
 
 /* What epoll reported: the application descriptors' readiness and Python's poller. */
