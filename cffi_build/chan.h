@@ -188,17 +188,20 @@ struct jr_chan_io {
      * only once a call would wait (NULL: it blocks). */
     int (*blocking)(void *ctx);
     /* Ring the arena's door for a flag armed JR_ARMED_DOOR: take arena_door, and write
-     * the door socket only if it was set (NULL: no door; the bell instead). */
+     * the door socket only if it was set (NULL: no door; the bell instead). < 0: the
+     * word was taken but the door could not be written (closed under the caller, or
+     * dropped by the service). */
     int (*door)(void *ctx);
 };
 
 /* The application took a flag the service armed (svc_tx_armed, svc_rx_armed): wake it
- * the way it armed. */
+ * the way it armed. A door that cannot be written falls back to the connection's
+ * socket, which the service watches for every flow it runs. */
 static inline void jr_chan_app_ring(const struct jr_chan_io *io, uint32_t armed)
 {
-    if (armed == JR_ARMED_DOOR && io->door != NULL)
-        io->door(io->ctx);
-    else if (armed != 0)
+    if (armed == JR_ARMED_DOOR && io->door != NULL && io->door(io->ctx) >= 0)
+        return;
+    if (armed != 0)
         io->bell(io->ctx);
 }
 

@@ -265,9 +265,7 @@ static int jr_io_blocking(void *ctx)
  * parent's for a connection a forked child inherited (its door socket too). */
 static int jr_io_door(void *ctx)
 {
-    if (jr_arena_app_ring_door(((struct jr_ring_io *)ctx)->r->arena) < 0)
-        return jr_io_bell(ctx); /* the door is gone: the socket, which C watches too */
-    return 0;
+    return jr_arena_app_ring_door(((struct jr_ring_io *)ctx)->r->arena);
 }
 
 /* chan.h's socket steps for a call on fd; ctx lives in the caller's frame. */

@@ -248,7 +248,7 @@ int dp_workers_run(struct dp_workers *g, int timeout_ms)
     }
     eventfd_drain(g->notify_fd);
     /* Every plane is at rest: a segment one worker declined for a flow another holds
-     * half-open or in TIME-WAIT goes to that worker, not to Python (dataplane.h). */
+     * half-open goes to that worker, not to Python (dataplane.h). */
     if (g->n > 1)
         for (uint32_t i = 0; i < g->n; i++)
             dp_forward_declined(g->planes[i], g->planes, g->n);
