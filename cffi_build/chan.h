@@ -56,7 +56,7 @@
 #define JR_CHAN_MAGIC 0x4843524au    /* "JRCH": a live channel, the claim accepted */
 #define JR_CHAN_REFUSED 0x4652524au  /* "JRRF": the claim refused: stream mode */
 #define JR_CHAN_RELEASED 0x4c52524au /* "JRRL": the service let go: the slot is free */
-#define JR_CHAN_VERSION 3u
+#define JR_CHAN_VERSION 4u /* 4: the arena's bell (struct jr_arena_bell) */
 #define JR_CHAN_LINE 64
 
 /* How the service armed svc_tx_armed / svc_rx_armed: what the application rings when it
@@ -66,11 +66,24 @@
 #define JR_ARMED_SOCKET 1u
 #define JR_ARMED_DOOR 2u
 
+/* How the application armed rx_armed (bits; the service takes them all at once). A
+ * token arm wants a token on the connection's socket, which the kernel's poll, select
+ * and epoll see. A bell arm wants the slot pushed on the arena's bell (struct
+ * jr_arena_bell): the shim's epoll_wait, which manages the process's epoll set, turns
+ * the queue into events, and a byte on the arena's door wakes it only while it sleeps. */
+#define JR_RX_ARM_TOKEN 1u
+#define JR_RX_ARM_BELL 2u
+
+/* Slots one arena's bell queue holds; a push that finds it full counts as lost, and the
+ * application then looks at every channel it watches. */
+#define JR_ARENA_BELL_CAP 512u
+
 /* What the caller must do after a call (bits). */
 enum jr_chan_action {
     JR_CHAN_SEND_TOKEN = 1, /* service: send one token byte to the application */
     JR_CHAN_DRAIN = 2,      /* service: read the application's queued bytes (filler) */
     JR_CHAN_BROKEN = 4,     /* service: an index the application wrote is impossible */
+    JR_CHAN_RING_BELL = 8,  /* service: push the slot on the arena's bell */
 };
 
 /* One direction's indices, each on its own cache line (its writer's). */
@@ -104,6 +117,18 @@ struct jr_chan {
      * the arena in door mode), taken by the application (xchg to 0): the taker writes
      * the door socket. Like claim_waiting, jr_chan_create keeps it. */
     uint32_t arena_door __attribute__((aligned(JR_CHAN_LINE)));
+    /* Slot 0's only: the arena's bell, the other way (struct jr_arena_bell). */
+    struct jr_arena_bell {
+        /* Written by the service. The service writes from its own copies of tail and
+         * lost (struct jr_arena_wake); these are only published. */
+        uint32_t tail __attribute__((aligned(JR_CHAN_LINE))); /* slots pushed */
+        uint32_t lost; /* pushes that found the queue full */
+        uint32_t head __attribute__((aligned(JR_CHAN_LINE))); /* the application: taken */
+        /* Set by the application before its epoll_wait sleeps, taken (xchg to 0) by the
+         * service, which then writes a byte on the door. */
+        uint32_t armed __attribute__((aligned(JR_CHAN_LINE)));
+        uint32_t ids[JR_ARENA_BELL_CAP] __attribute__((aligned(JR_CHAN_LINE)));
+    } arena_bell;
 };
 
 /* The bell of an application in the service's own process (embedded mode): one queue
@@ -151,6 +176,15 @@ struct jr_door {
     int efd; /* an eventfd, non-blocking */
 };
 
+/* The service's side of one arena's wake-ups (service mode; chan_claim.h's struct
+ * jr_arena holds it): the door the application rings (and the service writes when it
+ * takes the bell's arm), and its own copies of the bell's indices. */
+struct jr_arena_wake {
+    struct jr_arena_bell *bell; /* slot 0's, in the application's memory */
+    uint32_t tail, lost;        /* the service's own: the shared ones are only published */
+    int door_fd;                /* the door's service end (JR_CLAIM_DOOR), -1: none */
+};
+
 /* The service's private view: its own sizes and the indices it writes. */
 struct jr_chan_svc {
     struct jr_chan *shm;
@@ -166,6 +200,9 @@ struct jr_chan_svc {
     /* Service mode: the arena's door word (slot 0's arena_door) while the data plane
      * runs the channel and the arena has a door: arms are JR_ARMED_DOOR. Else NULL. */
     uint32_t *arena_door;
+    /* Service mode: the arena's wake-ups, for a bell arm (JR_RX_ARM_BELL); NULL: none
+     * (a bell arm is then answered with a token). */
+    struct jr_arena_wake *wake;
 };
 
 /* The application's view. */
@@ -175,6 +212,10 @@ struct jr_chan_app {
     uint8_t *tx_data;
     uint32_t rx_cap, tx_cap;
     uint64_t spurious; /* readiness that found nothing (counted, allowed) */
+    /* What a read that empties rx arms (JR_RX_ARM_*): a token, or (the shim's epoll
+     * manages the descriptor) the arena's bell. A read about to block arms a token too:
+     * it sleeps in poll(2) on the socket. 0 means JR_RX_ARM_TOKEN. */
+    uint32_t arm;
 };
 
 /* The socket steps of the application's side. Each returns 0 or -errno. */
@@ -192,6 +233,10 @@ struct jr_chan_io {
      * word was taken but the door could not be written (closed under the caller, or
      * dropped by the service). */
     int (*door)(void *ctx);
+    /* A read leaves bytes in rx that no token or bell push announces (it cancelled its
+     * arm): 0 when the caller's own readiness covers them (the shim's epoll marks the
+     * descriptor ready), < 0 or NULL: ask the service for a token (the re-token). */
+    int (*unseen)(void *ctx);
 };
 
 /* The application took a flag the service armed (svc_tx_armed, svc_rx_armed): wake it
@@ -316,7 +361,11 @@ static inline int jr_chan_svc_rx_put(struct jr_chan_svc *s, const void *src, uin
     JR_STORE(&s->shm->rx.tail, s->rx_tail);
     *put = k;
     JR_FENCE(); /* the tail store before the look at rx_armed */
-    return JR_XCHG(&s->shm->rx_armed, 0) ? JR_CHAN_SEND_TOKEN : 0;
+    uint32_t armed = JR_XCHG(&s->shm->rx_armed, 0);
+    /* Any arm but a bell's alone wants a token: a value the application made up costs
+     * it a token, never a missed wake-up. */
+    return ((armed & ~JR_RX_ARM_BELL) ? JR_CHAN_SEND_TOKEN : 0) |
+           ((armed & JR_RX_ARM_BELL) ? JR_CHAN_RING_BELL : 0);
 }
 
 /* Before each token the service sends (JR_CHAN_SEND_TOKEN, jr_chan_svc_retoken): the
@@ -419,18 +468,58 @@ static inline void jr_chan_svc_drain(int fd)
         ;
 }
 
+/* --- a queue of slot numbers: the bells' ---------------------------------------------
+ * One producer (the service's data-plane thread), one consumer (the application, under
+ * its own lock). Slots are published by a release store of tail and taken after an
+ * acquire load of it; their space comes back the same way through head. The producer
+ * writes from its own copy of tail (*tail), so a head the consumer made up can only make
+ * the queue look full (a push then counts as lost), never move a write out of ids. */
+static inline int jr_slotq_push(uint32_t *ids, uint32_t cap, uint32_t *tail, uint32_t *tail_pub,
+                                const uint32_t *head, uint32_t slot)
+{
+    uint32_t t = *tail;
+    if (t - JR_LOAD(head) >= cap)
+        return 0;
+    ids[t & (cap - 1)] = slot;
+    *tail = t + 1;
+    JR_STORE(tail_pub, t + 1);
+    return 1;
+}
+
+/* The consumer: up to n slots into out (a slot may come twice: the caller looks at the
+ * channel, which tells the truth). */
+static inline uint32_t jr_slotq_take(const uint32_t *ids, uint32_t cap, uint32_t *head,
+                                     const uint32_t *tail, uint32_t *out, uint32_t n)
+{
+    uint32_t h = *head, avail = JR_LOAD(tail) - h;
+    uint32_t k = n < avail ? n : avail;
+    if (k > cap)
+        k = cap;
+    for (uint32_t i = 0; i < k; i++)
+        out[i] = ids[(h + i) & (cap - 1)];
+    JR_STORE(head, h + k); /* the slots' space back to the producer */
+    return k;
+}
+
+/* The consumer is about to sleep: arm, fence, look again (the store-buffering pair with
+ * the producer's push, fence, xchg of armed). 1 when there is something to take (do not
+ * sleep), 0 when the producer's wake-up will say. lost_seen: the lost count the consumer
+ * has already answered by looking at everything. */
+static inline int jr_slotq_arm(uint32_t *armed, const uint32_t *tail, const uint32_t *head,
+                               const uint32_t *lost, uint32_t lost_seen)
+{
+    __atomic_store_n(armed, 1, __ATOMIC_RELAXED);
+    JR_FENCE(); /* the arm before the look at tail and lost */
+    return JR_LOAD(tail) != *head || JR_LOAD(lost) != lost_seen;
+}
+
 /* --- the process's bell (struct jr_bell) --------------------------------------------- */
 
 /* The service: push slot (its rx owes a token), then wake the application if it sleeps. */
 static inline void jr_bell_ring(struct jr_bell *b, uint32_t slot)
 {
-    uint32_t tail = b->tail; /* the service's own index */
-    if (tail - JR_LOAD(&b->head) < b->cap) {
-        b->ids[tail & (b->cap - 1)] = slot;
-        JR_STORE(&b->tail, tail + 1);
-    } else {
+    if (!jr_slotq_push(b->ids, b->cap, &b->tail, &b->tail, &b->head, slot))
         JR_STORE(&b->lost, b->lost + 1); /* the application looks at every channel */
-    }
     JR_FENCE(); /* the push before the look at armed */
     if (JR_XCHG(&b->armed, 0)) {
         uint64_t one = 1;
@@ -444,12 +533,7 @@ static inline void jr_bell_ring(struct jr_bell *b, uint32_t slot)
  * connection's: the caller looks at the channel, which tells the truth). */
 static inline uint32_t jr_bell_take(struct jr_bell *b, uint32_t *out, uint32_t n)
 {
-    uint32_t head = b->head, avail = JR_LOAD(&b->tail) - head;
-    uint32_t k = n < avail ? n : avail;
-    for (uint32_t i = 0; i < k; i++)
-        out[i] = b->ids[(head + i) & (b->cap - 1)];
-    JR_STORE(&b->head, head + k); /* the slots' space back to the service */
-    return k;
+    return jr_slotq_take(b->ids, b->cap, &b->head, &b->tail, out, n);
 }
 
 /* The application is about to sleep on the eventfd: arm, fence, look again. 1 when
@@ -457,9 +541,40 @@ static inline uint32_t jr_bell_take(struct jr_bell *b, uint32_t *out, uint32_t n
  * the `lost` count the application has already answered with a look at everything. */
 static inline int jr_bell_arm(struct jr_bell *b, uint32_t lost_seen)
 {
-    __atomic_store_n(&b->armed, 1, __ATOMIC_RELAXED);
-    JR_FENCE(); /* the arm before the look at tail and lost */
-    return JR_LOAD(&b->tail) != b->head || JR_LOAD(&b->lost) != lost_seen;
+    return jr_slotq_arm(&b->armed, &b->tail, &b->head, &b->lost, lost_seen);
+}
+
+/* --- the arena's bell (struct jr_arena_bell; service mode) ---------------------------- */
+
+/* The service: push slot on its arena's bell (its rx owes the application a look), then
+ * write the door if the application sleeps. 0, or -errno when the bell cannot wake it
+ * (no door, or the application's end is gone): the caller sends a token instead. */
+static inline int jr_arena_bell_ring(struct jr_arena_wake *w, uint32_t slot)
+{
+    if (w == NULL || w->bell == NULL || w->door_fd < 0)
+        return -ENOTCONN;
+    struct jr_arena_bell *b = w->bell;
+    if (!jr_slotq_push(b->ids, JR_ARENA_BELL_CAP, &w->tail, &b->tail, &b->head, slot))
+        JR_STORE(&b->lost, ++w->lost); /* the application looks at every channel */
+    JR_FENCE(); /* the push before the look at armed */
+    if (JR_XCHG(&b->armed, 0)) {
+        char wake = 'W';
+        if (send(w->door_fd, &wake, 1, MSG_DONTWAIT | MSG_NOSIGNAL) != 1 && errno != EAGAIN)
+            return -errno; /* EAGAIN: bytes already queued wake it */
+    }
+    return 0;
+}
+
+/* The application: take up to n slots (each checked by the caller against its slots). */
+static inline uint32_t jr_arena_bell_take(struct jr_arena_bell *b, uint32_t *out, uint32_t n)
+{
+    return jr_slotq_take(b->ids, JR_ARENA_BELL_CAP, &b->head, &b->tail, out, n);
+}
+
+/* The application's epoll_wait is about to sleep (jr_slotq_arm). */
+static inline int jr_arena_bell_arm(struct jr_arena_bell *b, uint32_t lost_seen)
+{
+    return jr_slotq_arm(&b->armed, &b->tail, &b->head, &b->lost, lost_seen);
 }
 
 /* The application: make the service look (the first ring after it armed writes the
@@ -516,6 +631,8 @@ static inline int64_t jr_chan_svc_deliver(struct jr_chan_svc *s, int fd, const v
     int act = jr_chan_svc_rx_put(s, src, n, &put);
     if (act & JR_CHAN_BROKEN)
         return -EPROTO;
+    if ((act & JR_CHAN_RING_BELL) && jr_arena_bell_ring(s->wake, s->slot) < 0)
+        act |= JR_CHAN_SEND_TOKEN; /* the bell cannot wake it: the socket will */
     if (act & JR_CHAN_SEND_TOKEN) {
         int rc = jr_chan_svc_send_token(s, fd);
         if (rc < 0 && rc != -EAGAIN) /* EAGAIN: tokens already queued wake it */
@@ -636,6 +753,8 @@ static inline uint32_t jr_chan_app_rx_take(struct jr_chan_app *a, const struct j
  * the service for one (the re-token request), or readiness would hide them. */
 static inline void jr_chan_app_retoken(struct jr_chan_app *a, const struct jr_chan_io *io)
 {
+    if (io->unseen != NULL && io->unseen(io->ctx) == 0)
+        return; /* the caller's epoll reports them: no system call */
     __atomic_store_n(&a->shm->rx_retoken, 1, __ATOMIC_RELAXED);
     JR_FENCE(); /* the request before the byte that makes the service look */
     io->bell(io->ctx);
@@ -688,7 +807,8 @@ static inline ssize_t jr_chan_read(struct jr_chan_app *a, const struct jr_chan_i
         if (rc < 0)
             return got > 0 ? (ssize_t)got : rc;
         guarded = 0;
-        __atomic_store_n(&c->rx_armed, 1, __ATOMIC_RELAXED);
+        /* Or, not store: another thread's poll may have armed a token meanwhile. */
+        __atomic_fetch_or(&c->rx_armed, a->arm ? a->arm : JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
         JR_FENCE(); /* the arm before the look at rx.tail */
         if (jr_chan_app_rx_avail(a) > 0) {
             /* Bytes came in between. If the service took the arm, their token is on
@@ -709,6 +829,14 @@ static inline ssize_t jr_chan_read(struct jr_chan_app *a, const struct jr_chan_i
         }
         if (!jr_chan_blocks(io, &block))
             return -EAGAIN;
+        if (!(JR_LOAD(&c->rx_armed) & JR_RX_ARM_TOKEN)) {
+            /* A bell arm wakes an epoll_wait, not this poll on the socket: arm a token
+             * too, and look again. */
+            __atomic_fetch_or(&c->rx_armed, JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
+            JR_FENCE(); /* the arm before the look at rx.tail */
+            if (jr_chan_app_rx_avail(a) > 0 || JR_LOAD(&c->rx_eof))
+                continue;
+        }
         rc = io->wait(io->ctx, POLLIN);
         if (rc < 0)
             return rc;

@@ -131,7 +131,9 @@ struct jr_arena {
     uint32_t slot_bytes, slots;
     uint32_t live;   /* channels in it */
     uint64_t *busy;  /* a bit per slot */
-    int door_fd;     /* its door (JR_CLAIM_DOOR), the service's to watch; -1: none */
+    /* Its door (JR_CLAIM_DOOR; wake.door_fd, the service's to watch, -1: none) and its
+     * bell's indices (chan.h, struct jr_arena_wake). */
+    struct jr_arena_wake wake;
 };
 
 struct jr_arenas {
@@ -149,7 +151,7 @@ static inline int jr_arenas_init(struct jr_arenas *as, uint32_t max)
     *as = (struct jr_arenas){.a = calloc(max ? max : 1, sizeof(struct jr_arena)), .max = max,
                              .epfd = -1};
     for (uint32_t i = 0; as->a != NULL && i < max; i++)
-        as->a[i].door_fd = -1;
+        as->a[i].wake.door_fd = -1;
     return as->a ? 0 : -ENOMEM;
 }
 
@@ -157,12 +159,12 @@ static inline int jr_arenas_init(struct jr_arenas *as, uint32_t max)
  * open, so the close alone would leave it watched). */
 static inline void jr_arena_drop_door(struct jr_arenas *as, struct jr_arena *ar)
 {
-    if (ar->door_fd < 0)
+    if (ar->wake.door_fd < 0)
         return;
     if (as->epfd >= 0)
-        epoll_ctl(as->epfd, EPOLL_CTL_DEL, ar->door_fd, NULL);
-    close(ar->door_fd);
-    ar->door_fd = -1;
+        epoll_ctl(as->epfd, EPOLL_CTL_DEL, ar->wake.door_fd, NULL);
+    close(ar->wake.door_fd);
+    ar->wake.door_fd = -1;
 }
 
 static inline void jr_arena_unmap(struct jr_arenas *as, struct jr_arena *ar)
@@ -170,7 +172,7 @@ static inline void jr_arena_unmap(struct jr_arenas *as, struct jr_arena *ar)
     munmap(ar->base, ar->size);
     free(ar->busy);
     jr_arena_drop_door(as, ar);
-    *ar = (struct jr_arena){.door_fd = -1};
+    *ar = (struct jr_arena){.wake.door_fd = -1};
     as->mapped--;
 }
 
@@ -265,11 +267,11 @@ static inline int jr_arena_take_door(struct jr_arenas *as, int idx, int door)
     if (door < 0)
         return 0;
     struct jr_arena *ar = idx >= 0 && (uint32_t)idx < as->max ? &as->a[idx] : NULL;
-    if (ar == NULL || ar->base == NULL || ar->door_fd >= 0 || !jr_door_valid(door)) {
+    if (ar == NULL || ar->base == NULL || ar->wake.door_fd >= 0 || !jr_door_valid(door)) {
         close(door);
         return 0;
     }
-    ar->door_fd = door;
+    ar->wake.door_fd = door;
     return 1;
 }
 
@@ -277,7 +279,7 @@ static inline int jr_arena_take_door(struct jr_arenas *as, int idx, int door)
 static inline uint32_t *jr_arena_door_word(const struct jr_arenas *as, int idx)
 {
     if (idx < 0 || (uint32_t)idx >= as->max || as->a[idx].base == NULL ||
-        as->a[idx].door_fd < 0)
+        as->a[idx].wake.door_fd < 0)
         return NULL;
     return &((struct jr_chan *)as->a[idx].base)->arena_door;
 }
@@ -344,12 +346,16 @@ static inline int jr_arena_of(struct jr_arenas *as, int fd, const struct jr_chan
         free(busy);
         return err;
     }
+    /* The bell's indices go on from what the memory holds (an arena mapped again after
+     * a trim): a made-up value only makes this application's own pushes count as lost. */
+    struct jr_arena_bell *bell = &((struct jr_chan *)base)->arena_bell;
     as->a[free_at] = (struct jr_arena){
         .dev = (uint64_t)st.st_dev, .ino = (uint64_t)st.st_ino,
         .base = base, .size = (size_t)st.st_size,
         .rx_cap = cl->rx_cap, .tx_cap = cl->tx_cap,
         .slot_bytes = (uint32_t)slot_bytes, .slots = (uint32_t)slots, .busy = busy,
-        .door_fd = -1,
+        .wake = {.bell = bell, .tail = JR_LOAD(&bell->tail), .lost = JR_LOAD(&bell->lost),
+                 .door_fd = -1},
     };
     as->mapped++;
     *fresh = 1;
@@ -440,6 +446,7 @@ static inline int jr_chan_svc_claim(struct jr_arenas *as, const void *msg, size_
     out->arena = idx;
     out->slot = (uint32_t)slot;
     out->bell = (cl.flags & JR_CLAIM_BELL) ? bell : NULL;
+    out->wake = &ar->wake; /* a bell arm needs its door too: jr_arena_bell_ring */
     jr_chan_svc_verdict_wake(c);
     return 0;
 }
@@ -455,6 +462,7 @@ static inline void jr_chan_svc_release(struct jr_arenas *as, struct jr_chan_svc 
     ar->live--;
     s->shm = NULL;
     s->arena_door = NULL;
+    s->wake = NULL;
     s->arena = -1;
 }
 

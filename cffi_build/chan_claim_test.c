@@ -361,7 +361,7 @@ static void case_two_processes(void)
         if (got != 1)
             _exit(10);
         struct app_io ctx = {sv[1]};
-        struct jr_chan_io io = {io_drain, io_bell, io_fill, io_wait, &ctx, NULL, NULL};
+        struct jr_chan_io io = {io_drain, io_bell, io_fill, io_wait, &ctx, NULL, NULL, NULL};
         char buf[64];
         ssize_t n = jr_chan_read(&v, &io, buf, sizeof buf, 1);
         if (n != 5 || memcmp(buf, "hello", 5) != 0)

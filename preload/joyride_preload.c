@@ -701,6 +701,7 @@ __attribute__((constructor)) static void jr_init_table(void)
 {
     /* A fork while another thread held the lock must not leave the child stuck. */
     pthread_atfork(NULL, NULL, jr_unlock);
+    pthread_atfork(NULL, NULL, jr_bell_atfork_child);
 }
 
 static ino_t jr_ino(int fd)

@@ -36,6 +36,8 @@ struct jr_ring {
     int mode;            /* JR_RING_* */
     int unanswered;      /* stream mode because bytes came with no verdict */
     int rd_shut;         /* shutdown(SHUT_RD): reads return 0 */
+    int bell;            /* its reads arm the arena's bell (joyride_epoll.c), not a token */
+    int foreign;         /* watched where the bell cannot see: tokens, for good */
     uint32_t slot, claim_id;
     struct jr_arena_app *arena;
     struct jr_chan_app view;
@@ -68,8 +70,16 @@ static ssize_t (*real_writev)(int, const struct iovec *, int);
 static ssize_t (*real_sendfile)(int, int, off_t *, size_t);
 static int (*real_shutdown)(int, int);
 
+/* joyride_epoll.c: the arena's bell. */
+static int jr_bell_unseen(struct jr_ring *r);
+static void jr_bell_forget(int fd, struct jr_ring *r);
+static void jr_bset_closed(int fd);
+static void jr_bset_exported(int epfd);
+static void jr_epoll_resolve(void);
+
 static void jr_ring_resolve(void)
 {
+    jr_epoll_resolve();
     RESOLVE(read);
     RESOLVE(write);
     RESOLVE(readv);
@@ -268,11 +278,18 @@ static int jr_io_door(void *ctx)
     return jr_arena_app_ring_door(((struct jr_ring_io *)ctx)->r->arena);
 }
 
+/* Bytes left in rx that no arm announces: the bell set's ready list, if the ring is
+ * the bell's (joyride_epoll.c), else the service's re-token. */
+static int jr_io_unseen(void *ctx)
+{
+    return jr_bell_unseen(((struct jr_ring_io *)ctx)->r);
+}
+
 /* chan.h's socket steps for a call on fd; ctx lives in the caller's frame. */
 static struct jr_chan_io jr_io_of(struct jr_ring_io *ctx)
 {
     return (struct jr_chan_io){jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, ctx,
-                               jr_io_blocking, jr_io_door};
+                               jr_io_blocking, jr_io_door, jr_io_unseen};
 }
 
 static ssize_t jr_ring_fail(ssize_t n, int flags)
@@ -352,6 +369,7 @@ static ssize_t jr_ring_recv(int fd, struct jr_ring *r, void *buf, size_t len, in
     struct jr_chan_io io = jr_io_of(&ctx);
     size_t got = 0;
     ssize_t n;
+    r->view.arm = r->bell ? JR_RX_ARM_BELL : JR_RX_ARM_TOKEN;
     do {
         n = jr_chan_read(&r->view, &io, (char *)buf + got, len - got, block);
         if (n > 0)
@@ -470,8 +488,10 @@ static ssize_t jr_ring_sendfile(int out, struct jr_ring *r, int in, off_t *offse
 static void jr_ring_close(int fd)
 {
     struct jr_ring *r = jr_ring_of(fd);
+    jr_bset_closed(fd);
     if (r == NULL)
         return;
+    jr_bell_forget(fd, r);
     __atomic_store_n(&jr_rings[fd], NULL, __ATOMIC_RELEASE);
     jr_lock();
     if (--r->refs == 0) {
@@ -494,6 +514,7 @@ static void jr_ring_dup(int from, int to)
     struct jr_ring *r = jr_ring_of(from);
     if (to < 0 || to >= JR_MAX_FD || to == from)
         return;
+    jr_bset_exported(from); /* a second name for the bell set: waits the shim cannot see */
     jr_ring_close(to); /* dup2/dup3 closed what was there */
     if (r == NULL)
         return;
@@ -637,3 +658,5 @@ static int jr_ring_nread(int fd, int *out)
     *out = r->rd_shut ? 0 : (int)jr_chan_app_rx_avail(&r->view);
     return 0;
 }
+
+#include "joyride_epoll.c"

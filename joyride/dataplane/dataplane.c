@@ -3587,7 +3587,7 @@ static int take_events(struct dp *dp, const struct epoll_event *evs, int nev)
              * A door its application shut (or broke) would be readable for ever: it is
              * dropped, and the arena's flows go back to socket arms. */
             uint32_t idx = (uint32_t)tag;
-            int fd = idx < dp->chans.arenas.max ? dp->chans.arenas.a[idx].door_fd : -1;
+            int fd = idx < dp->chans.arenas.max ? dp->chans.arenas.a[idx].wake.door_fd : -1;
             char junk[64];
             ssize_t r = 1;
             for (int k = 0; fd >= 0 && k < 64 && r >= 0; k++)
@@ -4651,7 +4651,7 @@ static void chan_take_door(struct dp *dp, uint32_t chan, int door)
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_ADOOR | (uint32_t)s->arena};
     if (epoll_ctl(dp->epfd, EPOLL_CTL_ADD, door, &ev) != 0) {
         close(door); /* no door then: socket arms, as before */
-        dp->chans.arenas.a[s->arena].door_fd = -1;
+        dp->chans.arenas.a[s->arena].wake.door_fd = -1;
         return;
     }
     dp->st.chan_doors++;

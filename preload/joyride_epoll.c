@@ -1,0 +1,625 @@
+/*
+ * joyride_epoll.c - the arena's bell in the shim (issue 17; docs/channels.md, "Service
+ * mode: the process's bell"), included by joyride_ring.c.
+ *
+ * In ring mode a read that empties a connection's rx arms it, and the service's next
+ * put owes a token: one send by the service and one recv by the application per
+ * request. The bell replaces those tokens for the descriptors of one epoll set per
+ * process, the bell set (the first set a ring-mode descriptor of this process's arena
+ * is added to): their reads arm the arena's bell instead (JR_RX_ARM_BELL), the service
+ * pushes the slot on the bell's queue in shared memory, and writes a byte on the
+ * arena's door only when this process sleeps in epoll_wait on that set. epoll_wait
+ * turns the queue into events; the real descriptor stays in the kernel's set, so its
+ * other events (EPOLLOUT, EPOLLRDHUP, a token's EPOLLIN) come from the kernel as
+ * before and are merged with the bell's.
+ *
+ * The bell set's own readiness is kept exact only where the shim sees the wait:
+ *  - a descriptor registered EPOLLONESHOT or EPOLLEXCLUSIVE, or watched by another
+ *    set, or from another arena (a parent's), stays on tokens;
+ *  - the set itself, once nested in another epoll, polled, selected, duplicated, or
+ *    waited on by two threads at once, turns the bell off for good: every descriptor
+ *    goes back to tokens (with a token asked for the bytes already there).
+ * Level-triggered registrations stay on the ready list while rx has bytes;
+ * edge-triggered ones leave it when reported and arm the bell again, so each arrival
+ * after that is an event (as the kernel's edge triggers on each arrival).
+ *
+ * Locking: jr_lock (the shim's table lock, a spin lock) guards the set; no system call
+ * is made under it.
+ */
+
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <time.h>
+
+/* The data the door is registered with in the bell set: never reported to the caller. */
+#define JR_DOOR_COOKIE 0x4a52424f4f524245ull /* "JRBOORBE" */
+
+/* A ring-mode descriptor of this process's arena registered in the bell set. */
+struct jr_bell_entry {
+    struct jr_ring *r; /* NULL: no entry for this slot */
+    int fd;
+    uint32_t events;
+    uint64_t data;
+    uint8_t ready; /* on the ready list */
+};
+
+struct jr_bset {
+    int epfd;
+    struct jr_slots *slots;    /* the arena whose bell it serves */
+    struct jr_arena_bell *bell; /* slot 0's */
+    uint32_t lost_seen;
+    int waiters;               /* threads inside epoll_wait on it */
+    int off;                   /* the bell is off for good: tokens */
+    uint32_t nready;
+    uint32_t ready[JR_RING_SLOTS]; /* slots on the ready list */
+    struct jr_bell_entry by_slot[JR_RING_SLOTS];
+};
+
+static struct jr_bset *jr_bset;
+static int (*real_epoll_ctl)(int, int, int, struct epoll_event *);
+static int (*real_epoll_wait)(int, struct epoll_event *, int, int);
+static int (*real_epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+static int (*real_poll)(struct pollfd *, nfds_t, int);
+static int (*real_ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+static int (*real_select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+static int (*real_pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *,
+                           const sigset_t *);
+
+static void jr_epoll_resolve(void)
+{
+    RESOLVE(epoll_ctl);
+    RESOLVE(epoll_wait);
+    RESOLVE(epoll_pwait);
+    RESOLVE(poll);
+    RESOLVE(ppoll);
+    RESOLVE(select);
+    RESOLVE(pselect);
+}
+
+/* The bell set in use (NULL: none, or turned off). */
+static struct jr_bset *jr_bset_live(void)
+{
+    struct jr_bset *bs = __atomic_load_n(&jr_bset, __ATOMIC_ACQUIRE);
+    return bs != NULL && !__atomic_load_n(&bs->off, __ATOMIC_RELAXED) ? bs : NULL;
+}
+
+/* Whether r's rx has bytes for a reader (not counting the EOF: the kernel reports it,
+ * as the service shuts its end down after rx_eof). */
+static int jr_bell_has_bytes(struct jr_ring *r)
+{
+    return r->mode == JR_RING_ON && !r->rd_shut && jr_chan_app_rx_avail(&r->view) > 0;
+}
+
+/* Put slot on the ready list (lock held). */
+static void jr_bell_mark_slot(struct jr_bset *bs, uint32_t slot)
+{
+    struct jr_bell_entry *e = &bs->by_slot[slot];
+    if (e->r == NULL || e->ready)
+        return;
+    e->ready = 1;
+    bs->ready[bs->nready++] = slot;
+}
+
+/* Back to tokens, r's reads arm a token again; bytes already in rx get one asked for
+ * (after the lock: a system call). 1 when the caller must ask (jr_bell_retoken). */
+static int jr_bell_release_ring(struct jr_ring *r)
+{
+    if (!r->bell)
+        return 0;
+    r->bell = 0;
+    if (r->mode != JR_RING_ON)
+        return 0;
+    __atomic_fetch_or(&r->view.shm->rx_armed, JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
+    JR_FENCE(); /* the arm before the look at rx.tail */
+    return jr_chan_app_rx_avail(&r->view) > 0;
+}
+
+/* Ask the service for a token for bytes rx already holds (chan.h's re-token). */
+static void jr_bell_retoken(int fd, struct jr_ring *r)
+{
+    struct jr_ring_io ctx = {fd, r};
+    struct jr_chan_io io = jr_io_of(&ctx);
+    io.unseen = NULL;
+    jr_chan_app_retoken(&r->view, &io);
+}
+
+/* Drop slot's entry (lock held): 1 when the caller must ask for a token for it. */
+static int jr_bell_drop(struct jr_bset *bs, uint32_t slot)
+{
+    struct jr_bell_entry *e = &bs->by_slot[slot];
+    struct jr_ring *r = e->r;
+    if (r == NULL)
+        return 0;
+    e->r = NULL; /* a ready-list slot with no entry is skipped */
+    e->ready = 0;
+    return jr_bell_release_ring(r);
+}
+
+/* Turn the bell off for good: every entry back to tokens (and the door out of the set,
+ * if it is still open). Not under the lock. */
+static void jr_bset_off(struct jr_bset *bs, int set_open)
+{
+    int fds[JR_RING_SLOTS];
+    struct jr_ring *rings[JR_RING_SLOTS];
+    int n = 0;
+    jr_lock();
+    if (bs->off) {
+        jr_unlock();
+        return;
+    }
+    __atomic_store_n(&bs->off, 1, __ATOMIC_RELAXED);
+    for (uint32_t k = 0; k < JR_RING_SLOTS; k++) {
+        int fd = bs->by_slot[k].fd;
+        struct jr_ring *r = bs->by_slot[k].r;
+        if (jr_bell_drop(bs, k)) {
+            fds[n] = fd;
+            rings[n++] = r;
+        }
+    }
+    bs->nready = 0;
+    jr_unlock();
+    for (int i = 0; i < n; i++)
+        jr_bell_retoken(fds[i], rings[i]);
+    if (set_open && bs->slots->arena.door >= 0)
+        real_epoll_ctl(bs->epfd, EPOLL_CTL_DEL, bs->slots->arena.door, NULL);
+}
+
+/* The set's readiness leaves the shim's sight (nested, polled, duplicated): off. */
+static void jr_bset_exported(int epfd)
+{
+    struct jr_bset *bs = jr_bset_live();
+    if (bs != NULL && bs->epfd == epfd)
+        jr_bset_off(bs, 1);
+}
+
+/* fd is closed (or replaced by dup2): if it was the bell set, the bell is off, and the
+ * door is not taken out of a set the number may now name. */
+static void jr_bset_closed(int fd)
+{
+    struct jr_bset *bs = jr_bset_live();
+    if (bs != NULL && bs->epfd == fd)
+        jr_bset_off(bs, 0);
+}
+
+/* A new bell set: epfd, for this process's arena, with its door watched. NULL: none
+ * (no door, or the door could not be added: tokens, as before). Lock not held. */
+static struct jr_bset *jr_bset_make(int epfd)
+{
+    struct jr_slots *s = jr_slots;
+    if (s == NULL || s->pid != getpid() || s->arena.door < 0)
+        return NULL;
+    struct jr_bset *bs = calloc(1, sizeof *bs);
+    if (bs == NULL)
+        return NULL;
+    bs->epfd = epfd;
+    bs->slots = s;
+    bs->bell = &jr_arena_app_chan(&s->arena, 0)->arena_bell;
+    bs->lost_seen = JR_LOAD(&bs->bell->lost);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = JR_DOOR_COOKIE};
+    if (real_epoll_ctl(epfd, EPOLL_CTL_ADD, s->arena.door, &ev) != 0) {
+        free(bs);
+        return NULL;
+    }
+    jr_lock();
+    if (jr_bset != NULL) { /* another thread made one first */
+        jr_unlock();
+        real_epoll_ctl(epfd, EPOLL_CTL_DEL, s->arena.door, NULL);
+        free(bs);
+        return NULL;
+    }
+    __atomic_store_n(&jr_bset, bs, __ATOMIC_RELEASE);
+    jr_unlock();
+    return bs;
+}
+
+/* Whether a registration may use the bell: it waits for bytes, and neither one-shot nor
+ * exclusive (whose reports the kernel must make itself). */
+static int jr_bell_fits(uint32_t events)
+{
+    return (events & (EPOLLIN | EPOLLRDNORM)) && !(events & (EPOLLONESHOT | EPOLLEXCLUSIVE));
+}
+
+/* epoll_ctl succeeded on a ring-mode descriptor: keep the bell set's entries true. */
+static void jr_bell_ctl(int epfd, int op, int fd, struct jr_ring *r, const struct epoll_event *ev)
+{
+    struct jr_bset *bs = jr_bset_live();
+    if (bs == NULL && op == EPOLL_CTL_ADD && __atomic_load_n(&jr_bset, __ATOMIC_ACQUIRE) == NULL)
+        bs = jr_bset_make(epfd);
+    if (bs == NULL)
+        return;
+    int retoken = 0;
+    jr_lock();
+    int ours = r->arena == &bs->slots->arena && r->slot < JR_RING_SLOTS;
+    struct jr_bell_entry *e = ours ? &bs->by_slot[r->slot] : NULL;
+    if (epfd != bs->epfd || !ours) {
+        /* Watched by another set too, or a parent's connection: tokens, for good. */
+        if (op != EPOLL_CTL_DEL) {
+            r->foreign = 1;
+            if (e != NULL && e->r == r)
+                retoken |= jr_bell_drop(bs, r->slot);
+            retoken |= jr_bell_release_ring(r);
+        }
+    } else if (r->foreign) {
+        /* the kernel's reports only */
+    } else if (op == EPOLL_CTL_DEL) {
+        if (e->r == r && e->fd == fd)
+            retoken = jr_bell_drop(bs, r->slot);
+    } else if (op == EPOLL_CTL_ADD && e->r != NULL) {
+        /* The connection twice in one set (a dup): the kernel's reports only. */
+        r->foreign = 1;
+        retoken = jr_bell_drop(bs, r->slot) | jr_bell_release_ring(r);
+    } else if (ev != NULL && (op == EPOLL_CTL_ADD || (e->r == r && e->fd == fd))) {
+        *e = (struct jr_bell_entry){.r = r, .fd = fd, .events = ev->events,
+                                    .data = ev->data.u64, .ready = e->ready};
+        if (jr_bell_fits(ev->events)) {
+            r->bell = 1;
+            jr_bell_mark_slot(bs, r->slot); /* looked at (and armed) by the next wait */
+        } else {
+            retoken = jr_bell_drop(bs, r->slot);
+        }
+    }
+    jr_unlock();
+    if (retoken)
+        jr_bell_retoken(fd, r);
+}
+
+/* chan.h's unseen step: a read left bytes no arm announces; the ring's entry goes on
+ * the ready list. 0 when it did, -1 when the ring is not the bell's (a token then). */
+static int jr_bell_unseen(struct jr_ring *r)
+{
+    struct jr_bset *bs = jr_bset_live();
+    int rc = -1;
+    if (bs == NULL || !r->bell)
+        return -1;
+    jr_lock();
+    if (r->bell && r->slot < JR_RING_SLOTS && bs->by_slot[r->slot].r == r &&
+        __atomic_load_n(&bs->waiters, __ATOMIC_RELAXED) == 0) {
+        jr_bell_mark_slot(bs, r->slot);
+        rc = 0;
+    }
+    jr_unlock();
+    return rc; /* a thread asleep in the set would not see the mark: a token wakes it */
+}
+
+/* A ring-mode descriptor closes: its entry goes (the kernel drops the registration
+ * when the socket's last descriptor closes; a dup's is the kernel's alone). */
+static void jr_bell_forget(int fd, struct jr_ring *r)
+{
+    struct jr_bset *bs = __atomic_load_n(&jr_bset, __ATOMIC_ACQUIRE);
+    if (bs == NULL || r->slot >= JR_RING_SLOTS)
+        return;
+    jr_lock();
+    struct jr_bell_entry *e = &bs->by_slot[r->slot];
+    if (e->r == r && e->fd == fd) {
+        e->r = NULL;
+        e->ready = 0;
+        r->bell = 0;
+    }
+    jr_unlock();
+}
+
+/* The bell's queue onto the ready list, then the ready list into events (lock held).
+ * Level-triggered entries stay while rx has bytes; an entry whose rx is empty leaves,
+ * armed (and looked at again after the arm); an edge-triggered one leaves once
+ * reported, armed so that the next arrival is pushed. Returns the events written. */
+static int jr_bell_harvest(struct jr_bset *bs, struct epoll_event *evs, int max)
+{
+    uint32_t ids[64], got;
+    while ((got = jr_arena_bell_take(bs->bell, ids, 64)) > 0)
+        for (uint32_t i = 0; i < got; i++)
+            if (ids[i] < JR_RING_SLOTS)
+                jr_bell_mark_slot(bs, ids[i]);
+    uint32_t lost = JR_LOAD(&bs->bell->lost);
+    if (lost != bs->lost_seen) { /* pushes the queue had no room for: look at all */
+        bs->lost_seen = lost;
+        for (uint32_t k = 0; k < JR_RING_SLOTS; k++)
+            jr_bell_mark_slot(bs, k);
+    }
+    int n = 0;
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < bs->nready; i++) {
+        uint32_t slot = bs->ready[i];
+        struct jr_bell_entry *e = &bs->by_slot[slot];
+        struct jr_ring *r = e->r;
+        if (r == NULL || !e->ready)
+            continue;
+        if (n >= max) { /* no room in this call: next call */
+            bs->ready[kept++] = slot;
+            continue;
+        }
+        int bytes = jr_bell_has_bytes(r);
+        if (!bytes && r->mode == JR_RING_ON) {
+            __atomic_fetch_or(&r->view.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_SEQ_CST);
+            JR_FENCE(); /* the arm before the look at rx.tail */
+            bytes = jr_bell_has_bytes(r);
+        }
+        if (!bytes) { /* armed (or not yet ring mode: tokens announce it) */
+            e->ready = 0;
+            continue;
+        }
+        evs[n++] = (struct epoll_event){.events = EPOLLIN & e->events, .data.u64 = e->data};
+        if (e->events & EPOLLET) {
+            e->ready = 0;
+            __atomic_fetch_or(&r->view.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_SEQ_CST);
+            continue;
+        }
+        bs->ready[kept++] = slot;
+    }
+    bs->nready = kept;
+    return n;
+}
+
+/* Append k events (more) to the n in evs, merging one whose data an event already there
+ * has (one event per descriptor, as the kernel gives) and taking the door's out (*door
+ * set, the door drained). Returns the events now in evs. more may be evs + n. */
+static int jr_events_merge(struct jr_bset *bs, struct epoll_event *evs, int n,
+                           const struct epoll_event *more, int k, int *door)
+{
+    int out = n, rang = 0;
+    for (int j = 0; j < k; j++) {
+        struct epoll_event ev = more[j];
+        if (ev.data.u64 == JR_DOOR_COOKIE) {
+            rang = 1;
+            continue;
+        }
+        int merged = 0;
+        for (int i = 0; i < n && !merged; i++)
+            if (evs[i].data.u64 == ev.data.u64) {
+                evs[i].events |= ev.events;
+                merged = 1;
+            }
+        if (!merged)
+            evs[out++] = ev;
+    }
+    if (rang) {
+        char junk[64];
+        while (real_recvfrom(bs->slots->arena.door, junk, sizeof junk, MSG_DONTWAIT, NULL,
+                             NULL) > 0)
+            ;
+        *door = 1;
+    }
+    return out;
+}
+
+static long jr_ms_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - t0->tv_sec) * 1000L + (now.tv_nsec - t0->tv_nsec) / 1000000L;
+}
+
+/* jr_bell_harvest under the lock (none once the bell is off). */
+static int jr_bell_take_events(struct jr_bset *bs, struct epoll_event *evs, int max)
+{
+    jr_lock();
+    int n = bs->off || max <= 0 ? 0 : jr_bell_harvest(bs, evs, max);
+    jr_unlock();
+    return n;
+}
+
+/* epoll_wait/epoll_pwait on the bell set. */
+static int jr_bell_wait(struct jr_bset *bs, struct epoll_event *evs, int max, int timeout,
+                        const sigset_t *mask)
+{
+    struct timespec t0;
+    if (timeout > 0)
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* Keep one place for the kernel's events, so a busy ready list cannot starve them. */
+    int room = max > 1 ? max - 1 : max;
+    for (;;) {
+        int n = jr_bell_take_events(bs, evs, room);
+        int wait = 0;
+        if (n == 0 && timeout != 0) {
+            /* About to sleep: arm the bell, look again (jr_slotq_arm's pair). */
+            jr_lock();
+            int again = !bs->off && jr_arena_bell_arm(bs->bell, bs->lost_seen);
+            jr_unlock();
+            if (again)
+                continue;
+            wait = timeout;
+            if (timeout > 0 && (wait = timeout - (int)jr_ms_since(&t0)) < 0)
+                wait = 0;
+        }
+        int k = mask ? real_epoll_pwait(bs->epfd, evs + n, max - n, wait, mask)
+                     : real_epoll_wait(bs->epfd, evs + n, max - n, wait);
+        /* Awake: a push need not write the door (a stale arm costs one spurious wake). */
+        __atomic_store_n(&bs->bell->armed, 0, __ATOMIC_RELAXED);
+        if (k < 0)
+            return n > 0 ? n : -1;
+        int door = 0;
+        int total = jr_events_merge(bs, evs, n, evs + n, k, &door);
+        if (door && n == 0 && total < max) {
+            /* The bell rang while we slept: its pushes, now. */
+            struct epoll_event more[64];
+            int want = max - total < 64 ? max - total : 64;
+            int m = jr_bell_take_events(bs, more, want);
+            total = jr_events_merge(bs, evs, total, more, m, &door);
+        }
+        if (total > 0 || wait == 0)
+            return total;
+        if (!door) /* the time ran out */
+            return 0;
+        /* Only the door, and nothing to report (a push for bytes already read): again. */
+    }
+}
+
+/* ------------------------------------------------------------ the intercepted calls */
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    RESOLVE(epoll_ctl);
+    int rc = real_epoll_ctl(epfd, op, fd, ev);
+    if (rc != 0)
+        return rc;
+    if (op == EPOLL_CTL_ADD)
+        jr_bset_exported(fd); /* the bell set nested in another: its readiness is unseen */
+    struct jr_ring *r = jr_ring_of(fd);
+    if (r != NULL)
+        jr_bell_ctl(epfd, op, fd, r, ev);
+    return 0;
+}
+
+int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
+{
+    return epoll_pwait(epfd, evs, max, timeout, NULL);
+}
+
+int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *mask)
+{
+    RESOLVE(epoll_wait);
+    RESOLVE(epoll_pwait);
+    struct jr_bset *bs = jr_bset_live();
+    if (bs == NULL || bs->epfd != epfd || max <= 0)
+        return mask ? real_epoll_pwait(epfd, evs, max, timeout, mask)
+                    : real_epoll_wait(epfd, evs, max, timeout);
+    if (__atomic_add_fetch(&bs->waiters, 1, __ATOMIC_SEQ_CST) > 1) {
+        /* Two threads wait on the set: one could sleep on work the other moved onto the
+         * ready list. The kernel's tokens wake each as Linux would. */
+        __atomic_sub_fetch(&bs->waiters, 1, __ATOMIC_SEQ_CST);
+        jr_bset_off(bs, 1);
+        return mask ? real_epoll_pwait(epfd, evs, max, timeout, mask)
+                    : real_epoll_wait(epfd, evs, max, timeout);
+    }
+    int saved, rc = jr_bell_wait(bs, evs, max, timeout, mask);
+    saved = errno;
+    __atomic_sub_fetch(&bs->waiters, 1, __ATOMIC_SEQ_CST);
+    errno = saved;
+    return rc;
+}
+
+/* poll, ppoll, select, pselect: a bell-armed ring has no token for its bytes, so arm
+ * one (and look); the bell set itself among the descriptors turns the bell off. */
+static int jr_bell_poll_arm(int fd, int *ready)
+{
+    struct jr_ring *r = jr_ring_of(fd);
+    if (r == NULL || !r->bell || r->mode != JR_RING_ON)
+        return 0;
+    __atomic_fetch_or(&r->view.shm->rx_armed, JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
+    JR_FENCE(); /* the arm before the look at rx.tail */
+    if (jr_bell_has_bytes(r))
+        *ready = 1;
+    return 1;
+}
+
+/* Before a poll: arm, and say whether some ring already has bytes (then poll with 0). */
+static int jr_bell_before_poll(const struct pollfd *fds, nfds_t n)
+{
+    int ready = 0;
+    struct jr_bset *bs = jr_bset_live();
+    if (bs == NULL)
+        return 0;
+    for (nfds_t i = 0; i < n; i++) {
+        if (fds[i].fd == bs->epfd)
+            jr_bset_off(bs, 1);
+        else if (fds[i].events & (POLLIN | POLLRDNORM))
+            jr_bell_poll_arm(fds[i].fd, &ready);
+    }
+    return ready;
+}
+
+/* After it: the rings with bytes are readable. */
+static int jr_bell_after_poll(struct pollfd *fds, nfds_t n, int rc)
+{
+    if (rc < 0)
+        return rc;
+    for (nfds_t i = 0; i < n; i++) {
+        struct jr_ring *r = jr_ring_of(fds[i].fd);
+        short want = fds[i].events & (POLLIN | POLLRDNORM);
+        if (r == NULL || !r->bell || !want || !jr_bell_has_bytes(r))
+            continue;
+        if (fds[i].revents == 0)
+            rc++;
+        fds[i].revents |= want;
+    }
+    return rc;
+}
+
+int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+    RESOLVE(poll);
+    if (jr_bset_live() == NULL)
+        return real_poll(fds, n, timeout);
+    int ready = jr_bell_before_poll(fds, n);
+    return jr_bell_after_poll(fds, n, real_poll(fds, n, ready ? 0 : timeout));
+}
+
+int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *t, const sigset_t *mask)
+{
+    static const struct timespec zero = {0, 0};
+    RESOLVE(ppoll);
+    if (jr_bset_live() == NULL)
+        return real_ppoll(fds, n, t, mask);
+    int ready = jr_bell_before_poll(fds, n);
+    return jr_bell_after_poll(fds, n, real_ppoll(fds, n, ready ? &zero : t, mask));
+}
+
+/* Before select: arm the bell's rings asked about in rd; 1 when one has bytes. */
+static int jr_bell_select_arm(int nfds, const fd_set *rd)
+{
+    int ready = 0;
+    struct jr_bset *bs = jr_bset_live();
+    if (bs == NULL || rd == NULL)
+        return 0;
+    for (int fd = 0; fd < nfds && fd < FD_SETSIZE; fd++) {
+        if (!FD_ISSET(fd, rd))
+            continue;
+        if (fd == bs->epfd)
+            jr_bset_off(bs, 1);
+        else
+            jr_bell_poll_arm(fd, &ready);
+    }
+    return ready;
+}
+
+/* After select: rd holds what the kernel found; add the rings with bytes that the
+ * caller asked about (asked: its copy of rd before the call). */
+static int jr_bell_select_after(int nfds, fd_set *rd, const fd_set *asked, int rc)
+{
+    if (rc < 0 || rd == NULL)
+        return rc;
+    for (int fd = 0; fd < nfds && fd < FD_SETSIZE; fd++) {
+        struct jr_ring *r = FD_ISSET(fd, asked) ? jr_ring_of(fd) : NULL;
+        if (r == NULL || !r->bell || FD_ISSET(fd, rd) || !jr_bell_has_bytes(r))
+            continue;
+        FD_SET(fd, rd);
+        rc++;
+    }
+    return rc;
+}
+
+int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *t)
+{
+    RESOLVE(select);
+    if (jr_bset_live() == NULL || rd == NULL)
+        return real_select(nfds, rd, wr, ex, t);
+    fd_set asked = *rd;
+    struct timeval zero = {0, 0};
+    int ready = jr_bell_select_arm(nfds, rd);
+    return jr_bell_select_after(nfds, rd, &asked, real_select(nfds, rd, wr, ex, ready ? &zero : t));
+}
+
+int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec *t,
+            const sigset_t *mask)
+{
+    static const struct timespec zero = {0, 0};
+    RESOLVE(pselect);
+    if (jr_bset_live() == NULL || rd == NULL)
+        return real_pselect(nfds, rd, wr, ex, t, mask);
+    fd_set asked = *rd;
+    int ready = jr_bell_select_arm(nfds, rd);
+    return jr_bell_select_after(nfds, rd, &asked,
+                                real_pselect(nfds, rd, wr, ex, ready ? &zero : t, mask));
+}
+
+/* fork: the child forgets the bell set (its parent's arena and loop); its copies of the
+ * parent's rings go back to tokens in its memory. */
+static void jr_bell_atfork_child(void)
+{
+    struct jr_bset *bs = jr_bset;
+    if (bs == NULL)
+        return;
+    for (uint32_t k = 0; k < JR_RING_SLOTS; k++)
+        if (bs->by_slot[k].r != NULL)
+            bs->by_slot[k].r->bell = 0;
+    jr_bset = NULL; /* the parent's memory: left, not freed (a copy the child never uses) */
+}
