@@ -179,10 +179,16 @@ struct jr_door {
 /* The service's side of one arena's wake-ups (service mode; chan_claim.h's struct
  * jr_arena holds it): the door the application rings (and the service writes when it
  * takes the bell's arm), and its own copies of the bell's indices. */
+struct jr_bell_counts {
+    uint64_t pushes; /* slots pushed on an arena's bell (or counted lost) */
+    uint64_t wakes;  /* ... that found the application asleep: a byte on its door */
+};
+
 struct jr_arena_wake {
     struct jr_arena_bell *bell; /* slot 0's, in the application's memory */
     uint32_t tail, lost;        /* the service's own: the shared ones are only published */
     int door_fd;                /* the door's service end (JR_CLAIM_DOOR), -1: none */
+    struct jr_bell_counts *counts; /* the service's totals (NULL: not counted) */
 };
 
 /* The service's private view: its own sizes and the indices it writes. */
@@ -212,10 +218,6 @@ struct jr_chan_app {
     uint8_t *tx_data;
     uint32_t rx_cap, tx_cap;
     uint64_t spurious; /* readiness that found nothing (counted, allowed) */
-    /* What a read that empties rx arms (JR_RX_ARM_*): a token, or (the shim's epoll
-     * manages the descriptor) the arena's bell. A read about to block arms a token too:
-     * it sleeps in poll(2) on the socket. 0 means JR_RX_ARM_TOKEN. */
-    uint32_t arm;
 };
 
 /* The socket steps of the application's side. Each returns 0 or -errno. */
@@ -237,7 +239,20 @@ struct jr_chan_io {
      * arm): 0 when the caller's own readiness covers them (the shim's epoll marks the
      * descriptor ready), < 0 or NULL: ask the service for a token (the re-token). */
     int (*unseen)(void *ctx);
+    /* What a read that empties rx arms (JR_RX_ARM_*; NULL or 0: JR_RX_ARM_TOKEN): the
+     * arena's bell while the shim's epoll watches the descriptor. The word is the
+     * caller's and may change under a read (the bell turned off): the read looks at it
+     * again after its arm and fence, and whoever changes it stores it, fences, then
+     * arms a token and looks at rx (a store-buffering pair: one of the two arms it). */
+    const uint32_t *arm;
 };
+
+/* The arm a read that empties rx makes now (struct jr_chan_io's arm). */
+static inline uint32_t jr_chan_app_arm_kind(const struct jr_chan_io *io)
+{
+    uint32_t kind = io->arm != NULL ? __atomic_load_n(io->arm, __ATOMIC_ACQUIRE) : 0;
+    return kind != 0 ? kind : JR_RX_ARM_TOKEN;
+}
 
 /* The application took a flag the service armed (svc_tx_armed, svc_rx_armed): wake it
  * the way it armed. A door that cannot be written falls back to the connection's
@@ -557,8 +572,12 @@ static inline int jr_arena_bell_ring(struct jr_arena_wake *w, uint32_t slot)
     if (!jr_slotq_push(b->ids, JR_ARENA_BELL_CAP, &w->tail, &b->tail, &b->head, slot))
         JR_STORE(&b->lost, ++w->lost); /* the application looks at every channel */
     JR_FENCE(); /* the push before the look at armed */
+    if (w->counts != NULL)
+        w->counts->pushes++;
     if (JR_XCHG(&b->armed, 0)) {
         char wake = 'W';
+        if (w->counts != NULL)
+            w->counts->wakes++;
         if (send(w->door_fd, &wake, 1, MSG_DONTWAIT | MSG_NOSIGNAL) != 1 && errno != EAGAIN)
             return -errno; /* EAGAIN: bytes already queued wake it */
     }
@@ -808,12 +827,20 @@ static inline ssize_t jr_chan_read(struct jr_chan_app *a, const struct jr_chan_i
             return got > 0 ? (ssize_t)got : rc;
         guarded = 0;
         /* Or, not store: another thread's poll may have armed a token meanwhile. */
-        __atomic_fetch_or(&c->rx_armed, a->arm ? a->arm : JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
-        JR_FENCE(); /* the arm before the look at rx.tail */
+        uint32_t mine = jr_chan_app_arm_kind(io);
+        __atomic_fetch_or(&c->rx_armed, mine, __ATOMIC_SEQ_CST);
+        JR_FENCE(); /* the arm before the look at rx.tail and at the arm's kind */
+        uint32_t now = jr_chan_app_arm_kind(io);
+        if (now & ~mine) { /* the bell went off meanwhile: its token too (io->arm) */
+            __atomic_fetch_or(&c->rx_armed, now & ~mine, __ATOMIC_SEQ_CST);
+            JR_FENCE();
+            mine |= now;
+        }
         if (jr_chan_app_rx_avail(a) > 0) {
-            /* Bytes came in between. If the service took the arm, their token is on
-             * its way; else cancel the arm: no token comes for them. */
-            guarded = JR_XCHG(&c->rx_armed, 0) == 0;
+            /* Bytes came in between. If the service took the arm, their token (or push)
+             * is on its way; else cancel our arm (only ours: another thread's poll may
+             * have armed a token it waits for): nothing comes for them. */
+            guarded = (__atomic_fetch_and(&c->rx_armed, ~mine, __ATOMIC_SEQ_CST) & mine) == 0;
             if (got < want)
                 continue;
             if (!guarded)

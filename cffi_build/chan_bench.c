@@ -203,7 +203,7 @@ int main(int argc, char **argv)
     close(sv[0]);
     int fd = sv[1];
     struct jr_chan_app a;
-    struct jr_chan_io io = {io_drain, io_bell, io_fill, io_wait, &fd, NULL, NULL, NULL};
+    struct jr_chan_io io = {io_drain, io_bell, io_fill, io_wait, &fd, NULL, NULL, NULL, NULL};
     jr_chan_attach(&a, mem, size);
     int failed = 0;
     for (long i = 0; i < count && !failed; i++) {

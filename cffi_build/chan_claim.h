@@ -144,6 +144,7 @@ struct jr_arenas {
      * arena is unmapped: closing the service's copy is not enough, since the
      * application holds the same file open (it sends it with each claim). */
     int epfd;
+    struct jr_bell_counts bell_counts; /* every arena's bell, mapped now or before */
 };
 
 static inline int jr_arenas_init(struct jr_arenas *as, uint32_t max)
@@ -355,7 +356,7 @@ static inline int jr_arena_of(struct jr_arenas *as, int fd, const struct jr_chan
         .rx_cap = cl->rx_cap, .tx_cap = cl->tx_cap,
         .slot_bytes = (uint32_t)slot_bytes, .slots = (uint32_t)slots, .busy = busy,
         .wake = {.bell = bell, .tail = JR_LOAD(&bell->tail), .lost = JR_LOAD(&bell->lost),
-                 .door_fd = -1},
+                 .door_fd = -1, .counts = &as->bell_counts},
     };
     as->mapped++;
     *fresh = 1;

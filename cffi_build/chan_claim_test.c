@@ -361,7 +361,7 @@ static void case_two_processes(void)
         if (got != 1)
             _exit(10);
         struct app_io ctx = {sv[1]};
-        struct jr_chan_io io = {io_drain, io_bell, io_fill, io_wait, &ctx, NULL, NULL, NULL};
+        struct jr_chan_io io = {io_drain, io_bell, io_fill, io_wait, &ctx, NULL, NULL, NULL, NULL};
         char buf[64];
         ssize_t n = jr_chan_read(&v, &io, buf, sizeof buf, 1);
         if (n != 5 || memcmp(buf, "hello", 5) != 0)
@@ -529,6 +529,96 @@ static void case_bell(void)
     verdict("bell", ok, why);
 }
 
+/* The arena's bell (service mode): a bell arm makes the put push the slot on the
+ * arena's queue instead of sending a token; the door is written only while the
+ * application is armed, and once; a token arm still gets its token; a queue whose head
+ * the application made up counts pushes as lost (never writes out of bounds); without
+ * a door the bell arm falls back to a token. */
+static void case_arena_bell(void)
+{
+    int ok = 1;
+    char why[256] = "";
+    struct jr_arenas as;
+    struct jr_arena_app ar;
+    jr_arenas_init(&as, 2);
+    jr_arena_app_create(&ar, SLOTS, RX_CAP, TX_CAP);
+    jr_arena_app_door(&ar);
+    int sv[2];
+    pair(sv);
+    struct jr_chan_svc s = {.arena = -1};
+    struct jr_chan_app v;
+    struct jr_chan_claim cl = {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 7, RX_CAP, TX_CAP,
+                               JR_CLAIM_DOOR, ar.slot_bytes};
+    int rc = jr_chan_svc_claim(&as, &cl, sizeof cl, ar.fd, 1, NULL, &s);
+    if (rc != 0 || jr_chan_app_verdict(&ar, 1, 7, &v) != 1 || s.wake == NULL)
+        FIRST("claim: %d", rc);
+    /* Without the door yet: a bell arm is answered with a token. */
+    char junk[64];
+    __atomic_store_n(&v.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_RELAXED);
+    if (ok && jr_chan_svc_deliver(&s, sv[0], "a", 1) != 1)
+        FIRST("deliver");
+    if (ok && recv(sv[1], junk, sizeof junk, MSG_DONTWAIT) != 1)
+        FIRST("no door: the bell arm got no token");
+    int door = dup(ar.door_peer);
+    if (ok && !jr_arena_take_door(&as, s.arena, door))
+        FIRST("the door was not taken");
+    struct jr_arena_bell *b = &jr_arena_app_chan(&ar, 0)->arena_bell;
+    uint32_t got[8];
+    /* Bell-armed, the application awake: the slot is pushed, no token, no door. */
+    __atomic_store_n(&v.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_RELAXED);
+    jr_chan_svc_deliver(&s, sv[0], "b", 1);
+    if (ok && recv(sv[1], junk, sizeof junk, MSG_DONTWAIT) != -1)
+        FIRST("a token reached the socket for a bell arm");
+    if (ok && recv(ar.door, junk, sizeof junk, MSG_DONTWAIT) != -1)
+        FIRST("the door was written while the application was awake");
+    if (ok && (jr_arena_bell_take(b, got, 8) != 1 || got[0] != 1))
+        FIRST("the slot was not pushed");
+    /* Not armed at all (bytes already announced): nothing. */
+    jr_chan_svc_deliver(&s, sv[0], "c", 1);
+    if (ok && (jr_arena_bell_take(b, got, 8) != 0 ||
+               recv(sv[1], junk, sizeof junk, MSG_DONTWAIT) != -1))
+        FIRST("an unarmed channel was announced");
+    /* The application sleeps: the push writes the door, once. */
+    if (ok && jr_arena_bell_arm(b, 0) != 0)
+        FIRST("arm found work in an empty queue");
+    __atomic_store_n(&v.shm->rx_armed, JR_RX_ARM_BELL | JR_RX_ARM_TOKEN, __ATOMIC_RELAXED);
+    jr_chan_svc_deliver(&s, sv[0], "d", 1);
+    if (ok && recv(ar.door, junk, sizeof junk, MSG_DONTWAIT) != 1)
+        FIRST("the sleeping application's door was not written");
+    if (ok && recv(sv[1], junk, sizeof junk, MSG_DONTWAIT) != 1)
+        FIRST("both arms: the token arm got no token");
+    __atomic_store_n(&v.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_RELAXED);
+    jr_chan_svc_deliver(&s, sv[0], "e", 1);
+    if (ok && recv(ar.door, junk, sizeof junk, MSG_DONTWAIT) != -1)
+        FIRST("the door was written twice for one arm");
+    if (ok && (jr_arena_bell_take(b, got, 8) != 2 || got[0] != 1 || got[1] != 1))
+        FIRST("the pushes were not queued");
+    if (ok && (as.bell_counts.pushes != 3 || as.bell_counts.wakes != 1))
+        FIRST("counts: %llu pushes, %llu wakes", (unsigned long long)as.bell_counts.pushes,
+              (unsigned long long)as.bell_counts.wakes);
+    /* A made-up head: the queue looks full, pushes count as lost, ids stay in bounds. */
+    uint32_t lost = b->lost;
+    b->head = b->tail + 12345;
+    __atomic_store_n(&v.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_RELAXED);
+    jr_chan_svc_deliver(&s, sv[0], "f", 1);
+    if (ok && b->lost != lost + 1)
+        FIRST("a hostile head: lost %u, was %u", b->lost, lost);
+    if (ok && jr_arena_bell_arm(b, lost) != 1)
+        FIRST("a lost push must make the arm say look");
+    /* A value the application made up wants a token, never nothing. */
+    __atomic_store_n(&v.shm->rx_armed, 0x40, __ATOMIC_RELAXED);
+    jr_chan_svc_deliver(&s, sv[0], "g", 1);
+    if (ok && recv(sv[1], junk, sizeof junk, MSG_DONTWAIT) != 1)
+        FIRST("a made-up arm got no token");
+    jr_chan_svc_release(&as, &s);
+    if (ok && s.wake != NULL)
+        FIRST("release kept the wake pointer");
+    jr_arenas_free(&as);
+    jr_arena_app_destroy(&ar);
+    close(sv[0]), close(sv[1]);
+    verdict("arena_bell", ok, why);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -540,6 +630,7 @@ int main(void)
     case_two_processes();
     case_wait_times_out();
     case_bell();
+    case_arena_bell();
     printf("%s\n", failures ? "FAILED" : "ok");
     return failures ? 1 : 0;
 }

@@ -243,7 +243,7 @@ static void run_app(struct side *sd)
         return;
     }
     struct app_io ctx = {.fd = sd->fd, .n = &sd->n, .a = &a};
-    struct jr_chan_io io = {io_drain, io_bell, io_fill, io_wait, &ctx, NULL, NULL, NULL};
+    struct jr_chan_io io = {io_drain, io_bell, io_fill, io_wait, &ctx, NULL, NULL, NULL, NULL};
     uint64_t rng = sd->seed * 3 + 7, got = 0, put = 0;
     static uint8_t buf[65536];
     int eof = 0, shut = 0, block_phase = 0;

@@ -40,7 +40,7 @@ struct jr_bell_entry {
     int fd;
     uint32_t events;
     uint64_t data;
-    uint8_t ready; /* on the ready list */
+    uint8_t listed; /* in bs->ready (once: only the harvest takes it out) */
 };
 
 struct jr_bset {
@@ -51,14 +51,20 @@ struct jr_bset {
     int waiters;               /* threads inside epoll_wait on it */
     int off;                   /* the bell is off for good: tokens */
     uint32_t nready;
-    uint32_t ready[JR_RING_SLOTS]; /* slots on the ready list */
+    uint32_t ready[JR_RING_SLOTS]; /* slots on the ready list, each once (listed) */
     struct jr_bell_entry by_slot[JR_RING_SLOTS];
 };
 
 static struct jr_bset *jr_bset;
+/* A bell set's door was ever registered in this process (or its parent): its events are
+ * taken out of every epoll_wait, even one the bell does not serve (a set shared with a
+ * parent, a window while the bell turns off). */
+static int jr_door_seen;
 static int (*real_epoll_ctl)(int, int, int, struct epoll_event *);
 static int (*real_epoll_wait)(int, struct epoll_event *, int, int);
 static int (*real_epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+static int (*real_epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *,
+                                const sigset_t *);
 static int (*real_poll)(struct pollfd *, nfds_t, int);
 static int (*real_ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
 static int (*real_select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
@@ -70,6 +76,7 @@ static void jr_epoll_resolve(void)
     RESOLVE(epoll_ctl);
     RESOLVE(epoll_wait);
     RESOLVE(epoll_pwait);
+    RESOLVE(epoll_pwait2);
     RESOLVE(poll);
     RESOLVE(ppoll);
     RESOLVE(select);
@@ -83,32 +90,47 @@ static struct jr_bset *jr_bset_live(void)
     return bs != NULL && !__atomic_load_n(&bs->off, __ATOMIC_RELAXED) ? bs : NULL;
 }
 
+/* Whether r's reads arm the bell. */
+static int jr_ring_bell(const struct jr_ring *r)
+{
+    return __atomic_load_n(&r->arm, __ATOMIC_ACQUIRE) == JR_RX_ARM_BELL;
+}
+
+static int jr_ring_on(const struct jr_ring *r)
+{
+    return __atomic_load_n(&r->mode, __ATOMIC_ACQUIRE) == JR_RING_ON; /* then view is set */
+}
+
 /* Whether r's rx has bytes for a reader (not counting the EOF: the kernel reports it,
  * as the service shuts its end down after rx_eof). */
 static int jr_bell_has_bytes(struct jr_ring *r)
 {
-    return r->mode == JR_RING_ON && !r->rd_shut && jr_chan_app_rx_avail(&r->view) > 0;
+    return jr_ring_on(r) && !r->rd_shut && jr_chan_app_rx_avail(&r->view) > 0;
 }
 
-/* Put slot on the ready list (lock held). */
+/* Put slot on the ready list (lock held): each slot is listed once at most, so the list
+ * never holds more than JR_RING_SLOTS. */
 static void jr_bell_mark_slot(struct jr_bset *bs, uint32_t slot)
 {
     struct jr_bell_entry *e = &bs->by_slot[slot];
-    if (e->r == NULL || e->ready)
+    if (e->r == NULL || e->listed)
         return;
-    e->ready = 1;
+    e->listed = 1;
     bs->ready[bs->nready++] = slot;
 }
 
-/* Back to tokens, r's reads arm a token again; bytes already in rx get one asked for
- * (after the lock: a system call). 1 when the caller must ask (jr_bell_retoken). */
+/* Back to tokens: r's reads arm a token again. Stored, fenced, then the token armed and
+ * rx looked at: a read that armed the bell meanwhile sees the change after its own
+ * fence (chan.h's io->arm), or this look sees its bytes. 1 when rx holds bytes the
+ * caller must ask a token for (jr_bell_retoken, after the lock: a system call). */
 static int jr_bell_release_ring(struct jr_ring *r)
 {
-    if (!r->bell)
+    if (!jr_ring_bell(r))
         return 0;
-    r->bell = 0;
-    if (r->mode != JR_RING_ON)
-        return 0;
+    __atomic_store_n(&r->arm, 0, __ATOMIC_RELEASE);
+    JR_FENCE(); /* the kind before the arm and the look */
+    if (!jr_ring_on(r))
+        return 0; /* not yet ring mode: the channel starts token-armed */
     __atomic_fetch_or(&r->view.shm->rx_armed, JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
     JR_FENCE(); /* the arm before the look at rx.tail */
     return jr_chan_app_rx_avail(&r->view) > 0;
@@ -130,8 +152,7 @@ static int jr_bell_drop(struct jr_bset *bs, uint32_t slot)
     struct jr_ring *r = e->r;
     if (r == NULL)
         return 0;
-    e->r = NULL; /* a ready-list slot with no entry is skipped */
-    e->ready = 0;
+    e->r = NULL; /* still listed: the harvest skips it (and unlists it) */
     return jr_bell_release_ring(r);
 }
 
@@ -156,6 +177,8 @@ static void jr_bset_off(struct jr_bset *bs, int set_open)
             rings[n++] = r;
         }
     }
+    for (uint32_t k = 0; k < JR_RING_SLOTS; k++)
+        bs->by_slot[k].listed = 0;
     bs->nready = 0;
     jr_unlock();
     for (int i = 0; i < n; i++)
@@ -196,16 +219,17 @@ static struct jr_bset *jr_bset_make(int epfd)
     bs->bell = &jr_arena_app_chan(&s->arena, 0)->arena_bell;
     bs->lost_seen = JR_LOAD(&bs->bell->lost);
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = JR_DOOR_COOKIE};
+    __atomic_store_n(&jr_door_seen, 1, __ATOMIC_RELAXED);
     if (real_epoll_ctl(epfd, EPOLL_CTL_ADD, s->arena.door, &ev) != 0) {
         free(bs);
         return NULL;
     }
     jr_lock();
-    if (jr_bset != NULL) { /* another thread made one first */
+    if (jr_bset != NULL) { /* another thread made one first: the caller uses it */
         jr_unlock();
         real_epoll_ctl(epfd, EPOLL_CTL_DEL, s->arena.door, NULL);
         free(bs);
-        return NULL;
+        return jr_bset_live();
     }
     __atomic_store_n(&jr_bset, bs, __ATOMIC_RELEASE);
     jr_unlock();
@@ -224,7 +248,7 @@ static void jr_bell_ctl(int epfd, int op, int fd, struct jr_ring *r, const struc
 {
     struct jr_bset *bs = jr_bset_live();
     if (bs == NULL && op == EPOLL_CTL_ADD && __atomic_load_n(&jr_bset, __ATOMIC_ACQUIRE) == NULL)
-        bs = jr_bset_make(epfd);
+        bs = jr_bset_make(epfd); /* or the set another thread made meanwhile */
     if (bs == NULL)
         return;
     int retoken = 0;
@@ -250,9 +274,9 @@ static void jr_bell_ctl(int epfd, int op, int fd, struct jr_ring *r, const struc
         retoken = jr_bell_drop(bs, r->slot) | jr_bell_release_ring(r);
     } else if (ev != NULL && (op == EPOLL_CTL_ADD || (e->r == r && e->fd == fd))) {
         *e = (struct jr_bell_entry){.r = r, .fd = fd, .events = ev->events,
-                                    .data = ev->data.u64, .ready = e->ready};
+                                    .data = ev->data.u64, .listed = e->listed};
         if (jr_bell_fits(ev->events)) {
-            r->bell = 1;
+            __atomic_store_n(&r->arm, JR_RX_ARM_BELL, __ATOMIC_RELEASE);
             jr_bell_mark_slot(bs, r->slot); /* looked at (and armed) by the next wait */
         } else {
             retoken = jr_bell_drop(bs, r->slot);
@@ -269,10 +293,10 @@ static int jr_bell_unseen(struct jr_ring *r)
 {
     struct jr_bset *bs = jr_bset_live();
     int rc = -1;
-    if (bs == NULL || !r->bell)
+    if (bs == NULL || !jr_ring_bell(r))
         return -1;
     jr_lock();
-    if (r->bell && r->slot < JR_RING_SLOTS && bs->by_slot[r->slot].r == r &&
+    if (jr_ring_bell(r) && r->slot < JR_RING_SLOTS && bs->by_slot[r->slot].r == r &&
         __atomic_load_n(&bs->waiters, __ATOMIC_RELAXED) == 0) {
         jr_bell_mark_slot(bs, r->slot);
         rc = 0;
@@ -281,71 +305,82 @@ static int jr_bell_unseen(struct jr_ring *r)
     return rc; /* a thread asleep in the set would not see the mark: a token wakes it */
 }
 
-/* A ring-mode descriptor closes: its entry goes (the kernel drops the registration
- * when the socket's last descriptor closes; a dup's is the kernel's alone). */
+/* A ring-mode descriptor closes: its entry goes. The kernel drops the registration
+ * when the socket's last descriptor closes; while a dup keeps it open the kernel's
+ * registration goes on, so the ring goes back to tokens (asked for bytes already there). */
 static void jr_bell_forget(int fd, struct jr_ring *r)
 {
     struct jr_bset *bs = __atomic_load_n(&jr_bset, __ATOMIC_ACQUIRE);
+    int retoken = 0;
     if (bs == NULL || r->slot >= JR_RING_SLOTS)
         return;
     jr_lock();
     struct jr_bell_entry *e = &bs->by_slot[r->slot];
-    if (e->r == r && e->fd == fd) {
-        e->r = NULL;
-        e->ready = 0;
-        r->bell = 0;
-    }
+    if (e->r == r && e->fd == fd)
+        retoken = jr_bell_drop(bs, r->slot) && r->refs > 1;
     jr_unlock();
+    if (retoken)
+        jr_bell_retoken(fd, r); /* fd is still open: close calls this first */
 }
 
 /* The bell's queue onto the ready list, then the ready list into events (lock held).
  * Level-triggered entries stay while rx has bytes; an entry whose rx is empty leaves,
  * armed (and looked at again after the arm); an edge-triggered one leaves once
- * reported, armed so that the next arrival is pushed. Returns the events written. */
+ * reported, armed so that the next arrival is pushed. Entries that found no room wait
+ * at the list's front, those reported go to its back: as Linux's ready list turns, no
+ * ring starves another. Returns the events written. */
 static int jr_bell_harvest(struct jr_bset *bs, struct epoll_event *evs, int max)
 {
-    uint32_t ids[64], got;
-    while ((got = jr_arena_bell_take(bs->bell, ids, 64)) > 0)
+    uint32_t ids[64], got, taken = 0;
+    /* At most a queue's worth per look: the rest stays for the next. */
+    while (taken < JR_ARENA_BELL_CAP && (got = jr_arena_bell_take(bs->bell, ids, 64)) > 0) {
+        taken += got;
         for (uint32_t i = 0; i < got; i++)
             if (ids[i] < JR_RING_SLOTS)
                 jr_bell_mark_slot(bs, ids[i]);
+    }
     uint32_t lost = JR_LOAD(&bs->bell->lost);
     if (lost != bs->lost_seen) { /* pushes the queue had no room for: look at all */
         bs->lost_seen = lost;
         for (uint32_t k = 0; k < JR_RING_SLOTS; k++)
             jr_bell_mark_slot(bs, k);
     }
+    static __thread uint32_t reported[JR_RING_SLOTS];
+    uint32_t kept = 0, nrep = 0;
     int n = 0;
-    uint32_t kept = 0;
     for (uint32_t i = 0; i < bs->nready; i++) {
         uint32_t slot = bs->ready[i];
         struct jr_bell_entry *e = &bs->by_slot[slot];
         struct jr_ring *r = e->r;
-        if (r == NULL || !e->ready)
+        if (r == NULL) { /* dropped since it was listed */
+            e->listed = 0;
             continue;
-        if (n >= max) { /* no room in this call: next call */
+        }
+        if (n >= max) { /* no room in this call: first in the next */
             bs->ready[kept++] = slot;
             continue;
         }
         int bytes = jr_bell_has_bytes(r);
-        if (!bytes && r->mode == JR_RING_ON) {
+        if (!bytes && jr_ring_on(r)) {
             __atomic_fetch_or(&r->view.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_SEQ_CST);
             JR_FENCE(); /* the arm before the look at rx.tail */
             bytes = jr_bell_has_bytes(r);
         }
         if (!bytes) { /* armed (or not yet ring mode: tokens announce it) */
-            e->ready = 0;
+            e->listed = 0;
             continue;
         }
-        evs[n++] = (struct epoll_event){.events = EPOLLIN & e->events, .data.u64 = e->data};
+        evs[n++] = (struct epoll_event){.events = e->events & (EPOLLIN | EPOLLRDNORM),
+                                        .data.u64 = e->data};
         if (e->events & EPOLLET) {
-            e->ready = 0;
+            e->listed = 0;
             __atomic_fetch_or(&r->view.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_SEQ_CST);
             continue;
         }
-        bs->ready[kept++] = slot;
+        reported[nrep++] = slot;
     }
-    bs->nready = kept;
+    memcpy(bs->ready + kept, reported, nrep * sizeof *reported);
+    bs->nready = kept + nrep;
     return n;
 }
 
@@ -420,6 +455,8 @@ static int jr_bell_wait(struct jr_bset *bs, struct epoll_event *evs, int max, in
             if (timeout > 0 && (wait = timeout - (int)jr_ms_since(&t0)) < 0)
                 wait = 0;
         }
+        if (n == max) /* maxevents 1, and the bell had one */
+            return n;
         int k = mask ? real_epoll_pwait(bs->epfd, evs + n, max - n, wait, mask)
                      : real_epoll_wait(bs->epfd, evs + n, max - n, wait);
         /* Awake: a push need not write the door (a stale arm costs one spurious wake). */
@@ -464,21 +501,39 @@ int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
     return epoll_pwait(epfd, evs, max, timeout, NULL);
 }
 
+/* The kernel's k events of a wait the bell does not serve, without the door's (a set
+ * shared with a parent, or one the bell is turning off, may still hold the door). */
+static int jr_without_door(struct epoll_event *evs, int k)
+{
+    if (k <= 0 || !__atomic_load_n(&jr_door_seen, __ATOMIC_RELAXED))
+        return k;
+    int out = 0;
+    for (int j = 0; j < k; j++)
+        if (evs[j].data.u64 != JR_DOOR_COOKIE)
+            evs[out++] = evs[j];
+    return out;
+}
+
+static int jr_plain_wait(int epfd, struct epoll_event *evs, int max, int timeout,
+                         const sigset_t *mask)
+{
+    return jr_without_door(evs, mask ? real_epoll_pwait(epfd, evs, max, timeout, mask)
+                                     : real_epoll_wait(epfd, evs, max, timeout));
+}
+
 int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *mask)
 {
     RESOLVE(epoll_wait);
     RESOLVE(epoll_pwait);
     struct jr_bset *bs = jr_bset_live();
     if (bs == NULL || bs->epfd != epfd || max <= 0)
-        return mask ? real_epoll_pwait(epfd, evs, max, timeout, mask)
-                    : real_epoll_wait(epfd, evs, max, timeout);
+        return jr_plain_wait(epfd, evs, max, timeout, mask);
     if (__atomic_add_fetch(&bs->waiters, 1, __ATOMIC_SEQ_CST) > 1) {
         /* Two threads wait on the set: one could sleep on work the other moved onto the
          * ready list. The kernel's tokens wake each as Linux would. */
         __atomic_sub_fetch(&bs->waiters, 1, __ATOMIC_SEQ_CST);
         jr_bset_off(bs, 1);
-        return mask ? real_epoll_pwait(epfd, evs, max, timeout, mask)
-                    : real_epoll_wait(epfd, evs, max, timeout);
+        return jr_plain_wait(epfd, evs, max, timeout, mask);
     }
     int saved, rc = jr_bell_wait(bs, evs, max, timeout, mask);
     saved = errno;
@@ -487,12 +542,38 @@ int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const s
     return rc;
 }
 
+/* epoll_pwait2: the bell set's waits in milliseconds (rounded up, as the kernel's
+ * timeouts are not early); any other set's as the caller asked. */
+int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timespec *t,
+                 const sigset_t *mask)
+{
+    RESOLVE(epoll_pwait2);
+    struct jr_bset *bs = jr_bset_live();
+    if (bs == NULL || bs->epfd != epfd || max <= 0) {
+        if (real_epoll_pwait2 == NULL) {
+            errno = ENOSYS;
+            return -1;
+        }
+        return jr_without_door(evs, real_epoll_pwait2(epfd, evs, max, t, mask));
+    }
+    long ms = -1;
+    if (t != NULL) {
+        if (t->tv_sec < 0 || t->tv_nsec < 0 || t->tv_nsec >= 1000000000L) {
+            errno = EINVAL;
+            return -1;
+        }
+        ms = t->tv_sec > INT_MAX / 1000 - 1 ? INT_MAX
+                                             : t->tv_sec * 1000L + (t->tv_nsec + 999999) / 1000000;
+    }
+    return epoll_pwait(epfd, evs, max, (int)ms, mask);
+}
+
 /* poll, ppoll, select, pselect: a bell-armed ring has no token for its bytes, so arm
  * one (and look); the bell set itself among the descriptors turns the bell off. */
 static int jr_bell_poll_arm(int fd, int *ready)
 {
     struct jr_ring *r = jr_ring_of(fd);
-    if (r == NULL || !r->bell || r->mode != JR_RING_ON)
+    if (r == NULL || !jr_ring_bell(r) || !jr_ring_on(r))
         return 0;
     __atomic_fetch_or(&r->view.shm->rx_armed, JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
     JR_FENCE(); /* the arm before the look at rx.tail */
@@ -525,7 +606,7 @@ static int jr_bell_after_poll(struct pollfd *fds, nfds_t n, int rc)
     for (nfds_t i = 0; i < n; i++) {
         struct jr_ring *r = jr_ring_of(fds[i].fd);
         short want = fds[i].events & (POLLIN | POLLRDNORM);
-        if (r == NULL || !r->bell || !want || !jr_bell_has_bytes(r))
+        if (r == NULL || !jr_ring_bell(r) || !want || !jr_bell_has_bytes(r))
             continue;
         if (fds[i].revents == 0)
             rc++;
@@ -541,6 +622,22 @@ int poll(struct pollfd *fds, nfds_t n, int timeout)
         return real_poll(fds, n, timeout);
     int ready = jr_bell_before_poll(fds, n);
     return jr_bell_after_poll(fds, n, real_poll(fds, n, ready ? 0 : timeout));
+}
+
+/* The fortified poll (_FORTIFY_SOURCE with a fixed array): glibc's check, then ours. */
+int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen)
+{
+    if (fdslen / sizeof *fds < n)
+        abort(); /* glibc's __chk_fail: a buffer overflow */
+    return poll(fds, n, timeout);
+}
+
+int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *t, const sigset_t *mask,
+                size_t fdslen)
+{
+    if (fdslen / sizeof *fds < n)
+        abort();
+    return ppoll(fds, n, t, mask);
 }
 
 int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *t, const sigset_t *mask)
@@ -579,7 +676,7 @@ static int jr_bell_select_after(int nfds, fd_set *rd, const fd_set *asked, int r
         return rc;
     for (int fd = 0; fd < nfds && fd < FD_SETSIZE; fd++) {
         struct jr_ring *r = FD_ISSET(fd, asked) ? jr_ring_of(fd) : NULL;
-        if (r == NULL || !r->bell || FD_ISSET(fd, rd) || !jr_bell_has_bytes(r))
+        if (r == NULL || !jr_ring_bell(r) || FD_ISSET(fd, rd) || !jr_bell_has_bytes(r))
             continue;
         FD_SET(fd, rd);
         rc++;
@@ -620,6 +717,6 @@ static void jr_bell_atfork_child(void)
         return;
     for (uint32_t k = 0; k < JR_RING_SLOTS; k++)
         if (bs->by_slot[k].r != NULL)
-            bs->by_slot[k].r->bell = 0;
+            bs->by_slot[k].r->arm = 0;
     jr_bset = NULL; /* the parent's memory: left, not freed (a copy the child never uses) */
 }

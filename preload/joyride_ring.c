@@ -7,7 +7,8 @@
  * slot of this process's arena for each connection it returns (chan_claim.h), and the
  * descriptor's bytes then move through the connection's two rings in shared memory.
  * The descriptor stays the unix socket: it carries tokens and doorbells, so epoll,
- * poll and select keep Linux's meaning without being intercepted. Every call that
+ * poll and select keep Linux's meaning. (The process's epoll set may take the arena's
+ * bell instead of tokens: joyride_epoll.c intercepts its waits.) Every call that
  * moves bytes on such a descriptor comes here: read, readv, recv, recvfrom, recvmsg,
  * write, writev, send, sendto, sendmsg, sendfile, and shutdown, FIONREAD, close, dup.
  *
@@ -36,7 +37,8 @@ struct jr_ring {
     int mode;            /* JR_RING_* */
     int unanswered;      /* stream mode because bytes came with no verdict */
     int rd_shut;         /* shutdown(SHUT_RD): reads return 0 */
-    int bell;            /* its reads arm the arena's bell (joyride_epoll.c), not a token */
+    uint32_t arm;        /* what its reads arm (chan.h's io->arm): JR_RX_ARM_BELL while
+                          * the bell set watches it (joyride_epoll.c), else 0: a token */
     int foreign;         /* watched where the bell cannot see: tokens, for good */
     uint32_t slot, claim_id;
     struct jr_arena_app *arena;
@@ -196,8 +198,8 @@ static int jr_ring_settle(int fd, struct jr_ring *r, int wait_ms)
         int one = 1;
         real_setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &one, sizeof one);
     }
-    if (v != -EAGAIN)
-        r->mode = v;
+    if (v != -EAGAIN) /* after the view: the bell's harvest reads it once it sees ON */
+        __atomic_store_n(&r->mode, v, __ATOMIC_RELEASE);
     return v;
 }
 
@@ -289,7 +291,7 @@ static int jr_io_unseen(void *ctx)
 static struct jr_chan_io jr_io_of(struct jr_ring_io *ctx)
 {
     return (struct jr_chan_io){jr_io_drain, jr_io_bell, jr_io_fill, jr_io_wait, ctx,
-                               jr_io_blocking, jr_io_door, jr_io_unseen};
+                               jr_io_blocking, jr_io_door, jr_io_unseen, &ctx->r->arm};
 }
 
 static ssize_t jr_ring_fail(ssize_t n, int flags)
@@ -335,7 +337,7 @@ static ssize_t jr_ring_peek(int fd, struct jr_ring *r, void *buf, size_t len, in
                 errno = -rc;
                 return -1;
             }
-            __atomic_store_n(&c->rx_armed, 1, __ATOMIC_RELAXED);
+            __atomic_fetch_or(&c->rx_armed, JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
             JR_FENCE();
         }
     }
@@ -369,7 +371,6 @@ static ssize_t jr_ring_recv(int fd, struct jr_ring *r, void *buf, size_t len, in
     struct jr_chan_io io = jr_io_of(&ctx);
     size_t got = 0;
     ssize_t n;
-    r->view.arm = r->bell ? JR_RX_ARM_BELL : JR_RX_ARM_TOKEN;
     do {
         n = jr_chan_read(&r->view, &io, (char *)buf + got, len - got, block);
         if (n > 0)

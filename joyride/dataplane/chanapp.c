@@ -59,7 +59,7 @@ static int app_io_wait(void *ctx, short what)
 static struct jr_chan_io app_io_of(struct dp_app_chan *a)
 {
     return (struct jr_chan_io){app_io_drain, app_io_bell, app_io_fill, app_io_wait, a, NULL,
-                               a->arena.door >= 0 ? app_io_door : NULL, NULL};
+                               a->arena.door >= 0 ? app_io_door : NULL, NULL, NULL};
 }
 
 struct dp_app_chan *dp_app_claim(int sock, uint32_t rx_cap, uint32_t tx_cap, uint32_t id)

@@ -4434,7 +4434,12 @@ int dp_watch_fd(struct dp *dp, int fd)
     return 0;
 }
 
-const struct dp_stats *dp_stats(const struct dp *dp) { return &dp->st; }
+const struct dp_stats *dp_stats(struct dp *dp)
+{
+    dp->st.chan_bell_pushes = dp->chans.arenas.bell_counts.pushes;
+    dp->st.chan_bell_wakes = dp->chans.arenas.bell_counts.wakes;
+    return &dp->st;
+}
 const struct dp_counts *dp_ended_counts(const struct dp *dp) { return &dp->ended; }
 
 void dp_set_capture(struct dp *dp, struct cap *c) { dp->cap = c; }

@@ -444,6 +444,8 @@ struct dp_stats {
     uint64_t chan_door_rings;  /* ... the rings the loop woke to */
     uint64_t chan_doors_dropped; /* ... doors their application shut (socket arms again) */
     uint64_t chan_arenas_trimmed; /* idle arenas unmapped (dp_chan_trim) */
+    uint64_t chan_bell_pushes; /* rx arrivals pushed on an arena's bell (not a token) */
+    uint64_t chan_bell_wakes;  /* ... that wrote the door: the application slept */
     uint64_t time_waits;       /* born flows that entered TIME-WAIT (kept in C) */
     uint64_t tw_expired;
     uint64_t tw_overflow;      /* TIME-WAIT flows ended early: the table was full */
@@ -484,7 +486,8 @@ struct dp *dp_new(const struct dp_config *cfg);
 void dp_free(struct dp *dp);
 int dp_add_port(struct dp *dp, const struct dp_port *port);     /* 0 or -errno */
 int dp_watch_fd(struct dp *dp, int fd);   /* Python's own poller: readable -> return */
-const struct dp_stats *dp_stats(const struct dp *dp);
+/* The counters, brought up to date (the arenas' bell counts are copied in). */
+const struct dp_stats *dp_stats(struct dp *dp);
 const struct dp_counts *dp_ended_counts(const struct dp *dp); /* struct dp_counts */
 /* joyride capture's tap (capture.h): every frame received, after parsing, and every
  * frame the NIC took, both C's and Python's; NULL turns it off. The caller keeps c. */

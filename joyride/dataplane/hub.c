@@ -123,7 +123,7 @@ static int hub_io_bell(void *ctx)
 static struct jr_chan_io hub_io(struct dp_hub *h, uint32_t slot)
 {
     return (struct jr_chan_io){app_io_drain, hub_io_bell, app_io_fill, app_io_wait,
-                               &h->io[slot], NULL, NULL, NULL};
+                               &h->io[slot], NULL, NULL, NULL, NULL};
 }
 
 /* Slots the service has released since their connections closed go back on the free

@@ -26,7 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 SOURCE = ROOT / "cffi_build" / "chan_claim_test.c"
 CASES = ("accept_release", "busy_slot", "refusals", "recv", "two_processes",
-         "wait_times_out", "bell")
+         "wait_times_out", "bell", "arena_bell")
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 

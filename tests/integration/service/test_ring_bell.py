@@ -1,0 +1,126 @@
+"""The arena's bell under ``joyride run`` in ring mode (docs/channels.md, "Service
+mode: the process's bell"): a server's epoll set becomes its process's bell set, and
+rx arrivals on its connections are pushed on the arena's bell instead of sent as
+tokens. Each server here is a plain Python event loop (the shim intercepts its
+``epoll_wait``, ``poll`` and ``select``); kernel clients in the peer namespace check
+every byte by hash. Each way of waiting would hang (and the client time out) if the
+bell lost a wake-up: a level-triggered loop that reads 1000 bytes at a time must be told
+again while bytes remain; an edge-triggered one must be told of each arrival; a
+``select``/``poll``/blocking read on a connection whose reads arm the bell must be
+woken by a token armed for it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from service_helpers import JOYRIDE, wait_port
+from test_run_ring_mode import RING_ENV, channel_counters
+
+from joyride.testbed import Testbed
+
+pytestmark = pytest.mark.integration
+
+# mode: "lt" (level-triggered, 1000-byte reads), "et" (edge-triggered, read to EAGAIN),
+# "select" / "poll" (epoll says the first byte came; the rest of the message is waited
+# for with select or poll on the descriptor), "blocking" (the rest with a blocking
+# recv on the descriptor).
+SERVER = r'''
+import select, socket, sys
+mode, port = sys.argv[1], int(sys.argv[2])
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", port)); ls.listen(128); ls.setblocking(False)
+ep = select.epoll()
+ep.register(ls.fileno(), select.EPOLLIN)
+conns = {}
+et = select.EPOLLET if mode == "et" else 0
+def echo(c, data):
+    c.setblocking(True); c.sendall(data); c.setblocking(False)
+def rest(c):
+    # The client sends each message whole (two bytes or more) and waits for its echo:
+    # after a one-byte read the rest is in the ring or on its way.
+    if mode == "select":
+        r, _, _ = select.select([c], [], [], 60)
+        assert r, "select timed out"
+    elif mode == "poll":
+        p = select.poll(); p.register(c.fileno(), select.POLLIN)
+        assert p.poll(60000), "poll timed out"
+    elif mode == "blocking":
+        c.setblocking(True)
+        try:
+            return c.recv(65536)
+        finally:
+            c.setblocking(False)
+    return c.recv(65536)
+while True:
+    for fd, ev in ep.poll():
+        if fd == ls.fileno():
+            while True:
+                try:
+                    c, _ = ls.accept()
+                except BlockingIOError:
+                    break
+                c.setblocking(False); conns[c.fileno()] = c
+                ep.register(c.fileno(), select.EPOLLIN | select.EPOLLRDHUP | et)
+            continue
+        c = conns[fd]
+        while True:
+            try:
+                d = c.recv(1 if mode in ("select", "poll", "blocking") else
+                           1000 if mode == "lt" else 65536)
+            except BlockingIOError:
+                break
+            if not d:
+                ep.unregister(fd); c.close(); del conns[fd]
+                break
+            if mode in ("select", "poll", "blocking"):
+                d += rest(c)
+            echo(c, d)
+            if mode != "et":
+                break
+'''
+
+CLIENT = r'''
+import hashlib, random, socket, sys, threading
+ip, port, nconn, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+ok = []
+def one(i):
+    rnd = random.Random(i)
+    s = socket.create_connection((ip, port), timeout=30)
+    sent, got = hashlib.sha256(), hashlib.sha256()
+    for _ in range(rounds):
+        data = rnd.randbytes(rnd.choice([2, 100, 1460, 5000, 70000]))
+        s.sendall(data); sent.update(data)
+        n = 0
+        while n < len(data):
+            d = s.recv(1 << 20)
+            assert d, "EOF before the echo"
+            n += len(d); got.update(d)
+    s.shutdown(socket.SHUT_WR)
+    assert s.recv(1) == b""
+    ok.append(sent.digest() == got.digest())
+ts = [threading.Thread(target=one, args=(i,)) for i in range(nconn)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(len(ok) == nconn and all(ok))
+'''
+
+
+@pytest.mark.parametrize("mode,port", [("lt", 8091), ("et", 8092), ("select", 8093),
+                                       ("poll", 8094), ("blocking", 8095)])
+def test_bell_serves_every_way_of_waiting(service_bed: Testbed, mode: str, port: int) -> None:
+    bed = service_bed
+    before = channel_counters(bed)
+    bed.joy.popen(JOYRIDE, "run", "--", sys.executable, "-c", SERVER, mode, str(port),
+                  env=RING_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(bed.peer, bed.joy.ip, port)
+    out = bed.peer.run(sys.executable, "-c", CLIENT, bed.joy.ip, str(port), "8", "60",
+                       timeout=180).stdout.decode().strip()
+    assert out == "True", out
+    after = channel_counters(bed)
+    assert after["chan_ring"] - before.get("chan_ring", 0) >= 8, after
+    assert after["chan_broken"] == before.get("chan_broken", 0)
+    # The connections' arrivals went through the bell, and it woke the sleeping loop.
+    assert after["chan_bell_pushes"] > before.get("chan_bell_pushes", 0), after
+    assert after["chan_bell_wakes"] > before.get("chan_bell_wakes", 0), after
