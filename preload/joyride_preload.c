@@ -1954,6 +1954,49 @@ int dup3(int fd, int to, int flags)
     return r;
 }
 
+/* fcntl's F_DUPFD and F_DUPFD_CLOEXEC are dup's: the copy is what the original is to
+ * the shim (a ring-mode descriptor's copy reads the rings, not the tokens). Every other
+ * command goes straight through. fcntl64 is the same call under glibc's LFS name. */
+static int (*real_fcntl)(int, int, ...);
+
+static int jr_fcntl(int fd, int cmd, va_list ap)
+{
+    void *arg = va_arg(ap, void *); /* an int or a pointer: the kernel reads a long */
+    int r;
+
+    RESOLVE(fcntl);
+    r = real_fcntl(fd, cmd, arg);
+    if (r >= 0 && r != fd && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {
+        jr_init();
+        jr_copy_entry(fd, r);
+        jr_forget_proof(r);
+        jr_ring_dup(fd, r);
+    }
+    return r;
+}
+
+int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    int r;
+
+    va_start(ap, cmd);
+    r = jr_fcntl(fd, cmd, ap);
+    va_end(ap);
+    return r;
+}
+
+int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    int r;
+
+    va_start(ap, cmd);
+    r = jr_fcntl(fd, cmd, ap);
+    va_end(ap);
+    return r;
+}
+
 int close(int fd)
 {
     jr_init();

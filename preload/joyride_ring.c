@@ -10,12 +10,13 @@
  * poll and select keep Linux's meaning. (The process's epoll set may take the arena's
  * bell instead of tokens: joyride_epoll.c intercepts its waits.) Every call that
  * moves bytes on such a descriptor comes here: read, readv, recv, recvfrom, recvmsg,
- * write, writev, send, sendto, sendmsg, sendfile, and shutdown, FIONREAD, close, dup.
+ * write, writev, send, sendto, sendmsg, sendfile, splice, and shutdown, FIONREAD,
+ * close, dup.
  *
  * What ring mode does not cover yet (docs/channels.md, "Next"), so it is off unless
- * asked for: a descriptor passed to a program without the shim (exec into a static
- * binary, SCM_RIGHTS) or duplicated with fcntl(F_DUPFD) reads tokens as data; splice
- * and two processes using one connection at once are not supported.
+ * asked for: a descriptor passed to another program (exec, SCM_RIGHTS) reads tokens
+ * as data; two processes using one connection at once are not supported. (splice
+ * goes through a buffer; fcntl(F_DUPFD) is dup: joyride_preload.c.)
  */
 
 #include <poll.h>
@@ -626,6 +627,107 @@ ssize_t sendfile(int out, int in, off_t *offset, size_t count)
 ssize_t sendfile64(int out, int in, off_t *offset, size_t count)
 {
     return sendfile(out, in, offset, count);
+}
+
+/* splice(2) with a ring-mode socket on one side (the other is a pipe, as the kernel
+ * requires): through a buffer, never taking more from one side than the other has room
+ * for, so no byte is lost to a short write. SPLICE_F_NONBLOCK makes the pipe side
+ * non-blocking, as the kernel's does; the socket's own O_NONBLOCK holds for the ring. */
+static ssize_t (*real_splice)(int, loff_t *, int, loff_t *, size_t, unsigned int);
+
+/* Room in a pipe (its size less what it holds), or -1. */
+static long jr_pipe_room(int fd)
+{
+    int size = fcntl(fd, F_GETPIPE_SZ), held = 0;
+    if (size < 0 || ioctl(fd, FIONREAD, &held) != 0)
+        return -1;
+    return size > held ? size - held : 0;
+}
+
+static ssize_t jr_ring_splice(int in, struct jr_ring *rin, int out, struct jr_ring *rout,
+                              size_t len, unsigned int flags)
+{
+    char buf[1u << 16];
+    int pipe_block = !(flags & SPLICE_F_NONBLOCK);
+    size_t want = len < sizeof buf ? len : sizeof buf;
+    if (rin != NULL) { /* ring -> pipe */
+        for (;;) {
+            long room = jr_pipe_room(out);
+            if (room < 0) {
+                errno = EINVAL; /* not a pipe: the kernel's answer */
+                return -1;
+            }
+            if (room > 0) {
+                want = want < (size_t)room ? want : (size_t)room;
+                break;
+            }
+            if (!pipe_block) {
+                errno = EAGAIN;
+                return -1;
+            }
+            struct pollfd p = {.fd = out, .events = POLLOUT};
+            if (poll(&p, 1, -1) < 0)
+                return -1;
+        }
+        ssize_t got = jr_ring_recv(in, rin, buf, want, 0);
+        if (got <= 0)
+            return got;
+        for (ssize_t put = 0; put < got;) { /* it fits: the room was measured */
+            ssize_t w = write(out, buf + put, (size_t)(got - put));
+            if (w < 0 && errno != EINTR && errno != EAGAIN)
+                return put > 0 ? put : -1; /* the pipe's reader left (EPIPE) */
+            put += w > 0 ? w : 0;
+        }
+        return got;
+    }
+    /* pipe -> ring: no more than tx takes without blocking when the socket does not. */
+    struct jr_chan *c = rout->view.shm;
+    uint32_t room = rout->view.tx_cap - (c->tx.tail - JR_LOAD(&c->tx.head));
+    if (!jr_ring_blocking(out, 0)) {
+        if (room == 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+        want = want < room ? want : room;
+    }
+    if (!pipe_block) {
+        struct pollfd p = {.fd = in, .events = POLLIN};
+        if (poll(&p, 1, 0) == 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+    }
+    ssize_t got = read(in, buf, want);
+    if (got <= 0)
+        return got;
+    for (ssize_t put = 0; put < got;) {
+        ssize_t w = jr_ring_send(out, rout, buf + put, (size_t)(got - put), MSG_NOSIGNAL);
+        if (w < 0)
+            return put > 0 ? put : -1;
+        put += w;
+    }
+    return got;
+}
+
+ssize_t splice(int in, loff_t *off_in, int out, loff_t *off_out, size_t len,
+               unsigned int flags)
+{
+    RESOLVE(splice);
+    struct jr_ring *rin = jr_ring_of(in), *rout = jr_ring_of(out);
+    if (rin != NULL && jr_ring_settle(in, rin, 0) != JR_RING_ON)
+        rin = NULL; /* a stream: the kernel's splice */
+    if (rout != NULL && jr_ring_settle(out, rout, JR_VERDICT_WAIT_MS) != JR_RING_ON)
+        rout = NULL;
+    if (rin == NULL && rout == NULL)
+        return real_splice(in, off_in, out, off_out, len, flags);
+    if ((rin != NULL && off_in != NULL) || (rout != NULL && off_out != NULL) ||
+        (rin != NULL && rout != NULL)) {
+        errno = rin != NULL && rout != NULL ? EINVAL : ESPIPE; /* as on a socket */
+        return -1;
+    }
+    if (len == 0)
+        return 0;
+    return jr_ring_splice(in, rin, out, rout, len, flags);
 }
 
 int shutdown(int fd, int how)

@@ -25,10 +25,13 @@ pytestmark = pytest.mark.integration
 # mode: "lt" (level-triggered, 1000-byte reads), "et" (edge-triggered, read to EAGAIN),
 # "select" / "poll" (epoll says the first byte came; the rest of the message is waited
 # for with select or poll on the descriptor), "blocking" (the rest with a blocking
-# recv on the descriptor).
+# recv on the descriptor), "dup" (level-triggered, on a copy made with
+# fcntl(F_DUPFD_CLOEXEC), the original closed), "splice" (level-triggered, both ways
+# through a pipe with splice).
 SERVER = r'''
-import select, socket, sys
+import os, select, socket, sys
 mode, port = sys.argv[1], int(sys.argv[2])
+pr, pw = os.pipe()
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(("0.0.0.0", port)); ls.listen(128); ls.setblocking(False)
 ep = select.epoll()
@@ -36,7 +39,20 @@ ep.register(ls.fileno(), select.EPOLLIN)
 conns = {}
 et = select.EPOLLET if mode == "et" else 0
 def echo(c, data):
-    c.setblocking(True); c.sendall(data); c.setblocking(False)
+    c.setblocking(True)
+    if mode == "splice":  # through a pipe, both ways
+        os.write(pw, data)
+        left = len(data)
+        while left:
+            left -= os.splice(pr, c.fileno(), left)
+    else:
+        c.sendall(data)
+    c.setblocking(False)
+def recv(c, size):
+    if mode != "splice":
+        return c.recv(size)
+    n = os.splice(c.fileno(), pw, size)  # BlockingIOError as recv's
+    return os.read(pr, n) if n else b""
 def rest(c):
     # The client sends each message whole (two bytes or more) and waits for its echo:
     # after a one-byte read the rest is in the ring or on its way.
@@ -61,13 +77,15 @@ while True:
                     c, _ = ls.accept()
                 except BlockingIOError:
                     break
+                if mode == "dup":  # CPython's dup is fcntl(F_DUPFD_CLOEXEC)
+                    d = c.dup(); c.close(); c = d
                 c.setblocking(False); conns[c.fileno()] = c
                 ep.register(c.fileno(), select.EPOLLIN | select.EPOLLRDHUP | et)
             continue
         c = conns[fd]
         while True:
             try:
-                d = c.recv(1 if mode in ("select", "poll", "blocking") else
+                d = recv(c, 1 if mode in ("select", "poll", "blocking") else
                            1000 if mode == "lt" else 65536)
             except BlockingIOError:
                 break
@@ -108,7 +126,8 @@ print(len(ok) == nconn and all(ok))
 
 
 @pytest.mark.parametrize("mode,port", [("lt", 8091), ("et", 8092), ("select", 8093),
-                                       ("poll", 8094), ("blocking", 8095)])
+                                       ("poll", 8094), ("blocking", 8095),
+                                       ("dup", 8096), ("splice", 8097)])
 def test_bell_serves_every_way_of_waiting(service_bed: Testbed, mode: str, port: int) -> None:
     bed = service_bed
     before = channel_counters(bed)
