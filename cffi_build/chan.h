@@ -123,6 +123,9 @@ struct jr_chan {
          * lost (struct jr_arena_wake); these are only published. */
         uint32_t tail __attribute__((aligned(JR_CHAN_LINE))); /* slots pushed */
         uint32_t lost; /* pushes that found the queue full */
+        /* 1 while the service holds the arena's door (chan_claim.h): the application's
+         * claims need not send it again. */
+        uint32_t door_held;
         uint32_t head __attribute__((aligned(JR_CHAN_LINE))); /* the application: taken */
         /* Set by the application before its epoll_wait sleeps, taken (xchg to 0) by the
          * service, which then writes a byte on the door. */

@@ -162,6 +162,7 @@ static inline void jr_arena_drop_door(struct jr_arenas *as, struct jr_arena *ar)
 {
     if (ar->wake.door_fd < 0)
         return;
+    JR_STORE(&ar->wake.bell->door_held, 0); /* claims bring it again */
     if (as->epfd >= 0)
         epoll_ctl(as->epfd, EPOLL_CTL_DEL, ar->wake.door_fd, NULL);
     close(ar->wake.door_fd);
@@ -170,9 +171,9 @@ static inline void jr_arena_drop_door(struct jr_arenas *as, struct jr_arena *ar)
 
 static inline void jr_arena_unmap(struct jr_arenas *as, struct jr_arena *ar)
 {
+    jr_arena_drop_door(as, ar); /* first: it writes door_held in the mapping */
     munmap(ar->base, ar->size);
     free(ar->busy);
-    jr_arena_drop_door(as, ar);
     *ar = (struct jr_arena){.wake.door_fd = -1};
     as->mapped--;
 }
@@ -273,6 +274,7 @@ static inline int jr_arena_take_door(struct jr_arenas *as, int idx, int door)
         return 0;
     }
     ar->wake.door_fd = door;
+    JR_STORE(&ar->wake.bell->door_held, 1);
     return 1;
 }
 
@@ -302,6 +304,17 @@ static inline int jr_arena_of(struct jr_arenas *as, int fd, const struct jr_chan
     struct stat st;
     struct statfs fs;
     *fresh = 0;
+    /* An arena already mapped was proven sealed, shmem and sized when it was mapped, and
+     * none of that can change for its inode (seals are never taken off). What each
+     * descriptor must prove again is that its sender may write there. */
+    if (fstat(fd, &st) == 0) {
+        for (uint32_t i = 0; i < as->max; i++) {
+            struct jr_arena *ar = &as->a[i];
+            if (ar->base != NULL && ar->dev == (uint64_t)st.st_dev &&
+                ar->ino == (uint64_t)st.st_ino)
+                return (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR ? (int)i : -EPERM;
+        }
+    }
     /* Seals first: a size read before them proves nothing (the owner could shrink the
      * file between the look and the seal, then the service's touch is SIGBUS). */
     int seals = fcntl(fd, F_GET_SEALS);
@@ -350,6 +363,7 @@ static inline int jr_arena_of(struct jr_arenas *as, int fd, const struct jr_chan
     /* The bell's indices go on from what the memory holds (an arena mapped again after
      * a trim): a made-up value only makes this application's own pushes count as lost. */
     struct jr_arena_bell *bell = &((struct jr_chan *)base)->arena_bell;
+    JR_STORE(&bell->door_held, 0); /* this service holds no door of it yet */
     as->a[free_at] = (struct jr_arena){
         .dev = (uint64_t)st.st_dev, .ino = (uint64_t)st.st_ino,
         .base = base, .size = (size_t)st.st_size,
@@ -573,7 +587,9 @@ static inline int jr_chan_app_claim(int sock, const struct jr_arena_app *a, uint
                                     uint32_t claim_id, uint32_t flags)
 {
     int fds[2] = {a->fd, a->door_peer};
-    int nfds = a->door_peer >= 0 ? 2 : 1;
+    /* The door goes with each claim until the service says it holds one. */
+    int nfds = a->door_peer >= 0 &&
+               !JR_LOAD(&((struct jr_chan *)a->base)->arena_bell.door_held) ? 2 : 1;
     if (nfds == 2)
         flags |= JR_CLAIM_DOOR;
     struct jr_chan_claim cl = {.magic = JR_CLAIM_MAGIC, .version = JR_CLAIM_VERSION,

@@ -564,6 +564,23 @@ static void case_arena_bell(void)
         FIRST("the door was not taken");
     struct jr_arena_bell *b = &jr_arena_app_chan(&ar, 0)->arena_bell;
     uint32_t got[8];
+    /* The service says it holds the door: the application's next claim leaves it out. */
+    int cs[2];
+    pair(cs);
+    uint8_t msg[64];
+    struct iovec iov = {msg, sizeof msg};
+    int fd2 = -1, door2 = -1;
+    if (ok && !JR_LOAD(&b->door_held))
+        FIRST("door_held was not set when the door was taken");
+    if (ok && (jr_chan_app_claim(cs[1], &ar, 2, 99, 0) != 0 ||
+               jr_chan_svc_recv2(cs[0], &iov, 1, &fd2, &door2) != (ssize_t)sizeof cl ||
+               fd2 < 0 || door2 != -1 || jr_claim_has_door(msg, sizeof cl)))
+        FIRST("a claim sent the door the service holds (fd %d, door %d)", fd2, door2);
+    if (fd2 >= 0)
+        close(fd2);
+    if (door2 >= 0)
+        close(door2);
+    close(cs[0]), close(cs[1]);
     /* Bell-armed, the application awake: the slot is pushed, no token, no door. */
     __atomic_store_n(&v.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_RELAXED);
     jr_chan_svc_deliver(&s, sv[0], "b", 1);
@@ -614,6 +631,8 @@ static void case_arena_bell(void)
     if (ok && s.wake != NULL)
         FIRST("release kept the wake pointer");
     jr_arenas_free(&as);
+    if (ok && JR_LOAD(&b->door_held))
+        FIRST("the service let the door go but door_held stayed set");
     jr_arena_app_destroy(&ar);
     close(sv[0]), close(sv[1]);
     verdict("arena_bell", ok, why);

@@ -209,7 +209,7 @@ static void jr_bset_closed(int fd)
 static struct jr_bset *jr_bset_make(int epfd)
 {
     struct jr_slots *s = jr_slots;
-    if (s == NULL || s->pid != getpid() || s->arena.door < 0)
+    if (s == NULL || s->arena.door < 0 || s->pid != getpid()) /* getpid: a system call */
         return NULL;
     struct jr_bset *bs = calloc(1, sizeof *bs);
     if (bs == NULL)
