@@ -134,6 +134,7 @@ struct flow {
     struct ring rcv;           /* received in order, not yet taken by the application */
     struct ring snd;           /* from SND.UNA: unacknowledged, then unsent */
     uint32_t gen;
+    uint32_t seen_window;      /* the spin's flow window it last counted in (spin_for) */
     uint32_t hnext;            /* next slot + 1 in the hash chain, 0: end */
     uint32_t live_pos;         /* index in dp->live */
     uint32_t epoll_mask;       /* events registered for app_fd (0: not registered) */
@@ -190,6 +191,11 @@ struct dp {
     long n_cpus;
     double load_at;            /* when the run queue was last looked at */
     int load_busy;             /* and whether a task was waiting for a CPU then */
+    /* Flows that received a segment in this and the last millisecond's window: the spin
+     * is for a few waiting flows (spin_for). */
+    double flows_window_at;
+    uint32_t flows_window;     /* the window's number (a flow's seen_window) */
+    uint32_t flows_now, flows_before;
     struct dp_chans chans;     /* shared-memory channels (channels.c) */
     struct jr_bell *bell;      /* the bell of this process's own application (embedded
                                   mode, dp_set_bell; hub.c), or NULL */
@@ -3231,6 +3237,10 @@ static void input_frames(struct dp *dp, const uint8_t *base, uint32_t n, double 
         const uint8_t *frame = base + dp->rx_offs[i];
         struct tuple key = tuple_rx(p, &dp->parsed6[i]);
         struct flow *f = p->reason == WIRE_OK ? flow_lookup(dp, &key) : NULL;
+        if (f != NULL && f->seen_window != dp->flows_window) {
+            f->seen_window = dp->flows_window;
+            dp->flows_now++;
+        }
         if (f == NULL && p->reason == WIRE_OK) {
             struct listener *l = listener_of(dp, p->dst_port);
             if (l != NULL && syn_input(dp, l, p, &dp->parsed6[i], frame, now, 0)) {
@@ -3644,6 +3654,28 @@ int dp_round(struct dp *dp, double now)
  * spin by its success. */
 #define SPIN_SCORE_MAX 2
 #define SPIN_PROBE_EVERY 16
+/* A spin is for latency: one or two flows, each waiting for the other side's answer
+ * (a ping-pong, a client with one connection). With more flows busy within a
+ * millisecond the loop has a batch in each wake-up anyway, and a spin would only take
+ * CPU from the applications and clients that make them (measured: redis-benchmark with
+ * 50 connections lost a tenth of its rate to a 50 us spin, docs/dataplane.md). */
+#define SPIN_MAX_FLOWS 2
+#define SPIN_FLOWS_WINDOW 1e-3
+
+/* Whether more flows than SPIN_MAX_FLOWS received segments in this millisecond's window
+ * or the last one's. */
+static int flows_many(struct dp *dp, double now)
+{
+    if (now - dp->flows_window_at >= SPIN_FLOWS_WINDOW) {
+        int skipped = now - dp->flows_window_at >= 2 * SPIN_FLOWS_WINDOW;
+        dp->flows_before = skipped ? 0 : dp->flows_now; /* a quiet window counts none */
+        dp->flows_now = 0;
+        dp->flows_window++;
+        dp->flows_window_at = now;
+    }
+    return (dp->flows_now > dp->flows_before ? dp->flows_now : dp->flows_before) >
+           SPIN_MAX_FLOWS;
+}
 
 /* Whether some task waits for a CPU: more runnable tasks (this thread included) than
  * CPUs, from /proc/loadavg's "running/total" (the kernel's nr_running()), looked at
@@ -3680,6 +3712,10 @@ static double spin_for(struct dp *dp, double now)
      * ever count as a hit; a probe that catches its period's end can. */
     if (dp->spin_score <= -SPIN_SCORE_MAX && ++dp->spin_stopped % SPIN_PROBE_EVERY)
         return 0.0;
+    if (flows_many(dp, now)) {
+        dp->st.spins_skipped_flows++;
+        return 0.0;
+    }
     if (cpus_wanted(dp, now)) {
         dp->st.spins_skipped_busy++;
         return 0.0;

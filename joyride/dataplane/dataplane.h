@@ -381,6 +381,7 @@ struct dp_stats {
     uint64_t idle_short;       /* idle periods a spin would catch the end of (a hit) */
     uint64_t idle_long;        /* idle periods longer than the spin (a miss) */
     uint64_t spins_skipped_busy; /* spins not started: a task waited for a CPU */
+    uint64_t spins_skipped_flows; /* ... more flows busy than a spin is for (spin_for) */
     uint64_t returns;          /* dp_run returns to Python, and why: */
     uint64_t returns_declined;
     uint64_t returns_handback;

@@ -76,8 +76,8 @@ def any_readable(fds: Sequence[int]) -> bool:
                              for _fd, mask in poller.poll(0))
 
 
-#: Microseconds the loop keeps polling after traffic before it sleeps (default 0: on a
-#: machine whose vCPUs wake fast, spinning only takes a CPU from the application).
+#: Microseconds the loop keeps polling after traffic before it sleeps (the service's
+#: default is service.SERVICE_SPIN; 0 turns it off).
 SPIN_ENV: Final = "JOYRIDE_DATAPLANE_SPIN_US"
 # Full rx batches a queue may give one round (NAPI's budget): a round whose transmit
 # is long must not leave the ACKs that clock it in the rx ring until it overflows.
@@ -90,7 +90,8 @@ CLAIM_BYTES: Final = 32  # sizeof(struct jr_chan_claim): a claim comes alone
 
 def spin_from_env(default: float = 0.0) -> float:
     """Seconds the loop polls before it sleeps: ``$JOYRIDE_DATAPLANE_SPIN_US`` when
-    set, else ``default`` (the service's is 0; embedded mode passes its ``spin``)."""
+    set, else ``default`` (the service's SERVICE_SPIN; embedded mode passes its
+    ``spin``)."""
     raw = os.environ.get(SPIN_ENV, "").strip()
     if not raw:
         return default

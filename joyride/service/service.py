@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 DEFAULT_EPHEMERAL: Final = PortSet(range(60000, 61000))
 WATCHDOG_PERIOD: Final = 1.0  # seconds between checks that the interface still exists
 LINGER_POLL: Final = 0.005  # seconds between checks while a stop lingers
+# The service's spin: a ping-pong's answer is taken without a wake-up (sockperf's p50
+# 0.77x the kernel's, against 1.22-1.31x without), and with more than two flows busy
+# the loop does not spin at all (redis and nginx unchanged; docs/dataplane.md).
+SERVICE_SPIN: Final = 50e-6
 
 
 class AlreadyAttached(JoyrideError):
@@ -76,10 +80,10 @@ class ServiceConfig:
     # are released on stop even then (claim's release_steering_when_dropped).
     embedded: bool = False
     # Seconds the C data plane's loop polls after activity before it sleeps (yielding
-    # the CPU to any task that can run meanwhile); $JOYRIDE_DATAPLANE_SPIN_US overrides.
-    # 0 for the service, which shares the machine with its applications; embedded mode
-    # passes embed()'s ``spin``.
-    spin: float = 0.0
+    # the CPU to any task that can run meanwhile, and only while one or two flows are
+    # busy: docs/dataplane.md, "Spinning"); $JOYRIDE_DATAPLANE_SPIN_US overrides (0: off).
+    # Embedded mode passes embed()'s ``spin``.
+    spin: float = SERVICE_SPIN
     # Data-plane workers, each a thread with its queues' flows (joyride.dataplane.workers;
     # 1: the service loop's thread runs the one plane of every queue); 0: auto_workers.
     workers: int = 0
