@@ -179,14 +179,15 @@ struct jr_door {
     int efd; /* an eventfd, non-blocking */
 };
 
-/* The service's side of one arena's wake-ups (service mode; chan_claim.h's struct
- * jr_arena holds it): the door the application rings (and the service writes when it
- * takes the bell's arm), and its own copies of the bell's indices. */
+/* The service's counts of its arenas' bells (struct jr_arenas holds them). */
 struct jr_bell_counts {
     uint64_t pushes; /* slots pushed on an arena's bell (or counted lost) */
     uint64_t wakes;  /* ... that found the application asleep: a byte on its door */
 };
 
+/* The service's side of one arena's wake-ups (service mode; chan_claim.h's struct
+ * jr_arena holds it): the door the application rings (and the service writes when it
+ * takes the bell's arm), and its own copies of the bell's indices. */
 struct jr_arena_wake {
     struct jr_arena_bell *bell; /* slot 0's, in the application's memory */
     uint32_t tail, lost;        /* the service's own: the shared ones are only published */
