@@ -363,7 +363,10 @@ static inline int jr_arena_of(struct jr_arenas *as, int fd, const struct jr_chan
     /* The bell's indices go on from what the memory holds (an arena mapped again after
      * a trim): a made-up value only makes this application's own pushes count as lost. */
     struct jr_arena_bell *bell = &((struct jr_chan *)base)->arena_bell;
-    JR_STORE(&bell->door_held, 0); /* this service holds no door of it yet */
+    /* door_held is left as it is: set, another service (a second interface's) holds the
+     * door, and a second producer on the bell's queue would lose its pushes; this one
+     * then gets no door, and its bell arms are answered with tokens. (A service that died
+     * holding it leaves it set too: tokens, until the application's next arena.) */
     as->a[free_at] = (struct jr_arena){
         .dev = (uint64_t)st.st_dev, .ino = (uint64_t)st.st_ino,
         .base = base, .size = (size_t)st.st_size,
