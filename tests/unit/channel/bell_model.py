@@ -38,9 +38,10 @@ turns the bell off for a set two threads wait on), blocking reads and ``poll``.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+
+from chan_model import Result, explore
 
 TOKEN = 1  # JR_RX_ARM_TOKEN
 BELL = 2  # JR_RX_ARM_BELL
@@ -335,59 +336,16 @@ def _final(s: Bell, c: BellConfig) -> str | None:
     return None
 
 
-@dataclass
-class Result:
-    states: int
-    failure: str | None
-    trace: list[str]
+def _invariant(s: Bell, c: BellConfig) -> str | None:
+    if lost_wakeup(s, c):
+        return "lost wake-up: asleep with bytes in rx, no door byte, no token, the service done"
+    return None
 
 
 def check(config: BellConfig, limit: int = 1_000_000) -> Result:
+    """chan_model's search over every interleaving, with the lost wake-up checked on
+    each state as it is reached."""
     bad = SKIPS.keys() & config.skip
     if bad != config.skip:
         raise ValueError(f"unknown steps: {sorted(config.skip - bad)}")
-    start = initial(config)
-    parent: dict[Bell, tuple[Bell, str] | None] = {start: None}
-    preds: dict[Bell, list[Bell]] = {start: []}
-    queue: deque[Bell] = deque([start])
-    good: list[Bell] = []
-
-    def trace_to(state: Bell) -> list[str]:
-        labels: list[str] = []
-        at = state
-        while (p := parent[at]) is not None:
-            at, label = p
-            labels.append(label)
-        return labels[::-1]
-
-    while queue:
-        state = queue.popleft()
-        if lost_wakeup(state, config):
-            return Result(len(parent), "lost wake-up: asleep with bytes in rx, no door "
-                          "byte, no token, the service done", trace_to(state))
-        moves = [*_service(state, config), *_app(state, config)]
-        if not moves:
-            why = _final(state, config)
-            if why is not None:
-                return Result(len(parent), why, trace_to(state))
-            good.append(state)
-        for label, nxt in moves:
-            if nxt not in parent:
-                parent[nxt] = (state, label)
-                preds[nxt] = []
-                queue.append(nxt)
-            preds[nxt].append(state)
-        if len(parent) > limit:
-            raise RuntimeError("state space larger than the limit")
-    # Livelock: from every reachable state a good end must be reachable.
-    reach = set(good)
-    back = deque(good)
-    while back:
-        for p in preds[back.popleft()]:
-            if p not in reach:
-                reach.add(p)
-                back.append(p)
-    for state in parent:
-        if state not in reach:
-            return Result(len(parent), "no way out: a livelock", trace_to(state))
-    return Result(len(parent), None, [])
+    return explore(initial(config), config, (_service, _app), _final, limit, _invariant)

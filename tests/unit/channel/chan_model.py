@@ -349,10 +349,13 @@ class Result:
 
 def explore(start: object, config: object,
             sides: tuple[Callable[..., Iterator[tuple[str, object]]], ...],
-            final: Callable[..., str | None], limit: int = 2_000_000) -> Result:
-    """Every interleaving from start. Fails on a terminal state that final rejects (a
-    deadlock: nobody can move) and on a state from which no good end is reachable at
-    all (a livelock: moves remain, but none of them leads out)."""
+            final: Callable[..., str | None], limit: int = 2_000_000,
+            invariant: Callable[..., str | None] | None = None) -> Result:
+    """Every interleaving from start. Fails on a state invariant rejects (checked on
+    each state as it is reached: a lost wake-up found the moment it happens), on a
+    terminal state that final rejects (a deadlock: nobody can move) and on a state from
+    which no good end is reachable at all (a livelock: moves remain, but none of them
+    leads out)."""
     parent: dict[object, tuple[object, str] | None] = {start: None}
     preds: dict[object, list[object]] = {start: []}
     queue: deque[object] = deque([start])
@@ -370,6 +373,9 @@ def explore(start: object, config: object,
     while queue:
         state = queue.popleft()
         spurious = max(spurious, getattr(state, "spurious", 0))
+        why = invariant(state, config) if invariant is not None else None
+        if why is not None:
+            return Result(len(parent), why, trace_to(state), spurious)
         moves = [m for side in sides for m in side(state, config)]
         if not moves:
             why = final(state, config)
