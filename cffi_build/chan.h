@@ -753,6 +753,15 @@ static inline int jr_chan_attach(struct jr_chan_app *a, void *mem, size_t size)
     return 0;
 }
 
+/* Arm rx for kind (JR_RX_ARM_*), or-ed into rx_armed so that another thread's arm
+ * stays, then fence: the arm before any look at rx.tail that follows (the
+ * store-buffering pair with the service's put, fence, take of rx_armed). */
+static inline void jr_chan_app_arm(struct jr_chan_app *a, uint32_t kind)
+{
+    __atomic_fetch_or(&a->shm->rx_armed, kind, __ATOMIC_SEQ_CST);
+    JR_FENCE();
+}
+
 /* rx bytes not yet read. */
 static inline uint32_t jr_chan_app_rx_avail(const struct jr_chan_app *a)
 {
@@ -832,12 +841,10 @@ static inline ssize_t jr_chan_read(struct jr_chan_app *a, const struct jr_chan_i
         guarded = 0;
         /* Or, not store: another thread's poll may have armed a token meanwhile. */
         uint32_t mine = jr_chan_app_arm_kind(io);
-        __atomic_fetch_or(&c->rx_armed, mine, __ATOMIC_SEQ_CST);
-        JR_FENCE(); /* the arm before the look at rx.tail and at the arm's kind */
+        jr_chan_app_arm(a, mine); /* before the look at rx.tail and at the arm's kind */
         uint32_t now = jr_chan_app_arm_kind(io);
         if (now & ~mine) { /* the bell went off meanwhile: its token too (io->arm) */
-            __atomic_fetch_or(&c->rx_armed, now & ~mine, __ATOMIC_SEQ_CST);
-            JR_FENCE();
+            jr_chan_app_arm(a, now & ~mine);
             mine |= now;
         }
         if (jr_chan_app_rx_avail(a) > 0) {
@@ -863,8 +870,7 @@ static inline ssize_t jr_chan_read(struct jr_chan_app *a, const struct jr_chan_i
         if (!(JR_LOAD(&c->rx_armed) & JR_RX_ARM_TOKEN)) {
             /* A bell arm wakes an epoll_wait, not this poll on the socket: arm a token
              * too, and look again. */
-            __atomic_fetch_or(&c->rx_armed, JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
-            JR_FENCE(); /* the arm before the look at rx.tail */
+            jr_chan_app_arm(a, JR_RX_ARM_TOKEN);
             if (jr_chan_app_rx_avail(a) > 0 || JR_LOAD(&c->rx_eof))
                 continue;
         }

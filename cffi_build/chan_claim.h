@@ -307,16 +307,17 @@ static inline int jr_arena_of(struct jr_arenas *as, int fd, const struct jr_chan
     /* An arena already mapped was proven sealed, shmem and sized when it was mapped, and
      * none of that can change for its inode (seals are never taken off). What each
      * descriptor must prove again is that its sender may write there. */
-    if (fstat(fd, &st) == 0) {
-        for (uint32_t i = 0; i < as->max; i++) {
-            struct jr_arena *ar = &as->a[i];
-            if (ar->base != NULL && ar->dev == (uint64_t)st.st_dev &&
-                ar->ino == (uint64_t)st.st_ino)
-                return (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR ? (int)i : -EPERM;
-        }
+    if (fstat(fd, &st) != 0)
+        return -EPERM;
+    for (uint32_t i = 0; i < as->max; i++) {
+        struct jr_arena *ar = &as->a[i];
+        if (ar->base != NULL && ar->dev == (uint64_t)st.st_dev &&
+            ar->ino == (uint64_t)st.st_ino)
+            return (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR ? (int)i : -EPERM;
     }
     /* Seals first: a size read before them proves nothing (the owner could shrink the
-     * file between the look and the seal, then the service's touch is SIGBUS). */
+     * file between the look and the seal, then the service's touch is SIGBUS), so a new
+     * arena's fstat comes again after them. */
     int seals = fcntl(fd, F_GET_SEALS);
     if (seals < 0 || (seals & JR_ARENA_SEALS) != JR_ARENA_SEALS)
         return -EPERM; /* not a memfd, or one its owner could still resize */
@@ -328,16 +329,10 @@ static inline int jr_arena_of(struct jr_arenas *as, int fd, const struct jr_chan
         return -EPERM;
     if (st.st_size < (off_t)JR_ARENA_PAGE || (uint64_t)st.st_size > JR_ARENA_MAX_BYTES)
         return -EFBIG;
-    int free_at = -1;
-    for (uint32_t i = 0; i < as->max; i++) {
-        struct jr_arena *ar = &as->a[i];
-        if (ar->base == NULL) {
-            if (free_at < 0)
-                free_at = (int)i;
-        } else if (ar->dev == (uint64_t)st.st_dev && ar->ino == (uint64_t)st.st_ino) {
-            return (int)i;
-        }
-    }
+    int free_at = -1; /* not mapped (looked above): a free entry for it */
+    for (uint32_t i = 0; i < as->max && free_at < 0; i++)
+        if (as->a[i].base == NULL)
+            free_at = (int)i;
     if (free_at < 0) { /* room: an idle arena goes first */
         for (uint32_t i = 0; i < as->max && free_at < 0; i++)
             if (as->a[i].live == 0) {

@@ -131,8 +131,7 @@ static int jr_bell_release_ring(struct jr_ring *r)
     JR_FENCE(); /* the kind before the arm and the look */
     if (!jr_ring_on(r))
         return 0; /* not yet ring mode: the channel starts token-armed */
-    __atomic_fetch_or(&r->view.shm->rx_armed, JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
-    JR_FENCE(); /* the arm before the look at rx.tail */
+    jr_chan_app_arm(&r->view, JR_RX_ARM_TOKEN);
     return jr_chan_app_rx_avail(&r->view) > 0;
 }
 
@@ -362,8 +361,7 @@ static int jr_bell_harvest(struct jr_bset *bs, struct epoll_event *evs, int max)
         }
         int bytes = jr_bell_has_bytes(r);
         if (!bytes && jr_ring_on(r)) {
-            __atomic_fetch_or(&r->view.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_SEQ_CST);
-            JR_FENCE(); /* the arm before the look at rx.tail */
+            jr_chan_app_arm(&r->view, JR_RX_ARM_BELL);
             bytes = jr_bell_has_bytes(r);
         }
         if (!bytes) { /* armed (or not yet ring mode: tokens announce it) */
@@ -374,7 +372,7 @@ static int jr_bell_harvest(struct jr_bset *bs, struct epoll_event *evs, int max)
                                         .data.u64 = e->data};
         if (e->events & EPOLLET) {
             e->listed = 0;
-            __atomic_fetch_or(&r->view.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_SEQ_CST);
+            jr_chan_app_arm(&r->view, JR_RX_ARM_BELL);
             continue;
         }
         reported[nrep++] = slot;
@@ -575,8 +573,7 @@ static int jr_bell_poll_arm(int fd, int *ready)
     struct jr_ring *r = jr_ring_of(fd);
     if (r == NULL || !jr_ring_bell(r) || !jr_ring_on(r))
         return 0;
-    __atomic_fetch_or(&r->view.shm->rx_armed, JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
-    JR_FENCE(); /* the arm before the look at rx.tail */
+    jr_chan_app_arm(&r->view, JR_RX_ARM_TOKEN);
     if (jr_bell_has_bytes(r))
         *ready = 1;
     return 1;

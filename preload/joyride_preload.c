@@ -1914,6 +1914,15 @@ int ioctl(int fd, unsigned long request, ...)
     return real_ioctl(fd, request, arg);
 }
 
+/* r is now a copy of fd (dup, dup2, dup3, fcntl(F_DUPFD)): it is what fd is to the
+ * shim, its remembered options, no listener's proof, and fd's ring if fd has one. */
+static void jr_dup_noted(int fd, int r)
+{
+    jr_copy_entry(fd, r);
+    jr_forget_proof(r);
+    jr_ring_dup(fd, r);
+}
+
 int dup(int fd)
 {
     int r;
@@ -1921,9 +1930,7 @@ int dup(int fd)
     jr_init();
     r = real_dup(fd);
     if (r >= 0) {
-        jr_copy_entry(fd, r);
-        jr_forget_proof(r);
-        jr_ring_dup(fd, r);
+        jr_dup_noted(fd, r);
     }
     return r;
 }
@@ -1935,9 +1942,7 @@ int dup2(int fd, int to)
     jr_init();
     r = real_dup2(fd, to);
     if (r >= 0 && r != fd) {
-        jr_copy_entry(fd, r);
-        jr_forget_proof(r);
-        jr_ring_dup(fd, r);
+        jr_dup_noted(fd, r);
     }
     return r;
 }
@@ -1949,9 +1954,7 @@ int dup3(int fd, int to, int flags)
     jr_init();
     r = real_dup3(fd, to, flags);
     if (r >= 0) {
-        jr_copy_entry(fd, r);
-        jr_forget_proof(r);
-        jr_ring_dup(fd, r);
+        jr_dup_noted(fd, r);
     }
     return r;
 }
@@ -1961,43 +1964,25 @@ int dup3(int fd, int to, int flags)
  * command goes straight through. fcntl64 is the same call under glibc's LFS name. */
 static int (*real_fcntl)(int, int, ...);
 
-static int jr_fcntl(int fd, int cmd, va_list ap)
+int fcntl(int fd, int cmd, ...)
 {
-    void *arg = va_arg(ap, void *); /* an int or a pointer: the kernel reads a long */
+    va_list ap;
+    void *arg;
     int r;
 
+    va_start(ap, cmd);
+    arg = va_arg(ap, void *); /* an int or a pointer: the kernel reads a long */
+    va_end(ap);
     RESOLVE(fcntl);
     r = real_fcntl(fd, cmd, arg);
     if (r >= 0 && r != fd && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {
         jr_init();
-        jr_copy_entry(fd, r);
-        jr_forget_proof(r);
-        jr_ring_dup(fd, r);
+        jr_dup_noted(fd, r);
     }
     return r;
 }
 
-int fcntl(int fd, int cmd, ...)
-{
-    va_list ap;
-    int r;
-
-    va_start(ap, cmd);
-    r = jr_fcntl(fd, cmd, ap);
-    va_end(ap);
-    return r;
-}
-
-int fcntl64(int fd, int cmd, ...)
-{
-    va_list ap;
-    int r;
-
-    va_start(ap, cmd);
-    r = jr_fcntl(fd, cmd, ap);
-    va_end(ap);
-    return r;
-}
+int fcntl64(int fd, int cmd, ...) __attribute__((alias("fcntl")));
 
 int close(int fd)
 {

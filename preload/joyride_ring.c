@@ -338,8 +338,7 @@ static ssize_t jr_ring_peek(int fd, struct jr_ring *r, void *buf, size_t len, in
                 errno = -rc;
                 return -1;
             }
-            __atomic_fetch_or(&c->rx_armed, JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
-            JR_FENCE();
+            jr_chan_app_arm(&r->view, JR_RX_ARM_TOKEN);
         }
     }
 }
