@@ -43,12 +43,14 @@
 #define JOYRIDE_CHAN_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* The header's first word: the service's verdict on a claim (chan_claim.h), and the
@@ -73,6 +75,15 @@
  * the queue into events, and a byte on the arena's door wakes it only while it sleeps. */
 #define JR_RX_ARM_TOKEN 1u
 #define JR_RX_ARM_BELL 2u
+
+/* Leaving ring mode for good (docs/channels.md, "Leaving ring mode"): the application
+ * sends this byte on the connection's socket with one descriptor, the service's end of
+ * a new socket pair, and then writes nothing into tx. The service takes what tx holds,
+ * puts the new socket in the old one's place (jr_chan_svc_revert), sends it rx's bytes
+ * the application never read (jr_chan_svc_flush), and serves it as a plain stream. Any
+ * descriptor on a ring-mode connection is such a request; the byte only reads well in
+ * a trace. */
+#define JR_CHAN_REVERT_BYTE 'R'
 
 /* Slots one arena's bell queue holds; a push that finds it full counts as lost, and the
  * application then looks at every channel it watches. */
@@ -213,6 +224,11 @@ struct jr_chan_svc {
     /* Service mode: the arena's wake-ups, for a bell arm (JR_RX_ARM_BELL); NULL: none
      * (a bell arm is then answered with a token). */
     struct jr_arena_wake *wake;
+    /* Leaving ring mode: the application's new socket, sent with its revert request
+     * (jr_chan_svc_drain keeps it; -1: none), and, once jr_chan_svc_revert switched to
+     * it, where rx's bytes the application never read start (jr_chan_svc_flush). */
+    int revert_fd;
+    uint32_t flush_head;
 };
 
 /* The application's view. */
@@ -350,6 +366,7 @@ static inline int jr_chan_create(struct jr_chan_svc *s, void *mem, size_t size,
         .rx_cap = rx_cap,
         .tx_cap = tx_cap,
         .arena = -1,
+        .revert_fd = -1,
     };
     JR_STORE(&c->magic, JR_CHAN_MAGIC); /* last: it publishes the header (release) */
     return 0;
@@ -477,14 +494,74 @@ static inline int jr_chan_svc_tx_eof(const struct jr_chan_svc *s)
  * so the rules have one copy. fd: the service's end of the connection's socket,
  * non-blocking. */
 
-/* Read away what the application queued: doorbells, re-token requests, filler. A
- * short read took all there was (one system call, not a second that meets EAGAIN);
- * a byte that comes after it leaves the socket readable, so the caller looks again. */
-static inline void jr_chan_svc_drain(int fd)
+/* recv(2) into iov from the application's socket, with the descriptors that came with
+ * these bytes in *fd and *door (-1: none; door may be NULL: no second one kept). A claim
+ * carries at most two, an arena's and its door's (chan_claim.h); a revert request one
+ * (jr_chan_svc_drain). Any other, or any of a message cut short (MSG_CTRUNC), is
+ * closed. */
+static inline ssize_t jr_chan_svc_recv2(int sock, struct iovec *iov, int iovcnt, int *fd,
+                                        int *door)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * 4)];
+    } ctl;
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt,
+                       .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    *fd = -1;
+    if (door != NULL)
+        *door = -1;
+    ssize_t n = recvmsg(sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return -errno;
+    for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h)) {
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t count = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(h) + i * sizeof(int), sizeof got);
+            if (*fd < 0 && !(m.msg_flags & MSG_CTRUNC))
+                *fd = got;
+            else if (door != NULL && *door < 0 && !(m.msg_flags & MSG_CTRUNC))
+                *door = got;
+            else
+                close(got);
+        }
+    }
+    return n;
+}
+
+/* jr_chan_svc_recv2 keeping one descriptor: a connection's first bytes read where no
+ * door is wanted. */
+static inline ssize_t jr_chan_svc_recv(int sock, struct iovec *iov, int iovcnt, int *fd)
+{
+    return jr_chan_svc_recv2(sock, iov, iovcnt, fd, NULL);
+}
+
+/* Read away what the application queued: doorbells, re-token requests, filler, and a
+ * revert request (JR_CHAN_REVERT_BYTE with the application's new socket, which is kept
+ * in s->revert_fd; a second one is closed). A short read took all there was (one system
+ * call, not a second that meets EAGAIN); a byte that comes after it leaves the socket
+ * readable, so the caller looks again. A read that brought a descriptor stopped at its
+ * message (the kernel never merges one across it): the drain reads on. */
+static inline void jr_chan_svc_drain(struct jr_chan_svc *s, int fd)
 {
     char junk[4096];
-    while (recv(fd, junk, sizeof junk, MSG_DONTWAIT) == (ssize_t)sizeof junk)
-        ;
+    for (;;) {
+        struct iovec iov = {junk, sizeof junk};
+        int got;
+        ssize_t n = jr_chan_svc_recv(fd, &iov, 1, &got);
+        if (got >= 0) {
+            if (s->revert_fd < 0)
+                s->revert_fd = got;
+            else
+                close(got);
+            continue;
+        }
+        if (n != (ssize_t)sizeof junk)
+            return;
+    }
 }
 
 /* --- a queue of slot numbers: the bells' ---------------------------------------------
@@ -673,7 +750,7 @@ static inline int64_t jr_chan_svc_collect(struct jr_chan_svc *s, int fd, void *d
     if (act & JR_CHAN_BROKEN)
         return -EPROTO;
     if (act & JR_CHAN_DRAIN)
-        jr_chan_svc_drain(fd);
+        jr_chan_svc_drain(s, fd);
     return took;
 }
 
@@ -693,7 +770,7 @@ static inline int jr_chan_svc_arm(struct jr_chan_svc *s, int fd, int waits);
 
 static inline int jr_chan_svc_idle(struct jr_chan_svc *s, int fd, int waits)
 {
-    jr_chan_svc_drain(fd);
+    jr_chan_svc_drain(s, fd);
     return jr_chan_svc_arm(s, fd, waits);
 }
 
@@ -729,6 +806,62 @@ static inline int jr_chan_svc_arm(struct jr_chan_svc *s, int fd, int waits)
             return 0;
     }
     return 1;
+}
+
+/* --- leaving ring mode (JR_CHAN_REVERT_BYTE) ------------------------------------------ */
+
+/* Whether the application asked to leave ring mode (a drain kept its new socket). */
+static inline int jr_chan_svc_revert_asked(const struct jr_chan_svc *s)
+{
+    return s->revert_fd >= 0;
+}
+
+/* Switch to the application's new socket. The caller took every byte before tx.tail
+ * first (the application wrote none after its request). The new socket takes fd's place
+ * (dup3: the number the caller holds, and registers nowhere yet, stays valid), under
+ * fd's name (bind, once dup3 closed the old end: getpeername on the application's end
+ * spells the connection, as before; best effort). rx's bytes the application never read
+ * wait for jr_chan_svc_flush. 0; -EPROTO when the application made up its head or sent a
+ * descriptor that is no unix stream socket (reset the connection); -errno. */
+static inline int jr_chan_svc_revert(struct jr_chan_svc *s, int fd)
+{
+    int nfd = s->revert_fd, domain = 0, type = 0;
+    socklen_t dl = sizeof domain, tl = sizeof type;
+    s->revert_fd = -1;
+    uint32_t head = JR_LOAD(&s->shm->rx.head);
+    if (s->rx_tail - head > s->rx_cap ||
+        getsockopt(nfd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) != 0 || domain != AF_UNIX ||
+        getsockopt(nfd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM) {
+        close(nfd);
+        return -EPROTO;
+    }
+    struct sockaddr_un name;
+    socklen_t nl = sizeof name;
+    int named = getsockname(fd, (struct sockaddr *)&name, &nl) == 0 && nl > sizeof(sa_family_t);
+    int fdflags = fcntl(fd, F_GETFD), fl = fcntl(nfd, F_GETFL);
+    int rc = fl < 0 || fcntl(nfd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+             dup3(nfd, fd, fdflags > 0 && (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0 ? -errno : 0;
+    close(nfd);
+    if (rc == 0 && named)
+        (void)bind(fd, (struct sockaddr *)&name, nl);
+    s->flush_head = head;
+    return rc;
+}
+
+/* After jr_chan_svc_revert: send rx's bytes the application never read to its new
+ * socket (fd), from the service's own indices. The bytes still to send (0: done, the
+ * channel may be released; > 0: wait until fd is writable), or -errno. */
+static inline int64_t jr_chan_svc_flush(struct jr_chan_svc *s, int fd)
+{
+    while (s->flush_head != s->rx_tail) {
+        uint32_t off = s->flush_head & (s->rx_cap - 1), left = s->rx_tail - s->flush_head;
+        uint32_t run = s->rx_cap - off < left ? s->rx_cap - off : left;
+        ssize_t n = send(fd, s->rx_data + off, run, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0)
+            return errno == EAGAIN || errno == EINTR ? (int64_t)left : -errno;
+        s->flush_head += (uint32_t)n;
+    }
+    return 0;
 }
 
 /* --- the application ----------------------------------------------------------------- */

@@ -205,50 +205,6 @@ static inline void jr_arenas_free(struct jr_arenas *as)
     as->a = NULL;
 }
 
-/* recv(2) into iov from the application's socket, with the descriptors that came with
- * these bytes in *fd and *door (-1: none; door may be NULL: no second one kept). A claim
- * carries at most two, an arena's and its door's: any other, or any of a message cut
- * short (MSG_CTRUNC), is closed. */
-static inline ssize_t jr_chan_svc_recv2(int sock, struct iovec *iov, int iovcnt, int *fd,
-                                        int *door)
-{
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * 4)];
-    } ctl;
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt,
-                       .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
-    *fd = -1;
-    if (door != NULL)
-        *door = -1;
-    ssize_t n = recvmsg(sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n < 0)
-        return -errno;
-    for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h)) {
-        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t count = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < count; i++) {
-            int got;
-            memcpy(&got, CMSG_DATA(h) + i * sizeof(int), sizeof got);
-            if (*fd < 0 && !(m.msg_flags & MSG_CTRUNC))
-                *fd = got;
-            else if (door != NULL && *door < 0 && !(m.msg_flags & MSG_CTRUNC))
-                *door = got;
-            else
-                close(got);
-        }
-    }
-    return n;
-}
-
-/* jr_chan_svc_recv2 keeping one descriptor: a connection's first bytes read where no
- * door is wanted. */
-static inline ssize_t jr_chan_svc_recv(int sock, struct iovec *iov, int iovcnt, int *fd)
-{
-    return jr_chan_svc_recv2(sock, iov, iovcnt, fd, NULL);
-}
-
 /* Whether door may be an arena's door: an AF_UNIX datagram socket, which the service
  * reads with recv(MSG_DONTWAIT) whatever the application does to its flags. */
 static inline int jr_door_valid(int door)
@@ -467,6 +423,10 @@ static inline int jr_chan_svc_claim(struct jr_arenas *as, const void *msg, size_
 /* The connection is over for the service: the slot is the application's again. */
 static inline void jr_chan_svc_release(struct jr_arenas *as, struct jr_chan_svc *s)
 {
+    if (s->revert_fd >= 0) { /* a revert request the service never took up */
+        close(s->revert_fd);
+        s->revert_fd = -1;
+    }
     if (s->arena < 0 || (uint32_t)s->arena >= as->max)
         return;
     struct jr_arena *ar = &as->a[s->arena];

@@ -1927,6 +1927,8 @@ static void born_settle(struct dp *dp, struct flow *f, double now)
         t->app_fd = -1;
         dp_chan_release(dp, t->chan);
         t->chan = 0;
+        dp_chan_release(dp, t->revert_chan);
+        t->revert_chan = 0;
         if (t->tcp_state == DP_FIN_WAIT_2 && t->state_at == 0) {
             t->state_at = now + t->fin_wait2_len;
             timer_arm(dp, f, t->state_at);
@@ -1960,6 +1962,8 @@ static void born_end(struct dp *dp, struct flow *f)
     }
     dp_chan_release(dp, f->t.chan);
     f->t.chan = 0;
+    dp_chan_release(dp, f->t.revert_chan);
+    f->t.revert_chan = 0;
     flow_forget(dp, f);
 }
 
@@ -2315,6 +2319,8 @@ static void fin_to_app(struct dp *dp, struct flow *f)
 static void chan_broken(struct dp *dp, struct flow *f);
 static void app_took(struct dp *dp, struct flow *f, double now, uint32_t n);
 static void chan_write(struct dp *dp, struct flow *f, double now);
+static void chan_revert(struct dp *dp, struct flow *f);
+static int chan_flush(struct dp *dp, struct flow *f);
 
 /* Hand the receive ring to the application's socket; wait for EPOLLOUT if it is full. */
 static void app_write(struct dp *dp, struct flow *f, double now)
@@ -2326,6 +2332,8 @@ static void app_write(struct dp *dp, struct flow *f, double now)
         chan_write(dp, f, now);
         return;
     }
+    if (t->revert_chan && !chan_flush(dp, f))
+        return;
     if (f->rcv.len == 0) {
         if (t->peer_fin && !t->fin_to_app)
             fin_to_app(dp, f);
@@ -2583,10 +2591,16 @@ static void chan_write(struct dp *dp, struct flow *f, double now)
 static void chan_read(struct dp *dp, struct flow *f)
 {
     struct dp_tcb *t = &f->t;
+    struct jr_chan_svc *s = chan_svc(&dp->chans, t->chan);
     uint32_t taken = 0;
-    if (f->app_rung) { /* doorbells: level-triggered, they would wake every epoll_wait */
+    if (s == NULL)
+        return;
+    /* Doorbells: level-triggered, they would wake every epoll_wait. A hang-up is looked
+     * behind too: an application that left ring mode closed the old socket after its
+     * request (chan_revert). */
+    if (f->app_rung || f->app_closed || f->app_hup) {
         f->app_rung = 0;
-        jr_chan_svc_drain(t->app_fd);
+        jr_chan_svc_drain(s, t->app_fd);
     }
     while (taken < APP_READ_BUDGET) {
         snd_room(dp, f, 0);
@@ -2624,12 +2638,65 @@ static void chan_read(struct dp *dp, struct flow *f)
     }
     /* tx_eof before the look at tx (chan.h: no byte follows tx_eof, so an empty tx
      * after it is the end). */
+    int tx_eof = dp_chan_tx_eof(dp, t->chan);
+    if (jr_chan_svc_revert_asked(s) && jr_chan_svc_tx_avail(s) == 0) {
+        chan_revert(dp, f); /* tx held its last bytes: they are in the send ring */
+        return;
+    }
     /* A hang-up of its socket (close, or a half-close the shim did not see) ends it too:
      * no doorbell can come after it, and epoll would report it on every wait. */
-    int eof = dp_chan_tx_eof(dp, t->chan) || f->app_closed || f->app_hup;
-    struct jr_chan_svc *s = chan_svc(&dp->chans, t->chan);
-    if (eof && s != NULL && jr_chan_svc_tx_avail(s) == 0)
+    if ((tx_eof || f->app_closed || f->app_hup) && jr_chan_svc_tx_avail(s) == 0)
         app_eof(dp, f);
+}
+
+/* The application left ring mode (chan.h, JR_CHAN_REVERT_BYTE: an exec, a descriptor
+ * passed on): the flow is a stream from now on, on the application's new socket, which
+ * took app_fd's number (so Python's socket object, for a flow it gave C, names it too).
+ * rx's bytes the application never read go first (revert_chan: chan_flush). */
+static void chan_revert(struct dp *dp, struct flow *f)
+{
+    struct dp_tcb *t = &f->t;
+    chan_door_mode(dp, t->chan, 0);
+    epoll_set(dp, f, 0); /* the old socket's registration: dup3 closes that socket */
+    int rc = dp_chan_revert(dp, t->chan, t->app_fd);
+    if (rc == -EPROTO || rc == 0) { /* 0: tx moved after the request, which it may not */
+        chan_broken(dp, f);
+        return;
+    }
+    if (rc < 0) {
+        t->app_gone = 1;
+        hand_back(dp, f, DP_REASON_APP_GONE);
+        return;
+    }
+    t->revert_chan = t->chan;
+    t->chan = 0;
+    t->fin_to_app = 0; /* an EOF shown on the old socket is shown again, after the bytes */
+    f->app_rung = f->app_hup = f->app_closed = 0; /* they were the old socket's */
+    epoll_set(dp, f, (t->app_eof ? 0 : APP_IN) | EPOLLOUT);
+    f->app_readable = !t->app_eof;
+    touch(dp, f);
+}
+
+/* A stream after a revert: rx's bytes the application never read go before any other.
+ * 1 once they are all sent (the channel is released); 0 while the socket is full (wait
+ * for EPOLLOUT), or when the flow left C. */
+static int chan_flush(struct dp *dp, struct flow *f)
+{
+    struct dp_tcb *t = &f->t;
+    int64_t left = dp_chan_flush(dp, t->revert_chan, t->app_fd);
+    if (left < 0) {
+        t->app_gone = 1;
+        hand_back(dp, f, DP_REASON_APP_GONE);
+        return 0;
+    }
+    if (left > 0) {
+        epoll_set(dp, f, f->epoll_mask | EPOLLOUT);
+        return 0;
+    }
+    dp_chan_release(dp, t->revert_chan);
+    t->revert_chan = 0;
+    epoll_set(dp, f, f->epoll_mask & ~(uint32_t)EPOLLOUT); /* app_write wants it back */
+    return 1;
 }
 
 /* Arm for what a ring-mode flow waits for from the application (room in rx, bytes in
@@ -2652,7 +2719,15 @@ static void chan_arm(struct dp *dp, struct flow *f)
         return;
     if (f->app_rung) {
         f->app_rung = 0;
-        jr_chan_svc_drain(t->app_fd);
+        jr_chan_svc_drain(s, t->app_fd);
+    }
+    if (jr_chan_svc_revert_asked(s)) { /* chan_read switches the flow next round */
+        f->app_readable = 1;
+        if (!f->chan_again) {
+            f->chan_again = 1;
+            dp->again[dp->n_again++] = (uint32_t)(f - dp->flows);
+        }
+        return;
     }
     if (waits == 0) {
         /* Nothing awaited, but a re-token request is still answered (a read that left
@@ -4132,7 +4207,7 @@ int64_t dp_flow_adopt(struct dp *dp, const struct dp_tcb *tcb, const uint8_t *rc
         /* After the application's EOF its descriptor stays readable: not watched for
          * reading (app_eof), as app_eof() leaves it. */
         uint32_t in = f->t.app_eof ? 0 : APP_IN;
-        int rc = epoll_set(dp, f, in | (f->rcv.len && !f->t.chan ? EPOLLOUT : 0));
+        int rc = epoll_set(dp, f, in | ((f->rcv.len || f->t.revert_chan) && !f->t.chan ? EPOLLOUT : 0));
         if (rc < 0) { /* a descriptor epoll refuses: the flow stays Python's */
             flow_forget(dp, f);
             return rc;
@@ -4764,6 +4839,25 @@ uint32_t dp_chan_trim(struct dp *dp)
     uint32_t gone = before - dp->chans.arenas.mapped;
     dp->st.chan_arenas_trimmed += gone;
     return gone;
+}
+
+int dp_chan_revert(struct dp *dp, uint32_t chan, int fd)
+{
+    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    if (s == NULL || !jr_chan_svc_revert_asked(s) || jr_chan_svc_tx_avail(s) != 0)
+        return 0;
+    int rc = jr_chan_svc_revert(s, fd);
+    if (rc < 0)
+        return rc;
+    dp->st.chan_reverts++;
+    dp->st.chan_revert_bytes += s->rx_tail - s->flush_head; /* flush_head: checked */
+    return 1;
+}
+
+int64_t dp_chan_flush(struct dp *dp, uint32_t chan, int fd)
+{
+    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    return s != NULL ? jr_chan_svc_flush(s, fd) : 0;
 }
 
 void dp_chan_release(struct dp *dp, uint32_t chan)

@@ -275,6 +275,10 @@ struct dp_tcb {
      * first bytes may still be a claim; claim_wait, nothing is delivered before them,
      * or before claim_by (a process without the shim then gets a stream). */
     uint32_t chan;
+    /* The channel an application left (chan.h, JR_CHAN_REVERT_BYTE; chan is 0 then, the
+     * flow a stream on its new socket): rx's bytes it never read go to the socket before
+     * any other, and the channel is released once they are sent (0: none). */
+    uint32_t revert_chan;
     uint8_t claim_check;
     uint8_t claim_wait;
     double claim_by;
@@ -439,6 +443,8 @@ struct dp_stats {
     uint64_t chan_refused;     /* ... refused: stream mode */
     uint64_t chan_released;
     uint64_t chan_broken;      /* an index the application wrote was impossible: reset */
+    uint64_t chan_reverts;     /* connections whose application left ring mode */
+    uint64_t chan_revert_bytes; /* ... rx bytes it had not read, sent to its new socket */
     uint64_t claim_deadlines;  /* deliveries that stopped waiting for a claim */
     uint64_t chan_polled;      /* ring-mode flows polled now (armed at the next sleep) */
     uint64_t chan_doors;       /* applications' arena doors taken to watch (JR_CLAIM_DOOR) */
@@ -576,6 +582,14 @@ int dp_chan_idle(struct dp *dp, uint32_t chan, int fd, int waits);
 int dp_chan_tx_eof(struct dp *dp, uint32_t chan);
 void dp_chan_rx_eof(struct dp *dp, uint32_t chan);
 void dp_chan_release(struct dp *dp, uint32_t chan);
+/* Leaving ring mode (chan.h, JR_CHAN_REVERT_BYTE). revert: once the application asked
+ * and tx is empty, its new socket takes fd's place (dup3; the caller's registrations of
+ * fd are gone with the old socket): 1 switched (the connection is a stream on fd from
+ * now on, chan its revert_chan), 0 not now, -EPROTO (reset the connection) or -errno.
+ * flush: rx's bytes the application never read, to fd before any other: the bytes still
+ * to send (0: done, release chan), or -errno. */
+int dp_chan_revert(struct dp *dp, uint32_t chan, int fd);
+int64_t dp_chan_flush(struct dp *dp, uint32_t chan, int fd);
 /* Unmap the arenas no channel uses (their doors leave the epoll); the loop does this
  * every ARENA_TRIM_SECONDS. How many went. */
 uint32_t dp_chan_trim(struct dp *dp);

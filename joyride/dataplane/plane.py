@@ -138,23 +138,26 @@ class Released:
 @dataclass
 class ChannelState:
     """A connection's application channel mode, which moves with its flow between C and
-    Python (``struct dp_tcb``'s ``chan``, ``claim_check``, ``claim_wait``, ``claim_by``;
-    docs/channels.md): the shared-memory channel's id (0: a plain stream); whether the
-    application's first bytes may still be a claim; whether delivery waits for them,
-    until ``claim_by``."""
+    Python (``struct dp_tcb``'s ``chan``, ``claim_check``, ``claim_wait``, ``claim_by``,
+    ``revert_chan``; docs/channels.md): the shared-memory channel's id (0: a plain
+    stream); whether the application's first bytes may still be a claim; whether
+    delivery waits for them, until ``claim_by``; the channel an application left, whose
+    unread bytes go to its new socket first (0: none)."""
 
     chan: int = 0
     claim_check: bool = False
     claim_wait: bool = False
     claim_by: float = 0.0
+    revert_chan: int = 0
 
     @classmethod
     def of(cls, tcb: Any) -> ChannelState:
         return cls(int(tcb.chan), bool(tcb.claim_check), bool(tcb.claim_wait),
-                   float(tcb.claim_by))
+                   float(tcb.claim_by), int(tcb.revert_chan))
 
     def into(self, tcb: Any) -> None:
         tcb.chan = self.chan
+        tcb.revert_chan = self.revert_chan
         tcb.claim_check = int(self.claim_check)
         tcb.claim_wait = int(self.claim_wait)
         tcb.claim_by = self.claim_by
@@ -557,6 +560,16 @@ class DataPlane:
 
     def chan_release(self, chan: int) -> None:
         lib.dp_chan_release(self._dp, chan)
+
+    def chan_revert(self, chan: int, fd: int) -> int:
+        """Once the application asked to leave ring mode and tx is empty, its new
+        socket takes ``fd``'s place: 1 switched, 0 not now, -errno (``dp_chan_revert``)."""
+        return int(lib.dp_chan_revert(self._dp, chan, fd))
+
+    def chan_flush(self, chan: int, fd: int) -> int:
+        """After a revert: rx's unread bytes to ``fd``; the bytes still to send (0: done,
+        release the channel) or -errno (``dp_chan_flush``)."""
+        return int(lib.dp_chan_flush(self._dp, chan, fd))
 
     def peek(self, conn: TcpConnection) -> Any:
         """A copy of a C-owned flow's TCB (statistics), or None."""

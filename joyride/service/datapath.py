@@ -439,8 +439,10 @@ class Datapath:
         self.engine.adopt_back(conn)
         pump = self.pumps.get(conn)
         if pump is None:
-            if got.channel.chan and self.chan_plane is not None:
-                self.chan_plane.chan_release(got.channel.chan)  # its pump is gone
+            if self.chan_plane is not None:
+                for chan in (got.channel.chan, got.channel.revert_chan):
+                    if chan:
+                        self.chan_plane.chan_release(chan)  # its pump is gone
             return
         pump.channel = got.channel
         if pump.channel.claim_wait:
@@ -576,6 +578,13 @@ class Datapath:
         assert self._sel is not None
         if pump.conn.parked:
             return  # the C data plane watches its socket
+        if pump.sock_replaced:
+            # Its application left ring mode: the selector's registration went with the
+            # old socket (unregister only forgets it), so the new one registers afresh.
+            pump.sock_replaced = False
+            if pump.mask:
+                self._sel.unregister(pump.sock)
+                pump.mask = 0
         if pump.finished:
             if pump.mask:
                 self._sel.unregister(pump.sock)

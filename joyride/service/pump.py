@@ -54,7 +54,8 @@ class Pump:
     """Moves bytes for one connection; ``service()`` does a bounded amount of work."""
 
     __slots__ = ("app_eof", "app_full", "app_gone", "channel", "conn", "fin_sent_to_app",
-                 "mask", "pid", "plane", "region_reads", "sock", "to_tcp", "uid")
+                 "mask", "pid", "plane", "region_reads", "sock", "sock_replaced", "to_tcp",
+                 "uid")
 
     def __init__(self, conn: TcpConnection, sock: socket.socket, uid: int = -1,
                  pid: int = 0, *, plane: DataPlane | None = None,
@@ -77,6 +78,9 @@ class Pump:
         self.app_gone = False  # the application's end is closed (EPIPE/ECONNRESET)
         self.fin_sent_to_app = False
         self.mask = 0  # events registered with the selector
+        # The application's new socket took the old one's descriptor (a revert): the
+        # selector's registration went with the old socket (Datapath._settle).
+        self.sock_replaced = False
         self.region_reads = 0  # reads straight into the send buffer (no scratch copy)
 
     def fileno(self) -> int:
@@ -97,9 +101,41 @@ class Pump:
             self._claim_check()  # first: what it decides (the mode) the rest follows
         more = self._to_app(budget)
         more = self._from_app(budget) or more
+        if self.channel.chan and not self.app_gone and self._chan_revert():
+            return True  # a stream now: serve it as one
         if self.channel.chan and not more and not self.app_gone:
             more = self._chan_idle()
         return more
+
+    def _chan_revert(self) -> bool:
+        """The application left ring mode (chan.h, ``JR_CHAN_REVERT_BYTE``): once tx is
+        empty its new socket takes this one's descriptor, and the pump serves a stream,
+        rx's unread bytes first (``_flush``). True when it switched."""
+        assert self.plane is not None
+        rc = self.plane.chan_revert(self.channel.chan, self.sock.fileno())
+        if rc < 0:
+            self._app_closed()
+        if rc != 1:
+            return False
+        self.channel.revert_chan, self.channel.chan = self.channel.chan, 0
+        self.fin_sent_to_app = False  # an EOF shown on the old socket is shown again
+        self.sock_replaced = True
+        return True
+
+    def _flush(self) -> bool:
+        """After a revert: rx's bytes the application never read go first. True once
+        they are all sent (the channel is released)."""
+        assert self.plane is not None
+        left = self.plane.chan_flush(self.channel.revert_chan, self.sock.fileno())
+        if left < 0:
+            self._app_closed()
+            return False
+        if left > 0:
+            self.app_full = True  # wait for EVENT_WRITE
+            return False
+        self.plane.chan_release(self.channel.revert_chan)
+        self.channel.revert_chan = 0
+        return True
 
     def claim_expired(self) -> None:
         """No claim came in time (a process without the shim): deliver as a stream."""
@@ -152,6 +188,8 @@ class Pump:
         if self.app_gone or self.channel.claim_wait:
             return False  # claim_wait: nothing is delivered before the application's claim
         self.app_full = False
+        if self.channel.revert_chan and not self._flush():
+            return False
         for _ in range(budget):
             chunk = self.conn.recv_view(CHUNK)
             size = len(chunk)
@@ -346,7 +384,9 @@ class Pump:
         """Close the service's end; a live TCP connection is closed as the app would."""
         if self.conn.state is not TcpState.CLOSED and not self.app_gone:
             self.conn.close()
-        if self.channel.chan and self.plane is not None:
-            self.plane.chan_release(self.channel.chan)
-            self.channel.chan = 0
+        if self.plane is not None:
+            for chan in (self.channel.chan, self.channel.revert_chan):
+                if chan:
+                    self.plane.chan_release(chan)
+            self.channel.chan = self.channel.revert_chan = 0
         self.sock.close()
