@@ -190,7 +190,7 @@ static void jr_bset_off(struct jr_bset *bs, int set_open)
 static void jr_bset_exported(int epfd)
 {
     struct jr_bset *bs = jr_bset_live();
-    if (bs != NULL && bs->epfd == epfd)
+    if (bs != NULL && bs->epfd == epfd && !jr_vfork_child()) /* else its parent's set */
         jr_bset_off(bs, 1);
 }
 
@@ -199,7 +199,7 @@ static void jr_bset_exported(int epfd)
 static void jr_bset_closed(int fd)
 {
     struct jr_bset *bs = jr_bset_live();
-    if (bs != NULL && bs->epfd == fd)
+    if (bs != NULL && bs->epfd == fd && !jr_vfork_child()) /* else its parent's set */
         jr_bset_off(bs, 0);
 }
 

@@ -704,6 +704,8 @@ __attribute__((constructor)) static void jr_init_table(void)
     /* A fork while another thread held the lock must not leave the child stuck. */
     pthread_atfork(NULL, NULL, jr_unlock);
     pthread_atfork(NULL, NULL, jr_bell_atfork_child);
+    jr_pid = getpid();
+    pthread_atfork(NULL, NULL, jr_revert_atfork_child);
 }
 
 static ino_t jr_ino(int fd)
@@ -1477,6 +1479,8 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     struct jr_ring *ring = jr_ring_of(fd);
     if (ring != NULL && msg != NULL)
         return jr_ring_sendv(fd, ring, msg->msg_iov, (int)msg->msg_iovlen, flags);
+    if (jr_revert_passed(msg) < 0)
+        return -1; /* a ring descriptor passed on would read tokens as data */
     r = real_sendmsg(fd, msg, flags);
     if (r < 0 && msg && jr_refused_destination(fd, msg->msg_name)) {
         copy = *msg;

@@ -13,10 +13,10 @@
  * write, writev, send, sendto, sendmsg, sendfile, splice, and shutdown, FIONREAD,
  * close, dup.
  *
- * What ring mode does not cover yet (docs/channels.md, "Next"), so it is off unless
- * asked for: a descriptor passed to another program (exec, SCM_RIGHTS) reads tokens
- * as data; two processes using one connection at once are not supported. (splice
- * goes through a buffer; fcntl(F_DUPFD) is dup: joyride_preload.c.)
+ * A descriptor handed to another program (exec, SCM_RIGHTS, posix_spawn, system) is
+ * turned back into a plain stream first (joyride_revert.c). Two processes using one
+ * connection at once are not supported (docs/channels.md, "Next"). (splice goes through
+ * a buffer; fcntl(F_DUPFD) is dup: joyride_preload.c.)
  */
 
 #include <poll.h>
@@ -72,6 +72,12 @@ static ssize_t (*real_readv)(int, const struct iovec *, int);
 static ssize_t (*real_writev)(int, const struct iovec *, int);
 static ssize_t (*real_sendfile)(int, int, off_t *, size_t);
 static int (*real_shutdown)(int, int);
+
+/* joyride_revert.c: leaving ring mode. */
+static int jr_vfork_child(void);
+static void jr_vfork_close(int fd);
+static void jr_vfork_dup(int from, int to);
+static int jr_revert_passed(const struct msghdr *msg);
 
 /* joyride_epoll.c: the arena's bell. */
 static int jr_bell_unseen(struct jr_ring *r);
@@ -492,6 +498,10 @@ static void jr_ring_close(int fd)
     jr_bset_closed(fd);
     if (r == NULL)
         return;
+    if (jr_vfork_child()) {
+        jr_vfork_close(fd); /* its parent's memory: a note, not the tables */
+        return;
+    }
     jr_bell_forget(fd, r);
     __atomic_store_n(&jr_rings[fd], NULL, __ATOMIC_RELEASE);
     jr_lock();
@@ -515,6 +525,10 @@ static void jr_ring_dup(int from, int to)
     struct jr_ring *r = jr_ring_of(from);
     if (to < 0 || to >= JR_MAX_FD || to == from)
         return;
+    if (jr_slots != NULL && jr_vfork_child()) {
+        jr_vfork_dup(from, to); /* its parent's memory: a note, not the tables */
+        return;
+    }
     jr_bset_exported(from); /* a second name for the bell set: waits the shim cannot see */
     jr_ring_close(to); /* dup2/dup3 closed what was there */
     if (r == NULL)
@@ -762,3 +776,4 @@ static int jr_ring_nread(int fd, int *out)
 }
 
 #include "joyride_epoll.c"
+#include "joyride_revert.c"

@@ -1,0 +1,368 @@
+/*
+ * joyride_revert.c - leaving ring mode for good (issue 17; docs/channels.md, "Leaving
+ * ring mode"), included by joyride_ring.c.
+ *
+ * A ring-mode descriptor is only readable through this process's rings: a new program
+ * (exec) or another process (a descriptor passed over SCM_RIGHTS, a posix_spawn'd or
+ * system()'d child) would read the service's tokens as data. So before any of those the
+ * shim turns the connection back into a plain stream (chan.h, JR_CHAN_REVERT_BYTE):
+ *   1. a new socket pair; its service end goes to the service with one byte on the
+ *      connection's socket, and nothing more is written into tx;
+ *   2. the other end takes the place of every descriptor naming the connection (dup3:
+ *      same numbers, same close-on-exec flags, the old socket's O_NONBLOCK, and its
+ *      shutdowns);
+ *   3. the service takes what tx holds, puts the new socket in its old one's place,
+ *      sends the rx bytes never read, then everything else: nothing is lost, nothing
+ *      comes twice, and the application does not wait for the service.
+ *
+ * A vfork child (Python's subprocess, which dup2s the connection onto 0 and 1 before it
+ * execs) runs in its parent's memory: it must not change the shim's tables. It notes its
+ * dups and closes of ring descriptors in jr_vdups under its own pid, and at exec reverts
+ * what its own descriptor table names. The parent's copies then name the old socket,
+ * which the service let go: a read there ends in ECONNRESET, a write in EPIPE, as for a
+ * connection another process took over. (One process per connection is ring mode's
+ * rule; fork locks are not built.)
+ *
+ * Not covered: a raw execve system call, and a posix_spawn file action that dup2s a
+ * close-on-exec ring descriptor (the parent reverts only what the child inherits).
+ */
+
+#include <spawn.h>
+
+static pid_t jr_pid; /* this process's: another pid in this memory is a vfork child's */
+
+/* Whether this is a vfork child (or a clone without fork's handlers): its memory is its
+ * parent's. Asked only where a ring descriptor is involved (getpid is a system call). */
+static int jr_vfork_child(void)
+{
+    return getpid() != __atomic_load_n(&jr_pid, __ATOMIC_RELAXED);
+}
+
+static void jr_revert_atfork_child(void)
+{
+    __atomic_store_n(&jr_pid, getpid(), __ATOMIC_RELAXED);
+}
+
+/* A vfork child's dups and closes of ring descriptors, each under its pid: fd names r
+ * now (NULL: no ring). The newest entry for a descriptor wins. */
+struct jr_vdup {
+    pid_t pid;
+    int fd;
+    struct jr_ring *r;
+};
+#define JR_VDUPS 64
+static struct jr_vdup jr_vdups[JR_VDUPS];
+static unsigned jr_vdup_next;
+
+static void jr_vdup_note(int fd, struct jr_ring *r)
+{
+    unsigned k = __atomic_fetch_add(&jr_vdup_next, 1, __ATOMIC_RELAXED) % JR_VDUPS;
+    jr_vdups[k] = (struct jr_vdup){getpid(), fd, r};
+}
+
+/* This process's notes, oldest first (me == 0: none, memory of its own). */
+struct jr_vnotes {
+    int n;
+    struct jr_vdup at[JR_VDUPS];
+};
+
+static void jr_vnotes_of(pid_t me, struct jr_vnotes *v)
+{
+    v->n = 0;
+    if (me == 0)
+        return;
+    unsigned end = __atomic_load_n(&jr_vdup_next, __ATOMIC_RELAXED);
+    for (unsigned i = end > JR_VDUPS ? end - JR_VDUPS : 0; i < end; i++)
+        if (jr_vdups[i % JR_VDUPS].pid == me)
+            v->at[v->n++] = jr_vdups[i % JR_VDUPS];
+}
+
+/* The ring fd names in this process: the notes' word, else the table's. */
+static struct jr_ring *jr_ring_named(int fd, const struct jr_vnotes *v)
+{
+    for (int i = v->n - 1; i >= 0; i--)
+        if (v->at[i].fd == fd)
+            return v->at[i].r;
+    return jr_ring_of(fd);
+}
+
+/* Step 1: the revert request, with the new socket's service end. It may wait for room
+ * (the socket may be full of filler while tx is); an answer never comes back. */
+static int jr_revert_send(int fd, int service_end)
+{
+    char b = JR_CHAN_REVERT_BYTE;
+    struct iovec iov = {&b, 1};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                       .msg_controllen = sizeof ctl.buf};
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(h), &service_end, sizeof service_end);
+    for (;;) {
+        if (real_sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+            return 0;
+        if (errno != EAGAIN && errno != EINTR)
+            return -1;
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (real_poll(&p, 1, -1) < 0 && errno != EINTR)
+            return -1;
+        if ((p.revents & (POLLHUP | POLLERR)) && !(p.revents & POLLOUT)) {
+            errno = EPIPE; /* the service's end is gone: the connection with it */
+            return -1;
+        }
+    }
+}
+
+/* Turn r's connection into a plain stream on every descriptor v's process names it by
+ * (fd is one of them). keep: the memory is this process's own, so the shim forgets the
+ * ring there too. 0, or -1 with errno (nothing changed). */
+static int jr_ring_revert(int fd, struct jr_ring *r, const struct jr_vnotes *v, int keep)
+{
+    int m = jr_ring_settle(fd, r, JR_VERDICT_WAIT_MS);
+    if (m == JR_RING_STREAM)
+        return 0; /* bytes on the socket are the stream's already */
+    if (m != JR_RING_ON) {
+        errno = EAGAIN; /* no verdict from the service in JR_VERDICT_WAIT_MS */
+        return -1;
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return -1;
+    if (jr_revert_send(fd, sv[1]) < 0) {
+        int e = errno;
+        real_close(sv[0]);
+        real_close(sv[1]);
+        errno = e;
+        return -1;
+    }
+    real_close(sv[1]);
+    /* Step 2: what the old socket's file said. */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_NONBLOCK))
+        fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    if (JR_LOAD(&r->view.shm->tx_eof))
+        real_shutdown(sv[0], SHUT_WR);
+    if (r->rd_shut)
+        real_shutdown(sv[0], SHUT_RD);
+    for (int k = 0; k < JR_MAX_FD; k++) {
+        if (jr_ring_named(k, v) != r)
+            continue;
+        int fdfl = fcntl(k, F_GETFD);
+        if (fdfl < 0)
+            continue; /* closed here (a vfork child's closes are not noted as dups) */
+        if (keep)
+            jr_ring_close(k);
+        real_dup3(sv[0], k, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+    }
+    real_close(sv[0]);
+    return 0;
+}
+
+/* Before an exec, a spawn or system(): revert every connection a descriptor without
+ * close-on-exec names. 0, or -1 with errno (the caller fails with it: a new program
+ * reading tokens as data would be worse). */
+static int jr_revert_inherited(void)
+{
+    if (__atomic_load_n(&jr_slots, __ATOMIC_RELAXED) == NULL)
+        return 0; /* no claim was ever made: no ring */
+    int keep = !jr_vfork_child();
+    static struct jr_vnotes none;
+    struct jr_vnotes notes, *v = keep ? &none : &notes;
+    jr_vnotes_of(keep ? 0 : getpid(), v);
+    struct jr_ring *done[JR_RING_SLOTS]; /* reverted already, with all their names */
+    unsigned n_done = 0;
+    for (int fd = 0; fd < JR_MAX_FD; fd++) {
+        struct jr_ring *r = jr_ring_named(fd, v);
+        if (r == NULL)
+            continue;
+        int fdfl = fcntl(fd, F_GETFD);
+        if (fdfl < 0 || (fdfl & FD_CLOEXEC))
+            continue;
+        int seen = 0;
+        for (unsigned i = 0; i < n_done && !seen; i++)
+            seen = done[i] == r;
+        if (seen)
+            continue; /* its other descriptors were reverted with the first */
+        if (jr_ring_revert(fd, r, v, keep) < 0)
+            return -1;
+        if (n_done < sizeof done / sizeof *done)
+            done[n_done++] = r; /* (kept in the tables too when keep: they forgot it) */
+    }
+    return 0;
+}
+
+/* jr_ring_close's and jr_ring_dup's part in a vfork child: notes, not the tables. */
+static void jr_vfork_close(int fd)
+{
+    jr_vdup_note(fd, NULL);
+}
+
+static void jr_vfork_dup(int from, int to)
+{
+    struct jr_vnotes v;
+    jr_vnotes_of(getpid(), &v);
+    jr_vdup_note(to, jr_ring_named(from, &v));
+}
+
+/* sendmsg with SCM_RIGHTS: each ring descriptor passed is reverted first. */
+static int jr_revert_passed(const struct msghdr *msg)
+{
+    if (msg == NULL || msg->msg_controllen == 0 || jr_slots == NULL)
+        return 0;
+    int keep = !jr_vfork_child();
+    static struct jr_vnotes none;
+    struct jr_vnotes notes, *v = keep ? &none : &notes;
+    jr_vnotes_of(keep ? 0 : getpid(), v);
+    for (struct cmsghdr *h = CMSG_FIRSTHDR((struct msghdr *)msg); h != NULL;
+         h = CMSG_NXTHDR((struct msghdr *)msg, h)) {
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t count = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
+            struct jr_ring *r = jr_ring_named(fd, v);
+            if (r != NULL && jr_ring_revert(fd, r, v, keep) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ the intercepted calls */
+
+extern char **environ;
+static int (*real_execve)(const char *, char *const[], char *const[]);
+static int (*real_execvpe)(const char *, char *const[], char *const[]);
+static int (*real_fexecve)(int, char *const[], char *const[]);
+static int (*real_execveat)(int, const char *, char *const[], char *const[], int);
+static int (*real_posix_spawn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+                               const posix_spawnattr_t *, char *const[], char *const[]);
+static int (*real_posix_spawnp)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+                                const posix_spawnattr_t *, char *const[], char *const[]);
+static int (*real_system)(const char *);
+static FILE *(*real_popen)(const char *, const char *);
+
+int execve(const char *path, char *const argv[], char *const envp[])
+{
+    RESOLVE(execve);
+    if (jr_revert_inherited() < 0)
+        return -1;
+    return real_execve(path, argv, envp);
+}
+
+int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+    RESOLVE(execvpe);
+    if (jr_revert_inherited() < 0)
+        return -1;
+    return real_execvpe(file, argv, envp);
+}
+
+int execv(const char *path, char *const argv[])
+{
+    return execve(path, argv, environ);
+}
+
+int execvp(const char *file, char *const argv[])
+{
+    return execvpe(file, argv, environ);
+}
+
+int fexecve(int fd, char *const argv[], char *const envp[])
+{
+    RESOLVE(fexecve);
+    if (jr_revert_inherited() < 0)
+        return -1;
+    return real_fexecve(fd, argv, envp);
+}
+
+int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags)
+{
+    RESOLVE(execveat);
+    if (real_execveat == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    if (jr_revert_inherited() < 0)
+        return -1;
+    return real_execveat(dirfd, path, argv, envp, flags);
+}
+
+/* execl, execlp, execle: their arguments into an array (glibc's own call execve inside
+ * the library, where the shim cannot see them). */
+#define JR_EXECL_ARGV(first, ap, argv)                                                     \
+    size_t n_args = 1;                                                                      \
+    va_start(ap, first);                                                                    \
+    while (va_arg(ap, char *) != NULL)                                                      \
+        n_args++;                                                                           \
+    va_end(ap);                                                                             \
+    char *argv[n_args + 1];                                                                 \
+    argv[0] = (char *)(first);                                                              \
+    va_start(ap, first);                                                                    \
+    for (size_t i = 1; i <= n_args; i++)                                                    \
+        argv[i] = va_arg(ap, char *); /* the last is the NULL */
+
+int execl(const char *path, const char *arg, ...)
+{
+    va_list ap;
+    JR_EXECL_ARGV(arg, ap, argv);
+    va_end(ap);
+    return execve(path, argv, environ);
+}
+
+int execlp(const char *file, const char *arg, ...)
+{
+    va_list ap;
+    JR_EXECL_ARGV(arg, ap, argv);
+    va_end(ap);
+    return execvpe(file, argv, environ);
+}
+
+int execle(const char *path, const char *arg, ...)
+{
+    va_list ap;
+    JR_EXECL_ARGV(arg, ap, argv);
+    char *const *envp = va_arg(ap, char *const *);
+    va_end(ap);
+    return execve(path, argv, envp);
+}
+
+int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *actions,
+                const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    RESOLVE(posix_spawn);
+    if (jr_revert_inherited() < 0)
+        return errno;
+    return real_posix_spawn(pid, path, actions, attr, argv, envp);
+}
+
+int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *actions,
+                 const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    RESOLVE(posix_spawnp);
+    if (jr_revert_inherited() < 0)
+        return errno;
+    return real_posix_spawnp(pid, file, actions, attr, argv, envp);
+}
+
+int system(const char *command)
+{
+    RESOLVE(system);
+    if (command != NULL && jr_revert_inherited() < 0)
+        return -1;
+    return real_system(command);
+}
+
+FILE *popen(const char *command, const char *type)
+{
+    RESOLVE(popen);
+    if (jr_revert_inherited() < 0)
+        return NULL;
+    return real_popen(command, type);
+}

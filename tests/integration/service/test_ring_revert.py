@@ -1,0 +1,155 @@
+"""Leaving ring mode under ``joyride run`` (docs/channels.md, "Leaving ring mode"): a
+connection handed to another program turns back into a plain stream first, and nothing
+is lost or duplicated on the way.
+
+The server (a plain Python program in ring mode) reads and echoes the first part of each
+connection itself, then waits until the client's next bytes and its FIN sit unread in
+the rx ring, and hands the connection on:
+
+- ``fork``: fork, dup2 onto 0 and 1, exec (the shim reverts in the child, whose memory
+  is its own);
+- ``subprocess``: ``subprocess.Popen(stdin=conn, stdout=conn)``, which vforks: the child
+  runs in the server's memory, so the shim must not touch its tables there;
+- ``scm``: the descriptor goes over SCM_RIGHTS to a helper process started before.
+
+Whoever holds the connection then echoes the rest to EOF, after one line with the peer's
+address as ``getpeername`` reports it on the new descriptor. A kernel client checks
+every byte by hash, and the address line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from service_helpers import JOYRIDE, wait_port
+from test_run_ring_mode import RING_ENV, channel_counters
+
+from joyride.testbed import Testbed
+
+pytestmark = pytest.mark.integration
+
+# Echo stdin (or the descriptor in argv[1]) to EOF, after "peer <ip>\n".
+ECHO = r'''
+import os, socket, sys
+fd = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+out = fd if len(sys.argv) > 1 else 1
+s = socket.socket(fileno=os.dup(fd))
+line = ("peer %s\n" % s.getpeername()[0]).encode()
+s.detach()
+def put(data):
+    while data:
+        data = data[os.write(out, data):]
+put(line)
+while True:
+    d = os.read(fd, 65536)
+    if not d:
+        break
+    put(d)
+'''
+
+SERVER = r'''
+import os, socket, subprocess, sys, time
+mode, port, first, echo = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+helper = None
+if mode == "scm":
+    mine, theirs = socket.socketpair()
+    helper = subprocess.Popen([sys.executable, "-c", """
+import os, socket, subprocess, sys, threading
+u = socket.socket(fileno=int(sys.argv[1]))
+def serve(fd):  # a plain stream by now: handed on as any descriptor
+    subprocess.run([sys.executable, "-c", sys.argv[2], str(fd)], pass_fds=[fd])
+    os.close(fd)
+while True:
+    msg, fds, _, _ = socket.recv_fds(u, 16, 1)
+    if not msg:
+        break
+    threading.Thread(target=serve, args=(fds[0],)).start()
+""", str(theirs.fileno()), echo], pass_fds=[theirs.fileno()])
+    theirs.close()
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", port)); ls.listen(16)
+children = []
+while True:
+    c, _ = ls.accept()
+    got = b""
+    while len(got) < first:
+        d = c.recv(first - len(got))
+        if not d:
+            break
+        got += d
+    if len(got) < first:  # wait_port's probe
+        c.close()
+        continue
+    c.sendall(got)
+    time.sleep(0.3)  # the rest and the FIN arrive, unread, in the rx ring
+    if mode == "fork":
+        pid = os.fork()
+        if pid == 0:
+            os.dup2(c.fileno(), 0); os.dup2(c.fileno(), 1)
+            os.execv(sys.executable, [sys.executable, "-c", echo])
+        children.append(pid)
+    elif mode == "subprocess":
+        children.append(subprocess.Popen([sys.executable, "-c", echo], stdin=c, stdout=c))
+    else:
+        socket.send_fds(mine, [b"c"], [c.fileno()])
+    c.close()
+'''
+
+CLIENT = r'''
+import hashlib, random, socket, sys, threading
+ip, port, nconn, first = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+results = []
+def one(i):
+    rnd = random.Random(i)
+    data = rnd.randbytes(first + rnd.choice([1, 3000, 70000, 200000]))
+    s = socket.create_connection((ip, port), timeout=60)
+    me = s.getsockname()[0]
+    s.sendall(data[:first])
+    echoed = b""
+    while len(echoed) < first:
+        d = s.recv(first - len(echoed))
+        assert d, "EOF before the first part's echo"
+        echoed += d
+    s.sendall(data[first:])
+    s.shutdown(socket.SHUT_WR)
+    rest = b""
+    while True:
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        rest += d
+    line, _, body = rest.partition(b"\n")
+    results.append((line == ("peer " + me).encode(),
+                    hashlib.sha256(echoed + body).digest() == hashlib.sha256(data).digest(),
+                    line[:60], len(echoed + body), len(data)))
+ts = [threading.Thread(target=one, args=(i,)) for i in range(nconn)]
+for t in ts: t.start(); t.join()  # one at a time: the server serves them in turn
+print(len(results) == nconn and all(r[0] and r[1] for r in results), results)
+'''
+
+FIRST = 1000  # bytes the server reads and echoes itself, through the rings
+
+
+@pytest.mark.parametrize("mode,port", [("fork", 8088), ("subprocess", 8089), ("scm", 8099)])
+def test_connection_handed_on_reverts_to_a_stream(service_bed: Testbed, tmp_path: Path,
+                                                   mode: str, port: int) -> None:
+    bed = service_bed
+    before = channel_counters(bed)
+    errors = tmp_path / "server.err"
+    with errors.open("wb") as err:
+        bed.joy.popen(JOYRIDE, "run", "--", sys.executable, "-c", SERVER, mode, str(port),
+                      str(FIRST), ECHO, env=RING_ENV, stdout=subprocess.DEVNULL, stderr=err)
+    wait_port(bed.peer, bed.joy.ip, port)
+    done = bed.peer.run(sys.executable, "-c", CLIENT, bed.joy.ip, str(port), "4", str(FIRST),
+                        timeout=180)
+    out = done.stdout.decode().strip()
+    assert out.startswith("True"), (out, done.stderr.decode()[-2000:],
+                                    errors.read_text()[-2000:])
+    after = channel_counters(bed)
+    # Each connection was claimed in ring mode, then left it, with bytes still unread.
+    assert after["chan_ring"] - before.get("chan_ring", 0) >= 4, after
+    assert after["chan_reverts"] - before.get("chan_reverts", 0) == 4, after
+    assert after["chan_revert_bytes"] > before.get("chan_revert_bytes", 0), after
+    assert after["chan_broken"] == before.get("chan_broken", 0), after
