@@ -58,6 +58,7 @@
 #define JR_CHAN_MAGIC 0x4843524au    /* "JRCH": a live channel, the claim accepted */
 #define JR_CHAN_REFUSED 0x4652524au  /* "JRRF": the claim refused: stream mode */
 #define JR_CHAN_RELEASED 0x4c52524au /* "JRRL": the service let go: the slot is free */
+#define JR_CHAN_REVERTED 0x5652524au /* "JRRV": a stream again (JR_CHAN_REVERT_BYTE) */
 #define JR_CHAN_VERSION 4u /* 4: the arena's bell (struct jr_arena_bell) */
 #define JR_CHAN_LINE 64
 
@@ -842,10 +843,16 @@ static inline int jr_chan_svc_revert(struct jr_chan_svc *s, int fd)
     int rc = fl < 0 || fcntl(nfd, F_SETFL, fl | O_NONBLOCK) < 0 ||
              dup3(nfd, fd, fdflags > 0 && (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0 ? -errno : 0;
     close(nfd);
-    if (rc == 0 && named)
+    if (rc < 0)
+        return rc;
+    if (named)
         (void)bind(fd, (struct sockaddr *)&name, nl);
     s->flush_head = head;
-    return rc;
+    /* The slot stays the service's until the flush is done (released then); a copy of
+     * the old descriptor left in another process finds this, not a live channel, and
+     * its writes fail (EPIPE) instead of going into a tx nobody reads. */
+    JR_STORE(&s->shm->magic, JR_CHAN_REVERTED);
+    return 0;
 }
 
 /* After jr_chan_svc_revert: send rx's bytes the application never read to its new

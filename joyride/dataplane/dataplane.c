@@ -2721,7 +2721,9 @@ static void chan_arm(struct dp *dp, struct flow *f)
         f->app_rung = 0;
         jr_chan_svc_drain(s, t->app_fd);
     }
-    if (jr_chan_svc_revert_asked(s)) { /* chan_read switches the flow next round */
+    /* A revert request: chan_read switches the flow next round, once it can take what
+     * tx holds (with the send ring full, ACKs wake it, as they do any writer). */
+    if (jr_chan_svc_revert_asked(s) && (f->snd.len < f->snd.cap || jr_chan_svc_tx_avail(s) == 0)) {
         f->app_readable = 1;
         if (!f->chan_again) {
             f->chan_again = 1;

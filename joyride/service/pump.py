@@ -154,6 +154,8 @@ class Pump:
             self.plane.chan_idle(self.channel.chan, self.sock.fileno(), 0)
             return False
         rc = self.plane.chan_idle(self.channel.chan, self.sock.fileno(), waits)
+        if self._chan_revert():
+            return True  # its drain found a revert request: the old socket's EOF is moot
         if rc < 0:
             self._app_closed()
             return False
