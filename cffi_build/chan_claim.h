@@ -631,6 +631,33 @@ static inline int jr_chan_app_wait_verdict(const struct jr_arena_app *a, uint32_
     }
 }
 
+/* After a revert request (chan.h, JR_CHAN_REVERT_BYTE) on fd, the old socket: wait
+ * until the service switched to the new one (the magic leaves JR_CHAN_MAGIC). Before
+ * that the new socket's peer has no name, so getpeername would not spell the
+ * connection. It takes as long as tx's bytes take to fit the service's send buffer.
+ * 0, or -EPIPE: the service's end hung up and no switch came within a second (the
+ * service is gone, and the connection with it). */
+static inline int jr_chan_app_wait_reverted(struct jr_chan *c, int fd)
+{
+    int hung = 0;
+    for (;;) {
+        __atomic_store_n(&c->claim_waiting, 1, __ATOMIC_RELAXED);
+        JR_FENCE(); /* the flag before the look at the magic (jr_chan_svc_verdict_wake) */
+        if (JR_LOAD(&c->magic) != JR_CHAN_MAGIC)
+            return 0;
+        struct timespec slice = {0, 100 * 1000000L};
+        jr_futex(&c->magic, FUTEX_WAIT, JR_CHAN_MAGIC, &slice);
+        if (JR_LOAD(&c->magic) != JR_CHAN_MAGIC)
+            return 0;
+        /* The system call itself: a shim's poll would take it for the application's. */
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        struct timespec zero = {0, 0};
+        if (syscall(SYS_ppoll, &p, 1, &zero, NULL, 0) > 0 && (p.revents & POLLHUP) &&
+            ++hung > 10)
+            return -EPIPE;
+    }
+}
+
 /* Whether the service is done with the slot since claim_id: released, or refused
  * with an answer. An application reuses a slot only then. */
 static inline int jr_chan_app_slot_done(const struct jr_arena_app *a, uint32_t slot,

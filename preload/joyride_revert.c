@@ -4,16 +4,18 @@
  *
  * A ring-mode descriptor is only readable through this process's rings: a new program
  * (exec) or another process (a descriptor passed over SCM_RIGHTS, a posix_spawn'd or
- * system()'d child) would read the service's tokens as data. So before any of those the
- * shim turns the connection back into a plain stream (chan.h, JR_CHAN_REVERT_BYTE):
+ * system()'d child), or stdio on it (fdopen: glibc reads with calls no shim sees),
+ * would read the service's tokens as data. So before any of those the shim turns the
+ * connection back into a plain stream (chan.h, JR_CHAN_REVERT_BYTE):
  *   1. a new socket pair; its service end goes to the service with one byte on the
  *      connection's socket, and nothing more is written into tx;
  *   2. the other end takes the place of every descriptor naming the connection (dup3:
  *      same numbers, same close-on-exec flags, the old socket's O_NONBLOCK, and its
  *      shutdowns);
- *   3. the service takes what tx holds, puts the new socket in its old one's place,
- *      sends the rx bytes never read, then everything else: nothing is lost, nothing
- *      comes twice, and the application does not wait for the service.
+ *   3. the service takes what tx holds, puts the new socket in its old one's place
+ *      (under its name: the application waits for this, so that getpeername on the new
+ *      socket spells the connection at once), sends the rx bytes never read, then
+ *      everything else: nothing is lost, nothing comes twice.
  *
  * A vfork child (Python's subprocess, which dup2s the connection onto 0 and 1 before it
  * execs) runs in its parent's memory: it must not change the shim's tables. It notes its
@@ -87,7 +89,7 @@ static struct jr_ring *jr_ring_named(int fd, const struct jr_vnotes *v)
 }
 
 /* Step 1: the revert request, with the new socket's service end. It may wait for room
- * (the socket may be full of filler while tx is); an answer never comes back. */
+ * (the socket may be full of filler while tx is). */
 static int jr_revert_send(int fd, int service_end)
 {
     char b = JR_CHAN_REVERT_BYTE;
@@ -141,6 +143,12 @@ static int jr_ring_revert(int fd, struct jr_ring *r, const struct jr_vnotes *v, 
         return -1;
     }
     real_close(sv[1]);
+    /* The service's switch names the new socket (getpeername spells the connection). */
+    if (jr_chan_app_wait_reverted(r->view.shm, fd) < 0) {
+        real_close(sv[0]);
+        errno = EPIPE;
+        return -1;
+    }
     /* Step 2: what the old socket's file said. */
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0 && (fl & O_NONBLOCK))
@@ -365,4 +373,18 @@ FILE *popen(const char *command, const char *type)
     if (jr_revert_inherited() < 0)
         return NULL;
     return real_popen(command, type);
+}
+
+/* fdopen: stdio reads and writes with glibc's own internal calls, which the shim
+ * cannot see, so a ring descriptor becomes a plain stream first. */
+static FILE *(*real_fdopen)(int, const char *);
+
+FILE *fdopen(int fd, const char *mode)
+{
+    RESOLVE(fdopen);
+    struct jr_ring *r = jr_ring_of(fd);
+    static struct jr_vnotes none;
+    if (r != NULL && !jr_vfork_child() && jr_ring_revert(fd, r, &none, 1) < 0)
+        return NULL;
+    return real_fdopen(fd, mode);
 }

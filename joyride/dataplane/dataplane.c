@@ -4851,6 +4851,7 @@ int dp_chan_revert(struct dp *dp, uint32_t chan, int fd)
     int rc = jr_chan_svc_revert(s, fd);
     if (rc < 0)
         return rc;
+    jr_chan_svc_verdict_wake(s->shm); /* the application waits for the switch */
     dp->st.chan_reverts++;
     dp->st.chan_revert_bytes += s->rx_tail - s->flush_head; /* flush_head: checked */
     return 1;

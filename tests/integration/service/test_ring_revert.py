@@ -10,7 +10,9 @@ the rx ring, and hands the connection on:
   is its own);
 - ``subprocess``: ``subprocess.Popen(stdin=conn, stdout=conn)``, which vforks: the child
   runs in the server's memory, so the shim must not touch its tables there;
-- ``scm``: the descriptor goes over SCM_RIGHTS to a helper process started before.
+- ``scm``: the descriptor goes over SCM_RIGHTS to a helper process started before;
+- ``stdio``: the server itself goes on with C's stdio on a copy (``fdopen``: glibc's
+  ``fread`` and ``fwrite`` use calls no shim sees).
 
 Whoever holds the connection then echoes the rest to EOF, after one line with the peer's
 address as ``getpeername`` reports it on the new descriptor. A kernel client checks
@@ -92,6 +94,28 @@ while True:
         children.append(pid)
     elif mode == "subprocess":
         children.append(subprocess.Popen([sys.executable, "-c", echo], stdin=c, stdout=c))
+    elif mode == "stdio":  # C's stdio on a copy, through ctypes: fdopen, fread, fwrite
+        import ctypes
+        libc = ctypes.CDLL(None)
+        libc.fdopen.restype = ctypes.c_void_p
+        libc.fdopen.argtypes = [ctypes.c_int, ctypes.c_char_p]
+        for name in ("fread", "fwrite"):
+            getattr(libc, name).argtypes = [ctypes.c_char_p, ctypes.c_size_t,
+                                            ctypes.c_size_t, ctypes.c_void_p]
+        libc.fflush.argtypes = libc.fclose.argtypes = [ctypes.c_void_p]
+        fp = libc.fdopen(os.dup(c.fileno()), b"r+")
+        assert fp, "fdopen failed"
+        line = ("peer %s\n" % c.getpeername()[0]).encode()
+        libc.fwrite(line, 1, len(line), fp)
+        libc.fflush(fp)
+        buf = ctypes.create_string_buffer(65536)
+        while True:
+            n = libc.fread(buf, 1, 65536, fp)  # whole chunks until the EOF
+            if n == 0:
+                break
+            libc.fwrite(buf, 1, n, fp)
+            libc.fflush(fp)
+        libc.fclose(fp)
     else:
         socket.send_fds(mine, [b"c"], [c.fileno()])
     c.close()
@@ -132,7 +156,8 @@ print(len(results) == nconn and all(r[0] and r[1] for r in results), results)
 FIRST = 1000  # bytes the server reads and echoes itself, through the rings
 
 
-@pytest.mark.parametrize("mode,port", [("fork", 8088), ("subprocess", 8089), ("scm", 8099)])
+@pytest.mark.parametrize("mode,port", [("fork", 8088), ("subprocess", 8089), ("scm", 8099),
+                                       ("stdio", 8082)])
 def test_connection_handed_on_reverts_to_a_stream(service_bed: Testbed, tmp_path: Path,
                                                    mode: str, port: int) -> None:
     bed = service_bed
