@@ -97,10 +97,11 @@ static void jr_ring_resolve(void)
     RESOLVE(shutdown);
 }
 
+/* Ring mode unless JOYRIDE_CHANNELS=0 (stream mode: every byte on the socket). */
 static int jr_channels_wanted(void)
 {
     const char *v = getenv("JOYRIDE_CHANNELS");
-    return v != NULL && strcmp(v, "1") == 0;
+    return v == NULL || strcmp(v, "0") != 0;
 }
 
 static struct jr_ring *jr_ring_of(int fd)
