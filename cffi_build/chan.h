@@ -549,7 +549,9 @@ static inline ssize_t jr_chan_svc_recv(int sock, struct iovec *iov, int iovcnt, 
 static inline void jr_chan_svc_drain(struct jr_chan_svc *s, int fd)
 {
     char junk[4096];
-    for (;;) {
+    /* At most a few messages with descriptors a drain: an application that sends
+     * nothing else would keep it here (what is left keeps the socket readable). */
+    for (int with_fds = 0; with_fds < 4;) {
         struct iovec iov = {junk, sizeof junk};
         int got;
         ssize_t n = jr_chan_svc_recv(fd, &iov, 1, &got);
@@ -558,6 +560,7 @@ static inline void jr_chan_svc_drain(struct jr_chan_svc *s, int fd)
                 s->revert_fd = got;
             else
                 close(got);
+            with_fds++;
             continue;
         }
         if (n != (ssize_t)sizeof junk)

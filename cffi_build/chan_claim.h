@@ -423,7 +423,7 @@ static inline int jr_chan_svc_claim(struct jr_arenas *as, const void *msg, size_
 /* The connection is over for the service: the slot is the application's again. */
 static inline void jr_chan_svc_release(struct jr_arenas *as, struct jr_chan_svc *s)
 {
-    if (s->revert_fd >= 0) { /* a revert request the service never took up */
+    if (s->shm != NULL && s->revert_fd >= 0) { /* a revert request never taken up */
         close(s->revert_fd);
         s->revert_fd = -1;
     }

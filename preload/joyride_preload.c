@@ -55,6 +55,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
@@ -1323,6 +1324,9 @@ static int jr_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flag
             !jr_listener_name(fd, listener, sizeof(listener), &info))
             break; /* a kernel listener, or a failure: as libc says */
         if (jr_from_service(fd, r)) {
+            /* The number was free: a ring still on it is a closed connection's that the
+             * shim did not see close (a raw system call). */
+            jr_ring_close(r);
             jr_inherit_options(fd, r); /* as Linux's accepted sockets inherit theirs */
             if (fd < JR_MAX_FD && jr_ring_listener[fd])
                 jr_ring_claim(r); /* its first bytes: the claim, before the application's */
@@ -1822,6 +1826,8 @@ int setsockopt(int fd, int level, int optname, const void *optval, socklen_t opt
         jr_classify(fd, &info) != JR_NONE)
         return jr_set_as_tcp(fd, &info, level, optname, optval, optlen);
     r = real_setsockopt(fd, level, optname, optval, optlen);
+    if (r == 0 && level == SOL_SOCKET && (optname == SO_SNDBUF || optname == SO_SNDBUFFORCE))
+        jr_ring_sndbuf_set(fd);
     saved = errno;
     code = jr_setopt_code(level, optname);
     if (code && optval && optlen >= sizeof(int) &&
@@ -1864,7 +1870,10 @@ int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
              optname == SO_PEERNAME || jr_sol_as_tcp(optname, 1)) &&
             jr_classify(fd, &info) != JR_NONE)
             return jr_get_sol(fd, &info, optname, optval, optlen);
-        return real_getsockopt(fd, level, optname, optval, optlen);
+        r = real_getsockopt(fd, level, optname, optval, optlen);
+        if (r == 0 && optname == SO_BUF_LOCK)
+            jr_ring_buf_lock(fd, optval, optlen);
+        return r;
     }
     r = real_getsockopt(fd, level, optname, optval, optlen);
     if (r == 0 || (level != IPPROTO_TCP && level != IPPROTO_IP && level != IPPROTO_IPV6))
@@ -1988,11 +1997,42 @@ int fcntl(int fd, int cmd, ...)
 
 int fcntl64(int fd, int cmd, ...) __attribute__((alias("fcntl")));
 
-int close(int fd)
+/* What the shim knows about fd goes before the number is free for another file. */
+static void jr_forget_fd(int fd)
 {
-    jr_init();
     jr_forget_options(fd);
     jr_forget_proof(fd);
     jr_ring_close(fd);
+}
+
+int close(int fd)
+{
+    jr_init();
+    jr_forget_fd(fd);
     return real_close(fd);
+}
+
+/* syscall(2) itself: libuv (Node.js) closes its descriptors with syscall(SYS_close)
+ * to avoid close's cancellation point, which no close interception sees. Unseen, a
+ * ring-mode connection's state would stay on the number, and the next file given it
+ * (an accepted connection, an opened file) would read and write that connection's
+ * rings. Other calls go straight through. (Six argument words are read, as glibc's
+ * own syscall does; the kernel uses those the call has.) */
+static long (*real_syscall)(long, ...);
+
+long syscall(long number, ...)
+{
+    va_list ap;
+    long a[6];
+
+    va_start(ap, number);
+    for (int i = 0; i < 6; i++)
+        a[i] = va_arg(ap, long);
+    va_end(ap);
+    RESOLVE(syscall);
+    if (number == SYS_close) {
+        jr_init();
+        jr_forget_fd((int)a[0]);
+    }
+    return real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 }

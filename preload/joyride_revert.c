@@ -25,11 +25,17 @@
  * connection another process took over. (One process per connection is ring mode's
  * rule; fork locks are not built.)
  *
- * Not covered: a raw execve system call, and a posix_spawn file action that dup2s a
- * close-on-exec ring descriptor (the parent reverts only what the child inherits).
+ * In the application's own process (system, popen, posix_spawn, SCM_RIGHTS, fdopen)
+ * the descriptors' epoll registrations, which the kernel drops with the old socket, are
+ * made again for the new one (jr_epoll_regs).
+ *
+ * Not covered: a raw execve system call; another thread inside a call on the connection
+ * while it is reverted (its call may see the new socket).
  */
 
+#include <dirent.h>
 #include <spawn.h>
+#include <sys/epoll.h>
 
 static pid_t jr_pid; /* this process's: another pid in this memory is a vfork child's */
 
@@ -120,9 +126,83 @@ static int jr_revert_send(int fd, int service_end)
     }
 }
 
+/* The service let the connection go (it was done both ways, or reset) while rx still
+ * held bytes the application had not read: the new socket gets them here, then its EOF
+ * (the service's end of it is this one, closed by the caller: a write fails with EPIPE,
+ * as the connection's would). rx holds at most JR_RING_CAP bytes: the send buffer is
+ * raised to take them whole. */
+static void jr_revert_local(struct jr_ring *r, int end)
+{
+    struct jr_chan *c = r->view.shm;
+    uint32_t head = c->rx.head, left = JR_LOAD(&c->rx.tail) - head;
+    int size = (int)(2 * JR_RING_CAP);
+    real_setsockopt(end, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    while (left > 0 && left <= r->view.rx_cap) {
+        uint32_t off = head & (r->view.rx_cap - 1);
+        uint32_t run = r->view.rx_cap - off < left ? r->view.rx_cap - off : left;
+        ssize_t n = real_sendto(end, r->view.rx_data + off, run, MSG_DONTWAIT | MSG_NOSIGNAL,
+                                NULL, 0);
+        if (n <= 0)
+            break; /* (more than the raised buffer takes: the rest is lost) */
+        head += (uint32_t)n;
+        left -= (uint32_t)n;
+    }
+    real_shutdown(end, SHUT_WR);
+}
+
+/* One registration of a descriptor in one of this process's epoll sets. */
+struct jr_epreg {
+    int epfd, fd;
+    uint32_t events;
+    uint64_t data;
+};
+
+/* The registrations of r's descriptors in this process's epoll sets, from
+ * /proc/self/fdinfo (the kernel drops a registration with its file, and the dup3 of a
+ * revert replaces the file): at most n, how many. */
+static int jr_epoll_regs(const struct jr_ring *r, const struct jr_vnotes *v,
+                         struct jr_epreg *out, int n)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return 0;
+    int got = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && got < n) {
+        char path[64], link[32], line[256];
+        int epfd = atoi(e->d_name);
+        snprintf(path, sizeof path, "/proc/self/fd/%d", epfd);
+        ssize_t len = readlink(path, link, sizeof link - 1);
+        if (e->d_name[0] == '.' || len <= 0)
+            continue;
+        link[len] = 0;
+        if (strcmp(link, "anon_inode:[eventpoll]") != 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%d", epfd);
+        FILE *f = fopen(path, "re");
+        if (f == NULL)
+            continue;
+        while (fgets(line, sizeof line, f) != NULL && got < n) {
+            int tfd;
+            unsigned events;
+            unsigned long long data;
+            if (sscanf(line, "tfd: %d events: %x data: %llx", &tfd, &events, &data) == 3 &&
+                jr_ring_named(tfd, v) == r)
+                out[got++] = (struct jr_epreg){epfd, tfd, events, data};
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return got;
+}
+
 /* Turn r's connection into a plain stream on every descriptor v's process names it by
  * (fd is one of them). keep: the memory is this process's own, so the shim forgets the
- * ring there too. 0, or -1 with errno (nothing changed). */
+ * ring there, and the descriptors' epoll registrations are made again for the new
+ * socket (before an exec they would go with the image anyway). A connection that is no
+ * longer the service's (reverted by another process, the service gone) is left as it
+ * is; one the service let go (released) gets rx's unread bytes and its EOF from here
+ * (jr_revert_local). 0, or -1 with errno (nothing changed). */
 static int jr_ring_revert(int fd, struct jr_ring *r, const struct jr_vnotes *v, int keep)
 {
     int m = jr_ring_settle(fd, r, JR_VERDICT_WAIT_MS);
@@ -132,22 +212,26 @@ static int jr_ring_revert(int fd, struct jr_ring *r, const struct jr_vnotes *v, 
         errno = EAGAIN; /* no verdict from the service in JR_VERDICT_WAIT_MS */
         return -1;
     }
+    uint32_t magic = JR_LOAD(&r->view.shm->magic);
+    if (magic != JR_CHAN_MAGIC && magic != JR_CHAN_RELEASED)
+        return 0; /* reverted by another process (or a slot's later use) */
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return -1;
-    if (jr_revert_send(fd, sv[1]) < 0) {
+    if (magic == JR_CHAN_RELEASED) {
+        jr_revert_local(r, sv[1]);
+    } else if (jr_revert_send(fd, sv[1]) < 0) {
         int e = errno;
         real_close(sv[0]);
         real_close(sv[1]);
         errno = e;
-        return -1;
+        return e == EPIPE || e == ECONNRESET ? 0 : -1; /* the connection is gone */
     }
     real_close(sv[1]);
     /* The service's switch names the new socket (getpeername spells the connection). */
-    if (jr_chan_app_wait_reverted(r->view.shm, fd) < 0) {
+    if (magic == JR_CHAN_MAGIC && jr_chan_app_wait_reverted(r->view.shm, fd) < 0) {
         real_close(sv[0]);
-        errno = EPIPE;
-        return -1;
+        return 0; /* the service went before it switched: the connection with it */
     }
     /* Step 2: what the old socket's file said. */
     int fl = fcntl(fd, F_GETFL);
@@ -157,6 +241,8 @@ static int jr_ring_revert(int fd, struct jr_ring *r, const struct jr_vnotes *v, 
         real_shutdown(sv[0], SHUT_WR);
     if (r->rd_shut)
         real_shutdown(sv[0], SHUT_RD);
+    struct jr_epreg regs[16];
+    int n_regs = keep ? jr_epoll_regs(r, v, regs, 16) : 0;
     for (int k = 0; k < JR_MAX_FD; k++) {
         if (jr_ring_named(k, v) != r)
             continue;
@@ -168,6 +254,10 @@ static int jr_ring_revert(int fd, struct jr_ring *r, const struct jr_vnotes *v, 
         real_dup3(sv[0], k, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
     }
     real_close(sv[0]);
+    for (int i = 0; i < n_regs; i++) {
+        struct epoll_event ev = {.events = regs[i].events, .data.u64 = regs[i].data};
+        epoll_ctl(regs[i].epfd, EPOLL_CTL_ADD, regs[i].fd, &ev);
+    }
     return 0;
 }
 
@@ -222,10 +312,7 @@ static int jr_revert_passed(const struct msghdr *msg)
 {
     if (msg == NULL || msg->msg_controllen == 0 || jr_slots == NULL)
         return 0;
-    int keep = !jr_vfork_child();
     static struct jr_vnotes none;
-    struct jr_vnotes notes, *v = keep ? &none : &notes;
-    jr_vnotes_of(keep ? 0 : getpid(), v);
     for (struct cmsghdr *h = CMSG_FIRSTHDR((struct msghdr *)msg); h != NULL;
          h = CMSG_NXTHDR((struct msghdr *)msg, h)) {
         if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
@@ -234,8 +321,14 @@ static int jr_revert_passed(const struct msghdr *msg)
         for (size_t i = 0; i < count; i++) {
             int fd;
             memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
-            struct jr_ring *r = jr_ring_named(fd, v);
-            if (r != NULL && jr_ring_revert(fd, r, v, keep) < 0)
+            struct jr_ring *r = jr_ring_of(fd); /* (a claim's own sendmsg passes none) */
+            if (r == NULL)
+                continue;
+            struct jr_vnotes notes;
+            int keep = !jr_vfork_child();
+            if (!keep)
+                jr_vnotes_of(getpid(), &notes);
+            if (jr_ring_revert(fd, r, keep ? &none : &notes, keep) < 0)
                 return -1;
         }
     }
@@ -339,6 +432,20 @@ int execle(const char *path, const char *arg, ...)
     char *const *envp = va_arg(ap, char *const *);
     va_end(ap);
     return execve(path, argv, envp);
+}
+
+/* A file action that dups a ring descriptor into a spawned child: the child reads
+ * it, so it is a stream from now on (close-on-exec or not). */
+static int (*real_posix_spawn_file_actions_adddup2)(posix_spawn_file_actions_t *, int, int);
+
+int posix_spawn_file_actions_adddup2(posix_spawn_file_actions_t *actions, int fd, int to)
+{
+    RESOLVE(posix_spawn_file_actions_adddup2);
+    struct jr_ring *r = jr_ring_of(fd);
+    static struct jr_vnotes none;
+    if (r != NULL && !jr_vfork_child() && jr_ring_revert(fd, r, &none, 1) < 0)
+        return errno;
+    return real_posix_spawn_file_actions_adddup2(actions, fd, to);
 }
 
 int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *actions,

@@ -41,6 +41,7 @@ struct jr_ring {
     uint32_t arm;        /* what its reads arm (chan.h's io->arm): JR_RX_ARM_BELL while
                           * the bell set watches it (joyride_epoll.c), else 0: a token */
     int foreign;         /* watched where the bell cannot see: tokens, for good */
+    int app_sndbuf;      /* the application set SO_SNDBUF: its lock bit is its own */
     uint32_t slot, claim_id;
     struct jr_arena_app *arena;
     struct jr_chan_app view;
@@ -764,6 +765,30 @@ int shutdown(int fd, int how)
         jr_chan_shutdown_write(&r->view, &io);
     }
     return 0;
+}
+
+/* The application set SO_SNDBUF on fd (applied to the unix socket, as the readback and
+ * the kernel's checks want; in ring mode a larger buffer only takes more filler while
+ * tx is full). */
+static void jr_ring_sndbuf_set(int fd)
+{
+    struct jr_ring *r = jr_ring_of(fd);
+    if (r != NULL)
+        r->app_sndbuf = 1;
+}
+
+/* SO_BUF_LOCK on a ring-mode descriptor: the send buffer's lock bit is the shim's own
+ * setting unless the application set SO_SNDBUF. */
+static void jr_ring_buf_lock(int fd, void *optval, const socklen_t *optlen)
+{
+    struct jr_ring *r = jr_ring_of(fd);
+    int v;
+    if (r == NULL || r->app_sndbuf || optval == NULL || optlen == NULL ||
+        *optlen < sizeof v || jr_ring_settle(fd, r, 0) != JR_RING_ON)
+        return;
+    memcpy(&v, optval, sizeof v);
+    v &= ~1; /* linux/socket.h's SOCK_SNDBUF_LOCK */
+    memcpy(optval, &v, sizeof v);
 }
 
 /* FIONREAD on a ring: rx's bytes (-1: not a ring-mode descriptor). */

@@ -2420,7 +2420,11 @@ static void app_eof(struct dp *dp, struct flow *f)
         t->tcp_state = DP_FIN_WAIT_1;
     else if (t->tcp_state == DP_CLOSE_WAIT)
         t->tcp_state = DP_LAST_ACK;
-    epoll_set(dp, f, f->epoll_mask & ~(uint32_t)APP_IN);
+    /* A stream's socket stays readable after its EOF: no longer watched. A ring-mode
+     * socket after a shutdown the shim only noted (tx_eof) is open both ways, and still
+     * carries doorbells and a revert request; once it hangs up, chan_read lets it go. */
+    if (!t->chan || f->app_closed || f->app_hup)
+        epoll_set(dp, f, f->epoll_mask & ~(uint32_t)APP_IN);
     touch(dp, f);
 }
 
@@ -2645,8 +2649,11 @@ static void chan_read(struct dp *dp, struct flow *f)
     }
     /* A hang-up of its socket (close, or a half-close the shim did not see) ends it too:
      * no doorbell can come after it, and epoll would report it on every wait. */
-    if ((tx_eof || f->app_closed || f->app_hup) && jr_chan_svc_tx_avail(s) == 0)
+    int hung = f->app_closed || f->app_hup;
+    if (!t->app_eof && (tx_eof || hung) && jr_chan_svc_tx_avail(s) == 0)
         app_eof(dp, f);
+    else if (t->app_eof && hung)
+        epoll_set(dp, f, f->epoll_mask & ~(uint32_t)APP_IN);
 }
 
 /* The application left ring mode (chan.h, JR_CHAN_REVERT_BYTE: an exec, a descriptor

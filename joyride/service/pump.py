@@ -53,9 +53,9 @@ WAIT_BYTES: Final = 2  # chan.h JR_CHAN_WAIT_BYTES
 class Pump:
     """Moves bytes for one connection; ``service()`` does a bounded amount of work."""
 
-    __slots__ = ("app_eof", "app_full", "app_gone", "channel", "conn", "fin_sent_to_app",
-                 "mask", "pid", "plane", "region_reads", "sock", "sock_replaced", "to_tcp",
-                 "uid")
+    __slots__ = ("app_eof", "app_full", "app_gone", "app_hung", "channel", "conn",
+                 "fin_sent_to_app", "mask", "pid", "plane", "region_reads", "sock",
+                 "sock_replaced", "to_tcp", "uid")
 
     def __init__(self, conn: TcpConnection, sock: socket.socket, uid: int = -1,
                  pid: int = 0, *, plane: DataPlane | None = None,
@@ -77,6 +77,7 @@ class Pump:
         self.app_eof = False  # the application will write no more (FIN queued)
         self.app_gone = False  # the application's end is closed (EPIPE/ECONNRESET)
         self.fin_sent_to_app = False
+        self.app_hung = False  # ring mode: the application's end of the socket is closed
         self.mask = 0  # events registered with the selector
         # The application's new socket took the old one's descriptor (a revert): the
         # selector's registration went with the old socket (Datapath._settle).
@@ -146,16 +147,19 @@ class Pump:
         idle step). True when there is work now instead."""
         assert self.plane is not None
         waits = self._chan_waits()
-        if not waits:
-            # Nothing awaited (the socket is not watched), but a re-token request is
-            # still answered, as C's chan_arm does: a read that left bytes in rx would
-            # otherwise wait for a token until TCP next wakes the pump. An error here
-            # (the application gone) is met by the next arm, after TCP took tx's bytes.
-            self.plane.chan_idle(self.channel.chan, self.sock.fileno(), 0)
-            return False
+        # With nothing awaited the step still drains the socket and answers a re-token
+        # request (a read that left bytes in rx would otherwise wait for a token until
+        # TCP next wakes the pump); an error then (the application gone) is met by the
+        # next arm, after TCP took tx's bytes.
         rc = self.plane.chan_idle(self.channel.chan, self.sock.fileno(), waits)
         if self._chan_revert():
             return True  # its drain found a revert request: the old socket's EOF is moot
+        if not waits:
+            # TCP wakes the pump. The socket stays watched (a revert request may come
+            # whatever the pump waits for) unless the application closed its end: then
+            # it is readable for ever, and tx's bytes still go out as TCP takes them.
+            self.app_hung = self._app_socket_eof()
+            return False
         if rc < 0:
             self._app_closed()
             return False
@@ -163,15 +167,18 @@ class Pump:
             return True
         # Asleep until the socket is readable; an application that closed its end
         # leaves it readable for ever (EOF), and no byte says so: look for it now.
-        try:
-            eof = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            eof = False
-        except OSError:
-            eof = True
-        if eof:
+        if self._app_socket_eof():
             self._app_closed()
         return False
+
+    def _app_socket_eof(self) -> bool:
+        """Whether the application's end of the socket is closed (a peek)."""
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def _chan_waits(self) -> int:
         """What a ring-mode pump waits for from its application (chan.h's waits), as
@@ -356,9 +363,10 @@ class Pump:
         if self.app_gone:
             return 0
         if self.channel.chan:
-            # Its bytes only say "look" (_chan_idle armed what it waits for); waiting
-            # for nothing from the application, the pump waits for TCP alone.
-            return selectors.EVENT_READ if self._chan_waits() else 0
+            # Its bytes only say "look" (_chan_idle armed what it waits for), and one
+            # may be a revert request, which can come whatever the pump waits for; a
+            # closed end, readable for ever, is watched only while awaited.
+            return selectors.EVENT_READ if self._chan_waits() or not self.app_hung else 0
         events = 0
         if self.app_full:
             events |= selectors.EVENT_WRITE

@@ -12,7 +12,10 @@ the rx ring, and hands the connection on:
   runs in the server's memory, so the shim must not touch its tables there;
 - ``scm``: the descriptor goes over SCM_RIGHTS to a helper process started before;
 - ``stdio``: the server itself goes on with C's stdio on a copy (``fdopen``: glibc's
-  ``fread`` and ``fwrite`` use calls no shim sees).
+  ``fread`` and ``fwrite`` use calls no shim sees);
+- ``system``: the server calls ``system()`` with the connection inheritable and in an
+  epoll set, then goes on serving it from that set (the registration, which the kernel
+  drops with the old socket, is made again).
 
 Whoever holds the connection then echoes the rest to EOF, after one line with the peer's
 address as ``getpeername`` reports it on the new descriptor. A kernel client checks
@@ -116,6 +119,20 @@ while True:
             libc.fwrite(buf, 1, n, fp)
             libc.fflush(fp)
         libc.fclose(fp)
+    elif mode == "system":  # an inheritable connection in an epoll set, then system()
+        import select
+        c.set_inheritable(True)
+        ep = select.epoll()
+        ep.register(c.fileno(), select.EPOLLIN)
+        assert os.system("true") == 0  # reverts c: its registration is made again
+        c.sendall(("peer %s\n" % c.getpeername()[0]).encode())
+        while True:
+            assert ep.poll(30), "the epoll registration did not survive"
+            d = c.recv(65536)
+            if not d:
+                break
+            c.sendall(d)
+        ep.close()
     else:
         socket.send_fds(mine, [b"c"], [c.fileno()])
     c.close()
@@ -157,7 +174,7 @@ FIRST = 1000  # bytes the server reads and echoes itself, through the rings
 
 
 @pytest.mark.parametrize("mode,port", [("fork", 8088), ("subprocess", 8089), ("scm", 8099),
-                                       ("stdio", 8082)])
+                                       ("stdio", 8082), ("system", 8083)])
 def test_connection_handed_on_reverts_to_a_stream(service_bed: Testbed, tmp_path: Path,
                                                    mode: str, port: int) -> None:
     bed = service_bed

@@ -156,6 +156,21 @@ def test_a_revert_after_the_peers_fin_shows_the_eof_after_the_unread_bytes(
     assert bed.stats()["chan_reverts"] == 1
 
 
+def test_a_revert_after_the_applications_shutdown_is_still_taken_up(bed: Claiming) -> None:
+    """After the application's shutdown(SHUT_WR) (tx_eof) its socket still carries a
+    revert request: C keeps watching it, switches, and the unread bytes arrive."""
+    client, app = ring_connection(bed)
+    _, unread = leave_unread(bed, client, app, bed.bed.step)
+    lib.dp_app_shutdown(app.chan)
+    for _ in range(20):
+        bed.bed.step()
+    assert client.eof  # the application's FIN
+    new = revert(app)
+    got, _ = drive(bed.bed.step, client, new, len(unread), steps=200)
+    assert got == unread
+    assert bed.stats()["chan_reverts"] == 1
+
+
 def test_a_revert_in_python_loses_nothing_and_serves_a_stream(bed: Claiming) -> None:
     client, app, _conn, pump = python_ring_pump(bed)
 
