@@ -11,8 +11,10 @@
  *                registered with the service (OP_LISTEN) and dup3()'d onto fd. The
  *                service delivers each TCP connection by connecting to it, so accept,
  *                epoll/poll/select, fork and exec keep their kernel meaning. (Ring
- *                mode, JOYRIDE_CHANNELS=1, is joyride_ring.c; its bell intercepts the
- *                waits of one epoll set per process: joyride_epoll.c.)
+ *                mode, the default unless JOYRIDE_CHANNELS=0, is joyride_ring.c; its
+ *                bell intercepts the waits of one epoll set per process:
+ *                joyride_epoll.c; a descriptor leaving the process is reverted to a
+ *                stream: joyride_revert.c.)
  *   connect(fd)  with JOYRIDE_OUTGOING=1, an AF_INET (or AF_INET6, to an IPv6 address)
  *                stream connect is asked of the
  *                service (OP_CONNECT); the connection arrives by SCM_RIGHTS and is

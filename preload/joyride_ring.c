@@ -2,7 +2,7 @@
  * joyride_ring.c - ring mode in the shim (issue 17; docs/channels.md), included by
  * joyride_preload.c.
  *
- * With JOYRIDE_CHANNELS=1 the shim asks, at listen, to claim ring mode on the
+ * Unless JOYRIDE_CHANNELS=0, the shim asks, at listen, to claim ring mode on the
  * listener's connections (FLAG_CHANNELS); when the service grants it, accept claims a
  * slot of this process's arena for each connection it returns (chan_claim.h), and the
  * descriptor's bytes then move through the connection's two rings in shared memory.
@@ -13,8 +13,8 @@
  * write, writev, send, sendto, sendmsg, sendfile, splice, and shutdown, FIONREAD,
  * close, dup.
  *
- * A descriptor handed to another program (exec, SCM_RIGHTS, posix_spawn, system) is
- * turned back into a plain stream first (joyride_revert.c). Two processes using one
+ * A descriptor handed to another program (exec, SCM_RIGHTS, posix_spawn, system, popen)
+ * or to C's stdio (fdopen) is turned back into a plain stream first (joyride_revert.c). Two processes using one
  * connection at once are not supported (docs/channels.md, "Next"). (splice goes through
  * a buffer; fcntl(F_DUPFD) is dup: joyride_preload.c.)
  */
