@@ -1824,6 +1824,18 @@ int setsockopt(int fd, int level, int optname, const void *optval, socklen_t opt
     int saved, r, code, value, status;
 
     jr_init();
+    if (level == IPPROTO_TCP && optname == TCP_NODELAY && jr_ring_of(fd) != NULL) {
+        /* Nearly every server sets it on each connection. Linux takes any int here
+         * (do_tcp_setsockopt) and the service's connections run with Nagle off anyway,
+         * so it is only remembered, for getsockopt: the scratch socket's way cost eight
+         * system calls a connection. */
+        if (optval == NULL || optlen < sizeof(int)) {
+            errno = optval == NULL ? EFAULT : EINVAL;
+            return -1;
+        }
+        jr_record(fd, level, optname, optval, optlen);
+        return 0;
+    }
     if (level == SOL_SOCKET && jr_sol_as_tcp(optname, 0) &&
         jr_classify(fd, &info) != JR_NONE)
         return jr_set_as_tcp(fd, &info, level, optname, optval, optlen);

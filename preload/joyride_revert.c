@@ -37,8 +37,6 @@
 #include <spawn.h>
 #include <sys/epoll.h>
 
-static pid_t jr_pid; /* this process's: another pid in this memory is a vfork child's */
-
 /* Whether this is a vfork child (or a clone without fork's handlers): its memory is its
  * parent's. Asked only where a ring descriptor is involved (getpid is a system call). */
 static int jr_vfork_child(void)

@@ -75,6 +75,7 @@ static ssize_t (*real_sendfile)(int, int, off_t *, size_t);
 static int (*real_shutdown)(int, int);
 
 /* joyride_revert.c: leaving ring mode. */
+static pid_t jr_pid; /* this process's: another pid in this memory is a vfork child's */
 static int jr_vfork_child(void);
 static void jr_vfork_close(int fd);
 static void jr_vfork_dup(int from, int to);
@@ -128,7 +129,10 @@ static int jr_slot_take(struct jr_slots *s, uint32_t id)
 
 static struct jr_slots *jr_slots_here(void)
 {
-    if (jr_slots != NULL && jr_slots->pid == getpid())
+    /* jr_pid: this process's, kept by fork's child handler (a getpid a connection
+     * otherwise; no claim is made in a vfork child, which would read its parent's). */
+    pid_t me = __atomic_load_n(&jr_pid, __ATOMIC_RELAXED);
+    if (jr_slots != NULL && jr_slots->pid == me)
         return jr_slots;
     struct jr_slots *s = calloc(1, sizeof *s);
     if (s == NULL)
@@ -144,7 +148,7 @@ static struct jr_slots *jr_slots_here(void)
     /* One door for the process's channels (chan.h): without one, each connection's
      * socket takes its doorbells, as before. */
     (void)jr_arena_app_door(&s->arena);
-    s->pid = getpid();
+    s->pid = me;
     jr_slots = s; /* the parent's, if any, stays: inherited connections use it */
     return s;
 }
