@@ -61,6 +61,11 @@ RELAY_STATS_TIMEOUT: Final = 5.0  # seconds for the relay to write its counters
 SUBNET6_BASE: Final = "2001:2:0"
 
 
+def _canonical6(address: str) -> str:
+    """The canonical text of an IPv6 address (RFC 5952), as ip(8) prints it."""
+    return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, address))
+
+
 class TestbedError(RuntimeError):
     """The test bed could not be built (missing privilege, missing tool, kernel refusal)."""
 
@@ -187,11 +192,13 @@ class Testbed:
         self._router_ips = (f"{SUBNET_BASE}.{third}.254", f"{SUBNET_BASE}.{peer_third}.254")
         self._router_ips6: tuple[str, str] | None = None
         if ipv6:
-            self.joy.ip6 = f"{SUBNET6_BASE}:{third:x}::1"
-            self.peer.ip6 = f"{SUBNET6_BASE}:{peer_third:x}::2"
+            # Canonical text (RFC 5952), as ip(8) prints it: a third group of 0 would
+            # otherwise read "2001:2:0:0::2" where the kernel says "2001:2::2".
+            self.joy.ip6 = _canonical6(f"{SUBNET6_BASE}:{third:x}::1")
+            self.peer.ip6 = _canonical6(f"{SUBNET6_BASE}:{peer_third:x}::2")
             if path_mtu is not None:
-                self._router_ips6 = (f"{SUBNET6_BASE}:{third:x}::fe",
-                                     f"{SUBNET6_BASE}:{peer_third:x}::fe")
+                self._router_ips6 = (_canonical6(f"{SUBNET6_BASE}:{third:x}::fe"),
+                                     _canonical6(f"{SUBNET6_BASE}:{peer_third:x}::fe"))
         self.middle_ns: str | None = None
         self.relay_proc: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
