@@ -21,9 +21,10 @@
  * execs) runs in its parent's memory: it must not change the shim's tables. It notes its
  * dups and closes of ring descriptors in jr_vdups under its own pid, and at exec reverts
  * what its own descriptor table names. The parent's copies then name the old socket,
- * which the service let go: a read there ends in ECONNRESET, a write in EPIPE, as for a
- * connection another process took over. (One process per connection is ring mode's
- * rule; fork locks are not built.)
+ * which the service let go: a write there fails with EPIPE and a read, once rx is empty,
+ * with ECONNRESET, as for a connection another process took over (bytes still in rx go
+ * to the child too: a parent that goes on reading a connection it handed on is not
+ * served). One process per connection is ring mode's rule; fork locks are not built.
  *
  * In the application's own process (system, popen, posix_spawn, SCM_RIGHTS, fdopen)
  * the descriptors' epoll registrations, which the kernel drops with the old socket, are
