@@ -59,6 +59,9 @@
 #define JR_CHAN_REFUSED 0x4652524au  /* "JRRF": the claim refused: stream mode */
 #define JR_CHAN_RELEASED 0x4c52524au /* "JRRL": the service let go: the slot is free */
 #define JR_CHAN_REVERTED 0x5652524au /* "JRRV": a stream again (JR_CHAN_REVERT_BYTE) */
+/* "JRRD": released after a revert (the slot is free, and nothing in it is unread: its
+ * bytes went to the new socket), unlike JR_CHAN_RELEASED's unread bytes. */
+#define JR_CHAN_REVERT_DONE 0x4452524au
 #define JR_CHAN_VERSION 4u /* 4: the arena's bell (struct jr_arena_bell) */
 #define JR_CHAN_LINE 64
 
@@ -230,6 +233,7 @@ struct jr_chan_svc {
      * it, where rx's bytes the application never read start (jr_chan_svc_flush). */
     int revert_fd;
     uint32_t flush_head;
+    uint8_t reverted; /* jr_chan_svc_revert switched it: released as JR_CHAN_REVERT_DONE */
 };
 
 /* The application's view. */
@@ -855,6 +859,7 @@ static inline int jr_chan_svc_revert(struct jr_chan_svc *s, int fd)
      * the old descriptor left in another process finds this, not a live channel, and
      * its writes fail (EPIPE) instead of going into a tx nobody reads. */
     JR_STORE(&s->shm->magic, JR_CHAN_REVERTED);
+    s->reverted = 1;
     return 0;
 }
 

@@ -430,7 +430,8 @@ static inline void jr_chan_svc_release(struct jr_arenas *as, struct jr_chan_svc 
     if (s->arena < 0 || (uint32_t)s->arena >= as->max)
         return;
     struct jr_arena *ar = &as->a[s->arena];
-    JR_STORE(&s->shm->magic, JR_CHAN_RELEASED); /* the service's last touch of the slot */
+    /* The service's last touch of the slot. */
+    JR_STORE(&s->shm->magic, s->reverted ? JR_CHAN_REVERT_DONE : JR_CHAN_RELEASED);
     ar->busy[s->slot / 64] &= ~(1ull << (s->slot % 64));
     ar->live--;
     s->shm = NULL;
@@ -665,7 +666,8 @@ static inline int jr_chan_app_slot_done(const struct jr_arena_app *a, uint32_t s
 {
     struct jr_chan *c = jr_arena_app_chan(a, slot);
     uint32_t magic = JR_LOAD(&c->magic);
-    return (magic == JR_CHAN_RELEASED || magic == JR_CHAN_REFUSED) &&
+    return (magic == JR_CHAN_RELEASED || magic == JR_CHAN_REVERT_DONE ||
+            magic == JR_CHAN_REFUSED) &&
            __atomic_load_n(&c->claim_id, __ATOMIC_RELAXED) == claim_id;
 }
 

@@ -251,6 +251,8 @@ static int jr_ring_revert(int fd, struct jr_ring *r, const struct jr_vnotes *v, 
         if (keep)
             jr_ring_close(k);
         real_dup3(sv[0], k, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+        if (!keep)
+            jr_vdup_note(k, NULL); /* a stream now: a second exec (PATH search) skips it */
     }
     real_close(sv[0]);
     for (int i = 0; i < n_regs; i++) {

@@ -10,6 +10,8 @@ the rx ring, and hands the connection on:
   is its own);
 - ``subprocess``: ``subprocess.Popen(stdin=conn, stdout=conn)``, which vforks: the child
   runs in the server's memory, so the shim must not touch its tables there;
+- ``path``: the same with a bare program name and two missing directories first in
+  ``PATH``: the child's first execs fail, and the later ones must not revert again;
 - ``scm``: the descriptor goes over SCM_RIGHTS to a helper process started before;
 - ``stdio``: the server itself goes on with C's stdio on a copy (``fdopen``: glibc's
   ``fread`` and ``fwrite`` use calls no shim sees);
@@ -97,6 +99,10 @@ while True:
         children.append(pid)
     elif mode == "subprocess":
         children.append(subprocess.Popen([sys.executable, "-c", echo], stdin=c, stdout=c))
+    elif mode == "path":  # a bare name: the vfork child execs once per PATH entry
+        path = "/nonexistent-a:/nonexistent-b:" + os.path.dirname(sys.executable)
+        children.append(subprocess.Popen([os.path.basename(sys.executable), "-c", echo],
+                                         stdin=c, stdout=c, env={**os.environ, "PATH": path}))
     elif mode == "stdio":  # C's stdio on a copy, through ctypes: fdopen, fread, fwrite
         import ctypes
         libc = ctypes.CDLL(None)
@@ -174,7 +180,7 @@ FIRST = 1000  # bytes the server reads and echoes itself, through the rings
 
 
 @pytest.mark.parametrize("mode,port", [("fork", 8088), ("subprocess", 8089), ("scm", 8099),
-                                       ("stdio", 8082), ("system", 8083)])
+                                       ("stdio", 8082), ("system", 8083), ("path", 8084)])
 def test_connection_handed_on_reverts_to_a_stream(service_bed: Testbed, tmp_path: Path,
                                                    mode: str, port: int) -> None:
     bed = service_bed
