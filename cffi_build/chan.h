@@ -499,6 +499,22 @@ static inline int jr_chan_svc_tx_eof(const struct jr_chan_svc *s)
  * so the rules have one copy. fd: the service's end of the connection's socket,
  * non-blocking. */
 
+/* How many descriptors control message h carries (SCM_RIGHTS; 0 for any other), and
+ * the i-th of them. */
+static inline size_t jr_cmsg_nfds(const struct cmsghdr *h)
+{
+    if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+        return 0;
+    return (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+}
+
+static inline int jr_cmsg_fd(const struct cmsghdr *h, size_t i)
+{
+    int fd;
+    memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
+    return fd;
+}
+
 /* recv(2) into iov from the application's socket, with the descriptors that came with
  * these bytes in *fd and *door (-1: none; door may be NULL: no second one kept). A claim
  * carries at most two, an arena's and its door's (chan_claim.h); a revert request one
@@ -520,12 +536,9 @@ static inline ssize_t jr_chan_svc_recv2(int sock, struct iovec *iov, int iovcnt,
     if (n < 0)
         return -errno;
     for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h)) {
-        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t count = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        size_t count = jr_cmsg_nfds(h);
         for (size_t i = 0; i < count; i++) {
-            int got;
-            memcpy(&got, CMSG_DATA(h) + i * sizeof(int), sizeof got);
+            int got = jr_cmsg_fd(h, i);
             if (*fd < 0 && !(m.msg_flags & MSG_CTRUNC))
                 *fd = got;
             else if (door != NULL && *door < 0 && !(m.msg_flags & MSG_CTRUNC))

@@ -67,21 +67,33 @@ static void jr_vdup_note(int fd, struct jr_ring *r)
     jr_vdups[k] = (struct jr_vdup){getpid(), fd, r};
 }
 
-/* This process's notes, oldest first (me == 0: none, memory of its own). */
+/* A process's notes, oldest first. */
 struct jr_vnotes {
     int n;
     struct jr_vdup at[JR_VDUPS];
 };
 
+static const struct jr_vnotes jr_no_notes; /* a process whose memory is its own */
+
 static void jr_vnotes_of(pid_t me, struct jr_vnotes *v)
 {
     v->n = 0;
-    if (me == 0)
-        return;
     unsigned end = __atomic_load_n(&jr_vdup_next, __ATOMIC_RELAXED);
     for (unsigned i = end > JR_VDUPS ? end - JR_VDUPS : 0; i < end; i++)
         if (jr_vdups[i % JR_VDUPS].pid == me)
             v->at[v->n++] = jr_vdups[i % JR_VDUPS];
+}
+
+/* This process's view for a revert: 1 when its memory is its own (no notes: the shim's
+ * tables are kept up too), 0 in a vfork child (its notes in *v). */
+static int jr_vnotes_here(struct jr_vnotes *v)
+{
+    if (!jr_vfork_child()) {
+        v->n = 0;
+        return 1;
+    }
+    jr_vnotes_of(getpid(), v);
+    return 0;
 }
 
 /* The ring fd names in this process: the notes' word, else the table's. */
@@ -269,10 +281,8 @@ static int jr_revert_inherited(void)
 {
     if (__atomic_load_n(&jr_slots, __ATOMIC_RELAXED) == NULL)
         return 0; /* no claim was ever made: no ring */
-    int keep = !jr_vfork_child();
-    static struct jr_vnotes none;
-    struct jr_vnotes notes, *v = keep ? &none : &notes;
-    jr_vnotes_of(keep ? 0 : getpid(), v);
+    struct jr_vnotes notes, *v = &notes;
+    int keep = jr_vnotes_here(v);
     struct jr_ring *done[JR_RING_SLOTS]; /* reverted already, with all their names */
     unsigned n_done = 0;
     for (int fd = 0; fd < JR_MAX_FD; fd++) {
@@ -313,27 +323,32 @@ static int jr_revert_passed(const struct msghdr *msg)
 {
     if (msg == NULL || msg->msg_controllen == 0 || jr_slots == NULL)
         return 0;
-    static struct jr_vnotes none;
     for (struct cmsghdr *h = CMSG_FIRSTHDR((struct msghdr *)msg); h != NULL;
          h = CMSG_NXTHDR((struct msghdr *)msg, h)) {
-        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t count = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        size_t count = jr_cmsg_nfds(h);
         for (size_t i = 0; i < count; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
+            int fd = jr_cmsg_fd(h, i);
             struct jr_ring *r = jr_ring_of(fd); /* (a claim's own sendmsg passes none) */
             if (r == NULL)
                 continue;
             struct jr_vnotes notes;
-            int keep = !jr_vfork_child();
-            if (!keep)
-                jr_vnotes_of(getpid(), &notes);
-            if (jr_ring_revert(fd, r, keep ? &none : &notes, keep) < 0)
+            int keep = jr_vnotes_here(&notes);
+            if (jr_ring_revert(fd, r, &notes, keep) < 0)
                 return -1;
         }
     }
     return 0;
+}
+
+/* A ring descriptor this process goes on using in a way the shim cannot see (stdio, a
+ * spawn's file action): a stream from now on. Not in a vfork child, which only execs.
+ * 0, or -1 with errno. */
+static int jr_revert_here(int fd)
+{
+    struct jr_ring *r = jr_ring_of(fd);
+    if (r == NULL || jr_vfork_child())
+        return 0;
+    return jr_ring_revert(fd, r, &jr_no_notes, 1);
 }
 
 /* ------------------------------------------------------------ the intercepted calls */
@@ -442,9 +457,7 @@ static int (*real_posix_spawn_file_actions_adddup2)(posix_spawn_file_actions_t *
 int posix_spawn_file_actions_adddup2(posix_spawn_file_actions_t *actions, int fd, int to)
 {
     RESOLVE(posix_spawn_file_actions_adddup2);
-    struct jr_ring *r = jr_ring_of(fd);
-    static struct jr_vnotes none;
-    if (r != NULL && !jr_vfork_child() && jr_ring_revert(fd, r, &none, 1) < 0)
+    if (jr_revert_here(fd) < 0)
         return errno;
     return real_posix_spawn_file_actions_adddup2(actions, fd, to);
 }
@@ -490,9 +503,7 @@ static FILE *(*real_fdopen)(int, const char *);
 FILE *fdopen(int fd, const char *mode)
 {
     RESOLVE(fdopen);
-    struct jr_ring *r = jr_ring_of(fd);
-    static struct jr_vnotes none;
-    if (r != NULL && !jr_vfork_child() && jr_ring_revert(fd, r, &none, 1) < 0)
+    if (jr_revert_here(fd) < 0)
         return NULL;
     return real_fdopen(fd, mode);
 }

@@ -2642,7 +2642,7 @@ static void chan_read(struct dp *dp, struct flow *f)
     }
     /* tx_eof before the look at tx (chan.h: no byte follows tx_eof, so an empty tx
      * after it is the end). */
-    int tx_eof = dp_chan_tx_eof(dp, t->chan);
+    int tx_eof = jr_chan_svc_tx_eof(s);
     if (jr_chan_svc_revert_asked(s) && jr_chan_svc_tx_avail(s) == 0) {
         chan_revert(dp, f); /* tx held its last bytes: they are in the send ring */
         return;

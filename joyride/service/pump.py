@@ -158,7 +158,7 @@ class Pump:
             # TCP wakes the pump. The socket stays watched (a revert request may come
             # whatever the pump waits for) unless the application closed its end: then
             # it is readable for ever, and tx's bytes still go out as TCP takes them.
-            self.app_hung = self._app_socket_eof()
+            self.app_hung = self.app_hung or self._app_socket_eof()  # a close is for good
             return False
         if rc < 0:
             self._app_closed()
