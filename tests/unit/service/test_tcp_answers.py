@@ -4,6 +4,7 @@ listener is bound to a listener name, as the service's clients bind theirs."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import socket
@@ -36,6 +37,24 @@ def pair() -> Iterator[tuple[socket.socket, sockopts.TcpAnswers]]:
         unix.close()
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def kernel_getsockopt(sock: socket.socket, level: int, optname: int,
+                      buflen: int = 0) -> int | bytes:
+    """``sock.getsockopt``, but a buffer argument starts zeroed: CPython passes the
+    kernel uninitialised memory, and Linux reads some arguments (TCP_ZEROCOPY_RECEIVE's
+    reserved fields: EINVAL unless 0), so its answer would depend on what was there."""
+    if not buflen:
+        return sock.getsockopt(level, optname)
+    buf = ctypes.create_string_buffer(buflen)
+    size = ctypes.c_uint32(buflen)
+    if _LIBC.getsockopt(sock.fileno(), level, optname, buf, ctypes.byref(size)) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return buf.raw[:size.value]
+
+
 def both(kernel: socket.socket, answers: sockopts.TcpAnswers, level: int, optname: int,
          buflen: int = 0) -> tuple[object, object]:
     def ask(get: Callable[..., object]) -> object:
@@ -43,7 +62,7 @@ def both(kernel: socket.socket, answers: sockopts.TcpAnswers, level: int, optnam
             return get(level, optname, buflen) if buflen else get(level, optname)
         except OSError as exc:
             return errno.errorcode[exc.errno or 0]
-    return ask(kernel.getsockopt), ask(answers.getsockopt)
+    return (ask(lambda *a: kernel_getsockopt(kernel, *a)), ask(answers.getsockopt))
 
 
 @pytest.mark.parametrize(("level", "optname"), [
