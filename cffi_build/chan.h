@@ -50,7 +50,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sched.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The header's first word: the service's verdict on a claim (chan_claim.h), and the
@@ -62,7 +64,7 @@
 /* "JRRD": released after a revert (the slot is free, and nothing in it is unread: its
  * bytes went to the new socket), unlike JR_CHAN_RELEASED's unread bytes. */
 #define JR_CHAN_REVERT_DONE 0x4452524au
-#define JR_CHAN_VERSION 4u /* 4: the arena's bell (struct jr_arena_bell) */
+#define JR_CHAN_VERSION 5u /* 5: rx_putting; 4: the arena's bell (struct jr_arena_bell) */
 #define JR_CHAN_LINE 64
 
 /* How the service armed svc_tx_armed / svc_rx_armed: what the application rings when it
@@ -123,6 +125,7 @@ struct jr_chan {
     uint32_t svc_tx_armed; /* waits for tx bytes: ring the doorbell */
     uint32_t rx_eof;       /* no byte after rx.tail */
     uint32_t tokens_sent;  /* tokens sent to the socket (counted before the send) */
+    uint32_t rx_putting;   /* between a put's tail (or a re-token's take) and its token */
     uint32_t claim_id;     /* the claim this verdict answers (chan_claim.h) */
     /* Written by the application, taken by the service after a verdict: a thread
      * sleeps on the magic word (futex) until the verdict. Last: jr_chan_create keeps
@@ -308,6 +311,11 @@ static inline int jr_chan_blocks(const struct jr_chan_io *io, int *block)
 #define JR_XCHG(p, v) __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
 /* The fence of every "store a flag, then look at the other side" pair. */
 #define JR_FENCE() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#if defined(__x86_64__) || defined(__i386__)
+#define JR_CPU_RELAX() __builtin_ia32_pause()
+#else
+#define JR_CPU_RELAX() __atomic_signal_fence(__ATOMIC_SEQ_CST)
+#endif
 
 static inline int jr_chan_cap_ok(uint32_t cap)
 {
@@ -417,6 +425,19 @@ static inline int jr_chan_svc_rx_put(struct jr_chan_svc *s, const void *src, uin
 static inline void jr_chan_svc_token_sent(struct jr_chan_svc *s)
 {
     JR_STORE(&s->shm->tokens_sent, s->shm->tokens_sent + 1);
+}
+
+/* rx_putting (docs/channels.md, "No stale token for a blocking reader"): set before a
+ * put publishes its tail (the tail's store is a release) or before a re-token request
+ * is taken (with a fence), cleared (release) after the token's count and send. A
+ * blocking reader that took bytes waits it out before it returns (jr_chan_app_settle),
+ * so no token for those bytes can reach the socket after it returned. */
+static inline void jr_chan_svc_putting(struct jr_chan_svc *s, uint32_t on)
+{
+    if (on)
+        __atomic_store_n(&s->shm->rx_putting, 1, __ATOMIC_RELAXED);
+    else
+        JR_STORE(&s->shm->rx_putting, 0);
 }
 
 /* The application asked for a token (it cancelled an arm and left bytes): 1 if the
@@ -727,7 +748,13 @@ static inline int jr_chan_svc_send_token(struct jr_chan_svc *s, int fd)
         return 0;
     }
     jr_chan_svc_token_sent(s);
-    return send(fd, &token, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 ? 0 : -errno;
+    if (send(fd, &token, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+        return 0;
+    int err = errno;
+    /* Not sent, so not owed: a blocking reader that settles (jr_chan_app_token_owed)
+     * must not wait for it. Only the service writes the count. */
+    JR_STORE(&s->shm->tokens_sent, s->shm->tokens_sent - 1);
+    return -err;
 }
 
 /* Answer the application's re-token request, if it made one: a token, unless rx's EOF
@@ -737,10 +764,17 @@ static inline int jr_chan_svc_send_token(struct jr_chan_svc *s, int fd)
  * 0, or -errno from the send (EAGAIN: tokens already queued wake it). */
 static inline int jr_chan_svc_answer_retoken(struct jr_chan_svc *s, int fd)
 {
-    if (!jr_chan_svc_retoken(s) || s->rx_shut)
-        return 0;
-    int rc = jr_chan_svc_send_token(s, fd);
-    return rc == -EAGAIN ? 0 : rc;
+    if (!__atomic_load_n(&s->shm->rx_retoken, __ATOMIC_RELAXED))
+        return 0; /* the common case: no fence, no flag */
+    jr_chan_svc_putting(s, 1);
+    JR_FENCE(); /* the flag before the take: a reader that withdraws too late sees it */
+    int rc = 0;
+    if (jr_chan_svc_retoken(s) && !s->rx_shut) {
+        rc = jr_chan_svc_send_token(s, fd);
+        rc = rc == -EAGAIN ? 0 : rc;
+    }
+    jr_chan_svc_putting(s, 0);
+    return rc;
 }
 
 /* Put up to n bytes into rx and send the token they owe: the bytes put, or -EPROTO
@@ -749,17 +783,21 @@ static inline int64_t jr_chan_svc_deliver(struct jr_chan_svc *s, int fd, const v
                                           uint32_t n)
 {
     uint32_t put;
+    int64_t rc;
+    jr_chan_svc_putting(s, 1); /* before the tail: its store is a release */
     int act = jr_chan_svc_rx_put(s, src, n, &put);
+    rc = put;
     if (act & JR_CHAN_BROKEN)
-        return -EPROTO;
-    if ((act & JR_CHAN_RING_BELL) && jr_arena_bell_ring(s->wake, s->slot) < 0)
+        rc = -EPROTO;
+    else if ((act & JR_CHAN_RING_BELL) && jr_arena_bell_ring(s->wake, s->slot) < 0)
         act |= JR_CHAN_SEND_TOKEN; /* the bell cannot wake it: the socket will */
-    if (act & JR_CHAN_SEND_TOKEN) {
-        int rc = jr_chan_svc_send_token(s, fd);
-        if (rc < 0 && rc != -EAGAIN) /* EAGAIN: tokens already queued wake it */
-            return rc;
+    if (rc >= 0 && (act & JR_CHAN_SEND_TOKEN)) {
+        int sent = jr_chan_svc_send_token(s, fd);
+        if (sent < 0 && sent != -EAGAIN) /* EAGAIN: tokens already queued wake it */
+            rc = sent;
     }
-    return put;
+    jr_chan_svc_putting(s, 0);
+    return rc;
 }
 
 /* Take up to n bytes from tx into dst (the service's own memory), and turn the writer's
@@ -967,6 +1005,37 @@ static inline int jr_chan_app_drain(struct jr_chan_app *a, const struct jr_chan_
     return n < 0 ? n : 0;
 }
 
+/* A blocking read that took bytes is about to return with rx empty and armed: may a
+ * token for bytes it took still reach the socket? Then it must not return yet
+ * (docs/channels.md, "No stale token for a blocking reader"): select or poll would
+ * find the socket readable with nothing in rx, and the blocking read that follows
+ * would sleep for ever (iperf3's control connection hung so). A re-token request not
+ * yet taken is withdrawn: rx is empty and armed, so nothing is owed for it. */
+static inline int jr_chan_app_token_owed(struct jr_chan_app *a)
+{
+    struct jr_chan *c = a->shm;
+    if (JR_LOAD(&c->rx_retoken))
+        (void)JR_XCHG(&c->rx_retoken, 0); /* 0: the service took it and set rx_putting */
+    return JR_LOAD(&c->rx_putting) || JR_LOAD(&c->tokens_sent) != c->tokens_taken;
+}
+
+/* Until the service's put or re-token in progress has sent its token (rx_putting
+ * clear): a few spins, then yields, then 50 us sleeps, for at most about 100 ms. A
+ * service stalled longer than that (or dead) is not waited for: the read returns, and
+ * at worst its caller meets a spurious readiness, as before. */
+static inline void jr_chan_app_wait_put(struct jr_chan_app *a)
+{
+    const struct timespec nap = {.tv_nsec = 50 * 1000};
+    for (unsigned i = 0; JR_LOAD(&a->shm->rx_putting) && i < 2000 + 128; i++) {
+        if (i < 64)
+            JR_CPU_RELAX();
+        else if (i < 128)
+            sched_yield();
+        else
+            nanosleep(&nap, NULL);
+    }
+}
+
 /* read(2) on a ring-mode connection: bytes read, 0 at EOF, -EAGAIN (non-blocking and
  * nothing to read), or -errno from a callback. The steps are chan_model.py's Rx. On
  * return, bytes left in rx have a token queued or owed, and an empty rx is armed, so
@@ -980,6 +1049,7 @@ static inline ssize_t jr_chan_read(struct jr_chan_app *a, const struct jr_chan_i
     uint32_t got = 0;
     int guarded = 1; /* a token is queued or owed for what rx holds (true on entry) */
     int woken = 0;
+    int settles = 0; /* rounds a blocking read waited for a token owed (bounded) */
     if (want == 0)
         return 0;
     for (;;) {
@@ -1019,8 +1089,17 @@ static inline ssize_t jr_chan_read(struct jr_chan_app *a, const struct jr_chan_i
                 jr_chan_app_retoken(a, io);
             return got;
         }
-        if (got > 0)
+        if (got > 0) {
+            /* Blocking only: a non-blocking caller handles a spurious readiness with
+             * EAGAIN, and a non-blocking read must not wait. The token, once sent, is
+             * drained by the round this starts. */
+            if (settles < 4 && jr_chan_app_token_owed(a) && jr_chan_blocks(io, &block)) {
+                jr_chan_app_wait_put(a);
+                settles++;
+                continue;
+            }
             return got;
+        }
         if (JR_LOAD(&c->rx_eof)) {
             if (jr_chan_app_rx_avail(a) > 0) /* bytes stored before rx_eof */
                 continue;

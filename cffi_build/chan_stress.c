@@ -52,6 +52,7 @@ static uint64_t rng_next(uint64_t *s)
 
 struct counts {
     uint64_t lost, bad, tokens, drains, bells, fills, spurious_in, spurious_out, waits;
+    uint64_t probes, stale_in; /* blocking phase: readiness looks; those rx could not back */
 };
 
 struct side {
@@ -246,15 +247,30 @@ static void run_app(struct side *sd)
     struct jr_chan_io io = {io_drain, io_bell, io_fill, io_wait, &ctx, NULL, NULL, NULL, NULL};
     uint64_t rng = sd->seed * 3 + 7, got = 0, put = 0;
     static uint8_t buf[65536];
-    int eof = 0, shut = 0, block_phase = 0;
+    int eof = 0, shut = 0, block_phase = 0, settled = 0;
     while (!eof || !shut) {
         /* Halfway through, switch to blocking calls for the rest. */
         if (!block_phase && got > sd->rx_bytes / 2 && put > sd->tx_bytes / 2)
             block_phase = 1;
         int rd_again = 0, wr_again = 0;
+        if (!eof && settled) {
+            /* select before a blocking read, as iperf3 does: once a blocking read has
+             * returned, readiness must mean bytes or EOF, never a token for bytes it
+             * took (jr_chan_app_token_owed), or that read would sleep for ever. */
+            struct pollfd p = {.fd = sd->fd, .events = POLLIN};
+            if (poll(&p, 1, 0) > 0 && (p.revents & POLLIN)) {
+                sd->n.probes++;
+                if (jr_chan_app_rx_avail(&a) == 0 &&
+                    !__atomic_load_n(&a.shm->rx_eof, __ATOMIC_ACQUIRE)) {
+                    fprintf(stderr, "application: readiness with nothing to read\n");
+                    sd->n.stale_in++;
+                }
+            }
+        }
         if (!eof) {
             size_t n = 1 + rng_next(&rng) % sizeof buf;
             ssize_t r = jr_chan_read(&a, &io, buf, n, block_phase);
+            settled = block_phase && r > 0;
             if (r > 0) {
                 for (ssize_t i = 0; i < r; i++)
                     if (buf[i] != stream_byte(RX_KEY, got + (uint64_t)i))
@@ -329,12 +345,13 @@ static void *service_thread(void *arg)
 static void print_counts(const char *who, const struct counts *n)
 {
     printf(" %s: lost %llu bad %llu tokens %llu drains %llu bells %llu fills %llu "
-           "spurious_in %llu spurious_out %llu waits %llu;",
+           "spurious_in %llu spurious_out %llu waits %llu probes %llu stale_in %llu;",
            who, (unsigned long long)n->lost, (unsigned long long)n->bad,
            (unsigned long long)n->tokens, (unsigned long long)n->drains,
            (unsigned long long)n->bells, (unsigned long long)n->fills,
            (unsigned long long)n->spurious_in, (unsigned long long)n->spurious_out,
-           (unsigned long long)n->waits);
+           (unsigned long long)n->waits, (unsigned long long)n->probes,
+           (unsigned long long)n->stale_in);
 }
 
 int main(int argc, char **argv)

@@ -116,6 +116,19 @@ def wait_port(node: Node, ip: str, port: int, timeout: float = 15.0) -> None:
     wait_for(ok, timeout, f"{ip}:{port} to accept connections")
 
 
+def wait_listening(node: Node, port: int, timeout: float = 15.0) -> None:
+    """Until the service lists a listener on ``port`` (``joyride ss -l``), without a
+    connection to it: a probe that connects and closes makes a server such as iperf3
+    count a failed test and build its listener again, and a client that comes in that
+    window is refused or reset."""
+
+    def listed() -> bool:
+        rows = json.loads(cli(node, "ss", node.ifname, "--json", "-l").stdout)
+        return any(str(r["local"]).endswith(f":{port}") for r in rows)
+
+    wait_for(listed, timeout, f"a listener on port {port}")
+
+
 def ask_as(node: Node, uid: int, gid: int, request: dict[str, object]) -> str:
     """A control request as ``uid``: the reply (JSON) or ``error: ...``."""
     with node.inside():

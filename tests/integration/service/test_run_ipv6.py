@@ -15,7 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_helpers import JOYRIDE, app_path, attached, cli, stats, wait_port
+from service_helpers import (
+    JOYRIDE,
+    app_path,
+    attached,
+    cli,
+    stats,
+    wait_listening,
+    wait_port,
+)
 
 from joyride.bench import servers
 from joyride.service import appclient
@@ -233,22 +241,25 @@ def test_outgoing_curl_6_carried_by_joyride(bed6: Testbed, tmp_path: Path) -> No
 
 def test_iperf3_6_both_ways(bed6: Testbed) -> None:
     """iperf3 over IPv6, client to server and reversed (-R), 2 s each: iperf3 checks
-    its own stream; the service carried it (its delivered count rose)."""
+    its own stream; the service carried it (its delivered count rose). The server's
+    control connection is a blocking socket it selects on: a stale token hung it."""
     bed = bed6
     assert bed.joy.ip6 is not None
     before = delivered(bed)
     server = bed.joy.popen(JOYRIDE, "run", "--", "iperf3", "-s", "-p", str(IPERF_PORT),
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_port(bed.peer, bed.joy.ip, IPERF_PORT)  # [::]: IPv4 answers too
+        # No probe: iperf3 counts a connection that closes at once as a failed test
+        # and builds its listener again, and the client could come in that window.
+        wait_listening(bed.joy, IPERF_PORT)
         for reverse in ((), ("-R",)):
             out = bed.peer.run("iperf3", "-6", "-c", bed.joy.ip6, "-p", str(IPERF_PORT),
                                "-t", "2", "-J", *reverse, timeout=60).stdout
             doc = json.loads(out)
             assert "error" not in doc, doc.get("error")
             assert doc["end"]["sum_received"]["bytes"] > 10 << 20
-        # The probe, and each test's control and data connections.
-        assert delivered(bed) - before >= 5
+        # Each test's control and data connections.
+        assert delivered(bed) - before >= 4
     finally:
         server.terminate()
         server.wait(10)

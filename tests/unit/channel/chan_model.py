@@ -35,6 +35,7 @@ class Rx:
     eof: int = 0
     # tokens_sent - tokens_taken (only the difference matters; it keeps the space finite)
     tokens_unseen: int = 0
+    putting: int = 0  # rx_putting: the service is between a tail (or re-token) and its token
     # the socket
     tokens: int = 0  # tokens queued to the application
     sock_eof: int = 0  # the service shut down its writing side
@@ -58,21 +59,36 @@ class RxConfig:
     units: int = 3  # bytes the service delivers
     cap: int = 2  # rx ring capacity
     buf: int = 1  # the application's read size
-    pattern: str = "lt"  # "lt": one read per readiness; "et": read to EAGAIN; "block"
+    # "lt": one read per readiness; "et": read to EAGAIN; "block": blocking reads;
+    # "select": one blocking read per level-triggered readiness (iperf3's control
+    # connection), which sleeps for ever if the readiness was a stale token
+    pattern: str = "lt"
     skip: frozenset[str] = field(default_factory=frozenset)  # steps left out (tests)
+
+
+def _putting(c: RxConfig) -> int:
+    """rx_putting's value while the service puts (0 in the variant without it)."""
+    return 0 if "putting" in c.skip else 1
 
 
 def _rx_service(s: Rx, c: RxConfig) -> Iterator[tuple[str, Rx]]:
     room = c.cap - (s.tail - s.head)
+    if s.a_pc == "hung":
+        return  # the application sleeps in a read nothing will end (a stale token)
     if s.s_pc in ("loop", "sleep") and s.bells:
-        # Woken by the application's bytes: drain them, then the re-token request.
-        yield "svc serve", replace(s, bells=0, s_pc="retoken")
+        # Woken by the application's bytes: drain them, then the re-token request
+        # (jr_chan_svc_answer_retoken: rx_putting, fence, take).
+        yield "svc serve", replace(s, bells=0, s_pc="retoken_flag")
+    if s.s_pc == "retoken_flag":
+        yield "svc set putting", replace(s, putting=_putting(c), s_pc="retoken")
     if s.s_pc == "retoken":
         yield "svc xchg retoken", replace(s, rx_retoken=0,
-                                          s_pc="count" if s.rx_retoken else "loop")
+                                          s_pc="count" if s.rx_retoken else "unput")
     if s.s_pc == "loop":
-        if s.pushed < c.units and room > 0:  # chan_svc_rx_put: copy, release tail
-            yield "svc push", replace(s, tail=s.tail + 1, pushed=s.pushed + 1, s_pc="xchg")
+        if s.pushed < c.units and room > 0:
+            # jr_chan_svc_deliver: rx_putting, then copy and release the tail
+            yield "svc push", replace(s, tail=s.tail + 1, pushed=s.pushed + 1,
+                                      putting=_putting(c), s_pc="xchg")
         elif s.pushed < c.units:  # full: wait for room (svc_rx_armed, fence, recheck)
             if "svc_room_arm" in c.skip:
                 yield "svc sleep (no arm)", replace(s, s_pc="sleep")
@@ -88,11 +104,13 @@ def _rx_service(s: Rx, c: RxConfig) -> Iterator[tuple[str, Rx]]:
     if s.s_pc == "xchg":  # fence; xchg(rx_armed, 0)
         yield "svc xchg armed", replace(
             s, rx_armed=0,
-            s_pc="count" if s.rx_armed else "loop")
+            s_pc="count" if s.rx_armed else "unput")
     if s.s_pc == "count":  # counted before the send: a reader never spins on a token
         yield "svc count token", replace(s, tokens_unseen=s.tokens_unseen + 1, s_pc="send")
     if s.s_pc == "send":
-        yield "svc send token", replace(s, tokens=s.tokens + 1, edge=1, s_pc="loop")
+        yield "svc send token", replace(s, tokens=s.tokens + 1, edge=1, s_pc="unput")
+    if s.s_pc == "unput":  # the token sent (or none owed): clear rx_putting (release)
+        yield "svc put done", replace(s, putting=0, s_pc="loop")
     if s.s_pc == "shut":
         yield "svc shutdown", replace(s, sock_eof=1, edge=1, s_pc="loop")
 
@@ -109,7 +127,7 @@ def _rx_return(s: Rx, c: RxConfig, result: int) -> Rx:
         # EAGAIN: the LT and ET patterns wait again; a wake-up that found nothing
         # is a spurious one (counted, allowed).
         return replace(s, a_pc="wait", spurious=min(s.spurious + 1, 2))
-    after = "read" if c.pattern in ("et", "block") else "wait"
+    after = "read" if c.pattern in ("et", "block") else "wait"  # lt, select: wait
     return replace(s, total=s.total + result, a_pc=after)
 
 
@@ -163,6 +181,8 @@ def _rx_app(s: Rx, c: RxConfig) -> Iterator[tuple[str, Rx]]:
     elif pc == "r_recheck":
         if avail > 0 and "recheck" not in c.skip:
             yield "app recheck: data", replace(s, a_pc="r_cancel")
+        elif s.got > 0 and c.pattern in ("block", "select") and "settle" not in c.skip:
+            yield "app settle", replace(s, a_pc="r_withdraw")
         elif s.got > 0:
             yield "app return (armed)", _rx_return(s, c, s.got)
         else:
@@ -171,9 +191,20 @@ def _rx_app(s: Rx, c: RxConfig) -> Iterator[tuple[str, Rx]]:
         yield "app cancel arm", replace(s, rx_armed=0, guarded=s.rx_armed == 0,
                                         a_pc="r_check" if s.got < c.buf else "r_after_take",
                                         left=avail)
+    elif pc == "r_withdraw":  # jr_chan_app_token_owed: withdraw a re-token not yet taken
+        yield "app withdraw retoken", replace(s, rx_retoken=0, a_pc="r_owed")
+    elif pc == "r_owed" and not s.putting:  # jr_chan_app_wait_put: until rx_putting is 0
+        if s.tokens_unseen != 0:  # a token for bytes it took: round again, to drain it
+            yield "app owed a token", replace(s, a_pc="r_check")
+        else:
+            yield "app return (settled)", _rx_return(s, c, s.got)
     elif pc == "r_eof":
         if s.eof:
             yield "app sees eof", replace(s, a_pc="r_eof_recheck")
+        elif c.pattern == "select":
+            # Woken by readiness, the blocking read found nothing: it sleeps, and the
+            # peer, which waits for an answer, sends nothing more.
+            yield "app blocks after readiness", replace(s, a_pc="hung")
         elif c.pattern == "block":
             yield "app poll", replace(s, a_pc="r_poll")
         else:
@@ -190,6 +221,8 @@ def _rx_app(s: Rx, c: RxConfig) -> Iterator[tuple[str, Rx]]:
 
 
 def _rx_final(s: Rx, c: RxConfig) -> str | None:
+    if s.a_pc == "hung":
+        return "a blocking read woken by readiness found nothing: a stale token"
     if not s.done:
         return "the application waits for ever: a lost wake-up"
     if s.total != c.units:

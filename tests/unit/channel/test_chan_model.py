@@ -2,10 +2,11 @@
 
 The correct protocol must reach the end in every interleaving, for every calling
 pattern an application uses (one read per level-triggered readiness, edge-triggered
-reads to EAGAIN, blocking calls; blocking writes, EPOLLOUT after EAGAIN, polling before
-every write), ring sizes from one byte up and reads and writes smaller and larger than
-the ring. Each step the protocol takes must matter: the search must find the lost
-wake-up that leaving it out causes.
+reads to EAGAIN, blocking calls, one blocking read per readiness as iperf3 does;
+blocking writes, EPOLLOUT after EAGAIN, polling before every write), ring sizes from
+one byte up and reads and writes smaller and larger than the ring. Each step the
+protocol takes must matter: the search must find the lost wake-up (or, for the
+blocking reader, the stale token) that leaving it out causes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import itertools
 import pytest
 from chan_model import DoorConfig, RxConfig, TxConfig, check_door, check_rx, check_tx
 
-RX_CASES = list(itertools.product(("lt", "et", "block"), (1, 2, 3), (1, 2, 3)))
+RX_CASES = list(itertools.product(("lt", "et", "block", "select"), (1, 2, 3), (1, 2, 3)))
 TX_CASES = list(itertools.product(("block", "nonblock", "pollfirst"), (1, 2, 3), (1, 2)))
 
 
@@ -49,6 +50,8 @@ def test_writable_never_loses_a_wakeup(pattern: str, buf: int, cap: int) -> None
         ("retoken", "a read that cancelled its arm leaves bytes with no token"),
         ("eager_arm", "a read that emptied the ring returns unarmed"),
         ("recheck", "the reader arms and sleeps without looking again"),
+        ("settle", "a blocking read returns while a token for its bytes is on its way"),
+        ("putting", "the service puts and sends tokens without rx_putting"),
     ],
 )
 def test_each_readable_step_prevents_a_lost_wakeup(step: str, expected: str) -> None:

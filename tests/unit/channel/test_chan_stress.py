@@ -72,6 +72,8 @@ def test_two_processes_lose_no_wakeup_and_no_byte(asan_exe: Path, ring: int, nby
     assert svc["tokens"] > 0 and app["drains"] > 0
     assert app["fills"] > 0 and app["bells"] > 0
     assert svc["waits"] > 0 and app["waits"] > 0
+    # A blocking read leaves no token for bytes it took: readiness after it means bytes.
+    assert app["stale_in"] == 0 and app["probes"] > 0
 
 
 def test_threads_under_threadsanitizer(tmp_path: Path) -> None:
