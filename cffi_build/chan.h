@@ -430,7 +430,7 @@ static inline void jr_chan_svc_token_sent(struct jr_chan_svc *s)
 /* rx_putting (docs/channels.md, "No stale token for a blocking reader"): set before a
  * put publishes its tail (the tail's store is a release) or before a re-token request
  * is taken (with a fence), cleared (release) after the token's count and send. A
- * blocking reader that took bytes waits it out before it returns (jr_chan_app_settle),
+ * blocking reader that took bytes waits it out before it returns (jr_chan_app_token_owed),
  * so no token for those bytes can reach the socket after it returned. */
 static inline void jr_chan_svc_putting(struct jr_chan_svc *s, uint32_t on)
 {
@@ -766,8 +766,9 @@ static inline int jr_chan_svc_answer_retoken(struct jr_chan_svc *s, int fd)
 {
     if (!__atomic_load_n(&s->shm->rx_retoken, __ATOMIC_RELAXED))
         return 0; /* the common case: no fence, no flag */
+    /* The flag before the take; the take's xchg is a release, so a reader that finds
+     * the request taken (its acquire load or xchg reads this 0) sees the flag. */
     jr_chan_svc_putting(s, 1);
-    JR_FENCE(); /* the flag before the take: a reader that withdraws too late sees it */
     int rc = 0;
     if (jr_chan_svc_retoken(s) && !s->rx_shut) {
         rc = jr_chan_svc_send_token(s, fd);
@@ -1020,13 +1021,14 @@ static inline int jr_chan_app_token_owed(struct jr_chan_app *a)
 }
 
 /* Until the service's put or re-token in progress has sent its token (rx_putting
- * clear): a few spins, then yields, then 50 us sleeps, for at most about 100 ms. A
+ * clear): a few spins, then yields, then 1000 naps of 50 us (about 100 ms with the
+ * default 50 us timer slack). A
  * service stalled longer than that (or dead) is not waited for: the read returns, and
  * at worst its caller meets a spurious readiness, as before. */
 static inline void jr_chan_app_wait_put(struct jr_chan_app *a)
 {
     const struct timespec nap = {.tv_nsec = 50 * 1000};
-    for (unsigned i = 0; JR_LOAD(&a->shm->rx_putting) && i < 2000 + 128; i++) {
+    for (unsigned i = 0; JR_LOAD(&a->shm->rx_putting) && i < 1000 + 128; i++) {
         if (i < 64)
             JR_CPU_RELAX();
         else if (i < 128)
@@ -1093,9 +1095,14 @@ static inline ssize_t jr_chan_read(struct jr_chan_app *a, const struct jr_chan_i
             /* Blocking only: a non-blocking caller handles a spurious readiness with
              * EAGAIN, and a non-blocking read must not wait. The token, once sent, is
              * drained by the round this starts. */
-            if (settles < 4 && jr_chan_app_token_owed(a) && jr_chan_blocks(io, &block)) {
+            if (block != 0 && settles < 4 && jr_chan_app_token_owed(a) &&
+                jr_chan_blocks(io, &block)) {
                 jr_chan_app_wait_put(a);
                 settles++;
+                /* Armed with rx empty: bytes the next round finds took the arm, so
+                 * their token is on its way; and finding none is no spurious wake. */
+                guarded = 1;
+                woken = 0;
                 continue;
             }
             return got;

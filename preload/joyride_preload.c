@@ -380,6 +380,36 @@ static int jr_listener_name(int fd, char *name, size_t namelen, struct jr_info *
            jr_abstract_name(&sun, len, name, namelen) && jr_parse_listener(name, info);
 }
 
+/* What each descriptor number is as a listener, so that accept need not ask getsockname
+ * every time: JR_LK_UNKNOWN (a descriptor this image did not make a listener, say one
+ * inherited over exec: asked once), JR_LK_JOYRIDE, JR_LK_OTHER. Forgotten whenever the
+ * shim sees the number closed or replaced (close, syscall(SYS_close), close_range,
+ * dup2/dup3 onto it) and set again by listen, the only way a socket becomes one. */
+enum { JR_LK_UNKNOWN, JR_LK_JOYRIDE, JR_LK_OTHER };
+static unsigned char jr_listener_kinds[JR_MAX_FD];
+
+static void jr_listener_kind_set(int fd, unsigned char kind)
+{
+    if (fd >= 0 && fd < JR_MAX_FD)
+        __atomic_store_n(&jr_listener_kinds[fd], kind, __ATOMIC_RELAXED);
+}
+
+/* Is fd a Joyride listener? Known (jr_listener_kinds), or asked once. */
+static int jr_is_joyride_listener(int fd)
+{
+    char name[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    struct jr_info info;
+    unsigned char kind = fd >= 0 && fd < JR_MAX_FD
+                             ? __atomic_load_n(&jr_listener_kinds[fd], __ATOMIC_RELAXED)
+                             : JR_LK_UNKNOWN;
+
+    if (kind == JR_LK_UNKNOWN) {
+        kind = jr_listener_name(fd, name, sizeof(name), &info) ? JR_LK_JOYRIDE : JR_LK_OTHER;
+        jr_listener_kind_set(fd, kind);
+    }
+    return kind == JR_LK_JOYRIDE;
+}
+
 /* What a descriptor is to Joyride. Kernel sockets cost one getsockname. */
 static enum jr_kind jr_classify(int fd, struct jr_info *info)
 {
@@ -719,6 +749,14 @@ static ino_t jr_ino(int fd)
                ? st.st_ino : 0;
 }
 
+/* Two inode values no socket has. JR_INO_PENDING: an entry made without asking fstat
+ * (an accepted connection's inherited options; accept saves two fstat calls), whose
+ * first lookup adopts the socket's inode. JR_INO_TRUSTED, for a lookup only: the caller
+ * knows fd is still the socket the entry is about (a listener jr_listener_kinds knows).
+ * Both are as safe as the rest of the table: close forgets an entry (inode 0). */
+#define JR_INO_PENDING ((ino_t)-1)
+#define JR_INO_TRUSTED ((ino_t)-2)
+
 /* fd's entry if it is about socket ino (lock held); create: make it so. */
 static struct jr_opts *jr_entry(int fd, ino_t ino, int create)
 {
@@ -727,6 +765,10 @@ static struct jr_opts *jr_entry(int fd, ino_t ino, int create)
     if (fd < 0 || fd >= JR_MAX_FD || !ino)
         return NULL;
     e = jr_table[fd];
+    if (ino == JR_INO_TRUSTED)
+        return e && e->ino ? e : NULL;
+    if (e && e->ino == JR_INO_PENDING && ino != JR_INO_PENDING)
+        e->ino = ino;
     if (e && e->ino != ino) {
         if (!create)
             return NULL;
@@ -819,12 +861,12 @@ static void jr_record(int fd, int level, int name, const void *val, socklen_t le
     jr_unlock();
 }
 
-/* A copy of fd's options (free() it), or NULL with *n 0. */
-static struct jr_opt *jr_copy_opts(int fd, unsigned *n, int *backlog)
+/* A copy of the options of fd, socket ino (or JR_INO_TRUSTED): free() it; or NULL with
+ * *n 0. */
+static struct jr_opt *jr_copy_opts_of(int fd, ino_t ino, unsigned *n, int *backlog)
 {
     struct jr_opts *e;
     struct jr_opt *out = NULL;
-    ino_t ino = jr_ino(fd);
 
     *n = 0;
     if (backlog)
@@ -841,6 +883,11 @@ static struct jr_opt *jr_copy_opts(int fd, unsigned *n, int *backlog)
     return out;
 }
 
+static struct jr_opt *jr_copy_opts(int fd, unsigned *n, int *backlog)
+{
+    return jr_copy_opts_of(fd, jr_ino(fd), n, backlog);
+}
+
 static void jr_set_opts(int fd, ino_t ino, const struct jr_opt *opts, unsigned n)
 {
     struct jr_opts *e;
@@ -853,15 +900,19 @@ static void jr_set_opts(int fd, ino_t ino, const struct jr_opt *opts, unsigned n
     jr_unlock();
 }
 
-/* Give the unix socket fd the SOL_SOCKET options in opts it takes (SO_REUSEADDR,
- * SO_LINGER, SO_RCVTIMEO ...: the generic ones mean the same there), and the priority
- * a kernel socket derived from IP_TOS. */
+/* Give the unix socket fd the SOL_SOCKET options in opts it takes (SO_LINGER,
+ * SO_RCVTIMEO, SO_KEEPALIVE ...: the generic ones mean the same there), and the priority
+ * a kernel socket derived from IP_TOS. Not SO_REUSEADDR and SO_REUSEPORT: they change
+ * nothing on a unix socket and getsockopt answers them from the table
+ * (jr_sol_as_tcp), and every listener has one or both, so they cost each accept a
+ * setsockopt or two for nothing. */
 static void jr_apply_natively(int fd, const struct jr_opt *opts, unsigned n, int prio)
 {
     unsigned i;
 
     for (i = 0; i < n; i++)
-        if (opts[i].level == SOL_SOCKET)
+        if (opts[i].level == SOL_SOCKET && opts[i].name != SO_REUSEADDR &&
+            opts[i].name != SO_REUSEPORT)
             real_setsockopt(fd, SOL_SOCKET, opts[i].name, opts[i].val, opts[i].len);
     if (prio)
         real_setsockopt(fd, SOL_SOCKET, SO_PRIORITY, &prio, sizeof(prio));
@@ -930,20 +981,21 @@ static int jr_inherited(const struct jr_opt *o)
              (o->name == TCP_FASTOPEN || o->name == TCP_DEFER_ACCEPT));
 }
 
-/* conn was accepted on the Joyride listener: it starts with the listener's options
- * (not the priority Linux derived from its IP_TOS: an accepted socket's starts at 0). */
+/* conn was accepted on the Joyride listener (which accept knew: jr_listener_kinds): it
+ * starts with the listener's options (not the priority Linux derived from its IP_TOS: an
+ * accepted socket's starts at 0). No fstat either side (JR_INO_TRUSTED, _PENDING). */
 static void jr_inherit_options(int listener, int conn)
 {
     struct jr_opt *opts;
     unsigned n, i, kept = 0;
     int saved = errno;
 
-    opts = jr_copy_opts(listener, &n, NULL);
+    opts = jr_copy_opts_of(listener, JR_INO_TRUSTED, &n, NULL);
     for (i = 0; i < n; i++)
         if (jr_inherited(&opts[i]))
             opts[kept++] = opts[i];
     if (kept)
-        jr_set_opts(conn, jr_ino(conn), opts, kept);
+        jr_set_opts(conn, JR_INO_PENDING, opts, kept);
     jr_apply_natively(conn, opts, kept, 0);
     free(opts);
     errno = saved;
@@ -1129,6 +1181,7 @@ int listen(int fd, int backlog)
     socklen_t reuselen, v6len = sizeof(v6only);
 
     jr_init();
+    jr_listener_kind_set(fd, JR_LK_UNKNOWN); /* whatever it becomes, accept asks once */
     if (jr_disabled() || !jr_is_inet_stream(fd, &bound) || jr_addr_port(&bound) == 0)
         return real_listen(fd, backlog);
     u = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1191,6 +1244,7 @@ int listen(int fd, int backlog)
     /* The service grants ring mode in the reply's remote port (protocol.FLAG_CHANNELS). */
     if (fd < JR_MAX_FD)
         jr_ring_listener[fd] = channels && (reply.remote_port & JR_FLAG_CHANNELS) != 0;
+    jr_listener_kind_set(fd, JR_LK_JOYRIDE);
     return 0;
 }
 
@@ -1289,22 +1343,27 @@ static void jr_translate_peer(const struct sockaddr_storage *ss, socklen_t sl,
     jr_copy_out(ss, sl, addr, addrlen);
 }
 
-/* Close a connection that did not come from the service; say so and report it. */
-static void jr_refuse(int conn, const char *listener, const struct jr_info *info)
+/* Close a connection to the Joyride listener fd that did not come from the service; say
+ * so and report it. */
+static void jr_refuse(int conn, int fd)
 {
+    char listener[sizeof(((struct sockaddr_un *)0)->sun_path)] = "";
     struct ucred cred = {.pid = 0, .uid = (uid_t)-1};
     socklen_t len = sizeof(cred);
     struct jr_reply reply;
+    struct jr_info info;
     unsigned long n = __atomic_add_fetch(&jr_refused, 1, __ATOMIC_RELAXED);
     int saved = errno;
 
+    memset(&info, 0, sizeof(info));
+    jr_listener_name(fd, listener, sizeof(listener), &info);
     real_getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len);
     real_close(conn);
     if ((n & (n - 1)) == 0) /* the 1st, 2nd, 4th, 8th ...: a flood cannot flood stderr */
         jr_say("joyride: refused a connection to %s from pid %ld, uid %ld: only the Joyride "
                "service delivers connections (%lu refused so far)", listener,
                (long)cred.pid, (long)(int)cred.uid, n);
-    jr_request(JR_OP_REFUSED, 0, &info->local, listener, JR_REPORT_TIMEOUT_S, &reply, NULL);
+    jr_request(JR_OP_REFUSED, 0, &info.local, listener, JR_REPORT_TIMEOUT_S, &reply, NULL);
     errno = saved;
 }
 
@@ -1312,18 +1371,14 @@ static void jr_refuse(int conn, const char *listener, const struct jr_info *info
  * when the service delivered it (see the header comment); its address is the TCP peer. */
 static int jr_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
-    char listener[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct sockaddr_storage ss;
-    struct jr_info info;
     socklen_t sl;
     int r;
 
     for (;;) {
         sl = sizeof(ss);
         r = real_accept4(fd, (struct sockaddr *)&ss, &sl, flags);
-        memset(&info, 0, sizeof(info));
-        if (r < 0 || ss.ss_family != AF_UNIX ||
-            !jr_listener_name(fd, listener, sizeof(listener), &info))
+        if (r < 0 || ss.ss_family != AF_UNIX || !jr_is_joyride_listener(fd))
             break; /* a kernel listener, or a failure: as libc says */
         if (jr_from_service(fd, r)) {
             /* The number was free: a ring still on it is a closed connection's that the
@@ -1334,7 +1389,7 @@ static int jr_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flag
                 jr_ring_claim(r); /* its first bytes: the claim, before the application's */
             break;
         }
-        jr_refuse(r, listener, &info); /* and take the next (EAGAIN if none waits) */
+        jr_refuse(r, fd); /* and take the next (EAGAIN if none waits) */
     }
     if (r >= 0 && addr && addrlen)
         jr_translate_peer(&ss, sl, addr, addrlen);
@@ -1520,6 +1575,7 @@ static int jr_sol_as_tcp(int optname, int get)
     case SO_ATTACH_REUSEPORT_EBPF:
         return !get;
     case SO_PEERCRED: case SO_PEERGROUPS: case SO_PEERSEC:
+    case SO_REUSEADDR: /* not applied to the unix socket (jr_apply_natively) */
         return get;
     }
     return 0;
@@ -1947,6 +2003,7 @@ static void jr_dup_noted(int fd, int r)
 {
     jr_copy_entry(fd, r);
     jr_forget_proof(r);
+    jr_listener_kind_set(r, fd >= 0 && fd < JR_MAX_FD ? jr_listener_kinds[fd] : JR_LK_UNKNOWN);
     jr_ring_dup(fd, r);
 }
 
@@ -2016,6 +2073,7 @@ static void jr_forget_fd(int fd)
 {
     jr_forget_options(fd);
     jr_forget_proof(fd);
+    jr_listener_kind_set(fd, JR_LK_UNKNOWN);
     jr_ring_close(fd);
 }
 
@@ -2024,6 +2082,55 @@ int close(int fd)
     jr_init();
     jr_forget_fd(fd);
     return real_close(fd);
+}
+
+/* close_range(2) and closefrom(3) (glibc's closefrom is close_range): each number
+ * closed is forgotten as close forgets it, or its ring, options and listener kind would
+ * stay on the number for the next socket or file given it. CLOSE_RANGE_CLOEXEC closes
+ * nothing now (exec does, and the tables go with the image). A vfork child (Python's
+ * subprocess closes so before exec) shares its parent's memory: it notes only its ring
+ * descriptors' closes (jr_ring_close), and leaves the parent's other tables alone. */
+static int (*real_close_range)(unsigned int, unsigned int, int);
+static void (*real_closefrom)(int);
+
+static void jr_forget_range(unsigned int first, unsigned int last)
+{
+    int child = -1;
+
+    if (last >= JR_MAX_FD)
+        last = JR_MAX_FD - 1;
+    for (unsigned int fd = first; fd <= last && fd < JR_MAX_FD; fd++) {
+        if (child < 0 && (jr_table[fd] || jr_listener_kinds[fd] || jr_proofs[fd] ||
+                          jr_ring_of((int)fd) != NULL))
+            child = jr_vfork_child(); /* asked once, and only if there is state */
+        if (child > 0)
+            jr_ring_close((int)fd);
+        else if (child == 0)
+            jr_forget_fd((int)fd);
+    }
+}
+
+int close_range(unsigned int first, unsigned int last, int flags)
+{
+    jr_init();
+    RESOLVE(close_range);
+    if (!real_close_range) {
+        errno = ENOSYS;
+        return -1;
+    }
+    if (!(flags & CLOSE_RANGE_CLOEXEC) && first <= last)
+        jr_forget_range(first, last);
+    return real_close_range(first, last, flags);
+}
+
+void closefrom(int lowfd)
+{
+    jr_init();
+    RESOLVE(closefrom);
+    if (lowfd >= 0)
+        jr_forget_range((unsigned int)lowfd, ~0U);
+    if (real_closefrom)
+        real_closefrom(lowfd);
 }
 
 /* syscall(2) itself: libuv (Node.js) closes its descriptors with syscall(SYS_close)
@@ -2048,5 +2155,12 @@ long syscall(long number, ...)
         jr_init();
         jr_forget_fd((int)a[0]);
     }
+#ifdef SYS_close_range
+    if (number == SYS_close_range && !((int)a[2] & CLOSE_RANGE_CLOEXEC) &&
+        (unsigned int)a[0] <= (unsigned int)a[1]) {
+        jr_init();
+        jr_forget_range((unsigned int)a[0], (unsigned int)a[1]);
+    }
+#endif
     return real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 }

@@ -42,6 +42,7 @@ struct jr_ring {
                           * the bell set watches it (joyride_epoll.c), else 0: a token */
     int foreign;         /* watched where the bell cannot see: tokens, for good */
     int app_sndbuf;      /* the application set SO_SNDBUF: its lock bit is its own */
+    int sndbuf_min;      /* the shim set SO_SNDBUF to the minimum (at the first fill) */
     uint32_t slot, claim_id;
     struct jr_arena_app *arena;
     struct jr_chan_app view;
@@ -205,12 +206,6 @@ static int jr_ring_settle(int fd, struct jr_ring *r, int wait_ms)
             v = jr_chan_app_wait_verdict(r->arena, r->slot, r->claim_id, &r->view, wait_ms);
         }
     }
-    if (v == JR_RING_ON) {
-        /* The kernel's minimum: a little filler makes the socket unwritable while tx is
-         * full, so EPOLLOUT means room (chan.h's writable rule). */
-        int one = 1;
-        real_setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &one, sizeof one);
-    }
     if (v != -EAGAIN) /* after the view: the bell's harvest reads it once it sees ON */
         __atomic_store_n(&r->mode, v, __ATOMIC_RELEASE);
     return v;
@@ -245,9 +240,19 @@ static int jr_io_bell(void *ctx)
 
 static int jr_io_fill(void *ctx)
 {
+    struct jr_ring_io *io = ctx;
     char f[64] = {0};
-    while (real_sendto(((struct jr_ring_io *)ctx)->fd, f, sizeof f,
-                       MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0) > 0)
+    if (!io->r->sndbuf_min && !io->r->app_sndbuf) {
+        /* The kernel's minimum, so that a little filler makes the socket unwritable
+         * while tx is full and EPOLLOUT means room (chan.h's writable rule). Set when
+         * tx first fills, not at the verdict: most connections never fill it, and the
+         * call was one of each accept's. An application's own SO_SNDBUF stands (it
+         * only takes more filler). */
+        int one = 1;
+        real_setsockopt(io->fd, SOL_SOCKET, SO_SNDBUF, &one, sizeof one);
+        io->r->sndbuf_min = 1;
+    }
+    while (real_sendto(io->fd, f, sizeof f, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0) > 0)
         ;
     return errno == EAGAIN ? 0 : -errno;
 }

@@ -605,6 +605,17 @@ static int epoll_set(struct dp *dp, struct flow *f, uint32_t want)
     return rc;
 }
 
+/* Close a born flow's application end, which only C holds: the descriptor is the
+ * file's last (deliver makes it close-on-exec, and the service never forks), so the
+ * close takes its epoll registration with it, and no EPOLL_CTL_DEL is needed (one
+ * system call a connection, 2% of the service's time under new connections). */
+static void app_fd_close(struct flow *f)
+{
+    f->epoll_mask = 0;
+    close(f->t.app_fd);
+    f->t.app_fd = -1;
+}
+
 static void half_open_done(struct dp *dp, const struct flow *f);
 
 static void flow_forget(struct dp *dp, struct flow *f)
@@ -1922,9 +1933,7 @@ static void born_settle(struct dp *dp, struct flow *f, double now)
     if (f->state != FLOW_C || !t->born)
         return;
     if (t->app_fd >= 0 && t->app_eof && t->fin_to_app && f->rcv.len == 0) {
-        epoll_set(dp, f, 0);
-        close(t->app_fd);
-        t->app_fd = -1;
+        app_fd_close(f);
         dp_chan_release(dp, t->chan);
         t->chan = 0;
         dp_chan_release(dp, t->revert_chan);
@@ -1955,11 +1964,8 @@ static void born_end(struct dp *dp, struct flow *f)
     count_ended(dp, f);
     if (f->t.claim_check && f->t.app_fd >= 0)
         claim_refuse_unread(dp, f);
-    if (f->t.app_fd >= 0) {
-        epoll_set(dp, f, 0);
-        close(f->t.app_fd);
-        f->t.app_fd = -1;
-    }
+    if (f->t.app_fd >= 0)
+        app_fd_close(f);
     dp_chan_release(dp, f->t.chan);
     f->t.chan = 0;
     dp_chan_release(dp, f->t.revert_chan);
