@@ -267,6 +267,7 @@ struct dp {
     uint32_t *wheel;           /* WHEEL_SLOTS buckets: slot + 1 of the first flow */
     uint64_t wheel_tick;       /* every tick before this one has been run */
     uint32_t wheel_count;      /* flows in the wheel */
+    double wake_hint;          /* next_wake's answer kept: a lower bound (0: none kept) */
     uint16_t ip_id;
     /* connections born in C */
     struct listener *listeners;
@@ -551,6 +552,8 @@ static void wheel_link(struct dp *dp, struct flow *f, double at)
     uint32_t *bucket = &dp->wheel[tick_of(at) & WHEEL_MASK];
     uint32_t self = (uint32_t)(f - dp->flows) + 1;
     f->wheel_at = at;
+    if (dp->wake_hint != 0 && at < dp->wake_hint)
+        dp->wake_hint = at; /* still a lower bound: next_wake's answer stays good */
     f->wheel_prev = 0;
     f->wheel_next = *bucket;
     if (*bucket)
@@ -3524,11 +3527,21 @@ static void run_timers(struct dp *dp, double now)
 }
 
 /* When the loop must wake for a timer (0: none): the first non-empty bucket's earliest
- * entry, searched one turn ahead; beyond that, a turn from now. */
-static double next_wake(const struct dp *dp, double now)
+ * entry, searched one turn ahead; beyond that, a turn from now. The search walks every
+ * entry of the buckets it passes, so its answer is kept (wake_hint) until now reaches
+ * it: wheel_link lowers it for an earlier entry, and an entry removed can only make it
+ * early, which costs one wake-up and a new search. Searched on every sleep, it took 64%
+ * of the service's time under iperf3 after a connection-rate run had left 30,000
+ * TIME-WAIT flows in the wheel (each bucket's list holding ~30 far deadlines). */
+static double next_wake(struct dp *dp, double now)
 {
-    if (dp->wheel_count == 0)
+    if (dp->wheel_count == 0) {
+        dp->wake_hint = 0;
         return 0;
+    }
+    if (dp->wake_hint != 0 && now < dp->wake_hint)
+        return dp->wake_hint;
+    double wake = now + WHEEL_SLOTS * 1e-3;
     uint64_t start = tick_of(now);
     for (uint64_t tick = start; tick < start + WHEEL_SLOTS; tick++) {
         double first = 0;
@@ -3537,10 +3550,13 @@ static double next_wake(const struct dp *dp, double now)
             if (tick_of(at) <= tick && (first == 0 || at < first))
                 first = at;
         }
-        if (first != 0)
-            return first;
+        if (first != 0) {
+            wake = first;
+            break;
+        }
     }
-    return now + WHEEL_SLOTS * 1e-3;
+    dp->wake_hint = wake;
+    return wake;
 }
 
 static void transmit_touched(struct dp *dp, double now)

@@ -36,6 +36,7 @@ class Rx:
     # tokens_sent - tokens_taken (only the difference matters; it keeps the space finite)
     tokens_unseen: int = 0
     putting: int = 0  # rx_putting: the service is between a tail (or re-token) and its token
+    put_end: int = 0  # rx_put_end: the tail that put publishes (or the re-token saw)
     # the socket
     tokens: int = 0  # tokens queued to the application
     sock_eof: int = 0  # the service shut down its writing side
@@ -80,7 +81,8 @@ def _rx_service(s: Rx, c: RxConfig) -> Iterator[tuple[str, Rx]]:
         # (jr_chan_svc_answer_retoken: rx_putting, fence, take).
         yield "svc serve", replace(s, bells=0, s_pc="retoken_flag")
     if s.s_pc == "retoken_flag":
-        yield "svc set putting", replace(s, putting=_putting(c), s_pc="retoken")
+        yield "svc set putting", replace(s, putting=_putting(c), put_end=s.tail,
+                                         s_pc="retoken")
     if s.s_pc == "retoken":
         yield "svc xchg retoken", replace(s, rx_retoken=0,
                                           s_pc="count" if s.rx_retoken else "unput")
@@ -88,7 +90,7 @@ def _rx_service(s: Rx, c: RxConfig) -> Iterator[tuple[str, Rx]]:
         if s.pushed < c.units and room > 0:
             # jr_chan_svc_deliver: rx_putting, then copy and release the tail
             yield "svc push", replace(s, tail=s.tail + 1, pushed=s.pushed + 1,
-                                      putting=_putting(c), s_pc="xchg")
+                                      putting=_putting(c), put_end=s.tail + 1, s_pc="xchg")
         elif s.pushed < c.units:  # full: wait for room (svc_rx_armed, fence, recheck)
             if "svc_room_arm" in c.skip:
                 yield "svc sleep (no arm)", replace(s, s_pc="sleep")
@@ -191,9 +193,13 @@ def _rx_app(s: Rx, c: RxConfig) -> Iterator[tuple[str, Rx]]:
         yield "app cancel arm", replace(s, rx_armed=0, guarded=s.rx_armed == 0,
                                         a_pc="r_check" if s.got < c.buf else "r_after_take",
                                         left=avail)
-    elif pc == "r_withdraw":  # jr_chan_app_token_owed: withdraw a re-token not yet taken
-        yield "app withdraw retoken", replace(s, rx_retoken=0, a_pc="r_owed")
-    elif pc == "r_owed" and not s.putting:  # jr_chan_app_wait_put: until rx_putting is 0
+    elif pc == "r_withdraw":  # jr_chan_app_token_owed
+        if avail > 0:  # bytes came since the recheck: readiness is true, nothing to settle
+            yield "app return (bytes came)", _rx_return(s, c, s.got)
+        else:  # withdraw a re-token not yet taken
+            yield "app withdraw retoken", replace(s, rx_retoken=0, a_pc="r_owed")
+    elif pc == "r_owed" and not (s.putting and s.put_end <= s.head):
+        # jr_chan_app_wait_put: until rx_putting is 0, if this read took its bytes
         if s.tokens_unseen != 0:  # a token for bytes it took: round again, to drain it
             yield "app owed a token", replace(s, a_pc="r_check")
         else:
