@@ -45,12 +45,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
-#include <sched.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -1039,11 +1039,11 @@ static inline int jr_chan_app_token_owed(struct jr_chan_app *a)
     return putting || JR_LOAD(&c->tokens_sent) != c->tokens_taken;
 }
 
-/* Until the service's put or re-token in progress has sent its token (rx_putting
- * clear): a few spins, then yields, then 1000 naps of 50 us (about 100 ms with the
- * default 50 us timer slack). A
- * service stalled longer than that (or dead) is not waited for: the read returns, and
- * at worst its caller meets a spurious readiness, as before. */
+/* Until the service's put or re-token whose bytes this read took has sent its token
+ * (rx_putting clear): a few spins, then yields, then 1000 naps of 50 us (about 100 ms
+ * with the default 50 us timer slack). A service stalled longer than that (or dead) is
+ * not waited for: the read returns, and at worst its caller meets a spurious
+ * readiness, as before. */
 static inline void jr_chan_app_wait_put(struct jr_chan_app *a)
 {
     const struct timespec nap = {.tv_nsec = 50 * 1000};
