@@ -1013,6 +1013,15 @@ static inline int jr_chan_app_drain(struct jr_chan_app *a, const struct jr_chan_
     return n < 0 ? n : 0;
 }
 
+/* Is the service in a put (or re-token) whose bytes this reader took, so that its token,
+ * still to come, will be stale? A put whose tail the reader has not seen owes a token
+ * for bytes still unread: not stale, nothing to wait for. */
+static inline int jr_chan_app_put_taken(const struct jr_chan *c)
+{
+    return JR_LOAD(&c->rx_putting) &&
+           (int32_t)(__atomic_load_n(&c->rx_put_end, __ATOMIC_RELAXED) - c->rx.head) <= 0;
+}
+
 /* A blocking read that took bytes is about to return with rx empty and armed: may a
  * token for bytes it took still reach the socket? Then it must not return yet
  * (docs/channels.md, "No stale token for a blocking reader"): select or poll would
@@ -1030,13 +1039,10 @@ static inline int jr_chan_app_token_owed(struct jr_chan_app *a)
         return 0;
     if (JR_LOAD(&c->rx_retoken))
         (void)JR_XCHG(&c->rx_retoken, 0); /* 0: the service took it and set rx_putting */
-    /* A put whose bytes this read did not take (its tail not yet published) owes a
-     * token that is no stale one: no wait for it, under a bulk stream the common case.
-     * A pair read across two puts is safe: the first one's clear came after its count,
-     * which the count's look below sees. */
-    int putting = JR_LOAD(&c->rx_putting) &&
-                  (int32_t)(__atomic_load_n(&c->rx_put_end, __ATOMIC_RELAXED) - c->rx.head) <= 0;
-    return putting || JR_LOAD(&c->tokens_sent) != c->tokens_taken;
+    /* A put whose bytes this read did not take is no reason to wait: under a bulk
+     * stream the common case. A flag and end read across two puts is safe: the first
+     * one's clear came after its count, which the count's look below sees. */
+    return jr_chan_app_put_taken(c) || JR_LOAD(&c->tokens_sent) != c->tokens_taken;
 }
 
 /* Until the service's put or re-token whose bytes this read took has sent its token
@@ -1047,10 +1053,7 @@ static inline int jr_chan_app_token_owed(struct jr_chan_app *a)
 static inline void jr_chan_app_wait_put(struct jr_chan_app *a)
 {
     const struct timespec nap = {.tv_nsec = 50 * 1000};
-    struct jr_chan *c = a->shm;
-    for (unsigned i = 0; JR_LOAD(&c->rx_putting) &&
-                         (int32_t)(__atomic_load_n(&c->rx_put_end, __ATOMIC_RELAXED) -
-                                   c->rx.head) <= 0 && i < 1000 + 128; i++) {
+    for (unsigned i = 0; jr_chan_app_put_taken(a->shm) && i < 1000 + 128; i++) {
         if (i < 64)
             JR_CPU_RELAX();
         else if (i < 128)

@@ -610,8 +610,9 @@ static int epoll_set(struct dp *dp, struct flow *f, uint32_t want)
 
 /* Close a born flow's application end, which only C holds: the descriptor is the
  * file's last (deliver makes it close-on-exec, and the service never forks), so the
- * close takes its epoll registration with it, and no EPOLL_CTL_DEL is needed (one
- * system call a connection, 2% of the service's time under new connections). */
+ * close takes its epoll registration with it, and no EPOLL_CTL_DEL is needed. That
+ * saves the call where a flow ends still registered (a reset, a timeout); a
+ * Connection: close flow has dropped its registration at the hang-up already. */
 static void app_fd_close(struct flow *f)
 {
     f->epoll_mask = 0;
