@@ -6,6 +6,11 @@ client ``joyride.bench.daemons`` uses, and records the service process (all its 
 with ``perf record -g`` while the load runs. It prints the samples by module (DSO) and the
 hottest symbols, and keeps ``perf.data`` when ``--keep`` names a path.
 
+``--system`` records every CPU instead (``perf record -a``) and prints the samples by
+task too (the client, the server, the service, softirq), and ``--stack kernel`` runs the
+same workload on the kernel's TCP: together they say where the whole machine's time goes
+on each stack, which is what "machine CPU per request" in the benchmark compares.
+
 This is how the profiles in the README and the closing notes are taken; it measures
 nothing the daemons benchmark does not, it only says where the service's time goes.
 """
@@ -48,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="length of the recording")
     ap.add_argument("--keep", type=Path, help="keep perf.data at this path")
     ap.add_argument("--symbols", type=int, default=40, help="how many symbols to print")
+    ap.add_argument("--system", action="store_true",
+                    help="record every CPU, not the service alone, and sort by task too")
+    ap.add_argument("--stack", choices=("joyride", "kernel"), default="joyride",
+                    help="the stack the server runs on (kernel: implies --system)")
     args = ap.parse_args(argv)
+    system = args.system or args.stack == "kernel"
     if shutil.which("perf") is None:
         print("perf is not installed (scripts/setup.sh installs it)", file=sys.stderr)
         return 2
@@ -56,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     with Testbed() as bed, tempfile.TemporaryDirectory(prefix="joyride-profile-") as tmp:
         work = Path(tmp)
         tools.prepare_load_generator(bed.peer)
-        svc = attach(bed, daemons.PORTS)
+        svc = attach(bed, daemons.PORTS) if args.stack == "joyride" else None
         try:
-            ep = daemons.start_server(bed, d, "joyride", work, work / "server.log")
+            ep = daemons.start_server(bed, d, args.stack, work, work / "server.log")
             try:
-                port = daemons.port_of(d, "joyride")
+                port = daemons.port_of(d, args.stack)
                 load_seconds = args.seconds + 3.0  # warm up 1 s, record, stop past the end
                 client = subprocess.Popen(
                     bed.peer.cmd(*d.client(bed.joy.ip, port, load_seconds)),
@@ -68,20 +78,30 @@ def main(argv: list[str] | None = None) -> int:
                 data = args.keep or work / "perf.data"
                 try:
                     time.sleep(1.0)
-                    before = plane_counters(bed)
+                    before = plane_counters(bed) if svc is not None else {}
+                    target = ["-a"] if system else ["-p", str(svc)]
                     subprocess.run(
-                        ["perf", "record", "-g", "-q", "-o", str(data), "-p", str(svc),
+                        ["perf", "record", "-g", "-q", "-o", str(data), *target,
                          "--", "sleep", str(args.seconds)],
                         check=True, timeout=args.seconds + 60,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    after = plane_counters(bed)
+                    after = plane_counters(bed) if svc is not None else {}
                 finally:
                     terminate([client], 5.0)
-                print(f"== {d.title}: service pid {svc}, {args.seconds:g} s\n")
-                print("-- the data plane's counters while recorded --")
-                print("  ".join(f"{k}={after[k] - before.get(k, 0)}" for k in sorted(after)
-                                if after[k] != before.get(k, 0)))
-                print()
+                who = f"service pid {svc}" if svc is not None else "the kernel's TCP"
+                print(f"== {d.title}: {who}, {'every CPU, ' if system else ''}"
+                      f"{args.seconds:g} s\n")
+                if svc is not None:
+                    print("-- the data plane's counters while recorded --")
+                    print("  ".join(f"{k}={after[k] - before.get(k, 0)}" for k in sorted(after)
+                                    if after[k] != before.get(k, 0)))
+                    print()
+                if system:
+                    print("-- by task --")
+                    print(perf_report(data, "comm", 20))
+                    print("\n-- by task and module --")
+                    print(perf_report(data, "comm,dso", 30))
+                    print()
                 print("-- by module --")
                 print(perf_report(data, "dso", 20))
                 print("\n-- by symbol --")
@@ -89,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 terminate(ep.procs, 5.0)
         finally:
-            detach(bed)
+            if svc is not None:
+                detach(bed)
     return 0
 
 

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import itertools
 import math
+import os
 import re
 import socket
 import subprocess
@@ -49,10 +50,19 @@ def udp_pair(bed: Testbed) -> Iterator[tuple[socket.socket, socket.socket]]:
 
 
 def send_numbered(tx: socket.socket, dst: str, count: int, pace_every: int = 50) -> None:
-    for i in range(count):
-        tx.sendto(i.to_bytes(4, "big") + bytes(PAYLOAD - 4), (dst, UDP_PORT))
-        if i % pace_every == pace_every - 1:
-            time.sleep(0.0005)  # stay far below the relay's and the socket buffer's limits
+    # From one CPU, as the relay sends (relay.py): veth queues each frame on the backlog
+    # of the CPU that sent it, so a sender that migrated during a pause could have two
+    # frames swapped before the relay saw them, a reordering nobody counts (CI once
+    # measured 309 late frames against the relay's 304).
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        for i in range(count):
+            tx.sendto(i.to_bytes(4, "big") + bytes(PAYLOAD - 4), (dst, UDP_PORT))
+            if i % pace_every == pace_every - 1:
+                time.sleep(0.0005)  # stay far below the relay's and the socket buffer's limits
+    finally:
+        os.sched_setaffinity(0, cpus)
 
 
 def receive_all(rx: socket.socket) -> list[bytes]:
