@@ -64,7 +64,7 @@
 /* "JRRD": released after a revert (the slot is free, and nothing in it is unread: its
  * bytes went to the new socket), unlike JR_CHAN_RELEASED's unread bytes. */
 #define JR_CHAN_REVERT_DONE 0x4452524au
-#define JR_CHAN_VERSION 5u /* 5: rx_putting; 4: the arena's bell (struct jr_arena_bell) */
+#define JR_CHAN_VERSION 6u /* 6: birth_arm; 5: rx_putting; 4: the arena's bell */
 #define JR_CHAN_LINE 64
 
 /* How the service armed svc_tx_armed / svc_rx_armed: what the application rings when it
@@ -132,6 +132,12 @@ struct jr_chan {
      * sleeps on the magic word (futex) until the verdict. Last: jr_chan_create keeps
      * it, or a waiter's flag stored before the layout would be wiped unseen. */
     uint32_t claim_waiting __attribute__((aligned(JR_CHAN_LINE)));
+    /* The arm the channel is born with (jr_chan_birth_*): the application may ask, until
+     * the service lays the channel out, for a bell arm instead of a token's (its
+     * descriptor is in the process's bell set, whose epoll_wait looks at the ring). The
+     * service takes it (xchg to JR_BIRTH_TAKEN) in jr_chan_create. Kept by
+     * jr_chan_create, as claim_waiting. */
+    uint32_t birth_arm;
     /* Slot 0's only: the arena's door. Set by the service (before it arms any channel of
      * the arena in door mode), taken by the application (xchg to 0): the taker writes
      * the door socket. Like claim_waiting, jr_chan_create keeps it. */
@@ -238,6 +244,7 @@ struct jr_chan_svc {
     int revert_fd;
     uint32_t flush_head;
     uint8_t reverted; /* jr_chan_svc_revert switched it: released as JR_CHAN_REVERT_DONE */
+    uint8_t born_bell; /* jr_chan_create armed it for the bell (birth_arm) */
 };
 
 /* The application's view. */
@@ -355,9 +362,16 @@ static inline void jr_ring_copy_out(const uint8_t *data, uint32_t cap, uint32_t 
 
 /* --- the service --------------------------------------------------------------------- */
 
+/* The channel's birth arm (struct jr_chan's birth_arm): 0, or JR_RX_ARM_BELL asked by the
+ * application, until the service takes it: JR_BIRTH_TAKEN. */
+#define JR_BIRTH_TAKEN 0x80000000u
+
 /* Lay a new channel out in mem (size bytes, from jr_chan_size) and open the service's
  * view of it. 0, or -EINVAL. The channel starts armed: the application may wait for
- * readiness before its first read (chan_model.py finds the lost wake-up otherwise). */
+ * readiness before its first read (chan_model.py finds the lost wake-up otherwise).
+ * Armed for a token, unless the application asked for a bell arm (birth_arm), which
+ * saves a new connection's first token and its drain (docs/channels.md, "A bell arm
+ * from birth"). */
 static inline int jr_chan_create(struct jr_chan_svc *s, void *mem, size_t size,
                                  uint32_t rx_cap, uint32_t tx_cap, uint32_t claim_id)
 {
@@ -372,7 +386,12 @@ static inline int jr_chan_create(struct jr_chan_svc *s, void *mem, size_t size,
     c->tx_cap = tx_cap;
     c->data_off = (uint32_t)jr_chan_data_off();
     c->size = (uint32_t)size;
-    c->rx_armed = 1;
+    /* After the memset (program order, and the xchg is a release): an application that
+     * reads JR_BIRTH_TAKEN and then or-s a token arm in is not wiped by it. Or-ed, not
+     * stored, for the same reason. */
+    uint32_t asked = JR_XCHG(&c->birth_arm, JR_BIRTH_TAKEN);
+    uint32_t born = asked == JR_RX_ARM_BELL ? JR_RX_ARM_BELL : JR_RX_ARM_TOKEN;
+    __atomic_fetch_or(&c->rx_armed, born, __ATOMIC_SEQ_CST);
     *s = (struct jr_chan_svc){
         .shm = c,
         .rx_data = (uint8_t *)mem + c->data_off,
@@ -381,6 +400,7 @@ static inline int jr_chan_create(struct jr_chan_svc *s, void *mem, size_t size,
         .tx_cap = tx_cap,
         .arena = -1,
         .revert_fd = -1,
+        .born_bell = born == JR_RX_ARM_BELL,
     };
     JR_STORE(&c->magic, JR_CHAN_MAGIC); /* last: it publishes the header (release) */
     return 0;
@@ -939,6 +959,28 @@ static inline int64_t jr_chan_svc_flush(struct jr_chan_svc *s, int fd)
 }
 
 /* --- the application ----------------------------------------------------------------- */
+
+/* The application, for a slot whose claim has no verdict yet: ask that the channel be
+ * born armed for the bell. 1 if asked in time (the service had not taken birth_arm); 0:
+ * too late, it is born (or being born) armed for a token. */
+static inline int jr_chan_birth_ask(struct jr_chan *slot)
+{
+    uint32_t none = 0;
+    return __atomic_compare_exchange_n(&slot->birth_arm, &none, JR_RX_ARM_BELL, 0,
+                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
+/* The application no longer waits through its bell set for a slot it asked a bell birth
+ * for (jr_chan_birth_ask returned 1): withdraw the ask, or, if the service took it
+ * already, arm a token too (after its layout: the take came after it), then fence. The
+ * caller then looks at the verdict and rx: a put before this arm rang only the bell, so
+ * bytes rx holds are the caller's to ask a token for (a re-token request). */
+static inline void jr_chan_birth_withdraw(struct jr_chan *slot)
+{
+    if (JR_XCHG(&slot->birth_arm, 0) == JR_BIRTH_TAKEN)
+        __atomic_fetch_or(&slot->rx_armed, JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
+    JR_FENCE(); /* the withdrawal or the arm before the caller's look */
+}
 
 /* Open the application's view of a mapping of size bytes. 0, or -EPROTO if the header
  * does not describe a channel that fits. */

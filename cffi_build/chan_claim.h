@@ -565,8 +565,11 @@ static inline int jr_chan_app_claim(int sock, const struct jr_arena_app *a, uint
     /* The slot is the application's (free, or jr_chan_app_slot_done): its word starts
      * at 0, so a verdict is a change a futex waiter sees, never a value the slot held.
      * (slot == a->slots is a claim made to be refused: no slot, nothing to reset.) */
-    if (slot < a->slots)
-        __atomic_store_n(&jr_arena_app_chan(a, slot)->magic, 0, __ATOMIC_RELAXED);
+    if (slot < a->slots) {
+        struct jr_chan *c = jr_arena_app_chan(a, slot);
+        __atomic_store_n(&c->magic, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&c->birth_arm, 0, __ATOMIC_RELAXED); /* the last use's TAKEN */
+    }
     struct cmsghdr *h = CMSG_FIRSTHDR(&m);
     h->cmsg_level = SOL_SOCKET;
     h->cmsg_type = SCM_RIGHTS;

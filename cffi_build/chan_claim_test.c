@@ -534,17 +534,23 @@ static void case_bell(void)
  * application is armed, and once; a token arm still gets its token; a queue whose head
  * the application made up counts pushes as lost (never writes out of bounds); without
  * a door the bell arm falls back to a token. */
+/* A service's table, an application's arena with a door, and a connection. */
+static void door_bed(struct jr_arenas *as, struct jr_arena_app *ar, int sv[2])
+{
+    jr_arenas_init(as, 2);
+    jr_arena_app_create(ar, SLOTS, RX_CAP, TX_CAP);
+    jr_arena_app_door(ar);
+    pair(sv);
+}
+
 static void case_arena_bell(void)
 {
     int ok = 1;
     char why[256] = "";
     struct jr_arenas as;
     struct jr_arena_app ar;
-    jr_arenas_init(&as, 2);
-    jr_arena_app_create(&ar, SLOTS, RX_CAP, TX_CAP);
-    jr_arena_app_door(&ar);
     int sv[2];
-    pair(sv);
+    door_bed(&as, &ar, sv);
     struct jr_chan_svc s = {.arena = -1};
     struct jr_chan_app v;
     struct jr_chan_claim cl = {JR_CLAIM_MAGIC, JR_CLAIM_VERSION, 7, RX_CAP, TX_CAP,
@@ -638,6 +644,80 @@ static void case_arena_bell(void)
     verdict("arena_bell", ok, why);
 }
 
+/* A bell birth (chan.h, birth_arm): asked before the service lays the channel out, the
+ * channel is born armed for the bell, and its first bytes push the slot instead of
+ * sending a token; asked too late, or withdrawn, it is born token-armed; withdrawn after
+ * the birth, a token is armed too. A new claim starts with no ask. */
+static void case_birth(void)
+{
+    int ok = 1;
+    char why[256] = "";
+    struct jr_arenas as;
+    struct jr_arena_app ar;
+    int sv[2];
+    door_bed(&as, &ar, sv);
+    char junk[64];
+    struct jr_chan_app v;
+    struct jr_arena_bell *b = &jr_arena_app_chan(&ar, 0)->arena_bell;
+    uint32_t got[8];
+    for (uint32_t slot = 0; slot < 4; slot++) {
+        /* 0: asked in time; 1: asked, withdrawn before the birth; 2: asked after the
+         * birth (too late); 3: asked, born for the bell, withdrawn after. */
+        struct jr_chan *c = jr_arena_app_chan(&ar, slot);
+        __atomic_store_n(&c->birth_arm, JR_BIRTH_TAKEN, __ATOMIC_RELAXED); /* a last use */
+        int cs[2];
+        pair(cs);
+        uint8_t msg[64];
+        struct iovec iov = {msg, sizeof msg};
+        int fd = -1, door = -1;
+        uint32_t id = 40 + slot;
+        if (ok && (jr_chan_app_claim(cs[1], &ar, slot, id, 0) != 0 ||
+                   jr_chan_svc_recv2(cs[0], &iov, 1, &fd, &door) != (ssize_t)sizeof(struct jr_chan_claim)))
+            FIRST("slot %u: the claim", slot);
+        if (ok && JR_LOAD(&c->birth_arm) != 0)
+            FIRST("slot %u: a claim kept the last use's birth_arm", slot);
+        int asked = slot != 2 && jr_chan_birth_ask(c);
+        if (ok && slot != 2 && !asked)
+            FIRST("slot %u: an ask before the birth was refused", slot);
+        if (slot == 1)
+            jr_chan_birth_withdraw(c);
+        struct jr_chan_svc s = {.arena = -1};
+        if (ok && jr_chan_svc_claim(&as, msg, sizeof(struct jr_chan_claim), fd, 1, NULL, &s) != 0)
+            FIRST("slot %u: the claim was refused", slot);
+        if (ok && door >= 0 && !jr_arena_take_door(&as, s.arena, door))
+            FIRST("slot %u: the door was not taken", slot);
+        door = -1;
+        if (fd >= 0)
+            close(fd);
+        int want_bell = slot == 0 || slot == 3;
+        if (ok && (s.born_bell != want_bell ||
+                   JR_LOAD(&c->rx_armed) != (want_bell ? JR_RX_ARM_BELL : JR_RX_ARM_TOKEN)))
+            FIRST("slot %u: born %u, armed %u", slot, s.born_bell, JR_LOAD(&c->rx_armed));
+        if (ok && slot == 2 && jr_chan_birth_ask(c))
+            FIRST("slot 2: an ask after the birth was taken");
+        if (slot == 3) {
+            jr_chan_birth_withdraw(c);
+            if (ok && JR_LOAD(&c->rx_armed) != (JR_RX_ARM_BELL | JR_RX_ARM_TOKEN))
+                FIRST("slot 3: a withdrawal after the birth armed no token");
+        }
+        if (ok && (jr_chan_app_verdict(&ar, slot, id, &v) != 1 ||
+                   jr_chan_svc_deliver(&s, sv[0], "x", 1) != 1))
+            FIRST("slot %u: verdict or deliver", slot);
+        ssize_t token = recv(sv[1], junk, sizeof junk, MSG_DONTWAIT);
+        uint32_t pushed = jr_arena_bell_take(b, got, 8);
+        int want_token = slot != 0, want_push = slot == 0 || slot == 3;
+        if (ok && ((token == 1) != want_token || (pushed == 1) != want_push ||
+                   (pushed == 1 && got[0] != slot)))
+            FIRST("slot %u: token %zd, pushed %u", slot, token, pushed);
+        jr_chan_svc_release(&as, &s);
+        close(cs[0]), close(cs[1]);
+    }
+    jr_arenas_free(&as);
+    jr_arena_app_destroy(&ar);
+    close(sv[0]), close(sv[1]);
+    verdict("birth", ok, why);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -650,6 +730,7 @@ int main(void)
     case_wait_times_out();
     case_bell();
     case_arena_bell();
+    case_birth();
     printf("%s\n", failures ? "FAILED" : "ok");
     return failures ? 1 : 0;
 }

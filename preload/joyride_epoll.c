@@ -119,6 +119,34 @@ static void jr_bell_mark_slot(struct jr_bset *bs, uint32_t slot)
     bs->ready[bs->nready++] = slot;
 }
 
+/* The verdict on r's claim, if it came, without a system call (jr_ring_settle's first
+ * look; lock held or not). */
+static int jr_ring_settle_quiet(struct jr_ring *r)
+{
+    int m = __atomic_load_n(&r->mode, __ATOMIC_ACQUIRE);
+    if (m != JR_RING_PENDING)
+        return m;
+    int v = jr_chan_app_verdict(r->arena, r->slot, r->claim_id, &r->view);
+    if (v == -EAGAIN)
+        return JR_RING_PENDING;
+    __atomic_store_n(&r->mode, v, __ATOMIC_RELEASE); /* after the view, as jr_ring_settle */
+    return v;
+}
+
+/* A ring whose claim has no verdict yet leaves the bell (lock held): withdraw its ask
+ * for a bell birth (chan.h's jr_chan_birth_withdraw: if the service took it, a token is
+ * armed too). 1 when the channel is born meanwhile with bytes in rx, which its bell arm
+ * announced only to the bell: the caller asks a token for them (jr_bell_retoken). */
+static int jr_bell_unbirth(struct jr_ring *r)
+{
+    if (!r->birth)
+        return 0;
+    r->birth = 0;
+    struct jr_chan *c = jr_arena_app_chan(r->arena, r->slot);
+    jr_chan_birth_withdraw(c); /* fenced: before the look at the verdict and rx */
+    return jr_ring_settle_quiet(r) == JR_RING_ON && jr_chan_app_rx_avail(&r->view) > 0;
+}
+
 /* Back to tokens: r's reads arm a token again. Stored, fenced, then the token armed and
  * rx looked at: a read that armed the bell meanwhile sees the change after its own
  * fence (chan.h's io->arm), or this look sees its bytes. 1 when rx holds bytes the
@@ -130,7 +158,8 @@ static int jr_bell_release_ring(struct jr_ring *r)
     __atomic_store_n(&r->arm, 0, __ATOMIC_RELEASE);
     JR_FENCE(); /* the kind before the arm and the look */
     if (!jr_ring_on(r))
-        return 0; /* not yet ring mode: the channel starts token-armed */
+        return jr_bell_unbirth(r); /* not yet ring mode: it is born token-armed now */
+    r->birth = 0;
     jr_chan_app_arm(&r->view, JR_RX_ARM_TOKEN);
     return jr_chan_app_rx_avail(&r->view) > 0;
 }
@@ -138,6 +167,8 @@ static int jr_bell_release_ring(struct jr_ring *r)
 /* Ask the service for a token for bytes rx already holds (chan.h's re-token). */
 static void jr_bell_retoken(int fd, struct jr_ring *r)
 {
+    if (jr_ring_settle_quiet(r) != JR_RING_ON)
+        return; /* no channel: nothing to ask (jr_bell_unbirth saw its verdict first) */
     struct jr_ring_io ctx = {fd, r};
     struct jr_chan_io io = jr_io_of(&ctx);
     io.unseen = NULL;
@@ -276,6 +307,11 @@ static void jr_bell_ctl(int epfd, int op, int fd, struct jr_ring *r, const struc
                                     .data = ev->data.u64, .listed = e->listed};
         if (jr_bell_fits(ev->events)) {
             __atomic_store_n(&r->arm, JR_RX_ARM_BELL, __ATOMIC_RELEASE);
+            /* A claim with no verdict yet: the channel may be born armed for the bell,
+             * which saves a new connection its first token and that token's drain. */
+            if (!r->birth && !jr_ring_on(r) &&
+                __atomic_load_n(&r->mode, __ATOMIC_ACQUIRE) == JR_RING_PENDING)
+                r->birth = jr_chan_birth_ask(jr_arena_app_chan(r->arena, r->slot));
             jr_bell_mark_slot(bs, r->slot); /* looked at (and armed) by the next wait */
         } else {
             retoken = jr_bell_drop(bs, r->slot);
@@ -359,12 +395,14 @@ static int jr_bell_harvest(struct jr_bset *bs, struct epoll_event *evs, int max)
             bs->ready[kept++] = slot;
             continue;
         }
+        if (!jr_ring_on(r))
+            jr_ring_settle_quiet(r); /* a bell birth: its first bytes' push brought it */
         int bytes = jr_bell_has_bytes(r);
         if (!bytes && jr_ring_on(r)) {
             jr_chan_app_arm(&r->view, JR_RX_ARM_BELL);
             bytes = jr_bell_has_bytes(r);
         }
-        if (!bytes) { /* armed (or not yet ring mode: tokens announce it) */
+        if (!bytes) { /* armed (or not yet ring mode: its birth arm announces it) */
             e->listed = 0;
             continue;
         }
@@ -571,8 +609,17 @@ int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timesp
 static int jr_bell_poll_arm(int fd, int *ready)
 {
     struct jr_ring *r = jr_ring_of(fd);
-    if (r == NULL || !jr_ring_bell(r) || !jr_ring_on(r))
+    if (r == NULL || !jr_ring_bell(r))
         return 0;
+    if (!jr_ring_on(r)) {
+        /* No verdict yet: a bell birth is withdrawn, so the first bytes bring a token
+         * (the poll's own settle, with no birth left, comes back here and stops). */
+        jr_lock();
+        int born = jr_bell_unbirth(r);
+        jr_unlock();
+        if (!born)
+            return 0;
+    }
     jr_chan_app_arm(&r->view, JR_RX_ARM_TOKEN);
     if (jr_bell_has_bytes(r))
         *ready = 1;
@@ -713,7 +760,11 @@ static void jr_bell_atfork_child(void)
     if (bs == NULL)
         return;
     for (uint32_t k = 0; k < JR_RING_SLOTS; k++)
-        if (bs->by_slot[k].r != NULL)
+        if (bs->by_slot[k].r != NULL) {
             bs->by_slot[k].r->arm = 0;
+            /* A bell birth asked for the parent's set: the child's waits need tokens (a
+             * put before this rang only the parent's bell, as for a ring already on). */
+            (void)jr_bell_unbirth(bs->by_slot[k].r);
+        }
     jr_bset = NULL; /* the parent's memory: left, not freed (a copy the child never uses) */
 }

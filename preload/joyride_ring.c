@@ -41,6 +41,8 @@ struct jr_ring {
     uint32_t arm;        /* what its reads arm (chan.h's io->arm): JR_RX_ARM_BELL while
                           * the bell set watches it (joyride_epoll.c), else 0: a token */
     int foreign;         /* watched where the bell cannot see: tokens, for good */
+    int birth;           /* its claim asked a bell birth (chan.h's jr_chan_birth_ask;
+                          * under jr_lock), not withdrawn since */
     int app_sndbuf;      /* the application set SO_SNDBUF: its lock bit is its own */
     int sndbuf_min;      /* the shim set SO_SNDBUF to the minimum (at the first fill) */
     uint32_t slot, claim_id;

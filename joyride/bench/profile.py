@@ -47,6 +47,15 @@ def plane_counters(bed: Testbed) -> dict[str, int]:
     return {k: int(v) for k, v in plane.items() if isinstance(v, int)}
 
 
+def kernel_tcp_counters(bed: Testbed) -> dict[str, int]:
+    """The Joyride end's kernel TCP counters (``/proc/net/snmp``'s Tcp line), which say
+    how much work a kernel run recorded: PassiveOpens, InSegs, OutSegs."""
+    out = bed.joy.run("cat", "/proc/net/snmp").stdout.decode()
+    head, values = [line.split() for line in out.splitlines() if line.startswith("Tcp:")][:2]
+    return {k: int(v) for k, v in zip(head[1:], values[1:], strict=True)
+            if k in ("PassiveOpens", "InSegs", "OutSegs")}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("workload", choices=[d.key for d in daemons.DAEMONS if not d.outgoing])
@@ -78,24 +87,24 @@ def main(argv: list[str] | None = None) -> int:
                 data = args.keep or work / "perf.data"
                 try:
                     time.sleep(1.0)
-                    before = plane_counters(bed) if svc is not None else {}
+                    before = plane_counters(bed) if svc is not None else kernel_tcp_counters(bed)
                     target = ["-a"] if system else ["-p", str(svc)]
                     subprocess.run(
                         ["perf", "record", "-g", "-q", "-o", str(data), *target,
                          "--", "sleep", str(args.seconds)],
                         check=True, timeout=args.seconds + 60,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    after = plane_counters(bed) if svc is not None else {}
+                    after = plane_counters(bed) if svc is not None else kernel_tcp_counters(bed)
                 finally:
                     terminate([client], 5.0)
                 who = f"service pid {svc}" if svc is not None else "the kernel's TCP"
                 print(f"== {d.title}: {who}, {'every CPU, ' if system else ''}"
                       f"{args.seconds:g} s\n")
-                if svc is not None:
-                    print("-- the data plane's counters while recorded --")
-                    print("  ".join(f"{k}={after[k] - before.get(k, 0)}" for k in sorted(after)
-                                    if after[k] != before.get(k, 0)))
-                    print()
+                print("-- the data plane's counters while recorded --" if svc is not None
+                      else "-- the kernel's TCP counters while recorded --")
+                print("  ".join(f"{k}={after[k] - before.get(k, 0)}" for k in sorted(after)
+                                if after[k] != before.get(k, 0)))
+                print()
                 if system:
                     print("-- by task --")
                     print(perf_report(data, "comm", 20))

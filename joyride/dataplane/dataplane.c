@@ -4776,9 +4776,11 @@ static int64_t chan_first(struct dp *dp, const uint8_t *buf, uint32_t len, int f
                                    bell != NULL ? dp->door : NULL);
     if (rc != -ENOMSG) {
         dp->st.chan_claims++;
-        if (rc > 0)
+        if (rc > 0) {
             dp->st.chan_ring++;
-        else
+            struct jr_chan_svc *s = chan_svc(&dp->chans, (uint32_t)rc);
+            dp->st.chan_born_bell += s != NULL && s->born_bell;
+        } else
             dp->st.chan_refused++;
     }
     return rc;

@@ -440,6 +440,7 @@ struct dp_stats {
     /* shared-memory channels (dp_chan_*, whichever side runs the flow) */
     uint64_t chan_claims;      /* claims received */
     uint64_t chan_ring;        /* ... accepted: ring mode */
+    uint64_t chan_born_bell;   /* ... born armed for the arena's bell (no first token) */
     uint64_t chan_refused;     /* ... refused: stream mode */
     uint64_t chan_released;
     uint64_t chan_broken;      /* an index the application wrote was impossible: reset */

@@ -27,7 +27,9 @@ pytestmark = pytest.mark.integration
 # for with select or poll on the descriptor), "blocking" (the rest with a blocking
 # recv on the descriptor), "dup" (level-triggered, on a copy made with
 # fcntl(F_DUPFD_CLOEXEC), the original closed), "splice" (level-triggered, both ways
-# through a pipe with splice).
+# through a pipe with splice), "pollfirst" / "blockfirst" (level-triggered, but the
+# first message is waited for with poll, or a blocking recv, right after the connection
+# joins the epoll set: a channel born armed for the bell must still wake those).
 SERVER = r'''
 import os, select, socket, sys
 mode, port = sys.argv[1], int(sys.argv[2])
@@ -81,6 +83,15 @@ while True:
                     d = c.dup(); c.close(); c = d
                 c.setblocking(False); conns[c.fileno()] = c
                 ep.register(c.fileno(), select.EPOLLIN | select.EPOLLRDHUP | et)
+                if mode == "pollfirst":
+                    p = select.poll(); p.register(c.fileno(), select.POLLIN)
+                    assert p.poll(60000), "poll timed out"
+                    echo(c, c.recv(65536))
+                elif mode == "blockfirst":
+                    c.setblocking(True)
+                    d = c.recv(65536)
+                    c.setblocking(False)
+                    echo(c, d)
             continue
         c = conns[fd]
         while True:
@@ -127,7 +138,8 @@ print(len(ok) == nconn and all(ok))
 
 @pytest.mark.parametrize("mode,port", [("lt", 8091), ("et", 8092), ("select", 8093),
                                        ("poll", 8094), ("blocking", 8095),
-                                       ("dup", 8096), ("splice", 8097)])
+                                       ("dup", 8096), ("splice", 8097),
+                                       ("pollfirst", 8098), ("blockfirst", 8099)])
 def test_bell_serves_every_way_of_waiting(service_bed: Testbed, mode: str, port: int) -> None:
     bed = service_bed
     before = channel_counters(bed)

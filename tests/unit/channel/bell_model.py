@@ -97,9 +97,11 @@ class BellConfig:
     # Where it starts (rx empty): "fresh", a new channel (token-armed) just registered,
     # so listed (jr_bell_ctl marks it); "early", the same, but a harvest already looked
     # at it before the ring was in ring mode and unlisted it unarmed ("tokens announce
-    # it"); "bell", a read emptied rx and armed the bell (unlisted); "unarmed", listed
-    # with no arm at all: the registration's mark, and the harvest's arm after it, are
-    # all that can announce the first arrival.
+    # it"); "bell", a read emptied rx and armed the bell (unlisted), which is also a
+    # channel born armed for the bell that a harvest looked at before its verdict
+    # (chan.h's birth_arm); "born", a channel born armed for the bell, still listed by
+    # its registration; "unarmed", listed with no arm at all: the registration's mark,
+    # and the harvest's arm after it, are all that can announce the first arrival.
     start: str = "fresh"
     # The application may also read before any wait (a client that reads its answer
     # right after writing its request), not only after an event.
@@ -109,7 +111,7 @@ class BellConfig:
 
 def initial(c: BellConfig) -> Bell:
     arms = {"fresh": (TOKEN, True), "early": (TOKEN, False), "bell": (BELL, False),
-            "unarmed": (0, True)}
+            "born": (BELL, True), "unarmed": (0, True)}
     rx_armed, listed = arms[c.start]
     return Bell(rx_armed=rx_armed, listed=listed, a_pc="call" if c.eager else "h_take")
 

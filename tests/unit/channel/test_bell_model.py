@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from bell_model import BELL, SKIPS, TOKEN, Bell, BellConfig, check, lost_wakeup
 
-STARTS = ("fresh", "early", "bell", "unarmed")
+STARTS = ("fresh", "early", "bell", "born", "unarmed")
 CASES = list(itertools.product(("lt", "et"), (1, 2), (1, 2), STARTS))
 
 

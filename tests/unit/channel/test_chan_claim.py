@@ -10,7 +10,9 @@ before and after the service mapped it, a slot larger than the arena, a claim af
 stream bytes, a full table of arenas); a claim that asks for the process's bell (refused
 without one, or from another arena than the bell's; with one, its tokens go to the bell,
 the eventfd written only while the application is armed, a full queue counted as lost;
-the door: the service's arm finds a tx_eof rung while it was unarmed); a connection's
+the door: the service's arm finds a tx_eof rung while it was unarmed); a channel born
+armed for the bell when asked before the service lays it out, for a token when asked too
+late or withdrawn, with both after a withdrawal that comes after the birth; a connection's
 stray descriptors closed; and two processes, the application asleep on its
 verdict (futex) until the service decides, then bytes both ways through the rings.
 """
@@ -26,7 +28,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 SOURCE = ROOT / "cffi_build" / "chan_claim_test.c"
 CASES = ("accept_release", "busy_slot", "refusals", "recv", "two_processes",
-         "wait_times_out", "bell", "arena_bell")
+         "wait_times_out", "bell", "arena_bell", "birth")
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
