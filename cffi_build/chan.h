@@ -132,11 +132,12 @@ struct jr_chan {
      * sleeps on the magic word (futex) until the verdict. Last: jr_chan_create keeps
      * it, or a waiter's flag stored before the layout would be wiped unseen. */
     uint32_t claim_waiting __attribute__((aligned(JR_CHAN_LINE)));
-    /* The arm the channel is born with (jr_chan_birth_*): the application may ask, until
-     * the service lays the channel out, for a bell arm instead of a token's (its
-     * descriptor is in the process's bell set, whose epoll_wait looks at the ring). The
-     * service takes it (xchg to JR_BIRTH_TAKEN) in jr_chan_create. Kept by
-     * jr_chan_create, as claim_waiting. */
+    /* The arm the channel is born with (JR_BIRTH_*): until the service lays the channel
+     * out, the application may ask for a bell arm instead of a token's (its descriptor
+     * is in the process's bell set, whose epoll_wait looks at the ring), or pin a
+     * token's (a wait through the kernel). The service takes it in jr_chan_create,
+     * which records what the channel was born with. Kept by jr_chan_create, as
+     * claim_waiting. */
     uint32_t birth_arm;
     /* Slot 0's only: the arena's door. Set by the service (before it arms any channel of
      * the arena in door mode), taken by the application (xchg to 0): the taker writes
@@ -362,16 +363,20 @@ static inline void jr_ring_copy_out(const uint8_t *data, uint32_t cap, uint32_t 
 
 /* --- the service --------------------------------------------------------------------- */
 
-/* The channel's birth arm (struct jr_chan's birth_arm): 0, or JR_RX_ARM_BELL asked by the
- * application, until the service takes it: JR_BIRTH_TAKEN. */
-#define JR_BIRTH_TAKEN 0x80000000u
+/* struct jr_chan's birth_arm. Before the birth, the application's: 0 (nothing asked: a
+ * token's), JR_BIRTH_BELL (asked by the bell set; only from 0), JR_BIRTH_TOKEN (pinned by
+ * a wait through the kernel, or an ask withdrawn: never a bell's again). After it, the
+ * service's record of what it armed: JR_BIRTH_BORN | JR_RX_ARM_*. */
+#define JR_BIRTH_TOKEN JR_RX_ARM_TOKEN
+#define JR_BIRTH_BELL JR_RX_ARM_BELL
+#define JR_BIRTH_BORN 0x80000000u
 
 /* Lay a new channel out in mem (size bytes, from jr_chan_size) and open the service's
  * view of it. 0, or -EINVAL. The channel starts armed: the application may wait for
  * readiness before its first read (chan_model.py finds the lost wake-up otherwise).
  * Armed for a token, unless the application asked for a bell arm (birth_arm), which
- * saves a new connection's first token and its drain (docs/channels.md, "A bell arm
- * from birth"). */
+ * saves a new connection's first token and its drain (docs/channels.md, "New
+ * connections, session 30"). */
 static inline int jr_chan_create(struct jr_chan_svc *s, void *mem, size_t size,
                                  uint32_t rx_cap, uint32_t tx_cap, uint32_t claim_id)
 {
@@ -386,11 +391,14 @@ static inline int jr_chan_create(struct jr_chan_svc *s, void *mem, size_t size,
     c->tx_cap = tx_cap;
     c->data_off = (uint32_t)jr_chan_data_off();
     c->size = (uint32_t)size;
-    /* After the memset (program order, and the xchg is a release): an application that
-     * reads JR_BIRTH_TAKEN and then or-s a token arm in is not wiped by it. Or-ed, not
-     * stored, for the same reason. */
-    uint32_t asked = JR_XCHG(&c->birth_arm, JR_BIRTH_TAKEN);
-    uint32_t born = asked == JR_RX_ARM_BELL ? JR_RX_ARM_BELL : JR_RX_ARM_TOKEN;
+    /* After the memset (program order, and the CAS is a release): an application that
+     * reads JR_BIRTH_BORN | JR_RX_ARM_BELL and then or-s a token arm in is not wiped by
+     * it. Or-ed, not stored, for the same reason. Anything but an ask is a token's. */
+    uint32_t asked = __atomic_load_n(&c->birth_arm, __ATOMIC_RELAXED), born;
+    do
+        born = asked == JR_BIRTH_BELL ? JR_RX_ARM_BELL : JR_RX_ARM_TOKEN;
+    while (!__atomic_compare_exchange_n(&c->birth_arm, &asked, JR_BIRTH_BORN | born, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
     __atomic_fetch_or(&c->rx_armed, born, __ATOMIC_SEQ_CST);
     *s = (struct jr_chan_svc){
         .shm = c,
@@ -960,26 +968,37 @@ static inline int64_t jr_chan_svc_flush(struct jr_chan_svc *s, int fd)
 
 /* --- the application ----------------------------------------------------------------- */
 
-/* The application, for a slot whose claim has no verdict yet: ask that the channel be
- * born armed for the bell. 1 if asked in time (the service had not taken birth_arm); 0:
- * too late, it is born (or being born) armed for a token. */
-static inline int jr_chan_birth_ask(struct jr_chan *slot)
+/* The application's bell set, for a slot whose claim has no verdict yet: ask that the
+ * channel be born armed for the bell. Only from nothing asked: a token's pinned by a wait
+ * through the kernel stays (jr_chan_birth_token), and after the birth it is too late. */
+static inline void jr_chan_birth_ask(struct jr_chan *slot)
 {
     uint32_t none = 0;
-    return __atomic_compare_exchange_n(&slot->birth_arm, &none, JR_RX_ARM_BELL, 0,
-                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    __atomic_compare_exchange_n(&slot->birth_arm, &none, JR_BIRTH_BELL, 0, __ATOMIC_SEQ_CST,
+                                __ATOMIC_RELAXED);
 }
 
-/* The application no longer waits through its bell set for a slot it asked a bell birth
- * for (jr_chan_birth_ask returned 1): withdraw the ask, or, if the service took it
- * already, arm a token too (after its layout: the take came after it), then fence. The
- * caller then looks at the verdict and rx: a put before this arm rang only the bell, so
- * bytes rx holds are the caller's to ask a token for (a re-token request). */
-static inline void jr_chan_birth_withdraw(struct jr_chan *slot)
+/* The application waits, or may, through the kernel (poll, select, a blocking read,
+ * another epoll set) for a slot whose claim may have no verdict yet, or leaves the bell
+ * before it: make sure the channel is, or was, born with a token arm. Before the birth
+ * this pins one (an ask is withdrawn, and none can come after). If it was born for the
+ * bell, a token is armed now (after its layout: the CAS that recorded the birth came
+ * after it), then a fence, and 1 is returned: a put before this arm rang only the bell,
+ * so the caller looks at the verdict and rx and asks a token for bytes there (a
+ * re-token request). Only ever toward tokens, so a stale call costs a token at worst. */
+static inline int jr_chan_birth_token(struct jr_chan *slot)
 {
-    if (JR_XCHG(&slot->birth_arm, 0) == JR_BIRTH_TAKEN)
-        __atomic_fetch_or(&slot->rx_armed, JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
-    JR_FENCE(); /* the withdrawal or the arm before the caller's look */
+    uint32_t v = 0;
+    if (__atomic_compare_exchange_n(&slot->birth_arm, &v, JR_BIRTH_TOKEN, 0,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        return 0; /* pinned before the birth */
+    if (v == JR_BIRTH_BELL)
+        v = JR_XCHG(&slot->birth_arm, JR_BIRTH_TOKEN); /* withdrawn, unless born since */
+    if (v != (JR_BIRTH_BORN | JR_RX_ARM_BELL))
+        return 0; /* born (or to be born) with a token arm */
+    __atomic_fetch_or(&slot->rx_armed, JR_RX_ARM_TOKEN, __ATOMIC_SEQ_CST);
+    JR_FENCE(); /* the arm before the caller's look */
+    return 1;
 }
 
 /* Open the application's view of a mapping of size bytes. 0, or -EPROTO if the header

@@ -646,8 +646,10 @@ static void case_arena_bell(void)
 
 /* A bell birth (chan.h, birth_arm): asked before the service lays the channel out, the
  * channel is born armed for the bell, and its first bytes push the slot instead of
- * sending a token; asked too late, or withdrawn, it is born token-armed; withdrawn after
- * the birth, a token is armed too. A new claim starts with no ask. */
+ * sending a token; pinned for a token first (a wait through the kernel), or asked too
+ * late, it is born token-armed, and an ask after a pin is not taken; made sure of a
+ * token after a bell birth whose first bytes rang only the bell, a token is armed and
+ * the caller is told to look (1). A new claim starts with nothing asked. */
 static void case_birth(void)
 {
     int ok = 1;
@@ -661,10 +663,10 @@ static void case_birth(void)
     struct jr_arena_bell *b = &jr_arena_app_chan(&ar, 0)->arena_bell;
     uint32_t got[8];
     for (uint32_t slot = 0; slot < 4; slot++) {
-        /* 0: asked in time; 1: asked, withdrawn before the birth; 2: asked after the
-         * birth (too late); 3: asked, born for the bell, withdrawn after. */
+        /* 0: asked in time; 1: pinned, then asked (not taken); 2: asked after the birth
+         * (too late); 3: asked, born for the bell, a put, then a token made sure of. */
         struct jr_chan *c = jr_arena_app_chan(&ar, slot);
-        __atomic_store_n(&c->birth_arm, JR_BIRTH_TAKEN, __ATOMIC_RELAXED); /* a last use */
+        __atomic_store_n(&c->birth_arm, JR_BIRTH_BORN | JR_RX_ARM_BELL, __ATOMIC_RELAXED);
         int cs[2];
         pair(cs);
         uint8_t msg[64];
@@ -676,11 +678,10 @@ static void case_birth(void)
             FIRST("slot %u: the claim", slot);
         if (ok && JR_LOAD(&c->birth_arm) != 0)
             FIRST("slot %u: a claim kept the last use's birth_arm", slot);
-        int asked = slot != 2 && jr_chan_birth_ask(c);
-        if (ok && slot != 2 && !asked)
-            FIRST("slot %u: an ask before the birth was refused", slot);
-        if (slot == 1)
-            jr_chan_birth_withdraw(c);
+        if (slot == 1 && ok && jr_chan_birth_token(c) != 0)
+            FIRST("slot 1: a pin before the birth said look");
+        if (slot != 2)
+            jr_chan_birth_ask(c);
         struct jr_chan_svc s = {.arena = -1};
         if (ok && jr_chan_svc_claim(&as, msg, sizeof(struct jr_chan_claim), fd, 1, NULL, &s) != 0)
             FIRST("slot %u: the claim was refused", slot);
@@ -689,26 +690,36 @@ static void case_birth(void)
         door = -1;
         if (fd >= 0)
             close(fd);
-        int want_bell = slot == 0 || slot == 3;
-        if (ok && (s.born_bell != want_bell ||
-                   JR_LOAD(&c->rx_armed) != (want_bell ? JR_RX_ARM_BELL : JR_RX_ARM_TOKEN)))
-            FIRST("slot %u: born %u, armed %u", slot, s.born_bell, JR_LOAD(&c->rx_armed));
-        if (ok && slot == 2 && jr_chan_birth_ask(c))
-            FIRST("slot 2: an ask after the birth was taken");
-        if (slot == 3) {
-            jr_chan_birth_withdraw(c);
-            if (ok && JR_LOAD(&c->rx_armed) != (JR_RX_ARM_BELL | JR_RX_ARM_TOKEN))
-                FIRST("slot 3: a withdrawal after the birth armed no token");
+        int bell = slot == 0 || slot == 3;
+        uint32_t arm = bell ? JR_RX_ARM_BELL : JR_RX_ARM_TOKEN;
+        if (ok && (s.born_bell != bell || JR_LOAD(&c->rx_armed) != arm ||
+                   JR_LOAD(&c->birth_arm) != (JR_BIRTH_BORN | arm)))
+            FIRST("slot %u: born %u, armed %u, birth_arm %#x", slot, s.born_bell,
+                  JR_LOAD(&c->rx_armed), JR_LOAD(&c->birth_arm));
+        if (slot == 2) {
+            jr_chan_birth_ask(c);
+            if (ok && JR_LOAD(&c->birth_arm) != (JR_BIRTH_BORN | JR_RX_ARM_TOKEN))
+                FIRST("slot 2: an ask after the birth was taken");
         }
         if (ok && (jr_chan_app_verdict(&ar, slot, id, &v) != 1 ||
                    jr_chan_svc_deliver(&s, sv[0], "x", 1) != 1))
             FIRST("slot %u: verdict or deliver", slot);
         ssize_t token = recv(sv[1], junk, sizeof junk, MSG_DONTWAIT);
         uint32_t pushed = jr_arena_bell_take(b, got, 8);
-        int want_token = slot != 0, want_push = slot == 0 || slot == 3;
-        if (ok && ((token == 1) != want_token || (pushed == 1) != want_push ||
+        if (ok && ((token == 1) == bell || (pushed == 1) != bell ||
                    (pushed == 1 && got[0] != slot)))
             FIRST("slot %u: token %zd, pushed %u", slot, token, pushed);
+        if (slot == 3) {
+            /* The put rang only the bell: the caller must look, and rx has the byte. */
+            if (ok && (jr_chan_birth_token(c) != 1 || jr_chan_app_rx_avail(&v) != 1 ||
+                       !(JR_LOAD(&c->rx_armed) & JR_RX_ARM_TOKEN)))
+                FIRST("slot 3: a token made sure of after a bell birth");
+            __atomic_fetch_or(&c->rx_armed, JR_RX_ARM_BELL, __ATOMIC_SEQ_CST);
+            jr_chan_svc_deliver(&s, sv[0], "y", 1);
+            if (ok && (recv(sv[1], junk, sizeof junk, MSG_DONTWAIT) != 1 ||
+                       jr_arena_bell_take(b, got, 8) != 1))
+                FIRST("slot 3: both arms: a token and a push");
+        }
         jr_chan_svc_release(&as, &s);
         close(cs[0]), close(cs[1]);
     }

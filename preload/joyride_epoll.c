@@ -133,17 +133,16 @@ static int jr_ring_settle_quiet(struct jr_ring *r)
     return v;
 }
 
-/* A ring whose claim has no verdict yet leaves the bell (lock held): withdraw its ask
- * for a bell birth (chan.h's jr_chan_birth_withdraw: if the service took it, a token is
- * armed too). 1 when the channel is born meanwhile with bytes in rx, which its bell arm
- * announced only to the bell: the caller asks a token for them (jr_bell_retoken). */
-static int jr_bell_unbirth(struct jr_ring *r)
+/* A ring whose claim may have no verdict yet is waited on through the kernel, or leaves
+ * the bell: its channel is, or was, born with a token arm (chan.h's jr_chan_birth_token).
+ * 1 when it was born for the bell and rx holds bytes that arm announced only to the bell:
+ * the caller asks a token for them (jr_bell_retoken). No system call. */
+static int jr_ring_birth_token(struct jr_ring *r)
 {
-    if (!r->birth)
-        return 0;
-    r->birth = 0;
-    struct jr_chan *c = jr_arena_app_chan(r->arena, r->slot);
-    jr_chan_birth_withdraw(c); /* fenced: before the look at the verdict and rx */
+    if (__atomic_load_n(&r->mode, __ATOMIC_ACQUIRE) == JR_RING_STREAM)
+        return 0; /* refused: no channel, and the slot may be another claim's by now */
+    if (!jr_chan_birth_token(jr_arena_app_chan(r->arena, r->slot)))
+        return 0; /* fenced when 1: before the look at the verdict and rx */
     return jr_ring_settle_quiet(r) == JR_RING_ON && jr_chan_app_rx_avail(&r->view) > 0;
 }
 
@@ -158,8 +157,7 @@ static int jr_bell_release_ring(struct jr_ring *r)
     __atomic_store_n(&r->arm, 0, __ATOMIC_RELEASE);
     JR_FENCE(); /* the kind before the arm and the look */
     if (!jr_ring_on(r))
-        return jr_bell_unbirth(r); /* not yet ring mode: it is born token-armed now */
-    r->birth = 0;
+        return jr_ring_birth_token(r); /* not yet ring mode: born token-armed now */
     jr_chan_app_arm(&r->view, JR_RX_ARM_TOKEN);
     return jr_chan_app_rx_avail(&r->view) > 0;
 }
@@ -168,7 +166,7 @@ static int jr_bell_release_ring(struct jr_ring *r)
 static void jr_bell_retoken(int fd, struct jr_ring *r)
 {
     if (jr_ring_settle_quiet(r) != JR_RING_ON)
-        return; /* no channel: nothing to ask (jr_bell_unbirth saw its verdict first) */
+        return; /* no channel: nothing to ask (jr_ring_birth_token saw its verdict) */
     struct jr_ring_io ctx = {fd, r};
     struct jr_chan_io io = jr_io_of(&ctx);
     io.unseen = NULL;
@@ -308,10 +306,11 @@ static void jr_bell_ctl(int epfd, int op, int fd, struct jr_ring *r, const struc
         if (jr_bell_fits(ev->events)) {
             __atomic_store_n(&r->arm, JR_RX_ARM_BELL, __ATOMIC_RELEASE);
             /* A claim with no verdict yet: the channel may be born armed for the bell,
-             * which saves a new connection its first token and that token's drain. */
-            if (!r->birth && !jr_ring_on(r) &&
-                __atomic_load_n(&r->mode, __ATOMIC_ACQUIRE) == JR_RING_PENDING)
-                r->birth = jr_chan_birth_ask(jr_arena_app_chan(r->arena, r->slot));
+             * which saves a new connection its first token and that token's drain.
+             * (refs: not a ring another thread closed meanwhile, whose slot may be a
+             * new claim's; a wait through the kernel pinned a token's first.) */
+            if (r->refs > 0 && __atomic_load_n(&r->mode, __ATOMIC_ACQUIRE) == JR_RING_PENDING)
+                jr_chan_birth_ask(jr_arena_app_chan(r->arena, r->slot));
             jr_bell_mark_slot(bs, r->slot); /* looked at (and armed) by the next wait */
         } else {
             retoken = jr_bell_drop(bs, r->slot);
@@ -609,21 +608,45 @@ int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timesp
 static int jr_bell_poll_arm(int fd, int *ready)
 {
     struct jr_ring *r = jr_ring_of(fd);
-    if (r == NULL || !jr_ring_bell(r))
+    if (r == NULL || !jr_ring_bell(r) || !jr_ring_on(r))
         return 0;
-    if (!jr_ring_on(r)) {
-        /* No verdict yet: a bell birth is withdrawn, so the first bytes bring a token
-         * (the poll's own settle, with no birth left, comes back here and stops). */
-        jr_lock();
-        int born = jr_bell_unbirth(r);
-        jr_unlock();
-        if (!born)
-            return 0;
-    }
     jr_chan_app_arm(&r->view, JR_RX_ARM_TOKEN);
     if (jr_bell_has_bytes(r))
         *ready = 1;
     return 1;
+}
+
+/* A wait through the kernel on fd (poll, select, the blocking read's own poll): a ring
+ * whose claim has no verdict yet is born with a token arm (jr_ring_birth_token), or,
+ * born for the bell with bytes already there, asks a token for them; either way the
+ * socket becomes readable. Whether or not the process has a bell set: the ask may come
+ * from another thread's epoll_ctl after this wait began. */
+static void jr_wait_pins_token(int fd)
+{
+    struct jr_ring *r = jr_ring_of(fd);
+    if (r != NULL && __atomic_load_n(&r->mode, __ATOMIC_ACQUIRE) == JR_RING_PENDING &&
+        jr_ring_birth_token(r))
+        jr_bell_retoken(fd, r);
+}
+
+static void jr_wait_pins_poll(const struct pollfd *fds, nfds_t n)
+{
+    for (nfds_t i = 0; i < n; i++)
+        if (fds[i].events & (POLLIN | POLLRDNORM))
+            jr_wait_pins_token(fds[i].fd);
+}
+
+static void jr_wait_pins_select(int nfds, const fd_set *rd)
+{
+    for (int fd = 0; rd != NULL && fd < nfds && fd < FD_SETSIZE; fd++)
+        if (FD_ISSET(fd, rd))
+            jr_wait_pins_token(fd);
+}
+
+static int jr_real_poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+    RESOLVE(poll);
+    return real_poll(fds, n, timeout);
 }
 
 /* Before a poll: arm, and say whether some ring already has bytes (then poll with 0). */
@@ -662,6 +685,7 @@ static int jr_bell_after_poll(struct pollfd *fds, nfds_t n, int rc)
 int poll(struct pollfd *fds, nfds_t n, int timeout)
 {
     RESOLVE(poll);
+    jr_wait_pins_poll(fds, n);
     if (jr_bset_live() == NULL)
         return real_poll(fds, n, timeout);
     int ready = jr_bell_before_poll(fds, n);
@@ -688,6 +712,7 @@ int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *t, const sigset_t
 {
     static const struct timespec zero = {0, 0};
     RESOLVE(ppoll);
+    jr_wait_pins_poll(fds, n);
     if (jr_bset_live() == NULL)
         return real_ppoll(fds, n, t, mask);
     int ready = jr_bell_before_poll(fds, n);
@@ -731,6 +756,7 @@ static int jr_bell_select_after(int nfds, fd_set *rd, const fd_set *asked, int r
 int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *t)
 {
     RESOLVE(select);
+    jr_wait_pins_select(nfds, rd);
     if (jr_bset_live() == NULL || rd == NULL)
         return real_select(nfds, rd, wr, ex, t);
     fd_set asked = *rd;
@@ -744,6 +770,7 @@ int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec 
 {
     static const struct timespec zero = {0, 0};
     RESOLVE(pselect);
+    jr_wait_pins_select(nfds, rd);
     if (jr_bset_live() == NULL || rd == NULL)
         return real_pselect(nfds, rd, wr, ex, t, mask);
     fd_set asked = *rd;
@@ -762,9 +789,12 @@ static void jr_bell_atfork_child(void)
     for (uint32_t k = 0; k < JR_RING_SLOTS; k++)
         if (bs->by_slot[k].r != NULL) {
             bs->by_slot[k].r->arm = 0;
-            /* A bell birth asked for the parent's set: the child's waits need tokens (a
-             * put before this rang only the parent's bell, as for a ring already on). */
-            (void)jr_bell_unbirth(bs->by_slot[k].r);
+            /* No verdict yet: born for the parent's bell set perhaps, while the child's
+             * waits need tokens (bytes a put announced only to that bell are asked a
+             * token for, as the parent's own poll would). */
+            if (__atomic_load_n(&bs->by_slot[k].r->mode, __ATOMIC_RELAXED) == JR_RING_PENDING &&
+                jr_ring_birth_token(bs->by_slot[k].r))
+                jr_bell_retoken(bs->by_slot[k].fd, bs->by_slot[k].r);
         }
     jr_bset = NULL; /* the parent's memory: left, not freed (a copy the child never uses) */
 }

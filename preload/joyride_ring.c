@@ -41,8 +41,6 @@ struct jr_ring {
     uint32_t arm;        /* what its reads arm (chan.h's io->arm): JR_RX_ARM_BELL while
                           * the bell set watches it (joyride_epoll.c), else 0: a token */
     int foreign;         /* watched where the bell cannot see: tokens, for good */
-    int birth;           /* its claim asked a bell birth (chan.h's jr_chan_birth_ask;
-                          * under jr_lock), not withdrawn since */
     int app_sndbuf;      /* the application set SO_SNDBUF: its lock bit is its own */
     int sndbuf_min;      /* the shim set SO_SNDBUF to the minimum (at the first fill) */
     uint32_t slot, claim_id;
@@ -187,6 +185,8 @@ static void jr_ring_claim(int conn)
     __atomic_store_n(&jr_rings[conn], r, __ATOMIC_RELEASE);
 }
 
+static int jr_real_poll(struct pollfd *fds, nfds_t n, int timeout);
+
 /* The connection's mode, learning the verdict if it has come (wait_ms: how long a
  * write may wait for it). Bytes on the socket with no verdict for our claim mean the
  * service refused it without an answer: a stream (chan_claim.h). */
@@ -197,7 +197,8 @@ static int jr_ring_settle(int fd, struct jr_ring *r, int wait_ms)
     int v = jr_chan_app_verdict(r->arena, r->slot, r->claim_id, &r->view);
     if (v == -EAGAIN) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 0) > 0) {
+        /* A look, not a wait: the real poll (the shim's would pin a token birth). */
+        if (jr_real_poll(&p, 1, 0) > 0) {
             /* The service stores its verdict before any byte it sends. */
             v = jr_chan_app_verdict(r->arena, r->slot, r->claim_id, &r->view);
             if (v == -EAGAIN) {
