@@ -568,7 +568,7 @@ static inline int jr_chan_app_claim(int sock, const struct jr_arena_app *a, uint
     if (slot < a->slots) {
         struct jr_chan *c = jr_arena_app_chan(a, slot);
         __atomic_store_n(&c->magic, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&c->birth_arm, 0, __ATOMIC_RELAXED); /* the last use's TAKEN */
+        __atomic_store_n(&c->birth_arm, 0, __ATOMIC_RELAXED); /* the last use's JR_BIRTH_BORN */
     }
     struct cmsghdr *h = CMSG_FIRSTHDR(&m);
     h->cmsg_level = SOL_SOCKET;
