@@ -393,12 +393,21 @@ static inline int jr_chan_create(struct jr_chan_svc *s, void *mem, size_t size,
     c->size = (uint32_t)size;
     /* After the memset (program order, and the CAS is a release): an application that
      * reads JR_BIRTH_BORN | JR_RX_ARM_BELL and then or-s a token arm in is not wiped by
-     * it. Or-ed, not stored, for the same reason. Anything but an ask is a token's. */
-    uint32_t asked = __atomic_load_n(&c->birth_arm, __ATOMIC_RELAXED), born;
-    do
-        born = asked == JR_BIRTH_BELL ? JR_RX_ARM_BELL : JR_RX_ARM_TOKEN;
-    while (!__atomic_compare_exchange_n(&c->birth_arm, &asked, JR_BIRTH_BORN | born, 0,
-                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+     * it. Or-ed, not stored, for the same reason. Anything but an ask is a token's. The
+     * word is the application's: its own steps change it at most twice (an ask, then a
+     * pin), so a fourth failed CAS means a writer that would keep the service here; it
+     * gets a token's birth, recorded, which is safe whatever it does next. */
+    uint32_t asked = __atomic_load_n(&c->birth_arm, __ATOMIC_RELAXED), born = 0;
+    for (int tries = 0; born == 0 && tries < 4; tries++) {
+        uint32_t want = asked == JR_BIRTH_BELL ? JR_RX_ARM_BELL : JR_RX_ARM_TOKEN;
+        if (__atomic_compare_exchange_n(&c->birth_arm, &asked, JR_BIRTH_BORN | want, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+            born = want;
+    }
+    if (born == 0) {
+        born = JR_RX_ARM_TOKEN;
+        (void)JR_XCHG(&c->birth_arm, JR_BIRTH_BORN | JR_RX_ARM_TOKEN);
+    }
     __atomic_fetch_or(&c->rx_armed, born, __ATOMIC_SEQ_CST);
     *s = (struct jr_chan_svc){
         .shm = c,
