@@ -119,20 +119,6 @@ static void jr_bell_mark_slot(struct jr_bset *bs, uint32_t slot)
     bs->ready[bs->nready++] = slot;
 }
 
-/* The verdict on r's claim, if it came, without a system call (jr_ring_settle's first
- * look; lock held or not). */
-static int jr_ring_settle_quiet(struct jr_ring *r)
-{
-    int m = __atomic_load_n(&r->mode, __ATOMIC_ACQUIRE);
-    if (m != JR_RING_PENDING)
-        return m;
-    int v = jr_chan_app_verdict(r->arena, r->slot, r->claim_id, &r->view);
-    if (v == -EAGAIN)
-        return JR_RING_PENDING;
-    __atomic_store_n(&r->mode, v, __ATOMIC_RELEASE); /* after the view, as jr_ring_settle */
-    return v;
-}
-
 /* A ring whose claim may have no verdict yet is waited on through the kernel, or leaves
  * the bell: its channel is, or was, born with a token arm (chan.h's jr_chan_birth_token).
  * 1 when it was born for the bell and rx holds bytes that arm announced only to the bell:

@@ -187,29 +187,44 @@ static void jr_ring_claim(int conn)
 
 static int jr_real_poll(struct pollfd *fds, nfds_t n, int timeout);
 
+/* The verdict on r's claim, if it came, without a system call (lock held or not): the
+ * mode, JR_RING_PENDING while there is none. */
+static int jr_ring_settle_quiet(struct jr_ring *r)
+{
+    int m = __atomic_load_n(&r->mode, __ATOMIC_ACQUIRE);
+    if (m != JR_RING_PENDING)
+        return m;
+    int v = jr_chan_app_verdict(r->arena, r->slot, r->claim_id, &r->view);
+    if (v == -EAGAIN)
+        return JR_RING_PENDING;
+    /* After the view: the bell's harvest reads it once it sees ON. */
+    __atomic_store_n(&r->mode, v, __ATOMIC_RELEASE);
+    return v;
+}
+
 /* The connection's mode, learning the verdict if it has come (wait_ms: how long a
- * write may wait for it). Bytes on the socket with no verdict for our claim mean the
- * service refused it without an answer: a stream (chan_claim.h). */
+ * write may wait for it); -EAGAIN while there is none. Bytes on the socket with no
+ * verdict for our claim mean the service refused it without an answer: a stream
+ * (chan_claim.h). */
 static int jr_ring_settle(int fd, struct jr_ring *r, int wait_ms)
 {
-    if (r->mode != JR_RING_PENDING)
-        return r->mode;
-    int v = jr_chan_app_verdict(r->arena, r->slot, r->claim_id, &r->view);
-    if (v == -EAGAIN) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        /* A look, not a wait: the real poll (the shim's would pin a token birth). */
-        if (jr_real_poll(&p, 1, 0) > 0) {
-            /* The service stores its verdict before any byte it sends. */
-            v = jr_chan_app_verdict(r->arena, r->slot, r->claim_id, &r->view);
-            if (v == -EAGAIN) {
-                v = JR_RING_STREAM;
-                r->unanswered = 1;
-            }
-        } else if (wait_ms > 0) {
-            v = jr_chan_app_wait_verdict(r->arena, r->slot, r->claim_id, &r->view, wait_ms);
+    int m = jr_ring_settle_quiet(r);
+    if (m != JR_RING_PENDING)
+        return m;
+    int v = -EAGAIN;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    /* A look, not a wait: the real poll (the shim's would pin a token birth). */
+    if (jr_real_poll(&p, 1, 0) > 0) {
+        /* The service stores its verdict before any byte it sends. */
+        v = jr_chan_app_verdict(r->arena, r->slot, r->claim_id, &r->view);
+        if (v == -EAGAIN) {
+            v = JR_RING_STREAM;
+            r->unanswered = 1;
         }
+    } else if (wait_ms > 0) {
+        v = jr_chan_app_wait_verdict(r->arena, r->slot, r->claim_id, &r->view, wait_ms);
     }
-    if (v != -EAGAIN) /* after the view: the bell's harvest reads it once it sees ON */
+    if (v != -EAGAIN) /* after the view, as jr_ring_settle_quiet */
         __atomic_store_n(&r->mode, v, __ATOMIC_RELEASE);
     return v;
 }
