@@ -308,23 +308,56 @@ def _brief(m: dict[str, float]) -> str:
     return "  ".join(f"{k}={m[k]:.4g}" for k in keys if k in m)
 
 
+RATIO_METRICS: Final = ("rps", "p50_us", "p99_us", "cpu_machine_us_per_req", "gbps",
+                        "cpu_machine_s_per_gb")
+
+
 def summarize(samples: list[Sample]) -> list[dict[str, Any]]:
+    """Per workload and plane: each stack's median of every metric, and for the metrics
+    both stacks have, the ratio of the medians (``ratio_<metric>``) with the lowest and
+    highest ratio of one repetition's pair (``ratio_<metric>_lo``/``_hi``): the kernel's
+    and Joyride's runs of a repetition follow each other, so their ratio is what the
+    machine's drift over the whole run disturbs least."""
     rows: list[dict[str, Any]] = []
     keys = sorted({(s.daemon, s.plane) for s in samples}, key=lambda k: (k[1], k[0]))
     for daemon, plane in keys:
-        group = [s for s in samples if s.daemon == daemon and s.plane == plane and not s.error]
+        runs = [s for s in samples if s.daemon == daemon and s.plane == plane]
+        group = [s for s in runs if not s.error]
         row: dict[str, Any] = {"daemon": daemon, "plane": plane}
         for stack in ("kernel", "joyride"):
             ms = [s.metrics for s in group if s.stack == stack]
             for k in sorted({k for m in ms for k in m}):
                 vals = [m[k] for m in ms if k in m]
                 row[f"{stack}_{k}"] = statistics.median(vals)
-        for k in ("rps", "p50_us", "p99_us", "cpu_machine_us_per_req", "gbps",
-                  "cpu_machine_s_per_gb"):
+        # Paired by repetition, failed runs included, so that one cannot shift the rest.
+        kernel = [{} if s.error else s.metrics for s in runs if s.stack == "kernel"]
+        joyride = [{} if s.error else s.metrics for s in runs if s.stack == "joyride"]
+        for k in RATIO_METRICS:
             if f"kernel_{k}" in row and f"joyride_{k}" in row and row[f"kernel_{k}"]:
                 row[f"ratio_{k}"] = row[f"joyride_{k}"] / row[f"kernel_{k}"]
+                pairs = paired_ratios(kernel, joyride, k)
+                if len(pairs) > 1:
+                    row[f"ratio_{k}_lo"], row[f"ratio_{k}_hi"] = min(pairs), max(pairs)
         rows.append(row)
     return rows
+
+
+def paired_ratios(kernel: list[dict[str, float]], joyride: list[dict[str, float]],
+                  key: str) -> list[float]:
+    """Joyride over the kernel, repetition by repetition (``run`` measures one of each
+    per repetition, in alternating order); a pair missing the metric (a failed run) is
+    left out."""
+    return [j[key] / k[key] for k, j in zip(kernel, joyride, strict=False)
+            if key in k and key in j and k[key]]
+
+
+def ratio_cell(row: dict[str, Any], key: str) -> str:
+    """"0.89×", and "0.89× (0.84–0.97)" when repetitions give a spread."""
+    ratio = row.get(f"ratio_{key}")
+    if not ratio:
+        return "–"
+    lo, hi = row.get(f"ratio_{key}_lo"), row.get(f"ratio_{key}_hi")
+    return f"{ratio:.2f}×" + (f" ({lo:.2f}–{hi:.2f})" if lo is not None else "")
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -337,10 +370,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             if f"joyride_{k}" not in r:
                 continue
             kern = r.get(f"kernel_{k}")
-            ratio = r.get(f"ratio_{k}")
             out.append(f"| {r['daemon']} | {r['plane']} | {label} | "
-                       f"{kern:,.4g} | {r[f'joyride_{k}']:,.4g} | "
-                       + (f"{ratio:.2f}× |" if ratio is not None else "– |"))
+                       f"{kern:,.4g} | {r[f'joyride_{k}']:,.4g} | {ratio_cell(r, k)} |")
         for k, label in (("cpu_service_us_per_req", "service CPU/request (µs)"),
                          ("python_calls_per_req", "Python calls/request"),
                          ("cpu_service_s_per_gb", "service CPU/GB (s)"),
@@ -374,8 +405,7 @@ def side_by_side(rows: list[dict[str, Any]]) -> str:
                 if r is None or f"joyride_{k}" not in r:
                     cells += ["–", "–"]
                     continue
-                ratio = r.get(f"ratio_{k}")
-                cells += [_fmt(r[f"joyride_{k}"]), f"{ratio:.2f}×" if ratio else "–"]
+                cells += [_fmt(r[f"joyride_{k}"]), ratio_cell(r, k)]
             if cells == ["–"] * 4:
                 continue
             base = (c or py or {}).get(f"kernel_{k}")
