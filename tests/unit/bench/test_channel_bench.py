@@ -22,9 +22,12 @@ def test_measure_reports_every_transport() -> None:
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-def test_claims_report_both_ways_into_ring_mode() -> None:
+def test_claims_report_both_ways_into_ring_mode_and_a_whole_connection() -> None:
+    """The claims, the whole channel of a connection, and the kernel's loopback TCP
+    connection (in a network namespace of the benchmark's own)."""
     result = channel.measure_claims(1, 200)
     assert set(result["medians"]) == set(channel.CLAIM_METHODS)
     for row in result["medians"].values():
         assert row["cpu_us_per_claim"] > 0
-    assert "arena" in channel.claims_table(result)
+    table = channel.claims_table(result)
+    assert "arena" in table and "the kernel's TCP connection" in table
