@@ -730,6 +730,9 @@ static void jr_unlock(void)
     __atomic_clear(&jr_table_busy, __ATOMIC_RELEASE);
 }
 
+static ino_t jr_ino(int fd);
+static void jr_rekey_opts(int fd, ino_t was, ino_t now);
+
 #include "joyride_ring.c"
 
 __attribute__((constructor)) static void jr_init_table(void)
@@ -943,6 +946,19 @@ static void jr_carry_options(int fd, ino_t was, int prio)
     jr_apply_natively(fd, opts, n, prio);
     free(opts);
     errno = saved;
+}
+
+/* fd, whose options were recorded for socket `was`, now names socket `now` (a revert's
+ * dup3, joyride_revert.c): they are the new socket's. */
+static void jr_rekey_opts(int fd, ino_t was, ino_t now)
+{
+    if (!was || !now)
+        return;
+    jr_lock();
+    struct jr_opts *e = jr_entry(fd, was, 0);
+    if (e)
+        e->ino = now;
+    jr_unlock();
 }
 
 /* listen(fd, backlog) made fd a Joyride listener: the backlog, as the kernel keeps it. */

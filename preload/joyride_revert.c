@@ -207,6 +207,39 @@ static int jr_epoll_regs(const struct jr_ring *r, const struct jr_vnotes *v,
     return got;
 }
 
+/* The SOL_SOCKET options the application may have set on the old socket (setsockopt
+ * passes them to it) that a unix stream socket takes: without them a read under
+ * SO_RCVTIMEO would block for ever after the revert. Not the buffer sizes: ring mode
+ * shrinks the old socket's SO_SNDBUF for its filler. Set only where the new socket's
+ * value differs (SO_MARK needs a privilege the default value does not). */
+static const int jr_revert_sockopts[] = {SO_RCVTIMEO, SO_SNDTIMEO, SO_LINGER, SO_RCVLOWAT,
+                                         SO_PRIORITY, SO_KEEPALIVE, SO_MARK};
+
+/* The old socket's file status (O_NONBLOCK, O_ASYNC with its owner and signal) and its
+ * options (jr_revert_sockopts) onto the new socket, before any descriptor names it.
+ * No memory is allocated: a vfork child runs this in its parent's. */
+static void jr_revert_carry(int from, int to)
+{
+    for (size_t i = 0; i < sizeof jr_revert_sockopts / sizeof jr_revert_sockopts[0]; i++) {
+        unsigned char was[64], is[64];
+        socklen_t wlen = sizeof was, ilen = sizeof is;
+        int name = jr_revert_sockopts[i];
+        if (real_getsockopt(from, SOL_SOCKET, name, was, &wlen) == 0 &&
+            (real_getsockopt(to, SOL_SOCKET, name, is, &ilen) != 0 || ilen != wlen ||
+             memcmp(was, is, wlen) != 0))
+            real_setsockopt(to, SOL_SOCKET, name, was, wlen);
+    }
+    struct f_owner_ex owner;
+    if (fcntl(from, F_GETOWN_EX, &owner) == 0 && owner.pid != 0)
+        fcntl(to, F_SETOWN_EX, &owner);
+    int sig = fcntl(from, F_GETSIG);
+    if (sig > 0)
+        fcntl(to, F_SETSIG, sig);
+    int fl = fcntl(from, F_GETFL);
+    if (fl >= 0 && (fl & (O_NONBLOCK | O_ASYNC))) /* O_ASYNC after its owner */
+        fcntl(to, F_SETFL, fl & (O_NONBLOCK | O_ASYNC));
+}
+
 /* Turn r's connection into a plain stream on every descriptor v's process names it by
  * (fd is one of them). keep: the memory is this process's own, so the shim forgets the
  * ring there, and the descriptors' epoll registrations are made again for the new
@@ -244,10 +277,9 @@ static int jr_ring_revert(int fd, struct jr_ring *r, const struct jr_vnotes *v, 
         real_close(sv[0]);
         return 0; /* the service went before it switched: the connection with it */
     }
-    /* Step 2: what the old socket's file said. */
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0 && (fl & O_NONBLOCK))
-        fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    /* Step 2: what the old socket's file said, and what was set on the socket. */
+    jr_revert_carry(fd, sv[0]);
+    ino_t was = keep ? jr_ino(fd) : 0, now = keep ? jr_ino(sv[0]) : 0;
     if (JR_LOAD(&r->view.shm->tx_eof))
         real_shutdown(sv[0], SHUT_WR);
     if (r->rd_shut)
@@ -263,6 +295,8 @@ static int jr_ring_revert(int fd, struct jr_ring *r, const struct jr_vnotes *v, 
         if (keep)
             jr_ring_close(k);
         real_dup3(sv[0], k, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+        if (keep)
+            jr_rekey_opts(k, was, now); /* getsockopt answers as before */
         if (!keep)
             jr_vdup_note(k, NULL); /* a stream now: a second exec (PATH search) skips it */
     }
