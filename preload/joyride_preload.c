@@ -2104,8 +2104,8 @@ int close(int fd)
  * closed is forgotten as close forgets it, or its ring, options and listener kind would
  * stay on the number for the next socket or file given it. CLOSE_RANGE_CLOEXEC closes
  * nothing now (exec does, and the tables go with the image). A vfork child (Python's
- * subprocess closes so before exec) shares its parent's memory: it notes only its ring
- * descriptors' closes (jr_ring_close), and leaves the parent's other tables alone. */
+ * subprocess closes so before exec) shares its parent's memory: it notes the range's
+ * close once (jr_vfork_close_range), and leaves the parent's tables alone. */
 static int (*real_close_range)(unsigned int, unsigned int, int);
 static void (*real_closefrom)(int);
 
@@ -2119,9 +2119,11 @@ static void jr_forget_range(unsigned int first, unsigned int last)
         if (child < 0 && (jr_table[fd] || jr_listener_kinds[fd] || jr_proofs[fd] ||
                           jr_ring_of((int)fd) != NULL))
             child = jr_vfork_child(); /* asked once, and only if there is state */
-        if (child > 0)
-            jr_ring_close((int)fd);
-        else if (child == 0)
+        if (child > 0) {
+            jr_vfork_close_range(fd, last); /* one note (the numbers before had no state) */
+            return;
+        }
+        if (child == 0)
             jr_forget_fd((int)fd);
     }
 }

@@ -50,21 +50,29 @@ static void jr_revert_atfork_child(void)
     __atomic_store_n(&jr_pid, getpid(), __ATOMIC_RELAXED);
 }
 
-/* A vfork child's dups and closes of ring descriptors, each under its pid: fd names r
- * now (NULL: no ring). The newest entry for a descriptor wins. */
+/* A vfork child's dups and closes of ring descriptors, each under its pid: the
+ * descriptors lo..hi name r now (NULL: no ring). The newest entry for a descriptor wins.
+ * A dup or close notes one descriptor; a close_range one entry for its whole range,
+ * so that a child closing every descriptor of a server with hundreds of connections
+ * (Python's subprocess) does not push its dups onto 0 and 1 out of the notes. */
 struct jr_vdup {
     pid_t pid;
-    int fd;
+    int lo, hi;
     struct jr_ring *r;
 };
 #define JR_VDUPS 64
 static struct jr_vdup jr_vdups[JR_VDUPS];
 static unsigned jr_vdup_next;
 
-static void jr_vdup_note(int fd, struct jr_ring *r)
+static void jr_vdup_note_range(int lo, int hi, struct jr_ring *r)
 {
     unsigned k = __atomic_fetch_add(&jr_vdup_next, 1, __ATOMIC_RELAXED) % JR_VDUPS;
-    jr_vdups[k] = (struct jr_vdup){getpid(), fd, r};
+    jr_vdups[k] = (struct jr_vdup){getpid(), lo, hi, r};
+}
+
+static void jr_vdup_note(int fd, struct jr_ring *r)
+{
+    jr_vdup_note_range(fd, fd, r);
 }
 
 /* A process's notes, oldest first. */
@@ -100,7 +108,7 @@ static int jr_vnotes_here(struct jr_vnotes *v)
 static struct jr_ring *jr_ring_named(int fd, const struct jr_vnotes *v)
 {
     for (int i = v->n - 1; i >= 0; i--)
-        if (v->at[i].fd == fd)
+        if (v->at[i].lo <= fd && fd <= v->at[i].hi)
             return v->at[i].r;
     return jr_ring_of(fd);
 }
@@ -343,6 +351,14 @@ static int jr_revert_inherited(void)
 static void jr_vfork_close(int fd)
 {
     jr_vdup_note(fd, NULL);
+}
+
+/* close_range's in a vfork child: one note (descriptors past the table's end are no
+ * rings). */
+static void jr_vfork_close_range(unsigned int first, unsigned int last)
+{
+    if (first < JR_MAX_FD)
+        jr_vdup_note_range((int)first, last < JR_MAX_FD ? (int)last : JR_MAX_FD - 1, NULL);
 }
 
 static void jr_vfork_dup(int from, int to)

@@ -17,7 +17,11 @@ the rx ring, and hands the connection on:
   ``fread`` and ``fwrite`` use calls no shim sees);
 - ``system``: the server calls ``system()`` with the connection inheritable and in an
   epoll set, then goes on serving it from that set (the registration, which the kernel
-  drops with the old socket, is made again).
+  drops with the old socket, is made again);
+- ``crowded``: ``subprocess`` while the server holds 100 more ring-mode connections
+  open: the vfork child's ``close_range`` of all of them must not push its ``dup2``s
+  onto 0 and 1 out of the shim's notes (64 entries), or the program it execs would read
+  the service's tokens as data.
 
 Whoever holds the connection then echoes the rest to EOF, after one line with the peer's
 address as ``getpeername`` reports it on the new descriptor. A kernel client checks
@@ -59,6 +63,7 @@ while True:
 SERVER = r'''
 import os, socket, subprocess, sys, time
 mode, port, first, echo = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+idle = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 helper = None
 if mode == "scm":
     mine, theirs = socket.socketpair()
@@ -76,8 +81,15 @@ while True:
 """, str(theirs.fileno()), echo], pass_fds=[theirs.fileno()])
     theirs.close()
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("0.0.0.0", port)); ls.listen(16)
+ls.bind(("0.0.0.0", port)); ls.listen(128)
 children = []
+held = []
+while len(held) < idle:  # ring-mode connections held open, each after its greeting
+    c, _ = ls.accept()
+    if c.recv(5) == b"idle\n":
+        held.append(c)
+    else:  # wait_port's probe
+        c.close()
 while True:
     c, _ = ls.accept()
     got = b""
@@ -97,7 +109,7 @@ while True:
             os.dup2(c.fileno(), 0); os.dup2(c.fileno(), 1)
             os.execv(sys.executable, [sys.executable, "-c", echo])
         children.append(pid)
-    elif mode == "subprocess":
+    elif mode in ("subprocess", "crowded"):
         children.append(subprocess.Popen([sys.executable, "-c", echo], stdin=c, stdout=c))
     elif mode == "path":  # a bare name: the vfork child execs once per PATH entry
         path = "/nonexistent-a:/nonexistent-b:" + os.path.dirname(sys.executable)
@@ -147,6 +159,10 @@ while True:
 CLIENT = r'''
 import hashlib, random, socket, sys, threading
 ip, port, nconn, first = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+idle = [socket.create_connection((ip, port), timeout=60)
+        for _ in range(int(sys.argv[5]) if len(sys.argv) > 5 else 0)]
+for s in idle:
+    s.sendall(b"idle\n")
 results = []
 def one(i):
     rnd = random.Random(i)
@@ -179,19 +195,25 @@ print(len(results) == nconn and all(r[0] and r[1] for r in results), results)
 FIRST = 1000  # bytes the server reads and echoes itself, through the rings
 
 
+IDLE = {"crowded": 100}  # ring-mode connections the server holds open meanwhile
+
+
 @pytest.mark.parametrize("mode,port", [("fork", 8088), ("subprocess", 8089), ("scm", 8099),
-                                       ("stdio", 8082), ("system", 8083), ("path", 8084)])
+                                       ("stdio", 8082), ("system", 8083), ("path", 8084),
+                                       ("crowded", 8081)])
 def test_connection_handed_on_reverts_to_a_stream(service_bed: Testbed, tmp_path: Path,
                                                    mode: str, port: int) -> None:
     bed = service_bed
     before = channel_counters(bed)
     errors = tmp_path / "server.err"
+    idle = str(IDLE.get(mode, 0))
     with errors.open("wb") as err:
         bed.joy.popen(JOYRIDE, "run", "--", sys.executable, "-c", SERVER, mode, str(port),
-                      str(FIRST), ECHO, env=RING_ENV, stdout=subprocess.DEVNULL, stderr=err)
+                      str(FIRST), ECHO, idle, env=RING_ENV, stdout=subprocess.DEVNULL,
+                      stderr=err)
     wait_port(bed.peer, bed.joy.ip, port)
     done = bed.peer.run(sys.executable, "-c", CLIENT, bed.joy.ip, str(port), "4", str(FIRST),
-                        timeout=180)
+                        idle, timeout=180)
     out = done.stdout.decode().strip()
     assert out.startswith("True"), (out, done.stderr.decode()[-2000:],
                                     errors.read_text()[-2000:])
