@@ -86,7 +86,13 @@ children = []
 held = []
 while len(held) < idle:  # ring-mode connections held open, each after its greeting
     c, _ = ls.accept()
-    if c.recv(5) == b"idle\n":
+    got = b""
+    while len(got) < 5:
+        d = c.recv(5 - len(got))
+        if not d:
+            break
+        got += d
+    if got == b"idle\n":
         held.append(c)
     else:  # wait_port's probe
         c.close()

@@ -49,7 +49,13 @@ ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(("0.0.0.0", port)); ls.listen(16)
 while True:
     c, _ = ls.accept()
-    if c.recv(5) != b"hello":  # wait_port's probe
+    got = b""
+    while len(got) < 5:
+        d = c.recv(5 - len(got))
+        if not d:
+            break
+        got += d
+    if got != b"hello":  # wait_port's probe
         c.close()
         continue
     c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 250000))
