@@ -85,6 +85,25 @@ static int one_memfd_claim(int app, int svc, uint32_t id)
     return rc;
 }
 
+/* The arena's way: claim a slot over app/svc, a request and a response through its
+ * rings, then the service's release. 0 or the claim's error. */
+static int one_arena_claim(int app, int svc, struct jr_arena_app *mine,
+                           struct jr_arenas *theirs, uint32_t id)
+{
+    uint32_t slot = id % SLOTS;
+    struct jr_chan_svc s;
+    int rc = jr_chan_app_claim(app, mine, slot, id, 0);
+    if (rc == 0)
+        rc = service_claim(theirs, svc, &s);
+    if (rc != 0)
+        return rc;
+    uint32_t put;
+    jr_chan_svc_rx_put(&s, "request", 7, &put);
+    memcpy((uint8_t *)jr_arena_app_chan(mine, slot) + mine->slot_bytes - CAP, "response", 8);
+    jr_chan_svc_release(theirs, &s);
+    return 0;
+}
+
 /* A listener like the shim's: a unix stream socket bound to an abstract name. */
 static int unix_listener(struct sockaddr_un *name, socklen_t *len)
 {
@@ -118,22 +137,14 @@ static int one_connection(int listener, const struct sockaddr_un *to, socklen_t 
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
     if (app < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, svc, &ev) < 0)
         return -1;
-    uint32_t slot = id % SLOTS;
-    struct jr_chan_svc s;
-    int rc = jr_chan_app_claim(app, mine, slot, id, 0);
-    if (rc == 0)
-        rc = service_claim(theirs, svc, &s);
+    int rc = one_arena_claim(app, svc, mine, theirs, id);
     if (rc != 0)
         return rc;
-    uint32_t put;
-    jr_chan_svc_rx_put(&s, "request", 7, &put);
-    memcpy((uint8_t *)jr_arena_app_chan(mine, slot) + mine->slot_bytes - CAP, "response", 8);
     close(app);
     char junk[64];
     if (recv(svc, junk, sizeof junk, MSG_DONTWAIT) != 0) /* the hang-up's EOF */
         return -1;
     epoll_ctl(epfd, EPOLL_CTL_DEL, svc, NULL);
-    jr_chan_svc_release(theirs, &s);
     close(svc);
     return 0;
 }
@@ -223,18 +234,7 @@ int main(int argc, char **argv)
         } else if (tcp) {
             rc = one_tcp(listener, &tname);
         } else if (arena) {
-            uint32_t slot = (uint32_t)i % SLOTS;
-            struct jr_chan_svc s;
-            rc = jr_chan_app_claim(sv[1], &mine, slot, id, 0);
-            if (rc == 0)
-                rc = service_claim(&theirs, sv[0], &s);
-            if (rc == 0) {
-                uint32_t put;
-                jr_chan_svc_rx_put(&s, "request", 7, &put);
-                memcpy((uint8_t *)jr_arena_app_chan(&mine, slot) + mine.slot_bytes - CAP,
-                       "response", 8);
-                jr_chan_svc_release(&theirs, &s);
-            }
+            rc = one_arena_claim(sv[1], sv[0], &mine, &theirs, id);
         } else {
             rc = one_memfd_claim(sv[1], sv[0], id);
         }

@@ -60,7 +60,20 @@ while True:
     put(d)
 '''
 
-SERVER = r'''
+# Prepended to the servers here and in test_ring_revert_options.py: up to n bytes,
+# fewer only at EOF (a short read would take a connection for the port probe).
+RECV_UPTO = r'''
+def recv_upto(c, n):
+    got = b""
+    while len(got) < n:
+        d = c.recv(n - len(got))
+        if not d:
+            break
+        got += d
+    return got
+'''
+
+SERVER = RECV_UPTO + r'''
 import os, socket, subprocess, sys, time
 mode, port, first, echo = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 idle = int(sys.argv[5]) if len(sys.argv) > 5 else 0
@@ -86,24 +99,13 @@ children = []
 held = []
 while len(held) < idle:  # ring-mode connections held open, each after its greeting
     c, _ = ls.accept()
-    got = b""
-    while len(got) < 5:
-        d = c.recv(5 - len(got))
-        if not d:
-            break
-        got += d
-    if got == b"idle\n":
+    if recv_upto(c, 5) == b"idle\n":
         held.append(c)
     else:  # wait_port's probe
         c.close()
 while True:
     c, _ = ls.accept()
-    got = b""
-    while len(got) < first:
-        d = c.recv(first - len(got))
-        if not d:
-            break
-        got += d
+    got = recv_upto(c, first)
     if len(got) < first:  # wait_port's probe
         c.close()
         continue

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from service_helpers import JOYRIDE, wait_port
+from test_ring_revert import RECV_UPTO
 from test_run_ring_mode import RING_ENV, channel_counters
 
 from joyride.testbed import Testbed
@@ -42,20 +43,14 @@ except BlockingIOError:
 os.write(1, ("%d.%06d %s\n" % (sec, usec, waited)).encode())
 '''
 
-SERVER = r'''
+SERVER = RECV_UPTO + r'''
 import fcntl, os, socket, struct, subprocess, sys, time
 mode, port, child = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(("0.0.0.0", port)); ls.listen(16)
 while True:
     c, _ = ls.accept()
-    got = b""
-    while len(got) < 5:
-        d = c.recv(5 - len(got))
-        if not d:
-            break
-        got += d
-    if got != b"hello":  # wait_port's probe
+    if recv_upto(c, 5) != b"hello":  # wait_port's probe
         c.close()
         continue
     c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 250000))
