@@ -1257,9 +1257,9 @@ int listen(int fd, int backlog)
     if (jr_replace(u, fd) != 0)
         return -1;
     jr_note_backlog(fd, backlog); /* for TCP_INFO */
-    /* The service grants ring mode in the reply's remote port (protocol.FLAG_CHANNELS). */
+    /* The service grants ring mode in the reply's op (protocol.REPLY_CHANNELS). */
     if (fd < JR_MAX_FD)
-        jr_ring_listener[fd] = channels && (reply.remote_port & JR_FLAG_CHANNELS) != 0;
+        jr_ring_listener[fd] = channels && (reply.op & JR_REPLY_CHANNELS) != 0;
     jr_listener_kind_set(fd, JR_LK_JOYRIDE);
     return 0;
 }
@@ -1301,7 +1301,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
     union jr_addr bound, dst;
     struct jr_reply reply;
     const char *outgoing;
-    int status, newfd, fl, nonblocking;
+    int status, newfd, fl, nonblocking, channels;
 
     jr_init();
     outgoing = getenv("JOYRIDE_OUTGOING");
@@ -1319,9 +1319,11 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
     /* A non-blocking connect must not hold the caller's event loop for the handshake:
      * the service then answers at once and the handshake goes on behind the
      * descriptor (protocol.FLAG_NONBLOCK). */
-    status = jr_request(JR_OP_CONNECT, nonblocking ? JR_FLAG_NONBLOCK : 0, &dst, NULL,
-                        nonblocking ? JR_LISTEN_TIMEOUT_S : JR_CONNECT_TIMEOUT_S, &reply,
-                        &newfd);
+    channels = jr_channels_wanted();
+    status = jr_request(JR_OP_CONNECT,
+                        (nonblocking ? JR_FLAG_NONBLOCK : 0) | (channels ? JR_FLAG_CHANNELS : 0),
+                        &dst, NULL, nonblocking ? JR_LISTEN_TIMEOUT_S : JR_CONNECT_TIMEOUT_S,
+                        &reply, &newfd);
     if (status == JR_UNREACHABLE || status == JR_NOT_ACCELERATED) {
         if (newfd >= 0)
             real_close(newfd);
@@ -1336,6 +1338,13 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
     jr_carry_keepalive(fd, newfd, JR_CONNECTION);
     if (jr_replace(newfd, fd) != 0)
         return -1;
+    /* A ring still on the number is a closed connection's the shim did not see close (a
+     * raw system call): fd was a kernel socket until now. */
+    jr_ring_close(fd);
+    /* Granted (the reply's op says so): the claim is the connection's first bytes,
+     * before the application's, and the service delivers nothing before it. */
+    if (channels && (reply.op & JR_REPLY_CHANNELS))
+        jr_ring_claim(fd);
     if (nonblocking) {
         errno = EINPROGRESS; /* writable at once: POLLOUT, then SO_ERROR 0 */
         return -1;

@@ -3,8 +3,9 @@
  * joyride_preload.c.
  *
  * Unless JOYRIDE_CHANNELS=0, the shim asks, at listen, to claim ring mode on the
- * listener's connections (FLAG_CHANNELS); when the service grants it, accept claims a
- * slot of this process's arena for each connection it returns (chan_claim.h), and the
+ * listener's connections, and at connect on the new connection (FLAG_CHANNELS); when
+ * the service grants it, accept (or connect) claims a slot of this process's arena for
+ * each connection it returns (chan_claim.h), and the
  * descriptor's bytes then move through the connection's two rings in shared memory.
  * The descriptor stays the unix socket: it carries tokens and doorbells, so epoll,
  * poll and select keep Linux's meaning. (The process's epoll set may take the arena's
@@ -26,7 +27,8 @@
 
 #include "chan_claim.h"
 
-#define JR_FLAG_CHANNELS 4
+#define JR_FLAG_CHANNELS 4      /* OP_LISTEN, OP_CONNECT: we will claim (protocol.py) */
+#define JR_REPLY_CHANNELS 0x100 /* in a reply's op: the service grants the claim */
 #define JR_RING_CAP (1u << 18)
 #define JR_RING_SLOTS 1024u
 #define JR_VERDICT_WAIT_MS 5000
@@ -154,7 +156,8 @@ static struct jr_slots *jr_slots_here(void)
     return s;
 }
 
-/* accept returned conn from a listener that may claim: claim ring mode. A connection
+/* accept returned conn from a listener that may claim, or connect made conn with the
+ * claim granted: claim ring mode. A connection
  * the shim cannot give a slot still answers with a claim the service refuses at once
  * (a slot past the arena), so its delivery does not wait for the claim's deadline. */
 static void jr_ring_claim(int conn)

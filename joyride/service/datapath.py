@@ -177,7 +177,9 @@ class Datapath:
         self.counters: Counters = Counters()
         self.by_port: dict[int, PortListeners] = {}
         self.pumps: dict[TcpConnection, Pump] = {}
-        self.connecting: dict[TcpConnection, socket.socket] = {}
+        # Blocking OP_CONNECTs in their handshake: the session to answer, and whether
+        # ring mode is granted (protocol.FLAG_CHANNELS).
+        self.connecting: dict[TcpConnection, tuple[socket.socket, bool]] = {}
         self._sel: selectors.BaseSelector | None = None
         self._ready: set[Pump] = set()
         self._waiting: dict[socket.socket, float] = {}  # sessions before their request
@@ -1045,7 +1047,7 @@ class Datapath:
                 granted = status == 0 and self.channels_granted(request.name, request.port)
                 self._reply(session, protocol.Reply(
                     request.op, status, request.ip, request.port, bytes(len(request.ip)),
-                    remote_port=protocol.FLAG_CHANNELS if granted else 0))
+                    flags=protocol.REPLY_CHANNELS if granted else 0))
             elif request.op == protocol.OP_CONNECT:
                 keep = self._start_connect(session, request)
             elif request.op == protocol.OP_SETOPT:
@@ -1099,21 +1101,24 @@ class Datapath:
         self.counters["connect_started"] += 1
         if len(rip) == 16:
             self.counters["connect_started_ipv6"] += 1
+        # Ring mode, as on a listener's connections: granted with the C data plane,
+        # which keeps the channels (protocol.FLAG_CHANNELS).
+        channels = bool(request.flags & protocol.FLAG_CHANNELS) and self.chan_plane is not None
         if request.flags & protocol.FLAG_NONBLOCK:
             # The descriptor now; the handshake goes on behind it (protocol.OP_CONNECT).
             try:
-                self._hand_over(session, conn)
+                self._hand_over(session, conn, channels)
             except OSError:
                 conn.abort()  # nobody could ever use it
                 self.engine.mark(conn)
                 raise
             self.counters["connect_nonblocking"] += 1
             return False
-        self.connecting[conn] = session
+        self.connecting[conn] = (session, channels)
         return True
 
     def _connect_progress(self, conn: TcpConnection) -> None:
-        session = self.connecting[conn]
+        session, channels = self.connecting[conn]
         if conn.state in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED):
             return
         del self.connecting[conn]
@@ -1127,15 +1132,18 @@ class Datapath:
                         conn.remote_ip, conn.remote_port))
                 return
             self._fit_learnt_path(conn)
-            if self._hand_over(session, conn):
+            if self._hand_over(session, conn, channels):
                 self.counters["connect_established"] += 1
         finally:
             session.close()
 
-    def _hand_over(self, session: socket.socket, conn: TcpConnection) -> bool:
+    def _hand_over(self, session: socket.socket, conn: TcpConnection,
+                   channels: bool) -> bool:
         """Reply to an OP_CONNECT with the connection's descriptor (the application's
         end of a socket pair whose service end is bound to the connection's name) and
-        start pumping; False (connection aborted) if the application is gone."""
+        start pumping; False (connection aborted) if the application is gone.
+        ``channels``: ring mode granted, so the application's claim comes first and
+        nothing is delivered before it (as for a listener's connections)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX,
                                          socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
@@ -1146,9 +1154,10 @@ class Datapath:
             theirs.close()
             raise
         try:
-            self._reply(session, protocol.Reply(protocol.OP_CONNECT, 0, conn.local_ip,
-                                                conn.local_port, conn.remote_ip,
-                                                conn.remote_port), theirs.fileno())
+            self._reply(session, protocol.Reply(
+                protocol.OP_CONNECT, 0, conn.local_ip, conn.local_port, conn.remote_ip,
+                conn.remote_port, protocol.REPLY_CHANNELS if channels else 0),
+                theirs.fileno())
             creds = apps.peer_credentials(session)
         except OSError:
             ours.close()
@@ -1158,7 +1167,11 @@ class Datapath:
             return False
         finally:
             theirs.close()
-        self._start_pump(conn, ours, creds.uid, creds.pid)
+        channel = (ChannelState(claim_check=True, claim_wait=True,
+                                claim_by=self.clock() + CLAIM_WAIT) if channels else None)
+        self._start_pump(conn, ours, creds.uid, creds.pid, channel)
+        if channels:
+            self.counters["connect_channels"] += 1
         return True
 
     # -- statistics and teardown -----------------------------------------------------------
@@ -1315,7 +1328,7 @@ class Datapath:
         for pump in list(self.pumps.values()):
             pump.sock.close()
         self.pumps.clear()
-        for session in [*self.connecting.values(), *self._waiting]:
+        for session in [*(s for s, _ in self.connecting.values()), *self._waiting]:
             session.close()
         self._waiting.clear()
         self.connecting.clear()

@@ -36,8 +36,8 @@ Requests and replies
     abstract name ``listener_name(ip, port, pid, n)`` and calls ``listen(backlog)``
     on it; then it sends the name, with ``FLAG_CHANNELS`` when it will claim ring
     mode on the connections (docs/channels.md: a ``struct jr_chan_claim`` with its
-    arena's descriptor, as each connection's first bytes); the reply's remote port is
-    ``FLAG_CHANNELS`` when the service grants that (it keeps channels only with the C
+    arena's descriptor, as each connection's first bytes); the reply's op carries
+    ``REPLY_CHANNELS`` when the service grants that (it keeps channels only with the C
     data plane), and the client claims only then. The service checks the port is
     accelerated and the address is one of the interface's (or 0.0.0.0, or ``::``), that the
     caller may bind it (below
@@ -76,6 +76,12 @@ Requests and replies
     ``AF_UNIX`` ``SOCK_STREAM`` socket bound on the service side to
     ``connection_name(...)``. ``NOT_ACCELERATED`` for loopback, local addresses, or
     when the service has no ephemeral range.
+
+    With ``FLAG_CHANNELS`` the client will claim ring mode on the connection, as on a
+    listener's: its first bytes on the descriptor are the claim, sent before it
+    returns from ``connect``, and the service delivers nothing to it before them. The
+    reply's op carries ``REPLY_CHANNELS`` when the service grants that; the client
+    claims only then.
 
     With ``FLAG_NONBLOCK`` (a non-blocking ``connect``) the reply comes at once,
     with the descriptor, while the handshake goes on: the application gets
@@ -162,9 +168,13 @@ OP_GETINFO: Final = 5
 # Request flags.
 FLAG_NONBLOCK: Final = 1  # OP_CONNECT: reply at once, the handshake continues behind
 FLAG_REUSEPORT: Final = 2  # OP_LISTEN: the application's socket has SO_REUSEPORT set
-# OP_LISTEN: the application will claim ring mode on each connection (docs/channels.md);
-# the reply's remote port carries it back when the service grants it.
+# OP_LISTEN, OP_CONNECT: the application will claim ring mode on each connection
+# (docs/channels.md); the reply says whether the service grants it (REPLY_CHANNELS).
 FLAG_CHANNELS: Final = 4
+
+# Reply flags, in the high byte of a reply's op (its low byte is the request's op).
+REPLY_OP_MASK: Final = 0xFF
+REPLY_CHANNELS: Final = 0x100  # FLAG_CHANNELS granted: the client claims ring mode
 
 # OP_SETOPT codes (the request's port) and the options they stand for.
 SETOPT_OPTIONS: Final[dict[int, tuple[int, int]]] = {
@@ -183,7 +193,8 @@ NOT_ADMITTED: Final = -3  # the service's --group does not include the caller
 
 # magic, op, flags, family, ip (16 bytes), port, name (abstract, without the leading NUL)
 REQUEST: Final = struct.Struct("<4sHHH16sH108s")
-# magic, op, family, status, local ip, local port, remote ip, remote port
+# magic, op (with the reply flags), family, status, local ip, local port, remote ip,
+# remote port
 REPLY: Final = struct.Struct("<4sHHi16sH16sH")
 # OP_GETINFO's reply after REPLY: so_error, outq, notsent, window_clamp, struct tcp_info
 TCP_INFO_SIZE: Final = 232
@@ -257,12 +268,17 @@ class Reply:
     local_port: int = 0
     remote_ip: bytes = bytes(4)
     remote_port: int = 0
+    flags: int = 0  # REPLY_CHANNELS
 
     def encode(self) -> bytes:
         if len(self.local_ip) != len(self.remote_ip):
             raise ValueError("a reply's addresses are of one family")
-        return REPLY.pack(MAGIC, self.op, _family_of(self.local_ip), self.status,
-                          addr.widen(self.local_ip), self.local_port,
+        if self.flags & REPLY_OP_MASK:
+            raise ValueError("a reply's flags go above its op's byte")
+        # An unknown op (a hostile request's) is echoed by its low byte alone.
+        return REPLY.pack(MAGIC, (self.op & REPLY_OP_MASK) | self.flags,
+                          _family_of(self.local_ip),
+                          self.status, addr.widen(self.local_ip), self.local_port,
                           addr.widen(self.remote_ip), self.remote_port)
 
     @classmethod
@@ -272,7 +288,8 @@ class Reply:
         magic, op, family, status, lip, lport, rip, rport = REPLY.unpack(raw)
         if magic != MAGIC:
             raise ProtocolError("bad magic")
-        return cls(op, status, _unwiden(family, lip), lport, _unwiden(family, rip), rport)
+        return cls(op & REPLY_OP_MASK, status, _unwiden(family, lip), lport,
+                   _unwiden(family, rip), rport, op & ~REPLY_OP_MASK)
 
 
 def name_address(ip: bytes) -> str:

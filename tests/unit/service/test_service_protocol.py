@@ -29,15 +29,27 @@ def test_request_round_trip(op: int, ip: bytes, port: int, name: str, flags: int
 
 
 @settings(max_examples=200, deadline=None)
-@given(op=st.integers(0, 65535), status=st.integers(-(2**31), 2**31 - 1), lip=ips,
-       lport=ports, rip=ips, rport=ports)
+@given(op=st.integers(0, 255), status=st.integers(-(2**31), 2**31 - 1), lip=ips,
+       lport=ports, rip=ips, rport=ports, granted=st.booleans())
 def test_reply_round_trip(op: int, status: int, lip: bytes, lport: int, rip: bytes,
-                          rport: int) -> None:
+                          rport: int, granted: bool) -> None:
     rip = rip[:len(lip)] if len(rip) >= len(lip) else rip * 4  # one family per reply
-    rep = protocol.Reply(op, status, lip, lport, rip, rport)
+    flags = protocol.REPLY_CHANNELS if granted else 0
+    rep = protocol.Reply(op, status, lip, lport, rip, rport, flags)
     raw = rep.encode()
     assert len(raw) == protocol.REPLY.size == 48
     assert protocol.Reply.decode(raw) == rep
+    # The flags sit above the op's byte, where the shim reads them (reply.op & 0x100).
+    assert int.from_bytes(raw[4:6], "little") == op | flags
+
+
+def test_reply_flags_never_touch_the_op() -> None:
+    """A hostile request's op past one byte is echoed by its low byte alone (never as
+    a grant); flags inside the op's byte are a programming error."""
+    raw = protocol.Reply(0x1FF, -1).encode()
+    assert protocol.Reply.decode(raw) == protocol.Reply(0xFF, -1)
+    with pytest.raises(ValueError):
+        protocol.Reply(protocol.OP_CONNECT, 0, flags=1).encode()
 
 
 @settings(max_examples=300, deadline=None)
