@@ -2397,7 +2397,8 @@ static void app_took(struct dp *dp, struct flow *f, double now, uint32_t n)
     if (f->rcv.len == 0 && t->peer_fin && !t->fin_to_app)
         fin_to_app(dp, f);
     /* TcpConnection._after_read: autotune, then a window that at least doubled by a
-     * worthwhile step is announced at once (Linux's rule). */
+     * worthwhile step is announced at once (Linux's rule), while the window the peer
+     * knows is below the two full segments that draw our ACK anyway (ACK_EVERY). */
     if (n > 0) {
         rcv_note_read(f, now, (uint32_t)n);
         int32_t cur = sdiff(t->rcv_adv, t->rcv_nxt);
@@ -2405,7 +2406,8 @@ static void app_took(struct dp *dp, struct flow *f, double now, uint32_t n)
         uint32_t window = t->rcv_cap - f->rcv.len;
         uint32_t avail = umin(window, 0xFFFFu << t->rcv_shift);
         uint32_t threshold = umin(t->rcv_cap / 2, t->rcv_mss);
-        if (avail >= current && avail - current >= threshold && avail >= 2 * current) {
+        if (current < ACK_EVERY * t->cfg_mss && avail >= current &&
+            avail - current >= threshold && avail >= 2 * current) {
             t->ack_now = 1;
             touch(dp, f);
         }

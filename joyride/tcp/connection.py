@@ -2116,8 +2116,14 @@ class TcpConnection:
         current = max(self._rcv_adv - self._rcv_nxt, 0)
         avail = min(self._recv_buf.window, 0xFFFF << self._rcv_shift)
         threshold = min(self._recv_buf.capacity // 2, self._rcv_mss)
-        # Linux's rule: announce when the window at least doubles by a worthwhile step.
-        if avail - current >= threshold and avail >= 2 * current:
+        # Linux's rule: announce when the window at least doubles by a worthwhile step;
+        # but only while the window the peer knows may hold it back, less than the two
+        # full segments after which it gets our ACK anyway (_ACK_EVERY). Otherwise the
+        # ACK waits for data to carry it: after the handshake the peer knows the SYN's
+        # unscaled window (at most 65,535, RFC 7323 §2.2), and the first small read
+        # would double a larger buffer's window and cost every connection a segment.
+        if (current < _ACK_EVERY * self.config.mss and avail - current >= threshold
+                and avail >= 2 * current):
             self._ack_now = True
             self.counters["window_updates_sent"] += 1
 

@@ -60,6 +60,18 @@ class Born:
             self.to_plane.append(frame)
         return True
 
+    def watch_toward_peer(self) -> list[TcpSegment]:
+        """From now on, the segments the plane sends toward the peer, in order."""
+        seen: list[TcpSegment] = []
+
+        def watch(frame: bytes, toward_plane: bool) -> bool:
+            if not toward_plane:
+                seen.append(segment_of(frame))
+            return self._watch(frame, toward_plane)
+
+        self.bed.impair = watch
+        return seen
+
     def accept(self) -> socket.socket:
         app, _ = self.unix.accept()
         app.setblocking(False)
@@ -244,13 +256,6 @@ def test_the_fin_rides_on_the_reply_it_follows(born: Born) -> None:
     client = bed.peer.connect(IP_SVC, PORT)
     bed.run(5)
     app = born.accept()
-    toward_peer: list[TcpSegment] = []
-
-    def watch(frame: bytes, toward_plane: bool) -> bool:
-        if not toward_plane:
-            toward_peer.append(segment_of(frame))
-        return True
-
     converse(born, client, app, b"GET / HTTP/1.0\r\n\r\n", b"")
     # The name C bound spells the 4-tuple as protocol.connection_name does.
     name = protocol.parse_name(app.getpeername())
@@ -258,7 +263,7 @@ def test_the_fin_rides_on_the_reply_it_follows(born: Born) -> None:
     assert name.local == (socket.inet_ntoa(IP_SVC), PORT)
     assert name.remote == (socket.inet_ntoa(IP_PEER), client.local_port)
     assert name.pid == os.getpid()
-    bed.impair = watch
+    toward_peer = born.watch_toward_peer()
     app.sendall(b"reply" * 200)
     app.close()
     bed.run(10)
@@ -266,6 +271,26 @@ def test_the_fin_rides_on_the_reply_it_follows(born: Born) -> None:
     fins = [seg for seg in toward_peer if seg.flags & TcpFlags.FIN]
     assert len(fins) == 1 and fins[0].payload, toward_peer
     assert born.stats()["fins_sent"] == 1 and bed.reasons == []
+
+
+def test_a_request_is_acknowledged_by_its_reply_not_a_window_update(born: Born) -> None:
+    """The SYN-ACK's window is unscaled (at most 65,535, RFC 7323 §2.2) and the buffer's
+    is twice that, so the application's first read doubles the window; as
+    TcpConnection._after_read, C announces it at once only while the peer may be held
+    back by the window it knows. A short request's ACK waits and rides on the reply."""
+    bed = born.bed
+    client = bed.peer.connect(IP_SVC, PORT)
+    bed.run(5)
+    app = born.accept()
+    toward_peer = born.watch_toward_peer()
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    converse(born, client, app, request, b"")  # delivered and read, no time passes
+    assert toward_peer == []
+    app.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+    bed.run(5)
+    assert [(bool(seg.payload), seg.ack) for seg in toward_peer] == \
+        [(True, client.snd_nxt)], toward_peer  # the reply acknowledges the whole request
+    assert bed.reasons == []
 
 
 def test_a_dual_stack_listener_s_connection_is_named_v4_mapped() -> None:

@@ -20,6 +20,7 @@ from tcp_helpers import (
     seg,
 )
 
+from joyride.tcp.config import TcpConfig
 from joyride.tcp.state import TcpEvent, TcpState
 from joyride.tcp.timers import Timer
 from joyride.wire.tcp import TcpOptions
@@ -248,6 +249,19 @@ def test_zero_window_receiver_acks_but_refuses_data_rfc9293_3_8_6() -> None:
     assert len(conn.recv(1460)) == 1460  # reading half the buffer reopens the window
     upd = one(conn, 1.2)
     assert upd.window == 1460
+
+
+def test_window_update_when_the_peer_may_wait_for_it_rfc9293_3_8_6_2_2() -> None:
+    """With a large buffer too, a read that opens a window the peer may be held back by
+    (less than two full segments left) is announced at once."""
+    conn = established(TcpConfig(receive_buffer=8 * 1460, receive_buffer_max=8 * 1460),
+                       peer_options=TcpOptions(mss=1460, wscale=0))
+    for i in range(8):  # fill the window: ACKs every second segment, the last at 0
+        conn.receive(seg(IRS + 1 + i * 1460, ISS + 1, ACK, b"x" * 1460), 1.0)
+    assert out(conn, 1.0)[-1].window == 0
+    assert len(conn.recv(4 * 1460)) == 4 * 1460
+    update = one(conn, 1.1)
+    assert update.ack == IRS + 1 + 8 * 1460 and update.window == 4 * 1460
 
 
 def test_receiver_sws_does_not_advertise_tiny_windows_rfc9293_3_8_6_2_2() -> None:

@@ -8,6 +8,7 @@ from tcp_helpers import (
     ISS,
     LOCAL_IP,
     LOCAL_PORT,
+    PSH,
     REMOTE_IP,
     REMOTE_PORT,
     RST,
@@ -176,6 +177,34 @@ def test_listener_passive_open_and_accept_rfc9293_3_10_7_2() -> None:
     assert conn is not None and conn.state is TcpState.ESTABLISHED
     assert conn.mss == 1400
     assert conn.events() == [TcpEvent.ESTABLISHED]
+
+
+def test_first_read_after_the_synack_window_sends_no_update_rfc7323_2_2() -> None:
+    """A SYN-ACK's window is never scaled (RFC 7323 §2.2): after a passive open the
+    client knows at most 65,535 bytes while a larger buffer's window is twice that.
+    Reading a small request frees only its own bytes, and a client with less than two
+    segments unacknowledged cannot be waiting on the window: no pure window update
+    (which cost every short connection a segment); the ACK rides on the answer."""
+    lst = Listener(TcpConfig(), REMOTE_PORT, isn_generator=FixedIsn(Seq(7777)))
+    proto = seg(IRS)
+    syn = type(proto)(LOCAL_PORT, REMOTE_PORT, IRS, Seq(0), SYN, 64240, b"",
+                      TcpOptions(mss=1460, wscale=7))
+    lst.receive(syn, LOCAL_IP, REMOTE_IP, 0.0)
+    synack = lst.segments_to_send(0.0)[0].segment
+    assert synack.window == 0xFFFF and synack.options.wscale is not None
+    lst.receive(type(proto)(LOCAL_PORT, REMOTE_PORT, IRS + 1, Seq(7778), ACK, 502), LOCAL_IP,
+                REMOTE_IP, 0.05)
+    conn = lst.accept()
+    assert conn is not None and conn.events() == [TcpEvent.ESTABLISHED]
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    conn.receive(type(proto)(LOCAL_PORT, REMOTE_PORT, IRS + 1, Seq(7778), ACK | PSH, 502,
+                             request), 0.1)
+    assert conn.recv() == request
+    none(conn, 0.1)
+    conn.send(b"HTTP/1.1 204 No Content\r\n\r\n")
+    answer = one(conn, 0.101)
+    assert answer.payload.startswith(b"HTTP/1.1 204") and answer.ack == IRS + 1 + len(request)
+    assert answer.window << synack.options.wscale >= 2 * 0xFFFF  # the whole window now
 
 
 def test_listener_answers_stray_ack_with_rst_rfc9293_3_10_7_2() -> None:
