@@ -347,9 +347,46 @@ static int jr_revert_inherited(void)
     return 0;
 }
 
-/* jr_ring_close's and jr_ring_dup's part in a vfork child: notes, not the tables. */
+/* The widest gap a close's note may bridge: a child closing descriptors one by one
+ * skips the ones that were never rings. */
+#define JR_VCLOSE_BRIDGE 4096
+
+/* jr_ring_close's and jr_ring_dup's part in a vfork child: notes, not the tables.
+ * When the child's newest note is a close whose range ends near fd, with no ring of its
+ * view between, that note grows to take fd in: a child that closes descriptors one at
+ * a time (a loop up to getdtablesize) then costs one note, as a close_range does, and
+ * cannot push its earlier dup2s out of the notes. Only the child itself adds its own
+ * notes, so its newest stays its newest while it grows (other children's may follow). */
 static void jr_vfork_close(int fd)
 {
+    pid_t me = getpid();
+    struct jr_vnotes v;
+    jr_vnotes_of(me, &v);
+    if (v.n > 0 && v.at[v.n - 1].r == NULL) {
+        struct jr_vdup last = v.at[v.n - 1];
+        if (last.lo <= fd && fd <= last.hi)
+            return; /* already noted closed */
+        int lo = fd < last.lo ? fd + 1 : last.hi + 1; /* the gap between */
+        int hi = fd < last.lo ? last.lo - 1 : fd - 1;
+        int clear = hi - lo < JR_VCLOSE_BRIDGE;
+        for (int g = lo; clear && g <= hi; g++)
+            clear = jr_ring_named(g, &v) == NULL;
+        if (clear) {
+            unsigned end = __atomic_load_n(&jr_vdup_next, __ATOMIC_RELAXED);
+            for (unsigned i = end; i-- > (end > JR_VDUPS ? end - JR_VDUPS : 0);) {
+                struct jr_vdup *d = &jr_vdups[i % JR_VDUPS];
+                if (d->pid != me)
+                    continue;
+                if (d->lo != last.lo || d->hi != last.hi || d->r != NULL)
+                    break; /* overwritten meanwhile (64 notes by others): a new note */
+                if (fd < d->lo)
+                    d->lo = fd;
+                else
+                    d->hi = fd;
+                return;
+            }
+        }
+    }
     jr_vdup_note(fd, NULL);
 }
 

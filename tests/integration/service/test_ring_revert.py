@@ -21,7 +21,10 @@ the rx ring, and hands the connection on:
 - ``crowded``: ``subprocess`` while the server holds 100 more ring-mode connections
   open: the vfork child's ``close_range`` of all of them must not push its ``dup2``s
   onto 0 and 1 out of the shim's notes (64 entries), or the program it execs would read
-  the service's tokens as data.
+  the service's tokens as data;
+- ``closeeach``: the same crowd, handed on by a C helper (built here) that vforks,
+  ``dup2``s onto 0 and 1, then closes every other descriptor one ``close`` at a time,
+  as a daemon's loop up to ``getdtablesize`` does, and execs.
 
 Whoever holds the connection then echoes the rest to EOF, after one line with the peer's
 address as ``getpeername`` reports it on the new descriptor. A kernel client checks
@@ -119,6 +122,15 @@ while True:
         children.append(pid)
     elif mode in ("subprocess", "crowded"):
         children.append(subprocess.Popen([sys.executable, "-c", echo], stdin=c, stdout=c))
+    elif mode == "closeeach":  # vfork, dup2s, a close of each descriptor, exec (in C)
+        import ctypes
+        spawn = ctypes.CDLL(sys.argv[6]).spawn_closing_each
+        spawn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.POINTER(ctypes.c_char_p)]
+        argv = (ctypes.c_char_p * 4)(sys.executable.encode(), b"-c", echo.encode(), None)
+        pid = spawn(c.fileno(), 1024, sys.executable.encode(), argv)
+        assert pid > 0, "vfork failed"
+        children.append(pid)
     elif mode == "path":  # a bare name: the vfork child execs once per PATH entry
         path = "/nonexistent-a:/nonexistent-b:" + os.path.dirname(sys.executable)
         children.append(subprocess.Popen([os.path.basename(sys.executable), "-c", echo],
@@ -203,22 +215,50 @@ print(len(results) == nconn and all(r[0] and r[1] for r in results), results)
 FIRST = 1000  # bytes the server reads and echoes itself, through the rings
 
 
-IDLE = {"crowded": 100}  # ring-mode connections the server holds open meanwhile
+IDLE = {"crowded": 100, "closeeach": 100}  # ring-mode connections held open meanwhile
+
+# closeeach's hand-off: C, because a vfork child may run no Python. Its closes go
+# through libc's close, so the shim sees each one, as it would a C daemon's.
+SPAWN_CLOSING_EACH = r"""
+#include <unistd.h>
+int spawn_closing_each(int conn, int maxfd, const char *path, char *const argv[])
+{
+    pid_t pid = vfork();
+    if (pid == 0) {
+        if (dup2(conn, 0) < 0 || dup2(conn, 1) < 0)
+            _exit(126);
+        for (int fd = 3; fd < maxfd; fd++)
+            close(fd);
+        execv(path, argv);
+        _exit(127);
+    }
+    return pid;
+}
+"""
+
+
+def spawn_helper(tmp_path: Path) -> Path:
+    source, lib = tmp_path / "spawn.c", tmp_path / "spawn.so"
+    source.write_text(SPAWN_CLOSING_EACH)
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(source)],
+                   check=True)
+    return lib
 
 
 @pytest.mark.parametrize("mode,port", [("fork", 8088), ("subprocess", 8089), ("scm", 8099),
                                        ("stdio", 8082), ("system", 8083), ("path", 8084),
-                                       ("crowded", 8081)])
+                                       ("crowded", 8081), ("closeeach", 8080)])
 def test_connection_handed_on_reverts_to_a_stream(service_bed: Testbed, tmp_path: Path,
                                                    mode: str, port: int) -> None:
     bed = service_bed
     before = channel_counters(bed)
     errors = tmp_path / "server.err"
     idle = str(IDLE.get(mode, 0))
+    extra = [str(spawn_helper(tmp_path))] if mode == "closeeach" else []
     with errors.open("wb") as err:
         bed.joy.popen(JOYRIDE, "run", "--", sys.executable, "-c", SERVER, mode, str(port),
-                      str(FIRST), ECHO, idle, env=RING_ENV, stdout=subprocess.DEVNULL,
-                      stderr=err)
+                      str(FIRST), ECHO, idle, *extra, env=RING_ENV,
+                      stdout=subprocess.DEVNULL, stderr=err)
     wait_port(bed.peer, bed.joy.ip, port)
     done = bed.peer.run(sys.executable, "-c", CLIENT, bed.joy.ip, str(port), "4", str(FIRST),
                         idle, timeout=180)
