@@ -1257,9 +1257,11 @@ int listen(int fd, int backlog)
     if (jr_replace(u, fd) != 0)
         return -1;
     jr_note_backlog(fd, backlog); /* for TCP_INFO */
-    /* The service grants ring mode in the reply's op (protocol.REPLY_CHANNELS). */
+    /* The service grants ring mode in the reply's op (protocol.REPLY_CHANNELS), and a
+     * service from before that flag in the remote port. */
     if (fd < JR_MAX_FD)
-        jr_ring_listener[fd] = channels && (reply.op & JR_REPLY_CHANNELS) != 0;
+        jr_ring_listener[fd] = channels && ((reply.op & JR_REPLY_CHANNELS) != 0 ||
+                                            (reply.remote_port & JR_FLAG_CHANNELS) != 0);
     jr_listener_kind_set(fd, JR_LK_JOYRIDE);
     return 0;
 }
@@ -1319,7 +1321,8 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
     /* A non-blocking connect must not hold the caller's event loop for the handshake:
      * the service then answers at once and the handshake goes on behind the
      * descriptor (protocol.FLAG_NONBLOCK). */
-    channels = jr_channels_wanted();
+    /* Asked only where a claim can follow: the ring table ends at JR_MAX_FD. */
+    channels = fd < JR_MAX_FD && jr_channels_wanted();
     status = jr_request(JR_OP_CONNECT,
                         (nonblocking ? JR_FLAG_NONBLOCK : 0) | (channels ? JR_FLAG_CHANNELS : 0),
                         &dst, NULL, nonblocking ? JR_LISTEN_TIMEOUT_S : JR_CONNECT_TIMEOUT_S,

@@ -56,18 +56,39 @@ static void jr_revert_atfork_child(void)
  * so that a child closing every descriptor of a server with hundreds of connections
  * (Python's subprocess) does not push its dups onto 0 and 1 out of the notes. */
 struct jr_vdup {
-    pid_t pid;
-    int lo, hi;
+    /* The note's pid and the top of its range, one word: a child grows its newest
+     * close note upward by a compare-and-swap of it (jr_vfork_close), which fails once
+     * another child's note has taken the entry. */
+    union {
+        struct {
+            pid_t pid;
+            int hi;
+        };
+        uint64_t pid_hi;
+    };
+    int lo;
     struct jr_ring *r;
 };
 #define JR_VDUPS 64
 static struct jr_vdup jr_vdups[JR_VDUPS];
 static unsigned jr_vdup_next;
 
+static uint64_t jr_vdup_key(pid_t pid, int hi)
+{
+    struct jr_vdup d = {.pid = pid, .hi = hi};
+    return d.pid_hi;
+}
+
 static void jr_vdup_note_range(int lo, int hi, struct jr_ring *r)
 {
-    unsigned k = __atomic_fetch_add(&jr_vdup_next, 1, __ATOMIC_RELAXED) % JR_VDUPS;
-    jr_vdups[k] = (struct jr_vdup){getpid(), lo, hi, r};
+    struct jr_vdup *d =
+        &jr_vdups[__atomic_fetch_add(&jr_vdup_next, 1, __ATOMIC_RELAXED) % JR_VDUPS];
+    d->lo = lo;
+    d->r = r;
+    /* Last: a child that saw its own pid here, about to grow its note, either finds
+     * this word changed (its swap fails) or swaps before this store, which then
+     * overwrites the growth; this note comes out whole either way. */
+    __atomic_store_n(&d->pid_hi, jr_vdup_key(getpid(), hi), __ATOMIC_RELEASE);
 }
 
 static void jr_vdup_note(int fd, struct jr_ring *r)
@@ -352,11 +373,13 @@ static int jr_revert_inherited(void)
 #define JR_VCLOSE_BRIDGE 4096
 
 /* jr_ring_close's and jr_ring_dup's part in a vfork child: notes, not the tables.
- * When the child's newest note is a close whose range ends near fd, with no ring of its
- * view between, that note grows to take fd in: a child that closes descriptors one at
- * a time (a loop up to getdtablesize) then costs one note, as a close_range does, and
- * cannot push its earlier dup2s out of the notes. Only the child itself adds its own
- * notes, so its newest stays its newest while it grows (other children's may follow). */
+ * When the child's newest note is a close whose range ends below fd, with no ring of
+ * its view between, that note grows up to fd: a child that closes descriptors one at a
+ * time upward (a loop up to getdtablesize) then costs one note, as a close_range does,
+ * and cannot push its earlier dup2s out of the notes. (A loop downward still costs a
+ * note each.) Only the child writes notes under its pid, so while the entry holds its
+ * pid and the range's top it is still that note; the swap of that word grows it, or
+ * fails once another child's note took the entry, never changing that one. */
 static void jr_vfork_close(int fd)
 {
     pid_t me = getpid();
@@ -366,24 +389,23 @@ static void jr_vfork_close(int fd)
         struct jr_vdup last = v.at[v.n - 1];
         if (last.lo <= fd && fd <= last.hi)
             return; /* already noted closed */
-        int lo = fd < last.lo ? fd + 1 : last.hi + 1; /* the gap between */
-        int hi = fd < last.lo ? last.lo - 1 : fd - 1;
-        int clear = hi - lo < JR_VCLOSE_BRIDGE;
-        for (int g = lo; clear && g <= hi; g++)
+        int clear = fd > last.hi && fd - last.hi <= JR_VCLOSE_BRIDGE;
+        for (int g = last.hi + 1; clear && g < fd; g++) /* the gap between */
             clear = jr_ring_named(g, &v) == NULL;
         if (clear) {
             unsigned end = __atomic_load_n(&jr_vdup_next, __ATOMIC_RELAXED);
             for (unsigned i = end; i-- > (end > JR_VDUPS ? end - JR_VDUPS : 0);) {
                 struct jr_vdup *d = &jr_vdups[i % JR_VDUPS];
-                if (d->pid != me)
+                uint64_t want = jr_vdup_key(me, last.hi);
+                if (__atomic_load_n(&d->pid, __ATOMIC_ACQUIRE) != me)
                     continue;
-                if (d->lo != last.lo || d->hi != last.hi || d->r != NULL)
-                    break; /* overwritten meanwhile (64 notes by others): a new note */
-                if (fd < d->lo)
-                    d->lo = fd;
-                else
-                    d->hi = fd;
-                return;
+                /* This child's newest surviving note: the one to grow, if it is still
+                 * the note read above (another child may have taken its entry). */
+                if (d->lo == last.lo && d->r == NULL &&
+                    __atomic_compare_exchange_n(&d->pid_hi, &want, jr_vdup_key(me, fd), 0,
+                                                __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                    return;
+                break;
             }
         }
     }

@@ -2398,16 +2398,20 @@ static void app_took(struct dp *dp, struct flow *f, double now, uint32_t n)
         fin_to_app(dp, f);
     /* TcpConnection._after_read: autotune, then a window that at least doubled by a
      * worthwhile step is announced at once (Linux's rule), while the window the peer
-     * knows is below the two full segments that draw our ACK anyway (ACK_EVERY). */
+     * knows may hold it back: below what it still sends before it stops (one segment
+     * short of it) plus the two full segments that draw our ACK anyway (ACK_EVERY),
+     * and a scale unit for a rounded-up right edge. */
     if (n > 0) {
         rcv_note_read(f, now, (uint32_t)n);
         int32_t cur = sdiff(t->rcv_adv, t->rcv_nxt);
         uint32_t current = cur > 0 ? (uint32_t)cur : 0;
-        uint32_t window = t->rcv_cap - f->rcv.len;
+        /* The ring may hold a rounded-up window's slack past capacity (rcv_slack). */
+        uint32_t window = t->rcv_cap > f->rcv.len ? t->rcv_cap - f->rcv.len : 0;
         uint32_t avail = umin(window, 0xFFFFu << t->rcv_shift);
         uint32_t threshold = umin(t->rcv_cap / 2, t->rcv_mss);
-        if (current < ACK_EVERY * t->cfg_mss && avail >= current &&
-            avail - current >= threshold && avail >= 2 * current) {
+        uint32_t holds_back = (ACK_EVERY + 1) * t->cfg_mss + (1u << t->rcv_shift);
+        if (current < holds_back && avail >= current && avail - current >= threshold &&
+            avail >= 2 * current) {
             t->ack_now = 1;
             touch(dp, f);
         }

@@ -149,7 +149,8 @@ def listen_claiming(port: int, ip: str = "0.0.0.0", backlog: int = 128, *,
     except BaseException:
         lsock.close()
         raise
-    return lsock, channels and bool(reply.flags & protocol.REPLY_CHANNELS)
+    granted = reply.flags & protocol.REPLY_CHANNELS or reply.remote_port & protocol.FLAG_CHANNELS
+    return lsock, channels and bool(granted)
 
 
 def connect(ip: str, port: int, *, path: Path | None = None,

@@ -1047,6 +1047,7 @@ class Datapath:
                 granted = status == 0 and self.channels_granted(request.name, request.port)
                 self._reply(session, protocol.Reply(
                     request.op, status, request.ip, request.port, bytes(len(request.ip)),
+                    remote_port=protocol.FLAG_CHANNELS if granted else 0,  # older shims'
                     flags=protocol.REPLY_CHANNELS if granted else 0))
             elif request.op == protocol.OP_CONNECT:
                 keep = self._start_connect(session, request)
@@ -1102,8 +1103,12 @@ class Datapath:
         if len(rip) == 16:
             self.counters["connect_started_ipv6"] += 1
         # Ring mode, as on a listener's connections: granted with the C data plane,
-        # which keeps the channels (protocol.FLAG_CHANNELS).
-        channels = bool(request.flags & protocol.FLAG_CHANNELS) and self.chan_plane is not None
+        # which keeps the channels (protocol.FLAG_CHANNELS). Not while the plane gives
+        # this process's own claims its bell (embedded mode): the connection's socket
+        # pair names the service's process as the peer, which would pass that check.
+        plane = self.chan_plane
+        channels = (bool(request.flags & protocol.FLAG_CHANNELS) and plane is not None
+                    and not plane.has_door)
         if request.flags & protocol.FLAG_NONBLOCK:
             # The descriptor now; the handshake goes on behind it (protocol.OP_CONNECT).
             try:

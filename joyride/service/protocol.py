@@ -38,9 +38,11 @@ Requests and replies
     mode on the connections (docs/channels.md: a ``struct jr_chan_claim`` with its
     arena's descriptor, as each connection's first bytes); the reply's op carries
     ``REPLY_CHANNELS`` when the service grants that (it keeps channels only with the C
-    data plane), and the client claims only then. The service checks the port is
-    accelerated and the address is one of the interface's (or 0.0.0.0, or ``::``), that the
-    caller may bind it (below
+    data plane), and the client claims only then. (The reply's remote port carries
+    ``FLAG_CHANNELS`` too, as it did alone before ``REPLY_CHANNELS``: a client of
+    either kind, served by a service of either kind, claims exactly when granted.)
+    The service checks the port is accelerated and the address is one of the
+    interface's (or 0.0.0.0, or ``::``), that the caller may bind it (below
     ``net.ipv4.ip_unprivileged_port_start`` it needs uid 0 or CAP_NET_BIND_SERVICE,
     as the kernel demands) and that the port is free as Linux's ``inet_csk_get_port``
     would find it: a port with live listeners is shared only when every one of them and

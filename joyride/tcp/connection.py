@@ -2117,13 +2117,16 @@ class TcpConnection:
         avail = min(self._recv_buf.window, 0xFFFF << self._rcv_shift)
         threshold = min(self._recv_buf.capacity // 2, self._rcv_mss)
         # Linux's rule: announce when the window at least doubles by a worthwhile step;
-        # but only while the window the peer knows may hold it back, less than the two
-        # full segments after which it gets our ACK anyway (_ACK_EVERY). Otherwise the
-        # ACK waits for data to carry it: after the handshake the peer knows the SYN's
+        # but only while the window the peer knows may hold it back. A peer stops when
+        # less than a segment of it is left (RFC 9293 §3.8.6.2.1), so it still sends
+        # current - MSS or more, and our ACK every second full segment (_ACK_EVERY)
+        # carries the new window to it once that is two segments; one scale unit more
+        # for a right edge rounded up (_rcv_adv never moves left). Otherwise the ACK
+        # waits for data to carry it: after the handshake the peer knows the SYN's
         # unscaled window (at most 65,535, RFC 7323 §2.2), and the first small read
         # would double a larger buffer's window and cost every connection a segment.
-        if (current < _ACK_EVERY * self.config.mss and avail - current >= threshold
-                and avail >= 2 * current):
+        holds_back = (_ACK_EVERY + 1) * self.config.mss + (1 << self._rcv_shift)
+        if current < holds_back and avail - current >= threshold and avail >= 2 * current:
             self._ack_now = True
             self.counters["window_updates_sent"] += 1
 

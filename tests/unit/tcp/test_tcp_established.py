@@ -264,6 +264,23 @@ def test_window_update_when_the_peer_may_wait_for_it_rfc9293_3_8_6_2_2() -> None
     assert update.ack == IRS + 1 + 8 * 1460 and update.window == 4 * 1460
 
 
+def test_window_update_when_short_segments_would_not_draw_an_ack_rfc9293_3_8_6_2_1() -> None:
+    """The peer sends segments shorter than our MSS (a smaller path MTU): two of them
+    do not reach the two full segments that draw an ACK, and it stops with less than a
+    segment of window left (RFC 9293 §3.8.6.2.1). A read that opens the window while
+    those two are in flight must announce it, not leave the peer to our delayed ACK."""
+    conn = established(plain_config(receive_buffer=8 * 1460, receive_buffer_max=8 * 1460))
+    seq, short = IRS + 1, 1400
+    for _ in range(6):
+        conn.receive(seg(seq, ISS + 1, ACK, b"x" * short), 1.0)
+        seq += short
+    last = out(conn, 1.0)[-1]
+    assert last.ack + last.window - seq == 3280  # two more, then 480 left: it stops
+    assert len(conn.recv(6 * short)) == 6 * short
+    update = one(conn, 1.0)
+    assert update.window == 8 * 1460 and update.ack == seq
+
+
 def test_receiver_sws_does_not_advertise_tiny_windows_rfc9293_3_8_6_2_2() -> None:
     conn = established(plain_config(receive_buffer=2920, receive_buffer_max=2920))
     conn.receive(seg(IRS + 1, ISS + 1, ACK, b"a" * 1460), 1.0)
