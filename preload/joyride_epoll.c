@@ -503,12 +503,80 @@ static int jr_bell_wait(struct jr_bset *bs, struct epoll_event *evs, int max, in
 
 /* ------------------------------------------------------------ the intercepted calls */
 
+/* The latest registration (ADD or MOD) of each descriptor in one of the application's
+ * epoll sets. connect() puts the service's connection where a kernel socket was (dup3),
+ * which drops the kernel's registration of the old file, and an application may
+ * register a socket before it connects it (nginx's upstream sockets:
+ * ngx_event_connect_peer adds, then connects): connect makes it again (jr_epoll_carry).
+ * One set per descriptor is remembered; a stale entry is caught by asking the kernel. */
+struct jr_epmemo {
+    int epfd_plus1; /* 0: none */
+    uint32_t events;
+    uint64_t data;
+};
+static struct jr_epmemo *jr_epmemo; /* JR_MAX_FD entries, made at the first ADD */
+
+static void jr_epoll_remember(int epfd, int op, int fd, const struct epoll_event *ev)
+{
+    if (fd < 0 || fd >= JR_MAX_FD)
+        return;
+    struct jr_epmemo *m = __atomic_load_n(&jr_epmemo, __ATOMIC_ACQUIRE);
+    if (op == EPOLL_CTL_DEL) {
+        if (m != NULL && m[fd].epfd_plus1 == epfd + 1)
+            m[fd].epfd_plus1 = 0;
+        return;
+    }
+    if (ev == NULL)
+        return;
+    if (m == NULL) {
+        struct jr_epmemo *made = calloc(JR_MAX_FD, sizeof *made), *none = NULL;
+        if (made == NULL)
+            return;
+        if (!__atomic_compare_exchange_n(&jr_epmemo, &none, made, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE))
+            free(made); /* another thread's won */
+        m = __atomic_load_n(&jr_epmemo, __ATOMIC_ACQUIRE);
+    }
+    m[fd] = (struct jr_epmemo){epfd + 1, ev->events, ev->data.u64};
+}
+
+/* Before fd's file is replaced: its remembered registration, if the kernel still has it
+ * (a MOD to the same events succeeds; EPOLLEXCLUSIVE ones refuse MOD with EINVAL, and
+ * ENOENT is a stale entry: the set or the descriptor was closed since). */
+static struct jr_epmemo jr_epoll_registered(int fd)
+{
+    struct jr_epmemo none = {0, 0, 0};
+    struct jr_epmemo *m = __atomic_load_n(&jr_epmemo, __ATOMIC_ACQUIRE);
+    if (m == NULL || fd < 0 || fd >= JR_MAX_FD || m[fd].epfd_plus1 == 0)
+        return none;
+    struct jr_epmemo reg = m[fd];
+    struct epoll_event ev = {.events = reg.events, .data.u64 = reg.data};
+    RESOLVE(epoll_ctl);
+    if (real_epoll_ctl(reg.epfd_plus1 - 1, EPOLL_CTL_MOD, fd, &ev) == 0 ||
+        (errno == EINVAL && (reg.events & EPOLLEXCLUSIVE)))
+        return reg;
+    return none;
+}
+
+/* After fd's file was replaced: the registration made again on the new one, through
+ * epoll_ctl below (a ring-mode descriptor joins the bell set as any other). */
+static void jr_epoll_carry(int fd, struct jr_epmemo reg)
+{
+    if (reg.epfd_plus1 == 0)
+        return;
+    struct epoll_event ev = {.events = reg.events, .data.u64 = reg.data};
+    int saved = errno;
+    epoll_ctl(reg.epfd_plus1 - 1, EPOLL_CTL_ADD, fd, &ev);
+    errno = saved;
+}
+
 int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
     RESOLVE(epoll_ctl);
     int rc = real_epoll_ctl(epfd, op, fd, ev);
     if (rc != 0)
         return rc;
+    jr_epoll_remember(epfd, op, fd, ev);
     if (op == EPOLL_CTL_ADD)
         jr_bset_exported(fd); /* the bell set nested in another: its readiness is unseen */
     struct jr_ring *r = jr_ring_of(fd);

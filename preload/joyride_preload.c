@@ -169,8 +169,43 @@ static unsigned long jr_refused; /* connections refused by jr_from_service */
 
 static void jr_ring_resolve(void);
 
+/* The shim's settings from the environment, as the process started with them: a server
+ * that resets its environment (nginx's workers keep only TZ) goes on with the settings
+ * `joyride run` gave it, instead of silently using the kernel for its outgoing
+ * connections. A variable present now wins over the snapshot. */
+enum { JR_ENV_DISABLE, JR_ENV_OUTGOING, JR_ENV_CHANNELS, JR_ENV_SOCKET, JR_ENV_RUN_DIR,
+       JR_ENV_N };
+static const char *const jr_env_names[JR_ENV_N] = {
+    "JOYRIDE_DISABLE", "JOYRIDE_OUTGOING", "JOYRIDE_CHANNELS", "JOYRIDE_SOCKET",
+    "JOYRIDE_RUN_DIR"};
+/* Copied, not allocated: jr_init runs inside the first intercepted call, which may be
+ * the allocator's own (jemalloc's initialisation calls syscall) and must not re-enter
+ * it. A longer value (no path the shim uses is longer) is not kept. */
+static char jr_env_start[JR_ENV_N][256];
+static int jr_env_taken;
+
+static void jr_env_snapshot(void)
+{
+    if (__atomic_exchange_n(&jr_env_taken, 1, __ATOMIC_ACQ_REL))
+        return;
+    for (int i = 0; i < JR_ENV_N; i++) {
+        const char *v = getenv(jr_env_names[i]);
+        size_t n = v != NULL ? strlen(v) : 0;
+        if (n > 0 && n < sizeof jr_env_start[i])
+            memcpy(jr_env_start[i], v, n + 1);
+    }
+}
+
+/* (Not inlined: its callers bound what they copy, as they would getenv's.) */
+__attribute__((noinline)) static const char *jr_env(int which)
+{
+    const char *v = getenv(jr_env_names[which]);
+    return v != NULL ? v : jr_env_start[which][0] ? jr_env_start[which] : NULL;
+}
+
 __attribute__((constructor)) static void jr_init(void)
 {
+    jr_env_snapshot();
     RESOLVE(listen);
     RESOLVE(accept4);
     RESOLVE(connect);
@@ -239,7 +274,7 @@ static void jr_not_admitted(const char *path)
 
 static int jr_disabled(void)
 {
-    const char *v = getenv("JOYRIDE_DISABLE");
+    const char *v = jr_env(JR_ENV_DISABLE);
     return v && *v && strcmp(v, "0") != 0;
 }
 
@@ -457,7 +492,7 @@ static void jr_copy_out(const void *src, socklen_t srclen, struct sockaddr *addr
  * visit(path, st, arg) returns nonzero to stop. Returns what the last visit returned. */
 static int jr_each_socket(int (*visit)(const char *, const struct stat *, void *), void *arg)
 {
-    const char *root = getenv("JOYRIDE_RUN_DIR");
+    const char *root = jr_env(JR_ENV_RUN_DIR);
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct stat st;
     char dir[256];
@@ -501,7 +536,7 @@ static int jr_take_path(const char *path, const struct stat *st, void *arg)
 
 static int jr_find_socket(char *path, size_t len)
 {
-    const char *env = getenv("JOYRIDE_SOCKET");
+    const char *env = jr_env(JR_ENV_SOCKET);
     struct jr_path_out out = {path, len};
 
     if (env && *env) {
@@ -564,7 +599,7 @@ static void jr_forget_proof(int fd)
  * may write, so no other user can be that peer (root aside, who may do anything). */
 static int jr_from_service(int listener, int conn)
 {
-    const char *env = getenv("JOYRIDE_SOCKET");
+    const char *env = jr_env(JR_ENV_SOCKET);
     struct ucred cred;
     socklen_t len = sizeof(cred);
     struct stat st;
@@ -1304,9 +1339,10 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
     struct jr_reply reply;
     const char *outgoing;
     int status, newfd, fl, nonblocking, channels;
+    struct jr_epmemo reg;
 
     jr_init();
-    outgoing = getenv("JOYRIDE_OUTGOING");
+    outgoing = jr_env(JR_ENV_OUTGOING);
     /* An AF_INET6 socket's connect to a v4-mapped address stays the kernel's. */
     if (!addr || !outgoing || strcmp(outgoing, "1") != 0 || jr_disabled() ||
         !(addr->sa_family == AF_INET ? len >= sizeof(struct sockaddr_in)
@@ -1339,6 +1375,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
         return -1;
     }
     jr_carry_keepalive(fd, newfd, JR_CONNECTION);
+    reg = jr_epoll_registered(fd); /* the dup3 below drops it with the old file */
     if (jr_replace(newfd, fd) != 0)
         return -1;
     /* A ring still on the number is a closed connection's the shim did not see close (a
@@ -1348,6 +1385,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
      * before the application's, and the service delivers nothing before it. */
     if (channels && (reply.op & JR_REPLY_CHANNELS))
         jr_ring_claim(fd);
+    jr_epoll_carry(fd, reg);
     if (nonblocking) {
         errno = EINPROGRESS; /* writable at once: POLLOUT, then SO_ERROR 0 */
         return -1;

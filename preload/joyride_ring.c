@@ -105,7 +105,7 @@ static void jr_ring_resolve(void)
 /* Ring mode unless JOYRIDE_CHANNELS=0 (stream mode: every byte on the socket). */
 static int jr_channels_wanted(void)
 {
-    const char *v = getenv("JOYRIDE_CHANNELS");
+    const char *v = jr_env(JR_ENV_CHANNELS);
     return v == NULL || strcmp(v, "0") != 0;
 }
 
