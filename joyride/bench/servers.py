@@ -70,11 +70,12 @@ class Endpoint:
 
 
 def nginx_conf(workdir: Path, port: int, *, workers: int = 1, reuseport: bool = True,
-               ipv6: bool = False, access_log: bool = False) -> Path:
+               ipv6: bool = False, access_log: bool = False, locations: str = "") -> Path:
     """nginx with ``workers`` workers (1: with 2 vCPUs, one is the client's),
     keep-alive, listening on ``port`` (``reuseport``: one listener per worker; ``ipv6``:
     also on ``[::]``, as Debian's default site, which nginx makes IPV6_V6ONLY) and
-    logging each request's peer and local address to ``access.log`` if asked."""
+    logging each request's peer and local address to ``access.log`` if asked;
+    ``locations``: the server block's ``location`` directives (a proxy's)."""
     for sub in ("www", "body", "proxy", "fcgi", "uwsgi", "scgi"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
     (workdir / "www" / "body").write_bytes(BODY)
@@ -103,7 +104,7 @@ http {{
     fastcgi_temp_path {workdir}/fcgi;
     uwsgi_temp_path {workdir}/uwsgi;
     scgi_temp_path {workdir}/scgi;
-    server {{ {listens} root {workdir}/www; }}
+    server {{ {listens} root {workdir}/www; {locations} }}
 }}
 """)
     return conf

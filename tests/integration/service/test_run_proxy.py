@@ -18,31 +18,11 @@ from pathlib import Path
 import pytest
 from service_helpers import JOYRIDE, stats, wait_port
 
+from joyride.bench import servers
 from joyride.testbed import Testbed
 
 pytestmark = pytest.mark.integration
 
-PROXY_CONF = """
-worker_processes 1;
-daemon off;
-master_process on;
-user root;
-pid {work}/nginx.pid;
-error_log {work}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {work}/body;
-    proxy_temp_path {work}/proxy;
-    fastcgi_temp_path {work}/fcgi;
-    uwsgi_temp_path {work}/uwsgi;
-    scgi_temp_path {work}/scgi;
-    server {{
-        listen {port};
-        location / {{ proxy_pass http://{upstream}; proxy_buffering {buffering}; }}
-    }}
-}}
-"""
 
 
 @pytest.mark.parametrize("buffering", ["on", "off"])
@@ -58,12 +38,10 @@ def test_nginx_proxies_to_a_kernel_upstream(service_bed: Testbed, tmp_path: Path
                    str(upstream_port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(bed.joy, bed.peer.ip, upstream_port)
     work = tmp_path / "nginx"
-    for sub in ("body", "proxy", "fcgi", "uwsgi", "scgi"):
-        (work / sub).mkdir(parents=True)
     port = 8101 if buffering == "on" else 8102  # not accelerated: the kernel's listener
-    conf = work / "nginx.conf"
-    conf.write_text(PROXY_CONF.format(work=work, port=port, buffering=buffering,
-                                      upstream=f"{bed.peer.ip}:{upstream_port}"))
+    conf = servers.nginx_conf(work, port, reuseport=False, locations=(
+        f"location / {{ proxy_pass http://{bed.peer.ip}:{upstream_port}; "
+        f"proxy_buffering {buffering}; }}"))
     service = stats(bed.joy)["datapath"]["service"]
     started, granted = service.get("connect_started", 0), service.get("connect_channels", 0)
     bed.joy.popen(JOYRIDE, "run", "--outgoing", "--", "nginx", "-c", str(conf),
