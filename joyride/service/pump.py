@@ -395,6 +395,12 @@ class Pump:
         if self.conn.state is not TcpState.CLOSED and not self.app_gone:
             self.conn.close()
         if self.plane is not None:
+            if self.channel.claim_check:
+                # The first bytes were never read: a claim among them is answered
+                # (refused), as C's claim_refuse_unread does, so the application's slot
+                # is its own again instead of waiting for a verdict for ever.
+                self.plane.chan_take_first(self.sock.fileno(), False)
+                self.channel.claim_check = self.channel.claim_wait = False
             for chan in (self.channel.chan, self.channel.revert_chan):
                 if chan:
                     self.plane.chan_release(chan)

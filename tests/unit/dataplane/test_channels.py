@@ -444,6 +444,26 @@ def test_a_connection_python_delivers_takes_its_claim_in_the_pump() -> None:
     app.close()
 
 
+def test_a_pump_closed_before_its_claim_check_answers_the_claim() -> None:
+    """A connection that ends before the pump read its application's first bytes (a
+    non-blocking connect's handshake reset just after the claim was sent): the claim
+    among them is refused at the close, as C's claim_refuse_unread does, so the
+    application's slot is free again instead of waiting for ever for a verdict."""
+    b = Bed()
+    _client, server = b.connect()
+    ours, theirs = socket.socketpair()
+    pump = Pump(server, ours, plane=b.plane,
+                channel=ChannelState(claim_check=True, claim_wait=True,
+                                     claim_by=b.clock.now + CLAIM_WAIT))
+    app = App(theirs)
+    app.claim(9)
+    assert app.verdict() == -errno.EAGAIN  # no answer yet
+    pump.close()  # before any step read the claim
+    assert app.verdict() == 0  # refused: a stream (whose service end is gone)
+    assert lib.dp_app_slot_done(app.chan) == 1
+    app.close()
+
+
 def read_all_nonblocking(sock: socket.socket) -> bytes:
     sock.setblocking(False)
     return read_all(sock)
