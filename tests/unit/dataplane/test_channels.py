@@ -407,16 +407,23 @@ def test_an_impossible_index_resets_the_connection_and_nothing_else(bed: Claimin
 
 
 
-def test_a_connection_python_delivers_takes_its_claim_in_the_pump() -> None:
-    """A connection delivered by Python (its SYN went to Python: a full queue, a new
-    listener) has its claim read by the pump; bytes and the peer's FIN that came
-    before the claim wait for it, then go through the ring."""
-    b = Bed()
+def python_delivered(b: Bed) -> tuple[TcpConnection, Pump, socket.socket]:
+    """A connection Python delivers to a claiming application: the peer's end, the
+    pump (its claim check and wait on), and the application's socket."""
     client, server = b.connect()
     ours, theirs = socket.socketpair()
     pump = Pump(server, ours, plane=b.plane,
                 channel=ChannelState(claim_check=True, claim_wait=True,
                                      claim_by=b.clock.now + CLAIM_WAIT))
+    return client, pump, theirs
+
+
+def test_a_connection_python_delivers_takes_its_claim_in_the_pump() -> None:
+    """A connection delivered by Python (its SYN went to Python: a full queue, a new
+    listener) has its claim read by the pump; bytes and the peer's FIN that came
+    before the claim wait for it, then go through the ring."""
+    b = Bed()
+    client, pump, theirs = python_delivered(b)
     client.send(b"before the claim")
     client.shutdown_write()  # its FIN, before the claim too
     b.peer.mark(client)
@@ -449,12 +456,7 @@ def test_a_pump_closed_before_its_claim_check_answers_the_claim() -> None:
     non-blocking connect's handshake reset just after the claim was sent): the claim
     among them is refused at the close, as C's claim_refuse_unread does, so the
     application's slot is free again instead of waiting for ever for a verdict."""
-    b = Bed()
-    _client, server = b.connect()
-    ours, theirs = socket.socketpair()
-    pump = Pump(server, ours, plane=b.plane,
-                channel=ChannelState(claim_check=True, claim_wait=True,
-                                     claim_by=b.clock.now + CLAIM_WAIT))
+    _client, pump, theirs = python_delivered(Bed())
     app = App(theirs)
     app.claim(9)
     assert app.verdict() == -errno.EAGAIN  # no answer yet
