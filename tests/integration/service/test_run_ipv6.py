@@ -35,12 +35,12 @@ NGINX_PORT = 8094
 ECHO_PORT = 8095
 KERNEL_PORT = 8096
 SPLIT_PORT = 8097
-IPERF_PORT = 8098
+IPERF_PORTS = (8098, 8099)  # one iperf3 server each way (test_iperf3_6_both_ways)
 
 
 @pytest.fixture(scope="module")
 def bed6() -> Iterator[Testbed]:
-    with Testbed(ipv6=True) as bed, attached(bed, "--ports", "8094-8098"):
+    with Testbed(ipv6=True) as bed, attached(bed, "--ports", "8094-8099"):
         yield bed
 
 
@@ -242,18 +242,24 @@ def test_outgoing_curl_6_carried_by_joyride(bed6: Testbed, tmp_path: Path) -> No
 def test_iperf3_6_both_ways(bed6: Testbed) -> None:
     """iperf3 over IPv6, client to server and reversed (-R), 2 s each: iperf3 checks
     its own stream; the service carried it (its delivered count rose). The server's
-    control connection is a blocking socket it selects on: a stale token hung it."""
+    control connection is a blocking socket it selects on: a stale token hung it.
+
+    One server each way: an iperf3 server still finishing one test refuses the next
+    client as busy (and its close, with the client's cookie unread, resets the
+    connection), so a second client straight after the first raced it (CI, once)."""
     bed = bed6
     assert bed.joy.ip6 is not None
     before = delivered(bed)
-    server = bed.joy.popen(JOYRIDE, "run", "--", "iperf3", "-s", "-p", str(IPERF_PORT),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    servers = [bed.joy.popen(JOYRIDE, "run", "--", "iperf3", "-s", "-p", str(port),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for port in IPERF_PORTS]
     try:
         # No probe: iperf3 counts a connection that closes at once as a failed test
         # and builds its listener again, and the client could come in that window.
-        wait_listening(bed.joy, IPERF_PORT)
-        for reverse in ((), ("-R",)):
-            out = bed.peer.run("iperf3", "-6", "-c", bed.joy.ip6, "-p", str(IPERF_PORT),
+        for port in IPERF_PORTS:
+            wait_listening(bed.joy, port)
+        for port, reverse in zip(IPERF_PORTS, ((), ("-R",)), strict=True):
+            out = bed.peer.run("iperf3", "-6", "-c", bed.joy.ip6, "-p", str(port),
                                "-t", "2", "-J", *reverse, timeout=60).stdout
             doc = json.loads(out)
             assert "error" not in doc, doc.get("error")
@@ -261,5 +267,6 @@ def test_iperf3_6_both_ways(bed6: Testbed) -> None:
         # Each test's control and data connections.
         assert delivered(bed) - before >= 4
     finally:
-        server.terminate()
-        server.wait(10)
+        for server in servers:
+            server.terminate()
+            server.wait(10)
