@@ -4883,6 +4883,13 @@ int dp_chan_tx_eof(struct dp *dp, uint32_t chan)
     return s ? jr_chan_svc_tx_eof(s) : 1;
 }
 
+int64_t dp_chan_tx_queued(struct dp *dp, uint32_t chan)
+{
+    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    int64_t n = s ? jr_chan_svc_tx_avail(s) : 0;
+    return n > 0 ? n : 0;
+}
+
 void dp_chan_rx_eof(struct dp *dp, uint32_t chan)
 {
     struct jr_chan_svc *s = chan_svc(&dp->chans, chan);

@@ -574,13 +574,16 @@ uint32_t dp_isn(const uint8_t *key, const uint8_t *local_ip, uint16_t local_port
  * connection) or -errno from the socket. idle: 1 sleep until fd is readable, 0 work
  * now, or -errno (chan.h's jr_chan_svc_idle; waits: JR_CHAN_WAIT_ROOM = 1,
  * JR_CHAN_WAIT_BYTES = 2). tx_eof: the application shut down writing. rx_eof: no byte
- * after what was delivered (the caller then shuts its end down for writing). */
+ * after what was delivered (the caller then shuts its end down for writing).
+ * tx_queued: bytes the application wrote into tx that the service has not taken yet
+ * (SIOCOUTQ counts them; 0 for an unknown channel or an impossible index). */
 int64_t dp_chan_first_bytes(struct dp *dp, const uint8_t *buf, uint32_t len, int fd,
                             int claimable);
 int64_t dp_chan_deliver(struct dp *dp, uint32_t chan, int fd, const uint8_t *buf, uint32_t n);
 int64_t dp_chan_collect(struct dp *dp, uint32_t chan, int fd, uint8_t *buf, uint32_t n);
 int dp_chan_idle(struct dp *dp, uint32_t chan, int fd, int waits);
 int dp_chan_tx_eof(struct dp *dp, uint32_t chan);
+int64_t dp_chan_tx_queued(struct dp *dp, uint32_t chan);
 void dp_chan_rx_eof(struct dp *dp, uint32_t chan);
 void dp_chan_release(struct dp *dp, uint32_t chan);
 /* Leaving ring mode (chan.h, JR_CHAN_REVERT_BYTE). revert: once the application asked

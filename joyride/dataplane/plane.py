@@ -555,6 +555,10 @@ class DataPlane:
     def chan_tx_eof(self, chan: int) -> bool:
         return bool(lib.dp_chan_tx_eof(self._dp, chan))
 
+    def chan_tx_queued(self, chan: int) -> int:
+        """Bytes the application wrote into the channel's tx that are not taken yet."""
+        return int(lib.dp_chan_tx_queued(self._dp, chan))
+
     def chan_rx_eof(self, chan: int) -> None:
         lib.dp_chan_rx_eof(self._dp, chan)
 

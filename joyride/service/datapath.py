@@ -782,13 +782,9 @@ class Datapath:
                  ) -> sockopts.ConnectionInfo:
         """``conn`` as a kernel socket reports it (``TCP_INFO``, queues): from C's TCB
         while the C data plane runs it (the parked object is stale), else Python's.
-        ``pump``: its application channel, whose unread bytes count as queued."""
-        app_queued = 0
-        if pump is not None:
-            app_queued = len(pump.to_tcp) if pump.to_tcp is not None else 0
-            with contextlib.suppress(OSError):
-                raw = fcntl.ioctl(pump.sock.fileno(), FIONREAD, bytes(4))
-                app_queued += int.from_bytes(raw[:4], "little", signed=True)
+        ``pump``: its application channel, whose bytes the service has not taken yet
+        count as queued: its shared tx ring's in ring mode, else the socket's unread
+        bytes (in ring mode those are only doorbells and filler, docs/channels.md)."""
         hot: Any = None
         hot_queued: tuple[int, int] | None = None
         if self.plane is not None and conn.parked:
@@ -796,6 +792,16 @@ class Datapath:
             view = self.plane.view(conn)
             if view is not None:
                 hot_queued = (int(view["send_queue"]), int(view["recv_queue"]))
+        app_queued = 0
+        if pump is not None:
+            app_queued = len(pump.to_tcp) if pump.to_tcp is not None else 0
+            chan = pump.channel.chan if hot is None else int(hot.chan)
+            if chan and pump.plane is not None:
+                app_queued += pump.plane.chan_tx_queued(chan)
+            else:
+                with contextlib.suppress(OSError):
+                    raw = fcntl.ioctl(pump.sock.fileno(), FIONREAD, bytes(4))
+                    app_queued += int.from_bytes(raw[:4], "little", signed=True)
         return sockopts.connection_info(conn, pmtu=self.network.mtu, app_queued=app_queued,
                                         hot=hot, hot_queued=hot_queued)
 

@@ -466,6 +466,40 @@ def test_a_pump_closed_before_its_claim_check_answers_the_claim() -> None:
     app.close()
 
 
+@pytest.mark.parametrize("runner", ["python", "c"])
+def test_bytes_waiting_in_tx_count_in_the_send_queue(tmp_path: Path, runner: str) -> None:
+    """SIOCOUTQ and SIOCOUTQNSD (``Datapath.describe``) count the bytes an application
+    wrote into its tx ring that the service has not taken yet, as a kernel socket
+    counts its write queue, whether Python's pump or C runs the connection. Its socket's
+    own unread bytes (doorbells, filler) are not payload and do not count."""
+    b = Bed()
+    app_socket = apps.listen_app_socket(tmp_path / "app.sock", None)
+    dp = Datapath([MemoryNic()], StaticNetwork("svc0", MAC_SVC, frozenset({IP_SVC}),
+                                               {IP_PEER: MAC_PEER}),
+                  ports=PortSet([PORT]), ephemeral=PortSet(range(60000, 60100)),
+                  app_socket=app_socket, group=None, plane=b.plane)
+    client, pump, theirs = python_delivered(b)
+    app = App(theirs)
+    try:
+        app.claim(5)
+        for _ in range(5):
+            python_step(b, pump)
+        assert app.verdict() == 1 and pump.channel.chan > 0
+        if runner == "c":
+            assert b.plane.adopt(pump.conn, MAC_SVC, MAC_PEER, pump.sock.fileno(),
+                                 pump.channel)
+        written = app.write(b"w" * 3000)
+        assert written == 3000
+        info = dp.describe(pump.conn, pump)
+        assert (info.outq, info.notsent) == (written, written)
+        del client
+    finally:
+        app.close()
+        pump.close()
+        dp.close()
+        app_socket.close()
+
+
 def read_all_nonblocking(sock: socket.socket) -> bytes:
     sock.setblocking(False)
     return read_all(sock)
