@@ -205,7 +205,8 @@ struct jr_door {
     int efd; /* an eventfd, non-blocking */
 };
 
-/* The service's counts of its arenas' bells (struct jr_arenas holds them). */
+/* The service's counts of its arenas' bells (struct jr_arenas holds them). Added to
+ * atomically (relaxed): planes pushing on different arenas' bells count here at once. */
 struct jr_bell_counts {
     uint64_t pushes; /* slots pushed on an arena's bell (or counted lost) */
     uint64_t wakes;  /* ... that found the application asleep: a byte on its door */
@@ -213,11 +214,18 @@ struct jr_bell_counts {
 
 /* The service's side of one arena's wake-ups (service mode; chan_claim.h's struct
  * jr_arena holds it): the door the application rings (and the service writes when it
- * takes the bell's arm), and its own copies of the bell's indices. */
+ * takes the bell's arm), and its own copies of the bell's indices.
+ *   The bell's queue has one producer at a time: the data-plane workers (threads) that
+ * share the service's arenas each push for the channels of the flows they run, so a
+ * push holds `lock` (service memory: the application never sees it), and so does a
+ * change of the door, which a push writes. A push is a few stores, and the door write
+ * under it comes only while the application sleeps. */
 struct jr_arena_wake {
     struct jr_arena_bell *bell; /* slot 0's, in the application's memory */
     uint32_t tail, lost;        /* the service's own: the shared ones are only published */
     int door_fd;                /* the door's service end (JR_CLAIM_DOOR), -1: none */
+    int door_epfd;              /* the epoll that watches it: its plane's (-1: none) */
+    uint32_t lock;              /* jr_wake_lock */
     struct jr_bell_counts *counts; /* the service's totals (NULL: not counted) */
 };
 
@@ -727,27 +735,55 @@ static inline int jr_bell_arm(struct jr_bell *b, uint32_t lost_seen)
 
 /* --- the arena's bell (struct jr_arena_bell; service mode) ---------------------------- */
 
+/* The service's lock of one arena's wake-ups (struct jr_arena_wake): acquire on taking
+ * it, release on letting go, so one holder's queue indices and door are the next's. */
+static inline void jr_wake_lock(struct jr_arena_wake *w)
+{
+    while (__atomic_exchange_n(&w->lock, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(&w->lock, __ATOMIC_RELAXED)) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#elif defined(__aarch64__)
+            __asm__ __volatile__("yield");
+#endif
+        }
+}
+
+static inline void jr_wake_unlock(struct jr_arena_wake *w)
+{
+    __atomic_store_n(&w->lock, 0, __ATOMIC_RELEASE);
+}
+
 /* The service: push slot on its arena's bell (its rx owes the application a look), then
  * write the door if the application sleeps. 0, or -errno when the bell cannot wake it
- * (no door, or the application's end is gone): the caller sends a token instead. */
+ * (no door, or the application's end is gone): the caller sends a token instead. The
+ * door is written under the lock: a door dropped meanwhile is closed under it too, so
+ * the byte never goes to a descriptor that has since taken its number. */
 static inline int jr_arena_bell_ring(struct jr_arena_wake *w, uint32_t slot)
 {
-    if (w == NULL || w->bell == NULL || w->door_fd < 0)
+    if (w == NULL || w->bell == NULL)
         return -ENOTCONN;
+    int rc = 0;
+    jr_wake_lock(w);
+    if (w->door_fd < 0) {
+        jr_wake_unlock(w);
+        return -ENOTCONN;
+    }
     struct jr_arena_bell *b = w->bell;
     if (!jr_slotq_push(b->ids, JR_ARENA_BELL_CAP, &w->tail, &b->tail, &b->head, slot))
         JR_STORE(&b->lost, ++w->lost); /* the application looks at every channel */
     JR_FENCE(); /* the push before the look at armed */
     if (w->counts != NULL)
-        w->counts->pushes++;
+        __atomic_fetch_add(&w->counts->pushes, 1, __ATOMIC_RELAXED);
     if (JR_XCHG(&b->armed, 0)) {
         char wake = 'W';
         if (w->counts != NULL)
-            w->counts->wakes++;
+            __atomic_fetch_add(&w->counts->wakes, 1, __ATOMIC_RELAXED);
         if (send(w->door_fd, &wake, 1, MSG_DONTWAIT | MSG_NOSIGNAL) != 1 && errno != EAGAIN)
-            return -errno; /* EAGAIN: bytes already queued wake it */
+            rc = -errno; /* EAGAIN: bytes already queued wake it */
     }
-    return 0;
+    jr_wake_unlock(w);
+    return rc;
 }
 
 /* The application: take up to n slots (each checked by the caller against its slots). */

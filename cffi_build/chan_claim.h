@@ -34,7 +34,10 @@
  * grid (the arena's first claim fixes the capacities), and a busy slot is refused, so
  * two channels never share memory.
  *
- * One thread of the service owns a struct jr_arenas; nothing here takes a lock.
+ * Locks. The caller serializes every call on one struct jr_arenas (the data plane's
+ * workers share one behind a mutex: channels.c); an arena's wake-ups are the bell's
+ * pushes, which run outside it, so a change of the door takes their lock too
+ * (chan.h, struct jr_arena_wake).
  */
 #ifndef JOYRIDE_CHAN_CLAIM_H
 #define JOYRIDE_CHAN_CLAIM_H
@@ -140,41 +143,39 @@ struct jr_arenas {
     struct jr_arena *a;
     uint32_t max;
     uint32_t mapped;
-    /* The epoll the doors are watched in (-1: none). An arena's door leaves it when the
-     * arena is unmapped: closing the service's copy is not enough, since the
-     * application holds the same file open (it sends it with each claim). */
-    int epfd;
     struct jr_bell_counts bell_counts; /* every arena's bell, mapped now or before */
 };
 
 static inline int jr_arenas_init(struct jr_arenas *as, uint32_t max)
 {
-    *as = (struct jr_arenas){.a = calloc(max ? max : 1, sizeof(struct jr_arena)), .max = max,
-                             .epfd = -1};
+    *as = (struct jr_arenas){.a = calloc(max ? max : 1, sizeof(struct jr_arena)), .max = max};
     for (uint32_t i = 0; as->a != NULL && i < max; i++)
-        as->a[i].wake.door_fd = -1;
+        as->a[i].wake.door_fd = as->a[i].wake.door_epfd = -1;
     return as->a ? 0 : -ENOMEM;
 }
 
-/* The arena's door goes: out of the epoll, then closed (the application's copy stays
- * open, so the close alone would leave it watched). */
-static inline void jr_arena_drop_door(struct jr_arenas *as, struct jr_arena *ar)
+/* The arena's door goes: out of the epoll that watches it, then closed (the
+ * application's copy stays open, so the close alone would leave it watched). */
+static inline void jr_arena_drop_door(struct jr_arena *ar)
 {
-    if (ar->wake.door_fd < 0)
-        return;
-    JR_STORE(&ar->wake.bell->door_held, 0); /* claims bring it again */
-    if (as->epfd >= 0)
-        epoll_ctl(as->epfd, EPOLL_CTL_DEL, ar->wake.door_fd, NULL);
-    close(ar->wake.door_fd);
-    ar->wake.door_fd = -1;
+    struct jr_arena_wake *w = &ar->wake;
+    jr_wake_lock(w); /* no push writes the door while it goes */
+    if (w->door_fd >= 0) {
+        JR_STORE(&w->bell->door_held, 0); /* claims bring it again */
+        if (w->door_epfd >= 0)
+            epoll_ctl(w->door_epfd, EPOLL_CTL_DEL, w->door_fd, NULL);
+        close(w->door_fd);
+        w->door_fd = w->door_epfd = -1;
+    }
+    jr_wake_unlock(w);
 }
 
 static inline void jr_arena_unmap(struct jr_arenas *as, struct jr_arena *ar)
 {
-    jr_arena_drop_door(as, ar); /* first: it writes door_held in the mapping */
+    jr_arena_drop_door(ar); /* first: it writes door_held in the mapping */
     munmap(ar->base, ar->size);
     free(ar->busy);
-    *ar = (struct jr_arena){.wake.door_fd = -1};
+    *ar = (struct jr_arena){.wake.door_fd = -1, .wake.door_epfd = -1};
     as->mapped--;
 }
 
@@ -218,27 +219,36 @@ static inline int jr_door_valid(int door)
 }
 
 /* A claim on arena idx was accepted with door (or -1): the arena keeps the first valid
- * door it is given (1: door is the arena's now, the caller watches it); any other is
- * closed (0). */
-static inline int jr_arena_take_door(struct jr_arenas *as, int idx, int door)
+ * door it is given, watched in epfd with tag (epfd -1: not watched), and says so in
+ * slot 0 (1: door is the arena's now); any other is closed (0), as is one that epoll
+ * refuses. */
+static inline int jr_arena_take_door(struct jr_arenas *as, int idx, int door, int epfd,
+                                     uint64_t tag)
 {
     if (door < 0)
         return 0;
     struct jr_arena *ar = idx >= 0 && (uint32_t)idx < as->max ? &as->a[idx] : NULL;
-    if (ar == NULL || ar->base == NULL || ar->wake.door_fd >= 0 || !jr_door_valid(door)) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag};
+    if (ar == NULL || ar->base == NULL || ar->wake.door_fd >= 0 || !jr_door_valid(door) ||
+        (epfd >= 0 && epoll_ctl(epfd, EPOLL_CTL_ADD, door, &ev) != 0)) {
         close(door);
         return 0;
     }
+    jr_wake_lock(&ar->wake);
     ar->wake.door_fd = door;
+    ar->wake.door_epfd = epfd;
+    jr_wake_unlock(&ar->wake);
     JR_STORE(&ar->wake.bell->door_held, 1);
     return 1;
 }
 
-/* The door word of arena idx when it has a door (slot 0's arena_door), else NULL. */
-static inline uint32_t *jr_arena_door_word(const struct jr_arenas *as, int idx)
+/* The door word of arena idx (slot 0's arena_door) when it has a door that epfd
+ * watches, else NULL: a channel arms in door mode only on the plane whose loop the door
+ * wakes; on any other its arms stay on its socket. */
+static inline uint32_t *jr_arena_door_word(const struct jr_arenas *as, int idx, int epfd)
 {
     if (idx < 0 || (uint32_t)idx >= as->max || as->a[idx].base == NULL ||
-        as->a[idx].wake.door_fd < 0)
+        as->a[idx].wake.door_fd < 0 || as->a[idx].wake.door_epfd != epfd)
         return NULL;
     return &((struct jr_chan *)as->a[idx].base)->arena_door;
 }
@@ -324,7 +334,7 @@ static inline int jr_arena_of(struct jr_arenas *as, int fd, const struct jr_chan
         .rx_cap = cl->rx_cap, .tx_cap = cl->tx_cap,
         .slot_bytes = (uint32_t)slot_bytes, .slots = (uint32_t)slots, .busy = busy,
         .wake = {.bell = bell, .tail = JR_LOAD(&bell->tail), .lost = JR_LOAD(&bell->lost),
-                 .door_fd = -1, .counts = &as->bell_counts},
+                 .door_fd = -1, .door_epfd = -1, .counts = &as->bell_counts},
     };
     as->mapped++;
     *fresh = 1;

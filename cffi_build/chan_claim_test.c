@@ -566,7 +566,7 @@ static void case_arena_bell(void)
     if (ok && recv(sv[1], junk, sizeof junk, MSG_DONTWAIT) != 1)
         FIRST("no door: the bell arm got no token");
     int door = dup(ar.door_peer);
-    if (ok && !jr_arena_take_door(&as, s.arena, door))
+    if (ok && !jr_arena_take_door(&as, s.arena, door, -1, 0))
         FIRST("the door was not taken");
     struct jr_arena_bell *b = &jr_arena_app_chan(&ar, 0)->arena_bell;
     uint32_t got[8];
@@ -685,7 +685,7 @@ static void case_birth(void)
         struct jr_chan_svc s = {.arena = -1};
         if (ok && jr_chan_svc_claim(&as, msg, sizeof(struct jr_chan_claim), fd, 1, NULL, &s) != 0)
             FIRST("slot %u: the claim was refused", slot);
-        if (ok && door >= 0 && !jr_arena_take_door(&as, s.arena, door))
+        if (ok && door >= 0 && !jr_arena_take_door(&as, s.arena, door, -1, 0))
             FIRST("slot %u: the door was not taken", slot);
         door = -1;
         if (fd >= 0)

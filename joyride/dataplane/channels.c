@@ -3,7 +3,24 @@
  * connection's TCP. A flow in C or a pump in Python names its channel by id (index + 1;
  * 0: stream mode, a plain unix socket) and both move its bytes with the same chan.h
  * steps (dataplane.c's dp_chan_* entry points). Included by the build before
- * dataplane.c; one thread owns it, as struct dp. */
+ * dataplane.c.
+ *
+ * One table serves every plane of the service (dp_share_channels: the workers, one
+ * thread each), so an application's arena is mapped once and its connections may land
+ * on any worker, and move between them, keeping their channel and its id.
+ *   - What is the table's (arenas, their busy slots, the free ids, the door each arena
+ *     has) changes only under `lock`: a claim, a release, a trim, a door taken or
+ *     dropped, and the look at a door's arms. These come with a connection's start and
+ *     end, not with its bytes.
+ *   - A channel's own state (struct jr_chan_svc) is its flow's: the plane that runs the
+ *     flow, or Python while every plane is parked, moves its bytes without the lock. A
+ *     flow moves between planes only while both are parked (workers.c's hand-over).
+ *   - An arena's bell is pushed by whichever plane runs the channel, under the arena's
+ *     wake lock (chan.h, struct jr_arena_wake). Its door is watched by the plane that
+ *     took it; a channel arms in door mode only there (chan_door_mode), elsewhere on
+ *     its socket. */
+
+#include <pthread.h>
 
 #include "chan_claim.h"
 
@@ -15,24 +32,45 @@ struct dp_chan {
 };
 
 struct dp_chans {
+    pthread_mutex_t lock; /* the table's: see the header comment */
     struct jr_arenas arenas;
     struct dp_chan *slots;
     uint32_t *free_ids; /* ids (index + 1) not in use */
     uint32_t n_free, max;
+    uint32_t refs;      /* the planes that use it (changed while they are all parked) */
 };
 
-static int chans_init(struct dp_chans *c, uint32_t max)
+static void chans_lock(struct dp_chans *c)
 {
-    *c = (struct dp_chans){.max = max};
-    if (jr_arenas_init(&c->arenas, CHAN_ARENAS) < 0)
-        return -ENOMEM;
-    c->slots = calloc(max, sizeof *c->slots);
-    c->free_ids = calloc(max, sizeof *c->free_ids);
-    if (c->slots == NULL || c->free_ids == NULL)
-        return -ENOMEM;
+    pthread_mutex_lock(&c->lock);
+}
+
+static void chans_unlock(struct dp_chans *c)
+{
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void chans_free(struct dp_chans *c);
+
+/* A table for max channels, used by one plane; NULL: no memory. */
+static struct dp_chans *chans_new(uint32_t max)
+{
+    struct dp_chans *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->max = max;
+    c->refs = 1;
+    pthread_mutex_init(&c->lock, NULL);
+    c->slots = calloc(max ? max : 1, sizeof *c->slots);
+    c->free_ids = calloc(max ? max : 1, sizeof *c->free_ids);
+    if (jr_arenas_init(&c->arenas, CHAN_ARENAS) < 0 || c->slots == NULL ||
+        c->free_ids == NULL) {
+        chans_free(c);
+        return NULL;
+    }
     for (uint32_t i = 0; i < max; i++)
         c->free_ids[c->n_free++] = max - i; /* id 1 is handed out first */
-    return 0;
+    return c;
 }
 
 static void chans_free(struct dp_chans *c)
@@ -41,7 +79,22 @@ static void chans_free(struct dp_chans *c)
         jr_arenas_free(&c->arenas);
     free(c->slots);
     free(c->free_ids);
-    *c = (struct dp_chans){0};
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+/* A plane lets go of its table: the last one frees it. */
+static void chans_put(struct dp_chans *c)
+{
+    if (c != NULL && --c->refs == 0)
+        chans_free(c);
+}
+
+/* Whether no channel lives in the table and no arena is mapped: a plane's table may
+ * then give way to a shared one. */
+static int chans_unused(const struct dp_chans *c)
+{
+    return c->n_free == c->max && c->arenas.mapped == 0;
 }
 
 /* The service's view of channel id, or NULL (0, out of range, released). */
@@ -69,17 +122,20 @@ static int64_t chans_first_bytes(struct dp_chans *c, const uint8_t *buf, uint32_
     memcpy(&magic, buf, sizeof magic);
     if (magic != JR_CLAIM_MAGIC)
         return -ENOMSG;
+    chans_lock(c);
     if (c->n_free == 0)
         claimable = 0; /* no room: answered, stream mode */
     struct jr_chan_svc svc;
-    int rc = jr_chan_svc_claim(&c->arenas, buf, len, fd, claimable, bell, &svc);
-    if (rc < 0)
-        return rc;
-    if (svc.bell != NULL)
-        svc.door = door;
-    uint32_t id = c->free_ids[--c->n_free];
-    c->slots[id - 1] = (struct dp_chan){.svc = svc, .used = 1};
-    return id;
+    int64_t rc = jr_chan_svc_claim(&c->arenas, buf, len, fd, claimable, bell, &svc);
+    if (rc == 0) {
+        if (svc.bell != NULL)
+            svc.door = door;
+        uint32_t id = c->free_ids[--c->n_free];
+        c->slots[id - 1] = (struct dp_chan){.svc = svc, .used = 1};
+        rc = id;
+    }
+    chans_unlock(c);
+    return rc;
 }
 
 static void chans_release(struct dp_chans *c, uint32_t id)
@@ -87,9 +143,11 @@ static void chans_release(struct dp_chans *c, uint32_t id)
     struct jr_chan_svc *s = chan_svc(c, id);
     if (s == NULL)
         return;
+    chans_lock(c);
     jr_chan_svc_release(&c->arenas, s);
     c->slots[id - 1].used = 0;
     c->free_ids[c->n_free++] = id;
+    chans_unlock(c);
 }
 
 /* After the verdict on a claim from the process's own application (bell_for): ring its

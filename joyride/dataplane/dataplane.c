@@ -196,7 +196,7 @@ struct dp {
     double flows_window_at;
     uint32_t flows_window;     /* the window's number (a flow's seen_window) */
     uint32_t flows_now, flows_before;
-    struct dp_chans chans;     /* shared-memory channels (channels.c) */
+    struct dp_chans *chans;    /* shared-memory channels (channels.c; the workers share one) */
     struct jr_bell *bell;      /* the bell of this process's own application (embedded
                                   mode, dp_set_bell; hub.c), or NULL */
     struct jr_door *door;      /* ... and its door, which wakes the loop (TAG_DOOR) */
@@ -677,27 +677,53 @@ static void touch(struct dp *dp, struct flow *f)
  * now (door_rung) and armed on their sockets before the loop sleeps. */
 static void chan_drop_door(struct dp *dp, uint32_t idx)
 {
-    struct jr_arenas *as = &dp->chans.arenas;
-    if (idx >= as->max)
-        return;
-    jr_arena_drop_door(as, &as->a[idx]);
-    for (uint32_t id = 1; id <= dp->chans.max; id++) {
-        struct jr_chan_svc *s = chan_svc(&dp->chans, id);
-        if (s != NULL && s->arena == (int32_t)idx)
+    struct dp_chans *c = dp->chans;
+    jr_arena_drop_door(&c->arenas.a[idx]);
+    /* Only this plane's channels arm in door mode (chan_door_mode). */
+    for (uint32_t id = 1; id <= c->max; id++) {
+        struct jr_chan_svc *s = chan_svc(c, id);
+        if (s != NULL && s->arena == (int32_t)idx && s->arena_door != NULL)
             s->arena_door = NULL;
     }
     dp->door_rung = 1;
     dp->st.chan_doors_dropped++;
 }
 
+/* epoll said arena idx's door is readable (events): an application rang it. A datagram
+ * a call is drained; what is left keeps it readable. A door its application shut (or
+ * broke) would be readable for ever: it is dropped, and the arena's flows go back to
+ * socket arms. Under the table's lock: another plane's claim may unmap an idle arena
+ * (and close its door) at any time, and the event may be a stale one for an entry
+ * since reused, whose door (if any) another plane watches. */
+static void chan_door_rang(struct dp *dp, uint32_t idx, uint32_t events)
+{
+    struct dp_chans *c = dp->chans;
+    chans_lock(c);
+    if (idx < c->arenas.max && c->arenas.a[idx].wake.door_fd >= 0 &&
+        c->arenas.a[idx].wake.door_epfd == dp->epfd) {
+        int fd = c->arenas.a[idx].wake.door_fd;
+        char junk[64];
+        ssize_t r = 1;
+        for (int k = 0; k < 64 && r >= 0; k++)
+            r = recv(fd, junk, sizeof junk, MSG_DONTWAIT);
+        if ((events & (EPOLLHUP | EPOLLERR)) || (r < 0 && errno != EAGAIN && errno != EINTR))
+            chan_drop_door(dp, idx);
+    }
+    chans_unlock(c);
+}
+
 /* Whether the channel's arms are the data plane's, in door mode (chan.h,
- * JR_ARMED_DOOR): while C runs its flow, and only if its arena has a door. The Python
- * pump arms through the connection's socket, which it watches. */
+ * JR_ARMED_DOOR): while C runs its flow, and only if its arena has a door that this
+ * plane watches (another worker's loop would not hear this flow's application ring
+ * it). The Python pump arms through the connection's socket, which it watches. */
 static void chan_door_mode(struct dp *dp, uint32_t chan, int on)
 {
-    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
-    if (s != NULL)
-        s->arena_door = on ? jr_arena_door_word(&dp->chans.arenas, s->arena) : NULL;
+    struct jr_chan_svc *s = chan_svc(dp->chans, chan);
+    if (s == NULL)
+        return;
+    chans_lock(dp->chans);
+    s->arena_door = on ? jr_arena_door_word(&dp->chans->arenas, s->arena, dp->epfd) : NULL;
+    chans_unlock(dp->chans);
 }
 
 /* C stops running f: its handle goes to Python, which releases it. */
@@ -2629,7 +2655,7 @@ static void chan_write(struct dp *dp, struct flow *f, double now)
 static void chan_read(struct dp *dp, struct flow *f)
 {
     struct dp_tcb *t = &f->t;
-    struct jr_chan_svc *s = chan_svc(&dp->chans, t->chan);
+    struct jr_chan_svc *s = chan_svc(dp->chans, t->chan);
     uint32_t taken = 0;
     if (s == NULL)
         return;
@@ -2755,7 +2781,7 @@ static void chan_arm(struct dp *dp, struct flow *f)
         waits |= JR_CHAN_WAIT_BYTES;
     /* Drain only what epoll said is there: an empty socket's recv is a wasted system
      * call per flow per sleep (jr_chan_svc_arm says why skipping it is safe). */
-    struct jr_chan_svc *s = chan_svc(&dp->chans, t->chan);
+    struct jr_chan_svc *s = chan_svc(dp->chans, t->chan);
     if (s == NULL)
         return;
     if (f->app_rung) {
@@ -2828,7 +2854,7 @@ static void ringpoll_scan(struct dp *dp)
     for (uint32_t i = 0; i < dp->n_ringpoll; i++) {
         struct flow *f = &dp->flows[dp->ringpoll[i]];
         struct dp_tcb *t = &f->t;
-        struct jr_chan_svc *s = f->state == FLOW_C ? chan_svc(&dp->chans, t->chan) : NULL;
+        struct jr_chan_svc *s = f->state == FLOW_C ? chan_svc(dp->chans, t->chan) : NULL;
         if (s == NULL || t->app_fd < 0)
             continue;
         jr_chan_svc_answer_retoken(s, t->app_fd); /* a read left bytes unannounced */
@@ -2854,7 +2880,7 @@ static int ringpoll_settle(struct dp *dp)
         struct flow *f = &dp->flows[dp->ringpoll[i]];
         f->in_ringpoll = 0;
         chan_arm(dp, f);
-        struct jr_chan_svc *s = f->state == FLOW_C ? chan_svc(&dp->chans, f->t.chan) : NULL;
+        struct jr_chan_svc *s = f->state == FLOW_C ? chan_svc(dp->chans, f->t.chan) : NULL;
         if (s != NULL && (s->bell != NULL || s->arena_door != NULL) && !f->in_doorwait) {
             f->in_doorwait = 1;
             dp->doorwait[dp->n_doorwait++] = (uint32_t)(f - dp->flows);
@@ -3727,15 +3753,7 @@ static int take_events(struct dp *dp, const struct epoll_event *evs, int nev)
              * looked at (door_rung). A datagram a call; what is left keeps it readable.
              * A door its application shut (or broke) would be readable for ever: it is
              * dropped, and the arena's flows go back to socket arms. */
-            uint32_t idx = (uint32_t)tag;
-            int fd = idx < dp->chans.arenas.max ? dp->chans.arenas.a[idx].wake.door_fd : -1;
-            char junk[64];
-            ssize_t r = 1;
-            for (int k = 0; fd >= 0 && k < 64 && r >= 0; k++)
-                r = recv(fd, junk, sizeof junk, MSG_DONTWAIT);
-            if (fd >= 0 && ((evs[e].events & (EPOLLHUP | EPOLLERR)) ||
-                            (r < 0 && errno != EAGAIN && errno != EINTR)))
-                chan_drop_door(dp, idx);
+            chan_door_rang(dp, (uint32_t)tag, evs[e].events);
             dp->door_rung = 1;
             dp->st.chan_door_rings++;
         } else if (tag & TAG_ROOM) {
@@ -3925,8 +3943,7 @@ int dp_run(struct dp *dp, int timeout_ms)
         int wake = take_events(dp, evs, nev > 0 ? nev : 0);
         int r = round_at(dp, now);
         if (now >= dp->arenas_trim_at) {
-            if (dp->chans.arenas.mapped)
-                dp_chan_trim(dp);
+            dp_chan_trim(dp);
             dp->arenas_trim_at = now + ARENA_TRIM_SECONDS;
         }
         wake |= r & 0xFF;
@@ -4471,12 +4488,11 @@ struct dp *dp_new(const struct dp_config *cfg)
         !dp->arena || !dp->arena_offs || !dp->arena_caps || !dp->arena_lens ||
         !dp->arena_flow || !dp->dec || !dp->inj || !dp->inj_lens ||
         !dp->dec_offs || !dp->dec_lens || !dp->listeners || !dp->tw_fifo || !dp->tx_wait ||
-        !dp->again || !dp->ringpoll || !dp->doorwait || chans_init(&dp->chans, flows) < 0 ||
+        !dp->again || !dp->ringpoll || !dp->doorwait || (dp->chans = chans_new(flows)) == NULL ||
         dp->epfd < 0) {
         dp_free(dp);
         return NULL;
     }
-    dp->chans.arenas.epfd = dp->epfd; /* doors are watched there (jr_arena_drop_door) */
     for (uint32_t i = 0; i < flows; i++) {
         dp->free_slots[i] = flows - 1 - i;
         dp->flows[i].gen = 1;
@@ -4518,7 +4534,7 @@ void dp_free(struct dp *dp)
     free(dp->again);
     free(dp->ringpoll);
     free(dp->doorwait);
-    chans_free(&dp->chans);
+    chans_put(dp->chans);
     free(dp->wheel);
     free(dp->descs);
     free(dp->rx_offs);
@@ -4603,8 +4619,11 @@ int dp_watch_fd(struct dp *dp, int fd)
 
 const struct dp_stats *dp_stats(struct dp *dp)
 {
-    dp->st.chan_bell_pushes = dp->chans.arenas.bell_counts.pushes;
-    dp->st.chan_bell_wakes = dp->chans.arenas.bell_counts.wakes;
+    /* The table's: with several workers, every plane says the same (workers.py). */
+    dp->st.chan_bell_pushes =
+        __atomic_load_n(&dp->chans->arenas.bell_counts.pushes, __ATOMIC_RELAXED);
+    dp->st.chan_bell_wakes =
+        __atomic_load_n(&dp->chans->arenas.bell_counts.wakes, __ATOMIC_RELAXED);
     return &dp->st;
 }
 const struct dp_counts *dp_ended_counts(const struct dp *dp) { return &dp->ended; }
@@ -4796,13 +4815,13 @@ static struct jr_bell *bell_for(struct dp *dp, int sock)
 static int64_t chan_first(struct dp *dp, const uint8_t *buf, uint32_t len, int fd,
                           int claimable, struct jr_bell *bell)
 {
-    int64_t rc = chans_first_bytes(&dp->chans, buf, len, fd, claimable, bell,
+    int64_t rc = chans_first_bytes(dp->chans, buf, len, fd, claimable, bell,
                                    bell != NULL ? dp->door : NULL);
     if (rc != -ENOMSG) {
         dp->st.chan_claims++;
         if (rc > 0) {
             dp->st.chan_ring++;
-            struct jr_chan_svc *s = chan_svc(&dp->chans, (uint32_t)rc);
+            struct jr_chan_svc *s = chan_svc(dp->chans, (uint32_t)rc);
             dp->st.chan_born_bell += s != NULL && s->born_bell;
         } else
             dp->st.chan_refused++;
@@ -4814,21 +4833,18 @@ static int64_t chan_first(struct dp *dp, const uint8_t *buf, uint32_t len, int f
  * the loop then watches (until the arena is unmapped: jr_arena_drop_door). */
 static void chan_take_door(struct dp *dp, uint32_t chan, int door)
 {
-    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    struct jr_chan_svc *s = chan_svc(dp->chans, chan);
     if (s == NULL) {
         if (door >= 0)
             close(door);
         return;
     }
-    if (!jr_arena_take_door(&dp->chans.arenas, s->arena, door))
-        return;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_ADOOR | (uint32_t)s->arena};
-    if (epoll_ctl(dp->epfd, EPOLL_CTL_ADD, door, &ev) != 0) {
-        close(door); /* no door then: socket arms, as before */
-        dp->chans.arenas.a[s->arena].wake.door_fd = -1;
-        return;
-    }
-    dp->st.chan_doors++;
+    chans_lock(dp->chans);
+    /* Watched by this plane's loop (epoll refusing it: no door, socket arms as before). */
+    int took = jr_arena_take_door(&dp->chans->arenas, s->arena, door, dp->epfd,
+                                  TAG_ADOOR | (uint32_t)s->arena);
+    chans_unlock(dp->chans);
+    dp->st.chan_doors += took;
 }
 
 int64_t dp_chan_take_first(struct dp *dp, int sock, uint8_t *buf, uint32_t cap,
@@ -4861,54 +4877,86 @@ int64_t dp_chan_first_bytes(struct dp *dp, const uint8_t *buf, uint32_t len, int
 
 int64_t dp_chan_deliver(struct dp *dp, uint32_t chan, int fd, const uint8_t *buf, uint32_t n)
 {
-    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    struct jr_chan_svc *s = chan_svc(dp->chans, chan);
     return s ? jr_chan_svc_deliver(s, fd, buf, n) : -EBADF;
 }
 
 int64_t dp_chan_collect(struct dp *dp, uint32_t chan, int fd, uint8_t *buf, uint32_t n)
 {
-    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    struct jr_chan_svc *s = chan_svc(dp->chans, chan);
     return s ? jr_chan_svc_collect(s, fd, buf, n) : -EBADF;
 }
 
 int dp_chan_idle(struct dp *dp, uint32_t chan, int fd, int waits)
 {
-    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    struct jr_chan_svc *s = chan_svc(dp->chans, chan);
     return s ? jr_chan_svc_idle(s, fd, waits) : -EBADF;
 }
 
 int dp_chan_tx_eof(struct dp *dp, uint32_t chan)
 {
-    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    struct jr_chan_svc *s = chan_svc(dp->chans, chan);
     return s ? jr_chan_svc_tx_eof(s) : 1;
 }
 
 int64_t dp_chan_tx_queued(struct dp *dp, uint32_t chan)
 {
-    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    struct jr_chan_svc *s = chan_svc(dp->chans, chan);
     int64_t n = s ? jr_chan_svc_tx_avail(s) : 0;
     return n > 0 ? n : 0;
 }
 
 void dp_chan_rx_eof(struct dp *dp, uint32_t chan)
 {
-    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    struct jr_chan_svc *s = chan_svc(dp->chans, chan);
     if (s != NULL)
         jr_chan_svc_rx_eof(s);
 }
 
 uint32_t dp_chan_trim(struct dp *dp)
 {
-    uint32_t before = dp->chans.arenas.mapped;
-    jr_arenas_trim(&dp->chans.arenas);
-    uint32_t gone = before - dp->chans.arenas.mapped;
+    struct jr_arenas *as = &dp->chans->arenas;
+    uint32_t gone = 0;
+    chans_lock(dp->chans);
+    /* Idle arenas whose door, if any, this plane watches: each plane trims its own, so
+     * a door is never closed under the loop that reads it. */
+    for (uint32_t i = 0; i < as->max; i++)
+        if (as->a[i].base != NULL && as->a[i].live == 0 &&
+            (as->a[i].wake.door_fd < 0 || as->a[i].wake.door_epfd == dp->epfd)) {
+            jr_arena_unmap(as, &as->a[i]);
+            gone++;
+        }
+    chans_unlock(dp->chans);
     dp->st.chan_arenas_trimmed += gone;
     return gone;
 }
 
+int dp_share_channels(struct dp *const *planes, uint32_t n)
+{
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!chans_unused(planes[i]->chans))
+            return -EBUSY;
+        total += planes[i]->chans->max;
+    }
+    if (n < 2)
+        return 0;
+    if (total > UINT32_MAX / 2)
+        return -EINVAL;
+    struct dp_chans *c = chans_new((uint32_t)total);
+    if (c == NULL)
+        return -ENOMEM;
+    c->refs = n;
+    for (uint32_t i = 0; i < n; i++) {
+        chans_put(planes[i]->chans);
+        planes[i]->chans = c;
+    }
+    return 0;
+}
+
 int dp_chan_revert(struct dp *dp, uint32_t chan, int fd)
 {
-    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    struct jr_chan_svc *s = chan_svc(dp->chans, chan);
     if (s == NULL || !jr_chan_svc_revert_asked(s) || jr_chan_svc_tx_avail(s) != 0)
         return 0;
     int rc = jr_chan_svc_revert(s, fd);
@@ -4922,15 +4970,15 @@ int dp_chan_revert(struct dp *dp, uint32_t chan, int fd)
 
 int64_t dp_chan_flush(struct dp *dp, uint32_t chan, int fd)
 {
-    struct jr_chan_svc *s = chan_svc(&dp->chans, chan);
+    struct jr_chan_svc *s = chan_svc(dp->chans, chan);
     return s != NULL ? jr_chan_svc_flush(s, fd) : 0;
 }
 
 void dp_chan_release(struct dp *dp, uint32_t chan)
 {
-    if (chan_svc(&dp->chans, chan) == NULL)
+    if (chan_svc(dp->chans, chan) == NULL)
         return;
-    chans_release(&dp->chans, chan);
+    chans_release(dp->chans, chan);
     dp->st.chan_released++;
 }
 

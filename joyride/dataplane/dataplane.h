@@ -595,8 +595,15 @@ void dp_chan_release(struct dp *dp, uint32_t chan);
 int dp_chan_revert(struct dp *dp, uint32_t chan, int fd);
 int64_t dp_chan_flush(struct dp *dp, uint32_t chan, int fd);
 /* Unmap the arenas no channel uses (their doors leave the epoll); the loop does this
- * every ARENA_TRIM_SECONDS. How many went. */
+ * every ARENA_TRIM_SECONDS. How many went. Each plane trims the arenas whose door, if
+ * any, it watches. */
 uint32_t dp_chan_trim(struct dp *dp);
+/* Give planes one table of channels (dp_workers_new does, before their threads start):
+ * an application's arena is then mapped once for all of them, and a flow that moves to
+ * another plane keeps its channel. The table's state changes under its lock; a
+ * channel's bytes are its flow's plane's (channels.c). -EBUSY: a plane already has
+ * channels or arenas; -ENOMEM. Nothing changes on failure. */
+int dp_share_channels(struct dp *const *planes, uint32_t n);
 /* recv(2) with the descriptor that came with the bytes (-1: none). Bytes read, or
  * -errno. */
 int64_t dp_chan_recv(int sock, uint8_t *buf, uint32_t n, int *fd);

@@ -167,6 +167,11 @@ struct dp_workers *dp_workers_new(struct dp *const *planes, uint32_t n)
         g->w[i].pause_fd = -1;
     if (g->notify_fd < 0 || g->epfd < 0 || g->planes == NULL)
         goto fail_errno;
+    int shared = dp_share_channels(planes, n); /* before any thread runs a plane */
+    if (shared < 0) {
+        err = -shared;
+        goto fail;
+    }
     ev.data.fd = g->notify_fd;
     if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->notify_fd, &ev) < 0)
         goto fail_errno;

@@ -27,9 +27,10 @@ flight), the new worker does not know it and declines its segments; the engine t
 takes the flow back from the old worker (``Engine.strays``) and gives it to the new one.
 
 This class offers ``DataPlane``'s interface, routed: per flow to its worker, per
-listener to all, statistics summed with a per-worker breakdown. Shared-memory channels
-stay on a single plane (their ids are a plane's own): the service grants none with
-several workers.
+listener to all, statistics summed with a per-worker breakdown. The workers share one
+table of shared-memory channels (``dp_share_channels``, ``channels.c``): an
+application's arena is mapped once, a claim is taken by whichever worker runs the
+connection, and a flow that moves keeps its channel.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ from joyride.wire.frame import tcp_flow_of
 HOME_MEMORY: Final = 1 << 16
 
 Key = tuple[bytes, int, bytes, int]
+
+#: Counters of what the planes share (their table of channels): each plane reports the
+#: whole, so they are not summed.
+SHARED_COUNTERS: Final = ("chan_bell_pushes", "chan_bell_wakes")
 
 
 class Workers:
@@ -219,6 +224,8 @@ class Workers:
     def stats(self) -> dict[str, Any]:
         each = [plane.stats() for plane in self.planes]
         total: dict[str, Any] = {name: sum(s[name] for s in each) for name in each[0]}
+        for name in SHARED_COUNTERS:  # every plane reports the one table's
+            total[name] = each[0][name]
         total["stops"] = self.stops
         total["migrated"] = self.migrated
         total["workers"] = [{**s, **self.worker_counts(i)} for i, s in enumerate(each)]

@@ -157,9 +157,11 @@ class Datapath:
         # one plane per queue, each in its own thread (joyride.dataplane.workers).
         self.plane = plane
         self.workers = plane if isinstance(plane, Workers) else None
-        # The plane whose shared-memory channels the pumps may use: one plane's channel
-        # ids are its own, so with several workers every connection is a stream.
-        self.chan_plane = plane if isinstance(plane, DataPlane) else None
+        # The plane whose shared-memory channels the pumps use. Workers share one table
+        # of channels (dp_share_channels), which the pumps reach through the first
+        # plane, as they touch it only while every worker is parked.
+        self.chan_plane = plane if isinstance(plane, DataPlane) else \
+            plane.planes[0] if isinstance(plane, Workers) else None
         self.network = network
         self.ports = ports
         self.ephemeral = ephemeral

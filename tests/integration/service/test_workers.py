@@ -126,6 +126,18 @@ def closing_all(socks: list[socket.socket]) -> Iterator[list[socket.socket]]:
             sock.close()
 
 
+def move_back_and_forth(bed: Testbed, socks: list[socket.socket], cpus: list[int],
+                        moves: int) -> None:
+    """With XPS on the peer, exchange on every connection from each CPU in turn: each
+    exchange from the other CPU moves the flows to the other queue. Closes ``socks``."""
+    _set_xps(bed)
+    with closing_all(socks):
+        for i in range(moves):
+            os.sched_setaffinity(0, {cpus[i % 2]})
+            for sock in socks:
+                exchange(sock, os.urandom(CHUNK + i))
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to move on")
 def test_a_flow_the_peer_moves_follows_to_the_other_worker() -> None:
     """Linux's TCP re-picks its transmit queue whenever nothing is in flight; with XPS,
@@ -143,12 +155,7 @@ def test_a_flow_the_peer_moves_follows_to_the_other_worker() -> None:
         with bed.peer.inside():
             socks.append(socket.create_connection((bed.joy.ip, PORT), timeout=30))
         exchange(socks[1], b"born")
-        _set_xps(bed)
-        with closing_all(socks):
-            for i in range(8):
-                os.sched_setaffinity(0, {cpus[i % 2]})
-                for sock in socks:
-                    exchange(sock, os.urandom(CHUNK + i))
+        move_back_and_forth(bed, socks, cpus, moves=8)
         plane = stats(bed.joy)["datapath"]["dataplane"]
         assert plane["established"] >= 1, plane  # the second was born in C
         assert plane["migrated"] >= 8, plane

@@ -1,0 +1,171 @@
+/* Stress driver for the table of channels the workers share (channels.c; not part of
+ * the module): built by tests/unit/dataplane/test_dataplane_sanitize.py with
+ * -fsanitize=thread, which reports any access to the table, an arena or its bell that
+ * the locks do not order.
+ *
+ * PLANES planes share one table (dp_share_channels), each driven by a thread of its own
+ * as its worker would be. One application arena with a door; plane k's thread claims
+ * slots k, k + PLANES, ... through the real entry point (dp_chan_take_first: the claim,
+ * the arena's mapping, the door taken when the claim brings it), puts a byte into the
+ * channel with the application's arm on the bell (dp_chan_deliver: a push under the
+ * arena's wake lock, the door written while the application sleeps), releases it, and
+ * now and then trims, which unmaps the arena when no channel is live (its door goes,
+ * the next claim brings it again, to any plane). The application's side of each claim
+ * runs in the same thread, as a shim's would in any process. A reader thread takes the
+ * bell's queue and drains the door as the application's epoll_wait would.
+ *
+ * At the end every byte put was announced once (a push, counted by the table, or a
+ * token on the socket when no door was held), every push was taken or counted lost,
+ * every id is free and no arena keeps a live channel.
+ *
+ * usage: chans_stress ROUNDS SEED ; prints "ok <claims> <pushes> <tokens> <trims>". */
+#define _GNU_SOURCE
+#include "wire.c"
+#include "isn.c"
+#include "capture.c"
+#include "dataplane.c"
+#include "chanapp.c"
+#include "hub.c"
+#include "workers.c"
+
+#include <stdio.h>
+
+#define PLANES 3
+#define SLOTS 24
+#define CAP 4096
+
+struct driver {
+    struct dp *dp;
+    struct jr_arena_app *ar;
+    int index;
+    long rounds;
+    uint64_t seed;
+    uint64_t claims, tokens, trims;
+    int failed;
+};
+
+static struct jr_arena_app arena;
+static uint32_t stop_reader;
+static uint64_t taken;
+
+static void *reader_main(void *arg)
+{
+    struct jr_arena_bell *b = &jr_arena_app_chan(&arena, 0)->arena_bell;
+    uint32_t ids[64];
+    char junk[64];
+    (void)arg;
+    while (!__atomic_load_n(&stop_reader, __ATOMIC_ACQUIRE)) {
+        uint32_t n = jr_arena_bell_take(b, ids, 64);
+        for (uint32_t i = 0; i < n; i++)
+            if (ids[i] >= SLOTS)
+                abort(); /* a slot no claim named */
+        taken += n;
+        if (n == 0) {
+            jr_arena_bell_arm(b, JR_LOAD(&b->lost)); /* as epoll_wait before it sleeps */
+            while (recv(arena.door, junk, sizeof junk, MSG_DONTWAIT) > 0)
+                ;
+        }
+    }
+    for (uint32_t n; (n = jr_arena_bell_take(b, ids, 64)) > 0;)
+        taken += n; /* what came after the last look */
+    return NULL;
+}
+
+static void *plane_main(void *arg)
+{
+    struct driver *d = arg;
+    uint64_t rng = d->seed;
+    for (long r = 0; r < d->rounds && !d->failed; r++) {
+        uint32_t slot = (uint32_t)d->index + PLANES * (uint32_t)(r % (SLOTS / PLANES));
+        uint32_t id = ((uint32_t)d->index + 1) << 24 | (uint32_t)(r + 1);
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+            d->failed = 1;
+            break;
+        }
+        uint8_t buf[64];
+        int64_t got = 0, chan = 0;
+        struct jr_chan_app view;
+        if (jr_chan_app_claim(sv[1], d->ar, slot, id, 0) != 0 ||
+            (chan = dp_chan_take_first(d->dp, sv[0], buf, sizeof buf, 1, &got)) <= 0 ||
+            jr_chan_app_verdict(d->ar, slot, id, &view) != 1) {
+            fprintf(stderr, "plane %d round %ld: claim %ld\n", d->index, r, (long)chan);
+            d->failed = 1;
+        } else {
+            d->claims++;
+            /* The application read rx empty and armed its bell (or a token). */
+            __atomic_store_n(&view.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_SEQ_CST);
+            if (dp_chan_deliver(d->dp, (uint32_t)chan, sv[0], (const uint8_t *)"x", 1) != 1) {
+                d->failed = 1;
+            } else {
+                char token;
+                d->tokens += recv(sv[1], &token, 1, MSG_DONTWAIT) == 1;
+            }
+            dp_chan_release(d->dp, (uint32_t)chan);
+        }
+        close(sv[0]);
+        close(sv[1]);
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        if ((rng >> 33) % 16 == 0)
+            d->trims += dp_chan_trim(d->dp);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    long rounds = argc > 1 ? atol(argv[1]) : 2000;
+    uint64_t seed = argc > 2 ? strtoull(argv[2], NULL, 10) : 1;
+    struct dp_config cfg = {.max_flows = 64, .batch = 64, .max_frame = 1518,
+                            .decline_frames = 256, .verify_checksums = 0, .ttl = 64,
+                            .rx_batches = 8};
+    struct dp *planes[PLANES];
+    for (int i = 0; i < PLANES; i++)
+        if ((planes[i] = dp_new(&cfg)) == NULL) {
+            fprintf(stderr, "dp_new failed\n");
+            return 1;
+        }
+    if (dp_share_channels(planes, PLANES) != 0 ||
+        jr_arena_app_create(&arena, SLOTS, CAP, CAP) != 0 || jr_arena_app_door(&arena) != 0) {
+        fprintf(stderr, "setup failed\n");
+        return 1;
+    }
+    pthread_t reader, threads[PLANES];
+    struct driver drivers[PLANES];
+    pthread_create(&reader, NULL, reader_main, NULL);
+    for (int i = 0; i < PLANES; i++) {
+        drivers[i] = (struct driver){.dp = planes[i], .ar = &arena, .index = i,
+                                     .rounds = rounds, .seed = seed * 7919 + (uint64_t)i};
+        pthread_create(&threads[i], NULL, plane_main, &drivers[i]);
+    }
+    uint64_t claims = 0, tokens = 0, trims = 0;
+    int failed = 0;
+    for (int i = 0; i < PLANES; i++) {
+        pthread_join(threads[i], NULL);
+        claims += drivers[i].claims;
+        tokens += drivers[i].tokens;
+        trims += drivers[i].trims;
+        failed |= drivers[i].failed;
+    }
+    __atomic_store_n(&stop_reader, 1, __ATOMIC_RELEASE);
+    pthread_join(reader, NULL);
+    struct dp_chans *c = planes[0]->chans;
+    struct jr_arena_bell *b = &jr_arena_app_chan(&arena, 0)->arena_bell;
+    uint64_t pushes = c->arenas.bell_counts.pushes;
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < c->arenas.max; i++)
+        live += c->arenas.a[i].live;
+    if (failed || claims != (uint64_t)rounds * PLANES || pushes + tokens != claims ||
+        taken + JR_LOAD(&b->lost) != pushes || c->n_free != c->max || live != 0) {
+        fprintf(stderr, "failed %d: claims %lu pushes %lu tokens %lu taken %lu lost %u "
+                "free %u/%u live %u\n", failed, (unsigned long)claims,
+                (unsigned long)pushes, (unsigned long)tokens, (unsigned long)taken,
+                JR_LOAD(&b->lost), c->n_free, c->max, live);
+        return 1;
+    }
+    for (int i = 0; i < PLANES; i++)
+        dp_free(planes[i]);
+    printf("ok %lu %lu %lu %lu\n", (unsigned long)claims, (unsigned long)pushes,
+           (unsigned long)tokens, (unsigned long)trims);
+    return 0;
+}
