@@ -19,16 +19,7 @@
  * every id is free and no arena keeps a live channel.
  *
  * usage: chans_stress ROUNDS SEED ; prints "ok <claims> <pushes> <tokens> <trims>". */
-#define _GNU_SOURCE
-#include "wire.c"
-#include "isn.c"
-#include "capture.c"
-#include "dataplane.c"
-#include "chanapp.c"
-#include "hub.c"
-#include "workers.c"
-
-#include <stdio.h>
+#include "stress_planes.h"
 
 #define PLANES 3
 #define SLOTS 24
@@ -79,30 +70,23 @@ static void *plane_main(void *arg)
         uint32_t slot = (uint32_t)d->index + PLANES * (uint32_t)(r % (SLOTS / PLANES));
         uint32_t id = ((uint32_t)d->index + 1) << 24 | (uint32_t)(r + 1);
         int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        struct jr_chan_app view;
+        int64_t chan = stress_claim(d->dp, d->ar, slot, id, sv, &view);
+        if (chan <= 0) {
+            fprintf(stderr, "plane %d round %ld: claim %ld\n", d->index, r, (long)chan);
             d->failed = 1;
             break;
         }
-        uint8_t buf[64];
-        int64_t got = 0, chan = 0;
-        struct jr_chan_app view;
-        if (jr_chan_app_claim(sv[1], d->ar, slot, id, 0) != 0 ||
-            (chan = dp_chan_take_first(d->dp, sv[0], buf, sizeof buf, 1, &got)) <= 0 ||
-            jr_chan_app_verdict(d->ar, slot, id, &view) != 1) {
-            fprintf(stderr, "plane %d round %ld: claim %ld\n", d->index, r, (long)chan);
+        d->claims++;
+        /* The application read rx empty and armed its bell (or a token). */
+        __atomic_store_n(&view.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_SEQ_CST);
+        if (dp_chan_deliver(d->dp, (uint32_t)chan, sv[0], (const uint8_t *)"x", 1) != 1) {
             d->failed = 1;
         } else {
-            d->claims++;
-            /* The application read rx empty and armed its bell (or a token). */
-            __atomic_store_n(&view.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_SEQ_CST);
-            if (dp_chan_deliver(d->dp, (uint32_t)chan, sv[0], (const uint8_t *)"x", 1) != 1) {
-                d->failed = 1;
-            } else {
-                char token;
-                d->tokens += recv(sv[1], &token, 1, MSG_DONTWAIT) == 1;
-            }
-            dp_chan_release(d->dp, (uint32_t)chan);
+            char token;
+            d->tokens += recv(sv[1], &token, 1, MSG_DONTWAIT) == 1;
         }
+        dp_chan_release(d->dp, (uint32_t)chan);
         close(sv[0]);
         close(sv[1]);
         rng = rng * 6364136223846793005ull + 1442695040888963407ull;
@@ -116,16 +100,8 @@ int main(int argc, char **argv)
 {
     long rounds = argc > 1 ? atol(argv[1]) : 2000;
     uint64_t seed = argc > 2 ? strtoull(argv[2], NULL, 10) : 1;
-    struct dp_config cfg = {.max_flows = 64, .batch = 64, .max_frame = 1518,
-                            .decline_frames = 256, .verify_checksums = 0, .ttl = 64,
-                            .rx_batches = 8};
     struct dp *planes[PLANES];
-    for (int i = 0; i < PLANES; i++)
-        if ((planes[i] = dp_new(&cfg)) == NULL) {
-            fprintf(stderr, "dp_new failed\n");
-            return 1;
-        }
-    if (dp_share_channels(planes, PLANES) != 0 ||
+    if (stress_shared_planes(planes, PLANES) != 0 ||
         jr_arena_app_create(&arena, SLOTS, CAP, CAP) != 0 || jr_arena_app_door(&arena) != 0) {
         fprintf(stderr, "setup failed\n");
         return 1;

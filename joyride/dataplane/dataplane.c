@@ -4521,6 +4521,18 @@ void dp_free(struct dp *dp)
             free(f->rcv.buf);
             free(f->snd.buf);
         }
+    if (dp->chans != NULL && dp->chans->refs > 1) {
+        /* The table lives on with the other planes: the doors this plane's epoll
+         * watches go now, while it is open (claims bring them again, to a live plane). */
+        struct jr_arenas *as = &dp->chans->arenas;
+        chans_lock(dp->chans);
+        for (uint32_t i = 0; i < as->max; i++)
+            if (as->a[i].base != NULL && as->a[i].wake.door_epfd == dp->epfd)
+                jr_arena_drop_door(&as->a[i]);
+        chans_unlock(dp->chans);
+    }
+    chans_put(dp->chans); /* the last plane's: every door goes, each epoll still open */
+    dp->chans = NULL;
     if (dp->epfd >= 0)
         close(dp->epfd);
     if (dp->load_fd >= 0)
@@ -4534,7 +4546,6 @@ void dp_free(struct dp *dp)
     free(dp->again);
     free(dp->ringpoll);
     free(dp->doorwait);
-    chans_put(dp->chans);
     free(dp->wheel);
     free(dp->descs);
     free(dp->rx_offs);
@@ -4918,8 +4929,9 @@ uint32_t dp_chan_trim(struct dp *dp)
     struct jr_arenas *as = &dp->chans->arenas;
     uint32_t gone = 0;
     chans_lock(dp->chans);
-    /* Idle arenas whose door, if any, this plane watches: each plane trims its own, so
-     * a door is never closed under the loop that reads it. */
+    /* Idle arenas whose door, if any, this plane watches: each plane trims its own.
+     * (A claim's eviction of an idle arena may close another plane's door; that, like
+     * every drain of a door, is under the mutex: chan_door_rang.) */
     for (uint32_t i = 0; i < as->max; i++)
         if (as->a[i].base != NULL && as->a[i].live == 0 &&
             (as->a[i].wake.door_fd < 0 || as->a[i].wake.door_epfd == dp->epfd)) {
@@ -4934,13 +4946,13 @@ uint32_t dp_chan_trim(struct dp *dp)
 int dp_share_channels(struct dp *const *planes, uint32_t n)
 {
     uint64_t total = 0;
+    if (n < 2)
+        return 0; /* one plane: its own table is the service's */
     for (uint32_t i = 0; i < n; i++) {
         if (!chans_unused(planes[i]->chans))
             return -EBUSY;
         total += planes[i]->chans->max;
     }
-    if (n < 2)
-        return 0;
     if (total > UINT32_MAX / 2)
         return -EINVAL;
     struct dp_chans *c = chans_new((uint32_t)total);

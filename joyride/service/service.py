@@ -135,11 +135,6 @@ class Service:
             if cfg.engine:
                 self.datapath = self._start_datapath()
                 self._stack.callback(self._stop_datapath)
-                if isinstance(self.datapath.plane, Workers):
-                    state.notices.append(
-                        f"{len(self.datapath.plane.planes)} data-plane workers "
-                        "(--workers): applications get no shared-memory channels "
-                        "(JOYRIDE_CHANNELS), whose rings are one worker's")
                 # No listener yet: applications' (adopted ones too) register in serve().
                 follow_engine(steering, self.datapath.engine)
                 # The service serves both families (its listeners say which per port),
