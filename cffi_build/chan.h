@@ -431,6 +431,15 @@ static inline int jr_chan_create(struct jr_chan_svc *s, void *mem, size_t size,
     return 0;
 }
 
+/* Bytes put in rx that the application has not taken, or -1 if its head is impossible.
+ * Left there when its end hangs up, they were lost: a reset, as Linux's close with
+ * unread data (RFC 1122 §4.2.2.13). */
+static inline int64_t jr_chan_svc_rx_unread(const struct jr_chan_svc *s)
+{
+    uint32_t used = s->rx_tail - JR_LOAD(&s->shm->rx.head);
+    return used > s->rx_cap ? -1 : (int64_t)used;
+}
+
 /* Room in rx, or -1 if the application's head is impossible. */
 static inline int64_t jr_chan_svc_rx_room(const struct jr_chan_svc *s)
 {

@@ -148,6 +148,8 @@ struct flow {
     uint8_t app_readable;      /* epoll said the application has bytes for us */
     uint8_t app_hup;           /* ... and that it shut down writing (EOF follows them) */
     uint8_t app_closed;        /* ... and reading too (EPOLLHUP): it closed its end */
+    uint8_t app_err;           /* ... with bytes we gave it unread (EPOLLERR: the unix
+                                  socket's ECONNRESET), which were lost */
     uint8_t chan_again;        /* in dp->again: its channel has work for the next round */
     uint8_t in_ringpoll;       /* in dp->ringpoll: its rings are polled, not armed */
     uint8_t in_doorwait;       /* in dp->doorwait: armed, its application rings the door */
@@ -2371,6 +2373,7 @@ static void fin_to_app(struct dp *dp, struct flow *f)
 }
 
 static void chan_broken(struct dp *dp, struct flow *f);
+static void app_lost(struct dp *dp, struct flow *f);
 static void app_took(struct dp *dp, struct flow *f, double now, uint32_t n);
 static void chan_write(struct dp *dp, struct flow *f, double now);
 static void chan_revert(struct dp *dp, struct flow *f);
@@ -2401,8 +2404,7 @@ static void app_write(struct dp *dp, struct flow *f, double now)
             dp->st.app_eagain++;
             n = 0;
         } else {
-            t->app_gone = 1;
-            hand_back(dp, f, DP_REASON_APP_GONE);
+            app_lost(dp, f); /* EPIPE, ECONNRESET: closed, these bytes never taken */
             return;
         }
     }
@@ -2465,6 +2467,17 @@ static void snd_room(struct dp *dp, struct flow *f, int eof_expected)
     (void)ring_room(&dp->pool, r, umin(r->cap - r->len, umax(r->size, RING_MIN)));
 }
 
+/* The application's end is gone with bytes it never took: it closed with them unread
+ * (in its socket, or in rx), or could not take them. Python resets the connection after
+ * what it wrote (Pump.app_closed: TcpConnection.close(lost)), as Linux's close with
+ * unread data does (RFC 1122 §4.2.2.13). */
+static void app_lost(struct dp *dp, struct flow *f)
+{
+    dp->st.app_closed_unread++;
+    f->t.app_gone = 1;
+    hand_back(dp, f, DP_REASON_APP_GONE);
+}
+
 /* The application's end of the stream: its shutdown(SHUT_WR) or close.
  * Pump.app_shut_down -> TcpConnection.shutdown_write (RFC 9293 §3.10.4): the FIN
  * follows the queued bytes, which are all in the send ring now. A flow Python gave C
@@ -2523,8 +2536,7 @@ static void app_read(struct dp *dp, struct flow *f)
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                 return;
-            t->app_gone = 1;
-            hand_back(dp, f, DP_REASON_APP_GONE);
+            app_lost(dp, f); /* ECONNRESET: it closed with bytes unread */
             return;
         }
         if (n == 0) {
@@ -2547,8 +2559,12 @@ static void app_read(struct dp *dp, struct flow *f)
             /* A short read after the writer shut down (EPOLLRDHUP came before this
              * read): it took everything that writer will ever send, so this is its EOF,
              * without a read that returns 0 to say so (one system call less a
-             * connection). */
-            app_eof(dp, f);
+             * connection). Unless it closed with bytes unread (the read that returns
+             * the socket's ECONNRESET is the one skipped). */
+            if (f->app_err)
+                app_lost(dp, f);
+            else
+                app_eof(dp, f);
             return;
         }
     }
@@ -2557,7 +2573,7 @@ static void app_read(struct dp *dp, struct flow *f)
 /* --- the shared-memory channel (docs/channels.md, cffi_build/chan.h) ---------------- */
 
 /* The application wrote an impossible index into its channel: the connection is
- * reset, as for an application that vanished (Python closes it). */
+ * reset, as for an application that vanished (Python resets it: Pump.app_closed). */
 static void chan_broken(struct dp *dp, struct flow *f)
 {
     dp->st.chan_broken++;
@@ -2710,6 +2726,14 @@ static void chan_read(struct dp *dp, struct flow *f)
     /* A hang-up of its socket (close, or a half-close the shim did not see) ends it too:
      * no doorbell can come after it, and epoll would report it on every wait. */
     int hung = f->app_closed || f->app_hup;
+    if (f->app_closed && !t->app_gone && jr_chan_svc_tx_avail(s) == 0 &&
+        (f->rcv.len > 0 || jr_chan_svc_rx_unread(s) != 0)) {
+        /* Closed with bytes it never read, in rx or still to come: they are lost, and
+         * the peer learns it by a reset (RFC 1122 §4.2.2.13, as Linux's close with
+         * unread data), after what the application wrote (Python: close(lost)). */
+        app_lost(dp, f);
+        return;
+    }
     if (!t->app_eof && (tx_eof || hung) && jr_chan_svc_tx_avail(s) == 0)
         app_eof(dp, f);
     else if (t->app_eof && hung)
@@ -2738,7 +2762,7 @@ static void chan_revert(struct dp *dp, struct flow *f)
     t->revert_chan = t->chan;
     t->chan = 0;
     t->fin_to_app = 0; /* an EOF shown on the old socket is shown again, after the bytes */
-    f->app_rung = f->app_hup = f->app_closed = 0; /* they were the old socket's */
+    f->app_rung = f->app_hup = f->app_closed = f->app_err = 0; /* the old socket's */
     epoll_set(dp, f, (t->app_eof ? 0 : APP_IN) | EPOLLOUT);
     f->app_readable = !t->app_eof;
     touch(dp, f);
@@ -3772,6 +3796,10 @@ static int take_events(struct dp *dp, const struct epoll_event *evs, int nev)
              * own shutdown(SHUT_WR) (fin_to_app), only by the application's close. */
             if (evs[e].events & EPOLLHUP)
                 f->app_closed = 1;
+            /* A unix stream closed with bytes in its receive queue sets its peer's
+             * sk_err (ECONNRESET), which epoll reports as EPOLLERR. */
+            if (evs[e].events & EPOLLERR)
+                f->app_err = 1;
             touch(dp, f); /* EPOLLOUT: app_write in transmit_touched */
         }
     }
@@ -4908,6 +4936,12 @@ int dp_chan_tx_eof(struct dp *dp, uint32_t chan)
 {
     struct jr_chan_svc *s = chan_svc(dp->chans, chan);
     return s ? jr_chan_svc_tx_eof(s) : 1;
+}
+
+int64_t dp_chan_rx_unread(struct dp *dp, uint32_t chan)
+{
+    struct jr_chan_svc *s = chan_svc(dp->chans, chan);
+    return s ? jr_chan_svc_rx_unread(s) : 0;
 }
 
 int64_t dp_chan_tx_queued(struct dp *dp, uint32_t chan)

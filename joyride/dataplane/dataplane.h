@@ -415,6 +415,7 @@ struct dp_stats {
     uint64_t app_writes;
     uint64_t app_write_bytes;
     uint64_t app_eagain;       /* writes the application's socket refused (full) */
+    uint64_t app_closed_unread; /* closed with bytes it never took: a reset follows */
     uint64_t flows_adopted;
     uint64_t flows_released;
     uint64_t bad_handle;       /* calls with a stale or foreign handle */
@@ -576,7 +577,9 @@ uint32_t dp_isn(const uint8_t *key, const uint8_t *local_ip, uint16_t local_port
  * JR_CHAN_WAIT_BYTES = 2). tx_eof: the application shut down writing. rx_eof: no byte
  * after what was delivered (the caller then shuts its end down for writing).
  * tx_queued: bytes the application wrote into tx that the service has not taken yet
- * (SIOCOUTQ counts them; 0 for an unknown channel or an impossible index). */
+ * (SIOCOUTQ counts them; 0 for an unknown channel or an impossible index). rx_unread:
+ * bytes put in rx that the application has not taken (-1: an impossible index; 0 for
+ * an unknown channel). */
 int64_t dp_chan_first_bytes(struct dp *dp, const uint8_t *buf, uint32_t len, int fd,
                             int claimable);
 int64_t dp_chan_deliver(struct dp *dp, uint32_t chan, int fd, const uint8_t *buf, uint32_t n);
@@ -584,6 +587,7 @@ int64_t dp_chan_collect(struct dp *dp, uint32_t chan, int fd, uint8_t *buf, uint
 int dp_chan_idle(struct dp *dp, uint32_t chan, int fd, int waits);
 int dp_chan_tx_eof(struct dp *dp, uint32_t chan);
 int64_t dp_chan_tx_queued(struct dp *dp, uint32_t chan);
+int64_t dp_chan_rx_unread(struct dp *dp, uint32_t chan);
 void dp_chan_rx_eof(struct dp *dp, uint32_t chan);
 void dp_chan_release(struct dp *dp, uint32_t chan);
 /* Leaving ring mode (chan.h, JR_CHAN_REVERT_BYTE). revert: once the application asked

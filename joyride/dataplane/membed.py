@@ -10,6 +10,7 @@ microbenchmark (``joyride.bench.replay``) run on it.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -131,7 +132,9 @@ class Bed:
                 continue
             self.svc.adopt_back(got.conn)
             back.append(got.conn)
-            if got.app_eof:
+            if got.app_gone:  # gone with bytes it never took: Pump.app_closed
+                got.conn.close(lost=True)
+            elif got.app_eof:
                 got.conn.shutdown_write()
         # What the application wrote that C had not read yet is taken before the
         # frames C declined, as C would have read it this round.
@@ -167,6 +170,12 @@ class Bed:
         conn = TcpConnection.from_hot(self.svc.config, got.tcb, got.rcv, got.snd, now)
         self.svc.adopt_born(conn)
         self.born.append(conn)
+        if got.reason == "app_gone":  # gone with bytes it never took: Pump.app_closed
+            if int(got.tcb.app_fd) >= 0:
+                os.close(int(got.tcb.app_fd))
+            conn.close(lost=True)
+            self.svc.mark(conn)
+            return
         if int(got.tcb.app_fd) >= 0:
             ours = socket.socket(fileno=int(got.tcb.app_fd))
             ours.setblocking(False)

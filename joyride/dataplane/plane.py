@@ -555,6 +555,11 @@ class DataPlane:
     def chan_tx_eof(self, chan: int) -> bool:
         return bool(lib.dp_chan_tx_eof(self._dp, chan))
 
+    def chan_rx_unread(self, chan: int) -> int:
+        """Bytes put in the channel's rx that the application has not taken (-1: its
+        index is impossible)."""
+        return int(lib.dp_chan_rx_unread(self._dp, chan))
+
     def chan_tx_queued(self, chan: int) -> int:
         """Bytes the application wrote into the channel's tx that are not taken yet."""
         return int(lib.dp_chan_tx_queued(self._dp, chan))

@@ -166,9 +166,10 @@ class Pump:
         if rc == 0:
             return True
         # Asleep until the socket is readable; an application that closed its end
-        # leaves it readable for ever (EOF), and no byte says so: look for it now.
+        # leaves it readable for ever (EOF), and no byte says so: look for it now. Bytes
+        # it left unread in rx were lost (C's chan_read: app_closed_unread).
         if self._app_socket_eof():
-            self._app_closed()
+            self._app_closed(lost=self.plane.chan_rx_unread(self.channel.chan) != 0)
         return False
 
     def _app_socket_eof(self) -> bool:
@@ -339,14 +340,18 @@ class Pump:
             return n
         return 0 if eof else None
 
-    def _app_closed(self) -> None:
+    def _app_closed(self, *, lost: bool = True) -> None:
+        """The application's end is gone. ``lost``: with bytes it never took (unread in
+        its socket or rx, or refused: EPIPE, ECONNRESET, a broken channel), which the
+        connection's close turns into a reset (TcpConnection.close)."""
         self.app_gone = True
         self.app_full = False
         self.to_tcp = None
-        self.conn.close()
+        self.conn.close(lost=lost)
 
     def app_closed(self) -> None:
-        """The application's end is closed (seen by the C data plane): as EPIPE here."""
+        """The application's end is gone (seen by the C data plane, which says so only
+        when bytes were lost with it: its app_gone): as EPIPE here."""
         self._app_closed()
 
     def app_shut_down(self) -> None:

@@ -515,23 +515,40 @@ class TcpConnection:
         self._fin_seq = self._buf_seq + len(self._send_buf)
         self._dirty = True
 
-    def close(self) -> None:
+    def close(self, *, lost: bool = False) -> None:
         """Close both directions (RFC 9293 §3.10.4).
 
-        Unread received data turns the close into a reset (RFC 2525 §2.17, as Linux
-        does), so the peer learns its data was not consumed.
+        Unread received data turns the close into a reset (RFC 1122 §4.2.2.13, RFC 2525
+        §2.17, as Linux does), so the peer learns its data was not consumed. ``lost``:
+        the application lost bytes that had already left this buffer (the service's
+        descriptor held them unread, or could no longer take them), which counts the
+        same. What the application wrote goes first, as far as the windows let it now:
+        Linux sends a write at the write itself, so its peer has those bytes before the
+        RST.
         """
         self._app_closed = True
         if self._state in (TcpState.CLOSED, TcpState.LISTEN, TcpState.SYN_SENT):
             self._enter_closed(notify=self._state is not TcpState.CLOSED)
             return
-        if len(self._recv_buf) > 0:
+        if lost or len(self._recv_buf) > 0:
             self.counters["close_with_unread_data"] += 1
+            self._send_before_reset()
             self.abort()
             return
         self.shutdown_write()
         if self._state is TcpState.FIN_WAIT_2:
             self._timers.set(Timer.FIN_WAIT_2, self._now + self.config.fin_wait2_timeout)
+
+    def _send_before_reset(self) -> None:
+        """Bytes written and not yet sent leave now, as far as the windows allow (and
+        nothing else: no pure ACK, no FIN), so that a reset follows them as it follows
+        a Linux application's writes."""
+        unsent = len(self._send_buf) - (self._snd_nxt - self._buf_seq)
+        if unsent <= 0 or self._parked or self._state not in (
+                TcpState.ESTABLISHED, TcpState.CLOSE_WAIT):
+            return
+        self._ack_now = False  # the data carries the ACK; without data, the RST does
+        self._transmit(self._now)
 
     def abort(self) -> None:
         """ABORT (RFC 9293 §3.10.5): send a RST if synchronized, forget everything."""

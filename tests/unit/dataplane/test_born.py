@@ -379,6 +379,27 @@ def test_a_syn_of_a_family_no_name_takes_goes_to_python() -> None:
         born.close()
 
 
+def test_a_close_with_bytes_unread_resets_after_the_reply(born: Born) -> None:
+    """The application (a stream) closes with the request still unread in its socket:
+    its unix peer, C's end, reads its last bytes and then the socket's ECONNRESET (epoll's
+    EPOLLERR) instead of an EOF. Those bytes were lost, so the peer gets the reply and
+    then a reset, as from Linux's close with unread data (RFC 1122 §4.2.2.13)."""
+    bed = born.bed
+    client = bed.peer.connect(IP_SVC, PORT)
+    bed.run(5)
+    app = born.accept()
+    client.send(b"a request nobody reads")
+    bed.peer.mark(client)
+    bed.run(5)
+    app.send(b"refused\n")
+    app.close()
+    bed.run(10)
+    assert born.stats()["app_closed_unread"] == 1 and bed.reasons == ["app_gone"]
+    assert client.recv(100) == b"refused\n"
+    assert client.state is TcpState.CLOSED and client.error is not None
+    assert not client.eof
+
+
 def test_peer_closes_first_last_ack_in_c(born: Born) -> None:
     bed = born.bed
     client = bed.peer.connect(IP_SVC, PORT)

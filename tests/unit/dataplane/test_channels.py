@@ -323,6 +323,37 @@ def test_a_full_send_buffer_and_a_closed_application_wait_for_acks(bed: Claiming
     assert hashlib.sha256(got).digest() == hashlib.sha256(data[:written]).digest()
 
 
+@pytest.mark.parametrize("runner", ["c", "python"])
+def test_a_close_with_unread_bytes_resets_after_what_was_written(bed: Claiming,
+                                                                 runner: str) -> None:
+    """An application that closes with bytes in rx it never read (a server refusing a
+    request it did not read) lost them: the peer gets what it wrote, then a reset, as
+    from Linux's close with unread data (RFC 1122 §4.2.2.13), not a FIN. Whether C runs
+    the flow (it counts app_closed_unread and hands it back, its bytes taken from tx)
+    or Python's pump does."""
+    if runner == "c":
+        client, app = bed.connect()
+        app.claim()
+    else:
+        client, app, _conn, pump = python_ring_pump(bed)
+    step = bed.bed.step if runner == "c" else (lambda: python_step(bed.bed, pump))
+    client.send(b"a request nobody reads")
+    bed.bed.peer.mark(client)
+    for _ in range(10):
+        step()
+    assert app.verdict() == 1
+    assert app.write(b"refused\n") == len(b"refused\n")
+    app.close()  # rx still holds the request
+    for _ in range(10):
+        step()
+    if runner == "c":  # the bed takes the hand-back as Datapath does (Pump.app_closed)
+        assert bed.stats()["app_closed_unread"] == 1
+        assert bed.bed.reasons == ["app_gone"]
+    assert client.recv(100) == b"refused\n"
+    assert client.state is TcpState.CLOSED and client.error is not None, client.state
+    assert not client.eof  # a reset, not a FIN
+
+
 def test_a_retoken_request_after_the_applications_eof_loses_nothing(bed: Claiming) -> None:
     """Once the peer's FIN reached the application (rx's EOF, the service's end shut for
     writing), a re-token request cannot be answered with a token (the send fails with

@@ -86,6 +86,27 @@ def test_close_with_unread_data_resets_rfc2525_2_17() -> None:
     assert conn.state is TcpState.CLOSED
 
 
+def test_close_after_a_loss_sends_what_was_written_then_resets_rfc1122_4_2_2_13() -> None:
+    """The service's application closed with bytes it never took (they had left this
+    buffer for its descriptor: ``lost``): a reset, as for unread data here, but after
+    the bytes it wrote, which Linux would have sent at the write itself."""
+    conn = established(plain_config(nodelay=True))
+    conn.send(b"refused\n")
+    conn.close(lost=True)
+    data, rst = conn.segments_to_send(1.0)
+    assert data.payload == b"refused\n" and data.seq == ISS + 1 and not data.flags & FIN
+    assert rst.flags & RST and rst.seq == ISS + 1 + len(b"refused\n")
+    assert conn.state is TcpState.CLOSED
+
+
+def test_close_without_a_loss_is_a_fin_after_the_data_rfc9293_3_10_4() -> None:
+    conn = established(plain_config(nodelay=True))
+    conn.send(b"bye")
+    conn.close()
+    fin = one(conn, 1.0)
+    assert fin.payload == b"bye" and fin.flags & FIN and not fin.flags & RST
+
+
 def test_abort_sends_rst_rfc9293_3_10_5() -> None:
     conn = established()
     conn.abort()
