@@ -6,7 +6,9 @@ attach XDP programs or open AF_XDP sockets inside a namespace it owns.
 
 Note: ``/sys/class/net`` keeps showing the namespace that sysfs was mounted in, so code
 that may run inside another namespace must look interfaces up over netlink or ioctl
-(``socket.if_nametoindex``), never through ``/sys``.
+(``socket.if_nametoindex``), never through ``/sys``. Likewise ``/proc/net`` is
+``/proc/self/net``, the namespace of the process's main thread: a thread reads its own
+namespace's tables through ``proc_net``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,22 @@ import ctypes.util
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
+# The calling thread's /proc/net (Linux 3.17+). /proc/net follows the main thread: an
+# embedded service's thread read the namespace a test's main thread had just entered to
+# connect from the peer, took every listener for gone and dropped them (CI, session 33).
+PROC_NET_OWN = Path("/proc/thread-self/net")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def proc_net(table: str) -> Path:
+    """``/proc/net/<table>`` of the calling thread's network namespace (``unix``,
+    ``tcp``, ``tcp6``), whichever namespace the process's other threads are in."""
+    return PROC_NET_OWN / table
 
 
 def _setns(fd: int) -> None:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from joyride import netns
+
 CAP_NET_BIND_SERVICE: Final = 10
 _UCRED: Final = struct.Struct("iII")  # struct ucred: pid, uid, gid
 DEFAULT_UNPRIVILEGED_PORT_START: Final = 1024
@@ -157,7 +159,7 @@ def listening_names() -> set[str] | None:
     every listener for gone."""
     names: set[str] = set()
     try:
-        text = Path("/proc/net/unix").read_text()
+        text = netns.proc_net("unix").read_text()
     except OSError:
         return None
     for line in text.splitlines()[1:]:

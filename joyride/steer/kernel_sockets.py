@@ -5,16 +5,18 @@ only where the kernel may own it (bpf/steer.c, ``JR_PORT_KERNEL_CONNS``): on a p
 Joyride serves or connects from, new kernel connections cannot appear (their SYNs are
 Joyride's), so once those found here are gone the lookup, a measurable cost per frame,
 is skipped. Both files are read: a dual-stack ``[::]`` socket's IPv4 connections are
-listed in ``tcp6``. The files show the namespace of the reading thread.
+listed in ``tcp6``. They are the reading thread's namespace's (``netns.proc_net``: an
+embedded service's thread may differ from the process's main thread).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Final
 
-PROC_FILES: Final = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+from joyride.netns import proc_net
+
+PROC_FILES: Final = (proc_net("tcp"), proc_net("tcp6"))
 # include/net/tcp_states.h, as /proc/net/tcp prints "st". Neither counts: a listener's
 # frames are looked up on ports Joyride does not serve anyway, and on the ports the flag
 # is for, a TIME-WAIT tuple is Joyride's (bpf/steer.c).
