@@ -2840,8 +2840,16 @@ static void chan_arm(struct dp *dp, struct flow *f)
             dp->again[dp->n_again++] = (uint32_t)(f - dp->flows);
         }
     } else if (rc < 0) {
-        t->app_gone = 1;
-        hand_back(dp, f, DP_REASON_APP_GONE);
+        /* The re-token's send failed (EPIPE, ECONNRESET): the application's end is
+         * closed. A hang-up, as epoll would report it: chan_read takes tx's last bytes
+         * and tells a close with bytes left unread (a reset) from one without (an EOF).
+         * An unread token alone is no lost byte. */
+        f->app_closed = 1;
+        f->app_readable = 1;
+        if (!f->chan_again) {
+            f->chan_again = 1;
+            dp->again[dp->n_again++] = (uint32_t)(f - dp->flows);
+        }
     }
 }
 

@@ -160,17 +160,23 @@ class Pump:
             # it is readable for ever, and tx's bytes still go out as TCP takes them.
             self.app_hung = self.app_hung or self._app_socket_eof()  # a close is for good
             return False
-        if rc < 0:
-            self._app_closed()
+        if rc < 0:  # a re-token's send failed: its end is closed
+            self._app_hung_up()
             return False
         if rc == 0:
             return True
         # Asleep until the socket is readable; an application that closed its end
-        # leaves it readable for ever (EOF), and no byte says so: look for it now. Bytes
-        # it left unread in rx were lost (C's chan_read: app_closed_unread).
+        # leaves it readable for ever (EOF), and no byte says so: look for it now.
         if self._app_socket_eof():
-            self._app_closed(lost=self.plane.chan_rx_unread(self.channel.chan) != 0)
+            self._app_hung_up()
         return False
+
+    def _app_hung_up(self) -> None:
+        """Ring mode: the application's end of the socket is closed. Bytes it left in
+        rx were lost (a reset follows, as C's chan_read decides); a token it left
+        unread was not."""
+        assert self.plane is not None
+        self._app_closed(lost=self.plane.chan_rx_unread(self.channel.chan) != 0)
 
     def _app_socket_eof(self) -> bool:
         """Whether the application's end of the socket is closed (a peek)."""
