@@ -119,4 +119,6 @@ def test_shared_doors_under_thread_sanitizer(tmp_path: Path, seed: int) -> None:
     words = under_tsan(tmp_path, "chans_door_stress.c", 3000, seed)
     claims, door_mode, rang = (int(w) for w in words[1:4])
     assert claims == 2 * 3000
-    assert door_mode > 100 and rang > 100, words  # both paths ran
+    # Both paths ran (each door-mode round rings its door itself; how often the
+    # ringing thread gets in between depends on the scheduler, so only > 0 is asked).
+    assert door_mode > 0 and rang > 0, words
