@@ -2598,8 +2598,7 @@ static int app_first_bytes(struct dp *dp, struct flow *f)
     t->claim_check = 0;
     t->claim_wait = 0; /* whatever came, the application has spoken */
     if (n < 0) {
-        t->app_gone = 1;
-        hand_back(dp, f, DP_REASON_APP_GONE);
+        app_lost(dp, f); /* ECONNRESET: closed with what was delivered unread */
         return -1;
     }
     if (n == 0) {
@@ -2650,8 +2649,7 @@ static void chan_write(struct dp *dp, struct flow *f, double now)
             return;
         }
         if (n < 0) { /* the token's send failed: its end is closed (EPIPE, ECONNRESET) */
-            t->app_gone = 1;
-            hand_back(dp, f, DP_REASON_APP_GONE);
+            app_lost(dp, f); /* the bytes just put are unread */
             return;
         }
         if (n == 0)
@@ -2776,8 +2774,7 @@ static int chan_flush(struct dp *dp, struct flow *f)
     struct dp_tcb *t = &f->t;
     int64_t left = dp_chan_flush(dp, t->revert_chan, t->app_fd);
     if (left < 0) {
-        t->app_gone = 1;
-        hand_back(dp, f, DP_REASON_APP_GONE);
+        app_lost(dp, f); /* rx's bytes it never read cannot reach it now */
         return 0;
     }
     if (left > 0) {

@@ -173,6 +173,9 @@ class Bed:
         if got.reason == "app_gone":  # gone with bytes it never took: Pump.app_closed
             if int(got.tcb.app_fd) >= 0:
                 os.close(int(got.tcb.app_fd))
+            for chan in (int(got.tcb.chan), int(got.tcb.revert_chan)):
+                if chan:
+                    self.plane.chan_release(chan)  # as Pump.close
             conn.close(lost=True)
             self.svc.mark(conn)
             return

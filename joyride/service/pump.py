@@ -159,6 +159,13 @@ class Pump:
             # whatever the pump waits for) unless the application closed its end: then
             # it is readable for ever, and tx's bytes still go out as TCP takes them.
             self.app_hung = self.app_hung or self._app_socket_eof()  # a close is for good
+            if self.app_hung and self.app_eof and self._rx_unread():
+                # It shut down writing, then closed with bytes unread: lost (C's
+                # chan_read resets it the same way). Its written bytes are in TCP.
+                self._app_closed(lost=True)
+            return False
+        if rc == -errno.EPROTO:  # an impossible index: reset, as C's chan_broken
+            self._app_closed()
             return False
         if rc < 0:  # a re-token's send failed: its end is closed
             self._app_hung_up()
@@ -175,8 +182,13 @@ class Pump:
         """Ring mode: the application's end of the socket is closed. Bytes it left in
         rx were lost (a reset follows, as C's chan_read decides); a token it left
         unread was not."""
+        self._app_closed(lost=self._rx_unread())
+
+    def _rx_unread(self) -> bool:
+        """Ring mode: rx holds bytes the application has not taken (or an impossible
+        index)."""
         assert self.plane is not None
-        self._app_closed(lost=self.plane.chan_rx_unread(self.channel.chan) != 0)
+        return self.plane.chan_rx_unread(self.channel.chan) != 0
 
     def _app_socket_eof(self) -> bool:
         """Whether the application's end of the socket is closed (a peek)."""

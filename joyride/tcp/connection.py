@@ -225,6 +225,7 @@ class TcpConnection:
 
         # ACK policy.
         self._ack_now = False
+        self._flushing = False  # _send_before_reset: Nagle lets the last bytes go
         # The owed ACK answers an out-of-order, duplicate or gap-filling segment (RFC
         # 5681 §4.2): it goes out before the next segment of the same batch is taken,
         # not coalesced with that one's (in-order data is, as GRO would merge it).
@@ -540,15 +541,22 @@ class TcpConnection:
             self._timers.set(Timer.FIN_WAIT_2, self._now + self.config.fin_wait2_timeout)
 
     def _send_before_reset(self) -> None:
-        """Bytes written and not yet sent leave now, as far as the windows allow (and
-        nothing else: no pure ACK, no FIN), so that a reset follows them as it follows
-        a Linux application's writes."""
+        """Bytes written and not yet sent leave now, as far as the windows allow, so
+        that a reset follows them as it follows a Linux application's writes (which
+        went at the write): new data only (no retransmission, no pure ACK, no FIN), and
+        the last small segment too, which Nagle would hold for an ACK that the reset
+        makes moot."""
         unsent = len(self._send_buf) - (self._snd_nxt - self._buf_seq)
         if unsent <= 0 or self._parked or self._state not in (
                 TcpState.ESTABLISHED, TcpState.CLOSE_WAIT):
             return
-        self._ack_now = False  # the data carries the ACK; without data, the RST does
-        self._transmit(self._now)
+        self._flushing = True
+        try:
+            self._send_new(self._now)
+        except Exception:  # pragma: no cover - a bug must not take the stack down
+            self.counters["internal_error"] += 1
+        finally:
+            self._flushing = False
 
     def abort(self) -> None:
         """ABORT (RFC 9293 §3.10.5): send a RST if synchronized, forget everything."""
@@ -919,6 +927,11 @@ class TcpConnection:
                 self._retransmit(rexmit[0], rexmit[1], sent)  # RFC 6675 §5 step (4.3)
             self._arm_reorder()
             self._arm_pto(sent, restart=False)
+        if now is not None and now > self._now:
+            # C ran it meanwhile: what this object sends before its next event (a
+            # close's last bytes, _send_before_reset) must not carry the TSval of the
+            # time it went to C, older than C's own, which the peer's PAWS would drop.
+            self._now = now
         self._dirty = True  # whatever it owes (an ACK, queued bytes) goes next
 
     def on_timer(self, now: float) -> None:
@@ -1201,14 +1214,14 @@ class TcpConnection:
         * a retransmission after an RTO (``seq`` below SND.MAX) is never held back;
         * Nagle (RFC 9293 §3.7.4, RFC 896): the last of the queued data goes when
           nothing is outstanding (``seq`` == SND.UNA), or always with TCP_NODELAY, or
-          when a FIN follows it;
+          when a FIN follows it, or a reset (``_send_before_reset``);
         * sender SWS avoidance (§3.8.6.2.1): otherwise only a segment of at least half
           the largest window the peer ever offered.
         """
         return bool(
             seq < self._snd_max
             or (n == avail and (self.config.nodelay or seq == self._snd_una
-                                or self._fin_seq is not None))
+                                or self._fin_seq is not None or self._flushing))
             or (self._max_snd_wnd and n >= self._max_snd_wnd // 2)
         )
 

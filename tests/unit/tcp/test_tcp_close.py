@@ -99,6 +99,18 @@ def test_close_after_a_loss_sends_what_was_written_then_resets_rfc1122_4_2_2_13(
     assert conn.state is TcpState.CLOSED
 
 
+def test_the_bytes_before_a_reset_include_the_last_small_segment() -> None:
+    """Nagle would hold the short tail for an ACK the reset makes moot; Linux sent it at
+    the write (Minshall), so it goes before the RST."""
+    conn = established(plain_config(nodelay=False))
+    written = b"x" * (2 * conn.mss + 10)
+    conn.send(written)
+    conn.close(lost=True)
+    *data, rst = conn.segments_to_send(1.0)
+    assert b"".join(s.payload for s in data) == written and rst.flags & RST
+    assert rst.seq == ISS + 1 + len(written)
+
+
 def test_close_without_a_loss_is_a_fin_after_the_data_rfc9293_3_10_4() -> None:
     conn = established(plain_config(nodelay=True))
     conn.send(b"bye")
