@@ -180,12 +180,21 @@ static inline void jr_arena_unmap(struct jr_arenas *as, struct jr_arena *ar)
 }
 
 /* Unmap the arenas no channel uses (the service calls this now and then: an idle
- * arena's mapping is what keeps a departed application's memory alive). */
-static inline void jr_arenas_trim(struct jr_arenas *as)
+ * arena's mapping is what keeps a departed application's memory alive), leaving any
+ * whose door an epoll other than epfd watches (-1: whichever watches it): the plane
+ * that watches a door is the one that closes it. How many went. */
+static inline uint32_t jr_arenas_trim(struct jr_arenas *as, int epfd)
 {
-    for (uint32_t i = 0; i < as->max; i++)
-        if (as->a[i].base != NULL && as->a[i].live == 0)
-            jr_arena_unmap(as, &as->a[i]);
+    uint32_t gone = 0;
+    for (uint32_t i = 0; i < as->max; i++) {
+        struct jr_arena *ar = &as->a[i];
+        if (ar->base != NULL && ar->live == 0 &&
+            (epfd < 0 || ar->wake.door_fd < 0 || ar->wake.door_epfd == epfd)) {
+            jr_arena_unmap(as, ar);
+            gone++;
+        }
+    }
+    return gone;
 }
 
 /* At the service's end, every channel released or not. */

@@ -114,10 +114,10 @@ static void case_accept_release(void)
              v.rx_cap == RX_CAP && !jr_chan_app_slot_done(ar, 0, 7);
     jr_chan_svc_release(as, &s1);
     ok = ok && jr_chan_app_slot_done(ar, 0, 7) && !jr_chan_app_slot_done(ar, 3, 8);
-    jr_arenas_trim(as); /* one channel still lives: the arena stays */
+    jr_arenas_trim(as, -1); /* one channel still lives: the arena stays */
     ok = ok && as->mapped == 1;
     jr_chan_svc_release(as, &s2);
-    jr_arenas_trim(as);
+    jr_arenas_trim(as, -1);
     ok = ok && as->mapped == 0 && jr_chan_app_slot_done(ar, 3, 8);
     /* The slot is the application's again: a new claim on it is accepted. */
     jr_chan_app_claim(a[1], ar, 0, 9, 0);

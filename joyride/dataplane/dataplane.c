@@ -4965,18 +4965,11 @@ void dp_chan_rx_eof(struct dp *dp, uint32_t chan)
 
 uint32_t dp_chan_trim(struct dp *dp)
 {
-    struct jr_arenas *as = &dp->chans->arenas;
-    uint32_t gone = 0;
     chans_lock(dp->chans);
     /* Idle arenas whose door, if any, this plane watches: each plane trims its own.
      * (A claim's eviction of an idle arena may close another plane's door; that, like
      * every drain of a door, is under the mutex: chan_door_rang.) */
-    for (uint32_t i = 0; i < as->max; i++)
-        if (as->a[i].base != NULL && as->a[i].live == 0 &&
-            (as->a[i].wake.door_fd < 0 || as->a[i].wake.door_epfd == dp->epfd)) {
-            jr_arena_unmap(as, &as->a[i]);
-            gone++;
-        }
+    uint32_t gone = jr_arenas_trim(&dp->chans->arenas, dp->epfd);
     chans_unlock(dp->chans);
     dp->st.chan_arenas_trimmed += gone;
     return gone;

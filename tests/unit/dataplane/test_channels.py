@@ -393,16 +393,23 @@ def test_a_retoken_request_after_the_applications_eof_loses_nothing(bed: Claimin
     assert not pump.app_gone
 
 
-def test_the_service_loop_runs_c_while_a_descriptor_stays_ready(tmp_path: Path) -> None:
-    """``Datapath.wait`` gives C a round even when Python's selector always has an
-    event (a socket at EOF): the rx ring, which may hold the ACKs Python's connections
-    wait for, is never left unread."""
-    b = Bed()
+def datapath_over(b: Bed, tmp_path: Path) -> tuple[socket.socket, Datapath]:
+    """A service ``Datapath`` whose C data plane is the bed's (its own NIC idle), and
+    its application socket: the caller closes both."""
     app_socket = apps.listen_app_socket(tmp_path / "app.sock", None)
     dp = Datapath([MemoryNic()], StaticNetwork("svc0", MAC_SVC, frozenset({IP_SVC}),
                                                {IP_PEER: MAC_PEER}),
                   ports=PortSet([PORT]), ephemeral=PortSet(range(60000, 60100)),
                   app_socket=app_socket, group=None, plane=b.plane)
+    return app_socket, dp
+
+
+def test_the_service_loop_runs_c_while_a_descriptor_stays_ready(tmp_path: Path) -> None:
+    """``Datapath.wait`` gives C a round even when Python's selector always has an
+    event (a socket at EOF): the rx ring, which may hold the ACKs Python's connections
+    wait for, is never left unread."""
+    b = Bed()
+    app_socket, dp = datapath_over(b, tmp_path)
     ready, gone = socket.socketpair()
     gone.close()  # ``ready`` is at EOF: readable for ever
     sel = selectors.DefaultSelector()
@@ -514,11 +521,7 @@ def test_bytes_waiting_in_tx_count_in_the_send_queue(tmp_path: Path, runner: str
     counts its write queue, whether Python's pump or C runs the connection. Its socket's
     own unread bytes (doorbells, filler) are not payload and do not count."""
     b = Bed()
-    app_socket = apps.listen_app_socket(tmp_path / "app.sock", None)
-    dp = Datapath([MemoryNic()], StaticNetwork("svc0", MAC_SVC, frozenset({IP_SVC}),
-                                               {IP_PEER: MAC_PEER}),
-                  ports=PortSet([PORT]), ephemeral=PortSet(range(60000, 60100)),
-                  app_socket=app_socket, group=None, plane=b.plane)
+    app_socket, dp = datapath_over(b, tmp_path)
     client, pump, theirs = python_delivered(b)
     app = App(theirs)
     try:
