@@ -82,6 +82,14 @@
  * the queue into events, and a byte on the arena's door wakes it only while it sleeps. */
 #define JR_RX_ARM_TOKEN 1u
 #define JR_RX_ARM_BELL 2u
+/* A token the shim arms when a descriptor leaves its process's bell set (an epoll_ctl
+ * that drops its read interest), for waits it has not seen yet: every wait it sees (a
+ * blocking read, poll, select, another epoll set) arms JR_RX_ARM_TOKEN itself. The
+ * service sends a token for it as for any bit but the bell's. The shim withdraws it,
+ * and only it, when the descriptor joins the bell set again before a put took it: an
+ * event loop that drops its read interest while it writes each request (redis-
+ * benchmark's, hiredis's) would otherwise get a token, and drain it, for every answer. */
+#define JR_RX_ARM_TOKEN_SOFT 4u
 
 /* Leaving ring mode for good (docs/channels.md, "Leaving ring mode"): the application
  * sends this byte on the connection's socket with one descriptor, the service's end of
@@ -211,6 +219,7 @@ struct jr_door {
 struct jr_bell_counts {
     uint64_t pushes; /* slots pushed on an arena's bell (or counted lost) */
     uint64_t wakes;  /* ... that found the application asleep: a byte on its door */
+    uint64_t tokens; /* token bytes sent on connections' sockets (a token arm's wake-up) */
 };
 
 /* The service's side of one arena's wake-ups (service mode; chan_claim.h's struct
@@ -834,8 +843,11 @@ static inline int jr_chan_svc_send_token(struct jr_chan_svc *s, int fd)
         return 0;
     }
     jr_chan_svc_token_sent(s);
-    if (send(fd, &token, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+    if (send(fd, &token, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1) {
+        if (s->wake != NULL && s->wake->counts != NULL)
+            __atomic_fetch_add(&s->wake->counts->tokens, 1, __ATOMIC_RELAXED);
         return 0;
+    }
     int err = errno;
     /* Not sent, so not owed: a blocking reader that settles (jr_chan_app_token_owed)
      * must not wait for it. Only the service writes the count. */

@@ -132,19 +132,37 @@ static int jr_ring_birth_token(struct jr_ring *r)
     return jr_ring_settle_quiet(r) == JR_RING_ON && jr_chan_app_rx_avail(&r->view) > 0;
 }
 
-/* Back to tokens: r's reads arm a token again. Stored, fenced, then the token armed and
- * rx looked at: a read that armed the bell meanwhile sees the change after its own
- * fence (chan.h's io->arm), or this look sees its bytes. 1 when rx holds bytes the
- * caller must ask a token for (jr_bell_retoken, after the lock: a system call). */
-static int jr_bell_release_ring(struct jr_ring *r)
+/* A wait through the kernel for r's bytes is about to begin (poll, select, an epoll set
+ * that is not the bell's): a token armed for it, unless one is (a token arm the service
+ * took has sent its token, which the wait sees). Not a soft one (chan.h's
+ * JR_RX_ARM_TOKEN_SOFT), which the descriptor's return to the bell set withdraws.
+ * Bytes already in rx are announced already: by a token, or, for a ring of the bell,
+ * by the caller's look at it. */
+static void jr_ring_arm_token(struct jr_ring *r)
 {
-    if (!jr_ring_bell(r))
+    if (jr_ring_on(r) && !(JR_LOAD(&r->view.shm->rx_armed) & JR_RX_ARM_TOKEN))
+        jr_chan_app_arm(&r->view, JR_RX_ARM_TOKEN);
+}
+
+/* Back to tokens: r's reads arm a token again, and rx is armed for token (JR_RX_ARM_TOKEN
+ * or, for a descriptor no wait watches yet, JR_RX_ARM_TOKEN_SOFT). Stored, fenced, then
+ * the token armed and rx looked at: a read that armed the bell meanwhile sees the change
+ * after its own fence (chan.h's io->arm), or this look sees its bytes. 1 when rx holds
+ * bytes the caller must ask a token for (jr_bell_retoken, after the lock: a system
+ * call). A ring that is not the bell's has its reads' token arms; a real one is armed
+ * for it too (jr_ring_arm_token) unless token is the soft kind. */
+static int jr_bell_release_ring(struct jr_ring *r, uint32_t token)
+{
+    if (!jr_ring_bell(r)) {
+        if (token == JR_RX_ARM_TOKEN)
+            jr_ring_arm_token(r);
         return 0;
+    }
     __atomic_store_n(&r->arm, 0, __ATOMIC_RELEASE);
     JR_FENCE(); /* the kind before the arm and the look */
     if (!jr_ring_on(r))
         return jr_ring_birth_token(r); /* not yet ring mode: born token-armed now */
-    jr_chan_app_arm(&r->view, JR_RX_ARM_TOKEN);
+    jr_chan_app_arm(&r->view, token);
     return jr_chan_app_rx_avail(&r->view) > 0;
 }
 
@@ -159,15 +177,16 @@ static void jr_bell_retoken(int fd, struct jr_ring *r)
     jr_chan_app_retoken(&r->view, &io);
 }
 
-/* Drop slot's entry (lock held): 1 when the caller must ask for a token for it. */
-static int jr_bell_drop(struct jr_bset *bs, uint32_t slot)
+/* Drop slot's entry (lock held), its ring armed for token (jr_bell_release_ring): 1 when
+ * the caller must ask for a token for it. */
+static int jr_bell_drop(struct jr_bset *bs, uint32_t slot, uint32_t token)
 {
     struct jr_bell_entry *e = &bs->by_slot[slot];
     struct jr_ring *r = e->r;
     if (r == NULL)
         return 0;
     e->r = NULL; /* still listed: the harvest skips it (and unlists it) */
-    return jr_bell_release_ring(r);
+    return jr_bell_release_ring(r, token);
 }
 
 /* Turn the bell off for good: every entry back to tokens (and the door out of the set,
@@ -186,7 +205,7 @@ static void jr_bset_off(struct jr_bset *bs, int set_open)
     for (uint32_t k = 0; k < JR_RING_SLOTS; k++) {
         int fd = bs->by_slot[k].fd;
         struct jr_ring *r = bs->by_slot[k].r;
-        if (jr_bell_drop(bs, k)) {
+        if (jr_bell_drop(bs, k, JR_RX_ARM_TOKEN)) {
             fds[n] = fd;
             rings[n++] = r;
         }
@@ -250,11 +269,14 @@ static struct jr_bset *jr_bset_make(int epfd)
     return bs;
 }
 
+/* Whether a registration waits for bytes. */
+static int jr_reads(uint32_t events) { return (events & (EPOLLIN | EPOLLRDNORM)) != 0; }
+
 /* Whether a registration may use the bell: it waits for bytes, and neither one-shot nor
  * exclusive (whose reports the kernel must make itself). */
 static int jr_bell_fits(uint32_t events)
 {
-    return (events & (EPOLLIN | EPOLLRDNORM)) && !(events & (EPOLLONESHOT | EPOLLEXCLUSIVE));
+    return jr_reads(events) && !(events & (EPOLLONESHOT | EPOLLEXCLUSIVE));
 }
 
 /* epoll_ctl succeeded on a ring-mode descriptor: keep the bell set's entries true. */
@@ -263,8 +285,11 @@ static void jr_bell_ctl(int epfd, int op, int fd, struct jr_ring *r, const struc
     struct jr_bset *bs = jr_bset_live();
     if (bs == NULL && op == EPOLL_CTL_ADD && __atomic_load_n(&jr_bset, __ATOMIC_ACQUIRE) == NULL)
         bs = jr_bset_make(epfd); /* or the set another thread made meanwhile */
-    if (bs == NULL)
+    if (bs == NULL) {
+        if (op != EPOLL_CTL_DEL && ev != NULL && jr_reads(ev->events))
+            jr_ring_arm_token(r); /* no bell (off, or a fork child's): the kernel's wait */
         return;
+    }
     int retoken = 0;
     jr_lock();
     int ours = r->arena == &bs->slots->arena && r->slot < JR_RING_SLOTS;
@@ -274,23 +299,32 @@ static void jr_bell_ctl(int epfd, int op, int fd, struct jr_ring *r, const struc
         if (op != EPOLL_CTL_DEL) {
             r->foreign = 1;
             if (e != NULL && e->r == r)
-                retoken |= jr_bell_drop(bs, r->slot);
-            retoken |= jr_bell_release_ring(r);
+                retoken |= jr_bell_drop(bs, r->slot, JR_RX_ARM_TOKEN);
+            retoken |= jr_bell_release_ring(r, JR_RX_ARM_TOKEN);
         }
     } else if (r->foreign) {
-        /* the kernel's reports only */
+        /* the kernel's reports only (its tokens armed when it became foreign, and by
+         * every read since) */
     } else if (op == EPOLL_CTL_DEL) {
+        /* No wait watches it now: a soft token, which a return to the set withdraws. */
         if (e->r == r && e->fd == fd)
-            retoken = jr_bell_drop(bs, r->slot);
+            retoken = jr_bell_drop(bs, r->slot, JR_RX_ARM_TOKEN_SOFT);
     } else if (op == EPOLL_CTL_ADD && e->r != NULL) {
         /* The connection twice in one set (a dup): the kernel's reports only. */
         r->foreign = 1;
-        retoken = jr_bell_drop(bs, r->slot) | jr_bell_release_ring(r);
+        retoken = jr_bell_drop(bs, r->slot, JR_RX_ARM_TOKEN) |
+                  jr_bell_release_ring(r, JR_RX_ARM_TOKEN);
     } else if (ev != NULL && (op == EPOLL_CTL_ADD || (e->r == r && e->fd == fd))) {
         *e = (struct jr_bell_entry){.r = r, .fd = fd, .events = ev->events,
                                     .data = ev->data.u64, .listed = e->listed};
         if (jr_bell_fits(ev->events)) {
             __atomic_store_n(&r->arm, JR_RX_ARM_BELL, __ATOMIC_RELEASE);
+            /* Back in the set: a soft token armed when it left is withdrawn (nothing
+             * else arms one). Not while a thread sleeps in the set's wait, which would
+             * not see the mark below: the token wakes it, as when it left. */
+            if (jr_ring_on(r) && __atomic_load_n(&bs->waiters, __ATOMIC_SEQ_CST) == 0)
+                __atomic_fetch_and(&r->view.shm->rx_armed, ~JR_RX_ARM_TOKEN_SOFT,
+                                   __ATOMIC_SEQ_CST);
             /* A claim with no verdict yet: the channel may be born armed for the bell,
              * which saves a new connection its first token and that token's drain.
              * (refs: not a ring another thread closed meanwhile, whose slot may be a
@@ -299,7 +333,13 @@ static void jr_bell_ctl(int epfd, int op, int fd, struct jr_ring *r, const struc
                 jr_chan_birth_ask(jr_arena_app_chan(r->arena, r->slot));
             jr_bell_mark_slot(bs, r->slot); /* looked at (and armed) by the next wait */
         } else {
-            retoken = jr_bell_drop(bs, r->slot);
+            /* One-shot, exclusive or no read interest: the kernel reports it. A wait for
+             * bytes needs a real token (armed even if the entry went before); one for
+             * room only, none (a soft one). */
+            retoken = jr_bell_drop(bs, r->slot, jr_reads(ev->events) ? JR_RX_ARM_TOKEN
+                                                                      : JR_RX_ARM_TOKEN_SOFT);
+            if (jr_reads(ev->events))
+                jr_bell_release_ring(r, JR_RX_ARM_TOKEN); /* no entry: its arm alone */
         }
     }
     jr_unlock();
@@ -337,7 +377,7 @@ static void jr_bell_forget(int fd, struct jr_ring *r)
     jr_lock();
     struct jr_bell_entry *e = &bs->by_slot[r->slot];
     if (e->r == r && e->fd == fd)
-        retoken = jr_bell_drop(bs, r->slot) && r->refs > 1;
+        retoken = jr_bell_drop(bs, r->slot, JR_RX_ARM_TOKEN) && r->refs > 1;
     jr_unlock();
     if (retoken)
         jr_bell_retoken(fd, r); /* fd is still open: close calls this first */
@@ -674,13 +714,20 @@ static int jr_bell_poll_arm(int fd, int *ready)
  * whose claim has no verdict yet is born with a token arm (jr_ring_birth_token), or,
  * born for the bell with bytes already there, asks a token for them; either way the
  * socket becomes readable. Whether or not the process has a bell set: the ask may come
- * from another thread's epoll_ctl after this wait began. */
+ * from another thread's epoll_ctl after this wait began. A ring in ring mode gets a
+ * real token arm (a bell's push, or a soft token another thread's epoll_ctl withdraws,
+ * would not wake the wait); bytes already in rx are the bell's look's (below). */
 static void jr_wait_pins_token(int fd)
 {
     struct jr_ring *r = jr_ring_of(fd);
-    if (r != NULL && __atomic_load_n(&r->mode, __ATOMIC_ACQUIRE) == JR_RING_PENDING &&
-        jr_ring_birth_token(r))
-        jr_bell_retoken(fd, r);
+    if (r == NULL)
+        return;
+    if (__atomic_load_n(&r->mode, __ATOMIC_ACQUIRE) == JR_RING_PENDING) {
+        if (jr_ring_birth_token(r))
+            jr_bell_retoken(fd, r);
+    } else {
+        jr_ring_arm_token(r); /* a bell's, or a soft, arm wakes no poll */
+    }
 }
 
 static void jr_wait_pins_poll(const struct pollfd *fds, nfds_t n)

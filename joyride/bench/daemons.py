@@ -175,22 +175,26 @@ def port_of(d: Daemon, stack: str) -> int:
     return (KERNEL_PORT if stack == "kernel" else JOY_PORT) + index
 
 
+def client_command(bed: Testbed, d: Daemon, stack: str, seconds: float) -> list[str]:
+    """The workload's client: on the peer against the server in Joyride's namespace, or,
+    for an outgoing workload, in Joyride's namespace (under ``joyride run --outgoing``
+    on Joyride) against the one kernel server on the peer: the client is what changes."""
+    if not d.outgoing:
+        return bed.peer.cmd(*d.client(bed.joy.ip, port_of(d, stack), seconds))
+    argv = d.client(bed.peer.ip, port_of(d, "kernel"), seconds)
+    if stack == "joyride":
+        argv = [JOYRIDE, "run", "--outgoing", "--iface", bed.joy.ifname, "--", *argv]
+    return bed.joy.cmd(*argv)
+
+
 def measure(bed: Testbed, d: Daemon, stack: str, plane: str, server_pids: list[int],
             svc_pid: int | None, seconds: float) -> Sample:
-    port = port_of(d, stack)
-    if d.outgoing:  # one kernel server on the peer; the client is what changes
-        argv = d.client(bed.peer.ip, port_of(d, "kernel"), seconds)
-        if stack == "joyride":
-            argv = [JOYRIDE, "run", "--outgoing", "--iface", bed.joy.ifname, "--", *argv]
-        client_node = bed.joy
-    else:
-        argv = d.client(bed.joy.ip, port, seconds)
-        client_node = bed.peer
     before = snapshot()
     server_tree = descendants(server_pids, before)
     sys_before = SystemCpu.read()
     stats_before = service_stats(bed) if svc_pid is not None and stack == "joyride" else {}
-    result = tools.run_client(client_node.cmd(*argv), timeout=seconds * 10 + 60)
+    result = tools.run_client(client_command(bed, d, stack, seconds),
+                              timeout=seconds * 10 + 60)
     sys_after = SystemCpu.read()
     after = snapshot()
     sample = Sample(d.key, stack, plane)
@@ -246,13 +250,14 @@ def python_calls(before: dict[str, Any], after: dict[str, Any]) -> float | None:
 
 
 def start_server(bed: Testbed, d: Daemon, stack: str, work: Path, log: Path) -> Endpoint:
-    port = port_of(d, stack)
     if d.outgoing:  # the kernel server on the peer, for both clients
+        port = port_of(d, "kernel")
         with log.open("ab") as out:
             proc = bed.peer.popen(*d.server(port, work), stdout=out, stderr=subprocess.STDOUT)
         ep = Endpoint(d.key, "peer", {d.key: port}, [proc])
         wait_port(bed.joy, bed.peer.ip, port, 20.0, ep, log)
         return ep
+    port = port_of(d, stack)
     argv = d.server(port, work)
     if stack == "joyride":
         argv = [JOYRIDE, "run", "--iface", bed.joy.ifname, "--", *argv]

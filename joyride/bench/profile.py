@@ -1,4 +1,4 @@
-"""Profile the network service under one unmodified-server workload.
+"""Profile the network service under one unmodified-program workload.
 
 ``python -m joyride.bench.profile nginx_64k --seconds 5`` builds a test bed, starts the
 workload's server under ``joyride run``, drives it from the peer namespace with the same
@@ -10,6 +10,10 @@ hottest symbols, and keeps ``perf.data`` when ``--keep`` names a path.
 task too (the client, the server, the service, softirq), and ``--stack kernel`` runs the
 same workload on the kernel's TCP: together they say where the whole machine's time goes
 on each stack, which is what "machine CPU per request" in the benchmark compares.
+
+An outgoing workload (``redis_client_get``) runs the kernel's server on the peer and the
+client in Joyride's namespace, under ``joyride run --outgoing`` (or on the kernel's TCP
+with ``--stack kernel``), as the daemons benchmark does.
 
 This is how the profiles in the README and the closing notes are taken; it measures
 nothing the daemons benchmark does not, it only says where the service's time goes.
@@ -58,7 +62,7 @@ def kernel_tcp_counters(bed: Testbed) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("workload", choices=[d.key for d in daemons.DAEMONS if not d.outgoing])
+    ap.add_argument("workload", choices=[d.key for d in daemons.DAEMONS])
     ap.add_argument("--seconds", type=float, default=5.0, help="length of the recording")
     ap.add_argument("--keep", type=Path, help="keep perf.data at this path")
     ap.add_argument("--symbols", type=int, default=40, help="how many symbols to print")
@@ -79,11 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ep = daemons.start_server(bed, d, args.stack, work, work / "server.log")
             try:
-                port = daemons.port_of(d, args.stack)
                 load_seconds = args.seconds + 3.0  # warm up 1 s, record, stop past the end
-                client = subprocess.Popen(
-                    bed.peer.cmd(*d.client(bed.joy.ip, port, load_seconds)),
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                client = subprocess.Popen(daemons.client_command(bed, d, args.stack, load_seconds),
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 data = args.keep or work / "perf.data"
                 try:
                     time.sleep(1.0)

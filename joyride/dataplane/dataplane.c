@@ -4668,6 +4668,8 @@ const struct dp_stats *dp_stats(struct dp *dp)
         __atomic_load_n(&dp->chans->arenas.bell_counts.pushes, __ATOMIC_RELAXED);
     dp->st.chan_bell_wakes =
         __atomic_load_n(&dp->chans->arenas.bell_counts.wakes, __ATOMIC_RELAXED);
+    dp->st.chan_tokens =
+        __atomic_load_n(&dp->chans->arenas.bell_counts.tokens, __ATOMIC_RELAXED);
     return &dp->st;
 }
 const struct dp_counts *dp_ended_counts(const struct dp *dp) { return &dp->ended; }

@@ -455,6 +455,7 @@ struct dp_stats {
     uint64_t chan_arenas_trimmed; /* idle arenas unmapped (dp_chan_trim) */
     uint64_t chan_bell_pushes; /* rx arrivals pushed on an arena's bell (not a token) */
     uint64_t chan_bell_wakes;  /* ... that wrote the door: the application slept */
+    uint64_t chan_tokens;      /* token bytes sent on arena channels' sockets instead */
     uint64_t time_waits;       /* born flows that entered TIME-WAIT (kept in C) */
     uint64_t tw_expired;
     uint64_t tw_overflow;      /* TIME-WAIT flows ended early: the table was full */

@@ -64,7 +64,7 @@ Key = tuple[bytes, int, bytes, int]
 
 #: Counters of what the planes share (their table of channels): each plane reports the
 #: whole, so they are not summed.
-SHARED_COUNTERS: Final = ("chan_bell_pushes", "chan_bell_wakes")
+SHARED_COUNTERS: Final = ("chan_bell_pushes", "chan_bell_wakes", "chan_tokens")
 
 
 class Workers:

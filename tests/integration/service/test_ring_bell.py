@@ -36,10 +36,18 @@ pytestmark = pytest.mark.integration
 # microseconds of the accept, before the thread sleeps, so the set's ask comes too late
 # and the mode passes without the pin too; chan_claim_test.c's case "birth" checks the
 # pin's rule (an ask after it is not taken).
+# "toggle" (an ae-style loop, as redis-benchmark's: after each message it drops the read
+# interest, waits for EPOLLOUT, answers, and registers for reading again: the test counts
+# the tokens), "pollrejoin" (after a connection's first message a second thread waits in
+# poll for the next, while the loop takes the descriptor out of the set and puts it
+# back, which withdraws the soft token armed when it left: the poll must have armed its
+# own). Their messages are one segment each, read whole.
 SERVER = r'''
 import os, select, socket, sys, threading, time
 mode, port = sys.argv[1], int(sys.argv[2])
-busy = set()  # threadfirst: connections a thread still reads
+busy = set()  # threadfirst, pollrejoin: connections a thread still reads
+pending = {}  # toggle: the message each connection waits to answer
+handed = set()  # pollrejoin: connections whose second message a thread took
 pr, pw = os.pipe()
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(("0.0.0.0", port)); ls.listen(128); ls.setblocking(False)
@@ -121,6 +129,10 @@ while True:
             continue
         c = conns[fd]
         c.setblocking(False)
+        if fd in pending:  # toggle: writable; answer, then wait to read again
+            echo(c, pending.pop(fd))
+            ep.unregister(fd); ep.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
+            continue
         while True:
             try:
                 d = recv(c, 1 if mode in ("select", "poll", "blocking") else
@@ -132,6 +144,34 @@ while True:
                 break
             if mode in ("select", "poll", "blocking"):
                 d += rest(c)
+            if mode == "toggle":
+                pending[fd] = d
+                ep.unregister(fd); ep.register(fd, select.EPOLLOUT)
+                break
+            if mode == "pollrejoin" and fd not in handed:
+                handed.add(fd); busy.add(fd)
+                ep.unregister(fd)  # out of the bell set: a soft token armed
+                going, answered = threading.Event(), threading.Event()
+                def second(c=c, fd=fd, going=going, answered=answered):
+                    going.set()
+                    p = select.poll(); p.register(fd, select.POLLIN)
+                    while True:
+                        assert p.poll(60000), "poll timed out"
+                        try:
+                            d = c.recv(65536)
+                            break
+                        except BlockingIOError:
+                            continue  # a token for bytes already read
+                    answered.wait()  # after the loop's answer to the first
+                    echo(c, d)
+                    busy.discard(fd)
+                threading.Thread(target=second, daemon=True).start()
+                going.wait()
+                time.sleep(0.005)  # the thread asleep in poll
+                ep.register(fd, select.EPOLLIN | select.EPOLLRDHUP)  # the soft token goes
+                echo(c, d)  # the client's next message is the thread's
+                answered.set()
+                break
             echo(c, d)
             if mode != "et":
                 break
@@ -140,13 +180,14 @@ while True:
 CLIENT = r'''
 import hashlib, random, socket, sys, threading
 ip, port, nconn, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+sizes = [int(x) for x in (sys.argv[5] if len(sys.argv) > 5 else "2,100,1460,5000,70000").split(",")]
 ok = []
 def one(i):
     rnd = random.Random(i)
     s = socket.create_connection((ip, port), timeout=30)
     sent, got = hashlib.sha256(), hashlib.sha256()
     for _ in range(rounds):
-        data = rnd.randbytes(rnd.choice([2, 100, 1460, 5000, 70000]))
+        data = rnd.randbytes(rnd.choice(sizes))
         s.sendall(data); sent.update(data)
         n = 0
         while n < len(data):
@@ -167,15 +208,18 @@ print(len(ok) == nconn and all(ok))
                                        ("poll", 8094), ("blocking", 8095),
                                        ("dup", 8096), ("splice", 8097),
                                        ("pollfirst", 8098), ("blockfirst", 8099),
-                                       ("threadfirst", 8090)])
+                                       ("threadfirst", 8090), ("toggle", 8089),
+                                       ("pollrejoin", 8088)])
 def test_bell_serves_every_way_of_waiting(service_bed: Testbed, mode: str, port: int) -> None:
     bed = service_bed
     before = channel_counters(bed)
     bed.joy.popen(JOYRIDE, "run", "--", sys.executable, "-c", SERVER, mode, str(port),
                   env=RING_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(bed.peer, bed.joy.ip, port)
-    out = bed.peer.run(sys.executable, "-c", CLIENT, bed.joy.ip, str(port), "8", "60",
-                       timeout=180).stdout.decode().strip()
+    conns, rounds = 8, 60
+    sizes = ["2,100,1000"] if mode in ("toggle", "pollrejoin") else []  # one segment each
+    out = bed.peer.run(sys.executable, "-c", CLIENT, bed.joy.ip, str(port), str(conns),
+                       str(rounds), *sizes, timeout=180).stdout.decode().strip()
     assert out == "True", out
     after = channel_counters(bed)
     assert after["chan_ring"] - before.get("chan_ring", 0) >= 8, after
@@ -183,3 +227,8 @@ def test_bell_serves_every_way_of_waiting(service_bed: Testbed, mode: str, port:
     # The connections' arrivals went through the bell, and it woke the sleeping loop.
     assert after["chan_bell_pushes"] > before.get("chan_bell_pushes", 0), after
     assert after["chan_bell_wakes"] > before.get("chan_bell_wakes", 0), after
+    if mode == "toggle":
+        # Each message comes while the descriptor is back in the set: the token its
+        # leaving armed was withdrawn (one per message before, the bell's push besides).
+        tokens = after["chan_tokens"] - before.get("chan_tokens", 0)
+        assert tokens < conns * rounds // 4, tokens
