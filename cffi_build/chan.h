@@ -84,11 +84,12 @@
 #define JR_RX_ARM_BELL 2u
 /* A token the shim arms when a descriptor leaves its process's bell set (an epoll_ctl
  * that drops its read interest), for waits it has not seen yet: every wait it sees (a
- * blocking read, poll, select, another epoll set) arms JR_RX_ARM_TOKEN itself. The
- * service sends a token for it as for any bit but the bell's. The shim withdraws it,
- * and only it, when the descriptor joins the bell set again before a put took it: an
- * event loop that drops its read interest while it writes each request (redis-
- * benchmark's, hiredis's) would otherwise get a token, and drain it, for every answer. */
+ * blocking read, poll, select, an epoll registration for bytes that the bell does not
+ * serve) arms JR_RX_ARM_TOKEN itself. The service sends a token for it as for any bit
+ * but the bell's. The shim withdraws it when the descriptor joins the bell set again
+ * before a put took it: an event loop that drops its read interest while it writes each
+ * request (redis-benchmark's, hiredis's) would otherwise get a token, and drain it, for
+ * every answer. */
 #define JR_RX_ARM_TOKEN_SOFT 4u
 
 /* Leaving ring mode for good (docs/channels.md, "Leaving ring mode"): the application

@@ -279,22 +279,28 @@ static int jr_bell_fits(uint32_t events)
     return jr_reads(events) && !(events & (EPOLLONESHOT | EPOLLEXCLUSIVE));
 }
 
-/* epoll_ctl succeeded on a ring-mode descriptor: keep the bell set's entries true. */
+/* epoll_ctl succeeded on a ring-mode descriptor: keep the bell set's entries true. A
+ * registration that waits for bytes and is not the bell's gets a real token arm
+ * (chan.h's JR_RX_ARM_TOKEN_SOFT: a wait the shim sees arms its own). */
 static void jr_bell_ctl(int epfd, int op, int fd, struct jr_ring *r, const struct epoll_event *ev)
 {
+    int reads = op != EPOLL_CTL_DEL && ev != NULL && jr_reads(ev->events);
     struct jr_bset *bs = jr_bset_live();
     if (bs == NULL && op == EPOLL_CTL_ADD && __atomic_load_n(&jr_bset, __ATOMIC_ACQUIRE) == NULL)
         bs = jr_bset_make(epfd); /* or the set another thread made meanwhile */
     if (bs == NULL) {
-        if (op != EPOLL_CTL_DEL && ev != NULL && jr_reads(ev->events))
+        if (reads)
             jr_ring_arm_token(r); /* no bell (off, or a fork child's): the kernel's wait */
         return;
     }
-    int retoken = 0;
+    int retoken = 0, belled = 0;
     jr_lock();
     int ours = r->arena == &bs->slots->arena && r->slot < JR_RING_SLOTS;
     struct jr_bell_entry *e = ours ? &bs->by_slot[r->slot] : NULL;
-    if (epfd != bs->epfd || !ours) {
+    if (bs->off) {
+        /* Turned off since the look above (jr_bset_off, which re-tokened its entries):
+         * no entry goes into a dead set. */
+    } else if (epfd != bs->epfd || !ours) {
         /* Watched by another set too, or a parent's connection: tokens, for good. */
         if (op != EPOLL_CTL_DEL) {
             r->foreign = 1;
@@ -303,8 +309,8 @@ static void jr_bell_ctl(int epfd, int op, int fd, struct jr_ring *r, const struc
             retoken |= jr_bell_release_ring(r, JR_RX_ARM_TOKEN);
         }
     } else if (r->foreign) {
-        /* the kernel's reports only (its tokens armed when it became foreign, and by
-         * every read since) */
+        /* the kernel's reports only (a real token armed below for a wait for bytes, and
+         * by every read) */
     } else if (op == EPOLL_CTL_DEL) {
         /* No wait watches it now: a soft token, which a return to the set withdraws. */
         if (e->r == r && e->fd == fd)
@@ -314,15 +320,20 @@ static void jr_bell_ctl(int epfd, int op, int fd, struct jr_ring *r, const struc
         r->foreign = 1;
         retoken = jr_bell_drop(bs, r->slot, JR_RX_ARM_TOKEN) |
                   jr_bell_release_ring(r, JR_RX_ARM_TOKEN);
-    } else if (ev != NULL && (op == EPOLL_CTL_ADD || (e->r == r && e->fd == fd))) {
+    } else if (ev != NULL && (op == EPOLL_CTL_ADD || e->r == NULL || (e->r == r && e->fd == fd))) {
+        /* An ADD, a MOD of the entry, or a MOD of a descriptor whose entry went at an
+         * earlier MOD (for EPOLLOUT alone, say: libuv's loops switch so). */
         *e = (struct jr_bell_entry){.r = r, .fd = fd, .events = ev->events,
                                     .data = ev->data.u64, .listed = e->listed};
         if (jr_bell_fits(ev->events)) {
+            belled = 1;
             __atomic_store_n(&r->arm, JR_RX_ARM_BELL, __ATOMIC_RELEASE);
-            /* Back in the set: a soft token armed when it left is withdrawn (nothing
-             * else arms one). Not while a thread sleeps in the set's wait, which would
-             * not see the mark below: the token wakes it, as when it left. */
-            if (jr_ring_on(r) && __atomic_load_n(&bs->waiters, __ATOMIC_SEQ_CST) == 0)
+            /* Back in the set: a soft token armed when it left is withdrawn. Not while a
+             * thread sleeps in the set's wait, which would not see the mark below: the
+             * token wakes it, as when it left (a thread that enters the wait after this
+             * look harvests under the lock, after the mark). */
+            if (jr_ring_on(r) && __atomic_load_n(&bs->waiters, __ATOMIC_SEQ_CST) == 0 &&
+                (JR_LOAD(&r->view.shm->rx_armed) & JR_RX_ARM_TOKEN_SOFT))
                 __atomic_fetch_and(&r->view.shm->rx_armed, ~JR_RX_ARM_TOKEN_SOFT,
                                    __ATOMIC_SEQ_CST);
             /* A claim with no verdict yet: the channel may be born armed for the bell,
@@ -334,15 +345,13 @@ static void jr_bell_ctl(int epfd, int op, int fd, struct jr_ring *r, const struc
             jr_bell_mark_slot(bs, r->slot); /* looked at (and armed) by the next wait */
         } else {
             /* One-shot, exclusive or no read interest: the kernel reports it. A wait for
-             * bytes needs a real token (armed even if the entry went before); one for
-             * room only, none (a soft one). */
-            retoken = jr_bell_drop(bs, r->slot, jr_reads(ev->events) ? JR_RX_ARM_TOKEN
-                                                                      : JR_RX_ARM_TOKEN_SOFT);
-            if (jr_reads(ev->events))
-                jr_bell_release_ring(r, JR_RX_ARM_TOKEN); /* no entry: its arm alone */
+             * bytes gets a real token (below); one for room only, none: a soft one. */
+            retoken = jr_bell_drop(bs, r->slot, reads ? JR_RX_ARM_TOKEN : JR_RX_ARM_TOKEN_SOFT);
         }
     }
     jr_unlock();
+    if (reads && !belled)
+        jr_ring_arm_token(r); /* what the kernel reports needs a token (idempotent) */
     if (retoken)
         jr_bell_retoken(fd, r);
 }

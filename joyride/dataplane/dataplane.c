@@ -87,6 +87,10 @@ enum flow_state { FLOW_FREE = 0, FLOW_C = 1, FLOW_HANDBACK = 2 };
  * so that the EOF behind the last bytes is read in the same round and the FIN leaves
  * with them (else the peer may see the data, close first, and sit in TIME-WAIT). */
 #define APP_IN (EPOLLIN | EPOLLRDHUP)
+/* A stream's socket after its EOF was read: watched for its close alone. epoll reports
+ * EPOLLHUP and EPOLLERR whatever the mask; EPOLLERR is named so that the registration's
+ * mask is not 0, which epoll_set reads as "not registered". */
+#define APP_HANGUP EPOLLERR
 /* round_at's result besides the DP_WAKE_* bits: the round received or read something
  * (dp_run keeps spinning after such a round, when a spin is configured). */
 #define ROUND_BUSY 0x100
@@ -2374,6 +2378,7 @@ static void fin_to_app(struct dp *dp, struct flow *f)
 
 static void chan_broken(struct dp *dp, struct flow *f);
 static void app_lost(struct dp *dp, struct flow *f);
+static uint32_t app_eof_watch(const struct flow *f);
 static void app_took(struct dp *dp, struct flow *f, double now, uint32_t n);
 static void chan_write(struct dp *dp, struct flow *f, double now);
 static void chan_revert(struct dp *dp, struct flow *f);
@@ -2412,7 +2417,7 @@ static void app_write(struct dp *dp, struct flow *f, double now)
     dp->st.app_write_bytes += (uint64_t)n;
     ring_consume(&f->rcv, (uint32_t)n);
     uint32_t want = (f->epoll_mask & ~(uint32_t)EPOLLOUT) | (f->rcv.len ? EPOLLOUT : 0);
-    epoll_set(dp, f, want ? want : (t->app_eof ? 0 : APP_IN)); /* EOF read: no more */
+    epoll_set(dp, f, want ? want : (t->app_eof ? app_eof_watch(f) : APP_IN));
     app_took(dp, f, now, (uint32_t)n);
 }
 
@@ -2493,12 +2498,37 @@ static void app_eof(struct dp *dp, struct flow *f)
         t->tcp_state = DP_FIN_WAIT_1;
     else if (t->tcp_state == DP_CLOSE_WAIT)
         t->tcp_state = DP_LAST_ACK;
-    /* A stream's socket stays readable after its EOF: no longer watched. A ring-mode
-     * socket after a shutdown the shim only noted (tx_eof) is open both ways, and still
-     * carries doorbells and a revert request; once it hangs up, chan_read lets it go. */
-    if (!t->chan || f->app_closed || f->app_hup)
+    /* A stream's socket stays readable after its EOF: watched for its close only
+     * (app_eof_watch). A ring-mode socket after a shutdown the shim only noted (tx_eof)
+     * is open both ways, and still carries doorbells and a revert request; once it hangs
+     * up, chan_read lets it go. */
+    if (!t->chan)
+        epoll_set(dp, f, (f->epoll_mask & ~(uint32_t)APP_IN) | app_eof_watch(f));
+    else if (f->app_closed || f->app_hup)
         epoll_set(dp, f, f->epoll_mask & ~(uint32_t)APP_IN);
     touch(dp, f);
+}
+
+/* After a stream's EOF, the application may still close with bytes we gave it unread,
+ * which Linux answers with a reset (RFC 1122 §4.2.2.13): its socket is watched for that
+ * close (APP_HANGUP) until it comes. The unix socket reports EPOLLHUP once both
+ * directions are shut, so after our own shutdown (fin_to_app) the hang-up comes at once
+ * and says nothing: the watch ends there, and a close after it is not heard. */
+static uint32_t app_eof_watch(const struct flow *f)
+{
+    return f->app_closed ? 0 : APP_HANGUP;
+}
+
+/* A stream's socket hung up after its EOF (app_eof_watch): lost bytes (unread in its
+ * socket, EPOLLERR, or not yet given to it) reset the connection; else the watch ends. */
+static void app_hung_up_after_eof(struct dp *dp, struct flow *f)
+{
+    if (!f->app_closed)
+        return;
+    if (!f->t.app_gone && (f->app_err || f->rcv.len > 0))
+        app_lost(dp, f);
+    else
+        epoll_set(dp, f, f->epoll_mask & ~(uint32_t)APP_HANGUP);
 }
 
 static int app_first_bytes(struct dp *dp, struct flow *f);
@@ -2514,6 +2544,10 @@ static void app_read(struct dp *dp, struct flow *f)
         return; /* read nothing yet, or ended the flow's stream */
     if (t->chan) {
         chan_read(dp, f);
+        return;
+    }
+    if (t->app_eof) {
+        app_hung_up_after_eof(dp, f); /* its writer is done: only its close is news */
         return;
     }
     /* Up to APP_READ_BUDGET bytes, as one read of that size would take them (the ring

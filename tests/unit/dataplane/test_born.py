@@ -400,6 +400,29 @@ def test_a_close_with_bytes_unread_resets_after_the_reply(born: Born) -> None:
     assert not client.eof
 
 
+def test_a_close_with_bytes_unread_after_shutdown_resets(born: Born) -> None:
+    """The application shuts its writing down (C reads the EOF and sends the FIN), then
+    closes with the request unread: C still watches its socket for that close (epoll's
+    EPOLLHUP with EPOLLERR) and the peer, after the reply and the FIN, gets the reset
+    Linux's close would send (RFC 1122 §4.2.2.13)."""
+    bed = born.bed
+    client = bed.peer.connect(IP_SVC, PORT)
+    bed.run(5)
+    app = born.accept()
+    client.send(b"a request nobody reads")
+    bed.peer.mark(client)
+    bed.run(5)
+    app.send(b"refused\n")
+    app.shutdown(socket.SHUT_WR)
+    bed.run(10)
+    assert client.recv(100) == b"refused\n" and client.eof
+    assert client.error is None
+    app.close()
+    bed.run(10)
+    assert born.stats()["app_closed_unread"] == 1 and bed.reasons == ["app_gone"]
+    assert client.state is TcpState.CLOSED and client.error is not None
+
+
 def test_peer_closes_first_last_ack_in_c(born: Born) -> None:
     bed = born.bed
     client = bed.peer.connect(IP_SVC, PORT)
