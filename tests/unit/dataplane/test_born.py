@@ -379,19 +379,26 @@ def test_a_syn_of_a_family_no_name_takes_goes_to_python() -> None:
         born.close()
 
 
+def refused_unread(born: Born) -> tuple[TcpConnection, socket.socket]:
+    """A connection whose client sent a request the application answers without reading
+    it: the client, and the application's socket."""
+    client = born.bed.peer.connect(IP_SVC, PORT)
+    born.bed.run(5)
+    app = born.accept()
+    client.send(b"a request nobody reads")
+    born.bed.peer.mark(client)
+    born.bed.run(5)
+    app.send(b"refused\n")
+    return client, app
+
+
 def test_a_close_with_bytes_unread_resets_after_the_reply(born: Born) -> None:
     """The application (a stream) closes with the request still unread in its socket:
     its unix peer, C's end, reads its last bytes and then the socket's ECONNRESET (epoll's
     EPOLLERR) instead of an EOF. Those bytes were lost, so the peer gets the reply and
     then a reset, as from Linux's close with unread data (RFC 1122 §4.2.2.13)."""
     bed = born.bed
-    client = bed.peer.connect(IP_SVC, PORT)
-    bed.run(5)
-    app = born.accept()
-    client.send(b"a request nobody reads")
-    bed.peer.mark(client)
-    bed.run(5)
-    app.send(b"refused\n")
+    client, app = refused_unread(born)
     app.close()
     bed.run(10)
     assert born.stats()["app_closed_unread"] == 1 and bed.reasons == ["app_gone"]
@@ -406,13 +413,7 @@ def test_a_close_with_bytes_unread_after_shutdown_resets(born: Born) -> None:
     EPOLLHUP with EPOLLERR) and the peer, after the reply and the FIN, gets the reset
     Linux's close would send (RFC 1122 §4.2.2.13)."""
     bed = born.bed
-    client = bed.peer.connect(IP_SVC, PORT)
-    bed.run(5)
-    app = born.accept()
-    client.send(b"a request nobody reads")
-    bed.peer.mark(client)
-    bed.run(5)
-    app.send(b"refused\n")
+    client, app = refused_unread(born)
     app.shutdown(socket.SHUT_WR)
     bed.run(10)
     assert client.recv(100) == b"refused\n" and client.eof
