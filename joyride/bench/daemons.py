@@ -83,6 +83,18 @@ def redis_client(test: str, pipeline: int = 1) -> Callable[[str, int, float], li
     return argv
 
 
+def requests_made(parsed: dict[str, float], argv: list[str], wall_seconds: float) -> float:
+    """The requests a client run made: its own count, or the count asked of
+    redis-benchmark (``-n``: it makes exactly that many), or its rate over the run's wall
+    time, which also counts the client's start (and ``joyride run``'s), a few tenths of a
+    second in which it made none."""
+    if parsed.get("requests"):
+        return parsed["requests"]
+    if "redis-benchmark" in argv and "-n" in argv[argv.index("redis-benchmark"):]:
+        return float(argv[argv.index("-n", argv.index("redis-benchmark")) + 1])
+    return parsed["rps"] * wall_seconds
+
+
 def parse_redis(text: str) -> dict[str, float] | None:
     """``--csv`` output: "test","rps",... one line per test."""
     for line in text.splitlines():
@@ -193,8 +205,8 @@ def measure(bed: Testbed, d: Daemon, stack: str, plane: str, server_pids: list[i
     server_tree = descendants(server_pids, before)
     sys_before = SystemCpu.read()
     stats_before = service_stats(bed) if svc_pid is not None and stack == "joyride" else {}
-    result = tools.run_client(client_command(bed, d, stack, seconds),
-                              timeout=seconds * 10 + 60)
+    argv = client_command(bed, d, stack, seconds)
+    result = tools.run_client(argv, timeout=seconds * 10 + 60)
     sys_after = SystemCpu.read()
     after = snapshot()
     sample = Sample(d.key, stack, plane)
@@ -208,7 +220,7 @@ def measure(bed: Testbed, d: Daemon, stack: str, plane: str, server_pids: list[i
     m = dict(parsed)
     m["cpu_machine_s"] = machine_s
     if d.metric == "rps":
-        requests = parsed.get("requests") or parsed["rps"] * result.wall_seconds
+        requests = requests_made(parsed, argv, result.wall_seconds)
         m["requests"] = requests
         m["cpu_machine_us_per_req"] = machine_s / requests * 1e6
         m["cpu_server_us_per_req"] = server_s / requests * 1e6

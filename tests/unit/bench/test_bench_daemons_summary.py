@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from joyride.bench import daemons
 from joyride.bench.daemons import Sample, side_by_side, summarize
 
 
@@ -40,3 +41,14 @@ def test_one_repetition_has_no_spread_and_a_failed_run_no_pair() -> None:
     # against the third's Joyride run.
     assert row["ratio_rps_lo"] == pytest.approx(0.5)
     assert row["ratio_rps_hi"] == pytest.approx(0.7)
+
+
+def test_requests_made_is_the_count_redis_benchmark_was_asked_for() -> None:
+    """redis-benchmark makes exactly -n requests; its rate times the run's wall time
+    would count its start (and joyride run's) as requests too."""
+    argv = ["ip", "netns", "exec", "ns", "joyride", "run", "-n", "7", "--",
+            *daemons.redis_client("get")("198.18.0.2", 6379, 3.0)]
+    assert daemons.requests_made({"rps": 100.0}, argv, 5.0) == 420_000
+    assert daemons.requests_made({"rps": 100.0, "requests": 12.0}, argv, 5.0) == 12.0
+    wrk = ["wrk", "-t1", "-c100", "-d3s", "http://198.18.0.2/"]
+    assert daemons.requests_made({"rps": 100.0}, wrk, 3.0) == 300.0
