@@ -1506,10 +1506,29 @@ int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
  * Programs written for TCP still call recvfrom/sendto (sockperf does, with the
  * address it got back). On a Joyride connection the kernel sees a unix stream socket:
  * the address a receive reports is the service end's bound name, and a send with a
- * destination fails with EISCONN. Receives translate that name into the TCP peer
- * (what getpeername reports); sends retry without the destination only after the
- * kernel refused with EISCONN, so kernel sockets pay nothing extra.
+ * destination fails with EISCONN. A receive reports no address, as Linux's TCP does (an
+ * address length of 0; the caller's buffer untouched); sends retry without the
+ * destination only after the kernel refused with EISCONN, so kernel sockets pay
+ * nothing extra, and a ring-mode send ignores it, as TCP does.
  */
+
+/* What a receive on fd reports as its source, from the name the kernel gave (ss): none
+ * for a Joyride connection (TCP's), else the name itself. */
+static void jr_receive_source(const struct sockaddr_storage *ss, socklen_t sl,
+                              struct sockaddr *addr, socklen_t *addrlen)
+{
+    char name[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    struct jr_info info;
+
+    memset(&info, 0, sizeof(info));
+    if (ss->ss_family == AF_UNIX &&
+        jr_abstract_name((const struct sockaddr_un *)ss, sl, name, sizeof(name)) &&
+        jr_parse_connection(name, &info)) {
+        *addrlen = 0;
+        return;
+    }
+    jr_copy_out(ss, sl, addr, addrlen);
+}
 
 ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
                  socklen_t *addrlen)
@@ -1522,15 +1541,15 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr
     struct jr_ring *ring = jr_ring_of(fd);
     if (ring != NULL) {
         r = jr_ring_recv(fd, ring, buf, len, flags);
-        if (r >= 0 && addr && addrlen && real_getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
-            jr_translate_peer(&ss, sl, addr, addrlen);
+        if (r >= 0 && addr && addrlen)
+            *addrlen = 0; /* TCP reports no source */
         return r;
     }
     if (!addr || !addrlen)
         return real_recvfrom(fd, buf, len, flags, addr, addrlen);
     r = real_recvfrom(fd, buf, len, flags, (struct sockaddr *)&ss, &sl);
     if (r >= 0)
-        jr_translate_peer(&ss, sl, addr, addrlen);
+        jr_receive_source(&ss, sl, addr, addrlen);
     return r;
 }
 
@@ -1547,10 +1566,8 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
         r = jr_ring_recvv(fd, ring, msg->msg_iov, (int)msg->msg_iovlen, flags);
         msg->msg_controllen = 0; /* TCP carries no ancillary data */
         msg->msg_flags = 0;
-        sl = sizeof(ss);
-        if (r >= 0 && msg->msg_name &&
-            real_getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
-            jr_translate_peer(&ss, sl, (struct sockaddr *)msg->msg_name, &msg->msg_namelen);
+        if (r >= 0)
+            msg->msg_namelen = 0; /* nor a source */
         return r;
     }
     if (!msg || !msg->msg_name)
@@ -1564,7 +1581,7 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
     msg->msg_name = name;
     msg->msg_namelen = namelen;
     if (r >= 0)
-        jr_translate_peer(&ss, sl, (struct sockaddr *)name, &msg->msg_namelen);
+        jr_receive_source(&ss, sl, (struct sockaddr *)name, &msg->msg_namelen);
     return r;
 }
 

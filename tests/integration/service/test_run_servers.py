@@ -147,8 +147,8 @@ def sockperf_latency(node: Node, ip: str, port: int) -> tuple[float, str]:
 
 
 def test_sockperf_ping_pong(service_bed: Testbed) -> None:
-    """sockperf's server answers with sendto() to the address recvfrom() reported: the
-    shim must report the TCP peer and let the send through (it crashed before)."""
+    """sockperf's server answers with sendto() to the address recvfrom() reported (none,
+    from TCP): the shim must let the send through (it crashed before)."""
     bed = service_bed
     server = bed.joy.popen(JOYRIDE, "run", "--", "sockperf", "sr", "--tcp", "-p", "8094",
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
