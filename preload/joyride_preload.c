@@ -1393,20 +1393,27 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
     return 0;
 }
 
+/* Whether ss names a Joyride connection (its service end's bound name); info gets it. */
+static int jr_connection_name(const struct sockaddr_storage *ss, socklen_t sl,
+                              struct jr_info *info)
+{
+    char name[sizeof(((struct sockaddr_un *)0)->sun_path)];
+
+    memset(info, 0, sizeof(*info));
+    return ss->ss_family == AF_UNIX &&
+           jr_abstract_name((const struct sockaddr_un *)ss, sl, name, sizeof(name)) &&
+           jr_parse_connection(name, info);
+}
+
 static void jr_translate_peer(const struct sockaddr_storage *ss, socklen_t sl,
                               struct sockaddr *addr, socklen_t *addrlen)
 {
-    char name[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct jr_info info;
 
-    memset(&info, 0, sizeof(info));
-    if (ss->ss_family == AF_UNIX &&
-        jr_abstract_name((const struct sockaddr_un *)ss, sl, name, sizeof(name)) &&
-        jr_parse_connection(name, &info)) {
+    if (jr_connection_name(ss, sl, &info))
         jr_copy_out(&info.remote, jr_addr_len(&info.remote), addr, addrlen);
-        return;
-    }
-    jr_copy_out(ss, sl, addr, addrlen);
+    else
+        jr_copy_out(ss, sl, addr, addrlen);
 }
 
 /* Close a connection to the Joyride listener fd that did not come from the service; say
@@ -1517,17 +1524,12 @@ int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
 static void jr_receive_source(const struct sockaddr_storage *ss, socklen_t sl,
                               struct sockaddr *addr, socklen_t *addrlen)
 {
-    char name[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct jr_info info;
 
-    memset(&info, 0, sizeof(info));
-    if (ss->ss_family == AF_UNIX &&
-        jr_abstract_name((const struct sockaddr_un *)ss, sl, name, sizeof(name)) &&
-        jr_parse_connection(name, &info)) {
+    if (jr_connection_name(ss, sl, &info))
         *addrlen = 0;
-        return;
-    }
-    jr_copy_out(ss, sl, addr, addrlen);
+    else
+        jr_copy_out(ss, sl, addr, addrlen);
 }
 
 ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
