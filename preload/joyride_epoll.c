@@ -706,17 +706,14 @@ int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timesp
     return epoll_pwait(epfd, evs, max, (int)ms, mask);
 }
 
-/* poll, ppoll, select, pselect: a bell-armed ring has no token for its bytes, so arm
- * one (and look); the bell set itself among the descriptors turns the bell off. */
-static int jr_bell_poll_arm(int fd, int *ready)
+/* poll, ppoll, select, pselect: a bell-armed ring has no token for bytes already in rx
+ * (the wait's pin, jr_wait_pins_token, armed one for those to come): look at them; the
+ * bell set itself among the descriptors turns the bell off. */
+static void jr_bell_poll_look(int fd, int *ready)
 {
     struct jr_ring *r = jr_ring_of(fd);
-    if (r == NULL || !jr_ring_bell(r) || !jr_ring_on(r))
-        return 0;
-    jr_chan_app_arm(&r->view, JR_RX_ARM_TOKEN);
-    if (jr_bell_has_bytes(r))
+    if (r != NULL && jr_ring_bell(r) && jr_bell_has_bytes(r))
         *ready = 1;
-    return 1;
 }
 
 /* A wait through the kernel on fd (poll, select, the blocking read's own poll): a ring
@@ -759,7 +756,8 @@ static int jr_real_poll(struct pollfd *fds, nfds_t n, int timeout)
     return real_poll(fds, n, timeout);
 }
 
-/* Before a poll: arm, and say whether some ring already has bytes (then poll with 0). */
+/* Before a poll (its pins armed the rings): whether some ring already has bytes (then
+ * poll with 0). */
 static int jr_bell_before_poll(const struct pollfd *fds, nfds_t n)
 {
     int ready = 0;
@@ -770,7 +768,7 @@ static int jr_bell_before_poll(const struct pollfd *fds, nfds_t n)
         if (fds[i].fd == bs->epfd)
             jr_bset_off(bs, 1);
         else if (fds[i].events & (POLLIN | POLLRDNORM))
-            jr_bell_poll_arm(fds[i].fd, &ready);
+            jr_bell_poll_look(fds[i].fd, &ready);
     }
     return ready;
 }
@@ -829,7 +827,7 @@ int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *t, const sigset_t
     return jr_bell_after_poll(fds, n, real_ppoll(fds, n, ready ? &zero : t, mask));
 }
 
-/* Before select: arm the bell's rings asked about in rd; 1 when one has bytes. */
+/* Before select (its pins armed the rings asked about in rd): 1 when one has bytes. */
 static int jr_bell_select_arm(int nfds, const fd_set *rd)
 {
     int ready = 0;
@@ -842,7 +840,7 @@ static int jr_bell_select_arm(int nfds, const fd_set *rd)
         if (fd == bs->epfd)
             jr_bset_off(bs, 1);
         else
-            jr_bell_poll_arm(fd, &ready);
+            jr_bell_poll_look(fd, &ready);
     }
     return ready;
 }

@@ -90,8 +90,10 @@ def requests_made(parsed: dict[str, float], argv: list[str], wall_seconds: float
     second in which it made none."""
     if parsed.get("requests"):
         return parsed["requests"]
-    if "redis-benchmark" in argv and "-n" in argv[argv.index("redis-benchmark"):]:
-        return float(argv[argv.index("-n", argv.index("redis-benchmark")) + 1])
+    if "redis-benchmark" in argv:
+        own = argv[argv.index("redis-benchmark"):]  # not a wrapper's -n
+        if "-n" in own:
+            return float(own[own.index("-n") + 1])
     return parsed["rps"] * wall_seconds
 
 
