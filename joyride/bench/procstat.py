@@ -33,6 +33,7 @@ class PidStat:
     comm: str
     ppid: int
     ticks: int  # utime + stime, in clock ticks
+    cpu: int = -1  # the CPU it last ran on (field 39, "processor")
 
 
 def parse_pid_stat(text: str) -> PidStat | None:
@@ -47,11 +48,12 @@ def parse_pid_stat(text: str) -> PidStat | None:
     try:
         pid = int(text[:open_at])
         rest = text[close_at + 1:].split()
-        # rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+        # rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15, processor 39.
         ppid, utime, stime = int(rest[1]), int(rest[11]), int(rest[12])
+        cpu = int(rest[36]) if len(rest) > 36 else -1
     except (ValueError, IndexError):
         return None
-    return PidStat(pid, text[open_at + 1:close_at], ppid, utime + stime)
+    return PidStat(pid, text[open_at + 1:close_at], ppid, utime + stime, cpu)
 
 
 def read_pid_stat(pid: int) -> PidStat | None:

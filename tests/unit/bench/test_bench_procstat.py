@@ -18,6 +18,7 @@ def test_pid_stat_with_parentheses_and_spaces_in_comm() -> None:
     assert st.pid == 1234 and st.ppid == 1200
     assert st.comm == "nginx: worker (1)"
     assert st.ticks == 200  # utime 170 + stime 30
+    assert st.cpu == 1  # field 39, after exit_signal 17
 
 
 def test_pid_stat_garbage_is_none() -> None:
