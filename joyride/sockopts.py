@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import errno
 import os
+import select
 import socket
 import struct
 import sys
@@ -362,6 +363,17 @@ def state_refuses(listening: bool, level: int, optname: int, value: Any, *,
     return 0
 
 
+def hung_up(sock: socket.socket) -> bool:
+    """Whether the service let go of this connection's socket: its end shows a hang-up
+    or an error. The service tells every failure (a reset, a refused or timed-out
+    handshake) so, so until then ``SO_ERROR`` is 0 without asking it (``OP_GETINFO``,
+    a round trip to its control plane that event loops would pay once per connect).
+    The preload shim's ``jr_so_error`` follows the same rule."""
+    poller = select.poll()
+    poller.register(sock.fileno(), 0)  # POLLHUP and POLLERR are reported unasked
+    return bool(poller.poll(0))
+
+
 def _int_answer(level: int, value: int, buflen: int) -> int | bytes:
     """An int as the kernel writes it: the stdlib's int form, or ``buflen`` bytes."""
     if not buflen:
@@ -576,6 +588,8 @@ class TcpAnswers:
         if optname == socket.SO_PROTOCOL:
             return _int_answer(level, socket.IPPROTO_TCP, buflen)
         if optname == socket.SO_ERROR and not self.listening:
+            if not hung_up(self.sock):
+                return _int_answer(level, 0, buflen)  # nothing failed yet: hung_up
             info = self._info()
             if info is not None:
                 return _int_answer(level, int(info.so_error), buflen)

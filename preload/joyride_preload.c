@@ -1311,11 +1311,34 @@ int listen(int fd, int backlog)
  * EALREADY, which no caller woken by POLLOUT expects. */
 static int jr_getinfo(int fd, struct jr_conninfo *out);
 
+/* SO_ERROR of the Joyride connection fd: the error its failure left, once (Linux
+ * clears sk_err as it reports it), else 0; -1 when the service cannot say (the
+ * connection is gone from it and its error was read already). The service tells a
+ * failure (a reset, a refused or timed-out handshake) by letting go of its end of the
+ * socket, which the application's end then shows as a hang-up or an error. Without
+ * either nothing has failed that the application could know of yet, and 0 is Linux's
+ * answer for a socket whose reset has not arrived: no need to ask the service
+ * (OP_GETINFO, a round trip to its control plane, about 130 us here), which event
+ * loops would otherwise pay once per connect (hiredis, APR and libuv ask after every
+ * one). joyride.socket answers by the same rule (sockopts.hung_up). */
+static int jr_so_error(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = 0};
+    struct jr_conninfo ci;
+    int saved = errno;
+
+    if (jr_real_poll(&p, 1, 0) == 0) {
+        errno = saved;
+        return 0;
+    }
+    return jr_getinfo(fd, &ci) == 0 ? ci.so_error : -1;
+}
+
 static int jr_connect_again(int fd)
 {
-    struct jr_conninfo ci;
+    int err = jr_so_error(fd);
 
-    errno = jr_getinfo(fd, &ci) == 0 && ci.so_error != 0 ? ci.so_error : EISCONN;
+    errno = err > 0 ? err : EISCONN;
     return -1;
 }
 
@@ -1859,7 +1882,7 @@ static int jr_tcp_info(int fd, const struct jr_info *info, void *optval, socklen
 static int jr_get_sol(int fd, const struct jr_info *info, int optname, void *optval,
                       socklen_t *optlen)
 {
-    struct jr_conninfo ci;
+    int err;
 
     switch (optname) {
     case SO_DOMAIN:
@@ -1867,8 +1890,8 @@ static int jr_get_sol(int fd, const struct jr_info *info, int optname, void *opt
     case SO_PROTOCOL:
         return jr_put_int(SOL_SOCKET, optval, optlen, IPPROTO_TCP);
     case SO_ERROR:
-        if (info->kind == JR_CONNECTION && jr_getinfo(fd, &ci) == 0)
-            return jr_put_int(SOL_SOCKET, optval, optlen, ci.so_error);
+        if (info->kind == JR_CONNECTION && (err = jr_so_error(fd)) >= 0)
+            return jr_put_int(SOL_SOCKET, optval, optlen, err);
         return real_getsockopt(fd, SOL_SOCKET, optname, optval, optlen);
     case SO_PEERNAME:
         /* sk_getsockopt: ENOTCONN without a peer, EINVAL for a longer buffer than the

@@ -96,6 +96,14 @@ class ServiceSocket(KernelSocket):
         local, remote = protocol.tcp_addresses(self.sock)
         return remote if peer else local
 
+    def connect_ex(self, addr: tuple[str, int]) -> int:
+        """connect on a connection already made: Linux TCP's answer, as the preload
+        shim's jr_connect_again gives it (event loops call connect again to learn how a
+        non-blocking one ended): the failed handshake's error, else EISCONN, also while
+        the handshake still runs behind the descriptor (a listener's is EISCONN too)."""
+        code = self.answers.getsockopt(_stdlib.SOL_SOCKET, _stdlib.SO_ERROR, 0)
+        return int(code) or errno.EISCONN
+
     def setsockopt(self, level: int, optname: int, value: Any) -> None:
         self.answers.setsockopt(level, optname, value)
 

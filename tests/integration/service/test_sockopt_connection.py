@@ -30,11 +30,12 @@ DELAY_S = 0.05
 SERVER_PORT = 7190  # in the peer namespace
 DEAD_PORT = 7191  # nobody listens there
 
-# argv: mode (shim|python), what (refused|queue), peer ip, port. Prints JSON: per side,
+# argv: mode (shim|python), what (refused|healthy|queue), peer ip, port. Prints JSON: per side,
 # what it saw. The Joyride side connects through the service, the kernel side without.
 PROBE = r"""
 import ctypes, errno, fcntl, json, os, select, socket, struct, sys, time
 mode, what, ip, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+HEALTHY_ASKS = 40
 SIOCOUTQ, SIOCOUTQNSD, TCP_INFO = 0x5411, 0x894B, 11
 if mode == "python":
     import joyride.socket as joy_module
@@ -83,6 +84,12 @@ for side in ("kernel", "joyride"):
         seen["so_error"] = errors[-1]
         seen["so_error_again"] = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         seen["state"] = state(s)
+        s.close()
+    elif what == "healthy":
+        s, seen["connect"] = connect(side, True)
+        seen["so_error"] = [s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                            for _ in range(HEALTHY_ASKS)]
+        seen["connect_again"] = sorted({s.connect_ex((ip, port)) for _ in range(HEALTHY_ASKS)})
         s.close()
     else:
         s, seen["connect"] = connect(side, True)
@@ -139,8 +146,10 @@ def _counters(bed: Testbed) -> dict[str, int]:
     return dict(stats(bed.joy)["datapath"]["service"])
 
 
-def probe(bed: Testbed, mode: str, what: str, port: int) -> dict[str, Any]:
-    """The probe's findings; asserts the Joyride side went through the service."""
+def probe(bed: Testbed, mode: str, what: str, port: int,
+          asked: bool = True) -> dict[str, Any]:
+    """The probe's findings; asserts the Joyride side went through the service (and,
+    ``asked``, that the service answered a question about the connection)."""
     before = _counters(bed)
     env = ["env", f"JOYRIDE_SOCKET={app_path(bed.joy)}", f"PYTHONPATH={REPO}"]
     if mode == "shim":
@@ -150,8 +159,9 @@ def probe(bed: Testbed, mode: str, what: str, port: int) -> dict[str, Any]:
     assert proc.returncode == 0, proc.stderr.decode()
     result: dict[str, Any] = json.loads(proc.stdout)
     after = _counters(bed)
-    for counter in ("connect_started", "getinfo"):  # carried and answered by the service
+    for counter in ("connect_started", "getinfo") if asked else ("connect_started",):
         assert after.get(counter, 0) > before.get(counter, 0), (counter, before, after)
+    result["getinfo_asked"] = after.get("getinfo", 0) - before.get("getinfo", 0)
     return result
 
 
@@ -164,6 +174,19 @@ def test_a_refused_connect_reports_so_error_once(service_bed: Testbed, mode: str
     assert kernel == {"connect": errno.EINPROGRESS, "writable": True,
                       "so_error": errno.ECONNREFUSED, "so_error_again": 0, "state": 7}
     assert joyride == kernel
+
+
+@pytest.mark.parametrize("mode", ["shim", "python"])
+def test_a_healthy_connection_answers_so_error_without_the_service(
+        delayed_bed: Testbed, mode: str) -> None:
+    """SO_ERROR, and connect again, on an established connection: 0 and EISCONN, as the
+    kernel's, answered by the application's side alone (the service's socket shows no
+    hang-up: nothing has failed), not by a round trip to the service per question."""
+    seen = probe(delayed_bed, mode, "healthy", SERVER_PORT, asked=False)
+    for side in ("kernel", "joyride"):
+        assert seen[side] == {"connect": 0, "so_error": [0] * 40,
+                              "connect_again": [errno.EISCONN]}, (side, seen[side])
+    assert seen["getinfo_asked"] < 10, seen
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +203,7 @@ def test_the_send_queue_and_rtt_are_the_connections(delayed_bed: Testbed,
     they are acknowledged, then 0 (through the shim; fcntl.ioctl on a joyride.socket
     reaches the unix descriptor); TCP_INFO's rtt is the link's."""
     seen = probe(delayed_bed, mode, "queue", SERVER_PORT)
-    for side, got in seen.items():
+    for side, got in ((s, seen[s]) for s in ("kernel", "joyride")):
         assert got["connect"] == 0, (side, got)
         assert got["state"] == 1, (side, got)  # ESTABLISHED
         assert DELAY_S * 0.8e6 <= got["rtt_us"] <= DELAY_S * 4e6, (side, got)
