@@ -151,6 +151,7 @@ def run_service(cfg: ServiceConfig, *, ready_fd: int | None = None,
     needs the supervisor's helper on ``helper_fd``, which also undoes setup after the
     service exits."""
     _raise_fd_limit()
+    profiler = _profiler()
     service = Service(cfg)
     install_signal_handlers(service)
     try:
@@ -172,7 +173,7 @@ def run_service(cfg: ServiceConfig, *, ready_fd: int | None = None,
         _report(ready_fd, {"ok": True, "state": state.to_json()})
         if on_ready is not None:
             on_ready(state)
-        reason = _serve(service)
+        reason = _serve(service, profiler)
         log.info("stopping: %s", reason)
     finally:
         service.stop()
@@ -225,17 +226,27 @@ def _service_user(cfg: ServiceConfig, helper_fd: int | None) -> privdrop.Service
                            f"{privdrop.DEFAULT_USER!r}") from exc
 
 
-def _serve(service: Service) -> str:
-    """The service loop; under ``$JOYRIDE_PROFILE`` (a path) also a cProfile of it,
-    written there when the service stops (for finding the loop's per-byte costs)."""
+def _profiler() -> tuple[Any, str] | None:
+    """Under ``$JOYRIDE_PROFILE`` (a path), a cProfile profiler and that path. Made
+    before the service drops privileges: after it, the interpreter's own library may
+    not be readable by the service's user (a Python installed under /root), and the
+    import failed there, killing every service started with the variable."""
     target = os.environ.get(PROFILE_ENV)
     if not target:
-        return service.serve()
+        return None
     import cProfile
 
-    profile = cProfile.Profile()
+    return cProfile.Profile(), target
+
+
+def _serve(service: Service, profiler: tuple[Any, str] | None) -> str:
+    """The service loop; with a profiler also a cProfile of it, written to its path
+    when the service stops (for finding the loop's per-byte costs)."""
+    if profiler is None:
+        return service.serve()
+    profile, target = profiler
     try:
-        return profile.runcall(service.serve)
+        return str(profile.runcall(service.serve))
     finally:
         profile.dump_stats(target)
 
