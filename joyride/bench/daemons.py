@@ -167,6 +167,9 @@ DAEMONS: Final = (
     Daemon("redis_client_get", "redis-benchmark GET as the accelerated client "
            "(joyride run --outgoing), kernel redis", redis_server, redis_client("get"),
            parse_redis, "rps", outgoing=True),
+    Daemon("connrate_client", "new connections/s as the accelerated client (wrk -c50, "
+           "Connection: close, joyride run --outgoing), kernel nginx 1 worker",
+           nginx_server(1), wrk_client(True, 50), tools.parse_wrk, "rps", outgoing=True),
 )
 
 
