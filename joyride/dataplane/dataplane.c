@@ -168,6 +168,14 @@ struct flow {
      * last answered an out-of-window segment without payload (rate limit). */
     uint16_t tw_window;
     double tw_last_oow;
+    /* SYN-SENT (dp_connect): what its SYN offered, and how many times it is sent again */
+    uint16_t offer_default_peer_mss;
+    uint16_t offer_min_peer_mss;
+    uint8_t offer_window_scaling;
+    uint8_t offer_window_scale_shift;
+    uint8_t offer_timestamps;
+    uint8_t offer_sack;
+    uint32_t max_syn_retries;
 };
 
 /* A destination's learned path MSS (dp_path_mss). */
@@ -286,6 +294,10 @@ struct dp {
     int64_t *tw_fifo;
     uint32_t tw_head;
     uint32_t tw_count;
+    /* failed active opens, oldest first, for dp_failures (a ring) */
+    struct dp_failure failures[DP_FAILURES_KEPT];
+    uint32_t fail_head;
+    uint32_t fail_count;
     struct cap *cap;           /* joyride capture's tap (capture.h), NULL: off */
     /* GSO (dp_set_gso): the AF_PACKET socket, -1 off; and the frames placed on the tx
      * ring up to Python's last (dp_transmit), which may be any flow's */
@@ -733,10 +745,19 @@ static void chan_door_mode(struct dp *dp, uint32_t chan, int on)
 }
 
 /* C stops running f: its handle goes to Python, which releases it. */
+static void connect_dropped(struct dp *dp, struct flow *f);
+
 static void hand_back(struct dp *dp, struct flow *f, enum dp_reason why)
 {
     if (f->state != FLOW_C)
         return;
+    if (f->t.tcp_state == DP_SYN_SENT) {
+        /* No TcpConnection knows an active open C runs: what would hand it back (its
+         * application gone before an answer) ends it, as a close in SYN-SENT does
+         * (RFC 9293 §3.10.4: delete the TCB, send nothing). */
+        connect_dropped(dp, f);
+        return;
+    }
     /* A door arm taken after this rings the door, which wakes the loop for nothing; the
      * pump's own arm (the socket) overwrites it before the pump sleeps. */
     chan_door_mode(dp, f->t.chan, 0);
@@ -1767,6 +1788,8 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
 {
     struct dp_tcb *t = &f->t;
     uint32_t sent_before = (uint32_t)t->segs_out;
+    if (t->tcp_state == DP_SYN_SENT)
+        return; /* _transmit in SYN-SENT: the SYN only (emit_syn), no ACK, no data */
     if (t->tcp_state == DP_TIME_WAIT || t->tcp_state == DP_CLOSED ||
         t->tcp_state == DP_SYN_RECEIVED) {
         /* TcpConnection._transmit in these states: only the ACK it owes (of the FIN in
@@ -3019,6 +3042,64 @@ static uint32_t takers(const struct listener *l, int ipv6)
  * a6: an IPv6 SYN's addresses (wire_parse_batch6). iss: the ISS to use (a 4-tuple
  * reopened from TIME-WAIT), or 0 for isn.py's rule. 1: taken; 0: Python's (a SYN with
  * anything else, a VLAN tag, a full queue, a family no application listens for). */
+/* What our side of a handshake offers (TcpConfig; a listener's configuration, or an
+ * active open's: dp_connect_cfg), which a peer's SYN is negotiated against. */
+struct syn_offer {
+    uint16_t default_peer_mss;
+    uint16_t min_peer_mss;
+    uint8_t window_scaling;
+    uint8_t window_scale_shift;
+    uint8_t timestamps;
+    uint8_t sack;
+};
+
+static struct syn_offer offer_of_listener(const struct dp_listen_cfg *c)
+{
+    return (struct syn_offer){c->default_peer_mss, c->min_peer_mss, c->window_scaling,
+                              c->window_scale_shift, c->timestamps, c->sack};
+}
+
+/* TcpConnection._take_syn: the peer's SYN (or SYN-ACK) recorded in t, its IRS and
+ * options negotiated against ours (options.negotiate: each option only if both
+ * offered it, RFC 7323 §1.3, RFC 2018 §2; 536 without an MSS option, RFC 9293 §3.7.1,
+ * floored against CVE-2019-11479), and set_mss: the controller's initial window
+ * follows the MSS. */
+static void take_syn(struct dp *dp, struct dp_tcb *t, const struct wire_parsed *p,
+                     const struct syn_offer *o, double now)
+{
+    uint32_t peer_mss = umax(p->has_mss ? p->mss : o->default_peer_mss, o->min_peer_mss);
+    t->ws_ok = o->window_scaling && p->has_wscale;
+    t->snd_shift = t->ws_ok ? (uint8_t)umin(p->wscale, 14) : 0;
+    t->rcv_shift = t->ws_ok ? o->window_scale_shift : 0;
+    t->ts_ok = o->timestamps && p->has_ts;
+    uint32_t ts_len = t->ts_ok ? 12 : 0;
+    t->sack_ok = o->sack && p->sack_permitted;
+    uint32_t smss = umax(umin(peer_mss, t->cfg_mss) - ts_len, MIN_SMSS);
+    uint32_t path = path_mss_of(dp, t, now); /* a router told us the path is narrower */
+    if (path && path - ts_len < smss) {
+        smss = umax(path - ts_len, MIN_SMSS);
+        dp->st.syn_path_mss++;
+    }
+    t->irs = p->seq;
+    t->rcv_nxt = t->rcv_adv = t->last_ack_rcv_nxt = p->seq + 1;
+    t->rcv_slack = (1u << t->rcv_shift) - 1;
+    if (t->ts_ok) {
+        t->ts_recent = p->tsval;
+        t->ts_recent_age = now;
+    }
+    t->smss = smss;
+    if (t->cc_pristine)
+        t->cwnd = initial_window(smss);
+    t->cwnd = umax(t->cwnd, smss);
+    if (t->ssthresh < 2 * smss)
+        t->ssthresh = 2 * smss;
+    t->cc_iw = initial_window(smss);
+    t->snd_wnd = p->window; /* never scaled in a SYN (RFC 7323 §2.2) */
+    t->max_snd_wnd = umax(t->max_snd_wnd, t->snd_wnd);
+    t->snd_wl1 = p->seq;
+    t->rcv_mss = umin(t->cfg_mss, peer_mss) - ts_len;
+}
+
 static int syn_input(struct dp *dp, struct listener *l, const struct wire_parsed *p,
                      const struct wire_addr6 *a6, const uint8_t *frame, double now,
                      uint32_t iss)
@@ -3059,40 +3140,8 @@ static int syn_input(struct dp *dp, struct listener *l, const struct wire_parsed
     t.time_wait_len = c->time_wait;
     t.fin_wait2_len = c->fin_wait2_timeout;
     t.last_send = now;
-    /* options.negotiate: each option only if both offered it (RFC 7323 §1.3, RFC 2018
-     * §2); 536 without an MSS option (RFC 9293 §3.7.1), floored (CVE-2019-11479). */
-    uint32_t peer_mss = umax(p->has_mss ? p->mss : c->default_peer_mss, c->min_peer_mss);
-    t.ws_ok = c->window_scaling && p->has_wscale;
-    t.snd_shift = t.ws_ok ? (uint8_t)umin(p->wscale, 14) : 0;
-    t.rcv_shift = t.ws_ok ? c->window_scale_shift : 0;
-    t.ts_ok = c->timestamps && p->has_ts;
-    uint32_t ts_len = t.ts_ok ? 12 : 0;
-    t.sack_ok = c->sack && p->sack_permitted;
-    uint32_t smss = umax(umin(peer_mss, t.cfg_mss) - ts_len, MIN_SMSS);
-    uint32_t path = path_mss_of(dp, &t, now); /* a router told us the path is narrower */
-    if (path && path - ts_len < smss) {
-        smss = umax(path - ts_len, MIN_SMSS);
-        dp->st.syn_path_mss++;
-    }
-    /* TcpConnection._take_syn */
-    t.irs = p->seq;
-    t.rcv_nxt = t.rcv_adv = t.last_ack_rcv_nxt = p->seq + 1;
-    t.rcv_slack = (1u << t.rcv_shift) - 1;
-    if (t.ts_ok) {
-        t.ts_recent = p->tsval;
-        t.ts_recent_age = now;
-    }
-    t.smss = smss; /* set_mss: the controller's initial window follows the MSS */
-    if (t.cc_pristine)
-        t.cwnd = initial_window(smss);
-    t.cwnd = umax(t.cwnd, smss);
-    if (t.ssthresh < 2 * smss)
-        t.ssthresh = 2 * smss;
-    t.cc_iw = initial_window(smss);
-    t.snd_wnd = p->window; /* never scaled in a SYN (RFC 7323 §2.2) */
-    t.max_snd_wnd = umax(t.max_snd_wnd, t.snd_wnd);
-    t.snd_wl1 = p->seq;
-    t.rcv_mss = umin(t.cfg_mss, peer_mss) - ts_len;
+    struct syn_offer offer = offer_of_listener(c);
+    take_syn(dp, &t, p, &offer, now);
     struct flow *f = flow_insert(dp, &t);
     if (f == NULL) {
         dp->st.syn_declined++;
@@ -3130,6 +3179,203 @@ static void synack_timeout(struct dp *dp, struct flow *f, double now)
     t->rto_at = now + rto_of(t);
     timer_arm(dp, f, t->rto_at);
     emit_synack(dp, f, now);
+}
+
+/* --- active opens (dp_connect; TcpConnection.connect and _receive_syn_sent) -------- */
+
+/* TcpConnection._segment with syn_options in SYN-SENT: our SYN, offering what the
+ * configuration allows (options.syn_options with nothing to answer); its window is
+ * never scaled (RFC 7323 §2.2) and it acknowledges nothing. */
+static void emit_syn(struct dp *dp, struct flow *f, double now)
+{
+    struct dp_tcb *t = &f->t;
+    struct wire_seg s;
+    memset(&s, 0, sizeof s);
+    s.seq = t->iss;
+    s.flags = TCP_SYN;
+    s.window = (uint16_t)umin(t->rcv_cap, 0xFFFF);
+    s.syn_opts = WIRE_SYN_MSS | (f->offer_sack ? WIRE_SYN_SACK_PERM : 0) |
+                 (f->offer_window_scaling ? WIRE_SYN_WSCALE : 0);
+    s.mss = (uint16_t)t->cfg_mss;
+    s.wscale = f->offer_window_scale_shift;
+    if (f->offer_timestamps) {
+        s.has_ts = 1;
+        s.tsval = ts_clock(t, now);
+        s.tsecr = 0;
+    }
+    if (arena_put_control(dp, f, &s)) {
+        t->segs_out++;
+        t->last_send = now;
+    }
+}
+
+/* Keep a failed active open's errno for dp_failures (the oldest goes when full). */
+static void failure_note(struct dp *dp, const struct dp_tcb *t, int err)
+{
+    if (dp->fail_count == DP_FAILURES_KEPT) {
+        dp->fail_head = (dp->fail_head + 1) % DP_FAILURES_KEPT;
+        dp->fail_count--;
+        dp->st.failures_lost++;
+    }
+    struct dp_failure *e = &dp->failures[(dp->fail_head + dp->fail_count) % DP_FAILURES_KEPT];
+    memcpy(e->local_ip, t->local_ip, 16);
+    memcpy(e->remote_ip, t->remote_ip, 16);
+    e->local_port = t->local_port;
+    e->remote_port = t->remote_port;
+    e->ipv6 = t->ipv6;
+    e->err = err;
+    dp->fail_count++;
+}
+
+/* TcpConnection._fail in SYN-SENT: the application learns it from its socket, which
+ * closes (a reset, as the service's Python closes a failed connection's), and from
+ * SO_ERROR, which the control plane answers from dp_failures. */
+static void connect_failed(struct dp *dp, struct flow *f, int err)
+{
+    failure_note(dp, &f->t, err);
+    born_end(dp, f);
+}
+
+static void connect_dropped(struct dp *dp, struct flow *f)
+{
+    dp->st.connect_dropped++;
+    born_end(dp, f);
+}
+
+/* TcpConnection._receive_syn_sent (RFC 9293 §3.10.7.3). Always taken: a SYN-SENT flow
+ * is C's whatever comes. A simultaneous open (a SYN without ACK) is dropped: our SYN,
+ * sent again, brings the peer's SYN-ACK (RFC 9293 §3.5 ends there too). */
+static int synsent_input(struct dp *dp, struct flow *f, const struct wire_parsed *p,
+                         double now)
+{
+    struct dp_tcb *t = &f->t;
+    uint8_t flags = p->flags;
+    if ((flags & TCP_ACK) && !(sdiff(p->ack, t->iss) > 0 && sdiff(p->ack, t->snd_nxt) <= 0)) {
+        /* An ACK of something we never sent: <SEQ=SEG.ACK><CTL=RST>, unless a RST. */
+        dp->st.synsent_dropped++;
+        if (!(flags & TCP_RST))
+            emit_rst(dp, f, p->ack);
+        return 1;
+    }
+    if (flags & TCP_RST) {
+        /* RFC 5961 §3.2: only a RST that acknowledges our SYN is believed. */
+        if (flags & TCP_ACK) {
+            dp->st.connect_refused++;
+            connect_failed(dp, f, ECONNREFUSED);
+        } else {
+            dp->st.synsent_dropped++;
+        }
+        return 1;
+    }
+    if (!(flags & TCP_SYN) || !(flags & TCP_ACK)) {
+        dp->st.synsent_dropped++;
+        return 1;
+    }
+    struct syn_offer offer = {f->offer_default_peer_mss, f->offer_min_peer_mss,
+                              f->offer_window_scaling, f->offer_window_scale_shift,
+                              f->offer_timestamps, f->offer_sack};
+    take_syn(dp, t, p, &offer, now);
+    /* The send ring's first byte is SND.UNA from here on: what the application wrote
+     * meanwhile follows the SYN. */
+    t->snd_una = p->ack;
+    t->snd_wl2 = p->ack;
+    t->cwnd_use_end = p->ack;
+    if (t->retries == 0) /* _sample_rtt_handshake: Karn, no sample after a retransmission */
+        rtt_sample(t, now - t->last_send > 0 ? now - t->last_send : 0.0);
+    else if (t->srtt < 0 && t->base_rto < SYN_FALLBACK_RTO)
+        t->base_rto = SYN_FALLBACK_RTO; /* RFC 6298 §5.7 */
+    t->rto_backoff = 0;
+    t->rto_at = 0;
+    t->retries = 0;
+    /* _established: a close the application made meanwhile goes on from here. */
+    t->tcp_state = t->fin_queued ? DP_FIN_WAIT_1 : DP_ESTABLISHED;
+    t->ack_now = 1; /* the handshake's third segment (data, if any, carries it) */
+    t->segs_in++;
+    dp->st.connect_established++;
+    /* Payload or a FIN on the SYN-ACK is not taken: acknowledged only up to the SYN,
+     * it comes again (a receiver may drop what it does not buffer). */
+    return 1;
+}
+
+/* _on_rto in SYN-SENT: the SYN again, backed off, or the connection fails. */
+static void syn_timeout(struct dp *dp, struct flow *f, double now)
+{
+    struct dp_tcb *t = &f->t;
+    t->retries++;
+    if (t->retries > f->max_syn_retries) {
+        dp->st.connect_timeouts++;
+        connect_failed(dp, f, ETIMEDOUT);
+        return;
+    }
+    dp->st.syn_retransmits++;
+    /* RttEstimator.backoff (RFC 6298 §5.5), Karn's rule. */
+    double floored = t->base_rto > t->min_rto ? t->base_rto : t->min_rto;
+    if (t->rto_backoff < 32 && floored * ldexp(1.0, (int)t->rto_backoff) < t->max_rto)
+        t->rto_backoff++;
+    t->rtt_timing = 0;
+    t->rto_at = now + rto_of(t);
+    timer_arm(dp, f, t->rto_at);
+    emit_syn(dp, f, now);
+}
+
+int64_t dp_connect(struct dp *dp, const struct dp_connect_cfg *cfg, double now)
+{
+    const struct dp_tcb *in = &cfg->tcb;
+    if (in->app_fd < 0 || in->local_port == 0 || in->remote_port == 0 || in->ipv6 > 1 ||
+        cfg->window_scale_shift > 14 || cfg->min_peer_mss < MIN_SMSS + 12 ||
+        in->cfg_mss < 88 ||
+        in->cfg_mss + 14 + ip_header_len(in->ipv6) + 20 > dp->cfg.max_frame ||
+        in->snd_cap == 0 || in->rcv_cap == 0 || in->keepalive_idle != 0)
+        return -EINVAL;
+    struct tuple key = tuple_of(in);
+    if (flow_lookup(dp, &key) != NULL)
+        return -EEXIST;
+    struct dp_tcb t = *in;
+    t.born = 1;
+    t.tcp_state = DP_SYN_SENT;
+    t.snd_una = t.snd_wl2 = t.cwnd_use_end = t.iss;
+    t.snd_nxt = t.iss + 1; /* the SYN's */
+    t.retries = 0;
+    t.last_send = now;
+    t.fin_queued = t.fin_sent = t.peer_fin = t.fin_to_app = t.app_eof = 0;
+    struct flow *f = flow_insert(dp, &t);
+    if (f == NULL)
+        return -ENOSPC;
+    f->offer_default_peer_mss = cfg->default_peer_mss;
+    f->offer_min_peer_mss = cfg->min_peer_mss;
+    f->offer_window_scaling = cfg->window_scaling;
+    f->offer_window_scale_shift = cfg->window_scale_shift;
+    f->offer_timestamps = cfg->timestamps;
+    f->offer_sack = cfg->sack;
+    f->max_syn_retries = cfg->max_syn_retries;
+    dp->st.connects++;
+    dp->st.born_live++;
+    /* The application's claim (and bytes) are taken from now on: its verdict must not
+     * wait for the handshake. */
+    if (epoll_set(dp, f, APP_IN) < 0) {
+        f->t.app_fd = -1; /* the caller's still: it closes it */
+        flow_forget(dp, f);
+        return -EBADF;
+    }
+    if (f->t.claim_wait) {
+        f->t.claim_by = now + cfg->claim_wait_ms * 1e-3;
+        timer_arm(dp, f, f->t.claim_by);
+    }
+    emit_syn(dp, f, now);
+    f->t.rto_at = now + rto_of(&f->t);
+    timer_arm(dp, f, f->t.rto_at);
+    return handle_of(dp, f);
+}
+
+uint32_t dp_failures(struct dp *dp, struct dp_failure *out, uint32_t max)
+{
+    uint32_t n = 0;
+    while (n < max && dp->fail_count > 0) {
+        out[n++] = dp->failures[dp->fail_head];
+        dp->fail_head = (dp->fail_head + 1) % DP_FAILURES_KEPT;
+        dp->fail_count--;
+    }
+    return n;
 }
 
 /* The name writers of conn_name: each appends at p, never past end, and returns the
@@ -3463,6 +3709,8 @@ static void input_frames(struct dp *dp, const uint8_t *base, uint32_t n, double 
         int taken;
         if (f->t.tcp_state == DP_SYN_RECEIVED) {
             taken = synrcvd_input(dp, f, p, frame, now);
+        } else if (f->t.tcp_state == DP_SYN_SENT) {
+            taken = synsent_input(dp, f, p, now);
         } else if (f->t.tcp_state == DP_TIME_WAIT) {
             int verdict = tw_input(dp, f, p, now);
             if (verdict == 2) {
@@ -3554,6 +3802,11 @@ static void fire_due(struct dp *dp, struct flow *f, double now)
     if (t->tcp_state == DP_SYN_RECEIVED) {
         if (t->rto_at && now >= t->rto_at)
             synack_timeout(dp, f, now);
+        return;
+    }
+    if (t->tcp_state == DP_SYN_SENT) {
+        if (t->rto_at && now >= t->rto_at)
+            syn_timeout(dp, f, now);
         return;
     }
     if (t->state_at && now >= t->state_at) {
@@ -4100,7 +4353,8 @@ int dp_inject(struct dp *dp, const uint8_t *frame, uint32_t len)
     return 0;
 }
 
-/* Whether `to` holds the flow of the parsed frame half-open: C runs its handshake, and
+/* Whether `to` holds the flow of the parsed frame half-open (SYN-RECEIVED, or SYN-SENT: an
+ * active open whose SYN-ACK reached another queue): C runs its handshake, and
  * the control plane cannot take it from C (plane.py's UNRUNNABLE_STATES). A TIME-WAIT
  * flow is not forwarded: a segment another worker declined may be a new incarnation's
  * that Python runs (its SYN declined there), and TIME-WAIT's answer to a stray segment
@@ -4108,7 +4362,8 @@ int dp_inject(struct dp *dp, const uint8_t *frame, uint32_t len)
 static int holds_half_open(struct dp *to, const struct tuple *key)
 {
     struct flow *f = flow_lookup(to, key);
-    return f != NULL && f->state == FLOW_C && f->t.tcp_state == DP_SYN_RECEIVED;
+    return f != NULL && f->state == FLOW_C &&
+           (f->t.tcp_state == DP_SYN_RECEIVED || f->t.tcp_state == DP_SYN_SENT);
 }
 
 /* The plane (not `from`) that holds the flow of a frame `from` declined half-open, or

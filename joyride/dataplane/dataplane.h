@@ -118,7 +118,8 @@ enum dp_tcp_state {
     DP_CLOSING = 5,
     DP_LAST_ACK = 6,
     DP_TIME_WAIT = 7,
-    DP_CLOSED = 8              /* finished; waits only for the application's EOF */
+    DP_CLOSED = 8,             /* finished; waits only for the application's EOF */
+    DP_SYN_SENT = 9            /* an active open C runs (dp_connect) */
 };
 
 enum dp_limits {
@@ -129,7 +130,8 @@ enum dp_limits {
     DP_PATH_SLOTS = 256,       /* destinations whose learned path MSS C remembers */
     DP_OOO_RANGES = 16,        /* out-of-order ranges C keeps; one more declines */
     DP_TX_RECORDS = 32,        /* RACK send-time records C keeps; the oldest go first */
-    DP_SACK_RANGES = 8         /* SACKed ranges C keeps as a sender; one more declines */
+    DP_SACK_RANGES = 8,        /* SACKed ranges C keeps as a sender; one more declines */
+    DP_FAILURES_KEPT = 256     /* failed active opens waiting for dp_failures */
 };
 
 /* Congestion controllers C runs outside recovery (congestion.py owns the rules). */
@@ -377,6 +379,35 @@ struct dp_listen_cfg {
     char names[16][108];       /* DP_LISTEN_NAMES x DP_NAME_BYTES */
 };
 
+/* An active open C runs itself (dp_connect; docs/dataplane.md, "Connections opened
+ * in C"): the TCB as TcpConnection.connect makes it (listen_template's fields; then the
+ * 4-tuple, the MACs toward the next hop, the ISS, the timestamp offset, the
+ * application's end of its socket pair in app_fd and, for an application that claims
+ * ring mode, claim_check and claim_wait), and what its SYN offers, as a listener's
+ * configuration says it (struct dp_listen_cfg's fields of the same names). */
+struct dp_connect_cfg {
+    struct dp_tcb tcb;
+    uint32_t max_syn_retries;  /* SYN retransmissions before ETIMEDOUT */
+    uint16_t default_peer_mss;
+    uint16_t min_peer_mss;
+    uint8_t window_scaling;
+    uint8_t window_scale_shift;
+    uint8_t timestamps;
+    uint8_t sack;
+    uint16_t claim_wait_ms;    /* with tcb.claim_wait: how long data waits for the claim */
+};
+
+/* An active open that failed (dp_failures): its 4-tuple (addresses network order, 16
+ * bytes: IPv4 in the first 4; ports host order) and the errno SO_ERROR reports. */
+struct dp_failure {
+    uint8_t local_ip[16];
+    uint8_t remote_ip[16];
+    uint16_t local_port;
+    uint16_t remote_port;
+    uint8_t ipv6;              /* 1: the addresses are IPv6 */
+    int32_t err;               /* ECONNREFUSED (a RST), ETIMEDOUT (no answer) */
+};
+
 /* The data plane's counters (every drop and every decline has one). */
 struct dp_stats {
     uint64_t rounds;           /* rounds run (dp_run's iterations and dp_round calls) */
@@ -438,6 +469,15 @@ struct dp_stats {
     uint64_t fins_sent;
     uint64_t fins_received;
     uint64_t closed;           /* born flows that finished in C */
+    /* active opens (dp_connect) */
+    uint64_t connects;         /* SYNs C sent for an application's connect */
+    uint64_t connect_established; /* ... answered by a SYN-ACK: ESTABLISHED in C */
+    uint64_t connect_refused;  /* ... by a RST (ECONNREFUSED) */
+    uint64_t connect_timeouts; /* ... by nothing, after max_syn_retries (ETIMEDOUT) */
+    uint64_t connect_dropped;  /* ... ended by their application before an answer */
+    uint64_t syn_retransmits;
+    uint64_t synsent_dropped;  /* segments a SYN-SENT flow dropped (counted, maybe a RST) */
+    uint64_t failures_lost;    /* failures dp_failures could not keep (its queue full) */
     /* shared-memory channels (dp_chan_*, whichever side runs the flow) */
     uint64_t chan_claims;      /* claims received */
     uint64_t chan_ring;        /* ... accepted: ring mode */
@@ -548,6 +588,20 @@ uint32_t dp_flows(const struct dp *dp, int64_t *out, uint32_t max);
  * -errno (ENOSPC: DP_MAX_LISTENERS ports; EINVAL: a bad configuration). */
 int dp_listen(struct dp *dp, const struct dp_listen_cfg *cfg);
 int dp_unlisten(struct dp *dp, uint16_t port);
+
+/* An active open, run in C from the SYN on (struct dp_connect_cfg): the SYN goes now,
+ * again with backoff until max_syn_retries; a SYN-ACK makes the flow ESTABLISHED, a
+ * born flow from then on; a RST that acknowledges the SYN, or no answer, ends it and
+ * closes app_fd, and its failure waits in dp_failures. The application's bytes and its
+ * claim are taken from the start; its bytes go once ESTABLISHED. `now` is the clock
+ * dp_run is given. Returns the handle (> 0) or -errno (EINVAL: a configuration C does
+ * not run, e.g. keepalive or a frame too small; EEXIST: the 4-tuple is in the table,
+ * TIME-WAIT included; ENOSPC: the table is full). C never hands a SYN-SENT flow to
+ * Python: what would (the application gone before an answer) ends it. */
+int64_t dp_connect(struct dp *dp, const struct dp_connect_cfg *cfg, double now);
+/* The active opens that failed since the last call, oldest first (at most max; a
+ * queue of DP_FAILURES_KEPT, beyond which the oldest are lost and counted). */
+uint32_t dp_failures(struct dp *dp, struct dp_failure *out, uint32_t max);
 
 /* The path MSS the control plane learnt for a destination (a router's "packet too
  * big": the MSS with options that fits, floored for the family), as the kernel keeps a

@@ -59,8 +59,11 @@ REASONS: Final = ("none", "segment", "rto", "persist", "app_eof", "app_gone", "r
 
 
 #: ``enum dp_tcp_state`` values of a born flow Python cannot run (SYN-RECEIVED: C's
-#: half-open queue; TIME-WAIT and CLOSED: finished): a claim or a close drops them.
-UNRUNNABLE_STATES: Final = frozenset({1, 7, 8})
+#: half-open queue; TIME-WAIT and CLOSED: finished; SYN-SENT: an active open C runs,
+#: which no TcpConnection knows): a claim or a close drops them.
+UNRUNNABLE_STATES: Final = frozenset({1, 7, 8, 9})
+#: ``enum dp_tcp_state``'s DP_SYN_SENT: an active open C runs (``DataPlane.connect``).
+DP_SYN_SENT: Final = 9
 
 
 #: ``enum dp_tcp_state`` values whose FIN is out and not yet acknowledged.
@@ -357,6 +360,59 @@ class DataPlane:
         self._conns[handle] = conn
         self._handle_of[conn] = handle
         return True
+
+    def connect(self, config: Any, key: tuple[bytes, int, bytes, int], src_mac: bytes,
+                dst_mac: bytes, iss: int, ts_offset: int, app_fd: int, *, claims: bool,
+                now: float) -> int:
+        """C opens a connection itself (``dp_connect``): the 4-tuple ``key`` (local
+        first), its SYN toward ``dst_mac`` with ISS ``iss``, the TCB ``config`` (a
+        ``TcpConfig``) gives one (``TcpConnection.listen_template``); ``app_fd``, the
+        service's end of the application's socket pair, is C's from here on, and with
+        ``claims`` the application claims ring mode first. The flow's handle; OSError
+        (EEXIST: the 4-tuple is in C's table; EINVAL: a configuration C does not run)."""
+        lip, lport, rip, rport = key
+        cfg = ffi.new("struct dp_connect_cfg *")
+        tcb = cfg.tcb
+        ipv6 = len(lip) == WIDE
+        TcpConnection.listen_template(config, tcb, ipv6=ipv6)
+        ffi.memmove(tcb.local_ip, widen(lip), WIDE)
+        ffi.memmove(tcb.remote_ip, widen(rip), WIDE)
+        tcb.ipv6 = ipv6
+        tcb.local_port = lport
+        tcb.remote_port = rport
+        tcb.src_mac = src_mac
+        tcb.dst_mac = dst_mac
+        tcb.iss = iss & 0xFFFFFFFF
+        tcb.ts_offset = ts_offset & 0xFFFFFFFF
+        tcb.time_wait_len = config.time_wait
+        tcb.fin_wait2_len = config.fin_wait2_timeout
+        tcb.app_fd = app_fd
+        tcb.claim_check = tcb.claim_wait = int(claims)
+        cfg.max_syn_retries = config.max_syn_retries
+        cfg.default_peer_mss = config.default_peer_mss
+        cfg.min_peer_mss = config.min_peer_mss
+        cfg.window_scaling = int(config.window_scaling)
+        cfg.window_scale_shift = config.window_scale_shift
+        cfg.timestamps = int(config.timestamps)
+        cfg.sack = int(config.sack)
+        cfg.claim_wait_ms = int(CLAIM_WAIT * 1000)
+        handle = int(lib.dp_connect(self._dp, cfg, now))
+        self._check(handle, "connecting in C")
+        return handle
+
+    def failures(self) -> list[tuple[tuple[bytes, int, bytes, int], int]]:
+        """The active opens C ran that failed since the last call: (4-tuple, errno)."""
+        out: list[tuple[tuple[bytes, int, bytes, int], int]] = []
+        batch = ffi.new("struct dp_failure[64]")
+        while n := int(lib.dp_failures(self._dp, batch, 64)):
+            for i in range(n):
+                f = batch[i]
+                v6 = bool(f.ipv6)
+                out.append(((narrow(bytes(ffi.buffer(f.local_ip, WIDE)), v6),
+                             int(f.local_port),
+                             narrow(bytes(ffi.buffer(f.remote_ip, WIDE)), v6),
+                             int(f.remote_port)), int(f.err)))
+        return out
 
     def release(self, conn: TcpConnection, now: float | None = None) -> Released | None:
         """Take ``conn`` back from C (None: C does not own it); ``now``, the time, for

@@ -153,6 +153,19 @@ class Workers:
         index = self._home.get(Engine.key_of(conn), 0)
         return self.planes[index].adopt(conn, src_mac, dst_mac, app_fd, channel)
 
+    def connect(self, config: Any, key: Key, src_mac: bytes, dst_mac: bytes, iss: int,
+                ts_offset: int, app_fd: int, *, claims: bool, now: float) -> int:
+        """On the first worker's plane, whose queue a reply most often reaches; one that
+        reaches another worker is forwarded while the flow is in SYN-SENT
+        (dp_forward_declined), as a passive open's ACK is."""
+        handle = self.planes[0].connect(config, key, src_mac, dst_mac, iss, ts_offset,
+                                        app_fd, claims=claims, now=now)
+        self._remember(key, 0)
+        return handle
+
+    def failures(self) -> list[tuple[Key, int]]:
+        return [f for plane in self.planes for f in plane.failures()]
+
     def release(self, conn: TcpConnection, now: float | None = None) -> Released | None:
         plane = self._owner(conn)
         return plane.release(conn, now) if plane is not None else None

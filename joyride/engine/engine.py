@@ -227,10 +227,12 @@ class Engine:
         return conn
 
     def connect(self, remote_ip: bytes, remote_port: int, *, local_ip: bytes | None = None,
-                local_port: int | None = None, config: TcpConfig | None = None
-                ) -> TcpConnection:
+                local_port: int | None = None, config: TcpConfig | None = None,
+                busy: Callable[[FourTuple], bool] | None = None) -> TcpConnection:
+        """Active open (``TcpConnection.connect``) from a free ephemeral port; ``busy``:
+        4-tuples held where the engine does not see them (the C data plane's)."""
         lip = local_ip or self._source_for(remote_ip)
-        lport = local_port or self._free_port(lip, remote_ip, remote_port)
+        lport = local_port or self._free_port(lip, remote_ip, remote_port, busy)
         key = (lip, lport, remote_ip, remote_port)
         if key in self.connections or key in self.time_wait:
             raise EngineError("that 4-tuple is already in use")
@@ -256,14 +258,26 @@ class Engine:
             raise EngineError(f"{self.network.ifname} has no {name} address")
         return min(family)
 
-    def _free_port(self, lip: bytes, rip: bytes, rport: int) -> int:
+    def active_open(self, remote_ip: bytes, remote_port: int,
+                    busy: Callable[[FourTuple], bool]) -> tuple[FourTuple, Seq, int]:
+        """What ``connect`` would give a connection to ``remote``: its 4-tuple, ISS
+        (RFC 6528) and timestamp offset (RFC 7323 §7.1), for one the C data plane opens
+        itself (``busy``: 4-tuples held there, which the engine does not see)."""
+        lip = self._source_for(remote_ip)
+        lport = self._free_port(lip, remote_ip, remote_port, busy)
+        iss = self._isn.isn(lip, lport, remote_ip, remote_port, self.clock())
+        return ((lip, lport, remote_ip, remote_port), iss,
+                self._ts_offsets.offset(lip, 0, remote_ip, 0))
+
+    def _free_port(self, lip: bytes, rip: bytes, rport: int,
+                   busy: Callable[[FourTuple], bool] | None = None) -> int:
         ports = self.ephemeral_ports
         start = self._rng.randrange(len(ports))
         for i in range(len(ports)):
             port = ports[(start + i) % len(ports)]
             key = (lip, port, rip, rport)
             if (key not in self.connections and key not in self.time_wait
-                    and port not in self.listeners):
+                    and port not in self.listeners and (busy is None or not busy(key))):
                 return port
         raise EngineError("no free ephemeral port for that destination")
 

@@ -34,6 +34,7 @@ from typing import Any, Final
 from joyride import sockopts
 from joyride.dataplane.plane import (
     CLAIM_WAIT,
+    DP_SYN_SENT,
     UNRUNNABLE_STATES,
     WAKE_DOOR,
     Born,
@@ -82,6 +83,7 @@ PENDING_PER_PORT: Final = 64  # accepted connections awaiting a backlog slot
 MAX_WAITING_SESSIONS: Final = 256  # connected applications that have not sent a request
 FLOWS_SHOWN: Final = 16  # connections detailed by ``stats`` (the rest are only counted)
 FAILED_KEPT: Final = 1024  # failed connections whose error OP_GETINFO may still report
+C_CONNECTS_KEPT: Final = 65536  # active opens in C whose owner OP_GETINFO/OP_SETOPT know
 # TCP states whose FIN is out and not yet acknowledged (a graceful stop waits for them).
 _FIN_UNACKED: Final = frozenset({TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.LAST_ACK})
 FIONREAD: Final = 0x541B  # SIOCINQ: bytes waiting in a socket's receive queue
@@ -192,6 +194,14 @@ class Datapath:
         # OP_GETINFO: errors of failed connections the application has not read yet
         # (by connection name), and the live connections whose error it has read.
         self._failed: OrderedDict[str, tuple[int, int]] = OrderedDict()  # (errno, uid)
+        # Active opens the C data plane runs (_connect_in_c), by 4-tuple: the owner's
+        # uid and the connection's name (a failure's error is kept under it; the uid
+        # may take the connection from C for its options, as a listener's owner may).
+        self._c_connects: OrderedDict[tuple[bytes, int, bytes, int], tuple[int, str]] = \
+            OrderedDict()
+        # ... and options their owners set while they were in SYN-SENT (_apply_pending).
+        self._pending_options: dict[tuple[bytes, int, bytes, int],
+                                    list[tuple[int, int, int]]] = {}
         self._error_reported: set[TcpConnection] = set()
         self.pump_budget = BUDGET  # chunks each way per pump per step
         # A process that registered a listener, watched through a pidfd: its exit
@@ -396,6 +406,8 @@ class Datapath:
             self._busy_until = self.clock() + SPIN
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_PERIOD
+            self._take_failures()
+            self._apply_pending()
             self.sweep_listeners()
             self._pmtu_reclaims(now)
 
@@ -483,8 +495,10 @@ class Datapath:
                 conn.abort()  # its port is gone (RFC 9293 §3.10.7.1)
                 self.engine.mark(conn)
             return
-        pump = Pump(conn, socket.socket(fileno=fd), pl.uid if pl is not None else -1,
-                    plane=self.chan_plane, channel=ChannelState.of(tcb))
+        active = self._c_connects.get(Engine.key_of(conn))  # an active open's owner
+        uid = pl.uid if pl is not None else active[0] if active is not None else -1
+        pump = Pump(conn, socket.socket(fileno=fd), uid, plane=self.chan_plane,
+                    channel=ChannelState.of(tcb))
         if pump.channel.claim_wait:
             self._claim_waiting.add(pump)
         pump.app_eof = bool(tcb.app_eof)
@@ -505,8 +519,10 @@ class Datapath:
         asker) may: root or the port's owner, so nobody else can move it out of C."""
         conn = self.engine.connections.get(key)
         pl = self.by_port.get(key[1])
+        active = self._c_connects.get(key)
         if conn is None and self.plane is not None and (
-                uid == 0 or (pl is not None and pl.uid == uid)):
+                uid == 0 or (pl is not None and pl.uid == uid)
+                or (active is not None and active[0] == uid)):
             born = self.plane.claim(key)
             if born is not None:
                 self._take_born(born, set())
@@ -739,19 +755,53 @@ class Datapath:
             assert pl is not None
             self._sync_listener(pl)
             return 0
-        conn = self._connection(parsed.key(), creds.uid)
+        key = parsed.key()
+        conn = self._connection(key, creds.uid)
         pump = self.pumps.get(conn) if conn is not None else None
         if conn is None or pump is None:
-            return errno.ENOTCONN
+            return self._option_before_answer(key, entry, creds)
         if creds.uid not in (0, pump.uid):
             return errno.EPERM
         self._apply_options(conn, [entry])
         self.counters["setopt_connection"] += 1
         return 0
 
+    def _option_before_answer(self, key: tuple[bytes, int, bytes, int],
+                              entry: tuple[int, int, int], creds: apps.Credentials) -> int:
+        """An option set on an active open C runs that no SYN-ACK has answered yet
+        (SYN-SENT: C's alone): applied once C has the connection established
+        (``_apply_pending``), as Linux applies what is set while it connects. ENOTCONN
+        for any other connection the control plane does not hold."""
+        active = self._c_connects.get(key)
+        tcb = self.plane.peek_key(key) if self.plane is not None else None
+        if active is None or tcb is None or int(tcb.tcp_state) != DP_SYN_SENT:
+            return errno.ENOTCONN
+        if creds.uid not in (0, active[0]):
+            return errno.EPERM
+        if sockopts.changes(*entry).keys() - {"nodelay"}:
+            # (Nagle's algorithm is off in the service whatever TCP_NODELAY says.)
+            self._pending_options.setdefault(key, []).append(entry)
+        self.counters["setopt_before_answer"] += 1
+        return 0
+
+    def _apply_pending(self) -> None:
+        """Options set while an active open C runs was in SYN-SENT: once it is
+        established, the connection comes to Python with them (as a listener's does
+        when its owner sets one); once it is gone, they are too."""
+        for key in list(self._pending_options):
+            tcb = self.plane.peek_key(key) if self.plane is not None else None
+            if tcb is not None and int(tcb.tcp_state) == DP_SYN_SENT:
+                continue
+            entries = self._pending_options.pop(key)
+            conn = self._connection(key, 0) if tcb is not None else None
+            if conn is not None and conn in self.pumps:
+                self._apply_options(conn, entries)
+                self.counters["setopt_connection"] += len(entries)
+
     def get_info(self, request: protocol.Request, creds: apps.Credentials
                  ) -> tuple[int, protocol.Info | None, TcpConnection | None]:
         """OP_GETINFO: (status, info, connection): what a kernel socket would report."""
+        self._take_failures()
         parsed = protocol.parse_name(request.name)
         if parsed is None or parsed.kind != "connection" or parsed.remote is None:
             return errno.EINVAL, None, None
@@ -1101,15 +1151,6 @@ class Datapath:
                 or rip in self.engine.local_addresses or not 0 < request.port < 65536):
             self._reply(session, protocol.Reply(request.op, protocol.NOT_ACCELERATED))
             return False
-        try:
-            conn = self.engine.connect(rip, request.port)
-        except EngineError as exc:
-            log.warning("connect to %s:%d: %s", text(rip), request.port, exc)
-            self._reply(session, protocol.Reply(request.op, errno.EADDRNOTAVAIL))
-            return False
-        self.counters["connect_started"] += 1
-        if len(rip) == 16:
-            self.counters["connect_started_ipv6"] += 1
         # Ring mode, as on a listener's connections: granted with the C data plane,
         # which keeps the channels (protocol.FLAG_CHANNELS). Not while the plane gives
         # this process's own claims its bell (embedded mode): the connection's socket
@@ -1117,6 +1158,18 @@ class Datapath:
         plane = self.chan_plane
         channels = (bool(request.flags & protocol.FLAG_CHANNELS) and plane is not None
                     and not plane.has_door)
+        if request.flags & protocol.FLAG_NONBLOCK and self._connect_in_c(session, request,
+                                                                          channels):
+            return False
+        try:
+            conn = self.engine.connect(rip, request.port, busy=self._held_in_c)
+        except EngineError as exc:
+            log.warning("connect to %s:%d: %s", text(rip), request.port, exc)
+            self._reply(session, protocol.Reply(request.op, errno.EADDRNOTAVAIL))
+            return False
+        self.counters["connect_started"] += 1
+        if len(rip) == 16:
+            self.counters["connect_started_ipv6"] += 1
         if request.flags & protocol.FLAG_NONBLOCK:
             # The descriptor now; the handshake goes on behind it (protocol.OP_CONNECT).
             try:
@@ -1129,6 +1182,86 @@ class Datapath:
             return False
         self.connecting[conn] = (session, channels)
         return True
+
+    def _held_in_c(self, key: tuple[bytes, int, bytes, int]) -> bool:
+        """Whether the C data plane holds a flow of this 4-tuple (one it opened itself,
+        TIME-WAIT included), which the engine does not see."""
+        return self.plane is not None and self.plane.peek_key(key) is not None
+
+    def _connect_in_c(self, session: socket.socket, request: protocol.Request,
+                      channels: bool) -> bool:
+        """A non-blocking OP_CONNECT that the C data plane opens itself (dp_connect: its
+        SYN, SYN-ACK, data and close in C, as a listener's connections born there): the
+        reply with the descriptor goes now, the handshake behind it. False when C cannot
+        (no plane, keepalive on, the next hop's address not yet resolved, a 4-tuple C
+        refuses): the engine then opens it. Its failure (a RST, no answer) C keeps for
+        OP_GETINFO (``_take_failures``)."""
+        config = self.engine.config
+        if self.plane is None or config.keepalive:
+            return False
+        network = self.engine.network
+        rip, rport = request.ip, request.port
+        mac = network.neighbour(network.next_hop(rip), self.clock())
+        if mac is None:
+            return False  # the engine resolves it and queues the SYN meanwhile
+        try:
+            key, iss, ts_offset = self.engine.active_open(rip, rport, self._held_in_c)
+        except EngineError:
+            return False  # the engine's path answers EADDRNOTAVAIL
+        family = socket.AF_INET6 if len(key[0]) == 16 else socket.AF_INET
+        name = protocol.connection_name(
+            (protocol.socket_address(key[0], family), key[1]),
+            (protocol.socket_address(key[2], family), key[3]), os.getpid(), next(self._names))
+        creds = apps.peer_credentials(session)
+        ours, theirs = socket.socketpair(socket.AF_UNIX,
+                                         socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            ours.bind(protocol.abstract(name))
+            ours.setblocking(False)
+            self.plane.connect(config, key, network.mac, mac, int(iss), ts_offset,
+                               ours.fileno(), claims=channels, now=self.clock())
+        except OSError as exc:
+            log.debug("connect to %s:%d in C: %s", text(rip), rport, exc)
+            ours.close()
+            theirs.close()
+            return False
+        ours.detach()  # C's now: it closes it when the connection ends
+        self._c_connects[key] = (creds.uid, name)
+        while len(self._c_connects) > C_CONNECTS_KEPT:
+            self._c_connects.popitem(last=False)
+        self.counters["connect_started"] += 1
+        self.counters["connect_in_c"] += 1
+        self.counters["connect_nonblocking"] += 1
+        if len(rip) == 16:
+            self.counters["connect_started_ipv6"] += 1
+        if channels:
+            self.counters["connect_channels"] += 1
+        try:
+            self._reply(session, protocol.Reply(
+                protocol.OP_CONNECT, 0, key[0], key[1], key[2], key[3],
+                protocol.REPLY_CHANNELS if channels else 0), theirs.fileno())
+        except OSError:
+            # The application gave up waiting: its end closes below, and C's read of
+            # that EOF ends the connection after its handshake (a FIN, nothing sent).
+            self.counters["connect_abandoned"] += 1
+        finally:
+            theirs.close()
+        return True
+
+    def _take_failures(self) -> None:
+        """The active opens C ran that failed: each one's error waits for one
+        OP_GETINFO of its owner (SO_ERROR), as a failed connection of the engine's."""
+        if self.plane is None:
+            return
+        for key, code in self.plane.failures():
+            self.counters["connect_failed"] += 1
+            owner = self._c_connects.pop(key, None)
+            if owner is None:
+                continue
+            uid, name = owner
+            self._failed[name] = (code, uid)
+            while len(self._failed) > FAILED_KEPT:
+                self._failed.popitem(last=False)
 
     def _connect_progress(self, conn: TcpConnection) -> None:
         session, channels = self.connecting[conn]

@@ -106,7 +106,7 @@ def rst_for(seg: TcpSegment) -> TcpSegment | None:
 _HOT_STATES: Final = (
     TcpState.ESTABLISHED, TcpState.SYN_RECEIVED, TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2,
     TcpState.CLOSE_WAIT, TcpState.CLOSING, TcpState.LAST_ACK, TcpState.TIME_WAIT,
-    TcpState.CLOSED,
+    TcpState.CLOSED, TcpState.SYN_SENT,
 )
 
 

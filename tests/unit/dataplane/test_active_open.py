@@ -1,0 +1,305 @@
+"""Active opens the C data plane runs itself (``dp_connect``): the SYN and the
+handshake as ``TcpConnection.connect`` and ``_receive_syn_sent`` make them, then data
+both ways and the close in C; a refused or unanswered connect fails with the errno
+SO_ERROR reports; hostile answers are dropped, counted, or reset. At explicit times,
+over the in-memory bed (a Python peer engine), with bytes checked by hash."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from joyride.dataplane.membed import IP_PEER, MAC_PEER, MAC_SVC, Bed, read_all
+from joyride.dataplane.plane import ffi, lib
+from joyride.tcp.config import TcpConfig
+from joyride.tcp.connection import TcpConnection
+from joyride.tcp.state import TcpState
+from joyride.wire.ethernet import EthernetHeader
+from joyride.wire.frame import build_frame, parse_frame
+from joyride.wire.ipv4 import Ipv4Header
+from joyride.wire.seq import Seq
+from joyride.wire.tcp import TcpFlags, TcpSegment
+
+pytestmark = pytest.mark.skipif(lib is None, reason="the C data plane is not built")
+
+PEER_PORT = 9090
+HOT_FIELDS = ("rcv_nxt", "rcv_adv", "last_ack_rcv_nxt", "ts_recent", "rcv_mss", "cfg_mss",
+              "rcv_cap", "rcv_slack", "rcv_shift", "snd_shift", "ts_ok", "snd_una",
+              "snd_nxt", "snd_wnd", "max_snd_wnd", "snd_wl1", "snd_wl2", "smss", "ts_offset",
+              "srtt", "rttvar", "base_rto", "rto_backoff", "rtt_samples", "retries",
+              "cwnd", "ssthresh", "cc_iw")
+
+
+class Active:
+    """A bed whose C plane connects to a listener of the Python peer."""
+
+    def __init__(self, config: TcpConfig | None = None,
+                 peer_config: TcpConfig | None = None) -> None:
+        self.bed = Bed(config, peer_config)
+        self.listener = self.bed.peer.listen(PEER_PORT)
+        self.toward_peer: list[TcpSegment] = []
+        self.toward_plane: list[bytes] = []
+        self.bed.impair = self._watch
+        self.drop_toward_plane = False
+        self.drop_toward_peer = False
+
+    def _watch(self, frame: bytes, toward_plane: bool) -> bool:
+        if toward_plane:
+            self.toward_plane.append(frame)
+            return not self.drop_toward_plane
+        seg = parse_frame(frame).tcp
+        assert seg is not None
+        self.toward_peer.append(seg)
+        return not self.drop_toward_peer
+
+    def connect(self, claims: bool = False) -> tuple[tuple[bytes, int, bytes, int], int,
+                                                      socket.socket]:
+        """C's connect to the peer's listener: (4-tuple, ISS, the application's end)."""
+        key, iss, ts_offset = self.bed.svc.active_open(IP_PEER, PEER_PORT, self.held)
+        ours, app = socket.socketpair()
+        ours.setblocking(False)
+        app.setblocking(False)
+        self.bed.plane.connect(self.bed.svc.config, key, MAC_SVC, MAC_PEER, int(iss),
+                               ts_offset, ours.detach(), claims=claims,
+                               now=self.bed.clock.now)
+        return key, int(iss), app
+
+    def held(self, key: tuple[bytes, int, bytes, int]) -> bool:
+        return self.bed.plane.peek_key(key) is not None
+
+    def tcb(self, key: tuple[bytes, int, bytes, int]) -> object:
+        return self.bed.plane.peek_key(key)
+
+    def accept(self) -> TcpConnection:
+        for _ in range(50):
+            self.bed.step()
+            server = self.bed.peer.accept(self.listener)
+            if server is not None:
+                return server
+        raise AssertionError("the peer accepted nothing")
+
+    def stats(self) -> dict[str, int]:
+        return self.bed.plane.stats()
+
+
+@pytest.fixture
+def active() -> Iterator[Active]:
+    yield Active()
+
+
+@settings(max_examples=30, deadline=None)
+@given(mss=st.sampled_from([536, 1000, 1460]), wscale=st.booleans(),
+       timestamps=st.booleans(), sack=st.booleans(), rtt=st.sampled_from([1e-4, 3e-3]))
+def test_the_handshake_matches_python(mss: int, wscale: bool, timestamps: bool, sack: bool,
+                                      rtt: float) -> None:
+    """C's SYN is TcpConnection.connect's; after the peer's SYN-ACK, C's TCB is the one
+    TcpConnection._receive_syn_sent makes of the same segment at the same time."""
+    peer_config = TcpConfig(mss=mss, window_scaling=wscale, timestamps=timestamps,
+                            sack=sack, nodelay=True)
+    a = Active(peer_config=peer_config)
+    bed = a.bed
+    t0 = bed.clock.now
+    key, _iss, app = a.connect()
+    lip, lport, rip, rport = key
+    python = TcpConnection.connect(bed.svc.config, lip, lport, rip, rport, t0,
+                                   bed.svc._isn,
+                                   ts_offset=bed.svc._ts_offsets.offset(lip, 0, rip, 0))
+    bed.step(rtt / 2)  # C's SYN to the peer, whose SYN-ACK waits on C's port
+    syn = a.toward_peer[0]
+    assert [syn] == python.segments_to_send(t0)
+    synack = parse_frame(a.toward_plane[0]).tcp
+    assert synack is not None and synack.flags & TcpFlags.SYN and synack.flags & TcpFlags.ACK
+    t1 = bed.clock.now + rtt / 2  # it reaches C half an RTT later, and Python with it
+    bed.clock.now = t1
+    bed.plane.round(t1)
+    python.receive(synack, t1)
+    assert python.state is TcpState.ESTABLISHED
+    # The handshake's third segment, the same from both.
+    assert [parse_frame(f).tcp for f in bed.port.pop_all()] == python.segments_to_send(t1)
+    mine = ffi.new("struct dp_tcb *")
+    assert python.export_hot(mine) is not None
+    theirs = a.tcb(key)
+    assert theirs.tcp_state == lib.DP_ESTABLISHED and theirs.born == 1
+    for name in HOT_FIELDS:
+        assert getattr(theirs, name) == getattr(mine, name), name
+    assert theirs.sack_ok == int(python._sack_ok)
+    assert theirs.ws_ok == int(python._negotiated.window_scaling)
+    assert a.stats()["connect_established"] == 1
+    app.close()
+
+
+def test_data_both_ways_and_the_close_all_in_c(active: Active) -> None:
+    """After the handshake the flow is a born flow: a request up and a reply down,
+    checked by hash, then the application closes first and C's TIME-WAIT holds the
+    4-tuple (so the port is not given out again) until 2*MSL ends."""
+    key, _iss, app = active.connect()
+    server = active.accept()
+    request, reply = os.urandom(70_000), os.urandom(400_000)
+    sent = 0
+    got_up, got_down = b"", b""
+    for _ in range(5000):
+        if sent < len(request):
+            with contextlib.suppress(BlockingIOError):
+                sent += app.send(request[sent:])
+        active.bed.step()
+        got_up += server.recv()
+        if len(got_up) == len(request):
+            break
+    assert hashlib.sha256(got_up).digest() == hashlib.sha256(request).digest()
+    sent = 0
+    for _ in range(5000):
+        if sent < len(reply):
+            sent += server.send(reply[sent:])
+            active.bed.peer.mark(server)
+        active.bed.step()
+        got_down += read_all(app)
+        if len(got_down) == len(reply):
+            break
+    assert hashlib.sha256(got_down).digest() == hashlib.sha256(reply).digest()
+    app.close()
+    active.bed.run(10)
+    assert server.eof
+    server.close()
+    active.bed.peer.mark(server)
+    active.bed.run(10)
+    st = active.stats()
+    assert st["declined"] == 0 and active.bed.reasons == []  # nothing for Python
+    assert st["connects"] == 1 and st["connect_established"] == 1
+    assert active.tcb(key).tcp_state == lib.DP_TIME_WAIT
+    assert active.held(key)  # the port stays taken through TIME-WAIT
+    active.bed.clock.advance(active.bed.svc.config.time_wait + 1)
+    active.bed.step()
+    assert not active.held(key)
+
+
+def test_bytes_and_a_close_written_before_the_answer_follow_it(active: Active) -> None:
+    """What the application writes, and its shutdown, while the SYN is unanswered go
+    once the handshake is done (the SYN-ACK lost once: the SYN is sent again)."""
+    active.drop_toward_plane = True
+    key, _iss, app = active.connect()
+    app.sendall(b"early bytes")
+    app.shutdown(socket.SHUT_WR)
+    active.bed.run(20)
+    assert active.tcb(key).tcp_state == lib.DP_SYN_SENT
+    active.drop_toward_plane = False
+    active.bed.clock.advance(1.1)  # the SYN's RTO (1 s)
+    server = active.accept()
+    active.bed.run(10)
+    assert server.recv() == b"early bytes" and server.eof
+    assert active.stats()["syn_retransmits"] == 1
+    assert active.tcb(key).tcp_state == lib.DP_FIN_WAIT_2
+    app.close()
+
+
+def test_a_refused_connect_fails_with_econnrefused(active: Active) -> None:
+    """A RST that acknowledges the SYN (nobody listens): the flow ends, the
+    application's end closes, and the failure waits for SO_ERROR's question."""
+    active.bed.peer.unlisten(active.listener)
+    key, _iss, app = active.connect()
+    active.bed.run(5)
+    assert not active.held(key)
+    assert active.bed.plane.failures() == [(key, errno.ECONNREFUSED)]
+    assert active.bed.plane.failures() == []  # once
+    assert app.recv(10) == b""  # the service let go: the application sees the end
+    st = active.stats()
+    assert st["connect_refused"] == 1 and st["born_live"] == 0
+    app.close()
+
+
+def test_an_unanswered_connect_times_out(active: Active) -> None:
+    """No answer at all: the SYN goes max_syn_retries more times, backed off, then
+    the connect fails with ETIMEDOUT."""
+    active.drop_toward_peer = True
+    key, _iss, app = active.connect()
+    retries = active.bed.svc.config.max_syn_retries
+    for _ in range(retries + 1):
+        active.bed.clock.advance(200.0)  # past any backed-off RTO (capped at max_rto)
+        active.bed.step()
+    syns = [s for s in active.toward_peer if s.flags & TcpFlags.SYN]
+    assert len(syns) == retries + 1
+    assert active.bed.plane.failures() == [(key, errno.ETIMEDOUT)]
+    assert active.stats()["connect_timeouts"] == 1
+    app.close()
+
+
+def test_hostile_answers_are_dropped_or_reset(active: Active) -> None:
+    """RFC 9293 §3.10.7.3: an ACK of something never sent is answered by a RST from
+    its ACK number (the flow goes on); a RST without ACK, a SYN without ACK, and a
+    plain ACK are dropped and counted; none ends the connect."""
+    active.drop_toward_plane = True  # the real SYN-ACK is held back
+    key, iss, app = active.connect()
+    lip, lport, rip, rport = key
+    active.bed.run(2)
+
+    def inject(seg: TcpSegment) -> None:
+        active.bed.port.push(build_frame(EthernetHeader(MAC_SVC, MAC_PEER),
+                                         Ipv4Header(rip, lip), seg))
+        active.bed.plane.round(active.bed.clock.now)
+
+    inject(TcpSegment(rport, lport, Seq(5000), Seq(iss + 77), TcpFlags.SYN | TcpFlags.ACK,
+                      1000))
+    sent = active.bed.port.pop_all(None)
+    rsts = [parse_frame(f).tcp for f in sent]
+    assert [(s.flags, int(s.seq)) for s in rsts if s is not None] == \
+        [(TcpFlags.RST, (iss + 77) & 0xFFFFFFFF)]
+    for seg in (TcpSegment(rport, lport, Seq(5000), Seq(0), TcpFlags.RST, 0),
+                TcpSegment(rport, lport, Seq(5000), Seq(0), TcpFlags.SYN, 1000),
+                TcpSegment(rport, lport, Seq(5000), Seq(iss + 1), TcpFlags.ACK, 1000)):
+        inject(seg)
+    assert active.tcb(key).tcp_state == lib.DP_SYN_SENT
+    assert active.stats()["synsent_dropped"] == 4
+    assert active.bed.plane.failures() == []
+    active.drop_toward_plane = False
+    active.bed.clock.advance(1.1)
+    active.accept()
+    assert active.tcb(key).tcp_state == lib.DP_ESTABLISHED
+    app.close()
+
+
+def test_a_ring_claimed_before_the_answer_works_and_a_hostile_one_ends_it() -> None:
+    """An application claims ring mode on its connect's descriptor at once: the
+    verdict comes before the SYN-ACK (it must not wait for the peer), and its bytes,
+    written into tx meanwhile, go once the handshake is done. Another one writes an
+    impossible index before the answer: that connect ends (RFC 9293 §3.10.4's close
+    in SYN-SENT: nothing sent), counted, never handed to Python, which has no
+    connection for it; the first goes on."""
+    a = Active()
+    a.drop_toward_plane = True
+    key, _iss, sock = a.connect(claims=True)
+    good = lib.dp_app_claim(sock.fileno(), 4096, 4096, 1)
+    assert good != ffi.NULL
+    bad_key, _iss2, bad_sock = a.connect(claims=True)
+    bad = lib.dp_app_claim(bad_sock.fileno(), 4096, 4096, 2)
+    assert bad != ffi.NULL
+    a.bed.run(3)
+    assert lib.dp_app_verdict(good, 0) == 1 and lib.dp_app_verdict(bad, 0) == 1
+    assert a.tcb(key).tcp_state == lib.DP_SYN_SENT
+    assert lib.dp_app_write(good, b"ring bytes", 10) == 10
+    lib.dp_app_poke_tx_tail(bad, 1 << 30)
+    bad_sock.send(b"B")  # its doorbell: the service looks
+    a.bed.run(3)
+    st = a.stats()
+    assert st["chan_broken"] == 1 and st["connect_dropped"] == 1
+    assert not a.held(bad_key) and a.bed.reasons == []
+    a.drop_toward_plane = False
+    a.bed.clock.advance(1.1)
+    server = a.accept()
+    a.bed.run(5)
+    assert server.recv() == b"ring bytes"
+    server.send(b"back")
+    a.bed.peer.mark(server)
+    a.bed.run(5)
+    buf = ffi.new("uint8_t[]", 16)
+    assert ffi.buffer(buf, int(lib.dp_app_read(good, buf, 16)))[:] == b"back"
+    lib.dp_app_free(good)
+    lib.dp_app_free(bad)
+    sock.close()
+    bad_sock.close()
