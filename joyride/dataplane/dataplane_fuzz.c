@@ -15,6 +15,11 @@
  * TIME-WAIT; the driver accepts, writes, reads and closes their application ends, and
  * releases the flows C hands back as Python would.
  *
+ * And the active side: the driver opens connections C runs from their SYN (dp_connect)
+ * to a peer whose SYN-ACKs, RSTs and data, with right and wrong numbers, drive them
+ * through SYN-SENT (retransmissions, refusals, timeouts: dp_failures) into the born
+ * flows' life, while their application ends write, read and close.
+ *
  * usage: dataplane_fuzz ITERATIONS SEED ; prints "ok <rounds> <fast> <declined>".
  */
 #define _GNU_SOURCE /* accept4 */
@@ -34,6 +39,9 @@
 #define BORN_PORT 9090
 #define BORN_PEERS 40              /* 4-tuples the born side's frames come from */
 #define BORN_APPS 32               /* accepted application ends the driver holds */
+#define ACTIVE_PEERS 6             /* active opens: local ports ACTIVE_LPORT + k */
+#define ACTIVE_LPORT 45000
+#define ACTIVE_RPORT 7000
 #define SLOTS 64
 #define SLOT_SIZE 2048
 
@@ -459,6 +467,107 @@ static uint32_t born_frame(struct dp *dp, uint32_t k, uint8_t *out)
     return build_frame(&tm, &s, out);
 }
 
+/* Active open k's addresses (every other one IPv6), 16-byte form. */
+static void active_addrs(uint32_t k, uint8_t lip[16], uint8_t rip[16])
+{
+    memset(lip, 0, 16);
+    memset(rip, 0, 16);
+    if (k & 1) { /* 2001:db8::1 and 2001:db8::9 */
+        const uint8_t prefix[4] = {0x20, 0x01, 0x0d, 0xb8};
+        memcpy(lip, prefix, 4);
+        memcpy(rip, prefix, 4);
+        lip[15] = 1;
+        rip[15] = 9;
+    } else {
+        lip[0] = rip[0] = 10;
+        lip[3] = 1;
+        rip[3] = 9;
+    }
+}
+
+/* A connect C runs (dp_connect), its application's end in *app; -errno from C. */
+static int64_t active_open(struct dp *dp, uint32_t k, int *app, double now)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
+        abort();
+    struct dp_connect_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    make_tcb(&cfg.tcb, 0, sv[0]);
+    struct dp_tcb *t = &cfg.tcb;
+    active_addrs(k, t->local_ip, t->remote_ip);
+    t->ipv6 = (uint8_t)(k & 1);
+    t->local_port = (uint16_t)(ACTIVE_LPORT + k);
+    t->remote_port = ACTIVE_RPORT;
+    t->iss = (uint32_t)rnd();
+    t->keepalive_idle = 0;
+    t->srtt = -1;
+    t->claim_check = t->claim_wait = (uint8_t)(rnd() & 1);
+    cfg.max_syn_retries = 2;
+    cfg.default_peer_mss = 536;
+    cfg.min_peer_mss = 88;
+    cfg.window_scaling = cfg.timestamps = cfg.sack = (uint8_t)(rnd() & 1);
+    cfg.window_scale_shift = 7;
+    cfg.claim_wait_ms = 100;
+    int64_t h = dp_connect(dp, &cfg, now);
+    if (h < 0) {
+        close(sv[0]);
+        close(sv[1]);
+        return h;
+    }
+    *app = sv[1];
+    return h;
+}
+
+/* A frame toward active open k from its peer: a SYN-ACK (acknowledging the SYN, or
+ * not), a RST, or a segment near what C holds, with any flags now and then. */
+static uint32_t active_frame(struct dp *dp, uint32_t k, uint8_t *out)
+{
+    uint8_t lip[16], rip[16];
+    active_addrs(k, lip, rip);
+    int ipv6 = k & 1;
+    struct dp_tcb t;
+    memset(&t, 0, sizeof t);
+    int64_t h = dp_flow_find(dp, lip, (uint16_t)(ACTIVE_LPORT + k), rip, ACTIVE_RPORT,
+                             ipv6 ? 16 : 4);
+    int known = h > 0 && dp_flow_peek(dp, h, &t) == 0;
+    struct wire_template tm;
+    memset(&tm, 0, sizeof tm);
+    memcpy(tm.src_ip, rip, 16);
+    memcpy(tm.dst_ip, lip, 16);
+    tm.ipv6 = (uint8_t)ipv6;
+    tm.src_port = ACTIVE_RPORT;
+    tm.dst_port = (uint16_t)(ACTIVE_LPORT + k);
+    tm.ttl = 64;
+    struct wire_seg s;
+    memset(&s, 0, sizeof s);
+    uint32_t r = (uint32_t)rnd();
+    s.window = (uint16_t)rnd();
+    s.has_ts = (r & 3) != 0;
+    s.tsval = (uint32_t)rnd();
+    s.tsecr = (uint32_t)rnd();
+    if (known && t.tcp_state == DP_SYN_SENT) {
+        s.seq = (uint32_t)rnd();
+        s.ack = (r >> 2 & 3) ? t.iss + 1 : (uint32_t)rnd();
+        s.flags = (r >> 4 & 7) ? 0x12 : (r >> 7 & 1) ? 0x14 : (uint8_t)rnd(); /* SYN-ACK, RST */
+        s.syn_opts = (uint8_t)(rnd() & 7);
+        s.mss = (uint16_t)(rnd() % 2000);
+        s.wscale = (uint8_t)(rnd() % 20);
+    } else if (known) {
+        s.seq = t.rcv_nxt + ((r >> 6 & 3) ? 0 : (uint32_t)(rnd() % 5000) - 2500);
+        s.ack = t.snd_una + (uint32_t)(rnd() % (t.snd_nxt - t.snd_una + 2));
+        s.flags = (r >> 8 & 7) ? 0x10 | (r >> 11 & 0x09) : (uint8_t)rnd();
+        s.payload_len = (r >> 16 & 1) ? 0 : (uint32_t)(rnd() % 1449);
+    } else {
+        s.seq = (uint32_t)rnd();
+        s.ack = (uint32_t)rnd();
+        s.flags = (uint8_t)rnd();
+    }
+    if (s.flags & 0x02 && s.payload_len)
+        s.payload_len = 0;
+    return build_frame(&tm, &s, out);
+}
+
 /* The unix listener born flows are delivered to (an abstract name of this process). */
 static int born_listener(struct dp *dp)
 {
@@ -538,6 +647,10 @@ int main(int argc, char **argv)
     int apps[BORN_APPS];
     for (int i = 0; i < BORN_APPS; i++)
         apps[i] = -1;
+    int active_apps[ACTIVE_PEERS];
+    for (int i = 0; i < ACTIVE_PEERS; i++)
+        active_apps[i] = -1;
+    uint64_t active_failures = 0;
     double now = 100.0;
     uint8_t frame[SLOT_SIZE], buf[65536];
     int64_t handles[FLOWS * 2];
@@ -546,7 +659,30 @@ int main(int argc, char **argv)
         uint32_t k = (uint32_t)(rnd() % FLOWS);
         struct fuzzflow *ff = &flows[k];
         uint32_t what = (uint32_t)(rnd() % 100);
-        if (rnd() % 3 == 0) {
+        if (rnd() % 4 == 0) {
+            /* The active side: a connect, a frame from its peer, or its application. */
+            uint32_t a = (uint32_t)(rnd() % ACTIVE_PEERS), b = (uint32_t)(rnd() % 8);
+            if (b < 4) {
+                uint32_t len = active_frame(dp, a, frame);
+                if (len && rnd() % 8 == 0)
+                    frame[rnd() % len] ^= (uint8_t)(1u << (rnd() % 8));
+                push(&fp, frame, len);
+            } else if (active_apps[a] < 0) {
+                (void)active_open(dp, a, &active_apps[a], now);
+            } else if (b == 4) {
+                (void)!write(active_apps[a], buf, (size_t)(rnd() % 3000));
+            } else if (b == 5) {
+                (void)!read(active_apps[a], buf, sizeof buf);
+            } else if (b == 6) {
+                shutdown(active_apps[a], SHUT_WR);
+            } else {
+                close(active_apps[a]);
+                active_apps[a] = -1;
+            }
+            struct dp_failure failed[4];
+            active_failures += dp_failures(dp, failed, 4);
+            what = 100;
+        } else if (rnd() % 3 == 0) {
             /* The born side: a frame, or the application accepting, talking, closing. */
             uint32_t b = (uint32_t)(rnd() % 8), a = (uint32_t)(rnd() % BORN_APPS);
             if (b < 5) {
@@ -655,7 +791,15 @@ int main(int argc, char **argv)
            (unsigned long long)st->delivered, (unsigned long long)st->fins_sent,
            (unsigned long long)st->fins_received, (unsigned long long)st->time_waits,
            (unsigned long long)born6_known, (unsigned long long)st->syn_path_mss);
+    printf("active %llu established %llu refused %llu timeouts %llu dropped %llu "
+           "failures %llu\n",
+           (unsigned long long)st->connects, (unsigned long long)st->connect_established,
+           (unsigned long long)st->connect_refused, (unsigned long long)st->connect_timeouts,
+           (unsigned long long)st->connect_dropped, (unsigned long long)active_failures);
     dp_free(dp); /* closes the born flows' application ends still open */
+    for (int i = 0; i < ACTIVE_PEERS; i++)
+        if (active_apps[i] >= 0)
+            close(active_apps[i]);
     for (int i = 0; i < BORN_APPS; i++)
         if (apps[i] >= 0)
             close(apps[i]);

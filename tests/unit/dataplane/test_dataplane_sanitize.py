@@ -66,6 +66,12 @@ def test_round_under_sanitizers(tmp_path: Path, seed: int) -> None:
     assert int(born[1]) > 100 and int(born[5]) > 10, born  # handshakes, deliveries
     assert int(born[-3]) > 100, born  # IPv6 flows born in C, and driven
     assert int(born[-1]) > 10, born  # ... some fitted to a learnt path MSS
+    # "active N established N refused N timeouts N dropped N failures N": active opens
+    # driven through each way out of SYN-SENT.
+    active = [int(w) for w in run.stdout.split(b"\n")[3].split()[1::2]]
+    opened, established, refused, timeouts, _dropped, failures = active
+    assert opened > 100 and established > 20 and refused > 5 and timeouts > 0, active
+    assert failures == refused + timeouts, active  # each failure kept for SO_ERROR, once
 
 
 def under_tsan(tmp_path: Path, source: str, cycles: int, seed: int) -> list[bytes]:
