@@ -237,6 +237,8 @@ class DataPlane:
         self._handle_of: dict[TcpConnection, int] = {}
         self._keep: list[Any] = []  # objects whose memory C points into (ports)
         self._tcb = ffi.new("struct dp_tcb *")
+        self._connect_cfg = ffi.new("struct dp_connect_cfg *")
+        self._connect_templates: dict[tuple[int, bool], tuple[Any, Any]] = {}
         self._handles = ffi.new("int64_t[]", max_flows)
         self._base = ffi.new("uint8_t **")
         self._offs = ffi.new("uint64_t **")
@@ -371,10 +373,10 @@ class DataPlane:
         ``claims`` the application claims ring mode first. The flow's handle; OSError
         (EEXIST: the 4-tuple is in C's table; EINVAL: a configuration C does not run)."""
         lip, lport, rip, rport = key
-        cfg = ffi.new("struct dp_connect_cfg *")
-        tcb = cfg.tcb
         ipv6 = len(lip) == WIDE
-        TcpConnection.listen_template(config, tcb, ipv6=ipv6)
+        cfg = self._connect_cfg
+        ffi.memmove(cfg, self._connect_template(config, ipv6), ffi.sizeof(cfg[0]))
+        tcb = cfg.tcb
         ffi.memmove(tcb.local_ip, widen(lip), WIDE)
         ffi.memmove(tcb.remote_ip, widen(rip), WIDE)
         tcb.ipv6 = ipv6
@@ -384,10 +386,25 @@ class DataPlane:
         tcb.dst_mac = dst_mac
         tcb.iss = iss & 0xFFFFFFFF
         tcb.ts_offset = ts_offset & 0xFFFFFFFF
-        tcb.time_wait_len = config.time_wait
-        tcb.fin_wait2_len = config.fin_wait2_timeout
         tcb.app_fd = app_fd
         tcb.claim_check = tcb.claim_wait = int(claims)
+        handle = int(lib.dp_connect(self._dp, cfg, now))
+        self._check(handle, "connecting in C")
+        return handle
+
+    def _connect_template(self, config: Any, ipv6: bool) -> Any:
+        """The part of ``dp_connect``'s configuration that only ``config`` and the
+        family decide, made once (``listen_template`` costs more than the rest of a
+        connect's Python): a ``struct dp_connect_cfg``."""
+        # By identity (a TcpConfig is not hashable; none is changed once made), the
+        # configuration kept alongside so that its id cannot name another one.
+        made = self._connect_templates.get((id(config), ipv6))
+        if made is not None and made[0] is config:
+            return made[1]
+        cfg = ffi.new("struct dp_connect_cfg *")
+        TcpConnection.listen_template(config, cfg.tcb, ipv6=ipv6)
+        cfg.tcb.time_wait_len = config.time_wait
+        cfg.tcb.fin_wait2_len = config.fin_wait2_timeout
         cfg.max_syn_retries = config.max_syn_retries
         cfg.default_peer_mss = config.default_peer_mss
         cfg.min_peer_mss = config.min_peer_mss
@@ -396,9 +413,10 @@ class DataPlane:
         cfg.timestamps = int(config.timestamps)
         cfg.sack = int(config.sack)
         cfg.claim_wait_ms = int(CLAIM_WAIT * 1000)
-        handle = int(lib.dp_connect(self._dp, cfg, now))
-        self._check(handle, "connecting in C")
-        return handle
+        if len(self._connect_templates) >= 8:  # configurations come and go: keep a few
+            self._connect_templates.clear()
+        self._connect_templates[(id(config), ipv6)] = (config, cfg)
+        return cfg
 
     def failures(self) -> list[tuple[tuple[bytes, int, bytes, int], int]]:
         """The active opens C ran that failed since the last call: (4-tuple, errno)."""

@@ -1108,7 +1108,7 @@ class Datapath:
                     remote_port=protocol.FLAG_CHANNELS if granted else 0,  # older shims'
                     flags=protocol.REPLY_CHANNELS if granted else 0))
             elif request.op == protocol.OP_CONNECT:
-                keep = self._start_connect(session, request)
+                keep = self._start_connect(session, request, creds)
             elif request.op == protocol.OP_SETOPT:
                 status = self.set_option(request, creds)
                 self._reply(session, protocol.Reply(request.op, status))
@@ -1145,7 +1145,8 @@ class Datapath:
         fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))] if fd else []
         session.sendmsg([reply.encode()], fds, socket.MSG_NOSIGNAL)
 
-    def _start_connect(self, session: socket.socket, request: protocol.Request) -> bool:
+    def _start_connect(self, session: socket.socket, request: protocol.Request,
+                       creds: apps.Credentials) -> bool:
         rip = request.ip
         if (not self.ephemeral or not _remote_address(rip)
                 or rip in self.engine.local_addresses or not 0 < request.port < 65536):
@@ -1158,8 +1159,8 @@ class Datapath:
         plane = self.chan_plane
         channels = (bool(request.flags & protocol.FLAG_CHANNELS) and plane is not None
                     and not plane.has_door)
-        if request.flags & protocol.FLAG_NONBLOCK and self._connect_in_c(session, request,
-                                                                          channels):
+        if request.flags & protocol.FLAG_NONBLOCK and self._connect_in_c(
+                session, request, creds, channels):
             return False
         try:
             conn = self.engine.connect(rip, request.port, busy=self._held_in_c)
@@ -1189,7 +1190,7 @@ class Datapath:
         return self.plane is not None and self.plane.peek_key(key) is not None
 
     def _connect_in_c(self, session: socket.socket, request: protocol.Request,
-                      channels: bool) -> bool:
+                      creds: apps.Credentials, channels: bool) -> bool:
         """A non-blocking OP_CONNECT that the C data plane opens itself (dp_connect: its
         SYN, SYN-ACK, data and close in C, as a listener's connections born there): the
         reply with the descriptor goes now, the handshake behind it. False when C cannot
@@ -1212,7 +1213,6 @@ class Datapath:
         name = protocol.connection_name(
             (protocol.socket_address(key[0], family), key[1]),
             (protocol.socket_address(key[2], family), key[3]), os.getpid(), next(self._names))
-        creds = apps.peer_credentials(session)
         ours, theirs = socket.socketpair(socket.AF_UNIX,
                                          socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
