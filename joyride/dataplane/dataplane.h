@@ -107,8 +107,9 @@ enum dp_reason {
 };
 
 /* A flow's TCP state (RFC 9293 §3.3.2), in struct dp_tcb.tcp_state. An adopted flow
- * is ESTABLISHED (0); the others occur only for flows born in C (dp_listen), whose
- * whole life C can run: handshake, both FINs, TIME-WAIT. */
+ * is ESTABLISHED (0); the others occur only for flows born in C (dp_listen, or
+ * dp_connect's active opens), whose whole life C can run: handshake, both FINs,
+ * TIME-WAIT. */
 enum dp_tcp_state {
     DP_ESTABLISHED = 0,
     DP_SYN_RECEIVED = 1,
