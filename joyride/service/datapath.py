@@ -1226,9 +1226,7 @@ class Datapath:
             theirs.close()
             return False
         ours.detach()  # C's now: it closes it when the connection ends
-        self._c_connects[key] = (creds.uid, name)
-        while len(self._c_connects) > C_CONNECTS_KEPT:
-            self._c_connects.popitem(last=False)
+        self._remember_connect(key, creds.uid, name)
         self.counters["connect_started"] += 1
         self.counters["connect_in_c"] += 1
         self.counters["connect_nonblocking"] += 1
@@ -1247,6 +1245,23 @@ class Datapath:
         finally:
             theirs.close()
         return True
+
+    def _remember_connect(self, key: tuple[bytes, int, bytes, int], uid: int,
+                          name: str) -> None:
+        """Keep an active open's owner and name while C may hold it: Python is not told
+        when one ends, so past C_CONNECTS_KEPT the oldest entries are looked at (two a
+        connect) and those C still holds go to the back; the oldest goes regardless
+        when both did, so the table stays bounded."""
+        known = self._c_connects
+        known[key] = (uid, name)
+        for _ in range(2):
+            if len(known) <= C_CONNECTS_KEPT:
+                return
+            old, owner = known.popitem(last=False)
+            if self._held_in_c(old):
+                known[old] = owner
+        while len(known) > C_CONNECTS_KEPT:
+            known.popitem(last=False)
 
     def _take_failures(self) -> None:
         """The active opens C ran that failed: each one's error waits for one
