@@ -3338,6 +3338,9 @@ int64_t dp_connect(struct dp *dp, const struct dp_connect_cfg *cfg, double now)
     t.retries = 0;
     t.last_send = now;
     t.fin_queued = t.fin_sent = t.peer_fin = t.fin_to_app = t.app_eof = 0;
+    /* The receive ring is sized now, before the SYN-ACK says the scale: for the one
+     * offered, whose rounding a window may use (take_syn then sets the slack agreed). */
+    t.rcv_slack = cfg->window_scaling ? (1u << cfg->window_scale_shift) - 1 : 0;
     struct flow *f = flow_insert(dp, &t);
     if (f == NULL)
         return -ENOSPC;
@@ -3348,7 +3351,6 @@ int64_t dp_connect(struct dp *dp, const struct dp_connect_cfg *cfg, double now)
     f->offer_timestamps = cfg->timestamps;
     f->offer_sack = cfg->sack;
     f->max_syn_retries = cfg->max_syn_retries;
-    dp->st.connects++;
     dp->st.born_live++;
     /* The application's claim (and bytes) are taken from now on: its verdict must not
      * wait for the handshake. */
@@ -3357,6 +3359,7 @@ int64_t dp_connect(struct dp *dp, const struct dp_connect_cfg *cfg, double now)
         flow_forget(dp, f);
         return -EBADF;
     }
+    dp->st.connects++;
     if (f->t.claim_wait) {
         f->t.claim_by = now + cfg->claim_wait_ms * 1e-3;
         timer_arm(dp, f, f->t.claim_by);
@@ -4650,6 +4653,8 @@ int dp_flow_release(struct dp *dp, int64_t handle, struct dp_tcb *out, uint8_t *
         dp->st.bad_handle++;
         return -EBADF;
     }
+    if (f->t.tcp_state == DP_SYN_SENT)
+        return -EBUSY; /* an active open no TcpConnection knows: C's until answered */
     if (rcv_cap < f->rcv.len || rcv_cap - f->rcv.len < ooo_bytes(&f->t) ||
         snd_cap < f->snd.len)
         return -ENOBUFS;

@@ -570,7 +570,8 @@ int64_t dp_flow_snd_len(const struct dp *dp, int64_t handle);
  * them into rcv after the in-order bytes, range after range, in sequence order. */
 int64_t dp_flow_ooo_len(const struct dp *dp, int64_t handle);
 /* Hand a flow to Python: copy its TCB and ring contents out, forget it. 0 or -errno
- * (EBADF: stale handle; ENOBUFS: a buffer is too small, nothing changed). rcv takes
+ * (EBADF: stale handle; ENOBUFS: a buffer is too small, nothing changed; EBUSY: an
+ * active open in SYN-SENT, which only C runs). rcv takes
  * dp_flow_rcv_len + dp_flow_ooo_len bytes. */
 int dp_flow_release(struct dp *dp, int64_t handle, struct dp_tcb *out, uint8_t *rcv,
                     uint32_t rcv_cap, uint8_t *snd, uint32_t snd_cap);

@@ -64,6 +64,9 @@ REASONS: Final = ("none", "segment", "rto", "persist", "app_eof", "app_gone", "r
 UNRUNNABLE_STATES: Final = frozenset({1, 7, 8, 9})
 #: ``enum dp_tcp_state``'s DP_SYN_SENT: an active open C runs (``DataPlane.connect``).
 DP_SYN_SENT: Final = 9
+#: ``enum dp_tcp_state`` values of a flow that is over but for its record (TIME-WAIT,
+#: CLOSED): nobody takes it from C any more.
+FINISHED_STATES: Final = frozenset({7, 8})
 
 
 #: ``enum dp_tcp_state`` values whose FIN is out and not yet acknowledged.

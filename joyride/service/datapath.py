@@ -35,6 +35,7 @@ from joyride import sockopts
 from joyride.dataplane.plane import (
     CLAIM_WAIT,
     DP_SYN_SENT,
+    FINISHED_STATES,
     UNRUNNABLE_STATES,
     WAKE_DOOR,
     Born,
@@ -495,8 +496,8 @@ class Datapath:
                 conn.abort()  # its port is gone (RFC 9293 §3.10.7.1)
                 self.engine.mark(conn)
             return
-        active = self._c_connects.get(Engine.key_of(conn))  # an active open's owner
-        uid = pl.uid if pl is not None else active[0] if active is not None else -1
+        owner = self._born_owner(Engine.key_of(conn))
+        uid = owner if owner is not None else -1
         pump = Pump(conn, socket.socket(fileno=fd), uid, plane=self.chan_plane,
                     channel=ChannelState.of(tcb))
         if pump.channel.claim_wait:
@@ -518,16 +519,21 @@ class Datapath:
         it (socket options and OP_GETINFO are the control plane's) and ``uid`` (the
         asker) may: root or the port's owner, so nobody else can move it out of C."""
         conn = self.engine.connections.get(key)
-        pl = self.by_port.get(key[1])
-        active = self._c_connects.get(key)
-        if conn is None and self.plane is not None and (
-                uid == 0 or (pl is not None and pl.uid == uid)
-                or (active is not None and active[0] == uid)):
+        if conn is None and self.plane is not None and uid in (0, self._born_owner(key)):
             born = self.plane.claim(key)
             if born is not None:
                 self._take_born(born, set())
                 conn = self.engine.connections.get(key)
         return conn
+
+    def _born_owner(self, key: tuple[bytes, int, bytes, int]) -> int | None:
+        """Who owns a connection C opened itself: an active open's application (its
+        OP_CONNECT's uid), else the owner of the listener its port delivers to."""
+        active = self._c_connects.get(key)
+        if active is not None:
+            return active[0]
+        pl = self.by_port.get(key[1])
+        return pl.uid if pl is not None else None
 
     def _sync_listener(self, pl: PortListeners) -> None:
         """Let C open the port's connections while every registration is verified and
@@ -793,7 +799,10 @@ class Datapath:
             if tcb is not None and int(tcb.tcp_state) == DP_SYN_SENT:
                 continue
             entries = self._pending_options.pop(key)
-            conn = self._connection(key, 0) if tcb is not None else None
+            # C's still, or Python's already (claimed meanwhile: a stray segment, a
+            # question of its owner), or gone.
+            conn = self._connection(key, 0) if tcb is not None else \
+                self.engine.connections.get(key)
             if conn is not None and conn in self.pumps:
                 self._apply_options(conn, entries)
                 self.counters["setopt_connection"] += len(entries)
@@ -1152,6 +1161,9 @@ class Datapath:
                 or rip in self.engine.local_addresses or not 0 < request.port < 65536):
             self._reply(session, protocol.Reply(request.op, protocol.NOT_ACCELERATED))
             return False
+        # A failed active open's 4-tuple is free again in C: its failure is filed under
+        # its own name before a new connect can take the 4-tuple (and its owner entry).
+        self._take_failures()
         # Ring mode, as on a listener's connections: granted with the C data plane,
         # which keeps the channels (protocol.FLAG_CHANNELS). Not while the plane gives
         # this process's own claims its bell (embedded mode): the connection's socket
@@ -1250,16 +1262,17 @@ class Datapath:
                           name: str) -> None:
         """Keep an active open's owner and name while C may hold it: Python is not told
         when one ends, so past C_CONNECTS_KEPT the oldest entries are looked at (two a
-        connect) and those C still holds go to the back; the oldest goes regardless
-        when both did, so the table stays bounded."""
+        connect) and those C still runs (not TIME-WAIT: nobody takes those) go to the
+        back; the oldest goes regardless when both did, so the table stays bounded."""
         known = self._c_connects
         known[key] = (uid, name)
         for _ in range(2):
             if len(known) <= C_CONNECTS_KEPT:
                 return
             old, owner = known.popitem(last=False)
-            if self._held_in_c(old):
-                known[old] = owner
+            tcb = self.plane.peek_key(old) if self.plane is not None else None
+            if tcb is not None and int(tcb.tcp_state) not in FINISHED_STATES:
+                known[old] = owner  # still runs: its owner may still ask
         while len(known) > C_CONNECTS_KEPT:
             known.popitem(last=False)
 
@@ -1270,6 +1283,7 @@ class Datapath:
             return
         for key, code in self.plane.failures():
             self.counters["connect_failed"] += 1
+            self._pending_options.pop(key, None)
             owner = self._c_connects.pop(key, None)
             if owner is None:
                 continue

@@ -95,16 +95,20 @@ def active() -> Iterator[Active]:
     yield Active()
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(mss=st.sampled_from([536, 1000, 1460]), wscale=st.booleans(),
-       timestamps=st.booleans(), sack=st.booleans(), rtt=st.sampled_from([1e-4, 3e-3]))
+       timestamps=st.booleans(), sack=st.booleans(), ours=st.tuples(*[st.booleans()] * 3),
+       rtt=st.sampled_from([1e-4, 3e-3]))
 def test_the_handshake_matches_python(mss: int, wscale: bool, timestamps: bool, sack: bool,
-                                      rtt: float) -> None:
-    """C's SYN is TcpConnection.connect's; after the peer's SYN-ACK, C's TCB is the one
-    TcpConnection._receive_syn_sent makes of the same segment at the same time."""
+                                      ours: tuple[bool, bool, bool], rtt: float) -> None:
+    """C's SYN is TcpConnection.connect's, for whatever our configuration offers; after
+    the peer's SYN-ACK, C's TCB is the one TcpConnection._receive_syn_sent makes of the
+    same segment at the same time."""
     peer_config = TcpConfig(mss=mss, window_scaling=wscale, timestamps=timestamps,
                             sack=sack, nodelay=True)
-    a = Active(peer_config=peer_config)
+    config = TcpConfig(nodelay=True, window_scaling=ours[0], timestamps=ours[1],
+                       sack=ours[2])
+    a = Active(config, peer_config)
     bed = a.bed
     t0 = bed.clock.now
     key, _iss, app = a.connect()
@@ -189,6 +193,8 @@ def test_bytes_and_a_close_written_before_the_answer_follow_it(active: Active) -
     app.shutdown(socket.SHUT_WR)
     active.bed.run(20)
     assert active.tcb(key).tcp_state == lib.DP_SYN_SENT
+    # Nothing but the SYN left while it was unanswered: no byte, no FIN, no ACK.
+    assert [int(s.flags) for s in active.toward_peer] == [int(TcpFlags.SYN)]
     active.drop_toward_plane = False
     active.bed.clock.advance(1.1)  # the SYN's RTO (1 s)
     server = active.accept()
