@@ -12,13 +12,18 @@ import hashlib
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_channels import datapath_over
 
 from joyride.dataplane.membed import IP_PEER, MAC_PEER, MAC_SVC, Bed, read_all
 from joyride.dataplane.plane import ffi, lib
+from joyride.service import apps, protocol
+from joyride.service.datapath import Datapath
+from joyride.steer.ports import PortSet
 from joyride.tcp.config import TcpConfig
 from joyride.tcp.connection import TcpConnection
 from joyride.tcp.state import TcpState
@@ -309,3 +314,67 @@ def test_a_ring_claimed_before_the_answer_works_and_a_hostile_one_ends_it() -> N
     lib.dp_app_free(bad)
     sock.close()
     bad_sock.close()
+
+
+# -- the control plane's side: OP_CONNECT, SO_ERROR's answer, the owner ----------------
+
+
+def op_connect(dp: Datapath, app_socket: socket.socket, port: int) -> tuple[int, str]:
+    """An application's non-blocking OP_CONNECT to the peer, answered by ``dp``: its
+    descriptor's end and the connection's name (its socket's peer name)."""
+    session = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        session.connect(app_socket.getsockname())
+        session.send(protocol.Request(protocol.OP_CONNECT, IP_PEER, port,
+                                      flags=protocol.FLAG_NONBLOCK).encode())
+        dp._on_app_socket(0)
+        msg, fds, _flags, _addr = socket.recv_fds(session, 1024, 1)
+    finally:
+        session.close()
+    reply = protocol.Reply.decode(msg)
+    assert reply.status == 0 and len(fds) == 1, reply
+    app = socket.socket(fileno=fds[0])
+    name = app.getpeername()
+    app.detach()
+    return fds[0], (name.lstrip(b"\0").decode() if isinstance(name, bytes)
+                    else name.lstrip("\0"))
+
+
+def test_a_refused_connect_s_errno_is_its_own_when_the_4_tuple_is_taken_again(
+        tmp_path: Path) -> None:
+    """Through the control plane: an OP_CONNECT that C opens and the peer refuses
+    leaves ECONNREFUSED for its owner's OP_GETINFO, once, even when another connect
+    takes the same 4-tuple before the question (one ephemeral port here), and the
+    second connection's owner still holds it."""
+    b = Bed()
+    app_socket, dp = datapath_over(b, tmp_path, ephemeral=PortSet([60000]))
+    creds = apps.Credentials(os.getpid(), os.getuid(), os.getgid())
+    try:
+        fd1, name1 = op_connect(dp, app_socket, 9999)  # nobody listens there: a RST
+        b.run(3)
+        assert b.plane.stats()["connect_refused"] == 1
+        listener = b.peer.listen(9999)
+        fd2, name2 = op_connect(dp, app_socket, 9999)  # the same 4-tuple, free again
+        assert name2 != name1 and protocol.parse_name(name2).remote == \
+            protocol.parse_name(name1).remote
+        status, info, _conn = dp.get_info(protocol.Request(protocol.OP_GETINFO, bytes(4), 0,
+                                                           name1), creds)
+        assert status == 0 and info is not None and info.so_error == errno.ECONNREFUSED
+        status, _info, _conn = dp.get_info(protocol.Request(protocol.OP_GETINFO, bytes(4),
+                                                            0, name1), creds)
+        assert status == errno.ENOTCONN  # reported once
+        for _ in range(20):
+            b.step()
+            if b.peer.accept(listener) is not None:
+                break
+        status, info, conn = dp.get_info(protocol.Request(protocol.OP_GETINFO, bytes(4), 0,
+                                                          name2), creds)
+        assert status == 0 and info is not None and info.so_error == 0 and conn is not None
+        other = apps.Credentials(os.getpid(), os.getuid() + 4242, os.getgid())
+        status, _info, _conn = dp.get_info(protocol.Request(protocol.OP_GETINFO, bytes(4),
+                                                            0, name2), other)
+        assert status == errno.EPERM  # not its owner's
+        os.close(fd1)
+        os.close(fd2)
+    finally:
+        app_socket.close()

@@ -393,13 +393,15 @@ def test_a_retoken_request_after_the_applications_eof_loses_nothing(bed: Claimin
     assert not pump.app_gone
 
 
-def datapath_over(b: Bed, tmp_path: Path) -> tuple[socket.socket, Datapath]:
+def datapath_over(b: Bed, tmp_path: Path, ephemeral: PortSet | None = None
+                  ) -> tuple[socket.socket, Datapath]:
     """A service ``Datapath`` whose C data plane is the bed's (its own NIC idle), and
     its application socket: the caller closes both."""
     app_socket = apps.listen_app_socket(tmp_path / "app.sock", None)
     dp = Datapath([MemoryNic()], StaticNetwork("svc0", MAC_SVC, frozenset({IP_SVC}),
                                                {IP_PEER: MAC_PEER}),
-                  ports=PortSet([PORT]), ephemeral=PortSet(range(60000, 60100)),
+                  ports=PortSet([PORT]),
+                  ephemeral=ephemeral if ephemeral is not None else PortSet(range(60000, 60100)),
                   app_socket=app_socket, group=None, plane=b.plane)
     return app_socket, dp
 
