@@ -169,12 +169,7 @@ struct flow {
     uint16_t tw_window;
     double tw_last_oow;
     /* SYN-SENT (dp_connect): what its SYN offered, and how many times it is sent again */
-    uint16_t offer_default_peer_mss;
-    uint16_t offer_min_peer_mss;
-    uint8_t offer_window_scaling;
-    uint8_t offer_window_scale_shift;
-    uint8_t offer_timestamps;
-    uint8_t offer_sack;
+    struct dp_syn_offer offer;
     uint32_t max_syn_retries;
 };
 
@@ -3042,21 +3037,28 @@ static uint32_t takers(const struct listener *l, int ipv6)
  * a6: an IPv6 SYN's addresses (wire_parse_batch6). iss: the ISS to use (a 4-tuple
  * reopened from TIME-WAIT), or 0 for isn.py's rule. 1: taken; 0: Python's (a SYN with
  * anything else, a VLAN tag, a full queue, a family no application listens for). */
-/* What our side of a handshake offers (TcpConfig; a listener's configuration, or an
- * active open's: dp_connect_cfg), which a peer's SYN is negotiated against. */
-struct syn_offer {
-    uint16_t default_peer_mss;
-    uint16_t min_peer_mss;
-    uint8_t window_scaling;
-    uint8_t window_scale_shift;
-    uint8_t timestamps;
-    uint8_t sack;
-};
-
-static struct syn_offer offer_of_listener(const struct dp_listen_cfg *c)
+static struct dp_syn_offer offer_of_listener(const struct dp_listen_cfg *c)
 {
-    return (struct syn_offer){c->default_peer_mss, c->min_peer_mss, c->window_scaling,
-                              c->window_scale_shift, c->timestamps, c->sack};
+    return (struct dp_syn_offer){c->default_peer_mss, c->min_peer_mss, c->window_scaling,
+                                 c->window_scale_shift, c->timestamps, c->sack};
+}
+
+/* An offer C can negotiate: a scale RFC 7323 §2.3 allows, an MSS floor that leaves room
+ * for the timestamp option. */
+static int offer_ok(const struct dp_syn_offer *o)
+{
+    return o->window_scale_shift <= 14 && o->min_peer_mss >= MIN_SMSS + 12;
+}
+
+/* A connection template C can run (dp_listen's, dp_connect's): Ethernet, IP (IPv4's 20
+ * bytes, IPv6's 40) and TCP headers around a full segment (the timestamp option comes
+ * out of the MSS: options.negotiate), what emit() builds, must fit a frame; buffers;
+ * no keepalive (Python's). */
+static int template_ok(const struct dp *dp, const struct dp_tcb *t, uint8_t ipv6)
+{
+    return t->cfg_mss >= 88 &&
+           t->cfg_mss + 14 + ip_header_len(ipv6) + 20 <= dp->cfg.max_frame &&
+           t->snd_cap != 0 && t->rcv_cap != 0 && t->keepalive_idle == 0;
 }
 
 /* TcpConnection._take_syn: the peer's SYN (or SYN-ACK) recorded in t, its IRS and
@@ -3065,7 +3067,7 @@ static struct syn_offer offer_of_listener(const struct dp_listen_cfg *c)
  * floored against CVE-2019-11479), and set_mss: the controller's initial window
  * follows the MSS. */
 static void take_syn(struct dp *dp, struct dp_tcb *t, const struct wire_parsed *p,
-                     const struct syn_offer *o, double now)
+                     const struct dp_syn_offer *o, double now)
 {
     uint32_t peer_mss = umax(p->has_mss ? p->mss : o->default_peer_mss, o->min_peer_mss);
     t->ws_ok = o->window_scaling && p->has_wscale;
@@ -3140,7 +3142,7 @@ static int syn_input(struct dp *dp, struct listener *l, const struct wire_parsed
     t.time_wait_len = c->time_wait;
     t.fin_wait2_len = c->fin_wait2_timeout;
     t.last_send = now;
-    struct syn_offer offer = offer_of_listener(c);
+    struct dp_syn_offer offer = offer_of_listener(c);
     take_syn(dp, &t, p, &offer, now);
     struct flow *f = flow_insert(dp, &t);
     if (f == NULL) {
@@ -3158,6 +3160,19 @@ static int syn_input(struct dp *dp, struct listener *l, const struct wire_parsed
     return 1;
 }
 
+/* _on_rto in a handshake, before its SYN or SYN-ACK goes again: RttEstimator.backoff
+ * (RFC 6298 §5.5), Karn's rule, and the timer re-armed. */
+static void syn_backoff(struct dp *dp, struct flow *f, double now)
+{
+    struct dp_tcb *t = &f->t;
+    double floored = t->base_rto > t->min_rto ? t->base_rto : t->min_rto;
+    if (t->rto_backoff < 32 && floored * ldexp(1.0, (int)t->rto_backoff) < t->max_rto)
+        t->rto_backoff++;
+    t->rtt_timing = 0;
+    t->rto_at = now + rto_of(t);
+    timer_arm(dp, f, t->rto_at);
+}
+
 /* _on_rto in SYN-RECEIVED: the SYN-ACK again, backed off, or the half-open flow goes
  * (Listener drops it silently, as Linux's request sock). */
 static void synack_timeout(struct dp *dp, struct flow *f, double now)
@@ -3171,13 +3186,7 @@ static void synack_timeout(struct dp *dp, struct flow *f, double now)
         return;
     }
     dp->st.synack_retransmits++;
-    /* RttEstimator.backoff (RFC 6298 §5.5), Karn's rule. */
-    double floored = t->base_rto > t->min_rto ? t->base_rto : t->min_rto;
-    if (t->rto_backoff < 32 && floored * ldexp(1.0, (int)t->rto_backoff) < t->max_rto)
-        t->rto_backoff++;
-    t->rtt_timing = 0;
-    t->rto_at = now + rto_of(t);
-    timer_arm(dp, f, t->rto_at);
+    syn_backoff(dp, f, now);
     emit_synack(dp, f, now);
 }
 
@@ -3194,11 +3203,11 @@ static void emit_syn(struct dp *dp, struct flow *f, double now)
     s.seq = t->iss;
     s.flags = TCP_SYN;
     s.window = (uint16_t)umin(t->rcv_cap, 0xFFFF);
-    s.syn_opts = WIRE_SYN_MSS | (f->offer_sack ? WIRE_SYN_SACK_PERM : 0) |
-                 (f->offer_window_scaling ? WIRE_SYN_WSCALE : 0);
+    s.syn_opts = WIRE_SYN_MSS | (f->offer.sack ? WIRE_SYN_SACK_PERM : 0) |
+                 (f->offer.window_scaling ? WIRE_SYN_WSCALE : 0);
     s.mss = (uint16_t)t->cfg_mss;
-    s.wscale = f->offer_window_scale_shift;
-    if (f->offer_timestamps) {
+    s.wscale = f->offer.window_scale_shift;
+    if (f->offer.timestamps) {
         s.has_ts = 1;
         s.tsval = ts_clock(t, now);
         s.tsecr = 0;
@@ -3271,10 +3280,7 @@ static int synsent_input(struct dp *dp, struct flow *f, const struct wire_parsed
         dp->st.synsent_dropped++;
         return 1;
     }
-    struct syn_offer offer = {f->offer_default_peer_mss, f->offer_min_peer_mss,
-                              f->offer_window_scaling, f->offer_window_scale_shift,
-                              f->offer_timestamps, f->offer_sack};
-    take_syn(dp, t, p, &offer, now);
+    take_syn(dp, t, p, &f->offer, now);
     /* The send ring's first byte is SND.UNA from here on: what the application wrote
      * meanwhile follows the SYN. */
     t->snd_una = p->ack;
@@ -3308,13 +3314,7 @@ static void syn_timeout(struct dp *dp, struct flow *f, double now)
         return;
     }
     dp->st.syn_retransmits++;
-    /* RttEstimator.backoff (RFC 6298 §5.5), Karn's rule. */
-    double floored = t->base_rto > t->min_rto ? t->base_rto : t->min_rto;
-    if (t->rto_backoff < 32 && floored * ldexp(1.0, (int)t->rto_backoff) < t->max_rto)
-        t->rto_backoff++;
-    t->rtt_timing = 0;
-    t->rto_at = now + rto_of(t);
-    timer_arm(dp, f, t->rto_at);
+    syn_backoff(dp, f, now);
     emit_syn(dp, f, now);
 }
 
@@ -3322,10 +3322,7 @@ int64_t dp_connect(struct dp *dp, const struct dp_connect_cfg *cfg, double now)
 {
     const struct dp_tcb *in = &cfg->tcb;
     if (in->app_fd < 0 || in->local_port == 0 || in->remote_port == 0 || in->ipv6 > 1 ||
-        cfg->window_scale_shift > 14 || cfg->min_peer_mss < MIN_SMSS + 12 ||
-        in->cfg_mss < 88 ||
-        in->cfg_mss + 14 + ip_header_len(in->ipv6) + 20 > dp->cfg.max_frame ||
-        in->snd_cap == 0 || in->rcv_cap == 0 || in->keepalive_idle != 0)
+        !offer_ok(&cfg->offer) || !template_ok(dp, in, in->ipv6))
         return -EINVAL;
     struct tuple key = tuple_of(in);
     if (flow_lookup(dp, &key) != NULL)
@@ -3340,16 +3337,11 @@ int64_t dp_connect(struct dp *dp, const struct dp_connect_cfg *cfg, double now)
     t.fin_queued = t.fin_sent = t.peer_fin = t.fin_to_app = t.app_eof = 0;
     /* The receive ring is sized now, before the SYN-ACK says the scale: for the one
      * offered, whose rounding a window may use (take_syn then sets the slack agreed). */
-    t.rcv_slack = cfg->window_scaling ? (1u << cfg->window_scale_shift) - 1 : 0;
+    t.rcv_slack = cfg->offer.window_scaling ? (1u << cfg->offer.window_scale_shift) - 1 : 0;
     struct flow *f = flow_insert(dp, &t);
     if (f == NULL)
         return -ENOSPC;
-    f->offer_default_peer_mss = cfg->default_peer_mss;
-    f->offer_min_peer_mss = cfg->min_peer_mss;
-    f->offer_window_scaling = cfg->window_scaling;
-    f->offer_window_scale_shift = cfg->window_scale_shift;
-    f->offer_timestamps = cfg->timestamps;
-    f->offer_sack = cfg->sack;
+    f->offer = cfg->offer;
     f->max_syn_retries = cfg->max_syn_retries;
     dp->st.born_live++;
     /* The application's claim (and bytes) are taken from now on: its verdict must not
@@ -4718,20 +4710,11 @@ uint32_t dp_flows(const struct dp *dp, int64_t *out, uint32_t max)
 
 int dp_listen(struct dp *dp, const struct dp_listen_cfg *cfg)
 {
+    struct dp_syn_offer offer = offer_of_listener(cfg);
     if (cfg->n_names == 0 || cfg->n_names > DP_LISTEN_NAMES || cfg->syn_backlog == 0 ||
-        cfg->window_scale_shift > 14 || cfg->min_peer_mss < MIN_SMSS + 12 ||
-        ((cfg->takes4 | cfg->takes6) & ((1u << cfg->n_names) - 1)) == 0)
+        !offer_ok(&offer) || ((cfg->takes4 | cfg->takes6) & ((1u << cfg->n_names) - 1)) == 0 ||
+        !template_ok(dp, &cfg->tmpl, 0) || !template_ok(dp, &cfg->tmpl6, 1))
         return -EINVAL;
-    /* Each family's template: Ethernet, IP (IPv4's 20 bytes, IPv6's 40) and TCP
-     * headers around a full segment (the timestamp option comes out of the MSS:
-     * options.negotiate), what emit() builds, must fit a frame. */
-    for (int v6 = 0; v6 <= 1; v6++) {
-        const struct dp_tcb *t = v6 ? &cfg->tmpl6 : &cfg->tmpl;
-        if (t->cfg_mss < 88 || t->cfg_mss + 14 + ip_header_len((uint8_t)v6) + 20 >
-                                   dp->cfg.max_frame ||
-            t->snd_cap == 0 || t->rcv_cap == 0 || t->keepalive_idle != 0)
-            return -EINVAL;
-    }
     for (uint32_t i = 0; i < cfg->n_names; i++)
         if (memchr(cfg->names[i], 0, DP_NAME_BYTES) == NULL || cfg->names[i][0] == 0)
             return -EINVAL;

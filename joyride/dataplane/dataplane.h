@@ -380,21 +380,27 @@ struct dp_listen_cfg {
     char names[16][108];       /* DP_LISTEN_NAMES x DP_NAME_BYTES */
 };
 
-/* An active open C runs itself (dp_connect; docs/dataplane.md, "Connections opened
- * in C"): the TCB as TcpConnection.connect makes it (listen_template's fields; then the
- * 4-tuple, the MACs toward the next hop, the ISS, the timestamp offset, the
- * application's end of its socket pair in app_fd and, for an application that claims
- * ring mode, claim_check and claim_wait), and what its SYN offers, as a listener's
- * configuration says it (struct dp_listen_cfg's fields of the same names). */
-struct dp_connect_cfg {
-    struct dp_tcb tcb;
-    uint32_t max_syn_retries;  /* SYN retransmissions before ETIMEDOUT */
-    uint16_t default_peer_mss;
+/* What our side of a handshake offers (TcpConfig), which the peer's SYN or SYN-ACK
+ * is negotiated against: struct dp_listen_cfg's fields of the same names, and an
+ * active open's (struct dp_connect_cfg). */
+struct dp_syn_offer {
+    uint16_t default_peer_mss; /* the peer's MSS without the option */
     uint16_t min_peer_mss;
     uint8_t window_scaling;
     uint8_t window_scale_shift;
     uint8_t timestamps;
     uint8_t sack;
+};
+
+/* An active open C runs itself (dp_connect; docs/dataplane.md, "Connections opened
+ * in C"): the TCB as TcpConnection.connect makes it (listen_template's fields; then the
+ * 4-tuple, the MACs toward the next hop, the ISS, the timestamp offset, the
+ * application's end of its socket pair in app_fd and, for an application that claims
+ * ring mode, claim_check and claim_wait), and what its SYN offers. */
+struct dp_connect_cfg {
+    struct dp_tcb tcb;
+    struct dp_syn_offer offer;
+    uint32_t max_syn_retries;  /* SYN retransmissions before ETIMEDOUT */
     uint16_t claim_wait_ms;    /* with tcb.claim_wait: how long data waits for the claim */
 };
 

@@ -351,6 +351,19 @@ static uint32_t build_frame(const struct wire_template *tm, struct wire_seg *s, 
     return len;
 }
 
+/* The frame template of a peer at rip:sport sending to lip:dport (16-byte addresses). */
+static void toward(struct wire_template *tm, const uint8_t *rip, const uint8_t *lip, int ipv6,
+                   uint16_t sport, uint16_t dport)
+{
+    memset(tm, 0, sizeof *tm);
+    memcpy(tm->src_ip, rip, 16);
+    memcpy(tm->dst_ip, lip, 16);
+    tm->ipv6 = (uint8_t)ipv6;
+    tm->src_port = sport;
+    tm->dst_port = dport;
+    tm->ttl = 64;
+}
+
 /* A frame from flow k's peer: mostly plausible, sometimes anything. */
 static uint32_t peer_frame(struct dp *dp, const struct fuzzflow *ff, uint8_t *out)
 {
@@ -359,13 +372,7 @@ static uint32_t peer_frame(struct dp *dp, const struct fuzzflow *ff, uint8_t *ou
     if (dp_flow_peek(dp, ff->handle, &now) == 0)
         t = &now;
     struct wire_template tm;
-    memset(&tm, 0, sizeof tm);
-    memcpy(tm.src_ip, t->remote_ip, 16);
-    memcpy(tm.dst_ip, t->local_ip, 16);
-    tm.ipv6 = t->ipv6;
-    tm.src_port = t->remote_port;
-    tm.dst_port = t->local_port;
-    tm.ttl = 64;
+    toward(&tm, t->remote_ip, t->local_ip, t->ipv6, t->remote_port, t->local_port);
     struct wire_seg s;
     memset(&s, 0, sizeof s);
     uint32_t r = (uint32_t)rnd();
@@ -411,6 +418,16 @@ static uint32_t peer_frame(struct dp *dp, const struct fuzzflow *ff, uint8_t *ou
 
 static uint64_t born6_known; /* frames toward an IPv6 flow born in C: they were born */
 
+/* A segment near what C holds of the flow t (r: random bits): at RCV.NXT or off it,
+ * acknowledging up to one past SND.NXT, an ACK (with FIN or PSH) or any flags now and
+ * then, with or without payload. */
+static void near_flow(struct wire_seg *s, const struct dp_tcb *t, uint32_t r)
+{
+    s->seq = t->rcv_nxt + ((r >> 6 & 3) ? 0 : (uint32_t)(rnd() % 5000) - 2500);
+    s->ack = t->snd_una + (uint32_t)(rnd() % (t->snd_nxt - t->snd_una + 2));
+    s->flags = (r >> 8 & 7) ? 0x10 | (r >> 11 & 0x09) : (uint8_t)rnd();
+}
+
 /* A frame toward BORN_PORT from peer k (every other peer over IPv6): a SYN, or a
  * segment near the flow C holds for that 4-tuple (if any), with any flags now and then. */
 static uint32_t born_frame(struct dp *dp, uint32_t k, uint8_t *out)
@@ -433,14 +450,8 @@ static uint32_t born_frame(struct dp *dp, uint32_t k, uint8_t *out)
     int known = h > 0 && dp_flow_peek(dp, h, &t) == 0;
     born6_known += known && ipv6;
     struct wire_template tm;
-    memset(&tm, 0, sizeof tm);
-    memcpy(tm.src_ip, rip, 16);
-    memcpy(tm.dst_ip, lip, 16);
-    tm.ipv6 = (uint8_t)ipv6;
+    toward(&tm, rip, lip, ipv6, rport, BORN_PORT);
     tm.src_mac[5] = (uint8_t)k;
-    tm.src_port = rport;
-    tm.dst_port = BORN_PORT;
-    tm.ttl = 64;
     struct wire_seg s;
     memset(&s, 0, sizeof s);
     uint32_t r = (uint32_t)rnd();
@@ -455,9 +466,7 @@ static uint32_t born_frame(struct dp *dp, uint32_t k, uint8_t *out)
         s.mss = (uint16_t)(rnd() % 2000);
         s.wscale = (uint8_t)(rnd() % 20);
     } else {
-        s.seq = t.rcv_nxt + ((r >> 6 & 3) ? 0 : (uint32_t)(rnd() % 5000) - 2500);
-        s.ack = t.snd_una + (uint32_t)(rnd() % (t.snd_nxt - t.snd_una + 2));
-        s.flags = (r >> 8 & 7) ? 0x10 | (r >> 11 & 0x09) : (uint8_t)rnd();
+        near_flow(&s, &t, r);
         if ((r >> 12 & 15) == 0)
             s.flags = 0x04; /* RST */
         s.payload_len = (r >> 16 & 1) ? 0 : (uint32_t)(rnd() % 1449);
@@ -504,10 +513,10 @@ static int64_t active_open(struct dp *dp, uint32_t k, int *app, double now)
     t->srtt = -1;
     t->claim_check = t->claim_wait = (uint8_t)(rnd() & 1);
     cfg.max_syn_retries = 2;
-    cfg.default_peer_mss = 536;
-    cfg.min_peer_mss = 88;
-    cfg.window_scaling = cfg.timestamps = cfg.sack = (uint8_t)(rnd() & 1);
-    cfg.window_scale_shift = 7;
+    cfg.offer.default_peer_mss = 536;
+    cfg.offer.min_peer_mss = 88;
+    cfg.offer.window_scaling = cfg.offer.timestamps = cfg.offer.sack = (uint8_t)(rnd() & 1);
+    cfg.offer.window_scale_shift = 7;
     cfg.claim_wait_ms = 100;
     int64_t h = dp_connect(dp, &cfg, now);
     if (h < 0) {
@@ -532,13 +541,7 @@ static uint32_t active_frame(struct dp *dp, uint32_t k, uint8_t *out)
                              ipv6 ? 16 : 4);
     int known = h > 0 && dp_flow_peek(dp, h, &t) == 0;
     struct wire_template tm;
-    memset(&tm, 0, sizeof tm);
-    memcpy(tm.src_ip, rip, 16);
-    memcpy(tm.dst_ip, lip, 16);
-    tm.ipv6 = (uint8_t)ipv6;
-    tm.src_port = ACTIVE_RPORT;
-    tm.dst_port = (uint16_t)(ACTIVE_LPORT + k);
-    tm.ttl = 64;
+    toward(&tm, rip, lip, ipv6, ACTIVE_RPORT, (uint16_t)(ACTIVE_LPORT + k));
     struct wire_seg s;
     memset(&s, 0, sizeof s);
     uint32_t r = (uint32_t)rnd();
@@ -554,9 +557,7 @@ static uint32_t active_frame(struct dp *dp, uint32_t k, uint8_t *out)
         s.mss = (uint16_t)(rnd() % 2000);
         s.wscale = (uint8_t)(rnd() % 20);
     } else if (known) {
-        s.seq = t.rcv_nxt + ((r >> 6 & 3) ? 0 : (uint32_t)(rnd() % 5000) - 2500);
-        s.ack = t.snd_una + (uint32_t)(rnd() % (t.snd_nxt - t.snd_una + 2));
-        s.flags = (r >> 8 & 7) ? 0x10 | (r >> 11 & 0x09) : (uint8_t)rnd();
+        near_flow(&s, &t, r);
         s.payload_len = (r >> 16 & 1) ? 0 : (uint32_t)(rnd() % 1449);
     } else {
         s.seq = (uint32_t)rnd();

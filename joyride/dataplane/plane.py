@@ -73,6 +73,17 @@ FINISHED_STATES: Final = frozenset({7, 8})
 _DP_FIN_UNACKED: Final = frozenset({2, 5, 6})  # FIN-WAIT-1, CLOSING, LAST-ACK
 
 
+def syn_offer_into(target: Any, config: Any) -> None:
+    """What a handshake of ``config`` (a ``TcpConfig``) offers, into ``target``: a
+    ``struct dp_syn_offer``, or a ``struct dp_listen_cfg`` (its fields of those names)."""
+    target.default_peer_mss = config.default_peer_mss
+    target.min_peer_mss = config.min_peer_mss
+    target.window_scaling = int(config.window_scaling)
+    target.window_scale_shift = config.window_scale_shift
+    target.timestamps = int(config.timestamps)
+    target.sack = int(config.sack)
+
+
 def any_readable(fds: Sequence[int]) -> bool:
     """Whether any of ``fds`` has bytes or an EOF to read now."""
     poller = select.poll()
@@ -409,12 +420,7 @@ class DataPlane:
         cfg.tcb.time_wait_len = config.time_wait
         cfg.tcb.fin_wait2_len = config.fin_wait2_timeout
         cfg.max_syn_retries = config.max_syn_retries
-        cfg.default_peer_mss = config.default_peer_mss
-        cfg.min_peer_mss = config.min_peer_mss
-        cfg.window_scaling = int(config.window_scaling)
-        cfg.window_scale_shift = config.window_scale_shift
-        cfg.timestamps = int(config.timestamps)
-        cfg.sack = int(config.sack)
+        syn_offer_into(cfg.offer, config)
         cfg.claim_wait_ms = int(CLAIM_WAIT * 1000)
         if len(self._connect_templates) >= 8:  # configurations come and go: keep a few
             self._connect_templates.clear()
@@ -546,12 +552,7 @@ class DataPlane:
         cfg.syn_backlog = syn_backlog
         cfg.ts_offset = spec.ts_offset & 0xFFFFFFFF
         cfg.max_syn_retries = config.max_syn_retries
-        cfg.default_peer_mss = config.default_peer_mss
-        cfg.min_peer_mss = config.min_peer_mss
-        cfg.window_scaling = int(config.window_scaling)
-        cfg.window_scale_shift = config.window_scale_shift
-        cfg.timestamps = int(config.timestamps)
-        cfg.sack = int(config.sack)
+        syn_offer_into(cfg, config)
         cfg.time_wait = config.time_wait
         cfg.fin_wait2_timeout = config.fin_wait2_timeout
         cfg.isn_key = spec.isn_key
