@@ -252,6 +252,8 @@ class DataPlane:
         self._keep: list[Any] = []  # objects whose memory C points into (ports)
         self._tcb = ffi.new("struct dp_tcb *")
         self._connect_cfg = ffi.new("struct dp_connect_cfg *")
+        # dp_failures' buffer: asked before every connect (Datapath._take_failures)
+        self._failures = ffi.new("struct dp_failure[64]")
         self._connect_templates: dict[tuple[int, bool], tuple[Any, Any]] = {}
         self._handles = ffi.new("int64_t[]", max_flows)
         self._base = ffi.new("uint8_t **")
@@ -430,8 +432,8 @@ class DataPlane:
     def failures(self) -> list[tuple[tuple[bytes, int, bytes, int], int]]:
         """The active opens C ran that failed since the last call: (4-tuple, errno)."""
         out: list[tuple[tuple[bytes, int, bytes, int], int]] = []
-        batch = ffi.new("struct dp_failure[64]")
-        while n := int(lib.dp_failures(self._dp, batch, 64)):
+        batch = self._failures
+        while n := int(lib.dp_failures(self._dp, batch, len(batch))):
             for i in range(n):
                 f = batch[i]
                 v6 = bool(f.ipv6)
