@@ -10,7 +10,10 @@
  * channel with the application's arm on the bell (dp_chan_deliver: a push under the
  * arena's wake lock, the door written while the application sleeps), releases it, and
  * now and then trims, which unmaps the arena when no channel is live (its door goes,
- * the next claim brings it again, to any plane). The application's side of each claim
+ * the next claim brings it again, to any plane). Those trims race the other planes'
+ * claims and succeed only when the timing allows, so every SYNC_EVERY rounds the planes
+ * also meet with nothing claimed and each trims: the arena certainly goes and comes back,
+ * whatever the scheduler does. The application's side of each claim
  * runs in the same thread, as a shim's would in any process. A reader thread takes the
  * bell's queue and drains the door as the application's epoll_wait would.
  *
@@ -24,6 +27,9 @@
 #define PLANES 3
 #define SLOTS 24
 #define CAP 4096
+#define SYNC_EVERY 100
+
+static pthread_barrier_t all_released, all_trimmed;
 
 struct driver {
     struct dp *dp;
@@ -62,36 +68,49 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
+/* One round of plane d: claim, deliver a byte to an armed bell, release, maybe trim. */
+static void plane_round(struct driver *d, long r, uint64_t *rng)
+{
+    uint32_t slot = (uint32_t)d->index + PLANES * (uint32_t)(r % (SLOTS / PLANES));
+    uint32_t id = ((uint32_t)d->index + 1) << 24 | (uint32_t)(r + 1);
+    int sv[2];
+    struct jr_chan_app view;
+    int64_t chan = stress_claim(d->dp, d->ar, slot, id, sv, &view);
+    if (chan <= 0) {
+        fprintf(stderr, "plane %d round %ld: claim %ld\n", d->index, r, (long)chan);
+        d->failed = 1;
+        return;
+    }
+    d->claims++;
+    /* The application read rx empty and armed its bell (or a token). */
+    __atomic_store_n(&view.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_SEQ_CST);
+    if (dp_chan_deliver(d->dp, (uint32_t)chan, sv[0], (const uint8_t *)"x", 1) != 1) {
+        d->failed = 1;
+    } else {
+        char token;
+        d->tokens += recv(sv[1], &token, 1, MSG_DONTWAIT) == 1;
+    }
+    dp_chan_release(d->dp, (uint32_t)chan);
+    close(sv[0]);
+    close(sv[1]);
+    *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+    if ((*rng >> 33) % 16 == 0)
+        d->trims += dp_chan_trim(d->dp); /* races the other planes' claims */
+}
+
 static void *plane_main(void *arg)
 {
     struct driver *d = arg;
     uint64_t rng = d->seed;
-    for (long r = 0; r < d->rounds && !d->failed; r++) {
-        uint32_t slot = (uint32_t)d->index + PLANES * (uint32_t)(r % (SLOTS / PLANES));
-        uint32_t id = ((uint32_t)d->index + 1) << 24 | (uint32_t)(r + 1);
-        int sv[2];
-        struct jr_chan_app view;
-        int64_t chan = stress_claim(d->dp, d->ar, slot, id, sv, &view);
-        if (chan <= 0) {
-            fprintf(stderr, "plane %d round %ld: claim %ld\n", d->index, r, (long)chan);
-            d->failed = 1;
-            break;
+    for (long r = 0; r < d->rounds; r++) {
+        if (!d->failed)
+            plane_round(d, r, &rng);
+        if ((r + 1) % SYNC_EVERY == 0) {
+            /* A failed plane still meets the others here, so the barriers always fill. */
+            pthread_barrier_wait(&all_released);
+            d->trims += dp_chan_trim(d->dp); /* the door's watcher unmaps the arena */
+            pthread_barrier_wait(&all_trimmed);
         }
-        d->claims++;
-        /* The application read rx empty and armed its bell (or a token). */
-        __atomic_store_n(&view.shm->rx_armed, JR_RX_ARM_BELL, __ATOMIC_SEQ_CST);
-        if (dp_chan_deliver(d->dp, (uint32_t)chan, sv[0], (const uint8_t *)"x", 1) != 1) {
-            d->failed = 1;
-        } else {
-            char token;
-            d->tokens += recv(sv[1], &token, 1, MSG_DONTWAIT) == 1;
-        }
-        dp_chan_release(d->dp, (uint32_t)chan);
-        close(sv[0]);
-        close(sv[1]);
-        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-        if ((rng >> 33) % 16 == 0)
-            d->trims += dp_chan_trim(d->dp);
     }
     return NULL;
 }
@@ -106,6 +125,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "setup failed\n");
         return 1;
     }
+    pthread_barrier_init(&all_released, NULL, PLANES);
+    pthread_barrier_init(&all_trimmed, NULL, PLANES);
     pthread_t reader, threads[PLANES];
     struct driver drivers[PLANES];
     pthread_create(&reader, NULL, reader_main, NULL);

@@ -106,12 +106,15 @@ def test_shared_channels_under_thread_sanitizer(tmp_path: Path, seed: int) -> No
     claim, fill and release channels of one arena at once, trim it away and map it
     again, while its door passes between them and the application takes its bell.
     ThreadSanitizer reports no race, and every byte put was announced exactly once."""
-    words = under_tsan(tmp_path, "chans_stress.c", 1500, seed)
+    rounds = 1500
+    words = under_tsan(tmp_path, "chans_stress.c", rounds, seed)
     claims, pushes, _tokens, trims = (int(w) for w in words[1:5])
-    assert claims == 3 * 1500
+    assert claims == 3 * rounds
     # The bell announced (a token only when a trim took the door between a claim's look
-    # at door_held and its mapping), and the arena went and came back.
-    assert pushes > 1000 and trims > 0, words
+    # at door_held and its mapping), and the arena went and came back: at least at each
+    # of the planes' meetings (every 100 rounds, chans_stress.c), besides the racing
+    # trims the scheduler allows (none at all in one CI run, 2026-12-07).
+    assert pushes > 1000 and trims >= rounds // 100, words
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
