@@ -39,6 +39,7 @@ ffi.set_source(
     depends=[str(PACKAGE / "dataplane.h"), str(PACKAGE / "dataplane.c"), str(PACKAGE / "isn.c"),
              str(PACKAGE / "capture.h"), str(PACKAGE / "capture.c"),
              str(HERE / "wire.c"), str(HERE / "wire.h"), str(PACKAGE / "channels.c"),
+             str(PACKAGE / "sessions.c"), str(HERE / "jr_protocol.h"),
              str(PACKAGE / "chanapp.c"), str(PACKAGE / "hub.c"), str(HERE / "chan.h"),
              str(HERE / "chan_claim.h"), str(PACKAGE / "workers.c")],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra",

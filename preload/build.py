@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "preload" / "joyride_preload.c"
 # What SOURCE includes: a change to any of them rebuilds the shim.
 INCLUDED = (ROOT / "preload" / "joyride_ring.c", ROOT / "cffi_build" / "chan.h",
-            ROOT / "cffi_build" / "chan_claim.h")
+            ROOT / "cffi_build" / "chan_claim.h", ROOT / "cffi_build" / "jr_protocol.h")
 TARGET = ROOT / "joyride" / "libjoyride_preload.so"
 
 

@@ -63,45 +63,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define JR_MAGIC "JRD2"
-#define JR_OP_LISTEN 1
-#define JR_OP_CONNECT 2
-#define JR_OP_SETOPT 3
-#define JR_OP_REFUSED 4
-#define JR_OP_GETINFO 5
-#define JR_FLAG_NONBLOCK 1
-#define JR_FLAG_REUSEPORT 2
-#define JR_NOT_ACCELERATED (-1)
+#include "jr_protocol.h"
+
 #define JR_UNREACHABLE (-2) /* no service: use the kernel */
-#define JR_NOT_ADMITTED (-3) /* the service's --group leaves us out */
 #define JR_REPORT_TIMEOUT_S 2
 
 #define JR_LISTEN_TIMEOUT_S 5
 #define JR_CONNECT_TIMEOUT_S 130 /* > Linux's SYN retry span (127 s) */
 #define JR_MAX_FD 65536
-
-/* Wire formats: struct module's "<4sHHH16sH108s" and "<4sHHi16sH16sH". Addresses are
- * 16 bytes with the family beside them (an IPv4 address in the first 4). */
-struct jr_request {
-    char magic[4];
-    uint16_t op;
-    uint16_t flags;
-    uint16_t family;
-    uint8_t ip[16];
-    uint16_t port;
-    char name[108];
-} __attribute__((packed));
-
-struct jr_reply {
-    char magic[4];
-    uint16_t op;
-    uint16_t family;
-    int32_t status;
-    uint8_t local_ip[16];
-    uint16_t local_port;
-    uint8_t remote_ip[16];
-    uint16_t remote_port;
-} __attribute__((packed));
 
 /* OP_GETINFO's reply after struct jr_reply: protocol.INFO, "<iIII232s". */
 #define JR_TCP_INFO_SIZE 232 /* struct tcp_info as of Linux 6.1 */
@@ -113,8 +82,6 @@ struct jr_conninfo {
     unsigned char tcp_info[JR_TCP_INFO_SIZE];
 } __attribute__((packed));
 
-_Static_assert(sizeof(struct jr_request) == 136, "request layout");
-_Static_assert(sizeof(struct jr_reply) == 48, "reply layout");
 _Static_assert(sizeof(struct jr_conninfo) == 248, "info layout");
 
 enum jr_kind { JR_NONE = 0, JR_LISTENER, JR_CONNECTION };

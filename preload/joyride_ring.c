@@ -27,8 +27,6 @@
 
 #include "chan_claim.h"
 
-#define JR_FLAG_CHANNELS 4      /* OP_LISTEN, OP_CONNECT: we will claim (protocol.py) */
-#define JR_REPLY_CHANNELS 0x100 /* in a reply's op: the service grants the claim */
 #define JR_RING_CAP (1u << 18)
 #define JR_RING_SLOTS 1024u
 #define JR_VERDICT_WAIT_MS 5000

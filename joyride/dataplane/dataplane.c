@@ -71,6 +71,12 @@ _Static_assert(sizeof(struct dp_desc) == 16, "struct dp_desc is struct xdp_desc"
  * name must be unique while its socket lives, whichever struct dp made it. */
 static uint64_t conn_name_seq;
 
+/* The N of a new connection name: unique in the process, whichever struct dp names. */
+static uint64_t conn_name_next(void)
+{
+    return CONN_NAME_BASE + __atomic_add_fetch(&conn_name_seq, 1, __ATOMIC_RELAXED);
+}
+
 enum flow_state { FLOW_FREE = 0, FLOW_C = 1, FLOW_HANDBACK = 2 };
 
 /* Tags of epoll events: the low 32 bits name what became ready. */
@@ -171,6 +177,7 @@ struct flow {
     /* SYN-SENT (dp_connect): what its SYN offered, and how many times it is sent again */
     struct dp_syn_offer offer;
     uint32_t max_syn_retries;
+    uint64_t name_n;           /* an active open's: the N of its socket's name (conn_name) */
 };
 
 /* A destination's learned path MSS (dp_path_mss). */
@@ -293,6 +300,7 @@ struct dp {
     struct dp_failure failures[DP_FAILURES_KEPT];
     uint32_t fail_head;
     uint32_t fail_count;
+    struct sessions *sessions; /* OP_CONNECT answered in C (sessions.c), NULL: none */
     struct cap *cap;           /* joyride capture's tap (capture.h), NULL: off */
     /* GSO (dp_set_gso): the AF_PACKET socket, -1 off; and the frames placed on the tx
      * ring up to Python's last (dp_transmit), which may be any flow's */
@@ -3218,9 +3226,14 @@ static void emit_syn(struct dp *dp, struct flow *f, double now)
     }
 }
 
-/* Keep a failed active open's errno for dp_failures (the oldest goes when full). */
-static void failure_note(struct dp *dp, const struct dp_tcb *t, int err)
+static int conn_name(const struct dp *dp, const struct dp_tcb *t, int mapped, uint64_t n,
+                     char *buf, size_t cap);
+
+/* Keep a failed active open's errno for dp_failures (the oldest goes when full), with
+ * its owner and its socket's name. */
+static void failure_note(struct dp *dp, const struct flow *f, int err)
 {
+    const struct dp_tcb *t = &f->t;
     if (dp->fail_count == DP_FAILURES_KEPT) {
         dp->fail_head = (dp->fail_head + 1) % DP_FAILURES_KEPT;
         dp->fail_count--;
@@ -3233,6 +3246,9 @@ static void failure_note(struct dp *dp, const struct dp_tcb *t, int err)
     e->remote_port = t->remote_port;
     e->ipv6 = t->ipv6;
     e->err = err;
+    e->app_uid = t->app_uid;
+    int len = conn_name(dp, t, 0, f->name_n, e->name, sizeof e->name - 1);
+    e->name[len > 0 ? len : 0] = '\0';
     dp->fail_count++;
 }
 
@@ -3241,7 +3257,7 @@ static void failure_note(struct dp *dp, const struct dp_tcb *t, int err)
  * SO_ERROR, which the control plane answers from dp_failures. */
 static void connect_failed(struct dp *dp, struct flow *f, int err)
 {
-    failure_note(dp, &f->t, err);
+    failure_note(dp, f, err);
     born_end(dp, f);
 }
 
@@ -3318,17 +3334,49 @@ static void syn_timeout(struct dp *dp, struct flow *f, double now)
     emit_syn(dp, f, now);
 }
 
-int64_t dp_connect(struct dp *dp, const struct dp_connect_cfg *cfg, double now)
+/* The socket pair of an active open: the service's end (nonblocking) bound to the name
+ * that spells the 4-tuple, *n that name's N. 0 or -errno. */
+static int connect_pair(struct dp *dp, const struct dp_tcb *t, int fds[2], uint64_t *n)
+{
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+        return -errno;
+    struct sockaddr_un self = {.sun_family = AF_UNIX};
+    *n = conn_name_next();
+    int len = conn_name(dp, t, 0, *n, self.sun_path + 1, sizeof self.sun_path - 1);
+    int rc = 0;
+    if (len <= 0)
+        rc = -ENAMETOOLONG;
+    else if (bind(fds[0], (struct sockaddr *)&self,
+                  (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len)) != 0 ||
+             fcntl(fds[0], F_SETFL, O_NONBLOCK) != 0)
+        rc = -errno;
+    if (rc < 0) {
+        close(fds[0]);
+        close(fds[1]);
+    }
+    return rc;
+}
+
+int64_t dp_connect(struct dp *dp, const struct dp_connect_cfg *cfg, double now,
+                   int32_t *app_end)
 {
     const struct dp_tcb *in = &cfg->tcb;
-    if (in->app_fd < 0 || in->local_port == 0 || in->remote_port == 0 || in->ipv6 > 1 ||
+    *app_end = -1;
+    if (in->local_port == 0 || in->remote_port == 0 || in->ipv6 > 1 ||
         !offer_ok(&cfg->offer) || !template_ok(dp, in, in->ipv6))
         return -EINVAL;
     struct tuple key = tuple_of(in);
     if (flow_lookup(dp, &key) != NULL)
         return -EEXIST;
+    int fds[2];
+    uint64_t name_n = 0;
+    int rc = connect_pair(dp, in, fds, &name_n);
+    if (rc < 0)
+        return rc;
     struct dp_tcb t = *in;
+    t.app_fd = fds[0];
     t.born = 1;
+    t.active = 1;
     t.tcp_state = DP_SYN_SENT;
     t.snd_una = t.snd_wl2 = t.cwnd_use_end = t.iss;
     t.snd_nxt = t.iss + 1; /* the SYN's */
@@ -3339,16 +3387,22 @@ int64_t dp_connect(struct dp *dp, const struct dp_connect_cfg *cfg, double now)
      * offered, whose rounding a window may use (take_syn then sets the slack agreed). */
     t.rcv_slack = cfg->offer.window_scaling ? (1u << cfg->offer.window_scale_shift) - 1 : 0;
     struct flow *f = flow_insert(dp, &t);
-    if (f == NULL)
+    if (f == NULL) {
+        close(fds[0]);
+        close(fds[1]);
         return -ENOSPC;
+    }
     f->offer = cfg->offer;
     f->max_syn_retries = cfg->max_syn_retries;
+    f->name_n = name_n;
     dp->st.born_live++;
     /* The application's claim (and bytes) are taken from now on: its verdict must not
      * wait for the handshake. */
     if (epoll_set(dp, f, APP_IN) < 0) {
-        f->t.app_fd = -1; /* the caller's still: it closes it */
+        f->t.app_fd = -1;
         flow_forget(dp, f);
+        close(fds[0]);
+        close(fds[1]);
         return -EBADF;
     }
     dp->st.connects++;
@@ -3359,6 +3413,7 @@ int64_t dp_connect(struct dp *dp, const struct dp_connect_cfg *cfg, double now)
     emit_syn(dp, f, now);
     f->t.rto_at = now + rto_of(&f->t);
     timer_arm(dp, f, f->t.rto_at);
+    *app_end = fds[1];
     return handle_of(dp, f);
 }
 
@@ -3372,6 +3427,8 @@ uint32_t dp_failures(struct dp *dp, struct dp_failure *out, uint32_t max)
     }
     return n;
 }
+
+#include "sessions.c"
 
 /* The name writers of conn_name: each appends at p, never past end, and returns the
  * new end (end itself once full: the caller checks). snprintf cost 2% of the service's
@@ -3429,8 +3486,8 @@ static char *put_addr(char *p, char *end, const uint8_t *b, int ipv6, int mapped
 /* service/protocol.py connection_name: "joyride/c/LIP:LPORT/RIP:RPORT/PID.N" into buf
  * (cap bytes, no terminator), addresses as put_addr spells them. Returns its length,
  * or -1 if it does not fit. */
-static int conn_name(const struct dp *dp, const struct dp_tcb *t, int mapped, char *buf,
-                     size_t cap)
+static int conn_name(const struct dp *dp, const struct dp_tcb *t, int mapped, uint64_t n,
+                     char *buf, size_t cap)
 {
     char *p = buf, *end = buf + cap;
     p = put_str(p, end, "joyride/c/");
@@ -3444,8 +3501,7 @@ static int conn_name(const struct dp *dp, const struct dp_tcb *t, int mapped, ch
     p = put_str(p, end, "/");
     p = put_u64(p, end, (uint64_t)dp->pid);
     p = put_str(p, end, ".");
-    p = put_u64(p, end, CONN_NAME_BASE + __atomic_add_fetch(&conn_name_seq, 1,
-                                                             __ATOMIC_RELAXED));
+    p = put_u64(p, end, n);
     return p < end ? (int)(p - buf) : -1;
 }
 
@@ -3467,8 +3523,8 @@ static int deliver(struct dp *dp, struct flow *f)
         const char *target = l->cfg.names[which];
         /* Named as the target's socket reports it (v4-mapped for an AF_INET6 one). */
         struct sockaddr_un self = {.sun_family = AF_UNIX};
-        int len = conn_name(dp, t, (l->cfg.mapped >> which) & 1, self.sun_path + 1,
-                            sizeof self.sun_path - 1);
+        int len = conn_name(dp, t, (l->cfg.mapped >> which) & 1, conn_name_next(),
+                            self.sun_path + 1, sizeof self.sun_path - 1);
         if (len <= 0)
             return -ENAMETOOLONG;
         socklen_t self_len =
@@ -4045,7 +4101,7 @@ static int round_at(struct dp *dp, double now)
 }
 
 /* What epoll reported: the application descriptors' readiness and Python's poller. */
-static int take_events(struct dp *dp, const struct epoll_event *evs, int nev)
+static int take_events(struct dp *dp, const struct epoll_event *evs, int nev, double now)
 {
     int wake = 0;
     for (int e = 0; e < nev; e++) {
@@ -4067,6 +4123,8 @@ static int take_events(struct dp *dp, const struct epoll_event *evs, int nev)
             chan_door_rang(dp, (uint32_t)tag, evs[e].events);
             dp->door_rung = 1;
             dp->st.chan_door_rings++;
+        } else if (tag & TAG_SESSION) {
+            wake |= sessions_event(dp, (uint32_t)tag, now);
         } else if (tag & TAG_ROOM) {
             dp->room_told = 1; /* tx_resume takes the room; tx_want_room drains the fd */
         } else if (tag & TAG_FLOW) {
@@ -4103,7 +4161,7 @@ int dp_round(struct dp *dp, double now)
 {
     struct epoll_event evs[MAX_EVENTS];
     int nev = epoll_wait(dp->epfd, evs, MAX_EVENTS, 0);
-    int wake = take_events(dp, evs, nev > 0 ? nev : 0);
+    int wake = take_events(dp, evs, nev > 0 ? nev : 0, now);
     return (wake | round_at(dp, now)) & 0xFF;
 }
 
@@ -4255,7 +4313,7 @@ int dp_run(struct dp *dp, int timeout_ms)
             return DP_WAKE_TIMEOUT;
         }
         now = monotonic_now();
-        int wake = take_events(dp, evs, nev > 0 ? nev : 0);
+        int wake = take_events(dp, evs, nev > 0 ? nev : 0, now);
         int r = round_at(dp, now);
         if (now >= dp->arenas_trim_at) {
             dp_chan_trim(dp);
@@ -4843,6 +4901,7 @@ void dp_free(struct dp *dp)
     }
     chans_put(dp->chans); /* the last plane's: every door goes, each epoll still open */
     dp->chans = NULL;
+    sessions_free(dp);
     if (dp->epfd >= 0)
         close(dp->epfd);
     if (dp->load_fd >= 0)

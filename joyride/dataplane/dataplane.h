@@ -272,6 +272,8 @@ struct dp_tcb {
     uint8_t app_gone;          /* set by C: the application's end is closed */
     uint8_t tcp_state;         /* enum dp_tcp_state */
     uint8_t born;              /* C opened it (dp_listen): C owns app_fd until hand-back */
+    uint8_t active;            /* ... for an application's connect (dp_connect), whose */
+    uint32_t app_uid;          /* user owns it (OP_GETINFO, OP_SETOPT: set by the caller) */
     /* The shared-memory channel (docs/channels.md): its id in the data plane's table,
      * which keeps it whichever side runs the flow (0: stream mode, bytes on app_fd).
      * For an application that claims ring mode (its listener said so): claim_check, its
@@ -405,7 +407,9 @@ struct dp_connect_cfg {
 };
 
 /* An active open that failed (dp_failures): its 4-tuple (addresses network order, 16
- * bytes: IPv4 in the first 4; ports host order) and the errno SO_ERROR reports. */
+ * bytes: IPv4 in the first 4; ports host order), the errno SO_ERROR reports, and whose
+ * it was: its application's user and the name of the socket the application held
+ * (OP_GETINFO's name for it: a later connection of the same 4-tuple has another). */
 struct dp_failure {
     uint8_t local_ip[16];
     uint8_t remote_ip[16];
@@ -413,6 +417,8 @@ struct dp_failure {
     uint16_t remote_port;
     uint8_t ipv6;              /* 1: the addresses are IPv6 */
     int32_t err;               /* ECONNREFUSED (a RST), ETIMEDOUT (no answer) */
+    uint32_t app_uid;
+    char name[108];            /* DP_NAME_BYTES: NUL-terminated, no leading NUL */
 };
 
 /* The data plane's counters (every drop and every decline has one). */
@@ -485,6 +491,14 @@ struct dp_stats {
     uint64_t syn_retransmits;
     uint64_t synsent_dropped;  /* segments a SYN-SENT flow dropped (counted, maybe a RST) */
     uint64_t failures_lost;    /* failures dp_failures could not keep (its queue full) */
+    /* the application sessions C accepts (dp_sessions_listen) */
+    uint64_t sessions;         /* accepted */
+    uint64_t sessions_answered; /* ... OP_CONNECTs answered in C (dp_connect_policy) */
+    uint64_t sessions_answered6; /* ... of them to IPv6 addresses */
+    uint64_t sessions_channels; /* ... of them granted ring mode */
+    uint64_t sessions_python;  /* ... handed to Python unanswered (dp_sessions) */
+    uint64_t sessions_failed;  /* accept failed for a reason other than EAGAIN */
+    uint64_t connect_abandoned; /* an answer the application did not take (it left) */
     /* shared-memory channels (dp_chan_*, whichever side runs the flow) */
     uint64_t chan_claims;      /* claims received */
     uint64_t chan_ring;        /* ... accepted: ring mode */
@@ -600,16 +614,82 @@ int dp_unlisten(struct dp *dp, uint16_t port);
 /* An active open, run in C from the SYN on (struct dp_connect_cfg): the SYN goes now,
  * again with backoff until max_syn_retries; a SYN-ACK makes the flow ESTABLISHED, a
  * born flow from then on; a RST that acknowledges the SYN, or no answer, ends it and
- * closes app_fd, and its failure waits in dp_failures. The application's bytes and its
- * claim are taken from the start; its bytes go once ESTABLISHED. `now` is the clock
- * dp_run is given. Returns the handle (> 0) or -errno (EINVAL: a configuration C does
- * not run, e.g. keepalive or a frame too small; EEXIST: the 4-tuple is in the table,
- * TIME-WAIT included; ENOSPC: the table is full). C never hands a SYN-SENT flow to
- * Python: what would (the application gone before an answer) ends it. */
-int64_t dp_connect(struct dp *dp, const struct dp_connect_cfg *cfg, double now);
+ * closes the service's end of the socket pair, and its failure waits in dp_failures.
+ * C makes the pair: its own end bound to the name that spells the 4-tuple (service/
+ * protocol.py connection_name), the application's end in *app_end, for the caller to
+ * send and close. cfg->tcb.app_uid is the application's user; tcb.app_fd is ignored.
+ * The application's bytes and its claim are taken from the start; its bytes go once
+ * ESTABLISHED. `now` is the clock dp_run is given. Returns the handle (> 0) or -errno
+ * (EINVAL: a configuration C does not run, e.g. keepalive or a frame too small;
+ * EEXIST: the 4-tuple is in the table, TIME-WAIT included; ENOSPC: the table is full;
+ * or the socket pair's). C never hands a SYN-SENT flow to Python: what would (the
+ * application gone before an answer) ends it. */
+int64_t dp_connect(struct dp *dp, const struct dp_connect_cfg *cfg, double now,
+                   int32_t *app_end);
 /* The active opens that failed since the last call, oldest first (at most max; a
  * queue of DP_FAILURES_KEPT, beyond which the oldest are lost and counted). */
 uint32_t dp_failures(struct dp *dp, struct dp_failure *out, uint32_t max);
+
+/* OP_CONNECT answered in C (sessions.c; docs/dataplane.md, "OP_CONNECT answered in
+ * C"). An application asks the service on a unix SOCK_SEQPACKET session: one request
+ * (service/protocol.py REQUEST), one reply (REPLY, with the connection's descriptor).
+ * dp_sessions_listen gives the plane the service's listening socket (-1: takes it
+ * back; the descriptor stays the caller's): the loop accepts the sessions and answers
+ * a non-blocking OP_CONNECT itself when all of the following hold, else hands the
+ * session to Python unanswered, with its request if it came (dp_sessions,
+ * DP_WAKE_SESSION; a session Python has not taken waits, and no more are accepted past
+ * DP_SESSIONS_KEPT):
+ *   - the request is well-formed (protocol.Request.decode would take it) and asks a
+ *     non-blocking connect (FLAG_NONBLOCK) to an IPv4 or IPv6 address;
+ *   - dp_connect_policy set a policy, and the caller's credentials pass its group
+ *     (root, no group, or the group as the caller's primary one: apps.may_connect's
+ *     supplementary groups are Python's to read);
+ *   - dp_connect_route told a route to the address that has not expired: the local
+ *     address and the next hop's MAC (the control plane checked the address and
+ *     resolved its neighbour when it answered a connect there itself);
+ *   - a port of the policy's range is free for the 4-tuple: no flow of this plane has
+ *     it and dp_port_hold does not hold the port (the control plane holds the ports its
+ *     own connections, TIME-WAITs and listeners use). RFC 6056 §3.3.3's hash-based
+ *     choice: a keyed offset per destination, then the next port in turn;
+ *   - dp_connect takes it.
+ * The answer is what the control plane's would be: ISS and timestamp offset from the
+ * policy's keys (RFC 6528, as engine.active_open), ring mode granted when asked and the
+ * policy allows it. Every call here is the control plane's, while the loop is not
+ * running (workers parked). 0 or -errno. */
+enum { DP_REQUEST_BYTES = 136, DP_REPLY_BYTES = 48, DP_SESSIONS_KEPT = 64,
+       DP_CONNECT_ROUTES = 256 };
+struct dp_session {
+    int32_t fd;                /* the accepted session: the caller's now (it closes it) */
+    uint32_t len;              /* request bytes read into raw (0: none yet, or EOF) */
+    uint8_t raw[137];          /* DP_REQUEST_BYTES + 1: an oversized one reads so */
+};
+struct dp_connect_policy {
+    /* dp_connect's, but for what each connect has its own: the 4-tuple, dst_mac, ISS,
+     * timestamp offset, claim and user */
+    struct dp_connect_cfg v4, v6;
+    uint8_t isn_key[32];       /* DP_ISN_KEY_BYTES: the engine's ISN key */
+    uint8_t ts_key[32];        /* ... and its timestamp offsets' */
+    uint16_t port_lo, port_hi; /* the ephemeral range, both included */
+    int64_t gid;               /* --group (-1: every user) */
+    uint8_t channels;          /* ring mode may be granted */
+};
+int dp_sessions_listen(struct dp *dp, int fd);
+uint32_t dp_sessions(struct dp *dp, struct dp_session *out, uint32_t max);
+/* NULL: C answers no OP_CONNECT from now on (and forgets its routes). */
+int dp_connect_policy(struct dp *dp, const struct dp_connect_policy *policy);
+/* ip (ip_len 4 or 16 bytes, network order) reached from local_ip through dst_mac until
+ * `expires` (dp_run's clock); one entry per hash slot (a colliding address replaces
+ * it). -EINVAL without a policy. dp_connect_routes_clear: forget them all. */
+int dp_connect_route(struct dp *dp, const uint8_t *ip, uint32_t ip_len,
+                     const uint8_t *local_ip, const uint8_t *dst_mac, double expires);
+void dp_connect_routes_clear(struct dp *dp);
+/* The control plane uses `port` once more (delta 1) or once less (-1). -EINVAL for a
+ * release of a port not held. */
+int dp_port_hold(struct dp *dp, uint16_t port, int delta);
+/* For tests: whether sessions.c takes a request of len bytes as one it may answer,
+ * and what it asks (the address in 16 bytes; *ipv6, *port, *flags). 1 or 0. */
+int dp_connect_request(const uint8_t *raw, uint32_t len, uint8_t *ip, uint8_t *ipv6,
+                       uint16_t *port, uint16_t *flags);
 
 /* The path MSS the control plane learnt for a destination (a router's "packet too
  * big": the MSS with options that fits, floored for the family), as the kernel keeps a
@@ -755,7 +835,8 @@ enum dp_wake {
     DP_WAKE_HANDBACK = 2,
     DP_WAKE_WATCHED = 4,
     DP_WAKE_TIMEOUT = 8,
-    DP_WAKE_DOOR = 16 /* the door rang while dp_door_python was on */
+    DP_WAKE_DOOR = 16, /* the door rang while dp_door_python was on */
+    DP_WAKE_SESSION = 32 /* sessions wait for Python (dp_sessions) */
 };
 /* Python runs ring-mode connections of the door's application (handed back): its door
  * also wakes Python (DP_WAKE_DOOR), whose pumps then look at their channels. */
@@ -768,11 +849,11 @@ void dp_door_python(struct dp *dp, int on);
  * errno on failure (EINVAL: n outside 1..DP_MAX_WORKERS). dp_workers_watch: the
  * control plane's own descriptor, readable -> dp_workers_run returns (one; -EBUSY for a
  * second). dp_workers_run: let every worker run; sleep until one's loop returns with
- * work for Python (DP_WAKE_DECLINED, DP_WAKE_HANDBACK) or fails, the watched
- * descriptor is readable, or timeout_ms passes (-1: no limit; 0: each runs at least a
- * round); then park every one and wait until each has. Returns the OR of the loops'
- * DP_WAKE_DECLINED/HANDBACK/DOOR bits, DP_WAKE_WATCHED when the watched descriptor is
- * readable, DP_WAKE_TIMEOUT when neither, or the first failed loop's -errno. Between
+ * work for Python (DP_WAKE_DECLINED, DP_WAKE_HANDBACK, DP_WAKE_SESSION) or fails,
+ * the watched descriptor is readable, or timeout_ms passes (-1: no limit; 0: each runs
+ * at least a round); then park every one and wait until each has. Returns the OR of
+ * the loops' DP_WAKE_DECLINED/HANDBACK/DOOR/SESSION bits, DP_WAKE_WATCHED when the
+ * watched descriptor is readable, DP_WAKE_TIMEOUT when neither, or the first failed loop's -errno. Between
  * two calls no worker touches its plane: the caller may use every plane (one thread:
  * the control plane's). dp_workers_free: end the threads (parked, as dp_workers_run
  * leaves them; the planes are the caller's, and are freed after). */

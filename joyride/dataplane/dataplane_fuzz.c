@@ -20,6 +20,12 @@
  * through SYN-SENT (retransmissions, refusals, timeouts: dp_failures) into the born
  * flows' life, while their application ends write, read and close.
  *
+ * And the sessions (sessions.c): clients of a real SOCK_SEQPACKET listener the loop
+ * accepts ask with well-formed, mutated, random or late requests, or none, and leave
+ * before or after the answer; C answers the connects it may (a policy, routes that come
+ * and go, ports held and let go) on the active side's 4-tuples, and the rest wait for
+ * Python, which here closes them.
+ *
  * usage: dataplane_fuzz ITERATIONS SEED ; prints "ok <rounds> <fast> <declined>".
  */
 #define _GNU_SOURCE /* accept4 */
@@ -42,6 +48,7 @@
 #define ACTIVE_PEERS 6             /* active opens: local ports ACTIVE_LPORT + k */
 #define ACTIVE_LPORT 45000
 #define ACTIVE_RPORT 7000
+#define SESSION_CLIENTS 8          /* sessions the driver holds open at once */
 #define SLOTS 64
 #define SLOT_SIZE 2048
 
@@ -494,38 +501,158 @@ static void active_addrs(uint32_t k, uint8_t lip[16], uint8_t rip[16])
     }
 }
 
+/* What a connect to active peer k's family offers (dp_connect_cfg), its 4-tuple
+ * aside: the active side's opens and the sessions' policy. */
+static void active_cfg(struct dp_connect_cfg *cfg, uint32_t k)
+{
+    memset(cfg, 0, sizeof *cfg);
+    make_tcb(&cfg->tcb, 0, -1);
+    struct dp_tcb *t = &cfg->tcb;
+    active_addrs(k, t->local_ip, t->remote_ip);
+    t->ipv6 = (uint8_t)(k & 1);
+    t->remote_port = ACTIVE_RPORT;
+    t->keepalive_idle = 0;
+    t->srtt = -1;
+    cfg->max_syn_retries = 2;
+    cfg->offer.default_peer_mss = 536;
+    cfg->offer.min_peer_mss = 88;
+    cfg->offer.window_scaling = cfg->offer.timestamps = cfg->offer.sack = (uint8_t)(rnd() & 1);
+    cfg->offer.window_scale_shift = 7;
+    cfg->claim_wait_ms = 100;
+}
+
 /* A connect C runs (dp_connect), its application's end in *app; -errno from C. */
 static int64_t active_open(struct dp *dp, uint32_t k, int *app, double now)
 {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
-        abort();
     struct dp_connect_cfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    make_tcb(&cfg.tcb, 0, sv[0]);
+    active_cfg(&cfg, k);
     struct dp_tcb *t = &cfg.tcb;
-    active_addrs(k, t->local_ip, t->remote_ip);
-    t->ipv6 = (uint8_t)(k & 1);
     t->local_port = (uint16_t)(ACTIVE_LPORT + k);
-    t->remote_port = ACTIVE_RPORT;
     t->iss = (uint32_t)rnd();
-    t->keepalive_idle = 0;
-    t->srtt = -1;
     t->claim_check = t->claim_wait = (uint8_t)(rnd() & 1);
-    cfg.max_syn_retries = 2;
-    cfg.offer.default_peer_mss = 536;
-    cfg.offer.min_peer_mss = 88;
-    cfg.offer.window_scaling = cfg.offer.timestamps = cfg.offer.sack = (uint8_t)(rnd() & 1);
-    cfg.offer.window_scale_shift = 7;
-    cfg.claim_wait_ms = 100;
-    int64_t h = dp_connect(dp, &cfg, now);
-    if (h < 0) {
-        close(sv[0]);
-        close(sv[1]);
+    int32_t end;
+    int64_t h = dp_connect(dp, &cfg, now, &end);
+    if (h < 0)
         return h;
-    }
-    *app = sv[1];
+    if (fcntl(end, F_SETFL, O_NONBLOCK) != 0)
+        abort();
+    *app = end;
     return h;
+}
+
+/* The sessions' listener (a SOCK_SEQPACKET socket in the abstract namespace), watched
+ * by the loop, and a policy under which C answers connects to the active peers from
+ * the active side's ports. */
+static int sessions_setup(struct dp *dp)
+{
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int n = snprintf(sun.sun_path + 1, sizeof sun.sun_path - 1, "jr-fuzz-sessions-%d",
+                     (int)getpid());
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sun,
+                       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) != 0 ||
+        listen(fd, SESSION_CLIENTS) != 0 || dp_sessions_listen(dp, fd) != 0)
+        abort();
+    struct dp_connect_policy policy;
+    memset(&policy, 0, sizeof policy);
+    active_cfg(&policy.v4, 0);
+    active_cfg(&policy.v6, 1);
+    for (size_t i = 0; i < sizeof policy.isn_key; i++)
+        policy.isn_key[i] = policy.ts_key[i] = (uint8_t)rnd();
+    policy.port_lo = ACTIVE_LPORT;
+    policy.port_hi = ACTIVE_LPORT + ACTIVE_PEERS - 1;
+    policy.gid = -1;
+    policy.channels = (uint8_t)(rnd() & 1);
+    if (dp_connect_policy(dp, &policy) != 0)
+        abort();
+    return fd;
+}
+
+/* A route to each active peer (both families), some already expired. */
+static void sessions_routes(struct dp *dp, double now)
+{
+    static const uint8_t mac[6] = {2, 0, 0, 0, 0, 9};
+    for (uint32_t k = 0; k < 2; k++) {
+        uint8_t lip[16], rip[16];
+        active_addrs(k, lip, rip);
+        uint32_t len = k ? 16 : 4;
+        if (dp_connect_route(dp, rip, len, lip, mac, now + (rnd() % 4 ? 1e9 : -1.0)) != 0)
+            abort();
+    }
+}
+
+/* A session's request: a non-blocking connect to an active peer (ring mode asked or
+ * not), mutated or not, or random bytes. Its length. */
+static uint32_t session_request(uint8_t *out)
+{
+    uint32_t how = (uint32_t)(rnd() % 8);
+    if (how == 0) {
+        uint32_t len = (uint32_t)(rnd() % (DP_REQUEST_BYTES + 2));
+        for (uint32_t i = 0; i < len; i++)
+            out[i] = (uint8_t)rnd();
+        return len;
+    }
+    uint32_t k = (uint32_t)(rnd() & 1);
+    uint8_t lip[16], rip[16];
+    active_addrs(k, lip, rip);
+    struct jr_request q = {.op = JR_OP_CONNECT,
+                           .flags = (uint16_t)(JR_FLAG_NONBLOCK |
+                                               (rnd() & 1 ? JR_FLAG_CHANNELS : 0)),
+                           .family = k ? AF_INET6 : AF_INET, .port = ACTIVE_RPORT};
+    memcpy(q.magic, JR_MAGIC, 4);
+    memcpy(q.ip, rip, 16);
+    memcpy(out, &q, sizeof q);
+    if (how == 1)
+        out[rnd() % sizeof q] ^= (uint8_t)(1u << (rnd() % 8));
+    return sizeof q;
+}
+
+/* One step of session client c: ask (now or later), or take the answer and leave, or
+ * leave without it. */
+static void session_step(int lfd, int *client, uint8_t *buf)
+{
+    if (*client < 0) {
+        struct sockaddr_un sun;
+        socklen_t sl = sizeof sun;
+        int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0 || getsockname(lfd, (struct sockaddr *)&sun, &sl) != 0)
+            abort();
+        if (connect(fd, (struct sockaddr *)&sun, sl) != 0) {
+            close(fd); /* the backlog is full */
+            return;
+        }
+        *client = fd;
+        if (rnd() % 4 != 0)
+            (void)!send(fd, buf, session_request(buf), MSG_NOSIGNAL);
+        return;
+    }
+    uint32_t what = (uint32_t)(rnd() % 4);
+    if (what == 0) {
+        (void)!send(*client, buf, session_request(buf), MSG_NOSIGNAL); /* late, or twice */
+        return;
+    }
+    if (what == 1) {
+        union {
+            struct cmsghdr h;
+            char buf[CMSG_SPACE(sizeof(int))];
+        } ctl;
+        struct iovec iov = {.iov_base = buf, .iov_len = 512};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                             .msg_controllen = sizeof ctl.buf};
+        if (recvmsg(*client, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) < 0)
+            return; /* no answer yet */
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_type == SCM_RIGHTS) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(c), sizeof fd);
+                if (rnd() & 1)
+                    (void)!write(fd, buf, (size_t)(rnd() % 2000)); /* then it leaves */
+                close(fd);
+            }
+        }
+    }
+    close(*client);
+    *client = -1;
 }
 
 /* A frame toward active open k from its peer: a SYN-ACK (acknowledging the SYN, or
@@ -651,8 +778,14 @@ int main(int argc, char **argv)
     int active_apps[ACTIVE_PEERS];
     for (int i = 0; i < ACTIVE_PEERS; i++)
         active_apps[i] = -1;
-    uint64_t active_failures = 0;
     double now = 100.0;
+    int sessions_fd = sessions_setup(dp);
+    sessions_routes(dp, now);
+    int clients[SESSION_CLIENTS];
+    for (int i = 0; i < SESSION_CLIENTS; i++)
+        clients[i] = -1;
+    uint64_t python_sessions = 0, held_ports = 0;
+    uint64_t active_failures = 0;
     uint8_t frame[SLOT_SIZE], buf[65536];
     int64_t handles[FLOWS * 2];
     uint64_t rounds = 0;
@@ -660,7 +793,25 @@ int main(int argc, char **argv)
         uint32_t k = (uint32_t)(rnd() % FLOWS);
         struct fuzzflow *ff = &flows[k];
         uint32_t what = (uint32_t)(rnd() % 100);
-        if (rnd() % 4 == 0) {
+        if (rnd() % 12 == 0) {
+            /* The sessions: a client's step, the routes told again (or not), a port
+             * the control plane takes or lets go. */
+            uint32_t b = (uint32_t)(rnd() % 16);
+            if (b < 12) {
+                session_step(sessions_fd, &clients[rnd() % SESSION_CLIENTS], buf);
+            } else if (b == 12) {
+                if (rnd() & 1)
+                    dp_connect_routes_clear(dp);
+                sessions_routes(dp, now);
+            } else {
+                uint16_t p = (uint16_t)(ACTIVE_LPORT + rnd() % ACTIVE_PEERS);
+                int delta = held_ports >> (p - ACTIVE_LPORT) & 1 ? -1 : 1;
+                if (dp_port_hold(dp, p, delta) != 0)
+                    abort();
+                held_ports ^= 1ull << (p - ACTIVE_LPORT);
+            }
+            what = 100;
+        } else if (rnd() % 4 == 0) {
             /* The active side: a connect, a frame from its peer, or its application. */
             uint32_t a = (uint32_t)(rnd() % ACTIVE_PEERS), b = (uint32_t)(rnd() % 8);
             if (b < 4) {
@@ -775,6 +926,14 @@ int main(int argc, char **argv)
                 }
             }
             dp_declined_clear(dp);
+            /* The sessions left to Python: it would answer them; here they close. */
+            struct dp_session left[4];
+            for (uint32_t m; (m = dp_sessions(dp, left, 4)) > 0;)
+                for (uint32_t i = 0; i < m; i++, python_sessions++) {
+                    if (left[i].len > sizeof left[i].raw)
+                        abort();
+                    close(left[i].fd);
+                }
         }
     }
     const struct dp_stats *st = dp_stats(dp);
@@ -797,10 +956,17 @@ int main(int argc, char **argv)
            (unsigned long long)st->connects, (unsigned long long)st->connect_established,
            (unsigned long long)st->connect_refused, (unsigned long long)st->connect_timeouts,
            (unsigned long long)st->connect_dropped, (unsigned long long)active_failures);
+    printf("sessions %llu answered %llu python %llu abandoned %llu\n",
+           (unsigned long long)st->sessions, (unsigned long long)st->sessions_answered,
+           (unsigned long long)python_sessions, (unsigned long long)st->connect_abandoned);
     dp_free(dp); /* closes the born flows' application ends still open */
     for (int i = 0; i < ACTIVE_PEERS; i++)
         if (active_apps[i] >= 0)
             close(active_apps[i]);
+    for (int i = 0; i < SESSION_CLIENTS; i++)
+        if (clients[i] >= 0)
+            close(clients[i]);
+    close(sessions_fd);
     for (int i = 0; i < BORN_APPS; i++)
         if (apps[i] >= 0)
             close(apps[i]);

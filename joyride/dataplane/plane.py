@@ -64,9 +64,6 @@ REASONS: Final = ("none", "segment", "rto", "persist", "app_eof", "app_gone", "r
 UNRUNNABLE_STATES: Final = frozenset({1, 7, 8, 9})
 #: ``enum dp_tcp_state``'s DP_SYN_SENT: an active open C runs (``DataPlane.connect``).
 DP_SYN_SENT: Final = 9
-#: ``enum dp_tcp_state`` values of a flow that is over but for its record (TIME-WAIT,
-#: CLOSED): nobody takes it from C any more.
-FINISHED_STATES: Final = frozenset({7, 8})
 
 
 #: ``enum dp_tcp_state`` values whose FIN is out and not yet acknowledged.
@@ -225,6 +222,35 @@ class ListenSpec:
 
 #: dp_run's wake bit: the door of set_bell's hub rang (dataplane.h, DP_WAKE_DOOR).
 WAKE_DOOR: Final = 16
+#: ... and: application sessions wait for the control plane (DP_WAKE_SESSION).
+WAKE_SESSION: Final = 32
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An active open C ran that failed (``struct dp_failure``): its 4-tuple, the errno
+    SO_ERROR reports, its application's user and the name of the socket it held."""
+
+    key: tuple[bytes, int, bytes, int]
+    err: int
+    uid: int
+    name: str
+
+
+@dataclass(frozen=True)
+class ConnectPolicy:
+    """What C needs to answer an application's OP_CONNECT alone (``struct
+    dp_connect_policy``): the TCP configuration, the NIC's MAC, the engine's ISN and
+    timestamp keys, the ephemeral range, the service's --group (None: every user) and
+    whether ring mode may be granted."""
+
+    config: Any  # TcpConfig
+    src_mac: bytes
+    isn_key: bytes
+    ts_key: bytes
+    ports: tuple[int, int]  # both included
+    gid: int | None
+    channels: bool
 
 
 class DataPlane:
@@ -254,6 +280,8 @@ class DataPlane:
         self._connect_cfg = ffi.new("struct dp_connect_cfg *")
         # dp_failures' buffer: asked before every connect (Datapath._take_failures)
         self._failures = ffi.new("struct dp_failure[64]")
+        self._app_end = ffi.new("int32_t *")
+        self._sessions = ffi.new("struct dp_session[16]")
         self._connect_templates: dict[tuple[int, bool], tuple[Any, Any]] = {}
         self._handles = ffi.new("int64_t[]", max_flows)
         self._base = ffi.new("uint8_t **")
@@ -380,14 +408,15 @@ class DataPlane:
         return True
 
     def connect(self, config: Any, key: tuple[bytes, int, bytes, int], src_mac: bytes,
-                dst_mac: bytes, iss: int, ts_offset: int, app_fd: int, *, claims: bool,
-                now: float) -> int:
-        """C opens a connection itself (``dp_connect``): the 4-tuple ``key`` (local
-        first), its SYN toward ``dst_mac`` with ISS ``iss``, the TCB ``config`` (a
-        ``TcpConfig``) gives one (``TcpConnection.listen_template``); ``app_fd``, the
-        service's end of the application's socket pair, is C's from here on, and with
-        ``claims`` the application claims ring mode first. The flow's handle; OSError
-        (EEXIST: the 4-tuple is in C's table; EINVAL: a configuration C does not run)."""
+                dst_mac: bytes, iss: int, ts_offset: int, *, uid: int, claims: bool,
+                now: float) -> tuple[int, int]:
+        """C opens a connection itself (``dp_connect``) for user ``uid``: the 4-tuple
+        ``key`` (local first), its SYN toward ``dst_mac`` with ISS ``iss``, the TCB
+        ``config`` (a ``TcpConfig``) gives one (``TcpConnection.listen_template``); with
+        ``claims`` the application claims ring mode first. (The flow's handle, the
+        application's end of the socket pair C made: the caller's to send and close);
+        OSError (EEXIST: the 4-tuple is in C's table; EINVAL: a configuration C does not
+        run)."""
         lip, lport, rip, rport = key
         ipv6 = len(lip) == WIDE
         cfg = self._connect_cfg
@@ -402,11 +431,12 @@ class DataPlane:
         tcb.dst_mac = dst_mac
         tcb.iss = iss & 0xFFFFFFFF
         tcb.ts_offset = ts_offset & 0xFFFFFFFF
-        tcb.app_fd = app_fd
+        tcb.app_uid = uid
         tcb.claim_check = tcb.claim_wait = int(claims)
-        handle = int(lib.dp_connect(self._dp, cfg, now))
+        app_end = self._app_end
+        handle = int(lib.dp_connect(self._dp, cfg, now, app_end))
         self._check(handle, "connecting in C")
-        return handle
+        return handle, int(app_end[0])
 
     def _connect_template(self, config: Any, ipv6: bool) -> Any:
         """The part of ``dp_connect``'s configuration that only ``config`` and the
@@ -429,19 +459,72 @@ class DataPlane:
         self._connect_templates[(id(config), ipv6)] = (config, cfg)
         return cfg
 
-    def failures(self) -> list[tuple[tuple[bytes, int, bytes, int], int]]:
-        """The active opens C ran that failed since the last call: (4-tuple, errno)."""
-        out: list[tuple[tuple[bytes, int, bytes, int], int]] = []
+    def failures(self) -> list[Failure]:
+        """The active opens C ran that failed since the last call, oldest first."""
+        out: list[Failure] = []
         batch = self._failures
         while n := int(lib.dp_failures(self._dp, batch, len(batch))):
             for i in range(n):
                 f = batch[i]
                 v6 = bool(f.ipv6)
-                out.append(((narrow(bytes(ffi.buffer(f.local_ip, WIDE)), v6),
-                             int(f.local_port),
-                             narrow(bytes(ffi.buffer(f.remote_ip, WIDE)), v6),
-                             int(f.remote_port)), int(f.err)))
+                key = (narrow(bytes(ffi.buffer(f.local_ip, WIDE)), v6), int(f.local_port),
+                       narrow(bytes(ffi.buffer(f.remote_ip, WIDE)), v6), int(f.remote_port))
+                out.append(Failure(key, int(f.err), int(f.app_uid),
+                                   ffi.string(f.name).decode("ascii", "replace")))
         return out
+
+    # -- OP_CONNECT answered in C (dataplane.h; sessions.c) --------------------------------
+
+    def sessions_listen(self, fd: int) -> None:
+        """Let the loop accept the service's application sessions on the listening
+        socket ``fd`` (-1: no more; ``fd`` stays the caller's)."""
+        self._check(lib.dp_sessions_listen(self._dp, fd), "watching the sessions")
+
+    def sessions(self) -> list[tuple[int, bytes]]:
+        """The sessions C accepted and left to the control plane (``WAKE_SESSION``):
+        each one's descriptor (the caller's now) and its request's bytes (b"": none
+        read yet)."""
+        out: list[tuple[int, bytes]] = []
+        batch = self._sessions
+        while n := int(lib.dp_sessions(self._dp, batch, len(batch))):
+            out.extend((int(batch[i].fd), bytes(ffi.buffer(batch[i].raw, batch[i].len)))
+                       for i in range(n))
+        return out
+
+    def connect_policy(self, policy: ConnectPolicy | None) -> None:
+        """What C may answer alone from now on (None: nothing); forgets the routes."""
+        if policy is None:
+            self._check(lib.dp_connect_policy(self._dp, ffi.NULL), "connect policy")
+            return
+        p = ffi.new("struct dp_connect_policy *")
+        for cfg, ipv6 in ((p.v4, False), (p.v6, True)):
+            ffi.memmove(ffi.addressof(cfg), self._connect_template(policy.config, ipv6),
+                        ffi.sizeof("struct dp_connect_cfg"))
+            cfg.tcb.ipv6 = ipv6
+            cfg.tcb.src_mac = policy.src_mac
+        ffi.memmove(p.isn_key, policy.isn_key, len(p.isn_key))
+        ffi.memmove(p.ts_key, policy.ts_key, len(p.ts_key))
+        p.port_lo, p.port_hi = policy.ports
+        p.gid = -1 if policy.gid is None else policy.gid
+        p.channels = policy.channels
+        self._check(lib.dp_connect_policy(self._dp, p), "connect policy")
+
+    def connect_route(self, ip: bytes, local_ip: bytes, dst_mac: bytes,
+                      expires: float) -> None:
+        """C may answer connects to ``ip`` until ``expires``: from ``local_ip``, through
+        the next hop at ``dst_mac``."""
+        if len(local_ip) != len(ip):
+            raise ValueError("a route's addresses are of one family")
+        self._check(lib.dp_connect_route(self._dp, ip, len(ip), local_ip, dst_mac, expires),
+                    "connect route")
+
+    def connect_routes_clear(self) -> None:
+        lib.dp_connect_routes_clear(self._dp)
+
+    def port_hold(self, port: int, delta: int) -> None:
+        """The control plane uses ``port`` once more (1) or once less (-1): C's
+        answers leave it alone while any use is left."""
+        self._check(lib.dp_port_hold(self._dp, port, delta), f"port {port} hold")
 
     def release(self, conn: TcpConnection, now: float | None = None) -> Released | None:
         """Take ``conn`` back from C (None: C does not own it); ``now``, the time, for

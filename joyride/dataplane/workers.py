@@ -45,7 +45,9 @@ from joyride.dataplane.plane import (
     Born,
     BornView,
     ChannelState,
+    ConnectPolicy,
     DataPlane,
+    Failure,
     ListenSpec,
     Released,
     ffi,
@@ -154,17 +156,38 @@ class Workers:
         return self.planes[index].adopt(conn, src_mac, dst_mac, app_fd, channel)
 
     def connect(self, config: Any, key: Key, src_mac: bytes, dst_mac: bytes, iss: int,
-                ts_offset: int, app_fd: int, *, claims: bool, now: float) -> int:
+                ts_offset: int, *, uid: int, claims: bool, now: float) -> tuple[int, int]:
         """On the first worker's plane, whose queue a reply most often reaches; one that
         reaches another worker is forwarded while the flow is in SYN-SENT
         (dp_forward_declined), as a passive open's ACK is."""
-        handle = self.planes[0].connect(config, key, src_mac, dst_mac, iss, ts_offset,
-                                        app_fd, claims=claims, now=now)
+        got = self.planes[0].connect(config, key, src_mac, dst_mac, iss, ts_offset,
+                                     uid=uid, claims=claims, now=now)
         self._remember(key, 0)
-        return handle
+        return got
 
-    def failures(self) -> list[tuple[Key, int]]:
+    def failures(self) -> list[Failure]:
         return [f for plane in self.planes for f in plane.failures()]
+
+    # OP_CONNECT answered in C: by the first worker's plane, where active opens go.
+
+    def sessions_listen(self, fd: int) -> None:
+        self.planes[0].sessions_listen(fd)
+
+    def sessions(self) -> list[tuple[int, bytes]]:
+        return self.planes[0].sessions()
+
+    def connect_policy(self, policy: ConnectPolicy | None) -> None:
+        self.planes[0].connect_policy(policy)
+
+    def connect_route(self, ip: bytes, local_ip: bytes, dst_mac: bytes,
+                      expires: float) -> None:
+        self.planes[0].connect_route(ip, local_ip, dst_mac, expires)
+
+    def connect_routes_clear(self) -> None:
+        self.planes[0].connect_routes_clear()
+
+    def port_hold(self, port: int, delta: int) -> None:
+        self.planes[0].port_hold(port, delta)
 
     def release(self, conn: TcpConnection, now: float | None = None) -> Released | None:
         plane = self._owner(conn)

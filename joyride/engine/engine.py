@@ -150,6 +150,10 @@ class Engine:
         # connection to deliver to, taken back from C (None: the usual rules apply).
         self.strays: Callable[[FourTuple, TcpConnection | None],
                               TcpConnection | None] | None = None
+        # Told (port, +1 or -1) as a connection or TIME-WAIT record of this engine starts
+        # or stops using its local port: a C data plane that picks ephemeral ports for
+        # connects of its own leaves those alone (sessions.c, dp_port_hold).
+        self.port_watch: Callable[[int, int], None] | None = None
         self.activity = Activity()
         self._isn = IsnGenerator()
         # Outgoing connections' TSval offsets, one per address pair (as Linux's
@@ -269,6 +273,11 @@ class Engine:
         return ((lip, lport, remote_ip, remote_port), iss,
                 self._ts_offsets.offset(lip, 0, remote_ip, 0))
 
+    def connect_keys(self) -> tuple[bytes, bytes]:
+        """The keys of ``active_open``'s ISS (RFC 6528) and timestamp offsets, for a C
+        data plane that opens connections the same way (sessions.c)."""
+        return self._isn.key, self._ts_offsets.key
+
     def _free_port(self, lip: bytes, rip: bytes, rport: int,
                    busy: Callable[[FourTuple], bool] | None = None) -> int:
         ports = self.ephemeral_ports
@@ -292,8 +301,19 @@ class Engine:
                 int.from_bytes(conn.remote_ip, "little"), conn.remote_port)
 
     def _register(self, conn: TcpConnection) -> None:
-        self.connections[self.key_of(conn)] = conn
+        key = self.key_of(conn)
+        if key not in self.connections:  # (one that replaces another uses it already)
+            self._port_used(conn.local_port, 1)
+        self.connections[key] = conn
         self._by_raw[self._raw_key(conn)] = conn
+
+    def _port_used(self, port: int, delta: int) -> None:
+        if self.port_watch is not None:
+            self.port_watch(port, delta)
+
+    def _drop_time_wait(self, key: FourTuple) -> None:
+        del self.time_wait[key]
+        self._port_used(key[1], -1)
 
     # ------------------------------------------------------------------ the loop
 
@@ -475,13 +495,13 @@ class Engine:
         if tw is None:
             return True, None
         if tw.expired(now):  # not swept yet: it is gone
-            del self.time_wait[key]
+            self._drop_time_wait(key)
             self.counters["tw_expired"] += 1
             return True, None
         expires = tw.expires
         verdict, reply = tw.receive(seg, now, self.counters)
         if verdict is not TwVerdict.KEEP:
-            del self.time_wait[key]
+            self._drop_time_wait(key)
             if verdict is TwVerdict.REOPEN:
                 return True, tw.snd_nxt + REUSE_ISS_GAP
             return False, None
@@ -499,14 +519,16 @@ class Engine:
             return False
         self._forget(conn)
         key = record.key
-        self.time_wait.pop(key, None)
+        if key in self.time_wait:
+            self._drop_time_wait(key)
         while self.time_wait and len(self.time_wait) >= self.max_time_wait:
             # Linux refuses the new bucket instead ("time wait bucket table
             # overflow"); dropping the record nearest its deadline loses less.
-            self.time_wait.popitem(last=False)
+            self._drop_time_wait(next(iter(self.time_wait)))
             self.counters["tw_overflow"] += 1
         if self.max_time_wait > 0:
             self.time_wait[key] = record
+            self._port_used(key[1], 1)
             self.counters["tw_created"] += 1
         else:
             self.counters["tw_overflow"] += 1
@@ -520,7 +542,7 @@ class Engine:
                 # Records are in deadline order as long as every connection uses the
                 # same time_wait; a longer one ahead only delays the next sweep.
                 return
-            del tws[key]
+            self._drop_time_wait(key)
             self.counters["tw_expired"] += 1
 
     # ------------------------------------------------------------------ timers
@@ -654,6 +676,7 @@ class Engine:
         key = self.key_of(conn)
         if self.connections.get(key) is conn:
             del self.connections[key]
+            self._port_used(conn.local_port, -1)
             self.closed_counters.update(conn.counters)
             self.activity.connections.add(conn)
         raw = self._raw_key(conn)
@@ -765,6 +788,8 @@ class Engine:
             listener.close()
             self._dirty.add(listener)
         self._transmit(self.clock())
+        for key in [*self.connections, *self.time_wait]:
+            self._port_used(key[1], -1)
         self.connections.clear()
         self._templates.clear()
         self.time_wait.clear()

@@ -35,11 +35,12 @@ from joyride import sockopts
 from joyride.dataplane.plane import (
     CLAIM_WAIT,
     DP_SYN_SENT,
-    FINISHED_STATES,
     UNRUNNABLE_STATES,
     WAKE_DOOR,
+    WAKE_SESSION,
     Born,
     ChannelState,
+    ConnectPolicy,
     DataPlane,
     DeclineNic,
     ListenSpec,
@@ -84,7 +85,10 @@ PENDING_PER_PORT: Final = 64  # accepted connections awaiting a backlog slot
 MAX_WAITING_SESSIONS: Final = 256  # connected applications that have not sent a request
 FLOWS_SHOWN: Final = 16  # connections detailed by ``stats`` (the rest are only counted)
 FAILED_KEPT: Final = 1024  # failed connections whose error OP_GETINFO may still report
-C_CONNECTS_KEPT: Final = 65536  # active opens in C whose owner OP_GETINFO/OP_SETOPT know
+# How long C may answer connects to a destination after the control plane last did
+# (plane.connect_route): the control plane then checks it again, and refreshes its
+# next hop's neighbour entry as its own connects there do.
+CONNECT_ROUTE_TTL: Final = 1.0
 # TCP states whose FIN is out and not yet acknowledged (a graceful stop waits for them).
 _FIN_UNACKED: Final = frozenset({TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.LAST_ACK})
 FIONREAD: Final = 0x541B  # SIOCINQ: bytes waiting in a socket's receive queue
@@ -195,12 +199,9 @@ class Datapath:
         # OP_GETINFO: errors of failed connections the application has not read yet
         # (by connection name), and the live connections whose error it has read.
         self._failed: OrderedDict[str, tuple[int, int]] = OrderedDict()  # (errno, uid)
-        # Active opens the C data plane runs (_connect_in_c), by 4-tuple: the owner's
-        # uid and the connection's name (a failure's error is kept under it; the uid
-        # may take the connection from C for its options, as a listener's owner may).
-        self._c_connects: OrderedDict[tuple[bytes, int, bytes, int], tuple[int, str]] = \
-            OrderedDict()
-        # ... and options their owners set while they were in SYN-SENT (_apply_pending).
+        self._routes_in_c = False  # C answers connects too (_connects_in_c)
+        # Options the owners of active opens C runs set while those were in SYN-SENT
+        # (_apply_pending); C keeps each one's owner (dp_tcb.app_uid).
         self._pending_options: dict[tuple[bytes, int, bytes, int],
                                     list[tuple[int, int, int]]] = {}
         self._error_reported: set[TcpConnection] = set()
@@ -223,7 +224,13 @@ class Datapath:
         else:
             for fd in self.nic.filenos():
                 sel.register(fd, selectors.EVENT_READ, self._on_queue)
-        sel.register(self.app_socket, selectors.EVENT_READ, self._on_app_socket)
+        if self.plane is not None:
+            # Its loop accepts the sessions and answers the connects it can
+            # (sessions.c); the rest come here (WAKE_SESSION, _sessions_from_c).
+            self._connects_in_c()
+            self.plane.sessions_listen(self.app_socket.fileno())
+        else:
+            sel.register(self.app_socket, selectors.EVENT_READ, self._on_app_socket)
         for source in self.icmp:
             sel.register(source.sock, selectors.EVENT_READ, self._on_icmp(source))
         self.adopt_listeners()
@@ -266,7 +273,67 @@ class Datapath:
             events = sel.select(0)
         if woke & WAKE_DOOR:
             self._ready.update(door_pumps)
+        if woke & WAKE_SESSION:
+            self._sessions_from_c()
         return events
+
+    def _connects_in_c(self) -> None:
+        """Let C answer OP_CONNECTs alone (sessions.c) on what this control plane
+        would answer them with (_start_connect, _connect_in_c): this configuration,
+        these keys, this ephemeral range, this --group; the ports the engine uses are
+        held from it, and each destination is told once the control plane has opened a
+        connection there itself (``connect_route``)."""
+        assert self.plane is not None
+        engine, plane = self.engine, self.plane
+        ports = engine.ephemeral_ports
+        if not ports or engine.config.keepalive:
+            return  # every connect goes the engine's way (_connect_in_c says no)
+        lo, hi = ports[0], ports[-1]
+        try:
+            plane.connect_policy(ConnectPolicy(
+                engine.config, self.network.mac, *engine.connect_keys(), (lo, hi),
+                self.group,
+                channels=self.chan_plane is not None and not self.chan_plane.has_door))
+        except OSError as exc:  # a configuration C does not run: Python answers all
+            log.info("connects stay the control plane's: %s", exc)
+            return
+        self._routes_in_c = True
+
+        def port_watch(port: int, delta: int) -> None:
+            if lo <= port <= hi:
+                try:
+                    plane.port_hold(port, delta)
+                except OSError:  # a release never held: a bug, counted (never a crash)
+                    self.counters["port_hold_error"] += 1
+
+        held_listeners: set[int] = set()
+
+        def listener_watch(port: int, families: frozenset[int]) -> None:
+            # Told as a listener starts, changes its families, or stops (none).
+            if families and port not in held_listeners:
+                held_listeners.add(port)
+                port_watch(port, 1)
+            elif not families and port in held_listeners:
+                held_listeners.discard(port)
+                port_watch(port, -1)
+
+        for key in [*engine.connections, *engine.time_wait]:
+            port_watch(key[1], 1)
+        for port, families in engine.listener_families.items():
+            listener_watch(port, families)
+        engine.port_watch = port_watch
+        engine.serving_listeners.append(listener_watch)
+        engine.address_listeners.append(lambda _addresses: plane.connect_routes_clear())
+
+    def _sessions_from_c(self) -> None:
+        """The sessions C accepted and left to us: answered as our own accept's."""
+        assert self.plane is not None
+        for fd, raw in self.plane.sessions():
+            session = socket.socket(fileno=fd)
+            if raw:
+                self._answer(session, raw)
+            else:
+                self._handle_session(session)
 
     def _door_pumps(self) -> list[Pump]:
         """The ring-mode pumps Python runs (their connections handed back by C)."""
@@ -529,9 +596,9 @@ class Datapath:
     def _born_owner(self, key: tuple[bytes, int, bytes, int]) -> int | None:
         """Who owns a connection C opened itself: an active open's application (its
         OP_CONNECT's uid), else the owner of the listener its port delivers to."""
-        active = self._c_connects.get(key)
-        if active is not None:
-            return active[0]
+        tcb = self.plane.peek_key(key) if self.plane is not None else None
+        if tcb is not None and tcb.active:
+            return int(tcb.app_uid)
         pl = self.by_port.get(key[1])
         return pl.uid if pl is not None else None
 
@@ -743,6 +810,9 @@ class Datapath:
         parsed = protocol.parse_name(request.name)
         if parsed is None:
             return errno.EINVAL
+        # A failed active open's options go with it, before this one's are kept: C may
+        # have answered a new connect of the same 4-tuple since.
+        self._take_failures()
         try:
             sockopts.changes(*entry)  # the value's range, before anything is changed
         except OSError as exc:
@@ -778,11 +848,10 @@ class Datapath:
         (SYN-SENT: C's alone): applied once C has the connection established
         (``_apply_pending``), as Linux applies what is set while it connects. ENOTCONN
         for any other connection the control plane does not hold."""
-        active = self._c_connects.get(key)
         tcb = self.plane.peek_key(key) if self.plane is not None else None
-        if active is None or tcb is None or int(tcb.tcp_state) != DP_SYN_SENT:
+        if tcb is None or not tcb.active or int(tcb.tcp_state) != DP_SYN_SENT:
             return errno.ENOTCONN
-        if creds.uid not in (0, active[0]):
+        if creds.uid not in (0, int(tcb.app_uid)):
             return errno.EPERM
         if sockopts.changes(*entry).keys() - {"nodelay"}:
             # (Nagle's algorithm is off in the service whatever TCP_NODELAY says.)
@@ -1208,7 +1277,8 @@ class Datapath:
         reply with the descriptor goes now, the handshake behind it. False when C cannot
         (no plane, keepalive on, the next hop's address not yet resolved, a 4-tuple C
         refuses): the engine then opens it. Its failure (a RST, no answer) C keeps for
-        OP_GETINFO (``_take_failures``)."""
+        OP_GETINFO (``_take_failures``). Once one is open, C may answer the next connects
+        to the destination alone for a while (``connect_route``, sessions.c)."""
         config = self.engine.config
         if self.plane is None or config.keepalive:
             return False
@@ -1221,24 +1291,16 @@ class Datapath:
             key, iss, ts_offset = self.engine.active_open(rip, rport, self._held_in_c)
         except EngineError:
             return False  # the engine's path answers EADDRNOTAVAIL
-        family = socket.AF_INET6 if len(key[0]) == 16 else socket.AF_INET
-        name = protocol.connection_name(
-            (protocol.socket_address(key[0], family), key[1]),
-            (protocol.socket_address(key[2], family), key[3]), os.getpid(), next(self._names))
-        ours, theirs = socket.socketpair(socket.AF_UNIX,
-                                         socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        now = self.clock()
         try:
-            ours.bind(protocol.abstract(name))
-            ours.setblocking(False)
-            self.plane.connect(config, key, network.mac, mac, int(iss), ts_offset,
-                               ours.fileno(), claims=channels, now=self.clock())
+            _handle, theirs = self.plane.connect(config, key, network.mac, mac, int(iss),
+                                                 ts_offset, uid=creds.uid, claims=channels,
+                                                 now=now)
         except OSError as exc:
             log.debug("connect to %s:%d in C: %s", text(rip), rport, exc)
-            ours.close()
-            theirs.close()
             return False
-        ours.detach()  # C's now: it closes it when the connection ends
-        self._remember_connect(key, creds.uid, name)
+        if self._routes_in_c:
+            self.plane.connect_route(rip, key[0], mac, now + CONNECT_ROUTE_TTL)
         self.counters["connect_started"] += 1
         self.counters["connect_in_c"] += 1
         self.counters["connect_nonblocking"] += 1
@@ -1249,46 +1311,25 @@ class Datapath:
         try:
             self._reply(session, protocol.Reply(
                 protocol.OP_CONNECT, 0, key[0], key[1], key[2], key[3],
-                protocol.REPLY_CHANNELS if channels else 0), theirs.fileno())
+                protocol.REPLY_CHANNELS if channels else 0), theirs)
         except OSError:
             # The application gave up waiting: its end closes below, and C's read of
             # that EOF ends the connection after its handshake (a FIN, nothing sent).
             self.counters["connect_abandoned"] += 1
         finally:
-            theirs.close()
+            os.close(theirs)
         return True
-
-    def _remember_connect(self, key: tuple[bytes, int, bytes, int], uid: int,
-                          name: str) -> None:
-        """Keep an active open's owner and name while C may hold it: Python is not told
-        when one ends, so past C_CONNECTS_KEPT the oldest entries are looked at (two a
-        connect) and those C still runs (not TIME-WAIT: nobody takes those) go to the
-        back; the oldest goes regardless when both did, so the table stays bounded."""
-        known = self._c_connects
-        known[key] = (uid, name)
-        for _ in range(2):
-            if len(known) <= C_CONNECTS_KEPT:
-                return
-            old, owner = known.popitem(last=False)
-            tcb = self.plane.peek_key(old) if self.plane is not None else None
-            if tcb is not None and int(tcb.tcp_state) not in FINISHED_STATES:
-                known[old] = owner  # still runs: its owner may still ask
-        while len(known) > C_CONNECTS_KEPT:
-            known.popitem(last=False)
 
     def _take_failures(self) -> None:
         """The active opens C ran that failed: each one's error waits for one
-        OP_GETINFO of its owner (SO_ERROR), as a failed connection of the engine's."""
+        OP_GETINFO of its owner (SO_ERROR) under its socket's name, as a failed
+        connection of the engine's."""
         if self.plane is None:
             return
-        for key, code in self.plane.failures():
+        for failure in self.plane.failures():
             self.counters["connect_failed"] += 1
-            self._pending_options.pop(key, None)
-            owner = self._c_connects.pop(key, None)
-            if owner is None:
-                continue
-            uid, name = owner
-            self._failed[name] = (code, uid)
+            self._pending_options.pop(failure.key, None)
+            self._failed[failure.name] = (failure.err, failure.uid)
             while len(self._failed) > FAILED_KEPT:
                 self._failed.popitem(last=False)
 
@@ -1360,6 +1401,14 @@ class Datapath:
             service["accepted"] = service.get("accepted", 0) + plane["established"]
             service["delivered"] = service.get("delivered", 0) + plane["delivered"]
             service["delivered_ipv6"] = service.get("delivered_ipv6", 0) + plane["delivered6"]
+            # ... and so are the connects C answered alone (sessions.c).
+            for name, theirs in (("connect_started", "sessions_answered"),
+                                 ("connect_in_c", "sessions_answered"),
+                                 ("connect_nonblocking", "sessions_answered"),
+                                 ("connect_started_ipv6", "sessions_answered6"),
+                                 ("connect_channels", "sessions_channels"),
+                                 ("connect_abandoned", "connect_abandoned")):
+                service[name] = service.get(name, 0) + plane[theirs]
             born = plane["born_live"]
         return {
             "engine": dict(self.engine.counters),

@@ -36,6 +36,7 @@ from joyride.wire.tcp import TcpFlags, TcpSegment
 pytestmark = pytest.mark.skipif(lib is None, reason="the C data plane is not built")
 
 PEER_PORT = 9090
+UID = 4321  # the application's user, as OP_CONNECT's credentials give it
 HOT_FIELDS = ("rcv_nxt", "rcv_adv", "last_ack_rcv_nxt", "ts_recent", "rcv_mss", "cfg_mss",
               "rcv_cap", "rcv_slack", "rcv_shift", "snd_shift", "ts_ok", "snd_una",
               "snd_nxt", "snd_wnd", "max_snd_wnd", "snd_wl1", "snd_wl2", "smss", "ts_offset",
@@ -69,12 +70,14 @@ class Active:
                                                       socket.socket]:
         """C's connect to the peer's listener: (4-tuple, ISS, the application's end)."""
         key, iss, ts_offset = self.bed.svc.active_open(IP_PEER, PEER_PORT, self.held)
-        ours, app = socket.socketpair()
-        ours.setblocking(False)
+        _handle, app_end = self.bed.plane.connect(
+            self.bed.svc.config, key, MAC_SVC, MAC_PEER, int(iss), ts_offset, uid=UID,
+            claims=claims, now=self.bed.clock.now)
+        app = socket.socket(fileno=app_end)
         app.setblocking(False)
-        self.bed.plane.connect(self.bed.svc.config, key, MAC_SVC, MAC_PEER, int(iss),
-                               ts_offset, ours.detach(), claims=claims,
-                               now=self.bed.clock.now)
+        # C's end is bound to the name that spells the 4-tuple, as a delivery's is.
+        parsed = protocol.parse_name(app.getpeername().lstrip(b"\0").decode())
+        assert parsed is not None and parsed.key() == key
         return key, int(iss), app
 
     def held(self, key: tuple[bytes, int, bytes, int]) -> bool:
@@ -215,9 +218,12 @@ def test_a_refused_connect_fails_with_econnrefused(active: Active) -> None:
     application's end closes, and the failure waits for SO_ERROR's question."""
     active.bed.peer.unlisten(active.listener)
     key, _iss, app = active.connect()
+    name = app.getpeername().lstrip(b"\0").decode()
     active.bed.run(5)
     assert not active.held(key)
-    assert active.bed.plane.failures() == [(key, errno.ECONNREFUSED)]
+    # Filed under the socket the application held, for its user.
+    assert [(f.key, f.err, f.uid, f.name) for f in active.bed.plane.failures()] == \
+        [(key, errno.ECONNREFUSED, UID, name)]
     assert active.bed.plane.failures() == []  # once
     assert app.recv(10) == b""  # the service let go: the application sees the end
     st = active.stats()
@@ -236,7 +242,7 @@ def test_an_unanswered_connect_times_out(active: Active) -> None:
         active.bed.step()
     syns = [s for s in active.toward_peer if s.flags & TcpFlags.SYN]
     assert len(syns) == retries + 1
-    assert active.bed.plane.failures() == [(key, errno.ETIMEDOUT)]
+    assert [(f.key, f.err) for f in active.bed.plane.failures()] == [(key, errno.ETIMEDOUT)]
     assert active.stats()["connect_timeouts"] == 1
     app.close()
 

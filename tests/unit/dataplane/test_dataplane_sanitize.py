@@ -72,6 +72,11 @@ def test_round_under_sanitizers(tmp_path: Path, seed: int) -> None:
     opened, established, refused, timeouts, _dropped, failures = active
     assert opened > 100 and established > 20 and refused > 5 and timeouts > 0, active
     assert failures == refused + timeouts, active  # each failure kept for SO_ERROR, once
+    # "sessions N answered N python N abandoned N": sessions.c accepted clients, answered
+    # some connects itself and left the rest (and every malformed request) to Python.
+    sessions, answered, python, _abandoned = \
+        (int(w) for w in run.stdout.split(b"\n")[4].split()[1::2])
+    assert sessions > 100 and answered > 20 and python > 20, run.stdout
 
 
 def under_tsan(tmp_path: Path, source: str, cycles: int, seed: int) -> list[bytes]:
