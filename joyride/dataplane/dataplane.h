@@ -497,6 +497,7 @@ struct dp_stats {
     uint64_t sessions_answered6; /* ... of them to IPv6 addresses */
     uint64_t sessions_channels; /* ... of them granted ring mode */
     uint64_t sessions_python;  /* ... handed to Python unanswered (dp_sessions) */
+    uint64_t sessions_waited;  /* ... whose request came after the accept (watched) */
     uint64_t sessions_failed;  /* accept failed for a reason other than EAGAIN */
     uint64_t connect_abandoned; /* an answer the application did not take (it left) */
     /* shared-memory channels (dp_chan_*, whichever side runs the flow) */
@@ -634,7 +635,8 @@ uint32_t dp_failures(struct dp *dp, struct dp_failure *out, uint32_t max);
  * C"). An application asks the service on a unix SOCK_SEQPACKET session: one request
  * (service/protocol.py REQUEST), one reply (REPLY, with the connection's descriptor).
  * dp_sessions_listen gives the plane the service's listening socket (-1: takes it
- * back; the descriptor stays the caller's): the loop accepts the sessions and answers
+ * back, and the sessions waiting for their request go to dp_sessions; the descriptor
+ * stays the caller's): the loop accepts the sessions and answers
  * a non-blocking OP_CONNECT itself when all of the following hold, else hands the
  * session to Python unanswered, with its request if it came (dp_sessions,
  * DP_WAKE_SESSION; a session Python has not taken waits, and no more are accepted past

@@ -32,6 +32,7 @@ struct connect_route {
 
 struct sessions {
     int listen_fd;            /* -1: the control plane accepts its own sessions */
+    uint8_t listen_edge;      /* watched edge-triggered: accept ran out of resources */
     struct dp_session waiting[DP_SESSIONS_KEPT]; /* for Python, oldest first */
     uint32_t n_waiting;
     /* Accepted before their request came (the application connects, then sends): each
@@ -75,6 +76,29 @@ static void sessions_free(struct dp *dp)
     dp->sessions = NULL;
 }
 
+/* Watch the listening socket edge-triggered (on) or level-triggered. */
+static void listen_edge(struct dp *dp, struct sessions *s, int on)
+{
+    if (s->listen_edge == on)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLET : 0), .data.u64 = TAG_SESSION};
+    if (epoll_ctl(dp->epfd, EPOLL_CTL_MOD, s->listen_fd, &ev) == 0)
+        s->listen_edge = (uint8_t)on;
+}
+
+/* Hand a session to Python as it came (its request, or none yet: Python then waits). */
+static void to_python(struct dp *dp, struct sessions *s, const struct dp_session *q)
+{
+    s->waiting[s->n_waiting++] = *q;
+    dp->st.sessions_python++;
+}
+
+static void unpend(struct dp *dp, struct sessions *s, uint32_t slot)
+{
+    epoll_ctl(dp->epfd, EPOLL_CTL_DEL, s->pending_fd[slot], NULL);
+    s->pending_fd[slot] = -1;
+}
+
 int dp_sessions_listen(struct dp *dp, int fd)
 {
     struct sessions *s = sessions_of(dp);
@@ -84,6 +108,18 @@ int dp_sessions_listen(struct dp *dp, int fd)
         if (s->listen_fd >= 0)
             epoll_ctl(dp->epfd, EPOLL_CTL_DEL, s->listen_fd, NULL);
         s->listen_fd = -1;
+        /* The sessions waiting for their request are the caller's too (dp_sessions),
+         * or closed past the queue's room: none is left without an end. */
+        for (uint32_t i = 0; i < DP_SESSIONS_KEPT; i++) {
+            if (s->pending_fd[i] < 0)
+                continue;
+            struct dp_session q = {.fd = s->pending_fd[i]};
+            unpend(dp, s, i);
+            if (s->n_waiting < DP_SESSIONS_KEPT)
+                to_python(dp, s, &q);
+            else
+                close(q.fd);
+        }
         return 0;
     }
     if (s->listen_fd >= 0)
@@ -92,6 +128,7 @@ int dp_sessions_listen(struct dp *dp, int fd)
     if (epoll_ctl(dp->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
         return -errno;
     s->listen_fd = fd;
+    s->listen_edge = 0;
     return 0;
 }
 
@@ -308,19 +345,6 @@ static int answer_connect(struct dp *dp, struct sessions *s, int session,
     return 1;
 }
 
-/* Hand a session to Python as it came (its request, or none yet: Python then waits). */
-static void to_python(struct dp *dp, struct sessions *s, const struct dp_session *q)
-{
-    s->waiting[s->n_waiting++] = *q;
-    dp->st.sessions_python++;
-}
-
-static void unpend(struct dp *dp, struct sessions *s, uint32_t slot)
-{
-    epoll_ctl(dp->epfd, EPOLL_CTL_DEL, s->pending_fd[slot], NULL);
-    s->pending_fd[slot] = -1;
-}
-
 /* Watch a session until its request comes: 1, or 0 when no slot is free. */
 static int pend(struct dp *dp, struct sessions *s, int fd, double now)
 {
@@ -332,6 +356,7 @@ static int pend(struct dp *dp, struct sessions *s, int fd, double now)
             return 0;
         s->pending_fd[i] = fd;
         s->pending_since[i] = now;
+        dp->st.sessions_waited++;
         return 1;
     }
     return 0;
@@ -389,8 +414,13 @@ static int sessions_event(struct dp *dp, uint32_t slot, double now)
                 dp->st.sessions_failed++;
                 if (errno == ECONNABORTED || errno == EINTR)
                     continue;
-                break; /* EMFILE, ENOBUFS: Python's own accept will say so */
+                /* EMFILE, ENFILE, ENOBUFS, ENOMEM: the backlog stays readable, and a
+                 * level-triggered watch would spin the loop; edge-triggered, the next
+                 * application's arrival tries again, and a success goes back. */
+                listen_edge(dp, s, 1);
+                break;
             }
+            listen_edge(dp, s, 0);
             dp->st.sessions++;
             take_request(dp, s, fd, -1, now);
         }

@@ -563,7 +563,7 @@ class Datapath:
                 conn.abort()  # its port is gone (RFC 9293 §3.10.7.1)
                 self.engine.mark(conn)
             return
-        owner = self._born_owner(Engine.key_of(conn))
+        owner = self._born_owner(Engine.key_of(conn), tcb)
         uid = owner if owner is not None else -1
         pump = Pump(conn, socket.socket(fileno=fd), uid, plane=self.chan_plane,
                     channel=ChannelState.of(tcb))
@@ -593,10 +593,13 @@ class Datapath:
                 conn = self.engine.connections.get(key)
         return conn
 
-    def _born_owner(self, key: tuple[bytes, int, bytes, int]) -> int | None:
+    def _born_owner(self, key: tuple[bytes, int, bytes, int], tcb: Any = None) -> int | None:
         """Who owns a connection C opened itself: an active open's application (its
-        OP_CONNECT's uid), else the owner of the listener its port delivers to."""
-        tcb = self.plane.peek_key(key) if self.plane is not None else None
+        OP_CONNECT's uid, which C keeps in the flow), else the owner of the listener its
+        port delivers to. ``tcb``: the flow's, when C has let it go (its table no longer
+        has it)."""
+        if tcb is None and self.plane is not None:
+            tcb = self.plane.peek_key(key)
         if tcb is not None and tcb.active:
             return int(tcb.app_uid)
         pl = self.by_port.get(key[1])
@@ -813,6 +816,8 @@ class Datapath:
         # A failed active open's options go with it, before this one's are kept: C may
         # have answered a new connect of the same 4-tuple since.
         self._take_failures()
+        if request.name in self._failed:
+            return 0  # a reset socket takes options, as Linux's; none reaches a newer one
         try:
             sockopts.changes(*entry)  # the value's range, before anything is changed
         except OSError as exc:
@@ -883,11 +888,13 @@ class Datapath:
         parsed = protocol.parse_name(request.name)
         if parsed is None or parsed.kind != "connection" or parsed.remote is None:
             return errno.EINVAL, None, None
-        conn = self._connection(parsed.key(), creds.uid)
+        # A name is one connection's (its pid and number): a failed one is looked up by
+        # it first, since a newer connection may hold the same 4-tuple by now.
+        failed = self._failed.get(request.name)
+        conn = self._connection(parsed.key(), creds.uid) if failed is None else None
         pump = self.pumps.get(conn) if conn is not None else None
         if conn is None or pump is None:
             # Gone: its error once, as SO_ERROR reports it, to its owner only.
-            failed = self._failed.get(request.name)
             if failed is None:
                 return errno.ENOTCONN, None, None
             if creds.uid not in (0, failed[1]):
@@ -1552,6 +1559,11 @@ class Datapath:
         for pump in list(self.pumps.values()):
             pump.sock.close()
         self.pumps.clear()
+        if self.plane is not None:
+            # The sessions C accepted and had not answered: no answer will come.
+            self.plane.sessions_listen(-1)
+            for fd, _raw in self.plane.sessions():
+                os.close(fd)
         for session in [*(s for s, _ in self.connecting.values()), *self._waiting]:
             session.close()
         self._waiting.clear()

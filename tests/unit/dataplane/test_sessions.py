@@ -253,6 +253,7 @@ def test_what_c_does_not_answer_reaches_the_control_plane_as_it_came(
     answered = svc.stats()["sessions_answered"]
     svc.round()
     assert svc.stats()["sessions_answered"] == answered  # accepted; its request waits
+    assert svc.stats()["sessions_waited"] == 1
     late.send(protocol.Request(protocol.OP_CONNECT, IP_PEER, PEER_PORT,
                                flags=protocol.FLAG_NONBLOCK).encode())
     svc.round()
@@ -287,6 +288,50 @@ def test_a_refused_connect_c_answered_fails_with_its_own_name(svc: Service) -> N
     assert svc.dp.get_info(ask, mine)[0] == errno.ENOTCONN  # once
     conn1.close()
     conn2.close()
+
+
+def test_a_connection_c_opened_stays_its_owner_s_in_python(svc: Service) -> None:
+    """C keeps the owner of an active open (dp_tcb.app_uid): when the control plane
+    takes the connection (an option, a question), its pump is the owner's, who may go
+    on asking; another user may not."""
+    listener = svc.bed.peer.listen(PEER_PORT)
+    owner = apps.Credentials(os.getpid(), 4321, 4321)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    request = protocol.Request(protocol.OP_CONNECT, IP_PEER, PEER_PORT,
+                               flags=protocol.FLAG_NONBLOCK)
+    try:
+        assert svc.dp._connect_in_c(ours, request, owner, False)
+        reply, conn = answer(theirs)
+        assert reply.status == 0 and conn is not None
+        for _ in range(50):
+            svc.bed.step()
+            if svc.bed.peer.accept(listener) is not None:
+                break
+        ask = protocol.Request(protocol.OP_GETINFO, bytes(4), 0, name_of(conn))
+        other = apps.Credentials(os.getpid(), 4242, 4242)
+        assert svc.dp.get_info(ask, other)[0] == errno.ENOTCONN  # C's: not the asker's
+        for _ in range(2):  # the first takes it from C; the second asks Python's pump
+            status, info, taken = svc.dp.get_info(ask, owner)
+            assert status == 0 and info is not None and taken is not None
+        assert svc.dp.pumps[taken].uid == 4321
+        assert svc.dp.get_info(ask, other)[0] == errno.EPERM
+        conn.close()
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_sessions_c_holds_end_with_the_service(svc: Service) -> None:
+    """A session accepted before its request came gets an end, not silence, when the
+    service stops."""
+    first = svc.connect()
+    svc.round()
+    answer(first)[1].close()  # type: ignore[union-attr]
+    late = svc.ask(protocol.Request(protocol.OP_CONNECT, IP_PEER, PEER_PORT), send=False)
+    svc.round()
+    assert svc.stats()["sessions_waited"] == 1
+    svc.dp.close()
+    assert late.recv(64) == b""
 
 
 def test_an_answer_nobody_takes_ends_the_connection(svc: Service) -> None:
