@@ -25,6 +25,8 @@ from joyride.engine.nic import MemoryNic
 from joyride.service import apps, protocol
 from joyride.service.datapath import CONNECT_ROUTE_TTL, Datapath
 from joyride.steer.ports import PortSet
+from joyride.tcp.connection import TcpConnection
+from joyride.tcp.listener import Listener
 from joyride.wire.frame import parse_frame
 from joyride.wire.tcp import TcpFlags
 
@@ -71,6 +73,18 @@ class Service:
 
     def stats(self) -> dict[str, int]:
         return self.bed.plane.stats()
+
+    def accepted(self, listener: Listener, count: int) -> list[TcpConnection]:
+        """The bed's steps until the peer's listener accepted ``count`` connections."""
+        servers: list[TcpConnection] = []
+        for _ in range(100):
+            self.bed.step()
+            server = self.bed.peer.accept(listener)
+            if server is not None:
+                servers.append(server)
+            if len(servers) == count:
+                break
+        return servers
 
     def close(self) -> None:
         for session in self.sessions:
@@ -133,14 +147,7 @@ def test_the_first_connect_to_a_destination_is_python_s_the_next_are_c_s(
     engine = svc.dp.engine
     assert int(tcb.iss) == int(engine._isn.isn(*key, now))
     assert int(tcb.ts_offset) == engine._ts_offsets.offset(key[0], 0, key[2], 0)
-    servers = []
-    for _ in range(100):
-        svc.bed.step()
-        server = svc.bed.peer.accept(listener)
-        if server is not None:
-            servers.append(server)
-        if len(servers) == 2:
-            break
+    servers = svc.accepted(listener, 2)
     server = next(s for s in servers if s.local_port == PEER_PORT and s.remote_port == key[1])
     segs = [parse_frame(f).tcp for f in toward_peer]
     assert next((s.flags, int(s.seq)) for s in segs if s is not None and s.src_port == key[1]) \
@@ -303,10 +310,7 @@ def test_a_connection_c_opened_stays_its_owner_s_in_python(svc: Service) -> None
         assert svc.dp._connect_in_c(ours, request, owner, False)
         reply, conn = answer(theirs)
         assert reply.status == 0 and conn is not None
-        for _ in range(50):
-            svc.bed.step()
-            if svc.bed.peer.accept(listener) is not None:
-                break
+        assert len(svc.accepted(listener, 1)) == 1
         ask = protocol.Request(protocol.OP_GETINFO, bytes(4), 0, name_of(conn))
         other = apps.Credentials(os.getpid(), 4242, 4242)
         assert svc.dp.get_info(ask, other)[0] == errno.ENOTCONN  # C's: not the asker's
@@ -346,13 +350,9 @@ def test_an_answer_nobody_takes_ends_the_connection(svc: Service) -> None:
     svc.sessions.remove(second)
     svc.round()
     assert svc.stats()["connect_abandoned"] == 1 and svc.stats()["sessions_answered"] == 1
-    servers = []
-    for _ in range(100):
-        svc.bed.step()
-        server = svc.bed.peer.accept(listener)
-        if server is not None:
-            servers.append(server)
+    servers = svc.accepted(listener, 2)
     assert len(servers) == 2
+    svc.bed.run(100)  # their FINs
     for server in servers:  # both closed before a byte: a FIN, nothing else
         assert server.recv() == b"" and server.eof
     svc.bed.peer.unlisten(listener)
