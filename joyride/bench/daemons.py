@@ -15,7 +15,8 @@ the total is honest) and per process (service, server tree, client), from
 
 Workloads (the issue's list): redis GET and SET (50 connections), redis GET pipelined
 (-P 16), nginx (1 and 2 workers; wrk, 100 connections, 1 KiB), new connections per
-second (wrk, ``Connection: close``, 50 connections), sockperf ping-pong (p50, p99),
+second (wrk, ``Connection: close``, 50 connections), nginx latency (wrk, 1 connection: the
+demo's latency row), sockperf ping-pong (p50, p99),
 iperf3 one flow each way (Gbit/s, CPU per gigabyte, Python calls per segment).
 """
 
@@ -50,7 +51,8 @@ from joyride.testbed import Testbed
 
 KERNEL_PORT: Final = 9300
 JOY_PORT: Final = 8300
-PORTS: Final = f"{JOY_PORT}-{JOY_PORT + 9}"
+STEERED: Final = 20  # ports steered to Joyride: one per workload (port_of), with room
+PORTS: Final = f"{JOY_PORT}-{JOY_PORT + STEERED - 1}"
 BODY_KIB: Final = 1
 
 
@@ -156,6 +158,8 @@ DAEMONS: Final = (
            wrk_client(False, 100), tools.parse_wrk, "rps"),
     Daemon("nginx_64k", "nginx 2 workers, wrk 100 connections, 64 KiB", nginx_server(2),
            wrk_client(False, 100, "/body64k"), tools.parse_wrk, "rps"),
+    Daemon("nginx_rr", "nginx 1 worker, wrk 1 connection, 1 KiB (the demo's latency row)",
+           nginx_server(1), wrk_client(False, 1), tools.parse_wrk, "p50_us"),
     Daemon("connrate", "new connections/s (wrk -c50, Connection: close), nginx 1 worker",
            nginx_server(1), wrk_client(True, 50), tools.parse_wrk, "rps"),
     Daemon("sockperf", "sockperf ping-pong 64 B, 1 connection", sockperf_server,

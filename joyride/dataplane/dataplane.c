@@ -201,8 +201,7 @@ struct dp {
     struct dp_counts ended;    /* dp_ended_counts: born flows that ended in C */
     double idle_from;          /* when the loop last found nothing to do (0: busy) */
     double arenas_trim_at;     /* when idle arenas are next unmapped (dp_chan_trim) */
-    int spin_score;            /* hits minus misses of recent idle periods (spin_for) */
-    uint32_t spin_stopped;     /* spins not started for the score (a probe every 16) */
+    double spin_window;        /* seconds the next spin may last (dp_spin_window; 0: none) */
     int load_fd;               /* /proc/loadavg, for the run queue (-1: not looked at) */
     long n_cpus;
     double load_at;            /* when the run queue was last looked at */
@@ -4168,14 +4167,30 @@ int dp_round(struct dp *dp, double now)
 /* Adaptive spinning. A spin pays when the loop's idle periods end soon: the
  * application's answer to what was just delivered, the next request of a client that
  * waits for each answer. It wastes a CPU when they do not: an application busy for a
- * millisecond with a batch, a client that thinks. So each idle period, as it ends, is
- * judged by whether a spin would have caught its end (a hit: no longer than the
- * configured spin) or not (a miss), spun or slept through alike, and the loop spins
- * while misses are not two ahead of hits (spin_score, kept within +-SPIN_SCORE_MAX so
- * that a change of pattern shows within a few periods), as adaptive mutexes size their
- * spin by its success. */
-#define SPIN_SCORE_MAX 2
-#define SPIN_PROBE_EVERY 16
+ * millisecond with a batch, a client that thinks. How soon "soon" is depends on the
+ * machine: a fixed 50 us caught nginx's answers on one 2-vCPU machine and none on the
+ * next, where system calls cost three times as much (docs/dataplane.md, "Spinning").
+ * So the spin lasts a window sized by the periods themselves, as KVM's halt polling
+ * sizes its poll (dp_spin_window): each period, as it ends, spun or slept through alike,
+ * keeps the window, doubles it or halves it, within the configured cap. A window of 0
+ * is a stopped spin; a slept-through period short enough (it includes the wake-up's
+ * own latency) starts it again. */
+#define SPIN_GROW_START 20e-6
+
+double dp_spin_window(double window, double period, double cap)
+{
+    if (window > cap)
+        window = cap;
+    if (period <= window)
+        return window;
+    if (period <= cap) {
+        window = window < SPIN_GROW_START ? SPIN_GROW_START : 2 * window;
+        return window > cap ? cap : window;
+    }
+    window /= 2;
+    return window < SPIN_GROW_START ? 0.0 : window;
+}
+
 /* A spin is for latency: one or two flows, each waiting for the other side's answer
  * (a ping-pong, a client with one connection). With more flows busy within a
  * millisecond the loop has a batch in each wake-up anyway, and a spin would only take
@@ -4227,13 +4242,8 @@ static int cpus_wanted(struct dp *dp, double now)
 
 static double spin_for(struct dp *dp, double now)
 {
-    if (dp->cfg.spin_ns == 0)
-        return 0.0;
-    /* Stopped: every SPIN_PROBE_EVERY-th time, spin anyway. Slept-through periods
-     * include the wake-up's own latency, so with a spin shorter than that none could
-     * ever count as a hit; a probe that catches its period's end can. */
-    if (dp->spin_score <= -SPIN_SCORE_MAX && ++dp->spin_stopped % SPIN_PROBE_EVERY)
-        return 0.0;
+    if (dp->spin_window == 0)
+        return 0.0; /* stopped (or no spin configured) */
     if (flows_many(dp, now)) {
         dp->st.spins_skipped_flows++;
         return 0.0;
@@ -4242,7 +4252,7 @@ static double spin_for(struct dp *dp, double now)
         dp->st.spins_skipped_busy++;
         return 0.0;
     }
-    return dp->cfg.spin_ns * 1e-9;
+    return dp->spin_window;
 }
 
 static void idle_ended(struct dp *dp, double now)
@@ -4251,17 +4261,16 @@ static void idle_ended(struct dp *dp, double now)
         dp->idle_from = 0;
         return;
     }
-    int hit = now - dp->idle_from <= dp->cfg.spin_ns * 1e-9;
+    double period = now - dp->idle_from, was = dp->spin_window;
     dp->idle_from = 0;
-    if (hit) {
+    dp->spin_window = dp_spin_window(was, period, dp->cfg.spin_ns * 1e-9);
+    if (period <= was) {
         dp->st.idle_short++;
-        if (dp->spin_score < SPIN_SCORE_MAX)
-            dp->spin_score++;
-    } else {
-        dp->st.idle_long++;
-        if (dp->spin_score > -SPIN_SCORE_MAX)
-            dp->spin_score--;
+        return;
     }
+    dp->st.idle_long++;
+    dp->st.spin_grown += dp->spin_window > was;
+    dp->st.spin_shrunk += dp->spin_window < was;
 }
 
 int dp_run(struct dp *dp, int timeout_ms)

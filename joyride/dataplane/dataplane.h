@@ -86,7 +86,7 @@ struct dp_config {
     uint32_t decline_frames;   /* frames the decline buffer holds before dp_run returns */
     uint8_t verify_checksums;
     uint8_t ttl;
-    uint32_t spin_ns;          /* keep polling this long after traffic before sleeping */
+    uint32_t spin_ns;          /* the spin's cap: its window adapts below (dp_spin_window) */
     uint32_t rx_batches;       /* full batches a port may give per round (NAPI's budget) */
 };
 
@@ -426,8 +426,10 @@ struct dp_stats {
     uint64_t rounds;           /* rounds run (dp_run's iterations and dp_round calls) */
     uint64_t sleeps;           /* epoll_wait calls that blocked */
     uint64_t spin_yields;      /* spin iterations with nothing to do (sched_yield first) */
-    uint64_t idle_short;       /* idle periods a spin would catch the end of (a hit) */
-    uint64_t idle_long;        /* idle periods longer than the spin (a miss) */
+    uint64_t idle_short;       /* idle periods the spin's window caught the end of (a hit) */
+    uint64_t idle_long;        /* idle periods longer than the window (a miss): */
+    uint64_t spin_grown;       /* ... the window grew (a longer spin would have caught it) */
+    uint64_t spin_shrunk;      /* ... the window shrank (longer than the cap, spin_ns) */
     uint64_t spins_skipped_busy; /* spins not started: a task waited for a CPU */
     uint64_t spins_skipped_flows; /* ... more flows busy than a spin is for (spin_for) */
     uint64_t returns;          /* dp_run returns to Python, and why: */
@@ -828,6 +830,13 @@ int dp_hub_lost(struct dp_hub *h);
  * round). Returns a bitmask of DP_WAKE_* or -errno. now: CLOCK_MONOTONIC seconds. */
 int dp_run(struct dp *dp, int timeout_ms);
 int dp_round(struct dp *dp, double now);   /* one round at an explicit time (tests) */
+/* The spin's window (seconds) after an idle period of `period` seconds ended, given the
+ * window it had and the cap (dp_config.spin_ns, in seconds). Sized as KVM's halt polling
+ * and the cpuidle haltpoll governor size theirs, so that it fits the machine rather than
+ * a constant: a period the window caught leaves it; a period longer than the window but
+ * within the cap doubles it (from 20 us); a period longer than the cap halves it (to 0
+ * below 20 us). The result is always within [0, cap]. Pure (tests). */
+double dp_spin_window(double window, double period, double cap);
 /* What the loop does before it sleeps (tests): arm every polled ring-mode flow; 1 when
  * the loop would not sleep after all (arming found work, or a flow waits for Python). */
 int dp_settle(struct dp *dp);

@@ -52,3 +52,11 @@ def test_requests_made_is_the_count_redis_benchmark_was_asked_for() -> None:
     assert daemons.requests_made({"rps": 100.0, "requests": 12.0}, argv, 5.0) == 12.0
     wrk = ["wrk", "-t1", "-c100", "-d3s", "http://198.18.0.2/"]
     assert daemons.requests_made({"rps": 100.0}, wrk, 3.0) == 300.0
+
+
+def test_every_workload_has_a_steered_port_of_its_own() -> None:
+    joy = [daemons.port_of(d, "joyride") for d in daemons.DAEMONS]
+    kernel = [daemons.port_of(d, "kernel") for d in daemons.DAEMONS]
+    assert len(set(joy)) == len(joy) and len(set(kernel)) == len(kernel)
+    assert all(daemons.JOY_PORT <= p < daemons.JOY_PORT + daemons.STEERED for p in joy)
+    assert not set(joy) & set(kernel)
