@@ -1286,12 +1286,41 @@ static inline ssize_t jr_chan_read(struct jr_chan_app *a, const struct jr_chan_i
     }
 }
 
-/* write(2) on a ring-mode connection: bytes written, -EAGAIN (non-blocking and tx
- * full), or -errno from a callback. A blocking write returns when every byte is in tx.
- * The steps are chan_model.py's Tx. On return, a full tx has the socket filled and
- * armed, so EPOLLOUT means room (but in the race docs/channels.md names). */
-static inline ssize_t jr_chan_write(struct jr_chan_app *a, const struct jr_chan_io *io,
-                                    const void *buf, size_t len, int block)
+/* Where a write's bytes come from (jr_chan_write_from): put n bytes at dst (tx's free
+ * space, contiguous), the write's bytes from offset done on. Returns how many it put,
+ * 0..n (fewer than n ends the write: a file's end), or -errno. */
+typedef ssize_t (*jr_chan_source)(void *ctx, uint8_t *dst, uint32_t n, size_t done);
+
+/* The source of jr_chan_write: a buffer (ctx). */
+static inline ssize_t jr_chan_source_buf(void *ctx, uint8_t *dst, uint32_t n, size_t done)
+{
+    memcpy(dst, (const uint8_t *)ctx + done, n);
+    return n;
+}
+
+/* Fill tx at index tail with k bytes of the write (from offset done) from source, as at
+ * most two contiguous spans (tx wraps). Returns the bytes put (short: the source ran
+ * out), or -errno if the source failed before putting any. */
+static inline ssize_t jr_chan_fill_tx(struct jr_chan_app *a, uint32_t tail, uint32_t k,
+                                      jr_chan_source source, void *ctx, size_t done)
+{
+    uint32_t off = tail & (a->tx_cap - 1), first = a->tx_cap - off < k ? a->tx_cap - off : k;
+    ssize_t got = source(ctx, a->tx_data + off, first, done);
+    if (got < (ssize_t)first || first == k)
+        return got;
+    ssize_t more = source(ctx, a->tx_data, k - first, done + first);
+    return more < 0 ? got : got + more;
+}
+
+/* write(2) on a ring-mode connection, its bytes from source (jr_chan_source: a buffer,
+ * a file): bytes written, -EAGAIN (non-blocking and tx full), or -errno from a callback
+ * or the source. Bytes go straight from the source into tx (a file: no bounce buffer).
+ * A blocking write returns when every byte is in tx, or the source ran out. The steps
+ * are chan_model.py's Tx. On return, a full tx has the socket filled and armed, so
+ * EPOLLOUT means room (but in the race docs/channels.md names). */
+static inline ssize_t jr_chan_write_from(struct jr_chan_app *a, const struct jr_chan_io *io,
+                                         jr_chan_source source, void *ctx, size_t len,
+                                         int block)
 {
     struct jr_chan *c = a->shm;
     uint32_t want = len > (1u << 30) ? (1u << 30) : (uint32_t)len;
@@ -1303,11 +1332,15 @@ static inline ssize_t jr_chan_write(struct jr_chan_app *a, const struct jr_chan_
         uint32_t room = a->tx_cap - (tail - JR_LOAD(&c->tx.head));
         if (room > 0) {
             uint32_t k = room < want - put ? room : want - put;
-            jr_ring_copy_in(a->tx_data, a->tx_cap, tail, (const uint8_t *)buf + put, k);
-            JR_STORE(&c->tx.tail, tail + k);
-            put += k;
+            ssize_t got = jr_chan_fill_tx(a, tail, k, source, ctx, put);
+            if (got <= 0)
+                return put > 0 ? (ssize_t)put : got; /* the source's end, or its error */
+            JR_STORE(&c->tx.tail, tail + (uint32_t)got);
+            put += (uint32_t)got;
             JR_FENCE(); /* the tail store before the look at svc_tx_armed */
             jr_chan_app_ring(io, JR_XCHG(&c->svc_tx_armed, 0));
+            if ((uint32_t)got < k)
+                return put; /* the source ran out */
             if (put < want)
                 continue; /* tx is full now: the next look fills and arms */
             if (k < room)
@@ -1329,6 +1362,13 @@ static inline ssize_t jr_chan_write(struct jr_chan_app *a, const struct jr_chan_
         if (rc < 0)
             return put > 0 ? (ssize_t)put : rc;
     }
+}
+
+/* write(2) on a ring-mode connection from a buffer: jr_chan_write_from's contract. */
+static inline ssize_t jr_chan_write(struct jr_chan_app *a, const struct jr_chan_io *io,
+                                    const void *buf, size_t len, int block)
+{
+    return jr_chan_write_from(a, io, jr_chan_source_buf, (void *)buf, len, block);
 }
 
 /* shutdown(SHUT_WR): no byte after what tx holds; the bell makes the service look. */

@@ -417,25 +417,41 @@ static ssize_t jr_ring_recv(int fd, struct jr_ring *r, void *buf, size_t len, in
     return n < 0 ? jr_ring_fail(n, MSG_NOSIGNAL) : 0;
 }
 
-/* send(2) and its family on a claiming connection. A write before the verdict waits
- * for it: its bytes must go where the mode says. */
-static ssize_t jr_ring_send(int fd, struct jr_ring *r, const void *buf, size_t len, int flags)
+/* The mode a write goes by, settled: a write before the verdict waits for it, as its
+ * bytes must go where the mode says. JR_RING_ON or JR_RING_STREAM; -1 with errno set
+ * (EAGAIN: no verdict in JR_VERDICT_WAIT_MS, the service is stuck). */
+static int jr_ring_write_mode(int fd, struct jr_ring *r)
 {
     int m = jr_ring_settle(fd, r, JR_VERDICT_WAIT_MS);
-    if (m == JR_RING_STREAM)
-        return real_sendto(fd, buf, len, flags, NULL, 0);
-    if (m != JR_RING_ON) {
-        errno = EAGAIN; /* no verdict in JR_VERDICT_WAIT_MS: the service is stuck */
-        return -1;
-    }
+    if (m == JR_RING_STREAM || m == JR_RING_ON)
+        return m;
+    errno = EAGAIN;
+    return -1;
+}
+
+/* A write on a ring-mode connection, its bytes from source (jr_chan_write_from). */
+static ssize_t jr_ring_write_from(int fd, struct jr_ring *r, jr_chan_source source, void *src,
+                                  size_t len, int flags)
+{
     /* After our shutdown(SHUT_WR), or once the service let the connection go (a reset),
      * a write fails at once, as on a TCP socket: bytes put in tx then would be lost. */
     if (JR_LOAD(&r->view.shm->tx_eof) || JR_LOAD(&r->view.shm->magic) != JR_CHAN_MAGIC)
         return jr_ring_fail(-EPIPE, flags);
     struct jr_ring_io ctx = {fd, r};
     struct jr_chan_io io = jr_io_of(&ctx);
-    ssize_t n = jr_chan_write(&r->view, &io, buf, len, jr_ring_block_arg(flags));
+    ssize_t n = jr_chan_write_from(&r->view, &io, source, src, len, jr_ring_block_arg(flags));
     return n < 0 ? jr_ring_fail(n, flags) : n;
+}
+
+/* send(2) and its family on a claiming connection. */
+static ssize_t jr_ring_send(int fd, struct jr_ring *r, const void *buf, size_t len, int flags)
+{
+    int m = jr_ring_write_mode(fd, r);
+    if (m == JR_RING_STREAM)
+        return real_sendto(fd, buf, len, flags, NULL, 0);
+    if (m < 0)
+        return -1;
+    return jr_ring_write_from(fd, r, jr_chan_source_buf, (void *)buf, len, flags);
 }
 
 static ssize_t jr_ring_send_buf(int fd, struct jr_ring *r, void *buf, size_t len, int flags)
@@ -477,47 +493,46 @@ static ssize_t jr_ring_sendv(int fd, struct jr_ring *r, const struct iovec *iov,
     return jr_ring_each(fd, r, iov, n, flags, MSG_NOSIGNAL, jr_ring_send_buf);
 }
 
-/* sendfile(2) into a ring: the file's bytes through a buffer, never more than tx takes
- * (so the file's position moves only by what was sent). */
+/* jr_chan_source for sendfile: a file read at pos (pread: its position stays). */
+struct jr_file_source {
+    int fd;
+    off_t pos;
+};
+
+static ssize_t jr_file_put(void *ctx, uint8_t *dst, uint32_t n, size_t done)
+{
+    const struct jr_file_source *f = ctx;
+    ssize_t got;
+    do
+        got = pread(f->fd, dst, n, f->pos + (off_t)done);
+    while (got < 0 && errno == EINTR);
+    return got < 0 ? -errno : got;
+}
+
+/* sendfile(2) on a claiming connection. Ring mode: the file's bytes go straight into tx
+ * (pread into its free space: one copy, as the page cache's into a socket buffer), so
+ * the file's position moves by exactly what was sent. Stream mode: the kernel's own. */
 static ssize_t jr_ring_sendfile(int out, struct jr_ring *r, int in, off_t *offset,
                                 size_t count)
 {
-    char buf[1u << 16];
-    off_t pos = offset ? *offset : lseek(in, 0, SEEK_CUR);
-    if (pos < 0)
+    int m = jr_ring_write_mode(out, r);
+    if (m == JR_RING_STREAM)
+        return real_sendfile(out, in, offset, count);
+    if (m < 0)
+        return -1;
+    struct jr_file_source f = {in, offset ? *offset : lseek(in, 0, SEEK_CUR)};
+    if (f.pos < 0)
         return -1; /* a pipe or socket: sendfile wants a file it can seek (as Linux's) */
-    int block = JR_BLOCK_ASK; /* looked up only if tx has too little room */
-    size_t total = 0;
-    while (total < count) {
-        struct jr_chan *c = r->view.shm;
-        uint32_t room = r->view.tx_cap - (c->tx.tail - JR_LOAD(&c->tx.head));
-        size_t want = count - total < sizeof buf ? count - total : sizeof buf;
-        if (want > room && block == JR_BLOCK_ASK)
-            block = jr_ring_blocking(out, 0);
-        if (!block && want > room)
-            want = room ? room : 1; /* 1: a write that finds tx full arms for room */
-        ssize_t got = pread(in, buf, want, pos);
-        if (got <= 0) {
-            if (got < 0 && total == 0)
-                return -1;
-            break;
-        }
-        ssize_t sent = jr_ring_send(out, r, buf, (size_t)got, 0);
-        if (sent < 0) {
-            if (total == 0)
-                return -1;
-            break;
-        }
-        pos += sent;
-        total += (size_t)sent;
-        if (sent < got)
-            break;
-    }
+    if (count == 0)
+        return 0;
+    ssize_t n = jr_ring_write_from(out, r, jr_file_put, &f, count, 0);
+    if (n <= 0)
+        return n;
     if (offset)
-        *offset = pos;
+        *offset = f.pos + n;
     else
-        lseek(in, pos, SEEK_SET);
-    return (ssize_t)total;
+        lseek(in, f.pos + n, SEEK_SET);
+    return n;
 }
 
 /* close: the descriptor goes; the connection's end is the socket's last close (the

@@ -116,3 +116,87 @@ def test_python_server_speaks_first_and_half_closes(service_bed: Testbed) -> Non
     after = channel_counters(bed)
     assert after["chan_ring"] - before.get("chan_ring", 0) >= 3, after
     assert after["chan_broken"] == before.get("chan_broken", 0)
+
+
+# sendfile(2) in ring mode reads the file straight into the tx ring (preload/
+# joyride_ring.c, jr_ring_sendfile). Each connection asks for one call: an explicit
+# offset, the file's own position (which must move by what was sent), a count past the
+# file's end (a short count), and a non-blocking socket that fills tx and waits for room.
+SENDFILE_SERVER = r'''
+import os, select, socket, sys
+path, port = sys.argv[1], int(sys.argv[2])
+ls = socket.create_server(("0.0.0.0", port))
+while True:
+    c, _ = ls.accept()
+    with c, open(path, "rb") as f:
+        words = c.recv(100).decode().split()
+        if len(words) != 3:  # wait_port's probe
+            continue
+        mode, start, count = words[0], int(words[1]), int(words[2])
+        sent = 0
+        if mode == "offset":
+            while sent < count:
+                n = os.sendfile(c.fileno(), f.fileno(), start + sent, count - sent)
+                if n == 0:
+                    break
+                sent += n
+            trailer = b""
+        elif mode == "position":
+            os.lseek(f.fileno(), start, os.SEEK_SET)
+            sent = os.sendfile(c.fileno(), f.fileno(), None, count)
+            trailer = b"pos=%d" % os.lseek(f.fileno(), 0, os.SEEK_CUR)
+        else:  # nonblocking
+            c.setblocking(False)
+            eagain = 0
+            while sent < count:
+                try:
+                    n = os.sendfile(c.fileno(), f.fileno(), start + sent, count - sent)
+                except BlockingIOError:
+                    eagain += 1
+                    select.select([], [c], [], 5)
+                    continue
+                if n == 0:
+                    break
+                sent += n
+            c.setblocking(True)
+            trailer = b"eagain=%d" % min(eagain, 1)
+        c.sendall(b"|sent=%d|%s" % (sent, trailer))
+'''
+
+SENDFILE_CLIENT = r'''
+import hashlib, socket, sys
+ip, port, mode, start, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+with socket.create_connection((ip, port), timeout=60) as s:
+    s.sendall(f"{mode} {start} {count}".encode())
+    got = bytearray()
+    while chunk := s.recv(1 << 20):
+        got += chunk
+body, _, trailer = bytes(got).rpartition(b"|sent=")
+print(hashlib.sha256(body).hexdigest(), len(body), trailer.decode())
+'''
+
+
+def test_sendfile_in_ring_mode(service_bed: Testbed, tmp_path: Path) -> None:
+    bed = service_bed
+    data = os.urandom(3_000_017)  # several tx rings' worth, an odd length
+    path = tmp_path / "file.bin"
+    path.write_bytes(data)
+    before = channel_counters(bed)
+    bed.joy.popen(JOYRIDE, "run", "--", sys.executable, "-c", SENDFILE_SERVER, str(path), "8088",
+                  env=RING_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(bed.peer, bed.joy.ip, 8088)
+    size = len(data)
+    cases = [  # mode, start, count, the bytes expected, the trailer expected
+        ("offset", 0, size, data, f"{size}|"),
+        ("offset", 4093, 1_000_000, data[4093:1_004_093], "1000000|"),
+        ("position", 12_345, 2_000_000, data[12_345:2_012_345], f"2000000|pos={2_012_345}"),
+        ("offset", size - 100, 1_000_000, data[-100:], "100|"),  # past the end: short
+        ("nonblocking", 7, size - 7, data[7:], f"{size - 7}|eagain=1"),
+    ]
+    for mode, start, count, want, trailer in cases:
+        out = bed.peer.run(sys.executable, "-c", SENDFILE_CLIENT, bed.joy.ip, "8088", mode,
+                           str(start), str(count), timeout=120).stdout.decode().split()
+        assert out == [hashlib.sha256(want).hexdigest(), str(len(want)), trailer], (mode, out)
+    after = channel_counters(bed)
+    assert after["chan_ring"] - before.get("chan_ring", 0) >= len(cases), after
+    assert after["chan_broken"] == before.get("chan_broken", 0)
