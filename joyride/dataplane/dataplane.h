@@ -523,6 +523,7 @@ struct dp_stats {
     uint64_t time_waits;       /* born flows that entered TIME-WAIT (kept in C) */
     uint64_t tw_expired;
     uint64_t tw_overflow;      /* TIME-WAIT flows ended early: the table was full */
+    uint64_t tw_taken_over;    /* ... or an outgoing connection took the 4-tuple over */
     uint64_t tw_reuse;         /* SYNs that reopened a 4-tuple in TIME-WAIT (RFC 6191) */
     uint64_t tw_acks;          /* ACKs a TIME-WAIT flow answered with */
     uint64_t tw_killed_by_rst;
@@ -652,9 +653,10 @@ uint32_t dp_failures(struct dp *dp, struct dp_failure *out, uint32_t max);
  *     address and the next hop's MAC (the control plane checked the address and
  *     resolved its neighbour when it answered a connect there itself);
  *   - a port of the policy's range is free for the 4-tuple: no flow of this plane has
- *     it and dp_port_hold does not hold the port (the control plane holds the ports its
- *     own connections, TIME-WAITs and listeners use). RFC 6056 §3.3.3's hash-based
- *     choice: a keyed offset per destination, then the next port in turn;
+ *     it, or a TIME-WAIT flow that may be reused (dp_tw_reuse), and dp_port_hold does
+ *     not hold the port (the control plane holds the ports its own connections,
+ *     TIME-WAITs and listeners use). RFC 6056 §3.3.3's hash-based choice: a keyed
+ *     offset per destination, then the next port in turn;
  *   - dp_connect takes it.
  * The answer is what the control plane's would be: ISS and timestamp offset from the
  * policy's keys (RFC 6528, as engine.active_open), ring mode granted when asked and the
@@ -690,6 +692,19 @@ void dp_connect_routes_clear(struct dp *dp);
 /* The control plane uses `port` once more (delta 1) or once less (-1). -EINVAL for a
  * release of a port not held. */
 int dp_port_hold(struct dp *dp, uint16_t port, int delta);
+/* An outgoing connection may take a 4-tuple that a TIME-WAIT flow of this plane holds
+ * when the flow used timestamps and its last one came at least DP_TW_REUSE_AFTER
+ * seconds before `now`, as Linux's tcp_tw_reuse=1 (tcp_twsk_unique): the peer's PAWS
+ * (RFC 7323 §5) tells the two incarnations' segments apart, since the timestamp clock
+ * runs on with the same offset per host pair. Without it the ephemeral range (1,000
+ * ports by default) bounds a client that closes first to 1,000 connections a minute per
+ * destination. dp_tw_reuse ends such a flow of the 4-tuple (ip_len 4 or 16, network
+ * order) so the caller can take it: 1 ended, 0 none (no flow, or one that may not go).
+ * The control plane's port choice asks it (engine.active_open's `busy`); C's own
+ * (sessions.c free_port) applies the same rule. */
+enum { DP_TW_REUSE_AFTER = 1 };
+int dp_tw_reuse(struct dp *dp, const uint8_t *local_ip, uint16_t local_port,
+                const uint8_t *remote_ip, uint16_t remote_port, uint32_t ip_len, double now);
 /* For tests: whether sessions.c takes a request of len bytes as one it may answer,
  * and what it asks (the address in 16 bytes; *ipv6, *port, *flags). 1 or 0. */
 int dp_connect_request(const uint8_t *raw, uint32_t len, uint8_t *ip, uint8_t *ipv6,

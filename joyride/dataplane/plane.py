@@ -595,6 +595,14 @@ class DataPlane:
         None: to look at it before deciding to take it."""
         return self._find(key)[1]
 
+    def reuse_time_wait(self, key: tuple[bytes, int, bytes, int], now: float) -> bool:
+        """End the TIME-WAIT flow of a 4-tuple if a new outgoing connection may take it
+        over (dp_tw_reuse: timestamps on, the last one a second old); True if it did."""
+        lip, lport, rip, rport = key
+        if len(lip) != len(rip):
+            return False
+        return bool(lib.dp_tw_reuse(self._dp, lip, lport, rip, rport, len(lip), now))
+
     def claim(self, key: tuple[bytes, int, bytes, int]) -> Born | None:
         """Take a flow C opened itself back by its 4-tuple (None: C has none)."""
         handle, tcb = self._find(key)

@@ -252,12 +252,42 @@ static const struct connect_route *route_to(const struct sessions *s, const uint
     return r;
 }
 
+/* dp_tw_reuse's rule: a TIME-WAIT flow of C's whose 4-tuple a new outgoing connection
+ * may take (dataplane.h). */
+static int tw_reusable(const struct flow *f, double now)
+{
+    return f->state == FLOW_C && f->t.tcp_state == DP_TIME_WAIT && f->t.ts_ok &&
+           now - f->t.ts_recent_age >= DP_TW_REUSE_AFTER;
+}
+
+/* End f, a reusable TIME-WAIT flow, for a new connection of its 4-tuple. */
+static void tw_take(struct dp *dp, struct flow *f)
+{
+    born_end(dp, f);
+    dp->st.tw_taken_over++;
+}
+
+int dp_tw_reuse(struct dp *dp, const uint8_t *local_ip, uint16_t local_port,
+                const uint8_t *remote_ip, uint16_t remote_port, uint32_t ip_len, double now)
+{
+    if (ip_len != 4 && ip_len != 16)
+        return 0;
+    struct tuple k = {.lport = local_port, .rport = remote_port, .ipv6 = ip_len == 16};
+    memcpy(k.lip, local_ip, ip_len);
+    memcpy(k.rip, remote_ip, ip_len);
+    struct flow *f = flow_lookup(dp, &k);
+    if (f == NULL || !tw_reusable(f, now))
+        return 0;
+    tw_take(dp, f);
+    return 1;
+}
+
 /* RFC 6056 §3.3.3 (Algorithm 3): offset = F(local address, remote address and port,
  * secret), then the counter's next port from there; a port is free when no flow of this
- * plane has the 4-tuple (TIME-WAIT included) and the control plane does not use it
- * (engine._free_port's other checks: its connections, TIME-WAITs and listeners). The
- * port, or 0 when every one is taken. */
-static uint16_t free_port(struct dp *dp, struct sessions *s, struct dp_tcb *t)
+ * plane has the 4-tuple, or a TIME-WAIT flow that may be reused (ended here), and the
+ * control plane does not use it (engine._free_port's other checks: its connections,
+ * TIME-WAITs and listeners). The port, or 0 when every one is taken. */
+static uint16_t free_port(struct dp *dp, struct sessions *s, struct dp_tcb *t, double now)
 {
     uint32_t lo = s->policy.port_lo, count = (uint32_t)s->policy.port_hi - lo + 1;
     uint32_t len = t->ipv6 ? 16 : 4;
@@ -269,8 +299,13 @@ static uint16_t free_port(struct dp *dp, struct sessions *s, struct dp_tcb *t)
             continue;
         t->local_port = port;
         struct tuple key = tuple_of(t);
-        if (flow_lookup(dp, &key) == NULL)
+        struct flow *f = flow_lookup(dp, &key);
+        if (f == NULL)
             return port;
+        if (tw_reusable(f, now)) {
+            tw_take(dp, f);
+            return port;
+        }
     }
     return 0;
 }
@@ -325,7 +360,7 @@ static int answer_connect(struct dp *dp, struct sessions *s, int session,
     memcpy(t->remote_ip, ip, 16);
     memcpy(t->dst_mac, route->dst_mac, 6);
     t->remote_port = port;
-    if (free_port(dp, s, t) == 0)
+    if (free_port(dp, s, t, now) == 0)
         return 0; /* Python answers EADDRNOTAVAIL, or opens it from a port C cannot see */
     t->iss = dp_isn(s->policy.isn_key, t->local_ip, t->local_port, t->remote_ip,
                     t->remote_port, len, now);

@@ -1274,8 +1274,12 @@ class Datapath:
 
     def _held_in_c(self, key: tuple[bytes, int, bytes, int]) -> bool:
         """Whether the C data plane holds a flow of this 4-tuple (one it opened itself,
-        TIME-WAIT included), which the engine does not see."""
-        return self.plane is not None and self.plane.peek_key(key) is not None
+        TIME-WAIT included), which the engine does not see, and a new outgoing
+        connection may not take: a TIME-WAIT that one may take over (C's rule,
+        dp_tw_reuse, as Linux's tcp_tw_reuse=1) ends here and leaves the 4-tuple free."""
+        if self.plane is None or self.plane.peek_key(key) is None:
+            return False
+        return not self.plane.reuse_time_wait(key, self.clock())
 
     def _connect_in_c(self, session: socket.socket, request: protocol.Request,
                       creds: apps.Credentials, channels: bool) -> bool:

@@ -192,6 +192,51 @@ def test_data_both_ways_and_the_close_all_in_c(active: Active) -> None:
     assert not active.held(key)
 
 
+def close_first(active: Active) -> tuple[tuple[bytes, int, bytes, int], TcpConnection]:
+    """A connection C opened whose application closes first: C's flow ends in TIME-WAIT.
+    Returns its 4-tuple and the peer's (closed) end."""
+    key, _iss, app = active.connect()
+    server = active.accept()
+    app.close()
+    active.bed.run(10)
+    assert server.eof
+    server.close()
+    active.bed.peer.mark(server)
+    active.bed.run(10)
+    assert active.tcb(key).tcp_state == lib.DP_TIME_WAIT
+    return key, server
+
+
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_a_time_wait_is_taken_over_a_second_after_its_last_timestamp(timestamps: bool) -> None:
+    """dp_tw_reuse (Linux's tcp_tw_reuse=1): a new outgoing connection may take a
+    TIME-WAIT 4-tuple over once its last timestamp is DP_TW_REUSE_AFTER old, and only if
+    timestamps were on (the peer's PAWS tells the incarnations apart); then the 4-tuple
+    connects again, from the same port."""
+    active = Active(TcpConfig(timestamps=timestamps))
+    key, _server = close_first(active)
+    plane, clock = active.bed.plane, active.bed.clock
+    assert not plane.reuse_time_wait(key, clock.now)  # its last timestamp is fresh
+    clock.advance(lib.DP_TW_REUSE_AFTER - 0.01)
+    assert not plane.reuse_time_wait(key, clock.now)
+    clock.advance(0.02)
+    active.bed.step()
+    assert active.held(key)  # 2*MSL is far: TIME-WAIT still holds it
+    assert plane.reuse_time_wait(key, clock.now) is timestamps
+    assert active.held(key) is not timestamps
+    assert active.stats()["tw_taken_over"] == int(timestamps)
+    if timestamps:  # the same 4-tuple opens again, and the peer accepts it
+        again, iss, ts_offset = active.bed.svc.active_open(  # every other port busy
+            IP_PEER, PEER_PORT, lambda other: other != key)
+        assert again == key
+        _handle, app_end = plane.connect(active.bed.svc.config, key, MAC_SVC, MAC_PEER,
+                                         int(iss), ts_offset, uid=UID, claims=False,
+                                         now=clock.now)
+        os.close(app_end)
+        assert active.accept() is not None
+        assert active.stats()["connect_established"] == 2
+
+
 def test_bytes_and_a_close_written_before_the_answer_follow_it(active: Active) -> None:
     """What the application writes, and its shutdown, while the SYN is unanswered go
     once the handshake is done (the SYN-ACK lost once: the SYN is sent again)."""
