@@ -509,17 +509,12 @@ static ssize_t jr_file_put(void *ctx, uint8_t *dst, uint32_t n, size_t done)
     return got < 0 ? -errno : got;
 }
 
-/* sendfile(2) on a claiming connection. Ring mode: the file's bytes go straight into tx
- * (pread into its free space: one copy, as the page cache's into a socket buffer), so
- * the file's position moves by exactly what was sent. Stream mode: the kernel's own. */
+/* sendfile(2) on a connection in ring mode (sendfile settled it): the file's bytes go
+ * straight into tx (pread into its free space: one copy, as the page cache's into a
+ * socket buffer), so the file's position moves by exactly what was sent. */
 static ssize_t jr_ring_sendfile(int out, struct jr_ring *r, int in, off_t *offset,
                                 size_t count)
 {
-    int m = jr_ring_write_mode(out, r);
-    if (m == JR_RING_STREAM)
-        return real_sendfile(out, in, offset, count);
-    if (m < 0)
-        return -1;
     struct jr_file_source f = {in, offset ? *offset : lseek(in, 0, SEEK_CUR)};
     if (f.pos < 0)
         return -1; /* a pipe or socket: sendfile wants a file it can seek (as Linux's) */

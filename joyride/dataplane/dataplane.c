@@ -202,6 +202,7 @@ struct dp {
     double idle_from;          /* when the loop last found nothing to do (0: busy) */
     double arenas_trim_at;     /* when idle arenas are next unmapped (dp_chan_trim) */
     double spin_window;        /* seconds the next spin may last (dp_spin_window; 0: none) */
+    uint32_t spin_stopped;     /* chances passed while stopped (a probe every 16th) */
     int load_fd;               /* /proc/loadavg, for the run queue (-1: not looked at) */
     long n_cpus;
     double load_at;            /* when the run queue was last looked at */
@@ -4174,8 +4175,11 @@ int dp_round(struct dp *dp, double now)
  * sizes its poll (dp_spin_window): each period, as it ends, spun or slept through alike,
  * keeps the window, doubles it or halves it, within the configured cap. A window of 0
  * is a stopped spin; a slept-through period short enough (it includes the wake-up's
- * own latency) starts it again. */
+ * own latency) starts it again, and so does a probe: with a cap below that latency no
+ * slept period could, so every SPIN_PROBE_EVERY-th chance while stopped spins the
+ * smallest window anyway, and one that catches its period's end grows it. */
 #define SPIN_GROW_START 20e-6
+#define SPIN_PROBE_EVERY 16
 
 double dp_spin_window(double window, double period, double cap)
 {
@@ -4242,8 +4246,12 @@ static int cpus_wanted(struct dp *dp, double now)
 
 static double spin_for(struct dp *dp, double now)
 {
-    if (dp->spin_window == 0)
-        return 0.0; /* stopped (or no spin configured) */
+    double spin = dp->spin_window;
+    if (spin == 0) { /* stopped (or no spin configured): a probe now and then */
+        if (dp->cfg.spin_ns == 0 || ++dp->spin_stopped % SPIN_PROBE_EVERY)
+            return 0.0;
+        spin = fmin(SPIN_GROW_START, dp->cfg.spin_ns * 1e-9);
+    }
     if (flows_many(dp, now)) {
         dp->st.spins_skipped_flows++;
         return 0.0;
@@ -4252,7 +4260,7 @@ static double spin_for(struct dp *dp, double now)
         dp->st.spins_skipped_busy++;
         return 0.0;
     }
-    return dp->spin_window;
+    return spin;
 }
 
 static void idle_ended(struct dp *dp, double now)
@@ -4821,6 +4829,7 @@ struct dp *dp_new(const struct dp_config *cfg)
     dp->epfd = -1;
     dp->gso_fd = -1;
     dp->load_fd = cfg->spin_ns ? open("/proc/loadavg", O_RDONLY | O_CLOEXEC) : -1;
+    dp->spin_window = fmin(cfg->spin_ns * 1e-9, SPIN_GROW_START); /* then as periods go */
     dp->n_cpus = sysconf(_SC_NPROCESSORS_ONLN);
     if (dp->n_cpus < 1)
         dp->n_cpus = 1; /* unknown: "more runnable than CPUs" still means a waiter */

@@ -698,13 +698,16 @@ int dp_port_hold(struct dp *dp, uint16_t port, int delta);
  * (RFC 7323 §5) tells the two incarnations' segments apart, since the timestamp clock
  * runs on with the same offset per host pair. Without it the ephemeral range (1,000
  * ports by default) bounds a client that closes first to 1,000 connections a minute per
- * destination. dp_tw_reuse ends such a flow of the 4-tuple (ip_len 4 or 16, network
- * order) so the caller can take it: 1 ended, 0 none (no flow, or one that may not go).
- * The control plane's port choice asks it (engine.active_open's `busy`); C's own
+ * destination. Never a flow whose application has not had every byte. dp_tw_reuse
+ * ends such a flow of the 4-tuple (ip_len 4 or 16, network order) so the caller can
+ * take it: 1 ended, with *iss the ISS the new connection must use (past the old
+ * SND.NXT, as Linux's), 0 none (no flow, or one that may not go). The control plane's
+ * port choice asks it (engine.active_open's `busy`, Engine.take_over); C's own
  * (sessions.c free_port) applies the same rule. */
 enum { DP_TW_REUSE_AFTER = 1 };
 int dp_tw_reuse(struct dp *dp, const uint8_t *local_ip, uint16_t local_port,
-                const uint8_t *remote_ip, uint16_t remote_port, uint32_t ip_len, double now);
+                const uint8_t *remote_ip, uint16_t remote_port, uint32_t ip_len, double now,
+                uint32_t *iss);
 /* For tests: whether sessions.c takes a request of len bytes as one it may answer,
  * and what it asks (the address in 16 bytes; *ipv6, *port, *flags). 1 or 0. */
 int dp_connect_request(const uint8_t *raw, uint32_t len, uint8_t *ip, uint8_t *ipv6,

@@ -90,8 +90,9 @@ def any_readable(fds: Sequence[int]) -> bool:
                              for _fd, mask in poller.poll(0))
 
 
-#: Microseconds the loop keeps polling after traffic before it sleeps (the service's
-#: default is service.SERVICE_SPIN; 0 turns it off).
+#: Microseconds the loop may keep polling after traffic before it sleeps: the cap of
+#: its adaptive spin (docs/dataplane.md, "Spinning"; the service's default is
+#: service.SERVICE_SPIN; 0 turns it off).
 SPIN_ENV: Final = "JOYRIDE_DATAPLANE_SPIN_US"
 # Full rx batches a queue may give one round (NAPI's budget): a round whose transmit
 # is long must not leave the ACKs that clock it in the rx ring until it overflows.
@@ -595,13 +596,17 @@ class DataPlane:
         None: to look at it before deciding to take it."""
         return self._find(key)[1]
 
-    def reuse_time_wait(self, key: tuple[bytes, int, bytes, int], now: float) -> bool:
+    def reuse_time_wait(self, key: tuple[bytes, int, bytes, int], now: float) -> int | None:
         """End the TIME-WAIT flow of a 4-tuple if a new outgoing connection may take it
-        over (dp_tw_reuse: timestamps on, the last one a second old); True if it did."""
+        over (dp_tw_reuse: timestamps on, the last one a second old, every byte
+        delivered): the ISS that connection must use (past the old SND.NXT), or None."""
         lip, lport, rip, rport = key
         if len(lip) != len(rip):
-            return False
-        return bool(lib.dp_tw_reuse(self._dp, lip, lport, rip, rport, len(lip), now))
+            return None
+        iss = ffi.new("uint32_t *")
+        if not lib.dp_tw_reuse(self._dp, lip, lport, rip, rport, len(lip), now, iss):
+            return None
+        return int(iss[0])
 
     def claim(self, key: tuple[bytes, int, bytes, int]) -> Born | None:
         """Take a flow C opened itself back by its 4-tuple (None: C has none)."""

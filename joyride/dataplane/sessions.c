@@ -256,19 +256,27 @@ static const struct connect_route *route_to(const struct sessions *s, const uint
  * may take (dataplane.h). */
 static int tw_reusable(const struct flow *f, double now)
 {
+    /* Its application has had every byte (a TIME-WAIT flow whose application end is
+     * still open may hold received bytes it has not delivered: born_settle). */
     return f->state == FLOW_C && f->t.tcp_state == DP_TIME_WAIT && f->t.ts_ok &&
-           now - f->t.ts_recent_age >= DP_TW_REUSE_AFTER;
+           now - f->t.ts_recent_age >= DP_TW_REUSE_AFTER && f->t.app_fd < 0 &&
+           f->rcv.len == 0;
 }
 
-/* End f, a reusable TIME-WAIT flow, for a new connection of its 4-tuple. */
-static void tw_take(struct dp *dp, struct flow *f)
+/* End f, a reusable TIME-WAIT flow, for a new connection of its 4-tuple; the ISS that
+ * connection must start from: past the old one's SND.NXT, as Linux's tcp_tw_reuse
+ * (write_seq = tw_snd_nxt + 65535 + 2) and this plane's RFC 6191 reopen. */
+static uint32_t tw_take(struct dp *dp, struct flow *f)
 {
+    uint32_t iss = f->t.snd_nxt + REUSE_ISS_GAP;
     born_end(dp, f);
     dp->st.tw_taken_over++;
+    return iss;
 }
 
 int dp_tw_reuse(struct dp *dp, const uint8_t *local_ip, uint16_t local_port,
-                const uint8_t *remote_ip, uint16_t remote_port, uint32_t ip_len, double now)
+                const uint8_t *remote_ip, uint16_t remote_port, uint32_t ip_len, double now,
+                uint32_t *iss)
 {
     if (ip_len != 4 && ip_len != 16)
         return 0;
@@ -278,17 +286,19 @@ int dp_tw_reuse(struct dp *dp, const uint8_t *local_ip, uint16_t local_port,
     struct flow *f = flow_lookup(dp, &k);
     if (f == NULL || !tw_reusable(f, now))
         return 0;
-    tw_take(dp, f);
+    *iss = tw_take(dp, f);
     return 1;
 }
 
 /* RFC 6056 §3.3.3 (Algorithm 3): offset = F(local address, remote address and port,
  * secret), then the counter's next port from there; a port is free when no flow of this
- * plane has the 4-tuple, or a TIME-WAIT flow that may be reused (ended here), and the
+ * plane has the 4-tuple, or a TIME-WAIT flow that may be reused (*taken: the caller ends it), and the
  * control plane does not use it (engine._free_port's other checks: its connections,
  * TIME-WAITs and listeners). The port, or 0 when every one is taken. */
-static uint16_t free_port(struct dp *dp, struct sessions *s, struct dp_tcb *t, double now)
+static uint16_t free_port(struct dp *dp, struct sessions *s, struct dp_tcb *t, double now,
+                          struct flow **taken)
 {
+    *taken = NULL;
     uint32_t lo = s->policy.port_lo, count = (uint32_t)s->policy.port_hi - lo + 1;
     uint32_t len = t->ipv6 ? 16 : 4;
     uint32_t offset = dp_isn_offset(s->policy.isn_key, t->local_ip, 0, t->remote_ip,
@@ -303,7 +313,7 @@ static uint16_t free_port(struct dp *dp, struct sessions *s, struct dp_tcb *t, d
         if (f == NULL)
             return port;
         if (tw_reusable(f, now)) {
-            tw_take(dp, f);
+            *taken = f; /* the caller ends it (tw_take) for the ISS it gives */
             return port;
         }
     }
@@ -360,10 +370,12 @@ static int answer_connect(struct dp *dp, struct sessions *s, int session,
     memcpy(t->remote_ip, ip, 16);
     memcpy(t->dst_mac, route->dst_mac, 6);
     t->remote_port = port;
-    if (free_port(dp, s, t, now) == 0)
+    struct flow *taken;
+    if (free_port(dp, s, t, now, &taken) == 0)
         return 0; /* Python answers EADDRNOTAVAIL, or opens it from a port C cannot see */
-    t->iss = dp_isn(s->policy.isn_key, t->local_ip, t->local_port, t->remote_ip,
-                    t->remote_port, len, now);
+    t->iss = taken != NULL ? tw_take(dp, taken)
+                           : dp_isn(s->policy.isn_key, t->local_ip, t->local_port,
+                                    t->remote_ip, t->remote_port, len, now);
     t->ts_offset = dp_isn_offset(s->policy.ts_key, t->local_ip, 0, t->remote_ip, 0, len);
     int channels = (flags & JR_FLAG_CHANNELS) && s->policy.channels;
     t->claim_check = t->claim_wait = (uint8_t)channels;

@@ -216,8 +216,12 @@ class Workers:
                 return tcb
         return None
 
-    def reuse_time_wait(self, key: Key, now: float) -> bool:
-        return any(plane.reuse_time_wait(key, now) for plane in self.planes)
+    def reuse_time_wait(self, key: Key, now: float) -> int | None:
+        for plane in self.planes:
+            iss = plane.reuse_time_wait(key, now)
+            if iss is not None:
+                return iss
+        return None
 
     def born_flows(self) -> list[BornView]:
         return [view for plane in self.planes for view in plane.born_flows()]

@@ -378,10 +378,11 @@ def embed(ifname: str, ports: Iterable[int], *, mode: Mode = "auto",
           drop_to: str | None = None) -> Embedded:
     """Accelerate ``ports`` of ``ifname`` in this process (see module doc).
 
-    ``spin``: seconds the data path keeps polling after traffic before it sleeps, so
+    ``spin``: seconds the data path may keep polling after traffic before it sleeps, so
     that the application's answer (or the next request) is taken without a wake-up. The
-    C data plane's loop spins only on a free CPU, yields it at each empty poll, and
-    stops while its spins do not pay (docs/dataplane.md, "Spinning"); measured on 2
+    C data plane's loop takes it as a cap: it spins only on a free CPU, yields it at
+    each empty poll, and spins only as long as recent idle periods lasted
+    (docs/dataplane.md, "Spinning"); measured on 2
     vCPUs, a Python server's request/response latency went from 1.1-1.3x the kernel's
     to about 0.65x, and its requests/s under load stayed within a few per cent (a spin
     without those rules cost up to 7% of them).

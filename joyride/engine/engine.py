@@ -162,6 +162,9 @@ class Engine:
         # by its timestamp (RFC 6191 §2); a random offset per connection would be
         # refused half the time. Its own key keeps it unrelated to the ISNs.
         self._ts_offsets = IsnGenerator()
+        # The ISS of the active open _free_port is choosing a port for, when its `busy`
+        # ended a TIME-WAIT of the 4-tuple held elsewhere (take_over).
+        self._taken_over: dict[FourTuple, Seq] = {}
         self._parser = BatchParser(batch, verify_checksums=self.config.verify_checksum,
                                    ipv6=True)
         self._timers: list[tuple[float, int, TcpConnection | Listener]] = []
@@ -242,7 +245,8 @@ class Engine:
             raise EngineError("that 4-tuple is already in use")
         conn = TcpConnection.connect(config or self.config, lip, lport, remote_ip,
                                      remote_port, self.clock(), self._isn,
-                                     ts_offset=self._ts_offsets.offset(lip, 0, remote_ip, 0))
+                                     ts_offset=self._ts_offsets.offset(lip, 0, remote_ip, 0),
+                                     iss=self._taken_over.pop(key, None))
         self._register(conn)
         self._dirty.add(conn)
         self.flush()
@@ -269,7 +273,9 @@ class Engine:
         itself (``busy``: 4-tuples held there, which the engine does not see)."""
         lip = self._source_for(remote_ip)
         lport = self._free_port(lip, remote_ip, remote_port, busy)
-        iss = self._isn.isn(lip, lport, remote_ip, remote_port, self.clock())
+        iss = self._taken_over.pop((lip, lport, remote_ip, remote_port), None)
+        if iss is None:
+            iss = self._isn.isn(lip, lport, remote_ip, remote_port, self.clock())
         return ((lip, lport, remote_ip, remote_port), iss,
                 self._ts_offsets.offset(lip, 0, remote_ip, 0))
 
@@ -278,8 +284,16 @@ class Engine:
         data plane that opens connections the same way (sessions.c)."""
         return self._isn.key, self._ts_offsets.key
 
+    def take_over(self, key: FourTuple, iss: Seq) -> None:
+        """``busy`` ended a TIME-WAIT of ``key`` held outside the engine (the C data
+        plane's, dp_tw_reuse) for the active open ``_free_port`` is choosing a port for:
+        that open starts from ``iss``, past the old connection's SND.NXT, as Linux's
+        tcp_tw_reuse does."""
+        self._taken_over[key] = iss
+
     def _free_port(self, lip: bytes, rip: bytes, rport: int,
                    busy: Callable[[FourTuple], bool] | None = None) -> int:
+        self._taken_over.clear()  # only this choice's takeover counts
         ports = self.ephemeral_ports
         start = self._rng.randrange(len(ports))
         for i in range(len(ports)):

@@ -1279,7 +1279,11 @@ class Datapath:
         dp_tw_reuse, as Linux's tcp_tw_reuse=1) ends here and leaves the 4-tuple free."""
         if self.plane is None or self.plane.peek_key(key) is None:
             return False
-        return not self.plane.reuse_time_wait(key, self.clock())
+        iss = self.plane.reuse_time_wait(key, self.clock())
+        if iss is None:
+            return True
+        self.engine.take_over(key, Seq(iss))
+        return False
 
     def _connect_in_c(self, session: socket.socket, request: protocol.Request,
                       creds: apps.Credentials, channels: bool) -> bool:

@@ -257,9 +257,13 @@ class TcpConnection:
         isn_generator: IsnGenerator,
         *,
         ts_offset: int | None = None,
+        iss: Seq | None = None,
     ) -> TcpConnection:
-        """Active open (RFC 9293 §3.10.1): a connection in SYN-SENT with a SYN queued."""
-        iss = isn_generator.isn(local_ip, local_port, remote_ip, remote_port, now)
+        """Active open (RFC 9293 §3.10.1): a connection in SYN-SENT with a SYN queued.
+        ``iss``: its ISS when it must be a given one (a TIME-WAIT taken over), else the
+        generator's (RFC 6528)."""
+        if iss is None:
+            iss = isn_generator.isn(local_ip, local_port, remote_ip, remote_port, now)
         conn = cls(
             config, local_ip, local_port, remote_ip, remote_port,
             iss=iss, now=now, ts_offset=ts_offset,

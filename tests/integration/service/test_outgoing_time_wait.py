@@ -14,11 +14,13 @@ from collections.abc import Iterator
 import pytest
 from service_helpers import JOYRIDE, attached, stats, wait_port
 
+from joyride.dataplane.plane import lib
 from joyride.testbed import Testbed
 
 pytestmark = pytest.mark.integration
 
 RANGE = (61000, 61039)  # 40 ephemeral ports
+DP_TW_REUSE_AFTER = int(lib.DP_TW_REUSE_AFTER) if lib is not None else 1
 SERVER_PORT = 7095
 
 # Echoes one message, then waits for the client's FIN: the client closes first.
@@ -35,7 +37,8 @@ while True:
 '''
 
 # Two rounds of as many connections as the range has ports, a pause between them;
-# prints the failures of each round and the local ports of the second.
+# prints the failures of each round, the local ports of the second, and the seconds the
+# rounds took.
 CLIENT = r'''
 import socket, sys, time
 ip, port, n, pause = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
@@ -52,10 +55,12 @@ def round_of(tag):
             fails += 1
             print("fail", tag, i, e, file=sys.stderr)
     return fails, ports
+t0 = time.monotonic()
 first, _ = round_of(b"a")
 time.sleep(pause)
 second, ports = round_of(b"b")
-print(first, second, len(ports), min(ports, default=0), max(ports, default=0))
+spent = time.monotonic() - t0 - pause
+print(first, second, len(ports), min(ports, default=0), max(ports, default=0), spent)
 '''
 
 
@@ -75,7 +80,7 @@ def test_a_client_that_closes_first_reuses_time_wait(narrow_bed: Testbed) -> Non
     n = RANGE[1] - RANGE[0] + 1
     proc = bed.joy.run(JOYRIDE, "run", "--outgoing", "--", sys.executable, "-c", CLIENT,
                        bed.peer.ip, str(SERVER_PORT), str(n), "1.5", timeout=180)
-    first, second, used, low, high = (int(x) for x in proc.stdout.split())
+    first, second, used, low, high = (int(x) for x in proc.stdout.split()[:5])
     # The first round takes every port (each then in TIME-WAIT for a minute); the
     # second, a second and a half later, takes them over, each answer checked.
     assert (first, second) == (0, 0), proc.stderr.decode()[-2000:]
@@ -86,18 +91,20 @@ def test_a_client_that_closes_first_reuses_time_wait(narrow_bed: Testbed) -> Non
 
 
 def test_a_time_wait_younger_than_a_second_is_kept(narrow_bed: Testbed) -> None:
-    """Without the pause every port is in a TIME-WAIT whose last timestamp is fresh:
-    none may be taken, and the connects fail as the kernel's do when its range is spent
-    (EADDRNOTAVAIL), until the TIME-WAITs age."""
+    """Without the pause the second round finds every port in a TIME-WAIT of the first
+    round's, whose last timestamp is fresh: none may be taken, and the connects fail as
+    the kernel's do when its range is spent (EADDRNOTAVAIL). (The first round succeeds
+    whatever another test left: free ports, or TIME-WAITs a second and a half old.)"""
     bed = narrow_bed
     time.sleep(1.5)  # TIME-WAITs another test left may be taken over now
-    reused = int(stats(bed.joy)["datapath"]["dataplane"]["tw_taken_over"])
     n = RANGE[1] - RANGE[0] + 1
     proc = bed.joy.run(JOYRIDE, "run", "--outgoing", "--", sys.executable, "-c", CLIENT,
                        bed.peer.ip, str(SERVER_PORT), str(n), "0", timeout=180, check=False)
-    first, second, *_ = (int(x) for x in proc.stdout.split())
+    *counts, spent = proc.stdout.split()
+    if float(spent) > DP_TW_REUSE_AFTER - 0.1:
+        # (Both rounds take about 0.1 s: only a stalled machine gets here.)
+        pytest.skip("the rounds took longer than a TIME-WAIT must age")
+    first, second = int(counts[0]), int(counts[1])
     assert first == 0, proc.stderr.decode()[-2000:]
     assert second == n, proc.stderr.decode()[-2000:]
     assert b"Cannot assign requested address" in proc.stderr
-    after = int(stats(bed.joy)["datapath"]["dataplane"]["tw_taken_over"])
-    assert after - reused == n  # the first round's takeovers, none in the second

@@ -21,6 +21,7 @@ from test_channels import datapath_over
 
 from joyride.dataplane.membed import IP_PEER, MAC_PEER, MAC_SVC, Bed, read_all
 from joyride.dataplane.plane import ffi, lib
+from joyride.engine.engine import EngineError
 from joyride.service import apps, protocol
 from joyride.service.datapath import Datapath
 from joyride.steer.ports import PortSet
@@ -212,29 +213,42 @@ def test_a_time_wait_is_taken_over_a_second_after_its_last_timestamp(timestamps:
     """dp_tw_reuse (Linux's tcp_tw_reuse=1): a new outgoing connection may take a
     TIME-WAIT 4-tuple over once its last timestamp is DP_TW_REUSE_AFTER old, and only if
     timestamps were on (the peer's PAWS tells the incarnations apart); then the 4-tuple
-    connects again, from the same port."""
+    connects again, from the same port, with its ISS past the old SND.NXT. The engine's
+    port choice takes it over as Datapath._held_in_c does (``busy``, take_over)."""
     active = Active(TcpConfig(timestamps=timestamps))
     key, _server = close_first(active)
-    plane, clock = active.bed.plane, active.bed.clock
-    assert not plane.reuse_time_wait(key, clock.now)  # its last timestamp is fresh
+    plane, clock, engine = active.bed.plane, active.bed.clock, active.bed.svc
+    old_snd_nxt = int(active.tcb(key).snd_nxt)
+    assert plane.reuse_time_wait(key, clock.now) is None  # its last timestamp is fresh
     clock.advance(lib.DP_TW_REUSE_AFTER - 0.01)
-    assert not plane.reuse_time_wait(key, clock.now)
+    assert plane.reuse_time_wait(key, clock.now) is None
     clock.advance(0.02)
     active.bed.step()
     assert active.held(key)  # 2*MSL is far: TIME-WAIT still holds it
-    assert plane.reuse_time_wait(key, clock.now) is timestamps
-    assert active.held(key) is not timestamps
-    assert active.stats()["tw_taken_over"] == int(timestamps)
-    if timestamps:  # the same 4-tuple opens again, and the peer accepts it
-        again, iss, ts_offset = active.bed.svc.active_open(  # every other port busy
-            IP_PEER, PEER_PORT, lambda other: other != key)
-        assert again == key
-        _handle, app_end = plane.connect(active.bed.svc.config, key, MAC_SVC, MAC_PEER,
-                                         int(iss), ts_offset, uid=UID, claims=False,
-                                         now=clock.now)
-        os.close(app_end)
-        assert active.accept() is not None
-        assert active.stats()["connect_established"] == 2
+
+    def busy(other: tuple[bytes, int, bytes, int]) -> bool:  # every other port is busy
+        if other != key:
+            return True
+        iss = plane.reuse_time_wait(other, clock.now)
+        if iss is None:
+            return True
+        engine.take_over(other, Seq(iss))
+        return False
+
+    if not timestamps:
+        with pytest.raises(EngineError):
+            engine.active_open(IP_PEER, PEER_PORT, busy)
+        assert active.held(key) and active.stats()["tw_taken_over"] == 0
+        return
+    again, iss, ts_offset = engine.active_open(IP_PEER, PEER_PORT, busy)
+    assert again == key and not active.held(key)
+    assert int(iss) == (old_snd_nxt + 65535 + 2) % 2**32
+    assert active.stats()["tw_taken_over"] == 1
+    _handle, app_end = plane.connect(engine.config, key, MAC_SVC, MAC_PEER, int(iss),
+                                     ts_offset, uid=UID, claims=False, now=clock.now)
+    os.close(app_end)
+    assert active.accept() is not None  # the peer takes the new incarnation
+    assert active.stats()["connect_established"] == 2
 
 
 def test_bytes_and_a_close_written_before_the_answer_follow_it(active: Active) -> None:
