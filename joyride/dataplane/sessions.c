@@ -292,9 +292,9 @@ int dp_tw_reuse(struct dp *dp, const uint8_t *local_ip, uint16_t local_port,
 
 /* RFC 6056 §3.3.3 (Algorithm 3): offset = F(local address, remote address and port,
  * secret), then the counter's next port from there; a port is free when no flow of this
- * plane has the 4-tuple, or a TIME-WAIT flow that may be reused (*taken: the caller ends it), and the
- * control plane does not use it (engine._free_port's other checks: its connections,
- * TIME-WAITs and listeners). The port, or 0 when every one is taken. */
+ * plane has the 4-tuple, or a TIME-WAIT flow that may be reused (*taken: the caller
+ * ends it), and the control plane does not use it (engine._free_port's other checks:
+ * its connections, TIME-WAITs and listeners). The port, or 0 when every one is taken. */
 static uint16_t free_port(struct dp *dp, struct sessions *s, struct dp_tcb *t, double now,
                           struct flow **taken)
 {
