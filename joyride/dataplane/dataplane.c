@@ -509,6 +509,17 @@ static inline struct tuple tuple_rx(const struct wire_parsed *p, const struct wi
     return k;
 }
 
+/* The 4-tuple the control plane names (ip_len 4 or 16 bytes each, network order). */
+static inline struct tuple tuple_raw(const uint8_t *local_ip, uint16_t local_port,
+                                     const uint8_t *remote_ip, uint16_t remote_port,
+                                     uint32_t ip_len)
+{
+    struct tuple k = {.lport = local_port, .rport = remote_port, .ipv6 = ip_len == 16};
+    memcpy(k.lip, local_ip, ip_len);
+    memcpy(k.rip, remote_ip, ip_len);
+    return k;
+}
+
 /* The IP header emit() writes: IPv4's (no options) or IPv6's (no extension headers). */
 static inline uint32_t ip_header_len(uint8_t ipv6)
 {
@@ -4768,9 +4779,7 @@ int64_t dp_flow_find(const struct dp *dp, const uint8_t *local_ip, uint16_t loca
 {
     if (ip_len != 4 && ip_len != 16)
         return -EINVAL;
-    struct tuple k = {.lport = local_port, .rport = remote_port, .ipv6 = ip_len == 16};
-    memcpy(k.lip, local_ip, ip_len);
-    memcpy(k.rip, remote_ip, ip_len);
+    struct tuple k = tuple_raw(local_ip, local_port, remote_ip, remote_port, ip_len);
     struct flow *f = flow_lookup((struct dp *)dp, &k);
     return f != NULL && f->state != FLOW_FREE ? handle_of((struct dp *)dp, f) : -ENOENT;
 }

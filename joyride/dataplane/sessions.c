@@ -280,9 +280,7 @@ int dp_tw_reuse(struct dp *dp, const uint8_t *local_ip, uint16_t local_port,
 {
     if (ip_len != 4 && ip_len != 16)
         return 0;
-    struct tuple k = {.lport = local_port, .rport = remote_port, .ipv6 = ip_len == 16};
-    memcpy(k.lip, local_ip, ip_len);
-    memcpy(k.rip, remote_ip, ip_len);
+    struct tuple k = tuple_raw(local_ip, local_port, remote_ip, remote_port, ip_len);
     struct flow *f = flow_lookup(dp, &k);
     if (f == NULL || !tw_reusable(f, now))
         return 0;

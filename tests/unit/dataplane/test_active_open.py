@@ -149,6 +149,18 @@ def test_the_handshake_matches_python(mss: int, wscale: bool, timestamps: bool, 
     app.close()
 
 
+def close_from_app(active: Active, key: tuple[bytes, int, bytes, int], app: socket.socket,
+                   server: TcpConnection) -> None:
+    """The application closes first, then the peer: C's flow ends in TIME-WAIT."""
+    app.close()
+    active.bed.run(10)
+    assert server.eof
+    server.close()
+    active.bed.peer.mark(server)
+    active.bed.run(10)
+    assert active.tcb(key).tcp_state == lib.DP_TIME_WAIT
+
+
 def test_data_both_ways_and_the_close_all_in_c(active: Active) -> None:
     """After the handshake the flow is a born flow: a request up and a reply down,
     checked by hash, then the application closes first and C's TIME-WAIT holds the
@@ -177,12 +189,7 @@ def test_data_both_ways_and_the_close_all_in_c(active: Active) -> None:
         if len(got_down) == len(reply):
             break
     assert hashlib.sha256(got_down).digest() == hashlib.sha256(reply).digest()
-    app.close()
-    active.bed.run(10)
-    assert server.eof
-    server.close()
-    active.bed.peer.mark(server)
-    active.bed.run(10)
+    close_from_app(active, key, app, server)
     st = active.stats()
     assert st["declined"] == 0 and active.bed.reasons == []  # nothing for Python
     assert st["connects"] == 1 and st["connect_established"] == 1
@@ -193,19 +200,12 @@ def test_data_both_ways_and_the_close_all_in_c(active: Active) -> None:
     assert not active.held(key)
 
 
-def close_first(active: Active) -> tuple[tuple[bytes, int, bytes, int], TcpConnection]:
+def close_first(active: Active) -> tuple[bytes, int, bytes, int]:
     """A connection C opened whose application closes first: C's flow ends in TIME-WAIT.
-    Returns its 4-tuple and the peer's (closed) end."""
+    Returns its 4-tuple."""
     key, _iss, app = active.connect()
-    server = active.accept()
-    app.close()
-    active.bed.run(10)
-    assert server.eof
-    server.close()
-    active.bed.peer.mark(server)
-    active.bed.run(10)
-    assert active.tcb(key).tcp_state == lib.DP_TIME_WAIT
-    return key, server
+    close_from_app(active, key, app, active.accept())
+    return key
 
 
 @pytest.mark.parametrize("timestamps", [True, False])
@@ -216,7 +216,7 @@ def test_a_time_wait_is_taken_over_a_second_after_its_last_timestamp(timestamps:
     connects again, from the same port, with its ISS past the old SND.NXT. The engine's
     port choice takes it over as Datapath._held_in_c does (``busy``, take_over)."""
     active = Active(TcpConfig(timestamps=timestamps))
-    key, _server = close_first(active)
+    key = close_first(active)
     plane, clock, engine = active.bed.plane, active.bed.clock, active.bed.svc
     old_snd_nxt = int(active.tcb(key).snd_nxt)
     assert plane.reuse_time_wait(key, clock.now) is None  # its last timestamp is fresh
