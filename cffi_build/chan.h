@@ -250,7 +250,11 @@ struct jr_chan_svc {
     uint8_t *rx_data, *tx_data;
     uint32_t rx_cap, tx_cap;
     uint32_t rx_tail; /* the service's copy: the shared one is only published */
+    /* tx: the bytes before tx_head are returned to the application (published as
+     * tx.head); those from tx_head to tx_seen the service has taken but still sends
+     * from, in place (jr_chan_svc_tx_peek, until jr_chan_svc_tx_release). */
     uint32_t tx_head;
+    uint32_t tx_seen;
     int32_t arena;    /* chan_claim.h: the arena it lives in (-1: none) and its slot */
     uint32_t slot;
     uint32_t rx_shut; /* rx's EOF was given (jr_chan_svc_rx_eof): no token can follow */
@@ -284,7 +288,7 @@ struct jr_chan_app {
 struct jr_chan_io {
     int (*drain)(void *ctx);            /* recv(MSG_DONTWAIT) the queued tokens: how many */
     int (*bell)(void *ctx);             /* send one byte to the service; EAGAIN is fine */
-    int (*fill)(void *ctx);             /* send filler until the socket is unwritable */
+    int (*fill)(void *ctx);             /* one burst of filler: jr_chan_fill_burst */
     int (*wait)(void *ctx, short what); /* poll for POLLIN or POLLOUT (blocking calls) */
     void *ctx;
     /* Whether the descriptor blocks (1) or not (0): asked only for JR_BLOCK_ASK, and
@@ -317,6 +321,26 @@ static inline uint32_t jr_chan_app_arm_kind(const struct jr_chan_io *io)
 /* The application took a flag the service armed (svc_tx_armed, svc_rx_armed): wake it
  * the way it armed. A door that cannot be written falls back to the connection's
  * socket, which the service watches for every flow it runs. */
+/* The filler that makes a full tx's socket unwritable, a burst at a time: at most
+ * JR_FILL_BURST messages of 64 bytes through send_to (sendto, or the shim's real one).
+ * 0 once the socket is unwritable (EAGAIN), 1 when it took the whole burst, -errno.
+ * Bursts, not "until EAGAIN": the service drains whatever it finds on the socket (a
+ * doorbell reads as filler does), and one that drains as fast as the filler comes kept
+ * a writer filling for ever while tx had room again (an application's SO_SNDBUF of
+ * 2 MiB, a stalled reader: test_ring_send_in_place.py). jr_chan_app_fill looks at tx
+ * between bursts. */
+#define JR_FILL_BURST 16
+typedef ssize_t (*jr_sendto_fn)(int, const void *, size_t, int, const struct sockaddr *,
+                                socklen_t);
+static inline int jr_chan_fill_burst(jr_sendto_fn send_to, int fd)
+{
+    static const char filler[64];
+    for (int i = 0; i < JR_FILL_BURST; i++)
+        if (send_to(fd, filler, sizeof filler, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0) <= 0)
+            return errno == EAGAIN ? 0 : -errno;
+    return 1;
+}
+
 static inline void jr_chan_app_ring(const struct jr_chan_io *io, uint32_t armed)
 {
     if (armed == JR_ARMED_DOOR && io->door != NULL && io->door(io->ctx) >= 0)
@@ -544,32 +568,67 @@ static inline void jr_chan_svc_rx_eof(struct jr_chan_svc *s)
     s->rx_shut = 1; /* the service's own copy: the shared flag is the application's too */
 }
 
-/* Bytes waiting in tx, or -1 if the application's tail is impossible. */
+/* Bytes waiting in tx that the service has not taken, or -1 if the application's tail
+ * is impossible: more than tx holds past the head the service last published. */
 static inline int64_t jr_chan_svc_tx_avail(const struct jr_chan_svc *s)
 {
-    uint32_t avail = JR_LOAD(&s->shm->tx.tail) - s->tx_head;
-    return avail > s->tx_cap ? -1 : (int64_t)avail;
+    uint32_t tail = JR_LOAD(&s->shm->tx.tail);
+    return tail - s->tx_head > s->tx_cap ? -1 : (int64_t)(uint32_t)(tail - s->tx_seen);
 }
 
-/* Writable, step 1: copy up to n bytes out of tx into dst (private memory), return
- * their space (release), then fence and take the writer's arm: JR_CHAN_DRAIN tells the
- * caller to read the filler away so that the writer's socket turns writable. */
+/* Writable, the last step: give n bytes taken from tx back to the application (n <=
+ * tx_seen - tx_head), then fence and, once tx has at least min_room free, take the
+ * writer's arm: JR_CHAN_DRAIN tells the caller to read the filler away so that the
+ * writer's socket turns writable. The store-buffering pair with the writer's arm,
+ * fence, look at tx.head. A writer that finds less room than min_room still uses it; one
+ * that slept stays asleep until a release leaves min_room (Linux's sk_stream_write_space:
+ * a writer woken for every acknowledgment writes a few bytes and sleeps again). Every
+ * byte given back eventually leaves the whole ring free, so no wake-up is lost. */
+static inline int jr_chan_svc_tx_release(struct jr_chan_svc *s, uint32_t n, uint32_t min_room)
+{
+    if (n == 0)
+        return 0;
+    s->tx_head += n;
+    JR_STORE(&s->shm->tx.head, s->tx_head);
+    JR_FENCE(); /* the head store before the looks at tx.tail and tx_armed */
+    uint32_t used = JR_LOAD(&s->shm->tx.tail) - s->tx_head;
+    if (used <= s->tx_cap && s->tx_cap - used < min_room)
+        return 0;
+    return JR_XCHG(&s->shm->tx_armed, 0) ? JR_CHAN_DRAIN : 0;
+}
+
+/* Take up to n more bytes of tx in place, without returning their space: the caller
+ * sends them straight from tx_data and releases them once they are acknowledged (the
+ * send buffer is the ring, as TAS's). tx's bytes then never pass through the service's
+ * memory; an application that rewrites them after writing changes only what its own
+ * connection sends. The bytes taken, or -1 (an impossible tail). */
+static inline int64_t jr_chan_svc_tx_peek(struct jr_chan_svc *s, uint32_t n)
+{
+    int64_t avail = jr_chan_svc_tx_avail(s);
+    if (avail < 0)
+        return -1;
+    uint32_t k = n < avail ? n : (uint32_t)avail;
+    s->tx_seen += k;
+    return k;
+}
+
+/* Writable, step 1 for a copying caller: copy up to n bytes out of tx into dst (private
+ * memory) and return their space at once (jr_chan_svc_tx_release), after any bytes
+ * taken in place (tx_peek's caller releases those first, as it gives the flow up). */
 static inline int jr_chan_svc_tx_take(struct jr_chan_svc *s, void *dst, uint32_t n,
                                       uint32_t *took)
 {
     *took = 0;
     int64_t avail = jr_chan_svc_tx_avail(s);
-    if (avail < 0)
+    if (avail < 0 || s->tx_seen != s->tx_head)
         return JR_CHAN_BROKEN;
     uint32_t k = n < avail ? n : (uint32_t)avail;
     if (k == 0)
         return 0;
-    jr_ring_copy_out(s->tx_data, s->tx_cap, s->tx_head, dst, k);
-    s->tx_head += k;
-    JR_STORE(&s->shm->tx.head, s->tx_head);
+    jr_ring_copy_out(s->tx_data, s->tx_cap, s->tx_seen, dst, k);
+    s->tx_seen += k;
     *took = k;
-    JR_FENCE(); /* the head store before the look at tx_armed */
-    return JR_XCHG(&s->shm->tx_armed, 0) ? JR_CHAN_DRAIN : 0;
+    return jr_chan_svc_tx_release(s, k, 0);
 }
 
 /* tx is empty and the service will sleep: the caller first drains what the application
@@ -1318,6 +1377,24 @@ static inline ssize_t jr_chan_fill_tx(struct jr_chan_app *a, uint32_t tail, uint
  * A blocking write returns when every byte is in tx, or the source ran out. The steps
  * are chan_model.py's Tx. On return, a full tx has the socket filled and armed, so
  * EPOLLOUT means room (but in the race docs/channels.md names). */
+/* tx's free space as the writer sees it. */
+static inline uint32_t jr_chan_app_tx_room(const struct jr_chan_app *a)
+{
+    return a->tx_cap - (a->shm->tx.tail - JR_LOAD(&a->shm->tx.head));
+}
+
+/* tx is full: fill the socket until it is unwritable, or until tx has room again (the
+ * caller then arms, looks again and writes: the socket may stay writable, which is the
+ * truth). 0, or -errno. */
+static inline int jr_chan_app_fill(const struct jr_chan_app *a, const struct jr_chan_io *io)
+{
+    int rc;
+    while ((rc = io->fill(io->ctx)) > 0)
+        if (jr_chan_app_tx_room(a) > 0)
+            return 0;
+    return rc;
+}
+
 static inline ssize_t jr_chan_write_from(struct jr_chan_app *a, const struct jr_chan_io *io,
                                          jr_chan_source source, void *ctx, size_t len,
                                          int block)
@@ -1329,7 +1406,7 @@ static inline ssize_t jr_chan_write_from(struct jr_chan_app *a, const struct jr_
         return 0;
     for (;;) {
         uint32_t tail = c->tx.tail;
-        uint32_t room = a->tx_cap - (tail - JR_LOAD(&c->tx.head));
+        uint32_t room = jr_chan_app_tx_room(a);
         if (room > 0) {
             uint32_t k = room < want - put ? room : want - put;
             ssize_t got = jr_chan_fill_tx(a, tail, k, source, ctx, put);
@@ -1347,14 +1424,14 @@ static inline ssize_t jr_chan_write_from(struct jr_chan_app *a, const struct jr_
                 return put;
             /* This write filled tx exactly: make the socket unwritable before returning. */
         }
-        int rc = io->fill(io->ctx);
+        int rc = jr_chan_app_fill(a, io);
         if (rc < 0 && rc != -EAGAIN)
             return put > 0 ? (ssize_t)put : rc;
         __atomic_store_n(&c->tx_armed, 1, __ATOMIC_RELAXED);
         JR_FENCE(); /* the arm before the look at tx.head */
         if (put == want)
             return put;
-        if (a->tx_cap - (c->tx.tail - JR_LOAD(&c->tx.head)) > 0)
+        if (jr_chan_app_tx_room(a) > 0)
             continue; /* room came: the arm stays, the service drains after its next take */
         if (!jr_chan_blocks(io, &block))
             return put > 0 ? (ssize_t)put : -EAGAIN;

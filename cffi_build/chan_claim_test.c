@@ -334,10 +334,7 @@ static int io_bell(void *ctx)
 
 static int io_fill(void *ctx)
 {
-    char f[64] = {0};
-    while (send(((struct app_io *)ctx)->fd, f, sizeof f, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
-        ;
-    return errno == EAGAIN ? 0 : -errno;
+    return jr_chan_fill_burst(sendto, ((struct app_io *)ctx)->fd);
 }
 
 static int io_wait(void *ctx, short what)

@@ -211,11 +211,8 @@ static int io_bell(void *ctx)
 static int io_fill(void *ctx)
 {
     struct app_io *io = ctx;
-    char f[64] = {0};
     io->n->fills++;
-    while (send(io->fd, f, sizeof f, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
-        ;
-    return errno == EAGAIN ? 0 : -errno;
+    return jr_chan_fill_burst(sendto, io->fd);
 }
 
 static int io_wait(void *ctx, short what)

@@ -260,7 +260,6 @@ static int jr_io_bell(void *ctx)
 static int jr_io_fill(void *ctx)
 {
     struct jr_ring_io *io = ctx;
-    char f[64] = {0};
     if (!io->r->sndbuf_min && !io->r->app_sndbuf) {
         /* The kernel's minimum, so that a little filler makes the socket unwritable
          * while tx is full and EPOLLOUT means room (chan.h's writable rule). Set when
@@ -271,9 +270,7 @@ static int jr_io_fill(void *ctx)
         real_setsockopt(io->fd, SOL_SOCKET, SO_SNDBUF, &one, sizeof one);
         io->r->sndbuf_min = 1;
     }
-    while (real_sendto(io->fd, f, sizeof f, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0) > 0)
-        ;
-    return errno == EAGAIN ? 0 : -errno;
+    return jr_chan_fill_burst(real_sendto, io->fd);
 }
 
 static int jr_io_wait(void *ctx, short what)

@@ -43,10 +43,7 @@ static int app_io_door(void *ctx)
 
 static int app_io_fill(void *ctx)
 {
-    char f[64] = {0};
-    while (send(*(int *)ctx, f, sizeof f, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
-        ;
-    return errno == EAGAIN ? 0 : -errno;
+    return jr_chan_fill_burst(sendto, *(int *)ctx);
 }
 
 static int app_io_wait(void *ctx, short what)

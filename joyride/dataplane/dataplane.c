@@ -122,6 +122,9 @@ struct ring {
     uint32_t head;
     uint32_t len;
     uint32_t hold;
+    /* buf is a channel's tx data, not the pool's (snd_borrow): never grown nor freed,
+     * and head follows the channel's tx_head, also when the ring is empty. */
+    uint8_t borrowed;
 };
 
 #define RING_MIN 4096u
@@ -154,6 +157,7 @@ struct flow {
     uint16_t in_arena;         /* its frames in the arena, not yet taken by the NIC */
     uint16_t data_in_arena;    /* ... of them, those that carry data */
     uint8_t gso_sticky;        /* its data goes by GSO only, from its first such send */
+    uint8_t snd_copies;        /* a bulk writer: tx is copied, never borrowed (chan_read) */
     uint64_t xsk_mark;         /* frames placed on the tx ring up to its last (gso_ready) */
     uint8_t app_readable;      /* epoll said the application has bytes for us */
     uint8_t app_hup;           /* ... and that it shut down writing (EOF follows them) */
@@ -343,13 +347,14 @@ static void ring_init(struct ring *r, uint32_t cap)
     r->buf = NULL;
     r->cap = cap;
     r->size = r->head = r->len = r->hold = 0;
+    r->borrowed = 0;
 }
 
 /* An empty ring gives its buffer back to the pool: it is a new flow's ring again (no
  * buffer until ring_room), which every ring function takes. */
 static void ring_release(struct ring_pool *pool, struct ring *r)
 {
-    if (r->len != 0 || r->hold != 0)
+    if (r->len != 0 || r->hold != 0 || r->borrowed)
         return;
     pool_put(pool, r->buf, r->size);
     r->buf = NULL;
@@ -373,6 +378,8 @@ static int ring_room(struct ring_pool *pool, struct ring *r, uint32_t need)
 {
     if (r->size - r->len >= need)
         return 0;
+    if (r->borrowed)
+        return -ENOMEM; /* its size is the channel's (cap <= size: no caller gets here) */
     uint64_t want = r->size ? r->size : RING_MIN;
     while (want - r->len < need)
         want *= 2;
@@ -416,7 +423,7 @@ static void ring_consume(struct ring *r, uint32_t n)
 {
     n = umin(n, r->len);
     r->len -= n;
-    r->head = r->len || r->hold ? (r->head + n) % r->size : 0;
+    r->head = r->len || r->hold || r->borrowed ? (r->head + n) % r->size : 0;
 }
 
 /* The buffer's free space as at most two spans, for readv. */
@@ -455,6 +462,87 @@ static int ring_span_iov(const struct ring *r, uint32_t off, uint32_t n, struct 
 static int ring_data_iov(const struct ring *r, struct iovec iov[2])
 {
     return r->len ? ring_span_iov(r, 0, r->len, iov) : 0;
+}
+
+/* --- the send ring borrowed from the channel's tx (docs/channels.md, "Sending straight
+ * from tx") ----------------------------------------------------------------------------
+ * A ring-mode flow's send ring is its channel's tx itself, as TAS's send buffer is its
+ * application's queue: the service takes tx's bytes in place (jr_chan_svc_tx_peek),
+ * sends them from there (the AF_XDP frame's copy, or GSO's sendmsg) and gives their
+ * space back to the application only once they are acknowledged (snd_give_back). The
+ * copy into a ring of the service's own is gone: it was a fifth of the copies on the
+ * way out (perf, nginx 64 KiB bodies, 2026-12-07). The invariant while borrowed:
+ * snd.head is tx_head within tx, and snd.len is tx_seen - tx_head. Everything that
+ * reads the send ring (emit, GSO, a hand-back's copy) works on either kind. */
+
+/* Borrow tx as f's send ring, once f's own is empty (bytes taken before the claim, or
+ * given with an adoption, go first). 1 if borrowed. */
+static int snd_borrow(struct dp *dp, struct flow *f, struct jr_chan_svc *s)
+{
+    struct ring *r = &f->snd;
+    if (r->borrowed)
+        return 1;
+    if (r->len != 0 || r->hold != 0 || s->tx_seen != s->tx_head || f->snd_copies)
+        return 0;
+    pool_put(&dp->pool, r->buf, r->size);
+    r->buf = s->tx_data;
+    r->size = s->tx_cap;
+    r->head = s->tx_head & (s->tx_cap - 1);
+    r->cap = umin(f->t.snd_cap, s->tx_cap);
+    r->borrowed = 1;
+    dp->st.chan_tx_borrowed++;
+    return 1;
+}
+
+/* The room a writer waiting on a borrowed send ring is woken for: a third of tx, as
+ * Linux wakes a socket's writer once the free space is half what is queued
+ * (sk_stream_min_wspace). Woken for each acknowledgment, iperf3 -R spent more than twice
+ * the kernel's CPU per byte (a filler drain, a wake-up and a short write each). */
+#define SND_WAKE_ROOM(cap) ((cap) / 3)
+
+/* n bytes at the head of a borrowed send ring are done with (acknowledged, or copied
+ * elsewhere; all: whole, a writer is then woken whatever tx holds): their space goes
+ * back to the application, whose writer may wait for it. */
+static void snd_give_back(struct dp *dp, struct flow *f, uint32_t n, int all)
+{
+    struct jr_chan_svc *s = chan_svc(dp->chans, f->t.chan);
+    if (s == NULL)
+        return;
+    int act = jr_chan_svc_tx_release(s, n, all ? 0 : SND_WAKE_ROOM(s->tx_cap));
+    if ((act & JR_CHAN_DRAIN) && f->t.app_fd >= 0)
+        jr_chan_svc_drain(s, f->t.app_fd);
+}
+
+/* The flow goes on without its channel (its application closed, a revert): the bytes
+ * still to send or to be acknowledged move to a send ring of the service's own, and tx
+ * is given back whole. 0, or -ENOMEM (nothing changed: still borrowed). */
+static int snd_unborrow(struct dp *dp, struct flow *f)
+{
+    struct ring *r = &f->snd, own;
+    if (!r->borrowed)
+        return 0;
+    ring_init(&own, f->t.snd_cap);
+    if (r->len != 0) {
+        if (ring_room(&dp->pool, &own, r->len) < 0)
+            return -ENOMEM;
+        ring_copy(r, 0, own.buf, r->len);
+    }
+    own.len = r->len;
+    *r = own;
+    snd_give_back(dp, f, own.len, 1);
+    return 0;
+}
+
+/* A borrowed send ring whose bytes are no longer wanted (the flow ends, or they were
+ * copied out: dp_flow_release): tx given back whole, the ring empty and the pool's kind. */
+static void snd_drop_borrowed(struct dp *dp, struct flow *f)
+{
+    struct ring *r = &f->snd;
+    if (!r->borrowed)
+        return;
+    uint32_t n = r->len;
+    ring_init(r, f->t.snd_cap);
+    snd_give_back(dp, f, n, 1);
 }
 
 /* --- flow table -------------------------------------------------------------------- */
@@ -686,8 +774,10 @@ static void flow_forget(struct dp *dp, struct flow *f)
     dp->flows[last].live_pos = f->live_pos;
     dp->st.live = dp->n_live;
     pool_put(&dp->pool, f->rcv.buf, f->rcv.size);
-    pool_put(&dp->pool, f->snd.buf, f->snd.size);
+    if (!f->snd.borrowed) /* else its channel's, released with it (snd_give_back) */
+        pool_put(&dp->pool, f->snd.buf, f->snd.size);
     f->rcv.buf = f->snd.buf = NULL;
+    f->snd.borrowed = 0;
     f->state = FLOW_FREE;
     /* Every handle to this slot is stale from now on. Generations stay in 1..2**31-1,
      * so a handle is always positive. */
@@ -1652,7 +1742,8 @@ static void grow_send_buffer(struct flow *f)
         want = t->snd_cap_max;
     if (want > t->snd_cap) {
         t->snd_cap = (uint32_t)want;
-        f->snd.cap = t->snd_cap; /* the ring grows on demand, up to it */
+        /* The ring grows on demand, up to it; a borrowed one is the channel's tx. */
+        f->snd.cap = f->snd.borrowed ? umin(t->snd_cap, f->snd.size) : t->snd_cap;
     }
 }
 
@@ -1935,6 +2026,45 @@ static void flow_output(struct dp *dp, struct flow *f, double now)
 
 /* --- the close of a flow born in C (RFC 9293 §3.10.4, §3.10.7.4, §3.6) ------------ */
 
+/* Whether a TIME-WAIT FIFO entry still names a TIME-WAIT record C holds (not one that
+ * expired, was taken over or reopened, or whose slot a new flow took). */
+static int tw_entry_live(struct dp *dp, int64_t h)
+{
+    const struct flow *f = flow_of(dp, h);
+    return f != NULL && f->state == FLOW_C && f->t.tcp_state == DP_TIME_WAIT;
+}
+
+/* Queue f's record in the TIME-WAIT FIFO, the order flow_slot gives records up in.
+ * Most records end on their own, and their entries stay until they reach the head: the
+ * FIFO holds max_flows entries and saw far more records than that under any connection
+ * rate, so it wrapped onto its own head and a full table gave up whichever record was
+ * written there last. Ended entries at the head go first; if the FIFO is still full,
+ * every ended entry goes (at most max_flows - 1 records besides f are live). */
+static void tw_push(struct dp *dp, struct flow *f)
+{
+    uint32_t cap = dp->cfg.max_flows;
+    while (dp->tw_count && !tw_entry_live(dp, dp->tw_fifo[dp->tw_head])) {
+        dp->tw_head = (dp->tw_head + 1) % cap;
+        dp->tw_count--;
+    }
+    if (dp->tw_count == cap) {
+        uint32_t kept = 0;
+        for (uint32_t i = 0; i < dp->tw_count; i++) {
+            int64_t h = dp->tw_fifo[(dp->tw_head + i) % cap];
+            if (tw_entry_live(dp, h))
+                dp->tw_fifo[(dp->tw_head + kept++) % cap] = h;
+        }
+        dp->tw_count = kept;
+    }
+    if (dp->tw_count == cap) {
+        /* Only when a record reopened in place came back to TIME-WAIT under the same
+         * handle (two entries): its older one goes. */
+        dp->tw_head = (dp->tw_head + 1) % cap;
+        dp->tw_count--;
+    }
+    dp->tw_fifo[(dp->tw_head + dp->tw_count++) % cap] = handle_of(dp, f);
+}
+
 /* TcpConnection._enter_time_wait: every timer but 2*MSL's goes. The flow stays in the
  * table as the TIME-WAIT record (tcp/timewait.py's rules, tw_input). */
 static void enter_time_wait(struct dp *dp, struct flow *f, double now)
@@ -1948,7 +2078,7 @@ static void enter_time_wait(struct dp *dp, struct flow *f, double now)
     t->state_at = now + t->time_wait_len;
     timer_arm(dp, f, t->state_at);
     f->tw_last_oow = -INFINITY;
-    dp->tw_fifo[(dp->tw_head + dp->tw_count++) % dp->cfg.max_flows] = handle_of(dp, f);
+    tw_push(dp, f);
     dp->st.time_waits++;
     /* The record needs no buffers: our data and FIN are acknowledged, and the peer sends
      * nothing more. Kept, they drained the pool under a connection rate (a few hundred
@@ -2023,7 +2153,8 @@ static void born_settle(struct dp *dp, struct flow *f, double now)
     struct dp_tcb *t = &f->t;
     if (f->state != FLOW_C || !t->born)
         return;
-    if (t->app_fd >= 0 && t->app_eof && t->fin_to_app && f->rcv.len == 0) {
+    if (t->app_fd >= 0 && t->app_eof && t->fin_to_app && f->rcv.len == 0 &&
+        snd_unborrow(dp, f) == 0) { /* what is still to send outlives the channel */
         app_fd_close(f);
         dp_chan_release(dp, t->chan);
         t->chan = 0;
@@ -2055,6 +2186,7 @@ static void born_end(struct dp *dp, struct flow *f)
     count_ended(dp, f);
     if (f->t.claim_check && f->t.app_fd >= 0)
         claim_refuse_unread(dp, f);
+    snd_drop_borrowed(dp, f); /* before app_fd_close: a waiting writer's filler */
     if (f->t.app_fd >= 0)
         app_fd_close(f);
     dp_chan_release(dp, f->t.chan);
@@ -2273,6 +2405,8 @@ static int flow_input(struct dp *dp, struct flow *f, const struct wire_parsed *p
         /* _advance_una and _ack_advanced (an acknowledged FIN is no byte of the ring). */
         uint32_t data_acked = umin((uint32_t)adv, f->snd.len);
         ring_consume(&f->snd, data_acked);
+        if (f->snd.borrowed)
+            snd_give_back(dp, f, data_acked, 0); /* the writer's room: acknowledged bytes */
         t->snd_una = p->ack;
         t->bytes_acked += data_acked;
         double rtt = ack_rtt(t, p, now);
@@ -2499,6 +2633,8 @@ static void app_took(struct dp *dp, struct flow *f, double now, uint32_t n)
 static void snd_room(struct dp *dp, struct flow *f, int eof_expected)
 {
     struct ring *r = &f->snd;
+    if (r->borrowed)
+        return; /* the channel's tx, whole */
     /* A read that only looks for the EOF after a short read needs one free byte: growing
      * for it turned every short connection's 4 KiB ring into a malloc'd 8 KiB one (4% of
      * the service's CPU per connection, perf 2026-12-04). Bytes that do come fill it,
@@ -2751,15 +2887,43 @@ static void chan_read(struct dp *dp, struct flow *f)
         f->app_rung = 0;
         jr_chan_svc_drain(s, t->app_fd);
     }
+    int borrowed = snd_borrow(dp, f, s);
     while (taken < APP_READ_BUDGET) {
+        if (borrowed && f->snd.len == f->snd.size && t->snd_cap > f->snd.size &&
+            snd_unborrow(dp, f) == 0) {
+            /* All of tx waits for ACKs and TCP would take more: a bulk writer, whose
+             * pipe would be tx alone, its room coming back an ACK late (iperf3 -R
+             * borrowed: 0.59-0.77 times the kernel's throughput, against 1.49 times
+             * copied). Its bytes are copied out, and from now on it takes by copying,
+             * as every flow did before tx was borrowed: returned to borrowing each
+             * time its send ring emptied, it came back here 800 times a second. */
+            borrowed = 0;
+            f->snd_copies = 1;
+            dp->st.chan_tx_copied++;
+        }
         snd_room(dp, f, 0);
         struct iovec iov[2];
-        int parts = ring_free_iov(&f->snd, iov);
+        int parts = borrowed ? f->snd.len < f->snd.cap : ring_free_iov(&f->snd, iov);
         if (parts == 0) {
             t->write_blocked = 1; /* resumed when ACKs free room (transmit_touched) */
             if (f->rcv.len == 0) /* else a doorbell for rx room is still to be heard */
                 epoll_set(dp, f, f->epoll_mask & ~(uint32_t)APP_IN);
             return;
+        }
+        if (borrowed) {
+            /* In place: no copy, so no budget either. */
+            int64_t k = jr_chan_svc_tx_peek(s, f->snd.cap - f->snd.len);
+            if (k < 0) {
+                chan_broken(dp, f);
+                return;
+            }
+            if (k > 0) {
+                f->snd.len += (uint32_t)k;
+                dp->st.app_reads++;
+                dp->st.app_read_bytes += (uint64_t)k;
+                touch(dp, f);
+            }
+            break;
         }
         uint32_t got = 0;
         for (int i = 0; i < parts; i++) {
@@ -2816,6 +2980,10 @@ static void chan_read(struct dp *dp, struct flow *f)
 static void chan_revert(struct dp *dp, struct flow *f)
 {
     struct dp_tcb *t = &f->t;
+    if (snd_unborrow(dp, f) < 0) {
+        f->app_readable = 1; /* no memory for the copy now: the next round tries again */
+        return;
+    }
     chan_door_mode(dp, t->chan, 0);
     epoll_set(dp, f, 0); /* the old socket's registration: dup3 closes that socket */
     int rc = dp_chan_revert(dp, t->chan, t->app_fd);
@@ -4502,9 +4670,8 @@ static struct flow *flow_slot(struct dp *dp)
         int64_t h = dp->tw_fifo[dp->tw_head];
         dp->tw_head = (dp->tw_head + 1) % dp->cfg.max_flows;
         dp->tw_count--;
-        struct flow *old = flow_of(dp, h);
-        if (old != NULL && old->t.tcp_state == DP_TIME_WAIT && old->state == FLOW_C) {
-            born_end(dp, old);
+        if (tw_entry_live(dp, h)) {
+            born_end(dp, flow_of(dp, h));
             dp->st.tw_overflow++;
         }
     }
@@ -4753,6 +4920,7 @@ int dp_flow_release(struct dp *dp, int64_t handle, struct dp_tcb *out, uint8_t *
     }
     if (f->snd.len)
         ring_copy(&f->snd, 0, snd, f->snd.len);
+    snd_drop_borrowed(dp, f); /* Python's copy is its own: tx's space goes back */
     /* A pending hand-back of this flow is dropped from the queue: it is done. */
     int64_t h = handle_of(dp, f);
     uint32_t k = 0;
@@ -4914,7 +5082,8 @@ void dp_free(struct dp *dp)
             if (f->state != FLOW_FREE && f->t.born && f->t.app_fd >= 0)
                 close(f->t.app_fd);
             free(f->rcv.buf);
-            free(f->snd.buf);
+            if (!f->snd.borrowed) /* else its channel's, unmapped with the table */
+                free(f->snd.buf);
         }
     if (dp->chans != NULL && dp->chans->refs > 1) {
         /* The table lives on with the other planes: the doors this plane's epoll

@@ -510,6 +510,8 @@ struct dp_stats {
     uint64_t chan_released;
     uint64_t chan_broken;      /* an index the application wrote was impossible: reset */
     uint64_t chan_reverts;     /* connections whose application left ring mode */
+    uint64_t chan_tx_borrowed; /* send rings that became their channel's tx (in place) */
+    uint64_t chan_tx_copied;   /* borrowed send rings copied out for a bulk writer */
     uint64_t chan_revert_bytes; /* ... rx bytes it had not read, sent to its new socket */
     uint64_t claim_deadlines;  /* deliveries that stopped waiting for a claim */
     uint64_t chan_polled;      /* ring-mode flows polled now (armed at the next sleep) */

@@ -247,6 +247,7 @@ FULL_QUEUE = 2  # bytes queued to the service that make the application's socket
 class Tx:
     tail: int = 0
     head: int = 0
+    seen: int = 0  # the service's tx_seen: taken, in place while borrowed (head..seen)
     tx_armed: int = 0
     svc_tx_armed: int = 0
     tx_eof: int = 0
@@ -269,6 +270,12 @@ class TxConfig:
     buf: int = 2  # the application's write size
     pattern: str = "block"  # "block", "nonblock" (EPOLLOUT after EAGAIN), "pollfirst"
     skip: frozenset[str] = field(default_factory=frozenset)
+    # Borrowed (dataplane.c, snd_borrow): the service takes tx's bytes in place
+    # (jr_chan_svc_tx_peek) and gives their space back a byte at a time, whenever ACKs
+    # come (jr_chan_svc_tx_release), waking the writer only once min_room is free.
+    borrow: bool = False
+    min_room: int = 0
+    hold_cap: int = 99  # TCP's send buffer: the most it holds in place (snd.cap)
 
 
 def _writable(s: Tx) -> bool:
@@ -276,16 +283,33 @@ def _writable(s: Tx) -> bool:
 
 
 def _tx_service(s: Tx, c: TxConfig) -> Iterator[tuple[str, Tx]]:
-    avail = s.tail - s.head
+    avail = s.tail - s.seen
+    held = s.seen - s.head  # taken in place, not yet acknowledged
+    if s.s_pc == "loop" and held > 0:  # an ACK, at any time: give one byte back
+        yield "svc ACK gives back", replace(s, head=s.head + 1, s_pc="room")
     if s.s_pc == "loop":
-        if avail > 0:  # chan_svc_tx_take: copy out, release head
-            yield "svc consume", replace(s, head=s.tail, taken=s.taken + avail, s_pc="xchg")
-        elif s.hup and s.tx_eof:
+        if avail > 0 and c.borrow and held < c.hold_cap:
+            # chan_svc_tx_peek: take in place, up to the send buffer; keep the space
+            k = min(avail, c.hold_cap - held)
+            yield "svc take in place", replace(s, seen=s.seen + k, taken=s.taken + k)
+        elif avail > 0 and not c.borrow:  # chan_svc_tx_take: copy out, release head
+            yield "svc consume", replace(s, head=s.tail, seen=s.tail,
+                                         taken=s.taken + avail, s_pc="xchg")
+        elif s.hup and s.tx_eof and held == 0 and avail == 0:
             yield "svc done", replace(s, s_pc="done")
+        elif c.borrow and held >= c.hold_cap:
+            # The send buffer is full: no wait for bytes (chan_arm), so no drain and no
+            # svc_tx_armed; an ACK wakes it.
+            yield "svc sleeps for ACKs", replace(s, s_pc="sleep")
         else:
             # Going to sleep for bytes: drain what the application queued (the ring was
             # empty, so the filler there stood for a ring since emptied), arm, recheck.
             yield "svc found empty", replace(s, s_pc="z_drain")
+    elif s.s_pc == "room":  # fence; look at tail: wake the writer only past min_room
+        if c.cap - (s.tail - s.head) >= c.min_room:
+            yield "svc room to wake for", replace(s, s_pc="xchg")
+        else:
+            yield "svc room below the mark", replace(s, s_pc="loop")
     elif s.s_pc == "z_drain":
         yield "svc drain bells", replace(s, queued=0, s_pc="arm")
     elif s.s_pc == "xchg":  # fence; xchg(tx_armed, 0): drain the filler after making room
@@ -304,6 +328,8 @@ def _tx_service(s: Tx, c: TxConfig) -> Iterator[tuple[str, Tx]]:
             yield "svc sleep", replace(s, s_pc="sleep")
     elif s.s_pc == "sleep" and (s.queued > 0 or s.hup):  # epoll: bytes or EOF
         yield "svc woken", replace(s, s_pc="loop")
+    elif s.s_pc == "sleep" and held > 0:  # the network: an ACK for bytes held
+        yield "svc woken by an ACK", replace(s, s_pc="loop")
 
 
 def _tx_return(s: Tx, c: TxConfig, result: int) -> Tx:
@@ -347,8 +373,10 @@ def _tx_app(s: Tx, c: TxConfig) -> Iterator[tuple[str, Tx]]:
             yield "app filled the ring", replace(s, a_pc="w_fill")
         else:
             yield "app return", _tx_return(s, c, s.put)
-    elif pc == "w_fill":  # send filler until EAGAIN
+    elif pc == "w_fill":  # bursts of filler until EAGAIN, or until tx has room again
         yield "app fill", replace(s, queued=FULL_QUEUE, a_pc="w_arm")
+        if room > 0:  # jr_chan_app_fill's look between bursts (a service draining)
+            yield "app fill stops: room", replace(s, a_pc="w_arm")
     elif pc == "w_arm":  # tx_armed = 1; fence
         yield "app arm", replace(s, tx_armed=1, a_pc="w_recheck")
     elif pc == "w_recheck":

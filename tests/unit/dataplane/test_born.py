@@ -450,13 +450,13 @@ def test_peer_closes_first_last_ack_in_c(born: Born) -> None:
     assert ended["bytes_acked"] == before["bytes_acked"] + len(b"last words")
 
 
-def test_time_wait_4_tuple_reopened_by_a_new_syn(born: Born) -> None:
-    bed = born.bed
+def server_closes_first(b: Born) -> TcpConnection:
+    """One connection whose application closes first: C's flow ends in TIME-WAIT."""
+    bed = b.bed
     client = bed.peer.connect(IP_SVC, PORT)
     bed.run(5)
-    app = born.accept()
-    converse(born, client, app, b"one", b"two")
-    port = client.local_port
+    app = b.accept()
+    assert converse(b, client, app, b"ping", b"pong") == b"pong"
     app.shutdown(socket.SHUT_WR)
     bed.run(5)
     client.close()
@@ -464,7 +464,15 @@ def test_time_wait_4_tuple_reopened_by_a_new_syn(born: Born) -> None:
     bed.run(10)
     app.close()
     bed.run(5)
-    assert born.tcb(client).tcp_state == lib.DP_TIME_WAIT and client.state is TcpState.CLOSED
+    assert b.tcb(client).tcp_state == lib.DP_TIME_WAIT
+    return client
+
+
+def test_time_wait_4_tuple_reopened_by_a_new_syn(born: Born) -> None:
+    bed = born.bed
+    client = server_closes_first(born)
+    port = client.local_port
+    assert client.state is TcpState.CLOSED
     old_snd_nxt = born.tcb(client).snd_nxt  # past our FIN
     bed.clock.advance(1.0)
     again = bed.peer.connect(IP_SVC, PORT, local_port=port)  # RFC 6191: a later ISN/TSval
@@ -475,6 +483,33 @@ def test_time_wait_4_tuple_reopened_by_a_new_syn(born: Born) -> None:
     assert born.tcb(again).iss == (old_snd_nxt + 65535 + 2) & 0xFFFFFFFF
     app2 = born.accept()
     assert converse(born, again, app2, b"three", b"four") == b"four"
+
+
+def test_a_full_table_gives_up_its_oldest_time_wait_after_many_have_expired() -> None:
+    """The TIME-WAIT FIFO (flow_slot's eviction order) outlives many more TIME-WAITs
+    than the table holds, most of them ending on their own: a full table still gives
+    up its oldest record, not whichever entry a wrapped FIFO left at its head."""
+    b = Born(max_flows=4)
+    try:
+        bed = b.bed
+        for _ in range(9):  # each expires: entries for records long gone
+            server_closes_first(b)
+            bed.clock.advance(bed.svc.config.time_wait + 1)
+            bed.step()
+        assert b.stats()["tw_expired"] == 9
+        records = []
+        for _ in range(4):  # the table full of TIME-WAITs, oldest first
+            records.append(server_closes_first(b).local_port)
+            bed.clock.advance(0.5)
+        client = bed.peer.connect(IP_SVC, PORT)
+        bed.run(5)
+        assert client.state is TcpState.ESTABLISHED
+        assert b.stats()["tw_overflow"] == 1
+        gone = [port for port in records
+                if lib.dp_flow_find(bed.plane._dp, IP_SVC, PORT, IP_PEER, port, 4) < 0]
+        assert gone == records[:1]
+    finally:
+        b.close()
 
 
 def test_lost_syn_ack_is_sent_again_and_no_rtt_sample_is_taken(born: Born) -> None:
