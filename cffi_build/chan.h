@@ -318,9 +318,6 @@ static inline uint32_t jr_chan_app_arm_kind(const struct jr_chan_io *io)
     return kind != 0 ? kind : JR_RX_ARM_TOKEN;
 }
 
-/* The application took a flag the service armed (svc_tx_armed, svc_rx_armed): wake it
- * the way it armed. A door that cannot be written falls back to the connection's
- * socket, which the service watches for every flow it runs. */
 /* The filler that makes a full tx's socket unwritable, a burst at a time: at most
  * JR_FILL_BURST messages of 64 bytes through send_to (sendto, or the shim's real one).
  * 0 once the socket is unwritable (EAGAIN), 1 when it took the whole burst, -errno.
@@ -341,6 +338,9 @@ static inline int jr_chan_fill_burst(jr_sendto_fn send_to, int fd)
     return 1;
 }
 
+/* The application took a flag the service armed (svc_tx_armed, svc_rx_armed): wake it
+ * the way it armed. A door that cannot be written falls back to the connection's
+ * socket, which the service watches for every flow it runs. */
 static inline void jr_chan_app_ring(const struct jr_chan_io *io, uint32_t armed)
 {
     if (armed == JR_ARMED_DOOR && io->door != NULL && io->door(io->ctx) >= 0)
@@ -569,11 +569,12 @@ static inline void jr_chan_svc_rx_eof(struct jr_chan_svc *s)
 }
 
 /* Bytes waiting in tx that the service has not taken, or -1 if the application's tail
- * is impossible: more than tx holds past the head the service last published. */
+ * is impossible: more than tx holds past the head the service last published, or back
+ * below bytes the service already took. */
 static inline int64_t jr_chan_svc_tx_avail(const struct jr_chan_svc *s)
 {
-    uint32_t tail = JR_LOAD(&s->shm->tx.tail);
-    return tail - s->tx_head > s->tx_cap ? -1 : (int64_t)(uint32_t)(tail - s->tx_seen);
+    uint32_t used = JR_LOAD(&s->shm->tx.tail) - s->tx_head, taken = s->tx_seen - s->tx_head;
+    return used > s->tx_cap || used < taken ? -1 : (int64_t)(used - taken);
 }
 
 /* Writable, the last step: give n bytes taken from tx back to the application (n <=
@@ -1371,12 +1372,6 @@ static inline ssize_t jr_chan_fill_tx(struct jr_chan_app *a, uint32_t tail, uint
     return more < 0 ? got : got + more;
 }
 
-/* write(2) on a ring-mode connection, its bytes from source (jr_chan_source: a buffer,
- * a file): bytes written, -EAGAIN (non-blocking and tx full), or -errno from a callback
- * or the source. Bytes go straight from the source into tx (a file: no bounce buffer).
- * A blocking write returns when every byte is in tx, or the source ran out. The steps
- * are chan_model.py's Tx. On return, a full tx has the socket filled and armed, so
- * EPOLLOUT means room (but in the race docs/channels.md names). */
 /* tx's free space as the writer sees it. */
 static inline uint32_t jr_chan_app_tx_room(const struct jr_chan_app *a)
 {
@@ -1395,6 +1390,12 @@ static inline int jr_chan_app_fill(const struct jr_chan_app *a, const struct jr_
     return rc;
 }
 
+/* write(2) on a ring-mode connection, its bytes from source (jr_chan_source: a buffer,
+ * a file): bytes written, -EAGAIN (non-blocking and tx full), or -errno from a callback
+ * or the source. Bytes go straight from the source into tx (a file: no bounce buffer).
+ * A blocking write returns when every byte is in tx, or the source ran out. The steps
+ * are chan_model.py's Tx. On return, a full tx has the socket filled and armed, so
+ * EPOLLOUT means room (but in the race docs/channels.md names). */
 static inline ssize_t jr_chan_write_from(struct jr_chan_app *a, const struct jr_chan_io *io,
                                          jr_chan_source source, void *ctx, size_t len,
                                          int block)

@@ -501,8 +501,10 @@ static int snd_borrow(struct dp *dp, struct flow *f, struct jr_chan_svc *s)
 #define SND_WAKE_ROOM(cap) ((cap) / 3)
 
 /* n bytes at the head of a borrowed send ring are done with (acknowledged, or copied
- * elsewhere; all: whole, a writer is then woken whatever tx holds): their space goes
- * back to the application, whose writer may wait for it. */
+ * elsewhere; all: the flow gives tx up, and a writer is woken whatever room that
+ * leaves): their space goes back to the application, whose writer may wait for it. The
+ * drain that wakes the writer may take a revert request off the socket too:
+ * ringpoll_scan looks for one every round (chan.h's "drain, then look"). */
 static void snd_give_back(struct dp *dp, struct flow *f, uint32_t n, int all)
 {
     struct jr_chan_svc *s = chan_svc(dp->chans, f->t.chan);
@@ -2871,6 +2873,15 @@ static void chan_write(struct dp *dp, struct flow *f, double now)
     app_took(dp, f, now, moved);
 }
 
+/* A revert request chan_read can act on: it takes what tx still holds first, so the
+ * send ring needs room unless tx is empty (with the ring full, ACKs wake the flow, as
+ * they do any writer). */
+static int chan_revert_ready(const struct flow *f, const struct jr_chan_svc *s)
+{
+    return jr_chan_svc_revert_asked(s) &&
+           (f->snd.len < f->snd.cap || jr_chan_svc_tx_avail(s) == 0);
+}
+
 /* app_read in ring mode: tx's bytes into the send ring; the application's EOF is its
  * shutdown (tx_eof) or its close (the socket's hang-up) once tx is empty. */
 static void chan_read(struct dp *dp, struct flow *f)
@@ -2904,6 +2915,8 @@ static void chan_read(struct dp *dp, struct flow *f)
         snd_room(dp, f, 0);
         struct iovec iov[2];
         int parts = borrowed ? f->snd.len < f->snd.cap : ring_free_iov(&f->snd, iov);
+        if (parts == 0 && jr_chan_svc_revert_asked(s) && jr_chan_svc_tx_avail(s) == 0)
+            break; /* a full send ring holds tx's last bytes: the revert goes now */
         if (parts == 0) {
             t->write_blocked = 1; /* resumed when ACKs free room (transmit_touched) */
             if (f->rcv.len == 0) /* else a doorbell for rx room is still to be heard */
@@ -3050,7 +3063,7 @@ static void chan_arm(struct dp *dp, struct flow *f)
     }
     /* A revert request: chan_read switches the flow next round, once it can take what
      * tx holds (with the send ring full, ACKs wake it, as they do any writer). */
-    if (jr_chan_svc_revert_asked(s) && (f->snd.len < f->snd.cap || jr_chan_svc_tx_avail(s) == 0)) {
+    if (chan_revert_ready(f, s)) {
         f->app_readable = 1;
         if (!f->chan_again) {
             f->chan_again = 1;
@@ -3126,8 +3139,11 @@ static void ringpoll_scan(struct dp *dp)
         if (s == NULL || t->app_fd < 0)
             continue;
         jr_chan_svc_answer_retoken(s, t->app_fd); /* a read left bytes unannounced */
-        int bytes = !t->app_eof && f->snd.len < f->snd.cap &&
-                    (jr_chan_svc_tx_avail(s) != 0 || jr_chan_svc_tx_eof(s));
+        /* A revert request a drain took (an ACK's, snd_give_back) is looked at as bytes
+         * are: chan_read switches the flow. */
+        int bytes = chan_revert_ready(f, s) ||
+                    (!t->app_eof && f->snd.len < f->snd.cap &&
+                     (jr_chan_svc_tx_avail(s) != 0 || jr_chan_svc_tx_eof(s)));
         int room = f->rcv.len > 0 && jr_chan_svc_rx_room(s) != 0;
         if (bytes || room) {
             f->app_readable |= bytes;

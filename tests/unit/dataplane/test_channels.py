@@ -433,8 +433,11 @@ def test_the_service_loop_runs_c_while_a_descriptor_stays_ready(tmp_path: Path) 
         app_socket.close()
 
 
-def test_an_impossible_index_resets_the_connection_and_nothing_else(bed: Claiming) -> None:
-    """The service trusts nothing the application writes: a tail past its ring is a
+@pytest.mark.parametrize("tail", ["past the ring", "below what was taken"])
+def test_an_impossible_index_resets_the_connection_and_nothing_else(bed: Claiming,
+                                                                    tail: str) -> None:
+    """The service trusts nothing the application writes: a tail past its ring, or one
+    moved back below bytes the service took in place (its send ring borrows tx), is a
     reset of that connection, counted, and the service goes on."""
     _client, app = bed.connect()
     app.claim()
@@ -444,8 +447,16 @@ def test_an_impossible_index_resets_the_connection_and_nothing_else(bed: Claimin
     other.claim(2)
     bed.bed.run(3)
     assert other.verdict() == 1
-    # The first application's tx tail, far past anything its ring could hold.
-    lib.dp_app_poke_tx_tail(app.chan, 1 << 30)
+    if tail == "past the ring":
+        lib.dp_app_poke_tx_tail(app.chan, 1 << 30)
+    else:
+        # Nothing reaches the peer: the bytes stay taken, unacknowledged, in tx.
+        bed.bed.impair = lambda frame, toward_plane: toward_plane
+        assert app.write(b"x" * 1000) == 1000
+        bed.bed.run(3)
+        assert bed.stats()["chan_tx_borrowed"] >= 1
+        lib.dp_app_poke_tx_tail(app.chan, 500)
+        bed.bed.impair = None
     app.sock.send(b"B")  # its doorbell: the service looks
     bed.bed.run(20)
     st = bed.stats()
