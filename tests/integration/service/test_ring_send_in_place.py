@@ -1,7 +1,7 @@
 """A ring-mode connection sends straight from its tx ring (docs/channels.md, "Sending
 straight from tx"): the data plane takes the application's bytes in place, sends them
 from the shared ring and gives their space back only when the peer acknowledges them.
-A writer that fills tx while TCP would take more has its bytes copied out instead
+A writer that fills tx has its bytes copied out instead, and copies from then on
 (chan_tx_copied). Each case is checked end to end by SHA-256 against a kernel client:
 replies that leave tx borrowed, a writer that closes at once with its last bytes still
 unacknowledged, a stalled reader, and loss, which hands flows with borrowed rings back
@@ -104,9 +104,10 @@ def test_replies_go_from_tx_in_place(service_bed: Testbed, server: int) -> None:
 
 
 def test_a_stalled_reader_and_a_bulk_writer(service_bed: Testbed, server: int) -> None:
-    """The reader stalls for a second: tx fills with bytes TCP holds, and TCP (SO_SNDBUF
-    of 2 MiB) would take more, so they are copied out and the writer goes on; the
-    writer then closes with bytes unacknowledged."""
+    """The reader stalls for a second: the writer fills tx, so what TCP holds is copied
+    out and the flow copies from then on; its SO_SNDBUF of 2 MiB makes the filler long
+    (the livelock this test found: docs/channels.md, "The fill stops when room
+    comes"). The writer then closes with bytes unacknowledged."""
     before = plane(service_bed)
     exchange(service_bed, server, "bulk", 1 << 20, 8, stall=1.0)
     after = plane(service_bed)
