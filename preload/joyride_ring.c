@@ -23,6 +23,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/sendfile.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include "chan_claim.h"
@@ -506,6 +507,25 @@ static ssize_t jr_file_put(void *ctx, uint8_t *dst, uint32_t n, size_t done)
     return got < 0 ? -errno : got;
 }
 
+/* A non-blocking sendfile that found tx full (EAGAIN) before it read the file: what
+ * Linux's would have said, which reads the file first. 0 for a regular file with no
+ * byte at pos; -1 with ESPIPE for a pipe or socket read at an offset; else -1 with
+ * EAGAIN. Only on this path, so a sendfile that moves bytes makes no fstat. */
+static ssize_t jr_sendfile_full(int fd, off_t pos, int at_offset)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+        if (S_ISREG(st.st_mode) && st.st_size <= pos)
+            return 0;
+        if (at_offset && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))) {
+            errno = ESPIPE;
+            return -1;
+        }
+    }
+    errno = EAGAIN;
+    return -1;
+}
+
 /* sendfile(2) on a connection in ring mode (sendfile settled it): the file's bytes go
  * straight into tx (pread into its free space: one copy, as the page cache's into a
  * socket buffer), so the file's position moves by exactly what was sent. */
@@ -513,11 +533,18 @@ static ssize_t jr_ring_sendfile(int out, struct jr_ring *r, int in, off_t *offse
                                 size_t count)
 {
     struct jr_file_source f = {in, offset ? *offset : lseek(in, 0, SEEK_CUR)};
-    if (f.pos < 0)
-        return -1; /* a pipe or socket: sendfile wants a file it can seek (as Linux's) */
+    if (f.pos < 0) {
+        /* A pipe or socket without an offset: Linux's sendfile says EINVAL (with an
+         * offset, pread's ESPIPE, as Linux's). */
+        if (errno == ESPIPE)
+            errno = EINVAL;
+        return -1;
+    }
     if (count == 0)
         return 0;
     ssize_t n = jr_ring_write_from(out, r, jr_file_put, &f, count, 0);
+    if (n < 0 && errno == EAGAIN)
+        return jr_sendfile_full(in, f.pos, offset != NULL);
     if (n <= 0)
         return n;
     if (offset)

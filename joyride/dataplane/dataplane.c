@@ -818,10 +818,12 @@ static void chan_drop_door(struct dp *dp, uint32_t idx)
  * broke) would be readable for ever: it is dropped, and the arena's flows go back to
  * socket arms. Under the table's lock: another plane's claim may unmap an idle arena
  * (and close its door) at any time, and the event may be a stale one for an entry
- * since reused, whose door (if any) another plane watches. */
-static void chan_door_rang(struct dp *dp, uint32_t idx, uint32_t events)
+ * since reused, whose door (if any) another plane watches. 1 when a Python pump slept
+ * on the door (dp_chan_wait_door): Python must look, the door dropped or not. */
+static int chan_door_rang(struct dp *dp, uint32_t idx, uint32_t events)
 {
     struct dp_chans *c = dp->chans;
+    int python = 0;
     chans_lock(c);
     if (idx < c->arenas.max && c->arenas.a[idx].wake.door_fd >= 0 &&
         c->arenas.a[idx].wake.door_epfd == dp->epfd) {
@@ -830,10 +832,13 @@ static void chan_door_rang(struct dp *dp, uint32_t idx, uint32_t events)
         ssize_t r = 1;
         for (int k = 0; k < 64 && r >= 0; k++)
             r = recv(fd, junk, sizeof junk, MSG_DONTWAIT);
+        python = c->arenas.a[idx].python_waits;
+        c->arenas.a[idx].python_waits = 0; /* the pump arms it again if it sleeps again */
         if ((events & (EPOLLHUP | EPOLLERR)) || (r < 0 && errno != EAGAIN && errno != EINTR))
             chan_drop_door(dp, idx);
     }
     chans_unlock(c);
+    return python;
 }
 
 /* Whether the channel's arms are the data plane's, in door mode (chan.h,
@@ -2921,8 +2926,13 @@ static void chan_read(struct dp *dp, struct flow *f)
         if (parts == 0 && jr_chan_svc_revert_asked(s) && jr_chan_svc_tx_avail(s) == 0)
             break; /* a full send ring holds tx's last bytes: the revert goes now */
         if (parts == 0) {
-            t->write_blocked = 1; /* resumed when ACKs free room (transmit_touched) */
-            if (f->rcv.len == 0) /* else a doorbell for rx room is still to be heard */
+            /* Resumed when ACKs free room (transmit_touched). Meanwhile the socket is
+             * not watched: its bytes are the blocked writer's filler, and draining
+             * them would wake it for nothing, over and over (docs/channels.md, "A
+             * writer blocked with rx full"). A doorbell for rx room comes by the
+             * arena's door; only a socket-armed channel must still hear it there. */
+            t->write_blocked = 1;
+            if (f->rcv.len == 0 || s->arena_door != NULL)
                 epoll_set(dp, f, f->epoll_mask & ~(uint32_t)APP_IN);
             return;
         }
@@ -3079,6 +3089,12 @@ static void chan_arm(struct dp *dp, struct flow *f)
          * bytes in rx would otherwise wait for a token nobody sends). */
         jr_chan_svc_answer_retoken(s, t->app_fd);
         return;
+    }
+    if ((waits & JR_CHAN_WAIT_ROOM) && s->arena_door == NULL && !(f->epoll_mask & EPOLLIN) &&
+        !f->app_closed && !f->app_hup) {
+        /* Room armed on the socket (the door was dropped while chan_read stopped
+         * watching it for a blocked writer): its doorbell comes there. */
+        epoll_set(dp, f, f->epoll_mask | APP_IN);
     }
     int rc = jr_chan_svc_arm(s, t->app_fd, waits);
     if (rc == -EPROTO) {
@@ -4318,7 +4334,8 @@ static int take_events(struct dp *dp, const struct epoll_event *evs, int nev, do
              * looked at (door_rung). A datagram a call; what is left keeps it readable.
              * A door its application shut (or broke) would be readable for ever: it is
              * dropped, and the arena's flows go back to socket arms. */
-            chan_door_rang(dp, (uint32_t)tag, evs[e].events);
+            if (chan_door_rang(dp, (uint32_t)tag, evs[e].events))
+                wake |= DP_WAKE_DOOR; /* a pump slept on it (dp_chan_wait_door) */
             dp->door_rung = 1;
             dp->st.chan_door_rings++;
         } else if (tag & TAG_SESSION) {
@@ -4331,8 +4348,10 @@ static int take_events(struct dp *dp, const struct epoll_event *evs, int nev, do
                 continue;
             if (evs[e].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 f->app_readable = 1;
-            if (evs[e].events & EPOLLIN)
-                f->app_rung = f->t.chan != 0;
+            if ((evs[e].events & EPOLLIN) && f->t.chan) {
+                f->app_rung = 1;
+                dp->st.chan_socket_rings++;
+            }
             if (evs[e].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 f->app_hup = 1;
             /* A unix stream reports EPOLLHUP once both directions are shut: before our
@@ -5487,7 +5506,34 @@ int64_t dp_chan_collect(struct dp *dp, uint32_t chan, int fd, uint8_t *buf, uint
 int dp_chan_idle(struct dp *dp, uint32_t chan, int fd, int waits)
 {
     struct jr_chan_svc *s = chan_svc(dp->chans, chan);
-    return s ? jr_chan_svc_idle(s, fd, waits) : -EBADF;
+    if (s == NULL)
+        return -EBADF;
+    if (s->arena_door != NULL)
+        chan_door_mode(dp, chan, 0); /* the pump's arms are the socket's again */
+    return jr_chan_svc_idle(s, fd, waits);
+}
+
+int dp_chan_wait_door(struct dp *dp, uint32_t chan, int fd, int waits)
+{
+    struct jr_chan_svc *s = chan_svc(dp->chans, chan);
+    if (s == NULL)
+        return -EBADF;
+    struct dp_chans *c = dp->chans;
+    chans_lock(c);
+    /* Whichever plane watches the door (a worker's): its ring wakes Python through
+     * that plane's loop (chan_door_rang). */
+    struct jr_arena *ar = s->arena >= 0 && (uint32_t)s->arena < c->arenas.max
+                              ? &c->arenas.a[s->arena] : NULL;
+    s->arena_door = ar != NULL && ar->wake.door_epfd >= 0
+                        ? jr_arena_door_word(&c->arenas, s->arena, ar->wake.door_epfd)
+                        : NULL;
+    int door = s->arena_door != NULL;
+    if (door)
+        ar->python_waits = 1; /* before the arm: a ring after it must find this */
+    chans_unlock(c);
+    if (!door)
+        return -ENODEV;
+    return jr_chan_svc_arm(s, fd, waits);
 }
 
 int dp_chan_tx_eof(struct dp *dp, uint32_t chan)

@@ -522,6 +522,7 @@ struct dp_stats {
     uint64_t chan_bell_pushes; /* rx arrivals pushed on an arena's bell (not a token) */
     uint64_t chan_bell_wakes;  /* ... that wrote the door: the application slept */
     uint64_t chan_tokens;      /* token bytes sent on arena channels' sockets instead */
+    uint64_t chan_socket_rings; /* ring-mode sockets epoll found readable: bytes to drain */
     uint64_t time_waits;       /* born flows that entered TIME-WAIT (kept in C) */
     uint64_t tw_expired;
     uint64_t tw_overflow;      /* TIME-WAIT flows ended early: the table was full */
@@ -752,6 +753,14 @@ int64_t dp_chan_first_bytes(struct dp *dp, const uint8_t *buf, uint32_t len, int
 int64_t dp_chan_deliver(struct dp *dp, uint32_t chan, int fd, const uint8_t *buf, uint32_t n);
 int64_t dp_chan_collect(struct dp *dp, uint32_t chan, int fd, uint8_t *buf, uint32_t n);
 int dp_chan_idle(struct dp *dp, uint32_t chan, int fd, int waits);
+/* dp_chan_idle for a pump whose application's writer is blocked (TCP takes nothing
+ * from tx): the waits are armed on the arena's door, and the socket is not drained, as
+ * its filler keeps the writer's EPOLLOUT false (docs/channels.md, "A writer blocked
+ * with rx full"); the pump stops watching it. 1: asleep, the door's next ring wakes
+ * Python (DP_WAKE_DOOR from the loop that watches it); 0: work now; -ENODEV: the arena has
+ * no door (arm on the socket: dp_chan_idle); -EPROTO: an impossible index; -errno
+ * from a re-token's send. dp_chan_idle goes back to socket arms. */
+int dp_chan_wait_door(struct dp *dp, uint32_t chan, int fd, int waits);
 int dp_chan_tx_eof(struct dp *dp, uint32_t chan);
 int64_t dp_chan_tx_queued(struct dp *dp, uint32_t chan);
 int64_t dp_chan_rx_unread(struct dp *dp, uint32_t chan);
@@ -866,11 +875,12 @@ enum dp_wake {
     DP_WAKE_HANDBACK = 2,
     DP_WAKE_WATCHED = 4,
     DP_WAKE_TIMEOUT = 8,
-    DP_WAKE_DOOR = 16, /* the door rang while dp_door_python was on */
+    DP_WAKE_DOOR = 16, /* the door rang (dp_door_python), or a pump's (dp_chan_wait_door) */
     DP_WAKE_SESSION = 32 /* sessions wait for Python (dp_sessions) */
 };
 /* Python runs ring-mode connections of the door's application (handed back): its door
- * also wakes Python (DP_WAKE_DOOR), whose pumps then look at their channels. */
+ * also wakes Python (DP_WAKE_DOOR), whose pumps then look at their channels. (An
+ * arena's door wakes Python on its own while a pump sleeps on it: dp_chan_wait_door.) */
 void dp_door_python(struct dp *dp, int on);
 
 /* Workers (joyride/dataplane/workers.c; docs/dataplane.md, "Workers"): each of n

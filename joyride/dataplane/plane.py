@@ -728,6 +728,12 @@ class DataPlane:
     def chan_idle(self, chan: int, fd: int, waits: int) -> int:
         return int(lib.dp_chan_idle(self._dp, chan, fd, waits))
 
+    def chan_wait_door(self, chan: int, fd: int, waits: int) -> int:
+        """``chan_idle`` for a pump whose application's writer is blocked: armed on the
+        arena's door, whose ring wakes ``run`` (``DP_WAKE_DOOR``), the socket left
+        undrained (dp_chan_wait_door; -ENODEV: no door)."""
+        return int(lib.dp_chan_wait_door(self._dp, chan, fd, waits))
+
     def chan_tx_eof(self, chan: int) -> bool:
         return bool(lib.dp_chan_tx_eof(self._dp, chan))
 

@@ -23,6 +23,7 @@ import ipaddress
 import itertools
 import logging
 import os
+import select
 import selectors
 import socket
 import time
@@ -191,6 +192,13 @@ class Datapath:
         self.connecting: dict[TcpConnection, tuple[socket.socket, bool]] = {}
         self._sel: selectors.BaseSelector | None = None
         self._ready: set[Pump] = set()
+        self._door_waiters: set[Pump] = set()  # Pump.door_waits: _door_pumps
+        # Their sockets, watched for the application's hang-up alone (EPOLLRDHUP, not
+        # EPOLLIN: the bytes there are a blocked writer's filler), which selectors
+        # cannot say: a close with bytes unread must reset at once, not when the peer
+        # next opens its window (_watch_hangup).
+        self._hangups = select.epoll()
+        self._hangup_pumps: dict[int, Pump] = {}
         self._waiting: dict[socket.socket, float] = {}  # sessions before their request
         self._names = itertools.count()
         self._busy_until = 0.0
@@ -233,6 +241,7 @@ class Datapath:
             sel.register(self.app_socket, selectors.EVENT_READ, self._on_app_socket)
         for source in self.icmp:
             sel.register(source.sock, selectors.EVENT_READ, self._on_icmp(source))
+        sel.register(self._hangups.fileno(), selectors.EVENT_READ, self._on_hangups)
         self.adopt_listeners()
 
     def timeout(self, ceiling: float) -> float:
@@ -257,7 +266,7 @@ class Datapath:
         (which serves established connections meanwhile) until Python has work."""
         if self.plane is None:
             return sel.select(timeout)
-        door_pumps = self._door_pumps() if self.plane.has_door else []
+        door_pumps = self._door_pumps()
         if self.plane.has_door:
             # This process's own application rings a door, not its sockets (embedded
             # mode, joyride.dataplane.hub): Python's ring-mode pumps hear it through C.
@@ -271,8 +280,9 @@ class Datapath:
         else:
             woke = self.plane.run(timeout)
             events = sel.select(0)
-        if woke & WAKE_DOOR:
+        if woke & WAKE_DOOR and door_pumps:
             self._ready.update(door_pumps)
+            self.counters["door_wakes"] += 1
         if woke & WAKE_SESSION:
             self._sessions_from_c()
         return events
@@ -336,8 +346,44 @@ class Datapath:
                 self._handle_session(session)
 
     def _door_pumps(self) -> list[Pump]:
-        """The ring-mode pumps Python runs (their connections handed back by C)."""
-        return [p for p in self.pumps.values() if p.channel.chan and not p.conn.parked]
+        """The pumps a door's ring is for (C wakes Python for it: ``door_wakes``). With
+        a door of this process's own (embedded mode, joyride.dataplane.hub), whose
+        application rings it rather than its sockets: every ring-mode pump Python runs
+        (their connections handed back by C). Else the pumps asleep on their arena's
+        door while their writer is blocked (``Pump.door_waits``)."""
+        if self.plane is not None and self.plane.has_door:
+            return [p for p in self.pumps.values() if p.channel.chan and not p.conn.parked]
+        live = [p for p in self._door_waiters
+                if p.door_waits and not p.conn.parked and self.pumps.get(p.conn) is p]
+        if len(live) != len(self._door_waiters):
+            for pump in self._door_waiters.difference(live):
+                self._watch_hangup(pump, False)
+            self._door_waiters = set(live)
+        return live
+
+    def _watch_hangup(self, pump: Pump, on: bool) -> None:
+        """Watch a door-waiting pump's socket for its hang-up alone (``_hangups``)."""
+        fd = pump.sock.fileno()
+        if on == (self._hangup_pumps.get(fd) is pump):
+            return
+        if on:
+            with contextlib.suppress(OSError):  # a socket closed meanwhile: nothing to hear
+                self._hangups.register(fd, select.EPOLLRDHUP)
+                self._hangup_pumps[fd] = pump
+        elif self._hangup_pumps.pop(fd, None) is not None:
+            with contextlib.suppress(OSError):
+                self._hangups.unregister(fd)
+
+    def _on_hangups(self, _mask: int) -> None:
+        """An application whose pump waits on the door hung up: the pump looks (its
+        idle step sees the hang-up and takes the normal way, drain and all)."""
+        for fd, _events in self._hangups.poll(0):
+            pump = self._hangup_pumps.get(fd)
+            if pump is None:
+                continue
+            self._watch_hangup(pump, False)  # level-triggered: heard once is enough
+            self._ready.add(pump)
+            self.counters["door_hangups"] += 1
 
     def _on_queue(self, _mask: int) -> None:
         pass  # step() polls every queue
@@ -672,6 +718,10 @@ class Datapath:
     def _settle(self, pump: Pump) -> None:
         """Finish a pump that is done, or point the selector at what it waits for."""
         assert self._sel is not None
+        waiting = pump.door_waits and not pump.conn.parked and not pump.finished
+        if waiting:
+            self._door_waiters.add(pump)
+        self._watch_hangup(pump, waiting)
         if pump.conn.parked:
             return  # the C data plane watches its socket
         if pump.sock_replaced:
@@ -1581,5 +1631,7 @@ class Datapath:
             self.workers.close()  # their threads end; their planes go with the service
         for source in self.icmp:
             source.close()
+        self._hangups.close()
+        self._hangup_pumps.clear()
         with contextlib.suppress(Exception):
             self.network.close()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import select
 import selectors
 import socket
 from typing import Final
@@ -54,8 +55,8 @@ class Pump:
     """Moves bytes for one connection; ``service()`` does a bounded amount of work."""
 
     __slots__ = ("app_eof", "app_full", "app_gone", "app_hung", "channel", "conn",
-                 "fin_sent_to_app", "mask", "pid", "plane", "region_reads", "sock",
-                 "sock_replaced", "to_tcp", "uid")
+                 "door_waits", "fin_sent_to_app", "mask", "pid", "plane", "region_reads",
+                 "sock", "sock_replaced", "to_tcp", "uid")
 
     def __init__(self, conn: TcpConnection, sock: socket.socket, uid: int = -1,
                  pid: int = 0, *, plane: DataPlane | None = None,
@@ -78,6 +79,9 @@ class Pump:
         self.app_gone = False  # the application's end is closed (EPIPE/ECONNRESET)
         self.fin_sent_to_app = False
         self.app_hung = False  # ring mode: the application's end of the socket is closed
+        # Ring mode: asleep on the arena's door with the socket unwatched, while TCP
+        # takes nothing from tx (_chan_idle); Datapath wakes it when the door rings.
+        self.door_waits = False
         self.mask = 0  # events registered with the selector
         # The application's new socket took the old one's descriptor (a revert): the
         # selector's registration went with the old socket (Datapath._settle).
@@ -147,6 +151,11 @@ class Pump:
         idle step). True when there is work now instead."""
         assert self.plane is not None
         waits = self._chan_waits()
+        if self._writer_blocked() and not self._app_hangs_up():
+            rc = self.plane.chan_wait_door(self.channel.chan, self.sock.fileno(), waits)
+            if rc != -errno.ENODEV:
+                return self._door_armed(rc)
+        self.door_waits = False
         # With nothing awaited the step still drains the socket and answers a re-token
         # request (a read that left bytes in rx would otherwise wait for a token until
         # TCP next wakes the pump); an error then (the application gone) is met by the
@@ -176,6 +185,40 @@ class Pump:
         # leaves it readable for ever (EOF), and no byte says so: look for it now.
         if self._app_socket_eof():
             self._app_hung_up()
+        return False
+
+    def _writer_blocked(self) -> bool:
+        """Ring mode: TCP takes nothing from tx now, and tx holds bytes, so its writer
+        may sleep on filler. Draining the socket then would make the writer's socket
+        writable with tx still full: it would wake, fill again and wake the pump again,
+        the two spinning until TCP moves (docs/channels.md, "A writer blocked with rx
+        full"). TCP's progress wakes the pump instead, and its drain follows the room
+        it makes (chan.h: JR_CHAN_DRAIN after tx_release)."""
+        assert self.plane is not None
+        if self.app_eof or self.conn.state not in _SENDING:
+            return False
+        if self.to_tcp is None and self.conn.writable:
+            return False
+        return self.plane.chan_tx_queued(self.channel.chan) > 0
+
+    def _app_hangs_up(self) -> bool:
+        """Whether the application's end of the socket is closed or shut, whatever bytes
+        wait there (a peek would find its filler first): then the pump takes the normal
+        way, whose drain no writer is left to mind."""
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLRDHUP)
+        return any(ev & (select.POLLRDHUP | select.POLLHUP) for _, ev in poller.poll(0))
+
+    def _door_armed(self, rc: int) -> bool:
+        """After ``chan_wait_door``: its answer, as ``_chan_idle``'s."""
+        if rc == -errno.EPROTO:  # an impossible index: reset, as C's chan_broken
+            self._app_closed()
+        elif rc < 0:  # a re-token's send failed: its end is closed
+            self._app_hung_up()
+        elif rc == 0:
+            return True
+        else:
+            self.door_waits = True  # rx room by the door; tx's bytes by TCP's progress
         return False
 
     def _app_hung_up(self) -> None:
@@ -386,6 +429,8 @@ class Pump:
         if self.app_gone:
             return 0
         if self.channel.chan:
+            if self.door_waits:
+                return 0  # its writer is blocked: the door and TCP wake it (_chan_idle)
             # Its bytes only say "look" (_chan_idle armed what it waits for), and one
             # may be a revert request, which can come whatever the pump waits for; a
             # closed end, readable for ever, is watched only while awaited.

@@ -6,6 +6,7 @@ kernel clients in the peer namespace and every byte checked."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import subprocess
@@ -145,6 +146,27 @@ while True:
             os.lseek(f.fileno(), start, os.SEEK_SET)
             sent = os.sendfile(c.fileno(), f.fileno(), None, count)
             trailer = b"pos=%d" % os.lseek(f.fileno(), 0, os.SEEK_CUR)
+        elif mode == "eof":
+            # Non-blocking, the file's bytes over and over until tx is full (the
+            # client reads late); then a sendfile at the file's end, which Linux
+            # answers with 0 however full the socket; then one from a pipe.
+            c.setblocking(False)
+            size = os.fstat(f.fileno()).st_size
+            try:
+                while True:
+                    sent += os.sendfile(c.fileno(), f.fileno(), sent % size, size - sent % size)
+            except BlockingIOError:
+                pass
+            at_end = os.sendfile(c.fileno(), f.fileno(), size, count)
+            r, w = os.pipe()
+            errs = []
+            for off in (None, 0):
+                try:
+                    os.sendfile(c.fileno(), r, off, 10)
+                except OSError as e:
+                    errs.append(e.errno)
+            c.setblocking(True)
+            trailer = b"at_end=%d,pipe=%d/%d" % (at_end, *errs)
         else:  # nonblocking
             c.setblocking(False)
             eagain = 0
@@ -164,10 +186,12 @@ while True:
 '''
 
 SENDFILE_CLIENT = r'''
-import hashlib, socket, sys
+import hashlib, socket, sys, time
 ip, port, mode, start, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 with socket.create_connection((ip, port), timeout=60) as s:
     s.sendall(f"{mode} {start} {count}".encode())
+    if mode == "eof":
+        time.sleep(1.0)  # a late reader: the server's tx fills
     got = bytearray()
     while chunk := s.recv(1 << 20):
         got += chunk
@@ -197,6 +221,14 @@ def test_sendfile_in_ring_mode(service_bed: Testbed, tmp_path: Path) -> None:
         out = bed.peer.run(sys.executable, "-c", SENDFILE_CLIENT, bed.joy.ip, "8088", mode,
                            str(start), str(count), timeout=120).stdout.decode().split()
         assert out == [hashlib.sha256(want).hexdigest(), str(len(want)), trailer], (mode, out)
+    out = bed.peer.run(sys.executable, "-c", SENDFILE_CLIENT, bed.joy.ip, "8088", "eof", "0",
+                       "100", timeout=120).stdout.decode().split()
+    sent = int(out[1])
+    want = (data * (sent // size + 1))[:sent]
+    # As the kernel's: 0 at the file's end with tx full (not EAGAIN); from a pipe, EINVAL
+    # without an offset and ESPIPE with one.
+    assert out == [hashlib.sha256(want).hexdigest(), str(sent),
+                   f"{sent}|at_end=0,pipe={errno.EINVAL}/{errno.ESPIPE}"], out
     after = channel_counters(bed)
     assert after["chan_ring"] - before.get("chan_ring", 0) >= len(cases), after
     assert after["chan_broken"] == before.get("chan_broken", 0)

@@ -732,3 +732,174 @@ def test_an_idle_arena_is_unmapped_and_its_door_no_longer_watched(bed: Claiming)
     door.close()
     lib.dp_round(plane, bed.bed.clock.now)
     assert bed.stats()["chan_door_rings"] == rings
+
+
+
+def select_now(sock: socket.socket, event: int = selectors.EVENT_WRITE) -> bool:
+    """What the application's poll would say of its descriptor now."""
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, event)
+        return bool(sel.select(0))
+
+
+def fill_tx(app: App, data: bytes, turn: Callable[[], object]) -> int:
+    """The application writes ``data`` until a write finds tx full even after the
+    service's ``turn``: its socket then holds filler. Bytes written."""
+    written = 0
+    for _ in range(20_000):
+        n = app.write(data[written:written + RING])
+        written += n
+        turn()
+        if n == 0 and app.write(data[written:written + 1]) == 0:
+            return written
+        written += n == 0  # the one byte went in
+    raise AssertionError("tx never stayed full")
+
+
+def holding(bed: Claiming) -> list[bytes]:
+    """From now on the frames toward the peer are held, not sent: the list they go to
+    (to hand to the peer later, late but not lost)."""
+    held: list[bytes] = []
+
+    def hold(frame: bytes, toward_plane: bool) -> bool:
+        if not toward_plane:
+            held.append(frame)
+        return toward_plane
+
+    bed.bed.impair = hold
+    return held
+
+
+def finish(bed: Claiming, client: TcpConnection, app: App,
+           up: tuple[bytes, int, bytearray], down: tuple[bytes, int],
+           step: Callable[[], object]) -> bytes:
+    """Both directions to their end, from where they stand: ``up`` (the client's bytes,
+    how many it sent, what the application read of them: extended in place), ``down``
+    (the application's, how many it wrote). What the client got."""
+    data, sent, got_app = up
+    want, written = down
+    got_down = bytearray()
+    for _ in range(20_000):
+        if sent < len(data):
+            sent += client.send(data[sent:sent + 65536])
+            bed.bed.peer.mark(client)
+        written += app.write(want[written:written + 8192])
+        got_app += app.read() or b""
+        got_down += client.recv(1 << 20)
+        step()
+        if len(got_app) == len(data) and len(got_down) == len(want):
+            break
+    return bytes(got_down)
+
+
+def test_c_does_not_wake_a_blocked_writer_with_rx_full(bed: Claiming) -> None:
+    """docs/channels.md, "A writer blocked with rx full". C runs the flow; the peer's
+    bytes fill rx and C's receive ring; nothing C sends reaches the peer (its frames are
+    held, and time stands still, so no timer hands the flow to Python), so its send
+    ring fills, then tx, then the writer's socket with filler. C stops watching that
+    socket (the arena's door brings rx room): its rounds drain no filler, so the writer
+    is not told of room that is not there. Before, each round drained the filler, and
+    the writer filled again, the two spinning. Once the frames go on, every byte
+    arrives, hash-checked."""
+    client, app = bed.connect()
+    app.claim(door=True)
+    bed.bed.run(3)
+    assert app.verdict() == 1
+    up, down = payload(300_000, 21), payload(2 << 20, 22)
+    sent_up = client.send(up)
+    bed.bed.peer.mark(client)
+    bed.bed.run(20)
+
+    def still() -> None:
+        bed.bed.step(0.0)
+
+    held = holding(bed)
+    written = fill_tx(app, down, still)
+    tcb = bed.tcb(client)
+    assert tcb.app_fd >= 0 and tcb.write_blocked  # C's, its send ring full
+    assert not select_now(app.sock), "the filler did not make the socket unwritable"
+    rings = bed.stats()["chan_socket_rings"]
+    for _ in range(20):
+        still()
+    assert not select_now(app.sock), "the service drained a blocked writer's filler"
+    assert bed.stats()["chan_socket_rings"] == rings
+    # rx room is still heard: what C holds goes on into rx as the application reads.
+    got_app = bytearray()
+    for _ in range(40):
+        got_app += app.read() or b""
+        still()
+    assert len(got_app) > 2 * RING
+    assert app.rings()[0] == 0  # no doorbell on its socket
+    bed.bed.peer_nic.inbox.extend(held)  # late, not lost
+    bed.bed.impair = bed._watch
+    got_down = finish(bed, client, app, (up, sent_up, got_app), (down, written),
+                      bed.bed.step)
+    assert hashlib.sha256(got_app).digest() == hashlib.sha256(up).digest()
+    assert hashlib.sha256(got_down).digest() == hashlib.sha256(down).digest()
+
+
+def test_a_pump_sleeps_on_the_door_while_its_writer_is_blocked(bed: Claiming) -> None:
+    """The same state in a flow Python runs (as after a hand-back for the peer's zero
+    window): TCP takes nothing from tx, rx is full and TCP holds more for it. The pump
+    arms rx room on the arena's door and stops watching the socket (``wanted`` 0)
+    without draining it, so the writer stays unwritable; the application's read rings
+    the door, which wakes Python (DP_WAKE_DOOR), and the pump moves on. Before, it
+    drained the filler each time the socket woke it, and the writer filled again."""
+    client, app, conn, pump = python_ring_pump(bed, door=True)
+    plane = bed.bed.plane._dp
+    up, down = payload(300_000, 23), payload(2 << 20, 24)
+    sent_up = client.send(up)
+    bed.bed.peer.mark(client)
+    for _ in range(20):
+        python_step(bed.bed, pump)
+    assert conn.recv_queue, "TCP holds nothing more for rx"
+
+    def still() -> None:
+        bed.bed.step(0.0)
+        pump_turn(bed.bed, pump)
+
+    held = holding(bed)
+    written = fill_tx(app, down, still)
+    assert not conn.writable and not select_now(app.sock)
+    assert pump.service() is False
+    assert pump.door_waits and pump.wanted() == 0
+    assert not select_now(app.sock), "the pump drained a blocked writer's filler"
+    bells, doors = app.rings()
+    got_app = bytearray(app.read() or b"")
+    assert got_app and app.rings() == (bells, doors + 1)  # the door, not its socket
+    assert lib.dp_round(plane, bed.bed.clock.now) & 16  # DP_WAKE_DOOR
+    pump_turn(bed.bed, pump)  # rx room: TCP's bytes go on
+    more = app.read()
+    assert more, "the door's wake-up moved nothing"
+    got_app += more
+    assert not select_now(app.sock)
+    bed.bed.peer_nic.inbox.extend(held)  # late, not lost
+    bed.bed.impair = bed._watch
+    got_down = finish(bed, client, app, (up, sent_up, got_app), (down, written),
+                      lambda: python_step(bed.bed, pump))
+    assert hashlib.sha256(got_app).digest() == hashlib.sha256(up).digest()
+    assert hashlib.sha256(got_down).digest() == hashlib.sha256(down).digest()
+
+
+def test_a_door_waiting_pump_hears_its_application_close(bed: Claiming) -> None:
+    """The pump asleep on the door does not watch its socket for bytes, but a close
+    still counts at once: with rx unread it is a reset (RFC 1122 §4.2.2.13), which
+    must not wait for the peer to open its window."""
+    client, app, conn, pump = python_ring_pump(bed, door=True)
+    client.send(payload(300_000, 25))
+    bed.bed.peer.mark(client)
+    for _ in range(20):
+        python_step(bed.bed, pump)
+    bed.bed.impair = lambda frame, toward_plane: toward_plane  # nothing reaches the peer
+
+    def still() -> None:
+        bed.bed.step(0.0)
+        pump_turn(bed.bed, pump)
+
+    fill_tx(app, payload(2 << 20, 26), still)
+    assert pump.service() is False and pump.door_waits
+    app.close()
+    bed.apps.remove(app)
+    pump.service()
+    assert pump.app_gone and not pump.door_waits
+    assert conn.state is TcpState.CLOSED  # reset: it closed with rx unread
