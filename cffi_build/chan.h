@@ -1175,13 +1175,18 @@ static inline uint32_t jr_chan_app_rx_take(struct jr_chan_app *a, const struct j
 }
 
 /* A read cancelled its arm and leaves bytes in rx: no token will come for them, so ask
- * the service for one (the re-token request), or readiness would hide them. */
+ * the service for one (the re-token request), or readiness would hide them. The door
+ * too, when the service armed it (a system call only then): a service whose writer is
+ * blocked does not watch the socket, where filler waits (docs/channels.md, "A writer
+ * blocked with rx full"), and looks at the request when the door rings. */
 static inline void jr_chan_app_retoken(struct jr_chan_app *a, const struct jr_chan_io *io)
 {
     if (io->unseen != NULL && io->unseen(io->ctx) == 0)
         return; /* the caller's epoll reports them: no system call */
     __atomic_store_n(&a->shm->rx_retoken, 1, __ATOMIC_RELAXED);
     JR_FENCE(); /* the request before the byte that makes the service look */
+    if (io->door != NULL)
+        (void)io->door(io->ctx);
     io->bell(io->ctx);
 }
 

@@ -137,9 +137,6 @@ struct jr_arena {
     /* Its door (JR_CLAIM_DOOR; wake.door_fd, the service's to watch, -1: none) and its
      * bell's indices (chan.h, struct jr_arena_wake). */
     struct jr_arena_wake wake;
-    /* A Python pump sleeps on the door (dp_chan_wait_door): the next ring wakes Python.
-     * The service's alone; set and cleared under the channels' table lock. */
-    uint8_t python_waits;
 };
 
 struct jr_arenas {

@@ -25,6 +25,7 @@
 #include "chan_claim.h"
 
 enum { CHAN_ARENAS = 64 }; /* applications with channels at once (idle ones are evicted) */
+enum { CHAN_PY_DOOR = 32 }; /* pumps asleep on a door at once (dp_chan_wait_door) */
 
 struct dp_chan {
     struct jr_chan_svc svc;
@@ -38,6 +39,12 @@ struct dp_chans {
     uint32_t *free_ids; /* ids (index + 1) not in use */
     uint32_t n_free, max;
     uint32_t refs;      /* the planes that use it (changed while they are all parked) */
+    /* Channels whose Python pump sleeps on their arena's door for rx room while its
+     * writer is blocked (dp_chan_wait_door): a ring of that door wakes Python once one
+     * of them has room (py_door_look). A rare state, so a short list; when it is full
+     * the pump arms on its socket, as before. Under `lock`. */
+    uint32_t py_door[CHAN_PY_DOOR];
+    uint32_t n_py_door;
 };
 
 static void chans_lock(struct dp_chans *c)

@@ -813,13 +813,60 @@ static void chan_drop_door(struct dp *dp, uint32_t idx)
     dp->st.chan_doors_dropped++;
 }
 
+/* Python no longer waits on the door for chan (under the table's lock). */
+static void py_door_forget(struct dp_chans *c, uint32_t chan)
+{
+    for (uint32_t i = 0; i < c->n_py_door; i++)
+        if (c->py_door[i] == chan) {
+            c->py_door[i] = c->py_door[--c->n_py_door];
+            return;
+        }
+}
+
+/* A ring of arena idx's door (the plane that watches it, under the table's lock): 1 if
+ * a channel whose pump sleeps on it has rx room now, or asks for a token, or its door
+ * was dropped: Python must look (DP_WAKE_DOOR), and the channel leaves the list (its
+ * pump arms again if it sleeps again). Another channel's ring may have taken the
+ * door's word before this one's application read (chan.h: it takes svc_rx_armed, then
+ * the word), so the word is armed again before the looks: the store-buffering pair
+ * with the application's head store, fence and exchange of the word. Any other ring of
+ * the arena (its many flows C runs) wakes Python for nothing. */
+static int py_door_look(struct dp *dp, uint32_t idx, int dropped)
+{
+    struct dp_chans *c = dp->chans;
+    int wake = 0, armed = 0;
+    for (uint32_t i = 0; i < c->n_py_door;) {
+        struct jr_chan_svc *s = chan_svc(c, c->py_door[i]);
+        if (s != NULL && s->arena != (int32_t)idx) {
+            i++;
+            continue;
+        }
+        if (s != NULL && !dropped) {
+            if (!armed) {
+                uint32_t *word = jr_arena_door_word(&c->arenas, (int)idx, dp->epfd);
+                if (word != NULL)
+                    __atomic_store_n(word, 1, __ATOMIC_RELAXED);
+                JR_FENCE(); /* the word before the looks at rx.head and rx_retoken */
+                armed = 1;
+            }
+            if (jr_chan_svc_rx_room(s) == 0 && !JR_LOAD(&s->shm->rx_retoken)) {
+                i++;
+                continue;
+            }
+        }
+        wake = 1; /* room, a token asked for, a broken index, or gone: Python looks */
+        c->py_door[i] = c->py_door[--c->n_py_door];
+    }
+    return wake;
+}
+
 /* epoll said arena idx's door is readable (events): an application rang it. A datagram
  * a call is drained; what is left keeps it readable. A door its application shut (or
  * broke) would be readable for ever: it is dropped, and the arena's flows go back to
  * socket arms. Under the table's lock: another plane's claim may unmap an idle arena
  * (and close its door) at any time, and the event may be a stale one for an entry
- * since reused, whose door (if any) another plane watches. 1 when a Python pump slept
- * on the door (dp_chan_wait_door): Python must look, the door dropped or not. */
+ * since reused, whose door (if any) another plane watches. 1 when Python must look
+ * (py_door_look). */
 static int chan_door_rang(struct dp *dp, uint32_t idx, uint32_t events)
 {
     struct dp_chans *c = dp->chans;
@@ -832,10 +879,12 @@ static int chan_door_rang(struct dp *dp, uint32_t idx, uint32_t events)
         ssize_t r = 1;
         for (int k = 0; k < 64 && r >= 0; k++)
             r = recv(fd, junk, sizeof junk, MSG_DONTWAIT);
-        python = c->arenas.a[idx].python_waits;
-        c->arenas.a[idx].python_waits = 0; /* the pump arms it again if it sleeps again */
-        if ((events & (EPOLLHUP | EPOLLERR)) || (r < 0 && errno != EAGAIN && errno != EINTR))
+        int dropped = (events & (EPOLLHUP | EPOLLERR)) ||
+                      (r < 0 && errno != EAGAIN && errno != EINTR);
+        if (dropped)
             chan_drop_door(dp, idx);
+        if (c->n_py_door)
+            python = py_door_look(dp, idx, dropped);
     }
     chans_unlock(c);
     return python;
@@ -844,7 +893,8 @@ static int chan_door_rang(struct dp *dp, uint32_t idx, uint32_t events)
 /* Whether the channel's arms are the data plane's, in door mode (chan.h,
  * JR_ARMED_DOOR): while C runs its flow, and only if its arena has a door that this
  * plane watches (another worker's loop would not hear this flow's application ring
- * it). The Python pump arms through the connection's socket, which it watches. */
+ * it). The Python pump arms through the connection's socket, which it watches, but
+ * while its writer is blocked (dp_chan_wait_door); any change here ends that wait. */
 static void chan_door_mode(struct dp *dp, uint32_t chan, int on)
 {
     struct jr_chan_svc *s = chan_svc(dp->chans, chan);
@@ -852,6 +902,8 @@ static void chan_door_mode(struct dp *dp, uint32_t chan, int on)
         return;
     chans_lock(dp->chans);
     s->arena_door = on ? jr_arena_door_word(&dp->chans->arenas, s->arena, dp->epfd) : NULL;
+    if (dp->chans->n_py_door)
+        py_door_forget(dp->chans, chan);
     chans_unlock(dp->chans);
 }
 
@@ -5518,21 +5570,34 @@ int dp_chan_wait_door(struct dp *dp, uint32_t chan, int fd, int waits)
     struct jr_chan_svc *s = chan_svc(dp->chans, chan);
     if (s == NULL)
         return -EBADF;
+    if (!(waits & JR_CHAN_WAIT_ROOM)) {
+        /* Nothing the door would bring (TCP's progress wakes the pump): nothing is
+         * armed, but a re-token request is still answered. */
+        if (s->arena_door != NULL)
+            chan_door_mode(dp, chan, 0);
+        return jr_chan_svc_arm(s, fd, waits);
+    }
     struct dp_chans *c = dp->chans;
     chans_lock(c);
     /* Whichever plane watches the door (a worker's): its ring wakes Python through
-     * that plane's loop (chan_door_rang). */
-    struct jr_arena *ar = s->arena >= 0 && (uint32_t)s->arena < c->arenas.max
-                              ? &c->arenas.a[s->arena] : NULL;
-    s->arena_door = ar != NULL && ar->wake.door_epfd >= 0
-                        ? jr_arena_door_word(&c->arenas, s->arena, ar->wake.door_epfd)
-                        : NULL;
-    int door = s->arena_door != NULL;
-    if (door)
-        ar->python_waits = 1; /* before the arm: a ring after it must find this */
+     * that plane's loop (py_door_look, DP_WAKE_DOOR). Listed before the arm: a ring
+     * after the arm finds the channel there. */
+    const struct jr_arena *ar = s->arena >= 0 && (uint32_t)s->arena < c->arenas.max
+                                    ? &c->arenas.a[s->arena] : NULL;
+    uint32_t *word = ar != NULL && ar->wake.door_epfd >= 0
+                         ? jr_arena_door_word(&c->arenas, s->arena, ar->wake.door_epfd)
+                         : NULL;
+    int listed = 0;
+    for (uint32_t i = 0; i < c->n_py_door && !listed; i++)
+        listed = c->py_door[i] == chan;
+    if (word != NULL && !listed && c->n_py_door < CHAN_PY_DOOR) {
+        c->py_door[c->n_py_door++] = chan;
+        listed = 1;
+    }
+    s->arena_door = word != NULL && listed ? word : NULL;
     chans_unlock(c);
-    if (!door)
-        return -ENODEV;
+    if (s->arena_door == NULL)
+        return -ENODEV; /* no door, or too many pumps on doors: the socket's way */
     return jr_chan_svc_arm(s, fd, waits);
 }
 

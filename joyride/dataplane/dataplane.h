@@ -756,8 +756,9 @@ int dp_chan_idle(struct dp *dp, uint32_t chan, int fd, int waits);
 /* dp_chan_idle for a pump whose application's writer is blocked (TCP takes nothing
  * from tx): the waits are armed on the arena's door, and the socket is not drained, as
  * its filler keeps the writer's EPOLLOUT false (docs/channels.md, "A writer blocked
- * with rx full"); the pump stops watching it. 1: asleep, the door's next ring wakes
- * Python (DP_WAKE_DOOR from the loop that watches it); 0: work now; -ENODEV: the arena has
+ * with rx full"); the pump stops watching it. 1: asleep, the door's ring wakes Python
+ * once rx has room (DP_WAKE_DOOR, from the loop that watches the door, a worker's
+ * too); without JR_CHAN_WAIT_ROOM nothing is armed, TCP's progress wakes it; 0: work now; -ENODEV: the arena has
  * no door (arm on the socket: dp_chan_idle); -EPROTO: an impossible index; -errno
  * from a re-token's send. dp_chan_idle goes back to socket arms. */
 int dp_chan_wait_door(struct dp *dp, uint32_t chan, int fd, int waits);

@@ -101,7 +101,9 @@ static void *worker_main(void *arg)
             return NULL;
         int rc = dp_run(k->dp, -1);
         k->runs++;
-        int asks = rc < 0 || (rc & (DP_WAKE_DECLINED | DP_WAKE_HANDBACK | DP_WAKE_SESSION));
+        /* DP_WAKE_DOOR: a pump of Python's sleeps on a door this worker watches. */
+        int asks = rc < 0 ||
+                   (rc & (DP_WAKE_DECLINED | DP_WAKE_HANDBACK | DP_WAKE_SESSION | DP_WAKE_DOOR));
         if (!asks && !__atomic_load_n(&k->pause, __ATOMIC_ACQUIRE))
             continue; /* returned for nothing (EINTR): nobody would wake it, run on */
         k->woke = rc;

@@ -721,6 +721,8 @@ class Datapath:
         waiting = pump.door_waits and not pump.conn.parked and not pump.finished
         if waiting:
             self._door_waiters.add(pump)
+        else:
+            self._door_waiters.discard(pump)
         self._watch_hangup(pump, waiting)
         if pump.conn.parked:
             return  # the C data plane watches its socket

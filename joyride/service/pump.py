@@ -102,6 +102,8 @@ class Pump:
         watches for a full socket draining, and the peer may have nothing more to send
         (its FIN already arrived) while the receive buffer still holds data.
         """
+        if not self.channel.chan:
+            self.door_waits = False  # a stream now (a revert): its socket is watched
         if self.channel.claim_check and not self.app_gone:
             self._claim_check()  # first: what it decides (the mode) the rest follows
         more = self._to_app(budget)
