@@ -813,14 +813,22 @@ static void chan_drop_door(struct dp *dp, uint32_t idx)
     dp->st.chan_doors_dropped++;
 }
 
+/* chan's place in the list of channels Python waits on a door for (c->py_door), or
+ * c->n_py_door if it is not there (under the table's lock). */
+static uint32_t py_door_index(const struct dp_chans *c, uint32_t chan)
+{
+    uint32_t i = 0;
+    while (i < c->n_py_door && c->py_door[i] != chan)
+        i++;
+    return i;
+}
+
 /* Python no longer waits on the door for chan (under the table's lock). */
 static void py_door_forget(struct dp_chans *c, uint32_t chan)
 {
-    for (uint32_t i = 0; i < c->n_py_door; i++)
-        if (c->py_door[i] == chan) {
-            c->py_door[i] = c->py_door[--c->n_py_door];
-            return;
-        }
+    uint32_t i = py_door_index(c, chan);
+    if (i < c->n_py_door)
+        c->py_door[i] = c->py_door[--c->n_py_door];
 }
 
 /* A ring of arena idx's door (the plane that watches it, under the table's lock): 1 if
@@ -5587,9 +5595,7 @@ int dp_chan_wait_door(struct dp *dp, uint32_t chan, int fd, int waits)
     uint32_t *word = ar != NULL && ar->wake.door_epfd >= 0
                          ? jr_arena_door_word(&c->arenas, s->arena, ar->wake.door_epfd)
                          : NULL;
-    int listed = 0;
-    for (uint32_t i = 0; i < c->n_py_door && !listed; i++)
-        listed = c->py_door[i] == chan;
+    int listed = py_door_index(c, chan) < c->n_py_door;
     if (word != NULL && !listed && c->n_py_door < CHAN_PY_DOOR) {
         c->py_door[c->n_py_door++] = chan;
         listed = 1;

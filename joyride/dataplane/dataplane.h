@@ -758,9 +758,10 @@ int dp_chan_idle(struct dp *dp, uint32_t chan, int fd, int waits);
  * its filler keeps the writer's EPOLLOUT false (docs/channels.md, "A writer blocked
  * with rx full"); the pump stops watching it. 1: asleep, the door's ring wakes Python
  * once rx has room (DP_WAKE_DOOR, from the loop that watches the door, a worker's
- * too); without JR_CHAN_WAIT_ROOM nothing is armed, TCP's progress wakes it; 0: work now; -ENODEV: the arena has
- * no door (arm on the socket: dp_chan_idle); -EPROTO: an impossible index; -errno
- * from a re-token's send. dp_chan_idle goes back to socket arms. */
+ * too); without JR_CHAN_WAIT_ROOM nothing is armed, TCP's progress wakes it. 0: work
+ * now; -ENODEV: the arena has no door (arm on the socket: dp_chan_idle); -EPROTO: an
+ * impossible index; -errno from a re-token's send. dp_chan_idle goes back to socket
+ * arms. */
 int dp_chan_wait_door(struct dp *dp, uint32_t chan, int fd, int waits);
 int dp_chan_tx_eof(struct dp *dp, uint32_t chan);
 int64_t dp_chan_tx_queued(struct dp *dp, uint32_t chan);
